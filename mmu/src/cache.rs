@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Fixed-capacity memory caches (upstream `struct kvm_mmu_memory_cache`).
+//!
+//! The fault path runs under the MMU lock and must not sleep or fail on allocation, so before
+//! the lock is taken each vCPU tops its caches up to what one fault can consume; inside the walk
+//! objects are only popped. Upstream tops every cache up to 40 objects (sized for shadow paging);
+//! a TDP fault installs at most one table per level below the root, so
+//! [`MAX_TABLES_PER_FAULT`] (4, for a 5-level root) is enough.
+
+use crate::env::{Frame, HeaderSlot, MmuEnv, PageKind};
+use crate::error::MmuError;
+use crate::page::NewTable;
+
+/// Most tables a single fault can install: one per level below a 5-level root.
+pub const MAX_TABLES_PER_FAULT: usize = 4;
+
+/// A stack of at most `N` pre-allocated objects.
+#[derive(Debug)]
+pub struct MemoryCache<T, const N: usize> {
+    objs: [Option<T>; N],
+    len: usize,
+}
+
+impl<T, const N: usize> Default for MemoryCache<T, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T, const N: usize> MemoryCache<T, N> {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        MemoryCache {
+            objs: [const { None }; N],
+            len: 0,
+        }
+    }
+
+    /// Objects held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills the cache up to `min` (capped at `N`) with `alloc`.
+    ///
+    /// # Errors
+    ///
+    /// [`MmuError::NoMemory`] if `alloc` fails; objects allocated so far stay in the cache.
+    pub fn top_up(
+        &mut self,
+        min: usize,
+        mut alloc: impl FnMut() -> Option<T>,
+    ) -> Result<(), MmuError> {
+        let min = min.min(N);
+        while self.len < min {
+            let obj = alloc().ok_or(MmuError::NoMemory)?;
+            self.objs[self.len] = Some(obj);
+            self.len += 1;
+        }
+        Ok(())
+    }
+
+    /// Pops one object; `None` only if the caller did not top up enough.
+    pub fn pop(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        self.objs[self.len].take()
+    }
+
+    /// Pushes an object back (an unused one after a lost race). Returns it if the cache is full.
+    pub fn push(&mut self, obj: T) -> Result<(), T> {
+        if self.len == N {
+            return Err(obj);
+        }
+        self.objs[self.len] = Some(obj);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Empties the cache through `free`.
+    pub fn drain(&mut self, mut free: impl FnMut(T)) {
+        while let Some(obj) = self.pop() {
+            free(obj);
+        }
+    }
+}
+
+/// What the per-vCPU caches hold right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheHoldings {
+    /// Header objects.
+    pub headers: usize,
+    /// Table pages (shared and mirror tables come from the same cache).
+    pub tables: usize,
+    /// External (private) SPT pages.
+    pub external_spts: usize,
+}
+
+impl CacheHoldings {
+    /// Pages held (headers are not pages).
+    pub fn pages(&self) -> usize {
+        self.tables + self.external_spts
+    }
+}
+
+/// The per-vCPU MMU caches: page headers, table pages and the private-SPT cache.
+///
+/// Must be emptied with [`crate::tdp::TdpMmu::free_vcpu_caches`] before it is dropped (vCPU
+/// destroy); dropping a non-empty cache leaks its pages, which the accounting shows.
+#[derive(Debug, Default)]
+pub struct VcpuMmuCaches {
+    headers: MemoryCache<HeaderSlot, MAX_TABLES_PER_FAULT>,
+    tables: MemoryCache<Frame, MAX_TABLES_PER_FAULT>,
+    external_spts: MemoryCache<Frame, MAX_TABLES_PER_FAULT>,
+}
+
+impl VcpuMmuCaches {
+    /// Empty caches.
+    pub const fn new() -> Self {
+        VcpuMmuCaches {
+            headers: MemoryCache::new(),
+            tables: MemoryCache::new(),
+            external_spts: MemoryCache::new(),
+        }
+    }
+
+    /// What the caches hold.
+    pub fn holdings(&self) -> CacheHoldings {
+        CacheHoldings {
+            headers: self.headers.len(),
+            tables: self.tables.len(),
+            external_spts: self.external_spts.len(),
+        }
+    }
+
+    /// Tops every cache up for one fault: `tables` headers and table pages, and as many
+    /// external SPTs if `private` (the VM has a mirror root).
+    ///
+    /// Locking: must not hold the MMU lock (allocation may sleep).
+    pub(crate) fn top_up<E: MmuEnv>(
+        &mut self,
+        env: &E,
+        tables: usize,
+        private: bool,
+    ) -> Result<(), MmuError> {
+        self.headers.top_up(tables, || env.alloc_header())?;
+        self.tables
+            .top_up(tables, || env.alloc_page(PageKind::Table))?;
+        if private {
+            self.external_spts
+                .top_up(tables, || env.alloc_page(PageKind::ExternalSpt))?;
+        }
+        Ok(())
+    }
+
+    /// Returns every cached object to `env`.
+    pub(crate) fn free_all<E: MmuEnv>(&mut self, env: &E) {
+        self.headers.drain(|h| env.free_header(h));
+        self.tables.drain(|f| env.free_page(f, PageKind::Table));
+        self.external_spts
+            .drain(|f| env.free_page(f, PageKind::ExternalSpt));
+    }
+
+    /// Pops what one new table needs. The only place an external SPT is allocated for a table.
+    ///
+    /// Returns `None` (and pops nothing) if a cache is short, which a correct top-up prevents.
+    pub(crate) fn take_table(&mut self, mirror: bool) -> Option<NewTable> {
+        if self.headers.is_empty()
+            || self.tables.is_empty()
+            || (mirror && self.external_spts.is_empty())
+        {
+            return None;
+        }
+        let header = self.headers.pop()?;
+        let table = self.tables.pop()?;
+        let external = if mirror {
+            self.external_spts.pop()
+        } else {
+            None
+        };
+        Some(NewTable {
+            header,
+            table,
+            external,
+        })
+    }
+
+    /// Puts an unused bundle back. Cannot overflow: it was popped from these caches during the
+    /// same fault.
+    pub(crate) fn put_back<E: MmuEnv>(&mut self, env: &E, new: NewTable) {
+        if let Err(h) = self.headers.push(new.header) {
+            env.free_header(h);
+        }
+        if let Err(f) = self.tables.push(new.table) {
+            env.free_page(f, PageKind::Table);
+        }
+        if let Some(ext) = new.external {
+            if let Err(f) = self.external_spts.push(ext) {
+                env.free_page(f, PageKind::ExternalSpt);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_up_fills_to_min_and_pop_empties() {
+        let mut c: MemoryCache<u32, 4> = MemoryCache::new();
+        let mut n = 0;
+        c.top_up(3, || {
+            n += 1;
+            Some(n)
+        })
+        .unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.pop(), Some(3));
+        c.top_up(3, || Some(9)).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.pop(), Some(9));
+    }
+
+    #[test]
+    fn top_up_caps_at_capacity_and_reports_enomem() {
+        let mut c: MemoryCache<u32, 2> = MemoryCache::new();
+        c.top_up(10, || Some(1)).unwrap();
+        assert_eq!(c.len(), 2);
+        let mut c: MemoryCache<u32, 4> = MemoryCache::new();
+        let mut left = 2;
+        let r = c.top_up(4, || {
+            if left == 0 {
+                None
+            } else {
+                left -= 1;
+                Some(0)
+            }
+        });
+        assert_eq!(r, Err(MmuError::NoMemory));
+        assert_eq!(
+            c.len(),
+            2,
+            "objects allocated before the failure stay cached"
+        );
+    }
+
+    #[test]
+    fn push_refuses_when_full() {
+        let mut c: MemoryCache<u32, 1> = MemoryCache::new();
+        assert_eq!(c.push(1), Ok(()));
+        assert_eq!(c.push(2), Err(2));
+        let mut out = [0; 2];
+        let mut i = 0;
+        c.drain(|x| {
+            out[i] = x;
+            i += 1;
+        });
+        assert_eq!((i, out[0]), (1, 1));
+        assert!(c.is_empty());
+    }
+}

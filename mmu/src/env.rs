@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! What the MMU core needs from its environment, as one small trait.
+//!
+//! The kernel module implements [`MmuEnv`] with `alloc_page(GFP_KERNEL_ACCOUNT)`, `__va()`,
+//! `page->private`, an rwlock and `kvm_flush_remote_tlbs_range()`; host tests implement it with an
+//! arena of pages that counts every allocation and can be told to fail.
+
+use crate::addr::{Gfn, Pfn};
+use crate::level::ENTRIES_PER_TABLE;
+use crate::lock::RawRwLock;
+use crate::page::MmuPage;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+use core::sync::atomic::AtomicU64;
+
+/// One page-table page: 512 entries, read and written atomically as KVM does with
+/// `READ_ONCE`/`cmpxchg64`.
+#[repr(C, align(4096))]
+pub struct Table(pub [AtomicU64; ENTRIES_PER_TABLE]);
+
+const _: () = assert!(size_of::<Table>() == 4096);
+
+/// What a page is allocated for; lets environments account per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PageKind {
+    /// A page-table page of either root (KVM walks it; the CPU too for the shared root).
+    Table,
+    /// An external (private, S-EPT) table page handed to the TDX module.
+    ExternalSpt,
+}
+
+/// A zero-filled 4 KiB host page owned by the holder of this value.
+///
+/// # Invariants
+///
+/// `virt` is the environment's mapping of `pfn`, valid for reads and writes of 4096 bytes and
+/// 4096-aligned, until the frame is handed back with [`MmuEnv::free_page`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pfn: Pfn,
+    virt: NonNull<u8>,
+}
+
+// SAFETY: a `Frame` is an owned page, like `Box<[u8; 4096]>`; moving it between threads is fine.
+unsafe impl Send for Frame {}
+// SAFETY: shared references only expose the PFN and the address, never the contents.
+unsafe impl Sync for Frame {}
+
+impl Frame {
+    /// Wraps a page.
+    ///
+    /// # Safety
+    ///
+    /// `virt` maps `pfn`, is 4096-aligned and valid for 4096 bytes of reads and writes, and the
+    /// caller transfers ownership of that page to the new `Frame`.
+    pub unsafe fn from_raw(pfn: Pfn, virt: NonNull<u8>) -> Self {
+        // INVARIANT: guaranteed by the caller.
+        Frame { pfn, virt }
+    }
+
+    /// The host frame number.
+    pub fn pfn(&self) -> Pfn {
+        self.pfn
+    }
+
+    /// The environment's mapping of the page.
+    pub fn virt(&self) -> NonNull<u8> {
+        self.virt
+    }
+
+    /// The page viewed as a page-table page.
+    pub fn table(&self) -> &Table {
+        // SAFETY: by the type invariant `virt` is valid, aligned, 4096 bytes; `Table` is 512
+        // atomics, valid for any bit pattern, and only accessed atomically.
+        unsafe { self.virt.cast::<Table>().as_ref() }
+    }
+}
+
+/// Storage for one [`MmuPage`] header (KVM's `mmu_page_header_cache` object).
+///
+/// # Invariants
+///
+/// `ptr` is valid, aligned storage for an `MmuPage` owned by the holder, until handed back with
+/// [`MmuEnv::free_header`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeaderSlot {
+    ptr: NonNull<MaybeUninit<MmuPage>>,
+}
+
+// SAFETY: owned storage, like `Box<MaybeUninit<MmuPage>>`.
+unsafe impl Send for HeaderSlot {}
+// SAFETY: shared references expose nothing.
+unsafe impl Sync for HeaderSlot {}
+
+impl HeaderSlot {
+    /// Wraps header storage.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is valid and aligned for an `MmuPage`, and ownership of it passes to the slot.
+    pub unsafe fn from_raw(ptr: NonNull<MaybeUninit<MmuPage>>) -> Self {
+        // INVARIANT: guaranteed by the caller.
+        HeaderSlot { ptr }
+    }
+
+    /// The storage, for the environment to release it.
+    pub fn as_ptr(&self) -> NonNull<MaybeUninit<MmuPage>> {
+        self.ptr
+    }
+
+    /// Consumes the slot, returning its storage.
+    pub(crate) fn into_raw(self) -> NonNull<MaybeUninit<MmuPage>> {
+        self.ptr
+    }
+}
+
+/// The environment of one VM's MMU.
+///
+/// # Safety
+///
+/// Implementors guarantee:
+/// - `alloc_page` returns frames satisfying [`Frame`]'s invariant, zero-filled, each page handed
+///   out at most once until freed;
+/// - `table_of(pfn)` returns the same mapping `alloc_page` returned in `Frame::virt` for every
+///   page this environment handed out and that is not yet freed;
+/// - `alloc_header` returns slots satisfying [`HeaderSlot`]'s invariant;
+/// - `page_private` returns the last value `set_page_private` stored for that page.
+pub unsafe trait MmuEnv: Sync {
+    /// The MMU lock type.
+    type Lock: RawRwLock;
+
+    /// The VM's MMU lock.
+    fn mmu_lock(&self) -> &Self::Lock;
+
+    /// Allocates one zeroed page, or `None` when memory is short. May sleep: never called with
+    /// the MMU lock held.
+    fn alloc_page(&self, kind: PageKind) -> Option<Frame>;
+
+    /// Returns a page to the host.
+    fn free_page(&self, frame: Frame, kind: PageKind);
+
+    /// Allocates storage for one MMU page header. May sleep.
+    fn alloc_header(&self) -> Option<HeaderSlot>;
+
+    /// Releases header storage.
+    fn free_header(&self, slot: HeaderSlot);
+
+    /// The mapping of a page this environment handed out (`__va(pfn << 12)`).
+    fn table_of(&self, pfn: Pfn) -> NonNull<Table>;
+
+    /// Stores a word in the page's `page->private`.
+    fn set_page_private(&self, pfn: Pfn, value: usize);
+
+    /// Reads the page's `page->private`.
+    fn page_private(&self, pfn: Pfn) -> usize;
+
+    /// Flushes guest TLB entries of `pages` frames from `start` in the shared root on every vCPU
+    /// (KVM's `kvm_flush_remote_tlbs_range`). The mirror root never needs this: the TDX module
+    /// does its own TLB tracking, driven by the external hooks.
+    fn flush_remote_tlbs(&self, start: Gfn, pages: u64);
+}

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The TDP iterator: a pre-order walk of one root over a GFN range (upstream `tdp_iter.c`).
+//!
+//! It has no policy: it reads entries, steps down into present tables, sideways to the next
+//! entry, and up when a table is done. Callers change entries through [`TdpIter::sptep`] and then
+//! tell the iterator what they wrote ([`TdpIter::set_old_spte`]), so a table that was just
+//! removed is not descended into. Entries are read atomically (`READ_ONCE`); the table pages it
+//! descends into stay valid because every walker holds the MMU lock and unlinked pages are freed
+//! only under the exclusive side (see [`crate::page`]).
+
+use crate::addr::Gfn;
+use crate::env::{MmuEnv, Table};
+use crate::level::{Level, ENTRIES_PER_TABLE};
+use crate::spte::{PagingFormat, SpteKind};
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+const PATH_LEN: usize = Level::MAX.get() as usize + 1;
+
+/// A walk of one root.
+///
+/// # Invariants
+///
+/// `pt_path[l]` for `level <= l <= root_level` points to the table holding the entries of level
+/// `l` on the path to the current entry; `pt_path[root_level]` is the root table. These tables are
+/// alive while the MMU lock is held (the lifetime `'a` borrows the lock guard's MMU).
+pub struct TdpIter<'a, F: PagingFormat, E: MmuEnv> {
+    env: &'a E,
+    root: &'a Table,
+    pt_path: [Option<NonNull<Table>>; PATH_LEN],
+    root_level: Level,
+    min_level: Level,
+    level: Level,
+    gfn: Gfn,
+    next_last_level_gfn: Gfn,
+    end: Gfn,
+    old_spte: u64,
+    valid: bool,
+    _format: PhantomData<F>,
+}
+
+impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
+    /// Starts a walk of `root` (a table at `root_level`) over `[start, end)`, descending no
+    /// lower than `min_level`.
+    ///
+    /// # Safety
+    ///
+    /// `root` is a live root table of `env`'s MMU and the caller holds that MMU's lock for as
+    /// long as the iterator is used.
+    pub(crate) unsafe fn new(
+        env: &'a E,
+        root: &'a Table,
+        root_level: Level,
+        min_level: Level,
+        start: Gfn,
+        end: Gfn,
+    ) -> Self {
+        let mut pt_path = [None; PATH_LEN];
+        pt_path[root_level.get() as usize] = Some(NonNull::from(root));
+        let mut it = TdpIter {
+            env,
+            root,
+            pt_path,
+            root_level,
+            min_level,
+            level: root_level,
+            gfn: start,
+            next_last_level_gfn: start,
+            end,
+            old_spte: 0,
+            valid: false,
+            _format: PhantomData,
+        };
+        it.restart();
+        it
+    }
+
+    /// Starts over from the root at the entry covering the next GFN to visit (upstream
+    /// `tdp_iter_restart`, used after the lock was dropped and retaken).
+    pub fn restart(&mut self) {
+        self.level = self.root_level;
+        self.gfn = self.next_last_level_gfn.align_down(self.level.pages());
+        self.refresh();
+        self.valid = self.gfn < self.end;
+    }
+
+    /// Whether the iterator points at an entry inside the range.
+    pub fn valid(&self) -> bool {
+        self.valid
+    }
+
+    /// Level of the current entry.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// First GFN mapped by the current entry.
+    pub fn gfn(&self) -> Gfn {
+        self.gfn
+    }
+
+    /// The value of the current entry when last read or written.
+    pub fn old_spte(&self) -> u64 {
+        self.old_spte
+    }
+
+    /// The current entry decoded.
+    pub fn kind(&self) -> SpteKind {
+        F::decode(self.old_spte, self.level)
+    }
+
+    /// The current entry.
+    pub fn sptep(&self) -> &'a AtomicU64 {
+        let table = self.table_at(self.level);
+        &table.0[self.level.index(self.gfn)]
+    }
+
+    /// Re-reads the current entry.
+    pub fn reread(&mut self) -> u64 {
+        self.old_spte = self.sptep().load(Ordering::Acquire);
+        self.old_spte
+    }
+
+    /// Records the value the caller stored into (or found in) the current entry.
+    pub fn set_old_spte(&mut self, value: u64) {
+        self.old_spte = value;
+    }
+
+    /// Whether the current entry's whole GFN span lies inside `[start, end)`.
+    pub fn entry_within(&self, start: Gfn, end: Gfn) -> bool {
+        self.gfn >= start && self.gfn.add(self.level.pages()) <= end
+    }
+
+    fn table_at(&self, level: Level) -> &'a Table {
+        match self.pt_path[level.get() as usize] {
+            // SAFETY: by the type invariant the tables on the path are alive for 'a.
+            Some(t) => unsafe { t.as_ref() },
+            // The path is always filled from the root down to `self.level` (type invariant).
+            None => self.root,
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.reread();
+    }
+
+    fn try_step_down(&mut self) -> bool {
+        if self.level <= self.min_level {
+            return false;
+        }
+        // Re-read: another walker may have changed the entry since we looked.
+        let spte = self.reread();
+        let SpteKind::Table(pfn) = F::decode(spte, self.level) else {
+            return false;
+        };
+        let Some(down) = self.level.down() else {
+            return false;
+        };
+        self.pt_path[down.get() as usize] = Some(self.env.table_of(pfn));
+        self.level = down;
+        self.gfn = self.next_last_level_gfn.align_down(down.pages());
+        self.refresh();
+        true
+    }
+
+    fn try_step_side(&mut self) -> bool {
+        if self.level.index(self.gfn) == ENTRIES_PER_TABLE - 1 {
+            return false;
+        }
+        self.gfn = self.gfn.add(self.level.pages());
+        self.next_last_level_gfn = self.gfn;
+        self.refresh();
+        true
+    }
+
+    fn try_step_up(&mut self) -> bool {
+        if self.level == self.root_level {
+            return false;
+        }
+        let Some(up) = self.level.up() else {
+            return false;
+        };
+        self.level = up;
+        self.gfn = self.gfn.align_down(up.pages());
+        self.refresh();
+        true
+    }
+
+    /// Moves to the next entry in pre-order: into the current entry's table if it is one,
+    /// else to the next entry of this table, else up.
+    pub fn next(&mut self) {
+        if self.try_step_down() {
+            return;
+        }
+        self.next_sibling();
+    }
+
+    /// Moves to the next entry without descending into the current one (its subtree was handled
+    /// or removed by the caller).
+    pub fn next_sibling(&mut self) {
+        loop {
+            if self.try_step_side() {
+                self.valid = self.gfn < self.end;
+                return;
+            }
+            if !self.try_step_up() {
+                break;
+            }
+        }
+        self.valid = false;
+    }
+}

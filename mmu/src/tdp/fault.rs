@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The fault path (upstream `kvm_tdp_mmu_map()` and `tdp_mmu_map_handle_target_level()`).
+//!
+//! Runs under the shared side of the MMU lock, in parallel with other faults. Every change is a
+//! compare-exchange on one entry; a lost race, a frozen entry or a busy external table makes the
+//! fault return [`FaultOutcome::Retry`] with nothing half-done, and the vCPU simply faults again.
+//! Mirror entries follow freeze → external hook → publish (upstream
+//! `set_external_spte_present()`).
+//!
+//! The mirror root never replaces a present entry under the shared lock (that would need the
+//! S-EPT's BLOCK/TRACK/REMOVE, which require the exclusive lock): a huge fault over an existing
+//! mirror table maps at a smaller level instead, and a different PFN under a mapped private GFN
+//! is a [`MmuError::Conflict`]. The shared root does what upstream does: a huge page replaces a
+//! table (whose subtree is freed once no walker can be in it), and a huge leaf is split.
+
+use super::{root_kind_of, TdpMmu};
+use crate::addr::{Gfn, GfnKind, Pfn};
+use crate::cache::VcpuMmuCaches;
+use crate::env::MmuEnv;
+use crate::error::MmuError;
+use crate::external::{ExternalError, ExternalPageTable};
+use crate::iter::TdpIter;
+use crate::level::{Level, ENTRIES_PER_TABLE};
+use crate::lock::MmuLockHeld;
+use crate::page::{ExternalSpt, MmuPage, PageRef, RootKind};
+use crate::spte::{Access, LeafAttrs, LeafInfo, PagingFormat, SpteKind, FROZEN_SPTE};
+use core::sync::atomic::Ordering;
+
+/// A guest page fault to resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The memslot GFN (shared bit stripped).
+    pub gfn: Gfn,
+    /// Private (mirror root) or shared (shared root).
+    pub kind: GfnKind,
+    /// The host frame backing `gfn`.
+    pub pfn: Pfn,
+    /// Access rights to map with. Private memory is always mapped RWX.
+    pub access: Access,
+    /// Whether the fault was a write (sets the dirty bit).
+    pub write: bool,
+    /// Largest level the host backing allows (KVM's `max_level` after the host-mapping check).
+    pub max_level: Level,
+}
+
+/// How a fault ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// A new leaf at this level maps the GFN.
+    Mapped(Level),
+    /// The GFN was already mapped as asked (another vCPU won the race, or a stale fault).
+    Spurious,
+    /// Lost a race or the external table was busy: nothing changed, fault again.
+    Retry,
+}
+
+/// What a mirror entry is about to become.
+enum MirrorChange<'a> {
+    Link(&'a ExternalSpt),
+    Leaf(Pfn),
+}
+
+impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
+    /// Maps one guest fault.
+    ///
+    /// The caller topped `caches` up with [`TdpMmu::topup_vcpu_caches`] before taking the lock.
+    ///
+    /// Locking: shared or exclusive side of this MMU's lock.
+    ///
+    /// # Errors
+    ///
+    /// - [`MmuError::WrongLock`], [`MmuError::Bugged`];
+    /// - [`MmuError::NoPrivateRoot`]: a private fault on a VM without private memory;
+    /// - [`MmuError::GfnOutOfRange`]: `gfn` beyond the guest-physical address width;
+    /// - [`MmuError::NoMemory`]: the caches were not topped up (nothing changed);
+    /// - [`MmuError::Conflict`]: a different PFN is already mapped at this private GFN.
+    pub fn map(
+        &self,
+        guard: &impl MmuLockHeld,
+        caches: &mut VcpuMmuCaches,
+        fault: &Fault,
+    ) -> Result<FaultOutcome, MmuError> {
+        self.check_guard(guard)?;
+        if fault.gfn.raw() >= self.config.gfn_limit() {
+            return Err(MmuError::GfnOutOfRange);
+        }
+        let root_kind = root_kind_of(fault.kind);
+        let root = self.root(root_kind)?;
+        let mut goal = self.goal_level(fault);
+        let gfn = self.root_gfn(root_kind, fault.gfn);
+        let mut it = self.iter(root.get(), gfn, gfn.add(1));
+
+        while it.valid() {
+            let level = it.level();
+            let kind = it.kind();
+            if kind == SpteKind::Frozen {
+                return Ok(FaultOutcome::Retry);
+            }
+            if level == goal {
+                if let (RootKind::Mirror, SpteKind::Table(_), Some(down)) =
+                    (root_kind, kind, level.down())
+                {
+                    // Never replace a mirror table under the shared lock: map smaller instead.
+                    goal = down;
+                    it.next();
+                    continue;
+                }
+                return self.map_target_level(&mut it, root_kind, fault, goal);
+            }
+            match kind {
+                SpteKind::Table(_) => it.next(),
+                SpteKind::Absent => {
+                    if !self.link_new_table(&mut it, root_kind, caches)? {
+                        return Ok(FaultOutcome::Retry);
+                    }
+                    it.next();
+                }
+                SpteKind::Leaf(leaf) => match root_kind {
+                    RootKind::Mirror => return self.mirror_huge_leaf_covers(&it, fault, leaf),
+                    RootKind::Shared => {
+                        if !self.split_shared_huge_leaf(&mut it) {
+                            return Ok(FaultOutcome::Retry);
+                        }
+                    }
+                },
+                SpteKind::Frozen => return Ok(FaultOutcome::Retry),
+            }
+        }
+        // The walk of a single GFN always reaches the goal level.
+        Err(self.bug())
+    }
+
+    /// The largest level ≤ `fault.max_level` (and the MMU's limit) at which `gfn` and `pfn` are
+    /// equally aligned, so one leaf can map both.
+    fn goal_level(&self, fault: &Fault) -> Level {
+        let mut goal = fault.max_level.min(self.config.max_level);
+        while let Some(down) = goal.down() {
+            let pages = goal.pages();
+            if fault.gfn.offset_in(pages) == fault.pfn.offset_in(pages) {
+                break;
+            }
+            goal = down;
+        }
+        goal
+    }
+
+    fn leaf_spte(&self, root_kind: RootKind, fault: &Fault, level: Level) -> (u64, Pfn) {
+        let pfn = fault.pfn.align_down(level.pages());
+        let (access, mirror) = match root_kind {
+            RootKind::Mirror => (Access::RWX, true),
+            RootKind::Shared => (fault.access, false),
+        };
+        let attrs = LeafAttrs {
+            accessed: true,
+            dirty: fault.write && access.contains(Access::WRITE),
+            mirror,
+        };
+        (F::leaf(pfn, level, access, attrs), pfn)
+    }
+
+    fn map_target_level(
+        &self,
+        it: &mut TdpIter<'_, F, E>,
+        root_kind: RootKind,
+        fault: &Fault,
+        level: Level,
+    ) -> Result<FaultOutcome, MmuError> {
+        let (new_spte, pfn) = self.leaf_spte(root_kind, fault, level);
+        let old = it.kind();
+        match (root_kind, old) {
+            (_, SpteKind::Frozen) => Ok(FaultOutcome::Retry),
+            (RootKind::Mirror, SpteKind::Absent) => {
+                let gfn = it.gfn();
+                match self.mirror_set_atomic(it, new_spte, MirrorChange::Leaf(pfn), gfn) {
+                    Ok(true) => {
+                        self.stats.leaf(RootKind::Mirror, level, 1);
+                        Ok(FaultOutcome::Mapped(level))
+                    }
+                    Ok(false) | Err(ExternalError::Busy) => Ok(FaultOutcome::Retry),
+                    Err(ExternalError::Fatal) => Err(self.bug()),
+                }
+            }
+            (RootKind::Mirror, SpteKind::Leaf(leaf)) if leaf.pfn == pfn => {
+                Ok(FaultOutcome::Spurious)
+            }
+            (RootKind::Mirror, _) => Err(MmuError::Conflict),
+            (RootKind::Shared, _) if it.old_spte() == new_spte => Ok(FaultOutcome::Spurious),
+            (RootKind::Shared, _) => {
+                let old_spte = it.old_spte();
+                if it
+                    .sptep()
+                    .compare_exchange(old_spte, new_spte, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    return Ok(FaultOutcome::Retry);
+                }
+                it.set_old_spte(new_spte);
+                self.stats.leaf(RootKind::Shared, level, 1);
+                match old {
+                    SpteKind::Absent => {}
+                    SpteKind::Leaf(_) => {
+                        self.stats.leaf(RootKind::Shared, level, -1);
+                        self.env.flush_remote_tlbs(it.gfn(), level.pages());
+                    }
+                    SpteKind::Table(child) => {
+                        // A huge page replaces a whole table: its subtree is now unreachable.
+                        self.handle_removed_table_atomic(child)?;
+                        self.env.flush_remote_tlbs(it.gfn(), level.pages());
+                    }
+                    SpteKind::Frozen => {}
+                }
+                Ok(FaultOutcome::Mapped(level))
+            }
+        }
+    }
+
+    /// A huge mirror leaf above the goal level already covers the GFN.
+    fn mirror_huge_leaf_covers(
+        &self,
+        it: &TdpIter<'_, F, E>,
+        fault: &Fault,
+        leaf: LeafInfo,
+    ) -> Result<FaultOutcome, MmuError> {
+        let expected = leaf.pfn.add(fault.gfn.raw() - it.gfn().raw());
+        if expected == fault.pfn {
+            Ok(FaultOutcome::Spurious)
+        } else {
+            Err(MmuError::Conflict)
+        }
+    }
+
+    /// Installs a new table in the absent entry at the iterator. Returns `false` if another
+    /// walker changed the entry first or the external table was busy (the bundle goes back to
+    /// the caches either way).
+    fn link_new_table(
+        &self,
+        it: &mut TdpIter<'_, F, E>,
+        root_kind: RootKind,
+        caches: &mut VcpuMmuCaches,
+    ) -> Result<bool, MmuError> {
+        let Some(child_level) = it.level().down() else {
+            return Err(self.bug());
+        };
+        let mirror = root_kind == RootKind::Mirror;
+        let new = caches.take_table(mirror).ok_or(MmuError::NoMemory)?;
+        let page = match MmuPage::install_child(&self.env, new, child_level, root_kind, it.gfn()) {
+            Ok(page) => page,
+            Err(new) => {
+                caches.put_back(&self.env, new);
+                return Err(self.bug());
+            }
+        };
+        let new_spte = F::table(page.get().frame().pfn());
+        let linked = if mirror {
+            match page.get().external_spt() {
+                Some(spt) => {
+                    self.mirror_set_atomic(it, new_spte, MirrorChange::Link(spt), it.gfn())
+                }
+                None => Err(ExternalError::Fatal),
+            }
+        } else {
+            let won = it
+                .sptep()
+                .compare_exchange(it.old_spte(), new_spte, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if won {
+                it.set_old_spte(new_spte);
+            }
+            Ok(won)
+        };
+        match linked {
+            Ok(true) => {
+                self.stats.table(root_kind, 1);
+                if mirror {
+                    self.stats.external_spt(1);
+                }
+                Ok(true)
+            }
+            Ok(false) | Err(_) => {
+                // SAFETY: the page was never published: the entry still holds its old value.
+                let new = unsafe { MmuPage::uninstall_unused(&self.env, page) };
+                caches.put_back(&self.env, new);
+                match linked {
+                    Err(ExternalError::Fatal) => Err(self.bug()),
+                    _ => Ok(false),
+                }
+            }
+        }
+    }
+
+    /// Freeze → external hook → publish for one mirror entry. `Ok(false)`: lost the race to
+    /// freeze; `Err`: the hook failed and the old value is back.
+    fn mirror_set_atomic(
+        &self,
+        it: &mut TdpIter<'_, F, E>,
+        new_spte: u64,
+        change: MirrorChange<'_>,
+        gfn: Gfn,
+    ) -> Result<bool, ExternalError> {
+        let old = it.old_spte();
+        let sptep = it.sptep();
+        if sptep
+            .compare_exchange(old, FROZEN_SPTE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        let level = it.level();
+        let r = match change {
+            MirrorChange::Link(spt) => self.ext.link_spt(gfn, level, spt),
+            MirrorChange::Leaf(pfn) => self.ext.set_spte(gfn, level, pfn),
+        };
+        match r {
+            Ok(()) => {
+                sptep.store(new_spte, Ordering::Release);
+                it.set_old_spte(new_spte);
+                Ok(true)
+            }
+            Err(e) => {
+                sptep.store(old, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Zaps a huge shared leaf that lies above the fault's goal level so a table can replace it
+    /// (upstream `tdp_mmu_zap_spte_atomic`). Returns `false` on a lost race.
+    fn split_shared_huge_leaf(&self, it: &mut TdpIter<'_, F, E>) -> bool {
+        let old = it.old_spte();
+        let sptep = it.sptep();
+        if sptep
+            .compare_exchange(old, FROZEN_SPTE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        // Flush before the entry can be reused: no vCPU may keep the huge translation.
+        self.env.flush_remote_tlbs(it.gfn(), it.level().pages());
+        sptep.store(0, Ordering::Release);
+        it.set_old_spte(0);
+        self.stats.leaf(RootKind::Shared, it.level(), -1);
+        true
+    }
+
+    /// Tears down a shared-root table that was just unlinked under the shared lock (upstream
+    /// `handle_removed_pt()`): freezes every entry so late walkers inside it back off, accounts
+    /// what it mapped, recurses into child tables, and parks the pages for freeing.
+    fn handle_removed_table_atomic(&self, table_pfn: Pfn) -> Result<(), MmuError> {
+        // SAFETY: the table was reachable until our compare-exchange; the lock is held, and the
+        // page is only freed after it is parked and the exclusive side is taken.
+        let Some(page) = (unsafe { PageRef::from_table_pfn(&self.env, table_pfn) }) else {
+            return Err(self.bug());
+        };
+        let level = page.get().role().level;
+        for i in 0..ENTRIES_PER_TABLE {
+            let entry = &page.get().table().0[i];
+            // A frozen entry belongs to a walker in the middle of a change: wait for it to
+            // publish, then freeze over the result so it cannot build on this dead table.
+            let old = loop {
+                let old = entry.swap(FROZEN_SPTE, Ordering::AcqRel);
+                if old != FROZEN_SPTE {
+                    break old;
+                }
+                core::hint::spin_loop();
+            };
+            match F::decode(old, level) {
+                SpteKind::Leaf(_) => self.stats.leaf(RootKind::Shared, level, -1),
+                SpteKind::Table(child) => self.handle_removed_table_atomic(child)?,
+                SpteKind::Absent | SpteKind::Frozen => {}
+            }
+        }
+        self.stats.deferred(1);
+        self.deferred.push(page);
+        Ok(())
+    }
+}

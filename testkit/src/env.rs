@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `HostEnv`: the MMU environment for host tests and benchmarks.
+//!
+//! Pages come from one zero-filled arena (lazily committed by the OS), so a "PFN" is simply
+//! `BASE_PFN + index` and `page->private` is a parallel array, like `struct page` in a vmemmap.
+//! Every allocation is counted per kind, double frees are caught, and allocation can be told to
+//! fail at the N-th call.
+
+use mmu::env::{Frame, HeaderSlot, MmuEnv, PageKind, Table};
+use mmu::lock::RawRwLock;
+use mmu::page::MmuPage;
+use mmu::{Gfn, Pfn};
+use parking_lot::lock_api::RawRwLock as _;
+use parking_lot::Mutex;
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+/// First PFN the arena hands out (any non-zero value; makes PFN bugs visible).
+pub const BASE_PFN: u64 = 0x10_0000;
+
+/// The MMU lock on the host: parking_lot's raw rwlock.
+pub struct HostRwLock(parking_lot::RawRwLock);
+
+impl Default for HostRwLock {
+    fn default() -> Self {
+        HostRwLock(parking_lot::RawRwLock::INIT)
+    }
+}
+
+// SAFETY: parking_lot's RawRwLock provides reader-writer exclusion.
+unsafe impl RawRwLock for HostRwLock {
+    fn lock_shared(&self) {
+        self.0.lock_shared();
+    }
+    unsafe fn unlock_shared(&self) {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.0.unlock_shared() }
+    }
+    fn lock_exclusive(&self) {
+        self.0.lock_exclusive();
+    }
+    unsafe fn unlock_exclusive(&self) {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.0.unlock_exclusive() }
+    }
+}
+
+/// Live allocation counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnvCounts {
+    /// Table pages live.
+    pub tables: usize,
+    /// External SPT pages live.
+    pub external_spts: usize,
+    /// Headers live.
+    pub headers: usize,
+    /// Remote TLB flushes requested.
+    pub tlb_flushes: usize,
+    /// Allocations refused by fault injection.
+    pub injected_failures: usize,
+}
+
+impl EnvCounts {
+    /// Pages live.
+    pub fn pages(&self) -> usize {
+        self.tables + self.external_spts
+    }
+}
+
+struct Arena {
+    base: NonNull<u8>,
+    pages: usize,
+}
+
+// SAFETY: the arena is plain memory; access is coordinated by page ownership.
+unsafe impl Send for Arena {}
+// SAFETY: as above.
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    fn layout(pages: usize) -> Layout {
+        Layout::from_size_align(pages * 4096, 4096).expect("arena layout")
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `HostEnv::with_capacity` with this layout.
+        unsafe { dealloc(self.base.as_ptr(), Self::layout(self.pages)) };
+    }
+}
+
+/// The host environment.
+pub struct HostEnv {
+    arena: Arena,
+    free: Mutex<Vec<u32>>,
+    state: Vec<AtomicU8>,
+    private: Vec<AtomicUsize>,
+    lock: HostRwLock,
+    tables: AtomicUsize,
+    external_spts: AtomicUsize,
+    headers: AtomicUsize,
+    tlb_flushes: AtomicUsize,
+    injected_failures: AtomicUsize,
+    /// Allocations (pages and headers) left before one fails; negative: never.
+    fail_countdown: AtomicI64,
+    allocs: AtomicU64,
+}
+
+const FREE: u8 = 0;
+const USED: u8 = 1;
+
+impl HostEnv {
+    /// An environment with room for `pages` pages.
+    pub fn with_capacity(pages: usize) -> Self {
+        // SAFETY: non-zero size; calloc-style memory is committed lazily by the OS.
+        let base = unsafe { alloc_zeroed(Arena::layout(pages)) };
+        let base = NonNull::new(base).expect("arena allocation");
+        HostEnv {
+            arena: Arena { base, pages },
+            free: Mutex::new((0..pages as u32).rev().collect()),
+            state: (0..pages).map(|_| AtomicU8::new(FREE)).collect(),
+            private: (0..pages).map(|_| AtomicUsize::new(0)).collect(),
+            lock: HostRwLock::default(),
+            tables: AtomicUsize::new(0),
+            external_spts: AtomicUsize::new(0),
+            headers: AtomicUsize::new(0),
+            tlb_flushes: AtomicUsize::new(0),
+            injected_failures: AtomicUsize::new(0),
+            fail_countdown: AtomicI64::new(-1),
+            allocs: AtomicU64::new(0),
+        }
+    }
+
+    /// An environment with room for 64 Ki pages (256 MiB, committed only when touched).
+    pub fn new() -> Self {
+        Self::with_capacity(1 << 16)
+    }
+
+    /// Makes the allocation after `n` more succeed fail once (`n = 0`: the next one).
+    pub fn fail_alloc_after(&self, n: i64) {
+        self.fail_countdown.store(n, Ordering::SeqCst);
+    }
+
+    /// Cancels a pending injected failure.
+    pub fn stop_failing(&self) {
+        self.fail_countdown.store(-1, Ordering::SeqCst);
+    }
+
+    /// Allocation attempts so far (pages and headers).
+    pub fn alloc_attempts(&self) -> u64 {
+        self.allocs.load(Ordering::Relaxed)
+    }
+
+    /// Live counts.
+    pub fn counts(&self) -> EnvCounts {
+        EnvCounts {
+            tables: self.tables.load(Ordering::Relaxed),
+            external_spts: self.external_spts.load(Ordering::Relaxed),
+            headers: self.headers.load(Ordering::Relaxed),
+            tlb_flushes: self.tlb_flushes.load(Ordering::Relaxed),
+            injected_failures: self.injected_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    fn should_fail(&self) -> bool {
+        self.allocs.fetch_add(1, Ordering::Relaxed);
+        let mut cur = self.fail_countdown.load(Ordering::SeqCst);
+        loop {
+            if cur < 0 {
+                return false;
+            }
+            let next = if cur == 0 { -1 } else { cur - 1 };
+            match self.fail_countdown.compare_exchange(
+                cur,
+                next,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) if cur == 0 => {
+                    self.injected_failures.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Ok(_) => return false,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    fn index_of(&self, pfn: Pfn) -> usize {
+        let idx = pfn
+            .raw()
+            .checked_sub(BASE_PFN)
+            .expect("PFN below the arena") as usize;
+        assert!(idx < self.arena.pages, "PFN {pfn:?} beyond the arena");
+        idx
+    }
+
+    fn counter(&self, kind: PageKind) -> &AtomicUsize {
+        match kind {
+            PageKind::Table => &self.tables,
+            PageKind::ExternalSpt => &self.external_spts,
+        }
+    }
+
+    /// Whether a PFN is an arena page currently handed out.
+    pub fn is_allocated(&self, pfn: Pfn) -> bool {
+        pfn.raw() >= BASE_PFN
+            && ((pfn.raw() - BASE_PFN) as usize) < self.arena.pages
+            && self.state[(pfn.raw() - BASE_PFN) as usize].load(Ordering::Relaxed) == USED
+    }
+}
+
+impl Default for HostEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: frames are distinct arena pages handed out once until freed (free list + state array),
+// zeroed before hand-out; `table_of` maps PFNs back into the same arena; headers are boxed; the
+// private array stores what was set.
+unsafe impl MmuEnv for HostEnv {
+    type Lock = HostRwLock;
+
+    fn mmu_lock(&self) -> &HostRwLock {
+        &self.lock
+    }
+
+    fn alloc_page(&self, kind: PageKind) -> Option<Frame> {
+        if self.should_fail() {
+            return None;
+        }
+        let idx = self.free.lock().pop()? as usize;
+        let prev = self.state[idx].swap(USED, Ordering::AcqRel);
+        assert_eq!(prev, FREE, "page handed out twice");
+        // SAFETY: idx < pages, so the page lies inside the arena.
+        let virt = unsafe { self.arena.base.as_ptr().add(idx * 4096) };
+        // SAFETY: we own the page now (it was on the free list).
+        unsafe { std::ptr::write_bytes(virt, 0, 4096) };
+        self.counter(kind).fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `virt` maps this PFN in the arena, is 4096-aligned and ours.
+        Some(unsafe { Frame::from_raw(Pfn::new(BASE_PFN + idx as u64), NonNull::new(virt)?) })
+    }
+
+    fn free_page(&self, frame: Frame, kind: PageKind) {
+        let idx = self.index_of(frame.pfn());
+        let prev = self.state[idx].swap(FREE, Ordering::AcqRel);
+        assert_eq!(prev, USED, "double free of {:?}", frame.pfn());
+        // Poison so use-after-free shows up as garbage entries.
+        // SAFETY: the page is ours until it is back on the free list.
+        unsafe { std::ptr::write_bytes(frame.virt().as_ptr(), 0xa5, 4096) };
+        self.counter(kind).fetch_sub(1, Ordering::Relaxed);
+        self.free.lock().push(idx as u32);
+    }
+
+    fn alloc_header(&self) -> Option<HeaderSlot> {
+        if self.should_fail() {
+            return None;
+        }
+        let b: Box<MaybeUninit<MmuPage>> = Box::new(MaybeUninit::uninit());
+        self.headers.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: a fresh box, valid and aligned for an MmuPage, ownership passed to the slot.
+        Some(unsafe { HeaderSlot::from_raw(NonNull::from(Box::leak(b))) })
+    }
+
+    fn free_header(&self, slot: HeaderSlot) {
+        // SAFETY: every slot came from `Box::leak` in `alloc_header`.
+        drop(unsafe { Box::from_raw(slot.as_ptr().as_ptr()) });
+        self.headers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn table_of(&self, pfn: Pfn) -> NonNull<Table> {
+        let idx = self.index_of(pfn);
+        assert!(self.is_allocated(pfn), "walk into a freed page {pfn:?}");
+        // SAFETY: idx < pages.
+        let p = unsafe { self.arena.base.as_ptr().add(idx * 4096) };
+        NonNull::new(p).expect("arena pointer").cast()
+    }
+
+    fn set_page_private(&self, pfn: Pfn, value: usize) {
+        self.private[self.index_of(pfn)].store(value, Ordering::Release);
+    }
+
+    fn page_private(&self, pfn: Pfn) -> usize {
+        self.private[self.index_of(pfn)].load(Ordering::Acquire)
+    }
+
+    fn flush_remote_tlbs(&self, _start: Gfn, _pages: u64) {
+        self.tlb_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+}
