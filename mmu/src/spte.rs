@@ -21,6 +21,20 @@ pub const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// formats build. Same bit pattern as upstream (`0x5a0` on top of the non-present value).
 pub const FROZEN_SPTE: u64 = 0x5a0;
 
+/// Mirror-only software bit: the external (S-EPT) entry behind this mirror entry is *blocked*
+/// (`TDH.MEM.RANGE.BLOCK` succeeded) and waits for removal. Keeping it in the mirror makes the
+/// mirror track the S-EPT exactly even when a zap stops half-way (a busy external table): faults
+/// that meet a blocked entry retry instead of building under it, and the next zap of the range
+/// knows what is already blocked. Bit 56 is ignored by hardware in EPT and NPT entries, and the
+/// formats never set it.
+pub const SPTE_EXTERNAL_BLOCKED: u64 = 1 << 56;
+
+/// Whether a mirror entry is marked blocked.
+#[inline]
+pub const fn is_external_blocked(raw: u64) -> bool {
+    raw & SPTE_EXTERNAL_BLOCKED != 0
+}
+
 bitflags! {
     /// Guest access rights of a leaf.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -268,6 +282,9 @@ const _: () = assert!(size_of::<u64>() * crate::level::ENTRIES_PER_TABLE == 4096
 const _: () = assert!(FROZEN_SPTE & EptBits::MMU_PRESENT.bits() == 0);
 const _: () = assert!(FROZEN_SPTE & (EptBits::READ.bits() | EptBits::WRITE.bits()) == 0);
 const _: () = assert!(FROZEN_SPTE & NptBits::PRESENT.bits() == 0);
+const _: () = assert!(SPTE_EXTERNAL_BLOCKED & (PFN_MASK | FROZEN_SPTE) == 0);
+const _: () = assert!(EptBits::all().bits() & SPTE_EXTERNAL_BLOCKED == 0);
+const _: () = assert!(NptBits::all().bits() & SPTE_EXTERNAL_BLOCKED == 0);
 
 #[cfg(test)]
 mod tests {

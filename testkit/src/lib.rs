@@ -18,8 +18,9 @@ use mmu::external::ExternalPageTable;
 use mmu::lock::MmuLockHeld;
 use mmu::page::RootKind;
 use mmu::spte::PagingFormat;
+use mmu::spte::{is_external_blocked, SpteKind};
 use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu};
-use mmu::{GpaWidth, MmuError};
+use mmu::{Gfn, GpaWidth, Level, MmuError};
 use std::collections::BTreeMap;
 
 /// The MMU as tests build it.
@@ -82,21 +83,45 @@ pub fn leaves<F: PagingFormat, X: ExternalPageTable>(
     out
 }
 
-/// Checks everything that must hold between operations:
+/// The leaves of both roots, as found by [`check_invariants`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Walk {
+    /// Leaves of the shared root.
+    pub shared: LeafMap,
+    /// Leaves of the mirror root.
+    pub mirror: LeafMap,
+}
+
+/// Checks everything that must hold between operations, and returns the leaves it found:
 /// - every mirror table page above the root has exactly one external SPT (and the root none),
 ///   and no shared page has one;
 /// - the external table equals the mirror (tables by external PFN, leaves by data PFN);
 /// - the MMU's accounting equals what the walk finds and what the environment has handed out
 ///   (given what the `caches` hold).
-pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCaches]) {
+///
+/// One pass over every table page of each root (headers reached through `for_each_table`,
+/// entries decoded with the format), so it is cheap enough to run after every operation.
+pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCaches]) -> Walk {
     let g = mmu.read();
     let st = mmu.stats();
     let mut tables = [0usize; 2];
+    let mut leaf_counts = [[0usize; 3]; 2];
+    let mut walk = Walk::default();
     let mut ext_expect = BTreeMap::new();
+    let mut mirror_blocked = std::collections::BTreeSet::new();
+    let slot_gfn = |gfn: u64| match mmu.config().shared_bit() {
+        Some(sb) => sb.strip(Gfn::new(gfn)).raw(),
+        None => gfn,
+    };
     for (i, root) in [RootKind::Shared, RootKind::Mirror].into_iter().enumerate() {
         if root == RootKind::Mirror && !mmu.config().private {
             continue;
         }
+        let out = if i == 0 {
+            &mut walk.shared
+        } else {
+            &mut walk.mirror
+        };
         mmu.for_each_table(&g, root, |page| {
             tables[i] += 1;
             let role = page.role();
@@ -117,27 +142,49 @@ pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCac
                 (_, _, None) => {}
                 (_, _, Some(_)) => panic!("external SPT on a root or shared page: {role:?}"),
             }
+            for (idx, e) in page.table().0.iter().enumerate() {
+                let raw = e.load(std::sync::atomic::Ordering::Relaxed);
+                if is_external_blocked(raw) {
+                    assert_eq!(root, RootKind::Mirror, "blocked mark in the shared root");
+                    let gfn = page.gfn().raw() + idx as u64 * role.level.pages();
+                    mirror_blocked.insert((role.level.get(), gfn));
+                }
+                if let SpteKind::Leaf(leaf) = F::decode(raw, role.level) {
+                    let gfn = page.gfn().raw() + idx as u64 * role.level.pages();
+                    assert!(role.level <= Level::L1G, "leaf above 1G");
+                    leaf_counts[i][role.level.get() as usize - 1] += 1;
+                    out.insert((slot_gfn(gfn), role.level.get()), leaf.pfn.raw());
+                    if root == RootKind::Mirror {
+                        ext_expect.insert((role.level.get(), gfn), (leaf.pfn.raw(), true));
+                    }
+                }
+            }
         })
         .expect("walk tables");
     }
+    drop(g);
     if mmu.config().private {
-        for ((gfn, level), pfn) in leaves(mmu, &g, RootKind::Mirror) {
-            ext_expect.insert((level, gfn), (pfn, true));
-        }
-        let ext: BTreeMap<_, _> = mmu
-            .external()
-            .entries()
-            .into_iter()
-            .map(|(k, e)| (k, (e.pfn.raw(), e.leaf)))
+        let entries = mmu.external().entries();
+        let ext: BTreeMap<_, _> = entries
+            .iter()
+            .map(|(&k, e)| (k, (e.pfn.raw(), e.leaf)))
             .collect();
         assert_eq!(ext, ext_expect, "external table differs from the mirror");
+        let ext_blocked: std::collections::BTreeSet<_> = entries
+            .iter()
+            .filter(|(_, e)| e.blocked.is_some())
+            .map(|(&k, _)| k)
+            .collect();
+        assert_eq!(
+            ext_blocked, mirror_blocked,
+            "blocked entries differ between mirror and external"
+        );
     }
     let violations = mmu.external().violations();
     assert!(
         violations.is_empty(),
         "external rules broken: {violations:?}"
     );
-    drop(g);
 
     // Parked pages (unlinked under the shared lock) are still counted until freed.
     assert_eq!(
@@ -156,6 +203,8 @@ pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCac
         tables[1].saturating_sub(1),
         "external SPT accounting"
     );
+    assert_eq!(st.shared_leaves, leaf_counts[0], "shared leaf accounting");
+    assert_eq!(st.mirror_leaves, leaf_counts[1], "mirror leaf accounting");
     let env = mmu.env().counts();
     let held = caches.iter().fold((0, 0, 0), |acc, c| {
         let h = c.holdings();
@@ -168,8 +217,9 @@ pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCac
     );
     assert_eq!(
         env.external_spts,
-        st.external_spts + held.1,
+        st.external_spts + held.1 + st.leaked_external_spts,
         "env external SPTs"
     );
     assert_eq!(env.headers, st.headers + held.2, "env headers");
+    walk
 }

@@ -23,7 +23,9 @@ use crate::iter::TdpIter;
 use crate::level::{Level, ENTRIES_PER_TABLE};
 use crate::lock::MmuLockHeld;
 use crate::page::{ExternalSpt, MmuPage, PageRef, RootKind};
-use crate::spte::{Access, LeafAttrs, LeafInfo, PagingFormat, SpteKind, FROZEN_SPTE};
+use crate::spte::{
+    is_external_blocked, Access, LeafAttrs, LeafInfo, PagingFormat, SpteKind, FROZEN_SPTE,
+};
 use core::sync::atomic::Ordering;
 
 /// A guest page fault to resolve.
@@ -93,7 +95,9 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         while it.valid() {
             let level = it.level();
             let kind = it.kind();
-            if kind == SpteKind::Frozen {
+            // A frozen entry is being changed by another walker; a blocked one waits for the
+            // zap that blocked it to finish removing it. Either way: fault again later.
+            if kind == SpteKind::Frozen || is_external_blocked(it.old_spte()) {
                 return Ok(FaultOutcome::Retry);
             }
             if level == goal {
@@ -126,8 +130,10 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                 SpteKind::Frozen => return Ok(FaultOutcome::Retry),
             }
         }
-        // The walk of a single GFN always reaches the goal level.
-        Err(self.bug())
+        // The walk ended above the goal level: an entry on the path changed under us between
+        // reading it and stepping down (e.g. a huge page replaced the table), so the iterator
+        // moved past the GFN. Upstream retries the fault in this case too.
+        Ok(FaultOutcome::Retry)
     }
 
     /// The largest level ≤ `fault.max_level` (and the MMU's limit) at which `gfn` and `pfn` are

@@ -236,10 +236,17 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         guard
     }
 
-    fn check_guard(&self, guard: &impl MmuLockHeld) -> Result<(), MmuError> {
+    /// Inspection (walks, lookups) only needs the guard to be ours: it stays allowed on a bugged
+    /// VM so the state can be examined and torn down.
+    fn check_owner(&self, guard: &impl MmuLockHeld) -> Result<(), MmuError> {
         if guard.owner() != self.owner() {
             return Err(MmuError::WrongLock);
         }
+        Ok(())
+    }
+
+    fn check_guard(&self, guard: &impl MmuLockHeld) -> Result<(), MmuError> {
+        self.check_owner(guard)?;
         if self.is_bugged() {
             return Err(MmuError::Bugged);
         }
@@ -312,14 +319,14 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     ///
     /// # Errors
     ///
-    /// [`MmuError::WrongLock`], [`MmuError::Bugged`], [`MmuError::NoPrivateRoot`].
+    /// [`MmuError::WrongLock`], [`MmuError::NoPrivateRoot`]. Allowed on a bugged VM.
     pub fn lookup(
         &self,
         guard: &impl MmuLockHeld,
         kind: GfnKind,
         gfn: Gfn,
     ) -> Result<Option<(Level, LeafInfo)>, MmuError> {
-        self.check_guard(guard)?;
+        self.check_owner(guard)?;
         let root_kind = root_kind_of(kind);
         let root = self.root(root_kind)?;
         let g = self.root_gfn(root_kind, gfn);
@@ -340,14 +347,14 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     ///
     /// # Errors
     ///
-    /// [`MmuError::WrongLock`], [`MmuError::Bugged`], [`MmuError::NoPrivateRoot`].
+    /// [`MmuError::WrongLock`], [`MmuError::NoPrivateRoot`]. Allowed on a bugged VM.
     pub fn for_each_leaf(
         &self,
         guard: &impl MmuLockHeld,
         root: RootKind,
         mut f: impl FnMut(Gfn, Level, LeafInfo),
     ) -> Result<(), MmuError> {
-        self.check_guard(guard)?;
+        self.check_owner(guard)?;
         let r = self.root(root)?;
         let start = r.get().gfn();
         let end = start.add(r.get().role().level.pages() * crate::level::ENTRIES_PER_TABLE as u64);
@@ -367,14 +374,14 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     ///
     /// # Errors
     ///
-    /// [`MmuError::WrongLock`], [`MmuError::Bugged`], [`MmuError::NoPrivateRoot`].
+    /// [`MmuError::WrongLock`], [`MmuError::NoPrivateRoot`]. Allowed on a bugged VM.
     pub fn for_each_table(
         &self,
         guard: &impl MmuLockHeld,
         root: RootKind,
         mut f: impl FnMut(&MmuPage),
     ) -> Result<(), MmuError> {
-        self.check_guard(guard)?;
+        self.check_owner(guard)?;
         let r = self.root(root)?;
         f(r.get());
         let start = r.get().gfn();

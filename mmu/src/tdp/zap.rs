@@ -11,7 +11,9 @@
 //! Runs under the exclusive lock, so no entry can change under it and nothing needs freezing.
 //! The mirror root is zapped in three passes over the same range, each in post-order: block
 //! everything, flush once, then remove leaves and free tables. A busy hook stops the zap and
-//! leaves every entry it did not remove mapped, so the caller may simply zap again.
+//! leaves every entry it did not remove mapped; entries it blocked stay marked
+//! [`SPTE_EXTERNAL_BLOCKED`] in the mirror, exactly as they are in the S-EPT, faults on them
+//! retry, and the caller must zap the range again (which skips what is already blocked).
 
 use super::TdpMmu;
 use crate::addr::Gfn;
@@ -21,8 +23,11 @@ use crate::external::{ExternalError, ExternalPageTable, PageRelease};
 use crate::level::{Level, ENTRIES_PER_TABLE};
 use crate::lock::ExclusiveGuard;
 use crate::page::{MmuPage, PageRef, RootKind, SptRelease};
-use crate::spte::{PagingFormat, SpteKind};
-use core::sync::atomic::Ordering;
+use crate::spte::{is_external_blocked, PagingFormat, SpteKind, SPTE_EXTERNAL_BLOCKED};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// How often teardown retries a busy hook before leaking the page.
+pub const TEARDOWN_BUSY_RETRIES: usize = 16;
 
 /// Which roots a zap covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,7 +47,8 @@ pub struct ZapStats {
     pub leaves: usize,
     /// Table pages freed.
     pub tables: usize,
-    /// External `block_spte` calls.
+    /// External `block_spte` calls (entries an earlier unfinished zap blocked are not
+    /// blocked again).
     pub blocked: usize,
     /// External `flush` calls (0 or 1 per zap).
     pub flushes: usize,
@@ -152,25 +158,29 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     }
 
     fn zap_mirror(&self, start: Gfn, end: Gfn, stats: &mut ZapStats) -> Result<(), MmuError> {
-        self.mirror_pass(Pass::Block, start, end, stats)?;
-        if stats.blocked == 0 {
+        let doomed = self.mirror_pass(Pass::Block, start, end, stats)?;
+        if doomed == 0 {
             return Ok(());
         }
+        // Also after a zap that stopped half-way: its blocks may never have been tracked.
         self.ext_result(self.ext.flush())?;
         stats.flushes += 1;
         self.mirror_pass(Pass::Remove, start, end, stats)
+            .map(|_| ())
     }
 
-    /// One pass of a mirror zap over `[start, end)`.
+    /// One pass of a mirror zap over `[start, end)`. Returns the number of entries (leaves and
+    /// whole tables, not counting what lies below them) the zap removes.
     fn mirror_pass(
         &self,
         pass: Pass,
         start: Gfn,
         end: Gfn,
         stats: &mut ZapStats,
-    ) -> Result<(), MmuError> {
+    ) -> Result<usize, MmuError> {
         let root = self.root(RootKind::Mirror)?;
         let mut it = self.iter(root.get(), start, end);
+        let mut doomed = 0;
         while it.valid() {
             let (gfn, level) = (it.gfn(), it.level());
             match it.kind() {
@@ -179,11 +189,12 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                 SpteKind::Table(_) if !it.entry_within(start, end) => it.next(),
                 SpteKind::Table(pfn) => {
                     let page = self.page_of(pfn)?;
+                    doomed += 1;
                     match pass {
                         Pass::Block => {
                             self.block_children(page, stats)?;
-                            self.ext_result(self.ext.block_spte(gfn, level, false))?;
-                            stats.blocked += 1;
+                            let raw = self.block_entry(it.sptep(), gfn, level, false, stats)?;
+                            it.set_old_spte(raw);
                         }
                         Pass::Remove => {
                             self.remove_children(page, false, stats)?;
@@ -196,10 +207,11 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                     it.next_sibling();
                 }
                 SpteKind::Leaf(leaf) => {
+                    doomed += 1;
                     match pass {
                         Pass::Block => {
-                            self.ext_result(self.ext.block_spte(gfn, level, true))?;
-                            stats.blocked += 1;
+                            let raw = self.block_entry(it.sptep(), gfn, level, true, stats)?;
+                            it.set_old_spte(raw);
                         }
                         Pass::Remove => {
                             self.remove_mirror_leaf(gfn, level, leaf.pfn, false)?;
@@ -212,7 +224,28 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                 }
             }
         }
-        Ok(())
+        Ok(doomed)
+    }
+
+    /// Blocks one mirror entry in the external table unless an earlier, unfinished zap already
+    /// did, and marks it blocked in the mirror. Returns the entry's new value.
+    fn block_entry(
+        &self,
+        entry: &AtomicU64,
+        gfn: Gfn,
+        level: Level,
+        is_leaf: bool,
+        stats: &mut ZapStats,
+    ) -> Result<u64, MmuError> {
+        let raw = entry.load(Ordering::Acquire);
+        if is_external_blocked(raw) {
+            return Ok(raw);
+        }
+        self.ext_result(self.ext.block_spte(gfn, level, is_leaf))?;
+        stats.blocked += 1;
+        let raw = raw | SPTE_EXTERNAL_BLOCKED;
+        entry.store(raw, Ordering::Release);
+        Ok(raw)
     }
 
     /// Blocks every entry below a mirror table that is about to go, post-order.
@@ -222,13 +255,11 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
             let gfn = page.get().gfn().add(i as u64 * level.pages());
             match F::decode(entry.load(Ordering::Acquire), level) {
                 SpteKind::Leaf(_) => {
-                    self.ext_result(self.ext.block_spte(gfn, level, true))?;
-                    stats.blocked += 1;
+                    self.block_entry(entry, gfn, level, true, stats)?;
                 }
                 SpteKind::Table(pfn) => {
                     self.block_children(self.page_of(pfn)?, stats)?;
-                    self.ext_result(self.ext.block_spte(gfn, level, false))?;
-                    stats.blocked += 1;
+                    self.block_entry(entry, gfn, level, false, stats)?;
                 }
                 SpteKind::Absent => {}
                 SpteKind::Frozen => return Err(self.bug()),
@@ -288,7 +319,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         pfn: crate::addr::Pfn,
         force: bool,
     ) -> Result<(), MmuError> {
-        let released = match self.ext.remove_spte(gfn, level, pfn) {
+        let released = match self.retry_busy(force, || self.ext.remove_spte(gfn, level, pfn)) {
             Ok(r) => r,
             Err(e) if force => {
                 if e == ExternalError::Fatal {
@@ -315,7 +346,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         force: bool,
     ) -> Result<(), MmuError> {
         let release = match page.get().external_spt() {
-            Some(spt) => match self.ext.free_spt(gfn, level, spt) {
+            Some(spt) => match self.retry_busy(force, || self.ext.free_spt(gfn, level, spt)) {
                 Ok(r) => r,
                 Err(e) if force => {
                     if e == ExternalError::Fatal {
@@ -337,6 +368,25 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         self.stats.external_spt(-1);
         self.stats.table(RootKind::Mirror, -1);
         Ok(())
+    }
+
+    /// At teardown nothing else runs, so a busy answer is transient contention inside the
+    /// external side: retry a bounded number of times before giving the page up as leaked. At
+    /// runtime busy goes back to the caller, who drops the lock before trying again.
+    fn retry_busy<T>(
+        &self,
+        force: bool,
+        mut f: impl FnMut() -> Result<T, ExternalError>,
+    ) -> Result<T, ExternalError> {
+        let tries = if force { TEARDOWN_BUSY_RETRIES } else { 1 };
+        let mut r = f();
+        for _ in 1..tries {
+            if !matches!(r, Err(ExternalError::Busy)) {
+                break;
+            }
+            r = f();
+        }
+        r
     }
 
     pub(super) fn page_of(&self, pfn: crate::addr::Pfn) -> Result<PageRef, MmuError> {
