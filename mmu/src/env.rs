@@ -159,3 +159,36 @@ pub unsafe trait MmuEnv: Sync {
     /// does its own TLB tracking, driven by the external hooks.
     fn flush_remote_tlbs(&self, start: Gfn, pages: u64);
 }
+
+// SAFETY: forwards every method to `E`, which upholds the contract.
+unsafe impl<E: MmuEnv> MmuEnv for &E {
+    type Lock = E::Lock;
+
+    fn mmu_lock(&self) -> &Self::Lock {
+        (**self).mmu_lock()
+    }
+    fn alloc_page(&self, kind: PageKind) -> Option<Frame> {
+        (**self).alloc_page(kind)
+    }
+    fn free_page(&self, frame: Frame, kind: PageKind) {
+        (**self).free_page(frame, kind)
+    }
+    fn alloc_header(&self) -> Option<HeaderSlot> {
+        (**self).alloc_header()
+    }
+    fn free_header(&self, slot: HeaderSlot) {
+        (**self).free_header(slot)
+    }
+    fn table_of(&self, pfn: Pfn) -> NonNull<Table> {
+        (**self).table_of(pfn)
+    }
+    fn set_page_private(&self, pfn: Pfn, value: usize) {
+        (**self).set_page_private(pfn, value)
+    }
+    fn page_private(&self, pfn: Pfn) -> usize {
+        (**self).page_private(pfn)
+    }
+    fn flush_remote_tlbs(&self, start: Gfn, pages: u64) {
+        (**self).flush_remote_tlbs(start, pages)
+    }
+}

@@ -122,3 +122,29 @@ impl ExternalPageTable for NoExternal {
         Err(ExternalError::Fatal)
     }
 }
+
+impl<X: ExternalPageTable> ExternalPageTable for &X {
+    fn link_spt(&self, gfn: Gfn, level: Level, spt: &ExternalSpt) -> Result<(), ExternalError> {
+        (**self).link_spt(gfn, level, spt)
+    }
+    fn set_spte(&self, gfn: Gfn, level: Level, pfn: Pfn) -> Result<(), ExternalError> {
+        (**self).set_spte(gfn, level, pfn)
+    }
+    fn block_spte(&self, gfn: Gfn, level: Level, is_leaf: bool) -> Result<(), ExternalError> {
+        (**self).block_spte(gfn, level, is_leaf)
+    }
+    fn flush(&self) -> Result<(), ExternalError> {
+        (**self).flush()
+    }
+    fn remove_spte(&self, gfn: Gfn, level: Level, pfn: Pfn) -> Result<PageRelease, ExternalError> {
+        (**self).remove_spte(gfn, level, pfn)
+    }
+    fn free_spt(
+        &self,
+        gfn: Gfn,
+        level: Level,
+        spt: &ExternalSpt,
+    ) -> Result<SptRelease, ExternalError> {
+        (**self).free_spt(gfn, level, spt)
+    }
+}

@@ -23,6 +23,42 @@ use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu};
 use mmu::{Gfn, GpaWidth, Level, MmuError};
 use std::collections::BTreeMap;
 
+/// Access to the host environment behind an MMU's `E` (owned or borrowed).
+pub trait HostEnvRef: mmu::env::MmuEnv {
+    /// The environment.
+    fn host(&self) -> &HostEnv;
+}
+
+impl HostEnvRef for HostEnv {
+    fn host(&self) -> &HostEnv {
+        self
+    }
+}
+
+impl HostEnvRef for &HostEnv {
+    fn host(&self) -> &HostEnv {
+        self
+    }
+}
+
+/// Access to the recording external table behind an MMU's `X` (owned or borrowed).
+pub trait RecRef: ExternalPageTable {
+    /// The recording table.
+    fn rec(&self) -> &RecordingExternal;
+}
+
+impl RecRef for RecordingExternal {
+    fn rec(&self) -> &RecordingExternal {
+        self
+    }
+}
+
+impl RecRef for &RecordingExternal {
+    fn rec(&self) -> &RecordingExternal {
+        self
+    }
+}
+
 /// The MMU as tests build it.
 pub type TestMmu<F> = TdpMmu<F, HostEnv, RecordingExternal>;
 
@@ -50,8 +86,8 @@ pub fn vm_mmu<F: PagingFormat>() -> TestMmu<F> {
 
 /// Tops up, takes the shared lock and maps, retrying on [`FaultOutcome::Retry`] as a vCPU
 /// would (bounded: a test that needs more than 10 000 retries is broken).
-pub fn fault<F: PagingFormat, X: ExternalPageTable>(
-    mmu: &TdpMmu<F, HostEnv, X>,
+pub fn fault<F: PagingFormat, E: HostEnvRef, X: ExternalPageTable>(
+    mmu: &TdpMmu<F, E, X>,
     caches: &mut VcpuMmuCaches,
     f: &Fault,
 ) -> Result<FaultOutcome, MmuError> {
@@ -101,7 +137,10 @@ pub struct Walk {
 ///
 /// One pass over every table page of each root (headers reached through `for_each_table`,
 /// entries decoded with the format), so it is cheap enough to run after every operation.
-pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCaches]) -> Walk {
+pub fn check_invariants<F: PagingFormat, E: HostEnvRef, X: RecRef>(
+    mmu: &TdpMmu<F, E, X>,
+    caches: &[&VcpuMmuCaches],
+) -> Walk {
     let g = mmu.read();
     let st = mmu.stats();
     let mut tables = [0usize; 2];
@@ -134,7 +173,7 @@ pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCac
                         (spt.frame().pfn().raw(), false),
                     );
                     assert!(
-                        mmu.env().is_allocated(spt.frame().pfn()),
+                        mmu.env().host().is_allocated(spt.frame().pfn()),
                         "external SPT not allocated"
                     );
                 }
@@ -164,7 +203,7 @@ pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCac
     }
     drop(g);
     if mmu.config().private {
-        let entries = mmu.external().entries();
+        let entries = mmu.external().rec().entries();
         let ext: BTreeMap<_, _> = entries
             .iter()
             .map(|(&k, e)| (k, (e.pfn.raw(), e.leaf)))
@@ -180,7 +219,7 @@ pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCac
             "blocked entries differ between mirror and external"
         );
     }
-    let violations = mmu.external().violations();
+    let violations = mmu.external().rec().violations();
     assert!(
         violations.is_empty(),
         "external rules broken: {violations:?}"
@@ -205,7 +244,7 @@ pub fn check_invariants<F: PagingFormat>(mmu: &TestMmu<F>, caches: &[&VcpuMmuCac
     );
     assert_eq!(st.shared_leaves, leaf_counts[0], "shared leaf accounting");
     assert_eq!(st.mirror_leaves, leaf_counts[1], "mirror leaf accounting");
-    let env = mmu.env().counts();
+    let env = mmu.env().host().counts();
     let held = caches.iter().fold((0, 0, 0), |acc, c| {
         let h = c.holdings();
         (acc.0 + h.tables, acc.1 + h.external_spts, acc.2 + h.headers)
