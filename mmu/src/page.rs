@@ -254,9 +254,10 @@ impl MmuPage {
         let mut leaked = false;
         match (hdr.external_spt, external) {
             (Some(spt), Some(SptRelease::Returned)) => env.free_page(spt.0, PageKind::ExternalSpt),
-            (Some(spt), _) => {
-                // Leaked on purpose: the TDX module still owns it (or never said it let go).
-                core::mem::forget(spt);
+            (Some(_spt), _) => {
+                // Leaked on purpose: the TDX module still owns it (or never said it let go), so
+                // the page must never go back to the allocator. Dropping the `Frame` value frees
+                // nothing (only `MmuEnv::free_page` does); the count is what remains of it.
                 leaked = true;
             }
             (None, _) => {}
