@@ -82,7 +82,8 @@ impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
         self.level = self.root_level;
         self.gfn = self.next_last_level_gfn.align_down(self.level.pages());
         self.refresh();
-        self.valid = self.gfn < self.end;
+        // The root entry may start below the range; what counts is the next GFN to visit.
+        self.valid = self.next_last_level_gfn < self.end;
     }
 
     /// Whether the iterator points at an entry inside the range.

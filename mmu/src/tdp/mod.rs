@@ -292,6 +292,28 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
     }
 
+    /// A raw walk of `root` over `[start, end)` (root GFNs: a TD's shared root includes the
+    /// shared bit), for inspection (debugfs dumps, tests). The iterator borrows the guard, so it
+    /// cannot outlive the lock.
+    ///
+    /// Locking: shared or exclusive.
+    ///
+    /// # Errors
+    ///
+    /// [`MmuError::WrongLock`], [`MmuError::NoPrivateRoot`].
+    pub fn walk<'a, G: MmuLockHeld>(
+        &'a self,
+        guard: &'a G,
+        root: RootKind,
+        start: Gfn,
+        end: Gfn,
+    ) -> Result<TdpIter<'a, F, E>, MmuError> {
+        self.check_owner(guard)?;
+        let r = self.root(root)?;
+        // SAFETY: `r` stays a live root while `self` is borrowed; the lock is held for 'a.
+        Ok(self.iter(unsafe { &*(r.get() as *const MmuPage) }, start, end))
+    }
+
     /// Tops the vCPU's caches up for one fault: one table (and header) per level below the root,
     /// and as many external SPTs if the VM has private memory.
     ///
