@@ -104,6 +104,7 @@ pub struct HostEnv {
     headers: AtomicUsize,
     tlb_flushes: AtomicUsize,
     injected_failures: AtomicUsize,
+    meta: AtomicUsize,
     /// Allocations (pages and headers) left before one fails; negative: never.
     fail_countdown: AtomicI64,
     allocs: AtomicU64,
@@ -129,6 +130,7 @@ impl HostEnv {
             headers: AtomicUsize::new(0),
             tlb_flushes: AtomicUsize::new(0),
             injected_failures: AtomicUsize::new(0),
+            meta: AtomicUsize::new(0),
             fail_countdown: AtomicI64::new(-1),
             allocs: AtomicU64::new(0),
         }
@@ -205,6 +207,40 @@ impl HostEnv {
         }
     }
 
+    /// A zeroed arena page, without accounting or failure injection.
+    pub fn alloc_raw(&self) -> Option<Frame> {
+        let idx = self.free.lock().pop()? as usize;
+        let prev = self.state[idx].swap(USED, Ordering::AcqRel);
+        assert_eq!(prev, FREE, "page handed out twice");
+        // SAFETY: idx < pages, so the page lies inside the arena.
+        let virt = unsafe { self.arena.base.as_ptr().add(idx * 4096) };
+        // SAFETY: we own the page now (it was on the free list).
+        unsafe { std::ptr::write_bytes(virt, 0, 4096) };
+        // SAFETY: `virt` maps this PFN in the arena, is 4096-aligned and ours.
+        Some(unsafe { Frame::from_raw(Pfn::new(BASE_PFN + idx as u64), NonNull::new(virt)?) })
+    }
+
+    /// Returns a page from [`HostEnv::alloc_raw`], poisoning it.
+    pub fn free_raw(&self, frame: Frame) {
+        let idx = self.index_of(frame.pfn());
+        let prev = self.state[idx].swap(FREE, Ordering::AcqRel);
+        assert_eq!(prev, USED, "double free of {:?}", frame.pfn());
+        // Poison so use-after-free shows up as garbage entries.
+        // SAFETY: the page is ours until it is back on the free list.
+        unsafe { std::ptr::write_bytes(frame.virt().as_ptr(), 0xa5, 4096) };
+        self.free.lock().push(idx as u32);
+    }
+
+    /// Pages the software TDX module took for its PAMT.
+    pub fn meta_pages(&self) -> usize {
+        self.meta.load(Ordering::Relaxed)
+    }
+
+    /// Pages of the arena.
+    pub fn capacity(&self) -> usize {
+        self.arena.pages
+    }
+
     /// Whether a PFN is an arena page currently handed out.
     pub fn is_allocated(&self, pfn: Pfn) -> bool {
         pfn.raw() >= BASE_PFN
@@ -233,27 +269,14 @@ unsafe impl MmuEnv for HostEnv {
         if self.should_fail() {
             return None;
         }
-        let idx = self.free.lock().pop()? as usize;
-        let prev = self.state[idx].swap(USED, Ordering::AcqRel);
-        assert_eq!(prev, FREE, "page handed out twice");
-        // SAFETY: idx < pages, so the page lies inside the arena.
-        let virt = unsafe { self.arena.base.as_ptr().add(idx * 4096) };
-        // SAFETY: we own the page now (it was on the free list).
-        unsafe { std::ptr::write_bytes(virt, 0, 4096) };
+        let f = self.alloc_raw()?;
         self.counter(kind).fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `virt` maps this PFN in the arena, is 4096-aligned and ours.
-        Some(unsafe { Frame::from_raw(Pfn::new(BASE_PFN + idx as u64), NonNull::new(virt)?) })
+        Some(f)
     }
 
     fn free_page(&self, frame: Frame, kind: PageKind) {
-        let idx = self.index_of(frame.pfn());
-        let prev = self.state[idx].swap(FREE, Ordering::AcqRel);
-        assert_eq!(prev, USED, "double free of {:?}", frame.pfn());
-        // Poison so use-after-free shows up as garbage entries.
-        // SAFETY: the page is ours until it is back on the free list.
-        unsafe { std::ptr::write_bytes(frame.virt().as_ptr(), 0xa5, 4096) };
+        self.free_raw(frame);
         self.counter(kind).fetch_sub(1, Ordering::Relaxed);
-        self.free.lock().push(idx as u32);
     }
 
     fn alloc_header(&self) -> Option<HeaderSlot> {
@@ -290,5 +313,53 @@ unsafe impl MmuEnv for HostEnv {
 
     fn flush_remote_tlbs(&self, _start: Gfn, _pages: u64) {
         self.tlb_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: `map` returns arena pages only (4096-aligned, alive as long as the env), `None`
+// elsewhere; `alloc_meta` hands out zeroed arena pages.
+unsafe impl tdx::swmod::PhysMem for HostEnv {
+    fn map(&self, pfn: Pfn) -> Option<NonNull<tdx::swmod::PageWords>> {
+        let idx = pfn.raw().checked_sub(BASE_PFN)? as usize;
+        if idx >= self.arena.pages {
+            return None;
+        }
+        // SAFETY: idx < pages.
+        NonNull::new(unsafe { self.arena.base.as_ptr().add(idx * 4096) }).map(NonNull::cast)
+    }
+
+    fn alloc_meta(&self) -> Option<Frame> {
+        let f = self.alloc_raw()?;
+        self.meta.fetch_add(1, Ordering::Relaxed);
+        Some(f)
+    }
+
+    fn free_meta(&self, frame: Frame) {
+        self.free_raw(frame);
+        self.meta.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards to `HostEnv`.
+unsafe impl tdx::swmod::PhysMem for &HostEnv {
+    fn map(&self, pfn: Pfn) -> Option<NonNull<tdx::swmod::PageWords>> {
+        (**self).map(pfn)
+    }
+    fn alloc_meta(&self) -> Option<Frame> {
+        (**self).alloc_meta()
+    }
+    fn free_meta(&self, frame: Frame) {
+        (**self).free_meta(frame)
+    }
+}
+
+/// SHA-512 compression from the `sha2` crate: the host's [`tdx::swmod::Sha512Compress`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sha2Compress;
+
+impl tdx::swmod::Sha512Compress for Sha2Compress {
+    fn compress(&self, state: &mut [u64; 8], block: &[u8; 128]) {
+        let b = sha2::digest::generic_array::GenericArray::clone_from_slice(block);
+        sha2::compress512(state, &[b]);
     }
 }

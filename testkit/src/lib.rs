@@ -8,8 +8,9 @@
 pub mod env;
 pub mod external;
 pub mod model;
+pub mod td;
 
-pub use env::{EnvCounts, HostEnv, HostRwLock};
+pub use env::{EnvCounts, HostEnv, HostRwLock, Sha2Compress};
 pub use external::{HookCall, HookCounts, Inject, RecordingExternal};
 pub use model::{Model, Rng};
 

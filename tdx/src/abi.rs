@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The SEAMCALL ABI: leaf numbers, status codes, operand ids, S-EPT levels and entry states,
+//! PAMT page types, TD lifecycle and OP states.
+//!
+//! Values are those of Intel's TDX module ABI (`include/tdx_api_defs.h`,
+//! `include/auto_gen/tdx_error_codes_defs.h`, `sept_state_lookup.h`, `pamt_manager.h`) and agree
+//! with Linux's `arch/x86/virt/vmx/tdx/tdx.h` and `arch/x86/kvm/vmx/tdx_errno.h`. See
+//! `docs/tdx-module-rules.md` for where each fact was read.
+
+/// SEAMCALL leaf numbers (RAX bits 15:0).
+pub mod leaf {
+    /// TDH.VP.ENTER.
+    pub const VP_ENTER: u16 = 0;
+    /// TDH.MNG.ADDCX.
+    pub const MNG_ADDCX: u16 = 1;
+    /// TDH.MEM.PAGE.ADD.
+    pub const MEM_PAGE_ADD: u16 = 2;
+    /// TDH.MEM.SEPT.ADD.
+    pub const MEM_SEPT_ADD: u16 = 3;
+    /// TDH.VP.ADDCX.
+    pub const VP_ADDCX: u16 = 4;
+    /// TDH.MEM.PAGE.AUG.
+    pub const MEM_PAGE_AUG: u16 = 6;
+    /// TDH.MEM.RANGE.BLOCK.
+    pub const MEM_RANGE_BLOCK: u16 = 7;
+    /// TDH.MNG.KEY.CONFIG.
+    pub const MNG_KEY_CONFIG: u16 = 8;
+    /// TDH.MNG.CREATE.
+    pub const MNG_CREATE: u16 = 9;
+    /// TDH.VP.CREATE.
+    pub const VP_CREATE: u16 = 10;
+    /// TDH.MNG.RD.
+    pub const MNG_RD: u16 = 11;
+    /// TDH.MNG.WR.
+    pub const MNG_WR: u16 = 13;
+    /// TDH.MEM.PAGE.DEMOTE.
+    pub const MEM_PAGE_DEMOTE: u16 = 15;
+    /// TDH.MR.EXTEND.
+    pub const MR_EXTEND: u16 = 16;
+    /// TDH.MR.FINALIZE.
+    pub const MR_FINALIZE: u16 = 17;
+    /// TDH.VP.FLUSH.
+    pub const VP_FLUSH: u16 = 18;
+    /// TDH.MNG.VPFLUSHDONE.
+    pub const MNG_VPFLUSHDONE: u16 = 19;
+    /// TDH.MNG.KEY.FREEID.
+    pub const MNG_KEY_FREEID: u16 = 20;
+    /// TDH.MNG.INIT.
+    pub const MNG_INIT: u16 = 21;
+    /// TDH.VP.INIT.
+    pub const VP_INIT: u16 = 22;
+    /// TDH.MEM.PAGE.PROMOTE.
+    pub const MEM_PAGE_PROMOTE: u16 = 23;
+    /// TDH.MEM.SEPT.RD.
+    pub const MEM_SEPT_RD: u16 = 25;
+    /// TDH.VP.RD.
+    pub const VP_RD: u16 = 26;
+    /// TDH.MNG.KEY.RECLAIMID.
+    pub const MNG_KEY_RECLAIMID: u16 = 27;
+    /// TDH.PHYMEM.PAGE.RECLAIM.
+    pub const PHYMEM_PAGE_RECLAIM: u16 = 28;
+    /// TDH.MEM.PAGE.REMOVE.
+    pub const MEM_PAGE_REMOVE: u16 = 29;
+    /// TDH.MEM.SEPT.REMOVE.
+    pub const MEM_SEPT_REMOVE: u16 = 30;
+    /// TDH.SYS.INFO.
+    pub const SYS_INFO: u16 = 32;
+    /// TDH.SYS.RD.
+    pub const SYS_RD: u16 = 34;
+    /// TDH.MEM.TRACK.
+    pub const MEM_TRACK: u16 = 38;
+    /// TDH.MEM.RANGE.UNBLOCK.
+    pub const MEM_RANGE_UNBLOCK: u16 = 39;
+    /// TDH.PHYMEM.CACHE.WB.
+    pub const PHYMEM_CACHE_WB: u16 = 40;
+    /// TDH.PHYMEM.PAGE.WBINVD.
+    pub const PHYMEM_PAGE_WBINVD: u16 = 41;
+    /// TDH.VP.WR.
+    pub const VP_WR: u16 = 43;
+
+    /// Highest leaf number the per-leaf counters track.
+    pub const MAX_TRACKED: usize = 64;
+
+    /// The name of a leaf, for reports.
+    pub const fn name(leaf: u16) -> &'static str {
+        match leaf {
+            VP_ENTER => "VP.ENTER",
+            MNG_ADDCX => "MNG.ADDCX",
+            MEM_PAGE_ADD => "MEM.PAGE.ADD",
+            MEM_SEPT_ADD => "MEM.SEPT.ADD",
+            VP_ADDCX => "VP.ADDCX",
+            MEM_PAGE_AUG => "MEM.PAGE.AUG",
+            MEM_RANGE_BLOCK => "MEM.RANGE.BLOCK",
+            MNG_KEY_CONFIG => "MNG.KEY.CONFIG",
+            MNG_CREATE => "MNG.CREATE",
+            VP_CREATE => "VP.CREATE",
+            MNG_RD => "MNG.RD",
+            MNG_WR => "MNG.WR",
+            MEM_PAGE_DEMOTE => "MEM.PAGE.DEMOTE",
+            MR_EXTEND => "MR.EXTEND",
+            MR_FINALIZE => "MR.FINALIZE",
+            VP_FLUSH => "VP.FLUSH",
+            MNG_VPFLUSHDONE => "MNG.VPFLUSHDONE",
+            MNG_KEY_FREEID => "MNG.KEY.FREEID",
+            MNG_INIT => "MNG.INIT",
+            VP_INIT => "VP.INIT",
+            MEM_PAGE_PROMOTE => "MEM.PAGE.PROMOTE",
+            MEM_SEPT_RD => "MEM.SEPT.RD",
+            VP_RD => "VP.RD",
+            MNG_KEY_RECLAIMID => "MNG.KEY.RECLAIMID",
+            PHYMEM_PAGE_RECLAIM => "PHYMEM.PAGE.RECLAIM",
+            MEM_PAGE_REMOVE => "MEM.PAGE.REMOVE",
+            MEM_SEPT_REMOVE => "MEM.SEPT.REMOVE",
+            SYS_INFO => "SYS.INFO",
+            SYS_RD => "SYS.RD",
+            MEM_TRACK => "MEM.TRACK",
+            MEM_RANGE_UNBLOCK => "MEM.RANGE.UNBLOCK",
+            PHYMEM_CACHE_WB => "PHYMEM.CACHE.WB",
+            PHYMEM_PAGE_WBINVD => "PHYMEM.PAGE.WBINVD",
+            VP_WR => "VP.WR",
+            _ => "?",
+        }
+    }
+}
+
+/// RAX input: leaf in bits 15:0, version in bits 23:16, the rest reserved (must be 0).
+pub const fn rax(leaf: u16, version: u8) -> u64 {
+    leaf as u64 | (version as u64) << 16
+}
+
+/// Completion status codes (RAX output). The low 32 bits carry an operand id or details; use
+/// [`status_class`] to compare classes.
+pub mod status {
+    /// Success.
+    pub const SUCCESS: u64 = 0x0000_0000_0000_0000;
+    /// An interruptible leaf was interrupted and may be resumed.
+    pub const INTERRUPTED_RESUMABLE: u64 = 0x8000_0003_0000_0000;
+    /// An input operand is invalid.
+    pub const OPERAND_INVALID: u64 = 0xC000_0100_0000_0000;
+    /// A physical address lies outside every TDMR.
+    pub const OPERAND_ADDR_RANGE_ERROR: u64 = 0xC000_0101_0000_0000;
+    /// A resource is locked by another logical processor.
+    pub const OPERAND_BUSY: u64 = 0x8000_0200_0000_0000;
+    /// MEM.TRACK: a vCPU from the previous epoch is still inside the TD.
+    pub const PREVIOUS_TLB_EPOCH_BUSY: u64 = 0x8000_0201_0000_0000;
+    /// No entropy from RDRAND/RDSEED.
+    pub const RND_NO_ENTROPY: u64 = 0x8000_0203_0000_0000;
+    /// The page's PAMT type or owner is not what the leaf needs.
+    pub const PAGE_METADATA_INCORRECT: u64 = 0xC000_0300_0000_0000;
+    /// RECLAIM of a TDR that still has child pages.
+    pub const TD_ASSOCIATED_PAGES_EXIST: u64 = 0xC000_0400_0000_0000;
+    /// The module is not initialised.
+    pub const SYS_NOT_READY: u64 = 0xC000_0505_0000_0000;
+    /// The TD is in a fatal state.
+    pub const TD_FATAL: u64 = 0xE000_0604_0000_0000;
+    /// Not enough TDCS pages were added.
+    pub const TDCS_NOT_ALLOCATED: u64 = 0xC000_0606_0000_0000;
+    /// The TD's lifecycle state does not allow the leaf.
+    pub const LIFECYCLE_STATE_INCORRECT: u64 = 0xC000_0607_0000_0000;
+    /// The TD's OP state does not allow the leaf.
+    pub const OP_STATE_INCORRECT: u64 = 0xC000_0608_0000_0000;
+    /// MR.FINALIZE of a TD without vCPUs.
+    pub const NO_VCPUS: u64 = 0xC000_0609_0000_0000;
+    /// Wrong number of TDCX/TDVPS pages.
+    pub const TDCX_NUM_INCORRECT: u64 = 0xC000_0610_0000_0000;
+    /// The vCPU's state does not allow the leaf (operand field: the state).
+    pub const VCPU_STATE_INCORRECT: u64 = 0xC000_0700_0000_0000;
+    /// VP.FLUSH on another LP than the vCPU is associated with.
+    pub const VCPU_NOT_ASSOCIATED: u64 = 0x8000_0702_0000_0000;
+    /// VP.INIT beyond MAX_VCPUS.
+    pub const MAX_VCPUS_EXCEEDED: u64 = 0xC000_0705_0000_0000;
+    /// Key generation failed (retry).
+    pub const KEY_GENERATION_FAILED: u64 = 0x8000_0800_0000_0000;
+    /// The TD's keys are not configured.
+    pub const TD_KEYS_NOT_CONFIGURED: u64 = 0x8000_0810_0000_0000;
+    /// KEY.CONFIG on a package already configured (not an error).
+    pub const KEY_CONFIGURED: u64 = 0x0000_0815_0000_0000;
+    /// KEY.FREEID before every package ran CACHE.WB.
+    pub const WBCACHE_NOT_COMPLETE: u64 = 0x8000_0817_0000_0000;
+    /// MNG.CREATE with an HKID in use.
+    pub const HKID_NOT_FREE: u64 = 0xC000_0820_0000_0000;
+    /// CACHE.WB with no HKID to write back (not an error).
+    pub const NO_HKID_READY_TO_WBCACHE: u64 = 0x0000_0821_0000_0000;
+    /// VPFLUSHDONE while vCPUs are still associated.
+    pub const FLUSHVP_NOT_DONE: u64 = 0x8000_0824_0000_0000;
+    /// The S-EPT walk stopped above the requested level.
+    pub const EPT_WALK_FAILED: u64 = 0xC000_0B00_0000_0000;
+    /// MR.EXTEND of a GPA that is not mapped.
+    pub const EPT_ENTRY_NOT_PRESENT: u64 = 0xC000_0B03_0000_0000;
+    /// REMOVE of an entry that was not blocked (TD runnable).
+    pub const GPA_RANGE_NOT_BLOCKED: u64 = 0xC000_0B06_0000_0000;
+    /// BLOCK of an entry already blocked (not an error).
+    pub const GPA_RANGE_ALREADY_BLOCKED: u64 = 0x0000_0B07_0000_0000;
+    /// REMOVE of a blocked entry whose block has not been TLB-tracked.
+    pub const TLB_TRACKING_NOT_DONE: u64 = 0xC000_0B08_0000_0000;
+    /// The S-EPT entry's state does not allow the leaf.
+    pub const EPT_ENTRY_STATE_INCORRECT: u64 = 0xC000_0B0D_0000_0000;
+    /// SEPT.REMOVE of a table that still has entries.
+    pub const EPT_PAGE_NOT_FREE: u64 = 0xC000_0B0E_0000_0000;
+
+    /// Bit 63: an error.
+    pub const ERROR_BIT: u64 = 1 << 63;
+    /// Bit 62: not recoverable.
+    pub const NON_RECOVERABLE_BIT: u64 = 1 << 62;
+    /// Mask of the status proper (Linux `TDX_SEAMCALL_STATUS_MASK`).
+    pub const STATUS_MASK: u64 = 0xFFFF_FFFF_0000_0000;
+
+    /// Software status: the SEAMCALL instruction itself failed (VMfailInvalid, no module).
+    pub const SW_VMFAILINVALID: u64 = 0xC000_FF00_FFFF_0000;
+    /// Software status: SEAMCALL raised #GP (TDX not enabled by the BIOS).
+    pub const SW_GP: u64 = 0xC000_FF00_0000_000D;
+    /// Software status: SEAMCALL raised #UD (not in VMX operation).
+    pub const SW_UD: u64 = 0xC000_FF00_0000_0006;
+}
+
+/// The status without its operand id/details.
+pub const fn status_class(status: u64) -> u64 {
+    status & status::STATUS_MASK
+}
+
+/// Operand ids carried in the low bits of a status.
+pub mod operand {
+    /// RAX.
+    pub const RAX: u32 = 0;
+    /// RCX.
+    pub const RCX: u32 = 1;
+    /// RDX.
+    pub const RDX: u32 = 2;
+    /// R8.
+    pub const R8: u32 = 8;
+    /// R9.
+    pub const R9: u32 = 9;
+    /// The TD's TDR page, found implicitly.
+    pub const TDR: u32 = 0x80;
+    /// The TD's S-EPT tree lock.
+    pub const SEPT_TREE: u32 = 0x92;
+    /// The TD's TLB epoch lock.
+    pub const TD_EPOCH: u32 = 0xA9;
+    /// The TD's OP-state lock.
+    pub const OP_STATE: u32 = 0xAC;
+    /// The key ownership table.
+    pub const KOT: u32 = 0xBA;
+}
+
+/// S-EPT level in TDX numbering (`ept_level_t`): 0 = 4K entries ... 4 = PML5.
+///
+/// TDX's level of an entry is KVM's level minus one (KVM counts 4K as 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeptLevel(pub u8);
+
+impl SeptLevel {
+    /// 4K entries (PT).
+    pub const L4K: SeptLevel = SeptLevel(0);
+    /// 2M entries (PD).
+    pub const L2M: SeptLevel = SeptLevel(1);
+    /// 1G entries (PDPT).
+    pub const L1G: SeptLevel = SeptLevel(2);
+    /// PML4 entries.
+    pub const PML4: SeptLevel = SeptLevel(3);
+    /// PML5 entries.
+    pub const PML5: SeptLevel = SeptLevel(4);
+
+    /// From the MMU core's level (4K = 1).
+    pub const fn from_mmu(level: mmu::Level) -> SeptLevel {
+        SeptLevel(level.get() - 1)
+    }
+
+    /// 4 KiB pages covered by one entry at this level.
+    pub const fn pages(self) -> u64 {
+        1 << (9 * self.0 as u32)
+    }
+}
+
+/// Public (architectural) S-EPT entry states, as SEPT.RD and error details report them in
+/// RDX bits 15:8.
+pub mod sept_state {
+    /// Free: not mapped.
+    pub const FREE: u8 = 0;
+    /// Leaf blocked.
+    pub const BLOCKED: u8 = 1;
+    /// Leaf added by AUG, waiting for the guest's TDG.MEM.PAGE.ACCEPT.
+    pub const PENDING: u8 = 2;
+    /// Pending and blocked.
+    pub const PENDING_BLOCKED: u8 = 3;
+    /// Leaf mapped.
+    pub const MAPPED: u8 = 4;
+    /// Removed during import.
+    pub const REMOVED: u8 = 5;
+    /// Non-leaf blocked.
+    pub const NL_BLOCKED: u8 = 0x81;
+    /// Non-leaf mapped.
+    pub const NL_MAPPED: u8 = 0x84;
+}
+
+/// PAMT page types.
+pub mod page_type {
+    /// Not assigned to TDX: host memory.
+    pub const NDA: u8 = 0;
+    /// Reserved.
+    pub const RSVD: u8 = 1;
+    /// A TD's private page.
+    pub const REG: u8 = 3;
+    /// A TD's root control structure.
+    pub const TDR: u8 = 4;
+    /// A TD control-structure extension page.
+    pub const TDCX: u8 = 5;
+    /// A vCPU's root page.
+    pub const TDVPR: u8 = 6;
+    /// An S-EPT page.
+    pub const EPT: u8 = 8;
+}
+
+/// PAMT page sizes.
+pub mod page_size {
+    /// 4 KiB.
+    pub const SIZE_4K: u8 = 0;
+    /// 2 MiB.
+    pub const SIZE_2M: u8 = 1;
+    /// 1 GiB.
+    pub const SIZE_1G: u8 = 2;
+}
+
+/// TD lifecycle states (TDR).
+pub mod lifecycle {
+    /// After MNG.CREATE.
+    pub const HKID_ASSIGNED: u8 = 0;
+    /// After MNG.KEY.CONFIG on every package.
+    pub const KEYS_CONFIGURED: u8 = 1;
+    /// After MNG.VPFLUSHDONE.
+    pub const BLOCKED: u8 = 2;
+    /// After MNG.KEY.FREEID: pages may be reclaimed.
+    pub const TEARDOWN: u8 = 3;
+}
+
+/// TD OP states (TDCS).
+pub mod op_state {
+    /// Before MNG.INIT.
+    pub const UNINITIALIZED: u8 = 0;
+    /// After MNG.INIT: being built.
+    pub const INITIALIZED: u8 = 1;
+    /// After MR.FINALIZE: may run.
+    pub const RUNNABLE: u8 = 2;
+}
+
+/// vCPU states (TDVPS).
+pub mod vcpu_state {
+    /// After VP.CREATE.
+    pub const UNINITIALIZED: u8 = 0;
+    /// After VP.INIT.
+    pub const READY: u8 = 2;
+}
+
+/// Bits of the GPA+level operand (RCX of the MEM leaves): level in 2:0, 11:3 and 63:52 reserved.
+pub const fn gpa_level_operand(gpa: u64, level: SeptLevel) -> u64 {
+    gpa | level.0 as u64
+}
+
+/// Smallest number of TDCX pages MNG.INIT needs (newest module; older ones: 6).
+pub const MIN_TDCS_PAGES: u32 = 9;
+/// Largest number of TDCX pages.
+pub const MAX_TDCS_PAGES: u32 = 12;
+/// Most vCPUs per TD.
+pub const MAX_VCPUS_PER_TD: u32 = 1376;

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The SEAMCALL backend trait and the hardware implementation.
+
+/// General-purpose registers a leaf takes and returns besides RAX.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeamArgs {
+    /// RCX.
+    pub rcx: u64,
+    /// RDX.
+    pub rdx: u64,
+    /// R8.
+    pub r8: u64,
+    /// R9.
+    pub r9: u64,
+    /// R10.
+    pub r10: u64,
+    /// R11.
+    pub r11: u64,
+}
+
+/// Something that executes SEAMCALL leaves: the CPU (through the real TDX module) or the
+/// software TDX module.
+pub trait Seamcall: Sync {
+    /// Issues the leaf `rax` ([`crate::abi::rax`]) with `args` as input registers; the output
+    /// registers are written back into `args`. Returns the completion status (RAX).
+    fn seamcall(&self, rax: u64, args: &mut SeamArgs) -> u64;
+}
+
+impl<S: Seamcall> Seamcall for &S {
+    fn seamcall(&self, rax: u64, args: &mut SeamArgs) -> u64 {
+        (**self).seamcall(rax, args)
+    }
+}
+
+/// The real TDX module, through the SEAMCALL instruction.
+///
+/// Only meaningful on an Intel CPU with TDX enabled by the BIOS, in VMX root operation, after
+/// the host kernel loaded and initialised the TDX module (Linux `tdx_enable()`).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug)]
+pub struct HwSeamcall {
+    _private: (),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl HwSeamcall {
+    /// The hardware backend.
+    ///
+    /// # Safety
+    ///
+    /// The caller has established that the CPU supports SEAMCALL, is in VMX root operation on
+    /// every CPU this may run on, and the TDX module is initialised; otherwise SEAMCALL raises
+    /// #UD or #GP.
+    pub const unsafe fn new() -> Self {
+        HwSeamcall { _private: () }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Seamcall for HwSeamcall {
+    fn seamcall(&self, rax: u64, args: &mut SeamArgs) -> u64 {
+        let status: u64;
+        let cf: u8;
+        // SAFETY: `HwSeamcall::new`'s caller guaranteed SEAMCALL is usable. The TDX module
+        // preserves every register except RAX, RCX, RDX and R8-R11, which are declared here;
+        // it touches no memory of ours except through the physical addresses the leaf names,
+        // which the typed wrappers take from pages the caller owns.
+        unsafe {
+            core::arch::asm!(
+                ".byte 0x66, 0x0f, 0x01, 0xcf", // seamcall
+                "setc {cf}",
+                cf = out(reg_byte) cf,
+                inout("rax") rax => status,
+                inout("rcx") args.rcx,
+                inout("rdx") args.rdx,
+                inout("r8") args.r8,
+                inout("r9") args.r9,
+                inout("r10") args.r10,
+                inout("r11") args.r11,
+                options(nostack),
+            );
+        }
+        if cf != 0 {
+            // VMfailInvalid: no TDX module loaded.
+            return crate::abi::status::SW_VMFAILINVALID;
+        }
+        status
+    }
+}

@@ -1,0 +1,776 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The Secure-EPT: entry encoding, walk, and the MEM leaves (`tdh_mem_*.c`).
+//!
+//! Entries live in the S-EPT pages the host adds (the root in the TD's TDCX page
+//! [`SEPT_ROOT_INDEX`]), encoded as the real module encodes them (`sept_manager.h`): the state in
+//! bits D (9), TDEX (53), TDBW (54), TDB (55), TDP (56), IPAT (6) and PS (7); the per-entry lock
+//! in TDEL (11); SVE in bit 63. Errors report the architectural entry in RCX and its level and
+//! public state in RDX, as `set_arch_septe_details_in_vmm_regs` does.
+
+use super::locks::{Held, Mode};
+use super::measure::{mr_block, Sha512Compress};
+use super::mem::{words, PageWords, PhysMem};
+use super::pamt::{check_and_lock, PamtInfo, HKID_MASK, MAX_PA_BITS, NDA};
+use super::state::{TdState, SEPT_ROOT_INDEX};
+use super::td::{fill, TdRef, SEPTE_INIT_VALUE};
+use super::SwTdxModule;
+use crate::abi::{leaf, op_state, operand, page_type, sept_state, status, SeptLevel};
+use crate::seamcall::SeamArgs;
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use mmu::Pfn;
+
+const R: u64 = 1 << 0;
+const W: u64 = 1 << 1;
+const X: u64 = 1 << 2;
+const MT_WB: u64 = 6 << 3;
+const IPAT: u64 = 1 << 6;
+const PS: u64 = 1 << 7;
+const D: u64 = 1 << 9;
+const XU: u64 = 1 << 10;
+const TDEL: u64 = 1 << 11;
+const TDEX: u64 = 1 << 53;
+const TDBW: u64 = 1 << 54;
+const TDB: u64 = 1 << 55;
+const TDP: u64 = 1 << 56;
+const SVE: u64 = 1 << 63;
+const RWX: u64 = R | W | X | XU;
+const HPA_MASK: u64 = ((1 << MAX_PA_BITS) - 1) & !0xfff;
+const STATE_BITS: u64 = D | TDEX | TDBW | TDB | TDP | IPAT | PS;
+
+/// S-EPT entry states (index order of `sept_state_lookup`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum St {
+    Free,
+    Removed,
+    NlMapped,
+    NlBlocked,
+    Mapped,
+    Blocked,
+    BlockedW,
+    Pending,
+    PendingBlocked,
+    PendingBlockedW,
+    Other,
+}
+
+pub(crate) fn state_of(e: u64) -> St {
+    match e & STATE_BITS {
+        s if s == TDEX | TDBW | TDB => St::Free,
+        s if s == TDBW | TDB => St::Removed,
+        0 => St::NlMapped,
+        s if s == TDB => St::NlBlocked,
+        s if s == IPAT | PS => St::Mapped,
+        s if s == IPAT | PS | TDB => St::Blocked,
+        s if s == IPAT | PS | TDBW => St::BlockedW,
+        s if s == IPAT | PS | TDP => St::Pending,
+        s if s == IPAT | PS | TDP | TDB => St::PendingBlocked,
+        s if s == IPAT | PS | TDP | TDBW => St::PendingBlockedW,
+        _ => St::Other,
+    }
+}
+
+fn public_state(s: St) -> u8 {
+    match s {
+        St::Free => sept_state::FREE,
+        St::Removed => sept_state::REMOVED,
+        St::NlMapped => sept_state::NL_MAPPED,
+        St::NlBlocked => sept_state::NL_BLOCKED,
+        St::Mapped => sept_state::MAPPED,
+        St::Blocked => sept_state::BLOCKED,
+        St::BlockedW => 8,
+        St::Pending => sept_state::PENDING,
+        St::PendingBlocked => sept_state::PENDING_BLOCKED,
+        St::PendingBlockedW => 16,
+        St::Other => 0xff,
+    }
+}
+
+fn is_leaf(s: St) -> bool {
+    matches!(
+        s,
+        St::Mapped
+            | St::Blocked
+            | St::BlockedW
+            | St::Pending
+            | St::PendingBlocked
+            | St::PendingBlockedW
+    )
+}
+
+fn any_blocked(s: St) -> bool {
+    matches!(s, St::NlBlocked | St::Blocked | St::PendingBlocked)
+}
+
+fn hpa(e: u64) -> Pfn {
+    Pfn::new((e & HPA_MASK) >> 12)
+}
+
+/// The architectural view of an entry (RCX of the error details and SEPT.RD).
+fn arch_entry(e: u64) -> u64 {
+    let s = state_of(e);
+    if s == St::Free {
+        return SVE;
+    }
+    let mask = if is_leaf(s) {
+        R | W | X | XU | (7 << 3) | IPAT | PS | HPA_MASK | SVE
+    } else {
+        R | W | X | XU | PS | HPA_MASK
+    };
+    e & mask
+}
+
+/// Writes the S-EPT details of entry `e` at `level` into RCX/RDX.
+fn details(a: &mut SeamArgs, e: u64, level: SeptLevel) {
+    a.rcx = arch_entry(e);
+    a.rdx = level.0 as u64 | (public_state(state_of(e)) as u64) << 8;
+}
+
+/// A walk result: the entry at the level reached.
+struct Walk<'a> {
+    entry: &'a AtomicU64,
+    level: SeptLevel,
+}
+
+/// The per-entry lock (TDEL), released on drop.
+struct EntryLock<'a>(&'a AtomicU64);
+
+impl<'a> EntryLock<'a> {
+    fn try_new(entry: &'a AtomicU64) -> Option<Self> {
+        let old = entry.fetch_or(TDEL, AcqRel);
+        (old & TDEL == 0).then_some(EntryLock(entry))
+    }
+
+    /// The entry's value without the lock bit.
+    fn get(&self) -> u64 {
+        self.0.load(Acquire) & !TDEL
+    }
+
+    /// Stores a new value, keeping the entry locked until drop.
+    fn set(&self, v: u64) {
+        self.0.store(v | TDEL, Release);
+    }
+}
+
+impl Drop for EntryLock<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_and(!TDEL, Release);
+    }
+}
+
+/// Decoded GPA+level operand.
+struct GpaLevel {
+    gpa: u64,
+    level: SeptLevel,
+}
+
+impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
+    fn sept_root<'a>(&'a self, td: &TdState) -> Option<&'a PageWords> {
+        words(&self.mem, Pfn::new(td.tdcx[SEPT_ROOT_INDEX].load(Acquire)))
+    }
+
+    /// Walks toward `gpa` at `target` (TDX level), stopping early at a non-present entry or a
+    /// leaf (`secure_ept_walk`).
+    fn walk<'a>(&'a self, td: &TdState, gpa: u64, target: SeptLevel) -> Option<Walk<'a>> {
+        let mut level = SeptLevel(td.root_level.load(Acquire) as u8);
+        let mut page = self.sept_root(td)?;
+        loop {
+            let idx = ((gpa >> (12 + 9 * level.0 as u32)) & 511) as usize;
+            let entry = &page.0[idx];
+            if level == target {
+                return Some(Walk { entry, level });
+            }
+            let e = entry.load(Acquire) & !TDEL;
+            if e & RWX == 0 || e & PS != 0 {
+                return Some(Walk { entry, level });
+            }
+            page = words(&self.mem, hpa(e))?;
+            level = SeptLevel(level.0 - 1);
+        }
+    }
+
+    /// `verify_page_info_input` + `check_gpa_validity` for RCX.
+    fn gpa_level(&self, td: &TdState, rcx: u64, min: u8, max: u8) -> Result<GpaLevel, u64> {
+        let bad = status::OPERAND_INVALID | operand::RCX as u64;
+        let level = (rcx & 7) as u8;
+        if rcx & 0xff8 != 0 || rcx >> 52 != 0 || level < min || level > max {
+            return Err(bad);
+        }
+        let gpa = rcx & !0xfff;
+        let lvl = SeptLevel(level);
+        if gpa & ((lvl.pages() << 12) - 1) != 0 {
+            return Err(bad);
+        }
+        let gpaw = td.gpaw.load(Acquire) as u32;
+        // Private GPAs only: the shared bit (GPAW - 1) and everything above it must be clear.
+        if gpa >> (gpaw - 1) != 0 {
+            return Err(bad);
+        }
+        Ok(GpaLevel { gpa, level: lvl })
+    }
+
+    fn root_level(td: &TdState) -> u8 {
+        td.root_level.load(Acquire) as u8
+    }
+
+    /// Common MEM prologue: TDR, state checks, GPA+level, S-EPT tree lock, walk, entry lock.
+    /// On failure returns the status with RCX/RDX already filled.
+    #[allow(clippy::too_many_arguments)]
+    fn mem_prologue<'a>(
+        &'a self,
+        a: &mut SeamArgs,
+        leaf_no: u16,
+        rcx: u64,
+        tdr_pa: u64,
+        min: u8,
+        max: Option<u8>,
+        tree: Mode,
+    ) -> Result<
+        (
+            TdRef<'a>,
+            Option<Held<'a>>,
+            Held<'a>,
+            GpaLevel,
+            EntryLock<'a>,
+        ),
+        u64,
+    > {
+        let t = self.lock_tdr(tdr_pa, operand::RDX, Mode::Shared)?;
+        // SAFETY-free lifetime juggling: the TD state lives in the TDR page, mapped for 'a.
+        let td: &'a TdState = t.td;
+        let op = self.check_state(td, Some(Mode::Shared), leaf_no)?;
+        let max = max.unwrap_or(Self::root_level(td));
+        let gl = self.gpa_level(td, rcx, min, max)?;
+        let tree_lock = Held::try_new(&td.sept_lock, tree)
+            .ok_or(status::OPERAND_BUSY | operand::SEPT_TREE as u64)?;
+        let w = self
+            .walk(td, gl.gpa, gl.level)
+            .ok_or(status::EPT_WALK_FAILED | operand::RCX as u64)?;
+        if w.level != gl.level {
+            details(a, w.entry.load(Acquire) & !TDEL, w.level);
+            return Err(status::EPT_WALK_FAILED | operand::RCX as u64);
+        }
+        let Some(lock) = EntryLock::try_new(w.entry) else {
+            details(a, w.entry.load(Acquire) & !TDEL, w.level);
+            return Err(status::OPERAND_BUSY | operand::RCX as u64);
+        };
+        Ok((t, op, tree_lock, gl, lock))
+    }
+
+    fn is_tracked(td: &TdState, bepoch: u64) -> bool {
+        let epoch = td.td_epoch.load(Acquire);
+        bepoch + 1 < epoch
+            || (bepoch + 1 == epoch && td.refcount[(bepoch & 1) as usize].load(Acquire) == 0)
+    }
+
+    fn needs_tracking(td: &TdState) -> bool {
+        Self::op_state_of(td) == op_state::RUNNABLE
+    }
+
+    pub(super) fn mem_sept_add(&self, a: &mut SeamArgs) -> u64 {
+        let (rcx, rdx, r8) = (a.rcx, a.rdx, a.r8);
+        a.rcx = 0;
+        a.rdx = 0;
+        if rdx & 0xffe != 0 || rdx >> 52 != 0 {
+            return status::OPERAND_INVALID | operand::RDX as u64;
+        }
+        let allow_existing = rdx & 1 != 0;
+        let (t, _op, _tree, gl, e) =
+            match self.mem_prologue(a, leaf::MEM_SEPT_ADD, rcx, rdx & !1, 1, None, Mode::Shared) {
+                Ok(v) => v,
+                Err(st) => return st,
+            };
+        let v = e.get();
+        match state_of(v) {
+            St::Free => {}
+            St::NlMapped if allow_existing => return status::SUCCESS,
+            _ => {
+                details(a, v, gl.level);
+                return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+            }
+        }
+        let (pe, _plock) = match check_and_lock(
+            &self.pamt,
+            &self.mem,
+            r8,
+            operand::R8,
+            Mode::Exclusive,
+            NDA,
+            0,
+        ) {
+            Ok(x) => x,
+            Err(st) => return st,
+        };
+        let child = Pfn::new(r8 >> 12);
+        let Some(page) = words(&self.mem, child) else {
+            return status::OPERAND_ADDR_RANGE_ERROR | operand::R8 as u64;
+        };
+        fill(page, SEPTE_INIT_VALUE);
+        pe.set(PamtInfo {
+            page_type: page_type::EPT,
+            size: 0,
+            owner: t.tdr,
+        });
+        pe.set_bepoch(0);
+        t.td.chldcnt.fetch_add(1, AcqRel);
+        e.set(R | W | X | XU | SVE | child.hpa().raw());
+        status::SUCCESS
+    }
+
+    pub(super) fn mem_page_aug(&self, a: &mut SeamArgs) -> u64 {
+        let (rcx, rdx, r8) = (a.rcx, a.rdx, a.r8);
+        a.rcx = 0;
+        a.rdx = 0;
+        let (t, _op, _tree, gl, e) =
+            match self.mem_prologue(a, leaf::MEM_PAGE_AUG, rcx, rdx, 0, Some(1), Mode::Shared) {
+                Ok(v) => v,
+                Err(st) => return st,
+            };
+        let v = e.get();
+        if !matches!(state_of(v), St::Free | St::Removed) {
+            details(a, v, gl.level);
+            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+        }
+        let pages = gl.level.pages();
+        let (head, _plock) = match self.lock_free_range(r8, gl.level) {
+            Ok(x) => x,
+            Err(st) => return st,
+        };
+        let pfn = Pfn::new(r8 >> 12);
+        self.set_range(
+            pfn,
+            pages,
+            PamtInfo {
+                page_type: page_type::REG,
+                size: gl.level.0,
+                owner: t.tdr,
+            },
+        );
+        head.set_bepoch(0);
+        t.td.chldcnt.fetch_add(pages, AcqRel);
+        e.set(IPAT | PS | TDP | MT_WB | SVE | pfn.hpa().raw());
+        status::SUCCESS
+    }
+
+    /// `check_and_lock_free_range_hpa`: an NDA page (4K) or 512 NDA pages (2M), head locked.
+    fn lock_free_range(
+        &self,
+        pa: u64,
+        level: SeptLevel,
+    ) -> Result<(&super::pamt::PamtEntry, Held<'_>), u64> {
+        let (head, lock) = check_and_lock(
+            &self.pamt,
+            &self.mem,
+            pa,
+            operand::R8,
+            Mode::Exclusive,
+            NDA,
+            0,
+        )?;
+        let pfn = Pfn::new(pa >> 12);
+        for i in 1..level.pages() {
+            match self.pamt.entry(&self.mem, pfn.add(i)) {
+                Some(e) if e.info().page_type == NDA && e.info().size == 0 => {}
+                _ => return Err(status::PAGE_METADATA_INCORRECT | operand::R8 as u64),
+            }
+        }
+        Ok((head, lock))
+    }
+
+    pub(super) fn mem_page_add(&self, a: &mut SeamArgs) -> u64 {
+        let (rcx, rdx, r8, r9) = (a.rcx, a.rdx, a.r8, a.r9);
+        a.rcx = 0;
+        a.rdx = 0;
+        let t = match self.lock_tdr(rdx, operand::RDX, Mode::Exclusive) {
+            Ok(t) => t,
+            Err(st) => return st,
+        };
+        let td = t.td;
+        if let Err(st) = self.check_state(td, None, leaf::MEM_PAGE_ADD) {
+            return st;
+        }
+        let gl = match self.gpa_level(td, rcx, 0, 0) {
+            Ok(g) => g,
+            Err(st) => return st,
+        };
+        let Some(w) = self.walk(td, gl.gpa, gl.level) else {
+            return status::EPT_WALK_FAILED | operand::RCX as u64;
+        };
+        let v = w.entry.load(Acquire) & !TDEL;
+        if w.level != gl.level {
+            details(a, v, w.level);
+            return status::EPT_WALK_FAILED | operand::RCX as u64;
+        }
+        if state_of(v) != St::Free {
+            details(a, v, gl.level);
+            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+        }
+        if r9 & 0xfff != 0 || r9 & HKID_MASK != 0 || r9 >> MAX_PA_BITS != 0 {
+            return status::OPERAND_INVALID | operand::R9 as u64;
+        }
+        let (pe, _plock) = match check_and_lock(
+            &self.pamt,
+            &self.mem,
+            r8,
+            operand::R8,
+            Mode::Exclusive,
+            NDA,
+            0,
+        ) {
+            Ok(x) => x,
+            Err(st) => return st,
+        };
+        let target = Pfn::new(r8 >> 12);
+        let (Some(src), Some(dst)) = (
+            words(&self.mem, Pfn::new(r9 >> 12)),
+            words(&self.mem, target),
+        ) else {
+            return status::OPERAND_INVALID | operand::R9 as u64;
+        };
+        for (d, s) in dst.0.iter().zip(src.0.iter()) {
+            d.store(s.load(Relaxed), Relaxed);
+        }
+        w.entry.store(
+            R | W | X | XU | MT_WB | IPAT | PS | target.hpa().raw(),
+            Release,
+        );
+        self.measure(td, &mr_block(b"MEM.PAGE.ADD", gl.gpa));
+        td.chldcnt.fetch_add(1, AcqRel);
+        pe.set(PamtInfo {
+            page_type: page_type::REG,
+            size: 0,
+            owner: t.tdr,
+        });
+        pe.set_bepoch(0);
+        status::SUCCESS
+    }
+
+    /// The PAMT entry whose `bepoch` a block of entry `v` records: the data page of a leaf,
+    /// the child S-EPT page of a non-leaf.
+    fn mapped_page_entry(&self, v: u64) -> Option<&super::pamt::PamtEntry> {
+        self.pamt.entry(&self.mem, hpa(v))
+    }
+
+    pub(super) fn mem_range_block(&self, a: &mut SeamArgs) -> u64 {
+        let (rcx, rdx) = (a.rcx, a.rdx);
+        a.rcx = 0;
+        a.rdx = 0;
+        let (t, _op, _tree, gl, e) =
+            match self.mem_prologue(a, leaf::MEM_RANGE_BLOCK, rcx, rdx, 0, None, Mode::Exclusive) {
+                Ok(v) => v,
+                Err(st) => return st,
+            };
+        let v = e.get();
+        let s = state_of(v);
+        if any_blocked(s) {
+            details(a, v, gl.level);
+            return status::GPA_RANGE_ALREADY_BLOCKED | operand::RCX as u64;
+        }
+        let new = match s {
+            St::NlMapped => (v & !RWX) | TDB,
+            St::Mapped | St::BlockedW => (v & !(RWX | TDBW)) | TDB,
+            St::Pending | St::PendingBlockedW => (v & !TDBW) | TDB,
+            _ => {
+                details(a, v, gl.level);
+                return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+            }
+        };
+        e.set(new);
+        if let Some(pe) = self.mapped_page_entry(v) {
+            pe.set_bepoch(t.td.td_epoch.load(Acquire));
+        }
+        status::SUCCESS
+    }
+
+    pub(super) fn mem_range_unblock(&self, a: &mut SeamArgs) -> u64 {
+        let (rcx, rdx) = (a.rcx, a.rdx);
+        a.rcx = 0;
+        a.rdx = 0;
+        let (t, _op, _tree, gl, e) = match self.mem_prologue(
+            a,
+            leaf::MEM_RANGE_UNBLOCK,
+            rcx,
+            rdx,
+            0,
+            None,
+            Mode::Exclusive,
+        ) {
+            Ok(v) => v,
+            Err(st) => return st,
+        };
+        let v = e.get();
+        let new = match state_of(v) {
+            St::NlBlocked => (v & !TDB) | R | W | X | XU,
+            St::Blocked => (v & !TDB) | R | W | X | XU,
+            St::PendingBlocked => v & !TDB,
+            _ => {
+                details(a, v, gl.level);
+                return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+            }
+        };
+        if Self::needs_tracking(t.td) {
+            let tracked = self
+                .mapped_page_entry(v)
+                .is_some_and(|pe| Self::is_tracked(t.td, pe.bepoch()));
+            if !tracked {
+                return status::TLB_TRACKING_NOT_DONE | operand::RCX as u64;
+            }
+        }
+        e.set(new);
+        status::SUCCESS
+    }
+
+    pub(super) fn mem_track(&self, a: &mut SeamArgs) -> u64 {
+        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Shared) {
+            Ok(t) => t,
+            Err(st) => return st,
+        };
+        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf::MEM_TRACK) {
+            Ok(h) => h,
+            Err(st) => return st,
+        };
+        let Some(_epoch) = Held::try_new(&t.td.epoch_lock, Mode::Exclusive) else {
+            return status::OPERAND_BUSY | operand::TD_EPOCH as u64;
+        };
+        let epoch = t.td.td_epoch.load(Acquire);
+        if t.td.refcount[((epoch + 1) & 1) as usize].load(Acquire) != 0 {
+            return status::PREVIOUS_TLB_EPOCH_BUSY;
+        }
+        t.td.td_epoch.store(epoch + 1, Release);
+        status::SUCCESS
+    }
+
+    pub(super) fn mem_page_remove(&self, a: &mut SeamArgs) -> u64 {
+        let (rcx, rdx) = (a.rcx, a.rdx);
+        a.rcx = 0;
+        a.rdx = 0;
+        let (t, _op, _tree, gl, e) =
+            match self.mem_prologue(a, leaf::MEM_PAGE_REMOVE, rcx, rdx, 0, Some(2), Mode::Shared) {
+                Ok(v) => v,
+                Err(st) => return st,
+            };
+        let v = e.get();
+        let s = state_of(v);
+        if !is_leaf(s) {
+            details(a, v, gl.level);
+            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+        }
+        let page = hpa(v);
+        let Some(pe) = self.pamt.entry(&self.mem, page) else {
+            return status::OPERAND_BUSY | operand::RCX as u64;
+        };
+        let Some(_plock) = pe.try_lock(Mode::Exclusive) else {
+            return status::OPERAND_BUSY | operand::RCX as u64;
+        };
+        if Self::needs_tracking(t.td) {
+            if !any_blocked(s) {
+                details(a, v, gl.level);
+                return status::GPA_RANGE_NOT_BLOCKED | operand::RCX as u64;
+            }
+            if !Self::is_tracked(t.td, pe.bepoch()) {
+                return status::TLB_TRACKING_NOT_DONE | operand::RCX as u64;
+            }
+        }
+        let pages = gl.level.pages();
+        e.set(SEPTE_INIT_VALUE);
+        t.td.chldcnt.fetch_sub(pages, AcqRel);
+        self.set_range(
+            page,
+            pages,
+            PamtInfo {
+                page_type: NDA,
+                size: 0,
+                owner: Pfn::new(0),
+            },
+        );
+        a.rcx = page.hpa().raw();
+        a.rdx = 0;
+        status::SUCCESS
+    }
+
+    pub(super) fn mem_sept_remove(&self, a: &mut SeamArgs) -> u64 {
+        let (rcx, rdx) = (a.rcx, a.rdx);
+        a.rcx = 0;
+        a.rdx = 0;
+        let (t, _op, _tree, gl, e) =
+            match self.mem_prologue(a, leaf::MEM_SEPT_REMOVE, rcx, rdx, 1, None, Mode::Exclusive) {
+                Ok(v) => v,
+                Err(st) => return st,
+            };
+        let v = e.get();
+        let s = state_of(v);
+        if !matches!(s, St::NlMapped | St::NlBlocked) {
+            details(a, v, gl.level);
+            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+        }
+        let child = hpa(v);
+        let Some(pe) = self.pamt.entry(&self.mem, child) else {
+            return status::OPERAND_BUSY | operand::RCX as u64;
+        };
+        let Some(_plock) = pe.try_lock(Mode::Exclusive) else {
+            return status::OPERAND_BUSY | operand::RCX as u64;
+        };
+        if Self::needs_tracking(t.td) {
+            if !any_blocked(s) {
+                details(a, v, gl.level);
+                return status::GPA_RANGE_NOT_BLOCKED | operand::RCX as u64;
+            }
+            if !Self::is_tracked(t.td, pe.bepoch()) {
+                return status::TLB_TRACKING_NOT_DONE | operand::RCX as u64;
+            }
+        }
+        let Some(cp) = words(&self.mem, child) else {
+            return status::OPERAND_BUSY | operand::RCX as u64;
+        };
+        if cp
+            .0
+            .iter()
+            .any(|c| state_of(c.load(Acquire) & !TDEL) != St::Free)
+        {
+            details(a, v, gl.level);
+            return status::EPT_PAGE_NOT_FREE | operand::RCX as u64;
+        }
+        e.set(SEPTE_INIT_VALUE);
+        t.td.chldcnt.fetch_sub(1, AcqRel);
+        pe.set(PamtInfo {
+            page_type: NDA,
+            size: 0,
+            owner: Pfn::new(0),
+        });
+        a.rcx = child.hpa().raw();
+        status::SUCCESS
+    }
+
+    pub(super) fn mem_sept_rd(&self, a: &mut SeamArgs) -> u64 {
+        let (rcx, rdx) = (a.rcx, a.rdx);
+        a.rcx = 0;
+        a.rdx = 0;
+        let (t, _op, _tree, gl, e) =
+            match self.mem_prologue(a, leaf::MEM_SEPT_RD, rcx, rdx & !1, 0, None, Mode::Shared) {
+                Ok(v) => v,
+                Err(st) => return st,
+            };
+        // Reading L2 attributes needs a debug TD (ATTRIBUTES bit 0) and L2 VMs: none here.
+        if rdx & 1 != 0 && t.td.attributes.load(Relaxed) & 1 == 0 {
+            return status::OPERAND_INVALID | operand::RDX as u64;
+        }
+        details(a, e.get(), gl.level);
+        status::SUCCESS
+    }
+
+    pub(super) fn mr_extend(&self, a: &mut SeamArgs) -> u64 {
+        let (rcx, rdx) = (a.rcx, a.rdx);
+        a.rcx = 0;
+        a.rdx = 0;
+        let t = match self.lock_tdr(rdx, operand::RDX, Mode::Exclusive) {
+            Ok(t) => t,
+            Err(st) => return st,
+        };
+        let td = t.td;
+        if let Err(st) = self.check_state(td, None, leaf::MR_EXTEND) {
+            return st;
+        }
+        if rcx & 0xff != 0 || rcx >> (td.gpaw.load(Acquire) - 1) != 0 {
+            return status::OPERAND_INVALID | operand::RCX as u64;
+        }
+        // Walk to whatever leaf maps the GPA.
+        let Some(w) = self.walk(td, rcx, SeptLevel(0)) else {
+            return status::EPT_ENTRY_NOT_PRESENT | operand::RCX as u64;
+        };
+        let v = w.entry.load(Acquire) & !TDEL;
+        let s = state_of(v);
+        if !is_leaf(s) {
+            details(a, v, w.level);
+            return status::EPT_ENTRY_NOT_PRESENT | operand::RCX as u64;
+        }
+        if s != St::Mapped {
+            return status::EPT_ENTRY_NOT_PRESENT;
+        }
+        let offset = rcx & ((w.level.pages() << 12) - 1);
+        let page = hpa(v).add(offset >> 12);
+        let Some(p) = words(&self.mem, page) else {
+            return status::EPT_ENTRY_NOT_PRESENT;
+        };
+        self.measure(td, &mr_block(b"MR.EXTEND", rcx));
+        let first = ((offset & 0xfff) / 8) as usize;
+        for half in 0..2 {
+            let mut block = [0u8; 128];
+            for i in 0..16 {
+                let w = p.0[first + half * 16 + i].load(Relaxed);
+                block[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+            }
+            self.measure(td, &block);
+        }
+        status::SUCCESS
+    }
+
+    /// Inspection (like SEPT.RD, without locks or SEAMCALL accounting): the public state and
+    /// architectural entry at (`gpa`, `level`) of the TD whose TDR is `tdr`, or `None` if the
+    /// walk stops above `level`.
+    pub fn sept_entry(&self, tdr: Pfn, gpa: u64, level: SeptLevel) -> Option<(u8, u64)> {
+        let td = self.td_state(tdr)?;
+        let w = self.walk(td, gpa, level)?;
+        if w.level != level {
+            return None;
+        }
+        let v = w.entry.load(Acquire) & !TDEL;
+        Some((public_state(state_of(v)), arch_entry(v)))
+    }
+
+    /// Inspection: calls `f(gpa, level, public state, mapped PFN)` for every present S-EPT entry
+    /// of the TD, parents before children.
+    pub fn for_each_sept_entry(&self, tdr: Pfn, mut f: impl FnMut(u64, SeptLevel, u8, Pfn)) {
+        let Some(td) = self.td_state(tdr) else { return };
+        let Some(root) = self.sept_root(td) else {
+            return;
+        };
+        self.visit(root, SeptLevel(Self::root_level(td)), 0, &mut f);
+    }
+
+    fn visit(
+        &self,
+        page: &PageWords,
+        level: SeptLevel,
+        base: u64,
+        f: &mut impl FnMut(u64, SeptLevel, u8, Pfn),
+    ) {
+        for (i, e) in page.0.iter().enumerate() {
+            let v = e.load(Acquire) & !TDEL;
+            let s = state_of(v);
+            if s == St::Free {
+                continue;
+            }
+            let gpa = base + ((i as u64) << (12 + 9 * level.0 as u32));
+            f(gpa, level, public_state(s), hpa(v));
+            if matches!(s, St::NlMapped | St::NlBlocked) && level.0 > 0 {
+                if let Some(child) = words(&self.mem, hpa(v)) {
+                    self.visit(child, SeptLevel(level.0 - 1), gpa, f);
+                }
+            }
+        }
+    }
+
+    /// Inspection: the TD's epoch, lifecycle, OP state and owned-page count.
+    pub fn td_info(&self, tdr: Pfn) -> Option<TdInfo> {
+        let td = self.td_state(tdr)?;
+        Some(TdInfo {
+            epoch: td.td_epoch.load(Acquire),
+            lifecycle: td.lifecycle.load(Acquire) as u8,
+            op_state: Self::op_state_of(td),
+            chldcnt: td.chldcnt.load(Acquire),
+        })
+    }
+}
+
+/// What [`SwTdxModule::td_info`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TdInfo {
+    /// TLB epoch.
+    pub epoch: u64,
+    /// Lifecycle state.
+    pub lifecycle: u8,
+    /// OP state.
+    pub op_state: u8,
+    /// Pages the TD owns (4K units).
+    pub chldcnt: u64,
+}
