@@ -8,13 +8,16 @@
 //!
 //! - fault (shared lock): [`link_spt`](ExternalPageTable::link_spt) for each new table, top
 //!   down, then [`set_spte`](ExternalPageTable::set_spte) for the leaf;
-//! - zap (exclusive lock), in three phases over the whole range, each post-order (children
-//!   before the table that holds them): [`block_spte`](ExternalPageTable::block_spte) for every
-//!   leaf and every table to be removed, then one [`flush`](ExternalPageTable::flush), then
-//!   [`remove_spte`](ExternalPageTable::remove_spte) for every leaf and
-//!   [`free_spt`](ExternalPageTable::free_spt) for every table. A backend that blocks and tracks
-//!   per page can do everything in phase three and leave the first two at their defaults; the
-//!   TDX backend blocks everything, tracks and kicks once, then removes.
+//! - zap (exclusive lock), in rounds: first every leaf overlapping the range —
+//!   [`block_spte`](ExternalPageTable::block_spte) for each, one
+//!   [`flush`](ExternalPageTable::flush), [`remove_spte`](ExternalPageTable::remove_spte) for
+//!   each — then the tables wholly inside the range, one level at a time from the deepest:
+//!   `block_spte` for each entry pointing at such a table, one `flush`,
+//!   [`free_spt`](ExternalPageTable::free_spt) for each. The rounds exist because an S-EPT walk
+//!   stops at a blocked non-leaf entry: nothing below a table may still need removing when the
+//!   table's entry is blocked. A backend that blocks and tracks per page can do everything in
+//!   `remove_spte`/`free_spt` and leave the other two at their defaults; the TDX backend blocks
+//!   a whole round, tracks and kicks once, then removes.
 //! - teardown (exclusive access, after the TD's vCPUs are flushed and its keys freed):
 //!   `remove_spte` and `free_spt` only, post-order.
 //!

@@ -6,6 +6,7 @@
 //! - [`seamcall`]: the [`Seamcall`] backend trait and the hardware implementation;
 //! - [`wrappers`]: one typed wrapper per leaf ([`Tdx`]);
 //! - [`swmod`]: the software TDX module, a [`Seamcall`] that enforces the module's rules;
+//! - [`sept_backend`]: the MMU's external-page-table hooks as SEAMCALL sequences;
 //!
 //! `#![no_std]`, `core` only, like the `mmu` crate: the kernel module links it unchanged.
 
@@ -16,6 +17,7 @@
 pub mod abi;
 pub mod error;
 pub mod seamcall;
+pub mod sept_backend;
 pub mod swmod;
 pub mod wrappers;
 

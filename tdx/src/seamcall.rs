@@ -87,3 +87,58 @@ impl Seamcall for HwSeamcall {
         status
     }
 }
+
+/// A backend wrapper that counts calls per leaf (for benchmarks and debugfs: "SEAMCALLs per
+/// operation"), whatever the backend is.
+pub struct Counted<S: Seamcall> {
+    inner: S,
+    calls: [core::sync::atomic::AtomicU64; crate::abi::leaf::MAX_TRACKED],
+}
+
+impl<S: Seamcall> Counted<S> {
+    /// Wraps `inner`.
+    pub const fn new(inner: S) -> Self {
+        Counted {
+            inner,
+            calls: [const { core::sync::atomic::AtomicU64::new(0) }; crate::abi::leaf::MAX_TRACKED],
+        }
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Calls of `leaf` so far.
+    pub fn calls(&self, leaf: u16) -> u64 {
+        self.calls
+            .get(leaf as usize)
+            .map_or(0, |c| c.load(core::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Calls of every leaf so far.
+    pub fn total(&self) -> u64 {
+        self.calls
+            .iter()
+            .map(|c| c.load(core::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Per-leaf counts, indexed by leaf number.
+    pub fn snapshot(&self) -> [u64; crate::abi::leaf::MAX_TRACKED] {
+        let mut out = [0; crate::abi::leaf::MAX_TRACKED];
+        for (o, c) in out.iter_mut().zip(self.calls.iter()) {
+            *o = c.load(core::sync::atomic::Ordering::Relaxed);
+        }
+        out
+    }
+}
+
+impl<S: Seamcall> Seamcall for Counted<S> {
+    fn seamcall(&self, rax: u64, args: &mut SeamArgs) -> u64 {
+        if let Some(c) = self.calls.get((rax & 0xffff) as usize) {
+            c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+        self.inner.seamcall(rax, args)
+    }
+}

@@ -6,6 +6,8 @@
 //! module):
 //! - link/set only into a free entry whose parent table is linked (or is the root) and not blocked;
 //! - block only a present entry; flush advances an epoch;
+//! - block, remove and free only where the walk reaches: no table above blocked (a real S-EPT
+//!   walk stops at a blocked non-leaf entry);
 //! - remove/free only a blocked entry whose block is older than the last flush (unless in
 //!   teardown mode, when the TD is gone and pages are simply reclaimed);
 //! - free only a table with no entries left below it.
@@ -265,6 +267,29 @@ impl State {
         }
     }
 
+    /// The S-EPT walk to (`gfn`, `level`) stops at a blocked or missing table entry above it.
+    fn check_path(&self, gfn: Gfn, level: Level, root_level: Level) -> Result<(), String> {
+        let mut l = level;
+        while let Some(up) = l.up() {
+            if l == root_level {
+                break;
+            }
+            match self.entries.get(&key(gfn.align_down(up.pages()), up)) {
+                Some(ExtEntry {
+                    leaf: false,
+                    blocked: None,
+                    ..
+                }) => {}
+                Some(ExtEntry { leaf: false, .. }) => {
+                    return Err(format!("walk stops at blocked table at level {}", up.get()))
+                }
+                _ => return Err(format!("walk stops at level {}", up.get())),
+            }
+            l = up;
+        }
+        Ok(())
+    }
+
     fn add(
         &mut self,
         gfn: Gfn,
@@ -288,7 +313,17 @@ impl State {
         Ok(())
     }
 
-    fn take_blocked(&mut self, gfn: Gfn, level: Level, pfn: Pfn, leaf: bool) -> Result<(), String> {
+    fn take_blocked(
+        &mut self,
+        gfn: Gfn,
+        level: Level,
+        root: Level,
+        pfn: Pfn,
+        leaf: bool,
+    ) -> Result<(), String> {
+        if !self.teardown {
+            self.check_path(gfn, level, root)?;
+        }
         let Some(e) = self.entries.get(&key(gfn, level)).copied() else {
             return Err("entry not present".into());
         };
@@ -332,7 +367,8 @@ impl ExternalPageTable for RecordingExternal {
     }
 
     fn block_spte(&self, gfn: Gfn, level: Level, is_leaf: bool) -> Result<(), ExternalError> {
-        self.call(HookCall::Block(gfn, level, is_leaf), |st, _| {
+        self.call(HookCall::Block(gfn, level, is_leaf), |st, root| {
+            st.check_path(gfn, level, root)?;
             let epoch = st.epoch;
             match st.entries.get_mut(&key(gfn, level)) {
                 Some(e) if e.leaf == is_leaf => {
@@ -354,8 +390,8 @@ impl ExternalPageTable for RecordingExternal {
     }
 
     fn remove_spte(&self, gfn: Gfn, level: Level, pfn: Pfn) -> Result<PageRelease, ExternalError> {
-        self.call(HookCall::Remove(gfn, level, pfn), |st, _| {
-            st.take_blocked(gfn, level, pfn, true)
+        self.call(HookCall::Remove(gfn, level, pfn), |st, root| {
+            st.take_blocked(gfn, level, root, pfn, true)
                 .map(|()| PageRelease::Returned)
         })
     }
@@ -367,8 +403,8 @@ impl ExternalPageTable for RecordingExternal {
         spt: &ExternalSpt,
     ) -> Result<SptRelease, ExternalError> {
         let pfn = spt.frame().pfn();
-        self.call(HookCall::Free(gfn, level, pfn), |st, _| {
-            st.take_blocked(gfn, level, pfn, false)?;
+        self.call(HookCall::Free(gfn, level, pfn), |st, root| {
+            st.take_blocked(gfn, level, root, pfn, false)?;
             Ok(if st.leak_spts {
                 SptRelease::Leaked
             } else {

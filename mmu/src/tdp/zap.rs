@@ -9,8 +9,9 @@
 //! memory-attribute code never maps a huge page over mixed attributes).
 //!
 //! Runs under the exclusive lock, so no entry can change under it and nothing needs freezing.
-//! The mirror root is zapped in three passes over the same range, each in post-order: block
-//! everything, flush once, then remove leaves and free tables. A busy hook stops the zap and
+//! The mirror root is zapped in rounds (see [`TdpMmu::zap_range`]): all leaves first (block every
+//! one, flush once, remove every one), then the emptied tables level by level from the deepest.
+//! A busy hook stops the zap and
 //! leaves every entry it did not remove mapped; entries it blocked stay marked
 //! [`SPTE_EXTERNAL_BLOCKED`] in the mirror, exactly as they are in the S-EPT, faults on them
 //! retry, and the caller must zap the range again (which skips what is already blocked).
@@ -50,7 +51,8 @@ pub struct ZapStats {
     /// External `block_spte` calls (entries an earlier unfinished zap blocked are not
     /// blocked again).
     pub blocked: usize,
-    /// External `flush` calls (0 or 1 per zap).
+    /// External `flush` calls: one per round that removed something (leaves, then each level of
+    /// tables), so at most one plus the number of table levels per zap.
     pub flushes: usize,
 }
 
@@ -59,6 +61,15 @@ pub struct ZapStats {
 enum Pass {
     Block,
     Remove,
+}
+
+/// What a round of a mirror zap removes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Every leaf overlapping the range.
+    Leaves,
+    /// Tables wholly inside the range, pointed to by entries at this level.
+    Tables(Level),
 }
 
 impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
@@ -157,22 +168,47 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         stats.tables += 1;
     }
 
+    /// Zaps the mirror in rounds, each one block pass, one flush and one removal pass:
+    /// first every leaf overlapping the range, then the tables wholly inside it, one level at
+    /// a time from the deepest up. The S-EPT needs the rounds: a walk stops at a blocked
+    /// non-leaf entry, so nothing below a table may still need removing when the table's own
+    /// entry is blocked, and a table is removed only once it is empty.
     fn zap_mirror(&self, start: Gfn, end: Gfn, stats: &mut ZapStats) -> Result<(), MmuError> {
-        let doomed = self.mirror_pass(Pass::Block, start, end, stats)?;
-        if doomed == 0 {
+        self.mirror_round(Round::Leaves, start, end, stats)?;
+        let root_level = self.config.root_level();
+        let mut level = Level::L2M;
+        while level < root_level {
+            self.mirror_round(Round::Tables(level), start, end, stats)?;
+            level = match level.up() {
+                Some(l) => l,
+                None => break,
+            };
+        }
+        Ok(())
+    }
+
+    /// One round: block what the round removes, flush once, remove it.
+    fn mirror_round(
+        &self,
+        round: Round,
+        start: Gfn,
+        end: Gfn,
+        stats: &mut ZapStats,
+    ) -> Result<(), MmuError> {
+        if self.mirror_pass(round, Pass::Block, start, end, stats)? == 0 {
             return Ok(());
         }
         // Also after a zap that stopped half-way: its blocks may never have been tracked.
         self.ext_result(self.ext.flush())?;
         stats.flushes += 1;
-        self.mirror_pass(Pass::Remove, start, end, stats)
+        self.mirror_pass(round, Pass::Remove, start, end, stats)
             .map(|_| ())
     }
 
-    /// One pass of a mirror zap over `[start, end)`. Returns the number of entries (leaves and
-    /// whole tables, not counting what lies below them) the zap removes.
+    /// One pass of a round over `[start, end)`. Returns how many entries the round removes.
     fn mirror_pass(
         &self,
+        round: Round,
         pass: Pass,
         start: Gfn,
         end: Gfn,
@@ -183,30 +219,10 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         let mut doomed = 0;
         while it.valid() {
             let (gfn, level) = (it.gfn(), it.level());
-            match it.kind() {
-                SpteKind::Absent => it.next_sibling(),
-                SpteKind::Frozen => return Err(self.bug()),
-                SpteKind::Table(_) if !it.entry_within(start, end) => it.next(),
-                SpteKind::Table(pfn) => {
-                    let page = self.page_of(pfn)?;
-                    doomed += 1;
-                    match pass {
-                        Pass::Block => {
-                            self.block_children(page, stats)?;
-                            let raw = self.block_entry(it.sptep(), gfn, level, false, stats)?;
-                            it.set_old_spte(raw);
-                        }
-                        Pass::Remove => {
-                            self.remove_children(page, false, stats)?;
-                            self.free_mirror_table(page, gfn, level, false)?;
-                            it.sptep().store(0, Ordering::Release);
-                            it.set_old_spte(0);
-                            stats.tables += 1;
-                        }
-                    }
-                    it.next_sibling();
-                }
-                SpteKind::Leaf(leaf) => {
+            match (it.kind(), round) {
+                (SpteKind::Absent, _) => it.next_sibling(),
+                (SpteKind::Frozen, _) => return Err(self.bug()),
+                (SpteKind::Leaf(leaf), Round::Leaves) => {
                     doomed += 1;
                     match pass {
                         Pass::Block => {
@@ -222,9 +238,45 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                     }
                     it.next_sibling();
                 }
+                // Leaves are gone before any table round; one showing up here is a bug.
+                (SpteKind::Leaf(_), Round::Tables(_)) => return Err(self.bug()),
+                (SpteKind::Table(pfn), Round::Tables(l))
+                    if level == l && it.entry_within(start, end) =>
+                {
+                    let page = self.page_of(pfn)?;
+                    doomed += 1;
+                    match pass {
+                        Pass::Block => {
+                            let raw = self.block_entry(it.sptep(), gfn, level, false, stats)?;
+                            it.set_old_spte(raw);
+                        }
+                        Pass::Remove => {
+                            if !self.table_is_empty(page) {
+                                return Err(self.bug());
+                            }
+                            self.free_mirror_table(page, gfn, level, false)?;
+                            it.sptep().store(0, Ordering::Release);
+                            it.set_old_spte(0);
+                            stats.tables += 1;
+                        }
+                    }
+                    it.next_sibling();
+                }
+                // Above the round's level: look inside. At or below it: nothing to do here.
+                (SpteKind::Table(_), Round::Tables(l)) if level <= l => it.next_sibling(),
+                (SpteKind::Table(_), _) => it.next(),
             }
         }
         Ok(doomed)
+    }
+
+    fn table_is_empty(&self, page: PageRef) -> bool {
+        let level = page.get().role().level;
+        page.get()
+            .table()
+            .0
+            .iter()
+            .all(|e| F::decode(e.load(Ordering::Acquire), level) == SpteKind::Absent)
     }
 
     /// Blocks one mirror entry in the external table unless an earlier, unfinished zap already
@@ -246,26 +298,6 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         let raw = raw | SPTE_EXTERNAL_BLOCKED;
         entry.store(raw, Ordering::Release);
         Ok(raw)
-    }
-
-    /// Blocks every entry below a mirror table that is about to go, post-order.
-    fn block_children(&self, page: PageRef, stats: &mut ZapStats) -> Result<(), MmuError> {
-        let level = page.get().role().level;
-        for (i, entry) in page.get().table().0.iter().enumerate() {
-            let gfn = page.get().gfn().add(i as u64 * level.pages());
-            match F::decode(entry.load(Ordering::Acquire), level) {
-                SpteKind::Leaf(_) => {
-                    self.block_entry(entry, gfn, level, true, stats)?;
-                }
-                SpteKind::Table(pfn) => {
-                    self.block_children(self.page_of(pfn)?, stats)?;
-                    self.block_entry(entry, gfn, level, false, stats)?;
-                }
-                SpteKind::Absent => {}
-                SpteKind::Frozen => return Err(self.bug()),
-            }
-        }
-        Ok(())
     }
 
     /// Empties a table, post-order: removes its leaves and frees its child tables (mirror: through

@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The S-EPT backend: the MMU's [`ExternalPageTable`] hooks as SEAMCALL sequences (upstream
+//! `tdx_sept_{link_private_spt,set_private_spte,remove_private_spte,free_private_spt}` and
+//! `tdx_track`).
+//!
+//! | hook | while the TD lives | at teardown (keys freed) |
+//! |---|---|---|
+//! | `link_spt` | TDH.MEM.SEPT.ADD | — |
+//! | `set_spte` | TDH.MEM.PAGE.AUG, or PAGE.ADD (+ MR.EXTEND ×16) when populating | — |
+//! | `block_spte` | TDH.MEM.RANGE.BLOCK | — |
+//! | `flush` | TDH.MEM.TRACK + one kick of every vCPU | — |
+//! | `remove_spte` | TDH.MEM.PAGE.REMOVE + TDH.PHYMEM.PAGE.WBINVD per 4K | TDH.PHYMEM.PAGE.RECLAIM |
+//! | `free_spt` | TDH.MEM.SEPT.REMOVE + TDH.PHYMEM.PAGE.WBINVD | TDH.PHYMEM.PAGE.RECLAIM |
+//!
+//! The MMU core blocks a whole zap range, flushes once and only then removes, so a range zap
+//! costs one TRACK and one kick instead of one per page (upstream). Empty S-EPT tables go back to
+//! the host with SEPT.REMOVE as soon as a zap empties them (upstream keeps them until teardown).
+//! At teardown the cache was written back for the whole HKID by TDH.PHYMEM.CACHE.WB, so every
+//! page comes back with a single RECLAIM (upstream spends BLOCK + TRACK + kick + REMOVE + WBINVD).
+//!
+//! Busy answers are retried a bounded number of times, with the vCPUs kicked when that is the fix
+//! (a vCPU still inside from the previous epoch); then reported as [`ExternalError::Busy`].
+//! Everything else is [`ExternalError::Fatal`]: the MMU marks the VM bugged.
+
+use crate::abi::{leaf, status, SeptLevel};
+use crate::error::TdxError;
+use crate::seamcall::Seamcall;
+use crate::wrappers::{Tdr, Tdvpr, Tdx};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use mmu::external::{ExternalError, ExternalPageTable, PageRelease};
+use mmu::page::{ExternalSpt, SptRelease};
+use mmu::{Gfn, Gpa, Hpa, Level, Pfn};
+
+/// How often a busy SEAMCALL is retried before the hook reports busy.
+pub const BUSY_RETRIES: u32 = 16;
+
+/// Makes every vCPU of the TD leave guest mode (KVM's `KVM_REQ_OUTSIDE_GUEST_MODE` to all).
+pub trait VcpuKicker: Sync {
+    /// Kicks every vCPU out of the TD and returns once none is inside from before the call.
+    fn kick_all(&self);
+}
+
+/// The HKID bits position in a physical address passed to PHYMEM.PAGE.WBINVD.
+pub const HKID_SHIFT: u32 = crate::swmod::pamt::MAX_PA_BITS;
+
+/// A pending PAGE.ADD for one GFN (build-time population).
+struct Populate {
+    gfn: AtomicU64,
+    source: AtomicU64,
+    measure: AtomicBool,
+}
+
+/// Counters of what the backend did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Kicks of all vCPUs.
+    pub kicks: u64,
+    /// Busy answers retried.
+    pub busy_retries: u64,
+    /// Pages the TDX module would not give back (leaked on purpose).
+    pub leaked: u64,
+    /// The status of the last failure reported as fatal (0: none), for the "VM bugged" report.
+    pub last_fatal_status: u64,
+}
+
+/// The S-EPT backend of one TD.
+pub struct SeptBackend<S: Seamcall, K: VcpuKicker> {
+    tdx: Tdx<S>,
+    tdr: Tdr,
+    hkid: u16,
+    kicker: K,
+    teardown: AtomicBool,
+    populate: Populate,
+    kicks: AtomicU64,
+    busy_retries: AtomicU64,
+    leaked: AtomicU64,
+    last_fatal: AtomicU64,
+}
+
+const NO_GFN: u64 = u64::MAX;
+
+fn gpa(gfn: Gfn) -> Gpa {
+    gfn.gpa()
+}
+
+impl<S: Seamcall, K: VcpuKicker> SeptBackend<S, K> {
+    /// The backend of the TD whose TDR is `tdr` and HKID `hkid`.
+    pub fn new(tdx: Tdx<S>, tdr: Tdr, hkid: u16, kicker: K) -> Self {
+        SeptBackend {
+            tdx,
+            tdr,
+            hkid,
+            kicker,
+            teardown: AtomicBool::new(false),
+            populate: Populate {
+                gfn: AtomicU64::new(NO_GFN),
+                source: AtomicU64::new(0),
+                measure: AtomicBool::new(false),
+            },
+            kicks: AtomicU64::new(0),
+            busy_retries: AtomicU64::new(0),
+            leaked: AtomicU64::new(0),
+            last_fatal: AtomicU64::new(0),
+        }
+    }
+
+    /// The wrappers.
+    pub fn tdx(&self) -> &Tdx<S> {
+        &self.tdx
+    }
+
+    /// The TD's TDR.
+    pub fn tdr(&self) -> Tdr {
+        self.tdr
+    }
+
+    /// What the backend did so far.
+    pub fn stats(&self) -> BackendStats {
+        BackendStats {
+            kicks: self.kicks.load(Ordering::Relaxed),
+            busy_retries: self.busy_retries.load(Ordering::Relaxed),
+            leaked: self.leaked.load(Ordering::Relaxed),
+            last_fatal_status: self.last_fatal.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Arms build-time population: the next `set_spte` for `gfn` adds the page with
+    /// TDH.MEM.PAGE.ADD copying `source` (and measures it with MR.EXTEND if `measure`) instead
+    /// of PAGE.AUG. Upstream `KVM_TDX_INIT_MEM_REGION`.
+    pub fn arm_populate(&self, gfn: Gfn, source: Hpa, measure: bool) {
+        self.populate.source.store(source.raw(), Ordering::Relaxed);
+        self.populate.measure.store(measure, Ordering::Relaxed);
+        self.populate.gfn.store(gfn.raw(), Ordering::Release);
+    }
+
+    /// Cancels an armed population that did not happen (the fault found the GFN mapped).
+    /// Returns whether one was armed.
+    pub fn disarm_populate(&self) -> bool {
+        self.populate.gfn.swap(NO_GFN, Ordering::AcqRel) != NO_GFN
+    }
+
+    fn kick(&self) {
+        self.kicks.fetch_add(1, Ordering::Relaxed);
+        self.kicker.kick_all();
+    }
+
+    /// Runs `f` until it stops answering busy (bounded), kicking vCPUs for the statuses a kick
+    /// cures.
+    fn retry<T>(&self, mut f: impl FnMut() -> Result<T, TdxError>) -> Result<T, ExternalError> {
+        let mut tries = 0;
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e)
+                    if tries < BUSY_RETRIES
+                        && (e.is_busy() || e.class() == status::TLB_TRACKING_NOT_DONE) =>
+                {
+                    tries += 1;
+                    self.busy_retries.fetch_add(1, Ordering::Relaxed);
+                    if e.class() == status::PREVIOUS_TLB_EPOCH_BUSY
+                        || e.class() == status::TLB_TRACKING_NOT_DONE
+                    {
+                        self.kick();
+                    }
+                }
+                Err(e) if e.is_busy() || e.class() == status::TLB_TRACKING_NOT_DONE => {
+                    return Err(ExternalError::Busy)
+                }
+                Err(e) => {
+                    self.last_fatal.store(e.status, Ordering::Relaxed);
+                    return Err(ExternalError::Fatal);
+                }
+            }
+        }
+    }
+
+    /// Writes back and invalidates the cache lines of a page the TD used, with its HKID.
+    fn wbinvd(&self, pfn: Pfn, pages: u64) -> Result<(), ExternalError> {
+        for i in 0..pages {
+            let pa = pfn.add(i).hpa().raw() | (self.hkid as u64) << HKID_SHIFT;
+            self.retry(|| self.tdx.phymem_page_wbinvd(Hpa::new(pa)))?;
+        }
+        Ok(())
+    }
+
+    /// Gives a page of a torn-down TD back to the host: one RECLAIM. `Leaked` if the module
+    /// refuses (the page must never be reused).
+    fn reclaim(&self, pfn: Pfn) -> PageRelease {
+        match self.retry(|| self.tdx.phymem_page_reclaim(pfn.hpa())) {
+            Ok(_) => PageRelease::Returned,
+            Err(_) => {
+                self.leaked.fetch_add(1, Ordering::Relaxed);
+                PageRelease::Leaked
+            }
+        }
+    }
+
+    fn populate_for(&self, gfn: Gfn) -> Option<(Hpa, bool)> {
+        if self.populate.gfn.load(Ordering::Acquire) != gfn.raw() {
+            return None;
+        }
+        if self
+            .populate
+            .gfn
+            .compare_exchange(gfn.raw(), NO_GFN, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        Some((
+            Hpa::new(self.populate.source.load(Ordering::Relaxed)),
+            self.populate.measure.load(Ordering::Relaxed),
+        ))
+    }
+
+    /// Releases the TD's HKID: flushes every vCPU (VP.FLUSH), VPFLUSHDONE, writes the caches
+    /// back (CACHE.WB), frees the key (KEY.FREEID). From then on the hooks reclaim pages instead
+    /// of removing them (upstream `tdx_mmu_release_hkid`).
+    ///
+    /// # Errors
+    ///
+    /// The first failing leaf's error; the backend stays in runtime mode then.
+    pub fn release_hkid(&self, vcpus: &[Tdvpr]) -> Result<(), TdxError> {
+        for &v in vcpus {
+            match self.tdx.vp_flush(v) {
+                Ok(()) => {}
+                // Never initialised or already flushed: nothing to dissociate.
+                Err(e) if e.class() == status::VCPU_NOT_ASSOCIATED => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.tdx.mng_vpflushdone(self.tdr)?;
+        loop {
+            match self.tdx.phymem_cache_wb(false) {
+                Ok(_) => break,
+                Err(e) if e.class() == status::INTERRUPTED_RESUMABLE => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.tdx.mng_key_freeid(self.tdr)?;
+        self.teardown.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the HKID was released (pages are reclaimed from now on).
+    pub fn is_torn_down(&self) -> bool {
+        self.teardown.load(Ordering::Acquire)
+    }
+
+    /// After the MMU's teardown: reclaims the TD's control pages (TDCX, TDVPR and vCPU TDCX
+    /// pages, then the TDR last). Returns how many were leaked.
+    pub fn reclaim_control_pages(&self, pages: &[Hpa]) -> u64 {
+        let mut leaked = 0;
+        for &p in pages {
+            if self.reclaim(p.pfn()) == PageRelease::Leaked {
+                leaked += 1;
+            }
+        }
+        if self.reclaim(self.tdr.hpa().pfn()) == PageRelease::Leaked {
+            leaked += 1;
+        }
+        leaked
+    }
+}
+
+impl<S: Seamcall, K: VcpuKicker> ExternalPageTable for SeptBackend<S, K> {
+    fn link_spt(&self, gfn: Gfn, level: Level, spt: &ExternalSpt) -> Result<(), ExternalError> {
+        let page = spt.frame().pfn().hpa();
+        self.retry(|| {
+            self.tdx
+                .mem_sept_add(self.tdr, gpa(gfn), SeptLevel::from_mmu(level), page)
+        })
+    }
+
+    fn set_spte(&self, gfn: Gfn, level: Level, pfn: Pfn) -> Result<(), ExternalError> {
+        let sl = SeptLevel::from_mmu(level);
+        if sl > SeptLevel::L2M {
+            // TDH.MEM.PAGE.AUG maps 4K and 2M pages only.
+            return Err(ExternalError::Fatal);
+        }
+        if let Some((source, measure)) = self.populate_for(gfn) {
+            if sl != SeptLevel::L4K {
+                return Err(ExternalError::Fatal);
+            }
+            self.retry(|| self.tdx.mem_page_add(self.tdr, gpa(gfn), pfn.hpa(), source))?;
+            if measure {
+                for chunk in 0..16u64 {
+                    let g = Gpa::new(gpa(gfn).raw() + chunk * 256);
+                    self.retry(|| self.tdx.mr_extend(self.tdr, g))?;
+                }
+            }
+            return Ok(());
+        }
+        self.retry(|| self.tdx.mem_page_aug(self.tdr, gpa(gfn), sl, pfn.hpa()))
+    }
+
+    fn block_spte(&self, gfn: Gfn, level: Level, _is_leaf: bool) -> Result<(), ExternalError> {
+        if self.is_torn_down() {
+            return Ok(());
+        }
+        self.retry(|| {
+            self.tdx
+                .mem_range_block(self.tdr, gpa(gfn), SeptLevel::from_mmu(level))
+        })
+        .map(|_| ())
+    }
+
+    fn flush(&self) -> Result<(), ExternalError> {
+        if self.is_torn_down() {
+            return Ok(());
+        }
+        self.retry(|| self.tdx.mem_track(self.tdr))?;
+        // vCPUs that entered before the TRACK must leave before the removals.
+        self.kick();
+        Ok(())
+    }
+
+    fn remove_spte(&self, gfn: Gfn, level: Level, pfn: Pfn) -> Result<PageRelease, ExternalError> {
+        let sl = SeptLevel::from_mmu(level);
+        if self.is_torn_down() {
+            return Ok(self.reclaim(pfn));
+        }
+        let removed = self.retry(|| self.tdx.mem_page_remove(self.tdr, gpa(gfn), sl))?;
+        self.wbinvd(removed.pfn(), sl.pages())?;
+        Ok(PageRelease::Returned)
+    }
+
+    fn free_spt(
+        &self,
+        gfn: Gfn,
+        level: Level,
+        spt: &ExternalSpt,
+    ) -> Result<SptRelease, ExternalError> {
+        let pfn = spt.frame().pfn();
+        if self.is_torn_down() {
+            return Ok(match self.reclaim(pfn) {
+                PageRelease::Returned => SptRelease::Returned,
+                PageRelease::Leaked => SptRelease::Leaked,
+            });
+        }
+        self.retry(|| {
+            self.tdx
+                .mem_sept_remove(self.tdr, gpa(gfn), SeptLevel::from_mmu(level))
+        })?;
+        self.wbinvd(pfn, 1)?;
+        Ok(SptRelease::Returned)
+    }
+}
+
+/// The leaves the backend issues, for reports.
+pub const BACKEND_LEAVES: [u16; 11] = [
+    leaf::MEM_SEPT_ADD,
+    leaf::MEM_PAGE_AUG,
+    leaf::MEM_PAGE_ADD,
+    leaf::MR_EXTEND,
+    leaf::MEM_RANGE_BLOCK,
+    leaf::MEM_TRACK,
+    leaf::MEM_PAGE_REMOVE,
+    leaf::MEM_SEPT_REMOVE,
+    leaf::PHYMEM_PAGE_WBINVD,
+    leaf::PHYMEM_PAGE_RECLAIM,
+    leaf::MEM_RANGE_UNBLOCK,
+];

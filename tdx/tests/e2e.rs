@@ -1,0 +1,386 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! End to end on the host: the MMU core's mirror root, the S-EPT backend and the software TDX
+//! module, with random fault / zap / conversion sequences and a teardown.
+//!
+//! After every operation: the mirror and the Secure-EPT (read through the module's inspection
+//! API) agree entry by entry — every mirror table above the root is an S-EPT table page in the
+//! same place, every mirror leaf an S-EPT leaf mapping the same page, blocked exactly where the
+//! mirror says so — and the PAMT says the TD owns exactly those pages. After teardown every page
+//! is back with the host: no page the TD owned is left typed in the PAMT and the arena is empty
+//! but for what the test itself holds.
+
+use mmu::cache::VcpuMmuCaches;
+use mmu::page::RootKind;
+use mmu::spte::{is_external_blocked, Access, Ept, PagingFormat, SpteKind};
+use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
+use mmu::{Gfn, GfnKind, GpaWidth, Level, MmuError, Pfn};
+use std::collections::BTreeMap;
+use tdx::abi::{leaf, page_type, sept_state, SeptLevel};
+use tdx::seamcall::Counted;
+use tdx::sept_backend::{SeptBackend, VcpuKicker};
+use tdx::swmod::Injection;
+use tdx::Tdx;
+use testkit::td::{build_td, host_page, sw_module, Stage, SwModule, TestTd};
+use testkit::{HostEnv, Rng};
+
+/// Guest memory: the first `GUEST_PAGES` arena pages (2M-aligned, contiguous).
+const GUEST_PAGES: u64 = 4096;
+
+struct Kick<'a> {
+    m: &'a SwModule<'a>,
+    vcpus: Vec<Pfn>,
+}
+
+impl VcpuKicker for Kick<'_> {
+    fn kick_all(&self) {
+        for &v in &self.vcpus {
+            self.m.vcpu_exit(v);
+        }
+    }
+}
+
+type Backend<'a> = SeptBackend<Counted<&'a SwModule<'a>>, Kick<'a>>;
+type Mmu<'a> = TdpMmu<Ept, &'a HostEnv, &'a Backend<'a>>;
+
+/// The TD's mirror as (level in TDX numbering, gpa) → (pfn, is_leaf, blocked).
+type View = BTreeMap<(u8, u64), (u64, bool, bool)>;
+
+fn mirror_view(mmu: &Mmu<'_>) -> View {
+    let g = mmu.read();
+    let mut out = View::new();
+    mmu.for_each_table(&g, RootKind::Mirror, |page| {
+        let role = page.role();
+        let level = role.level;
+        for (i, e) in page.table().0.iter().enumerate() {
+            let raw = e.load(std::sync::atomic::Ordering::Relaxed);
+            let gfn = page.gfn().raw() + i as u64 * level.pages();
+            let key = (level.get() - 1, gfn << 12);
+            match Ept::decode(raw, level) {
+                SpteKind::Leaf(l) => {
+                    out.insert(key, (l.pfn.raw(), true, is_external_blocked(raw)));
+                }
+                SpteKind::Table(pfn) => {
+                    // The S-EPT table behind it is the child header's external SPT.
+                    let _ = pfn;
+                }
+                _ => {}
+            }
+        }
+        if let (false, Some(spt)) = (role.is_root, page.external_spt()) {
+            // This table hangs off an entry one level up.
+            let key = (level.get(), page.gfn().raw() << 12);
+            out.insert(key, (spt.frame().pfn().raw(), false, false));
+        }
+    })
+    .expect("walk");
+    // Table entries' blocked marks live in the parent entry: fill them in.
+    let mut blocked_tables = Vec::new();
+    mmu.for_each_table(&g, RootKind::Mirror, |page| {
+        let level = page.role().level;
+        for (i, e) in page.table().0.iter().enumerate() {
+            let raw = e.load(std::sync::atomic::Ordering::Relaxed);
+            if matches!(Ept::decode(raw, level), SpteKind::Table(_)) && is_external_blocked(raw) {
+                let gfn = page.gfn().raw() + i as u64 * level.pages();
+                blocked_tables.push((level.get() - 1, gfn << 12));
+            }
+        }
+    })
+    .expect("walk");
+    for k in blocked_tables {
+        if let Some(v) = out.get_mut(&k) {
+            v.2 = true;
+        }
+    }
+    out
+}
+
+fn sept_view(m: &SwModule<'_>, td: &TestTd) -> View {
+    let mut out = View::new();
+    m.for_each_sept_entry(td.tdr.hpa().pfn(), |gpa, level: SeptLevel, state, pfn| {
+        let (leaf, blocked) = match state {
+            sept_state::NL_MAPPED => (false, false),
+            sept_state::NL_BLOCKED => (false, true),
+            sept_state::MAPPED | sept_state::PENDING => (true, false),
+            sept_state::BLOCKED | sept_state::PENDING_BLOCKED => (true, true),
+            s => panic!("unexpected S-EPT state {s:#x} at {gpa:#x}"),
+        };
+        out.insert((level.0, gpa), (pfn.raw(), leaf, blocked));
+    });
+    out
+}
+
+struct World<'a> {
+    env: &'a HostEnv,
+    m: &'a SwModule<'a>,
+    td: &'a TestTd,
+    guest_base: u64,
+}
+
+impl World<'_> {
+    fn check(&self, mmu: &Mmu<'_>) {
+        let mirror = mirror_view(mmu);
+        let sept = sept_view(self.m, self.td);
+        assert_eq!(mirror, sept, "mirror and S-EPT differ");
+        // PAMT: the TD owns exactly the mapped data pages and the S-EPT pages.
+        let tdr = self.td.tdr.hpa().pfn();
+        for (&(level, _), &(pfn, leaf, _)) in &mirror {
+            let info = self.m.pamt_info(Pfn::new(pfn)).expect("pamt");
+            let want = if leaf { page_type::REG } else { page_type::EPT };
+            assert_eq!(
+                (info.page_type, info.owner),
+                (want, tdr),
+                "PAMT of {pfn:#x}"
+            );
+            if leaf {
+                assert_eq!(info.size, level);
+            }
+        }
+        let mapped: std::collections::BTreeSet<u64> = mirror
+            .iter()
+            .filter(|(_, v)| v.1)
+            .flat_map(|(&(level, _), v)| v.0..v.0 + (1 << (9 * level as u32)))
+            .collect();
+        for p in self.guest_base..self.guest_base + GUEST_PAGES {
+            let info = self.m.pamt_info(Pfn::new(p)).expect("pamt");
+            assert_eq!(
+                info.page_type == page_type::REG,
+                mapped.contains(&p),
+                "guest page {p:#x}"
+            );
+        }
+    }
+}
+
+fn run(seed: u64, ops: u64, busy: bool) {
+    let env = HostEnv::with_capacity(16384);
+    // Guest memory first, so it is contiguous and 2M-aligned.
+    let guest: Vec<_> = (0..GUEST_PAGES).map(|_| host_page(&env)).collect();
+    let guest_base = guest[0].pfn().raw();
+    assert_eq!(guest_base % 512, 0);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 2, Stage::Runnable);
+    let kick = Kick {
+        m: &m,
+        vcpus: td.vcpus.iter().map(|v| v.hpa().pfn()).collect(),
+    };
+    let backend: Backend<'_> = SeptBackend::new(Tdx::new(Counted::new(&m)), td.tdr, td.hkid, kick);
+    let cfg = MmuConfig {
+        max_level: Level::L2M,
+        ..MmuConfig::td(GpaWidth::Bits48)
+    };
+    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, cfg).expect("mmu");
+    let world = World {
+        env: &env,
+        m: &m,
+        td: &td,
+        guest_base,
+    };
+    let mut caches = VcpuMmuCaches::new();
+    let mut rng = Rng::new(seed);
+    let mut counts = [0u64; 4];
+    for i in 0..ops {
+        // vCPUs come and go, as a running TD's do.
+        for v in &td.vcpus {
+            if rng.chance(30) {
+                m.vcpu_enter(v.hpa().pfn());
+            }
+        }
+        if busy && rng.chance(2) {
+            let leaves = [
+                leaf::MEM_SEPT_ADD,
+                leaf::MEM_PAGE_AUG,
+                leaf::MEM_RANGE_BLOCK,
+                leaf::MEM_PAGE_REMOVE,
+                leaf::MEM_TRACK,
+            ];
+            let l = leaves[rng.below(leaves.len() as u64) as usize];
+            m.inject(Injection {
+                leaf: l,
+                nth: rng.below(3),
+                count: 1 + rng.below(24),
+                status: tdx::abi::status::OPERAND_BUSY | tdx::abi::operand::SEPT_TREE as u64,
+            });
+        }
+        let gfn = rng.below(GUEST_PAGES);
+        match rng.below(100) {
+            0..=59 => {
+                let f = Fault {
+                    gfn: Gfn::new(gfn),
+                    kind: GfnKind::Private,
+                    pfn: Pfn::new(guest_base + gfn),
+                    access: Access::RWX,
+                    write: true,
+                    max_level: if rng.chance(20) {
+                        Level::L2M
+                    } else {
+                        Level::L4K
+                    },
+                };
+                let mut done = false;
+                for _ in 0..64 {
+                    mmu.topup_vcpu_caches(&mut caches).expect("top-up");
+                    let g = mmu.read();
+                    match mmu.map(&g, &mut caches, &f) {
+                        Ok(FaultOutcome::Retry) => continue,
+                        Ok(_) => {
+                            done = true;
+                            break;
+                        }
+                        Err(e) => panic!("op {i}: fault {f:?}: {e:?}"),
+                    }
+                }
+                assert!(done || busy, "op {i}: fault never completed");
+                counts[0] += 1;
+            }
+            60..=79 => {
+                let bits = rng.below(11);
+                let len = 1 + rng.below(1 << bits);
+                zap(
+                    &mmu,
+                    ZapTarget::Mirror,
+                    gfn,
+                    (gfn + len).min(GUEST_PAGES),
+                    busy,
+                    i,
+                );
+                counts[1] += 1;
+            }
+            80..=94 => {
+                // Conversion of a 2M-aligned range to shared and a shared fault in it.
+                let start = gfn & !511;
+                zap(&mmu, ZapTarget::Mirror, start, start + 512, busy, i);
+                let f = Fault {
+                    gfn: Gfn::new(start + rng.below(512)),
+                    kind: GfnKind::Shared,
+                    pfn: Pfn::new((1 << 30) + gfn),
+                    access: Access::RWX,
+                    write: false,
+                    max_level: Level::L4K,
+                };
+                testkit::fault(&mmu, &mut caches, &f).expect("shared fault");
+                counts[2] += 1;
+            }
+            _ => {
+                zap(&mmu, ZapTarget::Both, 0, GUEST_PAGES, busy, i);
+                counts[3] += 1;
+            }
+        }
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.check(&mmu)))
+        {
+            eprintln!("seed {seed}: invariant broken after op {i}");
+            std::panic::resume_unwind(e);
+        }
+    }
+    let st = mmu.stats();
+    eprintln!("ops {counts:?} stats {st:?} backend {:?}", backend.stats());
+    let calls = backend.tdx().backend().snapshot();
+    for l in tdx::sept_backend::BACKEND_LEAVES {
+        eprintln!("  {:<22} {}", leaf::name(l), calls[l as usize]);
+    }
+    assert!(st.mirror_leaves.iter().sum::<usize>() > 0 || counts[0] == 0);
+
+    // Teardown: release the HKID, tear the MMU down (one RECLAIM per page), reclaim the rest.
+    m.inject(Injection {
+        leaf: 0,
+        nth: 0,
+        count: 0,
+        status: 0,
+    });
+    for v in &td.vcpus {
+        m.vcpu_exit(v.hpa().pfn());
+    }
+    mmu.free_vcpu_caches(&mut caches);
+    backend.release_hkid(&td.vcpus).expect("release HKID");
+    let reclaims_before = backend.tdx().backend().calls(leaf::PHYMEM_PAGE_RECLAIM);
+    let before = mmu.stats();
+    let owned_pages = m.td_info(td.tdr.hpa().pfn()).unwrap().chldcnt;
+    mmu.teardown();
+    assert_eq!(mmu.stats().pages(), 0);
+    assert_eq!(
+        mmu.stats().leaked_external_spts + mmu.stats().leaked_private_pages,
+        0
+    );
+    let c = env.counts();
+    assert_eq!((c.tables, c.external_spts, c.headers), (0, 0, 0));
+    let reclaims = backend.tdx().backend().calls(leaf::PHYMEM_PAGE_RECLAIM) - reclaims_before;
+    eprintln!("teardown: {reclaims} RECLAIMs for the memory path");
+    // The TD's control pages: TDCX and vCPU pages are typed; find them through the PAMT.
+    let tdr = td.tdr.hpa().pfn();
+    let mut control = Vec::new();
+    for p in (mmu::Pfn::new(testkit::env::BASE_PFN).raw())
+        ..(testkit::env::BASE_PFN + env.capacity() as u64)
+    {
+        if let Some(info) = m.pamt_info(Pfn::new(p)) {
+            if info.owner == tdr && info.page_type != 0 {
+                control.push(Pfn::new(p).hpa());
+            }
+        }
+    }
+    // Only control pages are left: TDCX (9) and per vCPU TDVPR + 5 TDCX.
+    assert_eq!(control.len() as u64, 9 + 6 * td.vcpus.len() as u64);
+    // One RECLAIM per leaf (4K or 2M) and per S-EPT page, nothing else on the memory path.
+    let (l4k, l2m) = (
+        before.mirror_leaves[0] as u64,
+        before.mirror_leaves[1] as u64,
+    );
+    assert_eq!(
+        reclaims,
+        l4k + l2m + before.external_spts as u64,
+        "one RECLAIM per page"
+    );
+    assert_eq!(
+        owned_pages,
+        l4k + 512 * l2m + before.external_spts as u64 + control.len() as u64
+    );
+    assert_eq!(backend.reclaim_control_pages(&control), 0);
+    for p in testkit::env::BASE_PFN..testkit::env::BASE_PFN + env.capacity() as u64 {
+        if let Some(info) = m.pamt_info(Pfn::new(p)) {
+            assert_eq!(info.page_type, 0, "page {p:#x} still typed after teardown");
+        }
+    }
+    drop(guest);
+    let _ = (MmuError::Bugged, world.env);
+}
+
+fn zap(mmu: &Mmu<'_>, target: ZapTarget, start: u64, end: u64, busy: bool, i: u64) {
+    for _ in 0..64 {
+        let g = mmu.write();
+        match mmu.zap_range(&g, target, Gfn::new(start), Gfn::new(end)) {
+            Ok(_) => return,
+            Err(MmuError::ExternalBusy) if busy => continue,
+            Err(e) => {
+                panic!(
+                    "op {i}: zap [{start:#x}, {end:#x}): {e:?} (last fatal {:#x})",
+                    mmu.external().stats().last_fatal_status
+                )
+            }
+        }
+    }
+    panic!("op {i}: zap kept failing");
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn random_faults_zaps_conversions_then_teardown() {
+    run(
+        env_u64("TDX_E2E_SEED", 7),
+        env_u64("TDX_E2E_OPS", 100_000),
+        false,
+    );
+}
+
+#[test]
+fn random_sequence_with_busy_module() {
+    run(
+        env_u64("TDX_E2E_SEED", 8),
+        env_u64("TDX_E2E_OPS", 30_000),
+        true,
+    );
+}
