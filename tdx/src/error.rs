@@ -148,6 +148,13 @@ impl TdxError {
 
     /// The spec's name of the class, for logs.
     pub const fn name(&self) -> &'static str {
+        // Software statuses (the instruction itself failed) are whole values, not classes.
+        match self.status {
+            status::SW_VMFAILINVALID => return "TDX_SEAMCALL_VMFAILINVALID",
+            status::SW_GP => return "TDX_SEAMCALL_GP",
+            status::SW_UD => return "TDX_SEAMCALL_UD",
+            _ => {}
+        }
         match self.class() {
             status::INTERRUPTED_RESUMABLE => "TDX_INTERRUPTED_RESUMABLE",
             status::OPERAND_INVALID => "TDX_OPERAND_INVALID",
@@ -178,7 +185,6 @@ impl TdxError {
             status::TLB_TRACKING_NOT_DONE => "TDX_TLB_TRACKING_NOT_DONE",
             status::EPT_ENTRY_STATE_INCORRECT => "TDX_EPT_ENTRY_STATE_INCORRECT",
             status::EPT_PAGE_NOT_FREE => "TDX_EPT_PAGE_NOT_FREE",
-            status::SW_VMFAILINVALID => "TDX_SEAMCALL_VMFAILINVALID",
             _ => "TDX status",
         }
     }
@@ -220,6 +226,13 @@ mod tests {
         let s = e.sept().unwrap();
         assert_eq!((s.level, s.state), (SeptLevel::L1G, 0));
         assert!(!e.is_busy());
+    }
+
+    #[test]
+    fn software_statuses_are_named_by_their_whole_value() {
+        assert_eq!(TdxError::new(status::SW_VMFAILINVALID, 0, 0).name(), "TDX_SEAMCALL_VMFAILINVALID");
+        assert_eq!(TdxError::new(status::SW_GP, 0, 0).name(), "TDX_SEAMCALL_GP");
+        assert_eq!(TdxError::new(status::SW_UD, 0, 0).name(), "TDX_SEAMCALL_UD");
     }
 
     #[test]

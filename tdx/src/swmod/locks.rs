@@ -67,7 +67,9 @@ pub(crate) struct Held<'a> {
 impl<'a> Held<'a> {
     /// Takes the lock or returns `None` (the caller answers BUSY).
     pub(crate) fn try_new(word: &'a AtomicU64, mode: Mode) -> Option<Self> {
-        try_lock(word, mode).then_some(Held { word, mode })
+        // `then`, not `then_some`: a `Held` built eagerly would unlock on drop when the lock
+        // was not taken.
+        try_lock(word, mode).then(|| Held { word, mode })
     }
 
     /// The mode held.

@@ -138,7 +138,8 @@ struct EntryLock<'a>(&'a AtomicU64);
 impl<'a> EntryLock<'a> {
     fn try_new(entry: &'a AtomicU64) -> Option<Self> {
         let old = entry.fetch_or(TDEL, AcqRel);
-        (old & TDEL == 0).then_some(EntryLock(entry))
+        // Lazily: an `EntryLock` dropped after a failed attempt would clear the holder's bit.
+        (old & TDEL == 0).then(|| EntryLock(entry))
     }
 
     /// The entry's value without the lock bit.
