@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use testkit::HostEnv;
 
+mod seamcalls;
+
 /// Hooks that only count: the cost measured is the MMU's own.
 #[derive(Default)]
 struct CountingExternal {
@@ -256,4 +258,5 @@ fn main() {
         upstream as f64 / 1024.0
     );
     mmu.free_vcpu_caches(&mut caches);
+    seamcalls::run();
 }
