@@ -143,8 +143,8 @@ impl Pamt {
                 ok = false;
                 break;
             };
+            // The directory keeps the PFN; `free_tdmr` rebuilds the `Frame` to free it.
             t.dir[d] = dir.pfn().raw();
-            core::mem::forget(dir);
             let Some(dw) = words(mem, Pfn::new(t.dir[d])) else {
                 ok = false;
                 break;
@@ -156,7 +156,6 @@ impl Pamt {
                     break 'outer;
                 };
                 slot.store(meta.pfn().raw(), Ordering::Relaxed);
-                core::mem::forget(meta);
             }
         }
         if !ok {
@@ -225,8 +224,8 @@ impl Pamt {
 
 fn frame_of<M: PhysMem>(mem: &M, pfn: u64) -> Option<Frame> {
     let virt = mem.map(Pfn::new(pfn))?.cast::<u8>();
-    // SAFETY: this page came from `alloc_meta` (its ownership was kept in the directory when the
-    // `Frame` was forgotten); `map` returns the same mapping.
+    // SAFETY: this page came from `alloc_meta`; its ownership was kept as the PFN in the
+    // directory (a `Frame` frees nothing when dropped); `map` returns the same mapping.
     Some(unsafe { Frame::from_raw(Pfn::new(pfn), virt) })
 }
 
