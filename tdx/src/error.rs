@@ -230,7 +230,10 @@ mod tests {
 
     #[test]
     fn software_statuses_are_named_by_their_whole_value() {
-        assert_eq!(TdxError::new(status::SW_VMFAILINVALID, 0, 0).name(), "TDX_SEAMCALL_VMFAILINVALID");
+        assert_eq!(
+            TdxError::new(status::SW_VMFAILINVALID, 0, 0).name(),
+            "TDX_SEAMCALL_VMFAILINVALID"
+        );
         assert_eq!(TdxError::new(status::SW_GP, 0, 0).name(), "TDX_SEAMCALL_GP");
         assert_eq!(TdxError::new(status::SW_UD, 0, 0).name(), "TDX_SEAMCALL_UD");
     }
