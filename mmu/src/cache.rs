@@ -168,6 +168,14 @@ impl VcpuMmuCaches {
             .drain(|f| env.free_page(f, PageKind::ExternalSpt));
     }
 
+    /// Whether the caches hold what a fault may need: `tables` headers and table pages, and as
+    /// many external SPTs if `private`.
+    pub(crate) fn ready_for(&self, tables: usize, private: bool) -> bool {
+        self.headers.len() >= tables
+            && self.tables.len() >= tables
+            && (!private || self.external_spts.len() >= tables)
+    }
+
     /// Pops what one new table needs. The only place an external SPT is allocated for a table.
     ///
     /// Returns `None` (and pops nothing) if a cache is short, which a correct top-up prevents.

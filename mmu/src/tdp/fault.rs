@@ -88,6 +88,13 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
         let root_kind = root_kind_of(fault.kind);
         let root = self.root(root_kind)?;
+        // Refuse up front rather than half-way: a fault must either change nothing or finish.
+        if !caches.ready_for(
+            self.config.tables_per_fault(),
+            root_kind == RootKind::Mirror,
+        ) {
+            return Err(MmuError::NoMemory);
+        }
         let mut goal = self.goal_level(fault);
         let gfn = self.root_gfn(root_kind, fault.gfn);
         let mut it = self.iter(root.get(), gfn, gfn.add(1));

@@ -22,7 +22,7 @@ mod fault;
 mod zap;
 
 pub use fault::{Fault, FaultOutcome};
-pub use zap::{ZapStats, ZapTarget};
+pub use zap::{ZapStats, ZapTarget, TEARDOWN_BUSY_RETRIES};
 
 use crate::addr::{Gfn, GfnKind, GpaWidth, SharedBit};
 use crate::cache::VcpuMmuCaches;
@@ -341,7 +341,8 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     ///
     /// # Errors
     ///
-    /// [`MmuError::WrongLock`], [`MmuError::NoPrivateRoot`]. Allowed on a bugged VM.
+    /// [`MmuError::WrongLock`], [`MmuError::NoPrivateRoot`], [`MmuError::GfnOutOfRange`].
+    /// Allowed on a bugged VM.
     pub fn lookup(
         &self,
         guard: &impl MmuLockHeld,
@@ -349,6 +350,9 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         gfn: Gfn,
     ) -> Result<Option<(Level, LeafInfo)>, MmuError> {
         self.check_owner(guard)?;
+        if gfn.raw() >= self.config.gfn_limit() {
+            return Err(MmuError::GfnOutOfRange);
+        }
         let root_kind = root_kind_of(kind);
         let root = self.root(root_kind)?;
         let g = self.root_gfn(root_kind, gfn);

@@ -111,10 +111,10 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
 
     fn zap_shared(&self, start: Gfn, end: Gfn, stats: &mut ZapStats) -> Result<(), MmuError> {
         let root = self.root(RootKind::Shared)?;
-        let (s, e) = (
-            self.root_gfn(RootKind::Shared, start),
-            self.root_gfn(RootKind::Shared, end),
-        );
+        // The shared half of a TD's space starts at the shared bit; `end` may equal the memslot
+        // limit, i.e. the shared bit itself, so offset rather than OR it in.
+        let base = self.root_gfn(RootKind::Shared, Gfn::new(0)).raw();
+        let (s, e) = (Gfn::new(base + start.raw()), Gfn::new(base + end.raw()));
         let mut it = self.iter(root.get(), s, e);
         let mut changed = false;
         while it.valid() {
@@ -177,7 +177,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         self.mirror_round(Round::Leaves, start, end, stats)?;
         let root_level = self.config.root_level();
         let mut level = Level::L2M;
-        while level < root_level {
+        while level <= root_level {
             self.mirror_round(Round::Tables(level), start, end, stats)?;
             level = match level.up() {
                 Some(l) => l,
