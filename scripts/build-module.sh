@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Builds tdx_kvm.ko against $KDIR (default: the pipeline's cached kernel, see kernel-env.sh).
+#
+#   scripts/build-module.sh            # against the pipeline kernel (builds it if needed)
+#   KDIR=/lib/modules/$(uname -r)/build scripts/build-module.sh   # against a host kernel
+#
+# bitflags comes from its crates.io release: `cargo fetch` puts it in the cargo registry and
+# `cargo metadata` says where; it is never copied into the repository.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+if [[ -z "${KDIR:-}" ]]; then
+    # shellcheck source=scripts/kernel-env.sh
+    source scripts/kernel-env.sh
+    scripts/build-kernel.sh
+else
+    TDXKVM_NO_INSTALL=1 source scripts/kernel-env.sh
+    export KDIR="$KDIR"
+fi
+
+cargo fetch --quiet
+BITFLAGS_SRC=$(cargo metadata --format-version 1 --quiet | python3 -c '
+import json, os, sys
+meta = json.load(sys.stdin)
+for p in meta["packages"]:
+    if p["name"] == "bitflags":
+        print(os.path.dirname(p["manifest_path"]))
+        break
+')
+[[ -f "$BITFLAGS_SRC/src/lib.rs" ]] || { echo "build-module: bitflags source not found" >&2; exit 1; }
+
+start=$(date +%s)
+# shellcheck disable=SC2086  # KMAKE_ARGS is a word list
+make -C "$KDIR" M="$repo" $KMAKE_ARGS CONFIG_TDX_KVM_RS=m BITFLAGS_SRC="$BITFLAGS_SRC" modules
+echo "build-module: tdx_kvm.ko built in $(( $(date +%s) - start )) s"

@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `/dev/kvm` system ioctls and VM-fd ioctls, with KVM's numbers, structures and errnos.
+
+use crate::abi::*;
+use crate::backend::{Mode, SwRef};
+use crate::glue;
+use crate::stats;
+use crate::vm::Vm;
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicU8, Ordering};
+use kernel::prelude::*;
+use kernel::uaccess::UserSlice;
+
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Records the backend chosen at load.
+pub(crate) fn set_mode(m: Mode) {
+    MODE.store(m as u8, Ordering::Relaxed);
+}
+
+fn tdx_active() -> bool {
+    MODE.load(Ordering::Relaxed) == Mode::Emulated as u8 && SwRef::get().is_some()
+}
+
+/// Machine types `KVM_CREATE_VM` accepts, as a `KVM_CAP_VM_TYPES` bit mask.
+fn vm_types() -> u64 {
+    let mut m = 1 << KVM_X86_DEFAULT_VM | 1 << KVM_X86_SW_PROTECTED_VM;
+    if tdx_active() {
+        m |= 1 << KVM_X86_TDX_VM;
+    }
+    m
+}
+
+/// `KVM_CHECK_EXTENSION`: only what really works.
+fn check_extension(cap: u64) -> isize {
+    match cap {
+        KVM_CAP_CHECK_EXTENSION_VM => 1,
+        KVM_CAP_VM_TYPES => vm_types() as isize,
+        _ => 0,
+    }
+}
+
+fn errno(e: Error) -> isize {
+    e.to_errno() as isize
+}
+
+fn create_vm(vm_type: usize) -> Result<isize> {
+    if vm_type >= 64 || vm_types() & (1 << vm_type) == 0 {
+        return Err(EINVAL);
+    }
+    let vm = match vm_type {
+        KVM_X86_TDX_VM => Vm::new_td(SwRef::get().ok_or(EINVAL)?)?,
+        _ => Vm::new_plain()?,
+    };
+    let vm = KBox::new(vm, GFP_KERNEL)?;
+    let raw = KBox::into_raw(vm);
+    stats::inc(stats::Kind::Vm);
+    // SAFETY: on success the new file owns `raw` and hands it back in `tdxkvm_rust_vm_release`.
+    let fd = unsafe { glue::tdxkvm_vm_fd(raw.cast()) };
+    if fd < 0 {
+        // SAFETY: no file took it; we still own it.
+        drop(unsafe { KBox::from_raw(raw) });
+        stats::dec(stats::Kind::Vm);
+        return Err(Error::from_errno(fd));
+    }
+    Ok(fd as isize)
+}
+
+/// Host CPUID through the instruction.
+fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// `KVM_GET_SUPPORTED_CPUID`. No vCPU runs yet, so no feature is advertised: the vendor,
+/// the family/model signature and the leaf ranges only.
+fn get_supported_cpuid(arg: usize) -> Result<isize> {
+    let mut hdr = [0u8; 8];
+    UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
+    let nent = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    let (_, vb, vc, vd) = cpuid(0);
+    let (sig, ..) = cpuid(1);
+    let entries = [
+        KvmCpuidEntry2 {
+            function: 0,
+            eax: 1,
+            ebx: vb,
+            ecx: vc,
+            edx: vd,
+            ..Default::default()
+        },
+        KvmCpuidEntry2 {
+            function: 1,
+            eax: sig,
+            ..Default::default()
+        },
+        KvmCpuidEntry2 {
+            function: 0x8000_0000,
+            eax: 0x8000_0000,
+            ..Default::default()
+        },
+    ];
+    if nent < 1 {
+        return Err(E2BIG);
+    }
+    let nent = nent.min(KVM_MAX_CPUID_ENTRIES);
+    if (nent as usize) < entries.len() {
+        return Err(E2BIG);
+    }
+    let mut w = UserSlice::new(arg, 8 + entries.len() * 40).writer();
+    let n = entries.len() as u32;
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&n.to_ne_bytes());
+    // Entries first, then the header, as KVM copies them.
+    let mut body = UserSlice::new(arg + 8, entries.len() * 40).writer();
+    for e in &entries {
+        body.write_slice(&e.as_bytes())?;
+    }
+    w.write_slice(&out)?;
+    let _ = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+    Ok(0)
+}
+
+/// `KVM_GET_MSR_INDEX_LIST`: the MSRs userspace must save and restore. No vCPU state exists
+/// yet, so the list is empty; `nmsrs` is always written back, as KVM does.
+fn get_msr_index_list(arg: usize) -> Result<isize> {
+    let mut hdr = [0u8; 4];
+    UserSlice::new(arg, 4).reader().read_slice(&mut hdr)?;
+    UserSlice::new(arg, 4).writer().write_slice(&0u32.to_ne_bytes())?;
+    Ok(0)
+}
+
+fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
+    match cmd {
+        KVM_GET_API_VERSION if arg != 0 => Err(EINVAL),
+        KVM_GET_API_VERSION => Ok(KVM_API_VERSION),
+        KVM_CREATE_VM => create_vm(arg),
+        KVM_CHECK_EXTENSION => Ok(check_extension(arg as u64)),
+        KVM_GET_VCPU_MMAP_SIZE if arg != 0 => Err(EINVAL),
+        // `struct kvm_run`, the PIO data page and the coalesced-MMIO ring, as x86 KVM.
+        KVM_GET_VCPU_MMAP_SIZE => Ok(3 * 4096),
+        KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
+        KVM_GET_MSR_INDEX_LIST => get_msr_index_list(arg),
+        _ => Err(EINVAL),
+    }
+}
+
+/// System ioctl entry point (from the glue's `unlocked_ioctl`).
+#[no_mangle]
+pub extern "C" fn tdxkvm_rust_dev_ioctl(cmd: u32, arg: usize) -> isize {
+    dev_ioctl(cmd, arg).unwrap_or_else(errno)
+}
+
+/// VM-fd ioctl entry point.
+///
+/// # Safety
+///
+/// `vm` is the `private_data` of a VM file, set by `create_vm` and valid until release.
+#[no_mangle]
+pub unsafe extern "C" fn tdxkvm_rust_vm_ioctl(vm: *mut c_void, cmd: u32, arg: usize) -> isize {
+    // SAFETY: the caller guarantees `vm` is a live `Vm` for the duration of the ioctl (the
+    // file holds it; release cannot run while an ioctl is in flight on the same file).
+    let _vm = unsafe { &*(vm as *const Vm) };
+    match cmd {
+        KVM_CHECK_EXTENSION => check_extension(arg as u64),
+        // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.
+        _ => errno(ENOTTY),
+    }
+}
+
+/// VM-fd release: tears the VM down and frees everything it held.
+///
+/// # Safety
+///
+/// `vm` is the `private_data` of a VM file, released exactly once.
+#[no_mangle]
+pub unsafe extern "C" fn tdxkvm_rust_vm_release(vm: *mut c_void) {
+    // SAFETY: created by `KBox::into_raw` in `create_vm`; the file gives it back once.
+    drop(unsafe { KBox::from_raw(vm as *mut Vm) });
+    stats::dec(stats::Kind::Vm);
+}
+
+/// debugfs `stats`: fills `buf`, returns the length.
+///
+/// # Safety
+///
+/// `buf` is valid for `len` bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn tdxkvm_rust_stats(buf: *mut u8, len: usize) -> usize {
+    // SAFETY: guaranteed by the caller.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
+    let mut b = stats::Buf::new(out);
+    let _ = stats::render(&mut b);
+    b.len()
+}

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Declarations of the C glue (`glue.c`) and the few safe wrappers around them.
+
+use core::ffi::{c_char, c_int, c_void};
+
+extern "C" {
+    pub(crate) fn tdxkvm_param_tdx() -> *const c_char;
+    pub(crate) fn tdxkvm_misc_register() -> c_int;
+    pub(crate) fn tdxkvm_misc_deregister();
+    pub(crate) fn tdxkvm_vm_fd(vm: *mut c_void) -> c_int;
+    pub(crate) fn tdxkvm_debugfs_init();
+    pub(crate) fn tdxkvm_debugfs_exit();
+    pub(crate) fn tdxkvm_alloc_page() -> *mut c_void;
+    pub(crate) fn tdxkvm_free_page(virt: *mut c_void);
+    pub(crate) fn tdxkvm_virt_to_pfn(virt: *mut c_void) -> u64;
+    pub(crate) fn tdxkvm_pfn_to_virt(pfn: u64) -> *mut c_void;
+    pub(crate) fn tdxkvm_pfn_valid(pfn: u64) -> bool;
+    pub(crate) fn tdxkvm_max_pfn() -> u64;
+    pub(crate) fn tdxkvm_page_private(pfn: u64) -> usize;
+    pub(crate) fn tdxkvm_set_page_private(pfn: u64, value: usize);
+    pub(crate) fn tdxkvm_kzalloc(size: usize) -> *mut c_void;
+    pub(crate) fn tdxkvm_kfree(p: *mut c_void);
+    pub(crate) fn tdxkvm_rwlock_new() -> *mut c_void;
+    pub(crate) fn tdxkvm_rwlock_free(l: *mut c_void);
+    pub(crate) fn tdxkvm_read_lock(l: *mut c_void);
+    pub(crate) fn tdxkvm_read_unlock(l: *mut c_void);
+    pub(crate) fn tdxkvm_write_lock(l: *mut c_void);
+    pub(crate) fn tdxkvm_write_unlock(l: *mut c_void);
+    pub(crate) fn tdxkvm_sha512_init() -> c_int;
+    pub(crate) fn tdxkvm_sha512_exit();
+    pub(crate) fn tdxkvm_sha512_compress(state: *mut u64, block: *const u8) -> c_int;
+    pub(crate) fn tdxkvm_tdx_host_ready() -> bool;
+}
+
+/// The `tdx=` module parameter, compared without allocating.
+pub(crate) fn param_tdx_is(s: &[u8]) -> bool {
+    // SAFETY: the glue returns the module parameter, a NUL-terminated string that lives as long
+    // as the module (read-only after load: mode 0444).
+    let p = unsafe { tdxkvm_param_tdx() };
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: as above, a valid C string.
+    let c = unsafe { core::ffi::CStr::from_ptr(p) };
+    c.to_bytes() == s
+}

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Module-wide page accounting, shown in `/sys/kernel/debug/tdx_kvm/stats`, so tests can prove
+//! that closing a VM returns every page.
+
+use core::sync::atomic::{AtomicIsize, Ordering};
+
+/// What a counted allocation is.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    /// MMU table pages (shared and mirror).
+    Table,
+    /// External (S-EPT) pages linked by the MMU.
+    ExternalSpt,
+    /// MMU page headers.
+    Header,
+    /// TD control pages (TDR, TDCX, TDVPR) handed to the TDX module.
+    TdControl,
+    /// The software TDX module's PAMT (lives as long as the module).
+    Pamt,
+    /// Live VMs.
+    Vm,
+}
+
+static COUNTS: [AtomicIsize; 6] = [const { AtomicIsize::new(0) }; 6];
+
+pub(crate) fn inc(k: Kind) {
+    COUNTS[k as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn dec(k: Kind) {
+    COUNTS[k as usize].fetch_sub(1, Ordering::Relaxed);
+}
+
+pub(crate) fn get(k: Kind) -> isize {
+    COUNTS[k as usize].load(Ordering::Relaxed)
+}
+
+/// A fixed-size text buffer for the debugfs file.
+pub(crate) struct Buf<'a> {
+    out: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> Buf<'a> {
+    pub(crate) fn new(out: &'a mut [u8]) -> Self {
+        Buf { out, len: 0 }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl core::fmt::Write for Buf<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let b = s.as_bytes();
+        let room = self.out.len() - self.len;
+        let n = b.len().min(room);
+        self.out[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+        if n < b.len() {
+            Err(core::fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Writes the counters as `name value` lines.
+pub(crate) fn render(buf: &mut Buf<'_>) -> core::fmt::Result {
+    use core::fmt::Write;
+    writeln!(buf, "vms {}", get(Kind::Vm))?;
+    writeln!(buf, "mmu_table_pages {}", get(Kind::Table))?;
+    writeln!(buf, "external_spt_pages {}", get(Kind::ExternalSpt))?;
+    writeln!(buf, "mmu_headers {}", get(Kind::Header))?;
+    writeln!(buf, "td_control_pages {}", get(Kind::TdControl))?;
+    writeln!(buf, "pamt_pages {}", get(Kind::Pamt))
+}

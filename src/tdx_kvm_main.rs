@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! tdx_kvm: a KVM-compatible `/dev/kvm` for Intel TDX hosts, in Rust.
+//!
+//! The MMU core (`mmu`) and the TDX side (`tdx`) are the same `#![no_std]` crates the host tests
+//! use, linked in as rlibs; this crate implements their environment traits with kernel services
+//! and exposes the KVM ABI. C glue (`glue.c`) covers what the 6.12 `kernel` crate lacks.
+
+use kernel::prelude::*;
+
+mod abi;
+mod backend;
+mod dev;
+mod env;
+mod glue;
+mod selftest;
+mod stats;
+mod vm;
+
+module! {
+    type: TdxKvm,
+    name: "tdx_kvm",
+    author: "tdx-kvm-rs developers",
+    description: "KVM-compatible /dev/kvm with a TDX-style TDP MMU (mirror roots, S-EPT)",
+    license: "GPL",
+}
+
+struct TdxKvm {
+    sw: Option<KBox<backend::SwModule>>,
+}
+
+impl kernel::Module for TdxKvm {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let mode = backend::select()?;
+        let sw = match mode {
+            backend::Mode::Emulated => Some(backend::start_emulated()?),
+            backend::Mode::Off => None,
+        };
+        dev::set_mode(mode);
+        // SAFETY: creates the debugfs directory; removed in `drop`.
+        unsafe { glue::tdxkvm_debugfs_init() };
+        // SAFETY: registers /dev/kvm whose fops call back into `dev`.
+        let r = unsafe { glue::tdxkvm_misc_register() };
+        if r != 0 {
+            // SAFETY: undo the debugfs init.
+            unsafe { glue::tdxkvm_debugfs_exit() };
+            if let Some(sw) = sw {
+                backend::stop_emulated(sw);
+            }
+            pr_err!("cannot register /dev/kvm (misc minor 232): {} (is kvm loaded?)\n", r);
+            return Err(Error::from_errno(r));
+        }
+        pr_info!("/dev/kvm ready, tdx={:?}\n", mode);
+        Ok(TdxKvm { sw })
+    }
+}
+
+impl Drop for TdxKvm {
+    fn drop(&mut self) {
+        // SAFETY: registered in `init`; no VM file can be open (each holds a module reference).
+        unsafe { glue::tdxkvm_misc_deregister() };
+        // SAFETY: created in `init`.
+        unsafe { glue::tdxkvm_debugfs_exit() };
+        if let Some(sw) = self.sw.take() {
+            backend::stop_emulated(sw);
+        }
+    }
+}
