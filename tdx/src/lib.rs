@@ -7,6 +7,8 @@
 //! - [`wrappers`]: one typed wrapper per leaf ([`Tdx`]);
 //! - [`swmod`]: the software TDX module, a [`Seamcall`] that enforces the module's rules;
 //! - [`sept_backend`]: the MMU's external-page-table hooks as SEAMCALL sequences;
+//! - [`selftest`]: an allocation-free random sequence with the mirror ≡ S-EPT check, run by the
+//!   host tests and inside the kernel module;
 //!
 //! `#![no_std]`, `core` only, like the `mmu` crate: the kernel module links it unchanged.
 
@@ -17,6 +19,7 @@
 pub mod abi;
 pub mod error;
 pub mod seamcall;
+pub mod selftest;
 pub mod sept_backend;
 pub mod swmod;
 pub mod wrappers;

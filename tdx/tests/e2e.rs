@@ -384,3 +384,92 @@ fn random_sequence_with_busy_module() {
         true,
     );
 }
+
+/// The allocation-free runner the kernel module's debugfs selftest uses, on the host.
+#[test]
+fn selftest_runner_agrees_on_the_host() {
+    let env = HostEnv::with_capacity(16384);
+    let guest: Vec<_> = (0..GUEST_PAGES).map(|_| host_page(&env)).collect();
+    let m = sw_module(&env);
+    let td = build_td(&Tdx::new(&m), &env, 3, 2, Stage::Runnable);
+    let vcpus: Vec<Pfn> = td.vcpus.iter().map(|v| v.hpa().pfn()).collect();
+    let backend: Backend<'_> = SeptBackend::new(
+        Tdx::new(Counted::new(&m)),
+        td.tdr,
+        td.hkid,
+        Kick {
+            m: &m,
+            vcpus: vcpus.clone(),
+        },
+    );
+    let cfg = MmuConfig {
+        max_level: Level::L2M,
+        ..MmuConfig::td(GpaWidth::Bits48)
+    };
+    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, cfg).expect("mmu");
+    let mut caches = VcpuMmuCaches::new();
+    let mem = tdx::selftest::GuestMemory {
+        base: guest[0].pfn(),
+        pages: GUEST_PAGES,
+        huge: true,
+    };
+    let mut rng = tdx::selftest::Rng::new(11);
+    let rep = tdx::selftest::run_random(
+        &mmu,
+        &m,
+        td.tdr.hpa().pfn(),
+        &mut caches,
+        mem,
+        &mut rng,
+        5000,
+        &vcpus,
+    )
+    .expect("selftest");
+    assert_eq!(rep.checks, 5000);
+    assert!(rep.faults > 0 && rep.zaps > 0 && rep.conversions > 0);
+    mmu.free_vcpu_caches(&mut caches);
+    backend.release_hkid(&td.vcpus).expect("release");
+    mmu.teardown();
+    assert_eq!(env.counts().pages(), 0);
+    drop(guest);
+}
+
+/// The checker catches a mismatch: an S-EPT entry the mirror does not know about.
+#[test]
+fn selftest_checker_detects_an_extra_sept_entry() {
+    let env = HostEnv::with_capacity(8192);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 4, 1, Stage::Runnable);
+    let backend: Backend<'_> = SeptBackend::new(
+        Tdx::new(Counted::new(&m)),
+        td.tdr,
+        td.hkid,
+        Kick {
+            m: &m,
+            vcpus: vec![],
+        },
+    );
+    let mmu: Mmu<'_> = TdpMmu::new(&env, &backend, MmuConfig::td(GpaWidth::Bits48)).expect("mmu");
+    let tdr = td.tdr.hpa().pfn();
+    assert_eq!(
+        tdx::selftest::check_mirror_matches_sept(&mmu, &m, tdr, 0),
+        Ok(())
+    );
+    // Behind the MMU's back: one S-EPT table the mirror does not have.
+    tdx.mem_sept_add(
+        td.tdr,
+        mmu::Gpa::new(0),
+        SeptLevel(3),
+        host_page(&env).pfn().hpa(),
+    )
+    .expect("SEPT.ADD");
+    assert_eq!(
+        tdx::selftest::check_mirror_matches_sept(&mmu, &m, tdr, 7),
+        Err(tdx::selftest::SelftestError::ExtraSeptEntries {
+            op: 7,
+            sept: 1,
+            mirror: 0
+        })
+    );
+}

@@ -200,7 +200,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         self.pamt.entry(&self.mem, pfn).map(|e| e.info())
     }
 
-    fn dispatch(&self, leaf_no: u16, a: &mut SeamArgs) -> u64 {
+    fn dispatch(&self, leaf_no: u16, version: u64, a: &mut SeamArgs) -> u64 {
         match leaf_no {
             leaf::MNG_CREATE => self.mng_create(a),
             leaf::MNG_KEY_CONFIG => self.mng_key_config(a),
@@ -216,12 +216,12 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             leaf::PHYMEM_PAGE_WBINVD => self.phymem_page_wbinvd(a),
             leaf::VP_CREATE => self.vp_create(a),
             leaf::VP_ADDCX => self.vp_addcx(a),
-            leaf::VP_INIT => self.vp_init(a),
+            leaf::VP_INIT => self.vp_init(a, version),
             leaf::VP_FLUSH => self.vp_flush(a),
             leaf::VP_RD => self.vp_rd(a),
             leaf::VP_WR => self.vp_wr(a),
-            leaf::MEM_SEPT_ADD => self.mem_sept_add(a),
-            leaf::MEM_SEPT_REMOVE => self.mem_sept_remove(a),
+            leaf::MEM_SEPT_ADD => self.mem_sept_add(a, version),
+            leaf::MEM_SEPT_REMOVE => self.mem_sept_remove(a, version),
             leaf::MEM_SEPT_RD => self.mem_sept_rd(a),
             leaf::MEM_PAGE_ADD => self.mem_page_add(a),
             leaf::MEM_PAGE_AUG => self.mem_page_aug(a),
@@ -245,15 +245,25 @@ impl<M: PhysMem, H: Sha512Compress> Seamcall for SwTdxModule<M, H> {
             c.fetch_add(1, Ordering::Relaxed);
         }
         let version = (rax >> 16) & 0xff;
-        // Dispatcher pre-checks: reserved RAX bits, versions (no leaf here takes version > 0).
-        let st = if rax >> 24 != 0 || version != 0 {
+        // Dispatcher pre-checks: reserved RAX bits; a version above 0 only for the leaves that
+        // have versions (the handlers check their own maximum).
+        let versioned = matches!(
+            leaf_no,
+            leaf::MEM_PAGE_PROMOTE
+                | leaf::MEM_SEPT_ADD
+                | leaf::MEM_SEPT_REMOVE
+                | leaf::MNG_RD
+                | leaf::VP_RD
+                | leaf::VP_INIT
+        );
+        let st = if rax >> 24 != 0 || (version != 0 && !versioned) {
             status::OPERAND_INVALID | crate::abi::operand::RAX as u64
         } else if let Some(st) = self.injected(leaf_no) {
             a.rcx = 0;
             a.rdx = 0;
             st
         } else {
-            self.dispatch(leaf_no, a)
+            self.dispatch(leaf_no, version, a)
         };
         if st & status::ERROR_BIT != 0 {
             if let Some(c) = self.errors.get(leaf_no as usize) {

@@ -37,6 +37,8 @@ const SVE: u64 = 1 << 63;
 const RWX: u64 = R | W | X | XU;
 const HPA_MASK: u64 = ((1 << MAX_PA_BITS) - 1) & !0xfff;
 const STATE_BITS: u64 = D | TDEX | TDBW | TDB | TDP | IPAT | PS;
+/// "No page" in a page operand.
+const NULL_PA: u64 = u64::MAX;
 
 /// S-EPT entry states (index order of `sept_state_lookup`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +117,8 @@ fn arch_entry(e: u64) -> u64 {
     let mask = if is_leaf(s) {
         R | W | X | XU | (7 << 3) | IPAT | PS | HPA_MASK | SVE
     } else {
-        R | W | X | XU | PS | HPA_MASK
+        // SEPT_ARCH_ENTRY_NON_LEAF_MASK: permissions and PS only, no address.
+        R | W | X | XU | PS
     };
     e & mask
 }
@@ -217,6 +220,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     /// Common MEM prologue: TDR, state checks, GPA+level, S-EPT tree lock, walk, entry lock.
     /// On failure returns the status with RCX/RDX already filled.
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn mem_prologue<'a>(
         &'a self,
         a: &mut SeamArgs,
@@ -236,10 +240,34 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         ),
         u64,
     > {
+        self.mem_prologue_with(a, leaf_no, rcx, tdr_pa, min, max, tree, |_| Ok(()))
+    }
+
+    fn mem_prologue_with<'a>(
+        &'a self,
+        a: &mut SeamArgs,
+        leaf_no: u16,
+        rcx: u64,
+        tdr_pa: u64,
+        min: u8,
+        max: Option<u8>,
+        tree: Mode,
+        after_state: impl FnOnce(&TdState) -> Result<(), u64>,
+    ) -> Result<
+        (
+            TdRef<'a>,
+            Option<Held<'a>>,
+            Held<'a>,
+            GpaLevel,
+            EntryLock<'a>,
+        ),
+        u64,
+    > {
         let t = self.lock_tdr(tdr_pa, operand::RDX, Mode::Shared)?;
         // SAFETY-free lifetime juggling: the TD state lives in the TDR page, mapped for 'a.
         let td: &'a TdState = t.td;
         let op = self.check_state(td, Some(Mode::Shared), leaf_no)?;
+        after_state(td)?;
         let max = max.unwrap_or(Self::root_level(td));
         let gl = self.gpa_level(td, rcx, min, max)?;
         let tree_lock = Held::try_new(&td.sept_lock, tree)
@@ -268,12 +296,24 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         Self::op_state_of(td) == op_state::RUNNABLE
     }
 
-    pub(super) fn mem_sept_add(&self, a: &mut SeamArgs) -> u64 {
+    pub(super) fn mem_sept_add(&self, a: &mut SeamArgs, version: u64) -> u64 {
         let (rcx, rdx, r8) = (a.rcx, a.rdx, a.r8);
+        if version > 1 {
+            return status::OPERAND_INVALID | operand::RAX as u64;
+        }
         a.rcx = 0;
         a.rdx = 0;
         if rdx & 0xffe != 0 || rdx >> 52 != 0 {
             return status::OPERAND_INVALID | operand::RDX as u64;
+        }
+        // Version 1 also adds L2 S-EPT pages (R9-R11); this module has no L2 VMs, so they must
+        // be NULL_PA.
+        if version == 1 {
+            for (r, op) in [(a.r9, operand::R9), (a.r10, 10), (a.r11, 11)] {
+                if r != NULL_PA {
+                    return status::OPERAND_INVALID | op as u64;
+                }
+            }
         }
         let allow_existing = rdx & 1 != 0;
         let (t, _op, _tree, gl, e) =
@@ -282,13 +322,28 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
                 Err(st) => return st,
             };
         let v = e.get();
-        match state_of(v) {
-            St::Free => {}
-            St::NlMapped if allow_existing => return status::SUCCESS,
-            _ => {
-                details(a, v, gl.level);
-                return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+        let st = state_of(v);
+        if !matches!(st, St::Free | St::NlMapped) {
+            details(a, v, gl.level);
+            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+        }
+        if r8 == NULL_PA {
+            // Version 0 always needs a page; version 1 may only add L2 pages to an existing
+            // table (none here).
+            if version == 0 || st != St::NlMapped {
+                return status::OPERAND_INVALID | operand::R8 as u64;
             }
+            return status::SUCCESS;
+        }
+        if st == St::NlMapped {
+            if allow_existing {
+                if version == 1 {
+                    a.r8 = r8 | 1 << 63;
+                }
+                return status::SUCCESS;
+            }
+            details(a, v, gl.level);
+            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
         }
         let (pe, _plock) = match check_and_lock(
             &self.pamt,
@@ -359,6 +414,9 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         pa: u64,
         level: SeptLevel,
     ) -> Result<(&super::pamt::PamtEntry, Held<'_>), u64> {
+        if pa & ((level.pages() << 12) - 1) != 0 {
+            return Err(status::OPERAND_INVALID | operand::R8 as u64);
+        }
         let (head, lock) = check_and_lock(
             &self.pamt,
             &self.mem,
@@ -589,8 +647,11 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         status::SUCCESS
     }
 
-    pub(super) fn mem_sept_remove(&self, a: &mut SeamArgs) -> u64 {
+    pub(super) fn mem_sept_remove(&self, a: &mut SeamArgs, version: u64) -> u64 {
         let (rcx, rdx) = (a.rcx, a.rdx);
+        if version > 1 {
+            return status::OPERAND_INVALID | operand::RAX as u64;
+        }
         a.rcx = 0;
         a.rdx = 0;
         let (t, _op, _tree, gl, e) =
@@ -646,15 +707,28 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         let (rcx, rdx) = (a.rcx, a.rdx);
         a.rcx = 0;
         a.rdx = 0;
-        let (t, _op, _tree, gl, e) =
-            match self.mem_prologue(a, leaf::MEM_SEPT_RD, rcx, rdx & !1, 0, None, Mode::Shared) {
-                Ok(v) => v,
-                Err(st) => return st,
-            };
-        // Reading L2 attributes needs a debug TD (ATTRIBUTES bit 0) and L2 VMs: none here.
-        if rdx & 1 != 0 && t.td.attributes.load(Relaxed) & 1 == 0 {
-            return status::OPERAND_INVALID | operand::RDX as u64;
-        }
+        // Reading L2 attributes (RDX bit 0) needs a debug TD (ATTRIBUTES bit 0); checked right
+        // after the state, before the level and the walk.
+        let l2_check = |td: &TdState| {
+            if rdx & 1 != 0 && td.attributes.load(Relaxed) & 1 == 0 {
+                Err(status::OPERAND_INVALID | operand::RDX as u64)
+            } else {
+                Ok(())
+            }
+        };
+        let (_t, _op, _tree, gl, e) = match self.mem_prologue_with(
+            a,
+            leaf::MEM_SEPT_RD,
+            rcx,
+            rdx & !1,
+            0,
+            None,
+            Mode::Shared,
+            l2_check,
+        ) {
+            Ok(v) => v,
+            Err(st) => return st,
+        };
         details(a, e.get(), gl.level);
         status::SUCCESS
     }
@@ -716,6 +790,18 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
         let v = w.entry.load(Acquire) & !TDEL;
         Some((public_state(state_of(v)), arch_entry(v)))
+    }
+
+    /// Inspection: the public state and the PFN an entry maps or points to (leaf: the page;
+    /// non-leaf: the child S-EPT page), or `None` if the walk stops above `level`.
+    pub fn sept_lookup(&self, tdr: Pfn, gpa: u64, level: SeptLevel) -> Option<(u8, Pfn)> {
+        let td = self.td_state(tdr)?;
+        let w = self.walk(td, gpa, level)?;
+        if w.level != level {
+            return None;
+        }
+        let v = w.entry.load(Acquire) & !TDEL;
+        Some((public_state(state_of(v)), hpa(v)))
     }
 
     /// Inspection: calls `f(gpa, level, public state, mapped PFN)` for every present S-EPT entry

@@ -26,6 +26,11 @@ const KOT_ASSIGNED: u64 = 1;
 const KOT_FLUSHED: u64 = 2;
 const KOT_WB_PENDING: u64 = 1 << 8;
 
+/// `TDX_X2APIC_ID_NOT_UNIQUE` (operand field: the id).
+const X2APIC_ID_NOT_UNIQUE: u64 = 0xC000_0621_0000_0000;
+/// First of the two TDCX pages holding the x2APIC id table.
+const X2APIC_TDCX_FIRST: usize = 7;
+
 /// `TDX_WBCACHE_RESUME_ERROR`.
 const WBCACHE_RESUME_ERROR: u64 = 0xC000_0823_0000_0000;
 
@@ -273,7 +278,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     }
 
     pub(super) fn mng_init(&self, a: &mut SeamArgs) -> u64 {
-        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Exclusive) {
+        // RCX is an output (extended error information): 0 unless a CPUID check sets it.
+        let tdr_pa = a.rcx;
+        a.rcx = 0;
+        let t = match self.lock_tdr(tdr_pa, operand::RCX, Mode::Exclusive) {
             Ok(t) => t,
             Err(st) => return st,
         };
@@ -329,7 +337,6 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
         td.sha_bytes.store(0, Relaxed);
         Self::set_op_state(td, op_state::INITIALIZED);
-        a.rcx = 0;
         status::SUCCESS
     }
 
@@ -435,10 +442,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             // Never interrupted, so there is no saved point to resume from.
             return WBCACHE_RESUME_ERROR;
         }
+        // The start step snapshots every HKID in state FLUSHED, written back before or not.
         let mut any = false;
         for slot in self.kot.iter() {
-            let v = slot.load(Acquire);
-            if v & 0xff == KOT_FLUSHED && v & KOT_WB_PENDING != 0 {
+            if slot.load(Acquire) & 0xff == KOT_FLUSHED {
                 slot.fetch_and(!KOT_WB_PENDING, AcqRel);
                 any = true;
             }
@@ -641,12 +648,21 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         status::SUCCESS
     }
 
-    pub(super) fn vp_init(&self, a: &mut SeamArgs) -> u64 {
+    pub(super) fn vp_init(&self, a: &mut SeamArgs, version: u64) -> u64 {
+        if version > 1 {
+            return status::OPERAND_INVALID | operand::RAX as u64;
+        }
         let (v, owner, _vlock) = match self.lock_tdvpr(a.rcx, operand::RCX, Mode::Exclusive) {
             Ok(x) => x,
             Err(st) => return st,
         };
-        let t = match self.lock_tdr_implicit(owner, Mode::Shared) {
+        // Version 1 takes the TDR exclusively: it checks x2APIC ids across vCPUs.
+        let tdr_mode = if version == 1 {
+            Mode::Exclusive
+        } else {
+            Mode::Shared
+        };
+        let t = match self.lock_tdr_implicit(owner, tdr_mode) {
             Ok(t) => t,
             Err(st) => return st,
         };
@@ -667,12 +683,43 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             t.td.num_vcpus.fetch_sub(1, AcqRel);
             return status::MAX_VCPUS_EXCEEDED;
         }
+        // x2APIC id: the vCPU index at version 0, R8 at version 1 (must be unique in the TD).
+        let x2apic = if version == 1 { a.r8 } else { index };
+        if version == 1 {
+            if x2apic > u32::MAX as u64 {
+                t.td.num_vcpus.fetch_sub(1, AcqRel);
+                return status::OPERAND_INVALID | operand::R8 as u64;
+            }
+            if (0..index).any(|i| self.x2apic_id(t.td, i) == Some(x2apic)) {
+                t.td.num_vcpus.fetch_sub(1, AcqRel);
+                return X2APIC_ID_NOT_UNIQUE | x2apic;
+            }
+        }
+        self.set_x2apic_id(t.td, index, x2apic);
         v.initial_rcx.store(a.rdx, Relaxed);
         v.index.store(index, Relaxed);
         v.state.store(vcpu_state::READY as u64, Release);
         v.associated.store(1, Release);
         t.td.num_assoc_vcpus.fetch_add(1, AcqRel);
         status::SUCCESS
+    }
+
+    /// The x2APIC id table: TDCX pages 7 and 8 (unused by the software module otherwise),
+    /// 512 entries of `id + 1` each.
+    fn x2apic_slot(&self, td: &TdState, index: u64) -> Option<&core::sync::atomic::AtomicU64> {
+        let page = X2APIC_TDCX_FIRST + (index / 512) as usize;
+        let pfn = td.tdcx.get(page)?.load(Acquire);
+        words(&self.mem, Pfn::new(pfn)).map(|p| &p.0[(index % 512) as usize])
+    }
+
+    fn x2apic_id(&self, td: &TdState, index: u64) -> Option<u64> {
+        self.x2apic_slot(td, index)?.load(Acquire).checked_sub(1)
+    }
+
+    fn set_x2apic_id(&self, td: &TdState, index: u64, id: u64) {
+        if let Some(slot) = self.x2apic_slot(td, index) {
+            slot.store(id + 1, Release);
+        }
     }
 
     pub(super) fn vp_flush(&self, a: &mut SeamArgs) -> u64 {
@@ -686,6 +733,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         };
         if t.td.lifecycle.load(Acquire) != lifecycle::KEYS_CONFIGURED as u64 {
             return status::TD_KEYS_NOT_CONFIGURED;
+        }
+        // Mapping the TDVPS fails while its pages are incomplete.
+        if v.num_tdvps_pages.load(Acquire) < TDVPS_PAGES {
+            return status::TDCX_NUM_INCORRECT;
         }
         if v.associated.load(Acquire) == 0 {
             return status::VCPU_NOT_ASSOCIATED;
