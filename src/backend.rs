@@ -41,7 +41,8 @@ pub(crate) fn alloc_hkid() -> Option<u16> {
         if free >= HKID_COUNT {
             return None;
         }
-        match HKIDS_USED.compare_exchange(cur, cur | 1 << free, Ordering::AcqRel, Ordering::Relaxed) {
+        match HKIDS_USED.compare_exchange(cur, cur | 1 << free, Ordering::AcqRel, Ordering::Relaxed)
+        {
             Ok(_) => return Some(HKID_FIRST + free),
             Err(c) => cur = c,
         }
@@ -70,7 +71,9 @@ pub(crate) fn select() -> Result<Mode> {
         if host_tdx {
             pr_err!("tdx=hw: this host has TDX, but driving the real TDX module (VMXON + tdx_enable) is not implemented yet\n");
         } else {
-            pr_err!("tdx=hw: this CPU/kernel has no TDX host support; use tdx=emulated or tdx=off\n");
+            pr_err!(
+                "tdx=hw: this CPU/kernel has no TDX host support; use tdx=emulated or tdx=off\n"
+            );
         }
         return Err(ENODEV);
     }
@@ -98,14 +101,21 @@ pub(crate) fn start_emulated() -> Result<KBox<SwModule>> {
         unsafe { glue::tdxkvm_sha512_exit() };
         return Err(ENODEV);
     }
-    let mut m = KBox::new(SwTdxModule::new(KernelPhys, KernelSha, HKID_FIRST, HKID_COUNT), GFP_KERNEL)?;
+    let mut m = KBox::new(
+        SwTdxModule::new(KernelPhys, KernelSha, HKID_FIRST, HKID_COUNT),
+        GFP_KERNEL,
+    )?;
     // SAFETY: reads max_pfn.
     let max_pfn = unsafe { glue::tdxkvm_max_pfn() };
     let mut base = 0u64;
     while base < max_pfn {
         let pages = (max_pfn - base).min(MAX_TDMR_PAGES);
         if m.add_tdmr(Pfn::new(base), pages).is_err() {
-            pr_err!("tdx=emulated: cannot set up the PAMT for {} pages at {:#x}\n", pages, base);
+            pr_err!(
+                "tdx=emulated: cannot set up the PAMT for {} pages at {:#x}\n",
+                pages,
+                base
+            );
             drop(m);
             // SAFETY: undo the init above.
             unsafe { glue::tdxkvm_sha512_exit() };
@@ -114,7 +124,11 @@ pub(crate) fn start_emulated() -> Result<KBox<SwModule>> {
         base += pages;
     }
     SWMOD.store(&mut *m as *mut SwModule, Ordering::Release);
-    pr_info!("tdx=emulated: software TDX module over {} pages of RAM, PAMT {} pages\n", max_pfn, m.pamt_pages());
+    pr_info!(
+        "tdx=emulated: software TDX module over {} pages of RAM, PAMT {} pages\n",
+        max_pfn,
+        m.pamt_pages()
+    );
     Ok(m)
 }
 

@@ -126,7 +126,9 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
 fn get_msr_index_list(arg: usize) -> Result<isize> {
     let mut hdr = [0u8; 4];
     UserSlice::new(arg, 4).reader().read_slice(&mut hdr)?;
-    UserSlice::new(arg, 4).writer().write_slice(&0u32.to_ne_bytes())?;
+    UserSlice::new(arg, 4)
+        .writer()
+        .write_slice(&0u32.to_ne_bytes())?;
     Ok(0)
 }
 

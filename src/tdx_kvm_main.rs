@@ -46,7 +46,10 @@ impl kernel::Module for TdxKvm {
             if let Some(sw) = sw {
                 backend::stop_emulated(sw);
             }
-            pr_err!("cannot register /dev/kvm (misc minor 232): {} (is kvm loaded?)\n", r);
+            pr_err!(
+                "cannot register /dev/kvm (misc minor 232): {} (is kvm loaded?)\n",
+                r
+            );
             return Err(Error::from_errno(r));
         }
         pr_info!("/dev/kvm ready, tdx={:?}\n", mode);

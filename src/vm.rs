@@ -86,7 +86,11 @@ impl TdControl {
         });
         match r {
             Ok(()) => self.released = true,
-            Err(e) => pr_err!("releasing HKID {}: {:?}: its pages stay with the TDX module\n", self.hkid, e),
+            Err(e) => pr_err!(
+                "releasing HKID {}: {:?}: its pages stay with the TDX module\n",
+                self.hkid,
+                e
+            ),
         }
     }
 }
@@ -100,7 +104,10 @@ impl Drop for TdControl {
             if back {
                 free_frame(f, stats::Kind::TdControl);
             } else {
-                pr_err!("TD page {:#x} leaked: the TDX module did not give it back\n", f.pfn().raw());
+                pr_err!(
+                    "TD page {:#x} leaked: the TDX module did not give it back\n",
+                    f.pfn().raw()
+                );
             }
         };
         while let Some(f) = self.tdcx.pop() {
@@ -147,7 +154,8 @@ impl Vm {
     /// Creates a VM of a supported type (the caller validated `vm_type`).
     pub(crate) fn new_plain() -> Result<Self> {
         let env = KernelEnv::new().ok_or(ENOMEM)?;
-        let mmu = TdpMmu::new(env, NoExternal, MmuConfig::vm(GpaWidth::Bits48)).map_err(|_| ENOMEM)?;
+        let mmu =
+            TdpMmu::new(env, NoExternal, MmuConfig::vm(GpaWidth::Bits48)).map_err(|_| ENOMEM)?;
         Ok(Vm::Plain(mmu))
     }
 

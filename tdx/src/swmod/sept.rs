@@ -243,6 +243,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         self.mem_prologue_with(a, leaf_no, rcx, tdr_pa, min, max, tree, |_| Ok(()))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn mem_prologue_with<'a>(
         &'a self,
         a: &mut SeamArgs,

@@ -36,7 +36,11 @@ fn ioctl(fd: i32, cmd: u64, arg: u64) -> Result<i64, i32> {
 }
 
 fn dev() -> File {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").expect("open /dev/kvm")
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .expect("open /dev/kvm")
 }
 
 fn create_vm(kvm: &File, vm_type: u64) -> Result<OwnedFd, i32> {
@@ -106,32 +110,66 @@ fn tests() -> Vec<Test> {
             eq(kvm.get_api_version(), 12, "KVM_GET_API_VERSION")
         }),
         ("api_version_with_nonzero_arg_is_einval", |_| {
-            eq(ioctl(dev().as_raw_fd(), io(0x00), 1), Err(EINVAL), "GET_API_VERSION(1)")
+            eq(
+                ioctl(dev().as_raw_fd(), io(0x00), 1),
+                Err(EINVAL),
+                "GET_API_VERSION(1)",
+            )
         }),
-        ("vm_types_lists_default_sw_protected_and_tdx_only_when_active", |c| {
-            let kvm = Kvm::new().map_err(|e| e.to_string())?;
-            let want = 0b11 | if c.tdx { 1 << KVM_X86_TDX_VM } else { 0 };
-            eq(ioctl(kvm.as_raw_fd(), io(0x03), KVM_CAP_VM_TYPES), Ok(want), "KVM_CAP_VM_TYPES")
-        }),
+        (
+            "vm_types_lists_default_sw_protected_and_tdx_only_when_active",
+            |c| {
+                let kvm = Kvm::new().map_err(|e| e.to_string())?;
+                let want = 0b11 | if c.tdx { 1 << KVM_X86_TDX_VM } else { 0 };
+                eq(
+                    ioctl(kvm.as_raw_fd(), io(0x03), KVM_CAP_VM_TYPES),
+                    Ok(want),
+                    "KVM_CAP_VM_TYPES",
+                )
+            },
+        ),
         ("check_extension_vm_is_supported", |_| {
             let kvm = Kvm::new().map_err(|e| e.to_string())?;
-            check(kvm.check_extension(Cap::CheckExtensionVm), "KVM_CAP_CHECK_EXTENSION_VM")
+            check(
+                kvm.check_extension(Cap::CheckExtensionVm),
+                "KVM_CAP_CHECK_EXTENSION_VM",
+            )
         }),
         ("unsupported_capabilities_answer_zero", |_| {
             let kvm = Kvm::new().map_err(|e| e.to_string())?;
-            for cap in [Cap::UserMemory, Cap::Irqchip, Cap::NrVcpus, Cap::MaxVcpus, Cap::ImmediateExit] {
+            for cap in [
+                Cap::UserMemory,
+                Cap::Irqchip,
+                Cap::NrVcpus,
+                Cap::MaxVcpus,
+                Cap::ImmediateExit,
+            ] {
                 if kvm.check_extension(cap) {
-                    return Err(format!("{cap:?} claimed but vCPUs/memslots do not exist yet"));
+                    return Err(format!(
+                        "{cap:?} claimed but vCPUs/memslots do not exist yet"
+                    ));
                 }
             }
-            eq(ioctl(kvm.as_raw_fd(), io(0x03), 0xffff_ffff), Ok(0), "unknown cap")
+            eq(
+                ioctl(kvm.as_raw_fd(), io(0x03), 0xffff_ffff),
+                Ok(0),
+                "unknown cap",
+            )
         }),
         ("vcpu_mmap_size_is_three_pages", |_| {
             let kvm = Kvm::new().map_err(|e| e.to_string())?;
-            eq(kvm.get_vcpu_mmap_size().map_err(|e| e.to_string())?, 3 * 4096, "mmap size")
+            eq(
+                kvm.get_vcpu_mmap_size().map_err(|e| e.to_string())?,
+                3 * 4096,
+                "mmap size",
+            )
         }),
         ("vcpu_mmap_size_with_arg_is_einval", |_| {
-            eq(ioctl(dev().as_raw_fd(), io(0x04), 7), Err(EINVAL), "GET_VCPU_MMAP_SIZE(7)")
+            eq(
+                ioctl(dev().as_raw_fd(), io(0x04), 7),
+                Err(EINVAL),
+                "GET_VCPU_MMAP_SIZE(7)",
+            )
         }),
         ("create_default_vm_and_close", |_| {
             let kvm = Kvm::new().map_err(|e| e.to_string())?;
@@ -148,7 +186,12 @@ fn tests() -> Vec<Test> {
             let r = create_vm(&dev(), KVM_X86_TDX_VM);
             if c.tdx {
                 let vm = r.map_err(|e| format!("errno {e}"))?;
-                check(stats().iter().any(|(k, v)| k == "td_control_pages" && *v == 10), "TDR + 9 TDCX")?;
+                check(
+                    stats()
+                        .iter()
+                        .any(|(k, v)| k == "td_control_pages" && *v == 10),
+                    "TDR + 9 TDCX",
+                )?;
                 drop(vm);
                 counts_are_zero()
             } else {
@@ -164,10 +207,20 @@ fn tests() -> Vec<Test> {
         }),
         ("supported_cpuid_has_the_vendor_leaf", |_| {
             let kvm = Kvm::new().map_err(|e| e.to_string())?;
-            let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| e.to_string())?;
-            let e0 = cpuid.as_slice().iter().find(|e| e.function == 0).ok_or("no leaf 0")?;
+            let cpuid = kvm
+                .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+                .map_err(|e| e.to_string())?;
+            let e0 = cpuid
+                .as_slice()
+                .iter()
+                .find(|e| e.function == 0)
+                .ok_or("no leaf 0")?;
             let host = std::arch::x86_64::__cpuid(0);
-            eq((e0.ebx, e0.ecx, e0.edx), (host.ebx, host.ecx, host.edx), "vendor")
+            eq(
+                (e0.ebx, e0.ecx, e0.edx),
+                (host.ebx, host.ecx, host.edx),
+                "vendor",
+            )
         }),
         ("supported_cpuid_too_small_is_e2big", |_| {
             let mut buf = vec![0u8; 8 + 40];
@@ -177,22 +230,45 @@ fn tests() -> Vec<Test> {
         }),
         ("supported_cpuid_zero_entries_is_e2big", |_| {
             let mut buf = vec![0u8; 8];
-            eq(ioctl(dev().as_raw_fd(), iowr(0x05, 8), buf.as_mut_ptr() as u64), Err(E2BIG), "nent 0")
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x05, 8), buf.as_mut_ptr() as u64),
+                Err(E2BIG),
+                "nent 0",
+            )
         }),
         ("supported_cpuid_null_is_efault", |_| {
-            eq(ioctl(dev().as_raw_fd(), iowr(0x05, 8), 0), Err(EFAULT), "NULL")
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x05, 8), 0),
+                Err(EFAULT),
+                "NULL",
+            )
         }),
         ("supported_cpuid_unmapped_is_efault", |_| {
-            eq(ioctl(dev().as_raw_fd(), iowr(0x05, 8), 0xdead_0000), Err(EFAULT), "unmapped")
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x05, 8), 0xdead_0000),
+                Err(EFAULT),
+                "unmapped",
+            )
         }),
         ("supported_cpuid_kernel_pointer_is_efault", |_| {
-            eq(ioctl(dev().as_raw_fd(), iowr(0x05, 8), 0xffff_ffff_8100_0000), Err(EFAULT), "kernel address")
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x05, 8), 0xffff_ffff_8100_0000),
+                Err(EFAULT),
+                "kernel address",
+            )
         }),
         ("supported_cpuid_read_only_buffer_is_efault", |_| {
             // A buffer whose header reads fine (nent = 256) but cannot be written back.
             // SAFETY: an anonymous mapping of ours, written, made read-only, unmapped below.
             let p = unsafe {
-                libc::mmap(std::ptr::null_mut(), 16384, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    16384,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
             };
             if p == libc::MAP_FAILED {
                 return Err("mmap".into());
@@ -207,22 +283,42 @@ fn tests() -> Vec<Test> {
             unsafe { libc::munmap(p, 16384) };
             eq(r, Err(EFAULT), "read-only buffer")
         }),
-        ("supported_cpuid_size_not_matching_the_abi_is_einval", |_| {
-            let mut buf = vec![0u8; 512];
-            buf[0] = 8;
-            eq(ioctl(dev().as_raw_fd(), iowr(0x05, 16), buf.as_mut_ptr() as u64), Err(EINVAL), "size 16")
-        }),
+        (
+            "supported_cpuid_size_not_matching_the_abi_is_einval",
+            |_| {
+                let mut buf = vec![0u8; 512];
+                buf[0] = 8;
+                eq(
+                    ioctl(dev().as_raw_fd(), iowr(0x05, 16), buf.as_mut_ptr() as u64),
+                    Err(EINVAL),
+                    "size 16",
+                )
+            },
+        ),
         ("msr_index_list_is_written_back", |_| {
             let mut buf = [0xffu8; 16];
             buf[..4].copy_from_slice(&3u32.to_ne_bytes());
-            ioctl(dev().as_raw_fd(), iowr(0x02, 4), buf.as_mut_ptr() as u64).map_err(|e| format!("errno {e}"))?;
-            eq(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]), 0, "nmsrs")
+            ioctl(dev().as_raw_fd(), iowr(0x02, 4), buf.as_mut_ptr() as u64)
+                .map_err(|e| format!("errno {e}"))?;
+            eq(
+                u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]),
+                0,
+                "nmsrs",
+            )
         }),
         ("msr_index_list_null_is_efault", |_| {
-            eq(ioctl(dev().as_raw_fd(), iowr(0x02, 4), 0), Err(EFAULT), "NULL")
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x02, 4), 0),
+                Err(EFAULT),
+                "NULL",
+            )
         }),
         ("unknown_system_ioctl_is_einval", |_| {
-            eq(ioctl(dev().as_raw_fd(), io(0x7f), 0), Err(EINVAL), "io(0x7f)")
+            eq(
+                ioctl(dev().as_raw_fd(), io(0x7f), 0),
+                Err(EINVAL),
+                "io(0x7f)",
+            )
         }),
         ("foreign_ioctl_type_is_einval", |_| {
             // TCGETS on /dev/kvm.
@@ -230,25 +326,44 @@ fn tests() -> Vec<Test> {
         }),
         ("unknown_vm_ioctl_is_enotty", |_| {
             let vm = create_vm(&dev(), 0).map_err(|e| format!("errno {e}"))?;
-            eq(ioctl(vm.as_raw_fd(), io(0xe0), 0), Err(ENOTTY), "vm io(0xe0)")
+            eq(
+                ioctl(vm.as_raw_fd(), io(0xe0), 0),
+                Err(ENOTTY),
+                "vm io(0xe0)",
+            )
         }),
         ("vm_check_extension_answers_on_the_vm_fd", |c| {
             let vm = create_vm(&dev(), 0).map_err(|e| format!("errno {e}"))?;
             let want = 0b11 | if c.tdx { 1 << KVM_X86_TDX_VM } else { 0 };
-            eq(ioctl(vm.as_raw_fd(), io(0x03), KVM_CAP_VM_TYPES), Ok(want), "VM_TYPES on VM fd")
+            eq(
+                ioctl(vm.as_raw_fd(), io(0x03), KVM_CAP_VM_TYPES),
+                Ok(want),
+                "VM_TYPES on VM fd",
+            )
         }),
         ("create_vcpu_is_not_offered_yet", |_| {
             let vm = create_vm(&dev(), 0).map_err(|e| format!("errno {e}"))?;
-            eq(ioctl(vm.as_raw_fd(), io(0x41), 0), Err(ENOTTY), "KVM_CREATE_VCPU")
+            eq(
+                ioctl(vm.as_raw_fd(), io(0x41), 0),
+                Err(ENOTTY),
+                "KVM_CREATE_VCPU",
+            )
         }),
         ("many_vms_open_at_once_then_closed_leave_nothing", |c| {
             let kvm = dev();
             let mut vms = Vec::new();
             for i in 0..64 {
-                let t = if c.tdx && i % 4 == 0 { KVM_X86_TDX_VM } else { i % 2 };
+                let t = if c.tdx && i % 4 == 0 {
+                    KVM_X86_TDX_VM
+                } else {
+                    i % 2
+                };
                 vms.push(create_vm(&kvm, t).map_err(|e| format!("vm {i}: errno {e}"))?);
             }
-            check(stats().iter().any(|(k, v)| k == "vms" && *v == 64), "64 VMs counted")?;
+            check(
+                stats().iter().any(|(k, v)| k == "vms" && *v == 64),
+                "64 VMs counted",
+            )?;
             drop(vms);
             counts_are_zero()
         }),
@@ -290,7 +405,11 @@ fn tests() -> Vec<Test> {
                     std::thread::spawn(move || -> Result<(), String> {
                         for i in 0..200u64 {
                             let kvm = dev();
-                            let ty = if tdx && (i + t) % 3 == 0 { KVM_X86_TDX_VM } else { i % 2 };
+                            let ty = if tdx && (i + t) % 3 == 0 {
+                                KVM_X86_TDX_VM
+                            } else {
+                                i % 2
+                            };
                             let vm = create_vm(&kvm, ty).map_err(|e| format!("errno {e}"))?;
                             drop(kvm);
                             let _ = ioctl(vm.as_raw_fd(), io(0x03), KVM_CAP_VM_TYPES);
@@ -310,7 +429,9 @@ fn tests() -> Vec<Test> {
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "off".into());
-    let ctx = Ctx { tdx: mode == "emulated" };
+    let ctx = Ctx {
+        tdx: mode == "emulated",
+    };
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests() {
         match f(&ctx) {
