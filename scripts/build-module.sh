@@ -21,13 +21,17 @@ else
 fi
 
 cargo fetch --quiet
+# The bitflags the mmu crate resolves to (other crates in the workspace may pull in others).
 BITFLAGS_SRC=$(cargo metadata --format-version 1 --quiet | python3 -c '
 import json, os, sys
 meta = json.load(sys.stdin)
-for p in meta["packages"]:
-    if p["name"] == "bitflags":
-        print(os.path.dirname(p["manifest_path"]))
-        break
+pkgs = {p["id"]: p for p in meta["packages"]}
+for node in meta["resolve"]["nodes"]:
+    if pkgs[node["id"]]["name"] != "mmu":
+        continue
+    for dep in node["deps"]:
+        if dep["name"] == "bitflags":
+            print(os.path.dirname(pkgs[dep["pkg"]]["manifest_path"]))
 ')
 [[ -f "$BITFLAGS_SRC/src/lib.rs" ]] || { echo "build-module: bitflags source not found" >&2; exit 1; }
 

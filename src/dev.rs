@@ -149,7 +149,7 @@ fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
 
 /// System ioctl entry point (from the glue's `unlocked_ioctl`).
 #[no_mangle]
-pub extern "C" fn tdxkvm_rust_dev_ioctl(cmd: u32, arg: usize) -> isize {
+pub(crate) extern "C" fn tdxkvm_rust_dev_ioctl(cmd: u32, arg: usize) -> isize {
     dev_ioctl(cmd, arg).unwrap_or_else(errno)
 }
 
@@ -159,7 +159,11 @@ pub extern "C" fn tdxkvm_rust_dev_ioctl(cmd: u32, arg: usize) -> isize {
 ///
 /// `vm` is the `private_data` of a VM file, set by `create_vm` and valid until release.
 #[no_mangle]
-pub unsafe extern "C" fn tdxkvm_rust_vm_ioctl(vm: *mut c_void, cmd: u32, arg: usize) -> isize {
+pub(crate) unsafe extern "C" fn tdxkvm_rust_vm_ioctl(
+    vm: *mut c_void,
+    cmd: u32,
+    arg: usize,
+) -> isize {
     // SAFETY: the caller guarantees `vm` is a live `Vm` for the duration of the ioctl (the
     // file holds it; release cannot run while an ioctl is in flight on the same file).
     let _vm = unsafe { &*(vm as *const Vm) };
@@ -176,7 +180,7 @@ pub unsafe extern "C" fn tdxkvm_rust_vm_ioctl(vm: *mut c_void, cmd: u32, arg: us
 ///
 /// `vm` is the `private_data` of a VM file, released exactly once.
 #[no_mangle]
-pub unsafe extern "C" fn tdxkvm_rust_vm_release(vm: *mut c_void) {
+pub(crate) unsafe extern "C" fn tdxkvm_rust_vm_release(vm: *mut c_void) {
     // SAFETY: created by `KBox::into_raw` in `create_vm`; the file gives it back once.
     drop(unsafe { KBox::from_raw(vm as *mut Vm) });
     stats::dec(stats::Kind::Vm);
@@ -188,7 +192,7 @@ pub unsafe extern "C" fn tdxkvm_rust_vm_release(vm: *mut c_void) {
 ///
 /// `buf` is valid for `len` bytes of writes.
 #[no_mangle]
-pub unsafe extern "C" fn tdxkvm_rust_stats(buf: *mut u8, len: usize) -> usize {
+pub(crate) unsafe extern "C" fn tdxkvm_rust_stats(buf: *mut u8, len: usize) -> usize {
     // SAFETY: guaranteed by the caller.
     let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
     let mut b = stats::Buf::new(out);

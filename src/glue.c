@@ -17,6 +17,8 @@
 #include <crypto/sha2.h>
 #include <crypto/sha512_base.h>
 
+#include "glue.h"
+
 /* Implemented in Rust. */
 long tdxkvm_rust_dev_ioctl(unsigned int cmd, unsigned long arg);
 long tdxkvm_rust_vm_ioctl(void *vm, unsigned int cmd, unsigned long arg);
@@ -89,10 +91,12 @@ int tdxkvm_vm_fd(void *vm)
 
 static int stats_show(struct seq_file *m, void *v)
 {
-	char buf[1024];
-	size_t n = tdxkvm_rust_stats(buf, sizeof(buf));
+	char *buf = kmalloc(1024, GFP_KERNEL);
 
-	seq_write(m, buf, n);
+	if (!buf)
+		return -ENOMEM;
+	seq_write(m, buf, tdxkvm_rust_stats(buf, 1024));
+	kfree(buf);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(stats);
@@ -153,9 +157,15 @@ bool tdxkvm_pfn_valid(u64 pfn)
 	return pfn_valid(pfn);
 }
 
+/* One past the highest RAM PFN of any online node (max_pfn is not exported to modules). */
 u64 tdxkvm_max_pfn(void)
 {
-	return max_pfn;
+	u64 end = 0;
+	int nid;
+
+	for_each_online_node(nid)
+		end = max_t(u64, end, node_end_pfn(nid));
+	return end;
 }
 
 unsigned long tdxkvm_page_private(u64 pfn)
@@ -166,6 +176,17 @@ unsigned long tdxkvm_page_private(u64 pfn)
 void tdxkvm_set_page_private(u64 pfn, unsigned long value)
 {
 	set_page_private(pfn_to_page(pfn), value);
+}
+
+/* A naturally aligned, zeroed block of 2^order pages (the self test's guest memory). */
+void *tdxkvm_alloc_pages(unsigned int order)
+{
+	return (void *)__get_free_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, order);
+}
+
+void tdxkvm_free_pages(void *virt, unsigned int order)
+{
+	free_pages((unsigned long)virt, order);
 }
 
 void *tdxkvm_kzalloc(size_t size)

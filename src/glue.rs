@@ -18,6 +18,8 @@ extern "C" {
     pub(crate) fn tdxkvm_max_pfn() -> u64;
     pub(crate) fn tdxkvm_page_private(pfn: u64) -> usize;
     pub(crate) fn tdxkvm_set_page_private(pfn: u64, value: usize);
+    pub(crate) fn tdxkvm_alloc_pages(order: u32) -> *mut c_void;
+    pub(crate) fn tdxkvm_free_pages(virt: *mut c_void, order: u32);
     pub(crate) fn tdxkvm_kzalloc(size: usize) -> *mut c_void;
     pub(crate) fn tdxkvm_kfree(p: *mut c_void);
     pub(crate) fn tdxkvm_rwlock_new() -> *mut c_void;

@@ -30,7 +30,7 @@ type TdBackend = SeptBackend<SwRef, NoVcpus>;
 struct TdControl {
     tdx: Tdx<SwRef>,
     tdr: Option<Frame>,
-    tdcx: KVec<Frame>,
+    tdcx: [Option<Frame>; MIN_TDCS_PAGES as usize],
     hkid: u16,
     /// Whether TDH.MNG.CREATE succeeded (the TDX module knows this TD).
     created: bool,
@@ -49,7 +49,7 @@ impl TdControl {
         let mut td = TdControl {
             tdx: Tdx::new(sw),
             tdr: None,
-            tdcx: KVec::new(),
+            tdcx: [const { None }; MIN_TDCS_PAGES as usize],
             hkid,
             created: false,
             released: false,
@@ -62,10 +62,10 @@ impl TdControl {
         })?;
         td.created = true;
         td.tdx.mng_key_config(tdr).map_err(|_| EIO)?;
-        for _ in 0..MIN_TDCS_PAGES {
+        for i in 0..td.tdcx.len() {
             let page = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
             let hpa = page.pfn().hpa();
-            td.tdcx.push(page, GFP_KERNEL)?;
+            td.tdcx[i] = Some(page);
             td.tdx.mng_addcx(tdr, Tdcx::new(hpa)).map_err(|_| EIO)?;
         }
         Ok(td)
@@ -110,8 +110,10 @@ impl Drop for TdControl {
                 );
             }
         };
-        while let Some(f) = self.tdcx.pop() {
-            reclaim(&self.tdx, f, self.released, self.created);
+        for slot in self.tdcx.iter_mut().rev() {
+            if let Some(f) = slot.take() {
+                reclaim(&self.tdx, f, self.released, self.created);
+            }
         }
         if let Some(f) = self.tdr.take() {
             reclaim(&self.tdx, f, self.released, self.created);
@@ -126,6 +128,18 @@ impl Drop for TdControl {
 pub(crate) struct TdVm {
     mmu: Option<TdpMmu<Ept, KernelEnv, TdBackend>>,
     control: TdControl,
+}
+
+impl TdVm {
+    /// The TD's MMU.
+    pub(crate) fn mmu(&self) -> Option<&TdpMmu<Ept, KernelEnv, TdBackend>> {
+        self.mmu.as_ref()
+    }
+
+    /// The TD's TDR page.
+    pub(crate) fn tdr_pfn(&self) -> Option<mmu::Pfn> {
+        self.control.tdr().map(|t| t.hpa().pfn())
+    }
 }
 
 impl Drop for TdVm {
@@ -144,8 +158,10 @@ impl Drop for TdVm {
 
 /// A VM.
 pub(crate) enum Vm {
-    /// `KVM_X86_DEFAULT_VM` or `KVM_X86_SW_PROTECTED_VM`: a shared root only.
-    Plain(TdpMmu<Npt, KernelEnv, NoExternal>),
+    /// `KVM_X86_DEFAULT_VM` or `KVM_X86_SW_PROTECTED_VM`: a shared root only. Nothing maps
+    /// memory into it before memslots and vCPUs exist; it is held so its pages are accounted
+    /// and returned on release.
+    Plain(#[allow(dead_code)] TdpMmu<Npt, KernelEnv, NoExternal>),
     /// `KVM_X86_TDX_VM`.
     Td(TdVm),
 }

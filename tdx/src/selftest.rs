@@ -10,11 +10,10 @@
 //! (the counts are equal).
 
 use crate::abi::{sept_state, SeptLevel};
-use crate::seamcall::Seamcall;
-use crate::sept_backend::{SeptBackend, VcpuKicker};
 use crate::swmod::{PhysMem, Sha512Compress, SwTdxModule};
 use mmu::cache::VcpuMmuCaches;
 use mmu::env::MmuEnv;
+use mmu::external::ExternalPageTable;
 use mmu::page::RootKind;
 use mmu::spte::{is_external_blocked, Access, PagingFormat, SpteKind};
 use mmu::tdp::{Fault, FaultOutcome, TdpMmu, ZapTarget};
@@ -110,8 +109,8 @@ pub struct GuestMemory {
 /// # Errors
 ///
 /// [`SelftestError::Mismatch`] or [`SelftestError::ExtraSeptEntries`] (with `op`).
-pub fn check_mirror_matches_sept<F, E, S, K, M, H>(
-    mmu: &TdpMmu<F, E, &SeptBackend<S, K>>,
+pub fn check_mirror_matches_sept<F, E, X, M, H>(
+    mmu: &TdpMmu<F, E, X>,
     m: &SwTdxModule<M, H>,
     tdr: Pfn,
     op: u64,
@@ -119,8 +118,7 @@ pub fn check_mirror_matches_sept<F, E, S, K, M, H>(
 where
     F: PagingFormat,
     E: MmuEnv,
-    S: Seamcall,
-    K: VcpuKicker,
+    X: ExternalPageTable,
     M: PhysMem,
     H: Sha512Compress,
 {
@@ -192,16 +190,16 @@ where
     Ok(())
 }
 
-/// Runs `ops` random operations on the TD whose MMU is `mmu` and whose TDR is `tdr`, checking
-/// after each. `enter`/`exit` stand for the TD's vCPUs entering and leaving (the backend's
-/// kicker must make them leave).
+/// Runs `ops` random operations on the TD whose MMU is `mmu` (with the S-EPT backend as its
+/// external table) and whose TDR is `tdr`, checking after each. The `vcpus` enter the TD at
+/// random (the backend's kicker must make them leave).
 ///
 /// # Errors
 ///
 /// The first [`SelftestError`].
 #[allow(clippy::too_many_arguments)]
-pub fn run_random<F, E, S, K, M, H>(
-    mmu: &TdpMmu<F, E, &SeptBackend<S, K>>,
+pub fn run_random<F, E, X, M, H>(
+    mmu: &TdpMmu<F, E, X>,
     m: &SwTdxModule<M, H>,
     tdr: Pfn,
     caches: &mut VcpuMmuCaches,
@@ -213,8 +211,7 @@ pub fn run_random<F, E, S, K, M, H>(
 where
     F: PagingFormat,
     E: MmuEnv,
-    S: Seamcall,
-    K: VcpuKicker,
+    X: ExternalPageTable,
     M: PhysMem,
     H: Sha512Compress,
 {
@@ -275,7 +272,7 @@ where
     Ok(rep)
 }
 
-fn fault<F: PagingFormat, E: MmuEnv, X: mmu::external::ExternalPageTable>(
+fn fault<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
     mmu: &TdpMmu<F, E, X>,
     caches: &mut VcpuMmuCaches,
     f: &Fault,
@@ -294,7 +291,7 @@ fn fault<F: PagingFormat, E: MmuEnv, X: mmu::external::ExternalPageTable>(
     Err(SelftestError::Stuck { op })
 }
 
-fn zap<F: PagingFormat, E: MmuEnv, X: mmu::external::ExternalPageTable>(
+fn zap<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
     mmu: &TdpMmu<F, E, X>,
     target: ZapTarget,
     start: u64,

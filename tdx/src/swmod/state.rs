@@ -13,7 +13,7 @@ use core::sync::atomic::AtomicU64;
 /// TDCX pages a TD needs before MNG.INIT (newest module; older modules use 6).
 pub const MIN_TDCS_PAGES: u64 = crate::abi::MIN_TDCS_PAGES as u64;
 /// Most TDCX pages.
-pub const MAX_TDCS_PAGES: u64 = crate::abi::MAX_TDCS_PAGES as u64;
+pub(crate) const MAX_TDCS_PAGES: u64 = crate::abi::MAX_TDCS_PAGES as u64;
 /// Index of the TDCX page that holds the S-EPT root.
 pub const SEPT_ROOT_INDEX: usize = 6;
 /// TDVPR plus TDCX pages a vCPU needs before VP.INIT.
