@@ -1,24 +1,38 @@
 # SPDX-License-Identifier: GPL-2.0-only
-# Front door. `make test` is the project's test command (README, .ci/run).
+# Front door.
+#
+#   make            build tdx_kvm.ko against KDIR (default: the running kernel's build dir)
+#   make test       host tests (cargo test, clippy, rustfmt) + the in-guest suite (builds or
+#                   reuses the debug kernel, boots QEMU); prints "N passed, M failed" last
+#   make run        builds everything, boots QEMU, loads the module with tdx=emulated and
+#                   prints a short report of what it did
+#   make host-test  only the host side
+#   make bench      benchmark tables (release build)
+#
+# In a kernel tree the same Kbuild/Kconfig build the module with CONFIG_TDX_KVM_RS; out of
+# tree this Makefile sets CONFIG_TDX_KVM_RS=m.
 
+KDIR ?= /lib/modules/$(shell uname -r)/build
 CARGO ?= cargo
 
-.PHONY: all test host-test clippy fmt-check bench long-test
+.PHONY: all module test host-test guest-test run bench long-test clean
 
-all: test
+all: module
 
-# Host side: unit, behaviour, random-sequence, concurrency and failure-injection tests of the
-# kernel-free core crates, then lints. Prints each runner's summary and a final total.
+module:
+	KDIR=$(KDIR) scripts/build-module.sh
+
 test:
+	@bash scripts/test-all.sh
+
+host-test:
 	@bash scripts/host-test.sh
 
-host-test: test
+guest-test:
+	@bash scripts/guest-suite.sh
 
-clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-
-fmt-check:
-	$(CARGO) fmt --all --check
+run:
+	@bash scripts/run.sh
 
 bench:
 	$(CARGO) run --release -p bench
@@ -26,3 +40,7 @@ bench:
 # The 10^6-operation random run (ignored by default).
 long-test:
 	$(CARGO) test --workspace -- --ignored
+
+clean:
+	$(CARGO) clean
+	rm -f *.o *.ko *.rmeta *.mod *.mod.c .*.cmd Module.symvers modules.order src/*.o src/.*.cmd
