@@ -61,9 +61,8 @@ impl Seamcall for HwSeamcall {
     fn seamcall(&self, rax: u64, args: &mut SeamArgs) -> u64 {
         let status: u64;
         let cf: u8;
-        // SAFETY: `HwSeamcall::new`'s caller guaranteed SEAMCALL is usable. The TDX module
-        // preserves every register except RAX, RCX, RDX and R8-R11, which are declared here;
-        // it touches no memory of ours except through the physical addresses the leaf names,
+        // SAFETY: SEAMCALL is usable (`HwSeamcall::new`'s contract); the module clobbers only
+        // RAX, RCX, RDX and R8-R11 (declared) and touches only pages named by physical address,
         // which the typed wrappers take from pages the caller owns.
         unsafe {
             core::arch::asm!(
