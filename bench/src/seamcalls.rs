@@ -3,31 +3,15 @@
 //! per leaf by `tdx::seamcall::Counted`. Exact counts, not timings.
 
 use mmu::cache::VcpuMmuCaches;
-use mmu::spte::{Access, Ept};
+use mmu::spte::Access;
 use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
 use mmu::{Gfn, GfnKind, GpaWidth, Level, Pfn};
 use tdx::abi::leaf;
-use tdx::seamcall::Counted;
-use tdx::sept_backend::{SeptBackend, VcpuKicker};
 use tdx::Tdx;
-use testkit::td::{build_td, host_page, sw_module, Stage, SwModule};
+use testkit::td::{backend as td_backend, build_td, host_page, sw_module, Backend, Stage, TdMmu};
 use testkit::HostEnv;
 
-struct Kick<'a> {
-    m: &'a SwModule<'a>,
-    vcpus: Vec<Pfn>,
-}
-
-impl VcpuKicker for Kick<'_> {
-    fn kick_all(&self) {
-        for &v in &self.vcpus {
-            self.m.vcpu_exit(v);
-        }
-    }
-}
-
-type Backend<'a> = SeptBackend<Counted<&'a SwModule<'a>>, Kick<'a>>;
-type Mmu<'a> = TdpMmu<Ept, &'a HostEnv, &'a Backend<'a>>;
+type Mmu<'a> = TdMmu<'a>;
 
 fn total(b: &Backend<'_>) -> u64 {
     b.tdx().backend().total()
@@ -66,15 +50,7 @@ pub fn run() {
     let base = guest[0].pfn().raw();
     let m = sw_module(&env);
     let td = build_td(&Tdx::new(&m), &env, 1, 2, Stage::Runnable);
-    let backend: Backend<'_> = SeptBackend::new(
-        Tdx::new(Counted::new(&m)),
-        td.tdr,
-        td.hkid,
-        Kick {
-            m: &m,
-            vcpus: td.vcpus.iter().map(|v| v.hpa().pfn()).collect(),
-        },
-    );
+    let backend: Backend<'_> = td_backend(&m, &td);
     let cfg = MmuConfig {
         max_level: Level::L2M,
         ..MmuConfig::td(GpaWidth::Bits48)

@@ -16,31 +16,17 @@ use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
 use mmu::{Gfn, GfnKind, GpaWidth, Level, MmuError, Pfn};
 use std::collections::BTreeMap;
 use tdx::abi::{leaf, page_type, sept_state, SeptLevel};
-use tdx::seamcall::Counted;
-use tdx::sept_backend::{SeptBackend, VcpuKicker};
 use tdx::swmod::Injection;
 use tdx::Tdx;
-use testkit::td::{build_td, host_page, sw_module, Stage, SwModule, TestTd};
+use testkit::td::{
+    backend as td_backend, build_td, host_page, sw_module, Backend, Stage, SwModule, TdMmu, TestTd,
+};
 use testkit::{HostEnv, Rng};
 
 /// Guest memory: the first `GUEST_PAGES` arena pages (2M-aligned, contiguous).
 const GUEST_PAGES: u64 = 4096;
 
-struct Kick<'a> {
-    m: &'a SwModule<'a>,
-    vcpus: Vec<Pfn>,
-}
-
-impl VcpuKicker for Kick<'_> {
-    fn kick_all(&self) {
-        for &v in &self.vcpus {
-            self.m.vcpu_exit(v);
-        }
-    }
-}
-
-type Backend<'a> = SeptBackend<Counted<&'a SwModule<'a>>, Kick<'a>>;
-type Mmu<'a> = TdpMmu<Ept, &'a HostEnv, &'a Backend<'a>>;
+type Mmu<'a> = TdMmu<'a>;
 
 /// The TD's mirror as (level in TDX numbering, gpa) → (pfn, is_leaf, blocked).
 type View = BTreeMap<(u8, u64), (u64, bool, bool)>;
@@ -160,11 +146,7 @@ fn run(seed: u64, ops: u64, busy: bool) {
     let m = sw_module(&env);
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 2, Stage::Runnable);
-    let kick = Kick {
-        m: &m,
-        vcpus: td.vcpus.iter().map(|v| v.hpa().pfn()).collect(),
-    };
-    let backend: Backend<'_> = SeptBackend::new(Tdx::new(Counted::new(&m)), td.tdr, td.hkid, kick);
+    let backend: Backend<'_> = td_backend(&m, &td);
     let cfg = MmuConfig {
         max_level: Level::L2M,
         ..MmuConfig::td(GpaWidth::Bits48)
@@ -393,15 +375,7 @@ fn selftest_runner_agrees_on_the_host() {
     let m = sw_module(&env);
     let td = build_td(&Tdx::new(&m), &env, 3, 2, Stage::Runnable);
     let vcpus: Vec<Pfn> = td.vcpus.iter().map(|v| v.hpa().pfn()).collect();
-    let backend: Backend<'_> = SeptBackend::new(
-        Tdx::new(Counted::new(&m)),
-        td.tdr,
-        td.hkid,
-        Kick {
-            m: &m,
-            vcpus: vcpus.clone(),
-        },
-    );
+    let backend: Backend<'_> = td_backend(&m, &td);
     let cfg = MmuConfig {
         max_level: Level::L2M,
         ..MmuConfig::td(GpaWidth::Bits48)
@@ -441,15 +415,7 @@ fn selftest_checker_detects_an_extra_sept_entry() {
     let m = sw_module(&env);
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 4, 1, Stage::Runnable);
-    let backend: Backend<'_> = SeptBackend::new(
-        Tdx::new(Counted::new(&m)),
-        td.tdr,
-        td.hkid,
-        Kick {
-            m: &m,
-            vcpus: vec![],
-        },
-    );
+    let backend: Backend<'_> = td_backend(&m, &td);
     let mmu: Mmu<'_> = TdpMmu::new(&env, &backend, MmuConfig::td(GpaWidth::Bits48)).expect("mmu");
     let tdr = td.tdr.hpa().pfn();
     assert_eq!(

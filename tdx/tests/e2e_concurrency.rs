@@ -10,34 +10,18 @@
 
 use mmu::cache::VcpuMmuCaches;
 use mmu::page::RootKind;
-use mmu::spte::{Access, Ept};
+use mmu::spte::Access;
 use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
 use mmu::{Gfn, GfnKind, Gpa, GpaWidth, Level, MmuError, Pfn};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tdx::abi::{leaf, sept_state, status, SeptLevel};
-use tdx::seamcall::Counted;
-use tdx::sept_backend::{SeptBackend, VcpuKicker};
 use tdx::Tdx;
-use testkit::td::{build_td, host_page, sw_module, Stage, SwModule};
+use testkit::td::{backend as td_backend, build_td, host_page, sw_module, Backend, Stage, TdMmu};
 use testkit::{HostEnv, Rng};
 
 const GUEST_PAGES: u64 = 2048;
 
-struct Kick<'a> {
-    m: &'a SwModule<'a>,
-    vcpus: Vec<Pfn>,
-}
-
-impl VcpuKicker for Kick<'_> {
-    fn kick_all(&self) {
-        for &v in &self.vcpus {
-            self.m.vcpu_exit(v);
-        }
-    }
-}
-
-type Backend<'a> = SeptBackend<Counted<&'a SwModule<'a>>, Kick<'a>>;
-type Mmu<'a> = TdpMmu<Ept, &'a HostEnv, &'a Backend<'a>>;
+type Mmu<'a> = TdMmu<'a>;
 
 #[test]
 fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent() {
@@ -48,15 +32,7 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 2, 4, Stage::Runnable);
     let vcpus: Vec<Pfn> = td.vcpus.iter().map(|v| v.hpa().pfn()).collect();
-    let backend: Backend<'_> = SeptBackend::new(
-        Tdx::new(Counted::new(&m)),
-        td.tdr,
-        td.hkid,
-        Kick {
-            m: &m,
-            vcpus: vcpus.clone(),
-        },
-    );
+    let backend: Backend<'_> = td_backend(&m, &td);
     let cfg = MmuConfig {
         max_level: Level::L2M,
         ..MmuConfig::td(GpaWidth::Bits48)

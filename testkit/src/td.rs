@@ -121,3 +121,39 @@ pub fn build_td<S: tdx::Seamcall>(
 pub fn pfn(h: Hpa) -> Pfn {
     h.pfn()
 }
+
+/// The TD's vCPUs as the software module sees them: a kick makes each leave the TD.
+pub struct Kick<'a> {
+    /// The module.
+    pub m: &'a SwModule<'a>,
+    /// The vCPUs' TDVPR pages.
+    pub vcpus: Vec<Pfn>,
+}
+
+impl tdx::sept_backend::VcpuKicker for Kick<'_> {
+    fn kick_all(&self) {
+        for &v in &self.vcpus {
+            self.m.vcpu_exit(v);
+        }
+    }
+}
+
+/// The S-EPT backend over the software module, counting SEAMCALLs per leaf.
+pub type Backend<'a> =
+    tdx::sept_backend::SeptBackend<tdx::seamcall::Counted<&'a SwModule<'a>>, Kick<'a>>;
+
+/// A TD's MMU over the host arena with that backend.
+pub type TdMmu<'a> = mmu::tdp::TdpMmu<mmu::spte::Ept, &'a HostEnv, &'a Backend<'a>>;
+
+/// The backend of `td`, kicking `td`'s vCPUs.
+pub fn backend<'a>(m: &'a SwModule<'a>, td: &TestTd) -> Backend<'a> {
+    tdx::sept_backend::SeptBackend::new(
+        Tdx::new(tdx::seamcall::Counted::new(m)),
+        td.tdr,
+        td.hkid,
+        Kick {
+            m,
+            vcpus: td.vcpus.iter().map(|v| v.hpa().pfn()).collect(),
+        },
+    )
+}
