@@ -439,3 +439,85 @@ fn selftest_checker_detects_an_extra_sept_entry() {
         })
     );
 }
+
+/// Builds a TD whose first `pages` private pages are populated through the MMU with
+/// PAGE.ADD + MR.EXTEND from `content(i)`, finalises it and returns its MRTD.
+fn populate_and_measure(content: impl Fn(u64) -> u8, pages: u64, gpa_offset: u64) -> [u8; 48] {
+    let env = HostEnv::with_capacity(8192);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 5, 1, Stage::VcpusReady);
+    let backend: Backend<'_> = td_backend(&m, &td);
+    let mut mmu: Mmu<'_> =
+        TdpMmu::new(&env, &backend, MmuConfig::td(GpaWidth::Bits48)).expect("mmu");
+    let mut caches = VcpuMmuCaches::new();
+    let source = host_page(&env);
+    for i in 0..pages {
+        for w in source.table().0.iter() {
+            w.store(
+                u64::from_ne_bytes([content(i); 8]),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        let gfn = Gfn::new(gpa_offset + i);
+        let target = host_page(&env);
+        backend.arm_populate(gfn, source.pfn().hpa(), true);
+        let f = Fault {
+            gfn,
+            kind: GfnKind::Private,
+            pfn: target.pfn(),
+            access: Access::RWX,
+            write: true,
+            max_level: Level::L4K,
+        };
+        assert_eq!(
+            testkit::fault(&mmu, &mut caches, &f),
+            Ok(FaultOutcome::Mapped(Level::L4K))
+        );
+        assert!(
+            !backend.disarm_populate(),
+            "the fault consumed the population"
+        );
+        // The TD page holds the source's bytes.
+        let first = target.table().0[0].load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(first, u64::from_ne_bytes([content(i); 8]));
+        std::mem::forget(target);
+    }
+    let c = backend.tdx().backend();
+    assert_eq!(c.calls(leaf::MEM_PAGE_ADD), pages);
+    assert_eq!(c.calls(leaf::MR_EXTEND), 16 * pages);
+    assert_eq!(c.calls(leaf::MEM_PAGE_AUG), 0);
+    tdx.mr_finalize(td.tdr).expect("MR.FINALIZE");
+    let mrtd = m.mrtd(td.tdr.hpa().pfn()).expect("finalised");
+    // After finalize PAGE.ADD is refused: population must fall back to... nothing: it is an error.
+    backend.arm_populate(Gfn::new(1000), source.pfn().hpa(), false);
+    let f = Fault {
+        gfn: Gfn::new(1000),
+        kind: GfnKind::Private,
+        pfn: host_page(&env).pfn(),
+        access: Access::RWX,
+        write: true,
+        max_level: Level::L4K,
+    };
+    mmu.topup_vcpu_caches(&mut caches).expect("top-up");
+    let g = mmu.read();
+    assert_eq!(
+        mmu.map(&g, &mut caches, &f),
+        Err(MmuError::Bugged),
+        "PAGE.ADD after finalize is fatal"
+    );
+    drop(g);
+    mmu.free_vcpu_caches(&mut caches);
+    mrtd
+}
+
+#[test]
+fn populated_tds_measure_by_content_and_gpa() {
+    let a = populate_and_measure(|i| i as u8 + 1, 3, 0);
+    let b = populate_and_measure(|i| i as u8 + 1, 3, 0);
+    assert_eq!(a, b, "identical TDs measure the same");
+    let c = populate_and_measure(|i| if i == 2 { 0xee } else { i as u8 + 1 }, 3, 0);
+    assert_ne!(a, c, "a changed page changes MRTD");
+    let d = populate_and_measure(|i| i as u8 + 1, 3, 16);
+    assert_ne!(a, d, "a changed GPA changes MRTD");
+}
