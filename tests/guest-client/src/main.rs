@@ -313,6 +313,63 @@ fn tests() -> Vec<Test> {
                 "NULL",
             )
         }),
+        ("check_extension_of_a_huge_cap_number_is_zero", |_| {
+            eq(
+                ioctl(dev().as_raw_fd(), io(0x03), u64::MAX),
+                Ok(0),
+                "cap u64::MAX",
+            )
+        }),
+        ("msr_index_list_unmapped_is_efault", |_| {
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x02, 4), 0xdead_0000),
+                Err(EFAULT),
+                "unmapped",
+            )
+        }),
+        ("msr_index_list_kernel_pointer_is_efault", |_| {
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x02, 4), 0xffff_ffff_8100_0000),
+                Err(EFAULT),
+                "kernel address",
+            )
+        }),
+        ("supported_cpuid_more_than_the_maximum_is_clamped", |_| {
+            let mut buf = vec![0u8; 8 + 40 * 4];
+            buf[..4].copy_from_slice(&100_000u32.to_ne_bytes());
+            // Clamped to KVM_MAX_CPUID_ENTRIES, which is more than we answer: success.
+            ioctl(dev().as_raw_fd(), iowr(0x05, 8), buf.as_mut_ptr() as u64)
+                .map_err(|e| format!("errno {e}"))?;
+            let n = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            check((1..=4).contains(&n), "nent written back")
+        }),
+        ("mmap_of_dev_kvm_is_refused", |_| {
+            let kvm = dev();
+            // SAFETY: asks for a shared mapping of /dev/kvm, which must fail.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    kvm.as_raw_fd(),
+                    0,
+                )
+            };
+            let err = std::io::Error::last_os_error().raw_os_error();
+            check(
+                p == libc::MAP_FAILED && err == Some(libc::ENODEV),
+                "mmap /dev/kvm is ENODEV",
+            )
+        }),
+        ("read_and_write_of_dev_kvm_are_einval", |_| {
+            use std::io::{Read, Write};
+            let mut kvm = dev();
+            let mut b = [0u8; 8];
+            let r = kvm.read(&mut b).map_err(|e| e.raw_os_error());
+            let w = kvm.write(&b).map_err(|e| e.raw_os_error());
+            eq((r, w), (Err(Some(EINVAL)), Err(Some(EINVAL))), "read/write")
+        }),
         ("unknown_system_ioctl_is_einval", |_| {
             eq(
                 ioctl(dev().as_raw_fd(), io(0x7f), 0),
