@@ -35,6 +35,15 @@ for node in meta["resolve"]["nodes"]:
 ')
 [[ -f "$BITFLAGS_SRC/src/lib.rs" ]] || { echo "build-module: bitflags source not found" >&2; exit 1; }
 
+# Objects built against another kernel (or another rustc) cannot be mixed: start clean then.
+stamp="$repo/.tdxkvm-kdir"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$KDIR" ]]; then
+    # Not `make M=... clean`: kbuild's clean walks the whole tree (target/ included).
+    rm -f "$repo"/*.o "$repo"/*.rmeta "$repo"/*.ko "$repo"/*.mod "$repo"/*.mod.c "$repo"/.*.cmd \
+        "$repo"/src/*.o "$repo"/src/.*.cmd "$repo"/Module.symvers "$repo"/modules.order
+    echo "$KDIR" > "$stamp"
+fi
+
 start=$(date +%s)
 # shellcheck disable=SC2086  # KMAKE_ARGS is a word list
 make -C "$KDIR" M="$repo" $KMAKE_ARGS CONFIG_TDX_KVM_RS=m BITFLAGS_SRC="$BITFLAGS_SRC" modules

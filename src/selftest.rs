@@ -46,8 +46,11 @@ fn run(ops: u64) -> Result {
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let result =
         (|| -> Result {
-            let vm = Vm::new_td(sw)?;
-            let Vm::Td(td) = &vm else { return Err(EINVAL) };
+            let mut vm = Vm::new_td(sw)?;
+            let Vm::Td(td) = &mut vm else {
+                return Err(EINVAL);
+            };
+            let vcpu = td.make_runnable()?;
             let (Some(mmu), Some(tdr)) = (td.mmu(), td.tdr_pfn()) else {
                 return Err(EINVAL);
             };
@@ -58,7 +61,16 @@ fn run(ops: u64) -> Result {
                 huge: true,
             };
             let mut rng = Rng::new(0x5eed ^ run);
-            let r = run_random(mmu, sw.module(), tdr, &mut caches, mem, &mut rng, ops, &[]);
+            let r = run_random(
+                mmu,
+                sw.module(),
+                tdr,
+                &mut caches,
+                mem,
+                &mut rng,
+                ops,
+                &[vcpu],
+            );
             mmu.free_vcpu_caches(&mut caches);
             drop(vm);
             match r {

@@ -34,6 +34,50 @@ use mmu::{Gfn, Gpa, Hpa, Level, Pfn};
 /// How often a busy SEAMCALL is retried before the hook reports busy.
 pub const BUSY_RETRIES: u32 = 16;
 
+/// How often a control-path SEAMCALL (TD creation and teardown) is retried while the module
+/// answers busy. Those leaves contend on module-wide locks (the KOT) with other TDs being created
+/// or destroyed on other CPUs; the contention is short, so spinning is enough.
+pub const CONTROL_BUSY_RETRIES: u32 = 100_000;
+
+/// Runs a control-path SEAMCALL until it stops answering busy (bounded).
+///
+/// # Errors
+///
+/// The last error: the first non-busy one, or busy after [`CONTROL_BUSY_RETRIES`] tries.
+pub fn retry_busy<T>(mut f: impl FnMut() -> Result<T, TdxError>) -> Result<T, TdxError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if e.is_busy() && tries < CONTROL_BUSY_RETRIES => {
+                tries += 1;
+                core::hint::spin_loop();
+            }
+            r => return r,
+        }
+    }
+}
+
+/// TDH.PHYMEM.CACHE.WB to completion: resumed after an interruption, retried while busy.
+///
+/// # Errors
+///
+/// The first error that is neither an interruption nor (bounded) contention.
+pub fn cache_wb<S: Seamcall>(tdx: &Tdx<S>) -> Result<(), TdxError> {
+    let mut resume = false;
+    let mut tries = 0;
+    loop {
+        match tdx.phymem_cache_wb(resume) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.class() == status::INTERRUPTED_RESUMABLE => resume = true,
+            Err(e) if e.is_busy() && tries < CONTROL_BUSY_RETRIES => {
+                tries += 1;
+                core::hint::spin_loop();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Makes every vCPU of the TD leave guest mode (KVM's `KVM_REQ_OUTSIDE_GUEST_MODE` to all).
 pub trait VcpuKicker: Sync {
     /// Kicks every vCPU out of the TD and returns once none is inside from before the call.
@@ -107,6 +151,11 @@ impl<S: Seamcall, K: VcpuKicker> SeptBackend<S, K> {
     /// The wrappers.
     pub fn tdx(&self) -> &Tdx<S> {
         &self.tdx
+    }
+
+    /// The kicker.
+    pub fn kicker(&self) -> &K {
+        &self.kicker
     }
 
     /// The TD's TDR.
@@ -222,22 +271,16 @@ impl<S: Seamcall, K: VcpuKicker> SeptBackend<S, K> {
     /// The first failing leaf's error; the backend stays in runtime mode then.
     pub fn release_hkid(&self, vcpus: &[Tdvpr]) -> Result<(), TdxError> {
         for &v in vcpus {
-            match self.tdx.vp_flush(v) {
+            match retry_busy(|| self.tdx.vp_flush(v)) {
                 Ok(()) => {}
                 // Never initialised or already flushed: nothing to dissociate.
                 Err(e) if e.class() == status::VCPU_NOT_ASSOCIATED => {}
                 Err(e) => return Err(e),
             }
         }
-        self.tdx.mng_vpflushdone(self.tdr)?;
-        loop {
-            match self.tdx.phymem_cache_wb(false) {
-                Ok(_) => break,
-                Err(e) if e.class() == status::INTERRUPTED_RESUMABLE => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        self.tdx.mng_key_freeid(self.tdr)?;
+        retry_busy(|| self.tdx.mng_vpflushdone(self.tdr))?;
+        cache_wb(&self.tdx)?;
+        retry_busy(|| self.tdx.mng_key_freeid(self.tdr))?;
         self.teardown.store(true, Ordering::Release);
         Ok(())
     }

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Boots a kernel + initramfs (from scripts/initramfs.sh) in QEMU's software CPU and judges the log.
+#
+#   scripts/qemu-run.sh [--timeout SEC] [--append 'ARGS'] [--mem 2G] [--smp 2]
+#                       [--results FILE] BZIMAGE INITRD LOG
+#
+# Runs qemu-system-x86_64 -machine q35 -cpu max (TCG: this host's /dev/kvm can't run ordinary
+# guests) -nographic -no-reboot, with 'console=ttyS0 panic=-1 loglevel=7' (no `quiet`: WARN and
+# lockdep splats are KERN_WARNING and `quiet` would hide them) plus --append. The serial console
+# goes to stdout and to LOG (carriage returns stripped). The run is killed after --timeout
+# seconds (default 300, or $QEMU_TIMEOUT).
+#
+# Exit status:
+#   0  end marker seen, run.sh exited 0, no RESULT FAIL line, and no kernel error in the log
+#   1  the log shows a kernel error: Oops, BUG:, KASAN:, WARNING:, possible circular locking,
+#      lockdep, Kernel panic, general protection fault, UBSAN:
+#   2  the end marker is missing (timeout, hang, or the guest died before the end)
+#   3  the tests themselves failed (run.sh exit status not 0, or a RESULT FAIL line)
+#   64 usage error
+# The RESULT lines (between the markers that /init prints) are printed at the end and, with
+# --results FILE, written to FILE.
+set -euo pipefail
+
+timeout_s=${QEMU_TIMEOUT:-300}
+append=""
+mem=2G
+smp=2
+results=""
+usage() {
+    sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 64
+}
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --timeout) timeout_s=$2; shift 2 ;;
+        --append) append=$2; shift 2 ;;
+        --mem) mem=$2; shift 2 ;;
+        --smp) smp=$2; shift 2 ;;
+        --results) results=$2; shift 2 ;;
+        -h | --help) usage ;;
+        --*) echo "qemu-run: unknown option $1" >&2; usage ;;
+        *) break ;;
+    esac
+done
+[[ $# -eq 3 ]] || usage
+kernel=$1
+initrd=$2
+log=$3
+for f in "$kernel" "$initrd"; do
+    [[ -f "$f" ]] || { echo "qemu-run: $f not found" >&2; exit 64; }
+done
+mkdir -p "$(dirname "$log")"
+
+cmdline="console=ttyS0 panic=-1 loglevel=7 $append"
+qemu=(qemu-system-x86_64 -machine q35 -cpu max -m "$mem" -smp "$smp" -nographic -no-reboot
+    -kernel "$kernel" -initrd "$initrd" -append "$cmdline")
+echo "qemu-run: ${qemu[*]}" >&2
+echo "qemu-run: timeout ${timeout_s} s, log $log" >&2
+
+t0=$SECONDS
+set +e
+timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | tr -d '\r' | tee "$log"
+qemu_rc=${PIPESTATUS[0]}
+set -e
+elapsed=$((SECONDS - t0))
+echo >&2
+echo "qemu-run: QEMU exited with $qemu_rc after ${elapsed} s" >&2
+
+status=0
+
+# Kernel errors anywhere in the log. Case-sensitive on purpose: the benign boot lines say
+# "kasan: KernelAddressSanitizer initialized" and "... MAX_LOCKDEP_SUBCLASSES: 8". Lines
+# matching one of `benign` (fixed strings) are not errors.
+patterns=('Oops' 'BUG:' 'KASAN:' 'WARNING:' 'possible circular locking' 'lockdep'
+    'Kernel panic' 'general protection fault' 'UBSAN:')
+benign=('RCU lockdep checking is enabled.')
+errors=$(grep -nF "${patterns[@]/#/-e}" "$log" | grep -vF "${benign[@]/#/-e}" || true)
+if [[ -n "$errors" ]]; then
+    first=$(head -n1 <<<"$errors" | cut -d: -f1)
+    echo "qemu-run: KERNEL ERROR in the console log; from line $first of $log:" >&2
+    sed -n "${first},$((first + 60))p" "$log" >&2
+    echo "qemu-run: matching lines:" >&2
+    head -n 20 <<<"$errors" >&2
+    status=1
+fi
+
+end_line=$(grep -E '^===TDXKVM-END rc=[0-9]+===' "$log" | tail -n1 || true)
+if [[ -z "$end_line" ]]; then
+    if ((qemu_rc == 124 || qemu_rc == 137)); then
+        echo "qemu-run: TIMEOUT after ${timeout_s} s: no end marker" >&2
+    else
+        echo "qemu-run: no end marker (QEMU exit status $qemu_rc)" >&2
+    fi
+    ((status)) || status=2
+fi
+
+# Result lines: those /init repeats between the RESULTS and END markers.
+res=$(sed -n '/^===TDXKVM-RESULTS===/,/^===TDXKVM-END/p' "$log" | grep -E '^RESULT ' || true)
+if [[ -n "$results" ]]; then printf '%s\n' "$res" | sed '/^$/d' >"$results"; fi
+if [[ -n "$res" ]]; then
+    echo "qemu-run: results:"
+    printf '%s\n' "$res"
+fi
+npass=$(grep -c '^RESULT PASS' <<<"$res" || true)
+nfail=$(grep -c '^RESULT FAIL' <<<"$res" || true)
+nskip=$(grep -c '^RESULT SKIP' <<<"$res" || true)
+echo "qemu-run: ${npass} PASS / ${nfail} FAIL / ${nskip} SKIP result lines; ${elapsed} s in QEMU"
+
+if [[ -n "$end_line" ]]; then
+    rc=${end_line#*rc=}
+    rc=${rc%%=*}
+    if [[ "$rc" != 0 || "$nfail" != 0 ]]; then
+        echo "qemu-run: tests failed (run.sh exit status $rc, $nfail RESULT FAIL lines)" >&2
+        ((status)) || status=3
+    fi
+fi
+exit "$status"
