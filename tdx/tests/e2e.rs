@@ -448,8 +448,7 @@ fn populate_and_measure(content: impl Fn(u64) -> u8, pages: u64, gpa_offset: u64
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 5, 1, Stage::VcpusReady);
     let backend: Backend<'_> = td_backend(&m, &td);
-    let mut mmu: Mmu<'_> =
-        TdpMmu::new(&env, &backend, MmuConfig::td(GpaWidth::Bits48)).expect("mmu");
+    let mmu: Mmu<'_> = TdpMmu::new(&env, &backend, MmuConfig::td(GpaWidth::Bits48)).expect("mmu");
     let mut caches = VcpuMmuCaches::new();
     let source = host_page(&env);
     for i in 0..pages {
@@ -481,7 +480,8 @@ fn populate_and_measure(content: impl Fn(u64) -> u8, pages: u64, gpa_offset: u64
         // The TD page holds the source's bytes.
         let first = target.table().0[0].load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(first, u64::from_ne_bytes([content(i); 8]));
-        std::mem::forget(target);
+        // The page now belongs to the TD (the arena accounts it until the env goes).
+        let _ = target;
     }
     let c = backend.tdx().backend();
     assert_eq!(c.calls(leaf::MEM_PAGE_ADD), pages);
