@@ -35,4 +35,6 @@ log="$repo/target/run.log"
 mkdir -p "$repo/target"
 scripts/qemu-run.sh --timeout "${QEMU_TIMEOUT:-600}" "$BZIMAGE" "$work/initrd.cpio.gz" "$log" >/dev/null || true
 echo "=== tdx_kvm report (full console log: $log) ==="
-sed -n '/===TDXKVM-BEGIN===/,/===TDXKVM-RESULTS===/p' "$log" | grep -v '===TDXKVM' | sed 's/^\[ *[0-9.]*\] //'
+# Kernel messages show up twice (console and the script's dmesg): keep each line once.
+sed -n '/===TDXKVM-BEGIN===/,/===TDXKVM-RESULTS===/p' "$log" | grep -v '===TDXKVM' | awk '!seen[$0]++' \
+    | sed 's/^\[ *[0-9.]*\] //'
