@@ -36,6 +36,7 @@ run:
 
 bench:
 	$(CARGO) run --release -p bench
+	bash scripts/instr-per-fault.sh
 
 # The 10^6-operation random run (ignored by default).
 long-test:

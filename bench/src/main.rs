@@ -211,7 +211,56 @@ fn refault_4k(kind: GfnKind) -> Row {
     }
 }
 
+/// `bench faults <shared|mirror> N`: N 4K faults into present tables and nothing else, for
+/// counting instructions per fault under `valgrind --tool=callgrind` (run with N and with 0 and
+/// divide the difference by N; `scripts/instr-per-fault.sh` does that).
+fn faults_only(kind: GfnKind, n: u64) {
+    let env = HostEnv::with_capacity(1 << 14);
+    let ext = CountingExternal::default();
+    let mmu: Mmu<'_> = TdpMmu::new(&env, &ext, MmuConfig::td(GpaWidth::Bits48)).expect("mmu");
+    let mut caches = VcpuMmuCaches::new();
+    // Tables for the first 2 MiB exist before the measured faults.
+    let fault = |gfn: u64, caches: &mut VcpuMmuCaches| {
+        let f = Fault {
+            gfn: Gfn::new(gfn),
+            kind,
+            pfn: Pfn::new((1 << 30) + gfn),
+            access: Access::RWX,
+            write: true,
+            max_level: Level::L4K,
+        };
+        mmu.topup_vcpu_caches(caches).expect("top-up");
+        let g = mmu.read();
+        mmu.map(&g, caches, &f).expect("map")
+    };
+    fault(511, &mut caches);
+    for i in 0..n {
+        fault(i % 511, &mut caches);
+        if i % 511 == 510 {
+            let g = mmu.write();
+            let target = if kind == GfnKind::Private {
+                ZapTarget::Mirror
+            } else {
+                ZapTarget::Shared
+            };
+            mmu.zap_range(&g, target, Gfn::new(0), Gfn::new(511))
+                .expect("zap");
+        }
+    }
+    mmu.free_vcpu_caches(&mut caches);
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "faults" {
+        let kind = if args[2] == "mirror" {
+            GfnKind::Private
+        } else {
+            GfnKind::Shared
+        };
+        faults_only(kind, args[3].parse().unwrap_or(0));
+        return;
+    }
     println!("MMU core benchmark (EPT format, 48-bit GPA, TD with shared + mirror roots)\n");
     let mut rows = Vec::new();
     let mut zaps = Vec::new();
