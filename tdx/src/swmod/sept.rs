@@ -600,6 +600,31 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         status::SUCCESS
     }
 
+    /// The checks PAGE.REMOVE and SEPT.REMOVE share once the entry is locked: the PAMT entry of
+    /// the page the entry maps (leaf) or points to (table) is locked exclusively, and a runnable
+    /// TD's entry must be blocked with its block TLB-tracked. Returns the locked PAMT entry.
+    fn lock_removable<'m>(
+        &'m self,
+        td: &TdState,
+        a: &mut SeamArgs,
+        v: u64,
+        level: SeptLevel,
+    ) -> Result<(&'m super::pamt::PamtEntry, Held<'m>), u64> {
+        let busy = status::OPERAND_BUSY | operand::RCX as u64;
+        let pe = self.pamt.entry(&self.mem, hpa(v)).ok_or(busy)?;
+        let lock = pe.try_lock(Mode::Exclusive).ok_or(busy)?;
+        if Self::needs_tracking(td) {
+            if !any_blocked(state_of(v)) {
+                details(a, v, level);
+                return Err(status::GPA_RANGE_NOT_BLOCKED | operand::RCX as u64);
+            }
+            if !Self::is_tracked(td, pe.bepoch()) {
+                return Err(status::TLB_TRACKING_NOT_DONE | operand::RCX as u64);
+            }
+        }
+        Ok((pe, lock))
+    }
+
     pub(super) fn mem_page_remove(&self, a: &mut SeamArgs) -> u64 {
         let (rcx, rdx) = (a.rcx, a.rdx);
         a.rcx = 0;
@@ -616,21 +641,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
         }
         let page = hpa(v);
-        let Some(pe) = self.pamt.entry(&self.mem, page) else {
-            return status::OPERAND_BUSY | operand::RCX as u64;
+        let (_pe, _plock) = match self.lock_removable(t.td, a, v, gl.level) {
+            Ok(x) => x,
+            Err(st) => return st,
         };
-        let Some(_plock) = pe.try_lock(Mode::Exclusive) else {
-            return status::OPERAND_BUSY | operand::RCX as u64;
-        };
-        if Self::needs_tracking(t.td) {
-            if !any_blocked(s) {
-                details(a, v, gl.level);
-                return status::GPA_RANGE_NOT_BLOCKED | operand::RCX as u64;
-            }
-            if !Self::is_tracked(t.td, pe.bepoch()) {
-                return status::TLB_TRACKING_NOT_DONE | operand::RCX as u64;
-            }
-        }
         let pages = gl.level.pages();
         e.set(SEPTE_INIT_VALUE);
         t.td.chldcnt.fetch_sub(pages, AcqRel);
@@ -667,21 +681,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
         }
         let child = hpa(v);
-        let Some(pe) = self.pamt.entry(&self.mem, child) else {
-            return status::OPERAND_BUSY | operand::RCX as u64;
+        let (pe, _plock) = match self.lock_removable(t.td, a, v, gl.level) {
+            Ok(x) => x,
+            Err(st) => return st,
         };
-        let Some(_plock) = pe.try_lock(Mode::Exclusive) else {
-            return status::OPERAND_BUSY | operand::RCX as u64;
-        };
-        if Self::needs_tracking(t.td) {
-            if !any_blocked(s) {
-                details(a, v, gl.level);
-                return status::GPA_RANGE_NOT_BLOCKED | operand::RCX as u64;
-            }
-            if !Self::is_tracked(t.td, pe.bepoch()) {
-                return status::TLB_TRACKING_NOT_DONE | operand::RCX as u64;
-            }
-        }
         let Some(cp) = words(&self.mem, child) else {
             return status::OPERAND_BUSY | operand::RCX as u64;
         };

@@ -65,6 +65,14 @@ pub(crate) fn op_allowed(leaf_no: u16, op: u64) -> bool {
     }
 }
 
+/// A vCPU's state with its TDVPR, its TD's TDR and the TD's OP state locked.
+pub(crate) struct VpRef<'a> {
+    pub v: &'a VcpuState,
+    pub t: TdRef<'a>,
+    _op: Option<Held<'a>>,
+    _vlock: Held<'a>,
+}
+
 /// A TD's state and the lock on its TDR page.
 pub(crate) struct TdRef<'a> {
     pub td: &'a TdState,
@@ -603,19 +611,39 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         Ok((v, entry.info().owner, lock))
     }
 
+    /// The VP leaves' common start: the TDVPR operand locked, the TD's TDR found through its
+    /// PAMT owner and locked, the TD's state checked under the OP-state lock (shared).
+    fn vp_prologue(
+        &self,
+        pa: u64,
+        op: u32,
+        vmode: Mode,
+        tdr_mode: Mode,
+        leaf_no: u16,
+    ) -> Result<VpRef<'_>, u64> {
+        let (v, owner, vlock) = self.lock_tdvpr(pa, op, vmode)?;
+        let t = self.lock_tdr_implicit(owner, tdr_mode)?;
+        let op_lock = self.check_state(t.td, Some(Mode::Shared), leaf_no)?;
+        Ok(VpRef {
+            v,
+            t,
+            _op: op_lock,
+            _vlock: vlock,
+        })
+    }
+
     pub(super) fn vp_addcx(&self, a: &mut SeamArgs) -> u64 {
-        let (v, owner, _vlock) = match self.lock_tdvpr(a.rdx, operand::RDX, Mode::Exclusive) {
+        let vp = match self.vp_prologue(
+            a.rdx,
+            operand::RDX,
+            Mode::Exclusive,
+            Mode::Shared,
+            leaf::VP_ADDCX,
+        ) {
             Ok(x) => x,
             Err(st) => return st,
         };
-        let t = match self.lock_tdr_implicit(owner, Mode::Shared) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
-        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf::VP_ADDCX) {
-            Ok(h) => h,
-            Err(st) => return st,
-        };
+        let (v, t) = (vp.v, &vp.t);
         let state = v.state.load(Acquire);
         if state != vcpu_state::UNINITIALIZED as u64 {
             return status::VCPU_STATE_INCORRECT | state;
@@ -652,24 +680,23 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if version > 1 {
             return status::OPERAND_INVALID | operand::RAX as u64;
         }
-        let (v, owner, _vlock) = match self.lock_tdvpr(a.rcx, operand::RCX, Mode::Exclusive) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
         // Version 1 takes the TDR exclusively: it checks x2APIC ids across vCPUs.
         let tdr_mode = if version == 1 {
             Mode::Exclusive
         } else {
             Mode::Shared
         };
-        let t = match self.lock_tdr_implicit(owner, tdr_mode) {
-            Ok(t) => t,
+        let vp = match self.vp_prologue(
+            a.rcx,
+            operand::RCX,
+            Mode::Exclusive,
+            tdr_mode,
+            leaf::VP_INIT,
+        ) {
+            Ok(x) => x,
             Err(st) => return st,
         };
-        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf::VP_INIT) {
-            Ok(h) => h,
-            Err(st) => return st,
-        };
+        let (v, t) = (vp.v, &vp.t);
         if v.num_tdvps_pages.load(Acquire) < TDVPS_PAGES {
             return status::TDCX_NUM_INCORRECT;
         }
@@ -747,18 +774,12 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     }
 
     pub(super) fn vp_rd(&self, a: &mut SeamArgs) -> u64 {
-        let (v, owner, _vlock) = match self.lock_tdvpr(a.rcx, operand::RCX, Mode::Shared) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
-        let t = match self.lock_tdr_implicit(owner, Mode::Shared) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
-        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf::VP_RD) {
-            Ok(h) => h,
-            Err(st) => return st,
-        };
+        let vp =
+            match self.vp_prologue(a.rcx, operand::RCX, Mode::Shared, Mode::Shared, leaf::VP_RD) {
+                Ok(x) => x,
+                Err(st) => return st,
+            };
+        let v = vp.v;
         a.r8 = match a.rdx {
             fields::VP_STATE => v.state.load(Relaxed),
             fields::VP_INITIAL_RCX => v.initial_rcx.load(Relaxed),
@@ -769,15 +790,13 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     }
 
     pub(super) fn vp_wr(&self, a: &mut SeamArgs) -> u64 {
-        let (_v, owner, _vlock) = match self.lock_tdvpr(a.rcx, operand::RCX, Mode::Exclusive) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
-        let t = match self.lock_tdr_implicit(owner, Mode::Shared) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
-        if let Err(st) = self.check_state(t.td, Some(Mode::Shared), leaf::VP_WR) {
+        if let Err(st) = self.vp_prologue(
+            a.rcx,
+            operand::RCX,
+            Mode::Exclusive,
+            Mode::Shared,
+            leaf::VP_WR,
+        ) {
             return st;
         }
         match a.rdx {
