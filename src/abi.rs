@@ -28,6 +28,19 @@ pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = io(0x04);
 /// `KVM_GET_SUPPORTED_CPUID` (`struct kvm_cpuid2`, 8 bytes + entries).
 pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = iowr(0x05, 8);
 
+/// `KVM_GET_EMULATED_CPUID` (`struct kvm_cpuid2`).
+pub(crate) const KVM_GET_EMULATED_CPUID: u32 = iowr(0x09, 8);
+/// `KVM_GET_MSR_FEATURE_INDEX_LIST` (`struct kvm_msr_list`).
+pub(crate) const KVM_GET_MSR_FEATURE_INDEX_LIST: u32 = iowr(0x0a, 4);
+/// `KVM_GET_MSRS` on `/dev/kvm`: feature MSRs (`struct kvm_msrs`, 8 bytes + 16 per entry).
+pub(crate) const KVM_GET_MSRS: u32 = iowr(0x88, 8);
+/// Largest `nmsrs` KVM accepts (`MAX_IO_MSRS`).
+pub(crate) const MAX_IO_MSRS: u32 = 256;
+
+/// `KVM_CAP_EXT_EMUL_CPUID`.
+pub(crate) const KVM_CAP_EXT_EMUL_CPUID: u64 = 95;
+/// `KVM_CAP_GET_MSR_FEATURES`.
+pub(crate) const KVM_CAP_GET_MSR_FEATURES: u64 = 153;
 /// `KVM_CAP_CHECK_EXTENSION_VM`.
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: u64 = 105;
 /// `KVM_CAP_VM_TYPES`.

@@ -34,7 +34,7 @@ fn vm_types() -> u64 {
 /// `KVM_CHECK_EXTENSION`: only what really works.
 fn check_extension(cap: u64) -> isize {
     match cap {
-        KVM_CAP_CHECK_EXTENSION_VM => 1,
+        KVM_CAP_CHECK_EXTENSION_VM | KVM_CAP_EXT_EMUL_CPUID | KVM_CAP_GET_MSR_FEATURES => 1,
         KVM_CAP_VM_TYPES => vm_types() as isize,
         _ => 0,
     }
@@ -132,6 +132,38 @@ fn get_msr_index_list(arg: usize) -> Result<isize> {
     Ok(0)
 }
 
+/// `KVM_GET_EMULATED_CPUID`: the CPUID bits KVM emulates beyond the host's. Nothing is
+/// emulated (no vCPU runs yet): zero entries, after KVM's own checks.
+fn get_emulated_cpuid(arg: usize) -> Result<isize> {
+    let mut hdr = [0u8; 8];
+    UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
+    if u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) < 1 {
+        return Err(E2BIG);
+    }
+    UserSlice::new(arg, 4)
+        .writer()
+        .write_slice(&0u32.to_ne_bytes())?;
+    Ok(0)
+}
+
+/// `KVM_GET_MSRS` on `/dev/kvm` reads feature MSRs; there are none (the feature list is
+/// empty), so the first entry fails and 0 entries are processed, as KVM's `msr_io` answers.
+fn get_feature_msrs(arg: usize) -> Result<isize> {
+    let mut hdr = [0u8; 8];
+    UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
+    let n = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    if n >= MAX_IO_MSRS {
+        return Err(E2BIG);
+    }
+    // KVM copies the entries in before processing them: an unreadable array is EFAULT.
+    let mut entry = [0u8; 16];
+    let mut r = UserSlice::new(arg + 8, n as usize * 16).reader();
+    for _ in 0..n {
+        r.read_slice(&mut entry)?;
+    }
+    Ok(0)
+}
+
 fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
     match cmd {
         KVM_GET_API_VERSION if arg != 0 => Err(EINVAL),
@@ -142,7 +174,9 @@ fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
         // `struct kvm_run`, the PIO data page and the coalesced-MMIO ring, as x86 KVM.
         KVM_GET_VCPU_MMAP_SIZE => Ok(3 * 4096),
         KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
-        KVM_GET_MSR_INDEX_LIST => get_msr_index_list(arg),
+        KVM_GET_MSR_INDEX_LIST | KVM_GET_MSR_FEATURE_INDEX_LIST => get_msr_index_list(arg),
+        KVM_GET_EMULATED_CPUID => get_emulated_cpuid(arg),
+        KVM_GET_MSRS => get_feature_msrs(arg),
         _ => Err(EINVAL),
     }
 }

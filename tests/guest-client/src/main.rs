@@ -370,6 +370,68 @@ fn tests() -> Vec<Test> {
             let w = kvm.write(&b).map_err(|e| e.raw_os_error());
             eq((r, w), (Err(Some(EINVAL)), Err(Some(EINVAL))), "read/write")
         }),
+        ("emulated_cpuid_and_msr_feature_list_answer_as_kvm", |_| {
+            let kvm = Kvm::new().map_err(|e| e.to_string())?;
+            check(
+                kvm.check_extension(Cap::ExtEmulCpuid),
+                "KVM_CAP_EXT_EMUL_CPUID",
+            )?;
+            let e = kvm
+                .get_emulated_cpuid(KVM_MAX_CPUID_ENTRIES)
+                .map_err(|e| e.to_string())?;
+            eq(e.as_slice().len(), 0, "emulated CPUID entries")?;
+            let l = kvm
+                .get_msr_feature_index_list()
+                .map_err(|e| e.to_string())?;
+            eq(l.as_slice().len(), 0, "feature MSRs")
+        }),
+        ("emulated_cpuid_zero_entries_is_e2big", |_| {
+            let mut buf = vec![0u8; 8];
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x09, 8), buf.as_mut_ptr() as u64),
+                Err(E2BIG),
+                "nent 0",
+            )
+        }),
+        ("feature_msrs_read_none_and_refuse_too_many", |_| {
+            let mut buf = vec![0u8; 8 + 16];
+            buf[..4].copy_from_slice(&1u32.to_ne_bytes());
+            buf[8..12].copy_from_slice(&0x10au32.to_ne_bytes());
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x88, 8), buf.as_mut_ptr() as u64),
+                Ok(0),
+                "one MSR",
+            )?;
+            buf[..4].copy_from_slice(&256u32.to_ne_bytes());
+            eq(
+                ioctl(dev().as_raw_fd(), iowr(0x88, 8), buf.as_mut_ptr() as u64),
+                Err(E2BIG),
+                "256 MSRs",
+            )?;
+            // A header at the very end of a mapping whose entries run into unmapped memory.
+            // SAFETY: two fresh anonymous pages; the second is unmapped right away, the first
+            // unmapped at the end.
+            let p = unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    8192,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                libc::munmap((p as *mut u8).add(4096).cast(), 4096);
+                p as *mut u8
+            };
+            // SAFETY: the last 8 bytes of the first page are ours.
+            let hdr = unsafe { p.add(4096 - 8) };
+            // SAFETY: as above.
+            unsafe { (hdr as *mut u32).write_unaligned(200) };
+            let r = ioctl(dev().as_raw_fd(), iowr(0x88, 8), hdr as u64);
+            // SAFETY: mapped above.
+            unsafe { libc::munmap(p.cast(), 4096) };
+            eq(r, Err(EFAULT), "entries past the mapping")
+        }),
         ("unknown_system_ioctl_is_einval", |_| {
             eq(
                 ioctl(dev().as_raw_fd(), io(0x7f), 0),
