@@ -10,7 +10,7 @@
 use super::locks::{Held, Mode};
 use super::measure::{mr_block, Sha512Compress};
 use super::mem::{words, PageWords, PhysMem};
-use super::pamt::{check_and_lock, PamtInfo, HKID_MASK, MAX_PA_BITS, NDA};
+use super::pamt::{PamtInfo, HKID_MASK, MAX_PA_BITS, NDA};
 use super::state::{TdState, SEPT_ROOT_INDEX};
 use super::td::{fill, TdRef, SEPTE_INIT_VALUE};
 use super::SwTdxModule;
@@ -346,15 +346,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             details(a, v, gl.level);
             return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
         }
-        let (pe, _plock) = match check_and_lock(
-            &self.pamt,
-            &self.mem,
-            r8,
-            operand::R8,
-            Mode::Exclusive,
-            NDA,
-            0,
-        ) {
+        let (pe, _plock) = match self.lock_fresh_page(r8, operand::R8) {
             Ok(x) => x,
             Err(st) => return st,
         };
@@ -418,15 +410,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if pa & ((level.pages() << 12) - 1) != 0 {
             return Err(status::OPERAND_INVALID | operand::R8 as u64);
         }
-        let (head, lock) = check_and_lock(
-            &self.pamt,
-            &self.mem,
-            pa,
-            operand::R8,
-            Mode::Exclusive,
-            NDA,
-            0,
-        )?;
+        let (head, lock) = self.lock_fresh_page(pa, operand::R8)?;
         let pfn = Pfn::new(pa >> 12);
         for i in 1..level.pages() {
             match self.pamt.entry(&self.mem, pfn.add(i)) {
@@ -468,15 +452,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if r9 & 0xfff != 0 || r9 & HKID_MASK != 0 || r9 >> MAX_PA_BITS != 0 {
             return status::OPERAND_INVALID | operand::R9 as u64;
         }
-        let (pe, _plock) = match check_and_lock(
-            &self.pamt,
-            &self.mem,
-            r8,
-            operand::R8,
-            Mode::Exclusive,
-            NDA,
-            0,
-        ) {
+        let (pe, _plock) = match self.lock_fresh_page(r8, operand::R8) {
             Ok(x) => x,
             Err(st) => return st,
         };

@@ -163,6 +163,16 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
     }
 
+    /// A page the host hands to the module (an explicit operand that must be PT_NDA, 4K),
+    /// locked exclusively.
+    pub(crate) fn lock_fresh_page(
+        &self,
+        pa: u64,
+        op: u32,
+    ) -> Result<(&super::pamt::PamtEntry, Held<'_>), u64> {
+        check_and_lock(&self.pamt, &self.mem, pa, op, Mode::Exclusive, NDA, 0)
+    }
+
     /// Takes a host page (PT_NDA) for the TD: type `pt`, owner `tdr`, block epoch 0.
     fn give_page(&self, pfn: Pfn, pt: u8, tdr: Pfn) {
         if let Some(e) = self.pamt.entry(&self.mem, pfn) {
@@ -183,15 +193,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         {
             return status::OPERAND_INVALID | operand::RDX as u64;
         }
-        let (_, _lock) = match check_and_lock(
-            &self.pamt,
-            &self.mem,
-            a.rcx,
-            operand::RCX,
-            Mode::Exclusive,
-            NDA,
-            0,
-        ) {
+        let (_, _lock) = match self.lock_fresh_page(a.rcx, operand::RCX) {
             Ok(v) => v,
             Err(st) => return st,
         };
@@ -250,15 +252,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if index > MAX_TDCS_PAGES - 1 {
             return status::TDCX_NUM_INCORRECT;
         }
-        let (_, _page_lock) = match check_and_lock(
-            &self.pamt,
-            &self.mem,
-            a.rcx,
-            operand::RCX,
-            Mode::Exclusive,
-            NDA,
-            0,
-        ) {
+        let (_, _page_lock) = match self.lock_fresh_page(a.rcx, operand::RCX) {
             Ok(v) => v,
             Err(st) => return st,
         };
@@ -577,15 +571,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             Ok(h) => h,
             Err(st) => return st,
         };
-        let (_, _lock) = match check_and_lock(
-            &self.pamt,
-            &self.mem,
-            a.rcx,
-            operand::RCX,
-            Mode::Exclusive,
-            NDA,
-            0,
-        ) {
+        let (_, _lock) = match self.lock_fresh_page(a.rcx, operand::RCX) {
             Ok(v) => v,
             Err(st) => return st,
         };
@@ -652,15 +638,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if n >= TDVPS_PAGES {
             return status::TDCX_NUM_INCORRECT;
         }
-        let (_, _lock) = match check_and_lock(
-            &self.pamt,
-            &self.mem,
-            a.rcx,
-            operand::RCX,
-            Mode::Exclusive,
-            NDA,
-            0,
-        ) {
+        let (_, _lock) = match self.lock_fresh_page(a.rcx, operand::RCX) {
             Ok(x) => x,
             Err(st) => return st,
         };
