@@ -11,7 +11,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-selftest_ops=${SELFTEST_OPS:-3000}
+selftest_ops=${SELFTEST_OPS:-10000}
 [[ "${1:-}" == --selftest-ops ]] && selftest_ops=$2
 
 # shellcheck source=scripts/kernel-env.sh
