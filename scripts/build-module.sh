@@ -16,8 +16,11 @@ if [[ -z "${KDIR:-}" ]]; then
     source scripts/kernel-env.sh
     scripts/build-kernel.sh
 else
+    user_kdir=$KDIR
+    # Only for KMAKE_ARGS and PATH; the kernel is the caller's.
     TDXKVM_NO_INSTALL=1 source scripts/kernel-env.sh
-    export KDIR="$KDIR"
+    export KDIR="$user_kdir"
+    [[ -f "$KDIR/Makefile" ]] || { echo "build-module: no kernel build tree at $KDIR (set KDIR)" >&2; exit 1; }
 fi
 
 cargo fetch --quiet
