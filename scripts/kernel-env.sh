@@ -30,8 +30,8 @@ _tdxkvm_env_main() {
     repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
     export TDXKVM_CACHE="${TDXKVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tdx-kvm-rs}"
-    export TDXKVM_RUSTC=/usr/bin/rustc
-    export TDXKVM_RUST_LIB_SRC=/usr/lib/rustlib/src/rust/library
+    export TDXKVM_RUSTC="${TDXKVM_RUSTC:-/usr/bin/rustc}"
+    export TDXKVM_RUST_LIB_SRC="${TDXKVM_RUST_LIB_SRC:-/usr/lib/rustlib/src/rust/library}"
     export KERNEL_TARBALL=/usr/src/linux-source-6.12.tar.xz
     export KERNEL_FRAGMENT="$repo/kernel/config.fragment"
     local bindgen_root="$TDXKVM_CACHE/bindgen"
