@@ -14,18 +14,8 @@ cd "$repo"
 selftest_ops=${SELFTEST_OPS:-10000}
 [[ "${1:-}" == --selftest-ops ]] && selftest_ops=$2
 
-# shellcheck source=scripts/kernel-env.sh
-source scripts/kernel-env.sh
-scripts/build-kernel.sh
-scripts/build-module.sh
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release -p guest-client \
-    --target x86_64-unknown-linux-gnu
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/tests"
-cp tdx_kvm.ko "$work/tests/"
-cp target/x86_64-unknown-linux-gnu/release/guest-client "$work/tests/"
+# shellcheck source=scripts/guest-build.sh
+source scripts/guest-build.sh
 cat > "$work/tests/run.sh" <<RUN
 #!/bin/sh
 # Runs inside the guest (busybox sh).

@@ -6,16 +6,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-# shellcheck source=scripts/kernel-env.sh
-source scripts/kernel-env.sh
-scripts/build-kernel.sh
-scripts/build-module.sh
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release -p guest-client \
-    --target x86_64-unknown-linux-gnu
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/tests"
-cp tdx_kvm.ko target/x86_64-unknown-linux-gnu/release/guest-client "$work/tests/"
+# shellcheck source=scripts/guest-build.sh
+source scripts/guest-build.sh
 cat > "$work/tests/run.sh" <<'RUN'
 #!/bin/sh
 cd /tests

@@ -148,6 +148,21 @@ fn fault_gib(kind: GfnKind, level: Level) -> (Row, Row) {
     (fault_row, zap_row)
 }
 
+/// One 4K fault of `kind` at `gfn` backed by PFN `2^30 + gfn`, topping up first.
+fn fault_4k(mmu: &Mmu<'_>, caches: &mut VcpuMmuCaches, kind: GfnKind, gfn: u64) -> FaultOutcome {
+    let f = Fault {
+        gfn: Gfn::new(gfn),
+        kind,
+        pfn: Pfn::new((1 << 30) + gfn),
+        access: Access::RWX,
+        write: true,
+        max_level: Level::L4K,
+    };
+    mmu.topup_vcpu_caches(caches).expect("top-up");
+    let g = mmu.read();
+    mmu.map(&g, caches, &f).expect("map")
+}
+
 /// Refaults into existing tables: the steady-state fault cost.
 fn refault_4k(kind: GfnKind) -> Row {
     let env = HostEnv::with_capacity(1 << 16);
@@ -155,19 +170,7 @@ fn refault_4k(kind: GfnKind) -> Row {
     let mmu: Mmu<'_> = TdpMmu::new(&env, &ext, MmuConfig::td(GpaWidth::Bits48)).expect("mmu");
     let mut caches = VcpuMmuCaches::new();
     let n = 65536u64;
-    let fault = |gfn: u64, caches: &mut VcpuMmuCaches| {
-        let f = Fault {
-            gfn: Gfn::new(gfn),
-            kind,
-            pfn: Pfn::new((1 << 30) + gfn),
-            access: Access::RWX,
-            write: true,
-            max_level: Level::L4K,
-        };
-        mmu.topup_vcpu_caches(caches).expect("top-up");
-        let g = mmu.read();
-        mmu.map(&g, caches, &f).expect("map")
-    };
+    let fault = |gfn: u64, caches: &mut VcpuMmuCaches| fault_4k(&mmu, caches, kind, gfn);
     for gfn in 0..n {
         fault(gfn, &mut caches);
     }
@@ -220,19 +223,7 @@ fn faults_only(kind: GfnKind, n: u64) {
     let mmu: Mmu<'_> = TdpMmu::new(&env, &ext, MmuConfig::td(GpaWidth::Bits48)).expect("mmu");
     let mut caches = VcpuMmuCaches::new();
     // Tables for the first 2 MiB exist before the measured faults.
-    let fault = |gfn: u64, caches: &mut VcpuMmuCaches| {
-        let f = Fault {
-            gfn: Gfn::new(gfn),
-            kind,
-            pfn: Pfn::new((1 << 30) + gfn),
-            access: Access::RWX,
-            write: true,
-            max_level: Level::L4K,
-        };
-        mmu.topup_vcpu_caches(caches).expect("top-up");
-        let g = mmu.read();
-        mmu.map(&g, caches, &f).expect("map")
-    };
+    let fault = |gfn: u64, caches: &mut VcpuMmuCaches| fault_4k(&mmu, caches, kind, gfn);
     fault(511, &mut caches);
     for i in 0..n {
         fault(i % 511, &mut caches);
