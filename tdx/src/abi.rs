@@ -205,12 +205,16 @@ pub mod status {
     /// Mask of the status proper (Linux `TDX_SEAMCALL_STATUS_MASK`).
     pub const STATUS_MASK: u64 = 0xFFFF_FFFF_0000_0000;
 
+    /// Software statuses (Linux `TDX_SW_ERROR`): bit 63 and bits 47:40 all set, a status class
+    /// the TDX module never uses. The host reports with them what the SEAMCALL instruction
+    /// itself did when it did not reach the module.
+    pub const SW_ERROR: u64 = ERROR_BIT | 0xFF << 40;
     /// Software status: the SEAMCALL instruction itself failed (VMfailInvalid, no module).
-    pub const SW_VMFAILINVALID: u64 = 0xC000_FF00_FFFF_0000;
+    pub const SW_VMFAILINVALID: u64 = SW_ERROR | 0xFFFF_0000;
     /// Software status: SEAMCALL raised #GP (TDX not enabled by the BIOS).
-    pub const SW_GP: u64 = 0xC000_FF00_0000_000D;
+    pub const SW_GP: u64 = SW_ERROR | 13;
     /// Software status: SEAMCALL raised #UD (not in VMX operation).
-    pub const SW_UD: u64 = 0xC000_FF00_0000_0006;
+    pub const SW_UD: u64 = SW_ERROR | 6;
 }
 
 /// The status without its operand id/details.
@@ -353,6 +357,22 @@ pub mod vcpu_state {
 /// Bits of the GPA+level operand (RCX of the MEM leaves): level in 2:0, 11:3 and 63:52 reserved.
 pub const fn gpa_level_operand(gpa: u64, level: SeptLevel) -> u64 {
     gpa | level.0 as u64
+}
+
+/// Global metadata fields (TDH.SYS.RD), with Intel's field identifiers (class, context,
+/// element size and sequence encoded as in the TDX module's `global_metadata.json`), so the
+/// host asks the real module and the software one the same way.
+pub mod md {
+    /// TDR size in bytes (16-bit element).
+    pub const TDR_BASE_SIZE: u64 = 0x9800_0001_0000_0000;
+    /// TDCS size in bytes, TDR excluded: `TDCS_BASE_SIZE / 4096` TDCX pages (16-bit).
+    pub const TDCS_BASE_SIZE: u64 = 0x9800_0001_0000_0100;
+    /// TDVPS size in bytes, TDVPR included (16-bit).
+    pub const TDVPS_BASE_SIZE: u64 = 0x9800_0001_0000_0200;
+    /// Most vCPUs per TD (16-bit).
+    pub const MAX_VCPUS_PER_TD: u64 = 0x9900_0001_0000_0008;
+    /// RDX on output when there is no next field (`MD_FIELD_ID_NA`).
+    pub const FIELD_ID_NA: u64 = u64::MAX;
 }
 
 /// Smallest number of TDCX pages MNG.INIT needs (newest module; older ones: 6).

@@ -1,5 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! The SEAMCALL backend trait and the hardware implementation.
+//! The SEAMCALL backend trait.
+//!
+//! Two implementations exist: the software TDX module ([`crate::swmod`]) and, in the kernel
+//! module, the SEAMCALL instruction itself (`src/hw.rs`). The latter lives with the
+//! kernel because a SEAMCALL that faults (#UD outside VMX operation, #GP when the BIOS did not
+//! enable TDX) must be caught through the kernel's exception table, which this crate knows
+//! nothing of.
 
 /// General-purpose registers a leaf takes and returns besides RAX.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,61 +35,6 @@ pub trait Seamcall: Sync {
 impl<S: Seamcall> Seamcall for &S {
     fn seamcall(&self, rax: u64, args: &mut SeamArgs) -> u64 {
         (**self).seamcall(rax, args)
-    }
-}
-
-/// The real TDX module, through the SEAMCALL instruction.
-///
-/// Only meaningful on an Intel CPU with TDX enabled by the BIOS, in VMX root operation, after
-/// the host kernel loaded and initialised the TDX module (Linux `tdx_enable()`).
-#[cfg(target_arch = "x86_64")]
-#[derive(Debug)]
-pub struct HwSeamcall {
-    _private: (),
-}
-
-#[cfg(target_arch = "x86_64")]
-impl HwSeamcall {
-    /// The hardware backend.
-    ///
-    /// # Safety
-    ///
-    /// The caller has established that the CPU supports SEAMCALL, is in VMX root operation on
-    /// every CPU this may run on, and the TDX module is initialised; otherwise SEAMCALL raises
-    /// #UD or #GP.
-    pub const unsafe fn new() -> Self {
-        HwSeamcall { _private: () }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Seamcall for HwSeamcall {
-    fn seamcall(&self, rax: u64, args: &mut SeamArgs) -> u64 {
-        let status: u64;
-        let cf: u8;
-        // SAFETY: SEAMCALL is usable (`HwSeamcall::new`'s contract); the module clobbers only
-        // RAX, RCX, RDX and R8-R11 (declared) and touches only pages named by physical address,
-        // which the typed wrappers take from pages the caller owns.
-        unsafe {
-            core::arch::asm!(
-                ".byte 0x66, 0x0f, 0x01, 0xcf", // seamcall
-                "setc {cf}",
-                cf = out(reg_byte) cf,
-                inout("rax") rax => status,
-                inout("rcx") args.rcx,
-                inout("rdx") args.rdx,
-                inout("r8") args.r8,
-                inout("r9") args.r9,
-                inout("r10") args.r10,
-                inout("r11") args.r11,
-                options(nostack),
-            );
-        }
-        if cf != 0 {
-            // VMfailInvalid: no TDX module loaded.
-            return crate::abi::status::SW_VMFAILINVALID;
-        }
-        status
     }
 }
 

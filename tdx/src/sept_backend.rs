@@ -13,8 +13,9 @@
 //! | `free_spt` | TDH.MEM.SEPT.REMOVE + TDH.PHYMEM.PAGE.WBINVD | TDH.PHYMEM.PAGE.RECLAIM |
 //!
 //! The MMU core blocks a whole zap range, flushes once and only then removes, so a range zap
-//! costs one TRACK and one kick instead of one per page (upstream). Empty S-EPT tables go back to
-//! the host with SEPT.REMOVE as soon as a zap empties them (upstream keeps them until teardown).
+//! costs one TRACK and one kick instead of one per page (upstream). S-EPT tables whose whole span
+//! a zap covers go back to the host with SEPT.REMOVE in that zap (upstream keeps them until
+//! teardown); a table a partial zap leaves empty stays until a zap covers it or teardown.
 //! At teardown the cache was written back for the whole HKID by TDH.PHYMEM.CACHE.WB, so every
 //! page comes back with a single RECLAIM (upstream spends BLOCK + TRACK + kick + REMOVE + WBINVD).
 //!
@@ -78,13 +79,55 @@ pub fn cache_wb<S: Seamcall>(tdx: &Tdx<S>) -> Result<(), TdxError> {
     }
 }
 
-/// Makes every vCPU of the TD leave guest mode (KVM's `KVM_REQ_OUTSIDE_GUEST_MODE` to all).
-pub trait VcpuKicker: Sync {
-    /// Kicks every vCPU out of the TD and returns once none is inside from before the call.
+/// What the backend needs from the host's CPUs besides SEAMCALLs.
+pub trait TdHost: Sync {
+    /// Kicks every vCPU out of the TD and returns once none is inside from before the call
+    /// (KVM's `KVM_REQ_OUTSIDE_GUEST_MODE` to all).
     fn kick_all(&self);
+
+    /// Runs `f` on one CPU of every CPU package, in turn, stopping at the first error.
+    ///
+    /// TDH.MNG.KEY.CONFIG and TDH.PHYMEM.CACHE.WB act on the package they run on, so a
+    /// multi-package host must run them on each. The default suits a host with one package
+    /// (and the software TDX module, which models one): `f` once, here.
+    ///
+    /// # Errors
+    ///
+    /// The first error `f` returns.
+    fn on_each_package(
+        &self,
+        f: &(dyn Fn() -> Result<(), TdxError> + Sync),
+    ) -> Result<(), TdxError> {
+        f()
+    }
+
+    /// `pages` pages from `pfn` left the TD for good (removed and written back, or reclaimed)
+    /// and go back to the host. On CPUs where a partial write to TD-private memory poisons it
+    /// (Linux `X86_BUG_TDX_PW_MCE`), the host must reset them with MOVDIR64B before any reuse.
+    /// The default does nothing: the software module poisons nothing.
+    fn reset_pages(&self, pfn: Pfn, pages: u64) {
+        let _ = (pfn, pages);
+    }
+
+    /// Where the HKID goes in a physical address (PHYMEM.PAGE.WBINVD's operand): on a real host
+    /// the CPU's physical-address width once the KeyID bits are taken out of it (Linux
+    /// `boot_cpu_data.x86_phys_bits`); the default is the software module's [`HKID_SHIFT`].
+    fn hkid_shift(&self) -> u32 {
+        HKID_SHIFT
+    }
 }
 
-/// The HKID bits position in a physical address passed to PHYMEM.PAGE.WBINVD.
+/// 4 KiB pages in a PAMT page of size `size` ([`crate::abi::page_size`]: 0 = 4K, 1 = 2M, 2 = 1G).
+const fn page_size_pages(size: u8) -> u64 {
+    match size {
+        1 => 512,
+        2 => 512 * 512,
+        _ => 1,
+    }
+}
+
+/// The HKID bits position in a physical address passed to PHYMEM.PAGE.WBINVD, on the software
+/// TDX module (its physical-address width).
 pub const HKID_SHIFT: u32 = crate::swmod::pamt::MAX_PA_BITS;
 
 /// A pending PAGE.ADD for one GFN (build-time population).
@@ -108,7 +151,7 @@ pub struct BackendStats {
 }
 
 /// The S-EPT backend of one TD.
-pub struct SeptBackend<S: Seamcall, K: VcpuKicker> {
+pub struct SeptBackend<S: Seamcall, K: TdHost> {
     tdx: Tdx<S>,
     tdr: Tdr,
     hkid: u16,
@@ -127,7 +170,7 @@ fn gpa(gfn: Gfn) -> Gpa {
     gfn.gpa()
 }
 
-impl<S: Seamcall, K: VcpuKicker> SeptBackend<S, K> {
+impl<S: Seamcall, K: TdHost> SeptBackend<S, K> {
     /// The backend of the TD whose TDR is `tdr` and HKID `hkid`.
     pub fn new(tdx: Tdx<S>, tdr: Tdr, hkid: u16, kicker: K) -> Self {
         SeptBackend {
@@ -226,7 +269,7 @@ impl<S: Seamcall, K: VcpuKicker> SeptBackend<S, K> {
     /// Writes back and invalidates the cache lines of a page the TD used, with its HKID.
     fn wbinvd(&self, pfn: Pfn, pages: u64) -> Result<(), ExternalError> {
         for i in 0..pages {
-            let pa = pfn.add(i).hpa().raw() | (self.hkid as u64) << HKID_SHIFT;
+            let pa = pfn.add(i).hpa().raw() | (self.hkid as u64) << self.kicker.hkid_shift();
             self.retry(|| self.tdx.phymem_page_wbinvd(Hpa::new(pa)))?;
         }
         Ok(())
@@ -236,7 +279,10 @@ impl<S: Seamcall, K: VcpuKicker> SeptBackend<S, K> {
     /// refuses (the page must never be reused).
     fn reclaim(&self, pfn: Pfn) -> PageRelease {
         match self.retry(|| self.tdx.phymem_page_reclaim(pfn.hpa())) {
-            Ok(_) => PageRelease::Returned,
+            Ok(r) => {
+                self.kicker.reset_pages(pfn, page_size_pages(r.size));
+                PageRelease::Returned
+            }
             Err(_) => {
                 self.leaked.fetch_add(1, Ordering::Relaxed);
                 PageRelease::Leaked
@@ -279,7 +325,7 @@ impl<S: Seamcall, K: VcpuKicker> SeptBackend<S, K> {
             }
         }
         retry_busy(|| self.tdx.mng_vpflushdone(self.tdr))?;
-        cache_wb(&self.tdx)?;
+        self.kicker.on_each_package(&|| cache_wb(&self.tdx))?;
         retry_busy(|| self.tdx.mng_key_freeid(self.tdr))?;
         self.teardown.store(true, Ordering::Release);
         Ok(())
@@ -306,7 +352,7 @@ impl<S: Seamcall, K: VcpuKicker> SeptBackend<S, K> {
     }
 }
 
-impl<S: Seamcall, K: VcpuKicker> ExternalPageTable for SeptBackend<S, K> {
+impl<S: Seamcall, K: TdHost> ExternalPageTable for SeptBackend<S, K> {
     fn link_spt(&self, gfn: Gfn, level: Level, spt: &ExternalSpt) -> Result<(), ExternalError> {
         let page = spt.frame().pfn().hpa();
         self.retry(|| {
@@ -365,6 +411,7 @@ impl<S: Seamcall, K: VcpuKicker> ExternalPageTable for SeptBackend<S, K> {
         }
         let removed = self.retry(|| self.tdx.mem_page_remove(self.tdr, gpa(gfn), sl))?;
         self.wbinvd(removed.pfn(), sl.pages())?;
+        self.kicker.reset_pages(removed.pfn(), sl.pages());
         Ok(PageRelease::Returned)
     }
 
@@ -386,6 +433,7 @@ impl<S: Seamcall, K: VcpuKicker> ExternalPageTable for SeptBackend<S, K> {
                 .mem_sept_remove(self.tdr, gpa(gfn), SeptLevel::from_mmu(level))
         })?;
         self.wbinvd(pfn, 1)?;
+        self.kicker.reset_pages(pfn, 1);
         Ok(SptRelease::Returned)
     }
 }

@@ -130,7 +130,7 @@ struct Done {
     out: SeamArgs,
 }
 
-/// Typed SEAMCALL leaves over a backend: the CPU ([`crate::seamcall::HwSeamcall`]) or a
+/// Typed SEAMCALL leaves over a backend: the CPU (the kernel module's SEAMCALL backend) or a
 /// software TDX module.
 #[derive(Debug)]
 pub struct Tdx<S: Seamcall> {

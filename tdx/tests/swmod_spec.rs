@@ -3423,3 +3423,55 @@ fn concurrent_sept_add_aug_block_see_only_success_or_busy_and_end_consistent() {
     .sum();
     assert_eq!(errors, refused);
 }
+
+// ---- TDH.SYS.RD (global metadata) ------------------------------------------------------------
+
+#[test]
+fn sys_rd_answers_intel_field_ids_in_bytes_and_chains_rdx() {
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    // TDCS_BASE_SIZE is in bytes: the host derives the TDCX page count from it.
+    let (st, out) = call(&m, abi::leaf::SYS_RD, 0, abi::md::TDCS_BASE_SIZE, 0, 0);
+    assert_eq!(st, status::SUCCESS);
+    assert_eq!(out.r8, MIN_TDCS_PAGES * 4096);
+    assert_eq!(
+        out.rdx,
+        abi::md::TDVPS_BASE_SIZE,
+        "RDX names the next readable field"
+    );
+    let (st, out) = call(&m, abi::leaf::SYS_RD, 0, abi::md::TDVPS_BASE_SIZE, 0, 0);
+    assert_eq!(st, status::SUCCESS);
+    assert_eq!(out.r8, TDVPS_PAGES * 4096);
+    let (st, out) = call(&m, abi::leaf::SYS_RD, 0, abi::md::TDR_BASE_SIZE, 0, 0);
+    assert_eq!((st, out.r8), (status::SUCCESS, 4096));
+    let (st, out) = call(&m, abi::leaf::SYS_RD, 0, abi::md::MAX_VCPUS_PER_TD, 0, 0);
+    assert_eq!(st, status::SUCCESS);
+    assert_eq!(out.r8, abi::MAX_VCPUS_PER_TD as u64);
+    assert_eq!(out.rdx, abi::md::FIELD_ID_NA, "last field: no next one");
+    // Through the typed wrapper too.
+    let tdx = Tdx::new(&m);
+    assert_eq!(
+        tdx.sys_rd(abi::md::TDCS_BASE_SIZE),
+        Ok(MIN_TDCS_PAGES * 4096)
+    );
+}
+
+#[test]
+fn sys_rd_unknown_field_is_refused_with_no_value_and_no_next_field() {
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    // The software module's own small ids of old are not field ids.
+    for field in [1u64, 2, 0x9800_0001_0000_0300, u64::MAX] {
+        let (st, out) = call(&m, abi::leaf::SYS_RD, 0, field, 0x55, 0);
+        assert_eq!(
+            st, 0xC000_0C00_0000_0000,
+            "field {field:#x}: METADATA_FIELD_ID_INCORRECT"
+        );
+        assert_eq!(out.r8, 0, "field {field:#x}: R8 cleared");
+        assert_eq!(
+            out.rdx,
+            abi::md::FIELD_ID_NA,
+            "field {field:#x}: RDX = MD_FIELD_ID_NA"
+        );
+    }
+}

@@ -122,19 +122,26 @@ pub fn pfn(h: Hpa) -> Pfn {
     h.pfn()
 }
 
-/// The TD's vCPUs as the software module sees them: a kick makes each leave the TD.
+/// The test host: a kick makes each of the TD's vCPUs leave the TD (as the software module sees
+/// them); pages given back are recorded, not reset (the software module poisons nothing).
 pub struct Kick<'a> {
     /// The module.
     pub m: &'a SwModule<'a>,
     /// The vCPUs' TDVPR pages.
     pub vcpus: Vec<Pfn>,
+    /// Every `reset_pages(pfn, pages)` call, in order.
+    pub reset: std::sync::Mutex<Vec<(Pfn, u64)>>,
 }
 
-impl tdx::sept_backend::VcpuKicker for Kick<'_> {
+impl tdx::sept_backend::TdHost for Kick<'_> {
     fn kick_all(&self) {
         for &v in &self.vcpus {
             self.m.vcpu_exit(v);
         }
+    }
+
+    fn reset_pages(&self, pfn: Pfn, pages: u64) {
+        self.reset.lock().unwrap().push((pfn, pages));
     }
 }
 
@@ -154,6 +161,7 @@ pub fn backend<'a>(m: &'a SwModule<'a>, td: &TestTd) -> Backend<'a> {
         Kick {
             m,
             vcpus: td.vcpus.iter().map(|v| v.hpa().pfn()).collect(),
+            reset: std::sync::Mutex::new(Vec::new()),
         },
     )
 }

@@ -1,20 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Metadata fields the software module answers for TDH.SYS.RD, TDH.MNG.RD/WR and TDH.VP.RD/WR.
 //!
-//! Field identifiers here are the software module's own small set (the real module's field-id
-//! encoding — class, context, element size, sequence — is not reproduced): each names one value
-//! the host needs. Unknown fields are refused with `TDX_METADATA_FIELD_ID_INCORRECT`.
+//! Global (SYS) fields use Intel's field identifiers ([`crate::abi::md`]). TD- and vCPU-scope
+//! fields (MNG/VP.RD/WR) are the software module's own small set: the real module's encoding
+//! of those is not reproduced, each names one value the host needs. Unknown fields are refused
+//! with `TDX_METADATA_FIELD_ID_INCORRECT`.
 
-/// SYS: TDCX pages a TD needs (`MIN_TDCS_PAGES`).
-pub const SYS_TDCS_PAGES: u64 = 0x1;
-/// SYS: pages per vCPU, TDVPR included.
-pub const SYS_TDVPS_PAGES: u64 = 0x2;
-/// SYS: first private HKID.
-pub const SYS_HKID_FIRST: u64 = 0x3;
-/// SYS: number of private HKIDs.
-pub const SYS_HKID_COUNT: u64 = 0x4;
-/// SYS: most vCPUs per TD.
-pub const SYS_MAX_VCPUS_PER_TD: u64 = 0x5;
+pub use crate::abi::md::{
+    MAX_VCPUS_PER_TD as SYS_MAX_VCPUS_PER_TD, TDCS_BASE_SIZE as SYS_TDCS_BASE_SIZE,
+    TDR_BASE_SIZE as SYS_TDR_BASE_SIZE, TDVPS_BASE_SIZE as SYS_TDVPS_BASE_SIZE,
+};
 
 /// MNG: TD attributes.
 pub const TD_ATTRIBUTES: u64 = 0x100;

@@ -388,16 +388,26 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
     }
 
+    /// TDH.SYS.RD: one global field in R8, the next readable field's id in RDX
+    /// (`MD_FIELD_ID_NA` after the last one, and on failure).
     pub(super) fn sys_rd(&self, a: &mut SeamArgs) -> u64 {
-        let v = match a.rdx {
-            fields::SYS_TDCS_PAGES => MIN_TDCS_PAGES,
-            fields::SYS_TDVPS_PAGES => TDVPS_PAGES,
-            fields::SYS_HKID_FIRST => self.hkid_first as u64,
-            fields::SYS_HKID_COUNT => self.hkid_count as u64,
-            fields::SYS_MAX_VCPUS_PER_TD => MAX_VCPUS_PER_TD as u64,
-            _ => return fields::METADATA_FIELD_ID_INCORRECT,
+        const PAGE: u64 = 4096;
+        let table = [
+            (fields::SYS_TDR_BASE_SIZE, PAGE),
+            (fields::SYS_TDCS_BASE_SIZE, MIN_TDCS_PAGES * PAGE),
+            (fields::SYS_TDVPS_BASE_SIZE, TDVPS_PAGES * PAGE),
+            (fields::SYS_MAX_VCPUS_PER_TD, MAX_VCPUS_PER_TD as u64),
+        ];
+        let field = a.rdx;
+        a.rdx = crate::abi::md::FIELD_ID_NA;
+        a.r8 = 0;
+        let Some(i) = table.iter().position(|&(id, _)| id == field) else {
+            return fields::METADATA_FIELD_ID_INCORRECT;
         };
-        a.r8 = v;
+        a.r8 = table[i].1;
+        a.rdx = table
+            .get(i + 1)
+            .map_or(crate::abi::md::FIELD_ID_NA, |&(id, _)| id);
         status::SUCCESS
     }
 
