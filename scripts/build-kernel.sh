@@ -66,6 +66,7 @@ fi
 "${K[@]}" tinyconfig >>"$log" 2>&1
 cfg_args=()
 enabled=()
+modules=()
 disabled=()
 while IFS= read -r line; do
     line="${line%%#*}"
@@ -74,6 +75,7 @@ while IFS= read -r line; do
     cfg_args+=("${words[@]}")
     case "${words[0]}" in
         -e | --enable) enabled+=("${words[1]}") ;;
+        -m | --module) modules+=("${words[1]}") ;;
         -d | --disable) disabled+=("${words[1]}") ;;
     esac
 done <"$KERNEL_FRAGMENT"
@@ -93,6 +95,12 @@ for opt in "${enabled[@]}"; do
         bad=1
     fi
 done
+for opt in "${modules[@]}"; do
+    if ! grep -qx "CONFIG_$opt=m" "$KDIR/.config"; then
+        echo "build-kernel: FAILED: fragment builds $opt as a module but .config does not have CONFIG_$opt=m" >&2
+        bad=1
+    fi
+done
 for opt in "${disabled[@]}"; do
     if grep -qE "^CONFIG_$opt=[ym]" "$KDIR/.config"; then
         echo "build-kernel: FAILED: fragment disables $opt but .config has it set" >&2
@@ -103,7 +111,7 @@ if ((bad)); then
     echo "build-kernel: a dependency of the options above is missing from kernel/config.fragment" >&2
     exit 1
 fi
-echo "build-kernel: .config OK (CONFIG_RUST=y, CONFIG_KASAN=y, ${#enabled[@]} enabled, ${#disabled[@]} disabled)"
+echo "build-kernel: .config OK (CONFIG_RUST=y, CONFIG_KASAN=y, ${#enabled[@]} enabled, ${#modules[@]} modules, ${#disabled[@]} disabled)"
 
 echo "build-kernel: make -j$(nproc) in $KDIR (log: $log)"
 t1=$SECONDS

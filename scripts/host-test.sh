@@ -21,8 +21,8 @@ if cargo clippy --workspace --all-targets -- -D warnings; then
 else
     failed=$((failed + 1)); status=1
 fi
-echo "== rustfmt"
-if cargo fmt --all --check; then
+echo "== rustfmt (workspace, and the kernel module crate src/, edition 2021 as Kbuild builds it)"
+if cargo fmt --all --check && rustfmt --edition 2021 --check src/tdx_kvm_main.rs; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1)); status=1

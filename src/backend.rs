@@ -3,18 +3,21 @@
 //!
 //! - `off`: no TDX; `KVM_X86_TDX_VM` is refused.
 //! - `emulated`: the software TDX module (`tdx::swmod`) over all of RAM, on any x86_64 host.
-//! - `hw`: the real TDX module. Driving it needs VMX operation on every CPU and
-//!   `tdx_enable()`, which this module does not do yet, so `hw` fails `insmod` with `ENODEV`.
-//! - `auto` (default): `hw` where that works, else `off`; today always `off`.
+//! - `hw`: the real TDX module ([`crate::hw`]): VMX operation on every CPU, `tdx_enable()`.
+//!   On a host without TDX `insmod` fails with `ENODEV` and one line saying why.
+//! - `auto` (default): `hw` if the host kernel found TDX enabled by the BIOS and bring-up
+//!   succeeds, else `off` (with one line saying why when TDX was there but would not come up).
 
 use crate::env::{KernelPhys, KernelSha};
 use crate::glue;
+use crate::hw::{self, HwSeamcall};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use mmu::Pfn;
 use tdx::seamcall::{SeamArgs, Seamcall};
 use tdx::swmod::{pamt::MAX_TDMR_PAGES, SwTdxModule};
+use tdx::TdxError;
 
 /// The software module as the kernel instantiates it.
 pub(crate) type SwModule = SwTdxModule<KernelPhys, KernelSha>;
@@ -24,40 +27,91 @@ pub(crate) type SwModule = SwTdxModule<KernelPhys, KernelSha>;
 pub(crate) enum Mode {
     Off,
     Emulated,
+    Hw,
 }
 
 static SWMOD: AtomicPtr<SwModule> = AtomicPtr::new(core::ptr::null_mut());
 
-/// HKIDs the software module hands out, and which are in use.
-pub(crate) const HKID_FIRST: u16 = 1;
-pub(crate) const HKID_COUNT: u16 = 32;
-static HKIDS_USED: AtomicU64 = AtomicU64::new(0);
+/// HKIDs the software module hands out.
+const SW_HKID_FIRST: u16 = 1;
+const SW_HKID_COUNT: u16 = 32;
+
+/// Most HKIDs this module tracks (real hosts have tens to hundreds of TDX KeyIDs).
+const MAX_HKIDS: usize = 1024;
+static HKID_FIRST: AtomicU16 = AtomicU16::new(0);
+static HKID_COUNT: AtomicU16 = AtomicU16::new(0);
+static HKIDS_USED: [AtomicU64; MAX_HKIDS / 64] = [const { AtomicU64::new(0) }; MAX_HKIDS / 64];
+/// The TDX module's global KeyID (`hw` only: the TDR is written back with it at reclaim).
+static GLOBAL_KEYID: AtomicU16 = AtomicU16::new(0);
+/// Where a KeyID goes in a physical address on the real module.
+static HW_HKID_SHIFT: AtomicU32 = AtomicU32::new(0);
+/// TDCX pages per TD and pages per vCPU (TDVPR included), from TDH.SYS.RD.
+static TDCS_PAGES: AtomicU16 = AtomicU16::new(0);
+static TDVPS_PAGES: AtomicU16 = AtomicU16::new(0);
+
+/// Sets the HKID range TDs draw from (backend start, before any VM exists).
+fn set_hkids(first: u16, count: u16) {
+    HKID_FIRST.store(first, Ordering::Relaxed);
+    HKID_COUNT.store(count.min(MAX_HKIDS as u16), Ordering::Release);
+}
 
 /// Takes a free HKID.
 pub(crate) fn alloc_hkid() -> Option<u16> {
-    let mut cur = HKIDS_USED.load(Ordering::Relaxed);
-    loop {
-        let free = (!cur).trailing_zeros() as u16;
-        if free >= HKID_COUNT {
-            return None;
-        }
-        match HKIDS_USED.compare_exchange(cur, cur | 1 << free, Ordering::AcqRel, Ordering::Relaxed)
-        {
-            Ok(_) => return Some(HKID_FIRST + free),
-            Err(c) => cur = c,
+    let count = HKID_COUNT.load(Ordering::Acquire) as usize;
+    for (w, word) in HKIDS_USED.iter().enumerate() {
+        let mut cur = word.load(Ordering::Relaxed);
+        loop {
+            let bit = (!cur).trailing_zeros() as usize;
+            if bit >= 64 || w * 64 + bit >= count {
+                break;
+            }
+            match word.compare_exchange(cur, cur | 1 << bit, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(HKID_FIRST.load(Ordering::Relaxed) + (w * 64 + bit) as u16),
+                Err(c) => cur = c,
+            }
         }
     }
+    None
 }
 
 /// Returns an HKID (after TDH.MNG.KEY.FREEID).
 pub(crate) fn free_hkid(hkid: u16) {
-    if let Some(bit) = hkid.checked_sub(HKID_FIRST) {
-        HKIDS_USED.fetch_and(!(1u64 << bit), Ordering::AcqRel);
+    let Some(i) = hkid.checked_sub(HKID_FIRST.load(Ordering::Relaxed)) else {
+        return;
+    };
+    if let Some(word) = HKIDS_USED.get(i as usize / 64) {
+        word.fetch_and(!(1u64 << (i % 64)), Ordering::AcqRel);
     }
 }
 
-/// The selected backend, parsed from `tdx=`; `Err(ENODEV)` for `hw` (and `EINVAL` for
-/// nonsense), with one line in the kernel log saying why.
+/// TD control-structure sizes in pages: (TDCX pages per TD, pages per vCPU with the TDVPR).
+pub(crate) fn td_sizes() -> (usize, usize) {
+    (
+        TDCS_PAGES.load(Ordering::Relaxed) as usize,
+        TDVPS_PAGES.load(Ordering::Relaxed) as usize,
+    )
+}
+
+/// Records the sizes the TDX module reported, refusing what the VM objects cannot hold.
+fn set_td_sizes(tdcs: u64, tdvps: u64) -> Result {
+    let (max_tdcs, max_tdvps) = crate::vm::MAX_TD_PAGES;
+    if tdcs == 0 || tdcs > max_tdcs as u64 || tdvps == 0 || tdvps > max_tdvps as u64 {
+        pr_err!(
+            "the TDX module wants {} TDCX pages per TD and {} per vCPU: more than this module supports ({}, {})\n",
+            tdcs,
+            tdvps,
+            max_tdcs,
+            max_tdvps
+        );
+        return Err(ENODEV);
+    }
+    TDCS_PAGES.store(tdcs as u16, Ordering::Relaxed);
+    TDVPS_PAGES.store(tdvps as u16, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The selected backend, parsed from `tdx=`; `Err(ENODEV)` for `hw` on a host without TDX
+/// (and `EINVAL` for nonsense), with one line in the kernel log saying why.
 pub(crate) fn select() -> Result<Mode> {
     if glue::param_tdx_is(b"off") {
         return Ok(Mode::Off);
@@ -65,26 +119,34 @@ pub(crate) fn select() -> Result<Mode> {
     if glue::param_tdx_is(b"emulated") {
         return Ok(Mode::Emulated);
     }
-    // SAFETY: reads a CPU feature bit.
-    let host_tdx = unsafe { glue::tdxkvm_tdx_host_ready() };
     if glue::param_tdx_is(b"hw") {
-        if host_tdx {
-            pr_err!("tdx=hw: this host has TDX, but driving the real TDX module (VMXON + tdx_enable) is not implemented yet\n");
-        } else {
-            pr_err!(
-                "tdx=hw: this CPU/kernel has no TDX host support; use tdx=emulated or tdx=off\n"
-            );
-        }
-        return Err(ENODEV);
+        return Ok(Mode::Hw);
     }
     if glue::param_tdx_is(b"auto") {
-        if host_tdx {
-            pr_info!("tdx=auto: TDX host found, but the hardware backend is not implemented yet: TDX off\n");
-        }
-        return Ok(Mode::Off);
+        // SAFETY: reads a CPU feature bit.
+        let host_tdx = unsafe { glue::tdxkvm_tdx_host_ready() };
+        return Ok(if host_tdx { Mode::Hw } else { Mode::Off });
     }
     pr_err!("tdx= must be auto, hw, emulated or off\n");
     Err(EINVAL)
+}
+
+/// Brings the real TDX module up and records what TDs need from it.
+pub(crate) fn start_hw() -> Result {
+    let info = hw::start()?;
+    if let Err(e) = set_td_sizes(info.tdcs_pages, info.tdvps_pages) {
+        hw::stop();
+        return Err(e);
+    }
+    GLOBAL_KEYID.store(info.keyids.global, Ordering::Relaxed);
+    HW_HKID_SHIFT.store(info.hkid_shift, Ordering::Relaxed);
+    set_hkids(info.keyids.first_guest, info.keyids.guests);
+    Ok(())
+}
+
+/// Undoes [`start_hw`] (module exit; no VM can exist any more).
+pub(crate) fn stop_hw() {
+    hw::stop();
 }
 
 /// Builds the software TDX module over all of RAM and publishes it.
@@ -102,7 +164,7 @@ pub(crate) fn start_emulated() -> Result<KBox<SwModule>> {
         return Err(ENODEV);
     }
     let mut m = KBox::new(
-        SwTdxModule::new(KernelPhys, KernelSha, HKID_FIRST, HKID_COUNT),
+        SwTdxModule::new(KernelPhys, KernelSha, SW_HKID_FIRST, SW_HKID_COUNT),
         GFP_KERNEL,
     )?;
     // SAFETY: reads max_pfn.
@@ -123,6 +185,22 @@ pub(crate) fn start_emulated() -> Result<KBox<SwModule>> {
         }
         base += pages;
     }
+    let sizes = {
+        let tdx = tdx::Tdx::new(&*m);
+        tdx.sys_rd(tdx::abi::md::TDCS_BASE_SIZE)
+            .and_then(|c| Ok((c / 4096, tdx.sys_rd(tdx::abi::md::TDVPS_BASE_SIZE)? / 4096)))
+    };
+    let sized = match sizes {
+        Ok((tdcs, tdvps)) => set_td_sizes(tdcs, tdvps),
+        Err(_) => Err(ENODEV),
+    };
+    if let Err(e) = sized {
+        drop(m);
+        // SAFETY: undo the init above.
+        unsafe { glue::tdxkvm_sha512_exit() };
+        return Err(e);
+    }
+    set_hkids(SW_HKID_FIRST, SW_HKID_COUNT);
     SWMOD.store(&mut *m as *mut SwModule, Ordering::Release);
     pr_info!(
         "tdx=emulated: software TDX module over {} pages of RAM, PAMT {} pages\n",
@@ -169,5 +247,78 @@ impl SwRef {
 impl Seamcall for SwRef {
     fn seamcall(&self, rax: u64, args: &mut SeamArgs) -> u64 {
         self.module().seamcall(rax, args)
+    }
+}
+
+/// The active TDX backend, as a TD holds it.
+#[derive(Clone, Copy)]
+pub(crate) enum TdxRef {
+    Sw(SwRef),
+    Hw(HwSeamcall),
+}
+
+impl TdxRef {
+    /// The backend `mode` selects, if it is up.
+    pub(crate) fn get(mode: Mode) -> Option<TdxRef> {
+        match mode {
+            Mode::Off => None,
+            Mode::Emulated => SwRef::get().map(TdxRef::Sw),
+            Mode::Hw => HwSeamcall::get().map(TdxRef::Hw),
+        }
+    }
+
+    /// The software module, if that is the backend.
+    pub(crate) fn sw(&self) -> Option<SwRef> {
+        match self {
+            TdxRef::Sw(sw) => Some(*sw),
+            TdxRef::Hw(_) => None,
+        }
+    }
+
+    /// Runs `f` once per CPU package: on the real module, on a CPU of each package; the
+    /// software module models one package.
+    pub(crate) fn on_each_package(
+        &self,
+        f: &(dyn Fn() -> Result<(), TdxError> + Sync),
+    ) -> Result<(), TdxError> {
+        match self {
+            TdxRef::Sw(_) => f(),
+            TdxRef::Hw(_) => hw::on_each_package(f),
+        }
+    }
+
+    /// Resets pages the TD gave back before the host reuses them (real module only).
+    pub(crate) fn reset_pages(&self, pfn: Pfn, pages: u64) {
+        if let TdxRef::Hw(_) = self {
+            hw::reset_pages(pfn, pages);
+        }
+    }
+
+    /// The TDX module's global KeyID, with which a reclaimed TDR is written back (real module
+    /// only: the software module keeps no cache state per KeyID).
+    pub(crate) fn global_keyid(&self) -> Option<u16> {
+        match self {
+            TdxRef::Sw(_) => None,
+            TdxRef::Hw(_) => Some(GLOBAL_KEYID.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl TdxRef {
+    /// Where a KeyID goes in a physical address (PHYMEM.PAGE.WBINVD operands).
+    pub(crate) fn hkid_shift(&self) -> u32 {
+        match self {
+            TdxRef::Sw(_) => tdx::sept_backend::HKID_SHIFT,
+            TdxRef::Hw(_) => HW_HKID_SHIFT.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Seamcall for TdxRef {
+    fn seamcall(&self, rax: u64, args: &mut SeamArgs) -> u64 {
+        match self {
+            TdxRef::Sw(sw) => sw.seamcall(rax, args),
+            TdxRef::Hw(hw) => hw.seamcall(rax, args),
+        }
     }
 }

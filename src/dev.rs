@@ -2,7 +2,7 @@
 //! `/dev/kvm` system ioctls and VM-fd ioctls, with KVM's numbers, structures and errnos.
 
 use crate::abi::*;
-use crate::backend::{Mode, SwRef};
+use crate::backend::{Mode, TdxRef};
 use crate::glue;
 use crate::stats;
 use crate::vm::Vm;
@@ -18,8 +18,21 @@ pub(crate) fn set_mode(m: Mode) {
     MODE.store(m as u8, Ordering::Relaxed);
 }
 
+fn mode() -> Mode {
+    match MODE.load(Ordering::Relaxed) {
+        m if m == Mode::Emulated as u8 => Mode::Emulated,
+        m if m == Mode::Hw as u8 => Mode::Hw,
+        _ => Mode::Off,
+    }
+}
+
+/// The TDX backend TDs are created on, if one is up.
+pub(crate) fn tdx_backend() -> Option<TdxRef> {
+    TdxRef::get(mode())
+}
+
 fn tdx_active() -> bool {
-    MODE.load(Ordering::Relaxed) == Mode::Emulated as u8 && SwRef::get().is_some()
+    tdx_backend().is_some()
 }
 
 /// Machine types `KVM_CREATE_VM` accepts, as a `KVM_CAP_VM_TYPES` bit mask.
@@ -49,7 +62,7 @@ fn create_vm(vm_type: usize) -> Result<isize> {
         return Err(EINVAL);
     }
     let vm = match vm_type {
-        KVM_X86_TDX_VM => Vm::new_td(SwRef::get().ok_or(EINVAL)?)?,
+        KVM_X86_TDX_VM => Vm::new_td(tdx_backend().ok_or(EINVAL)?)?,
         _ => Vm::new_plain()?,
     };
     let vm = KBox::new(vm, GFP_KERNEL)?;

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * Thin C glue for what the 6.12 Rust `kernel` crate lacks: the misc device, anonymous-inode
- * VM files, debugfs, module parameters, page-frame helpers, an rwlock and the crypto API.
+ * VM files, debugfs, module parameters, page-frame helpers, an rwlock, the crypto API, and
+ * for tdx=hw the CPU services around VMX operation and the host kernel's TDX API.
  * Every function here is a few lines; all logic lives in Rust.
  */
 #include <linux/anon_inodes.h>
+#include <linux/bitmap.h>
+#include <linux/cpu.h>
+#include <linux/cpuhotplug.h>
 #include <linux/debugfs.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
@@ -16,6 +20,12 @@
 #include <crypto/hash.h>
 #include <crypto/sha2.h>
 #include <crypto/sha512_base.h>
+#include <asm/msr.h>
+#include <asm/perf_event.h>
+#include <asm/reboot.h>
+#include <asm/tdx.h>
+#include <asm/tlbflush.h>
+#include <asm/topology.h>
 
 #include "glue.h"
 
@@ -276,7 +286,13 @@ int tdxkvm_sha512_compress(u64 *state, const u8 *block)
 	return r;
 }
 
-/* Whether the CPU has the TDX host feature and the kernel initialised the TDX module. */
+/*
+ * tdx=hw: the host kernel's TDX support (CONFIG_INTEL_TDX_HOST) and the CPU services around
+ * VMX operation. src/hw/ holds the logic; these are the kernel's inline helpers, macros and
+ * per-CPU data made callable.
+ */
+
+/* Whether the host kernel found TDX enabled by the BIOS at boot (private KeyIDs exist). */
 bool tdxkvm_tdx_host_ready(void)
 {
 #ifdef CONFIG_INTEL_TDX_HOST
@@ -284,4 +300,154 @@ bool tdxkvm_tdx_host_ready(void)
 #else
 	return false;
 #endif
+}
+
+/* VMX usable on this CPU (the kernel clears the flag when IA32_FEAT_CTL forbids VMXON). */
+bool tdxkvm_this_cpu_has_vmx(void)
+{
+	return this_cpu_has(X86_FEATURE_VMX);
+}
+
+/* Physical-address bits left once MKTME/TDX KeyID bits are taken out: where a KeyID goes. */
+unsigned int tdxkvm_phys_bits(void)
+{
+	return boot_cpu_data.x86_phys_bits;
+}
+
+bool tdxkvm_boot_cpu_has_movdir64b(void)
+{
+	return boot_cpu_has(X86_FEATURE_MOVDIR64B);
+}
+
+int tdxkvm_rdmsr_safe(u32 msr, u64 *val)
+{
+	return rdmsrl_safe(msr, val);
+}
+
+bool tdxkvm_cr4_vmxe(void)
+{
+	return cr4_read_shadow() & X86_CR4_VMXE;
+}
+
+/* CR4.VMXE on, Intel PT told VMX operation begins (as KVM's kvm_cpu_vmxon). IRQs are off. */
+void tdxkvm_vmx_on_prepare(void)
+{
+	intel_pt_handle_vmx(1);
+	cr4_set_bits(X86_CR4_VMXE);
+}
+
+/* After VMXOFF (or a failed VMXON): CR4.VMXE off, Intel PT back. */
+void tdxkvm_vmx_off_finish(void)
+{
+	cr4_clear_bits(X86_CR4_VMXE);
+	intel_pt_handle_vmx(0);
+}
+
+/* This CPU's VMXON region (one page's address, 0 when not in VMX operation by us). */
+static DEFINE_PER_CPU(unsigned long, vmxon_region);
+
+unsigned long *tdxkvm_this_cpu_vmxon_region(void)
+{
+	return this_cpu_ptr(&vmxon_region);
+}
+
+unsigned long tdxkvm_local_irq_save(void)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	return flags;
+}
+
+void tdxkvm_local_irq_restore(unsigned long flags)
+{
+	local_irq_restore(flags);
+}
+
+void tdxkvm_cpus_read_lock(void)
+{
+	cpus_read_lock();
+}
+
+void tdxkvm_cpus_read_unlock(void)
+{
+	cpus_read_unlock();
+}
+
+/* A dynamic CPU-hotplug state whose online callback runs now on every online CPU. */
+int tdxkvm_cpuhp_setup_cpuslocked(int (*online)(unsigned int), int (*offline)(unsigned int))
+{
+	return cpuhp_setup_state_cpuslocked(CPUHP_AP_ONLINE_DYN, "tdx_kvm:online", online,
+					    offline);
+}
+
+void tdxkvm_cpuhp_remove(int state)
+{
+	cpuhp_remove_state(state);
+}
+
+int tdxkvm_tdx_cpu_enable(void)
+{
+	return tdx_cpu_enable();
+}
+
+/* Caller holds cpus_read_lock(). */
+int tdxkvm_tdx_enable(void)
+{
+	return tdx_enable();
+}
+
+void tdxkvm_emergency_virt_register(void (*cb)(void))
+{
+	cpu_emergency_register_virt_callback(cb);
+}
+
+void tdxkvm_emergency_virt_unregister(void (*cb)(void))
+{
+	cpu_emergency_unregister_virt_callback(cb);
+}
+
+/* Whether another online CPU shares `cpu`'s package. */
+bool tdxkvm_package_has_other_online_cpu(unsigned int cpu)
+{
+	unsigned int i;
+
+	for_each_online_cpu(i)
+		if (i != cpu && topology_physical_package_id(i) == topology_physical_package_id(cpu))
+			return true;
+	return false;
+}
+
+/* Runs fn(data) in process context on one online CPU of each package, stopping at an error. */
+int tdxkvm_on_each_package(int (*fn)(void *), void *data)
+{
+	unsigned long *seen = bitmap_zalloc(topology_max_packages(), GFP_KERNEL);
+	unsigned int cpu;
+	int r = 0;
+
+	if (!seen)
+		return -ENOMEM;
+	cpus_read_lock();
+	for_each_online_cpu(cpu) {
+		if (test_and_set_bit(topology_logical_package_id(cpu), seen))
+			continue;
+		r = smp_call_on_cpu(cpu, fn, data, false);
+		if (r)
+			break;
+	}
+	cpus_read_unlock();
+	bitmap_free(seen);
+	return r;
+}
+
+/* Resets a page's integrity state after the TDX module gave it back (Linux's MOVDIR64B loop). */
+void tdxkvm_movdir64b_clear_page(void *virt)
+{
+	const void *zero_page = (const void *)page_address(ZERO_PAGE(0));
+	unsigned long i;
+
+	for (i = 0; i < PAGE_SIZE; i += 64)
+		movdir64b(virt + i, zero_page);
+	/* MOVDIR64B is weakly ordered: order it before the page is reused. */
+	mb();
 }

@@ -33,5 +33,26 @@ int tdxkvm_sha512_init(void);
 void tdxkvm_sha512_exit(void);
 int tdxkvm_sha512_compress(u64 *state, const u8 *block);
 bool tdxkvm_tdx_host_ready(void);
+bool tdxkvm_this_cpu_has_vmx(void);
+unsigned int tdxkvm_phys_bits(void);
+bool tdxkvm_boot_cpu_has_movdir64b(void);
+int tdxkvm_rdmsr_safe(u32 msr, u64 *val);
+bool tdxkvm_cr4_vmxe(void);
+void tdxkvm_vmx_on_prepare(void);
+void tdxkvm_vmx_off_finish(void);
+unsigned long *tdxkvm_this_cpu_vmxon_region(void);
+unsigned long tdxkvm_local_irq_save(void);
+void tdxkvm_local_irq_restore(unsigned long flags);
+void tdxkvm_cpus_read_lock(void);
+void tdxkvm_cpus_read_unlock(void);
+int tdxkvm_cpuhp_setup_cpuslocked(int (*online)(unsigned int), int (*offline)(unsigned int));
+void tdxkvm_cpuhp_remove(int state);
+int tdxkvm_tdx_cpu_enable(void);
+int tdxkvm_tdx_enable(void);
+void tdxkvm_emergency_virt_register(void (*cb)(void));
+void tdxkvm_emergency_virt_unregister(void (*cb)(void));
+bool tdxkvm_package_has_other_online_cpu(unsigned int cpu);
+int tdxkvm_on_each_package(int (*fn)(void *), void *data);
+void tdxkvm_movdir64b_clear_page(void *virt);
 
 #endif

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Declarations of the C glue (`glue.c`) and the few safe wrappers around them.
 
-use core::ffi::{c_char, c_int, c_void};
+use core::ffi::{c_char, c_int, c_uint, c_void};
 
 extern "C" {
     pub(crate) fn tdxkvm_param_tdx() -> *const c_char;
@@ -32,6 +32,33 @@ extern "C" {
     pub(crate) fn tdxkvm_sha512_exit();
     pub(crate) fn tdxkvm_sha512_compress(state: *mut u64, block: *const u8) -> c_int;
     pub(crate) fn tdxkvm_tdx_host_ready() -> bool;
+    pub(crate) fn tdxkvm_this_cpu_has_vmx() -> bool;
+    pub(crate) fn tdxkvm_phys_bits() -> c_uint;
+    pub(crate) fn tdxkvm_boot_cpu_has_movdir64b() -> bool;
+    pub(crate) fn tdxkvm_rdmsr_safe(msr: u32, val: *mut u64) -> c_int;
+    pub(crate) fn tdxkvm_cr4_vmxe() -> bool;
+    pub(crate) fn tdxkvm_vmx_on_prepare();
+    pub(crate) fn tdxkvm_vmx_off_finish();
+    pub(crate) fn tdxkvm_this_cpu_vmxon_region() -> *mut usize;
+    pub(crate) fn tdxkvm_local_irq_save() -> usize;
+    pub(crate) fn tdxkvm_local_irq_restore(flags: usize);
+    pub(crate) fn tdxkvm_cpus_read_lock();
+    pub(crate) fn tdxkvm_cpus_read_unlock();
+    pub(crate) fn tdxkvm_cpuhp_setup_cpuslocked(
+        online: unsafe extern "C" fn(c_uint) -> c_int,
+        offline: unsafe extern "C" fn(c_uint) -> c_int,
+    ) -> c_int;
+    pub(crate) fn tdxkvm_cpuhp_remove(state: c_int);
+    pub(crate) fn tdxkvm_tdx_cpu_enable() -> c_int;
+    pub(crate) fn tdxkvm_tdx_enable() -> c_int;
+    pub(crate) fn tdxkvm_emergency_virt_register(cb: unsafe extern "C" fn());
+    pub(crate) fn tdxkvm_emergency_virt_unregister(cb: unsafe extern "C" fn());
+    pub(crate) fn tdxkvm_package_has_other_online_cpu(cpu: c_uint) -> bool;
+    pub(crate) fn tdxkvm_on_each_package(
+        f: unsafe extern "C" fn(*mut c_void) -> c_int,
+        data: *mut c_void,
+    ) -> c_int;
+    pub(crate) fn tdxkvm_movdir64b_clear_page(virt: *mut c_void);
 }
 
 /// The `tdx=` module parameter, compared without allocating.

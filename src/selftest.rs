@@ -8,7 +8,7 @@
 //! agree. Several writers at once run several TDs concurrently on the one software module.
 //! Afterwards every guest page must be back with the host (PAMT type NDA) before it is freed.
 
-use crate::backend::SwRef;
+use crate::backend::{SwRef, TdxRef};
 use crate::env::KernelSha;
 use crate::glue;
 use crate::vm::Vm;
@@ -46,7 +46,7 @@ fn run(ops: u64) -> Result {
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let result =
         (|| -> Result {
-            let mut vm = Vm::new_td(sw)?;
+            let mut vm = Vm::new_td(TdxRef::Sw(sw))?;
             let Vm::Td(td) = &mut vm else {
                 return Err(EINVAL);
             };

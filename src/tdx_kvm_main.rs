@@ -12,9 +12,11 @@ mod backend;
 mod dev;
 mod env;
 mod glue;
+mod hw;
 mod selftest;
 mod stats;
 mod vm;
+mod vmx;
 
 module! {
     type: TdxKvm,
@@ -26,14 +28,25 @@ module! {
 
 struct TdxKvm {
     sw: Option<KBox<backend::SwModule>>,
+    mode: backend::Mode,
 }
 
 impl kernel::Module for TdxKvm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let mode = backend::select()?;
-        let sw = match mode {
-            backend::Mode::Emulated => Some(backend::start_emulated()?),
-            backend::Mode::Off => None,
+        let auto = glue::param_tdx_is(b"auto");
+        let (mode, sw) = match mode {
+            backend::Mode::Emulated => (mode, Some(backend::start_emulated()?)),
+            backend::Mode::Hw => match backend::start_hw() {
+                Ok(()) => (mode, None),
+                // tdx=auto found TDX but could not bring it up: run without TDX.
+                Err(_) if auto => {
+                    pr_warn!("tdx=auto: TDX host found but not usable (see above): TDX off\n");
+                    (backend::Mode::Off, None)
+                }
+                Err(e) => return Err(e),
+            },
+            backend::Mode::Off => (mode, None),
         };
         dev::set_mode(mode);
         // SAFETY: creates the debugfs directory; removed in `drop`.
@@ -46,6 +59,9 @@ impl kernel::Module for TdxKvm {
             if let Some(sw) = sw {
                 backend::stop_emulated(sw);
             }
+            if mode == backend::Mode::Hw {
+                backend::stop_hw();
+            }
             pr_err!(
                 "cannot register /dev/kvm (misc minor 232): {} (is kvm loaded?)\n",
                 r
@@ -53,7 +69,7 @@ impl kernel::Module for TdxKvm {
             return Err(Error::from_errno(r));
         }
         pr_info!("/dev/kvm ready, tdx={:?}\n", mode);
-        Ok(TdxKvm { sw })
+        Ok(TdxKvm { sw, mode })
     }
 }
 
@@ -65,6 +81,9 @@ impl Drop for TdxKvm {
         unsafe { glue::tdxkvm_debugfs_exit() };
         if let Some(sw) = self.sw.take() {
             backend::stop_emulated(sw);
+        }
+        if self.mode == backend::Mode::Hw {
+            backend::stop_hw();
         }
     }
 }

@@ -3,7 +3,7 @@
 //! TDCX) in the TDX module and its HKID, created at `KVM_CREATE_VM` and given back when the
 //! fd is released. Release returns every page: MMU tables, external SPTs, headers, control pages.
 
-use crate::backend::{self, SwRef};
+use crate::backend::{self, TdxRef};
 use crate::env::{alloc_frame, free_frame, KernelEnv};
 use crate::stats;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -14,40 +14,69 @@ use mmu::spte::{Ept, Npt};
 use mmu::tdp::{MmuConfig, TdpMmu};
 use mmu::{GpaWidth, Level};
 use tdx::abi::status;
-use tdx::sept_backend::{cache_wb, retry_busy, SeptBackend, VcpuKicker};
-use tdx::swmod::{MIN_TDCS_PAGES, TDVPS_PAGES};
-use tdx::{Tdcx, Tdr, Tdvpr, Tdx};
+use tdx::abi::MAX_TDCS_PAGES;
+use tdx::sept_backend::{cache_wb, retry_busy, SeptBackend, TdHost};
+use tdx::{Tdcx, Tdr, Tdvpr, Tdx, TdxError};
 
 /// Most vCPUs a TD has here (only the self test creates any: the run path comes later).
 const MAX_TD_VCPUS: usize = 1;
 
-/// Kicks the TD's vCPUs out of the TD. On the software TDX module a vCPU is "inside" between
-/// its emulated entry and exit, so a kick is an emulated exit of each.
-pub(crate) struct SwKicker {
-    sw: SwRef,
+/// Most pages per vCPU (TDVPR included) a TD's vCPU slot holds.
+const MAX_TDVPS_PAGES: usize = 16;
+/// Capacity of the TD objects: (TDCX pages per TD, pages per vCPU); the backend refuses a
+/// TDX module that needs more.
+pub(crate) const MAX_TD_PAGES: (usize, usize) = (MAX_TDCS_PAGES as usize, MAX_TDVPS_PAGES);
+
+/// The host side of a TD's S-EPT backend: kicks, per-package calls, page resets.
+///
+/// On the software TDX module a vCPU is "inside" between its emulated entry and exit, so a kick
+/// is an emulated exit of each. On the real module no vCPU has entered yet (the run path is
+/// not there): nothing to kick.
+pub(crate) struct Host {
+    backend: TdxRef,
     vcpus: [AtomicU64; MAX_TD_VCPUS],
 }
 
-impl VcpuKicker for SwKicker {
+impl TdHost for Host {
     fn kick_all(&self) {
+        let Some(sw) = self.backend.sw() else { return };
         for v in &self.vcpus {
             let pfn = v.load(Ordering::Acquire);
             if pfn != 0 {
-                self.sw.module().vcpu_exit(mmu::Pfn::new(pfn));
+                sw.module().vcpu_exit(mmu::Pfn::new(pfn));
             }
         }
     }
+
+    fn on_each_package(
+        &self,
+        f: &(dyn Fn() -> Result<(), TdxError> + Sync),
+    ) -> Result<(), TdxError> {
+        self.backend.on_each_package(f)
+    }
+
+    fn reset_pages(&self, pfn: mmu::Pfn, pages: u64) {
+        self.backend.reset_pages(pfn, pages);
+    }
+
+    fn hkid_shift(&self) -> u32 {
+        self.backend.hkid_shift()
+    }
 }
 
-type TdBackend = SeptBackend<SwRef, SwKicker>;
+type TdBackend = SeptBackend<TdxRef, Host>;
 
 /// A TD's pages in the TDX module.
 struct TdControl {
-    tdx: Tdx<SwRef>,
+    tdx: Tdx<TdxRef>,
+    backend: TdxRef,
     tdr: Option<Frame>,
-    tdcx: [Option<Frame>; MIN_TDCS_PAGES as usize],
-    /// The vCPU's TDVPR and its TDCX pages (TDVPR first).
-    vcpu: [Option<Frame>; TDVPS_PAGES as usize],
+    /// TDCX pages: the first `nr_tdcx` slots are used.
+    tdcx: [Option<Frame>; MAX_TDCS_PAGES as usize],
+    nr_tdcx: usize,
+    /// The vCPU's TDVPR and its TDCX pages (TDVPR first): the first `nr_tdvps` slots.
+    vcpu: [Option<Frame>; MAX_TDVPS_PAGES],
+    nr_tdvps: usize,
     hkid: u16,
     /// Whether TDH.MNG.CREATE succeeded (the TDX module knows this TD).
     created: bool,
@@ -61,17 +90,24 @@ impl TdControl {
     }
 
     /// MNG.CREATE, KEY.CONFIG and the TDCX pages (upstream `__tdx_td_init`).
-    fn create(sw: SwRef) -> Result<Self> {
+    fn create(b: TdxRef) -> Result<Self> {
         let hkid = backend::alloc_hkid().ok_or(EBUSY)?;
+        let (nr_tdcx, nr_tdvps) = backend::td_sizes();
         let mut td = TdControl {
-            tdx: Tdx::new(sw),
+            tdx: Tdx::new(b),
+            backend: b,
             tdr: None,
-            tdcx: [const { None }; MIN_TDCS_PAGES as usize],
-            vcpu: [const { None }; TDVPS_PAGES as usize],
+            tdcx: [const { None }; MAX_TDCS_PAGES as usize],
+            nr_tdcx,
+            vcpu: [const { None }; MAX_TDVPS_PAGES],
+            nr_tdvps,
             hkid,
             created: false,
             released: false,
         };
+        if let TdxRef::Hw(_) = b {
+            crate::hw::td_created();
+        }
         td.tdr = Some(alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?);
         let tdr = td.tdr().ok_or(ENOMEM)?;
         retry_busy(|| td.tdx.mng_create(tdr, hkid)).map_err(|e| {
@@ -79,8 +115,15 @@ impl TdControl {
             EIO
         })?;
         td.created = true;
-        retry_busy(|| td.tdx.mng_key_config(tdr)).map_err(|_| EIO)?;
-        for i in 0..td.tdcx.len() {
+        // The TD's key goes into every package's memory controller.
+        let tdx = &td.tdx;
+        td.backend
+            .on_each_package(&|| retry_busy(|| tdx.mng_key_config(tdr)).map(|_| ()))
+            .map_err(|e| {
+                pr_err!("TDH.MNG.KEY.CONFIG: {:?}\n", e);
+                EIO
+            })?;
+        for i in 0..td.nr_tdcx.min(td.tdcx.len()) {
             let page = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
             let hpa = page.pfn().hpa();
             td.tdcx[i] = Some(page);
@@ -97,6 +140,11 @@ impl TdControl {
     /// VP.ADDCX, VP.INIT) and MR.FINALIZE: a runnable TD. Only the self test needs this today;
     /// the TDX VM ioctls (`KVM_TDX_INIT_VM`, ...) will do it with the VMM's parameters.
     fn make_runnable(&mut self) -> Result<Tdvpr> {
+        if self.backend.sw().is_none() {
+            // These TD_PARAMS are the software module's minimum; the real module needs the
+            // VMM's CPUID configuration (KVM_TDX_INIT_VM, later).
+            return Err(ENODEV);
+        }
         let tdr = self.tdr().ok_or(EINVAL)?;
         let params = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
         let w = params.table();
@@ -113,7 +161,7 @@ impl TdControl {
             pr_err!("TDH.MNG.INIT: {:?}\n", e);
             EIO
         })?;
-        for i in 0..self.vcpu.len() {
+        for i in 0..self.nr_tdvps.min(self.vcpu.len()) {
             let page = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
             let hpa = page.pfn().hpa();
             self.vcpu[i] = Some(page);
@@ -146,8 +194,9 @@ impl TdControl {
                 _ => {}
             }
         }
-        let r = retry_busy(|| self.tdx.mng_vpflushdone(tdr))
-            .and_then(|()| cache_wb(&self.tdx))
+        let tdx = &self.tdx;
+        let r = retry_busy(|| tdx.mng_vpflushdone(tdr))
+            .and_then(|()| self.backend.on_each_package(&|| cache_wb(tdx)))
             .and_then(|()| retry_busy(|| self.tdx.mng_key_freeid(tdr)));
         match r {
             Ok(()) => self.released = true,
@@ -163,13 +212,30 @@ impl TdControl {
 impl Drop for TdControl {
     fn drop(&mut self) {
         self.release_hkid();
-        let reclaim = |tdx: &Tdx<SwRef>, f: Frame, released: bool, created: bool| {
+        let global_keyid = self.backend.global_keyid();
+        let reclaim = |tdx: &Tdx<TdxRef>, f: Frame, released: bool, created: bool, is_tdr: bool| {
             // A page the module still owns must never go back to the allocator. A page the
             // module never took (creation stopped early) is NDA: RECLAIM refuses it, it is ours.
+            let pfn = f.pfn();
             let back = !created
                 || (released
-                    && match retry_busy(|| tdx.phymem_page_reclaim(f.pfn().hpa())) {
-                        Ok(_) => true,
+                    && match retry_busy(|| tdx.phymem_page_reclaim(pfn.hpa())) {
+                        Ok(_) => {
+                            // The TDR was written with the module's global KeyID: its cache
+                            // lines go before the page is reused (Linux's wbinvd_tdr).
+                            let flushed = match (is_tdr, global_keyid) {
+                                (true, Some(k)) => {
+                                    let pa = pfn.hpa().raw()
+                                        | u64::from(k) << tdx.backend().hkid_shift();
+                                    retry_busy(|| tdx.phymem_page_wbinvd(mmu::Hpa::new(pa))).is_ok()
+                                }
+                                _ => true,
+                            };
+                            if flushed {
+                                tdx.backend().reset_pages(pfn, 1);
+                            }
+                            flushed
+                        }
                         Err(e) => e.class() == status::PAGE_METADATA_INCORRECT,
                     });
             if back {
@@ -177,25 +243,28 @@ impl Drop for TdControl {
             } else {
                 pr_err!(
                     "TD page {:#x} leaked: the TDX module did not give it back\n",
-                    f.pfn().raw()
+                    pfn.raw()
                 );
             }
         };
         for slot in self.vcpu.iter_mut().rev() {
             if let Some(f) = slot.take() {
-                reclaim(&self.tdx, f, self.released, self.created);
+                reclaim(&self.tdx, f, self.released, self.created, false);
             }
         }
         for slot in self.tdcx.iter_mut().rev() {
             if let Some(f) = slot.take() {
-                reclaim(&self.tdx, f, self.released, self.created);
+                reclaim(&self.tdx, f, self.released, self.created, false);
             }
         }
         if let Some(f) = self.tdr.take() {
-            reclaim(&self.tdx, f, self.released, self.created);
+            reclaim(&self.tdx, f, self.released, self.created, true);
         }
         if self.released || !self.created {
             backend::free_hkid(self.hkid);
+        }
+        if let TdxRef::Hw(_) = self.backend {
+            crate::hw::td_destroyed();
         }
     }
 }
@@ -262,15 +331,15 @@ impl Vm {
         Ok(Vm::Plain(mmu))
     }
 
-    /// Creates a TD on the software TDX module.
-    pub(crate) fn new_td(sw: SwRef) -> Result<Self> {
-        let control = TdControl::create(sw)?;
+    /// Creates a TD on the active TDX backend.
+    pub(crate) fn new_td(b: TdxRef) -> Result<Self> {
+        let control = TdControl::create(b)?;
         let tdr = control.tdr().ok_or(ENOMEM)?;
-        let kicker = SwKicker {
-            sw,
+        let host = Host {
+            backend: b,
             vcpus: [const { AtomicU64::new(0) }; MAX_TD_VCPUS],
         };
-        let backend = SeptBackend::new(Tdx::new(sw), tdr, control.hkid, kicker);
+        let backend = SeptBackend::new(Tdx::new(b), tdr, control.hkid, host);
         let mut vm = TdVm { mmu: None, control };
         let env = KernelEnv::new().ok_or(ENOMEM)?;
         // TDH.MEM.PAGE.AUG maps 4K and 2M pages: cap the mirror's leaves at 2M.
