@@ -19,6 +19,7 @@
 //! Only compiled and load-tested on hosts without TDX (where it refuses with `ENODEV`); it has
 //! not run on a TDX host yet.
 
+use crate::extable::{ex_table_entry, EX_TYPE_FAULT};
 use crate::glue;
 use crate::vmx;
 use core::cell::UnsafeCell;
@@ -32,8 +33,6 @@ use tdx::{Tdx, TdxError};
 
 /// `IA32_MKTME_KEYID_PARTITIONING`: MKTME KeyIDs in 31:0, TDX private KeyIDs in 63:32.
 const MSR_IA32_MKTME_KEYID_PARTITIONING: u32 = 0x87;
-/// Exception-table entry type that puts the trap number in RAX (Linux `EX_TYPE_FAULT`).
-const EX_TYPE_FAULT: u32 = 2;
 /// Tries of a leaf that answers `TDX_RND_NO_ENTROPY` (Linux `RDRAND_RETRY_LOOPS`).
 const RND_RETRIES: u32 = 10;
 
@@ -81,12 +80,7 @@ impl HwSeamcall {
                 "4: movabs {tmp}, {sw}",
                 "or rax, {tmp}",
                 "3:",
-                ".pushsection __ex_table, \"a\"",
-                ".balign 4",
-                ".long 2b - .",
-                ".long 4b - .",
-                ".long {ex}",
-                ".popsection",
+                ex_table_entry!("2b", "4b"),
                 vmfail = const status::SW_VMFAILINVALID,
                 sw = const status::SW_ERROR,
                 ex = const EX_TYPE_FAULT,

@@ -11,6 +11,7 @@ mod abi;
 mod backend;
 mod dev;
 mod env;
+mod extable;
 mod glue;
 mod hw;
 mod selftest;

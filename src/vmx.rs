@@ -10,6 +10,7 @@
 //! No VMCS is ever loaded here: TDs run through the TDX module (TDH.VP.ENTER), which manages its
 //! own VMCSs, so leaving VMX operation needs no VMCLEAR.
 
+use crate::extable::{ex_table_entry, EX_TYPE_DEFAULT};
 use crate::glue;
 use core::ffi::c_void;
 use kernel::prelude::*;
@@ -17,8 +18,6 @@ use kernel::prelude::*;
 /// `IA32_VMX_BASIC`: VMCS revision identifier (30:0), VMXON region size (44:32), 32-bit
 /// physical-address limit (48).
 const MSR_IA32_VMX_BASIC: u32 = 0x480;
-/// Exception-table entry type that resumes at the fixup (Linux `EX_TYPE_DEFAULT`).
-const EX_TYPE_DEFAULT: u32 = 1;
 
 /// Why this CPU cannot enter VMX operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,12 +77,7 @@ unsafe fn vmxon(pa: u64) -> bool {
             "jmp 3f",
             "4: mov {ok}, 0",
             "3:",
-            ".pushsection __ex_table, \"a\"",
-            ".balign 4",
-            ".long 2b - .",
-            ".long 4b - .",
-            ".long {ex}",
-            ".popsection",
+            ex_table_entry!("2b", "4b"),
             pa = in(reg) &pa,
             ok = out(reg_byte) ok,
             ex = const EX_TYPE_DEFAULT,
@@ -108,12 +102,7 @@ unsafe fn vmxoff() -> bool {
             "jmp 3f",
             "4: mov {ok}, 0",
             "3:",
-            ".pushsection __ex_table, \"a\"",
-            ".balign 4",
-            ".long 2b - .",
-            ".long 4b - .",
-            ".long {ex}",
-            ".popsection",
+            ex_table_entry!("2b", "4b"),
             ok = out(reg_byte) ok,
             ex = const EX_TYPE_DEFAULT,
             options(nostack, nomem),
