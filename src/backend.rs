@@ -250,6 +250,17 @@ impl Seamcall for SwRef {
     }
 }
 
+/// Runs `f` holding the module-wide lock that serialises TDH.MNG.CREATE and HKID releases
+/// (see `TdHost::with_hkid_lock`). Process context: it is a mutex.
+pub(crate) fn hkid_locked<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: mutex_lock() in process context; unlocked below.
+    unsafe { glue::tdxkvm_hkid_lock() };
+    let r = f();
+    // SAFETY: locked above by this thread.
+    unsafe { glue::tdxkvm_hkid_unlock() };
+    r
+}
+
 /// The active TDX backend, as a TD holds it.
 #[derive(Clone, Copy)]
 pub(crate) enum TdxRef {

@@ -14,9 +14,11 @@
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/syscore_ops.h>
 #include <crypto/hash.h>
 #include <crypto/sha2.h>
 #include <crypto/sha512_base.h>
@@ -329,6 +331,23 @@ bool tdxkvm_cr4_vmxe(void)
 	return cr4_read_shadow() & X86_CR4_VMXE;
 }
 
+/* Whether this CPU is in VMX operation already (someone else's: kvm-intel, ...). */
+bool tdxkvm_vmx_in_use(void)
+{
+	bool r;
+
+	preempt_disable();
+	r = cr4_read_shadow() & X86_CR4_VMXE;
+	preempt_enable();
+	return r;
+}
+
+/* CR4.VMXE off after VMXOFF, without the Intel PT call (emergency path, NMI context). */
+void tdxkvm_cr4_clear_vmxe(void)
+{
+	cr4_clear_bits(X86_CR4_VMXE);
+}
+
 /* CR4.VMXE on, Intel PT told VMX operation begins (as KVM's kvm_cpu_vmxon). IRQs are off. */
 void tdxkvm_vmx_on_prepare(void)
 {
@@ -407,6 +426,50 @@ void tdxkvm_emergency_virt_unregister(void (*cb)(void))
 	cpu_emergency_unregister_virt_callback(cb);
 }
 
+/* Runs fn on every online CPU in IRQ context and waits. */
+void tdxkvm_on_each_cpu(void (*fn)(void *))
+{
+	on_each_cpu(fn, NULL, 1);
+}
+
+/* A reboot/poweroff leaves VMX operation on every CPU first: some firmware hangs otherwise. */
+static void syscore_shutdown_cb(void *data)
+{
+	((void (*)(void))data)();
+}
+
+static const struct syscore_ops syscore_ops = {
+	.shutdown = syscore_shutdown_cb,
+};
+
+static struct syscore syscore = {
+	.ops = &syscore_ops,
+};
+
+void tdxkvm_syscore_register(void (*cb)(void))
+{
+	syscore.data = cb;
+	register_syscore(&syscore);
+}
+
+void tdxkvm_syscore_unregister(void)
+{
+	unregister_syscore(&syscore);
+}
+
+/* Serialises TDH.MNG.CREATE and HKID releases (CACHE.WB's resume point is per package). */
+static DEFINE_MUTEX(hkid_lock);
+
+void tdxkvm_hkid_lock(void)
+{
+	mutex_lock(&hkid_lock);
+}
+
+void tdxkvm_hkid_unlock(void)
+{
+	mutex_unlock(&hkid_lock);
+}
+
 /* Whether another online CPU shares `cpu`'s package. */
 bool tdxkvm_package_has_other_online_cpu(unsigned int cpu)
 {
@@ -418,7 +481,11 @@ bool tdxkvm_package_has_other_online_cpu(unsigned int cpu)
 	return false;
 }
 
-/* Runs fn(data) in process context on one online CPU of each package, stopping at an error. */
+/*
+ * Runs fn(data) in process context on one online CPU of each package, stopping at an error.
+ * -EBUSY without running anything if a package has present CPUs but none online: per-package
+ * SEAMCALLs (KEY.CONFIG, CACHE.WB) must reach every package.
+ */
 int tdxkvm_on_each_package(int (*fn)(void *), void *data)
 {
 	unsigned long *seen = bitmap_zalloc(topology_max_packages(), GFP_KERNEL);
@@ -428,6 +495,15 @@ int tdxkvm_on_each_package(int (*fn)(void *), void *data)
 	if (!seen)
 		return -ENOMEM;
 	cpus_read_lock();
+	for_each_online_cpu(cpu)
+		__set_bit(topology_logical_package_id(cpu), seen);
+	for_each_present_cpu(cpu) {
+		if (!test_bit(topology_logical_package_id(cpu), seen)) {
+			r = -EBUSY;
+			goto out;
+		}
+	}
+	bitmap_zero(seen, topology_max_packages());
 	for_each_online_cpu(cpu) {
 		if (test_and_set_bit(topology_logical_package_id(cpu), seen))
 			continue;
@@ -435,6 +511,7 @@ int tdxkvm_on_each_package(int (*fn)(void *), void *data)
 		if (r)
 			break;
 	}
+out:
 	cpus_read_unlock();
 	bitmap_free(seen);
 	return r;

@@ -37,6 +37,13 @@ extern "C" {
     pub(crate) fn tdxkvm_boot_cpu_has_movdir64b() -> bool;
     pub(crate) fn tdxkvm_rdmsr_safe(msr: u32, val: *mut u64) -> c_int;
     pub(crate) fn tdxkvm_cr4_vmxe() -> bool;
+    pub(crate) fn tdxkvm_vmx_in_use() -> bool;
+    pub(crate) fn tdxkvm_cr4_clear_vmxe();
+    pub(crate) fn tdxkvm_on_each_cpu(f: unsafe extern "C" fn(*mut c_void));
+    pub(crate) fn tdxkvm_syscore_register(cb: unsafe extern "C" fn());
+    pub(crate) fn tdxkvm_syscore_unregister();
+    pub(crate) fn tdxkvm_hkid_lock();
+    pub(crate) fn tdxkvm_hkid_unlock();
     pub(crate) fn tdxkvm_vmx_on_prepare();
     pub(crate) fn tdxkvm_vmx_off_finish();
     pub(crate) fn tdxkvm_this_cpu_vmxon_region() -> *mut usize;

@@ -133,11 +133,11 @@ fn read_keyids() -> Result<KeyIds> {
     if unsafe { glue::tdxkvm_rdmsr_safe(MSR_IA32_MKTME_KEYID_PARTITIONING, &mut v) } != 0 {
         return Err(ENODEV);
     }
-    let mktme = v as u32;
-    let tdx_ids = (v >> 32) as u32;
+    let mktme = v & 0xffff_ffff;
+    let tdx_ids = v >> 32;
     // Linux: TDX KeyIDs follow the MKTME ones; the first is the module's global KeyID.
-    let start = mktme.checked_add(1).ok_or(ENODEV)?;
-    if tdx_ids < 2 || start + tdx_ids > u32::from(u16::MAX) {
+    let start = mktme + 1;
+    if tdx_ids < 2 || start + tdx_ids > u64::from(u16::MAX) {
         return Err(ENODEV);
     }
     Ok(KeyIds {
@@ -167,8 +167,12 @@ unsafe extern "C" fn cpu_online(cpu: c_uint) -> c_int {
 }
 
 unsafe extern "C" fn cpu_offline(cpu: c_uint) -> c_int {
+    // Never refuse while bringing up or tearing down (READY clear): CPU-hotplug rollback and
+    // `cpuhp_remove_state()` do not allow a teardown callback to fail. Otherwise refuse to take
+    // the last CPU of a package while TDs exist (none can exist unless READY).
     // SAFETY: walks the online mask; the hotplug lock is held by the caller of this callback.
-    if LIVE_TDS.load(Ordering::Acquire) != 0
+    if READY.load(Ordering::Acquire)
+        && LIVE_TDS.load(Ordering::Acquire) != 0
         && !unsafe { glue::tdxkvm_package_has_other_online_cpu(cpu) }
     {
         pr_warn!(
@@ -209,8 +213,19 @@ pub(crate) fn start() -> Result<HwInfo> {
     let keyids = read_keyids().inspect_err(|_| {
         pr_err!("tdx=hw: IA32_MKTME_KEYID_PARTITIONING reports no KeyIDs for TDs\n");
     })?;
-    // SAFETY: registers a callback that only acts on CPUs this module put in VMX operation.
-    unsafe { glue::tdxkvm_emergency_virt_register(vmx::emergency_disable) };
+    // VMX has one owner. kvm-intel (which 6.12's INTEL_TDX_HOST drags in) enables VMX on every
+    // CPU at load and registers the one emergency callback; registering ours then would WARN.
+    // SAFETY: reads CR4 with preemption disabled.
+    if unsafe { glue::tdxkvm_vmx_in_use() } {
+        pr_err!("tdx=hw: VMX is in use (kvm_intel loaded?): unload or blacklist kvm_intel\n");
+        return Err(EBUSY);
+    }
+    // SAFETY: registers callbacks that act only on CPUs in VMX operation, which is ours: VMX
+    // was free above, and our CPU-hotplug state enters it below.
+    unsafe {
+        glue::tdxkvm_emergency_virt_register(vmx::emergency_disable);
+        glue::tdxkvm_syscore_register(vmx::shutdown_all_cpus);
+    }
     // SAFETY: the hotplug lock, released below on every path.
     unsafe { glue::tdxkvm_cpus_read_lock() };
     // SAFETY: the callbacks are `extern "C"` functions of this module, removed at unload.
@@ -233,7 +248,10 @@ pub(crate) fn start() -> Result<HwInfo> {
             unsafe { glue::tdxkvm_cpuhp_remove(state) };
         }
         // SAFETY: registered above.
-        unsafe { glue::tdxkvm_emergency_virt_unregister(vmx::emergency_disable) };
+        unsafe {
+            glue::tdxkvm_syscore_unregister();
+            glue::tdxkvm_emergency_virt_unregister(vmx::emergency_disable);
+        }
         pr_err!(
             "tdx=hw: bringing up the TDX module failed ({}): see the tdx/virt/tdx lines above\n",
             r
@@ -285,7 +303,10 @@ pub(crate) fn stop() {
         unsafe { glue::tdxkvm_cpuhp_remove(state) };
     }
     // SAFETY: registered by `start`.
-    unsafe { glue::tdxkvm_emergency_virt_unregister(vmx::emergency_disable) };
+    unsafe {
+        glue::tdxkvm_syscore_unregister();
+        glue::tdxkvm_emergency_virt_unregister(vmx::emergency_disable);
+    }
 }
 
 /// A TD now exists on the real module (its last CPU per package must stay online).
@@ -337,8 +358,15 @@ pub(crate) fn on_each_package(
     match (r, call.err.into_inner()) {
         (0, _) => Ok(()),
         (_, Some(e)) => Err(e),
-        // The glue itself failed (no memory): a host-side error, never a module status.
-        (_, None) => Err(TdxError::new(status::SW_ERROR, 0, 0)),
+        // The glue refused or failed: a host-side error, never a module status.
+        (r, None) => {
+            if r == EBUSY.to_errno() {
+                pr_err!(
+                    "tdx=hw: a CPU package has no online CPU: per-package SEAMCALLs cannot run\n"
+                );
+            }
+            Err(TdxError::new(status::SW_ERROR, 0, 0))
+        }
     }
 }
 

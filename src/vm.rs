@@ -62,6 +62,10 @@ impl TdHost for Host {
     fn hkid_shift(&self) -> u32 {
         self.backend.hkid_shift()
     }
+
+    fn with_hkid_lock(&self, f: &mut dyn FnMut() -> Result<(), TdxError>) -> Result<(), TdxError> {
+        backend::hkid_locked(f)
+    }
 }
 
 type TdBackend = SeptBackend<TdxRef, Host>;
@@ -82,6 +86,8 @@ struct TdControl {
     created: bool,
     /// Whether the HKID was released (KEY.FREEID): pages can be reclaimed.
     released: bool,
+    /// The HKID turned out to be taken in the TDX module: never hand it out again.
+    hkid_lost: bool,
 }
 
 impl TdControl {
@@ -104,16 +110,28 @@ impl TdControl {
             hkid,
             created: false,
             released: false,
+            hkid_lost: false,
         };
         if let TdxRef::Hw(_) = b {
             crate::hw::td_created();
         }
         td.tdr = Some(alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?);
         let tdr = td.tdr().ok_or(ENOMEM)?;
-        retry_busy(|| td.tdx.mng_create(tdr, hkid)).map_err(|e| {
+        let created = backend::hkid_locked(|| retry_busy(|| td.tdx.mng_create(tdr, hkid)));
+        if let Err(e) = created {
+            if e.class() == status::HKID_NOT_FREE {
+                // The TDX module still holds this HKID (a previous load of this module leaked
+                // it): keep it out of the allocator from now on, or every creation retries it.
+                pr_err!(
+                    "HKID {} is still in use in the TDX module: not used again\n",
+                    hkid
+                );
+                td.hkid_lost = true;
+                return Err(EBUSY);
+            }
             pr_err!("TDH.MNG.CREATE: {:?}\n", e);
-            EIO
-        })?;
+            return Err(EIO);
+        }
         td.created = true;
         // The TD's key goes into every package's memory controller.
         let tdx = &td.tdx;
@@ -195,9 +213,12 @@ impl TdControl {
             }
         }
         let tdx = &self.tdx;
-        let r = retry_busy(|| tdx.mng_vpflushdone(tdr))
-            .and_then(|()| self.backend.on_each_package(&|| cache_wb(tdx)))
-            .and_then(|()| retry_busy(|| self.tdx.mng_key_freeid(tdr)));
+        let backend = self.backend;
+        let r = backend::hkid_locked(|| {
+            retry_busy(|| tdx.mng_vpflushdone(tdr))
+                .and_then(|()| backend.on_each_package(&|| cache_wb(tdx)))
+                .and_then(|()| retry_busy(|| tdx.mng_key_freeid(tdr)))
+        });
         match r {
             Ok(()) => self.released = true,
             Err(e) => pr_err!(
@@ -260,7 +281,7 @@ impl Drop for TdControl {
         if let Some(f) = self.tdr.take() {
             reclaim(&self.tdx, f, self.released, self.created, true);
         }
-        if self.released || !self.created {
+        if (self.released || !self.created) && !self.hkid_lost {
             backend::free_hkid(self.hkid);
         }
         if let TdxRef::Hw(_) = self.backend {

@@ -186,16 +186,36 @@ pub(crate) fn cpu_disable() {
 }
 
 /// The emergency-reboot callback (NMI context, any CPU): an INIT is blocked in VMX root
-/// operation, so a CPU must leave it before a crash kernel or firmware reboot takes over. The
-/// region is not freed: the machine is going down.
+/// operation, so a CPU must leave it before a crash kernel or firmware reboot takes over.
+///
+/// Keyed on CR4.VMXE, not on the region slot, so the windows between VMXON and recording the
+/// region (and between clearing it and VMXOFF) are covered; the module only registers this
+/// callback when nobody else was in VMX operation. Intel PT is left alone, as KVM does here:
+/// re-enabling tracing from NMI context is not wanted. The region is not freed: the machine is
+/// going down.
 pub(crate) unsafe extern "C" fn emergency_disable() {
-    // SAFETY: this CPU's slot; NMI context, nothing else runs on this CPU.
-    let region = unsafe { *glue::tdxkvm_this_cpu_vmxon_region() };
-    // SAFETY: reads the CR4 shadow.
-    if region != 0 && unsafe { glue::tdxkvm_cr4_vmxe() } {
+    // SAFETY: reads the CR4 shadow of this CPU.
+    if unsafe { glue::tdxkvm_cr4_vmxe() } {
         // SAFETY: NMI context, so no migration; a fault (not in VMX operation) is caught.
         unsafe { vmxoff() };
         // SAFETY: clears CR4.VMXE on this CPU.
+        unsafe { glue::tdxkvm_cr4_clear_vmxe() };
+    }
+}
+
+/// Reboot/poweroff (syscore shutdown): every CPU leaves VMX operation, as KVM does, since some
+/// firmware hangs when rebooted from VMX root operation.
+pub(crate) unsafe extern "C" fn shutdown_all_cpus() {
+    // SAFETY: runs `shutdown_this_cpu` on every online CPU in IRQ context and waits.
+    unsafe { glue::tdxkvm_on_each_cpu(shutdown_this_cpu) };
+}
+
+unsafe extern "C" fn shutdown_this_cpu(_: *mut c_void) {
+    // SAFETY: reads the CR4 shadow of this CPU (IRQ context).
+    if unsafe { glue::tdxkvm_cr4_vmxe() } {
+        // SAFETY: IRQs off; a fault (not in VMX operation) is caught.
+        unsafe { vmxoff() };
+        // SAFETY: clears CR4.VMXE and tells Intel PT, IRQs off.
         unsafe { glue::tdxkvm_vmx_off_finish() };
     }
 }

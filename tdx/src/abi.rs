@@ -181,6 +181,8 @@ pub mod status {
     pub const HKID_NOT_FREE: u64 = 0xC000_0820_0000_0000;
     /// CACHE.WB with no HKID to write back (not an error).
     pub const NO_HKID_READY_TO_WBCACHE: u64 = 0x0000_0821_0000_0000;
+    /// CACHE.WB resumed on a package whose interrupted write-back another caller restarted.
+    pub const WBCACHE_RESUME_ERROR: u64 = 0xC000_0823_0000_0000;
     /// VPFLUSHDONE while vCPUs are still associated.
     pub const FLUSHVP_NOT_DONE: u64 = 0x8000_0824_0000_0000;
     /// The S-EPT walk stopped above the requested level.

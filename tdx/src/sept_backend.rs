@@ -58,7 +58,15 @@ pub fn retry_busy<T>(mut f: impl FnMut() -> Result<T, TdxError>) -> Result<T, Td
     }
 }
 
+/// Fresh starts of TDH.PHYMEM.CACHE.WB after a resume found its interrupted pass restarted.
+const CACHE_WB_RESTARTS: u32 = 8;
+
 /// TDH.PHYMEM.CACHE.WB to completion: resumed after an interruption, retried while busy.
+///
+/// The resume point is per package, not per caller: if someone else started a fresh write-back
+/// meanwhile, the resume fails with `TDX_WBCACHE_RESUME_ERROR` and the pass starts over (a
+/// bounded number of times). Hosts serialise HKID release ([`TdHost::with_hkid_lock`]) so that
+/// does not happen between TDs of this host.
 ///
 /// # Errors
 ///
@@ -66,10 +74,15 @@ pub fn retry_busy<T>(mut f: impl FnMut() -> Result<T, TdxError>) -> Result<T, Td
 pub fn cache_wb<S: Seamcall>(tdx: &Tdx<S>) -> Result<(), TdxError> {
     let mut resume = false;
     let mut tries = 0;
+    let mut restarts = 0;
     loop {
         match tdx.phymem_cache_wb(resume) {
             Ok(_) => return Ok(()),
             Err(e) if e.class() == status::INTERRUPTED_RESUMABLE => resume = true,
+            Err(e) if e.class() == status::WBCACHE_RESUME_ERROR && restarts < CACHE_WB_RESTARTS => {
+                restarts += 1;
+                resume = false;
+            }
             Err(e) if e.is_busy() && tries < CONTROL_BUSY_RETRIES => {
                 tries += 1;
                 core::hint::spin_loop();
@@ -114,6 +127,19 @@ pub trait TdHost: Sync {
     /// `boot_cpu_data.x86_phys_bits`); the default is the software module's [`HKID_SHIFT`].
     fn hkid_shift(&self) -> u32 {
         HKID_SHIFT
+    }
+
+    /// Runs `f` — TDH.MNG.CREATE, or an HKID release (VPFLUSHDONE, CACHE.WB, KEY.FREEID) — with
+    /// every other such sequence of the host kept out. CACHE.WB's resume point is per package
+    /// and KEY.FREEID needs every package written back since VPFLUSHDONE, so two TDs releasing
+    /// at once would spoil each other's pass (Linux KVM's `tdx_lock`). The default runs `f`
+    /// as is: for single-threaded hosts and tests.
+    ///
+    /// # Errors
+    ///
+    /// What `f` returns.
+    fn with_hkid_lock(&self, f: &mut dyn FnMut() -> Result<(), TdxError>) -> Result<(), TdxError> {
+        f()
     }
 }
 
@@ -324,9 +350,11 @@ impl<S: Seamcall, K: TdHost> SeptBackend<S, K> {
                 Err(e) => return Err(e),
             }
         }
-        retry_busy(|| self.tdx.mng_vpflushdone(self.tdr))?;
-        self.kicker.on_each_package(&|| cache_wb(&self.tdx))?;
-        retry_busy(|| self.tdx.mng_key_freeid(self.tdr))?;
+        self.kicker.with_hkid_lock(&mut || {
+            retry_busy(|| self.tdx.mng_vpflushdone(self.tdr))?;
+            self.kicker.on_each_package(&|| cache_wb(&self.tdx))?;
+            retry_busy(|| self.tdx.mng_key_freeid(self.tdr))
+        })?;
         self.teardown.store(true, Ordering::Release);
         Ok(())
     }

@@ -34,8 +34,6 @@ const CAP: usize = 4096;
 
 // ---- statuses the abi module does not name -------------------------------------------------
 
-/// `TDX_WBCACHE_RESUME_ERROR` (§2.2).
-const WBCACHE_RESUME_ERROR: u64 = 0xC000_0823_0000_0000;
 /// `TDX_X2APIC_ID_NOT_UNIQUE` (§2.2).
 const X2APIC_ID_NOT_UNIQUE: u64 = 0xC000_0621_0000_0000;
 
@@ -1101,7 +1099,7 @@ fn cache_wb_refuses_unknown_commands_and_a_resume_without_interruption() {
         assert_eq!(st, with(status::OPERAND_INVALID, operand::RCX));
     }
     let (st, _) = call(&m, leaf::PHYMEM_CACHE_WB, 1, 0, 0, 0);
-    assert_eq!(st, WBCACHE_RESUME_ERROR);
+    assert_eq!(st, status::WBCACHE_RESUME_ERROR);
     assert_eq!(m.errors(leaf::PHYMEM_CACHE_WB), 3);
 }
 

@@ -31,9 +31,6 @@ const X2APIC_ID_NOT_UNIQUE: u64 = 0xC000_0621_0000_0000;
 /// First of the two TDCX pages holding the x2APIC id table.
 const X2APIC_TDCX_FIRST: usize = 7;
 
-/// `TDX_WBCACHE_RESUME_ERROR`.
-const WBCACHE_RESUME_ERROR: u64 = 0xC000_0823_0000_0000;
-
 /// A free S-EPT entry (`SEPTE_INIT_VALUE`: TDEX, TDBW, TDB and SVE set).
 pub(crate) const SEPTE_INIT_VALUE: u64 = 0x80E0_0000_0000_0000;
 
@@ -452,7 +449,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         };
         if a.rcx == 1 {
             // Never interrupted, so there is no saved point to resume from.
-            return WBCACHE_RESUME_ERROR;
+            return status::WBCACHE_RESUME_ERROR;
         }
         // The start step snapshots every HKID in state FLUSHED, written back before or not.
         let mut any = false;
