@@ -50,6 +50,17 @@ for mode in off emulated auto; do
         for i in 1 2 3; do if [ -f st.\$i ]; then pass selftest_concurrent_writer_\$i; else fail selftest_concurrent_writer_\$i; fi; done
         check selftest_bad_count_is_einval "\$( (echo 0 > /sys/kernel/debug/tdx_kvm/selftest) 2>&1 | grep -c 'Invalid argument')" 1
     fi
+    # A SEAMCALL on a CPU without VMX operation raises #UD: the module's exception-table entry
+    # must turn it into TDX_SEAMCALL_UD (an oops would end the run).
+    probe=\$(cat /sys/kernel/debug/tdx_kvm/seamcall_probe)
+    case "\$probe" in
+        *"status 0x8000ff0000000006 TDX_SEAMCALL_UD"*) pass "seamcall_fault_is_caught_as_seamcall_ud_tdx_\$mode" ;;
+        *) fail "seamcall_fault_is_caught_as_seamcall_ud_tdx_\$mode" "\$probe" ;;
+    esac
+    case "\$probe" in
+        *"VMXOFF outside VMX operation: fault caught"*) pass "vmxoff_fault_is_caught_tdx_\$mode" ;;
+        *) fail "vmxoff_fault_is_caught_tdx_\$mode" "\$probe" ;;
+    esac
     echo "--- stats after tdx=\$mode"
     cat /sys/kernel/debug/tdx_kvm/stats
     left=\$(grep -v pamt_pages /sys/kernel/debug/tdx_kvm/stats | awk '{s += \$2} END {print s + 0}')

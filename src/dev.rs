@@ -233,6 +233,21 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_vm_release(vm: *mut c_void) {
     stats::dec(stats::Kind::Vm);
 }
 
+/// debugfs `seamcall_probe`: issues one harmless SEAMCALL on this CPU and describes the
+/// answer (see [`crate::hw::probe`]); fills `buf`, returns the length.
+///
+/// # Safety
+///
+/// `buf` is valid for `len` bytes of writes.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn tdxkvm_rust_seamcall_probe(buf: *mut u8, len: usize) -> usize {
+    // SAFETY: guaranteed by the caller.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
+    let mut b = stats::Buf::new(out);
+    let _ = crate::hw::probe(&mut b);
+    b.len()
+}
+
 /// debugfs `stats`: fills `buf`, returns the length.
 ///
 /// # Safety

@@ -36,6 +36,7 @@ long tdxkvm_rust_dev_ioctl(unsigned int cmd, unsigned long arg);
 long tdxkvm_rust_vm_ioctl(void *vm, unsigned int cmd, unsigned long arg);
 void tdxkvm_rust_vm_release(void *vm);
 size_t tdxkvm_rust_stats(char *buf, size_t len);
+size_t tdxkvm_rust_seamcall_probe(char *buf, size_t len);
 long tdxkvm_rust_selftest(unsigned long arg);
 
 static char *tdx = "auto";
@@ -113,6 +114,15 @@ static int stats_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(stats);
 
+static int seamcall_probe_show(struct seq_file *m, void *v)
+{
+	char buf[128];
+
+	seq_write(m, buf, tdxkvm_rust_seamcall_probe(buf, sizeof(buf)));
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(seamcall_probe);
+
 static ssize_t selftest_write(struct file *f, const char __user *ubuf, size_t len, loff_t *off)
 {
 	unsigned long arg;
@@ -136,6 +146,7 @@ void tdxkvm_debugfs_init(void)
 	dbg_dir = debugfs_create_dir("tdx_kvm", NULL);
 	debugfs_create_file("stats", 0444, dbg_dir, NULL, &stats_fops);
 	debugfs_create_file("selftest", 0200, dbg_dir, NULL, &selftest_fops);
+	debugfs_create_file("seamcall_probe", 0400, dbg_dir, NULL, &seamcall_probe_fops);
 }
 
 void tdxkvm_debugfs_exit(void)

@@ -66,11 +66,13 @@ impl HwSeamcall {
 
     fn seamcall_once(rax: u64, args: &mut SeamArgs) -> u64 {
         let mut status = rax;
-        // SAFETY: SEAMCALL in VMX root operation at CPL 0 (type invariant). The TDX module
-        // preserves every register but RAX and the declared outputs for the leaves this module
-        // issues (none of them takes RBX, RSI, RDI, R12-R15 or is TDH.VP.ENTER), and it accesses
-        // only pages named by physical address, which the typed wrappers take from pages the
-        // caller owns. A fault resumes at label 4 with the trap number in RAX.
+        // SAFETY: kernel code runs at CPL 0, and there SEAMCALL either reaches the TDX module,
+        // fails with VMfailInvalid (CF: no module), or faults (#UD outside VMX operation or on a
+        // CPU without SEAM, #GP): the fault resumes at label 4 with the trap number in RAX. The
+        // TDX module preserves every register but RAX and the declared outputs for the leaves
+        // this module issues (none of them takes RBX, RSI, RDI, R12-R15 or is TDH.VP.ENTER), and
+        // it accesses only pages named by physical address, which the typed wrappers take from
+        // pages the caller owns (pages that are not in a TDMR are refused by the module).
         unsafe {
             core::arch::asm!(
                 "2: .byte 0x66, 0x0f, 0x01, 0xcf", // seamcall
@@ -292,6 +294,36 @@ pub(crate) fn start() -> Result<HwInfo> {
         tdvps_pages
     );
     Ok(info)
+}
+
+/// debugfs `seamcall_probe`: one TDH.SYS.RD (TDCS_BASE_SIZE) on the calling CPU, whatever
+/// the mode, and what came back; then, on a CPU not in VMX operation, a VMXOFF, which must
+/// fault and be caught. Harmless anywhere: without VMX operation the SEAMCALL raises
+/// #UD, which the exception table turns into `TDX_SEAMCALL_UD`; in VMX operation without a TDX
+/// module it is VMfailInvalid. Tells an operator whether the TDX module answers on this CPU, and
+/// lets the tests check on CPUs without TDX that a faulting SEAMCALL is caught, not an oops.
+pub(crate) fn probe(out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    let mut args = SeamArgs {
+        rdx: md::TDCS_BASE_SIZE,
+        ..SeamArgs::default()
+    };
+    let st = HwSeamcall::seamcall_once(tdx::abi::rax(tdx::abi::leaf::SYS_RD, 0), &mut args);
+    let name = if st == status::SUCCESS {
+        "TDX_SUCCESS"
+    } else {
+        TdxError::new(st, args.rcx, args.rdx).name()
+    };
+    writeln!(
+        out,
+        "TDH.SYS.RD(TDCS_BASE_SIZE) status {:#018x} {} value {:#x}",
+        st, name, args.r8
+    )?;
+    let vmxoff = match vmx::probe_vmxoff_fault() {
+        Some(true) => "fault caught",
+        Some(false) => "no fault",
+        None => "not tried: in VMX operation",
+    };
+    writeln!(out, "VMXOFF outside VMX operation: {vmxoff}")
 }
 
 /// Undoes [`start`] (module unload, no TD left): every CPU leaves VMX operation.

@@ -185,6 +185,24 @@ pub(crate) fn cpu_disable() {
     }
 }
 
+/// For the debugfs probe: executes VMXOFF on this CPU only if it is *not* in VMX operation
+/// (CR4.VMXE clear), where VMXOFF raises #UD, and says whether the exception table caught it
+/// (`Some(true)`). `None` when the CPU is in VMX operation: nothing is executed then.
+pub(crate) fn probe_vmxoff_fault() -> Option<bool> {
+    // SAFETY: plain local_irq_save: the check and the VMXOFF happen on one CPU.
+    let flags = unsafe { glue::tdxkvm_local_irq_save() };
+    // SAFETY: reads the CR4 shadow of this CPU.
+    let r = if unsafe { glue::tdxkvm_cr4_vmxe() } {
+        None
+    } else {
+        // SAFETY: IRQs off; not in VMX operation, so VMXOFF can only fault, which is caught.
+        Some(!unsafe { vmxoff() })
+    };
+    // SAFETY: restores the flags saved above.
+    unsafe { glue::tdxkvm_local_irq_restore(flags) };
+    r
+}
+
 /// The emergency-reboot callback (NMI context, any CPU): an INIT is blocked in VMX root
 /// operation, so a CPU must leave it before a crash kernel or firmware reboot takes over.
 ///
