@@ -116,7 +116,7 @@ DEFINE_SHOW_ATTRIBUTE(stats);
 
 static int seamcall_probe_show(struct seq_file *m, void *v)
 {
-	char buf[128];
+	char buf[256];
 
 	seq_write(m, buf, tdxkvm_rust_seamcall_probe(buf, sizeof(buf)));
 	return 0;
@@ -342,6 +342,12 @@ bool tdxkvm_cr4_vmxe(void)
 	return cr4_read_shadow() & X86_CR4_VMXE;
 }
 
+/* CR4.VMXE as the register has it, not the kernel's shadow (emergency and probe paths). */
+bool tdxkvm_cr4_vmxe_hw(void)
+{
+	return __read_cr4() & X86_CR4_VMXE;
+}
+
 /* Whether this CPU is in VMX operation already (someone else's: kvm-intel, ...). */
 bool tdxkvm_vmx_in_use(void)
 {
@@ -492,6 +498,35 @@ bool tdxkvm_package_has_other_online_cpu(unsigned int cpu)
 	return false;
 }
 
+/* Whether every package with present CPUs has an online one. Caller holds cpus_read_lock(). */
+static bool packages_online_locked(unsigned long *seen)
+{
+	unsigned int cpu;
+
+	bitmap_zero(seen, topology_max_packages());
+	for_each_online_cpu(cpu)
+		__set_bit(topology_logical_package_id(cpu), seen);
+	for_each_present_cpu(cpu)
+		if (!test_bit(topology_logical_package_id(cpu), seen))
+			return false;
+	return true;
+}
+
+/* -EBUSY if some package has present CPUs but none online, -ENOMEM, else 0. */
+int tdxkvm_packages_online(void)
+{
+	unsigned long *seen = bitmap_zalloc(topology_max_packages(), GFP_KERNEL);
+	int r;
+
+	if (!seen)
+		return -ENOMEM;
+	cpus_read_lock();
+	r = packages_online_locked(seen) ? 0 : -EBUSY;
+	cpus_read_unlock();
+	bitmap_free(seen);
+	return r;
+}
+
 /*
  * Runs fn(data) in process context on one online CPU of each package, stopping at an error.
  * -EBUSY without running anything if a package has present CPUs but none online: per-package
@@ -506,13 +541,9 @@ int tdxkvm_on_each_package(int (*fn)(void *), void *data)
 	if (!seen)
 		return -ENOMEM;
 	cpus_read_lock();
-	for_each_online_cpu(cpu)
-		__set_bit(topology_logical_package_id(cpu), seen);
-	for_each_present_cpu(cpu) {
-		if (!test_bit(topology_logical_package_id(cpu), seen)) {
-			r = -EBUSY;
-			goto out;
-		}
+	if (!packages_online_locked(seen)) {
+		r = -EBUSY;
+		goto out;
 	}
 	bitmap_zero(seen, topology_max_packages());
 	for_each_online_cpu(cpu) {

@@ -39,6 +39,8 @@ bool tdxkvm_boot_cpu_has_movdir64b(void);
 int tdxkvm_rdmsr_safe(u32 msr, u64 *val);
 bool tdxkvm_cr4_vmxe(void);
 bool tdxkvm_vmx_in_use(void);
+bool tdxkvm_cr4_vmxe_hw(void);
+int tdxkvm_packages_online(void);
 void tdxkvm_cr4_clear_vmxe(void);
 void tdxkvm_on_each_cpu(void (*fn)(void *));
 void tdxkvm_syscore_register(void (*cb)(void));

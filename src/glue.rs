@@ -38,6 +38,8 @@ extern "C" {
     pub(crate) fn tdxkvm_rdmsr_safe(msr: u32, val: *mut u64) -> c_int;
     pub(crate) fn tdxkvm_cr4_vmxe() -> bool;
     pub(crate) fn tdxkvm_vmx_in_use() -> bool;
+    pub(crate) fn tdxkvm_cr4_vmxe_hw() -> bool;
+    pub(crate) fn tdxkvm_packages_online() -> c_int;
     pub(crate) fn tdxkvm_cr4_clear_vmxe();
     pub(crate) fn tdxkvm_on_each_cpu(f: unsafe extern "C" fn(*mut c_void));
     pub(crate) fn tdxkvm_syscore_register(cb: unsafe extern "C" fn());

@@ -346,6 +346,21 @@ pub(crate) fn td_created() {
     LIVE_TDS.fetch_add(1, Ordering::AcqRel);
 }
 
+/// `Ok` if every CPU package with present CPUs has an online one (per-package SEAMCALLs can
+/// reach them all); `EBUSY` with a line otherwise.
+pub(crate) fn packages_online() -> Result {
+    // SAFETY: walks the CPU masks under cpus_read_lock() in the glue; process context.
+    match unsafe { glue::tdxkvm_packages_online() } {
+        0 => Ok(()),
+        r => {
+            if r == EBUSY.to_errno() {
+                pr_err!("tdx=hw: a CPU package has no online CPU: no TD can be created\n");
+            }
+            Err(Error::from_errno(r))
+        }
+    }
+}
+
 /// A TD made with [`td_created`] is gone.
 pub(crate) fn td_destroyed() {
     LIVE_TDS.fetch_sub(1, Ordering::AcqRel);

@@ -113,7 +113,11 @@ impl TdControl {
             hkid_lost: false,
         };
         if let TdxRef::Hw(_) = b {
+            // Counted first, then every package checked to have an online CPU: from here on no
+            // package can lose its last CPU (the offline callback sees the count), so KEY.CONFIG
+            // now and CACHE.WB at release reach every package.
             crate::hw::td_created();
+            crate::hw::packages_online()?;
         }
         td.tdr = Some(alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?);
         let tdr = td.tdr().ok_or(ENOMEM)?;

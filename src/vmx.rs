@@ -191,8 +191,9 @@ pub(crate) fn cpu_disable() {
 pub(crate) fn probe_vmxoff_fault() -> Option<bool> {
     // SAFETY: plain local_irq_save: the check and the VMXOFF happen on one CPU.
     let flags = unsafe { glue::tdxkvm_local_irq_save() };
-    // SAFETY: reads the CR4 shadow of this CPU.
-    let r = if unsafe { glue::tdxkvm_cr4_vmxe() } {
+    // SAFETY: reads CR4 itself (not the shadow: a hypervisor outside the kernel's CR4 API
+    // would only show there).
+    let r = if unsafe { glue::tdxkvm_cr4_vmxe_hw() } {
         None
     } else {
         // SAFETY: IRQs off; not in VMX operation, so VMXOFF can only fault, which is caught.
@@ -212,8 +213,8 @@ pub(crate) fn probe_vmxoff_fault() -> Option<bool> {
 /// re-enabling tracing from NMI context is not wanted. The region is not freed: the machine is
 /// going down.
 pub(crate) unsafe extern "C" fn emergency_disable() {
-    // SAFETY: reads the CR4 shadow of this CPU.
-    if unsafe { glue::tdxkvm_cr4_vmxe() } {
+    // SAFETY: reads CR4 itself, as KVM's emergency path does.
+    if unsafe { glue::tdxkvm_cr4_vmxe_hw() } {
         // SAFETY: NMI context, so no migration; a fault (not in VMX operation) is caught.
         unsafe { vmxoff() };
         // SAFETY: clears CR4.VMXE on this CPU.
@@ -229,8 +230,8 @@ pub(crate) unsafe extern "C" fn shutdown_all_cpus() {
 }
 
 unsafe extern "C" fn shutdown_this_cpu(_: *mut c_void) {
-    // SAFETY: reads the CR4 shadow of this CPU (IRQ context).
-    if unsafe { glue::tdxkvm_cr4_vmxe() } {
+    // SAFETY: reads CR4 itself (IRQ context).
+    if unsafe { glue::tdxkvm_cr4_vmxe_hw() } {
         // SAFETY: IRQs off; a fault (not in VMX operation) is caught.
         unsafe { vmxoff() };
         // SAFETY: clears CR4.VMXE and tells Intel PT, IRQs off.
