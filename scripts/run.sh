@@ -18,6 +18,8 @@ echo "## userspace checks (kvm-ioctls)"
 ./guest-client emulated | tail -n 1
 echo "## in-kernel self test: 2000 random faults/zaps/conversions on a TD, mirror == S-EPT after each"
 echo 2000 > /sys/kernel/debug/tdx_kvm/selftest && dmesg | grep 'selftest run' | tail -n 1
+echo "## the real TDX module on this CPU? (one SEAMCALL; without VMX it faults and is caught)"
+cat /sys/kernel/debug/tdx_kvm/seamcall_probe
 echo "## page counts (all VMs closed)"
 cat /sys/kernel/debug/tdx_kvm/stats
 rmmod tdx_kvm && echo "## rmmod ok"
