@@ -199,6 +199,17 @@ pub mod status {
     pub const EPT_ENTRY_STATE_INCORRECT: u64 = 0xC000_0B0D_0000_0000;
     /// SEPT.REMOVE of a table that still has entries.
     pub const EPT_PAGE_NOT_FREE: u64 = 0xC000_0B0E_0000_0000;
+    /// Metadata: the field id is malformed or names no field of the context.
+    pub const METADATA_FIELD_ID_INCORRECT: u64 = 0xC000_0C00_0000_0000;
+    /// Metadata: no bit of the field may be written (with this write mask, by the host).
+    pub const METADATA_FIELD_NOT_WRITABLE: u64 = 0xC000_0C01_0000_0000;
+    /// Metadata: the field may not be read by the host (for this TD's DEBUG attribute).
+    pub const METADATA_FIELD_NOT_READABLE: u64 = 0xC000_0C02_0000_0000;
+    /// Metadata: the write would change bits the host may read but not write.
+    pub const METADATA_FIELD_VALUE_NOT_VALID: u64 = 0xC000_0C03_0000_0000;
+    /// MNG.RD/VP.RD version 1 of the null field id (-1): RDX holds the context's first
+    /// readable field id (not an error).
+    pub const METADATA_FIRST_FIELD_ID_IN_CONTEXT: u64 = 0x0000_0C0B_0000_0000;
 
     /// Bit 63: an error.
     pub const ERROR_BIT: u64 = 1 << 63;
@@ -361,9 +372,15 @@ pub const fn gpa_level_operand(gpa: u64, level: SeptLevel) -> u64 {
     gpa | level.0 as u64
 }
 
-/// Global metadata fields (TDH.SYS.RD), with Intel's field identifiers (class, context,
-/// element size and sequence encoded as in the TDX module's `global_metadata.json`), so the
+/// Metadata field identifiers (TDH.SYS.RD, TDH.MNG.RD/WR, TDH.VP.RD/WR): Intel's values, so the
 /// host asks the real module and the software one the same way.
+///
+/// A field id (`md_field_id_t`, `include/tdx_api_defs.h`) is: bits 23:0 field code, 31:24
+/// reserved, 33:32 element size (1, 2, 4 or 8 bytes), 37:34 last element in field and 46:38 last
+/// field in sequence (sequence headers only), 49:47 reserved, 50 increment size, 51 write mask
+/// valid, 54:52 context (0 module, 1 TD, 2 vCPU), 55 reserved, 61:56 class code, 62 reserved,
+/// 63 non-architectural. A field of several elements (MRTD: six 8-byte elements) is addressed
+/// one element at a time: element `i` has field code `code + i` ([`element`]).
 pub mod md {
     /// TDR size in bytes (16-bit element).
     pub const TDR_BASE_SIZE: u64 = 0x9800_0001_0000_0000;
@@ -373,8 +390,87 @@ pub mod md {
     pub const TDVPS_BASE_SIZE: u64 = 0x9800_0001_0000_0200;
     /// Most vCPUs per TD (16-bit).
     pub const MAX_VCPUS_PER_TD: u64 = 0x9900_0001_0000_0008;
-    /// RDX on output when there is no next field (`MD_FIELD_ID_NA`).
+    /// RDX on output when there is no next field (`MD_FIELD_ID_NA`); as an input of
+    /// MNG.RD/VP.RD version 1, the null id that asks for the context's first field.
     pub const FIELD_ID_NA: u64 = u64::MAX;
+
+    /// Bits 23:0: the field code.
+    pub const FIELD_CODE_MASK: u64 = 0xFF_FFFF;
+    /// Bits 33:32: the element size code (size = 1 << code bytes).
+    pub const ELEMENT_SIZE_SHIFT: u32 = 32;
+    /// Bits 37:34: last element in field (sequence headers only; 0 for a single element).
+    pub const LAST_ELEMENT_MASK: u64 = 0xF << 34;
+    /// Bits 46:38: last field in sequence (sequence headers only; 0 for a single element).
+    pub const LAST_FIELD_MASK: u64 = 0x1FF << 38;
+    /// Bit 51: write mask valid (ignored by the single-element leaves).
+    pub const WRITE_MASK_VALID: u64 = 1 << 51;
+    /// Bits 54:52: the context code.
+    pub const CONTEXT_MASK: u64 = 7 << 52;
+    /// Bits 61:56: the class code.
+    pub const CLASS_SHIFT: u32 = 56;
+    /// The reserved bits: 31:24, 49:47, 55 and 62.
+    pub const RESERVED_MASK: u64 = 0xFF << 24 | 7 << 47 | 1 << 55 | 1 << 62;
+    /// Context code of the module-scope (TDH.SYS.RD) fields.
+    pub const CONTEXT_SYS: u64 = 0;
+    /// Context code of the TD-scope (TDH.MNG.RD/WR) fields.
+    pub const CONTEXT_TD: u64 = 1;
+    /// Context code of the vCPU-scope (TDH.VP.RD/WR) fields.
+    pub const CONTEXT_VP: u64 = 2;
+
+    /// The id of element `i` of a multi-element field (field code + `i`; all the fields here
+    /// have an increment size of 0). `RTMR` field `n`, element `j` is `element(RTMR, 6 * n + j)`.
+    pub const fn element(field: u64, i: u64) -> u64 {
+        field + i
+    }
+
+    /// `field` with its context code replaced by `context` (MNG.* and VP.* do this to every
+    /// input id: the context bits of the caller's id are ignored).
+    pub const fn with_context(field: u64, context: u64) -> u64 {
+        (field & !CONTEXT_MASK) | (context & 7) << 52
+    }
+
+    /// TD-scope fields (TDR and TDCS) the software module answers
+    /// (`include/auto_gen/tdr_tdcs_fields_lookup.h`, the same ids in 1.5 and 2.0).
+    pub mod td {
+        /// TDR: the TD's private HKID (16-bit). Host-readable.
+        pub const HKID: u64 = 0x8110_0001_0000_0001;
+        /// TDCS: vCPUs initialised by VP.INIT (32-bit). Host-readable.
+        pub const NUM_VCPUS: u64 = 0x9010_0002_0000_0001;
+        /// TDCS: vCPUs associated with a logical processor (32-bit). Host-readable.
+        pub const NUM_ASSOC_VCPUS: u64 = 0x9010_0002_0000_0002;
+        /// TDCS: OP state ([`crate::abi::op_state`], 32-bit). Host-readable.
+        pub const OP_STATE: u64 = 0x9010_0002_0000_0004;
+        /// TDCS: ATTRIBUTES from TD_PARAMS (64-bit). Host-readable.
+        pub const ATTRIBUTES: u64 = 0x1110_0003_0000_0000;
+        /// TDCS: XFAM from TD_PARAMS (64-bit). Host-readable.
+        pub const XFAM: u64 = 0x1110_0003_0000_0001;
+        /// TDCS: MAX_VCPUS from TD_PARAMS (32-bit). Host-readable.
+        pub const MAX_VCPUS: u64 = 0x1110_0002_0000_0002;
+        /// TDCS: the guest's virtual TSC (64-bit). Never host-readable (export only).
+        pub const VIRTUAL_TSC: u64 = 0x1110_0003_0000_000D;
+        /// TDCS: the TLB-tracking epoch (64-bit, 1 after MNG.INIT). Host-readable.
+        pub const TD_EPOCH: u64 = 0x9210_0003_0000_0000;
+        /// TDCS: MRTD, 48 bytes as six 8-byte elements in memory order (element `i` is bytes
+        /// `8i..8i+8` of the digest, little-endian). Zero until MR.FINALIZE. Host-readable.
+        pub const MRTD: u64 = 0x1310_0003_0000_0000;
+        /// TDCS: RTMR[0..4], four fields of six 8-byte elements. Host-readable only if the TD
+        /// is a DEBUG TD (ATTRIBUTES bit 0).
+        pub const RTMR: u64 = 0x1310_0003_0000_0040;
+    }
+
+    /// vCPU-scope fields (TDVPS) the software module answers
+    /// (`include/auto_gen/tdvps_fields_lookup.h`, the same ids in 1.5 and 2.0).
+    pub mod vp {
+        /// Guest RCX (64-bit): VP.INIT's RDX until the guest runs. Host-readable and
+        /// host-writable only if the TD is a DEBUG TD.
+        pub const RCX: u64 = 0x1020_0003_0000_0001;
+        /// vCPU state ([`crate::abi::vcpu_state`], 8-bit). Host-readable only for a DEBUG TD.
+        pub const VCPU_STATE: u64 = 0xA020_0000_0000_0000;
+        /// vCPU index, in VP.INIT order from 0 (32-bit). Host-readable.
+        pub const VCPU_INDEX: u64 = 0xA020_0002_0000_0002;
+        /// TDVPS pages, TDVPR included (8-bit). Host-readable.
+        pub const NUM_TDVPS_PAGES: u64 = 0xA020_0000_0000_0003;
+    }
 }
 
 /// Smallest number of TDCX pages MNG.INIT needs (newest module; older ones: 6).

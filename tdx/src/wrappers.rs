@@ -243,14 +243,16 @@ impl<S: Seamcall> Tdx<S> {
         self.call(leaf::MNG_INIT, args, NO_WARNINGS).map(drop)
     }
 
-    /// TDH.MNG.RD (11): reads a TD-scope metadata field.
+    /// TDH.MNG.RD (11): reads one element of a TD-scope metadata field ([`abi::md::td`];
+    /// element `i` of a multi-element field is [`abi::md::element`]).
     ///
-    /// Inputs: RCX = TDR PA, RDX = field id. Output: the value, from R8.
+    /// Inputs: RCX = TDR PA, RDX = field id. Output: the value, from R8 (the module clears R8
+    /// on failure). Issued at version 0, so RDX is not an output.
     ///
     /// # Errors
     ///
     /// The module's status: for example `TDX_METADATA_FIELD_ID_INCORRECT`,
-    /// `TDX_METADATA_FIELD_NOT_READABLE`, `TDX_OP_STATE_INCORRECT`.
+    /// `TDX_METADATA_FIELD_NOT_READABLE`, `TDX_OP_STATE_INCORRECT`, `TDX_OPERAND_BUSY | RCX`.
     #[must_use = "the field's value is the point of the call"]
     pub fn mng_rd(&self, tdr: Tdr, field: u64) -> Result<u64, TdxError> {
         let args = SeamArgs {
@@ -261,11 +263,11 @@ impl<S: Seamcall> Tdx<S> {
         Ok(self.call(leaf::MNG_RD, args, NO_WARNINGS)?.out.r8)
     }
 
-    /// TDH.MNG.WR (13): writes the bits of `value` selected by `mask` into a TD-scope
-    /// metadata field.
+    /// TDH.MNG.WR (13): writes the bits of `value` selected by `mask` into one element of a
+    /// TD-scope metadata field.
     ///
-    /// Inputs: RCX = TDR PA, RDX = field id, R8 = value, R9 = write mask. Output: the field's
-    /// previous value, from R8.
+    /// Inputs: RCX = TDR PA, RDX = field id, R8 = value, R9 = write mask. Output: the element's
+    /// previous value (as the host may read it), from R8.
     ///
     /// # Errors
     ///
@@ -401,14 +403,17 @@ impl<S: Seamcall> Tdx<S> {
         self.call(leaf::VP_FLUSH, args, NO_WARNINGS).map(drop)
     }
 
-    /// TDH.VP.RD (26): reads a vCPU-scope metadata field.
+    /// TDH.VP.RD (26): reads one element of a vCPU-scope metadata field ([`abi::md::vp`]).
+    /// The module associates the vCPU with the calling logical processor first, as VP.ENTER
+    /// does, so a flushed vCPU needs another VP.FLUSH before MNG.VPFLUSHDONE.
     ///
-    /// Inputs: RCX = TDVPR PA, RDX = field id. Output: the value, from R8.
+    /// Inputs: RCX = TDVPR PA, RDX = field id. Output: the value, from R8 (the module clears R8
+    /// on failure). Issued at version 0, so RDX is not an output.
     ///
     /// # Errors
     ///
     /// The module's status: for example `TDX_METADATA_FIELD_ID_INCORRECT`,
-    /// `TDX_METADATA_FIELD_NOT_READABLE`.
+    /// `TDX_METADATA_FIELD_NOT_READABLE`, `TDX_VCPU_STATE_INCORRECT`.
     #[must_use = "the field's value is the point of the call"]
     pub fn vp_rd(&self, tdvpr: Tdvpr, field: u64) -> Result<u64, TdxError> {
         let args = SeamArgs {
@@ -419,11 +424,11 @@ impl<S: Seamcall> Tdx<S> {
         Ok(self.call(leaf::VP_RD, args, NO_WARNINGS)?.out.r8)
     }
 
-    /// TDH.VP.WR (43): writes the bits of `value` selected by `mask` into a vCPU-scope
-    /// metadata field.
+    /// TDH.VP.WR (43): writes the bits of `value` selected by `mask` into one element of a
+    /// vCPU-scope metadata field (associating the vCPU first, as [`Tdx::vp_rd`]).
     ///
     /// Inputs: RCX = TDVPR PA, RDX = field id, R8 = value, R9 = write mask. Output: the
-    /// field's previous value, from R8.
+    /// element's previous value (as the host may read it), from R8.
     ///
     /// # Errors
     ///
@@ -928,34 +933,43 @@ mod tests {
 
     #[test]
     fn mng_rd_regs_and_value_from_r8() {
+        let field = abi::md::element(abi::md::td::MRTD, 5);
         let t = replying(
             status::SUCCESS,
             SeamArgs {
-                rdx: 0x9191_0000_0000_0010,
+                rdx: field,
                 r8: 0xdead_beef,
                 ..ZERO
             },
         );
-        assert_eq!(t.mng_rd(TDR, 0x9191_0000_0000_0010), Ok(0xdead_beef));
+        assert_eq!(t.mng_rd(TDR, field), Ok(0xdead_beef));
         t.backend().assert_one(
             11,
             SeamArgs {
                 rcx: 0x10_0000,
-                rdx: 0x9191_0000_0000_0010,
+                rdx: 0x1310_0003_0000_0005,
                 ..ZERO
             },
         );
     }
 
     #[test]
+    fn mng_rd_failure_is_an_error_with_the_status() {
+        let st = status::METADATA_FIELD_NOT_READABLE;
+        let t = replying(st, ZERO);
+        let e = t.mng_rd(TDR, abi::md::td::VIRTUAL_TSC).unwrap_err();
+        assert_eq!(e.status, st);
+    }
+
+    #[test]
     fn mng_wr_regs_and_old_value_from_r8() {
         let t = replying(status::SUCCESS, SeamArgs { r8: 0x55, ..ZERO });
-        assert_eq!(t.mng_wr(TDR, 0x77, 0xaa, 0xf0), Ok(0x55));
+        assert_eq!(t.mng_wr(TDR, abi::md::td::ATTRIBUTES, 0xaa, 0xf0), Ok(0x55));
         t.backend().assert_one(
             13,
             SeamArgs {
                 rcx: 0x10_0000,
-                rdx: 0x77,
+                rdx: 0x1110_0003_0000_0000,
                 r8: 0xaa,
                 r9: 0xf0,
                 ..ZERO
@@ -1060,12 +1074,12 @@ mod tests {
     #[test]
     fn vp_rd_regs_and_value_from_r8() {
         let t = replying(status::SUCCESS, SeamArgs { r8: 42, ..ZERO });
-        assert_eq!(t.vp_rd(TDVPR, 0xa000_0000_0000_0001), Ok(42));
+        assert_eq!(t.vp_rd(TDVPR, abi::md::vp::VCPU_INDEX), Ok(42));
         t.backend().assert_one(
             26,
             SeamArgs {
                 rcx: 0x12_0000,
-                rdx: 0xa000_0000_0000_0001,
+                rdx: 0xa020_0002_0000_0002,
                 ..ZERO
             },
         );
@@ -1074,12 +1088,12 @@ mod tests {
     #[test]
     fn vp_wr_regs_and_old_value_from_r8() {
         let t = replying(status::SUCCESS, SeamArgs { r8: 7, ..ZERO });
-        assert_eq!(t.vp_wr(TDVPR, 0x33, 0x1, u64::MAX), Ok(7));
+        assert_eq!(t.vp_wr(TDVPR, abi::md::vp::RCX, 0x1, u64::MAX), Ok(7));
         t.backend().assert_one(
             43,
             SeamArgs {
                 rcx: 0x12_0000,
-                rdx: 0x33,
+                rdx: 0x1020_0003_0000_0001,
                 r8: 0x1,
                 r9: u64::MAX,
                 ..ZERO

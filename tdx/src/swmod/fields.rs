@@ -1,37 +1,322 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Metadata fields the software module answers for TDH.SYS.RD, TDH.MNG.RD/WR and TDH.VP.RD/WR.
+//! Metadata fields the software module answers for TDH.SYS.RD, TDH.MNG.RD/WR and TDH.VP.RD/WR,
+//! with Intel's field identifiers ([`crate::abi::md`]) and Intel's generic field-id handling
+//! (`src/common/metadata_handlers/metadata_generic.c`).
 //!
-//! Global (SYS) fields use Intel's field identifiers ([`crate::abi::md`]). TD- and vCPU-scope
-//! fields (MNG/VP.RD/WR) are the software module's own small set: the real module's encoding
-//! of those is not reproduced, each names one value the host needs. Unknown fields are refused
-//! with `TDX_METADATA_FIELD_ID_INCORRECT`.
+//! The TD and vCPU tables below are the subset of Intel's lookup tables
+//! (`include/auto_gen/tdr_tdcs_fields_lookup.c`, `tdvps_fields_lookup.c`) whose values the
+//! software module has, in Intel's order (class code, then field code), with Intel's host read
+//! and write masks for production and DEBUG TDs. A field id that matches no entry here is
+//! answered as Intel answers an id that matches no entry of its table:
+//! `TDX_METADATA_FIELD_ID_INCORRECT`.
+
+use crate::abi::md;
+use crate::abi::status;
 
 pub use crate::abi::md::{
     MAX_VCPUS_PER_TD as SYS_MAX_VCPUS_PER_TD, TDCS_BASE_SIZE as SYS_TDCS_BASE_SIZE,
     TDR_BASE_SIZE as SYS_TDR_BASE_SIZE, TDVPS_BASE_SIZE as SYS_TDVPS_BASE_SIZE,
 };
+pub use crate::abi::status::{
+    METADATA_FIELD_ID_INCORRECT, METADATA_FIELD_NOT_READABLE, METADATA_FIELD_NOT_WRITABLE,
+    METADATA_FIELD_VALUE_NOT_VALID,
+};
 
-/// MNG: TD attributes.
-pub const TD_ATTRIBUTES: u64 = 0x100;
-/// MNG: XFAM.
-pub const TD_XFAM: u64 = 0x101;
-/// MNG: MRTD, 48 bytes as six words: field `TD_MRTD + i` for word i.
-pub const TD_MRTD: u64 = 0x110;
-/// MNG: TD epoch.
-pub const TD_EPOCH: u64 = 0x120;
-/// MNG: OP state.
-pub const TD_OP_STATE: u64 = 0x121;
-/// MNG: number of vCPUs initialised.
-pub const TD_NUM_VCPUS: u64 = 0x122;
+/// Where the value of a field's elements comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Value {
+    /// TDR: the HKID.
+    Hkid,
+    /// TDCS: vCPUs initialised.
+    NumVcpus,
+    /// TDCS: vCPUs associated.
+    NumAssocVcpus,
+    /// TDCS: OP state.
+    OpState,
+    /// TDCS: ATTRIBUTES.
+    Attributes,
+    /// TDCS: XFAM.
+    Xfam,
+    /// TDCS: MAX_VCPUS.
+    MaxVcpus,
+    /// A field no host access may read or write (its read and write masks are all 0).
+    Hidden,
+    /// TDCS: TD epoch.
+    TdEpoch,
+    /// TDCS: MRTD (element = 8 bytes of the digest).
+    Mrtd,
+    /// TDCS: RTMRs: never extended, since the software module runs no guest.
+    Rtmr,
+    /// TDVPS: guest RCX.
+    GuestRcx,
+    /// TDVPS: vCPU state.
+    VcpuState,
+    /// TDVPS: vCPU index.
+    VcpuIndex,
+    /// TDVPS: TDVPS pages.
+    NumTdvpsPages,
+}
 
-/// VP: vCPU state.
-pub const VP_STATE: u64 = 0x200;
-/// VP: the guest RCX VP.INIT set.
-pub const VP_INITIAL_RCX: u64 = 0x201;
-/// VP: vCPU index.
-pub const VP_INDEX: u64 = 0x202;
+/// One entry of a lookup table (`md_lookup_t`): `fields` fields of `elems` elements each,
+/// element `i` at field code `code(id) + i`; host masks for production (`[0]`) and DEBUG
+/// (`[1]`) TDs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    pub id: u64,
+    pub fields: u64,
+    pub elems: u64,
+    pub rd: [u64; 2],
+    pub wr: [u64; 2],
+    pub value: Value,
+}
 
-/// `TDX_METADATA_FIELD_ID_INCORRECT`.
-pub const METADATA_FIELD_ID_INCORRECT: u64 = 0xC000_0C00_0000_0000;
-/// `TDX_METADATA_FIELD_NOT_WRITABLE`.
-pub const METADATA_FIELD_NOT_WRITABLE: u64 = 0xC000_0C01_0000_0000;
+const ALL: u64 = u64::MAX;
+
+const fn entry(id: u64, elems: u64, rd: [u64; 2], wr: [u64; 2], value: Value) -> Entry {
+    Entry {
+        id,
+        fields: 1,
+        elems,
+        rd,
+        wr,
+        value,
+    }
+}
+
+/// TD-scope entries, in the order of `tdr_tdcs_lookup`.
+pub(crate) const TD: [Entry; 11] = [
+    entry(md::td::HKID, 1, [ALL, ALL], [0, 0], Value::Hkid),
+    entry(md::td::NUM_VCPUS, 1, [ALL, ALL], [0, 0], Value::NumVcpus),
+    entry(
+        md::td::NUM_ASSOC_VCPUS,
+        1,
+        [ALL, ALL],
+        [0, 0],
+        Value::NumAssocVcpus,
+    ),
+    entry(md::td::OP_STATE, 1, [ALL, ALL], [0, 0], Value::OpState),
+    entry(md::td::ATTRIBUTES, 1, [ALL, ALL], [0, 0], Value::Attributes),
+    entry(md::td::XFAM, 1, [ALL, ALL], [0, 0], Value::Xfam),
+    entry(md::td::MAX_VCPUS, 1, [ALL, ALL], [0, 0], Value::MaxVcpus),
+    entry(md::td::VIRTUAL_TSC, 1, [0, 0], [0, 0], Value::Hidden),
+    entry(md::td::TD_EPOCH, 1, [ALL, ALL], [0, 0], Value::TdEpoch),
+    entry(md::td::MRTD, 6, [ALL, ALL], [0, 0], Value::Mrtd),
+    Entry {
+        fields: 4,
+        ..entry(md::td::RTMR, 6, [0, ALL], [0, 0], Value::Rtmr)
+    },
+];
+
+/// vCPU-scope entries, in the order of `tdvps_lookup`.
+pub(crate) const VP: [Entry; 4] = [
+    entry(md::vp::RCX, 1, [0, ALL], [0, ALL], Value::GuestRcx),
+    entry(md::vp::VCPU_STATE, 1, [0, ALL], [0, 0], Value::VcpuState),
+    entry(md::vp::VCPU_INDEX, 1, [ALL, ALL], [0, 0], Value::VcpuIndex),
+    entry(
+        md::vp::NUM_TDVPS_PAGES,
+        1,
+        [ALL, ALL],
+        [0, 0],
+        Value::NumTdvpsPages,
+    ),
+];
+
+fn class(id: u64) -> u64 {
+    (id >> md::CLASS_SHIFT) & 0x3F
+}
+
+fn code(id: u64) -> u64 {
+    id & md::FIELD_CODE_MASK
+}
+
+/// `md_get_element_size_mask` of an entry.
+fn size_mask(e: &Entry) -> u64 {
+    match (e.id >> md::ELEMENT_SIZE_SHIFT) & 3 {
+        0 => 0xFF,
+        1 => 0xFFFF,
+        2 => 0xFFFF_FFFF,
+        _ => u64::MAX,
+    }
+}
+
+impl Entry {
+    /// The host read and write masks (`md_get_rd_wr_mask` for `MD_HOST_RD/WR`), cut to the
+    /// element size as the generated tables are.
+    pub(crate) fn masks(&self, debug: bool) -> (u64, u64) {
+        let m = size_mask(self);
+        (self.rd[debug as usize] & m, self.wr[debug as usize] & m)
+    }
+
+    /// A value as an element of this entry (`read_value & md_get_element_size_mask`).
+    pub(crate) fn fit(&self, value: u64) -> u64 {
+        value & size_mask(self)
+    }
+}
+
+/// `is_null_field_id`: every bit set, the context code aside.
+pub(crate) fn is_null(id: u64) -> bool {
+    id | md::CONTEXT_MASK == u64::MAX
+}
+
+/// `md_check_as_single_element_id`: reserved bits, LAST_ELEMENT_IN_FIELD and
+/// LAST_FIELD_IN_SEQUENCE must be 0; element size, increment size, write-mask-valid and
+/// context are ignored.
+pub(crate) fn check_single_element(id: u64) -> Result<(), u64> {
+    if id & (md::RESERVED_MASK | md::LAST_ELEMENT_MASK | md::LAST_FIELD_MASK) != 0 {
+        return Err(status::METADATA_FIELD_ID_INCORRECT);
+    }
+    Ok(())
+}
+
+/// `md_find_entry_idx`: the entry whose class matches and whose element range holds the field
+/// code, and the element's number inside the entry.
+pub(crate) fn find(table: &[Entry], id: u64) -> Option<(usize, u64)> {
+    table.iter().enumerate().find_map(|(i, e)| {
+        let first = code(e.id);
+        let n = e.fields * e.elems;
+        (class(e.id) == class(id) && (first..first + n).contains(&code(id)))
+            .then(|| (i, code(id) - first))
+    })
+}
+
+/// `md_get_next_element_in_context` for host reads: the element after `id` (in the same entry,
+/// the caller's id with the field code + 1), else the first element of the next entry the host
+/// may read; the first readable element of the table for the null id; `MD_FIELD_ID_NA` after
+/// the last.
+pub(crate) fn next_readable(table: &[Entry], id: u64, debug: bool) -> u64 {
+    let start = if is_null(id) {
+        0
+    } else {
+        let Some((i, elem)) = find(table, id) else {
+            return md::FIELD_ID_NA;
+        };
+        let e = &table[i];
+        if elem + 1 < e.fields * e.elems {
+            return (id & !md::FIELD_CODE_MASK) | (code(id) + 1);
+        }
+        i + 1
+    };
+    table[start.min(table.len())..]
+        .iter()
+        .find(|e| e.masks(debug).0 != 0)
+        .map_or(md::FIELD_ID_NA, |e| e.id)
+}
+
+/// A host write of one element (`md_td_write_element` / `md_vp_write_element`, host access,
+/// write mask valid): the bits of `value` selected by `mask` and writable by the host replace
+/// those of `current`. `zero_full_write`: the VP variant, which does not merge with the old
+/// value when the whole element is written.
+///
+/// Returns the new element value and the old one as the host may read it (R8).
+///
+/// # Errors
+///
+/// `TDX_METADATA_FIELD_NOT_WRITABLE` when no bit is both requested and writable;
+/// `TDX_METADATA_FIELD_VALUE_NOT_VALID` when a requested bit the host may read but not write
+/// would change.
+pub(crate) fn write(
+    e: &Entry,
+    debug: bool,
+    current: u64,
+    value: u64,
+    mask: u64,
+    zero_full_write: bool,
+) -> Result<(u64, u64), u64> {
+    let (rd, wr) = e.masks(debug);
+    let combined = wr & mask;
+    if combined == 0 {
+        return Err(status::METADATA_FIELD_NOT_WRITABLE);
+    }
+    let current = e.fit(current);
+    let read = if zero_full_write && combined == size_mask(e) {
+        0
+    } else {
+        current
+    };
+    // `md_check_forbidden_bits_unchanged`.
+    let forbidden = mask & !wr;
+    if read & rd & forbidden != value & forbidden {
+        return Err(status::METADATA_FIELD_VALUE_NOT_VALID);
+    }
+    let new = (read & !combined) | (value & combined);
+    Ok((e.fit(new), current & rd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_in_intels_order_and_in_their_context() {
+        for (table, ctx) in [(&TD[..], md::CONTEXT_TD), (&VP[..], md::CONTEXT_VP)] {
+            for w in table.windows(2) {
+                let key = |e: &Entry| (class(e.id), code(e.id));
+                assert!(key(&w[0]) < key(&w[1]), "{:#x} {:#x}", w[0].id, w[1].id);
+            }
+            for e in table {
+                assert_eq!(e.id & md::CONTEXT_MASK, ctx << 52);
+                assert_eq!(check_single_element(e.id), Ok(()));
+            }
+        }
+    }
+
+    #[test]
+    fn no_td_scope_entry_is_host_writable() {
+        // TDH.MNG.WR answers NOT_WRITABLE without storing anything: an entry with a write
+        // mask needs its store added to `mng_rdwr` first.
+        assert!(TD.iter().all(|e| e.wr == [0, 0]));
+    }
+
+    #[test]
+    fn find_locates_elements_of_multi_element_fields() {
+        assert_eq!(find(&TD, md::element(md::td::MRTD, 5)), Some((9, 5)));
+        assert_eq!(find(&TD, md::element(md::td::MRTD, 6)), None);
+        assert_eq!(find(&TD, md::element(md::td::RTMR, 23)), Some((10, 23)));
+        // The element size code does not take part in the search.
+        assert_eq!(find(&TD, md::td::OP_STATE & !(3 << 32)), Some((3, 0)));
+    }
+
+    #[test]
+    fn next_readable_skips_fields_the_host_may_not_read() {
+        assert_eq!(
+            next_readable(&TD, md::td::MAX_VCPUS, false),
+            md::td::TD_EPOCH
+        );
+        let last_mrtd = md::element(md::td::MRTD, 5);
+        assert_eq!(next_readable(&TD, last_mrtd, false), md::FIELD_ID_NA);
+        assert_eq!(next_readable(&TD, last_mrtd, true), md::td::RTMR);
+        assert_eq!(
+            next_readable(&VP, md::FIELD_ID_NA, false),
+            md::vp::VCPU_INDEX
+        );
+        assert_eq!(next_readable(&VP, md::FIELD_ID_NA, true), md::vp::RCX);
+    }
+
+    #[test]
+    fn write_merges_under_the_mask_and_returns_the_readable_old_value() {
+        let rcx = &VP[0];
+        assert_eq!(
+            write(rcx, true, 0x1234, 0xFF00, 0xF000, true),
+            Ok((0xF234, 0x1234))
+        );
+        assert_eq!(write(rcx, true, 0x1234, 7, u64::MAX, true), Ok((7, 0x1234)));
+        assert_eq!(
+            write(rcx, true, 0x1234, 7, 0, true),
+            Err(status::METADATA_FIELD_NOT_WRITABLE)
+        );
+        assert_eq!(
+            write(rcx, false, 0x1234, 7, u64::MAX, true),
+            Err(status::METADATA_FIELD_NOT_WRITABLE)
+        );
+        // A field with some writable bits: a requested read-only bit must keep its value.
+        let e = Entry {
+            wr: [0xF, 0xF],
+            ..TD[4]
+        };
+        assert_eq!(write(&e, false, 0x30, 0x35, 0xFF, false), Ok((0x35, 0x30)));
+        assert_eq!(
+            write(&e, false, 0x30, 0x05, 0xFF, false),
+            Err(status::METADATA_FIELD_VALUE_NOT_VALID)
+        );
+    }
+}

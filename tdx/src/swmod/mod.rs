@@ -23,7 +23,7 @@
 //! Limits: one package and one logical processor are emulated (KEY.CONFIG configures the only
 //! package; VP.FLUSH always runs "on the associated LP"); PAMT up to 8 TDMRs of 8 GiB; HKIDs
 //! from the range given at creation; metadata (MNG.RD/WR, VP.RD/WR, SYS.RD) answers the fields
-//! listed in [`fields`] only.
+//! listed in [`fields`] only (Intel's ids; any other id is `TDX_METADATA_FIELD_ID_INCORRECT`).
 
 pub mod fields;
 mod locks;
@@ -206,7 +206,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             leaf::MNG_KEY_CONFIG => self.mng_key_config(a),
             leaf::MNG_ADDCX => self.mng_addcx(a),
             leaf::MNG_INIT => self.mng_init(a),
-            leaf::MNG_RD => self.mng_rd(a),
+            leaf::MNG_RD => self.mng_rd(a, version),
             leaf::MNG_WR => self.mng_wr(a),
             leaf::MNG_VPFLUSHDONE => self.mng_vpflushdone(a),
             leaf::MNG_KEY_FREEID => self.mng_key_freeid(a),
@@ -218,7 +218,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             leaf::VP_ADDCX => self.vp_addcx(a),
             leaf::VP_INIT => self.vp_init(a, version),
             leaf::VP_FLUSH => self.vp_flush(a),
-            leaf::VP_RD => self.vp_rd(a),
+            leaf::VP_RD => self.vp_rd(a, version),
             leaf::VP_WR => self.vp_wr(a),
             leaf::MEM_SEPT_ADD => self.mem_sept_add(a, version),
             leaf::MEM_SEPT_REMOVE => self.mem_sept_remove(a, version),

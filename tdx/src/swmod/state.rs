@@ -67,7 +67,8 @@ pub(crate) struct VcpuState {
     pub num_tdvps_pages: AtomicU64,
     pub tdcx: [AtomicU64; 8],
     pub index: AtomicU64,
-    pub initial_rcx: AtomicU64,
+    /// Guest RCX: VP.INIT's RDX; a DEBUG TD's host may read and write it (VP.RD/WR).
+    pub guest_rcx: AtomicU64,
     /// 1 while the vCPU is inside the TD (emulated VP.ENTER until exit).
     pub inside: AtomicU64,
     /// The TD epoch it entered in.

@@ -14,7 +14,7 @@ use super::state::{
 };
 use super::SwTdxModule;
 use crate::abi::{
-    leaf, lifecycle, op_state, operand, page_type, status, vcpu_state, MAX_VCPUS_PER_TD,
+    leaf, lifecycle, md, op_state, operand, page_type, status, vcpu_state, MAX_VCPUS_PER_TD,
 };
 use crate::seamcall::SeamArgs;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -30,6 +30,9 @@ const KOT_WB_PENDING: u64 = 1 << 8;
 const X2APIC_ID_NOT_UNIQUE: u64 = 0xC000_0621_0000_0000;
 /// First of the two TDCX pages holding the x2APIC id table.
 const X2APIC_TDCX_FIRST: usize = 7;
+
+/// `ATTRIBUTES.DEBUG`: the host may read (and write) more metadata of a DEBUG TD.
+const ATTR_DEBUG: u64 = 1;
 
 /// A free S-EPT entry (`SEPTE_INIT_VALUE`: TDEX, TDBW, TDB and SVE set).
 pub(crate) const SEPTE_INIT_VALUE: u64 = 0x80E0_0000_0000_0000;
@@ -339,49 +342,96 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         status::SUCCESS
     }
 
-    pub(super) fn mng_rd(&self, a: &mut SeamArgs) -> u64 {
+    /// TDH.MNG.RD (version 0 or 1) and TDH.MNG.WR (`tdh_mng_rd_wr.c`).
+    ///
+    /// R8 = 0 first, and at version 1 RDX = `MD_FIELD_ID_NA`; version > 1 →
+    /// `OPERAND_INVALID|RAX`. Then: TDR(RCX, shared) → state(shared) → the context code of the
+    /// id is replaced by TD's → (read, version 1) the null id answers the first readable field
+    /// in RDX with `TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT` → `md_check_as_single_element_id`
+    /// → the element: unknown → `FIELD_ID_INCORRECT`, read mask 0 → `NOT_READABLE`, write
+    /// mask ∧ R9 = 0 → `NOT_WRITABLE`. Success: R8 = the value (read) or the old value (write);
+    /// version-1 reads: RDX = the next readable element. Version 0 leaves RDX alone.
+    fn mng_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> u64 {
+        let field = if !write && version > 0 {
+            // The input id; RDX is an output (MD_FIELD_ID_NA until a next field is known).
+            core::mem::replace(&mut a.rdx, crate::abi::md::FIELD_ID_NA)
+        } else {
+            a.rdx
+        };
+        let (value, mask) = (a.r8, a.r9);
+        a.r8 = 0;
+        if version > 1 {
+            return status::OPERAND_INVALID | operand::RAX as u64;
+        }
         let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Shared) {
             Ok(t) => t,
             Err(st) => return st,
         };
-        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf::MNG_RD) {
+        let leaf_no = if write { leaf::MNG_WR } else { leaf::MNG_RD };
+        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf_no) {
             Ok(h) => h,
             Err(st) => return st,
         };
         let td = t.td;
-        let v = match a.rdx {
-            fields::TD_ATTRIBUTES => td.attributes.load(Relaxed),
-            fields::TD_XFAM => td.xfam.load(Relaxed),
-            f if (fields::TD_MRTD..fields::TD_MRTD + 6).contains(&f) => {
-                td.mrtd[(f - fields::TD_MRTD) as usize].load(Relaxed)
-            }
-            fields::TD_EPOCH => td.td_epoch.load(Relaxed),
-            fields::TD_OP_STATE => Self::op_state_of(td) as u64,
-            fields::TD_NUM_VCPUS => td.num_vcpus.load(Relaxed),
-            _ => return fields::METADATA_FIELD_ID_INCORRECT,
+        let debug = td.attributes.load(Relaxed) & ATTR_DEBUG != 0;
+        let field = md::with_context(field, md::CONTEXT_TD);
+        if !write && version > 0 && fields::is_null(field) {
+            a.rdx = fields::next_readable(&fields::TD, field, debug);
+            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
+        }
+        if let Err(st) = fields::check_single_element(field) {
+            return st;
+        }
+        let Some((i, elem)) = fields::find(&fields::TD, field) else {
+            return status::METADATA_FIELD_ID_INCORRECT;
         };
-        a.r8 = v;
+        let e = &fields::TD[i];
+        let current = e.fit(self.td_value(td, e.value, elem));
+        let (rd, _) = e.masks(debug);
+        if write {
+            // No TD-scope field the software module has is host-writable (Intel's write masks
+            // are all 0, see `fields::tests::no_td_scope_entry_is_host_writable`): `write`
+            // refuses with NOT_WRITABLE before anything would be stored.
+            return match fields::write(e, debug, current, value, mask, false) {
+                Ok(_) => status::METADATA_FIELD_NOT_WRITABLE,
+                Err(st) => st,
+            };
+        }
+        if rd == 0 {
+            return status::METADATA_FIELD_NOT_READABLE;
+        }
+        a.r8 = current & rd;
+        if version > 0 {
+            a.rdx = fields::next_readable(&fields::TD, field, debug);
+        }
         status::SUCCESS
     }
 
+    pub(super) fn mng_rd(&self, a: &mut SeamArgs, version: u64) -> u64 {
+        self.mng_rdwr(a, false, version)
+    }
+
     pub(super) fn mng_wr(&self, a: &mut SeamArgs) -> u64 {
-        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Exclusive) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
-        if let Err(st) = self.check_state(t.td, Some(Mode::Exclusive), leaf::MNG_WR) {
-            return st;
-        }
-        match a.rdx {
-            fields::TD_ATTRIBUTES
-            | fields::TD_XFAM
-            | fields::TD_EPOCH
-            | fields::TD_OP_STATE
-            | fields::TD_NUM_VCPUS => fields::METADATA_FIELD_NOT_WRITABLE,
-            f if (fields::TD_MRTD..fields::TD_MRTD + 6).contains(&f) => {
-                fields::METADATA_FIELD_NOT_WRITABLE
-            }
-            _ => fields::METADATA_FIELD_ID_INCORRECT,
+        self.mng_rdwr(a, true, 0)
+    }
+
+    /// Element `elem` of a TD-scope field.
+    fn td_value(&self, td: &TdState, v: fields::Value, elem: u64) -> u64 {
+        use fields::Value as V;
+        match v {
+            V::Hkid => td.hkid.load(Relaxed),
+            V::NumVcpus => td.num_vcpus.load(Relaxed),
+            V::NumAssocVcpus => td.num_assoc_vcpus.load(Relaxed),
+            V::OpState => Self::op_state_of(td) as u64,
+            V::Attributes => td.attributes.load(Relaxed),
+            V::Xfam => td.xfam.load(Relaxed),
+            V::MaxVcpus => td.max_vcpus.load(Relaxed),
+            V::TdEpoch => td.td_epoch.load(Relaxed),
+            // The words hold the digest big-endian; the element is 8 digest bytes read as a
+            // little-endian u64, as they lie in the TDCS.
+            V::Mrtd => td.mrtd[elem as usize % 6].load(Relaxed).swap_bytes(),
+            V::Hidden | V::Rtmr => 0,
+            V::GuestRcx | V::VcpuState | V::VcpuIndex | V::NumTdvpsPages => 0,
         }
     }
 
@@ -708,7 +758,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             }
         }
         self.set_x2apic_id(t.td, index, x2apic);
-        v.initial_rcx.store(a.rdx, Relaxed);
+        v.guest_rcx.store(a.rdx, Relaxed);
         v.index.store(index, Relaxed);
         v.state.store(vcpu_state::READY as u64, Release);
         v.associated.store(1, Release);
@@ -758,38 +808,91 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         status::SUCCESS
     }
 
-    pub(super) fn vp_rd(&self, a: &mut SeamArgs) -> u64 {
-        let vp =
-            match self.vp_prologue(a.rcx, operand::RCX, Mode::Shared, Mode::Shared, leaf::VP_RD) {
+    /// TDH.VP.RD (version 0 or 1) and TDH.VP.WR (`tdh_vp_rd_wr.c`).
+    ///
+    /// R8 = 0 first, and at version 1 RDX = `MD_FIELD_ID_NA`; VP.RD version > 1 →
+    /// `OPERAND_INVALID|RAX`. Then: TDVPR(RCX, shared) → implicit TDR shared (`BUSY|TDR`) →
+    /// state(shared) → TDVPS incomplete → `TDCX_NUM_INCORRECT` → vCPU state not READY →
+    /// `VCPU_STATE_INCORRECT | state` → the vCPU is associated with this LP
+    /// (`check_and_associate_vcpu`: `num_assoc_vcpus++` if it was not) → the id, as for
+    /// MNG.RD/WR with the VP context.
+    fn vp_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> u64 {
+        let field = if !write && version > 0 {
+            core::mem::replace(&mut a.rdx, crate::abi::md::FIELD_ID_NA)
+        } else {
+            a.rdx
+        };
+        let (value, mask) = (a.r8, a.r9);
+        a.r8 = 0;
+        if !write && version > 1 {
+            return status::OPERAND_INVALID | operand::RAX as u64;
+        }
+        let leaf_no = if write { leaf::VP_WR } else { leaf::VP_RD };
+        let vp = match self.vp_prologue(a.rcx, operand::RCX, Mode::Shared, Mode::Shared, leaf_no) {
+            Ok(x) => x,
+            Err(st) => return st,
+        };
+        let (v, td) = (vp.v, vp.t.td);
+        if v.num_tdvps_pages.load(Acquire) < TDVPS_PAGES {
+            return status::TDCX_NUM_INCORRECT;
+        }
+        // No DISABLED state in the software module: READY is the only state VP.RD/WR accept.
+        let state = v.state.load(Acquire);
+        if state != vcpu_state::READY as u64 {
+            return status::VCPU_STATE_INCORRECT | state;
+        }
+        if v.associated.compare_exchange(0, 1, AcqRel, Acquire).is_ok() {
+            td.num_assoc_vcpus.fetch_add(1, AcqRel);
+        }
+        let debug = td.attributes.load(Relaxed) & ATTR_DEBUG != 0;
+        let field = md::with_context(field, md::CONTEXT_VP);
+        if !write && version > 0 && fields::is_null(field) {
+            a.rdx = fields::next_readable(&fields::VP, field, debug);
+            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
+        }
+        if let Err(st) = fields::check_single_element(field) {
+            return st;
+        }
+        let Some((i, _)) = fields::find(&fields::VP, field) else {
+            return status::METADATA_FIELD_ID_INCORRECT;
+        };
+        let e = &fields::VP[i];
+        let current = e.fit(match e.value {
+            fields::Value::GuestRcx => v.guest_rcx.load(Relaxed),
+            fields::Value::VcpuState => state,
+            fields::Value::VcpuIndex => v.index.load(Relaxed),
+            fields::Value::NumTdvpsPages => v.num_tdvps_pages.load(Relaxed),
+            _ => 0,
+        });
+        if write {
+            let (new, old) = match fields::write(e, debug, current, value, mask, true) {
                 Ok(x) => x,
                 Err(st) => return st,
             };
-        let v = vp.v;
-        a.r8 = match a.rdx {
-            fields::VP_STATE => v.state.load(Relaxed),
-            fields::VP_INITIAL_RCX => v.initial_rcx.load(Relaxed),
-            fields::VP_INDEX => v.index.load(Relaxed),
-            _ => return fields::METADATA_FIELD_ID_INCORRECT,
-        };
+            // Only guest RCX is host-writable (DEBUG TDs); the others have write masks of 0.
+            if e.value == fields::Value::GuestRcx {
+                v.guest_rcx.store(new, Relaxed);
+            }
+            a.r8 = old;
+            return status::SUCCESS;
+        }
+        let (rd, _) = e.masks(debug);
+        if rd == 0 {
+            return status::METADATA_FIELD_NOT_READABLE;
+        }
+        a.r8 = current & rd;
+        if version > 0 {
+            a.rdx = fields::next_readable(&fields::VP, field, debug);
+        }
         status::SUCCESS
     }
 
+    pub(super) fn vp_rd(&self, a: &mut SeamArgs, version: u64) -> u64 {
+        self.vp_rdwr(a, false, version)
+    }
+
     pub(super) fn vp_wr(&self, a: &mut SeamArgs) -> u64 {
-        if let Err(st) = self.vp_prologue(
-            a.rcx,
-            operand::RCX,
-            Mode::Exclusive,
-            Mode::Shared,
-            leaf::VP_WR,
-        ) {
-            return st;
-        }
-        match a.rdx {
-            fields::VP_STATE | fields::VP_INITIAL_RCX | fields::VP_INDEX => {
-                fields::METADATA_FIELD_NOT_WRITABLE
-            }
-            _ => fields::METADATA_FIELD_ID_INCORRECT,
-        }
+        self.vp_rdwr(a, true, 0)
     }
 
     pub(super) fn mr_finalize(&self, a: &mut SeamArgs) -> u64 {
