@@ -163,6 +163,8 @@ pub mod status {
     pub const NO_VCPUS: u64 = 0xC000_0609_0000_0000;
     /// Wrong number of TDCX/TDVPS pages.
     pub const TDCX_NUM_INCORRECT: u64 = 0xC000_0610_0000_0000;
+    /// VP.INIT version 1 with an x2APIC id another vCPU of the TD has (operand field: the id).
+    pub const X2APIC_ID_NOT_UNIQUE: u64 = 0xC000_0621_0000_0000;
     /// The vCPU's state does not allow the leaf (operand field: the state).
     pub const VCPU_STATE_INCORRECT: u64 = 0xC000_0700_0000_0000;
     /// VP.FLUSH on another LP than the vCPU is associated with.
@@ -257,6 +259,30 @@ pub mod operand {
     pub const OP_STATE: u32 = 0xAC;
     /// The key ownership table.
     pub const KOT: u32 = 0xBA;
+    /// The package's TDH.PHYMEM.CACHE.WB state (`OPERAND_ID_WBCACHE`, a per-package mutex).
+    pub const WBCACHE: u32 = 0xBC;
+
+    /// TD_PARAMS fields (TDH.MNG.INIT reports a refused field by these ids).
+    pub mod td_params {
+        /// ATTRIBUTES.
+        pub const ATTRIBUTES: u32 = 64;
+        /// XFAM.
+        pub const XFAM: u32 = 65;
+        /// CONFIG_FLAGS (`OPERAND_ID_EXEC_CONTROLS`).
+        pub const EXEC_CONTROLS: u32 = 66;
+        /// EPTP_CONTROLS.
+        pub const EPTP_CONTROLS: u32 = 67;
+        /// MAX_VCPUS.
+        pub const MAX_VCPUS: u32 = 68;
+        /// CPUID_CONFIG (RCX then names the leaf and subleaf).
+        pub const CPUID_CONFIG: u32 = 69;
+        /// TSC_FREQUENCY.
+        pub const TSC_FREQUENCY: u32 = 70;
+        /// NUM_L2_VMS.
+        pub const NUM_L2_VMS: u32 = 71;
+        /// IA32_ARCH_CAPABILITIES_CONFIG.
+        pub const IA32_ARCH_CAPABILITIES_CONFIG: u32 = 72;
+    }
 }
 
 /// S-EPT level in TDX numbering (`ept_level_t`): 0 = 4K entries ... 4 = PML5.
@@ -470,6 +496,36 @@ pub mod md {
         pub const VCPU_INDEX: u64 = 0xA020_0002_0000_0002;
         /// TDVPS pages, TDVPR included (8-bit). Host-readable.
         pub const NUM_TDVPS_PAGES: u64 = 0xA020_0000_0000_0003;
+    }
+
+    /// Module-scope (TDH.SYS.RD) fields the software module answers
+    /// (`include/auto_gen/global_sys_fields_lookup.c`). [`TDR_BASE_SIZE`],
+    /// [`TDCS_BASE_SIZE`], [`TDVPS_BASE_SIZE`] and [`MAX_VCPUS_PER_TD`] are answered too.
+    pub mod sys {
+        /// Packages in the platform (32-bit): 1 (the software module emulates one package).
+        pub const NUM_PKGS: u64 = 0x0000_0002_0000_0000;
+        /// 0x8086 (32-bit).
+        pub const VENDOR_ID: u64 = 0x0800_0002_0000_0000;
+        /// Module attributes (32-bit): 0.
+        pub const SYS_ATTRIBUTES: u64 = 0x0A00_0002_0000_0000;
+        /// TDCX bytes per L2 VM (16-bit).
+        pub const TDCS_SIZE_PER_L2_VM: u64 = 0x9800_0001_0000_0101;
+        /// TDVPS bytes per L2 VM (16-bit).
+        pub const TDVPS_SIZE_PER_L2_VM: u64 = 0x9800_0001_0000_0201;
+        /// ATTRIBUTES bits a TD may set (64-bit).
+        pub const ATTRIBUTES_FIXED0: u64 = 0x1900_0003_0000_0000;
+        /// ATTRIBUTES bits a TD must set (64-bit).
+        pub const ATTRIBUTES_FIXED1: u64 = 0x1900_0003_0000_0001;
+        /// XFAM bits a TD may set (64-bit).
+        pub const XFAM_FIXED0: u64 = 0x1900_0003_0000_0002;
+        /// XFAM bits a TD must set (64-bit).
+        pub const XFAM_FIXED1: u64 = 0x1900_0003_0000_0003;
+        /// CONFIG_FLAGS bits a TD may set (64-bit).
+        pub const CONFIG_FLAGS_FIXED0: u64 = 0x9900_0003_0000_0006;
+        /// CONFIG_FLAGS bits a TD must set (64-bit).
+        pub const CONFIG_FLAGS_FIXED1: u64 = 0x9900_0003_0000_0007;
+        /// IA32_ARCH_CAPABILITIES bits TD_PARAMS may configure (64-bit).
+        pub const IA32_ARCH_CAPABILITIES_CONFIG_MASK: u64 = 0x9900_0003_0000_0600;
     }
 }
 

@@ -8,9 +8,9 @@
 //! ``.
 //!
 //! Arch-entry bits (§3.6): a FREE entry reads as SVE only. A leaf is masked with R, W, Xs, Xu,
-//! MT, IPAT, PS, HPA, SVE; a non-leaf with R, W, Xs, Xu, PS only (no HPA). The spec does not say
-//! whether a PAGE.ADD leaf has Xu or SVE set, or whether BLOCK clears Xu ("RWX cleared"), so
-//! those two bits are masked off where the spec leaves them open, and nowhere else.
+//! MT, IPAT, PS, HPA, SVE; a non-leaf with R, W, Xs, Xu, PS only (no HPA). Every leaf has SVE
+//! (`sept_set_leaf_*`, `sept_update_state`); a MAPPED leaf has Xu (SEPT_PERMISSIONS_RWX) and
+//! BLOCK clears it (SEPT_PERMISSIONS_MASK), so leaves are compared exactly.
 
 use mmu::env::Frame;
 use mmu::{Gpa, Hpa, Pfn};
@@ -21,7 +21,7 @@ use std::sync::Barrier;
 use tdx::abi::{
     self, leaf, lifecycle, op_state, operand, page_size, page_type, sept_state, status, SeptLevel,
 };
-use tdx::swmod::{Injection, PamtInfo, MIN_TDCS_PAGES, TDVPS_PAGES};
+use tdx::swmod::{Injection, PamtInfo, MAX_TDVPS_PAGES, MIN_TDCS_PAGES, TDVPS_PAGES};
 use tdx::{Block, CacheWb, KeyConfig, Reclaimed, SeamArgs, Seamcall, Tdcx, Tdr, Tdvpr, Tdx};
 use testkit::env::BASE_PFN;
 use testkit::td::{build_td, host_page, sw_module, td_params, Stage, SwModule, TestTd};
@@ -792,6 +792,399 @@ fn mng_init_returns_rcx_zero_when_refused() {
     assert_eq!(a.rcx, 0);
 }
 
+// ---- TD_PARAMS rules (`tdh_mng_init.c`, `read_and_set_td_configurations`) --------------------
+//
+// TD_PARAMS words: 0 ATTRIBUTES, 1 XFAM, 2 MAX_VCPUS (15:0) | NUM_L2_VMS (23:16) |
+// MSR_CONFIG_CTLS (31:24; bit 24 IA32_ARCH_CAP) | reserved_0 (63:32), 3 EPTP_CONTROLS,
+// 4 CONFIG_FLAGS, 5 TSC_FREQUENCY (15:0) then reserved_1 to word 9, 10..=27 MRCONFIGID,
+// MROWNER, MROWNERCONFIG, 28 IA32_ARCH_CAPABILITIES_CONFIG, 29..=31 reserved_2, 32..=67
+// CPUID_CONFIG_VALS (18 entries), 68..=127 reserved_3.
+
+const W_ATTRIBUTES: usize = 0;
+const W_XFAM: usize = 1;
+const W_VCPUS: usize = 2;
+const W_EPTP: usize = 3;
+const W_FLAGS: usize = 4;
+const W_TSC: usize = 5;
+const W_ARCH_CAP: usize = 28;
+/// Word 2 of `td_params(.., 8)`.
+const VCPUS8: u64 = 8;
+/// EPTP_CONTROLS of a 4-level TD (WB, page-walk length 4).
+const EPTP4: u64 = 6 | 3 << 3;
+
+const ATTR_DEBUG: u64 = 1;
+const ATTR_ICSSD: u64 = 1 << 16;
+const ATTR_SEPT_VE_DISABLE: u64 = 1 << 28;
+const ATTR_MIGRATABLE: u64 = 1 << 29;
+const ATTR_PKS: u64 = 1 << 30;
+const ATTR_PERFMON: u64 = 1 << 63;
+
+fn td_param_invalid(op: u32) -> u64 {
+    with(status::OPERAND_INVALID, op)
+}
+
+/// `td_params(env, false, 8)` with `edits` (word, value) applied.
+fn params_with(env: &HostEnv, edits: &[(usize, u64)]) -> Frame {
+    let p = td_params(env, false, 8);
+    for &(w, v) in edits {
+        set_word(&p, w, v);
+    }
+    p
+}
+
+/// MNG.INIT of a fresh TD with `tdcx` TDCX pages, on a module of its own, with TD_PARAMS
+/// edited by `edits`: the status (RCX must be 0; the OP state follows the status).
+fn init_fresh(tdcx: u64, edits: &[(usize, u64)]) -> u64 {
+    let env = HostEnv::with_capacity(256);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::KeysConfigured);
+    for _ in 0..tdcx {
+        tdx.mng_addcx(td.tdr, Tdcx::new(Hpa::new(page(&env))))
+            .unwrap();
+    }
+    let p = params_with(&env, edits);
+    let (st, a) = init_with(&m, &td, &p);
+    assert_eq!(a.rcx, 0, "{edits:x?}: RCX");
+    let want = if st == status::SUCCESS {
+        op_state::INITIALIZED
+    } else {
+        op_state::UNINITIALIZED
+    };
+    assert_eq!(m.td_info(tdr_pfn(&td)).unwrap().op_state, want);
+    st
+}
+
+#[test]
+fn mng_init_accepts_each_allowed_attribute_bit_and_refuses_every_other() {
+    // TDX_ATTRIBUTES_FIXED0 of the newest module: DEBUG 0, PMT_PROF 6, ICSSD 16, LASS 27,
+    // SEPT_VE_DISABLE 28, MIGRATABLE 29, PKS 30, TPA 62, PERFMON 63; the emulated platform has
+    // no LASS and no TDX Connect (TPA), so 27 and 62 are refused like KL (31) and the rest.
+    let allowed = [0u32, 6, 16, 28, 29, 30, 63];
+    for bit in 0..64u32 {
+        let want = if allowed.contains(&bit) {
+            status::SUCCESS
+        } else {
+            td_param_invalid(operand::td_params::ATTRIBUTES)
+        };
+        assert_eq!(
+            init_fresh(MIN_TDCS_PAGES, &[(W_ATTRIBUTES, 1 << bit)]),
+            want,
+            "ATTRIBUTES bit {bit}"
+        );
+    }
+    assert_eq!(
+        td_param_invalid(operand::td_params::ATTRIBUTES),
+        0xC000_0100_0000_0040
+    );
+}
+
+#[test]
+fn mng_init_refuses_a_migratable_debug_or_perfmon_td_and_perfmon_with_icssd() {
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
+    for attr in [
+        ATTR_MIGRATABLE | ATTR_DEBUG,
+        ATTR_MIGRATABLE | ATTR_PERFMON,
+        ATTR_PERFMON | ATTR_ICSSD,
+        ATTR_MIGRATABLE | ATTR_DEBUG | ATTR_PERFMON | ATTR_ICSSD,
+    ] {
+        let p = params_with(&env, &[(W_ATTRIBUTES, attr)]);
+        assert_eq!(
+            init_with(&m, &td, &p).0,
+            td_param_invalid(operand::td_params::ATTRIBUTES),
+            "{attr:#x}"
+        );
+    }
+    for attr in [
+        ATTR_DEBUG | ATTR_PERFMON,
+        ATTR_DEBUG | ATTR_ICSSD,
+        ATTR_MIGRATABLE | ATTR_ICSSD | ATTR_SEPT_VE_DISABLE | ATTR_PKS,
+        0x8000_0000_7001_0041 & !ATTR_MIGRATABLE & !ATTR_ICSSD,
+    ] {
+        assert_eq!(
+            init_fresh(MIN_TDCS_PAGES, &[(W_ATTRIBUTES, attr)]),
+            status::SUCCESS,
+            "{attr:#x}"
+        );
+    }
+}
+
+#[test]
+fn mng_init_checks_xfam_allowed_bits_and_consistency() {
+    let xfam_invalid = td_param_invalid(operand::td_params::XFAM);
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
+    let mut refused = vec![0u64, 1, 2];
+    // Bits outside TDX_XFAM_FIXED0 (0x6DBE7).
+    refused.extend(
+        (0..64)
+            .filter(|b| 0x6DBE7u64 & 1 << b == 0)
+            .map(|b| 3 | 1u64 << b),
+    );
+    refused.extend([
+        3 | 0xE0,     // AVX-512 without AVX
+        3 | 4 | 0x20, // AVX-512 bits 5, 6, 7 not all equal
+        3 | 4 | 0x40,
+        3 | 4 | 0x80,
+        3 | 4 | 0x60,
+        3 | 4 | 0xA0,
+        3 | 4 | 0xC0,
+        3 | 1 << 11, // CET_U without CET_S
+        3 | 1 << 12, // CET_S without CET_U
+        3 | 1 << 17, // AMX XTILECFG without XTILEDATA
+        3 | 1 << 18, // AMX XTILEDATA without XTILECFG
+    ]);
+    for xfam in refused {
+        let p = params_with(&env, &[(W_XFAM, xfam)]);
+        assert_eq!(init_with(&m, &td, &p).0, xfam_invalid, "XFAM {xfam:#x}");
+    }
+    for xfam in [
+        3,
+        3 | 4,
+        3 | 4 | 0xE0,
+        3 | 0x1800,
+        3 | 0x6_0000,
+        3 | 1 << 8 | 1 << 9 | 1 << 14 | 1 << 15,
+        0x6DBE7,
+    ] {
+        assert_eq!(
+            init_fresh(MIN_TDCS_PAGES, &[(W_XFAM, xfam)]),
+            status::SUCCESS,
+            "XFAM {xfam:#x}"
+        );
+    }
+}
+
+#[test]
+fn mng_init_refuses_more_than_3_l2_vms_and_needs_a_tdcx_page_per_l2_vm() {
+    let l2_invalid = td_param_invalid(operand::td_params::NUM_L2_VMS);
+    assert_eq!(l2_invalid, 0xC000_0100_0000_0047);
+    for (n, tdcx, want) in [
+        (4u64, 12, l2_invalid),
+        (255, 12, l2_invalid),
+        (1, 9, status::TDCS_NOT_ALLOCATED),
+        (1, 10, status::SUCCESS),
+        (2, 10, status::TDCS_NOT_ALLOCATED),
+        (2, 11, status::SUCCESS),
+        (3, 11, status::TDCS_NOT_ALLOCATED),
+        (3, 12, status::SUCCESS),
+        (0, 12, status::SUCCESS),
+    ] {
+        assert_eq!(
+            init_fresh(tdcx, &[(W_VCPUS, VCPUS8 | n << 16)]),
+            want,
+            "NUM_L2_VMS {n} with {tdcx} TDCX pages"
+        );
+    }
+}
+
+#[test]
+fn a_td_with_l2_vms_needs_3_more_tdvps_pages_per_l2_vm_before_vp_init() {
+    // `map_tdvps`: MIN_TDVPS_PAGES + TDVPS_PAGES_PER_L2_VM × NUM_L2_VMS pages.
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
+    tdx.mng_addcx(td.tdr, Tdcx::new(Hpa::new(page(&env))))
+        .unwrap();
+    let p = params_with(&env, &[(W_VCPUS, VCPUS8 | 1 << 16)]);
+    assert_eq!(init_with(&m, &td, &p).0, status::SUCCESS);
+    let v = new_vcpu(&tdx, &env, td.tdr, TDVPS_PAGES);
+    for _ in 0..3 {
+        assert_eq!(
+            tdx.vp_init(v, 0).unwrap_err().status,
+            status::TDCX_NUM_INCORRECT
+        );
+        assert_eq!(
+            tdx.vp_flush(v).unwrap_err().status,
+            status::TDCX_NUM_INCORRECT
+        );
+        tdx.vp_addcx(v, Tdcx::new(Hpa::new(page(&env)))).unwrap();
+    }
+    tdx.vp_init(v, 0).unwrap();
+    let (st, a) = call(
+        &m,
+        leaf::VP_RD,
+        v.hpa().raw(),
+        abi::md::vp::NUM_TDVPS_PAGES,
+        0,
+        0,
+    );
+    assert_eq!((st, a.r8), (status::SUCCESS, 9));
+}
+
+#[test]
+fn mng_init_refuses_reserved_td_params_bytes_with_rdx() {
+    let rdx = with(status::OPERAND_INVALID, operand::RDX);
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
+    for (w, v) in [
+        (W_VCPUS, VCPUS8 | 1 << 32), // reserved_0 (bytes 20..24)
+        (W_VCPUS, VCPUS8 | 1 << 63),
+        (W_VCPUS, VCPUS8 | 1 << 25), // MSR_CONFIG_CTLS bits 7:1
+        (W_VCPUS, VCPUS8 | 1 << 31),
+        (W_TSC, 100 | 1 << 16), // reserved_1 (bytes 42..80)
+        (W_TSC, 100 | 1 << 63),
+        (6, 1),
+        (9, 1 << 63),
+        (29, 1), // reserved_2 (bytes 232..256)
+        (31, 1 << 63),
+        (68, 1), // reserved_3 (bytes 544..1024)
+        (100, 1),
+        (127, 1 << 63),
+    ] {
+        let p = params_with(&env, &[(w, v)]);
+        assert_eq!(init_with(&m, &td, &p).0, rdx, "word {w} = {v:#x}");
+    }
+    // MRCONFIGID, MROWNER and MROWNERCONFIG (words 10..=27) are free-form.
+    assert_eq!(
+        init_fresh(MIN_TDCS_PAGES, &[(10, u64::MAX), (27, 0x1234)]),
+        status::SUCCESS
+    );
+}
+
+#[test]
+fn mng_init_checks_config_flags_allowed_bits_and_the_maxpa_pair() {
+    let flags_invalid = td_param_invalid(operand::td_params::EXEC_CONTROLS);
+    assert_eq!(flags_invalid, 0xC000_0100_0000_0042);
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
+    // CONFIG_FLAGS_FIXED0 = bits 4:0; MAXPA_VIRT (3) and MAXGPA_VIRT (4) are exclusive.
+    for flags in [1u64 << 5, 1 << 6, 1 << 32, 1 << 63, 1 << 3 | 1 << 4, 0x1F] {
+        let p = params_with(&env, &[(W_FLAGS, flags)]);
+        assert_eq!(init_with(&m, &td, &p).0, flags_invalid, "{flags:#x}");
+    }
+    for flags in [1u64 << 1, 1 << 2, 1 << 3, 1 << 4, 0x7, 0xF, 0x17] {
+        assert_eq!(
+            init_fresh(MIN_TDCS_PAGES, &[(W_FLAGS, flags), (W_EPTP, 6 | 4 << 3)]),
+            status::SUCCESS,
+            "{flags:#x}"
+        );
+    }
+}
+
+#[test]
+fn mng_init_refuses_eptp_controls_with_any_bit_above_the_walk_length() {
+    let eptp_invalid = td_param_invalid(operand::td_params::EPTP_CONTROLS);
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
+    // A/D enable (6), supervisor shadow stack (7), 11:8, the root PA (51:12), 63:52; memory
+    // types other than WB; walk lengths other than 4 and 5.
+    let mut bad: Vec<u64> = [6u32, 7, 8, 11, 12, 30, 51, 52, 63]
+        .iter()
+        .map(|b| EPTP4 | 1 << b)
+        .collect();
+    bad.extend([3 << 3, 5 | 3 << 3, 7 | 3 << 3, 6 | 7 << 3, 6]);
+    for eptp in bad {
+        let p = params_with(&env, &[(W_EPTP, eptp)]);
+        assert_eq!(init_with(&m, &td, &p).0, eptp_invalid, "{eptp:#x}");
+    }
+    // GPAW 52 (CONFIG_FLAGS bit 0) needs a 5-level EPT.
+    let p = params_with(&env, &[(W_FLAGS, 1), (W_EPTP, EPTP4)]);
+    assert_eq!(init_with(&m, &td, &p).0, eptp_invalid);
+    assert_eq!(
+        init_fresh(MIN_TDCS_PAGES, &[(W_EPTP, 6 | 4 << 3)]),
+        status::SUCCESS
+    );
+}
+
+#[test]
+fn mng_init_checks_the_ia32_arch_capabilities_configuration() {
+    let arch_invalid = td_param_invalid(operand::td_params::IA32_ARCH_CAPABILITIES_CONFIG);
+    assert_eq!(arch_invalid, 0xC000_0100_0000_0048);
+    let flag = VCPUS8 | 1 << 24;
+    let mask = 1u64 << 4 | 1 << 19 | 1 << 20 | 1 << 24;
+    for (w2, cfg, want) in [
+        (VCPUS8, 1 << 4, arch_invalid), // a value without MSR_CONFIG_CTLS.IA32_ARCH_CAP
+        (flag, 1, arch_invalid),        // bits outside SSB_NO, RRSBA, BHI_NO, PBRSB_NO
+        (flag, mask | 1 << 25, arch_invalid),
+        (flag, 1 << 63, arch_invalid),
+        (flag, mask, status::SUCCESS),
+        (flag, 0, status::SUCCESS),
+        (VCPUS8, 0, status::SUCCESS),
+    ] {
+        assert_eq!(
+            init_fresh(MIN_TDCS_PAGES, &[(W_VCPUS, w2), (W_ARCH_CAP, cfg)]),
+            want,
+            "MSR_CONFIG_CTLS {w2:#x} config {cfg:#x}"
+        );
+    }
+}
+
+#[test]
+fn mng_init_checks_td_params_in_intels_order() {
+    let inv = td_param_invalid;
+    use operand::td_params as op;
+    let rdx = with(status::OPERAND_INVALID, operand::RDX);
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
+    let l2 = |n: u64| VCPUS8 | n << 16;
+    for (edits, want) in [
+        (
+            vec![(W_ATTRIBUTES, 1u64 << 31), (W_XFAM, 0)],
+            inv(op::ATTRIBUTES),
+        ),
+        (vec![(W_XFAM, 0), (W_VCPUS, 0)], inv(op::XFAM)),
+        (vec![(W_VCPUS, 4 << 16)], inv(op::MAX_VCPUS)),
+        (vec![(W_VCPUS, 1 << 16)], inv(op::MAX_VCPUS)),
+        (vec![(W_VCPUS, l2(4) | 1 << 32)], inv(op::NUM_L2_VMS)),
+        (
+            vec![(W_VCPUS, l2(1) | 1 << 32), (W_FLAGS, 1 << 5)],
+            status::TDCS_NOT_ALLOCATED,
+        ),
+        (vec![(W_VCPUS, VCPUS8 | 1 << 32), (W_FLAGS, 1 << 5)], rdx),
+        (vec![(W_FLAGS, 1 << 5), (W_EPTP, 0)], inv(op::EXEC_CONTROLS)),
+        (vec![(W_FLAGS, 1), (W_TSC, 0)], inv(op::EPTP_CONTROLS)),
+        (vec![(W_TSC, 1 << 16)], inv(op::TSC_FREQUENCY)),
+        (vec![(7, 1), (W_ARCH_CAP, 1)], rdx),
+        (vec![(30, 1), (W_ARCH_CAP, 1)], rdx),
+        (vec![(W_VCPUS, VCPUS8 | 1 << 26), (W_ARCH_CAP, 1)], rdx),
+        (vec![(80, 1), (W_ARCH_CAP, 1)], rdx),
+        (
+            vec![(W_ARCH_CAP, 1)],
+            inv(op::IA32_ARCH_CAPABILITIES_CONFIG),
+        ),
+    ] {
+        let p = params_with(&env, &edits);
+        assert_eq!(init_with(&m, &td, &p).0, want, "{edits:x?}");
+    }
+    assert_eq!(
+        m.td_info(tdr_pfn(&td)).unwrap().op_state,
+        op_state::UNINITIALIZED
+    );
+}
+
+#[test]
+fn mng_init_ignores_rcx_bit_0_the_event_filtering_flag() {
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
+    let p = td_params(&env, false, 8);
+    let (st, a) = call(
+        &m,
+        leaf::MNG_INIT,
+        tdr_pa(&td) | 1,
+        p.pfn().hpa().raw(),
+        0,
+        0,
+    );
+    assert_eq!((st, a.rcx), (status::SUCCESS, 0));
+}
+
 // =============================================================================================
 // TDH.VP.CREATE / TDH.VP.ADDCX / TDH.VP.INIT
 // =============================================================================================
@@ -858,22 +1251,56 @@ fn vp_create_refuses_tdvpr_pages_that_are_not_nda_and_tdr_operands_that_are_not_
 }
 
 #[test]
-fn vp_addcx_accepts_pages_until_the_tdvps_is_complete() {
+fn vp_addcx_accepts_pages_until_the_vcpu_holds_max_tdvps_pages() {
+    // `tdh_vp_addcx.c`: `num_tdvps_pages >= MAX_TDVPS_PAGES` (15) → TDX_TDCX_NUM_INCORRECT, no
+    // operand id. MIN_TDVPS_PAGES (6) is only what VP.INIT needs; L2 VMs need the rest.
+    assert_eq!((TDVPS_PAGES, MAX_TDVPS_PAGES), (6, 15));
     let env = HostEnv::with_capacity(CAP);
     let m = sw_module(&env);
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 0, Stage::Initialized);
     let v = new_vcpu(&tdx, &env, td.tdr, 1);
-    for _ in 1..TDVPS_PAGES {
-        let p = page(&env);
-        tdx.vp_addcx(v, Tdcx::new(Hpa::new(p))).unwrap();
-        assert_eq!(m.pamt_info(pfn(p)), Some(owned_by(page_type::TDCX, 0, &td)));
+    let mut pages = vec![];
+    for _ in 1..MAX_TDVPS_PAGES {
+        let p = host_page(&env);
+        tdx.vp_addcx(v, Tdcx::new(p.pfn().hpa())).unwrap();
+        assert_eq!(
+            m.pamt_info(p.pfn()),
+            Some(owned_by(page_type::TDCX, 0, &td))
+        );
+        pages.push(p);
     }
+    // The 15th VP.ADDCX (the vCPU holds the TDVPR and 14 TDCX pages) is refused.
     let p = page(&env);
-    let e = tdx.vp_addcx(v, Tdcx::new(Hpa::new(p))).unwrap_err();
-    assert_eq!(e.status, status::TDCX_NUM_INCORRECT);
+    let (st, _) = call(&m, leaf::VP_ADDCX, p, v.hpa().raw(), 0, 0);
+    assert_eq!(st, 0xC000_0610_0000_0000);
+    assert_eq!(st, status::TDCX_NUM_INCORRECT);
     assert_eq!(m.pamt_info(pfn(p)), Some(nda()));
-    assert_eq!(chldcnt(&m, &td), MIN_TDCS_PAGES + TDVPS_PAGES);
+    assert_eq!(chldcnt(&m, &td), MIN_TDCS_PAGES + MAX_TDVPS_PAGES);
+    // TDVPS pages 7, 8, 10, 11, 13 and 14 (the L2 MSR bitmaps) start as all 1s, the rest as 0.
+    for (i, f) in pages.iter().enumerate() {
+        let index = i + 1;
+        let want = if [7, 8, 10, 11, 13, 14].contains(&index) {
+            u64::MAX
+        } else {
+            0
+        };
+        assert!(
+            f.table().0.iter().all(|w| w.load(Relaxed) == want),
+            "TDVPS page {index}"
+        );
+    }
+    // A vCPU with more than MIN_TDVPS_PAGES pages is initialised like any other.
+    tdx.vp_init(v, 0).unwrap();
+    let (st, a) = call(
+        &m,
+        leaf::VP_RD,
+        v.hpa().raw(),
+        abi::md::vp::NUM_TDVPS_PAGES,
+        0,
+        0,
+    );
+    assert_eq!((st, a.r8), (status::SUCCESS, MAX_TDVPS_PAGES));
 }
 
 #[test]
@@ -954,11 +1381,9 @@ fn vp_init_refuses_more_vcpus_than_max_vcpus() {
         assert_eq!(e.status, status::MAX_VCPUS_EXCEEDED);
         assert_eq!(e.status, 0xC000_0705_0000_0000);
     }
-    // v1 stayed uninitialised: VP.ADDCX gets past the vCPU-state check to the page count.
-    let e = tdx
-        .vp_addcx(v1, Tdcx::new(Hpa::new(page(&env))))
-        .unwrap_err();
-    assert_eq!(e.status, status::TDCX_NUM_INCORRECT);
+    // v1 stayed uninitialised: VP.ADDCX gets past the vCPU-state check (it has 6 of its 15
+    // pages) and adds the page.
+    tdx.vp_addcx(v1, Tdcx::new(Hpa::new(page(&env)))).unwrap();
 }
 
 #[test]
@@ -969,6 +1394,93 @@ fn vp_init_is_refused_after_finalize() {
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     let e = tdx.vp_init(td.vcpus[0], 0).unwrap_err();
     assert_eq!(e.status, status::OP_STATE_INCORRECT);
+}
+
+/// VP.INIT at `version` of `v` with R8 = `x2apic`: the status and the registers.
+fn vp_init_v(m: &SwModule<'_>, version: u8, v: Tdvpr, x2apic: u64) -> (u64, SeamArgs) {
+    seam(
+        m,
+        leaf::VP_INIT,
+        version,
+        SeamArgs {
+            rcx: v.hpa().raw(),
+            rdx: 0x77,
+            r8: x2apic,
+            ..SeamArgs::default()
+        },
+    )
+}
+
+#[test]
+fn vp_init_version_0_records_no_x2apic_id() {
+    // `tdh_vp_init.c`: only version 1 writes `x2apic_ids[vcpu_index]`; version 1 compares with
+    // every slot below its index, and a slot version 0 left alone holds 0 (TDCX pages start
+    // zeroed).
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = init_td(&tdx, &env, 1, 4);
+    let v: Vec<Tdvpr> = (0..4)
+        .map(|_| new_vcpu(&tdx, &env, td.tdr, TDVPS_PAGES))
+        .collect();
+    assert_eq!(vp_init_v(&m, 0, v[0], 0).0, status::SUCCESS);
+    assert_eq!(vp_init_v(&m, 0, v[1], 0).0, status::SUCCESS);
+    // x2APIC id 1 is unique: vCPU 1 (version 0) did not record its index.
+    assert_eq!(vp_init_v(&m, 1, v[2], 1).0, status::SUCCESS);
+    // x2APIC id 0 is what the untouched slots 0 and 1 hold.
+    let (st, a) = vp_init_v(&m, 1, v[3], 0);
+    assert_eq!(st, X2APIC_ID_NOT_UNIQUE);
+    assert_eq!((a.rcx, a.rdx, a.r8), (v[3].hpa().raw(), 0x77, 0));
+    // The refused VP.INIT gave its index back: id 2 takes index 3.
+    assert_eq!(vp_init_v(&m, 1, v[3], 2).0, status::SUCCESS);
+    let (st, a) = call(
+        &m,
+        leaf::VP_RD,
+        v[3].hpa().raw(),
+        abi::md::vp::VCPU_INDEX,
+        0,
+        0,
+    );
+    assert_eq!((st, a.r8), (status::SUCCESS, 3));
+}
+
+#[test]
+fn vp_init_x2apic_ids_of_every_vcpu_index_up_to_1375_are_kept_and_compared() {
+    // The table is `uint32_t x2apic_ids[MAX_VCPUS_PER_TD]` in the TDCS: indices from 1024 on
+    // (beyond 1024 eight-byte slots of two pages) must be stored and compared like the others.
+    let max = abi::MAX_VCPUS_PER_TD as u64;
+    let env = HostEnv::with_capacity(8704);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = init_td(&tdx, &env, 1, max);
+    let id = |i: u64| 0x1000 + i;
+    let mut last = None;
+    for i in 0..max {
+        let v = new_vcpu(&tdx, &env, td.tdr, TDVPS_PAGES);
+        if i + 1 == max {
+            last = Some(v);
+            break;
+        }
+        assert_eq!(vp_init_v(&m, 1, v, id(i)).0, status::SUCCESS, "vCPU {i}");
+    }
+    let v = last.unwrap();
+    // Index 1375: every earlier id is taken, high indices included.
+    for dup in [0, 1, 511, 512, 1023, 1024, 1025, 1200, max - 2] {
+        let (st, a) = vp_init_v(&m, 1, v, id(dup));
+        assert_eq!(
+            st,
+            X2APIC_ID_NOT_UNIQUE | id(dup),
+            "x2APIC id of vCPU {dup}"
+        );
+        assert_eq!((a.rcx, a.rdx, a.r8), (v.hpa().raw(), 0x77, id(dup)));
+    }
+    assert_eq!(tdx.mng_rd(td.tdr, abi::md::td::NUM_VCPUS), Ok(max - 1));
+    // The last slot takes the largest 32-bit id.
+    assert_eq!(vp_init_v(&m, 1, v, u32::MAX as u64).0, status::SUCCESS);
+    assert_eq!(tdx.mng_rd(td.tdr, abi::md::td::NUM_VCPUS), Ok(max));
+    // One more vCPU is beyond MAX_VCPUS, before any x2APIC id is looked at.
+    let extra = new_vcpu(&tdx, &env, td.tdr, TDVPS_PAGES);
+    assert_eq!(vp_init_v(&m, 1, extra, id(0)).0, status::MAX_VCPUS_EXCEEDED);
 }
 
 // =============================================================================================
@@ -1138,6 +1650,49 @@ fn cache_wb_again_while_the_hkid_is_still_flushed_is_success() {
     tdx.mng_vpflushdone(td.tdr).unwrap();
     assert_eq!(tdx.phymem_cache_wb(false), Ok(CacheWb::Done));
     assert_eq!(tdx.phymem_cache_wb(false), Ok(CacheWb::Done));
+}
+
+#[test]
+fn cache_wb_meets_busy_wbcache_while_another_cache_wb_holds_the_package() {
+    // `tdh_phymem_cache_wb.c`: the command check, then the package's write-back mutex
+    // (`TDX_OPERAND_BUSY | OPERAND_ID_WBCACHE` = 0x80000200000000BC), then the KOT (shared).
+    let busy = with(status::OPERAND_BUSY, operand::WBCACHE);
+    assert_eq!(busy, 0x8000_0200_0000_00BC);
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = build_td(&tdx, &env, 1, 0, Stage::Created);
+    tdx.mng_vpflushdone(td.tdr).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..20_000_000u64 {
+                    if done.load(Relaxed) {
+                        return;
+                    }
+                    // The command is checked before the mutex is taken.
+                    let (st, _) = call(&m, leaf::PHYMEM_CACHE_WB, 2, 0, 0, 0);
+                    assert_eq!(st, with(status::OPERAND_INVALID, operand::RCX));
+                    let (st, _) = call(&m, leaf::PHYMEM_CACHE_WB, 0, 0, 0, 0);
+                    if st == busy {
+                        seen.fetch_add(1, Relaxed);
+                        done.store(true, Relaxed);
+                        return;
+                    }
+                    // Never BUSY on the KOT: the holder of the mutex is the only reader.
+                    assert_eq!(st, status::SUCCESS, "CACHE.WB: {st:#x}");
+                }
+            });
+        }
+    });
+    assert!(seen.load(Relaxed) > 0, "no CACHE.WB met BUSY|WBCACHE");
+    // Nothing was left locked.
+    tdx.mng_key_freeid(td.tdr).unwrap();
+    assert_eq!(tdx.phymem_cache_wb(false), Ok(CacheWb::NothingToWriteBack));
 }
 
 #[test]
@@ -1974,7 +2529,7 @@ fn page_add_copies_the_source_and_maps_the_page() {
     }
     let (rcx, rdx) = sept_rd(&tdx, &td, 0x3000, 0);
     assert_eq!(rdx, info(0, sept_state::MAPPED));
-    assert_eq!(rcx & !(XU | SVE), LEAF_RWX | tgt.pfn().hpa().raw());
+    assert_eq!(rcx, SVE | XU | LEAF_RWX | tgt.pfn().hpa().raw());
     assert_eq!(
         m.pamt_info(tgt.pfn()),
         Some(owned_by(page_type::REG, 0, &td))
@@ -2036,7 +2591,7 @@ fn page_add_refuses_bad_level_walk_entry_source_and_target() {
             info(0, sept_state::MAPPED)
         )
     );
-    assert_eq!(a.rcx & !(XU | SVE), LEAF_RWX | mapped);
+    assert_eq!(a.rcx, SVE | XU | LEAF_RWX | mapped);
     // Source not 4K-aligned.
     let (st, _) = call(&m, leaf::MEM_PAGE_ADD, gl(0x2000, 0), t, tgt, src + 8);
     assert_eq!(st, with(status::OPERAND_INVALID, operand::R9));
@@ -2092,7 +2647,7 @@ fn block_moves_each_blockable_state_to_its_blocked_state() {
     );
     let (rcx, rdx) = sept_rd(&tdx, &td, 0x1000, 0);
     assert_eq!(rdx, info(0, sept_state::BLOCKED));
-    assert_eq!(rcx & !(XU | SVE), LEAF_NO_PERM | mapped);
+    assert_eq!(rcx, SVE | LEAF_NO_PERM | mapped);
     assert_eq!(
         tdx.mem_range_block(td.tdr, Gpa::new(0x2000), SeptLevel::L4K),
         Ok(Block::Blocked)
@@ -2213,7 +2768,7 @@ fn unblock_restores_every_blocked_state_before_finalize_without_tracking() {
     }
     let (rcx, rdx) = sept_rd(&tdx, &td, 0x1000, 0);
     assert_eq!(rdx, info(0, sept_state::MAPPED));
-    assert_eq!(rcx & !(XU | SVE), LEAF_RWX | mapped);
+    assert_eq!(rcx, SVE | XU | LEAF_RWX | mapped);
     assert_eq!(
         sept_rd(&tdx, &td, 0x2000, 0),
         (SVE | LEAF_NO_PERM | pending, info(0, sept_state::PENDING))
@@ -2376,7 +2931,7 @@ fn page_remove_in_a_runnable_td_refuses_an_entry_that_is_not_blocked() {
             info(0, sept_state::MAPPED)
         )
     );
-    assert_eq!(e.rcx & !(XU | SVE), LEAF_RWX | mapped);
+    assert_eq!(e.rcx, SVE | XU | LEAF_RWX | mapped);
     assert_eq!(
         m.pamt_info(pfn(pending)),
         Some(owned_by(page_type::REG, 0, &td))
@@ -2714,14 +3269,14 @@ fn sept_rd_reports_level_and_public_state_of_each_state() {
     );
     // MAPPED 4.
     let (rcx, rdx) = sept_rd(&tdx, &td, 0x1000, 0);
-    assert_eq!((rcx & !(XU | SVE), rdx), (LEAF_RWX | mapped, 0x0400));
+    assert_eq!((rcx, rdx), (SVE | XU | LEAF_RWX | mapped, 0x0400));
     // BLOCKED 1, PENDING_BLOCKED 3.
     tdx.mem_range_block(td.tdr, Gpa::new(0x1000), SeptLevel::L4K)
         .unwrap();
     tdx.mem_range_block(td.tdr, Gpa::new(0x2000), SeptLevel::L4K)
         .unwrap();
     let (rcx, rdx) = sept_rd(&tdx, &td, 0x1000, 0);
-    assert_eq!((rcx & !(XU | SVE), rdx), (LEAF_NO_PERM | mapped, 0x0100));
+    assert_eq!((rcx, rdx), (SVE | LEAF_NO_PERM | mapped, 0x0100));
     assert_eq!(
         sept_rd(&tdx, &td, 0x2000, 0),
         (SVE | LEAF_NO_PERM | pending, 0x0300)
@@ -2775,7 +3330,7 @@ fn sept_rd_of_a_non_leaf_entry_reports_no_hpa() {
     tdx.mem_range_block(td.tdr, Gpa::new(0), SeptLevel::L2M)
         .unwrap();
     let (rcx, rdx) = sept_rd(&tdx, &td, 0, 1);
-    assert_eq!((rcx & !XU, rdx), (0, 0x8101));
+    assert_eq!((rcx, rdx), (0, 0x8101));
 }
 
 #[test]
@@ -2800,14 +3355,22 @@ fn sept_rd_checks_the_l2_flag_before_level_and_walk() {
 // =============================================================================================
 
 #[test]
-fn mr_extend_of_a_pending_page_is_ept_entry_not_present_without_operand() {
+fn mr_extend_of_a_pending_page_is_ept_entry_not_present_with_the_entry() {
     let env = HostEnv::with_capacity(CAP);
     let m = sw_module(&env);
     let tdx = Tdx::new(&m);
-    let (td, _, _) = td_with_mapped_and_pending(&tdx, &env, 1, false);
+    let (td, _, pending) = td_with_mapped_and_pending(&tdx, &env, 1, false);
+    // A PENDING leaf has RWX = 0: the walk to a leaf fails (`SEPT_WALK_TO_LEAF`), RCX +sept.
     let (st, a) = call(&m, leaf::MR_EXTEND, 0x2000, tdr_pa(&td), 0, 0);
-    assert_eq!((st, a.rcx, a.rdx), (0xC000_0B03_0000_0000, 0, 0));
-    assert_eq!(st, status::EPT_ENTRY_NOT_PRESENT);
+    assert_eq!(
+        (st, a.rcx, a.rdx),
+        (
+            0xC000_0B03_0000_0001,
+            SVE | LEAF_NO_PERM | pending,
+            info(0, sept_state::PENDING)
+        )
+    );
+    assert_eq!(st, with(status::EPT_ENTRY_NOT_PRESENT, operand::RCX));
 }
 
 #[test]
@@ -2835,7 +3398,7 @@ fn mr_extend_accepts_mapped_256_byte_chunks_and_refuses_the_rest() {
     let env = HostEnv::with_capacity(CAP);
     let m = sw_module(&env);
     let tdx = Tdx::new(&m);
-    let (td, _, _) = td_with_mapped_and_pending(&tdx, &env, 1, false);
+    let (td, mapped, _) = td_with_mapped_and_pending(&tdx, &env, 1, false);
     for gpa in [0x1000u64, 0x1100, 0x1f00] {
         tdx.mr_extend(td.tdr, Gpa::new(gpa)).unwrap();
     }
@@ -2847,11 +3410,18 @@ fn mr_extend_accepts_mapped_256_byte_chunks_and_refuses_the_rest() {
             "gpa {gpa:#x}"
         );
     }
-    // A BLOCKED leaf is not MAPPED.
+    // A BLOCKED leaf has RWX = 0: the walk to a leaf fails, RCX +sept.
     tdx.mem_range_block(td.tdr, Gpa::new(0x1000), SeptLevel::L4K)
         .unwrap();
     let (st, a) = call(&m, leaf::MR_EXTEND, 0x1000, tdr_pa(&td), 0, 0);
-    assert_eq!((st, a.rcx, a.rdx), (status::EPT_ENTRY_NOT_PRESENT, 0, 0));
+    assert_eq!(
+        (st, a.rcx, a.rdx),
+        (
+            with(status::EPT_ENTRY_NOT_PRESENT, operand::RCX),
+            SVE | LEAF_NO_PERM | mapped,
+            info(0, sept_state::BLOCKED)
+        )
+    );
     tdx.mem_range_unblock(td.tdr, Gpa::new(0x1000), SeptLevel::L4K)
         .unwrap();
     tdx.mr_finalize(td.tdr).unwrap();
@@ -3424,52 +3994,153 @@ fn concurrent_sept_add_aug_block_see_only_success_or_busy_and_end_consistent() {
 
 // ---- TDH.SYS.RD (global metadata) ------------------------------------------------------------
 
+/// TDH.SYS.RD of `field`: (status, R8, RDX).
+fn sys_rd(m: &SwModule<'_>, field: u64) -> (u64, u64, u64) {
+    let (st, a) = call(m, abi::leaf::SYS_RD, 0x55, field, 0x66, 0);
+    (st, a.r8, a.rdx)
+}
+
 #[test]
-fn sys_rd_answers_intel_field_ids_in_bytes_and_chains_rdx() {
+fn sys_rd_answers_intel_field_ids_in_bytes_and_chains_rdx_in_intels_table_order() {
+    use abi::md::sys;
     let env = HostEnv::with_capacity(CAP);
     let m = sw_module(&env);
-    // TDCS_BASE_SIZE is in bytes: the host derives the TDCX page count from it.
-    let (st, out) = call(&m, abi::leaf::SYS_RD, 0, abi::md::TDCS_BASE_SIZE, 0, 0);
-    assert_eq!(st, status::SUCCESS);
-    assert_eq!(out.r8, MIN_TDCS_PAGES * 4096);
-    assert_eq!(
-        out.rdx,
-        abi::md::TDVPS_BASE_SIZE,
-        "RDX names the next readable field"
-    );
-    let (st, out) = call(&m, abi::leaf::SYS_RD, 0, abi::md::TDVPS_BASE_SIZE, 0, 0);
-    assert_eq!(st, status::SUCCESS);
-    assert_eq!(out.r8, TDVPS_PAGES * 4096);
-    let (st, out) = call(&m, abi::leaf::SYS_RD, 0, abi::md::TDR_BASE_SIZE, 0, 0);
-    assert_eq!((st, out.r8), (status::SUCCESS, 4096));
-    let (st, out) = call(&m, abi::leaf::SYS_RD, 0, abi::md::MAX_VCPUS_PER_TD, 0, 0);
-    assert_eq!(st, status::SUCCESS);
-    assert_eq!(out.r8, abi::MAX_VCPUS_PER_TD as u64);
-    assert_eq!(out.rdx, abi::md::FIELD_ID_NA, "last field: no next one");
-    // Through the typed wrapper too.
+    // (field, value, the next field of `global_sys_lookup`, readable or not by the software
+    // module).
+    let page = 4096;
+    for (field, value, next) in [
+        (sys::NUM_PKGS, 1, 0x0000_0002_0000_0001),       // PKG_FMS
+        (sys::VENDOR_ID, 0x8086, 0x8800_0002_0000_0001), // BUILD_DATE
+        (sys::SYS_ATTRIBUTES, 0, 0x0A00_0000_0000_0001), // NUM_TDX_FEATURES
+        (abi::md::TDR_BASE_SIZE, page, abi::md::TDCS_BASE_SIZE),
+        (
+            abi::md::TDCS_BASE_SIZE,
+            MIN_TDCS_PAGES * page,
+            sys::TDCS_SIZE_PER_L2_VM,
+        ),
+        (sys::TDCS_SIZE_PER_L2_VM, page, abi::md::TDVPS_BASE_SIZE),
+        (
+            abi::md::TDVPS_BASE_SIZE,
+            TDVPS_PAGES * page,
+            sys::TDVPS_SIZE_PER_L2_VM,
+        ),
+        (sys::TDVPS_SIZE_PER_L2_VM, 3 * page, sys::ATTRIBUTES_FIXED0),
+        (
+            sys::ATTRIBUTES_FIXED0,
+            0x8000_0000_7001_0041,
+            sys::ATTRIBUTES_FIXED1,
+        ),
+        (sys::ATTRIBUTES_FIXED1, 0, sys::XFAM_FIXED0),
+        (sys::XFAM_FIXED0, 0x6DBE7, sys::XFAM_FIXED1),
+        (sys::XFAM_FIXED1, 3, 0x9900_0001_0000_0004), // NUM_CPUID_CONFIG
+        (sys::CONFIG_FLAGS_FIXED0, 0x1F, sys::CONFIG_FLAGS_FIXED1),
+        (sys::CONFIG_FLAGS_FIXED1, 0, abi::md::MAX_VCPUS_PER_TD),
+        (
+            abi::md::MAX_VCPUS_PER_TD,
+            abi::MAX_VCPUS_PER_TD as u64,
+            0x9900_0000_0000_0009, // MIN_VIRT_MAXPA
+        ),
+        (
+            sys::IA32_ARCH_CAPABILITIES_CONFIG_MASK,
+            0x0118_0010,
+            0x9900_0001_0000_0800, // NUM_ALLOWED_FMS
+        ),
+    ] {
+        assert_eq!(
+            sys_rd(&m, field),
+            (status::SUCCESS, value, next),
+            "field {field:#x}"
+        );
+    }
+    // TDCS_BASE_SIZE is in bytes: the host derives the TDCX page count from it. SYS.RD reports
+    // the minimum a vCPU needs (MIN_TDVPS_PAGES), not the most it may hold.
     let tdx = Tdx::new(&m);
     assert_eq!(
         tdx.sys_rd(abi::md::TDCS_BASE_SIZE),
         Ok(MIN_TDCS_PAGES * 4096)
     );
+    assert_eq!(tdx.sys_rd(abi::md::TDVPS_BASE_SIZE), Ok(6 * 4096));
+    // The fixed masks are what MNG.INIT enforces.
+    assert_eq!(
+        tdx.sys_rd(sys::ATTRIBUTES_FIXED0),
+        Ok(tdx::swmod::ATTRIBUTES_FIXED0)
+    );
+    assert_eq!(tdx.sys_rd(sys::XFAM_FIXED0), Ok(tdx::swmod::XFAM_FIXED0));
 }
 
 #[test]
-fn sys_rd_unknown_field_is_refused_with_no_value_and_no_next_field() {
+fn sys_rd_of_the_null_id_names_the_first_field_in_rdx() {
     let env = HostEnv::with_capacity(CAP);
     let m = sw_module(&env);
-    // The software module's own small ids of old are not field ids.
-    for field in [1u64, 2, 0x9800_0001_0000_0300, u64::MAX] {
-        let (st, out) = call(&m, abi::leaf::SYS_RD, 0, field, 0x55, 0);
+    // The context code is replaced by SYS's before the null-id test.
+    for field in [u64::MAX, !abi::md::CONTEXT_MASK] {
         assert_eq!(
-            st, 0xC000_0C00_0000_0000,
-            "field {field:#x}: METADATA_FIELD_ID_INCORRECT"
+            sys_rd(&m, field),
+            (
+                abi::status::METADATA_FIRST_FIELD_ID_IN_CONTEXT,
+                0,
+                abi::md::sys::NUM_PKGS
+            ),
+            "{field:#x}"
         );
-        assert_eq!(out.r8, 0, "field {field:#x}: R8 cleared");
+    }
+    assert_eq!(
+        abi::status::METADATA_FIRST_FIELD_ID_IN_CONTEXT,
+        0x0000_0C0B_0000_0000
+    );
+    assert_eq!(m.errors(leaf::SYS_RD), 0);
+}
+
+#[test]
+fn sys_rd_ignores_context_size_write_mask_and_increment_bits_of_the_id() {
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let f = abi::md::TDCS_BASE_SIZE;
+    let want = (
+        status::SUCCESS,
+        MIN_TDCS_PAGES * 4096,
+        abi::md::sys::TDCS_SIZE_PER_L2_VM,
+    );
+    for id in [
+        abi::md::with_context(f, abi::md::CONTEXT_TD),
+        abi::md::with_context(f, 7),
+        f | 3 << 32,
+        f & !(3 << 32),
+        f | abi::md::WRITE_MASK_VALID,
+        f | 1 << 50,
+    ] {
+        let (st, r8, rdx) = sys_rd(&m, id);
+        assert_eq!((st, r8), (want.0, want.1), "{id:#x}");
+        // The next element keeps the caller's id bits; the next field is the table's id.
+        assert_eq!(rdx, want.2, "{id:#x}");
+    }
+}
+
+#[test]
+fn sys_rd_refuses_malformed_unknown_and_unmodelled_ids_with_no_value_and_no_next_field() {
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let incorrect = 0xC000_0C00_0000_0000;
+    let f = abi::md::TDCS_BASE_SIZE;
+    for field in [
+        f | 1 << 24,           // reserved 31:24
+        f | 1 << 47,           // reserved 49:47
+        f | 1 << 55,           // reserved 55
+        f | 1 << 62,           // reserved 62
+        f | 1 << 34,           // LAST_ELEMENT_IN_FIELD
+        f | 1 << 38,           // LAST_FIELD_IN_SEQUENCE
+        0x9800_0001_0000_0300, // class 0x18, no such field code
+        0x0B00_0001_0000_0000, // no such class
+        0x8800_0001_0000_0002, // BUILD_NUM: a field the software module has no value for
+        0x0000_0002_0000_0001, // PKG_FMS[0]
+        0x0000_0002_0000_0008, // PKG_FMS[7]
+        0x9900_0003_0000_0400, // CPUID_CONFIG_LEAVES[0]
+        0xA200_0003_0000_0006, // VCPU_L2_DEBUG_CTLS_FIXED1, the last entry
+    ] {
         assert_eq!(
-            out.rdx,
-            abi::md::FIELD_ID_NA,
-            "field {field:#x}: RDX = MD_FIELD_ID_NA"
+            sys_rd(&m, field),
+            (incorrect, 0, abi::md::FIELD_ID_NA),
+            "field {field:#x}"
         );
     }
 }

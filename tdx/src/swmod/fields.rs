@@ -9,6 +9,10 @@
 //! and write masks for production and DEBUG TDs. A field id that matches no entry here is
 //! answered as Intel answers an id that matches no entry of its table:
 //! `TDX_METADATA_FIELD_ID_INCORRECT`.
+//!
+//! The global (TDH.SYS.RD) table is Intel's whole `global_sys_lookup`, so that the next-field
+//! chain in RDX is Intel's; the entries whose value the software module does not have
+//! ([`Value::Unmodelled`]) are answered `TDX_METADATA_FIELD_ID_INCORRECT`.
 
 use crate::abi::md;
 use crate::abi::status;
@@ -55,6 +59,10 @@ pub(crate) enum Value {
     VcpuIndex,
     /// TDVPS: TDVPS pages.
     NumTdvpsPages,
+    /// A global field with a fixed value.
+    Const(u64),
+    /// A global field of Intel's table whose value the software module does not have.
+    Unmodelled,
 }
 
 /// One entry of a lookup table (`md_lookup_t`): `fields` fields of `elems` elements each,
@@ -120,6 +128,114 @@ pub(crate) const VP: [Entry; 4] = [
         Value::NumTdvpsPages,
     ),
 ];
+
+const fn sys(id: u64, fields: u64, elems: u64, value: Value) -> Entry {
+    Entry {
+        id,
+        fields,
+        elems,
+        rd: [ALL, ALL],
+        wr: [0, 0],
+        value,
+    }
+}
+
+const fn val(id: u64, v: u64) -> Entry {
+    sys(id, 1, 1, Value::Const(v))
+}
+
+const fn none(id: u64) -> Entry {
+    sys(id, 1, 1, Value::Unmodelled)
+}
+
+const PAGE: u64 = 4096;
+
+/// Module-scope entries: Intel's `global_sys_lookup` (`include/auto_gen/global_sys_fields_lookup.c`,
+/// the newest stored version, commit 1e63698…), in its order, every one host-readable
+/// (`vmm_rd_mask` -1, cut to the element size), none writable. The values are those of
+/// `md_sys_get_elements` (`metadata_sys.c`) for the emulated platform (see [`super::state`]).
+pub(crate) const SYS: [Entry; 67] = {
+    use super::state as st;
+    use Value::Unmodelled as N;
+    [
+        val(md::sys::NUM_PKGS, 1),
+        sys(0x0000_0002_0000_0001, 8, 1, N), // PKG_FMS
+        val(md::sys::VENDOR_ID, 0x8086),
+        none(0x8800_0002_0000_0001), // BUILD_DATE
+        none(0x8800_0001_0000_0002), // BUILD_NUM
+        none(0x0800_0001_0000_0003), // MINOR_VERSION
+        none(0x0800_0001_0000_0004), // MAJOR_VERSION
+        none(0x0800_0001_0000_0005), // UPDATE_VERSION
+        none(0x0800_0001_0000_0006), // INTERNAL_VERSION
+        none(0x8900_0001_0000_0000), // MODULE_HV
+        none(0x8900_0001_0000_0001), // MIN_UPDATE_HV
+        none(0x8900_0000_0000_0002), // NO_DOWNGRADE
+        none(0x8900_0001_0000_0003), // NUM_HANDOFF_PAGES
+        none(0x8900_0000_0000_0004), // HANDOFF_DATA_VALID
+        none(0x8900_0001_0000_0005), // HANDOFF_DATA_HV
+        none(0x8900_0002_0000_0006), // HANDOFF_DATA_SIZE
+        val(md::sys::SYS_ATTRIBUTES, 0),
+        none(0x0A00_0000_0000_0001),          // NUM_TDX_FEATURES
+        none(0x0A00_0003_0000_0008),          // TDX_FEATURES0
+        none(0x9000_0001_0000_0000),          // NUM_CMRS
+        sys(0x9000_0003_0000_0080, 32, 1, N), // CMR_BASE
+        sys(0x9000_0003_0000_0100, 32, 1, N), // CMR_SIZE
+        none(0x9100_0001_0000_0008),          // MAX_TDMRS
+        none(0x9100_0001_0000_0009),          // MAX_RESERVED_PER_TDMR
+        none(0x9100_0001_0000_0010),          // PAMT_4K_ENTRY_SIZE
+        none(0x9100_0001_0000_0011),          // PAMT_2M_ENTRY_SIZE
+        none(0x9100_0001_0000_0012),          // PAMT_1G_ENTRY_SIZE
+        val(md::TDR_BASE_SIZE, PAGE),
+        val(md::TDCS_BASE_SIZE, st::MIN_TDCS_PAGES * PAGE),
+        val(
+            md::sys::TDCS_SIZE_PER_L2_VM,
+            st::TDCS_PAGES_PER_L2_VM * PAGE,
+        ),
+        val(md::TDVPS_BASE_SIZE, st::TDVPS_PAGES * PAGE),
+        val(
+            md::sys::TDVPS_SIZE_PER_L2_VM,
+            st::TDVPS_PAGES_PER_L2_VM * PAGE,
+        ),
+        val(md::sys::ATTRIBUTES_FIXED0, st::ATTRIBUTES_FIXED0),
+        val(md::sys::ATTRIBUTES_FIXED1, st::ATTRIBUTES_FIXED1),
+        val(md::sys::XFAM_FIXED0, st::XFAM_FIXED0),
+        val(md::sys::XFAM_FIXED1, st::XFAM_FIXED1),
+        none(0x9900_0001_0000_0004), // NUM_CPUID_CONFIG
+        val(md::sys::CONFIG_FLAGS_FIXED0, st::CONFIG_FLAGS_FIXED0),
+        val(md::sys::CONFIG_FLAGS_FIXED1, st::CONFIG_FLAGS_FIXED1),
+        val(md::MAX_VCPUS_PER_TD, crate::abi::MAX_VCPUS_PER_TD as u64),
+        none(0x9900_0000_0000_0009),          // MIN_VIRT_MAXPA
+        sys(0x9900_0003_0000_0400, 32, 1, N), // CPUID_CONFIG_LEAVES
+        sys(0x9900_0003_0000_0500, 32, 2, N), // CPUID_CONFIG_VALUES
+        val(
+            md::sys::IA32_ARCH_CAPABILITIES_CONFIG_MASK,
+            st::IA32_ARCH_CAPABILITIES_CONFIG_MASK,
+        ),
+        none(0x9900_0001_0000_0800),          // NUM_ALLOWED_FMS
+        none(0x9900_0001_0000_0801),          // NUM_DISALLOWED_FMS
+        sys(0x9900_0003_0000_0810, 64, 1, N), // ALLOWED_FMS
+        sys(0x9900_0003_0000_0850, 64, 1, N), // DISALLOWED_FMS
+        none(0xA000_0003_0000_0000),          // MIG_ATTRIBUTES
+        none(0x2000_0001_0000_0001),          // MIN_EXPORT_VERSION
+        none(0x2000_0001_0000_0002),          // MAX_EXPORT_VERSION
+        none(0x2000_0001_0000_0003),          // MIN_IMPORT_VERSION
+        none(0x2000_0001_0000_0004),          // MAX_IMPORT_VERSION
+        none(0xA000_0001_0000_0010),          // MAX_MIGS
+        none(0xA000_0000_0000_0020),          // NUM_IMMUTABLE_STATE_PAGES
+        none(0xA000_0000_0000_0021),          // NUM_TD_STATE_PAGES
+        none(0xA000_0000_0000_0022),          // NUM_VP_STATE_PAGES
+        none(0xA100_0001_0000_0000),          // MAX_SERV_TDS
+        none(0xA100_0003_0000_0001),          // SERVTD_ATTR_FIXED0
+        none(0xA100_0003_0000_0002),          // SERVTD_ATTR_FIXED1
+        none(0xA200_0001_0000_0000),          // GUEST_L2_GPA_ATTR_MASK
+        none(0xA200_0003_0000_0001),          // VM_CTLS_FIXED0
+        none(0xA200_0003_0000_0002),          // VM_CTLS_FIXED1
+        none(0xA200_0003_0000_0003),          // VCPU_L2_CTLS_FIXED0
+        none(0xA200_0003_0000_0004),          // VCPU_L2_CTLS_FIXED1
+        none(0xA200_0003_0000_0005),          // VCPU_L2_DEBUG_CTLS_FIXED0
+        none(0xA200_0003_0000_0006),          // VCPU_L2_DEBUG_CTLS_FIXED1
+    ]
+};
 
 fn class(id: u64) -> u64 {
     (id >> md::CLASS_SHIFT) & 0x3F
@@ -248,7 +364,11 @@ mod tests {
 
     #[test]
     fn tables_are_in_intels_order_and_in_their_context() {
-        for (table, ctx) in [(&TD[..], md::CONTEXT_TD), (&VP[..], md::CONTEXT_VP)] {
+        for (table, ctx) in [
+            (&SYS[..], md::CONTEXT_SYS),
+            (&TD[..], md::CONTEXT_TD),
+            (&VP[..], md::CONTEXT_VP),
+        ] {
             for w in table.windows(2) {
                 let key = |e: &Entry| (class(e.id), code(e.id));
                 assert!(key(&w[0]) < key(&w[1]), "{:#x} {:#x}", w[0].id, w[1].id);
@@ -290,6 +410,29 @@ mod tests {
             md::vp::VCPU_INDEX
         );
         assert_eq!(next_readable(&VP, md::FIELD_ID_NA, true), md::vp::RCX);
+    }
+
+    #[test]
+    fn the_sys_table_chains_through_every_entry_in_intels_order() {
+        assert_eq!(
+            next_readable(&SYS, md::FIELD_ID_NA, false),
+            md::sys::NUM_PKGS
+        );
+        // Multi-element entries: element i is at field code + i; the last one leads on.
+        let cpuid_values = 0x9900_0003_0000_0500;
+        assert_eq!(find(&SYS, cpuid_values + 63), Some((42, 63)));
+        assert_eq!(find(&SYS, cpuid_values + 64), None);
+        assert_eq!(
+            next_readable(&SYS, cpuid_values + 63, false),
+            md::sys::IA32_ARCH_CAPABILITIES_CONFIG_MASK
+        );
+        let last = SYS[SYS.len() - 1].id;
+        assert_eq!(next_readable(&SYS, last, false), md::FIELD_ID_NA);
+        // Every entry is host-readable, so the chain visits each in turn.
+        for w in SYS.windows(2) {
+            let last_elem = w[0].id + w[0].fields * w[0].elems - 1;
+            assert_eq!(next_readable(&SYS, last_elem, false), w[1].id);
+        }
     }
 
     #[test]

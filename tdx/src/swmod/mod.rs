@@ -24,6 +24,9 @@
 //! package; VP.FLUSH always runs "on the associated LP"); PAMT up to 8 TDMRs of 8 GiB; HKIDs
 //! from the range given at creation; metadata (MNG.RD/WR, VP.RD/WR, SYS.RD) answers the fields
 //! listed in [`fields`] only (Intel's ids; any other id is `TDX_METADATA_FIELD_ID_INCORRECT`).
+//! Where Intel's module asks the CPU (allowed ATTRIBUTES and XFAM bits, 5-level EPT), it answers
+//! for a fixed emulated CPU described in [`state`]; TD_PARAMS' CPUID configuration and event
+//! filters are not checked.
 
 pub mod fields;
 mod locks;
@@ -39,7 +42,12 @@ pub use measure::Sha512Compress;
 pub use mem::{PageWords, PhysMem};
 pub use pamt::PamtInfo;
 pub use sept::TdInfo;
-pub use state::{MIN_TDCS_PAGES, SEPT_ROOT_INDEX, TDVPS_PAGES};
+pub use state::{
+    ATTRIBUTES_FIXED0, ATTRIBUTES_FIXED1, CONFIG_FLAGS_FIXED0, CONFIG_FLAGS_FIXED1,
+    IA32_ARCH_CAPABILITIES_CONFIG_MASK, MAX_L2_VMS, MAX_TDVPS_PAGES, MIN_TDCS_PAGES,
+    SEPT_ROOT_INDEX, TDCS_PAGES_PER_L2_VM, TDVPS_PAGES, TDVPS_PAGES_PER_L2_VM, XFAM_FIXED0,
+    XFAM_FIXED1,
+};
 
 use crate::abi::{leaf, status};
 use crate::seamcall::{SeamArgs, Seamcall};
@@ -89,6 +97,9 @@ pub struct SwTdxModule<M: PhysMem, H: Sha512Compress> {
     /// `kot_lock` lock the whole table.
     kot: [AtomicU64; MAX_HKIDS],
     kot_lock: AtomicU64,
+    /// The (only) package's TDH.PHYMEM.CACHE.WB mutex (`wbt_entries[pkg].entry_lock`): low 16
+    /// bits, taken exclusively.
+    wbt_lock: AtomicU64,
     hkid_first: u16,
     hkid_count: u16,
     calls: [AtomicU64; leaf::MAX_TRACKED],
@@ -106,6 +117,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             pamt: Pamt::new(),
             kot: [const { AtomicU64::new(0) }; MAX_HKIDS],
             kot_lock: AtomicU64::new(0),
+            wbt_lock: AtomicU64::new(0),
             hkid_first,
             hkid_count: hkid_count.min(MAX_HKIDS as u16),
             calls: [const { AtomicU64::new(0) }; leaf::MAX_TRACKED],

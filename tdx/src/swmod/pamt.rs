@@ -259,5 +259,28 @@ pub(crate) fn check_and_lock<'m, M: PhysMem>(
     Ok((entry, held))
 }
 
+/// Width of the HKID field above [`MAX_PA_BITS`] (bits 51:46, see [`HKID_MASK`]).
+const HKID_BITS: u32 = 6;
+
+/// `shared_hpa_check_with_pwr_2_alignment` (`helpers.c`): a host page the module reads or writes
+/// through a *shared* key (PAGE.ADD's source, MNG.INIT's TD_PARAMS, …).
+///
+/// In Intel's order: `pa` must be aligned to `align` (a power of two); no bit above the full
+/// physical-address width (52 here: [`MAX_PA_BITS`] plus the HKID field) may be set; (SEAMRR
+/// overlap: the software module has no SEAMRR); the HKID in bits 51:46 must be *shared*, that is
+/// below `private_hkid_min` (the first private HKID, `SwTdxModule::new`'s `hkid_first`).
+///
+/// Returns the address with the HKID bits stripped (what the module maps), or
+/// `TDX_OPERAND_INVALID` without an operand id (the caller adds its own).
+pub fn shared_hpa_check(pa: u64, align: u64, private_hkid_min: u16) -> Result<u64, u64> {
+    if pa & align.wrapping_sub(1) != 0 || pa >> (MAX_PA_BITS + HKID_BITS) != 0 {
+        return Err(status::OPERAND_INVALID);
+    }
+    if (pa & HKID_MASK) >> MAX_PA_BITS >= private_hkid_min as u64 {
+        return Err(status::OPERAND_INVALID);
+    }
+    Ok(pa & !HKID_MASK)
+}
+
 /// The types a host may hand to the module as a fresh page.
 pub(crate) const NDA: u8 = page_type::NDA;

@@ -10,7 +10,7 @@
 use super::locks::{Held, Mode};
 use super::measure::{mr_block, Sha512Compress};
 use super::mem::{words, PageWords, PhysMem};
-use super::pamt::{PamtInfo, HKID_MASK, MAX_PA_BITS, NDA};
+use super::pamt::{shared_hpa_check, PamtInfo, MAX_PA_BITS, NDA};
 use super::state::{TdState, SEPT_ROOT_INDEX};
 use super::td::{fill, TdRef, SEPTE_INIT_VALUE};
 use super::SwTdxModule;
@@ -34,6 +34,8 @@ const TDBW: u64 = 1 << 54;
 const TDB: u64 = 1 << 55;
 const TDP: u64 = 1 << 56;
 const SVE: u64 = 1 << 63;
+/// Bit 63 of a page operand: ignored on input, "page not used" on output (SEPT.ADD v1).
+const BIT63: u64 = 1 << 63;
 const RWX: u64 = R | W | X | XU;
 const HPA_MASK: u64 = ((1 << MAX_PA_BITS) - 1) & !0xfff;
 const STATE_BITS: u64 = D | TDEX | TDBW | TDB | TDP | IPAT | PS;
@@ -297,24 +299,43 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         Self::op_state_of(td) == op_state::RUNNABLE
     }
 
+    /// TDH.MEM.SEPT.ADD (`tdh_mem_sept_add.c`). Version 1 also takes L2 S-EPT pages in R9-R11
+    /// and returns the four page operands in R8-R11 on every path past the version check:
+    /// NULL_PA for a page that was added, the input with bit 63 set for one that already existed
+    /// (allow_existing), otherwise the input (bit 63 of a non-NULL_PA input is ignored).
     pub(super) fn mem_sept_add(&self, a: &mut SeamArgs, version: u64) -> u64 {
-        let (rcx, rdx, r8) = (a.rcx, a.rdx, a.r8);
+        let (rcx, rdx) = (a.rcx, a.rdx);
+        // RCX/RDX are cleared before the version check; R8-R11 are not touched on that path.
+        a.rcx = 0;
+        a.rdx = 0;
         if version > 1 {
             return status::OPERAND_INVALID | operand::RAX as u64;
         }
-        a.rcx = 0;
-        a.rdx = 0;
+        let f = |pa: u64| if pa == NULL_PA { pa } else { pa & !BIT63 };
+        let mut flagged = if version > 0 {
+            [f(a.r8), f(a.r9), f(a.r10), f(a.r11)]
+        } else {
+            [f(a.r8), 0, 0, 0]
+        };
+        let st = self.sept_add_flow(a, version, rcx, rdx, &mut flagged);
+        if version > 0 {
+            [a.r8, a.r9, a.r10, a.r11] = flagged;
+        }
+        st
+    }
+
+    /// SEPT.ADD past the version check; `flagged` holds the page operands (L1, then L2 VMs 1-3)
+    /// as they will be returned at version 1.
+    fn sept_add_flow(
+        &self,
+        a: &mut SeamArgs,
+        version: u64,
+        rcx: u64,
+        rdx: u64,
+        flagged: &mut [u64; 4],
+    ) -> u64 {
         if rdx & 0xffe != 0 || rdx >> 52 != 0 {
             return status::OPERAND_INVALID | operand::RDX as u64;
-        }
-        // Version 1 also adds L2 S-EPT pages (R9-R11); this module has no L2 VMs, so they must
-        // be NULL_PA.
-        if version == 1 {
-            for (r, op) in [(a.r9, operand::R9), (a.r10, 10), (a.r11, 11)] {
-                if r != NULL_PA {
-                    return status::OPERAND_INVALID | op as u64;
-                }
-            }
         }
         let allow_existing = rdx & 1 != 0;
         let (t, _op, _tree, gl, e) =
@@ -328,41 +349,56 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             details(a, v, gl.level);
             return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
         }
+        // process_l1_page.
+        let [r8, vm1, vm2, vm3] = *flagged;
+        let mut new_page = None;
         if r8 == NULL_PA {
-            // Version 0 always needs a page; version 1 may only add L2 pages to an existing
-            // table (none here).
-            if version == 0 || st != St::NlMapped {
+            // No new L1 page: only at version 1, and the L1 table must already exist.
+            if version == 0 {
                 return status::OPERAND_INVALID | operand::R8 as u64;
             }
-            return status::SUCCESS;
-        }
-        if st == St::NlMapped {
-            if allow_existing {
-                if version == 1 {
-                    a.r8 = r8 | 1 << 63;
-                }
-                return status::SUCCESS;
+            if st != St::NlMapped {
+                details(a, v, gl.level);
+                return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
             }
+        } else if st == St::Free {
+            match self.lock_fresh_page(r8, operand::R8) {
+                Ok(x) => new_page = Some(x),
+                Err(st) => return st,
+            }
+        } else if allow_existing {
+            // Bit 63 marks a page that was not used.
+            flagged[0] |= BIT63;
+        } else {
             details(a, v, gl.level);
             return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
         }
-        let (pe, _plock) = match self.lock_fresh_page(r8, operand::R8) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
-        let child = Pfn::new(r8 >> 12);
-        let Some(page) = words(&self.mem, child) else {
-            return status::OPERAND_ADDR_RANGE_ERROR | operand::R8 as u64;
-        };
-        fill(page, SEPTE_INIT_VALUE);
-        pe.set(PamtInfo {
-            page_type: page_type::EPT,
-            size: 0,
-            owner: t.tdr,
-        });
-        pe.set_bepoch(0);
-        t.td.chldcnt.fetch_add(1, AcqRel);
-        e.set(R | W | X | XU | SVE | child.hpa().raw());
+        // process_l2_pages: a non-NULL_PA L2 page names a VM; this module has no L2 VMs
+        // (NUM_L2_VMS = 0), so any is `OPERAND_INVALID | (R8 + vm_id)`.
+        if version > 0 {
+            for (pa, op) in [(vm1, operand::R9), (vm2, 10), (vm3, 11)] {
+                if pa != NULL_PA {
+                    return status::OPERAND_INVALID | op as u64;
+                }
+            }
+        }
+        // add_l1_and_l2_pages.
+        if let Some((pe, _plock)) = new_page {
+            let child = Pfn::new(r8 >> 12);
+            let Some(page) = words(&self.mem, child) else {
+                return status::OPERAND_ADDR_RANGE_ERROR | operand::R8 as u64;
+            };
+            fill(page, SEPTE_INIT_VALUE);
+            pe.set(PamtInfo {
+                page_type: page_type::EPT,
+                size: 0,
+                owner: t.tdr,
+            });
+            pe.set_bepoch(0);
+            t.td.chldcnt.fetch_add(1, AcqRel);
+            e.set(R | W | X | XU | SVE | child.hpa().raw());
+            flagged[0] = NULL_PA;
+        }
         status::SUCCESS
     }
 
@@ -449,16 +485,18 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             details(a, v, gl.level);
             return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
         }
-        if r9 & 0xfff != 0 || r9 & HKID_MASK != 0 || r9 >> MAX_PA_BITS != 0 {
-            return status::OPERAND_INVALID | operand::R9 as u64;
-        }
+        // The source is read through a shared key: any HKID below the first private one.
+        let src_pa = match shared_hpa_check(r9, 4096, self.hkid_first) {
+            Ok(pa) => pa,
+            Err(st) => return st | operand::R9 as u64,
+        };
         let (pe, _plock) = match self.lock_fresh_page(r8, operand::R8) {
             Ok(x) => x,
             Err(st) => return st,
         };
         let target = Pfn::new(r8 >> 12);
         let (Some(src), Some(dst)) = (
-            words(&self.mem, Pfn::new(r9 >> 12)),
+            words(&self.mem, Pfn::new(src_pa >> 12)),
             words(&self.mem, target),
         ) else {
             return status::OPERAND_INVALID | operand::R9 as u64;
@@ -467,7 +505,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             d.store(s.load(Relaxed), Relaxed);
         }
         w.entry.store(
-            R | W | X | XU | MT_WB | IPAT | PS | target.hpa().raw(),
+            R | W | X | XU | MT_WB | IPAT | PS | SVE | target.hpa().raw(),
             Release,
         );
         self.measure(td, &mr_block(b"MEM.PAGE.ADD", gl.gpa));
@@ -502,10 +540,11 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             details(a, v, gl.level);
             return status::GPA_RANGE_ALREADY_BLOCKED | operand::RCX as u64;
         }
+        // `sept_update_state` also sets SVE.
         let new = match s {
-            St::NlMapped => (v & !RWX) | TDB,
-            St::Mapped | St::BlockedW => (v & !(RWX | TDBW)) | TDB,
-            St::Pending | St::PendingBlockedW => (v & !TDBW) | TDB,
+            St::NlMapped => (v & !RWX) | TDB | SVE,
+            St::Mapped | St::BlockedW => (v & !(RWX | TDBW)) | TDB | SVE,
+            St::Pending | St::PendingBlockedW => (v & !TDBW) | TDB | SVE,
             _ => {
                 details(a, v, gl.level);
                 return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
@@ -535,10 +574,11 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             Err(st) => return st,
         };
         let v = e.get();
+        // `sept_unblock`: `sept_update_state` (which sets SVE), then SEPT_PERMISSIONS_RWX.
         let new = match state_of(v) {
-            St::NlBlocked => (v & !TDB) | R | W | X | XU,
-            St::Blocked => (v & !TDB) | R | W | X | XU,
-            St::PendingBlocked => v & !TDB,
+            St::NlBlocked => (v & !TDB) | R | W | X | XU | SVE,
+            St::Blocked => (v & !TDB) | R | W | X | XU | SVE,
+            St::PendingBlocked => (v & !TDB) | SVE,
             _ => {
                 details(a, v, gl.level);
                 return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
@@ -638,13 +678,21 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         status::SUCCESS
     }
 
+    /// TDH.MEM.SEPT.REMOVE (`tdh_mem_sept_remove.c`). From version 1 on, R9-R11 (the removed L2
+    /// S-EPT pages) are NULL_PA on every path, the version error included: this module has no L2
+    /// VMs, so nothing ever replaces them.
     pub(super) fn mem_sept_remove(&self, a: &mut SeamArgs, version: u64) -> u64 {
         let (rcx, rdx) = (a.rcx, a.rdx);
+        a.rcx = 0;
+        a.rdx = 0;
+        if version > 0 {
+            a.r9 = NULL_PA;
+            a.r10 = NULL_PA;
+            a.r11 = NULL_PA;
+        }
         if version > 1 {
             return status::OPERAND_INVALID | operand::RAX as u64;
         }
-        a.rcx = 0;
-        a.rdx = 0;
         let (t, _op, _tree, gl, e) =
             match self.mem_prologue(a, leaf::MEM_SEPT_REMOVE, rcx, rdx, 1, None, Mode::Exclusive) {
                 Ok(v) => v,
@@ -709,6 +757,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             Ok(v) => v,
             Err(st) => return st,
         };
+        if rdx & 1 != 0 {
+            // The L2 attributes (`gpa_attr_t`, one byte-pair per L2 VM): all 0 with no L2 VMs.
+            a.r8 = 0;
+        }
         details(a, e.get(), gl.level);
         status::SUCCESS
     }
@@ -734,10 +786,13 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         };
         let v = w.entry.load(Acquire) & !TDEL;
         let s = state_of(v);
-        if !is_leaf(s) {
+        // SEPT_WALK_TO_LEAF fails on a non-leaf or a leaf without R/W/Xs (PENDING, BLOCKED,
+        // PENDING_BLOCKED): reported with the entry where the walk stopped.
+        if !is_leaf(s) || v & (R | W | X) == 0 {
             details(a, v, w.level);
             return status::EPT_ENTRY_NOT_PRESENT | operand::RCX as u64;
         }
+        // A present leaf that is not MAPPED (none reachable here): bare status.
         if s != St::Mapped {
             return status::EPT_ENTRY_NOT_PRESENT;
         }

@@ -16,8 +16,57 @@ pub const MIN_TDCS_PAGES: u64 = crate::abi::MIN_TDCS_PAGES as u64;
 pub(crate) const MAX_TDCS_PAGES: u64 = crate::abi::MAX_TDCS_PAGES as u64;
 /// Index of the TDCX page that holds the S-EPT root.
 pub const SEPT_ROOT_INDEX: usize = 6;
-/// TDVPR plus TDCX pages a vCPU needs before VP.INIT.
+/// TDVPR plus TDCX pages a vCPU of a TD without L2 VMs needs before VP.INIT
+/// (`MIN_TDVPS_PAGES`, `tdx_tdvps.h`): what `map_tdvps` requires, and what TDH.SYS.RD reports
+/// as TDVPS_BASE_SIZE.
 pub const TDVPS_PAGES: u64 = 6;
+/// Most TDVPR plus TDCX pages a vCPU holds (`MAX_TDVPS_PAGES`): VP.ADDCX refuses a page once
+/// the vCPU has this many.
+pub const MAX_TDVPS_PAGES: u64 = 15;
+/// More TDVPS pages each L2 VM needs (`TDVPS_PAGES_PER_L2_VM`).
+pub const TDVPS_PAGES_PER_L2_VM: u64 = 3;
+/// More TDCX pages each L2 VM needs (`TDCS_PAGES_PER_L2_VM`).
+pub const TDCS_PAGES_PER_L2_VM: u64 = 1;
+/// Most L2 VMs of a TD (`MAX_L2_VMS`).
+pub const MAX_L2_VMS: u64 = 3;
+
+/// Byte offset of `x2apic_ids[MAX_VCPUS_PER_TD]` (32-bit ids) in the TDCS, as in Intel's
+/// `tdcs_t` (`td_control_structures.h`): it follows the management (128), execution control
+/// (512), epoch (64), measurement (832), migration (384), virtual MSR (256), CPUID value
+/// (160 x 16), service TD (512) and execution control 2 (512) fields, so it lies in TDCX pages
+/// 1 and 2.
+pub(crate) const X2APIC_IDS_OFFSET: usize = 5760;
+const _: () = assert!(
+    X2APIC_IDS_OFFSET + 4 * crate::abi::MAX_VCPUS_PER_TD as usize <= MIN_TDCS_PAGES as usize * 4096
+        && X2APIC_IDS_OFFSET.is_multiple_of(8)
+);
+
+// ---- What the emulated platform supports -----------------------------------------------------
+//
+// Where Intel's module consults the CPU (TDH.SYS.INIT computes the allowed bits once), the
+// software module answers for a fixed emulated CPU: no LASS (CPUID.(7,1):EAX[6]), no TDX Connect
+// (TDX-IO: ATTRIBUTES.TPA is not allowed), 5-level EPT supported, XCR0 | IA32_XSS support every
+// bit of TDX_XFAM_FIXED0, not a GNR A0 stepping (IA32_ARCH_CAPABILITIES may be configured), and
+// IA32_TSC_ADJUST never changes.
+
+/// ATTRIBUTES bits a TD may set: `TDX_ATTRIBUTES_FIXED0` of the newest module (DEBUG 0,
+/// PMT_PROF 6, ICSSD 16, LASS 27, SEPT_VE_DISABLE 28, MIGRATABLE 29, PKS 30, TPA 62,
+/// PERFMON 63) without LASS and TPA, which the emulated platform lacks.
+pub const ATTRIBUTES_FIXED0: u64 = 1 | 1 << 6 | 1 << 16 | 1 << 28 | 1 << 29 | 1 << 30 | 1 << 63;
+/// ATTRIBUTES bits a TD must set (`TDX_ATTRIBUTES_FIXED1`).
+pub const ATTRIBUTES_FIXED1: u64 = 0;
+/// XFAM bits a TD may set: `TDX_XFAM_FIXED0` (all supported by the emulated CPU).
+pub const XFAM_FIXED0: u64 = 0x0006_DBE7;
+/// XFAM bits a TD must set (`TDX_XFAM_FIXED1`: x87 and SSE).
+pub const XFAM_FIXED1: u64 = 0x3;
+/// CONFIG_FLAGS bits a TD may set (`CONFIG_FLAGS_FIXED0`: GPAW 0, FLEXIBLE_PENDING_VE 1,
+/// NO_RBP_MOD 2, MAXPA_VIRT 3, MAXGPA_VIRT 4).
+pub const CONFIG_FLAGS_FIXED0: u64 = 0x1F;
+/// CONFIG_FLAGS bits a TD must set (`CONFIG_FLAGS_FIXED1`).
+pub const CONFIG_FLAGS_FIXED1: u64 = 0;
+/// IA32_ARCH_CAPABILITIES bits TD_PARAMS may configure (`IA32_ARCH_CAPABILITIES_CONFIG_MASK`:
+/// SSB_NO 4, RRSBA 19, BHI_NO 20, PBRSB_NO 24).
+pub const IA32_ARCH_CAPABILITIES_CONFIG_MASK: u64 = 1 << 4 | 1 << 19 | 1 << 20 | 1 << 24;
 
 /// TD state in the TDR page.
 #[repr(C)]
@@ -30,7 +79,7 @@ pub(crate) struct TdState {
     pub num_tdcx: AtomicU64,
     /// Pages owned by the TD (TDCX, TDVPR, S-EPT, private pages in 4K units).
     pub chldcnt: AtomicU64,
-    pub tdcx: [AtomicU64; 12],
+    pub tdcx: [AtomicU64; MAX_TDCS_PAGES as usize],
     /// Low 16 bits: OP-state lock; bits 23:16: OP state.
     pub op_state: AtomicU64,
     /// Low 16 bits: S-EPT tree lock.
@@ -49,6 +98,8 @@ pub(crate) struct TdState {
     pub attributes: AtomicU64,
     pub xfam: AtomicU64,
     pub tsc_frequency: AtomicU64,
+    /// NUM_L2_VMS from TD_PARAMS (0..=3).
+    pub num_l2_vms: AtomicU64,
     /// SHA-384 chaining value of MRTD.
     pub sha_state: [AtomicU64; 8],
     /// Bytes hashed into MRTD so far.
@@ -65,7 +116,8 @@ pub(crate) struct VcpuState {
     /// 1 if associated with the (single, emulated) logical processor.
     pub associated: AtomicU64,
     pub num_tdvps_pages: AtomicU64,
-    pub tdcx: [AtomicU64; 8],
+    /// The TDCX pages: TDVPS page `i` (TDVPR = page 0) is `tdcx[i - 1]`.
+    pub tdcx: [AtomicU64; MAX_TDVPS_PAGES as usize - 1],
     pub index: AtomicU64,
     /// Guest RCX: VP.INIT's RDX; a DEBUG TD's host may read and write it (VP.RD/WR).
     pub guest_rcx: AtomicU64,

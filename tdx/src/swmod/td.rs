@@ -10,13 +10,17 @@ use super::measure::{sha384_finish, Sha512Compress, SHA384_IV};
 use super::mem::{words, PageWords, PhysMem};
 use super::pamt::{check_and_lock, PamtInfo, HKID_MASK, MAX_PA_BITS, NDA};
 use super::state::{
-    TdState, VcpuState, MAX_TDCS_PAGES, MIN_TDCS_PAGES, SEPT_ROOT_INDEX, TDVPS_PAGES,
+    TdState, VcpuState, ATTRIBUTES_FIXED0, ATTRIBUTES_FIXED1, CONFIG_FLAGS_FIXED0,
+    CONFIG_FLAGS_FIXED1, IA32_ARCH_CAPABILITIES_CONFIG_MASK, MAX_L2_VMS, MAX_TDCS_PAGES,
+    MAX_TDVPS_PAGES, MIN_TDCS_PAGES, SEPT_ROOT_INDEX, TDCS_PAGES_PER_L2_VM, TDVPS_PAGES,
+    TDVPS_PAGES_PER_L2_VM, X2APIC_IDS_OFFSET, XFAM_FIXED0, XFAM_FIXED1,
 };
 use super::SwTdxModule;
 use crate::abi::{
     leaf, lifecycle, md, op_state, operand, page_type, status, vcpu_state, MAX_VCPUS_PER_TD,
 };
 use crate::seamcall::SeamArgs;
+use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use mmu::Pfn;
 
@@ -25,11 +29,6 @@ const KOT_FREE: u64 = 0;
 const KOT_ASSIGNED: u64 = 1;
 const KOT_FLUSHED: u64 = 2;
 const KOT_WB_PENDING: u64 = 1 << 8;
-
-/// `TDX_X2APIC_ID_NOT_UNIQUE` (operand field: the id).
-const X2APIC_ID_NOT_UNIQUE: u64 = 0xC000_0621_0000_0000;
-/// First of the two TDCX pages holding the x2APIC id table.
-const X2APIC_TDCX_FIRST: usize = 7;
 
 /// `ATTRIBUTES.DEBUG`: the host may read (and write) more metadata of a DEBUG TD.
 const ATTR_DEBUG: u64 = 1;
@@ -279,9 +278,13 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         status::SUCCESS
     }
 
+    /// TDH.MNG.INIT (`tdh_mng_init.c`): RCX = 0 first; TDR(RCX with bit 0, the event-filtering
+    /// flag, cleared; exclusive) → state (no lock; UNINITIALIZED) → TD_PARAMS (RDX) 1024-byte
+    /// aligned shared HPA → `OPERAND_INVALID|RDX` → TD epoch 1 → the TD_PARAMS rules of
+    /// [`check_td_params`] in Intel's order.
     pub(super) fn mng_init(&self, a: &mut SeamArgs) -> u64 {
         // RCX is an output (extended error information): 0 unless a CPUID check sets it.
-        let tdr_pa = a.rcx;
+        let tdr_pa = a.rcx & !1;
         a.rcx = 0;
         let t = match self.lock_tdr(tdr_pa, operand::RCX, Mode::Exclusive) {
             Ok(t) => t,
@@ -292,48 +295,30 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             return st;
         }
         let bad_params = status::OPERAND_INVALID | operand::RDX as u64;
-        if a.rdx & 1023 != 0 || a.rdx & HKID_MASK != 0 || a.rdx >> MAX_PA_BITS != 0 {
-            return bad_params;
-        }
-        let Some(p) = words(&self.mem, Pfn::new(a.rdx >> 12)) else {
+        // TD_PARAMS is read through a shared KeyID (helpers.c `shared_hpa_check`): 1024-aligned,
+        // any KeyID below the first private one.
+        let Ok(params) = super::pamt::shared_hpa_check(a.rdx, 1024, self.hkid_first) else {
             return bad_params;
         };
-        let base = (a.rdx & 4095) as usize / 8;
-        let word = |i: usize| p.0[base + i].load(Relaxed);
-        // TD_PARAMS: 0 ATTRIBUTES, 8 XFAM, 16 MAX_VCPUS (u16), 24 EPTP_CONTROLS,
-        // 32 CONFIG_FLAGS (bit 0: GPAW 52), 40 TSC_FREQUENCY (u16, 25 MHz units).
-        let (attributes, xfam) = (word(0), word(1));
-        let max_vcpus = word(2) & 0xffff;
-        let eptp = word(3);
-        let gpaw52 = word(4) & 1 != 0;
-        let tsc = word(5) & 0xffff;
+        let Some(p) = words(&self.mem, Pfn::new(params >> 12)) else {
+            return bad_params;
+        };
+        let base = (params & 4095) as usize / 8;
+        let word = |i: usize| p.0.get(base + i).map_or(0, |w| w.load(Relaxed));
         td.td_epoch.store(1, Release);
         td.refcount[0].store(0, Release);
         td.refcount[1].store(0, Release);
-        // DEBUG (0), SEPT_VE_DISABLE (28), PKS (30), KL (31), PERFMON (63).
-        const ATTR_KNOWN: u64 = 1 | 1 << 28 | 1 << 30 | 1 << 31 | 1 << 63;
-        if attributes & !ATTR_KNOWN != 0 {
-            return status::OPERAND_INVALID | 64;
-        }
-        if xfam & 3 != 3 {
-            return status::OPERAND_INVALID | 65;
-        }
-        if max_vcpus == 0 || max_vcpus > MAX_VCPUS_PER_TD as u64 {
-            return status::OPERAND_INVALID | 68;
-        }
-        let pwl = (eptp >> 3) & 7;
-        if eptp & 7 != 6 || !(pwl == 3 || pwl == 4) || (gpaw52 && pwl != 4) {
-            return status::OPERAND_INVALID | 67;
-        }
-        if !(4..=400).contains(&tsc) {
-            return status::OPERAND_INVALID | 70;
-        }
-        td.attributes.store(attributes, Relaxed);
-        td.xfam.store(xfam, Relaxed);
-        td.max_vcpus.store(max_vcpus, Relaxed);
-        td.root_level.store(pwl, Relaxed);
-        td.gpaw.store(if gpaw52 { 52 } else { 48 }, Relaxed);
-        td.tsc_frequency.store(tsc, Relaxed);
+        let c = match check_td_params(td.num_tdcx.load(Acquire), word) {
+            Ok(c) => c,
+            Err(st) => return st,
+        };
+        td.attributes.store(c.attributes, Relaxed);
+        td.xfam.store(c.xfam, Relaxed);
+        td.max_vcpus.store(c.max_vcpus, Relaxed);
+        td.num_l2_vms.store(c.num_l2_vms, Relaxed);
+        td.root_level.store(c.pwl, Relaxed);
+        td.gpaw.store(if c.gpaw52 { 52 } else { 48 }, Relaxed);
+        td.tsc_frequency.store(c.tsc_frequency, Relaxed);
         for (w, v) in td.sha_state.iter().zip(SHA384_IV) {
             w.store(v, Relaxed);
         }
@@ -430,31 +415,43 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             // The words hold the digest big-endian; the element is 8 digest bytes read as a
             // little-endian u64, as they lie in the TDCS.
             V::Mrtd => td.mrtd[elem as usize % 6].load(Relaxed).swap_bytes(),
-            V::Hidden | V::Rtmr => 0,
+            V::Hidden | V::Rtmr | V::Const(_) | V::Unmodelled => 0,
             V::GuestRcx | V::VcpuState | V::VcpuIndex | V::NumTdvpsPages => 0,
         }
     }
 
-    /// TDH.SYS.RD: one global field in R8, the next readable field's id in RDX
-    /// (`MD_FIELD_ID_NA` after the last one, and on failure).
+    /// TDH.SYS.RD (`tdh_sys_rd.c`): RDX = `MD_FIELD_ID_NA` and R8 = 0 first → the context
+    /// code of the id is replaced by SYS's → the null id answers the first readable field in
+    /// RDX with `TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT` → `md_check_as_single_element_id` →
+    /// the element in Intel's global table ([`fields::SYS`]): no entry, or an entry whose value
+    /// the software module does not have → `FIELD_ID_INCORRECT`. Success: R8 = the value,
+    /// RDX = the next readable element in the table's order (`MD_FIELD_ID_NA` after the last).
     pub(super) fn sys_rd(&self, a: &mut SeamArgs) -> u64 {
-        const PAGE: u64 = 4096;
-        let table = [
-            (fields::SYS_TDR_BASE_SIZE, PAGE),
-            (fields::SYS_TDCS_BASE_SIZE, MIN_TDCS_PAGES * PAGE),
-            (fields::SYS_TDVPS_BASE_SIZE, TDVPS_PAGES * PAGE),
-            (fields::SYS_MAX_VCPUS_PER_TD, MAX_VCPUS_PER_TD as u64),
-        ];
-        let field = a.rdx;
-        a.rdx = crate::abi::md::FIELD_ID_NA;
+        let field = md::with_context(a.rdx, md::CONTEXT_SYS);
+        a.rdx = md::FIELD_ID_NA;
         a.r8 = 0;
-        let Some(i) = table.iter().position(|&(id, _)| id == field) else {
-            return fields::METADATA_FIELD_ID_INCORRECT;
+        if fields::is_null(field) {
+            a.rdx = fields::next_readable(&fields::SYS, field, false);
+            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
+        }
+        if let Err(st) = fields::check_single_element(field) {
+            return st;
+        }
+        let Some((i, _)) = fields::find(&fields::SYS, field) else {
+            return status::METADATA_FIELD_ID_INCORRECT;
         };
-        a.r8 = table[i].1;
-        a.rdx = table
-            .get(i + 1)
-            .map_or(crate::abi::md::FIELD_ID_NA, |&(id, _)| id);
+        let Some(e) = fields::SYS.get(i) else {
+            return status::METADATA_FIELD_ID_INCORRECT;
+        };
+        let (rd, _) = e.masks(false);
+        if rd == 0 {
+            return status::METADATA_FIELD_NOT_READABLE;
+        }
+        let fields::Value::Const(value) = e.value else {
+            return status::METADATA_FIELD_ID_INCORRECT;
+        };
+        a.r8 = e.fit(value) & rd;
+        a.rdx = fields::next_readable(&fields::SYS, field, false);
         status::SUCCESS
     }
 
@@ -484,7 +481,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         status::SUCCESS
     }
 
-    fn kot_slot(&self, td: &TdState) -> Option<&core::sync::atomic::AtomicU64> {
+    fn kot_slot(&self, td: &TdState) -> Option<&AtomicU64> {
         let hkid = td.hkid.load(Acquire);
         self.kot
             .get(hkid.checked_sub(self.hkid_first as u64)? as usize)
@@ -494,6 +491,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if a.rcx > 1 {
             return status::OPERAND_INVALID | operand::RCX as u64;
         }
+        // The package's write-back mutex, then the KOT (shared).
+        let Some(_wbt) = Held::try_new(&self.wbt_lock, Mode::Exclusive) else {
+            return status::OPERAND_BUSY | operand::WBCACHE as u64;
+        };
         let Some(_kot) = Held::try_new(&self.kot_lock, Mode::Shared) else {
             return status::OPERAND_BUSY | operand::KOT as u64;
         };
@@ -691,10 +692,15 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if state != vcpu_state::UNINITIALIZED as u64 {
             return status::VCPU_STATE_INCORRECT | state;
         }
+        // `MAX_TDVPS_PAGES` (15) pages at most: the TDVPR and 14 TDCX pages.
         let n = v.num_tdvps_pages.load(Acquire);
-        if n >= TDVPS_PAGES {
+        if n >= MAX_TDVPS_PAGES {
             return status::TDCX_NUM_INCORRECT;
         }
+        // TDVPS page `n` goes to `tdcx[n - 1]` (n >= 1: VP.CREATE counted the TDVPR).
+        let Some(slot) = n.checked_sub(1).and_then(|i| v.tdcx.get(i as usize)) else {
+            return status::TDCX_NUM_INCORRECT;
+        };
         let (_, _lock) = match self.lock_fresh_page(a.rcx, operand::RCX) {
             Ok(x) => x,
             Err(st) => return st,
@@ -703,8 +709,16 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         let Some(page) = words(&self.mem, pfn) else {
             return status::OPERAND_ADDR_RANGE_ERROR | operand::RCX as u64;
         };
-        fill(page, 0);
-        v.tdcx[(n - 1) as usize].store(pfn.raw(), Release);
+        // The L2 MSR-bitmap pages start as all 1s (`is_l2_msr_bitmap_page_index`).
+        fill(
+            page,
+            if matches!(n, 7 | 8 | 10 | 11 | 13 | 14) {
+                u64::MAX
+            } else {
+                0
+            },
+        );
+        slot.store(pfn.raw(), Release);
         v.num_tdvps_pages.store(n + 1, Release);
         t.td.chldcnt.fetch_add(1, AcqRel);
         self.give_page(pfn, page_type::TDCX, t.tdr);
@@ -732,7 +746,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             Err(st) => return st,
         };
         let (v, t) = (vp.v, &vp.t);
-        if v.num_tdvps_pages.load(Acquire) < TDVPS_PAGES {
+        if !tdvps_mappable(t.td, v) {
             return status::TDCX_NUM_INCORRECT;
         }
         let state = v.state.load(Acquire);
@@ -745,19 +759,20 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             t.td.num_vcpus.fetch_sub(1, AcqRel);
             return status::MAX_VCPUS_EXCEEDED;
         }
-        // x2APIC id: the vCPU index at version 0, R8 at version 1 (must be unique in the TD).
-        let x2apic = if version == 1 { a.r8 } else { index };
+        // Version 1: R8 is the vCPU's x2APIC id, 32-bit, different from every id in
+        // `x2apic_ids[0..index]` (slots version 0 left untouched included), recorded in
+        // `x2apic_ids[index]`. Version 0 records nothing.
         if version == 1 {
-            if x2apic > u32::MAX as u64 {
+            let Ok(x2apic) = u32::try_from(a.r8) else {
                 t.td.num_vcpus.fetch_sub(1, AcqRel);
                 return status::OPERAND_INVALID | operand::R8 as u64;
-            }
+            };
             if (0..index).any(|i| self.x2apic_id(t.td, i) == Some(x2apic)) {
                 t.td.num_vcpus.fetch_sub(1, AcqRel);
-                return X2APIC_ID_NOT_UNIQUE | x2apic;
+                return status::X2APIC_ID_NOT_UNIQUE | x2apic as u64;
             }
+            self.set_x2apic_id(t.td, index, x2apic);
         }
-        self.set_x2apic_id(t.td, index, x2apic);
         v.guest_rcx.store(a.rdx, Relaxed);
         v.index.store(index, Relaxed);
         v.state.store(vcpu_state::READY as u64, Release);
@@ -766,21 +781,34 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         status::SUCCESS
     }
 
-    /// The x2APIC id table: TDCX pages 7 and 8 (unused by the software module otherwise),
-    /// 512 entries of `id + 1` each.
-    fn x2apic_slot(&self, td: &TdState, index: u64) -> Option<&core::sync::atomic::AtomicU64> {
-        let page = X2APIC_TDCX_FIRST + (index / 512) as usize;
+    /// Slot `index` of the TDCS x2APIC id table (`tdcs.x2apic_ids[MAX_VCPUS_PER_TD]`, 32-bit ids
+    /// at [`X2APIC_IDS_OFFSET`], in TDCX pages 1 and 2 as in Intel's layout): the word holding
+    /// it and the id's bit offset in that word. `None` for an index outside the table or a TDCS
+    /// page that is not there, so no access can leave the table.
+    fn x2apic_slot(&self, td: &TdState, index: u64) -> Option<(&AtomicU64, u32)> {
+        if index >= MAX_VCPUS_PER_TD as u64 {
+            return None;
+        }
+        let byte = X2APIC_IDS_OFFSET + 4 * index as usize;
+        let page = byte / 4096;
+        if td.num_tdcx.load(Acquire) <= page as u64 {
+            return None;
+        }
         let pfn = td.tdcx.get(page)?.load(Acquire);
-        words(&self.mem, Pfn::new(pfn)).map(|p| &p.0[(index % 512) as usize])
+        let w = words(&self.mem, Pfn::new(pfn))?.0.get(byte % 4096 / 8)?;
+        Some((w, (byte % 8 * 8) as u32))
     }
 
-    fn x2apic_id(&self, td: &TdState, index: u64) -> Option<u64> {
-        self.x2apic_slot(td, index)?.load(Acquire).checked_sub(1)
+    fn x2apic_id(&self, td: &TdState, index: u64) -> Option<u32> {
+        let (w, shift) = self.x2apic_slot(td, index)?;
+        Some((w.load(Acquire) >> shift) as u32)
     }
 
-    fn set_x2apic_id(&self, td: &TdState, index: u64, id: u64) {
-        if let Some(slot) = self.x2apic_slot(td, index) {
-            slot.store(id + 1, Release);
+    fn set_x2apic_id(&self, td: &TdState, index: u64, id: u32) {
+        if let Some((w, shift)) = self.x2apic_slot(td, index) {
+            let _ = w.fetch_update(AcqRel, Acquire, |old| {
+                Some(old & !(0xFFFF_FFFF << shift) | (id as u64) << shift)
+            });
         }
     }
 
@@ -797,7 +825,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             return status::TD_KEYS_NOT_CONFIGURED;
         }
         // Mapping the TDVPS fails while its pages are incomplete.
-        if v.num_tdvps_pages.load(Acquire) < TDVPS_PAGES {
+        if !tdvps_mappable(t.td, v) {
             return status::TDCX_NUM_INCORRECT;
         }
         if v.associated.load(Acquire) == 0 {
@@ -833,7 +861,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             Err(st) => return st,
         };
         let (v, td) = (vp.v, vp.t.td);
-        if v.num_tdvps_pages.load(Acquire) < TDVPS_PAGES {
+        if !tdvps_mappable(td, v) {
             return status::TDCX_NUM_INCORRECT;
         }
         // No DISABLED state in the software module: READY is the only state VP.RD/WR accept.
@@ -986,5 +1014,285 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             let epoch = v.epoch.load(Acquire);
             td.refcount[(epoch & 1) as usize].fetch_sub(1, AcqRel);
         }
+    }
+}
+
+/// Whether `map_tdvps` would map the vCPU's TDVPS: at least `MIN_TDVPS_PAGES` pages plus
+/// `TDVPS_PAGES_PER_L2_VM` per L2 VM of the TD.
+fn tdvps_mappable(td: &TdState, v: &VcpuState) -> bool {
+    let l2 = td.num_l2_vms.load(Acquire).min(MAX_L2_VMS);
+    v.num_tdvps_pages.load(Acquire) >= TDVPS_PAGES + TDVPS_PAGES_PER_L2_VM * l2
+}
+
+/// What MNG.INIT keeps of TD_PARAMS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TdConfig {
+    pub attributes: u64,
+    pub xfam: u64,
+    pub max_vcpus: u64,
+    pub num_l2_vms: u64,
+    /// EPT page-walk length minus 1: 3 (4-level) or 4 (5-level).
+    pub pwl: u64,
+    pub gpaw52: bool,
+    pub tsc_frequency: u64,
+}
+
+/// `verify_td_attributes` (not an import): the allowed bits, no MIGRATABLE TD with DEBUG or
+/// PERFMON, not PERFMON with ICSSD.
+// The FIXED1 test is Intel's, kept although FIXED1 is 0.
+#[allow(clippy::bad_bit_mask)]
+fn attributes_valid(attr: u64) -> bool {
+    const DEBUG: u64 = 1;
+    const ICSSD: u64 = 1 << 16;
+    const MIGRATABLE: u64 = 1 << 29;
+    const PERFMON: u64 = 1 << 63;
+    if attr & !ATTRIBUTES_FIXED0 != 0 || attr & ATTRIBUTES_FIXED1 != ATTRIBUTES_FIXED1 {
+        return false;
+    }
+    if attr & MIGRATABLE != 0 && attr & (DEBUG | PERFMON) != 0 {
+        return false;
+    }
+    attr & PERFMON == 0 || attr & ICSSD == 0
+}
+
+/// `check_xfam`: the allowed and required bits, AVX-512 (bits 5, 6, 7) all or none and only
+/// with AVX (bit 2), CET (11, 12) both or none, AMX (17, 18) both or none.
+fn xfam_valid(xfam: u64) -> bool {
+    let bit = |n: u32| xfam >> n & 1;
+    xfam & !XFAM_FIXED0 == 0
+        && xfam & XFAM_FIXED1 == XFAM_FIXED1
+        && !(bit(5) == 1 && bit(2) == 0)
+        && bit(5) == bit(6)
+        && bit(5) == bit(7)
+        && bit(12) == bit(11)
+        && bit(17) == bit(18)
+}
+
+/// TD_PARAMS words (8 bytes each, little-endian) and the bytes they hold.
+mod td_params {
+    /// ATTRIBUTES.
+    pub const ATTRIBUTES: usize = 0;
+    /// XFAM.
+    pub const XFAM: usize = 1;
+    /// MAX_VCPUS (15:0), NUM_L2_VMS (23:16), MSR_CONFIG_CTLS (31:24: bit 24 IA32_ARCH_CAP,
+    /// 31:25 reserved), reserved_0 (63:32).
+    pub const VCPUS_L2_MSR_CTLS: usize = 2;
+    /// EPTP_CONTROLS.
+    pub const EPTP_CONTROLS: usize = 3;
+    /// CONFIG_FLAGS.
+    pub const CONFIG_FLAGS: usize = 4;
+    /// TSC_FREQUENCY (15:0), then reserved_1 (bytes 42..80: words 5 bits 63:16, 6..=9).
+    pub const TSC_FREQUENCY: usize = 5;
+    /// reserved_1 words after the TSC word (first and last, inclusive; so are the others).
+    pub const RESERVED_1: (usize, usize) = (6, 9);
+    /// MRCONFIGID, MROWNER, MROWNERCONFIG: words 10..=27. IA32_ARCH_CAPABILITIES_CONFIG.
+    pub const IA32_ARCH_CAPABILITIES_CONFIG: usize = 28;
+    /// reserved_2 (bytes 232..256).
+    pub const RESERVED_2: (usize, usize) = (29, 31);
+    /// CPUID_CONFIG_VALS: `MAX_NUM_CPUID_CONFIG` (18) 16-byte entries from byte 256 (words
+    /// 32..=67); reserved_3: the rest of the 1024 bytes.
+    pub const RESERVED_3: (usize, usize) = (68, 127);
+}
+
+/// `read_and_set_td_configurations` and the checks after it (`tdh_mng_init.c`), in Intel's
+/// order, on the TD_PARAMS words `word(0..128)` of a TD with `num_tdcx` TDCX pages:
+///
+/// 1. ATTRIBUTES ([`attributes_valid`]) → `OPERAND_INVALID|ATTRIBUTES (64)`;
+/// 2. XFAM ([`xfam_valid`]) → `|XFAM (65)`;
+/// 3. MAX_VCPUS 0 or above `MAX_VCPUS_PER_TD` → `|MAX_VCPUS (68)`;
+/// 4. NUM_L2_VMS above 3 → `|NUM_L2_VMS (71)`;
+/// 5. fewer than `9 + NUM_L2_VMS` TDCX pages → `TDX_TDCS_NOT_ALLOCATED`;
+/// 6. reserved_0 → `|RDX`;
+/// 7. CONFIG_FLAGS outside `CONFIG_FLAGS_FIXED0`/`FIXED1`, or MAXPA_VIRT with MAXGPA_VIRT →
+///    `|EXEC_CONTROLS (66)`;
+/// 8. EPTP_CONTROLS: memory type WB, page-walk length 4 or 5 levels, A/D (6), SSS (7), bits
+///    11:8, the root PA (51:12) and 63:52 all 0, and 5 levels if GPAW is 52 →
+///    `|EPTP_CONTROLS (67)`;
+/// 9. TSC_FREQUENCY outside 4..=400 → `|TSC_FREQUENCY (70)`;
+/// 10. reserved_1, MSR_CONFIG_CTLS bits 7:1, reserved_2 → `|RDX` (each in turn);
+/// 11. (event filters and the CPUID configuration are not checked: see the rules notes)
+///     reserved_3 → `|RDX`;
+/// 12. IA32_ARCH_CAPABILITIES_CONFIG not 0 without MSR_CONFIG_CTLS.IA32_ARCH_CAP, or with bits
+///     outside `IA32_ARCH_CAPABILITIES_CONFIG_MASK` → `|IA32_ARCH_CAPABILITIES_CONFIG (72)`.
+// The CONFIG_FLAGS_FIXED1 test is Intel's, kept although CONFIG_FLAGS_FIXED1 is 0.
+#[allow(clippy::bad_bit_mask)]
+pub(crate) fn check_td_params(num_tdcx: u64, word: impl Fn(usize) -> u64) -> Result<TdConfig, u64> {
+    use operand::td_params as op;
+    let invalid = |op: u32| status::OPERAND_INVALID | op as u64;
+    let attributes = word(td_params::ATTRIBUTES);
+    if !attributes_valid(attributes) {
+        return Err(invalid(op::ATTRIBUTES));
+    }
+    let xfam = word(td_params::XFAM);
+    if !xfam_valid(xfam) {
+        return Err(invalid(op::XFAM));
+    }
+    let w2 = word(td_params::VCPUS_L2_MSR_CTLS);
+    let max_vcpus = w2 & 0xFFFF;
+    if max_vcpus == 0 || max_vcpus > MAX_VCPUS_PER_TD as u64 {
+        return Err(invalid(op::MAX_VCPUS));
+    }
+    let num_l2_vms = w2 >> 16 & 0xFF;
+    if num_l2_vms > MAX_L2_VMS {
+        return Err(invalid(op::NUM_L2_VMS));
+    }
+    if num_tdcx < MIN_TDCS_PAGES + TDCS_PAGES_PER_L2_VM * num_l2_vms {
+        return Err(status::TDCS_NOT_ALLOCATED);
+    }
+    let rdx = invalid(operand::RDX);
+    let nonzero = |(first, last): (usize, usize)| (first..=last).any(|i| word(i) != 0);
+    if w2 >> 32 != 0 {
+        return Err(rdx);
+    }
+    let flags = word(td_params::CONFIG_FLAGS);
+    const MAXPA_VIRT: u64 = 1 << 3;
+    const MAXGPA_VIRT: u64 = 1 << 4;
+    if flags & !CONFIG_FLAGS_FIXED0 != 0
+        || flags & CONFIG_FLAGS_FIXED1 != CONFIG_FLAGS_FIXED1
+        || flags & (MAXPA_VIRT | MAXGPA_VIRT) == MAXPA_VIRT | MAXGPA_VIRT
+    {
+        return Err(invalid(op::EXEC_CONTROLS));
+    }
+    let gpaw52 = flags & 1 != 0;
+    let eptp = word(td_params::EPTP_CONTROLS);
+    let pwl = eptp >> 3 & 7;
+    // Bits 2:0 memory type (6 = WB), 5:3 page-walk length - 1; everything above must be 0.
+    if eptp & 7 != 6 || !(3..=4).contains(&pwl) || eptp >> 6 != 0 || (gpaw52 && pwl < 4) {
+        return Err(invalid(op::EPTP_CONTROLS));
+    }
+    let w5 = word(td_params::TSC_FREQUENCY);
+    let tsc_frequency = w5 & 0xFFFF;
+    if !(4..=400).contains(&tsc_frequency) {
+        return Err(invalid(op::TSC_FREQUENCY));
+    }
+    if w5 >> 16 != 0 || nonzero(td_params::RESERVED_1) {
+        return Err(rdx);
+    }
+    let msr_ctls = w2 >> 24 & 0xFF;
+    if msr_ctls >> 1 != 0 || nonzero(td_params::RESERVED_2) {
+        return Err(rdx);
+    }
+    if nonzero(td_params::RESERVED_3) {
+        return Err(rdx);
+    }
+    let arch_cap = word(td_params::IA32_ARCH_CAPABILITIES_CONFIG);
+    if (msr_ctls & 1 == 0 && arch_cap != 0) || arch_cap & !IA32_ARCH_CAPABILITIES_CONFIG_MASK != 0 {
+        return Err(invalid(op::IA32_ARCH_CAPABILITIES_CONFIG));
+    }
+    Ok(TdConfig {
+        attributes,
+        xfam,
+        max_vcpus,
+        num_l2_vms,
+        pwl,
+        gpaw52,
+        tsc_frequency,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::ptr::NonNull;
+    use mmu::env::Frame;
+
+    /// No host memory: enough for the leaves that only touch the module's own state.
+    struct NoMem;
+
+    // SAFETY: maps nothing and hands out nothing.
+    unsafe impl PhysMem for NoMem {
+        fn map(&self, _: Pfn) -> Option<NonNull<PageWords>> {
+            None
+        }
+        fn alloc_meta(&self) -> Option<Frame> {
+            None
+        }
+        fn free_meta(&self, _: Frame) {}
+    }
+
+    struct NoHash;
+
+    impl Sha512Compress for NoHash {
+        fn compress(&self, _: &mut [u64; 8], _: &[u8; 128]) {}
+    }
+
+    fn cache_wb(m: &SwTdxModule<NoMem, NoHash>, cmd: u64) -> u64 {
+        m.phymem_cache_wb(&mut SeamArgs {
+            rcx: cmd,
+            ..SeamArgs::default()
+        })
+    }
+
+    #[test]
+    fn cache_wb_takes_the_package_mutex_before_the_kot() {
+        let m = SwTdxModule::new(NoMem, NoHash, 1, 4);
+        let busy_wbt = status::OPERAND_BUSY | operand::WBCACHE as u64;
+        let busy_kot = status::OPERAND_BUSY | operand::KOT as u64;
+        assert_eq!(busy_wbt, 0x8000_0200_0000_00BC);
+        let wbt = Held::try_new(&m.wbt_lock, Mode::Exclusive).unwrap();
+        // The command is checked first.
+        assert_eq!(
+            cache_wb(&m, 2),
+            status::OPERAND_INVALID | operand::RCX as u64
+        );
+        assert_eq!(cache_wb(&m, 0), busy_wbt);
+        assert_eq!(cache_wb(&m, 1), busy_wbt);
+        let kot = Held::try_new(&m.kot_lock, Mode::Exclusive).unwrap();
+        assert_eq!(cache_wb(&m, 0), busy_wbt);
+        drop(wbt);
+        assert_eq!(cache_wb(&m, 0), busy_kot);
+        drop(kot);
+        assert_eq!(cache_wb(&m, 0), status::NO_HKID_READY_TO_WBCACHE);
+        assert_eq!(cache_wb(&m, 1), status::WBCACHE_RESUME_ERROR);
+        // Both locks were released.
+        assert!(Held::try_new(&m.wbt_lock, Mode::Exclusive).is_some());
+        assert!(Held::try_new(&m.kot_lock, Mode::Exclusive).is_some());
+    }
+
+    fn params(edits: &[(usize, u64)]) -> impl Fn(usize) -> u64 + '_ {
+        move |i| {
+            let base = match i {
+                1 => 3,
+                2 => 8,
+                3 => 6 | 3 << 3,
+                5 => 100,
+                _ => 0,
+            };
+            edits.iter().rev().find(|e| e.0 == i).map_or(base, |e| e.1)
+        }
+    }
+
+    #[test]
+    fn check_td_params_keeps_what_mng_init_stores() {
+        let c = check_td_params(12, params(&[(2, 1376 | 3 << 16), (3, 6 | 4 << 3), (4, 1)]));
+        assert_eq!(
+            c,
+            Ok(TdConfig {
+                attributes: 0,
+                xfam: 3,
+                max_vcpus: 1376,
+                num_l2_vms: 3,
+                pwl: 4,
+                gpaw52: true,
+                tsc_frequency: 100,
+            })
+        );
+        assert_eq!(
+            check_td_params(11, params(&[(2, 8 | 3 << 16)])),
+            Err(status::TDCS_NOT_ALLOCATED)
+        );
+    }
+
+    #[test]
+    fn attribute_and_xfam_rules() {
+        assert!(attributes_valid(
+            ATTRIBUTES_FIXED0 & !(1 << 29) & !(1 << 16)
+        ));
+        assert!(!attributes_valid(1 << 27)); // LASS: not on the emulated CPU
+        assert!(!attributes_valid(1 << 62)); // TPA: no TDX Connect
+        assert!(!attributes_valid(1 << 31)); // KL
+        assert!(xfam_valid(XFAM_FIXED0));
+        assert!(!xfam_valid(XFAM_FIXED0 & !(1 << 2))); // AVX-512 without AVX
+        assert!(!xfam_valid(1));
     }
 }
