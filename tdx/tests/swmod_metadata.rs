@@ -8,20 +8,20 @@
 //! with its exact status (class and operand id) and with the output registers the real module
 //! leaves: R8 = 0, RDX untouched at version 0 and `MD_FIELD_ID_NA` at version 1 of the reads.
 
+mod common;
+
+use common::*;
 use mmu::env::Frame;
 use mmu::Gpa;
 use sha2::{Digest, Sha384};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use tdx::abi::md::{self, td as mtd, vp as mvp};
-use tdx::abi::{self, leaf, op_state, operand, status, vcpu_state, SeptLevel};
+use tdx::abi::{leaf, op_state, operand, status, vcpu_state, SeptLevel};
 use tdx::swmod::TDVPS_PAGES;
-use tdx::{SeamArgs, Seamcall, Tdcx, Tdr, Tdvpr, Tdx};
-use testkit::env::BASE_PFN;
+use tdx::{SeamArgs, Tdvpr, Tdx};
 use testkit::td::{build_td, host_page, sw_module, Stage, SwModule, TestTd};
 use testkit::HostEnv;
-
-type T<'a, 'e> = Tdx<&'a SwModule<'e>>;
 
 /// Arena pages of most tests.
 const CAP: usize = 2048;
@@ -35,16 +35,6 @@ const DEBUG: u64 = 1;
 const SEPT_VE_DISABLE: u64 = 1 << 28;
 
 // ---- helpers --------------------------------------------------------------------------------
-
-fn with(st: u64, op: u32) -> u64 {
-    st | op as u64
-}
-
-fn seam(m: &SwModule<'_>, leaf_no: u16, version: u8, a: SeamArgs) -> (u64, SeamArgs) {
-    let mut a = a;
-    let st = m.seamcall(abi::rax(leaf_no, version), &mut a);
-    (st, a)
-}
 
 /// A read leaf (MNG.RD or VP.RD) at `version`: RCX = the TDR/TDVPR, RDX = the field id; R8
 /// holds junk on input.
@@ -117,19 +107,6 @@ fn assert_rd_refused(out: (u64, SeamArgs), field: u64, want: u64, what: &str) {
     );
 }
 
-fn tdr_pa(td: &TestTd) -> u64 {
-    td.tdr.hpa().raw()
-}
-
-fn page(env: &HostEnv) -> u64 {
-    host_page(env).pfn().hpa().raw()
-}
-
-/// A physical address outside the arena (and so outside every TDMR).
-fn outside(env: &HostEnv) -> u64 {
-    (BASE_PFN + env.capacity() as u64 + 16) << 12
-}
-
 /// TD_PARAMS: `attributes`, `xfam`, `max_vcpus`, 4-level EPT, GPAW 48, 2.5 GHz.
 fn params(env: &HostEnv, attributes: u64, xfam: u64, max_vcpus: u64) -> Frame {
     let f = host_page(env);
@@ -140,17 +117,6 @@ fn params(env: &HostEnv, attributes: u64, xfam: u64, max_vcpus: u64) -> Frame {
         f.table().0[i].store(v, Relaxed);
     }
     f
-}
-
-/// VP.CREATE plus VP.ADDCX until the vCPU has `pages` TDVPS pages (TDVPR included).
-fn new_vcpu(tdx: &T, env: &HostEnv, tdr: Tdr, pages: u64) -> Tdvpr {
-    let v = Tdvpr::new(host_page(env).pfn().hpa());
-    tdx.vp_create(tdr, v).expect("VP.CREATE");
-    for _ in 1..pages {
-        tdx.vp_addcx(v, Tdcx::new(host_page(env).pfn().hpa()))
-            .expect("VP.ADDCX");
-    }
-    v
 }
 
 /// A TD initialised with the given ATTRIBUTES and XFAM (MAX_VCPUS 4) and `vcpus` vCPUs whose
@@ -682,6 +648,29 @@ fn mng_rd_wr_refuse_bad_tdr_operands() {
     }
 }
 
+/// PAGE.ADD of a page at GPA 0 (SEPT.ADD of its tables first) for MR.EXTEND: the leaf and the
+/// arguments of an MR.EXTEND of its first chunk, which takes the TDR exclusively and can be
+/// issued again and again while the TD is built.
+fn mr_extend_at_0(tdx: &T, env: &HostEnv, td: &TestTd) -> (u16, SeamArgs) {
+    add_tables(tdx, env, td.tdr, 0, 1);
+    let src = host_page(env);
+    tdx.mem_page_add(
+        td.tdr,
+        Gpa::new(0),
+        mmu::Hpa::new(page(env)),
+        src.pfn().hpa(),
+    )
+    .unwrap();
+    (
+        leaf::MR_EXTEND,
+        SeamArgs {
+            rcx: 0,
+            rdx: tdr_pa(td),
+            ..SeamArgs::default()
+        },
+    )
+}
+
 /// `reader` is issued until it answers `busy` while another thread issues `holder` (which holds
 /// a lock the reader needs exclusively) again and again. Every other answer of the reader must be
 /// `ok`.
@@ -722,32 +711,8 @@ fn mng_rd_and_wr_meet_busy_on_the_tdr_while_it_is_held_exclusively() {
     let m = sw_module(&env);
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::VcpusReady);
-    for lvl in [3u8, 2, 1] {
-        tdx.mem_sept_add(
-            td.tdr,
-            Gpa::new(0),
-            SeptLevel(lvl),
-            mmu::Hpa::new(page(&env)),
-        )
-        .unwrap();
-    }
-    let src = host_page(&env);
-    tdx.mem_page_add(
-        td.tdr,
-        Gpa::new(0),
-        mmu::Hpa::new(page(&env)),
-        src.pfn().hpa(),
-    )
-    .unwrap();
     // MR.EXTEND takes the TDR exclusively (and can be repeated while the TD is built).
-    let extend = (
-        leaf::MR_EXTEND,
-        SeamArgs {
-            rcx: 0,
-            rdx: tdr_pa(&td),
-            ..SeamArgs::default()
-        },
-    );
+    let extend = mr_extend_at_0(&tdx, &env, &td);
     let busy = with(status::OPERAND_BUSY, operand::RCX);
     let args = |r9| SeamArgs {
         rcx: tdr_pa(&td),
@@ -1096,31 +1061,7 @@ fn vp_rd_meets_busy_on_the_tdvpr_and_on_the_implicit_tdr() {
         ],
     );
     // MR.EXTEND takes the TDR exclusively: VP.RD finds it through the PAMT owner (implicit).
-    for lvl in [3u8, 2, 1] {
-        tdx.mem_sept_add(
-            td.tdr,
-            Gpa::new(0),
-            SeptLevel(lvl),
-            mmu::Hpa::new(page(&env)),
-        )
-        .unwrap();
-    }
-    let src = host_page(&env);
-    tdx.mem_page_add(
-        td.tdr,
-        Gpa::new(0),
-        mmu::Hpa::new(page(&env)),
-        src.pfn().hpa(),
-    )
-    .unwrap();
-    let extend = (
-        leaf::MR_EXTEND,
-        SeamArgs {
-            rcx: 0,
-            rdx: tdr_pa(&td),
-            ..SeamArgs::default()
-        },
-    );
+    let extend = mr_extend_at_0(&tdx, &env, &td);
     race_until_busy(
         &m,
         read,

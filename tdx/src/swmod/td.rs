@@ -36,6 +36,123 @@ const ATTR_DEBUG: u64 = 1;
 /// A free S-EPT entry (`SEPTE_INIT_VALUE`: TDEX, TDBW, TDB and SVE set).
 pub(crate) const SEPTE_INIT_VALUE: u64 = 0x80E0_0000_0000_0000;
 
+/// What tells the TD scope of the metadata leaves (TDH.MNG.RD/WR) from the VP scope
+/// (TDH.VP.RD/WR) once the operand and state checks are done.
+struct MdScope {
+    /// The context code the id's own is replaced by.
+    context: u64,
+    /// The field table of the scope, in Intel's order.
+    table: &'static [fields::Entry],
+    /// [`fields::write`]'s `zero_full_write`: `md_vp_write_element` has it,
+    /// `md_td_write_element` does not.
+    zero_full_write: bool,
+}
+
+const TD_SCOPE: MdScope = MdScope {
+    context: md::CONTEXT_TD,
+    table: &fields::TD,
+    zero_full_write: false,
+};
+
+const VP_SCOPE: MdScope = MdScope {
+    context: md::CONTEXT_VP,
+    table: &fields::VP,
+    zero_full_write: true,
+};
+
+/// The operands of a metadata read or write leaf (TDH.MNG.RD/WR, TDH.VP.RD/WR).
+struct MdOp {
+    /// The field id as the host gave it (RDX).
+    field: u64,
+    /// The value (R8) and the write mask (R9) of a write.
+    value: u64,
+    mask: u64,
+    write: bool,
+    version: u64,
+}
+
+impl MdOp {
+    /// Takes the operands as `tdh_mng_rd_wr.c` and `tdh_vp_rd_wr.c` both do before any check:
+    /// R8 = 0 first, and at version 1 of a read RDX = `MD_FIELD_ID_NA`; version > 1 →
+    /// `OPERAND_INVALID|RAX` (the writes come with version 0 only).
+    fn take(a: &mut SeamArgs, write: bool, version: u64) -> Result<Self, u64> {
+        let field = if !write && version > 0 {
+            // The input id; RDX is an output (MD_FIELD_ID_NA until a next field is known).
+            core::mem::replace(&mut a.rdx, md::FIELD_ID_NA)
+        } else {
+            a.rdx
+        };
+        let op = MdOp {
+            field,
+            value: a.r8,
+            mask: a.r9,
+            write,
+            version,
+        };
+        a.r8 = 0;
+        if version > 1 {
+            return Err(status::OPERAND_INVALID | operand::RAX as u64);
+        }
+        Ok(op)
+    }
+
+    /// The field id part, after the leaf's own operand and state checks: the context code of
+    /// the id is replaced by the scope's → (read, version 1) the null id answers the first
+    /// readable field in RDX with `TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT` →
+    /// `md_check_as_single_element_id` → the element: unknown → `FIELD_ID_INCORRECT`; a read
+    /// with read mask 0 → `NOT_READABLE`; a write as [`fields::write`] says, then `store` of
+    /// the new value. Success: R8 = the value (read) or the old value (write); version-1
+    /// reads: RDX = the next readable element. Version 0 leaves RDX alone.
+    ///
+    /// `value_of` gives an element's current value (entry, element number); `store` keeps a
+    /// written one or refuses with a status.
+    fn access(
+        &self,
+        a: &mut SeamArgs,
+        scope: &MdScope,
+        td: &TdState,
+        value_of: impl FnOnce(&fields::Entry, u64) -> u64,
+        store: impl FnOnce(&fields::Entry, u64) -> Result<(), u64>,
+    ) -> u64 {
+        let debug = td.attributes.load(Relaxed) & ATTR_DEBUG != 0;
+        let field = md::with_context(self.field, scope.context);
+        if !self.write && self.version > 0 && fields::is_null(field) {
+            a.rdx = fields::next_readable(scope.table, field, debug);
+            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
+        }
+        if let Err(st) = fields::check_single_element(field) {
+            return st;
+        }
+        let Some((i, elem)) = fields::find(scope.table, field) else {
+            return status::METADATA_FIELD_ID_INCORRECT;
+        };
+        let e = &scope.table[i];
+        let current = e.fit(value_of(e, elem));
+        if self.write {
+            let zero_full_write = scope.zero_full_write;
+            let (new, old) =
+                match fields::write(e, debug, current, self.value, self.mask, zero_full_write) {
+                    Ok(x) => x,
+                    Err(st) => return st,
+                };
+            if let Err(st) = store(e, new) {
+                return st;
+            }
+            a.r8 = old;
+            return status::SUCCESS;
+        }
+        let (rd, _) = e.masks(debug);
+        if rd == 0 {
+            return status::METADATA_FIELD_NOT_READABLE;
+        }
+        a.r8 = current & rd;
+        if self.version > 0 {
+            a.rdx = fields::next_readable(scope.table, field, debug);
+        }
+        status::SUCCESS
+    }
+}
+
 pub(crate) fn fill(page: &PageWords, value: u64) {
     for w in page.0.iter() {
         w.store(value, Relaxed);
@@ -329,25 +446,13 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
 
     /// TDH.MNG.RD (version 0 or 1) and TDH.MNG.WR (`tdh_mng_rd_wr.c`).
     ///
-    /// R8 = 0 first, and at version 1 RDX = `MD_FIELD_ID_NA`; version > 1 →
-    /// `OPERAND_INVALID|RAX`. Then: TDR(RCX, shared) → state(shared) → the context code of the
-    /// id is replaced by TD's → (read, version 1) the null id answers the first readable field
-    /// in RDX with `TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT` → `md_check_as_single_element_id`
-    /// → the element: unknown → `FIELD_ID_INCORRECT`, read mask 0 → `NOT_READABLE`, write
-    /// mask ∧ R9 = 0 → `NOT_WRITABLE`. Success: R8 = the value (read) or the old value (write);
-    /// version-1 reads: RDX = the next readable element. Version 0 leaves RDX alone.
+    /// The operands are taken as [`MdOp::take`] says. Then: TDR(RCX, shared) → state(shared)
+    /// → the field id in the TD context ([`MdOp::access`]).
     fn mng_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> u64 {
-        let field = if !write && version > 0 {
-            // The input id; RDX is an output (MD_FIELD_ID_NA until a next field is known).
-            core::mem::replace(&mut a.rdx, crate::abi::md::FIELD_ID_NA)
-        } else {
-            a.rdx
+        let op = match MdOp::take(a, write, version) {
+            Ok(op) => op,
+            Err(st) => return st,
         };
-        let (value, mask) = (a.r8, a.r9);
-        a.r8 = 0;
-        if version > 1 {
-            return status::OPERAND_INVALID | operand::RAX as u64;
-        }
         let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Shared) {
             Ok(t) => t,
             Err(st) => return st,
@@ -358,38 +463,16 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             Err(st) => return st,
         };
         let td = t.td;
-        let debug = td.attributes.load(Relaxed) & ATTR_DEBUG != 0;
-        let field = md::with_context(field, md::CONTEXT_TD);
-        if !write && version > 0 && fields::is_null(field) {
-            a.rdx = fields::next_readable(&fields::TD, field, debug);
-            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
-        }
-        if let Err(st) = fields::check_single_element(field) {
-            return st;
-        }
-        let Some((i, elem)) = fields::find(&fields::TD, field) else {
-            return status::METADATA_FIELD_ID_INCORRECT;
-        };
-        let e = &fields::TD[i];
-        let current = e.fit(self.td_value(td, e.value, elem));
-        let (rd, _) = e.masks(debug);
-        if write {
+        op.access(
+            a,
+            &TD_SCOPE,
+            td,
+            |e, elem| self.td_value(td, e.value, elem),
             // No TD-scope field the software module has is host-writable (Intel's write masks
             // are all 0, see `fields::tests::no_td_scope_entry_is_host_writable`): `write`
-            // refuses with NOT_WRITABLE before anything would be stored.
-            return match fields::write(e, debug, current, value, mask, false) {
-                Ok(_) => status::METADATA_FIELD_NOT_WRITABLE,
-                Err(st) => st,
-            };
-        }
-        if rd == 0 {
-            return status::METADATA_FIELD_NOT_READABLE;
-        }
-        a.r8 = current & rd;
-        if version > 0 {
-            a.rdx = fields::next_readable(&fields::TD, field, debug);
-        }
-        status::SUCCESS
+            // refuses with NOT_WRITABLE before anything would be stored, and so would this.
+            |_, _| Err(status::METADATA_FIELD_NOT_WRITABLE),
+        )
     }
 
     pub(super) fn mng_rd(&self, a: &mut SeamArgs, version: u64) -> u64 {
@@ -838,23 +921,16 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
 
     /// TDH.VP.RD (version 0 or 1) and TDH.VP.WR (`tdh_vp_rd_wr.c`).
     ///
-    /// R8 = 0 first, and at version 1 RDX = `MD_FIELD_ID_NA`; VP.RD version > 1 →
-    /// `OPERAND_INVALID|RAX`. Then: TDVPR(RCX, shared) → implicit TDR shared (`BUSY|TDR`) →
-    /// state(shared) → TDVPS incomplete → `TDCX_NUM_INCORRECT` → vCPU state not READY →
-    /// `VCPU_STATE_INCORRECT | state` → the vCPU is associated with this LP
-    /// (`check_and_associate_vcpu`: `num_assoc_vcpus++` if it was not) → the id, as for
-    /// MNG.RD/WR with the VP context.
+    /// The operands are taken as [`MdOp::take`] says. Then: TDVPR(RCX, shared) → implicit TDR
+    /// shared (`BUSY|TDR`) → state(shared) → TDVPS incomplete → `TDCX_NUM_INCORRECT` → vCPU
+    /// state not READY → `VCPU_STATE_INCORRECT | state` → the vCPU is associated with this LP
+    /// (`check_and_associate_vcpu`: `num_assoc_vcpus++` if it was not) → the field id in the
+    /// VP context ([`MdOp::access`]).
     fn vp_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> u64 {
-        let field = if !write && version > 0 {
-            core::mem::replace(&mut a.rdx, crate::abi::md::FIELD_ID_NA)
-        } else {
-            a.rdx
+        let op = match MdOp::take(a, write, version) {
+            Ok(op) => op,
+            Err(st) => return st,
         };
-        let (value, mask) = (a.r8, a.r9);
-        a.r8 = 0;
-        if !write && version > 1 {
-            return status::OPERAND_INVALID | operand::RAX as u64;
-        }
         let leaf_no = if write { leaf::VP_WR } else { leaf::VP_RD };
         let vp = match self.vp_prologue(a.rcx, operand::RCX, Mode::Shared, Mode::Shared, leaf_no) {
             Ok(x) => x,
@@ -872,47 +948,25 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if v.associated.compare_exchange(0, 1, AcqRel, Acquire).is_ok() {
             td.num_assoc_vcpus.fetch_add(1, AcqRel);
         }
-        let debug = td.attributes.load(Relaxed) & ATTR_DEBUG != 0;
-        let field = md::with_context(field, md::CONTEXT_VP);
-        if !write && version > 0 && fields::is_null(field) {
-            a.rdx = fields::next_readable(&fields::VP, field, debug);
-            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
-        }
-        if let Err(st) = fields::check_single_element(field) {
-            return st;
-        }
-        let Some((i, _)) = fields::find(&fields::VP, field) else {
-            return status::METADATA_FIELD_ID_INCORRECT;
-        };
-        let e = &fields::VP[i];
-        let current = e.fit(match e.value {
-            fields::Value::GuestRcx => v.guest_rcx.load(Relaxed),
-            fields::Value::VcpuState => state,
-            fields::Value::VcpuIndex => v.index.load(Relaxed),
-            fields::Value::NumTdvpsPages => v.num_tdvps_pages.load(Relaxed),
-            _ => 0,
-        });
-        if write {
-            let (new, old) = match fields::write(e, debug, current, value, mask, true) {
-                Ok(x) => x,
-                Err(st) => return st,
-            };
-            // Only guest RCX is host-writable (DEBUG TDs); the others have write masks of 0.
-            if e.value == fields::Value::GuestRcx {
-                v.guest_rcx.store(new, Relaxed);
-            }
-            a.r8 = old;
-            return status::SUCCESS;
-        }
-        let (rd, _) = e.masks(debug);
-        if rd == 0 {
-            return status::METADATA_FIELD_NOT_READABLE;
-        }
-        a.r8 = current & rd;
-        if version > 0 {
-            a.rdx = fields::next_readable(&fields::VP, field, debug);
-        }
-        status::SUCCESS
+        op.access(
+            a,
+            &VP_SCOPE,
+            td,
+            |e, _| match e.value {
+                fields::Value::GuestRcx => v.guest_rcx.load(Relaxed),
+                fields::Value::VcpuState => state,
+                fields::Value::VcpuIndex => v.index.load(Relaxed),
+                fields::Value::NumTdvpsPages => v.num_tdvps_pages.load(Relaxed),
+                _ => 0,
+            },
+            |e, new| {
+                // Only guest RCX is host-writable (DEBUG TDs); the others have write masks of 0.
+                if e.value == fields::Value::GuestRcx {
+                    v.guest_rcx.store(new, Relaxed);
+                }
+                Ok(())
+            },
+        )
     }
 
     pub(super) fn vp_rd(&self, a: &mut SeamArgs, version: u64) -> u64 {
@@ -1071,27 +1125,27 @@ fn xfam_valid(xfam: u64) -> bool {
 /// TD_PARAMS words (8 bytes each, little-endian) and the bytes they hold.
 mod td_params {
     /// ATTRIBUTES.
-    pub const ATTRIBUTES: usize = 0;
+    pub(super) const ATTRIBUTES: usize = 0;
     /// XFAM.
-    pub const XFAM: usize = 1;
+    pub(super) const XFAM: usize = 1;
     /// MAX_VCPUS (15:0), NUM_L2_VMS (23:16), MSR_CONFIG_CTLS (31:24: bit 24 IA32_ARCH_CAP,
     /// 31:25 reserved), reserved_0 (63:32).
-    pub const VCPUS_L2_MSR_CTLS: usize = 2;
+    pub(super) const VCPUS_L2_MSR_CTLS: usize = 2;
     /// EPTP_CONTROLS.
-    pub const EPTP_CONTROLS: usize = 3;
+    pub(super) const EPTP_CONTROLS: usize = 3;
     /// CONFIG_FLAGS.
-    pub const CONFIG_FLAGS: usize = 4;
+    pub(super) const CONFIG_FLAGS: usize = 4;
     /// TSC_FREQUENCY (15:0), then reserved_1 (bytes 42..80: words 5 bits 63:16, 6..=9).
-    pub const TSC_FREQUENCY: usize = 5;
+    pub(super) const TSC_FREQUENCY: usize = 5;
     /// reserved_1 words after the TSC word (first and last, inclusive; so are the others).
-    pub const RESERVED_1: (usize, usize) = (6, 9);
+    pub(super) const RESERVED_1: (usize, usize) = (6, 9);
     /// MRCONFIGID, MROWNER, MROWNERCONFIG: words 10..=27. IA32_ARCH_CAPABILITIES_CONFIG.
-    pub const IA32_ARCH_CAPABILITIES_CONFIG: usize = 28;
+    pub(super) const IA32_ARCH_CAPABILITIES_CONFIG: usize = 28;
     /// reserved_2 (bytes 232..256).
-    pub const RESERVED_2: (usize, usize) = (29, 31);
+    pub(super) const RESERVED_2: (usize, usize) = (29, 31);
     /// CPUID_CONFIG_VALS: `MAX_NUM_CPUID_CONFIG` (18) 16-byte entries from byte 256 (words
     /// 32..=67); reserved_3: the rest of the 1024 bytes.
-    pub const RESERVED_3: (usize, usize) = (68, 127);
+    pub(super) const RESERVED_3: (usize, usize) = (68, 127);
 }
 
 /// `read_and_set_td_configurations` and the checks after it (`tdh_mng_init.c`), in Intel's
