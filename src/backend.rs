@@ -313,9 +313,7 @@ impl TdxRef {
             TdxRef::Hw(_) => Some(GLOBAL_KEYID.load(Ordering::Relaxed)),
         }
     }
-}
 
-impl TdxRef {
     /// Where a KeyID goes in a physical address (PHYMEM.PAGE.WBINVD operands).
     pub(crate) fn hkid_shift(&self) -> u32 {
         match self {

@@ -15,7 +15,7 @@ use mmu::tdp::{MmuConfig, TdpMmu};
 use mmu::{GpaWidth, Level};
 use tdx::abi::status;
 use tdx::abi::MAX_TDCS_PAGES;
-use tdx::sept_backend::{cache_wb, retry_busy, SeptBackend, TdHost};
+use tdx::sept_backend::{release_hkid, retry_busy, SeptBackend, TdHost};
 use tdx::{Tdcx, Tdr, Tdvpr, Tdx, TdxError};
 
 /// Most vCPUs a TD has here (only the self test creates any: the run path comes later).
@@ -65,6 +65,16 @@ impl TdHost for Host {
 
     fn with_hkid_lock(&self, f: &mut dyn FnMut() -> Result<(), TdxError>) -> Result<(), TdxError> {
         backend::hkid_locked(f)
+    }
+}
+
+impl Host {
+    /// The host side for `backend`, with no vCPU to kick yet.
+    fn new(backend: TdxRef) -> Self {
+        Host {
+            backend,
+            vcpus: [const { AtomicU64::new(0) }; MAX_TD_VCPUS],
+        }
     }
 }
 
@@ -207,23 +217,10 @@ impl TdControl {
         if !self.created || self.released {
             return;
         }
-        if let Some(v) = self.tdvpr() {
-            // Never initialised (or already flushed): nothing to dissociate.
-            match retry_busy(|| self.tdx.vp_flush(v)) {
-                Err(e) if e.class() != status::VCPU_NOT_ASSOCIATED => {
-                    pr_err!("TDH.VP.FLUSH: {:?}\n", e);
-                }
-                _ => {}
-            }
-        }
-        let tdx = &self.tdx;
-        let backend = self.backend;
-        let r = backend::hkid_locked(|| {
-            retry_busy(|| tdx.mng_vpflushdone(tdr))
-                .and_then(|()| backend.on_each_package(&|| cache_wb(tdx)))
-                .and_then(|()| retry_busy(|| tdx.mng_key_freeid(tdr)))
-        });
-        match r {
+        // No MMU holds the vCPUs' kick slots here: a host without vCPUs to kick does.
+        let host = Host::new(self.backend);
+        let vcpus = self.tdvpr();
+        match release_hkid(&self.tdx, &host, tdr, vcpus.as_slice()) {
             Ok(()) => self.released = true,
             Err(e) => pr_err!(
                 "releasing HKID {}: {:?}: its pages stay with the TDX module\n",
@@ -360,11 +357,7 @@ impl Vm {
     pub(crate) fn new_td(b: TdxRef) -> Result<Self> {
         let control = TdControl::create(b)?;
         let tdr = control.tdr().ok_or(ENOMEM)?;
-        let host = Host {
-            backend: b,
-            vcpus: [const { AtomicU64::new(0) }; MAX_TD_VCPUS],
-        };
-        let backend = SeptBackend::new(Tdx::new(b), tdr, control.hkid, host);
+        let backend = SeptBackend::new(Tdx::new(b), tdr, control.hkid, Host::new(b));
         let mut vm = TdVm { mmu: None, control };
         let env = KernelEnv::new().ok_or(ENOMEM)?;
         // TDH.MEM.PAGE.AUG maps 4K and 2M pages: cap the mirror's leaves at 2M.

@@ -92,6 +92,34 @@ pub fn cache_wb<S: Seamcall>(tdx: &Tdx<S>) -> Result<(), TdxError> {
     }
 }
 
+/// Gives a TD's HKID back to the TDX module: TDH.VP.FLUSH of each vCPU (one never initialised
+/// or already flushed is fine), then, under the host's HKID lock, TDH.MNG.VPFLUSHDONE,
+/// TDH.PHYMEM.CACHE.WB on every package and TDH.MNG.KEY.FREEID. Afterwards every page of the TD
+/// comes back with one RECLAIM.
+///
+/// # Errors
+///
+/// The first failing leaf's error: the HKID and the TD's pages stay with the module.
+pub fn release_hkid<S: Seamcall, H: TdHost>(
+    tdx: &Tdx<S>,
+    host: &H,
+    tdr: Tdr,
+    vcpus: &[Tdvpr],
+) -> Result<(), TdxError> {
+    for &v in vcpus {
+        match retry_busy(|| tdx.vp_flush(v)) {
+            Ok(()) => {}
+            Err(e) if e.class() == status::VCPU_NOT_ASSOCIATED => {}
+            Err(e) => return Err(e),
+        }
+    }
+    host.with_hkid_lock(&mut || {
+        retry_busy(|| tdx.mng_vpflushdone(tdr))?;
+        host.on_each_package(&|| cache_wb(tdx))?;
+        retry_busy(|| tdx.mng_key_freeid(tdr))
+    })
+}
+
 /// What the backend needs from the host's CPUs besides SEAMCALLs.
 pub trait TdHost: Sync {
     /// Kicks every vCPU out of the TD and returns once none is inside from before the call
@@ -342,19 +370,7 @@ impl<S: Seamcall, K: TdHost> SeptBackend<S, K> {
     ///
     /// The first failing leaf's error; the backend stays in runtime mode then.
     pub fn release_hkid(&self, vcpus: &[Tdvpr]) -> Result<(), TdxError> {
-        for &v in vcpus {
-            match retry_busy(|| self.tdx.vp_flush(v)) {
-                Ok(()) => {}
-                // Never initialised or already flushed: nothing to dissociate.
-                Err(e) if e.class() == status::VCPU_NOT_ASSOCIATED => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.kicker.with_hkid_lock(&mut || {
-            retry_busy(|| self.tdx.mng_vpflushdone(self.tdr))?;
-            self.kicker.on_each_package(&|| cache_wb(&self.tdx))?;
-            retry_busy(|| self.tdx.mng_key_freeid(self.tdr))
-        })?;
+        release_hkid(&self.tdx, &self.kicker, self.tdr, vcpus)?;
         self.teardown.store(true, Ordering::Release);
         Ok(())
     }

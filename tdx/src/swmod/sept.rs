@@ -170,6 +170,16 @@ struct GpaLevel {
     level: SeptLevel,
 }
 
+/// What the MEM leaves' common prologue holds: the TD (TDR locked shared), the OP-state lock,
+/// the S-EPT tree lock, the checked GPA and level, and the locked entry.
+type MemPrologue<'a> = (
+    TdRef<'a>,
+    Option<Held<'a>>,
+    Held<'a>,
+    GpaLevel,
+    EntryLock<'a>,
+);
+
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     fn sept_root<'a>(&'a self, td: &TdState) -> Option<&'a PageWords> {
         words(&self.mem, Pfn::new(td.tdcx[SEPT_ROOT_INDEX].load(Acquire)))
@@ -232,16 +242,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         min: u8,
         max: Option<u8>,
         tree: Mode,
-    ) -> Result<
-        (
-            TdRef<'a>,
-            Option<Held<'a>>,
-            Held<'a>,
-            GpaLevel,
-            EntryLock<'a>,
-        ),
-        u64,
-    > {
+    ) -> Result<MemPrologue<'a>, u64> {
         self.mem_prologue_with(a, leaf_no, rcx, tdr_pa, min, max, tree, |_| Ok(()))
     }
 
@@ -256,16 +257,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         max: Option<u8>,
         tree: Mode,
         after_state: impl FnOnce(&TdState) -> Result<(), u64>,
-    ) -> Result<
-        (
-            TdRef<'a>,
-            Option<Held<'a>>,
-            Held<'a>,
-            GpaLevel,
-            EntryLock<'a>,
-        ),
-        u64,
-    > {
+    ) -> Result<MemPrologue<'a>, u64> {
         let t = self.lock_tdr(tdr_pa, operand::RDX, Mode::Shared)?;
         // SAFETY-free lifetime juggling: the TD state lives in the TDR page, mapped for 'a.
         let td: &'a TdState = t.td;
