@@ -8,6 +8,8 @@ use super::state::{
     XFAM_FIXED0, XFAM_FIXED1,
 };
 use crate::abi::{operand, status, MAX_VCPUS_PER_TD};
+use crate::error::Operand;
+use crate::swmod::leaf_status::{LeafResult, Status};
 
 /// What MNG.INIT keeps of TD_PARAMS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,9 +103,9 @@ mod word_index {
 ///     outside `IA32_ARCH_CAPABILITIES_CONFIG_MASK` → `|IA32_ARCH_CAPABILITIES_CONFIG (72)`.
 // The CONFIG_FLAGS_FIXED1 test is Intel's, kept although CONFIG_FLAGS_FIXED1 is 0.
 #[allow(clippy::bad_bit_mask)]
-pub(crate) fn check_td_params(num_tdcx: u64, word: impl Fn(usize) -> u64) -> Result<TdConfig, u64> {
+pub(crate) fn check_td_params(num_tdcx: u64, word: impl Fn(usize) -> u64) -> LeafResult<TdConfig> {
     use operand::td_params as op;
-    let invalid = |op: u32| status::OPERAND_INVALID | op as u64;
+    let invalid = |id: u32| Status::operand_invalid(Operand(id));
     let attributes = word(word_index::ATTRIBUTES);
     if !attributes_valid(attributes) {
         return Err(invalid(op::ATTRIBUTES));
@@ -122,9 +124,9 @@ pub(crate) fn check_td_params(num_tdcx: u64, word: impl Fn(usize) -> u64) -> Res
         return Err(invalid(op::NUM_L2_VMS));
     }
     if num_tdcx < MIN_TDCS_PAGES + TDCS_PAGES_PER_L2_VM * num_l2_vms {
-        return Err(status::TDCS_NOT_ALLOCATED);
+        return Err(Status::new(status::TDCS_NOT_ALLOCATED));
     }
-    let rdx = invalid(operand::RDX);
+    let rdx = Status::operand_invalid(Operand::RDX);
     let nonzero = |(first, last): (usize, usize)| (first..=last).any(|i| word(i) != 0);
     if w2 >> 32 != 0 {
         return Err(rdx);
@@ -209,7 +211,7 @@ mod tests {
         );
         assert_eq!(
             check_td_params(11, params(&[(2, 8 | 3 << 16)])),
-            Err(status::TDCS_NOT_ALLOCATED)
+            Err(Status::new(status::TDCS_NOT_ALLOCATED))
         );
     }
 
