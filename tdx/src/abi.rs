@@ -7,6 +7,10 @@
 //! with Linux's `arch/x86/virt/vmx/tdx/tdx.h` and `arch/x86/kvm/vmx/tdx_errno.h`. See
 //! `docs/tdx-module-rules.md` for where each fact was read.
 
+pub mod td_params;
+
+pub use td_params::TdParams;
+
 /// SEAMCALL leaf numbers (RAX bits 15:0).
 pub mod leaf {
     /// TDH.VP.ENTER.

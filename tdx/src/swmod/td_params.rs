@@ -7,6 +7,7 @@ use super::state::{
     IA32_ARCH_CAPABILITIES_CONFIG_MASK, MAX_L2_VMS, MIN_TDCS_PAGES, TDCS_PAGES_PER_L2_VM,
     XFAM_FIXED0, XFAM_FIXED1,
 };
+use crate::abi::td_params::{TdParams, CONFIG_FLAGS_GPAW52, EPTP_MEMTYPE_WB};
 use crate::abi::{operand, status, MAX_VCPUS_PER_TD};
 use crate::error::Operand;
 use crate::swmod::leaf_status::{LeafResult, Status};
@@ -55,34 +56,8 @@ fn xfam_valid(xfam: u64) -> bool {
         && bit(17) == bit(18)
 }
 
-/// TD_PARAMS words (8 bytes each, little-endian) and the bytes they hold.
-mod word_index {
-    /// ATTRIBUTES.
-    pub(super) const ATTRIBUTES: usize = 0;
-    /// XFAM.
-    pub(super) const XFAM: usize = 1;
-    /// MAX_VCPUS (15:0), NUM_L2_VMS (23:16), MSR_CONFIG_CTLS (31:24: bit 24 IA32_ARCH_CAP,
-    /// 31:25 reserved), reserved_0 (63:32).
-    pub(super) const VCPUS_L2_MSR_CTLS: usize = 2;
-    /// EPTP_CONTROLS.
-    pub(super) const EPTP_CONTROLS: usize = 3;
-    /// CONFIG_FLAGS.
-    pub(super) const CONFIG_FLAGS: usize = 4;
-    /// TSC_FREQUENCY (15:0), then reserved_1 (bytes 42..80: words 5 bits 63:16, 6..=9).
-    pub(super) const TSC_FREQUENCY: usize = 5;
-    /// reserved_1 words after the TSC word (first and last, inclusive; so are the others).
-    pub(super) const RESERVED_1: (usize, usize) = (6, 9);
-    /// MRCONFIGID, MROWNER, MROWNERCONFIG: words 10..=27. IA32_ARCH_CAPABILITIES_CONFIG.
-    pub(super) const IA32_ARCH_CAPABILITIES_CONFIG: usize = 28;
-    /// reserved_2 (bytes 232..256).
-    pub(super) const RESERVED_2: (usize, usize) = (29, 31);
-    /// CPUID_CONFIG_VALS: `MAX_NUM_CPUID_CONFIG` (18) 16-byte entries from byte 256 (words
-    /// 32..=67); reserved_3: the rest of the 1024 bytes.
-    pub(super) const RESERVED_3: (usize, usize) = (68, 127);
-}
-
 /// `read_and_set_td_configurations` and the checks after it (`tdh_mng_init.c`), in Intel's
-/// order, on the TD_PARAMS words `word(0..128)` of a TD with `num_tdcx` TDCX pages:
+/// order, on the TD_PARAMS `p` of a TD with `num_tdcx` TDCX pages:
 ///
 /// 1. ATTRIBUTES ([`attributes_valid`]) → `OPERAND_INVALID|ATTRIBUTES (64)`;
 /// 2. XFAM ([`xfam_valid`]) → `|XFAM (65)`;
@@ -103,23 +78,22 @@ mod word_index {
 ///     outside `IA32_ARCH_CAPABILITIES_CONFIG_MASK` → `|IA32_ARCH_CAPABILITIES_CONFIG (72)`.
 // The CONFIG_FLAGS_FIXED1 test is Intel's, kept although CONFIG_FLAGS_FIXED1 is 0.
 #[allow(clippy::bad_bit_mask)]
-pub(crate) fn check_td_params(num_tdcx: u64, word: impl Fn(usize) -> u64) -> LeafResult<TdConfig> {
+pub(crate) fn check_td_params(num_tdcx: u64, p: &TdParams) -> LeafResult<TdConfig> {
     use operand::td_params as op;
     let invalid = |id: u32| Status::operand_invalid(Operand(id));
-    let attributes = word(word_index::ATTRIBUTES);
+    let attributes = p.attributes;
     if !attributes_valid(attributes) {
         return Err(invalid(op::ATTRIBUTES));
     }
-    let xfam = word(word_index::XFAM);
+    let xfam = p.xfam;
     if !xfam_valid(xfam) {
         return Err(invalid(op::XFAM));
     }
-    let w2 = word(word_index::VCPUS_L2_MSR_CTLS);
-    let max_vcpus = w2 & 0xFFFF;
+    let max_vcpus = u64::from(p.max_vcpus);
     if max_vcpus == 0 || max_vcpus > MAX_VCPUS_PER_TD as u64 {
         return Err(invalid(op::MAX_VCPUS));
     }
-    let num_l2_vms = w2 >> 16 & 0xFF;
+    let num_l2_vms = u64::from(p.num_l2_vms);
     if num_l2_vms > MAX_L2_VMS {
         return Err(invalid(op::NUM_L2_VMS));
     }
@@ -127,11 +101,11 @@ pub(crate) fn check_td_params(num_tdcx: u64, word: impl Fn(usize) -> u64) -> Lea
         return Err(Status::new(status::TDCS_NOT_ALLOCATED));
     }
     let rdx = Status::operand_invalid(Operand::RDX);
-    let nonzero = |(first, last): (usize, usize)| (first..=last).any(|i| word(i) != 0);
-    if w2 >> 32 != 0 {
+    let nonzero = |bytes: &[u8]| bytes.iter().any(|&b| b != 0);
+    if nonzero(&p.reserved_0) {
         return Err(rdx);
     }
-    let flags = word(word_index::CONFIG_FLAGS);
+    let flags = p.config_flags;
     const MAXPA_VIRT: u64 = 1 << 3;
     const MAXGPA_VIRT: u64 = 1 << 4;
     if flags & !CONFIG_FLAGS_FIXED0 != 0
@@ -140,29 +114,32 @@ pub(crate) fn check_td_params(num_tdcx: u64, word: impl Fn(usize) -> u64) -> Lea
     {
         return Err(invalid(op::EXEC_CONTROLS));
     }
-    let gpaw52 = flags & 1 != 0;
-    let eptp = word(word_index::EPTP_CONTROLS);
+    let gpaw52 = flags & CONFIG_FLAGS_GPAW52 != 0;
+    let eptp = p.eptp_controls;
     let pwl = eptp >> 3 & 7;
     // Bits 2:0 memory type (6 = WB), 5:3 page-walk length - 1; everything above must be 0.
-    if eptp & 7 != 6 || !(3..=4).contains(&pwl) || eptp >> 6 != 0 || (gpaw52 && pwl < 4) {
+    if eptp & 7 != EPTP_MEMTYPE_WB
+        || !(3..=4).contains(&pwl)
+        || eptp >> 6 != 0
+        || (gpaw52 && pwl < 4)
+    {
         return Err(invalid(op::EPTP_CONTROLS));
     }
-    let w5 = word(word_index::TSC_FREQUENCY);
-    let tsc_frequency = w5 & 0xFFFF;
+    let tsc_frequency = u64::from(p.tsc_frequency);
     if !(4..=400).contains(&tsc_frequency) {
         return Err(invalid(op::TSC_FREQUENCY));
     }
-    if w5 >> 16 != 0 || nonzero(word_index::RESERVED_1) {
+    if nonzero(&p.reserved_1) {
         return Err(rdx);
     }
-    let msr_ctls = w2 >> 24 & 0xFF;
-    if msr_ctls >> 1 != 0 || nonzero(word_index::RESERVED_2) {
+    let msr_ctls = p.msr_config_ctls;
+    if msr_ctls >> 1 != 0 || nonzero(&p.reserved_2) {
         return Err(rdx);
     }
-    if nonzero(word_index::RESERVED_3) {
+    if nonzero(&p.reserved_3) {
         return Err(rdx);
     }
-    let arch_cap = word(word_index::IA32_ARCH_CAPABILITIES_CONFIG);
+    let arch_cap = p.ia32_arch_capabilities_config;
     if (msr_ctls & 1 == 0 && arch_cap != 0) || arch_cap & !IA32_ARCH_CAPABILITIES_CONFIG_MASK != 0 {
         return Err(invalid(op::IA32_ARCH_CAPABILITIES_CONFIG));
     }
@@ -180,23 +157,24 @@ pub(crate) fn check_td_params(num_tdcx: u64, word: impl Fn(usize) -> u64) -> Lea
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::td_params::TD_PARAMS_WORDS;
 
-    fn params(edits: &[(usize, u64)]) -> impl Fn(usize) -> u64 + '_ {
-        move |i| {
-            let base = match i {
-                1 => 3,
-                2 => 8,
-                3 => 6 | 3 << 3,
-                5 => 100,
-                _ => 0,
-            };
-            edits.iter().rev().find(|e| e.0 == i).map_or(base, |e| e.1)
+    /// TD_PARAMS from its words (XFAM 3, MAX_VCPUS 8, 4-level WB EPT, 2.5 GHz) with `edits`.
+    fn params(edits: &[(usize, u64)]) -> TdParams {
+        let mut w = [0u64; TD_PARAMS_WORDS];
+        w[1] = 3;
+        w[2] = 8;
+        w[3] = 6 | 3 << 3;
+        w[5] = 100;
+        for &(i, v) in edits {
+            w[i] = v;
         }
+        TdParams::from_words(&w)
     }
 
     #[test]
     fn check_td_params_keeps_what_mng_init_stores() {
-        let c = check_td_params(12, params(&[(2, 1376 | 3 << 16), (3, 6 | 4 << 3), (4, 1)]));
+        let c = check_td_params(12, &params(&[(2, 1376 | 3 << 16), (3, 6 | 4 << 3), (4, 1)]));
         assert_eq!(
             c,
             Ok(TdConfig {
@@ -210,7 +188,7 @@ mod tests {
             })
         );
         assert_eq!(
-            check_td_params(11, params(&[(2, 8 | 3 << 16)])),
+            check_td_params(11, &params(&[(2, 8 | 3 << 16)])),
             Err(Status::new(status::TDCS_NOT_ALLOCATED))
         );
     }
