@@ -8,13 +8,19 @@
 #   scripts/check-unsafe-docs.sh [FILE.rs | DIR]...   # default: src/
 #   scripts/check-unsafe-docs.sh --self-test          # proves the check finds what it must
 #
-# Rules (one offender line each, `file:line: message`; exit 1 if any):
-#   - every `unsafe { ... }` block and every `unsafe impl` has a `// SAFETY:` comment: on the same
-#     line before it, or in the comment block right above its line (attribute lines and the
-#     earlier lines of a statement that spans several lines may stand in between);
+# Rules (one offender line each, `file:line: message`; exit 1 if any), as clippy applies them:
+#   - every `unsafe { ... }` block and every `unsafe impl` has a `// SAFETY:` comment in the
+#     comment block right above its line (attribute lines may stand in between); a block on a
+#     later line of a statement spanning several lines may have it above the statement's first
+#     line, unless that statement is an `if`/`while`/`match` (clippy does not look past a
+#     branch's condition). A comment on the same line does not count;
 #   - every `unsafe fn` defined outside a trait impl (`unsafe extern "C" fn` callbacks included)
-#     has a `# Safety` section in its doc comment (attributes may stand between doc and fn).
-# Comments and string literals are ignored when looking for `unsafe`.
+#     and every `unsafe trait` has a `# Safety` section in its doc comment (attributes and plain
+#     comments may stand between the doc and the item).
+# Stricter than clippy in one corner: a `// SAFETY:` trailing the previous statement's line,
+# which clippy takes, is not taken here. Comments and string literals are ignored when looking
+# for `unsafe`. With Debian's clippy-driver installed, --self-test also checks that clippy
+# reports exactly the same lines on its samples.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -28,6 +34,8 @@ BLOCK = re.compile(r'\bunsafe\s*\{')
 IMPL = re.compile(r'\bunsafe\s+impl\b')
 # A named function: `unsafe fn f`, `unsafe extern "C" fn f` (after the strings are blanked).
 FN = re.compile(r'\bunsafe\s+(?:extern\s+(?:""\s+)?)?fn\s+\w+')
+TRAIT = re.compile(r'\bunsafe\s+trait\s+\w+')
+BRANCH = re.compile(r'^\s*(?:\}\s*else\s+)?(?:if|while|match)\b')
 
 
 def code_of(line):
@@ -54,7 +62,7 @@ def continues(code):
 
 def comment_above(lines, i, want, doc_only=False):
     """Whether the comment block above line `i` contains `want`. Walks up over attributes and,
-    for code, over the earlier lines of the same statement."""
+    for code, over the earlier lines of the same statement unless it is a branch."""
     k = i - 1
     while k >= 0:
         s = lines[k]
@@ -70,7 +78,10 @@ def comment_above(lines, i, want, doc_only=False):
         if is_attr(s):
             k -= 1
             continue
-        if not doc_only and continues(code_of(s)):
+        code = code_of(s)
+        if not doc_only and continues(code):
+            if BRANCH.match(code):
+                return False
             k -= 1
             continue
         return False
@@ -103,17 +114,15 @@ def check_file(path):
         if is_comment(line):
             continue
         code = code_of(line)
-        full = line
-        for m in BLOCK.finditer(code):
-            before = full[:m.start()]
-            if 'SAFETY:' in before or comment_above(lines, i, 'SAFETY:'):
-                continue
+        if BLOCK.search(code) and not comment_above(lines, i, 'SAFETY:'):
             bad.append((i + 1, 'unsafe block without a `// SAFETY:` comment'))
         if IMPL.search(code) and not comment_above(lines, i, 'SAFETY:'):
             bad.append((i + 1, 'unsafe impl without a `// SAFETY:` comment'))
         if FN.search(code) and not in_trait_impl(lines, i):
             if not comment_above(lines, i, '# Safety', doc_only=True):
                 bad.append((i + 1, 'unsafe fn without a `# Safety` section in its doc comment'))
+        if TRAIT.search(code) and not comment_above(lines, i, '# Safety', doc_only=True):
+            bad.append((i + 1, 'unsafe trait without a `# Safety` section in its doc comment'))
     return bad
 
 
@@ -139,12 +148,9 @@ if count:
 PY
 }
 
-self_test() {
-    # Global: the EXIT trap removes it.
-    t=$(mktemp -d)
-    trap 'rm -rf "$t"' EXIT
-    # Documented the ways clippy accepts: must pass.
-    cat > "$t/good.rs" <<'EOF'
+# Documented the ways clippy accepts: nothing may be reported.
+good_sample() {
+    cat <<'RS'
 /// Doc.
 ///
 /// # Safety
@@ -154,21 +160,34 @@ self_test() {
 unsafe extern "C" fn cb(p: *const u8) -> u8 {
     // SAFETY: the caller's contract.
     let v = unsafe { *p };
-    let w = v.wrapping_add(/* SAFETY: as above */ unsafe { *p });
-    w
+    // SAFETY: as above.
+    v.wrapping_add(unsafe { *p })
 }
+fn g(_: u8) {}
 fn f(p: *const u8) -> u8 {
-    let s = "unsafe { not code }"; // unsafe { in a comment }
+    let _s = "unsafe { not code }"; // unsafe { in a comment }
     // SAFETY: a statement over several lines, the comment above its first.
     let v = core::convert::identity(
         unsafe { *p },
     );
-    /* SAFETY: */ unsafe { *p }
+    // SAFETY: an expression statement over several lines.
+    g(
+        unsafe { *p },
+    );
+    if v == 0 {
+        // SAFETY: inside a branch, on its own line.
+        return unsafe { *p };
+    }
+    // SAFETY: as above.
+    unsafe { *p }
 }
 struct S;
 // SAFETY: nothing to share.
 #[allow(unused)]
 unsafe impl Sync for S {}
+/// # Safety
+///
+/// Never.
 unsafe trait T {
     /// # Safety
     ///
@@ -180,9 +199,12 @@ unsafe impl T for S {
     unsafe fn m(&self) {}
 }
 type Cb = unsafe extern "C" fn(*mut u8);
-EOF
-    # Each offender on a line marked `BAD`: exactly those must be reported.
-    cat > "$t/bad.rs" <<'EOF'
+RS
+}
+
+# Each offender on a line marked `BAD`: exactly those must be reported.
+bad_sample() {
+    cat <<'RS'
 /// No safety section.
 unsafe fn a() {} // BAD
 unsafe extern "C" fn b(_: u32) -> i32 { // BAD
@@ -194,11 +216,28 @@ fn c(p: *const u8) -> u8 {
     // SAFETY: this one covers the statement below, not the one after it.
     let w = v;
     let x = unsafe { *p }; // BAD
+    let y = x.wrapping_add(/* SAFETY: not on the same line */ unsafe { *p }); // BAD
+    // SAFETY: not past a branch's condition.
+    if w == 0
+        && unsafe { *p } == 1 // BAD
+    {
+        return y;
+    }
     w + x
 }
 struct S;
 unsafe impl Send for S {} // BAD
-EOF
+/// No safety section.
+unsafe trait T {} // BAD
+RS
+}
+
+self_test() {
+    # Global: the EXIT trap removes it.
+    t=$(mktemp -d)
+    trap 'rm -rf "$t"' EXIT
+    good_sample > "$t/good.rs"
+    bad_sample > "$t/bad.rs"
     local ok=1 out want
     if ! out=$(check "$t/good.rs" 2>&1); then
         echo "self-test: documented code was reported:"; echo "$out"; ok=0
@@ -208,6 +247,24 @@ EOF
         echo "self-test: undocumented code passed"; ok=0
     elif [[ "$(cut -d: -f1,2 <<<"$out" | sort)" != "$want" ]]; then
         echo "self-test: wrong offenders:"; echo "$out"; echo "expected lines:"; echo "$want"; ok=0
+    fi
+    # The samples as the real clippy sees them, with the lints the module build denies.
+    local clippy=/usr/bin/clippy-driver f got
+    if [[ -x "$clippy" ]]; then
+        echo 'check-private-items = true' > "$t/clippy.toml"
+        for f in good bad; do
+            got=$(cd "$t" && CLIPPY_CONF_DIR="$t" "$clippy" --edition 2021 --crate-type lib \
+                --emit=metadata -o "$t/$f.rmeta" -A unused -A clippy::all \
+                -W clippy::undocumented_unsafe_blocks -W clippy::missing_safety_doc "$f.rs" 2>&1 \
+                | sed -nE "s|^ *--> ($f\.rs:[0-9]+):.*|$t/\1|p" | sort -u)
+            if [[ $f == good && -n "$got" ]]; then
+                echo "self-test: clippy reports the good sample:"; echo "$got"; ok=0
+            elif [[ $f == bad && "$got" != "$want" ]]; then
+                echo "self-test: clippy disagrees on the bad sample:"; echo "$got"; ok=0
+            fi
+        done
+    else
+        echo "check-unsafe-docs: no $clippy: the samples are not cross-checked with clippy"
     fi
     # The real sources pass, and fail once one of their SAFETY comments is gone.
     mkdir "$t/src"
