@@ -47,16 +47,35 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$KDIR" ]]; then
     echo "$KDIR" > "$stamp"
 fi
 
+# clippy-driver of the rustc that builds the module (`make CLIPPY=1`): the kernel's clippy lints
+# (undocumented unsafe blocks, ...) plus, from our Kbuild, missing `# Safety` sections as errors.
+# It must wrap that very rustc: another one cannot read the kernel crate's metadata. Always on
+# against the pipeline kernel; against a caller's kernel only with TDXKVM_CLIPPY=1.
+clippy_args=()
+if [[ -z "${user_kdir:-}" || "${TDXKVM_CLIPPY:-0}" == 1 ]]; then
+    clippy_driver="$(dirname "$TDXKVM_RUSTC")/clippy-driver"
+    [[ -x "$clippy_driver" ]] || {
+        echo "build-module: no $clippy_driver (Debian: rust-web-clippy, installed by kernel-env.sh)" >&2
+        exit 1
+    }
+    if [[ "$("$clippy_driver" --rustc --version)" != "$("$TDXKVM_RUSTC" --version)" ]]; then
+        echo "build-module: $clippy_driver does not wrap $TDXKVM_RUSTC ($("$TDXKVM_RUSTC" --version))" >&2
+        exit 1
+    fi
+    clippy_args=(CLIPPY=1 "CLIPPY_DRIVER=$clippy_driver")
+fi
+
 start=$(date +%s)
 # shellcheck disable=SC2086  # KMAKE_ARGS is a word list
 blog=$(mktemp)
 trap 'rm -f "$blog"' EXIT
-make -C "$KDIR" M="$repo" $KMAKE_ARGS CONFIG_TDX_KVM_RS=m BITFLAGS_SRC="$BITFLAGS_SRC" modules 2>&1 \
+make -C "$KDIR" M="$repo" $KMAKE_ARGS "${clippy_args[@]}" CONFIG_TDX_KVM_RS=m \
+    BITFLAGS_SRC="$BITFLAGS_SRC" modules 2>&1 \
     | tee "$blog"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
 # Our code builds warning-free with the kernel's own flags (they add lints the host build does
-# not use, e.g. unreachable_pub); objtool warnings count too. Enforced against the pipeline
-# kernel only: a host kernel's own headers are not ours to police.
+# not use, e.g. unreachable_pub, and clippy's); objtool warnings count too. Enforced against the
+# pipeline kernel only: a host kernel's own headers are not ours to police.
 if [[ -z "${user_kdir:-}" ]] && grep -q 'warning:' "$blog"; then
     echo "build-module: FAILED: the build printed warnings (above)" >&2
     exit 1

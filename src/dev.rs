@@ -7,8 +7,10 @@ use crate::glue;
 use crate::stats;
 use crate::vm::Vm;
 use core::ffi::c_void;
+use core::mem::size_of;
 use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::prelude::*;
+use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::UserSlice;
 
 static MODE: AtomicU8 = AtomicU8::new(0);
@@ -79,6 +81,16 @@ fn create_vm(vm_type: usize) -> Result<isize> {
     Ok(fd as isize)
 }
 
+/// Copies a `T` in from user address `uaddr`: `EFAULT` if it cannot be read.
+fn read_user<T: FromBytes>(uaddr: usize) -> Result<T> {
+    UserSlice::new(uaddr, size_of::<T>()).reader().read()
+}
+
+/// Copies `value` out to user address `uaddr`: `EFAULT` if it cannot be written.
+fn write_user<T: AsBytes>(uaddr: usize, value: &T) -> Result {
+    UserSlice::new(uaddr, size_of::<T>()).writer().write(value)
+}
+
 /// Host CPUID through the instruction.
 fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
     let r = core::arch::x86_64::__cpuid_count(leaf, 0);
@@ -86,11 +98,9 @@ fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
 }
 
 /// `KVM_GET_SUPPORTED_CPUID`. No vCPU runs yet, so no feature is advertised: the vendor,
-/// the family/model signature and the leaf ranges only.
+/// the family/model signature and the leaf ranges only (none of them indexed: `flags` 0).
 fn get_supported_cpuid(arg: usize) -> Result<isize> {
-    let mut hdr = [0u8; 8];
-    UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
-    let nent = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    let hdr: KvmCpuid2 = read_user(arg)?;
     let (_, vb, vc, vd) = cpuid(0);
     let (sig, ..) = cpuid(1);
     let entries = [
@@ -113,66 +123,57 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
             ..Default::default()
         },
     ];
-    if nent < 1 {
+    if hdr.nent < 1 {
         return Err(E2BIG);
     }
-    let nent = nent.min(KVM_MAX_CPUID_ENTRIES);
+    let nent = hdr.nent.min(KVM_MAX_CPUID_ENTRIES);
     if (nent as usize) < entries.len() {
         return Err(E2BIG);
     }
-    let mut w = UserSlice::new(arg, 8 + entries.len() * 40).writer();
-    let n = entries.len() as u32;
-    let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&n.to_ne_bytes());
-    // Entries first, then the header, as KVM copies them.
-    let mut body = UserSlice::new(arg + 8, entries.len() * 40).writer();
-    for e in &entries {
-        body.write_slice(&e.as_bytes())?;
-    }
-    w.write_slice(&out)?;
-    let _ = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+    // Entries first, then the header (as read, with `nent` updated), as KVM copies them.
+    let body = arg.checked_add(size_of::<KvmCpuid2>()).ok_or(EFAULT)?;
+    write_user(body, &entries)?;
+    let out = KvmCpuid2 {
+        nent: entries.len() as u32,
+        ..hdr
+    };
+    write_user(arg, &out)?;
     Ok(0)
 }
 
 /// `KVM_GET_MSR_INDEX_LIST`: the MSRs userspace must save and restore. No vCPU state exists
 /// yet, so the list is empty; `nmsrs` is always written back, as KVM does.
 fn get_msr_index_list(arg: usize) -> Result<isize> {
-    let mut hdr = [0u8; 4];
-    UserSlice::new(arg, 4).reader().read_slice(&mut hdr)?;
-    UserSlice::new(arg, 4)
-        .writer()
-        .write_slice(&0u32.to_ne_bytes())?;
+    read_user::<KvmMsrList>(arg)?;
+    let out = KvmMsrList { nmsrs: 0 };
+    write_user(arg, &out)?;
     Ok(0)
 }
 
 /// `KVM_GET_EMULATED_CPUID`: the CPUID bits KVM emulates beyond the host's. Nothing is
 /// emulated (no vCPU runs yet): zero entries, after KVM's own checks.
 fn get_emulated_cpuid(arg: usize) -> Result<isize> {
-    let mut hdr = [0u8; 8];
-    UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
-    if u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) < 1 {
+    let hdr: KvmCpuid2 = read_user(arg)?;
+    if hdr.nent < 1 {
         return Err(E2BIG);
     }
-    UserSlice::new(arg, 4)
-        .writer()
-        .write_slice(&0u32.to_ne_bytes())?;
+    let out = KvmCpuid2 { nent: 0, ..hdr };
+    write_user(arg, &out)?;
     Ok(0)
 }
 
 /// `KVM_GET_MSRS` on `/dev/kvm` reads feature MSRs; there are none (the feature list is
 /// empty), so the first entry fails and 0 entries are processed, as KVM's `msr_io` answers.
 fn get_feature_msrs(arg: usize) -> Result<isize> {
-    let mut hdr = [0u8; 8];
-    UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
-    let n = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-    if n >= MAX_IO_MSRS {
+    let max = size_of::<KvmMsrs>() + MAX_IO_MSRS as usize * size_of::<KvmMsrEntry>();
+    let mut r = UserSlice::new(arg, max).reader();
+    let hdr: KvmMsrs = r.read()?;
+    if hdr.nmsrs >= MAX_IO_MSRS {
         return Err(E2BIG);
     }
     // KVM copies the entries in before processing them: an unreadable array is EFAULT.
-    let mut entry = [0u8; 16];
-    let mut r = UserSlice::new(arg + 8, n as usize * 16).reader();
-    for _ in 0..n {
-        r.read_slice(&mut entry)?;
+    for _ in 0..hdr.nmsrs {
+        r.read::<KvmMsrEntry>()?;
     }
     Ok(0)
 }
@@ -200,20 +201,10 @@ pub(crate) extern "C" fn tdxkvm_rust_dev_ioctl(cmd: u32, arg: usize) -> isize {
     dev_ioctl(cmd, arg).unwrap_or_else(errno)
 }
 
-/// VM-fd ioctl entry point.
-///
-/// # Safety
-///
-/// `vm` is the `private_data` of a VM file, set by `create_vm` and valid until release.
+/// VM-fd ioctl entry point. `vm` is the file's `Vm` (set by `create_vm`, alive until release,
+/// which cannot run while an ioctl is in flight on the file); no VM ioctl needs it yet.
 #[no_mangle]
-pub(crate) unsafe extern "C" fn tdxkvm_rust_vm_ioctl(
-    vm: *mut c_void,
-    cmd: u32,
-    arg: usize,
-) -> isize {
-    // SAFETY: the caller guarantees `vm` is a live `Vm` for the duration of the ioctl (the
-    // file holds it; release cannot run while an ioctl is in flight on the same file).
-    let _vm = unsafe { &*(vm as *const Vm) };
+pub(crate) extern "C" fn tdxkvm_rust_vm_ioctl(_vm: *mut c_void, cmd: u32, arg: usize) -> isize {
     match cmd {
         KVM_CHECK_EXTENSION => check_extension(arg as u64),
         // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.
@@ -238,26 +229,26 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_vm_release(vm: *mut c_void) {
 ///
 /// # Safety
 ///
-/// `buf` is valid for `len` bytes of writes.
+/// `buf` is valid for `len` bytes of writes, and nothing else accesses those bytes until this
+/// returns.
 #[no_mangle]
 pub(crate) unsafe extern "C" fn tdxkvm_rust_seamcall_probe(buf: *mut u8, len: usize) -> usize {
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: the caller's contract: `buf` is valid for `len` bytes of writes and nothing else
+    // accesses it during the call.
     let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
-    let mut b = stats::Buf::new(out);
-    let _ = crate::hw::probe(&mut b);
-    b.len()
+    stats::Buf::fill(out, |b| crate::hw::probe(b))
 }
 
 /// debugfs `stats`: fills `buf`, returns the length.
 ///
 /// # Safety
 ///
-/// `buf` is valid for `len` bytes of writes.
+/// `buf` is valid for `len` bytes of writes, and nothing else accesses those bytes until this
+/// returns.
 #[no_mangle]
 pub(crate) unsafe extern "C" fn tdxkvm_rust_stats(buf: *mut u8, len: usize) -> usize {
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: the caller's contract: `buf` is valid for `len` bytes of writes and nothing else
+    // accesses it during the call.
     let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
-    let mut b = stats::Buf::new(out);
-    let _ = stats::render(&mut b);
-    b.len()
+    stats::Buf::fill(out, stats::render)
 }

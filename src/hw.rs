@@ -149,6 +149,15 @@ fn read_keyids() -> Result<KeyIds> {
     })
 }
 
+/// The CPU-hotplug state's online callback: enters VMX operation and runs `tdx_cpu_enable()`
+/// on `cpu`. Returns 0 or a negative errno, which fails the CPU's bring-up (or `start`).
+///
+/// # Safety
+///
+/// Called by the CPU-hotplug core only, as the startup callback of the state [`start`]
+/// registers: on CPU `cpu` itself, in process context pinned to that CPU (a hotplug thread or
+/// `cpuhp_setup_state_cpuslocked`'s call on each online CPU), with IRQs enabled; the
+/// hotplug core alternates it with [`cpu_offline`] on each CPU.
 unsafe extern "C" fn cpu_online(cpu: c_uint) -> c_int {
     if let Err(e) = vmx::cpu_enable() {
         pr_err!("tdx=hw: CPU {}: cannot enter VMX operation: {:?}\n", cpu, e);
@@ -168,20 +177,29 @@ unsafe extern "C" fn cpu_online(cpu: c_uint) -> c_int {
     0
 }
 
+/// The CPU-hotplug state's teardown callback: leaves VMX operation on `cpu`, or refuses with
+/// `-EBUSY` to take the last CPU of a package while TDs exist.
+///
+/// # Safety
+///
+/// Called by the CPU-hotplug core only, as the teardown callback of the state [`start`]
+/// registers (CPU going offline, bring-up rollback or `cpuhp_remove_state()`): on CPU `cpu`
+/// itself, in process context pinned to that CPU, with the hotplug lock held.
 unsafe extern "C" fn cpu_offline(cpu: c_uint) -> c_int {
     // Never refuse while bringing up or tearing down (READY clear): CPU-hotplug rollback and
     // `cpuhp_remove_state()` do not allow a teardown callback to fail. Otherwise refuse to take
     // the last CPU of a package while TDs exist (none can exist unless READY).
-    // SAFETY: walks the online mask; the hotplug lock is held by the caller of this callback.
-    if READY.load(Ordering::Acquire)
-        && LIVE_TDS.load(Ordering::Acquire) != 0
-        && !unsafe { glue::tdxkvm_package_has_other_online_cpu(cpu) }
-    {
-        pr_warn!(
-            "tdx=hw: CPU {} is the last online CPU of its package and TDs exist: it stays\n",
-            cpu
-        );
-        return EBUSY.to_errno();
+    if READY.load(Ordering::Acquire) && LIVE_TDS.load(Ordering::Acquire) != 0 {
+        // SAFETY: `cpu` is a valid CPU number (the callback's contract); the glue reads the
+        // topology and the online mask, which the hotplug lock our caller holds keeps stable.
+        let last_of_package = !unsafe { glue::tdxkvm_package_has_other_online_cpu(cpu) };
+        if last_of_package {
+            pr_warn!(
+                "tdx=hw: CPU {} is the last online CPU of its package and TDs exist: it stays\n",
+                cpu
+            );
+            return EBUSY.to_errno();
+        }
     }
     vmx::cpu_disable();
     0
@@ -372,6 +390,14 @@ struct PackageCall<'a> {
     err: UnsafeCell<Option<TdxError>>,
 }
 
+/// Runs one [`PackageCall`] on the CPU the glue's `smp_call_on_cpu()` chose; 0, or `-EIO`
+/// with the error recorded in the call.
+///
+/// # Safety
+///
+/// `data` points to a live `PackageCall` that outlives the call, and no other CPU runs
+/// `package_call` on the same `data` at the same time (the glue runs them one by one and waits
+/// for each): [`on_each_package`] passes its own `call` to `tdxkvm_on_each_package`.
 unsafe extern "C" fn package_call(data: *mut c_void) -> c_int {
     // SAFETY: `data` is the `PackageCall` `on_each_package` passed, alive until the glue
     // returns; the glue runs the calls one after another (each waited for), so `err` has one

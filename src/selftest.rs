@@ -91,7 +91,7 @@ fn run(ops: u64) -> Result {
     let all_back = (0..GUEST_PAGES).all(|i| {
         sw.module()
             .pamt_info(base.add(i))
-            .is_none_or(|p| p.page_type == 0)
+            .map_or(true, |p| p.page_type == 0)
     });
     if all_back {
         // SAFETY: allocated above with the same order; no TD owns any of its pages.

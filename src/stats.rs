@@ -41,13 +41,14 @@ pub(crate) struct Buf<'a> {
     len: usize,
 }
 
-impl<'a> Buf<'a> {
-    pub(crate) fn new(out: &'a mut [u8]) -> Self {
-        Buf { out, len: 0 }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
+impl Buf<'_> {
+    /// Writes `f`'s text into `out` and returns its length. Text that does not fit is cut: the
+    /// error a full buffer makes `f` return only ends the text early (debugfs shows what fit).
+    pub(crate) fn fill(out: &mut [u8], f: impl FnOnce(&mut Buf<'_>) -> core::fmt::Result) -> usize {
+        let mut b = Buf { out, len: 0 };
+        match f(&mut b) {
+            Ok(()) | Err(core::fmt::Error) => b.len,
+        }
     }
 }
 

@@ -337,6 +337,9 @@ impl Drop for TdVm {
 }
 
 /// A VM.
+// A `Vm` lives in the VM file's own `KBox` (or briefly on the self test's stack): boxing the TD
+// variant as well would cost every TD a second allocation and save nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Vm {
     /// `KVM_X86_DEFAULT_VM` or `KVM_X86_SW_PROTECTED_VM`: a shared root only. Nothing maps
     /// memory into it before memslots and vCPUs exist; it is held so its pages are accounted

@@ -212,6 +212,12 @@ pub(crate) fn probe_vmxoff_fault() -> Option<bool> {
 /// callback when nobody else was in VMX operation. Intel PT is left alone, as KVM does here:
 /// re-enabling tracing from NMI context is not wanted. The region is not freed: the machine is
 /// going down.
+///
+/// # Safety
+///
+/// Called by the kernel's emergency-reboot path only (`cpu_emergency_disable_virtualization()`,
+/// the callback registered by [`crate::hw::start`]), with IRQs off or in NMI context, so the
+/// CPU it runs on cannot change; nothing else on that CPU uses VMX operation meanwhile.
 pub(crate) unsafe extern "C" fn emergency_disable() {
     // SAFETY: reads CR4 itself, as KVM's emergency path does.
     if unsafe { glue::tdxkvm_cr4_vmxe_hw() } {
@@ -224,11 +230,23 @@ pub(crate) unsafe extern "C" fn emergency_disable() {
 
 /// Reboot/poweroff (syscore shutdown): every CPU leaves VMX operation, as KVM does, since some
 /// firmware hangs when rebooted from VMX root operation.
+///
+/// # Safety
+///
+/// Called by the syscore shutdown path only (the callback [`crate::hw::start`] registers):
+/// process context with IRQs enabled on the reboot CPU, the other CPUs still online and
+/// reachable by IPI.
 pub(crate) unsafe extern "C" fn shutdown_all_cpus() {
     // SAFETY: runs `shutdown_this_cpu` on every online CPU in IRQ context and waits.
     unsafe { glue::tdxkvm_on_each_cpu(shutdown_this_cpu) };
 }
 
+/// [`shutdown_all_cpus`] on one CPU: leaves VMX operation if the CPU is in it.
+///
+/// # Safety
+///
+/// Called by `on_each_cpu()` from [`shutdown_all_cpus`] only: IRQ context (IRQs off) on the CPU
+/// concerned, whose VMX operation this module owns.
 unsafe extern "C" fn shutdown_this_cpu(_: *mut c_void) {
     // SAFETY: reads CR4 itself (IRQ context).
     if unsafe { glue::tdxkvm_cr4_vmxe_hw() } {

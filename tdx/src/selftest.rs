@@ -19,7 +19,9 @@ use mmu::spte::{is_external_blocked, Access, PagingFormat, SpteKind};
 use mmu::tdp::{Fault, FaultOutcome, TdpMmu, ZapTarget};
 use mmu::{Gfn, GfnKind, Level, MmuError, Pfn};
 
-/// splitmix64.
+/// splitmix64: small, seeded and `core`-only, so the host tests and the in-kernel self test draw
+/// the same sequences from the same seed. The one generator of the workspace (`testkit`
+/// re-exports it).
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
@@ -38,9 +40,14 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n` (`n > 0`).
+    /// Uniform in `0..n`; `0` for `n == 0`.
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
+    }
+
+    /// True with probability `pct`%.
+    pub fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
     }
 }
 

@@ -146,11 +146,6 @@ impl HostEnv {
         self.fail_countdown.store(n, Ordering::SeqCst);
     }
 
-    /// Cancels a pending injected failure.
-    pub fn stop_failing(&self) {
-        self.fail_countdown.store(-1, Ordering::SeqCst);
-    }
-
     /// Allocation attempts so far (pages and headers).
     pub fn alloc_attempts(&self) -> u64 {
         self.allocs.load(Ordering::Relaxed)

@@ -1,39 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! A plain reference model of what each root maps, and a small seeded PRNG.
+//! A plain reference model of what each root maps, and the seeded PRNG the tests draw from.
 
 use mmu::page::RootKind;
 use mmu::Level;
 use std::collections::BTreeMap;
 
-/// splitmix64: small, seeded, good enough for test sequences.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// True with probability `pct`%.
-    pub fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-}
+/// The workspace's one splitmix64 generator, shared with the in-kernel self test.
+pub use tdx::selftest::Rng;
 
 /// A leaf in the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
