@@ -28,20 +28,33 @@
 //! for a fixed emulated CPU described in [`state`]; TD_PARAMS' CPUID configuration and event
 //! filters are not checked.
 
+//!
+//! Where things are: the leaves by family, one file each, as Intel's sources group them
+//! ([`mng`], [`vp`], [`metadata`], [`phymem`], [`mr`], and the MEM leaves under [`sept`]); what
+//! several families share: operand checking and locking ([`operands`]), TD_PARAMS
+//! ([`td_params`]), the key ownership table ([`kot`]), the control-structure layouts
+//! ([`state`]), the PAMT, the locks and the metadata field tables.
+
 pub mod fields;
+mod kot;
 mod locks;
 pub mod measure;
 pub mod mem;
+mod metadata;
+mod mng;
+mod mr;
+mod operands;
 pub mod pamt;
+mod phymem;
 mod sept;
 mod state;
-mod td;
+mod td_params;
+mod vp;
 
 pub use locks::Mode;
 pub use measure::Sha512Compress;
 pub use mem::{PageWords, PhysMem};
 pub use pamt::PamtInfo;
-pub use sept::TdInfo;
 pub use state::{
     ATTRIBUTES_FIXED0, ATTRIBUTES_FIXED1, CONFIG_FLAGS_FIXED0, CONFIG_FLAGS_FIXED1,
     IA32_ARCH_CAPABILITIES_CONFIG_MASK, MAX_L2_VMS, MAX_TDVPS_PAGES, MIN_TDCS_PAGES,
@@ -86,6 +99,19 @@ struct Injector {
     skip: AtomicU64,
     count: AtomicU64,
     status: AtomicU64,
+}
+
+/// What [`SwTdxModule::td_info`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TdInfo {
+    /// TLB epoch.
+    pub epoch: u64,
+    /// Lifecycle state.
+    pub lifecycle: u8,
+    /// OP state.
+    pub op_state: u8,
+    /// Pages the TD owns (4K units).
+    pub chldcnt: u64,
 }
 
 /// The software TDX module.
@@ -210,6 +236,17 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     /// The PAMT entry of a page, if it is TDX memory.
     pub fn pamt_info(&self, pfn: Pfn) -> Option<PamtInfo> {
         self.pamt.entry(&self.mem, pfn).map(|e| e.info())
+    }
+
+    /// Inspection: the TD's epoch, lifecycle, OP state and owned-page count.
+    pub fn td_info(&self, tdr: Pfn) -> Option<TdInfo> {
+        let td = self.td_state(tdr)?;
+        Some(TdInfo {
+            epoch: td.td_epoch.load(Ordering::Acquire),
+            lifecycle: td.lifecycle.load(Ordering::Acquire) as u8,
+            op_state: Self::op_state_of(td),
+            chldcnt: td.chldcnt.load(Ordering::Acquire),
+        })
     }
 
     fn dispatch(&self, leaf_no: u16, version: u64, a: &mut SeamArgs) -> u64 {

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The metadata leaves: TDH.MNG.RD/WR (TD scope), TDH.VP.RD/WR (vCPU scope) and TDH.SYS.RD
+//! (module scope), `tdh_mng_rd_wr.c`, `tdh_vp_rd_wr.c` and `tdh_sys_rd.c`.
+//!
+//! The TD and VP leaves check their operands and state as their families do, then share one
+//! field access ([`MdOp`]); which fields exist and how they may be read and written is
+//! [`super::fields`]'.
+
+use super::fields;
+use super::locks::Mode;
+use super::measure::Sha512Compress;
+use super::mem::PhysMem;
+use super::state::TdState;
+use super::vp::tdvps_mappable;
+use super::SwTdxModule;
+use crate::abi::{leaf, md, operand, status, vcpu_state};
+use crate::seamcall::SeamArgs;
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+
+/// `ATTRIBUTES.DEBUG`: the host may read (and write) more metadata of a DEBUG TD.
+const ATTR_DEBUG: u64 = 1;
+
+/// What tells the TD scope of the metadata leaves (TDH.MNG.RD/WR) from the VP scope
+/// (TDH.VP.RD/WR) once the operand and state checks are done.
+struct MdScope {
+    /// The context code the id's own is replaced by.
+    context: u64,
+    /// The field table of the scope, in Intel's order.
+    table: &'static [fields::Entry],
+    /// [`fields::write`]'s `zero_full_write`: `md_vp_write_element` has it,
+    /// `md_td_write_element` does not.
+    zero_full_write: bool,
+}
+
+const TD_SCOPE: MdScope = MdScope {
+    context: md::CONTEXT_TD,
+    table: &fields::TD,
+    zero_full_write: false,
+};
+
+const VP_SCOPE: MdScope = MdScope {
+    context: md::CONTEXT_VP,
+    table: &fields::VP,
+    zero_full_write: true,
+};
+
+/// The operands of a metadata read or write leaf (TDH.MNG.RD/WR, TDH.VP.RD/WR).
+struct MdOp {
+    /// The field id as the host gave it (RDX).
+    field: u64,
+    /// The value (R8) and the write mask (R9) of a write.
+    value: u64,
+    mask: u64,
+    write: bool,
+    version: u64,
+}
+
+impl MdOp {
+    /// Takes the operands as `tdh_mng_rd_wr.c` and `tdh_vp_rd_wr.c` both do before any check:
+    /// R8 = 0 first, and at version 1 of a read RDX = `MD_FIELD_ID_NA`; version > 1 →
+    /// `OPERAND_INVALID|RAX` (the writes come with version 0 only).
+    fn take(a: &mut SeamArgs, write: bool, version: u64) -> Result<Self, u64> {
+        let field = if !write && version > 0 {
+            // The input id; RDX is an output (MD_FIELD_ID_NA until a next field is known).
+            core::mem::replace(&mut a.rdx, md::FIELD_ID_NA)
+        } else {
+            a.rdx
+        };
+        let op = MdOp {
+            field,
+            value: a.r8,
+            mask: a.r9,
+            write,
+            version,
+        };
+        a.r8 = 0;
+        if version > 1 {
+            return Err(status::OPERAND_INVALID | operand::RAX as u64);
+        }
+        Ok(op)
+    }
+
+    /// The field id part, after the leaf's own operand and state checks: the context code of
+    /// the id is replaced by the scope's → (read, version 1) the null id answers the first
+    /// readable field in RDX with `TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT` →
+    /// `md_check_as_single_element_id` → the element: unknown → `FIELD_ID_INCORRECT`; a read
+    /// with read mask 0 → `NOT_READABLE`; a write as [`fields::write`] says, then `store` of
+    /// the new value. Success: R8 = the value (read) or the old value (write); version-1
+    /// reads: RDX = the next readable element. Version 0 leaves RDX alone.
+    ///
+    /// `value_of` gives an element's current value (entry, element number); `store` keeps a
+    /// written one or refuses with a status.
+    fn access(
+        &self,
+        a: &mut SeamArgs,
+        scope: &MdScope,
+        td: &TdState,
+        value_of: impl FnOnce(&fields::Entry, u64) -> u64,
+        store: impl FnOnce(&fields::Entry, u64) -> Result<(), u64>,
+    ) -> u64 {
+        let debug = td.attributes.load(Relaxed) & ATTR_DEBUG != 0;
+        let field = md::with_context(self.field, scope.context);
+        if !self.write && self.version > 0 && fields::is_null(field) {
+            a.rdx = fields::next_readable(scope.table, field, debug);
+            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
+        }
+        if let Err(st) = fields::check_single_element(field) {
+            return st;
+        }
+        let Some((i, elem)) = fields::find(scope.table, field) else {
+            return status::METADATA_FIELD_ID_INCORRECT;
+        };
+        let e = &scope.table[i];
+        let current = e.fit(value_of(e, elem));
+        if self.write {
+            let zero_full_write = scope.zero_full_write;
+            let (new, old) =
+                match fields::write(e, debug, current, self.value, self.mask, zero_full_write) {
+                    Ok(x) => x,
+                    Err(st) => return st,
+                };
+            if let Err(st) = store(e, new) {
+                return st;
+            }
+            a.r8 = old;
+            return status::SUCCESS;
+        }
+        let (rd, _) = e.masks(debug);
+        if rd == 0 {
+            return status::METADATA_FIELD_NOT_READABLE;
+        }
+        a.r8 = current & rd;
+        if self.version > 0 {
+            a.rdx = fields::next_readable(scope.table, field, debug);
+        }
+        status::SUCCESS
+    }
+}
+
+impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
+    /// TDH.MNG.RD (version 0 or 1) and TDH.MNG.WR (`tdh_mng_rd_wr.c`).
+    ///
+    /// The operands are taken as [`MdOp::take`] says. Then: TDR(RCX, shared) → state(shared)
+    /// → the field id in the TD context ([`MdOp::access`]).
+    fn mng_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> u64 {
+        let op = match MdOp::take(a, write, version) {
+            Ok(op) => op,
+            Err(st) => return st,
+        };
+        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Shared) {
+            Ok(t) => t,
+            Err(st) => return st,
+        };
+        let leaf_no = if write { leaf::MNG_WR } else { leaf::MNG_RD };
+        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf_no) {
+            Ok(h) => h,
+            Err(st) => return st,
+        };
+        let td = t.td;
+        op.access(
+            a,
+            &TD_SCOPE,
+            td,
+            |e, elem| self.td_value(td, e.value, elem),
+            // No TD-scope field the software module has is host-writable (Intel's write masks
+            // are all 0, see `fields::tests::no_td_scope_entry_is_host_writable`): `write`
+            // refuses with NOT_WRITABLE before anything would be stored, and so would this.
+            |_, _| Err(status::METADATA_FIELD_NOT_WRITABLE),
+        )
+    }
+
+    pub(super) fn mng_rd(&self, a: &mut SeamArgs, version: u64) -> u64 {
+        self.mng_rdwr(a, false, version)
+    }
+
+    pub(super) fn mng_wr(&self, a: &mut SeamArgs) -> u64 {
+        self.mng_rdwr(a, true, 0)
+    }
+
+    /// Element `elem` of a TD-scope field.
+    fn td_value(&self, td: &TdState, v: fields::Value, elem: u64) -> u64 {
+        use fields::Value as V;
+        match v {
+            V::Hkid => td.hkid.load(Relaxed),
+            V::NumVcpus => td.num_vcpus.load(Relaxed),
+            V::NumAssocVcpus => td.num_assoc_vcpus.load(Relaxed),
+            V::OpState => Self::op_state_of(td) as u64,
+            V::Attributes => td.attributes.load(Relaxed),
+            V::Xfam => td.xfam.load(Relaxed),
+            V::MaxVcpus => td.max_vcpus.load(Relaxed),
+            V::TdEpoch => td.td_epoch.load(Relaxed),
+            // The words hold the digest big-endian; the element is 8 digest bytes read as a
+            // little-endian u64, as they lie in the TDCS.
+            V::Mrtd => td.mrtd[elem as usize % 6].load(Relaxed).swap_bytes(),
+            V::Hidden | V::Rtmr | V::Const(_) | V::Unmodelled => 0,
+            V::GuestRcx | V::VcpuState | V::VcpuIndex | V::NumTdvpsPages => 0,
+        }
+    }
+
+    /// TDH.VP.RD (version 0 or 1) and TDH.VP.WR (`tdh_vp_rd_wr.c`).
+    ///
+    /// The operands are taken as [`MdOp::take`] says. Then: TDVPR(RCX, shared) → implicit TDR
+    /// shared (`BUSY|TDR`) → state(shared) → TDVPS incomplete → `TDCX_NUM_INCORRECT` → vCPU
+    /// state not READY → `VCPU_STATE_INCORRECT | state` → the vCPU is associated with this LP
+    /// (`check_and_associate_vcpu`: `num_assoc_vcpus++` if it was not) → the field id in the
+    /// VP context ([`MdOp::access`]).
+    fn vp_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> u64 {
+        let op = match MdOp::take(a, write, version) {
+            Ok(op) => op,
+            Err(st) => return st,
+        };
+        let leaf_no = if write { leaf::VP_WR } else { leaf::VP_RD };
+        let vp = match self.vp_prologue(a.rcx, operand::RCX, Mode::Shared, Mode::Shared, leaf_no) {
+            Ok(x) => x,
+            Err(st) => return st,
+        };
+        let (v, td) = (vp.v, vp.t.td);
+        if !tdvps_mappable(td, v) {
+            return status::TDCX_NUM_INCORRECT;
+        }
+        // No DISABLED state in the software module: READY is the only state VP.RD/WR accept.
+        let state = v.state.load(Acquire);
+        if state != vcpu_state::READY as u64 {
+            return status::VCPU_STATE_INCORRECT | state;
+        }
+        if v.associated.compare_exchange(0, 1, AcqRel, Acquire).is_ok() {
+            td.num_assoc_vcpus.fetch_add(1, AcqRel);
+        }
+        op.access(
+            a,
+            &VP_SCOPE,
+            td,
+            |e, _| match e.value {
+                fields::Value::GuestRcx => v.guest_rcx.load(Relaxed),
+                fields::Value::VcpuState => state,
+                fields::Value::VcpuIndex => v.index.load(Relaxed),
+                fields::Value::NumTdvpsPages => v.num_tdvps_pages.load(Relaxed),
+                _ => 0,
+            },
+            |e, new| {
+                // Only guest RCX is host-writable (DEBUG TDs); the others have write masks of 0.
+                if e.value == fields::Value::GuestRcx {
+                    v.guest_rcx.store(new, Relaxed);
+                }
+                Ok(())
+            },
+        )
+    }
+
+    pub(super) fn vp_rd(&self, a: &mut SeamArgs, version: u64) -> u64 {
+        self.vp_rdwr(a, false, version)
+    }
+
+    pub(super) fn vp_wr(&self, a: &mut SeamArgs) -> u64 {
+        self.vp_rdwr(a, true, 0)
+    }
+
+    /// TDH.SYS.RD (`tdh_sys_rd.c`): RDX = `MD_FIELD_ID_NA` and R8 = 0 first → the context
+    /// code of the id is replaced by SYS's → the null id answers the first readable field in
+    /// RDX with `TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT` → `md_check_as_single_element_id` →
+    /// the element in Intel's global table ([`fields::SYS`]): no entry, or an entry whose value
+    /// the software module does not have → `FIELD_ID_INCORRECT`. Success: R8 = the value,
+    /// RDX = the next readable element in the table's order (`MD_FIELD_ID_NA` after the last).
+    pub(super) fn sys_rd(&self, a: &mut SeamArgs) -> u64 {
+        let field = md::with_context(a.rdx, md::CONTEXT_SYS);
+        a.rdx = md::FIELD_ID_NA;
+        a.r8 = 0;
+        if fields::is_null(field) {
+            a.rdx = fields::next_readable(&fields::SYS, field, false);
+            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
+        }
+        if let Err(st) = fields::check_single_element(field) {
+            return st;
+        }
+        let Some((i, _)) = fields::find(&fields::SYS, field) else {
+            return status::METADATA_FIELD_ID_INCORRECT;
+        };
+        let Some(e) = fields::SYS.get(i) else {
+            return status::METADATA_FIELD_ID_INCORRECT;
+        };
+        let (rd, _) = e.masks(false);
+        if rd == 0 {
+            return status::METADATA_FIELD_NOT_READABLE;
+        }
+        let fields::Value::Const(value) = e.value else {
+            return status::METADATA_FIELD_ID_INCORRECT;
+        };
+        a.r8 = e.fit(value) & rd;
+        a.rdx = fields::next_readable(&fields::SYS, field, false);
+        status::SUCCESS
+    }
+}

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The physical-memory leaves (`tdh_phymem_*.c`): TDH.PHYMEM.CACHE.WB writes back the caches of
+//! flushed HKIDs, TDH.PHYMEM.PAGE.RECLAIM takes a page of a torn-down TD back to the host and
+//! TDH.PHYMEM.PAGE.WBINVD writes back one reclaimed page.
+
+use super::kot::{KOT_FLUSHED, KOT_WB_PENDING};
+use super::locks::{Held, Mode};
+use super::measure::Sha512Compress;
+use super::mem::PhysMem;
+use super::pamt::{check_and_lock, PamtInfo, HKID_MASK, MAX_PA_BITS, NDA};
+use super::SwTdxModule;
+use crate::abi::{lifecycle, operand, page_type, status};
+use crate::seamcall::SeamArgs;
+use core::sync::atomic::Ordering::{AcqRel, Acquire};
+use mmu::Pfn;
+
+impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
+    pub(super) fn phymem_cache_wb(&self, a: &mut SeamArgs) -> u64 {
+        if a.rcx > 1 {
+            return status::OPERAND_INVALID | operand::RCX as u64;
+        }
+        // The package's write-back mutex, then the KOT (shared).
+        let Some(_wbt) = Held::try_new(&self.wbt_lock, Mode::Exclusive) else {
+            return status::OPERAND_BUSY | operand::WBCACHE as u64;
+        };
+        let Some(_kot) = Held::try_new(&self.kot_lock, Mode::Shared) else {
+            return status::OPERAND_BUSY | operand::KOT as u64;
+        };
+        if a.rcx == 1 {
+            // Never interrupted, so there is no saved point to resume from.
+            return status::WBCACHE_RESUME_ERROR;
+        }
+        // The start step snapshots every HKID in state FLUSHED, written back before or not.
+        let mut any = false;
+        for slot in self.kot.iter() {
+            if slot.load(Acquire) & 0xff == KOT_FLUSHED {
+                slot.fetch_and(!KOT_WB_PENDING, AcqRel);
+                any = true;
+            }
+        }
+        if any {
+            status::SUCCESS
+        } else {
+            status::NO_HKID_READY_TO_WBCACHE
+        }
+    }
+
+    pub(super) fn phymem_page_reclaim(&self, a: &mut SeamArgs) -> u64 {
+        let pa = a.rcx;
+        *a = SeamArgs::default();
+        let rcx = operand::RCX as u64;
+        if pa & 4095 != 0 || pa & HKID_MASK != 0 || pa >> MAX_PA_BITS != 0 {
+            return status::OPERAND_INVALID | rcx;
+        }
+        let pfn = Pfn::new(pa >> 12);
+        let Some(entry) = self.pamt.entry(&self.mem, pfn) else {
+            return status::OPERAND_ADDR_RANGE_ERROR | rcx;
+        };
+        let Some(_lock) = entry.try_lock(Mode::Exclusive) else {
+            return status::OPERAND_BUSY | rcx;
+        };
+        let info = entry.info();
+        if info.page_type == page_type::NDA || info.page_type == page_type::RSVD {
+            return status::PAGE_METADATA_INCORRECT | rcx;
+        }
+        a.rcx = info.page_type as u64;
+        a.rdx = info.owner.hpa().raw();
+        a.r8 = info.size as u64;
+        let pages = 1u64 << (9 * info.size as u32);
+        if pfn.raw() & (pages - 1) != 0 {
+            return status::OPERAND_INVALID | rcx;
+        }
+        if info.page_type == page_type::TDR {
+            let Some(td) = self.td_state(pfn) else {
+                return status::PAGE_METADATA_INCORRECT | rcx;
+            };
+            if td.lifecycle.load(Acquire) != lifecycle::TEARDOWN as u64 {
+                return status::LIFECYCLE_STATE_INCORRECT;
+            }
+            if td.chldcnt.load(Acquire) != 0 {
+                return status::TD_ASSOCIATED_PAGES_EXIST;
+            }
+        } else {
+            let t = match self.lock_tdr_implicit(info.owner, Mode::Shared) {
+                Ok(t) => t,
+                Err(st) => return st,
+            };
+            if t.td.lifecycle.load(Acquire) != lifecycle::TEARDOWN as u64 {
+                return status::LIFECYCLE_STATE_INCORRECT;
+            }
+            t.td.chldcnt.fetch_sub(pages, AcqRel);
+        }
+        self.set_range(
+            pfn,
+            pages,
+            PamtInfo {
+                page_type: page_type::NDA,
+                size: 0,
+                owner: Pfn::new(0),
+            },
+        );
+        status::SUCCESS
+    }
+
+    pub(super) fn phymem_page_wbinvd(&self, a: &mut SeamArgs) -> u64 {
+        let pa = a.rcx & !HKID_MASK;
+        match check_and_lock(
+            &self.pamt,
+            &self.mem,
+            pa,
+            operand::RCX,
+            Mode::Shared,
+            NDA,
+            0,
+        ) {
+            Ok(_) => status::SUCCESS,
+            Err(st) => st,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swmod::mem::PageWords;
+    use core::ptr::NonNull;
+    use mmu::env::Frame;
+
+    /// No host memory: enough for the leaves that only touch the module's own state.
+    struct NoMem;
+
+    // SAFETY: maps nothing and hands out nothing.
+    unsafe impl PhysMem for NoMem {
+        fn map(&self, _: Pfn) -> Option<NonNull<PageWords>> {
+            None
+        }
+        fn alloc_meta(&self) -> Option<Frame> {
+            None
+        }
+        fn free_meta(&self, _: Frame) {}
+    }
+
+    struct NoHash;
+
+    impl Sha512Compress for NoHash {
+        fn compress(&self, _: &mut [u64; 8], _: &[u8; 128]) {}
+    }
+
+    fn cache_wb(m: &SwTdxModule<NoMem, NoHash>, cmd: u64) -> u64 {
+        m.phymem_cache_wb(&mut SeamArgs {
+            rcx: cmd,
+            ..SeamArgs::default()
+        })
+    }
+
+    #[test]
+    fn cache_wb_takes_the_package_mutex_before_the_kot() {
+        let m = SwTdxModule::new(NoMem, NoHash, 1, 4);
+        let busy_wbt = status::OPERAND_BUSY | operand::WBCACHE as u64;
+        let busy_kot = status::OPERAND_BUSY | operand::KOT as u64;
+        assert_eq!(busy_wbt, 0x8000_0200_0000_00BC);
+        let wbt = Held::try_new(&m.wbt_lock, Mode::Exclusive).unwrap();
+        // The command is checked first.
+        assert_eq!(
+            cache_wb(&m, 2),
+            status::OPERAND_INVALID | operand::RCX as u64
+        );
+        assert_eq!(cache_wb(&m, 0), busy_wbt);
+        assert_eq!(cache_wb(&m, 1), busy_wbt);
+        let kot = Held::try_new(&m.kot_lock, Mode::Exclusive).unwrap();
+        assert_eq!(cache_wb(&m, 0), busy_wbt);
+        drop(wbt);
+        assert_eq!(cache_wb(&m, 0), busy_kot);
+        drop(kot);
+        assert_eq!(cache_wb(&m, 0), status::NO_HKID_READY_TO_WBCACHE);
+        assert_eq!(cache_wb(&m, 1), status::WBCACHE_RESUME_ERROR);
+        // Both locks were released.
+        assert!(Held::try_new(&m.wbt_lock, Mode::Exclusive).is_some());
+        assert!(Held::try_new(&m.kot_lock, Mode::Exclusive).is_some());
+    }
+}

@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! TD_PARAMS, the TD's configuration TDH.MNG.INIT reads: which values a TD may ask for, checked
+//! in Intel's order with Intel's operand ids (`read_and_set_td_configurations`, `tdh_mng_init.c`).
+
+use super::state::{
+    ATTRIBUTES_FIXED0, ATTRIBUTES_FIXED1, CONFIG_FLAGS_FIXED0, CONFIG_FLAGS_FIXED1,
+    IA32_ARCH_CAPABILITIES_CONFIG_MASK, MAX_L2_VMS, MIN_TDCS_PAGES, TDCS_PAGES_PER_L2_VM,
+    XFAM_FIXED0, XFAM_FIXED1,
+};
+use crate::abi::{operand, status, MAX_VCPUS_PER_TD};
+
+/// What MNG.INIT keeps of TD_PARAMS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TdConfig {
+    pub attributes: u64,
+    pub xfam: u64,
+    pub max_vcpus: u64,
+    pub num_l2_vms: u64,
+    /// EPT page-walk length minus 1: 3 (4-level) or 4 (5-level).
+    pub pwl: u64,
+    pub gpaw52: bool,
+    pub tsc_frequency: u64,
+}
+
+/// `verify_td_attributes` (not an import): the allowed bits, no MIGRATABLE TD with DEBUG or
+/// PERFMON, not PERFMON with ICSSD.
+// The FIXED1 test is Intel's, kept although FIXED1 is 0.
+#[allow(clippy::bad_bit_mask)]
+fn attributes_valid(attr: u64) -> bool {
+    const DEBUG: u64 = 1;
+    const ICSSD: u64 = 1 << 16;
+    const MIGRATABLE: u64 = 1 << 29;
+    const PERFMON: u64 = 1 << 63;
+    if attr & !ATTRIBUTES_FIXED0 != 0 || attr & ATTRIBUTES_FIXED1 != ATTRIBUTES_FIXED1 {
+        return false;
+    }
+    if attr & MIGRATABLE != 0 && attr & (DEBUG | PERFMON) != 0 {
+        return false;
+    }
+    attr & PERFMON == 0 || attr & ICSSD == 0
+}
+
+/// `check_xfam`: the allowed and required bits, AVX-512 (bits 5, 6, 7) all or none and only
+/// with AVX (bit 2), CET (11, 12) both or none, AMX (17, 18) both or none.
+fn xfam_valid(xfam: u64) -> bool {
+    let bit = |n: u32| xfam >> n & 1;
+    xfam & !XFAM_FIXED0 == 0
+        && xfam & XFAM_FIXED1 == XFAM_FIXED1
+        && !(bit(5) == 1 && bit(2) == 0)
+        && bit(5) == bit(6)
+        && bit(5) == bit(7)
+        && bit(12) == bit(11)
+        && bit(17) == bit(18)
+}
+
+/// TD_PARAMS words (8 bytes each, little-endian) and the bytes they hold.
+mod word_index {
+    /// ATTRIBUTES.
+    pub(super) const ATTRIBUTES: usize = 0;
+    /// XFAM.
+    pub(super) const XFAM: usize = 1;
+    /// MAX_VCPUS (15:0), NUM_L2_VMS (23:16), MSR_CONFIG_CTLS (31:24: bit 24 IA32_ARCH_CAP,
+    /// 31:25 reserved), reserved_0 (63:32).
+    pub(super) const VCPUS_L2_MSR_CTLS: usize = 2;
+    /// EPTP_CONTROLS.
+    pub(super) const EPTP_CONTROLS: usize = 3;
+    /// CONFIG_FLAGS.
+    pub(super) const CONFIG_FLAGS: usize = 4;
+    /// TSC_FREQUENCY (15:0), then reserved_1 (bytes 42..80: words 5 bits 63:16, 6..=9).
+    pub(super) const TSC_FREQUENCY: usize = 5;
+    /// reserved_1 words after the TSC word (first and last, inclusive; so are the others).
+    pub(super) const RESERVED_1: (usize, usize) = (6, 9);
+    /// MRCONFIGID, MROWNER, MROWNERCONFIG: words 10..=27. IA32_ARCH_CAPABILITIES_CONFIG.
+    pub(super) const IA32_ARCH_CAPABILITIES_CONFIG: usize = 28;
+    /// reserved_2 (bytes 232..256).
+    pub(super) const RESERVED_2: (usize, usize) = (29, 31);
+    /// CPUID_CONFIG_VALS: `MAX_NUM_CPUID_CONFIG` (18) 16-byte entries from byte 256 (words
+    /// 32..=67); reserved_3: the rest of the 1024 bytes.
+    pub(super) const RESERVED_3: (usize, usize) = (68, 127);
+}
+
+/// `read_and_set_td_configurations` and the checks after it (`tdh_mng_init.c`), in Intel's
+/// order, on the TD_PARAMS words `word(0..128)` of a TD with `num_tdcx` TDCX pages:
+///
+/// 1. ATTRIBUTES ([`attributes_valid`]) → `OPERAND_INVALID|ATTRIBUTES (64)`;
+/// 2. XFAM ([`xfam_valid`]) → `|XFAM (65)`;
+/// 3. MAX_VCPUS 0 or above `MAX_VCPUS_PER_TD` → `|MAX_VCPUS (68)`;
+/// 4. NUM_L2_VMS above 3 → `|NUM_L2_VMS (71)`;
+/// 5. fewer than `9 + NUM_L2_VMS` TDCX pages → `TDX_TDCS_NOT_ALLOCATED`;
+/// 6. reserved_0 → `|RDX`;
+/// 7. CONFIG_FLAGS outside `CONFIG_FLAGS_FIXED0`/`FIXED1`, or MAXPA_VIRT with MAXGPA_VIRT →
+///    `|EXEC_CONTROLS (66)`;
+/// 8. EPTP_CONTROLS: memory type WB, page-walk length 4 or 5 levels, A/D (6), SSS (7), bits
+///    11:8, the root PA (51:12) and 63:52 all 0, and 5 levels if GPAW is 52 →
+///    `|EPTP_CONTROLS (67)`;
+/// 9. TSC_FREQUENCY outside 4..=400 → `|TSC_FREQUENCY (70)`;
+/// 10. reserved_1, MSR_CONFIG_CTLS bits 7:1, reserved_2 → `|RDX` (each in turn);
+/// 11. (event filters and the CPUID configuration are not checked: see the rules notes)
+///     reserved_3 → `|RDX`;
+/// 12. IA32_ARCH_CAPABILITIES_CONFIG not 0 without MSR_CONFIG_CTLS.IA32_ARCH_CAP, or with bits
+///     outside `IA32_ARCH_CAPABILITIES_CONFIG_MASK` → `|IA32_ARCH_CAPABILITIES_CONFIG (72)`.
+// The CONFIG_FLAGS_FIXED1 test is Intel's, kept although CONFIG_FLAGS_FIXED1 is 0.
+#[allow(clippy::bad_bit_mask)]
+pub(crate) fn check_td_params(num_tdcx: u64, word: impl Fn(usize) -> u64) -> Result<TdConfig, u64> {
+    use operand::td_params as op;
+    let invalid = |op: u32| status::OPERAND_INVALID | op as u64;
+    let attributes = word(word_index::ATTRIBUTES);
+    if !attributes_valid(attributes) {
+        return Err(invalid(op::ATTRIBUTES));
+    }
+    let xfam = word(word_index::XFAM);
+    if !xfam_valid(xfam) {
+        return Err(invalid(op::XFAM));
+    }
+    let w2 = word(word_index::VCPUS_L2_MSR_CTLS);
+    let max_vcpus = w2 & 0xFFFF;
+    if max_vcpus == 0 || max_vcpus > MAX_VCPUS_PER_TD as u64 {
+        return Err(invalid(op::MAX_VCPUS));
+    }
+    let num_l2_vms = w2 >> 16 & 0xFF;
+    if num_l2_vms > MAX_L2_VMS {
+        return Err(invalid(op::NUM_L2_VMS));
+    }
+    if num_tdcx < MIN_TDCS_PAGES + TDCS_PAGES_PER_L2_VM * num_l2_vms {
+        return Err(status::TDCS_NOT_ALLOCATED);
+    }
+    let rdx = invalid(operand::RDX);
+    let nonzero = |(first, last): (usize, usize)| (first..=last).any(|i| word(i) != 0);
+    if w2 >> 32 != 0 {
+        return Err(rdx);
+    }
+    let flags = word(word_index::CONFIG_FLAGS);
+    const MAXPA_VIRT: u64 = 1 << 3;
+    const MAXGPA_VIRT: u64 = 1 << 4;
+    if flags & !CONFIG_FLAGS_FIXED0 != 0
+        || flags & CONFIG_FLAGS_FIXED1 != CONFIG_FLAGS_FIXED1
+        || flags & (MAXPA_VIRT | MAXGPA_VIRT) == MAXPA_VIRT | MAXGPA_VIRT
+    {
+        return Err(invalid(op::EXEC_CONTROLS));
+    }
+    let gpaw52 = flags & 1 != 0;
+    let eptp = word(word_index::EPTP_CONTROLS);
+    let pwl = eptp >> 3 & 7;
+    // Bits 2:0 memory type (6 = WB), 5:3 page-walk length - 1; everything above must be 0.
+    if eptp & 7 != 6 || !(3..=4).contains(&pwl) || eptp >> 6 != 0 || (gpaw52 && pwl < 4) {
+        return Err(invalid(op::EPTP_CONTROLS));
+    }
+    let w5 = word(word_index::TSC_FREQUENCY);
+    let tsc_frequency = w5 & 0xFFFF;
+    if !(4..=400).contains(&tsc_frequency) {
+        return Err(invalid(op::TSC_FREQUENCY));
+    }
+    if w5 >> 16 != 0 || nonzero(word_index::RESERVED_1) {
+        return Err(rdx);
+    }
+    let msr_ctls = w2 >> 24 & 0xFF;
+    if msr_ctls >> 1 != 0 || nonzero(word_index::RESERVED_2) {
+        return Err(rdx);
+    }
+    if nonzero(word_index::RESERVED_3) {
+        return Err(rdx);
+    }
+    let arch_cap = word(word_index::IA32_ARCH_CAPABILITIES_CONFIG);
+    if (msr_ctls & 1 == 0 && arch_cap != 0) || arch_cap & !IA32_ARCH_CAPABILITIES_CONFIG_MASK != 0 {
+        return Err(invalid(op::IA32_ARCH_CAPABILITIES_CONFIG));
+    }
+    Ok(TdConfig {
+        attributes,
+        xfam,
+        max_vcpus,
+        num_l2_vms,
+        pwl,
+        gpaw52,
+        tsc_frequency,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(edits: &[(usize, u64)]) -> impl Fn(usize) -> u64 + '_ {
+        move |i| {
+            let base = match i {
+                1 => 3,
+                2 => 8,
+                3 => 6 | 3 << 3,
+                5 => 100,
+                _ => 0,
+            };
+            edits.iter().rev().find(|e| e.0 == i).map_or(base, |e| e.1)
+        }
+    }
+
+    #[test]
+    fn check_td_params_keeps_what_mng_init_stores() {
+        let c = check_td_params(12, params(&[(2, 1376 | 3 << 16), (3, 6 | 4 << 3), (4, 1)]));
+        assert_eq!(
+            c,
+            Ok(TdConfig {
+                attributes: 0,
+                xfam: 3,
+                max_vcpus: 1376,
+                num_l2_vms: 3,
+                pwl: 4,
+                gpaw52: true,
+                tsc_frequency: 100,
+            })
+        );
+        assert_eq!(
+            check_td_params(11, params(&[(2, 8 | 3 << 16)])),
+            Err(status::TDCS_NOT_ALLOCATED)
+        );
+    }
+
+    #[test]
+    fn attribute_and_xfam_rules() {
+        assert!(attributes_valid(
+            ATTRIBUTES_FIXED0 & !(1 << 29) & !(1 << 16)
+        ));
+        assert!(!attributes_valid(1 << 27)); // LASS: not on the emulated CPU
+        assert!(!attributes_valid(1 << 62)); // TPA: no TDX Connect
+        assert!(!attributes_valid(1 << 31)); // KL
+        assert!(xfam_valid(XFAM_FIXED0));
+        assert!(!xfam_valid(XFAM_FIXED0 & !(1 << 2))); // AVX-512 without AVX
+        assert!(!xfam_valid(1));
+    }
+}
