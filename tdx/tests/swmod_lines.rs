@@ -137,7 +137,10 @@ fn sys_rd_table_of_1_5_has_no_max_vcpus_per_td_nor_min_virt_maxpa() {
                 md::MAX_VCPUS_PER_TD,
             ),
         };
-        assert_eq!(a.rdx, next, "{line:?}: next field after CONFIG_FLAGS_FIXED1");
+        assert_eq!(
+            a.rdx, next,
+            "{line:?}: next field after CONFIG_FLAGS_FIXED1"
+        );
         let (st, a) = call(&m, leaf::SYS_RD, 0, md::MAX_VCPUS_PER_TD, 0, 0);
         assert_eq!((st, a.r8, a.rdx), max_vcpus, "{line:?}: MAX_VCPUS_PER_TD");
         // MIN_VIRT_MAXPA: unknown to 1.5; in 2.0's table but without a value here.
@@ -161,7 +164,15 @@ fn tdcs_page_bounds_follow_the_line() {
         }
         // One page short of the line's minimum: every TD-state check refuses.
         assert_eq!(
-            call(&m, leaf::MNG_INIT, tdr_pa(&td), params.pfn().hpa().raw(), 0, 0).0,
+            call(
+                &m,
+                leaf::MNG_INIT,
+                tdr_pa(&td),
+                params.pfn().hpa().raw(),
+                0,
+                0
+            )
+            .0,
             status::TDCS_NOT_ALLOCATED,
             "{line:?}: {} pages",
             min - 1
@@ -238,10 +249,16 @@ fn sept_permissions_follow_the_line() {
         // A non-leaf blocked and unblocked.
         tdx.mem_range_block(td.tdr, Gpa::new(0), SeptLevel::L2M)
             .expect("BLOCK");
-        assert_eq!(sept_rd(&tdx, &td, 0, 1), (0, info(1, sept_state::NL_BLOCKED)));
+        assert_eq!(
+            sept_rd(&tdx, &td, 0, 1),
+            (0, info(1, sept_state::NL_BLOCKED))
+        );
         tdx.mem_range_unblock(td.tdr, Gpa::new(0), SeptLevel::L2M)
             .expect("UNBLOCK");
-        assert_eq!(sept_rd(&tdx, &td, 0, 1), (p, info(1, sept_state::NL_MAPPED)));
+        assert_eq!(
+            sept_rd(&tdx, &td, 0, 1),
+            (p, info(1, sept_state::NL_MAPPED))
+        );
     }
 }
 
@@ -299,14 +316,7 @@ fn unblock_tracking_error_operand_follows_the_line() {
             "{line:?}"
         );
         // PAGE.REMOVE's tracking error names RCX on both lines.
-        let (st, _) = call(
-            &m,
-            leaf::MEM_PAGE_REMOVE,
-            gl(0x1000, 0),
-            tdr_pa(&td),
-            0,
-            0,
-        );
+        let (st, _) = call(&m, leaf::MEM_PAGE_REMOVE, gl(0x1000, 0), tdr_pa(&td), 0, 0);
         assert_eq!(
             st,
             with(status::TLB_TRACKING_NOT_DONE, operand::RCX),
@@ -373,13 +383,7 @@ fn mng_init_td_params_rules_follow_the_line() {
             invalid(operand::td_params::EXEC_CONTROLS),
             status::SUCCESS,
         ),
-        (
-            "RCX bit 0",
-            &[],
-            1,
-            invalid(operand::RCX),
-            status::SUCCESS,
-        ),
+        ("RCX bit 0", &[], 1, invalid(operand::RCX), status::SUCCESS),
     ];
     for (what, edits, rcx_bit0, want15, want20) in cases {
         for line in ModuleLine::ALL {

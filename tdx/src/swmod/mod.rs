@@ -36,7 +36,10 @@
 //! ([`state`]), the PAMT, the locks and the metadata field tables.
 
 pub mod fields;
+#[cfg(feature = "test-hooks")]
+mod hold;
 mod kot;
+mod line;
 mod locks;
 pub mod measure;
 pub mod mem;
@@ -51,6 +54,9 @@ mod state;
 mod td_params;
 mod vp;
 
+#[cfg(feature = "test-hooks")]
+pub use hold::{HeldLock, ModuleLock};
+pub use line::{ModuleLine, ModuleVersion};
 pub use locks::Mode;
 pub use measure::Sha512Compress;
 pub use mem::{PageWords, PhysMem};
@@ -126,6 +132,8 @@ pub struct SwTdxModule<M: PhysMem, H: Sha512Compress> {
     /// The (only) package's TDH.PHYMEM.CACHE.WB mutex (`wbt_entries[pkg].entry_lock`): low 16
     /// bits, taken exclusively.
     wbt_lock: AtomicU64,
+    /// The line of Intel's module emulated.
+    line: ModuleLine,
     hkid_first: u16,
     hkid_count: u16,
     calls: [AtomicU64; leaf::MAX_TRACKED],
@@ -134,12 +142,13 @@ pub struct SwTdxModule<M: PhysMem, H: Sha512Compress> {
 }
 
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
-    /// A module with no TDMR yet, handing out HKIDs `hkid_first..hkid_first + hkid_count`
-    /// (at most [`MAX_HKIDS`]).
-    pub fn new(mem: M, hash: H, hkid_first: u16, hkid_count: u16) -> Self {
+    /// A module of `line` with no TDMR yet, handing out HKIDs
+    /// `hkid_first..hkid_first + hkid_count` (at most [`MAX_HKIDS`]).
+    pub fn new(mem: M, hash: H, line: ModuleLine, hkid_first: u16, hkid_count: u16) -> Self {
         SwTdxModule {
             mem,
             hash,
+            line,
             pamt: Pamt::new(),
             kot: [const { AtomicU64::new(0) }; MAX_HKIDS],
             kot_lock: AtomicU64::new(0),
@@ -172,6 +181,11 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         } else {
             Err(SetupError::NoMemory)
         }
+    }
+
+    /// The line of Intel's module this one emulates.
+    pub fn line(&self) -> ModuleLine {
+        self.line
     }
 
     /// Metadata pages the PAMT uses.
@@ -263,6 +277,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             leaf::PHYMEM_CACHE_WB => self.phymem_cache_wb(a),
             leaf::PHYMEM_PAGE_RECLAIM => self.phymem_page_reclaim(a),
             leaf::PHYMEM_PAGE_WBINVD => self.phymem_page_wbinvd(a),
+            leaf::PHYMEM_PAGE_RDMD => self.phymem_page_rdmd(a),
             leaf::VP_CREATE => self.vp_create(a),
             leaf::VP_ADDCX => self.vp_addcx(a),
             leaf::VP_INIT => self.vp_init(a, version),
@@ -295,7 +310,7 @@ impl<M: PhysMem, H: Sha512Compress> Seamcall for SwTdxModule<M, H> {
         }
         let version = (rax >> 16) & 0xff;
         // Dispatcher pre-checks: reserved RAX bits; a version above 0 only for the leaves that
-        // have versions (the handlers check their own maximum).
+        // have versions (the handlers check their own maximum). VP.INIT has versions from 2.0.
         let versioned = matches!(
             leaf_no,
             leaf::MEM_PAGE_PROMOTE
@@ -303,8 +318,7 @@ impl<M: PhysMem, H: Sha512Compress> Seamcall for SwTdxModule<M, H> {
                 | leaf::MEM_SEPT_REMOVE
                 | leaf::MNG_RD
                 | leaf::VP_RD
-                | leaf::VP_INIT
-        );
+        ) || (leaf_no == leaf::VP_INIT && self.line.vp_init_has_versions());
         let st = if rax >> 24 != 0 || (version != 0 && !versioned) {
             status::OPERAND_INVALID | crate::abi::operand::RAX as u64
         } else if let Some(st) = self.injected(leaf_no) {

@@ -75,6 +75,18 @@ impl PamtEntry {
         }
     }
 
+    /// Frees the page: type NDA and (as one 4K entry) size 4K; the owner and the block epoch
+    /// stay, as Intel's leaves leave them (`->pt = PT_NDA`). Only under the exclusive lock of
+    /// the page's (head) entry.
+    pub(crate) fn free(&self) {
+        let owner = self.info().owner;
+        self.set(PamtInfo {
+            page_type: NDA,
+            size: 0,
+            owner,
+        });
+    }
+
     pub(crate) fn bepoch(&self) -> u64 {
         self.bepoch.load(Ordering::Acquire)
     }
