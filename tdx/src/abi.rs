@@ -252,6 +252,10 @@ pub mod operand {
     pub const R8: u32 = 8;
     /// R9.
     pub const R9: u32 = 9;
+    /// R10.
+    pub const R10: u32 = 10;
+    /// R11.
+    pub const R11: u32 = 11;
     /// The TD's TDR page, found implicitly.
     pub const TDR: u32 = 0x80;
     /// The TD's S-EPT tree lock.

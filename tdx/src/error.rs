@@ -25,6 +25,10 @@ impl Operand {
     pub const R8: Operand = Operand(operand::R8);
     /// R9.
     pub const R9: Operand = Operand(operand::R9);
+    /// R10.
+    pub const R10: Operand = Operand(operand::R10);
+    /// R11.
+    pub const R11: Operand = Operand(operand::R11);
     /// The TD's TDR (implicit).
     pub const TDR: Operand = Operand(operand::TDR);
     /// The TD's S-EPT tree.
@@ -35,6 +39,8 @@ impl Operand {
     pub const OP_STATE: Operand = Operand(operand::OP_STATE);
     /// The key ownership table.
     pub const KOT: Operand = Operand(operand::KOT);
+    /// The package's cache write-back state (TDH.PHYMEM.CACHE.WB).
+    pub const WBCACHE: Operand = Operand(operand::WBCACHE);
 }
 
 impl fmt::Debug for Operand {
@@ -45,11 +51,14 @@ impl fmt::Debug for Operand {
             operand::RDX => "RDX",
             operand::R8 => "R8",
             operand::R9 => "R9",
+            operand::R10 => "R10",
+            operand::R11 => "R11",
             operand::TDR => "TDR",
             operand::SEPT_TREE => "SEPT_TREE",
             operand::TD_EPOCH => "TD_EPOCH",
             operand::OP_STATE => "OP_STATE",
             operand::KOT => "KOT",
+            operand::WBCACHE => "WBCACHE",
             n => return write!(f, "Operand({n:#x})"),
         };
         f.write_str(name)

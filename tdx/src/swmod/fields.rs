@@ -16,6 +16,7 @@
 
 use crate::abi::md;
 use crate::abi::status;
+use crate::swmod::leaf_status::{LeafResult, Status};
 
 pub use crate::abi::md::{
     MAX_VCPUS_PER_TD as SYS_MAX_VCPUS_PER_TD, TDCS_BASE_SIZE as SYS_TDCS_BASE_SIZE,
@@ -349,9 +350,9 @@ pub(crate) fn is_null(id: u64) -> bool {
 /// `md_check_as_single_element_id`: reserved bits, LAST_ELEMENT_IN_FIELD and
 /// LAST_FIELD_IN_SEQUENCE must be 0; element size, increment size, write-mask-valid and
 /// context are ignored.
-pub(crate) fn check_single_element(id: u64) -> Result<(), u64> {
+pub(crate) fn check_single_element(id: u64) -> LeafResult {
     if id & (md::RESERVED_MASK | md::LAST_ELEMENT_MASK | md::LAST_FIELD_MASK) != 0 {
-        return Err(status::METADATA_FIELD_ID_INCORRECT);
+        return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
     }
     Ok(())
 }
@@ -409,11 +410,11 @@ pub(crate) fn write(
     value: u64,
     mask: u64,
     zero_full_write: bool,
-) -> Result<(u64, u64), u64> {
+) -> LeafResult<(u64, u64)> {
     let (rd, wr) = e.masks(debug);
     let combined = wr & mask;
     if combined == 0 {
-        return Err(status::METADATA_FIELD_NOT_WRITABLE);
+        return Err(Status::new(status::METADATA_FIELD_NOT_WRITABLE));
     }
     let current = e.fit(current);
     let read = if zero_full_write && combined == size_mask(e) {
@@ -424,7 +425,7 @@ pub(crate) fn write(
     // `md_check_forbidden_bits_unchanged`.
     let forbidden = mask & !wr;
     if read & rd & forbidden != value & forbidden {
-        return Err(status::METADATA_FIELD_VALUE_NOT_VALID);
+        return Err(Status::new(status::METADATA_FIELD_VALUE_NOT_VALID));
     }
     let new = (read & !combined) | (value & combined);
     Ok((e.fit(new), current & rd))
@@ -538,11 +539,11 @@ mod tests {
         assert_eq!(write(rcx, true, 0x1234, 7, u64::MAX, true), Ok((7, 0x1234)));
         assert_eq!(
             write(rcx, true, 0x1234, 7, 0, true),
-            Err(status::METADATA_FIELD_NOT_WRITABLE)
+            Err(Status::new(status::METADATA_FIELD_NOT_WRITABLE))
         );
         assert_eq!(
             write(rcx, false, 0x1234, 7, u64::MAX, true),
-            Err(status::METADATA_FIELD_NOT_WRITABLE)
+            Err(Status::new(status::METADATA_FIELD_NOT_WRITABLE))
         );
         // A field with some writable bits: a requested read-only bit must keep its value.
         let e = Entry {
@@ -552,7 +553,7 @@ mod tests {
         assert_eq!(write(&e, false, 0x30, 0x35, 0xFF, false), Ok((0x35, 0x30)));
         assert_eq!(
             write(&e, false, 0x30, 0x05, 0xFF, false),
-            Err(status::METADATA_FIELD_VALUE_NOT_VALID)
+            Err(Status::new(status::METADATA_FIELD_VALUE_NOT_VALID))
         );
     }
 }

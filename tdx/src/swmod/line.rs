@@ -10,7 +10,8 @@
 //!
 //! 1.5 is Intel's `TDX_1.5.01` (`72d8cff…`, branch `tdx_1.5`), 2.0 is 2.0.08 (`1666adc…`).
 
-use crate::abi::{operand, MAX_VCPUS_PER_TD};
+use crate::abi::MAX_VCPUS_PER_TD;
+use crate::error::Operand;
 
 /// A line of Intel's TDX module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,10 +117,10 @@ impl ModuleLine {
     }
 
     /// The operand RANGE.UNBLOCK names when the block is not TLB-tracked yet.
-    pub(crate) const fn unblock_tracking_operand(self) -> u32 {
+    pub(crate) const fn unblock_tracking_operand(self) -> Operand {
         match self {
-            ModuleLine::V1_5 => operand::SEPT_TREE,
-            ModuleLine::V2_0 => operand::RCX,
+            ModuleLine::V1_5 => Operand::SEPT_TREE,
+            ModuleLine::V2_0 => Operand::RCX,
         }
     }
 

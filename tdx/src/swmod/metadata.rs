@@ -13,8 +13,10 @@ use super::mem::PhysMem;
 use super::state::TdState;
 use super::vp::tdvps_mappable;
 use super::SwTdxModule;
-use crate::abi::{leaf, md, operand, status, vcpu_state};
+use crate::abi::{leaf, md, status, vcpu_state};
+use crate::error::Operand;
 use crate::seamcall::SeamArgs;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
 /// `ATTRIBUTES.DEBUG`: the host may read (and write) more metadata of a DEBUG TD.
@@ -59,7 +61,7 @@ impl MdOp {
     /// Takes the operands as `tdh_mng_rd_wr.c` and `tdh_vp_rd_wr.c` both do before any check:
     /// R8 = 0 first, and at version 1 of a read RDX = `MD_FIELD_ID_NA`; version > 1 →
     /// `OPERAND_INVALID|RAX` (the writes come with version 0 only).
-    fn take(a: &mut SeamArgs, write: bool, version: u64) -> Result<Self, u64> {
+    fn take(a: &mut SeamArgs, write: bool, version: u64) -> LeafResult<Self> {
         let field = if !write && version > 0 {
             // The input id; RDX is an output (MD_FIELD_ID_NA until a next field is known).
             core::mem::replace(&mut a.rdx, md::FIELD_ID_NA)
@@ -75,7 +77,7 @@ impl MdOp {
         };
         a.r8 = 0;
         if version > 1 {
-            return Err(status::OPERAND_INVALID | operand::RAX as u64);
+            return Err(Status::operand_invalid(Operand::RAX));
         }
         Ok(op)
     }
@@ -96,44 +98,37 @@ impl MdOp {
         scope: &MdScope,
         td: &TdState,
         value_of: impl FnOnce(&fields::Entry, u64) -> u64,
-        store: impl FnOnce(&fields::Entry, u64) -> Result<(), u64>,
-    ) -> u64 {
+        store: impl FnOnce(&fields::Entry, u64) -> LeafResult,
+    ) -> LeafResult {
         let debug = td.attributes.load(Relaxed) & ATTR_DEBUG != 0;
         let field = md::with_context(self.field, scope.context);
         if !self.write && self.version > 0 && fields::is_null(field) {
             a.rdx = fields::next_readable(scope.table, field, debug);
-            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
+            return Err(Status::new(status::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
         }
-        if let Err(st) = fields::check_single_element(field) {
-            return st;
-        }
+        fields::check_single_element(field)?;
         let Some((i, elem)) = fields::find(scope.table, field) else {
-            return status::METADATA_FIELD_ID_INCORRECT;
+            return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
         };
         let e = &scope.table[i];
         let current = e.fit(value_of(e, elem));
         if self.write {
             let zero_full_write = scope.zero_full_write;
             let (new, old) =
-                match fields::write(e, debug, current, self.value, self.mask, zero_full_write) {
-                    Ok(x) => x,
-                    Err(st) => return st,
-                };
-            if let Err(st) = store(e, new) {
-                return st;
-            }
+                fields::write(e, debug, current, self.value, self.mask, zero_full_write)?;
+            store(e, new)?;
             a.r8 = old;
-            return status::SUCCESS;
+            return Ok(());
         }
         let (rd, _) = e.masks(debug);
         if rd == 0 {
-            return status::METADATA_FIELD_NOT_READABLE;
+            return Err(Status::new(status::METADATA_FIELD_NOT_READABLE));
         }
         a.r8 = current & rd;
         if self.version > 0 {
             a.rdx = fields::next_readable(scope.table, field, debug);
         }
-        status::SUCCESS
+        Ok(())
     }
 }
 
@@ -142,20 +137,11 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     ///
     /// The operands are taken as [`MdOp::take`] says. Then: TDR(RCX, shared) → state(shared)
     /// → the field id in the TD context ([`MdOp::access`]).
-    fn mng_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> u64 {
-        let op = match MdOp::take(a, write, version) {
-            Ok(op) => op,
-            Err(st) => return st,
-        };
-        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Shared) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+    fn mng_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> LeafResult {
+        let op = MdOp::take(a, write, version)?;
+        let t = self.lock_tdr(a.rcx, Operand::RCX, Mode::Shared)?;
         let leaf_no = if write { leaf::MNG_WR } else { leaf::MNG_RD };
-        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf_no) {
-            Ok(h) => h,
-            Err(st) => return st,
-        };
+        let _op = self.check_state(t.td, Some(Mode::Shared), leaf_no)?;
         let td = t.td;
         op.access(
             a,
@@ -165,15 +151,15 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             // No TD-scope field the software module has is host-writable (Intel's write masks
             // are all 0, see `fields::tests::no_td_scope_entry_is_host_writable`): `write`
             // refuses with NOT_WRITABLE before anything would be stored, and so would this.
-            |_, _| Err(status::METADATA_FIELD_NOT_WRITABLE),
+            |_, _| Err(Status::new(status::METADATA_FIELD_NOT_WRITABLE)),
         )
     }
 
-    pub(super) fn mng_rd(&self, a: &mut SeamArgs, version: u64) -> u64 {
+    pub(super) fn mng_rd(&self, a: &mut SeamArgs, version: u64) -> LeafResult {
         self.mng_rdwr(a, false, version)
     }
 
-    pub(super) fn mng_wr(&self, a: &mut SeamArgs) -> u64 {
+    pub(super) fn mng_wr(&self, a: &mut SeamArgs) -> LeafResult {
         self.mng_rdwr(a, true, 0)
     }
 
@@ -201,27 +187,24 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     ///
     /// The operands are taken as [`MdOp::take`] says. Then: TDVPR(RCX, shared) → implicit TDR
     /// shared (`BUSY|TDR`) → state(shared) → TDVPS incomplete → `TDCX_NUM_INCORRECT` → vCPU
-    /// state not READY → `VCPU_STATE_INCORRECT | state` → the vCPU is associated with this LP
+    /// state not READY → `VCPU_STATE_INCORRECT` (`| state` in 2.0) → the vCPU is associated with this LP
     /// (`check_and_associate_vcpu`: `num_assoc_vcpus++` if it was not) → the field id in the
     /// VP context ([`MdOp::access`]).
-    fn vp_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> u64 {
-        let op = match MdOp::take(a, write, version) {
-            Ok(op) => op,
-            Err(st) => return st,
-        };
+    fn vp_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> LeafResult {
+        let op = MdOp::take(a, write, version)?;
         let leaf_no = if write { leaf::VP_WR } else { leaf::VP_RD };
-        let vp = match self.vp_prologue(a.rcx, operand::RCX, Mode::Shared, Mode::Shared, leaf_no) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
+        let vp = self.vp_prologue(a.rcx, Operand::RCX, Mode::Shared, Mode::Shared, leaf_no)?;
         let (v, td) = (vp.v, vp.t.td);
         if !tdvps_mappable(td, v) {
-            return status::TDCX_NUM_INCORRECT;
+            return Err(Status::new(status::TDCX_NUM_INCORRECT));
         }
         // No DISABLED state in the software module: READY is the only state VP.RD/WR accept.
         let state = v.state.load(Acquire);
         if state != vcpu_state::READY as u64 {
-            return status::VCPU_STATE_INCORRECT | self.line.vcpu_state_operand(state);
+            return Err(Status::with_detail(
+                status::VCPU_STATE_INCORRECT,
+                self.line.vcpu_state_operand(state),
+            ));
         }
         if v.associated.compare_exchange(0, 1, AcqRel, Acquire).is_ok() {
             td.num_assoc_vcpus.fetch_add(1, AcqRel);
@@ -247,11 +230,11 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         )
     }
 
-    pub(super) fn vp_rd(&self, a: &mut SeamArgs, version: u64) -> u64 {
+    pub(super) fn vp_rd(&self, a: &mut SeamArgs, version: u64) -> LeafResult {
         self.vp_rdwr(a, false, version)
     }
 
-    pub(super) fn vp_wr(&self, a: &mut SeamArgs) -> u64 {
+    pub(super) fn vp_wr(&self, a: &mut SeamArgs) -> LeafResult {
         self.vp_rdwr(a, true, 0)
     }
 
@@ -262,35 +245,33 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     /// entry, or an entry whose value
     /// the software module does not have → `FIELD_ID_INCORRECT`. Success: R8 = the value,
     /// RDX = the next readable element in the table's order (`MD_FIELD_ID_NA` after the last).
-    pub(super) fn sys_rd(&self, a: &mut SeamArgs) -> u64 {
+    pub(super) fn sys_rd(&self, a: &mut SeamArgs) -> LeafResult {
         let field = md::with_context(a.rdx, md::CONTEXT_SYS);
         a.rdx = md::FIELD_ID_NA;
         a.r8 = 0;
         let table = fields::sys_table(self.line);
         if fields::is_null(field) {
             a.rdx = fields::next_readable(table, field, false);
-            return status::METADATA_FIRST_FIELD_ID_IN_CONTEXT;
+            return Err(Status::new(status::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
         }
-        if let Err(st) = fields::check_single_element(field) {
-            return st;
-        }
+        fields::check_single_element(field)?;
         let Some((i, _)) = fields::find(table, field) else {
-            return status::METADATA_FIELD_ID_INCORRECT;
+            return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
         };
         let Some(e) = table.get(i) else {
-            return status::METADATA_FIELD_ID_INCORRECT;
+            return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
         };
         let (rd, _) = e.masks(false);
         if rd == 0 {
-            return status::METADATA_FIELD_NOT_READABLE;
+            return Err(Status::new(status::METADATA_FIELD_NOT_READABLE));
         }
         let value = match e.value {
             fields::Value::Const(v) => v,
             fields::Value::Line(v) => v.of(self.line),
-            _ => return status::METADATA_FIELD_ID_INCORRECT,
+            _ => return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT)),
         };
         a.r8 = e.fit(value) & rd;
         a.rdx = fields::next_readable(table, field, false);
-        status::SUCCESS
+        Ok(())
     }
 }

@@ -16,91 +16,81 @@ use super::operands::{fill, op_allowed};
 use super::sept::SEPTE_INIT_VALUE;
 use super::td_params::check_td_params;
 use super::SwTdxModule;
-use crate::abi::{leaf, lifecycle, op_state, operand, page_type, status};
+use crate::abi::{leaf, lifecycle, op_state, page_type, status};
+use crate::error::Operand;
 use crate::seamcall::SeamArgs;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use mmu::Pfn;
 
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
-    pub(super) fn mng_create(&self, a: &mut SeamArgs) -> u64 {
+    pub(super) fn mng_create(&self, a: &mut SeamArgs) -> LeafResult {
         let hkid = a.rdx;
         if hkid >> 16 != 0
             || hkid < self.hkid_first as u64
             || hkid >= self.hkid_first as u64 + self.hkid_count as u64
         {
-            return status::OPERAND_INVALID | operand::RDX as u64;
+            return Err(Status::operand_invalid(Operand::RDX));
         }
-        let (_, _lock) = match self.lock_fresh_page(a.rcx, operand::RCX) {
-            Ok(v) => v,
-            Err(st) => return st,
-        };
+        let (_, _lock) = self.lock_fresh_page(a.rcx, Operand::RCX)?;
         let Some(_kot) = Held::try_new(&self.kot_lock, Mode::Exclusive) else {
-            return status::OPERAND_BUSY | operand::KOT as u64;
+            return Err(Status::operand_busy(Operand::KOT));
         };
         let slot = &self.kot[(hkid - self.hkid_first as u64) as usize];
         if slot.load(Acquire) != KOT_FREE {
-            return status::HKID_NOT_FREE;
+            return Err(Status::new(status::HKID_NOT_FREE));
         }
         let tdr = Pfn::new(a.rcx >> 12);
         let Some(page) = words(&self.mem, tdr) else {
-            return status::OPERAND_ADDR_RANGE_ERROR | operand::RCX as u64;
+            return Err(Status::addr_range_error(Operand::RCX));
         };
         fill(page, 0);
         let Some(td) = self.td_state(tdr) else {
-            return status::OPERAND_ADDR_RANGE_ERROR | operand::RCX as u64;
+            return Err(Status::addr_range_error(Operand::RCX));
         };
         td.hkid.store(hkid, Relaxed);
         td.lifecycle.store(lifecycle::HKID_ASSIGNED as u64, Release);
         slot.store(KOT_ASSIGNED, Release);
         self.give_page(tdr, page_type::TDR, Pfn::new(0));
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(super) fn mng_key_config(&self, a: &mut SeamArgs) -> u64 {
-        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Exclusive) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+    pub(super) fn mng_key_config(&self, a: &mut SeamArgs) -> LeafResult {
+        let t = self.lock_tdr(a.rcx, Operand::RCX, Mode::Exclusive)?;
         if t.td.fatal.load(Acquire) != 0 {
-            return status::TD_FATAL;
+            return Err(Status::new(status::TD_FATAL));
         }
         if t.td.lifecycle.load(Acquire) != lifecycle::HKID_ASSIGNED as u64 {
-            return status::LIFECYCLE_STATE_INCORRECT;
+            return Err(Status::new(status::LIFECYCLE_STATE_INCORRECT));
         }
         // One package: configuring it configures the TD.
         t.td.lifecycle
             .store(lifecycle::KEYS_CONFIGURED as u64, Release);
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(super) fn mng_addcx(&self, a: &mut SeamArgs) -> u64 {
-        let t = match self.lock_tdr(a.rdx, operand::RDX, Mode::Exclusive) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+    pub(super) fn mng_addcx(&self, a: &mut SeamArgs) -> LeafResult {
+        let t = self.lock_tdr(a.rdx, Operand::RDX, Mode::Exclusive)?;
         let td = t.td;
         if td.fatal.load(Acquire) != 0 {
-            return status::TD_FATAL;
+            return Err(Status::new(status::TD_FATAL));
         }
         if td.lifecycle.load(Acquire) != lifecycle::KEYS_CONFIGURED as u64 {
-            return status::TD_KEYS_NOT_CONFIGURED;
+            return Err(Status::new(status::TD_KEYS_NOT_CONFIGURED));
         }
         let index = td.num_tdcx.load(Acquire);
         if index > self.line.max_tdcs_pages() - 1 {
-            return status::TDCX_NUM_INCORRECT;
+            return Err(Status::new(status::TDCX_NUM_INCORRECT));
         }
-        let (_, _page_lock) = match self.lock_fresh_page(a.rcx, operand::RCX) {
-            Ok(v) => v,
-            Err(st) => return st,
-        };
+        let (_, _page_lock) = self.lock_fresh_page(a.rcx, Operand::RCX)?;
         if index + 1 > self.line.min_tdcs_pages()
             && !op_allowed(leaf::MNG_ADDCX, Self::op_state_of(td) as u64)
         {
-            return status::OP_STATE_INCORRECT;
+            return Err(Status::new(status::OP_STATE_INCORRECT));
         }
         let pfn = Pfn::new(a.rcx >> 12);
         let Some(page) = words(&self.mem, pfn) else {
-            return status::OPERAND_ADDR_RANGE_ERROR | operand::RCX as u64;
+            return Err(Status::addr_range_error(Operand::RCX));
         };
         fill(
             page,
@@ -114,43 +104,35 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         td.num_tdcx.store(index + 1, Release);
         td.chldcnt.fetch_add(1, AcqRel);
         self.give_page(pfn, page_type::TDCX, t.tdr);
-        status::SUCCESS
+        Ok(())
     }
 
     /// TDH.MNG.INIT (`tdh_mng_init.c`): RCX = 0 first; TDR(RCX — in 2.0 with bit 0, the
     /// event-filtering flag, cleared; in 1.5 as it is; exclusive) → state (no lock; UNINITIALIZED) → TD_PARAMS (RDX) 1024-byte
     /// aligned shared HPA → `OPERAND_INVALID|RDX` → TD epoch 1 → the TD_PARAMS rules of
     /// [`check_td_params`] in Intel's order.
-    pub(super) fn mng_init(&self, a: &mut SeamArgs) -> u64 {
+    pub(super) fn mng_init(&self, a: &mut SeamArgs) -> LeafResult {
         // RCX is an output (extended error information): 0 unless a CPUID check sets it.
         let tdr_pa = a.rcx & !self.line.mng_init_rcx_flags();
         a.rcx = 0;
-        let t = match self.lock_tdr(tdr_pa, operand::RCX, Mode::Exclusive) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+        let t = self.lock_tdr(tdr_pa, Operand::RCX, Mode::Exclusive)?;
         let td = t.td;
-        if let Err(st) = self.check_state(td, None, leaf::MNG_INIT) {
-            return st;
-        }
-        let bad_params = status::OPERAND_INVALID | operand::RDX as u64;
+        self.check_state(td, None, leaf::MNG_INIT)?;
+        let bad_params = Status::operand_invalid(Operand::RDX);
         // TD_PARAMS is read through a shared KeyID (helpers.c `shared_hpa_check`): 1024-aligned,
         // any KeyID below the first private one.
         let Ok(params) = super::pamt::shared_hpa_check(a.rdx, 1024, self.hkid_first) else {
-            return bad_params;
+            return Err(bad_params);
         };
         let Some(p) = words(&self.mem, Pfn::new(params >> 12)) else {
-            return bad_params;
+            return Err(bad_params);
         };
         let base = (params & 4095) as usize / 8;
         let word = |i: usize| p.0.get(base + i).map_or(0, |w| w.load(Relaxed));
         td.td_epoch.store(1, Release);
         td.refcount[0].store(0, Release);
         td.refcount[1].store(0, Release);
-        let c = match check_td_params(self.line, td.num_tdcx.load(Acquire), word) {
-            Ok(c) => c,
-            Err(st) => return st,
-        };
+        let c = check_td_params(self.line, td.num_tdcx.load(Acquire), word)?;
         td.attributes.store(c.attributes, Relaxed);
         td.xfam.store(c.xfam, Relaxed);
         td.max_vcpus.store(c.max_vcpus, Relaxed);
@@ -163,53 +145,47 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
         td.sha_bytes.store(0, Relaxed);
         Self::set_op_state(td, op_state::INITIALIZED);
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(super) fn mng_vpflushdone(&self, a: &mut SeamArgs) -> u64 {
-        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Exclusive) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+    pub(super) fn mng_vpflushdone(&self, a: &mut SeamArgs) -> LeafResult {
+        let t = self.lock_tdr(a.rcx, Operand::RCX, Mode::Exclusive)?;
         let Some(_kot) = Held::try_new(&self.kot_lock, Mode::Exclusive) else {
-            return status::OPERAND_BUSY | operand::KOT as u64;
+            return Err(Status::operand_busy(Operand::KOT));
         };
         let td = t.td;
         let lc = td.lifecycle.load(Acquire);
         if lc != lifecycle::KEYS_CONFIGURED as u64 && lc != lifecycle::HKID_ASSIGNED as u64 {
-            return status::LIFECYCLE_STATE_INCORRECT;
+            return Err(Status::new(status::LIFECYCLE_STATE_INCORRECT));
         }
         if td.num_tdcx.load(Acquire) >= self.line.min_tdcs_pages()
             && Self::op_state_of(td) != op_state::UNINITIALIZED
             && td.num_assoc_vcpus.load(Acquire) != 0
         {
-            return status::FLUSHVP_NOT_DONE;
+            return Err(Status::new(status::FLUSHVP_NOT_DONE));
         }
         if let Some(slot) = self.kot_slot(td) {
             slot.store(KOT_FLUSHED | KOT_WB_PENDING, Release);
         }
         td.lifecycle.store(lifecycle::BLOCKED as u64, Release);
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(super) fn mng_key_freeid(&self, a: &mut SeamArgs) -> u64 {
-        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Exclusive) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+    pub(super) fn mng_key_freeid(&self, a: &mut SeamArgs) -> LeafResult {
+        let t = self.lock_tdr(a.rcx, Operand::RCX, Mode::Exclusive)?;
         if t.td.lifecycle.load(Acquire) != lifecycle::BLOCKED as u64 {
-            return status::LIFECYCLE_STATE_INCORRECT;
+            return Err(Status::new(status::LIFECYCLE_STATE_INCORRECT));
         }
         let Some(_kot) = Held::try_new(&self.kot_lock, Mode::Exclusive) else {
-            return status::OPERAND_BUSY | operand::KOT as u64;
+            return Err(Status::operand_busy(Operand::KOT));
         };
         if let Some(slot) = self.kot_slot(t.td) {
             if slot.load(Acquire) & KOT_WB_PENDING != 0 {
-                return status::WBCACHE_NOT_COMPLETE;
+                return Err(Status::new(status::WBCACHE_NOT_COMPLETE));
             }
             slot.store(KOT_FREE, Release);
         }
         t.td.lifecycle.store(lifecycle::TEARDOWN as u64, Release);
-        status::SUCCESS
+        Ok(())
     }
 }

@@ -39,6 +39,7 @@ pub mod fields;
 #[cfg(feature = "test-hooks")]
 mod hold;
 mod kot;
+mod leaf_status;
 mod line;
 mod locks;
 pub mod measure;
@@ -69,8 +70,10 @@ pub use state::{
 };
 
 use crate::abi::{leaf, status};
+use crate::error::Operand;
 use crate::seamcall::{SeamArgs, Seamcall};
 use core::sync::atomic::{AtomicU64, Ordering};
+use leaf_status::{to_rax, LeafResult, Status};
 use mmu::Pfn;
 use pamt::Pamt;
 
@@ -142,8 +145,8 @@ pub struct SwTdxModule<M: PhysMem, H: Sha512Compress> {
 }
 
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
-    /// A module of `line` with no TDMR yet, handing out HKIDs
-    /// `hkid_first..hkid_first + hkid_count` (at most [`MAX_HKIDS`]).
+    /// A module with no TDMR yet, handing out HKIDs `hkid_first..hkid_first + hkid_count`
+    /// (at most [`MAX_HKIDS`]).
     pub fn new(mem: M, hash: H, line: ModuleLine, hkid_first: u16, hkid_count: u16) -> Self {
         SwTdxModule {
             mem,
@@ -263,7 +266,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         })
     }
 
-    fn dispatch(&self, leaf_no: u16, version: u64, a: &mut SeamArgs) -> u64 {
+    fn dispatch(&self, leaf_no: u16, version: u64, a: &mut SeamArgs) -> LeafResult {
         match leaf_no {
             leaf::MNG_CREATE => self.mng_create(a),
             leaf::MNG_KEY_CONFIG => self.mng_key_config(a),
@@ -273,7 +276,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             leaf::MNG_WR => self.mng_wr(a),
             leaf::MNG_VPFLUSHDONE => self.mng_vpflushdone(a),
             leaf::MNG_KEY_FREEID => self.mng_key_freeid(a),
-            leaf::MNG_KEY_RECLAIMID => status::SUCCESS,
+            leaf::MNG_KEY_RECLAIMID => Ok(()),
             leaf::PHYMEM_CACHE_WB => self.phymem_cache_wb(a),
             leaf::PHYMEM_PAGE_RECLAIM => self.phymem_page_reclaim(a),
             leaf::PHYMEM_PAGE_WBINVD => self.phymem_page_wbinvd(a),
@@ -297,8 +300,33 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             leaf::MR_FINALIZE => self.mr_finalize(a),
             leaf::SYS_RD => self.sys_rd(a),
             // No SEAM mode to enter: the software module does not run TD guests.
-            _ => status::OPERAND_INVALID | crate::abi::operand::RAX as u64,
+            _ => Err(Status::operand_invalid(Operand::RAX)),
         }
+    }
+
+    /// The dispatcher: its pre-checks (reserved RAX bits; a version above 0 only for the
+    /// leaves that have versions — VP.INIT from 2.0 on —, the handlers check their own
+    /// maximum), the failure injector, then the leaf.
+    fn run(&self, rax: u64, a: &mut SeamArgs) -> LeafResult {
+        let leaf_no = rax as u16;
+        let version = (rax >> 16) & 0xff;
+        let versioned = matches!(
+            leaf_no,
+            leaf::MEM_PAGE_PROMOTE
+                | leaf::MEM_SEPT_ADD
+                | leaf::MEM_SEPT_REMOVE
+                | leaf::MNG_RD
+                | leaf::VP_RD
+        ) || (leaf_no == leaf::VP_INIT && self.line.vp_init_has_versions());
+        if rax >> 24 != 0 || (version != 0 && !versioned) {
+            return Err(Status::operand_invalid(Operand::RAX));
+        }
+        if let Some(st) = self.injected(leaf_no) {
+            a.rcx = 0;
+            a.rdx = 0;
+            return Err(Status::from_raw(st));
+        }
+        self.dispatch(leaf_no, version, a)
     }
 }
 
@@ -308,26 +336,7 @@ impl<M: PhysMem, H: Sha512Compress> Seamcall for SwTdxModule<M, H> {
         if let Some(c) = self.calls.get(leaf_no as usize) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let version = (rax >> 16) & 0xff;
-        // Dispatcher pre-checks: reserved RAX bits; a version above 0 only for the leaves that
-        // have versions (the handlers check their own maximum). VP.INIT has versions from 2.0.
-        let versioned = matches!(
-            leaf_no,
-            leaf::MEM_PAGE_PROMOTE
-                | leaf::MEM_SEPT_ADD
-                | leaf::MEM_SEPT_REMOVE
-                | leaf::MNG_RD
-                | leaf::VP_RD
-        ) || (leaf_no == leaf::VP_INIT && self.line.vp_init_has_versions());
-        let st = if rax >> 24 != 0 || (version != 0 && !versioned) {
-            status::OPERAND_INVALID | crate::abi::operand::RAX as u64
-        } else if let Some(st) = self.injected(leaf_no) {
-            a.rcx = 0;
-            a.rdx = 0;
-            st
-        } else {
-            self.dispatch(leaf_no, version, a)
-        };
+        let st = to_rax(self.run(rax, a));
         if st & status::ERROR_BIT != 0 {
             if let Some(c) = self.errors.get(leaf_no as usize) {
                 c.fetch_add(1, Ordering::Relaxed);

@@ -11,30 +11,30 @@ use super::mem::PhysMem;
 use super::sept::{details, hpa, is_leaf, state_of, St, R, TDEL, W, X};
 use super::state::TdState;
 use super::SwTdxModule;
-use crate::abi::{leaf, op_state, operand, status, SeptLevel};
+use crate::abi::{leaf, op_state, status, SeptLevel};
+use crate::error::Operand;
 use crate::seamcall::SeamArgs;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use mmu::Pfn;
 
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
-    pub(super) fn mr_extend(&self, a: &mut SeamArgs) -> u64 {
+    pub(super) fn mr_extend(&self, a: &mut SeamArgs) -> LeafResult {
         let (rcx, rdx) = (a.rcx, a.rdx);
         a.rcx = 0;
         a.rdx = 0;
-        let t = match self.lock_tdr(rdx, operand::RDX, Mode::Exclusive) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+        let t = self.lock_tdr(rdx, Operand::RDX, Mode::Exclusive)?;
         let td = t.td;
-        if let Err(st) = self.check_state(td, None, leaf::MR_EXTEND) {
-            return st;
-        }
+        self.check_state(td, None, leaf::MR_EXTEND)?;
         if rcx & 0xff != 0 || rcx >> (td.gpaw.load(Acquire) - 1) != 0 {
-            return status::OPERAND_INVALID | operand::RCX as u64;
+            return Err(Status::operand_invalid(Operand::RCX));
         }
         // Walk to whatever leaf maps the GPA.
         let Some(w) = self.walk(td, rcx, SeptLevel(0)) else {
-            return status::EPT_ENTRY_NOT_PRESENT | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::EPT_ENTRY_NOT_PRESENT,
+                Operand::RCX,
+            ));
         };
         let v = w.entry.load(Acquire) & !TDEL;
         let s = state_of(v);
@@ -42,16 +42,19 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         // PENDING_BLOCKED): reported with the entry where the walk stopped.
         if !is_leaf(s) || v & (R | W | X) == 0 {
             details(a, v, w.level);
-            return status::EPT_ENTRY_NOT_PRESENT | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::EPT_ENTRY_NOT_PRESENT,
+                Operand::RCX,
+            ));
         }
         // A present leaf that is not MAPPED (none reachable here): bare status.
         if s != St::Mapped {
-            return status::EPT_ENTRY_NOT_PRESENT;
+            return Err(Status::new(status::EPT_ENTRY_NOT_PRESENT));
         }
         let offset = rcx & ((w.level.pages() << 12) - 1);
         let page = hpa(v).add(offset >> 12);
         let Some(p) = words(&self.mem, page) else {
-            return status::EPT_ENTRY_NOT_PRESENT;
+            return Err(Status::new(status::EPT_ENTRY_NOT_PRESENT));
         };
         self.measure(td, &mr_block(b"MR.EXTEND", rcx));
         let first = ((offset & 0xfff) / 8) as usize;
@@ -63,20 +66,15 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             }
             self.measure(td, &block);
         }
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(super) fn mr_finalize(&self, a: &mut SeamArgs) -> u64 {
-        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Exclusive) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+    pub(super) fn mr_finalize(&self, a: &mut SeamArgs) -> LeafResult {
+        let t = self.lock_tdr(a.rcx, Operand::RCX, Mode::Exclusive)?;
         let td = t.td;
-        if let Err(st) = self.check_state(td, None, leaf::MR_FINALIZE) {
-            return st;
-        }
+        self.check_state(td, None, leaf::MR_FINALIZE)?;
         if td.num_vcpus.load(Acquire) == 0 {
-            return status::NO_VCPUS;
+            return Err(Status::new(status::NO_VCPUS));
         }
         let mut state = [0u64; 8];
         for (s, w) in state.iter_mut().zip(td.sha_state.iter()) {
@@ -90,7 +88,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
         td.finalized.store(1, Release);
         Self::set_op_state(td, op_state::RUNNABLE);
-        status::SUCCESS
+        Ok(())
     }
 
     /// Hashes one 128-byte block into the TD's MRTD. Caller holds the TDR exclusively.

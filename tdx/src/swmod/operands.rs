@@ -14,7 +14,9 @@ use super::mem::{words, PageWords};
 use super::pamt::{check_and_lock, PamtInfo, NDA};
 use super::state::{TdState, VcpuState};
 use super::SwTdxModule;
-use crate::abi::{leaf, lifecycle, op_state, operand, page_type, status};
+use crate::abi::{leaf, lifecycle, op_state, page_type, status};
+use crate::error::Operand;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use mmu::Pfn;
 
@@ -66,12 +68,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     }
 
     /// An explicit TDR operand (`check_lock_and_map_explicit_tdr`).
-    pub(crate) fn lock_tdr(&self, pa: u64, op: u32, mode: Mode) -> Result<TdRef<'_>, u64> {
+    pub(crate) fn lock_tdr(&self, pa: u64, op: Operand, mode: Mode) -> LeafResult<TdRef<'_>> {
         let (_, lock) = check_and_lock(&self.pamt, &self.mem, pa, op, mode, page_type::TDR, 0)?;
         let tdr = Pfn::new(pa >> 12);
-        let td = self
-            .td_state(tdr)
-            .ok_or(status::OPERAND_ADDR_RANGE_ERROR | op as u64)?;
+        let td = self.td_state(tdr).ok_or(Status::addr_range_error(op))?;
         Ok(TdRef {
             td,
             tdr,
@@ -80,8 +80,8 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     }
 
     /// The TDR found through a page's PAMT owner (`lock_and_map_implicit_tdr`).
-    pub(crate) fn lock_tdr_implicit(&self, owner: Pfn, mode: Mode) -> Result<TdRef<'_>, u64> {
-        let busy = status::OPERAND_BUSY | operand::TDR as u64;
+    pub(crate) fn lock_tdr_implicit(&self, owner: Pfn, mode: Mode) -> LeafResult<TdRef<'_>> {
+        let busy = Status::operand_busy(Operand::TDR);
         let entry = self.pamt.entry(&self.mem, owner).ok_or(busy)?;
         let lock = entry.try_lock(mode).ok_or(busy)?;
         let td = self.td_state(owner).ok_or(busy)?;
@@ -98,25 +98,24 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         td: &'t TdState,
         lock: Option<Mode>,
         leaf_no: u16,
-    ) -> Result<Option<Held<'t>>, u64> {
+    ) -> LeafResult<Option<Held<'t>>> {
         if td.fatal.load(Acquire) != 0 {
-            return Err(status::TD_FATAL);
+            return Err(Status::new(status::TD_FATAL));
         }
         if td.lifecycle.load(Acquire) != lifecycle::KEYS_CONFIGURED as u64 {
-            return Err(status::TD_KEYS_NOT_CONFIGURED);
+            return Err(Status::new(status::TD_KEYS_NOT_CONFIGURED));
         }
         if td.num_tdcx.load(Acquire) < self.line.min_tdcs_pages() {
-            return Err(status::TDCS_NOT_ALLOCATED);
+            return Err(Status::new(status::TDCS_NOT_ALLOCATED));
         }
         let held = match lock {
             Some(mode) => Some(
-                Held::try_new(&td.op_state, mode)
-                    .ok_or(status::OPERAND_BUSY | operand::OP_STATE as u64)?,
+                Held::try_new(&td.op_state, mode).ok_or(Status::operand_busy(Operand::OP_STATE))?,
             ),
             None => None,
         };
         if !op_allowed(leaf_no, td.op_state.load(Acquire) >> 16 & 0xff) {
-            return Err(status::OP_STATE_INCORRECT);
+            return Err(Status::new(status::OP_STATE_INCORRECT));
         }
         Ok(held)
     }
@@ -141,8 +140,8 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     pub(crate) fn lock_fresh_page(
         &self,
         pa: u64,
-        op: u32,
-    ) -> Result<(&super::pamt::PamtEntry, Held<'_>), u64> {
+        op: Operand,
+    ) -> LeafResult<(&super::pamt::PamtEntry, Held<'_>)> {
         check_and_lock(&self.pamt, &self.mem, pa, op, Mode::Exclusive, NDA, 0)
     }
 

@@ -13,6 +13,8 @@
 use super::locks::{Held, Mode};
 use super::mem::{words, PhysMem};
 use crate::abi::{page_type, status};
+use crate::error::Operand;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use core::sync::atomic::{AtomicU64, Ordering};
 use mmu::env::Frame;
 use mmu::Pfn;
@@ -248,25 +250,21 @@ pub(crate) fn check_and_lock<'m, M: PhysMem>(
     pamt: &Pamt,
     mem: &'m M,
     pa: u64,
-    op: u32,
+    op: Operand,
     mode: Mode,
     expected: u8,
     size: u8,
-) -> Result<(&'m PamtEntry, Held<'m>), u64> {
+) -> LeafResult<(&'m PamtEntry, Held<'m>)> {
     let align = 4096u64 << (9 * size as u32);
     if pa & (align - 1) != 0 || pa & HKID_MASK != 0 || pa >> MAX_PA_BITS != 0 {
-        return Err(status::OPERAND_INVALID | op as u64);
+        return Err(Status::operand_invalid(op));
     }
     let pfn = Pfn::new(pa >> 12);
-    let entry = pamt
-        .entry(mem, pfn)
-        .ok_or(status::OPERAND_ADDR_RANGE_ERROR | op as u64)?;
-    let held = entry
-        .try_lock(mode)
-        .ok_or(status::OPERAND_BUSY | op as u64)?;
+    let entry = pamt.entry(mem, pfn).ok_or(Status::addr_range_error(op))?;
+    let held = entry.try_lock(mode).ok_or(Status::operand_busy(op))?;
     let info = entry.info();
     if info.size != size || info.page_type != expected {
-        return Err(status::PAGE_METADATA_INCORRECT | op as u64);
+        return Err(Status::page_metadata_incorrect(op));
     }
     Ok((entry, held))
 }

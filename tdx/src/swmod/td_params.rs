@@ -8,6 +8,8 @@ use super::state::{
     TDCS_PAGES_PER_L2_VM, XFAM_FIXED0, XFAM_FIXED1,
 };
 use crate::abi::{operand, status};
+use crate::error::Operand;
+use crate::swmod::leaf_status::{LeafResult, Status};
 
 /// What MNG.INIT keeps of TD_PARAMS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +94,8 @@ mod word_index {
 ///    `TDX_TDCS_NOT_ALLOCATED`;
 /// 6. reserved_0 → `|RDX`;
 /// 7. CONFIG_FLAGS outside the line's `CONFIG_FLAGS_FIXED0`/`FIXED1`, or MAXPA_VIRT with
-///    MAXGPA_VIRT → `|EXEC_CONTROLS (66)`;
+///    MAXGPA_VIRT →
+///    `|EXEC_CONTROLS (66)`;
 /// 8. EPTP_CONTROLS: memory type WB, page-walk length 4 or 5 levels, A/D (6), SSS (7), bits
 ///    11:8, the root PA (51:12) and 63:52 all 0, and 5 levels if GPAW is 52 →
 ///    `|EPTP_CONTROLS (67)`;
@@ -108,9 +111,9 @@ pub(crate) fn check_td_params(
     line: ModuleLine,
     num_tdcx: u64,
     word: impl Fn(usize) -> u64,
-) -> Result<TdConfig, u64> {
+) -> LeafResult<TdConfig> {
     use operand::td_params as op;
-    let invalid = |op: u32| status::OPERAND_INVALID | op as u64;
+    let invalid = |id: u32| Status::operand_invalid(Operand(id));
     let attributes = word(word_index::ATTRIBUTES);
     if !attributes_valid(attributes, line.attributes_fixed0()) {
         return Err(invalid(op::ATTRIBUTES));
@@ -129,9 +132,9 @@ pub(crate) fn check_td_params(
         return Err(invalid(op::NUM_L2_VMS));
     }
     if num_tdcx < line.min_tdcs_pages() + TDCS_PAGES_PER_L2_VM * num_l2_vms {
-        return Err(status::TDCS_NOT_ALLOCATED);
+        return Err(Status::new(status::TDCS_NOT_ALLOCATED));
     }
-    let rdx = invalid(operand::RDX);
+    let rdx = Status::operand_invalid(Operand::RDX);
     let nonzero = |(first, last): (usize, usize)| (first..=last).any(|i| word(i) != 0);
     if w2 >> 32 != 0 {
         return Err(rdx);
@@ -221,14 +224,14 @@ mod tests {
         );
         assert_eq!(
             check_td_params(v2, 11, params(&[(2, 8 | 3 << 16)])),
-            Err(status::TDCS_NOT_ALLOCATED)
+            Err(Status::new(status::TDCS_NOT_ALLOCATED))
         );
         // The 1.5 line: 6 TDCX pages suffice; MAX_VCPUS may be above 1376.
         let c = check_td_params(ModuleLine::V1_5, 6, params(&[(2, 0xFFFF)]));
         assert_eq!(c.map(|c| c.max_vcpus), Ok(0xFFFF));
         assert_eq!(
             check_td_params(ModuleLine::V1_5, 5, params(&[])),
-            Err(status::TDCS_NOT_ALLOCATED)
+            Err(Status::new(status::TDCS_NOT_ALLOCATED))
         );
     }
 

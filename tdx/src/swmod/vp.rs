@@ -15,8 +15,10 @@ use super::state::{
     X2APIC_IDS_OFFSET,
 };
 use super::SwTdxModule;
-use crate::abi::{leaf, lifecycle, operand, page_type, status, vcpu_state, MAX_VCPUS_PER_TD};
+use crate::abi::{leaf, lifecycle, page_type, status, vcpu_state, MAX_VCPUS_PER_TD};
+use crate::error::Operand;
 use crate::seamcall::SeamArgs;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use mmu::Pfn;
@@ -31,13 +33,16 @@ pub(crate) struct VpRef<'a> {
 
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     /// An explicit TDVPR operand, locked, with its vCPU state.
-    fn lock_tdvpr(&self, pa: u64, op: u32, mode: Mode) -> Result<(&VcpuState, Pfn, Held<'_>), u64> {
+    fn lock_tdvpr(
+        &self,
+        pa: u64,
+        op: Operand,
+        mode: Mode,
+    ) -> LeafResult<(&VcpuState, Pfn, Held<'_>)> {
         let (entry, lock) =
             check_and_lock(&self.pamt, &self.mem, pa, op, mode, page_type::TDVPR, 0)?;
         let pfn = Pfn::new(pa >> 12);
-        let v = self
-            .vcpu_state(pfn)
-            .ok_or(status::OPERAND_ADDR_RANGE_ERROR | op as u64)?;
+        let v = self.vcpu_state(pfn).ok_or(Status::addr_range_error(op))?;
         Ok((v, entry.info().owner, lock))
     }
 
@@ -46,11 +51,11 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     pub(super) fn vp_prologue(
         &self,
         pa: u64,
-        op: u32,
+        op: Operand,
         vmode: Mode,
         tdr_mode: Mode,
         leaf_no: u16,
-    ) -> Result<VpRef<'_>, u64> {
+    ) -> LeafResult<VpRef<'_>> {
         let (v, owner, vlock) = self.lock_tdvpr(pa, op, vmode)?;
         let t = self.lock_tdr_implicit(owner, tdr_mode)?;
         let op_lock = self.check_state(t.td, Some(Mode::Shared), leaf_no)?;
@@ -62,62 +67,50 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         })
     }
 
-    pub(super) fn vp_create(&self, a: &mut SeamArgs) -> u64 {
-        let t = match self.lock_tdr(a.rdx, operand::RDX, Mode::Shared) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
-        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf::VP_CREATE) {
-            Ok(h) => h,
-            Err(st) => return st,
-        };
-        let (_, _lock) = match self.lock_fresh_page(a.rcx, operand::RCX) {
-            Ok(v) => v,
-            Err(st) => return st,
-        };
+    pub(super) fn vp_create(&self, a: &mut SeamArgs) -> LeafResult {
+        let t = self.lock_tdr(a.rdx, Operand::RDX, Mode::Shared)?;
+        let _op = self.check_state(t.td, Some(Mode::Shared), leaf::VP_CREATE)?;
+        let (_, _lock) = self.lock_fresh_page(a.rcx, Operand::RCX)?;
         let pfn = Pfn::new(a.rcx >> 12);
         let (Some(page), Some(v)) = (words(&self.mem, pfn), self.vcpu_state(pfn)) else {
-            return status::OPERAND_ADDR_RANGE_ERROR | operand::RCX as u64;
+            return Err(Status::addr_range_error(Operand::RCX));
         };
         fill(page, 0);
         v.num_tdvps_pages.store(1, Release);
         t.td.chldcnt.fetch_add(1, AcqRel);
         self.give_page(pfn, page_type::TDVPR, t.tdr);
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(super) fn vp_addcx(&self, a: &mut SeamArgs) -> u64 {
-        let vp = match self.vp_prologue(
+    pub(super) fn vp_addcx(&self, a: &mut SeamArgs) -> LeafResult {
+        let vp = self.vp_prologue(
             a.rdx,
-            operand::RDX,
+            Operand::RDX,
             Mode::Exclusive,
             Mode::Shared,
             leaf::VP_ADDCX,
-        ) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
+        )?;
         let (v, t) = (vp.v, &vp.t);
         let state = v.state.load(Acquire);
         if state != vcpu_state::UNINITIALIZED as u64 {
-            return status::VCPU_STATE_INCORRECT | self.line.vcpu_state_operand(state);
+            return Err(Status::with_detail(
+                status::VCPU_STATE_INCORRECT,
+                self.line.vcpu_state_operand(state),
+            ));
         }
         // `MAX_TDVPS_PAGES` (15) pages at most: the TDVPR and 14 TDCX pages.
         let n = v.num_tdvps_pages.load(Acquire);
         if n >= MAX_TDVPS_PAGES {
-            return status::TDCX_NUM_INCORRECT;
+            return Err(Status::new(status::TDCX_NUM_INCORRECT));
         }
         // TDVPS page `n` goes to `tdcx[n - 1]` (n >= 1: VP.CREATE counted the TDVPR).
         let Some(slot) = n.checked_sub(1).and_then(|i| v.tdcx.get(i as usize)) else {
-            return status::TDCX_NUM_INCORRECT;
+            return Err(Status::new(status::TDCX_NUM_INCORRECT));
         };
-        let (_, _lock) = match self.lock_fresh_page(a.rcx, operand::RCX) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
+        let (_, _lock) = self.lock_fresh_page(a.rcx, Operand::RCX)?;
         let pfn = Pfn::new(a.rcx >> 12);
         let Some(page) = words(&self.mem, pfn) else {
-            return status::OPERAND_ADDR_RANGE_ERROR | operand::RCX as u64;
+            return Err(Status::addr_range_error(Operand::RCX));
         };
         // The L2 MSR-bitmap pages start as all 1s (`is_l2_msr_bitmap_page_index`).
         fill(
@@ -132,12 +125,12 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         v.num_tdvps_pages.store(n + 1, Release);
         t.td.chldcnt.fetch_add(1, AcqRel);
         self.give_page(pfn, page_type::TDCX, t.tdr);
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(super) fn vp_init(&self, a: &mut SeamArgs, version: u64) -> u64 {
+    pub(super) fn vp_init(&self, a: &mut SeamArgs, version: u64) -> LeafResult {
         if version > 1 {
-            return status::OPERAND_INVALID | operand::RAX as u64;
+            return Err(Status::operand_invalid(Operand::RAX));
         }
         // Version 1 takes the TDR exclusively: it checks x2APIC ids across vCPUs.
         let tdr_mode = if version == 1 {
@@ -145,29 +138,29 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         } else {
             Mode::Shared
         };
-        let vp = match self.vp_prologue(
+        let vp = self.vp_prologue(
             a.rcx,
-            operand::RCX,
+            Operand::RCX,
             Mode::Exclusive,
             tdr_mode,
             leaf::VP_INIT,
-        ) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
+        )?;
         let (v, t) = (vp.v, &vp.t);
         if !tdvps_mappable(t.td, v) {
-            return status::TDCX_NUM_INCORRECT;
+            return Err(Status::new(status::TDCX_NUM_INCORRECT));
         }
         let state = v.state.load(Acquire);
         if state != vcpu_state::UNINITIALIZED as u64 {
-            return status::VCPU_STATE_INCORRECT | self.line.vcpu_state_operand(state);
+            return Err(Status::with_detail(
+                status::VCPU_STATE_INCORRECT,
+                self.line.vcpu_state_operand(state),
+            ));
         }
         let max = t.td.max_vcpus.load(Acquire);
         let index = t.td.num_vcpus.fetch_add(1, AcqRel);
         if index >= max {
             t.td.num_vcpus.fetch_sub(1, AcqRel);
-            return status::MAX_VCPUS_EXCEEDED;
+            return Err(Status::new(status::MAX_VCPUS_EXCEEDED));
         }
         // Version 1: R8 is the vCPU's x2APIC id, 32-bit, different from every id in
         // `x2apic_ids[0..index]` (slots version 0 left untouched included), recorded in
@@ -175,11 +168,14 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if version == 1 {
             let Ok(x2apic) = u32::try_from(a.r8) else {
                 t.td.num_vcpus.fetch_sub(1, AcqRel);
-                return status::OPERAND_INVALID | operand::R8 as u64;
+                return Err(Status::operand_invalid(Operand::R8));
             };
             if (0..index).any(|i| self.x2apic_id(t.td, i) == Some(x2apic)) {
                 t.td.num_vcpus.fetch_sub(1, AcqRel);
-                return status::X2APIC_ID_NOT_UNIQUE | x2apic as u64;
+                return Err(Status::with_detail(
+                    status::X2APIC_ID_NOT_UNIQUE,
+                    u64::from(x2apic),
+                ));
             }
             self.set_x2apic_id(t.td, index, x2apic);
         }
@@ -188,7 +184,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         v.state.store(vcpu_state::READY as u64, Release);
         v.associated.store(1, Release);
         t.td.num_assoc_vcpus.fetch_add(1, AcqRel);
-        status::SUCCESS
+        Ok(())
     }
 
     /// Slot `index` of the TDCS x2APIC id table (`tdcs.x2apic_ids[MAX_VCPUS_PER_TD]`, 32-bit ids
@@ -222,28 +218,22 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
     }
 
-    pub(super) fn vp_flush(&self, a: &mut SeamArgs) -> u64 {
-        let (v, owner, _vlock) = match self.lock_tdvpr(a.rcx, operand::RCX, Mode::Exclusive) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
-        let t = match self.lock_tdr_implicit(owner, Mode::Shared) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+    pub(super) fn vp_flush(&self, a: &mut SeamArgs) -> LeafResult {
+        let (v, owner, _vlock) = self.lock_tdvpr(a.rcx, Operand::RCX, Mode::Exclusive)?;
+        let t = self.lock_tdr_implicit(owner, Mode::Shared)?;
         if t.td.lifecycle.load(Acquire) != lifecycle::KEYS_CONFIGURED as u64 {
-            return status::TD_KEYS_NOT_CONFIGURED;
+            return Err(Status::new(status::TD_KEYS_NOT_CONFIGURED));
         }
         // Mapping the TDVPS fails while its pages are incomplete.
         if !tdvps_mappable(t.td, v) {
-            return status::TDCX_NUM_INCORRECT;
+            return Err(Status::new(status::TDCX_NUM_INCORRECT));
         }
         if v.associated.load(Acquire) == 0 {
-            return status::VCPU_NOT_ASSOCIATED;
+            return Err(Status::new(status::VCPU_NOT_ASSOCIATED));
         }
         v.associated.store(0, Release);
         t.td.num_assoc_vcpus.fetch_sub(1, AcqRel);
-        status::SUCCESS
+        Ok(())
     }
 
     /// Emulates a vCPU entering the TD (the bookkeeping TDH.VP.ENTER does for TLB tracking:

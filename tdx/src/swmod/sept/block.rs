@@ -4,8 +4,10 @@
 //! block is tracked (`tdh_mem_range_block.c`, `tdh_mem_track.c`, `tdh_mem_range_unblock.c`).
 
 use super::{any_blocked, details, state_of, St, RWX, SVE, TDB, TDBW};
-use crate::abi::{leaf, operand, status};
+use crate::abi::{leaf, status};
+use crate::error::Operand;
 use crate::seamcall::SeamArgs;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use crate::swmod::locks::{Held, Mode};
 use crate::swmod::measure::Sha512Compress;
 use crate::swmod::mem::PhysMem;
@@ -13,20 +15,20 @@ use crate::swmod::SwTdxModule;
 use core::sync::atomic::Ordering::{Acquire, Release};
 
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
-    pub(in crate::swmod) fn mem_range_block(&self, a: &mut SeamArgs) -> u64 {
+    pub(in crate::swmod) fn mem_range_block(&self, a: &mut SeamArgs) -> LeafResult {
         let (rcx, rdx) = (a.rcx, a.rdx);
         a.rcx = 0;
         a.rdx = 0;
         let (t, _op, _tree, gl, e) =
-            match self.mem_prologue(a, leaf::MEM_RANGE_BLOCK, rcx, rdx, 0, None, Mode::Exclusive) {
-                Ok(v) => v,
-                Err(st) => return st,
-            };
+            self.mem_prologue(a, leaf::MEM_RANGE_BLOCK, rcx, rdx, 0, None, Mode::Exclusive)?;
         let v = e.get();
         let s = state_of(v);
         if any_blocked(s) {
             details(a, v, gl.level);
-            return status::GPA_RANGE_ALREADY_BLOCKED | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::GPA_RANGE_ALREADY_BLOCKED,
+                Operand::RCX,
+            ));
         }
         // `sept_update_state` also sets SVE.
         let new = match s {
@@ -35,21 +37,24 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             St::Pending | St::PendingBlockedW => (v & !TDBW) | TDB | SVE,
             _ => {
                 details(a, v, gl.level);
-                return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+                return Err(Status::with_operand(
+                    status::EPT_ENTRY_STATE_INCORRECT,
+                    Operand::RCX,
+                ));
             }
         };
         e.set(new);
         if let Some(pe) = self.mapped_page_entry(v) {
             pe.set_bepoch(t.td.td_epoch.load(Acquire));
         }
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(in crate::swmod) fn mem_range_unblock(&self, a: &mut SeamArgs) -> u64 {
+    pub(in crate::swmod) fn mem_range_unblock(&self, a: &mut SeamArgs) -> LeafResult {
         let (rcx, rdx) = (a.rcx, a.rdx);
         a.rcx = 0;
         a.rdx = 0;
-        let (t, _op, _tree, gl, e) = match self.mem_prologue(
+        let (t, _op, _tree, gl, e) = self.mem_prologue(
             a,
             leaf::MEM_RANGE_UNBLOCK,
             rcx,
@@ -57,10 +62,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             0,
             None,
             Mode::Exclusive,
-        ) {
-            Ok(v) => v,
-            Err(st) => return st,
-        };
+        )?;
         let v = e.get();
         // `sept_unblock`: `sept_update_state` (which sets SVE), then the line's
         // SEPT_PERMISSIONS_RWX.
@@ -71,7 +73,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             St::PendingBlocked => (v & !TDB) | SVE,
             _ => {
                 details(a, v, gl.level);
-                return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+                return Err(Status::with_operand(
+                    status::EPT_ENTRY_STATE_INCORRECT,
+                    Operand::RCX,
+                ));
             }
         };
         if Self::needs_tracking(t.td) {
@@ -80,30 +85,27 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
                 .is_some_and(|pe| Self::is_tracked(t.td, pe.bepoch()));
             if !tracked {
                 // 1.5 names the S-EPT tree here, 2.0 RCX (`docs/tdx-module-rules.md` §12).
-                return status::TLB_TRACKING_NOT_DONE | self.line.unblock_tracking_operand() as u64;
+                return Err(Status::with_operand(
+                    status::TLB_TRACKING_NOT_DONE,
+                    self.line.unblock_tracking_operand(),
+                ));
             }
         }
         e.set(new);
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(in crate::swmod) fn mem_track(&self, a: &mut SeamArgs) -> u64 {
-        let t = match self.lock_tdr(a.rcx, operand::RCX, Mode::Shared) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
-        let _op = match self.check_state(t.td, Some(Mode::Shared), leaf::MEM_TRACK) {
-            Ok(h) => h,
-            Err(st) => return st,
-        };
+    pub(in crate::swmod) fn mem_track(&self, a: &mut SeamArgs) -> LeafResult {
+        let t = self.lock_tdr(a.rcx, Operand::RCX, Mode::Shared)?;
+        let _op = self.check_state(t.td, Some(Mode::Shared), leaf::MEM_TRACK)?;
         let Some(_epoch) = Held::try_new(&t.td.epoch_lock, Mode::Exclusive) else {
-            return status::OPERAND_BUSY | operand::TD_EPOCH as u64;
+            return Err(Status::operand_busy(Operand::TD_EPOCH));
         };
         let epoch = t.td.td_epoch.load(Acquire);
         if t.td.refcount[((epoch + 1) & 1) as usize].load(Acquire) != 0 {
-            return status::PREVIOUS_TLB_EPOCH_BUSY;
+            return Err(Status::new(status::PREVIOUS_TLB_EPOCH_BUSY));
         }
         t.td.td_epoch.store(epoch + 1, Release);
-        status::SUCCESS
+        Ok(())
     }
 }

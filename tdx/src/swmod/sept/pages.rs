@@ -6,8 +6,10 @@
 use super::{
     details, hpa, is_leaf, state_of, St, IPAT, MT_WB, PS, SEPTE_INIT_VALUE, SVE, TDEL, TDP,
 };
-use crate::abi::{leaf, operand, page_type, status, SeptLevel};
+use crate::abi::{leaf, page_type, status, SeptLevel};
+use crate::error::Operand;
 use crate::seamcall::SeamArgs;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use crate::swmod::locks::{Held, Mode};
 use crate::swmod::measure::mr_block;
 use crate::swmod::measure::Sha512Compress;
@@ -19,25 +21,22 @@ use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use mmu::Pfn;
 
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
-    pub(in crate::swmod) fn mem_page_aug(&self, a: &mut SeamArgs) -> u64 {
+    pub(in crate::swmod) fn mem_page_aug(&self, a: &mut SeamArgs) -> LeafResult {
         let (rcx, rdx, r8) = (a.rcx, a.rdx, a.r8);
         a.rcx = 0;
         a.rdx = 0;
         let (t, _op, _tree, gl, e) =
-            match self.mem_prologue(a, leaf::MEM_PAGE_AUG, rcx, rdx, 0, Some(1), Mode::Shared) {
-                Ok(v) => v,
-                Err(st) => return st,
-            };
+            self.mem_prologue(a, leaf::MEM_PAGE_AUG, rcx, rdx, 0, Some(1), Mode::Shared)?;
         let v = e.get();
         if !matches!(state_of(v), St::Free | St::Removed) {
             details(a, v, gl.level);
-            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::EPT_ENTRY_STATE_INCORRECT,
+                Operand::RCX,
+            ));
         }
         let pages = gl.level.pages();
-        let (head, _plock) = match self.lock_free_range(r8, gl.level) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
+        let (head, _plock) = self.lock_free_range(r8, gl.level)?;
         let pfn = Pfn::new(r8 >> 12);
         self.set_range(
             pfn,
@@ -51,68 +50,58 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         head.set_bepoch(0);
         t.td.chldcnt.fetch_add(pages, AcqRel);
         e.set(IPAT | PS | TDP | MT_WB | SVE | pfn.hpa().raw());
-        status::SUCCESS
+        Ok(())
     }
 
     /// `check_and_lock_free_range_hpa`: an NDA page (4K) or 512 NDA pages (2M), head locked.
-    fn lock_free_range(&self, pa: u64, level: SeptLevel) -> Result<(&PamtEntry, Held<'_>), u64> {
+    fn lock_free_range(&self, pa: u64, level: SeptLevel) -> LeafResult<(&PamtEntry, Held<'_>)> {
         if pa & ((level.pages() << 12) - 1) != 0 {
-            return Err(status::OPERAND_INVALID | operand::R8 as u64);
+            return Err(Status::operand_invalid(Operand::R8));
         }
-        let (head, lock) = self.lock_fresh_page(pa, operand::R8)?;
+        let (head, lock) = self.lock_fresh_page(pa, Operand::R8)?;
         let pfn = Pfn::new(pa >> 12);
         for i in 1..level.pages() {
             match self.pamt.entry(&self.mem, pfn.add(i)) {
                 Some(e) if e.info().page_type == NDA && e.info().size == 0 => {}
-                _ => return Err(status::PAGE_METADATA_INCORRECT | operand::R8 as u64),
+                _ => return Err(Status::page_metadata_incorrect(Operand::R8)),
             }
         }
         Ok((head, lock))
     }
 
-    pub(in crate::swmod) fn mem_page_add(&self, a: &mut SeamArgs) -> u64 {
+    pub(in crate::swmod) fn mem_page_add(&self, a: &mut SeamArgs) -> LeafResult {
         let (rcx, rdx, r8, r9) = (a.rcx, a.rdx, a.r8, a.r9);
         a.rcx = 0;
         a.rdx = 0;
-        let t = match self.lock_tdr(rdx, operand::RDX, Mode::Exclusive) {
-            Ok(t) => t,
-            Err(st) => return st,
-        };
+        let t = self.lock_tdr(rdx, Operand::RDX, Mode::Exclusive)?;
         let td = t.td;
-        if let Err(st) = self.check_state(td, None, leaf::MEM_PAGE_ADD) {
-            return st;
-        }
-        let gl = match self.gpa_level(td, rcx, 0, 0) {
-            Ok(g) => g,
-            Err(st) => return st,
-        };
+        self.check_state(td, None, leaf::MEM_PAGE_ADD)?;
+        let gl = self.gpa_level(td, rcx, 0, 0)?;
         let Some(w) = self.walk(td, gl.gpa, gl.level) else {
-            return status::EPT_WALK_FAILED | operand::RCX as u64;
+            return Err(Status::with_operand(status::EPT_WALK_FAILED, Operand::RCX));
         };
         let v = w.entry.load(Acquire) & !TDEL;
         if w.level != gl.level {
             details(a, v, w.level);
-            return status::EPT_WALK_FAILED | operand::RCX as u64;
+            return Err(Status::with_operand(status::EPT_WALK_FAILED, Operand::RCX));
         }
         if state_of(v) != St::Free {
             details(a, v, gl.level);
-            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::EPT_ENTRY_STATE_INCORRECT,
+                Operand::RCX,
+            ));
         }
         // The source is read through a shared key: any HKID below the first private one.
-        let src_pa = match shared_hpa_check(r9, 4096, self.hkid_first) {
-            Ok(pa) => pa,
-            Err(st) => return st | operand::R9 as u64,
-        };
-        let (pe, _plock) = match self.lock_fresh_page(r8, operand::R8) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
+        let src_pa = shared_hpa_check(r9, 4096, self.hkid_first)
+            .map_err(|st| Status::new(st).on(Operand::R9))?;
+        let (pe, _plock) = self.lock_fresh_page(r8, Operand::R8)?;
         let target = Pfn::new(r8 >> 12);
         let (Some(src), Some(dst)) = (
             words(&self.mem, Pfn::new(src_pa >> 12)),
             words(&self.mem, target),
         ) else {
-            return status::OPERAND_INVALID | operand::R9 as u64;
+            return Err(Status::operand_invalid(Operand::R9));
         };
         for (d, s) in dst.0.iter().zip(src.0.iter()) {
             d.store(s.load(Relaxed), Relaxed);
@@ -129,29 +118,26 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             owner: t.tdr,
         });
         pe.set_bepoch(0);
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(in crate::swmod) fn mem_page_remove(&self, a: &mut SeamArgs) -> u64 {
+    pub(in crate::swmod) fn mem_page_remove(&self, a: &mut SeamArgs) -> LeafResult {
         let (rcx, rdx) = (a.rcx, a.rdx);
         a.rcx = 0;
         a.rdx = 0;
         let (t, _op, _tree, gl, e) =
-            match self.mem_prologue(a, leaf::MEM_PAGE_REMOVE, rcx, rdx, 0, Some(2), Mode::Shared) {
-                Ok(v) => v,
-                Err(st) => return st,
-            };
+            self.mem_prologue(a, leaf::MEM_PAGE_REMOVE, rcx, rdx, 0, Some(2), Mode::Shared)?;
         let v = e.get();
         let s = state_of(v);
         if !is_leaf(s) {
             details(a, v, gl.level);
-            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::EPT_ENTRY_STATE_INCORRECT,
+                Operand::RCX,
+            ));
         }
         let page = hpa(v);
-        let (_pe, _plock) = match self.lock_removable(t.td, a, v, gl.level) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
+        let (_pe, _plock) = self.lock_removable(t.td, a, v, gl.level)?;
         let pages = gl.level.pages();
         e.set(SEPTE_INIT_VALUE);
         t.td.chldcnt.fetch_sub(pages, AcqRel);
@@ -159,6 +145,6 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         self.free_range(page, pages);
         a.rcx = page.hpa().raw();
         a.rdx = 0;
-        status::SUCCESS
+        Ok(())
     }
 }

@@ -4,8 +4,10 @@
 //! and the TLB-tracking rules a runnable TD's blocked entries are removed or unblocked under.
 
 use super::{any_blocked, details, hpa, state_of, EntryLock, TDEL};
-use crate::abi::{op_state, operand, status, SeptLevel};
+use crate::abi::{op_state, status, SeptLevel};
+use crate::error::Operand;
 use crate::seamcall::SeamArgs;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use crate::swmod::locks::{Held, Mode};
 use crate::swmod::measure::Sha512Compress;
 use crate::swmod::mem::PhysMem;
@@ -39,8 +41,8 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         rcx: u64,
         min: u8,
         max: u8,
-    ) -> Result<GpaLevel, u64> {
-        let bad = status::OPERAND_INVALID | operand::RCX as u64;
+    ) -> LeafResult<GpaLevel> {
+        let bad = Status::operand_invalid(Operand::RCX);
         let level = (rcx & 7) as u8;
         if rcx & 0xff8 != 0 || rcx >> 52 != 0 || level < min || level > max {
             return Err(bad);
@@ -71,7 +73,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         min: u8,
         max: Option<u8>,
         tree: Mode,
-    ) -> Result<MemPrologue<'a>, u64> {
+    ) -> LeafResult<MemPrologue<'a>> {
         self.mem_prologue_with(a, leaf_no, rcx, tdr_pa, min, max, tree, |_| Ok(()))
     }
 
@@ -85,27 +87,27 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         min: u8,
         max: Option<u8>,
         tree: Mode,
-        after_state: impl FnOnce(&TdState) -> Result<(), u64>,
-    ) -> Result<MemPrologue<'a>, u64> {
-        let t = self.lock_tdr(tdr_pa, operand::RDX, Mode::Shared)?;
+        after_state: impl FnOnce(&TdState) -> LeafResult,
+    ) -> LeafResult<MemPrologue<'a>> {
+        let t = self.lock_tdr(tdr_pa, Operand::RDX, Mode::Shared)?;
         // SAFETY-free lifetime juggling: the TD state lives in the TDR page, mapped for 'a.
         let td: &'a TdState = t.td;
         let op = self.check_state(td, Some(Mode::Shared), leaf_no)?;
         after_state(td)?;
         let max = max.unwrap_or(Self::root_level(td));
         let gl = self.gpa_level(td, rcx, min, max)?;
-        let tree_lock = Held::try_new(&td.sept_lock, tree)
-            .ok_or(status::OPERAND_BUSY | operand::SEPT_TREE as u64)?;
+        let tree_lock =
+            Held::try_new(&td.sept_lock, tree).ok_or(Status::operand_busy(Operand::SEPT_TREE))?;
         let w = self
             .walk(td, gl.gpa, gl.level)
-            .ok_or(status::EPT_WALK_FAILED | operand::RCX as u64)?;
+            .ok_or(Status::with_operand(status::EPT_WALK_FAILED, Operand::RCX))?;
         if w.level != gl.level {
             details(a, w.entry.load(Acquire) & !TDEL, w.level);
-            return Err(status::EPT_WALK_FAILED | operand::RCX as u64);
+            return Err(Status::with_operand(status::EPT_WALK_FAILED, Operand::RCX));
         }
         let Some(lock) = EntryLock::try_new(w.entry) else {
             details(a, w.entry.load(Acquire) & !TDEL, w.level);
-            return Err(status::OPERAND_BUSY | operand::RCX as u64);
+            return Err(Status::operand_busy(Operand::RCX));
         };
         Ok((t, op, tree_lock, gl, lock))
     }
@@ -135,17 +137,23 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         a: &mut SeamArgs,
         v: u64,
         level: SeptLevel,
-    ) -> Result<(&'m PamtEntry, Held<'m>), u64> {
-        let busy = status::OPERAND_BUSY | operand::RCX as u64;
+    ) -> LeafResult<(&'m PamtEntry, Held<'m>)> {
+        let busy = Status::operand_busy(Operand::RCX);
         let pe = self.pamt.entry(&self.mem, hpa(v)).ok_or(busy)?;
         let lock = pe.try_lock(Mode::Exclusive).ok_or(busy)?;
         if Self::needs_tracking(td) {
             if !any_blocked(state_of(v)) {
                 details(a, v, level);
-                return Err(status::GPA_RANGE_NOT_BLOCKED | operand::RCX as u64);
+                return Err(Status::with_operand(
+                    status::GPA_RANGE_NOT_BLOCKED,
+                    Operand::RCX,
+                ));
             }
             if !Self::is_tracked(td, pe.bepoch()) {
-                return Err(status::TLB_TRACKING_NOT_DONE | operand::RCX as u64);
+                return Err(Status::with_operand(
+                    status::TLB_TRACKING_NOT_DONE,
+                    Operand::RCX,
+                ));
             }
         }
         Ok((pe, lock))

@@ -4,8 +4,10 @@
 //! `tdh_mem_sept_rd.c`).
 
 use super::{details, hpa, state_of, St, BIT63, NULL_PA, SEPTE_INIT_VALUE, SVE, TDEL};
-use crate::abi::{leaf, operand, page_type, status};
+use crate::abi::{leaf, page_type, status};
+use crate::error::Operand;
 use crate::seamcall::SeamArgs;
+use crate::swmod::leaf_status::{LeafResult, Status};
 use crate::swmod::locks::Mode;
 use crate::swmod::measure::Sha512Compress;
 use crate::swmod::mem::words;
@@ -22,13 +24,13 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     /// and returns the four page operands in R8-R11 on every path past the version check:
     /// NULL_PA for a page that was added, the input with bit 63 set for one that already existed
     /// (allow_existing), otherwise the input (bit 63 of a non-NULL_PA input is ignored).
-    pub(in crate::swmod) fn mem_sept_add(&self, a: &mut SeamArgs, version: u64) -> u64 {
+    pub(in crate::swmod) fn mem_sept_add(&self, a: &mut SeamArgs, version: u64) -> LeafResult {
         let (rcx, rdx) = (a.rcx, a.rdx);
         // RCX/RDX are cleared before the version check; R8-R11 are not touched on that path.
         a.rcx = 0;
         a.rdx = 0;
         if version > 1 {
-            return status::OPERAND_INVALID | operand::RAX as u64;
+            return Err(Status::operand_invalid(Operand::RAX));
         }
         let f = |pa: u64| if pa == NULL_PA { pa } else { pa & !BIT63 };
         let mut flagged = if version > 0 {
@@ -52,21 +54,21 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         rcx: u64,
         rdx: u64,
         flagged: &mut [u64; 4],
-    ) -> u64 {
+    ) -> LeafResult {
         if rdx & 0xffe != 0 || rdx >> 52 != 0 {
-            return status::OPERAND_INVALID | operand::RDX as u64;
+            return Err(Status::operand_invalid(Operand::RDX));
         }
         let allow_existing = rdx & 1 != 0;
         let (t, _op, _tree, gl, e) =
-            match self.mem_prologue(a, leaf::MEM_SEPT_ADD, rcx, rdx & !1, 1, None, Mode::Shared) {
-                Ok(v) => v,
-                Err(st) => return st,
-            };
+            self.mem_prologue(a, leaf::MEM_SEPT_ADD, rcx, rdx & !1, 1, None, Mode::Shared)?;
         let v = e.get();
         let st = state_of(v);
         if !matches!(st, St::Free | St::NlMapped) {
             details(a, v, gl.level);
-            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::EPT_ENTRY_STATE_INCORRECT,
+                Operand::RCX,
+            ));
         }
         // process_l1_page.
         let [r8, vm1, vm2, vm3] = *flagged;
@@ -74,30 +76,33 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if r8 == NULL_PA {
             // No new L1 page: only at version 1, and the L1 table must already exist.
             if version == 0 {
-                return status::OPERAND_INVALID | operand::R8 as u64;
+                return Err(Status::operand_invalid(Operand::R8));
             }
             if st != St::NlMapped {
                 details(a, v, gl.level);
-                return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+                return Err(Status::with_operand(
+                    status::EPT_ENTRY_STATE_INCORRECT,
+                    Operand::RCX,
+                ));
             }
         } else if st == St::Free {
-            match self.lock_fresh_page(r8, operand::R8) {
-                Ok(x) => new_page = Some(x),
-                Err(st) => return st,
-            }
+            new_page = Some(self.lock_fresh_page(r8, Operand::R8)?);
         } else if allow_existing {
             // Bit 63 marks a page that was not used.
             flagged[0] |= BIT63;
         } else {
             details(a, v, gl.level);
-            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::EPT_ENTRY_STATE_INCORRECT,
+                Operand::RCX,
+            ));
         }
         // process_l2_pages: a non-NULL_PA L2 page names a VM; this module has no L2 VMs
         // (NUM_L2_VMS = 0), so any is `OPERAND_INVALID | (R8 + vm_id)`.
         if version > 0 {
-            for (pa, op) in [(vm1, operand::R9), (vm2, 10), (vm3, 11)] {
+            for (pa, op) in [(vm1, Operand::R9), (vm2, Operand::R10), (vm3, Operand::R11)] {
                 if pa != NULL_PA {
-                    return status::OPERAND_INVALID | op as u64;
+                    return Err(Status::operand_invalid(op));
                 }
             }
         }
@@ -105,7 +110,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if let Some((pe, _plock)) = new_page {
             let child = Pfn::new(r8 >> 12);
             let Some(page) = words(&self.mem, child) else {
-                return status::OPERAND_ADDR_RANGE_ERROR | operand::R8 as u64;
+                return Err(Status::addr_range_error(Operand::R8));
             };
             fill(page, SEPTE_INIT_VALUE);
             pe.set(PamtInfo {
@@ -118,13 +123,13 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             e.set(self.line.sept_permissions() | SVE | child.hpa().raw());
             flagged[0] = NULL_PA;
         }
-        status::SUCCESS
+        Ok(())
     }
 
     /// TDH.MEM.SEPT.REMOVE (`tdh_mem_sept_remove.c`). From version 1 on, R9-R11 (the removed L2
     /// S-EPT pages) are NULL_PA on every path, the version error included: this module has no L2
     /// VMs, so nothing ever replaces them.
-    pub(in crate::swmod) fn mem_sept_remove(&self, a: &mut SeamArgs, version: u64) -> u64 {
+    pub(in crate::swmod) fn mem_sept_remove(&self, a: &mut SeamArgs, version: u64) -> LeafResult {
         let (rcx, rdx) = (a.rcx, a.rdx);
         a.rcx = 0;
         a.rdx = 0;
@@ -134,26 +139,23 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             a.r11 = NULL_PA;
         }
         if version > 1 {
-            return status::OPERAND_INVALID | operand::RAX as u64;
+            return Err(Status::operand_invalid(Operand::RAX));
         }
         let (t, _op, _tree, gl, e) =
-            match self.mem_prologue(a, leaf::MEM_SEPT_REMOVE, rcx, rdx, 1, None, Mode::Exclusive) {
-                Ok(v) => v,
-                Err(st) => return st,
-            };
+            self.mem_prologue(a, leaf::MEM_SEPT_REMOVE, rcx, rdx, 1, None, Mode::Exclusive)?;
         let v = e.get();
         let s = state_of(v);
         if !matches!(s, St::NlMapped | St::NlBlocked) {
             details(a, v, gl.level);
-            return status::EPT_ENTRY_STATE_INCORRECT | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::EPT_ENTRY_STATE_INCORRECT,
+                Operand::RCX,
+            ));
         }
         let child = hpa(v);
-        let (pe, _plock) = match self.lock_removable(t.td, a, v, gl.level) {
-            Ok(x) => x,
-            Err(st) => return st,
-        };
+        let (pe, _plock) = self.lock_removable(t.td, a, v, gl.level)?;
         let Some(cp) = words(&self.mem, child) else {
-            return status::OPERAND_BUSY | operand::RCX as u64;
+            return Err(Status::operand_busy(Operand::RCX));
         };
         if cp
             .0
@@ -161,17 +163,20 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             .any(|c| state_of(c.load(Acquire) & !TDEL) != St::Free)
         {
             details(a, v, gl.level);
-            return status::EPT_PAGE_NOT_FREE | operand::RCX as u64;
+            return Err(Status::with_operand(
+                status::EPT_PAGE_NOT_FREE,
+                Operand::RCX,
+            ));
         }
         e.set(SEPTE_INIT_VALUE);
         t.td.chldcnt.fetch_sub(1, AcqRel);
         // `->pt = PT_NDA` only ("OWNER = 0" says Intel's comment; the code keeps it).
         pe.free();
         a.rcx = child.hpa().raw();
-        status::SUCCESS
+        Ok(())
     }
 
-    pub(in crate::swmod) fn mem_sept_rd(&self, a: &mut SeamArgs) -> u64 {
+    pub(in crate::swmod) fn mem_sept_rd(&self, a: &mut SeamArgs) -> LeafResult {
         let (rcx, rdx) = (a.rcx, a.rdx);
         a.rcx = 0;
         a.rdx = 0;
@@ -179,12 +184,12 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         // after the state, before the level and the walk.
         let l2_check = |td: &TdState| {
             if rdx & 1 != 0 && td.attributes.load(Relaxed) & 1 == 0 {
-                Err(status::OPERAND_INVALID | operand::RDX as u64)
+                Err(Status::operand_invalid(Operand::RDX))
             } else {
                 Ok(())
             }
         };
-        let (_t, _op, _tree, gl, e) = match self.mem_prologue_with(
+        let (_t, _op, _tree, gl, e) = self.mem_prologue_with(
             a,
             leaf::MEM_SEPT_RD,
             rcx,
@@ -193,15 +198,12 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             None,
             Mode::Shared,
             l2_check,
-        ) {
-            Ok(v) => v,
-            Err(st) => return st,
-        };
+        )?;
         if rdx & 1 != 0 {
             // The L2 attributes (`gpa_attr_t`, one byte-pair per L2 VM): all 0 with no L2 VMs.
             a.r8 = 0;
         }
         details(a, e.get(), gl.level);
-        status::SUCCESS
+        Ok(())
     }
 }
