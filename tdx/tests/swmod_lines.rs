@@ -355,59 +355,75 @@ fn vp_init_version_1_follows_the_line() {
     }
 }
 
+/// One MNG.INIT whose answer differs between the lines.
+struct InitCase {
+    what: &'static str,
+    /// TD_PARAMS words to change.
+    edits: &'static [(usize, u64)],
+    /// ORed into RCX (the TDR address).
+    rcx_bits: u64,
+    v1_5: u64,
+    v2_0: u64,
+}
+
 #[test]
 fn mng_init_td_params_rules_follow_the_line() {
     const ICSSD: u64 = 1 << 16;
     const MAXPA_VIRT: u64 = 1 << 3;
     let invalid = |op: u32| with(status::OPERAND_INVALID, op);
-    // (what, TD_PARAMS word edits, RCX bit 0, 1.5 answer, 2.0 answer)
-    let cases: [(&str, &[(usize, u64)], u64, u64, u64); 4] = [
-        (
-            "MAX_VCPUS 1377",
-            &[(2, 1377)],
-            0,
-            status::SUCCESS,
-            invalid(operand::td_params::MAX_VCPUS),
-        ),
-        (
-            "ATTRIBUTES.ICSSD",
-            &[(0, ICSSD)],
-            0,
-            invalid(operand::td_params::ATTRIBUTES),
-            status::SUCCESS,
-        ),
-        (
-            "CONFIG_FLAGS.MAXPA_VIRT",
-            &[(4, MAXPA_VIRT)],
-            0,
-            invalid(operand::td_params::EXEC_CONTROLS),
-            status::SUCCESS,
-        ),
-        ("RCX bit 0", &[], 1, invalid(operand::RCX), status::SUCCESS),
+    let cases = [
+        InitCase {
+            what: "MAX_VCPUS 1377",
+            edits: &[(2, 1377)],
+            rcx_bits: 0,
+            v1_5: status::SUCCESS,
+            v2_0: invalid(operand::td_params::MAX_VCPUS),
+        },
+        InitCase {
+            what: "ATTRIBUTES.ICSSD",
+            edits: &[(0, ICSSD)],
+            rcx_bits: 0,
+            v1_5: invalid(operand::td_params::ATTRIBUTES),
+            v2_0: status::SUCCESS,
+        },
+        InitCase {
+            what: "CONFIG_FLAGS.MAXPA_VIRT",
+            edits: &[(4, MAXPA_VIRT)],
+            rcx_bits: 0,
+            v1_5: invalid(operand::td_params::EXEC_CONTROLS),
+            v2_0: status::SUCCESS,
+        },
+        InitCase {
+            what: "RCX bit 0",
+            edits: &[],
+            rcx_bits: 1,
+            v1_5: invalid(operand::RCX),
+            v2_0: status::SUCCESS,
+        },
     ];
-    for (what, edits, rcx_bit0, want15, want20) in cases {
+    for c in cases {
         for line in ModuleLine::ALL {
             let env = HostEnv::with_capacity(256);
             let m = sw_module_on(&env, line);
             let tdx = Tdx::new(&m);
             let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
             let params = td_params(&env, false, 8);
-            for &(i, v) in edits {
+            for &(i, v) in c.edits {
                 params.table().0[i].store(v, std::sync::atomic::Ordering::Relaxed);
             }
             let (st, a) = call(
                 &m,
                 leaf::MNG_INIT,
-                tdr_pa(&td) | rcx_bit0,
+                tdr_pa(&td) | c.rcx_bits,
                 params.pfn().hpa().raw(),
                 0,
                 0,
             );
             let want = match line {
-                V1_5 => want15,
-                V2_0 => want20,
+                V1_5 => c.v1_5,
+                V2_0 => c.v2_0,
             };
-            assert_eq!((st, a.rcx), (want, 0), "{line:?}: {what}");
+            assert_eq!((st, a.rcx), (want, 0), "{line:?}: {}", c.what);
         }
     }
 }

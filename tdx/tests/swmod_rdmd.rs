@@ -23,7 +23,6 @@ fn junk(rcx: u64) -> SeamArgs {
         r9: 0x3333,
         r10: 0x4444,
         r11: 0x5555,
-        ..SeamArgs::default()
     }
 }
 

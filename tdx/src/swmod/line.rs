@@ -59,7 +59,7 @@ impl ModuleLine {
                 update: 1,
                 internal: 0,
                 build_num: 0,
-                build_date: 2024_02_22,
+                build_date: 20240222,
             },
             ModuleLine::V2_0 => ModuleVersion {
                 major: 2,
@@ -67,7 +67,7 @@ impl ModuleLine {
                 update: 8,
                 internal: 0,
                 build_num: 882,
-                build_date: 2025_03_25,
+                build_date: 20250325,
             },
         }
     }
