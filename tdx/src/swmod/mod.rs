@@ -10,14 +10,18 @@
 //! TLB-tracking rules need.
 //!
 //! What is modelled (each rule from the module's sources, see `docs/tdx-module-rules.md`):
-//! - the PAMT ([`pamt`]): type, size, owner and block epoch of every page of every TDMR;
+//! - either line of Intel's module, 1.5 or 2.0 ([`ModuleLine`], chosen at [`SwTdxModule::new`]):
+//!   where the lines answer a host differently, each answers as its own line does (§12);
+//! - the PAMT ([`pamt`]): type, size, owner and block epoch of every page of every TDMR, readable
+//!   through TDH.PHYMEM.PAGE.RDMD; freeing a page leaves its owner, as Intel's leaves do;
 //! - TD lifecycle (HKID assigned → keys configured → blocked → teardown) and OP state
 //!   (uninitialised → initialised → runnable), vCPU create/init/flush;
 //! - each TD's Secure-EPT ([`sept`]) in the S-EPT pages the host adds, with the real entry
 //!   states and encodings;
 //! - TLB tracking: TD epoch, per-epoch vCPU counts, block epochs;
 //! - host-side contention: every lock is a try-lock, a conflict is `TDX_OPERAND_BUSY` with the
-//!   operand id of the resource ([`locks`]);
+//!   operand id of the resource ([`locks`]); with the `test-hooks` feature a test can hold any
+//!   of them (`SwTdxModule::hold_lock`) to get each leaf's real BUSY answer;
 //! - MRTD measurement with SHA-384 ([`measure`]).
 //!
 //! Limits: one package and one logical processor are emulated (KEY.CONFIG configures the only

@@ -40,7 +40,8 @@ pub struct PamtInfo {
     pub page_type: u8,
     /// Page size (0 = 4K, 1 = 2M, 2 = 1G).
     pub size: u8,
-    /// Owner TDR PFN (0 for host pages and TDRs).
+    /// Owner TDR PFN: the TD that owns the page or, once freed, last owned it (0 for TDRs and
+    /// pages never given to a TD).
     pub owner: Pfn,
 }
 
