@@ -14,6 +14,7 @@ use mmu::spte::{Ept, Npt};
 use mmu::tdp::{MmuConfig, TdpMmu};
 use mmu::{GpaWidth, Level};
 use tdx::abi::status;
+use tdx::abi::td_params::{eptp_controls, TdParams, XFAM_X87_SSE};
 use tdx::abi::MAX_TDCS_PAGES;
 use tdx::sept_backend::{release_hkid, retry_busy, SeptBackend, TdHost};
 use tdx::{Tdcx, Tdr, Tdvpr, Tdx, TdxError};
@@ -179,14 +180,15 @@ impl TdControl {
         }
         let tdr = self.tdr().ok_or(EINVAL)?;
         let params = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
-        let w = params.table();
-        // TD_PARAMS: ATTRIBUTES 0, XFAM x87|SSE, MAX_VCPUS, EPTP (WB, 4-level), GPAW 48, TSC 2.5 GHz.
-        for (i, v) in [0u64, 3, MAX_TD_VCPUS as u64, 6 | 3 << 3, 0, 100]
-            .into_iter()
-            .enumerate()
-        {
-            w.0[i].store(v, Ordering::Relaxed);
+        // No attributes, x87 and SSE, write-back 4-level S-EPT (GPAW 48), TSC 2.5 GHz.
+        TdParams {
+            xfam: XFAM_X87_SSE,
+            max_vcpus: MAX_TD_VCPUS as u16,
+            eptp_controls: eptp_controls(4),
+            tsc_frequency: 100,
+            ..TdParams::ZERO
         }
+        .write_to(&params);
         let r = retry_busy(|| self.tdx.mng_init(tdr, params.pfn().hpa()));
         free_frame(params, stats::Kind::TdControl);
         r.map_err(|e| {

@@ -7,6 +7,10 @@
 //! with Linux's `arch/x86/virt/vmx/tdx/tdx.h` and `arch/x86/kvm/vmx/tdx_errno.h`. See
 //! `docs/tdx-module-rules.md` for where each fact was read.
 
+pub mod td_params;
+
+pub use td_params::TdParams;
+
 /// SEAMCALL leaf numbers (RAX bits 15:0).
 pub mod leaf {
     /// TDH.VP.ENTER.
@@ -413,7 +417,7 @@ pub const fn gpa_level_operand(gpa: u64, level: SeptLevel) -> u64 {
 /// field in sequence (sequence headers only), 49:47 reserved, 50 increment size, 51 write mask
 /// valid, 54:52 context (0 module, 1 TD, 2 vCPU), 55 reserved, 61:56 class code, 62 reserved,
 /// 63 non-architectural. A field of several elements (MRTD: six 8-byte elements) is addressed
-/// one element at a time: element `i` has field code `code + i` ([`element`]).
+/// one element at a time: element `i` has field code `code + i` ([`md::element`]).
 pub mod md {
     /// TDR size in bytes (16-bit element).
     pub const TDR_BASE_SIZE: u64 = 0x9800_0001_0000_0000;

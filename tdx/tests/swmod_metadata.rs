@@ -17,6 +17,7 @@ use sha2::{Digest, Sha384};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use tdx::abi::md::{self, td as mtd, vp as mvp};
+use tdx::abi::td_params::{eptp_controls, TdParams};
 use tdx::abi::{leaf, op_state, operand, status, vcpu_state, SeptLevel};
 use tdx::swmod::TDVPS_PAGES;
 use tdx::{SeamArgs, Tdvpr, Tdx};
@@ -108,14 +109,17 @@ fn assert_rd_refused(out: (u64, SeamArgs), field: u64, want: u64, what: &str) {
 }
 
 /// TD_PARAMS: `attributes`, `xfam`, `max_vcpus`, 4-level EPT, GPAW 48, 2.5 GHz.
-fn params(env: &HostEnv, attributes: u64, xfam: u64, max_vcpus: u64) -> Frame {
+fn params(env: &HostEnv, attributes: u64, xfam: u64, max_vcpus: u16) -> Frame {
     let f = host_page(env);
-    for (i, v) in [attributes, xfam, max_vcpus, 6 | 3 << 3, 0, 100]
-        .into_iter()
-        .enumerate()
-    {
-        f.table().0[i].store(v, Relaxed);
+    TdParams {
+        attributes,
+        xfam,
+        max_vcpus,
+        eptp_controls: eptp_controls(4),
+        tsc_frequency: 100,
+        ..TdParams::ZERO
     }
+    .write_to(&f);
     f
 }
 

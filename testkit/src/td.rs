@@ -7,6 +7,7 @@ use crate::env::{HostEnv, Sha2Compress};
 use mmu::env::Frame;
 use mmu::{Hpa, Pfn};
 use tdx::abi::md;
+use tdx::abi::td_params::{eptp_controls, TdParams, CONFIG_FLAGS_GPAW52, XFAM_X87_SSE};
 use tdx::swmod::{ModuleLine, SwTdxModule, TDVPS_PAGES};
 use tdx::{Tdcx, Tdr, Tdvpr, Tdx};
 
@@ -53,17 +54,19 @@ pub fn host_page(env: &HostEnv) -> Frame {
     env.alloc_raw().expect("arena page")
 }
 
-/// TD_PARAMS for a 4-level (GPAW 48) or 5-level (GPAW 52) TD with `max_vcpus`.
+/// TD_PARAMS for a 4-level (GPAW 48) or 5-level (GPAW 52) TD with `max_vcpus`: no attributes,
+/// x87 and SSE, write-back S-EPT, TSC 2.5 GHz.
 pub fn td_params(env: &HostEnv, five_level: bool, max_vcpus: u64) -> Frame {
     let f = host_page(env);
-    let words = f.table();
-    let store = |i: usize, v: u64| words.0[i].store(v, std::sync::atomic::Ordering::Relaxed);
-    store(0, 0); // ATTRIBUTES
-    store(1, 3); // XFAM: x87 | SSE
-    store(2, max_vcpus);
-    store(3, 6 | if five_level { 4 << 3 } else { 3 << 3 }); // EPTP: WB, PWL - 1
-    store(4, five_level as u64); // CONFIG_FLAGS: GPAW 52
-    store(5, 100); // TSC: 2.5 GHz
+    TdParams {
+        xfam: XFAM_X87_SSE,
+        max_vcpus: u16::try_from(max_vcpus).expect("MAX_VCPUS is 16 bits"),
+        eptp_controls: eptp_controls(if five_level { 5 } else { 4 }),
+        config_flags: if five_level { CONFIG_FLAGS_GPAW52 } else { 0 },
+        tsc_frequency: 100,
+        ..TdParams::ZERO
+    }
+    .write_to(&f);
     f
 }
 

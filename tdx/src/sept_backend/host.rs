@@ -33,9 +33,7 @@ pub trait TdHost: Sync {
     /// and go back to the host. On CPUs where a partial write to TD-private memory poisons it
     /// (Linux `X86_BUG_TDX_PW_MCE`), the host must reset them with MOVDIR64B before any reuse.
     /// The default does nothing: the software module poisons nothing.
-    fn reset_pages(&self, pfn: Pfn, pages: u64) {
-        let _ = (pfn, pages);
-    }
+    fn reset_pages(&self, _pfn: Pfn, _pages: u64) {}
 
     /// Where the HKID goes in a physical address (PHYMEM.PAGE.WBINVD's operand): on a real host
     /// the CPU's physical-address width once the KeyID bits are taken out of it (Linux

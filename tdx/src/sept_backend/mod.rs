@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! The S-EPT backend: the MMU's [`ExternalPageTable`](mmu::external::ExternalPageTable) hooks as SEAMCALL sequences (upstream
+//! The S-EPT backend: the MMU's [`ExternalPageTable`](mmu::external::ExternalPageTable) hooks
+//! as SEAMCALL sequences (upstream
 //! `tdx_sept_{link_private_spt,set_private_spte,remove_private_spte,free_private_spt}` and
 //! `tdx_track`).
 //!

@@ -16,6 +16,7 @@ use super::operands::{fill, op_allowed};
 use super::sept::SEPTE_INIT_VALUE;
 use super::td_params::check_td_params;
 use super::SwTdxModule;
+use crate::abi::td_params::TdParams;
 use crate::abi::{leaf, lifecycle, op_state, page_type, status};
 use crate::error::Operand;
 use crate::seamcall::SeamArgs;
@@ -128,11 +129,13 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             return Err(bad_params);
         };
         let base = (params & 4095) as usize / 8;
-        let word = |i: usize| p.0.get(base + i).map_or(0, |w| w.load(Relaxed));
         td.td_epoch.store(1, Release);
         td.refcount[0].store(0, Release);
         td.refcount[1].store(0, Release);
-        let c = check_td_params(self.line, td.num_tdcx.load(Acquire), word)?;
+        let td_params = TdParams::from_words(&core::array::from_fn(|i| {
+            p.0.get(base + i).map_or(0, |w| w.load(Relaxed))
+        }));
+        let c = check_td_params(self.line, td.num_tdcx.load(Acquire), &td_params)?;
         td.attributes.store(c.attributes, Relaxed);
         td.xfam.store(c.xfam, Relaxed);
         td.max_vcpus.store(c.max_vcpus, Relaxed);

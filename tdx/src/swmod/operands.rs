@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! How a leaf gets at what its operands name, shared by every leaf family.
 //!
-//! The module's handlers start alike (`check_lock_and_map_explicit_tdr`, `lock_and_map_implicit_tdr`,
-//! `check_state_map_tdcs_and_lock`, `check_and_lock_explicit_4k_private_hpa`): the TDR page checked in
-//! the PAMT and locked, the TD's control structure mapped, its lifecycle and OP state checked, a page
-//! the host hands over checked to be free. They live here, with the hand-over of a page to a TD in
-//! the PAMT, so each leaf file holds only the leaf's own rules.
+//! The module's handlers start alike (`check_lock_and_map_explicit_tdr`,
+//! `lock_and_map_implicit_tdr`, `check_state_map_tdcs_and_lock`,
+//! `check_and_lock_explicit_4k_private_hpa`): the TDR page checked in the PAMT and locked, the
+//! TD's control structure mapped, its lifecycle and OP state checked, a page the host hands over
+//! checked to be free. They live here, with the hand-over of a page to a TD in the PAMT, so each
+//! leaf file holds only the leaf's own rules.
 
 use super::locks::{Held, Mode};
 use super::measure::Sha512Compress;
@@ -20,6 +21,8 @@ use crate::swmod::leaf_status::{LeafResult, Status};
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use mmu::Pfn;
 
+/// Fills a page the module takes over with `value` (its initial content: 0, or free S-EPT
+/// entries).
 pub(crate) fn fill(page: &PageWords, value: u64) {
     for w in page.0.iter() {
         w.store(value, Relaxed);

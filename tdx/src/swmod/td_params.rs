@@ -7,6 +7,7 @@ use super::state::{
     ATTRIBUTES_FIXED1, CONFIG_FLAGS_FIXED1, IA32_ARCH_CAPABILITIES_CONFIG_MASK, MAX_L2_VMS,
     TDCS_PAGES_PER_L2_VM, XFAM_FIXED0, XFAM_FIXED1,
 };
+use crate::abi::td_params::{TdParams, CONFIG_FLAGS_GPAW52, EPTP_MEMTYPE_WB};
 use crate::abi::{operand, status};
 use crate::error::Operand;
 use crate::swmod::leaf_status::{LeafResult, Status};
@@ -56,35 +57,9 @@ fn xfam_valid(xfam: u64) -> bool {
         && bit(17) == bit(18)
 }
 
-/// TD_PARAMS words (8 bytes each, little-endian) and the bytes they hold.
-mod word_index {
-    /// ATTRIBUTES.
-    pub(super) const ATTRIBUTES: usize = 0;
-    /// XFAM.
-    pub(super) const XFAM: usize = 1;
-    /// MAX_VCPUS (15:0), NUM_L2_VMS (23:16), MSR_CONFIG_CTLS (31:24: bit 24 IA32_ARCH_CAP,
-    /// 31:25 reserved), reserved_0 (63:32).
-    pub(super) const VCPUS_L2_MSR_CTLS: usize = 2;
-    /// EPTP_CONTROLS.
-    pub(super) const EPTP_CONTROLS: usize = 3;
-    /// CONFIG_FLAGS.
-    pub(super) const CONFIG_FLAGS: usize = 4;
-    /// TSC_FREQUENCY (15:0), then reserved_1 (bytes 42..80: words 5 bits 63:16, 6..=9).
-    pub(super) const TSC_FREQUENCY: usize = 5;
-    /// reserved_1 words after the TSC word (first and last, inclusive; so are the others).
-    pub(super) const RESERVED_1: (usize, usize) = (6, 9);
-    /// MRCONFIGID, MROWNER, MROWNERCONFIG: words 10..=27. IA32_ARCH_CAPABILITIES_CONFIG.
-    pub(super) const IA32_ARCH_CAPABILITIES_CONFIG: usize = 28;
-    /// reserved_2 (bytes 232..256).
-    pub(super) const RESERVED_2: (usize, usize) = (29, 31);
-    /// CPUID_CONFIG_VALS: `MAX_NUM_CPUID_CONFIG` (18) 16-byte entries from byte 256 (words
-    /// 32..=67); reserved_3: the rest of the 1024 bytes.
-    pub(super) const RESERVED_3: (usize, usize) = (68, 127);
-}
-
 /// `read_and_set_td_configurations` and the checks after it (`tdh_mng_init.c`), in Intel's
-/// order, on the TD_PARAMS words `word(0..128)` of a TD with `num_tdcx` TDCX pages, with the
-/// rules of module `line` (`docs/tdx-module-rules.md` §12):
+/// order, on the TD_PARAMS `p` of a TD with `num_tdcx` TDCX pages, with the rules of module
+/// `line` (`docs/tdx-module-rules.md` §12):
 ///
 /// 1. ATTRIBUTES ([`attributes_valid`]) → `OPERAND_INVALID|ATTRIBUTES (64)`;
 /// 2. XFAM ([`xfam_valid`]) → `|XFAM (65)`;
@@ -94,8 +69,7 @@ mod word_index {
 ///    `TDX_TDCS_NOT_ALLOCATED`;
 /// 6. reserved_0 → `|RDX`;
 /// 7. CONFIG_FLAGS outside the line's `CONFIG_FLAGS_FIXED0`/`FIXED1`, or MAXPA_VIRT with
-///    MAXGPA_VIRT →
-///    `|EXEC_CONTROLS (66)`;
+///    MAXGPA_VIRT → `|EXEC_CONTROLS (66)`;
 /// 8. EPTP_CONTROLS: memory type WB, page-walk length 4 or 5 levels, A/D (6), SSS (7), bits
 ///    11:8, the root PA (51:12) and 63:52 all 0, and 5 levels if GPAW is 52 →
 ///    `|EPTP_CONTROLS (67)`;
@@ -110,24 +84,23 @@ mod word_index {
 pub(crate) fn check_td_params(
     line: ModuleLine,
     num_tdcx: u64,
-    word: impl Fn(usize) -> u64,
+    p: &TdParams,
 ) -> LeafResult<TdConfig> {
     use operand::td_params as op;
     let invalid = |id: u32| Status::operand_invalid(Operand(id));
-    let attributes = word(word_index::ATTRIBUTES);
+    let attributes = p.attributes;
     if !attributes_valid(attributes, line.attributes_fixed0()) {
         return Err(invalid(op::ATTRIBUTES));
     }
-    let xfam = word(word_index::XFAM);
+    let xfam = p.xfam;
     if !xfam_valid(xfam) {
         return Err(invalid(op::XFAM));
     }
-    let w2 = word(word_index::VCPUS_L2_MSR_CTLS);
-    let max_vcpus = w2 & 0xFFFF;
+    let max_vcpus = u64::from(p.max_vcpus);
     if max_vcpus == 0 || max_vcpus > line.max_vcpus_limit() {
         return Err(invalid(op::MAX_VCPUS));
     }
-    let num_l2_vms = w2 >> 16 & 0xFF;
+    let num_l2_vms = u64::from(p.num_l2_vms);
     if num_l2_vms > MAX_L2_VMS {
         return Err(invalid(op::NUM_L2_VMS));
     }
@@ -135,11 +108,11 @@ pub(crate) fn check_td_params(
         return Err(Status::new(status::TDCS_NOT_ALLOCATED));
     }
     let rdx = Status::operand_invalid(Operand::RDX);
-    let nonzero = |(first, last): (usize, usize)| (first..=last).any(|i| word(i) != 0);
-    if w2 >> 32 != 0 {
+    let nonzero = |bytes: &[u8]| bytes.iter().any(|&b| b != 0);
+    if nonzero(&p.reserved_0) {
         return Err(rdx);
     }
-    let flags = word(word_index::CONFIG_FLAGS);
+    let flags = p.config_flags;
     const MAXPA_VIRT: u64 = 1 << 3;
     const MAXGPA_VIRT: u64 = 1 << 4;
     if flags & !line.config_flags_fixed0() != 0
@@ -148,29 +121,32 @@ pub(crate) fn check_td_params(
     {
         return Err(invalid(op::EXEC_CONTROLS));
     }
-    let gpaw52 = flags & 1 != 0;
-    let eptp = word(word_index::EPTP_CONTROLS);
+    let gpaw52 = flags & CONFIG_FLAGS_GPAW52 != 0;
+    let eptp = p.eptp_controls;
     let pwl = eptp >> 3 & 7;
     // Bits 2:0 memory type (6 = WB), 5:3 page-walk length - 1; everything above must be 0.
-    if eptp & 7 != 6 || !(3..=4).contains(&pwl) || eptp >> 6 != 0 || (gpaw52 && pwl < 4) {
+    if eptp & 7 != EPTP_MEMTYPE_WB
+        || !(3..=4).contains(&pwl)
+        || eptp >> 6 != 0
+        || (gpaw52 && pwl < 4)
+    {
         return Err(invalid(op::EPTP_CONTROLS));
     }
-    let w5 = word(word_index::TSC_FREQUENCY);
-    let tsc_frequency = w5 & 0xFFFF;
+    let tsc_frequency = u64::from(p.tsc_frequency);
     if !(4..=400).contains(&tsc_frequency) {
         return Err(invalid(op::TSC_FREQUENCY));
     }
-    if w5 >> 16 != 0 || nonzero(word_index::RESERVED_1) {
+    if nonzero(&p.reserved_1) {
         return Err(rdx);
     }
-    let msr_ctls = w2 >> 24 & 0xFF;
-    if msr_ctls >> 1 != 0 || nonzero(word_index::RESERVED_2) {
+    let msr_ctls = p.msr_config_ctls;
+    if msr_ctls >> 1 != 0 || nonzero(&p.reserved_2) {
         return Err(rdx);
     }
-    if nonzero(word_index::RESERVED_3) {
+    if nonzero(&p.reserved_3) {
         return Err(rdx);
     }
-    let arch_cap = word(word_index::IA32_ARCH_CAPABILITIES_CONFIG);
+    let arch_cap = p.ia32_arch_capabilities_config;
     if (msr_ctls & 1 == 0 && arch_cap != 0) || arch_cap & !IA32_ARCH_CAPABILITIES_CONFIG_MASK != 0 {
         return Err(invalid(op::IA32_ARCH_CAPABILITIES_CONFIG));
     }
@@ -188,18 +164,19 @@ pub(crate) fn check_td_params(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::td_params::TD_PARAMS_WORDS;
 
-    fn params(edits: &[(usize, u64)]) -> impl Fn(usize) -> u64 + '_ {
-        move |i| {
-            let base = match i {
-                1 => 3,
-                2 => 8,
-                3 => 6 | 3 << 3,
-                5 => 100,
-                _ => 0,
-            };
-            edits.iter().rev().find(|e| e.0 == i).map_or(base, |e| e.1)
+    /// TD_PARAMS from its words (XFAM 3, MAX_VCPUS 8, 4-level WB EPT, 2.5 GHz) with `edits`.
+    fn params(edits: &[(usize, u64)]) -> TdParams {
+        let mut w = [0u64; TD_PARAMS_WORDS];
+        w[1] = 3;
+        w[2] = 8;
+        w[3] = 6 | 3 << 3;
+        w[5] = 100;
+        for &(i, v) in edits {
+            w[i] = v;
         }
+        TdParams::from_words(&w)
     }
 
     #[test]
@@ -208,7 +185,7 @@ mod tests {
         let c = check_td_params(
             v2,
             12,
-            params(&[(2, 1376 | 3 << 16), (3, 6 | 4 << 3), (4, 1)]),
+            &params(&[(2, 1376 | 3 << 16), (3, 6 | 4 << 3), (4, 1)]),
         );
         assert_eq!(
             c,
@@ -223,14 +200,14 @@ mod tests {
             })
         );
         assert_eq!(
-            check_td_params(v2, 11, params(&[(2, 8 | 3 << 16)])),
+            check_td_params(v2, 11, &params(&[(2, 8 | 3 << 16)])),
             Err(Status::new(status::TDCS_NOT_ALLOCATED))
         );
         // The 1.5 line: 6 TDCX pages suffice; MAX_VCPUS may be above 1376.
-        let c = check_td_params(ModuleLine::V1_5, 6, params(&[(2, 0xFFFF)]));
+        let c = check_td_params(ModuleLine::V1_5, 6, &params(&[(2, 0xFFFF)]));
         assert_eq!(c.map(|c| c.max_vcpus), Ok(0xFFFF));
         assert_eq!(
-            check_td_params(ModuleLine::V1_5, 5, params(&[])),
+            check_td_params(ModuleLine::V1_5, 5, &params(&[])),
             Err(Status::new(status::TDCS_NOT_ALLOCATED))
         );
     }

@@ -212,9 +212,15 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
 
     fn set_x2apic_id(&self, td: &TdState, index: u64, id: u32) {
         if let Some((w, shift)) = self.x2apic_slot(td, index) {
-            let _ = w.fetch_update(AcqRel, Acquire, |old| {
-                Some(old & !(0xFFFF_FFFF << shift) | (id as u64) << shift)
-            });
+            // The id shares its word with a neighbour's: replace its 32 bits only.
+            let mut old = w.load(Acquire);
+            loop {
+                let new = old & !(0xFFFF_FFFF << shift) | u64::from(id) << shift;
+                match w.compare_exchange_weak(old, new, AcqRel, Acquire) {
+                    Ok(_) => break,
+                    Err(cur) => old = cur,
+                }
+            }
         }
     }
 

@@ -269,11 +269,11 @@ mod tests {
     #[test]
     fn every_leaf_uses_version_zero() {
         let t = ok();
-        let _ = t.mng_rd(TDR, 0);
-        let _ = t.vp_rd(TDVPR, 0);
-        let _ = t.mem_sept_add(TDR, GPA, SeptLevel::L2M, PAGE);
-        let _ = t.mem_sept_remove(TDR, GPA, SeptLevel::L2M);
-        let _ = t.vp_init(TDVPR, 0);
+        t.mng_rd(TDR, 0).unwrap();
+        t.vp_rd(TDVPR, 0).unwrap();
+        t.mem_sept_add(TDR, GPA, SeptLevel::L2M, PAGE).unwrap();
+        t.mem_sept_remove(TDR, GPA, SeptLevel::L2M).unwrap();
+        t.vp_init(TDVPR, 0).unwrap();
         for (rax, _) in t.backend().calls() {
             assert_eq!(rax >> 16, 0, "rax {rax:#x}");
         }

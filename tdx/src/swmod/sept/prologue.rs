@@ -63,7 +63,6 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     /// Common MEM prologue: TDR, state checks, GPA+level, S-EPT tree lock, walk, entry lock.
     /// On failure returns the status with RCX/RDX already filled.
     #[allow(clippy::too_many_arguments)]
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn mem_prologue<'a>(
         &'a self,
         a: &mut SeamArgs,
