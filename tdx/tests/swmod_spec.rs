@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Spec tests of the software TDX module, written from `docs/tdx-module-rules.md` (the "spec"),
-//! not from the implementation.
+//! not from the implementation. They run against the 2.0 line (testkit's `sw_module`); what the
+//! 1.5 line answers differently is in `swmod_lines.rs`.
 //!
 //! For every leaf: the states it must accept and the states it must refuse, each with the exact
 //! status (class and operand id) and, where §3.6 says so, the S-EPT details in RCX/RDX. Where
