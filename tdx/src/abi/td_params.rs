@@ -252,8 +252,8 @@ impl TdParams {
     #[must_use]
     pub fn from_words(w: &[u64; TD_PARAMS_WORDS]) -> Self {
         let mut b = [0u8; TD_PARAMS_SIZE];
-        for (chunk, v) in b.chunks_exact_mut(8).zip(w) {
-            chunk.copy_from_slice(&v.to_le_bytes());
+        for (i, v) in w.iter().enumerate() {
+            b[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
         }
         Self::from_bytes(&b)
     }
