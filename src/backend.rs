@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use mmu::Pfn;
 use tdx::seamcall::{SeamArgs, Seamcall};
-use tdx::swmod::{pamt::MAX_TDMR_PAGES, SwTdxModule};
+use tdx::swmod::{pamt::MAX_TDMR_PAGES, ModuleLine, SwTdxModule};
 use tdx::TdxError;
 
 /// The software module as the kernel instantiates it.
@@ -164,7 +164,13 @@ pub(crate) fn start_emulated() -> Result<KBox<SwModule>> {
         return Err(ENODEV);
     }
     let mut m = KBox::new(
-        SwTdxModule::new(KernelPhys, KernelSha, SW_HKID_FIRST, SW_HKID_COUNT),
+        SwTdxModule::new(
+            KernelPhys,
+            KernelSha,
+            ModuleLine::V1_5,
+            SW_HKID_FIRST,
+            SW_HKID_COUNT,
+        ),
         GFP_KERNEL,
     )?;
     // SAFETY: reads max_pfn.

@@ -55,6 +55,8 @@ pub mod leaf {
     pub const VP_INIT: u16 = 22;
     /// TDH.MEM.PAGE.PROMOTE.
     pub const MEM_PAGE_PROMOTE: u16 = 23;
+    /// TDH.PHYMEM.PAGE.RDMD: reads a page's PAMT entry.
+    pub const PHYMEM_PAGE_RDMD: u16 = 24;
     /// TDH.MEM.SEPT.RD.
     pub const MEM_SEPT_RD: u16 = 25;
     /// TDH.VP.RD.
@@ -113,6 +115,7 @@ pub mod leaf {
             VP_RD => "VP.RD",
             MNG_KEY_RECLAIMID => "MNG.KEY.RECLAIMID",
             PHYMEM_PAGE_RECLAIM => "PHYMEM.PAGE.RECLAIM",
+            PHYMEM_PAGE_RDMD => "PHYMEM.PAGE.RDMD",
             MEM_PAGE_REMOVE => "MEM.PAGE.REMOVE",
             MEM_SEPT_REMOVE => "MEM.SEPT.REMOVE",
             SYS_INFO => "SYS.INFO",
@@ -534,12 +537,26 @@ pub mod md {
         pub const CONFIG_FLAGS_FIXED1: u64 = 0x9900_0003_0000_0007;
         /// IA32_ARCH_CAPABILITIES bits TD_PARAMS may configure (64-bit).
         pub const IA32_ARCH_CAPABILITIES_CONFIG_MASK: u64 = 0x9900_0003_0000_0600;
+        /// The module's build date, YYYYMMDD (32-bit).
+        pub const BUILD_DATE: u64 = 0x8800_0002_0000_0001;
+        /// The module's build number (16-bit).
+        pub const BUILD_NUM: u64 = 0x8800_0001_0000_0002;
+        /// Minor version: 5 for 1.5, 0 for 2.0 (16-bit).
+        pub const MINOR_VERSION: u64 = 0x0800_0001_0000_0003;
+        /// Major version: 1 or 2 (16-bit).
+        pub const MAJOR_VERSION: u64 = 0x0800_0001_0000_0004;
+        /// Update version: the release's third number (16-bit).
+        pub const UPDATE_VERSION: u64 = 0x0800_0001_0000_0005;
+        /// Internal version (16-bit).
+        pub const INTERNAL_VERSION: u64 = 0x0800_0001_0000_0006;
     }
 }
 
-/// Smallest number of TDCX pages MNG.INIT needs (newest module; older ones: 6).
+/// Smallest number of TDCX pages MNG.INIT needs in the 2.0 line (1.5: 6). A host reads the
+/// module's own number through TDH.SYS.RD ([`md::TDCS_BASE_SIZE`]).
 pub const MIN_TDCS_PAGES: u32 = 9;
-/// Largest number of TDCX pages.
+/// Largest number of TDCX pages of either line (2.0: 12; 1.5: 9): what a host sizes its TDCX
+/// table for.
 pub const MAX_TDCS_PAGES: u32 = 12;
 /// Most vCPUs per TD.
 pub const MAX_VCPUS_PER_TD: u32 = 1376;

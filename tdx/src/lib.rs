@@ -26,4 +26,6 @@ pub mod wrappers;
 
 pub use error::{Operand, SeptDetails, TdxError};
 pub use seamcall::{SeamArgs, Seamcall};
-pub use wrappers::{Block, CacheWb, KeyConfig, Reclaimed, SysInfo, Tdcx, Tdr, Tdvpr, Tdx};
+pub use wrappers::{
+    Block, CacheWb, KeyConfig, PageMetadata, Reclaimed, SysInfo, Tdcx, Tdr, Tdvpr, Tdx,
+};

@@ -16,10 +16,11 @@ use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
 use mmu::{Gfn, GfnKind, GpaWidth, Level, MmuError, Pfn};
 use std::collections::BTreeMap;
 use tdx::abi::{leaf, page_type, sept_state, SeptLevel};
-use tdx::swmod::Injection;
+use tdx::swmod::{Injection, ModuleLine};
 use tdx::Tdx;
 use testkit::td::{
-    backend as td_backend, build_td, host_page, sw_module, Backend, Stage, SwModule, TdMmu, TestTd,
+    backend as td_backend, build_td, host_page, sw_module_on, Backend, Stage, SwModule, TdMmu,
+    TestTd,
 };
 use testkit::{HostEnv, Rng};
 
@@ -137,13 +138,13 @@ impl World<'_> {
     }
 }
 
-fn run(seed: u64, ops: u64, busy: bool) {
+fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
     let env = HostEnv::with_capacity(16384);
     // Guest memory first, so it is contiguous and 2M-aligned.
     let guest: Vec<_> = (0..GUEST_PAGES).map(|_| host_page(&env)).collect();
     let guest_base = guest[0].pfn().raw();
     assert_eq!(guest_base % 512, 0);
-    let m = sw_module(&env);
+    let m = sw_module_on(&env, line);
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 2, Stage::Runnable);
     let backend: Backend<'_> = td_backend(&m, &td);
@@ -299,8 +300,11 @@ fn run(seed: u64, ops: u64, busy: bool) {
             }
         }
     }
-    // Only control pages are left: TDCX (9) and per vCPU TDVPR + 5 TDCX.
-    assert_eq!(control.len() as u64, 9 + 6 * td.vcpus.len() as u64);
+    // Only control pages are left: the line's TDCX pages and per vCPU TDVPR + 5 TDCX.
+    assert_eq!(
+        control.len() as u64,
+        line.min_tdcs_pages() + 6 * td.vcpus.len() as u64
+    );
     // One RECLAIM per leaf (4K or 2M) and per S-EPT page, nothing else on the memory path.
     let (l4k, l2m) = (
         before.mirror_leaves[0] as u64,
@@ -349,18 +353,26 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[test]
-fn random_faults_zaps_conversions_then_teardown() {
+testkit::per_module_line!(
+    random_faults_zaps_conversions_then_teardown,
+    random_sequence_with_busy_module,
+    selftest_runner_agrees_on_the_host,
+    selftest_checker_detects_an_extra_sept_entry,
+    populated_tds_measure_by_content_and_gpa,
+);
+
+fn random_faults_zaps_conversions_then_teardown(line: ModuleLine) {
     run(
+        line,
         env_u64("TDX_E2E_SEED", 7),
         env_u64("TDX_E2E_OPS", 100_000),
         false,
     );
 }
 
-#[test]
-fn random_sequence_with_busy_module() {
+fn random_sequence_with_busy_module(line: ModuleLine) {
     run(
+        line,
         env_u64("TDX_E2E_SEED", 8),
         env_u64("TDX_E2E_OPS", 30_000),
         true,
@@ -368,11 +380,10 @@ fn random_sequence_with_busy_module() {
 }
 
 /// The allocation-free runner the kernel module's debugfs selftest uses, on the host.
-#[test]
-fn selftest_runner_agrees_on_the_host() {
+fn selftest_runner_agrees_on_the_host(line: ModuleLine) {
     let env = HostEnv::with_capacity(16384);
     let guest: Vec<_> = (0..GUEST_PAGES).map(|_| host_page(&env)).collect();
-    let m = sw_module(&env);
+    let m = sw_module_on(&env, line);
     let td = build_td(&Tdx::new(&m), &env, 3, 2, Stage::Runnable);
     let vcpus: Vec<Pfn> = td.vcpus.iter().map(|v| v.hpa().pfn()).collect();
     let backend: Backend<'_> = td_backend(&m, &td);
@@ -409,10 +420,9 @@ fn selftest_runner_agrees_on_the_host() {
 }
 
 /// The checker catches a mismatch: an S-EPT entry the mirror does not know about.
-#[test]
-fn selftest_checker_detects_an_extra_sept_entry() {
+fn selftest_checker_detects_an_extra_sept_entry(line: ModuleLine) {
     let env = HostEnv::with_capacity(8192);
-    let m = sw_module(&env);
+    let m = sw_module_on(&env, line);
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 4, 1, Stage::Runnable);
     let backend: Backend<'_> = td_backend(&m, &td);
@@ -442,9 +452,14 @@ fn selftest_checker_detects_an_extra_sept_entry() {
 
 /// Builds a TD whose first `pages` private pages are populated through the MMU with
 /// PAGE.ADD + MR.EXTEND from `content(i)`, finalises it and returns its MRTD.
-fn populate_and_measure(content: impl Fn(u64) -> u8, pages: u64, gpa_offset: u64) -> [u8; 48] {
+fn populate_and_measure(
+    line: ModuleLine,
+    content: impl Fn(u64) -> u8,
+    pages: u64,
+    gpa_offset: u64,
+) -> [u8; 48] {
     let env = HostEnv::with_capacity(8192);
-    let m = sw_module(&env);
+    let m = sw_module_on(&env, line);
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 5, 1, Stage::VcpusReady);
     let backend: Backend<'_> = td_backend(&m, &td);
@@ -511,13 +526,12 @@ fn populate_and_measure(content: impl Fn(u64) -> u8, pages: u64, gpa_offset: u64
     mrtd
 }
 
-#[test]
-fn populated_tds_measure_by_content_and_gpa() {
-    let a = populate_and_measure(|i| i as u8 + 1, 3, 0);
-    let b = populate_and_measure(|i| i as u8 + 1, 3, 0);
+fn populated_tds_measure_by_content_and_gpa(line: ModuleLine) {
+    let a = populate_and_measure(line, |i| i as u8 + 1, 3, 0);
+    let b = populate_and_measure(line, |i| i as u8 + 1, 3, 0);
     assert_eq!(a, b, "identical TDs measure the same");
-    let c = populate_and_measure(|i| if i == 2 { 0xee } else { i as u8 + 1 }, 3, 0);
+    let c = populate_and_measure(line, |i| if i == 2 { 0xee } else { i as u8 + 1 }, 3, 0);
     assert_ne!(a, c, "a changed page changes MRTD");
-    let d = populate_and_measure(|i| i as u8 + 1, 3, 16);
+    let d = populate_and_measure(line, |i| i as u8 + 1, 3, 16);
     assert_ne!(a, d, "a changed GPA changes MRTD");
 }

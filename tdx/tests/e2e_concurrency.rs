@@ -15,20 +15,29 @@ use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
 use mmu::{Gfn, GfnKind, Gpa, GpaWidth, Level, MmuError, Pfn};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tdx::abi::{leaf, sept_state, status, SeptLevel};
+use tdx::swmod::ModuleLine;
 use tdx::Tdx;
-use testkit::td::{backend as td_backend, build_td, host_page, sw_module, Backend, Stage, TdMmu};
+use testkit::td::{
+    backend as td_backend, build_td, host_page, sw_module_on, Backend, Stage, TdMmu,
+};
 use testkit::{HostEnv, Rng};
 
 const GUEST_PAGES: u64 = 2048;
 
 type Mmu<'a> = TdMmu<'a>;
 
-#[test]
-fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent() {
+testkit::per_module_line!(faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent);
+
+/// One run at a time: a run needs its threads to overlap for the module to answer BUSY, and two
+/// runs side by side (one per line) on a small machine starve each other of that overlap.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLine) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let env = HostEnv::with_capacity(16384);
     let guest: Vec<_> = (0..GUEST_PAGES).map(|_| host_page(&env)).collect();
     let guest_base = guest[0].pfn().raw();
-    let m = sw_module(&env);
+    let m = sw_module_on(&env, line);
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 2, 4, Stage::Runnable);
     let vcpus: Vec<Pfn> = td.vcpus.iter().map(|v| v.hpa().pfn()).collect();

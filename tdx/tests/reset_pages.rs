@@ -13,10 +13,11 @@ use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
 use mmu::{Gfn, GfnKind, GpaWidth, Level, MmuError, Pfn};
 use std::collections::{BTreeMap, BTreeSet};
 use tdx::abi::{leaf, operand, page_type, sept_state, status, SeptLevel};
-use tdx::swmod::Injection;
+use tdx::swmod::{Injection, ModuleLine};
 use tdx::Tdx;
 use testkit::td::{
-    backend as td_backend, build_td, host_page, sw_module, Backend, Stage, SwModule, TdMmu, TestTd,
+    backend as td_backend, build_td, host_page, sw_module_on, Backend, Stage, SwModule, TdMmu,
+    TestTd,
 };
 use testkit::HostEnv;
 
@@ -157,12 +158,18 @@ fn refusal() -> u64 {
     status::PAGE_METADATA_INCORRECT | operand::RCX as u64
 }
 
+testkit::per_module_line!(
+    zap_resets_exactly_the_removed_pages_and_freed_sept_tables,
+    teardown_resets_every_page_given_back_exactly_once,
+    refused_reclaims_are_not_reset,
+    failed_removals_are_not_reset,
+);
+
 /// While the TD lives: a zap resets exactly the guest pages it removed and the S-EPT table
 /// pages it freed, one page each (512 for a 2M leaf); mapping resets nothing.
-#[test]
-fn zap_resets_exactly_the_removed_pages_and_freed_sept_tables() {
+fn zap_resets_exactly_the_removed_pages_and_freed_sept_tables(line: ModuleLine) {
     let (env, guest, base) = arena();
-    let m = sw_module(&env);
+    let m = sw_module_on(&env, line);
     let td = build_td(&Tdx::new(&m), &env, 1, 1, Stage::Runnable);
     let backend: Backend<'_> = td_backend(&m, &td);
     let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, cfg()).expect("mmu");
@@ -232,10 +239,9 @@ fn zap_resets_exactly_the_removed_pages_and_freed_sept_tables() {
 /// 2M), S-EPT pages, TDCX / TDVPR pages and the TDR, last — is reset exactly once, with the
 /// page count of its PAMT size; across the TD's whole life no page is reset twice. A RECLAIM
 /// that is busy a few times and then succeeds resets once.
-#[test]
-fn teardown_resets_every_page_given_back_exactly_once() {
+fn teardown_resets_every_page_given_back_exactly_once(line: ModuleLine) {
     let (env, guest, base) = arena();
-    let m = sw_module(&env);
+    let m = sw_module_on(&env, line);
     let td = build_td(&Tdx::new(&m), &env, 2, 2, Stage::Runnable);
     let tdr = td.tdr.hpa().pfn();
     let backend: Backend<'_> = td_backend(&m, &td);
@@ -263,8 +269,11 @@ fn teardown_resets_every_page_given_back_exactly_once() {
     assert_eq!(memory, gone(&s, &Sept::new()));
     assert!(memory.contains(&(g(1024), 512)));
     let control = control_pages(&before);
-    // TDCX (9) and per vCPU TDVPR + 5 TDCX.
-    assert_eq!(control.len(), 9 + 6 * td.vcpus.len());
+    // The line's TDCX pages and per vCPU TDVPR + 5 TDCX.
+    assert_eq!(
+        control.len() as u64,
+        line.min_tdcs_pages() + 6 * td.vcpus.len() as u64
+    );
     assert_eq!(before.get(&tdr).map(|v| v.0), Some(page_type::TDR));
     let want: Vec<Reset> = sorted(before.iter().map(|(&p, &(_, n))| (p, n)).collect());
 
@@ -306,12 +315,11 @@ fn teardown_resets_every_page_given_back_exactly_once() {
 /// What the module refuses to reclaim is leaked, not reset: a guest page, an S-EPT page (RECLAIM
 /// failing), and then the TDR (its child count is not zero, a real refusal). Everything else
 /// still comes back and is reset once.
-#[test]
-fn refused_reclaims_are_not_reset() {
+fn refused_reclaims_are_not_reset(line: ModuleLine) {
     // RECLAIM order at teardown is post-order: gfn 0..4's pages, then their S-EPT table.
     for (nth, kind) in [(1, page_type::REG), (4, page_type::EPT)] {
         let (env, guest, base) = arena();
-        let m = sw_module(&env);
+        let m = sw_module_on(&env, line);
         let td = build_td(&Tdx::new(&m), &env, 3, 1, Stage::Runnable);
         let tdr = td.tdr.hpa().pfn();
         let backend: Backend<'_> = td_backend(&m, &td);
@@ -383,11 +391,10 @@ fn refused_reclaims_are_not_reset() {
 /// While the TD lives a removal that fails resets nothing: PAGE.REMOVE refused, or the page
 /// removed but its WBINVD refused (it is not written back, so it must not go back to the host).
 /// The removals that completed before the failure are reset.
-#[test]
-fn failed_removals_are_not_reset() {
+fn failed_removals_are_not_reset(line: ModuleLine) {
     for failing in [leaf::MEM_PAGE_REMOVE, leaf::PHYMEM_PAGE_WBINVD] {
         let (env, guest, base) = arena();
-        let m = sw_module(&env);
+        let m = sw_module_on(&env, line);
         let td = build_td(&Tdx::new(&m), &env, 4, 1, Stage::Runnable);
         let backend: Backend<'_> = td_backend(&m, &td);
         let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, cfg()).expect("mmu");

@@ -1,13 +1,15 @@
 use mmu::{Gpa, Hpa};
 use tdx::abi::{lifecycle, op_state, sept_state, SeptLevel};
+use tdx::swmod::ModuleLine;
 use tdx::{Block, Tdx};
 use testkit::td::*;
 use testkit::HostEnv;
 
-#[test]
-fn build_map_block_track_remove_teardown() {
+testkit::per_module_line!(build_map_block_track_remove_teardown);
+
+fn build_map_block_track_remove_teardown(line: ModuleLine) {
     let env = HostEnv::with_capacity(4096);
-    let m = sw_module(&env);
+    let m = sw_module_on(&env, line);
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     let tdr_pfn = td.tdr.hpa().pfn();

@@ -11,7 +11,7 @@ use mmu::{Gpa, Pfn};
 use std::sync::atomic::Ordering::Relaxed;
 use tdx::abi::{leaf, operand, page_type, sept_state, status, SeptLevel};
 use tdx::swmod::pamt::shared_hpa_check;
-use tdx::swmod::SwTdxModule;
+use tdx::swmod::{ModuleLine, SwTdxModule};
 use tdx::{SeamArgs, Tdx};
 use testkit::env::{Sha2Compress, BASE_PFN};
 use testkit::td::{build_td, host_page, sw_module, td_params, Stage, SwModule, TestTd};
@@ -39,7 +39,7 @@ const LEAF_NONE: u64 = LEAF_NO_PERM | SVE;
 /// A software module over the whole arena handing out HKIDs `first..first + 16`: HKIDs below
 /// `first` are shared.
 fn module_with_private_hkids_from(env: &HostEnv, first: u16) -> SwModule<'_> {
-    let mut m = SwTdxModule::new(env, Sha2Compress, first, 16);
+    let mut m = SwTdxModule::new(env, Sha2Compress, ModuleLine::V2_0, first, 16);
     m.add_tdmr(Pfn::new(BASE_PFN), env.capacity() as u64)
         .expect("TDMR");
     m
@@ -456,7 +456,7 @@ fn sept_remove_version_1_returns_null_pa_l2_pages_on_every_path() {
     );
     assert_eq!((st, a.rcx, a.rdx), (status::SUCCESS, tables[2], 0));
     assert_eq!(r8_to_r11(&a), [0x55, NULL_PA, NULL_PA, NULL_PA]);
-    assert_eq!(m.pamt_info(pfn(tables[2])), Some(nda()));
+    assert_eq!(m.pamt_info(pfn(tables[2])), Some(freed(&td)));
 }
 
 #[test]

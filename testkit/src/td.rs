@@ -1,23 +1,52 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Building TDs on the software TDX module for tests: the host-side sequence KVM runs
-//! (MNG.CREATE, KEY.CONFIG, ADDCX ×9, MNG.INIT, VP.CREATE/ADDCX/INIT, MR.FINALIZE).
+//! (MNG.CREATE, KEY.CONFIG, ADDCX × the module's TDCS_BASE_SIZE pages, MNG.INIT,
+//! VP.CREATE/ADDCX/INIT, MR.FINALIZE).
 
 use crate::env::{HostEnv, Sha2Compress};
 use mmu::env::Frame;
 use mmu::{Hpa, Pfn};
+use tdx::abi::md;
 use tdx::abi::td_params::{eptp_controls, TdParams, CONFIG_FLAGS_GPAW52, XFAM_X87_SSE};
-use tdx::swmod::{SwTdxModule, MIN_TDCS_PAGES, TDVPS_PAGES};
+use tdx::swmod::{ModuleLine, SwTdxModule, TDVPS_PAGES};
 use tdx::{Tdcx, Tdr, Tdvpr, Tdx};
 
 /// The software module as tests use it: over a borrowed host arena, SHA-2 from the `sha2` crate.
 pub type SwModule<'a> = SwTdxModule<&'a HostEnv, Sha2Compress>;
 
-/// A software module whose single TDMR is the whole arena of `env`, HKIDs 1..=16.
+/// A software module of the 2.0 line (the one the spec tests are written for) whose single TDMR
+/// is the whole arena of `env`, HKIDs 1..=16.
 pub fn sw_module(env: &HostEnv) -> SwModule<'_> {
-    let mut m = SwTdxModule::new(env, Sha2Compress, 1, 16);
+    sw_module_on(env, ModuleLine::V2_0)
+}
+
+/// [`sw_module`] of module line `line`.
+pub fn sw_module_on(env: &HostEnv, line: ModuleLine) -> SwModule<'_> {
+    let mut m = SwTdxModule::new(env, Sha2Compress, line, 1, 16);
     m.add_tdmr(Pfn::new(crate::env::BASE_PFN), env.capacity() as u64)
         .expect("TDMR");
     m
+}
+
+/// One test per module line for each scenario `fn name(line: ModuleLine)` named: a module
+/// `name` (next to the function, in the type namespace) with the tests `v1_5` and `v2_0`. The
+/// S-EPT backend's end-to-end runs use it: the host code must work against either line.
+#[macro_export]
+macro_rules! per_module_line {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn v1_5() {
+                    super::$name(tdx::swmod::ModuleLine::V1_5)
+                }
+                #[test]
+                fn v2_0() {
+                    super::$name(tdx::swmod::ModuleLine::V2_0)
+                }
+            }
+        )+
+    };
 }
 
 /// A host page taken from the arena (not accounted as an MMU page).
@@ -90,7 +119,13 @@ pub fn build_td<S: tdx::Seamcall>(
     if stage < Stage::TdcsAdded {
         return td;
     }
-    for _ in 0..MIN_TDCS_PAGES {
+    // As a host does (Linux's `tdcs_nr_pages`): as many TDCX pages as TDCS_BASE_SIZE says,
+    // whichever module line answers.
+    let tdcs = tdx
+        .sys_rd(md::TDCS_BASE_SIZE)
+        .expect("SYS.RD TDCS_BASE_SIZE")
+        / 4096;
+    for _ in 0..tdcs {
         tdx.mng_addcx(tdr, Tdcx::new(host_page(env).pfn().hpa()))
             .expect("MNG.ADDCX");
     }

@@ -62,8 +62,42 @@ pub(crate) enum Value {
     NumTdvpsPages,
     /// A global field with a fixed value.
     Const(u64),
+    /// A global field whose value depends on the module line ([`super::ModuleLine`]).
+    Line(LineValue),
     /// A global field of Intel's table whose value the software module does not have.
     Unmodelled,
+}
+
+/// The global fields whose value is the module line's (`docs/tdx-module-rules.md` §12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LineValue {
+    BuildDate,
+    BuildNum,
+    MinorVersion,
+    MajorVersion,
+    UpdateVersion,
+    InternalVersion,
+    TdcsBaseSize,
+    AttributesFixed0,
+    ConfigFlagsFixed0,
+}
+
+impl LineValue {
+    /// The value of the field in `line`.
+    pub(crate) const fn of(self, line: super::ModuleLine) -> u64 {
+        let v = line.version();
+        match self {
+            LineValue::BuildDate => v.build_date as u64,
+            LineValue::BuildNum => v.build_num as u64,
+            LineValue::MinorVersion => v.minor as u64,
+            LineValue::MajorVersion => v.major as u64,
+            LineValue::UpdateVersion => v.update as u64,
+            LineValue::InternalVersion => v.internal as u64,
+            LineValue::TdcsBaseSize => line.min_tdcs_pages() * PAGE,
+            LineValue::AttributesFixed0 => line.attributes_fixed0(),
+            LineValue::ConfigFlagsFixed0 => line.config_flags_fixed0(),
+        }
+    }
 }
 
 /// One entry of a lookup table (`md_lookup_t`): `fields` fields of `elems` elements each,
@@ -149,25 +183,32 @@ const fn none(id: u64) -> Entry {
     sys(id, 1, 1, Value::Unmodelled)
 }
 
+const fn line(id: u64, v: LineValue) -> Entry {
+    sys(id, 1, 1, Value::Line(v))
+}
+
 const PAGE: u64 = 4096;
 
-/// Module-scope entries: Intel's `global_sys_lookup` (`include/auto_gen/global_sys_fields_lookup.c`,
-/// the newest stored version, commit 1e63698…), in its order, every one host-readable
-/// (`vmm_rd_mask` -1, cut to the element size), none writable. The values are those of
-/// `md_sys_get_elements` (`metadata_sys.c`) for the emulated platform (see [`super::state`]).
+/// Module-scope entries of the 2.0 line: Intel's `global_sys_lookup`
+/// (`include/auto_gen/global_sys_fields_lookup.c`, the newest stored version, commit 1e63698…),
+/// in its order, every one host-readable (`vmm_rd_mask` -1, cut to the element size), none
+/// writable. The values are those of `md_sys_get_elements` (`metadata_sys.c`) for the emulated
+/// platform (see [`super::state`]); the line-dependent ones come from [`LineValue`]. The 1.5
+/// line's table is [`SYS_1_5`].
 pub(crate) const SYS: [Entry; 67] = {
     use super::state as st;
+    use LineValue as L;
     use Value::Unmodelled as N;
     [
         val(md::sys::NUM_PKGS, 1),
         sys(0x0000_0002_0000_0001, 8, 1, N), // PKG_FMS
         val(md::sys::VENDOR_ID, 0x8086),
-        none(0x8800_0002_0000_0001), // BUILD_DATE
-        none(0x8800_0001_0000_0002), // BUILD_NUM
-        none(0x0800_0001_0000_0003), // MINOR_VERSION
-        none(0x0800_0001_0000_0004), // MAJOR_VERSION
-        none(0x0800_0001_0000_0005), // UPDATE_VERSION
-        none(0x0800_0001_0000_0006), // INTERNAL_VERSION
+        line(md::sys::BUILD_DATE, L::BuildDate),
+        line(md::sys::BUILD_NUM, L::BuildNum),
+        line(md::sys::MINOR_VERSION, L::MinorVersion),
+        line(md::sys::MAJOR_VERSION, L::MajorVersion),
+        line(md::sys::UPDATE_VERSION, L::UpdateVersion),
+        line(md::sys::INTERNAL_VERSION, L::InternalVersion),
         none(0x8900_0001_0000_0000), // MODULE_HV
         none(0x8900_0001_0000_0001), // MIN_UPDATE_HV
         none(0x8900_0000_0000_0002), // NO_DOWNGRADE
@@ -187,7 +228,7 @@ pub(crate) const SYS: [Entry; 67] = {
         none(0x9100_0001_0000_0011),          // PAMT_2M_ENTRY_SIZE
         none(0x9100_0001_0000_0012),          // PAMT_1G_ENTRY_SIZE
         val(md::TDR_BASE_SIZE, PAGE),
-        val(md::TDCS_BASE_SIZE, st::MIN_TDCS_PAGES * PAGE),
+        line(md::TDCS_BASE_SIZE, L::TdcsBaseSize),
         val(
             md::sys::TDCS_SIZE_PER_L2_VM,
             st::TDCS_PAGES_PER_L2_VM * PAGE,
@@ -197,12 +238,12 @@ pub(crate) const SYS: [Entry; 67] = {
             md::sys::TDVPS_SIZE_PER_L2_VM,
             st::TDVPS_PAGES_PER_L2_VM * PAGE,
         ),
-        val(md::sys::ATTRIBUTES_FIXED0, st::ATTRIBUTES_FIXED0),
+        line(md::sys::ATTRIBUTES_FIXED0, L::AttributesFixed0),
         val(md::sys::ATTRIBUTES_FIXED1, st::ATTRIBUTES_FIXED1),
         val(md::sys::XFAM_FIXED0, st::XFAM_FIXED0),
         val(md::sys::XFAM_FIXED1, st::XFAM_FIXED1),
         none(0x9900_0001_0000_0004), // NUM_CPUID_CONFIG
-        val(md::sys::CONFIG_FLAGS_FIXED0, st::CONFIG_FLAGS_FIXED0),
+        line(md::sys::CONFIG_FLAGS_FIXED0, L::ConfigFlagsFixed0),
         val(md::sys::CONFIG_FLAGS_FIXED1, st::CONFIG_FLAGS_FIXED1),
         val(md::MAX_VCPUS_PER_TD, crate::abi::MAX_VCPUS_PER_TD as u64),
         none(0x9900_0000_0000_0009),          // MIN_VIRT_MAXPA
@@ -237,6 +278,37 @@ pub(crate) const SYS: [Entry; 67] = {
         none(0xA200_0003_0000_0006),          // VCPU_L2_DEBUG_CTLS_FIXED1
     ]
 };
+
+/// Entries of [`SYS`] the 1.5 line's table does not have (`global_sys_fields_lookup.c` at
+/// `72d8cff…`: 65 entries, the same ids in the same order otherwise).
+const NOT_IN_1_5: [u64; 2] = [
+    md::MAX_VCPUS_PER_TD,
+    0x9900_0000_0000_0009, /* MIN_VIRT_MAXPA */
+];
+
+/// Module-scope entries of the 1.5 line: [`SYS`] without [`NOT_IN_1_5`].
+pub(crate) const SYS_1_5: [Entry; 65] = {
+    let mut out = [SYS[0]; 65];
+    let (mut i, mut n) = (0, 0);
+    while i < SYS.len() {
+        let id = SYS[i].id;
+        if id != NOT_IN_1_5[0] && id != NOT_IN_1_5[1] {
+            out[n] = SYS[i];
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(n == out.len());
+    out
+};
+
+/// The module-scope table of `line`.
+pub(crate) const fn sys_table(line: super::ModuleLine) -> &'static [Entry] {
+    match line {
+        super::ModuleLine::V1_5 => &SYS_1_5,
+        super::ModuleLine::V2_0 => &SYS,
+    }
+}
 
 fn class(id: u64) -> u64 {
     (id >> md::CLASS_SHIFT) & 0x3F
@@ -379,6 +451,27 @@ mod tests {
                 assert_eq!(check_single_element(e.id), Ok(()));
             }
         }
+    }
+
+    #[test]
+    fn the_1_5_table_is_the_2_0_table_without_two_entries() {
+        assert_eq!(SYS_1_5.len() + NOT_IN_1_5.len(), SYS.len());
+        let mut j = 0;
+        for e in &SYS {
+            if NOT_IN_1_5.contains(&e.id) {
+                continue;
+            }
+            assert_eq!(SYS_1_5[j].id, e.id);
+            j += 1;
+        }
+        assert_eq!(find(&SYS_1_5, md::MAX_VCPUS_PER_TD), None);
+        // CONFIG_FLAGS_FIXED1 leads to MAX_VCPUS_PER_TD in 2.0, to CPUID_CONFIG_LEAVES in 1.5.
+        let fixed1 = md::sys::CONFIG_FLAGS_FIXED1;
+        assert_eq!(next_readable(&SYS, fixed1, false), md::MAX_VCPUS_PER_TD);
+        assert_eq!(
+            next_readable(&SYS_1_5, fixed1, false),
+            0x9900_0003_0000_0400
+        );
     }
 
     #[test]

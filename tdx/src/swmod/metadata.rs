@@ -178,7 +178,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             // The words hold the digest big-endian; the element is 8 digest bytes read as a
             // little-endian u64, as they lie in the TDCS.
             V::Mrtd => td.mrtd[elem as usize % 6].load(Relaxed).swap_bytes(),
-            V::Hidden | V::Rtmr | V::Const(_) | V::Unmodelled => 0,
+            V::Hidden | V::Rtmr | V::Const(_) | V::Line(_) | V::Unmodelled => 0,
             V::GuestRcx | V::VcpuState | V::VcpuIndex | V::NumTdvpsPages => 0,
         }
     }
@@ -187,7 +187,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     ///
     /// The operands are taken as [`MdOp::take`] says. Then: TDVPR(RCX, shared) → implicit TDR
     /// shared (`BUSY|TDR`) → state(shared) → TDVPS incomplete → `TDCX_NUM_INCORRECT` → vCPU
-    /// state not READY → `VCPU_STATE_INCORRECT | state` → the vCPU is associated with this LP
+    /// state not READY → `VCPU_STATE_INCORRECT` (`| state` in 2.0) → the vCPU is associated with this LP
     /// (`check_and_associate_vcpu`: `num_assoc_vcpus++` if it was not) → the field id in the
     /// VP context ([`MdOp::access`]).
     fn vp_rdwr(&self, a: &mut SeamArgs, write: bool, version: u64) -> LeafResult {
@@ -201,7 +201,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         // No DISABLED state in the software module: READY is the only state VP.RD/WR accept.
         let state = v.state.load(Acquire);
         if state != vcpu_state::READY as u64 {
-            return Err(Status::with_detail(status::VCPU_STATE_INCORRECT, state));
+            return Err(Status::with_detail(
+                status::VCPU_STATE_INCORRECT,
+                self.line.vcpu_state_operand(state),
+            ));
         }
         if v.associated.compare_exchange(0, 1, AcqRel, Acquire).is_ok() {
             td.num_assoc_vcpus.fetch_add(1, AcqRel);
@@ -238,33 +241,37 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     /// TDH.SYS.RD (`tdh_sys_rd.c`): RDX = `MD_FIELD_ID_NA` and R8 = 0 first → the context
     /// code of the id is replaced by SYS's → the null id answers the first readable field in
     /// RDX with `TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT` → `md_check_as_single_element_id` →
-    /// the element in Intel's global table ([`fields::SYS`]): no entry, or an entry whose value
+    /// the element in the line's copy of Intel's global table ([`fields::sys_table`]): no
+    /// entry, or an entry whose value
     /// the software module does not have → `FIELD_ID_INCORRECT`. Success: R8 = the value,
     /// RDX = the next readable element in the table's order (`MD_FIELD_ID_NA` after the last).
     pub(super) fn sys_rd(&self, a: &mut SeamArgs) -> LeafResult {
         let field = md::with_context(a.rdx, md::CONTEXT_SYS);
         a.rdx = md::FIELD_ID_NA;
         a.r8 = 0;
+        let table = fields::sys_table(self.line);
         if fields::is_null(field) {
-            a.rdx = fields::next_readable(&fields::SYS, field, false);
+            a.rdx = fields::next_readable(table, field, false);
             return Err(Status::new(status::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
         }
         fields::check_single_element(field)?;
-        let Some((i, _)) = fields::find(&fields::SYS, field) else {
+        let Some((i, _)) = fields::find(table, field) else {
             return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
         };
-        let Some(e) = fields::SYS.get(i) else {
+        let Some(e) = table.get(i) else {
             return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
         };
         let (rd, _) = e.masks(false);
         if rd == 0 {
             return Err(Status::new(status::METADATA_FIELD_NOT_READABLE));
         }
-        let fields::Value::Const(value) = e.value else {
-            return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
+        let value = match e.value {
+            fields::Value::Const(v) => v,
+            fields::Value::Line(v) => v.of(self.line),
+            _ => return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT)),
         };
         a.r8 = e.fit(value) & rd;
-        a.rdx = fields::next_readable(&fields::SYS, field, false);
+        a.rdx = fields::next_readable(table, field, false);
         Ok(())
     }
 }

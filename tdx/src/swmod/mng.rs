@@ -14,7 +14,6 @@ use super::mem::words;
 use super::mem::PhysMem;
 use super::operands::{fill, op_allowed};
 use super::sept::SEPTE_INIT_VALUE;
-use super::state::{MAX_TDCS_PAGES, MIN_TDCS_PAGES, SEPT_ROOT_INDEX};
 use super::td_params::check_td_params;
 use super::SwTdxModule;
 use crate::abi::td_params::TdParams;
@@ -81,11 +80,12 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             return Err(Status::new(status::TD_KEYS_NOT_CONFIGURED));
         }
         let index = td.num_tdcx.load(Acquire);
-        if index > MAX_TDCS_PAGES - 1 {
+        if index > self.line.max_tdcs_pages() - 1 {
             return Err(Status::new(status::TDCX_NUM_INCORRECT));
         }
         let (_, _page_lock) = self.lock_fresh_page(a.rcx, Operand::RCX)?;
-        if index + 1 > MIN_TDCS_PAGES && !op_allowed(leaf::MNG_ADDCX, Self::op_state_of(td) as u64)
+        if index + 1 > self.line.min_tdcs_pages()
+            && !op_allowed(leaf::MNG_ADDCX, Self::op_state_of(td) as u64)
         {
             return Err(Status::new(status::OP_STATE_INCORRECT));
         }
@@ -95,7 +95,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         };
         fill(
             page,
-            if index as usize == SEPT_ROOT_INDEX {
+            if index as usize == self.line.sept_root_index() {
                 SEPTE_INIT_VALUE
             } else {
                 0
@@ -108,13 +108,13 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         Ok(())
     }
 
-    /// TDH.MNG.INIT (`tdh_mng_init.c`): RCX = 0 first; TDR(RCX with bit 0, the event-filtering
-    /// flag, cleared; exclusive) → state (no lock; UNINITIALIZED) → TD_PARAMS (RDX) 1024-byte
+    /// TDH.MNG.INIT (`tdh_mng_init.c`): RCX = 0 first; TDR(RCX — in 2.0 with bit 0, the
+    /// event-filtering flag, cleared; in 1.5 as it is; exclusive) → state (no lock; UNINITIALIZED) → TD_PARAMS (RDX) 1024-byte
     /// aligned shared HPA → `OPERAND_INVALID|RDX` → TD epoch 1 → the TD_PARAMS rules of
     /// [`check_td_params`] in Intel's order.
     pub(super) fn mng_init(&self, a: &mut SeamArgs) -> LeafResult {
         // RCX is an output (extended error information): 0 unless a CPUID check sets it.
-        let tdr_pa = a.rcx & !1;
+        let tdr_pa = a.rcx & !self.line.mng_init_rcx_flags();
         a.rcx = 0;
         let t = self.lock_tdr(tdr_pa, Operand::RCX, Mode::Exclusive)?;
         let td = t.td;
@@ -135,7 +135,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         let td_params = TdParams::from_words(&core::array::from_fn(|i| {
             p.0.get(base + i).map_or(0, |w| w.load(Relaxed))
         }));
-        let c = check_td_params(td.num_tdcx.load(Acquire), &td_params)?;
+        let c = check_td_params(self.line, td.num_tdcx.load(Acquire), &td_params)?;
         td.attributes.store(c.attributes, Relaxed);
         td.xfam.store(c.xfam, Relaxed);
         td.max_vcpus.store(c.max_vcpus, Relaxed);
@@ -161,7 +161,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if lc != lifecycle::KEYS_CONFIGURED as u64 && lc != lifecycle::HKID_ASSIGNED as u64 {
             return Err(Status::new(status::LIFECYCLE_STATE_INCORRECT));
         }
-        if td.num_tdcx.load(Acquire) >= MIN_TDCS_PAGES
+        if td.num_tdcx.load(Acquire) >= self.line.min_tdcs_pages()
             && Self::op_state_of(td) != op_state::UNINITIALIZED
             && td.num_assoc_vcpus.load(Acquire) != 0
         {

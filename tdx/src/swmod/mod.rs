@@ -10,14 +10,18 @@
 //! TLB-tracking rules need.
 //!
 //! What is modelled (each rule from the module's sources, see `docs/tdx-module-rules.md`):
-//! - the PAMT ([`pamt`]): type, size, owner and block epoch of every page of every TDMR;
+//! - either line of Intel's module, 1.5 or 2.0 ([`ModuleLine`], chosen at [`SwTdxModule::new`]):
+//!   where the lines answer a host differently, each answers as its own line does (§12);
+//! - the PAMT ([`pamt`]): type, size, owner and block epoch of every page of every TDMR, readable
+//!   through TDH.PHYMEM.PAGE.RDMD; freeing a page leaves its owner, as Intel's leaves do;
 //! - TD lifecycle (HKID assigned → keys configured → blocked → teardown) and OP state
 //!   (uninitialised → initialised → runnable), vCPU create/init/flush;
 //! - each TD's Secure-EPT ([`sept`]) in the S-EPT pages the host adds, with the real entry
 //!   states and encodings;
 //! - TLB tracking: TD epoch, per-epoch vCPU counts, block epochs;
 //! - host-side contention: every lock is a try-lock, a conflict is `TDX_OPERAND_BUSY` with the
-//!   operand id of the resource ([`locks`]);
+//!   operand id of the resource ([`locks`]); with the `test-hooks` feature a test can hold any
+//!   of them (`SwTdxModule::hold_lock`) to get each leaf's real BUSY answer;
 //! - MRTD measurement with SHA-384 ([`measure`]).
 //!
 //! Limits: one package and one logical processor are emulated (KEY.CONFIG configures the only
@@ -36,8 +40,11 @@
 //! ([`state`]), the PAMT, the locks and the metadata field tables.
 
 pub mod fields;
+#[cfg(feature = "test-hooks")]
+mod hold;
 mod kot;
 mod leaf_status;
+mod line;
 mod locks;
 pub mod measure;
 pub mod mem;
@@ -52,6 +59,9 @@ mod state;
 mod td_params;
 mod vp;
 
+#[cfg(feature = "test-hooks")]
+pub use hold::{HeldLock, ModuleLock};
+pub use line::{ModuleLine, ModuleVersion};
 pub use locks::Mode;
 pub use measure::Sha512Compress;
 pub use mem::{PageWords, PhysMem};
@@ -129,6 +139,8 @@ pub struct SwTdxModule<M: PhysMem, H: Sha512Compress> {
     /// The (only) package's TDH.PHYMEM.CACHE.WB mutex (`wbt_entries[pkg].entry_lock`): low 16
     /// bits, taken exclusively.
     wbt_lock: AtomicU64,
+    /// The line of Intel's module emulated.
+    line: ModuleLine,
     hkid_first: u16,
     hkid_count: u16,
     calls: [AtomicU64; leaf::MAX_TRACKED],
@@ -139,10 +151,11 @@ pub struct SwTdxModule<M: PhysMem, H: Sha512Compress> {
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     /// A module with no TDMR yet, handing out HKIDs `hkid_first..hkid_first + hkid_count`
     /// (at most [`MAX_HKIDS`]).
-    pub fn new(mem: M, hash: H, hkid_first: u16, hkid_count: u16) -> Self {
+    pub fn new(mem: M, hash: H, line: ModuleLine, hkid_first: u16, hkid_count: u16) -> Self {
         SwTdxModule {
             mem,
             hash,
+            line,
             pamt: Pamt::new(),
             kot: [const { AtomicU64::new(0) }; MAX_HKIDS],
             kot_lock: AtomicU64::new(0),
@@ -175,6 +188,11 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         } else {
             Err(SetupError::NoMemory)
         }
+    }
+
+    /// The line of Intel's module this one emulates.
+    pub fn line(&self) -> ModuleLine {
+        self.line
     }
 
     /// Metadata pages the PAMT uses.
@@ -266,6 +284,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             leaf::PHYMEM_CACHE_WB => self.phymem_cache_wb(a),
             leaf::PHYMEM_PAGE_RECLAIM => self.phymem_page_reclaim(a),
             leaf::PHYMEM_PAGE_WBINVD => self.phymem_page_wbinvd(a),
+            leaf::PHYMEM_PAGE_RDMD => self.phymem_page_rdmd(a),
             leaf::VP_CREATE => self.vp_create(a),
             leaf::VP_ADDCX => self.vp_addcx(a),
             leaf::VP_INIT => self.vp_init(a, version),
@@ -290,8 +309,8 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     }
 
     /// The dispatcher: its pre-checks (reserved RAX bits; a version above 0 only for the
-    /// leaves that have versions, the handlers check their own maximum), the failure injector,
-    /// then the leaf.
+    /// leaves that have versions — VP.INIT from 2.0 on —, the handlers check their own
+    /// maximum), the failure injector, then the leaf.
     fn run(&self, rax: u64, a: &mut SeamArgs) -> LeafResult {
         let leaf_no = rax as u16;
         let version = (rax >> 16) & 0xff;
@@ -302,8 +321,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
                 | leaf::MEM_SEPT_REMOVE
                 | leaf::MNG_RD
                 | leaf::VP_RD
-                | leaf::VP_INIT
-        );
+        ) || (leaf_no == leaf::VP_INIT && self.line.vp_init_has_versions());
         if rax >> 24 != 0 || (version != 0 && !versioned) {
             return Err(Status::operand_invalid(Operand::RAX));
         }

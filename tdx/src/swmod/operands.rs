@@ -13,7 +13,7 @@ use super::measure::Sha512Compress;
 use super::mem::PhysMem;
 use super::mem::{words, PageWords};
 use super::pamt::{check_and_lock, PamtInfo, NDA};
-use super::state::{TdState, VcpuState, MIN_TDCS_PAGES};
+use super::state::{TdState, VcpuState};
 use super::SwTdxModule;
 use crate::abi::{leaf, lifecycle, op_state, page_type, status};
 use crate::error::Operand;
@@ -108,7 +108,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         if td.lifecycle.load(Acquire) != lifecycle::KEYS_CONFIGURED as u64 {
             return Err(Status::new(status::TD_KEYS_NOT_CONFIGURED));
         }
-        if td.num_tdcx.load(Acquire) < MIN_TDCS_PAGES {
+        if td.num_tdcx.load(Acquire) < self.line.min_tdcs_pages() {
             return Err(Status::new(status::TDCS_NOT_ALLOCATED));
         }
         let held = match lock {
@@ -157,6 +157,17 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
                 owner: tdr,
             });
             e.set_bepoch(0);
+        }
+    }
+
+    /// Frees `pages` pages from `pfn` in the PAMT as PAGE.REMOVE, SEPT.REMOVE and
+    /// PHYMEM.PAGE.RECLAIM do: the type becomes NDA, the owner and block epoch stay
+    /// (`docs/tdx-module-rules.md` §5). Under the (head) entry's exclusive lock.
+    pub(crate) fn free_range(&self, pfn: Pfn, pages: u64) {
+        for i in 0..pages {
+            if let Some(e) = self.pamt.entry(&self.mem, pfn.add(i)) {
+                e.free();
+            }
         }
     }
 

@@ -40,7 +40,8 @@ pub struct PamtInfo {
     pub page_type: u8,
     /// Page size (0 = 4K, 1 = 2M, 2 = 1G).
     pub size: u8,
-    /// Owner TDR PFN (0 for host pages and TDRs).
+    /// Owner TDR PFN: the TD that owns the page or, once freed, last owned it (0 for TDRs and
+    /// pages never given to a TD).
     pub owner: Pfn,
 }
 
@@ -75,6 +76,18 @@ impl PamtEntry {
                 Err(c) => cur = c,
             }
         }
+    }
+
+    /// Frees the page: type NDA and (as one 4K entry) size 4K; the owner and the block epoch
+    /// stay, as Intel's leaves leave them (`->pt = PT_NDA`). Only under the exclusive lock of
+    /// the page's (head) entry.
+    pub(crate) fn free(&self) {
+        let owner = self.info().owner;
+        self.set(PamtInfo {
+            page_type: NDA,
+            size: 0,
+            owner,
+        });
     }
 
     pub(crate) fn bepoch(&self) -> u64 {

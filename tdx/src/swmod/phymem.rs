@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The physical-memory leaves (`tdh_phymem_*.c`): TDH.PHYMEM.CACHE.WB writes back the caches of
-//! flushed HKIDs, TDH.PHYMEM.PAGE.RECLAIM takes a page of a torn-down TD back to the host and
-//! TDH.PHYMEM.PAGE.WBINVD writes back one reclaimed page.
+//! flushed HKIDs, TDH.PHYMEM.PAGE.RECLAIM takes a page of a torn-down TD back to the host,
+//! TDH.PHYMEM.PAGE.WBINVD writes back one reclaimed page and TDH.PHYMEM.PAGE.RDMD reads a page's
+//! PAMT entry.
 
 use super::kot::{KOT_FLUSHED, KOT_WB_PENDING};
 use super::locks::{Held, Mode};
 use super::measure::Sha512Compress;
 use super::mem::PhysMem;
-use super::pamt::{check_and_lock, PamtInfo, HKID_MASK, MAX_PA_BITS, NDA};
+use super::pamt::{check_and_lock, HKID_MASK, MAX_PA_BITS, NDA};
 use super::SwTdxModule;
 use crate::abi::{lifecycle, page_type, status};
 use crate::error::Operand;
@@ -88,15 +89,54 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             }
             t.td.chldcnt.fetch_sub(pages, AcqRel);
         }
-        self.set_range(
-            pfn,
-            pages,
-            PamtInfo {
-                page_type: page_type::NDA,
-                size: 0,
-                owner: Pfn::new(0),
-            },
-        );
+        // `reclaimed_page_pamt_entry_ptr->pt = PT_NDA`: the owner stays.
+        self.free_range(pfn, pages);
+        Ok(())
+    }
+
+    /// TDH.PHYMEM.PAGE.RDMD (`tdh_phymem_page_rdmd.c`, `docs/tdx-module-rules.md` §6): RCX,
+    /// RDX and R8-R11 = 0 first → RCX not 4K-aligned, not below MAX_PA or with HKID bits →
+    /// `OPERAND_INVALID|RCX` (2.0's size field in bits 2:0 must be 4K without dynamic PAMT,
+    /// which this alignment check covers) → outside every TDMR →
+    /// `OPERAND_ADDR_RANGE_ERROR|RCX` → the PAMT walk to the page's leaf entry, shared →
+    /// `OPERAND_BUSY|RCX`. Success: RCX = type, RDX = owner TDR PA, R8 = size, R9 = block
+    /// epoch for a REG or EPT page (0 otherwise); nothing changes.
+    ///
+    /// Intel's walk stops at a 2M or 1G entry only if it maps a page (`PT_REG`); this PAMT
+    /// records a mapped large page in each of its 4K entries and keeps its lock and epoch in
+    /// the head entry, so a page inside one reads the large page under the head's lock.
+    pub(super) fn phymem_page_rdmd(&self, a: &mut SeamArgs) -> LeafResult {
+        let pa = a.rcx;
+        (a.rcx, a.rdx, a.r8, a.r9, a.r10, a.r11) = (0, 0, 0, 0, 0, 0);
+        if pa & 4095 != 0 || pa >> MAX_PA_BITS != 0 || pa & HKID_MASK != 0 {
+            return Err(Status::operand_invalid(Operand::RCX));
+        }
+        let pfn = Pfn::new(pa >> 12);
+        let Some(entry) = self.pamt.entry(&self.mem, pfn) else {
+            return Err(Status::addr_range_error(Operand::RCX));
+        };
+        // The leaf the walk reaches: the head of a mapped large page, else the page's own.
+        let first = entry.info();
+        let pages = 1u64 << (9 * first.size as u32);
+        let head = if first.page_type == page_type::REG && pages > 1 {
+            self.pamt
+                .entry(&self.mem, Pfn::new(pfn.raw() & !(pages - 1)))
+                .ok_or(Status::addr_range_error(Operand::RCX))?
+        } else {
+            entry
+        };
+        let Some(_lock) = head.try_lock(Mode::Shared) else {
+            return Err(Status::operand_busy(Operand::RCX));
+        };
+        // Read under the lock: a large page's type, size and owner change only under its head's
+        // exclusive lock.
+        let info = entry.info();
+        a.rcx = info.page_type as u64;
+        a.rdx = info.owner.hpa().raw();
+        a.r8 = info.size as u64;
+        if info.page_type == page_type::REG || info.page_type == page_type::EPT {
+            a.r9 = head.bepoch();
+        }
         Ok(())
     }
 
@@ -154,7 +194,7 @@ mod tests {
 
     #[test]
     fn cache_wb_takes_the_package_mutex_before_the_kot() {
-        let m = SwTdxModule::new(NoMem, NoHash, 1, 4);
+        let m = SwTdxModule::new(NoMem, NoHash, crate::swmod::ModuleLine::V1_5, 1, 4);
         let busy_wbt = status::OPERAND_BUSY | u64::from(operand::WBCACHE);
         let busy_kot = status::OPERAND_BUSY | u64::from(operand::KOT);
         assert_eq!(busy_wbt, 0x8000_0200_0000_00BC);

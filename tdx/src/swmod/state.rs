@@ -10,12 +10,20 @@
 
 use core::sync::atomic::AtomicU64;
 
-/// TDCX pages a TD needs before MNG.INIT (newest module; older modules use 6).
+/// TDCX pages a TD of the 2.0 line needs before MNG.INIT (the module's own number:
+/// [`super::ModuleLine::min_tdcs_pages`]; a host reads it through TDH.SYS.RD).
 pub const MIN_TDCS_PAGES: u64 = crate::abi::MIN_TDCS_PAGES as u64;
-/// Most TDCX pages.
+/// Most TDCX pages of either line: the size of the TDR's table of TDCX pages.
 pub(crate) const MAX_TDCS_PAGES: u64 = crate::abi::MAX_TDCS_PAGES as u64;
-/// Index of the TDCX page that holds the S-EPT root.
+/// Index of the TDCX page that holds the S-EPT root in the 2.0 line
+/// ([`super::ModuleLine::sept_root_index`]).
 pub const SEPT_ROOT_INDEX: usize = 6;
+const _: () = {
+    use super::ModuleLine::{V1_5, V2_0};
+    assert!(V2_0.min_tdcs_pages() == MIN_TDCS_PAGES && V2_0.sept_root_index() == SEPT_ROOT_INDEX);
+    assert!(V1_5.max_tdcs_pages() <= MAX_TDCS_PAGES && V2_0.max_tdcs_pages() == MAX_TDCS_PAGES);
+    assert!(V1_5.sept_root_index() < V1_5.min_tdcs_pages() as usize);
+};
 /// TDVPR plus TDCX pages a vCPU of a TD without L2 VMs needs before VP.INIT
 /// (`MIN_TDVPS_PAGES`, `tdx_tdvps.h`): what `map_tdvps` requires, and what TDH.SYS.RD reports
 /// as TDVPS_BASE_SIZE.

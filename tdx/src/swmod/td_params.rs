@@ -2,13 +2,13 @@
 //! TD_PARAMS, the TD's configuration TDH.MNG.INIT reads: which values a TD may ask for, checked
 //! in Intel's order with Intel's operand ids (`read_and_set_td_configurations`, `tdh_mng_init.c`).
 
+use super::line::ModuleLine;
 use super::state::{
-    ATTRIBUTES_FIXED0, ATTRIBUTES_FIXED1, CONFIG_FLAGS_FIXED0, CONFIG_FLAGS_FIXED1,
-    IA32_ARCH_CAPABILITIES_CONFIG_MASK, MAX_L2_VMS, MIN_TDCS_PAGES, TDCS_PAGES_PER_L2_VM,
-    XFAM_FIXED0, XFAM_FIXED1,
+    ATTRIBUTES_FIXED1, CONFIG_FLAGS_FIXED1, IA32_ARCH_CAPABILITIES_CONFIG_MASK, MAX_L2_VMS,
+    TDCS_PAGES_PER_L2_VM, XFAM_FIXED0, XFAM_FIXED1,
 };
 use crate::abi::td_params::{TdParams, CONFIG_FLAGS_GPAW52, EPTP_MEMTYPE_WB};
-use crate::abi::{operand, status, MAX_VCPUS_PER_TD};
+use crate::abi::{operand, status};
 use crate::error::Operand;
 use crate::swmod::leaf_status::{LeafResult, Status};
 
@@ -25,16 +25,17 @@ pub(crate) struct TdConfig {
     pub tsc_frequency: u64,
 }
 
-/// `verify_td_attributes` (not an import): the allowed bits, no MIGRATABLE TD with DEBUG or
-/// PERFMON, not PERFMON with ICSSD.
+/// `verify_td_attributes` (not an import): the bits allowed (`fixed0`, the line's), no
+/// MIGRATABLE TD with DEBUG or PERFMON, not PERFMON with ICSSD (a 2.0 rule; 1.5 does not allow
+/// ICSSD at all).
 // The FIXED1 test is Intel's, kept although FIXED1 is 0.
 #[allow(clippy::bad_bit_mask)]
-fn attributes_valid(attr: u64) -> bool {
+fn attributes_valid(attr: u64, fixed0: u64) -> bool {
     const DEBUG: u64 = 1;
     const ICSSD: u64 = 1 << 16;
     const MIGRATABLE: u64 = 1 << 29;
     const PERFMON: u64 = 1 << 63;
-    if attr & !ATTRIBUTES_FIXED0 != 0 || attr & ATTRIBUTES_FIXED1 != ATTRIBUTES_FIXED1 {
+    if attr & !fixed0 != 0 || attr & ATTRIBUTES_FIXED1 != ATTRIBUTES_FIXED1 {
         return false;
     }
     if attr & MIGRATABLE != 0 && attr & (DEBUG | PERFMON) != 0 {
@@ -57,16 +58,18 @@ fn xfam_valid(xfam: u64) -> bool {
 }
 
 /// `read_and_set_td_configurations` and the checks after it (`tdh_mng_init.c`), in Intel's
-/// order, on the TD_PARAMS `p` of a TD with `num_tdcx` TDCX pages:
+/// order, on the TD_PARAMS `p` of a TD with `num_tdcx` TDCX pages, with the rules of module
+/// `line` (`docs/tdx-module-rules.md` §12):
 ///
 /// 1. ATTRIBUTES ([`attributes_valid`]) → `OPERAND_INVALID|ATTRIBUTES (64)`;
 /// 2. XFAM ([`xfam_valid`]) → `|XFAM (65)`;
-/// 3. MAX_VCPUS 0 or above `MAX_VCPUS_PER_TD` → `|MAX_VCPUS (68)`;
+/// 3. MAX_VCPUS 0 or (2.0) above `MAX_VCPUS_PER_TD` → `|MAX_VCPUS (68)`;
 /// 4. NUM_L2_VMS above 3 → `|NUM_L2_VMS (71)`;
-/// 5. fewer than `9 + NUM_L2_VMS` TDCX pages → `TDX_TDCS_NOT_ALLOCATED`;
+/// 5. fewer than the line's minimum (9 or 6) + NUM_L2_VMS TDCX pages →
+///    `TDX_TDCS_NOT_ALLOCATED`;
 /// 6. reserved_0 → `|RDX`;
-/// 7. CONFIG_FLAGS outside `CONFIG_FLAGS_FIXED0`/`FIXED1`, or MAXPA_VIRT with MAXGPA_VIRT →
-///    `|EXEC_CONTROLS (66)`;
+/// 7. CONFIG_FLAGS outside the line's `CONFIG_FLAGS_FIXED0`/`FIXED1`, or MAXPA_VIRT with
+///    MAXGPA_VIRT → `|EXEC_CONTROLS (66)`;
 /// 8. EPTP_CONTROLS: memory type WB, page-walk length 4 or 5 levels, A/D (6), SSS (7), bits
 ///    11:8, the root PA (51:12) and 63:52 all 0, and 5 levels if GPAW is 52 →
 ///    `|EPTP_CONTROLS (67)`;
@@ -78,11 +81,15 @@ fn xfam_valid(xfam: u64) -> bool {
 ///     outside `IA32_ARCH_CAPABILITIES_CONFIG_MASK` → `|IA32_ARCH_CAPABILITIES_CONFIG (72)`.
 // The CONFIG_FLAGS_FIXED1 test is Intel's, kept although CONFIG_FLAGS_FIXED1 is 0.
 #[allow(clippy::bad_bit_mask)]
-pub(crate) fn check_td_params(num_tdcx: u64, p: &TdParams) -> LeafResult<TdConfig> {
+pub(crate) fn check_td_params(
+    line: ModuleLine,
+    num_tdcx: u64,
+    p: &TdParams,
+) -> LeafResult<TdConfig> {
     use operand::td_params as op;
     let invalid = |id: u32| Status::operand_invalid(Operand(id));
     let attributes = p.attributes;
-    if !attributes_valid(attributes) {
+    if !attributes_valid(attributes, line.attributes_fixed0()) {
         return Err(invalid(op::ATTRIBUTES));
     }
     let xfam = p.xfam;
@@ -90,14 +97,14 @@ pub(crate) fn check_td_params(num_tdcx: u64, p: &TdParams) -> LeafResult<TdConfi
         return Err(invalid(op::XFAM));
     }
     let max_vcpus = u64::from(p.max_vcpus);
-    if max_vcpus == 0 || max_vcpus > MAX_VCPUS_PER_TD as u64 {
+    if max_vcpus == 0 || max_vcpus > line.max_vcpus_limit() {
         return Err(invalid(op::MAX_VCPUS));
     }
     let num_l2_vms = u64::from(p.num_l2_vms);
     if num_l2_vms > MAX_L2_VMS {
         return Err(invalid(op::NUM_L2_VMS));
     }
-    if num_tdcx < MIN_TDCS_PAGES + TDCS_PAGES_PER_L2_VM * num_l2_vms {
+    if num_tdcx < line.min_tdcs_pages() + TDCS_PAGES_PER_L2_VM * num_l2_vms {
         return Err(Status::new(status::TDCS_NOT_ALLOCATED));
     }
     let rdx = Status::operand_invalid(Operand::RDX);
@@ -108,7 +115,7 @@ pub(crate) fn check_td_params(num_tdcx: u64, p: &TdParams) -> LeafResult<TdConfi
     let flags = p.config_flags;
     const MAXPA_VIRT: u64 = 1 << 3;
     const MAXGPA_VIRT: u64 = 1 << 4;
-    if flags & !CONFIG_FLAGS_FIXED0 != 0
+    if flags & !line.config_flags_fixed0() != 0
         || flags & CONFIG_FLAGS_FIXED1 != CONFIG_FLAGS_FIXED1
         || flags & (MAXPA_VIRT | MAXGPA_VIRT) == MAXPA_VIRT | MAXGPA_VIRT
     {
@@ -174,7 +181,12 @@ mod tests {
 
     #[test]
     fn check_td_params_keeps_what_mng_init_stores() {
-        let c = check_td_params(12, &params(&[(2, 1376 | 3 << 16), (3, 6 | 4 << 3), (4, 1)]));
+        let v2 = ModuleLine::V2_0;
+        let c = check_td_params(
+            v2,
+            12,
+            &params(&[(2, 1376 | 3 << 16), (3, 6 | 4 << 3), (4, 1)]),
+        );
         assert_eq!(
             c,
             Ok(TdConfig {
@@ -188,19 +200,32 @@ mod tests {
             })
         );
         assert_eq!(
-            check_td_params(11, &params(&[(2, 8 | 3 << 16)])),
+            check_td_params(v2, 11, &params(&[(2, 8 | 3 << 16)])),
+            Err(Status::new(status::TDCS_NOT_ALLOCATED))
+        );
+        // The 1.5 line: 6 TDCX pages suffice; MAX_VCPUS may be above 1376.
+        let c = check_td_params(ModuleLine::V1_5, 6, &params(&[(2, 0xFFFF)]));
+        assert_eq!(c.map(|c| c.max_vcpus), Ok(0xFFFF));
+        assert_eq!(
+            check_td_params(ModuleLine::V1_5, 5, &params(&[])),
             Err(Status::new(status::TDCS_NOT_ALLOCATED))
         );
     }
 
     #[test]
     fn attribute_and_xfam_rules() {
-        assert!(attributes_valid(
-            ATTRIBUTES_FIXED0 & !(1 << 29) & !(1 << 16)
+        let fixed0 = ModuleLine::V2_0.attributes_fixed0();
+        assert_eq!(fixed0, crate::swmod::state::ATTRIBUTES_FIXED0);
+        assert!(attributes_valid(fixed0 & !(1 << 29) & !(1 << 16), fixed0));
+        assert!(!attributes_valid(1 << 27, fixed0)); // LASS: not on the emulated CPU
+        assert!(!attributes_valid(1 << 62, fixed0)); // TPA: no TDX Connect
+        assert!(!attributes_valid(1 << 31, fixed0)); // KL
+                                                     // PERFMON with ICSSD: refused by 2.0's rule; 1.5 does not allow ICSSD at all.
+        assert!(!attributes_valid(1 << 63 | 1 << 16, fixed0));
+        assert!(!attributes_valid(
+            1 << 16,
+            ModuleLine::V1_5.attributes_fixed0()
         ));
-        assert!(!attributes_valid(1 << 27)); // LASS: not on the emulated CPU
-        assert!(!attributes_valid(1 << 62)); // TPA: no TDX Connect
-        assert!(!attributes_valid(1 << 31)); // KL
         assert!(xfam_valid(XFAM_FIXED0));
         assert!(!xfam_valid(XFAM_FIXED0 & !(1 << 2))); // AVX-512 without AVX
         assert!(!xfam_valid(1));

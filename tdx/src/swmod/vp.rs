@@ -93,7 +93,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         let (v, t) = (vp.v, &vp.t);
         let state = v.state.load(Acquire);
         if state != vcpu_state::UNINITIALIZED as u64 {
-            return Err(Status::with_detail(status::VCPU_STATE_INCORRECT, state));
+            return Err(Status::with_detail(
+                status::VCPU_STATE_INCORRECT,
+                self.line.vcpu_state_operand(state),
+            ));
         }
         // `MAX_TDVPS_PAGES` (15) pages at most: the TDVPR and 14 TDCX pages.
         let n = v.num_tdvps_pages.load(Acquire);
@@ -148,7 +151,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
         let state = v.state.load(Acquire);
         if state != vcpu_state::UNINITIALIZED as u64 {
-            return Err(Status::with_detail(status::VCPU_STATE_INCORRECT, state));
+            return Err(Status::with_detail(
+                status::VCPU_STATE_INCORRECT,
+                self.line.vcpu_state_operand(state),
+            ));
         }
         let max = t.td.max_vcpus.load(Acquire);
         let index = t.td.num_vcpus.fetch_add(1, AcqRel);

@@ -128,6 +128,22 @@ pub struct Reclaimed {
     pub size: u8,
 }
 
+/// A page's PAMT entry as TDH.PHYMEM.PAGE.RDMD reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageMetadata {
+    /// The page type ([`crate::abi::page_type`]; `NDA` for a page the module does not hold),
+    /// from RCX.
+    pub page_type: u8,
+    /// The TDR of the TD that owns or last owned the page (0 for a TDR and for a page never
+    /// given to a TD): freeing a page leaves its owner. From RDX.
+    pub owner: Hpa,
+    /// The page size ([`crate::abi::page_size`]) of the entry the module's PAMT walk stopped
+    /// at, from R8.
+    pub size: u8,
+    /// The block epoch (`bepoch`) of a REG or EPT page, 0 for other types, from R9.
+    pub bepoch: u64,
+}
+
 /// What TDH.SYS.INFO wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SysInfo {

@@ -2,7 +2,7 @@
 //! The physical-memory leaves (TDH.PHYMEM.*): take pages back from a torn-down TD and write back
 //! the caches of a released HKID.
 
-use super::{CacheWb, Reclaimed, Tdx, NO_WARNINGS, ZERO};
+use super::{CacheWb, PageMetadata, Reclaimed, Tdx, NO_WARNINGS, ZERO};
 use crate::abi::{leaf, status};
 use crate::error::TdxError;
 use crate::seamcall::{SeamArgs, Seamcall};
@@ -29,6 +29,32 @@ impl<S: Seamcall> Tdx<S> {
             page_type: (out.rcx & 0xff) as u8,
             owner: Hpa::new(out.rdx),
             size: (out.r8 & 0xff) as u8,
+        })
+    }
+
+    /// TDH.PHYMEM.PAGE.RDMD (24): reads the PAMT entry of a page (any page of a TDMR), changing
+    /// nothing.
+    ///
+    /// Inputs: RCX = page PA (4K-aligned, no key-id bits). Outputs: page type (RCX), owner TDR
+    /// (RDX), page size (R8), block epoch (R9).
+    ///
+    /// # Errors
+    ///
+    /// The module's status: `TDX_OPERAND_INVALID|RCX` (misaligned, key-id bits, beyond the
+    /// physical address width), `TDX_OPERAND_ADDR_RANGE_ERROR|RCX` (not TDX memory),
+    /// `TDX_OPERAND_BUSY|RCX` (the entry is locked exclusively).
+    #[must_use = "the page's metadata is the point of the call"]
+    pub fn phymem_page_rdmd(&self, page: Hpa) -> Result<PageMetadata, TdxError> {
+        let args = SeamArgs {
+            rcx: page.raw(),
+            ..ZERO
+        };
+        let out = self.call(leaf::PHYMEM_PAGE_RDMD, args, NO_WARNINGS)?.out;
+        Ok(PageMetadata {
+            page_type: (out.rcx & 0xff) as u8,
+            owner: Hpa::new(out.rdx),
+            size: (out.r8 & 0xff) as u8,
+            bepoch: out.r9,
         })
     }
 
@@ -95,6 +121,43 @@ mod tests {
                 ..ZERO
             },
         );
+    }
+
+    #[test]
+    fn phymem_page_rdmd_regs_and_outputs() {
+        let t = replying(
+            status::SUCCESS,
+            SeamArgs {
+                rcx: u64::from(page_type::REG),
+                rdx: 0x10_0000,
+                r8: u64::from(page_size::SIZE_2M),
+                r9: 7,
+                ..ZERO
+            },
+        );
+        assert_eq!(
+            t.phymem_page_rdmd(PAGE),
+            Ok(PageMetadata {
+                page_type: page_type::REG,
+                owner: TDR.hpa(),
+                size: page_size::SIZE_2M,
+                bepoch: 7,
+            })
+        );
+        t.backend().assert_one(
+            24,
+            SeamArgs {
+                rcx: 0x20_0000,
+                ..ZERO
+            },
+        );
+    }
+
+    #[test]
+    fn phymem_page_rdmd_errors_carry_the_operand() {
+        let t = replying(status::OPERAND_BUSY | crate::abi::operand::RCX as u64, ZERO);
+        let e = t.phymem_page_rdmd(PAGE).unwrap_err();
+        assert!(e.is_busy_on(crate::Operand::RCX));
     }
 
     #[test]

@@ -106,6 +106,16 @@ pub fn nda() -> PamtInfo {
     }
 }
 
+/// A page freed by PAGE.REMOVE, SEPT.REMOVE or PHYMEM.PAGE.RECLAIM: NDA, but still naming the
+/// TD that owned it (`docs/tdx-module-rules.md` §5: Intel's leaves only set `pt = PT_NDA`).
+pub fn freed(td: &TestTd) -> PamtInfo {
+    PamtInfo {
+        page_type: page_type::NDA,
+        size: 0,
+        owner: tdr_pfn(td),
+    }
+}
+
 pub fn owned_by(pt: u8, size: u8, td: &TestTd) -> PamtInfo {
     PamtInfo {
         page_type: pt,

@@ -3,7 +3,7 @@
 //! TDH.MEM.TRACK starts a new TLB epoch, TDH.MEM.RANGE.UNBLOCK lets an entry be used again once its
 //! block is tracked (`tdh_mem_range_block.c`, `tdh_mem_track.c`, `tdh_mem_range_unblock.c`).
 
-use super::{any_blocked, details, state_of, St, R, RWX, SVE, TDB, TDBW, W, X, XU};
+use super::{any_blocked, details, state_of, St, RWX, SVE, TDB, TDBW};
 use crate::abi::{leaf, status};
 use crate::error::Operand;
 use crate::seamcall::SeamArgs;
@@ -64,10 +64,12 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             Mode::Exclusive,
         )?;
         let v = e.get();
-        // `sept_unblock`: `sept_update_state` (which sets SVE), then SEPT_PERMISSIONS_RWX.
+        // `sept_unblock`: `sept_update_state` (which sets SVE), then the line's
+        // SEPT_PERMISSIONS_RWX.
+        let rwx = self.line.sept_permissions();
         let new = match state_of(v) {
-            St::NlBlocked => (v & !TDB) | R | W | X | XU | SVE,
-            St::Blocked => (v & !TDB) | R | W | X | XU | SVE,
+            St::NlBlocked => (v & !TDB) | rwx | SVE,
+            St::Blocked => (v & !TDB) | rwx | SVE,
             St::PendingBlocked => (v & !TDB) | SVE,
             _ => {
                 details(a, v, gl.level);
@@ -82,9 +84,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
                 .mapped_page_entry(v)
                 .is_some_and(|pe| Self::is_tracked(t.td, pe.bepoch()));
             if !tracked {
+                // 1.5 names the S-EPT tree here, 2.0 RCX (`docs/tdx-module-rules.md` §12).
                 return Err(Status::with_operand(
                     status::TLB_TRACKING_NOT_DONE,
-                    Operand::RCX,
+                    self.line.unblock_tracking_operand(),
                 ));
             }
         }

@@ -2,7 +2,7 @@
 //! The Secure-EPT: entry encoding, states, walk and inspection.
 //!
 //! Entries live in the S-EPT pages the host adds (the root in the TD's TDCX page
-//! [`SEPT_ROOT_INDEX`]), encoded as the real module encodes them (`sept_manager.h`): the state in
+//! [`super::ModuleLine::sept_root_index`]), encoded as the real module encodes them (`sept_manager.h`): the state in
 //! bits D (9), TDEX (53), TDBW (54), TDB (55), TDP (56), IPAT (6) and PS (7); the per-entry lock
 //! in TDEL (11); SVE in bit 63. Errors report the architectural entry in RCX and its level and
 //! public state in RDX, as `set_arch_septe_details_in_vmm_regs` does.
@@ -21,7 +21,7 @@ use super::measure::Sha512Compress;
 use super::mem::PhysMem;
 use super::mem::{words, PageWords};
 use super::pamt::MAX_PA_BITS;
-use super::state::{TdState, SEPT_ROOT_INDEX};
+use super::state::TdState;
 use super::SwTdxModule;
 use crate::abi::{sept_state, SeptLevel};
 use crate::seamcall::SeamArgs;
@@ -150,10 +150,10 @@ pub(super) struct Walk<'a> {
 }
 
 /// The per-entry lock (TDEL), released on drop.
-struct EntryLock<'a>(&'a AtomicU64);
+pub(super) struct EntryLock<'a>(&'a AtomicU64);
 
 impl<'a> EntryLock<'a> {
-    fn try_new(entry: &'a AtomicU64) -> Option<Self> {
+    pub(super) fn try_new(entry: &'a AtomicU64) -> Option<Self> {
         let old = entry.fetch_or(TDEL, AcqRel);
         // Lazily: an `EntryLock` dropped after a failed attempt would clear the holder's bit.
         (old & TDEL == 0).then(|| EntryLock(entry))
@@ -178,7 +178,8 @@ impl Drop for EntryLock<'_> {
 
 impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     fn sept_root<'a>(&'a self, td: &TdState) -> Option<&'a PageWords> {
-        words(&self.mem, Pfn::new(td.tdcx[SEPT_ROOT_INDEX].load(Acquire)))
+        let root = td.tdcx.get(self.line.sept_root_index())?;
+        words(&self.mem, Pfn::new(root.load(Acquire)))
     }
 
     /// Walks toward `gpa` at `target` (TDX level), stopping early at a non-present entry or a

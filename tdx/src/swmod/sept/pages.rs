@@ -4,8 +4,7 @@
 //! (`tdh_mem_page_aug.c`, `tdh_mem_page_add.c`, `tdh_mem_page_remove.c`).
 
 use super::{
-    details, hpa, is_leaf, state_of, St, IPAT, MT_WB, PS, R, SEPTE_INIT_VALUE, SVE, TDEL, TDP, W,
-    X, XU,
+    details, hpa, is_leaf, state_of, St, IPAT, MT_WB, PS, SEPTE_INIT_VALUE, SVE, TDEL, TDP,
 };
 use crate::abi::{leaf, page_type, status, SeptLevel};
 use crate::error::Operand;
@@ -108,7 +107,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             d.store(s.load(Relaxed), Relaxed);
         }
         w.entry.store(
-            R | W | X | XU | MT_WB | IPAT | PS | SVE | target.hpa().raw(),
+            self.line.sept_permissions() | MT_WB | IPAT | PS | SVE | target.hpa().raw(),
             Release,
         );
         self.measure(td, &mr_block(b"MEM.PAGE.ADD", gl.gpa));
@@ -142,15 +141,8 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         let pages = gl.level.pages();
         e.set(SEPTE_INIT_VALUE);
         t.td.chldcnt.fetch_sub(pages, AcqRel);
-        self.set_range(
-            page,
-            pages,
-            PamtInfo {
-                page_type: NDA,
-                size: 0,
-                owner: Pfn::new(0),
-            },
-        );
+        // `removed_page_pamt_entry_ptr->pt = PT_NDA`: the owner stays.
+        self.free_range(page, pages);
         a.rcx = page.hpa().raw();
         a.rdx = 0;
         Ok(())

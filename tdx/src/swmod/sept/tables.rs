@@ -3,7 +3,7 @@
 //! empty one, TDH.MEM.SEPT.RD reads an entry (`tdh_mem_sept_add.c`, `tdh_mem_sept_remove.c`,
 //! `tdh_mem_sept_rd.c`).
 
-use super::{details, hpa, state_of, St, BIT63, NULL_PA, R, SEPTE_INIT_VALUE, SVE, TDEL, W, X, XU};
+use super::{details, hpa, state_of, St, BIT63, NULL_PA, SEPTE_INIT_VALUE, SVE, TDEL};
 use crate::abi::{leaf, page_type, status};
 use crate::error::Operand;
 use crate::seamcall::SeamArgs;
@@ -13,7 +13,7 @@ use crate::swmod::measure::Sha512Compress;
 use crate::swmod::mem::words;
 use crate::swmod::mem::PhysMem;
 use crate::swmod::operands::fill;
-use crate::swmod::pamt::{PamtInfo, NDA};
+use crate::swmod::pamt::PamtInfo;
 use crate::swmod::state::TdState;
 use crate::swmod::SwTdxModule;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
@@ -120,7 +120,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             });
             pe.set_bepoch(0);
             t.td.chldcnt.fetch_add(1, AcqRel);
-            e.set(R | W | X | XU | SVE | child.hpa().raw());
+            e.set(self.line.sept_permissions() | SVE | child.hpa().raw());
             flagged[0] = NULL_PA;
         }
         Ok(())
@@ -170,11 +170,8 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
         e.set(SEPTE_INIT_VALUE);
         t.td.chldcnt.fetch_sub(1, AcqRel);
-        pe.set(PamtInfo {
-            page_type: NDA,
-            size: 0,
-            owner: Pfn::new(0),
-        });
+        // `->pt = PT_NDA` only ("OWNER = 0" says Intel's comment; the code keeps it).
+        pe.free();
         a.rcx = child.hpa().raw();
         Ok(())
     }
