@@ -179,13 +179,13 @@ impl TdControl {
         }
         let tdr = self.tdr().ok_or(EINVAL)?;
         let params = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
-        let w = params.table();
+        let w = params.words();
         // TD_PARAMS: ATTRIBUTES 0, XFAM x87|SSE, MAX_VCPUS, EPTP (WB, 4-level), GPAW 48, TSC 2.5 GHz.
         for (i, v) in [0u64, 3, MAX_TD_VCPUS as u64, 6 | 3 << 3, 0, 100]
             .into_iter()
             .enumerate()
         {
-            w.0[i].store(v, Ordering::Relaxed);
+            w[i].store(v, Ordering::Relaxed);
         }
         let r = retry_busy(|| self.tdx.mng_init(tdr, params.pfn().hpa()));
         free_frame(params, stats::Kind::TdControl);

@@ -114,7 +114,7 @@ fn params(env: &HostEnv, attributes: u64, xfam: u64, max_vcpus: u64) -> Frame {
         .into_iter()
         .enumerate()
     {
-        f.table().0[i].store(v, Relaxed);
+        f.words()[i].store(v, Relaxed);
     }
     f
 }
@@ -300,7 +300,7 @@ fn mng_rd_mrtd_elements_are_the_digest_bytes_in_memory_order() {
         .unwrap();
     }
     let src = host_page(&env);
-    for (i, w) in src.table().0.iter().enumerate() {
+    for (i, w) in src.words().iter().enumerate() {
         w.store(i as u64 * 0x0101_0101, Relaxed);
     }
     tdx.mem_page_add(

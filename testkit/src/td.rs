@@ -27,8 +27,8 @@ pub fn host_page(env: &HostEnv) -> Frame {
 /// TD_PARAMS for a 4-level (GPAW 48) or 5-level (GPAW 52) TD with `max_vcpus`.
 pub fn td_params(env: &HostEnv, five_level: bool, max_vcpus: u64) -> Frame {
     let f = host_page(env);
-    let words = f.table();
-    let store = |i: usize, v: u64| words.0[i].store(v, std::sync::atomic::Ordering::Relaxed);
+    let words = f.words();
+    let store = |i: usize, v: u64| words[i].store(v, std::sync::atomic::Ordering::Relaxed);
     store(0, 0); // ATTRIBUTES
     store(1, 3); // XFAM: x87 | SSE
     store(2, max_vcpus);
