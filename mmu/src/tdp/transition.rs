@@ -26,7 +26,7 @@
 //! Entry points, by lock mode:
 //! - shared (faults): [`TdpMmu::set_spte_atomic`] (compare-exchange; mirror: freeze → hook →
 //!   publish) and [`TdpMmu::zap_spte_atomic`] (freeze, flush, clear a huge shared leaf);
-//! - exclusive (zaps, teardown): [`TdpMmu::block_spte`] and [`TdpMmu::flush_external`] (the
+//! - exclusive (zaps, teardown): [`TdpMmu::block_external_spte`] and [`TdpMmu::flush_external`] (the
 //!   mirror rounds' first two steps), [`TdpMmu::zap_spte`] (an entry becomes non-present, with
 //!   its subtree), [`TdpMmu::flush_shared_tlbs`];
 //! - pages no entry links: [`TdpMmu::alloc_root`], [`TdpMmu::free_deferred`],
@@ -277,7 +277,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// # Errors
     ///
     /// [`MmuError::ExternalBusy`] (nothing changed), [`MmuError::Bugged`].
-    pub(super) fn block_spte(
+    pub(super) fn block_external_spte(
         &self,
         it: &mut TdpIter<'_, F, E>,
         zs: &mut ZapStats,

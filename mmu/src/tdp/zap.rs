@@ -211,7 +211,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
             if doomed_here {
                 doomed += 1;
                 match pass {
-                    Pass::Block => self.block_spte(&mut it, stats)?,
+                    Pass::Block => self.block_external_spte(&mut it, stats)?,
                     Pass::Remove => self.zap_spte(&mut it, Removal::Zap, stats)?,
                 }
             }
