@@ -193,9 +193,9 @@ impl HeaderSlot {
 /// Implementors guarantee:
 /// - `alloc_page` returns frames satisfying [`Frame`]'s invariant, zero-filled, each page handed
 ///   out at most once until freed;
-/// - `table_of(pfn)` returns the same mapping `alloc_page` returned in `Frame::virt` for every
-///   page this environment handed out and that is not yet freed, and `None` (never a pointer
-///   to memory it did not allocate) when it cannot map `pfn`;
+/// - `table_of(pfn)`, for a page this environment handed out and that is not yet freed,
+///   returns the mapping `alloc_page` returned in `Frame::virt`, or `None` if it cannot map it;
+///   never a pointer to memory it did not allocate (the MMU turns `None` into a bugged VM);
 /// - `alloc_header` returns slots satisfying [`HeaderSlot`]'s invariant;
 /// - `page_private` returns the last value `set_page_private` stored for that page.
 pub unsafe trait MmuEnv: Sync {
