@@ -48,6 +48,7 @@ const _: () = assert!(size_of::<Table>() == 4096);
 
 impl Table {
     /// Entry `index` as last written (`READ_ONCE`), or `None` if `index` is not below 512.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<u64> {
         self.0.get(index).map(|e| e.load(Ordering::Acquire))
     }
@@ -58,12 +59,14 @@ impl Table {
     }
 
     /// Reads entry `index` (taken modulo 512; every caller passes an in-range index).
+    #[inline]
     pub(crate) fn load(&self, index: usize) -> u64 {
         self.0[index & (ENTRIES_PER_TABLE - 1)].load(Ordering::Acquire)
     }
 
     /// The entry `index` (taken modulo 512, as in [`Table::load`]), for writing.
     /// Crate-private: only the transition layer writes entries.
+    #[inline]
     pub(crate) fn entry(&self, index: usize) -> &AtomicU64 {
         &self.0[index & (ENTRIES_PER_TABLE - 1)]
     }
@@ -141,6 +144,7 @@ impl Frame {
     }
 
     /// The page viewed as a page-table page.
+    #[inline]
     pub(crate) fn table(&self) -> &Table {
         // SAFETY: by the type invariant `virt` is valid, aligned, 4096 bytes; `Table` is 512
         // atomics, valid for any bit pattern, and only accessed atomically.

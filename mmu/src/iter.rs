@@ -88,6 +88,7 @@ impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
     ///
     /// `root` is a live root of `env`'s MMU and the caller holds that MMU's lock for as long as
     /// the iterator is used.
+    #[inline]
     pub(crate) unsafe fn new(
         env: &'a E,
         root: &'a MmuPage,

@@ -79,6 +79,7 @@ impl<'a> Spte<'a> {
     }
 
     /// Entry `index` of `page`'s table, read now.
+    #[inline]
     fn in_table(page: &'a MmuPage, index: usize) -> Self {
         let table = page.table();
         let level = page.role().level;
@@ -92,11 +93,13 @@ impl<'a> Spte<'a> {
     }
 
     /// Stores `new` (exclusive lock, or an entry frozen by the caller).
+    #[inline]
     fn write(&self, new: u64) {
         self.sptep.store(new, Ordering::Release);
     }
 
     /// Replaces the value read with `new` unless another walker changed the entry first.
+    #[inline]
     fn try_write(&self, new: u64) -> bool {
         self.sptep
             .compare_exchange(self.old, new, Ordering::AcqRel, Ordering::Acquire)
@@ -128,33 +131,45 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     ///
     /// [`MmuError::Bugged`]. If the entry was changed and only its consequences failed (a
     /// replaced table without a header), `it.old_spte()` is `new`; otherwise nothing changed.
+    #[inline(always)]
     pub(super) fn set_spte_atomic(
         &self,
         it: &mut TdpIter<'_, F, E>,
         new: u64,
     ) -> Result<bool, MmuError> {
         let e = Spte::at(it);
+        let (old_kind, new_kind) = (F::decode(e.old, e.level), F::decode(new, e.level));
+        if old_kind == SpteKind::Frozen {
+            // Another walker is in the middle of changing it: never build on that.
+            return Ok(false);
+        }
         let won = match e.root {
-            RootKind::Mirror => self.set_external_spte_present(&e, new)?,
+            RootKind::Mirror => self.set_external_spte_present(&e, old_kind, new, new_kind)?,
             RootKind::Shared => e.try_write(new),
         };
         if !won {
             return Ok(false);
         }
         it.set_old_spte(new);
-        self.handle_changed_spte_atomic(&e, new)?;
+        self.handle_changed_spte_atomic(&e, old_kind, new_kind)?;
         Ok(true)
     }
 
     /// Freeze → hook → publish for an absent mirror entry becoming a table or a leaf.
     /// `Ok(false)`: lost the race to freeze, or the hook was busy (the old value is back).
-    fn set_external_spte_present(&self, e: &Spte<'_>, new: u64) -> Result<bool, MmuError> {
-        if F::decode(e.old, e.level) != SpteKind::Absent {
+    fn set_external_spte_present(
+        &self,
+        e: &Spte<'_>,
+        old_kind: SpteKind,
+        new: u64,
+        new_kind: SpteKind,
+    ) -> Result<bool, MmuError> {
+        if old_kind != SpteKind::Absent {
             return Err(self.bug());
         }
         // Resolve the hook's argument before freezing, so that a broken invariant leaves the
         // entry untouched.
-        let hook = match F::decode(new, e.level) {
+        let hook = match new_kind {
             SpteKind::Table(pfn) => Present::Link(self.page_of(pfn)?),
             SpteKind::Leaf(leaf) => Present::Leaf(leaf.pfn),
             SpteKind::Absent | SpteKind::Frozen => return Err(self.bug()),
@@ -188,8 +203,13 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// The consequences of a change made under the shared lock: accounting of what appeared and
     /// disappeared, teardown of a replaced table's subtree, and the TLB flush a replaced
     /// present entry needs.
-    fn handle_changed_spte_atomic(&self, e: &Spte<'_>, new: u64) -> Result<(), MmuError> {
-        match F::decode(new, e.level) {
+    fn handle_changed_spte_atomic(
+        &self,
+        e: &Spte<'_>,
+        old_kind: SpteKind,
+        new_kind: SpteKind,
+    ) -> Result<(), MmuError> {
+        match new_kind {
             SpteKind::Leaf(_) => self.stats.leaf(e.root, e.level, 1),
             SpteKind::Table(_) => {
                 self.stats.table(e.root, 1);
@@ -199,7 +219,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
             }
             SpteKind::Absent | SpteKind::Frozen => {}
         }
-        match F::decode(e.old, e.level) {
+        match old_kind {
             SpteKind::Leaf(_) => {
                 self.stats.leaf(e.root, e.level, -1);
                 self.flush_shared_tlbs(e.gfn, e.level.pages());
@@ -335,6 +355,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         self.env.flush_remote_tlbs(start, pages);
     }
 
+    #[inline(always)]
     fn remove_spte(
         &self,
         e: Spte<'_>,
