@@ -26,9 +26,9 @@
 //! Entry points, by lock mode:
 //! - shared (faults): [`TdpMmu::set_spte_atomic`] (compare-exchange; mirror: freeze → hook →
 //!   publish) and [`TdpMmu::zap_spte_atomic`] (freeze, flush, clear a huge shared leaf);
-//! - exclusive (zaps, teardown): [`TdpMmu::block_external_spte`] and [`TdpMmu::flush_external`] (the
-//!   mirror rounds' first two steps), [`TdpMmu::zap_spte`] (an entry becomes non-present, with
-//!   its subtree), [`TdpMmu::flush_shared_tlbs`];
+//! - exclusive (zaps, teardown): [`TdpMmu::block_external_spte`] and
+//!   [`TdpMmu::flush_external`] (the mirror rounds' first two steps), [`TdpMmu::zap_spte`] (an
+//!   entry becomes non-present, with its subtree), [`TdpMmu::flush_shared_tlbs`];
 //! - pages no entry links: [`TdpMmu::alloc_root`], [`TdpMmu::free_deferred`],
 //!   [`TdpMmu::teardown_root`].
 
@@ -355,6 +355,10 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         self.env.flush_remote_tlbs(start, pages);
     }
 
+    /// An entry becomes non-present under the exclusive lock, and everything that follows
+    /// (upstream `handle_changed_spte()` for `old → 0`, with `handle_removed_pt()` and
+    /// `remove_external_spte()`). Recurses into a table's entries at teardown and for a shared
+    /// table; a zapped mirror table must be empty already.
     #[inline(always)]
     fn remove_spte(
         &self,
