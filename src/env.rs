@@ -133,15 +133,16 @@ unsafe impl MmuEnv for KernelEnv {
         stats::dec(stats::Kind::Header);
     }
 
-    fn table_of(&self, pfn: Pfn) -> NonNull<Table> {
-        // SAFETY: `pfn` is a page this environment allocated (trait contract of the callers);
-        // pfn_to_kaddr never returns NULL for RAM.
+    fn table_of(&self, pfn: Pfn) -> Option<NonNull<Table>> {
+        // SAFETY: `pfn` is a page this environment allocated (trait contract of the callers).
         let p = unsafe { glue::tdxkvm_pfn_to_virt(pfn.raw()) };
-        NonNull::new(p.cast::<Table>()).unwrap_or(NonNull::dangling())
+        // pfn_to_kaddr never returns NULL for RAM; if it does, the MMU marks the VM bugged.
+        NonNull::new(p.cast::<Table>())
     }
 
-    fn set_page_private(&self, pfn: Pfn, value: usize) {
-        // SAFETY: `pfn` is a page this environment allocated and owns.
+    unsafe fn set_page_private(&self, pfn: Pfn, value: usize) {
+        // SAFETY: `pfn` is a page this environment allocated, and the MMU core (the only caller,
+        // per the trait's contract) owns it.
         unsafe { glue::tdxkvm_set_page_private(pfn.raw(), value) }
     }
 

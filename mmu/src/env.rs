@@ -11,14 +11,66 @@ use crate::lock::RawRwLock;
 use crate::page::MmuPage;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// One page-table page: 512 entries, read and written atomically as KVM does with
 /// `READ_ONCE`/`cmpxchg64`.
+///
+/// Read-only outside the crate ([`Table::get`], [`Table::iter`]). The walker trusts a present
+/// non-leaf entry enough to descend into the page it names, and the zap and teardown code trust
+/// it enough to free that page, so an entry may only change through the MMU's transition layer
+/// (`tdp/transition.rs`), which keeps the accounting, the external table and the page
+/// lifecycle in step with it:
+///
+/// ```compile_fail,E0616
+/// fn clobber(t: &mmu::env::Table) {
+///     t.0[0].store(0, core::sync::atomic::Ordering::Relaxed);
+/// }
+/// ```
+///
+/// ```compile_fail,E0624
+/// fn clobber(t: &mmu::env::Table) {
+///     t.entry(0).store(0, core::sync::atomic::Ordering::Relaxed);
+/// }
+/// ```
+///
+/// Reading is what outside code can do:
+///
+/// ```
+/// fn present(t: &mmu::env::Table) -> usize {
+///     t.iter().filter(|&e| e != 0).count() + t.get(512).map_or(0, |_| 1)
+/// }
+/// ```
 #[repr(C, align(4096))]
-pub struct Table(pub [AtomicU64; ENTRIES_PER_TABLE]);
+pub struct Table([AtomicU64; ENTRIES_PER_TABLE]);
 
 const _: () = assert!(size_of::<Table>() == 4096);
+
+impl Table {
+    /// Entry `index` as last written (`READ_ONCE`), or `None` if `index` is not below 512.
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<u64> {
+        self.0.get(index).map(|e| e.load(Ordering::Acquire))
+    }
+
+    /// Every entry in index order, each read once as the iterator reaches it.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        self.0.iter().map(|e| e.load(Ordering::Acquire))
+    }
+
+    /// Reads entry `index` (taken modulo 512; every caller passes an in-range index).
+    #[inline]
+    pub(crate) fn load(&self, index: usize) -> u64 {
+        self.0[index & (ENTRIES_PER_TABLE - 1)].load(Ordering::Acquire)
+    }
+
+    /// The entry `index` (taken modulo 512, as in [`Table::load`]), for writing.
+    /// Crate-private: only the transition layer writes entries.
+    #[inline]
+    pub(crate) fn entry(&self, index: usize) -> &AtomicU64 {
+        &self.0[index & (ENTRIES_PER_TABLE - 1)]
+    }
+}
 
 /// What a page is allocated for; lets environments account per kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +95,7 @@ pub struct Frame {
 
 // SAFETY: a `Frame` is an owned page, like `Box<[u8; 4096]>`; moving it between threads is fine.
 unsafe impl Send for Frame {}
-// SAFETY: shared references only expose the PFN and the address, never the contents.
+// SAFETY: shared references expose the PFN, the address and the contents as atomics only.
 unsafe impl Sync for Frame {}
 
 impl Frame {
@@ -68,8 +120,32 @@ impl Frame {
         self.virt
     }
 
+    /// The page's 512 words, for its owner to fill or read (TD_PARAMS, a source page, ...).
+    ///
+    /// Sound to hand out because only the owner of a page can reach its `Frame`: a `Frame` is
+    /// built with the unsafe [`Frame::from_raw`] or by [`MmuEnv::alloc_page`] and moves by
+    /// value, and the MMU never lends out a `&Frame` of a page it owns (a table or an external
+    /// SPT): [`crate::page::MmuPage`] and [`crate::page::ExternalSpt`] give out the PFN and a
+    /// read-only [`Table`] only.
+    ///
+    /// ```compile_fail,E0599
+    /// fn clobber(page: &mmu::page::MmuPage) {
+    ///     page.frame().words()[0].store(0, core::sync::atomic::Ordering::Relaxed);
+    /// }
+    /// ```
+    ///
+    /// ```compile_fail,E0599
+    /// fn clobber(spt: &mmu::page::ExternalSpt) {
+    ///     spt.frame().words()[0].store(0, core::sync::atomic::Ordering::Relaxed);
+    /// }
+    /// ```
+    pub fn words(&self) -> &[AtomicU64; ENTRIES_PER_TABLE] {
+        &self.table().0
+    }
+
     /// The page viewed as a page-table page.
-    pub fn table(&self) -> &Table {
+    #[inline]
+    pub(crate) fn table(&self) -> &Table {
         // SAFETY: by the type invariant `virt` is valid, aligned, 4096 bytes; `Table` is 512
         // atomics, valid for any bit pattern, and only accessed atomically.
         unsafe { self.virt.cast::<Table>().as_ref() }
@@ -121,8 +197,9 @@ impl HeaderSlot {
 /// Implementors guarantee:
 /// - `alloc_page` returns frames satisfying [`Frame`]'s invariant, zero-filled, each page handed
 ///   out at most once until freed;
-/// - `table_of(pfn)` returns the same mapping `alloc_page` returned in `Frame::virt` for every
-///   page this environment handed out and that is not yet freed;
+/// - `table_of(pfn)`, for a page this environment handed out and that is not yet freed,
+///   returns the mapping `alloc_page` returned in `Frame::virt`, or `None` if it cannot map it;
+///   never a pointer to memory it did not allocate (the MMU turns `None` into a bugged VM);
 /// - `alloc_header` returns slots satisfying [`HeaderSlot`]'s invariant;
 /// - `page_private` returns the last value `set_page_private` stored for that page.
 pub unsafe trait MmuEnv: Sync {
@@ -145,11 +222,25 @@ pub unsafe trait MmuEnv: Sync {
     /// Releases header storage.
     fn free_header(&self, slot: HeaderSlot);
 
-    /// The mapping of a page this environment handed out (`__va(pfn << 12)`).
-    fn table_of(&self, pfn: Pfn) -> NonNull<Table>;
+    /// The mapping of a page this environment handed out (`__va(pfn << 12)`), or `None` if
+    /// there is none. The MMU only asks for pages it linked into a table, so `None` means a
+    /// broken invariant: the walk stops and the VM is marked bugged.
+    fn table_of(&self, pfn: Pfn) -> Option<NonNull<Table>>;
 
     /// Stores a word in the page's `page->private`.
-    fn set_page_private(&self, pfn: Pfn, value: usize);
+    ///
+    /// # Safety
+    ///
+    /// Only the MMU core calls this, for table pages it owns: it finds a table's header through
+    /// this word ([`crate::page`]), so a value written by anybody else would turn into a wild
+    /// header pointer.
+    ///
+    /// ```compile_fail,E0133
+    /// fn forge<E: mmu::env::MmuEnv>(env: &E, pfn: mmu::Pfn) {
+    ///     env.set_page_private(pfn, 0x1000);
+    /// }
+    /// ```
+    unsafe fn set_page_private(&self, pfn: Pfn, value: usize);
 
     /// Reads the page's `page->private`.
     fn page_private(&self, pfn: Pfn) -> usize;
@@ -179,11 +270,12 @@ unsafe impl<E: MmuEnv> MmuEnv for &E {
     fn free_header(&self, slot: HeaderSlot) {
         (**self).free_header(slot)
     }
-    fn table_of(&self, pfn: Pfn) -> NonNull<Table> {
+    fn table_of(&self, pfn: Pfn) -> Option<NonNull<Table>> {
         (**self).table_of(pfn)
     }
-    fn set_page_private(&self, pfn: Pfn, value: usize) {
-        (**self).set_page_private(pfn, value)
+    unsafe fn set_page_private(&self, pfn: Pfn, value: usize) {
+        // SAFETY: the caller's guarantee is passed on unchanged.
+        unsafe { (**self).set_page_private(pfn, value) }
     }
     fn page_private(&self, pfn: Pfn) -> usize {
         (**self).page_private(pfn)

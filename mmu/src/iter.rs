@@ -2,19 +2,53 @@
 //! The TDP iterator: a pre-order walk of one root over a GFN range (upstream `tdp_iter.c`).
 //!
 //! It has no policy: it reads entries, steps down into present tables, sideways to the next
-//! entry, and up when a table is done. Callers change entries through [`TdpIter::sptep`] and then
-//! tell the iterator what they wrote ([`TdpIter::set_old_spte`]), so a table that was just
-//! removed is not descended into. Entries are read atomically (`READ_ONCE`); the table pages it
-//! descends into stay valid because every walker holds the MMU lock and unlinked pages are freed
-//! only under the exclusive side (see [`crate::page`]).
+//! entry, and up when a table is done. Entries are read atomically (`READ_ONCE`); the table
+//! pages it descends into stay valid because every walker holds the MMU lock and unlinked pages
+//! are freed only under the exclusive side (see [`crate::page`]).
+//!
+//! Outside the crate the iterator is read-only. Inside, only the transition layer
+//! (`tdp/transition.rs`) changes the current entry (`sptep`) and then tells the iterator what it
+//! wrote (`set_old_spte`), so a table that was just removed is not descended into. Outside code
+//! can neither write an entry nor make the iterator believe in a value that is not there:
+//!
+//! ```compile_fail,E0624
+//! use mmu::{env::MmuEnv, iter::TdpIter, spte::Ept};
+//! fn clobber<E: MmuEnv>(it: &TdpIter<'_, Ept, E>) {
+//!     it.sptep().store(0, core::sync::atomic::Ordering::Relaxed);
+//! }
+//! ```
+//!
+//! ```compile_fail,E0624
+//! use mmu::{env::MmuEnv, iter::TdpIter, spte::Ept};
+//! fn lie<E: MmuEnv>(it: &mut TdpIter<'_, Ept, E>) {
+//!     it.set_old_spte(0x1000 | 0x800 | 7);
+//! }
+//! ```
+//!
+//! What compiles is reading:
+//!
+//! ```
+//! use mmu::{page::RootKind, spte::Ept, Gfn};
+//! let mmu = testkit::td_mmu::<Ept>();
+//! let g = mmu.read();
+//! let mut it = mmu.walk(&g, RootKind::Mirror, Gfn::new(0), Gfn::new(512)).unwrap();
+//! let mut present = 0;
+//! while it.valid() {
+//!     present += usize::from(it.old_spte() != 0);
+//!     it.next();
+//! }
+//! assert_eq!(present, 0);
+//! ```
 
 use crate::addr::Gfn;
 use crate::env::{MmuEnv, Table};
+use crate::error::MmuError;
 use crate::level::{Level, ENTRIES_PER_TABLE};
+use crate::page::{MmuPage, RootKind};
 use crate::spte::{PagingFormat, SpteKind};
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const PATH_LEN: usize = Level::MAX.get() as usize + 1;
 
@@ -29,6 +63,7 @@ pub struct TdpIter<'a, F: PagingFormat, E: MmuEnv> {
     env: &'a E,
     root: &'a Table,
     pt_path: [Option<NonNull<Table>>; PATH_LEN],
+    root_kind: RootKind,
     root_level: Level,
     min_level: Level,
     level: Level,
@@ -37,31 +72,40 @@ pub struct TdpIter<'a, F: PagingFormat, E: MmuEnv> {
     end: Gfn,
     old_spte: u64,
     valid: bool,
+    /// The MMU's bugged flag, set when a present table entry names a page the environment
+    /// cannot map.
+    bugged: &'a AtomicBool,
+    /// The walk stopped on such an entry.
+    broken: bool,
     _format: PhantomData<F>,
 }
 
 impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
-    /// Starts a walk of `root` (a table at `root_level`) over `[start, end)`, descending no
-    /// lower than `min_level`.
+    /// Starts a walk of `root` over `[start, end)`, descending no lower than `min_level`.
+    /// `bugged` is the MMU's bugged flag.
     ///
     /// # Safety
     ///
-    /// `root` is a live root table of `env`'s MMU and the caller holds that MMU's lock for as
-    /// long as the iterator is used.
+    /// `root` is a live root of `env`'s MMU and the caller holds that MMU's lock for as long as
+    /// the iterator is used.
+    #[inline]
     pub(crate) unsafe fn new(
         env: &'a E,
-        root: &'a Table,
-        root_level: Level,
+        root: &'a MmuPage,
         min_level: Level,
         start: Gfn,
         end: Gfn,
+        bugged: &'a AtomicBool,
     ) -> Self {
+        let root_level = root.role().level;
+        let table = root.table();
         let mut pt_path = [None; PATH_LEN];
-        pt_path[root_level.get() as usize] = Some(NonNull::from(root));
+        pt_path[root_level.get() as usize] = Some(NonNull::from(table));
         let mut it = TdpIter {
             env,
-            root,
+            root: table,
             pt_path,
+            root_kind: root.role().root_kind,
             root_level,
             min_level,
             level: root_level,
@@ -70,6 +114,8 @@ impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
             end,
             old_spte: 0,
             valid: false,
+            bugged,
+            broken: false,
             _format: PhantomData,
         };
         it.restart();
@@ -83,7 +129,27 @@ impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
         self.gfn = self.next_last_level_gfn.align_down(self.level.pages());
         self.refresh();
         // The root entry may start below the range; what counts is the next GFN to visit.
-        self.valid = self.next_last_level_gfn < self.end;
+        self.valid = !self.broken && self.next_last_level_gfn < self.end;
+    }
+
+    /// Whether the walk stopped on a present table entry whose page the environment could not
+    /// map (the VM is then marked bugged; nothing after that entry was visited).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// `Err(MmuError::Bugged)` if the walk stopped on a broken table entry ([`Self::is_broken`]).
+    pub(crate) fn check(&self) -> Result<(), MmuError> {
+        if self.broken {
+            Err(MmuError::Bugged)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The root this walk covers.
+    pub fn root_kind(&self) -> RootKind {
+        self.root_kind
     }
 
     /// Whether the iterator points at an entry inside the range.
@@ -111,20 +177,19 @@ impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
         F::decode(self.old_spte, self.level)
     }
 
-    /// The current entry.
-    pub fn sptep(&self) -> &'a AtomicU64 {
-        let table = self.table_at(self.level);
-        &table.0[self.level.index(self.gfn)]
+    /// The current entry, for the transition layer to change it.
+    pub(crate) fn sptep(&self) -> &'a AtomicU64 {
+        self.table_at(self.level).entry(self.level.index(self.gfn))
     }
 
     /// Re-reads the current entry.
     pub fn reread(&mut self) -> u64 {
-        self.old_spte = self.sptep().load(Ordering::Acquire);
+        self.old_spte = self.table_at(self.level).load(self.level.index(self.gfn));
         self.old_spte
     }
 
-    /// Records the value the caller stored into (or found in) the current entry.
-    pub fn set_old_spte(&mut self, value: u64) {
+    /// Records the value the transition layer stored into (or found in) the current entry.
+    pub(crate) fn set_old_spte(&mut self, value: u64) {
         self.old_spte = value;
     }
 
@@ -158,7 +223,14 @@ impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
         let Some(down) = self.level.down() else {
             return false;
         };
-        self.pt_path[down.get() as usize] = Some(self.env.table_of(pfn));
+        let Some(table) = self.env.table_of(pfn) else {
+            // A present entry naming a page nobody allocated: stop here rather than walk into
+            // it, and mark the VM bugged (KVM_BUG_ON); `valid()` is false from now on.
+            self.bugged.store(true, Ordering::Relaxed);
+            self.broken = true;
+            return false;
+        };
+        self.pt_path[down.get() as usize] = Some(table);
         self.level = down;
         self.gfn = self.next_last_level_gfn.align_down(down.pages());
         self.refresh();
@@ -200,6 +272,10 @@ impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
     /// Moves to the next entry without descending into the current one (its subtree was handled
     /// or removed by the caller).
     pub fn next_sibling(&mut self) {
+        if self.broken {
+            self.valid = false;
+            return;
+        }
         loop {
             if self.try_step_side() {
                 self.valid = self.gfn < self.end;

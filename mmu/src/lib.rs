@@ -17,6 +17,22 @@
 //! - [`lock`]: the MMU lock and the guards that prove which mode a caller holds;
 //! - [`tdp`]: roots, the fault path, zaps and teardown — the policy;
 //! - [`stats`]: page accounting.
+//!
+//! # A sound safe API
+//!
+//! No sequence of safe calls from outside the crate can break the MMU's invariants:
+//! - holding the lock cannot be forged: [`lock::MmuLockHeld`] is sealed and the guards come only
+//!   from [`tdp::TdpMmu::read`] / [`tdp::TdpMmu::write`] (see [`lock`]);
+//! - entries cannot be written from outside: [`env::Table`] and [`iter::TdpIter`] are read-only
+//!   there, and neither [`page::MmuPage`] nor [`page::ExternalSpt`] lends out its `Frame`;
+//! - `page->private`, through which a table's header is found, is written only by the core
+//!   ([`env::MmuEnv::set_page_private`] is unsafe to call);
+//! - an environment that cannot map a table page ([`env::MmuEnv::table_of`] returns `None`)
+//!   makes the VM bugged, never a wild pointer.
+//!
+//! The `compile_fail` examples in those modules show each refusal (their error codes are checked
+//! by `scripts/check-compile-fail.sh`). Inside the crate, every entry change goes through one
+//! place, `tdp/transition.rs`.
 
 #![no_std]
 #![deny(missing_docs)]

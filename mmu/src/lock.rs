@@ -7,8 +7,62 @@
 //! Upstream states the mode in `lockdep_assert_held*()`; here the mode is a type: an entry point
 //! that needs exclusivity takes [`ExclusiveGuard`], one that is fine with either takes
 //! `&impl MmuLockHeld`. A guard also records which MMU it locks, and every entry point checks it.
+//!
+//! # Why the proof cannot be forged
+//!
+//! The entry points trust a guard to mean "this thread holds that MMU's lock": a walk under it
+//! dereferences table pages that a concurrent zap frees. So only the two guards are proofs:
+//! [`MmuLockHeld`] is sealed (its supertrait lives in a private module), the guards have private
+//! fields and crate-private constructors, and the only way to get one is
+//! [`TdpMmu::read`](crate::tdp::TdpMmu::read) / [`TdpMmu::write`](crate::tdp::TdpMmu::write),
+//! which take the lock. Outside code cannot implement the proof trait:
+//!
+//! ```compile_fail,E0277
+//! struct Forged(*const ());
+//! impl mmu::lock::MmuLockHeld for Forged {
+//!     fn owner(&self) -> *const () {
+//!         self.0
+//!     }
+//!     fn is_exclusive(&self) -> bool {
+//!         true
+//!     }
+//! }
+//! ```
+//!
+//! nor build a guard without taking the lock, with a struct literal or the crate's constructor:
+//!
+//! ```compile_fail,E0451
+//! use mmu::lock::{RawRwLock, SharedGuard};
+//! fn forge<'a>(lock: &'a dyn RawRwLock, owner: *const ()) -> SharedGuard<'a> {
+//!     SharedGuard { lock, owner, _not_send: core::marker::PhantomData }
+//! }
+//! ```
+//!
+//! ```compile_fail,E0624
+//! use mmu::lock::{ExclusiveGuard, RawRwLock};
+//! fn forge<'a>(lock: &'a dyn RawRwLock, owner: *const ()) -> ExclusiveGuard<'a> {
+//!     ExclusiveGuard::acquire(lock, owner)
+//! }
+//! ```
+//!
+//! What compiles is taking the lock through the MMU:
+//!
+//! ```
+//! use mmu::lock::MmuLockHeld;
+//! let mmu = testkit::td_mmu::<mmu::spte::Ept>();
+//! let shared = mmu.read();
+//! assert!(!shared.is_exclusive());
+//! drop(shared);
+//! assert!(mmu.write().is_exclusive());
+//! ```
 
 use core::marker::PhantomData;
+
+/// Seals [`MmuLockHeld`]: the supertrait is public but unnameable outside the crate, so only the
+/// crate's guards implement it.
+mod sealed {
+    pub trait Sealed {}
+}
 
 /// A reader-writer lock provided by the environment (the kernel's `rwlock_t` in the module, a
 /// `std`/`parking_lot` lock on the host).
@@ -37,7 +91,9 @@ pub unsafe trait RawRwLock: Sync {
 }
 
 /// Proof that the current context holds an MMU lock in some mode.
-pub trait MmuLockHeld {
+///
+/// Sealed: implemented by [`SharedGuard`] and [`ExclusiveGuard`] only (see the module docs).
+pub trait MmuLockHeld: sealed::Sealed {
     /// Identity of the MMU whose lock is held.
     fn owner(&self) -> *const ();
     /// Whether the lock is held exclusively.
@@ -106,6 +162,9 @@ impl Drop for ExclusiveGuard<'_> {
         unsafe { self.lock.unlock_exclusive() };
     }
 }
+
+impl sealed::Sealed for SharedGuard<'_> {}
+impl sealed::Sealed for ExclusiveGuard<'_> {}
 
 impl MmuLockHeld for SharedGuard<'_> {
     fn owner(&self) -> *const () {

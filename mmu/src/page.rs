@@ -17,7 +17,7 @@
 //!
 //! `external_spt.is_some()` if and only if the page belongs to the mirror root and is not the root.
 
-use crate::addr::Gfn;
+use crate::addr::{Gfn, Pfn};
 use crate::env::{Frame, HeaderSlot, MmuEnv, PageKind, Table};
 use crate::level::Level;
 use core::ptr::NonNull;
@@ -44,13 +44,16 @@ pub struct Role {
 }
 
 /// The external (S-EPT) page of a mirror table, in the TDX module's hands while linked.
+///
+/// Only its frame number leaves the crate: the host must not write a page the TDX module owns,
+/// so no `&Frame` (whose owner API writes the page) is handed out.
 #[derive(Debug)]
 pub struct ExternalSpt(Frame);
 
 impl ExternalSpt {
-    /// The page, for the backend to pass to `TDH.MEM.SEPT.ADD` and friends.
-    pub fn frame(&self) -> &Frame {
-        &self.0
+    /// The page's frame, for the backend to pass to `TDH.MEM.SEPT.ADD` and friends.
+    pub fn pfn(&self) -> Pfn {
+        self.0.pfn()
     }
 }
 
@@ -101,10 +104,7 @@ impl PageRef {
     /// `pfn` is the table page of an installed header of `env`'s MMU, and the caller keeps it
     /// alive as [`PageRef`]'s invariant requires.
     /// Returns `None` if the page has no header (a broken invariant the caller reports).
-    pub(crate) unsafe fn from_table_pfn<E: MmuEnv>(
-        env: &E,
-        pfn: crate::addr::Pfn,
-    ) -> Option<PageRef> {
+    pub(crate) unsafe fn from_table_pfn<E: MmuEnv>(env: &E, pfn: Pfn) -> Option<PageRef> {
         // INVARIANT: the caller guarantees `pfn` is an installed table kept alive.
         NonNull::new(env.page_private(pfn) as *mut MmuPage).map(PageRef)
     }
@@ -131,14 +131,15 @@ impl MmuPage {
         self.gfn
     }
 
-    /// The table page.
+    /// The table page, read-only (entries change only through the MMU's transition layer).
     pub fn table(&self) -> &Table {
         self.table.table()
     }
 
-    /// The table page's frame.
-    pub fn frame(&self) -> &Frame {
-        &self.table
+    /// The table page's frame number. The `Frame` itself stays inside the crate: its owner API
+    /// would let the holder write entries.
+    pub fn pfn(&self) -> Pfn {
+        self.table.pfn()
     }
 
     /// The external SPT: `Some` for non-root mirror pages only.
@@ -152,7 +153,8 @@ impl MmuPage {
         // SAFETY: `raw` is valid storage for an `MmuPage` owned by us (HeaderSlot invariant).
         unsafe { raw.as_ptr().write(core::mem::MaybeUninit::new(page)) };
         let ptr = raw.cast::<MmuPage>();
-        env.set_page_private(pfn, ptr.as_ptr() as usize);
+        // SAFETY: the MMU core links a table page it owns to its header.
+        unsafe { env.set_page_private(pfn, ptr.as_ptr() as usize) };
         // INVARIANT: initialised above, `page->private` points back.
         PageRef(ptr)
     }
@@ -227,7 +229,8 @@ impl MmuPage {
     pub(crate) unsafe fn uninstall_unused<E: MmuEnv>(env: &E, page: PageRef) -> NewTable {
         // SAFETY: the caller owns the initialised header exclusively.
         let hdr = unsafe { page.0.as_ptr().read() };
-        env.set_page_private(hdr.table.pfn(), 0);
+        // SAFETY: the MMU core unlinks a table page it owns from its header.
+        unsafe { env.set_page_private(hdr.table.pfn(), 0) };
         // SAFETY: the storage came from a `HeaderSlot` in `install`; it is ours again.
         let header = unsafe { HeaderSlot::from_raw(page.0.cast()) };
         NewTable {
@@ -262,7 +265,8 @@ impl MmuPage {
             }
             (None, _) => {}
         }
-        env.set_page_private(hdr.table.pfn(), 0);
+        // SAFETY: the MMU core unlinks a table page it owns from its header.
+        unsafe { env.set_page_private(hdr.table.pfn(), 0) };
         env.free_page(hdr.table, PageKind::Table);
         // SAFETY: the storage came from a `HeaderSlot` in `install`.
         env.free_header(unsafe { HeaderSlot::from_raw(page.0.cast()) });

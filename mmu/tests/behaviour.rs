@@ -8,7 +8,6 @@ use mmu::page::RootKind;
 use mmu::spte::{Access, PagingFormat};
 use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapStats, ZapTarget};
 use mmu::{Gfn, GfnKind, GpaWidth, Level, MmuError, Pfn};
-use std::sync::atomic::Ordering;
 use testkit::{check_invariants, HookCall, HostEnv, LeafMap, RecordingExternal, TestMmu};
 
 const P2M: u64 = 512;
@@ -128,8 +127,8 @@ impl<F: PagingFormat> Fx<F> {
                     level: p.role().level.get(),
                     gfn: p.gfn().raw(),
                     is_root: p.role().is_root,
-                    table_pfn: p.frame().pfn().raw(),
-                    ext: p.external_spt().map(|s| s.frame().pfn().raw()),
+                    table_pfn: p.pfn().raw(),
+                    ext: p.external_spt().map(|s| s.pfn().raw()),
                 })
             })
             .expect("walk tables");
@@ -144,7 +143,7 @@ impl<F: PagingFormat> Fx<F> {
             .for_each_table(&g, root, |p| {
                 let span = p.role().level.pages() * 512;
                 if p.role().level == level && gfn >= p.gfn().raw() && gfn < p.gfn().raw() + span {
-                    raw = Some(p.table().0[level.index(Gfn::new(gfn))].load(Ordering::Acquire));
+                    raw = p.table().get(level.index(Gfn::new(gfn)));
                 }
             })
             .expect("walk tables");

@@ -141,13 +141,12 @@ where
             let gpa = page.gfn().raw() << 12;
             let lvl = SeptLevel(level.get());
             match m.sept_lookup(tdr, gpa, lvl) {
-                Some((sept_state::NL_MAPPED | sept_state::NL_BLOCKED, pfn))
-                    if pfn == spt.frame().pfn() => {}
+                Some((sept_state::NL_MAPPED | sept_state::NL_BLOCKED, pfn)) if pfn == spt.pfn() => {
+                }
                 _ => bad = bad.or(Some((gpa, lvl.0))),
             }
         }
-        for (i, e) in page.table().0.iter().enumerate() {
-            let raw = e.load(core::sync::atomic::Ordering::Relaxed);
+        for (i, raw) in page.table().iter().enumerate() {
             let SpteKind::Leaf(leaf) = F::decode(raw, level) else {
                 continue;
             };

@@ -38,8 +38,7 @@ fn mirror_view(mmu: &Mmu<'_>) -> View {
     mmu.for_each_table(&g, RootKind::Mirror, |page| {
         let role = page.role();
         let level = role.level;
-        for (i, e) in page.table().0.iter().enumerate() {
-            let raw = e.load(std::sync::atomic::Ordering::Relaxed);
+        for (i, raw) in page.table().iter().enumerate() {
             let gfn = page.gfn().raw() + i as u64 * level.pages();
             let key = (level.get() - 1, gfn << 12);
             match Ept::decode(raw, level) {
@@ -56,7 +55,7 @@ fn mirror_view(mmu: &Mmu<'_>) -> View {
         if let (false, Some(spt)) = (role.is_root, page.external_spt()) {
             // This table hangs off an entry one level up.
             let key = (level.get(), page.gfn().raw() << 12);
-            out.insert(key, (spt.frame().pfn().raw(), false, false));
+            out.insert(key, (spt.pfn().raw(), false, false));
         }
     })
     .expect("walk");
@@ -64,8 +63,7 @@ fn mirror_view(mmu: &Mmu<'_>) -> View {
     let mut blocked_tables = Vec::new();
     mmu.for_each_table(&g, RootKind::Mirror, |page| {
         let level = page.role().level;
-        for (i, e) in page.table().0.iter().enumerate() {
-            let raw = e.load(std::sync::atomic::Ordering::Relaxed);
+        for (i, raw) in page.table().iter().enumerate() {
             if matches!(Ept::decode(raw, level), SpteKind::Table(_)) && is_external_blocked(raw) {
                 let gfn = page.gfn().raw() + i as u64 * level.pages();
                 blocked_tables.push((level.get() - 1, gfn << 12));
@@ -467,7 +465,7 @@ fn populate_and_measure(
     let mut caches = VcpuMmuCaches::new();
     let source = host_page(&env);
     for i in 0..pages {
-        for w in source.table().0.iter() {
+        for w in source.words() {
             w.store(
                 u64::from_ne_bytes([content(i); 8]),
                 std::sync::atomic::Ordering::Relaxed,
@@ -493,7 +491,7 @@ fn populate_and_measure(
             "the fault consumed the population"
         );
         // The TD page holds the source's bytes.
-        let first = target.table().0[0].load(std::sync::atomic::Ordering::Relaxed);
+        let first = target.words()[0].load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(first, u64::from_ne_bytes([content(i); 8]));
         // The page now belongs to the TD (the arena accounts it until the env goes).
         let _ = target;

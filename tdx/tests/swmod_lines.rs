@@ -409,7 +409,7 @@ fn mng_init_td_params_rules_follow_the_line() {
             let td = build_td(&tdx, &env, 1, 0, Stage::TdcsAdded);
             let params = td_params(&env, false, 8);
             for &(i, v) in c.edits {
-                params.table().0[i].store(v, std::sync::atomic::Ordering::Relaxed);
+                params.words()[i].store(v, std::sync::atomic::Ordering::Relaxed);
             }
             let (st, a) = call(
                 &m,

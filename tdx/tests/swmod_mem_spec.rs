@@ -568,7 +568,7 @@ fn page_add_accepts_a_source_with_any_shared_hkid() {
         let r9 = with_hkid(src.pfn().hpa().raw(), hkid);
         let (st, a) = call(&m, leaf::MEM_PAGE_ADD, gl(gpa, 0), t, tgt, r9);
         assert_eq!((st, a.rcx, a.rdx), (status::SUCCESS, 0, 0), "hkid {hkid}");
-        for (j, w) in tgt_frame.table().0.iter().enumerate() {
+        for (j, w) in tgt_frame.words().iter().enumerate() {
             assert_eq!(w.load(Relaxed), pattern(seed, j), "hkid {hkid} word {j}");
         }
         assert_eq!(
@@ -719,7 +719,7 @@ fn mr_extend_of_leaves_without_permissions_is_not_present_with_the_entry() {
 fn debug_td(tdx: &T, env: &HostEnv, hkid: u16) -> TestTd {
     let td = build_td(tdx, env, hkid, 0, Stage::TdcsAdded);
     let params = td_params(env, false, 4);
-    params.table().0[0].store(1, Relaxed);
+    params.words()[0].store(1, Relaxed);
     tdx.mng_init(td.tdr, params.pfn().hpa()).expect("MNG.INIT");
     add_tables(tdx, env, td.tdr, 0, 1);
     td

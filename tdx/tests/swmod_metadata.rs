@@ -304,7 +304,7 @@ fn mng_rd_mrtd_elements_are_the_digest_bytes_in_memory_order() {
         .unwrap();
     }
     let src = host_page(&env);
-    for (i, w) in src.table().0.iter().enumerate() {
+    for (i, w) in src.words().iter().enumerate() {
         w.store(i as u64 * 0x0101_0101, Relaxed);
     }
     tdx.mem_page_add(

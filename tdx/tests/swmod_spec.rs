@@ -436,7 +436,7 @@ fn mng_addcx_refuses_bad_tdcx_pages_and_tdr_operands() {
 // =============================================================================================
 
 fn set_word(f: &Frame, i: usize, v: u64) {
-    f.table().0[i].store(v, Relaxed);
+    f.words()[i].store(v, Relaxed);
 }
 
 #[test]
@@ -1113,7 +1113,7 @@ fn vp_addcx_accepts_pages_until_the_vcpu_holds_max_tdvps_pages() {
             0
         };
         assert!(
-            f.table().0.iter().all(|w| w.load(Relaxed) == want),
+            f.words().iter().all(|w| w.load(Relaxed) == want),
             "TDVPS page {index}"
         );
     }
@@ -2349,7 +2349,7 @@ fn page_add_copies_the_source_and_maps_the_page() {
     let tgt = host_page(&env);
     tdx.mem_page_add(td.tdr, Gpa::new(0x3000), tgt.pfn().hpa(), src.pfn().hpa())
         .unwrap();
-    let words = tgt.table().0.iter().zip(src.table().0.iter());
+    let words = tgt.words().iter().zip(src.words().iter());
     for (i, (t, s)) in words.enumerate() {
         assert_eq!(t.load(Relaxed), pattern(42, i), "word {i}");
         assert_eq!(s.load(Relaxed), pattern(42, i), "source word {i}");

@@ -290,15 +290,15 @@ unsafe impl MmuEnv for HostEnv {
         self.headers.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn table_of(&self, pfn: Pfn) -> NonNull<Table> {
+    fn table_of(&self, pfn: Pfn) -> Option<NonNull<Table>> {
         let idx = self.index_of(pfn);
         assert!(self.is_allocated(pfn), "walk into a freed page {pfn:?}");
         // SAFETY: idx < pages.
         let p = unsafe { self.arena.base.as_ptr().add(idx * 4096) };
-        NonNull::new(p).expect("arena pointer").cast()
+        Some(NonNull::new(p).expect("arena pointer").cast())
     }
 
-    fn set_page_private(&self, pfn: Pfn, value: usize) {
+    unsafe fn set_page_private(&self, pfn: Pfn, value: usize) {
         self.private[self.index_of(pfn)].store(value, Ordering::Release);
     }
 

@@ -354,7 +354,7 @@ impl State {
 
 impl ExternalPageTable for RecordingExternal {
     fn link_spt(&self, gfn: Gfn, level: Level, spt: &ExternalSpt) -> Result<(), ExternalError> {
-        let pfn = spt.frame().pfn();
+        let pfn = spt.pfn();
         self.call(HookCall::Link(gfn, level, pfn), |st, root| {
             st.add(gfn, level, root, pfn, false)
         })
@@ -402,7 +402,7 @@ impl ExternalPageTable for RecordingExternal {
         level: Level,
         spt: &ExternalSpt,
     ) -> Result<SptRelease, ExternalError> {
-        let pfn = spt.frame().pfn();
+        let pfn = spt.pfn();
         self.call(HookCall::Free(gfn, level, pfn), |st, root| {
             st.take_blocked(gfn, level, root, pfn, false)?;
             Ok(if st.leak_spts {

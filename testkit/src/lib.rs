@@ -169,12 +169,9 @@ pub fn check_invariants<F: PagingFormat, E: HostEnvRef, X: RecRef>(
             match (root, role.is_root, page.external_spt()) {
                 (RootKind::Mirror, false, Some(spt)) => {
                     let entry_level = role.level.get() + 1;
-                    ext_expect.insert(
-                        (entry_level, page.gfn().raw()),
-                        (spt.frame().pfn().raw(), false),
-                    );
+                    ext_expect.insert((entry_level, page.gfn().raw()), (spt.pfn().raw(), false));
                     assert!(
-                        mmu.env().host().is_allocated(spt.frame().pfn()),
+                        mmu.env().host().is_allocated(spt.pfn()),
                         "external SPT not allocated"
                     );
                 }
@@ -182,8 +179,7 @@ pub fn check_invariants<F: PagingFormat, E: HostEnvRef, X: RecRef>(
                 (_, _, None) => {}
                 (_, _, Some(_)) => panic!("external SPT on a root or shared page: {role:?}"),
             }
-            for (idx, e) in page.table().0.iter().enumerate() {
-                let raw = e.load(std::sync::atomic::Ordering::Relaxed);
+            for (idx, raw) in page.table().iter().enumerate() {
                 if is_external_blocked(raw) {
                     assert_eq!(root, RootKind::Mirror, "blocked mark in the shared root");
                     let gfn = page.gfn().raw() + idx as u64 * role.level.pages();

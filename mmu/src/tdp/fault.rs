@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The fault path (upstream `kvm_tdp_mmu_map()` and `tdp_mmu_map_handle_target_level()`).
 //!
-//! Runs under the shared side of the MMU lock, in parallel with other faults. Every change is a
-//! compare-exchange on one entry; a lost race, a frozen entry or a busy external table makes the
-//! fault return [`FaultOutcome::Retry`] with nothing half-done, and the vCPU simply faults again.
-//! Mirror entries follow freeze → external hook → publish (upstream
-//! `set_external_spte_present()`).
+//! Runs under the shared side of the MMU lock, in parallel with other faults. This file decides
+//! what each entry on the path becomes; the transition layer ([`super::transition`]) makes every
+//! change as a compare-exchange on one entry (for the mirror: freeze → external hook → publish)
+//! and accounts it. A lost race, a frozen entry or a busy external table makes the fault return
+//! [`FaultOutcome::Retry`] with nothing half-done, and the vCPU simply faults again.
 //!
 //! The mirror root never replaces a present entry under the shared lock (that would need the
 //! S-EPT's BLOCK/TRACK/REMOVE, which require the exclusive lock): a huge fault over an existing
@@ -18,15 +18,12 @@ use crate::addr::{Gfn, GfnKind, Pfn};
 use crate::cache::VcpuMmuCaches;
 use crate::env::MmuEnv;
 use crate::error::MmuError;
-use crate::external::{ExternalError, ExternalPageTable};
+use crate::external::ExternalPageTable;
 use crate::iter::TdpIter;
-use crate::level::{Level, ENTRIES_PER_TABLE};
+use crate::level::Level;
 use crate::lock::MmuLockHeld;
-use crate::page::{ExternalSpt, MmuPage, PageRef, RootKind};
-use crate::spte::{
-    is_external_blocked, Access, LeafAttrs, LeafInfo, PagingFormat, SpteKind, FROZEN_SPTE,
-};
-use core::sync::atomic::Ordering;
+use crate::page::{MmuPage, RootKind};
+use crate::spte::{is_external_blocked, Access, LeafAttrs, LeafInfo, PagingFormat, SpteKind};
 
 /// A guest page fault to resolve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,12 +51,6 @@ pub enum FaultOutcome {
     Spurious,
     /// Lost a race or the external table was busy: nothing changed, fault again.
     Retry,
-}
-
-/// What a mirror entry is about to become.
-enum MirrorChange<'a> {
-    Link(&'a ExternalSpt),
-    Leaf(Pfn),
 }
 
 impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
@@ -129,7 +120,8 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                 SpteKind::Leaf(leaf) => match root_kind {
                     RootKind::Mirror => return self.mirror_huge_leaf_covers(&it, fault, leaf),
                     RootKind::Shared => {
-                        if !self.split_shared_huge_leaf(&mut it) {
+                        // Make room for a table (upstream `tdp_mmu_zap_spte_atomic`).
+                        if !self.zap_spte_atomic(&mut it)? {
                             return Ok(FaultOutcome::Retry);
                         }
                     }
@@ -139,7 +131,9 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
         // The walk ended above the goal level: an entry on the path changed under us between
         // reading it and stepping down (e.g. a huge page replaced the table), so the iterator
-        // moved past the GFN. Upstream retries the fault in this case too.
+        // moved past the GFN. Upstream retries the fault in this case too. Or the walk met a
+        // table entry naming a page that cannot be mapped: the VM is bugged.
+        it.check()?;
         Ok(FaultOutcome::Retry)
     }
 
@@ -179,51 +173,26 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         level: Level,
     ) -> Result<FaultOutcome, MmuError> {
         let (new_spte, pfn) = self.leaf_spte(root_kind, fault, level);
-        let old = it.kind();
-        match (root_kind, old) {
-            (_, SpteKind::Frozen) => Ok(FaultOutcome::Retry),
-            (RootKind::Mirror, SpteKind::Absent) => {
-                let gfn = it.gfn();
-                match self.mirror_set_atomic(it, new_spte, MirrorChange::Leaf(pfn), gfn) {
-                    Ok(true) => {
-                        self.stats.leaf(RootKind::Mirror, level, 1);
-                        Ok(FaultOutcome::Mapped(level))
-                    }
-                    Ok(false) | Err(ExternalError::Busy) => Ok(FaultOutcome::Retry),
-                    Err(ExternalError::Fatal) => Err(self.bug()),
-                }
-            }
+        match (root_kind, it.kind()) {
+            (_, SpteKind::Frozen) => return Ok(FaultOutcome::Retry),
             (RootKind::Mirror, SpteKind::Leaf(leaf)) if leaf.pfn == pfn => {
-                Ok(FaultOutcome::Spurious)
+                return Ok(FaultOutcome::Spurious)
             }
-            (RootKind::Mirror, _) => Err(MmuError::Conflict),
-            (RootKind::Shared, _) if it.old_spte() == new_spte => Ok(FaultOutcome::Spurious),
-            (RootKind::Shared, _) => {
-                let old_spte = it.old_spte();
-                if it
-                    .sptep()
-                    .compare_exchange(old_spte, new_spte, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    return Ok(FaultOutcome::Retry);
-                }
-                it.set_old_spte(new_spte);
-                self.stats.leaf(RootKind::Shared, level, 1);
-                match old {
-                    SpteKind::Absent => {}
-                    SpteKind::Leaf(_) => {
-                        self.stats.leaf(RootKind::Shared, level, -1);
-                        self.env.flush_remote_tlbs(it.gfn(), level.pages());
-                    }
-                    SpteKind::Table(child) => {
-                        // A huge page replaces a whole table: its subtree is now unreachable.
-                        self.handle_removed_table_atomic(child)?;
-                        self.env.flush_remote_tlbs(it.gfn(), level.pages());
-                    }
-                    SpteKind::Frozen => {}
-                }
-                Ok(FaultOutcome::Mapped(level))
+            // Replacing a present mirror entry needs the exclusive lock (a zap first).
+            (RootKind::Mirror, SpteKind::Leaf(_) | SpteKind::Table(_)) => {
+                return Err(MmuError::Conflict)
             }
+            (RootKind::Shared, _) if it.old_spte() == new_spte => {
+                return Ok(FaultOutcome::Spurious)
+            }
+            // Mirror: absent → leaf. Shared: anything → leaf; a replaced leaf or table is
+            // accounted, flushed and (a table) torn down by the transition layer.
+            _ => {}
+        }
+        if self.set_spte_atomic(it, new_spte)? {
+            Ok(FaultOutcome::Mapped(level))
+        } else {
+            Ok(FaultOutcome::Retry)
         }
     }
 
@@ -263,127 +232,19 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                 return Err(self.bug());
             }
         };
-        let new_spte = F::table(page.get().frame().pfn());
-        let linked = if mirror {
-            match page.get().external_spt() {
-                Some(spt) => {
-                    self.mirror_set_atomic(it, new_spte, MirrorChange::Link(spt), it.gfn())
-                }
-                None => Err(ExternalError::Fatal),
-            }
-        } else {
-            let won = it
-                .sptep()
-                .compare_exchange(it.old_spte(), new_spte, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-            if won {
-                it.set_old_spte(new_spte);
-            }
-            Ok(won)
-        };
-        match linked {
-            Ok(true) => {
-                self.stats.table(root_kind, 1);
-                if mirror {
-                    self.stats.external_spt(1);
-                }
-                Ok(true)
-            }
-            Ok(false) | Err(_) => {
-                // SAFETY: the page was never published: the entry still holds its old value.
+        let new_spte = F::table(page.get().pfn());
+        match self.set_spte_atomic(it, new_spte) {
+            Ok(true) => Ok(true),
+            // Linked, but a consequence of the change broke an invariant: the page is in the
+            // table now, so it is not ours to take back.
+            Err(e) if it.old_spte() == new_spte => Err(e),
+            r => {
+                // SAFETY: the entry never held `new_spte` (`it.old_spte()` would be `new_spte`
+                // after a successful change), so the page was never published.
                 let new = unsafe { MmuPage::uninstall_unused(&self.env, page) };
                 caches.put_back(&self.env, new);
-                match linked {
-                    Err(ExternalError::Fatal) => Err(self.bug()),
-                    _ => Ok(false),
-                }
+                r
             }
         }
-    }
-
-    /// Freeze → external hook → publish for one mirror entry. `Ok(false)`: lost the race to
-    /// freeze; `Err`: the hook failed and the old value is back.
-    fn mirror_set_atomic(
-        &self,
-        it: &mut TdpIter<'_, F, E>,
-        new_spte: u64,
-        change: MirrorChange<'_>,
-        gfn: Gfn,
-    ) -> Result<bool, ExternalError> {
-        let old = it.old_spte();
-        let sptep = it.sptep();
-        if sptep
-            .compare_exchange(old, FROZEN_SPTE, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Ok(false);
-        }
-        let level = it.level();
-        let r = match change {
-            MirrorChange::Link(spt) => self.ext.link_spt(gfn, level, spt),
-            MirrorChange::Leaf(pfn) => self.ext.set_spte(gfn, level, pfn),
-        };
-        match r {
-            Ok(()) => {
-                sptep.store(new_spte, Ordering::Release);
-                it.set_old_spte(new_spte);
-                Ok(true)
-            }
-            Err(e) => {
-                sptep.store(old, Ordering::Release);
-                Err(e)
-            }
-        }
-    }
-
-    /// Zaps a huge shared leaf that lies above the fault's goal level so a table can replace it
-    /// (upstream `tdp_mmu_zap_spte_atomic`). Returns `false` on a lost race.
-    fn split_shared_huge_leaf(&self, it: &mut TdpIter<'_, F, E>) -> bool {
-        let old = it.old_spte();
-        let sptep = it.sptep();
-        if sptep
-            .compare_exchange(old, FROZEN_SPTE, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return false;
-        }
-        // Flush before the entry can be reused: no vCPU may keep the huge translation.
-        self.env.flush_remote_tlbs(it.gfn(), it.level().pages());
-        sptep.store(0, Ordering::Release);
-        it.set_old_spte(0);
-        self.stats.leaf(RootKind::Shared, it.level(), -1);
-        true
-    }
-
-    /// Tears down a shared-root table that was just unlinked under the shared lock (upstream
-    /// `handle_removed_pt()`): freezes every entry so late walkers inside it back off, accounts
-    /// what it mapped, recurses into child tables, and parks the pages for freeing.
-    fn handle_removed_table_atomic(&self, table_pfn: Pfn) -> Result<(), MmuError> {
-        // SAFETY: the table was reachable until our compare-exchange; the lock is held, and the
-        // page is only freed after it is parked and the exclusive side is taken.
-        let Some(page) = (unsafe { PageRef::from_table_pfn(&self.env, table_pfn) }) else {
-            return Err(self.bug());
-        };
-        let level = page.get().role().level;
-        for i in 0..ENTRIES_PER_TABLE {
-            let entry = &page.get().table().0[i];
-            // A frozen entry belongs to a walker in the middle of a change: wait for it to
-            // publish, then freeze over the result so it cannot build on this dead table.
-            let old = loop {
-                let old = entry.swap(FROZEN_SPTE, Ordering::AcqRel);
-                if old != FROZEN_SPTE {
-                    break old;
-                }
-                core::hint::spin_loop();
-            };
-            match F::decode(old, level) {
-                SpteKind::Leaf(_) => self.stats.leaf(RootKind::Shared, level, -1),
-                SpteKind::Table(child) => self.handle_removed_table_atomic(child)?,
-                SpteKind::Absent | SpteKind::Frozen => {}
-            }
-        }
-        self.stats.deferred(1);
-        self.deferred.push(page);
-        Ok(())
     }
 }

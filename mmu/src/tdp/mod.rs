@@ -5,6 +5,11 @@
 //! and edits it like any table, and every change is propagated through the
 //! [`ExternalPageTable`] hooks to the TDX module's Secure-EPT, which KVM cannot access.
 //!
+//! Files: `fault.rs` and `zap.rs` decide what entries become; `transition.rs` is the one place
+//! where an entry of either root changes, with all the consequences (hooks, accounting, freeing
+//! of unlinked tables, TLB flushes), as upstream funnels every change through
+//! `handle_changed_spte()`.
+//!
 //! # Concurrency
 //!
 //! - Faults ([`TdpMmu::map`]) run under the shared side of the MMU lock and change entries with
@@ -19,14 +24,15 @@
 //!   core takes; hooks run under it and must not take it.
 
 mod fault;
+mod transition;
 mod zap;
 
 pub use fault::{Fault, FaultOutcome};
 pub use zap::{ZapStats, ZapTarget, TEARDOWN_BUSY_RETRIES};
 
-use crate::addr::{Gfn, GfnKind, GpaWidth, SharedBit};
+use crate::addr::{Gfn, GfnKind, GpaWidth, Pfn, SharedBit};
 use crate::cache::VcpuMmuCaches;
-use crate::env::{MmuEnv, PageKind};
+use crate::env::MmuEnv;
 use crate::error::MmuError;
 use crate::external::ExternalPageTable;
 use crate::iter::TdpIter;
@@ -161,21 +167,6 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         Ok(mmu)
     }
 
-    fn alloc_root(&self, kind: RootKind, gfn: Gfn) -> Result<PageRef, MmuError> {
-        let table = self
-            .env
-            .alloc_page(PageKind::Table)
-            .ok_or(MmuError::NoMemory)?;
-        let Some(slot) = self.env.alloc_header() else {
-            self.env.free_page(table, PageKind::Table);
-            return Err(MmuError::NoMemory);
-        };
-        let root =
-            MmuPage::install_root(&self.env, slot, table, self.config.root_level(), kind, gfn);
-        self.stats.table(kind, 1);
-        Ok(root)
-    }
-
     /// The configuration.
     pub fn config(&self) -> &MmuConfig {
         &self.config
@@ -225,14 +216,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// the exclusive side held no walker can still be inside them.
     pub fn write(&self) -> ExclusiveGuard<'_> {
         let guard = ExclusiveGuard::acquire(self.env.mmu_lock(), self.owner());
-        self.deferred.drain(|page| {
-            let kind = page.get().role().root_kind;
-            // SAFETY: the page was unlinked before it was parked, and with the exclusive side held
-            // no walker can still reference it.
-            unsafe { MmuPage::destroy(&self.env, page, None) };
-            self.stats.table(kind, -1);
-            self.stats.deferred(-1);
-        });
+        self.free_deferred();
         guard
     }
 
@@ -280,16 +264,17 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     fn iter<'a>(&'a self, root: &'a MmuPage, start: Gfn, end: Gfn) -> TdpIter<'a, F, E> {
         // SAFETY: `root` is one of this MMU's live roots, and every caller holds the MMU lock
         // (checked with `check_guard`) for as long as it uses the iterator.
-        unsafe {
-            TdpIter::new(
-                &self.env,
-                root.table(),
-                root.role().level,
-                Level::L4K,
-                start,
-                end,
-            )
-        }
+        unsafe { TdpIter::new(&self.env, root, Level::L4K, start, end, &self.bugged) }
+    }
+
+    /// The header of the table a present non-leaf entry names.
+    ///
+    /// # Errors
+    ///
+    /// [`MmuError::Bugged`] if the page has no header (a broken invariant).
+    fn page_of(&self, pfn: Pfn) -> Result<PageRef, MmuError> {
+        // SAFETY: callers pass table PFNs read from live entries under the MMU lock.
+        unsafe { PageRef::from_table_pfn(&self.env, pfn) }.ok_or_else(|| self.bug())
     }
 
     /// A raw walk of `root` over `[start, end)` (root GFNs: a TD's shared root includes the
@@ -364,6 +349,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                 SpteKind::Absent | SpteKind::Frozen => return Ok(None),
             }
         }
+        it.check()?;
         Ok(None)
     }
 
@@ -391,7 +377,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
             }
             it.next();
         }
-        Ok(())
+        it.check()
     }
 
     /// Calls `f` for every table page of `root`, the root included, parents before children.
@@ -415,15 +401,11 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         let mut it = self.iter(r.get(), start, end);
         while it.valid() {
             if let SpteKind::Table(pfn) = it.kind() {
-                // SAFETY: a table reached from a root while the lock is held.
-                match unsafe { PageRef::from_table_pfn(&self.env, pfn) } {
-                    Some(page) => f(page.get()),
-                    None => return Err(self.bug()),
-                }
+                f(self.page_of(pfn)?.get());
             }
             it.next();
         }
-        Ok(())
+        it.check()
     }
 
     /// Zaps everything and frees every page: roots, tables, external SPTs (through the hooks,
@@ -440,16 +422,6 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         if let Some(root) = self.mirror_root.take() {
             self.teardown_root(root);
         }
-    }
-
-    fn teardown_root(&self, root: PageRef) {
-        let kind = root.get().role().root_kind;
-        // Forced: errors leak pages instead of stopping (see `zap::remove_children`).
-        let _ = self.remove_children(root, true, &mut ZapStats::default());
-        // SAFETY: the root is no longer reachable (taken out of `self`), `&mut self` excludes all
-        // walkers. A root never has an external SPT, so there is no release to pass.
-        unsafe { MmuPage::destroy(&self.env, root, None) };
-        self.stats.table(kind, -1);
     }
 }
 

@@ -129,7 +129,7 @@ fn take<const N: usize>(b: &[u8; TD_PARAMS_SIZE], at: usize) -> [u8; N] {
 /// Stores `words` at the start of `frame`'s page. The one place this crate writes a page
 /// through [`Frame`], so a change of the MMU's page API is adapted here.
 fn store_words(frame: &Frame, words: &[u64]) {
-    for (w, v) in frame.table().0.iter().zip(words) {
+    for (w, v) in frame.words().iter().zip(words) {
         w.store(*v, Ordering::Relaxed);
     }
 }

@@ -12,7 +12,7 @@ use mmu::{Gfn, Gpa, Level, Pfn};
 
 impl<S: Seamcall, K: TdHost> ExternalPageTable for SeptBackend<S, K> {
     fn link_spt(&self, gfn: Gfn, level: Level, spt: &ExternalSpt) -> Result<(), ExternalError> {
-        let page = spt.frame().pfn().hpa();
+        let page = spt.pfn().hpa();
         self.retry(|| {
             self.tdx
                 .mem_sept_add(self.tdr, gpa(gfn), SeptLevel::from_mmu(level), page)
@@ -79,7 +79,7 @@ impl<S: Seamcall, K: TdHost> ExternalPageTable for SeptBackend<S, K> {
         level: Level,
         spt: &ExternalSpt,
     ) -> Result<SptRelease, ExternalError> {
-        let pfn = spt.frame().pfn();
+        let pfn = spt.pfn();
         if self.is_torn_down() {
             return Ok(match self.reclaim(pfn) {
                 PageRelease::Returned => SptRelease::Returned,

@@ -158,7 +158,7 @@ pub fn pattern(seed: u64, i: usize) -> u64 {
 /// A host page filled with `pattern(seed, ..)`.
 pub fn source_page(env: &HostEnv, seed: u64) -> Frame {
     let f = host_page(env);
-    for (i, w) in f.table().0.iter().enumerate() {
+    for (i, w) in f.words().iter().enumerate() {
         w.store(pattern(seed, i), Relaxed);
     }
     f
