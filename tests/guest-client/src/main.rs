@@ -585,7 +585,7 @@ fn harness_fault() -> Option<String> {
     std::env::var(HARNESS_FAULT).ok().filter(|v| !v.is_empty())
 }
 
-/// Why `test` does not run in this mode, if it does not.
+/// Why a test with these needs does not run in this mode (None: it runs).
 fn skip_reason(needs: Needs, ctx: &Ctx) -> Option<&'static str> {
     match needs {
         Any => None,
