@@ -13,8 +13,9 @@
 #   guest-missing  the guest client is not staged into the initramfs
 #   clean          no fault: 0 failed, exit 0     (always the full `make test`)
 # Each fault case runs scripts/test-all.sh (what `make test` runs) with
-# TDXKVM_HARNESS_FAULT=CASE; without --full only the runner the fault is in runs
-# (TDXKVM_TEST_ONLY=host|guest), which saves the other one's minutes. The guest cases boot
+# TDXKVM_HARNESS_FAULT=CASE and only the runner the fault is in (TDXKVM_TEST_ONLY=host|guest),
+# which saves the other one's minutes; with --full every case runs `make test` itself, both
+# runners. The guest cases boot
 # QEMU (several minutes each under TCG) and need the debug kernel (built if not cached).
 # No rebuild is needed: the faults are read at run time (host test, guest client) or at
 # staging (guest-missing).
@@ -27,6 +28,8 @@ cd "$(dirname "$0")/.." || exit 1
 
 full=0
 if [[ "${1:-}" == --full ]]; then full=1; shift; fi
+cmd=(bash scripts/test-all.sh)
+((full == 0)) || cmd=(make --no-print-directory test)
 cases=("$@")
 ((${#cases[@]})) || cases=(host-fail host-abort guest-panic guest-missing clean)
 
@@ -51,13 +54,13 @@ for c in "${cases[@]}"; do
     case $c in
         host-fail | host-abort) env_args=(TDXKVM_HARNESS_FAULT="$c") ; ((full)) || env_args+=(TDXKVM_TEST_ONLY=host) ;;
         guest-panic | guest-missing) env_args=(TDXKVM_HARNESS_FAULT="$c") ; ((full)) || env_args+=(TDXKVM_TEST_ONLY=guest) ;;
-        clean) env_args=(TDXKVM_HARNESS_FAULT=) ;;
+        clean) env_args=(TDXKVM_HARNESS_FAULT= TDXKVM_TEST_ONLY=) ;;
         *) echo "harness-selftest: unknown case '$c'" >&2; exit 64 ;;
     esac
     log="$outdir/$c.log"
-    echo "=== $c: ${env_args[*]} bash scripts/test-all.sh   (log: $log)"
+    echo "=== $c: ${env_args[*]} ${cmd[*]}   (log: $log)"
     t0=$SECONDS
-    env "${env_args[@]}" bash scripts/test-all.sh >"$log" 2>&1
+    env "${env_args[@]}" "${cmd[@]}" >"$log" 2>&1
     rc=$?
     total=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
     grep -E '^(host|guest): ' "$log" | tail -n 2 | sed 's/^/    /'
