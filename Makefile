@@ -3,10 +3,13 @@
 #
 #   make            build tdx_kvm.ko against KDIR (default: the running kernel's build dir)
 #   make test       host tests (cargo test, clippy, rustfmt) + the in-guest suite (builds or
-#                   reuses the debug kernel, boots QEMU); prints "N passed, M failed" last
+#                   reuses the debug kernel, boots QEMU); prints the host and guest summaries,
+#                   then "N passed, M failed, K skipped" last
 #   make run        builds everything, boots QEMU, loads the module with tdx=emulated and
 #                   prints a short report of what it did
 #   make host-test  only the host side
+#   make harness-selftest  checks that make test cannot hide a failure (injects a failing and
+#                   an aborting host test, a panicking and a missing guest client; boots QEMU)
 #   make bench      benchmark tables (release build)
 #
 # In a kernel tree the same Kbuild/Kconfig build the module with CONFIG_TDX_KVM_RS; out of
@@ -15,7 +18,7 @@
 KDIR ?= /lib/modules/$(shell uname -r)/build
 CARGO ?= cargo
 
-.PHONY: all module test host-test guest-test run bench long-test clean
+.PHONY: all module test host-test guest-test harness-selftest run bench long-test clean
 
 all: module
 
@@ -30,6 +33,9 @@ host-test:
 
 guest-test:
 	@bash scripts/guest-suite.sh
+
+harness-selftest:
+	@bash scripts/harness-selftest.sh
 
 run:
 	@bash scripts/run.sh

@@ -7,69 +7,160 @@
 #
 #   scripts/guest-suite.sh [--selftest-ops N]
 #
-# Prints one "RESULT PASS|FAIL name" line per test and "N passed, M failed" last.
+# Prints one "RESULT PASS|FAIL|SKIP name [why]" line per check and
+# "guest: N passed, M failed, K skipped" last; exits non-zero if anything failed.
+#
+# Counting, so that the summary cannot lie:
+# - the suite knows every check it must see: the list below (`expected_checks`) plus, for each
+#   mode, every test of the client (`guest-client --list`, run on the build host). A check
+#   without a result line counts as a failure named "missing" (the guest died, a mode's insmod
+#   failed, the client panicked or is not there); a result line the list does not know counts
+#   as a failure too ("unexpected": keep the list and the guest script in step);
+# - in the guest, each mode has a check that the client exited 0 and printed a result for
+#   every test of its plan;
+# - a test the client skips is a skip ("RESULT SKIP"), never a pass;
+# - a kernel error in the console log, a run that did not finish, or a guest script that
+#   exited non-zero without a failed check count as one more failure.
+# TDXKVM_HARNESS_FAULT=guest-panic|guest-missing makes the client panic half-way or leaves it
+# out of the image (see scripts/harness-selftest.sh, which checks that both fail the run).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 selftest_ops=${SELFTEST_OPS:-10000}
 [[ "${1:-}" == --selftest-ops ]] && selftest_ops=$2
+[[ "$selftest_ops" =~ ^[0-9]+$ ]] || { echo "guest-suite: bad self-test op count '$selftest_ops'" >&2; exit 64; }
+case "${TDXKVM_HARNESS_FAULT:-}" in
+    "" | host-fail | host-abort | guest-panic | guest-missing) ;;
+    *) echo "guest-suite: unknown TDXKVM_HARNESS_FAULT='$TDXKVM_HARNESS_FAULT'" >&2; exit 64 ;;
+esac
+
+modes=(off emulated auto)
+
+# Every check the guest script below reports, in order ("MODE" stands for each tdx= mode; the
+# client's tests come where CLIENT is).
+expected_checks() {
+    local m t
+    echo insmod_tdx_hw_without_tdx_fails_enodev
+    echo insmod_tdx_hw_is_enodev
+    echo insmod_tdx_hw_logs_one_clear_line
+    echo insmod_tdx_bogus_fails_einval
+    echo insmod_tdx_bogus_is_einval
+    for m in "${modes[@]}"; do
+        echo "insmod_tdx_$m"
+        echo "dev_kvm_mode_0600_tdx_$m"
+        echo "dev_kvm_is_misc_232_tdx_$m"
+        while read -r t; do echo "${t}_tdx_$m"; done <"$work/tests/client-tests.txt"
+        echo "guest_client_exits_0_with_every_result_tdx_$m"
+        if [[ $m == emulated ]]; then
+            echo selftest_single_writer
+            printf '%s\n' selftest_concurrent_writer_{1,2,3}
+            echo selftest_bad_count_is_einval
+        fi
+        echo "seamcall_fault_is_caught_as_seamcall_ud_tdx_$m"
+        echo "vmxoff_fault_is_caught_tdx_$m"
+        echo "no_pages_left_tdx_$m"
+        echo "rmmod_tdx_$m"
+    done
+}
 
 # shellcheck source=scripts/guest-build.sh
 source scripts/guest-build.sh
-cat > "$work/tests/run.sh" <<RUN
-#!/bin/sh
-# Runs inside the guest (busybox sh).
+{
+    echo "#!/bin/sh"
+    echo "# Runs inside the guest (busybox sh); written by scripts/guest-suite.sh."
+    echo "selftest_ops=$selftest_ops"
+    echo "half_ops=$((selftest_ops / 2))"
+    echo "modes='${modes[*]}'"
+    printf "harness_fault='%s'\n" "${TDXKVM_HARNESS_FAULT:-}"
+} >"$work/tests/run.sh"
+cat >>"$work/tests/run.sh" <<'RUN'
 cd /tests
-pass() { echo "RESULT PASS \$1"; }
-fail() { echo "RESULT FAIL \$1 \$2"; }
-check() { if [ "\$2" = "\$3" ]; then pass "\$1"; else fail "\$1" "(got '\$2', want '\$3')"; fi; }
+[ -z "$harness_fault" ] || export TDXKVM_HARNESS_FAULT="$harness_fault"
+status=0
+pass() { echo "RESULT PASS $1"; }
+fail() { echo "RESULT FAIL $1 $2"; status=1; }
+skip() { echo "RESULT SKIP $1 $2"; }
+check() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "(got '$2', want '$3')"; fi; }
+
+# The client's results for one mode: one RESULT line for every test of client-tests.txt (the
+# list the build host took from `guest-client --list`), "missing" for those it did not report.
+client_results() {
+    mode=$1
+    ./guest-client "$mode" >client.log 2>&1
+    crc=$?
+    sed -n -e "s/^test \([a-z0-9_]*\) \[tdx=$mode\] \.\.\. ok\$/PASS \1/p" \
+        -e "s/^test \([a-z0-9_]*\) \[tdx=$mode\] \.\.\. FAILED: \(.*\)\$/FAIL \1 \2/p" \
+        -e "s/^test \([a-z0-9_]*\) \[tdx=$mode\] \.\.\. skipped: \(.*\)\$/SKIP \1 \2/p" \
+        client.log >client.res
+    while read -r t; do
+        r=$(grep -m 1 -E "^(PASS|FAIL|SKIP) $t( |\$)" client.res)
+        case "$r" in
+            PASS*) pass "${t}_tdx_$mode" ;;
+            FAIL*) fail "${t}_tdx_$mode" "${r#FAIL $t }" ;;
+            SKIP*) skip "${t}_tdx_$mode" "${r#SKIP $t }" ;;
+            *) fail "${t}_tdx_$mode" "missing: the client printed no result for it" ;;
+        esac
+    done <client-tests.txt
+    want=$(grep -c . client-tests.txt)
+    got=$(grep -c . client.res)
+    plan=$(sed -n 's/^plan: //p' client.log)
+    check "guest_client_exits_0_with_every_result_tdx_$mode" \
+        "exit $crc, plan ${plan:-none}, $got results" "exit 0, plan $want, $want results"
+    if [ "$crc" = 0 ]; then
+        tail -n 1 client.log
+    else
+        echo "--- guest-client $mode exited $crc; the end of its output:"
+        tail -n 5 client.log
+    fi
+}
 
 # tdx=hw on a host without TDX: insmod fails with ENODEV and one clear line.
 dmesg -c >/dev/null
-out=\$(insmod ./tdx_kvm.ko tdx=hw 2>&1); rc=\$?
-check insmod_tdx_hw_without_tdx_fails_enodev "\$rc" 19
-case "\$out" in *"No such device"*) pass insmod_tdx_hw_is_enodev ;; *) fail insmod_tdx_hw_is_enodev "\$out" ;; esac
+out=$(insmod ./tdx_kvm.ko tdx=hw 2>&1); rc=$?
+check insmod_tdx_hw_without_tdx_fails_enodev "$rc" 19
+case "$out" in *"No such device"*) pass insmod_tdx_hw_is_enodev ;; *) fail insmod_tdx_hw_is_enodev "$out" ;; esac
 # busybox insmod tries finit_module, then init_module: one line per attempt, always the same.
-n=\$(dmesg | grep 'tdx=hw' | sed 's/^\[[^]]*\] //' | sort -u | wc -l)
-check insmod_tdx_hw_logs_one_clear_line "\$n" 1
-out=\$(insmod ./tdx_kvm.ko tdx=bogus 2>&1); rc=\$?
-check insmod_tdx_bogus_fails_einval "\$rc" 22
-case "\$out" in *"Invalid argument"*) pass insmod_tdx_bogus_is_einval ;; *) fail insmod_tdx_bogus_is_einval "\$out" ;; esac
+n=$(dmesg | grep 'tdx=hw' | sed 's/^\[[^]]*\] //' | sort -u | wc -l)
+check insmod_tdx_hw_logs_one_clear_line "$n" 1
+out=$(insmod ./tdx_kvm.ko tdx=bogus 2>&1); rc=$?
+check insmod_tdx_bogus_fails_einval "$rc" 22
+case "$out" in *"Invalid argument"*) pass insmod_tdx_bogus_is_einval ;; *) fail insmod_tdx_bogus_is_einval "$out" ;; esac
 
-for mode in off emulated auto; do
-    if insmod ./tdx_kvm.ko tdx=\$mode; then pass "insmod_tdx_\$mode"; else fail "insmod_tdx_\$mode"; continue; fi
-    check "dev_kvm_mode_0600_tdx_\$mode" "\$(stat -c %a /dev/kvm)" 600
-    check "dev_kvm_is_misc_232_tdx_\$mode" "\$(stat -c '%t:%T' /dev/kvm)" "a:e8"
-    ./guest-client \$mode > client.log 2>&1
-    sed -n 's/^test \(.*\) \[tdx=\(.*\)\] \.\.\. ok\$/RESULT PASS \1_tdx_\2/p; s/^test \(.*\) \[tdx=\(.*\)\] \.\.\. FAILED: \(.*\)\$/RESULT FAIL \1_tdx_\2 \3/p' client.log
-    tail -n 1 client.log
-    if [ \$mode = emulated ]; then
-        if echo $selftest_ops > /sys/kernel/debug/tdx_kvm/selftest; then pass selftest_single_writer; else fail selftest_single_writer; fi
-        for i in 1 2 3; do ( echo $((selftest_ops / 2)) > /sys/kernel/debug/tdx_kvm/selftest && echo ok > st.\$i ) & done
+for mode in $modes; do
+    # Without the module the mode's other checks cannot run: the host reports them missing.
+    if insmod ./tdx_kvm.ko tdx=$mode; then pass "insmod_tdx_$mode"; else fail "insmod_tdx_$mode"; continue; fi
+    check "dev_kvm_mode_0600_tdx_$mode" "$(stat -c %a /dev/kvm)" 600
+    check "dev_kvm_is_misc_232_tdx_$mode" "$(stat -c '%t:%T' /dev/kvm)" "a:e8"
+    client_results "$mode"
+    if [ "$mode" = emulated ]; then
+        if echo "$selftest_ops" > /sys/kernel/debug/tdx_kvm/selftest; then pass selftest_single_writer; else fail selftest_single_writer; fi
+        for i in 1 2 3; do ( echo "$half_ops" > /sys/kernel/debug/tdx_kvm/selftest && echo ok > st.$i ) & done
         wait
-        for i in 1 2 3; do if [ -f st.\$i ]; then pass selftest_concurrent_writer_\$i; else fail selftest_concurrent_writer_\$i; fi; done
-        check selftest_bad_count_is_einval "\$( (echo 0 > /sys/kernel/debug/tdx_kvm/selftest) 2>&1 | grep -c 'Invalid argument')" 1
+        for i in 1 2 3; do if [ -f st.$i ]; then pass selftest_concurrent_writer_$i; else fail selftest_concurrent_writer_$i; fi; done
+        check selftest_bad_count_is_einval "$( (echo 0 > /sys/kernel/debug/tdx_kvm/selftest) 2>&1 | grep -c 'Invalid argument')" 1
     fi
     # A SEAMCALL on a CPU without VMX operation raises #UD: the module's exception-table entry
     # must turn it into TDX_SEAMCALL_UD (an oops would end the run).
-    probe=\$(cat /sys/kernel/debug/tdx_kvm/seamcall_probe)
-    case "\$probe" in
-        *"status 0x8000ff0000000006 TDX_SEAMCALL_UD"*) pass "seamcall_fault_is_caught_as_seamcall_ud_tdx_\$mode" ;;
-        *) fail "seamcall_fault_is_caught_as_seamcall_ud_tdx_\$mode" "\$probe" ;;
+    probe=$(cat /sys/kernel/debug/tdx_kvm/seamcall_probe)
+    case "$probe" in
+        *"status 0x8000ff0000000006 TDX_SEAMCALL_UD"*) pass "seamcall_fault_is_caught_as_seamcall_ud_tdx_$mode" ;;
+        *) fail "seamcall_fault_is_caught_as_seamcall_ud_tdx_$mode" "$probe" ;;
     esac
-    case "\$probe" in
-        *"VMXOFF outside VMX operation: fault caught"*) pass "vmxoff_fault_is_caught_tdx_\$mode" ;;
-        *) fail "vmxoff_fault_is_caught_tdx_\$mode" "\$probe" ;;
+    case "$probe" in
+        *"VMXOFF outside VMX operation: fault caught"*) pass "vmxoff_fault_is_caught_tdx_$mode" ;;
+        *) fail "vmxoff_fault_is_caught_tdx_$mode" "$probe" ;;
     esac
-    echo "--- stats after tdx=\$mode"
+    echo "--- stats after tdx=$mode"
     cat /sys/kernel/debug/tdx_kvm/stats
-    left=\$(grep -v pamt_pages /sys/kernel/debug/tdx_kvm/stats | awk '{s += \$2} END {print s + 0}')
-    check "no_pages_left_tdx_\$mode" "\$left" 0
-    if rmmod tdx_kvm; then pass "rmmod_tdx_\$mode"; else fail "rmmod_tdx_\$mode"; fi
+    left=$(grep -v pamt_pages /sys/kernel/debug/tdx_kvm/stats | awk '{s += $2} END {print s + 0}')
+    check "no_pages_left_tdx_$mode" "$left" 0
+    if rmmod tdx_kvm; then pass "rmmod_tdx_$mode"; else fail "rmmod_tdx_$mode"; fi
 done
 dmesg | grep -E 'tdx_kvm|selftest' | tail -n 40
+exit $status
 RUN
 
+expected_checks >"$work/expected"
 initrd="$work/initramfs.cpio.gz"
 scripts/initramfs.sh "$initrd" "$work/tests"
 log=${GUEST_LOG:-$repo/target/guest-suite.log}
@@ -78,11 +169,50 @@ set +e
 scripts/qemu-run.sh --timeout "${QEMU_TIMEOUT:-900}" --results "$work/results" "$BZIMAGE" "$initrd" "$log"
 rc=$?
 set -e
-passed=$(grep -c '^RESULT PASS' "$work/results" 2>/dev/null || true)
-failed=$(grep -c '^RESULT FAIL' "$work/results" 2>/dev/null || true)
+[[ -f "$work/results" ]] || : >"$work/results"
+
+# One verdict per expected check (a FAIL among repeated lines wins), then the lines nobody
+# expected; "missing" and "unexpected" are failures.
+awk '
+    FNR == NR { order[++n] = $1; want[$1] = 1; next }
+    $1 != "RESULT" { next }
+    {
+        name = $3
+        if (!(name in want)) { print "RESULT FAIL " name " unexpected: not in the suite list of checks"; next }
+        if (name in got) {
+            if ($2 == "FAIL" || got[name] != "FAIL") { got[name] = $2; line[name] = $0 }
+            dup[name] = 1
+        } else { got[name] = $2; line[name] = $0 }
+    }
+    END {
+        for (i = 1; i <= n; i++) {
+            name = order[i]
+            if (!(name in got)) print "RESULT FAIL " name " missing: no result line"
+            else if (name in dup && got[name] != "FAIL") print "RESULT FAIL " name " reported more than once"
+            else print line[name]
+        }
+    }' "$work/expected" "$work/results" >"$work/verdicts"
+
+want=$(wc -l <"$work/expected")
+got=$(grep -c '^RESULT ' "$work/results" || true)
+passed=$(grep -c '^RESULT PASS' "$work/verdicts" || true)
+failed=$(grep -c '^RESULT FAIL' "$work/verdicts" || true)
+skipped=$(grep -c '^RESULT SKIP' "$work/verdicts" || true)
+if grep -qE '^RESULT FAIL [^ ]+ (missing|unexpected|reported more than once)' "$work/verdicts"; then
+    echo "guest-suite: checks without exactly one result line (each one a failure):"
+    grep -E '^RESULT FAIL [^ ]+ (missing|unexpected|reported more than once)' "$work/verdicts" | sed 's/^/   /'
+fi
 if [[ $rc -ne 0 && $rc -ne 3 ]]; then
-    echo "guest-suite: the kernel log shows an error or the run did not finish (qemu-run exit $rc); see $log"
+    echo "guest-suite: the kernel log shows an error or the run did not finish (qemu-run exit $rc); see $log: one more failure"
+    failed=$((failed + 1))
+elif [[ $rc -eq 3 && $failed -eq 0 ]]; then
+    echo "guest-suite: the guest script failed without a failed check (qemu-run exit 3); see $log: one more failure"
     failed=$((failed + 1))
 fi
-echo "guest: ${passed:-0} passed, ${failed:-0} failed"
-[[ ${failed:-0} -eq 0 ]]
+if [[ $skipped -ne 0 ]]; then
+    echo "guest-suite: skipped (not run in that mode, not passed):"
+    grep '^RESULT SKIP' "$work/verdicts" | sed 's/^/   /'
+fi
+echo "guest-suite: $want checks expected, $got result lines received"
+echo "guest: $passed passed, $failed failed, $skipped skipped"
+[[ $failed -eq 0 ]]

@@ -1,24 +1,65 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-only
 # The project's test command (`make test`): the host suite, then the in-guest suite.
-# Prints both summaries, then the total "N passed, M failed" last.
+# Prints both runners' summaries, then the total "N passed, M failed, K skipped" last (skipped:
+# the host's ignored tests plus the guest's skipped checks); exits non-zero if anything failed.
+#
+# A runner that exits non-zero counts as failed even if its summary says otherwise (at least
+# one failure is added), and a runner without a summary line counts as one failure.
+#
+# TDXKVM_TEST_ONLY=host|guest runs one runner only (the other is reported as not run); meant
+# for scripts/harness-selftest.sh. TDXKVM_HARNESS_FAULT: see that script.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-hlog=$(mktemp)
-glog=$(mktemp)
-trap 'rm -f "$hlog" "$glog"' EXIT
+cd "$(dirname "$0")/.." || exit 1
+only=${TDXKVM_TEST_ONLY:-}
+case "$only" in
+    "" | host | guest) ;;
+    *) echo "test-all: TDXKVM_TEST_ONLY must be host or guest, not '$only'" >&2; exit 64 ;;
+esac
+rlog=$(mktemp)
+trap 'rm -f "$rlog"' EXIT
+
+total_p=0 total_f=0 total_s=0
+summaries=()
 status=0
 
-bash scripts/host-test.sh 2>&1 | tee "$hlog" || status=1
-bash scripts/guest-suite.sh 2>&1 | tee "$glog" || status=1
+# run NAME SCRIPT SKIPWORD: runs one runner, adds its "NAME: N passed, M failed, K SKIPWORD"
+# line (the last one it printed) to the totals, and checks its exit status.
+run() {
+    local name=$1 script=$2 skipword=$3 rc line p f s
+    if [[ -n "$only" && "$only" != "$name" ]]; then
+        summaries+=("$name: not run (TDXKVM_TEST_ONLY=$only)")
+        return
+    fi
+    bash "$script" 2>&1 | tee "$rlog"
+    rc=${PIPESTATUS[0]}
+    line=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed(, [0-9]+ $skipword)?\$" "$rlog" | tail -n 1)
+    if [[ -z "$line" ]]; then
+        summaries+=("$name: no summary line (exit $rc): counted as 1 failure")
+        total_f=$((total_f + 1))
+        status=1
+        return
+    fi
+    p=$(sed -E 's/^[a-z]+: ([0-9]+) passed.*/\1/' <<<"$line")
+    f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+    s=0
+    [[ "$line" != *" $skipword" ]] || s=$(sed -E "s/.* ([0-9]+) $skipword\$/\1/" <<<"$line")
+    if ((rc != 0 && f == 0)); then
+        line+=" (but it exited $rc: counted as 1 failure)"
+        f=1
+    elif ((rc == 0 && f != 0)); then
+        line+=" (but it exited 0)"
+    fi
+    ((rc == 0 && f == 0)) || status=1
+    summaries+=("$line")
+    total_p=$((total_p + p))
+    total_f=$((total_f + f))
+    total_s=$((total_s + s))
+}
 
-host=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$hlog" | tail -n 1)
-guest=$(grep -E '^guest: [0-9]+ passed, [0-9]+ failed$' "$glog" | tail -n 1)
-hp=$(sed -E 's/^([0-9]+) passed.*/\1/' <<<"${host:-0 passed}")
-hf=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"${host:-, 1 failed}")
-gp=$(sed -E 's/^guest: ([0-9]+) passed.*/\1/' <<<"${guest:-guest: 0 passed}")
-gf=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"${guest:-, 1 failed}")
-echo "host: ${host:-no summary (counted as 1 failure)}"
-echo "guest: ${guest#guest: }"
-echo "$((hp + gp)) passed, $((hf + gf)) failed"
-[[ $status -eq 0 && $((hf + gf)) -eq 0 ]]
+run host scripts/host-test.sh ignored
+run guest scripts/guest-suite.sh skipped
+
+printf '%s\n' "${summaries[@]}"
+echo "$total_p passed, $total_f failed, $total_s skipped"
+[[ $status -eq 0 && $total_f -eq 0 ]]
