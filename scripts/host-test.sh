@@ -15,7 +15,8 @@
 #   exited early) counts as one failure, named below the output;
 # - if cargo exits non-zero but nothing above counted a failure (e.g. a build error), that
 #   counts as one failure too;
-# - clippy and rustfmt count as one check each.
+# - clippy, rustfmt, the module crate's unsafe-documentation check and the compile_fail
+#   error-code check count as one check each.
 # TDXKVM_HARNESS_FAULT=host-fail|host-abort makes a test fail or abort its binary (see
 # scripts/harness-selftest.sh, which checks that both are counted).
 set -uo pipefail
@@ -64,6 +65,20 @@ else
 fi
 echo "== rustfmt (workspace, and the kernel module crate src/, edition 2021 as Kbuild builds it)"
 if cargo fmt --all --check && rustfmt --edition 2021 --check src/tdx_kvm_main.rs; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1)); status=1
+fi
+
+echo "== unsafe documentation of the module crate src/ (every unsafe block/impl has // SAFETY:,"
+echo "   every unsafe fn a # Safety section; the check itself is self-tested)"
+if bash scripts/check-unsafe-docs.sh && bash scripts/check-unsafe-docs.sh --self-test; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1)); status=1
+fi
+echo "== mmu compile_fail proofs with their error codes checked"
+if bash scripts/check-compile-fail.sh; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1)); status=1
