@@ -1668,9 +1668,7 @@ fn reclaim_of_a_2m_page_reports_its_size_and_needs_its_aligned_address() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     add_tables(&tdx, &env, td.tdr, 0, 2);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     teardown(&tdx, &td);
     let chld = chldcnt(&m, &td);
     let (st, a) = call(
@@ -1916,9 +1914,7 @@ fn sept_add_refuses_entries_that_are_not_free() {
     );
     assert_eq!(e.rcx & NL_ARCH_MASK, NL_RWX);
     // A 2M PENDING leaf.
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     let e = tdx
         .mem_sept_add(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, Hpa::new(p))
         .unwrap_err();
@@ -2126,9 +2122,7 @@ fn aug_2m_maps_512_pages_as_one_pending_leaf() {
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     add_tables(&tdx, &env, td.tdr, 0, 2);
     let chld = chldcnt(&m, &td);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     assert_eq!(
         sept_rd(&tdx, &td, 0x20_0000, 1),
         (
@@ -2877,9 +2871,7 @@ fn page_remove_of_a_2m_page_frees_all_512_pages() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     add_tables(&tdx, &env, td.tdr, 0, 2);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     let chld = chldcnt(&m, &td);
     tdx.mem_range_block(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M)
         .unwrap();
@@ -3026,9 +3018,7 @@ fn sept_remove_refuses_leaves_free_entries_and_level_0() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     add_tables(&tdx, &env, td.tdr, 0, 2);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     let incorrect = with(status::EPT_ENTRY_STATE_INCORRECT, operand::RCX);
     let e = tdx
         .mem_sept_remove(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M)

@@ -42,6 +42,18 @@ pub fn seam(m: &SwModule<'_>, leaf_no: u16, version: u8, a: SeamArgs) -> (u64, S
     (st, a)
 }
 
+/// The input registers RCX, RDX, R8 and R9 (R10 and R11 zero).
+pub fn args(rcx: u64, rdx: u64, r8: u64, r9: u64) -> SeamArgs {
+    SeamArgs {
+        rcx,
+        rdx,
+        r8,
+        r9,
+        ..SeamArgs::default()
+    }
+}
+
+/// A version-0 SEAMCALL of `leaf_no` with [`args`].
 pub fn call(
     m: &SwModule<'_>,
     leaf_no: u16,
@@ -50,18 +62,7 @@ pub fn call(
     r8: u64,
     r9: u64,
 ) -> (u64, SeamArgs) {
-    seam(
-        m,
-        leaf_no,
-        0,
-        SeamArgs {
-            rcx,
-            rdx,
-            r8,
-            r9,
-            ..SeamArgs::default()
-        },
-    )
+    seam(m, leaf_no, 0, args(rcx, rdx, r8, r9))
 }
 
 /// GPA + level operand.
@@ -149,6 +150,14 @@ pub fn aug4k(tdx: &T, env: &HostEnv, tdr: Tdr, gpa: u64) -> u64 {
     tdx.mem_page_aug(tdr, Gpa::new(gpa), SeptLevel::L4K, Hpa::new(p))
         .expect("PAGE.AUG");
     p
+}
+
+/// PAGE.AUG of 512 fresh contiguous pages as one 2M page at `gpa`; returns the first page.
+pub fn aug2m(tdx: &T, env: &HostEnv, tdr: Tdr, gpa: u64) -> Pfn {
+    let head = alloc_contig_2m(env, 512);
+    tdx.mem_page_aug(tdr, Gpa::new(gpa), SeptLevel::L2M, head.hpa())
+        .expect("PAGE.AUG 2M");
+    head
 }
 
 pub fn pattern(seed: u64, i: usize) -> u64 {
