@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Helpers of the software-TDX-module spec tests (`swmod_spec.rs`, `swmod_mem_spec.rs`,
-//! `swmod_metadata.rs`): raw SEAMCALLs, operands, page and TD set-up, S-EPT arch-entry bits.
+//! Helpers of the software-TDX-module spec tests (`swmod_*.rs`): raw SEAMCALLs, operands, page
+//! and TD set-up, S-EPT arch-entry bits; and the private fault of the end-to-end tests (`e2e*.rs`).
 //!
 //! Each test file is a crate of its own that includes this module with `mod common;` and uses
 //! only some of the helpers.
@@ -10,7 +10,9 @@
 #![allow(dead_code)]
 
 use mmu::env::Frame;
-use mmu::{Gpa, Hpa, Pfn};
+use mmu::spte::Access;
+use mmu::tdp::Fault;
+use mmu::{Gfn, GfnKind, Gpa, Hpa, Level, Pfn};
 use std::sync::atomic::Ordering::Relaxed;
 use tdx::abi::{self, leaf, page_type, status, SeptLevel};
 use tdx::swmod::PamtInfo;
@@ -245,4 +247,19 @@ pub fn td_with_mapped_and_pending(
     }
     let pending = aug4k(tdx, env, td.tdr, 0x2000);
     (td, mapped, pending)
+}
+
+// ---- faults ---------------------------------------------------------------------------------
+
+/// A vCPU's write fault on the private GFN `gfn`, backed by `pfn`, mapped at most at `max_level`
+/// (private memory is always mapped RWX).
+pub fn private_fault(gfn: Gfn, pfn: Pfn, max_level: Level) -> Fault {
+    Fault {
+        gfn,
+        kind: GfnKind::Private,
+        pfn,
+        access: Access::RWX,
+        write: true,
+        max_level,
+    }
 }
