@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::private_fault;
+use common::{private_fault, td_mmu_config};
 use mmu::cache::VcpuMmuCaches;
 use mmu::page::RootKind;
 use mmu::spte::{is_external_blocked, Access, Ept, PagingFormat, SpteKind};
@@ -149,11 +149,7 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 2, Stage::Runnable);
     let backend: Backend<'_> = td_backend(&m, &td);
-    let cfg = MmuConfig {
-        max_level: Level::L2M,
-        ..MmuConfig::td(GpaWidth::Bits48)
-    };
-    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, cfg).expect("mmu");
+    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
     let world = World {
         env: &env,
         m: &m,
@@ -382,11 +378,7 @@ fn selftest_runner_agrees_on_the_host(line: ModuleLine) {
     let td = build_td(&Tdx::new(&m), &env, 3, 2, Stage::Runnable);
     let vcpus: Vec<Pfn> = td.vcpus.iter().map(|v| v.hpa().pfn()).collect();
     let backend: Backend<'_> = td_backend(&m, &td);
-    let cfg = MmuConfig {
-        max_level: Level::L2M,
-        ..MmuConfig::td(GpaWidth::Bits48)
-    };
-    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, cfg).expect("mmu");
+    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
     let mut caches = VcpuMmuCaches::new();
     let mem = tdx::selftest::GuestMemory {
         base: guest[0].pfn(),

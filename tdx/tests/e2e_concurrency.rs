@@ -10,11 +10,11 @@
 
 mod common;
 
-use common::private_fault;
+use common::{private_fault, td_mmu_config};
 use mmu::cache::VcpuMmuCaches;
 use mmu::page::RootKind;
-use mmu::tdp::{FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
-use mmu::{Gfn, Gpa, GpaWidth, Level, MmuError, Pfn};
+use mmu::tdp::{FaultOutcome, TdpMmu, ZapTarget};
+use mmu::{Gfn, Gpa, Level, MmuError, Pfn};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tdx::abi::{leaf, sept_state, status, SeptLevel};
 use tdx::swmod::ModuleLine;
@@ -44,11 +44,7 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLi
     let td = build_td(&tdx, &env, 2, 4, Stage::Runnable);
     let vcpus: Vec<Pfn> = td.vcpus.iter().map(|v| v.hpa().pfn()).collect();
     let backend: Backend<'_> = td_backend(&m, &td);
-    let cfg = MmuConfig {
-        max_level: Level::L2M,
-        ..MmuConfig::td(GpaWidth::Bits48)
-    };
-    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, cfg).expect("mmu");
+    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
     let stop = AtomicBool::new(false);
     let reader_busy = AtomicU64::new(0);
     let zap_busy = AtomicU64::new(0);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Helpers of the software-TDX-module spec tests (`swmod_*.rs`): raw SEAMCALLs, operands, page
-//! and TD set-up, S-EPT arch-entry bits; and the private fault of the end-to-end tests (`e2e*.rs`).
+//! and TD set-up, S-EPT arch-entry bits; and the MMU configuration and private fault of the
+//! tests that run the MMU over the module (`e2e*.rs`, `reset_pages.rs`).
 //!
 //! Each test file is a crate of its own that includes this module with `mod common;` and uses
 //! only some of the helpers.
@@ -11,8 +12,8 @@
 
 use mmu::env::Frame;
 use mmu::spte::Access;
-use mmu::tdp::Fault;
-use mmu::{Gfn, GfnKind, Gpa, Hpa, Level, Pfn};
+use mmu::tdp::{Fault, MmuConfig};
+use mmu::{Gfn, GfnKind, Gpa, GpaWidth, Hpa, Level, Pfn};
 use std::sync::atomic::Ordering::Relaxed;
 use tdx::abi::{self, leaf, page_type, status, SeptLevel};
 use tdx::swmod::PamtInfo;
@@ -249,7 +250,15 @@ pub fn td_with_mapped_and_pending(
     (td, mapped, pending)
 }
 
-// ---- faults ---------------------------------------------------------------------------------
+// ---- the MMU over the module ----------------------------------------------------------------
+
+/// A TD's MMU: 4-level EPT (48-bit GPA), huge pages up to 2M.
+pub fn td_mmu_config() -> MmuConfig {
+    MmuConfig {
+        max_level: Level::L2M,
+        ..MmuConfig::td(GpaWidth::Bits48)
+    }
+}
 
 /// A vCPU's write fault on the private GFN `gfn`, backed by `pfn`, mapped at most at `max_level`
 /// (private memory is always mapped RWX).
