@@ -9,6 +9,9 @@
 //! is back with the host: no page the TD owned is left typed in the PAMT and the arena is empty
 //! but for what the test itself holds.
 
+mod common;
+
+use common::{private_fault, td_mmu_config};
 use mmu::cache::VcpuMmuCaches;
 use mmu::page::RootKind;
 use mmu::spte::{is_external_blocked, Access, Ept, PagingFormat, SpteKind};
@@ -146,11 +149,7 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 2, Stage::Runnable);
     let backend: Backend<'_> = td_backend(&m, &td);
-    let cfg = MmuConfig {
-        max_level: Level::L2M,
-        ..MmuConfig::td(GpaWidth::Bits48)
-    };
-    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, cfg).expect("mmu");
+    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
     let world = World {
         env: &env,
         m: &m,
@@ -186,18 +185,12 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
         let gfn = rng.below(GUEST_PAGES);
         match rng.below(100) {
             0..=59 => {
-                let f = Fault {
-                    gfn: Gfn::new(gfn),
-                    kind: GfnKind::Private,
-                    pfn: Pfn::new(guest_base + gfn),
-                    access: Access::RWX,
-                    write: true,
-                    max_level: if rng.chance(20) {
-                        Level::L2M
-                    } else {
-                        Level::L4K
-                    },
+                let max_level = if rng.chance(20) {
+                    Level::L2M
+                } else {
+                    Level::L4K
                 };
+                let f = private_fault(Gfn::new(gfn), Pfn::new(guest_base + gfn), max_level);
                 let mut done = false;
                 for _ in 0..64 {
                     mmu.topup_vcpu_caches(&mut caches).expect("top-up");
@@ -385,11 +378,7 @@ fn selftest_runner_agrees_on_the_host(line: ModuleLine) {
     let td = build_td(&Tdx::new(&m), &env, 3, 2, Stage::Runnable);
     let vcpus: Vec<Pfn> = td.vcpus.iter().map(|v| v.hpa().pfn()).collect();
     let backend: Backend<'_> = td_backend(&m, &td);
-    let cfg = MmuConfig {
-        max_level: Level::L2M,
-        ..MmuConfig::td(GpaWidth::Bits48)
-    };
-    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, cfg).expect("mmu");
+    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
     let mut caches = VcpuMmuCaches::new();
     let mem = tdx::selftest::GuestMemory {
         base: guest[0].pfn(),
@@ -474,14 +463,7 @@ fn populate_and_measure(
         let gfn = Gfn::new(gpa_offset + i);
         let target = host_page(&env);
         backend.arm_populate(gfn, source.pfn().hpa(), true);
-        let f = Fault {
-            gfn,
-            kind: GfnKind::Private,
-            pfn: target.pfn(),
-            access: Access::RWX,
-            write: true,
-            max_level: Level::L4K,
-        };
+        let f = private_fault(gfn, target.pfn(), Level::L4K);
         assert_eq!(
             testkit::fault(&mmu, &mut caches, &f),
             Ok(FaultOutcome::Mapped(Level::L4K))
@@ -504,14 +486,7 @@ fn populate_and_measure(
     let mrtd = m.mrtd(td.tdr.hpa().pfn()).expect("finalised");
     // After finalize PAGE.ADD is refused: population must fall back to... nothing: it is an error.
     backend.arm_populate(Gfn::new(1000), source.pfn().hpa(), false);
-    let f = Fault {
-        gfn: Gfn::new(1000),
-        kind: GfnKind::Private,
-        pfn: host_page(&env).pfn(),
-        access: Access::RWX,
-        write: true,
-        max_level: Level::L4K,
-    };
+    let f = private_fault(Gfn::new(1000), host_page(&env).pfn(), Level::L4K);
     mmu.topup_vcpu_caches(&mut caches).expect("top-up");
     let g = mmu.read();
     assert_eq!(

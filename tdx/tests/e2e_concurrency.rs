@@ -8,11 +8,13 @@
 //! `TDX_OPERAND_BUSY` now and then on every path. The backend retries; nothing may fail for
 //! good, and at the end the mirror must equal the S-EPT and teardown must return every page.
 
+mod common;
+
+use common::{private_fault, td_mmu_config};
 use mmu::cache::VcpuMmuCaches;
 use mmu::page::RootKind;
-use mmu::spte::Access;
-use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
-use mmu::{Gfn, GfnKind, Gpa, GpaWidth, Level, MmuError, Pfn};
+use mmu::tdp::{FaultOutcome, TdpMmu, ZapTarget};
+use mmu::{Gfn, Gpa, Level, MmuError, Pfn};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tdx::abi::{leaf, sept_state, status, SeptLevel};
 use tdx::swmod::ModuleLine;
@@ -42,11 +44,7 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLi
     let td = build_td(&tdx, &env, 2, 4, Stage::Runnable);
     let vcpus: Vec<Pfn> = td.vcpus.iter().map(|v| v.hpa().pfn()).collect();
     let backend: Backend<'_> = td_backend(&m, &td);
-    let cfg = MmuConfig {
-        max_level: Level::L2M,
-        ..MmuConfig::td(GpaWidth::Bits48)
-    };
-    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, cfg).expect("mmu");
+    let mut mmu: Mmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
     let stop = AtomicBool::new(false);
     let reader_busy = AtomicU64::new(0);
     let zap_busy = AtomicU64::new(0);
@@ -63,18 +61,12 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLi
                     // The vCPU is inside the TD most of the time, as a running one is.
                     m.vcpu_enter(vcpu);
                     let gfn = rng.below(GUEST_PAGES);
-                    let f = Fault {
-                        gfn: Gfn::new(gfn),
-                        kind: GfnKind::Private,
-                        pfn: Pfn::new(guest_base + gfn),
-                        access: Access::RWX,
-                        write: true,
-                        max_level: if rng.chance(10) {
-                            Level::L2M
-                        } else {
-                            Level::L4K
-                        },
+                    let max_level = if rng.chance(10) {
+                        Level::L2M
+                    } else {
+                        Level::L4K
                     };
+                    let f = private_fault(Gfn::new(gfn), Pfn::new(guest_base + gfn), max_level);
                     loop {
                         mmu.topup_vcpu_caches(&mut caches).expect("top-up");
                         let g = mmu.read();

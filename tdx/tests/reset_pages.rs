@@ -7,10 +7,12 @@
 //! The test host ([`testkit::td::Kick`]) records the calls; the expected sets come from the
 //! software module's S-EPT and PAMT (what the TD owned before, what it owns after).
 
+mod common;
+
+use common::{private_fault, td_mmu_config};
 use mmu::cache::VcpuMmuCaches;
-use mmu::spte::Access;
-use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
-use mmu::{Gfn, GfnKind, GpaWidth, Level, MmuError, Pfn};
+use mmu::tdp::{FaultOutcome, TdpMmu, ZapTarget};
+use mmu::{Gfn, Level, MmuError, Pfn};
 use std::collections::{BTreeMap, BTreeSet};
 use tdx::abi::{leaf, operand, page_type, sept_state, status, SeptLevel};
 use tdx::swmod::{Injection, ModuleLine};
@@ -115,14 +117,7 @@ fn control_pages(owned: &BTreeMap<Pfn, (u8, u64)>) -> Vec<mmu::Hpa> {
 }
 
 fn map(mmu: &TdMmu<'_>, caches: &mut VcpuMmuCaches, gfn: u64, pfn: Pfn, level: Level) {
-    let f = Fault {
-        gfn: Gfn::new(gfn),
-        kind: GfnKind::Private,
-        pfn,
-        access: Access::RWX,
-        write: true,
-        max_level: level,
-    };
+    let f = private_fault(Gfn::new(gfn), pfn, level);
     assert_eq!(
         testkit::fault(mmu, caches, &f),
         Ok(FaultOutcome::Mapped(level)),
@@ -134,13 +129,6 @@ fn zap(mmu: &TdMmu<'_>, start: u64, end: u64) -> Result<(), MmuError> {
     let g = mmu.write();
     mmu.zap_range(&g, ZapTarget::Mirror, Gfn::new(start), Gfn::new(end))
         .map(drop)
-}
-
-fn cfg() -> MmuConfig {
-    MmuConfig {
-        max_level: Level::L2M,
-        ..MmuConfig::td(GpaWidth::Bits48)
-    }
 }
 
 /// An arena with `GUEST_PAGES` guest pages taken first (so they are contiguous and 2M-aligned);
@@ -172,7 +160,7 @@ fn zap_resets_exactly_the_removed_pages_and_freed_sept_tables(line: ModuleLine) 
     let m = sw_module_on(&env, line);
     let td = build_td(&Tdx::new(&m), &env, 1, 1, Stage::Runnable);
     let backend: Backend<'_> = td_backend(&m, &td);
-    let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, cfg()).expect("mmu");
+    let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
     let mut caches = VcpuMmuCaches::new();
     let g = |gfn: u64| Pfn::new(base + gfn);
 
@@ -245,7 +233,7 @@ fn teardown_resets_every_page_given_back_exactly_once(line: ModuleLine) {
     let td = build_td(&Tdx::new(&m), &env, 2, 2, Stage::Runnable);
     let tdr = td.tdr.hpa().pfn();
     let backend: Backend<'_> = td_backend(&m, &td);
-    let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, cfg()).expect("mmu");
+    let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
     let mut caches = VcpuMmuCaches::new();
     let g = |gfn: u64| Pfn::new(base + gfn);
 
@@ -323,7 +311,7 @@ fn refused_reclaims_are_not_reset(line: ModuleLine) {
         let td = build_td(&Tdx::new(&m), &env, 3, 1, Stage::Runnable);
         let tdr = td.tdr.hpa().pfn();
         let backend: Backend<'_> = td_backend(&m, &td);
-        let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, cfg()).expect("mmu");
+        let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
         let mut caches = VcpuMmuCaches::new();
         for gfn in 0..4 {
             map(&mmu, &mut caches, gfn, Pfn::new(base + gfn), Level::L4K);
@@ -397,7 +385,7 @@ fn failed_removals_are_not_reset(line: ModuleLine) {
         let m = sw_module_on(&env, line);
         let td = build_td(&Tdx::new(&m), &env, 4, 1, Stage::Runnable);
         let backend: Backend<'_> = td_backend(&m, &td);
-        let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, cfg()).expect("mmu");
+        let mut mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, td_mmu_config()).expect("mmu");
         let mut caches = VcpuMmuCaches::new();
         for gfn in 0..4 {
             map(&mmu, &mut caches, gfn, Pfn::new(base + gfn), Level::L4K);

@@ -39,6 +39,14 @@ fn held(lock: ModuleLock, op: u32) -> Held {
     }
 }
 
+/// PHYMEM.CACHE.WB's locks: the package's WBCACHE mutex, then the KOT.
+fn wbcache_locks() -> [Held; 2] {
+    [
+        held(ModuleLock::WbCache, operand::WBCACHE),
+        held(ModuleLock::Kot, operand::KOT),
+    ]
+}
+
 fn held_entry(tdr: Pfn, gpa: u64, level: u8, rcx: u64, rdx: u64) -> Held {
     Held {
         lock: ModuleLock::SeptEntry {
@@ -84,47 +92,28 @@ fn check_leaf(
     out
 }
 
-fn args(rcx: u64, rdx: u64, r8: u64, r9: u64) -> SeamArgs {
-    SeamArgs {
-        rcx,
-        rdx,
-        r8,
-        r9,
-        ..SeamArgs::default()
-    }
-}
-
 #[test]
 fn module_scope_leaves_are_busy_on_their_locks() {
     for line in ModuleLine::ALL {
         let env = HostEnv::with_capacity(64);
         let m = sw_module_on(&env, line);
         let p = page(&env);
-        // PHYMEM.PAGE.WBINVD of a free page: its PAMT entry, shared.
-        check_leaf(
-            &m,
-            leaf::PHYMEM_PAGE_WBINVD,
-            args(p, 0, 0, 0),
-            &[held(ModuleLock::Pamt(pfn(p)), operand::RCX)],
-            status::SUCCESS,
-        );
-        // PHYMEM.PAGE.RDMD: the same.
-        check_leaf(
-            &m,
-            leaf::PHYMEM_PAGE_RDMD,
-            args(p, 0, 0, 0),
-            &[held(ModuleLock::Pamt(pfn(p)), operand::RCX)],
-            status::SUCCESS,
-        );
+        // PHYMEM.PAGE.WBINVD and PHYMEM.PAGE.RDMD of a free page: its PAMT entry, shared.
+        for leaf_no in [leaf::PHYMEM_PAGE_WBINVD, leaf::PHYMEM_PAGE_RDMD] {
+            check_leaf(
+                &m,
+                leaf_no,
+                args(p, 0, 0, 0),
+                &[held(ModuleLock::Pamt(pfn(p)), operand::RCX)],
+                status::SUCCESS,
+            );
+        }
         // PHYMEM.CACHE.WB: the package mutex, then the KOT.
         check_leaf(
             &m,
             leaf::PHYMEM_CACHE_WB,
             args(0, 0, 0, 0),
-            &[
-                held(ModuleLock::WbCache, operand::WBCACHE),
-                held(ModuleLock::Kot, operand::KOT),
-            ],
+            &wbcache_locks(),
             status::NO_HKID_READY_TO_WBCACHE,
         );
         // MNG.CREATE: the TDR page, then the KOT.
@@ -237,42 +226,42 @@ fn vcpu_and_metadata_leaves_are_busy_on_their_locks() {
             &vp_locks,
             status::SUCCESS,
         );
-        // VP.RD / VP.WR: TDVPR shared (RCX), implicit TDR, OP state.
-        let out = check_leaf(
-            &m,
-            leaf::VP_RD,
-            args(v, md::vp::VCPU_INDEX, 0, 0),
-            &vp_locks,
-            status::SUCCESS,
-        );
-        assert_eq!(out.r8, 0);
-        check_leaf(
-            &m,
-            leaf::VP_WR,
-            args(v, md::vp::VCPU_INDEX, 1, u64::MAX),
-            &vp_locks,
-            status::METADATA_FIELD_NOT_WRITABLE,
-        );
         // MNG.RD / MNG.WR: TDR shared (RCX), OP state.
         let mng_locks = [
             held(ModuleLock::Pamt(tdr), operand::RCX),
             held(ModuleLock::OpState(tdr), operand::OP_STATE),
         ];
-        let out = check_leaf(
-            &m,
-            leaf::MNG_RD,
-            args(t, md::td::NUM_VCPUS, 0, 0),
-            &mng_locks,
-            status::SUCCESS,
-        );
-        assert_eq!(out.r8, 1);
-        check_leaf(
-            &m,
-            leaf::MNG_WR,
-            args(t, md::td::HKID, 1, u64::MAX),
-            &mng_locks,
-            status::METADATA_FIELD_NOT_WRITABLE,
-        );
+        // Once no lock is held, each reader returns the field's value in R8 and each writer,
+        // given a field that is not writable, answers METADATA_FIELD_NOT_WRITABLE.
+        for (rd, wr, obj, (field, value), ro_field, locks) in [
+            // VP.RD / VP.WR: TDVPR shared (RCX), implicit TDR, OP state.
+            (
+                leaf::VP_RD,
+                leaf::VP_WR,
+                v,
+                (md::vp::VCPU_INDEX, 0),
+                md::vp::VCPU_INDEX,
+                &vp_locks[..],
+            ),
+            (
+                leaf::MNG_RD,
+                leaf::MNG_WR,
+                t,
+                (md::td::NUM_VCPUS, 1),
+                md::td::HKID,
+                &mng_locks[..],
+            ),
+        ] {
+            let out = check_leaf(&m, rd, args(obj, field, 0, 0), locks, status::SUCCESS);
+            assert_eq!(out.r8, value, "{}", abi::leaf::name(rd));
+            check_leaf(
+                &m,
+                wr,
+                args(obj, ro_field, 1, u64::MAX),
+                locks,
+                status::METADATA_FIELD_NOT_WRITABLE,
+            );
+        }
         // A shared holder of the TDR or the OP state does not block the shared takers.
         let r1 = m.hold_lock(ModuleLock::Pamt(tdr), Mode::Shared).unwrap();
         let r2 = m.hold_lock(ModuleLock::OpState(tdr), Mode::Shared).unwrap();
@@ -475,14 +464,15 @@ fn teardown_leaves_are_busy_on_their_locks() {
         let t = tdr_pa(&td);
         let v = td.vcpus[0].hpa().raw();
         // VP.FLUSH: TDVPR exclusively (RCX), implicit TDR shared.
+        let tdvpr_locks = [
+            held(ModuleLock::Pamt(pfn(v)), operand::RCX),
+            held(ModuleLock::Pamt(tdr), operand::TDR),
+        ];
         check_leaf(
             &m,
             leaf::VP_FLUSH,
             args(v, 0, 0, 0),
-            &[
-                held(ModuleLock::Pamt(pfn(v)), operand::RCX),
-                held(ModuleLock::Pamt(tdr), operand::TDR),
-            ],
+            &tdvpr_locks,
             status::SUCCESS,
         );
         // VPFLUSHDONE and KEY.FREEID: TDR exclusively (RCX), the KOT.
@@ -501,10 +491,7 @@ fn teardown_leaves_are_busy_on_their_locks() {
             &m,
             leaf::PHYMEM_CACHE_WB,
             args(0, 0, 0, 0),
-            &[
-                held(ModuleLock::WbCache, operand::WBCACHE),
-                held(ModuleLock::Kot, operand::KOT),
-            ],
+            &wbcache_locks(),
             status::SUCCESS,
         );
         check_leaf(
@@ -514,15 +501,13 @@ fn teardown_leaves_are_busy_on_their_locks() {
             &td_kot,
             status::SUCCESS,
         );
-        // PHYMEM.PAGE.RECLAIM of a TD page: the page exclusively (RCX), the implicit TDR.
+        // PHYMEM.PAGE.RECLAIM of a TD page (the TDVPR): the page exclusively (RCX), the
+        // implicit TDR.
         check_leaf(
             &m,
             leaf::PHYMEM_PAGE_RECLAIM,
             args(v, 0, 0, 0),
-            &[
-                held(ModuleLock::Pamt(pfn(v)), operand::RCX),
-                held(ModuleLock::Pamt(tdr), operand::TDR),
-            ],
+            &tdvpr_locks,
             status::SUCCESS,
         );
         // Every other page, then the TDR itself: only its own entry (RCX).

@@ -266,9 +266,7 @@ fn sept_add_version_1_checks_the_l2_pages_after_every_l1_check() {
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     // Levels 3 and 2 mapped at GPA 0; the level-1 entries below are FREE.
     add_tables(&tdx, &env, td.tdr, 0, 2);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     let chld = chldcnt(&m, &td);
     let (p, l2) = (page(&env), page(&env));
     let t = tdr_pa(&td);
@@ -658,9 +656,7 @@ fn mr_extend_of_leaves_without_permissions_is_not_present_with_the_entry() {
     let m = sw_module(&env);
     let tdx = Tdx::new(&m);
     let (td, mapped, pending) = td_with_mapped_and_pending(&tdx, &env, 1, false);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     let not_present = with(status::EPT_ENTRY_NOT_PRESENT, operand::RCX);
     assert_eq!(not_present, 0xC000_0B03_0000_0001);
     let extend = |gpa: u64| {

@@ -11,6 +11,9 @@
 mod common;
 
 use common::*;
+// A write leaf (MNG.WR or VP.WR) is a plain version-0 call: `wr(m, leaf, pa, field, value,
+// mask)` with RCX = the TDR/TDVPR, RDX = the field id, R8 = the value, R9 = the write mask.
+use common::call as wr;
 use mmu::env::Frame;
 use mmu::Gpa;
 use sha2::{Digest, Sha384};
@@ -40,42 +43,7 @@ const SEPT_VE_DISABLE: u64 = 1 << 28;
 /// A read leaf (MNG.RD or VP.RD) at `version`: RCX = the TDR/TDVPR, RDX = the field id; R8
 /// holds junk on input.
 fn rd(m: &SwModule<'_>, leaf_no: u16, version: u8, pa: u64, field: u64) -> (u64, SeamArgs) {
-    seam(
-        m,
-        leaf_no,
-        version,
-        SeamArgs {
-            rcx: pa,
-            rdx: field,
-            r8: JUNK,
-            r9: JUNK,
-            ..SeamArgs::default()
-        },
-    )
-}
-
-/// A write leaf (MNG.WR or VP.WR): RCX = the TDR/TDVPR, RDX = the field id, R8 = the value,
-/// R9 = the write mask.
-fn wr(
-    m: &SwModule<'_>,
-    leaf_no: u16,
-    pa: u64,
-    field: u64,
-    value: u64,
-    mask: u64,
-) -> (u64, SeamArgs) {
-    seam(
-        m,
-        leaf_no,
-        0,
-        SeamArgs {
-            rcx: pa,
-            rdx: field,
-            r8: value,
-            r9: mask,
-            ..SeamArgs::default()
-        },
-    )
+    seam(m, leaf_no, version, args(pa, field, JUNK, JUNK))
 }
 
 /// MNG.RD version 0 of a field that must be readable: its value.
@@ -426,16 +394,7 @@ fn mng_rd_version_1_failures_leave_rdx_na_and_version_2_is_refused() {
         );
     }
     // MNG.WR has no version 1 (dispatcher).
-    let (st, _) = seam(
-        &m,
-        leaf::MNG_WR,
-        1,
-        SeamArgs {
-            rcx: tdr_pa(&td),
-            rdx: mtd::HKID,
-            ..SeamArgs::default()
-        },
-    );
+    let (st, _) = seam(&m, leaf::MNG_WR, 1, args(tdr_pa(&td), mtd::HKID, 0, 0));
     assert_eq!(st, with(status::OPERAND_INVALID, operand::RAX));
 }
 
@@ -665,14 +624,7 @@ fn mr_extend_at_0(tdx: &T, env: &HostEnv, td: &TestTd) -> (u16, SeamArgs) {
         src.pfn().hpa(),
     )
     .unwrap();
-    (
-        leaf::MR_EXTEND,
-        SeamArgs {
-            rcx: 0,
-            rdx: tdr_pa(td),
-            ..SeamArgs::default()
-        },
-    )
+    (leaf::MR_EXTEND, args(0, tdr_pa(td), 0, 0))
 }
 
 /// `reader` is issued until it answers `busy` while another thread issues `holder` (which holds
@@ -718,18 +670,12 @@ fn mng_rd_and_wr_meet_busy_on_the_tdr_while_it_is_held_exclusively() {
     // MR.EXTEND takes the TDR exclusively (and can be repeated while the TD is built).
     let extend = mr_extend_at_0(&tdx, &env, &td);
     let busy = with(status::OPERAND_BUSY, operand::RCX);
-    let args = |r9| SeamArgs {
-        rcx: tdr_pa(&td),
-        rdx: mtd::MAX_VCPUS,
-        r8: JUNK,
-        r9,
-        ..SeamArgs::default()
-    };
+    let max_vcpus = |r9| args(tdr_pa(&td), mtd::MAX_VCPUS, JUNK, r9);
     // MR.EXTEND in turn meets the reader's shared hold: BUSY on its TDR operand, RDX.
     let extend_ok = [status::SUCCESS, with(status::OPERAND_BUSY, operand::RDX)];
     race_until_busy(
         &m,
-        (leaf::MNG_RD, args(0)),
+        (leaf::MNG_RD, max_vcpus(0)),
         status::SUCCESS,
         busy,
         extend,
@@ -737,7 +683,7 @@ fn mng_rd_and_wr_meet_busy_on_the_tdr_while_it_is_held_exclusively() {
     );
     race_until_busy(
         &m,
-        (leaf::MNG_WR, args(u64::MAX)),
+        (leaf::MNG_WR, max_vcpus(u64::MAX)),
         status::METADATA_FIELD_NOT_WRITABLE,
         busy,
         extend,
@@ -849,16 +795,7 @@ fn vp_rd_version_1_chains_rdx_through_the_host_readable_fields() {
         (status::METADATA_FIELD_NOT_READABLE, 0, md::FIELD_ID_NA)
     );
     // VP.WR has no version 1 (dispatcher).
-    let (st, _) = seam(
-        &m,
-        leaf::VP_WR,
-        1,
-        SeamArgs {
-            rcx: v,
-            rdx: mvp::RCX,
-            ..SeamArgs::default()
-        },
-    );
+    let (st, _) = seam(&m, leaf::VP_WR, 1, args(v, mvp::RCX, 0, 0));
     assert_eq!(st, with(status::OPERAND_INVALID, operand::RAX));
 }
 
@@ -1034,24 +971,10 @@ fn vp_rd_meets_busy_on_the_tdvpr_and_on_the_implicit_tdr() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::VcpusReady);
     let v = td.vcpus[0].hpa().raw();
-    let read = (
-        leaf::VP_RD,
-        SeamArgs {
-            rcx: v,
-            rdx: mvp::VCPU_INDEX,
-            r8: JUNK,
-            ..SeamArgs::default()
-        },
-    );
+    let read = (leaf::VP_RD, args(v, mvp::VCPU_INDEX, JUNK, 0));
     // VP.FLUSH takes the TDVPR exclusively; it answers SUCCESS or VCPU_NOT_ASSOCIATED (VP.RD
     // associates the vCPU again), or BUSY when it meets VP.RD.
-    let flush = (
-        leaf::VP_FLUSH,
-        SeamArgs {
-            rcx: v,
-            ..SeamArgs::default()
-        },
-    );
+    let flush = (leaf::VP_FLUSH, args(v, 0, 0, 0));
     race_until_busy(
         &m,
         read,

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use mmu::{Gpa, Hpa, Pfn};
 use tdx::abi::{leaf, operand, page_type, status, SeptLevel};
-use tdx::swmod::{Mode, ModuleLine, ModuleLock, PamtInfo};
+use tdx::swmod::{Mode, ModuleLine, ModuleLock};
 use tdx::{CacheWb, Operand, PageMetadata, SeamArgs, Tdx};
 use testkit::td::{build_td, sw_module_on, Stage};
 use testkit::HostEnv;
@@ -168,9 +168,7 @@ fn rdmd_of_a_2m_page_reads_the_large_page_and_its_head_epoch() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     add_tables(&tdx, &env, td.tdr, 0, 2);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0), SeptLevel::L2M, head.hpa())
-        .expect("AUG 2M");
+    let head = aug2m(&tdx, &env, td.tdr, 0);
     tdx.mem_track(td.tdr).unwrap();
     let _ = tdx
         .mem_range_block(td.tdr, Gpa::new(0), SeptLevel::L2M)
@@ -198,15 +196,7 @@ fn page_remove_keeps_the_owner_and_only_frees_the_type() {
             tdx.mem_page_remove(td.tdr, Gpa::new(0x1000), SeptLevel::L4K),
             Ok(Hpa::new(mapped))
         );
-        assert_eq!(
-            m.pamt_info(pfn(mapped)),
-            Some(PamtInfo {
-                page_type: page_type::NDA,
-                size: 0,
-                owner: tdr_pfn(&td),
-            }),
-            "{line:?}"
-        );
+        assert_eq!(m.pamt_info(pfn(mapped)), Some(freed(&td)), "{line:?}");
         // R9 (the epoch) is only reported for REG and EPT pages.
         assert_eq!(
             tdx.phymem_page_rdmd(Hpa::new(mapped)),
@@ -265,9 +255,7 @@ fn rdmd_of_a_removed_2m_page_reads_nda_4k_pages_with_the_old_owner() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::VcpusReady);
     add_tables(&tdx, &env, td.tdr, 0, 2);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0), SeptLevel::L2M, head.hpa())
-        .expect("AUG 2M");
+    let head = aug2m(&tdx, &env, td.tdr, 0);
     assert_eq!(
         tdx.mem_page_remove(td.tdr, Gpa::new(0), SeptLevel::L2M),
         Ok(head.hpa())

@@ -112,10 +112,7 @@ fn dispatcher_refuses_reserved_rax_bits_unknown_leaves_and_versions() {
     let rax_invalid = with(status::OPERAND_INVALID, operand::RAX);
     assert_eq!(rax_invalid, 0xC000_0100_0000_0000);
     for bad in [1u64 << 24, 1 << 31, 1 << 32, 1 << 63] {
-        let mut a = SeamArgs {
-            rcx: tdr_pa(&td),
-            ..SeamArgs::default()
-        };
+        let mut a = args(tdr_pa(&td), 0, 0, 0);
         let st = m.seamcall(abi::rax(leaf::MEM_TRACK, 0) | bad, &mut a);
         assert_eq!(st, rax_invalid, "reserved RAX bits {bad:#x}");
     }
@@ -126,21 +123,12 @@ fn dispatcher_refuses_reserved_rax_bits_unknown_leaves_and_versions() {
         leaf::MEM_RANGE_BLOCK,
         leaf::MR_FINALIZE,
     ] {
-        let a = SeamArgs {
-            rcx: tdr_pa(&td),
-            rdx: tdr_pa(&td),
-            ..SeamArgs::default()
-        };
+        let a = args(tdr_pa(&td), tdr_pa(&td), 0, 0);
         assert_eq!(seam(&m, l, 1, a).0, rax_invalid, "leaf {l} version 1");
     }
     // Version 2 of leaves that have a version 1.
     for l in [leaf::MEM_SEPT_ADD, leaf::MEM_SEPT_REMOVE, leaf::VP_INIT] {
-        let a = SeamArgs {
-            rcx: gl(0, 3),
-            rdx: tdr_pa(&td),
-            r8: page(&env),
-            ..SeamArgs::default()
-        };
+        let a = args(gl(0, 3), tdr_pa(&td), page(&env), 0);
         assert_eq!(seam(&m, l, 2, a).0, rax_invalid, "leaf {l} version 2");
     }
     // Unknown leaf.
@@ -158,18 +146,14 @@ fn vp_init_version_1_takes_the_x2apic_id_from_r8() {
     let td = init_td(&tdx, &env, 1, 4);
     let v0 = new_vcpu(&tdx, &env, td.tdr, TDVPS_PAGES);
     let v1 = new_vcpu(&tdx, &env, td.tdr, TDVPS_PAGES);
-    let args = |v: Tdvpr, r8: u64| SeamArgs {
-        rcx: v.hpa().raw(),
-        r8,
-        ..SeamArgs::default()
-    };
+    let init = |v: Tdvpr, r8: u64| args(v.hpa().raw(), 0, r8, 0);
     assert_eq!(
-        seam(&m, leaf::VP_INIT, 1, args(v0, 1 << 32)).0,
+        seam(&m, leaf::VP_INIT, 1, init(v0, 1 << 32)).0,
         with(status::OPERAND_INVALID, operand::R8)
     );
-    assert_eq!(seam(&m, leaf::VP_INIT, 1, args(v0, 7)).0, status::SUCCESS);
+    assert_eq!(seam(&m, leaf::VP_INIT, 1, init(v0, 7)).0, status::SUCCESS);
     assert_eq!(
-        seam(&m, leaf::VP_INIT, 1, args(v1, 7)).0,
+        seam(&m, leaf::VP_INIT, 1, init(v1, 7)).0,
         X2APIC_ID_NOT_UNIQUE | 7
     );
 }
@@ -1229,12 +1213,7 @@ fn vp_init_v(m: &SwModule<'_>, version: u8, v: Tdvpr, x2apic: u64) -> (u64, Seam
         m,
         leaf::VP_INIT,
         version,
-        SeamArgs {
-            rcx: v.hpa().raw(),
-            rdx: 0x77,
-            r8: x2apic,
-            ..SeamArgs::default()
-        },
+        args(v.hpa().raw(), 0x77, x2apic, 0),
     )
 }
 
@@ -1668,9 +1647,7 @@ fn reclaim_of_a_2m_page_reports_its_size_and_needs_its_aligned_address() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     add_tables(&tdx, &env, td.tdr, 0, 2);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     teardown(&tdx, &td);
     let chld = chldcnt(&m, &td);
     let (st, a) = call(
@@ -1916,9 +1893,7 @@ fn sept_add_refuses_entries_that_are_not_free() {
     );
     assert_eq!(e.rcx & NL_ARCH_MASK, NL_RWX);
     // A 2M PENDING leaf.
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     let e = tdx
         .mem_sept_add(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, Hpa::new(p))
         .unwrap_err();
@@ -2126,9 +2101,7 @@ fn aug_2m_maps_512_pages_as_one_pending_leaf() {
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     add_tables(&tdx, &env, td.tdr, 0, 2);
     let chld = chldcnt(&m, &td);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     assert_eq!(
         sept_rd(&tdx, &td, 0x20_0000, 1),
         (
@@ -2877,9 +2850,7 @@ fn page_remove_of_a_2m_page_frees_all_512_pages() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     add_tables(&tdx, &env, td.tdr, 0, 2);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     let chld = chldcnt(&m, &td);
     tdx.mem_range_block(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M)
         .unwrap();
@@ -3026,9 +2997,7 @@ fn sept_remove_refuses_leaves_free_entries_and_level_0() {
     let tdx = Tdx::new(&m);
     let td = build_td(&tdx, &env, 1, 1, Stage::Runnable);
     add_tables(&tdx, &env, td.tdr, 0, 2);
-    let head = alloc_contig_2m(&env, 512);
-    tdx.mem_page_aug(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M, head.hpa())
-        .unwrap();
+    let head = aug2m(&tdx, &env, td.tdr, 0x20_0000);
     let incorrect = with(status::EPT_ENTRY_STATE_INCORRECT, operand::RCX);
     let e = tdx
         .mem_sept_remove(td.tdr, Gpa::new(0x20_0000), SeptLevel::L2M)
@@ -3694,12 +3663,6 @@ fn concurrent_sept_add_aug_block_see_only_success_or_busy_and_end_consistent() {
     let barrier = Barrier::new(2);
     // GPA of thread `t`'s i-th page: four page tables shared by both threads, disjoint slots.
     let gpa_of = |t: u64, i: u64| (i % 4) << 21 | (t * 128 + i / 4) << 12;
-    let args = |rcx: u64, rdx: u64, r8: u64| SeamArgs {
-        rcx,
-        rdx,
-        r8,
-        ..SeamArgs::default()
-    };
     // Pages are allocated before the race so that the threads only race in the module.
     let pages: Vec<Vec<u64>> = (0..2)
         .map(|_| (0..PER_THREAD + 8).map(|_| page(&env)).collect())
@@ -3717,19 +3680,24 @@ fn concurrent_sept_add_aug_block_see_only_success_or_busy_and_end_consistent() {
                     for (i, &p) in (0..PER_THREAD).zip(data) {
                         let gpa = gpa_of(t, i);
                         for lvl in [3u8, 2, 1] {
-                            let a = args(gl(align(gpa, lvl), lvl), tdr | 1, spares[0]);
+                            let a = args(gl(align(gpa, lvl), lvl), tdr | 1, spares[0], 0);
                             until_success(m, &mut seen, leaf::MEM_SEPT_ADD, a);
                             if m.pamt_info(pfn(spares[0])).unwrap().page_type == page_type::EPT {
                                 ept_used += 1;
                                 spares = &spares[1..];
                             }
                         }
-                        until_success(m, &mut seen, leaf::MEM_PAGE_AUG, args(gl(gpa, 0), tdr, p));
+                        until_success(
+                            m,
+                            &mut seen,
+                            leaf::MEM_PAGE_AUG,
+                            args(gl(gpa, 0), tdr, p, 0),
+                        );
                         until_success(
                             m,
                             &mut seen,
                             leaf::MEM_RANGE_BLOCK,
-                            args(gl(gpa, 0), tdr, 0),
+                            args(gl(gpa, 0), tdr, 0, 0),
                         );
                         mapped.push((gpa, p));
                     }
@@ -3746,10 +3714,10 @@ fn concurrent_sept_add_aug_block_see_only_success_or_busy_and_end_consistent() {
                         }
                         for &(gpa, _) in &mapped {
                             for lvl in [3u8, 2, 1] {
-                                let a = args(gl(align(gpa, lvl), lvl), tdr | 1, spares[0]);
+                                let a = args(gl(align(gpa, lvl), lvl), tdr | 1, spares[0], 0);
                                 until_success(m, &mut seen, leaf::MEM_SEPT_ADD, a);
                             }
-                            let a = args(gl(gpa, 0), tdr, 0);
+                            let a = args(gl(gpa, 0), tdr, 0, 0);
                             until_success(m, &mut seen, leaf::MEM_RANGE_UNBLOCK, a);
                             until_success(m, &mut seen, leaf::MEM_RANGE_BLOCK, a);
                         }

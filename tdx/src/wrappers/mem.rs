@@ -9,6 +9,16 @@ use crate::error::{SeptDetails, TdxError};
 use crate::seamcall::{SeamArgs, Seamcall};
 use mmu::{Gpa, Hpa};
 
+/// The operands of a leaf that names an S-EPT entry: RCX = GPA|level, RDX = TDR PA; the rest
+/// zero, for the leaf to add its own.
+fn entry_args(tdr: Tdr, gpa: Gpa, level: SeptLevel) -> SeamArgs {
+    SeamArgs {
+        rcx: abi::gpa_level_operand(gpa.raw(), level),
+        rdx: tdr.hpa().raw(),
+        ..ZERO
+    }
+}
+
 impl<S: Seamcall> Tdx<S> {
     /// TDH.MEM.SEPT.ADD (3): links the S-EPT page `page` into the entry for `gpa` at `level`
     /// (the level of the parent entry that will point to the new table).
@@ -28,10 +38,8 @@ impl<S: Seamcall> Tdx<S> {
         page: Hpa,
     ) -> Result<(), TdxError> {
         let args = SeamArgs {
-            rcx: abi::gpa_level_operand(gpa.raw(), level),
-            rdx: tdr.hpa().raw(),
             r8: page.raw(),
-            ..ZERO
+            ..entry_args(tdr, gpa, level)
         };
         self.call(leaf::MEM_SEPT_ADD, args, NO_WARNINGS).map(drop)
     }
@@ -48,11 +56,7 @@ impl<S: Seamcall> Tdx<S> {
     /// `TDX_OPERAND_BUSY|SEPT_TREE`.
     #[must_use = "the removed S-EPT page must be reclaimed"]
     pub fn mem_sept_remove(&self, tdr: Tdr, gpa: Gpa, level: SeptLevel) -> Result<Hpa, TdxError> {
-        let args = SeamArgs {
-            rcx: abi::gpa_level_operand(gpa.raw(), level),
-            rdx: tdr.hpa().raw(),
-            ..ZERO
-        };
+        let args = entry_args(tdr, gpa, level);
         let done = self.call(leaf::MEM_SEPT_REMOVE, args, NO_WARNINGS)?;
         Ok(Hpa::new(done.out.rcx))
     }
@@ -73,11 +77,7 @@ impl<S: Seamcall> Tdx<S> {
         gpa: Gpa,
         level: SeptLevel,
     ) -> Result<SeptDetails, TdxError> {
-        let args = SeamArgs {
-            rcx: abi::gpa_level_operand(gpa.raw(), level),
-            rdx: tdr.hpa().raw(),
-            ..ZERO
-        };
+        let args = entry_args(tdr, gpa, level);
         let done = self.call(leaf::MEM_SEPT_RD, args, NO_WARNINGS)?;
         Ok(SeptDetails::from_regs(done.out.rcx, done.out.rdx))
     }
@@ -94,11 +94,9 @@ impl<S: Seamcall> Tdx<S> {
     /// `TDX_EPT_ENTRY_STATE_INCORRECT|RCX`, `TDX_OPERAND_INVALID|R9`, page-operand errors on R8.
     pub fn mem_page_add(&self, tdr: Tdr, gpa: Gpa, page: Hpa, source: Hpa) -> Result<(), TdxError> {
         let args = SeamArgs {
-            rcx: abi::gpa_level_operand(gpa.raw(), SeptLevel::L4K),
-            rdx: tdr.hpa().raw(),
             r8: page.raw(),
             r9: source.raw(),
-            ..ZERO
+            ..entry_args(tdr, gpa, SeptLevel::L4K)
         };
         self.call(leaf::MEM_PAGE_ADD, args, NO_WARNINGS).map(drop)
     }
@@ -121,10 +119,8 @@ impl<S: Seamcall> Tdx<S> {
         page: Hpa,
     ) -> Result<(), TdxError> {
         let args = SeamArgs {
-            rcx: abi::gpa_level_operand(gpa.raw(), level),
-            rdx: tdr.hpa().raw(),
             r8: page.raw(),
-            ..ZERO
+            ..entry_args(tdr, gpa, level)
         };
         self.call(leaf::MEM_PAGE_AUG, args, NO_WARNINGS).map(drop)
     }
@@ -141,11 +137,7 @@ impl<S: Seamcall> Tdx<S> {
     /// `TDX_EPT_ENTRY_STATE_INCORRECT|RCX`, `TDX_OPERAND_BUSY|SEPT_TREE`.
     #[must_use = "the removed page must be reclaimed"]
     pub fn mem_page_remove(&self, tdr: Tdr, gpa: Gpa, level: SeptLevel) -> Result<Hpa, TdxError> {
-        let args = SeamArgs {
-            rcx: abi::gpa_level_operand(gpa.raw(), level),
-            rdx: tdr.hpa().raw(),
-            ..ZERO
-        };
+        let args = entry_args(tdr, gpa, level);
         let done = self.call(leaf::MEM_PAGE_REMOVE, args, NO_WARNINGS)?;
         Ok(Hpa::new(done.out.rcx))
     }
@@ -162,11 +154,7 @@ impl<S: Seamcall> Tdx<S> {
     /// `TDX_OPERAND_BUSY|SEPT_TREE`, `TDX_EPT_WALK_FAILED|RCX`,
     /// `TDX_EPT_ENTRY_STATE_INCORRECT|RCX`.
     pub fn mem_range_block(&self, tdr: Tdr, gpa: Gpa, level: SeptLevel) -> Result<Block, TdxError> {
-        let args = SeamArgs {
-            rcx: abi::gpa_level_operand(gpa.raw(), level),
-            rdx: tdr.hpa().raw(),
-            ..ZERO
-        };
+        let args = entry_args(tdr, gpa, level);
         let done = self.call(
             leaf::MEM_RANGE_BLOCK,
             args,
@@ -189,11 +177,7 @@ impl<S: Seamcall> Tdx<S> {
     /// `TDX_EPT_ENTRY_STATE_INCORRECT|RCX` (not blocked), `TDX_TLB_TRACKING_NOT_DONE|RCX`,
     /// `TDX_OPERAND_BUSY|SEPT_TREE`.
     pub fn mem_range_unblock(&self, tdr: Tdr, gpa: Gpa, level: SeptLevel) -> Result<(), TdxError> {
-        let args = SeamArgs {
-            rcx: abi::gpa_level_operand(gpa.raw(), level),
-            rdx: tdr.hpa().raw(),
-            ..ZERO
-        };
+        let args = entry_args(tdr, gpa, level);
         self.call(leaf::MEM_RANGE_UNBLOCK, args, NO_WARNINGS)
             .map(drop)
     }

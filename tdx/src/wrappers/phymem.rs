@@ -20,15 +20,12 @@ impl<S: Seamcall> Tdx<S> {
     /// `TDX_PAGE_METADATA_INCORRECT|RCX` (not a TDX page), `TDX_OPERAND_BUSY|RCX`.
     #[must_use = "the reclaimed page's metadata tells what it was"]
     pub fn phymem_page_reclaim(&self, page: Hpa) -> Result<Reclaimed, TdxError> {
-        let args = SeamArgs {
-            rcx: page.raw(),
-            ..ZERO
-        };
-        let out = self.call(leaf::PHYMEM_PAGE_RECLAIM, args, NO_WARNINGS)?.out;
+        // RECLAIM reports no block epoch: R9 is not part of its answer.
+        let pamt = self.phymem_page_pamt(leaf::PHYMEM_PAGE_RECLAIM, page)?;
         Ok(Reclaimed {
-            page_type: (out.rcx & 0xff) as u8,
-            owner: Hpa::new(out.rdx),
-            size: (out.r8 & 0xff) as u8,
+            page_type: pamt.page_type,
+            owner: pamt.owner,
+            size: pamt.size,
         })
     }
 
@@ -45,11 +42,18 @@ impl<S: Seamcall> Tdx<S> {
     /// `TDX_OPERAND_BUSY|RCX` (the entry is locked exclusively).
     #[must_use = "the page's metadata is the point of the call"]
     pub fn phymem_page_rdmd(&self, page: Hpa) -> Result<PageMetadata, TdxError> {
+        self.phymem_page_pamt(leaf::PHYMEM_PAGE_RDMD, page)
+    }
+
+    /// A PHYMEM.PAGE leaf that takes the page in RCX and answers with the page's PAMT entry:
+    /// type (RCX), owner TDR (RDX), size (R8) and block epoch (R9, RDMD only). RECLAIM and RDMD
+    /// report the entry in the same registers.
+    fn phymem_page_pamt(&self, leaf_no: u16, page: Hpa) -> Result<PageMetadata, TdxError> {
         let args = SeamArgs {
             rcx: page.raw(),
             ..ZERO
         };
-        let out = self.call(leaf::PHYMEM_PAGE_RDMD, args, NO_WARNINGS)?.out;
+        let out = self.call(leaf_no, args, NO_WARNINGS)?.out;
         Ok(PageMetadata {
             page_type: (out.rcx & 0xff) as u8,
             owner: Hpa::new(out.rdx),

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Helpers of the software-TDX-module spec tests (`swmod_spec.rs`, `swmod_mem_spec.rs`,
-//! `swmod_metadata.rs`): raw SEAMCALLs, operands, page and TD set-up, S-EPT arch-entry bits.
+//! Helpers of the software-TDX-module spec tests (`swmod_*.rs`): raw SEAMCALLs, operands, page
+//! and TD set-up, S-EPT arch-entry bits; and the MMU configuration and private fault of the
+//! tests that run the MMU over the module (`e2e*.rs`, `reset_pages.rs`).
 //!
 //! Each test file is a crate of its own that includes this module with `mod common;` and uses
 //! only some of the helpers.
@@ -10,7 +11,9 @@
 #![allow(dead_code)]
 
 use mmu::env::Frame;
-use mmu::{Gpa, Hpa, Pfn};
+use mmu::spte::Access;
+use mmu::tdp::{Fault, MmuConfig};
+use mmu::{Gfn, GfnKind, Gpa, GpaWidth, Hpa, Level, Pfn};
 use std::sync::atomic::Ordering::Relaxed;
 use tdx::abi::{self, leaf, page_type, status, SeptLevel};
 use tdx::swmod::PamtInfo;
@@ -42,6 +45,18 @@ pub fn seam(m: &SwModule<'_>, leaf_no: u16, version: u8, a: SeamArgs) -> (u64, S
     (st, a)
 }
 
+/// The input registers RCX, RDX, R8 and R9 (R10 and R11 zero).
+pub fn args(rcx: u64, rdx: u64, r8: u64, r9: u64) -> SeamArgs {
+    SeamArgs {
+        rcx,
+        rdx,
+        r8,
+        r9,
+        ..SeamArgs::default()
+    }
+}
+
+/// A version-0 SEAMCALL of `leaf_no` with [`args`].
 pub fn call(
     m: &SwModule<'_>,
     leaf_no: u16,
@@ -50,18 +65,7 @@ pub fn call(
     r8: u64,
     r9: u64,
 ) -> (u64, SeamArgs) {
-    seam(
-        m,
-        leaf_no,
-        0,
-        SeamArgs {
-            rcx,
-            rdx,
-            r8,
-            r9,
-            ..SeamArgs::default()
-        },
-    )
+    seam(m, leaf_no, 0, args(rcx, rdx, r8, r9))
 }
 
 /// GPA + level operand.
@@ -151,6 +155,14 @@ pub fn aug4k(tdx: &T, env: &HostEnv, tdr: Tdr, gpa: u64) -> u64 {
     p
 }
 
+/// PAGE.AUG of 512 fresh contiguous pages as one 2M page at `gpa`; returns the first page.
+pub fn aug2m(tdx: &T, env: &HostEnv, tdr: Tdr, gpa: u64) -> Pfn {
+    let head = alloc_contig_2m(env, 512);
+    tdx.mem_page_aug(tdr, Gpa::new(gpa), SeptLevel::L2M, head.hpa())
+        .expect("PAGE.AUG 2M");
+    head
+}
+
 pub fn pattern(seed: u64, i: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64).wrapping_mul(0x0101_0101_0101_0101)
 }
@@ -236,4 +248,27 @@ pub fn td_with_mapped_and_pending(
     }
     let pending = aug4k(tdx, env, td.tdr, 0x2000);
     (td, mapped, pending)
+}
+
+// ---- the MMU over the module ----------------------------------------------------------------
+
+/// A TD's MMU: 4-level EPT (48-bit GPA), huge pages up to 2M.
+pub fn td_mmu_config() -> MmuConfig {
+    MmuConfig {
+        max_level: Level::L2M,
+        ..MmuConfig::td(GpaWidth::Bits48)
+    }
+}
+
+/// A vCPU's write fault on the private GFN `gfn`, backed by `pfn`, mapped at most at `max_level`
+/// (private memory is always mapped RWX).
+pub fn private_fault(gfn: Gfn, pfn: Pfn, max_level: Level) -> Fault {
+    Fault {
+        gfn,
+        kind: GfnKind::Private,
+        pfn,
+        access: Access::RWX,
+        write: true,
+        max_level,
+    }
 }
