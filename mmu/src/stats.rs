@@ -58,6 +58,7 @@ impl StatsSnapshot {
     }
 }
 
+#[inline]
 fn add(c: &AtomicUsize, delta: isize) {
     if delta >= 0 {
         c.fetch_add(delta as usize, Ordering::Relaxed);
@@ -91,6 +92,7 @@ impl MmuStats {
         add(&self.leaked_private_pages, 1);
     }
 
+    #[inline]
     pub(crate) fn leaf(&self, root: RootKind, level: crate::level::Level, delta: isize) {
         let r = match root {
             RootKind::Shared => 0,

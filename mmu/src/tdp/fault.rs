@@ -13,6 +13,7 @@
 //! is a [`MmuError::Conflict`]. The shared root does what upstream does: a huge page replaces a
 //! table (whose subtree is freed once no walker can be in it), and a huge leaf is split.
 
+use super::transition::NewSpte;
 use super::{root_kind_of, TdpMmu};
 use crate::addr::{Gfn, GfnKind, Pfn};
 use crate::cache::VcpuMmuCaches;
@@ -151,7 +152,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         goal
     }
 
-    fn leaf_spte(&self, root_kind: RootKind, fault: &Fault, level: Level) -> (u64, Pfn) {
+    fn leaf_spte(&self, root_kind: RootKind, fault: &Fault, level: Level) -> (NewSpte, Pfn) {
         let pfn = fault.pfn.align_down(level.pages());
         let (access, mirror) = match root_kind {
             RootKind::Mirror => (Access::RWX, true),
@@ -162,7 +163,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
             dirty: fault.write && access.contains(Access::WRITE),
             mirror,
         };
-        (F::leaf(pfn, level, access, attrs), pfn)
+        (NewSpte::leaf::<F>(pfn, level, access, attrs), pfn)
     }
 
     fn map_target_level(
@@ -172,7 +173,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         fault: &Fault,
         level: Level,
     ) -> Result<FaultOutcome, MmuError> {
-        let (new_spte, pfn) = self.leaf_spte(root_kind, fault, level);
+        let (new, pfn) = self.leaf_spte(root_kind, fault, level);
         match (root_kind, it.kind()) {
             (_, SpteKind::Frozen) => return Ok(FaultOutcome::Retry),
             (RootKind::Mirror, SpteKind::Leaf(leaf)) if leaf.pfn == pfn => {
@@ -182,14 +183,14 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
             (RootKind::Mirror, SpteKind::Leaf(_) | SpteKind::Table(_)) => {
                 return Err(MmuError::Conflict)
             }
-            (RootKind::Shared, _) if it.old_spte() == new_spte => {
+            (RootKind::Shared, _) if it.old_spte() == new.spte() => {
                 return Ok(FaultOutcome::Spurious)
             }
             // Mirror: absent → leaf. Shared: anything → leaf; a replaced leaf or table is
             // accounted, flushed and (a table) torn down by the transition layer.
             _ => {}
         }
-        if self.set_spte_atomic(it, new_spte)? {
+        if self.set_spte_atomic(it, new)? {
             Ok(FaultOutcome::Mapped(level))
         } else {
             Ok(FaultOutcome::Retry)
@@ -232,12 +233,12 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                 return Err(self.bug());
             }
         };
-        let new_spte = F::table(page.get().pfn());
+        let new_spte = NewSpte::table::<F>(page);
         match self.set_spte_atomic(it, new_spte) {
             Ok(true) => Ok(true),
             // Linked, but a consequence of the change broke an invariant: the page is in the
             // table now, so it is not ours to take back.
-            Err(e) if it.old_spte() == new_spte => Err(e),
+            Err(e) if it.old_spte() == new_spte.spte() => Err(e),
             r => {
                 // SAFETY: the entry never held `new_spte` (`it.old_spte()` would be `new_spte`
                 // after a successful change), so the page was never published.

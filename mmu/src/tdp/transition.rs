@@ -41,7 +41,8 @@ use crate::iter::TdpIter;
 use crate::level::{Level, ENTRIES_PER_TABLE};
 use crate::page::{MmuPage, PageRef, RootKind, SptRelease};
 use crate::spte::{
-    is_external_blocked, PagingFormat, SpteKind, FROZEN_SPTE, SPTE_EXTERNAL_BLOCKED,
+    is_external_blocked, Access, LeafAttrs, PagingFormat, SpteKind, FROZEN_SPTE,
+    SPTE_EXTERNAL_BLOCKED,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,6 +69,7 @@ struct Spte<'a> {
 
 impl<'a> Spte<'a> {
     /// The iterator's current entry, with the value the iterator last read.
+    #[inline]
     fn at<F: PagingFormat, E: MmuEnv>(it: &TdpIter<'a, F, E>) -> Self {
         Spte {
             sptep: it.sptep(),
@@ -107,12 +109,64 @@ impl<'a> Spte<'a> {
     }
 }
 
+/// What an entry becomes under the shared lock: the value to install and what it is.
+///
+/// Built only by [`NewSpte::leaf`] and [`NewSpte::table`], so the layer knows whether it
+/// installs a leaf or a table without decoding the value it was just handed, and a new table's
+/// header comes with it instead of being looked up again through `page->private`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NewSpte {
+    spte: u64,
+    kind: NewKind,
+}
+
+/// What a new present entry is (a [`SpteKind`] restricted to what the fault path installs);
+/// for the mirror root, also which hook tells the external side.
+#[derive(Clone, Copy, Debug)]
+enum NewKind {
+    /// A leaf: `set_spte`.
+    Leaf,
+    /// A link to this new table: `link_spt` with its external SPT.
+    Table(PageRef),
+}
+
 /// What a mirror entry becomes present as, i.e. which hook tells the external side.
 enum Present {
     /// A new table: `link_spt` with its external SPT.
     Link(PageRef),
     /// A leaf: `set_spte` with its frame.
     Leaf(Pfn),
+}
+
+impl NewSpte {
+    /// A leaf at `level` mapping `pfn` (aligned to `level`) with `access` and `attrs`.
+    #[inline]
+    pub(super) fn leaf<F: PagingFormat>(
+        pfn: Pfn,
+        level: Level,
+        access: Access,
+        attrs: LeafAttrs,
+    ) -> Self {
+        NewSpte {
+            spte: F::leaf(pfn, level, access, attrs),
+            kind: NewKind::Leaf,
+        }
+    }
+
+    /// A non-leaf entry linking the new table `page`.
+    #[inline]
+    pub(super) fn table<F: PagingFormat>(page: PageRef) -> Self {
+        NewSpte {
+            spte: F::table(page.get().pfn()),
+            kind: NewKind::Table(page),
+        }
+    }
+
+    /// The raw value.
+    #[inline]
+    pub(super) fn spte(&self) -> u64 {
+        self.spte
+    }
 }
 
 impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
@@ -135,44 +189,47 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     pub(super) fn set_spte_atomic(
         &self,
         it: &mut TdpIter<'_, F, E>,
-        new: u64,
+        new: NewSpte,
     ) -> Result<bool, MmuError> {
         let e = Spte::at(it);
-        let (old_kind, new_kind) = (F::decode(e.old, e.level), F::decode(new, e.level));
+        let old_kind = F::decode(e.old, e.level);
         if old_kind == SpteKind::Frozen {
             // Another walker is in the middle of changing it: never build on that.
             return Ok(false);
         }
         let won = match e.root {
-            RootKind::Mirror => self.set_external_spte_present(&e, old_kind, new, new_kind)?,
-            RootKind::Shared => e.try_write(new),
+            RootKind::Mirror => self.set_external_spte_present(&e, old_kind, new)?,
+            RootKind::Shared => e.try_write(new.spte),
         };
         if !won {
             return Ok(false);
         }
-        it.set_old_spte(new);
-        self.handle_changed_spte_atomic(&e, old_kind, new_kind)?;
-        Ok(true)
+        it.set_old_spte(new.spte);
+        self.handle_changed_spte_atomic(&e, old_kind, new.kind)
+            .map(|()| true)
     }
 
     /// Freeze → hook → publish for an absent mirror entry becoming a table or a leaf.
     /// `Ok(false)`: lost the race to freeze, or the hook was busy (the old value is back).
+    #[inline(always)]
     fn set_external_spte_present(
         &self,
         e: &Spte<'_>,
         old_kind: SpteKind,
-        new: u64,
-        new_kind: SpteKind,
+        new: NewSpte,
     ) -> Result<bool, MmuError> {
         if old_kind != SpteKind::Absent {
             return Err(self.bug());
         }
         // Resolve the hook's argument before freezing, so that a broken invariant leaves the
         // entry untouched.
-        let hook = match new_kind {
-            SpteKind::Table(pfn) => Present::Link(self.page_of(pfn)?),
-            SpteKind::Leaf(leaf) => Present::Leaf(leaf.pfn),
-            SpteKind::Absent | SpteKind::Frozen => return Err(self.bug()),
+        let hook = match new.kind {
+            NewKind::Table(page) => Present::Link(page),
+            // The frame as the entry encodes it: the external table maps what the mirror does.
+            NewKind::Leaf => match F::decode(new.spte, e.level) {
+                SpteKind::Leaf(leaf) => Present::Leaf(leaf.pfn),
+                SpteKind::Absent | SpteKind::Frozen | SpteKind::Table(_) => return Err(self.bug()),
+            },
         };
         if !e.try_write(FROZEN_SPTE) {
             return Ok(false);
@@ -187,7 +244,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         };
         match r {
             Ok(()) => {
-                e.write(new);
+                e.write(new.spte);
                 Ok(true)
             }
             Err(err) => {
@@ -203,22 +260,37 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// The consequences of a change made under the shared lock: accounting of what appeared and
     /// disappeared, teardown of a replaced table's subtree, and the TLB flush a replaced
     /// present entry needs.
+    #[inline(always)]
     fn handle_changed_spte_atomic(
         &self,
         e: &Spte<'_>,
         old_kind: SpteKind,
-        new_kind: SpteKind,
+        new_kind: NewKind,
     ) -> Result<(), MmuError> {
         match new_kind {
-            SpteKind::Leaf(_) => self.stats.leaf(e.root, e.level, 1),
-            SpteKind::Table(_) => {
+            NewKind::Leaf => self.stats.leaf(e.root, e.level, 1),
+            NewKind::Table(_) => {
                 self.stats.table(e.root, 1);
                 if e.root == RootKind::Mirror {
                     self.stats.external_spt(1);
                 }
             }
-            SpteKind::Absent | SpteKind::Frozen => {}
         }
+        match old_kind {
+            SpteKind::Absent | SpteKind::Frozen => Ok(()),
+            SpteKind::Leaf(_) | SpteKind::Table(_) => self.handle_replaced_spte_atomic(e, old_kind),
+        }
+    }
+
+    /// A present shared entry was replaced (a huge page over a leaf or a table): account what
+    /// went, tear a table's subtree down, flush. Out of line: the common fault fills an absent
+    /// entry.
+    #[inline(never)]
+    fn handle_replaced_spte_atomic(
+        &self,
+        e: &Spte<'_>,
+        old_kind: SpteKind,
+    ) -> Result<(), MmuError> {
         match old_kind {
             SpteKind::Leaf(_) => {
                 self.stats.leaf(e.root, e.level, -1);
@@ -339,6 +411,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// # Errors
     ///
     /// [`MmuError::ExternalBusy`] (the entry is still present), [`MmuError::Bugged`].
+    #[inline(always)]
     pub(super) fn zap_spte(
         &self,
         it: &mut TdpIter<'_, F, E>,
@@ -383,29 +456,43 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                 self.stats.leaf(RootKind::Shared, e.level, -1);
                 zs.leaves += 1;
             }
-            (SpteKind::Table(pfn), RootKind::Mirror) => {
-                let child = self.page_of(pfn)?;
+            (SpteKind::Table(pfn), _) => self.remove_table_spte(e, pfn, removal, zs)?,
+        }
+        Ok(())
+    }
+
+    /// [`Self::remove_spte`] of an entry linking the table `pfn`: the table goes with its
+    /// subtree. Out of line, so the leaf removals of a zap's hot loops stay small.
+    #[inline(never)]
+    fn remove_table_spte(
+        &self,
+        e: Spte<'_>,
+        pfn: Pfn,
+        removal: Removal,
+        zs: &mut ZapStats,
+    ) -> Result<(), MmuError> {
+        let child = self.page_of(pfn)?;
+        match e.root {
+            RootKind::Mirror => {
                 match removal {
                     Removal::Teardown => self.remove_children(child, removal, zs)?,
                     // The S-EPT removes only empty tables: the zap's earlier rounds emptied it.
                     Removal::Zap if !self.table_is_empty(child) => return Err(self.bug()),
                     Removal::Zap => {}
                 }
-                self.free_mirror_table(child, e.gfn, e.level, force)?;
+                self.free_mirror_table(child, e.gfn, e.level, removal == Removal::Teardown)?;
                 e.write(0);
-                zs.tables += 1;
             }
-            (SpteKind::Table(pfn), RootKind::Shared) => {
-                let child = self.page_of(pfn)?;
+            RootKind::Shared => {
                 e.write(0);
                 self.remove_children(child, removal, zs)?;
                 // SAFETY: unlinked above under the exclusive lock (or `&mut self`), emptied: no
                 // walker can reach it, and nobody uses `child` again.
                 unsafe { MmuPage::destroy(&self.env, child, None) };
                 self.stats.table(RootKind::Shared, -1);
-                zs.tables += 1;
             }
         }
+        zs.tables += 1;
         Ok(())
     }
 
