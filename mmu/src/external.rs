@@ -69,8 +69,7 @@ pub trait ExternalPageTable: Sync {
     /// # Errors
     ///
     /// [`ExternalError::Busy`] fails the zap before anything is removed.
-    fn block_spte(&self, gfn: Gfn, level: Level, is_leaf: bool) -> Result<(), ExternalError> {
-        let _ = (gfn, level, is_leaf);
+    fn block_spte(&self, _gfn: Gfn, _level: Level, _is_leaf: bool) -> Result<(), ExternalError> {
         Ok(())
     }
 

@@ -332,11 +332,9 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// `handle_removed_pt()`): freezes every entry so late walkers inside it back off, accounts
     /// what it mapped, recurses into child tables, and parks the pages for freeing.
     fn handle_removed_table_atomic(&self, table_pfn: Pfn) -> Result<(), MmuError> {
-        // SAFETY: the table was reachable until our compare-exchange; the lock is held, and the
-        // page is only freed after it is parked and the exclusive side is taken.
-        let Some(page) = (unsafe { PageRef::from_table_pfn(&self.env, table_pfn) }) else {
-            return Err(self.bug());
-        };
+        // The table was reachable until our compare-exchange; the lock is held, and the page is
+        // only freed after it is parked and the exclusive side is taken.
+        let page = self.page_of(table_pfn)?;
         let role = page.get().role();
         for i in 0..ENTRIES_PER_TABLE {
             let entry = page.get().table().entry(i);
@@ -648,9 +646,14 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// hold the MMU.
     pub(super) fn teardown_root(&mut self, root: PageRef) {
         let kind = root.get().role().root_kind;
-        // Errors only come from broken invariants (the VM is then bugged); what could not be
-        // reached stays allocated.
-        let _ = self.remove_children(root, Removal::Teardown, &mut ZapStats::default());
+        // A teardown cannot stop half-way: an error here is a broken invariant, and the VM is
+        // bugged already (`bug()` marked it); what could not be reached stays allocated.
+        if self
+            .remove_children(root, Removal::Teardown, &mut ZapStats::default())
+            .is_err()
+        {
+            debug_assert!(self.is_bugged());
+        }
         // SAFETY: the root is no longer reachable (taken out of the MMU), and the caller's
         // `&mut` excludes all walkers. A root never has an external SPT, so there is no release
         // to pass.

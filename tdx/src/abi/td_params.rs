@@ -119,12 +119,30 @@ const _: () = {
     assert!(offset_of!(TdParams, reserved_3) == 544);
 };
 
-/// Copies `N` bytes at `at`.
-fn take<const N: usize>(b: &[u8; TD_PARAMS_SIZE], at: usize) -> [u8; N] {
-    let mut out = [0u8; N];
-    out.copy_from_slice(&b[at..at + N]);
-    out
-}
+// No padding: the fields' sizes add up to the structure's (the offsets above are contiguous),
+// so every byte of a `TdParams` is a byte of some integer field. That, and every bit pattern
+// being a valid value of every field, is what makes the conversions below plain copies. The
+// encoding is little-endian, which the host's is (TDX exists on x86 only).
+const _: () = {
+    assert!(
+        8 + 8
+            + 2
+            + 1
+            + 1
+            + 4
+            + 8
+            + 8
+            + 2
+            + 38
+            + 3 * 48
+            + 8
+            + 24
+            + MAX_NUM_CPUID_CONFIG * size_of::<CpuidConfig>()
+            + 480
+            == size_of::<TdParams>()
+    );
+    assert!(cfg!(target_endian = "little"));
+};
 
 /// Stores `words` at the start of `frame`'s page. The one place this crate writes a page
 /// through [`Frame`], so a change of the MMU's page API is adapted here.
@@ -137,125 +155,38 @@ fn store_words(frame: &Frame, words: &[u64]) {
 impl TdParams {
     /// Everything 0 (a base for `..TdParams::ZERO`; not valid as is: MAX_VCPUS, XFAM,
     /// EPTP_CONTROLS and TSC_FREQUENCY must be set).
-    pub const ZERO: TdParams = TdParams {
-        attributes: 0,
-        xfam: 0,
-        max_vcpus: 0,
-        num_l2_vms: 0,
-        msr_config_ctls: 0,
-        reserved_0: [0; 4],
-        eptp_controls: 0,
-        config_flags: 0,
-        tsc_frequency: 0,
-        reserved_1: [0; 38],
-        mr_config_id: [0; 48],
-        mr_owner: [0; 48],
-        mr_owner_config: [0; 48],
-        ia32_arch_capabilities_config: 0,
-        reserved_2: [0; 24],
-        cpuid_config_vals: [CpuidConfig {
-            eax: 0,
-            ebx: 0,
-            ecx: 0,
-            edx: 0,
-        }; MAX_NUM_CPUID_CONFIG],
-        reserved_3: [0; 480],
-    };
+    pub const ZERO: TdParams = TdParams::from_words(&[0; TD_PARAMS_WORDS]);
 
     /// The 1024 bytes as the module reads them.
     #[must_use]
-    pub fn to_bytes(&self) -> [u8; TD_PARAMS_SIZE] {
-        let mut b = [0u8; TD_PARAMS_SIZE];
-        let mut put = |at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
-        put(offset_of!(Self, attributes), &self.attributes.to_le_bytes());
-        put(offset_of!(Self, xfam), &self.xfam.to_le_bytes());
-        put(offset_of!(Self, max_vcpus), &self.max_vcpus.to_le_bytes());
-        put(offset_of!(Self, num_l2_vms), &[self.num_l2_vms]);
-        put(offset_of!(Self, msr_config_ctls), &[self.msr_config_ctls]);
-        put(offset_of!(Self, reserved_0), &self.reserved_0);
-        put(
-            offset_of!(Self, eptp_controls),
-            &self.eptp_controls.to_le_bytes(),
-        );
-        put(
-            offset_of!(Self, config_flags),
-            &self.config_flags.to_le_bytes(),
-        );
-        put(
-            offset_of!(Self, tsc_frequency),
-            &self.tsc_frequency.to_le_bytes(),
-        );
-        put(offset_of!(Self, reserved_1), &self.reserved_1);
-        put(offset_of!(Self, mr_config_id), &self.mr_config_id);
-        put(offset_of!(Self, mr_owner), &self.mr_owner);
-        put(offset_of!(Self, mr_owner_config), &self.mr_owner_config);
-        put(
-            offset_of!(Self, ia32_arch_capabilities_config),
-            &self.ia32_arch_capabilities_config.to_le_bytes(),
-        );
-        put(offset_of!(Self, reserved_2), &self.reserved_2);
-        for (i, c) in self.cpuid_config_vals.iter().enumerate() {
-            let at = offset_of!(Self, cpuid_config_vals) + i * size_of::<CpuidConfig>();
-            for (j, r) in [c.eax, c.ebx, c.ecx, c.edx].into_iter().enumerate() {
-                put(at + 4 * j, &r.to_le_bytes());
-            }
-        }
-        put(offset_of!(Self, reserved_3), &self.reserved_3);
-        b
+    pub const fn to_bytes(&self) -> [u8; TD_PARAMS_SIZE] {
+        // SAFETY: same size; `TdParams` has no padding (asserted above), so all 1024 bytes are
+        // initialised, and any bytes are a valid `[u8; N]`.
+        unsafe { core::mem::transmute::<TdParams, [u8; TD_PARAMS_SIZE]>(*self) }
     }
 
     /// The structure in 1024 bytes.
     #[must_use]
-    pub fn from_bytes(b: &[u8; TD_PARAMS_SIZE]) -> Self {
-        let cpuid = |i: usize| {
-            let at = offset_of!(Self, cpuid_config_vals) + i * size_of::<CpuidConfig>();
-            let r = |j: usize| u32::from_le_bytes(take(b, at + 4 * j));
-            CpuidConfig {
-                eax: r(0),
-                ebx: r(1),
-                ecx: r(2),
-                edx: r(3),
-            }
-        };
-        TdParams {
-            attributes: u64::from_le_bytes(take(b, offset_of!(Self, attributes))),
-            xfam: u64::from_le_bytes(take(b, offset_of!(Self, xfam))),
-            max_vcpus: u16::from_le_bytes(take(b, offset_of!(Self, max_vcpus))),
-            num_l2_vms: b[offset_of!(Self, num_l2_vms)],
-            msr_config_ctls: b[offset_of!(Self, msr_config_ctls)],
-            reserved_0: take(b, offset_of!(Self, reserved_0)),
-            eptp_controls: u64::from_le_bytes(take(b, offset_of!(Self, eptp_controls))),
-            config_flags: u64::from_le_bytes(take(b, offset_of!(Self, config_flags))),
-            tsc_frequency: u16::from_le_bytes(take(b, offset_of!(Self, tsc_frequency))),
-            reserved_1: take(b, offset_of!(Self, reserved_1)),
-            mr_config_id: take(b, offset_of!(Self, mr_config_id)),
-            mr_owner: take(b, offset_of!(Self, mr_owner)),
-            mr_owner_config: take(b, offset_of!(Self, mr_owner_config)),
-            ia32_arch_capabilities_config: u64::from_le_bytes(take(
-                b,
-                offset_of!(Self, ia32_arch_capabilities_config),
-            )),
-            reserved_2: take(b, offset_of!(Self, reserved_2)),
-            cpuid_config_vals: core::array::from_fn(cpuid),
-            reserved_3: take(b, offset_of!(Self, reserved_3)),
-        }
+    pub const fn from_bytes(b: &[u8; TD_PARAMS_SIZE]) -> Self {
+        // SAFETY: same size; every field is an integer or an array of integers, valid for any
+        // bit pattern. `transmute` moves by value, so `b`'s alignment does not matter.
+        unsafe { core::mem::transmute::<[u8; TD_PARAMS_SIZE], TdParams>(*b) }
     }
 
     /// The structure as 128 little-endian words (how a page holds it).
     #[must_use]
-    pub fn to_words(&self) -> [u64; TD_PARAMS_WORDS] {
-        let b = self.to_bytes();
-        core::array::from_fn(|i| u64::from_le_bytes(take(&b, 8 * i)))
+    pub const fn to_words(&self) -> [u64; TD_PARAMS_WORDS] {
+        // SAFETY: same size; no padding in `TdParams` (asserted above), so every word is
+        // initialised, and any bits are a valid `u64`.
+        unsafe { core::mem::transmute::<TdParams, [u64; TD_PARAMS_WORDS]>(*self) }
     }
 
     /// The structure in 128 little-endian words.
     #[must_use]
-    pub fn from_words(w: &[u64; TD_PARAMS_WORDS]) -> Self {
-        let mut b = [0u8; TD_PARAMS_SIZE];
-        for (i, v) in w.iter().enumerate() {
-            b[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
-        }
-        Self::from_bytes(&b)
+    pub const fn from_words(w: &[u64; TD_PARAMS_WORDS]) -> Self {
+        // SAFETY: same size; every field is an integer or an array of integers, valid for any
+        // bit pattern.
+        unsafe { core::mem::transmute::<[u64; TD_PARAMS_WORDS], TdParams>(*w) }
     }
 
     /// Writes the structure at the start of `frame`'s page (1024 bytes; the rest of the page is
