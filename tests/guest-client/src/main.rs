@@ -121,10 +121,11 @@ struct Ctx {
 }
 
 mod system;
+mod vcpu;
 
 /// Every test of the suite, area by area (one module per area).
 fn tests() -> Vec<Test> {
-    [system::tests()].concat()
+    [system::tests(), vcpu::tests()].concat()
 }
 
 const EINVAL: i32 = libc::EINVAL;
