@@ -312,7 +312,9 @@ pub(crate) fn tests() -> Vec<Test> {
                     &format!("id {bad:#x}"),
                 )?;
             }
-            let b = if c.tdx && present_cpus() < 2 {
+            // A TD may have as few vCPUs as there are CPUs (the count check comes before the
+            // duplicate check): one vCPU there, so that EEXIST below is reachable.
+            let b = if c.tdx {
                 None
             } else {
                 Some(must_vcpu(&vm, KVM_MAX_VCPU_IDS - 1)?)
@@ -770,10 +772,29 @@ pub(crate) fn tests() -> Vec<Test> {
                 (-1, Some(libc::EBADF)),
                 "write",
             )?;
+            // A read-only file: a shared writable mapping is EACCES, a readable one ENODEV (no
+            // mmap at all).
             eq(
                 Map::new(&fd, 1, 0).map(drop),
-                Err(libc::ENODEV),
-                "mmap of a stats fd",
+                Err(libc::EACCES),
+                "writable mmap of a stats fd",
+            )?;
+            // SAFETY: a mapping request the kernel must refuse; nothing is mapped.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    PAGE,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            let e = std::io::Error::last_os_error().raw_os_error();
+            eq(
+                (p == libc::MAP_FAILED, e),
+                (true, Some(libc::ENODEV)),
+                "read-only mmap of a stats fd",
             )?;
             eq(
                 ioctl(fd.as_raw_fd(), KVM_GET_STATS_FD, 0),
