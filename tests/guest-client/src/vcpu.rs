@@ -704,6 +704,22 @@ pub(crate) fn tests() -> Vec<Test> {
                     &format!("bytes at {off}"),
                 )?;
             }
+            // Values are sampled at read time: vCPUs show up in online_vcpus.
+            eq(get("online_vcpus")?, 0, "online_vcpus before")?;
+            let _v0 = must_vcpu(&vm, 0)?;
+            eq(
+                read_stats(&fd)?.get("online_vcpus"),
+                Some(1),
+                "online_vcpus after one",
+            )?;
+            if !c.tdx || present_cpus() >= 2 {
+                let _v1 = must_vcpu(&vm, 1)?;
+                eq(
+                    read_stats(&fd)?.get("online_vcpus"),
+                    Some(2),
+                    "online_vcpus after two",
+                )?;
+            }
             let mut b = [0u8; 8];
             eq(
                 pread(&fd, &mut b, s.raw.len() as i64),
