@@ -297,6 +297,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             leaf::MEM_PAGE_ADD => self.mem_page_add(a),
             leaf::MEM_PAGE_AUG => self.mem_page_aug(a),
             leaf::MEM_PAGE_REMOVE => self.mem_page_remove(a),
+            leaf::MEM_PAGE_DEMOTE => self.mem_page_demote(a),
             leaf::MEM_RANGE_BLOCK => self.mem_range_block(a),
             leaf::MEM_RANGE_UNBLOCK => self.mem_range_unblock(a),
             leaf::MEM_TRACK => self.mem_track(a),
