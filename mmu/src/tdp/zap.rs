@@ -33,10 +33,10 @@ use crate::cache::{SplitCache, MAX_SPLITS_PER_ZAP};
 use crate::env::MmuEnv;
 use crate::error::MmuError;
 use crate::external::ExternalPageTable;
+use crate::iter::TdpIter;
 use crate::level::Level;
 use crate::lock::ExclusiveGuard;
 use crate::page::RootKind;
-use crate::iter::TdpIter;
 use crate::spte::{PagingFormat, SpteKind};
 
 /// How often teardown retries a busy hook before leaking the page.
