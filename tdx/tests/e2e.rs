@@ -232,7 +232,15 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
                 let base = gfn & !511;
                 let start = base + rng.below(512);
                 let end = (start + 1 + rng.below(64)).min(base + 512);
-                zap(&mmu, ZapTarget::Mirror, start, end, Some(&mut split), busy, i);
+                zap(
+                    &mmu,
+                    ZapTarget::Mirror,
+                    start,
+                    end,
+                    Some(&mut split),
+                    busy,
+                    i,
+                );
                 counts[4] += 1;
             }
             88..=94 => {
