@@ -214,7 +214,7 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
             60..=79 => {
                 let bits = rng.below(11);
                 let len = 1 + rng.below(1 << bits);
-                let splits = rng.chance(2).then_some(&mut split);
+                let splits = rng.chance(50).then_some(&mut split);
                 zap(
                     &mmu,
                     ZapTarget::Mirror,
