@@ -445,6 +445,10 @@ fn selftest_runner_agrees_on_the_host(line: ModuleLine) {
     .expect("selftest");
     assert_eq!(rep.checks, 5000);
     assert!(rep.faults > 0 && rep.zaps > 0 && rep.conversions > 0);
+    assert!(
+        m.calls(leaf::MEM_PAGE_DEMOTE) > 0,
+        "the self test split no 2M page"
+    );
     mmu.free_vcpu_caches(&mut caches);
     backend.release_hkid(&td.vcpus).expect("release");
     mmu.teardown();
