@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! 2 MiB private pages end to end: the MMU's 2M fault is one PAGE.AUG at 2M, and a zap of part
-//! of it (a conversion) is BLOCK + TRACK + DEMOTE of the 2M leaf, then BLOCK + TRACK + REMOVE
-//! + WBINVD of the 4K pages in the range only — with the software module answering busy or
+//! of it (a conversion) is BLOCK, TRACK and DEMOTE of the 2M leaf, then BLOCK, TRACK, REMOVE and
+//! WBINVD of the 4K pages in the range only — with the software module answering busy or
 //! failing the DEMOTE, and a teardown that returns every page. Mirror ≡ S-EPT after each step.
 
 mod common;
