@@ -53,6 +53,10 @@ impl ExternalPageTable for CountingExternal {
         self.bump();
         Ok(())
     }
+    fn split_spte(&self, _: Gfn, _: Level, _: Pfn, _: &ExternalSpt) -> Result<(), ExternalError> {
+        self.bump();
+        Ok(())
+    }
     fn remove_spte(&self, _: Gfn, _: Level, _: Pfn) -> Result<PageRelease, ExternalError> {
         self.bump();
         Ok(PageRelease::Returned)

@@ -217,6 +217,107 @@ impl VcpuMmuCaches {
     }
 }
 
+/// Most huge leaves one zap can split: at each end of the range one per huge level (a 1G leaf
+/// into 2M leaves, then the 2M leaf at the boundary into 4K leaves).
+pub const MAX_SPLITS_PER_ZAP: usize = 2 * 2;
+
+/// What a zap that splits huge mirror leaves consumes: per split one table page, one header and
+/// one external SPT (the S-EPT page `TDH.MEM.PAGE.DEMOTE` takes).
+///
+/// Why not the vCPU caches: the zaps that cover part of a huge leaf — a private↔shared
+/// conversion, a hole punched in guest_memfd, a memslot change — run from VM ioctls and MMU
+/// notifiers, with no vCPU at hand, and under the exclusive MMU lock, where nothing may be
+/// allocated. So the caller owns one of these (per VM, serialised by the VM's own lock; the
+/// TDX huge-page RFC series for upstream, 2025, likewise splits under the write `mmu_lock`
+/// through a `split_external_spt` hook — BLOCK, TRACK, kick, DEMOTE — with pages from per-VM
+/// split caches topped up before the lock is taken), tops it up with
+/// [`crate::tdp::TdpMmu::topup_split_cache`] before taking the lock and passes it to
+/// [`crate::tdp::TdpMmu::zap_range_split`]. It holds at most [`MAX_SPLITS_PER_ZAP`] bundles,
+/// 3 pages and 3 headers for a 2M-max TD (two splits: the ends of the range), twice that with
+/// 1G leaves.
+///
+/// Must be emptied with [`crate::tdp::TdpMmu::free_split_cache`] before it is dropped.
+#[derive(Debug, Default)]
+pub struct SplitCache {
+    headers: MemoryCache<HeaderSlot, MAX_SPLITS_PER_ZAP>,
+    tables: MemoryCache<Frame, MAX_SPLITS_PER_ZAP>,
+    external_spts: MemoryCache<Frame, MAX_SPLITS_PER_ZAP>,
+}
+
+impl SplitCache {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        SplitCache {
+            headers: MemoryCache::new(),
+            tables: MemoryCache::new(),
+            external_spts: MemoryCache::new(),
+        }
+    }
+
+    /// What the cache holds.
+    pub fn holdings(&self) -> CacheHoldings {
+        CacheHoldings {
+            headers: self.headers.len(),
+            tables: self.tables.len(),
+            external_spts: self.external_spts.len(),
+        }
+    }
+
+    /// How many splits the cache can feed.
+    pub fn splits(&self) -> usize {
+        self.headers
+            .len()
+            .min(self.tables.len())
+            .min(self.external_spts.len())
+    }
+
+    /// Tops the cache up to `splits` bundles.
+    ///
+    /// Locking: must not hold the MMU lock (allocation may sleep).
+    pub(crate) fn top_up<E: MmuEnv>(&mut self, env: &E, splits: usize) -> Result<(), MmuError> {
+        self.headers.top_up(splits, || env.alloc_header())?;
+        self.tables
+            .top_up(splits, || env.alloc_page(PageKind::Table))?;
+        self.external_spts
+            .top_up(splits, || env.alloc_page(PageKind::ExternalSpt))
+    }
+
+    /// Returns every cached object to `env`.
+    pub(crate) fn free_all<E: MmuEnv>(&mut self, env: &E) {
+        self.headers.drain(|h| env.free_header(h));
+        self.tables.drain(|f| env.free_page(f, PageKind::Table));
+        self.external_spts
+            .drain(|f| env.free_page(f, PageKind::ExternalSpt));
+    }
+
+    /// Pops what one new mirror table needs; `None` (and nothing popped) if a cache is short.
+    pub(crate) fn take_table(&mut self) -> Option<NewTable> {
+        if self.splits() == 0 {
+            return None;
+        }
+        Some(NewTable {
+            header: self.headers.pop()?,
+            table: self.tables.pop()?,
+            external: self.external_spts.pop(),
+        })
+    }
+
+    /// Puts an unused bundle back (the external side refused the split).
+    pub(crate) fn put_back<E: MmuEnv>(&mut self, env: &E, new: NewTable) {
+        if let Err(h) = self.headers.push(new.header) {
+            env.free_header(h);
+        }
+        if let Err(f) = self.tables.push(new.table) {
+            env.free_page(f, PageKind::Table);
+        }
+        if let Some(ext) = new.external {
+            if let Err(f) = self.external_spts.push(ext) {
+                env.free_page(f, PageKind::ExternalSpt);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,13 @@
 //!   table's entry is blocked. A backend that blocks and tracks per page can do everything in
 //!   `remove_spte`/`free_spt` and leave the other two at their defaults; the TDX backend blocks
 //!   a whole round, tracks and kicks once, then removes.
+//! - split (exclusive lock, [`TdpMmu::zap_range_split`](crate::tdp::TdpMmu::zap_range_split)),
+//!   before a zap's leaf round, for a huge leaf the zap covers only in part: `block_spte` for
+//!   each such leaf of one level, one `flush`, then
+//!   [`split_spte`](ExternalPageTable::split_spte) for each (`TDH.MEM.PAGE.DEMOTE`): the leaf
+//!   becomes a new table of 512 unblocked leaves one level down, mapping the same frames; the
+//!   zap then blocks, flushes and removes only the small leaves inside its range. Levels are
+//!   split top-down (a 1G leaf into 2M leaves before one of those into 4K leaves).
 //! - teardown (exclusive access, after the TD's vCPUs are flushed and its keys freed):
 //!   `remove_spte` and `free_spt` only, post-order.
 //!
@@ -83,6 +90,21 @@ pub trait ExternalPageTable: Sync {
         Ok(())
     }
 
+    /// Split: the huge leaf at (`gfn`, `level`) mapping `pfn`, blocked and flushed, becomes the
+    /// new table `spt`, whose entries map the same frames one level down and are not blocked
+    /// (`TDH.MEM.PAGE.DEMOTE` with `spt` as the new S-EPT page).
+    ///
+    /// # Errors
+    ///
+    /// [`ExternalError::Busy`] leaves the leaf as it was (blocked); `spt` stays with the host.
+    fn split_spte(
+        &self,
+        gfn: Gfn,
+        level: Level,
+        pfn: Pfn,
+        spt: &ExternalSpt,
+    ) -> Result<(), ExternalError>;
+
     /// Zap phase 3 or teardown: remove the leaf at (`gfn`, `level`) mapping `pfn`
     /// (`TDH.MEM.PAGE.REMOVE` + `TDH.PHYMEM.PAGE.WBINVD`, or `TDH.PHYMEM.PAGE.RECLAIM` at
     /// teardown).
@@ -117,6 +139,9 @@ impl ExternalPageTable for NoExternal {
     fn set_spte(&self, _: Gfn, _: Level, _: Pfn) -> Result<(), ExternalError> {
         Err(ExternalError::Fatal)
     }
+    fn split_spte(&self, _: Gfn, _: Level, _: Pfn, _: &ExternalSpt) -> Result<(), ExternalError> {
+        Err(ExternalError::Fatal)
+    }
     fn remove_spte(&self, _: Gfn, _: Level, _: Pfn) -> Result<PageRelease, ExternalError> {
         Err(ExternalError::Fatal)
     }
@@ -137,6 +162,15 @@ impl<X: ExternalPageTable> ExternalPageTable for &X {
     }
     fn flush(&self) -> Result<(), ExternalError> {
         (**self).flush()
+    }
+    fn split_spte(
+        &self,
+        gfn: Gfn,
+        level: Level,
+        pfn: Pfn,
+        spt: &ExternalSpt,
+    ) -> Result<(), ExternalError> {
+        (**self).split_spte(gfn, level, pfn, spt)
     }
     fn remove_spte(&self, gfn: Gfn, level: Level, pfn: Pfn) -> Result<PageRelease, ExternalError> {
         (**self).remove_spte(gfn, level, pfn)

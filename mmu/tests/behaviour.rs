@@ -626,7 +626,9 @@ mod iterator {
                 leaves: 3,
                 tables: 1,
                 blocked: 0,
-                flushes: 0
+                flushes: 0,
+
+                splits: 0
             }
         );
         assert_eq!(
@@ -1054,7 +1056,9 @@ mod zap {
                 leaves: 1,
                 tables: 0,
                 blocked: 1,
-                flushes: 1
+                flushes: 1,
+
+                splits: 0
             }
         );
         assert_eq!(fx.tables(RootKind::Mirror), tables);
@@ -1077,7 +1081,9 @@ mod zap {
                 leaves: 2,
                 tables: 1,
                 blocked: 3,
-                flushes: 2
+                flushes: 2,
+
+                splits: 0
             }
         );
         let after = fx.mmu.stats();
@@ -1105,7 +1111,9 @@ mod zap {
                 leaves: 2,
                 tables: 1,
                 blocked: 0,
-                flushes: 0
+                flushes: 0,
+
+                splits: 0
             }
         );
         assert_eq!(fx.mmu.stats().shared_tables, before.shared_tables - 1);
@@ -1128,7 +1136,9 @@ mod zap {
                 leaves: 2,
                 tables: 0,
                 blocked: 1,
-                flushes: 1
+                flushes: 1,
+
+                splits: 0
             }
         );
         assert!(fx.leaves(RootKind::Mirror).is_empty());
@@ -1217,7 +1227,9 @@ mod zap {
                 leaves: 6,
                 tables: 6,
                 blocked: 6,
-                flushes: 3
+                flushes: 3,
+
+                splits: 0
             }
         );
         assert_eq!(fx.mmu.stats().shared_tables, 2);
@@ -1485,7 +1497,9 @@ mod hooks {
                 leaves: 2,
                 tables: 2,
                 blocked: 4,
-                flushes: 3
+                flushes: 3,
+
+                splits: 0
             }
         );
         fx.check();
@@ -1729,7 +1743,9 @@ mod external_errors {
                 leaves: 3,
                 tables: 2,
                 blocked: 4,
-                flushes: 2
+                flushes: 2,
+
+                splits: 0
             })
         );
         assert!(fx.leaves(RootKind::Mirror).is_empty());
@@ -1757,7 +1773,9 @@ mod external_errors {
                 leaves: 3,
                 tables: 2,
                 blocked: 2,
-                flushes: 2
+                flushes: 2,
+
+                splits: 0
             })
         );
         assert!(fx.leaves(RootKind::Mirror).is_empty());
@@ -1789,7 +1807,9 @@ mod external_errors {
                 leaves: 2,
                 tables: 2,
                 blocked: 2,
-                flushes: 2
+                flushes: 2,
+
+                splits: 0
             })
         );
         assert!(fx.leaves(RootKind::Mirror).is_empty());
@@ -1818,7 +1838,9 @@ mod external_errors {
                 leaves: 0,
                 tables: 2,
                 blocked: 0,
-                flushes: 1
+                flushes: 1,
+
+                splits: 0
             })
         );
         assert_eq!(fx.mmu.stats().mirror_tables, 3);

@@ -8,7 +8,7 @@
 //! mirror must equal the external table, the accounting must balance, and the successful hook
 //! calls must add up exactly to what is mapped now (each change applied exactly once).
 
-use mmu::cache::VcpuMmuCaches;
+use mmu::cache::{SplitCache, VcpuMmuCaches};
 use mmu::spte::{Access, Ept, Npt, PagingFormat};
 use mmu::tdp::{Fault, FaultOutcome, ZapTarget};
 use mmu::{Gfn, GfnKind, Level, MmuError, Pfn};
@@ -47,13 +47,15 @@ fn faulter<F: PagingFormat>(
     while done < faults || !stop.load(Ordering::Relaxed) {
         done += 1;
         // Overlapping hot window: 2 MiB shared by all threads, in two 1 GiB regions.
-        let gfn = rng.below(2) * (512 * 512) + rng.below(512);
+        let region = rng.below(2);
+        let gfn = region * (512 * 512) + rng.below(512);
         let kind = if rng.chance(60) {
             GfnKind::Private
         } else {
             GfnKind::Shared
         };
-        let max_level = if rng.chance(20) {
+        // The second region maps 2M much more often, so zaps there split huge leaves.
+        let max_level = if rng.chance(if region == 1 { 50 } else { 20 }) {
             Level::L2M
         } else {
             Level::L4K
@@ -99,22 +101,43 @@ fn zapper<F: PagingFormat>(
     totals: &Totals,
 ) {
     let mut rng = Rng::new(seed);
+    let mut split = SplitCache::new();
     for _ in 0..zaps {
         let mut start = rng.below(2) * (512 * 512) + rng.below(512);
         if rng.chance(30) {
             start &= !511; // whole tables go too
         }
-        let len = 1 + rng.below(1024);
+        let mut len = 1 + rng.below(1024);
         let target = match rng.below(3) {
             0 => ZapTarget::Shared,
             1 => ZapTarget::Mirror,
             _ => ZapTarget::Both,
         };
+        // Half the zaps split the huge mirror leaves they cover in part: conversions of a few
+        // pages, in the second region, where 2M faults are common; the others zap whole 2M
+        // ranges there, so that 2M faults find the entry empty again.
+        let splits = rng.chance(50);
+        if splits {
+            start = (512 * 512) + rng.below(512);
+            len = 1 + rng.below(64);
+        } else if start >= 512 * 512 {
+            start &= !511;
+            len = 512;
+        }
         // A zap that met a busy external table must be repeated (faults on what it blocked
         // retry until then), after dropping the lock as a real caller would.
         loop {
+            if splits {
+                mmu.topup_split_cache(&mut split).expect("split top-up");
+            }
             let g = mmu.write();
-            match mmu.zap_range(&g, target, Gfn::new(start), Gfn::new(start + len)) {
+            let (s, e) = (Gfn::new(start), Gfn::new(start + len));
+            let r = if splits {
+                mmu.zap_range_split(&g, target, s, e, &mut split)
+            } else {
+                mmu.zap_range(&g, target, s, e)
+            };
+            match r {
                 Ok(_) => {
                     totals.zaps.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -126,6 +149,7 @@ fn zapper<F: PagingFormat>(
         // Let the faulters rebuild what was zapped.
         std::thread::sleep(std::time::Duration::from_micros(100));
     }
+    mmu.free_split_cache(&mut split);
     stop.store(true, Ordering::Relaxed);
 }
 
@@ -168,16 +192,17 @@ fn run<F: PagingFormat>(seed: u64, faults_per_thread: u64, zaps: u64, busy_per_m
     let st = mmu.stats();
     let hooks = mmu.external().counts();
     // Each change applied exactly once: what was linked/set and not yet freed/removed is
-    // exactly what the mirror holds.
+    // exactly what the mirror holds (a split adds a table without a `link`).
     assert_eq!(
-        hooks.link - hooks.free,
+        hooks.link + hooks.split - hooks.free,
         st.external_spts as u64,
         "link/free balance"
     );
+    // A split turns one leaf into 512 without a `set`.
     assert_eq!(
-        hooks.set - hooks.remove,
+        hooks.set + 511 * hooks.split - hooks.remove,
         st.mirror_leaves.iter().sum::<usize>() as u64,
-        "set/remove balance"
+        "set/split/remove balance"
     );
     let t = &totals;
     eprintln!(

@@ -2,19 +2,20 @@
 //! Failure injection at every call site in turn.
 //!
 //! A fixed scenario (faults at every level in both roots, a huge page over tables, a split,
-//! partial and whole-table zaps, a conversion, teardown) is first run cleanly to count its
+//! partial and whole-table zaps, a conversion, zaps that split a 2M and a 1G mirror leaf,
+//! teardown) is first run cleanly to count its
 //! allocations and hook calls. Then it is replayed once per allocation with that allocation
 //! failing, and once per hook call with that call answering busy, then fatal. After every
 //! operation of every replay the invariants hold (mirror ≡ external table, one external SPT per
 //! mirror page, accounting), and after teardown every page is back with the allocator except
 //! external SPTs the external side deliberately kept, which are counted as leaked.
 
-use mmu::cache::VcpuMmuCaches;
+use mmu::cache::{SplitCache, VcpuMmuCaches};
 use mmu::external::ExternalError;
 use mmu::spte::{Access, Ept};
 use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
 use mmu::{Gfn, GfnKind, GpaWidth, Level, MmuError, Pfn};
-use testkit::{check_invariants, HostEnv, Inject, RecordingExternal};
+use testkit::{check_invariants_with, HostEnv, Inject, RecordingExternal};
 
 type Mmu<'a> = TdpMmu<Ept, &'a HostEnv, &'a RecordingExternal>;
 
@@ -22,6 +23,8 @@ type Mmu<'a> = TdpMmu<Ept, &'a HostEnv, &'a RecordingExternal>;
 enum Op {
     Fault(GfnKind, u64, Level),
     Zap(ZapTarget, u64, u64),
+    /// `zap_range_split` with the scenario's split cache, topped up first.
+    ZapSplit(ZapTarget, u64, u64),
     FreeCaches,
 }
 
@@ -48,6 +51,13 @@ fn scenario() -> Vec<Op> {
         Op::Zap(ZapTarget::Mirror, 0x400, 0x600),
         Op::Fault(S, 0x401, Level::L4K),
         Op::Zap(ZapTarget::Both, 0, 4 * GIB),
+        // 4K out of a 2M private leaf: split, then the hole refaults at 4K.
+        Op::Fault(P, 0x800, Level::L2M),
+        Op::ZapSplit(ZapTarget::Mirror, 0x805, 0x806),
+        Op::Fault(P, 0x805, Level::L2M),
+        // 4K out of a 1G private leaf: 1G → 2M, then that 2M → 4K.
+        Op::Fault(P, GIB, Level::L1G),
+        Op::ZapSplit(ZapTarget::Both, GIB + 0x203, GIB + 0x204),
         Op::Fault(P, 0x7, Level::L4K),
     ]
 }
@@ -73,9 +83,10 @@ fn run(env: &HostEnv, ext: &RecordingExternal, expect_clean: bool) -> Result<(),
         }
     };
     let mut caches = VcpuMmuCaches::new();
+    let mut split = SplitCache::new();
     let mut first_err = Ok(());
     for op in scenario() {
-        let r = apply(&mmu, &mut caches, op);
+        let r = apply(&mmu, &mut caches, &mut split, op);
         if expect_clean {
             assert_eq!(r, Ok(()), "clean run failed at {op:?}");
         }
@@ -92,9 +103,10 @@ fn run(env: &HostEnv, ext: &RecordingExternal, expect_clean: bool) -> Result<(),
             }
             first_err = first_err.and(Err(e));
         }
-        check_invariants(&mmu, &[&caches]);
+        check_invariants_with(&mmu, &[&caches], split.holdings());
     }
     mmu.free_vcpu_caches(&mut caches);
+    mmu.free_split_cache(&mut split);
     ext.set_teardown(true);
     mmu.teardown();
     let leaked = mmu.stats().leaked_external_spts;
@@ -108,7 +120,12 @@ fn run(env: &HostEnv, ext: &RecordingExternal, expect_clean: bool) -> Result<(),
     first_err
 }
 
-fn apply(mmu: &Mmu<'_>, caches: &mut VcpuMmuCaches, op: Op) -> Result<(), MmuError> {
+fn apply(
+    mmu: &Mmu<'_>,
+    caches: &mut VcpuMmuCaches,
+    split: &mut SplitCache,
+    op: Op,
+) -> Result<(), MmuError> {
     match op {
         Op::Fault(kind, gfn, max_level) => {
             let f = Fault {
@@ -143,6 +160,17 @@ fn apply(mmu: &Mmu<'_>, caches: &mut VcpuMmuCaches, op: Op) -> Result<(), MmuErr
             }
             panic!("zap kept failing: {op:?}");
         }
+        Op::ZapSplit(target, start, end) => {
+            for _ in 0..4 {
+                mmu.topup_split_cache(split)?;
+                let g = mmu.write();
+                match mmu.zap_range_split(&g, target, Gfn::new(start), Gfn::new(end), split) {
+                    Err(MmuError::ExternalBusy) => continue,
+                    r => return r.map(|_| ()),
+                }
+            }
+            panic!("zap kept failing: {op:?}");
+        }
         Op::FreeCaches => {
             mmu.free_vcpu_caches(caches);
             Ok(())
@@ -165,7 +193,13 @@ fn clean_scenario_uses_allocations_and_every_hook() {
     run(&env, &ext, true).expect("clean run");
     let c = ext.counts();
     assert!(
-        c.link > 0 && c.set > 0 && c.block > 0 && c.flush > 0 && c.remove > 0 && c.free > 0,
+        c.link > 0
+            && c.set > 0
+            && c.block > 0
+            && c.flush > 0
+            && c.remove > 0
+            && c.free > 0
+            && c.split == 3,
         "{c:?}"
     );
     assert!(env.alloc_attempts() > 10);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! A random fault / zap / conversion sequence over the MMU, the S-EPT backend and the software
 //! TDX module, checking after every operation that the mirror and the Secure-EPT agree entry by
-//! entry. `core` only and allocation-free, so the same code runs in host tests and inside the
+//! entry; 2M faults, and zaps that split 2M leaves (PAGE.DEMOTE), included. `core` only and
+//! allocation-free, so the same code runs in host tests and inside the
 //! kernel module (debugfs `selftest`), against real kernel pages and locks.
 //!
 //! The check: every mirror leaf is an S-EPT leaf (pending or mapped, blocked exactly when the
@@ -11,7 +12,7 @@
 
 use crate::abi::{sept_state, SeptLevel};
 use crate::swmod::{PhysMem, Sha512Compress, SwTdxModule};
-use mmu::cache::VcpuMmuCaches;
+use mmu::cache::{SplitCache, VcpuMmuCaches};
 use mmu::env::MmuEnv;
 use mmu::external::ExternalPageTable;
 use mmu::page::RootKind;
@@ -221,6 +222,33 @@ where
     M: PhysMem,
     H: Sha512Compress,
 {
+    // Zaps that split the 2M leaves they cover in part take their pages from here; whatever
+    // it holds goes back however the run ends.
+    let mut split = SplitCache::new();
+    let r = run_ops(mmu, m, tdr, caches, &mut split, mem, rng, ops, vcpus);
+    mmu.free_split_cache(&mut split);
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_ops<F, E, X, M, H>(
+    mmu: &TdpMmu<F, E, X>,
+    m: &SwTdxModule<M, H>,
+    tdr: Pfn,
+    caches: &mut VcpuMmuCaches,
+    split: &mut SplitCache,
+    mem: GuestMemory,
+    rng: &mut Rng,
+    ops: u64,
+    vcpus: &[Pfn],
+) -> Result<SelftestReport, SelftestError>
+where
+    F: PagingFormat,
+    E: MmuEnv,
+    X: ExternalPageTable,
+    M: PhysMem,
+    H: Sha512Compress,
+{
     let mut rep = SelftestReport::default();
     let pages = mem.pages.max(1);
     for op in 0..ops {
@@ -247,12 +275,28 @@ where
             65..=84 => {
                 let bits = rng.below(11);
                 let len = 1 + rng.below(1 << bits);
-                zap(mmu, ZapTarget::Mirror, gfn, (gfn + len).min(pages), op)?;
+                // Half of them split the 2M leaves they cover in part (PAGE.DEMOTE).
+                let splits = (rng.below(100) < 50).then_some(&mut *split);
+                zap(
+                    mmu,
+                    ZapTarget::Mirror,
+                    gfn,
+                    (gfn + len).min(pages),
+                    splits,
+                    op,
+                )?;
                 rep.zaps += 1;
             }
             85..=96 => {
                 let start = gfn & !511;
-                zap(mmu, ZapTarget::Mirror, start, (start + 512).min(pages), op)?;
+                zap(
+                    mmu,
+                    ZapTarget::Mirror,
+                    start,
+                    (start + 512).min(pages),
+                    None,
+                    op,
+                )?;
                 let f = Fault {
                     gfn: Gfn::new(start + rng.below(512).min(pages - 1 - start.min(pages - 1))),
                     kind: GfnKind::Shared,
@@ -265,7 +309,7 @@ where
                 rep.conversions += 1;
             }
             _ => {
-                zap(mmu, ZapTarget::Both, 0, pages, op)?;
+                zap(mmu, ZapTarget::Both, 0, pages, None, op)?;
                 rep.zaps += 1;
             }
         }
@@ -302,11 +346,21 @@ fn zap<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
     target: ZapTarget,
     start: u64,
     end: u64,
+    mut split: Option<&mut SplitCache>,
     op: u64,
 ) -> Result<(), SelftestError> {
     for _ in 0..256 {
+        if let Some(c) = split.as_deref_mut() {
+            mmu.topup_split_cache(c)
+                .map_err(|err| SelftestError::Mmu { op, err })?;
+        }
         let g = mmu.write();
-        match mmu.zap_range(&g, target, Gfn::new(start), Gfn::new(end)) {
+        let (s, e) = (Gfn::new(start), Gfn::new(end));
+        let r = match split.as_deref_mut() {
+            Some(c) => mmu.zap_range_split(&g, target, s, e, c),
+            None => mmu.zap_range(&g, target, s, e),
+        };
+        match r {
             Ok(_) => return Ok(()),
             Err(MmuError::ExternalBusy) => continue,
             Err(err) => return Err(SelftestError::Mmu { op, err }),

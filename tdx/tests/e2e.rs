@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! End to end on the host: the MMU core's mirror root, the S-EPT backend and the software TDX
-//! module, with random fault / zap / conversion sequences and a teardown.
+//! module, with random fault / zap / conversion sequences and a teardown. Faults map 2M where
+//! they may; half the zaps and the partial conversions split the huge leaves they cover in part
+//! (BLOCK, TRACK, PAGE.DEMOTE) instead of dropping them.
 //!
 //! After every operation: the mirror and the Secure-EPT (read through the module's inspection
 //! API) agree entry by entry — every mirror table above the root is an S-EPT table page in the
@@ -12,7 +14,7 @@
 mod common;
 
 use common::{private_fault, td_mmu_config};
-use mmu::cache::VcpuMmuCaches;
+use mmu::cache::{SplitCache, VcpuMmuCaches};
 use mmu::page::RootKind;
 use mmu::spte::{is_external_blocked, Access, Ept, PagingFormat, SpteKind};
 use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
@@ -157,8 +159,9 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
         guest_base,
     };
     let mut caches = VcpuMmuCaches::new();
+    let mut split = SplitCache::new();
     let mut rng = Rng::new(seed);
-    let mut counts = [0u64; 4];
+    let mut counts = [0u64; 5];
     for i in 0..ops {
         // vCPUs come and go, as a running TD's do.
         for v in &td.vcpus {
@@ -173,6 +176,7 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
                 leaf::MEM_RANGE_BLOCK,
                 leaf::MEM_PAGE_REMOVE,
                 leaf::MEM_TRACK,
+                leaf::MEM_PAGE_DEMOTE,
             ];
             let l = leaves[rng.below(leaves.len() as u64) as usize];
             m.inject(Injection {
@@ -210,20 +214,39 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
             60..=79 => {
                 let bits = rng.below(11);
                 let len = 1 + rng.below(1 << bits);
+                let splits = rng.chance(50).then_some(&mut split);
                 zap(
                     &mmu,
                     ZapTarget::Mirror,
                     gfn,
                     (gfn + len).min(GUEST_PAGES),
+                    splits,
                     busy,
                     i,
                 );
                 counts[1] += 1;
             }
-            80..=94 => {
+            80..=87 => {
+                // Conversion of part of a 2M range to shared, keeping the rest private: the
+                // huge leaf, if any, is split (DEMOTE) and only the range goes.
+                let base = gfn & !511;
+                let start = base + rng.below(512);
+                let end = (start + 1 + rng.below(64)).min(base + 512);
+                zap(
+                    &mmu,
+                    ZapTarget::Mirror,
+                    start,
+                    end,
+                    Some(&mut split),
+                    busy,
+                    i,
+                );
+                counts[4] += 1;
+            }
+            88..=94 => {
                 // Conversion of a 2M-aligned range to shared and a shared fault in it.
                 let start = gfn & !511;
-                zap(&mmu, ZapTarget::Mirror, start, start + 512, busy, i);
+                zap(&mmu, ZapTarget::Mirror, start, start + 512, None, busy, i);
                 let f = Fault {
                     gfn: Gfn::new(start + rng.below(512)),
                     kind: GfnKind::Shared,
@@ -236,7 +259,7 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
                 counts[2] += 1;
             }
             _ => {
-                zap(&mmu, ZapTarget::Both, 0, GUEST_PAGES, busy, i);
+                zap(&mmu, ZapTarget::Both, 0, GUEST_PAGES, None, busy, i);
                 counts[3] += 1;
             }
         }
@@ -253,6 +276,10 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
         eprintln!("  {:<22} {}", leaf::name(l), calls[l as usize]);
     }
     assert!(calls[leaf::MEM_PAGE_AUG as usize] > 0 && calls[leaf::MEM_SEPT_REMOVE as usize] > 0);
+    assert!(
+        ops < 1000 || calls[leaf::MEM_PAGE_DEMOTE as usize] > 0,
+        "the run never split a huge page"
+    );
 
     // Teardown: release the HKID, tear the MMU down (one RECLAIM per page), reclaim the rest.
     m.inject(Injection {
@@ -265,6 +292,7 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
         m.vcpu_exit(v.hpa().pfn());
     }
     mmu.free_vcpu_caches(&mut caches);
+    mmu.free_split_cache(&mut split);
     backend.release_hkid(&td.vcpus).expect("release HKID");
     let reclaims_before = backend.tdx().backend().calls(leaf::PHYMEM_PAGE_RECLAIM);
     let before = mmu.stats();
@@ -320,10 +348,28 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
     let _ = (MmuError::Bugged, world.env);
 }
 
-fn zap(mmu: &Mmu<'_>, target: ZapTarget, start: u64, end: u64, busy: bool, i: u64) {
+/// Zaps `[start, end)`, splitting huge mirror leaves it covers in part if given a split cache
+/// (topped up before the lock, as the VM layer does), retrying while the module is busy.
+fn zap(
+    mmu: &Mmu<'_>,
+    target: ZapTarget,
+    start: u64,
+    end: u64,
+    mut split: Option<&mut SplitCache>,
+    busy: bool,
+    i: u64,
+) {
     for _ in 0..64 {
+        if let Some(c) = split.as_deref_mut() {
+            mmu.topup_split_cache(c).expect("split top-up");
+        }
         let g = mmu.write();
-        match mmu.zap_range(&g, target, Gfn::new(start), Gfn::new(end)) {
+        let (s, e) = (Gfn::new(start), Gfn::new(end));
+        let r = match split.as_deref_mut() {
+            Some(c) => mmu.zap_range_split(&g, target, s, e, c),
+            None => mmu.zap_range(&g, target, s, e),
+        };
+        match r {
             Ok(_) => return,
             Err(MmuError::ExternalBusy) if busy => continue,
             Err(e) => {
@@ -399,6 +445,10 @@ fn selftest_runner_agrees_on_the_host(line: ModuleLine) {
     .expect("selftest");
     assert_eq!(rep.checks, 5000);
     assert!(rep.faults > 0 && rep.zaps > 0 && rep.conversions > 0);
+    assert!(
+        m.calls(leaf::MEM_PAGE_DEMOTE) > 0,
+        "the self test split no 2M page"
+    );
     mmu.free_vcpu_caches(&mut caches);
     backend.release_hkid(&td.vcpus).expect("release");
     mmu.teardown();

@@ -11,7 +11,7 @@
 mod common;
 
 use common::{private_fault, td_mmu_config};
-use mmu::cache::VcpuMmuCaches;
+use mmu::cache::{SplitCache, VcpuMmuCaches};
 use mmu::page::RootKind;
 use mmu::tdp::{FaultOutcome, TdpMmu, ZapTarget};
 use mmu::{Gfn, Gpa, Level, MmuError, Pfn};
@@ -61,7 +61,7 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLi
                     // The vCPU is inside the TD most of the time, as a running one is.
                     m.vcpu_enter(vcpu);
                     let gfn = rng.below(GUEST_PAGES);
-                    let max_level = if rng.chance(10) {
+                    let max_level = if rng.chance(30) {
                         Level::L2M
                     } else {
                         Level::L4K
@@ -96,17 +96,25 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLi
             let (mmu, stop, zap_busy) = (&mmu, &stop, &zap_busy);
             s.spawn(move || {
                 let mut rng = Rng::new(7);
+                let mut split = SplitCache::new();
                 for _ in 0..300 {
                     let start = rng.below(GUEST_PAGES);
-                    let len = 1 + rng.below(600);
+                    // Half the zaps are conversions of a few pages that split the 2M leaves
+                    // they cover in part (DEMOTE).
+                    let splits = rng.chance(50);
+                    let len = 1 + rng.below(if splits { 64 } else { 600 });
                     loop {
+                        if splits {
+                            mmu.topup_split_cache(&mut split).expect("split top-up");
+                        }
                         let g = mmu.write();
-                        match mmu.zap_range(
-                            &g,
-                            ZapTarget::Mirror,
-                            Gfn::new(start),
-                            Gfn::new(start + len),
-                        ) {
+                        let (s, e) = (Gfn::new(start), Gfn::new(start + len));
+                        let r = if splits {
+                            mmu.zap_range_split(&g, ZapTarget::Mirror, s, e, &mut split)
+                        } else {
+                            mmu.zap_range(&g, ZapTarget::Mirror, s, e)
+                        };
+                        match r {
                             Ok(_) => break,
                             Err(MmuError::ExternalBusy) => {
                                 zap_busy.fetch_add(1, Ordering::Relaxed);
@@ -119,6 +127,7 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLi
                     }
                     std::thread::sleep(std::time::Duration::from_micros(200));
                 }
+                mmu.free_split_cache(&mut split);
                 stop.store(true, Ordering::Relaxed);
             });
         }
@@ -145,16 +154,18 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLi
 
     let bs = backend.stats();
     eprintln!(
-        "faults {} zap-busy {} reader-busy {} backend {:?} module errors: SEPT.ADD {} AUG {} BLOCK {} TRACK {} REMOVE {}",
+        "faults {} zap-busy {} reader-busy {} backend {:?} DEMOTE {} module errors: SEPT.ADD {} AUG {} BLOCK {} TRACK {} REMOVE {} DEMOTE {}",
         faults.load(Ordering::Relaxed),
         zap_busy.load(Ordering::Relaxed),
         reader_busy.load(Ordering::Relaxed),
         bs,
+        m.calls(leaf::MEM_PAGE_DEMOTE),
         m.errors(leaf::MEM_SEPT_ADD),
         m.errors(leaf::MEM_PAGE_AUG),
         m.errors(leaf::MEM_RANGE_BLOCK),
         m.errors(leaf::MEM_TRACK),
         m.errors(leaf::MEM_PAGE_REMOVE),
+        m.errors(leaf::MEM_PAGE_DEMOTE),
     );
     assert!(!mmu.is_bugged());
     assert!(

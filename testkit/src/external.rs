@@ -10,7 +10,9 @@
 //!   walk stops at a blocked non-leaf entry);
 //! - remove/free only a blocked entry whose block is older than the last flush (unless in
 //!   teardown mode, when the TD is gone and pages are simply reclaimed);
-//! - free only a table with no entries left below it.
+//! - free only a table with no entries left below it;
+//! - split only a blocked huge leaf whose block is older than the last flush; its 512 new
+//!   leaves are not blocked (as TDH.MEM.PAGE.DEMOTE leaves them).
 //!
 //! A violated rule is recorded (tests assert there are none) and answered with `Fatal`.
 
@@ -35,6 +37,8 @@ pub enum HookCall {
     Remove(Gfn, Level, Pfn),
     /// `free_spt(gfn, level)` with the external page's PFN.
     Free(Gfn, Level, Pfn),
+    /// `split_spte(gfn, level, pfn)` with the new external page's PFN.
+    Split(Gfn, Level, Pfn, Pfn),
 }
 
 impl HookCall {
@@ -47,6 +51,7 @@ impl HookCall {
             HookCall::Flush => 3,
             HookCall::Remove(..) => 4,
             HookCall::Free(..) => 5,
+            HookCall::Split(..) => 6,
         }
     }
 }
@@ -66,12 +71,14 @@ pub struct HookCounts {
     pub remove: u64,
     /// `free_spt`.
     pub free: u64,
+    /// `split_spte`.
+    pub split: u64,
 }
 
 impl HookCounts {
     /// All calls.
     pub fn total(&self) -> u64 {
-        self.link + self.set + self.block + self.flush + self.remove + self.free
+        self.link + self.set + self.block + self.flush + self.remove + self.free + self.split
     }
 }
 
@@ -108,7 +115,7 @@ struct State {
     entries: BTreeMap<(u8, u64), ExtEntry>,
     epoch: u64,
     calls: u64,
-    counts: [u64; 6],
+    counts: [u64; 7],
     log: Vec<HookCall>,
     logging: bool,
     violations: Vec<String>,
@@ -162,6 +169,7 @@ impl RecordingExternal {
             flush: c[3],
             remove: c[4],
             free: c[5],
+            split: c[6],
         }
     }
 
@@ -385,6 +393,55 @@ impl ExternalPageTable for RecordingExternal {
     fn flush(&self) -> Result<(), ExternalError> {
         self.call(HookCall::Flush, |st, _| {
             st.epoch += 1;
+            Ok(())
+        })
+    }
+
+    fn split_spte(
+        &self,
+        gfn: Gfn,
+        level: Level,
+        pfn: Pfn,
+        spt: &ExternalSpt,
+    ) -> Result<(), ExternalError> {
+        let table = spt.pfn();
+        self.call(HookCall::Split(gfn, level, pfn, table), |st, root| {
+            st.check_path(gfn, level, root)?;
+            let Some(down) = level.down() else {
+                return Err("no level below".into());
+            };
+            match st.entries.get(&key(gfn, level)).copied() {
+                Some(ExtEntry {
+                    leaf: true,
+                    pfn: p,
+                    blocked: Some(b),
+                }) if p == pfn && b < st.epoch => {}
+                Some(ExtEntry {
+                    leaf: true,
+                    blocked: Some(_),
+                    ..
+                }) => return Err("block not flushed, or another pfn".into()),
+                Some(e) => return Err(format!("not a blocked leaf: {e:?}")),
+                None => return Err("entry not present".into()),
+            }
+            st.entries.insert(
+                key(gfn, level),
+                ExtEntry {
+                    pfn: table,
+                    leaf: false,
+                    blocked: None,
+                },
+            );
+            for i in 0..512u64 {
+                st.entries.insert(
+                    key(gfn.add(i * down.pages()), down),
+                    ExtEntry {
+                        pfn: pfn.add(i * down.pages()),
+                        leaf: true,
+                        blocked: None,
+                    },
+                );
+            }
             Ok(())
         })
     }

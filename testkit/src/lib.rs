@@ -14,7 +14,7 @@ pub use env::{EnvCounts, HostEnv, HostRwLock, Sha2Compress};
 pub use external::{HookCall, HookCounts, Inject, RecordingExternal};
 pub use model::{Model, Rng};
 
-use mmu::cache::VcpuMmuCaches;
+use mmu::cache::{CacheHoldings, VcpuMmuCaches};
 use mmu::external::ExternalPageTable;
 use mmu::lock::MmuLockHeld;
 use mmu::page::RootKind;
@@ -142,6 +142,15 @@ pub fn check_invariants<F: PagingFormat, E: HostEnvRef, X: RecRef>(
     mmu: &TdpMmu<F, E, X>,
     caches: &[&VcpuMmuCaches],
 ) -> Walk {
+    check_invariants_with(mmu, caches, CacheHoldings::default())
+}
+
+/// [`check_invariants`], with `extra` held outside the vCPU caches (a split cache).
+pub fn check_invariants_with<F: PagingFormat, E: HostEnvRef, X: RecRef>(
+    mmu: &TdpMmu<F, E, X>,
+    caches: &[&VcpuMmuCaches],
+    extra: CacheHoldings,
+) -> Walk {
     let g = mmu.read();
     let st = mmu.stats();
     let mut tables = [0usize; 2];
@@ -242,10 +251,13 @@ pub fn check_invariants<F: PagingFormat, E: HostEnvRef, X: RecRef>(
     assert_eq!(st.shared_leaves, leaf_counts[0], "shared leaf accounting");
     assert_eq!(st.mirror_leaves, leaf_counts[1], "mirror leaf accounting");
     let env = mmu.env().host().counts();
-    let held = caches.iter().fold((0, 0, 0), |acc, c| {
-        let h = c.holdings();
-        (acc.0 + h.tables, acc.1 + h.external_spts, acc.2 + h.headers)
-    });
+    let held = caches.iter().fold(
+        (extra.tables, extra.external_spts, extra.headers),
+        |acc, c| {
+            let h = c.holdings();
+            (acc.0 + h.tables, acc.1 + h.external_spts, acc.2 + h.headers)
+        },
+    );
     assert_eq!(
         env.tables,
         st.shared_tables + st.mirror_tables + held.0,

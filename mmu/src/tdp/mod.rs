@@ -31,7 +31,7 @@ pub use fault::{Fault, FaultOutcome};
 pub use zap::{ZapStats, ZapTarget, TEARDOWN_BUSY_RETRIES};
 
 use crate::addr::{Gfn, GfnKind, GpaWidth, Pfn, SharedBit};
-use crate::cache::VcpuMmuCaches;
+use crate::cache::{SplitCache, VcpuMmuCaches};
 use crate::env::MmuEnv;
 use crate::error::MmuError;
 use crate::external::ExternalPageTable;
@@ -104,6 +104,15 @@ impl MmuConfig {
     /// Tables one fault can install: one per level below the root.
     pub const fn tables_per_fault(&self) -> usize {
         self.root_level().get() as usize - 1
+    }
+
+    /// Huge leaves one zap may split ([`TdpMmu::zap_range_split`]): at each end of the range
+    /// one per huge level the MMU maps (2 for 2M, 4 with 1G leaves); 0 without private memory.
+    pub const fn splits_per_zap(&self) -> usize {
+        if !self.private {
+            return 0;
+        }
+        2 * (self.max_level.get() as usize - 1)
     }
 }
 
@@ -318,6 +327,23 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// Returns everything the vCPU's caches hold to the allocator (vCPU destroy).
     pub fn free_vcpu_caches(&self, caches: &mut VcpuMmuCaches) {
         caches.free_all(&self.env);
+    }
+
+    /// Tops a split cache up for one [`TdpMmu::zap_range_split`]:
+    /// [`MmuConfig::splits_per_zap`] bundles of a table page, a header and an external SPT.
+    ///
+    /// Locking: must be called **without** the MMU lock (allocation may sleep).
+    ///
+    /// # Errors
+    ///
+    /// [`MmuError::NoMemory`]; what was allocated stays cached.
+    pub fn topup_split_cache(&self, cache: &mut SplitCache) -> Result<(), MmuError> {
+        cache.top_up(&self.env, self.config.splits_per_zap())
+    }
+
+    /// Returns everything a split cache holds to the allocator (VM destroy).
+    pub fn free_split_cache(&self, cache: &mut SplitCache) {
+        cache.free_all(&self.env);
     }
 
     /// Looks up the leaf mapping `gfn` (a memslot GFN) of `kind`.

@@ -27,13 +27,15 @@
 //! - shared (faults): [`TdpMmu::set_spte_atomic`] (compare-exchange; mirror: freeze → hook →
 //!   publish) and [`TdpMmu::zap_spte_atomic`] (freeze, flush, clear a huge shared leaf);
 //! - exclusive (zaps, teardown): [`TdpMmu::block_external_spte`] and
-//!   [`TdpMmu::flush_external`] (the mirror rounds' first two steps), [`TdpMmu::zap_spte`] (an
+//!   [`TdpMmu::flush_external`] (the mirror rounds' first two steps),
+//!   [`TdpMmu::split_external_spte`] (a huge mirror leaf becomes a table), [`TdpMmu::zap_spte`] (an
 //!   entry becomes non-present, with its subtree), [`TdpMmu::flush_shared_tlbs`];
 //! - pages no entry links: [`TdpMmu::alloc_root`], [`TdpMmu::free_deferred`],
 //!   [`TdpMmu::teardown_root`].
 
 use super::{TdpMmu, ZapStats, TEARDOWN_BUSY_RETRIES};
 use crate::addr::{Gfn, Pfn};
+use crate::cache::SplitCache;
 use crate::env::{MmuEnv, PageKind};
 use crate::error::MmuError;
 use crate::external::{ExternalError, ExternalPageTable, PageRelease};
@@ -386,6 +388,79 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         let new = e.old | SPTE_EXTERNAL_BLOCKED;
         e.write(new);
         it.set_old_spte(new);
+        Ok(())
+    }
+
+    /// Splits the blocked huge mirror leaf at `it` (the split round of
+    /// [`TdpMmu::zap_range_split`], after its blocks and flush): a new table from `cache`, filled
+    /// with 512 leaves one level down mapping the same frames with the same access and
+    /// accessed/dirty bits, not blocked (`TDH.MEM.PAGE.DEMOTE` unblocks them), goes to the
+    /// external side (`split_spte`) and then replaces the leaf.
+    ///
+    /// # Errors
+    ///
+    /// [`MmuError::ExternalBusy`] (nothing changed: the leaf stays blocked, the bundle goes back
+    /// to `cache`), [`MmuError::NoMemory`] (`cache` is empty; nothing changed),
+    /// [`MmuError::Bugged`].
+    pub(super) fn split_external_spte(
+        &self,
+        it: &mut TdpIter<'_, F, E>,
+        cache: &mut SplitCache,
+        zs: &mut ZapStats,
+    ) -> Result<(), MmuError> {
+        let e = Spte::at(it);
+        let (leaf, child_level) = match (e.root, F::decode(e.old, e.level), e.level.down()) {
+            (RootKind::Mirror, SpteKind::Leaf(leaf), Some(down))
+                if e.level.is_huge() && is_external_blocked(e.old) =>
+            {
+                (leaf, down)
+            }
+            _ => return Err(self.bug()),
+        };
+        let new = cache.take_table().ok_or(MmuError::NoMemory)?;
+        let page = match MmuPage::install_child(&self.env, new, child_level, e.root, e.gfn) {
+            Ok(page) => page,
+            Err(new) => {
+                cache.put_back(&self.env, new);
+                return Err(self.bug());
+            }
+        };
+        let attrs = LeafAttrs {
+            accessed: leaf.accessed,
+            dirty: leaf.dirty,
+            mirror: true,
+        };
+        let table = page.get().table();
+        for i in 0..ENTRIES_PER_TABLE {
+            let pfn = leaf.pfn.add(i as u64 * child_level.pages());
+            let child = F::leaf(pfn, child_level, leaf.access, attrs);
+            // Not published yet: nobody else can see the table.
+            table.entry(i).store(child, Ordering::Relaxed);
+        }
+        let r = match page.get().external_spt() {
+            Some(spt) => self.ext.split_spte(e.gfn, e.level, leaf.pfn, spt),
+            // A non-root mirror page always has one (page.rs invariant).
+            None => Err(ExternalError::Fatal),
+        };
+        if let Err(err) = r {
+            // Table pages are handed out empty: clear what was written before it goes back.
+            for i in 0..ENTRIES_PER_TABLE {
+                table.entry(i).store(0, Ordering::Relaxed);
+            }
+            // SAFETY: the table was never linked, so no other thread can have seen the page.
+            let new = unsafe { MmuPage::uninstall_unused(&self.env, page) };
+            cache.put_back(&self.env, new);
+            return Err(self.ext_error(err));
+        }
+        let new = F::table(page.get().pfn());
+        e.write(new);
+        it.set_old_spte(new);
+        self.stats.leaf(RootKind::Mirror, e.level, -1);
+        self.stats
+            .leaf(RootKind::Mirror, child_level, ENTRIES_PER_TABLE as isize);
+        self.stats.table(RootKind::Mirror, 1);
+        self.stats.external_spt(1);
+        zs.splits += 1;
         Ok(())
     }
 

@@ -4,9 +4,17 @@
 //! A zap of `[start, end)` removes every leaf that overlaps the range and every table whose whole
 //! span lies inside it (upstream keeps empty tables until teardown; here the S-EPT pages of a
 //! converted range come back at once). A huge leaf that straddles a range boundary is zapped
-//! whole, as upstream does: the guest refaults what it still uses. For private memory that
-//! would discard data, so callers converting private memory zap huge-aligned ranges (the
-//! memory-attribute code never maps a huge page over mixed attributes).
+//! whole by [`TdpMmu::zap_range`], as upstream does for the shared root: the guest refaults
+//! what it still uses. For private memory that would throw away the guest's data in the rest
+//! of the huge page, so [`TdpMmu::zap_range_split`] first **splits** a mirror huge leaf the
+//! range covers only in part (block it, one flush, `split_spte` = TDH.MEM.PAGE.DEMOTE, with
+//! the new table and S-EPT page from the caller's [`SplitCache`]) and then zaps only the small
+//! leaves inside the range. The shared root keeps upstream's behaviour in both.
+//!
+//! Which one a caller uses is the caller's decision, never a silent fallback:
+//! `zap_range_split` without enough in the cache fails with [`MmuError::NoMemory`] before it
+//! changes anything, and a caller that prefers to drop the whole huge page (memslot deletion,
+//! where nothing of it survives) calls `zap_range`.
 //!
 //! Runs under the exclusive lock, so no entry can change under it and nothing needs freezing.
 //! This file decides which entries go, in which round and pass; the transition layer
@@ -21,9 +29,11 @@
 use super::transition::Removal;
 use super::TdpMmu;
 use crate::addr::Gfn;
+use crate::cache::{SplitCache, MAX_SPLITS_PER_ZAP};
 use crate::env::MmuEnv;
 use crate::error::MmuError;
 use crate::external::ExternalPageTable;
+use crate::iter::TdpIter;
 use crate::level::Level;
 use crate::lock::ExclusiveGuard;
 use crate::page::RootKind;
@@ -54,8 +64,38 @@ pub struct ZapStats {
     /// blocked again).
     pub blocked: usize,
     /// External `flush` calls: one per round that removed something (leaves, then each level of
-    /// tables), so at most one plus the number of table levels per zap.
+    /// tables), so at most one plus the number of table levels per zap; plus one per level of
+    /// huge leaves split.
     pub flushes: usize,
+    /// Huge mirror leaves split into tables ([`TdpMmu::zap_range_split`]).
+    pub splits: usize,
+}
+
+/// The huge mirror leaves a zap splits: (base GFN, level), deduplicated, at most two per level.
+#[derive(Clone, Copy, Default)]
+struct SplitPlan {
+    items: [Option<(Gfn, Level)>; MAX_SPLITS_PER_ZAP],
+    len: usize,
+}
+
+impl SplitPlan {
+    fn add(&mut self, gfn: Gfn, level: Level) -> Result<(), ()> {
+        if self.items[..self.len].contains(&Some((gfn, level))) {
+            return Ok(());
+        }
+        let slot = self.items.get_mut(self.len).ok_or(())?;
+        *slot = Some((gfn, level));
+        self.len += 1;
+        Ok(())
+    }
+
+    fn at(&self, level: Level) -> impl Iterator<Item = Gfn> + '_ {
+        self.items[..self.len]
+            .iter()
+            .flatten()
+            .filter(move |(_, l)| *l == level)
+            .map(|(g, _)| *g)
+    }
 }
 
 /// Whether the pass blocks or removes.
@@ -109,6 +149,154 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
             _ => {}
         }
         Ok(stats)
+    }
+
+    /// Zaps `[start, end)` like [`TdpMmu::zap_range`], except that a huge mirror leaf the range
+    /// covers only in part is split first (block, flush, `split_spte`, level by level from the
+    /// largest) and only its part inside the range is zapped: a conversion or hole punch of
+    /// 4 KiB out of a 2 MiB private page keeps the other 511 pages mapped. The shared root is
+    /// zapped as by `zap_range` (a straddling huge leaf goes whole).
+    ///
+    /// The caller topped `cache` up with [`TdpMmu::topup_split_cache`] before taking the lock.
+    ///
+    /// Locking: exclusive side of this MMU's lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`TdpMmu::zap_range`], and [`MmuError::NoMemory`] if `cache` holds fewer bundles than
+    /// the splits the range needs: then nothing has changed. A busy external table during a
+    /// split leaves the huge leaf blocked in both tables (faults on it retry) and the zap
+    /// unfinished: zap again.
+    pub fn zap_range_split(
+        &self,
+        guard: &ExclusiveGuard<'_>,
+        target: ZapTarget,
+        start: Gfn,
+        end: Gfn,
+        cache: &mut SplitCache,
+    ) -> Result<ZapStats, MmuError> {
+        self.check_guard(guard)?;
+        if start > end || end.raw() > self.config.gfn_limit() {
+            return Err(MmuError::GfnOutOfRange);
+        }
+        let mirror = match (target, self.mirror_root) {
+            (ZapTarget::Mirror, None) => return Err(MmuError::NoPrivateRoot),
+            (ZapTarget::Mirror | ZapTarget::Both, Some(_)) => true,
+            _ => false,
+        };
+        let plan = if mirror {
+            self.split_plan(start, end)?
+        } else {
+            SplitPlan::default()
+        };
+        if cache.splits() < plan.len {
+            return Err(MmuError::NoMemory);
+        }
+        let mut stats = ZapStats::default();
+        if matches!(target, ZapTarget::Shared | ZapTarget::Both) {
+            self.zap_shared(start, end, &mut stats)?;
+        }
+        if mirror {
+            self.split_mirror(&plan, cache, &mut stats)?;
+            self.zap_mirror(start, end, &mut stats)?;
+        }
+        Ok(stats)
+    }
+
+    /// The huge mirror leaves `[start, end)` covers only in part, and below each the smaller
+    /// leaves its split will leave straddling the same boundary.
+    fn split_plan(&self, start: Gfn, end: Gfn) -> Result<SplitPlan, MmuError> {
+        let mut plan = SplitPlan::default();
+        if start == end {
+            return Ok(plan);
+        }
+        // The leaf holding the first GFN straddles `start`, the one holding the last straddles
+        // `end`, unless the boundary is aligned to the leaf.
+        for (inside, boundary) in [(start, start), (Gfn::new(end.raw() - 1), end)] {
+            let Some(top) = self.mirror_leaf_level(inside)? else {
+                continue;
+            };
+            let mut level = top;
+            while level.is_huge() {
+                if boundary.offset_in(level.pages()) != 0 {
+                    plan.add(inside.align_down(level.pages()), level)
+                        .map_err(|()| self.bug())?;
+                }
+                level = match level.down() {
+                    Some(l) => l,
+                    None => break,
+                };
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The level of the mirror leaf mapping `gfn`, if any.
+    fn mirror_leaf_level(&self, gfn: Gfn) -> Result<Option<Level>, MmuError> {
+        let root = self.root(RootKind::Mirror)?;
+        let mut it = self.iter(root.get(), gfn, gfn.add(1));
+        while it.valid() {
+            match it.kind() {
+                SpteKind::Leaf(_) => return Ok(Some(it.level())),
+                SpteKind::Table(_) => it.next(),
+                SpteKind::Absent => return Ok(None),
+                SpteKind::Frozen => return Err(self.bug()),
+            }
+        }
+        it.check()?;
+        Ok(None)
+    }
+
+    /// Splits the planned leaves, largest level first; per level one block pass, one flush and
+    /// one split pass, like the zap rounds.
+    fn split_mirror(
+        &self,
+        plan: &SplitPlan,
+        cache: &mut SplitCache,
+        stats: &mut ZapStats,
+    ) -> Result<(), MmuError> {
+        let mut level = self.config.max_level;
+        while level.is_huge() {
+            if plan.at(level).next().is_some() {
+                for gfn in plan.at(level) {
+                    self.at_mirror_leaf(gfn, level, |it| self.block_external_spte(it, stats))?;
+                }
+                self.flush_external(stats)?;
+                for gfn in plan.at(level) {
+                    self.at_mirror_leaf(gfn, level, |it| {
+                        self.split_external_spte(it, cache, stats)
+                    })?;
+                }
+            }
+            level = match level.down() {
+                Some(l) => l,
+                None => break,
+            };
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with an iterator at the mirror leaf (`gfn`, `level`) the split plan names: it
+    /// must be there.
+    fn at_mirror_leaf(
+        &self,
+        gfn: Gfn,
+        level: Level,
+        f: impl FnOnce(&mut TdpIter<'_, F, E>) -> Result<(), MmuError>,
+    ) -> Result<(), MmuError> {
+        let root = self.root(RootKind::Mirror)?;
+        let mut it = self.iter(root.get(), gfn, gfn.add(1));
+        while it.valid() && it.level() > level {
+            match it.kind() {
+                SpteKind::Table(_) => it.next(),
+                _ => break,
+            }
+        }
+        it.check()?;
+        match it.kind() {
+            SpteKind::Leaf(_) if it.valid() && it.level() == level => f(&mut it),
+            _ => Err(self.bug()),
+        }
     }
 
     fn zap_shared(&self, start: Gfn, end: Gfn, stats: &mut ZapStats) -> Result<(), MmuError> {

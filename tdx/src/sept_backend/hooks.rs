@@ -62,6 +62,27 @@ impl<S: Seamcall, K: TdHost> ExternalPageTable for SeptBackend<S, K> {
         Ok(())
     }
 
+    fn split_spte(
+        &self,
+        gfn: Gfn,
+        level: Level,
+        _pfn: Pfn,
+        spt: &ExternalSpt,
+    ) -> Result<(), ExternalError> {
+        // Never during teardown: the MMU splits only in zaps of a live TD.
+        if self.is_torn_down() {
+            return Err(ExternalError::Fatal);
+        }
+        // BLOCK and TRACK + kick came in the split round's first two steps (`block_spte`,
+        // `flush`); a vCPU still inside from before the TRACK makes DEMOTE answer
+        // TLB_TRACKING_NOT_DONE, which `retry` cures with a kick.
+        let page = spt.pfn().hpa();
+        self.retry(|| {
+            self.tdx
+                .mem_page_demote(self.tdr, gpa(gfn), SeptLevel::from_mmu(level), page)
+        })
+    }
+
     fn remove_spte(&self, gfn: Gfn, level: Level, pfn: Pfn) -> Result<PageRelease, ExternalError> {
         let sl = SeptLevel::from_mmu(level);
         if self.is_torn_down() {

@@ -10,6 +10,7 @@
 //! | `set_spte` | TDH.MEM.PAGE.AUG, or PAGE.ADD (+ MR.EXTEND ×16) when populating | — |
 //! | `block_spte` | TDH.MEM.RANGE.BLOCK | — |
 //! | `flush` | TDH.MEM.TRACK + one kick of every vCPU | — |
+//! | `split_spte` | TDH.MEM.PAGE.DEMOTE with the new S-EPT page (after `block_spte` and `flush`) | — |
 //! | `remove_spte` | TDH.MEM.PAGE.REMOVE + TDH.PHYMEM.PAGE.WBINVD per 4K | TDH.PHYMEM.PAGE.RECLAIM |
 //! | `free_spt` | TDH.MEM.SEPT.REMOVE + TDH.PHYMEM.PAGE.WBINVD | TDH.PHYMEM.PAGE.RECLAIM |
 //!
@@ -239,7 +240,7 @@ impl<S: Seamcall, K: TdHost> SeptBackend<S, K> {
 }
 
 /// The leaves the backend issues, for reports.
-pub const BACKEND_LEAVES: [u16; 11] = [
+pub const BACKEND_LEAVES: [u16; 12] = [
     leaf::MEM_SEPT_ADD,
     leaf::MEM_PAGE_AUG,
     leaf::MEM_PAGE_ADD,
@@ -251,4 +252,5 @@ pub const BACKEND_LEAVES: [u16; 11] = [
     leaf::PHYMEM_PAGE_WBINVD,
     leaf::PHYMEM_PAGE_RECLAIM,
     leaf::MEM_RANGE_UNBLOCK,
+    leaf::MEM_PAGE_DEMOTE,
 ];

@@ -17,7 +17,8 @@
 //! - TD lifecycle (HKID assigned → keys configured → blocked → teardown) and OP state
 //!   (uninitialised → initialised → runnable), vCPU create/init/flush;
 //! - each TD's Secure-EPT ([`sept`]) in the S-EPT pages the host adds, with the real entry
-//!   states and encodings;
+//!   states and encodings; 4K and 2M private pages, and TDH.MEM.PAGE.DEMOTE of a 2M (or 1G)
+//!   leaf into a new S-EPT table (PAGE.PROMOTE is not implemented: the MMU never promotes);
 //! - TLB tracking: TD epoch, per-epoch vCPU counts, block epochs;
 //! - host-side contention: every lock is a try-lock, a conflict is `TDX_OPERAND_BUSY` with the
 //!   operand id of the resource ([`locks`]); with the `test-hooks` feature a test can hold any
@@ -297,6 +298,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             leaf::MEM_PAGE_ADD => self.mem_page_add(a),
             leaf::MEM_PAGE_AUG => self.mem_page_aug(a),
             leaf::MEM_PAGE_REMOVE => self.mem_page_remove(a),
+            leaf::MEM_PAGE_DEMOTE => self.mem_page_demote(a),
             leaf::MEM_RANGE_BLOCK => self.mem_range_block(a),
             leaf::MEM_RANGE_UNBLOCK => self.mem_range_unblock(a),
             leaf::MEM_TRACK => self.mem_track(a),

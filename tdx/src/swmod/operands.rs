@@ -45,6 +45,7 @@ pub(crate) fn op_allowed(leaf_no: u16, op: u64) -> bool {
         | leaf::MEM_PAGE_AUG
         | leaf::MEM_RANGE_BLOCK
         | leaf::MEM_RANGE_UNBLOCK
+        | leaf::MEM_PAGE_DEMOTE
         | leaf::MEM_PAGE_REMOVE => op == op_state::INITIALIZED || op == op_state::RUNNABLE,
         leaf::VP_FLUSH => true,
         _ => op != op_state::UNINITIALIZED,

@@ -142,6 +142,36 @@ impl<S: Seamcall> Tdx<S> {
         Ok(Hpa::new(done.out.rcx))
     }
 
+    /// TDH.MEM.PAGE.DEMOTE (15): splits the huge leaf for `gpa` at `level` (2M, or 1G) into the
+    /// new S-EPT page `page`, whose 512 entries map the same private pages one level down,
+    /// unblocked. In a runnable TD the leaf must be blocked and its block TLB-tracked first.
+    ///
+    /// Inputs: RCX = GPA|level, RDX = TDR PA (bit 0, L2_SEPT_ADD_MODE, clear), R8 = new S-EPT
+    /// page PA; R9-R11 (L2 S-EPT pages, no L2 VMs here) zero. 2.0 also reads R12/R13, the
+    /// two PAMT pages of dynamic PAMT, only when dynamic PAMT is on; [`SeamArgs`] does not
+    /// carry them, so this wrapper is for modules without it (as Linux 6.12 expects).
+    ///
+    /// # Errors
+    ///
+    /// The module's status with S-EPT details where given: for example
+    /// `TDX_GPA_RANGE_NOT_BLOCKED|RCX`, `TDX_TLB_TRACKING_NOT_DONE|RCX`,
+    /// `TDX_EPT_ENTRY_STATE_INCORRECT|RCX`, `TDX_OPERAND_BUSY|RCX` (the entry or the huge
+    /// page's PAMT entry), `TDX_OPERAND_BUSY|SEPT_TREE`, page-operand errors on R8.
+    pub fn mem_page_demote(
+        &self,
+        tdr: Tdr,
+        gpa: Gpa,
+        level: SeptLevel,
+        page: Hpa,
+    ) -> Result<(), TdxError> {
+        let args = SeamArgs {
+            r8: page.raw(),
+            ..entry_args(tdr, gpa, level)
+        };
+        self.call(leaf::MEM_PAGE_DEMOTE, args, NO_WARNINGS)
+            .map(drop)
+    }
+
     /// TDH.MEM.RANGE.BLOCK (7): blocks the S-EPT entry for `gpa` at `level` (clears its
     /// permissions and records the TLB epoch).
     ///
@@ -282,6 +312,38 @@ mod tests {
                 ..ZERO
             },
         );
+    }
+
+    #[test]
+    fn mem_page_demote_regs() {
+        let t = ok();
+        t.mem_page_demote(TDR, GPA, SeptLevel::L2M, PAGE).unwrap();
+        t.backend().assert_one(
+            15,
+            SeamArgs {
+                rcx: 0x4020_0001,
+                rdx: 0x10_0000,
+                r8: 0x20_0000,
+                ..ZERO
+            },
+        );
+    }
+
+    #[test]
+    fn mem_page_demote_keeps_the_sept_details_of_a_refusal() {
+        let details = SeptDetails {
+            entry: 0x8000_0000_0020_00f7,
+            level: SeptLevel::L2M,
+            state: sept_state::MAPPED,
+        };
+        let (rcx, rdx) = details.to_regs();
+        let st = status::GPA_RANGE_NOT_BLOCKED | u64::from(operand::RCX);
+        let t = replying(st, SeamArgs { rcx, rdx, ..ZERO });
+        let e = t
+            .mem_page_demote(TDR, GPA, SeptLevel::L2M, PAGE)
+            .unwrap_err();
+        assert_eq!(e.class(), status::GPA_RANGE_NOT_BLOCKED);
+        assert_eq!(e.sept(), Some(details));
     }
 
     #[test]

@@ -64,20 +64,12 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             Mode::Exclusive,
         )?;
         let v = e.get();
-        // `sept_unblock`: `sept_update_state` (which sets SVE), then the line's
-        // SEPT_PERMISSIONS_RWX.
-        let rwx = self.line.sept_permissions();
-        let new = match state_of(v) {
-            St::NlBlocked => (v & !TDB) | rwx | SVE,
-            St::Blocked => (v & !TDB) | rwx | SVE,
-            St::PendingBlocked => (v & !TDB) | SVE,
-            _ => {
-                details(a, v, gl.level);
-                return Err(Status::with_operand(
-                    status::EPT_ENTRY_STATE_INCORRECT,
-                    Operand::RCX,
-                ));
-            }
+        let Some(new) = self.sept_unblock(v) else {
+            details(a, v, gl.level);
+            return Err(Status::with_operand(
+                status::EPT_ENTRY_STATE_INCORRECT,
+                Operand::RCX,
+            ));
         };
         if Self::needs_tracking(t.td) {
             let tracked = self
@@ -93,6 +85,19 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         }
         e.set(new);
         Ok(())
+    }
+
+    /// `sept_unblock`: the unblocked value of a blocked entry (`sept_update_state`, which sets
+    /// SVE, then the line's SEPT_PERMISSIONS_RWX for a table or a mapped leaf; a pending leaf
+    /// keeps no permissions), or `None` if the entry is not blocked. RANGE.UNBLOCK and
+    /// PAGE.DEMOTE (for the 512 new entries) share it.
+    pub(super) fn sept_unblock(&self, v: u64) -> Option<u64> {
+        let rwx = self.line.sept_permissions();
+        match state_of(v) {
+            St::NlBlocked | St::Blocked => Some((v & !TDB) | rwx | SVE),
+            St::PendingBlocked => Some((v & !TDB) | SVE),
+            _ => None,
+        }
     }
 
     pub(in crate::swmod) fn mem_track(&self, a: &mut SeamArgs) -> LeafResult {

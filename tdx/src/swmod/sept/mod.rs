@@ -9,10 +9,12 @@
 //!
 //! The MEM leaves (`tdh_mem_*.c`) that change the tree are in the submodules, by what they act on:
 //! [`tables`] (S-EPT pages: SEPT.ADD, SEPT.REMOVE, SEPT.RD), [`pages`] (private pages: PAGE.AUG,
-//! PAGE.ADD, PAGE.REMOVE), [`block`] (RANGE.BLOCK, RANGE.UNBLOCK, TRACK), all starting with
+//! PAGE.ADD, PAGE.REMOVE), [`block`] (RANGE.BLOCK, RANGE.UNBLOCK, TRACK), [`demote`]
+//! (PAGE.DEMOTE: a huge leaf becomes a table of smaller ones), all starting with
 //! [`prologue`]'s common checks.
 
 mod block;
+mod demote;
 mod pages;
 mod prologue;
 mod tables;
