@@ -121,10 +121,11 @@ struct Ctx {
 }
 
 mod system;
+mod tdx_vm;
 
 /// Every test of the suite, area by area (one module per area).
 fn tests() -> Vec<Test> {
-    [system::tests()].concat()
+    [system::tests(), tdx_vm::tests()].concat()
 }
 
 const EINVAL: i32 = libc::EINVAL;
