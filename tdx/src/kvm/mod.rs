@@ -7,11 +7,13 @@
 //! - [`errno`]: the errnos the sub-commands return;
 //! - [`td_conf`]: the module's TD limits read with TDH.SYS.RD, and `KVM_TDX_CAPABILITIES`;
 //! - [`init_vm`]: `KVM_TDX_INIT_VM`'s checks and the TD_PARAMS built from it;
+//! - [`init_mem`]: `KVM_TDX_INIT_MEM_REGION`'s page loop (EINTR, progress);
 //! - [`rules`]: which sub-command may run in which TD and vCPU state, with which errno;
 //! - [`get_cpuid`]: `KVM_TDX_GET_CPUID` from the TD's CPUID values (TDH.MNG.RD).
 
 pub mod errno;
 pub mod get_cpuid;
+pub mod init_mem;
 pub mod init_vm;
 pub mod rules;
 pub mod td_conf;
