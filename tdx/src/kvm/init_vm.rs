@@ -161,8 +161,10 @@ pub fn setup_td_params(
 /// The 48 bytes of six u64 words, in memory order (the uapi's `__u64[6]` copied by `memcpy`).
 fn words_to_bytes(w: &[u64; 6]) -> [u8; 48] {
     let mut b = [0; 48];
-    for (chunk, v) in b.chunks_exact_mut(8).zip(w) {
-        chunk.copy_from_slice(&v.to_le_bytes());
+    for (i, v) in w.iter().enumerate() {
+        for (j, byte) in v.to_le_bytes().into_iter().enumerate() {
+            b[(8 * i + j) % 48] = byte;
+        }
     }
     b
 }

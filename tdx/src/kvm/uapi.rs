@@ -222,6 +222,64 @@ const _: () = {
     assert!(KVM_MEMORY_ENCRYPT_OP == (3 << 30) | (8 << 16) | (0xAE << 8) | 0xba);
 };
 
+/// A uapi structure whose bytes are its value: `#[repr(C)]`, integer fields only, no padding
+/// (the size and offset asserts above show the fields cover it exactly). Copies to and from
+/// user memory go through [`Plain::as_bytes`] and [`Plain::as_bytes_mut`].
+///
+/// # Safety
+///
+/// Implementors are `#[repr(C)]` structures (or arrays of them) made of integers only, with no
+/// padding bytes, so every byte is initialised and every bit pattern is a valid value.
+pub unsafe trait Plain: Sized {
+    /// The value's bytes.
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `Self: Plain`: all `size_of::<Self>()` bytes are initialised integers.
+        unsafe {
+            core::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>())
+        }
+    }
+
+    /// The value's bytes, writable: any bytes written make a valid value.
+    fn as_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `Self: Plain`: any bit pattern is a valid value, and `self` is borrowed
+        // exclusively for the slice's life.
+        unsafe {
+            core::slice::from_raw_parts_mut((self as *mut Self).cast::<u8>(), size_of::<Self>())
+        }
+    }
+}
+
+// SAFETY: each is `#[repr(C)]`, integers only; the asserts above pin their sizes to the sum of
+// their fields (no padding).
+unsafe impl Plain for KvmTdxCmd {}
+// SAFETY: as above.
+unsafe impl Plain for KvmCpuidEntry2 {}
+// SAFETY: as above.
+unsafe impl Plain for KvmCpuid2 {}
+// SAFETY: as above.
+unsafe impl Plain for KvmTdxCapabilities {}
+// SAFETY: as above.
+unsafe impl Plain for KvmTdxInitVm {}
+// SAFETY: as above.
+unsafe impl Plain for KvmTdxInitMemRegion {}
+
+/// The bytes of a slice of plain structures (an array of CPUID entries).
+#[must_use]
+pub fn slice_as_bytes<T: Plain>(s: &[T]) -> &[u8] {
+    // SAFETY: `T: Plain` and arrays of it have no padding between elements (size is a multiple
+    // of alignment), so the slice's bytes are initialised.
+    unsafe { core::slice::from_raw_parts(s.as_ptr().cast::<u8>(), core::mem::size_of_val(s)) }
+}
+
+/// The bytes of a slice of plain structures, writable.
+pub fn slice_as_bytes_mut<T: Plain>(s: &mut [T]) -> &mut [u8] {
+    // SAFETY: as in `slice_as_bytes`; any bytes make valid `T`s, and `s` is borrowed
+    // exclusively.
+    unsafe {
+        core::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), core::mem::size_of_val(s))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +292,22 @@ mod tests {
         assert_eq!(TdxCmdId::from_raw(u32::MAX), None);
         assert!(TdxCmdId::FinalizeVm.is_vm_scope());
         assert!(!TdxCmdId::InitMemRegion.is_vm_scope());
+    }
+
+    #[test]
+    fn plain_bytes_are_the_uapi_layout() {
+        let mut c = KvmTdxCmd {
+            id: 3,
+            flags: 1,
+            data: 0x1122,
+            hw_error: 0,
+        };
+        assert_eq!(&c.as_bytes()[..9], &[3, 0, 0, 0, 1, 0, 0, 0, 0x22]);
+        c.as_bytes_mut()[16] = 0x45;
+        assert_eq!(c.hw_error, 0x45);
+        let mut e = [KvmCpuidEntry2::default(); 2];
+        slice_as_bytes_mut(&mut e)[40 + 12] = 7; // entry 1, eax
+        assert_eq!(e[1].eax, 7);
+        assert_eq!(slice_as_bytes(&e).len(), 80);
     }
 }

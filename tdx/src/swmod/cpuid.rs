@@ -23,7 +23,7 @@ pub(crate) const NUM_CPUID_CONFIG: usize = crate::abi::td_params::MAX_NUM_CPUID_
 pub(crate) const CPUID_CONFIG_FIELDS: u64 = 32;
 
 /// "No sub-leaf" (`CPUID_SUBLEAF_NA`).
-pub const SUBLEAF_NA: u32 = u32::MAX;
+pub(crate) const SUBLEAF_NA: u32 = u32::MAX;
 
 /// Four CPUID registers, EAX, EBX, ECX, EDX.
 pub(crate) type Regs = [u32; 4];
