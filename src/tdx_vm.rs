@@ -412,8 +412,7 @@ impl Populate for MemPopulate<'_> {
 /// Interface for the memslot work (`mem`): memslots and guest_memfd are not in this branch, so
 /// no GFN has a slot and every lookup answers EINVAL, upstream's answer for a GPA outside any
 /// guest_memfd slot. The integration replaces the body with the guest_memfd lookup.
-fn gmem_private_page(vm: &Vm, gfn: Gfn) -> core::result::Result<Pfn, Errno> {
-    let _ = (vm, gfn);
+fn gmem_private_page(_vm: &Vm, _gfn: Gfn) -> core::result::Result<Pfn, Errno> {
     Err(Errno::EINVAL)
 }
 
@@ -446,11 +445,11 @@ impl Listing {
     pub(crate) fn new() -> Self {
         let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
         for (i, s) in SLOTS.iter().enumerate() {
-            s.stage.store(0, Ordering::Relaxed);
             if s.seq
                 .compare_exchange(0, seq, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                s.stage.store(0, Ordering::Relaxed);
                 for w in &s.mrtd {
                     w.store(0, Ordering::Relaxed);
                 }

@@ -4,16 +4,28 @@
 //! (upstream 6.16 `tdx.c`), TDH.MNG.INIT of what INIT_VM built (and its hw_error), and
 //! GET_CPUID's walk over TDH.MNG.RD.
 
+mod common;
+
+use common::{new_vcpu, private_fault};
+use mmu::cache::VcpuMmuCaches;
+use mmu::tdp::{FaultOutcome, MmuConfig, TdpMmu};
+use mmu::{Gfn, GpaWidth, Level};
+use std::sync::atomic::Ordering::Relaxed;
 use tdx::abi::td_params::TdParams;
 use tdx::abi::{md, status};
+use tdx::kvm::init_mem::{init_mem_region, Populate};
 use tdx::kvm::init_vm::{self, VmLimits};
+use tdx::kvm::rules;
+use tdx::kvm::uapi::KvmTdxInitMemRegion;
 use tdx::kvm::uapi::{
     KvmCpuidEntry2, KvmTdxCapabilities, KvmTdxInitVm, KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
 };
 use tdx::kvm::{get_cpuid, Errno, TdConf};
 use tdx::swmod::{ModuleLine, XFAM_FIXED0};
 use tdx::Tdx;
-use testkit::td::{build_td, host_page, sw_module_on, Stage};
+use testkit::td::{
+    backend as td_backend, build_td, host_page, sw_module_on, Backend, Stage, TdMmu,
+};
 use testkit::HostEnv;
 
 /// KVM's XCR0 | XSS on the test's host: x87, SSE, AVX, AVX-512, PKRU (0x2e7).
@@ -290,7 +302,136 @@ fn mng_init_takes_init_vms_td_params_and_get_cpuid_reads_them_back(line: ModuleL
     );
 }
 
+/// The module's side of INIT_MEM_REGION over the software module: "user memory" is a byte
+/// image at address 0x7000_0000; each page goes through a bounce page, PAGE.ADD through the
+/// mirror's fault path; a signal may arrive before page `signal_at`.
+struct HostPopulate<'a> {
+    env: &'a HostEnv,
+    mmu: &'a TdMmu<'a>,
+    backend: &'a Backend<'a>,
+    caches: VcpuMmuCaches,
+    image: &'a [u8],
+    /// The "guest_memfd": one page per GFN, the same page when asked again.
+    gmem: std::collections::BTreeMap<u64, mmu::Pfn>,
+    done: usize,
+    signal_at: Option<usize>,
+}
+
+impl Populate for HostPopulate<'_> {
+    fn signal_pending(&mut self) -> bool {
+        self.signal_at.take_if(|&mut at| at == self.done).is_some()
+    }
+
+    fn populate(&mut self, gpa: u64, source: u64, measure: bool) -> Result<(), Errno> {
+        let off = usize::try_from(source - 0x7000_0000).map_err(|_| Errno::EFAULT)?;
+        let bytes = self.image.get(off..off + 4096).ok_or(Errno::EFAULT)?;
+        let bounce = host_page(self.env);
+        for (w, c) in bounce.words().iter().zip(bytes.chunks_exact(8)) {
+            w.store(u64::from_le_bytes(c.try_into().expect("8 bytes")), Relaxed);
+        }
+        let gfn = Gfn::new(gpa >> 12);
+        self.backend.arm_populate(gfn, bounce.pfn().hpa(), measure);
+        let env = self.env;
+        let pfn = *self
+            .gmem
+            .entry(gfn.raw())
+            .or_insert_with(|| host_page(env).pfn());
+        let f = private_fault(gfn, pfn, Level::L4K);
+        let r = testkit::fault(self.mmu, &mut self.caches, &f);
+        let unused = self.backend.disarm_populate();
+        match r {
+            Ok(FaultOutcome::Mapped(_)) if !unused => {
+                self.done += 1;
+                Ok(())
+            }
+            // Already mapped (the same guest_memfd page): the module's EEXIST.
+            Ok(_) => Err(Errno::EEXIST),
+            Err(_) => Err(Errno::EIO),
+        }
+    }
+}
+
+/// A TD built as QEMU builds one (CAPABILITIES' leaves, INIT_VM, a vCPU, INIT_MEM_REGION of
+/// `image` at GPA 1 MiB with MEASURE, FINALIZE): its MRTD.
+fn build_and_measure(line: ModuleLine, image: &[u8], signal_at: Option<usize>) -> [u8; 48] {
+    let env = HostEnv::with_capacity(4096);
+    let m = sw_module_on(&env, line);
+    let tdx = Tdx::new(&m);
+    let conf = TdConf::read(&tdx).expect("TDH.SYS.RD");
+    let td = build_td(&tdx, &env, 3, 0, Stage::TdcsAdded);
+    let iv = KvmTdxInitVm {
+        xfam: 0x3,
+        ..KvmTdxInitVm::ZERO
+    };
+    let p =
+        init_vm::setup_td_params(&conf, &iv, &qemu_cpuid(&conf), &LIMITS, false).expect("INIT_VM");
+    let page = host_page(&env);
+    p.write_to(&page);
+    tdx.mng_init(td.tdr, page.pfn().hpa()).expect("MNG.INIT");
+    let v = new_vcpu(&tdx, &env, td.tdr, tdx::swmod::TDVPS_PAGES);
+    tdx.vp_init(v, 0).expect("VP.INIT");
+    let backend: Backend<'_> = td_backend(&m, &td);
+    let mmu: TdMmu<'_> = TdpMmu::new(&env, &backend, MmuConfig::td(GpaWidth::Bits48)).expect("mmu");
+    let mut pop = HostPopulate {
+        env: &env,
+        mmu: &mmu,
+        backend: &backend,
+        caches: VcpuMmuCaches::new(),
+        image,
+        gmem: std::collections::BTreeMap::new(),
+        done: 0,
+        signal_at,
+    };
+    let pages = (image.len() / 4096) as u64;
+    let mut r = KvmTdxInitMemRegion {
+        source_addr: 0x7000_0000,
+        gpa: 0x10_0000,
+        nr_pages: pages,
+    };
+    assert_eq!(rules::check_region(&r, 1 << 47), Ok(()));
+    if let Some(at) = signal_at {
+        // A signal: EINTR with the progress made; QEMU retries with what is left.
+        assert_eq!(init_mem_region(&mut r, true, &mut pop), Err(Errno::EINTR));
+        assert_eq!(r.nr_pages, pages - at as u64);
+        assert_eq!(r.gpa, 0x10_0000 + 4096 * at as u64);
+    }
+    assert_eq!(init_mem_region(&mut r, true, &mut pop), Ok(()));
+    assert_eq!(r.nr_pages, 0);
+    // Adding a page twice: EEXIST, nothing done.
+    let mut again = KvmTdxInitMemRegion {
+        source_addr: 0x7000_0000,
+        gpa: 0x10_0000,
+        nr_pages: 1,
+    };
+    assert_eq!(
+        init_mem_region(&mut again, true, &mut pop),
+        Err(Errno::EEXIST)
+    );
+    assert_eq!(again.nr_pages, 1);
+    let c = backend.tdx().backend();
+    assert_eq!(c.calls(tdx::abi::leaf::MEM_PAGE_ADD), pages);
+    assert_eq!(c.calls(tdx::abi::leaf::MR_EXTEND), 16 * pages);
+    tdx.mr_finalize(td.tdr).expect("MR.FINALIZE");
+    mmu.free_vcpu_caches(&mut pop.caches);
+    m.mrtd(td.tdr.hpa().pfn()).expect("finalised")
+}
+
+fn tds_from_one_image_measure_the_same_and_one_byte_changes_it(line: ModuleLine) {
+    let image: Vec<u8> = (0..4 * 4096).map(|i| (i * 7 + 3) as u8).collect();
+    let a = build_and_measure(line, &image, None);
+    let b = build_and_measure(line, &image, Some(2));
+    assert_eq!(
+        a, b,
+        "same image, same MRTD (an interrupted INIT_MEM_REGION included)"
+    );
+    let mut changed = image.clone();
+    changed[4096 + 17] ^= 1;
+    let c = build_and_measure(line, &changed, None);
+    assert_ne!(a, c, "one changed byte changes MRTD");
+}
+
 testkit::per_module_line!(
+    tds_from_one_image_measure_the_same_and_one_byte_changes_it,
     capabilities_come_from_sys_rd,
     init_vm_refuses_in_upstreams_order,
     mng_init_takes_init_vms_td_params_and_get_cpuid_reads_them_back,
