@@ -77,10 +77,10 @@ impl TdConf {
             cpuid_config_values: [[0; 2]; MAX_CPUID_CONFIG],
         };
         for i in 0..n {
-            let i64_ = i as u64;
-            c.cpuid_config_leaves[i] = rd(sys::CPUID_CONFIG_LEAVES + i64_)?;
+            let idx = i as u64;
+            c.cpuid_config_leaves[i] = rd(sys::CPUID_CONFIG_LEAVES + idx)?;
             for j in 0..2 {
-                c.cpuid_config_values[i][j] = rd(sys::CPUID_CONFIG_VALUES + 2 * i64_ + j as u64)?;
+                c.cpuid_config_values[i][j] = rd(sys::CPUID_CONFIG_VALUES + 2 * idx + j as u64)?;
             }
         }
         Ok(c)
