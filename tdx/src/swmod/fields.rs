@@ -538,7 +538,10 @@ mod tests {
         );
         let last_mrtd = md::element(md::td::MRTD, 5);
         // A production TD's RTMRs are not host-readable: the chain goes on to its CPUID.
-        assert_eq!(next_readable(&TD, last_mrtd, false), md::td::CPUID_VALUES);
+        assert_eq!(
+            next_readable(&TD, last_mrtd, false),
+            md::td::CPUID_VALUES | 0x1fe
+        );
         assert_eq!(next_readable(&TD, last_mrtd, true), md::td::RTMR);
         assert_eq!(
             next_readable(&VP, md::FIELD_ID_NA, false),
