@@ -826,6 +826,43 @@ pub(crate) fn tests() -> Vec<Test> {
             let (vm, v) = td_with_vcpus(&kvm, 1)?;
             let v0 = v[0].as_raw_fd();
             eq(errno(op(v0, GET_CPUID, 0, 0).0), Err(EFAULT), "null")?;
+            eq(
+                errno(op(v0, GET_CPUID, 0, 0x1000).0),
+                Err(EFAULT),
+                "unmapped",
+            )?;
+            eq(
+                errno(op(v0, GET_CPUID, 0, 0xffff_8000_0000_0000).0),
+                Err(EFAULT),
+                "kernel pointer",
+            )?;
+            // A read-only buffer with room: the header cannot be written back.
+            let ro = Image::new(4, |_| 0);
+            // SAFETY: the mapping made by `Image::new`; nent = 256 in its first word.
+            unsafe {
+                *(ro.ptr as *mut u32) = 256;
+                libc::mprotect(ro.ptr.cast(), 4 * 4096, libc::PROT_READ);
+            }
+            eq(
+                errno(op(v0, GET_CPUID, 0, ro.addr()).0),
+                Err(EFAULT),
+                "read-only buffer",
+            )?;
+            let mut c = Cmd {
+                id: GET_CPUID,
+                hw_error: 1,
+                ..Cmd::default()
+            };
+            eq(
+                ioctl(v0, KVM_MEMORY_ENCRYPT_OP, &mut c as *mut Cmd as u64),
+                Err(EINVAL),
+                "hw_error",
+            )?;
+            eq(
+                errno(op(vm.as_raw_fd(), GET_CPUID, 0, 0).0),
+                Err(EINVAL),
+                "on the VM fd",
+            )?;
             let (r, c) = get_cpuid(v0, 2);
             eq(errno(r), Err(E2BIG), "nent 2")?;
             let n = c.nent;
