@@ -233,8 +233,9 @@ pub(crate) extern "C" fn tdxkvm_rust_dev_ioctl(cmd: u32, arg: usize) -> isize {
 }
 
 fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
-    // Upstream kvm_vm_ioctl: only the process that created the VM may use it.
-    if !vm.owned_by_current() {
+    // Upstream kvm_vm_ioctl: only the process that created the VM may use it, and not once the
+    // VM is dead (bugged).
+    if !vm.usable_by_current() {
         return Err(EIO);
     }
     match cmd {

@@ -10,8 +10,9 @@
 //! vCPU fds are closed.
 //!
 //! What is counted: the MMU's table pages per root, its leaves per root and level, what it
-//! leaked on purpose, and for a TD the S-EPT backend's SEAMCALLs per leaf, busy retries and
-//! kicks; per vCPU the faults and pre-faults (fields the fault paths increment).
+//! leaked on purpose, the online vCPUs, and for a TD the S-EPT backend's SEAMCALLs per leaf,
+//! busy retries and kicks; per vCPU the faults and pre-faults (fields the fault paths
+//! increment).
 
 use crate::abi::KVM_STATS_NAME_SIZE;
 use crate::glue;
@@ -130,7 +131,7 @@ const TD_LEAVES: [(u16, &str); 16] = [
 ];
 
 /// The VM statistics before the per-leaf SEAMCALL counts ([`TD_LEAVES`] follow, cumulative).
-const VM_DESCS: [Desc; 18] = [
+const VM_DESCS: [Desc; 19] = [
     // x86 KVM's names for the leaves mapped, all roots together.
     i("pages_4k"),
     i("pages_2m"),
@@ -150,6 +151,8 @@ const VM_DESCS: [Desc; 18] = [
     c("leaked_private_pages"),
     c("tdx_busy_retries"),
     c("tdx_kicks"),
+    // vCPUs created and visible (upstream `online_vcpus`).
+    i("online_vcpus"),
 ];
 
 /// Number of VM statistics.
@@ -177,6 +180,7 @@ fn vm_values(vm: &Vm) -> [u64; NUM_VM] {
     let s = vm.mmu().stats();
     let w = |x: usize| x as u64;
     let mut v = [0u64; NUM_VM];
+    v[18] = u64::from(vm.lock().online_vcpus);
     for l in 0..3 {
         v[l] = w(s.shared_leaves[l] + s.mirror_leaves[l]);
         v[3 + l] = w(s.shared_leaves[l]);

@@ -198,7 +198,7 @@ impl Vcpu {
     }
 
     fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
-        if !self.vm().owned_by_current() {
+        if !self.vm().usable_by_current() {
             return Err(EIO);
         }
         if ioc_type(cmd) != KVMIO {

@@ -70,6 +70,15 @@ impl VmMmu {
         }
     }
 
+    /// Whether the MMU marked the VM bugged (a fatal hook error or a broken invariant); a TD
+    /// whose MMU is gone counts as bugged.
+    pub(crate) fn is_bugged(&self) -> bool {
+        match self {
+            VmMmu::Plain(m) => m.is_bugged(),
+            VmMmu::Td(td) => td.mmu().map_or(true, |m| m.is_bugged()),
+        }
+    }
+
     /// Tops a vCPU's caches up for one fault (for a TD including the private-SPT cache).
     /// Must be called before the MMU lock is taken: allocation may sleep.
     // The fault and pre-fault paths (issue 10's memslot part, issue 11's run loop) call this.
@@ -253,9 +262,10 @@ impl Vm {
         &self.coalesced_mmio_ring
     }
 
-    /// Whether the calling process created the VM (upstream: `kvm->mm != current->mm` → EIO).
-    pub(crate) fn owned_by_current(&self) -> bool {
-        self.mm.is_current()
+    /// Whether VM and vCPU ioctls may run: the calling process created the VM and the VM is not
+    /// bugged (upstream: `kvm->mm != current->mm || kvm->vm_dead` → EIO; a bugged VM is dead).
+    pub(crate) fn usable_by_current(&self) -> bool {
+        self.mm.is_current() && !self.mmu.is_bugged()
     }
 
     /// A new counted reference for a file (vCPU fd, stats fd), as a raw pointer that

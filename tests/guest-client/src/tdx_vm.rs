@@ -168,6 +168,16 @@ fn init_vm(vm: i32, iv: &mut InitVm) -> (Result<i64, i32>, Cmd) {
     op(vm, INIT_VM, 0, iv as *mut InitVm as u64)
 }
 
+/// KVM_TDX_INIT_VM of the TD `vm` with QEMU's default arguments: what a VMM does before it
+/// creates a TD's vCPUs (other areas' tests use it for their TDs).
+pub(crate) fn init_vm_default(vm: i32) -> Result<(), String> {
+    let c = caps(vm)?;
+    let mut iv = init_vm_arg(&c);
+    let (r, cmd) = init_vm(vm, &mut iv);
+    eq(errno(r), Ok(()), "INIT_VM")?;
+    eq(cmd.hw_error, 0, "INIT_VM hw_error")
+}
+
 /// A TD after INIT_VM (QEMU's default arguments).
 fn initialized_td(kvm: &File) -> Result<OwnedFd, String> {
     let vm = td(kvm)?;
