@@ -243,6 +243,7 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
         KVM_CREATE_VCPU => crate::vcpu::create(vm, arg),
         KVM_ENABLE_CAP => enable_cap(vm, read_user(arg)?),
         KVM_GET_STATS_FD => crate::stats_fd::vm_stats_fd(vm),
+        tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vm_op(vm, arg),
         // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.
         _ => Err(ENOTTY),
     }

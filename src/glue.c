@@ -29,6 +29,7 @@
 #include <asm/reboot.h>
 #include <asm/tdx.h>
 #include <asm/tlbflush.h>
+#include <asm/tsc.h>
 #include <asm/topology.h>
 
 #include "glue.h"
@@ -155,6 +156,29 @@ static const struct file_operations selftest_fops = {
 	.write = selftest_write,
 };
 
+/* ---- TDX VM ABI (src/tdx_vm.rs) ---- */
+
+size_t tdxkvm_rust_tds(char *buf, size_t len);
+
+/* debugfs `tds`: one line per live TD (state, MRTD). */
+static int tds_show(struct seq_file *m, void *v)
+{
+	char *buf = kmalloc(8192, GFP_KERNEL);
+
+	if (!buf)
+		return -ENOMEM;
+	seq_write(m, buf, tdxkvm_rust_tds(buf, 8192));
+	kfree(buf);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(tds);
+
+/* The host's TSC frequency: a TD's default (upstream kvm->arch.default_tsc_khz). */
+unsigned int tdxkvm_tsc_khz(void)
+{
+	return tsc_khz;
+}
+
 static struct dentry *dbg_dir;
 
 void tdxkvm_debugfs_init(void)
@@ -163,6 +187,7 @@ void tdxkvm_debugfs_init(void)
 	debugfs_create_file("stats", 0444, dbg_dir, NULL, &stats_fops);
 	debugfs_create_file("selftest", 0200, dbg_dir, NULL, &selftest_fops);
 	debugfs_create_file("seamcall_probe", 0400, dbg_dir, NULL, &seamcall_probe_fops);
+	debugfs_create_file("tds", 0444, dbg_dir, NULL, &tds_fops);
 }
 
 void tdxkvm_debugfs_exit(void)

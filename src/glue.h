@@ -71,5 +71,6 @@ unsigned int tdxkvm_num_present_cpus(void);
 unsigned int tdxkvm_num_online_cpus(void);
 int tdxkvm_vcpu_fd(void *vcpu, u32 id);
 int tdxkvm_stats_fd(void *owner, int kind);
+unsigned int tdxkvm_tsc_khz(void);
 
 #endif

@@ -76,6 +76,7 @@ extern "C" {
     pub(crate) fn tdxkvm_num_online_cpus() -> c_uint;
     pub(crate) fn tdxkvm_vcpu_fd(vcpu: *mut c_void, id: u32) -> c_int;
     pub(crate) fn tdxkvm_stats_fd(owner: *mut c_void, kind: c_int) -> c_int;
+    pub(crate) fn tdxkvm_tsc_khz() -> c_uint;
 }
 
 /// The `tdx=` module parameter, compared without allocating.

@@ -12,10 +12,14 @@ use crate::backend::{SwRef, TdxRef};
 use crate::env::KernelSha;
 use crate::glue;
 use crate::td::TdVm;
+use crate::tdx_vm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use mmu::cache::VcpuMmuCaches;
 use mmu::Pfn;
+use tdx::abi::td_params::XFAM_X87_SSE;
+use tdx::kvm::init_vm::VmLimits;
+use tdx::kvm::uapi::KvmCpuidEntry2;
 use tdx::selftest::{run_random, GuestMemory, Rng};
 use tdx::swmod::measure::sha384;
 
@@ -46,8 +50,25 @@ fn run(ops: u64) -> Result {
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let result =
         (|| -> Result {
-            // A TD of its own, not reachable from userspace: no VM object around it.
-            let mut td = TdVm::new(TdxRef::Sw(sw))?;
+            // A TD of its own, not reachable from userspace: no VM object around it. It is
+            // built as the ioctls build one: INIT_VM's TD_PARAMS from the arguments below
+            // (every configurable CPUID leaf as the module reports it, one vCPU, 2.5 GHz),
+            // then INIT_VCPU and FINALIZE.
+            let td = TdVm::new(TdxRef::Sw(sw))?;
+            let mut entries = KVec::from_elem(KvmCpuidEntry2::default(), 32, GFP_KERNEL)?;
+            let (iv, n) = tdx_vm::selftest_init_vm(&td, &mut entries)?;
+            let limits = VmLimits {
+                max_vcpus: 1,
+                tsc_khz: 2_500_000,
+                ept_5level: false,
+                kvm_xfam: XFAM_X87_SSE,
+            };
+            let (r, hw_error) =
+                tdx_vm::init_td(&td, &iv, entries.get(..n).unwrap_or(&[]), &limits, false);
+            if let Err(e) = r {
+                pr_err!("selftest: INIT_VM: {:?} (hw_error {:#x})\n", e, hw_error);
+                return Err(e);
+            }
             let vcpu = td.make_runnable()?;
             let (Some(mmu), Some(tdr)) = (td.mmu(), td.tdr_pfn()) else {
                 return Err(EINVAL);

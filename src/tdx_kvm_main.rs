@@ -22,6 +22,7 @@ mod selftest;
 mod stats;
 mod stats_fd;
 mod td;
+mod tdx_vm;
 mod vcpu;
 mod vm;
 mod vmx;

@@ -25,11 +25,13 @@ use kernel::prelude::*;
 use kernel::sync::Mutex;
 use mmu::cache::VcpuMmuCaches;
 
-/// A TD vCPU's pages in the TDX module (TDVPR and its TDCX pages). Placeholder:
-/// `KVM_TDX_INIT_VCPU` (TDH.VP.CREATE, VP.ADDCX, VP.INIT; issue 10, `tdabi`) fills it in; the
-/// VM's teardown flushes and reclaims them after the HKID is released.
+/// A TD vCPU's TDX state once `KVM_TDX_INIT_VCPU` made it (TDH.VP.CREATE, VP.ADDCX, VP.INIT;
+/// [`crate::tdx_vm`]). Its pages belong to the TD ([`crate::td::TdVm`]), which flushes and
+/// reclaims them after the HKID is released.
 pub(crate) struct VcpuTd {
-    _private: (),
+    /// The vCPU's TDVPR page.
+    #[allow(dead_code)]
+    pub(crate) tdvpr: mmu::Pfn,
 }
 
 /// What the vCPU mutex (`vcpu->mutex`) guards.
@@ -205,6 +207,7 @@ impl Vcpu {
         match cmd {
             KVM_RUN => self.run(arg),
             KVM_GET_STATS_FD => stats_fd::vcpu_stats_fd(self),
+            tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vcpu_op(self, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
                 let _guard = self.mutex.lock();
                 self.not_yet()
@@ -246,6 +249,7 @@ pub(crate) fn create(vm: &Vm, id: usize) -> Result<isize> {
 /// answers are the same, and a mutex may be held while allocating.)
 fn install(vm: &Vm, id: u32) -> Result<isize> {
     let mut l = vm.lock();
+    crate::tdx_vm::vcpu_create_check(vm)?;
     if l.online().any(|v| v.id == id) {
         return Err(EEXIST);
     }

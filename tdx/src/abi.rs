@@ -493,6 +493,11 @@ pub mod md {
         /// TDCS: RTMR[0..4], four fields of six 8-byte elements. Host-readable only if the TD
         /// is a DEBUG TD (ATTRIBUTES bit 0).
         pub const RTMR: u64 = 0x1310_0003_0000_0040;
+        /// TDCS: the TD's virtualized CPUID (`TD_MD_FIELD_ID_CPUID_VALUES`), 8-byte elements
+        /// addressed by the field code: bit 16 leaf bit 31, bits 15:9 leaf bits 6:0, bit 8
+        /// "no sub-leaf" (then bits 7:1 are all 1), bits 7:1 sub-leaf bits 6:0, bit 0 the
+        /// element (0: EBX:EAX, 1: EDX:ECX). Host-readable after MNG.INIT.
+        pub const CPUID_VALUES: u64 = 0x9410_0003_0000_0000;
     }
 
     /// vCPU-scope fields (TDVPS) the software module answers
@@ -535,6 +540,14 @@ pub mod md {
         pub const CONFIG_FLAGS_FIXED0: u64 = 0x9900_0003_0000_0006;
         /// CONFIG_FLAGS bits a TD must set (64-bit).
         pub const CONFIG_FLAGS_FIXED1: u64 = 0x9900_0003_0000_0007;
+        /// Configurable CPUID leaves: how many (16-bit).
+        pub const NUM_CPUID_CONFIG: u64 = 0x9900_0001_0000_0004;
+        /// Configurable CPUID leaves: field `i` is leaf (31:0) and sub-leaf (63:32, all-1 for
+        /// none) of entry `i` (32 fields, 64-bit).
+        pub const CPUID_CONFIG_LEAVES: u64 = 0x9900_0003_0000_0400;
+        /// Configurable CPUID bits: field `i` is two elements, EBX:EAX then EDX:ECX, of entry `i`
+        /// (`CPUID_CONFIG_VALUES + 2 * i + j`; 64-bit).
+        pub const CPUID_CONFIG_VALUES: u64 = 0x9900_0003_0000_0500;
         /// IA32_ARCH_CAPABILITIES bits TD_PARAMS may configure (64-bit).
         pub const IA32_ARCH_CAPABILITIES_CONFIG_MASK: u64 = 0x9900_0003_0000_0600;
         /// The module's build date, YYYYMMDD (32-bit).

@@ -6,6 +6,7 @@
 //! - [`seamcall`]: the [`Seamcall`] backend trait and the hardware implementation;
 //! - [`wrappers`]: one typed wrapper per leaf ([`Tdx`]);
 //! - [`swmod`]: the software TDX module, a [`Seamcall`] that enforces the module's rules;
+//! - [`kvm`]: the TDX sub-commands of KVM's VM ABI (`KVM_MEMORY_ENCRYPT_OP`), kernel-free;
 //! - [`sept_backend`]: the MMU's external-page-table hooks as SEAMCALL sequences;
 //! - [`selftest`]: an allocation-free random sequence with the mirror ≡ S-EPT check, run by the
 //!   host tests and inside the kernel module;
@@ -18,6 +19,7 @@
 
 pub mod abi;
 pub mod error;
+pub mod kvm;
 pub mod seamcall;
 pub mod selftest;
 pub mod sept_backend;

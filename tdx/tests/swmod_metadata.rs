@@ -310,6 +310,58 @@ fn mng_rd_mrtd_elements_are_the_digest_bytes_in_memory_order() {
     );
 }
 
+/// CPUID_VALUES field code of `leaf`/`subleaf` (`None`: no sub-leaf), element `elem`: Intel's
+/// encoding (KVM's `tdx_read_cpuid`).
+fn cpuid_code(leaf: u32, subleaf: Option<u32>, elem: u64) -> u64 {
+    let sub = subleaf.map_or(0x1fe, |s| u64::from(s & 0x7f) << 1);
+    u64::from(leaf >> 31) << 16 | u64::from(leaf & 0x7f) << 9 | sub | elem
+}
+
+/// The CPUID_VALUES ids of the leaves the software module virtualizes (its docs list them),
+/// in field-code order.
+fn cpuid_value_ids() -> Vec<u64> {
+    let mut leaves: Vec<(u32, Option<u32>)> = vec![(0, None), (1, None)];
+    leaves.extend((0..4).map(|s| (4, Some(s))));
+    leaves.extend((0..3).map(|s| (7, Some(s))));
+    leaves.extend([(0xa, None), (0xd, Some(0)), (0x15, None), (0x1c, None)]);
+    leaves.extend((0..6).map(|s| (0x1f, Some(s))));
+    leaves.extend([(0x23, Some(0)), (0x8000_0000, None), (0x8000_0001, None)]);
+    leaves.push((0x8000_0008, None));
+    let mut codes: Vec<u64> = leaves
+        .iter()
+        .flat_map(|&(l, s)| [cpuid_code(l, s, 0), cpuid_code(l, s, 1)])
+        .collect();
+    codes.sort_unstable();
+    codes.into_iter().map(|c| mtd::CPUID_VALUES | c).collect()
+}
+
+#[test]
+fn mng_rd_reads_the_virtualized_cpuid_by_leaf_and_sub_leaf() {
+    let env = HostEnv::with_capacity(CAP);
+    let m = sw_module(&env);
+    let tdx = Tdx::new(&m);
+    let td = td_with(&tdx, &env, 1, 0, 3, 0);
+    // Leaf 0: max basic leaf 0x23 in EAX, "GenuineIntel" in EBX, EDX, ECX.
+    let ebx_eax = mng_rd_ok(&m, &td, mtd::CPUID_VALUES | cpuid_code(0, None, 0));
+    assert_eq!(ebx_eax, 0x756e_6547_u64 << 32 | 0x23);
+    let edx_ecx = mng_rd_ok(&m, &td, mtd::CPUID_VALUES | cpuid_code(0, None, 1));
+    assert_eq!(edx_ecx, 0x4965_6e69_u64 << 32 | 0x6c65_746e);
+    // Leaf 0x15: EBX is TD_PARAMS.TSC_FREQUENCY (100, in 25 MHz units), EAX 1.
+    let ebx_eax = mng_rd_ok(&m, &td, mtd::CPUID_VALUES | cpuid_code(0x15, None, 0));
+    assert_eq!(ebx_eax, 100 << 32 | 1);
+    // A leaf the module does not virtualize, a sub-leaf of a leaf without sub-leaves, and a
+    // leaf given without its sub-leaf: FIELD_ID_INCORRECT.
+    for code in [
+        cpuid_code(0x3, None, 0),
+        cpuid_code(0x15, Some(0), 0),
+        cpuid_code(0x7, None, 0),
+    ] {
+        let (st, a) = rd(&m, leaf::MNG_RD, 0, tdr_pa(&td), mtd::CPUID_VALUES | code);
+        assert_eq!(st, status::METADATA_FIELD_ID_INCORRECT, "{code:#x}");
+        assert_eq!(a.r8, 0);
+    }
+}
+
 #[test]
 fn mng_rd_version_1_chains_rdx_through_the_host_readable_fields() {
     let env = HostEnv::with_capacity(CAP);
@@ -328,21 +380,26 @@ fn mng_rd_version_1_chains_rdx_through_the_host_readable_fields() {
         mtd::TD_EPOCH,
     ];
     want.extend(elements(mtd::MRTD, 6));
-    // RTMR is readable only for a DEBUG TD: skipped, and MRTD's last element ends the chain.
+    // RTMR is readable only for a DEBUG TD: skipped. Then the CPUID values of every leaf the
+    // module virtualizes, in field-code order, two elements each.
+    let cpuid = cpuid_value_ids();
     let got: Vec<u64> = chain(&m, leaf::MNG_RD, tdr_pa(&td))
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(got, want);
+    let mut want_prod = want.clone();
+    want_prod.extend(&cpuid);
+    assert_eq!(got, want_prod);
 
-    // A DEBUG TD's chain goes on through RTMR's 4 × 6 elements.
+    // A DEBUG TD's chain goes through RTMR's 4 × 6 elements before the CPUID values.
     let dbg = td_with(&tdx, &env, 2, DEBUG, 3, 1);
     let got = chain(&m, leaf::MNG_RD, tdr_pa(&dbg));
     let mut want_dbg = want.clone();
     want_dbg.extend(elements(mtd::RTMR, 24));
+    want_dbg.extend(&cpuid);
     assert_eq!(got.iter().map(|&(id, _)| id).collect::<Vec<_>>(), want_dbg);
     assert!(
-        got.iter().skip(want.len()).all(|&(_, v)| v == 0),
+        got.iter().skip(want.len()).take(24).all(|&(_, v)| v == 0),
         "RTMRs are zero: no guest extends them"
     );
 

@@ -3914,7 +3914,7 @@ fn sys_rd_refuses_malformed_unknown_and_unmodelled_ids_with_no_value_and_no_next
         0x8900_0001_0000_0000, // MODULE_HV: a field the software module has no value for
         0x0000_0002_0000_0001, // PKG_FMS[0]
         0x0000_0002_0000_0008, // PKG_FMS[7]
-        0x9900_0003_0000_0400, // CPUID_CONFIG_LEAVES[0]
+        0x9900_0003_0000_0810, // ALLOWED_FMS[0]
         0xA200_0003_0000_0006, // VCPU_L2_DEBUG_CTLS_FIXED1, the last entry
     ] {
         assert_eq!(

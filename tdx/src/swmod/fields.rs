@@ -60,6 +60,13 @@ pub(crate) enum Value {
     VcpuIndex,
     /// TDVPS: TDVPS pages.
     NumTdvpsPages,
+    /// TDCS: the virtualized CPUID (element: the field code, see
+    /// [`crate::abi::md::td::CPUID_VALUES`]).
+    CpuidValues,
+    /// SYS: CPUID_CONFIG_LEAVES (element = entry).
+    CpuidConfigLeaves,
+    /// SYS: CPUID_CONFIG_VALUES (element = 2 × entry + register pair).
+    CpuidConfigBits,
     /// A global field with a fixed value.
     Const(u64),
     /// A global field whose value depends on the module line ([`super::ModuleLine`]).
@@ -127,7 +134,7 @@ const fn entry(id: u64, elems: u64, rd: [u64; 2], wr: [u64; 2], value: Value) ->
 }
 
 /// TD-scope entries, in the order of `tdr_tdcs_lookup`.
-pub(crate) const TD: [Entry; 11] = [
+pub(crate) const TD: [Entry; 12] = [
     entry(md::td::HKID, 1, [ALL, ALL], [0, 0], Value::Hkid),
     entry(md::td::NUM_VCPUS, 1, [ALL, ALL], [0, 0], Value::NumVcpus),
     entry(
@@ -147,6 +154,18 @@ pub(crate) const TD: [Entry; 11] = [
     Entry {
         fields: 4,
         ..entry(md::td::RTMR, 6, [0, ALL], [0, 0], Value::Rtmr)
+    },
+    // Every leaf/sub-leaf code (17 bits: 2^16 fields of 2 elements); codes of leaves the
+    // module does not virtualize answer FIELD_ID_INCORRECT when read.
+    Entry {
+        fields: 1 << 16,
+        ..entry(
+            md::td::CPUID_VALUES,
+            2,
+            [ALL, ALL],
+            [0, 0],
+            Value::CpuidValues,
+        )
     },
 ];
 
@@ -242,13 +261,26 @@ pub(crate) const SYS: [Entry; 67] = {
         val(md::sys::ATTRIBUTES_FIXED1, st::ATTRIBUTES_FIXED1),
         val(md::sys::XFAM_FIXED0, st::XFAM_FIXED0),
         val(md::sys::XFAM_FIXED1, st::XFAM_FIXED1),
-        none(0x9900_0001_0000_0004), // NUM_CPUID_CONFIG
+        val(
+            md::sys::NUM_CPUID_CONFIG,
+            super::cpuid::NUM_CPUID_CONFIG as u64,
+        ),
         line(md::sys::CONFIG_FLAGS_FIXED0, L::ConfigFlagsFixed0),
         val(md::sys::CONFIG_FLAGS_FIXED1, st::CONFIG_FLAGS_FIXED1),
         val(md::MAX_VCPUS_PER_TD, crate::abi::MAX_VCPUS_PER_TD as u64),
-        none(0x9900_0000_0000_0009),          // MIN_VIRT_MAXPA
-        sys(0x9900_0003_0000_0400, 32, 1, N), // CPUID_CONFIG_LEAVES
-        sys(0x9900_0003_0000_0500, 32, 2, N), // CPUID_CONFIG_VALUES
+        none(0x9900_0000_0000_0009), // MIN_VIRT_MAXPA
+        sys(
+            md::sys::CPUID_CONFIG_LEAVES,
+            super::cpuid::CPUID_CONFIG_FIELDS,
+            1,
+            Value::CpuidConfigLeaves,
+        ),
+        sys(
+            md::sys::CPUID_CONFIG_VALUES,
+            super::cpuid::CPUID_CONFIG_FIELDS,
+            2,
+            Value::CpuidConfigBits,
+        ),
         val(
             md::sys::IA32_ARCH_CAPABILITIES_CONFIG_MASK,
             st::IA32_ARCH_CAPABILITIES_CONFIG_MASK,
@@ -380,7 +412,12 @@ pub(crate) fn next_readable(table: &[Entry], id: u64, debug: bool) -> u64 {
             return md::FIELD_ID_NA;
         };
         let e = &table[i];
-        if elem + 1 < e.fields * e.elems {
+        if e.value == Value::CpuidValues {
+            // Only the leaves the module virtualizes are elements (Intel's CPUID class).
+            if let Some(c) = super::cpuid::next_field_code(Some(elem)) {
+                return (id & !md::FIELD_CODE_MASK) | c;
+            }
+        } else if elem + 1 < e.fields * e.elems {
             return (id & !md::FIELD_CODE_MASK) | (code(id) + 1);
         }
         i + 1
@@ -388,7 +425,10 @@ pub(crate) fn next_readable(table: &[Entry], id: u64, debug: bool) -> u64 {
     table[start.min(table.len())..]
         .iter()
         .find(|e| e.masks(debug).0 != 0)
-        .map_or(md::FIELD_ID_NA, |e| e.id)
+        .map_or(md::FIELD_ID_NA, |e| match e.value {
+            Value::CpuidValues => e.id | super::cpuid::next_field_code(None).unwrap_or(0),
+            _ => e.id,
+        })
 }
 
 /// A host write of one element (`md_td_write_element` / `md_vp_write_element`, host access,
@@ -497,7 +537,11 @@ mod tests {
             md::td::TD_EPOCH
         );
         let last_mrtd = md::element(md::td::MRTD, 5);
-        assert_eq!(next_readable(&TD, last_mrtd, false), md::FIELD_ID_NA);
+        // A production TD's RTMRs are not host-readable: the chain goes on to its CPUID.
+        assert_eq!(
+            next_readable(&TD, last_mrtd, false),
+            md::td::CPUID_VALUES | 0x1fe
+        );
         assert_eq!(next_readable(&TD, last_mrtd, true), md::td::RTMR);
         assert_eq!(
             next_readable(&VP, md::FIELD_ID_NA, false),

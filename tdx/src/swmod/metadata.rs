@@ -97,7 +97,7 @@ impl MdOp {
         a: &mut SeamArgs,
         scope: &MdScope,
         td: &TdState,
-        value_of: impl FnOnce(&fields::Entry, u64) -> u64,
+        value_of: impl FnOnce(&fields::Entry, u64) -> LeafResult<u64>,
         store: impl FnOnce(&fields::Entry, u64) -> LeafResult,
     ) -> LeafResult {
         let debug = td.attributes.load(Relaxed) & ATTR_DEBUG != 0;
@@ -111,7 +111,7 @@ impl MdOp {
             return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
         };
         let e = &scope.table[i];
-        let current = e.fit(value_of(e, elem));
+        let current = e.fit(value_of(e, elem)?);
         if self.write {
             let zero_full_write = scope.zero_full_write;
             let (new, old) =
@@ -163,10 +163,11 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         self.mng_rdwr(a, true, 0)
     }
 
-    /// Element `elem` of a TD-scope field.
-    fn td_value(&self, td: &TdState, v: fields::Value, elem: u64) -> u64 {
+    /// Element `elem` of a TD-scope field; CPUID_VALUES of a leaf the module does not
+    /// virtualize → `FIELD_ID_INCORRECT`.
+    fn td_value(&self, td: &TdState, v: fields::Value, elem: u64) -> LeafResult<u64> {
         use fields::Value as V;
-        match v {
+        Ok(match v {
             V::Hkid => td.hkid.load(Relaxed),
             V::NumVcpus => td.num_vcpus.load(Relaxed),
             V::NumAssocVcpus => td.num_assoc_vcpus.load(Relaxed),
@@ -178,9 +179,18 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             // The words hold the digest big-endian; the element is 8 digest bytes read as a
             // little-endian u64, as they lie in the TDCS.
             V::Mrtd => td.mrtd[elem as usize % 6].load(Relaxed).swap_bytes(),
+            V::CpuidValues => {
+                let Some((i, reg_pair)) = super::cpuid::lookup_of_field_code(elem) else {
+                    return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
+                };
+                td.cpuid
+                    .get(2 * i + reg_pair as usize)
+                    .map_or(0, |w| w.load(Relaxed))
+            }
             V::Hidden | V::Rtmr | V::Const(_) | V::Line(_) | V::Unmodelled => 0,
             V::GuestRcx | V::VcpuState | V::VcpuIndex | V::NumTdvpsPages => 0,
-        }
+            V::CpuidConfigLeaves | V::CpuidConfigBits => 0,
+        })
     }
 
     /// TDH.VP.RD (version 0 or 1) and TDH.VP.WR (`tdh_vp_rd_wr.c`).
@@ -213,12 +223,14 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             a,
             &VP_SCOPE,
             td,
-            |e, _| match e.value {
-                fields::Value::GuestRcx => v.guest_rcx.load(Relaxed),
-                fields::Value::VcpuState => state,
-                fields::Value::VcpuIndex => v.index.load(Relaxed),
-                fields::Value::NumTdvpsPages => v.num_tdvps_pages.load(Relaxed),
-                _ => 0,
+            |e, _| {
+                Ok(match e.value {
+                    fields::Value::GuestRcx => v.guest_rcx.load(Relaxed),
+                    fields::Value::VcpuState => state,
+                    fields::Value::VcpuIndex => v.index.load(Relaxed),
+                    fields::Value::NumTdvpsPages => v.num_tdvps_pages.load(Relaxed),
+                    _ => 0,
+                })
             },
             |e, new| {
                 // Only guest RCX is host-writable (DEBUG TDs); the others have write masks of 0.
@@ -255,7 +267,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
             return Err(Status::new(status::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
         }
         fields::check_single_element(field)?;
-        let Some((i, _)) = fields::find(table, field) else {
+        let Some((i, elem)) = fields::find(table, field) else {
             return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT));
         };
         let Some(e) = table.get(i) else {
@@ -268,6 +280,8 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         let value = match e.value {
             fields::Value::Const(v) => v,
             fields::Value::Line(v) => v.of(self.line),
+            fields::Value::CpuidConfigLeaves => super::cpuid::config_leaf(elem),
+            fields::Value::CpuidConfigBits => super::cpuid::config_value(elem / 2, elem % 2),
             _ => return Err(Status::new(status::METADATA_FIELD_ID_INCORRECT)),
         };
         a.r8 = e.fit(value) & rd;

@@ -111,7 +111,8 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
     /// TDH.MNG.INIT (`tdh_mng_init.c`): RCX = 0 first; TDR(RCX — in 2.0 with bit 0, the
     /// event-filtering flag, cleared; in 1.5 as it is; exclusive) → state (no lock; UNINITIALIZED) → TD_PARAMS (RDX) 1024-byte
     /// aligned shared HPA → `OPERAND_INVALID|RDX` → TD epoch 1 → the TD_PARAMS rules of
-    /// [`check_td_params`] in Intel's order.
+    /// [`check_td_params`] in Intel's order (a refused CPUID configuration names its leaf in
+    /// RCX).
     pub(super) fn mng_init(&self, a: &mut SeamArgs) -> LeafResult {
         // RCX is an output (extended error information): 0 unless a CPUID check sets it.
         let tdr_pa = a.rcx & !self.line.mng_init_rcx_flags();
@@ -135,7 +136,7 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         let td_params = TdParams::from_words(&core::array::from_fn(|i| {
             p.0.get(base + i).map_or(0, |w| w.load(Relaxed))
         }));
-        let c = check_td_params(self.line, td.num_tdcx.load(Acquire), &td_params)?;
+        let c = check_td_params(self.line, td.num_tdcx.load(Acquire), &td_params, &mut a.rcx)?;
         td.attributes.store(c.attributes, Relaxed);
         td.xfam.store(c.xfam, Relaxed);
         td.max_vcpus.store(c.max_vcpus, Relaxed);
@@ -143,6 +144,10 @@ impl<M: PhysMem, H: Sha512Compress> SwTdxModule<M, H> {
         td.root_level.store(c.pwl, Relaxed);
         td.gpaw.store(if c.gpaw52 { 52 } else { 48 }, Relaxed);
         td.tsc_frequency.store(c.tsc_frequency, Relaxed);
+        for (w, r) in td.cpuid.chunks_exact(2).zip(c.cpuid) {
+            w[0].store(u64::from(r[1]) << 32 | u64::from(r[0]), Relaxed);
+            w[1].store(u64::from(r[3]) << 32 | u64::from(r[2]), Relaxed);
+        }
         for (w, v) in td.sha_state.iter().zip(SHA384_IV) {
             w.store(v, Relaxed);
         }

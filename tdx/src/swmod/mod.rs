@@ -30,8 +30,8 @@
 //! from the range given at creation; metadata (MNG.RD/WR, VP.RD/WR, SYS.RD) answers the fields
 //! listed in [`fields`] only (Intel's ids; any other id is `TDX_METADATA_FIELD_ID_INCORRECT`).
 //! Where Intel's module asks the CPU (allowed ATTRIBUTES and XFAM bits, 5-level EPT), it answers
-//! for a fixed emulated CPU described in [`state`]; TD_PARAMS' CPUID configuration and event
-//! filters are not checked.
+//! for a fixed emulated CPU described in [`state`] and [`cpuid`] (whose docs say which CPUID
+//! rules are modelled); event filters are not checked.
 
 //!
 //! Where things are: the leaves by family, one file each, as Intel's sources group them
@@ -40,6 +40,7 @@
 //! ([`td_params`]), the key ownership table ([`kot`]), the control-structure layouts
 //! ([`state`]), the PAMT, the locks and the metadata field tables.
 
+mod cpuid;
 pub mod fields;
 #[cfg(feature = "test-hooks")]
 mod hold;

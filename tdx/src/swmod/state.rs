@@ -115,6 +115,9 @@ pub(crate) struct TdState {
     pub mrtd: [AtomicU64; 6],
     /// Whether MRTD was finalised.
     pub finalized: AtomicU64,
+    /// The virtualized CPUID (TDCS `cpuid_config_vals`), two words per entry of
+    /// [`super::cpuid::LOOKUP`]: EBX:EAX, EDX:ECX.
+    pub cpuid: [AtomicU64; 2 * super::cpuid::LOOKUP.len()],
 }
 
 /// vCPU state in the TDVPR page.

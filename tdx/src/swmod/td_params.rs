@@ -2,6 +2,7 @@
 //! TD_PARAMS, the TD's configuration TDH.MNG.INIT reads: which values a TD may ask for, checked
 //! in Intel's order with Intel's operand ids (`read_and_set_td_configurations`, `tdh_mng_init.c`).
 
+use super::cpuid::{self, TdCpuid};
 use super::line::ModuleLine;
 use super::state::{
     ATTRIBUTES_FIXED1, CONFIG_FLAGS_FIXED1, IA32_ARCH_CAPABILITIES_CONFIG_MASK, MAX_L2_VMS,
@@ -23,6 +24,8 @@ pub(crate) struct TdConfig {
     pub pwl: u64,
     pub gpaw52: bool,
     pub tsc_frequency: u64,
+    /// The TD's virtualized CPUID ([`cpuid::configure`]).
+    pub cpuid: TdCpuid,
 }
 
 /// `verify_td_attributes` (not an import): the bits allowed (`fixed0`, the line's), no
@@ -75,8 +78,8 @@ fn xfam_valid(xfam: u64) -> bool {
 ///    `|EPTP_CONTROLS (67)`;
 /// 9. TSC_FREQUENCY outside 4..=400 → `|TSC_FREQUENCY (70)`;
 /// 10. reserved_1, MSR_CONFIG_CTLS bits 7:1, reserved_2 → `|RDX` (each in turn);
-/// 11. (event filters and the CPUID configuration are not checked: see the rules notes)
-///     reserved_3 → `|RDX`;
+/// 11. (event filters are not modelled) the CPUID configuration ([`cpuid::configure`]) →
+///     `|CPUID_CONFIG (69)` with `*rcx` = the leaf/sub-leaf; then reserved_3 → `|RDX`;
 /// 12. IA32_ARCH_CAPABILITIES_CONFIG not 0 without MSR_CONFIG_CTLS.IA32_ARCH_CAP, or with bits
 ///     outside `IA32_ARCH_CAPABILITIES_CONFIG_MASK` → `|IA32_ARCH_CAPABILITIES_CONFIG (72)`.
 // The CONFIG_FLAGS_FIXED1 test is Intel's, kept although CONFIG_FLAGS_FIXED1 is 0.
@@ -85,6 +88,7 @@ pub(crate) fn check_td_params(
     line: ModuleLine,
     num_tdcx: u64,
     p: &TdParams,
+    rcx: &mut u64,
 ) -> LeafResult<TdConfig> {
     use operand::td_params as op;
     let invalid = |id: u32| Status::operand_invalid(Operand(id));
@@ -143,6 +147,13 @@ pub(crate) fn check_td_params(
     if msr_ctls >> 1 != 0 || nonzero(&p.reserved_2) {
         return Err(rdx);
     }
+    let cpuid = match cpuid::configure(&p.cpuid_config_vals, attributes, tsc_frequency) {
+        Ok(v) => v,
+        Err(e) => {
+            *rcx = e.rcx;
+            return Err(Status::from_raw(e.status));
+        }
+    };
     if nonzero(&p.reserved_3) {
         return Err(rdx);
     }
@@ -158,6 +169,7 @@ pub(crate) fn check_td_params(
         pwl,
         gpaw52,
         tsc_frequency,
+        cpuid,
     })
 }
 
@@ -186,6 +198,7 @@ mod tests {
             v2,
             12,
             &params(&[(2, 1376 | 3 << 16), (3, 6 | 4 << 3), (4, 1)]),
+            &mut 0,
         );
         assert_eq!(
             c,
@@ -197,17 +210,18 @@ mod tests {
                 pwl: 4,
                 gpaw52: true,
                 tsc_frequency: 100,
+                cpuid: cpuid::configure(&[Default::default(); 18], 0, 100).unwrap(),
             })
         );
         assert_eq!(
-            check_td_params(v2, 11, &params(&[(2, 8 | 3 << 16)])),
+            check_td_params(v2, 11, &params(&[(2, 8 | 3 << 16)]), &mut 0),
             Err(Status::new(status::TDCS_NOT_ALLOCATED))
         );
         // The 1.5 line: 6 TDCX pages suffice; MAX_VCPUS may be above 1376.
-        let c = check_td_params(ModuleLine::V1_5, 6, &params(&[(2, 0xFFFF)]));
+        let c = check_td_params(ModuleLine::V1_5, 6, &params(&[(2, 0xFFFF)]), &mut 0);
         assert_eq!(c.map(|c| c.max_vcpus), Ok(0xFFFF));
         assert_eq!(
-            check_td_params(ModuleLine::V1_5, 5, &params(&[])),
+            check_td_params(ModuleLine::V1_5, 5, &params(&[]), &mut 0),
             Err(Status::new(status::TDCS_NOT_ALLOCATED))
         );
     }

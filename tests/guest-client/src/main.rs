@@ -121,11 +121,12 @@ struct Ctx {
 }
 
 mod system;
+mod tdx_vm;
 mod vcpu;
 
 /// Every test of the suite, area by area (one module per area).
 fn tests() -> Vec<Test> {
-    [system::tests(), vcpu::tests()].concat()
+    [system::tests(), vcpu::tests(), tdx_vm::tests()].concat()
 }
 
 const EINVAL: i32 = libc::EINVAL;

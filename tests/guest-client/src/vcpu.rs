@@ -36,8 +36,14 @@ const EINTR: i32 = libc::EINTR;
 const EIO: i32 = libc::EIO;
 const EOPNOTSUPP: i32 = libc::EOPNOTSUPP;
 
+/// A VM of type `t`; a TD is initialised (KVM_TDX_INIT_VM), since a TD takes vCPUs only after
+/// that (upstream `tdx_vcpu_create`: EIO before).
 fn vm(kvm: &File, t: u64) -> Result<OwnedFd, String> {
-    create_vm(kvm, t).map_err(|e| format!("KVM_CREATE_VM({t}): errno {e}"))
+    let vm = create_vm(kvm, t).map_err(|e| format!("KVM_CREATE_VM({t}): errno {e}"))?;
+    if t == KVM_X86_TDX_VM {
+        crate::tdx_vm::init_vm_default(vm.as_raw_fd())?;
+    }
+    Ok(vm)
 }
 
 fn fd_of(r: i64) -> OwnedFd {
@@ -610,7 +616,7 @@ pub(crate) fn tests() -> Vec<Test> {
                             } else {
                                 0
                             };
-                            let Ok(vm) = create_vm(kvm, t) else { continue };
+                            let Ok(vm) = vm(kvm, t) else { continue };
                             let vs: Vec<_> = (0..2).filter_map(|id| vcpu(&vm, id).ok()).collect();
                             let st = ioctl(vm.as_raw_fd(), KVM_GET_STATS_FD, 0).ok().map(fd_of);
                             // Close in an order that depends on the round.
