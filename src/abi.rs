@@ -11,10 +11,28 @@
 use core::mem::{offset_of, size_of};
 use kernel::types::{AsBytes, FromBytes};
 
-const KVMIO: u32 = 0xAE;
+/// The ioctl type byte of every KVM ioctl.
+pub(crate) const KVMIO: u32 = 0xAE;
 
 const fn io(nr: u32) -> u32 {
     (KVMIO << 8) | nr
+}
+
+/// `_IOR(KVMIO, nr, T)` with `size` = `sizeof(T)`.
+const fn ior(nr: u32, size: usize) -> u32 {
+    assert!(size < 1 << 14);
+    (2 << 30) | ((size as u32) << 16) | (KVMIO << 8) | nr
+}
+
+/// `_IOW(KVMIO, nr, T)` with `size` = `sizeof(T)`.
+const fn iow(nr: u32, size: usize) -> u32 {
+    assert!(size < 1 << 14);
+    (1 << 30) | ((size as u32) << 16) | (KVMIO << 8) | nr
+}
+
+/// `_IOC_TYPE(cmd)`.
+pub(crate) const fn ioc_type(cmd: u32) -> u32 {
+    (cmd >> 8) & 0xff
 }
 
 /// `_IOWR(KVMIO, nr, T)`: `size` is `sizeof(T)`, which the ioctl encoding holds in 14 bits.
@@ -57,6 +75,82 @@ const _: () = {
     assert!(KVM_GET_MSRS == 0xc008_ae88);
 };
 
+/// `KVM_CREATE_VCPU` (VM fd).
+pub(crate) const KVM_CREATE_VCPU: u32 = io(0x41);
+/// `KVM_ENABLE_CAP` (VM fd here) ([`KvmEnableCap`]).
+pub(crate) const KVM_ENABLE_CAP: u32 = iow(0xa3, size_of::<KvmEnableCap>());
+/// `KVM_GET_STATS_FD` (VM and vCPU fds).
+pub(crate) const KVM_GET_STATS_FD: u32 = io(0xce);
+/// `KVM_RUN` (vCPU fd).
+pub(crate) const KVM_RUN: u32 = io(0x80);
+// vCPU register-state ioctls (sizes: struct kvm_regs 144, kvm_sregs 312, kvm_fpu 416,
+// kvm_mp_state 4, kvm_lapic_state 1024 bytes on x86_64).
+/// `KVM_GET_REGS`.
+pub(crate) const KVM_GET_REGS: u32 = ior(0x81, 144);
+/// `KVM_SET_REGS`.
+pub(crate) const KVM_SET_REGS: u32 = iow(0x82, 144);
+/// `KVM_GET_SREGS`.
+pub(crate) const KVM_GET_SREGS: u32 = ior(0x83, 312);
+/// `KVM_SET_SREGS`.
+pub(crate) const KVM_SET_SREGS: u32 = iow(0x84, 312);
+/// `KVM_GET_MSRS` on a vCPU fd (same number as the system ioctl).
+pub(crate) const KVM_VCPU_GET_MSRS: u32 = KVM_GET_MSRS;
+/// `KVM_SET_MSRS`.
+pub(crate) const KVM_SET_MSRS: u32 = iow(0x89, size_of::<KvmMsrs>());
+/// `KVM_GET_FPU`.
+pub(crate) const KVM_GET_FPU: u32 = ior(0x8c, 416);
+/// `KVM_SET_FPU`.
+pub(crate) const KVM_SET_FPU: u32 = iow(0x8d, 416);
+/// `KVM_GET_LAPIC`.
+pub(crate) const KVM_GET_LAPIC: u32 = ior(0x8e, 1024);
+/// `KVM_SET_LAPIC`.
+pub(crate) const KVM_SET_LAPIC: u32 = iow(0x8f, 1024);
+/// `KVM_SET_CPUID2`.
+pub(crate) const KVM_SET_CPUID2: u32 = iow(0x90, size_of::<KvmCpuid2>());
+/// `KVM_GET_CPUID2`.
+pub(crate) const KVM_GET_CPUID2: u32 = iowr(0x91, size_of::<KvmCpuid2>());
+/// `KVM_GET_MP_STATE`.
+pub(crate) const KVM_GET_MP_STATE: u32 = ior(0x98, 4);
+/// `KVM_SET_MP_STATE`.
+pub(crate) const KVM_SET_MP_STATE: u32 = iow(0x99, 4);
+const _: () = {
+    assert!(KVM_CREATE_VCPU == 0xae41);
+    assert!(KVM_ENABLE_CAP == 0x4068_aea3);
+    assert!(KVM_GET_STATS_FD == 0xaece);
+    assert!(KVM_RUN == 0xae80);
+    assert!(KVM_GET_REGS == 0x8090_ae81);
+    assert!(KVM_SET_SREGS == 0x4138_ae84);
+    assert!(KVM_GET_FPU == 0x81a0_ae8c);
+    assert!(KVM_SET_MSRS == 0x4008_ae89);
+    assert!(KVM_GET_LAPIC == 0x8400_ae8e);
+    assert!(KVM_SET_CPUID2 == 0x4008_ae90);
+    assert!(KVM_GET_CPUID2 == 0xc008_ae91);
+    assert!(KVM_GET_MP_STATE == 0x8004_ae98);
+};
+
+/// Page offsets of the vCPU mapping (x86 uapi): the PIO data page and the coalesced-MMIO ring
+/// follow `struct kvm_run` (page 0).
+pub(crate) const KVM_PIO_PAGE_OFFSET: usize = 1;
+/// See [`KVM_PIO_PAGE_OFFSET`].
+pub(crate) const KVM_COALESCED_MMIO_PAGE_OFFSET: usize = 2;
+
+// `struct kvm_run` fields KVM_RUN reads before entering the guest (byte offsets, x86_64 uapi).
+/// `immediate_exit__unsafe` (u8).
+pub(crate) const KVM_RUN_IMMEDIATE_EXIT: usize = 1;
+/// `flags` (u16), cleared by every KVM_RUN.
+pub(crate) const KVM_RUN_FLAGS: usize = 14;
+/// `cr8` (u64).
+pub(crate) const KVM_RUN_CR8: usize = 16;
+/// `kvm_valid_regs` (u64): after the 256-byte exit union at 32.
+pub(crate) const KVM_RUN_VALID_REGS: usize = 288;
+/// `kvm_dirty_regs` (u64).
+pub(crate) const KVM_RUN_DIRTY_REGS: usize = 296;
+/// `KVM_SYNC_X86_VALID_FIELDS`: REGS | SREGS | EVENTS.
+pub(crate) const KVM_SYNC_X86_VALID_FIELDS: u64 = 0x7;
+
+/// `KVM_STATS_NAME_SIZE`.
+pub(crate) const KVM_STATS_NAME_SIZE: usize = 48;
+
 /// Largest `nmsrs` KVM accepts (`MAX_IO_MSRS`).
 pub(crate) const MAX_IO_MSRS: u32 = 256;
 
@@ -66,6 +160,16 @@ pub(crate) const KVM_CAP_EXT_EMUL_CPUID: u64 = 95;
 pub(crate) const KVM_CAP_GET_MSR_FEATURES: u64 = 153;
 /// `KVM_CAP_CHECK_EXTENSION_VM`.
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: u64 = 105;
+/// `KVM_CAP_NR_VCPUS`.
+pub(crate) const KVM_CAP_NR_VCPUS: u64 = 9;
+/// `KVM_CAP_MAX_VCPUS`.
+pub(crate) const KVM_CAP_MAX_VCPUS: u64 = 66;
+/// `KVM_CAP_MAX_VCPU_ID`.
+pub(crate) const KVM_CAP_MAX_VCPU_ID: u64 = 128;
+/// `KVM_CAP_IMMEDIATE_EXIT`.
+pub(crate) const KVM_CAP_IMMEDIATE_EXIT: u64 = 136;
+/// `KVM_CAP_BINARY_STATS_FD`.
+pub(crate) const KVM_CAP_BINARY_STATS_FD: u64 = 203;
 /// `KVM_CAP_VM_TYPES`.
 pub(crate) const KVM_CAP_VM_TYPES: u64 = 235;
 
@@ -173,6 +277,26 @@ const _: () = {
     assert!(offset_of!(KvmMsrEntry, data) == 8);
 };
 
+/// `struct kvm_enable_cap`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+// Whole values cross the boundary: a field this module never names is still part of the ABI.
+#[allow(dead_code)]
+pub(crate) struct KvmEnableCap {
+    pub(crate) cap: u32,
+    pub(crate) flags: u32,
+    pub(crate) args: [u64; 4],
+    pub(crate) pad: [u8; 64],
+}
+
+const _: () = {
+    assert!(size_of::<KvmEnableCap>() == 104);
+    assert!(offset_of!(KvmEnableCap, cap) == 0);
+    assert!(offset_of!(KvmEnableCap, flags) == 4);
+    assert!(offset_of!(KvmEnableCap, args) == 8);
+    assert!(offset_of!(KvmEnableCap, pad) == 40);
+};
+
 /// Implements [`FromBytes`] and [`AsBytes`] for uapi structures made of integers only.
 macro_rules! uapi_plain_data {
     ($($t:ty),* $(,)?) => {
@@ -187,4 +311,11 @@ macro_rules! uapi_plain_data {
     };
 }
 
-uapi_plain_data!(KvmMsrList, KvmCpuid2, KvmCpuidEntry2, KvmMsrs, KvmMsrEntry);
+uapi_plain_data!(
+    KvmMsrList,
+    KvmCpuid2,
+    KvmCpuidEntry2,
+    KvmMsrs,
+    KvmMsrEntry,
+    KvmEnableCap
+);

@@ -94,7 +94,7 @@ pub(crate) fn td_sizes() -> (usize, usize) {
 
 /// Records the sizes the TDX module reported, refusing what the VM objects cannot hold.
 fn set_td_sizes(tdcs: u64, tdvps: u64) -> Result {
-    let (max_tdcs, max_tdvps) = crate::vm::MAX_TD_PAGES;
+    let (max_tdcs, max_tdvps) = crate::td::MAX_TD_PAGES;
     if tdcs == 0 || tdcs > max_tdcs as u64 || tdvps == 0 || tdvps > max_tdvps as u64 {
         pr_err!(
             "the TDX module wants {} TDCX pages per TD and {} per vCPU: more than this module supports ({}, {})\n",

@@ -5,7 +5,7 @@ use crate::abi::*;
 use crate::backend::{Mode, TdxRef};
 use crate::glue;
 use crate::stats;
-use crate::vm::Vm;
+use crate::vm::{Vm, KVM_MAX_VCPUS, KVM_MAX_VCPU_IDS};
 use core::ffi::c_void;
 use core::mem::size_of;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -46,11 +46,23 @@ fn vm_types() -> u64 {
     m
 }
 
-/// `KVM_CHECK_EXTENSION`: only what really works.
-fn check_extension(cap: u64) -> isize {
+/// `KVM_CHECK_EXTENSION` on `/dev/kvm` (`vm` None) or a VM fd: only what really works.
+fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     match cap {
-        KVM_CAP_CHECK_EXTENSION_VM | KVM_CAP_EXT_EMUL_CPUID | KVM_CAP_GET_MSR_FEATURES => 1,
+        KVM_CAP_CHECK_EXTENSION_VM
+        | KVM_CAP_EXT_EMUL_CPUID
+        | KVM_CAP_GET_MSR_FEATURES
+        | KVM_CAP_IMMEDIATE_EXIT
+        | KVM_CAP_BINARY_STATS_FD => 1,
         KVM_CAP_VM_TYPES => vm_types() as isize,
+        KVM_CAP_NR_VCPUS => {
+            // SAFETY: reads num_online_cpus(); no preconditions.
+            let online = unsafe { glue::tdxkvm_num_online_cpus() };
+            online.min(KVM_MAX_VCPUS) as isize
+        }
+        // A TD's limit is its own (tdx-vm-abi.md §1, upstream 6.16: kvm->max_vcpus on a VM fd).
+        KVM_CAP_MAX_VCPUS => vm.map_or(KVM_MAX_VCPUS, |v| v.max_vcpus()) as isize,
+        KVM_CAP_MAX_VCPU_ID => KVM_MAX_VCPU_IDS as isize,
         _ => 0,
     }
 }
@@ -63,19 +75,17 @@ fn create_vm(vm_type: usize) -> Result<isize> {
     if vm_type >= 64 || vm_types() & (1 << vm_type) == 0 {
         return Err(EINVAL);
     }
-    let vm = match vm_type {
-        KVM_X86_TDX_VM => Vm::new_td(tdx_backend().ok_or(EINVAL)?)?,
-        _ => Vm::new_plain()?,
+    let td = match vm_type {
+        KVM_X86_TDX_VM => Some(tdx_backend().ok_or(EINVAL)?),
+        _ => None,
     };
-    let vm = KBox::new(vm, GFP_KERNEL)?;
-    let raw = KBox::into_raw(vm);
-    stats::inc(stats::Kind::Vm);
-    // SAFETY: on success the new file owns `raw` and hands it back in `tdxkvm_rust_vm_release`.
-    let fd = unsafe { glue::tdxkvm_vm_fd(raw.cast()) };
+    let raw = kernel::sync::Arc::into_raw(Vm::create(vm_type, td)?);
+    // SAFETY: on success the new file owns the reference `raw` and gives it back in
+    // `tdxkvm_rust_vm_release`.
+    let fd = unsafe { glue::tdxkvm_vm_fd(raw as *mut c_void) };
     if fd < 0 {
-        // SAFETY: no file took it; we still own it.
-        drop(unsafe { KBox::from_raw(raw) });
-        stats::dec(stats::Kind::Vm);
+        // SAFETY: no file took the reference; it is still ours.
+        unsafe { Vm::put_raw(raw) };
         return Err(Error::from_errno(fd));
     }
     Ok(fd as isize)
@@ -97,8 +107,22 @@ fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
     (r.eax, r.ebx, r.ecx, r.edx)
 }
 
+/// The host's MAXPHYADDR (CPUID 0x80000008 EAX[7:0], 36 if the CPU does not report it), as
+/// KVM's `kvm_set_cpu_caps` reports it for the guest.
+fn phys_bits() -> u32 {
+    let (max_ext, ..) = cpuid(0x8000_0000);
+    if max_ext >= 0x8000_0008 {
+        cpuid(0x8000_0008).0 & 0xff
+    } else {
+        36
+    }
+}
+
 /// `KVM_GET_SUPPORTED_CPUID`. No vCPU runs yet, so no feature is advertised: the vendor,
-/// the family/model signature and the leaf ranges only (none of them indexed: `flags` 0).
+/// the family/model signature, the leaf ranges and the address widths only (none of them
+/// indexed: `flags` 0). Leaf 0x80000008 is what every selftest's VM creation reads for the
+/// guest's physical and virtual address widths: EAX[7:0] the host's MAXPHYADDR, EAX[15:8] 48
+/// (4-level paging; no LA57 guest is offered), EAX[23:16] the GPA width the MMU maps.
 fn get_supported_cpuid(arg: usize) -> Result<isize> {
     let hdr: KvmCpuid2 = read_user(arg)?;
     let (_, vb, vc, vd) = cpuid(0);
@@ -119,7 +143,14 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
         },
         KvmCpuidEntry2 {
             function: 0x8000_0000,
-            eax: 0x8000_0000,
+            eax: 0x8000_0008,
+            ..Default::default()
+        },
+        KvmCpuidEntry2 {
+            function: 0x8000_0008,
+            // PhysAddrSize, LinearAddrSize 48, GuestPhysAddrSize: the 4-level TDP MMU maps
+            // at most 48 bits of GPA (x86 __do_cpuid_func with TDP).
+            eax: phys_bits() | 48 << 8 | phys_bits().min(48) << 16,
             ..Default::default()
         },
     ];
@@ -183,7 +214,7 @@ fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
         KVM_GET_API_VERSION if arg != 0 => Err(EINVAL),
         KVM_GET_API_VERSION => Ok(KVM_API_VERSION),
         KVM_CREATE_VM => create_vm(arg),
-        KVM_CHECK_EXTENSION => Ok(check_extension(arg as u64)),
+        KVM_CHECK_EXTENSION => Ok(check_extension(arg as u64, None)),
         KVM_GET_VCPU_MMAP_SIZE if arg != 0 => Err(EINVAL),
         // `struct kvm_run`, the PIO data page and the coalesced-MMIO ring, as x86 KVM.
         KVM_GET_VCPU_MMAP_SIZE => Ok(3 * 4096),
@@ -201,27 +232,78 @@ pub(crate) extern "C" fn tdxkvm_rust_dev_ioctl(cmd: u32, arg: usize) -> isize {
     dev_ioctl(cmd, arg).unwrap_or_else(errno)
 }
 
-/// VM-fd ioctl entry point. `vm` is the file's `Vm` (set by `create_vm`, alive until release,
-/// which cannot run while an ioctl is in flight on the file); no VM ioctl needs it yet.
-#[no_mangle]
-pub(crate) extern "C" fn tdxkvm_rust_vm_ioctl(_vm: *mut c_void, cmd: u32, arg: usize) -> isize {
+fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
+    // Upstream kvm_vm_ioctl: only the process that created the VM may use it.
+    if !vm.owned_by_current() {
+        return Err(EIO);
+    }
     match cmd {
-        KVM_CHECK_EXTENSION => check_extension(arg as u64),
+        KVM_CHECK_EXTENSION => Ok(check_extension(arg as u64, Some(vm))),
+        KVM_CREATE_VCPU => crate::vcpu::create(vm, arg),
+        KVM_ENABLE_CAP => enable_cap(vm, read_user(arg)?),
+        KVM_GET_STATS_FD => crate::stats_fd::vm_stats_fd(vm),
         // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.
-        _ => errno(ENOTTY),
+        _ => Err(ENOTTY),
     }
 }
 
-/// VM-fd release: tears the VM down and frees everything it held.
+/// `KVM_ENABLE_CAP` on a VM fd (upstream `kvm_vm_ioctl_enable_cap_generic`, then x86
+/// `kvm_vm_ioctl_enable_cap`): no generic capability is enabled here, so every request takes
+/// the x86 path: flags must be 0, unknown capabilities are EINVAL.
+fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
+    if cap.flags != 0 {
+        return Err(EINVAL);
+    }
+    match u64::from(cap.cap) {
+        KVM_CAP_MAX_VCPU_ID => {
+            let want = cap.args[0];
+            if want > u64::from(KVM_MAX_VCPU_IDS) {
+                return Err(EINVAL);
+            }
+            let mut l = vm.lock();
+            // The boot vCPU id is always 0 here (no KVM_CAP_SET_BOOT_CPU_ID), never above `want`.
+            // Setting the value already in force succeeds; once set (explicitly, or by the first
+            // vCPU), any other value is EINVAL.
+            if u64::from(l.max_vcpu_ids) == want {
+                Ok(0)
+            } else if l.max_vcpu_ids == 0 {
+                l.max_vcpu_ids = want as u32;
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            }
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+/// VM-fd ioctl entry point.
+///
+/// # Safety
+///
+/// `vm` is the file's `private_data`: a VM reference the file holds until release, which
+/// cannot run while an ioctl is in flight on the file.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn tdxkvm_rust_vm_ioctl(
+    vm: *mut c_void,
+    cmd: u32,
+    arg: usize,
+) -> isize {
+    // SAFETY: the caller's contract.
+    let vm = unsafe { Vm::from_file(vm) };
+    vm_ioctl(vm, cmd, arg).unwrap_or_else(errno)
+}
+
+/// VM-fd release: gives the file's reference back; the last reference tears the VM down and
+/// frees everything it held.
 ///
 /// # Safety
 ///
 /// `vm` is the `private_data` of a VM file, released exactly once.
 #[no_mangle]
 pub(crate) unsafe extern "C" fn tdxkvm_rust_vm_release(vm: *mut c_void) {
-    // SAFETY: created by `KBox::into_raw` in `create_vm`; the file gives it back once.
-    drop(unsafe { KBox::from_raw(vm as *mut Vm) });
-    stats::dec(stats::Kind::Vm);
+    // SAFETY: the reference `create_vm` gave the file; given back once.
+    unsafe { Vm::put_raw(vm as *const Vm) };
 }
 
 /// debugfs `seamcall_probe`: issues one harmless SEAMCALL on this CPU and describes the

@@ -78,6 +78,38 @@ pub(crate) fn free_frame(frame: Frame, kind: stats::Kind) {
     stats::dec(kind);
 }
 
+/// A zeroed page owned by a VM or vCPU object (kvm_run, PIO data, coalesced-MMIO ring),
+/// counted as `kind` and freed on drop.
+pub(crate) struct OwnedPage {
+    frame: Option<Frame>,
+    kind: stats::Kind,
+}
+
+impl OwnedPage {
+    /// A zeroed page, counted as `kind`.
+    pub(crate) fn new(kind: stats::Kind) -> Option<Self> {
+        Some(OwnedPage {
+            frame: Some(alloc_frame(kind)?),
+            kind,
+        })
+    }
+
+    /// The page's direct-map address.
+    pub(crate) fn virt(&self) -> *mut u8 {
+        self.frame
+            .as_ref()
+            .map_or(core::ptr::null_mut(), |f| f.virt().as_ptr())
+    }
+}
+
+impl Drop for OwnedPage {
+    fn drop(&mut self) {
+        if let Some(f) = self.frame.take() {
+            free_frame(f, self.kind);
+        }
+    }
+}
+
 /// The environment of one VM's MMU.
 pub(crate) struct KernelEnv {
     lock: KernelRwLock,

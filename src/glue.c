@@ -10,11 +10,13 @@
 #include <linux/cpu.h>
 #include <linux/cpuhotplug.h>
 #include <linux/debugfs.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/sched/mm.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -39,9 +41,23 @@ size_t tdxkvm_rust_stats(char *buf, size_t len);
 size_t tdxkvm_rust_seamcall_probe(char *buf, size_t len);
 long tdxkvm_rust_selftest(unsigned long arg);
 
+long tdxkvm_rust_vcpu_ioctl(void *vcpu, unsigned int cmd, unsigned long arg);
+void *tdxkvm_rust_vcpu_page(void *vcpu, unsigned long pgoff);
+void tdxkvm_rust_vcpu_release(void *vcpu);
+ssize_t tdxkvm_rust_stats_read(void *owner, int kind, char __user *buf, size_t size, loff_t *pos);
+void tdxkvm_rust_stats_release(void *owner, int kind);
+
 static char *tdx = "auto";
 module_param(tdx, charp, 0444);
 MODULE_PARM_DESC(tdx, "TDX backend: auto (real module if initialised, else off), hw, emulated (software TDX module), off");
+
+/*
+ * Every upstream KVM selftest reads /sys/module/kvm/parameters/force_emulation_prefix before
+ * main(). 0: the forced-emulation prefix is not supported (there is no emulator yet).
+ */
+static int force_emulation_prefix;
+module_param(force_emulation_prefix, int, 0444);
+MODULE_PARM_DESC(force_emulation_prefix, "Forced emulation prefix (not supported: always 0)");
 
 const char *tdxkvm_param_tdx(void)
 {
@@ -569,4 +585,151 @@ void tdxkvm_movdir64b_clear_page(void *virt)
 		movdir64b(virt + i, zero_page);
 	/* MOVDIR64B is weakly ordered: order it before the page is reused. */
 	mb();
+}
+
+/*
+ * VM objects, vCPU files and binary stats files (the VM object restructure, vCPUs, stats fds).
+ */
+
+/* current->mm with a reference (mmgrab), as upstream's kvm->mm; NULL for a kernel thread. */
+void *tdxkvm_mm_grab_current(void)
+{
+	struct mm_struct *mm = current->mm;
+
+	if (mm)
+		mmgrab(mm);
+	return mm;
+}
+
+void tdxkvm_mmdrop(void *mm)
+{
+	mmdrop(mm);
+}
+
+void *tdxkvm_current_mm(void)
+{
+	return current->mm;
+}
+
+int tdxkvm_current_pid(void)
+{
+	return task_pid_nr(current);
+}
+
+unsigned int tdxkvm_num_present_cpus(void)
+{
+	return num_present_cpus();
+}
+
+unsigned int tdxkvm_num_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
+static long vcpu_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
+{
+	return tdxkvm_rust_vcpu_ioctl(f->private_data, cmd, arg);
+}
+
+/* Page 0: kvm_run, 1: PIO data, 2: coalesced-MMIO ring; anything else SIGBUS (kvm_vcpu_fault). */
+static vm_fault_t vcpu_fault(struct vm_fault *vmf)
+{
+	void *virt = tdxkvm_rust_vcpu_page(vmf->vma->vm_file->private_data, vmf->pgoff);
+	struct page *page;
+
+	if (!virt)
+		return VM_FAULT_SIGBUS;
+	page = virt_to_page(virt);
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}
+
+static const struct vm_operations_struct vcpu_vm_ops = {
+	.fault = vcpu_fault,
+};
+
+static int vcpu_mmap(struct file *f, struct vm_area_struct *vma)
+{
+	vma->vm_ops = &vcpu_vm_ops;
+	return 0;
+}
+
+static int vcpu_release(struct inode *inode, struct file *f)
+{
+	tdxkvm_rust_vcpu_release(f->private_data);
+	return 0;
+}
+
+static const struct file_operations vcpu_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = vcpu_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.mmap = vcpu_mmap,
+	.release = vcpu_release,
+	.llseek = noop_llseek,
+};
+
+/* A new fd "kvm-vcpu:<id>" for a vCPU; on success the file holds the VM reference taken. */
+int tdxkvm_vcpu_fd(void *vcpu, u32 id)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), "kvm-vcpu:%u", id);
+	return anon_inode_getfd(name, &vcpu_fops, vcpu, O_RDWR | O_CLOEXEC);
+}
+
+static ssize_t vm_stats_read(struct file *f, char __user *buf, size_t size, loff_t *pos)
+{
+	return tdxkvm_rust_stats_read(f->private_data, 0, buf, size, pos);
+}
+
+static ssize_t vcpu_stats_read(struct file *f, char __user *buf, size_t size, loff_t *pos)
+{
+	return tdxkvm_rust_stats_read(f->private_data, 1, buf, size, pos);
+}
+
+static int vm_stats_release(struct inode *inode, struct file *f)
+{
+	tdxkvm_rust_stats_release(f->private_data, 0);
+	return 0;
+}
+
+static int vcpu_stats_release(struct inode *inode, struct file *f)
+{
+	tdxkvm_rust_stats_release(f->private_data, 1);
+	return 0;
+}
+
+static const struct file_operations vm_stats_fops = {
+	.owner = THIS_MODULE,
+	.read = vm_stats_read,
+	.release = vm_stats_release,
+	.llseek = noop_llseek,
+};
+
+static const struct file_operations vcpu_stats_fops = {
+	.owner = THIS_MODULE,
+	.read = vcpu_stats_read,
+	.release = vcpu_stats_release,
+	.llseek = noop_llseek,
+};
+
+/* A read-only, pread-able stats fd (kvm_vm_ioctl_get_stats_fd); kind 0: VM, 1: vCPU. */
+int tdxkvm_stats_fd(void *owner, int kind)
+{
+	struct file *file;
+	int fd = get_unused_fd_flags(O_CLOEXEC);
+
+	if (fd < 0)
+		return fd;
+	file = anon_inode_getfile(kind ? "kvm-vcpu-stats" : "kvm-vm-stats",
+				  kind ? &vcpu_stats_fops : &vm_stats_fops, owner, O_RDONLY);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
+	file->f_mode |= FMODE_PREAD;
+	fd_install(fd, file);
+	return fd;
 }

@@ -63,5 +63,13 @@ void tdxkvm_emergency_virt_unregister(void (*cb)(void));
 bool tdxkvm_package_has_other_online_cpu(unsigned int cpu);
 int tdxkvm_on_each_package(int (*fn)(void *), void *data);
 void tdxkvm_movdir64b_clear_page(void *virt);
+void *tdxkvm_mm_grab_current(void);
+void tdxkvm_mmdrop(void *mm);
+void *tdxkvm_current_mm(void);
+int tdxkvm_current_pid(void);
+unsigned int tdxkvm_num_present_cpus(void);
+unsigned int tdxkvm_num_online_cpus(void);
+int tdxkvm_vcpu_fd(void *vcpu, u32 id);
+int tdxkvm_stats_fd(void *owner, int kind);
 
 #endif

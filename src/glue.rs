@@ -68,6 +68,14 @@ extern "C" {
         data: *mut c_void,
     ) -> c_int;
     pub(crate) fn tdxkvm_movdir64b_clear_page(virt: *mut c_void);
+    pub(crate) fn tdxkvm_mm_grab_current() -> *mut c_void;
+    pub(crate) fn tdxkvm_mmdrop(mm: *mut c_void);
+    pub(crate) fn tdxkvm_current_mm() -> *mut c_void;
+    pub(crate) fn tdxkvm_current_pid() -> c_int;
+    pub(crate) fn tdxkvm_num_present_cpus() -> c_uint;
+    pub(crate) fn tdxkvm_num_online_cpus() -> c_uint;
+    pub(crate) fn tdxkvm_vcpu_fd(vcpu: *mut c_void, id: u32) -> c_int;
+    pub(crate) fn tdxkvm_stats_fd(owner: *mut c_void, kind: c_int) -> c_int;
 }
 
 /// The `tdx=` module parameter, compared without allocating.

@@ -11,7 +11,7 @@
 use crate::backend::{SwRef, TdxRef};
 use crate::env::KernelSha;
 use crate::glue;
-use crate::vm::Vm;
+use crate::td::TdVm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use mmu::cache::VcpuMmuCaches;
@@ -46,10 +46,8 @@ fn run(ops: u64) -> Result {
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let result =
         (|| -> Result {
-            let mut vm = Vm::new_td(TdxRef::Sw(sw))?;
-            let Vm::Td(td) = &mut vm else {
-                return Err(EINVAL);
-            };
+            // A TD of its own, not reachable from userspace: no VM object around it.
+            let mut td = TdVm::new(TdxRef::Sw(sw))?;
             let vcpu = td.make_runnable()?;
             let (Some(mmu), Some(tdr)) = (td.mmu(), td.tdr_pfn()) else {
                 return Err(EINVAL);
@@ -72,7 +70,7 @@ fn run(ops: u64) -> Result {
                 &[vcpu],
             );
             mmu.free_vcpu_caches(&mut caches);
-            drop(vm);
+            drop(td);
             match r {
                 Ok(rep) => {
                     pr_info!(

@@ -19,9 +19,13 @@ pub(crate) enum Kind {
     Pamt,
     /// Live VMs.
     Vm,
+    /// Live vCPUs.
+    Vcpu,
+    /// Pages of VM and vCPU objects (kvm_run, PIO data, coalesced-MMIO ring).
+    VcpuPage,
 }
 
-static COUNTS: [AtomicIsize; 6] = [const { AtomicIsize::new(0) }; 6];
+static COUNTS: [AtomicIsize; 8] = [const { AtomicIsize::new(0) }; 8];
 
 pub(crate) fn inc(k: Kind) {
     COUNTS[k as usize].fetch_add(1, Ordering::Relaxed);
@@ -75,5 +79,7 @@ pub(crate) fn render(buf: &mut Buf<'_>) -> core::fmt::Result {
     writeln!(buf, "external_spt_pages {}", get(Kind::ExternalSpt))?;
     writeln!(buf, "mmu_headers {}", get(Kind::Header))?;
     writeln!(buf, "td_control_pages {}", get(Kind::TdControl))?;
-    writeln!(buf, "pamt_pages {}", get(Kind::Pamt))
+    writeln!(buf, "pamt_pages {}", get(Kind::Pamt))?;
+    writeln!(buf, "vcpus {}", get(Kind::Vcpu))?;
+    writeln!(buf, "vcpu_pages {}", get(Kind::VcpuPage))
 }

@@ -16,6 +16,9 @@ mod glue;
 mod hw;
 mod selftest;
 mod stats;
+mod stats_fd;
+mod td;
+mod vcpu;
 mod vm;
 mod vmx;
 

@@ -1,376 +1,306 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! VM objects: one per VM fd. A VM owns its TDP MMU; a TD also owns its control pages (TDR,
-//! TDCX) in the TDX module and its HKID, created at `KVM_CREATE_VM` and given back when the
-//! fd is released. Release returns every page: MMU tables, external SPTs, headers, control pages.
+//! The VM object (upstream `struct kvm`): one per `KVM_CREATE_VM`, reference counted.
+//!
+//! The VM fd holds a reference, and so does every vCPU fd, every stats fd and (later) every
+//! guest_memfd file, as upstream's `kvm_get_kvm()` / `kvm_put_kvm()` do: whichever of them is
+//! closed last tears the VM down, so teardown works in any order of closing them. The VM owns
+//! its vCPUs (upstream frees vCPUs in `kvm_destroy_vm()`, never at vCPU-fd close): a vCPU fd
+//! points at a vCPU inside the VM and keeps the VM alive, so the pointer stays valid.
+//!
+//! Teardown, in [`PinnedDrop::drop`] and then the fields' own drops: every vCPU gives its MMU
+//! caches back to the MMU and its pages to the allocator, then the MMU goes (for a TD: HKID
+//! released through the S-EPT backend, the MMU torn down with one RECLAIM per page, then the TD
+//! control pages), exactly as before the VM was shared: every page is returned.
+//!
+//! Locking (upstream's order): the VM lock ([`Vm::lock`], `kvm->lock`) guards the vCPU table,
+//! the vCPU counts, `max_vcpu_ids` and the TD's KVM-side state; a vCPU's mutex
+//! ([`crate::vcpu::Vcpu`], `vcpu->mutex`) nests inside it; the MMU lock (inside the MMU) is
+//! innermost and is never held while allocating (vCPU caches are topped up before it is taken).
 
-use crate::backend::{self, TdxRef};
-use crate::env::{alloc_frame, free_frame, KernelEnv};
+use crate::abi::*;
+use crate::env::{KernelEnv, OwnedPage};
+use crate::glue;
 use crate::stats;
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::stats_fd::StatsId;
+use crate::td::TdVm;
+use crate::vcpu::Vcpu;
+use core::ffi::c_void;
+use core::ptr::NonNull;
+use kernel::new_mutex;
 use kernel::prelude::*;
-use mmu::env::Frame;
+use kernel::sync::{Arc, ArcBorrow, Mutex};
+use mmu::cache::VcpuMmuCaches;
 use mmu::external::NoExternal;
-use mmu::spte::{Ept, Npt};
+use mmu::spte::Npt;
+use mmu::stats::StatsSnapshot;
 use mmu::tdp::{MmuConfig, TdpMmu};
-use mmu::{GpaWidth, Level};
-use tdx::abi::status;
-use tdx::abi::td_params::{eptp_controls, TdParams, XFAM_X87_SSE};
-use tdx::abi::MAX_TDCS_PAGES;
-use tdx::sept_backend::{release_hkid, retry_busy, SeptBackend, TdHost};
-use tdx::{Tdcx, Tdr, Tdvpr, Tdx, TdxError};
+use mmu::GpaWidth;
 
-/// Most vCPUs a TD has here (only the self test creates any: the run path comes later).
-const MAX_TD_VCPUS: usize = 1;
+/// Most vCPUs a VM may have (x86 `KVM_MAX_VCPUS`, `CONFIG_KVM_MAX_NR_VCPUS` default).
+pub(crate) const KVM_MAX_VCPUS: u32 = 1024;
+/// vCPU IDs are below this (x86 `KVM_MAX_VCPU_IDS` = `KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO`).
+pub(crate) const KVM_MAX_VCPU_IDS: u32 = KVM_MAX_VCPUS * 4;
 
-/// Most pages per vCPU (TDVPR included) a TD's vCPU slot holds.
-const MAX_TDVPS_PAGES: usize = 16;
-/// Capacity of the TD objects: (TDCX pages per TD, pages per vCPU); the backend refuses a
-/// TDX module that needs more.
-pub(crate) const MAX_TD_PAGES: (usize, usize) = (MAX_TDCS_PAGES as usize, MAX_TDVPS_PAGES);
-
-/// The host side of a TD's S-EPT backend: kicks, per-package calls, page resets.
-///
-/// On the software TDX module a vCPU is "inside" between its emulated entry and exit, so a kick
-/// is an emulated exit of each. On the real module no vCPU has entered yet (the run path is
-/// not there): nothing to kick.
-pub(crate) struct Host {
-    backend: TdxRef,
-    vcpus: [AtomicU64; MAX_TD_VCPUS],
-}
-
-impl TdHost for Host {
-    fn kick_all(&self) {
-        let Some(sw) = self.backend.sw() else { return };
-        for v in &self.vcpus {
-            let pfn = v.load(Ordering::Acquire);
-            if pfn != 0 {
-                sw.module().vcpu_exit(mmu::Pfn::new(pfn));
-            }
-        }
-    }
-
-    fn on_each_package(
-        &self,
-        f: &(dyn Fn() -> Result<(), TdxError> + Sync),
-    ) -> Result<(), TdxError> {
-        self.backend.on_each_package(f)
-    }
-
-    fn reset_pages(&self, pfn: mmu::Pfn, pages: u64) {
-        self.backend.reset_pages(pfn, pages);
-    }
-
-    fn hkid_shift(&self) -> u32 {
-        self.backend.hkid_shift()
-    }
-
-    fn with_hkid_lock(&self, f: &mut dyn FnMut() -> Result<(), TdxError>) -> Result<(), TdxError> {
-        backend::hkid_locked(f)
-    }
-}
-
-impl Host {
-    /// The host side for `backend`, with no vCPU to kick yet.
-    fn new(backend: TdxRef) -> Self {
-        Host {
-            backend,
-            vcpus: [const { AtomicU64::new(0) }; MAX_TD_VCPUS],
-        }
-    }
-}
-
-type TdBackend = SeptBackend<TdxRef, Host>;
-
-/// A TD's pages in the TDX module.
-struct TdControl {
-    tdx: Tdx<TdxRef>,
-    backend: TdxRef,
-    tdr: Option<Frame>,
-    /// TDCX pages: the first `nr_tdcx` slots are used.
-    tdcx: [Option<Frame>; MAX_TDCS_PAGES as usize],
-    nr_tdcx: usize,
-    /// The vCPU's TDVPR and its TDCX pages (TDVPR first): the first `nr_tdvps` slots.
-    vcpu: [Option<Frame>; MAX_TDVPS_PAGES],
-    nr_tdvps: usize,
-    hkid: u16,
-    /// Whether TDH.MNG.CREATE succeeded (the TDX module knows this TD).
-    created: bool,
-    /// Whether the HKID was released (KEY.FREEID): pages can be reclaimed.
-    released: bool,
-    /// The HKID turned out to be taken in the TDX module: never hand it out again.
-    hkid_lost: bool,
-}
-
-impl TdControl {
-    fn tdr(&self) -> Option<Tdr> {
-        self.tdr.as_ref().map(|f| Tdr::new(f.pfn().hpa()))
-    }
-
-    /// MNG.CREATE, KEY.CONFIG and the TDCX pages (upstream `__tdx_td_init`).
-    fn create(b: TdxRef) -> Result<Self> {
-        let hkid = backend::alloc_hkid().ok_or(EBUSY)?;
-        let (nr_tdcx, nr_tdvps) = backend::td_sizes();
-        let mut td = TdControl {
-            tdx: Tdx::new(b),
-            backend: b,
-            tdr: None,
-            tdcx: [const { None }; MAX_TDCS_PAGES as usize],
-            nr_tdcx,
-            vcpu: [const { None }; MAX_TDVPS_PAGES],
-            nr_tdvps,
-            hkid,
-            created: false,
-            released: false,
-            hkid_lost: false,
-        };
-        if let TdxRef::Hw(_) = b {
-            // Counted first, then every package checked to have an online CPU: from here on no
-            // package can lose its last CPU (the offline callback sees the count), so KEY.CONFIG
-            // now and CACHE.WB at release reach every package.
-            crate::hw::td_created();
-            crate::hw::packages_online()?;
-        }
-        td.tdr = Some(alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?);
-        let tdr = td.tdr().ok_or(ENOMEM)?;
-        let created = backend::hkid_locked(|| retry_busy(|| td.tdx.mng_create(tdr, hkid)));
-        if let Err(e) = created {
-            if e.class() == status::HKID_NOT_FREE {
-                // The TDX module still holds this HKID (a previous load of this module leaked
-                // it): keep it out of the allocator from now on, or every creation retries it.
-                pr_err!(
-                    "HKID {} is still in use in the TDX module: not used again\n",
-                    hkid
-                );
-                td.hkid_lost = true;
-                return Err(EBUSY);
-            }
-            pr_err!("TDH.MNG.CREATE: {:?}\n", e);
-            return Err(EIO);
-        }
-        td.created = true;
-        // The TD's key goes into every package's memory controller.
-        let tdx = &td.tdx;
-        td.backend
-            .on_each_package(&|| retry_busy(|| tdx.mng_key_config(tdr)).map(|_| ()))
-            .map_err(|e| {
-                pr_err!("TDH.MNG.KEY.CONFIG: {:?}\n", e);
-                EIO
-            })?;
-        for i in 0..td.nr_tdcx.min(td.tdcx.len()) {
-            let page = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
-            let hpa = page.pfn().hpa();
-            td.tdcx[i] = Some(page);
-            retry_busy(|| td.tdx.mng_addcx(tdr, Tdcx::new(hpa))).map_err(|_| EIO)?;
-        }
-        Ok(td)
-    }
-
-    fn tdvpr(&self) -> Option<Tdvpr> {
-        self.vcpu[0].as_ref().map(|f| Tdvpr::new(f.pfn().hpa()))
-    }
-
-    /// MNG.INIT with default TD_PARAMS (4-level S-EPT, one vCPU), one vCPU (VP.CREATE,
-    /// VP.ADDCX, VP.INIT) and MR.FINALIZE: a runnable TD. Only the self test needs this today;
-    /// the TDX VM ioctls (`KVM_TDX_INIT_VM`, ...) will do it with the VMM's parameters.
-    fn make_runnable(&mut self) -> Result<Tdvpr> {
-        if self.backend.sw().is_none() {
-            // These TD_PARAMS are the software module's minimum; the real module needs the
-            // VMM's CPUID configuration (KVM_TDX_INIT_VM, later).
-            return Err(ENODEV);
-        }
-        let tdr = self.tdr().ok_or(EINVAL)?;
-        let params = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
-        // No attributes, x87 and SSE, write-back 4-level S-EPT (GPAW 48), TSC 2.5 GHz.
-        TdParams {
-            xfam: XFAM_X87_SSE,
-            max_vcpus: MAX_TD_VCPUS as u16,
-            eptp_controls: eptp_controls(4),
-            tsc_frequency: 100,
-            ..TdParams::ZERO
-        }
-        .write_to(&params);
-        let r = retry_busy(|| self.tdx.mng_init(tdr, params.pfn().hpa()));
-        free_frame(params, stats::Kind::TdControl);
-        r.map_err(|e| {
-            pr_err!("TDH.MNG.INIT: {:?}\n", e);
-            EIO
-        })?;
-        for i in 0..self.nr_tdvps.min(self.vcpu.len()) {
-            let page = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
-            let hpa = page.pfn().hpa();
-            self.vcpu[i] = Some(page);
-            let tdvpr = self.tdvpr().ok_or(EINVAL)?;
-            let r = if i == 0 {
-                retry_busy(|| self.tdx.vp_create(tdr, tdvpr))
-            } else {
-                retry_busy(|| self.tdx.vp_addcx(tdvpr, Tdcx::new(hpa)))
-            };
-            r.map_err(|_| EIO)?;
-        }
-        let tdvpr = self.tdvpr().ok_or(EINVAL)?;
-        retry_busy(|| self.tdx.vp_init(tdvpr, 0)).map_err(|_| EIO)?;
-        retry_busy(|| self.tdx.mr_finalize(tdr)).map_err(|_| EIO)?;
-        Ok(tdvpr)
-    }
-
-    /// VP.FLUSH, VPFLUSHDONE, CACHE.WB, KEY.FREEID (when the MMU is gone or never existed).
-    fn release_hkid(&mut self) {
-        let Some(tdr) = self.tdr() else { return };
-        if !self.created || self.released {
-            return;
-        }
-        // No MMU holds the vCPUs' kick slots here: a host without vCPUs to kick does.
-        let host = Host::new(self.backend);
-        let vcpus = self.tdvpr();
-        match release_hkid(&self.tdx, &host, tdr, vcpus.as_slice()) {
-            Ok(()) => self.released = true,
-            Err(e) => pr_err!(
-                "releasing HKID {}: {:?}: its pages stay with the TDX module\n",
-                self.hkid,
-                e
-            ),
-        }
-    }
-}
-
-impl Drop for TdControl {
-    fn drop(&mut self) {
-        self.release_hkid();
-        let global_keyid = self.backend.global_keyid();
-        let reclaim = |tdx: &Tdx<TdxRef>, f: Frame, released: bool, created: bool, is_tdr: bool| {
-            // A page the module still owns must never go back to the allocator. A page the
-            // module never took (creation stopped early) is NDA: RECLAIM refuses it, it is ours.
-            let pfn = f.pfn();
-            let back = !created
-                || (released
-                    && match retry_busy(|| tdx.phymem_page_reclaim(pfn.hpa())) {
-                        Ok(_) => {
-                            // The TDR was written with the module's global KeyID: its cache
-                            // lines go before the page is reused (Linux's wbinvd_tdr).
-                            let flushed = match (is_tdr, global_keyid) {
-                                (true, Some(k)) => {
-                                    let pa = pfn.hpa().raw()
-                                        | u64::from(k) << tdx.backend().hkid_shift();
-                                    retry_busy(|| tdx.phymem_page_wbinvd(mmu::Hpa::new(pa))).is_ok()
-                                }
-                                _ => true,
-                            };
-                            if flushed {
-                                tdx.backend().reset_pages(pfn, 1);
-                            }
-                            flushed
-                        }
-                        Err(e) => e.class() == status::PAGE_METADATA_INCORRECT,
-                    });
-            if back {
-                free_frame(f, stats::Kind::TdControl);
-            } else {
-                pr_err!(
-                    "TD page {:#x} leaked: the TDX module did not give it back\n",
-                    pfn.raw()
-                );
-            }
-        };
-        for slot in self.vcpu.iter_mut().rev() {
-            if let Some(f) = slot.take() {
-                reclaim(&self.tdx, f, self.released, self.created, false);
-            }
-        }
-        for slot in self.tdcx.iter_mut().rev() {
-            if let Some(f) = slot.take() {
-                reclaim(&self.tdx, f, self.released, self.created, false);
-            }
-        }
-        if let Some(f) = self.tdr.take() {
-            reclaim(&self.tdx, f, self.released, self.created, true);
-        }
-        if (self.released || !self.created) && !self.hkid_lost {
-            backend::free_hkid(self.hkid);
-        }
-        if let TdxRef::Hw(_) = self.backend {
-            crate::hw::td_destroyed();
-        }
-    }
-}
-
-/// A TD: its MMU (shared + mirror roots, S-EPT backend) and its control structures.
-pub(crate) struct TdVm {
-    mmu: Option<TdpMmu<Ept, KernelEnv, TdBackend>>,
-    control: TdControl,
-}
-
-impl TdVm {
-    /// The TD's MMU.
-    pub(crate) fn mmu(&self) -> Option<&TdpMmu<Ept, KernelEnv, TdBackend>> {
-        self.mmu.as_ref()
-    }
-
-    /// The TD's TDR page.
-    pub(crate) fn tdr_pfn(&self) -> Option<mmu::Pfn> {
-        self.control.tdr().map(|t| t.hpa().pfn())
-    }
-
-    /// Initialises and finalises the TD with one vCPU, which kicks now reach.
-    pub(crate) fn make_runnable(&mut self) -> Result<mmu::Pfn> {
-        let tdvpr = self.control.make_runnable()?;
-        let pfn = tdvpr.hpa().pfn();
-        if let Some(mmu) = &self.mmu {
-            mmu.external().kicker().vcpus[0].store(pfn.raw(), Ordering::Release);
-        }
-        Ok(pfn)
-    }
-}
-
-impl Drop for TdVm {
-    fn drop(&mut self) {
-        if let Some(mut mmu) = self.mmu.take() {
-            // Release the HKID through the backend so the MMU's teardown reclaims pages with
-            // one RECLAIM each, then tear the MMU down, then the control pages go.
-            let vcpus = self.control.tdvpr();
-            match mmu.external().release_hkid(vcpus.as_slice()) {
-                Ok(()) => self.control.released = true,
-                Err(e) => pr_err!("releasing HKID: {:?}\n", e),
-            }
-            mmu.teardown();
-        }
-    }
-}
-
-/// A VM.
-// A `Vm` lives in the VM file's own `KBox` (or briefly on the self test's stack): boxing the TD
-// variant as well would cost every TD a second allocation and save nothing.
+/// The MMU of a VM, by type.
+// A `VmMmu` lives inside the VM's one allocation: boxing the TD variant as well would cost every
+// TD a second allocation and save nothing.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Vm {
+pub(crate) enum VmMmu {
     /// `KVM_X86_DEFAULT_VM` or `KVM_X86_SW_PROTECTED_VM`: a shared root only. Nothing maps
-    /// memory into it before memslots and vCPUs exist; it is held so its pages are accounted
-    /// and returned on release.
-    Plain(#[allow(dead_code)] TdpMmu<Npt, KernelEnv, NoExternal>),
+    /// memory into it before memslots exist; it is held so its pages are accounted and returned.
+    Plain(TdpMmu<Npt, KernelEnv, NoExternal>),
     /// `KVM_X86_TDX_VM`.
     Td(TdVm),
 }
 
-impl Vm {
-    /// Creates a VM of a supported type (the caller validated `vm_type`).
-    pub(crate) fn new_plain() -> Result<Self> {
-        let env = KernelEnv::new().ok_or(ENOMEM)?;
-        let mmu =
-            TdpMmu::new(env, NoExternal, MmuConfig::vm(GpaWidth::Bits48)).map_err(|_| ENOMEM)?;
-        Ok(Vm::Plain(mmu))
+impl VmMmu {
+    /// The MMU's page accounting (zero if a TD's MMU is already gone).
+    pub(crate) fn stats(&self) -> StatsSnapshot {
+        match self {
+            VmMmu::Plain(m) => m.stats(),
+            VmMmu::Td(td) => td.mmu().map(|m| m.stats()).unwrap_or_default(),
+        }
     }
 
-    /// Creates a TD on the active TDX backend.
-    pub(crate) fn new_td(b: TdxRef) -> Result<Self> {
-        let control = TdControl::create(b)?;
-        let tdr = control.tdr().ok_or(ENOMEM)?;
-        let backend = SeptBackend::new(Tdx::new(b), tdr, control.hkid, Host::new(b));
-        let mut vm = TdVm { mmu: None, control };
-        let env = KernelEnv::new().ok_or(ENOMEM)?;
-        // TDH.MEM.PAGE.AUG maps 4K and 2M pages: cap the mirror's leaves at 2M.
-        let cfg = MmuConfig {
-            max_level: Level::L2M,
-            ..MmuConfig::td(GpaWidth::Bits48)
+    /// The TD side, for a TD.
+    pub(crate) fn td(&self) -> Option<&TdVm> {
+        match self {
+            VmMmu::Plain(_) => None,
+            VmMmu::Td(td) => Some(td),
+        }
+    }
+
+    /// Tops a vCPU's caches up for one fault (for a TD including the private-SPT cache).
+    /// Must be called before the MMU lock is taken: allocation may sleep.
+    // The fault and pre-fault paths (issue 10's memslot part, issue 11's run loop) call this.
+    #[allow(dead_code)]
+    pub(crate) fn topup_vcpu_caches(&self, caches: &mut VcpuMmuCaches) -> Result {
+        let r = match self {
+            VmMmu::Plain(m) => m.topup_vcpu_caches(caches),
+            VmMmu::Td(td) => td.mmu().ok_or(EIO)?.topup_vcpu_caches(caches),
         };
-        vm.mmu = Some(TdpMmu::new(env, backend, cfg).map_err(|_| ENOMEM)?);
-        Ok(Vm::Td(vm))
+        r.map_err(|_| ENOMEM)
+    }
+
+    /// Gives everything a vCPU's caches hold back (vCPU destroy).
+    pub(crate) fn free_vcpu_caches(&self, caches: &mut VcpuMmuCaches) {
+        match self {
+            VmMmu::Plain(m) => m.free_vcpu_caches(caches),
+            VmMmu::Td(td) => {
+                if let Some(m) = td.mmu() {
+                    m.free_vcpu_caches(caches)
+                }
+            }
+        }
+    }
+}
+
+/// The VM's memslots. Placeholder: the memslot work (issue 10, `mem`) defines what it holds and
+/// how it is locked (upstream: `slots_lock` + SRCU).
+pub(crate) struct Memslots {
+    _private: (),
+}
+
+/// What the VM lock guards (upstream fields protected by `kvm->lock`).
+pub(crate) struct VmLocked {
+    /// vCPUs being created or created (upstream `created_vcpus`), at most `max_vcpus`.
+    pub(crate) created_vcpus: u32,
+    /// vCPUs visible to userspace (upstream `online_vcpus`): the first `online_vcpus` slots of
+    /// `vcpus` hold them, in creation order (`vcpu_idx`).
+    pub(crate) online_vcpus: u32,
+    /// vCPU IDs must be below this; 0 until `KVM_ENABLE_CAP(KVM_CAP_MAX_VCPU_ID)` sets it or the
+    /// first vCPU fixes it at `KVM_MAX_VCPU_IDS` (x86 `kvm->arch.max_vcpu_ids`).
+    pub(crate) max_vcpu_ids: u32,
+    /// The vCPUs, by `vcpu_idx` (upstream `vcpu_array`). A slot past `online_vcpus` is either
+    /// empty or the vCPU being made visible.
+    pub(crate) vcpus: KVec<Option<Pin<KBox<Vcpu>>>>,
+}
+
+impl VmLocked {
+    /// The online vCPUs.
+    pub(crate) fn online(&self) -> impl Iterator<Item = &Vcpu> {
+        self.vcpus
+            .iter()
+            .take(self.online_vcpus as usize)
+            .filter_map(|v| v.as_deref())
+    }
+}
+
+/// The `mm` of the process that created the VM (upstream `kvm->mm`, with `mmgrab`): VM and vCPU
+/// ioctls from another process fail with `EIO`. Only compared, never used to reach memory.
+struct CreatorMm(NonNull<c_void>);
+
+// SAFETY: a counted reference to an `mm_struct`; dropping it (`mmdrop`) works from any thread.
+unsafe impl Send for CreatorMm {}
+// SAFETY: only the pointer value is read.
+unsafe impl Sync for CreatorMm {}
+
+impl CreatorMm {
+    fn current() -> Option<Self> {
+        // SAFETY: takes a reference to current->mm (mmgrab), NULL for a kernel thread.
+        NonNull::new(unsafe { glue::tdxkvm_mm_grab_current() }).map(CreatorMm)
+    }
+
+    fn is_current(&self) -> bool {
+        // SAFETY: reads current->mm; no reference taken.
+        unsafe { glue::tdxkvm_current_mm() == self.0.as_ptr() }
+    }
+}
+
+impl Drop for CreatorMm {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `current()`, dropped once.
+        unsafe { glue::tdxkvm_mmdrop(self.0.as_ptr()) };
+    }
+}
+
+/// A VM.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Vm {
+    /// The machine type (`KVM_X86_*_VM`).
+    vm_type: usize,
+    /// Most vCPUs (upstream `kvm->max_vcpus`): `KVM_MAX_VCPUS`, for a TD also at most the
+    /// present CPUs (tdx-vm-abi.md §1).
+    max_vcpus: u32,
+    mm: CreatorMm,
+    /// "kvm-<pid>", the stats fd's id string.
+    stats_id: StatsId,
+    /// `kvm->lock`.
+    #[pin]
+    lock: Mutex<VmLocked>,
+    mmu: VmMmu,
+    // Filled in by the memslot work.
+    #[allow(dead_code)]
+    memslots: Memslots,
+    /// The coalesced-MMIO ring page, mapped at page 2 of every vCPU fd (upstream allocates it
+    /// with the VM; no zone is ever registered here, so it stays empty).
+    coalesced_mmio_ring: OwnedPage,
+}
+
+impl Vm {
+    /// `KVM_CREATE_VM` for a type the caller validated; `td` is the TDX backend for a TD.
+    pub(crate) fn create(vm_type: usize, td: Option<crate::backend::TdxRef>) -> Result<Arc<Vm>> {
+        let mm = CreatorMm::current().ok_or(EINVAL)?;
+        let (mmu, max_vcpus) = match td {
+            Some(b) => {
+                // SAFETY: reads num_present_cpus(); no preconditions.
+                let present = unsafe { glue::tdxkvm_num_present_cpus() };
+                (VmMmu::Td(TdVm::new(b)?), KVM_MAX_VCPUS.min(present).max(1))
+            }
+            None => {
+                let env = KernelEnv::new().ok_or(ENOMEM)?;
+                let m = TdpMmu::new(env, NoExternal, MmuConfig::vm(GpaWidth::Bits48))
+                    .map_err(|_| ENOMEM)?;
+                (VmMmu::Plain(m), KVM_MAX_VCPUS)
+            }
+        };
+        let ring = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
+        let stats_id = StatsId::vm();
+        let vm = Arc::pin_init(
+            pin_init!(Vm {
+                vm_type,
+                max_vcpus,
+                mm,
+                stats_id,
+                lock <- new_mutex!(
+                    VmLocked {
+                        created_vcpus: 0,
+                        online_vcpus: 0,
+                        max_vcpu_ids: 0,
+                        vcpus: KVec::new(),
+                    },
+                    "kvm->lock"
+                ),
+                mmu,
+                memslots: Memslots { _private: () },
+                coalesced_mmio_ring: ring,
+            }),
+            GFP_KERNEL,
+        )?;
+        stats::inc(stats::Kind::Vm);
+        Ok(vm)
+    }
+
+    /// Whether this VM is a TD.
+    pub(crate) fn is_td(&self) -> bool {
+        self.vm_type == KVM_X86_TDX_VM
+    }
+
+    /// Most vCPUs.
+    pub(crate) fn max_vcpus(&self) -> u32 {
+        self.max_vcpus
+    }
+
+    /// The VM lock (`kvm->lock`).
+    pub(crate) fn lock(
+        &self,
+    ) -> kernel::sync::lock::Guard<'_, VmLocked, kernel::sync::lock::mutex::MutexBackend> {
+        self.lock.lock()
+    }
+
+    /// The MMU.
+    pub(crate) fn mmu(&self) -> &VmMmu {
+        &self.mmu
+    }
+
+    /// The stats id ("kvm-<pid>").
+    pub(crate) fn stats_id(&self) -> &StatsId {
+        &self.stats_id
+    }
+
+    /// The coalesced-MMIO ring page.
+    pub(crate) fn coalesced_mmio_ring(&self) -> &OwnedPage {
+        &self.coalesced_mmio_ring
+    }
+
+    /// Whether the calling process created the VM (upstream: `kvm->mm != current->mm` → EIO).
+    pub(crate) fn owned_by_current(&self) -> bool {
+        self.mm.is_current()
+    }
+
+    /// A new counted reference for a file (vCPU fd, stats fd), as a raw pointer that
+    /// [`Vm::put_raw`] gives back.
+    pub(crate) fn get_raw(&self) -> *const Vm {
+        let p: *const Vm = self;
+        // SAFETY: every `&Vm` handed out here comes from a live `Arc<Vm>` (the VM file's, a vCPU
+        // file's or a stats file's reference, which outlives the call), so `p` came from
+        // `Arc::into_raw` of a VM whose count is non-zero, and no `UniqueArc` exists.
+        let borrowed = unsafe { ArcBorrow::from_raw(p) };
+        Arc::into_raw(Arc::<Vm>::from(borrowed))
+    }
+
+    /// Drops a reference taken with [`Vm::get_raw`] (or the VM file's own).
+    ///
+    /// # Safety
+    ///
+    /// `p` came from [`Vm::get_raw`] or `Arc::into_raw`, and this reference is given back once.
+    pub(crate) unsafe fn put_raw(p: *const Vm) {
+        // SAFETY: the caller's contract.
+        drop(unsafe { Arc::from_raw(p) });
+    }
+
+    /// A VM reference held by a file, from the file's `private_data`.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a reference from [`Vm::get_raw`] or `Arc::into_raw` that stays held for `'a`.
+    pub(crate) unsafe fn from_file<'a>(p: *const c_void) -> &'a Vm {
+        // SAFETY: the caller's contract: the counted reference keeps the VM alive for 'a.
+        unsafe { &*p.cast::<Vm>() }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Vm {
+    fn drop(self: Pin<&mut Self>) {
+        // The last reference is gone: no file can reach the VM or its vCPUs any more. Each vCPU
+        // gives its cache pages back to the MMU's allocator before the MMU goes.
+        let vcpus = core::mem::take(&mut self.lock.lock().vcpus);
+        for v in vcpus.into_iter().flatten() {
+            v.destroy(&self.mmu);
+        }
+        stats::dec(stats::Kind::Vm);
+        // Then the fields drop: the MMU (for a TD: HKID release, MMU teardown, control pages),
+        // the ring page, the creator's mm reference.
     }
 }

@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! vCPUs (upstream `struct kvm_vcpu`): `KVM_CREATE_VCPU`, the vCPU fd ("kvm-vcpu:N"), its mmap
+//! (kvm_run, PIO data and coalesced-MMIO pages) and its ioctls.
+//!
+//! A vCPU belongs to its VM (the VM's vCPU table owns it and frees it when the VM goes, as
+//! upstream's `kvm_destroy_vcpus()`); the vCPU fd holds a VM reference, so closing vCPU fds and
+//! the VM fd works in any order.
+//!
+//! What a vCPU cannot do yet (the run loop and register state are issue 11): `KVM_RUN` checks
+//! what upstream checks before entering the guest and honours `immediate_exit` (EINTR, which
+//! `KVM_CAP_IMMEDIATE_EXIT` promises); past that it answers `EOPNOTSUPP` (a TD: `EINVAL`, as
+//! upstream before `KVM_TDX_INIT_VCPU`). The register ioctls answer the same; any other ioctl is
+//! `EINVAL`, x86's answer to an unknown vCPU ioctl.
+
+use crate::abi::*;
+use crate::env::OwnedPage;
+use crate::glue;
+use crate::stats;
+use crate::stats_fd::{self, StatsId};
+use crate::vm::{Vm, VmMmu, KVM_MAX_VCPU_IDS};
+use core::ffi::c_void;
+use core::sync::atomic::AtomicU64;
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::sync::Mutex;
+use mmu::cache::VcpuMmuCaches;
+
+/// A TD vCPU's pages in the TDX module (TDVPR and its TDCX pages). Placeholder:
+/// `KVM_TDX_INIT_VCPU` (TDH.VP.CREATE, VP.ADDCX, VP.INIT; issue 10, `tdabi`) fills it in; the
+/// VM's teardown flushes and reclaims them after the HKID is released.
+pub(crate) struct VcpuTd {
+    _private: (),
+}
+
+/// What the vCPU mutex (`vcpu->mutex`) guards.
+pub(crate) struct VcpuLocked {
+    /// The vCPU's MMU caches (for a TD including the private-SPT cache), topped up with
+    /// [`VmMmu::topup_vcpu_caches`] before the MMU lock is taken.
+    // Used by the fault paths (pre-fault, issue 10 `mem`; the run loop, issue 11).
+    #[allow(dead_code)]
+    pub(crate) caches: VcpuMmuCaches,
+    /// A TD vCPU's TDX state, once initialised.
+    #[allow(dead_code)]
+    pub(crate) td: Option<VcpuTd>,
+}
+
+/// Per-vCPU counters for the vCPU stats fd (cumulative).
+#[derive(Default)]
+pub(crate) struct VcpuStats {
+    /// Guest page faults handled through the TDP MMU (the run loop, issue 11).
+    pub(crate) page_faults: AtomicU64,
+    /// `KVM_PRE_FAULT_MEMORY` calls on this vCPU (issue 10, `mem`).
+    pub(crate) pre_fault_calls: AtomicU64,
+    /// Pages `KVM_PRE_FAULT_MEMORY` mapped (issue 10, `mem`).
+    pub(crate) pre_fault_pages: AtomicU64,
+}
+
+/// A vCPU.
+#[pin_data]
+pub(crate) struct Vcpu {
+    /// The VM (valid while the vCPU exists: the VM owns it).
+    vm: *const Vm,
+    /// `vcpu_id` (APIC ID), below the VM's `max_vcpu_ids`.
+    id: u32,
+    /// Position in the VM's vCPU table (`vcpu_idx`).
+    idx: u32,
+    /// `struct kvm_run`, page 0 of the vCPU fd.
+    run: OwnedPage,
+    /// The PIO data page, page 1 of the vCPU fd (`KVM_PIO_PAGE_OFFSET`).
+    pio: OwnedPage,
+    /// "kvm-<pid>/vcpu-<id>".
+    stats_id: StatsId,
+    /// `vcpu->mutex`: held by every vCPU ioctl.
+    #[pin]
+    mutex: Mutex<VcpuLocked>,
+    pub(crate) stats: VcpuStats,
+}
+
+// SAFETY: `vm` points to the VM that owns this vCPU; it is only dereferenced while the VM is
+// alive (a vCPU cannot outlive its VM), and the VM is `Sync`. Everything else is `Send`/`Sync`.
+unsafe impl Send for Vcpu {}
+// SAFETY: as above; mutable state is behind the mutex or atomics.
+unsafe impl Sync for Vcpu {}
+
+impl Vcpu {
+    fn new(vm: &Vm, id: u32, idx: u32) -> Result<Pin<KBox<Vcpu>>> {
+        let run = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
+        let pio = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
+        let stats_id = StatsId::vcpu(id);
+        let v = KBox::pin_init(
+            pin_init!(Vcpu {
+                vm,
+                id,
+                idx,
+                run,
+                pio,
+                stats_id,
+                mutex <- new_mutex!(
+                    VcpuLocked {
+                        caches: VcpuMmuCaches::new(),
+                        td: None,
+                    },
+                    "vcpu->mutex"
+                ),
+                stats: VcpuStats::default(),
+            }),
+            GFP_KERNEL,
+        )?;
+        stats::inc(stats::Kind::Vcpu);
+        Ok(v)
+    }
+
+    /// The VM.
+    pub(crate) fn vm(&self) -> &Vm {
+        // SAFETY: the VM owns this vCPU, so it is alive as long as `self` is.
+        unsafe { &*self.vm }
+    }
+
+    /// The stats id.
+    pub(crate) fn stats_id(&self) -> &StatsId {
+        &self.stats_id
+    }
+
+    /// The vCPU mutex.
+    // The fault and TDX vCPU paths take it.
+    #[allow(dead_code)]
+    pub(crate) fn lock(
+        &self,
+    ) -> kernel::sync::lock::Guard<'_, VcpuLocked, kernel::sync::lock::mutex::MutexBackend> {
+        self.mutex.lock()
+    }
+
+    /// Frees the vCPU (VM teardown, or a creation that did not complete): its caches go back
+    /// through the MMU, its pages to the allocator.
+    pub(crate) fn destroy(self: Pin<KBox<Self>>, mmu: &VmMmu) {
+        mmu.free_vcpu_caches(&mut self.mutex.lock().caches);
+        drop(self);
+        stats::dec(stats::Kind::Vcpu);
+    }
+
+    /// The page mapped at page `pgoff` of the vCPU fd (upstream `kvm_vcpu_fault`), if any.
+    fn page_at(&self, pgoff: usize) -> Option<&OwnedPage> {
+        match pgoff {
+            0 => Some(&self.run),
+            KVM_PIO_PAGE_OFFSET => Some(&self.pio),
+            KVM_COALESCED_MMIO_PAGE_OFFSET => Some(self.vm().coalesced_mmio_ring()),
+            _ => None,
+        }
+    }
+
+    /// `KVM_RUN` (see the module docs for what it does before the run loop exists).
+    fn run(&self, arg: usize) -> Result<isize> {
+        if arg != 0 {
+            return Err(EINVAL);
+        }
+        let _guard = self.mutex.lock();
+        let run = self.run.virt();
+        // SAFETY: `run` is the vCPU's own kvm_run page (4 KiB, mapped for the vCPU's life);
+        // userspace may write it at any time, so every field is read once, volatile, as
+        // upstream's READ_ONCE, and only `flags` is written.
+        let (immediate_exit, cr8, valid, dirty) = unsafe {
+            core::ptr::write_volatile(run.add(KVM_RUN_FLAGS).cast::<u16>(), 0);
+            (
+                core::ptr::read_volatile(run.add(KVM_RUN_IMMEDIATE_EXIT)),
+                core::ptr::read_volatile(run.add(KVM_RUN_CR8).cast::<u64>()),
+                core::ptr::read_volatile(run.add(KVM_RUN_VALID_REGS).cast::<u64>()),
+                core::ptr::read_volatile(run.add(KVM_RUN_DIRTY_REGS).cast::<u64>()),
+            )
+        };
+        // kvm_arch_vcpu_ioctl_run's order: sync-register fields, then CR8 (no in-kernel LAPIC:
+        // kvm_set_cr8 refuses reserved bits), then immediate_exit.
+        if (valid | dirty) & !KVM_SYNC_X86_VALID_FIELDS != 0 {
+            return Err(EINVAL);
+        }
+        if dirty != 0 {
+            // sync_regs would load register state, which does not exist yet.
+            return Err(eopnotsupp());
+        }
+        if cr8 & !0xf != 0 {
+            return Err(EINVAL);
+        }
+        if immediate_exit != 0 {
+            return Err(EINTR);
+        }
+        self.not_yet()
+    }
+
+    /// The answer of an ioctl that needs the run loop or register state.
+    fn not_yet(&self) -> Result<isize> {
+        if self.vm().is_td() {
+            // Upstream: no TD vCPU runs or shows its registers before KVM_TDX_INIT_VCPU.
+            Err(EINVAL)
+        } else {
+            Err(eopnotsupp())
+        }
+    }
+
+    fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
+        if !self.vm().owned_by_current() {
+            return Err(EIO);
+        }
+        if ioc_type(cmd) != KVMIO {
+            return Err(EINVAL);
+        }
+        match cmd {
+            KVM_RUN => self.run(arg),
+            KVM_GET_STATS_FD => stats_fd::vcpu_stats_fd(self),
+            c if VCPU_STATE_IOCTLS.contains(&c) => {
+                let _guard = self.mutex.lock();
+                self.not_yet()
+            }
+            _ => Err(EINVAL),
+        }
+    }
+}
+
+/// `KVM_CREATE_VCPU` (upstream `kvm_vm_ioctl_create_vcpu` + x86 `kvm_arch_vcpu_precreate`).
+pub(crate) fn create(vm: &Vm, id: usize) -> Result<isize> {
+    // IDs are `int`s upstream: anything at or above the limit, bits 63:32 included, is EINVAL.
+    if id >= KVM_MAX_VCPU_IDS as usize {
+        return Err(EINVAL);
+    }
+    let id = id as u32;
+    {
+        let mut l = vm.lock();
+        if l.created_vcpus >= vm.max_vcpus() {
+            return Err(EINVAL);
+        }
+        if l.max_vcpu_ids == 0 {
+            l.max_vcpu_ids = KVM_MAX_VCPU_IDS;
+        }
+        if id >= l.max_vcpu_ids {
+            return Err(EINVAL);
+        }
+        l.created_vcpus += 1;
+    }
+    let r = install(vm, id);
+    if r.is_err() {
+        vm.lock().created_vcpus -= 1;
+    }
+    r
+}
+
+/// Under the VM lock: checks the id is free, allocates the vCPU into the next table slot and
+/// gives userspace its fd. (Upstream allocates outside the lock and checks the id after; the
+/// answers are the same, and a mutex may be held while allocating.)
+fn install(vm: &Vm, id: u32) -> Result<isize> {
+    let mut l = vm.lock();
+    if l.online().any(|v| v.id == id) {
+        return Err(EEXIST);
+    }
+    let idx = l.online_vcpus as usize;
+    let vcpu = Vcpu::new(vm, id, idx as u32)?;
+    // The box is pinned: the pointer stays valid when the box moves into the table.
+    let vcpu_ptr: *const Vcpu = &*vcpu;
+    if idx < l.vcpus.len() {
+        l.vcpus[idx] = Some(vcpu);
+    } else if l.vcpus.push(Some(vcpu), GFP_KERNEL).is_err() {
+        // `push` dropped the box with its pages; the caches are still empty.
+        stats::dec(stats::Kind::Vcpu);
+        return Err(ENOMEM);
+    }
+    // The fd holds a VM reference from now on (given back in `tdxkvm_rust_vcpu_release`).
+    let vm_ref = vm.get_raw();
+    // SAFETY: `vcpu_ptr` points into the pinned box now owned by the VM's table, alive as long
+    // as the VM, which the new file keeps alive; the file gives the reference back at release.
+    let fd = unsafe { glue::tdxkvm_vcpu_fd(vcpu_ptr as *mut c_void, id) };
+    if fd < 0 {
+        let v = l.vcpus.get_mut(idx).and_then(|s| s.take());
+        drop(l);
+        if let Some(v) = v {
+            v.destroy(vm.mmu());
+        }
+        // SAFETY: the reference taken above; no file took it.
+        unsafe { Vm::put_raw(vm_ref) };
+        return Err(Error::from_errno(fd));
+    }
+    l.online_vcpus += 1;
+    Ok(fd as isize)
+}
+
+/// `EOPNOTSUPP` (the 6.12 kernel crate names no constant for it).
+fn eopnotsupp() -> Error {
+    Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
+}
+
+/// vCPU ioctls that read or write register state (upstream generic and x86 ones): they need
+/// the run loop's vCPU state.
+const VCPU_STATE_IOCTLS: [u32; 14] = [
+    KVM_GET_REGS,
+    KVM_SET_REGS,
+    KVM_GET_SREGS,
+    KVM_SET_SREGS,
+    KVM_GET_FPU,
+    KVM_SET_FPU,
+    KVM_GET_MP_STATE,
+    KVM_SET_MP_STATE,
+    KVM_SET_CPUID2,
+    KVM_GET_CPUID2,
+    KVM_VCPU_GET_MSRS,
+    KVM_SET_MSRS,
+    KVM_GET_LAPIC,
+    KVM_SET_LAPIC,
+];
+
+/// vCPU-fd ioctl entry point.
+///
+/// # Safety
+///
+/// `vcpu` is the `private_data` of a vCPU file (set in [`install`]); the file holds a VM
+/// reference until release, which cannot run while an ioctl is in flight on the file.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn tdxkvm_rust_vcpu_ioctl(
+    vcpu: *const c_void,
+    cmd: u32,
+    arg: usize,
+) -> isize {
+    // SAFETY: the caller's contract: the vCPU lives as long as its VM, which the file keeps.
+    let vcpu = unsafe { &*vcpu.cast::<Vcpu>() };
+    vcpu.ioctl(cmd, arg)
+        .unwrap_or_else(|e| e.to_errno() as isize)
+}
+
+/// The page behind page `pgoff` of a vCPU mapping (its direct-map address), or NULL (SIGBUS).
+///
+/// # Safety
+///
+/// `vcpu` is the `private_data` of a vCPU file whose mapping is being faulted (the mapping holds
+/// the file, the file holds the VM, the VM holds the vCPU).
+#[no_mangle]
+pub(crate) unsafe extern "C" fn tdxkvm_rust_vcpu_page(
+    vcpu: *const c_void,
+    pgoff: usize,
+) -> *mut c_void {
+    // SAFETY: the caller's contract.
+    let vcpu = unsafe { &*vcpu.cast::<Vcpu>() };
+    vcpu.page_at(pgoff)
+        .map_or(core::ptr::null_mut(), |p| p.virt().cast())
+}
+
+/// vCPU-fd release: gives the file's VM reference back (the last one tears the VM down).
+///
+/// # Safety
+///
+/// `vcpu` is the `private_data` of a vCPU file, released exactly once.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn tdxkvm_rust_vcpu_release(vcpu: *const c_void) {
+    // SAFETY: the caller's contract: the vCPU is alive until the VM reference below is dropped.
+    let vm: *const Vm = unsafe { (*vcpu.cast::<Vcpu>()).vm };
+    // SAFETY: the reference `install` took for this file, given back once.
+    unsafe { Vm::put_raw(vm) };
+}
+
+impl Vcpu {
+    /// Position in the VM's vCPU table.
+    // For vCPU iteration by the run loop and kicks (issue 11).
+    #[allow(dead_code)]
+    pub(crate) fn idx(&self) -> u32 {
+        self.idx
+    }
+}
