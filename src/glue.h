@@ -72,4 +72,16 @@ unsigned int tdxkvm_num_online_cpus(void);
 int tdxkvm_vcpu_fd(void *vcpu, u32 id);
 int tdxkvm_stats_fd(void *owner, int kind);
 
+/* Guest memory (src/memslot.rs, src/gmem.rs). */
+bool tdxkvm_user_range_ok(u64 addr, u64 size);
+int tdxkvm_gmem_create(void *priv, u64 size);
+void *tdxkvm_gmem_fget(int fd, void **priv, u64 *i_size);
+void tdxkvm_fput(void *file);
+u64 tdxkvm_file_size(void *file);
+void tdxkvm_gmem_invalidate_lock(void *file);
+void tdxkvm_gmem_invalidate_unlock(void *file);
+long tdxkvm_gmem_allocate(void *file, u64 start, u64 end);
+void tdxkvm_gmem_truncate(void *file, u64 start, u64 end);
+void tdxkvm_gmem_leak_range(void *file, u64 start, u64 end);
+
 #endif

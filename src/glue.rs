@@ -76,6 +76,25 @@ extern "C" {
     pub(crate) fn tdxkvm_num_online_cpus() -> c_uint;
     pub(crate) fn tdxkvm_vcpu_fd(vcpu: *mut c_void, id: u32) -> c_int;
     pub(crate) fn tdxkvm_stats_fd(owner: *mut c_void, kind: c_int) -> c_int;
+    // Guest memory (src/memslot.rs, src/gmem.rs).
+    pub(crate) fn tdxkvm_user_range_ok(addr: u64, size: u64) -> bool;
+    pub(crate) fn tdxkvm_gmem_create(priv_: *mut c_void, size: u64) -> c_int;
+    pub(crate) fn tdxkvm_gmem_fget(
+        fd: c_int,
+        priv_: *mut *mut c_void,
+        i_size: *mut u64,
+    ) -> *mut c_void;
+    pub(crate) fn tdxkvm_fput(file: *mut c_void);
+    pub(crate) fn tdxkvm_file_size(file: *mut c_void) -> u64;
+    pub(crate) fn tdxkvm_gmem_invalidate_lock(file: *mut c_void);
+    pub(crate) fn tdxkvm_gmem_invalidate_unlock(file: *mut c_void);
+    pub(crate) fn tdxkvm_gmem_allocate(
+        file: *mut c_void,
+        start: u64,
+        end: u64,
+    ) -> core::ffi::c_long;
+    pub(crate) fn tdxkvm_gmem_truncate(file: *mut c_void, start: u64, end: u64);
+    pub(crate) fn tdxkvm_gmem_leak_range(file: *mut c_void, start: u64, end: u64);
 }
 
 /// The `tdx=` module parameter, compared without allocating.

@@ -8,12 +8,16 @@
 use kernel::prelude::*;
 
 mod abi;
+mod attributes;
 mod backend;
 mod dev;
 mod env;
 mod extable;
 mod glue;
+mod gmem;
 mod hw;
+mod mem_abi;
+mod memslot;
 mod selftest;
 mod stats;
 mod stats_fd;

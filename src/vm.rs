@@ -95,11 +95,7 @@ impl VmMmu {
     }
 }
 
-/// The VM's memslots. Placeholder: the memslot work (issue 10, `mem`) defines what it holds and
-/// how it is locked (upstream: `slots_lock` + SRCU).
-pub(crate) struct Memslots {
-    _private: (),
-}
+pub(crate) use crate::memslot::Memslots;
 
 /// What the VM lock guards (upstream fields protected by `kvm->lock`).
 pub(crate) struct VmLocked {
@@ -169,8 +165,8 @@ pub(crate) struct Vm {
     #[pin]
     lock: Mutex<VmLocked>,
     mmu: VmMmu,
-    // Filled in by the memslot work.
-    #[allow(dead_code)]
+    /// Memslots and memory attributes under `slots_lock` ([`crate::memslot`]).
+    #[pin]
     memslots: Memslots,
     /// The coalesced-MMIO ring page, mapped at page 2 of every vCPU fd (upstream allocates it
     /// with the VM; no zone is ever registered here, so it stays empty).
@@ -212,7 +208,7 @@ impl Vm {
                     "kvm->lock"
                 ),
                 mmu,
-                memslots: Memslots { _private: () },
+                memslots <- Memslots::new(),
                 coalesced_mmio_ring: ring,
             }),
             GFP_KERNEL,
@@ -241,6 +237,16 @@ impl Vm {
     /// The MMU.
     pub(crate) fn mmu(&self) -> &VmMmu {
         &self.mmu
+    }
+
+    /// The machine type (`KVM_X86_*_VM`).
+    pub(crate) fn vm_type(&self) -> usize {
+        self.vm_type
+    }
+
+    /// Memslots and memory attributes (`slots_lock`).
+    pub(crate) fn memslots(&self) -> &Memslots {
+        &self.memslots
     }
 
     /// The stats id ("kvm-<pid>").

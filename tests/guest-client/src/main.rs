@@ -120,11 +120,12 @@ struct Ctx {
     tdx: bool,
 }
 
+mod memory;
 mod system;
 
 /// Every test of the suite, area by area (one module per area).
 fn tests() -> Vec<Test> {
-    [system::tests()].concat()
+    [system::tests(), memory::tests()].concat()
 }
 
 const EINVAL: i32 = libc::EINVAL;

@@ -1,0 +1,293 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Memslots of a VM: `KVM_SET_USER_MEMORY_REGION` and `KVM_SET_USER_MEMORY_REGION2` (upstream
+//! `kvm_vm_ioctl_set_memory_region` → `kvm_set_memory_region` → `kvm_set_memslot`, 6.12).
+//!
+//! The checks and the change kinds are `memcore::memslot`'s (host-tested); this file copies the
+//! structures in, binds a guest_memfd for a `KVM_MEM_GUEST_MEMFD` slot ([`crate::gmem`]),
+//! commits, and zaps both roots over the old range of a deleted or moved slot — for a TD the
+//! mirror through the S-EPT backend (BLOCK, TRACK, REMOVE).
+//!
+//! Locking: [`Memslots`] is upstream's `slots_lock`: it serialises memslot changes, attribute
+//! changes ([`crate::attributes`]) and guest_memfd binds, releases and hole punches. It nests
+//! outside the MMU lock (zaps run with it held) and is never taken by anything the kernel's
+//! reclaim can call, so allocating under it is fine. Upstream readers use SRCU; readers here
+//! (the fault side, still to come) take the same mutex for the lookup only.
+
+use crate::glue;
+use crate::mem_abi::*;
+use crate::vm::{Vm, VmMmu};
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::sync::Mutex;
+use kernel::uaccess::UserSlice;
+use memcore::attributes::{AttrMap, AttrRange};
+use memcore::memslot::{Change, GmemId, Memslot, MemslotSet, RegionIoctl, VmMemCaps};
+use memcore::store::Store;
+use memcore::Errno;
+use mmu::env::MmuEnv;
+use mmu::external::ExternalPageTable;
+use mmu::spte::PagingFormat;
+use mmu::tdp::{TdpMmu, ZapTarget};
+use mmu::{Gfn, MmuError};
+
+/// A [`Store`] in a `KVec` of `Copy` elements; grown (allocating) only by [`KVecStore::reserve`],
+/// so the core's calls never allocate.
+pub(crate) struct KVecStore<T>(KVec<T>);
+
+impl<T: Copy> KVecStore<T> {
+    /// An empty store.
+    pub(crate) fn new() -> Self {
+        KVecStore(KVec::new())
+    }
+
+    /// Makes room for `n` more elements.
+    pub(crate) fn reserve(&mut self, n: usize) -> Result {
+        if n == 0 {
+            return Ok(());
+        }
+        self.0.reserve(n, GFP_KERNEL_ACCOUNT).map_err(|_| ENOMEM)
+    }
+}
+
+impl<T: Copy> Store<T> for KVecStore<T> {
+    fn as_slice(&self) -> &[T] {
+        self.0.as_slice()
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        self.0.as_mut_slice()
+    }
+
+    fn spare(&self) -> usize {
+        self.0.capacity() - self.0.len()
+    }
+
+    fn insert(&mut self, index: usize, value: T) -> core::result::Result<(), Errno> {
+        if self.spare() == 0 || index > self.0.len() {
+            return Err(Errno::ENOMEM);
+        }
+        // Within capacity: `push` does not allocate.
+        self.0.push(value, GFP_NOWAIT).map_err(|_| Errno::ENOMEM)?;
+        self.0.as_mut_slice()[index..].rotate_right(1);
+        Ok(())
+    }
+
+    fn remove(&mut self, index: usize) -> T {
+        let s = self.0.as_mut_slice();
+        let v = s[index];
+        s[index..].rotate_left(1);
+        let len = s.len() - 1;
+        // SAFETY: `len` is below the current length, so `0..len` stays initialised; `T: Copy`
+        // has no destructor to skip for the element given up.
+        unsafe { self.0.set_len(len) };
+        v
+    }
+}
+
+/// What `slots_lock` guards.
+pub(crate) struct MemState {
+    /// The memslots (one address space: no SMM).
+    pub(crate) slots: MemslotSet<KVecStore<Memslot>>,
+    /// Memory attributes per GFN.
+    pub(crate) attrs: AttrMap<KVecStore<AttrRange>>,
+    /// This VM's open guest_memfd files. A slot names its file by [`GmemId`]; a file that is
+    /// gone is not here (upstream clears `slot->gmem.file` at release).
+    pub(crate) gmem_files: KVec<crate::gmem::GmemRef>,
+}
+
+/// The VM's memslots and memory attributes under `slots_lock`.
+#[pin_data]
+pub(crate) struct Memslots {
+    #[pin]
+    state: Mutex<MemState>,
+}
+
+impl Memslots {
+    /// No slots, every GFN shared.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Memslots {
+            state <- new_mutex!(
+                MemState {
+                    slots: MemslotSet::new(KVecStore::new()),
+                    attrs: AttrMap::new(KVecStore::new()),
+                    gmem_files: KVec::new(),
+                },
+                "kvm->slots_lock"
+            ),
+        })
+    }
+
+    /// Takes `slots_lock`.
+    pub(crate) fn lock(
+        &self,
+    ) -> kernel::sync::lock::Guard<'_, MemState, kernel::sync::lock::mutex::MutexBackend> {
+        self.state.lock()
+    }
+}
+
+/// The kernel error for a core errno.
+pub(crate) fn err(e: Errno) -> Error {
+    Error::from_errno(-e.to_errno())
+}
+
+/// Whether the VM has private memory (upstream `kvm_arch_has_private_mem`).
+pub(crate) fn has_private_mem(vm: &Vm) -> bool {
+    matches!(
+        vm.vm_type(),
+        crate::abi::KVM_X86_SW_PROTECTED_VM | crate::abi::KVM_X86_TDX_VM
+    )
+}
+
+/// Whether `KVM_MEM_READONLY` is available (upstream: not with protected state, i.e. TDs).
+pub(crate) fn has_readonly_mem(vm: &Vm) -> bool {
+    !vm.is_td()
+}
+
+/// GFN bits of the guest-physical space the MMUs map (4-level: 48-bit GPAs).
+const GPA_BITS: u32 = 48;
+
+/// The VM's memslot capabilities for the core's checks.
+fn caps(vm: &Vm) -> VmMemCaps {
+    // SAFETY: reads boot_cpu_data.x86_phys_bits; no preconditions.
+    let host_bits = unsafe { glue::tdxkvm_phys_bits() };
+    let bits = host_bits.clamp(32, GPA_BITS);
+    VmMemCaps {
+        private_mem: has_private_mem(vm),
+        readonly_mem: has_readonly_mem(vm),
+        dirty_logging: false,
+        nr_as_ids: 1,
+        max_gfn: Gfn::new((1u64 << (bits - 12)) - 1),
+        // A TD's shared bit is GPA bit 47 with 4-level S-EPT (tdx-vm-abi.md §3).
+        shared_gfn_bit: vm.is_td().then_some(1u64 << (GPA_BITS - 1 - 12)),
+    }
+}
+
+/// `KVM_CHECK_EXTENSION` answers of this area (`vm` None on `/dev/kvm`); `None` for other caps.
+pub(crate) fn check_extension(cap: u64, vm: Option<&Vm>) -> Option<isize> {
+    Some(match cap {
+        KVM_CAP_USER_MEMORY | KVM_CAP_USER_MEMORY2 => 1,
+        KVM_CAP_NR_MEMSLOTS => memcore::uapi::KVM_USER_MEM_SLOTS as isize,
+        KVM_CAP_READONLY_MEM => vm.map_or(true, has_readonly_mem) as isize,
+        KVM_CAP_GUEST_MEMFD => vm.map_or(true, has_private_mem) as isize,
+        KVM_CAP_MEMORY_ATTRIBUTES => {
+            memcore::attributes::supported_attributes(vm.map_or(true, has_private_mem)) as isize
+        }
+        _ => return None,
+    })
+}
+
+/// How often a zap that found the S-EPT busy is repeated before the VM is marked bugged.
+const ZAP_RETRIES: usize = 16;
+
+fn zap_one<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
+    mmu: &TdpMmu<F, E, X>,
+    target: ZapTarget,
+    start: Gfn,
+    end: Gfn,
+) -> core::result::Result<(), MmuError> {
+    let mut last = Ok(());
+    for _ in 0..ZAP_RETRIES {
+        let guard = mmu.write();
+        last = mmu.zap_range(&guard, target, start, end).map(|_| ());
+        drop(guard);
+        match last {
+            Err(MmuError::ExternalBusy) => continue,
+            _ => break,
+        }
+    }
+    if last.is_err() && !mmu.is_bugged() {
+        // Upstream KVM_BUG_ON: a zap that cannot finish leaves pages the guest may still reach.
+        pr_err!(
+            "zap of GFNs {:?}..{:?} failed: {:?}; VM marked bugged\n",
+            start,
+            end,
+            last
+        );
+        mmu.mark_bugged();
+    }
+    last
+}
+
+impl VmMmu {
+    /// Zaps `[start, end)` (memslot GFNs) in the chosen roots, retrying an S-EPT that stays
+    /// busy; a zap that cannot finish marks the VM bugged. A TD whose MMU is gone has nothing
+    /// mapped.
+    ///
+    /// Locking: takes the MMU lock exclusively; callers hold `slots_lock`.
+    pub(crate) fn zap_gfns(
+        &self,
+        target: ZapTarget,
+        start: Gfn,
+        end: Gfn,
+    ) -> core::result::Result<(), MmuError> {
+        if start >= end {
+            return Ok(());
+        }
+        match self {
+            // One root holds both kinds of memory of a plain or software-protected VM.
+            VmMmu::Plain(m) => zap_one(m, ZapTarget::Shared, start, end),
+            VmMmu::Td(td) => match td.mmu() {
+                Some(m) => zap_one(m, target, start, end),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// `untagged_addr(addr) == addr && access_ok(addr, size)`.
+fn user_range_ok(addr: u64, size: u64) -> bool {
+    // SAFETY: only computes on the values (current's address limit); touches no memory.
+    unsafe { glue::tdxkvm_user_range_ok(addr, size) }
+}
+
+/// `KVM_SET_USER_MEMORY_REGION` / `KVM_SET_USER_MEMORY_REGION2` on `vm`.
+pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) -> Result<isize> {
+    let mem: KvmUserspaceMemoryRegion2 = match ioctl {
+        RegionIoctl::V1 => UserSlice::new(arg, core::mem::size_of::<KvmUserspaceMemoryRegion>())
+            .reader()
+            .read::<KvmUserspaceMemoryRegion>()?
+            .into(),
+        RegionIoctl::V2 => UserSlice::new(arg, core::mem::size_of::<KvmUserspaceMemoryRegion2>())
+            .reader()
+            .read()?,
+    };
+    let req = mem.request();
+    memcore::memslot::check_ioctl(ioctl, &req).map_err(err)?;
+    let caps = caps(vm);
+    let mut st = vm.memslots().lock();
+    let mut change = st.slots.prepare(&caps, &req, user_range_ok).map_err(err)?;
+    let mut bound: Option<GmemId> = None;
+    if let Change::Create(ref mut new) = change {
+        if new.flags & memcore::uapi::KVM_MEM_GUEST_MEMFD != 0 {
+            let g = crate::gmem::bind(vm, &mut st, new, req.guest_memfd, req.guest_memfd_offset)?;
+            bound = Some(g);
+        }
+    }
+    let need = st.slots.room_needed(&change);
+    let committed = st
+        .slots
+        .store_mut()
+        .reserve(need)
+        .and_then(|()| st.slots.commit(&caps, &change).map_err(err));
+    if let Err(e) = committed {
+        if let (Some(g), Change::Create(new)) = (bound, &change) {
+            crate::gmem::unbind(&mut st, g, new.id);
+        }
+        return Err(e);
+    }
+    match change {
+        Change::Delete(old) | Change::Move { old, .. } => {
+            // Upstream kvm_arch_flush_shadow_memslot: every mapping of the old range goes, in
+            // both roots; private contents of a deleted slot are lost.
+            // A zap that cannot finish marked the VM bugged; the slot is gone either way.
+            vm.mmu()
+                .zap_gfns(ZapTarget::Both, old.base_gfn, old.end_gfn())
+                .ok();
+            if let (Change::Delete(_), Some(g)) = (change, old.gmem) {
+                crate::gmem::unbind(&mut st, g.file, old.id);
+            }
+        }
+        _ => {}
+    }
+    Ok(0)
+}
