@@ -43,6 +43,8 @@ pub(crate) fn set(vm: &Vm, arg: usize) -> Result<isize> {
     } else {
         ZapTarget::Mirror
     };
+    let inv = vm.memslots().invalidation();
+    inv.begin();
     for s in st.slots.slots() {
         let start = s.base_gfn.max(req.start);
         let end = s.end_gfn().min(req.end);

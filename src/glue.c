@@ -14,6 +14,7 @@
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
+#include <linux/mmu_notifier.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pagemap.h>
@@ -794,7 +795,7 @@ static const struct address_space_operations gmem_aops = {
 };
 
 /* A guest_memfd file with its own inode (upstream __kvm_gmem_create); returns the fd. */
-int tdxkvm_gmem_create(void *priv, u64 size)
+int tdxkvm_gmem_create(void *priv, u64 size, void **filep)
 {
 	struct inode *inode;
 	struct file *file;
@@ -818,6 +819,7 @@ int tdxkvm_gmem_create(void *priv, u64 size)
 	mapping_set_inaccessible(inode->i_mapping);
 	mapping_set_large_folios(inode->i_mapping);
 	WARN_ON_ONCE(!mapping_unevictable(inode->i_mapping));
+	*filep = file;
 	fd_install(fd, file);
 	return fd;
 }
@@ -937,4 +939,149 @@ void tdxkvm_gmem_leak_range(void *file, u64 start, u64 end)
 		folio_batch_release(&fbatch);
 		cond_resched();
 	}
+}
+
+/* A reference to @file unless its count already reached zero (it is being released). */
+bool tdxkvm_file_get_active(void *file)
+{
+	return atomic_long_inc_not_zero(&((struct file *)file)->f_count);
+}
+
+/*
+ * The folio backing page @index (upstream kvm_gmem_get_pfn): allocated (2 MiB where it can be,
+ * see gmem_get_folio) and zeroed if new. Returns the folio with a reference, or NULL; *pfn is
+ * the page of @index, *order the folio's order.
+ */
+void *tdxkvm_gmem_get_pfn(void *filep, u64 index, u64 *pfn, unsigned int *order)
+{
+	struct address_space *mapping = ((struct file *)filep)->f_mapping;
+	pgoff_t head = ALIGN_DOWN(index, PTRS_PER_PMD);
+	struct folio *folio;
+	long i, n;
+
+	filemap_invalidate_lock_shared(mapping);
+	/* Try the 2 MiB folio around @index first, so a later fault can map it whole. */
+	folio = gmem_get_folio(mapping, head);
+	if (!IS_ERR(folio) && (index < folio->index || index >= folio_next_index(folio))) {
+		folio_unlock(folio);
+		folio_put(folio);
+		folio = gmem_get_folio(mapping, index);
+	}
+	filemap_invalidate_unlock_shared(mapping);
+	if (IS_ERR(folio))
+		return NULL;
+	if (!folio_test_uptodate(folio)) {
+		n = folio_nr_pages(folio);
+		for (i = 0; i < n; i++)
+			clear_highpage(folio_page(folio, i));
+		folio_mark_uptodate(folio);
+	}
+	*pfn = folio_pfn(folio) + (index - folio->index);
+	*order = folio_order(folio);
+	folio_unlock(folio);
+	return folio;
+}
+
+void tdxkvm_folio_put(void *folio)
+{
+	folio_put(folio);
+}
+
+/*
+ * The page at @hva of the current mm (upstream hva_to_pfn): writable if @want_write and the
+ * mapping allows it, else read-only. 0 with a page reference in *pagep, or -errno.
+ */
+int tdxkvm_gup(u64 hva, bool want_write, void **pagep, u64 *pfn, bool *writable)
+{
+	struct page *page;
+	long n;
+
+	if (want_write && get_user_page_fast_only(hva, FOLL_WRITE, &page)) {
+		*writable = true;
+		goto out;
+	}
+	n = get_user_pages_unlocked(hva, 1, &page, want_write ? FOLL_WRITE : 0);
+	if (n == 1) {
+		*writable = want_write;
+		goto out;
+	}
+	if (want_write) {
+		n = get_user_pages_unlocked(hva, 1, &page, 0);
+		if (n == 1) {
+			*writable = false;
+			goto out;
+		}
+	}
+	return n < 0 ? n : -EFAULT;
+out:
+	*pagep = page;
+	*pfn = page_to_pfn(page);
+	return 0;
+}
+
+void tdxkvm_put_page(void *page)
+{
+	put_page(page);
+}
+
+int tdxkvm_rust_mn_invalidate_start(void *vm, u64 start, u64 end);
+void tdxkvm_rust_mn_invalidate_end(void *vm);
+void tdxkvm_rust_mn_release(void *vm);
+
+struct tdxkvm_mn {
+	struct mmu_notifier mn;
+	void *vm;
+};
+
+static int mn_invalidate_range_start(struct mmu_notifier *mn,
+				     const struct mmu_notifier_range *range)
+{
+	struct tdxkvm_mn *m = container_of(mn, struct tdxkvm_mn, mn);
+
+	return tdxkvm_rust_mn_invalidate_start(m->vm, range->start, range->end);
+}
+
+static void mn_invalidate_range_end(struct mmu_notifier *mn,
+				    const struct mmu_notifier_range *range)
+{
+	struct tdxkvm_mn *m = container_of(mn, struct tdxkvm_mn, mn);
+
+	tdxkvm_rust_mn_invalidate_end(m->vm);
+}
+
+static void mn_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct tdxkvm_mn *m = container_of(mn, struct tdxkvm_mn, mn);
+
+	tdxkvm_rust_mn_release(m->vm);
+}
+
+static const struct mmu_notifier_ops mn_ops = {
+	.invalidate_range_start = mn_invalidate_range_start,
+	.invalidate_range_end = mn_invalidate_range_end,
+	.release = mn_release,
+};
+
+/* Registers an MMU notifier for @vm on the current mm (upstream kvm_init_mmu_notifier). */
+void *tdxkvm_mn_register(void *vm)
+{
+	struct tdxkvm_mn *m = kzalloc(sizeof(*m), GFP_KERNEL_ACCOUNT);
+
+	if (!m)
+		return NULL;
+	m->vm = vm;
+	m->mn.ops = &mn_ops;
+	if (mmu_notifier_register(&m->mn, current->mm)) {
+		kfree(m);
+		return NULL;
+	}
+	return m;
+}
+
+void tdxkvm_mn_unregister(void *p)
+{
+	struct tdxkvm_mn *m = p;
+
+	mmu_notifier_unregister(&m->mn, m->mn.mm);
+	kfree(m);
 }

@@ -38,6 +38,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// One guest_memfd file (upstream `struct kvm_gmem`).
 pub(crate) struct GmemFile {
     id: GmemId,
+    /// The `struct file`, set (under `slots_lock`) once made; valid while registered.
+    file: *mut c_void,
     /// A counted VM reference ([`Vm::get_raw`]), given back when the file goes.
     vm: *const Vm,
     /// The memslots bound to ranges of this file; guarded by the VM's `slots_lock` (every
@@ -101,6 +103,7 @@ pub(crate) fn create(vm: &Vm, arg: usize) -> Result<isize> {
     let file = KBox::new(
         GmemFile {
             id,
+            file: core::ptr::null_mut(),
             vm: vm.get_raw(),
             bindings: Bindings::new(KVecStore::new()),
         },
@@ -117,16 +120,35 @@ pub(crate) fn create(vm: &Vm, arg: usize) -> Result<isize> {
         drop(unsafe { KBox::from_raw(raw) });
         return Err(e.into());
     }
-    // SAFETY: `raw` stays valid until the file's release, which gives it back.
-    let fd = unsafe { glue::tdxkvm_gmem_create(raw.cast(), a.size) };
+    let mut filep = core::ptr::null_mut();
+    // SAFETY: `raw` stays valid until the file's release, which gives it back; `filep` is
+    // written on success.
+    let fd = unsafe { glue::tdxkvm_gmem_create(raw.cast(), a.size, &mut filep) };
     if fd < 0 {
         unregister(&mut st, id);
         // SAFETY: no file was made, and it is unregistered: still ours.
         drop(unsafe { KBox::from_raw(raw) });
         return Err(Error::from_errno(fd));
     }
+    // SAFETY: registered and `slots_lock` held: release (which would free it) waits for it.
+    unsafe { (*raw).file = filep };
     // `slots_lock` is dropped here: a close racing with this return waits for it in release.
     Ok(fd as isize)
+}
+
+/// A counted reference to the `struct file` of the open guest_memfd `id` (upstream
+/// `kvm_gmem_get_file`): `None` if it is closed or closing. The caller `fput`s it.
+pub(crate) fn file_of(st: &MemState, id: GmemId) -> Option<*mut c_void> {
+    let r = st.gmem_files.iter().find(|r| r.id == id)?;
+    // SAFETY: registered entries point at live `GmemFile`s (INVARIANT of `GmemRef`); `st`
+    // borrows `slots_lock`.
+    let file = unsafe { (*r.file).file };
+    if file.is_null() {
+        return None;
+    }
+    // SAFETY: the file's memory is live while it is registered (release unregisters under
+    // `slots_lock` before it returns); a count already at zero is refused.
+    unsafe { glue::tdxkvm_file_get_active(file) }.then_some(file)
 }
 
 /// Binds `slot` (a `KVM_MEM_GUEST_MEMFD` create) to `fd` at byte `offset` (upstream
@@ -231,6 +253,9 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_fallocate(
             unsafe { glue::tdxkvm_gmem_invalidate_lock(file) };
             // SAFETY: registered while the file is open; `st` serialises access.
             let f = unsafe { &*gmem.cast::<GmemFile>() };
+            // A fault that found a page of the hole before the truncation retries.
+            let inv = vm.memslots().invalidation();
+            inv.begin();
             let zapped = zap_bound(f, start, end);
             let r = match zapped {
                 Ok(()) => {
@@ -245,6 +270,7 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_fallocate(
                     -(e.to_errno() as c_long)
                 }
             };
+            inv.end();
             // SAFETY: taken above.
             unsafe { glue::tdxkvm_gmem_invalidate_unlock(file) };
             drop(st);
@@ -268,7 +294,11 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_release(gmem: *mut c_void, file
     let mut st = vm.memslots().lock();
     // SAFETY: `file` is live during its release.
     unsafe { glue::tdxkvm_gmem_invalidate_lock(file) };
-    if zap_bound(f, 0, u64::MAX).is_err() {
+    let inv = vm.memslots().invalidation();
+    inv.begin();
+    let zapped = zap_bound(f, 0, u64::MAX);
+    inv.end();
+    if zapped.is_err() {
         // SAFETY: as above.
         unsafe { glue::tdxkvm_gmem_leak_range(file, 0, u64::MAX >> 12) };
     }

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The uapi of guest memory (`include/uapi/linux/kvm.h`, 6.12): memslots, guest_memfd, memory
-//! attributes (`KVM_PRE_FAULT_MEMORY` is not implemented yet) — ioctl numbers, capabilities and the structures, each `#[repr(C)]`
+//! attributes, pre-fault — ioctl numbers, capabilities and the structures, each `#[repr(C)]`
 //! with its size and offsets asserted and copied whole with the kernel crate's byte traits.
 
 use core::mem::{offset_of, size_of};
-use kernel::types::FromBytes;
+use kernel::types::{AsBytes, FromBytes};
 
 const KVMIO: u32 = 0xAE;
 
@@ -27,6 +27,8 @@ pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 =
     iow(0x49, size_of::<KvmUserspaceMemoryRegion2>());
 /// `KVM_SET_MEMORY_ATTRIBUTES` (VM fd).
 pub(crate) const KVM_SET_MEMORY_ATTRIBUTES: u32 = iow(0xd2, size_of::<KvmMemoryAttributes>());
+/// `KVM_PRE_FAULT_MEMORY` (vCPU fd).
+pub(crate) const KVM_PRE_FAULT_MEMORY: u32 = iowr(0xd5, size_of::<KvmPreFaultMemory>());
 /// `KVM_CREATE_GUEST_MEMFD` (VM fd).
 pub(crate) const KVM_CREATE_GUEST_MEMFD: u32 = iowr(0xd4, size_of::<KvmCreateGuestMemfd>());
 const _: () = {
@@ -34,6 +36,7 @@ const _: () = {
     assert!(KVM_SET_USER_MEMORY_REGION2 == 0x40a0_ae49);
     assert!(KVM_SET_MEMORY_ATTRIBUTES == 0x4020_aed2);
     assert!(KVM_CREATE_GUEST_MEMFD == 0xc040_aed4);
+    assert!(KVM_PRE_FAULT_MEMORY == 0xc040_aed5);
 };
 
 /// `KVM_CAP_USER_MEMORY`.
@@ -48,6 +51,8 @@ pub(crate) const KVM_CAP_USER_MEMORY2: u64 = 231;
 pub(crate) const KVM_CAP_MEMORY_ATTRIBUTES: u64 = 233;
 /// `KVM_CAP_GUEST_MEMFD`.
 pub(crate) const KVM_CAP_GUEST_MEMFD: u64 = 234;
+/// `KVM_CAP_PRE_FAULT_MEMORY`.
+pub(crate) const KVM_CAP_PRE_FAULT_MEMORY: u64 = 236;
 
 /// `struct kvm_userspace_memory_region`.
 #[repr(C)]
@@ -94,7 +99,19 @@ pub(crate) struct KvmCreateGuestMemfd {
     pub(crate) reserved: [u64; 6],
 }
 
+/// `struct kvm_pre_fault_memory`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KvmPreFaultMemory {
+    pub(crate) gpa: u64,
+    pub(crate) size: u64,
+    pub(crate) flags: u64,
+    pub(crate) padding: [u64; 5],
+}
+
 const _: () = {
+    assert!(size_of::<KvmPreFaultMemory>() == 64);
+    assert!(offset_of!(KvmPreFaultMemory, flags) == 16);
     assert!(size_of::<KvmUserspaceMemoryRegion>() == 32);
     assert!(offset_of!(KvmUserspaceMemoryRegion, userspace_addr) == 24);
     assert!(size_of::<KvmUserspaceMemoryRegion2>() == 160);
@@ -114,6 +131,11 @@ unsafe impl FromBytes for KvmUserspaceMemoryRegion2 {}
 unsafe impl FromBytes for KvmMemoryAttributes {}
 // SAFETY: as above.
 unsafe impl FromBytes for KvmCreateGuestMemfd {}
+
+// SAFETY: as above.
+unsafe impl FromBytes for KvmPreFaultMemory {}
+// SAFETY: as above: no padding bytes, so every byte is initialised.
+unsafe impl AsBytes for KvmPreFaultMemory {}
 
 impl From<KvmUserspaceMemoryRegion> for KvmUserspaceMemoryRegion2 {
     /// The v1 structure as upstream copies it: into a zeroed v2.

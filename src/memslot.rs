@@ -15,11 +15,13 @@
 
 use crate::glue;
 use crate::mem_abi::*;
+use crate::mmu_notifier::{HvaRange, Invalidation, Notifier};
 use crate::vm::{Vm, VmMmu};
-use kernel::new_mutex;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
-use kernel::sync::Mutex;
+use kernel::sync::{Mutex, SpinLock};
 use kernel::uaccess::UserSlice;
+use kernel::{new_mutex, new_spinlock};
 use memcore::attributes::{AttrMap, AttrRange};
 use memcore::memslot::{Change, GmemId, Memslot, MemslotSet, RegionIoctl, VmMemCaps};
 use memcore::store::Store;
@@ -95,16 +97,29 @@ pub(crate) struct MemState {
     pub(crate) gmem_files: KVec<crate::gmem::GmemRef>,
 }
 
-/// The VM's memslots and memory attributes under `slots_lock`.
+/// The VM's memslots and memory attributes under `slots_lock`, the notifier's HVA index, the
+/// invalidation counters, and whether pre-faulting is allowed.
 #[pin_data]
 pub(crate) struct Memslots {
     #[pin]
     state: Mutex<MemState>,
+    /// One [`HvaRange`] per slot, for the MMU notifier (see [`crate::mmu_notifier`]); changed
+    /// only under `slots_lock`, never held while allocating.
+    #[pin]
+    hva: SpinLock<KVec<HvaRange>>,
+    invalidate: Invalidation,
+    /// The MMU notifier on the creator's mm, registered with the first memslot (under
+    /// `slots_lock`).
+    #[pin]
+    notifier: Mutex<Option<Notifier>>,
+    /// Upstream `kvm->arch.pre_fault_allowed`: true for default and software-protected VMs;
+    /// a TD's `KVM_TDX_FINALIZE_VM` sets it ([`Memslots::allow_pre_fault`]).
+    pre_fault_allowed: AtomicBool,
 }
 
 impl Memslots {
-    /// No slots, every GFN shared.
-    pub(crate) fn new() -> impl PinInit<Self> {
+    /// No slots, every GFN shared; `pre_fault_allowed` as the VM type starts.
+    pub(crate) fn new(pre_fault_allowed: bool) -> impl PinInit<Self> {
         pin_init!(Memslots {
             state <- new_mutex!(
                 MemState {
@@ -114,6 +129,10 @@ impl Memslots {
                 },
                 "kvm->slots_lock"
             ),
+            hva <- new_spinlock!(KVec::new(), "kvm->hva_index"),
+            invalidate: Invalidation::default(),
+            notifier <- new_mutex!(None, "kvm->mmu_notifier"),
+            pre_fault_allowed: AtomicBool::new(pre_fault_allowed),
         })
     }
 
@@ -122,6 +141,99 @@ impl Memslots {
         &self,
     ) -> kernel::sync::lock::Guard<'_, MemState, kernel::sync::lock::mutex::MutexBackend> {
         self.state.lock()
+    }
+
+    /// The notifier's HVA index, locked.
+    pub(crate) fn hva_index(
+        &self,
+    ) -> kernel::sync::lock::Guard<'_, KVec<HvaRange>, kernel::sync::lock::spinlock::SpinLockBackend>
+    {
+        self.hva.lock()
+    }
+
+    /// The invalidation counters.
+    pub(crate) fn invalidation(&self) -> &Invalidation {
+        &self.invalidate
+    }
+
+    /// Whether `KVM_PRE_FAULT_MEMORY` may map (upstream `kvm->arch.pre_fault_allowed`).
+    pub(crate) fn pre_fault_allowed(&self) -> bool {
+        self.pre_fault_allowed.load(Ordering::Acquire)
+    }
+
+    /// Allows `KVM_PRE_FAULT_MEMORY` (a TD's `KVM_TDX_FINALIZE_VM`).
+    #[allow(dead_code)]
+    pub(crate) fn allow_pre_fault(&self) {
+        self.pre_fault_allowed.store(true, Ordering::Release);
+    }
+
+    /// First thing in the VM's teardown: unregisters the MMU notifier (waiting for running
+    /// callbacks), so none can reach the VM while its fields go.
+    pub(crate) fn shutdown(&self) {
+        drop(self.notifier.lock().take());
+    }
+
+    /// Registers the MMU notifier if it is not yet (the first memslot).
+    fn ensure_notifier(&self, vm: &Vm) -> Result {
+        let mut n = self.notifier.lock();
+        if n.is_none() {
+            *n = Some(Notifier::register(vm)?);
+        }
+        Ok(())
+    }
+
+    /// Makes room in the HVA index for one more range, allocating outside its spinlock (the
+    /// caller holds `slots_lock`, so nothing else changes the index meanwhile).
+    fn reserve_hva(&self) -> Result {
+        let (len, spare) = {
+            let h = self.hva.lock();
+            (h.len(), h.capacity() - h.len())
+        };
+        if spare > 0 {
+            return Ok(());
+        }
+        let mut bigger = KVec::with_capacity(len * 2 + 4, GFP_KERNEL_ACCOUNT)?;
+        let mut h = self.hva.lock();
+        // Within the new capacity: no allocation under the spinlock.
+        bigger.extend_from_slice(h.as_slice(), GFP_NOWAIT)?;
+        core::mem::swap(&mut *h, &mut bigger);
+        drop(h);
+        drop(bigger);
+        Ok(())
+    }
+
+    /// Applies a committed change to the HVA index.
+    fn update_hva(&self, change: &Change) {
+        let mut h = self.hva.lock();
+        let pos = |h: &KVec<HvaRange>, id: u16| h.iter().position(|r| r.id == id);
+        match *change {
+            Change::Create(s) => {
+                let r = HvaRange {
+                    id: s.id,
+                    start: s.userspace_addr,
+                    end: s.userspace_addr + (s.npages << 12),
+                    base_gfn: s.base_gfn,
+                };
+                // Room was made by `reserve_hva`: no allocation.
+                if h.push(r, GFP_NOWAIT).is_err() {
+                    pr_err!("memslot HVA index full\n");
+                }
+            }
+            Change::Delete(s) => {
+                if let Some(i) = pos(&h, s.id) {
+                    let last = h.len() - 1;
+                    h.as_mut_slice().swap(i, last);
+                    // SAFETY: `last` is below the length; `HvaRange` is `Copy`.
+                    unsafe { h.set_len(last) };
+                }
+            }
+            Change::Move { new, .. } => {
+                if let Some(i) = pos(&h, new.id) {
+                    h.as_mut_slice()[i].base_gfn = new.base_gfn;
+                }
+            }
+            Change::FlagsOnly { .. } | Change::Unchanged => {}
+        }
     }
 }
 
@@ -169,6 +281,8 @@ pub(crate) fn check_extension(cap: u64, vm: Option<&Vm>) -> Option<isize> {
         KVM_CAP_NR_MEMSLOTS => memcore::uapi::KVM_USER_MEM_SLOTS as isize,
         KVM_CAP_READONLY_MEM => vm.map_or(true, has_readonly_mem) as isize,
         KVM_CAP_GUEST_MEMFD => vm.map_or(true, has_private_mem) as isize,
+        // Upstream answers tdp_enabled for every VM; a TD refuses the ioctl until FINALIZE.
+        KVM_CAP_PRE_FAULT_MEMORY => 1,
         KVM_CAP_MEMORY_ATTRIBUTES => {
             memcore::attributes::supported_attributes(vm.map_or(true, has_private_mem)) as isize
         }
@@ -263,26 +377,34 @@ pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) ->
             bound = Some(g);
         }
     }
-    let need = st.slots.room_needed(&change);
-    let committed = st
-        .slots
-        .store_mut()
-        .reserve(need)
-        .and_then(|()| st.slots.commit(&caps, &change).map_err(err));
+    let prepared = (|| {
+        if let Change::Create(_) = change {
+            vm.memslots().ensure_notifier(vm)?;
+            vm.memslots().reserve_hva()?;
+        }
+        let need = st.slots.room_needed(&change);
+        st.slots.store_mut().reserve(need)
+    })();
+    let committed = prepared.and_then(|()| st.slots.commit(&caps, &change).map_err(err));
     if let Err(e) = committed {
         if let (Some(g), Change::Create(new)) = (bound, &change) {
             crate::gmem::unbind(&mut st, g, new.id);
         }
         return Err(e);
     }
+    vm.memslots().update_hva(&change);
     match change {
         Change::Delete(old) | Change::Move { old, .. } => {
             // Upstream kvm_arch_flush_shadow_memslot: every mapping of the old range goes, in
-            // both roots; private contents of a deleted slot are lost.
+            // both roots; private contents of a deleted slot are lost. A fault that looked the
+            // old slot up retries (the invalidation).
+            let inv = vm.memslots().invalidation();
+            inv.begin();
             // A zap that cannot finish marked the VM bugged; the slot is gone either way.
             vm.mmu()
                 .zap_gfns(ZapTarget::Both, old.base_gfn, old.end_gfn())
                 .ok();
+            inv.end();
             if let (Change::Delete(_), Some(g)) = (change, old.gmem) {
                 crate::gmem::unbind(&mut st, g.file, old.id);
             }

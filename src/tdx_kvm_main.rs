@@ -18,6 +18,8 @@ mod gmem;
 mod hw;
 mod mem_abi;
 mod memslot;
+mod mmu_notifier;
+mod prefault;
 mod selftest;
 mod stats;
 mod stats_fd;

@@ -205,6 +205,7 @@ impl Vcpu {
         match cmd {
             KVM_RUN => self.run(arg),
             KVM_GET_STATS_FD => stats_fd::vcpu_stats_fd(self),
+            crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
                 let _guard = self.mutex.lock();
                 self.not_yet()

@@ -191,6 +191,8 @@ impl Vm {
             }
         };
         let ring = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
+        // Upstream kvm->arch.pre_fault_allowed: a TD's KVM_TDX_FINALIZE_VM sets it.
+        let pre_fault_allowed = vm_type != KVM_X86_TDX_VM;
         let stats_id = StatsId::vm();
         let vm = Arc::pin_init(
             pin_init!(Vm {
@@ -208,7 +210,7 @@ impl Vm {
                     "kvm->lock"
                 ),
                 mmu,
-                memslots <- Memslots::new(),
+                memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
             }),
             GFP_KERNEL,
@@ -299,6 +301,8 @@ impl Vm {
 #[pinned_drop]
 impl PinnedDrop for Vm {
     fn drop(self: Pin<&mut Self>) {
+        // No MMU-notifier callback may reach the VM while it goes.
+        self.memslots.shutdown();
         // The last reference is gone: no file can reach the VM or its vCPUs any more. Each vCPU
         // gives its cache pages back to the MMU's allocator before the MMU goes.
         let vcpus = core::mem::take(&mut self.lock.lock().vcpus);
