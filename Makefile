@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # Front door.
 #
-#   make            build tdx_kvm.ko against KDIR (default: the running kernel's build dir)
+#   make            build kvm.ko against KDIR (default: the running kernel's build dir)
 #   make test       host tests (cargo test, clippy, rustfmt) + the in-guest suite (builds or
 #                   reuses the debug kernel, boots QEMU); prints the host and guest summaries,
 #                   then "N passed, M failed, K skipped" last

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-only
-# Builds tdx_kvm.ko against $KDIR (default: the pipeline's cached kernel, see kernel-env.sh).
+# Builds kvm.ko against $KDIR (default: the pipeline's cached kernel, see kernel-env.sh).
 #
 #   scripts/build-module.sh            # against the pipeline kernel (builds it if needed)
 #   KDIR=/lib/modules/$(uname -r)/build scripts/build-module.sh   # against a host kernel
@@ -80,4 +80,4 @@ if [[ -z "${user_kdir:-}" ]] && grep -q 'warning:' "$blog"; then
     echo "build-module: FAILED: the build printed warnings (above)" >&2
     exit 1
 fi
-echo "build-module: tdx_kvm.ko built in $(( $(date +%s) - start )) s"
+echo "build-module: kvm.ko built in $(( $(date +%s) - start )) s"

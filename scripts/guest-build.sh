@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # shellcheck shell=bash
 # Sourced by guest-suite.sh and run.sh: sets up the kernel environment, builds the kernel (or
-# reuses the cache), tdx_kvm.ko and the static guest client, and stages both in "$work/tests"
+# reuses the cache), kvm.ko and the static guest client, and stages both in "$work/tests"
 # (a temporary directory removed on exit), with the client's test list (`guest-client --list`,
 # run here on the build host) as "$work/tests/client-tests.txt": the results each mode must
 # deliver. Expects `repo` set and the current directory there.
@@ -19,7 +19,8 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/tests"
 "$client" --list >"$work/tests/client-tests.txt"
 [[ -s "$work/tests/client-tests.txt" ]] || { echo "guest-build: '$client --list' listed no test" >&2; exit 1; }
-cp tdx_kvm.ko "$work/tests/"
+cp kvm.ko "$work/tests/"
+scripts/kselftests.sh "$work/tests"
 if [[ "${TDXKVM_HARNESS_FAULT:-}" == guest-missing ]]; then
     echo "guest-build: TDXKVM_HARNESS_FAULT=guest-missing: the guest client is NOT staged" >&2
 else

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-only
-# The in-guest suite: builds the pipeline kernel (or reuses the cache), tdx_kvm.ko and the
-# static guest client, boots QEMU (TCG) and runs, for each tdx= mode, the client's /dev/kvm
-# tests, the module-parameter checks and (tdx=emulated) the in-kernel self test with several
-# writers at once. Any oops, KASAN report, lockdep splat or WARN fails the run.
+# The in-guest suite: builds the pipeline kernel (or reuses the cache), kvm.ko, the static
+# guest client and four upstream KVM selftests (scripts/kselftests.sh), boots QEMU (TCG) and
+# runs, for each tdx= mode, the client's /dev/kvm tests, the module-parameter checks, the
+# upstream selftests (tdx=off and tdx=emulated; exit 0 pass, 4 KSFT_SKIP skip, anything else or
+# a timeout fail) and (tdx=emulated) the in-kernel self test with several writers at once. Any
+# oops, KASAN report, lockdep splat or WARN fails the run.
 #
 #   scripts/guest-suite.sh [--selftest-ops N]
 #
@@ -35,6 +37,8 @@ case "${TDXKVM_HARNESS_FAULT:-}" in
 esac
 
 modes=(off emulated auto)
+# Modes the upstream selftests run in.
+kselftest_modes=(off emulated)
 
 # Every check the guest script below reports, in order ("MODE" stands for each tdx= mode; the
 # client's tests come where CLIENT is).
@@ -49,8 +53,13 @@ expected_checks() {
         echo "insmod_tdx_$m"
         echo "dev_kvm_mode_0600_tdx_$m"
         echo "dev_kvm_is_misc_232_tdx_$m"
+        echo "module_kvm_param_tdx_is_mode_tdx_$m"
+        echo "module_kvm_force_emulation_prefix_is_0_tdx_$m"
         while read -r t; do echo "${t}_tdx_$m"; done <"$work/tests/client-tests.txt"
         echo "guest_client_exits_0_with_every_result_tdx_$m"
+        if [[ " ${kselftest_modes[*]} " == *" $m "* ]]; then
+            while read -r t; do echo "kselftest_${t}_tdx_$m"; done <"$work/tests/kselftests.txt"
+        fi
         if [[ $m == emulated ]]; then
             echo selftest_single_writer
             printf '%s\n' selftest_concurrent_writer_{1,2,3}
@@ -71,6 +80,8 @@ source scripts/guest-build.sh
     echo "selftest_ops=$selftest_ops"
     echo "half_ops=$((selftest_ops / 2))"
     echo "modes='${modes[*]}'"
+    echo "kselftest_modes='${kselftest_modes[*]}'"
+    echo "kselftest_timeout=${KSELFTEST_TIMEOUT:-300}"
     printf "harness_fault='%s'\n" "${TDXKVM_HARNESS_FAULT:-}"
 } >"$work/tests/run.sh"
 cat >>"$work/tests/run.sh" <<'RUN'
@@ -114,24 +125,46 @@ client_results() {
     fi
 }
 
+# The upstream KVM selftests (static, unmodified) for one mode: exit 0 pass, 4 (KSFT_SKIP)
+# skip, anything else (a timeout included) fail; the end of each one's output goes to the log.
+kselftest_results() {
+    mode=$1
+    while read -r t; do
+        timeout "$kselftest_timeout" "./kselftests/$t" >ks.log 2>&1
+        rc=$?
+        last=$(grep -v '^$' ks.log | tail -n 1 | tr -s ' ' | cut -c1-200)
+        case $rc in
+            0) pass "kselftest_${t}_tdx_$mode" ;;
+            4) skip "kselftest_${t}_tdx_$mode" "(KSFT_SKIP: $last)" ;;
+            *) fail "kselftest_${t}_tdx_$mode" "(exit $rc: $last)" ;;
+        esac
+        echo "--- kselftest $t (tdx=$mode) exit $rc, the end of its output:"
+        tail -n 4 ks.log
+    done <kselftests.txt
+}
+
 # tdx=hw on a host without TDX: insmod fails with ENODEV and one clear line.
 dmesg -c >/dev/null
-out=$(insmod ./tdx_kvm.ko tdx=hw 2>&1); rc=$?
+out=$(insmod ./kvm.ko tdx=hw 2>&1); rc=$?
 check insmod_tdx_hw_without_tdx_fails_enodev "$rc" 19
 case "$out" in *"No such device"*) pass insmod_tdx_hw_is_enodev ;; *) fail insmod_tdx_hw_is_enodev "$out" ;; esac
 # busybox insmod tries finit_module, then init_module: one line per attempt, always the same.
 n=$(dmesg | grep 'tdx=hw' | sed 's/^\[[^]]*\] //' | sort -u | wc -l)
 check insmod_tdx_hw_logs_one_clear_line "$n" 1
-out=$(insmod ./tdx_kvm.ko tdx=bogus 2>&1); rc=$?
+out=$(insmod ./kvm.ko tdx=bogus 2>&1); rc=$?
 check insmod_tdx_bogus_fails_einval "$rc" 22
 case "$out" in *"Invalid argument"*) pass insmod_tdx_bogus_is_einval ;; *) fail insmod_tdx_bogus_is_einval "$out" ;; esac
 
 for mode in $modes; do
     # Without the module the mode's other checks cannot run: the host reports them missing.
-    if insmod ./tdx_kvm.ko tdx=$mode; then pass "insmod_tdx_$mode"; else fail "insmod_tdx_$mode"; continue; fi
+    if insmod ./kvm.ko tdx=$mode; then pass "insmod_tdx_$mode"; else fail "insmod_tdx_$mode"; continue; fi
     check "dev_kvm_mode_0600_tdx_$mode" "$(stat -c %a /dev/kvm)" 600
     check "dev_kvm_is_misc_232_tdx_$mode" "$(stat -c '%t:%T' /dev/kvm)" "a:e8"
+    check "module_kvm_param_tdx_is_mode_tdx_$mode" "$(cat /sys/module/kvm/parameters/tdx)" "$mode"
+    check "module_kvm_force_emulation_prefix_is_0_tdx_$mode" \
+        "$(cat /sys/module/kvm/parameters/force_emulation_prefix)" 0
     client_results "$mode"
+    case " $kselftest_modes " in *" $mode "*) kselftest_results "$mode" ;; esac
     if [ "$mode" = emulated ]; then
         if echo "$selftest_ops" > /sys/kernel/debug/tdx_kvm/selftest; then pass selftest_single_writer; else fail selftest_single_writer; fi
         for i in 1 2 3; do ( echo "$half_ops" > /sys/kernel/debug/tdx_kvm/selftest && echo ok > st.$i ) & done
@@ -154,9 +187,9 @@ for mode in $modes; do
     cat /sys/kernel/debug/tdx_kvm/stats
     left=$(grep -v pamt_pages /sys/kernel/debug/tdx_kvm/stats | awk '{s += $2} END {print s + 0}')
     check "no_pages_left_tdx_$mode" "$left" 0
-    if rmmod tdx_kvm; then pass "rmmod_tdx_$mode"; else fail "rmmod_tdx_$mode"; fi
+    if rmmod kvm; then pass "rmmod_tdx_$mode"; else fail "rmmod_tdx_$mode"; fi
 done
-dmesg | grep -E 'tdx_kvm|selftest' | tail -n 40
+dmesg | grep -E 'kvm:|selftest' | tail -n 40
 exit $status
 RUN
 

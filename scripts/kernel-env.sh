@@ -9,7 +9,8 @@
 #   - Debian packages (as root, apt-get update first): the 6.12 kernel source, Debian's rustc-web
 #     1.96, its library sources (the rustup toolchains have no rust-src) and its clippy-driver
 #     (the module is built with `make CLIPPY=1`, which needs the very same rustc), clang/lld/llvm,
-#     busybox-static, qemu-system-x86 and the kernel build tools.
+#     busybox-static, qemu-system-x86, the kernel build tools, and gcc + libc6-dev for the static
+#     upstream KVM selftests (scripts/kselftests.sh).
 #   - bindgen >= 0.65.1 (Debian's 0.60 is too old for 6.12): `cargo install --locked bindgen-cli`
 #     into $TDXKVM_CACHE/bindgen, unless one is found on PATH or there already.
 # Exports:
@@ -83,7 +84,7 @@ _tdxkvm_install() {
     local bindgen_root=$1
     local pkgs=(linux-source-6.12 rustc-web rust-web-src rust-web-clippy clang lld llvm libclang-dev
         busybox-static qemu-system-x86 bc flex bison libelf-dev libssl-dev cpio xz-utils kmod
-        rsync)
+        rsync gcc libc6-dev make)
     local missing=() p
     for p in "${pkgs[@]}"; do
         if [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null)" != "ii " ]]; then

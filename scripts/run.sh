@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-only
 # `make run`: builds the kernel (or reuses the cache), the module and the guest client, boots
-# QEMU (TCG), loads tdx_kvm.ko with tdx=emulated and shows what it did: the load message, the
+# QEMU (TCG), loads kvm.ko with tdx=emulated and shows what it did: the load message, the
 # client's /dev/kvm checks, an in-kernel self test of the TD memory path, the page counts.
 # Exits non-zero if any step failed (insmod, the client, the self test, rmmod: the guest script's
 # exit status) or the console shows a kernel error or the run did not finish (qemu-run.sh's
@@ -16,8 +16,8 @@ cat > "$work/tests/run.sh" <<'RUN'
 cd /tests
 failed=""
 step_failed() { failed="$failed $1"; echo "## FAILED: $1"; }
-echo "## insmod tdx_kvm.ko tdx=emulated"
-if insmod ./tdx_kvm.ko tdx=emulated; then dmesg | grep tdx_kvm; else step_failed insmod; fi
+echo "## insmod kvm.ko tdx=emulated"
+if insmod ./kvm.ko tdx=emulated; then dmesg | grep 'kvm:'; else step_failed insmod; fi
 echo "## /dev/kvm: $(ls -l /dev/kvm)"
 echo "## userspace checks (kvm-ioctls)"
 ./guest-client emulated >client.log 2>&1
@@ -34,7 +34,7 @@ echo "## the real TDX module on this CPU? (one SEAMCALL; without VMX it faults a
 cat /sys/kernel/debug/tdx_kvm/seamcall_probe
 echo "## page counts (all VMs closed)"
 cat /sys/kernel/debug/tdx_kvm/stats
-if rmmod tdx_kvm; then echo "## rmmod ok"; else step_failed rmmod; fi
+if rmmod kvm; then echo "## rmmod ok"; else step_failed rmmod; fi
 if [ -n "$failed" ]; then echo "## failed steps:$failed"; exit 1; fi
 RUN
 scripts/initramfs.sh "$work/initrd.cpio.gz" "$work/tests" >/dev/null
@@ -44,7 +44,7 @@ set +e
 scripts/qemu-run.sh --timeout "${QEMU_TIMEOUT:-600}" "$BZIMAGE" "$work/initrd.cpio.gz" "$log" >/dev/null
 rc=$?
 set -e
-echo "=== tdx_kvm report (full console log: $log) ==="
+echo "=== kvm.ko report (full console log: $log) ==="
 # Kernel messages show up twice (console and the script's dmesg): keep each line once.
 sed -n '/===TDXKVM-BEGIN===/,/===TDXKVM-RESULTS===/p' "$log" | grep -v '===TDXKVM' | awk '!seen[$0]++' \
     | sed 's/^\[ *[0-9.]*\] //' || true

@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! tdx_kvm: a KVM-compatible `/dev/kvm` for Intel TDX hosts, in Rust.
+//! kvm.ko (tdx-kvm-rs): a KVM-compatible `/dev/kvm` for Intel TDX hosts, in Rust.
+//!
+//! The module is called `kvm` because it is the kernel's KVM as far as userspace is concerned:
+//! it owns `/dev/kvm` and its parameters live in `/sys/module/kvm/parameters/` (`tdx`, and
+//! `force_emulation_prefix`, which every upstream KVM selftest reads before `main()`).
 //!
 //! The MMU core (`mmu`) and the TDX side (`tdx`) are the same `#![no_std]` crates the host tests
 //! use, linked in as rlibs; this crate implements their environment traits with kernel services
@@ -30,7 +34,7 @@ mod vmx;
 
 module! {
     type: TdxKvm,
-    name: "tdx_kvm",
+    name: "kvm",
     author: "tdx-kvm-rs developers",
     description: "KVM-compatible /dev/kvm with a TDX-style TDP MMU (mirror roots, S-EPT)",
     license: "GPL",

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! In-guest test suite for `/dev/kvm` as `tdx_kvm.ko` provides it, written against the real
+//! In-guest test suite for `/dev/kvm` as `kvm.ko` provides it, written against the real
 //! userspace crates (`kvm-ioctls`, `kvm-bindings`) so it sees what VMMs see.
 //!
 //! Usage: `guest-client <tdx-mode>` where the mode is what the module was loaded with

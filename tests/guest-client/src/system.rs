@@ -363,14 +363,6 @@ pub(crate) fn tests() -> Vec<Test> {
                 "VM_TYPES on VM fd",
             )
         }),
-        ("create_vcpu_is_not_offered_yet", Any, |_| {
-            let vm = create_vm(&dev(), 0).map_err(|e| format!("errno {e}"))?;
-            eq(
-                ioctl(vm.as_raw_fd(), io(0x41), 0),
-                Err(ENOTTY),
-                "KVM_CREATE_VCPU",
-            )
-        }),
         (
             "many_vms_open_at_once_then_closed_leave_nothing",
             Any,
