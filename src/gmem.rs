@@ -151,6 +151,46 @@ pub(crate) fn file_of(st: &MemState, id: GmemId) -> Option<*mut c_void> {
     unsafe { glue::tdxkvm_file_get_active(file) }.then_some(file)
 }
 
+/// A reference on a guest_memfd folio, dropped after the page is mapped (KVM keeps none: the
+/// page stays in the file's page cache until a hole punch, which zaps it first).
+pub(crate) struct FolioRef(*mut c_void);
+
+impl Drop for FolioRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference `tdxkvm_gmem_get_pfn` took, dropped once.
+        unsafe { glue::tdxkvm_folio_put(self.0) };
+    }
+}
+
+/// The page backing file page `index` of the open guest_memfd `id` (upstream
+/// `kvm_gmem_get_pfn`): allocated and zeroed if new, from a 2 MiB folio where the file allows.
+/// Returns the PFN of `index`, the folio's order and a reference held until it is mapped.
+/// For `KVM_PRE_FAULT_MEMORY` and (tdabi) `KVM_TDX_INIT_MEM_REGION`'s PAGE.ADD source.
+///
+/// # Errors
+///
+/// [`Errno::EFAULT`]: the file is closed (upstream: the slot's file is gone);
+/// [`Errno::ENOMEM`]: no page.
+pub(crate) fn get_pfn(
+    st: kernel::sync::lock::Guard<'_, MemState, kernel::sync::lock::mutex::MutexBackend>,
+    id: GmemId,
+    index: u64,
+) -> core::result::Result<(mmu::Pfn, u32, FolioRef), Errno> {
+    let file = file_of(&st, id).ok_or(Errno::EFAULT)?;
+    // The file reference keeps it open; `slots_lock` is not needed (nor wanted: allocation).
+    drop(st);
+    let mut pfn = 0u64;
+    let mut order = 0u32;
+    // SAFETY: `file` is a reference `file_of` took; it is dropped right after.
+    let folio = unsafe { glue::tdxkvm_gmem_get_pfn(file, index, &mut pfn, &mut order) };
+    // SAFETY: the reference `file_of` took.
+    unsafe { glue::tdxkvm_fput(file) };
+    if folio.is_null() {
+        return Err(Errno::ENOMEM);
+    }
+    Ok((mmu::Pfn::new(pfn), order, FolioRef(folio)))
+}
+
 /// Binds `slot` (a `KVM_MEM_GUEST_MEMFD` create) to `fd` at byte `offset` (upstream
 /// `kvm_gmem_bind`); fills `slot.gmem` in.
 ///

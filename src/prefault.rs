@@ -36,20 +36,13 @@ use mmu::{Gfn, GfnKind, Level, MmuError, Pfn};
 /// A TD's shared bit as a GFN bit (GPA bit 47, 4-level S-EPT).
 const TD_SHARED_GFN_BIT: u64 = 1 << 35;
 
-/// A page reference held across the mapping, dropped after it (KVM keeps none).
-enum Held {
-    Page(*mut c_void),
-    Folio(*mut c_void),
-}
+/// A GUP page reference.
+struct PageRef(*mut c_void);
 
-impl Drop for Held {
+impl Drop for PageRef {
     fn drop(&mut self) {
-        match *self {
-            // SAFETY: the reference GUP took, dropped once.
-            Held::Page(p) => unsafe { glue::tdxkvm_put_page(p) },
-            // SAFETY: the reference `tdxkvm_gmem_get_pfn` took, dropped once.
-            Held::Folio(f) => unsafe { glue::tdxkvm_folio_put(f) },
-        }
+        // SAFETY: the reference GUP took, dropped once.
+        unsafe { glue::tdxkvm_put_page(self.0) };
     }
 }
 
@@ -59,7 +52,10 @@ struct Backing {
     kind: GfnKind,
     access: Access,
     max_level: Level,
-    _held: Held,
+    /// The page reference held across the mapping, dropped after it (KVM keeps none).
+    _page: Option<PageRef>,
+    /// Likewise for a guest_memfd folio.
+    _folio: Option<crate::gmem::FolioRef>,
 }
 
 /// Maps `fault` under the MMU lock unless an invalidation ran since `seq` was read; `None`:
@@ -114,26 +110,17 @@ fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
             kind: GfnKind::Shared,
             access,
             max_level: Level::L4K,
-            _held: Held::Page(page),
+            _page: Some(PageRef(page)),
+            _folio: None,
         });
     }
     // A private access to a slot without guest_memfd: upstream's memory-fault exit, -EFAULT.
     let g = slot.gmem.ok_or(Errno::EFAULT)?;
     let huge_ok = memcore::prefault::private_max_level(&slot, gfn, &st.attrs, true) == Level::L2M;
-    let file = crate::gmem::file_of(&st, g.file).ok_or(Errno::EFAULT)?;
-    drop(st);
     let index = g.pgoff + (gfn.raw() - slot.base_gfn.raw());
-    let mut pfn = 0u64;
-    let mut order = 0u32;
-    // SAFETY: `file` is a reference `file_of` took; it is dropped right after.
-    let folio = unsafe { glue::tdxkvm_gmem_get_pfn(file, index, &mut pfn, &mut order) };
-    // SAFETY: the reference `file_of` took.
-    unsafe { glue::tdxkvm_fput(file) };
-    if folio.is_null() {
-        return Err(Errno::ENOMEM);
-    }
+    let (pfn, order, folio) = crate::gmem::get_pfn(st, g.file, index)?;
     Ok(Backing {
-        pfn: Pfn::new(pfn),
+        pfn,
         kind: if vm.is_td() {
             GfnKind::Private
         } else {
@@ -146,7 +133,8 @@ fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
         } else {
             Level::L4K
         },
-        _held: Held::Folio(folio),
+        _page: None,
+        _folio: Some(folio),
     })
 }
 

@@ -121,11 +121,12 @@ struct Ctx {
 }
 
 mod memory;
+mod prefault;
 mod system;
 
 /// Every test of the suite, area by area (one module per area).
 fn tests() -> Vec<Test> {
-    [system::tests(), memory::tests()].concat()
+    [system::tests(), memory::tests(), prefault::tests()].concat()
 }
 
 const EINVAL: i32 = libc::EINVAL;
