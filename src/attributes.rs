@@ -43,8 +43,7 @@ pub(crate) fn set(vm: &Vm, arg: usize) -> Result<isize> {
     } else {
         ZapTarget::Mirror
     };
-    let inv = vm.memslots().invalidation();
-    inv.begin();
+    let inv = vm.memslots().invalidation().scope();
     for s in st.slots.slots() {
         let start = s.base_gfn.max(req.start);
         let end = s.end_gfn().min(req.end);
@@ -54,8 +53,9 @@ pub(crate) fn set(vm: &Vm, arg: usize) -> Result<isize> {
             vm.mmu().zap_gfns(target, start, end).ok();
         }
     }
-    st.attrs.set(req.start, req.end, req.attrs).map_err(err)?;
-    Ok(0)
+    let r = st.attrs.set(req.start, req.end, req.attrs).map_err(err);
+    drop(inv);
+    r.map(|_| 0)
 }
 
 /// Whether `gfn` is private (upstream `kvm_mem_is_private`); for the fault side.

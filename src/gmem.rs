@@ -294,8 +294,7 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_fallocate(
             // SAFETY: registered while the file is open; `st` serialises access.
             let f = unsafe { &*gmem.cast::<GmemFile>() };
             // A fault that found a page of the hole before the truncation retries.
-            let inv = vm.memslots().invalidation();
-            inv.begin();
+            let inv = vm.memslots().invalidation().scope();
             let zapped = zap_bound(f, start, end);
             let r = match zapped {
                 Ok(()) => {
@@ -310,7 +309,7 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_fallocate(
                     -(e.to_errno() as c_long)
                 }
             };
-            inv.end();
+            drop(inv);
             // SAFETY: taken above.
             unsafe { glue::tdxkvm_gmem_invalidate_unlock(file) };
             drop(st);
@@ -334,10 +333,10 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_release(gmem: *mut c_void, file
     let mut st = vm.memslots().lock();
     // SAFETY: `file` is live during its release.
     unsafe { glue::tdxkvm_gmem_invalidate_lock(file) };
-    let inv = vm.memslots().invalidation();
-    inv.begin();
-    let zapped = zap_bound(f, 0, u64::MAX);
-    inv.end();
+    let zapped = {
+        let _inv = vm.memslots().invalidation().scope();
+        zap_bound(f, 0, u64::MAX)
+    };
     if zapped.is_err() {
         // SAFETY: as above.
         unsafe { glue::tdxkvm_gmem_leak_range(file, 0, u64::MAX >> 12) };

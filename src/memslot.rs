@@ -398,13 +398,12 @@ pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) ->
             // Upstream kvm_arch_flush_shadow_memslot: every mapping of the old range goes, in
             // both roots; private contents of a deleted slot are lost. A fault that looked the
             // old slot up retries (the invalidation).
-            let inv = vm.memslots().invalidation();
-            inv.begin();
+            let inv = vm.memslots().invalidation().scope();
             // A zap that cannot finish marked the VM bugged; the slot is gone either way.
             vm.mmu()
                 .zap_gfns(ZapTarget::Both, old.base_gfn, old.end_gfn())
                 .ok();
-            inv.end();
+            drop(inv);
             if let (Change::Delete(_), Some(g)) = (change, old.gmem) {
                 crate::gmem::unbind(&mut st, g.file, old.id);
             }

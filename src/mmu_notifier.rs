@@ -55,9 +55,25 @@ impl Invalidation {
         self.in_progress.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Begins an invalidation that ends when the returned scope is dropped (every zap outside
+    /// the notifier's start/end pair uses this, so begin and end cannot come apart).
+    pub(crate) fn scope(&self) -> InvalidationScope<'_> {
+        self.begin();
+        InvalidationScope(self)
+    }
+
     /// Whether a fault that read `seq` must retry (check under the MMU lock).
     pub(crate) fn retry(&self, seq: u64) -> bool {
         self.in_progress.load(Ordering::SeqCst) != 0 || self.seq.load(Ordering::SeqCst) != seq
+    }
+}
+
+/// An invalidation in progress; it ends when this is dropped.
+pub(crate) struct InvalidationScope<'a>(&'a Invalidation);
+
+impl Drop for InvalidationScope<'_> {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 
@@ -167,8 +183,6 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_mn_invalidate_end(vm: *mut c_void) {
 pub(crate) unsafe extern "C" fn tdxkvm_rust_mn_release(vm: *mut c_void) {
     // SAFETY: the caller's contract.
     let vm = unsafe { &*vm.cast::<Vm>() };
-    let inv = vm.memslots().invalidation();
-    inv.begin();
+    let _inv = vm.memslots().invalidation().scope();
     zap_hvas(vm, 0, u64::MAX);
-    inv.end();
 }

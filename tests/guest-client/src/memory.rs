@@ -134,6 +134,10 @@ impl Anon {
             )
         };
         assert_ne!(addr, libc::MAP_FAILED);
+        // 4 KiB host pages, as the selftests' slots: a hole in a transparent huge page would
+        // split it and invalidate all of it.
+        // SAFETY: advice on the mapping just made.
+        unsafe { libc::madvise(addr, len as usize, libc::MADV_NOHUGEPAGE) };
         Anon {
             addr,
             len: len as usize,

@@ -32,8 +32,8 @@ fn pre_fault(vcpu: &OwnedFd, gpa: u64, size: u64, flags: u64) -> (Result<i64, i3
     (res, r)
 }
 
-fn create_vcpu(vm: &OwnedFd) -> Result<OwnedFd, String> {
-    ioctl(vm.as_raw_fd(), io(0x41), 0)
+fn create_vcpu(vm: &OwnedFd, id: u64) -> Result<OwnedFd, String> {
+    ioctl(vm.as_raw_fd(), io(0x41), id)
         .map(|fd| {
             // SAFETY: a fresh vCPU fd, owned from now on.
             unsafe { OwnedFd::from_raw_fd(fd as i32) }
@@ -89,7 +89,7 @@ fn prefault_maps_shared_memory_and_follows_the_host_mm() -> Result<(), String> {
     let vm = vm_of(0)?;
     let mem = Anon::new(2 * MB);
     eq(region2(&vm, slot(0, 0, 2 * MB, mem.hva())), Ok(0), "slot")?;
-    let vcpu = create_vcpu(&vm)?;
+    let vcpu = create_vcpu(&vm, 0)?;
     eq(shared_pages(&vm)?, 0, "nothing mapped yet")?;
     let (r, range) = pre_fault(&vcpu, 0, 2 * MB, 0);
     eq(r, Ok(0), "pre-fault 2 MiB")?;
@@ -149,7 +149,7 @@ fn prefault_hostile_input() -> Result<(), String> {
     let vm = vm_of(0)?;
     let mem = Anon::new(MB);
     eq(region2(&vm, slot(0, 0, MB, mem.hva())), Ok(0), "slot")?;
-    let vcpu = create_vcpu(&vm)?;
+    let vcpu = create_vcpu(&vm, 0)?;
     let v = vcpu.as_raw_fd();
     eq(pre_fault(&vcpu, 0, PS, 1).0, Err(EINVAL), "flags")?;
     eq(
@@ -228,7 +228,7 @@ fn prefault_private_memory_sw_protected() -> Result<(), String> {
         ..slot(0, 0, 4 * MB, mem.hva())
     };
     eq(region2(&vm, r), Ok(0), "slot")?;
-    let vcpu = create_vcpu(&vm)?;
+    let vcpu = create_vcpu(&vm, 0)?;
     let a = |address, size, attributes| Attrs {
         address,
         size,
@@ -296,7 +296,7 @@ fn prefault_td_before_finalize_is_eopnotsupp() -> Result<(), String> {
     let td = vm_of(KVM_X86_TDX_VM)?;
     let mem = Anon::new(MB);
     eq(region2(&td, slot(0, 0, MB, mem.hva())), Ok(0), "slot")?;
-    let vcpu = create_vcpu(&td)?;
+    let vcpu = create_vcpu(&td, 0)?;
     eq(
         pre_fault(&vcpu, 0, PS, 1).0,
         Err(EINVAL),
@@ -324,7 +324,7 @@ fn prefault_races(ty: u64) -> Result<(), String> {
     };
     eq(region2(&vm, r), Ok(0), "slot")?;
     let vcpus: Vec<Arc<OwnedFd>> = (0..2)
-        .map(|_| create_vcpu(&vm).map(Arc::new))
+        .map(|id| create_vcpu(&vm, id).map(Arc::new))
         .collect::<Result<_, _>>()?;
     let mut threads = Vec::new();
     for t in 0..5u64 {
