@@ -161,6 +161,10 @@ fn main() {
         }
         return;
     }
+    if arg == "--bench-prefault" {
+        prefault::bench();
+        return;
+    }
     if let Some(f) = harness_fault().filter(|f| !HARNESS_FAULTS.contains(&f.as_str())) {
         eprintln!("unknown {HARNESS_FAULT}={f} (known: {HARNESS_FAULTS:?})");
         std::process::exit(2);

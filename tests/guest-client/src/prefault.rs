@@ -410,3 +410,78 @@ pub(crate) fn tests() -> Vec<Test> {
         ("prefault_races_td", Tdx, |_| prefault_races(KVM_X86_TDX_VM)),
     ]
 }
+
+/// Pre-faults `size` bytes at GPA 0 until done; returns the nanoseconds it took.
+fn pre_fault_all(vcpu: &OwnedFd, size: u64) -> Result<u128, String> {
+    let t = std::time::Instant::now();
+    let (mut gpa, mut left) = (0, size);
+    while left != 0 {
+        let (r, range) = pre_fault(vcpu, gpa, left, 0);
+        match r {
+            Ok(_) | Err(libc::EINTR) => {}
+            Err(e) => return Err(format!("pre-fault at {gpa:#x}: errno {e}")),
+        }
+        (gpa, left) = (range.gpa, range.size);
+    }
+    Ok(t.elapsed().as_nanos())
+}
+
+/// `guest-client --bench-prefault`: pre-fault 256 MiB shared vs private on a
+/// software-protected VM and on a TD; time per 4 KiB, leaves, page-table memory per GiB and (TD)
+/// SEAMCALLs per 4 KiB. Figures, not a test: TCG wall-clock times are only indicative.
+pub(crate) fn bench() {
+    const SIZE: u64 = 256 * MB;
+    for (ty, name) in [(SWP, "sw_protected"), (KVM_X86_TDX_VM, "td")] {
+        for private in [false, true] {
+            let what = if private { "private" } else { "shared" };
+            match bench_one(ty, private, SIZE) {
+                Ok(line) => println!("bench pre-fault 256 MiB {what} on {name}: {line}"),
+                Err(e) => println!("bench pre-fault 256 MiB {what} on {name}: not measured: {e}"),
+            }
+        }
+    }
+}
+
+fn bench_one(ty: u64, private: bool, size: u64) -> Result<String, String> {
+    let vm = vm_of(ty)?;
+    let mem = Anon::new(size);
+    let fd = gmem(&vm, size, 0).map_err(|e| format!("gmem: errno {e}"))?;
+    let r = Region2 {
+        flags: GUEST_MEMFD,
+        gmem: fd.as_raw_fd() as u32,
+        ..slot(0, 0, size, mem.hva())
+    };
+    eq(region2(&vm, r), Ok(0), "slot")?;
+    let at = if private { PRIVATE } else { 0 };
+    let a = Attrs {
+        address: 0,
+        size,
+        attributes: at,
+        flags: 0,
+    };
+    eq(attrs(&vm, a), Ok(0), "attributes")?;
+    let vcpu = create_vcpu(&vm, 0)?;
+    let ns = pre_fault_all(&vcpu, size)?;
+    let pages = size / PS;
+    let s = |n: &str| vm_stat(&vm, n);
+    let (k4, m2) = if private && ty == KVM_X86_TDX_VM {
+        (s("mirror_pages_4k")?, s("mirror_pages_2m")?)
+    } else {
+        (s("shared_pages_4k")?, s("shared_pages_2m")?)
+    };
+    let tables = s("shared_table_pages")? + s("mirror_table_pages")? + s("external_spt_pages")?;
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let mut line = format!(
+        "{:.0} ns per 4 KiB, leaves 4K {k4} 2M {m2}, page-table memory {:.0} KiB per GiB",
+        ns as f64 / pages as f64,
+        tables as f64 * 4.0 / gib
+    );
+    if ty == KVM_X86_TDX_VM {
+        let mut calls = 0;
+        for l in ["tdh_mem_sept_add", "tdh_mem_page_aug"] {
+            calls += s(l)?;
+        }
+        line += &format!(", SEAMCALLs per 4 KiB {:.4}", calls as f64 / pages as f64);
+    }
+    Ok(line)
+}
