@@ -1085,3 +1085,8 @@ void tdxkvm_mn_unregister(void *p)
 	mmu_notifier_unregister(&m->mn, m->mn.mm);
 	kfree(m);
 }
+
+void tdxkvm_cond_resched(void)
+{
+	cond_resched();
+}

@@ -90,5 +90,6 @@ int tdxkvm_gup(u64 hva, bool want_write, void **pagep, u64 *pfn, bool *writable)
 void tdxkvm_put_page(void *page);
 void *tdxkvm_mn_register(void *vm);
 void tdxkvm_mn_unregister(void *m);
+void tdxkvm_cond_resched(void);
 
 #endif

@@ -117,6 +117,7 @@ extern "C" {
     pub(crate) fn tdxkvm_put_page(page: *mut c_void);
     pub(crate) fn tdxkvm_mn_register(vm: *mut c_void) -> *mut c_void;
     pub(crate) fn tdxkvm_mn_unregister(m: *mut c_void);
+    pub(crate) fn tdxkvm_cond_resched();
 }
 
 /// The `tdx=` module parameter, compared without allocating.

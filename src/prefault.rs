@@ -81,8 +81,8 @@ fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
     }
 }
 
-/// Finds what backs `gfn` (upstream `kvm_faultin_pfn`): `Err` for the errno, `Ok(None)` to
-/// retry.
+/// Finds what backs `gfn` (upstream `kvm_faultin_pfn`), holding a page reference until the
+/// mapping is made.
 fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
     let st = vm.memslots().lock();
     let slot = *st.slots.lookup(gfn).ok_or(Errno::ENOENT)?;
@@ -184,7 +184,12 @@ fn map_one(vm: &Vm, caches: &mut VcpuMmuCaches, gpa: u64) -> core::result::Resul
         drop(b);
         match r {
             Ok(Some(level)) => return Ok(level),
-            Ok(None) => continue,
+            Ok(None) => {
+                // An invalidation is running or a racing fault won: let it finish.
+                // SAFETY: may sleep; only the vCPU mutex is held, which allows it.
+                unsafe { glue::tdxkvm_cond_resched() };
+                continue;
+            }
             Err(e) => return Err(mmu_errno(e)),
         }
     }
