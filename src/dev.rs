@@ -48,6 +48,9 @@ fn vm_types() -> u64 {
 
 /// `KVM_CHECK_EXTENSION` on `/dev/kvm` (`vm` None) or a VM fd: only what really works.
 fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
+    if let Some(r) = crate::memslot::check_extension(cap, vm) {
+        return r;
+    }
     match cap {
         KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_EXT_EMUL_CPUID
@@ -244,6 +247,14 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
         KVM_ENABLE_CAP => enable_cap(vm, read_user(arg)?),
         KVM_GET_STATS_FD => crate::stats_fd::vm_stats_fd(vm),
         tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vm_op(vm, arg),
+        crate::mem_abi::KVM_SET_USER_MEMORY_REGION => {
+            crate::memslot::set_user_memory_region(vm, memcore::memslot::RegionIoctl::V1, arg)
+        }
+        crate::mem_abi::KVM_SET_USER_MEMORY_REGION2 => {
+            crate::memslot::set_user_memory_region(vm, memcore::memslot::RegionIoctl::V2, arg)
+        }
+        crate::mem_abi::KVM_CREATE_GUEST_MEMFD => crate::gmem::create(vm, arg),
+        crate::mem_abi::KVM_SET_MEMORY_ATTRIBUTES => crate::attributes::set(vm, arg),
         // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.
         _ => Err(ENOTTY),
     }

@@ -14,13 +14,17 @@
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
+#include <linux/mmu_notifier.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/pagemap.h>
+#include <linux/pagevec.h>
 #include <linux/sched/mm.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/syscore_ops.h>
+#include <linux/uaccess.h>
 #include <crypto/hash.h>
 #include <crypto/sha2.h>
 #include <crypto/sha512_base.h>
@@ -757,4 +761,357 @@ int tdxkvm_stats_fd(void *owner, int kind)
 	file->f_mode |= FMODE_PREAD;
 	fd_install(fd, file);
 	return fd;
+}
+
+/* ---- Guest memory (the `mem` area: src/memslot.rs, src/gmem.rs) ---- */
+
+long tdxkvm_rust_gmem_fallocate(void *gmem, void *file, int mode, s64 offset, s64 len);
+void tdxkvm_rust_gmem_release(void *gmem, void *file);
+
+/* untagged_addr(addr) == addr && access_ok(addr, size): kvm_set_memory_region's HVA check. */
+bool tdxkvm_user_range_ok(u64 addr, u64 size)
+{
+	return addr == untagged_addr(addr) &&
+	       access_ok((void __user *)(unsigned long)addr, size);
+}
+
+static long gmem_fallocate(struct file *f, int mode, loff_t offset, loff_t len)
+{
+	long r = tdxkvm_rust_gmem_fallocate(f->private_data, f, mode, offset, len);
+
+	if (!r)
+		file_modified(f);
+	return r;
+}
+
+static int gmem_release(struct inode *inode, struct file *f)
+{
+	tdxkvm_rust_gmem_release(f->private_data, f);
+	return 0;
+}
+
+/* No read, write or mmap: those fail as on upstream's guest_memfd. */
+static const struct file_operations gmem_fops = {
+	.owner = THIS_MODULE,
+	.open = generic_file_open,
+	.release = gmem_release,
+	.fallocate = gmem_fallocate,
+};
+
+static int gmem_setattr(struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr)
+{
+	return -EINVAL;
+}
+
+static const struct inode_operations gmem_iops = {
+	.setattr = gmem_setattr,
+};
+
+static int gmem_migrate_folio(struct address_space *mapping, struct folio *dst,
+			      struct folio *src, enum migrate_mode mode)
+{
+	WARN_ON_ONCE(1);
+	return -EINVAL;
+}
+
+static const struct address_space_operations gmem_aops = {
+	.dirty_folio = noop_dirty_folio,
+	.migrate_folio = gmem_migrate_folio,
+};
+
+/* A guest_memfd file with its own inode (upstream __kvm_gmem_create); returns the fd. */
+int tdxkvm_gmem_create(void *priv, u64 size, void **filep)
+{
+	struct inode *inode;
+	struct file *file;
+	int fd;
+
+	fd = get_unused_fd_flags(0);
+	if (fd < 0)
+		return fd;
+	file = anon_inode_create_getfile("[kvm-gmem]", &gmem_fops, priv, O_RDWR, NULL);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
+	file->f_flags |= O_LARGEFILE;
+	inode = file->f_inode;
+	inode->i_op = &gmem_iops;
+	inode->i_mapping->a_ops = &gmem_aops;
+	inode->i_mode |= S_IFREG;
+	inode->i_size = size;
+	mapping_set_gfp_mask(inode->i_mapping, GFP_HIGHUSER);
+	mapping_set_inaccessible(inode->i_mapping);
+	mapping_set_large_folios(inode->i_mapping);
+	WARN_ON_ONCE(!mapping_unevictable(inode->i_mapping));
+	*filep = file;
+	fd_install(fd, file);
+	return fd;
+}
+
+/*
+ * fget(fd): NULL if not open; *priv is the private data if the file is one of this module's
+ * guest_memfd files, NULL otherwise; *i_size its size. The caller fput()s the file.
+ */
+void *tdxkvm_gmem_fget(int fd, void **priv, u64 *i_size)
+{
+	struct file *file = fget(fd);
+
+	*priv = NULL;
+	*i_size = 0;
+	if (!file)
+		return NULL;
+	if (file->f_op == &gmem_fops) {
+		*priv = file->private_data;
+		*i_size = i_size_read(file_inode(file));
+	}
+	return file;
+}
+
+void tdxkvm_fput(void *file)
+{
+	fput(file);
+}
+
+u64 tdxkvm_file_size(void *file)
+{
+	return i_size_read(file_inode((struct file *)file));
+}
+
+void tdxkvm_gmem_invalidate_lock(void *file)
+{
+	filemap_invalidate_lock(((struct file *)file)->f_mapping);
+}
+
+void tdxkvm_gmem_invalidate_unlock(void *file)
+{
+	filemap_invalidate_unlock(((struct file *)file)->f_mapping);
+}
+
+/*
+ * The locked folio at @index, allocated if absent: 2 MiB when @index is 2 MiB aligned and the
+ * file covers the whole 2 MiB (the page cache falls back to smaller folios), else 4 KiB.
+ */
+static struct folio *gmem_get_folio(struct address_space *mapping, pgoff_t index)
+{
+	fgf_t fgp = FGP_LOCK | FGP_CREAT;
+	struct folio *folio;
+
+	folio = filemap_lock_folio(mapping, index);
+	if (!IS_ERR(folio))
+		return folio;
+	if (IS_ALIGNED(index, PTRS_PER_PMD) &&
+	    (u64)(index + PTRS_PER_PMD) << PAGE_SHIFT <= (u64)i_size_read(mapping->host))
+		fgp |= fgf_set_order(PMD_SIZE);
+	return __filemap_get_folio(mapping, index, fgp, mapping_gfp_mask(mapping));
+}
+
+/* fallocate(KEEP_SIZE) of pages [start, end) (upstream kvm_gmem_allocate). */
+long tdxkvm_gmem_allocate(void *filep, u64 start, u64 end)
+{
+	struct address_space *mapping = ((struct file *)filep)->f_mapping;
+	pgoff_t index;
+	long r = 0;
+
+	filemap_invalidate_lock_shared(mapping);
+	for (index = start; index < end;) {
+		struct folio *folio;
+
+		if (signal_pending(current)) {
+			r = -EINTR;
+			break;
+		}
+		folio = gmem_get_folio(mapping, index);
+		if (IS_ERR(folio)) {
+			r = PTR_ERR(folio);
+			break;
+		}
+		index = folio_next_index(folio);
+		folio_unlock(folio);
+		folio_put(folio);
+		if (WARN_ON_ONCE(!index))
+			break;
+		cond_resched();
+	}
+	filemap_invalidate_unlock_shared(mapping);
+	return r;
+}
+
+/* Frees the pages [start, end) (the S-EPT gave them back); the invalidate lock is held. */
+void tdxkvm_gmem_truncate(void *file, u64 start, u64 end)
+{
+	struct address_space *mapping = ((struct file *)file)->f_mapping;
+	loff_t lend = end >= (U64_MAX >> PAGE_SHIFT) ? -1 : (loff_t)(end << PAGE_SHIFT) - 1;
+
+	truncate_inode_pages_range(mapping, (loff_t)start << PAGE_SHIFT, lend);
+}
+
+/*
+ * Pages [start, end) may still be mapped by the TDX module (a zap could not finish): take one
+ * reference on each folio that is never dropped, so neither truncation nor eviction frees it.
+ */
+void tdxkvm_gmem_leak_range(void *file, u64 start, u64 end)
+{
+	struct address_space *mapping = ((struct file *)file)->f_mapping;
+	struct folio_batch fbatch;
+	pgoff_t index = start;
+	unsigned int i;
+
+	folio_batch_init(&fbatch);
+	while (filemap_get_folios(mapping, &index, end - 1, &fbatch)) {
+		for (i = 0; i < folio_batch_count(&fbatch); i++)
+			folio_get(fbatch.folios[i]);
+		folio_batch_release(&fbatch);
+		cond_resched();
+	}
+}
+
+/* A reference to @file unless its count already reached zero (it is being released). */
+bool tdxkvm_file_get_active(void *file)
+{
+	return atomic_long_inc_not_zero(&((struct file *)file)->f_count);
+}
+
+/*
+ * The folio backing page @index (upstream kvm_gmem_get_pfn): allocated (2 MiB where it can be,
+ * see gmem_get_folio) and zeroed if new. Returns the folio with a reference, or NULL; *pfn is
+ * the page of @index, *order the folio's order.
+ */
+void *tdxkvm_gmem_get_pfn(void *filep, u64 index, u64 *pfn, unsigned int *order)
+{
+	struct address_space *mapping = ((struct file *)filep)->f_mapping;
+	pgoff_t head = ALIGN_DOWN(index, PTRS_PER_PMD);
+	struct folio *folio;
+	long i, n;
+
+	filemap_invalidate_lock_shared(mapping);
+	/* Try the 2 MiB folio around @index first, so a later fault can map it whole. */
+	folio = gmem_get_folio(mapping, head);
+	if (!IS_ERR(folio) && (index < folio->index || index >= folio_next_index(folio))) {
+		folio_unlock(folio);
+		folio_put(folio);
+		folio = gmem_get_folio(mapping, index);
+	}
+	filemap_invalidate_unlock_shared(mapping);
+	if (IS_ERR(folio))
+		return NULL;
+	if (!folio_test_uptodate(folio)) {
+		n = folio_nr_pages(folio);
+		for (i = 0; i < n; i++)
+			clear_highpage(folio_page(folio, i));
+		folio_mark_uptodate(folio);
+	}
+	*pfn = folio_pfn(folio) + (index - folio->index);
+	*order = folio_order(folio);
+	folio_unlock(folio);
+	return folio;
+}
+
+void tdxkvm_folio_put(void *folio)
+{
+	folio_put(folio);
+}
+
+/*
+ * The page at @hva of the current mm (upstream hva_to_pfn): writable if @want_write and the
+ * mapping allows it, else read-only. 0 with a page reference in *pagep, or -errno.
+ */
+int tdxkvm_gup(u64 hva, bool want_write, void **pagep, u64 *pfn, bool *writable)
+{
+	struct page *page;
+	long n;
+
+	if (want_write && get_user_page_fast_only(hva, FOLL_WRITE, &page)) {
+		*writable = true;
+		goto out;
+	}
+	n = get_user_pages_unlocked(hva, 1, &page, want_write ? FOLL_WRITE : 0);
+	if (n == 1) {
+		*writable = want_write;
+		goto out;
+	}
+	if (want_write) {
+		n = get_user_pages_unlocked(hva, 1, &page, 0);
+		if (n == 1) {
+			*writable = false;
+			goto out;
+		}
+	}
+	return n < 0 ? n : -EFAULT;
+out:
+	*pagep = page;
+	*pfn = page_to_pfn(page);
+	return 0;
+}
+
+void tdxkvm_put_page(void *page)
+{
+	put_page(page);
+}
+
+int tdxkvm_rust_mn_invalidate_start(void *vm, u64 start, u64 end);
+void tdxkvm_rust_mn_invalidate_end(void *vm);
+void tdxkvm_rust_mn_release(void *vm);
+
+struct tdxkvm_mn {
+	struct mmu_notifier mn;
+	void *vm;
+};
+
+static int mn_invalidate_range_start(struct mmu_notifier *mn,
+				     const struct mmu_notifier_range *range)
+{
+	struct tdxkvm_mn *m = container_of(mn, struct tdxkvm_mn, mn);
+
+	return tdxkvm_rust_mn_invalidate_start(m->vm, range->start, range->end);
+}
+
+static void mn_invalidate_range_end(struct mmu_notifier *mn,
+				    const struct mmu_notifier_range *range)
+{
+	struct tdxkvm_mn *m = container_of(mn, struct tdxkvm_mn, mn);
+
+	tdxkvm_rust_mn_invalidate_end(m->vm);
+}
+
+static void mn_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct tdxkvm_mn *m = container_of(mn, struct tdxkvm_mn, mn);
+
+	tdxkvm_rust_mn_release(m->vm);
+}
+
+static const struct mmu_notifier_ops mn_ops = {
+	.invalidate_range_start = mn_invalidate_range_start,
+	.invalidate_range_end = mn_invalidate_range_end,
+	.release = mn_release,
+};
+
+/* Registers an MMU notifier for @vm on the current mm (upstream kvm_init_mmu_notifier). */
+void *tdxkvm_mn_register(void *vm)
+{
+	struct tdxkvm_mn *m = kzalloc(sizeof(*m), GFP_KERNEL_ACCOUNT);
+
+	if (!m)
+		return NULL;
+	m->vm = vm;
+	m->mn.ops = &mn_ops;
+	if (mmu_notifier_register(&m->mn, current->mm)) {
+		kfree(m);
+		return NULL;
+	}
+	return m;
+}
+
+void tdxkvm_mn_unregister(void *p)
+{
+	struct tdxkvm_mn *m = p;
+
+	mmu_notifier_unregister(&m->mn, m->mn.mm);
+	kfree(m);
+}
+
+void tdxkvm_cond_resched(void)
+{
+	cond_resched();
 }

@@ -73,4 +73,24 @@ int tdxkvm_vcpu_fd(void *vcpu, u32 id);
 int tdxkvm_stats_fd(void *owner, int kind);
 unsigned int tdxkvm_tsc_khz(void);
 
+/* Guest memory (src/memslot.rs, src/gmem.rs). */
+bool tdxkvm_user_range_ok(u64 addr, u64 size);
+int tdxkvm_gmem_create(void *priv, u64 size, void **filep);
+void *tdxkvm_gmem_fget(int fd, void **priv, u64 *i_size);
+void tdxkvm_fput(void *file);
+u64 tdxkvm_file_size(void *file);
+void tdxkvm_gmem_invalidate_lock(void *file);
+void tdxkvm_gmem_invalidate_unlock(void *file);
+long tdxkvm_gmem_allocate(void *file, u64 start, u64 end);
+void tdxkvm_gmem_truncate(void *file, u64 start, u64 end);
+void tdxkvm_gmem_leak_range(void *file, u64 start, u64 end);
+bool tdxkvm_file_get_active(void *file);
+void *tdxkvm_gmem_get_pfn(void *file, u64 index, u64 *pfn, unsigned int *order);
+void tdxkvm_folio_put(void *folio);
+int tdxkvm_gup(u64 hva, bool want_write, void **pagep, u64 *pfn, bool *writable);
+void tdxkvm_put_page(void *page);
+void *tdxkvm_mn_register(void *vm);
+void tdxkvm_mn_unregister(void *m);
+void tdxkvm_cond_resched(void);
+
 #endif

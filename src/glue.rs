@@ -77,6 +77,48 @@ extern "C" {
     pub(crate) fn tdxkvm_vcpu_fd(vcpu: *mut c_void, id: u32) -> c_int;
     pub(crate) fn tdxkvm_stats_fd(owner: *mut c_void, kind: c_int) -> c_int;
     pub(crate) fn tdxkvm_tsc_khz() -> c_uint;
+    // Guest memory (src/memslot.rs, src/gmem.rs).
+    pub(crate) fn tdxkvm_user_range_ok(addr: u64, size: u64) -> bool;
+    pub(crate) fn tdxkvm_gmem_create(
+        priv_: *mut c_void,
+        size: u64,
+        filep: *mut *mut c_void,
+    ) -> c_int;
+    pub(crate) fn tdxkvm_gmem_fget(
+        fd: c_int,
+        priv_: *mut *mut c_void,
+        i_size: *mut u64,
+    ) -> *mut c_void;
+    pub(crate) fn tdxkvm_fput(file: *mut c_void);
+    pub(crate) fn tdxkvm_file_size(file: *mut c_void) -> u64;
+    pub(crate) fn tdxkvm_gmem_invalidate_lock(file: *mut c_void);
+    pub(crate) fn tdxkvm_gmem_invalidate_unlock(file: *mut c_void);
+    pub(crate) fn tdxkvm_gmem_allocate(
+        file: *mut c_void,
+        start: u64,
+        end: u64,
+    ) -> core::ffi::c_long;
+    pub(crate) fn tdxkvm_gmem_truncate(file: *mut c_void, start: u64, end: u64);
+    pub(crate) fn tdxkvm_gmem_leak_range(file: *mut c_void, start: u64, end: u64);
+    pub(crate) fn tdxkvm_file_get_active(file: *mut c_void) -> bool;
+    pub(crate) fn tdxkvm_gmem_get_pfn(
+        file: *mut c_void,
+        index: u64,
+        pfn: *mut u64,
+        order: *mut c_uint,
+    ) -> *mut c_void;
+    pub(crate) fn tdxkvm_folio_put(folio: *mut c_void);
+    pub(crate) fn tdxkvm_gup(
+        hva: u64,
+        want_write: bool,
+        pagep: *mut *mut c_void,
+        pfn: *mut u64,
+        writable: *mut bool,
+    ) -> c_int;
+    pub(crate) fn tdxkvm_put_page(page: *mut c_void);
+    pub(crate) fn tdxkvm_mn_register(vm: *mut c_void) -> *mut c_void;
+    pub(crate) fn tdxkvm_mn_unregister(m: *mut c_void);
+    pub(crate) fn tdxkvm_cond_resched();
 }
 
 /// The `tdx=` module parameter, compared without allocating.

@@ -23,9 +23,11 @@ pub(crate) enum Kind {
     Vcpu,
     /// Pages of VM and vCPU objects (kvm_run, PIO data, coalesced-MMIO ring).
     VcpuPage,
+    /// Open guest_memfd files.
+    Gmem,
 }
 
-static COUNTS: [AtomicIsize; 8] = [const { AtomicIsize::new(0) }; 8];
+static COUNTS: [AtomicIsize; 9] = [const { AtomicIsize::new(0) }; 9];
 
 pub(crate) fn inc(k: Kind) {
     COUNTS[k as usize].fetch_add(1, Ordering::Relaxed);
@@ -81,5 +83,6 @@ pub(crate) fn render(buf: &mut Buf<'_>) -> core::fmt::Result {
     writeln!(buf, "td_control_pages {}", get(Kind::TdControl))?;
     writeln!(buf, "pamt_pages {}", get(Kind::Pamt))?;
     writeln!(buf, "vcpus {}", get(Kind::Vcpu))?;
-    writeln!(buf, "vcpu_pages {}", get(Kind::VcpuPage))
+    writeln!(buf, "vcpu_pages {}", get(Kind::VcpuPage))?;
+    writeln!(buf, "gmem_files {}", get(Kind::Gmem))
 }

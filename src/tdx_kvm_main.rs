@@ -12,12 +12,18 @@
 use kernel::prelude::*;
 
 mod abi;
+mod attributes;
 mod backend;
 mod dev;
 mod env;
 mod extable;
 mod glue;
+mod gmem;
 mod hw;
+mod mem_abi;
+mod memslot;
+mod mmu_notifier;
+mod prefault;
 mod selftest;
 mod stats;
 mod stats_fd;

@@ -208,6 +208,7 @@ impl Vcpu {
             KVM_RUN => self.run(arg),
             KVM_GET_STATS_FD => stats_fd::vcpu_stats_fd(self),
             tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vcpu_op(self, arg),
+            crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
                 let _guard = self.mutex.lock();
                 self.not_yet()

@@ -104,11 +104,7 @@ impl VmMmu {
     }
 }
 
-/// The VM's memslots. Placeholder: the memslot work (issue 10, `mem`) defines what it holds and
-/// how it is locked (upstream: `slots_lock` + SRCU).
-pub(crate) struct Memslots {
-    _private: (),
-}
+pub(crate) use crate::memslot::Memslots;
 
 /// What the VM lock guards (upstream fields protected by `kvm->lock`).
 pub(crate) struct VmLocked {
@@ -178,8 +174,8 @@ pub(crate) struct Vm {
     #[pin]
     lock: Mutex<VmLocked>,
     mmu: VmMmu,
-    // Filled in by the memslot work.
-    #[allow(dead_code)]
+    /// Memslots and memory attributes under `slots_lock` ([`crate::memslot`]).
+    #[pin]
     memslots: Memslots,
     /// The coalesced-MMIO ring page, mapped at page 2 of every vCPU fd (upstream allocates it
     /// with the VM; no zone is ever registered here, so it stays empty).
@@ -204,6 +200,8 @@ impl Vm {
             }
         };
         let ring = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
+        // Upstream kvm->arch.pre_fault_allowed: a TD's KVM_TDX_FINALIZE_VM sets it.
+        let pre_fault_allowed = vm_type != KVM_X86_TDX_VM;
         let stats_id = StatsId::vm();
         let vm = Arc::pin_init(
             pin_init!(Vm {
@@ -221,7 +219,7 @@ impl Vm {
                     "kvm->lock"
                 ),
                 mmu,
-                memslots: Memslots { _private: () },
+                memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
             }),
             GFP_KERNEL,
@@ -250,6 +248,16 @@ impl Vm {
     /// The MMU.
     pub(crate) fn mmu(&self) -> &VmMmu {
         &self.mmu
+    }
+
+    /// The machine type (`KVM_X86_*_VM`).
+    pub(crate) fn vm_type(&self) -> usize {
+        self.vm_type
+    }
+
+    /// Memslots and memory attributes (`slots_lock`).
+    pub(crate) fn memslots(&self) -> &Memslots {
+        &self.memslots
     }
 
     /// The stats id ("kvm-<pid>").
@@ -303,6 +311,8 @@ impl Vm {
 #[pinned_drop]
 impl PinnedDrop for Vm {
     fn drop(self: Pin<&mut Self>) {
+        // No MMU-notifier callback may reach the VM while it goes.
+        self.memslots.shutdown();
         // The last reference is gone: no file can reach the VM or its vCPUs any more. Each vCPU
         // gives its cache pages back to the MMU's allocator before the MMU goes.
         let vcpus = core::mem::take(&mut self.lock.lock().vcpus);

@@ -120,13 +120,22 @@ struct Ctx {
     tdx: bool,
 }
 
+mod memory;
+mod prefault;
 mod system;
 mod tdx_vm;
 mod vcpu;
 
 /// Every test of the suite, area by area (one module per area).
 fn tests() -> Vec<Test> {
-    [system::tests(), vcpu::tests(), tdx_vm::tests()].concat()
+    [
+        system::tests(),
+        vcpu::tests(),
+        memory::tests(),
+        prefault::tests(),
+        tdx_vm::tests(),
+    ]
+    .concat()
 }
 
 const EINVAL: i32 = libc::EINVAL;
@@ -159,6 +168,10 @@ fn main() {
         for (name, _, _) in &tests {
             println!("{name}");
         }
+        return;
+    }
+    if arg == "--bench-prefault" {
+        prefault::bench();
         return;
     }
     if let Some(f) = harness_fault().filter(|f| !HARNESS_FAULTS.contains(&f.as_str())) {

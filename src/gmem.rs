@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! guest_memfd (upstream `virt/kvm/guest_memfd.c`, 6.12), the module's own: the 6.12 kvm.ko's
+//! is not available to a module.
+//!
+//! `KVM_CREATE_GUEST_MEMFD` makes a file with its own anonymous inode (`S_IFREG`, size fixed at
+//! creation, block size 4 KiB), whose page cache holds the guest's private memory: no
+//! read/write/mmap (the file has none of those operations), `fallocate` with `KEEP_SIZE` to
+//! allocate, with `PUNCH_HOLE` to free. A punch hole first zaps the private mappings of every
+//! memslot bound to the hole (for a TD through BLOCK/TRACK/REMOVE) and only then truncates the
+//! page cache, so a page leaves the file only once the S-EPT gave it back. If the zap could
+//! not finish (the VM is then bugged), the pages are kept for good instead (leaked on purpose).
+//!
+//! Folios are 2 MiB where the page index is 2 MiB aligned and the file covers the whole 2 MiB
+//! (the page cache falls back to smaller folios when it cannot).
+//!
+//! The file holds a VM reference (the file pins the VM, not the other way round); a memslot
+//! names its file by [`GmemId`] and the VM lists its open files ([`MemState::gmem_files`]), so
+//! release — under `slots_lock` — zaps what the file backed and unregisters it before it goes.
+//!
+//! Locking: `slots_lock` → the mapping's invalidate lock → the MMU lock.
+
+use crate::glue;
+use crate::mem_abi::KvmCreateGuestMemfd;
+use crate::memslot::{err, KVecStore, MemState};
+use crate::vm::Vm;
+use core::ffi::{c_int, c_long, c_void};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::prelude::*;
+use kernel::uaccess::UserSlice;
+use memcore::gmem::{Binding, Bindings, Falloc};
+use memcore::memslot::{GmemId, GmemSlot, Memslot};
+use memcore::Errno;
+use mmu::tdp::ZapTarget;
+
+/// Source of [`GmemId`]s: never reused while the module is loaded.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One guest_memfd file (upstream `struct kvm_gmem`).
+pub(crate) struct GmemFile {
+    id: GmemId,
+    /// The `struct file`, set (under `slots_lock`) once made; valid while registered.
+    file: *mut c_void,
+    /// A counted VM reference ([`Vm::get_raw`]), given back when the file goes.
+    vm: *const Vm,
+    /// The memslots bound to ranges of this file; guarded by the VM's `slots_lock` (every
+    /// access goes through a [`MemState`] borrow, see [`GmemRef`]).
+    bindings: Bindings<KVecStore<Binding>>,
+}
+
+/// A registered open file in [`MemState::gmem_files`].
+pub(crate) struct GmemRef {
+    id: GmemId,
+    /// INVARIANT: points at a live `GmemFile` for as long as this entry is registered: release
+    /// unregisters it (under `slots_lock`) before freeing the file.
+    file: *mut GmemFile,
+}
+
+// SAFETY: the pointer is dereferenced only under `slots_lock` (through `MemState`), which
+// serialises every user of the `GmemFile` it names.
+unsafe impl Send for GmemRef {}
+
+impl GmemFile {
+    fn vm(&self) -> &Vm {
+        // SAFETY: `vm` is a counted reference this file holds until `Drop`.
+        unsafe { &*self.vm }
+    }
+}
+
+impl Drop for GmemFile {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken at creation, given back once; may tear the VM down.
+        unsafe { Vm::put_raw(self.vm) };
+        crate::stats::dec(crate::stats::Kind::Gmem);
+    }
+}
+
+/// Takes file `id` off the VM's list.
+fn unregister(st: &mut MemState, id: GmemId) {
+    let files = st.gmem_files.as_mut_slice();
+    if let Some(i) = files.iter().position(|r| r.id == id) {
+        let last = files.len() - 1;
+        files.swap(i, last);
+        // SAFETY: `last` is below the length, so `0..last` stays initialised; the entry given
+        // up is a plain pointer and an id, with nothing to drop.
+        unsafe { st.gmem_files.set_len(last) };
+    }
+}
+
+fn lookup(st: &mut MemState, id: GmemId) -> Option<&mut GmemFile> {
+    let r = st.gmem_files.iter().find(|r| r.id == id)?;
+    // SAFETY: registered entries point at live files (INVARIANT of `GmemRef`), and `st` is
+    // borrowed mutably under `slots_lock`, so no one else reaches the file meanwhile.
+    Some(unsafe { &mut *r.file })
+}
+
+/// `KVM_CREATE_GUEST_MEMFD` on `vm`.
+pub(crate) fn create(vm: &Vm, arg: usize) -> Result<isize> {
+    let a: KvmCreateGuestMemfd = UserSlice::new(arg, core::mem::size_of::<KvmCreateGuestMemfd>())
+        .reader()
+        .read()?;
+    memcore::gmem::check_create(a.size, a.flags).map_err(err)?;
+    let id = GmemId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let file = KBox::new(
+        GmemFile {
+            id,
+            file: core::ptr::null_mut(),
+            vm: vm.get_raw(),
+            bindings: Bindings::new(KVecStore::new()),
+        },
+        GFP_KERNEL_ACCOUNT,
+    )?;
+    crate::stats::inc(crate::stats::Kind::Gmem);
+    let raw = KBox::into_raw(file);
+    let mut st = vm.memslots().lock();
+    if let Err(e) = st
+        .gmem_files
+        .push(GmemRef { id, file: raw }, GFP_KERNEL_ACCOUNT)
+    {
+        // SAFETY: not registered, no file made: still ours.
+        drop(unsafe { KBox::from_raw(raw) });
+        return Err(e.into());
+    }
+    let mut filep = core::ptr::null_mut();
+    // SAFETY: `raw` stays valid until the file's release, which gives it back; `filep` is
+    // written on success.
+    let fd = unsafe { glue::tdxkvm_gmem_create(raw.cast(), a.size, &mut filep) };
+    if fd < 0 {
+        unregister(&mut st, id);
+        // SAFETY: no file was made, and it is unregistered: still ours.
+        drop(unsafe { KBox::from_raw(raw) });
+        return Err(Error::from_errno(fd));
+    }
+    // SAFETY: registered and `slots_lock` held: release (which would free it) waits for it.
+    unsafe { (*raw).file = filep };
+    // `slots_lock` is dropped here: a close racing with this return waits for it in release.
+    Ok(fd as isize)
+}
+
+/// A counted reference to the `struct file` of the open guest_memfd `id` (upstream
+/// `kvm_gmem_get_file`): `None` if it is closed or closing. The caller `fput`s it.
+pub(crate) fn file_of(st: &MemState, id: GmemId) -> Option<*mut c_void> {
+    let r = st.gmem_files.iter().find(|r| r.id == id)?;
+    // SAFETY: registered entries point at live `GmemFile`s (INVARIANT of `GmemRef`); `st`
+    // borrows `slots_lock`.
+    let file = unsafe { (*r.file).file };
+    if file.is_null() {
+        return None;
+    }
+    // SAFETY: the file's memory is live while it is registered (release unregisters under
+    // `slots_lock` before it returns); a count already at zero is refused.
+    unsafe { glue::tdxkvm_file_get_active(file) }.then_some(file)
+}
+
+/// A reference on a guest_memfd folio, dropped after the page is mapped (KVM keeps none: the
+/// page stays in the file's page cache until a hole punch, which zaps it first).
+pub(crate) struct FolioRef(*mut c_void);
+
+impl Drop for FolioRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference `tdxkvm_gmem_get_pfn` took, dropped once.
+        unsafe { glue::tdxkvm_folio_put(self.0) };
+    }
+}
+
+/// The page backing file page `index` of the open guest_memfd `id` (upstream
+/// `kvm_gmem_get_pfn`): allocated and zeroed if new, from a 2 MiB folio where the file allows.
+/// Returns the PFN of `index`, the folio's order and a reference held until it is mapped.
+/// For `KVM_PRE_FAULT_MEMORY` and (tdabi) `KVM_TDX_INIT_MEM_REGION`'s PAGE.ADD source.
+///
+/// # Errors
+///
+/// [`Errno::EFAULT`]: the file is closed (upstream: the slot's file is gone);
+/// [`Errno::ENOMEM`]: no page.
+pub(crate) fn get_pfn(
+    st: kernel::sync::lock::Guard<'_, MemState, kernel::sync::lock::mutex::MutexBackend>,
+    id: GmemId,
+    index: u64,
+) -> core::result::Result<(mmu::Pfn, u32, FolioRef), Errno> {
+    let file = file_of(&st, id).ok_or(Errno::EFAULT)?;
+    // The file reference keeps it open; `slots_lock` is not needed (nor wanted: allocation).
+    drop(st);
+    let mut pfn = 0u64;
+    let mut order = 0u32;
+    // SAFETY: `file` is a reference `file_of` took; it is dropped right after.
+    let folio = unsafe { glue::tdxkvm_gmem_get_pfn(file, index, &mut pfn, &mut order) };
+    // SAFETY: the reference `file_of` took.
+    unsafe { glue::tdxkvm_fput(file) };
+    if folio.is_null() {
+        return Err(Errno::ENOMEM);
+    }
+    Ok((mmu::Pfn::new(pfn), order, FolioRef(folio)))
+}
+
+/// Binds `slot` (a `KVM_MEM_GUEST_MEMFD` create) to `fd` at byte `offset` (upstream
+/// `kvm_gmem_bind`); fills `slot.gmem` in.
+///
+/// # Errors
+///
+/// `EBADF`: `fd` is not open; `EINVAL`: not a guest_memfd, another VM's, `offset` negative,
+/// unaligned or the range past the file's end, or overlapping another binding; `ENOMEM`.
+pub(crate) fn bind(
+    vm: &Vm,
+    st: &mut MemState,
+    slot: &mut Memslot,
+    fd: u32,
+    offset: u64,
+) -> Result<GmemId> {
+    let mut priv_: *mut c_void = core::ptr::null_mut();
+    let mut i_size: u64 = 0;
+    // SAFETY: writes the two out-parameters; takes a file reference, given back below.
+    let file = unsafe { glue::tdxkvm_gmem_fget(fd as c_int, &mut priv_, &mut i_size) };
+    if file.is_null() {
+        return Err(EBADF);
+    }
+    let r = (|| {
+        // Not one of this module's guest_memfd files.
+        if priv_.is_null() {
+            return Err(EINVAL);
+        }
+        let g = st
+            .gmem_files
+            .iter()
+            .find(|r| r.file.cast::<c_void>() == priv_)
+            .map(|r| r.id)
+            // Registered with another VM: one VM per file.
+            .ok_or(EINVAL)?;
+        let f = lookup(st, g).ok_or(EINVAL)?;
+        if !core::ptr::eq(f.vm(), vm) {
+            return Err(EINVAL);
+        }
+        f.bindings.store_mut().reserve(1)?;
+        let pgoff = f
+            .bindings
+            .bind(offset, slot.npages, i_size, slot.id, slot.base_gfn)
+            .map_err(err)?;
+        slot.gmem = Some(GmemSlot { file: g, pgoff });
+        Ok(g)
+    })();
+    // SAFETY: the reference `tdxkvm_gmem_fget` took.
+    unsafe { glue::tdxkvm_fput(file) };
+    r
+}
+
+/// Removes slot `slot_id`'s binding from file `g`, if the file is still open.
+pub(crate) fn unbind(st: &mut MemState, g: GmemId, slot_id: u16) {
+    if let Some(f) = lookup(st, g) {
+        f.bindings.unbind(slot_id);
+    }
+}
+
+/// Zaps the private mappings of file pages `[start, end)` in every slot bound there.
+fn zap_bound(f: &GmemFile, start: u64, end: u64) -> core::result::Result<(), Errno> {
+    let vm = f.vm();
+    let mut r = Ok(());
+    f.bindings.for_each_in(start, end, |_, s, e| {
+        if vm.mmu().zap_gfns(ZapTarget::Mirror, s, e).is_err() {
+            r = Err(Errno::EIO);
+        }
+    });
+    r
+}
+
+/// `fallocate` on a guest_memfd (from the glue).
+///
+/// # Safety
+///
+/// `gmem` is the file's `private_data` (a live [`GmemFile`] until release, which cannot run
+/// while a file operation is in flight) and `file` the file.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_fallocate(
+    gmem: *mut c_void,
+    file: *mut c_void,
+    mode: c_int,
+    offset: i64,
+    len: i64,
+) -> c_long {
+    // SAFETY: the caller's contract; only shared access without `slots_lock`.
+    let vm = unsafe { (*gmem.cast::<GmemFile>()).vm() };
+    // SAFETY: `file` is live (the caller's contract).
+    let i_size = unsafe { glue::tdxkvm_file_size(file) };
+    let op = match memcore::gmem::check_fallocate(mode, offset as u64, len as u64, i_size) {
+        Ok(op) => op,
+        Err(e) => return -(e.to_errno() as c_long),
+    };
+    match op {
+        Falloc::Allocate { start, end } => {
+            // SAFETY: `file` is live.
+            unsafe { glue::tdxkvm_gmem_allocate(file, start, end) }
+        }
+        Falloc::PunchHole { start, end } => {
+            let st = vm.memslots().lock();
+            // SAFETY: `file` is live; the lock is dropped below.
+            unsafe { glue::tdxkvm_gmem_invalidate_lock(file) };
+            // SAFETY: registered while the file is open; `st` serialises access.
+            let f = unsafe { &*gmem.cast::<GmemFile>() };
+            // A fault that found a page of the hole before the truncation retries.
+            let inv = vm.memslots().invalidation().scope();
+            let zapped = zap_bound(f, start, end);
+            let r = match zapped {
+                Ok(()) => {
+                    // SAFETY: `file` is live and its invalidate lock is held.
+                    unsafe { glue::tdxkvm_gmem_truncate(file, start, end) };
+                    0
+                }
+                Err(e) => {
+                    // The S-EPT may still map pages of the hole: never free them.
+                    // SAFETY: `file` is live.
+                    unsafe { glue::tdxkvm_gmem_leak_range(file, start, end) };
+                    -(e.to_errno() as c_long)
+                }
+            };
+            drop(inv);
+            // SAFETY: taken above.
+            unsafe { glue::tdxkvm_gmem_invalidate_unlock(file) };
+            drop(st);
+            r
+        }
+    }
+}
+
+/// Release of a guest_memfd file (from the glue): zaps every private mapping the file backs,
+/// unregisters the file, drops its VM reference.
+///
+/// # Safety
+///
+/// `gmem` is the file's `private_data`, given back exactly once here; `file` is the file.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_release(gmem: *mut c_void, file: *mut c_void) {
+    let raw = gmem.cast::<GmemFile>();
+    // SAFETY: the caller's contract: the box made in `create`, registered until below.
+    let f = unsafe { &*raw };
+    let vm = f.vm();
+    let mut st = vm.memslots().lock();
+    // SAFETY: `file` is live during its release.
+    unsafe { glue::tdxkvm_gmem_invalidate_lock(file) };
+    let zapped = {
+        let _inv = vm.memslots().invalidation().scope();
+        zap_bound(f, 0, u64::MAX)
+    };
+    if zapped.is_err() {
+        // SAFETY: as above.
+        unsafe { glue::tdxkvm_gmem_leak_range(file, 0, u64::MAX >> 12) };
+    }
+    // SAFETY: taken above.
+    unsafe { glue::tdxkvm_gmem_invalidate_unlock(file) };
+    unregister(&mut st, f.id);
+    drop(st);
+    // SAFETY: unregistered: nothing reaches the box any more; given back once.
+    drop(unsafe { KBox::from_raw(raw) });
+}

@@ -1,0 +1,414 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Memslots of a VM: `KVM_SET_USER_MEMORY_REGION` and `KVM_SET_USER_MEMORY_REGION2` (upstream
+//! `kvm_vm_ioctl_set_memory_region` → `kvm_set_memory_region` → `kvm_set_memslot`, 6.12).
+//!
+//! The checks and the change kinds are `memcore::memslot`'s (host-tested); this file copies the
+//! structures in, binds a guest_memfd for a `KVM_MEM_GUEST_MEMFD` slot ([`crate::gmem`]),
+//! commits, and zaps both roots over the old range of a deleted or moved slot — for a TD the
+//! mirror through the S-EPT backend (BLOCK, TRACK, REMOVE).
+//!
+//! Locking: [`Memslots`] is upstream's `slots_lock`: it serialises memslot changes, attribute
+//! changes ([`crate::attributes`]) and guest_memfd binds, releases and hole punches. It nests
+//! outside the MMU lock (zaps run with it held) and is never taken by anything the kernel's
+//! reclaim can call, so allocating under it is fine. Upstream readers use SRCU; readers here
+//! (the fault side, still to come) take the same mutex for the lookup only.
+
+use crate::glue;
+use crate::mem_abi::*;
+use crate::mmu_notifier::{HvaRange, Invalidation, Notifier};
+use crate::vm::{Vm, VmMmu};
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::prelude::*;
+use kernel::sync::{Mutex, SpinLock};
+use kernel::uaccess::UserSlice;
+use kernel::{new_mutex, new_spinlock};
+use memcore::attributes::{AttrMap, AttrRange};
+use memcore::memslot::{Change, GmemId, Memslot, MemslotSet, RegionIoctl, VmMemCaps};
+use memcore::store::Store;
+use memcore::Errno;
+use mmu::env::MmuEnv;
+use mmu::external::ExternalPageTable;
+use mmu::spte::PagingFormat;
+use mmu::tdp::{TdpMmu, ZapTarget};
+use mmu::{Gfn, MmuError};
+
+/// A [`Store`] in a `KVec` of `Copy` elements; grown (allocating) only by [`KVecStore::reserve`],
+/// so the core's calls never allocate.
+pub(crate) struct KVecStore<T>(KVec<T>);
+
+impl<T: Copy> KVecStore<T> {
+    /// An empty store.
+    pub(crate) fn new() -> Self {
+        KVecStore(KVec::new())
+    }
+
+    /// Makes room for `n` more elements.
+    pub(crate) fn reserve(&mut self, n: usize) -> Result {
+        if n == 0 {
+            return Ok(());
+        }
+        self.0.reserve(n, GFP_KERNEL_ACCOUNT).map_err(|_| ENOMEM)
+    }
+}
+
+impl<T: Copy> Store<T> for KVecStore<T> {
+    fn as_slice(&self) -> &[T] {
+        self.0.as_slice()
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        self.0.as_mut_slice()
+    }
+
+    fn spare(&self) -> usize {
+        self.0.capacity() - self.0.len()
+    }
+
+    fn insert(&mut self, index: usize, value: T) -> core::result::Result<(), Errno> {
+        if self.spare() == 0 || index > self.0.len() {
+            return Err(Errno::ENOMEM);
+        }
+        // Within capacity: `push` does not allocate.
+        self.0.push(value, GFP_NOWAIT).map_err(|_| Errno::ENOMEM)?;
+        self.0.as_mut_slice()[index..].rotate_right(1);
+        Ok(())
+    }
+
+    fn remove(&mut self, index: usize) -> T {
+        let s = self.0.as_mut_slice();
+        let v = s[index];
+        s[index..].rotate_left(1);
+        let len = s.len() - 1;
+        // SAFETY: `len` is below the current length, so `0..len` stays initialised; `T: Copy`
+        // has no destructor to skip for the element given up.
+        unsafe { self.0.set_len(len) };
+        v
+    }
+}
+
+/// What `slots_lock` guards.
+pub(crate) struct MemState {
+    /// The memslots (one address space: no SMM).
+    pub(crate) slots: MemslotSet<KVecStore<Memslot>>,
+    /// Memory attributes per GFN.
+    pub(crate) attrs: AttrMap<KVecStore<AttrRange>>,
+    /// This VM's open guest_memfd files. A slot names its file by [`GmemId`]; a file that is
+    /// gone is not here (upstream clears `slot->gmem.file` at release).
+    pub(crate) gmem_files: KVec<crate::gmem::GmemRef>,
+}
+
+/// The VM's memslots and memory attributes under `slots_lock`, the notifier's HVA index, the
+/// invalidation counters, and whether pre-faulting is allowed.
+#[pin_data]
+pub(crate) struct Memslots {
+    #[pin]
+    state: Mutex<MemState>,
+    /// One [`HvaRange`] per slot, for the MMU notifier (see [`crate::mmu_notifier`]); changed
+    /// only under `slots_lock`, never held while allocating.
+    #[pin]
+    hva: SpinLock<KVec<HvaRange>>,
+    invalidate: Invalidation,
+    /// The MMU notifier on the creator's mm, registered with the first memslot (under
+    /// `slots_lock`).
+    #[pin]
+    notifier: Mutex<Option<Notifier>>,
+    /// Upstream `kvm->arch.pre_fault_allowed`: true for default and software-protected VMs;
+    /// a TD's `KVM_TDX_FINALIZE_VM` sets it ([`Memslots::allow_pre_fault`]).
+    pre_fault_allowed: AtomicBool,
+}
+
+impl Memslots {
+    /// No slots, every GFN shared; `pre_fault_allowed` as the VM type starts.
+    pub(crate) fn new(pre_fault_allowed: bool) -> impl PinInit<Self> {
+        pin_init!(Memslots {
+            state <- new_mutex!(
+                MemState {
+                    slots: MemslotSet::new(KVecStore::new()),
+                    attrs: AttrMap::new(KVecStore::new()),
+                    gmem_files: KVec::new(),
+                },
+                "kvm->slots_lock"
+            ),
+            hva <- new_spinlock!(KVec::new(), "kvm->hva_index"),
+            invalidate: Invalidation::default(),
+            notifier <- new_mutex!(None, "kvm->mmu_notifier"),
+            pre_fault_allowed: AtomicBool::new(pre_fault_allowed),
+        })
+    }
+
+    /// Takes `slots_lock`.
+    pub(crate) fn lock(
+        &self,
+    ) -> kernel::sync::lock::Guard<'_, MemState, kernel::sync::lock::mutex::MutexBackend> {
+        self.state.lock()
+    }
+
+    /// The notifier's HVA index, locked.
+    pub(crate) fn hva_index(
+        &self,
+    ) -> kernel::sync::lock::Guard<'_, KVec<HvaRange>, kernel::sync::lock::spinlock::SpinLockBackend>
+    {
+        self.hva.lock()
+    }
+
+    /// The invalidation counters.
+    pub(crate) fn invalidation(&self) -> &Invalidation {
+        &self.invalidate
+    }
+
+    /// Whether `KVM_PRE_FAULT_MEMORY` may map (upstream `kvm->arch.pre_fault_allowed`).
+    pub(crate) fn pre_fault_allowed(&self) -> bool {
+        self.pre_fault_allowed.load(Ordering::Acquire)
+    }
+
+    /// Allows `KVM_PRE_FAULT_MEMORY` (a TD's `KVM_TDX_FINALIZE_VM`).
+    #[allow(dead_code)]
+    pub(crate) fn allow_pre_fault(&self) {
+        self.pre_fault_allowed.store(true, Ordering::Release);
+    }
+
+    /// First thing in the VM's teardown: unregisters the MMU notifier (waiting for running
+    /// callbacks), so none can reach the VM while its fields go.
+    pub(crate) fn shutdown(&self) {
+        drop(self.notifier.lock().take());
+    }
+
+    /// Registers the MMU notifier if it is not yet (the first memslot).
+    fn ensure_notifier(&self, vm: &Vm) -> Result {
+        let mut n = self.notifier.lock();
+        if n.is_none() {
+            *n = Some(Notifier::register(vm)?);
+        }
+        Ok(())
+    }
+
+    /// Makes room in the HVA index for one more range, allocating outside its spinlock (the
+    /// caller holds `slots_lock`, so nothing else changes the index meanwhile).
+    fn reserve_hva(&self) -> Result {
+        let (len, spare) = {
+            let h = self.hva.lock();
+            (h.len(), h.capacity() - h.len())
+        };
+        if spare > 0 {
+            return Ok(());
+        }
+        let mut bigger = KVec::with_capacity(len * 2 + 4, GFP_KERNEL_ACCOUNT)?;
+        let mut h = self.hva.lock();
+        // Within the new capacity: no allocation under the spinlock.
+        bigger.extend_from_slice(h.as_slice(), GFP_NOWAIT)?;
+        core::mem::swap(&mut *h, &mut bigger);
+        drop(h);
+        drop(bigger);
+        Ok(())
+    }
+
+    /// Applies a committed change to the HVA index.
+    fn update_hva(&self, change: &Change) {
+        let mut h = self.hva.lock();
+        let pos = |h: &KVec<HvaRange>, id: u16| h.iter().position(|r| r.id == id);
+        match *change {
+            Change::Create(s) => {
+                let r = HvaRange {
+                    id: s.id,
+                    start: s.userspace_addr,
+                    end: s.userspace_addr + (s.npages << 12),
+                    base_gfn: s.base_gfn,
+                };
+                // Room was made by `reserve_hva`: no allocation.
+                if h.push(r, GFP_NOWAIT).is_err() {
+                    pr_err!("memslot HVA index full\n");
+                }
+            }
+            Change::Delete(s) => {
+                if let Some(i) = pos(&h, s.id) {
+                    let last = h.len() - 1;
+                    h.as_mut_slice().swap(i, last);
+                    // SAFETY: `last` is below the length; `HvaRange` is `Copy`.
+                    unsafe { h.set_len(last) };
+                }
+            }
+            Change::Move { new, .. } => {
+                if let Some(i) = pos(&h, new.id) {
+                    h.as_mut_slice()[i].base_gfn = new.base_gfn;
+                }
+            }
+            Change::FlagsOnly { .. } | Change::Unchanged => {}
+        }
+    }
+}
+
+/// The kernel error for a core errno.
+pub(crate) fn err(e: Errno) -> Error {
+    Error::from_errno(-e.to_errno())
+}
+
+/// Whether the VM has private memory (upstream `kvm_arch_has_private_mem`).
+pub(crate) fn has_private_mem(vm: &Vm) -> bool {
+    matches!(
+        vm.vm_type(),
+        crate::abi::KVM_X86_SW_PROTECTED_VM | crate::abi::KVM_X86_TDX_VM
+    )
+}
+
+/// Whether `KVM_MEM_READONLY` is available (upstream: not with protected state, i.e. TDs).
+pub(crate) fn has_readonly_mem(vm: &Vm) -> bool {
+    !vm.is_td()
+}
+
+/// GFN bits of the guest-physical space the MMUs map (4-level: 48-bit GPAs).
+const GPA_BITS: u32 = 48;
+
+/// The VM's memslot capabilities for the core's checks.
+fn caps(vm: &Vm) -> VmMemCaps {
+    // SAFETY: reads boot_cpu_data.x86_phys_bits; no preconditions.
+    let host_bits = unsafe { glue::tdxkvm_phys_bits() };
+    let bits = host_bits.clamp(32, GPA_BITS);
+    VmMemCaps {
+        private_mem: has_private_mem(vm),
+        readonly_mem: has_readonly_mem(vm),
+        dirty_logging: false,
+        nr_as_ids: 1,
+        max_gfn: Gfn::new((1u64 << (bits - 12)) - 1),
+        // A TD's shared bit is GPA bit 47 with 4-level S-EPT (tdx-vm-abi.md §3).
+        shared_gfn_bit: vm.is_td().then_some(1u64 << (GPA_BITS - 1 - 12)),
+    }
+}
+
+/// `KVM_CHECK_EXTENSION` answers of this area (`vm` None on `/dev/kvm`); `None` for other caps.
+pub(crate) fn check_extension(cap: u64, vm: Option<&Vm>) -> Option<isize> {
+    Some(match cap {
+        KVM_CAP_USER_MEMORY | KVM_CAP_USER_MEMORY2 => 1,
+        KVM_CAP_NR_MEMSLOTS => memcore::uapi::KVM_USER_MEM_SLOTS as isize,
+        KVM_CAP_READONLY_MEM => vm.map_or(true, has_readonly_mem) as isize,
+        KVM_CAP_GUEST_MEMFD => vm.map_or(true, has_private_mem) as isize,
+        // Upstream answers tdp_enabled for every VM; a TD refuses the ioctl until FINALIZE.
+        KVM_CAP_PRE_FAULT_MEMORY => 1,
+        KVM_CAP_MEMORY_ATTRIBUTES => {
+            memcore::attributes::supported_attributes(vm.map_or(true, has_private_mem)) as isize
+        }
+        _ => return None,
+    })
+}
+
+/// How often a zap that found the S-EPT busy is repeated before the VM is marked bugged.
+const ZAP_RETRIES: usize = 16;
+
+fn zap_one<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
+    mmu: &TdpMmu<F, E, X>,
+    target: ZapTarget,
+    start: Gfn,
+    end: Gfn,
+) -> core::result::Result<(), MmuError> {
+    let mut last = Ok(());
+    for _ in 0..ZAP_RETRIES {
+        let guard = mmu.write();
+        last = mmu.zap_range(&guard, target, start, end).map(|_| ());
+        drop(guard);
+        match last {
+            Err(MmuError::ExternalBusy) => continue,
+            _ => break,
+        }
+    }
+    if last.is_err() && !mmu.is_bugged() {
+        // Upstream KVM_BUG_ON: a zap that cannot finish leaves pages the guest may still reach.
+        pr_err!(
+            "zap of GFNs {:?}..{:?} failed: {:?}; VM marked bugged\n",
+            start,
+            end,
+            last
+        );
+        mmu.mark_bugged();
+    }
+    last
+}
+
+impl VmMmu {
+    /// Zaps `[start, end)` (memslot GFNs) in the chosen roots, retrying an S-EPT that stays
+    /// busy; a zap that cannot finish marks the VM bugged. A TD whose MMU is gone has nothing
+    /// mapped.
+    ///
+    /// Locking: takes the MMU lock exclusively; callers hold `slots_lock`.
+    pub(crate) fn zap_gfns(
+        &self,
+        target: ZapTarget,
+        start: Gfn,
+        end: Gfn,
+    ) -> core::result::Result<(), MmuError> {
+        if start >= end {
+            return Ok(());
+        }
+        match self {
+            // One root holds both kinds of memory of a plain or software-protected VM.
+            VmMmu::Plain(m) => zap_one(m, ZapTarget::Shared, start, end),
+            VmMmu::Td(td) => match td.mmu() {
+                Some(m) => zap_one(m, target, start, end),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// `untagged_addr(addr) == addr && access_ok(addr, size)`.
+fn user_range_ok(addr: u64, size: u64) -> bool {
+    // SAFETY: only computes on the values (current's address limit); touches no memory.
+    unsafe { glue::tdxkvm_user_range_ok(addr, size) }
+}
+
+/// `KVM_SET_USER_MEMORY_REGION` / `KVM_SET_USER_MEMORY_REGION2` on `vm`.
+pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) -> Result<isize> {
+    let mem: KvmUserspaceMemoryRegion2 = match ioctl {
+        RegionIoctl::V1 => UserSlice::new(arg, core::mem::size_of::<KvmUserspaceMemoryRegion>())
+            .reader()
+            .read::<KvmUserspaceMemoryRegion>()?
+            .into(),
+        RegionIoctl::V2 => UserSlice::new(arg, core::mem::size_of::<KvmUserspaceMemoryRegion2>())
+            .reader()
+            .read()?,
+    };
+    let req = mem.request();
+    memcore::memslot::check_ioctl(ioctl, &req).map_err(err)?;
+    let caps = caps(vm);
+    let mut st = vm.memslots().lock();
+    let mut change = st.slots.prepare(&caps, &req, user_range_ok).map_err(err)?;
+    let mut bound: Option<GmemId> = None;
+    if let Change::Create(ref mut new) = change {
+        if new.flags & memcore::uapi::KVM_MEM_GUEST_MEMFD != 0 {
+            let g = crate::gmem::bind(vm, &mut st, new, req.guest_memfd, req.guest_memfd_offset)?;
+            bound = Some(g);
+        }
+    }
+    let prepared = (|| {
+        if let Change::Create(_) = change {
+            vm.memslots().ensure_notifier(vm)?;
+            vm.memslots().reserve_hva()?;
+        }
+        let need = st.slots.room_needed(&change);
+        st.slots.store_mut().reserve(need)
+    })();
+    let committed = prepared.and_then(|()| st.slots.commit(&caps, &change).map_err(err));
+    if let Err(e) = committed {
+        if let (Some(g), Change::Create(new)) = (bound, &change) {
+            crate::gmem::unbind(&mut st, g, new.id);
+        }
+        return Err(e);
+    }
+    vm.memslots().update_hva(&change);
+    match change {
+        Change::Delete(old) | Change::Move { old, .. } => {
+            // Upstream kvm_arch_flush_shadow_memslot: every mapping of the old range goes, in
+            // both roots; private contents of a deleted slot are lost. A fault that looked the
+            // old slot up retries (the invalidation).
+            let inv = vm.memslots().invalidation().scope();
+            // A zap that cannot finish marked the VM bugged; the slot is gone either way.
+            vm.mmu()
+                .zap_gfns(ZapTarget::Both, old.base_gfn, old.end_gfn())
+                .ok();
+            drop(inv);
+            if let (Change::Delete(_), Some(g)) = (change, old.gmem) {
+                crate::gmem::unbind(&mut st, g.file, old.id);
+            }
+        }
+        _ => {}
+    }
+    Ok(0)
+}

@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `KVM_PRE_FAULT_MEMORY` on a vCPU fd (upstream `kvm_vcpu_pre_fault_memory` in
+//! virt/kvm/kvm_main.c and x86's `kvm_arch_vcpu_pre_fault_memory` / `kvm_tdp_map_page`, 6.12;
+//! the TDX rules of tdx-vm-abi.md §3).
+//!
+//! Each step maps the page at `range.gpa` the way a guest read fault would, through the TDP MMU
+//! with this vCPU's caches: private GFNs (memory attribute PRIVATE) from the slot's
+//! guest_memfd — for a TD into the mirror root, i.e. SEPT.ADD + PAGE.AUG — and shared GFNs from
+//! the VMM's memory through GUP into the shared root. A private page may be mapped by one
+//! 2 MiB leaf when its guest_memfd folio is 2 MiB and the range is uniformly private inside the
+//! slot ([`memcore::prefault::private_max_level`]); the progress then counts to the end of
+//! the 2 MiB page. The progress loop and its errnos are `memcore::prefault::run`'s.
+//!
+//! Locking: the vCPU mutex (caches) → `slots_lock` for the lookups only → GUP / guest_memfd
+//! (may sleep, allocate) → caches topped up → the MMU lock (shared), where the invalidation
+//! count is checked before mapping (see [`crate::mmu_notifier`]).
+
+use crate::glue;
+use crate::mem_abi::KvmPreFaultMemory;
+use crate::memslot::has_private_mem;
+use crate::vcpu::Vcpu;
+use crate::vm::{Vm, VmMmu};
+use core::ffi::c_void;
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+use kernel::uaccess::UserSlice;
+use memcore::prefault::PreFaultRange;
+use memcore::Errno;
+use mmu::cache::VcpuMmuCaches;
+use mmu::env::MmuEnv;
+use mmu::external::ExternalPageTable;
+use mmu::spte::{Access, PagingFormat};
+use mmu::tdp::{Fault, FaultOutcome, TdpMmu};
+use mmu::{Gfn, GfnKind, Level, MmuError, Pfn};
+
+/// A TD's shared bit as a GFN bit (GPA bit 47, 4-level S-EPT).
+const TD_SHARED_GFN_BIT: u64 = 1 << 35;
+
+/// A GUP page reference.
+struct PageRef(*mut c_void);
+
+impl Drop for PageRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference GUP took, dropped once.
+        unsafe { glue::tdxkvm_put_page(self.0) };
+    }
+}
+
+/// What backs the GFN, found before the MMU lock.
+struct Backing {
+    pfn: Pfn,
+    kind: GfnKind,
+    access: Access,
+    max_level: Level,
+    /// The page reference held across the mapping, dropped after it (KVM keeps none).
+    _page: Option<PageRef>,
+    /// Likewise for a guest_memfd folio.
+    _folio: Option<crate::gmem::FolioRef>,
+}
+
+/// Maps `fault` under the MMU lock unless an invalidation ran since `seq` was read; `None`:
+/// fault again.
+fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
+    mmu: &TdpMmu<F, E, X>,
+    vm: &Vm,
+    caches: &mut VcpuMmuCaches,
+    fault: &Fault,
+    seq: u64,
+) -> core::result::Result<Option<Level>, MmuError> {
+    let guard = mmu.read();
+    if vm.memslots().invalidation().retry(seq) {
+        return Ok(None);
+    }
+    match mmu.map(&guard, caches, fault) {
+        Ok(FaultOutcome::Mapped(level)) => Ok(Some(level)),
+        Ok(FaultOutcome::Spurious) => Ok(mmu
+            .lookup(&guard, fault.kind, fault.gfn)?
+            .map_or(Some(Level::L4K), |(l, _)| Some(l))),
+        Ok(FaultOutcome::Retry) | Err(MmuError::ExternalBusy) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Finds what backs `gfn` (upstream `kvm_faultin_pfn`), holding a page reference until the
+/// mapping is made.
+fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
+    let st = vm.memslots().lock();
+    let slot = *st.slots.lookup(gfn).ok_or(Errno::ENOENT)?;
+    let private = has_private_mem(vm) && st.attrs.is_private(gfn);
+    if !private {
+        drop(st);
+        let hva = slot.gfn_to_hva(gfn);
+        let mut page = core::ptr::null_mut();
+        let mut pfn = 0u64;
+        let mut writable = false;
+        // SAFETY: GUP on the current mm (the VM's creator, checked by the ioctl); fills the
+        // out-parameters on success.
+        let r = unsafe {
+            glue::tdxkvm_gup(hva, !slot.is_readonly(), &mut page, &mut pfn, &mut writable)
+        };
+        if r < 0 {
+            return Err(Errno::EFAULT);
+        }
+        let mut access = Access::READ | Access::EXEC;
+        if writable {
+            access |= Access::WRITE;
+        }
+        return Ok(Backing {
+            pfn: Pfn::new(pfn),
+            kind: GfnKind::Shared,
+            access,
+            max_level: Level::L4K,
+            _page: Some(PageRef(page)),
+            _folio: None,
+        });
+    }
+    // A private access to a slot without guest_memfd: upstream's memory-fault exit, -EFAULT.
+    let g = slot.gmem.ok_or(Errno::EFAULT)?;
+    let huge_ok = memcore::prefault::private_max_level(&slot, gfn, &st.attrs, true) == Level::L2M;
+    let index = g.pgoff + (gfn.raw() - slot.base_gfn.raw());
+    let (pfn, order, folio) = crate::gmem::get_pfn(st, g.file, index)?;
+    Ok(Backing {
+        pfn,
+        kind: if vm.is_td() {
+            GfnKind::Private
+        } else {
+            // A software-protected VM has one root for both kinds.
+            GfnKind::Shared
+        },
+        access: Access::RWX,
+        max_level: if huge_ok && order >= 9 {
+            Level::L2M
+        } else {
+            Level::L4K
+        },
+        _page: None,
+        _folio: Some(folio),
+    })
+}
+
+fn mmu_errno(e: MmuError) -> Errno {
+    match e {
+        MmuError::NoMemory => Errno::ENOMEM,
+        MmuError::GfnOutOfRange => Errno::ENOENT,
+        _ => Errno::EIO,
+    }
+}
+
+/// One step: maps the page at `gpa`, returns the level it is mapped at.
+fn map_one(vm: &Vm, caches: &mut VcpuMmuCaches, gpa: u64) -> core::result::Result<Level, Errno> {
+    if !vm.memslots().pre_fault_allowed() {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let gfn = Gfn::new(gpa >> 12);
+    // A TD's shared alias is not a memslot GFN (upstream kvm_is_gfn_alias).
+    if vm.is_td() && gfn.raw() & TD_SHARED_GFN_BIT != 0 {
+        return Err(Errno::EINVAL);
+    }
+    loop {
+        // Upstream kvm_tdp_map_page retries RET_PF_RETRY until a signal comes.
+        if kernel::current!().signal_pending() {
+            return Err(Errno::EINTR);
+        }
+        let seq = vm.memslots().invalidation().seq();
+        let b = faultin(vm, gfn)?;
+        vm.mmu()
+            .topup_vcpu_caches(caches)
+            .map_err(|_| Errno::ENOMEM)?;
+        let fault = Fault {
+            gfn,
+            kind: b.kind,
+            pfn: b.pfn,
+            access: b.access,
+            write: false,
+            max_level: b.max_level,
+        };
+        let r = match vm.mmu() {
+            VmMmu::Plain(m) => map_locked(m, vm, caches, &fault, seq),
+            VmMmu::Td(td) => match td.mmu() {
+                Some(m) => map_locked(m, vm, caches, &fault, seq),
+                None => Err(MmuError::Bugged),
+            },
+        };
+        drop(b);
+        match r {
+            Ok(Some(level)) => return Ok(level),
+            Ok(None) => {
+                // An invalidation is running or a racing fault won: let it finish.
+                // SAFETY: may sleep; only the vCPU mutex is held, which allows it.
+                unsafe { glue::tdxkvm_cond_resched() };
+                continue;
+            }
+            Err(e) => return Err(mmu_errno(e)),
+        }
+    }
+}
+
+/// `KVM_PRE_FAULT_MEMORY` on `vcpu`.
+pub(crate) fn pre_fault_memory(vcpu: &Vcpu, arg: usize) -> Result<isize> {
+    let size = core::mem::size_of::<KvmPreFaultMemory>();
+    let mut u: KvmPreFaultMemory = UserSlice::new(arg, size).reader().read()?;
+    let mut range = PreFaultRange {
+        gpa: u.gpa,
+        size: u.size,
+        flags: u.flags,
+    };
+    let vm = vcpu.vm();
+    vcpu.stats.pre_fault_calls.fetch_add(1, Ordering::Relaxed);
+    let r = memcore::prefault::check(&range).and_then(|()| {
+        let mut l = vcpu.lock();
+        let full = range.size;
+        let r = memcore::prefault::run(
+            &mut range,
+            || kernel::current!().signal_pending(),
+            |gpa| map_one(vm, &mut l.caches, gpa),
+        );
+        vcpu.stats
+            .pre_fault_pages
+            .fetch_add((full - range.size) >> 12, Ordering::Relaxed);
+        r
+    });
+    // The leftover range goes back whatever happened.
+    u.gpa = range.gpa;
+    u.size = range.size;
+    UserSlice::new(arg, size).writer().write(&u)?;
+    r.map(|()| 0).map_err(crate::memslot::err)
+}
