@@ -180,7 +180,7 @@ fn vm_values(vm: &Vm) -> [u64; NUM_VM] {
     let s = vm.mmu().stats();
     let w = |x: usize| x as u64;
     let mut v = [0u64; NUM_VM];
-    v[18] = u64::from(vm.lock().online_vcpus);
+    v[18] = u64::from(vm.online_vcpus());
     for l in 0..3 {
         v[l] = w(s.shared_leaves[l] + s.mirror_leaves[l]);
         v[3 + l] = w(s.shared_leaves[l]);
