@@ -273,6 +273,7 @@ fn caps(vm: &Vm) -> VmMemCaps {
         // KVM_TDX_INIT_VM on: upstream's kvm_gfn_direct_bits() is 0 before tdx_td_init sets
         // it, so a slot made earlier is only held to max_gfn.
         shared_gfn_bit: vm
+            .mmu()
             .td()
             .filter(|td| td.stage() != tdx::kvm::rules::TdStage::Uninitialized)
             .map(|td| td.shared_bit() >> 12),
