@@ -377,22 +377,32 @@ impl Populate for MemPopulate<'_> {
         measure: bool,
     ) -> core::result::Result<(), Errno> {
         let gfn = Gfn::new(gpa >> 12);
-        UserSlice::new(source as usize, 4096)
-            .reader()
-            .read_slice(&mut self.bounce)
-            .map_err(|_| Errno::EFAULT)?;
-        // SAFETY: `page` is our own 4 KiB page, mapped in the direct map; nothing else
-        // accesses it while the copy runs, and `bounce` holds 4096 bytes.
-        unsafe {
-            core::ptr::copy_nonoverlapping(self.bounce.as_ptr(), self.page.virt().as_ptr(), 4096)
-        };
-        let src = self.page.pfn().hpa();
+        let mut copied = false;
         let inv = self.vm.memslots().invalidation();
         loop {
             // Read before the lookup, checked under the MMU lock: a punch hole, conversion or
             // slot deletion in between makes us look the page up again.
             let seq = inv.seq();
             let (pfn, folio) = gmem_private_page(self.vm, gfn)?;
+            // The source after the destination, as upstream (`kvm_gmem_populate` finds the
+            // page, then the post-populate hook reads the source): EINVAL before EFAULT.
+            if !copied {
+                UserSlice::new(source as usize, 4096)
+                    .reader()
+                    .read_slice(&mut self.bounce)
+                    .map_err(|_| Errno::EFAULT)?;
+                // SAFETY: `page` is our own 4 KiB page, mapped in the direct map; nothing else
+                // accesses it while the copy runs, and `bounce` holds 4096 bytes.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        self.bounce.as_ptr(),
+                        self.page.virt().as_ptr(),
+                        4096,
+                    )
+                };
+                copied = true;
+            }
+            let src = self.page.pfn().hpa();
             let added = self
                 .td
                 .add_page(self.caches, gfn, pfn, src, measure, || inv.retry(seq))
