@@ -299,6 +299,8 @@ fn prefault_private_memory_sw_protected() -> Result<(), String> {
 
 fn prefault_td_before_finalize_is_eopnotsupp() -> Result<(), String> {
     let td = vm_of(KVM_X86_TDX_VM)?;
+    // A TD's vCPUs come after INIT_VM (EIO before).
+    crate::tdx_vm::init_vm_default(td.as_raw_fd())?;
     let mem = Anon::new(MB);
     eq(region2(&td, slot(0, 0, MB, mem.hva())), Ok(0), "slot")?;
     let vcpu = create_vcpu(&td, 0)?;

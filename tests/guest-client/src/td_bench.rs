@@ -89,14 +89,14 @@ fn one(size: u64, private: bool, gmem_offset: u64) -> Result<(f64, u64, String),
     let pages = size / PS;
     let gib = size as f64 / (1u64 << 30) as f64;
     let per_gib = |n: u64| n as f64 * 4.0 / gib;
-    let (k4, m2, root) = if private {
-        (s("mirror_pages_4k")?, s("mirror_pages_2m")?, "mirror")
+    let (k4, m2) = if private {
+        (s("mirror_pages_4k")?, s("mirror_pages_2m")?)
     } else {
-        (s("shared_pages_4k")?, s("shared_pages_2m")?, "shared")
+        (s("shared_pages_4k")?, s("shared_pages_2m")?)
     };
     let line = format!(
         "{:.0} ns per 4 KiB, leaves 4K {k4} 2M {m2}, SEAMCALLs {calls} ({:.4} per 4 KiB: \
-         SEPT.ADD {} PAGE.AUG {}), page tables per GiB: {root} root {:.0} KiB, S-EPT {:.0} KiB, \
+         SEPT.ADD {} PAGE.AUG {}), page tables per GiB: mirror root {:.0} KiB, S-EPT {:.0} KiB, \
          shared root {:.0} KiB",
         ns as f64 / pages as f64,
         calls as f64 / pages as f64,
