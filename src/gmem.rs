@@ -165,7 +165,7 @@ impl Drop for FolioRef {
 /// The page backing file page `index` of the open guest_memfd `id` (upstream
 /// `kvm_gmem_get_pfn`): allocated and zeroed if new, from a 2 MiB folio where the file allows.
 /// Returns the PFN of `index`, the folio's order and a reference held until it is mapped.
-/// For `KVM_PRE_FAULT_MEMORY` and (tdabi) `KVM_TDX_INIT_MEM_REGION`'s PAGE.ADD source.
+/// For `KVM_PRE_FAULT_MEMORY` and `KVM_TDX_INIT_MEM_REGION`'s destination page (`tdx_vm`).
 ///
 /// # Errors
 ///
