@@ -7,8 +7,9 @@
 //! file copies the structures in and out, takes the locks and drives the TD ([`TdVm`]).
 //!
 //! Locking (upstream's latest order): the VM lock (`kvm->lock`) for every sub-command — the TD
-//! state changes under it — and for the vCPU ones the vCPU's mutex inside it; the MMU lock is
-//! taken inside by INIT_MEM_REGION's faults.
+//! state changes under it — and for the vCPU ones the vCPU's mutex inside it; INIT_MEM_REGION
+//! then holds `slots_lock` across the region (as upstream), and the MMU lock is taken inside
+//! by its faults only.
 //!
 //! Also here: the TD listing of debugfs `tds` (state and MRTD of every TD), so two TDs built
 //! from the same image can be compared from userspace.
@@ -16,6 +17,7 @@
 use crate::env::{alloc_frame, free_frame};
 use crate::glue;
 use crate::gmem::FolioRef;
+use crate::memslot::MemState;
 use crate::stats;
 use crate::td::{InitError, TdVm};
 use crate::vcpu::{Vcpu, VcpuLocked, VcpuTd};
@@ -339,8 +341,11 @@ fn mem_region(vm: &Vm, td: &TdVm, v: &mut VcpuLocked, cmd: &KvmTdxCmd) -> Result
     rules::check_region(&region, td.shared_bit()).map_err(err)?;
     let bounce = KVec::from_elem(0u8, 4096, GFP_KERNEL)?;
     let page = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
+    // Upstream holds `slots_lock` across the loop: no punch hole, conversion or memslot change
+    // comes between a page's lookup and its PAGE.ADD.
+    let st = vm.memslots().lock();
     let mut p = MemPopulate {
-        vm,
+        st: &st,
         td,
         caches: &mut v.caches,
         bounce,
@@ -348,6 +353,7 @@ fn mem_region(vm: &Vm, td: &TdVm, v: &mut VcpuLocked, cmd: &KvmTdxCmd) -> Result
     };
     let measure = cmd.flags & KVM_TDX_MEASURE_MEMORY_REGION != 0;
     let r = init_mem_region(&mut region, measure, &mut p).map_err(err);
+    drop(st);
     free_frame(page, stats::Kind::TdControl);
     write_out(cmd.data, region.as_bytes())?;
     r.map(|()| 0)
@@ -357,7 +363,8 @@ fn mem_region(vm: &Vm, td: &TdVm, v: &mut VcpuLocked, cmd: &KvmTdxCmd) -> Result
 /// page (TDH.MEM.PAGE.ADD reads its source through a host physical address), PAGE.ADD through
 /// the mirror root.
 struct MemPopulate<'a> {
-    vm: &'a Vm,
+    /// `slots_lock`, held across the whole region.
+    st: &'a MemState,
     td: &'a TdVm,
     caches: &'a mut mmu::cache::VcpuMmuCaches,
     bounce: KVec<u8>,
@@ -377,55 +384,31 @@ impl Populate for MemPopulate<'_> {
         measure: bool,
     ) -> core::result::Result<(), Errno> {
         let gfn = Gfn::new(gpa >> 12);
-        let mut copied = false;
-        let inv = self.vm.memslots().invalidation();
-        loop {
-            // Read before the lookup, checked under the MMU lock: a punch hole, conversion or
-            // slot deletion in between makes us look the page up again.
-            let seq = inv.seq();
-            let (pfn, folio) = gmem_private_page(self.vm, gfn)?;
-            // The source after the destination, as upstream (`kvm_gmem_populate` finds the
-            // page, then the post-populate hook reads the source): EINVAL before EFAULT.
-            if !copied {
-                UserSlice::new(source as usize, 4096)
-                    .reader()
-                    .read_slice(&mut self.bounce)
-                    .map_err(|_| Errno::EFAULT)?;
-                // SAFETY: `page` is our own 4 KiB page, mapped in the direct map; nothing else
-                // accesses it while the copy runs, and `bounce` holds 4096 bytes.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        self.bounce.as_ptr(),
-                        self.page.virt().as_ptr(),
-                        4096,
-                    )
-                };
-                copied = true;
-            }
-            let src = self.page.pfn().hpa();
-            let added = self
-                .td
-                .add_page(self.caches, gfn, pfn, src, measure, || inv.retry(seq))
-                .map_err(|e| match e {
-                    MmuError::Conflict => Errno::EEXIST,
-                    MmuError::ExternalBusy => Errno::EBUSY,
-                    MmuError::NoMemory => Errno::ENOMEM,
-                    _ => Errno::EIO,
-                });
-            // The folio reference is held across the mapping (KVM keeps none afterwards).
-            drop(folio);
-            match added {
-                Ok(true) => return Ok(()),
-                Ok(false) => {
-                    if kernel::current!().signal_pending() {
-                        return Err(Errno::EINTR);
-                    }
-                    // SAFETY: may sleep; the VM lock and the vCPU mutex allow it.
-                    unsafe { glue::tdxkvm_cond_resched() };
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (pfn, folio) = gmem_private_page(self.st, gfn)?;
+        // The source after the destination, as upstream (`kvm_gmem_populate` finds the page,
+        // then the post-populate hook reads the source): EINVAL before EFAULT.
+        UserSlice::new(source as usize, 4096)
+            .reader()
+            .read_slice(&mut self.bounce)
+            .map_err(|_| Errno::EFAULT)?;
+        // SAFETY: `page` is our own 4 KiB page, mapped in the direct map; nothing else
+        // accesses it while the copy runs, and `bounce` holds 4096 bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.bounce.as_ptr(), self.page.virt().as_ptr(), 4096)
+        };
+        let src = self.page.pfn().hpa();
+        let r = self
+            .td
+            .add_page(self.caches, gfn, pfn, src, measure)
+            .map_err(|e| match e {
+                MmuError::Conflict => Errno::EEXIST,
+                MmuError::ExternalBusy => Errno::EBUSY,
+                MmuError::NoMemory => Errno::ENOMEM,
+                _ => Errno::EIO,
+            });
+        // The folio reference is held across the mapping (KVM keeps none afterwards).
+        drop(folio);
+        r
     }
 }
 
@@ -435,20 +418,19 @@ impl Populate for MemPopulate<'_> {
 /// PRIVATE-attribute check); EFAULT when the slot's file is closed; ENOMEM. A page already
 /// added is EEXIST later, at the mapping (the mirror root holds it).
 ///
-/// Locking: `slots_lock` for the lookups only; the page itself is found (and allocated) after
-/// it is dropped, as the pre-fault path does ([`crate::gmem::get_pfn`]).
-fn gmem_private_page(vm: &Vm, gfn: Gfn) -> core::result::Result<(Pfn, FolioRef), Errno> {
-    let st = vm.memslots().lock();
-    let slot = *st.slots.lookup(gfn).ok_or(Errno::EINVAL)?;
+/// The caller holds `slots_lock` (`st`), across the mapping too.
+fn gmem_private_page(st: &MemState, gfn: Gfn) -> core::result::Result<(Pfn, FolioRef), Errno> {
+    let slot = st.slots.lookup(gfn).ok_or(Errno::EINVAL)?;
     let g = slot.gmem.ok_or(Errno::EINVAL)?;
     if !st.attrs.is_private(gfn) {
         return Err(Errno::EINVAL);
     }
     let index = g.pgoff + (gfn.raw() - slot.base_gfn.raw());
-    let (pfn, _order, folio) = crate::gmem::get_pfn(st, g.file, index).map_err(|e| match e {
-        memcore::Errno::ENOMEM => Errno::ENOMEM,
-        _ => Errno::EFAULT,
-    })?;
+    let (pfn, _order, folio) =
+        crate::gmem::get_pfn_locked(st, g.file, index).map_err(|e| match e {
+            memcore::Errno::ENOMEM => Errno::ENOMEM,
+            _ => Errno::EFAULT,
+        })?;
     Ok((pfn, folio))
 }
 
