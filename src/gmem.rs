@@ -165,7 +165,7 @@ impl Drop for FolioRef {
 /// The page backing file page `index` of the open guest_memfd `id` (upstream
 /// `kvm_gmem_get_pfn`): allocated and zeroed if new, from a 2 MiB folio where the file allows.
 /// Returns the PFN of `index`, the folio's order and a reference held until it is mapped.
-/// For `KVM_PRE_FAULT_MEMORY` and (tdabi) `KVM_TDX_INIT_MEM_REGION`'s PAGE.ADD source.
+/// For `KVM_PRE_FAULT_MEMORY` and `KVM_TDX_INIT_MEM_REGION`'s destination page (`tdx_vm`).
 ///
 /// # Errors
 ///
@@ -184,6 +184,34 @@ pub(crate) fn get_pfn(
     // SAFETY: `file` is a reference `file_of` took; it is dropped right after.
     let folio = unsafe { glue::tdxkvm_gmem_get_pfn(file, index, &mut pfn, &mut order) };
     // SAFETY: the reference `file_of` took.
+    unsafe { glue::tdxkvm_fput(file) };
+    if folio.is_null() {
+        return Err(Errno::ENOMEM);
+    }
+    Ok((mmu::Pfn::new(pfn), order, FolioRef(folio)))
+}
+
+/// As [`get_pfn`], with `slots_lock` held throughout: `KVM_TDX_INIT_MEM_REGION` holds it
+/// across each page's PAGE.ADD, as upstream's `kvm_gmem_populate` runs under it (so no punch
+/// hole, conversion or slot change can come between the lookup and the mapping).
+///
+/// # Errors
+///
+/// As [`get_pfn`].
+pub(crate) fn get_pfn_locked(
+    st: &MemState,
+    id: GmemId,
+    index: u64,
+) -> core::result::Result<(mmu::Pfn, u32, FolioRef), Errno> {
+    let file = file_of(st, id).ok_or(Errno::EFAULT)?;
+    let mut pfn = 0u64;
+    let mut order = 0u32;
+    // SAFETY: `file` is a reference `file_of` took; it is dropped right after. The file's
+    // invalidate lock it takes nests inside `slots_lock`, as in a hole punch.
+    let folio = unsafe { glue::tdxkvm_gmem_get_pfn(file, index, &mut pfn, &mut order) };
+    // SAFETY: the reference `file_of` took. If it is the last one (the fd was closed
+    // meanwhile), the release is deferred to the task's return to userspace, after
+    // `slots_lock` is dropped.
     unsafe { glue::tdxkvm_fput(file) };
     if folio.is_null() {
         return Err(Errno::ENOMEM);

@@ -162,7 +162,6 @@ impl Memslots {
     }
 
     /// Allows `KVM_PRE_FAULT_MEMORY` (a TD's `KVM_TDX_FINALIZE_VM`).
-    #[allow(dead_code)]
     pub(crate) fn allow_pre_fault(&self) {
         self.pre_fault_allowed.store(true, Ordering::Release);
     }

@@ -7,14 +7,17 @@
 //! file copies the structures in and out, takes the locks and drives the TD ([`TdVm`]).
 //!
 //! Locking (upstream's latest order): the VM lock (`kvm->lock`) for every sub-command — the TD
-//! state changes under it — and for the vCPU ones the vCPU's mutex inside it; the MMU lock is
-//! taken inside by INIT_MEM_REGION's faults.
+//! state changes under it — and for the vCPU ones the vCPU's mutex inside it; INIT_MEM_REGION
+//! then holds `slots_lock` across the region (as upstream), and the MMU lock is taken inside
+//! by its faults only.
 //!
 //! Also here: the TD listing of debugfs `tds` (state and MRTD of every TD), so two TDs built
 //! from the same image can be compared from userspace.
 
 use crate::env::{alloc_frame, free_frame};
 use crate::glue;
+use crate::gmem::FolioRef;
+use crate::memslot::MemState;
 use crate::stats;
 use crate::td::{InitError, TdVm};
 use crate::vcpu::{Vcpu, VcpuLocked, VcpuTd};
@@ -110,7 +113,7 @@ pub(crate) fn vm_op(vm: &Vm, arg: usize) -> Result<isize> {
     let r = match id {
         TdxCmdId::Capabilities => capabilities(td, &cmd),
         TdxCmdId::InitVm => init_vm(vm, td, locked.created_vcpus != 0, &mut cmd),
-        TdxCmdId::FinalizeVm => finalize(td, &mut cmd),
+        TdxCmdId::FinalizeVm => finalize(vm, td, &mut cmd),
         _ => Err(EINVAL),
     };
     // The command goes back whatever happened (hw_error); failing that is EFAULT.
@@ -225,13 +228,17 @@ pub(crate) fn selftest_init_vm(
     Ok((iv, n))
 }
 
-/// KVM_TDX_FINALIZE_VM (`tdx_td_finalize`): TDH.MR.FINALIZE, its status in hw_error.
-fn finalize(td: &TdVm, cmd: &mut KvmTdxCmd) -> Result<isize> {
+/// KVM_TDX_FINALIZE_VM (`tdx_td_finalize`): TDH.MR.FINALIZE, its status in hw_error; then
+/// `KVM_PRE_FAULT_MEMORY` is allowed (upstream sets `kvm->arch.pre_fault_allowed` here). The
+/// flag lives in the memslots ([`crate::memslot::Memslots::pre_fault_allowed`]), the one place
+/// the pre-fault path asks.
+fn finalize(vm: &Vm, td: &TdVm, cmd: &mut KvmTdxCmd) -> Result<isize> {
     // Pages are added by INIT_MEM_REGION itself (never pre-mapped and added later).
     rules::check_finalize(td.stage(), 0).map_err(err)?;
     match td.finalize() {
         Ok(()) => {
             cmd.hw_error = 0;
+            vm.memslots().allow_pre_fault();
             Ok(0)
         }
         Err(e) => {
@@ -253,17 +260,6 @@ pub(crate) fn vcpu_create_check(vm: &Vm) -> Result {
     match vm.mmu().td() {
         Some(td) => rules::check_vcpu_create(td.stage(), true).map_err(err),
         None => Ok(()),
-    }
-}
-
-/// The TD-runnable flag the pre-fault path asks for (upstream `kvm->arch.pre_fault_allowed`:
-/// EOPNOTSUPP before FINALIZE). `true` for a VM that is not a TD.
-// The pre-fault ioctl (the memslot work, `mem`) calls it.
-#[allow(dead_code)]
-pub(crate) fn pre_fault_allowed(vm: &Vm) -> bool {
-    match vm.mmu().td() {
-        Some(td) => td.stage() == TdStage::Runnable,
-        None => true,
     }
 }
 
@@ -345,8 +341,11 @@ fn mem_region(vm: &Vm, td: &TdVm, v: &mut VcpuLocked, cmd: &KvmTdxCmd) -> Result
     rules::check_region(&region, td.shared_bit()).map_err(err)?;
     let bounce = KVec::from_elem(0u8, 4096, GFP_KERNEL)?;
     let page = alloc_frame(stats::Kind::TdControl).ok_or(ENOMEM)?;
+    // Upstream holds `slots_lock` across the loop: no punch hole, conversion or memslot change
+    // comes between a page's lookup and its PAGE.ADD.
+    let st = vm.memslots().lock();
     let mut p = MemPopulate {
-        vm,
+        st: &st,
         td,
         caches: &mut v.caches,
         bounce,
@@ -354,6 +353,7 @@ fn mem_region(vm: &Vm, td: &TdVm, v: &mut VcpuLocked, cmd: &KvmTdxCmd) -> Result
     };
     let measure = cmd.flags & KVM_TDX_MEASURE_MEMORY_REGION != 0;
     let r = init_mem_region(&mut region, measure, &mut p).map_err(err);
+    drop(st);
     free_frame(page, stats::Kind::TdControl);
     write_out(cmd.data, region.as_bytes())?;
     r.map(|()| 0)
@@ -363,7 +363,8 @@ fn mem_region(vm: &Vm, td: &TdVm, v: &mut VcpuLocked, cmd: &KvmTdxCmd) -> Result
 /// page (TDH.MEM.PAGE.ADD reads its source through a host physical address), PAGE.ADD through
 /// the mirror root.
 struct MemPopulate<'a> {
-    vm: &'a Vm,
+    /// `slots_lock`, held across the whole region.
+    st: &'a MemState,
     td: &'a TdVm,
     caches: &'a mut mmu::cache::VcpuMmuCaches,
     bounce: KVec<u8>,
@@ -383,7 +384,9 @@ impl Populate for MemPopulate<'_> {
         measure: bool,
     ) -> core::result::Result<(), Errno> {
         let gfn = Gfn::new(gpa >> 12);
-        let pfn = gmem_private_page(self.vm, gfn)?;
+        let (pfn, folio) = gmem_private_page(self.st, gfn)?;
+        // The source after the destination, as upstream (`kvm_gmem_populate` finds the page,
+        // then the post-populate hook reads the source): EINVAL before EFAULT.
         UserSlice::new(source as usize, 4096)
             .reader()
             .read_slice(&mut self.bounce)
@@ -394,26 +397,41 @@ impl Populate for MemPopulate<'_> {
             core::ptr::copy_nonoverlapping(self.bounce.as_ptr(), self.page.virt().as_ptr(), 4096)
         };
         let src = self.page.pfn().hpa();
-        self.td
+        let r = self
+            .td
             .add_page(self.caches, gfn, pfn, src, measure)
             .map_err(|e| match e {
                 MmuError::Conflict => Errno::EEXIST,
                 MmuError::ExternalBusy => Errno::EBUSY,
                 MmuError::NoMemory => Errno::ENOMEM,
                 _ => Errno::EIO,
-            })
+            });
+        // The folio reference is held across the mapping (KVM keeps none afterwards).
+        drop(folio);
+        r
     }
 }
 
-/// The guest_memfd page behind the private `gfn` (upstream `kvm_gmem_populate`'s lookup):
-/// EINVAL when no guest_memfd slot covers it or it is not PRIVATE, EEXIST when it was
-/// populated before.
+/// The guest_memfd page behind the private `gfn` (upstream `kvm_gmem_populate`'s lookup),
+/// with a folio reference to hold until it is mapped. EINVAL when no guest_memfd slot covers
+/// the GFN or it is not PRIVATE (upstream: `!kvm_slot_can_be_private(slot)` and the
+/// PRIVATE-attribute check); EFAULT when the slot's file is closed; ENOMEM. A page already
+/// added is EEXIST later, at the mapping (the mirror root holds it).
 ///
-/// Interface for the memslot work (`mem`): memslots and guest_memfd are not in this branch, so
-/// no GFN has a slot and every lookup answers EINVAL, upstream's answer for a GPA outside any
-/// guest_memfd slot. The integration replaces the body with the guest_memfd lookup.
-fn gmem_private_page(_vm: &Vm, _gfn: Gfn) -> core::result::Result<Pfn, Errno> {
-    Err(Errno::EINVAL)
+/// The caller holds `slots_lock` (`st`), across the mapping too.
+fn gmem_private_page(st: &MemState, gfn: Gfn) -> core::result::Result<(Pfn, FolioRef), Errno> {
+    let slot = st.slots.lookup(gfn).ok_or(Errno::EINVAL)?;
+    let g = slot.gmem.ok_or(Errno::EINVAL)?;
+    if !st.attrs.is_private(gfn) {
+        return Err(Errno::EINVAL);
+    }
+    let index = g.pgoff + (gfn.raw() - slot.base_gfn.raw());
+    let (pfn, _order, folio) =
+        crate::gmem::get_pfn_locked(st, g.file, index).map_err(|e| match e {
+            memcore::Errno::ENOMEM => Errno::ENOMEM,
+            _ => Errno::EFAULT,
+        })?;
+    Ok((pfn, folio))
 }
 
 // ---- debugfs `tds` ---------------------------------------------------------------------------

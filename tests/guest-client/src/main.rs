@@ -123,6 +123,7 @@ struct Ctx {
 mod memory;
 mod prefault;
 mod system;
+mod td_bench;
 mod tdx_vm;
 mod vcpu;
 
@@ -134,6 +135,7 @@ fn tests() -> Vec<Test> {
         memory::tests(),
         prefault::tests(),
         tdx_vm::tests(),
+        tdx_vm::memory_tests(),
     ]
     .concat()
 }
@@ -172,6 +174,7 @@ fn main() {
     }
     if arg == "--bench-prefault" {
         prefault::bench();
+        td_bench::bench();
         return;
     }
     if let Some(f) = harness_fault().filter(|f| !HARNESS_FAULTS.contains(&f.as_str())) {
