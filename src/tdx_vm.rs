@@ -110,7 +110,10 @@ pub(crate) fn vm_op(vm: &Vm, arg: usize) -> Result<isize> {
     let r = match id {
         TdxCmdId::Capabilities => capabilities(td, &cmd),
         TdxCmdId::InitVm => init_vm(vm, td, locked.created_vcpus != 0, &mut cmd),
-        TdxCmdId::FinalizeVm => finalize(td, &mut cmd),
+        // Upstream tdx_td_finalize sets kvm->arch.pre_fault_allowed.
+        TdxCmdId::FinalizeVm => {
+            finalize(td, &mut cmd).inspect(|_| vm.memslots().allow_pre_fault())
+        }
         _ => Err(EINVAL),
     };
     // The command goes back whatever happened (hw_error); failing that is EFAULT.
