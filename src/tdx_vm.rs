@@ -111,9 +111,7 @@ pub(crate) fn vm_op(vm: &Vm, arg: usize) -> Result<isize> {
         TdxCmdId::Capabilities => capabilities(td, &cmd),
         TdxCmdId::InitVm => init_vm(vm, td, locked.created_vcpus != 0, &mut cmd),
         // Upstream tdx_td_finalize sets kvm->arch.pre_fault_allowed.
-        TdxCmdId::FinalizeVm => {
-            finalize(td, &mut cmd).inspect(|_| vm.memslots().allow_pre_fault())
-        }
+        TdxCmdId::FinalizeVm => finalize(td, &mut cmd).inspect(|_| vm.memslots().allow_pre_fault()),
         _ => Err(EINVAL),
     };
     // The command goes back whatever happened (hw_error); failing that is EFAULT.
