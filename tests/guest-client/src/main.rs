@@ -120,6 +120,7 @@ struct Ctx {
     tdx: bool,
 }
 
+mod huge;
 mod memory;
 mod prefault;
 mod system;
@@ -133,6 +134,7 @@ fn tests() -> Vec<Test> {
         vcpu::tests(),
         memory::tests(),
         prefault::tests(),
+        huge::tests(),
         tdx_vm::tests(),
     ]
     .concat()
@@ -172,6 +174,10 @@ fn main() {
     }
     if arg == "--bench-prefault" {
         prefault::bench();
+        return;
+    }
+    if arg == "--bench-huge" {
+        huge::bench();
         return;
     }
     if let Some(f) = harness_fault().filter(|f| !HARNESS_FAULTS.contains(&f.as_str())) {

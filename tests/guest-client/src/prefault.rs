@@ -32,7 +32,7 @@ fn pre_fault(vcpu: &OwnedFd, gpa: u64, size: u64, flags: u64) -> (Result<i64, i3
     (res, r)
 }
 
-fn create_vcpu(vm: &OwnedFd, id: u64) -> Result<OwnedFd, String> {
+pub(super) fn create_vcpu(vm: &OwnedFd, id: u64) -> Result<OwnedFd, String> {
     ioctl(vm.as_raw_fd(), io(0x41), id)
         .map(|fd| {
             // SAFETY: a fresh vCPU fd, owned from now on.
@@ -42,7 +42,7 @@ fn create_vcpu(vm: &OwnedFd, id: u64) -> Result<OwnedFd, String> {
 }
 
 /// One statistic of the VM's binary stats fd, by name.
-fn vm_stat(vm: &OwnedFd, name: &str) -> Result<u64, String> {
+pub(super) fn vm_stat(vm: &OwnedFd, name: &str) -> Result<u64, String> {
     let fd = ioctl(vm.as_raw_fd(), io(0xce), 0).map_err(|e| format!("GET_STATS_FD: errno {e}"))?;
     // SAFETY: a fresh stats fd, owned from now on.
     let f = unsafe { OwnedFd::from_raw_fd(fd as i32) };
