@@ -451,7 +451,9 @@ impl TdVm {
 
     /// INIT_MEM_REGION's page: maps the private `gfn` to `pfn` through the mirror root with
     /// TDH.MEM.PAGE.ADD from `source` (+ 16 × TDH.MR.EXTEND if `measure`) instead of
-    /// PAGE.AUG. `caches` must be the calling vCPU's.
+    /// PAGE.AUG. `caches` must be the calling vCPU's. `stale` is asked under the MMU lock
+    /// before mapping: `true` (an invalidation ran since `pfn` was looked up, e.g. a punch hole
+    /// that may free it) maps nothing and returns `Ok(false)`: look the page up again.
     pub(crate) fn add_page(
         &self,
         caches: &mut VcpuMmuCaches,
@@ -459,7 +461,8 @@ impl TdVm {
         pfn: Pfn,
         source: Hpa,
         measure: bool,
-    ) -> core::result::Result<(), MmuError> {
+        stale: impl Fn() -> bool,
+    ) -> core::result::Result<bool, MmuError> {
         let mmu = self.mmu.as_ref().ok_or(MmuError::Bugged)?;
         let fault = Fault {
             gfn,
@@ -471,14 +474,17 @@ impl TdVm {
         };
         loop {
             mmu.topup_vcpu_caches(caches)?;
-            mmu.external().arm_populate(gfn, source, measure);
             let g = mmu.read();
+            if stale() {
+                return Ok(false);
+            }
+            mmu.external().arm_populate(gfn, source, measure);
             let r = mmu.map(&g, caches, &fault);
-            drop(g);
             // The population is one-shot: if the fault did not consume it, the GFN was mapped.
             let unused = mmu.external().disarm_populate();
+            drop(g);
             match r {
-                Ok(FaultOutcome::Mapped(_)) if !unused => return Ok(()),
+                Ok(FaultOutcome::Mapped(_)) if !unused => return Ok(true),
                 Ok(FaultOutcome::Retry) => continue,
                 Ok(_) => return Err(MmuError::Conflict),
                 Err(e) => return Err(e),

@@ -15,6 +15,7 @@
 
 use crate::env::{alloc_frame, free_frame};
 use crate::glue;
+use crate::gmem::FolioRef;
 use crate::stats;
 use crate::td::{InitError, TdVm};
 use crate::vcpu::{Vcpu, VcpuLocked, VcpuTd};
@@ -110,8 +111,7 @@ pub(crate) fn vm_op(vm: &Vm, arg: usize) -> Result<isize> {
     let r = match id {
         TdxCmdId::Capabilities => capabilities(td, &cmd),
         TdxCmdId::InitVm => init_vm(vm, td, locked.created_vcpus != 0, &mut cmd),
-        // Upstream tdx_td_finalize sets kvm->arch.pre_fault_allowed.
-        TdxCmdId::FinalizeVm => finalize(td, &mut cmd).inspect(|_| vm.memslots().allow_pre_fault()),
+        TdxCmdId::FinalizeVm => finalize(vm, td, &mut cmd),
         _ => Err(EINVAL),
     };
     // The command goes back whatever happened (hw_error); failing that is EFAULT.
@@ -226,13 +226,17 @@ pub(crate) fn selftest_init_vm(
     Ok((iv, n))
 }
 
-/// KVM_TDX_FINALIZE_VM (`tdx_td_finalize`): TDH.MR.FINALIZE, its status in hw_error.
-fn finalize(td: &TdVm, cmd: &mut KvmTdxCmd) -> Result<isize> {
+/// KVM_TDX_FINALIZE_VM (`tdx_td_finalize`): TDH.MR.FINALIZE, its status in hw_error; then
+/// `KVM_PRE_FAULT_MEMORY` is allowed (upstream sets `kvm->arch.pre_fault_allowed` here). The
+/// flag lives in the memslots ([`crate::memslot::Memslots::pre_fault_allowed`]), the one place
+/// the pre-fault path asks.
+fn finalize(vm: &Vm, td: &TdVm, cmd: &mut KvmTdxCmd) -> Result<isize> {
     // Pages are added by INIT_MEM_REGION itself (never pre-mapped and added later).
     rules::check_finalize(td.stage(), 0).map_err(err)?;
     match td.finalize() {
         Ok(()) => {
             cmd.hw_error = 0;
+            vm.memslots().allow_pre_fault();
             Ok(0)
         }
         Err(e) => {
@@ -254,17 +258,6 @@ pub(crate) fn vcpu_create_check(vm: &Vm) -> Result {
     match vm.mmu().td() {
         Some(td) => rules::check_vcpu_create(td.stage(), true).map_err(err),
         None => Ok(()),
-    }
-}
-
-/// The TD-runnable flag the pre-fault path asks for (upstream `kvm->arch.pre_fault_allowed`:
-/// EOPNOTSUPP before FINALIZE). `true` for a VM that is not a TD.
-// The pre-fault ioctl (the memslot work, `mem`) calls it.
-#[allow(dead_code)]
-pub(crate) fn pre_fault_allowed(vm: &Vm) -> bool {
-    match vm.mmu().td() {
-        Some(td) => td.stage() == TdStage::Runnable,
-        None => true,
     }
 }
 
@@ -384,37 +377,79 @@ impl Populate for MemPopulate<'_> {
         measure: bool,
     ) -> core::result::Result<(), Errno> {
         let gfn = Gfn::new(gpa >> 12);
-        let pfn = gmem_private_page(self.vm, gfn)?;
-        UserSlice::new(source as usize, 4096)
-            .reader()
-            .read_slice(&mut self.bounce)
-            .map_err(|_| Errno::EFAULT)?;
-        // SAFETY: `page` is our own 4 KiB page, mapped in the direct map; nothing else
-        // accesses it while the copy runs, and `bounce` holds 4096 bytes.
-        unsafe {
-            core::ptr::copy_nonoverlapping(self.bounce.as_ptr(), self.page.virt().as_ptr(), 4096)
-        };
-        let src = self.page.pfn().hpa();
-        self.td
-            .add_page(self.caches, gfn, pfn, src, measure)
-            .map_err(|e| match e {
-                MmuError::Conflict => Errno::EEXIST,
-                MmuError::ExternalBusy => Errno::EBUSY,
-                MmuError::NoMemory => Errno::ENOMEM,
-                _ => Errno::EIO,
-            })
+        let mut copied = false;
+        let inv = self.vm.memslots().invalidation();
+        loop {
+            // Read before the lookup, checked under the MMU lock: a punch hole, conversion or
+            // slot deletion in between makes us look the page up again.
+            let seq = inv.seq();
+            let (pfn, folio) = gmem_private_page(self.vm, gfn)?;
+            // The source after the destination, as upstream (`kvm_gmem_populate` finds the
+            // page, then the post-populate hook reads the source): EINVAL before EFAULT.
+            if !copied {
+                UserSlice::new(source as usize, 4096)
+                    .reader()
+                    .read_slice(&mut self.bounce)
+                    .map_err(|_| Errno::EFAULT)?;
+                // SAFETY: `page` is our own 4 KiB page, mapped in the direct map; nothing else
+                // accesses it while the copy runs, and `bounce` holds 4096 bytes.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        self.bounce.as_ptr(),
+                        self.page.virt().as_ptr(),
+                        4096,
+                    )
+                };
+                copied = true;
+            }
+            let src = self.page.pfn().hpa();
+            let added = self
+                .td
+                .add_page(self.caches, gfn, pfn, src, measure, || inv.retry(seq))
+                .map_err(|e| match e {
+                    MmuError::Conflict => Errno::EEXIST,
+                    MmuError::ExternalBusy => Errno::EBUSY,
+                    MmuError::NoMemory => Errno::ENOMEM,
+                    _ => Errno::EIO,
+                });
+            // The folio reference is held across the mapping (KVM keeps none afterwards).
+            drop(folio);
+            match added {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    if kernel::current!().signal_pending() {
+                        return Err(Errno::EINTR);
+                    }
+                    // SAFETY: may sleep; the VM lock and the vCPU mutex allow it.
+                    unsafe { glue::tdxkvm_cond_resched() };
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
-/// The guest_memfd page behind the private `gfn` (upstream `kvm_gmem_populate`'s lookup):
-/// EINVAL when no guest_memfd slot covers it or it is not PRIVATE, EEXIST when it was
-/// populated before.
+/// The guest_memfd page behind the private `gfn` (upstream `kvm_gmem_populate`'s lookup),
+/// with a folio reference to hold until it is mapped. EINVAL when no guest_memfd slot covers
+/// the GFN or it is not PRIVATE (upstream: `!kvm_slot_can_be_private(slot)` and the
+/// PRIVATE-attribute check); EFAULT when the slot's file is closed; ENOMEM. A page already
+/// added is EEXIST later, at the mapping (the mirror root holds it).
 ///
-/// Interface for the memslot work (`mem`): memslots and guest_memfd are not in this branch, so
-/// no GFN has a slot and every lookup answers EINVAL, upstream's answer for a GPA outside any
-/// guest_memfd slot. The integration replaces the body with the guest_memfd lookup.
-fn gmem_private_page(_vm: &Vm, _gfn: Gfn) -> core::result::Result<Pfn, Errno> {
-    Err(Errno::EINVAL)
+/// Locking: `slots_lock` for the lookups only; the page itself is found (and allocated) after
+/// it is dropped, as the pre-fault path does ([`crate::gmem::get_pfn`]).
+fn gmem_private_page(vm: &Vm, gfn: Gfn) -> core::result::Result<(Pfn, FolioRef), Errno> {
+    let st = vm.memslots().lock();
+    let slot = *st.slots.lookup(gfn).ok_or(Errno::EINVAL)?;
+    let g = slot.gmem.ok_or(Errno::EINVAL)?;
+    if !st.attrs.is_private(gfn) {
+        return Err(Errno::EINVAL);
+    }
+    let index = g.pgoff + (gfn.raw() - slot.base_gfn.raw());
+    let (pfn, _order, folio) = crate::gmem::get_pfn(st, g.file, index).map_err(|e| match e {
+        memcore::Errno::ENOMEM => Errno::ENOMEM,
+        _ => Errno::EFAULT,
+    })?;
+    Ok((pfn, folio))
 }
 
 // ---- debugfs `tds` ---------------------------------------------------------------------------

@@ -124,6 +124,7 @@ mod huge;
 mod memory;
 mod prefault;
 mod system;
+mod td_bench;
 mod tdx_vm;
 mod vcpu;
 
@@ -136,6 +137,7 @@ fn tests() -> Vec<Test> {
         prefault::tests(),
         huge::tests(),
         tdx_vm::tests(),
+        tdx_vm::memory_tests(),
     ]
     .concat()
 }
@@ -174,6 +176,7 @@ fn main() {
     }
     if arg == "--bench-prefault" {
         prefault::bench();
+        td_bench::bench();
         return;
     }
     if arg == "--bench-huge" {

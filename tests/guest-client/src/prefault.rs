@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq)]
-struct PreFault {
-    gpa: u64,
-    size: u64,
+pub(crate) struct PreFault {
+    pub(crate) gpa: u64,
+    pub(crate) size: u64,
     flags: u64,
     padding: [u64; 5],
 }
@@ -21,7 +21,12 @@ fn pre_fault_raw(vcpu: i32, arg: u64) -> Result<i64, i32> {
 }
 
 /// `KVM_PRE_FAULT_MEMORY`: the result and the range as the kernel left it.
-fn pre_fault(vcpu: &OwnedFd, gpa: u64, size: u64, flags: u64) -> (Result<i64, i32>, PreFault) {
+pub(crate) fn pre_fault(
+    vcpu: &OwnedFd,
+    gpa: u64,
+    size: u64,
+    flags: u64,
+) -> (Result<i64, i32>, PreFault) {
     let mut r = PreFault {
         gpa,
         size,
@@ -32,7 +37,7 @@ fn pre_fault(vcpu: &OwnedFd, gpa: u64, size: u64, flags: u64) -> (Result<i64, i3
     (res, r)
 }
 
-pub(super) fn create_vcpu(vm: &OwnedFd, id: u64) -> Result<OwnedFd, String> {
+pub(crate) fn create_vcpu(vm: &OwnedFd, id: u64) -> Result<OwnedFd, String> {
     ioctl(vm.as_raw_fd(), io(0x41), id)
         .map(|fd| {
             // SAFETY: a fresh vCPU fd, owned from now on.
@@ -42,7 +47,7 @@ pub(super) fn create_vcpu(vm: &OwnedFd, id: u64) -> Result<OwnedFd, String> {
 }
 
 /// One statistic of the VM's binary stats fd, by name.
-pub(super) fn vm_stat(vm: &OwnedFd, name: &str) -> Result<u64, String> {
+pub(crate) fn vm_stat(vm: &OwnedFd, name: &str) -> Result<u64, String> {
     let fd = ioctl(vm.as_raw_fd(), io(0xce), 0).map_err(|e| format!("GET_STATS_FD: errno {e}"))?;
     // SAFETY: a fresh stats fd, owned from now on.
     let f = unsafe { OwnedFd::from_raw_fd(fd as i32) };
@@ -294,6 +299,8 @@ fn prefault_private_memory_sw_protected() -> Result<(), String> {
 
 fn prefault_td_before_finalize_is_eopnotsupp() -> Result<(), String> {
     let td = vm_of(KVM_X86_TDX_VM)?;
+    // A TD's vCPUs come after INIT_VM (EIO before).
+    crate::tdx_vm::init_vm_default(td.as_raw_fd())?;
     let mem = Anon::new(MB);
     eq(region2(&td, slot(0, 0, MB, mem.hva())), Ok(0), "slot")?;
     let vcpu = create_vcpu(&td, 0)?;
@@ -311,9 +318,13 @@ fn prefault_td_before_finalize_is_eopnotsupp() -> Result<(), String> {
     counts_are_zero()
 }
 
-/// Pre-faults, conversions, hole punches and memslot changes race on one VM.
+/// Pre-faults, conversions, hole punches and memslot changes race on one VM (a TD: finalised,
+/// so its pre-faults map: SEPT.ADD + PAGE.AUG against BLOCK/TRACK/REMOVE).
 fn prefault_races(ty: u64) -> Result<(), String> {
     let vm = Arc::new(vm_of(ty)?);
+    if ty == KVM_X86_TDX_VM {
+        crate::tdx_vm::init_vm_default(vm.as_raw_fd())?;
+    }
     let mem = Anon::new(8 * MB);
     let hva = mem.hva();
     let fd = Arc::new(gmem(&vm, 8 * MB, 0).map_err(|e| format!("gmem: errno {e}"))?);
@@ -326,6 +337,10 @@ fn prefault_races(ty: u64) -> Result<(), String> {
     let vcpus: Vec<Arc<OwnedFd>> = (0..2)
         .map(|id| create_vcpu(&vm, id).map(Arc::new))
         .collect::<Result<_, _>>()?;
+    if ty == KVM_X86_TDX_VM {
+        crate::tdx_vm::init_vcpus(&[&vcpus[0], &vcpus[1]])?;
+        crate::tdx_vm::finalize(vm.as_raw_fd())?;
+    }
     let mut threads = Vec::new();
     for t in 0..5u64 {
         let (vm, fd, vcpus) = (vm.clone(), fd.clone(), vcpus.clone());
@@ -335,10 +350,7 @@ fn prefault_races(ty: u64) -> Result<(), String> {
                     0 | 1 => {
                         let gpa = (i % 8) * MB;
                         match pre_fault(&vcpus[t as usize], gpa, MB, 0).0 {
-                            // A TD refuses pre-faults before FINALIZE (tdabi's); the
-                            // memslot, attribute and hole changes still race.
                             Ok(_) | Err(libc::ENOENT) | Err(libc::EFAULT) => {}
-                            Err(libc::EOPNOTSUPP) if ty == KVM_X86_TDX_VM => {}
                             Err(e) => return Err(format!("pre-fault: errno {e}")),
                         }
                     }
@@ -427,11 +439,12 @@ fn pre_fault_all(vcpu: &OwnedFd, size: u64) -> Result<u128, String> {
 }
 
 /// `guest-client --bench-prefault`: pre-fault 256 MiB shared vs private on a
-/// software-protected VM and on a TD; time per 4 KiB, leaves, page-table memory per GiB and (TD)
-/// SEAMCALLs per 4 KiB. Figures, not a test: TCG wall-clock times are only indicative.
+/// software-protected VM; time per 4 KiB, leaves, page-table memory per GiB (the TD's figures:
+/// [`crate::td_bench`]). Figures, not a test: TCG wall-clock times are only indicative.
 pub(crate) fn bench() {
     const SIZE: u64 = 256 * MB;
-    for (ty, name) in [(SWP, "sw_protected"), (KVM_X86_TDX_VM, "td")] {
+    // The TD's figures (finalised TDs) are `td_bench`'s.
+    for (ty, name) in [(SWP, "sw_protected")] {
         for private in [false, true] {
             let what = if private { "private" } else { "shared" };
             match bench_one(ty, private, SIZE) {

@@ -5,6 +5,7 @@
 //! TD brought up in QEMU's order. The structures are declared here from the uapi header, not
 //! taken from the module's crates.
 
+use crate::prefault::{pre_fault, vm_stat};
 use crate::*;
 
 const KVM_MEMORY_ENCRYPT_OP: u64 = (3 << 30) | (8 << 16) | (0xAE << 8) | 0xba;
@@ -290,7 +291,7 @@ fn private_slot(vm: i32, size: u64) -> Result<(OwnedFd, Image), String> {
     let gmem = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let shared = Image::new(size as usize / 4096, |_| 0);
     let mut r = [0u64; 20];
-    r[0] = 1 << 2; // slot 0, flags KVM_MEM_GUEST_MEMFD
+    r[0] = 4 << 32; // slot 0, flags KVM_MEM_GUEST_MEMFD
     r[1] = 0; // gpa
     r[2] = size;
     r[3] = shared.addr();
@@ -328,34 +329,476 @@ fn qemu_bring_up_without_memory(kvm: &File) -> Result<Vec<OwnedFd>, String> {
     Ok(vec![v0, v1, vm])
 }
 
-/// The memory tests, to be registered once guest_memfd slots exist (the memslot work, `mem`):
-/// a TD brought up in QEMU's whole order with a measured image; two TDs of one image measure
-/// the same MRTD, one changed byte changes it.
-#[allow(dead_code)]
+/// The memory path of a TD: a TD brought up in QEMU's whole order with a measured image; two
+/// TDs of one image measure the same MRTD, one changed byte changes it; INIT_MEM_REGION's
+/// hostile input; private and shared pre-fault, conversions both ways and teardown in several
+/// close orders on a finalised TD; races on a finalised TD.
 pub(crate) fn memory_tests() -> Vec<Test> {
-    vec![("tdx_qemu_order_with_a_measured_image_and_mrtd", Tdx, |_| {
-        let kvm = dev();
-        let before = tds().len();
-        let image = |i: usize| (i * 7 + 3) as u8;
-        let a = qemu_bring_up(&kvm, 4, image)?;
-        let b = qemu_bring_up(&kvm, 4, image)?;
-        let c = qemu_bring_up(&kvm, 4, |i| {
-            if i == 4096 + 17 {
-                image(i) ^ 1
-            } else {
-                image(i)
-            }
-        })?;
-        let t = tds();
-        eq(t.len(), before + 3, "three more TDs listed")?;
-        eq(&t[before].1, &t[before + 1].1, "same image, same MRTD")?;
-        check(
-            t[before].1 != t[before + 2].1,
-            "one byte changed, MRTD changed",
+    vec![
+        ("tdx_qemu_order_with_a_measured_image_and_mrtd", Tdx, |_| {
+            let kvm = dev();
+            let before = tds().len();
+            let image = |i: usize| (i * 7 + 3) as u8;
+            let a = qemu_bring_up(&kvm, 4, image)?;
+            let b = qemu_bring_up(&kvm, 4, image)?;
+            let c = qemu_bring_up(&kvm, 4, |i| {
+                if i == 4096 + 17 {
+                    image(i) ^ 1
+                } else {
+                    image(i)
+                }
+            })?;
+            let t = tds();
+            eq(t.len(), before + 3, "three more TDs listed")?;
+            eq(&t[before].1, &t[before + 1].1, "same image, same MRTD")?;
+            check(
+                t[before].1 != t[before + 2].1,
+                "one byte changed, MRTD changed",
+            )?;
+            check(t[before].1 != "0".repeat(96), "the MRTD is not all zero")?;
+            drop((a, b, c));
+            counts_are_zero()
+        }),
+        ("tdx_init_mem_region_hostile_input", Tdx, |_| {
+            init_mem_region_hostile()
+        }),
+        ("tdx_td_memory_path_vm_fd_closed_first", Tdx, |_| {
+            td_memory_path(CloseFirst::VmFd)
+        }),
+        ("tdx_td_memory_path_vcpu_closed_first", Tdx, |_| {
+            td_memory_path(CloseFirst::Vcpus)
+        }),
+        ("tdx_td_memory_path_gmem_closed_first", Tdx, |_| {
+            td_memory_path(CloseFirst::Gmem)
+        }),
+    ]
+}
+
+/// `KVM_TDX_INIT_MEM_REGION` of `region` on vCPU `v`: the result and the region written back.
+fn mem_region(v: i32, flags: u32, region: MemRegion) -> (Result<(), i32>, MemRegion) {
+    let mut r = region;
+    let res = op(v, INIT_MEM_REGION, flags, &mut r as *mut MemRegion as u64).0;
+    (errno(res), r)
+}
+
+/// KVM_TDX_INIT_MEM_REGION of `pages` pages from `source` at `gpa` on vCPU `v`, measured or
+/// not (for the benchmark).
+pub(crate) fn add_region(
+    v: i32,
+    measure: bool,
+    source: u64,
+    gpa: u64,
+    pages: u64,
+) -> Result<(), i32> {
+    let flags = if measure { MEASURE } else { 0 };
+    let region = MemRegion {
+        source_addr: source,
+        gpa,
+        nr_pages: pages,
+    };
+    mem_region(v, flags, region).0
+}
+
+/// KVM_TDX_FINALIZE_VM of `vm`.
+pub(crate) fn finalize(vm: i32) -> Result<(), String> {
+    let (r, cmd) = op(vm, FINALIZE_VM, 0, 0);
+    eq(errno(r), Ok(()), "FINALIZE")?;
+    eq(cmd.hw_error, 0, "FINALIZE hw_error")
+}
+
+/// KVM_TDX_INIT_VCPU of every vCPU in `vcpus`.
+pub(crate) fn init_vcpus(vcpus: &[&OwnedFd]) -> Result<(), String> {
+    for v in vcpus {
+        eq(
+            errno(op(v.as_raw_fd(), INIT_VCPU, 0, 0x80_0000).0),
+            Ok(()),
+            "INIT_VCPU",
         )?;
-        drop((a, b, c));
-        counts_are_zero()
-    })]
+    }
+    Ok(())
+}
+
+/// A guest_memfd of `size` bytes bound as slot `id` at `gpa` (shared view at `hva`).
+fn gmem_slot(vm: i32, id: u64, gpa: u64, size: u64, hva: u64) -> Result<OwnedFd, String> {
+    let mut g = [0u64; 8];
+    g[0] = size;
+    let fd = ioctl(vm, KVM_CREATE_GUEST_MEMFD, g.as_mut_ptr() as u64)
+        .map_err(|e| format!("CREATE_GUEST_MEMFD: errno {e}"))?;
+    // SAFETY: a fresh fd, owned from now on.
+    let gmem = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut r = [0u64; 20];
+    r[0] = id | (1 << 34); // slot, flags KVM_MEM_GUEST_MEMFD
+    r[1] = gpa;
+    r[2] = size;
+    r[3] = hva;
+    r[4] = 0;
+    r[5] = fd as u64;
+    ioctl(vm, KVM_SET_USER_MEMORY_REGION2, r.as_mut_ptr() as u64)
+        .map_err(|e| format!("SET_USER_MEMORY_REGION2: errno {e}"))?;
+    Ok(gmem)
+}
+
+/// KVM_SET_MEMORY_ATTRIBUTES of `[gpa, gpa + size)` to `attributes`.
+fn set_attrs(vm: i32, gpa: u64, size: u64, attributes: u64) -> Result<(), String> {
+    let mut a = [gpa, size, attributes, 0u64];
+    ioctl(vm, KVM_SET_MEMORY_ATTRIBUTES, a.as_mut_ptr() as u64)
+        .map(|_| ())
+        .map_err(|e| format!("SET_MEMORY_ATTRIBUTES({gpa:#x}, {size:#x}, {attributes}): errno {e}"))
+}
+
+const TD_SHARED_BIT: u64 = 1 << 47;
+const PRIVATE_ATTR: u64 = 1 << 3;
+
+/// INIT_MEM_REGION refuses what upstream refuses, with upstream's errnos, and adds nothing
+/// then; a page is added once (EEXIST after); nothing after FINALIZE.
+fn init_mem_region_hostile() -> Result<(), String> {
+    let kvm = dev();
+    let vm = initialized_td(&kvm)?;
+    let fd = vm.as_raw_fd();
+    let v0 = vcpu(fd, 0).map_err(|e| format!("CREATE_VCPU: errno {e}"))?;
+    let v = v0.as_raw_fd();
+    let shared = Image::new(1024, |_| 0);
+    // Slot 0: 2 MiB of guest_memfd at GPA 0, PRIVATE except its last page; slot 1: 1 MiB of
+    // plain memory at 4 MiB, PRIVATE (so only "no guest_memfd" refuses it).
+    let gmem = gmem_slot(fd, 0, 0, 2 << 20, shared.addr())?;
+    set_attrs(fd, 0, (2 << 20) - 4096, PRIVATE_ATTR)?;
+    let mut r = [0u64; 20];
+    r[0] = 1;
+    r[1] = 4 << 20;
+    r[2] = 1 << 20;
+    r[3] = shared.addr() + (2 << 20);
+    ioctl(fd, KVM_SET_USER_MEMORY_REGION2, r.as_mut_ptr() as u64)
+        .map_err(|e| format!("plain slot: errno {e}"))?;
+    set_attrs(fd, 4 << 20, 1 << 20, PRIVATE_ATTR)?;
+    let image = Image::new(4, |i| i as u8);
+    let good = MemRegion {
+        source_addr: image.addr(),
+        gpa: 0x1000,
+        nr_pages: 2,
+    };
+    let added = || vm_stat(&vm, "tdh_mem_page_add");
+    // Before INIT_VCPU (upstream: the vCPU is not initialised): EINVAL.
+    eq(
+        mem_region(v, MEASURE, good),
+        (Err(EINVAL), good),
+        "before INIT_VCPU",
+    )?;
+    init_vcpus(&[&v0])?;
+    let cases: [(&str, u32, MemRegion, i32); 12] = [
+        (
+            "unaligned GPA",
+            MEASURE,
+            MemRegion {
+                gpa: 0x1800,
+                ..good
+            },
+            EINVAL,
+        ),
+        (
+            "unaligned source",
+            MEASURE,
+            MemRegion {
+                source_addr: good.source_addr + 8,
+                ..good
+            },
+            EINVAL,
+        ),
+        (
+            "no pages",
+            MEASURE,
+            MemRegion {
+                nr_pages: 0,
+                ..good
+            },
+            EINVAL,
+        ),
+        (
+            "nr_pages wraps the GPA",
+            MEASURE,
+            MemRegion {
+                nr_pages: u64::MAX >> 12,
+                ..good
+            },
+            EINVAL,
+        ),
+        (
+            "nr_pages << 12 overflows",
+            MEASURE,
+            MemRegion {
+                nr_pages: 1 << 52,
+                ..good
+            },
+            EINVAL,
+        ),
+        (
+            "shared-bit GPA",
+            MEASURE,
+            MemRegion {
+                gpa: TD_SHARED_BIT | 0x1000,
+                ..good
+            },
+            EINVAL,
+        ),
+        (
+            "ends in the shared half",
+            MEASURE,
+            MemRegion {
+                gpa: TD_SHARED_BIT - 0x1000,
+                ..good
+            },
+            EINVAL,
+        ),
+        ("reserved flag", 2, good, EINVAL),
+        (
+            "not PRIVATE",
+            MEASURE,
+            MemRegion {
+                gpa: (2 << 20) - 4096,
+                nr_pages: 1,
+                ..good
+            },
+            EINVAL,
+        ),
+        (
+            "slot without guest_memfd",
+            MEASURE,
+            MemRegion {
+                gpa: 4 << 20,
+                ..good
+            },
+            EINVAL,
+        ),
+        (
+            "no slot",
+            MEASURE,
+            MemRegion {
+                gpa: 64 << 20,
+                ..good
+            },
+            EINVAL,
+        ),
+        (
+            "bad source pointer",
+            MEASURE,
+            MemRegion {
+                source_addr: 0x1000,
+                ..good
+            },
+            EFAULT,
+        ),
+    ];
+    for (what, flags, region, want) in cases {
+        eq(mem_region(v, flags, region).0, Err(want), what)?;
+    }
+    eq(added()?, 0, "nothing added by a refused region")?;
+    // A bad region pointer and a kernel address: EFAULT.
+    eq(
+        errno(op(v, INIT_MEM_REGION, MEASURE, 0).0),
+        Err(EFAULT),
+        "NULL region",
+    )?;
+    eq(
+        errno(op(v, INIT_MEM_REGION, MEASURE, 0xffff_ffff_8000_0000).0),
+        Err(EFAULT),
+        "kernel region pointer",
+    )?;
+    // Two pages, measured: 2 PAGE.ADD, 32 MR.EXTEND; the progress written back.
+    let extends = vm_stat(&vm, "tdh_mr_extend")?;
+    let (res, back) = mem_region(v, MEASURE, good);
+    eq(res, Ok(()), "INIT_MEM_REGION")?;
+    eq(back.nr_pages, 0, "all pages")?;
+    eq(added()?, 2, "two PAGE.ADDs")?;
+    eq(
+        vm_stat(&vm, "tdh_mr_extend")? - extends,
+        32,
+        "16 MR.EXTEND per page",
+    )?;
+    // Unmeasured: PAGE.ADD only.
+    let (res, _) = mem_region(
+        v,
+        0,
+        MemRegion {
+            gpa: 0x8000,
+            nr_pages: 1,
+            ..good
+        },
+    );
+    eq(res, Ok(()), "unmeasured page")?;
+    eq(
+        vm_stat(&vm, "tdh_mr_extend")? - extends,
+        32,
+        "no MR.EXTEND unmeasured",
+    )?;
+    // A page added before: EEXIST, with the progress of the pages before it.
+    let (res, back) = mem_region(
+        v,
+        MEASURE,
+        MemRegion {
+            gpa: 0,
+            nr_pages: 3,
+            ..good
+        },
+    );
+    eq(res, Err(libc::EEXIST), "repeat")?;
+    eq(
+        (back.gpa, back.nr_pages),
+        (0x1000, 2),
+        "progress up to the page added before",
+    )?;
+    eq(added()?, 4, "the page before it was added")?;
+    finalize(fd)?;
+    eq(
+        mem_region(
+            v,
+            MEASURE,
+            MemRegion {
+                gpa: 0x10000,
+                nr_pages: 1,
+                ..good
+            },
+        )
+        .0,
+        Err(EINVAL),
+        "after FINALIZE",
+    )?;
+    drop((v0, gmem, vm, shared, image));
+    counts_are_zero()
+}
+
+#[derive(Clone, Copy)]
+/// Which fd of a TD goes first at teardown.
+enum CloseFirst {
+    VmFd,
+    Vcpus,
+    Gmem,
+}
+
+/// One TD in QEMU's order (tdx-vm-abi.md §6) through its memory path: CAPABILITIES, INIT_VM,
+/// vCPUs, INIT_VCPU, a guest_memfd slot (REGION2 + PRIVATE), INIT_MEM_REGION of a measured
+/// image, FINALIZE; then private pre-fault (2 MiB leaves where the range allows), shared
+/// pre-fault, the shared alias refused, conversions both ways with the zaps seen in the page
+/// counts and SEAMCALL statistics; closed in `order`, every page given back.
+fn td_memory_path(order: CloseFirst) -> Result<(), String> {
+    const MB: u64 = 1 << 20;
+    let kvm = dev();
+    let vm = td(&kvm)?;
+    let fd = vm.as_raw_fd();
+    let c = caps(fd)?;
+    let mut iv = init_vm_arg(&c);
+    eq(errno(init_vm(fd, &mut iv).0), Ok(()), "INIT_VM")?;
+    let v0 = vcpu(fd, 0).map_err(|e| format!("CREATE_VCPU: errno {e}"))?;
+    let v1 = vcpu(fd, 1).map_err(|e| format!("CREATE_VCPU: errno {e}"))?;
+    eq(errno(get_cpuid(v0.as_raw_fd(), 256).0), Ok(()), "GET_CPUID")?;
+    init_vcpus(&[&v0, &v1])?;
+    let shared = Image::new(8 * 256, |_| 0);
+    let gmem = gmem_slot(fd, 0, 0, 8 * MB, shared.addr())?;
+    set_attrs(fd, 0, 8 * MB, PRIVATE_ATTR)?;
+    let image = Image::new(16, |i| (i % 251) as u8);
+    let (res, _) = mem_region(
+        v0.as_raw_fd(),
+        MEASURE,
+        MemRegion {
+            source_addr: image.addr(),
+            gpa: 0,
+            nr_pages: 16,
+        },
+    );
+    eq(res, Ok(()), "INIT_MEM_REGION")?;
+    drop(image);
+    let s = |n: &str| vm_stat(&vm, n);
+    eq(s("tdh_mem_page_add")?, 16, "16 PAGE.ADDs")?;
+    eq(s("mirror_pages_4k")?, 16, "16 private 4 KiB leaves")?;
+    eq(
+        pre_fault(&v0, 2 * MB, MB, 0).0,
+        Err(libc::EOPNOTSUPP),
+        "pre-fault before FINALIZE",
+    )?;
+    finalize(fd)?;
+    check(
+        tds().iter().any(|(st, _)| st == "runnable"),
+        "the TD is listed runnable",
+    )?;
+    // Private pre-fault of [2, 6) MiB: two 2 MiB leaves (SEPT.ADD + PAGE.AUG at 2M).
+    let augs = s("tdh_mem_page_aug")?;
+    let (r, range) = pre_fault(&v0, 2 * MB, 4 * MB, 0);
+    eq(r, Ok(0), "private pre-fault")?;
+    eq(range.size, 0, "all of it")?;
+    eq(s("mirror_pages_2m")?, 2, "two private 2 MiB leaves")?;
+    eq(s("tdh_mem_page_aug")? - augs, 2, "one PAGE.AUG per 2 MiB")?;
+    // The first 2 MiB holds the image's 4 KiB pages: the rest comes at 4 KiB, the image stays.
+    let (r, _) = pre_fault(&v1, 0, 2 * MB, 0);
+    eq(r, Ok(0), "private pre-fault around the image")?;
+    eq(s("mirror_pages_4k")?, 512, "first 2 MiB at 4 KiB")?;
+    eq(s("tdh_mem_page_add")?, 16, "the image is not added again")?;
+    eq(
+        vm_stat(&v0, "pre_fault_calls")?,
+        2,
+        "vCPU 0 pre-fault calls",
+    )?;
+    eq(
+        vm_stat(&v0, "pre_fault_pages")?,
+        1024,
+        "vCPU 0 pre-faulted 4 MiB",
+    )?;
+    eq(
+        vm_stat(&v1, "pre_fault_pages")?,
+        512,
+        "vCPU 1 pre-faulted 2 MiB",
+    )?;
+    // The shared alias is not a memslot GPA (upstream kvm_is_gfn_alias): EINVAL.
+    eq(
+        pre_fault(&v0, TD_SHARED_BIT | (6 * MB), MB, 0).0,
+        Err(EINVAL),
+        "shared alias",
+    )?;
+    // Private → shared of [6, 8) MiB, then a shared pre-fault: the shared root, through GUP.
+    set_attrs(fd, 6 * MB, 2 * MB, 0)?;
+    let (r, range) = pre_fault(&v0, 6 * MB, 2 * MB, 0);
+    eq(r, Ok(0), "shared pre-fault")?;
+    eq(range.size, 0, "all of it")?;
+    eq(
+        s("shared_pages_4k")? + 512 * s("shared_pages_2m")?,
+        512,
+        "2 MiB shared in the shared root",
+    )?;
+    // Private → shared of [4, 6) MiB: its 2 MiB private leaf is zapped (BLOCK, TRACK, REMOVE).
+    let removes = s("tdh_mem_page_remove")?;
+    set_attrs(fd, 4 * MB, 2 * MB, 0)?;
+    eq(s("mirror_pages_2m")?, 1, "one 2 MiB private leaf left")?;
+    check(s("tdh_mem_page_remove")? > removes, "PAGE.REMOVE ran")?;
+    // Shared → private of [6, 8) MiB: its shared mappings are zapped.
+    set_attrs(fd, 6 * MB, 2 * MB, PRIVATE_ATTR)?;
+    eq(
+        s("shared_pages_4k")? + s("shared_pages_2m")?,
+        0,
+        "shared mappings zapped",
+    )?;
+    // And private again by pre-fault.
+    eq(
+        pre_fault(&v1, 6 * MB, 2 * MB, 0).0,
+        Ok(0),
+        "pre-fault again",
+    )?;
+    eq(s("mirror_pages_2m")?, 2, "a 2 MiB leaf again")?;
+    match order {
+        CloseFirst::VmFd => {
+            drop(vm);
+            drop((v0, v1));
+            drop(gmem);
+        }
+        CloseFirst::Vcpus => {
+            drop((v0, v1));
+            drop(gmem);
+            drop(vm);
+        }
+        CloseFirst::Gmem => {
+            drop(gmem);
+            drop(vm);
+            drop((v1, v0));
+        }
+    }
+    drop(shared);
+    counts_are_zero()
 }
 
 /// QEMU's TD bring-up (tdx-vm-abi.md §6) with an image of `pages` pages whose byte `i` is
