@@ -359,9 +359,11 @@ pub(crate) fn memory_tests() -> Vec<Test> {
             drop((a, b, c));
             counts_are_zero()
         }),
-        ("tdx_init_mem_region_hostile_input", Tdx, |_| {
-            init_mem_region_hostile()
-        }),
+        (
+            "tdx_init_mem_region_from_guest_memfd_and_bad_input",
+            Tdx,
+            |_| init_mem_region_hostile(),
+        ),
         ("tdx_td_memory_path_vm_fd_closed_first", Tdx, |_| {
             td_memory_path(CloseFirst::VmFd)
         }),
