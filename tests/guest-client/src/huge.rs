@@ -304,6 +304,38 @@ fn huge_private_many_splits(td: bool) -> Result<(), String> {
     counts_are_zero()
 }
 
+/// A hole across two 2 MiB leaves (two splits in one zap, two folios kept whole), then every
+/// page pre-faulted again: the holes come back from the kept folios.
+fn huge_private_punch_across_leaves(td: bool) -> Result<(), String> {
+    let s = setup(td)?;
+    pre_fault_all_at(&s.vcpu, 0, 4 * MB)?;
+    let s0 = Snap::take(&s.vm, td)?;
+    eq(s0.m2, 2, "two 2M leaves")?;
+    eq(
+        fallocate(&s.fd, KEEP | PUNCH, MB, 2 * MB),
+        Ok(()),
+        "punch 2 MiB across both leaves",
+    )?;
+    let s1 = Snap::take(&s.vm, td)?;
+    if td {
+        eq((s1.k4, s1.m2), (512, 0), "the outer halves stay")?;
+        eq(s1.d(&s0, "tdh_mem_page_demote"), 2, "two DEMOTEs")?;
+        eq(s1.d(&s0, "tdh_mem_page_remove"), 512, "512 pages removed")?;
+    } else {
+        eq((s1.k4, s1.m2), (0, 0), "both leaves go whole")?;
+    }
+    pre_fault_all_at(&s.vcpu, 0, 4 * MB)?;
+    let s2 = Snap::take(&s.vm, td)?;
+    if td {
+        eq((s2.k4, s2.m2), (1024, 0), "every page mapped at 4K")?;
+        eq(s2.d(&s1, "tdh_mem_page_aug"), 512, "the hole AUGed again")?;
+    } else {
+        eq((s2.k4, s2.m2), (0, 2), "both folios kept: 2M again")?;
+    }
+    drop(s);
+    counts_are_zero()
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("huge_private_split_td", Tdx, |_| huge_private_split(true)),
@@ -315,6 +347,12 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("huge_private_many_splits_sw_protected", Any, |_| {
             huge_private_many_splits(false)
+        }),
+        ("huge_private_punch_across_leaves_td", Tdx, |_| {
+            huge_private_punch_across_leaves(true)
+        }),
+        ("huge_private_punch_across_leaves_sw_protected", Any, |_| {
+            huge_private_punch_across_leaves(false)
         }),
     ]
 }
