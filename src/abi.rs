@@ -170,6 +170,14 @@ pub(crate) const KVM_CAP_MAX_VCPU_ID: u64 = 128;
 pub(crate) const KVM_CAP_IMMEDIATE_EXIT: u64 = 136;
 /// `KVM_CAP_BINARY_STATS_FD`.
 pub(crate) const KVM_CAP_BINARY_STATS_FD: u64 = 203;
+/// `KVM_CAP_SYNC_MMU`: the TDP MMU follows the host mm (an MMU notifier zaps the shared root).
+pub(crate) const KVM_CAP_SYNC_MMU: u64 = 16;
+/// `KVM_CAP_DESTROY_MEMORY_REGION_WORKS`: a memslot of size 0 deletes it.
+pub(crate) const KVM_CAP_DESTROY_MEMORY_REGION_WORKS: u64 = 21;
+/// `KVM_CAP_JOIN_MEMORY_REGIONS_WORKS`: adjacent memslots may be created.
+pub(crate) const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: u64 = 30;
+/// `KVM_CAP_ENABLE_CAP_VM`: `KVM_ENABLE_CAP` on a VM fd.
+pub(crate) const KVM_CAP_ENABLE_CAP_VM: u64 = 98;
 /// `KVM_CAP_VM_TYPES`.
 pub(crate) const KVM_CAP_VM_TYPES: u64 = 235;
 

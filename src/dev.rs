@@ -56,7 +56,11 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
         | KVM_CAP_EXT_EMUL_CPUID
         | KVM_CAP_GET_MSR_FEATURES
         | KVM_CAP_IMMEDIATE_EXIT
-        | KVM_CAP_BINARY_STATS_FD => 1,
+        | KVM_CAP_BINARY_STATS_FD
+        | KVM_CAP_ENABLE_CAP_VM
+        | KVM_CAP_SYNC_MMU
+        | KVM_CAP_DESTROY_MEMORY_REGION_WORKS
+        | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS => 1,
         KVM_CAP_VM_TYPES => vm_types() as isize,
         KVM_CAP_NR_VCPUS => {
             // SAFETY: reads num_online_cpus(); no preconditions.
@@ -191,6 +195,22 @@ fn get_emulated_cpuid(arg: usize) -> Result<isize> {
     if hdr.nent < 1 {
         return Err(E2BIG);
     }
+    // Upstream's `sanity_check_entries`, for this ioctl only: the padding of every entry the
+    // caller passed (at most KVM_MAX_CPUID_ENTRIES) must read as zero, so it stays usable for
+    // future extensions; an unreadable or dirty one is EINVAL.
+    let n = hdr.nent.min(KVM_MAX_CPUID_ENTRIES) as usize;
+    let mut r = UserSlice::new(
+        arg,
+        size_of::<KvmCpuid2>() + n * size_of::<KvmCpuidEntry2>(),
+    )
+    .reader();
+    r.read::<KvmCpuid2>()?;
+    for _ in 0..n {
+        let e: KvmCpuidEntry2 = r.read().map_err(|_| EINVAL)?;
+        if e.padding != [0; 3] {
+            return Err(EINVAL);
+        }
+    }
     let out = KvmCpuid2 { nent: 0, ..hdr };
     write_user(arg, &out)?;
     Ok(0)
@@ -205,9 +225,16 @@ fn get_feature_msrs(arg: usize) -> Result<isize> {
     if hdr.nmsrs >= MAX_IO_MSRS {
         return Err(E2BIG);
     }
-    // KVM copies the entries in before processing them: an unreadable array is EFAULT.
+    // KVM copies the entries in before processing them (an unreadable array is EFAULT) and
+    // copies them back afterwards, processed or not (a read-only array is EFAULT too).
     for _ in 0..hdr.nmsrs {
         r.read::<KvmMsrEntry>()?;
+    }
+    let entries = arg + size_of::<KvmMsrs>();
+    for i in 0..hdr.nmsrs as usize {
+        let at = entries + i * size_of::<KvmMsrEntry>();
+        let e: KvmMsrEntry = read_user(at)?;
+        write_user(at, &e)?;
     }
     Ok(0)
 }

@@ -275,8 +275,14 @@ fn caps(vm: &Vm) -> VmMemCaps {
         dirty_logging: false,
         nr_as_ids: 1,
         max_gfn: Gfn::new((1u64 << (bits - 12)) - 1),
-        // A TD's shared bit is GPA bit 47 with 4-level S-EPT (tdx-vm-abi.md §3).
-        shared_gfn_bit: vm.is_td().then_some(1u64 << (GPA_BITS - 1 - 12)),
+        // A TD's shared bit (GPA bit 47 with 4-level S-EPT, tdx-vm-abi.md §3) exists from
+        // KVM_TDX_INIT_VM on: upstream's kvm_gfn_direct_bits() is 0 before tdx_td_init sets
+        // it, so a slot made earlier is only held to max_gfn.
+        shared_gfn_bit: vm
+            .mmu()
+            .td()
+            .filter(|td| td.stage() != tdx::kvm::rules::TdStage::Uninitialized)
+            .map(|td| td.shared_bit() >> 12),
     }
 }
 

@@ -131,7 +131,7 @@ const TD_LEAVES: [(u16, &str); 16] = [
 ];
 
 /// The VM statistics before the per-leaf SEAMCALL counts ([`TD_LEAVES`] follow, cumulative).
-const VM_DESCS: [Desc; 19] = [
+const VM_DESCS: [Desc; 23] = [
     // x86 KVM's names for the leaves mapped, all roots together.
     i("pages_4k"),
     i("pages_2m"),
@@ -153,6 +153,12 @@ const VM_DESCS: [Desc; 19] = [
     c("tdx_kicks"),
     // vCPUs created and visible (upstream `online_vcpus`).
     i("online_vcpus"),
+    // 4 KiB frames mapped and unmapped (zapped or torn down) since creation, per root; a
+    // 2 MiB leaf counts 512, splitting one counts nothing.
+    c("shared_frames_mapped"),
+    c("shared_frames_zapped"),
+    c("mirror_frames_mapped"),
+    c("mirror_frames_zapped"),
 ];
 
 /// Number of VM statistics.
@@ -180,7 +186,7 @@ fn vm_values(vm: &Vm) -> [u64; NUM_VM] {
     let s = vm.mmu().stats();
     let w = |x: usize| x as u64;
     let mut v = [0u64; NUM_VM];
-    v[18] = u64::from(vm.lock().online_vcpus);
+    v[18] = u64::from(vm.online_vcpus());
     for l in 0..3 {
         v[l] = w(s.shared_leaves[l] + s.mirror_leaves[l]);
         v[3 + l] = w(s.shared_leaves[l]);
@@ -193,6 +199,10 @@ fn vm_values(vm: &Vm) -> [u64; NUM_VM] {
     v[13] = w(s.deferred);
     v[14] = w(s.leaked_external_spts);
     v[15] = w(s.leaked_private_pages);
+    v[19] = s.frames_mapped[0];
+    v[20] = s.frames_zapped[0];
+    v[21] = s.frames_mapped[1];
+    v[22] = s.frames_zapped[1];
     if let Some(m) = vm.mmu().td().and_then(|td| td.mmu()) {
         let b = m.external().stats();
         v[16] = b.busy_retries;

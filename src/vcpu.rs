@@ -281,6 +281,7 @@ fn install(vm: &Vm, id: u32) -> Result<isize> {
         return Err(Error::from_errno(fd));
     }
     l.online_vcpus += 1;
+    vm.publish_online_vcpus(&l);
     Ok(fd as isize)
 }
 

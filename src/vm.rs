@@ -26,6 +26,7 @@ use crate::td::TdVm;
 use crate::vcpu::Vcpu;
 use core::ffi::c_void;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
@@ -173,6 +174,10 @@ pub(crate) struct Vm {
     /// `kvm->lock`.
     #[pin]
     lock: Mutex<VmLocked>,
+    /// A copy of `VmLocked::online_vcpus` for readers that must not wait for the VM lock (the
+    /// stats fd: upstream reads `online_vcpus` atomically, and INIT_VM or a long
+    /// INIT_MEM_REGION holds the lock for a while). Written only under the lock.
+    online_vcpus: AtomicU32,
     mmu: VmMmu,
     /// Memslots and memory attributes under `slots_lock` ([`crate::memslot`]).
     #[pin]
@@ -218,6 +223,7 @@ impl Vm {
                     },
                     "kvm->lock"
                 ),
+                online_vcpus: AtomicU32::new(0),
                 mmu,
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
@@ -243,6 +249,18 @@ impl Vm {
         &self,
     ) -> kernel::sync::lock::Guard<'_, VmLocked, kernel::sync::lock::mutex::MutexBackend> {
         self.lock.lock()
+    }
+
+    /// vCPUs online, without the VM lock (a snapshot: creation may be under way).
+    pub(crate) fn online_vcpus(&self) -> u32 {
+        self.online_vcpus.load(Ordering::Relaxed)
+    }
+
+    /// Publishes `VmLocked::online_vcpus` for [`Vm::online_vcpus`]; called with the VM lock held
+    /// (the guard proves it) after the count changed.
+    pub(crate) fn publish_online_vcpus(&self, locked: &VmLocked) {
+        self.online_vcpus
+            .store(locked.online_vcpus, Ordering::Relaxed);
     }
 
     /// The MMU.

@@ -3,7 +3,7 @@
 //! nothing leaks and benchmarks can report page-table memory.
 
 use crate::page::RootKind;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Live counters, updated with relaxed atomics on the fault and zap paths.
 #[derive(Debug, Default)]
@@ -16,6 +16,9 @@ pub struct MmuStats {
     leaked_external_spts: AtomicUsize,
     leaked_private_pages: AtomicUsize,
     leaves: [[AtomicUsize; 3]; 2],
+    /// 4 KiB frames ever mapped / unmapped, per root (shared, mirror).
+    frames_mapped: [AtomicU64; 2],
+    frames_zapped: [AtomicU64; 2],
 }
 
 /// A snapshot of [`MmuStats`].
@@ -40,6 +43,11 @@ pub struct StatsSnapshot {
     pub shared_leaves: [usize; 3],
     /// Leaves mapped in the mirror root at 4K, 2M and 1G.
     pub mirror_leaves: [usize; 3],
+    /// 4 KiB frames mapped since the MMU was made, per root (`[shared, mirror]`): a 2 MiB leaf
+    /// counts 512. Splitting a huge leaf maps and unmaps nothing.
+    pub frames_mapped: [u64; 2],
+    /// 4 KiB frames unmapped (zapped, or removed at teardown) since the MMU was made, per root.
+    pub frames_zapped: [u64; 2],
 }
 
 impl StatsSnapshot {
@@ -92,14 +100,33 @@ impl MmuStats {
         add(&self.leaked_private_pages, 1);
     }
 
+    /// `delta` leaves appear (positive) or go (negative) at `level` of `root`, as mappings
+    /// made or removed: the cumulative frame counters follow.
     #[inline]
     pub(crate) fn leaf(&self, root: RootKind, level: crate::level::Level, delta: isize) {
-        let r = match root {
+        self.leaf_count(root, level, delta);
+        let frames = delta.unsigned_abs() as u64 * level.pages();
+        let total = if delta >= 0 {
+            &self.frames_mapped
+        } else {
+            &self.frames_zapped
+        };
+        total[Self::root_index(root)].fetch_add(frames, Ordering::Relaxed);
+    }
+
+    /// `delta` leaves at `level` of `root` that map nothing new and unmap nothing (a huge leaf
+    /// split into smaller ones): only the per-level counts change.
+    #[inline]
+    pub(crate) fn leaf_count(&self, root: RootKind, level: crate::level::Level, delta: isize) {
+        let l = (level.get() as usize).saturating_sub(1).min(2);
+        add(&self.leaves[Self::root_index(root)][l], delta);
+    }
+
+    fn root_index(root: RootKind) -> usize {
+        match root {
             RootKind::Shared => 0,
             RootKind::Mirror => 1,
-        };
-        let l = (level.get() as usize).saturating_sub(1).min(2);
-        add(&self.leaves[r][l], delta);
+        }
     }
 
     /// Reads every counter.
@@ -118,6 +145,14 @@ impl MmuStats {
             external_spts: r(&self.external_spts),
             headers: r(&self.headers),
             deferred: r(&self.deferred),
+            frames_mapped: self
+                .frames_mapped
+                .each_ref()
+                .map(|c| c.load(Ordering::Relaxed)),
+            frames_zapped: self
+                .frames_zapped
+                .each_ref()
+                .map(|c| c.load(Ordering::Relaxed)),
             leaked_external_spts: r(&self.leaked_external_spts),
             leaked_private_pages: r(&self.leaked_private_pages),
             shared_leaves: lv(0),

@@ -2072,7 +2072,17 @@ mod teardown {
         fx.mmu.teardown();
         let env = fx.mmu.env().counts();
         assert_eq!((env.tables, env.external_spts, env.headers), (0, 0, 0));
-        assert_eq!(fx.mmu.stats(), StatsSnapshot::default());
+        let st = fx.mmu.stats();
+        assert_eq!(
+            st.frames_mapped, st.frames_zapped,
+            "a frame mapped was never unmapped"
+        );
+        let live = StatsSnapshot {
+            frames_mapped: [0; 2],
+            frames_zapped: [0; 2],
+            ..st
+        };
+        assert_eq!(live, StatsSnapshot::default());
         assert!(fx.mmu.external().entries().is_empty());
         assert!(fx.mmu.external().violations().is_empty());
         assert!(!fx.mmu.is_bugged());

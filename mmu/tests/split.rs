@@ -211,6 +211,8 @@ fn zapping_4k_out_of_a_2m_leaf_splits_it_and_keeps_the_other_511() {
     assert_eq!(fx.split.splits(), 1, "one bundle used");
     let st = fx.mmu.stats();
     assert_eq!(st.mirror_leaves, [511, 0, 0]);
+    // The split itself maps and unmaps nothing: 512 frames came in with the 2M leaf, one went.
+    assert_eq!((st.frames_mapped, st.frames_zapped), ([0, 512], [0, 1]));
 }
 
 #[test]

@@ -455,9 +455,9 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         let new = F::table(page.get().pfn());
         e.write(new);
         it.set_old_spte(new);
-        self.stats.leaf(RootKind::Mirror, e.level, -1);
+        self.stats.leaf_count(RootKind::Mirror, e.level, -1);
         self.stats
-            .leaf(RootKind::Mirror, child_level, ENTRIES_PER_TABLE as isize);
+            .leaf_count(RootKind::Mirror, child_level, ENTRIES_PER_TABLE as isize);
         self.stats.table(RootKind::Mirror, 1);
         self.stats.external_spt(1);
         zs.splits += 1;

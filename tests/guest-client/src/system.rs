@@ -335,6 +335,67 @@ pub(crate) fn tests() -> Vec<Test> {
             unsafe { libc::munmap(p.cast(), 4096) };
             eq(r, Err(EFAULT), "entries past the mapping")
         }),
+        ("emulated_cpuid_dirty_padding_is_einval", Any, |_| {
+            // Upstream's sanity_check_entries: GET_EMULATED_CPUID wants every entry's padding
+            // zero (GET_SUPPORTED_CPUID does not check it).
+            let mut buf = vec![0u8; 8 + 2 * 40];
+            buf[..4].copy_from_slice(&2u32.to_ne_bytes());
+            let fd = dev();
+            eq(
+                ioctl(fd.as_raw_fd(), iowr(0x09, 8), buf.as_mut_ptr() as u64),
+                Ok(0),
+                "clean padding",
+            )?;
+            buf[..4].copy_from_slice(&2u32.to_ne_bytes());
+            // Entry 1's padding[2] (entry offset 28 + 8).
+            buf[8 + 40 + 36] = 1;
+            eq(
+                ioctl(fd.as_raw_fd(), iowr(0x09, 8), buf.as_mut_ptr() as u64),
+                Err(EINVAL),
+                "dirty padding",
+            )?;
+            let r = ioctl(fd.as_raw_fd(), iowr(0x12, 8), buf.as_mut_ptr() as u64);
+            check(
+                r != Err(EINVAL),
+                "GET_SUPPORTED_CPUID must not check the padding",
+            )
+        }),
+        ("feature_msrs_write_entries_back", Any, |_| {
+            // msr_io copies the entries back even when none was processed: a read-only array
+            // is EFAULT.
+            // SAFETY: a fresh anonymous page, made read-only after the header is written, and
+            // unmapped at the end.
+            let p = unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                ) as *mut u8;
+                (p as *mut u32).write(1);
+                (p.add(8) as *mut u32).write(0x10a);
+                libc::mprotect(p.cast(), 4096, libc::PROT_READ);
+                p
+            };
+            let r = ioctl(dev().as_raw_fd(), iowr(0x88, 8), p as u64);
+            // SAFETY: mapped above.
+            unsafe { libc::munmap(p.cast(), 4096) };
+            eq(r, Err(EFAULT), "read-only entries")
+        }),
+        ("memory_and_vm_caps_that_work_are_offered", Any, |_| {
+            let kvm = Kvm::new().map_err(|e| e.to_string())?;
+            for (cap, n) in [
+                ("SYNC_MMU", 16),
+                ("DESTROY_MEMORY_REGION_WORKS", 21),
+                ("JOIN_MEMORY_REGIONS_WORKS", 30),
+                ("ENABLE_CAP_VM", 98),
+            ] {
+                eq(ioctl(kvm.as_raw_fd(), io(0x03), n), Ok(1), cap)?;
+            }
+            Ok(())
+        }),
         ("unknown_system_ioctl_is_einval", Any, |_| {
             eq(
                 ioctl(dev().as_raw_fd(), io(0x7f), 0),
