@@ -6,7 +6,9 @@
 //! zaps the shared root, clearing it zaps the private mappings (for a TD the mirror root through
 //! BLOCK/TRACK/REMOVE; the guest_memfd pages stay in their file). As upstream reserves the
 //! xarray before changing anything, the map's room is made first: `ENOMEM` changes nothing.
-//! A range that already has the attributes returns 0 without zapping.
+//! A range that already has the attributes returns 0 without zapping. A TD's 2 MiB private
+//! leaf that the range covers only in part is split (TDH.MEM.PAGE.DEMOTE) rather than zapped
+//! whole, with the VM's split cache ([`crate::memslot::MemState::split`]).
 //!
 //! Locking: `slots_lock` (the VM's [`crate::memslot::Memslots`]) → the MMU lock.
 
@@ -43,14 +45,21 @@ pub(crate) fn set(vm: &Vm, arg: usize) -> Result<isize> {
     } else {
         ZapTarget::Mirror
     };
+    // What a TD needs to DEMOTE the 2 MiB leaves the range cuts, allocated before anything
+    // changes: ENOMEM here changes nothing, as upstream's xarray reservation.
+    let st = &mut *st;
+    vm.mmu().topup_split_cache(&mut st.split)?;
     let inv = vm.memslots().invalidation().scope();
     for s in st.slots.slots() {
         let start = s.base_gfn.max(req.start);
         let end = s.end_gfn().min(req.end);
         if start < end {
-            // A zap that cannot finish marked the VM bugged; the attributes change regardless,
-            // as upstream (its zap cannot fail).
-            vm.mmu().zap_gfns(target, start, end).ok();
+            // A 2 MiB private leaf cut by the range is split (DEMOTE), not zapped whole: the
+            // guest keeps the rest of it accepted. A zap that cannot finish marked the VM
+            // bugged; the attributes change regardless, as upstream (its zap cannot fail).
+            vm.mmu()
+                .zap_gfns_split(target, start, end, &mut st.split)
+                .ok();
         }
     }
     let r = st.attrs.set(req.start, req.end, req.attrs).map_err(err);

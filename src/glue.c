@@ -937,13 +937,59 @@ long tdxkvm_gmem_allocate(void *filep, u64 start, u64 end)
 	return r;
 }
 
-/* Frees the pages [start, end) (the S-EPT gave them back); the invalidate lock is held. */
+/*
+ * A large folio that straddles the hole boundary at page @index is kept whole: its part of the
+ * hole [*start, *end) is zeroed (the zap already took those pages out of the S-EPT, so the
+ * host may write them) and the hole shrinks to leave the folio out. Why: 6.12's
+ * truncate_inode_partial_folio() tries split_folio() (which a module cannot call) and, when
+ * that fails on a clean folio (a racing fault holds a reference), drops the WHOLE folio from
+ * the page cache, although its other pages may still be mapped at 4K in the S-EPT after a
+ * DEMOTE. Keeping the folio costs the hole's pages until the folio goes whole.
+ */
+static void gmem_keep_straddling_folio(struct address_space *mapping, pgoff_t index,
+				       pgoff_t *start, pgoff_t *end)
+{
+	struct folio *folio = filemap_lock_folio(mapping, index);
+	pgoff_t first, next, s, e;
+
+	if (IS_ERR(folio))
+		return;
+	first = folio->index;
+	next = folio_next_index(folio);
+	if (folio_test_large(folio) && (first < *start || next > *end)) {
+		s = max(*start, first);
+		e = min(*end, next);
+		if (s < e)
+			folio_zero_range(folio, (s - first) << PAGE_SHIFT, (e - s) << PAGE_SHIFT);
+		if (first < *start)
+			*start = min(next, *end);
+		if (next > *end)
+			*end = max(first, *start);
+	}
+	folio_unlock(folio);
+	folio_put(folio);
+}
+
+/*
+ * Frees the pages [start, end) (the S-EPT gave them back); the invalidate lock is held. Only
+ * folios wholly inside the hole leave the page cache (gmem_keep_straddling_folio).
+ */
 void tdxkvm_gmem_truncate(void *file, u64 start, u64 end)
 {
 	struct address_space *mapping = ((struct file *)file)->f_mapping;
-	loff_t lend = end >= (U64_MAX >> PAGE_SHIFT) ? -1 : (loff_t)(end << PAGE_SHIFT) - 1;
+	pgoff_t last = (pgoff_t)(U64_MAX >> PAGE_SHIFT);
+	pgoff_t s = start, e = end >= last ? last : end;
+	loff_t lend;
 
-	truncate_inode_pages_range(mapping, (loff_t)start << PAGE_SHIFT, lend);
+	if (s >= e)
+		return;
+	gmem_keep_straddling_folio(mapping, s, &s, &e);
+	if (s < e)
+		gmem_keep_straddling_folio(mapping, e - 1, &s, &e);
+	if (s >= e)
+		return;
+	lend = e >= last ? -1 : (loff_t)(e << PAGE_SHIFT) - 1;
+	truncate_inode_pages_range(mapping, (loff_t)s << PAGE_SHIFT, lend);
 }
 
 /*

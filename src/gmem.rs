@@ -13,6 +13,23 @@
 //! Folios are 2 MiB where the page index is 2 MiB aligned and the file covers the whole 2 MiB
 //! (the page cache falls back to smaller folios when it cannot).
 //!
+//! # Holes in 2 MiB folios
+//!
+//! INVARIANT: a page leaves the page cache (and may be freed) only once no leaf of the mirror
+//! or the S-EPT maps it, and every page a leaf maps is in the page cache. The mapping side
+//! takes no folio reference of its own (as upstream), so the invariant is kept by order and by
+//! what truncation may drop:
+//! - the hole is zapped first ([`zap_bound`]); a 2 MiB leaf the hole cuts is split with
+//!   TDH.MEM.PAGE.DEMOTE, and only the 4 KiB leaves inside the hole are removed. The 511 (or
+//!   fewer) 4 KiB leaves left point into the same 2 MiB folio, which stays in the page cache;
+//! - truncation then frees only folios wholly inside the hole. A large folio straddling the
+//!   hole's boundary is kept whole and its part of the hole is zeroed (glue
+//!   `gmem_keep_straddling_folio`): 6.12's `truncate_inode_partial_folio` would try to split
+//!   it and, if the split fails on a clean folio, drop the whole folio from the page cache
+//!   while the S-EPT still maps its other pages — a use-after-free. The hole's pages in such a
+//!   folio are freed when the folio goes whole (a larger hole, or the file's release);
+//! - if the zap cannot finish (VM bugged), nothing of the hole is freed (leaked on purpose).
+//!
 //! The file holds a VM reference (the file pins the VM, not the other way round); a memslot
 //! names its file by [`GmemId`] and the VM lists its open files ([`MemState::gmem_files`]), so
 //! release — under `slots_lock` — zaps what the file backed and unregisters it before it goes.
@@ -30,6 +47,7 @@ use kernel::uaccess::UserSlice;
 use memcore::gmem::{Binding, Bindings, Falloc};
 use memcore::memslot::{GmemId, GmemSlot, Memslot};
 use memcore::Errno;
+use mmu::cache::SplitCache;
 use mmu::tdp::ZapTarget;
 
 /// Source of [`GmemId`]s: never reused while the module is loaded.
@@ -277,11 +295,22 @@ pub(crate) fn unbind(st: &mut MemState, g: GmemId, slot_id: u16) {
 }
 
 /// Zaps the private mappings of file pages `[start, end)` in every slot bound there.
-fn zap_bound(f: &GmemFile, start: u64, end: u64) -> core::result::Result<(), Errno> {
+/// A 2 MiB private leaf the hole covers only in part is split (DEMOTE) with the VM's split
+/// cache, so the rest of it stays mapped; see "Holes in 2 MiB folios" above.
+fn zap_bound(
+    f: &GmemFile,
+    split: &mut SplitCache,
+    start: u64,
+    end: u64,
+) -> core::result::Result<(), Errno> {
     let vm = f.vm();
     let mut r = Ok(());
     f.bindings.for_each_in(start, end, |_, s, e| {
-        if vm.mmu().zap_gfns(ZapTarget::Mirror, s, e).is_err() {
+        if vm
+            .mmu()
+            .zap_gfns_split(ZapTarget::Mirror, s, e, split)
+            .is_err()
+        {
             r = Err(Errno::EIO);
         }
     });
@@ -316,14 +345,19 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_fallocate(
             unsafe { glue::tdxkvm_gmem_allocate(file, start, end) }
         }
         Falloc::PunchHole { start, end } => {
-            let st = vm.memslots().lock();
+            let mut st = vm.memslots().lock();
+            // What the zap needs to DEMOTE a 2 MiB leaf the hole cuts, before anything
+            // changes: ENOMEM here leaves file and mappings as they were.
+            if vm.mmu().topup_split_cache(&mut st.split).is_err() {
+                return -(Errno::ENOMEM.to_errno() as c_long);
+            }
             // SAFETY: `file` is live; the lock is dropped below.
             unsafe { glue::tdxkvm_gmem_invalidate_lock(file) };
             // SAFETY: registered while the file is open; `st` serialises access.
             let f = unsafe { &*gmem.cast::<GmemFile>() };
             // A fault that found a page of the hole before the truncation retries.
             let inv = vm.memslots().invalidation().scope();
-            let zapped = zap_bound(f, start, end);
+            let zapped = zap_bound(f, &mut st.split, start, end);
             let r = match zapped {
                 Ok(()) => {
                     // SAFETY: `file` is live and its invalidate lock is held.
@@ -363,7 +397,8 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_release(gmem: *mut c_void, file
     unsafe { glue::tdxkvm_gmem_invalidate_lock(file) };
     let zapped = {
         let _inv = vm.memslots().invalidation().scope();
-        zap_bound(f, 0, u64::MAX)
+        // Everything the file backs goes: no leaf is cut, so nothing to split.
+        zap_bound(f, &mut st.split, 0, u64::MAX)
     };
     if zapped.is_err() {
         // SAFETY: as above.

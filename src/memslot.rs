@@ -26,6 +26,7 @@ use memcore::attributes::{AttrMap, AttrRange};
 use memcore::memslot::{Change, GmemId, Memslot, MemslotSet, RegionIoctl, VmMemCaps};
 use memcore::store::Store;
 use memcore::Errno;
+use mmu::cache::SplitCache;
 use mmu::env::MmuEnv;
 use mmu::external::ExternalPageTable;
 use mmu::spte::PagingFormat;
@@ -95,6 +96,11 @@ pub(crate) struct MemState {
     /// This VM's open guest_memfd files. A slot names its file by [`GmemId`]; a file that is
     /// gone is not here (upstream clears `slot->gmem.file` at release).
     pub(crate) gmem_files: KVec<crate::gmem::GmemRef>,
+    /// The VM's split cache (a TD's only): what a conversion or hole punch that covers part of
+    /// a 2 MiB private leaf needs to DEMOTE it ([`VmMmu::zap_gfns_split`]). Conversions have no
+    /// vCPU, so the cache is per VM, serialised by `slots_lock`; topped up before the MMU lock
+    /// is taken, emptied at VM destroy ([`VmMmu::free_split_cache`]).
+    pub(crate) split: SplitCache,
 }
 
 /// The VM's memslots and memory attributes under `slots_lock`, the notifier's HVA index, the
@@ -126,6 +132,7 @@ impl Memslots {
                     slots: MemslotSet::new(KVecStore::new()),
                     attrs: AttrMap::new(KVecStore::new()),
                     gmem_files: KVec::new(),
+                    split: SplitCache::new(),
                 },
                 "kvm->slots_lock"
             ),
@@ -303,14 +310,27 @@ fn zap_one<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
     target: ZapTarget,
     start: Gfn,
     end: Gfn,
+    mut split: Option<&mut SplitCache>,
 ) -> core::result::Result<(), MmuError> {
     let mut last = Ok(());
     for _ in 0..ZAP_RETRIES {
+        if let Some(c) = split.as_deref_mut() {
+            // Before the MMU lock: allocation may sleep. A zap that needs more than the cache
+            // held (NoMemory below, nothing changed) comes back here for more.
+            if let Err(e) = mmu.topup_split_cache(c) {
+                last = Err(e);
+                break;
+            }
+        }
         let guard = mmu.write();
-        last = mmu.zap_range(&guard, target, start, end).map(|_| ());
+        last = match split.as_deref_mut() {
+            Some(c) => mmu.zap_range_split(&guard, target, start, end, c),
+            None => mmu.zap_range(&guard, target, start, end),
+        }
+        .map(|_| ());
         drop(guard);
         match last {
-            Err(MmuError::ExternalBusy) => continue,
+            Err(MmuError::ExternalBusy | MmuError::NoMemory) => continue,
             _ => break,
         }
     }
@@ -329,8 +349,9 @@ fn zap_one<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
 
 impl VmMmu {
     /// Zaps `[start, end)` (memslot GFNs) in the chosen roots, retrying an S-EPT that stays
-    /// busy; a zap that cannot finish marks the VM bugged. A TD whose MMU is gone has nothing
-    /// mapped.
+    /// busy; a zap that cannot finish marks the VM bugged. A huge leaf straddling the range
+    /// goes whole (memslot delete and move: nothing of the old range survives). A TD whose MMU
+    /// is gone has nothing mapped.
     ///
     /// Locking: takes the MMU lock exclusively; callers hold `slots_lock`.
     pub(crate) fn zap_gfns(
@@ -344,11 +365,63 @@ impl VmMmu {
         }
         match self {
             // One root holds both kinds of memory of a plain or software-protected VM.
-            VmMmu::Plain(m) => zap_one(m, ZapTarget::Shared, start, end),
+            VmMmu::Plain(m) => zap_one(m, ZapTarget::Shared, start, end, None),
             VmMmu::Td(td) => match td.mmu() {
-                Some(m) => zap_one(m, target, start, end),
+                Some(m) => zap_one(m, target, start, end, None),
                 None => Ok(()),
             },
+        }
+    }
+
+    /// Zaps `[start, end)` like [`VmMmu::zap_gfns`], except that a TD's 2 MiB private leaf the
+    /// range covers only in part is split first (BLOCK, TRACK, TDH.MEM.PAGE.DEMOTE with pages
+    /// from `cache`), so only the 4 KiB pages inside the range leave the S-EPT and the others
+    /// stay mapped and accepted: conversions and hole punches. The cache is topped up before
+    /// each try, so a zap that needs more splits than one cache holds goes round again.
+    ///
+    /// A software-protected VM keeps upstream's behaviour: its private memory lives in its one
+    /// (shared-format) root, where a straddling 2M leaf is zapped whole; nothing is lost, since
+    /// the guest_memfd keeps the contents and the next fault maps them again (at 4K, the range
+    /// being no longer uniformly private).
+    ///
+    /// Locking: takes the MMU lock exclusively; callers hold `slots_lock` (which guards
+    /// `cache`).
+    pub(crate) fn zap_gfns_split(
+        &self,
+        target: ZapTarget,
+        start: Gfn,
+        end: Gfn,
+        cache: &mut SplitCache,
+    ) -> core::result::Result<(), MmuError> {
+        match self {
+            VmMmu::Td(td) if start < end => match td.mmu() {
+                Some(m) => zap_one(m, target, start, end, Some(cache)),
+                None => Ok(()),
+            },
+            _ => self.zap_gfns(target, start, end),
+        }
+    }
+
+    /// Tops a TD's split cache up (before a conversion or hole punch changes anything, so that
+    /// an allocation failure can still be answered with `ENOMEM`). Nothing for other VMs.
+    ///
+    /// Locking: must not hold the MMU lock.
+    pub(crate) fn topup_split_cache(&self, cache: &mut SplitCache) -> Result {
+        match self {
+            VmMmu::Td(td) => match td.mmu() {
+                Some(m) => m.topup_split_cache(cache).map_err(|_| ENOMEM),
+                None => Ok(()),
+            },
+            VmMmu::Plain(_) => Ok(()),
+        }
+    }
+
+    /// Gives everything the split cache holds back (VM destroy, before the MMU goes).
+    pub(crate) fn free_split_cache(&self, cache: &mut SplitCache) {
+        if let VmMmu::Td(td) = self {
+            if let Some(m) = td.mmu() {
+                m.free_split_cache(cache);
+            }
         }
     }
 }

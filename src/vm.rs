@@ -337,6 +337,8 @@ impl PinnedDrop for Vm {
         for v in vcpus.into_iter().flatten() {
             v.destroy(&self.mmu);
         }
+        // And the VM's split cache (conversions, hole punches) gives its pages back too.
+        self.mmu.free_split_cache(&mut self.memslots.lock().split);
         stats::dec(stats::Kind::Vm);
         // Then the fields drop: the MMU (for a TD: HKID release, MMU teardown, control pages),
         // the ring page, the creator's mm reference.

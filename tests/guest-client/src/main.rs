@@ -120,6 +120,7 @@ struct Ctx {
     tdx: bool,
 }
 
+mod huge;
 mod memory;
 mod prefault;
 mod system;
@@ -134,6 +135,7 @@ fn tests() -> Vec<Test> {
         vcpu::tests(),
         memory::tests(),
         prefault::tests(),
+        huge::tests(),
         tdx_vm::tests(),
         tdx_vm::memory_tests(),
     ]
@@ -175,6 +177,10 @@ fn main() {
     if arg == "--bench-prefault" {
         prefault::bench();
         td_bench::bench();
+        return;
+    }
+    if arg == "--bench-huge" {
+        huge::bench();
         return;
     }
     if let Some(f) = harness_fault().filter(|f| !HARNESS_FAULTS.contains(&f.as_str())) {
