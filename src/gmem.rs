@@ -40,8 +40,9 @@ use crate::glue;
 use crate::mem_abi::KvmCreateGuestMemfd;
 use crate::memslot::{err, KVecStore, MemState};
 use crate::vm::Vm;
+use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_long, c_void};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 use memcore::gmem::{Binding, Bindings, Falloc};
@@ -57,12 +58,16 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct GmemFile {
     id: GmemId,
     /// The `struct file`, set (under `slots_lock`) once made; valid while registered.
-    file: *mut c_void,
+    file: AtomicPtr<c_void>,
     /// A counted VM reference ([`Vm::get_raw`]), given back when the file goes.
     vm: *const Vm,
-    /// The memslots bound to ranges of this file; guarded by the VM's `slots_lock` (every
-    /// access goes through a [`MemState`] borrow, see [`GmemRef`]).
-    bindings: Bindings<KVecStore<Binding>>,
+    /// The memslots bound to ranges of this file.
+    ///
+    /// INVARIANT: touched only by holders of the owning VM's `slots_lock`, through
+    /// [`GmemFile::bindings`] / [`GmemFile::bindings_mut`]. A `GmemFile` is only ever shared
+    /// (`&GmemFile`): file operations reach it without `slots_lock`, so no `&mut GmemFile`
+    /// may exist while it is registered, and the only mutable state sits in cells.
+    bindings: UnsafeCell<Bindings<KVecStore<Binding>>>,
 }
 
 /// A registered open file in [`MemState::gmem_files`].
@@ -78,6 +83,29 @@ pub(crate) struct GmemRef {
 unsafe impl Send for GmemRef {}
 
 impl GmemFile {
+    /// The bindings, read-only.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the owning VM's `slots_lock`, and no reference from
+    /// [`GmemFile::bindings_mut`] is live.
+    unsafe fn bindings(&self) -> &Bindings<KVecStore<Binding>> {
+        // SAFETY: the caller's contract (type invariant): no writer meanwhile.
+        unsafe { &*self.bindings.get() }
+    }
+
+    /// The bindings, to change them.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the owning VM's `slots_lock` and no other reference to the bindings is
+    /// live while the returned one is.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn bindings_mut(&self) -> &mut Bindings<KVecStore<Binding>> {
+        // SAFETY: the caller's contract (type invariant): the only reference.
+        unsafe { &mut *self.bindings.get() }
+    }
+
     fn vm(&self) -> &Vm {
         // SAFETY: `vm` is a counted reference this file holds until `Drop`.
         unsafe { &*self.vm }
@@ -104,11 +132,11 @@ fn unregister(st: &mut MemState, id: GmemId) {
     }
 }
 
-fn lookup(st: &mut MemState, id: GmemId) -> Option<&mut GmemFile> {
+fn lookup(st: &MemState, id: GmemId) -> Option<&GmemFile> {
     let r = st.gmem_files.iter().find(|r| r.id == id)?;
-    // SAFETY: registered entries point at live files (INVARIANT of `GmemRef`), and `st` is
-    // borrowed mutably under `slots_lock`, so no one else reaches the file meanwhile.
-    Some(unsafe { &mut *r.file })
+    // SAFETY: registered entries point at live files (INVARIANT of `GmemRef`); only shared
+    // references to a `GmemFile` ever exist (INVARIANT of `GmemFile::bindings`).
+    Some(unsafe { &*r.file })
 }
 
 /// `KVM_CREATE_GUEST_MEMFD` on `vm`.
@@ -118,16 +146,18 @@ pub(crate) fn create(vm: &Vm, arg: usize) -> Result<isize> {
         .read()?;
     memcore::gmem::check_create(a.size, a.flags).map_err(err)?;
     let id = GmemId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    // Counted before the value exists: its `Drop` (also when the box cannot be allocated)
+    // takes the count back.
+    crate::stats::inc(crate::stats::Kind::Gmem);
     let file = KBox::new(
         GmemFile {
             id,
-            file: core::ptr::null_mut(),
+            file: AtomicPtr::new(core::ptr::null_mut()),
             vm: vm.get_raw(),
-            bindings: Bindings::new(KVecStore::new()),
+            bindings: UnsafeCell::new(Bindings::new(KVecStore::new())),
         },
         GFP_KERNEL_ACCOUNT,
     )?;
-    crate::stats::inc(crate::stats::Kind::Gmem);
     let raw = KBox::into_raw(file);
     let mut st = vm.memslots().lock();
     if let Err(e) = st
@@ -149,7 +179,7 @@ pub(crate) fn create(vm: &Vm, arg: usize) -> Result<isize> {
         return Err(Error::from_errno(fd));
     }
     // SAFETY: registered and `slots_lock` held: release (which would free it) waits for it.
-    unsafe { (*raw).file = filep };
+    unsafe { (*raw).file.store(filep, Ordering::Release) };
     // `slots_lock` is dropped here: a close racing with this return waits for it in release.
     Ok(fd as isize)
 }
@@ -160,7 +190,7 @@ pub(crate) fn file_of(st: &MemState, id: GmemId) -> Option<*mut c_void> {
     let r = st.gmem_files.iter().find(|r| r.id == id)?;
     // SAFETY: registered entries point at live `GmemFile`s (INVARIANT of `GmemRef`); `st`
     // borrows `slots_lock`.
-    let file = unsafe { (*r.file).file };
+    let file = unsafe { (*r.file).file.load(Ordering::Acquire) };
     if file.is_null() {
         return None;
     }
@@ -274,9 +304,10 @@ pub(crate) fn bind(
         if !core::ptr::eq(f.vm(), vm) {
             return Err(EINVAL);
         }
-        f.bindings.store_mut().reserve(1)?;
-        let pgoff = f
-            .bindings
+        // SAFETY: `st` borrows `slots_lock`; the reference lives only in this block.
+        let bindings = unsafe { f.bindings_mut() };
+        bindings.store_mut().reserve(1)?;
+        let pgoff = bindings
             .bind(offset, slot.npages, i_size, slot.id, slot.base_gfn)
             .map_err(err)?;
         slot.gmem = Some(GmemSlot { file: g, pgoff });
@@ -290,14 +321,19 @@ pub(crate) fn bind(
 /// Removes slot `slot_id`'s binding from file `g`, if the file is still open.
 pub(crate) fn unbind(st: &mut MemState, g: GmemId, slot_id: u16) {
     if let Some(f) = lookup(st, g) {
-        f.bindings.unbind(slot_id);
+        // SAFETY: `st` borrows `slots_lock`; the reference lives only in this statement.
+        unsafe { f.bindings_mut() }.unbind(slot_id);
     }
 }
 
 /// Zaps the private mappings of file pages `[start, end)` in every slot bound there.
 /// A 2 MiB private leaf the hole covers only in part is split (DEMOTE) with the VM's split
 /// cache, so the rest of it stays mapped; see "Holes in 2 MiB folios" above.
-fn zap_bound(
+///
+/// # Safety
+///
+/// The caller holds the VM's `slots_lock` (`split` is borrowed from its state).
+unsafe fn zap_bound(
     f: &GmemFile,
     split: &mut SplitCache,
     start: u64,
@@ -305,7 +341,8 @@ fn zap_bound(
 ) -> core::result::Result<(), Errno> {
     let vm = f.vm();
     let mut r = Ok(());
-    f.bindings.for_each_in(start, end, |_, s, e| {
+    // SAFETY: the caller holds `slots_lock`; nothing changes the bindings while they are read.
+    unsafe { f.bindings() }.for_each_in(start, end, |_, s, e| {
         if vm
             .mmu()
             .zap_gfns_split(ZapTarget::Mirror, s, e, split)
@@ -331,7 +368,8 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_fallocate(
     offset: i64,
     len: i64,
 ) -> c_long {
-    // SAFETY: the caller's contract; only shared access without `slots_lock`.
+    // SAFETY: the caller's contract; a `GmemFile` is only ever shared (INVARIANT of
+    // `GmemFile::bindings`), and `vm` does not change while it lives.
     let vm = unsafe { (*gmem.cast::<GmemFile>()).vm() };
     // SAFETY: `file` is live (the caller's contract).
     let i_size = unsafe { glue::tdxkvm_file_size(file) };
@@ -357,7 +395,8 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_fallocate(
             let f = unsafe { &*gmem.cast::<GmemFile>() };
             // A fault that found a page of the hole before the truncation retries.
             let inv = vm.memslots().invalidation().scope();
-            let zapped = zap_bound(f, &mut st.split, start, end);
+            // SAFETY: `st` is the `slots_lock` guard.
+            let zapped = unsafe { zap_bound(f, &mut st.split, start, end) };
             let r = match zapped {
                 Ok(()) => {
                     // SAFETY: `file` is live and its invalidate lock is held.
@@ -398,7 +437,8 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_gmem_release(gmem: *mut c_void, file
     let zapped = {
         let _inv = vm.memslots().invalidation().scope();
         // Everything the file backs goes: no leaf is cut, so nothing to split.
-        zap_bound(f, &mut st.split, 0, u64::MAX)
+        // SAFETY: `st` is the `slots_lock` guard.
+        unsafe { zap_bound(f, &mut st.split, 0, u64::MAX) }
     };
     if zapped.is_err() {
         // SAFETY: as above.

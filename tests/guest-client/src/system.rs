@@ -354,7 +354,7 @@ pub(crate) fn tests() -> Vec<Test> {
                 Err(EINVAL),
                 "dirty padding",
             )?;
-            let r = ioctl(fd.as_raw_fd(), iowr(0x12, 8), buf.as_mut_ptr() as u64);
+            let r = ioctl(fd.as_raw_fd(), iowr(0x05, 8), buf.as_mut_ptr() as u64);
             check(
                 r != Err(EINVAL),
                 "GET_SUPPORTED_CPUID must not check the padding",
