@@ -85,8 +85,15 @@ fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
 /// mapping is made.
 fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
     let st = vm.memslots().lock();
-    let slot = *st.slots.lookup(gfn).ok_or(Errno::ENOENT)?;
+    // The attribute decides first (upstream: PFERR_PRIVATE_ACCESS from kvm_mem_is_private, and
+    // kvm_handle_noslot_fault answers EFAULT for a private fault without a slot; ENOENT is for
+    // shared GFNs without one).
     let private = has_private_mem(vm) && st.attrs.is_private(gfn);
+    let slot = *st.slots.lookup(gfn).ok_or(if private {
+        Errno::EFAULT
+    } else {
+        Errno::ENOENT
+    })?;
     if !private {
         drop(st);
         let hva = slot.gfn_to_hva(gfn);

@@ -126,8 +126,16 @@ pub(crate) fn vm_op(vm: &Vm, arg: usize) -> Result<isize> {
 fn capabilities(td: &TdVm, cmd: &KvmTdxCmd) -> Result<isize> {
     rules::check_capabilities(cmd).map_err(err)?;
     let conf = td_conf(td)?;
+    // Upstream reads only `cpuid.nent` and answers from a zeroed buffer: the caller's reserved
+    // words and padding come back as zeros, and an unreadable rest is not EFAULT.
     let mut caps = KBox::new(KvmTdxCapabilities::ZERO, GFP_KERNEL)?;
-    read_in(cmd.data, &mut *caps)?;
+    let nent_at = user_add(
+        cmd.data,
+        core::mem::offset_of!(KvmTdxCapabilities, cpuid) + core::mem::offset_of!(KvmCpuid2, nent),
+    )?;
+    caps.cpuid.nent = UserSlice::new(nent_at as usize, core::mem::size_of::<u32>())
+        .reader()
+        .read::<u32>()?;
     let mut entries =
         KVec::from_elem(KvmCpuidEntry2::default(), conf.num_cpuid_config, GFP_KERNEL)?;
     conf.capabilities(kvm_xfam(), &mut caps, &mut entries)
@@ -245,7 +253,9 @@ fn finalize(vm: &Vm, td: &TdVm, cmd: &mut KvmTdxCmd) -> Result<isize> {
             cmd.hw_error = e.status;
             let errno = rules::finalize_error(e.status);
             if errno == Errno::EIO {
-                pr_err!("TDH.MR.FINALIZE: {:?}\n", e);
+                // Upstream: KVM_BUG_ON(cmd->hw_error): the TD is dead from here on.
+                pr_err!("TDH.MR.FINALIZE: {:?}: the TD is marked bugged\n", e);
+                vm.mmu().mark_bugged();
             }
             Err(err(errno))
         }

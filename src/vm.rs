@@ -71,6 +71,18 @@ impl VmMmu {
         }
     }
 
+    /// Marks the VM bugged (upstream `KVM_BUG_ON`): every later VM and vCPU ioctl is `EIO`.
+    pub(crate) fn mark_bugged(&self) {
+        match self {
+            VmMmu::Plain(m) => m.mark_bugged(),
+            VmMmu::Td(td) => {
+                if let Some(m) = td.mmu() {
+                    m.mark_bugged()
+                }
+            }
+        }
+    }
+
     /// Whether the MMU marked the VM bugged (a fatal hook error or a broken invariant); a TD
     /// whose MMU is gone counts as bugged.
     pub(crate) fn is_bugged(&self) -> bool {

@@ -415,6 +415,30 @@ pub(crate) fn tests() -> Vec<Test> {
         ("prefault_private_memory_sw_protected", Any, |_| {
             prefault_private_memory_sw_protected()
         }),
+        ("prefault_private_gfn_without_a_slot_is_efault", Any, |_| {
+            // Upstream: the attribute makes the fault private, and kvm_handle_noslot_fault
+            // answers a private fault without a memslot with EFAULT (ENOENT is for shared).
+            let vm = vm_of(SWP)?;
+            let vcpu = create_vcpu(&vm, 0)?;
+            let private = Attrs {
+                address: 16 * MB,
+                size: PS,
+                attributes: PRIVATE,
+                flags: 0,
+            };
+            eq(attrs(&vm, private), Ok(0), "PRIVATE without a slot")?;
+            let (r, range) = pre_fault(&vcpu, 16 * MB, PS, 0);
+            eq(r, Err(EFAULT), "private, no memslot")?;
+            eq((range.gpa, range.size), (16 * MB, PS), "range untouched")?;
+            eq(
+                pre_fault(&vcpu, 32 * MB, PS, 0).0,
+                Err(libc::ENOENT),
+                "shared, no memslot",
+            )?;
+            drop(vcpu);
+            drop(vm);
+            counts_are_zero()
+        }),
         ("prefault_td_before_finalize_is_eopnotsupp", Tdx, |_| {
             prefault_td_before_finalize_is_eopnotsupp()
         }),

@@ -900,6 +900,18 @@ pub(crate) fn tests() -> Vec<Test> {
                     "no TSX/WAITPKG",
                 )?;
                 eq(c.entries[0].index, 0, "leaf 1 (no sub-leaf) shows index 0")?;
+                // Upstream answers from a zeroed buffer: what the caller left in the reserved
+                // words and the padding comes back as zeros.
+                let mut d: Box<Caps> = zeroed();
+                d.nent = 64;
+                d.reserved = [0x5a5a_5a5a_5a5a_5a5a; 250];
+                d.padding = 7;
+                let (r, _) = op(vm.as_raw_fd(), CAPABILITIES, 0, &mut *d as *mut Caps as u64);
+                eq(errno(r), Ok(()), "CAPABILITIES with dirty reserved words")?;
+                check(
+                    d.reserved.iter().all(|&w| w == 0) && d.padding == 0,
+                    "reserved words and padding written back as zeros",
+                )?;
                 // Any time: after INIT_VM too.
                 let vm = initialized_td(&kvm)?;
                 caps(vm.as_raw_fd()).map(|_| ())
