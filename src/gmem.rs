@@ -227,11 +227,27 @@ pub(crate) fn get_pfn(
     let file = file_of(&st, id).ok_or(Errno::EFAULT)?;
     // The file reference keeps it open; `slots_lock` is not needed (nor wanted: allocation).
     drop(st);
+    // SAFETY: a reference `file_of` took.
+    unsafe { folio_of(file, index) }
+}
+
+/// The folio step of [`get_pfn`] and [`get_pfn_locked`]: the page at `index` of `file`, and
+/// the file reference given back.
+///
+/// # Safety
+///
+/// `file` is a reference [`file_of`] took; it is consumed here.
+unsafe fn folio_of(
+    file: *mut c_void,
+    index: u64,
+) -> core::result::Result<(mmu::Pfn, u32, FolioRef), Errno> {
     let mut pfn = 0u64;
     let mut order = 0u32;
-    // SAFETY: `file` is a reference `file_of` took; it is dropped right after.
+    // SAFETY: `file` is live (the caller's reference). Under `slots_lock` (get_pfn_locked) the
+    // file's invalidate lock it takes nests inside it, as in a hole punch.
     let folio = unsafe { glue::tdxkvm_gmem_get_pfn(file, index, &mut pfn, &mut order) };
-    // SAFETY: the reference `file_of` took.
+    // SAFETY: the caller's reference. If it is the last one (the fd was closed meanwhile), the
+    // release is deferred to the task's return to userspace, after any `slots_lock` is dropped.
     unsafe { glue::tdxkvm_fput(file) };
     if folio.is_null() {
         return Err(Errno::ENOMEM);
@@ -252,19 +268,8 @@ pub(crate) fn get_pfn_locked(
     index: u64,
 ) -> core::result::Result<(mmu::Pfn, u32, FolioRef), Errno> {
     let file = file_of(st, id).ok_or(Errno::EFAULT)?;
-    let mut pfn = 0u64;
-    let mut order = 0u32;
-    // SAFETY: `file` is a reference `file_of` took; it is dropped right after. The file's
-    // invalidate lock it takes nests inside `slots_lock`, as in a hole punch.
-    let folio = unsafe { glue::tdxkvm_gmem_get_pfn(file, index, &mut pfn, &mut order) };
-    // SAFETY: the reference `file_of` took. If it is the last one (the fd was closed
-    // meanwhile), the release is deferred to the task's return to userspace, after
-    // `slots_lock` is dropped.
-    unsafe { glue::tdxkvm_fput(file) };
-    if folio.is_null() {
-        return Err(Errno::ENOMEM);
-    }
-    Ok((mmu::Pfn::new(pfn), order, FolioRef(folio)))
+    // SAFETY: a reference `file_of` took.
+    unsafe { folio_of(file, index) }
 }
 
 /// Binds `slot` (a `KVM_MEM_GUEST_MEMFD` create) to `fd` at byte `offset` (upstream
