@@ -94,6 +94,20 @@ pub(super) fn attrs(vm: &OwnedFd, a: Attrs) -> Result<i64, i32> {
     ioctl(vm.as_raw_fd(), iow(0xd2, 32), &a as *const Attrs as u64)
 }
 
+/// Converts `[address, address + size)` to private (`private`) or shared, as a racing thread
+/// does it: an errno is the thread's failure.
+pub(super) fn convert(vm: &OwnedFd, address: u64, size: u64, private: bool) -> Result<(), String> {
+    let a = Attrs {
+        address,
+        size,
+        attributes: if private { PRIVATE } else { 0 },
+        flags: 0,
+    };
+    attrs(vm, a)
+        .map(|_| ())
+        .map_err(|e| format!("attributes: errno {e}"))
+}
+
 fn gmem_raw(vm: &OwnedFd, arg: u64) -> Result<i64, i32> {
     ioctl(vm.as_raw_fd(), iowr(0xd4, 64), arg)
 }
@@ -806,17 +820,7 @@ fn racing_changes(ty: u64) -> Result<(), String> {
                         region2(&vm, slot(t, 0, 0, 0)).map_err(|e| format!("delete: errno {e}"))?;
                     }
                     2 => {
-                        let at = if i.is_multiple_of(2) { PRIVATE } else { 0 };
-                        attrs(
-                            &vm,
-                            Attrs {
-                                address: (i % 4) * MB,
-                                size: 3 * MB,
-                                attributes: at,
-                                flags: 0,
-                            },
-                        )
-                        .map_err(|e| format!("attributes: errno {e}"))?;
+                        convert(&vm, (i % 4) * MB, 3 * MB, i.is_multiple_of(2))?;
                     }
                     _ => {
                         let off = (i % 8) * MB;

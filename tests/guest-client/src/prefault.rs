@@ -355,17 +355,7 @@ fn prefault_races(ty: u64) -> Result<(), String> {
                         }
                     }
                     2 => {
-                        let at = if i.is_multiple_of(2) { PRIVATE } else { 0 };
-                        attrs(
-                            &vm,
-                            Attrs {
-                                address: (i % 4) * MB,
-                                size: 2 * MB,
-                                attributes: at,
-                                flags: 0,
-                            },
-                        )
-                        .map_err(|e| format!("attributes: errno {e}"))?;
+                        convert(&vm, (i % 4) * MB, 2 * MB, i.is_multiple_of(2))?;
                     }
                     3 => {
                         let off = (i % 4) * MB;
