@@ -906,6 +906,31 @@ static struct folio *gmem_get_folio(struct address_space *mapping, pgoff_t index
 	return __filemap_get_folio(mapping, index, fgp, mapping_gfp_mask(mapping));
 }
 
+/*
+ * A new 2 MiB folio at @head (2 MiB aligned), locked, if the whole 2 MiB range lies inside the
+ * file and no page of it exists yet; an ERR_PTR otherwise, with nothing allocated or left in
+ * the page cache (__filemap_get_folio would fall back to a smaller folio at @head instead).
+ */
+static struct folio *gmem_new_huge_folio(struct address_space *mapping, pgoff_t head)
+{
+	gfp_t gfp = mapping_gfp_mask(mapping);
+	struct folio *folio;
+	int r;
+
+	if ((u64)(head + PTRS_PER_PMD) << PAGE_SHIFT > (u64)i_size_read(mapping->host))
+		return ERR_PTR(-EINVAL);
+	folio = filemap_alloc_folio(gfp, PMD_ORDER);
+	if (!folio)
+		return ERR_PTR(-ENOMEM);
+	/* Locks the folio on success; -EEXIST if any page of the range is there. */
+	r = filemap_add_folio(mapping, folio, head, gfp);
+	if (r) {
+		folio_put(folio);
+		return ERR_PTR(r);
+	}
+	return folio;
+}
+
 /* fallocate(KEEP_SIZE) of pages [start, end) (upstream kvm_gmem_allocate). */
 long tdxkvm_gmem_allocate(void *filep, u64 start, u64 end)
 {
@@ -1031,13 +1056,14 @@ void *tdxkvm_gmem_get_pfn(void *filep, u64 index, u64 *pfn, unsigned int *order)
 	long i, n;
 
 	filemap_invalidate_lock_shared(mapping);
-	/* Try the 2 MiB folio around @index first, so a later fault can map it whole. */
-	folio = gmem_get_folio(mapping, head);
-	if (!IS_ERR(folio) && (index < folio->index || index >= folio_next_index(folio))) {
-		folio_unlock(folio);
-		folio_put(folio);
+	/* The folio already holding @index, of any order. */
+	folio = filemap_lock_folio(mapping, index);
+	/* Else the 2 MiB folio around @index, so a later fault can map it whole ... */
+	if (IS_ERR(folio))
+		folio = gmem_new_huge_folio(mapping, head);
+	/* ... else a folio at @index itself: nothing is made at an index nobody asked for. */
+	if (IS_ERR(folio))
 		folio = gmem_get_folio(mapping, index);
-	}
 	filemap_invalidate_unlock_shared(mapping);
 	if (IS_ERR(folio))
 		return NULL;
