@@ -1085,31 +1085,32 @@ void tdxkvm_folio_put(void *folio)
 }
 
 /*
- * The page at @hva of the current mm (upstream hva_to_pfn): writable if @want_write and the
- * mapping allows it, else read-only. 0 with a page reference in *pagep, or -errno.
+ * The page at @hva of the current mm (upstream hva_to_pfn). A @write_fault breaks COW and maps
+ * writable; a read fault faults the page in for reading (an untouched anonymous page is the
+ * shared zero page: nothing is allocated) and is writable only if the page already is and
+ * @may_write (the slot is not read-only), as upstream's fast writable attempt.
+ * 0 with a page reference in *pagep, or -errno.
  */
-int tdxkvm_gup(u64 hva, bool want_write, void **pagep, u64 *pfn, bool *writable)
+int tdxkvm_gup(u64 hva, bool write_fault, bool may_write, void **pagep, u64 *pfn,
+	       bool *writable)
 {
-	struct page *page;
+	struct page *page, *wpage;
 	long n;
 
-	if (want_write && get_user_page_fast_only(hva, FOLL_WRITE, &page)) {
+	if ((write_fault || may_write) && get_user_page_fast_only(hva, FOLL_WRITE, &page)) {
 		*writable = true;
 		goto out;
 	}
-	n = get_user_pages_unlocked(hva, 1, &page, want_write ? FOLL_WRITE : 0);
-	if (n == 1) {
-		*writable = want_write;
-		goto out;
+	n = get_user_pages_unlocked(hva, 1, &page,
+				    FOLL_HWPOISON | (write_fault ? FOLL_WRITE : 0));
+	if (n != 1)
+		return n < 0 ? n : -EFAULT;
+	*writable = write_fault;
+	if (!write_fault && may_write && get_user_page_fast_only(hva, FOLL_WRITE, &wpage)) {
+		*writable = true;
+		put_page(page);
+		page = wpage;
 	}
-	if (want_write) {
-		n = get_user_pages_unlocked(hva, 1, &page, 0);
-		if (n == 1) {
-			*writable = false;
-			goto out;
-		}
-	}
-	return n < 0 ? n : -EFAULT;
 out:
 	*pagep = page;
 	*pfn = page_to_pfn(page);

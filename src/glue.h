@@ -87,7 +87,8 @@ void tdxkvm_gmem_leak_range(void *file, u64 start, u64 end);
 bool tdxkvm_file_get_active(void *file);
 void *tdxkvm_gmem_get_pfn(void *file, u64 index, u64 *pfn, unsigned int *order);
 void tdxkvm_folio_put(void *folio);
-int tdxkvm_gup(u64 hva, bool want_write, void **pagep, u64 *pfn, bool *writable);
+int tdxkvm_gup(u64 hva, bool write_fault, bool may_write, void **pagep, u64 *pfn,
+	       bool *writable);
 void tdxkvm_put_page(void *page);
 void *tdxkvm_mn_register(void *vm);
 void tdxkvm_mn_unregister(void *m);

@@ -110,7 +110,8 @@ extern "C" {
     pub(crate) fn tdxkvm_folio_put(folio: *mut c_void);
     pub(crate) fn tdxkvm_gup(
         hva: u64,
-        want_write: bool,
+        write_fault: bool,
+        may_write: bool,
         pagep: *mut *mut c_void,
         pfn: *mut u64,
         writable: *mut bool,

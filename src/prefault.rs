@@ -100,10 +100,20 @@ fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
         let mut page = core::ptr::null_mut();
         let mut pfn = 0u64;
         let mut writable = false;
+        // Pre-fault is a read fault (upstream: no PFERR_WRITE_MASK): untouched anonymous memory
+        // maps the zero page and allocates nothing; a page that is already writable maps
+        // writable unless the slot is read-only.
         // SAFETY: GUP on the current mm (the VM's creator, checked by the ioctl); fills the
         // out-parameters on success.
         let r = unsafe {
-            glue::tdxkvm_gup(hva, !slot.is_readonly(), &mut page, &mut pfn, &mut writable)
+            glue::tdxkvm_gup(
+                hva,
+                false,
+                !slot.is_readonly(),
+                &mut page,
+                &mut pfn,
+                &mut writable,
+            )
         };
         if r < 0 {
             return Err(Errno::EFAULT);
