@@ -166,8 +166,10 @@ for mode in $modes; do
     client_results "$mode"
     case " $kselftest_modes " in *" $mode "*) kselftest_results "$mode" ;; esac
     if [ "$mode" = emulated ]; then
-        # Figures, not checks: SEAMCALLs per 2 MiB pre-faulted and per partial conversion.
+        # Figures, not checks: SEAMCALLs per 2 MiB pre-faulted and per partial conversion;
+        # 256 MiB pre-faults (shared, private 2M and 4K) and INIT_MEM_REGION of 16 MiB.
         ./guest-client --bench-huge
+        ./guest-client --bench-prefault
         if echo "$selftest_ops" > /sys/kernel/debug/tdx_kvm/selftest; then pass selftest_single_writer; else fail selftest_single_writer; fi
         for i in 1 2 3; do ( echo "$half_ops" > /sys/kernel/debug/tdx_kvm/selftest && echo ok > st.$i ) & done
         wait
