@@ -79,6 +79,10 @@ const _: () = {
 pub(crate) const KVM_CREATE_VCPU: u32 = io(0x41);
 /// `KVM_ENABLE_CAP` (VM fd here) ([`KvmEnableCap`]).
 pub(crate) const KVM_ENABLE_CAP: u32 = iow(0xa3, size_of::<KvmEnableCap>());
+/// `KVM_SET_TSC_KHZ` (VM fd here: the TSC rate of vCPUs created later).
+pub(crate) const KVM_SET_TSC_KHZ: u32 = io(0xa2);
+/// `KVM_GET_TSC_KHZ` (VM and vCPU fds).
+pub(crate) const KVM_GET_TSC_KHZ: u32 = io(0xa3);
 /// `KVM_GET_STATS_FD` (VM and vCPU fds).
 pub(crate) const KVM_GET_STATS_FD: u32 = io(0xce);
 /// `KVM_RUN` (vCPU fd).
@@ -178,6 +182,8 @@ pub(crate) const KVM_CAP_DESTROY_MEMORY_REGION_WORKS: u64 = 21;
 pub(crate) const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: u64 = 30;
 /// `KVM_CAP_ENABLE_CAP_VM`: `KVM_ENABLE_CAP` on a VM fd.
 pub(crate) const KVM_CAP_ENABLE_CAP_VM: u64 = 98;
+/// `KVM_CAP_GET_TSC_KHZ`: `KVM_GET_TSC_KHZ` on VM and vCPU fds.
+pub(crate) const KVM_CAP_GET_TSC_KHZ: u64 = 148;
 /// `KVM_CAP_VM_TYPES`.
 pub(crate) const KVM_CAP_VM_TYPES: u64 = 235;
 

@@ -60,7 +60,8 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
         | KVM_CAP_ENABLE_CAP_VM
         | KVM_CAP_SYNC_MMU
         | KVM_CAP_DESTROY_MEMORY_REGION_WORKS
-        | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS => 1,
+        | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
+        | KVM_CAP_GET_TSC_KHZ => 1,
         KVM_CAP_VM_TYPES => vm_types() as isize,
         KVM_CAP_NR_VCPUS => {
             // SAFETY: reads num_online_cpus(); no preconditions.
@@ -273,6 +274,8 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
         KVM_CREATE_VCPU => crate::vcpu::create(vm, arg),
         KVM_ENABLE_CAP => enable_cap(vm, read_user(arg)?),
         KVM_GET_STATS_FD => crate::stats_fd::vm_stats_fd(vm),
+        KVM_SET_TSC_KHZ => vm.set_default_tsc_khz(arg as u32).map(|()| 0),
+        KVM_GET_TSC_KHZ => Ok(vm.default_tsc_khz() as isize),
         tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vm_op(vm, arg),
         crate::mem_abi::KVM_SET_USER_MEMORY_REGION => {
             crate::memslot::set_user_memory_region(vm, memcore::memslot::RegionIoctl::V1, arg)

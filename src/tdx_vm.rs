@@ -15,7 +15,6 @@
 //! from the same image can be compared from userspace.
 
 use crate::env::{alloc_frame, free_frame};
-use crate::glue;
 use crate::gmem::FolioRef;
 use crate::memslot::MemState;
 use crate::stats;
@@ -77,12 +76,11 @@ fn kvm_xfam() -> u64 {
     (u64::from(r.edx) << 32 | u64::from(r.eax)) & KVM_SUPPORTED_XCR0
 }
 
-/// What INIT_VM takes from the VM: its vCPU limit, the host's TSC frequency (no
-/// `KVM_SET_TSC_KHZ` yet: upstream's default is the host's too), no 5-level EPT (the TD's MMU
-/// is 4-level, so GPAW 52 is refused as on such a host), KVM's XFAM.
+/// What INIT_VM takes from the VM: its vCPU limit, its TSC rate (`KVM_SET_TSC_KHZ` on the VM
+/// fd, else the host's, as upstream's `kvm->arch.default_tsc_khz`), no 5-level EPT (the TD's
+/// MMU is 4-level, so GPAW 52 is refused as on such a host), KVM's XFAM.
 fn vm_limits(vm: &Vm) -> VmLimits {
-    // SAFETY: reads the kernel's `tsc_khz`; no preconditions.
-    let tsc_khz = unsafe { glue::tdxkvm_tsc_khz() };
+    let tsc_khz = vm.default_tsc_khz();
     VmLimits {
         max_vcpus: vm.max_vcpus().min(u32::from(u16::MAX)) as u16,
         tsc_khz,

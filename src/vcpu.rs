@@ -66,6 +66,8 @@ pub(crate) struct Vcpu {
     id: u32,
     /// Position in the VM's vCPU table (`vcpu_idx`).
     idx: u32,
+    /// The TSC rate in kHz (x86 `vcpu->arch.virtual_tsc_khz`): the VM's default at creation.
+    tsc_khz: u32,
     /// `struct kvm_run`, page 0 of the vCPU fd.
     run: OwnedPage,
     /// The PIO data page, page 1 of the vCPU fd (`KVM_PIO_PAGE_OFFSET`).
@@ -89,11 +91,13 @@ impl Vcpu {
         let run = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
         let pio = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
         let stats_id = StatsId::vcpu(id);
+        let tsc_khz = vm.default_tsc_khz();
         let v = KBox::pin_init(
             pin_init!(Vcpu {
                 vm,
                 id,
                 idx,
+                tsc_khz,
                 run,
                 pio,
                 stats_id,
@@ -207,6 +211,7 @@ impl Vcpu {
         match cmd {
             KVM_RUN => self.run(arg),
             KVM_GET_STATS_FD => stats_fd::vcpu_stats_fd(self),
+            KVM_GET_TSC_KHZ => Ok(self.tsc_khz as isize),
             tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vcpu_op(self, arg),
             crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {

@@ -186,6 +186,10 @@ pub(crate) struct Vm {
     /// `kvm->lock`.
     #[pin]
     lock: Mutex<VmLocked>,
+    /// The TSC rate in kHz vCPUs are created with (x86 `kvm->arch.default_tsc_khz`): the host's
+    /// until `KVM_SET_TSC_KHZ` on the VM fd; a TD's TD_PARAMS take it at INIT_VM. Written under
+    /// the VM lock, only while no vCPU exists.
+    default_tsc_khz: AtomicU32,
     /// A copy of `VmLocked::online_vcpus` for readers that must not wait for the VM lock (the
     /// stats fd: upstream reads `online_vcpus` atomically, and INIT_VM or a long
     /// INIT_MEM_REGION holds the lock for a while). Written only under the lock.
@@ -236,6 +240,7 @@ impl Vm {
                     "kvm->lock"
                 ),
                 online_vcpus: AtomicU32::new(0),
+                default_tsc_khz: AtomicU32::new(host_tsc_khz()),
                 mmu,
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
@@ -261,6 +266,25 @@ impl Vm {
         &self,
     ) -> kernel::sync::lock::Guard<'_, VmLocked, kernel::sync::lock::mutex::MutexBackend> {
         self.lock.lock()
+    }
+
+    /// The TSC rate (kHz) of vCPUs created from now on.
+    pub(crate) fn default_tsc_khz(&self) -> u32 {
+        self.default_tsc_khz.load(Ordering::Relaxed)
+    }
+
+    /// `KVM_SET_TSC_KHZ` on the VM fd (x86 `kvm_arch_vm_ioctl`): 0 means the host's rate; only
+    /// before the first vCPU is created (`EINVAL` after). There is no TSC scaling here, so no
+    /// upper bound applies (upstream checks `max_guest_tsc_khz` only with TSC control).
+    pub(crate) fn set_default_tsc_khz(&self, khz: u32) -> Result {
+        let khz = if khz == 0 { host_tsc_khz() } else { khz };
+        let l = self.lock();
+        if l.created_vcpus != 0 {
+            return Err(EINVAL);
+        }
+        self.default_tsc_khz.store(khz, Ordering::Relaxed);
+        drop(l);
+        Ok(())
     }
 
     /// vCPUs online, without the VM lock (a snapshot: creation may be under way).
@@ -355,4 +379,10 @@ impl PinnedDrop for Vm {
         // Then the fields drop: the MMU (for a TD: HKID release, MMU teardown, control pages),
         // the ring page, the creator's mm reference.
     }
+}
+
+/// The host's TSC rate in kHz (the kernel's `tsc_khz`).
+fn host_tsc_khz() -> u32 {
+    // SAFETY: reads the kernel's `tsc_khz`; no preconditions.
+    unsafe { glue::tdxkvm_tsc_khz() }
 }

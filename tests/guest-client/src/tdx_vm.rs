@@ -856,6 +856,40 @@ fn qemu_bring_up(
 
 pub(crate) fn tests() -> Vec<Test> {
     vec![
+        ("tdx_init_vm_takes_the_vm_tsc_rate", Tdx, |_| {
+            // TD_PARAMS.TSC_FREQUENCY comes from KVM_SET_TSC_KHZ on the VM fd (upstream's
+            // default_tsc_khz): 50 MHz is below the TDX module's 100 MHz minimum, so
+            // TDH.MNG.INIT refuses it (EINVAL, status in hw_error); 2 GHz is accepted.
+            let kvm = dev();
+            let vm = td(&kvm)?;
+            let c = caps(vm.as_raw_fd())?;
+            eq(
+                ioctl(vm.as_raw_fd(), io(0xa2), 50_000),
+                Ok(0),
+                "SET_TSC_KHZ 50 MHz",
+            )?;
+            let mut iv = init_vm_arg(&c);
+            let (r, cmd) = init_vm(vm.as_raw_fd(), &mut iv);
+            eq(errno(r), Err(EINVAL), "INIT_VM at 50 MHz")?;
+            check(cmd.hw_error != 0, "TDH.MNG.INIT status in hw_error")?;
+            eq(
+                ioctl(vm.as_raw_fd(), io(0xa2), 2_000_000),
+                Ok(0),
+                "SET_TSC_KHZ 2 GHz",
+            )?;
+            let mut iv = init_vm_arg(&c);
+            let (r, cmd) = init_vm(vm.as_raw_fd(), &mut iv);
+            eq((errno(r), cmd.hw_error), (Ok(()), 0), "INIT_VM at 2 GHz")?;
+            let v = vcpu(vm.as_raw_fd(), 0).map_err(|e| format!("CREATE_VCPU: errno {e}"))?;
+            eq(
+                ioctl(v.as_raw_fd(), io(0xa3), 0),
+                Ok(2_000_000),
+                "vCPU GET_TSC_KHZ",
+            )?;
+            drop(v);
+            drop(vm);
+            counts_are_zero()
+        }),
         ("tdx_memory_encrypt_op_on_a_plain_vm_is_enotty", Any, |_| {
             let kvm = dev();
             let vm = create_vm(&kvm, 0).map_err(|e| format!("CREATE_VM: {e}"))?;

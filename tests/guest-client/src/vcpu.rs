@@ -236,6 +236,48 @@ fn bad_pointers() -> [u64; 4] {
 
 pub(crate) fn tests() -> Vec<Test> {
     vec![
+        (
+            "vm_tsc_khz_is_set_before_vcpus_and_read_on_vm_and_vcpu",
+            Any,
+            |_| {
+                let kvm = dev();
+                eq(
+                    ioctl(kvm.as_raw_fd(), io(0x03), 148),
+                    Ok(1),
+                    "KVM_CAP_GET_TSC_KHZ",
+                )?;
+                let vm = vm(&kvm, 0)?;
+                let fd = vm.as_raw_fd();
+                let host = ioctl(fd, io(0xa3), 0).map_err(|e| format!("GET_TSC_KHZ: errno {e}"))?;
+                check(host > 0, "the VM's TSC rate is the host's, > 0")?;
+                eq(ioctl(fd, io(0xa2), 1_234_567), Ok(0), "SET_TSC_KHZ")?;
+                eq(
+                    ioctl(fd, io(0xa3), 0),
+                    Ok(1_234_567),
+                    "GET_TSC_KHZ after SET",
+                )?;
+                eq(ioctl(fd, io(0xa2), 0), Ok(0), "SET_TSC_KHZ 0")?;
+                eq(ioctl(fd, io(0xa3), 0), Ok(host), "0 means the host's rate")?;
+                eq(ioctl(fd, io(0xa2), 3_000_000), Ok(0), "SET_TSC_KHZ 3 GHz")?;
+                let v = ioctl(fd, io(0x41), 0).map_err(|e| format!("CREATE_VCPU: errno {e}"))?;
+                // SAFETY: a fresh fd from KVM_CREATE_VCPU, owned from now on.
+                let v = unsafe { OwnedFd::from_raw_fd(v as i32) };
+                eq(
+                    ioctl(v.as_raw_fd(), io(0xa3), 0),
+                    Ok(3_000_000),
+                    "vCPU GET_TSC_KHZ",
+                )?;
+                eq(
+                    ioctl(fd, io(0xa2), 1_000_000),
+                    Err(EINVAL),
+                    "SET_TSC_KHZ after a vCPU",
+                )?;
+                eq(ioctl(fd, io(0xa3), 0), Ok(3_000_000), "unchanged")?;
+                drop(v);
+                drop(vm);
+                counts_are_zero()
+            },
+        ),
         ("vcpu_caps_on_dev_and_vm_fd", Any, |_| {
             let kvm = dev();
             // SAFETY: sysconf has no preconditions.
