@@ -110,29 +110,26 @@ impl CacheHoldings {
     }
 }
 
-/// The per-vCPU MMU caches: page headers, table pages and the private-SPT cache.
-///
-/// Must be emptied with [`crate::tdp::TdpMmu::free_vcpu_caches`] before it is dropped (vCPU
-/// destroy); dropping a non-empty cache leaks its pages, which the accounting shows.
+/// Bundles of what new tables need — page headers, table pages, external (private) SPT pages —
+/// in fixed-capacity caches: the one implementation behind [`VcpuMmuCaches`] (one fault) and
+/// [`SplitCache`] (the splits of one zap).
 #[derive(Debug, Default)]
-pub struct VcpuMmuCaches {
-    headers: MemoryCache<HeaderSlot, MAX_TABLES_PER_FAULT>,
-    tables: MemoryCache<Frame, MAX_TABLES_PER_FAULT>,
-    external_spts: MemoryCache<Frame, MAX_TABLES_PER_FAULT>,
+struct TableBundles<const N: usize> {
+    headers: MemoryCache<HeaderSlot, N>,
+    tables: MemoryCache<Frame, N>,
+    external_spts: MemoryCache<Frame, N>,
 }
 
-impl VcpuMmuCaches {
-    /// Empty caches.
-    pub const fn new() -> Self {
-        VcpuMmuCaches {
+impl<const N: usize> TableBundles<N> {
+    const fn new() -> Self {
+        TableBundles {
             headers: MemoryCache::new(),
             tables: MemoryCache::new(),
             external_spts: MemoryCache::new(),
         }
     }
 
-    /// What the caches hold.
-    pub fn holdings(&self) -> CacheHoldings {
+    fn holdings(&self) -> CacheHoldings {
         CacheHoldings {
             headers: self.headers.len(),
             tables: self.tables.len(),
@@ -140,50 +137,35 @@ impl VcpuMmuCaches {
         }
     }
 
-    /// Tops every cache up for one fault: `tables` headers and table pages, and as many
-    /// external SPTs if `private` (the VM has a mirror root).
-    ///
-    /// Locking: must not hold the MMU lock (allocation may sleep).
-    pub(crate) fn top_up<E: MmuEnv>(
-        &mut self,
-        env: &E,
-        tables: usize,
-        private: bool,
-    ) -> Result<(), MmuError> {
-        self.headers.top_up(tables, || env.alloc_header())?;
-        self.tables
-            .top_up(tables, || env.alloc_page(PageKind::Table))?;
+    /// Tops up to `n` headers and table pages, and as many external SPTs if `private`.
+    fn top_up<E: MmuEnv>(&mut self, env: &E, n: usize, private: bool) -> Result<(), MmuError> {
+        self.headers.top_up(n, || env.alloc_header())?;
+        self.tables.top_up(n, || env.alloc_page(PageKind::Table))?;
         if private {
             self.external_spts
-                .top_up(tables, || env.alloc_page(PageKind::ExternalSpt))?;
+                .top_up(n, || env.alloc_page(PageKind::ExternalSpt))?;
         }
         Ok(())
     }
 
-    /// Returns every cached object to `env`.
-    pub(crate) fn free_all<E: MmuEnv>(&mut self, env: &E) {
+    fn free_all<E: MmuEnv>(&mut self, env: &E) {
         self.headers.drain(|h| env.free_header(h));
         self.tables.drain(|f| env.free_page(f, PageKind::Table));
         self.external_spts
             .drain(|f| env.free_page(f, PageKind::ExternalSpt));
     }
 
-    /// Whether the caches hold what a fault may need: `tables` headers and table pages, and as
-    /// many external SPTs if `private`.
-    pub(crate) fn ready_for(&self, tables: usize, private: bool) -> bool {
-        self.headers.len() >= tables
-            && self.tables.len() >= tables
-            && (!private || self.external_spts.len() >= tables)
+    /// Whether `n` bundles are there (with external SPTs if `private`).
+    fn ready_for(&self, n: usize, private: bool) -> bool {
+        self.headers.len() >= n
+            && self.tables.len() >= n
+            && (!private || self.external_spts.len() >= n)
     }
 
-    /// Pops what one new table needs. The only place an external SPT is allocated for a table.
-    ///
-    /// Returns `None` (and pops nothing) if a cache is short, which a correct top-up prevents.
-    pub(crate) fn take_table(&mut self, mirror: bool) -> Option<NewTable> {
-        if self.headers.is_empty()
-            || self.tables.is_empty()
-            || (mirror && self.external_spts.is_empty())
-        {
+    /// Pops one bundle (with an external SPT if `mirror`); `None`, and nothing popped, if a
+    /// cache is short.
+    fn take_table(&mut self, mirror: bool) -> Option<NewTable> {
+        if !self.ready_for(1, mirror) {
             return None;
         }
         let header = self.headers.pop()?;
@@ -200,9 +182,8 @@ impl VcpuMmuCaches {
         })
     }
 
-    /// Puts an unused bundle back. Cannot overflow: it was popped from these caches during the
-    /// same fault.
-    pub(crate) fn put_back<E: MmuEnv>(&mut self, env: &E, new: NewTable) {
+    /// Puts an unused bundle back; what does not fit goes back to `env`.
+    fn put_back<E: MmuEnv>(&mut self, env: &E, new: NewTable) {
         if let Err(h) = self.headers.push(new.header) {
             env.free_header(h);
         }
@@ -214,6 +195,62 @@ impl VcpuMmuCaches {
                 env.free_page(f, PageKind::ExternalSpt);
             }
         }
+    }
+}
+
+/// The per-vCPU MMU caches: page headers, table pages and the private-SPT cache.
+///
+/// Must be emptied with [`crate::tdp::TdpMmu::free_vcpu_caches`] before it is dropped (vCPU
+/// destroy); dropping a non-empty cache leaks its pages, which the accounting shows.
+#[derive(Debug, Default)]
+pub struct VcpuMmuCaches(TableBundles<MAX_TABLES_PER_FAULT>);
+
+impl VcpuMmuCaches {
+    /// Empty caches.
+    pub const fn new() -> Self {
+        VcpuMmuCaches(TableBundles::new())
+    }
+
+    /// What the caches hold.
+    pub fn holdings(&self) -> CacheHoldings {
+        self.0.holdings()
+    }
+
+    /// Tops every cache up for one fault: `tables` headers and table pages, and as many
+    /// external SPTs if `private` (the VM has a mirror root).
+    ///
+    /// Locking: must not hold the MMU lock (allocation may sleep).
+    pub(crate) fn top_up<E: MmuEnv>(
+        &mut self,
+        env: &E,
+        tables: usize,
+        private: bool,
+    ) -> Result<(), MmuError> {
+        self.0.top_up(env, tables, private)
+    }
+
+    /// Returns every cached object to `env`.
+    pub(crate) fn free_all<E: MmuEnv>(&mut self, env: &E) {
+        self.0.free_all(env)
+    }
+
+    /// Whether the caches hold what a fault may need: `tables` headers and table pages, and as
+    /// many external SPTs if `private`.
+    pub(crate) fn ready_for(&self, tables: usize, private: bool) -> bool {
+        self.0.ready_for(tables, private)
+    }
+
+    /// Pops what one new table needs. The only place an external SPT is allocated for a table.
+    ///
+    /// Returns `None` (and pops nothing) if a cache is short, which a correct top-up prevents.
+    pub(crate) fn take_table(&mut self, mirror: bool) -> Option<NewTable> {
+        self.0.take_table(mirror)
+    }
+
+    /// Puts an unused bundle back. Cannot overflow: it was popped from these caches during the
+    /// same fault.
+    pub(crate) fn put_back<E: MmuEnv>(&mut self, env: &E, new: NewTable) {
+        self.0.put_back(env, new)
     }
 }
 
@@ -238,83 +275,45 @@ pub const MAX_SPLITS_PER_ZAP: usize = 2 * 2;
 ///
 /// Must be emptied with [`crate::tdp::TdpMmu::free_split_cache`] before it is dropped.
 #[derive(Debug, Default)]
-pub struct SplitCache {
-    headers: MemoryCache<HeaderSlot, MAX_SPLITS_PER_ZAP>,
-    tables: MemoryCache<Frame, MAX_SPLITS_PER_ZAP>,
-    external_spts: MemoryCache<Frame, MAX_SPLITS_PER_ZAP>,
-}
+pub struct SplitCache(TableBundles<MAX_SPLITS_PER_ZAP>);
 
 impl SplitCache {
     /// An empty cache.
     pub const fn new() -> Self {
-        SplitCache {
-            headers: MemoryCache::new(),
-            tables: MemoryCache::new(),
-            external_spts: MemoryCache::new(),
-        }
+        SplitCache(TableBundles::new())
     }
 
     /// What the cache holds.
     pub fn holdings(&self) -> CacheHoldings {
-        CacheHoldings {
-            headers: self.headers.len(),
-            tables: self.tables.len(),
-            external_spts: self.external_spts.len(),
-        }
+        self.0.holdings()
     }
 
     /// How many splits the cache can feed.
     pub fn splits(&self) -> usize {
-        self.headers
-            .len()
-            .min(self.tables.len())
-            .min(self.external_spts.len())
+        let h = self.0.holdings();
+        h.headers.min(h.tables).min(h.external_spts)
     }
 
     /// Tops the cache up to `splits` bundles.
     ///
     /// Locking: must not hold the MMU lock (allocation may sleep).
     pub(crate) fn top_up<E: MmuEnv>(&mut self, env: &E, splits: usize) -> Result<(), MmuError> {
-        self.headers.top_up(splits, || env.alloc_header())?;
-        self.tables
-            .top_up(splits, || env.alloc_page(PageKind::Table))?;
-        self.external_spts
-            .top_up(splits, || env.alloc_page(PageKind::ExternalSpt))
+        self.0.top_up(env, splits, true)
     }
 
     /// Returns every cached object to `env`.
     pub(crate) fn free_all<E: MmuEnv>(&mut self, env: &E) {
-        self.headers.drain(|h| env.free_header(h));
-        self.tables.drain(|f| env.free_page(f, PageKind::Table));
-        self.external_spts
-            .drain(|f| env.free_page(f, PageKind::ExternalSpt));
+        self.0.free_all(env)
     }
 
     /// Pops what one new mirror table needs; `None` (and nothing popped) if a cache is short.
     pub(crate) fn take_table(&mut self) -> Option<NewTable> {
-        if self.splits() == 0 {
-            return None;
-        }
-        Some(NewTable {
-            header: self.headers.pop()?,
-            table: self.tables.pop()?,
-            external: self.external_spts.pop(),
-        })
+        self.0.take_table(true)
     }
 
     /// Puts an unused bundle back (the external side refused the split).
     pub(crate) fn put_back<E: MmuEnv>(&mut self, env: &E, new: NewTable) {
-        if let Err(h) = self.headers.push(new.header) {
-            env.free_header(h);
-        }
-        if let Err(f) = self.tables.push(new.table) {
-            env.free_page(f, PageKind::Table);
-        }
-        if let Some(ext) = new.external {
-            if let Err(f) = self.external_spts.push(ext) {
-                env.free_page(f, PageKind::ExternalSpt);
-            }
-        }
+        self.0.put_back(env, new)
     }
 }
 
