@@ -44,6 +44,11 @@ pub(crate) struct VcpuLocked {
     /// A TD vCPU's TDX state, once initialised.
     #[allow(dead_code)]
     pub(crate) td: Option<VcpuTd>,
+    /// The architectural register state between runs (the state ioctls read and write it, the
+    /// backend loads it around each guest entry).
+    // Used by the state ioctls and the run loop (issue 11).
+    #[allow(dead_code)]
+    pub(crate) arch: x86::state::CpuState,
 }
 
 /// Per-vCPU counters for the vCPU stats fd (cumulative).
@@ -105,6 +110,7 @@ impl Vcpu {
                     VcpuLocked {
                         caches: VcpuMmuCaches::new(),
                         td: None,
+                        arch: x86::state::CpuState::default(),
                     },
                     "vcpu->mutex"
                 ),
