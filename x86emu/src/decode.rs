@@ -440,7 +440,7 @@ pub fn decode(bytes: &[u8], mode: CodeSize) -> Result<Insn, DecodeError> {
         if p.rep.is_some() {
             return Err(DecodeError::Unsupported);
         }
-        two_byte(&mut c, b2)?
+        two_byte(&mut c, b2, &p)?
     } else {
         one_byte(b, mode, &p)?
     };
@@ -525,9 +525,10 @@ fn one_byte(b: u8, mode: CodeSize, p: &Prefixes) -> Result<(Option<Op>, Form), D
         0x89 => (Some(Op::Mov), Form::EvGv),
         0x8a => (Some(Op::Mov), Form::GbEb),
         0x8b => (Some(Op::Mov), Form::GvEv),
-        // 90 is XCHG rAX, rAX (NOP) unless REX.B makes it XCHG rAX, r8; F3 90 is PAUSE.
-        0x90 if p.rex_bit(0) == 1 => (Some(Op::Xchg), Form::XchgZv),
+        // F3 90 is PAUSE (whatever REX); 90 is XCHG rAX, rAX (NOP) unless REX.B makes it
+        // XCHG rAX, r8.
         0x90 if p.rep == Some(Rep::Rep) => (Some(Op::Pause), Form::Plain),
+        0x90 if p.rex_bit(0) == 1 => (Some(Op::Xchg), Form::XchgZv),
         0x90 => (Some(Op::Nop), Form::Plain),
         0x91..=0x97 => (Some(Op::Xchg), Form::XchgZv),
         0xa0 => (Some(Op::Mov), Form::AlOb),
@@ -558,10 +559,14 @@ fn one_byte(b: u8, mode: CodeSize, p: &Prefixes) -> Result<(Option<Op>, Form), D
 
 /// The two-byte (0F) opcode map (the subset we handle). Fixed-ModRM instructions (0F 01 xx)
 /// consume their ModRM byte here.
-fn two_byte(c: &mut Cursor<'_>, b: u8) -> Result<(Option<Op>, Form), DecodeError> {
+fn two_byte(c: &mut Cursor<'_>, b: u8, p: &Prefixes) -> Result<(Option<Op>, Form), DecodeError> {
     Ok(match b {
         0x01 => {
             let m = c.peek()?;
+            // With 66 the register forms of 0F 01 are other (or no) instructions.
+            if p.opsize && m & 0xc0 == 0xc0 {
+                return Err(DecodeError::Unsupported);
+            }
             let op = match m {
                 0xc1 => Op::Vmcall,
                 0xc8 => Op::Monitor,
@@ -581,7 +586,8 @@ fn two_byte(c: &mut Cursor<'_>, b: u8) -> Result<(Option<Op>, Form), DecodeError
         }
         0x08 => (Some(Op::Invd), Form::Plain),
         0x09 => (Some(Op::Wbinvd), Form::Plain),
-        0x1f => (Some(Op::Nop), Form::M),
+        // 0F 1F /0 is the multi-byte NOP; /1-/7 are reserved-NOP encodings.
+        0x1f if (c.peek()? >> 3) & 7 == 0 => (Some(Op::Nop), Form::M),
         0x30 => (Some(Op::Wrmsr), Form::Plain),
         0x31 => (Some(Op::Rdtsc), Form::Plain),
         0x32 => (Some(Op::Rdmsr), Form::Plain),
