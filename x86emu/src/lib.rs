@@ -22,8 +22,7 @@
 //! - [`flags`]: arithmetic flag computation for the emulated ALU operations.
 //! - [`linear`]: linear addresses (segments, limits, canonical checks), page-crossing
 //!   translation, instruction fetch.
-//! - [`emulate`]: the
-//!   MMIO emulator and the `skip` helper for intercepted instructions.
+//! - [`emulate`]: the MMIO emulator and the `skip` helper for intercepted instructions.
 
 #![no_std]
 #![deny(missing_docs)]
