@@ -676,3 +676,135 @@ fn guest_access_helpers_for_string_io() {
         Err(GuestAccessError::Exception(e)) if e.vector == PF_VECTOR
     ));
 }
+
+#[test]
+fn movs_from_mmio_to_mmio_takes_a_read_then_a_write_exit() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.set_gpr(Gpr::Rsi, 0xd000_0000);
+    s.set_gpr(Gpr::Rdi, 0xd000_1000);
+    env.put(0x4000, &[0x66, 0xa5]); // movsw
+    let o = read_done(&mut s, &mut env, 0xd000_0000, 2, 0xabcd).masked();
+    assert_eq!(
+        o,
+        Outcome::MmioWrite(MmioData {
+            gpa: Gpa(0xd000_1000),
+            len: 2,
+            data: data(0xabcd),
+        })
+    );
+    assert_eq!(
+        (s.gpr(Gpr::Rsi), s.gpr(Gpr::Rdi), s.rip),
+        (0xd000_0002, 0xd000_1002, 0x4002)
+    );
+}
+
+#[test]
+fn expand_down_segments_and_compatibility_mode() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    // Compatibility mode: long mode, CS without L, 32-bit code, legacy segmentation.
+    *s.seg_mut(SegReg::Cs) = seg(0, 0xffff_ffff, 0xb, true, false);
+    // Expand-down data segment (type 7), limit 0xfff, 32-bit: offsets 0x1000..=0xffffffff.
+    *s.seg_mut(SegReg::Ds) = seg(0xd000_0000, 0xfff, 7, true, false);
+    env.put(0x4000, &[0x8b, 0x05, 0x00, 0x08, 0x00, 0x00]); // mov eax, [0x800]
+    assert_eq!(emu(&mut s, &mut env), Outcome::Exception(Exception::gp0()));
+    env.put(0x4000, &[0x8b, 0x05, 0x00, 0x10, 0x00, 0x00]); // mov eax, [0x1000]
+    assert_eq!(
+        emu(&mut s, &mut env),
+        Outcome::MmioRead {
+            gpa: Gpa(0xd000_1000),
+            len: 4
+        }
+    );
+    // An unusable (null) segment faults; through SS it is #SS.
+    s.seg_mut(SegReg::Ds).unusable = true;
+    assert_eq!(emu(&mut s, &mut env), Outcome::Exception(Exception::gp0()));
+    s.seg_mut(SegReg::Ss).unusable = true;
+    env.put(0x4000, &[0x36, 0x8b, 0x05, 0x00, 0x10, 0x00, 0x00]); // mov eax, ss:[0x1000]
+    assert_eq!(emu(&mut s, &mut env), Outcome::Exception(Exception::ss0()));
+}
+
+#[test]
+fn user_mode_accesses_use_the_user_bit() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    // Make the leaf for 0x8000 a supervisor page and run at CPL 3.
+    env.set64(0x10_3000 + 8 * 8, 0x8000 | 3);
+    s.seg_mut(SegReg::Ss).dpl = 3;
+    s.seg_mut(SegReg::Cs).dpl = 3;
+    s.set_gpr(Gpr::Rbx, 0x8000);
+    env.put(0x4000, &[0x8b, 0x03]);
+    assert_eq!(
+        emu(&mut s, &mut env),
+        Outcome::Exception(Exception {
+            vector: PF_VECTOR,
+            error_code: Some(pfec::PRESENT | pfec::USER),
+            cr2: Some(0x8000),
+        })
+    );
+}
+
+/// Kernel code must never panic on guest input: random code bytes and register state in every
+/// mode; whatever comes out must be consistent with the state change.
+#[test]
+fn random_code_and_state_never_panic() {
+    let mut x = 0x1357_9bdf_2468_ace0u64;
+    let mut rnd = move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut env = Env::new();
+    let base_long = long_mode(&mut env);
+    let mut counts = [0u32; 5];
+    for i in 0..200_000u32 {
+        let mut s = match i % 3 {
+            0 => base_long.clone(),
+            1 => real_mode(),
+            _ => {
+                let mut p = real_mode();
+                p.cr0 = CR0_PE;
+                *p.seg_mut(SegReg::Cs) = seg(0, 0xffff_ffff, 0xb, rnd() & 1 == 0, false);
+                p
+            }
+        };
+        s.rip = if i % 3 == 0 { 0x4000 } else { 0x1000 };
+        for r in 0..16 {
+            // Mostly small addresses (RAM, the VGA hole), sometimes anything.
+            let v = rnd();
+            s.gprs[r] = if v & 3 == 0 { v } else { v & 0xf_ffff };
+        }
+        s.rflags = 2 | (rnd() & 0xcd5) | (1 << 10) * (rnd() & 1);
+        let mut code = [0u8; 16];
+        for b in code.iter_mut() {
+            *b = rnd() as u8;
+        }
+        // Bias towards the MMIO instructions.
+        code[0] = [
+            0x88, 0x89, 0x8a, 0x8b, 0xc7, 0x83, 0xa5, 0xab, 0x0f, 0xf7, 0x87, 0x48, 0xf3, 0x66,
+        ][(rnd() % 14) as usize];
+        env.put(s.rip, &code);
+        let before = s.clone();
+        let o = emulate(&mut s, &mut env, &CFG, None);
+        match o {
+            Outcome::Done => counts[0] += 1,
+            Outcome::MmioRead { .. } => {
+                counts[1] += 1;
+                assert_eq!(s, before);
+            }
+            Outcome::MmioWrite(_) => counts[2] += 1,
+            Outcome::Exception(_) => {
+                counts[3] += 1;
+                assert_eq!(s, before);
+            }
+            Outcome::Unhandleable(_) => {
+                counts[4] += 1;
+                assert_eq!(s, before);
+            }
+        }
+    }
+    eprintln!("done/read/write/exception/unhandleable: {counts:?}");
+    assert!(counts.iter().all(|&c| c > 100), "{counts:?}");
+}
