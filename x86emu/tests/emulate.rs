@@ -776,7 +776,7 @@ fn random_code_and_state_never_panic() {
             let v = rnd();
             s.gprs[r] = if v & 3 == 0 { v } else { v & 0xf_ffff };
         }
-        s.rflags = 2 | (rnd() & 0xcd5) | (1 << 10) * (rnd() & 1);
+        s.rflags = 2 | (rnd() & 0xcd5); // arithmetic flags and DF
         let mut code = [0u8; 16];
         for b in code.iter_mut() {
             *b = rnd() as u8;
