@@ -246,10 +246,11 @@ pub struct Insn {
     pub op: Op,
     /// Its length in bytes (1..=15).
     pub len: u8,
-    /// Operand size in bytes (1, 2, 4, 8) of `dst` (for MOVZX/MOVSX the destination).
+    /// Operand size in bytes (1, 2, 4, 8): of `dst` (for MOVZX/MOVSX the destination), of the
+    /// element for string instructions, of the data for IN/OUT.
     pub op_size: u8,
-    /// Size of `src` in bytes (equal to `op_size` except MOVZX/MOVSX, the port of IN/OUT (2)
-    /// and the bit offset of an immediate bit test (1)).
+    /// Size of `src` in bytes: equal to `op_size` except for MOVZX/MOVSX (the source), IN (the
+    /// port, 2) and an immediate bit test (the bit number, 1).
     pub src_size: u8,
     /// Address size in bytes (2, 4, 8).
     pub addr_size: u8,
