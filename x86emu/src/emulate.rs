@@ -136,6 +136,23 @@ fn next_rip(state: &CpuState, len: u8) -> u64 {
     }
 }
 
+/// The effective address (the offset into the segment) of memory operand `m` of `insn`:
+/// `base + index * scale + disp`, relative to `next_rip` for RIP-relative operands, wrapped to
+/// the instruction's address size.
+pub fn effective_address(state: &CpuState, insn: &Insn, next_rip: u64, m: &Mem) -> u64 {
+    let mut a = m.disp as u64;
+    if let Some(b) = m.base {
+        a = a.wrapping_add(state.gpr(b));
+    }
+    if let Some(i) = m.index {
+        a = a.wrapping_add(state.gpr(i).wrapping_mul(u64::from(m.scale)));
+    }
+    if m.rip_relative {
+        a = a.wrapping_add(next_rip);
+    }
+    truncate(a, insn.addr_size)
+}
+
 /// Fetches and decodes the instruction at CS:RIP.
 pub fn decode_at_rip(
     state: &CpuState,
@@ -274,17 +291,7 @@ impl<E: EmuEnv> Exec<'_, E> {
 
     /// The effective address of `m` (truncated to the address size).
     fn ea(&self, m: &Mem) -> u64 {
-        let mut a = m.disp as u64;
-        if let Some(b) = m.base {
-            a = a.wrapping_add(self.s.gpr(b));
-        }
-        if let Some(i) = m.index {
-            a = a.wrapping_add(self.s.gpr(i).wrapping_mul(u64::from(m.scale)));
-        }
-        if m.rip_relative {
-            a = a.wrapping_add(self.d.next_rip);
-        }
-        truncate(a, self.insn().addr_size)
+        effective_address(&self.s, self.insn(), self.d.next_rip, m)
     }
 
     /// Segmentation and paging for `size` bytes at `seg:ea`.
