@@ -148,7 +148,7 @@ fn first_memory_access_matches_iced_access_kind_address_and_size() {
                 0xc7, 0xf6, 0xf7, 0xfe, 0xff, 0x0f,
             ];
             let mut i = 0;
-            if rng.next() % 3 == 0 {
+            if rng.next().is_multiple_of(3) {
                 code[0] = [0x66, 0x48, 0x41, 0x67, 0xf3][(rng.next() % 5) as usize];
                 if m != CodeSize::Bits64 && (0x40..0x50).contains(&code[0]) {
                     code[0] = 0x66;
