@@ -808,3 +808,75 @@ fn random_code_and_state_never_panic() {
     eprintln!("done/read/write/exception/unhandleable: {counts:?}");
     assert!(counts.iter().all(|&c| c > 100), "{counts:?}");
 }
+
+#[test]
+fn fs_and_gs_bases_apply_in_64_bit_mode_and_others_do_not() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.seg_mut(SegReg::Fs).base = 0xd000_0000;
+    s.seg_mut(SegReg::Ds).base = 0x1234_0000; // ignored in 64-bit mode
+    env.put(0x4000, &[0x64, 0x8b, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00]); // mov eax, fs:[0x10]
+    assert_eq!(
+        emu(&mut s, &mut env),
+        Outcome::MmioRead {
+            gpa: Gpa(0xd000_0010),
+            len: 4
+        }
+    );
+    env.put(0x4000, &[0x3e, 0x8b, 0x04, 0x25, 0x10, 0x00, 0x0a, 0x00]); // mov eax, ds:[0xa0010]
+    assert_eq!(
+        emu(&mut s, &mut env),
+        Outcome::MmioRead {
+            gpa: Gpa(0xa_0010),
+            len: 4
+        }
+    );
+}
+
+#[test]
+fn virtual_8086_mode_is_16_bit_code_at_cpl_3() {
+    let mut env = Env::new();
+    let mut s = real_mode();
+    s.cr0 = CR0_PE;
+    s.rflags |= 1 << 17; // VM
+    *s.seg_mut(SegReg::Ds) = seg(0xa_0000, 0xffff, 3, false, false);
+    assert_eq!(x86emu::emulate::cpl(&s), 3);
+    env.put(0x1000, &[0xc7, 0x06, 0x00, 0x01, 0x34, 0x12]); // mov word [0x100], 0x1234
+    assert_eq!(
+        emu(&mut s, &mut env),
+        Outcome::MmioWrite(MmioData {
+            gpa: Gpa(0xa_0100),
+            len: 2,
+            data: data(0x1234),
+        })
+    );
+    assert_eq!(s.rip, 0x1006);
+}
+
+#[test]
+fn pae_guest_emulation_walks_its_tables() {
+    let mut env = Env::new();
+    let mut s = real_mode();
+    s.cr0 = CR0_PE | CR0_PG | CR0_WP;
+    s.cr4 = CR4_PAE;
+    *s.seg_mut(SegReg::Cs) = seg(0, 0xffff_ffff, 0xb, true, false);
+    *s.seg_mut(SegReg::Ds) = seg(0, 0xffff_ffff, 3, true, false);
+    // PDPT at 0x20_0000: entry 0 -> PD at 0x20_1000 whose entry 0 maps 0..2M (code), entry 1
+    // maps linear 2M..4M to the device range at 0xd000_0000 with a 2 MiB page.
+    s.cr3 = 0x20_0000;
+    env.set64(0x20_0000, 0x20_1000 | 1);
+    env.set64(0x20_1000, 0x83);
+    env.set64(0x20_1008, 0xd000_0000 | 0x83);
+    env.put(0x1000, &[0x89, 0x1d, 0x08, 0x00, 0x20, 0x00]); // mov [0x200008], ebx
+    s.set_gpr(Gpr::Rbx, 0x5555_aaaa);
+    assert_eq!(
+        emu(&mut s, &mut env),
+        Outcome::MmioWrite(MmioData {
+            gpa: Gpa(0xd000_0008),
+            len: 4,
+            data: data(0x5555_aaaa),
+        })
+    );
+    // The walk set the accessed and dirty bits like hardware.
+    assert_eq!(env.get(0x20_1008, 1)[0] & 0x60, 0x60);
+}
