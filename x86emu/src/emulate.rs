@@ -20,9 +20,15 @@
 //! only after the last one, as upstream does for MMIO: the guest re-executes the instruction
 //! for the next element, natively if it now touches RAM.
 //!
+//! Emulated: MOV (all forms), MOVZX, MOVSX/MOVSXD, MOVS/STOS/LODS (with REP), ADD/OR/ADC/SBB/
+//! AND/SUB/XOR/CMP, TEST, XCHG, BT/BTS/BTR/BTC (bit-string addressing), NOT, NEG, INC, DEC.
+//! The other instructions the decoder knows (CPUID, HLT, port I/O, ...) are unhandleable here:
+//! the run loop handles them through their own intercepts. CMPS/SCAS are not decoded.
+//!
 //! Deviations, documented: an access that crosses a page boundary with MMIO on either side is
-//! unhandleable (upstream splits it into two MMIO fragments); RFLAGS.TF single-step after an
-//! emulated instruction is the caller's business.
+//! unhandleable (upstream splits it into two MMIO fragments); no #AC alignment checks and no
+//! protection keys; RFLAGS.TF single-step after an emulated instruction is the caller's
+//! business.
 
 use x86::state::{CpuState, Gpr, SegReg};
 
@@ -247,7 +253,8 @@ struct Exec<'a, E: EmuEnv> {
     advance: bool,
 }
 
-/// A store still to be done: a memory location (translated) or nothing.
+/// What an executed instruction leaves for userspace: its MMIO store, if it made one (stores to
+/// RAM are done by then).
 type Store = Option<MmioData>;
 
 fn to_bytes(v: u64) -> [u8; 8] {
