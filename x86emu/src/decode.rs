@@ -170,6 +170,10 @@ pub enum Op {
     Stos,
     /// LODS: seg:rSI to rAX.
     Lods,
+    /// CMPS: flags of seg:rSI - ES:rDI (REPE/REPNE stop on ZF).
+    Cmps,
+    /// SCAS: flags of rAX - ES:rDI (REPE/REPNE stop on ZF).
+    Scas,
     /// An ALU operation `dst` op= `src` (CMP writes only flags).
     Alu(AluOp),
     /// TEST: `dst` & `src`, flags only.

@@ -20,10 +20,12 @@
 //! only after the last one, as upstream does for MMIO: the guest re-executes the instruction
 //! for the next element, natively if it now touches RAM.
 //!
-//! Emulated: MOV (all forms), MOVZX, MOVSX/MOVSXD, MOVS/STOS/LODS (with REP), ADD/OR/ADC/SBB/
-//! AND/SUB/XOR/CMP, TEST, XCHG, BT/BTS/BTR/BTC (bit-string addressing), NOT, NEG, INC, DEC.
-//! The other instructions the decoder knows (CPUID, HLT, port I/O, ...) are unhandleable here:
-//! the run loop handles them through their own intercepts. CMPS/SCAS are not decoded.
+//! Emulated: MOV (all forms), MOVZX, MOVSX/MOVSXD, MOVS/STOS/LODS/CMPS/SCAS (with REP, REPE,
+//! REPNE), ADD/OR/ADC/SBB/AND/SUB/XOR/CMP, TEST, XCHG, BT/BTS/BTR/BTC (bit-string addressing),
+//! NOT, NEG, INC, DEC. The other instructions the decoder knows (CPUID, HLT, port I/O, ...) are
+//! unhandleable here: the run loop handles them through their own intercepts. An instruction
+//! that would need two MMIO reads (CMPS between two MMIO ranges) is unhandleable: one
+//! completion can carry only one of them.
 //!
 //! Deviations, documented: an access that crosses a page boundary with MMIO on either side is
 //! unhandleable (upstream splits it into two MMIO fragments); no #AC alignment checks and no
@@ -33,7 +35,7 @@
 use x86::state::{CpuState, Gpr, SegReg};
 
 use crate::decode::{
-    self, truncate, AluOp, BitOp, DecodeError, Insn, Mem, Op, Operand, Reg, MAX_INSN_LEN,
+    self, truncate, AluOp, BitOp, DecodeError, Insn, Mem, Op, Operand, Reg, Rep, MAX_INSN_LEN,
 };
 use crate::flags;
 use crate::linear::{self, add_in_width, Exception, FetchError, Intent, Pieces};
@@ -224,6 +226,7 @@ pub fn emulate(
         read_data,
         cpl: cpl(state),
         advance: true,
+        mmio_loaded: false,
     };
     match x.exec() {
         Ok(store) => {
@@ -251,6 +254,8 @@ struct Exec<'a, E: EmuEnv> {
     cpl: u8,
     /// Whether RIP moves past the instruction (not for a REP element with more to do).
     advance: bool,
+    /// Whether a load of this instruction already went to MMIO.
+    mmio_loaded: bool,
 }
 
 /// What an executed instruction leaves for userspace: its MMIO store, if it made one (stores to
@@ -343,6 +348,10 @@ impl<E: EmuEnv> Exec<'_, E> {
         if self.env.read_ram(gpa, &mut buf[..n]).is_ok() {
             return Ok(u64::from_le_bytes(buf));
         }
+        if self.mmio_loaded {
+            return Err(self.unhandleable());
+        }
+        self.mmio_loaded = true;
         match self.read_data {
             Some(m) if m.gpa == gpa && m.len == size => {
                 buf[..n].copy_from_slice(&m.data[..n]);
@@ -489,7 +498,7 @@ impl<E: EmuEnv> Exec<'_, E> {
             }
             Op::Xchg => self.xchg(&i),
             Op::Bit(b) => self.bit(&i, b),
-            Op::Movs | Op::Stos | Op::Lods => self.string(&i),
+            Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas => self.string(&i),
             _ => Err(self.unhandleable()),
         }
     }
@@ -550,13 +559,12 @@ impl<E: EmuEnv> Exec<'_, E> {
         self.write_rmw(dst, p, size, r)
     }
 
-    /// MOVS/STOS/LODS, one element.
+    /// MOVS/STOS/LODS/CMPS/SCAS, one element.
     fn string(&mut self, i: &Insn) -> Result<Store, Outcome> {
         let size = i.op_size;
         let asz = i.addr_size;
-        let rep = i.rep.is_some();
         let rcx = self.s.gpr(Gpr::Rcx);
-        if rep && truncate(rcx, asz) == 0 {
+        if i.rep.is_some() && truncate(rcx, asz) == 0 {
             return Ok(None);
         }
         let step = if self.s.rflags & flags::DF != 0 {
@@ -570,16 +578,24 @@ impl<E: EmuEnv> Exec<'_, E> {
             gpr: Gpr::Rax,
             high_byte: false,
         };
+        // The rSI side (a load) for all but STOS and SCAS, which use rAX.
         let v = match i.op {
-            Op::Stos => self.get_reg(acc, size),
+            Op::Stos | Op::Scas => self.get_reg(acc, size),
             _ => {
                 let p = self.locate(i.str_seg, truncate(rsi, asz), size, Intent::Read)?;
                 self.load(&p, size)?
             }
         };
+        // The ES:rDI side: a store (MOVS, STOS), a load to compare (CMPS, SCAS), or none.
         let store = match i.op {
             Op::Lods => {
                 self.set_reg(acc, size, v);
+                None
+            }
+            Op::Cmps | Op::Scas => {
+                let p = self.locate(SegReg::Es, truncate(rdi, asz), size, Intent::Read)?;
+                let d = self.load(&p, size)?;
+                self.s.rflags = flags::alu(AluOp::Cmp, size, v, d, self.s.rflags).1;
                 None
             }
             _ => {
@@ -587,16 +603,24 @@ impl<E: EmuEnv> Exec<'_, E> {
                 self.store(&p, size, v)?
             }
         };
-        if i.op != Op::Stos {
+        if !matches!(i.op, Op::Stos | Op::Scas) {
             self.s.set_gpr(Gpr::Rsi, add_in_width(rsi, step, asz));
         }
         if i.op != Op::Lods {
             self.s.set_gpr(Gpr::Rdi, add_in_width(rdi, step, asz));
         }
-        if rep {
+        if let Some(rep) = i.rep {
             let left = add_in_width(rcx, u64::MAX, asz);
             self.s.set_gpr(Gpr::Rcx, left);
-            self.advance = truncate(left, asz) == 0;
+            // REPE/REPNE end CMPS and SCAS on the first (mis)match, as upstream's
+            // string_insn_completed(); the other string instructions ignore ZF.
+            let zf = self.s.rflags & flags::ZF != 0;
+            let stop = matches!(i.op, Op::Cmps | Op::Scas)
+                && match rep {
+                    Rep::Rep => !zf,
+                    Rep::Repne => zf,
+                };
+            self.advance = truncate(left, asz) == 0 || stop;
         }
         Ok(store)
     }

@@ -109,12 +109,21 @@ fn render(insn: &Insn) -> String {
         s += "lock ";
     }
     match (insn.rep, insn.op) {
-        (Some(Rep::Rep), Op::Movs | Op::Stos | Op::Lods | Op::Ins | Op::Outs) => s += "rep ",
-        (Some(Rep::Repne), Op::Movs | Op::Stos | Op::Lods | Op::Ins | Op::Outs) => s += "repne ",
+        (
+            Some(Rep::Rep),
+            Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas | Op::Ins | Op::Outs,
+        ) => s += "rep ",
+        (
+            Some(Rep::Repne),
+            Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas | Op::Ins | Op::Outs,
+        ) => s += "repne ",
         _ => {}
     }
     s += &name;
-    if matches!(insn.op, Op::Movs | Op::Stos | Op::Lods | Op::Ins | Op::Outs) {
+    if matches!(
+        insn.op,
+        Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas | Op::Ins | Op::Outs
+    ) {
         s += ["", "b", "w", "", "d", "", "", "", "q"][usize::from(insn.op_size)];
         if insn.str_seg != SegReg::Ds {
             s += &format!(" {:?}", insn.str_seg).to_lowercase();
@@ -269,6 +278,9 @@ const TABLE: &[(CodeSize, &str, &str)] = &[
     (B64, "f3 48 ab", "rep stosq"),
     (B64, "f3 48 a5", "rep movsq"),
     (B64, "48 ad", "lodsq"),
+    (B64, "f3 a6", "rep cmpsb"),
+    (B64, "f2 66 af", "repne scasw"),
+    (B32, "64 a7", "cmpsd fs"),
     (B64, "f3 66 6d", "rep insw"),
     (B64, "41 90", "xchg r8d, eax"),
     (B64, "90", "nop"),

@@ -880,3 +880,65 @@ fn pae_guest_emulation_walks_its_tables() {
     // The walk set the accessed and dirty bits like hardware.
     assert_eq!(env.get(0x20_1008, 1)[0] & 0x60, 0x60);
 }
+
+#[test]
+fn repe_cmps_stops_at_the_first_mismatch() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    env.put(0x8000, b"abc");
+    s.set_gpr(Gpr::Rsi, 0x8000);
+    s.set_gpr(Gpr::Rdi, 0xd000_0000);
+    s.set_gpr(Gpr::Rcx, 10);
+    env.put(0x4000, &[0xf3, 0xa6]); // repe cmpsb
+                                    // Equal bytes: ZF set, the instruction restarts for the next element.
+    assert_eq!(
+        read_done(&mut s, &mut env, 0xd000_0000, 1, u64::from(b'a')),
+        Outcome::Done
+    );
+    assert_eq!((s.rip, s.gpr(Gpr::Rcx), s.rflags & 0x40), (0x4000, 9, 0x40));
+    // A mismatch ends it with RCX, RSI and RDI stepped past the element.
+    assert_eq!(
+        read_done(&mut s, &mut env, 0xd000_0001, 1, u64::from(b'x')),
+        Outcome::Done
+    );
+    assert_eq!((s.rip, s.gpr(Gpr::Rcx), s.rflags & 0x40), (0x4002, 8, 0));
+    assert_eq!((s.gpr(Gpr::Rsi), s.gpr(Gpr::Rdi)), (0x8002, 0xd000_0002));
+    // b'b' - b'x' borrows.
+    assert_eq!(s.rflags & 1, 1);
+}
+
+#[test]
+fn repne_scas_stops_at_the_first_match() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.set_gpr(Gpr::Rdi, 0xd000_0000);
+    s.set_gpr(Gpr::Rcx, 5);
+    s.set_gpr(Gpr::Rax, 0x1234);
+    env.put(0x4000, &[0xf2, 0x66, 0xaf]); // repne scasw
+    assert_eq!(
+        read_done(&mut s, &mut env, 0xd000_0000, 2, 0x1111),
+        Outcome::Done
+    );
+    assert_eq!((s.rip, s.gpr(Gpr::Rcx)), (0x4000, 4));
+    assert_eq!(
+        read_done(&mut s, &mut env, 0xd000_0002, 2, 0x1234),
+        Outcome::Done
+    );
+    assert_eq!((s.rip, s.gpr(Gpr::Rcx), s.rflags & 0x40), (0x4003, 3, 0x40));
+    assert_eq!(s.gpr(Gpr::Rdi), 0xd000_0004);
+}
+
+#[test]
+fn cmps_between_two_mmio_ranges_is_unhandleable() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.set_gpr(Gpr::Rsi, 0xd000_0000);
+    s.set_gpr(Gpr::Rdi, 0xd000_1000);
+    env.put(0x4000, &[0xa6]); // cmpsb
+    let before = s.clone();
+    assert!(matches!(
+        read_done(&mut s, &mut env, 0xd000_0000, 1, 1),
+        Outcome::Unhandleable(_)
+    ));
+    assert_eq!(s, before);
+}

@@ -68,6 +68,8 @@ fn mnemonics(op: Op) -> &'static [Mnemonic] {
         Op::Movs => &[M::Movsb, M::Movsw, M::Movsd, M::Movsq],
         Op::Stos => &[M::Stosb, M::Stosw, M::Stosd, M::Stosq],
         Op::Lods => &[M::Lodsb, M::Lodsw, M::Lodsd, M::Lodsq],
+        Op::Cmps => &[M::Cmpsb, M::Cmpsw, M::Cmpsd, M::Cmpsq],
+        Op::Scas => &[M::Scasb, M::Scasw, M::Scasd, M::Scasq],
         Op::Alu(AluOp::Add) => &[M::Add],
         Op::Alu(AluOp::Or) => &[M::Or],
         Op::Alu(AluOp::Adc) => &[M::Adc],
@@ -222,7 +224,10 @@ fn compare(bytes: &[u8], m: CodeSize) -> bool {
                 "{}: mnemonic",
                 ctx()
             );
-            let implicit = matches!(insn.op, Op::Movs | Op::Stos | Op::Lods | Op::Ins | Op::Outs);
+            let implicit = matches!(
+                insn.op,
+                Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas | Op::Ins | Op::Outs
+            );
             if !implicit && ins.op_count() >= 1 && insn.dst != Operand::None {
                 check_operand(&insn.dst, 0, &ins, &insn, m, &ctx);
                 if ins.op_count() >= 2 {

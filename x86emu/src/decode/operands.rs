@@ -294,7 +294,11 @@ pub(super) fn finish(
         Form::Zv => (op, Operand::Reg(x.reg(opcode & 7, 0, v)), Operand::None),
         Form::Str => {
             op_size = if byte_form { 1 } else { z };
-            if matches!(op, Some(Op::Movs | Op::Stos | Op::Lods)) && !byte_form {
+            if matches!(
+                op,
+                Some(Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas)
+            ) && !byte_form
+            {
                 op_size = v;
             }
             (op, Operand::None, Operand::None)
