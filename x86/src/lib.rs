@@ -14,4 +14,9 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod cpuid;
+pub mod errno;
+pub mod msr;
+pub mod regs;
 pub mod state;
+pub mod uapi;
