@@ -30,6 +30,7 @@ mod stats_fd;
 mod td;
 mod tdx_vm;
 mod vcpu;
+mod vcpu_state;
 mod vm;
 mod vmx;
 

@@ -385,7 +385,7 @@ pub fn update_runtime(
     cr4: u64,
     apic_base: u64,
     xcr0: u64,
-    host: &supported::HostCpuid,
+    host: &supported::HostCpuid<'_>,
 ) {
     use crate::regs::cr4 as c;
     if host.has(feat::XSAVE) {

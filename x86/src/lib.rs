@@ -16,6 +16,7 @@
 
 pub mod cpuid;
 pub mod errno;
+pub mod events;
 pub mod msr;
 pub mod regs;
 pub mod state;

@@ -164,6 +164,9 @@ pub struct CpuState {
     pub tsc_offset: u64,
     /// MSRs the vCPU virtualises beyond the switched ones ([`crate::msr`]).
     pub msr: crate::msr::MsrState,
+    /// The PAE PDPTRs userspace gave with `KVM_SET_SREGS2` (upstream
+    /// `pdptrs_from_userspace`); None: the guest's memory at CR3 holds them.
+    pub pdptrs: Option<[u64; 4]>,
     // ---- Fields appended by the backends (svm: below this line only) ----
 }
 
