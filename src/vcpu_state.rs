@@ -198,7 +198,7 @@ pub(crate) fn get_supported_cpuid(arg: usize) -> Result<isize> {
     let host = HostCpuid::new(&raw);
     let kvm = KvmCaps::new(&host, host_xcr0());
     let n = x86::cpuid::supported::supported_cpuid(&host, &kvm, &mut buf).map_err(err)?;
-    write_pod_array(arg + size_of::<KvmCpuid2>(), &buf[..n])?;
+    write_pod_array(arg.wrapping_add(size_of::<KvmCpuid2>()), &buf[..n])?;
     write_pod(
         arg,
         &KvmCpuid2 {
@@ -231,7 +231,7 @@ pub(crate) fn get_msr_list(arg: usize, features: bool) -> Result<isize> {
     if (n as usize) < list.len() {
         return Err(E2BIG);
     }
-    let mut w = UserSlice::new(arg + 4, list.len() * 4).writer();
+    let mut w = UserSlice::new(arg.wrapping_add(4), list.len() * 4).writer();
     for m in list.iter() {
         w.write_slice(&m.to_ne_bytes())?;
     }
@@ -253,7 +253,7 @@ fn msr_io(
     if hdr.nmsrs >= MAX_IO_MSRS {
         return Err(E2BIG);
     }
-    let at = arg + size_of::<KvmMsrs>();
+    let at = arg.wrapping_add(size_of::<KvmMsrs>());
     let mut entries: KVec<KvmMsrEntry> = read_pod_array(at, hdr.nmsrs as usize)?;
     let mut done = 0;
     for e in entries.iter_mut() {
@@ -607,7 +607,7 @@ pub(crate) fn read_guest(vcpu: &Vcpu, gpa: u64, buf: &mut [u8]) -> Result {
         let slot = st.slots.lookup(gfn).ok_or(EFAULT)?;
         slot.gfn_to_hva(gfn)
     };
-    UserSlice::new(hva as usize + off, buf.len())
+    UserSlice::new((hva as usize).wrapping_add(off), buf.len())
         .reader()
         .read_slice(buf)
 }
@@ -621,7 +621,7 @@ fn get_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     if (hdr.nent as usize) < n {
         return Err(E2BIG);
     }
-    write_pod_array(arg + size_of::<KvmCpuid2>(), &l.cpuid.entries)?;
+    write_pod_array(arg.wrapping_add(size_of::<KvmCpuid2>()), &l.cpuid.entries)?;
     drop(l);
     write_pod(
         arg,
@@ -644,7 +644,7 @@ fn set_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         return Err(E2BIG);
     }
     let mut entries: KVec<KvmCpuidEntry2> =
-        read_pod_array(arg + size_of::<KvmCpuid2>(), hdr.nent as usize)?;
+        read_pod_array(arg.wrapping_add(size_of::<KvmCpuid2>()), hdr.nent as usize)?;
     let raw = host_cpuid_raw;
     let host = HostCpuid::new(&raw);
     let mut l = vcpu.lock();
@@ -743,7 +743,7 @@ fn device_attr(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
 fn get_nested_state(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     // `size` is the u32 at offset 4.
     let mut b = [0u8; 4];
-    UserSlice::new(arg + 4, 4).reader().read_slice(&mut b)?;
+    UserSlice::new(arg.wrapping_add(4), 4).reader().read_slice(&mut b)?;
     let user_size = u32::from_ne_bytes(b);
     let _l = vcpu.lock();
     match x86::events::get_nested_state(user_size) {
@@ -752,7 +752,7 @@ fn get_nested_state(vcpu: &Vcpu, arg: usize) -> Result<isize> {
             Ok(0)
         }
         None => {
-            UserSlice::new(arg + 4, 4)
+            UserSlice::new(arg.wrapping_add(4), 4)
                 .writer()
                 .write_slice(&128u32.to_ne_bytes())?;
             Err(E2BIG)

@@ -123,6 +123,7 @@ struct Ctx {
 mod huge;
 mod memory;
 mod prefault;
+mod state;
 mod system;
 mod td_bench;
 mod tdx_vm;
@@ -133,6 +134,7 @@ fn tests() -> Vec<Test> {
     [
         system::tests(),
         vcpu::tests(),
+        state::tests(),
         memory::tests(),
         prefault::tests(),
         huge::tests(),

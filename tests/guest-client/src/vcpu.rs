@@ -553,9 +553,12 @@ pub(crate) fn tests() -> Vec<Test> {
             // No run loop yet: an honest EOPNOTSUPP (a TD: EINVAL, as before KVM_TDX_INIT_VCPU).
             let want = if c.tdx { EINVAL } else { EOPNOTSUPP };
             eq(run(), Err(want), "KVM_RUN without immediate_exit")?;
+            // Register state exists (the `state` area): a NULL buffer is EFAULT; a TD's state
+            // is protected (EINVAL).
+            let want_regs = if c.tdx { EINVAL } else { EFAULT };
             eq(
                 ioctl(v.as_raw_fd(), KVM_GET_REGS, 0),
-                Err(want),
+                Err(want_regs),
                 "KVM_GET_REGS",
             )?;
             Ok(())
