@@ -53,6 +53,7 @@ pub mod feat {
     use super::{f, Feature, Reg::*};
     pub const FPU: Feature = f(1, 0, Edx, 0);
     pub const APIC: Feature = f(1, 0, Edx, 9);
+    pub const PSE36: Feature = f(1, 0, Edx, 17);
     pub const FXSR: Feature = f(1, 0, Edx, 24);
     pub const VMX: Feature = f(1, 0, Ecx, 5);
     pub const SMX: Feature = f(1, 0, Ecx, 6);

@@ -47,6 +47,8 @@ const KVM_SET_SREGS2: u64 = iow(0xcd, 320);
 const KVM_SET_DEVICE_ATTR: u64 = iow(0xe1, 24);
 const KVM_GET_DEVICE_ATTR: u64 = iow(0xe2, 24);
 const KVM_HAS_DEVICE_ATTR: u64 = iow(0xe3, 24);
+const KVM_TRANSLATE: u64 = iowr_(0x85, 24);
+const KVM_SET_USER_MEMORY_REGION: u64 = iow(0x46, 32);
 const KVM_GET_MSR_INDEX_LIST: u64 = iowr_(0x02, 4);
 const KVM_GET_MSR_FEATURE_INDEX_LIST: u64 = iowr_(0x0a, 4);
 
@@ -1656,6 +1658,101 @@ fn td_vcpu_state_is_protected() -> Result<(), String> {
     Ok(())
 }
 
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy, PartialEq)]
+struct Translation {
+    linear: u64,
+    physical: u64,
+    valid: u8,
+    writeable: u8,
+    usermode: u8,
+    pad: [u8; 5],
+}
+
+fn translate(v: &OwnedFd, linear: u64) -> Result<Translation, String> {
+    let mut t = Translation {
+        linear,
+        ..Default::default()
+    };
+    io_mut(v, KVM_TRANSLATE, &mut t)
+        .map_err(|e| format!("KVM_TRANSLATE {linear:#x}: errno {e}"))?;
+    Ok(t)
+}
+
+fn translate_walks_the_guest_page_tables() -> Result<(), String> {
+    let (vm, v) = vm_vcpu(0)?;
+    // Reset state (paging off): identity; ~0 is INVALID_GPA itself, so not valid (kvm-ioctls'
+    // test_translate_gva).
+    let t = translate(&v, 0x1234)?;
+    eq(
+        (t.valid, t.physical, t.writeable, t.usermode),
+        (1, 0x1234, 1, 0),
+        "real mode",
+    )?;
+    eq(translate(&v, u64::MAX)?.valid, 0, "~0")?;
+    // Long mode over 4-level tables in a memslot: VA 0x400000 -> GPA 0x5000.
+    let size = 0x10_0000usize;
+    // SAFETY: a fresh anonymous mapping the memslot uses; unmapped after the VM is gone.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        ) as *mut u64
+    };
+    let q = |gpa: usize| gpa / 8;
+    // SAFETY: the indices are inside the mapping.
+    unsafe {
+        *mem.add(q(0x1000)) = 0x2000 | 3;
+        *mem.add(q(0x2000)) = 0x3000 | 3;
+        *mem.add(q(0x3000) + 2) = 0x4000 | 3;
+        *mem.add(q(0x4000)) = 0x5000 | 3;
+    }
+    let region: [u64; 4] = [0, 0, size as u64, mem as u64];
+    let r = ioctl(
+        vm.as_raw_fd(),
+        KVM_SET_USER_MEMORY_REGION,
+        region.as_ptr() as u64,
+    );
+    let result = (|| {
+        eq(r, Ok(0), "memslot")?;
+        set_cpuid(&v, &supported_cpuid()?).map_err(|e| format!("SET_CPUID2: {e}"))?;
+        let lm = kvm_sregs {
+            cr3: 0x1000,
+            ..long_mode(sregs(&v)?)
+        };
+        eq(set_sregs(&v, &lm), Ok(0), "long mode")?;
+        let t = translate(&v, 0x40_0abc)?;
+        eq((t.valid, t.physical), (1, 0x5abc), "VA 0x400abc")?;
+        // The walk sets accessed bits, as a hardware walk does.
+        // SAFETY: inside the mapping.
+        let pml4e = unsafe { *mem.add(q(0x1000)) };
+        check(pml4e & 0x20 != 0, "PML4E accessed bit")?;
+        eq(translate(&v, 0x60_0000)?.valid, 0, "unmapped VA")?;
+        eq(
+            translate(&v, 0x8000_0000_0000)?.valid,
+            0,
+            "non-canonical VA",
+        )?;
+        // Hostile: bad pointers, the VM fd.
+        pointers_are_efault(&v, &[(KVM_TRANSLATE, true)])?;
+        let mut t = Translation::default();
+        eq(
+            io_mut(&vm, KVM_TRANSLATE, &mut t),
+            Err(ENOTTY),
+            "on the VM fd",
+        )
+    })();
+    drop(v);
+    drop(vm);
+    // SAFETY: mapped above; the VM is closed.
+    unsafe { libc::munmap(mem.cast(), size) };
+    result
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("state_reset_is_upstreams", Any, |_| {
@@ -1694,6 +1791,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("state_vcpu_enable_cap", Any, |_| vcpu_enable_cap_rules()),
         ("state_check_extension", Any, |_| check_extension_answers()),
+        ("state_translate_walks_the_page_tables", Any, |_| {
+            translate_walks_the_guest_page_tables()
+        }),
         ("state_td_vcpu_state_is_protected", Tdx, |_| {
             td_vcpu_state_is_protected()
         }),
