@@ -212,7 +212,10 @@ pub(crate) fn get_supported_cpuid(arg: usize) -> Result<isize> {
 /// `KVM_GET_MSR_INDEX_LIST` / `KVM_GET_MSR_FEATURE_INDEX_LIST`: `nmsrs` is always written back
 /// with the list's length; a smaller buffer is `E2BIG`, then the indices are written.
 pub(crate) fn get_msr_list(arg: usize, features: bool) -> Result<isize> {
-    let hdr: KvmMsrs = read_pod(arg)?;
+    // `struct kvm_msr_list` is `nmsrs` alone (4 bytes).
+    let mut b = [0u8; 4];
+    UserSlice::new(arg, 4).reader().read_slice(&mut b)?;
+    let n = u32::from_ne_bytes(b);
     let c = caps();
     let mut list: KVec<u32> = KVec::new();
     if features {
@@ -224,8 +227,6 @@ pub(crate) fn get_msr_list(arg: usize, features: bool) -> Result<isize> {
             list.push(m, GFP_KERNEL)?;
         }
     }
-    let n = hdr.nmsrs;
-    // `struct kvm_msr_list` is just `nmsrs` (4 bytes): write that alone.
     let out = (list.len() as u32).to_ne_bytes();
     UserSlice::new(arg, 4).writer().write_slice(&out)?;
     if (n as usize) < list.len() {
@@ -337,7 +338,25 @@ fn update_cpuid_runtime(l: &mut VcpuLocked) {
 /// The guest's `CPUID` (EAX, ECX) from the vCPU's table.
 #[allow(dead_code)] // Called by the exit handlers (`exits`).
 pub(crate) fn guest_cpuid(l: &VcpuLocked, eax: u32, ecx: u32) -> [u32; 4] {
-    x86::cpuid::guest_cpuid(&l.cpuid.entries, &l.cpuid.model, eax, ecx).0
+    let ([a, b, c, d], _) = x86::cpuid::guest_cpuid(&l.cpuid.entries, &l.cpuid.model, eax, ecx);
+    let mut e = KvmCpuidEntry2 {
+        function: eax,
+        index: ecx,
+        flags: if x86::cpuid::function_is_indexed(eax) {
+            KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+        } else {
+            0
+        },
+        eax: a,
+        ebx: b,
+        ecx: c,
+        edx: d,
+        padding: [0; 3],
+    };
+    let raw = host_cpuid_raw;
+    let host = HostCpuid::new(&raw);
+    x86::cpuid::apply_runtime(&mut e, l.arch.cr4, l.arch.apic_base, l.arch.xcr0, &host);
+    [e.eax, e.ebx, e.ecx, e.edx]
 }
 
 /// A guest `RDMSR`.

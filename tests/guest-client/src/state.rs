@@ -1074,6 +1074,31 @@ fn msr_index_list_round_trips() -> Result<(), String> {
         "nmsrs 1",
     )?;
     eq(b[0] as usize, list.len(), "nmsrs written back")?;
+    // struct kvm_msr_list is 4 bytes: a header in the last 4 bytes of a mapping is fine.
+    // SAFETY: two pages, the second unmapped at once; the first unmapped below.
+    let p = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        ) as *mut u8;
+        libc::munmap(p.add(4096).cast(), 4096);
+        p
+    };
+    let hdr = p as u64 + 4092;
+    let r = ioctl(dev().as_raw_fd(), KVM_GET_MSR_INDEX_LIST, hdr);
+    // SAFETY: the last 4 bytes of the mapped page.
+    let n = unsafe { (p.add(4092) as *const u32).read() };
+    // SAFETY: mapped above.
+    unsafe { libc::munmap(p.cast(), 4096) };
+    eq(
+        (r, n as usize),
+        (Err(E2BIG), list.len()),
+        "4-byte header at the end of a mapping",
+    )?;
     // Every listed MSR reads and writes back (state_test's vcpu_save_state/vcpu_load_state),
     // on the same vCPU and onto a second VM's vCPU.
     let (_vm, v) = vm_vcpu(0)?;
