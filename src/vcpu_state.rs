@@ -929,7 +929,8 @@ fn translate(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         x86emu::walk::translate(&regs, &cfg, &mut mem, tr.linear_address)
     };
     tr.physical_address = t.physical_address;
-    tr.valid = t.valid as u8;
+    // Upstream: `valid = gpa != INVALID_GPA`, so ~0 itself (paging off) is not valid either.
+    tr.valid = (t.valid && t.physical_address != u64::MAX) as u8;
     tr.writeable = t.writeable as u8;
     tr.usermode = t.usermode as u8;
     write_pod(arg, &tr)?;
