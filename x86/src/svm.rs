@@ -91,6 +91,7 @@ pub mod exit {
     pub const SMI: u64 = 0x062;
     pub const INIT: u64 = 0x063;
     pub const VINTR: u64 = 0x064;
+    pub const RDPMC: u64 = 0x06f;
     pub const CPUID: u64 = 0x072;
     pub const INVD: u64 = 0x076;
     pub const PAUSE: u64 = 0x077;

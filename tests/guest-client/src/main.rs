@@ -123,6 +123,7 @@ struct Ctx {
 mod huge;
 mod memory;
 mod prefault;
+mod run;
 mod system;
 mod td_bench;
 mod tdx_vm;
@@ -138,6 +139,7 @@ fn tests() -> Vec<Test> {
         huge::tests(),
         tdx_vm::tests(),
         tdx_vm::memory_tests(),
+        run::tests(),
     ]
     .concat()
 }
@@ -177,6 +179,10 @@ fn main() {
     if arg == "--bench-prefault" {
         prefault::bench();
         td_bench::bench();
+        return;
+    }
+    if arg == "--bench-run" {
+        run::bench();
         return;
     }
     if arg == "--bench-huge" {
