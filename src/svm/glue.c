@@ -241,3 +241,9 @@ void tdxkvm_hw_breakpoint_restore(void)
 	if (hw_breakpoint_active())
 		hw_breakpoint_restore();
 }
+
+/* Whether the host runs 5-level paging (nested paging then walks 5-level tables). */
+bool tdxkvm_pgtable_l5_enabled(void)
+{
+	return pgtable_l5_enabled();
+}

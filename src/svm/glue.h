@@ -34,6 +34,7 @@ void tdxkvm_cpumask_set(void *m, unsigned int cpu);
 void tdxkvm_cpumask_clear(void *m, unsigned int cpu);
 void tdxkvm_kick_cpus_wait(void *m);
 void tdxkvm_machine_check(void);
+bool tdxkvm_pgtable_l5_enabled(void);
 void tdxkvm_hw_breakpoint_restore(void);
 
 #endif

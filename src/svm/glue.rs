@@ -44,5 +44,6 @@ extern "C" {
     pub(crate) fn tdxkvm_cpumask_clear(m: *mut c_void, cpu: c_uint);
     pub(crate) fn tdxkvm_kick_cpus_wait(m: *mut c_void);
     pub(crate) fn tdxkvm_machine_check();
+    pub(crate) fn tdxkvm_pgtable_l5_enabled() -> bool;
     pub(crate) fn tdxkvm_hw_breakpoint_restore();
 }

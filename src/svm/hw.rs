@@ -144,9 +144,12 @@ unsafe extern "C" fn cpu_online(cpu: c_uint) -> c_int {
         sd.hsave = hsave as usize;
         sd.save_area = save as usize;
         sd.save_area_pa = save_pa;
-        sd.asid_generation = 1;
-        sd.next_asid = 1;
+        // As upstream: the pool starts exhausted, so the first allocation advances the
+        // generation and flushes every ASID — nothing from before this CPU (re)joined is
+        // reused, whatever generation a vCPU remembers.
         sd.max_asid = NASID.load(Ordering::Relaxed).saturating_sub(1).max(1);
+        sd.asid_generation = sd.asid_generation.wrapping_add(1).max(1);
+        sd.next_asid = sd.max_asid + 1;
         Ok(())
     };
     // SAFETY: restores the flags saved above.

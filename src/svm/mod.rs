@@ -34,6 +34,18 @@ use x86::state::CpuState;
 use x86::svm::{exit, intercept, vector, Vmcb};
 
 const MSR_TSC_AUX: u32 = 0xc000_0103;
+
+/// The shape of an ordinary VM's shared root: AMD's nested paging walks tables of the host's
+/// own paging mode, so a host with 5-level paging (LA57) needs 5-level NPT (upstream
+/// `get_npt_level`), which the TdpMmu builds for a 52-bit GPA width.
+pub(crate) fn npt_gpa_width() -> mmu::GpaWidth {
+    // SAFETY: reads a boot-time constant.
+    if unsafe { glue::tdxkvm_pgtable_l5_enabled() } {
+        mmu::GpaWidth::Bits52
+    } else {
+        mmu::GpaWidth::Bits48
+    }
+}
 const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// An exception the next entry injects.

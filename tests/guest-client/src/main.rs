@@ -194,6 +194,13 @@ fn main() {
         std::process::exit(2);
     }
     let mode = arg;
+    // TDXKVM_CLIENT_FILTER=substring runs only the matching tests (for iterating by hand; the
+    // guest suite never sets it).
+    let filter = std::env::var("TDXKVM_CLIENT_FILTER").unwrap_or_default();
+    let tests: Vec<Test> = tests
+        .into_iter()
+        .filter(|t| t.0.contains(filter.as_str()))
+        .collect();
     let ctx = Ctx {
         tdx: mode == "emulated",
     };

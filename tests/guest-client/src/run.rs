@@ -48,10 +48,7 @@ impl Mem {
         if p == libc::MAP_FAILED {
             return Err("mmap".into());
         }
-        Ok(Mem {
-            ptr: p.cast(),
-            len,
-        })
+        Ok(Mem { ptr: p.cast(), len })
     }
 
     pub(crate) fn write(&self, off: usize, bytes: &[u8]) {
@@ -179,7 +176,11 @@ fn immediate_exit_completes_in() -> Result<(), String> {
     let mut v = g.vcpu(0)?;
     // Nothing pending: immediate_exit is EINTR and leaves kvm_run alone.
     v.set_kvm_immediate_exit(1);
-    eq(v.run().err().map(errno), Some(EINTR), "immediate_exit, nothing pending")?;
+    eq(
+        v.run().err().map(errno),
+        Some(EINTR),
+        "immediate_exit, nothing pending",
+    )?;
     v.set_kvm_immediate_exit(0);
     let _ = v.run().map_err(|e| format!("run 1: {e}"))?;
     match v.run().map_err(|e| format!("run 2: {e}"))? {
@@ -188,13 +189,25 @@ fn immediate_exit_completes_in() -> Result<(), String> {
     }
     // The IN completes, then EINTR; exit_reason and the io fields stay as they were.
     v.set_kvm_immediate_exit(1);
-    eq(v.run().err().map(errno), Some(EINTR), "immediate_exit with a pending IN")?;
+    eq(
+        v.run().err().map(errno),
+        Some(EINTR),
+        "immediate_exit with a pending IN",
+    )?;
     eq(exit_reason(&mut v), KVM_EXIT_IO, "exit_reason untouched")?;
     // SAFETY: the io member is the one KVM_EXIT_IO fills.
     let io = unsafe { v.get_kvm_run().__bindgen_anon_1.io };
-    eq((io.direction, io.size, io.port, io.count), (0, 1, 0x3f8, 1), "io fields")?;
+    eq(
+        (io.direction, io.size, io.port, io.count),
+        (0, 1, 0x3f8, 1),
+        "io fields",
+    )?;
     // Twice in a row (the selftests' get_ucall does this): still EINTR, nothing redone.
-    eq(v.run().err().map(errno), Some(EINTR), "second immediate_exit")?;
+    eq(
+        v.run().err().map(errno),
+        Some(EINTR),
+        "second immediate_exit",
+    )?;
     v.set_kvm_immediate_exit(0);
     match v.run().map_err(|e| format!("run 3: {e}"))? {
         VcpuExit::IoOut(0x3f8, d) => eq(d, &[0x11][..], "RAX got the IN data once")?,
@@ -243,7 +256,9 @@ fn run_until_signalled(mut v: VcpuFd, delay: Duration) -> Result<(i32, u32, Vcpu
         let t0 = Instant::now();
         while !done.load(Ordering::SeqCst) {
             // SAFETY: the thread is alive until joined; SIGUSR1 has a handler.
-            unsafe { libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1) };
+            unsafe {
+                libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1)
+            };
             std::thread::sleep(Duration::from_millis(50));
             if t0.elapsed() > Duration::from_secs(30) {
                 return Err("the vCPU thread did not return within 30 s of signals".into());
@@ -369,7 +384,9 @@ fn two_threads_one_vcpu() -> Result<(), String> {
         let t0 = Instant::now();
         while !done_a.load(Ordering::SeqCst) {
             // SAFETY: A is alive until joined.
-            unsafe { libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1) };
+            unsafe {
+                libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1)
+            };
             std::thread::sleep(Duration::from_millis(50));
             if t0.elapsed() > Duration::from_secs(30) {
                 break;
@@ -397,7 +414,11 @@ fn close_vm_while_running() -> Result<(), String> {
         drop(vm);
         h.join().map_err(|_| "panicked".to_string())
     })??;
-    eq((r, why), (EINTR, KVM_EXIT_INTR), "the vCPU still runs after the VM fd closed")?;
+    eq(
+        (r, why),
+        (EINTR, KVM_EXIT_INTR),
+        "the vCPU still runs after the VM fd closed",
+    )?;
     drop(v);
     drop((rom, ram));
     counts_are_zero()
@@ -429,7 +450,9 @@ fn with_svm(f: fn() -> Result<(), String>) -> Result<(), String> {
 
 pub(crate) fn tests() -> Vec<Test> {
     vec![
-        ("run_real_mode_io_in_out_hlt_and_ram", Any, |_| with_svm(io_guest)),
+        ("run_real_mode_io_in_out_hlt_and_ram", Any, |_| {
+            with_svm(io_guest)
+        }),
         ("run_immediate_exit_completes_pending_in", Any, |_| {
             with_svm(immediate_exit_completes_in)
         }),
@@ -445,7 +468,9 @@ pub(crate) fn tests() -> Vec<Test> {
         ("run_without_memory_is_emulation_failure", Any, |_| {
             with_svm(no_memory_is_emulation_failure)
         }),
-        ("run_two_threads_one_vcpu", Any, |_| with_svm(two_threads_one_vcpu)),
+        ("run_two_threads_one_vcpu", Any, |_| {
+            with_svm(two_threads_one_vcpu)
+        }),
         ("run_close_vm_fd_while_running", Any, |_| {
             with_svm(close_vm_while_running)
         }),
@@ -481,8 +506,12 @@ pub(crate) fn bench() {
     let n_invd: u32 = 20000;
     let mut code = vec![0x66, 0xb9];
     code.extend_from_slice(&n_invd.to_le_bytes());
-    code.extend_from_slice(&[0x0f, 0x08, 0x66, 0x49, 0x75, 0xfa, 0xba, 0x80, 0x00, 0xee, 0xf4]);
-    let Ok(g) = Guest::new(&code, 4096) else { return };
+    code.extend_from_slice(&[
+        0x0f, 0x08, 0x66, 0x49, 0x75, 0xfa, 0xba, 0x80, 0x00, 0xee, 0xf4,
+    ]);
+    let Ok(g) = Guest::new(&code, 4096) else {
+        return;
+    };
     let Ok(mut v) = g.vcpu(0) else { return };
     let t0 = Instant::now();
     match v.run() {
