@@ -164,6 +164,16 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
             (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS) as isize
         }
         KVM_CAP_NESTED_STATE => x86::events::NESTED_STATE_MAX_SIZE as isize,
+        KVM_CAP_XSAVE => 1,
+        KVM_CAP_XCRS => host_has_xsave() as isize,
+        KVM_CAP_XSAVE2 => {
+            // xstate_required_size(supported XCR0), at least sizeof(struct kvm_xsave).
+            let raw = host_cpuid_raw;
+            let host = HostCpuid::new(&raw);
+            let kvm = KvmCaps::new(&host, host_xcr0());
+            host.xstate_required_size(kvm.supported_xcr0, false)
+                .max(KVM_XSAVE_SIZE as u32) as isize
+        }
         _ => return None,
     })
 }
@@ -178,6 +188,32 @@ const KVM_CAP_VCPU_ATTRIBUTES: u64 = 127;
 const KVM_CAP_NESTED_STATE: u64 = 157;
 const KVM_CAP_ENFORCE_PV_FEATURE_CPUID: u64 = 190;
 const KVM_CAP_SREGS2: u64 = 200;
+const KVM_CAP_XSAVE: u64 = 55;
+const KVM_CAP_XCRS: u64 = 56;
+const KVM_CAP_XSAVE2: u64 = 208;
+
+/// `sizeof(struct kvm_xsave)`.
+const KVM_XSAVE_SIZE: usize = 4096;
+/// `KVM_GET_FPU`.
+const KVM_GET_FPU: u32 = 0x81a0_ae8c;
+/// `KVM_SET_FPU`.
+const KVM_SET_FPU: u32 = 0x41a0_ae8d;
+/// `KVM_GET_XSAVE` (`_IOR(KVMIO, 0xa4, struct kvm_xsave)`).
+const KVM_GET_XSAVE: u32 = 0x9000_aea4;
+/// `KVM_SET_XSAVE`.
+const KVM_SET_XSAVE: u32 = 0x5000_aea5;
+/// `KVM_GET_XCRS` (`_IOR(KVMIO, 0xa6, struct kvm_xcrs)`).
+const KVM_GET_XCRS: u32 = 0x8188_aea6;
+/// `KVM_SET_XCRS`.
+const KVM_SET_XCRS: u32 = 0x4188_aea7;
+/// `KVM_GET_XSAVE2` (`_IOR(KVMIO, 0xcf, struct kvm_xsave)`).
+const KVM_GET_XSAVE2: u32 = 0x9000_aecf;
+
+/// Whether the host has XSAVE enabled (upstream `boot_cpu_has(X86_FEATURE_XSAVE)` with the
+/// kernel using it).
+fn host_has_xsave() -> bool {
+    host_xcr0() != 0
+}
 
 // ---- System ioctls: supported CPUID, MSR lists, feature MSRs ----
 
@@ -492,6 +528,13 @@ pub(crate) fn is_state_ioctl(cmd: u32) -> bool {
             | KVM_SET_NESTED_STATE
             | KVM_ENABLE_CAP
             | KVM_TRANSLATE
+            | KVM_GET_FPU
+            | KVM_SET_FPU
+            | KVM_GET_XSAVE
+            | KVM_SET_XSAVE
+            | KVM_GET_XSAVE2
+            | KVM_GET_XCRS
+            | KVM_SET_XCRS
     )
 }
 
@@ -582,6 +625,22 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
         }
         KVM_ENABLE_CAP => return enable_cap(vcpu, arg),
         KVM_TRANSLATE => return translate(vcpu, arg),
+        KVM_GET_FPU | KVM_SET_FPU => return fpu_ioctl(vcpu, cmd, arg),
+        KVM_GET_XSAVE | KVM_SET_XSAVE | KVM_GET_XSAVE2 => return xsave_ioctl(vcpu, cmd, arg),
+        KVM_GET_XCRS => {
+            let x = x86::fpu::get_xcrs(&vcpu.lock().arch, host_has_xsave());
+            write_pod(arg, &x)?;
+        }
+        KVM_SET_XCRS => {
+            let x: x86::fpu::KvmXcrs = read_pod(arg)?;
+            let mut l = vcpu.lock();
+            let model = l.cpuid.model;
+            let changed =
+                x86::fpu::set_xcrs(&mut l.arch, &model, &x, host_has_xsave()).map_err(err)?;
+            if changed {
+                update_cpuid_runtime(&mut l);
+            }
+        }
         _ => return Err(EINVAL),
     }
     Ok(0)
@@ -934,5 +993,74 @@ fn translate(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     tr.writeable = t.writeable as u8;
     tr.usermode = t.usermode as u8;
     write_pod(arg, &tr)?;
+    Ok(0)
+}
+
+// ---- The guest FPU: KVM_GET/SET_FPU, XSAVE, XSAVE2 ----
+
+/// `KVM_GET_FPU` / `KVM_SET_FPU` on the guest FPU's FXSAVE image (upstream
+/// `kvm_arch_vcpu_ioctl_get/set_fpu`; MXCSR is neither reported nor set, as upstream).
+fn fpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
+    if cmd == KVM_GET_FPU {
+        let k = {
+            let mut l = vcpu.lock();
+            let fx = l.fpu.as_mut().and_then(|f| f.fxsave()).ok_or(EINVAL)?;
+            x86::fpu::get_fpu(fx)
+        };
+        write_pod(arg, &k)?;
+    } else {
+        let k: x86::fpu::KvmFpu = read_pod(arg)?;
+        let mut l = vcpu.lock();
+        let fx = l.fpu.as_mut().and_then(|f| f.fxsave()).ok_or(EINVAL)?;
+        x86::fpu::set_fpu(fx, &k);
+    }
+    Ok(0)
+}
+
+/// A zeroed kernel buffer of `n` bytes.
+fn zeroed_buf(n: usize) -> Result<KVec<u8>> {
+    Ok(KVec::from_elem(0u8, n, GFP_KERNEL)?)
+}
+
+/// `KVM_GET_XSAVE` (4096 bytes; `EINVAL` if the guest's image is bigger), `KVM_GET_XSAVE2`
+/// (the image's size, `KVM_CAP_XSAVE2`) and `KVM_SET_XSAVE` (the image's size read in), through
+/// the kernel's uabi copies (`fpu_copy_guest_fpstate_to_uabi` with the guest's XCR0 plus
+/// x87/SSE, `fpu_copy_uabi_to_guest_fpstate` with the module's XCR0).
+fn xsave_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
+    let raw = host_cpuid_raw;
+    let host = HostCpuid::new(&raw);
+    let module_xcr0 = KvmCaps::new(&host, host_xcr0()).supported_xcr0;
+    let mut l = vcpu.lock();
+    let guest_xcr0 = l.cpuid.model.supported_xcr0 | x86::fpu::XFEATURE_FP | x86::fpu::XFEATURE_SSE;
+    let fpu = l.fpu.as_mut().ok_or(EINVAL)?;
+    let size = fpu.uabi_size();
+    match cmd {
+        KVM_GET_XSAVE | KVM_GET_XSAVE2 => {
+            let n = if cmd == KVM_GET_XSAVE {
+                if size > KVM_XSAVE_SIZE {
+                    return Err(EINVAL);
+                }
+                KVM_XSAVE_SIZE
+            } else {
+                size
+            };
+            let mut buf = zeroed_buf(n.max(KVM_XSAVE_SIZE))?;
+            // No PKU is offered: PKRU is 0.
+            fpu.to_uabi(&mut buf, guest_xcr0, 0)?;
+            drop(l);
+            UserSlice::new(arg, n).writer().write_slice(&buf[..n])?;
+        }
+        _ => {
+            drop(l);
+            let mut buf = zeroed_buf(size.max(KVM_XSAVE_SIZE))?;
+            UserSlice::new(arg, size)
+                .reader()
+                .read_slice(&mut buf[..size])?;
+            let mut l = vcpu.lock();
+            let fpu = l.fpu.as_mut().ok_or(EINVAL)?;
+            let mut pkru = 0u32;
+            fpu.from_uabi(&buf, module_xcr0, &mut pkru)?;
+        }
+    }
     Ok(0)
 }

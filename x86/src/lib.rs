@@ -21,4 +21,5 @@ pub mod fpu;
 pub mod msr;
 pub mod regs;
 pub mod state;
+pub mod svm;
 pub mod uapi;

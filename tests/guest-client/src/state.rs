@@ -47,6 +47,13 @@ const KVM_SET_SREGS2: u64 = iow(0xcd, 320);
 const KVM_SET_DEVICE_ATTR: u64 = iow(0xe1, 24);
 const KVM_GET_DEVICE_ATTR: u64 = iow(0xe2, 24);
 const KVM_HAS_DEVICE_ATTR: u64 = iow(0xe3, 24);
+const KVM_GET_FPU: u64 = ior(0x8c, 416);
+const KVM_SET_FPU: u64 = iow(0x8d, 416);
+const KVM_GET_XSAVE: u64 = ior(0xa4, 4096);
+const KVM_SET_XSAVE: u64 = iow(0xa5, 4096);
+const KVM_GET_XCRS: u64 = ior(0xa6, 392);
+const KVM_SET_XCRS: u64 = iow(0xa7, 392);
+const KVM_GET_XSAVE2: u64 = ior(0xcf, 4096);
 const KVM_TRANSLATE: u64 = iowr_(0x85, 24);
 const KVM_SET_USER_MEMORY_REGION: u64 = iow(0x46, 32);
 const KVM_GET_MSR_INDEX_LIST: u64 = iowr_(0x02, 4);
@@ -1673,8 +1680,18 @@ fn check_extension_answers() -> Result<(), String> {
             &format!("cap {cap} on the VM"),
         )?;
     }
-    // Not offered: XSAVE2 until the guest FPU ABI is here, TSC control, exception payload.
-    for cap in [60, 164, 208] {
+    eq(check_extension(&kvm, 55), 1, "KVM_CAP_XSAVE")?;
+    eq(
+        check_extension(&kvm, 56),
+        1,
+        "KVM_CAP_XCRS (the host has XSAVE)",
+    )?;
+    check(
+        check_extension(&kvm, 208) >= 4096,
+        "KVM_CAP_XSAVE2 >= sizeof(struct kvm_xsave)",
+    )?;
+    // Not offered: TSC control, exception payload, triple-fault events.
+    for cap in [60, 164, 218] {
         eq(check_extension(&kvm, cap), 0, &format!("cap {cap}"))?;
     }
     Ok(())
@@ -1802,6 +1819,181 @@ fn translate_walks_the_guest_page_tables() -> Result<(), String> {
     result
 }
 
+/// `struct kvm_xsave` (4096 bytes, 4-byte aligned region).
+#[repr(C, align(64))]
+struct Xsave([u8; 4096]);
+
+fn fpu_rules() -> Result<(), String> {
+    let (vm, v) = vm_vcpu(0)?;
+    let mut f: kvm_bindings::kvm_fpu = get(&v, KVM_GET_FPU)?;
+    // fpstate's init state: FCW 0x37f; MXCSR is not reported by KVM_GET_FPU (upstream).
+    eq((f.fcw, f.mxcsr), (0x37f, 0), "init FCW, MXCSR not reported")?;
+    f.fcw = 0x27f;
+    f.fsw = 0x1234;
+    f.ftwx = 0x81;
+    f.last_opcode = 0x3ff;
+    f.last_ip = 0x1122_3344;
+    f.last_dp = 0x5566_7788;
+    f.fpr[3] = [3; 16];
+    f.xmm[15] = [0xee; 16];
+    f.mxcsr = 0xffff_ffff;
+    eq(io_mut(&v, KVM_SET_FPU, &mut f), Ok(0), "SET_FPU")?;
+    let g: kvm_bindings::kvm_fpu = get(&v, KVM_GET_FPU)?;
+    eq(
+        g,
+        kvm_bindings::kvm_fpu { mxcsr: 0, ..f },
+        "round trip (MXCSR untouched)",
+    )?;
+    // The XSAVE image shows the same registers, MXCSR still at its init value.
+    let mut x = Box::new(Xsave([0; 4096]));
+    eq(io_mut(&v, KVM_GET_XSAVE, &mut *x), Ok(0), "GET_XSAVE")?;
+    let b = &x.0;
+    eq(u16::from_le_bytes([b[0], b[1]]), 0x27f, "XSAVE FCW")?;
+    eq(
+        u32::from_le_bytes([b[24], b[25], b[26], b[27]]),
+        0x1f80,
+        "XSAVE MXCSR",
+    )?;
+    eq(&b[160 + 240..176 + 240], &[0xee; 16][..], "XSAVE XMM15")?;
+    pointers_are_efault(&v, &[(KVM_GET_FPU, true), (KVM_SET_FPU, false)])?;
+    eq(
+        io_mut(&vm, KVM_GET_FPU, &mut f),
+        Err(ENOTTY),
+        "on the VM fd",
+    )
+}
+
+fn xsave_rules() -> Result<(), String> {
+    let (vm, v) = vm_vcpu(0)?;
+    let mut x = Box::new(Xsave([0; 4096]));
+    eq(io_mut(&v, KVM_GET_XSAVE, &mut *x), Ok(0), "GET_XSAVE")?;
+    // XMM0 through the image.
+    x.0[160..176].copy_from_slice(&[0x5a; 16]);
+    // XSTATE_BV (header at 512) must say SSE is in use for XMM0 to load.
+    x.0[512] |= 2;
+    eq(io_mut(&v, KVM_SET_XSAVE, &mut *x), Ok(0), "SET_XSAVE")?;
+    let f: kvm_bindings::kvm_fpu = get(&v, KVM_GET_FPU)?;
+    eq(f.xmm[0], [0x5a; 16], "XMM0 from SET_XSAVE")?;
+    // A reserved XSTATE_BV bit, an XCOMP_BV in the standard format: refused by the kernel.
+    let mut bad = Box::new(Xsave(x.0));
+    bad.0[512 + 7] = 0x80;
+    eq(
+        io_mut(&v, KVM_SET_XSAVE, &mut *bad),
+        Err(EINVAL),
+        "XSTATE_BV bit 63",
+    )?;
+    let mut bad = Box::new(Xsave(x.0));
+    bad.0[520 + 7] = 0x80;
+    eq(
+        io_mut(&v, KVM_SET_XSAVE, &mut *bad),
+        Err(EINVAL),
+        "compacted format",
+    )?;
+    eq(
+        get::<kvm_bindings::kvm_fpu>(&v, KVM_GET_FPU)?.xmm[0],
+        [0x5a; 16],
+        "unchanged",
+    )?;
+    // XSAVE2: the size KVM_CAP_XSAVE2 says.
+    let size = check_extension(&vm, 208) as usize;
+    check(size >= 4096, "XSAVE2 size")?;
+    let mut big = vec![0u8; size + 64];
+    eq(
+        ioctl(v.as_raw_fd(), KVM_GET_XSAVE2, big.as_mut_ptr() as u64),
+        Ok(0),
+        "GET_XSAVE2",
+    )?;
+    eq(&big[..4096], &x.0[..], "XSAVE2 = XSAVE")?;
+    eq(&big[size..], &[0; 64][..], "nothing past the size")?;
+    pointers_are_efault(
+        &v,
+        &[
+            (KVM_GET_XSAVE, true),
+            (KVM_SET_XSAVE, false),
+            (KVM_GET_XSAVE2, true),
+        ],
+    )?;
+    eq(
+        io_mut(&vm, KVM_GET_XSAVE, &mut *x),
+        Err(ENOTTY),
+        "on the VM fd",
+    )
+}
+
+fn xcrs_rules() -> Result<(), String> {
+    let (vm, v) = vm_vcpu(0)?;
+    let x: kvm_bindings::kvm_xcrs = get(&v, KVM_GET_XCRS)?;
+    eq(
+        (x.nr_xcrs, x.xcrs[0].xcr, x.xcrs[0].value),
+        (1, 0, 1),
+        "XCR0 = x87 at reset",
+    )?;
+    let set = |x: &kvm_bindings::kvm_xcrs| {
+        ioctl(
+            v.as_raw_fd(),
+            KVM_SET_XCRS,
+            x as *const kvm_bindings::kvm_xcrs as u64,
+        )
+    };
+    let with = |value: u64| {
+        let mut n = x;
+        n.xcrs[0].value = value;
+        n
+    };
+    // Before KVM_SET_CPUID2 the guest may only have x87.
+    eq(set(&with(3)), Err(EINVAL), "SSE without a CPUID table")?;
+    let table = supported_cpuid()?;
+    set_cpuid(&v, &table).map_err(|e| format!("SET_CPUID2: {e}"))?;
+    let d = find(&table, 0xd, 0).ok_or("no leaf 0xD")?;
+    let supported = u64::from(d.eax) | u64::from(d.edx) << 32;
+    check(supported & 3 == 3, "x87|SSE supported")?;
+    eq(set(&with(3)), Ok(0), "x87|SSE")?;
+    if supported & 4 != 0 {
+        eq(set(&with(7)), Ok(0), "AVX")?;
+        // CPUID 0xD.0 EBX follows XCR0.
+        let (_, c) = get_cpuid(&v, 256);
+        let e = find(&c.e[..c.nent as usize], 0xd, 0).ok_or("0xD")?;
+        // The host's CPUID 0xD.2: AVX's offset (EBX) and size (EAX).
+        let avx = std::arch::x86_64::__cpuid_count(0xd, 2);
+        eq(
+            e.ebx,
+            (avx.ebx + avx.eax).max(576),
+            "0xD.0 EBX for x87|SSE|AVX",
+        )?;
+        eq(set(&with(5)), Err(EINVAL), "AVX without SSE")?;
+    }
+    for (what, bad) in [
+        ("no x87", with(2)),
+        ("PKRU (not offered)", with(3 | 1 << 9)),
+        ("bit 63", with(3 | 1 << 63)),
+        (
+            "flags",
+            kvm_bindings::kvm_xcrs {
+                flags: 1,
+                ..with(3)
+            },
+        ),
+        (
+            "17 XCRs",
+            kvm_bindings::kvm_xcrs {
+                nr_xcrs: 17,
+                ..with(3)
+            },
+        ),
+    ] {
+        eq(set(&bad), Err(EINVAL), what)?;
+    }
+    let now: kvm_bindings::kvm_xcrs = get(&v, KVM_GET_XCRS)?;
+    check(now.xcrs[0].value & 3 == 3, "XCR0 kept")?;
+    pointers_are_efault(&v, &[(KVM_GET_XCRS, true), (KVM_SET_XCRS, false)])?;
+    let mut y = x;
+    eq(
+        io_mut(&vm, KVM_GET_XCRS, &mut y),
+        Err(ENOTTY),
+        "on the VM fd",
+    )
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("state_reset_is_upstreams", Any, |_| {
@@ -1840,6 +2032,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("state_vcpu_enable_cap", Any, |_| vcpu_enable_cap_rules()),
         ("state_check_extension", Any, |_| check_extension_answers()),
+        ("state_fpu_rules", Any, |_| fpu_rules()),
+        ("state_xsave_rules", Any, |_| xsave_rules()),
+        ("state_xcrs_rules", Any, |_| xcrs_rules()),
         ("state_translate_walks_the_page_tables", Any, |_| {
             translate_walks_the_guest_page_tables()
         }),
