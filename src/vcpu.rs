@@ -222,21 +222,35 @@ impl Vcpu {
         if (valid | dirty) & !KVM_SYNC_X86_VALID_FIELDS != 0 {
             return Err(EINVAL);
         }
-        if dirty != 0 {
-            // sync_regs would load register state, which does not exist yet.
-            return Err(eopnotsupp());
-        }
-        if cr8 & !0xf != 0 {
-            return Err(EINVAL);
-        }
         if self.vm().is_td() {
-            // TDs do not run yet (a later issue): as before.
+            // TDs do not run yet (a later issue), and their state is protected: as before.
+            if dirty != 0 {
+                return Err(EINVAL);
+            }
+            if cr8 & !0xf != 0 {
+                return Err(EINVAL);
+            }
             if immediate_exit != 0 {
                 return Err(EINTR);
             }
             return self.not_yet();
         }
-        crate::run::run(self, &mut guard, immediate_exit != 0)
+        // Upstream's `out:` label: from here on, every return stores the valid sync-register
+        // fields (store_regs), errors included.
+        let r = (|| {
+            // HOOK(state): sync_regs (KVM_CAP_SYNC_REGS), then CR8 from kvm_run (no in-kernel
+            // LAPIC: kvm_set_cr8 stores it, reserved bits are EINVAL).
+            if dirty != 0 {
+                crate::vcpu_state::sync_regs(self, &mut guard)?;
+            }
+            if cr8 & !0xf != 0 {
+                return Err(EINVAL);
+            }
+            guard.arch.cr8 = cr8;
+            crate::run::run(self, &mut guard, immediate_exit != 0)
+        })();
+        crate::vcpu_state::store_regs(self, &mut guard);
+        r
     }
 
     /// The answer of an ioctl that needs the run loop or register state.

@@ -441,7 +441,6 @@ const KVM_RUN_DIRTY_REGS: usize = 296;
 /// `kvm_run.s.regs` (read once into a private copy: userspace may change them any time) and
 /// clears their dirty bits; `EINVAL` if SREGS or EVENTS break a rule (the parts loaded before
 /// stay loaded, as upstream).
-#[allow(dead_code)] // Called by the run loop (`svm`).
 pub(crate) fn sync_regs(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result {
     let run = vcpu.run_page();
     // SAFETY: `run` is the vCPU's kvm_run page (4 KiB); `s.regs` (520 bytes at 304) and the
@@ -478,7 +477,6 @@ pub(crate) fn sync_regs(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result {
 
 /// After the run (upstream `store_regs`, for `kvm_valid_regs` ≠ 0): writes the valid parts of
 /// the state into `kvm_run.s.regs`.
-#[allow(dead_code)] // Called by the run loop (`svm`).
 pub(crate) fn store_regs(vcpu: &Vcpu, l: &mut VcpuLocked) {
     let run = vcpu.run_page();
     // SAFETY: as in `sync_regs`.

@@ -60,6 +60,7 @@ const KVM_GET_MSR_INDEX_LIST: u64 = iowr_(0x02, 4);
 const KVM_GET_MSR_FEATURE_INDEX_LIST: u64 = iowr_(0x0a, 4);
 
 const ENXIO: i32 = libc::ENXIO;
+const EINTR: i32 = libc::EINTR;
 
 const CR0_PE: u64 = 1;
 const CR0_NE: u64 = 1 << 5;
@@ -1994,6 +1995,149 @@ fn xcrs_rules() -> Result<(), String> {
     )
 }
 
+/// The vCPU's kvm_run page, mapped shared; unmapped on drop.
+struct RunMap(*mut u8);
+
+impl RunMap {
+    fn new(v: &OwnedFd) -> Result<RunMap, String> {
+        // SAFETY: maps page 0 of the vCPU fd (kvm_run), shared; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                v.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err("mmap kvm_run".into());
+        }
+        Ok(RunMap(p.cast()))
+    }
+    fn at<T>(&self, off: usize) -> *mut T {
+        self.0.wrapping_add(off).cast()
+    }
+    fn set<T: Copy>(&self, off: usize, v: T) {
+        // SAFETY: inside the mapped page; the kernel reads it volatile too.
+        unsafe { std::ptr::write_volatile(self.at(off), v) }
+    }
+    fn get<T: Copy>(&self, off: usize) -> T {
+        // SAFETY: inside the mapped page.
+        unsafe { std::ptr::read_volatile(self.at(off)) }
+    }
+}
+
+impl Drop for RunMap {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `new`.
+        unsafe { libc::munmap(self.0.cast(), 4096) };
+    }
+}
+
+const RUN_IMMEDIATE_EXIT: usize = 1;
+const RUN_VALID: usize = 288;
+const RUN_DIRTY: usize = 296;
+const RUN_S: usize = 304;
+const RUN_S_SREGS: usize = RUN_S + 144;
+const RUN_S_EVENTS: usize = RUN_S + 144 + 312;
+const KVM_RUN: u64 = 0xae80;
+
+fn sync_regs_rules() -> Result<(), String> {
+    let (_vm, v) = vm_vcpu(0)?;
+    eq(check_extension(&dev(), 74), 7, "KVM_CAP_SYNC_REGS")?;
+    let m = RunMap::new(&v)?;
+    let run = || ioctl(v.as_raw_fd(), KVM_RUN, 0);
+    m.set::<u8>(RUN_IMMEDIATE_EXIT, 1);
+    // valid: the state is stored into s.regs on the way out (EINTR included).
+    m.set::<u64>(RUN_VALID, 7);
+    eq(run(), Err(EINTR), "immediate exit")?;
+    let r: kvm_regs = m.get(RUN_S);
+    eq((r.rip, r.rdx, r.rflags), (0xfff0, 0x600, 2), "s.regs")?;
+    let sr: kvm_sregs = m.get(RUN_S_SREGS);
+    eq(sr, sregs(&v)?, "s.sregs = GET_SREGS")?;
+    let ev: kvm_vcpu_events = m.get(RUN_S_EVENTS);
+    eq(
+        ev,
+        get::<kvm_vcpu_events>(&v, KVM_GET_VCPU_EVENTS)?,
+        "s.events = GET_VCPU_EVENTS",
+    )?;
+    // dirty: loaded before the run, dirty bits cleared.
+    m.set(
+        RUN_S,
+        kvm_regs {
+            rip: 0x1234,
+            rax: 0x55,
+            ..r
+        },
+    );
+    m.set(RUN_S_SREGS, kvm_sregs { cr2: 0xabc, ..sr });
+    m.set::<u64>(RUN_DIRTY, 3);
+    eq(run(), Err(EINTR), "dirty REGS|SREGS")?;
+    eq(m.get::<u64>(RUN_DIRTY), 0, "dirty bits consumed")?;
+    let g: kvm_regs = get(&v, KVM_GET_REGS)?;
+    eq((g.rip, g.rax), (0x1234, 0x55), "REGS loaded")?;
+    eq(sregs(&v)?.cr2, 0xabc, "SREGS loaded")?;
+    // Invalid SREGS / EVENTS: EINVAL from KVM_RUN; REGS before them stay loaded.
+    m.set(RUN_S, kvm_regs { rip: 0x4321, ..r });
+    m.set(RUN_S_SREGS, kvm_sregs { cr0: 1 << 29, ..sr });
+    m.set::<u64>(RUN_DIRTY, 3);
+    eq(run(), Err(EINVAL), "bad s.sregs")?;
+    eq(
+        get::<kvm_regs>(&v, KVM_GET_REGS)?.rip,
+        0x4321,
+        "REGS loaded before the refusal",
+    )?;
+    eq(m.get::<u64>(RUN_DIRTY), 2, "SREGS still dirty")?;
+    m.set(RUN_S_SREGS, sr);
+    m.set(RUN_S_EVENTS, kvm_vcpu_events { flags: 0x40, ..ev });
+    m.set::<u64>(RUN_DIRTY, 4);
+    eq(run(), Err(EINVAL), "bad s.events")?;
+    m.set(RUN_S_EVENTS, ev);
+    // Reserved valid/dirty bits.
+    m.set::<u64>(RUN_DIRTY, 8);
+    eq(run(), Err(EINVAL), "dirty bit 3")?;
+    m.set::<u64>(RUN_DIRTY, 0);
+    m.set::<u64>(RUN_VALID, 1 << 63);
+    eq(run(), Err(EINVAL), "valid bit 63")?;
+    m.set::<u64>(RUN_VALID, 0);
+    // A thread racing bad CR4 values and exception vectors into s.regs: only errors or EINTR.
+    let base = m.0 as usize;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let racer = std::thread::spawn(move || {
+        let p = base as *mut u8;
+        let mut i = 0u64;
+        while !s2.load(Ordering::Relaxed) {
+            // SAFETY: the mapping outlives the thread (joined before the RunMap drops).
+            unsafe {
+                std::ptr::write_volatile(p.add(RUN_S_SREGS + 248).cast::<u64>(), i.rotate_left(13));
+                std::ptr::write_volatile(p.add(RUN_S_EVENTS + 1), (i & 0xff) as u8);
+                std::ptr::write_volatile(p.add(RUN_S_EVENTS), (i & 1) as u8);
+                std::ptr::write_volatile(p.add(RUN_DIRTY).cast::<u64>(), 6);
+            }
+            i = i.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+    });
+    let mut bad = None;
+    for _ in 0..3000 {
+        match run() {
+            Err(EINTR) | Err(EINVAL) => {}
+            other => {
+                bad = Some(other);
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    racer.join().map_err(|_| "racer panicked")?;
+    check(bad.is_none(), &format!("KVM_RUN answered {bad:?}"))?;
+    // Whatever was accepted is a valid state: SET_SREGS of it succeeds.
+    let now = sregs(&v)?;
+    eq(set_sregs(&v, &now), Ok(0), "the accepted state is valid")
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("state_reset_is_upstreams", Any, |_| {
@@ -2033,6 +2177,7 @@ pub(crate) fn tests() -> Vec<Test> {
         ("state_vcpu_enable_cap", Any, |_| vcpu_enable_cap_rules()),
         ("state_check_extension", Any, |_| check_extension_answers()),
         ("state_fpu_rules", Any, |_| fpu_rules()),
+        ("state_sync_regs_rules", Any, |_| sync_regs_rules()),
         ("state_xsave_rules", Any, |_| xsave_rules()),
         ("state_xcrs_rules", Any, |_| xcrs_rules()),
         ("state_translate_walks_the_page_tables", Any, |_| {
