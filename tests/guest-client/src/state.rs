@@ -1845,17 +1845,30 @@ fn fpu_rules() -> Result<(), String> {
         kvm_bindings::kvm_fpu { mxcsr: 0, ..f },
         "round trip (MXCSR untouched)",
     )?;
-    // The XSAVE image shows the same registers, MXCSR still at its init value.
+    // The XSAVE image (the kernel's fpu_copy_guest_fpstate_to_uabi): a component whose
+    // XSTATE_BV bit is clear reads as its init state, so x87/SSE show KVM_SET_FPU's values only
+    // if the header says they are in use; MXCSR stays at its init value 0x1f80 either way.
     let mut x = Box::new(Xsave([0; 4096]));
     eq(io_mut(&v, KVM_GET_XSAVE, &mut *x), Ok(0), "GET_XSAVE")?;
     let b = &x.0;
-    eq(u16::from_le_bytes([b[0], b[1]]), 0x27f, "XSAVE FCW")?;
+    let bv = b[512];
+    let fcw = if bv & 1 != 0 { 0x27f } else { 0x37f };
+    eq(
+        u16::from_le_bytes([b[0], b[1]]),
+        fcw,
+        "XSAVE FCW per XSTATE_BV",
+    )?;
     eq(
         u32::from_le_bytes([b[24], b[25], b[26], b[27]]),
         0x1f80,
         "XSAVE MXCSR",
     )?;
-    eq(&b[160 + 240..176 + 240], &[0xee; 16][..], "XSAVE XMM15")?;
+    let xmm15 = if bv & 2 != 0 { [0xee; 16] } else { [0; 16] };
+    eq(
+        &b[160 + 240..176 + 240],
+        &xmm15[..],
+        "XSAVE XMM15 per XSTATE_BV",
+    )?;
     pointers_are_efault(&v, &[(KVM_GET_FPU, true), (KVM_SET_FPU, false)])?;
     eq(
         io_mut(&vm, KVM_GET_FPU, &mut f),
