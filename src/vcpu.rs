@@ -223,8 +223,9 @@ impl Vcpu {
             return Err(EINVAL);
         }
         if self.vm().is_td() {
-            // TDs do not run yet (a later issue), and their state is protected: as before.
-            if dirty != 0 {
+            // TDs do not run yet (a later issue), and their state is protected: no sync-register
+            // field is valid for them (kvm_sync_valid_fields).
+            if valid | dirty != 0 {
                 return Err(EINVAL);
             }
             if cr8 & !0xf != 0 {

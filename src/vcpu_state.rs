@@ -150,7 +150,7 @@ pub(crate) fn caps() -> Caps {
 }
 
 /// `KVM_CHECK_EXTENSION` answers for the state ABI (None: not a state capability).
-pub(crate) fn check_extension(cap: u64) -> Option<isize> {
+pub(crate) fn check_extension(cap: u64, vm: Option<&crate::vm::Vm>) -> Option<isize> {
     Some(match cap {
         KVM_CAP_EXT_CPUID
         | KVM_CAP_MP_STATE
@@ -160,6 +160,8 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_VCPU_ATTRIBUTES
         | KVM_CAP_ENFORCE_PV_FEATURE_CPUID
         | KVM_CAP_SREGS2 => 1,
+        // kvm_sync_valid_fields(): none for a VM with protected state (a TD).
+        KVM_CAP_SYNC_REGS if vm.is_some_and(|v| v.is_td()) => 0,
         KVM_CAP_SYNC_REGS => {
             (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS) as isize
         }

@@ -1702,6 +1702,11 @@ fn td_vcpu_state_is_protected() -> Result<(), String> {
     let kvm = dev();
     let vm = create_vm(&kvm, KVM_X86_TDX_VM).map_err(|e| format!("TD: errno {e}"))?;
     crate::tdx_vm::init_vm_default(vm.as_raw_fd())?;
+    eq(
+        check_extension(&vm, 74),
+        0,
+        "KVM_CAP_SYNC_REGS on a TD (protected state)",
+    )?;
     let v = ioctl(vm.as_raw_fd(), KVM_CREATE_VCPU, 0)
         .map(fd_of)
         .map_err(|e| format!("vCPU: {e}"))?;
