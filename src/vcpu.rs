@@ -46,9 +46,23 @@ pub(crate) struct VcpuLocked {
     pub(crate) td: Option<VcpuTd>,
     /// The architectural register state between runs (the state ioctls read and write it, the
     /// backend loads it around each guest entry).
-    // Used by the state ioctls and the run loop (issue 11).
-    #[allow(dead_code)]
     pub(crate) arch: x86::state::CpuState,
+    /// The vCPU's CPUID table and model ([`crate::vcpu_state`]).
+    pub(crate) cpuid: crate::vcpu_state::VcpuCpuid,
+    /// The guest FPU/SSE/AVX state ([`crate::fpu`]); `None` for a TD vCPU (the TDX module
+    /// keeps a TD's).
+    pub(crate) fpu: Option<crate::fpu::GuestFpu>,
+    /// The backend that runs this vCPU (SVM); `None` without SVM, and for a TD vCPU.
+    pub(crate) backend: Option<crate::run::VcpuBackend>,
+    /// The run loop's state (pending I/O completion, TLB generation).
+    pub(crate) run: crate::run::RunState,
+    /// Set by the first `KVM_RUN` that enters the run loop (upstream `kvm_vcpu_has_run`:
+    /// `KVM_SET_CPUID2` then only accepts an identical table).
+    #[allow(dead_code)]
+    pub(crate) has_run: bool,
+    /// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` enabled on this vCPU.
+    #[allow(dead_code)]
+    pub(crate) enforce_pv_cpuid: bool,
 }
 
 /// Per-vCPU counters for the vCPU stats fd (cumulative).
@@ -97,6 +111,16 @@ impl Vcpu {
         let pio = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
         let stats_id = StatsId::vcpu(id);
         let tsc_khz = vm.default_tsc_khz();
+        let arch = crate::vcpu_state::power_on(id);
+        let (fpu, backend) = if vm.is_td() {
+            (None, None)
+        } else {
+            let backend = crate::run::VcpuBackend::for_vm(vm);
+            if backend.is_none() && crate::svm::hw::ready() {
+                return Err(ENOMEM);
+            }
+            (Some(crate::fpu::GuestFpu::new()?), backend)
+        };
         let v = KBox::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -110,7 +134,13 @@ impl Vcpu {
                     VcpuLocked {
                         caches: VcpuMmuCaches::new(),
                         td: None,
-                        arch: x86::state::CpuState::default(),
+                        arch,
+                        cpuid: crate::vcpu_state::VcpuCpuid::new(),
+                        fpu,
+                        backend,
+                        run: crate::run::RunState::default(),
+                        has_run: false,
+                        enforce_pv_cpuid: false,
                     },
                     "vcpu->mutex"
                 ),
@@ -134,8 +164,6 @@ impl Vcpu {
     }
 
     /// The vCPU mutex.
-    // The fault and TDX vCPU paths take it.
-    #[allow(dead_code)]
     pub(crate) fn lock(
         &self,
     ) -> kernel::sync::lock::Guard<'_, VcpuLocked, kernel::sync::lock::mutex::MutexBackend> {
@@ -160,12 +188,22 @@ impl Vcpu {
         }
     }
 
-    /// `KVM_RUN` (see the module docs for what it does before the run loop exists).
+    /// The kvm_run page (page 0 of the vCPU mapping).
+    pub(crate) fn run_page(&self) -> *mut u8 {
+        self.run.virt()
+    }
+
+    /// The PIO data page (page 1 of the vCPU mapping).
+    pub(crate) fn pio_page(&self) -> *mut u8 {
+        self.pio.virt()
+    }
+
+    /// `KVM_RUN`: upstream's checks, then the run loop ([`crate::run`]).
     fn run(&self, arg: usize) -> Result<isize> {
         if arg != 0 {
             return Err(EINVAL);
         }
-        let _guard = self.mutex.lock();
+        let mut guard = self.mutex.lock();
         let run = self.run.virt();
         // SAFETY: `run` is the vCPU's own kvm_run page (4 KiB, mapped for the vCPU's life);
         // userspace may write it at any time, so every field is read once, volatile, as
@@ -184,17 +222,36 @@ impl Vcpu {
         if (valid | dirty) & !KVM_SYNC_X86_VALID_FIELDS != 0 {
             return Err(EINVAL);
         }
-        if dirty != 0 {
-            // sync_regs would load register state, which does not exist yet.
-            return Err(eopnotsupp());
+        if self.vm().is_td() {
+            // TDs do not run yet (a later issue), and their state is protected: no sync-register
+            // field is valid for them (kvm_sync_valid_fields).
+            if valid | dirty != 0 {
+                return Err(EINVAL);
+            }
+            if cr8 & !0xf != 0 {
+                return Err(EINVAL);
+            }
+            if immediate_exit != 0 {
+                return Err(EINTR);
+            }
+            return self.not_yet();
         }
-        if cr8 & !0xf != 0 {
-            return Err(EINVAL);
-        }
-        if immediate_exit != 0 {
-            return Err(EINTR);
-        }
-        self.not_yet()
+        // Upstream's `out:` label: from here on, every return stores the valid sync-register
+        // fields (store_regs), errors included.
+        let r = (|| {
+            // HOOK(state): sync_regs (KVM_CAP_SYNC_REGS), then CR8 from kvm_run (no in-kernel
+            // LAPIC: kvm_set_cr8 stores it, reserved bits are EINVAL).
+            if dirty != 0 {
+                crate::vcpu_state::sync_regs(self, &mut guard)?;
+            }
+            if cr8 & !0xf != 0 {
+                return Err(EINVAL);
+            }
+            guard.arch.cr8 = cr8;
+            crate::run::run(self, &mut guard, immediate_exit != 0)
+        })();
+        crate::vcpu_state::store_regs(self, &mut guard);
+        r
     }
 
     /// The answer of an ioctl that needs the run loop or register state.
@@ -220,6 +277,7 @@ impl Vcpu {
             KVM_GET_TSC_KHZ => Ok(self.tsc_khz as isize),
             tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vcpu_op(self, arg),
             crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
+            c if crate::vcpu_state::is_state_ioctl(c) => crate::vcpu_state::ioctl(self, c, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
                 let _guard = self.mutex.lock();
                 self.not_yet()
@@ -297,28 +355,12 @@ fn install(vm: &Vm, id: u32) -> Result<isize> {
 }
 
 /// `EOPNOTSUPP` (the 6.12 kernel crate names no constant for it).
-fn eopnotsupp() -> Error {
+pub(crate) fn eopnotsupp() -> Error {
     Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
 }
 
-/// vCPU ioctls that read or write register state (upstream generic and x86 ones): they need
-/// the run loop's vCPU state.
-const VCPU_STATE_IOCTLS: [u32; 14] = [
-    KVM_GET_REGS,
-    KVM_SET_REGS,
-    KVM_GET_SREGS,
-    KVM_SET_SREGS,
-    KVM_GET_FPU,
-    KVM_SET_FPU,
-    KVM_GET_MP_STATE,
-    KVM_SET_MP_STATE,
-    KVM_SET_CPUID2,
-    KVM_GET_CPUID2,
-    KVM_VCPU_GET_MSRS,
-    KVM_SET_MSRS,
-    KVM_GET_LAPIC,
-    KVM_SET_LAPIC,
-];
+/// vCPU ioctls whose state does not exist yet: the in-kernel LAPIC (the next issue).
+const VCPU_STATE_IOCTLS: [u32; 2] = [KVM_GET_LAPIC, KVM_SET_LAPIC];
 
 /// vCPU-fd ioctl entry point.
 ///
@@ -369,6 +411,11 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_vcpu_release(vcpu: *const c_void) {
 }
 
 impl Vcpu {
+    /// The vCPU id (`vcpu_id`).
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
     /// Position in the VM's vCPU table.
     // For vCPU iteration by the run loop and kicks (issue 11).
     #[allow(dead_code)]

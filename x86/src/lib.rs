@@ -14,4 +14,12 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod cpuid;
+pub mod errno;
+pub mod events;
+pub mod fpu;
+pub mod msr;
+pub mod regs;
 pub mod state;
+pub mod svm;
+pub mod uapi;

@@ -123,6 +123,8 @@ struct Ctx {
 mod huge;
 mod memory;
 mod prefault;
+mod run;
+mod state;
 mod system;
 mod td_bench;
 mod tdx_vm;
@@ -133,11 +135,13 @@ fn tests() -> Vec<Test> {
     [
         system::tests(),
         vcpu::tests(),
+        state::tests(),
         memory::tests(),
         prefault::tests(),
         huge::tests(),
         tdx_vm::tests(),
         tdx_vm::memory_tests(),
+        run::tests(),
     ]
     .concat()
 }
@@ -179,6 +183,10 @@ fn main() {
         td_bench::bench();
         return;
     }
+    if arg == "--bench-run" {
+        run::bench();
+        return;
+    }
     if arg == "--bench-huge" {
         huge::bench();
         return;
@@ -188,6 +196,13 @@ fn main() {
         std::process::exit(2);
     }
     let mode = arg;
+    // TDXKVM_CLIENT_FILTER=substring runs only the matching tests (for iterating by hand; the
+    // guest suite never sets it).
+    let filter = std::env::var("TDXKVM_CLIENT_FILTER").unwrap_or_default();
+    let tests: Vec<Test> = tests
+        .into_iter()
+        .filter(|t| t.0.contains(filter.as_str()))
+        .collect();
     let ctx = Ctx {
         tdx: mode == "emulated",
     };
