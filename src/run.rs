@@ -30,6 +30,7 @@ use crate::fpu;
 use crate::svm::{self, glue as sg, SvmVcpu};
 use crate::vcpu::{Vcpu, VcpuLocked};
 use crate::vm::VmMmu;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use uapi::*;
 use x86::state::CpuState;
@@ -172,6 +173,25 @@ impl VcpuBackend {
     }
 }
 
+/// The run loop's per-vCPU counters (vCPU stats fd; upstream's names).
+#[derive(Default)]
+pub(crate) struct RunStats {
+    /// Every guest exit.
+    pub(crate) exits: AtomicU64,
+    /// Port-I/O exits to userspace.
+    pub(crate) io_exits: AtomicU64,
+    /// HLT exits to userspace.
+    pub(crate) halt_exits: AtomicU64,
+    /// `KVM_RUN`s ended by a pending signal.
+    pub(crate) signal_exits: AtomicU64,
+    /// Exits for a host interrupt, NMI or SMI.
+    pub(crate) irq_exits: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
 /// The run loop's per-vCPU state (in [`VcpuLocked`]).
 #[derive(Default)]
 pub(crate) struct RunState {
@@ -246,6 +266,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
     loop {
         if kernel::current!().signal_pending() {
             run.set_exit_reason(KVM_EXIT_INTR);
+            bump(&vcpu.stats.run.signal_exits);
             return Err(EINTR);
         }
         // SAFETY: may sleep; only the vCPU mutex is held.
@@ -303,6 +324,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         let Some(info) = info else {
             continue;
         };
+        bump(&vcpu.stats.run.exits);
         match handle_exit(vcpu, l, run, info)? {
             Action::Continue => continue,
             Action::ToUser => return Ok(0),
@@ -313,7 +335,10 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
 fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) -> Result<Action> {
     let vm = vcpu.vm();
     match info.exit {
-        Exit::HostEvent | Exit::MachineCheck => Ok(Action::Continue),
+        Exit::HostEvent | Exit::MachineCheck => {
+            bump(&vcpu.stats.run.irq_exits);
+            Ok(Action::Continue)
+        }
         Exit::FailEntry { reason } => {
             run.set_exit_reason(KVM_EXIT_FAIL_ENTRY);
             run.set_u64(FAIL_ENTRY_REASON, reason);
@@ -329,6 +354,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             next_rip,
             ..
         } if size != 0 => {
+            bump(&vcpu.stats.run.io_exits);
             l.run.pending_io = io::exit_to_user(
                 &mut l.arch,
                 run,
@@ -345,6 +371,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
                 return emulation_failure(run);
             }
             // No in-kernel irqchip yet: HLT always goes to userspace.
+            bump(&vcpu.stats.run.halt_exits);
             run.set_exit_reason(KVM_EXIT_HLT);
             Ok(Action::ToUser)
         }

@@ -71,6 +71,8 @@ pub(crate) struct VcpuStats {
     pub(crate) pre_fault_calls: AtomicU64,
     /// Pages `KVM_PRE_FAULT_MEMORY` mapped (issue 10, `mem`).
     pub(crate) pre_fault_pages: AtomicU64,
+    /// The run loop's exit counters.
+    pub(crate) run: crate::run::RunStats,
 }
 
 /// A vCPU.
