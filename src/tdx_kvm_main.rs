@@ -33,6 +33,7 @@ mod svm;
 mod td;
 mod tdx_vm;
 mod vcpu;
+mod vcpu_state;
 mod vm;
 mod vmx;
 
