@@ -6,11 +6,11 @@
 //! upstream's `kvm_destroy_vcpus()`); the vCPU fd holds a VM reference, so closing vCPU fds and
 //! the VM fd works in any order.
 //!
-//! What a vCPU cannot do yet (the run loop and register state are issue 11): `KVM_RUN` checks
-//! what upstream checks before entering the guest and honours `immediate_exit` (EINTR, which
-//! `KVM_CAP_IMMEDIATE_EXIT` promises); past that it answers `EOPNOTSUPP` (a TD: `EINVAL`, as
-//! upstream before `KVM_TDX_INIT_VCPU`). The register ioctls answer the same; any other ioctl is
-//! `EINVAL`, x86's answer to an unknown vCPU ioctl.
+//! `KVM_RUN` checks what upstream checks before entering the guest, then an ordinary vCPU runs
+//! in [`crate::run`] (the backend-neutral run loop; SVM is the backend): without SVM on this
+//! host it answers `EOPNOTSUPP` after honouring `immediate_exit`. A TD vCPU does not run yet
+//! (`immediate_exit` → EINTR, else `EINVAL`, as upstream before `KVM_TDX_INIT_VCPU`). Unknown
+//! vCPU ioctls are `EINVAL`, x86's answer.
 
 use crate::abi::*;
 use crate::env::OwnedPage;
