@@ -30,6 +30,7 @@ use crate::fpu;
 use crate::svm::{self, glue as sg, SvmVcpu};
 use crate::vcpu::{Vcpu, VcpuLocked};
 use crate::vm::VmMmu;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use uapi::*;
 use x86::state::CpuState;
@@ -114,8 +115,6 @@ pub(crate) trait Backend {
         flush: bool,
         host_xcr0: u64,
     ) -> ExitInfo;
-    /// Queues an exception for the next entry.
-    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>);
     /// Puts the backend's control state back to its initial form after a shutdown.
     fn reset_after_shutdown(&mut self);
 }
@@ -130,9 +129,6 @@ impl Backend for SvmVcpu {
     ) -> ExitInfo {
         // SAFETY: the caller's contract is this method's.
         unsafe { SvmVcpu::enter(self, st, cpu, flush, host_xcr0) }
-    }
-    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        SvmVcpu::queue_exception(self, vector, error_code)
     }
     fn reset_after_shutdown(&mut self) {
         SvmVcpu::reset_after_shutdown(self)
@@ -164,12 +160,25 @@ impl VcpuBackend {
             VcpuBackend::Svm(s) => s,
         }
     }
+}
 
-    /// Queues an exception (vector, error code) for the next entry; the `exits` helper's way
-    /// to make exceptions reach the guest's IDT (#UD, #GP, #PF from emulation).
-    pub(crate) fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        self.get().queue_exception(vector, error_code)
-    }
+/// The run loop's per-vCPU counters (vCPU stats fd; upstream's names).
+#[derive(Default)]
+pub(crate) struct RunStats {
+    /// Every guest exit.
+    pub(crate) exits: AtomicU64,
+    /// Port-I/O exits to userspace.
+    pub(crate) io_exits: AtomicU64,
+    /// HLT exits to userspace.
+    pub(crate) halt_exits: AtomicU64,
+    /// `KVM_RUN`s ended by a pending signal.
+    pub(crate) signal_exits: AtomicU64,
+    /// Exits for a host interrupt, NMI or SMI.
+    pub(crate) irq_exits: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The run loop's per-vCPU state (in [`VcpuLocked`]).
@@ -246,6 +255,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
     loop {
         if kernel::current!().signal_pending() {
             run.set_exit_reason(KVM_EXIT_INTR);
+            bump(&vcpu.stats.run.signal_exits);
             return Err(EINTR);
         }
         // SAFETY: may sleep; only the vCPU mutex is held.
@@ -255,6 +265,9 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         }
         if vm.mmu().is_bugged() {
             return Err(EIO);
+        }
+        if core::mem::take(&mut l.arch.events.triple_fault_pending) {
+            return shutdown(l, run).map(|_| 0);
         }
         if l.arch.cr4 & CR4_OSXSAVE != 0 && !xcr0_valid(l.arch.xcr0, host_xcr0) {
             return Err(EINVAL);
@@ -303,6 +316,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         let Some(info) = info else {
             continue;
         };
+        bump(&vcpu.stats.run.exits);
         match handle_exit(vcpu, l, run, info)? {
             Action::Continue => continue,
             Action::ToUser => return Ok(0),
@@ -313,7 +327,10 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
 fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) -> Result<Action> {
     let vm = vcpu.vm();
     match info.exit {
-        Exit::HostEvent | Exit::MachineCheck => Ok(Action::Continue),
+        Exit::HostEvent | Exit::MachineCheck => {
+            bump(&vcpu.stats.run.irq_exits);
+            Ok(Action::Continue)
+        }
         Exit::FailEntry { reason } => {
             run.set_exit_reason(KVM_EXIT_FAIL_ENTRY);
             run.set_u64(FAIL_ENTRY_REASON, reason);
@@ -329,6 +346,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             next_rip,
             ..
         } if size != 0 => {
+            bump(&vcpu.stats.run.io_exits);
             l.run.pending_io = io::exit_to_user(
                 &mut l.arch,
                 run,
@@ -345,6 +363,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
                 return emulation_failure(run);
             }
             // No in-kernel irqchip yet: HLT always goes to userspace.
+            bump(&vcpu.stats.run.halt_exits);
             run.set_exit_reason(KVM_EXIT_HLT);
             Ok(Action::ToUser)
         }
@@ -354,20 +373,10 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             }
             Ok(Action::Continue)
         }
-        Exit::Shutdown => {
-            // Upstream shutdown_interception: the VMCB is undefined after a shutdown, so the
-            // vCPU is INITed (there is no MP state for "shut down").
-            if let Some(b) = l.backend.as_mut() {
-                b.get().reset_after_shutdown();
-            }
-            l.arch = reset::init(&l.arch);
-            l.run.pending_io = None;
-            run.set_exit_reason(KVM_EXIT_SHUTDOWN);
-            Ok(Action::ToUser)
-        }
+        Exit::Shutdown => shutdown(l, run),
         Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
         Exit::Undefined => {
-            queue_exception(l, x86::svm::vector::UD, None);
+            queue_exception(l, x86::svm::vector::UD, None, None);
             Ok(Action::Continue)
         }
         // HOOK(exits): CPUID, RDMSR/WRMSR, VMMCALL, XSETBV, string/REP I/O, intercepted
@@ -384,11 +393,59 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
     }
 }
 
-/// Queues an exception for the vCPU's next entry (upstream `kvm_queue_exception(_e)`).
-pub(crate) fn queue_exception(l: &mut VcpuLocked, vector: u8, error_code: Option<u32>) {
+/// `KVM_EXIT_SHUTDOWN` (upstream `shutdown_interception`): the VMCB is undefined after a
+/// shutdown, so the vCPU is INITed (there is no MP state for "shut down").
+fn shutdown(l: &mut VcpuLocked, run: RunPage) -> Result<Action> {
     if let Some(b) = l.backend.as_mut() {
-        b.queue_exception(vector, error_code);
+        b.get().reset_after_shutdown();
     }
+    l.arch = reset::init(&l.arch);
+    l.run.pending_io = None;
+    run.set_exit_reason(KVM_EXIT_SHUTDOWN);
+    Ok(Action::ToUser)
+}
+
+/// Queues an exception for the vCPU's next entry (upstream `kvm_queue_exception(_e)`): the
+/// `exits` helper's way to make exceptions reach the guest's IDT (#UD, #GP, #PF from
+/// emulation, with `payload` = CR2 for #PF). The backend injects `CpuState.events.exception`
+/// on the next entry. A second exception while one is queued: a contributory or #PF pair
+/// becomes #DF (vector 8, error code 0), anything else replaces it (upstream
+/// `kvm_multiple_exception`, simplified: a #DF during #DF is a triple fault).
+pub(crate) fn queue_exception(
+    l: &mut VcpuLocked,
+    vector: u8,
+    error_code: Option<u32>,
+    payload: Option<u64>,
+) {
+    let e = &mut l.arch.events.exception;
+    let contributory = |v: u8| matches!(v, 0 | 10..=13);
+    if e.pending || e.injected {
+        let prev = e.vector;
+        if prev == x86::svm::vector::DF {
+            l.arch.events.triple_fault_pending = true;
+            return;
+        }
+        let df = (contributory(prev) && contributory(vector))
+            || (prev == x86::svm::vector::PF && (contributory(vector) || vector == 14));
+        if df {
+            *e = x86::state::QueuedException {
+                pending: true,
+                vector: x86::svm::vector::DF,
+                has_error_code: true,
+                ..Default::default()
+            };
+            return;
+        }
+    }
+    *e = x86::state::QueuedException {
+        pending: true,
+        injected: false,
+        vector,
+        has_error_code: error_code.is_some(),
+        error_code: error_code.unwrap_or(0),
+        has_payload: payload.is_some(),
+        payload: payload.unwrap_or(0),
+    };
 }
 
 /// `KVM_EXIT_INTERNAL_ERROR` with the emulation suberror: the instruction could not be

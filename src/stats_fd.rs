@@ -165,7 +165,18 @@ const VM_DESCS: [Desc; 23] = [
 const NUM_VM: usize = VM_DESCS.len() + TD_LEAVES.len();
 
 /// The vCPU statistics.
-const VCPU_DESCS: [Desc; 3] = [c("page_faults"), c("pre_fault_calls"), c("pre_fault_pages")];
+const VCPU_DESCS: [Desc; 8] = [
+    c("page_faults"),
+    c("pre_fault_calls"),
+    c("pre_fault_pages"),
+    // The run loop's (upstream names): every guest exit, port-I/O and HLT exits to userspace,
+    // KVM_RUNs ended by a signal, exits for a host interrupt.
+    c("exits"),
+    c("io_exits"),
+    c("halt_exits"),
+    c("signal_exits"),
+    c("irq_exits"),
+];
 
 /// The `i`-th VM descriptor's name and type.
 fn vm_desc(n: usize) -> Option<(&'static str, u32)> {
@@ -215,11 +226,17 @@ fn vm_values(vm: &Vm) -> [u64; NUM_VM] {
     v
 }
 
-fn vcpu_values(v: &Vcpu) -> [u64; 3] {
+fn vcpu_values(v: &Vcpu) -> [u64; 8] {
+    let r = &v.stats.run;
     [
         v.stats.page_faults.load(Ordering::Relaxed),
         v.stats.pre_fault_calls.load(Ordering::Relaxed),
         v.stats.pre_fault_pages.load(Ordering::Relaxed),
+        r.exits.load(Ordering::Relaxed),
+        r.io_exits.load(Ordering::Relaxed),
+        r.halt_exits.load(Ordering::Relaxed),
+        r.signal_exits.load(Ordering::Relaxed),
+        r.irq_exits.load(Ordering::Relaxed),
     ]
 }
 

@@ -6,11 +6,11 @@
 //! upstream's `kvm_destroy_vcpus()`); the vCPU fd holds a VM reference, so closing vCPU fds and
 //! the VM fd works in any order.
 //!
-//! What a vCPU cannot do yet (the run loop and register state are issue 11): `KVM_RUN` checks
-//! what upstream checks before entering the guest and honours `immediate_exit` (EINTR, which
-//! `KVM_CAP_IMMEDIATE_EXIT` promises); past that it answers `EOPNOTSUPP` (a TD: `EINVAL`, as
-//! upstream before `KVM_TDX_INIT_VCPU`). The register ioctls answer the same; any other ioctl is
-//! `EINVAL`, x86's answer to an unknown vCPU ioctl.
+//! `KVM_RUN` checks what upstream checks before entering the guest, then an ordinary vCPU runs
+//! in [`crate::run`] (the backend-neutral run loop; SVM is the backend): without SVM on this
+//! host it answers `EOPNOTSUPP` after honouring `immediate_exit`. A TD vCPU does not run yet
+//! (`immediate_exit` → EINTR, else `EINVAL`, as upstream before `KVM_TDX_INIT_VCPU`). Unknown
+//! vCPU ioctls are `EINVAL`, x86's answer.
 
 use crate::abi::*;
 use crate::env::OwnedPage;
@@ -74,6 +74,8 @@ pub(crate) struct VcpuStats {
     pub(crate) pre_fault_calls: AtomicU64,
     /// Pages `KVM_PRE_FAULT_MEMORY` mapped (issue 10, `mem`).
     pub(crate) pre_fault_pages: AtomicU64,
+    /// The run loop's exit counters.
+    pub(crate) run: crate::run::RunStats,
 }
 
 /// A vCPU.
@@ -186,11 +188,6 @@ impl Vcpu {
             KVM_COALESCED_MMIO_PAGE_OFFSET => Some(self.vm().coalesced_mmio_ring()),
             _ => None,
         }
-    }
-
-    /// The kvm_run page (page 0 of the vCPU mapping).
-    pub(crate) fn run_page(&self) -> *mut u8 {
-        self.run.virt()
     }
 
     /// The PIO data page (page 1 of the vCPU mapping).

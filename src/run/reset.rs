@@ -65,12 +65,29 @@ pub(crate) fn power_on() -> CpuState {
     st
 }
 
-/// The state after INIT (upstream `kvm_vcpu_reset(vcpu, true)`): the power-on registers, with
-/// the MSRs INIT leaves alone kept and the TSC offset kept.
+/// The state after INIT (upstream `kvm_vcpu_reset(vcpu, true)`): the power-on registers and
+/// no pending events; MSRs, APIC base, the TSC offset and everything else INIT leaves alone
+/// are kept.
 pub(crate) fn init(old: &CpuState) -> CpuState {
-    let mut st = power_on();
-    st.msrs = old.msrs;
-    st.apic_base = old.apic_base;
-    st.tsc_offset = old.tsc_offset;
-    st
+    let p = power_on();
+    CpuState {
+        gprs: p.gprs,
+        rip: p.rip,
+        rflags: p.rflags,
+        segs: p.segs,
+        gdt: p.gdt,
+        idt: p.idt,
+        cr0: p.cr0,
+        cr2: p.cr2,
+        cr3: p.cr3,
+        cr4: p.cr4,
+        efer: p.efer,
+        xcr0: p.xcr0,
+        db: p.db,
+        dr6: p.dr6,
+        dr7: p.dr7,
+        events: Default::default(),
+        pdptrs: None,
+        ..old.clone()
+    }
 }

@@ -48,13 +48,6 @@ pub(crate) fn npt_gpa_width() -> mmu::GpaWidth {
 }
 const CR4_OSXSAVE: u64 = 1 << 18;
 
-/// An exception the next entry injects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct QueuedException {
-    pub(crate) vector: u8,
-    pub(crate) error_code: Option<u32>,
-}
-
 /// One vCPU's SVM state.
 pub(crate) struct SvmVcpu {
     vmcb_page: OwnedPage,
@@ -65,7 +58,6 @@ pub(crate) struct SvmVcpu {
     asid_generation: u64,
     /// Exception intercepts besides #MC (the `exits` helper's #DB/#BP for guest debugging).
     extra_exceptions: u32,
-    queued: Option<QueuedException>,
 }
 
 impl SvmVcpu {
@@ -80,7 +72,6 @@ impl SvmVcpu {
             last_cpu: u32::MAX,
             asid_generation: 0,
             extra_exceptions: 0,
-            queued: None,
         };
         v.init_vmcb(ncr3);
         Some(v)
@@ -141,13 +132,6 @@ impl SvmVcpu {
     pub(crate) fn reset_after_shutdown(&mut self) {
         let ncr3 = self.vmcb().control.nested_cr3;
         self.init_vmcb(ncr3);
-        self.queued = None;
-    }
-
-    /// Queues an exception for the next entry (EVENTINJ); a second one before the entry
-    /// replaces the first (no #DF merging yet).
-    pub(crate) fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        self.queued = Some(QueuedException { vector, error_code });
     }
 
     /// Sets the extra exception vectors to intercept (bit n = vector n; #MC stays).
@@ -209,18 +193,13 @@ impl SvmVcpu {
         // SAFETY: IRQs off on `cpu` (caller's contract).
         unsafe { self.pre_run(cpu, flush) };
         let tsc_offset = st.tsc_offset;
-        let queued = self.queued.take();
         {
             let vmcb = self.vmcb();
             x86::svm::load_guest_state(vmcb, st, tsc_offset);
-            vmcb.control.event_inj = 0;
-            vmcb.control.event_inj_err = 0;
-            if let Some(q) = queued {
-                let (inj, err) =
-                    x86::svm::event_inj(q.vector, x86::svm::EventType::Exception, q.error_code);
-                vmcb.control.event_inj = inj;
-                vmcb.control.event_inj_err = err;
-            }
+            let (inj, err) = event_to_inject(st);
+            vmcb.control.event_inj = inj;
+            vmcb.control.event_inj_err = err;
+            vmcb.control.int_state = u32::from(st.events.interrupt_shadow != 0);
         }
         // SAFETY: IRQs off; this CPU's data.
         let host_save_pa = unsafe { hw::this_cpu() }.save_area_pa;
@@ -263,19 +242,32 @@ impl SvmVcpu {
         if code != exit::INVALID {
             x86::svm::store_guest_state(vmcb, st);
         }
-        // An event that was being delivered when the exit came is delivered again on the next
-        // entry (upstream svm_complete_interrupts): only exceptions are injected here.
-        if int_info & (1 << 31) != 0 && (int_info >> 8) & 7 == x86::svm::EventType::Exception as u32
-        {
-            let err = if int_info & (1 << 11) != 0 {
-                Some(vmcb.control.exit_int_info_err)
-            } else {
-                None
-            };
-            self.queued = Some(QueuedException {
-                vector: int_info as u8,
-                error_code: err,
-            });
+        // Whatever was injected has been delivered, unless EXITINTINFO says its delivery was
+        // cut short: then it is stored back as injected, for the next entry (upstream
+        // svm_complete_interrupts).
+        st.events.exception.injected = false;
+        st.events.interrupt.injected = false;
+        st.events.nmi_injected = false;
+        st.events.interrupt_shadow = (vmcb.control.int_state & 1) as u8;
+        if int_info & (1 << 31) != 0 {
+            let vector = int_info as u8;
+            match (int_info >> 8) & 7 {
+                0 | 4 => {
+                    st.events.interrupt.injected = true;
+                    st.events.interrupt.nr = vector;
+                    st.events.interrupt.soft = (int_info >> 8) & 7 == 4;
+                }
+                2 => st.events.nmi_injected = true,
+                3 => {
+                    let e = &mut st.events.exception;
+                    e.injected = true;
+                    e.pending = false;
+                    e.vector = vector;
+                    e.has_error_code = int_info & (1 << 11) != 0;
+                    e.error_code = vmcb.control.exit_int_info_err;
+                }
+                _ => {}
+            }
         }
         ExitInfo {
             exit: decode_exit(code, info1, info2),
@@ -284,6 +276,41 @@ impl SvmVcpu {
             info2,
         }
     }
+}
+
+/// The EVENTINJ value for the next entry (upstream `svm_inject_exception`, `svm_inject_irq`,
+/// `svm_inject_nmi`, in `kvm_check_and_inject_events`' priority): an exception being
+/// re-injected or pending first (a pending one becomes injected: in flight until the exit
+/// says it was delivered), then an interrupt or NMI whose delivery was cut short. A #PF's
+/// payload is its CR2, written before the injection (upstream `kvm_deliver_exception_payload`).
+fn event_to_inject(st: &mut CpuState) -> (u32, u32) {
+    let e = &mut st.events.exception;
+    if e.pending || e.injected {
+        if e.pending && e.has_payload {
+            if e.vector == vector::PF {
+                st.cr2 = e.payload;
+            }
+            e.has_payload = false;
+        }
+        let e = &mut st.events.exception;
+        e.pending = false;
+        e.injected = true;
+        let ec = e.has_error_code.then_some(e.error_code);
+        return x86::svm::event_inj(e.vector, x86::svm::EventType::Exception, ec);
+    }
+    let i = st.events.interrupt;
+    if i.injected {
+        let ty = if i.soft {
+            x86::svm::EventType::Soft
+        } else {
+            x86::svm::EventType::Intr
+        };
+        return x86::svm::event_inj(i.nr, ty, None);
+    }
+    if st.events.nmi_injected {
+        return x86::svm::event_inj(2, x86::svm::EventType::Nmi, None);
+    }
+    (0, 0)
 }
 
 /// The backend-neutral meaning of an SVM exit.

@@ -533,6 +533,8 @@ pub fn store_guest_state(vmcb: &Vmcb, st: &mut CpuState) {
     st.segs[SegReg::Es as usize] = unpack_seg(&s.es);
     st.segs[SegReg::Cs as usize] = unpack_seg(&s.cs);
     st.segs[SegReg::Ss as usize] = unpack_seg(&s.ss);
+    // Upstream svm_get_segment: SS.DPL reads back as the CPL.
+    st.segs[SegReg::Ss as usize].dpl = s.cpl & 3;
     st.segs[SegReg::Ds as usize] = unpack_seg(&s.ds);
     st.segs[SegReg::Fs as usize] = unpack_seg(&s.fs);
     st.segs[SegReg::Gs as usize] = unpack_seg(&s.gs);

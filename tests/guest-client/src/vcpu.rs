@@ -150,7 +150,7 @@ fn present_cpus() -> i64 {
 }
 
 /// A parsed binary stats file.
-struct Stats {
+pub(crate) struct Stats {
     header: [u32; 6],
     id: String,
     names: Vec<String>,
@@ -169,7 +169,7 @@ fn pread(fd: &OwnedFd, buf: &mut [u8], off: i64) -> Result<usize, i32> {
     }
 }
 
-fn read_stats(fd: &OwnedFd) -> Result<Stats, String> {
+pub(crate) fn read_stats(fd: &OwnedFd) -> Result<Stats, String> {
     let mut raw = vec![0u8; 65536];
     let n = pread(fd, &mut raw, 0).map_err(|e| format!("pread: errno {e}"))?;
     raw.truncate(n);
@@ -216,7 +216,7 @@ fn read_stats(fd: &OwnedFd) -> Result<Stats, String> {
 }
 
 impl Stats {
-    fn get(&self, name: &str) -> Option<u64> {
+    pub(crate) fn get(&self, name: &str) -> Option<u64> {
         let i = self.names.iter().position(|n| n == name)?;
         Some(self.values[i])
     }
