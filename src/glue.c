@@ -1188,3 +1188,30 @@ void tdxkvm_cond_resched(void)
 {
 	cond_resched();
 }
+
+/* ==== exits: eventfds for KVM_IOEVENTFD (virt/kvm/eventfd.c's use of them) ==== */
+#include <linux/eventfd.h>
+
+/*
+ * Takes a reference to the eventfd behind @fd into *@out; 0, or -EBADF (not an open fd) /
+ * -EINVAL (not an eventfd) as eventfd_ctx_fdget answers.
+ */
+int tdxkvm_eventfd_get(int fd, void **out)
+{
+	struct eventfd_ctx *ctx = eventfd_ctx_fdget(fd);
+
+	if (IS_ERR(ctx))
+		return PTR_ERR(ctx);
+	*out = ctx;
+	return 0;
+}
+
+void tdxkvm_eventfd_signal(void *ctx)
+{
+	eventfd_signal(ctx);
+}
+
+void tdxkvm_eventfd_put(void *ctx)
+{
+	eventfd_ctx_put(ctx);
+}

@@ -94,4 +94,9 @@ void *tdxkvm_mn_register(void *vm);
 void tdxkvm_mn_unregister(void *m);
 void tdxkvm_cond_resched(void);
 
+/* exits: eventfds (KVM_IOEVENTFD). */
+int tdxkvm_eventfd_get(int fd, void **out);
+void tdxkvm_eventfd_signal(void *ctx);
+void tdxkvm_eventfd_put(void *ctx);
+
 #endif

@@ -49,6 +49,8 @@ pub(crate) struct VcpuLocked {
     // Used by the state ioctls and the run loop (issue 11).
     #[allow(dead_code)]
     pub(crate) arch: x86::state::CpuState,
+    /// Guest debugging and the completion a userspace exit left ([`crate::exit_vcpu`]).
+    pub(crate) exits: crate::exit_vcpu::VcpuExits,
 }
 
 /// Per-vCPU counters for the vCPU stats fd (cumulative).
@@ -111,6 +113,7 @@ impl Vcpu {
                         caches: VcpuMmuCaches::new(),
                         td: None,
                         arch: x86::state::CpuState::default(),
+                        exits: Default::default(),
                     },
                     "vcpu->mutex"
                 ),
@@ -220,6 +223,7 @@ impl Vcpu {
             KVM_GET_TSC_KHZ => Ok(self.tsc_khz as isize),
             tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vcpu_op(self, arg),
             crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
+            crate::exits::KVM_SET_GUEST_DEBUG => crate::exit_vcpu::set_guest_debug(self, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
                 let _guard = self.mutex.lock();
                 self.not_yet()
