@@ -27,6 +27,33 @@ pub(crate) enum Pending {
         /// 64-bit mode at the exit (the answer is truncated otherwise).
         long_mode: bool,
     },
+    /// `KVM_EXIT_MMIO` read: the instruction re-executes with `mmio.data`.
+    MmioRead {
+        /// The address.
+        gpa: u64,
+        /// Bytes.
+        len: u8,
+    },
+    /// `KVM_EXIT_IO` of a string IN: the elements go to ES:rDI.
+    PioIn(PioIn),
+}
+
+/// A string port input waiting for userspace's data (the emulator's read-ahead of
+/// `pio_in_emulated`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PioIn {
+    /// Bytes per element.
+    pub(crate) size: u8,
+    /// Elements userspace supplies.
+    pub(crate) count: u32,
+    /// Address size of the instruction (2, 4, 8).
+    pub(crate) addr_size: u8,
+    /// REP prefix.
+    pub(crate) rep: bool,
+    /// RIP after the instruction.
+    pub(crate) next_rip: u64,
+    /// CS.base + RIP at the exit (a completion after userspace moved RIP is dropped).
+    pub(crate) linear_rip: u64,
 }
 
 /// Per-vCPU exit state, under the vCPU mutex.

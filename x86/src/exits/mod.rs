@@ -17,6 +17,7 @@
 //! - [`hypercall`]: `kvm_emulate_hypercall` for the KVM hypercall ABI and `KVM_CAP_EXIT_HYPERCALL`.
 //! - [`guest_debug`]: `KVM_SET_GUEST_DEBUG` and the `KVM_EXIT_DEBUG` fields.
 //! - [`emulation`]: `KVM_CAP_EXIT_ON_EMULATION_FAILURE` and `prepare_emulation_failure_exit`.
+//! - [`xcr`]: XSETBV's validity check.
 
 pub mod coalesced;
 pub mod emulation;
@@ -26,6 +27,7 @@ pub mod ioeventfd;
 pub mod msr_filter;
 pub mod run;
 pub mod user_msr;
+pub mod xcr;
 
 /// A Linux errno (positive), as these ioctls return it; the module turns it into a kernel error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
