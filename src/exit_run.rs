@@ -24,6 +24,7 @@ use kernel::prelude::*;
 use x86::exits::emulation::{self, FailureAction};
 use x86::exits::ioeventfd::Bus;
 use x86::exits::run::{self as krun, Exit as UExit};
+use x86::exits::pio::{addr_mask, ins_batch, ins_done, step};
 use x86::exits::{hypercall, user_msr};
 use x86::state::{CpuState, Gpr, SegReg};
 use x86emu::decode::{Op, Rep};
@@ -445,22 +446,6 @@ fn xsetbv(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Res
     Ok(Action::Continue)
 }
 
-/// The address-size mask of a string instruction.
-fn addr_mask(addr_size: u8) -> u64 {
-    match addr_size {
-        2 => 0xffff,
-        4 => 0xffff_ffff,
-        _ => u64::MAX,
-    }
-}
-
-/// `reg` stepped by `delta` within the address size, upper bits kept (the emulator's
-/// `register_address_increment`).
-fn step(reg: u64, delta: i64, addr_size: u8) -> u64 {
-    let m = addr_mask(addr_size);
-    (reg & !m) | (reg.wrapping_add(delta as u64) & m)
-}
-
 /// String or REP port I/O (upstream: `io_interception` → `kvm_emulate_instruction` →
 /// `em_in`/`em_out` with `emulator_pio_in_out`). INS reads ahead: one exit for up to
 /// min(RCX, bytes to the end of the page, 1024 / size) elements, the registers untouched until
@@ -503,9 +488,7 @@ fn string_io(
     let pio = vcpu.pio_page();
     if is_in {
         let rdi = l.arch.gpr(Gpr::Rdi) & mask;
-        let in_page = if df { rdi & 0xfff } else { 0x1000 - (rdi & 0xfff) };
-        let want = if rep { rcx } else { 1 };
-        let n = in_page.min(1024 / sz).min(want).max(1) as u32;
+        let n = ins_batch(rdi, df, if rep { rcx } else { 1 }, size);
         set_exit(
             run,
             &UExit::Io {
@@ -582,11 +565,7 @@ fn complete_pio_in(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: PioIn) -> A
     }
     let mask = addr_mask(p.addr_size);
     let rcx = l.arch.gpr(Gpr::Rcx) & mask;
-    let n = if p.rep {
-        rcx.min(u64::from(p.count))
-    } else {
-        1
-    };
+    let n = ins_done(p.count, p.rep, rcx);
     let sz = u64::from(p.size);
     let df = l.arch.rflags & RFLAGS_DF != 0;
     let cfg = walk_config(l);

@@ -18,6 +18,7 @@
 //! - [`guest_debug`]: `KVM_SET_GUEST_DEBUG` and the `KVM_EXIT_DEBUG` fields.
 //! - [`emulation`]: `KVM_CAP_EXIT_ON_EMULATION_FAILURE` and `prepare_emulation_failure_exit`.
 //! - [`xcr`]: XSETBV's validity check.
+//! - [`pio`]: string port I/O batching and register stepping.
 
 pub mod coalesced;
 pub mod emulation;
@@ -25,6 +26,7 @@ pub mod guest_debug;
 pub mod hypercall;
 pub mod ioeventfd;
 pub mod msr_filter;
+pub mod pio;
 pub mod run;
 pub mod user_msr;
 pub mod xcr;
