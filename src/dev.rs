@@ -54,6 +54,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::exits::check_extension(cap) {
         return r;
     }
+    if let Some(r) = crate::vcpu_state::check_extension(cap) {
+        return r;
+    }
     match cap {
         KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_EXT_EMUL_CPUID
@@ -112,86 +115,6 @@ fn write_user<T: AsBytes>(uaddr: usize, value: &T) -> Result {
     UserSlice::new(uaddr, size_of::<T>()).writer().write(value)
 }
 
-/// Host CPUID through the instruction.
-fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
-    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
-    (r.eax, r.ebx, r.ecx, r.edx)
-}
-
-/// The host's MAXPHYADDR (CPUID 0x80000008 EAX[7:0], 36 if the CPU does not report it), as
-/// KVM's `kvm_set_cpu_caps` reports it for the guest.
-fn phys_bits() -> u32 {
-    let (max_ext, ..) = cpuid(0x8000_0000);
-    if max_ext >= 0x8000_0008 {
-        cpuid(0x8000_0008).0 & 0xff
-    } else {
-        36
-    }
-}
-
-/// `KVM_GET_SUPPORTED_CPUID`. No vCPU runs yet, so no feature is advertised: the vendor,
-/// the family/model signature, the leaf ranges and the address widths only (none of them
-/// indexed: `flags` 0). Leaf 0x80000008 is what every selftest's VM creation reads for the
-/// guest's physical and virtual address widths: EAX[7:0] the host's MAXPHYADDR, EAX[15:8] 48
-/// (4-level paging; no LA57 guest is offered), EAX[23:16] the GPA width the MMU maps.
-fn get_supported_cpuid(arg: usize) -> Result<isize> {
-    let hdr: KvmCpuid2 = read_user(arg)?;
-    let (_, vb, vc, vd) = cpuid(0);
-    let (sig, ..) = cpuid(1);
-    let entries = [
-        KvmCpuidEntry2 {
-            function: 0,
-            eax: 1,
-            ebx: vb,
-            ecx: vc,
-            edx: vd,
-            ..Default::default()
-        },
-        KvmCpuidEntry2 {
-            function: 1,
-            eax: sig,
-            ..Default::default()
-        },
-        KvmCpuidEntry2 {
-            function: 0x8000_0000,
-            eax: 0x8000_0008,
-            ..Default::default()
-        },
-        KvmCpuidEntry2 {
-            function: 0x8000_0008,
-            // PhysAddrSize, LinearAddrSize 48, GuestPhysAddrSize: the 4-level TDP MMU maps
-            // at most 48 bits of GPA (x86 __do_cpuid_func with TDP).
-            eax: phys_bits() | 48 << 8 | phys_bits().min(48) << 16,
-            ..Default::default()
-        },
-    ];
-    if hdr.nent < 1 {
-        return Err(E2BIG);
-    }
-    let nent = hdr.nent.min(KVM_MAX_CPUID_ENTRIES);
-    if (nent as usize) < entries.len() {
-        return Err(E2BIG);
-    }
-    // Entries first, then the header (as read, with `nent` updated), as KVM copies them.
-    let body = arg.checked_add(size_of::<KvmCpuid2>()).ok_or(EFAULT)?;
-    write_user(body, &entries)?;
-    let out = KvmCpuid2 {
-        nent: entries.len() as u32,
-        ..hdr
-    };
-    write_user(arg, &out)?;
-    Ok(0)
-}
-
-/// `KVM_GET_MSR_INDEX_LIST`: the MSRs userspace must save and restore. No vCPU state exists
-/// yet, so the list is empty; `nmsrs` is always written back, as KVM does.
-fn get_msr_index_list(arg: usize) -> Result<isize> {
-    read_user::<KvmMsrList>(arg)?;
-    let out = KvmMsrList { nmsrs: 0 };
-    write_user(arg, &out)?;
-    Ok(0)
-}
-
 /// `KVM_GET_EMULATED_CPUID`: the CPUID bits KVM emulates beyond the host's. Nothing is
 /// emulated (no vCPU runs yet): zero entries, after KVM's own checks.
 fn get_emulated_cpuid(arg: usize) -> Result<isize> {
@@ -220,29 +143,6 @@ fn get_emulated_cpuid(arg: usize) -> Result<isize> {
     Ok(0)
 }
 
-/// `KVM_GET_MSRS` on `/dev/kvm` reads feature MSRs; there are none (the feature list is
-/// empty), so the first entry fails and 0 entries are processed, as KVM's `msr_io` answers.
-fn get_feature_msrs(arg: usize) -> Result<isize> {
-    let max = size_of::<KvmMsrs>() + MAX_IO_MSRS as usize * size_of::<KvmMsrEntry>();
-    let mut r = UserSlice::new(arg, max).reader();
-    let hdr: KvmMsrs = r.read()?;
-    if hdr.nmsrs >= MAX_IO_MSRS {
-        return Err(E2BIG);
-    }
-    // KVM copies the entries in before processing them (an unreadable array is EFAULT) and
-    // copies them back afterwards, processed or not (a read-only array is EFAULT too).
-    for _ in 0..hdr.nmsrs {
-        r.read::<KvmMsrEntry>()?;
-    }
-    let entries = arg + size_of::<KvmMsrs>();
-    for i in 0..hdr.nmsrs as usize {
-        let at = entries + i * size_of::<KvmMsrEntry>();
-        let e: KvmMsrEntry = read_user(at)?;
-        write_user(at, &e)?;
-    }
-    Ok(0)
-}
-
 fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
     match cmd {
         KVM_GET_API_VERSION if arg != 0 => Err(EINVAL),
@@ -252,10 +152,11 @@ fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
         KVM_GET_VCPU_MMAP_SIZE if arg != 0 => Err(EINVAL),
         // `struct kvm_run`, the PIO data page and the coalesced-MMIO ring, as x86 KVM.
         KVM_GET_VCPU_MMAP_SIZE => Ok(3 * 4096),
-        KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
-        KVM_GET_MSR_INDEX_LIST | KVM_GET_MSR_FEATURE_INDEX_LIST => get_msr_index_list(arg),
+        KVM_GET_SUPPORTED_CPUID => crate::vcpu_state::get_supported_cpuid(arg),
+        KVM_GET_MSR_INDEX_LIST => crate::vcpu_state::get_msr_list(arg, false),
+        KVM_GET_MSR_FEATURE_INDEX_LIST => crate::vcpu_state::get_msr_list(arg, true),
         KVM_GET_EMULATED_CPUID => get_emulated_cpuid(arg),
-        KVM_GET_MSRS => get_feature_msrs(arg),
+        KVM_GET_MSRS => crate::vcpu_state::get_feature_msrs(arg),
         _ => Err(EINVAL),
     }
 }

@@ -36,6 +36,7 @@ mod stats_fd;
 mod td;
 mod tdx_vm;
 mod vcpu;
+mod vcpu_state;
 mod vm;
 mod vmx;
 

@@ -46,11 +46,18 @@ pub(crate) struct VcpuLocked {
     pub(crate) td: Option<VcpuTd>,
     /// The architectural register state between runs (the state ioctls read and write it, the
     /// backend loads it around each guest entry).
-    // Used by the state ioctls and the run loop (issue 11).
-    #[allow(dead_code)]
     pub(crate) arch: x86::state::CpuState,
     /// Guest debugging and the completion a userspace exit left ([`crate::exit_vcpu`]).
     pub(crate) exits: crate::exit_vcpu::VcpuExits,
+    /// The vCPU's CPUID table and model ([`crate::vcpu_state`]).
+    pub(crate) cpuid: crate::vcpu_state::VcpuCpuid,
+    /// Set by the first `KVM_RUN` that enters the run loop (upstream `kvm_vcpu_has_run`:
+    /// `KVM_SET_CPUID2` then only accepts an identical table).
+    #[allow(dead_code)]
+    pub(crate) has_run: bool,
+    /// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` enabled on this vCPU.
+    #[allow(dead_code)]
+    pub(crate) enforce_pv_cpuid: bool,
 }
 
 /// Per-vCPU counters for the vCPU stats fd (cumulative).
@@ -99,6 +106,7 @@ impl Vcpu {
         let pio = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
         let stats_id = StatsId::vcpu(id);
         let tsc_khz = vm.default_tsc_khz();
+        let arch = crate::vcpu_state::power_on(id);
         let v = KBox::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -112,8 +120,11 @@ impl Vcpu {
                     VcpuLocked {
                         caches: VcpuMmuCaches::new(),
                         td: None,
-                        arch: x86::state::CpuState::default(),
+                        arch,
                         exits: Default::default(),
+                        cpuid: crate::vcpu_state::VcpuCpuid::new(),
+                        has_run: false,
+                        enforce_pv_cpuid: false,
                     },
                     "vcpu->mutex"
                 ),
@@ -137,8 +148,6 @@ impl Vcpu {
     }
 
     /// The vCPU mutex.
-    // The fault and TDX vCPU paths take it.
-    #[allow(dead_code)]
     pub(crate) fn lock(
         &self,
     ) -> kernel::sync::lock::Guard<'_, VcpuLocked, kernel::sync::lock::mutex::MutexBackend> {
@@ -224,6 +233,7 @@ impl Vcpu {
             tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vcpu_op(self, arg),
             crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
             crate::exits::KVM_SET_GUEST_DEBUG => crate::exit_vcpu::set_guest_debug(self, arg),
+            c if crate::vcpu_state::is_state_ioctl(c) => crate::vcpu_state::ioctl(self, c, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
                 let _guard = self.mutex.lock();
                 self.not_yet()
@@ -305,24 +315,9 @@ fn eopnotsupp() -> Error {
     Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
 }
 
-/// vCPU ioctls that read or write register state (upstream generic and x86 ones): they need
-/// the run loop's vCPU state.
-const VCPU_STATE_IOCTLS: [u32; 14] = [
-    KVM_GET_REGS,
-    KVM_SET_REGS,
-    KVM_GET_SREGS,
-    KVM_SET_SREGS,
-    KVM_GET_FPU,
-    KVM_SET_FPU,
-    KVM_GET_MP_STATE,
-    KVM_SET_MP_STATE,
-    KVM_SET_CPUID2,
-    KVM_GET_CPUID2,
-    KVM_VCPU_GET_MSRS,
-    KVM_SET_MSRS,
-    KVM_GET_LAPIC,
-    KVM_SET_LAPIC,
-];
+/// vCPU ioctls whose state does not exist yet: the guest FPU (until it is merged) and the
+/// in-kernel LAPIC (the next issue).
+const VCPU_STATE_IOCTLS: [u32; 4] = [KVM_GET_FPU, KVM_SET_FPU, KVM_GET_LAPIC, KVM_SET_LAPIC];
 
 /// vCPU-fd ioctl entry point.
 ///
@@ -373,6 +368,16 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_vcpu_release(vcpu: *const c_void) {
 }
 
 impl Vcpu {
+    /// The vCPU id (`vcpu_id`).
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The kvm_run page (page 0 of the vCPU mapping).
+    pub(crate) fn run_page(&self) -> *mut u8 {
+        self.run.virt()
+    }
+
     /// Position in the VM's vCPU table.
     // For vCPU iteration by the run loop and kicks (issue 11).
     #[allow(dead_code)]

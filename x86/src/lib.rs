@@ -16,5 +16,11 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod cpuid;
+pub mod errno;
+pub mod events;
 pub mod exits;
+pub mod msr;
+pub mod regs;
 pub mod state;
+pub mod uapi;

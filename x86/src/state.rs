@@ -155,6 +155,70 @@ pub struct CpuState {
     pub apic_base: u64,
     /// The MSRs switched on entry and exit.
     pub msrs: SwitchedMsrs,
+    /// The vCPU's multiprocessing state (`KVM_MP_STATE_*`, [`crate::uapi::mp_state`]).
+    pub mp_state: u32,
+    /// Events queued for the next entry (exception, interrupt, NMI) and the interrupt shadow.
+    pub events: Events,
+    /// The TSC offset: guest TSC = host TSC + `tsc_offset` (wrapping). A backend programs it
+    /// (SVM: `VMCB.control.tsc_offset`) on every entry.
+    pub tsc_offset: u64,
+    /// MSRs the vCPU virtualises beyond the switched ones ([`crate::msr`]).
+    pub msr: crate::msr::MsrState,
+    /// The PAE PDPTRs userspace gave with `KVM_SET_SREGS2` (upstream
+    /// `pdptrs_from_userspace`); None: the guest's memory at CR3 holds them.
+    pub pdptrs: Option<[u64; 4]>,
+    // ---- Fields appended by the backends (svm: below this line only) ----
+}
+
+/// An exception queued for the guest (upstream `struct kvm_queued_exception`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueuedException {
+    /// Pending: not yet delivered; the backend injects it on the next entry.
+    pub pending: bool,
+    /// Injected: its delivery was interrupted by an exit and must be re-injected.
+    pub injected: bool,
+    /// The vector.
+    pub vector: u8,
+    /// Whether it has an error code.
+    pub has_error_code: bool,
+    /// The error code.
+    pub error_code: u32,
+    /// Whether it has a payload (CR2 for #PF, DR6 bits for #DB), delivered with it.
+    pub has_payload: bool,
+    /// The payload.
+    pub payload: u64,
+}
+
+/// An external interrupt being injected (upstream `struct kvm_queued_interrupt`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueuedInterrupt {
+    /// Injected.
+    pub injected: bool,
+    /// The vector.
+    pub nr: u8,
+    /// A software interrupt (INTn).
+    pub soft: bool,
+}
+
+/// What `KVM_GET/SET_VCPU_EVENTS` shows, and the backends deliver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    /// The queued exception.
+    pub exception: QueuedException,
+    /// The interrupt being injected.
+    pub interrupt: QueuedInterrupt,
+    /// The interrupt shadow (`KVM_X86_SHADOW_INT_MOV_SS | KVM_X86_SHADOW_INT_STI`).
+    pub interrupt_shadow: u8,
+    /// An NMI is being injected.
+    pub nmi_injected: bool,
+    /// NMIs pending (0..=2; KVM collapses more into two).
+    pub nmi_pending: u8,
+    /// NMIs are blocked (in an NMI handler).
+    pub nmi_masked: bool,
+    /// A triple fault is pending: the next entry exits with `KVM_EXIT_SHUTDOWN` instead.
+    pub triple_fault_pending: bool,
+    /// The SIPI vector (kept for the ABI; no in-kernel LAPIC delivers SIPIs yet).
+    pub sipi_vector: u32,
 }
 
 impl CpuState {

@@ -1,0 +1,496 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `KVM_GET/SET_VCPU_EVENTS`, `KVM_GET/SET_DEBUGREGS`, `KVM_GET/SET_MP_STATE` and
+//! `KVM_GET/SET_NESTED_STATE` on [`CpuState`], with upstream's rules (`arch/x86/kvm/x86.c`
+//! `kvm_vcpu_ioctl_x86_get/set_vcpu_events`, `kvm_vcpu_ioctl_x86_get/set_debugregs`,
+//! `kvm_arch_vcpu_ioctl_set_mpstate`; `svm/nested.c` `svm_get/set_nested_state`) for a VM without
+//! an in-kernel LAPIC, SMM, nested SVM, `KVM_CAP_EXCEPTION_PAYLOAD` or
+//! `KVM_CAP_X86_TRIPLE_FAULT_EVENT`.
+
+use crate::errno::{Errno, Result};
+use crate::regs::DR6_ACTIVE_LOW;
+use crate::state::{CpuState, QueuedException, QueuedInterrupt};
+use crate::uapi::{
+    mp_state, vcpu_events as ev, KvmDebugregs, KvmMpState, KvmNestedState, KvmVcpuEvents,
+};
+
+/// `BP_VECTOR`, `OF_VECTOR`: software exceptions (INT3, INTO) are not reported.
+fn is_soft_exception(v: u8) -> bool {
+    v == 3 || v == 4
+}
+
+/// `NMI_VECTOR`.
+const NMI_VECTOR: u8 = 2;
+/// `DB_VECTOR`.
+const DB_VECTOR: u8 = 1;
+/// `PF_VECTOR`.
+const PF_VECTOR: u8 = 14;
+
+/// Upstream `kvm_deliver_exception_payload`: a pending #PF's payload becomes CR2, a #DB's the
+/// DR6 bits; the payload is consumed.
+pub fn deliver_exception_payload(s: &mut CpuState) {
+    let ex = s.events.exception;
+    if !ex.has_payload {
+        return;
+    }
+    match ex.vector {
+        DB_VECTOR => {
+            // DR6 bits 0-3 are replaced; the active-low bits toggle with the payload; BIT(12)
+            // (BLD on some CPUs) is cleared.
+            s.dr6 &= !0xf;
+            s.dr6 |= DR6_ACTIVE_LOW;
+            s.dr6 |= ex.payload;
+            s.dr6 ^= ex.payload & DR6_ACTIVE_LOW;
+            s.dr6 &= !(1 << 12);
+        }
+        PF_VECTOR => s.cr2 = ex.payload,
+        _ => {}
+    }
+    s.events.exception.has_payload = false;
+    s.events.exception.payload = 0;
+}
+
+/// Without `KVM_CAP_EXCEPTION_PAYLOAD`, a pending exception's payload is delivered before
+/// userspace sees the state (upstream `kvm_handle_exception_payload_quirk`).
+pub fn handle_payload_quirk(s: &mut CpuState) {
+    if s.events.exception.pending && s.events.exception.has_payload {
+        deliver_exception_payload(s);
+    }
+}
+
+/// Upstream `process_nmi`: queued NMIs collapse to two, or one while an NMI is in service.
+fn process_nmi(s: &mut CpuState) {
+    let limit = if s.events.nmi_masked || s.events.nmi_injected {
+        1
+    } else {
+        2
+    };
+    s.events.nmi_pending = s.events.nmi_pending.min(limit);
+}
+
+/// `KVM_GET_VCPU_EVENTS`.
+pub fn get_vcpu_events(s: &mut CpuState) -> KvmVcpuEvents {
+    process_nmi(s);
+    handle_payload_quirk(s);
+    let e = &s.events;
+    let ex = e.exception;
+    let mut k = KvmVcpuEvents::default();
+    if !is_soft_exception(ex.vector) {
+        k.exception_injected = ex.injected as u8;
+        k.exception_pending = ex.pending as u8;
+        // Without KVM_CAP_EXCEPTION_PAYLOAD, pending and injected are conflated.
+        k.exception_injected |= ex.pending as u8;
+    }
+    k.exception_nr = ex.vector;
+    k.exception_has_error_code = ex.has_error_code as u8;
+    k.exception_error_code = ex.error_code;
+    k.exception_has_payload = ex.has_payload as u8;
+    k.exception_payload = ex.payload;
+    k.interrupt_injected = (e.interrupt.injected && !e.interrupt.soft) as u8;
+    k.interrupt_nr = e.interrupt.nr;
+    // SVM reports one shadow bit for both kinds.
+    k.interrupt_shadow = if e.interrupt_shadow != 0 {
+        ev::SHADOW_INT_STI | ev::SHADOW_INT_MOV_SS
+    } else {
+        0
+    };
+    k.nmi_injected = e.nmi_injected as u8;
+    k.nmi_pending = e.nmi_pending;
+    k.nmi_masked = e.nmi_masked as u8;
+    k.flags = ev::VALID_NMI_PENDING | ev::VALID_SHADOW | ev::VALID_SMM;
+    k
+}
+
+/// `KVM_SET_VCPU_EVENTS`. As upstream, the checks that come after the state is written
+/// (SMM, triple fault) leave the earlier fields written when they fail.
+pub fn set_vcpu_events(s: &mut CpuState, k: &KvmVcpuEvents) -> Result {
+    let valid = ev::VALID_NMI_PENDING
+        | ev::VALID_SIPI_VECTOR
+        | ev::VALID_SHADOW
+        | ev::VALID_SMM
+        | ev::VALID_PAYLOAD
+        | ev::VALID_TRIPLE_FAULT;
+    if k.flags & !valid != 0 {
+        return Err(Errno::Einval);
+    }
+    let mut k = *k;
+    if k.flags & ev::VALID_PAYLOAD != 0 {
+        // KVM_CAP_EXCEPTION_PAYLOAD is not offered.
+        return Err(Errno::Einval);
+    }
+    k.exception_pending = 0;
+    k.exception_has_payload = 0;
+    if (k.exception_injected != 0 || k.exception_pending != 0)
+        && (k.exception_nr > 31 || k.exception_nr == NMI_VECTOR)
+    {
+        return Err(Errno::Einval);
+    }
+    // "INITs are latched while in SMM": mp_state is never INIT_RECEIVED without a LAPIC.
+    if k.flags & ev::VALID_SMM != 0
+        && (k.smi_smm != 0 || k.smi_pending != 0)
+        && s.mp_state == mp_state::INIT_RECEIVED
+    {
+        return Err(Errno::Einval);
+    }
+    process_nmi(s);
+    let e = &mut s.events;
+    e.exception = QueuedException {
+        injected: k.exception_injected != 0,
+        pending: k.exception_pending != 0,
+        vector: k.exception_nr,
+        has_error_code: k.exception_has_error_code != 0,
+        error_code: k.exception_error_code,
+        has_payload: k.exception_has_payload != 0,
+        payload: k.exception_payload,
+    };
+    e.interrupt = QueuedInterrupt {
+        injected: k.interrupt_injected != 0,
+        nr: k.interrupt_nr,
+        soft: k.interrupt_soft != 0,
+    };
+    if k.flags & ev::VALID_SHADOW != 0 {
+        e.interrupt_shadow = k.interrupt_shadow;
+    }
+    e.nmi_injected = k.nmi_injected != 0;
+    if k.flags & ev::VALID_NMI_PENDING != 0 {
+        e.nmi_pending = k.nmi_pending;
+    }
+    e.nmi_masked = k.nmi_masked != 0;
+    // No in-kernel LAPIC: the SIPI vector is ignored.
+    if k.flags & ev::VALID_SMM != 0
+        && (k.smi_smm != 0 || k.smi_pending != 0 || k.smi_smm_inside_nmi != 0)
+    {
+        // No SMM.
+        return Err(Errno::Einval);
+    }
+    if k.flags & ev::VALID_TRIPLE_FAULT != 0 {
+        // KVM_CAP_X86_TRIPLE_FAULT_EVENT is not offered.
+        return Err(Errno::Einval);
+    }
+    Ok(())
+}
+
+/// `KVM_GET_DEBUGREGS`.
+pub fn get_debugregs(s: &mut CpuState) -> KvmDebugregs {
+    handle_payload_quirk(s);
+    KvmDebugregs {
+        db: s.db,
+        dr6: s.dr6,
+        dr7: s.dr7,
+        ..KvmDebugregs::default()
+    }
+}
+
+/// `KVM_SET_DEBUGREGS`: no flags; DR6 and DR7 bits 63:32 are reserved.
+pub fn set_debugregs(s: &mut CpuState, k: &KvmDebugregs) -> Result {
+    if k.flags != 0 || k.dr6 >> 32 != 0 || k.dr7 >> 32 != 0 {
+        return Err(Errno::Einval);
+    }
+    s.db = k.db;
+    s.dr6 = k.dr6;
+    s.dr7 = k.dr7;
+    Ok(())
+}
+
+/// `KVM_GET_MP_STATE` (no in-kernel LAPIC: no events to accept, no PV unhalt).
+pub fn get_mp_state(s: &CpuState) -> KvmMpState {
+    KvmMpState {
+        mp_state: s.mp_state,
+    }
+}
+
+/// `KVM_SET_MP_STATE` without an in-kernel LAPIC: only RUNNABLE; the LAPIC states and unknown
+/// values are `EINVAL`.
+pub fn set_mp_state(s: &mut CpuState, k: &KvmMpState) -> Result {
+    match k.mp_state {
+        mp_state::RUNNABLE => {
+            s.mp_state = mp_state::RUNNABLE;
+            Ok(())
+        }
+        _ => Err(Errno::Einval),
+    }
+}
+
+/// `KVM_STATE_NESTED_FORMAT_SVM`.
+pub const NESTED_FORMAT_SVM: u16 = 1;
+/// `KVM_STATE_NESTED_GUEST_MODE`.
+pub const NESTED_GUEST_MODE: u16 = 0x1;
+/// `KVM_STATE_NESTED_RUN_PENDING`.
+pub const NESTED_RUN_PENDING: u16 = 0x2;
+/// `KVM_STATE_NESTED_EVMCS`.
+pub const NESTED_EVMCS: u16 = 0x4;
+/// `KVM_STATE_NESTED_MTF_PENDING`.
+pub const NESTED_MTF_PENDING: u16 = 0x8;
+/// `KVM_STATE_NESTED_GIF_SET`.
+pub const NESTED_GIF_SET: u16 = 0x100;
+/// `KVM_STATE_NESTED_SVM_VMCB_SIZE`.
+pub const NESTED_SVM_VMCB_SIZE: u32 = 4096;
+/// The size `KVM_CHECK_EXTENSION(KVM_CAP_NESTED_STATE)` reports on SVM (header + VMCB), also
+/// when nesting is off (`svm_get_nested_state(NULL, ..)`).
+pub const NESTED_STATE_MAX_SIZE: u32 = 128 + NESTED_SVM_VMCB_SIZE;
+
+/// `KVM_GET_NESTED_STATE` (`svm_get_nested_state` for a vCPU never in guest mode, GIF set):
+/// `Ok(Some(header))` to copy out when the user buffer (`user_size`) holds it, `Ok(None)` when
+/// only the needed size (128) must be reported back with `E2BIG`.
+pub fn get_nested_state(user_size: u32) -> Option<KvmNestedState> {
+    if user_size < 128 {
+        return None;
+    }
+    Some(KvmNestedState {
+        flags: NESTED_GIF_SET,
+        format: NESTED_FORMAT_SVM,
+        size: 128,
+        hdr: [0; 120],
+    })
+}
+
+/// `KVM_SET_NESTED_STATE` (the generic checks, then `svm_set_nested_state` for a vCPU with
+/// EFER.SVME clear, which is always the case without nested SVM): only "GIF set, not in guest
+/// mode" is accepted.
+pub fn set_nested_state(k: &KvmNestedState) -> Result {
+    if k.size < 128 {
+        return Err(Errno::Einval);
+    }
+    if k.flags
+        & !(NESTED_RUN_PENDING
+            | NESTED_GUEST_MODE
+            | NESTED_EVMCS
+            | NESTED_MTF_PENDING
+            | NESTED_GIF_SET)
+        != 0
+    {
+        return Err(Errno::Einval);
+    }
+    if k.flags & NESTED_RUN_PENDING != 0 && k.flags & NESTED_GUEST_MODE == 0 {
+        return Err(Errno::Einval);
+    }
+    if k.format != NESTED_FORMAT_SVM {
+        return Err(Errno::Einval);
+    }
+    if k.flags & !(NESTED_GUEST_MODE | NESTED_RUN_PENDING | NESTED_GIF_SET) != 0 {
+        return Err(Errno::Einval);
+    }
+    // EFER.SVME is never set here: GIF=1 and no guest mode are required.
+    if k.flags != NESTED_GIF_SET {
+        return Err(Errno::Einval);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpuid::GuestCpu;
+
+    fn state() -> CpuState {
+        let caps = crate::msr::MsrCaps {
+            limits: crate::regs::ModuleLimits {
+                cr4_reserved: 0,
+                efer_reserved: 0,
+            },
+            tsc_aux: false,
+            arch_capabilities: 0,
+            de_cfg: 0,
+            host_ucode_rev: 0,
+        };
+        crate::regs::reset(true, &GuestCpu::default(), &caps)
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let mut s = state();
+        let mut k = get_vcpu_events(&mut s);
+        assert_eq!(
+            k.flags,
+            ev::VALID_NMI_PENDING | ev::VALID_SHADOW | ev::VALID_SMM
+        );
+        k.exception_injected = 1;
+        k.exception_nr = 13;
+        k.exception_has_error_code = 1;
+        k.exception_error_code = 0x18;
+        k.interrupt_injected = 1;
+        k.interrupt_nr = 0x30;
+        k.interrupt_shadow = ev::SHADOW_INT_STI;
+        k.nmi_pending = 1;
+        k.nmi_masked = 1;
+        set_vcpu_events(&mut s, &k).unwrap();
+        let got = get_vcpu_events(&mut s);
+        assert_eq!(got.exception_injected, 1);
+        assert_eq!((got.exception_nr, got.exception_error_code), (13, 0x18));
+        assert_eq!((got.interrupt_injected, got.interrupt_nr), (1, 0x30));
+        assert_eq!(got.interrupt_shadow, 3);
+        assert_eq!((got.nmi_pending, got.nmi_masked), (1, 1));
+        // Setting the state read back is accepted unchanged.
+        set_vcpu_events(&mut s, &got).unwrap();
+        assert_eq!(get_vcpu_events(&mut s), got);
+    }
+
+    #[test]
+    fn events_rules() {
+        let mut s = state();
+        let base = get_vcpu_events(&mut s);
+        let bad: [(&str, KvmVcpuEvents); 6] = [
+            (
+                "unknown flag",
+                KvmVcpuEvents {
+                    flags: 0x40,
+                    ..base
+                },
+            ),
+            (
+                "payload without the cap",
+                KvmVcpuEvents {
+                    flags: ev::VALID_PAYLOAD,
+                    ..base
+                },
+            ),
+            (
+                "vector 32",
+                KvmVcpuEvents {
+                    exception_injected: 1,
+                    exception_nr: 32,
+                    ..base
+                },
+            ),
+            (
+                "NMI as exception",
+                KvmVcpuEvents {
+                    exception_injected: 1,
+                    exception_nr: 2,
+                    ..base
+                },
+            ),
+            ("SMM", KvmVcpuEvents { smi_smm: 1, ..base }),
+            (
+                "triple fault without the cap",
+                KvmVcpuEvents {
+                    flags: base.flags | ev::VALID_TRIPLE_FAULT,
+                    ..base
+                },
+            ),
+        ];
+        for (what, k) in bad {
+            assert_eq!(set_vcpu_events(&mut s, &k), Err(Errno::Einval), "{what}");
+        }
+        // A pending exception without the payload cap is dropped (pending is cleared).
+        let mut s = state();
+        let k = KvmVcpuEvents {
+            exception_pending: 1,
+            exception_nr: 6,
+            ..base
+        };
+        set_vcpu_events(&mut s, &k).unwrap();
+        assert!(!s.events.exception.pending && !s.events.exception.injected);
+        // Vector 40 is fine when nothing is injected.
+        let k = KvmVcpuEvents {
+            exception_nr: 40,
+            ..base
+        };
+        assert_eq!(set_vcpu_events(&mut s, &k), Ok(()));
+        // NMIs collapse to 2, or 1 while masked.
+        let k = KvmVcpuEvents {
+            nmi_pending: 9,
+            ..base
+        };
+        set_vcpu_events(&mut s, &k).unwrap();
+        assert_eq!(get_vcpu_events(&mut s).nmi_pending, 2);
+        let k = KvmVcpuEvents {
+            nmi_pending: 9,
+            nmi_masked: 1,
+            ..base
+        };
+        set_vcpu_events(&mut s, &k).unwrap();
+        assert_eq!(get_vcpu_events(&mut s).nmi_pending, 1);
+        // Without VALID_NMI_PENDING the count is kept.
+        let k = KvmVcpuEvents {
+            nmi_pending: 0,
+            flags: 0,
+            ..base
+        };
+        set_vcpu_events(&mut s, &k).unwrap();
+        assert_eq!(get_vcpu_events(&mut s).nmi_pending, 1);
+    }
+
+    #[test]
+    fn soft_exceptions_and_payload() {
+        let mut s = state();
+        s.events.exception = QueuedException {
+            injected: true,
+            vector: 3,
+            ..QueuedException::default()
+        };
+        assert_eq!(get_vcpu_events(&mut s).exception_injected, 0);
+        s.events.exception = QueuedException {
+            pending: true,
+            vector: 14,
+            has_payload: true,
+            payload: 0xdead_b000,
+            ..QueuedException::default()
+        };
+        let k = get_vcpu_events(&mut s);
+        assert_eq!((k.exception_injected, k.exception_pending), (1, 1));
+        assert_eq!(s.cr2, 0xdead_b000);
+        assert_eq!(k.exception_has_payload, 0);
+    }
+
+    #[test]
+    fn debugregs_rules() {
+        let mut s = state();
+        let k = get_debugregs(&mut s);
+        assert_eq!((k.dr6, k.dr7, k.flags), (0xffff_0ff0, 0x400, 0));
+        let mut n = k;
+        n.db = [1, 2, 3, 4];
+        n.dr7 = 0x401;
+        set_debugregs(&mut s, &n).unwrap();
+        assert_eq!(get_debugregs(&mut s), n);
+        for bad in [
+            KvmDebugregs { flags: 1, ..n },
+            KvmDebugregs { dr6: 1 << 32, ..n },
+            KvmDebugregs { dr7: 1 << 40, ..n },
+        ] {
+            assert_eq!(set_debugregs(&mut s, &bad), Err(Errno::Einval));
+        }
+        assert_eq!(get_debugregs(&mut s), n);
+    }
+
+    #[test]
+    fn mp_state_rules() {
+        let mut s = state();
+        assert_eq!(get_mp_state(&s).mp_state, mp_state::RUNNABLE);
+        assert_eq!(set_mp_state(&mut s, &KvmMpState { mp_state: 0 }), Ok(()));
+        for v in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, u32::MAX] {
+            assert_eq!(
+                set_mp_state(&mut s, &KvmMpState { mp_state: v }),
+                Err(Errno::Einval),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn nested_state_without_nesting() {
+        assert!(get_nested_state(127).is_none());
+        let h = get_nested_state(128).unwrap();
+        assert_eq!((h.flags, h.format, h.size), (NESTED_GIF_SET, 1, 128));
+        assert_eq!(set_nested_state(&h), Ok(()));
+        let bad = [
+            KvmNestedState { size: 127, ..h },
+            KvmNestedState { format: 0, ..h },
+            KvmNestedState { flags: 0, ..h },
+            KvmNestedState {
+                flags: NESTED_GIF_SET | NESTED_GUEST_MODE,
+                ..h
+            },
+            KvmNestedState {
+                flags: NESTED_GIF_SET | NESTED_RUN_PENDING,
+                ..h
+            },
+            KvmNestedState {
+                flags: NESTED_GIF_SET | 0x10,
+                ..h
+            },
+        ];
+        for (i, k) in bad.iter().enumerate() {
+            assert_eq!(set_nested_state(k), Err(Errno::Einval), "case {i}");
+        }
+    }
+}

@@ -1,0 +1,891 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Model-specific registers: the vCPU's MSR state, the host-initiated (`KVM_GET/SET_MSRS`) and
+//! guest (`RDMSR`/`WRMSR` exits) accesses with upstream's rules (`arch/x86/kvm/x86.c`
+//! `kvm_get/set_msr_common`, `__kvm_set_msr`, `kvm_do_msr_access`, `set_efer`; `svm/svm.c`
+//! `svm_get/set_msr` without LBR virtualisation, nested SVM or a PMU), the MSR lists
+//! (`KVM_GET_MSR_INDEX_LIST`, `KVM_GET_MSR_FEATURE_INDEX_LIST`) and the feature MSRs.
+//!
+//! Only MSRs this module really virtualises are listed; every listed MSR can be read and
+//! written back by the host, so `vcpu_save_state`/`vcpu_load_state` round-trip. A guest access to
+//! any other MSR is [`MsrFault::Unsupported`] (the exit handler injects #GP or, with
+//! `KVM_CAP_X86_USER_SPACE_MSR`, exits with reason UNKNOWN); a refused value is
+//! [`MsrFault::Invalid`] (#GP, reason INVAL).
+
+use crate::cpuid::GuestCpu;
+use crate::regs::{self, efer, ModuleLimits};
+use crate::state::{CpuState, SegReg};
+
+/// MSR numbers (`msr-index.h`).
+#[allow(missing_docs)]
+pub mod index {
+    pub const IA32_TSC: u32 = 0x10;
+    pub const IA32_PLATFORM_ID: u32 = 0x17;
+    pub const IA32_APICBASE: u32 = 0x1b;
+    pub const EBL_CR_POWERON: u32 = 0x2a;
+    pub const EBC_FREQUENCY_ID: u32 = 0x2c;
+    pub const IA32_TSC_ADJUST: u32 = 0x3b;
+    pub const IA32_UCODE_WRITE: u32 = 0x79;
+    pub const IA32_UCODE_REV: u32 = 0x8b;
+    pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
+    pub const FSB_FREQ: u32 = 0xcd;
+    pub const IA32_SYSENTER_CS: u32 = 0x174;
+    pub const IA32_SYSENTER_ESP: u32 = 0x175;
+    pub const IA32_SYSENTER_EIP: u32 = 0x176;
+    pub const IA32_PERF_STATUS: u32 = 0x198;
+    pub const IA32_PERF_CTL: u32 = 0x199;
+    pub const IA32_MISC_ENABLE: u32 = 0x1a0;
+    pub const IA32_POWER_CTL: u32 = 0x1fc;
+    pub const IA32_DEBUGCTLMSR: u32 = 0x1d9;
+    pub const IA32_LASTBRANCHFROMIP: u32 = 0x1db;
+    pub const IA32_LASTBRANCHTOIP: u32 = 0x1dc;
+    pub const IA32_LASTINTFROMIP: u32 = 0x1dd;
+    pub const IA32_LASTINTTOIP: u32 = 0x1de;
+    pub const IA32_CR_PAT: u32 = 0x277;
+    pub const IA32_PERF_CAPABILITIES: u32 = 0x345;
+    pub const RAPL_POWER_UNIT: u32 = 0x606;
+    pub const PKG_ENERGY_STATUS: u32 = 0x611;
+    pub const DRAM_ENERGY_STATUS: u32 = 0x619;
+    pub const PP0_ENERGY_STATUS: u32 = 0x639;
+    pub const PP1_ENERGY_STATUS: u32 = 0x641;
+    pub const EFER: u32 = 0xc000_0080;
+    pub const STAR: u32 = 0xc000_0081;
+    pub const LSTAR: u32 = 0xc000_0082;
+    pub const CSTAR: u32 = 0xc000_0083;
+    pub const SYSCALL_MASK: u32 = 0xc000_0084;
+    pub const FS_BASE: u32 = 0xc000_0100;
+    pub const GS_BASE: u32 = 0xc000_0101;
+    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    pub const TSC_AUX: u32 = 0xc000_0103;
+    pub const K7_EVNTSEL0: u32 = 0xc001_0000;
+    pub const K7_EVNTSEL3: u32 = 0xc001_0003;
+    pub const K7_PERFCTR0: u32 = 0xc001_0004;
+    pub const K7_PERFCTR3: u32 = 0xc001_0007;
+    pub const AMD64_SYSCFG: u32 = 0xc001_0010;
+    pub const K7_HWCR: u32 = 0xc001_0015;
+    pub const AMD64_NB_CFG: u32 = 0xc001_001f;
+    pub const AMD64_PATCH_LOADER: u32 = 0xc001_0020;
+    pub const K8_INT_PENDING_MSG: u32 = 0xc001_0055;
+    pub const FAM10H_MMIO_CONF_BASE: u32 = 0xc001_0058;
+    pub const K8_TSEG_ADDR: u32 = 0xc001_0112;
+    pub const K8_TSEG_MASK: u32 = 0xc001_0113;
+    pub const VM_HSAVE_PA: u32 = 0xc001_0117;
+    pub const AMD64_DC_CFG: u32 = 0xc001_1022;
+    pub const AMD64_TW_CFG: u32 = 0xc001_1023;
+    pub const AMD64_DE_CFG: u32 = 0xc001_1029;
+    pub const AMD64_BU_CFG2: u32 = 0xc001_102a;
+    pub const F15H_EX_CFG: u32 = 0xc001_102c;
+}
+use index::*;
+
+/// `MSR_IA32_MISC_ENABLE_BTS_UNAVAIL`.
+pub const MISC_ENABLE_BTS_UNAVAIL: u64 = 1 << 11;
+/// `MSR_IA32_MISC_ENABLE_PEBS_UNAVAIL`.
+pub const MISC_ENABLE_PEBS_UNAVAIL: u64 = 1 << 12;
+/// `MSR_IA32_MISC_ENABLE_EMON`: reads as written by the host, guest writes are ignored.
+pub const MISC_ENABLE_EMON: u64 = 1 << 7;
+/// `ARCH_CAP_PSCHANGE_MC_NO`.
+pub const ARCH_CAP_PSCHANGE_MC_NO: u64 = 1 << 6;
+/// `MSR_AMD64_DE_CFG_LFENCE_SERIALIZE`.
+pub const DE_CFG_LFENCE_SERIALIZE: u64 = 1 << 1;
+/// The microcode revision a vCPU reports until the host sets one (upstream stuffs it for SVM
+/// vCPUs with `KVM_X86_QUIRK_STUFF_FEATURE_MSRS`).
+pub const DEFAULT_UCODE_REV: u64 = 0x0100_0065;
+
+/// MSRs beyond [`crate::state::SwitchedMsrs`] that the vCPU virtualises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsrState {
+    /// `MSR_IA32_MISC_ENABLE`.
+    pub misc_enable: u64,
+    /// `MSR_IA32_TSC_ADJUST`.
+    pub tsc_adjust: u64,
+    /// `MSR_K7_HWCR`.
+    pub hwcr: u64,
+    /// `MSR_IA32_ARCH_CAPABILITIES` as the guest sees it.
+    pub arch_capabilities: u64,
+    /// `MSR_IA32_PERF_CAPABILITIES` (0: no PMU is virtualised).
+    pub perf_capabilities: u64,
+    /// `MSR_IA32_UCODE_REV`.
+    pub microcode_version: u64,
+    /// `MSR_IA32_POWER_CTL`.
+    pub power_ctl: u64,
+    /// `MSR_AMD64_DE_CFG`.
+    pub de_cfg: u64,
+}
+
+impl MsrState {
+    /// The values at vCPU creation (`kvm_arch_vcpu_create` + `kvm_vcpu_reset` + `svm_vcpu_create`
+    /// with the default quirks).
+    pub fn reset(caps: &MsrCaps) -> MsrState {
+        MsrState {
+            misc_enable: MISC_ENABLE_PEBS_UNAVAIL | MISC_ENABLE_BTS_UNAVAIL,
+            arch_capabilities: caps.arch_capabilities,
+            microcode_version: DEFAULT_UCODE_REV,
+            ..MsrState::default()
+        }
+    }
+}
+
+/// What the module and its host allow, fixed at load (upstream's `kvm_caps` and host checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrCaps {
+    /// CR4/EFER limits (EFER writes are checked against them).
+    pub limits: ModuleLimits,
+    /// `MSR_TSC_AUX` is virtualised (the module supports RDTSCP or RDPID).
+    pub tsc_aux: bool,
+    /// `MSR_IA32_ARCH_CAPABILITIES` the module reports (`kvm_get_arch_capabilities`).
+    pub arch_capabilities: u64,
+    /// DE_CFG bits the module supports (`svm_get_feature_msr`).
+    pub de_cfg: u64,
+    /// The host's microcode revision (the feature MSR `MSR_IA32_UCODE_REV`).
+    pub host_ucode_rev: u64,
+}
+
+/// Why an access failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsrFault {
+    /// The MSR is not virtualised (`KVM_MSR_RET_UNSUPPORTED`).
+    Unsupported,
+    /// The MSR exists but refuses this access or value (`1`: #GP for a guest).
+    Invalid,
+}
+
+/// What a successful write changed that the caller must act on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsrEffects {
+    /// EFER changed (paging mode: MMU context reset, as `set_efer`).
+    pub mmu_reset: bool,
+    /// APIC_BASE changed (CPUID.1 APIC mirrors it: [`crate::cpuid::update_runtime`]).
+    pub cpuid_runtime: bool,
+}
+
+/// The context of an access: the guest model, the module's caps and the host TSC now.
+#[derive(Clone, Copy, Debug)]
+pub struct MsrCtx<'a> {
+    /// The vCPU's CPUID model.
+    pub guest: &'a GuestCpu,
+    /// The module's caps.
+    pub caps: &'a MsrCaps,
+    /// The host TSC at the time of the access (MSR_IA32_TSC = host TSC + offset).
+    pub host_tsc: u64,
+}
+
+/// The MSRs `KVM_GET_MSR_INDEX_LIST` reports when `tsc_aux` is virtualised: upstream's
+/// `msrs_to_save` (as probed on an SVM host without LBRV, PMU, MPX, PT, WAITPKG, XFD or
+/// nesting) then its `emulated_msrs` this module implements.
+const INDEX_LIST: [u32; 19] = [
+    IA32_SYSENTER_CS,
+    IA32_SYSENTER_ESP,
+    IA32_SYSENTER_EIP,
+    STAR,
+    CSTAR,
+    KERNEL_GS_BASE,
+    SYSCALL_MASK,
+    LSTAR,
+    IA32_TSC,
+    IA32_CR_PAT,
+    TSC_AUX,
+    IA32_DEBUGCTLMSR,
+    IA32_TSC_ADJUST,
+    IA32_ARCH_CAPABILITIES,
+    IA32_PERF_CAPABILITIES,
+    IA32_MISC_ENABLE,
+    IA32_POWER_CTL,
+    IA32_UCODE_REV,
+    K7_HWCR,
+];
+
+/// `KVM_GET_MSR_INDEX_LIST`: the MSRs userspace saves and restores, in upstream's order.
+pub fn index_list(caps: &MsrCaps) -> impl Iterator<Item = u32> + '_ {
+    INDEX_LIST
+        .iter()
+        .copied()
+        .filter(move |&m| m != TSC_AUX || caps.tsc_aux)
+}
+
+/// The number of MSRs in [`index_list`].
+pub fn index_list_len(caps: &MsrCaps) -> usize {
+    index_list(caps).count()
+}
+
+/// `KVM_GET_MSR_FEATURE_INDEX_LIST`: the feature MSRs (upstream's
+/// `msr_based_features_all_except_vmx`; no VMX MSRs on an SVM host).
+pub const FEATURE_LIST: [u32; 4] = [
+    AMD64_DE_CFG,
+    IA32_UCODE_REV,
+    IA32_ARCH_CAPABILITIES,
+    IA32_PERF_CAPABILITIES,
+];
+
+/// Whether `index` is advertised ([`index_list`]; upstream `kvm_is_advertised_msr`).
+pub fn is_advertised(caps: &MsrCaps, index: u32) -> bool {
+    index_list(caps).any(|m| m == index)
+}
+
+/// A feature MSR's value (`kvm_get_feature_msr`); None for other MSRs.
+pub fn feature_value(caps: &MsrCaps, index: u32) -> Option<u64> {
+    match index {
+        IA32_ARCH_CAPABILITIES => Some(caps.arch_capabilities),
+        IA32_PERF_CAPABILITIES => Some(0),
+        IA32_UCODE_REV => Some(caps.host_ucode_rev),
+        AMD64_DE_CFG => Some(caps.de_cfg),
+        _ => None,
+    }
+}
+
+/// System `KVM_GET_MSRS` for one entry (`do_get_feature_msr` through `kvm_do_msr_access`): a
+/// feature MSR's value; any other advertised MSR reads 0 successfully (upstream's "userspace may
+/// read advertised MSRs" rule); anything else fails.
+pub fn get_feature(caps: &MsrCaps, index: u32) -> Option<u64> {
+    feature_value(caps, index).or_else(|| is_advertised(caps, index).then_some(0))
+}
+
+/// Sign-extends from bit 47 (`__canonical_address(.., 48)`).
+fn canonical48(v: u64) -> u64 {
+    (((v << 16) as i64) >> 16) as u64
+}
+
+fn is_canonical48(v: u64) -> bool {
+    canonical48(v) == v
+}
+
+/// `kvm_pat_valid`: every byte is a valid memory type (0, 1, 4, 5, 6, 7).
+pub fn pat_valid(v: u64) -> bool {
+    // Each byte below 8 and not 2 or 3.
+    if v & 0xf8f8_f8f8_f8f8_f8f8 != 0 {
+        return false;
+    }
+    (v | ((v & 0x0202_0202_0202_0202) << 1)) == v
+}
+
+/// One MSR read (`__kvm_get_msr` → `svm_get_msr` → `kvm_get_msr_common`).
+pub fn get(
+    s: &CpuState,
+    ctx: &MsrCtx<'_>,
+    index: u32,
+    host_initiated: bool,
+) -> Result<u64, MsrFault> {
+    let m = &s.msrs;
+    let g = ctx.guest;
+    Ok(match index {
+        STAR => m.star,
+        LSTAR => m.lstar,
+        CSTAR => m.cstar,
+        SYSCALL_MASK => m.sfmask,
+        KERNEL_GS_BASE => m.kernel_gs_base,
+        FS_BASE => s.seg(SegReg::Fs).base,
+        GS_BASE => s.seg(SegReg::Gs).base,
+        IA32_SYSENTER_CS => m.sysenter_cs,
+        IA32_SYSENTER_ESP => m.sysenter_esp,
+        IA32_SYSENTER_EIP => m.sysenter_eip,
+        TSC_AUX => {
+            if !ctx.caps.tsc_aux || (!host_initiated && !g.rdtscp && !g.rdpid) {
+                return Err(MsrFault::Invalid);
+            }
+            m.tsc_aux
+        }
+        // No LBR virtualisation: DEBUGCTL and the LBR MSRs read 0.
+        IA32_DEBUGCTLMSR
+        | IA32_LASTBRANCHFROMIP
+        | IA32_LASTBRANCHTOIP
+        | IA32_LASTINTFROMIP
+        | IA32_LASTINTTOIP => 0,
+        IA32_PLATFORM_ID
+        | EBL_CR_POWERON
+        | AMD64_SYSCFG
+        | K8_TSEG_ADDR
+        | K8_TSEG_MASK
+        | VM_HSAVE_PA
+        | K8_INT_PENDING_MSG
+        | AMD64_NB_CFG
+        | FAM10H_MMIO_CONF_BASE
+        | AMD64_BU_CFG2
+        | IA32_PERF_CTL
+        | AMD64_DC_CFG
+        | AMD64_TW_CFG
+        | F15H_EX_CFG
+        | RAPL_POWER_UNIT
+        | PP0_ENERGY_STATUS
+        | PP1_ENERGY_STATUS
+        | PKG_ENERGY_STATUS
+        | DRAM_ENERGY_STATUS => 0,
+        // No PMU: the legacy K7 counters read 0.
+        K7_EVNTSEL0..=K7_PERFCTR3 => 0,
+        IA32_UCODE_REV => s.msr.microcode_version,
+        IA32_ARCH_CAPABILITIES => {
+            if !host_initiated && !g.arch_capabilities {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.arch_capabilities
+        }
+        IA32_PERF_CAPABILITIES => {
+            if !host_initiated && !g.pdcm {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.perf_capabilities
+        }
+        IA32_POWER_CTL => s.msr.power_ctl,
+        IA32_TSC => ctx.host_tsc.wrapping_add(s.tsc_offset),
+        IA32_CR_PAT => m.pat,
+        FSB_FREQ => 3,
+        EBC_FREQUENCY_ID => 1 << 24,
+        IA32_APICBASE => s.apic_base,
+        IA32_TSC_ADJUST => s.msr.tsc_adjust,
+        IA32_MISC_ENABLE => s.msr.misc_enable,
+        IA32_PERF_STATUS => 1000 | 4 << 40,
+        EFER => s.efer,
+        K7_HWCR => s.msr.hwcr,
+        AMD64_DE_CFG => s.msr.de_cfg,
+        _ => return Err(MsrFault::Unsupported),
+    })
+}
+
+/// One MSR write (`__kvm_set_msr` → `svm_set_msr` → `kvm_set_msr_common`). Nothing changes
+/// when it fails.
+pub fn set(
+    s: &mut CpuState,
+    ctx: &MsrCtx<'_>,
+    index: u32,
+    data: u64,
+    host_initiated: bool,
+) -> Result<MsrEffects, MsrFault> {
+    let g = ctx.guest;
+    let mut fx = MsrEffects::default();
+    match index {
+        LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE if !is_canonical48(data) => {
+            return Err(MsrFault::Invalid);
+        }
+        STAR => s.msrs.star = data,
+        LSTAR => s.msrs.lstar = data,
+        CSTAR => s.msrs.cstar = data,
+        SYSCALL_MASK => s.msrs.sfmask = data,
+        KERNEL_GS_BASE => s.msrs.kernel_gs_base = data,
+        FS_BASE => s.seg_mut(SegReg::Fs).base = data,
+        GS_BASE => s.seg_mut(SegReg::Gs).base = data,
+        IA32_SYSENTER_CS => s.msrs.sysenter_cs = data,
+        // Canonicalised; an AMD-model guest keeps only the low 32 bits (AMD has no 64-bit
+        // SYSENTER), an Intel-model one all of them (svm_set_msr's sysenter_*_hi).
+        IA32_SYSENTER_ESP | IA32_SYSENTER_EIP => {
+            let mut v = canonical48(data);
+            if g.amd_compatible {
+                v &= 0xffff_ffff;
+            }
+            if index == IA32_SYSENTER_ESP {
+                s.msrs.sysenter_esp = v;
+            } else {
+                s.msrs.sysenter_eip = v;
+            }
+        }
+        TSC_AUX => {
+            if !ctx.caps.tsc_aux || (!host_initiated && !g.rdtscp && !g.rdpid) {
+                return Err(MsrFault::Invalid);
+            }
+            // Intel-model guests: bits 63:32 reserved; AMD-model: ignored.
+            if !g.amd_compatible && data >> 32 != 0 {
+                return Err(MsrFault::Invalid);
+            }
+            s.msrs.tsc_aux = data & 0xffff_ffff;
+        }
+        // No LBR virtualisation: DEBUGCTL writes are dropped (svm_set_msr without lbrv).
+        IA32_DEBUGCTLMSR => {}
+        AMD64_NB_CFG | IA32_UCODE_WRITE | VM_HSAVE_PA | AMD64_PATCH_LOADER | AMD64_BU_CFG2
+        | AMD64_DC_CFG | AMD64_TW_CFG | F15H_EX_CFG => {}
+        // No PMU: writes to the legacy counters are dropped.
+        K7_EVNTSEL0..=K7_PERFCTR3 => {}
+        IA32_UCODE_REV => {
+            if host_initiated {
+                s.msr.microcode_version = data;
+            }
+        }
+        IA32_ARCH_CAPABILITIES => {
+            if !host_initiated {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.arch_capabilities = data;
+        }
+        IA32_PERF_CAPABILITIES => {
+            // No PMU: only 0 (kvm_caps.supported_perf_cap) is accepted.
+            if !host_initiated || data != 0 {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.perf_capabilities = 0;
+        }
+        EFER => {
+            fx = set_efer(s, &ctx.caps.limits, g, data, host_initiated)?;
+        }
+        K7_HWCR => {
+            // Flush-filter disable, IGNNE emulation and TLB cache disable are ignored;
+            // McStatusWrEn and TscFreqSel are kept; anything else is refused.
+            let v = data & !(0x40 | 0x100 | 0x8);
+            if v & !(1 << 18 | 1 << 24) != 0 {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.hwcr = v;
+        }
+        FAM10H_MMIO_CONF_BASE => {
+            if data != 0 {
+                return Err(MsrFault::Invalid);
+            }
+        }
+        IA32_CR_PAT => {
+            if !pat_valid(data) {
+                return Err(MsrFault::Invalid);
+            }
+            s.msrs.pat = data;
+        }
+        IA32_APICBASE => {
+            regs::check_apic_base(s.apic_base, data, g, host_initiated)
+                .map_err(|_| MsrFault::Invalid)?;
+            fx.cpuid_runtime = s.apic_base != data;
+            s.apic_base = data;
+        }
+        IA32_TSC_ADJUST => {
+            if g.tsc_adjust {
+                if !host_initiated {
+                    // A guest write moves the TSC with it (adjust_tsc_offset_guest).
+                    let adj = data.wrapping_sub(s.msr.tsc_adjust);
+                    s.tsc_offset = s.tsc_offset.wrapping_add(adj);
+                }
+                s.msr.tsc_adjust = data;
+            }
+        }
+        IA32_MISC_ENABLE => {
+            let old = s.msr.misc_enable;
+            let mut v = data;
+            if !host_initiated {
+                if (old ^ v) & (MISC_ENABLE_PEBS_UNAVAIL | MISC_ENABLE_BTS_UNAVAIL) != 0 {
+                    return Err(MsrFault::Invalid);
+                }
+                v = (v & !MISC_ENABLE_EMON) | (old & MISC_ENABLE_EMON);
+            }
+            s.msr.misc_enable = v;
+        }
+        IA32_POWER_CTL => s.msr.power_ctl = data,
+        IA32_TSC => {
+            let offset = data.wrapping_sub(ctx.host_tsc);
+            if !host_initiated {
+                // The guest's write shows in TSC_ADJUST too.
+                let adj = offset.wrapping_sub(s.tsc_offset);
+                s.msr.tsc_adjust = s.msr.tsc_adjust.wrapping_add(adj);
+            }
+            s.tsc_offset = offset;
+        }
+        AMD64_DE_CFG => {
+            if data & !ctx.caps.de_cfg != 0 {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.de_cfg = data;
+        }
+        _ => return Err(MsrFault::Unsupported),
+    }
+    Ok(fx)
+}
+
+/// Upstream `set_efer`: module-reserved bits always refuse; a guest write also needs the
+/// features in its CPUID and may not toggle LME while paging; LMA is the CPU's, kept.
+fn set_efer(
+    s: &mut CpuState,
+    limits: &ModuleLimits,
+    g: &GuestCpu,
+    data: u64,
+    host_initiated: bool,
+) -> Result<MsrEffects, MsrFault> {
+    if data & limits.efer_reserved != 0 {
+        return Err(MsrFault::Invalid);
+    }
+    if !host_initiated {
+        if !regs::is_valid_efer_for_guest(data, g) {
+            return Err(MsrFault::Invalid);
+        }
+        if s.cr0 & regs::cr0::PG != 0 && (s.efer ^ data) & efer::LME != 0 {
+            return Err(MsrFault::Invalid);
+        }
+    }
+    let v = (data & !efer::LMA) | (s.efer & efer::LMA);
+    let fx = MsrEffects {
+        mmu_reset: v != s.efer,
+        cpuid_runtime: false,
+    };
+    s.efer = v;
+    Ok(fx)
+}
+
+/// `KVM_GET_MSRS` on a vCPU for one entry (`do_get_msr` → `kvm_do_msr_access`): an
+/// unsupported but advertised MSR reads 0 successfully.
+pub fn host_get(s: &CpuState, ctx: &MsrCtx<'_>, index: u32) -> Option<u64> {
+    match get(s, ctx, index, true) {
+        Ok(v) => Some(v),
+        Err(MsrFault::Unsupported) if is_advertised(ctx.caps, index) => Some(0),
+        Err(_) => None,
+    }
+}
+
+/// Whether a feature MSR is immutable once the vCPU ran (`kvm_is_immutable_feature_msr`).
+fn is_immutable_feature(index: u32) -> bool {
+    FEATURE_LIST.contains(&index) && index != IA32_UCODE_REV
+}
+
+/// `KVM_SET_MSRS` on a vCPU for one entry (`do_set_msr`): after the first `KVM_RUN` an immutable
+/// feature MSR only accepts its current value; an unsupported but advertised MSR accepts 0.
+pub fn host_set(
+    s: &mut CpuState,
+    ctx: &MsrCtx<'_>,
+    index: u32,
+    data: u64,
+    has_run: bool,
+) -> Option<MsrEffects> {
+    if has_run && is_immutable_feature(index) && host_get(s, ctx, index) != Some(data) {
+        return None;
+    }
+    match set(s, ctx, index, data, true) {
+        Ok(fx) => Some(fx),
+        Err(MsrFault::Unsupported) if data == 0 && is_advertised(ctx.caps, index) => {
+            Some(MsrEffects::default())
+        }
+        Err(_) => None,
+    }
+}
+
+/// A guest `RDMSR` (the exit handler: `Err` becomes #GP or a userspace exit).
+pub fn guest_rdmsr(s: &CpuState, ctx: &MsrCtx<'_>, index: u32) -> Result<u64, MsrFault> {
+    get(s, ctx, index, false)
+}
+
+/// A guest `WRMSR` (the exit handler: `Err` becomes #GP or a userspace exit).
+pub fn guest_wrmsr(
+    s: &mut CpuState,
+    ctx: &MsrCtx<'_>,
+    index: u32,
+    data: u64,
+) -> Result<MsrEffects, MsrFault> {
+    set(s, ctx, index, data, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::regs::cr4;
+
+    const CAPS: MsrCaps = MsrCaps {
+        limits: ModuleLimits {
+            cr4_reserved: crate::cpuid::CR4_RESERVED_BITS | cr4::VMXE,
+            efer_reserved: !(efer::SCE | efer::LME | efer::LMA | efer::NX | efer::FFXSR),
+        },
+        tsc_aux: true,
+        arch_capabilities: ARCH_CAP_PSCHANGE_MC_NO,
+        de_cfg: DE_CFG_LFENCE_SERIALIZE,
+        host_ucode_rev: 0x1234,
+    };
+
+    fn ctx(g: &GuestCpu) -> MsrCtx<'_> {
+        MsrCtx {
+            guest: g,
+            caps: &CAPS,
+            host_tsc: 1_000_000,
+        }
+    }
+
+    fn state() -> CpuState {
+        regs::reset(true, &GuestCpu::default(), &CAPS)
+    }
+
+    #[test]
+    fn every_listed_msr_round_trips() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        let list: heapless_list::List = index_list(&CAPS).collect();
+        assert_eq!(list.len(), index_list_len(&CAPS));
+        for &m in list.iter() {
+            let v = host_get(&s, &c, m).unwrap_or_else(|| panic!("get {m:#x}"));
+            assert!(host_set(&mut s, &c, m, v, false).is_some(), "set {m:#x}");
+            assert_eq!(host_get(&s, &c, m), Some(v), "{m:#x}");
+        }
+        // Also on a second vCPU restored from the first (state_test's pattern), after a run.
+        let mut t = state();
+        for &m in list.iter() {
+            let v = host_get(&s, &c, m).unwrap();
+            assert!(host_set(&mut t, &c, m, v, true).is_some(), "restore {m:#x}");
+        }
+    }
+
+    /// A tiny fixed-capacity list for the tests (no alloc in this crate).
+    mod heapless_list {
+        pub struct List {
+            v: [u32; 64],
+            n: usize,
+        }
+        impl FromIterator<u32> for List {
+            fn from_iter<I: IntoIterator<Item = u32>>(it: I) -> Self {
+                let mut l = List { v: [0; 64], n: 0 };
+                for x in it {
+                    l.v[l.n] = x;
+                    l.n += 1;
+                }
+                l
+            }
+        }
+        impl List {
+            pub fn len(&self) -> usize {
+                self.n
+            }
+            pub fn iter(&self) -> core::slice::Iter<'_, u32> {
+                self.v[..self.n].iter()
+            }
+        }
+    }
+
+    #[test]
+    fn sysenter_round_trip_and_canonical() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        host_set(&mut s, &c, IA32_SYSENTER_CS, 0x10, false).unwrap();
+        host_set(&mut s, &c, IA32_SYSENTER_ESP, 0xffff_8000_1234_5678, false).unwrap();
+        assert_eq!(host_get(&s, &c, IA32_SYSENTER_CS), Some(0x10));
+        assert_eq!(
+            host_get(&s, &c, IA32_SYSENTER_ESP),
+            Some(0xffff_8000_1234_5678)
+        );
+        // Non-canonical: made canonical, not refused.
+        host_set(&mut s, &c, IA32_SYSENTER_EIP, 0x0000_8000_0000_0000, false).unwrap();
+        assert_eq!(
+            host_get(&s, &c, IA32_SYSENTER_EIP),
+            Some(0xffff_8000_0000_0000)
+        );
+        // An AMD-model guest keeps 32 bits.
+        let amd = GuestCpu {
+            amd_compatible: true,
+            ..g
+        };
+        host_set(&mut s, &ctx(&amd), IA32_SYSENTER_ESP, 0x1_2345_6789, false).unwrap();
+        assert_eq!(host_get(&s, &c, IA32_SYSENTER_ESP), Some(0x2345_6789));
+    }
+
+    #[test]
+    fn syscall_msrs_refuse_non_canonical() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        for m in [LSTAR, CSTAR, KERNEL_GS_BASE, FS_BASE, GS_BASE] {
+            assert_eq!(
+                set(&mut s, &c, m, 1 << 47, true),
+                Err(MsrFault::Invalid),
+                "{m:#x}"
+            );
+            assert!(set(&mut s, &c, m, 0xffff_8000_0000_0000, true).is_ok());
+        }
+        assert_eq!(s.seg(SegReg::Fs).base, 0xffff_8000_0000_0000);
+        // STAR and SFMASK take anything.
+        assert!(set(&mut s, &c, STAR, !0, false).is_ok());
+    }
+
+    #[test]
+    fn unknown_msr_is_unsupported_for_the_guest() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        assert_eq!(guest_rdmsr(&s, &c, 0x1234_5678), Err(MsrFault::Unsupported));
+        assert_eq!(
+            guest_wrmsr(&mut s, &c, 0x1234_5678, 0),
+            Err(MsrFault::Unsupported)
+        );
+        assert_eq!(host_get(&s, &c, 0x1234_5678), None);
+        assert_eq!(host_set(&mut s, &c, 0x1234_5678, 0, false), None);
+        // Not virtualised: no MTRRs, no PMU v2, no SPEC_CTRL, no x2APIC.
+        for m in [0xfe, 0x2ff, 0x48, 0x802, 0xc001_0200] {
+            assert_eq!(guest_rdmsr(&s, &c, m), Err(MsrFault::Unsupported), "{m:#x}");
+        }
+    }
+
+    #[test]
+    fn tsc_and_adjust() {
+        let g = GuestCpu {
+            tsc_adjust: true,
+            ..GuestCpu::default()
+        };
+        let c = ctx(&g);
+        let mut s = state();
+        s.tsc_offset = 0u64.wrapping_sub(1_000_000);
+        assert_eq!(guest_rdmsr(&s, &c, IA32_TSC), Ok(0));
+        // Host write: sets the TSC, not TSC_ADJUST.
+        host_set(&mut s, &c, IA32_TSC, 500, false).unwrap();
+        assert_eq!(host_get(&s, &c, IA32_TSC), Some(500));
+        assert_eq!(s.msr.tsc_adjust, 0);
+        // Guest write: TSC_ADJUST follows.
+        guest_wrmsr(&mut s, &c, IA32_TSC, 800).unwrap();
+        assert_eq!(guest_rdmsr(&s, &c, IA32_TSC), Ok(800));
+        assert_eq!(s.msr.tsc_adjust, 300);
+        // Guest TSC_ADJUST write moves the TSC.
+        guest_wrmsr(&mut s, &c, IA32_TSC_ADJUST, 400).unwrap();
+        assert_eq!(guest_rdmsr(&s, &c, IA32_TSC), Ok(900));
+        // Host TSC_ADJUST write does not.
+        host_set(&mut s, &c, IA32_TSC_ADJUST, 0, false).unwrap();
+        assert_eq!(guest_rdmsr(&s, &c, IA32_TSC), Ok(900));
+        // Without the CPUID bit writes are ignored.
+        let plain = GuestCpu::default();
+        guest_wrmsr(&mut s, &ctx(&plain), IA32_TSC_ADJUST, 7).unwrap();
+        assert_eq!(s.msr.tsc_adjust, 0);
+    }
+
+    #[test]
+    fn hwcr_rules() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        for bit in 0..64 {
+            let r = host_set(&mut s, &c, K7_HWCR, 1 << bit, false);
+            match bit {
+                18 | 24 => assert_eq!(host_get(&s, &c, K7_HWCR), Some(1 << bit)),
+                3 | 6 | 8 => {
+                    assert!(r.is_some());
+                    assert_eq!(host_get(&s, &c, K7_HWCR), Some(0), "bit {bit}");
+                }
+                _ => assert!(r.is_none(), "bit {bit}"),
+            }
+            host_set(&mut s, &c, K7_HWCR, 0, false).unwrap();
+        }
+    }
+
+    #[test]
+    fn pat_rules() {
+        assert!(pat_valid(regs::PAT_DEFAULT));
+        assert!(pat_valid(0x0706_0504_0100_0706));
+        assert!(!pat_valid(2));
+        assert!(!pat_valid(3 << 8));
+        assert!(!pat_valid(8));
+        let g = GuestCpu::default();
+        let mut s = state();
+        assert_eq!(
+            guest_wrmsr(&mut s, &ctx(&g), IA32_CR_PAT, 2),
+            Err(MsrFault::Invalid)
+        );
+        assert_eq!(s.msrs.pat, regs::PAT_DEFAULT);
+    }
+
+    #[test]
+    fn efer_guest_and_host_rules() {
+        let lm = GuestCpu {
+            lm: true,
+            nx: true,
+            ..GuestCpu::default()
+        };
+        let c = ctx(&lm);
+        let mut s = state();
+        // Module-reserved: SVME (no nesting) even from the host.
+        assert_eq!(
+            set(&mut s, &c, EFER, efer::SVME, true),
+            Err(MsrFault::Invalid)
+        );
+        // Host writes skip the CPUID check; guest writes do not.
+        let none = GuestCpu::default();
+        assert!(set(&mut s, &ctx(&none), EFER, efer::LME, true).is_ok());
+        assert_eq!(
+            set(&mut s, &ctx(&none), EFER, efer::NX, false),
+            Err(MsrFault::Invalid)
+        );
+        // LMA is kept from the current value.
+        s.efer = efer::LME | efer::LMA;
+        s.cr0 = regs::cr0::PE | regs::cr0::PG;
+        set(&mut s, &c, EFER, efer::LME | efer::NX, false).unwrap();
+        assert_eq!(s.efer, efer::LME | efer::LMA | efer::NX);
+        // LME may not change while paging.
+        assert_eq!(
+            set(&mut s, &c, EFER, efer::NX, false),
+            Err(MsrFault::Invalid)
+        );
+    }
+
+    #[test]
+    fn feature_msrs() {
+        for m in FEATURE_LIST {
+            assert!(get_feature(&CAPS, m).is_some(), "{m:#x}");
+        }
+        assert_eq!(
+            get_feature(&CAPS, IA32_ARCH_CAPABILITIES),
+            Some(ARCH_CAP_PSCHANGE_MC_NO)
+        );
+        // An advertised non-feature MSR reads 0; an unknown one fails.
+        assert_eq!(get_feature(&CAPS, IA32_TSC), Some(0));
+        assert_eq!(get_feature(&CAPS, 0x1234), None);
+        // Immutable after the first run unless unchanged.
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        assert!(host_set(&mut s, &c, IA32_ARCH_CAPABILITIES, 0, true).is_none());
+        assert!(host_set(
+            &mut s,
+            &c,
+            IA32_ARCH_CAPABILITIES,
+            ARCH_CAP_PSCHANGE_MC_NO,
+            true
+        )
+        .is_some());
+        assert!(host_set(&mut s, &c, IA32_ARCH_CAPABILITIES, 0, false).is_some());
+        // Guests cannot write it, nor read it without the CPUID bit.
+        assert_eq!(
+            guest_wrmsr(&mut s, &c, IA32_ARCH_CAPABILITIES, 0),
+            Err(MsrFault::Invalid)
+        );
+        assert_eq!(
+            guest_rdmsr(&s, &c, IA32_ARCH_CAPABILITIES),
+            Err(MsrFault::Invalid)
+        );
+        // DE_CFG: only supported bits.
+        assert!(host_set(&mut s, &c, AMD64_DE_CFG, 1, false).is_none());
+        assert!(host_set(&mut s, &c, AMD64_DE_CFG, DE_CFG_LFENCE_SERIALIZE, false).is_some());
+        // UCODE_REV: guest writes ignored.
+        guest_wrmsr(&mut s, &c, IA32_UCODE_REV, 5).unwrap();
+        assert_eq!(guest_rdmsr(&s, &c, IA32_UCODE_REV), Ok(DEFAULT_UCODE_REV));
+    }
+
+    #[test]
+    fn misc_enable_rules() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        let v = s.msr.misc_enable;
+        assert_eq!(
+            guest_wrmsr(&mut s, &c, IA32_MISC_ENABLE, 0),
+            Err(MsrFault::Invalid)
+        );
+        guest_wrmsr(&mut s, &c, IA32_MISC_ENABLE, v | MISC_ENABLE_EMON | 1).unwrap();
+        assert_eq!(s.msr.misc_enable, v | 1);
+        host_set(&mut s, &c, IA32_MISC_ENABLE, 0, false).unwrap();
+        assert_eq!(s.msr.misc_enable, 0);
+    }
+
+    #[test]
+    fn tsc_aux_rules() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        // The host may always; the guest needs RDTSCP or RDPID.
+        assert!(host_set(&mut s, &c, TSC_AUX, 5, false).is_some());
+        assert_eq!(guest_rdmsr(&s, &c, TSC_AUX), Err(MsrFault::Invalid));
+        let r = GuestCpu { rdtscp: true, ..g };
+        assert_eq!(guest_rdmsr(&s, &ctx(&r), TSC_AUX), Ok(5));
+        assert_eq!(
+            guest_wrmsr(&mut s, &ctx(&r), TSC_AUX, 1 << 32),
+            Err(MsrFault::Invalid)
+        );
+        let amd = GuestCpu {
+            amd_compatible: true,
+            ..r
+        };
+        guest_wrmsr(&mut s, &ctx(&amd), TSC_AUX, 1 << 32 | 7).unwrap();
+        assert_eq!(s.msrs.tsc_aux, 7);
+    }
+
+    #[test]
+    fn apic_base_via_msr() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        let fx = guest_wrmsr(&mut s, &c, IA32_APICBASE, regs::APIC_DEFAULT_PHYS_BASE).unwrap();
+        assert!(fx.cpuid_runtime);
+        assert_eq!(
+            guest_wrmsr(&mut s, &c, IA32_APICBASE, regs::APIC_BASE_EXTD),
+            Err(MsrFault::Invalid)
+        );
+    }
+}
