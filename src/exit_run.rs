@@ -39,16 +39,20 @@ const DB: u8 = 1;
 const BP: u8 = 3;
 /// #UD.
 const UD: u8 = 6;
-/// #GP.
-const GP: u8 = 13;
 /// #PF.
 /// RFLAGS.DF.
 const RFLAGS_DF: u64 = 1 << 10;
 
-/// The page-walk configuration of the vCPU (MAXPHYADDR, PSE-36, 1 GiB pages).
-// The guest CPUID's values once the state ABI exposes them; QEMU `-cpu max`'s meanwhile.
-fn walk_config(_l: &VcpuLocked) -> WalkConfig {
-    WalkConfig::default()
+/// The page-walk configuration of the vCPU: MAXPHYADDR from its CPUID (QEMU `-cpu max`'s
+/// 40 bits while the table has none); PSE-36 and 1 GiB pages as `-cpu max` has them (the CPUID
+/// model does not carry those two bits yet).
+fn walk_config(l: &VcpuLocked) -> WalkConfig {
+    let d = WalkConfig::default();
+    let m = l.cpuid.model.maxphyaddr;
+    WalkConfig {
+        maxphyaddr: if m == 0 { d.maxphyaddr } else { m },
+        ..d
+    }
 }
 
 fn linear_rip(st: &CpuState) -> u64 {
@@ -608,4 +612,25 @@ fn complete_pio_in(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: PioIn) -> A
         l.arch.rip = p.next_rip;
     }
     Action::Continue
+}
+
+/// `crate::run::skip::skip_instruction` with the decoder (`HOOK(exits)`): skips the
+/// instruction at CS:RIP if its opcode bytes (after any prefixes) are `expected`; `false` if it
+/// cannot be fetched or decoded or is another instruction (the caller reports an emulation
+/// failure). Walks with `-cpu max`'s configuration: the callers have no CPUID model at hand.
+pub(crate) fn skip_expected(vm: &Vm, st: &mut CpuState, expected: &[u8]) -> bool {
+    let cfg = WalkConfig::default();
+    let mut env = MemEnv::new(vm);
+    match emulate::skip(st, &mut env, &cfg) {
+        Ok(d) => {
+            let bytes = &d.bytes.bytes[..usize::from(d.insn.len).min(d.bytes.bytes.len())];
+            if !expected.is_empty() && bytes.ends_with(expected) {
+                st.rip = d.next_rip;
+                true
+            } else {
+                false
+            }
+        }
+        Err(_) => false,
+    }
 }
