@@ -155,8 +155,6 @@ impl VmExitsLocked {
             .count()
     }
 
-    // Used by the run loop's exit handling (src/exit_run.rs) once wired.
-    #[allow(dead_code)]
     /// Whether an MSR filter with ranges is installed: the backend must then intercept the MSRs
     /// it otherwise passes through (upstream recomputes the MSR bitmaps on
     /// `KVM_REQ_MSR_FILTER_CHANGED`), or a filtered FS/GS base access would not be seen.
@@ -169,6 +167,8 @@ impl VmExitsLocked {
     }
 
     /// Whether the MSR filter allows the access (`kvm_msr_allowed`).
+    // Used by the run loop's exit handling once wired.
+    #[allow(dead_code)]
     pub(crate) fn msr_allowed(&self, index: u32, access: MsrAccess) -> bool {
         msr_filter::allowed(self.msr_filter.as_ref(), index, access)
     }
