@@ -634,3 +634,22 @@ pub(crate) fn skip_expected(vm: &Vm, st: &mut CpuState, expected: &[u8]) -> bool
         Err(_) => false,
     }
 }
+
+/// A plain OUT offered to the in-kernel PIO devices first (upstream `kernel_pio` before the
+/// userspace exit): true if an ioeventfd or a coalesced PIO zone took it (RIP moved on).
+pub(crate) fn pio_out_in_kernel(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    port: u16,
+    size: u8,
+    next_rip: u64,
+) -> bool {
+    let v = l.arch.gpr(Gpr::Rax).to_le_bytes();
+    let data = &v[..usize::from(size).min(4)];
+    if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), data) == WriteResult::Handled {
+        l.arch.rip = next_rip;
+        true
+    } else {
+        false
+    }
+}
