@@ -24,3 +24,4 @@ pub mod msr;
 pub mod regs;
 pub mod state;
 pub mod uapi;
+pub mod svm;
