@@ -37,8 +37,6 @@ impl EventFd {
         NonNull::new(p).map(EventFd).ok_or(EINVAL)
     }
 
-    // Used by the run loop's exit handling (src/exit_run.rs) once wired.
-    #[allow(dead_code)]
     /// Signals the eventfd (adds 1 to its counter, wakes readers).
     pub(crate) fn signal(&self) {
         // SAFETY: `self.0` is a live counted reference.

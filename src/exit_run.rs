@@ -23,8 +23,8 @@ use crate::vm::Vm;
 use kernel::prelude::*;
 use x86::exits::emulation::{self, FailureAction};
 use x86::exits::ioeventfd::Bus;
-use x86::exits::run::{self as krun, Exit as UExit};
 use x86::exits::pio::{addr_mask, ins_batch, ins_done, step};
+use x86::exits::run::{self as krun, Exit as UExit};
 use x86::exits::{hypercall, user_msr};
 use x86::state::{CpuState, Gpr, SegReg};
 use x86emu::decode::{Op, Rep};
@@ -100,7 +100,13 @@ fn inject_ud(l: &mut VcpuLocked) {
 
 /// An emulation failure (upstream `handle_emulation_failure`): the exit with the instruction
 /// bytes, or #UD, depending on `KVM_CAP_EXIT_ON_EMULATION_FAILURE` and the CPL.
-fn emulation_failure(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, b: &InsnBytes, info: &emulation::ExitInfo) -> Action {
+fn emulation_failure(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    b: &InsnBytes,
+    info: &emulation::ExitInfo,
+) -> Action {
     let on = vcpu.vm().exits().lock().exit_on_emulation_failure;
     let act = emulation::failure_action(on, emulate::cpl(&l.arch));
     if act != FailureAction::Exit {
@@ -109,7 +115,10 @@ fn emulation_failure(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, b: &InsnByte
     if act == FailureAction::Ud {
         return Action::Continue;
     }
-    set_exit(run, &emulation::failure_exit(&b.bytes[..b.len as usize], info));
+    set_exit(
+        run,
+        &emulation::failure_exit(&b.bytes[..b.len as usize], info),
+    );
     Action::ToUser
 }
 
@@ -169,7 +178,13 @@ fn exit_info(i: &ExitInfo) -> emulation::ExitInfo {
 }
 
 /// The outcome of one emulated instruction, applied.
-fn finish(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, o: Outcome, info: &emulation::ExitInfo) -> Action {
+fn finish(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    o: Outcome,
+    info: &emulation::ExitInfo,
+) -> Action {
     match o {
         Outcome::Done => Action::Continue,
         Outcome::MmioRead { gpa, len } => {
@@ -261,7 +276,8 @@ pub(crate) fn complete_userspace(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result<bool
                         l.arch.set_gpr(Gpr::Rdx, edx);
                     }
                     let op = if read { Op::Rdmsr } else { Op::Wrmsr };
-                    skip_or(vcpu, l, run, op, &emulation::ExitInfo::default()).unwrap_or(Action::Continue)
+                    skip_or(vcpu, l, run, op, &emulation::ExitInfo::default())
+                        .unwrap_or(Action::Continue)
                 }
                 _ => {
                     inject_gp(l);
@@ -272,7 +288,8 @@ pub(crate) fn complete_userspace(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result<bool
         Pending::Hypercall { long_mode } => {
             let ret = hypercall::complete(krun::read_hypercall_ret(&u), long_mode);
             l.arch.set_gpr(Gpr::Rax, ret);
-            skip_or(vcpu, l, run, Op::Vmmcall, &emulation::ExitInfo::default()).unwrap_or(Action::Continue)
+            skip_or(vcpu, l, run, Op::Vmmcall, &emulation::ExitInfo::default())
+                .unwrap_or(Action::Continue)
         }
         Pending::PioIn(pio) => complete_pio_in(vcpu, l, run, pio),
     };
@@ -280,7 +297,12 @@ pub(crate) fn complete_userspace(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result<bool
 }
 
 /// The exits `crate::run::handle_exit` does not handle itself (`HOOK(exits)`).
-pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) -> Result<Action> {
+pub(crate) fn handle(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    info: ExitInfo,
+) -> Result<Action> {
     match info.exit {
         Exit::Cpuid => cpuid(vcpu, l, run, &info),
         Exit::Msr { write } => msr(vcpu, l, run, write, &info),
@@ -339,7 +361,13 @@ fn cpuid(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Resu
 
 /// RDMSR/WRMSR (upstream `kvm_emulate_rdmsr` / `kvm_emulate_wrmsr`): the filter, then the
 /// vCPU's MSR code; a refusal exits to userspace if userspace asked for its reason, else #GP.
-fn msr(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, write: bool, info: &ExitInfo) -> Result<Action> {
+fn msr(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    write: bool,
+    info: &ExitInfo,
+) -> Result<Action> {
     use user_msr::MsrResult;
     use x86::exits::msr_filter::MsrAccess;
     use x86::msr::MsrFault;
@@ -347,7 +375,11 @@ fn msr(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, write: bool, info: &ExitIn
     let data = user_msr::join_edx_eax(l.arch.gpr(Gpr::Rax), l.arch.gpr(Gpr::Rdx));
     let (mask, allowed) = {
         let x = vcpu.vm().exits().lock();
-        let a = if write { MsrAccess::Write } else { MsrAccess::Read };
+        let a = if write {
+            MsrAccess::Write
+        } else {
+            MsrAccess::Read
+        };
         (x.user_space_msr_mask, x.msr_allowed(index, a))
     };
     let fault = |f: MsrFault| match f {
@@ -584,7 +616,14 @@ fn complete_pio_in(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: PioIn) -> A
             *b = unsafe { core::ptr::read_volatile(pio.add(at)) };
         }
         let rdi = l.arch.gpr(Gpr::Rdi) & mask;
-        let w = emulate::write_guest(&l.arch, &mut env, &cfg, SegReg::Es, rdi, &buf[..p.size as usize]);
+        let w = emulate::write_guest(
+            &l.arch,
+            &mut env,
+            &cfg,
+            SegReg::Es,
+            rdi,
+            &buf[..p.size as usize],
+        );
         match w {
             Ok(()) => {}
             Err(GuestAccessError::Exception(e)) => {

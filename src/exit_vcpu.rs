@@ -10,8 +10,6 @@ use kernel::uaccess::UserSlice;
 use x86::exits::guest_debug::{self, GuestDebug, UapiGuestDebug};
 use x86::state::SegReg;
 
-// Constructed by the run loop's exit handling once wired.
-#[allow(dead_code)]
 /// What the next `KVM_RUN` must finish before entering the guest, after an exit to userspace
 /// that needs userspace's answer (the answer is in the kvm_run page or the PIO page).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +60,6 @@ pub(crate) struct VcpuExits {
     /// `KVM_SET_GUEST_DEBUG` state.
     pub(crate) debug: GuestDebug,
     /// The completion the last exit left, if any.
-    #[allow(dead_code)]
     pub(crate) pending: Option<Pending>,
 }
 

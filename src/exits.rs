@@ -167,8 +167,6 @@ impl VmExitsLocked {
     }
 
     /// Whether the MSR filter allows the access (`kvm_msr_allowed`).
-    // Used by the run loop's exit handling once wired.
-    #[allow(dead_code)]
     pub(crate) fn msr_allowed(&self, index: u32, access: MsrAccess) -> bool {
         msr_filter::allowed(self.msr_filter.as_ref(), index, access)
     }
@@ -305,8 +303,6 @@ pub(crate) fn ioeventfd(vm: &Vm, arg: usize) -> Result<isize> {
     Ok(0)
 }
 
-// Used by the run loop's exit handling once wired.
-#[allow(dead_code)]
 /// What happened to a guest write offered to the VM's in-kernel devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WriteResult {
@@ -316,8 +312,6 @@ pub(crate) enum WriteResult {
     Unhandled,
 }
 
-// Used by the run loop's exit handling once wired.
-#[allow(dead_code)]
 impl Vm {
     /// A guest write of `data` at `addr` on `bus` (`kvm_io_bus_write`): an ioeventfd that
     /// matches is signalled, else a coalesced zone of that kind that covers the write appends

@@ -17,14 +17,13 @@ mod backend;
 mod dev;
 mod env;
 mod eventfd;
+mod exit_run;
 mod exit_vcpu;
 mod exits;
 mod extable;
 mod fpu;
 mod glue;
 mod gmem;
-// Used by the run loop's exit handling (src/exit_run.rs) once the run loop is merged.
-#[allow(dead_code)]
 mod guest_mem;
 mod hw;
 mod mem_abi;

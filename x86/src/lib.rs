@@ -23,5 +23,5 @@ pub mod exits;
 pub mod msr;
 pub mod regs;
 pub mod state;
-pub mod uapi;
 pub mod svm;
+pub mod uapi;
