@@ -51,6 +51,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::memslot::check_extension(cap, vm) {
         return r;
     }
+    if let Some(r) = crate::exits::check_extension(cap) {
+        return r;
+    }
     if let Some(r) = crate::vcpu_state::check_extension(cap, vm) {
         return r;
     }
@@ -186,6 +189,10 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
         }
         crate::mem_abi::KVM_CREATE_GUEST_MEMFD => crate::gmem::create(vm, arg),
         crate::mem_abi::KVM_SET_MEMORY_ATTRIBUTES => crate::attributes::set(vm, arg),
+        crate::exits::KVM_X86_SET_MSR_FILTER => crate::exits::set_msr_filter(vm, arg),
+        crate::exits::KVM_REGISTER_COALESCED_MMIO => crate::exits::register_coalesced(vm, arg),
+        crate::exits::KVM_UNREGISTER_COALESCED_MMIO => crate::exits::unregister_coalesced(vm, arg),
+        crate::exits::KVM_IOEVENTFD => crate::exits::ioeventfd(vm, arg),
         // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.
         _ => Err(ENOTTY),
     }
@@ -217,6 +224,7 @@ fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
                 Err(EINVAL)
             }
         }
+        c if crate::exits::enables(c) => crate::exits::enable_cap(vm, &cap),
         _ => Err(EINVAL),
     }
 }

@@ -1188,3 +1188,51 @@ void tdxkvm_cond_resched(void)
 {
 	cond_resched();
 }
+
+/* ==== exits: eventfds for KVM_IOEVENTFD (virt/kvm/eventfd.c's use of them) ==== */
+#include <linux/eventfd.h>
+
+/*
+ * Takes a reference to the eventfd behind @fd into *@out; 0, or -EBADF (not an open fd) /
+ * -EINVAL (not an eventfd) as eventfd_ctx_fdget answers.
+ */
+int tdxkvm_eventfd_get(int fd, void **out)
+{
+	struct eventfd_ctx *ctx = eventfd_ctx_fdget(fd);
+
+	if (IS_ERR(ctx))
+		return PTR_ERR(ctx);
+	*out = ctx;
+	return 0;
+}
+
+void tdxkvm_eventfd_signal(void *ctx)
+{
+	eventfd_signal(ctx);
+}
+
+void tdxkvm_eventfd_put(void *ctx)
+{
+	eventfd_ctx_put(ctx);
+}
+
+/* ==== exits: atomic updates of guest page-table entries in the memslots' user memory ==== */
+
+/*
+ * Replaces the u64 at user address @p by @new if it is @old (upstream __try_cmpxchg_gpte):
+ * 0 done, 1 the value differed, -EFAULT.
+ */
+int tdxkvm_cmpxchg_user_u64(u64 __user *p, u64 old, u64 new)
+{
+	if (!access_ok(p, sizeof(*p)))
+		return -EFAULT;
+	return __try_cmpxchg_user(p, &old, new, efault64);
+}
+
+/* The same for a u32 (32-bit paging). */
+int tdxkvm_cmpxchg_user_u32(u32 __user *p, u32 old, u32 new)
+{
+	if (!access_ok(p, sizeof(*p)))
+		return -EFAULT;
+	return __try_cmpxchg_user(p, &old, new, efault32);
+}

@@ -94,4 +94,13 @@ void *tdxkvm_mn_register(void *vm);
 void tdxkvm_mn_unregister(void *m);
 void tdxkvm_cond_resched(void);
 
+/* exits: eventfds (KVM_IOEVENTFD). */
+int tdxkvm_eventfd_get(int fd, void **out);
+void tdxkvm_eventfd_signal(void *ctx);
+void tdxkvm_eventfd_put(void *ctx);
+
+/* exits: guest page-table entry updates in user memory. */
+int tdxkvm_cmpxchg_user_u64(u64 __user *p, u64 old, u64 new);
+int tdxkvm_cmpxchg_user_u32(u32 __user *p, u32 old, u32 new);
+
 #endif

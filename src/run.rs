@@ -216,6 +216,9 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
         io::complete(&mut l.arch, pio, p);
     }
     // HOOK(exits): complete MMIO reads, string PIO, RDMSR/WRMSR and hypercall exits here.
+    if crate::exit_run::complete_userspace(vcpu, l)? {
+        return Ok(0);
+    }
     if immediate_exit {
         return Err(EINTR);
     }
@@ -346,6 +349,11 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             next_rip,
             ..
         } if size != 0 => {
+            // HOOK(exits): an OUT an in-kernel device takes (ioeventfd, coalesced PIO) does
+            // not exit.
+            if !is_in && crate::exit_run::pio_out_in_kernel(vcpu, l, port, size, next_rip) {
+                return Ok(Action::Continue);
+            }
             bump(&vcpu.stats.run.io_exits);
             l.run.pending_io = io::exit_to_user(
                 &mut l.arch,
@@ -380,16 +388,8 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             Ok(Action::Continue)
         }
         // HOOK(exits): CPUID, RDMSR/WRMSR, VMMCALL, XSETBV, string/REP I/O, intercepted
-        // exceptions and anything else go to the exits layer once it is merged; until then
-        // they end in KVM_EXIT_INTERNAL_ERROR (unexpected exit reason: code, CPU), as
-        // upstream's answer to an exit it cannot handle.
-        _ => {
-            run.internal_error(
-                KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
-                &[info.code, u64::from(l.run.last_cpu)],
-            );
-            Ok(Action::ToUser)
-        }
+        // exceptions; anything else ends in KVM_EXIT_INTERNAL_ERROR (unexpected exit reason).
+        _ => crate::exit_run::handle(vcpu, l, run, info),
     }
 }
 
@@ -460,6 +460,6 @@ fn emulation_failure(run: RunPage) -> Result<Action> {
 /// HOOK(exits): the `exits` helper fills this with instruction emulation (`KVM_EXIT_MMIO`
 /// with completion, coalesced MMIO, ioeventfd). Until then: `KVM_EXIT_INTERNAL_ERROR` with
 /// `KVM_INTERNAL_ERROR_EMULATION` — never a guess.
-pub(crate) fn mmio(vcpu: &Vcpu, _l: &mut VcpuLocked, _gpa: u64, _error: u64) -> Result<Action> {
-    emulation_failure(RunPage(vcpu.run_page()))
+pub(crate) fn mmio(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> Result<Action> {
+    crate::exit_run::mmio(vcpu, l, gpa, error)
 }

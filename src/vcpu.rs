@@ -47,6 +47,8 @@ pub(crate) struct VcpuLocked {
     /// The architectural register state between runs (the state ioctls read and write it, the
     /// backend loads it around each guest entry).
     pub(crate) arch: x86::state::CpuState,
+    /// Guest debugging and the completion a userspace exit left ([`crate::exit_vcpu`]).
+    pub(crate) exits: crate::exit_vcpu::VcpuExits,
     /// The vCPU's CPUID table and model ([`crate::vcpu_state`]).
     pub(crate) cpuid: crate::vcpu_state::VcpuCpuid,
     /// The guest FPU/SSE/AVX state ([`crate::fpu`]); `None` for a TD vCPU (the TDX module
@@ -137,6 +139,7 @@ impl Vcpu {
                         caches: VcpuMmuCaches::new(),
                         td: None,
                         arch,
+                        exits: Default::default(),
                         cpuid: crate::vcpu_state::VcpuCpuid::new(),
                         fpu,
                         backend,
@@ -188,6 +191,11 @@ impl Vcpu {
             KVM_COALESCED_MMIO_PAGE_OFFSET => Some(self.vm().coalesced_mmio_ring()),
             _ => None,
         }
+    }
+
+    /// The kvm_run page (page 0 of the vCPU mapping).
+    pub(crate) fn run_page(&self) -> *mut u8 {
+        self.run.virt()
     }
 
     /// The PIO data page (page 1 of the vCPU mapping).
@@ -274,6 +282,7 @@ impl Vcpu {
             KVM_GET_TSC_KHZ => Ok(self.tsc_khz as isize),
             tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vcpu_op(self, arg),
             crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
+            crate::exits::KVM_SET_GUEST_DEBUG => crate::exit_vcpu::set_guest_debug(self, arg),
             c if crate::vcpu_state::is_state_ioctl(c) => crate::vcpu_state::ioctl(self, c, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
                 let _guard = self.mutex.lock();

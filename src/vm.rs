@@ -198,8 +198,11 @@ pub(crate) struct Vm {
     #[pin]
     memslots: Memslots,
     /// The coalesced-MMIO ring page, mapped at page 2 of every vCPU fd (upstream allocates it
-    /// with the VM; no zone is ever registered here, so it stays empty).
+    /// with the VM); [`crate::exits`] fills it for writes inside a registered zone.
     coalesced_mmio_ring: OwnedPage,
+    /// Userspace-exit configuration, MSR filter, coalesced zones, ioeventfds ([`crate::exits`]).
+    #[pin]
+    exits: crate::exits::VmExits,
 }
 
 impl Vm {
@@ -243,6 +246,7 @@ impl Vm {
                 mmu,
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
+                exits <- crate::exits::VmExits::new(),
             }),
             GFP_KERNEL,
         )?;
@@ -321,6 +325,11 @@ impl Vm {
     /// The coalesced-MMIO ring page.
     pub(crate) fn coalesced_mmio_ring(&self) -> &OwnedPage {
         &self.coalesced_mmio_ring
+    }
+
+    /// Userspace-exit configuration and the VM's in-kernel I/O devices ([`crate::exits`]).
+    pub(crate) fn exits(&self) -> &crate::exits::VmExits {
+        &self.exits
     }
 
     /// Whether VM and vCPU ioctls may run: the calling process created the VM and the VM is not

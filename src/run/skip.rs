@@ -2,22 +2,21 @@
 //! Skipping an intercepted instruction without next-RIP save (QEMU's SVM has no NRIPS), and
 //! reading guest memory for it.
 //!
-//! HOOK(exits): [`skip_instruction`] is the one function the `exits` helper re-implements with
-//! the `emu` helper's decoder and page-table walker. Until then it skips only what it has
-//! fetched and checked byte for byte at CS:RIP, and only without guest paging (real mode or
-//! flat protected mode, where linear = physical); anything else is "not skipped", which the run
-//! loop turns into `KVM_EXIT_INTERNAL_ERROR` (emulation) — never a guess.
+//! HOOK(exits): [`skip_instruction`] decodes the instruction at CS:RIP with `x86emu` through
+//! the guest's page tables ([`crate::exit_run::skip_expected`]) and skips it if its opcode bytes
+//! are the expected ones; anything else is "not skipped", which the run loop turns into
+//! `KVM_EXIT_INTERNAL_ERROR` (emulation) — never a guess.
 
 use crate::vm::Vm;
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 use mmu::Gfn;
-use x86::state::{CpuState, SegReg};
-
-const CR0_PG: u64 = 1 << 31;
+use x86::state::CpuState;
 
 /// Reads guest-physical memory from the memslots' userspace backing (shared memory only).
 /// `EFAULT` for a GPA outside every slot, private memory or an unreadable page.
+// Kept for other users of guest-physical reads; the skip no longer needs it.
+#[allow(dead_code)]
 pub(crate) fn read_guest_phys(vm: &Vm, mut gpa: u64, buf: &mut [u8]) -> Result {
     let mut done = 0;
     while done < buf.len() {
@@ -44,24 +43,6 @@ pub(crate) fn read_guest_phys(vm: &Vm, mut gpa: u64, buf: &mut [u8]) -> Result {
 /// Skips the intercepted instruction at CS:RIP if it is exactly `expected` (its encoding,
 /// without prefixes); `Ok(false)` if it cannot tell (paging on, other bytes, unreadable).
 pub(crate) fn skip_instruction(vm: &Vm, st: &mut CpuState, expected: &[u8]) -> Result<bool> {
-    if st.cr0 & CR0_PG != 0 || expected.is_empty() || expected.len() > 15 {
-        return Ok(false);
-    }
-    let cs = st.seg(SegReg::Cs);
-    // Without paging the guest is in real or protected mode (not long mode): 32-bit linear
-    // addresses.
-    let linear = cs.base.wrapping_add(st.rip) & 0xffff_ffff;
-    let mut bytes = [0u8; 15];
-    let got = &mut bytes[..expected.len()];
-    if read_guest_phys(vm, linear, got).is_err() || got != expected {
-        return Ok(false);
-    }
-    let len = expected.len() as u64;
-    st.rip = if st.cr0 & 1 == 0 || !cs.db {
-        // 16-bit code: IP wraps at 64 KiB.
-        (st.rip + len) & 0xffff
-    } else {
-        (st.rip + len) & 0xffff_ffff
-    };
-    Ok(true)
+    // HOOK(exits): decoded by x86emu through the guest's page tables ([`crate::exit_run`]).
+    Ok(crate::exit_run::skip_expected(vm, st, expected))
 }

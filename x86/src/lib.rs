@@ -10,6 +10,8 @@
 //!   vCPU ioctls read and write it; a backend (SVM's VMCB, later VMX or TDH.VP.ENTER) loads it
 //!   before entering the guest and stores it back after the exit, so the VMM-facing code never
 //!   sees a backend's format.
+//! - [`exits`]: userspace exits and the in-kernel handling around them (MSR filter and
+//!   user-space MSRs, coalesced MMIO/PIO, ioeventfd, hypercalls, guest debug, emulation failures).
 
 #![no_std]
 #![deny(missing_docs)]
@@ -17,6 +19,7 @@
 pub mod cpuid;
 pub mod errno;
 pub mod events;
+pub mod exits;
 pub mod fpu;
 pub mod msr;
 pub mod regs;

@@ -120,6 +120,7 @@ struct Ctx {
     tdx: bool,
 }
 
+mod exits;
 mod huge;
 mod memory;
 mod prefault;
@@ -141,6 +142,7 @@ fn tests() -> Vec<Test> {
         huge::tests(),
         tdx_vm::tests(),
         tdx_vm::memory_tests(),
+        exits::tests(),
         run::tests(),
     ]
     .concat()

@@ -1,0 +1,692 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The exits layer of the run loop: what [`crate::run`] hands over at its `HOOK(exits)` points.
+//!
+//! - [`mmio`]: an NPF on a GPA outside every memslot (or a write to a read-only one) is
+//!   emulated with `x86emu` (upstream `kvm_mmu_page_fault` → `x86_emulate_instruction`): a
+//!   write goes to a matching ioeventfd, into the coalesced ring, or out as `KVM_EXIT_MMIO`; a
+//!   read exits with `KVM_EXIT_MMIO` and the instruction re-executes with userspace's data on
+//!   the next `KVM_RUN` ([`complete_userspace`]).
+//! - [`handle`]: CPUID, RDMSR/WRMSR (filter, user-space MSR exits, #GP), VMMCALL (hypercalls),
+//!   XSETBV, string and REP port I/O (upstream `emulator_pio_in_out`), intercepted exceptions
+//!   (guest debugging's #DB/#BP, everything else re-injected).
+//! - [`skip_instruction`]: the length of an intercepted instruction from the decoder (no NRIP
+//!   save here), never guessed.
+//! - [`inject`]: exceptions from emulation reach the guest's IDT through the backend's queue.
+
+use crate::exit_vcpu::{Pending, PioIn};
+use crate::exits::WriteResult;
+use crate::guest_mem::MemEnv;
+use crate::run::uapi::RunPage;
+use crate::run::{Action, Exit, ExitInfo};
+use crate::vcpu::{Vcpu, VcpuLocked};
+use crate::vm::Vm;
+use kernel::prelude::*;
+use x86::exits::emulation::{self, FailureAction};
+use x86::exits::ioeventfd::Bus;
+use x86::exits::pio::{addr_mask, ins_batch, ins_done, step};
+use x86::exits::run::{self as krun, Exit as UExit};
+use x86::exits::{hypercall, user_msr};
+use x86::state::{CpuState, Gpr, SegReg};
+use x86emu::decode::{Op, Rep};
+use x86emu::emulate::{self, GuestAccessError, InsnBytes, MmioData, Outcome};
+use x86emu::linear::Exception;
+use x86emu::walk::WalkConfig;
+use x86emu::Gpa;
+
+/// #DB.
+const DB: u8 = 1;
+/// #BP.
+const BP: u8 = 3;
+/// #UD.
+const UD: u8 = 6;
+/// #PF.
+/// RFLAGS.DF.
+const RFLAGS_DF: u64 = 1 << 10;
+
+/// The page-walk configuration of the vCPU: MAXPHYADDR from its CPUID (QEMU `-cpu max`'s
+/// 40 bits while the table has none); PSE-36 and 1 GiB pages as `-cpu max` has them (the CPUID
+/// model does not carry those two bits yet).
+fn walk_config(l: &VcpuLocked) -> WalkConfig {
+    let d = WalkConfig::default();
+    let m = l.cpuid.model.maxphyaddr;
+    WalkConfig {
+        maxphyaddr: if m == 0 { d.maxphyaddr } else { m },
+        ..d
+    }
+}
+
+fn linear_rip(st: &CpuState) -> u64 {
+    st.seg(SegReg::Cs).base.wrapping_add(st.rip)
+}
+
+fn in_64bit_mode(st: &CpuState) -> bool {
+    emulate::CpuMode::of(st) == emulate::CpuMode::Long64
+}
+
+/// Writes an exit into the kvm_run page: `exit_reason` and the whole exit union.
+fn set_exit(run: RunPage, e: &UExit) {
+    run.set_exit_reason(e.reason());
+    for (i, b) in e.encode().iter().enumerate() {
+        run.set_u8(krun::OFF_UNION + i, *b);
+    }
+}
+
+/// The exit union as userspace left it.
+fn read_union(run: RunPage) -> [u8; krun::UNION_SIZE] {
+    let mut u = [0u8; krun::UNION_SIZE];
+    for (i, b) in u.iter_mut().enumerate() {
+        // SAFETY: the vCPU's 4 KiB kvm_run page; the union is bytes 32..288. Read volatile:
+        // userspace may be writing it.
+        *b = unsafe { core::ptr::read_volatile(run.0.add(krun::OFF_UNION + i)) };
+    }
+    u
+}
+
+/// Queues `e` for the next entry (for #PF with CR2), so it reaches the guest's IDT.
+pub(crate) fn inject(l: &mut VcpuLocked, e: Exception) {
+    // CR2 travels as the #PF's payload and is written when the exception is delivered.
+    crate::run::queue_exception(l, e.vector, e.error_code, e.cr2);
+}
+
+fn inject_gp(l: &mut VcpuLocked) {
+    inject(l, Exception::gp0());
+}
+
+fn inject_ud(l: &mut VcpuLocked) {
+    crate::run::queue_exception(l, UD, None, None);
+}
+
+/// An emulation failure (upstream `handle_emulation_failure`): the exit with the instruction
+/// bytes, or #UD, depending on `KVM_CAP_EXIT_ON_EMULATION_FAILURE` and the CPL.
+fn emulation_failure(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    b: &InsnBytes,
+    info: &emulation::ExitInfo,
+) -> Action {
+    let on = vcpu.vm().exits().lock().exit_on_emulation_failure;
+    let act = emulation::failure_action(on, emulate::cpl(&l.arch));
+    if act != FailureAction::Exit {
+        inject_ud(l);
+    }
+    if act == FailureAction::Ud {
+        return Action::Continue;
+    }
+    set_exit(
+        run,
+        &emulation::failure_exit(&b.bytes[..b.len as usize], info),
+    );
+    Action::ToUser
+}
+
+/// What [`skip_instruction`] found.
+pub(crate) enum Skip {
+    /// RIP now points past the instruction.
+    Skipped,
+    /// The fetch or decode raised an exception, which was queued.
+    Injected,
+    /// The code cannot be decoded (or is not the intercepted instruction): report it.
+    Failed(InsnBytes),
+}
+
+/// Skips the intercepted instruction `op` at CS:RIP (upstream `kvm_skip_emulated_instruction`
+/// without NRIP save: the emulator's decode, `EMULTYPE_SKIP`).
+pub(crate) fn skip_instruction(vm: &Vm, l: &mut VcpuLocked, op: Op) -> Skip {
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vm);
+    match emulate::skip(&l.arch, &mut env, &cfg) {
+        Ok(d) if d.insn.op == op => {
+            l.arch.rip = d.next_rip;
+            Skip::Skipped
+        }
+        // Another vCPU rewrote the code between the intercept and the fetch.
+        Ok(d) => Skip::Failed(d.bytes),
+        Err(emulate::Failure::Exception(e)) => {
+            inject(l, e);
+            Skip::Injected
+        }
+        Err(emulate::Failure::Unhandleable(b)) => Skip::Failed(b),
+    }
+}
+
+/// Skips `op`, or turns the failure into the matching action; `Ok(None)` when skipped.
+fn skip_or(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    op: Op,
+    info: &emulation::ExitInfo,
+) -> Option<Action> {
+    match skip_instruction(vcpu.vm(), l, op) {
+        Skip::Skipped => None,
+        Skip::Injected => Some(Action::Continue),
+        Skip::Failed(b) => Some(emulation_failure(vcpu, l, run, &b, info)),
+    }
+}
+
+fn exit_info(i: &ExitInfo) -> emulation::ExitInfo {
+    emulation::ExitInfo {
+        reason: i.code as u32,
+        info1: i.info1,
+        info2: i.info2,
+        intr_info: 0,
+        error_code: 0,
+    }
+}
+
+/// The outcome of one emulated instruction, applied.
+fn finish(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    o: Outcome,
+    info: &emulation::ExitInfo,
+) -> Action {
+    match o {
+        Outcome::Done => Action::Continue,
+        Outcome::MmioRead { gpa, len } => {
+            set_exit(
+                run,
+                &UExit::Mmio {
+                    phys_addr: gpa.0,
+                    data: [0; 8],
+                    len: u32::from(len),
+                    is_write: false,
+                },
+            );
+            l.exits.pending = Some(Pending::MmioRead { gpa: gpa.0, len });
+            Action::ToUser
+        }
+        Outcome::MmioWrite(m) => {
+            let data = &m.data[..m.len as usize];
+            if vcpu.vm().io_bus_write(Bus::Mmio, m.gpa.0, data) == WriteResult::Handled {
+                return Action::Continue;
+            }
+            set_exit(
+                run,
+                &UExit::Mmio {
+                    phys_addr: m.gpa.0,
+                    data: m.data,
+                    len: u32::from(m.len),
+                    is_write: true,
+                },
+            );
+            Action::ToUser
+        }
+        Outcome::Exception(e) => {
+            inject(l, e);
+            Action::Continue
+        }
+        Outcome::Unhandleable(b) => emulation_failure(vcpu, l, run, &b, info),
+    }
+}
+
+/// An access to MMIO (`HOOK(exits)` in [`crate::run::mmio`]): emulates the instruction.
+pub(crate) fn mmio(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> Result<Action> {
+    let run = RunPage(vcpu.run_page());
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vcpu.vm());
+    let o = emulate::emulate(&mut l.arch, &mut env, &cfg, None);
+    // SVM_EXIT_NPF, EXITINFO1 = error code, EXITINFO2 = GPA (as upstream's get_exit_info).
+    let info = emulation::ExitInfo {
+        reason: 0x400,
+        info1: error,
+        info2: gpa,
+        intr_info: 0,
+        error_code: 0,
+    };
+    Ok(finish(vcpu, l, run, o, &info))
+}
+
+/// Completes what the last exit left (`HOOK(exits)` at the top of `KVM_RUN`, also with
+/// `immediate_exit`): `Ok(true)` when the completion itself needs userspace again (the
+/// caller returns 0 with the new exit in kvm_run).
+pub(crate) fn complete_userspace(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result<bool> {
+    let intercepts = l.exits.debug.intercepts();
+    if let Some(crate::run::VcpuBackend::Svm(s)) = l.backend.as_mut() {
+        s.set_exception_intercepts(intercepts);
+    }
+    let Some(p) = l.exits.pending.take() else {
+        return Ok(false);
+    };
+    let run = RunPage(vcpu.run_page());
+    let u = read_union(run);
+    let action = match p {
+        Pending::MmioRead { gpa, len } => {
+            let m = MmioData {
+                gpa: Gpa(gpa),
+                len,
+                data: krun::read_mmio_data(&u),
+            };
+            let cfg = walk_config(l);
+            let mut env = MemEnv::new(vcpu.vm());
+            let o = emulate::emulate(&mut l.arch, &mut env, &cfg, Some(&m));
+            finish(vcpu, l, run, o, &emulation::ExitInfo::default())
+        }
+        Pending::Msr { read } => {
+            let (error, data) = krun::read_msr_answer(&u);
+            match user_msr::complete(read, error, data) {
+                user_msr::Outcome::Complete(v) => {
+                    if let Some(v) = v {
+                        let (eax, edx) = user_msr::split_edx_eax(v);
+                        l.arch.set_gpr(Gpr::Rax, eax);
+                        l.arch.set_gpr(Gpr::Rdx, edx);
+                    }
+                    let op = if read { Op::Rdmsr } else { Op::Wrmsr };
+                    skip_or(vcpu, l, run, op, &emulation::ExitInfo::default())
+                        .unwrap_or(Action::Continue)
+                }
+                _ => {
+                    inject_gp(l);
+                    Action::Continue
+                }
+            }
+        }
+        Pending::Hypercall { long_mode } => {
+            let ret = hypercall::complete(krun::read_hypercall_ret(&u), long_mode);
+            l.arch.set_gpr(Gpr::Rax, ret);
+            skip_or(vcpu, l, run, Op::Vmmcall, &emulation::ExitInfo::default())
+                .unwrap_or(Action::Continue)
+        }
+        Pending::PioIn(pio) => complete_pio_in(vcpu, l, run, pio),
+    };
+    Ok(action == Action::ToUser)
+}
+
+/// The exits `crate::run::handle_exit` does not handle itself (`HOOK(exits)`).
+pub(crate) fn handle(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    info: ExitInfo,
+) -> Result<Action> {
+    match info.exit {
+        Exit::Cpuid => cpuid(vcpu, l, run, &info),
+        Exit::Msr { write } => msr(vcpu, l, run, write, &info),
+        Exit::Vmmcall => vmmcall(vcpu, l, run, &info),
+        Exit::Xsetbv => xsetbv(vcpu, l, run, &info),
+        Exit::Io {
+            port,
+            size,
+            is_in,
+            next_rip,
+            ..
+        } => string_io(vcpu, l, run, port, size, is_in, next_rip, &info),
+        Exit::Exception { vector, error_code } => Ok(exception(l, run, vector, error_code)),
+        _ => {
+            run.internal_error(
+                crate::run::uapi::KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+                &[info.code, 0],
+            );
+            Ok(Action::ToUser)
+        }
+    }
+}
+
+/// An intercepted exception: guest debugging's #DB/#BP exit to userspace; anything else
+/// (including the #GP svm reports for RDPMC) goes to the guest's IDT.
+fn exception(l: &mut VcpuLocked, run: RunPage, vector: u8, error_code: u32) -> Action {
+    let lrip = linear_rip(&l.arch);
+    let (dr6, dr7) = (l.arch.dr6, l.arch.dr7);
+    let e = match vector {
+        DB => l.exits.debug.on_db(lrip, dr6, dr7),
+        BP => l.exits.debug.on_bp(lrip, dr6, dr7),
+        _ => None,
+    };
+    if let Some(e) = e {
+        set_exit(run, &e);
+        return Action::ToUser;
+    }
+    // (#PF is never intercepted here, so no CR2 comes with an intercepted exception.)
+    let has_error = matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30);
+    crate::run::queue_exception(l, vector, has_error.then_some(error_code), None);
+    Action::Continue
+}
+
+/// CPUID from the vCPU's table (upstream `kvm_emulate_cpuid`): EAX..EDX zero-extended.
+fn cpuid(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Result<Action> {
+    let (eax, ecx) = (l.arch.gpr(Gpr::Rax) as u32, l.arch.gpr(Gpr::Rcx) as u32);
+    let r = crate::vcpu_state::guest_cpuid(l, eax, ecx);
+    if let Some(a) = skip_or(vcpu, l, run, Op::Cpuid, &exit_info(info)) {
+        return Ok(a);
+    }
+    for (g, v) in [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx].into_iter().zip(r) {
+        l.arch.set_gpr(g, u64::from(v));
+    }
+    Ok(Action::Continue)
+}
+
+/// RDMSR/WRMSR (upstream `kvm_emulate_rdmsr` / `kvm_emulate_wrmsr`): the filter, then the
+/// vCPU's MSR code; a refusal exits to userspace if userspace asked for its reason, else #GP.
+fn msr(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    write: bool,
+    info: &ExitInfo,
+) -> Result<Action> {
+    use user_msr::MsrResult;
+    use x86::exits::msr_filter::MsrAccess;
+    use x86::msr::MsrFault;
+    let index = l.arch.gpr(Gpr::Rcx) as u32;
+    let data = user_msr::join_edx_eax(l.arch.gpr(Gpr::Rax), l.arch.gpr(Gpr::Rdx));
+    let (mask, allowed) = {
+        let x = vcpu.vm().exits().lock();
+        let a = if write {
+            MsrAccess::Write
+        } else {
+            MsrAccess::Read
+        };
+        (x.user_space_msr_mask, x.msr_allowed(index, a))
+    };
+    let fault = |f: MsrFault| match f {
+        MsrFault::Unsupported => MsrResult::Unsupported,
+        MsrFault::Invalid => MsrResult::Invalid,
+    };
+    let r = if !allowed {
+        MsrResult::Filtered
+    } else if write {
+        match crate::vcpu_state::guest_wrmsr(l, index, data) {
+            Ok(()) => MsrResult::Ok(0),
+            Err(f) => fault(f),
+        }
+    } else {
+        match crate::vcpu_state::guest_rdmsr(l, index) {
+            Ok(v) => MsrResult::Ok(v),
+            Err(f) => fault(f),
+        }
+    };
+    match user_msr::outcome(mask, index, write.then_some(data), r) {
+        user_msr::Outcome::Complete(v) => {
+            let op = if write { Op::Wrmsr } else { Op::Rdmsr };
+            if let Some(a) = skip_or(vcpu, l, run, op, &exit_info(info)) {
+                return Ok(a);
+            }
+            if let Some(v) = v {
+                let (eax, edx) = user_msr::split_edx_eax(v);
+                l.arch.set_gpr(Gpr::Rax, eax);
+                l.arch.set_gpr(Gpr::Rdx, edx);
+            }
+            Ok(Action::Continue)
+        }
+        user_msr::Outcome::Gp => {
+            inject_gp(l);
+            Ok(Action::Continue)
+        }
+        user_msr::Outcome::Exit {
+            reason,
+            index,
+            data,
+        } => {
+            set_exit(
+                run,
+                &UExit::Msr {
+                    write,
+                    reason,
+                    index,
+                    data,
+                },
+            );
+            l.exits.pending = Some(Pending::Msr { read: !write });
+            Ok(Action::ToUser)
+        }
+    }
+}
+
+/// VMMCALL (upstream `kvm_emulate_hypercall`).
+fn vmmcall(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Result<Action> {
+    let long_mode = in_64bit_mode(&l.arch);
+    let c = hypercall::Call {
+        rax: l.arch.gpr(Gpr::Rax),
+        rbx: l.arch.gpr(Gpr::Rbx),
+        rcx: l.arch.gpr(Gpr::Rcx),
+        rdx: l.arch.gpr(Gpr::Rdx),
+        rsi: l.arch.gpr(Gpr::Rsi),
+        cpl: emulate::cpl(&l.arch),
+        long_mode,
+    };
+    let mask = vcpu.vm().exits().lock().hypercall_exit_mask;
+    match hypercall::emulate(&c, mask) {
+        hypercall::Outcome::Ret(v) => {
+            if let Some(a) = skip_or(vcpu, l, run, Op::Vmmcall, &exit_info(info)) {
+                return Ok(a);
+            }
+            l.arch.set_gpr(Gpr::Rax, v);
+            Ok(Action::Continue)
+        }
+        hypercall::Outcome::Exit(e) => {
+            set_exit(run, &e);
+            l.exits.pending = Some(Pending::Hypercall { long_mode });
+            Ok(Action::ToUser)
+        }
+    }
+}
+
+/// XSETBV (upstream `kvm_emulate_xsetbv`): CPL 0 and a valid XCR0 for the guest's CPUID, else
+/// #GP(0).
+fn xsetbv(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Result<Action> {
+    let index = l.arch.gpr(Gpr::Rcx) as u32;
+    let value = user_msr::join_edx_eax(l.arch.gpr(Gpr::Rax), l.arch.gpr(Gpr::Rdx));
+    let supported = l.cpuid.model.supported_xcr0;
+    if emulate::cpl(&l.arch) != 0 || !x86::exits::xcr::valid(index, value, supported) {
+        inject_gp(l);
+        return Ok(Action::Continue);
+    }
+    if let Some(a) = skip_or(vcpu, l, run, Op::Xsetbv, &exit_info(info)) {
+        return Ok(a);
+    }
+    l.arch.xcr0 = value;
+    Ok(Action::Continue)
+}
+
+/// String or REP port I/O (upstream: `io_interception` → `kvm_emulate_instruction` →
+/// `em_in`/`em_out` with `emulator_pio_in_out`). INS reads ahead: one exit for up to
+/// min(RCX, bytes to the end of the page, 1024 / size) elements, the registers untouched until
+/// the next `KVM_RUN` stores them; OUTS exits once per element with the registers already
+/// stepped, as upstream's emulator does.
+#[allow(clippy::too_many_arguments)]
+fn string_io(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    port: u16,
+    size: u8,
+    is_in: bool,
+    next_rip: u64,
+    info: &ExitInfo,
+) -> Result<Action> {
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vcpu.vm());
+    let d = match emulate::decode_at_rip(&l.arch, &mut env, &cfg) {
+        Ok(d) if matches!(d.insn.op, Op::Ins | Op::Outs) => d,
+        Ok(d) => return Ok(emulation_failure(vcpu, l, run, &d.bytes, &exit_info(info))),
+        Err(emulate::Failure::Exception(e)) => {
+            inject(l, e);
+            return Ok(Action::Continue);
+        }
+        Err(emulate::Failure::Unhandleable(b)) => {
+            return Ok(emulation_failure(vcpu, l, run, &b, &exit_info(info)))
+        }
+    };
+    let i = d.insn;
+    let rep = i.rep.is_some_and(|r| matches!(r, Rep::Rep | Rep::Repne));
+    let mask = addr_mask(i.addr_size);
+    let rcx = l.arch.gpr(Gpr::Rcx) & mask;
+    if rep && rcx == 0 {
+        l.arch.rip = next_rip;
+        return Ok(Action::Continue);
+    }
+    let sz = u64::from(size);
+    let df = l.arch.rflags & RFLAGS_DF != 0;
+    let pio = vcpu.pio_page();
+    if is_in {
+        let rdi = l.arch.gpr(Gpr::Rdi) & mask;
+        let n = ins_batch(rdi, df, if rep { rcx } else { 1 }, size);
+        set_exit(
+            run,
+            &UExit::Io {
+                direction: krun::KVM_EXIT_IO_IN,
+                size,
+                port,
+                count: n,
+                data_offset: (crate::abi::KVM_PIO_PAGE_OFFSET * 4096) as u64,
+            },
+        );
+        l.exits.pending = Some(Pending::PioIn(PioIn {
+            size,
+            count: n,
+            addr_size: i.addr_size,
+            rep,
+            next_rip,
+            linear_rip: linear_rip(&l.arch),
+        }));
+        return Ok(Action::ToUser);
+    }
+    // OUTS: one element from seg:rSI.
+    let rsi = l.arch.gpr(Gpr::Rsi) & mask;
+    let mut buf = [0u8; 4];
+    let b = &mut buf[..size as usize];
+    match emulate::read_guest(&l.arch, &mut env, &cfg, i.str_seg, rsi, b) {
+        Ok(()) => {}
+        Err(GuestAccessError::Exception(e)) => {
+            inject(l, e);
+            return Ok(Action::Continue);
+        }
+        Err(GuestAccessError::NotRam) => {
+            return Ok(emulation_failure(vcpu, l, run, &d.bytes, &exit_info(info)))
+        }
+    }
+    let delta = if df { -(sz as i64) } else { sz as i64 };
+    let new_rsi = step(l.arch.gpr(Gpr::Rsi), delta, i.addr_size);
+    l.arch.set_gpr(Gpr::Rsi, new_rsi);
+    let mut done = true;
+    if rep {
+        let c = step(l.arch.gpr(Gpr::Rcx), -1, i.addr_size);
+        l.arch.set_gpr(Gpr::Rcx, c);
+        done = c & mask == 0;
+    }
+    if done {
+        l.arch.rip = next_rip;
+    }
+    if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), b) == WriteResult::Handled {
+        return Ok(Action::Continue);
+    }
+    for (k, v) in b.iter().enumerate() {
+        // SAFETY: `pio` is the vCPU's 4 KiB PIO page; at most 4 bytes are written.
+        unsafe { core::ptr::write_volatile(pio.add(k), *v) };
+    }
+    set_exit(
+        run,
+        &UExit::Io {
+            direction: krun::KVM_EXIT_IO_OUT,
+            size,
+            port,
+            count: 1,
+            data_offset: (crate::abi::KVM_PIO_PAGE_OFFSET * 4096) as u64,
+        },
+    );
+    Ok(Action::ToUser)
+}
+
+/// The next `KVM_RUN` after a string IN: stores as many of the elements as RCX (which
+/// userspace may have changed) still asks for at ES:rDI and steps the registers; RIP moves on
+/// when RCX reaches 0 (else the guest re-executes the instruction for the rest).
+fn complete_pio_in(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: PioIn) -> Action {
+    if linear_rip(&l.arch) != p.linear_rip {
+        // Userspace moved RIP: the instruction is abandoned (upstream drops the completion).
+        return Action::Continue;
+    }
+    let mask = addr_mask(p.addr_size);
+    let rcx = l.arch.gpr(Gpr::Rcx) & mask;
+    let n = ins_done(p.count, p.rep, rcx);
+    let sz = u64::from(p.size);
+    let df = l.arch.rflags & RFLAGS_DF != 0;
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vcpu.vm());
+    let pio = vcpu.pio_page();
+    let mut done_elems = 0u64;
+    while done_elems < n {
+        let mut buf = [0u8; 4];
+        for (k, b) in buf.iter_mut().take(p.size as usize).enumerate() {
+            let at = (done_elems * sz) as usize + k;
+            // SAFETY: `pio` is the vCPU's 4 KiB PIO page; `at` < count * size <= 1024.
+            *b = unsafe { core::ptr::read_volatile(pio.add(at)) };
+        }
+        let rdi = l.arch.gpr(Gpr::Rdi) & mask;
+        let w = emulate::write_guest(
+            &l.arch,
+            &mut env,
+            &cfg,
+            SegReg::Es,
+            rdi,
+            &buf[..p.size as usize],
+        );
+        match w {
+            Ok(()) => {}
+            Err(GuestAccessError::Exception(e)) => {
+                inject(l, e);
+                return Action::Continue;
+            }
+            Err(GuestAccessError::NotRam) => {
+                let b = InsnBytes {
+                    bytes: [0; 15],
+                    len: 0,
+                };
+                return emulation_failure(vcpu, l, run, &b, &emulation::ExitInfo::default());
+            }
+        }
+        let delta = if df { -(sz as i64) } else { sz as i64 };
+        let new_rdi = step(l.arch.gpr(Gpr::Rdi), delta, p.addr_size);
+        l.arch.set_gpr(Gpr::Rdi, new_rdi);
+        if p.rep {
+            let c = step(l.arch.gpr(Gpr::Rcx), -1, p.addr_size);
+            l.arch.set_gpr(Gpr::Rcx, c);
+        }
+        done_elems += 1;
+    }
+    if !p.rep || l.arch.gpr(Gpr::Rcx) & mask == 0 {
+        l.arch.rip = p.next_rip;
+    }
+    Action::Continue
+}
+
+/// `crate::run::skip::skip_instruction` with the decoder (`HOOK(exits)`): skips the
+/// instruction at CS:RIP if its opcode bytes (after any prefixes) are `expected`; `false` if it
+/// cannot be fetched or decoded or is another instruction (the caller reports an emulation
+/// failure). Walks with `-cpu max`'s configuration: the callers have no CPUID model at hand.
+pub(crate) fn skip_expected(vm: &Vm, st: &mut CpuState, expected: &[u8]) -> bool {
+    let cfg = WalkConfig::default();
+    let mut env = MemEnv::new(vm);
+    match emulate::skip(st, &mut env, &cfg) {
+        Ok(d) => {
+            let bytes = &d.bytes.bytes[..usize::from(d.insn.len).min(d.bytes.bytes.len())];
+            if !expected.is_empty() && bytes.ends_with(expected) {
+                st.rip = d.next_rip;
+                true
+            } else {
+                false
+            }
+        }
+        Err(_) => false,
+    }
+}
+
+/// A plain OUT offered to the in-kernel PIO devices first (upstream `kernel_pio` before the
+/// userspace exit): true if an ioeventfd or a coalesced PIO zone took it (RIP moved on).
+pub(crate) fn pio_out_in_kernel(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    port: u16,
+    size: u8,
+    next_rip: u64,
+) -> bool {
+    let v = l.arch.gpr(Gpr::Rax).to_le_bytes();
+    let data = &v[..usize::from(size).min(4)];
+    if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), data) == WriteResult::Handled {
+        l.arch.rip = next_rip;
+        true
+    } else {
+        false
+    }
+}
