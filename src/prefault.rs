@@ -56,6 +56,8 @@ struct Backing {
     _page: Option<PageRef>,
     /// Likewise for a guest_memfd folio.
     _folio: Option<crate::gmem::FolioRef>,
+    /// The slot's dirty log, if it logs: a writable leaf marks the GFN dirty.
+    log: crate::dirty::FaultLog,
 }
 
 /// Maps `fault` under the MMU lock unless an invalidation ran since `seq` was read; `None`:
@@ -65,6 +67,7 @@ fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
     vm: &Vm,
     caches: &mut VcpuMmuCaches,
     fault: &Fault,
+    log: &crate::dirty::FaultLog,
     seq: u64,
 ) -> core::result::Result<Option<Level>, MmuError> {
     let guard = mmu.read();
@@ -72,10 +75,17 @@ fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
         return Ok(None);
     }
     match mmu.map(&guard, caches, fault) {
-        Ok(FaultOutcome::Mapped(level)) => Ok(Some(level)),
-        Ok(FaultOutcome::Spurious) => Ok(mmu
-            .lookup(&guard, fault.kind, fault.gfn)?
-            .map_or(Some(Level::L4K), |(l, _)| Some(l))),
+        Ok(FaultOutcome::Mapped(level)) => {
+            // Upstream make_spte: a writable leaf of a logged slot marks its GFN dirty.
+            log.mark_if_writable(fault.gfn, fault.access);
+            Ok(Some(level))
+        }
+        Ok(FaultOutcome::Spurious) => {
+            log.mark_if_writable(fault.gfn, fault.access);
+            Ok(mmu
+                .lookup(&guard, fault.kind, fault.gfn)?
+                .map_or(Some(Level::L4K), |(l, _)| Some(l)))
+        }
         Ok(FaultOutcome::Retry) | Err(MmuError::ExternalBusy) => Ok(None),
         Err(e) => Err(e),
     }
@@ -94,6 +104,7 @@ fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
     } else {
         Errno::ENOENT
     })?;
+    let log = crate::dirty::fault_log(&st, &slot);
     if !private {
         drop(st);
         let hva = slot.gfn_to_hva(gfn);
@@ -129,6 +140,7 @@ fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
             max_level: Level::L4K,
             _page: Some(PageRef(page)),
             _folio: None,
+            log,
         });
     }
     // A private access to a slot without guest_memfd: upstream's memory-fault exit, -EFAULT.
@@ -145,13 +157,14 @@ fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
             GfnKind::Shared
         },
         access: Access::RWX,
-        max_level: if huge_ok && order >= 9 {
+        max_level: log.max_level(if huge_ok && order >= 9 {
             Level::L2M
         } else {
             Level::L4K
-        },
+        }),
         _page: None,
         _folio: Some(folio),
+        log,
     })
 }
 
@@ -192,9 +205,9 @@ fn map_one(vm: &Vm, caches: &mut VcpuMmuCaches, gpa: u64) -> core::result::Resul
             max_level: b.max_level,
         };
         let r = match vm.mmu() {
-            VmMmu::Plain(m) => map_locked(m, vm, caches, &fault, seq),
+            VmMmu::Plain(m) => map_locked(m, vm, caches, &fault, &b.log, seq),
             VmMmu::Td(td) => match td.mmu() {
-                Some(m) => map_locked(m, vm, caches, &fault, seq),
+                Some(m) => map_locked(m, vm, caches, &fault, &b.log, seq),
                 None => Err(MmuError::Bugged),
             },
         };
