@@ -120,6 +120,7 @@ struct Ctx {
     tdx: bool,
 }
 
+mod dirty;
 mod huge;
 mod memory;
 mod prefault;
@@ -135,6 +136,7 @@ fn tests() -> Vec<Test> {
         vcpu::tests(),
         memory::tests(),
         prefault::tests(),
+        dirty::tests(),
         huge::tests(),
         tdx_vm::tests(),
         tdx_vm::memory_tests(),
