@@ -347,3 +347,109 @@ fn a_config_without_huge_pages_behaves_the_same() {
     map_rw_4k(&mut fx, 0..3);
     assert_eq!(fx.wrprot_range(0, 3).unwrap().protected, 3);
 }
+
+/// The property dirty logging rests on, under random operations: once a range is logged, every
+/// writable leaf in it has its GFN marked in the log (a writable leaf without a mark would let
+/// the guest dirty a page nobody reports). The "module" here is the test: a fault marks the
+/// GFN when it maps writable (Mapped or Spurious), a GET takes the marks and write-protects
+/// what it took, logging starts with `write_protect_range` and a clear log.
+#[test]
+fn random_faults_gets_and_zaps_never_leave_a_writable_unmarked_leaf() {
+    const PAGES: u64 = 4096;
+    let mut seed = std::env::var("DIRTY_LOG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15u64);
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut fx = Fx::<Npt>::vm();
+    // Before logging: huge and small leaves, writable or not.
+    for _ in 0..40 {
+        let gfn = rnd(PAGES);
+        let level = if rnd(3) == 0 { Level::L2M } else { Level::L4K };
+        let access = if rnd(2) == 0 {
+            Access::RWX
+        } else {
+            Access::READ | Access::EXEC
+        };
+        fx.fault(shared(gfn, access, rnd(2) == 0, level));
+    }
+    let mut log = vec![0u64; (PAGES / 64) as usize];
+    let st = fx.wrprot_range(0, PAGES).unwrap();
+    assert!(st.tlb_flushes <= 1);
+    for op in 0..3000 {
+        match rnd(10) {
+            0..=5 => {
+                // A fault while logging: capped at 4K; writable if the host page is.
+                let gfn = rnd(PAGES);
+                let access = if rnd(4) == 0 {
+                    Access::READ | Access::EXEC
+                } else {
+                    Access::RWX
+                };
+                let write = access.contains(Access::WRITE) && rnd(2) == 0;
+                let out =
+                    testkit::fault(&fx.mmu, &mut fx.c, &shared(gfn, access, write, Level::L4K))
+                        .unwrap();
+                if matches!(out, FaultOutcome::Mapped(_) | FaultOutcome::Spurious)
+                    && access.contains(Access::WRITE)
+                {
+                    log[(gfn / 64) as usize] |= 1 << (gfn % 64);
+                }
+            }
+            6 | 7 => {
+                // GET: take every word and write-protect what it held.
+                let words: Vec<(u64, u64)> = log
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, w)| (i as u64 * 64, std::mem::take(w)))
+                    .collect();
+                fx.wrprot_masked(&words).unwrap();
+            }
+            8 => {
+                // CLEAR of one word: only the named bits.
+                let i = rnd(log.len() as u64) as usize;
+                let ask = rnd(u64::MAX);
+                let cleared = log[i] & ask;
+                log[i] &= !ask;
+                fx.wrprot_masked(&[(i as u64 * 64, cleared)]).unwrap();
+            }
+            _ => {
+                // A zap (MMU notifier, memslot change) of a small range.
+                let s = rnd(PAGES);
+                let g = fx.mmu.write();
+                fx.mmu
+                    .zap_range(
+                        &g,
+                        mmu::tdp::ZapTarget::Shared,
+                        Gfn::new(s),
+                        Gfn::new((s + rnd(64)).min(PAGES)),
+                    )
+                    .unwrap();
+            }
+        }
+        let g = fx.mmu.read();
+        fx.mmu
+            .for_each_leaf(&g, mmu::page::RootKind::Shared, |gfn, level, leaf| {
+                if gfn.raw() < PAGES && leaf.access.contains(Access::WRITE) {
+                    assert_eq!(
+                        level,
+                        Level::L4K,
+                        "op {op}: writable huge leaf while logging"
+                    );
+                    let g = gfn.raw();
+                    assert!(
+                        log[(g / 64) as usize] & 1 << (g % 64) != 0,
+                        "op {op}: GFN {g} writable but not marked"
+                    );
+                }
+            })
+            .unwrap();
+        drop(g);
+        check_invariants(&fx.mmu, &[&fx.c]);
+    }
+}
