@@ -352,7 +352,11 @@ pub(crate) fn clear_dirty_log(vm: &Vm, arg: usize) -> Result<isize> {
     for word in buf.iter_mut() {
         *word = r.read::<u64>()?;
     }
-    protect_words(vm, slot.base_gfn, core_dirty::clear(bits.words(), range, buf))?;
+    protect_words(
+        vm,
+        slot.base_gfn,
+        core_dirty::clear(bits.words(), range, buf),
+    )?;
     Ok(0)
 }
 
