@@ -1050,8 +1050,7 @@ fn toggling_while_a_guest_runs() -> Result<(), String> {
     Ok(())
 }
 
-/// The tests that run guests (added to [`tests`] once the run loop is there).
-#[allow(dead_code)]
+/// The tests that run guests (after the run loop's own tests in the suite's order).
 pub(crate) fn run_tests() -> Vec<Test> {
     vec![
         ("dirty_log_real_mode_guest_writes", Any, |_| {

@@ -124,6 +124,7 @@ mod dirty;
 mod huge;
 mod memory;
 mod prefault;
+mod run;
 mod system;
 mod td_bench;
 mod tdx_vm;
@@ -140,6 +141,8 @@ fn tests() -> Vec<Test> {
         huge::tests(),
         tdx_vm::tests(),
         tdx_vm::memory_tests(),
+        run::tests(),
+        dirty::run_tests(),
     ]
     .concat()
 }
@@ -181,6 +184,10 @@ fn main() {
         td_bench::bench();
         return;
     }
+    if arg == "--bench-run" {
+        run::bench();
+        return;
+    }
     if arg == "--bench-huge" {
         huge::bench();
         return;
@@ -190,6 +197,13 @@ fn main() {
         std::process::exit(2);
     }
     let mode = arg;
+    // TDXKVM_CLIENT_FILTER=substring runs only the matching tests (for iterating by hand; the
+    // guest suite never sets it).
+    let filter = std::env::var("TDXKVM_CLIENT_FILTER").unwrap_or_default();
+    let tests: Vec<Test> = tests
+        .into_iter()
+        .filter(|t| t.0.contains(filter.as_str()))
+        .collect();
     let ctx = Ctx {
         tdx: mode == "emulated",
     };
