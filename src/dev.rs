@@ -193,15 +193,22 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
         crate::exits::KVM_REGISTER_COALESCED_MMIO => crate::exits::register_coalesced(vm, arg),
         crate::exits::KVM_UNREGISTER_COALESCED_MMIO => crate::exits::unregister_coalesced(vm, arg),
         crate::exits::KVM_IOEVENTFD => crate::exits::ioeventfd(vm, arg),
+        crate::mem_abi::KVM_GET_DIRTY_LOG => crate::dirty::get_dirty_log(vm, arg),
+        crate::mem_abi::KVM_CLEAR_DIRTY_LOG => crate::dirty::clear_dirty_log(vm, arg),
         // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.
         _ => Err(ENOTTY),
     }
 }
 
 /// `KVM_ENABLE_CAP` on a VM fd (upstream `kvm_vm_ioctl_enable_cap_generic`, then x86
-/// `kvm_vm_ioctl_enable_cap`): no generic capability is enabled here, so every request takes
-/// the x86 path: flags must be 0, unknown capabilities are EINVAL.
+/// `kvm_vm_ioctl_enable_cap`): the one generic capability here is
+/// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`; everything else takes the x86 path: flags must be 0,
+/// unknown capabilities are EINVAL.
 fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
+    // The generic capabilities first (upstream kvm_vm_ioctl_enable_cap_generic).
+    if u64::from(cap.cap) == crate::mem_abi::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 {
+        return crate::dirty::enable_manual_protect(vm, cap.flags, cap.args[0]);
+    }
     if cap.flags != 0 {
         return Err(EINVAL);
     }

@@ -31,7 +31,13 @@ pub(crate) const KVM_SET_MEMORY_ATTRIBUTES: u32 = iow(0xd2, size_of::<KvmMemoryA
 pub(crate) const KVM_PRE_FAULT_MEMORY: u32 = iowr(0xd5, size_of::<KvmPreFaultMemory>());
 /// `KVM_CREATE_GUEST_MEMFD` (VM fd).
 pub(crate) const KVM_CREATE_GUEST_MEMFD: u32 = iowr(0xd4, size_of::<KvmCreateGuestMemfd>());
+/// `KVM_GET_DIRTY_LOG` (VM fd).
+pub(crate) const KVM_GET_DIRTY_LOG: u32 = iow(0x42, size_of::<KvmDirtyLog>());
+/// `KVM_CLEAR_DIRTY_LOG` (VM fd).
+pub(crate) const KVM_CLEAR_DIRTY_LOG: u32 = iowr(0xc0, size_of::<KvmClearDirtyLog>());
 const _: () = {
+    assert!(KVM_GET_DIRTY_LOG == 0x4010_ae42);
+    assert!(KVM_CLEAR_DIRTY_LOG == 0xc018_aec0);
     assert!(KVM_SET_USER_MEMORY_REGION == 0x4020_ae46);
     assert!(KVM_SET_USER_MEMORY_REGION2 == 0x40a0_ae49);
     assert!(KVM_SET_MEMORY_ATTRIBUTES == 0x4020_aed2);
@@ -43,6 +49,8 @@ const _: () = {
 pub(crate) const KVM_CAP_USER_MEMORY: u64 = 3;
 /// `KVM_CAP_NR_MEMSLOTS`.
 pub(crate) const KVM_CAP_NR_MEMSLOTS: u64 = 10;
+/// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`.
+pub(crate) const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u64 = 168;
 /// `KVM_CAP_READONLY_MEM`.
 pub(crate) const KVM_CAP_READONLY_MEM: u64 = 81;
 /// `KVM_CAP_USER_MEMORY2`.
@@ -109,7 +117,34 @@ pub(crate) struct KvmPreFaultMemory {
     pub(crate) padding: [u64; 5],
 }
 
+/// `struct kvm_dirty_log` (the bitmap pointer's union as its `u64`).
+// Whole values cross the boundary: the padding is part of the ABI though nothing reads it.
+#[allow(dead_code)]
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KvmDirtyLog {
+    pub(crate) slot: u32,
+    pub(crate) padding1: u32,
+    pub(crate) dirty_bitmap: u64,
+}
+
+/// `struct kvm_clear_dirty_log`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KvmClearDirtyLog {
+    pub(crate) slot: u32,
+    pub(crate) num_pages: u32,
+    pub(crate) first_page: u64,
+    pub(crate) dirty_bitmap: u64,
+}
+
 const _: () = {
+    assert!(size_of::<KvmDirtyLog>() == 16);
+    assert!(offset_of!(KvmDirtyLog, dirty_bitmap) == 8);
+    assert!(size_of::<KvmClearDirtyLog>() == 24);
+    assert!(offset_of!(KvmClearDirtyLog, num_pages) == 4);
+    assert!(offset_of!(KvmClearDirtyLog, first_page) == 8);
+    assert!(offset_of!(KvmClearDirtyLog, dirty_bitmap) == 16);
     assert!(size_of::<KvmPreFaultMemory>() == 64);
     assert!(offset_of!(KvmPreFaultMemory, flags) == 16);
     assert!(size_of::<KvmUserspaceMemoryRegion>() == 32);
@@ -131,6 +166,10 @@ unsafe impl FromBytes for KvmUserspaceMemoryRegion2 {}
 unsafe impl FromBytes for KvmMemoryAttributes {}
 // SAFETY: as above.
 unsafe impl FromBytes for KvmCreateGuestMemfd {}
+// SAFETY: as above.
+unsafe impl FromBytes for KvmDirtyLog {}
+// SAFETY: as above.
+unsafe impl FromBytes for KvmClearDirtyLog {}
 
 // SAFETY: as above.
 unsafe impl FromBytes for KvmPreFaultMemory {}

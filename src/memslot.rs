@@ -17,7 +17,7 @@ use crate::glue;
 use crate::mem_abi::*;
 use crate::mmu_notifier::{HvaRange, Invalidation, Notifier};
 use crate::vm::{Vm, VmMmu};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Mutex, SpinLock};
 use kernel::uaccess::UserSlice;
@@ -96,6 +96,8 @@ pub(crate) struct MemState {
     /// This VM's open guest_memfd files. A slot names its file by [`GmemId`]; a file that is
     /// gone is not here (upstream clears `slot->gmem.file` at release).
     pub(crate) gmem_files: KVec<crate::gmem::GmemRef>,
+    /// The logs of the slots that log dirty pages ([`crate::dirty`]).
+    pub(crate) dirty: crate::dirty::DirtyLogs,
     /// The VM's split cache (a TD's only): what a conversion or hole punch that covers part of
     /// a 2 MiB private leaf needs to DEMOTE it ([`VmMmu::zap_gfns_split`]). Conversions have no
     /// vCPU, so the cache is per VM, serialised by `slots_lock`; topped up before the MMU lock
@@ -121,6 +123,9 @@ pub(crate) struct Memslots {
     /// Upstream `kvm->arch.pre_fault_allowed`: true for default and software-protected VMs;
     /// a TD's `KVM_TDX_FINALIZE_VM` sets it ([`Memslots::allow_pre_fault`]).
     pre_fault_allowed: AtomicBool,
+    /// Upstream `kvm->manual_dirty_log_protect` (`KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`), read by
+    /// the dirty-log ioctls and when a slot starts logging.
+    manual_dirty_log_protect: AtomicU64,
 }
 
 impl Memslots {
@@ -132,6 +137,7 @@ impl Memslots {
                     slots: MemslotSet::new(KVecStore::new()),
                     attrs: AttrMap::new(KVecStore::new()),
                     gmem_files: KVec::new(),
+                    dirty: crate::dirty::DirtyLogs::new(),
                     split: SplitCache::new(),
                 },
                 "kvm->slots_lock"
@@ -140,6 +146,7 @@ impl Memslots {
             invalidate: Invalidation::default(),
             notifier <- new_mutex!(None, "kvm->mmu_notifier"),
             pre_fault_allowed: AtomicBool::new(pre_fault_allowed),
+            manual_dirty_log_protect: AtomicU64::new(0),
         })
     }
 
@@ -171,6 +178,16 @@ impl Memslots {
     /// Allows `KVM_PRE_FAULT_MEMORY` (a TD's `KVM_TDX_FINALIZE_VM`).
     pub(crate) fn allow_pre_fault(&self) {
         self.pre_fault_allowed.store(true, Ordering::Release);
+    }
+
+    /// The VM's `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` value (0: off).
+    pub(crate) fn manual_dirty_log_protect(&self) -> u64 {
+        self.manual_dirty_log_protect.load(Ordering::Acquire)
+    }
+
+    /// Sets the VM's `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` value.
+    pub(crate) fn set_manual_dirty_log_protect(&self, v: u64) {
+        self.manual_dirty_log_protect.store(v, Ordering::Release);
     }
 
     /// First thing in the VM's teardown: unregisters the MMU notifier (waiting for running
@@ -261,6 +278,11 @@ pub(crate) fn has_readonly_mem(vm: &Vm) -> bool {
     !vm.is_td()
 }
 
+/// Whether `KVM_MEM_LOG_DIRTY_PAGES` is offered: not on TDs (see [`crate::dirty`]).
+pub(crate) fn has_dirty_logging(vm: &Vm) -> bool {
+    !vm.is_td()
+}
+
 /// GFN bits of the guest-physical space the MMUs map (4-level: 48-bit GPAs).
 const GPA_BITS: u32 = 48;
 
@@ -272,7 +294,7 @@ fn caps(vm: &Vm) -> VmMemCaps {
     VmMemCaps {
         private_mem: has_private_mem(vm),
         readonly_mem: has_readonly_mem(vm),
-        dirty_logging: false,
+        dirty_logging: has_dirty_logging(vm),
         nr_as_ids: 1,
         max_gfn: Gfn::new((1u64 << (bits - 12)) - 1),
         // A TD's shared bit (GPA bit 47 with 4-level S-EPT, tdx-vm-abi.md §3) exists from
@@ -295,6 +317,14 @@ pub(crate) fn check_extension(cap: u64, vm: Option<&Vm>) -> Option<isize> {
         KVM_CAP_GUEST_MEMFD => vm.map_or(true, has_private_mem) as isize,
         // Upstream answers tdp_enabled for every VM; a TD refuses the ioctl until FINALIZE.
         KVM_CAP_PRE_FAULT_MEMORY => 1,
+        // Upstream's x86 value for every VM; a TD, which cannot log, answers 0 here.
+        KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 => {
+            if vm.map_or(true, has_dirty_logging) {
+                memcore::dirty::KVM_DIRTY_LOG_MANUAL_CAPS as isize
+            } else {
+                0
+            }
+        }
         KVM_CAP_MEMORY_ATTRIBUTES => {
             memcore::attributes::supported_attributes(vm.map_or(true, has_private_mem)) as isize
         }
@@ -446,8 +476,20 @@ pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) ->
     let req = mem.request();
     memcore::memslot::check_ioctl(ioctl, &req).map_err(err)?;
     let caps = caps(vm);
-    let mut st = vm.memslots().lock();
-    let mut change = st.slots.prepare(&caps, &req, user_range_ok).map_err(err)?;
+    // A change that starts a dirty log needs its bitmap, allocated without `slots_lock`: drop
+    // the lock, allocate, and validate again (the set may have changed meanwhile).
+    let mut log: Option<crate::dirty::SlotLog> = None;
+    let (mut st, mut change) = loop {
+        let st = vm.memslots().lock();
+        let change = st.slots.prepare(&caps, &req, user_range_ok).map_err(err)?;
+        match crate::dirty::new_log_pages(&change) {
+            Some(n) if log.as_ref().map_or(true, |l| l.npages() != n) => {
+                drop(st);
+                log = Some(crate::dirty::SlotLog::alloc(n)?);
+            }
+            _ => break (st, change),
+        }
+    };
     let mut bound: Option<GmemId> = None;
     if let Change::Create(ref mut new) = change {
         if new.flags & memcore::uapi::KVM_MEM_GUEST_MEMFD != 0 {
@@ -460,6 +502,9 @@ pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) ->
             vm.memslots().ensure_notifier(vm)?;
             vm.memslots().reserve_hva()?;
         }
+        if crate::dirty::new_log_pages(&change).is_some() {
+            st.dirty.reserve()?;
+        }
         let need = st.slots.room_needed(&change);
         st.slots.store_mut().reserve(need)
     })();
@@ -471,6 +516,8 @@ pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) ->
         return Err(e);
     }
     vm.memslots().update_hva(&change);
+    let log = log.filter(|_| crate::dirty::new_log_pages(&change).is_some());
+    crate::dirty::commit(vm, &mut st, &change, log);
     match change {
         Change::Delete(old) | Change::Move { old, .. } => {
             // Upstream kvm_arch_flush_shadow_memslot: every mapping of the old range goes, in

@@ -59,6 +59,8 @@ pub(crate) struct Backing {
     _page: Option<PageRef>,
     /// Likewise for a guest_memfd folio.
     _folio: Option<crate::gmem::FolioRef>,
+    /// The slot's dirty log, if it logs: a writable leaf marks the GFN dirty.
+    pub(crate) log: crate::dirty::FaultLog,
 }
 
 /// Maps `fault` under the MMU lock unless an invalidation ran since `seq` was read; `None`:
@@ -68,6 +70,7 @@ pub(crate) fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
     vm: &Vm,
     caches: &mut VcpuMmuCaches,
     fault: &Fault,
+    log: &crate::dirty::FaultLog,
     seq: u64,
 ) -> core::result::Result<Option<Level>, MmuError> {
     let guard = mmu.read();
@@ -75,10 +78,17 @@ pub(crate) fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
         return Ok(None);
     }
     match mmu.map(&guard, caches, fault) {
-        Ok(FaultOutcome::Mapped(level)) => Ok(Some(level)),
-        Ok(FaultOutcome::Spurious) => Ok(mmu
-            .lookup(&guard, fault.kind, fault.gfn)?
-            .map_or(Some(Level::L4K), |(l, _)| Some(l))),
+        Ok(FaultOutcome::Mapped(level)) => {
+            // Upstream make_spte: a writable leaf of a logged slot marks its GFN dirty.
+            log.mark_if_writable(fault.gfn, fault.access);
+            Ok(Some(level))
+        }
+        Ok(FaultOutcome::Spurious) => {
+            log.mark_if_writable(fault.gfn, fault.access);
+            Ok(mmu
+                .lookup(&guard, fault.kind, fault.gfn)?
+                .map_or(Some(Level::L4K), |(l, _)| Some(l)))
+        }
         Ok(FaultOutcome::Retry) | Err(MmuError::ExternalBusy) => Ok(None),
         Err(e) => Err(e),
     }
@@ -98,6 +108,7 @@ pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Ba
     } else {
         Errno::ENOENT
     })?;
+    let log = crate::dirty::fault_log(&st, &slot);
     if !private {
         drop(st);
         let hva = slot.gfn_to_hva(gfn);
@@ -136,6 +147,7 @@ pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Ba
             slot_readonly: slot.is_readonly(),
             _page: Some(PageRef(page)),
             _folio: None,
+            log,
         });
     }
     // A private access to a slot without guest_memfd: upstream's memory-fault exit, -EFAULT.
@@ -152,14 +164,15 @@ pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Ba
             GfnKind::Shared
         },
         access: Access::RWX,
-        max_level: if huge_ok && order >= 9 {
+        max_level: log.max_level(if huge_ok && order >= 9 {
             Level::L2M
         } else {
             Level::L4K
-        },
+        }),
         slot_readonly: false,
         _page: None,
         _folio: Some(folio),
+        log,
     })
 }
 
@@ -200,9 +213,9 @@ fn map_one(vm: &Vm, caches: &mut VcpuMmuCaches, gpa: u64) -> core::result::Resul
             max_level: b.max_level,
         };
         let r = match vm.mmu() {
-            VmMmu::Plain(m) => map_locked(m, vm, caches, &fault, seq),
+            VmMmu::Plain(m) => map_locked(m, vm, caches, &fault, &b.log, seq),
             VmMmu::Td(td) => match td.mmu() {
-                Some(m) => map_locked(m, vm, caches, &fault, seq),
+                Some(m) => map_locked(m, vm, caches, &fault, &b.log, seq),
                 None => Err(MmuError::Bugged),
             },
         };

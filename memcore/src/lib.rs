@@ -16,6 +16,8 @@
 //! - [`store`]: the storage trait and a fixed-capacity array store;
 //! - [`memslot`]: `KVM_SET_USER_MEMORY_REGION(2)` validation, change kinds, the slot set;
 //! - [`attributes`]: the memory-attribute range map (`KVM_SET_MEMORY_ATTRIBUTES`);
+//! - [`dirty`]: dirty logging's per-slot bitmap, `KVM_GET_DIRTY_LOG` / `KVM_CLEAR_DIRTY_LOG`
+//!   and the manual-protect capability;
 //! - [`gmem`]: guest_memfd creation and `fallocate` checks, a file's slot bindings;
 //! - [`prefault`]: `KVM_PRE_FAULT_MEMORY` checks and progress, the 2 MiB mapping decision.
 //!
@@ -27,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attributes;
+pub mod dirty;
 pub mod errno;
 pub mod gmem;
 pub mod memslot;

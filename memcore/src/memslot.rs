@@ -35,8 +35,9 @@ pub struct VmMemCaps {
     pub private_mem: bool,
     /// `KVM_MEM_READONLY` is valid (not for VMs with protected state, i.e. TDs).
     pub readonly_mem: bool,
-    /// Whether dirty logging is offered. Upstream always offers it; this module has no
-    /// `KVM_GET_DIRTY_LOG` yet, so it refuses the flag rather than accept it and log nothing.
+    /// Whether `KVM_MEM_LOG_DIRTY_PAGES` is accepted. Upstream always offers it (6.12 has no
+    /// TDs); the module offers it to every VM but a TD, whose private memory cannot be logged
+    /// and whose shared memory it does not log (see [`crate::dirty`]).
     pub dirty_logging: bool,
     /// Address spaces (1 without SMM).
     pub nr_as_ids: u16,

@@ -150,6 +150,10 @@ pub trait PagingFormat: Send + Sync + 'static {
     /// Human-readable name for reports.
     const NAME: &'static str;
 
+    /// The bit that lets the guest write through a leaf (upstream `PT_WRITABLE_MASK`): clearing
+    /// it write-protects the leaf for dirty logging and changes nothing else about it.
+    const WRITABLE_MASK: u64;
+
     /// A non-leaf entry pointing to the table page `pfn`.
     fn table(pfn: Pfn) -> u64;
 
@@ -180,6 +184,7 @@ const fn pfn_bits(pfn: Pfn) -> u64 {
 
 impl PagingFormat for Ept {
     const NAME: &'static str = "EPT";
+    const WRITABLE_MASK: u64 = EptBits::WRITE.bits();
 
     fn table(pfn: Pfn) -> u64 {
         (EptBits::READ
@@ -233,6 +238,7 @@ impl PagingFormat for Ept {
 
 impl PagingFormat for Npt {
     const NAME: &'static str = "NPT";
+    const WRITABLE_MASK: u64 = NptBits::WRITABLE.bits();
 
     fn table(pfn: Pfn) -> u64 {
         (NptBits::PRESENT
@@ -285,6 +291,9 @@ const _: () = assert!(FROZEN_SPTE & NptBits::PRESENT.bits() == 0);
 const _: () = assert!(SPTE_EXTERNAL_BLOCKED & (PFN_MASK | FROZEN_SPTE) == 0);
 const _: () = assert!(EptBits::all().bits() & SPTE_EXTERNAL_BLOCKED == 0);
 const _: () = assert!(NptBits::all().bits() & SPTE_EXTERNAL_BLOCKED == 0);
+// Write-protecting a leaf must never make it look absent, frozen or a table.
+const _: () = assert!(Ept::WRITABLE_MASK & (EptBits::MMU_PRESENT.bits() | FROZEN_SPTE) == 0);
+const _: () = assert!(Npt::WRITABLE_MASK & (NptBits::MMU_PRESENT.bits() | FROZEN_SPTE) == 0);
 
 #[cfg(test)]
 mod tests {
@@ -367,6 +376,29 @@ mod tests {
             assert_eq!(Npt::decode(FROZEN_SPTE, level), SpteKind::Frozen);
             assert_eq!(Ept::decode(0, level), SpteKind::Absent);
             assert_eq!(Npt::decode(0, level), SpteKind::Absent);
+        }
+    }
+
+    #[test]
+    fn clearing_the_writable_mask_only_drops_write_access() {
+        for level in [Level::L4K, Level::L2M] {
+            let raw = Ept::leaf(Pfn::new(7), level, Access::RWX, ATTRS);
+            let SpteKind::Leaf(l) = Ept::decode(raw & !Ept::WRITABLE_MASK, level) else {
+                panic!("not a leaf")
+            };
+            assert_eq!(
+                (l.pfn, l.access),
+                (Pfn::new(7), Access::READ | Access::EXEC)
+            );
+            let raw = Npt::leaf(Pfn::new(7), level, Access::RWX, ATTRS);
+            let SpteKind::Leaf(l) = Npt::decode(raw & !Npt::WRITABLE_MASK, level) else {
+                panic!("not a leaf")
+            };
+            assert_eq!(
+                (l.pfn, l.access),
+                (Pfn::new(7), Access::READ | Access::EXEC)
+            );
+            assert!(l.accessed);
         }
     }
 

@@ -48,17 +48,16 @@ pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> R
             write: write && writable,
             max_level: b.max_level,
         };
-        let r = map_locked(m, vm, &mut l.caches, &fault, seq);
+        // Marks `gfn` dirty if the slot logs and the leaf is writable (crate::dirty).
+        let r = map_locked(m, vm, &mut l.caches, &fault, &b.log, seq);
         drop(b);
         match r {
             Ok(Some(_level)) => {
                 vcpu.stats.page_faults.fetch_add(1, Ordering::Relaxed);
-                if writable {
-                    // HOOK(dirty): a writable leaf now maps `gfn`: mark it dirty in the slot's
-                    // dirty bitmap here (upstream marks on the write fault; KVM also marks
-                    // the exec fault of a host-writable page, which kvm-ioctls'
-                    // test_run_code counts).
-                }
+                // A writable leaf of a logged slot was marked dirty under the MMU lock by
+                // map_locked (upstream make_spte -> mark_page_dirty_in_slot), also for the
+                // exec/read fault of a host-writable page, which kvm-ioctls' test_run_code
+                // counts.
                 return Ok(Action::Continue);
             }
             Ok(None) => {

@@ -5,7 +5,8 @@
 //! and edits it like any table, and every change is propagated through the
 //! [`ExternalPageTable`] hooks to the TDX module's Secure-EPT, which KVM cannot access.
 //!
-//! Files: `fault.rs` and `zap.rs` decide what entries become; `transition.rs` is the one place
+//! Files: `fault.rs`, `zap.rs` and `wrprot.rs` (dirty logging's write-protection) decide what
+//! entries become; `transition.rs` is the one place
 //! where an entry of either root changes, with all the consequences (hooks, accounting, freeing
 //! of unlinked tables, TLB flushes), as upstream funnels every change through
 //! `handle_changed_spte()`.
@@ -25,9 +26,11 @@
 
 mod fault;
 mod transition;
+mod wrprot;
 mod zap;
 
 pub use fault::{Fault, FaultOutcome};
+pub use wrprot::WriteProtectStats;
 pub use zap::{ZapStats, ZapTarget, TEARDOWN_BUSY_RETRIES};
 
 use crate::addr::{Gfn, GfnKind, GpaWidth, Pfn, SharedBit};

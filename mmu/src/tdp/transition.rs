@@ -15,9 +15,10 @@
 //!   the exclusive one, its external SPT given back or leaked and counted;
 //! - TLB flushes of the shared root (the mirror root's are the external side's `flush`).
 //!
-//! Upstream also propagates dirty and accessed bits from here (`handle_changed_spte_dirty_log`,
-//! `..._acc_track`); this MMU does neither dirty logging nor accessed tracking yet, and when it
-//! does, it belongs here too.
+//! Dirty logging's write-protection is here too ([`TdpMmu::write_protect_spte`], upstream
+//! `tdp_mmu_clear_spte_bits()` of the writable bit); the dirty *bitmap* is the caller's (the
+//! module marks a GFN when it maps a writable leaf of a logged slot, as upstream's
+//! `make_spte()` calls `mark_page_dirty_in_slot()`). Accessed tracking does not exist yet.
 //!
 //! `mmu/tests/transition_layer.rs` checks that no other file of the crate writes an entry,
 //! updates the accounting or calls a hook (`scripts/check-transition-layer.sh` prints the
@@ -29,7 +30,8 @@
 //! - exclusive (zaps, teardown): [`TdpMmu::block_external_spte`] and
 //!   [`TdpMmu::flush_external`] (the mirror rounds' first two steps),
 //!   [`TdpMmu::split_external_spte`] (a huge mirror leaf becomes a table), [`TdpMmu::zap_spte`] (an
-//!   entry becomes non-present, with its subtree), [`TdpMmu::flush_shared_tlbs`];
+//!   entry becomes non-present, with its subtree), [`TdpMmu::write_protect_spte`] (a shared
+//!   leaf loses its writable bit, dirty logging), [`TdpMmu::flush_shared_tlbs`];
 //! - pages no entry links: [`TdpMmu::alloc_root`], [`TdpMmu::free_deferred`],
 //!   [`TdpMmu::teardown_root`].
 
@@ -494,6 +496,34 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         self.remove_spte(Spte::at(it), removal, zs)?;
         it.set_old_spte(0);
         Ok(())
+    }
+
+    /// Write-protects the shared 4 KiB leaf at `it` under the exclusive lock (upstream
+    /// `tdp_mmu_clear_spte_bits(..., PT_WRITABLE_MASK)` in `wrprot_gfn_range()` and
+    /// `clear_dirty_pt_masked()`): only the writable bit goes, and atomically, because the CPU
+    /// sets accessed and dirty bits of a live entry whatever lock KVM holds, and a plain store
+    /// of the value read could undo them. The frame, the access bits and the accounting stay;
+    /// the next guest write faults and maps writable again (and marks the page dirty). The
+    /// caller flushes the TLBs once for its range ([`TdpMmu::flush_shared_tlbs`]) before it
+    /// drops the lock. Returns whether the leaf was writable.
+    ///
+    /// # Errors
+    ///
+    /// [`MmuError::Bugged`] if the entry is not a shared 4 KiB leaf (nothing changed): a huge
+    /// leaf of a logged slot is zapped instead (dirty logging works at 4 KiB, see
+    /// `tdp/wrprot.rs`), and the mirror root's private memory is never logged.
+    pub(super) fn write_protect_spte(&self, it: &mut TdpIter<'_, F, E>) -> Result<bool, MmuError> {
+        let e = Spte::at(it);
+        match (e.root, F::decode(e.old, e.level)) {
+            (RootKind::Shared, SpteKind::Leaf(_)) if !e.level.is_huge() => {}
+            _ => return Err(self.bug()),
+        }
+        if e.old & F::WRITABLE_MASK == 0 {
+            return Ok(false);
+        }
+        let old = e.sptep.fetch_and(!F::WRITABLE_MASK, Ordering::AcqRel);
+        it.set_old_spte(old & !F::WRITABLE_MASK);
+        Ok(old & F::WRITABLE_MASK != 0)
     }
 
     /// Flushes guest TLB entries of the shared root for `pages` frames from `start`.

@@ -120,6 +120,7 @@ struct Ctx {
     tdx: bool,
 }
 
+mod dirty;
 mod exits;
 mod huge;
 mod memory;
@@ -139,11 +140,13 @@ fn tests() -> Vec<Test> {
         state::tests(),
         memory::tests(),
         prefault::tests(),
+        dirty::tests(),
         huge::tests(),
         tdx_vm::tests(),
         tdx_vm::memory_tests(),
         exits::tests(),
         run::tests(),
+        dirty::run_tests(),
     ]
     .concat()
 }

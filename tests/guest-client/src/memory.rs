@@ -395,7 +395,7 @@ fn memslot_hostile_input() -> Result<(), String> {
             flags: 1 << bit,
             ..slot(0, 0, PS, h)
         };
-        let want = if 1 << bit == READONLY {
+        let want = if 1 << bit == READONLY || 1 << bit == LOG_DIRTY {
             Ok(0)
         } else {
             Err(EINVAL)
@@ -413,15 +413,16 @@ fn memslot_hostile_input() -> Result<(), String> {
         hva: h,
     };
     eq(region1(&vm, v1), Err(EINVAL), "v1 with GUEST_MEMFD")?;
-    // Deviation, said so: no KVM_GET_DIRTY_LOG yet, so dirty logging is refused.
+    // Dirty logging together with an unknown flag: refused, and no slot made.
     let d = Region2 {
-        flags: LOG_DIRTY,
+        flags: LOG_DIRTY | 1 << 5,
         ..slot(0, 0, PS, h)
     };
+    eq(region2(&vm, d), Err(EINVAL), "LOG_DIRTY_PAGES | bit 5")?;
     eq(
-        region2(&vm, d),
+        region2(&vm, slot(0, 0, 0, 0)),
         Err(EINVAL),
-        "LOG_DIRTY_PAGES (not offered)",
+        "no slot 0 to delete",
     )?;
     // Another VM's fd as the guest_memfd of a default VM: the flag is refused first.
     let g = Region2 {
