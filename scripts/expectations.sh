@@ -168,7 +168,7 @@ update() {
                     if (st == "pass") r = ""
                     else if (old[key] == st && why[key] != "") r = why[key]
                     else r = "TODO(review): " (d == "" ? "no detail printed" : d)
-                    printf "%-58s %-8s %-7s %s\n", $4, $3, st, r
+                    printf "%-62s %-8s %-7s %s\n", $4, $3, st, r
                 }' "$old" "$outcomes" | sed 's/ *$//' | LC_ALL=C sort -k1,1 -k2,2
         } >"$tmp"
         mkdir -p "$(dirname "$expected")"
@@ -179,7 +179,7 @@ update() {
         fi
         if [[ -f "$expected" ]]; then diff -u "$expected" "$tmp" | sed -n '3,$p' | grep '^[-+]' || true; fi
         mv "$tmp" "$expected"
-        echo "expectations: rewrote ${expected#"$repo"/}: $(grep -c 'TODO(review)' "$expected" || true) reasons to review (TODO)"
+        echo "expectations: rewrote ${expected#"$repo"/}: $(grep -c '^[^#].*TODO(review)' "$expected" || true) reasons to review (TODO)"
     done
 }
 
