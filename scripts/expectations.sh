@@ -16,7 +16,9 @@
 #       "TODO(review): <what the run printed>", which fails the next run until a person writes the
 #       real reason
 #   scripts/expectations.sh self-test
-#       checks the verdict rules on made-up outcomes (no guest needed)
+#       checks the verdict rules on made-up outcomes and the committed tests/expected/*.txt
+#       (known states, a reviewed reason for every non-pass, no duplicates); no guest needed,
+#       part of scripts/host-test.sh
 #
 # SUITE is kvm-ioctls or kselftests. RUNLIST lines: "MODE NAME TIMEOUT" (what the build staged:
 # scripts/kvm-ioctls-tests.sh, scripts/kselftests.sh). OUTCOMES lines, printed by the guest:
@@ -139,9 +141,10 @@ names() {
 
 # update [OUTCOMES]: rewrite the expected file of every suite the outcomes cover.
 update() {
-    local outcomes=${1:-$repo/target/guest-outcomes.txt} suite expected old tmp
+    local outcomes=${1:-$repo/target/guest-outcomes.txt} suite expected old tmp suites
     [[ -s "$outcomes" ]] || { echo "expectations: no outcomes in $outcomes (run scripts/guest-suite.sh)" >&2; exit 1; }
-    for suite in $(awk '$1 == "OUTCOME" { print $2 }' "$outcomes" | sort -u); do
+    mapfile -t suites < <(awk '$1 == "OUTCOME" { print $2 }' "$outcomes" | sort -u)
+    for suite in "${suites[@]}"; do
         check_suite "$suite"
         expected=$(expected_file "$suite")
         old=$expected
@@ -225,7 +228,22 @@ EOF
         "RESULT FAIL kselftest_i_tdx_off missing: the guest reported no outcome (expected pass)"
         "RESULT FAIL kselftest_x_tdx_off extra: no expectation in $d/exp (got pass)"
     )
-    if diff <(printf '%s\n' "${want[@]}") "$d/v"; then ok=1; else bad=1; fi
+    if diff <(printf '%s\n' "${want[@]}") "$d/v"; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
+    # The committed files themselves: known states, a reviewed reason for every non-pass, each
+    # (name, mode) once.
+    local f
+    for f in "$repo"/tests/expected/*.txt; do
+        if awk '
+            /^[ \t]*(#|$)/ { next }
+            {
+                r = $0; sub(/^[ \t]*[^ \t]+[ \t]+[^ \t]+[ \t]+[^ \t]+[ \t]*/, "", r)
+                if (NF < 3 || $3 !~ /^(pass|fail|skip|ignored|timeout)$/) { print FILENAME ":" FNR ": bad line: " $0; bad = 1 }
+                else if ($3 != "pass" && (r == "" || r ~ /^TODO/)) { print FILENAME ":" FNR ": " $3 " without a reviewed reason"; bad = 1 }
+                if (($1 " " $2) in seen) { print FILENAME ":" FNR ": " $1 " " $2 " listed twice"; bad = 1 }
+                seen[$1 " " $2] = 1
+            }
+            END { exit bad }' "$f"; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
+    done
     echo "expectations self-test: $ok passed, $bad failed"
     ((bad == 0))
 }
@@ -237,5 +255,5 @@ case "$cmd" in
     verdicts) [[ $# -eq 3 ]] || exit 64; check_suite "$1"; verdicts "$@" ;;
     update) [[ $# -le 1 ]] || exit 64; update "$@" ;;
     self-test) self_test ;;
-    *) sed -n '7,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64 ;;
+    *) sed -n '7,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64 ;;
 esac

@@ -51,7 +51,7 @@ suites=(kvm-ioctls kselftests)
 # Wall-clock budget of each suite in one guest run (seconds): once used up, the rest of its
 # tests are not started and are reported as failures, so that the run ends before QEMU's
 # timeout. Well above what they need (see README: measured run times).
-declare -A suite_budget=([kvm-ioctls]=300 [kselftests]=1200)
+declare -A suite_budget=([kvm-ioctls]=180 [kselftests]=900)
 
 # Every check the guest script below reports, in order ("MODE" stands for each tdx= mode; the
 # client's tests come where CLIENT is).
