@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-only
 # The in-guest suite: builds the pipeline kernel (or reuses the cache), kvm.ko, the static
-# guest client and four upstream KVM selftests (scripts/kselftests.sh), boots QEMU (TCG) and
-# runs, for each tdx= mode, the client's /dev/kvm tests, the module-parameter checks, the
-# upstream selftests (tdx=off and tdx=emulated; exit 0 pass, 4 KSFT_SKIP skip, anything else or
-# a timeout fail) and (tdx=emulated) the in-kernel self test with several writers at once. Any
-# oops, KASAN report, lockdep splat or WARN fails the run.
+# guest client, rust-vmm kvm-ioctls' own test suite (scripts/kvm-ioctls-tests.sh) and every
+# upstream x86 KVM selftest of Linux 6.12 (scripts/kselftests.sh), boots QEMU (TCG) and runs,
+# for each tdx= mode, the client's /dev/kvm tests, the module-parameter checks, the two upstream
+# suites (each test alone under a timeout; kvm-ioctls in tdx=off, the selftests in tdx=off and
+# four of them in tdx=emulated too) and (tdx=emulated) the in-kernel self test with several
+# writers at once. Any oops, KASAN report, lockdep splat or WARN fails the run.
 #
 #   scripts/guest-suite.sh [--selftest-ops N]
 #
-# Prints one "RESULT PASS|FAIL|SKIP name [why]" line per check and
-# "guest: N passed, M failed, K skipped" last; exits non-zero if anything failed.
+# Prints one "RESULT PASS|FAIL|SKIP|XFAIL name [why]" line per check, one summary line per
+# upstream suite ("kvm-ioctls: ...", "kselftests: ...") and
+# "guest: N passed, M failed, K skipped, X xfailed" last; exits non-zero if anything failed.
 #
 # Counting, so that the summary cannot lie:
 # - the suite knows every check it must see: the list below (`expected_checks`) plus, for each
-#   mode, every test of the client (`guest-client --list`, run on the build host). A check
-#   without a result line counts as a failure named "missing" (the guest died, a mode's insmod
-#   failed, the client panicked or is not there); a result line the list does not know counts
-#   as a failure too ("unexpected": keep the list and the guest script in step);
+#   mode, every test of the client (`guest-client --list`, run on the build host) and every run
+#   and expectation of the upstream suites (scripts/expectations.sh names). A check without a
+#   result line counts as a failure named "missing" (the guest died, a mode's insmod failed,
+#   the client panicked or is not there); a result line the list does not know counts as a
+#   failure too ("unexpected": keep the list and the guest script in step);
 # - in the guest, each mode has a check that the client exited 0 and printed a result for
 #   every test of its plan;
 # - a test the client skips is a skip ("RESULT SKIP"), never a pass;
+# - the upstream suites' outcomes (pass, fail, skip, ignored, timeout; "OUTCOME" lines from the
+#   guest) are compared with tests/expected/kvm-ioctls.txt and tests/expected/kselftests.txt
+#   by scripts/expectations.sh: an expected failure that fails is XFAIL (its own column, never a
+#   pass), any difference (a regression, a test that now passes, a missing or an extra test) is
+#   a failure. The outcomes are kept in target/guest-outcomes.txt; `scripts/expectations.sh
+#   update` rewrites the expected files from them (then review by hand);
 # - a kernel error in the console log, a run that did not finish, or a guest script that
 #   exited non-zero without a failed check count as one more failure.
 # TDXKVM_HARNESS_FAULT=guest-panic|guest-missing makes the client panic half-way or leaves it
@@ -37,8 +46,15 @@ case "${TDXKVM_HARNESS_FAULT:-}" in
 esac
 
 modes=(off emulated auto)
-# Modes the upstream selftests run in.
-kselftest_modes=(off emulated)
+# The upstream suites: run lists staged by guest-build.sh as "$work/tests/SUITE.txt".
+suites=(kvm-ioctls kselftests)
+# Wall-clock budget of each suite in one guest run (seconds): once used up, the rest of its
+# tests are not started and are reported as failures, so that the run ends before QEMU's
+# timeout. Measured on main (no run loop): kvm-ioctls 56 s and the selftests 50 s on an idle
+# 2-core host, 181 s and 187 s with the host's load average at 10-13 (TCG slows with the
+# host); the budgets leave room for that and for the selftests' real run times once guests run
+# (about 6 minutes on upstream kvm_amd in this QEMU, plus the tests that time out there).
+declare -A suite_budget=([kvm-ioctls]=600 [kselftests]=1500)
 
 # Every check the guest script below reports, in order ("MODE" stands for each tdx= mode; the
 # client's tests come where CLIENT is).
@@ -57,9 +73,7 @@ expected_checks() {
         echo "module_kvm_force_emulation_prefix_is_0_tdx_$m"
         while read -r t; do echo "${t}_tdx_$m"; done <"$work/tests/client-tests.txt"
         echo "guest_client_exits_0_with_every_result_tdx_$m"
-        if [[ " ${kselftest_modes[*]} " == *" $m "* ]]; then
-            while read -r t; do echo "kselftest_${t}_tdx_$m"; done <"$work/tests/kselftests.txt"
-        fi
+        grep -E "_tdx_$m\$" "$work/suite-checks" || true
         if [[ $m == emulated ]]; then
             echo selftest_single_writer
             printf '%s\n' selftest_concurrent_writer_{1,2,3}
@@ -70,6 +84,8 @@ expected_checks() {
         echo "no_pages_left_tdx_$m"
         echo "rmmod_tdx_$m"
     done
+    # Expectations naming a mode the suite does not have (a typo): failures, never dropped.
+    grep -v -E "_tdx_($(IFS='|'; echo "${modes[*]}"))\$" "$work/suite-checks" || true
 }
 
 # shellcheck source=scripts/guest-build.sh
@@ -80,8 +96,8 @@ source scripts/guest-build.sh
     echo "selftest_ops=$selftest_ops"
     echo "half_ops=$((selftest_ops / 2))"
     echo "modes='${modes[*]}'"
-    echo "kselftest_modes='${kselftest_modes[*]}'"
-    echo "kselftest_timeout=${KSELFTEST_TIMEOUT:-300}"
+    echo "suites='${suites[*]}'"
+    for s in "${suites[@]}"; do echo "budget_${s//-/_}=${suite_budget[$s]}"; done
     printf "harness_fault='%s'\n" "${TDXKVM_HARNESS_FAULT:-}"
 } >"$work/tests/run.sh"
 cat >>"$work/tests/run.sh" <<'RUN'
@@ -125,22 +141,64 @@ client_results() {
     fi
 }
 
-# The upstream KVM selftests (static, unmodified) for one mode: exit 0 pass, 4 (KSFT_SKIP)
-# skip, anything else (a timeout included) fail; the end of each one's output goes to the log.
-kselftest_results() {
-    mode=$1
-    while read -r t; do
-        timeout "$kselftest_timeout" "./kselftests/$t" >ks.log 2>&1
-        rc=$?
-        last=$(grep -v '^$' ks.log | tail -n 1 | tr -s ' ' | cut -c1-200)
-        case $rc in
-            0) pass "kselftest_${t}_tdx_$mode" ;;
-            4) skip "kselftest_${t}_tdx_$mode" "(KSFT_SKIP: $last)" ;;
-            *) fail "kselftest_${t}_tdx_$mode" "(exit $rc: $last)" ;;
+# The upstream suites for one mode: every run of the suite's run list (SUITE.txt, "MODE NAME
+# TIMEOUT") for this mode, each test alone under its timeout (SIGKILL), one
+# "OUTCOME SUITE MODE NAME STATE SECONDS DETAIL" line each, STATE pass, fail, skip (kselftest
+# exit 4, KSFT_SKIP), ignored (a kvm-ioctls #[ignore] test) or timeout. No verdict here: the
+# build host compares the outcomes with tests/expected/SUITE.txt. The end of each failing
+# test's output goes to the log.
+suite_outcomes() {
+    suite=$1
+    mode=$2
+    eval "budget=\$budget_$(echo "$suite" | tr - _)"
+    t_suite=$(cut -d. -f1 /proc/uptime)
+    grep "^$mode " "$suite.txt" | while read -r m name tmo; do
+        t0=$(cut -d. -f1 /proc/uptime)
+        if [ $((t0 - t_suite)) -ge "$budget" ]; then
+            echo "OUTCOME $suite $mode $name fail 0 not started: the suite's budget of $budget s in one run was used up"
+            continue
+        fi
+        case $suite in
+            kselftests) bin=./kselftests/$name; set -- "$bin" ;;
+            kvm-ioctls) bin=./kvm-ioctls-tests; set -- "$bin" --exact "$name" --test-threads=1 ;;
         esac
-        echo "--- kselftest $t (tdx=$mode) exit $rc, the end of its output:"
-        tail -n 4 ks.log
-    done <kselftests.txt
+        if [ ! -x "$bin" ]; then
+            echo "OUTCOME $suite $mode $name fail 0 not in the image (it did not build)"
+            continue
+        fi
+        timeout -s KILL "$tmo" "$@" </dev/null >suite.log 2>&1
+        rc=$?
+        secs=$(($(cut -d. -f1 /proc/uptime) - t0))
+        last=$(grep -v '^ *$' suite.log | tail -n 1 | tr -s ' \t' ' ' | cut -c1-200)
+        if [ "$rc" = 137 ] && [ "$secs" -ge $((tmo - 1)) ]; then
+            st=timeout detail="killed after $tmo s: $last"
+        elif [ "$suite" = kselftests ]; then
+            case $rc in
+                0) st=pass detail="" ;;
+                4) st=skip detail="KSFT_SKIP: $last" ;;
+                *) st=fail detail="exit $rc: $last" ;;
+            esac
+        else
+            # libtest: "test result: ok. 1 passed; 0 failed; 0 ignored; ..."; a panic is exit 101.
+            res=$(grep -m 1 '^test result:' suite.log)
+            case "$rc:$res" in
+                "0:test result: ok. 1 passed; 0 failed; 0 ignored"*) st=pass detail="" ;;
+                "0:test result: ok. 0 passed; 0 failed; 1 ignored"*) st=ignored detail="#[ignore]" ;;
+                0:*) st=fail detail="the binary ran no test of that name (${res:-no summary})" ;;
+                101:*)
+                    where=$(grep -m 1 "panicked at" suite.log | sed 's/.*panicked at //; s/:$//')
+                    msg=$(grep -A 1 -m 1 "panicked at" suite.log | tail -n 1)
+                    st=fail detail=$(echo "panicked at $where: $msg" | tr -s ' \t' ' ' | cut -c1-200) ;;
+                *) st=fail detail="exit $rc (killed or crashed): $last" ;;
+            esac
+        fi
+        echo "OUTCOME $suite $mode $name $st $secs $detail"
+        if [ "$st" != pass ] && [ "$st" != skip ] && [ "$st" != ignored ]; then
+            echo "--- $suite $name (tdx=$mode) $st after $secs s, the end of its output:"
+            tail -n 6 suite.log
+        fi
+    done
+    echo "--- $suite (tdx=$mode): $(($(cut -d. -f1 /proc/uptime) - t_suite)) s"
 }
 
 # tdx=hw on a host without TDX: insmod fails with ENODEV and one clear line.
@@ -164,7 +222,7 @@ for mode in $modes; do
     check "module_kvm_force_emulation_prefix_is_0_tdx_$mode" \
         "$(cat /sys/module/kvm/parameters/force_emulation_prefix)" 0
     client_results "$mode"
-    case " $kselftest_modes " in *" $mode "*) kselftest_results "$mode" ;; esac
+    for suite in $suites; do suite_outcomes "$suite" "$mode"; done
     if [ "$mode" = emulated ]; then
         # Figures, not checks: SEAMCALLs per 2 MiB pre-faulted and per partial conversion;
         # 256 MiB pre-faults (shared, private 2M and 4K) and INIT_MEM_REGION of 16 MiB.
@@ -200,16 +258,30 @@ dmesg | grep -E 'kvm:|selftest' | tail -n 40
 exit $status
 RUN
 
+for s in "${suites[@]}"; do scripts/expectations.sh names "$s" "$work/tests/$s.txt"; done >"$work/suite-checks"
 expected_checks >"$work/expected"
 initrd="$work/initramfs.cpio.gz"
 scripts/initramfs.sh "$initrd" "$work/tests"
 log=${GUEST_LOG:-$repo/target/guest-suite.log}
 mkdir -p "$(dirname "$log")"
+# QEMU's timeout: the rest of the suite needs about 6 minutes (900 s leave room), plus the
+# upstream suites' budgets.
+qemu_timeout=${QEMU_TIMEOUT:-$((900 + ${suite_budget[kvm-ioctls]} + ${suite_budget[kselftests]}))}
 set +e
-scripts/qemu-run.sh --timeout "${QEMU_TIMEOUT:-900}" --results "$work/results" "$BZIMAGE" "$initrd" "$log"
+scripts/qemu-run.sh --timeout "$qemu_timeout" --results "$work/raw-results" "$BZIMAGE" "$initrd" "$log"
 rc=$?
 set -e
-[[ -f "$work/results" ]] || : >"$work/results"
+[[ -f "$work/raw-results" ]] || : >"$work/raw-results"
+
+# The upstream suites' outcomes, judged against tests/expected/ (scripts/expectations.sh);
+# kept for `scripts/expectations.sh update`.
+grep '^OUTCOME ' "$work/raw-results" >"$work/outcomes" || true
+outcomes_keep=${GUEST_OUTCOMES:-$repo/target/guest-outcomes.txt}
+cp "$work/outcomes" "$outcomes_keep"
+{
+    grep '^RESULT ' "$work/raw-results" || true
+    for s in "${suites[@]}"; do scripts/expectations.sh verdicts "$s" "$work/tests/$s.txt" "$work/outcomes"; done
+} >"$work/results"
 
 # One verdict per expected check (a FAIL among repeated lines wins), then the lines nobody
 # expected; "missing" and "unexpected" are failures.
@@ -238,6 +310,24 @@ got=$(grep -c '^RESULT ' "$work/results" || true)
 passed=$(grep -c '^RESULT PASS' "$work/verdicts" || true)
 failed=$(grep -c '^RESULT FAIL' "$work/verdicts" || true)
 skipped=$(grep -c '^RESULT SKIP' "$work/verdicts" || true)
+xfailed=$(grep -c '^RESULT XFAIL' "$work/verdicts" || true)
+
+# The upstream suites: one line per test (its verdict against the expectations), then one
+# summary line each, counts per state and the time the guest spent in it.
+suite_lines=()
+for s in "${suites[@]}"; do
+    prefix=$([[ $s == kselftests ]] && echo kselftest_ || echo "$s/")
+    v=$(awk -v p="$prefix" 'index($3, p) == 1' "$work/verdicts")
+    echo "=== $s: one line per test and tdx= mode (PASS, SKIP, XFAIL = failed as expected, FAIL)"
+    [[ -z "$v" ]] || printf '%s\n' "$v" | sed 's/^RESULT //'
+    c() { if [[ -z "$v" ]]; then echo 0; else grep -c "^RESULT $1 " <<<"$v" || true; fi; }
+    now=$(grep -c ' now passes: update expectations' <<<"$v" || true)
+    secs=$(awk -v s="$s" '$2 == s { t += $6 } END { print t + 0 }' "$work/outcomes")
+    line="$s: $(c PASS) passed, $(c FAIL) failed, $(c SKIP) skipped, $(c XFAIL) xfailed"
+    line+=" ($(grep -c . <<<"$v") checks, $now of the failures now pass, ${secs} s in the guest)"
+    suite_lines+=("$line")
+done
+
 if grep -qE '^RESULT FAIL [^ ]+ (missing|unexpected|reported more than once)' "$work/verdicts"; then
     echo "guest-suite: checks without exactly one result line (each one a failure):"
     grep -E '^RESULT FAIL [^ ]+ (missing|unexpected|reported more than once)' "$work/verdicts" | sed 's/^/   /'
@@ -253,6 +343,11 @@ if [[ $skipped -ne 0 ]]; then
     echo "guest-suite: skipped (not run in that mode, not passed):"
     grep '^RESULT SKIP' "$work/verdicts" | sed 's/^/   /'
 fi
-echo "guest-suite: $want checks expected, $got result lines received"
-echo "guest: $passed passed, $failed failed, $skipped skipped"
+if [[ $failed -ne 0 ]]; then
+    echo "guest-suite: failed:"
+    grep '^RESULT FAIL' "$work/verdicts" | sed 's/^/   /'
+fi
+echo "guest-suite: $want checks expected, $got result lines received; outcomes of the upstream suites in $outcomes_keep"
+printf '%s\n' "${suite_lines[@]}"
+echo "guest: $passed passed, $failed failed, $skipped skipped, $xfailed xfailed"
 [[ $failed -eq 0 ]]

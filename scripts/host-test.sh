@@ -15,8 +15,9 @@
 #   exited early) counts as one failure, named below the output;
 # - if cargo exits non-zero but nothing above counted a failure (e.g. a build error), that
 #   counts as one failure too;
-# - clippy, rustfmt and the compile_fail error-code check count as one check each (the module
-#   crate's unsafe documentation is checked by the kernel's clippy when the guest suite builds it).
+# - clippy, rustfmt, the compile_fail error-code check and scripts/expectations.sh self-test
+#   count as one check each (the module crate's unsafe documentation is checked by the kernel's
+#   clippy when the guest suite builds it).
 # TDXKVM_HARNESS_FAULT=host-fail|host-abort makes a test fail or abort its binary (see
 # scripts/harness-selftest.sh, which checks that both are counted).
 set -uo pipefail
@@ -72,6 +73,13 @@ fi
 
 echo "== mmu compile_fail proofs with their error codes checked"
 if bash scripts/check-compile-fail.sh; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1)); status=1
+fi
+
+echo "== the upstream suites' expected results: verdict rules and tests/expected/*.txt"
+if bash scripts/expectations.sh self-test; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1)); status=1

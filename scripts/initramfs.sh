@@ -12,7 +12,8 @@
 #     ... everything run.sh prints (stdout and stderr) ...
 #     ===TDXKVM-RESULTS===
 #     ... every line run.sh printed that starts with "RESULT " (e.g. "RESULT PASS name",
-#         "RESULT FAIL name", "RESULT SKIP name"), repeated together ...
+#         "RESULT FAIL name", "RESULT SKIP name") or "OUTCOME " (an upstream suite's test
+#         outcome, judged on the build host), repeated together ...
 #     ===TDXKVM-END rc=<run.sh exit status>===
 # and powers off at once (poweroff -f). scripts/qemu-run.sh looks for these markers.
 set -euo pipefail
@@ -53,7 +54,7 @@ cd /tests
 { sh ./run.sh; echo $? >/tmp/run.rc; } 2>&1 | tee /tmp/run.log
 rc=$(cat /tmp/run.rc)
 echo "===TDXKVM-RESULTS==="
-grep '^RESULT ' /tmp/run.log
+grep -E '^(RESULT|OUTCOME) ' /tmp/run.log
 echo "===TDXKVM-END rc=$rc==="
 poweroff -f
 EOF

@@ -19,7 +19,8 @@
 #   3  the tests themselves failed (run.sh exit status not 0, or a RESULT FAIL line)
 #   64 usage error
 # The RESULT lines (between the markers that /init prints) are printed at the end and, with
-# --results FILE, written to FILE.
+# --results FILE, written to FILE together with the OUTCOME lines (the upstream suites' raw
+# outcomes, which scripts/guest-suite.sh judges; they are not counted here).
 set -euo pipefail
 
 timeout_s=${QEMU_TIMEOUT:-300}
@@ -96,8 +97,9 @@ if [[ -z "$end_line" ]]; then
 fi
 
 # Result lines: those /init repeats between the RESULTS and END markers.
-res=$(sed -n '/^===TDXKVM-RESULTS===/,/^===TDXKVM-END/p' "$log" | grep -E '^RESULT ' || true)
-if [[ -n "$results" ]]; then printf '%s\n' "$res" | sed '/^$/d' >"$results"; fi
+block=$(sed -n '/^===TDXKVM-RESULTS===/,/^===TDXKVM-END/p' "$log")
+res=$(grep -E '^RESULT ' <<<"$block" || true)
+if [[ -n "$results" ]]; then grep -E '^(RESULT|OUTCOME) ' <<<"$block" >"$results" || true; fi
 if [[ -n "$res" ]]; then
     echo "qemu-run: results:"
     printf '%s\n' "$res"

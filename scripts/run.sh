@@ -9,6 +9,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
+# The upstream suites (kvm-ioctls' tests, the KVM selftests) belong to `make test` only.
+upstream_suites=no
 # shellcheck source=scripts/guest-build.sh
 source scripts/guest-build.sh
 cat > "$work/tests/run.sh" <<'RUN'
