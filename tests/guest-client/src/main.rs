@@ -123,6 +123,7 @@ struct Ctx {
 mod huge;
 mod memory;
 mod prefault;
+mod run_bench;
 mod system;
 mod td_bench;
 mod tdx_vm;
@@ -178,6 +179,14 @@ fn main() {
         prefault::bench();
         td_bench::bench();
         return;
+    }
+    if arg == "--bench-cpuid" || arg == "--bench-npt" {
+        let ok = if arg == "--bench-cpuid" {
+            run_bench::cpuid()
+        } else {
+            run_bench::npt()
+        };
+        std::process::exit(if ok { 0 } else { 1 });
     }
     if arg == "--bench-huge" {
         huge::bench();
