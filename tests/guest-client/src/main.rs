@@ -184,7 +184,9 @@ fn main() {
         let ok = if arg == "--bench-cpuid" {
             run_bench::cpuid()
         } else {
-            run_bench::npt()
+            // `--bench-npt [RUNS]`.
+            let reps = std::env::args().nth(2).and_then(|r| r.parse().ok());
+            run_bench::npt(reps.unwrap_or(1))
         };
         std::process::exit(if ok { 0 } else { 1 });
     }
