@@ -17,7 +17,9 @@
 # (< 1: ours is faster). Figures under QEMU TCG with a KASAN + lockdep guest kernel: indicative
 # only, and only the ratio means much.
 # BENCH_REPS=0 leaves --bench-run out (its figures then count as missing).
-# BENCH_SETS="upstream ours" picks the sets and their order (e.g. BENCH_SETS=upstream).
+# BENCH_SETS="upstream ours" picks the sets and their order (e.g. BENCH_SETS=upstream);
+# BENCH_ROUNDS=N loads them N times in turn (upstream, ours, upstream, ...), so that a change
+# in the shared host's load hits both alike.
 # Exits non-zero if a set could not be loaded, a figure is missing, or the console log shows a
 # kernel error or the run did not finish (scripts/qemu-run.sh); the figures are printed anyway.
 # Not part of `make test`.
@@ -27,7 +29,9 @@ cd "$repo"
 sets=${BENCH_SETS:-upstream ours}
 reps=${BENCH_REPS:-3}
 npt_reps=${BENCH_NPT_REPS:-1}
+rounds=${BENCH_ROUNDS:-1}
 [[ "$reps" =~ ^[0-9]+$ ]] || { echo "bench-run: bad BENCH_REPS '$reps'" >&2; exit 64; }
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench-run: bad BENCH_ROUNDS '$rounds'" >&2; exit 64; }
 [[ "$npt_reps" =~ ^[1-9][0-9]*$ ]] || { echo "bench-run: bad BENCH_NPT_REPS '$npt_reps'" >&2; exit 64; }
 for s in $sets; do
     case $s in upstream | ours) ;; *) echo "bench-run: unknown set '$s' in BENCH_SETS" >&2; exit 64 ;; esac
@@ -53,6 +57,7 @@ cp "$upstream"/{irqbypass,kvm,kvm-amd}.ko "$work/tests/upstream/"
     echo "sets='$sets'"
     echo "reps=$reps"
     echo "npt_reps=$npt_reps"
+    echo "rounds=$rounds"
 } >"$work/tests/run.sh"
 cat >>"$work/tests/run.sh" <<'RUN'
 cd /tests
@@ -73,8 +78,8 @@ unload() {
 bench() {
     ./guest-client "$@" 2>&1 | sed "s/^/BENCHLINE $set /"
 }
-for set in $sets; do
-    echo "## module set: $set"
+for round in $(seq "$rounds"); do for set in $sets; do
+    echo "## round $round, module set: $set"
     if ! load $set; then echo "## FAILED: loading $set"; status=1; continue; fi
     dmesg | tail -n 3
     echo "## /dev/kvm: $(ls -l /dev/kvm)"
@@ -83,7 +88,7 @@ for set in $sets; do
     bench --bench-cpuid
     bench --bench-npt "$npt_reps"
     if ! unload $set; then echo "## FAILED: unloading $set"; status=1; fi
-done
+done; done
 exit $status
 RUN
 scripts/initramfs.sh "$work/initrd.cpio.gz" "$work/tests" >/dev/null
