@@ -113,13 +113,21 @@ impl Drop for OwnedPage {
 /// The environment of one VM's MMU.
 pub(crate) struct KernelEnv {
     lock: KernelRwLock,
+    /// Flushes and kicks the VM's running vCPUs ([`crate::run::tlb`]).
+    tlb: crate::run::tlb::RemoteTlb,
 }
 
 impl KernelEnv {
     pub(crate) fn new() -> Option<Self> {
         Some(KernelEnv {
             lock: KernelRwLock::new()?,
+            tlb: crate::run::tlb::RemoteTlb::new()?,
         })
+    }
+
+    /// The VM's remote-TLB state (the run loop's entry and exit mark the running CPUs).
+    pub(crate) fn tlb(&self) -> &crate::run::tlb::RemoteTlb {
+        &self.tlb
     }
 }
 
@@ -184,7 +192,8 @@ unsafe impl MmuEnv for KernelEnv {
     }
 
     fn flush_remote_tlbs(&self, _start: Gfn, _pages: u64) {
-        // No vCPU runs on this MMU yet (vCPUs come with the run-path issue): nothing cached.
+        // Every vCPU flushes its whole ASID (no ranged flush on SVM without FlushByAsid).
+        self.tlb.flush();
     }
 }
 

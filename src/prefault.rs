@@ -46,12 +46,15 @@ impl Drop for PageRef {
     }
 }
 
-/// What backs the GFN, found before the MMU lock.
-struct Backing {
-    pfn: Pfn,
-    kind: GfnKind,
-    access: Access,
-    max_level: Level,
+/// What backs the GFN, found before the MMU lock (also the run loop's NPT faults,
+/// [`crate::run`]).
+pub(crate) struct Backing {
+    pub(crate) pfn: Pfn,
+    pub(crate) kind: GfnKind,
+    pub(crate) access: Access,
+    pub(crate) max_level: Level,
+    /// The GFN is in a read-only memslot (a write to it is MMIO, upstream's rule).
+    pub(crate) slot_readonly: bool,
     /// The page reference held across the mapping, dropped after it (KVM keeps none).
     _page: Option<PageRef>,
     /// Likewise for a guest_memfd folio.
@@ -60,7 +63,7 @@ struct Backing {
 
 /// Maps `fault` under the MMU lock unless an invalidation ran since `seq` was read; `None`:
 /// fault again.
-fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
+pub(crate) fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
     mmu: &TdpMmu<F, E, X>,
     vm: &Vm,
     caches: &mut VcpuMmuCaches,
@@ -82,8 +85,9 @@ fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
 }
 
 /// Finds what backs `gfn` (upstream `kvm_faultin_pfn`), holding a page reference until the
-/// mapping is made.
-fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
+/// mapping is made. `write`: a guest write fault (the run loop's NPT faults); pre-fault is a
+/// read fault. `ENOENT`: no memslot (MMIO for the run loop).
+pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Backing, Errno> {
     let st = vm.memslots().lock();
     // The attribute decides first (upstream: PFERR_PRIVATE_ACCESS from kvm_mem_is_private, and
     // kvm_handle_noslot_fault answers EFAULT for a private fault without a slot; ENOENT is for
@@ -102,13 +106,15 @@ fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
         let mut writable = false;
         // Pre-fault is a read fault (upstream: no PFERR_WRITE_MASK): untouched anonymous memory
         // maps the zero page and allocates nothing; a page that is already writable maps
-        // writable unless the slot is read-only.
+        // writable unless the slot is read-only. A guest write fault (never on a read-only
+        // slot: the run loop sends those to MMIO) asks GUP for a writable page.
+        let write = write && !slot.is_readonly();
         // SAFETY: GUP on the current mm (the VM's creator, checked by the ioctl); fills the
         // out-parameters on success.
         let r = unsafe {
             glue::tdxkvm_gup(
                 hva,
-                false,
+                write,
                 !slot.is_readonly(),
                 &mut page,
                 &mut pfn,
@@ -127,6 +133,7 @@ fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
             kind: GfnKind::Shared,
             access,
             max_level: Level::L4K,
+            slot_readonly: slot.is_readonly(),
             _page: Some(PageRef(page)),
             _folio: None,
         });
@@ -150,6 +157,7 @@ fn faultin(vm: &Vm, gfn: Gfn) -> core::result::Result<Backing, Errno> {
         } else {
             Level::L4K
         },
+        slot_readonly: false,
         _page: None,
         _folio: Some(folio),
     })
@@ -179,7 +187,7 @@ fn map_one(vm: &Vm, caches: &mut VcpuMmuCaches, gpa: u64) -> core::result::Resul
             return Err(Errno::EINTR);
         }
         let seq = vm.memslots().invalidation().seq();
-        let b = faultin(vm, gfn)?;
+        let b = faultin(vm, gfn, false)?;
         vm.mmu()
             .topup_vcpu_caches(caches)
             .map_err(|_| Errno::ENOMEM)?;

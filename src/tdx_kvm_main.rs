@@ -17,6 +17,7 @@ mod backend;
 mod dev;
 mod env;
 mod extable;
+mod fpu;
 mod glue;
 mod gmem;
 mod hw;
@@ -24,9 +25,11 @@ mod mem_abi;
 mod memslot;
 mod mmu_notifier;
 mod prefault;
+mod run;
 mod selftest;
 mod stats;
 mod stats_fd;
+mod svm;
 mod td;
 mod tdx_vm;
 mod vcpu;
@@ -63,6 +66,18 @@ impl kernel::Module for TdxKvm {
             },
             backend::Mode::Off => (mode, None),
         };
+        // SVM is this host's way to run ordinary guests; without it the module still loads
+        // (KVM_RUN answers EOPNOTSUPP). Another hypervisor owning SVM fails the load (EBUSY).
+        // With tdx=hw (Intel only) the emergency callbacks belong to VMX.
+        if let Err(e) = svm::hw::start(mode != backend::Mode::Hw) {
+            if let Some(sw) = sw {
+                backend::stop_emulated(sw);
+            }
+            if mode == backend::Mode::Hw {
+                backend::stop_hw();
+            }
+            return Err(e);
+        }
         dev::set_mode(mode);
         // SAFETY: creates the debugfs directory; removed in `drop`.
         unsafe { glue::tdxkvm_debugfs_init() };
@@ -77,6 +92,7 @@ impl kernel::Module for TdxKvm {
             if mode == backend::Mode::Hw {
                 backend::stop_hw();
             }
+            svm::hw::stop();
             pr_err!(
                 "cannot register /dev/kvm (misc minor 232): {} (is kvm loaded?)\n",
                 r
@@ -100,5 +116,6 @@ impl Drop for TdxKvm {
         if self.mode == backend::Mode::Hw {
             backend::stop_hw();
         }
+        svm::hw::stop();
     }
 }

@@ -49,6 +49,17 @@ pub(crate) struct VcpuLocked {
     // Used by the state ioctls and the run loop (issue 11).
     #[allow(dead_code)]
     pub(crate) arch: x86::state::CpuState,
+    /// The guest FPU/SSE/AVX state ([`crate::fpu`]); `None` for a TD vCPU (the TDX module
+    /// keeps a TD's).
+    pub(crate) fpu: Option<crate::fpu::GuestFpu>,
+    /// The backend that runs this vCPU (SVM); `None` without SVM, and for a TD vCPU.
+    pub(crate) backend: Option<crate::run::VcpuBackend>,
+    /// The run loop's state (pending I/O completion, TLB generation).
+    pub(crate) run: crate::run::RunState,
+    /// Set by the first `KVM_RUN` that enters the run loop (upstream `kvm_vcpu_has_run`:
+    /// `KVM_SET_CPUID2` then only accepts an identical table).
+    #[allow(dead_code)]
+    pub(crate) has_run: bool,
 }
 
 /// Per-vCPU counters for the vCPU stats fd (cumulative).
@@ -97,6 +108,15 @@ impl Vcpu {
         let pio = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
         let stats_id = StatsId::vcpu(id);
         let tsc_khz = vm.default_tsc_khz();
+        let (fpu, backend) = if vm.is_td() {
+            (None, None)
+        } else {
+            let backend = crate::run::VcpuBackend::for_vm(vm);
+            if backend.is_none() && crate::svm::hw::ready() {
+                return Err(ENOMEM);
+            }
+            (Some(crate::fpu::GuestFpu::new()?), backend)
+        };
         let v = KBox::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -110,7 +130,12 @@ impl Vcpu {
                     VcpuLocked {
                         caches: VcpuMmuCaches::new(),
                         td: None,
-                        arch: x86::state::CpuState::default(),
+                        // HOOK(state): the state helper's reset replaces run::reset.
+                        arch: crate::run::reset::power_on(),
+                        fpu,
+                        backend,
+                        run: crate::run::RunState::default(),
+                        has_run: false,
                     },
                     "vcpu->mutex"
                 ),
@@ -160,12 +185,22 @@ impl Vcpu {
         }
     }
 
-    /// `KVM_RUN` (see the module docs for what it does before the run loop exists).
+    /// The kvm_run page (page 0 of the vCPU mapping).
+    pub(crate) fn run_page(&self) -> *mut u8 {
+        self.run.virt()
+    }
+
+    /// The PIO data page (page 1 of the vCPU mapping).
+    pub(crate) fn pio_page(&self) -> *mut u8 {
+        self.pio.virt()
+    }
+
+    /// `KVM_RUN`: upstream's checks, then the run loop ([`crate::run`]).
     fn run(&self, arg: usize) -> Result<isize> {
         if arg != 0 {
             return Err(EINVAL);
         }
-        let _guard = self.mutex.lock();
+        let mut guard = self.mutex.lock();
         let run = self.run.virt();
         // SAFETY: `run` is the vCPU's own kvm_run page (4 KiB, mapped for the vCPU's life);
         // userspace may write it at any time, so every field is read once, volatile, as
@@ -191,10 +226,14 @@ impl Vcpu {
         if cr8 & !0xf != 0 {
             return Err(EINVAL);
         }
-        if immediate_exit != 0 {
-            return Err(EINTR);
+        if self.vm().is_td() {
+            // TDs do not run yet (a later issue): as before.
+            if immediate_exit != 0 {
+                return Err(EINTR);
+            }
+            return self.not_yet();
         }
-        self.not_yet()
+        crate::run::run(self, &mut guard, immediate_exit != 0)
     }
 
     /// The answer of an ioctl that needs the run loop or register state.
@@ -297,7 +336,7 @@ fn install(vm: &Vm, id: u32) -> Result<isize> {
 }
 
 /// `EOPNOTSUPP` (the 6.12 kernel crate names no constant for it).
-fn eopnotsupp() -> Error {
+pub(crate) fn eopnotsupp() -> Error {
     Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
 }
 

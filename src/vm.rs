@@ -35,7 +35,6 @@ use mmu::external::NoExternal;
 use mmu::spte::Npt;
 use mmu::stats::StatsSnapshot;
 use mmu::tdp::{MmuConfig, TdpMmu};
-use mmu::GpaWidth;
 
 /// Most vCPUs a VM may have (x86 `KVM_MAX_VCPUS`, `CONFIG_KVM_MAX_NR_VCPUS` default).
 pub(crate) const KVM_MAX_VCPUS: u32 = 1024;
@@ -215,7 +214,7 @@ impl Vm {
             }
             None => {
                 let env = KernelEnv::new().ok_or(ENOMEM)?;
-                let m = TdpMmu::new(env, NoExternal, MmuConfig::vm(GpaWidth::Bits48))
+                let m = TdpMmu::new(env, NoExternal, MmuConfig::vm(crate::svm::npt_gpa_width()))
                     .map_err(|_| ENOMEM)?;
                 (VmMmu::Plain(m), KVM_MAX_VCPUS)
             }

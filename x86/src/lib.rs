@@ -15,3 +15,4 @@
 #![deny(missing_docs)]
 
 pub mod state;
+pub mod svm;

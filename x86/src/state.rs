@@ -155,6 +155,11 @@ pub struct CpuState {
     pub apic_base: u64,
     /// The MSRs switched on entry and exit.
     pub msrs: SwitchedMsrs,
+    // ---- Fields appended by other areas (one block per area; `state` owns the rest) ----
+    // svm (run loop):
+    /// The TSC offset the backend programs (guest TSC = host TSC + offset; upstream
+    /// `vcpu->arch.tsc_offset`, set through `MSR_IA32_TSC`/the TSC-offset attributes).
+    pub tsc_offset: u64,
 }
 
 impl CpuState {

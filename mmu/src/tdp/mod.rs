@@ -181,6 +181,12 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         &self.config
     }
 
+    /// The shared root's table page: what the CPU walks (nested CR3, EPTP). `None` only on a
+    /// torn-down MMU.
+    pub fn shared_root_pfn(&self) -> Option<Pfn> {
+        self.shared_root.map(|r| r.get().pfn())
+    }
+
     /// The environment.
     pub fn env(&self) -> &E {
         &self.env

@@ -123,6 +123,7 @@ struct Ctx {
 mod huge;
 mod memory;
 mod prefault;
+mod run;
 mod run_bench;
 mod system;
 mod td_bench;
@@ -139,6 +140,7 @@ fn tests() -> Vec<Test> {
         huge::tests(),
         tdx_vm::tests(),
         tdx_vm::memory_tests(),
+        run::tests(),
     ]
     .concat()
 }
@@ -180,6 +182,10 @@ fn main() {
         td_bench::bench();
         return;
     }
+    if arg == "--bench-run" {
+        run::bench();
+        return;
+    }
     if arg == "--bench-cpuid" || arg == "--bench-npt" {
         let ok = if arg == "--bench-cpuid" {
             run_bench::cpuid()
@@ -199,6 +205,13 @@ fn main() {
         std::process::exit(2);
     }
     let mode = arg;
+    // TDXKVM_CLIENT_FILTER=substring runs only the matching tests (for iterating by hand; the
+    // guest suite never sets it).
+    let filter = std::env::var("TDXKVM_CLIENT_FILTER").unwrap_or_default();
+    let tests: Vec<Test> = tests
+        .into_iter()
+        .filter(|t| t.0.contains(filter.as_str()))
+        .collect();
     let ctx = Ctx {
         tdx: mode == "emulated",
     };

@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The run loop behind `KVM_RUN` (upstream `kvm_arch_vcpu_ioctl_run` / `vcpu_run` /
+//! `vcpu_enter_guest` in arch/x86/kvm/x86.c), backend-neutral.
+//!
+//! A backend ([`Backend`]; SVM's [`crate::svm::SvmVcpu`] is the first, VMX and TDH.VP.ENTER
+//! will sit beside it) loads the vCPU's [`CpuState`] into its own format, enters the guest once
+//! and stores the state back, turning its exit into an [`Exit`]. Everything else — completing
+//! I/O, signals, rescheduling, TLB-flush requests, the exits to userspace, NPT faults through
+//! the TdpMmu — is here and sees only [`CpuState`] and [`Exit`].
+//!
+//! `KVM_RUN` (after the checks in [`crate::vcpu`]): the pending I/O completes (IN data into RAX,
+//! RIP to the next instruction), then `immediate_exit` returns `EINTR` leaving `exit_reason`
+//! and the I/O fields as they were; then the guest FPU is swapped in and the loop runs: a
+//! pending signal ends it with `EINTR` and `KVM_EXIT_INTR`, `need_resched` reschedules, and each
+//! entry runs with preemption and IRQs off (physical interrupts and NMIs that made the guest
+//! exit are taken when IRQs come back on), until an exit needs userspace.
+//!
+//! Without SVM (no SVM/NPT in CPUID, or disabled by the firmware) a non-TD vCPU's `KVM_RUN`
+//! answers `EOPNOTSUPP`, as before the run loop existed: the operation is not supported on this
+//! host, while the rest of the module (TDs on the software TDX module included) works.
+
+pub(crate) mod io;
+pub(crate) mod npf;
+pub(crate) mod reset;
+pub(crate) mod skip;
+pub(crate) mod tlb;
+pub(crate) mod uapi;
+
+use crate::fpu;
+use crate::svm::{self, glue as sg, SvmVcpu};
+use crate::vcpu::{Vcpu, VcpuLocked};
+use crate::vm::VmMmu;
+use kernel::prelude::*;
+use uapi::*;
+use x86::state::CpuState;
+
+/// Why the guest stopped, in backend-neutral terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// A physical interrupt, NMI or SMI: the host takes it; re-enter.
+    HostEvent,
+    /// A machine check in the guest: the host's handler runs.
+    MachineCheck,
+    /// The guest state was illegal: the entry failed (`hardware_entry_failure_reason`).
+    FailEntry { reason: u64 },
+    /// IN/OUT (string and REP forms included); `next_rip` is the next instruction's RIP.
+    Io {
+        port: u16,
+        size: u8,
+        is_in: bool,
+        string: bool,
+        rep: bool,
+        next_rip: u64,
+        raw: u64,
+    },
+    /// HLT.
+    Hlt,
+    /// Shutdown (triple fault).
+    Shutdown,
+    /// A nested page fault: `error` is the #PF-style error code.
+    Npf { gpa: u64, error: u64 },
+    /// CPUID.
+    Cpuid,
+    /// RDMSR / WRMSR.
+    Msr { write: bool },
+    /// VMMCALL (hypercall).
+    Vmmcall,
+    /// XSETBV.
+    Xsetbv,
+    /// INVD (executed as a no-op: the guest must not drop the host's cache lines).
+    Invd,
+    /// An instruction the guest may not execute here (the SVM instructions, MONITOR/MWAIT,
+    /// RDPRU): `#UD`.
+    Undefined,
+    /// An intercepted exception.
+    Exception { vector: u8, error_code: u32 },
+    /// Anything else, raw.
+    Other { code: u64, info1: u64, info2: u64 },
+}
+
+/// An exit with the backend's raw code and information (for the `exits` helper and error
+/// reports).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExitInfo {
+    pub(crate) exit: Exit,
+    pub(crate) code: u64,
+    #[allow(dead_code)]
+    pub(crate) info1: u64,
+    #[allow(dead_code)]
+    pub(crate) info2: u64,
+}
+
+/// What the loop does after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Enter the guest again.
+    Continue,
+    /// Return 0 to userspace (`kvm_run` filled in).
+    ToUser,
+}
+
+/// A vCPU backend: what VMX or TDH.VP.ENTER implement beside SVM.
+pub(crate) trait Backend {
+    /// Enters the guest once with `st` loaded and stores the state back.
+    ///
+    /// # Safety
+    ///
+    /// IRQs and preemption disabled on CPU `cpu`; the guest FPU is loaded and current;
+    /// `st.xcr0` is valid for this host when the guest has CR4.OSXSAVE.
+    unsafe fn enter(
+        &mut self,
+        st: &mut CpuState,
+        cpu: u32,
+        flush: bool,
+        host_xcr0: u64,
+    ) -> ExitInfo;
+    /// Queues an exception for the next entry.
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// Puts the backend's control state back to its initial form after a shutdown.
+    fn reset_after_shutdown(&mut self);
+}
+
+impl Backend for SvmVcpu {
+    unsafe fn enter(
+        &mut self,
+        st: &mut CpuState,
+        cpu: u32,
+        flush: bool,
+        host_xcr0: u64,
+    ) -> ExitInfo {
+        // SAFETY: the caller's contract is this method's.
+        unsafe { SvmVcpu::enter(self, st, cpu, flush, host_xcr0) }
+    }
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        SvmVcpu::queue_exception(self, vector, error_code)
+    }
+    fn reset_after_shutdown(&mut self) {
+        SvmVcpu::reset_after_shutdown(self)
+    }
+}
+
+/// The backend a vCPU runs on.
+pub(crate) enum VcpuBackend {
+    /// AMD SVM.
+    Svm(SvmVcpu),
+}
+
+impl VcpuBackend {
+    /// The backend for a new vCPU of `vm`, if this host can run it (`None`: no SVM, or a TD,
+    /// whose vCPUs run through the TDX module later).
+    pub(crate) fn for_vm(vm: &crate::vm::Vm) -> Option<Self> {
+        if !svm::hw::ready() {
+            return None;
+        }
+        let VmMmu::Plain(m) = vm.mmu() else {
+            return None;
+        };
+        let root = m.shared_root_pfn()?;
+        SvmVcpu::new(root.raw() << 12).map(VcpuBackend::Svm)
+    }
+
+    fn get(&mut self) -> &mut impl Backend {
+        match self {
+            VcpuBackend::Svm(s) => s,
+        }
+    }
+
+    /// Queues an exception (vector, error code) for the next entry; the `exits` helper's way
+    /// to make exceptions reach the guest's IDT (#UD, #GP, #PF from emulation).
+    pub(crate) fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.get().queue_exception(vector, error_code)
+    }
+}
+
+/// The run loop's per-vCPU state (in [`VcpuLocked`]).
+#[derive(Default)]
+pub(crate) struct RunState {
+    /// An I/O exit waiting for completion.
+    pending_io: Option<io::PendingIo>,
+    /// The flush generation this vCPU's TLB is current with.
+    tlb_gen: u64,
+    /// The CPU of the last entry (`fail_entry.cpu`).
+    last_cpu: u32,
+}
+
+/// Whether XSETBV accepts `xcr0` on a host with `host_xcr0` (x87 on, AVX needs SSE, the
+/// AVX-512 trio together and with AVX).
+fn xcr0_valid(xcr0: u64, host_xcr0: u64) -> bool {
+    const X87: u64 = 1;
+    const SSE: u64 = 2;
+    const AVX: u64 = 4;
+    const AVX512: u64 = 0xe0;
+    xcr0 & X87 != 0
+        && xcr0 & !host_xcr0 == 0
+        && (xcr0 & AVX == 0 || xcr0 & SSE != 0)
+        && (xcr0 & AVX512 == 0 || (xcr0 & AVX512 == AVX512 && xcr0 & AVX != 0))
+}
+
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// `KVM_RUN` past the checks [`crate::vcpu`] does (`immediate_exit` is the run page's).
+pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Result<isize> {
+    let run = RunPage(vcpu.run_page());
+    let pio = vcpu.pio_page();
+    // Upstream: complete_userspace_io first, immediate_exit after it.
+    if let Some(p) = l.run.pending_io.take() {
+        io::complete(&mut l.arch, pio, p);
+    }
+    // HOOK(exits): complete MMIO reads, string PIO, RDMSR/WRMSR and hypercall exits here.
+    if immediate_exit {
+        return Err(EINTR);
+    }
+    if l.backend.is_none() {
+        return Err(crate::vcpu::eopnotsupp());
+    }
+    l.has_run = true;
+    let r = (|| {
+        if let Some(f) = l.fpu.as_mut() {
+            f.load();
+        }
+        let r = run_loop(vcpu, l, run);
+        if let Some(f) = l.fpu.as_mut() {
+            f.put();
+        }
+        r
+    })();
+    // post_kvm_run_save.
+    let st = &l.arch;
+    run.set_u8(IF_FLAG, u8::from(st.rflags & (1 << 9) != 0));
+    run.set_u8(
+        READY_FOR_INTERRUPT_INJECTION,
+        u8::from(st.rflags & (1 << 9) != 0),
+    );
+    run.set_u64(CR8, st.cr8);
+    run.set_u64(APIC_BASE, st.apic_base);
+    r
+}
+
+fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
+    let vm = vcpu.vm();
+    let host_xcr0 = fpu::host_xcr0();
+    let VmMmu::Plain(m) = vm.mmu() else {
+        return Err(EINVAL);
+    };
+    let tlb = m.env().tlb();
+    loop {
+        if kernel::current!().signal_pending() {
+            run.set_exit_reason(KVM_EXIT_INTR);
+            return Err(EINTR);
+        }
+        // SAFETY: may sleep; only the vCPU mutex is held.
+        if unsafe { sg::tdxkvm_need_resched() } {
+            // SAFETY: as above.
+            unsafe { crate::glue::tdxkvm_cond_resched() };
+        }
+        if vm.mmu().is_bugged() {
+            return Err(EIO);
+        }
+        if l.arch.cr4 & CR4_OSXSAVE != 0 && !xcr0_valid(l.arch.xcr0, host_xcr0) {
+            return Err(EINVAL);
+        }
+        let Some(backend) = l.backend.as_mut() else {
+            return Err(EIO);
+        };
+        // SAFETY: vcpu_enter_guest's section: preemption, then IRQs off; undone below in
+        // reverse order on every path.
+        unsafe {
+            sg::tdxkvm_preempt_disable();
+            sg::tdxkvm_local_irq_disable();
+        }
+        // SAFETY: preemption off.
+        let cpu = unsafe { sg::tdxkvm_smp_processor_id() };
+        let gen = tlb.enter(cpu);
+        // Upstream kvm_vcpu_exit_request: a signal or reschedule request that came after the
+        // checks above cancels the entry (its IPI may already have been taken).
+        // SAFETY: reads flags of the current task.
+        let cancel = kernel::current!().signal_pending() || unsafe { sg::tdxkvm_need_resched() };
+        let info = if cancel {
+            None
+        } else {
+            fpu::reload_irqoff();
+            let flush = gen != l.run.tlb_gen;
+            l.run.tlb_gen = gen;
+            l.run.last_cpu = cpu;
+            // SAFETY: IRQs and preemption off on `cpu`; the guest FPU is loaded (run() did)
+            // and current (reloaded just above); XCR0 checked above.
+            Some(unsafe { backend.get().enter(&mut l.arch, cpu, flush, host_xcr0) })
+        };
+        tlb.leave(cpu);
+        if let Some(ExitInfo {
+            exit: Exit::MachineCheck,
+            ..
+        }) = info
+        {
+            // SAFETY: IRQs off, as upstream's handle_exit_irqoff runs it.
+            unsafe { sg::tdxkvm_machine_check() };
+        }
+        // SAFETY: undoes the section above: pending interrupts and NMIs are taken now.
+        unsafe {
+            sg::tdxkvm_local_irq_enable();
+            sg::tdxkvm_preempt_enable();
+        }
+        let Some(info) = info else {
+            continue;
+        };
+        match handle_exit(vcpu, l, run, info)? {
+            Action::Continue => continue,
+            Action::ToUser => return Ok(0),
+        }
+    }
+}
+
+fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) -> Result<Action> {
+    let vm = vcpu.vm();
+    match info.exit {
+        Exit::HostEvent | Exit::MachineCheck => Ok(Action::Continue),
+        Exit::FailEntry { reason } => {
+            run.set_exit_reason(KVM_EXIT_FAIL_ENTRY);
+            run.set_u64(FAIL_ENTRY_REASON, reason);
+            run.set_u32(FAIL_ENTRY_CPU, l.run.last_cpu);
+            Ok(Action::ToUser)
+        }
+        Exit::Io {
+            port,
+            size,
+            is_in,
+            string: false,
+            rep: false,
+            next_rip,
+            ..
+        } if size != 0 => {
+            l.run.pending_io = io::exit_to_user(
+                &mut l.arch,
+                run,
+                vcpu.pio_page(),
+                port,
+                size,
+                is_in,
+                next_rip,
+            );
+            Ok(Action::ToUser)
+        }
+        Exit::Hlt => {
+            if !skip::skip_instruction(vm, &mut l.arch, &[0xf4])? {
+                return emulation_failure(run);
+            }
+            // No in-kernel irqchip yet: HLT always goes to userspace.
+            run.set_exit_reason(KVM_EXIT_HLT);
+            Ok(Action::ToUser)
+        }
+        Exit::Invd => {
+            if !skip::skip_instruction(vm, &mut l.arch, &[0x0f, 0x08])? {
+                return emulation_failure(run);
+            }
+            Ok(Action::Continue)
+        }
+        Exit::Shutdown => {
+            // Upstream shutdown_interception: the VMCB is undefined after a shutdown, so the
+            // vCPU is INITed (there is no MP state for "shut down").
+            if let Some(b) = l.backend.as_mut() {
+                b.get().reset_after_shutdown();
+            }
+            l.arch = reset::init(&l.arch);
+            l.run.pending_io = None;
+            run.set_exit_reason(KVM_EXIT_SHUTDOWN);
+            Ok(Action::ToUser)
+        }
+        Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
+        Exit::Undefined => {
+            queue_exception(l, x86::svm::vector::UD, None);
+            Ok(Action::Continue)
+        }
+        // HOOK(exits): CPUID, RDMSR/WRMSR, VMMCALL, XSETBV, string/REP I/O, intercepted
+        // exceptions and anything else go to the exits layer once it is merged; until then
+        // they end in KVM_EXIT_INTERNAL_ERROR (unexpected exit reason: code, CPU), as
+        // upstream's answer to an exit it cannot handle.
+        _ => {
+            run.internal_error(
+                KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+                &[info.code, u64::from(l.run.last_cpu)],
+            );
+            Ok(Action::ToUser)
+        }
+    }
+}
+
+/// Queues an exception for the vCPU's next entry (upstream `kvm_queue_exception(_e)`).
+pub(crate) fn queue_exception(l: &mut VcpuLocked, vector: u8, error_code: Option<u32>) {
+    if let Some(b) = l.backend.as_mut() {
+        b.queue_exception(vector, error_code);
+    }
+}
+
+/// `KVM_EXIT_INTERNAL_ERROR` with the emulation suberror: the instruction could not be
+/// emulated (or skipped).
+fn emulation_failure(run: RunPage) -> Result<Action> {
+    run.internal_error(KVM_INTERNAL_ERROR_EMULATION, &[]);
+    Ok(Action::ToUser)
+}
+
+/// A guest access to a GPA outside every memslot or a write to a read-only slot.
+///
+/// HOOK(exits): the `exits` helper fills this with instruction emulation (`KVM_EXIT_MMIO`
+/// with completion, coalesced MMIO, ioeventfd). Until then: `KVM_EXIT_INTERNAL_ERROR` with
+/// `KVM_INTERNAL_ERROR_EMULATION` — never a guess.
+pub(crate) fn mmio(vcpu: &Vcpu, _l: &mut VcpuLocked, _gpa: u64, _error: u64) -> Result<Action> {
+    emulation_failure(RunPage(vcpu.run_page()))
+}

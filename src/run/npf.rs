@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Nested page faults (upstream `npf_interception` → `kvm_mmu_page_fault` →
+//! `kvm_tdp_page_fault`): the GPA is resolved through the memslots and mapped into the VM's
+//! shared root (NPT format) with the vCPU's caches, by the same machinery as
+//! `KVM_PRE_FAULT_MEMORY` ([`crate::prefault::faultin`], [`crate::prefault::map_locked`]).
+//!
+//! A read or exec fault on a page the host has writable maps it writable when the slot is
+//! (upstream `hva_to_pfn_fast` tries a writable GUP first), so the guest's first write does
+//! not fault again. A GPA outside every memslot, or a write to a read-only memslot, is MMIO:
+//! [`super::mmio`].
+
+use super::{mmio, Action};
+use crate::prefault::{faultin, map_locked};
+use crate::vcpu::{Vcpu, VcpuLocked};
+use crate::vm::VmMmu;
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+use memcore::Errno;
+use mmu::spte::Access;
+use mmu::tdp::Fault;
+use mmu::{Gfn, MmuError};
+
+/// Handles one NPF: maps the page (the guest retries the access) or hands it to MMIO.
+pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> Result<Action> {
+    let vm = vcpu.vm();
+    let gfn = Gfn::new(gpa >> 12);
+    let write = error & x86::svm::npf::WRITE != 0;
+    let VmMmu::Plain(m) = vm.mmu() else {
+        // A TD vCPU never gets here (TDs do not run yet).
+        vm.mmu().mark_bugged();
+        return Err(EIO);
+    };
+    {
+        let seq = vm.memslots().invalidation().seq();
+        let b = match faultin(vm, gfn, write) {
+            Ok(b) if write && b.slot_readonly => return mmio(vcpu, l, gpa, error),
+            Ok(b) => b,
+            Err(Errno::ENOENT) => return mmio(vcpu, l, gpa, error),
+            Err(e) => return Err(crate::memslot::err(e)),
+        };
+        vm.mmu().topup_vcpu_caches(&mut l.caches)?;
+        let writable = b.access.contains(Access::WRITE);
+        let fault = Fault {
+            gfn,
+            kind: b.kind,
+            pfn: b.pfn,
+            access: b.access,
+            write: write && writable,
+            max_level: b.max_level,
+        };
+        let r = map_locked(m, vm, &mut l.caches, &fault, seq);
+        drop(b);
+        match r {
+            Ok(Some(_level)) => {
+                vcpu.stats.page_faults.fetch_add(1, Ordering::Relaxed);
+                if writable {
+                    // HOOK(dirty): a writable leaf now maps `gfn`: mark it dirty in the slot's
+                    // dirty bitmap here (upstream marks on the write fault; KVM also marks
+                    // the exec fault of a host-writable page, which kvm-ioctls'
+                    // test_run_code counts).
+                }
+                return Ok(Action::Continue);
+            }
+            Ok(None) => {
+                // An invalidation ran or a racing fault won: back to the loop, which checks
+                // signals and rescheduling, and the guest faults again if it must.
+                return Ok(Action::Continue);
+            }
+            Err(MmuError::NoMemory) => return Err(ENOMEM),
+            Err(MmuError::GfnOutOfRange) => return mmio(vcpu, l, gpa, error),
+            Err(_) => {
+                // KVM_BUG_ON: the MMU broke an invariant or is bugged; refuse further work.
+                vm.mmu().mark_bugged();
+                return Err(EIO);
+            }
+        }
+    }
+}

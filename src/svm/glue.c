@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Thin C glue of the SVM backend and the run loop (src/svm/, src/run.rs, src/fpu.rs): the
+ * kernel's guest-FPU API (CONFIG_KVM=m exports it), the CPU instructions and MSRs around SVM,
+ * per-CPU storage, IRQ/GIF handling around VMRUN, and IPIs. All logic lives in Rust.
+ */
+#include <linux/cpumask.h>
+#include <linux/percpu.h>
+#include <linux/preempt.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/smp.h>
+#include <asm/asm.h>
+#include <asm/debugreg.h>
+#include <asm/cpufeature.h>
+#include <asm/fpu/api.h>
+#include <asm/fpu/types.h>
+#include <asm/fpu/xcr.h>
+#include <asm/mce.h>
+#include <asm/msr.h>
+#include <asm/processor.h>
+
+#include "glue.h"  /* src/svm/glue.h */
+
+/* ---- Guest FPU (upstream kvm_arch_vcpu_create / kvm_load_guest_fpu / kvm_put_guest_fpu) ---- */
+
+void *tdxkvm_fpu_guest_alloc(void)
+{
+	struct fpu_guest *g = kzalloc(sizeof(*g), GFP_KERNEL_ACCOUNT);
+
+	if (!g)
+		return NULL;
+	if (!fpu_alloc_guest_fpstate(g)) {
+		kfree(g);
+		return NULL;
+	}
+	return g;
+}
+
+void tdxkvm_fpu_guest_free(void *g)
+{
+	fpu_free_guest_fpstate(g);
+	kfree(g);
+}
+
+int tdxkvm_fpu_guest_swap(void *g, bool enter_guest)
+{
+	return fpu_swap_kvm_fpstate(g, enter_guest);
+}
+
+/* With IRQs off before entry: reload the (guest) registers if a context switch saved them. */
+void tdxkvm_fpu_load_irqoff(void)
+{
+	fpregs_assert_state_consistent();
+	if (test_thread_flag(TIF_NEED_FPU_LOAD))
+		switch_fpu_return();
+}
+
+/* The legacy FXSAVE image (KVM_GET/SET_FPU), NULL for a confidential guest's state. */
+void *tdxkvm_fpu_guest_fxsave(void *g)
+{
+	struct fpu_guest *gf = g;
+
+	if (gf->fpstate->is_confidential)
+		return NULL;
+	return &gf->fpstate->regs.fxsave;
+}
+
+unsigned int tdxkvm_fpu_guest_uabi_size(void *g)
+{
+	return ((struct fpu_guest *)g)->uabi_size;
+}
+
+void tdxkvm_fpu_guest_to_uabi(void *g, void *buf, unsigned int size, u64 xfeatures, u32 pkru)
+{
+	fpu_copy_guest_fpstate_to_uabi(g, buf, size, xfeatures, pkru);
+}
+
+int tdxkvm_fpu_guest_from_uabi(void *g, const void *buf, u64 xcr0, u32 *pkru)
+{
+	return fpu_copy_uabi_to_guest_fpstate(g, buf, xcr0, pkru);
+}
+
+/* The host's XCR0 (the same on every CPU), 0 without XSAVE. */
+u64 tdxkvm_host_xcr0(void)
+{
+	if (!boot_cpu_has(X86_FEATURE_OSXSAVE))
+		return 0;
+	return xgetbv(XCR_XFEATURE_ENABLED_MASK);
+}
+
+void tdxkvm_xsetbv0(u64 v)
+{
+	xsetbv(XCR_XFEATURE_ENABLED_MASK, v);
+}
+
+/* ---- SVM on a CPU ---- */
+
+/* SVM (0x80000001 ECX[2]) and nested paging (0x8000000A EDX[0]); 0x8000000A EDX in *features. */
+bool tdxkvm_svm_cpuid(u32 *features, u32 *nasid)
+{
+	if (cpuid_eax(0x80000000) < 0x8000000a)
+		return false;
+	if (!(cpuid_ecx(0x80000001) & (1u << 2)))
+		return false;
+	*features = cpuid_edx(0x8000000a);
+	*nasid = cpuid_ebx(0x8000000a);
+	return *features & 1;
+}
+
+u64 tdxkvm_rdmsr(u32 msr)
+{
+	u64 v;
+
+	rdmsrl(msr, v);
+	return v;
+}
+
+void tdxkvm_wrmsr(u32 msr, u64 v)
+{
+	wrmsrl(msr, v);
+}
+
+/* STGI, caught if it faults (EFER.SVME already clear). */
+void tdxkvm_stgi(void)
+{
+	asm volatile("1: stgi\n2:\n" _ASM_EXTABLE(1b, 2b) ::: "memory");
+}
+
+void tdxkvm_clgi(void)
+{
+	asm volatile("1: clgi\n2:\n" _ASM_EXTABLE(1b, 2b) ::: "memory");
+}
+
+/* Per-CPU words whose layout the Rust side owns (src/svm/hw.rs, SvmCpu). */
+static DEFINE_PER_CPU_ALIGNED(u64[16], svm_cpu_words);
+
+void *tdxkvm_svm_this_cpu(void)
+{
+	return this_cpu_ptr(&svm_cpu_words);
+}
+
+unsigned int tdxkvm_smp_processor_id(void)
+{
+	return smp_processor_id();
+}
+
+void tdxkvm_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+void tdxkvm_preempt_enable(void)
+{
+	preempt_enable();
+}
+
+void tdxkvm_local_irq_disable(void)
+{
+	local_irq_disable();
+}
+
+void tdxkvm_local_irq_enable(void)
+{
+	local_irq_enable();
+}
+
+bool tdxkvm_need_resched(void)
+{
+	return need_resched();
+}
+
+void __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
+
+/*
+ * Called with IRQs disabled and GIF clear (upstream svm_vcpu_enter_exit): RFLAGS.IF is set for
+ * VMRUN because the host's IF controls whether physical IRQs exit the guest (V_INTR_MASKING);
+ * GIF=0 keeps them from being taken by host code until STGI. Lockdep keeps seeing IRQs off,
+ * which is what they effectively are.
+ */
+void tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
+{
+	raw_local_irq_enable();
+	__tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa);
+	raw_local_irq_disable();
+}
+
+/* ---- Remote TLB flush / kick ---- */
+
+void *tdxkvm_cpumask_alloc(void)
+{
+	return kzalloc(cpumask_size(), GFP_KERNEL_ACCOUNT);
+}
+
+void tdxkvm_cpumask_free(void *m)
+{
+	kfree(m);
+}
+
+void tdxkvm_cpumask_set(void *m, unsigned int cpu)
+{
+	cpumask_set_cpu(cpu, m);
+}
+
+void tdxkvm_cpumask_clear(void *m, unsigned int cpu)
+{
+	cpumask_clear_cpu(cpu, m);
+}
+
+static void ack_kick(void *info)
+{
+}
+
+/*
+ * Interrupts every CPU in @m (but this one) and waits until each has run the (empty) IPI
+ * handler: a CPU in guest mode exits first (upstream kvm_make_vcpus_request_mask with
+ * KVM_REQUEST_WAIT).
+ */
+void tdxkvm_kick_cpus_wait(void *m)
+{
+	preempt_disable();
+	smp_call_function_many(m, ack_kick, NULL, true);
+	preempt_enable();
+}
+
+/* A #MC intercepted in the guest goes to the host's handler, as upstream kvm_machine_check. */
+void tdxkvm_machine_check(void)
+{
+	struct pt_regs regs = {
+		.cs = 3, /* Fake ring 3 no matter what the guest ran on */
+		.flags = X86_EFLAGS_IF,
+	};
+
+	do_machine_check(&regs);
+}
+
+/* After #VMEXIT reset DR7: the host's breakpoints come back (upstream svm_vcpu_run). */
+void tdxkvm_hw_breakpoint_restore(void)
+{
+	if (hw_breakpoint_active())
+		hw_breakpoint_restore();
+}
+
+/* Whether the host runs 5-level paging (nested paging then walks 5-level tables). */
+bool tdxkvm_pgtable_l5_enabled(void)
+{
+	return pgtable_l5_enabled();
+}

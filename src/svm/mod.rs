@@ -1,0 +1,341 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The SVM backend (upstream `arch/x86/kvm/svm/svm.c`): one VMCB per vCPU, loaded from the
+//! backend-neutral [`CpuState`] before every `VMRUN` and stored back after, and the exit turned
+//! into a backend-neutral [`Exit`] for [`crate::run`].
+//!
+//! What the VMCB intercepts (`init_vmcb`): INTR, NMI, SMI (host events: the guest exits, the
+//! host takes them after `STGI`), SHUTDOWN, the SVM instructions (VMRUN, VMLOAD, VMSAVE, STGI,
+//! CLGI, SKINIT, INVLPGA: `#UD` in the guest, which has no nested SVM), HLT, port I/O (all of
+//! it, through a shared all-ones IOPM), MSRs (a shared MSRPM that passes through only the
+//! MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*),
+//! CPUID, VMMCALL, XSETBV, INVD, MONITOR/MWAIT, RDPRU, RDPMC, every debug-register access (the
+//! guest's DR0-3 are not switched yet) and `#MC` (handed to the host's handler). EFER.SVME is
+//! kept set in the VMCB and hidden from the guest ([`x86::svm::store_guest_state`]).
+//!
+//! Host state: `VMRUN`/`#VMEXIT` switch CS/SS/RSP/RIP/RFLAGS/CRs/EFER/GDTR/IDTR through the
+//! per-CPU `MSR_VM_HSAVE_PA` page; the entry code VMSAVEs the rest (FS/GS/TR/LDTR,
+//! KernelGsBase, STAR/LSTAR/CSTAR/SFMASK, SYSENTER) into a per-CPU area and VMLOADs it after
+//! the exit. `TSC_AUX` (read by RDTSCP/RDPID, which are not intercepted) is switched by WRMSR
+//! around the run when the guest's value differs from the host's. DR7 is reset by `#VMEXIT`
+//! (host breakpoints are restored by the glue), DEBUGCTL is left to hardware (no LBR
+//! virtualisation). XCR0 is switched to the guest's with IRQs off when the guest has
+//! CR4.OSXSAVE, as upstream's `kvm_load_guest_xsave_state`.
+//!
+//! Every entry copies the whole save area (VMCB clean bits stay 0: dirty tracking is a later
+//! optimisation).
+
+pub(crate) mod glue;
+pub(crate) mod hw;
+
+use crate::env::OwnedPage;
+use crate::run::{Exit, ExitInfo};
+use crate::stats;
+use x86::state::CpuState;
+use x86::svm::{exit, intercept, vector, Vmcb};
+
+const MSR_TSC_AUX: u32 = 0xc000_0103;
+
+/// The shape of an ordinary VM's shared root: AMD's nested paging walks tables of the host's
+/// own paging mode, so a host with 5-level paging (LA57) needs 5-level NPT (upstream
+/// `get_npt_level`), which the TdpMmu builds for a 52-bit GPA width.
+pub(crate) fn npt_gpa_width() -> mmu::GpaWidth {
+    // SAFETY: reads a boot-time constant.
+    if unsafe { glue::tdxkvm_pgtable_l5_enabled() } {
+        mmu::GpaWidth::Bits52
+    } else {
+        mmu::GpaWidth::Bits48
+    }
+}
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// An exception the next entry injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct QueuedException {
+    pub(crate) vector: u8,
+    pub(crate) error_code: Option<u32>,
+}
+
+/// One vCPU's SVM state.
+pub(crate) struct SvmVcpu {
+    vmcb_page: OwnedPage,
+    vmcb_pa: u64,
+    /// The CPU the vCPU last ran on (`u32::MAX`: never).
+    last_cpu: u32,
+    /// The ASID generation the vCPU's ASID belongs to (0: none).
+    asid_generation: u64,
+    /// Exception intercepts besides #MC (the `exits` helper's #DB/#BP for guest debugging).
+    extra_exceptions: u32,
+    queued: Option<QueuedException>,
+}
+
+impl SvmVcpu {
+    /// A vCPU's VMCB (upstream `svm_vcpu_create` + `init_vmcb`), nested paging on `ncr3`.
+    pub(crate) fn new(ncr3: u64) -> Option<Self> {
+        let vmcb_page = OwnedPage::new(stats::Kind::VcpuPage)?;
+        // SAFETY: a direct-map address of our page.
+        let vmcb_pa = unsafe { crate::glue::tdxkvm_virt_to_pfn(vmcb_page.virt().cast()) } << 12;
+        let mut v = SvmVcpu {
+            vmcb_page,
+            vmcb_pa,
+            last_cpu: u32::MAX,
+            asid_generation: 0,
+            extra_exceptions: 0,
+            queued: None,
+        };
+        v.init_vmcb(ncr3);
+        Some(v)
+    }
+
+    fn vmcb(&mut self) -> &mut Vmcb {
+        // SAFETY: the page is a zeroed, page-aligned 4 KiB page owned by `self` (a `Vmcb` is
+        // 4096 bytes of integers, align 4096); `&mut self` makes the borrow exclusive; the CPU
+        // only touches it during VMRUN, which runs inside `enter` on this same borrow.
+        unsafe { &mut *self.vmcb_page.virt().cast::<Vmcb>() }
+    }
+
+    fn init_vmcb(&mut self, ncr3: u64) {
+        let (iopm, msrpm) = hw::permission_maps();
+        let extra = self.extra_exceptions;
+        let vmcb = self.vmcb();
+        *vmcb = Vmcb::zeroed();
+        let c = &mut vmcb.control;
+        // Every debug-register read and write: the guest's DR0-3 are not switched.
+        c.intercepts[intercept::CR] = 0;
+        c.intercepts[intercept::DR] = 0x00ff_00ff;
+        c.intercepts[intercept::EXCEPTION] = (1 << vector::MC) | extra;
+        c.intercepts[3] = intercept::INTR
+            | intercept::NMI
+            | intercept::SMI
+            | intercept::RDPMC
+            | intercept::CPUID
+            | intercept::INVD
+            | intercept::HLT
+            | intercept::INVLPGA
+            | intercept::IOIO_PROT
+            | intercept::MSR_PROT
+            | intercept::SHUTDOWN;
+        c.intercepts[4] = intercept::VMRUN
+            | intercept::VMMCALL
+            | intercept::VMLOAD
+            | intercept::VMSAVE
+            | intercept::STGI
+            | intercept::CLGI
+            | intercept::SKINIT
+            | intercept::MONITOR
+            | intercept::MWAIT
+            | intercept::MWAIT_COND
+            | intercept::XSETBV
+            | intercept::RDPRU;
+        c.iopm_base_pa = iopm;
+        c.msrpm_base_pa = msrpm;
+        c.int_ctl = x86::svm::int_ctl::V_INTR_MASKING;
+        c.nested_ctl = x86::svm::NESTED_CTL_NP_ENABLE;
+        c.nested_cr3 = ncr3;
+        c.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
+        self.asid_generation = 0;
+        self.last_cpu = u32::MAX;
+    }
+
+    /// After a shutdown (triple fault) the VMCB is re-initialised, as upstream's
+    /// `shutdown_interception` does (the save area is undefined after a shutdown intercept).
+    pub(crate) fn reset_after_shutdown(&mut self) {
+        let ncr3 = self.vmcb().control.nested_cr3;
+        self.init_vmcb(ncr3);
+        self.queued = None;
+    }
+
+    /// Queues an exception for the next entry (EVENTINJ); a second one before the entry
+    /// replaces the first (no #DF merging yet).
+    pub(crate) fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.queued = Some(QueuedException { vector, error_code });
+    }
+
+    /// Sets the extra exception vectors to intercept (bit n = vector n; #MC stays).
+    #[allow(dead_code)]
+    pub(crate) fn set_exception_intercepts(&mut self, mask: u32) {
+        self.extra_exceptions = mask & !(1 << vector::MC);
+        let v = (1 << vector::MC) | self.extra_exceptions;
+        self.vmcb().control.intercepts[intercept::EXCEPTION] = v;
+    }
+
+    /// Picks the ASID for this run on `cpu` (upstream `pre_svm_run` / `new_asid`) and asks for
+    /// a TLB flush when `flush` (the VM's mappings changed since this vCPU last flushed).
+    ///
+    /// # Safety
+    ///
+    /// IRQs disabled, on CPU `cpu`.
+    unsafe fn pre_run(&mut self, cpu: u32, flush: bool) {
+        // SAFETY: IRQs off on this CPU (caller's contract).
+        let sd = unsafe { hw::this_cpu() };
+        let mut need_new = self.last_cpu != cpu || self.asid_generation != sd.asid_generation;
+        let mut tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
+        if flush && !need_new {
+            if hw::flush_by_asid() {
+                tlb_ctl = x86::svm::tlb_ctl::FLUSH_ASID;
+            } else {
+                // Without FlushByAsid a fresh ASID is the flush (upstream: generation--).
+                need_new = true;
+            }
+        }
+        if need_new {
+            if sd.next_asid > sd.max_asid {
+                sd.asid_generation += 1;
+                sd.next_asid = 1;
+                tlb_ctl = x86::svm::tlb_ctl::FLUSH_ALL_ASID;
+            }
+            let asid = sd.next_asid;
+            sd.next_asid += 1;
+            self.asid_generation = sd.asid_generation;
+            self.last_cpu = cpu;
+            self.vmcb().control.asid = asid;
+        }
+        self.vmcb().control.tlb_ctl = tlb_ctl;
+    }
+
+    /// Runs the guest once: `st` into the VMCB, VMRUN, the VMCB back into `st`, the exit.
+    ///
+    /// # Safety
+    ///
+    /// IRQs and preemption disabled on CPU `cpu`, SVM enabled on it ([`hw::ready`]); the
+    /// guest FPU is loaded and current ([`crate::fpu::reload_irqoff`]); `st.xcr0` is valid for
+    /// XSETBV on this host when the guest has CR4.OSXSAVE (the run loop checks it).
+    pub(crate) unsafe fn enter(
+        &mut self,
+        st: &mut CpuState,
+        cpu: u32,
+        flush: bool,
+        host_xcr0: u64,
+    ) -> ExitInfo {
+        // SAFETY: IRQs off on `cpu` (caller's contract).
+        unsafe { self.pre_run(cpu, flush) };
+        let tsc_offset = st.tsc_offset;
+        let queued = self.queued.take();
+        {
+            let vmcb = self.vmcb();
+            x86::svm::load_guest_state(vmcb, st, tsc_offset);
+            vmcb.control.event_inj = 0;
+            vmcb.control.event_inj_err = 0;
+            if let Some(q) = queued {
+                let (inj, err) =
+                    x86::svm::event_inj(q.vector, x86::svm::EventType::Exception, q.error_code);
+                vmcb.control.event_inj = inj;
+                vmcb.control.event_inj_err = err;
+            }
+        }
+        // SAFETY: IRQs off; this CPU's data.
+        let host_save_pa = unsafe { hw::this_cpu() }.save_area_pa;
+        let switch_xcr0 = st.cr4 & CR4_OSXSAVE != 0 && st.xcr0 != host_xcr0;
+        // SAFETY: MSR and XCR accesses with IRQs off (caller's contract); the values were
+        // checked by the caller (XCR0) or are plain data (TSC_AUX's low 32 bits).
+        let host_aux = unsafe {
+            let host_aux = glue::tdxkvm_rdmsr(MSR_TSC_AUX);
+            let guest_aux = st.msrs.tsc_aux & 0xffff_ffff;
+            if guest_aux != host_aux {
+                glue::tdxkvm_wrmsr(MSR_TSC_AUX, guest_aux);
+            }
+            if switch_xcr0 {
+                glue::tdxkvm_xsetbv0(st.xcr0);
+            }
+            host_aux
+        };
+        // SAFETY: GIF cleared around the run (upstream svm_vcpu_run); the VMCB is valid and
+        // ours, the host save area is this CPU's, `st.gprs` is 16 writable words.
+        unsafe {
+            glue::tdxkvm_clgi();
+            glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
+            glue::tdxkvm_stgi();
+        }
+        // SAFETY: as above, IRQs still off.
+        unsafe {
+            if switch_xcr0 {
+                glue::tdxkvm_xsetbv0(host_xcr0);
+            }
+            if st.msrs.tsc_aux & 0xffff_ffff != host_aux {
+                glue::tdxkvm_wrmsr(MSR_TSC_AUX, host_aux);
+            }
+            crate::svm::glue::tdxkvm_hw_breakpoint_restore();
+        }
+        let vmcb = self.vmcb();
+        vmcb.control.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
+        let code = vmcb.control.exit_code;
+        let (info1, info2) = (vmcb.control.exit_info_1, vmcb.control.exit_info_2);
+        let int_info = vmcb.control.exit_int_info;
+        if code != exit::INVALID {
+            x86::svm::store_guest_state(vmcb, st);
+        }
+        // An event that was being delivered when the exit came is delivered again on the next
+        // entry (upstream svm_complete_interrupts): only exceptions are injected here.
+        if int_info & (1 << 31) != 0 && (int_info >> 8) & 7 == x86::svm::EventType::Exception as u32
+        {
+            let err = if int_info & (1 << 11) != 0 {
+                Some(vmcb.control.exit_int_info_err)
+            } else {
+                None
+            };
+            self.queued = Some(QueuedException {
+                vector: int_info as u8,
+                error_code: err,
+            });
+        }
+        ExitInfo {
+            exit: decode_exit(code, info1, info2),
+            code,
+            info1,
+            info2,
+        }
+    }
+}
+
+/// The backend-neutral meaning of an SVM exit.
+fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
+    match code {
+        exit::INTR | exit::NMI | exit::SMI => Exit::HostEvent,
+        exit::INVALID => Exit::FailEntry { reason: code },
+        exit::IOIO => {
+            let io = x86::svm::IoioInfo(info1);
+            Exit::Io {
+                port: io.port(),
+                size: io.size(),
+                is_in: io.is_in(),
+                string: io.is_string(),
+                rep: io.is_rep(),
+                next_rip: info2,
+                raw: info1,
+            }
+        }
+        exit::HLT => Exit::Hlt,
+        // RDPMC without a virtual PMU: #GP(0), as upstream's kvm_emulate_rdpmc answers an
+        // invalid counter.
+        exit::RDPMC => Exit::Exception {
+            vector: vector::GP,
+            error_code: 0,
+        },
+        exit::SHUTDOWN => Exit::Shutdown,
+        exit::NPF => Exit::Npf {
+            gpa: info2,
+            error: info1,
+        },
+        exit::CPUID => Exit::Cpuid,
+        exit::MSR => Exit::Msr { write: info1 == 1 },
+        exit::VMMCALL => Exit::Vmmcall,
+        exit::XSETBV => Exit::Xsetbv,
+        exit::INVD => Exit::Invd,
+        exit::VMRUN
+        | exit::VMLOAD
+        | exit::VMSAVE
+        | exit::STGI
+        | exit::CLGI
+        | exit::SKINIT
+        | exit::INVLPGA
+        | exit::RDPRU
+        | exit::MONITOR
+        | exit::MWAIT
+        | exit::MWAIT_COND => Exit::Undefined,
+        c if c == exit::EXCP_BASE + u64::from(vector::MC) => Exit::MachineCheck,
+        c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => Exit::Exception {
+            vector: (c - exit::EXCP_BASE) as u8,
+            error_code: info1 as u32,
+        },
+        _ => Exit::Other { code, info1, info2 },
+    }
+}

@@ -1,0 +1,526 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The run loop with real guests (issue 11, `svm`): real-mode guests started at the reset
+//! vector as rust-vmm kvm-ioctls' own tests run them (OUT/IN with their completion, HLT, NPT
+//! faults on RAM the host reads back), `immediate_exit` with a pending IN, signals interrupting
+//! a guest that spins, a triple fault, several vCPUs on threads, and hostile use (two threads
+//! running one vCPU, the VM fd closed under a running vCPU, a vCPU without memory).
+//!
+//! The guest code is assembled by hand (each instruction's bytes are commented). Without the
+//! state ioctls a vCPU starts at the reset vector: CS.base 0xffff0000, IP 0xfff0; a memslot
+//! covers 0xffff0000..0x1_0000_0000 and the code at 0xfff0 jumps to offset 0.
+
+use crate::*;
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const KVM_EXIT_IO: u32 = 2;
+const KVM_EXIT_INTR: u32 = 10;
+const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
+const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
+const EINTR: i32 = libc::EINTR;
+
+/// Anonymous memory for a memslot, unmapped on drop.
+pub(crate) struct Mem {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+}
+
+// SAFETY: plain anonymous memory; tests synchronise their own accesses.
+unsafe impl Send for Mem {}
+// SAFETY: as above.
+unsafe impl Sync for Mem {}
+
+impl Mem {
+    pub(crate) fn new(len: usize) -> Result<Mem, String> {
+        // SAFETY: a fresh private anonymous mapping.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err("mmap".into());
+        }
+        Ok(Mem { ptr: p.cast(), len })
+    }
+
+    pub(crate) fn write(&self, off: usize, bytes: &[u8]) {
+        assert!(off + bytes.len() <= self.len);
+        // SAFETY: inside the mapping (asserted).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off), bytes.len()) };
+    }
+
+    pub(crate) fn read(&self, off: usize) -> u8 {
+        assert!(off < self.len);
+        // SAFETY: inside the mapping; the guest may write it concurrently: volatile.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off)) }
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A VM with the top 64 KiB below 4 GiB (the reset vector's segment: `code`, with `jmp 0` at
+/// 0xfff0) and `ram` bytes of RAM at GPA 0.
+pub(crate) struct Guest {
+    pub(crate) vm: VmFd,
+    pub(crate) rom: Mem,
+    pub(crate) ram: Mem,
+}
+
+/// `jmp near 0x0000` at IP 0xfff0: E9 rel16 with rel16 = 0x0000 - 0xfff3 (mod 2^16).
+const RESET_JMP: [u8; 3] = [0xe9, 0x0d, 0x00];
+
+impl Guest {
+    pub(crate) fn new(code: &[u8], ram: usize) -> Result<Guest, String> {
+        let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+        let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+        let rom = Mem::new(0x10000)?;
+        rom.write(0, code);
+        rom.write(0xfff0, &RESET_JMP);
+        let ram = Mem::new(ram.max(4096))?;
+        let g = Guest { vm, rom, ram };
+        g.slot(0, 0xffff_0000, &g.rom, 0)?;
+        g.slot(1, 0, &g.ram, 0)?;
+        Ok(g)
+    }
+
+    pub(crate) fn slot(&self, slot: u32, gpa: u64, m: &Mem, flags: u32) -> Result<(), String> {
+        let r = kvm_userspace_memory_region {
+            slot,
+            flags,
+            guest_phys_addr: gpa,
+            memory_size: m.len as u64,
+            userspace_addr: m.ptr as u64,
+        };
+        // SAFETY: the memory outlives the VM (both live in `self`, the VM field drops first).
+        unsafe { self.vm.set_user_memory_region(r) }.map_err(|e| format!("memslot {slot}: {e}"))
+    }
+
+    pub(crate) fn vcpu(&self, id: u64) -> Result<VcpuFd, String> {
+        self.vm
+            .create_vcpu(id)
+            .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))
+    }
+}
+
+/// The raw `exit_reason` of the last run.
+fn exit_reason(v: &mut VcpuFd) -> u32 {
+    v.get_kvm_run().exit_reason
+}
+
+fn errno(e: kvm_ioctls::Error) -> i32 {
+    e.errno()
+}
+
+/// A guest that does IN/OUT on port 0x3f8, stores to RAM and halts:
+/// out 0x41; in al; al += 1; out al; [0x1000] = al; [0x1001] = 0x77; out [0x1001]; hlt.
+const IO_GUEST: &[u8] = &[
+    0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0xb0, 0x41, // mov al, 0x41
+    0xee, // out dx, al
+    0xec, // in al, dx
+    0x04, 0x01, // add al, 1
+    0xee, // out dx, al
+    0xa2, 0x00, 0x10, // mov [0x1000], al
+    0xc6, 0x06, 0x01, 0x10, 0x77, // mov byte [0x1001], 0x77
+    0xa0, 0x01, 0x10, // mov al, [0x1001]
+    0xee, // out dx, al
+    0xf4, // hlt
+];
+
+fn io_guest() -> Result<(), String> {
+    let g = Guest::new(IO_GUEST, 0x10000)?;
+    let mut v = g.vcpu(0)?;
+    match v.run().map_err(|e| format!("run 1: {e}"))? {
+        VcpuExit::IoOut(0x3f8, d) => eq(d, &[0x41][..], "first OUT data")?,
+        e => return Err(format!("run 1: {e:?}")),
+    }
+    match v.run().map_err(|e| format!("run 2: {e}"))? {
+        VcpuExit::IoIn(0x3f8, d) => {
+            eq(d.len(), 1, "IN size")?;
+            d[0] = 0x5a;
+        }
+        e => return Err(format!("run 2: {e:?}")),
+    }
+    match v.run().map_err(|e| format!("run 3: {e}"))? {
+        VcpuExit::IoOut(0x3f8, d) => eq(d, &[0x5b][..], "IN data + 1")?,
+        e => return Err(format!("run 3: {e:?}")),
+    }
+    match v.run().map_err(|e| format!("run 4: {e}"))? {
+        VcpuExit::IoOut(0x3f8, d) => eq(d, &[0x77][..], "read back from RAM")?,
+        e => return Err(format!("run 4: {e:?}")),
+    }
+    match v.run().map_err(|e| format!("run 5: {e}"))? {
+        VcpuExit::Hlt => {}
+        e => return Err(format!("run 5: {e:?}")),
+    }
+    eq(g.ram.read(0x1000), 0x5b, "guest store seen by the host")?;
+    eq(g.ram.read(0x1001), 0x77, "second guest store")?;
+    Ok(())
+}
+
+fn immediate_exit_completes_in() -> Result<(), String> {
+    let g = Guest::new(IO_GUEST, 0x10000)?;
+    let mut v = g.vcpu(0)?;
+    // Nothing pending: immediate_exit is EINTR and leaves kvm_run alone.
+    v.set_kvm_immediate_exit(1);
+    eq(
+        v.run().err().map(errno),
+        Some(EINTR),
+        "immediate_exit, nothing pending",
+    )?;
+    v.set_kvm_immediate_exit(0);
+    let _ = v.run().map_err(|e| format!("run 1: {e}"))?;
+    match v.run().map_err(|e| format!("run 2: {e}"))? {
+        VcpuExit::IoIn(0x3f8, d) => d[0] = 0x10,
+        e => return Err(format!("run 2: {e:?}")),
+    }
+    // The IN completes, then EINTR; exit_reason and the io fields stay as they were.
+    v.set_kvm_immediate_exit(1);
+    eq(
+        v.run().err().map(errno),
+        Some(EINTR),
+        "immediate_exit with a pending IN",
+    )?;
+    eq(exit_reason(&mut v), KVM_EXIT_IO, "exit_reason untouched")?;
+    // SAFETY: the io member is the one KVM_EXIT_IO fills.
+    let io = unsafe { v.get_kvm_run().__bindgen_anon_1.io };
+    eq(
+        (io.direction, io.size, io.port, io.count),
+        (0, 1, 0x3f8, 1),
+        "io fields",
+    )?;
+    // Twice in a row (the selftests' get_ucall does this): still EINTR, nothing redone.
+    eq(
+        v.run().err().map(errno),
+        Some(EINTR),
+        "second immediate_exit",
+    )?;
+    v.set_kvm_immediate_exit(0);
+    match v.run().map_err(|e| format!("run 3: {e}"))? {
+        VcpuExit::IoOut(0x3f8, d) => eq(d, &[0x11][..], "RAX got the IN data once")?,
+        e => return Err(format!("run 3: {e:?}")),
+    }
+    Ok(())
+}
+
+/// `jmp $`.
+const SPIN: &[u8] = &[0xeb, 0xfe];
+
+extern "C" fn on_signal(_: libc::c_int) {}
+
+/// SIGUSR1 with a no-op handler and no SA_RESTART, so KVM_RUN returns EINTR.
+fn install_handler() {
+    // SAFETY: a plain sigaction with a handler that does nothing.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Runs `v` on a thread until it returns; the main thread signals it every 50 ms after
+/// `delay`. Returns the thread's result (errno of KVM_RUN, exit_reason).
+fn run_until_signalled(mut v: VcpuFd, delay: Duration) -> Result<(i32, u32, VcpuFd), String> {
+    install_handler();
+    let started = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+            started.store(true, Ordering::SeqCst);
+            let r = v.run().map(|_| 0).unwrap_or_else(errno);
+            done.store(true, Ordering::SeqCst);
+            let why = exit_reason(&mut v);
+            (r, why)
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(delay);
+        let t0 = Instant::now();
+        while !done.load(Ordering::SeqCst) {
+            // SAFETY: the thread is alive until joined; SIGUSR1 has a handler.
+            unsafe {
+                libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1)
+            };
+            std::thread::sleep(Duration::from_millis(50));
+            if t0.elapsed() > Duration::from_secs(30) {
+                return Err("the vCPU thread did not return within 30 s of signals".into());
+            }
+        }
+        let (r, why) = h.join().map_err(|_| "vCPU thread panicked".to_string())?;
+        Ok((r, why))
+    })
+    .map(|(r, why)| (r, why, v))
+}
+
+fn signal_interrupts_spinning_guest() -> Result<(), String> {
+    let g = Guest::new(SPIN, 4096)?;
+    let v = g.vcpu(0)?;
+    let (r, why, _v) = run_until_signalled(v, Duration::from_millis(300))?;
+    eq(r, EINTR, "KVM_RUN interrupted by a signal")?;
+    eq(why, KVM_EXIT_INTR, "exit_reason")?;
+    Ok(())
+}
+
+/// Real mode: `lidt [cs:0x100]` with a zero limit, then `int3`: the #BP cannot be delivered
+/// (#GP), nor can that (#DF): shutdown.
+const TRIPLE_FAULT: &[u8] = &[
+    0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0xee, // out dx, al
+    0x2e, 0x0f, 0x01, 0x1e, 0x00, 0x01, // lidt cs:[0x100]
+    0xcc, // int3
+];
+
+fn triple_fault_is_shutdown() -> Result<(), String> {
+    let g = Guest::new(TRIPLE_FAULT, 4096)?;
+    g.rom.write(0x100, &[0; 6]);
+    let mut v = g.vcpu(0)?;
+    match v.run().map_err(|e| format!("run 1: {e}"))? {
+        VcpuExit::IoOut(0x3f8, _) => {}
+        e => return Err(format!("run 1: {e:?}")),
+    }
+    match v.run().map_err(|e| format!("run 2: {e}"))? {
+        VcpuExit::Shutdown => {}
+        e => return Err(format!("run 2: {e:?}")),
+    }
+    // The vCPU was INITed: it starts over at the reset vector.
+    match v.run().map_err(|e| format!("run 3: {e}"))? {
+        VcpuExit::IoOut(0x3f8, _) => Ok(()),
+        e => Err(format!("run 3 after the shutdown: {e:?}")),
+    }
+}
+
+/// Counts AL from 0 to 99 with an OUT each, then halts.
+const COUNT_GUEST: &[u8] = &[
+    0xba, 0x80, 0x00, // mov dx, 0x80
+    0x31, 0xc0, // xor ax, ax
+    0xee, // l: out dx, al
+    0xfe, 0xc0, // inc al
+    0x3c, 0x64, // cmp al, 100
+    0x75, 0xf9, // jne l
+    0xf4, // hlt
+];
+
+fn several_vcpus_on_threads() -> Result<(), String> {
+    let g = Guest::new(COUNT_GUEST, 4096)?;
+    let vcpus: Vec<_> = (0..4).map(|i| g.vcpu(i)).collect::<Result<_, _>>()?;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = vcpus
+            .into_iter()
+            .map(|mut v| {
+                s.spawn(move || -> Result<(), String> {
+                    for want in 0..100u8 {
+                        match v.run().map_err(|e| format!("run: {e}"))? {
+                            VcpuExit::IoOut(0x80, d) => eq(d, &[want][..], "count")?,
+                            e => return Err(format!("{e:?} at {want}")),
+                        }
+                    }
+                    match v.run().map_err(|e| format!("run: {e}"))? {
+                        VcpuExit::Hlt => Ok(()),
+                        e => Err(format!("{e:?} instead of HLT")),
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .try_for_each(|h| h.join().map_err(|_| "thread panicked".to_string())?)
+    })
+}
+
+fn no_memory_is_emulation_failure() -> Result<(), String> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    let mut v = vm.create_vcpu(0).map_err(|e| format!("vcpu: {e}"))?;
+    match v.run().map_err(|e| format!("run: {e}"))? {
+        VcpuExit::InternalError => {}
+        e => return Err(format!("{e:?}")),
+    }
+    // SAFETY: the internal member is the one KVM_EXIT_INTERNAL_ERROR fills.
+    let sub = unsafe { v.get_kvm_run().__bindgen_anon_1.internal.suberror };
+    eq(sub, KVM_INTERNAL_ERROR_EMULATION, "suberror")?;
+    eq(exit_reason(&mut v), KVM_EXIT_INTERNAL_ERROR, "exit_reason")
+}
+
+fn two_threads_one_vcpu() -> Result<(), String> {
+    install_handler();
+    let g = Guest::new(SPIN, 4096)?;
+    let mut v = g.vcpu(0)?;
+    let fd = v.as_raw_fd();
+    let run_ptr = v.get_kvm_run() as *mut kvm_bindings::kvm_run as usize;
+    // Thread A spins in the guest; thread B's KVM_RUN waits for the vCPU mutex meanwhile, with
+    // immediate_exit set once A is inside, so B returns EINTR as soon as it gets the vCPU.
+    let done_a = AtomicBool::new(false);
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    let r = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+            let r = ioctl(fd, 0xae80, 0);
+            done_a.store(true, Ordering::SeqCst);
+            r
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: the kvm_run mapping of `v`, alive for the scope.
+        unsafe { std::ptr::write_volatile((run_ptr as *mut u8).add(1), 1u8) };
+        let b = s.spawn(|| ioctl(fd, 0xae80, 0));
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        while !done_a.load(Ordering::SeqCst) {
+            // SAFETY: A is alive until joined.
+            unsafe {
+                libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1)
+            };
+            std::thread::sleep(Duration::from_millis(50));
+            if t0.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+        }
+        (a.join(), b.join())
+    });
+    match r {
+        (Ok(ra), Ok(rb)) => {
+            eq(ra, Err(EINTR), "thread A")?;
+            eq(rb, Err(EINTR), "thread B (immediate_exit)")
+        }
+        _ => Err("a thread panicked".into()),
+    }
+}
+
+fn close_vm_while_running() -> Result<(), String> {
+    let g = Guest::new(SPIN, 4096)?;
+    let v = g.vcpu(0)?;
+    let Guest { vm, rom, ram } = g;
+    install_handler();
+    let (r, why, v) = std::thread::scope(|s| {
+        let h = s.spawn(|| run_until_signalled(v, Duration::from_millis(500)));
+        std::thread::sleep(Duration::from_millis(200));
+        drop(vm);
+        h.join().map_err(|_| "panicked".to_string())
+    })??;
+    eq(
+        (r, why),
+        (EINTR, KVM_EXIT_INTR),
+        "the vCPU still runs after the VM fd closed",
+    )?;
+    drop(v);
+    drop((rom, ram));
+    counts_are_zero()
+}
+
+/// Returns 0 when the run loop can execute guests here (SVM), else why not.
+fn svm_runs() -> Option<&'static str> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or("");
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    if has("svm") && has("npt") {
+        None
+    } else {
+        Some("no SVM with nested paging on this CPU")
+    }
+}
+
+/// Wraps a test so it fails loudly (not skips) where SVM is there, and names the reason where
+/// it is not: the guest suite runs on QEMU `-cpu max`, which has SVM.
+fn with_svm(f: fn() -> Result<(), String>) -> Result<(), String> {
+    match svm_runs() {
+        None => f(),
+        Some(why) => Err(format!("cannot run guests: {why}")),
+    }
+}
+
+pub(crate) fn tests() -> Vec<Test> {
+    vec![
+        ("run_real_mode_io_in_out_hlt_and_ram", Any, |_| {
+            with_svm(io_guest)
+        }),
+        ("run_immediate_exit_completes_pending_in", Any, |_| {
+            with_svm(immediate_exit_completes_in)
+        }),
+        ("run_signal_interrupts_spinning_guest", Any, |_| {
+            with_svm(signal_interrupts_spinning_guest)
+        }),
+        ("run_triple_fault_is_shutdown_then_init", Any, |_| {
+            with_svm(triple_fault_is_shutdown)
+        }),
+        ("run_four_vcpus_on_threads", Any, |_| {
+            with_svm(several_vcpus_on_threads)
+        }),
+        ("run_without_memory_is_emulation_failure", Any, |_| {
+            with_svm(no_memory_is_emulation_failure)
+        }),
+        ("run_two_threads_one_vcpu", Any, |_| {
+            with_svm(two_threads_one_vcpu)
+        }),
+        ("run_close_vm_fd_while_running", Any, |_| {
+            with_svm(close_vm_while_running)
+        }),
+    ]
+}
+
+/// `--bench-run`: ns per KVM_RUN round trip to userspace (OUT exits) and per in-kernel exit
+/// (INVD, skipped in the kernel). Figures, not checks.
+pub(crate) fn bench() {
+    if let Some(why) = svm_runs() {
+        println!("bench-run: skipped: {why}");
+        return;
+    }
+    // out dx, al; jmp back.
+    let out_loop: &[u8] = &[0xba, 0x80, 0x00, 0xee, 0xeb, 0xfd];
+    let Ok(g) = Guest::new(out_loop, 4096) else {
+        println!("bench-run: no VM");
+        return;
+    };
+    let Ok(mut v) = g.vcpu(0) else { return };
+    let _ = v.run();
+    let n = 20000;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        if !matches!(v.run(), Ok(VcpuExit::IoOut(..))) {
+            println!("bench-run: unexpected exit");
+            return;
+        }
+    }
+    let ns = t0.elapsed().as_nanos() / n;
+    println!("bench-run: KVM_RUN round trip to userspace (OUT exit): {ns} ns");
+    // mov ecx, N (66 b9 imm32); l: invd (0f 08); dec ecx (66 49); jnz l (75 fa); out; hlt.
+    let n_invd: u32 = 20000;
+    let mut code = vec![0x66, 0xb9];
+    code.extend_from_slice(&n_invd.to_le_bytes());
+    code.extend_from_slice(&[
+        0x0f, 0x08, 0x66, 0x49, 0x75, 0xfa, 0xba, 0x80, 0x00, 0xee, 0xf4,
+    ]);
+    let Ok(g) = Guest::new(&code, 4096) else {
+        return;
+    };
+    let Ok(mut v) = g.vcpu(0) else { return };
+    let t0 = Instant::now();
+    match v.run() {
+        Ok(VcpuExit::IoOut(0x80, _)) => {
+            let ns = t0.elapsed().as_nanos() / u128::from(n_invd);
+            println!("bench-run: in-kernel exit (INVD, skipped by the run loop): {ns} ns");
+        }
+        r => println!("bench-run: INVD loop ended with {r:?}"),
+    }
+}
+
+use std::os::fd::AsRawFd;
