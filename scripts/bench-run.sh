@@ -99,7 +99,7 @@ scripts/qemu-run.sh --timeout "${QEMU_TIMEOUT:-1800}" "$BZIMAGE" "$work/initrd.c
 rc=$?
 set -e
 
-# The figures: "BENCHLINE <set> bench-run: <what>: <n> ns" (kernel lines may interleave on the
+# The figures: "BENCHLINE <set> bench-run: <what>: <n> ns[ (<note>)]" (kernel lines may interleave on the
 # console, so only whole lines of that form count), each line once per run; the median over
 # the runs of each (set, figure).
 key_of() {
@@ -117,12 +117,12 @@ figures="$work/figures"
 while IFS= read -r line; do
     set_name=$(cut -d' ' -f2 <<<"$line")
     rest=${line#BENCHLINE "$set_name" bench-run: }
+    rest=$(sed -E 's/ ns( \(.*\))?$//' <<<"$rest")
     what=${rest%: *}
     ns=${rest##*: }
-    ns=${ns% ns}
     [[ "$ns" =~ ^[0-9]+$ ]] || continue
     echo "$set_name $(key_of "$what") $ns" >>"$figures"
-done < <(grep -E '^BENCHLINE (upstream|ours) bench-run: .*: [0-9]+ ns$' "$log" || true)
+done < <(grep -E '^BENCHLINE (upstream|ours) bench-run: .*: [0-9]+ ns( \(.*\))?$' "$log" || true)
 
 echo "=== run-loop benchmarks, QEMU TCG (-cpu max), KASAN+lockdep guest kernel: indicative ==="
 echo "    (full console log: $log)"
