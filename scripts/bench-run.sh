@@ -126,7 +126,10 @@ done < <(grep -E '^BENCHLINE (upstream|ours) bench-run: .*: [0-9]+ ns( \(.*\))?$
 
 echo "=== run-loop benchmarks, QEMU TCG (-cpu max), KASAN+lockdep guest kernel: indicative ==="
 echo "    (full console log: $log)"
-grep -E '^BENCHLINE .*(FAILED|skipped|unexpected|ended with|no VM)' "$log" | sed 's/^BENCHLINE /    /' || true
+# The client's complaints, and the notes after the figures (fault and exit counts).
+grep -E '^BENCHLINE [a-z]+ bench-run: (.*: FAILED|skipped:|unexpected|no VM|.*ended with|.*did not exit)' "$log" \
+    | sed 's/^BENCHLINE /    /' || true
+grep -E '^BENCHLINE [a-z]+ bench-run: .*[0-9] ns \(' "$log" | sed 's/^BENCHLINE /    /' | awk '!seen[$0]++' || true
 labels=(io_exit "KVM_RUN round trip to userspace (OUT exit)"
     invd_exit "in-kernel exit: INVD"
     cpuid_exit "in-kernel exit: CPUID"
