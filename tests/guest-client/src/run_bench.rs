@@ -151,7 +151,7 @@ impl Vm {
 /// The first of `names` the vCPU's binary stats fd has, with its value: upstream and this
 /// module name some counters differently ("pf_taken" / "page_faults"); None if neither has it
 /// (or the fd is not there).
-fn vcpu_stat(v: &VcpuFd, names: &[&'static str]) -> Option<(&'static str, u64)> {
+fn vcpu_stat(v: &VcpuFd, names: &[&'static str]) -> Counted {
     // SAFETY: dup of the vCPU fd, a new fd owned by `fd` from now on.
     let raw = unsafe { libc::dup(v.as_raw_fd()) };
     if raw < 0 {
@@ -163,6 +163,9 @@ fn vcpu_stat(v: &VcpuFd, names: &[&'static str]) -> Option<(&'static str, u64)> 
         .iter()
         .find_map(|&n| crate::prefault::vm_stat(&fd, n).ok().map(|x| (n, x)))
 }
+
+/// A counter of the vCPU's stats fd: (name, value), None where there is none.
+type Counted = Option<(&'static str, u64)>;
 
 /// Exit counters as upstream names them (both name it "exits").
 const EXITS: &[&str] = &["exits"];
@@ -248,7 +251,7 @@ fn cpuid_once() -> Result<f64, String> {
 
 /// (ns per 4 KiB fault, ns per page of the loop alone, the faults the vCPU counted in pass 1
 /// if it counts them).
-fn npt_once(populate: bool) -> Result<(f64, f64, Option<(&'static str, u64)>), String> {
+fn npt_once(populate: bool) -> Result<(f64, f64, Counted), String> {
     let mut vm = Vm::new(NPT_GUEST, Mem::new(NPT_BYTES, populate)?)?;
     let f0 = vcpu_stat(&vm.vcpu, FAULTS);
     let faulting = vm.run_to_out("pass 1 (faulting)")?;
