@@ -138,14 +138,14 @@ labels=(io_exit "KVM_RUN round trip to userspace (OUT exit)"
 median() {
     sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 }
-missing=0
+nmissing=0
 printf '%-48s %12s %12s %10s\n' "ns per operation" ours upstream ours/upstr
 for ((i = 0; i < ${#labels[@]}; i += 2)); do
     key=${labels[i]}
     o=$(awk -v k="$key" '$1 == "ours" && $2 == k { print $3 }' "$figures" | median)
     u=$(awk -v k="$key" '$1 == "upstream" && $2 == k { print $3 }' "$figures" | median)
     for s in $sets; do
-        if [[ $s == ours && -z "$o" ]] || [[ $s == upstream && -z "$u" ]]; then missing=$((missing + 1)); fi
+        if [[ $s == ours && -z "$o" ]] || [[ $s == upstream && -z "$u" ]]; then nmissing=$((nmissing + 1)); fi
     done
     ratio=-
     if [[ -n "$o" && -n "$u" && "$u" != 0 ]]; then ratio=$(awk -v o="$o" -v u="$u" 'BEGIN { printf "%.2f", o / u }'); fi
@@ -153,8 +153,8 @@ for ((i = 0; i < ${#labels[@]}; i += 2)); do
 done
 if grep -q '^## FAILED' "$log"; then grep '^## FAILED' "$log" | sed 's/^/    /'; fi
 status=0
-if ((missing)); then
-    echo "=== bench-run: FAILED: $missing figure(s) missing (see the lines above and $log)"
+if ((nmissing)); then
+    echo "=== bench-run: FAILED: $nmissing figure(s) missing (see the lines above and $log)"
     status=1
 fi
 case $rc in
