@@ -11,6 +11,8 @@
 #   make harness-selftest  checks that make test cannot hide a failure (injects a failing and
 #                   an aborting host test, a panicking and a missing guest client; boots QEMU)
 #   make bench      benchmark tables (release build)
+#   make bench-run  run-loop benchmarks in QEMU: our kvm.ko against upstream kvm_amd (built for
+#                   the pipeline kernel as an external module), figures and ratios; not a test
 #
 # In a kernel tree the same Kbuild/Kconfig build the module with CONFIG_TDX_KVM_RS; out of
 # tree this Makefile sets CONFIG_TDX_KVM_RS=m.
@@ -18,7 +20,7 @@
 KDIR ?= /lib/modules/$(shell uname -r)/build
 CARGO ?= cargo
 
-.PHONY: all module test host-test guest-test harness-selftest run bench long-test clean
+.PHONY: all module test host-test guest-test harness-selftest run bench bench-run long-test clean
 
 all: module
 
@@ -43,6 +45,9 @@ run:
 bench:
 	$(CARGO) run --release -p bench
 	bash scripts/instr-per-fault.sh
+
+bench-run:
+	@bash scripts/bench-run.sh
 
 # The 10^6-operation random run (ignored by default).
 long-test:

@@ -126,6 +126,7 @@ mod huge;
 mod memory;
 mod prefault;
 mod run;
+mod run_bench;
 mod state;
 mod system;
 mod td_bench;
@@ -191,6 +192,16 @@ fn main() {
     if arg == "--bench-run" {
         run::bench();
         return;
+    }
+    if arg == "--bench-cpuid" || arg == "--bench-npt" {
+        let ok = if arg == "--bench-cpuid" {
+            run_bench::cpuid()
+        } else {
+            // `--bench-npt [RUNS]`.
+            let reps = std::env::args().nth(2).and_then(|r| r.parse().ok());
+            run_bench::npt(reps.unwrap_or(1))
+        };
+        std::process::exit(if ok { 0 } else { 1 });
     }
     if arg == "--bench-huge" {
         huge::bench();
