@@ -149,7 +149,7 @@ pub(crate) const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: u64 = 30;
 /// `KVM_CAP_ENABLE_CAP_VM`: `KVM_ENABLE_CAP` on a VM fd.
 pub(crate) const KVM_CAP_ENABLE_CAP_VM: u64 = 98;
 /// `KVM_CAP_GET_TSC_KHZ`: `KVM_GET_TSC_KHZ` on VM and vCPU fds.
-pub(crate) const KVM_CAP_GET_TSC_KHZ: u64 = 148;
+pub(crate) const KVM_CAP_GET_TSC_KHZ: u64 = 61;
 /// `KVM_CAP_VM_TYPES`.
 pub(crate) const KVM_CAP_VM_TYPES: u64 = 235;
 

@@ -240,10 +240,17 @@ pub(crate) fn tests() -> Vec<Test> {
             Any,
             |_| {
                 let kvm = dev();
+                // KVM_CAP_GET_TSC_KHZ is 61 (uapi/linux/kvm.h); 148 is KVM_CAP_HYPERV_SYNIC2,
+                // which is not offered.
                 eq(
-                    ioctl(kvm.as_raw_fd(), io(0x03), 148),
+                    ioctl(kvm.as_raw_fd(), io(0x03), 61),
                     Ok(1),
                     "KVM_CAP_GET_TSC_KHZ",
+                )?;
+                eq(
+                    ioctl(kvm.as_raw_fd(), io(0x03), 148),
+                    Ok(0),
+                    "KVM_CAP_HYPERV_SYNIC2",
                 )?;
                 let vm = vm(&kvm, 0)?;
                 let fd = vm.as_raw_fd();
