@@ -20,20 +20,29 @@
 //! only after the last one, as upstream does for MMIO: the guest re-executes the instruction
 //! for the next element, natively if it now touches RAM.
 //!
+//! Emulated: MOV (all forms), MOVZX, MOVSX/MOVSXD, MOVS/STOS/LODS/CMPS/SCAS (with REP, REPE,
+//! REPNE), ADD/OR/ADC/SBB/AND/SUB/XOR/CMP, TEST, XCHG, BT/BTS/BTR/BTC (bit-string addressing),
+//! NOT, NEG, INC, DEC. The other instructions the decoder knows (CPUID, HLT, port I/O, ...) are
+//! unhandleable here: the run loop handles them through their own intercepts. An instruction
+//! that would need two MMIO reads (CMPS between two MMIO ranges) is unhandleable: one
+//! completion can carry only one of them.
+//!
 //! Deviations, documented: an access that crosses a page boundary with MMIO on either side is
-//! unhandleable (upstream splits it into two MMIO fragments); RFLAGS.TF single-step after an
-//! emulated instruction is the caller's business.
+//! unhandleable (upstream splits it into two MMIO fragments); no #AC alignment checks and no
+//! protection keys; RFLAGS.TF single-step after an emulated instruction is the caller's
+//! business.
 
 use x86::state::{CpuState, Gpr, SegReg};
 
 use crate::decode::{
-    self, truncate, AluOp, BitOp, DecodeError, Insn, Mem, Op, Operand, Reg, MAX_INSN_LEN,
+    self, truncate, AluOp, BitOp, DecodeError, Insn, Mem, Op, Operand, Reg, Rep, MAX_INSN_LEN,
 };
 use crate::flags;
 use crate::linear::{self, add_in_width, Exception, FetchError, Intent, Pieces};
 use crate::walk::{Access, WalkConfig};
 use crate::{Gpa, GuestPhys, NotRam};
 
+pub use crate::guest::{read_guest, write_guest, GuestAccessError};
 pub use crate::linear::{code_size, cpl, linearize, CpuMode, Fetched};
 
 /// RFLAGS.RF, cleared after an emulated instruction as hardware does after a completed one.
@@ -136,6 +145,23 @@ fn next_rip(state: &CpuState, len: u8) -> u64 {
     }
 }
 
+/// The effective address (the offset into the segment) of memory operand `m` of `insn`:
+/// `base + index * scale + disp`, relative to `next_rip` for RIP-relative operands, wrapped to
+/// the instruction's address size.
+pub fn effective_address(state: &CpuState, insn: &Insn, next_rip: u64, m: &Mem) -> u64 {
+    let mut a = m.disp as u64;
+    if let Some(b) = m.base {
+        a = a.wrapping_add(state.gpr(b));
+    }
+    if let Some(i) = m.index {
+        a = a.wrapping_add(state.gpr(i).wrapping_mul(u64::from(m.scale)));
+    }
+    if m.rip_relative {
+        a = a.wrapping_add(next_rip);
+    }
+    truncate(a, insn.addr_size)
+}
+
 /// Fetches and decodes the instruction at CS:RIP.
 pub fn decode_at_rip(
     state: &CpuState,
@@ -200,6 +226,7 @@ pub fn emulate(
         read_data,
         cpl: cpl(state),
         advance: true,
+        mmio_loaded: false,
     };
     match x.exec() {
         Ok(store) => {
@@ -227,9 +254,12 @@ struct Exec<'a, E: EmuEnv> {
     cpl: u8,
     /// Whether RIP moves past the instruction (not for a REP element with more to do).
     advance: bool,
+    /// Whether a load of this instruction already went to MMIO.
+    mmio_loaded: bool,
 }
 
-/// A store still to be done: a memory location (translated) or nothing.
+/// What an executed instruction leaves for userspace: its MMIO store, if it made one (stores to
+/// RAM are done by then).
 type Store = Option<MmioData>;
 
 fn to_bytes(v: u64) -> [u8; 8] {
@@ -274,17 +304,7 @@ impl<E: EmuEnv> Exec<'_, E> {
 
     /// The effective address of `m` (truncated to the address size).
     fn ea(&self, m: &Mem) -> u64 {
-        let mut a = m.disp as u64;
-        if let Some(b) = m.base {
-            a = a.wrapping_add(self.s.gpr(b));
-        }
-        if let Some(i) = m.index {
-            a = a.wrapping_add(self.s.gpr(i).wrapping_mul(u64::from(m.scale)));
-        }
-        if m.rip_relative {
-            a = a.wrapping_add(self.d.next_rip);
-        }
-        truncate(a, self.insn().addr_size)
+        effective_address(&self.s, self.insn(), self.d.next_rip, m)
     }
 
     /// Segmentation and paging for `size` bytes at `seg:ea`.
@@ -328,6 +348,10 @@ impl<E: EmuEnv> Exec<'_, E> {
         if self.env.read_ram(gpa, &mut buf[..n]).is_ok() {
             return Ok(u64::from_le_bytes(buf));
         }
+        if self.mmio_loaded {
+            return Err(self.unhandleable());
+        }
+        self.mmio_loaded = true;
         match self.read_data {
             Some(m) if m.gpa == gpa && m.len == size => {
                 buf[..n].copy_from_slice(&m.data[..n]);
@@ -474,7 +498,7 @@ impl<E: EmuEnv> Exec<'_, E> {
             }
             Op::Xchg => self.xchg(&i),
             Op::Bit(b) => self.bit(&i, b),
-            Op::Movs | Op::Stos | Op::Lods => self.string(&i),
+            Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas => self.string(&i),
             _ => Err(self.unhandleable()),
         }
     }
@@ -535,13 +559,12 @@ impl<E: EmuEnv> Exec<'_, E> {
         self.write_rmw(dst, p, size, r)
     }
 
-    /// MOVS/STOS/LODS, one element.
+    /// MOVS/STOS/LODS/CMPS/SCAS, one element.
     fn string(&mut self, i: &Insn) -> Result<Store, Outcome> {
         let size = i.op_size;
         let asz = i.addr_size;
-        let rep = i.rep.is_some();
         let rcx = self.s.gpr(Gpr::Rcx);
-        if rep && truncate(rcx, asz) == 0 {
+        if i.rep.is_some() && truncate(rcx, asz) == 0 {
             return Ok(None);
         }
         let step = if self.s.rflags & flags::DF != 0 {
@@ -555,16 +578,24 @@ impl<E: EmuEnv> Exec<'_, E> {
             gpr: Gpr::Rax,
             high_byte: false,
         };
+        // The rSI side (a load) for all but STOS and SCAS, which use rAX.
         let v = match i.op {
-            Op::Stos => self.get_reg(acc, size),
+            Op::Stos | Op::Scas => self.get_reg(acc, size),
             _ => {
                 let p = self.locate(i.str_seg, truncate(rsi, asz), size, Intent::Read)?;
                 self.load(&p, size)?
             }
         };
+        // The ES:rDI side: a store (MOVS, STOS), a load to compare (CMPS, SCAS), or none.
         let store = match i.op {
             Op::Lods => {
                 self.set_reg(acc, size, v);
+                None
+            }
+            Op::Cmps | Op::Scas => {
+                let p = self.locate(SegReg::Es, truncate(rdi, asz), size, Intent::Read)?;
+                let d = self.load(&p, size)?;
+                self.s.rflags = flags::alu(AluOp::Cmp, size, v, d, self.s.rflags).1;
                 None
             }
             _ => {
@@ -572,92 +603,25 @@ impl<E: EmuEnv> Exec<'_, E> {
                 self.store(&p, size, v)?
             }
         };
-        if i.op != Op::Stos {
+        if !matches!(i.op, Op::Stos | Op::Scas) {
             self.s.set_gpr(Gpr::Rsi, add_in_width(rsi, step, asz));
         }
         if i.op != Op::Lods {
             self.s.set_gpr(Gpr::Rdi, add_in_width(rdi, step, asz));
         }
-        if rep {
+        if let Some(rep) = i.rep {
             let left = add_in_width(rcx, u64::MAX, asz);
             self.s.set_gpr(Gpr::Rcx, left);
-            self.advance = truncate(left, asz) == 0;
+            // REPE/REPNE end CMPS and SCAS on the first (mis)match, as upstream's
+            // string_insn_completed(); the other string instructions ignore ZF.
+            let zf = self.s.rflags & flags::ZF != 0;
+            let stop = matches!(i.op, Op::Cmps | Op::Scas)
+                && match rep {
+                    Rep::Rep => !zf,
+                    Rep::Repne => zf,
+                };
+            self.advance = truncate(left, asz) == 0 || stop;
         }
         Ok(store)
     }
-}
-
-/// Why [`read_guest`] or [`write_guest`] failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GuestAccessError {
-    /// Segmentation or paging refuses the access: inject it.
-    Exception(Exception),
-    /// Some of the bytes are not guest RAM.
-    NotRam,
-}
-
-/// Reads `buf.len()` (at most 4096) bytes at `seg:ea` as a data access at the vCPU's CPL, with
-/// segmentation and paging (for string port I/O, whose memory side the run loop handles).
-/// `ea` must already be truncated to the instruction's address size.
-pub fn read_guest(
-    state: &CpuState,
-    env: &mut impl EmuEnv,
-    cfg: &WalkConfig,
-    seg: SegReg,
-    ea: u64,
-    buf: &mut [u8],
-) -> Result<(), GuestAccessError> {
-    let p = guest_pieces(state, env, cfg, seg, ea, buf.len(), Intent::Read)?;
-    let mut off = 0;
-    for (gpa, len) in p.iter() {
-        env.read_ram(gpa, &mut buf[off..off + len])
-            .map_err(|NotRam| GuestAccessError::NotRam)?;
-        off += len;
-    }
-    Ok(())
-}
-
-/// Writes `data` (at most 4096 bytes) at `seg:ea`, like [`read_guest`]; nothing is written
-/// unless all of it is RAM.
-pub fn write_guest(
-    state: &CpuState,
-    env: &mut impl EmuEnv,
-    cfg: &WalkConfig,
-    seg: SegReg,
-    ea: u64,
-    data: &[u8],
-) -> Result<(), GuestAccessError> {
-    let p = guest_pieces(state, env, cfg, seg, ea, data.len(), Intent::Write)?;
-    if p.iter().any(|(gpa, _)| !env.is_ram(gpa, true)) {
-        return Err(GuestAccessError::NotRam);
-    }
-    let mut off = 0;
-    for (gpa, len) in p.iter() {
-        env.write_ram(gpa, &data[off..off + len])
-            .map_err(|NotRam| GuestAccessError::NotRam)?;
-        off += len;
-    }
-    Ok(())
-}
-
-fn guest_pieces(
-    state: &CpuState,
-    env: &mut impl EmuEnv,
-    cfg: &WalkConfig,
-    seg: SegReg,
-    ea: u64,
-    len: usize,
-    intent: Intent,
-) -> Result<Pieces, GuestAccessError> {
-    if len == 0 || len > 4096 {
-        return Err(GuestAccessError::NotRam);
-    }
-    let la = linearize(state, seg, ea, len as u64, intent).map_err(GuestAccessError::Exception)?;
-    let c = cpl(state);
-    let access = if intent == Intent::Write {
-        Access::write(c)
-    } else {
-        Access::read(c)
-    };
-    linear::translate_range(state, cfg, env, la, len, access).map_err(GuestAccessError::Exception)
 }

@@ -40,7 +40,7 @@ fn szp(res: u64, size: u8) -> u64 {
     if res & sign_bit(size) != 0 {
         f |= SF;
     }
-    if (res as u8).count_ones() % 2 == 0 {
+    if (res as u8).count_ones() & 1 == 0 {
         f |= PF;
     }
     f

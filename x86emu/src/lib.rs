@@ -22,8 +22,8 @@
 //! - [`flags`]: arithmetic flag computation for the emulated ALU operations.
 //! - [`linear`]: linear addresses (segments, limits, canonical checks), page-crossing
 //!   translation, instruction fetch.
-//! - [`emulate`]: the
-//!   MMIO emulator and the `skip` helper for intercepted instructions.
+//! - [`emulate`]: the MMIO emulator and the `skip` helper for intercepted instructions.
+//! - [`guest`]: reads and writes of guest memory by `segment:offset` (string port I/O).
 
 #![no_std]
 #![deny(missing_docs)]
@@ -32,6 +32,7 @@
 pub mod decode;
 pub mod emulate;
 pub mod flags;
+pub mod guest;
 pub mod linear;
 pub mod walk;
 
