@@ -87,12 +87,8 @@ pub(crate) const KVM_GET_TSC_KHZ: u32 = io(0xa3);
 pub(crate) const KVM_GET_STATS_FD: u32 = io(0xce);
 /// `KVM_RUN` (vCPU fd).
 pub(crate) const KVM_RUN: u32 = io(0x80);
-// vCPU ioctls whose state is not here yet (sizes: struct kvm_fpu 416, kvm_lapic_state 1024
-// bytes on x86_64); the register-state ioctls are x86::uapi::ioctl's.
-/// `KVM_GET_FPU`.
-pub(crate) const KVM_GET_FPU: u32 = ior(0x8c, 416);
-/// `KVM_SET_FPU`.
-pub(crate) const KVM_SET_FPU: u32 = iow(0x8d, 416);
+// vCPU ioctls whose state is not here yet (struct kvm_lapic_state: 1024 bytes on x86_64); the
+// register-state ioctls are x86::uapi::ioctl's and src/vcpu_state.rs's.
 /// `KVM_GET_LAPIC`.
 pub(crate) const KVM_GET_LAPIC: u32 = ior(0x8e, 1024);
 /// `KVM_SET_LAPIC`.
@@ -102,7 +98,6 @@ const _: () = {
     assert!(KVM_ENABLE_CAP == 0x4068_aea3);
     assert!(KVM_GET_STATS_FD == 0xaece);
     assert!(KVM_RUN == 0xae80);
-    assert!(KVM_GET_FPU == 0x81a0_ae8c);
     assert!(KVM_GET_LAPIC == 0x8400_ae8e);
 };
 

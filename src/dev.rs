@@ -51,7 +51,7 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::memslot::check_extension(cap, vm) {
         return r;
     }
-    if let Some(r) = crate::vcpu_state::check_extension(cap) {
+    if let Some(r) = crate::vcpu_state::check_extension(cap, vm) {
         return r;
     }
     match cap {

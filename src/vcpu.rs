@@ -47,6 +47,8 @@ pub(crate) struct VcpuLocked {
     /// The architectural register state between runs (the state ioctls read and write it, the
     /// backend loads it around each guest entry).
     pub(crate) arch: x86::state::CpuState,
+    /// The vCPU's CPUID table and model ([`crate::vcpu_state`]).
+    pub(crate) cpuid: crate::vcpu_state::VcpuCpuid,
     /// The guest FPU/SSE/AVX state ([`crate::fpu`]); `None` for a TD vCPU (the TDX module
     /// keeps a TD's).
     pub(crate) fpu: Option<crate::fpu::GuestFpu>,
@@ -54,8 +56,6 @@ pub(crate) struct VcpuLocked {
     pub(crate) backend: Option<crate::run::VcpuBackend>,
     /// The run loop's state (pending I/O completion, TLB generation).
     pub(crate) run: crate::run::RunState,
-    /// The vCPU's CPUID table and model ([`crate::vcpu_state`]).
-    pub(crate) cpuid: crate::vcpu_state::VcpuCpuid,
     /// Set by the first `KVM_RUN` that enters the run loop (upstream `kvm_vcpu_has_run`:
     /// `KVM_SET_CPUID2` then only accepts an identical table).
     #[allow(dead_code)]
@@ -190,6 +190,11 @@ impl Vcpu {
         }
     }
 
+    /// The kvm_run page (page 0 of the vCPU mapping).
+    pub(crate) fn run_page(&self) -> *mut u8 {
+        self.run.virt()
+    }
+
     /// The PIO data page (page 1 of the vCPU mapping).
     pub(crate) fn pio_page(&self) -> *mut u8 {
         self.pio.virt()
@@ -219,21 +224,36 @@ impl Vcpu {
         if (valid | dirty) & !KVM_SYNC_X86_VALID_FIELDS != 0 {
             return Err(EINVAL);
         }
-        if dirty != 0 {
-            // sync_regs would load register state, which does not exist yet.
-            return Err(eopnotsupp());
-        }
-        if cr8 & !0xf != 0 {
-            return Err(EINVAL);
-        }
         if self.vm().is_td() {
-            // TDs do not run yet (a later issue): as before.
+            // TDs do not run yet (a later issue), and their state is protected: no sync-register
+            // field is valid for them (kvm_sync_valid_fields).
+            if valid | dirty != 0 {
+                return Err(EINVAL);
+            }
+            if cr8 & !0xf != 0 {
+                return Err(EINVAL);
+            }
             if immediate_exit != 0 {
                 return Err(EINTR);
             }
             return self.not_yet();
         }
-        crate::run::run(self, &mut guard, immediate_exit != 0)
+        // Upstream's `out:` label: from here on, every return stores the valid sync-register
+        // fields (store_regs), errors included.
+        let r = (|| {
+            // HOOK(state): sync_regs (KVM_CAP_SYNC_REGS), then CR8 from kvm_run (no in-kernel
+            // LAPIC: kvm_set_cr8 stores it, reserved bits are EINVAL).
+            if dirty != 0 {
+                crate::vcpu_state::sync_regs(self, &mut guard)?;
+            }
+            if cr8 & !0xf != 0 {
+                return Err(EINVAL);
+            }
+            guard.arch.cr8 = cr8;
+            crate::run::run(self, &mut guard, immediate_exit != 0)
+        })();
+        crate::vcpu_state::store_regs(self, &mut guard);
+        r
     }
 
     /// The answer of an ioctl that needs the run loop or register state.
@@ -341,9 +361,8 @@ pub(crate) fn eopnotsupp() -> Error {
     Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
 }
 
-/// vCPU ioctls whose state does not exist yet: the guest FPU (until it is merged) and the
-/// in-kernel LAPIC (the next issue).
-const VCPU_STATE_IOCTLS: [u32; 4] = [KVM_GET_FPU, KVM_SET_FPU, KVM_GET_LAPIC, KVM_SET_LAPIC];
+/// vCPU ioctls whose state does not exist yet: the in-kernel LAPIC (the next issue).
+const VCPU_STATE_IOCTLS: [u32; 2] = [KVM_GET_LAPIC, KVM_SET_LAPIC];
 
 /// vCPU-fd ioctl entry point.
 ///
@@ -397,11 +416,6 @@ impl Vcpu {
     /// The vCPU id (`vcpu_id`).
     pub(crate) fn id(&self) -> u32 {
         self.id
-    }
-
-    /// The kvm_run page (page 0 of the vCPU mapping).
-    pub(crate) fn run_page(&self) -> *mut u8 {
-        self.run.virt()
     }
 
     /// Position in the VM's vCPU table.

@@ -150,7 +150,7 @@ pub(crate) fn caps() -> Caps {
 }
 
 /// `KVM_CHECK_EXTENSION` answers for the state ABI (None: not a state capability).
-pub(crate) fn check_extension(cap: u64) -> Option<isize> {
+pub(crate) fn check_extension(cap: u64, vm: Option<&crate::vm::Vm>) -> Option<isize> {
     Some(match cap {
         KVM_CAP_EXT_CPUID
         | KVM_CAP_MP_STATE
@@ -160,10 +160,22 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_VCPU_ATTRIBUTES
         | KVM_CAP_ENFORCE_PV_FEATURE_CPUID
         | KVM_CAP_SREGS2 => 1,
+        // kvm_sync_valid_fields(): none for a VM with protected state (a TD).
+        KVM_CAP_SYNC_REGS if vm.is_some_and(|v| v.is_td()) => 0,
         KVM_CAP_SYNC_REGS => {
             (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS) as isize
         }
         KVM_CAP_NESTED_STATE => x86::events::NESTED_STATE_MAX_SIZE as isize,
+        KVM_CAP_XSAVE => 1,
+        KVM_CAP_XCRS => host_has_xsave() as isize,
+        KVM_CAP_XSAVE2 => {
+            // xstate_required_size(supported XCR0), at least sizeof(struct kvm_xsave).
+            let raw = host_cpuid_raw;
+            let host = HostCpuid::new(&raw);
+            let kvm = KvmCaps::new(&host, host_xcr0());
+            host.xstate_required_size(kvm.supported_xcr0, false)
+                .max(KVM_XSAVE_SIZE as u32) as isize
+        }
         _ => return None,
     })
 }
@@ -178,6 +190,32 @@ const KVM_CAP_VCPU_ATTRIBUTES: u64 = 127;
 const KVM_CAP_NESTED_STATE: u64 = 157;
 const KVM_CAP_ENFORCE_PV_FEATURE_CPUID: u64 = 190;
 const KVM_CAP_SREGS2: u64 = 200;
+const KVM_CAP_XSAVE: u64 = 55;
+const KVM_CAP_XCRS: u64 = 56;
+const KVM_CAP_XSAVE2: u64 = 208;
+
+/// `sizeof(struct kvm_xsave)`.
+const KVM_XSAVE_SIZE: usize = 4096;
+/// `KVM_GET_FPU`.
+const KVM_GET_FPU: u32 = 0x81a0_ae8c;
+/// `KVM_SET_FPU`.
+const KVM_SET_FPU: u32 = 0x41a0_ae8d;
+/// `KVM_GET_XSAVE` (`_IOR(KVMIO, 0xa4, struct kvm_xsave)`).
+const KVM_GET_XSAVE: u32 = 0x9000_aea4;
+/// `KVM_SET_XSAVE`.
+const KVM_SET_XSAVE: u32 = 0x5000_aea5;
+/// `KVM_GET_XCRS` (`_IOR(KVMIO, 0xa6, struct kvm_xcrs)`).
+const KVM_GET_XCRS: u32 = 0x8188_aea6;
+/// `KVM_SET_XCRS`.
+const KVM_SET_XCRS: u32 = 0x4188_aea7;
+/// `KVM_GET_XSAVE2` (`_IOR(KVMIO, 0xcf, struct kvm_xsave)`).
+const KVM_GET_XSAVE2: u32 = 0x9000_aecf;
+
+/// Whether the host has XSAVE enabled (upstream `boot_cpu_has(X86_FEATURE_XSAVE)` with the
+/// kernel using it).
+fn host_has_xsave() -> bool {
+    host_xcr0() != 0
+}
 
 // ---- System ioctls: supported CPUID, MSR lists, feature MSRs ----
 
@@ -198,7 +236,7 @@ pub(crate) fn get_supported_cpuid(arg: usize) -> Result<isize> {
     let host = HostCpuid::new(&raw);
     let kvm = KvmCaps::new(&host, host_xcr0());
     let n = x86::cpuid::supported::supported_cpuid(&host, &kvm, &mut buf).map_err(err)?;
-    write_pod_array(arg + size_of::<KvmCpuid2>(), &buf[..n])?;
+    write_pod_array(arg.wrapping_add(size_of::<KvmCpuid2>()), &buf[..n])?;
     write_pod(
         arg,
         &KvmCpuid2 {
@@ -212,7 +250,10 @@ pub(crate) fn get_supported_cpuid(arg: usize) -> Result<isize> {
 /// `KVM_GET_MSR_INDEX_LIST` / `KVM_GET_MSR_FEATURE_INDEX_LIST`: `nmsrs` is always written back
 /// with the list's length; a smaller buffer is `E2BIG`, then the indices are written.
 pub(crate) fn get_msr_list(arg: usize, features: bool) -> Result<isize> {
-    let hdr: KvmMsrs = read_pod(arg)?;
+    // `struct kvm_msr_list` is `nmsrs` alone (4 bytes).
+    let mut b = [0u8; 4];
+    UserSlice::new(arg, 4).reader().read_slice(&mut b)?;
+    let n = u32::from_ne_bytes(b);
     let c = caps();
     let mut list: KVec<u32> = KVec::new();
     if features {
@@ -224,14 +265,12 @@ pub(crate) fn get_msr_list(arg: usize, features: bool) -> Result<isize> {
             list.push(m, GFP_KERNEL)?;
         }
     }
-    let n = hdr.nmsrs;
-    // `struct kvm_msr_list` is just `nmsrs` (4 bytes): write that alone.
     let out = (list.len() as u32).to_ne_bytes();
     UserSlice::new(arg, 4).writer().write_slice(&out)?;
     if (n as usize) < list.len() {
         return Err(E2BIG);
     }
-    let mut w = UserSlice::new(arg + 4, list.len() * 4).writer();
+    let mut w = UserSlice::new(arg.wrapping_add(4), list.len() * 4).writer();
     for m in list.iter() {
         w.write_slice(&m.to_ne_bytes())?;
     }
@@ -253,7 +292,7 @@ fn msr_io(
     if hdr.nmsrs >= MAX_IO_MSRS {
         return Err(E2BIG);
     }
-    let at = arg + size_of::<KvmMsrs>();
+    let at = arg.wrapping_add(size_of::<KvmMsrs>());
     let mut entries: KVec<KvmMsrEntry> = read_pod_array(at, hdr.nmsrs as usize)?;
     let mut done = 0;
     for e in entries.iter_mut() {
@@ -337,7 +376,25 @@ fn update_cpuid_runtime(l: &mut VcpuLocked) {
 /// The guest's `CPUID` (EAX, ECX) from the vCPU's table.
 #[allow(dead_code)] // Called by the exit handlers (`exits`).
 pub(crate) fn guest_cpuid(l: &VcpuLocked, eax: u32, ecx: u32) -> [u32; 4] {
-    x86::cpuid::guest_cpuid(&l.cpuid.entries, &l.cpuid.model, eax, ecx).0
+    let ([a, b, c, d], _) = x86::cpuid::guest_cpuid(&l.cpuid.entries, &l.cpuid.model, eax, ecx);
+    let mut e = KvmCpuidEntry2 {
+        function: eax,
+        index: ecx,
+        flags: if x86::cpuid::function_is_indexed(eax) {
+            KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+        } else {
+            0
+        },
+        eax: a,
+        ebx: b,
+        ecx: c,
+        edx: d,
+        padding: [0; 3],
+    };
+    let raw = host_cpuid_raw;
+    let host = HostCpuid::new(&raw);
+    x86::cpuid::apply_runtime(&mut e, l.arch.cr4, l.arch.apic_base, l.arch.xcr0, &host);
+    [e.eax, e.ebx, e.ecx, e.edx]
 }
 
 /// A guest `RDMSR`.
@@ -386,7 +443,6 @@ const KVM_RUN_DIRTY_REGS: usize = 296;
 /// `kvm_run.s.regs` (read once into a private copy: userspace may change them any time) and
 /// clears their dirty bits; `EINVAL` if SREGS or EVENTS break a rule (the parts loaded before
 /// stay loaded, as upstream).
-#[allow(dead_code)] // Called by the run loop (`svm`).
 pub(crate) fn sync_regs(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result {
     let run = vcpu.run_page();
     // SAFETY: `run` is the vCPU's kvm_run page (4 KiB); `s.regs` (520 bytes at 304) and the
@@ -423,7 +479,6 @@ pub(crate) fn sync_regs(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result {
 
 /// After the run (upstream `store_regs`, for `kvm_valid_regs` ≠ 0): writes the valid parts of
 /// the state into `kvm_run.s.regs`.
-#[allow(dead_code)] // Called by the run loop (`svm`).
 pub(crate) fn store_regs(vcpu: &Vcpu, l: &mut VcpuLocked) {
     let run = vcpu.run_page();
     // SAFETY: as in `sync_regs`.
@@ -472,6 +527,14 @@ pub(crate) fn is_state_ioctl(cmd: u32) -> bool {
             | KVM_GET_NESTED_STATE
             | KVM_SET_NESTED_STATE
             | KVM_ENABLE_CAP
+            | KVM_TRANSLATE
+            | KVM_GET_FPU
+            | KVM_SET_FPU
+            | KVM_GET_XSAVE
+            | KVM_SET_XSAVE
+            | KVM_GET_XSAVE2
+            | KVM_GET_XCRS
+            | KVM_SET_XCRS
     )
 }
 
@@ -561,6 +624,23 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
             x86::events::set_nested_state(&k).map_err(err)?;
         }
         KVM_ENABLE_CAP => return enable_cap(vcpu, arg),
+        KVM_TRANSLATE => return translate(vcpu, arg),
+        KVM_GET_FPU | KVM_SET_FPU => return fpu_ioctl(vcpu, cmd, arg),
+        KVM_GET_XSAVE | KVM_SET_XSAVE | KVM_GET_XSAVE2 => return xsave_ioctl(vcpu, cmd, arg),
+        KVM_GET_XCRS => {
+            let x = x86::fpu::get_xcrs(&vcpu.lock().arch, host_has_xsave());
+            write_pod(arg, &x)?;
+        }
+        KVM_SET_XCRS => {
+            let x: x86::fpu::KvmXcrs = read_pod(arg)?;
+            let mut l = vcpu.lock();
+            let model = l.cpuid.model;
+            let changed =
+                x86::fpu::set_xcrs(&mut l.arch, &model, &x, host_has_xsave()).map_err(err)?;
+            if changed {
+                update_cpuid_runtime(&mut l);
+            }
+        }
         _ => return Err(EINVAL),
     }
     Ok(0)
@@ -607,7 +687,7 @@ pub(crate) fn read_guest(vcpu: &Vcpu, gpa: u64, buf: &mut [u8]) -> Result {
         let slot = st.slots.lookup(gfn).ok_or(EFAULT)?;
         slot.gfn_to_hva(gfn)
     };
-    UserSlice::new(hva as usize + off, buf.len())
+    UserSlice::new((hva as usize).wrapping_add(off), buf.len())
         .reader()
         .read_slice(buf)
 }
@@ -621,7 +701,7 @@ fn get_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     if (hdr.nent as usize) < n {
         return Err(E2BIG);
     }
-    write_pod_array(arg + size_of::<KvmCpuid2>(), &l.cpuid.entries)?;
+    write_pod_array(arg.wrapping_add(size_of::<KvmCpuid2>()), &l.cpuid.entries)?;
     drop(l);
     write_pod(
         arg,
@@ -644,7 +724,7 @@ fn set_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         return Err(E2BIG);
     }
     let mut entries: KVec<KvmCpuidEntry2> =
-        read_pod_array(arg + size_of::<KvmCpuid2>(), hdr.nent as usize)?;
+        read_pod_array(arg.wrapping_add(size_of::<KvmCpuid2>()), hdr.nent as usize)?;
     let raw = host_cpuid_raw;
     let host = HostCpuid::new(&raw);
     let mut l = vcpu.lock();
@@ -743,7 +823,9 @@ fn device_attr(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
 fn get_nested_state(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     // `size` is the u32 at offset 4.
     let mut b = [0u8; 4];
-    UserSlice::new(arg + 4, 4).reader().read_slice(&mut b)?;
+    UserSlice::new(arg.wrapping_add(4), 4)
+        .reader()
+        .read_slice(&mut b)?;
     let user_size = u32::from_ne_bytes(b);
     let _l = vcpu.lock();
     match x86::events::get_nested_state(user_size) {
@@ -752,7 +834,7 @@ fn get_nested_state(vcpu: &Vcpu, arg: usize) -> Result<isize> {
             Ok(0)
         }
         None => {
-            UserSlice::new(arg + 4, 4)
+            UserSlice::new(arg.wrapping_add(4), 4)
                 .writer()
                 .write_slice(&128u32.to_ne_bytes())?;
             Err(E2BIG)
@@ -775,4 +857,210 @@ fn enable_cap(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         }
         _ => Err(EINVAL),
     }
+}
+
+// ---- KVM_TRANSLATE ----
+
+/// Guest-physical memory for the page-table walker: each access pins the backing page of the
+/// memslot's user mapping (upstream reads and cmpxchgs the HVA), touches it through the kernel
+/// mapping, and unpins it. No memslot is [`x86emu::NotRam`]; a compare-exchange (accessed bits)
+/// needs a writable slot.
+struct SlotMem<'a> {
+    vcpu: &'a Vcpu,
+}
+
+impl SlotMem<'_> {
+    /// Runs `f` on the kernel address of `gpa` (naturally aligned, `size` bytes).
+    fn with<R>(
+        &self,
+        gpa: u64,
+        write: bool,
+        f: impl FnOnce(*mut u8) -> R,
+    ) -> core::result::Result<R, x86emu::NotRam> {
+        let (hva, readonly) = {
+            let st = self.vcpu.vm().memslots().lock();
+            let gfn = mmu::Gfn::new(gpa >> 12);
+            let slot = st.slots.lookup(gfn).ok_or(x86emu::NotRam)?;
+            (slot.gfn_to_hva(gfn), slot.is_readonly())
+        };
+        if write && readonly {
+            return Err(x86emu::NotRam);
+        }
+        let mut page = core::ptr::null_mut();
+        let mut pfn = 0u64;
+        let mut writable = false;
+        // SAFETY: GUP on the current mm (the VM's creator: the vCPU ioctl checked it); fills the
+        // out-parameters on success.
+        let r =
+            unsafe { glue::tdxkvm_gup(hva, write, !readonly, &mut page, &mut pfn, &mut writable) };
+        if r < 0 {
+            return Err(x86emu::NotRam);
+        }
+        // SAFETY: `pfn` is the page GUP pinned (a reference is held until `tdxkvm_put_page`),
+        // so its direct-map address is valid for the page.
+        let virt = unsafe { glue::tdxkvm_pfn_to_virt(pfn) }.cast::<u8>();
+        // `gpa & 0xfff` plus the access size stays inside the page (natural alignment).
+        let out = f(virt.wrapping_add((gpa & 0xfff) as usize));
+        // SAFETY: the reference GUP took above, dropped once.
+        unsafe { glue::tdxkvm_put_page(page) };
+        Ok(out)
+    }
+}
+
+impl x86emu::GuestPhys for SlotMem<'_> {
+    fn read_u32(&mut self, gpa: x86emu::Gpa) -> core::result::Result<u32, x86emu::NotRam> {
+        // SAFETY: `p` is 4-byte aligned inside the pinned page; the guest may write it
+        // concurrently, hence a volatile read.
+        self.with(gpa.0 & !3, false, |p| unsafe {
+            core::ptr::read_volatile(p.cast::<u32>())
+        })
+    }
+
+    fn read_u64(&mut self, gpa: x86emu::Gpa) -> core::result::Result<u64, x86emu::NotRam> {
+        // SAFETY: as above, 8-byte aligned.
+        self.with(gpa.0 & !7, false, |p| unsafe {
+            core::ptr::read_volatile(p.cast::<u64>())
+        })
+    }
+
+    fn cmpxchg_u32(
+        &mut self,
+        gpa: x86emu::Gpa,
+        old: u32,
+        new: u32,
+    ) -> core::result::Result<bool, x86emu::NotRam> {
+        self.with(gpa.0 & !3, true, |p| {
+            // SAFETY: `p` is 4-byte aligned inside the pinned, writable page; other vCPUs and
+            // userspace access it concurrently, which is what the atomic is for.
+            let a = unsafe { core::sync::atomic::AtomicU32::from_ptr(p.cast()) };
+            a.compare_exchange(
+                old,
+                new,
+                core::sync::atomic::Ordering::SeqCst,
+                core::sync::atomic::Ordering::SeqCst,
+            )
+            .is_ok()
+        })
+    }
+
+    fn cmpxchg_u64(
+        &mut self,
+        gpa: x86emu::Gpa,
+        old: u64,
+        new: u64,
+    ) -> core::result::Result<bool, x86emu::NotRam> {
+        self.with(gpa.0 & !7, true, |p| {
+            // SAFETY: as above, 8-byte aligned.
+            let a = unsafe { core::sync::atomic::AtomicU64::from_ptr(p.cast()) };
+            a.compare_exchange(
+                old,
+                new,
+                core::sync::atomic::Ordering::SeqCst,
+                core::sync::atomic::Ordering::SeqCst,
+            )
+            .is_ok()
+        })
+    }
+}
+
+/// The walker's view of the guest CPU (MAXPHYADDR, PSE-36, 1 GiB pages): from the vCPU's CPUID;
+/// 1 GiB pages as the host has them (upstream with TDP: the hardware walker allows them).
+fn walk_config(l: &VcpuLocked) -> x86emu::walk::WalkConfig {
+    let raw = host_cpuid_raw;
+    let host = HostCpuid::new(&raw);
+    x86emu::walk::WalkConfig {
+        maxphyaddr: l.cpuid.model.maxphyaddr,
+        pse36: x86::cpuid::has(&l.cpuid.entries, x86::cpuid::feat::PSE36),
+        gbpages: host.has(x86::cpuid::feat::GBPAGES),
+    }
+}
+
+/// `KVM_TRANSLATE` (upstream `kvm_arch_vcpu_ioctl_translate`): a supervisor read walk of the
+/// guest's page tables from the current CR0/CR3/CR4/EFER; `valid`, the GPA (`INVALID_GPA` if
+/// not), `writeable` 1 and `usermode` 0 as upstream reports them.
+fn translate(vcpu: &Vcpu, arg: usize) -> Result<isize> {
+    let mut tr: KvmTranslation = read_pod(arg)?;
+    let t = {
+        let l = vcpu.lock();
+        let cfg = walk_config(&l);
+        let regs = x86emu::walk::PagingRegs::from_state(&l.arch);
+        let mut mem = SlotMem { vcpu };
+        x86emu::walk::translate(&regs, &cfg, &mut mem, tr.linear_address)
+    };
+    tr.physical_address = t.physical_address;
+    // Upstream: `valid = gpa != INVALID_GPA`, so ~0 itself (paging off) is not valid either.
+    tr.valid = (t.valid && t.physical_address != u64::MAX) as u8;
+    tr.writeable = t.writeable as u8;
+    tr.usermode = t.usermode as u8;
+    write_pod(arg, &tr)?;
+    Ok(0)
+}
+
+// ---- The guest FPU: KVM_GET/SET_FPU, XSAVE, XSAVE2 ----
+
+/// `KVM_GET_FPU` / `KVM_SET_FPU` on the guest FPU's FXSAVE image (upstream
+/// `kvm_arch_vcpu_ioctl_get/set_fpu`; MXCSR is neither reported nor set, as upstream).
+fn fpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
+    if cmd == KVM_GET_FPU {
+        let k = {
+            let mut l = vcpu.lock();
+            let fx = l.fpu.as_mut().and_then(|f| f.fxsave()).ok_or(EINVAL)?;
+            x86::fpu::get_fpu(fx)
+        };
+        write_pod(arg, &k)?;
+    } else {
+        let k: x86::fpu::KvmFpu = read_pod(arg)?;
+        let mut l = vcpu.lock();
+        let fx = l.fpu.as_mut().and_then(|f| f.fxsave()).ok_or(EINVAL)?;
+        x86::fpu::set_fpu(fx, &k);
+    }
+    Ok(0)
+}
+
+/// A zeroed kernel buffer of `n` bytes.
+fn zeroed_buf(n: usize) -> Result<KVec<u8>> {
+    Ok(KVec::from_elem(0u8, n, GFP_KERNEL)?)
+}
+
+/// `KVM_GET_XSAVE` (4096 bytes; `EINVAL` if the guest's image is bigger), `KVM_GET_XSAVE2`
+/// (the image's size, `KVM_CAP_XSAVE2`) and `KVM_SET_XSAVE` (the image's size read in), through
+/// the kernel's uabi copies (`fpu_copy_guest_fpstate_to_uabi` with the guest's XCR0 plus
+/// x87/SSE, `fpu_copy_uabi_to_guest_fpstate` with the module's XCR0).
+fn xsave_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
+    let raw = host_cpuid_raw;
+    let host = HostCpuid::new(&raw);
+    let module_xcr0 = KvmCaps::new(&host, host_xcr0()).supported_xcr0;
+    let mut l = vcpu.lock();
+    let guest_xcr0 = l.cpuid.model.supported_xcr0 | x86::fpu::XFEATURE_FP | x86::fpu::XFEATURE_SSE;
+    let fpu = l.fpu.as_mut().ok_or(EINVAL)?;
+    let size = fpu.uabi_size();
+    match cmd {
+        KVM_GET_XSAVE | KVM_GET_XSAVE2 => {
+            let n = if cmd == KVM_GET_XSAVE {
+                if size > KVM_XSAVE_SIZE {
+                    return Err(EINVAL);
+                }
+                KVM_XSAVE_SIZE
+            } else {
+                size
+            };
+            let mut buf = zeroed_buf(n.max(KVM_XSAVE_SIZE))?;
+            // No PKU is offered: PKRU is 0.
+            fpu.to_uabi(&mut buf, guest_xcr0, 0)?;
+            drop(l);
+            UserSlice::new(arg, n).writer().write_slice(&buf[..n])?;
+        }
+        _ => {
+            drop(l);
+            let mut buf = zeroed_buf(size.max(KVM_XSAVE_SIZE))?;
+            UserSlice::new(arg, size)
+                .reader()
+                .read_slice(&mut buf[..size])?;
+            let mut l = vcpu.lock();
+            let fpu = l.fpu.as_mut().ok_or(EINVAL)?;
+            let mut pkru = 0u32;
+            fpu.from_uabi(&buf, module_xcr0, &mut pkru)?;
+        }
+    }
+    Ok(0)
 }

@@ -53,6 +53,7 @@ pub mod feat {
     use super::{f, Feature, Reg::*};
     pub const FPU: Feature = f(1, 0, Edx, 0);
     pub const APIC: Feature = f(1, 0, Edx, 9);
+    pub const PSE36: Feature = f(1, 0, Edx, 17);
     pub const FXSR: Feature = f(1, 0, Edx, 24);
     pub const VMX: Feature = f(1, 0, Ecx, 5);
     pub const SMX: Feature = f(1, 0, Ecx, 6);
@@ -410,6 +411,19 @@ pub fn update_runtime(
     }
 }
 
+/// The runtime bits of one entry for the vCPU's current state (as [`update_runtime`] keeps
+/// them in the table), so a `CPUID` exit answers correctly even right after the guest itself
+/// changed CR4, APIC_BASE or XCR0.
+pub fn apply_runtime(
+    e: &mut KvmCpuidEntry2,
+    cr4: u64,
+    apic_base: u64,
+    xcr0: u64,
+    host: &supported::HostCpuid<'_>,
+) {
+    update_runtime(core::slice::from_mut(e), cr4, apic_base, xcr0, host);
+}
+
 /// The guest's `CPUID` instruction answered from the vCPU's table (upstream `kvm_cpuid` without
 /// the Hyper-V/Xen parts): the entry for (EAX, ECX); for a leaf the table lacks, an Intel-model
 /// guest gets the highest basic leaf's entry (the CPU's behaviour for out-of-range leaves), an
@@ -453,6 +467,37 @@ fn out_of_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_bits_follow_the_state() {
+        let host_fn = |leaf: u32, sub: u32| -> [u32; 4] {
+            match (leaf, sub) {
+                (0, _) => [0xd, 0, 0, 0],
+                (1, _) => [0, 0, 1 << 26, 0],
+                (7, 0) => [0, 0, 1 << 3, 0],
+                (0xd, 2) => [0x100, 0x240, 0, 0],
+                _ => [0; 4],
+            }
+        };
+        let host = supported::HostCpuid::new(&host_fn);
+        let mut t = [
+            e(1, 0, 0, [0, 0, 1 << 26, 1 << 9]),
+            e(7, 0, 1, [0, 0, 1 << 3, 0]),
+            e(0xd, 0, 1, [7, 0x340, 0x340, 0]),
+        ];
+        use crate::regs::{cr4, APIC_BASE_ENABLE};
+        update_runtime(&mut t, cr4::OSXSAVE | cr4::PKE, 0, 7, &host);
+        assert!(has(&t, feat::OSXSAVE));
+        assert!(has(&t, feat::OSPKE));
+        assert!(!has(&t, feat::APIC), "APIC_BASE.EN clear");
+        assert_eq!(t[2].ebx, 0x340);
+        update_runtime(&mut t, 0, APIC_BASE_ENABLE, 1, &host);
+        assert!(!has(&t, feat::OSXSAVE) && !has(&t, feat::OSPKE) && has(&t, feat::APIC));
+        assert_eq!(t[2].ebx, 576);
+        let mut one = t[0];
+        apply_runtime(&mut one, cr4::OSXSAVE, APIC_BASE_ENABLE, 1, &host);
+        assert_ne!(one.ecx & 1 << 27, 0);
+    }
 
     fn e(function: u32, index: u32, flags: u32, regs: [u32; 4]) -> KvmCpuidEntry2 {
         KvmCpuidEntry2 {

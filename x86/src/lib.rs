@@ -17,6 +17,7 @@
 pub mod cpuid;
 pub mod errno;
 pub mod events;
+pub mod fpu;
 pub mod msr;
 pub mod regs;
 pub mod state;

@@ -124,6 +124,7 @@ mod huge;
 mod memory;
 mod prefault;
 mod run;
+mod state;
 mod system;
 mod td_bench;
 mod tdx_vm;
@@ -134,6 +135,7 @@ fn tests() -> Vec<Test> {
     [
         system::tests(),
         vcpu::tests(),
+        state::tests(),
         memory::tests(),
         prefault::tests(),
         huge::tests(),

@@ -443,9 +443,11 @@ fn do_func(out: &mut Out<'_>, host: &HostCpuid<'_>, caps: &KvmCaps, function: u3
         0x8000_0006 => e.edx &= !(0b11 << 16),
         0x8000_0007 => (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, caps.w8_7),
         0x8000_0008 => {
-            // PhysAddrSize: the host's (NPT: GPAs are not reduced); virtual at least 48; the
-            // addressable GPA width capped at 48 by the 4-level TDP MMU.
-            let virt = ((e.eax >> 8) & 0xff).max(48);
+            // PhysAddrSize: the host's (NPT: GPAs are not reduced); the addressable GPA width
+            // capped at 48 by the 4-level TDP MMU. LinearAddrSize: 48, not the host's (upstream
+            // passes a 57-bit host's on): LA57 is not offered here, so a guest has 48-bit
+            // linear addresses, and the canonical checks (MSRs, emulation) use 48.
+            let virt = 48;
             let phys = e.eax & 0xff;
             let gphys = phys.min(48);
             e.eax = phys | virt << 8 | gphys << 16;
@@ -501,7 +503,8 @@ mod tests {
                 1 | 1 << 2,
                 1 << 11 | 1 << 20 | 1 << 25 | 1 << 26 | 1 << 27 | 1 << 29,
             ],
-            (0x8000_0008, _) => [0x3028, 0, 0, 0],
+            // A 57-bit host (QEMU's -cpu max): the guest still gets 48.
+            (0x8000_0008, _) => [0x3928, 0, 0, 0],
             (0x8000_000a, _) => [1, 0x10, 0, 0x9],
             _ => [0; 4],
         }
