@@ -2308,3 +2308,29 @@ mod locking {
         );
     }
 }
+
+/// The CPU walks the shared root: a table a zap unlinks may still be cached by a vCPU in guest
+/// mode until the zap's remote TLB flush, so it must not go back to the allocator before it.
+mod shared_tables_outlive_the_flush {
+    use super::*;
+    use mmu::spte::Npt;
+
+    #[test]
+    fn zapped_shared_table_is_freed_after_the_flush() {
+        let mut fx = Fx::<Npt>::vm();
+        // Two 4 KiB leaves under one last-level table of the 2 MiB region at GFN 0x200.
+        fx.ok(shared(0x200, 0x1000, Level::L4K));
+        fx.ok(shared(0x201, 0x1001, Level::L4K));
+        let before = fx.mmu.env().counts();
+        // Zap the whole 2 MiB region: the table goes with its leaves.
+        fx.zap(ZapTarget::Shared, 0x200, 0x400).expect("zap");
+        let after = fx.mmu.env().counts();
+        assert!(after.tables < before.tables, "the emptied table was freed");
+        assert!(after.tlb_flushes > before.tlb_flushes, "the zap flushed");
+        assert!(
+            fx.mmu.env().flushes_at_last_table_free() > before.tlb_flushes,
+            "the table was freed before the zap's TLB flush"
+        );
+        fx.check();
+    }
+}

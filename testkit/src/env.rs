@@ -103,6 +103,8 @@ pub struct HostEnv {
     external_spts: AtomicUsize,
     headers: AtomicUsize,
     tlb_flushes: AtomicUsize,
+    /// `tlb_flushes` as it was when the last table page was freed.
+    flushes_at_table_free: AtomicUsize,
     injected_failures: AtomicUsize,
     meta: AtomicUsize,
     /// Allocations (pages and headers) left before one fails; negative: never.
@@ -129,6 +131,7 @@ impl HostEnv {
             external_spts: AtomicUsize::new(0),
             headers: AtomicUsize::new(0),
             tlb_flushes: AtomicUsize::new(0),
+            flushes_at_table_free: AtomicUsize::new(0),
             injected_failures: AtomicUsize::new(0),
             meta: AtomicUsize::new(0),
             fail_countdown: AtomicI64::new(-1),
@@ -149,6 +152,12 @@ impl HostEnv {
     /// Allocation attempts so far (pages and headers).
     pub fn alloc_attempts(&self) -> u64 {
         self.allocs.load(Ordering::Relaxed)
+    }
+
+    /// How many remote TLB flushes had been requested when the last table page was freed: a
+    /// table the CPU may walk must only be freed after the flush that follows its unlinking.
+    pub fn flushes_at_last_table_free(&self) -> usize {
+        self.flushes_at_table_free.load(Ordering::Relaxed)
     }
 
     /// Live counts.
@@ -270,6 +279,10 @@ unsafe impl MmuEnv for HostEnv {
     }
 
     fn free_page(&self, frame: Frame, kind: PageKind) {
+        if kind == PageKind::Table {
+            self.flushes_at_table_free
+                .store(self.tlb_flushes.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         self.free_raw(frame);
         self.counter(kind).fetch_sub(1, Ordering::Relaxed);
     }

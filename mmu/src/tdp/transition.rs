@@ -589,10 +589,20 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
             RootKind::Shared => {
                 e.write(0);
                 self.remove_children(child, removal, zs)?;
-                // SAFETY: unlinked above under the exclusive lock (or `&mut self`), emptied: no
-                // walker can reach it, and nobody uses `child` again.
-                unsafe { MmuPage::destroy(&self.env, child, None) };
-                self.stats.table(RootKind::Shared, -1);
+                if removal == Removal::Zap {
+                    // The CPU walks the shared root (NPT/EPT): a vCPU in guest mode may still
+                    // hold paging-structure caches that point into this table until the zap's
+                    // TLB flush. Park it; the zap frees it after that flush (upstream frees
+                    // removed tables through RCU after kvm_flush_remote_tlbs for the same
+                    // reason).
+                    self.stats.deferred(1);
+                    self.deferred.push(child);
+                } else {
+                    // SAFETY: unlinked above with `&mut self` (teardown): no vCPU runs and no
+                    // walker can reach it, and nobody uses `child` again.
+                    unsafe { MmuPage::destroy(&self.env, child, None) };
+                    self.stats.table(RootKind::Shared, -1);
+                }
             }
         }
         zs.tables += 1;

@@ -322,6 +322,9 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
         if changed {
             self.flush_shared_tlbs(s, e.raw() - s.raw());
+            // Only now can no vCPU reach the tables the zap unlinked (see `remove_table_spte`);
+            // the exclusive lock keeps software walkers out.
+            self.free_deferred();
         }
         it.check()
     }
