@@ -72,7 +72,12 @@ impl GuestPhys for MemEnv<'_> {
         // SAFETY: a user address (checked with access_ok by the glue), aligned; a fault is
         // -EFAULT, never a kernel oops.
         match unsafe { tdxkvm_cmpxchg_user_u32(hva as *mut u32, old, new) } {
-            0 => Ok(true),
+            0 => {
+                // A walk's accessed/dirty update is a write to the page table's page (upstream
+                // update_accessed_dirty_bits marks it dirty).
+                crate::dirty::mark_page_dirty(self.vm, Gfn::new(gpa.0 >> 12));
+                Ok(true)
+            }
             1 => Ok(false),
             _ => Err(NotRam),
         }
@@ -85,7 +90,12 @@ impl GuestPhys for MemEnv<'_> {
         let hva = self.hva(gpa, 8, true)?;
         // SAFETY: as in `cmpxchg_u32`.
         match unsafe { tdxkvm_cmpxchg_user_u64(hva as *mut u64, old, new) } {
-            0 => Ok(true),
+            0 => {
+                // A walk's accessed/dirty update is a write to the page table's page (upstream
+                // update_accessed_dirty_bits marks it dirty).
+                crate::dirty::mark_page_dirty(self.vm, Gfn::new(gpa.0 >> 12));
+                Ok(true)
+            }
             1 => Ok(false),
             _ => Err(NotRam),
         }
@@ -107,8 +117,8 @@ impl EmuEnv for MemEnv<'_> {
             .writer()
             .write_slice(data)
             .map_err(|_| NotRam)?;
-        // HOOK(dirty): an emulated write to RAM dirties the page (upstream
-        // kvm_vcpu_mark_page_dirty); the dirty-logging branch marks `gpa >> 12` here.
+        // An emulated write to RAM dirties the page (upstream kvm_vcpu_mark_page_dirty).
+        crate::dirty::mark_page_dirty(self.vm, Gfn::new(gpa.0 >> 12));
         Ok(())
     }
 
