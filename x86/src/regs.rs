@@ -520,55 +520,44 @@ pub fn is_pae_paging(s: &CpuState) -> bool {
     s.cr0 & cr0::PG != 0 && s.cr4 & cr4::PAE != 0 && s.efer & efer::LMA == 0
 }
 
+/// A `kvm_sregs`-family value (`KvmSregs` or `KvmSregs2`) with the fields the two structures
+/// share (upstream's `__get_sregs_common`/`__set_sregs_common` part) copied from `$from`, and
+/// each structure's own fields as given.
+macro_rules! sregs_with_common {
+    ($ty:ident, $from:expr, { $($field:ident: $value:expr),* $(,)? }) => {{
+        let k = $from;
+        $ty {
+            cs: k.cs,
+            ds: k.ds,
+            es: k.es,
+            fs: k.fs,
+            gs: k.gs,
+            ss: k.ss,
+            tr: k.tr,
+            ldt: k.ldt,
+            gdt: k.gdt,
+            idt: k.idt,
+            cr0: k.cr0,
+            cr2: k.cr2,
+            cr3: k.cr3,
+            cr4: k.cr4,
+            cr8: k.cr8,
+            efer: k.efer,
+            apic_base: k.apic_base,
+            $($field: $value),*
+        }
+    }};
+}
+
 fn sregs2_as_sregs(k: &KvmSregs2) -> KvmSregs {
-    KvmSregs {
-        cs: k.cs,
-        ds: k.ds,
-        es: k.es,
-        fs: k.fs,
-        gs: k.gs,
-        ss: k.ss,
-        tr: k.tr,
-        ldt: k.ldt,
-        gdt: k.gdt,
-        idt: k.idt,
-        cr0: k.cr0,
-        cr2: k.cr2,
-        cr3: k.cr3,
-        cr4: k.cr4,
-        cr8: k.cr8,
-        efer: k.efer,
-        apic_base: k.apic_base,
-        interrupt_bitmap: [0; 4],
-    }
+    sregs_with_common!(KvmSregs, k, { interrupt_bitmap: [0; KVM_NR_INTERRUPTS / 64] })
 }
 
 /// `KVM_GET_SREGS2` (upstream `kvm_vcpu_ioctl_x86_get_sregs2`): the common fields, and in PAE
 /// paging the PDPTRs with `KVM_SREGS2_FLAGS_PDPTRS_VALID`. `pdptrs` reads the four PDPTEs the
 /// guest's CR3 points to (None if the guest memory cannot be read: the flag stays clear).
 pub fn get_sregs2(s: &CpuState, pdptrs: impl FnOnce(u64) -> Option<[u64; 4]>) -> KvmSregs2 {
-    let k = get_sregs(s);
-    let mut out = KvmSregs2 {
-        cs: k.cs,
-        ds: k.ds,
-        es: k.es,
-        fs: k.fs,
-        gs: k.gs,
-        ss: k.ss,
-        tr: k.tr,
-        ldt: k.ldt,
-        gdt: k.gdt,
-        idt: k.idt,
-        cr0: k.cr0,
-        cr2: k.cr2,
-        cr3: k.cr3,
-        cr4: k.cr4,
-        cr8: k.cr8,
-        efer: k.efer,
-        apic_base: k.apic_base,
-        flags: 0,
-        pdptrs: [0; 4],
-    };
+    let mut out = sregs_with_common!(KvmSregs2, get_sregs(s), { flags: 0, pdptrs: [0; 4] });
     if is_pae_paging(s) {
         if let Some(p) = pdptrs(s.cr3) {
             out.pdptrs = p;
