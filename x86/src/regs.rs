@@ -517,7 +517,13 @@ fn first_bit(bitmap: &[u64; KVM_NR_INTERRUPTS / 64]) -> Option<u8> {
 
 /// Whether the state uses PAE paging (CR0.PG, CR4.PAE, not long mode): the mode with PDPTRs.
 pub fn is_pae_paging(s: &CpuState) -> bool {
-    s.cr0 & cr0::PG != 0 && s.cr4 & cr4::PAE != 0 && s.efer & efer::LMA == 0
+    pae_paging(s.cr0, s.cr4, s.efer)
+}
+
+/// Whether these CR0, CR4 and EFER values select PAE paging (the rule of [`is_pae_paging`],
+/// also applied to the values `KVM_SET_SREGS2` brings before they are stored).
+fn pae_paging(cr0: u64, cr4: u64, efer: u64) -> bool {
+    cr0 & cr0::PG != 0 && cr4 & cr4::PAE != 0 && efer & efer::LMA == 0
 }
 
 /// A `kvm_sregs`-family value (`KvmSregs` or `KvmSregs2`) with the fields the two structures
@@ -581,7 +587,7 @@ pub fn set_sregs2(
         return Err(Errno::Einval);
     }
     let valid_pdptrs = k.flags & KVM_SREGS2_FLAGS_PDPTRS_VALID != 0;
-    let pae = k.cr0 & cr0::PG != 0 && k.cr4 & cr4::PAE != 0 && k.efer & efer::LMA == 0;
+    let pae = pae_paging(k.cr0, k.cr4, k.efer);
     if valid_pdptrs && !pae {
         return Err(Errno::Einval);
     }
