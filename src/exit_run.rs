@@ -338,7 +338,15 @@ fn exception(l: &mut VcpuLocked, run: RunPage, vector: u8, error_code: u32) -> A
         set_exit(run, &e);
         return Action::ToUser;
     }
-    // (#PF is never intercepted here, so no CR2 comes with an intercepted exception.)
+    if vector == DB {
+        // Upstream db_interception: the guest's own #DB goes back to it with the DR6 bits the
+        // hardware set as payload (DR6 is the VMCB's, stored into `CpuState.dr6`).
+        let payload = dr6 ^ x86::regs::DR6_ACTIVE_LOW;
+        crate::run::queue_exception(l, DB, None, Some(payload));
+        return Action::Continue;
+    }
+    // (#PF is never intercepted here, so no CR2 comes with an intercepted exception; #AC
+    // gets its error code 0 from the list below, as upstream's ac_interception.)
     let has_error = matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30);
     crate::run::queue_exception(l, vector, has_error.then_some(error_code), None);
     Action::Continue

@@ -48,6 +48,14 @@ pub(crate) fn npt_gpa_width() -> mmu::GpaWidth {
 }
 const CR4_OSXSAVE: u64 = 1 << 18;
 
+/// Exceptions always intercepted (upstream `init_vmcb`): `#MC` goes to the host's handler;
+/// `#AC` and `#DB` are intercepted so a guest whose IDT makes their delivery raise the same
+/// exception again cannot hold the physical CPU in an endless, uninterruptible microcode
+/// delivery loop (CVE-2015-5307 for #AC, CVE-2015-8104 for #DB). Both are re-injected
+/// (`ac_interception`, `db_interception`) unless userspace guest debugging claims the #DB.
+/// Guest debugging only adds to this set.
+const BASE_EXCEPTIONS: u32 = (1 << vector::AC) | (1 << vector::DB) | (1 << vector::MC);
+
 /// One vCPU's SVM state.
 pub(crate) struct SvmVcpu {
     vmcb_page: OwnedPage,
@@ -93,7 +101,7 @@ impl SvmVcpu {
         // Every debug-register read and write: the guest's DR0-3 are not switched.
         c.intercepts[intercept::CR] = 0;
         c.intercepts[intercept::DR] = 0x00ff_00ff;
-        c.intercepts[intercept::EXCEPTION] = (1 << vector::MC) | extra;
+        c.intercepts[intercept::EXCEPTION] = BASE_EXCEPTIONS | extra;
         c.intercepts[3] = intercept::INTR
             | intercept::NMI
             | intercept::SMI
@@ -134,11 +142,12 @@ impl SvmVcpu {
         self.init_vmcb(ncr3);
     }
 
-    /// Sets the extra exception vectors to intercept (bit n = vector n; #MC stays).
+    /// Sets the extra exception vectors to intercept (bit n = vector n); the
+    /// [`BASE_EXCEPTIONS`] stay intercepted whatever `mask` says.
     #[allow(dead_code)]
     pub(crate) fn set_exception_intercepts(&mut self, mask: u32) {
-        self.extra_exceptions = mask & !(1 << vector::MC);
-        let v = (1 << vector::MC) | self.extra_exceptions;
+        self.extra_exceptions = mask & !BASE_EXCEPTIONS;
+        let v = BASE_EXCEPTIONS | self.extra_exceptions;
         self.vmcb().control.intercepts[intercept::EXCEPTION] = v;
     }
 
@@ -282,15 +291,14 @@ impl SvmVcpu {
 /// `svm_inject_nmi`, in `kvm_check_and_inject_events`' priority): an exception being
 /// re-injected or pending first (a pending one becomes injected: in flight until the exit
 /// says it was delivered), then an interrupt or NMI whose delivery was cut short. A #PF's
-/// payload is its CR2, written before the injection (upstream `kvm_deliver_exception_payload`).
+/// payload is its CR2, a #DB's its DR6 bits, written before the injection (upstream
+/// `kvm_deliver_exception_payload`).
 fn event_to_inject(st: &mut CpuState) -> (u32, u32) {
     let e = &mut st.events.exception;
     if e.pending || e.injected {
         if e.pending && e.has_payload {
-            if e.vector == vector::PF {
-                st.cr2 = e.payload;
-            }
-            e.has_payload = false;
+            // #PF: CR2; #DB: the DR6 bits (upstream kvm_deliver_exception_payload).
+            x86::events::deliver_exception_payload(st);
         }
         let e = &mut st.events.exception;
         e.pending = false;
