@@ -44,6 +44,10 @@ pub(crate) enum Exit {
     MachineCheck,
     /// The guest state was illegal: the entry failed (`hardware_entry_failure_reason`).
     FailEntry { reason: u64 },
+    /// An SVM instruction (VMSAVE/VMLOAD/VMRUN) faulted: no exit happened, the VMCB's exit
+    /// code is stale. A host bug or SVM disabled under us: the VM is bugged (upstream
+    /// kvm_spurious_fault / KVM_BUG_ON).
+    EntryFault,
     /// IN/OUT (string and REP forms included); `next_rip` is the next instruction's RIP.
     Io {
         port: u16,
@@ -333,6 +337,14 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
         Exit::HostEvent | Exit::MachineCheck => {
             bump(&vcpu.stats.run.irq_exits);
             Ok(Action::Continue)
+        }
+        Exit::EntryFault => {
+            pr_err!("SVM instruction faulted on CPU {}: VM marked bugged\n", l.run.last_cpu);
+            vm.mmu().mark_bugged();
+            run.set_exit_reason(KVM_EXIT_FAIL_ENTRY);
+            run.set_u64(FAIL_ENTRY_REASON, x86::svm::exit::INVALID);
+            run.set_u32(FAIL_ENTRY_CPU, l.run.last_cpu);
+            Err(EIO)
         }
         Exit::FailEntry { reason } => {
             run.set_exit_reason(KVM_EXIT_FAIL_ENTRY);

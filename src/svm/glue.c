@@ -171,19 +171,23 @@ bool tdxkvm_need_resched(void)
 	return need_resched();
 }
 
-void __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
+bool __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
 
 /*
  * Called with IRQs disabled and GIF clear (upstream svm_vcpu_enter_exit): RFLAGS.IF is set for
  * VMRUN because the host's IF controls whether physical IRQs exit the guest (V_INTR_MASKING);
  * GIF=0 keeps them from being taken by host code until STGI. Lockdep keeps seeing IRQs off,
- * which is what they effectively are.
+ * which is what they effectively are. noinstr as upstream's svm_vcpu_enter_exit: no kprobe or
+ * ftrace hook around the world switch. Returns true if an SVM instruction faulted.
  */
-void tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
+noinstr bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
 {
+	bool faulted;
+
 	raw_local_irq_enable();
-	__tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa);
+	faulted = __tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa);
 	raw_local_irq_disable();
+	return faulted;
 }
 
 /* ---- Remote TLB flush / kick ---- */

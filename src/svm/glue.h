@@ -27,7 +27,7 @@ void tdxkvm_preempt_enable(void);
 void tdxkvm_local_irq_disable(void);
 void tdxkvm_local_irq_enable(void);
 bool tdxkvm_need_resched(void);
-void tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
+bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
 void *tdxkvm_cpumask_alloc(void);
 void tdxkvm_cpumask_free(void *m);
 void tdxkvm_cpumask_set(void *m, unsigned int cpu);

@@ -228,11 +228,12 @@ impl SvmVcpu {
         };
         // SAFETY: GIF cleared around the run (upstream svm_vcpu_run); the VMCB is valid and
         // ours, the host save area is this CPU's, `st.gprs` is 16 writable words.
-        unsafe {
+        let faulted = unsafe {
             glue::tdxkvm_clgi();
-            glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
+            let f = glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
             glue::tdxkvm_stgi();
-        }
+            f
+        };
         // SAFETY: as above, IRQs still off.
         unsafe {
             if switch_xcr0 {
@@ -245,6 +246,18 @@ impl SvmVcpu {
         }
         let vmcb = self.vmcb();
         vmcb.control.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
+        if faulted {
+            // An SVM instruction faulted: the exit code is the previous exit's and must not be
+            // acted on again (upstream: kvm_spurious_fault). The entry failed; the events that
+            // were to be injected stay as they are, the caller marks the VM bugged.
+            vmcb.control.exit_code = exit::INVALID;
+            return ExitInfo {
+                exit: Exit::EntryFault,
+                code: exit::INVALID,
+                info1: 0,
+                info2: 0,
+            };
+        }
         let code = vmcb.control.exit_code;
         let (info1, info2) = (vmcb.control.exit_info_1, vmcb.control.exit_info_2);
         let int_info = vmcb.control.exit_int_info;
