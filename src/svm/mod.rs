@@ -213,37 +213,34 @@ impl SvmVcpu {
         // SAFETY: IRQs off; this CPU's data.
         let host_save_pa = unsafe { hw::this_cpu() }.save_area_pa;
         let switch_xcr0 = st.cr4 & CR4_OSXSAVE != 0 && st.xcr0 != host_xcr0;
-        // SAFETY: MSR and XCR accesses with IRQs off (caller's contract); the values were
-        // checked by the caller (XCR0) or are plain data (TSC_AUX's low 32 bits).
-        let host_aux = unsafe {
+        let guest_aux = st.msrs.tsc_aux & 0xffff_ffff;
+        // SAFETY: GIF cleared around the run (upstream svm_vcpu_run); the VMCB is valid and
+        // ours, the host save area is this CPU's, `st.gprs` is 16 writable words. The MSR
+        // and XCR accesses run with IRQs off (caller's contract); the values were checked by
+        // the caller (XCR0) or are plain data (TSC_AUX's low 32 bits). The guest's XCR0 and
+        // TSC_AUX are loaded after CLGI and the host's restored before STGI (upstream
+        // kvm_load_guest_xsave_state / kvm_load_host_xsave_state): an NMI pending at STGI is
+        // taken with the host's values.
+        let faulted = unsafe {
+            glue::tdxkvm_clgi();
             let host_aux = glue::tdxkvm_rdmsr(MSR_TSC_AUX);
-            let guest_aux = st.msrs.tsc_aux & 0xffff_ffff;
             if guest_aux != host_aux {
                 glue::tdxkvm_wrmsr(MSR_TSC_AUX, guest_aux);
             }
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(st.xcr0);
             }
-            host_aux
-        };
-        // SAFETY: GIF cleared around the run (upstream svm_vcpu_run); the VMCB is valid and
-        // ours, the host save area is this CPU's, `st.gprs` is 16 writable words.
-        let faulted = unsafe {
-            glue::tdxkvm_clgi();
             let f = glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
-            glue::tdxkvm_stgi();
-            f
-        };
-        // SAFETY: as above, IRQs still off.
-        unsafe {
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(host_xcr0);
             }
-            if st.msrs.tsc_aux & 0xffff_ffff != host_aux {
+            if guest_aux != host_aux {
                 glue::tdxkvm_wrmsr(MSR_TSC_AUX, host_aux);
             }
             crate::svm::glue::tdxkvm_hw_breakpoint_restore();
-        }
+            glue::tdxkvm_stgi();
+            f
+        };
         let vmcb = self.vmcb();
         vmcb.control.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
         if faulted {
