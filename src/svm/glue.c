@@ -20,6 +20,7 @@
 #include <asm/mce.h>
 #include <asm/msr.h>
 #include <asm/processor.h>
+#include <asm/special_insns.h>
 
 #include "glue.h"  /* src/svm/glue.h */
 
@@ -93,6 +94,22 @@ u64 tdxkvm_host_xcr0(void)
 void tdxkvm_xsetbv0(u64 v)
 {
 	xsetbv(XCR_XFEATURE_ENABLED_MASK, v);
+}
+
+/* Whether the host runs with CR4.PKE (PKRU then applies to the host kernel's user accesses). */
+bool tdxkvm_host_ospke(void)
+{
+	return cpu_feature_enabled(X86_FEATURE_OSPKE);
+}
+
+u32 tdxkvm_rdpkru(void)
+{
+	return rdpkru();
+}
+
+void tdxkvm_wrpkru(u32 v)
+{
+	wrpkru(v);
 }
 
 /* ---- SVM on a CPU ---- */

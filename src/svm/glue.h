@@ -15,6 +15,9 @@ void tdxkvm_fpu_guest_to_uabi(void *g, void *buf, unsigned int size, u64 xfeatur
 int tdxkvm_fpu_guest_from_uabi(void *g, const void *buf, u64 xcr0, u32 *pkru);
 u64 tdxkvm_host_xcr0(void);
 void tdxkvm_xsetbv0(u64 v);
+bool tdxkvm_host_ospke(void);
+u32 tdxkvm_rdpkru(void);
+void tdxkvm_wrpkru(u32 v);
 bool tdxkvm_svm_cpuid(u32 *features, u32 *nasid);
 u64 tdxkvm_rdmsr(u32 msr);
 void tdxkvm_wrmsr(u32 msr, u64 v);

@@ -25,6 +25,9 @@ extern "C" {
     ) -> c_int;
     pub(crate) fn tdxkvm_host_xcr0() -> u64;
     pub(crate) fn tdxkvm_xsetbv0(v: u64);
+    pub(crate) fn tdxkvm_host_ospke() -> bool;
+    pub(crate) fn tdxkvm_rdpkru() -> u32;
+    pub(crate) fn tdxkvm_wrpkru(v: u32);
     pub(crate) fn tdxkvm_svm_cpuid(features: *mut u32, nasid: *mut u32) -> bool;
     pub(crate) fn tdxkvm_rdmsr(msr: u32) -> u64;
     pub(crate) fn tdxkvm_wrmsr(msr: u32, v: u64);

@@ -214,6 +214,8 @@ impl SvmVcpu {
         let host_save_pa = unsafe { hw::this_cpu() }.save_area_pa;
         let switch_xcr0 = st.cr4 & CR4_OSXSAVE != 0 && st.xcr0 != host_xcr0;
         let guest_aux = st.msrs.tsc_aux & 0xffff_ffff;
+        // SAFETY: reads a boot-time CPU feature.
+        let host_pku = unsafe { glue::tdxkvm_host_ospke() };
         // SAFETY: GIF cleared around the run (upstream svm_vcpu_run); the VMCB is valid and
         // ours, the host save area is this CPU's, `st.gprs` is 16 writable words. The MSR
         // and XCR accesses run with IRQs off (caller's contract); the values were checked by
@@ -230,7 +232,22 @@ impl SvmVcpu {
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(st.xcr0);
             }
+            // PKRU: the guest may set CR4.PKE and WRPKRU (CR4 writes are not intercepted), so
+            // whenever the host uses PKU the guest's value is loaded and read back, and the
+            // host's restored, inside GIF=0 (upstream kvm_load_{guest,host}_xsave_state).
+            let host_pkru = host_pku.then(|| glue::tdxkvm_rdpkru());
+            if let Some(h) = host_pkru {
+                if st.pkru != h {
+                    glue::tdxkvm_wrpkru(st.pkru);
+                }
+            }
             let f = glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
+            if let Some(h) = host_pkru {
+                st.pkru = glue::tdxkvm_rdpkru();
+                if st.pkru != h {
+                    glue::tdxkvm_wrpkru(h);
+                }
+            }
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(host_xcr0);
             }
