@@ -256,6 +256,28 @@ void tdxkvm_machine_check(void)
 	do_machine_check(&regs);
 }
 
+/*
+ * The guest's DR0-3 for VMRUN (DR6/DR7 are in the VMCB): the host's DR7 is cleared first so no
+ * host breakpoint fires on a guest address (upstream vcpu_enter_guest's switch_db_regs path).
+ */
+void tdxkvm_load_guest_db(const u64 *db)
+{
+	set_debugreg(0, 7);
+	set_debugreg(db[0], 0);
+	set_debugreg(db[1], 1);
+	set_debugreg(db[2], 2);
+	set_debugreg(db[3], 3);
+}
+
+/* The guest's DR0-3 after #VMEXIT (upstream sync_dirty_debug_regs). */
+void tdxkvm_save_guest_db(u64 *db)
+{
+	get_debugreg(db[0], 0);
+	get_debugreg(db[1], 1);
+	get_debugreg(db[2], 2);
+	get_debugreg(db[3], 3);
+}
+
 /* After #VMEXIT reset DR7: the host's breakpoints come back (upstream svm_vcpu_run). */
 void tdxkvm_hw_breakpoint_restore(void)
 {

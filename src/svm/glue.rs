@@ -49,4 +49,6 @@ extern "C" {
     pub(crate) fn tdxkvm_machine_check();
     pub(crate) fn tdxkvm_pgtable_l5_enabled() -> bool;
     pub(crate) fn tdxkvm_hw_breakpoint_restore();
+    pub(crate) fn tdxkvm_load_guest_db(db: *const u64);
+    pub(crate) fn tdxkvm_save_guest_db(db: *mut u64);
 }

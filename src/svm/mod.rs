@@ -8,8 +8,9 @@
 //! CLGI, SKINIT, INVLPGA: `#UD` in the guest, which has no nested SVM), HLT, port I/O (all of
 //! it, through a shared all-ones IOPM), MSRs (a shared MSRPM that passes through only the
 //! MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*),
-//! CPUID, VMMCALL, XSETBV, INVD, MONITOR/MWAIT, RDPRU, RDPMC, every debug-register access (the
-//! guest's DR0-3 are not switched yet) and `#MC` (handed to the host's handler). EFER.SVME is
+//! CPUID, VMMCALL, XSETBV, INVD, MONITOR/MWAIT, RDPRU, RDPMC, and `#MC` (handed to the host's
+//! handler), `#AC` and `#DB` (re-injected). Debug-register accesses are not intercepted: the
+//! guest's DR0-3 are loaded before VMRUN and read back after, DR6/DR7 are the VMCB's. EFER.SVME is
 //! kept set in the VMCB and hidden from the guest ([`x86::svm::store_guest_state`]).
 //!
 //! Host state: `VMRUN`/`#VMEXIT` switch CS/SS/RSP/RIP/RFLAGS/CRs/EFER/GDTR/IDTR through the
@@ -98,9 +99,10 @@ impl SvmVcpu {
         let vmcb = self.vmcb();
         *vmcb = Vmcb::zeroed();
         let c = &mut vmcb.control;
-        // Every debug-register read and write: the guest's DR0-3 are not switched.
+        // No debug-register access is intercepted: the guest's DR0-3 are switched around VMRUN
+        // and DR6/DR7 live in the VMCB (upstream's KVM_DEBUGREG_WONT_EXIT mode, always on).
         c.intercepts[intercept::CR] = 0;
-        c.intercepts[intercept::DR] = 0x00ff_00ff;
+        c.intercepts[intercept::DR] = 0;
         c.intercepts[intercept::EXCEPTION] = BASE_EXCEPTIONS | extra;
         c.intercepts[3] = intercept::INTR
             | intercept::NMI
@@ -241,7 +243,9 @@ impl SvmVcpu {
                     glue::tdxkvm_wrpkru(st.pkru);
                 }
             }
+            glue::tdxkvm_load_guest_db(st.db.as_ptr());
             let f = glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
+            glue::tdxkvm_save_guest_db(st.db.as_mut_ptr());
             if let Some(h) = host_pkru {
                 st.pkru = glue::tdxkvm_rdpkru();
                 if st.pkru != h {
