@@ -35,7 +35,7 @@ pub(crate) fn read_guest_phys(vm: &Vm, mut gpa: u64, buf: &mut [u8]) -> Result {
             .reader()
             .read_slice(&mut buf[done..done + n])?;
         done += n;
-        gpa += n as u64;
+        gpa = gpa.wrapping_add(n as u64);
     }
     Ok(())
 }

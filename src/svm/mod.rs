@@ -8,7 +8,7 @@
 //! CLGI, SKINIT, INVLPGA: `#UD` in the guest, which has no nested SVM), HLT, port I/O (all of
 //! it, through a shared all-ones IOPM), MSRs (a shared MSRPM that passes through only the
 //! MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*),
-//! CPUID, VMMCALL, XSETBV, INVD, MONITOR/MWAIT, RDPRU, RDPMC, and `#MC` (handed to the host's
+//! CPUID, VMMCALL, XSETBV, INVD, WBINVD, MONITOR/MWAIT, RDPRU, RDPMC, and `#MC` (handed to the host's
 //! handler), `#AC` and `#DB` (re-injected). Debug-register accesses are not intercepted: the
 //! guest's DR0-3 are loaded before VMRUN and read back after, DR6/DR7 are the VMCB's. EFER.SVME is
 //! kept set in the VMCB and hidden from the guest ([`x86::svm::store_guest_state`]).
@@ -122,6 +122,7 @@ impl SvmVcpu {
             | intercept::STGI
             | intercept::CLGI
             | intercept::SKINIT
+            | intercept::WBINVD
             | intercept::MONITOR
             | intercept::MWAIT
             | intercept::MWAIT_COND
@@ -386,6 +387,7 @@ fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
         exit::VMMCALL => Exit::Vmmcall,
         exit::XSETBV => Exit::Xsetbv,
         exit::INVD => Exit::Invd,
+        exit::WBINVD => Exit::Wbinvd,
         exit::VMRUN
         | exit::VMLOAD
         | exit::VMSAVE
