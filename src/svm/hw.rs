@@ -256,6 +256,16 @@ pub(crate) fn start(register_emergency: bool) -> Result<bool> {
     if nasid < 2 {
         return Ok(false);
     }
+    // Another hypervisor (kvm_amd with enable_virt_at_load, or running VMs) owns SVM: refuse
+    // before registering anything. Its emergency callback is registered, so ours would WARN in
+    // cpu_emergency_register_virt_callback and again when unregistering it on the error path.
+    // The cpuhp callback still checks every CPU.
+    // SAFETY: reads EFER on whichever CPU this runs; SVME is set on all CPUs or none by any
+    // hypervisor at rest, and cpu_online re-checks each CPU.
+    if unsafe { sg::tdxkvm_rdmsr(MSR_EFER) } & EFER_SVME != 0 {
+        pr_err!("svm: EFER.SVME already set: SVM belongs to another hypervisor (kvm_amd?)\n");
+        return Err(EBUSY);
+    }
     FEATURES.store(features, Ordering::Relaxed);
     NASID.store(nasid, Ordering::Relaxed);
 
