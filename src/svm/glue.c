@@ -11,6 +11,7 @@
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
+#include <linux/syscore_ops.h>
 #include <asm/asm.h>
 #include <asm/debugreg.h>
 #include <asm/cpufeature.h>
@@ -205,6 +206,55 @@ noinstr bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
 	faulted = __tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa);
 	raw_local_irq_disable();
 	return faulted;
+}
+
+/* ---- Syscore: suspend/resume and shutdown (upstream kvm_suspend/kvm_resume/kvm_shutdown) ---- */
+
+struct svm_syscore_cbs {
+	int (*suspend)(void);
+	void (*resume)(void);
+	void (*shutdown)(void);
+};
+
+static struct svm_syscore_cbs svm_cbs;
+
+static int svm_syscore_suspend(void *data)
+{
+	return svm_cbs.suspend();
+}
+
+static void svm_syscore_resume(void *data)
+{
+	svm_cbs.resume();
+}
+
+static void svm_syscore_shutdown(void *data)
+{
+	svm_cbs.shutdown();
+}
+
+static const struct syscore_ops svm_syscore_ops = {
+	.suspend = svm_syscore_suspend,
+	.resume = svm_syscore_resume,
+	.shutdown = svm_syscore_shutdown,
+};
+
+static struct syscore svm_syscore = {
+	.ops = &svm_syscore_ops,
+};
+
+void tdxkvm_svm_syscore_register(int (*suspend)(void), void (*resume)(void),
+				 void (*shutdown)(void))
+{
+	svm_cbs.suspend = suspend;
+	svm_cbs.resume = resume;
+	svm_cbs.shutdown = shutdown;
+	register_syscore(&svm_syscore);
+}
+
+void tdxkvm_svm_syscore_unregister(void)
+{
+	unregister_syscore(&svm_syscore);
 }
 
 /* ---- Remote TLB flush / kick ---- */

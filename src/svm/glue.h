@@ -39,6 +39,9 @@ void tdxkvm_kick_cpus_wait(void *m);
 void tdxkvm_machine_check(void);
 bool tdxkvm_pgtable_l5_enabled(void);
 void tdxkvm_hw_breakpoint_restore(void);
+void tdxkvm_svm_syscore_register(int (*suspend)(void), void (*resume)(void),
+				 void (*shutdown)(void));
+void tdxkvm_svm_syscore_unregister(void);
 void tdxkvm_load_guest_db(const u64 *db);
 void tdxkvm_save_guest_db(u64 *db);
 

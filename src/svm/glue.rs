@@ -49,6 +49,12 @@ extern "C" {
     pub(crate) fn tdxkvm_machine_check();
     pub(crate) fn tdxkvm_pgtable_l5_enabled() -> bool;
     pub(crate) fn tdxkvm_hw_breakpoint_restore();
+    pub(crate) fn tdxkvm_svm_syscore_register(
+        suspend: unsafe extern "C" fn() -> c_int,
+        resume: unsafe extern "C" fn(),
+        shutdown: unsafe extern "C" fn(),
+    );
+    pub(crate) fn tdxkvm_svm_syscore_unregister();
     pub(crate) fn tdxkvm_load_guest_db(db: *const u64);
     pub(crate) fn tdxkvm_save_guest_db(db: *mut u64);
 }
