@@ -243,16 +243,29 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
         }
         r
     })();
-    // post_kvm_run_save.
+    r
+}
+
+/// Upstream `post_kvm_run_save`, on every return from `KVM_RUN` (its `out:` label: errors,
+/// `immediate_exit` and completions that exit again included): IF, CR8 (the VMCB's V_TPR
+/// without an in-kernel LAPIC), APIC_BASE, and whether an interrupt could be injected now
+/// (`kvm_vcpu_ready_for_interrupt_injection` without an in-kernel PIC: IF set, no interrupt
+/// shadow, no event being (re)injected, no exception pending).
+pub(crate) fn post_run_save(vcpu: &Vcpu, l: &VcpuLocked) {
+    let run = RunPage(vcpu.run_page());
     let st = &l.arch;
-    run.set_u8(IF_FLAG, u8::from(st.rflags & (1 << 9) != 0));
-    run.set_u8(
-        READY_FOR_INTERRUPT_INJECTION,
-        u8::from(st.rflags & (1 << 9) != 0),
-    );
+    let ev = &st.events;
+    let if_flag = st.rflags & (1 << 9) != 0;
+    let ready = if_flag
+        && ev.interrupt_shadow == 0
+        && !ev.exception.pending
+        && !ev.exception.injected
+        && !ev.interrupt.injected
+        && !ev.nmi_injected;
+    run.set_u8(IF_FLAG, u8::from(if_flag));
+    run.set_u8(READY_FOR_INTERRUPT_INJECTION, u8::from(ready));
     run.set_u64(CR8, st.cr8);
     run.set_u64(APIC_BASE, st.apic_base);
-    r
 }
 
 fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
