@@ -34,6 +34,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use uapi::*;
 use x86::state::CpuState;
+use x86emu::decode::Op;
 
 /// Why the guest stopped, in backend-neutral terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,8 +196,8 @@ pub(crate) struct RunState {
     pending_io: Option<io::PendingIo>,
     /// The flush generation this vCPU's TLB is current with.
     tlb_gen: u64,
-    /// The CPU of the last entry (`fail_entry.cpu`).
-    last_cpu: u32,
+    /// The CPU of the last entry (`fail_entry.cpu`, the unexpected-exit report).
+    pub(crate) last_cpu: u32,
 }
 
 /// Whether XSETBV accepts `xcr0` on a host with `host_xcr0` (x87 on, AVX needs SSE, the
@@ -355,7 +356,10 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             Ok(Action::Continue)
         }
         Exit::EntryFault => {
-            pr_err!("SVM instruction faulted on CPU {}: VM marked bugged\n", l.run.last_cpu);
+            pr_err!(
+                "SVM instruction faulted on CPU {}: VM marked bugged\n",
+                l.run.last_cpu
+            );
             vm.mmu().mark_bugged();
             run.set_exit_reason(KVM_EXIT_FAIL_ENTRY);
             run.set_u64(FAIL_ENTRY_REASON, x86::svm::exit::INVALID);
@@ -395,30 +399,26 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             Ok(Action::ToUser)
         }
         Exit::Hlt => {
-            if !skip::skip_instruction(vm, &mut l.arch, &[0xf4])? {
-                return emulation_failure(run);
+            if let Some(a) = crate::exit_run::skip_intercepted(vcpu, l, run, &[Op::Hlt], &info) {
+                return Ok(a);
             }
             // No in-kernel irqchip yet: HLT always goes to userspace.
             bump(&vcpu.stats.run.halt_exits);
             run.set_exit_reason(KVM_EXIT_HLT);
             Ok(Action::ToUser)
         }
-        Exit::Invd => {
-            if !skip::skip_instruction(vm, &mut l.arch, &[0x0f, 0x08])? {
-                return emulation_failure(run);
-            }
-            Ok(Action::Continue)
-        }
+        Exit::Invd => Ok(
+            crate::exit_run::skip_intercepted(vcpu, l, run, &[Op::Invd], &info)
+                .unwrap_or(Action::Continue),
+        ),
         Exit::Wbinvd => {
             // WBINVD (0F 09) or WBNOINVD (F3 0F 09); QEMU up to 7.2 reports a guest INVD
             // (0F 08) as this exit (its TCG checks the WBINVD intercept for both), so INVD is
             // accepted here too.
-            if !skip::skip_instruction(vm, &mut l.arch, &[0x0f, 0x09])?
-                && !skip::skip_instruction(vm, &mut l.arch, &[0x0f, 0x08])?
-            {
-                return emulation_failure(run);
-            }
-            Ok(Action::Continue)
+            Ok(
+                crate::exit_run::skip_intercepted(vcpu, l, run, &[Op::Wbinvd, Op::Invd], &info)
+                    .unwrap_or(Action::Continue),
+            )
         }
         Exit::Shutdown => shutdown(l, run),
         Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
@@ -440,6 +440,8 @@ fn shutdown(l: &mut VcpuLocked, run: RunPage) -> Result<Action> {
     }
     l.arch = reset::init(&l.arch);
     l.run.pending_io = None;
+    // A stale MMIO/MSR/hypercall/PIO completion must not be applied to the INITed vCPU.
+    l.exits.pending = None;
     run.set_exit_reason(KVM_EXIT_SHUTDOWN);
     Ok(Action::ToUser)
 }
@@ -485,13 +487,6 @@ pub(crate) fn queue_exception(
         has_payload: payload.is_some(),
         payload: payload.unwrap_or(0),
     };
-}
-
-/// `KVM_EXIT_INTERNAL_ERROR` with the emulation suberror: the instruction could not be
-/// emulated (or skipped).
-fn emulation_failure(run: RunPage) -> Result<Action> {
-    run.internal_error(KVM_INTERNAL_ERROR_EMULATION, &[]);
-    Ok(Action::ToUser)
 }
 
 /// A guest access to a GPA outside every memslot or a write to a read-only slot.

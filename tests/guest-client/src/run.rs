@@ -639,7 +639,12 @@ fn hostile_state() -> Result<(), String> {
 }
 
 fn ram_u32(m: &Mem, off: usize) -> u32 {
-    u32::from_le_bytes([m.read(off), m.read(off + 1), m.read(off + 2), m.read(off + 3)])
+    u32::from_le_bytes([
+        m.read(off),
+        m.read(off + 1),
+        m.read(off + 2),
+        m.read(off + 3),
+    ])
 }
 
 /// A guest that writes DR0 and DR7 and reads them back (Linux guests touch DR7 at boot), then,
@@ -668,7 +673,9 @@ fn debug_registers_guest() -> Result<(), String> {
     }
     eq(ram_u32(&g.ram, 0x1000), 0x401, "guest reads back DR7")?;
     eq(ram_u32(&g.ram, 0x1004), 0x1234_5678, "guest reads back DR0")?;
-    let mut d = v.get_debug_regs().map_err(|e| format!("KVM_GET_DEBUGREGS: {e}"))?;
+    let mut d = v
+        .get_debug_regs()
+        .map_err(|e| format!("KVM_GET_DEBUGREGS: {e}"))?;
     eq(d.db[0], 0x1234_5678, "KVM_GET_DEBUGREGS db[0]")?;
     eq(d.dr7, 0x401, "KVM_GET_DEBUGREGS dr7")?;
     d.db[1] = 0xabcd_0000;
@@ -678,8 +685,14 @@ fn debug_registers_guest() -> Result<(), String> {
         VcpuExit::Hlt => {}
         e => return Err(format!("run 2 (DR1 read): {e:?}")),
     }
-    eq(ram_u32(&g.ram, 0x1008), 0xabcd_0000, "guest reads DR1 set by KVM_SET_DEBUGREGS")?;
-    let d = v.get_debug_regs().map_err(|e| format!("KVM_GET_DEBUGREGS 2: {e}"))?;
+    eq(
+        ram_u32(&g.ram, 0x1008),
+        0xabcd_0000,
+        "guest reads DR1 set by KVM_SET_DEBUGREGS",
+    )?;
+    let d = v
+        .get_debug_regs()
+        .map_err(|e| format!("KVM_GET_DEBUGREGS 2: {e}"))?;
     eq(d.db[0], 0x1234_5678, "db[0] kept across runs")?;
     Ok(())
 }
