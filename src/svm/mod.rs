@@ -214,7 +214,18 @@ impl SvmVcpu {
             vmcb.control.int_state = u32::from(st.events.interrupt_shadow != 0);
         }
         // SAFETY: IRQs off; this CPU's data.
-        let host_save_pa = unsafe { hw::this_cpu() }.save_area_pa;
+        let sd = unsafe { hw::this_cpu() };
+        let host_save_pa = sd.save_area_pa;
+        if host_save_pa == 0 {
+            // SVM is not (or no longer) set up on this CPU: VMRUN would fault or use page 0 as
+            // its host save area. Fail the entry; the caller marks the VM bugged.
+            return ExitInfo {
+                exit: Exit::EntryFault,
+                code: exit::INVALID,
+                info1: 0,
+                info2: 0,
+            };
+        }
         let switch_xcr0 = st.cr4 & CR4_OSXSAVE != 0 && st.xcr0 != host_xcr0;
         let guest_aux = st.msrs.tsc_aux & 0xffff_ffff;
         // SAFETY: reads a boot-time CPU feature.
