@@ -143,6 +143,9 @@ fn skip_any(vm: &Vm, l: &mut VcpuLocked, ops: &[Op]) -> Skip {
     match emulate::skip(&l.arch, &mut env, &cfg) {
         Ok(d) if ops.contains(&d.insn.op) => {
             l.arch.rip = d.next_rip;
+            // Upstream __svm_skip_emulated_instruction: the skipped instruction ends any
+            // interrupt shadow (`sti; hlt` must not leave a stale one).
+            l.arch.events.interrupt_shadow = 0;
             Skip::Skipped
         }
         // Another vCPU rewrote the code between the intercept and the fetch.
