@@ -133,11 +133,19 @@ pub(crate) enum Skip {
 /// Skips the intercepted instruction `op` at CS:RIP (upstream `kvm_skip_emulated_instruction`
 /// without NRIP save: the emulator's decode, `EMULTYPE_SKIP`).
 pub(crate) fn skip_instruction(vm: &Vm, l: &mut VcpuLocked, op: Op) -> Skip {
+    skip_any(vm, l, &[op])
+}
+
+/// [`skip_instruction`] for an exit that more than one instruction can cause.
+fn skip_any(vm: &Vm, l: &mut VcpuLocked, ops: &[Op]) -> Skip {
     let cfg = walk_config(l);
     let mut env = MemEnv::new(vm);
     match emulate::skip(&l.arch, &mut env, &cfg) {
-        Ok(d) if d.insn.op == op => {
+        Ok(d) if ops.contains(&d.insn.op) => {
             l.arch.rip = d.next_rip;
+            // Upstream __svm_skip_emulated_instruction: the skipped instruction ends any
+            // interrupt shadow (`sti; hlt` must not leave a stale one).
+            l.arch.events.interrupt_shadow = 0;
             Skip::Skipped
         }
         // Another vCPU rewrote the code between the intercept and the fetch.
@@ -162,6 +170,23 @@ fn skip_or(
         Skip::Skipped => None,
         Skip::Injected => Some(Action::Continue),
         Skip::Failed(b) => Some(emulation_failure(vcpu, l, run, &b, info)),
+    }
+}
+
+/// The run loop's in-kernel skips (HLT, INVD, WBINVD): skips one of `ops` at CS:RIP, or the
+/// upstream emulation-failure handling (KVM_EXIT_INTERNAL_ERROR with the instruction bytes and
+/// exit info, or #UD per KVM_CAP_EXIT_ON_EMULATION_FAILURE); `None` when skipped.
+pub(crate) fn skip_intercepted(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    ops: &[Op],
+    info: &ExitInfo,
+) -> Option<Action> {
+    match skip_any(vcpu.vm(), l, ops) {
+        Skip::Skipped => None,
+        Skip::Injected => Some(Action::Continue),
+        Skip::Failed(b) => Some(emulation_failure(vcpu, l, run, &b, &exit_info(info))),
     }
 }
 
@@ -268,14 +293,19 @@ pub(crate) fn complete_userspace(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result<bool
             let (error, data) = krun::read_msr_answer(&u);
             match user_msr::complete(read, error, data) {
                 user_msr::Outcome::Complete(v) => {
-                    if let Some(v) = v {
-                        let (eax, edx) = user_msr::split_edx_eax(v);
-                        l.arch.set_gpr(Gpr::Rax, eax);
-                        l.arch.set_gpr(Gpr::Rdx, edx);
-                    }
+                    // Skip first: a failed skip reports the state before the completion.
                     let op = if read { Op::Rdmsr } else { Op::Wrmsr };
-                    skip_or(vcpu, l, run, op, &emulation::ExitInfo::default())
-                        .unwrap_or(Action::Continue)
+                    match skip_or(vcpu, l, run, op, &emulation::ExitInfo::default()) {
+                        Some(a) => a,
+                        None => {
+                            if let Some(v) = v {
+                                let (eax, edx) = user_msr::split_edx_eax(v);
+                                l.arch.set_gpr(Gpr::Rax, eax);
+                                l.arch.set_gpr(Gpr::Rdx, edx);
+                            }
+                            Action::Continue
+                        }
+                    }
                 }
                 _ => {
                     inject_gp(l);
@@ -317,7 +347,7 @@ pub(crate) fn handle(
         _ => {
             run.internal_error(
                 crate::run::uapi::KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
-                &[info.code, 0],
+                &[info.code, u64::from(l.run.last_cpu)],
             );
             Ok(Action::ToUser)
         }
@@ -338,7 +368,15 @@ fn exception(l: &mut VcpuLocked, run: RunPage, vector: u8, error_code: u32) -> A
         set_exit(run, &e);
         return Action::ToUser;
     }
-    // (#PF is never intercepted here, so no CR2 comes with an intercepted exception.)
+    if vector == DB {
+        // Upstream db_interception: the guest's own #DB goes back to it with the DR6 bits the
+        // hardware set as payload (DR6 is the VMCB's, stored into `CpuState.dr6`).
+        let payload = dr6 ^ x86::regs::DR6_ACTIVE_LOW;
+        crate::run::queue_exception(l, DB, None, Some(payload));
+        return Action::Continue;
+    }
+    // (#PF is never intercepted here, so no CR2 comes with an intercepted exception; #AC
+    // gets its error code 0 from the list below, as upstream's ac_interception.)
     let has_error = matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30);
     crate::run::queue_exception(l, vector, has_error.then_some(error_code), None);
     Action::Continue
@@ -649,27 +687,6 @@ fn complete_pio_in(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: PioIn) -> A
         l.arch.rip = p.next_rip;
     }
     Action::Continue
-}
-
-/// `crate::run::skip::skip_instruction` with the decoder (`HOOK(exits)`): skips the
-/// instruction at CS:RIP if its opcode bytes (after any prefixes) are `expected`; `false` if it
-/// cannot be fetched or decoded or is another instruction (the caller reports an emulation
-/// failure). Walks with `-cpu max`'s configuration: the callers have no CPUID model at hand.
-pub(crate) fn skip_expected(vm: &Vm, st: &mut CpuState, expected: &[u8]) -> bool {
-    let cfg = WalkConfig::default();
-    let mut env = MemEnv::new(vm);
-    match emulate::skip(st, &mut env, &cfg) {
-        Ok(d) => {
-            let bytes = &d.bytes.bytes[..usize::from(d.insn.len).min(d.bytes.bytes.len())];
-            if !expected.is_empty() && bytes.ends_with(expected) {
-                st.rip = d.next_rip;
-                true
-            } else {
-                false
-            }
-        }
-        Err(_) => false,
-    }
 }
 
 /// A plain OUT offered to the in-kernel PIO devices first (upstream `kernel_pio` before the

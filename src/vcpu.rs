@@ -256,6 +256,7 @@ impl Vcpu {
             crate::run::run(self, &mut guard, immediate_exit != 0)
         })();
         crate::vcpu_state::store_regs(self, &mut guard);
+        crate::run::post_run_save(self, &guard);
         r
     }
 

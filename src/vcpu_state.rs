@@ -1045,8 +1045,10 @@ fn xsave_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
                 size
             };
             let mut buf = zeroed_buf(n.max(KVM_XSAVE_SIZE))?;
-            // No PKU is offered: PKRU is 0.
-            fpu.to_uabi(&mut buf, guest_xcr0, 0)?;
+            // PKRU is not in the guest fpstate: the vCPU's (the backend switches it).
+            let pkru = l.arch.pkru;
+            let fpu = l.fpu.as_mut().ok_or(EINVAL)?;
+            fpu.to_uabi(&mut buf, guest_xcr0, pkru)?;
             drop(l);
             UserSlice::new(arg, n).writer().write_slice(&buf[..n])?;
         }
@@ -1057,9 +1059,10 @@ fn xsave_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
                 .reader()
                 .read_slice(&mut buf[..size])?;
             let mut l = vcpu.lock();
+            let mut pkru = l.arch.pkru;
             let fpu = l.fpu.as_mut().ok_or(EINVAL)?;
-            let mut pkru = 0u32;
             fpu.from_uabi(&buf, module_xcr0, &mut pkru)?;
+            l.arch.pkru = pkru;
         }
     }
     Ok(0)

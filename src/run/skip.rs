@@ -2,16 +2,15 @@
 //! Skipping an intercepted instruction without next-RIP save (QEMU's SVM has no NRIPS), and
 //! reading guest memory for it.
 //!
-//! HOOK(exits): [`skip_instruction`] decodes the instruction at CS:RIP with `x86emu` through
-//! the guest's page tables ([`crate::exit_run::skip_expected`]) and skips it if its opcode bytes
-//! are the expected ones; anything else is "not skipped", which the run loop turns into
-//! `KVM_EXIT_INTERNAL_ERROR` (emulation) — never a guess.
+//! The run loop skips intercepted instructions with `crate::exit_run::skip_intercepted`: the
+//! instruction at CS:RIP is decoded by `x86emu` through the guest's page tables and skipped if
+//! it is the intercepted one; anything else is upstream's emulation failure (the exit with the
+//! instruction bytes, or #UD) — never a guess.
 
 use crate::vm::Vm;
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 use mmu::Gfn;
-use x86::state::CpuState;
 
 /// Reads guest-physical memory from the memslots' userspace backing (shared memory only).
 /// `EFAULT` for a GPA outside every slot, private memory or an unreadable page.
@@ -35,14 +34,7 @@ pub(crate) fn read_guest_phys(vm: &Vm, mut gpa: u64, buf: &mut [u8]) -> Result {
             .reader()
             .read_slice(&mut buf[done..done + n])?;
         done += n;
-        gpa += n as u64;
+        gpa = gpa.wrapping_add(n as u64);
     }
     Ok(())
-}
-
-/// Skips the intercepted instruction at CS:RIP if it is exactly `expected` (its encoding,
-/// without prefixes); `Ok(false)` if it cannot tell (paging on, other bytes, unreadable).
-pub(crate) fn skip_instruction(vm: &Vm, st: &mut CpuState, expected: &[u8]) -> Result<bool> {
-    // HOOK(exits): decoded by x86emu through the guest's page tables ([`crate::exit_run`]).
-    Ok(crate::exit_run::skip_expected(vm, st, expected))
 }

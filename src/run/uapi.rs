@@ -37,7 +37,6 @@ pub(crate) const KVM_EXIT_INTR: u32 = 10;
 pub(crate) const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
 pub(crate) const KVM_EXIT_IO_IN: u8 = 0;
 pub(crate) const KVM_EXIT_IO_OUT: u8 = 1;
-pub(crate) const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
 pub(crate) const KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: u32 = 4;
 
 /// The vCPU's kvm_run page.

@@ -11,6 +11,7 @@
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
+#include <linux/syscore_ops.h>
 #include <asm/asm.h>
 #include <asm/debugreg.h>
 #include <asm/cpufeature.h>
@@ -20,6 +21,7 @@
 #include <asm/mce.h>
 #include <asm/msr.h>
 #include <asm/processor.h>
+#include <asm/special_insns.h>
 
 #include "glue.h"  /* src/svm/glue.h */
 
@@ -93,6 +95,22 @@ u64 tdxkvm_host_xcr0(void)
 void tdxkvm_xsetbv0(u64 v)
 {
 	xsetbv(XCR_XFEATURE_ENABLED_MASK, v);
+}
+
+/* Whether the host runs with CR4.PKE (PKRU then applies to the host kernel's user accesses). */
+bool tdxkvm_host_ospke(void)
+{
+	return cpu_feature_enabled(X86_FEATURE_OSPKE);
+}
+
+u32 tdxkvm_rdpkru(void)
+{
+	return rdpkru();
+}
+
+void tdxkvm_wrpkru(u32 v)
+{
+	wrpkru(v);
 }
 
 /* ---- SVM on a CPU ---- */
@@ -171,19 +189,72 @@ bool tdxkvm_need_resched(void)
 	return need_resched();
 }
 
-void __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
+bool __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
 
 /*
  * Called with IRQs disabled and GIF clear (upstream svm_vcpu_enter_exit): RFLAGS.IF is set for
  * VMRUN because the host's IF controls whether physical IRQs exit the guest (V_INTR_MASKING);
  * GIF=0 keeps them from being taken by host code until STGI. Lockdep keeps seeing IRQs off,
- * which is what they effectively are.
+ * which is what they effectively are. noinstr as upstream's svm_vcpu_enter_exit: no kprobe or
+ * ftrace hook around the world switch. Returns true if an SVM instruction faulted.
  */
-void tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
+noinstr bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
 {
+	bool faulted;
+
 	raw_local_irq_enable();
-	__tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa);
+	faulted = __tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa);
 	raw_local_irq_disable();
+	return faulted;
+}
+
+/* ---- Syscore: suspend/resume and shutdown (upstream kvm_suspend/kvm_resume/kvm_shutdown) ---- */
+
+struct svm_syscore_cbs {
+	int (*suspend)(void);
+	void (*resume)(void);
+	void (*shutdown)(void);
+};
+
+static struct svm_syscore_cbs svm_cbs;
+
+static int svm_syscore_suspend(void *data)
+{
+	return svm_cbs.suspend();
+}
+
+static void svm_syscore_resume(void *data)
+{
+	svm_cbs.resume();
+}
+
+static void svm_syscore_shutdown(void *data)
+{
+	svm_cbs.shutdown();
+}
+
+static const struct syscore_ops svm_syscore_ops = {
+	.suspend = svm_syscore_suspend,
+	.resume = svm_syscore_resume,
+	.shutdown = svm_syscore_shutdown,
+};
+
+static struct syscore svm_syscore = {
+	.ops = &svm_syscore_ops,
+};
+
+void tdxkvm_svm_syscore_register(int (*suspend)(void), void (*resume)(void),
+				 void (*shutdown)(void))
+{
+	svm_cbs.suspend = suspend;
+	svm_cbs.resume = resume;
+	svm_cbs.shutdown = shutdown;
+	register_syscore(&svm_syscore);
+}
+
+void tdxkvm_svm_syscore_unregister(void)
+{
+	unregister_syscore(&svm_syscore);
 }
 
 /* ---- Remote TLB flush / kick ---- */
@@ -233,6 +304,28 @@ void tdxkvm_machine_check(void)
 	};
 
 	do_machine_check(&regs);
+}
+
+/*
+ * The guest's DR0-3 for VMRUN (DR6/DR7 are in the VMCB): the host's DR7 is cleared first so no
+ * host breakpoint fires on a guest address (upstream vcpu_enter_guest's switch_db_regs path).
+ */
+void tdxkvm_load_guest_db(const u64 *db)
+{
+	set_debugreg(0, 7);
+	set_debugreg(db[0], 0);
+	set_debugreg(db[1], 1);
+	set_debugreg(db[2], 2);
+	set_debugreg(db[3], 3);
+}
+
+/* The guest's DR0-3 after #VMEXIT (upstream sync_dirty_debug_regs). */
+void tdxkvm_save_guest_db(u64 *db)
+{
+	get_debugreg(db[0], 0);
+	get_debugreg(db[1], 1);
+	get_debugreg(db[2], 2);
+	get_debugreg(db[3], 3);
 }
 
 /* After #VMEXIT reset DR7: the host's breakpoints come back (upstream svm_vcpu_run). */

@@ -15,6 +15,9 @@ void tdxkvm_fpu_guest_to_uabi(void *g, void *buf, unsigned int size, u64 xfeatur
 int tdxkvm_fpu_guest_from_uabi(void *g, const void *buf, u64 xcr0, u32 *pkru);
 u64 tdxkvm_host_xcr0(void);
 void tdxkvm_xsetbv0(u64 v);
+bool tdxkvm_host_ospke(void);
+u32 tdxkvm_rdpkru(void);
+void tdxkvm_wrpkru(u32 v);
 bool tdxkvm_svm_cpuid(u32 *features, u32 *nasid);
 u64 tdxkvm_rdmsr(u32 msr);
 void tdxkvm_wrmsr(u32 msr, u64 v);
@@ -27,7 +30,7 @@ void tdxkvm_preempt_enable(void);
 void tdxkvm_local_irq_disable(void);
 void tdxkvm_local_irq_enable(void);
 bool tdxkvm_need_resched(void);
-void tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
+bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
 void *tdxkvm_cpumask_alloc(void);
 void tdxkvm_cpumask_free(void *m);
 void tdxkvm_cpumask_set(void *m, unsigned int cpu);
@@ -36,5 +39,10 @@ void tdxkvm_kick_cpus_wait(void *m);
 void tdxkvm_machine_check(void);
 bool tdxkvm_pgtable_l5_enabled(void);
 void tdxkvm_hw_breakpoint_restore(void);
+void tdxkvm_svm_syscore_register(int (*suspend)(void), void (*resume)(void),
+				 void (*shutdown)(void));
+void tdxkvm_svm_syscore_unregister(void);
+void tdxkvm_load_guest_db(const u64 *db);
+void tdxkvm_save_guest_db(u64 *db);
 
 #endif

@@ -25,6 +25,9 @@ extern "C" {
     ) -> c_int;
     pub(crate) fn tdxkvm_host_xcr0() -> u64;
     pub(crate) fn tdxkvm_xsetbv0(v: u64);
+    pub(crate) fn tdxkvm_host_ospke() -> bool;
+    pub(crate) fn tdxkvm_rdpkru() -> u32;
+    pub(crate) fn tdxkvm_wrpkru(v: u32);
     pub(crate) fn tdxkvm_svm_cpuid(features: *mut u32, nasid: *mut u32) -> bool;
     pub(crate) fn tdxkvm_rdmsr(msr: u32) -> u64;
     pub(crate) fn tdxkvm_wrmsr(msr: u32, v: u64);
@@ -37,7 +40,7 @@ extern "C" {
     pub(crate) fn tdxkvm_local_irq_disable();
     pub(crate) fn tdxkvm_local_irq_enable();
     pub(crate) fn tdxkvm_need_resched() -> bool;
-    pub(crate) fn tdxkvm_svm_enter(gprs: *mut u64, vmcb_pa: u64, host_save_pa: u64);
+    pub(crate) fn tdxkvm_svm_enter(gprs: *mut u64, vmcb_pa: u64, host_save_pa: u64) -> bool;
     pub(crate) fn tdxkvm_cpumask_alloc() -> *mut c_void;
     pub(crate) fn tdxkvm_cpumask_free(m: *mut c_void);
     pub(crate) fn tdxkvm_cpumask_set(m: *mut c_void, cpu: c_uint);
@@ -46,4 +49,12 @@ extern "C" {
     pub(crate) fn tdxkvm_machine_check();
     pub(crate) fn tdxkvm_pgtable_l5_enabled() -> bool;
     pub(crate) fn tdxkvm_hw_breakpoint_restore();
+    pub(crate) fn tdxkvm_svm_syscore_register(
+        suspend: unsafe extern "C" fn() -> c_int,
+        resume: unsafe extern "C" fn(),
+        shutdown: unsafe extern "C" fn(),
+    );
+    pub(crate) fn tdxkvm_svm_syscore_unregister();
+    pub(crate) fn tdxkvm_load_guest_db(db: *const u64);
+    pub(crate) fn tdxkvm_save_guest_db(db: *mut u64);
 }

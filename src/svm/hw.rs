@@ -239,6 +239,47 @@ unsafe extern "C" fn shutdown_this_cpu(_: *mut c_void) {
     unsafe { cpu_disable_svm() };
 }
 
+/// Suspend (syscore: the boot CPU alone, IRQs off; the others went offline through cpuhp): this
+/// CPU leaves SVM, its pages stay (upstream kvm_suspend).
+///
+/// # Safety
+///
+/// Called by the syscore suspend path only.
+unsafe extern "C" fn suspend_cpu() -> c_int {
+    // SAFETY: IRQs off (syscore), our own CPU's data.
+    let sd = unsafe { this_cpu() };
+    if sd.hsave != 0 {
+        // SAFETY: IRQs off; this module enabled SVM here.
+        unsafe { cpu_disable_svm() };
+    }
+    0
+}
+
+/// Resume (syscore, the boot CPU, IRQs off): SVM on again with this CPU's host save area, which
+/// the firmware reset along with `MSR_VM_HSAVE_PA` (upstream kvm_resume); the ASID pool starts
+/// exhausted so the first VMRUN flushes every ASID.
+///
+/// # Safety
+///
+/// Called by the syscore resume path only.
+unsafe extern "C" fn resume_cpu() {
+    // SAFETY: IRQs off (syscore), our own CPU's data.
+    let sd = unsafe { this_cpu() };
+    if sd.hsave == 0 {
+        return;
+    }
+    // SAFETY: IRQs off; the page was allocated by cpu_online and stays until cpu_offline;
+    // SVM was ours on this CPU before the suspend.
+    unsafe {
+        let hsave_pa = glue::tdxkvm_virt_to_pfn(sd.hsave as *mut c_void) << 12;
+        let efer = sg::tdxkvm_rdmsr(MSR_EFER);
+        sg::tdxkvm_wrmsr(MSR_EFER, efer | EFER_SVME);
+        sg::tdxkvm_wrmsr(MSR_VM_HSAVE_PA, hsave_pa);
+    }
+    sd.asid_generation = sd.asid_generation.wrapping_add(1).max(1);
+    sd.next_asid = sd.max_asid + 1;
+}
+
 /// Brings SVM up on every CPU (module load). `Ok(false)`: this host has no usable SVM (the
 /// module runs without it); `EBUSY`: another hypervisor owns SVM; `ENOMEM`.
 pub(crate) fn start(register_emergency: bool) -> Result<bool> {
@@ -255,6 +296,16 @@ pub(crate) fn start(register_emergency: bool) -> Result<bool> {
     }
     if nasid < 2 {
         return Ok(false);
+    }
+    // Another hypervisor (kvm_amd with enable_virt_at_load, or running VMs) owns SVM: refuse
+    // before registering anything. Its emergency callback is registered, so ours would WARN in
+    // cpu_emergency_register_virt_callback and again when unregistering it on the error path.
+    // The cpuhp callback still checks every CPU.
+    // SAFETY: reads EFER on whichever CPU this runs; SVME is set on all CPUs or none by any
+    // hypervisor at rest, and cpu_online re-checks each CPU.
+    if unsafe { sg::tdxkvm_rdmsr(MSR_EFER) } & EFER_SVME != 0 {
+        pr_err!("svm: EFER.SVME already set: SVM belongs to another hypervisor (kvm_amd?)\n");
+        return Err(EBUSY);
     }
     FEATURES.store(features, Ordering::Relaxed);
     NASID.store(nasid, Ordering::Relaxed);
@@ -296,7 +347,7 @@ pub(crate) fn start(register_emergency: bool) -> Result<bool> {
         // otherwise below).
         unsafe {
             glue::tdxkvm_emergency_virt_register(emergency_disable);
-            glue::tdxkvm_syscore_register(shutdown_all_cpus);
+            sg::tdxkvm_svm_syscore_register(suspend_cpu, resume_cpu, shutdown_all_cpus);
         }
     }
     // SAFETY: the hotplug lock, released below.
@@ -309,7 +360,7 @@ pub(crate) fn start(register_emergency: bool) -> Result<bool> {
         if register_emergency {
             // SAFETY: registered above.
             unsafe {
-                glue::tdxkvm_syscore_unregister();
+                sg::tdxkvm_svm_syscore_unregister();
                 glue::tdxkvm_emergency_virt_unregister(emergency_disable);
             }
         }
@@ -345,7 +396,7 @@ pub(crate) fn stop() {
     if REGISTERED.swap(false, Ordering::Relaxed) {
         // SAFETY: registered by `start`.
         unsafe {
-            glue::tdxkvm_syscore_unregister();
+            sg::tdxkvm_svm_syscore_unregister();
             glue::tdxkvm_emergency_virt_unregister(emergency_disable);
         }
     }

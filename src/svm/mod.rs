@@ -8,8 +8,9 @@
 //! CLGI, SKINIT, INVLPGA: `#UD` in the guest, which has no nested SVM), HLT, port I/O (all of
 //! it, through a shared all-ones IOPM), MSRs (a shared MSRPM that passes through only the
 //! MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*),
-//! CPUID, VMMCALL, XSETBV, INVD, MONITOR/MWAIT, RDPRU, RDPMC, every debug-register access (the
-//! guest's DR0-3 are not switched yet) and `#MC` (handed to the host's handler). EFER.SVME is
+//! CPUID, VMMCALL, XSETBV, INVD, WBINVD, MONITOR/MWAIT, RDPRU, RDPMC, and `#MC` (handed to the host's
+//! handler), `#AC` and `#DB` (re-injected). Debug-register accesses are not intercepted: the
+//! guest's DR0-3 are loaded before VMRUN and read back after, DR6/DR7 are the VMCB's. EFER.SVME is
 //! kept set in the VMCB and hidden from the guest ([`x86::svm::store_guest_state`]).
 //!
 //! Host state: `VMRUN`/`#VMEXIT` switch CS/SS/RSP/RIP/RFLAGS/CRs/EFER/GDTR/IDTR through the
@@ -47,6 +48,14 @@ pub(crate) fn npt_gpa_width() -> mmu::GpaWidth {
     }
 }
 const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// Exceptions always intercepted (upstream `init_vmcb`): `#MC` goes to the host's handler;
+/// `#AC` and `#DB` are intercepted so a guest whose IDT makes their delivery raise the same
+/// exception again cannot hold the physical CPU in an endless, uninterruptible microcode
+/// delivery loop (CVE-2015-5307 for #AC, CVE-2015-8104 for #DB). Both are re-injected
+/// (`ac_interception`, `db_interception`) unless userspace guest debugging claims the #DB.
+/// Guest debugging only adds to this set.
+const BASE_EXCEPTIONS: u32 = (1 << vector::AC) | (1 << vector::DB) | (1 << vector::MC);
 
 /// One vCPU's SVM state.
 pub(crate) struct SvmVcpu {
@@ -90,10 +99,11 @@ impl SvmVcpu {
         let vmcb = self.vmcb();
         *vmcb = Vmcb::zeroed();
         let c = &mut vmcb.control;
-        // Every debug-register read and write: the guest's DR0-3 are not switched.
+        // No debug-register access is intercepted: the guest's DR0-3 are switched around VMRUN
+        // and DR6/DR7 live in the VMCB (upstream's KVM_DEBUGREG_WONT_EXIT mode, always on).
         c.intercepts[intercept::CR] = 0;
-        c.intercepts[intercept::DR] = 0x00ff_00ff;
-        c.intercepts[intercept::EXCEPTION] = (1 << vector::MC) | extra;
+        c.intercepts[intercept::DR] = 0;
+        c.intercepts[intercept::EXCEPTION] = BASE_EXCEPTIONS | extra;
         c.intercepts[3] = intercept::INTR
             | intercept::NMI
             | intercept::SMI
@@ -112,6 +122,7 @@ impl SvmVcpu {
             | intercept::STGI
             | intercept::CLGI
             | intercept::SKINIT
+            | intercept::WBINVD
             | intercept::MONITOR
             | intercept::MWAIT
             | intercept::MWAIT_COND
@@ -134,11 +145,12 @@ impl SvmVcpu {
         self.init_vmcb(ncr3);
     }
 
-    /// Sets the extra exception vectors to intercept (bit n = vector n; #MC stays).
+    /// Sets the extra exception vectors to intercept (bit n = vector n); the
+    /// [`BASE_EXCEPTIONS`] stay intercepted whatever `mask` says.
     #[allow(dead_code)]
     pub(crate) fn set_exception_intercepts(&mut self, mask: u32) {
-        self.extra_exceptions = mask & !(1 << vector::MC);
-        let v = (1 << vector::MC) | self.extra_exceptions;
+        self.extra_exceptions = mask & !BASE_EXCEPTIONS;
+        let v = BASE_EXCEPTIONS | self.extra_exceptions;
         self.vmcb().control.intercepts[intercept::EXCEPTION] = v;
     }
 
@@ -202,40 +214,80 @@ impl SvmVcpu {
             vmcb.control.int_state = u32::from(st.events.interrupt_shadow != 0);
         }
         // SAFETY: IRQs off; this CPU's data.
-        let host_save_pa = unsafe { hw::this_cpu() }.save_area_pa;
+        let sd = unsafe { hw::this_cpu() };
+        let host_save_pa = sd.save_area_pa;
+        if host_save_pa == 0 {
+            // SVM is not (or no longer) set up on this CPU: VMRUN would fault or use page 0 as
+            // its host save area. Fail the entry; the caller marks the VM bugged.
+            return ExitInfo {
+                exit: Exit::EntryFault,
+                code: exit::INVALID,
+                info1: 0,
+                info2: 0,
+            };
+        }
         let switch_xcr0 = st.cr4 & CR4_OSXSAVE != 0 && st.xcr0 != host_xcr0;
-        // SAFETY: MSR and XCR accesses with IRQs off (caller's contract); the values were
-        // checked by the caller (XCR0) or are plain data (TSC_AUX's low 32 bits).
-        let host_aux = unsafe {
+        let guest_aux = st.msrs.tsc_aux & 0xffff_ffff;
+        // SAFETY: reads a boot-time CPU feature.
+        let host_pku = unsafe { glue::tdxkvm_host_ospke() };
+        // SAFETY: GIF cleared around the run (upstream svm_vcpu_run); the VMCB is valid and
+        // ours, the host save area is this CPU's, `st.gprs` is 16 writable words. The MSR
+        // and XCR accesses run with IRQs off (caller's contract); the values were checked by
+        // the caller (XCR0) or are plain data (TSC_AUX's low 32 bits). The guest's XCR0 and
+        // TSC_AUX are loaded after CLGI and the host's restored before STGI (upstream
+        // kvm_load_guest_xsave_state / kvm_load_host_xsave_state): an NMI pending at STGI is
+        // taken with the host's values.
+        let faulted = unsafe {
+            glue::tdxkvm_clgi();
             let host_aux = glue::tdxkvm_rdmsr(MSR_TSC_AUX);
-            let guest_aux = st.msrs.tsc_aux & 0xffff_ffff;
             if guest_aux != host_aux {
                 glue::tdxkvm_wrmsr(MSR_TSC_AUX, guest_aux);
             }
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(st.xcr0);
             }
-            host_aux
-        };
-        // SAFETY: GIF cleared around the run (upstream svm_vcpu_run); the VMCB is valid and
-        // ours, the host save area is this CPU's, `st.gprs` is 16 writable words.
-        unsafe {
-            glue::tdxkvm_clgi();
-            glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
-            glue::tdxkvm_stgi();
-        }
-        // SAFETY: as above, IRQs still off.
-        unsafe {
+            // PKRU: the guest may set CR4.PKE and WRPKRU (CR4 writes are not intercepted), so
+            // whenever the host uses PKU the guest's value is loaded and read back, and the
+            // host's restored, inside GIF=0 (upstream kvm_load_{guest,host}_xsave_state).
+            let host_pkru = host_pku.then(|| glue::tdxkvm_rdpkru());
+            if let Some(h) = host_pkru {
+                if st.pkru != h {
+                    glue::tdxkvm_wrpkru(st.pkru);
+                }
+            }
+            glue::tdxkvm_load_guest_db(st.db.as_ptr());
+            let f = glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
+            glue::tdxkvm_save_guest_db(st.db.as_mut_ptr());
+            if let Some(h) = host_pkru {
+                st.pkru = glue::tdxkvm_rdpkru();
+                if st.pkru != h {
+                    glue::tdxkvm_wrpkru(h);
+                }
+            }
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(host_xcr0);
             }
-            if st.msrs.tsc_aux & 0xffff_ffff != host_aux {
+            if guest_aux != host_aux {
                 glue::tdxkvm_wrmsr(MSR_TSC_AUX, host_aux);
             }
             crate::svm::glue::tdxkvm_hw_breakpoint_restore();
-        }
+            glue::tdxkvm_stgi();
+            f
+        };
         let vmcb = self.vmcb();
         vmcb.control.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
+        if faulted {
+            // An SVM instruction faulted: the exit code is the previous exit's and must not be
+            // acted on again (upstream: kvm_spurious_fault). The entry failed; the events that
+            // were to be injected stay as they are, the caller marks the VM bugged.
+            vmcb.control.exit_code = exit::INVALID;
+            return ExitInfo {
+                exit: Exit::EntryFault,
+                code: exit::INVALID,
+                info1: 0,
+                info2: 0,
+            };
+        }
         let code = vmcb.control.exit_code;
         let (info1, info2) = (vmcb.control.exit_info_1, vmcb.control.exit_info_2);
         let int_info = vmcb.control.exit_int_info;
@@ -282,15 +334,14 @@ impl SvmVcpu {
 /// `svm_inject_nmi`, in `kvm_check_and_inject_events`' priority): an exception being
 /// re-injected or pending first (a pending one becomes injected: in flight until the exit
 /// says it was delivered), then an interrupt or NMI whose delivery was cut short. A #PF's
-/// payload is its CR2, written before the injection (upstream `kvm_deliver_exception_payload`).
+/// payload is its CR2, a #DB's its DR6 bits, written before the injection (upstream
+/// `kvm_deliver_exception_payload`).
 fn event_to_inject(st: &mut CpuState) -> (u32, u32) {
     let e = &mut st.events.exception;
     if e.pending || e.injected {
         if e.pending && e.has_payload {
-            if e.vector == vector::PF {
-                st.cr2 = e.payload;
-            }
-            e.has_payload = false;
+            // #PF: CR2; #DB: the DR6 bits (upstream kvm_deliver_exception_payload).
+            x86::events::deliver_exception_payload(st);
         }
         let e = &mut st.events.exception;
         e.pending = false;
@@ -347,6 +398,7 @@ fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
         exit::VMMCALL => Exit::Vmmcall,
         exit::XSETBV => Exit::Xsetbv,
         exit::INVD => Exit::Invd,
+        exit::WBINVD => Exit::Wbinvd,
         exit::VMRUN
         | exit::VMLOAD
         | exit::VMSAVE

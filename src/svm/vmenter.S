@@ -3,7 +3,7 @@
  * VMRUN (upstream arch/x86/kvm/svm/vmenter.S, __svm_vcpu_run, without the speculation
  * mitigations this kernel is built without: CONFIG_CPU_MITIGATIONS=n).
  *
- * void __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
+ * bool __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
  *
  * @gprs: the guest's 16 GPRs in encoding order (RAX=0 ... R15=15); RAX and RSP travel in the
  *        VMCB, the other 14 are loaded before VMRUN and stored after.
@@ -14,6 +14,14 @@
  *        no per-CPU data may be touched: everything needed after VMRUN is on the stack.
  *
  * Called with IRQs enabled but GIF clear (see tdxkvm_svm_enter).
+ *
+ * Returns true if an SVM instruction faulted (EFER.SVME clear, a bad VMCB or save-area address):
+ * the VMCB's exit code is then stale and must not be acted on (upstream fixups end in
+ * kvm_spurious_fault unless rebooting; the caller fails the entry instead).
+ *
+ * In .noinstr.text as upstream's __svm_vcpu_run: between the guest VMLOAD and the host VMLOAD
+ * GS.base is the guest's, so no kprobe (int3, not a paranoid entry) or ftrace hook may fire
+ * in here; the whole window is in this function.
  */
 #include <linux/linkage.h>
 #include <asm/asm.h>
@@ -36,7 +44,7 @@
 #define G_R14	112
 #define G_R15	120
 
-.text
+.section .noinstr.text, "ax"
 
 SYM_FUNC_START(__tdxkvm_svm_vcpu_run)
 	push %rbp
@@ -46,6 +54,9 @@ SYM_FUNC_START(__tdxkvm_svm_vcpu_run)
 	push %r13
 	push %r12
 	push %rbx
+
+	/* Fault flag (the return value): set by the fixups below. */
+	push $0
 
 	/* Needed after VMRUN, popped in reverse order. */
 	push %rdx	/* host save area */
@@ -110,6 +121,7 @@ SYM_FUNC_START(__tdxkvm_svm_vcpu_run)
 	xor %r10d, %r10d
 	xor %r11d, %r11d
 
+	pop %rax	/* fault flag */
 	pop %rbx
 	pop %r12
 	pop %r13
@@ -119,12 +131,32 @@ SYM_FUNC_START(__tdxkvm_svm_vcpu_run)
 	RET
 
 	/*
-	 * A fault on an SVM instruction only happens when EFER.SVME was cleared under us (the
-	 * emergency-reboot path): carry on, the machine is going down.
+	 * A fault on an SVM instruction: note it in the fault flag (its stack offset depends on
+	 * what is still pushed at that point) and restore the host state as far as it was
+	 * switched.
+	 * - Host VMSAVE (1b) or guest VMLOAD (3b): the host's FS/GS/TR/... are still loaded and
+	 *   no guest register either: skip everything (a host VMLOAD from a save area the VMSAVE
+	 *   did not fill would corrupt GS.base).
+	 * - VMRUN (5b): the guest's VMLOAD state is live: the normal path stores the (unchanged)
+	 *   guest GPRs back and VMLOADs the host's.
 	 */
-	_ASM_EXTABLE(1b, 2b)
-	_ASM_EXTABLE(3b, 4b)
-	_ASM_EXTABLE(5b, 6b)
-	_ASM_EXTABLE(7b, 8b)
-	_ASM_EXTABLE(9b, 10b)
+.Lfault_early:
+	movq $1, 24(%rsp)
+	add $24, %rsp	/* gprs, VMCB, host save area */
+	jmp 10b
+.Lfault_vmrun:
+	movq $1, 24(%rsp)
+	jmp 6b
+.Lfault_7:		/* host save area above the flag */
+	movq $1, 8(%rsp)
+	jmp 8b
+.Lfault_9:		/* nothing above the flag */
+	movq $1, (%rsp)
+	jmp 10b
+
+	_ASM_EXTABLE(1b, .Lfault_early)
+	_ASM_EXTABLE(3b, .Lfault_early)
+	_ASM_EXTABLE(5b, .Lfault_vmrun)
+	_ASM_EXTABLE(7b, .Lfault_7)
+	_ASM_EXTABLE(9b, .Lfault_9)
 SYM_FUNC_END(__tdxkvm_svm_vcpu_run)

@@ -168,6 +168,10 @@ pub struct CpuState {
     /// `pdptrs_from_userspace`); None: the guest's memory at CR3 holds them.
     pub pdptrs: Option<[u64; 4]>,
     // ---- Fields appended by the backends (svm: below this line only) ----
+    /// The guest's PKRU (upstream `vcpu->arch.pkru`): not in the guest fpstate, the backend
+    /// loads it after CLGI and reads it back before STGI when the host has PKU; KVM_GET/SET_XSAVE
+    /// carry it in the PKRU component.
+    pub pkru: u32,
 }
 
 /// An exception queued for the guest (upstream `struct kvm_queued_exception`).

@@ -638,6 +638,89 @@ fn hostile_state() -> Result<(), String> {
     )
 }
 
+fn ram_u32(m: &Mem, off: usize) -> u32 {
+    u32::from_le_bytes([
+        m.read(off),
+        m.read(off + 1),
+        m.read(off + 2),
+        m.read(off + 3),
+    ])
+}
+
+/// A guest that writes DR0 and DR7 and reads them back (Linux guests touch DR7 at boot), then,
+/// after userspace set DR1 with KVM_SET_DEBUGREGS, reads DR1.
+const DR_GUEST: &[u8] = &[
+    0x66, 0xb8, 0x78, 0x56, 0x34, 0x12, // mov eax, 0x12345678
+    0x0f, 0x23, 0xc0, // mov dr0, eax
+    0x66, 0xb8, 0x01, 0x04, 0x00, 0x00, // mov eax, 0x401
+    0x0f, 0x23, 0xf8, // mov dr7, eax
+    0x0f, 0x21, 0xc3, // mov ebx, dr0
+    0x0f, 0x21, 0xf8, // mov eax, dr7
+    0x66, 0xa3, 0x00, 0x10, // mov [0x1000], eax
+    0x66, 0x89, 0x1e, 0x04, 0x10, // mov [0x1004], ebx
+    0xf4, // hlt
+    0x0f, 0x21, 0xc9, // mov ecx, dr1
+    0x66, 0x89, 0x0e, 0x08, 0x10, // mov [0x1008], ecx
+    0xf4, // hlt
+];
+
+fn debug_registers_guest() -> Result<(), String> {
+    let g = Guest::new(DR_GUEST, 0x10000)?;
+    let mut v = g.vcpu(0)?;
+    match v.run().map_err(|e| format!("run 1: {e}"))? {
+        VcpuExit::Hlt => {}
+        e => return Err(format!("run 1 (DR writes/reads): {e:?}")),
+    }
+    eq(ram_u32(&g.ram, 0x1000), 0x401, "guest reads back DR7")?;
+    eq(ram_u32(&g.ram, 0x1004), 0x1234_5678, "guest reads back DR0")?;
+    let mut d = v
+        .get_debug_regs()
+        .map_err(|e| format!("KVM_GET_DEBUGREGS: {e}"))?;
+    eq(d.db[0], 0x1234_5678, "KVM_GET_DEBUGREGS db[0]")?;
+    eq(d.dr7, 0x401, "KVM_GET_DEBUGREGS dr7")?;
+    d.db[1] = 0xabcd_0000;
+    v.set_debug_regs(&d)
+        .map_err(|e| format!("KVM_SET_DEBUGREGS: {e}"))?;
+    match v.run().map_err(|e| format!("run 2: {e}"))? {
+        VcpuExit::Hlt => {}
+        e => return Err(format!("run 2 (DR1 read): {e:?}")),
+    }
+    eq(
+        ram_u32(&g.ram, 0x1008),
+        0xabcd_0000,
+        "guest reads DR1 set by KVM_SET_DEBUGREGS",
+    )?;
+    let d = v
+        .get_debug_regs()
+        .map_err(|e| format!("KVM_GET_DEBUGREGS 2: {e}"))?;
+    eq(d.db[0], 0x1234_5678, "db[0] kept across runs")?;
+    Ok(())
+}
+
+/// INVD and WBINVD 100 times each: every one exits (upstream intercepts both and skips them
+/// in the kernel) and the loop still ends in HLT.
+fn invd_wbinvd_exit() -> Result<(), String> {
+    let code: &[u8] = &[
+        0xb9, 0x64, 0x00, // mov cx, 100
+        0x0f, 0x08, // l: invd
+        0x0f, 0x09, // wbinvd
+        0xe2, 0xfa, // loop l
+        0xf4, // hlt
+    ];
+    let g = Guest::new(code, 0x1000)?;
+    let mut v = g.vcpu(0)?;
+    let e0 = vcpu_stat(&v, "exits").ok_or("no exits stat")?;
+    match v.run().map_err(|e| format!("run: {e}"))? {
+        VcpuExit::Hlt => {}
+        e => return Err(format!("run: {e:?}")),
+    }
+    let n = vcpu_stat(&v, "exits").ok_or("no exits stat")? - e0;
+    if n < 200 {
+        return Err(format!("{n} exits for 100 INVD + 100 WBINVD"));
+    }
+    Ok(())
+}
+
 /// Returns 0 when the run loop can execute guests here (SVM), else why not.
 fn svm_runs() -> Option<&'static str> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -699,6 +782,12 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("run_close_vm_fd_while_running", Any, |_| {
             with_svm(close_vm_while_running)
+        }),
+        ("run_guest_debug_registers_and_debugregs", Any, |_| {
+            with_svm(debug_registers_guest)
+        }),
+        ("run_invd_wbinvd_exit_and_are_skipped", Any, |_| {
+            with_svm(invd_wbinvd_exit)
         }),
     ]
 }
