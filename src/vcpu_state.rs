@@ -861,108 +861,6 @@ fn enable_cap(vcpu: &Vcpu, arg: usize) -> Result<isize> {
 
 // ---- KVM_TRANSLATE ----
 
-/// Guest-physical memory for the page-table walker: each access pins the backing page of the
-/// memslot's user mapping (upstream reads and cmpxchgs the HVA), touches it through the kernel
-/// mapping, and unpins it. No memslot is [`x86emu::NotRam`]; a compare-exchange (accessed bits)
-/// needs a writable slot.
-struct SlotMem<'a> {
-    vcpu: &'a Vcpu,
-}
-
-impl SlotMem<'_> {
-    /// Runs `f` on the kernel address of `gpa` (naturally aligned, `size` bytes).
-    fn with<R>(
-        &self,
-        gpa: u64,
-        write: bool,
-        f: impl FnOnce(*mut u8) -> R,
-    ) -> core::result::Result<R, x86emu::NotRam> {
-        let (hva, readonly) = {
-            let st = self.vcpu.vm().memslots().lock();
-            let gfn = mmu::Gfn::new(gpa >> 12);
-            let slot = st.slots.lookup(gfn).ok_or(x86emu::NotRam)?;
-            (slot.gfn_to_hva(gfn), slot.is_readonly())
-        };
-        if write && readonly {
-            return Err(x86emu::NotRam);
-        }
-        let mut page = core::ptr::null_mut();
-        let mut pfn = 0u64;
-        let mut writable = false;
-        // SAFETY: GUP on the current mm (the VM's creator: the vCPU ioctl checked it); fills the
-        // out-parameters on success.
-        let r =
-            unsafe { glue::tdxkvm_gup(hva, write, !readonly, &mut page, &mut pfn, &mut writable) };
-        if r < 0 {
-            return Err(x86emu::NotRam);
-        }
-        // SAFETY: `pfn` is the page GUP pinned (a reference is held until `tdxkvm_put_page`),
-        // so its direct-map address is valid for the page.
-        let virt = unsafe { glue::tdxkvm_pfn_to_virt(pfn) }.cast::<u8>();
-        // `gpa & 0xfff` plus the access size stays inside the page (natural alignment).
-        let out = f(virt.wrapping_add((gpa & 0xfff) as usize));
-        // SAFETY: the reference GUP took above, dropped once.
-        unsafe { glue::tdxkvm_put_page(page) };
-        Ok(out)
-    }
-}
-
-impl x86emu::GuestPhys for SlotMem<'_> {
-    fn read_u32(&mut self, gpa: x86emu::Gpa) -> core::result::Result<u32, x86emu::NotRam> {
-        // SAFETY: `p` is 4-byte aligned inside the pinned page; the guest may write it
-        // concurrently, hence a volatile read.
-        self.with(gpa.0 & !3, false, |p| unsafe {
-            core::ptr::read_volatile(p.cast::<u32>())
-        })
-    }
-
-    fn read_u64(&mut self, gpa: x86emu::Gpa) -> core::result::Result<u64, x86emu::NotRam> {
-        // SAFETY: as above, 8-byte aligned.
-        self.with(gpa.0 & !7, false, |p| unsafe {
-            core::ptr::read_volatile(p.cast::<u64>())
-        })
-    }
-
-    fn cmpxchg_u32(
-        &mut self,
-        gpa: x86emu::Gpa,
-        old: u32,
-        new: u32,
-    ) -> core::result::Result<bool, x86emu::NotRam> {
-        self.with(gpa.0 & !3, true, |p| {
-            // SAFETY: `p` is 4-byte aligned inside the pinned, writable page; other vCPUs and
-            // userspace access it concurrently, which is what the atomic is for.
-            let a = unsafe { core::sync::atomic::AtomicU32::from_ptr(p.cast()) };
-            a.compare_exchange(
-                old,
-                new,
-                core::sync::atomic::Ordering::SeqCst,
-                core::sync::atomic::Ordering::SeqCst,
-            )
-            .is_ok()
-        })
-    }
-
-    fn cmpxchg_u64(
-        &mut self,
-        gpa: x86emu::Gpa,
-        old: u64,
-        new: u64,
-    ) -> core::result::Result<bool, x86emu::NotRam> {
-        self.with(gpa.0 & !7, true, |p| {
-            // SAFETY: as above, 8-byte aligned.
-            let a = unsafe { core::sync::atomic::AtomicU64::from_ptr(p.cast()) };
-            a.compare_exchange(
-                old,
-                new,
-                core::sync::atomic::Ordering::SeqCst,
-                core::sync::atomic::Ordering::SeqCst,
-            )
-            .is_ok()
-        })
-    }
-}
-
 /// The walker's view of the guest CPU (MAXPHYADDR, PSE-36, 1 GiB pages): from the vCPU's CPUID;
 /// 1 GiB pages as the host has them (upstream with TDP: the hardware walker allows them).
 fn walk_config(l: &VcpuLocked) -> x86emu::walk::WalkConfig {
@@ -984,7 +882,9 @@ fn translate(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         let l = vcpu.lock();
         let cfg = walk_config(&l);
         let regs = x86emu::walk::PagingRegs::from_state(&l.arch);
-        let mut mem = SlotMem { vcpu };
+        // The same guest-memory access the emulator uses (accessed-bit updates mark the page
+        // dirty, as upstream's walker does).
+        let mut mem = crate::guest_mem::MemEnv::new(vcpu.vm());
         x86emu::walk::translate(&regs, &cfg, &mut mem, tr.linear_address)
     };
     tr.physical_address = t.physical_address;
