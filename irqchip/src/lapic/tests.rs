@@ -1,0 +1,811 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Host tests of the local APIC model against upstream 6.12's values and rules.
+
+use super::regs::*;
+use super::*;
+use crate::irq::{DeliveryMode, LapicIrq, Shorthand};
+
+const NOW: Now = Now {
+    ns: 1_000_000_000,
+    guest_tsc: 5_000_000_000,
+    tsc_khz: 2_000_000,
+};
+
+fn new_apic(id: u32, bsp: bool) -> (Lapic, Pir) {
+    let pir = Pir::new();
+    let mut a = Lapic::new(id, VmApicConfig::default());
+    a.set_cpuid(true, true);
+    let _ = a.reset(false, bsp, true, &pir);
+    (a, pir)
+}
+
+fn enabled(id: u32) -> (Lapic, Pir) {
+    let (mut a, p) = new_apic(id, id == 0);
+    a.reg_write(APIC_SPIV, 0x1ff, &NOW).unwrap();
+    (a, p)
+}
+
+fn to_x2apic(a: &mut Lapic) {
+    let base = a.apic_base() | X2APIC_ENABLE;
+    a.set_base(base, false, 48).unwrap();
+}
+
+fn fixed(vector: u8, dest: u32, logical: bool) -> LapicIrq {
+    LapicIrq {
+        vector,
+        delivery_mode: DeliveryMode::Fixed,
+        dest_logical: logical,
+        level_triggered: false,
+        level: true,
+        shorthand: Shorthand::None,
+        dest_id: dest,
+        msi_redir_hint: false,
+    }
+}
+
+#[test]
+fn reset_values_bsp_and_ap() {
+    let (a, _) = new_apic(0, true);
+    assert_eq!(a.apic_base(), 0xfee0_0900);
+    assert_eq!(a.reg(APIC_ID), 0);
+    assert_eq!(a.reg(APIC_LVR), 0x0005_0014);
+    assert_eq!(a.reg(APIC_LVTT), 0x1_0000);
+    assert_eq!(a.reg(APIC_LVTTHMR), 0x1_0000);
+    assert_eq!(a.reg(APIC_LVTPC), 0x1_0000);
+    assert_eq!(a.reg(APIC_LVT0), 0x700, "LINT0_REENABLED quirk on the BSP");
+    assert_eq!(a.reg(APIC_LVT1), 0x1_0000);
+    assert_eq!(a.reg(APIC_LVTERR), 0x1_0000);
+    assert_eq!(a.reg(APIC_LVTCMCI), 0, "no CMCI entry without MCG_CMCI_P");
+    assert_eq!(a.reg(APIC_DFR), 0xffff_ffff);
+    assert_eq!(a.reg(APIC_SPIV), 0xff);
+    assert!(!a.sw_enabled());
+    for r in [
+        APIC_TASKPRI,
+        APIC_PROCPRI,
+        APIC_LDR,
+        APIC_ESR,
+        APIC_ICR,
+        APIC_ICR2,
+    ] {
+        assert_eq!(a.reg(r), 0, "reg {r:#x}");
+    }
+    assert_eq!(a.reg(APIC_TDCR), 0);
+    assert!(a.accept_pic_intr());
+
+    let (b, _) = new_apic(3, false);
+    assert_eq!(b.apic_base(), 0xfee0_0800);
+    assert_eq!(b.reg(APIC_ID), 3 << 24);
+    assert_eq!(b.reg(APIC_LVT0), 0x1_0000);
+    assert!(!b.accept_pic_intr());
+}
+
+#[test]
+fn version_register_variants() {
+    let pir = Pir::new();
+    let mut a = Lapic::new(0, VmApicConfig::default());
+    let _ = a.reset(false, true, true, &pir);
+    assert_eq!(a.reg(APIC_LVR), 0x0005_0014);
+    a.set_mcg_cmci(true);
+    assert_eq!(a.reg(APIC_LVR), 0x0006_0014);
+    assert_eq!(a.reg(APIC_LVTCMCI), APIC_LVT_MASKED);
+    // Split irqchip (no in-kernel IOAPIC) + x2APIC in CPUID: directed EOI advertised.
+    let mut s = Lapic::new(
+        0,
+        VmApicConfig {
+            ioapic_in_kernel: false,
+            bus_cycle_ns: 1,
+        },
+    );
+    s.set_cpuid(true, true);
+    let _ = s.reset(false, true, true, &pir);
+    assert_eq!(s.reg(APIC_LVR), 0x0105_0014);
+    s.reg_write(APIC_SPIV, 0x11ff, &NOW).unwrap();
+    assert_eq!(s.reg(APIC_SPIV), 0x11ff);
+    // Without the LVR bit, SPIV bit 12 is not writable.
+    a.reg_write(APIC_SPIV, 0x11ff, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_SPIV), 0x1ff);
+}
+
+#[test]
+fn apic_base_transitions() {
+    let (mut a, _) = new_apic(1, false);
+    // Same value: no-op even with reserved bits elsewhere being irrelevant.
+    assert!(a.set_base(0xfee0_0800, false, 48).is_ok());
+    // Reserved bits 7:0, 9, above MAXPHYADDR.
+    assert_eq!(a.set_base(0xfee0_0801, false, 48), Err(Fault));
+    assert_eq!(a.set_base(0xfee0_0a00, false, 48), Err(Fault));
+    assert_eq!(a.set_base(1 << 48 | 0xfee0_0800, false, 48), Err(Fault));
+    assert!(a.set_base(1 << 47 | 0xfee0_0800, false, 48).is_ok());
+    assert!(a.set_base(0xfee0_0800, false, 48).is_ok());
+    // BSP bit is writable.
+    assert!(a.set_base(0xfee0_0900, false, 48).is_ok());
+    assert!(a.set_base(0xfee0_0800, false, 48).is_ok());
+    // EXTD without EN: invalid.
+    assert_eq!(a.set_base(0xfee0_0400, true, 48), Err(Fault));
+    // xAPIC -> x2APIC; x2APIC -> xAPIC refused for the guest, allowed to the host.
+    let fx = a.set_base(0xfee0_0c00, false, 48).unwrap();
+    assert!(fx.mode_changed && fx.dest_changed);
+    assert_eq!(a.reg(APIC_ID), 1);
+    assert_eq!(a.reg(APIC_LDR), 0x2);
+    assert_eq!(a.set_base(0xfee0_0800, false, 48), Err(Fault));
+    assert!(a.set_base(0xfee0_0800, true, 48).is_ok());
+    assert_eq!(a.reg(APIC_ID), 1 << 24);
+    // x2APIC -> disabled -> x2APIC: the second step only for the host.
+    assert!(a.set_base(0xfee0_0c00, false, 48).is_ok());
+    assert!(a.set_base(0xfee0_0000, false, 48).is_ok());
+    assert!(!a.hw_enabled());
+    assert_eq!(a.set_base(0xfee0_0c00, false, 48), Err(Fault));
+    assert!(a.set_base(0xfee0_0c00, true, 48).is_ok());
+    // EXTD needs x2APIC in CPUID.
+    let pir = Pir::new();
+    let mut b = Lapic::new(2, VmApicConfig::default());
+    let _ = b.reset(false, false, true, &pir);
+    assert_eq!(b.set_base(0xfee0_0c00, true, 48), Err(Fault));
+}
+
+#[test]
+fn xapic_id_ldr_dfr_writes() {
+    let (mut a, _) = enabled(5);
+    a.reg_write(APIC_ID, 0x0712_3456, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_ID), 0x0700_0000);
+    a.reg_write(APIC_LDR, 0x1234_5678, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_LDR), 0x1200_0000);
+    a.reg_write(APIC_DFR, 0, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_DFR), 0x0fff_ffff);
+    let d = a.dest_info();
+    assert_eq!(d.xapic_id(), 7);
+    assert_eq!(d.logical_id(), 0x12);
+    assert_eq!(d.dfr(), DfrModel::Cluster);
+    assert!(d.enabled() && !d.x2apic_mode());
+}
+
+#[test]
+fn ppr_cases() {
+    let (mut a, _) = enabled(0);
+    // TPR only.
+    a.reg_write(APIC_TASKPRI, 0x35, &NOW).unwrap();
+    assert_eq!(a.mmio_read(APIC_PROCPRI, 4, 0), Some(0x35));
+    // ISR class above TPR class: PPR = ISR & 0xf0.
+    assert!(a.accept_vector(0x61, false));
+    assert_eq!(a.ack(), Some(0x61));
+    assert_eq!(a.ppr(), 0x60);
+    // TPR class equal to ISR class: PPR = TPR.
+    a.reg_write(APIC_TASKPRI, 0x6a, &NOW).unwrap();
+    assert_eq!(a.ppr(), 0x6a);
+    // TPR class above: PPR = TPR.
+    a.reg_write(APIC_TASKPRI, 0x7f, &NOW).unwrap();
+    assert_eq!(a.ppr(), 0x7f);
+    a.reg_write(APIC_TASKPRI, 0, &NOW).unwrap();
+    assert_eq!(a.ppr(), 0x60);
+    a.reg_write(APIC_EOI, 0, &NOW).unwrap();
+    assert_eq!(a.ppr(), 0);
+    // TPR write masks to 8 bits; CR8 view.
+    a.reg_write(APIC_TASKPRI, 0x1234_56c7, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_TASKPRI), 0xc7);
+    assert_eq!(a.cr8(), 0xc);
+    let _ = a.set_cr8(0x13);
+    assert_eq!(a.reg(APIC_TASKPRI), 0x30);
+}
+
+#[test]
+fn irr_isr_ack_eoi_nesting() {
+    let (mut a, pir) = enabled(0);
+    // Same priority class as the in-service vector is blocked.
+    assert!(pir.post(a.dest_info(), &fixed(0x51, 0, false)));
+    let _ = a.sync_pir(&pir, &NOW);
+    assert_eq!(a.ack(), Some(0x51));
+    assert!(a.accept_vector(0x5f, false));
+    assert_eq!(a.has_interrupt(), None);
+    // Higher class nests.
+    assert!(a.accept_vector(0x80, true));
+    assert_eq!(a.ack(), Some(0x80));
+    assert_eq!(a.highest_isr(), Some(0x80));
+    let e = a.eoi().unwrap();
+    assert_eq!(
+        e,
+        Eoi {
+            vector: 0x80,
+            level: true,
+            directed: false
+        }
+    );
+    let e = a.eoi().unwrap();
+    assert_eq!(e.vector, 0x51);
+    assert!(!e.level);
+    assert_eq!(a.ack(), Some(0x5f));
+    let fx = a.reg_write(APIC_EOI, 0, &NOW).unwrap();
+    assert_eq!(fx.eoi.map(|e| e.vector), Some(0x5f));
+    // EOI with nothing in service.
+    assert_eq!(a.reg_write(APIC_EOI, 0, &NOW).unwrap().eoi, None);
+    // Disabled APIC (EN=0): no interrupt.
+    assert!(a.accept_vector(0x90, false));
+    a.set_base(0xfee0_0100, false, 48).unwrap();
+    assert_eq!(a.has_interrupt(), None);
+}
+
+#[test]
+fn sw_disabled_drops_fixed_and_masks_lvts() {
+    let (mut a, pir) = new_apic(0, true);
+    assert!(!pir.post(a.dest_info(), &fixed(0x40, 0, false)));
+    assert!(!a.accept_vector(0x40, false));
+    // LVT writes while software-disabled are forced masked.
+    a.reg_write(APIC_LVT1, 0x400, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_LVT1), 0x1_0400);
+    a.reg_write(APIC_SPIV, 0x1ff, &NOW).unwrap();
+    a.reg_write(APIC_LVT1, 0x400, &NOW).unwrap();
+    a.reg_write(APIC_LVTT, 0x2_00ef, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_LVTT), 0x2_00ef);
+    // Software disable masks every LVT.
+    a.reg_write(APIC_SPIV, 0xff, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_LVT1), 0x1_0400);
+    assert_eq!(a.reg(APIC_LVTT), 0x3_00ef);
+    assert_eq!(a.reg(APIC_LVT0), 0x1_0700);
+}
+
+#[test]
+fn lvt_write_masks() {
+    let (mut a, _) = enabled(0);
+    a.reg_write(APIC_LVT0, 0xffff_ffff, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_LVT0), 0x1_f7ff);
+    a.reg_write(APIC_LVTERR, 0xffff_ffff, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_LVTERR), 0x1_10ff);
+    a.reg_write(APIC_LVTPC, 0xffff_ffff, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_LVTPC), 0x1_17ff);
+    a.reg_write(APIC_LVTT, 0xffff_ffff, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_LVTT), 0x7_10ff);
+    // No CMCI entry: write refused.
+    assert_eq!(a.reg_write(APIC_LVTCMCI, 0, &NOW), Err(Fault));
+}
+
+#[test]
+fn mmio_sizes_and_reserved() {
+    let (mut a, _) = enabled(0x12);
+    assert_eq!(a.mmio_read(APIC_ID, 4, 0), Some(0x1200_0000));
+    assert_eq!(a.mmio_read(APIC_ID + 3, 1, 0), Some(0x12));
+    assert_eq!(a.mmio_read(APIC_ID + 2, 2, 0), Some(0x1200));
+    assert_eq!(a.mmio_read(APIC_ID + 2, 4, 0), None, "crosses the register");
+    assert_eq!(a.mmio_read(APIC_ID + 4, 4, 0), None);
+    assert_eq!(a.mmio_read(APIC_ID, 3, 0), None);
+    assert_eq!(a.mmio_read(APIC_ID, 8, 0), None);
+    assert_eq!(a.mmio_read(0x10, 4, 0), None, "reserved");
+    assert_eq!(a.mmio_read(APIC_EOI, 4, 0), None, "write-only");
+    assert_eq!(a.mmio_read(APIC_RRR, 4, 0), None);
+    assert_eq!(a.mmio_read(APIC_SELF_IPI, 4, 0), None);
+    assert_eq!(a.mmio_read(0x400, 4, 0), None);
+    assert_eq!(a.mmio_read(0xff0, 4, 0), None);
+    assert_eq!(a.mmio_read(APIC_ARBPRI, 4, 0), Some(0));
+    assert_eq!(a.mmio_read(APIC_DFR, 4, 0), Some(0xffff_ffff));
+    assert_eq!(a.mmio_read(APIC_LVTCMCI, 4, 0), None);
+    // Unaligned or narrow writes are dropped.
+    let _ = a.mmio_write(APIC_TASKPRI, 2, 0x20, &NOW);
+    let _ = a.mmio_write(APIC_TASKPRI + 4, 4, 0x20, &NOW);
+    assert_eq!(a.reg(APIC_TASKPRI), 0);
+    let _ = a.mmio_write(APIC_TASKPRI, 4, 0x20, &NOW);
+    assert_eq!(a.reg(APIC_TASKPRI), 0x20);
+    // Writes to read-only registers change nothing.
+    let _ = a.mmio_write(APIC_LVR, 4, 0, &NOW);
+    assert_eq!(a.reg(APIC_LVR), 0x0005_0014);
+    assert!(a.mmio_active());
+    to_x2apic(&mut a);
+    assert!(!a.mmio_active());
+}
+
+#[test]
+fn xapic_icr_writes() {
+    let (mut a, _) = enabled(0);
+    a.reg_write(APIC_ICR2, 0x0312_3456, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_ICR2), 0x0300_0000);
+    let fx = a
+        .reg_write(APIC_ICR, 0x0000_d4ec | APIC_ICR_BUSY, &NOW)
+        .unwrap();
+    assert_eq!(a.reg(APIC_ICR), 0xc4ec);
+    let irq = fx.ipi.unwrap();
+    assert_eq!(irq.vector, 0xec);
+    assert_eq!(irq.delivery_mode, DeliveryMode::Nmi);
+    assert!(irq.level && irq.level_triggered && !irq.dest_logical);
+    assert_eq!(irq.dest_id, 3);
+    let fx = a.reg_write(APIC_ICR, 0x000c_0830, &NOW).unwrap();
+    let irq = fx.ipi.unwrap();
+    assert_eq!(irq.shorthand, Shorthand::AllExcludingSelf);
+    assert!(irq.dest_logical);
+    // Remote read (mode 3) is dropped.
+    assert_eq!(a.reg_write(APIC_ICR, 0x330, &NOW).unwrap().ipi, None);
+    assert_eq!(a.reg(APIC_ICR), 0x330);
+}
+
+#[test]
+fn x2apic_msrs() {
+    let (mut a, _) = enabled(0x45);
+    assert_eq!(a.x2apic_read(0x802, 0), Err(Fault), "not in x2APIC mode");
+    to_x2apic(&mut a);
+    let x = |m: u32| 0x800 + (m >> 4);
+    assert_eq!(a.x2apic_read(x(APIC_ID), 0), Ok(0x45));
+    assert_eq!(a.x2apic_read(x(APIC_LDR), 0), Ok(0x4_0020));
+    assert_eq!(a.x2apic_read(x(APIC_LVR), 0), Ok(0x0005_0014));
+    // Read-only / absent / write-only registers.
+    for r in [
+        APIC_ID,
+        APIC_LVR,
+        APIC_PROCPRI,
+        APIC_LDR,
+        APIC_ISR,
+        APIC_TMR,
+        APIC_IRR,
+        APIC_TMCCT,
+    ] {
+        assert_eq!(a.x2apic_write(x(r), 0, &NOW), Err(Fault), "write {r:#x}");
+    }
+    for r in [
+        APIC_ARBPRI,
+        APIC_DFR,
+        APIC_ICR2,
+        APIC_EOI,
+        APIC_SELF_IPI,
+        APIC_RRR,
+    ] {
+        assert_eq!(a.x2apic_read(x(r), 0), Err(Fault), "read {r:#x}");
+    }
+    assert_eq!(a.x2apic_write(x(APIC_DFR), 0, &NOW), Err(Fault));
+    assert_eq!(a.x2apic_write(x(APIC_ICR2), 0, &NOW), Err(Fault));
+    assert_eq!(a.x2apic_write(x(APIC_ARBPRI), 0, &NOW), Err(Fault));
+    assert_eq!(a.x2apic_read(0x840, 0), Err(Fault));
+    assert_eq!(a.x2apic_write(0x8ff, 0, &NOW), Err(Fault));
+    assert_eq!(a.x2apic_read(0x7ff, 0), Err(Fault));
+    // Bits 63:32 reserved except ICR.
+    assert_eq!(a.x2apic_write(x(APIC_TASKPRI), 1 << 32, &NOW), Err(Fault));
+    assert!(a.x2apic_write(x(APIC_TASKPRI), 0x20, &NOW).is_ok());
+    // ESR: only 0.
+    assert_eq!(a.x2apic_write(x(APIC_ESR), 1, &NOW), Err(Fault));
+    assert!(a.x2apic_write(x(APIC_ESR), 0, &NOW).is_ok());
+    // EOI accepts any 32-bit value.
+    assert!(a.x2apic_write(x(APIC_EOI), 0, &NOW).is_ok());
+    // ICR: 64 bits, reserved bits #GP, BUSY cleared, stored split.
+    for bad in [1u64 << 13, 1 << 16, 1 << 17, 1 << 20, 1 << 31] {
+        assert_eq!(a.x2apic_write(0x830, bad, &NOW), Err(Fault), "{bad:#x}");
+    }
+    let fx = a.x2apic_write(0x830, 0x1234_5678_0000_55ab, &NOW).unwrap();
+    assert_eq!(a.x2apic_read(0x830, 0), Ok(0x1234_5678_0000_45ab));
+    assert_eq!(a.reg(APIC_ICR2), 0x1234_5678);
+    let irq = fx.ipi.unwrap();
+    assert_eq!(irq.dest_id, 0x1234_5678);
+    assert_eq!(irq.delivery_mode, DeliveryMode::Init);
+    // SELF_IPI.
+    let fx = a.x2apic_write(0x83f, 0x31, &NOW).unwrap();
+    let irq = fx.ipi.unwrap();
+    assert_eq!(irq.shorthand, Shorthand::SelfOnly);
+    assert_eq!(irq.vector, 0x31);
+    assert_eq!(irq.delivery_mode, DeliveryMode::Fixed);
+    assert_eq!(a.x2apic_write(0x83f, 0x131, &NOW), Err(Fault));
+    // ID stays read-only.
+    assert_eq!(a.reg_write(APIC_ID, 0, &NOW), Err(Fault));
+}
+
+#[test]
+fn lapic_state_round_trip_and_fixups() {
+    let (mut a, _) = enabled(0x21);
+    a.reg_write(APIC_ICR2, 0x0100_0000, &NOW).unwrap();
+    let _ = a.reg_write(APIC_ICR, 0x300, &NOW);
+    let s = a.get_state(&NOW, false).unwrap();
+    assert_eq!(s.reg(APIC_ICR), 0x300);
+    assert_eq!(s.reg(APIC_ID), 0x2100_0000);
+    let mut b = Lapic::new(0x21, VmApicConfig::default());
+    let _ = b.set_state(&s, &NOW, false).unwrap();
+    assert_eq!(b.get_state(&NOW, false).unwrap(), s);
+    assert!(b.sw_enabled());
+
+    // x2APIC: legacy format reports ID << 24, 32-bit format the ID itself.
+    to_x2apic(&mut a);
+    let s = a.get_state(&NOW, false).unwrap();
+    assert_eq!(s.reg(APIC_ID), 0x2100_0000);
+    let s32 = a.get_state(&NOW, true).unwrap();
+    assert_eq!(s32.reg(APIC_ID), 0x21);
+    assert_eq!(s32.reg(APIC_LDR), 0x2_0002);
+    // SET with 32-bit IDs: a different ID is EINVAL; legacy: ignored.
+    let mut bad = s32;
+    bad.set_reg(APIC_ID, 0x22);
+    bad.set_reg(APIC_LDR, 0);
+    assert_eq!(a.set_state(&bad, &NOW, true), Err(StateError));
+    assert!(a.set_state(&bad, &NOW, false).is_ok());
+    assert_eq!(a.reg(APIC_ID), 0x21);
+    assert_eq!(a.reg(APIC_LDR), 0x2_0002);
+}
+
+#[test]
+fn dest_matching_matrix() {
+    let phys = |id: u8| DestInfo::new(id as u32, id, 0, DfrModel::Flat, true, true, false);
+    let d = |target: DestInfo, dest: u32, logical: bool, sender: Sender| {
+        match_dest(target, &fixed(0x30, dest, logical), sender, false)
+    };
+    let dev = Sender::Device;
+    // Physical xAPIC.
+    assert!(d(phys(3), 3, false, dev));
+    assert!(!d(phys(3), 4, false, dev));
+    assert!(d(phys(3), 0xff, false, dev));
+    // Hotplug hack: an xAPIC APIC answers to its x2APIC ID above 0xff only.
+    let hp = DestInfo::new(0x103, 0x03, 0, DfrModel::Flat, true, true, false);
+    assert!(d(hp, 0x103, false, dev));
+    assert!(d(hp, 3, false, dev));
+    let moved = DestInfo::new(0x7, 0x09, 0, DfrModel::Flat, true, true, false);
+    assert!(!d(moved, 7, false, dev));
+    assert!(d(moved, 9, false, dev));
+    // Logical flat.
+    let flat = DestInfo::new(1, 1, 0x24, DfrModel::Flat, true, true, false);
+    assert!(d(flat, 0x04, true, dev));
+    assert!(d(flat, 0x21, true, dev));
+    assert!(!d(flat, 0x42, true, dev));
+    assert!(d(flat, 0xff, true, dev));
+    // Logical cluster: cluster 2, member bit 1.
+    let cl = DestInfo::new(1, 1, 0x21, DfrModel::Cluster, true, true, false);
+    assert!(d(cl, 0x23, true, dev));
+    assert!(!d(cl, 0x13, true, dev));
+    assert!(!d(cl, 0x22, true, dev));
+    assert!(d(cl, 0xff, true, dev));
+    // Invalid DFR: logical never matches (except broadcast).
+    let inv = DestInfo::new(1, 1, 0x21, DfrModel::Invalid, true, true, false);
+    assert!(!d(inv, 0x21, true, dev));
+    assert!(d(inv, 0xff, true, dev));
+    // x2APIC physical and cluster.
+    let x2 = DestInfo::new(0x23, 0, 0, DfrModel::Flat, true, true, true);
+    assert!(d(x2, 0x23, false, dev));
+    assert!(!d(x2, 0x24, false, dev));
+    assert!(d(x2, 0xffff_ffff, false, dev));
+    // LDR of 0x23 is cluster 2, bit 3.
+    assert!(d(x2, 0x2_0008, true, dev));
+    assert!(d(x2, 0x2_ffff, true, dev));
+    assert!(!d(x2, 0x2_0004, true, dev));
+    assert!(!d(x2, 0x1_0008, true, dev));
+    // Broadcast quirk: a device's 0xff reaches x2APIC targets unless disabled; IPIs never.
+    assert!(d(x2, 0xff, false, dev));
+    assert!(!d(x2, 0xff, false, Sender::Apic { is_target: false }));
+    assert!(!match_dest(x2, &fixed(0x30, 0xff, false), dev, true));
+    // Shorthands.
+    let mut irq = fixed(0x30, 0, false);
+    irq.shorthand = Shorthand::SelfOnly;
+    assert!(match_dest(
+        phys(1),
+        &irq,
+        Sender::Apic { is_target: true },
+        false
+    ));
+    assert!(!match_dest(
+        phys(1),
+        &irq,
+        Sender::Apic { is_target: false },
+        false
+    ));
+    irq.shorthand = Shorthand::AllExcludingSelf;
+    assert!(!match_dest(
+        phys(1),
+        &irq,
+        Sender::Apic { is_target: true },
+        false
+    ));
+    assert!(match_dest(
+        phys(1),
+        &irq,
+        Sender::Apic { is_target: false },
+        false
+    ));
+    irq.shorthand = Shorthand::AllIncludingSelf;
+    assert!(match_dest(
+        phys(1),
+        &irq,
+        Sender::Apic { is_target: true },
+        false
+    ));
+    assert!(!match_dest(DestInfo::NONE, &irq, Sender::Device, false));
+    // DestInfo round trip.
+    let v = DestInfo::new(
+        0xdead_beef,
+        0x12,
+        0x34,
+        DfrModel::Cluster,
+        true,
+        false,
+        true,
+    );
+    let r = DestInfo::from_bits(v.to_bits());
+    assert_eq!(
+        (r.x2apic_id(), r.xapic_id(), r.logical_id(), r.dfr()),
+        (0xdead_beef, 0x12, 0x34, DfrModel::Cluster)
+    );
+    assert!(r.present() && !r.sw_enabled() && !r.enabled() && r.x2apic_mode());
+}
+
+#[test]
+fn lowest_priority_helpers() {
+    let mut irq = fixed(0x33, 0xff, false);
+    irq.delivery_mode = DeliveryMode::LowestPriority;
+    assert!(is_lowest_priority(&irq));
+    fixup_phys_broadcast_lowest(&mut irq);
+    assert_eq!(irq.delivery_mode, DeliveryMode::Fixed);
+    assert_eq!(lowest_priority_index(0x33, 4), Some(3));
+    assert_eq!(lowest_priority_index(0x33, 0), None);
+}
+
+#[test]
+fn timer_divide_decode() {
+    let want = [
+        (0x0, 2),
+        (0x1, 4),
+        (0x2, 8),
+        (0x3, 16),
+        (0x8, 32),
+        (0x9, 64),
+        (0xa, 128),
+        (0xb, 1),
+    ];
+    for (tdcr, div) in want {
+        assert_eq!(divide_count(tdcr), div, "tdcr {tdcr:#x}");
+    }
+    assert!(valid_bus_cycle_ns(1));
+    assert!(!valid_bus_cycle_ns(0));
+    assert!(valid_bus_cycle_ns(u64::MAX / (u32::MAX as u64 * 128)));
+    assert!(!valid_bus_cycle_ns(u64::MAX / (u32::MAX as u64 * 128) + 1));
+}
+
+#[test]
+fn oneshot_timer() {
+    let (mut a, pir) = enabled(0);
+    a.reg_write(APIC_LVTT, 0xec, &NOW).unwrap();
+    a.reg_write(APIC_TDCR, 0xb, &NOW).unwrap(); // divide by 1
+    let fx = a.reg_write(APIC_TMICT, 1_000_000, &NOW).unwrap();
+    let TimerCmd::Arm { at_ns, token } = fx.timer else {
+        panic!("{:?}", fx.timer)
+    };
+    assert_eq!(at_ns, NOW.ns + 1_000_000);
+    assert_eq!(a.mmio_read(APIC_TMCCT, 4, NOW.ns + 250_000), Some(750_000));
+    assert_eq!(a.mmio_read(APIC_TMICT, 4, 0), Some(1_000_000));
+    // Expiry.
+    pir.timer_expired(token);
+    let later = Now::ns(at_ns + 10);
+    let _ = a.sync_pir(&pir, &later);
+    assert_eq!(a.ack(), Some(0xec));
+    assert_eq!(a.mmio_read(APIC_TMCCT, 4, later.ns), Some(0));
+    // A stale token is ignored.
+    pir.timer_expired(token);
+    let _ = a.sync_pir(&pir, &later);
+    assert_eq!(a.highest_irr(), None);
+    // TMICT 0 stops without arming.
+    let fx = a.reg_write(APIC_TMICT, 0, &NOW).unwrap();
+    assert!(!matches!(fx.timer, TimerCmd::Arm { .. }));
+}
+
+#[test]
+fn bus_cycle_and_divider() {
+    let pir = Pir::new();
+    let mut a = Lapic::new(
+        0,
+        VmApicConfig {
+            ioapic_in_kernel: true,
+            bus_cycle_ns: 40,
+        },
+    );
+    a.set_cpuid(true, true);
+    let _ = a.reset(false, true, true, &pir);
+    a.reg_write(APIC_SPIV, 0x1ff, &NOW).unwrap();
+    a.reg_write(APIC_LVTT, 0x20, &NOW).unwrap();
+    a.reg_write(APIC_TDCR, 0x3, &NOW).unwrap(); // 16
+    let fx = a.reg_write(APIC_TMICT, 1000, &NOW).unwrap();
+    assert_eq!(a.timer_period_ns(), 1000 * 40 * 16);
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == NOW.ns + 640_000));
+    assert_eq!(a.mmio_read(APIC_TMCCT, 4, NOW.ns + 64_000), Some(900));
+    // Changing the divider rescales the remaining time: 576000 ns left at /16 → /2.
+    let t = Now::ns(NOW.ns + 64_000);
+    let fx = a.reg_write(APIC_TDCR, 0x0, &t).unwrap();
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == t.ns + 72_000));
+    assert_eq!(a.mmio_read(APIC_TMCCT, 4, t.ns), Some(900));
+}
+
+#[test]
+fn periodic_timer_clamp_and_rearm() {
+    let (mut a, pir) = enabled(0);
+    a.reg_write(APIC_LVTT, APIC_LVT_TIMER_PERIODIC | 0x41, &NOW)
+        .unwrap();
+    a.reg_write(APIC_TDCR, 0xb, &NOW).unwrap();
+    let fx = a.reg_write(APIC_TMICT, 1000, &NOW).unwrap();
+    assert_eq!(a.timer_period_ns(), MIN_TIMER_PERIOD_NS);
+    let TimerCmd::Arm { at_ns, token } = fx.timer else {
+        panic!()
+    };
+    assert_eq!(at_ns, NOW.ns + 200_000);
+    pir.timer_expired(token);
+    let fx = a.sync_pir(&pir, &Now::ns(at_ns + 5));
+    let TimerCmd::Arm { at_ns: next, .. } = fx.timer else {
+        panic!("{:?}", fx.timer)
+    };
+    assert_eq!(next, at_ns + 200_000);
+    assert_eq!(a.ack(), Some(0x41));
+    // Missed periods collapse to "now".
+    let TimerCmd::Arm { token, .. } = fx.timer else {
+        panic!()
+    };
+    pir.timer_expired(token);
+    let late = Now::ns(next + 10_000_000);
+    let fx = a.sync_pir(&pir, &late);
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == late.ns));
+    // Masked LVTT: the expiry stays latched, delivered on unmask.
+    let _ = a.eoi();
+    a.reg_write(
+        APIC_LVTT,
+        APIC_LVT_TIMER_PERIODIC | APIC_LVT_MASKED | 0x41,
+        &NOW,
+    )
+    .unwrap();
+    let _ = a.ack();
+    let _ = a.eoi();
+    assert_eq!(a.highest_irr(), None);
+}
+
+#[test]
+fn tsc_deadline_timer() {
+    let (mut a, pir) = enabled(0);
+    a.reg_write(APIC_TMICT, 5000, &NOW).unwrap();
+    a.reg_write(APIC_LVTT, APIC_LVT_TIMER_TSCDEADLINE | 0xef, &NOW)
+        .unwrap();
+    assert!(a.lvtt_tscdeadline());
+    // Entering TSC-deadline mode clears TMICT; TMICT writes are ignored.
+    assert_eq!(a.reg(APIC_TMICT), 0);
+    a.reg_write(APIC_TMICT, 5000, &NOW).unwrap();
+    assert_eq!(a.reg(APIC_TMICT), 0);
+    assert_eq!(a.mmio_read(APIC_TMCCT, 4, NOW.ns), Some(0));
+    // 2 GHz: 2000 cycles = 1000 ns.
+    let fx = a.set_tsc_deadline(NOW.guest_tsc + 2000, &NOW);
+    let TimerCmd::Arm { at_ns, token } = fx.timer else {
+        panic!()
+    };
+    assert_eq!(at_ns, NOW.ns + 1000);
+    assert_eq!(a.tsc_deadline(), NOW.guest_tsc + 2000);
+    pir.timer_expired(token);
+    let _ = a.sync_pir(&pir, &Now::ns(at_ns));
+    assert_eq!(a.ack(), Some(0xef));
+    assert_eq!(a.tsc_deadline(), 0);
+    // A deadline in the past fires at once.
+    let _ = a.eoi();
+    let fx = a.set_tsc_deadline(NOW.guest_tsc - 1, &NOW);
+    assert!(fx.recheck);
+    let _ = a.sync_pir(&pir, &NOW);
+    assert_eq!(a.ack(), Some(0xef));
+    // Without TSC-deadline in CPUID the mode bit 18 is not writable.
+    let (mut b, _) = enabled(1);
+    b.set_cpuid(true, false);
+    b.reg_write(APIC_LVTT, APIC_LVT_TIMER_TSCDEADLINE | 0xef, &NOW)
+        .unwrap();
+    assert_eq!(b.reg(APIC_LVTT), 0xef);
+    assert_eq!(b.set_tsc_deadline(1, &NOW), Effects::default());
+}
+
+#[test]
+fn lapic_state_restores_timer_from_tmcct() {
+    let (mut a, _) = enabled(0);
+    a.reg_write(APIC_LVTT, 0x30, &NOW).unwrap();
+    a.reg_write(APIC_TDCR, 0xb, &NOW).unwrap();
+    let _ = a.reg_write(APIC_TMICT, 100_000, &NOW).unwrap();
+    let t = Now::ns(NOW.ns + 40_000);
+    let s = a.get_state(&t, false).unwrap();
+    assert_eq!(s.reg(APIC_TMCCT), 60_000);
+    let mut b = Lapic::new(0, VmApicConfig::default());
+    b.set_cpuid(true, true);
+    let t2 = Now::ns(5_000_000_000);
+    let fx = b.set_state(&s, &t2, false).unwrap();
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == t2.ns + 60_000));
+    assert_eq!(b.reg(APIC_TMCCT), 0);
+    assert_eq!(b.mmio_read(APIC_TMCCT, 4, t2.ns), Some(60_000));
+}
+
+#[test]
+fn init_sipi_events() {
+    let (ap, pir) = new_apic(1, false);
+    let d = ap.dest_info();
+    let mut init = fixed(0, 1, false);
+    init.delivery_mode = DeliveryMode::Init;
+    // INIT level de-assert is not accepted.
+    init.level_triggered = true;
+    init.level = false;
+    assert!(!pir.post(d, &init));
+    init.level_triggered = false;
+    init.level = true;
+    assert!(pir.post(d, &init));
+    let mut sipi = fixed(0x9a, 1, false);
+    sipi.delivery_mode = DeliveryMode::StartUp;
+    assert!(pir.post(d, &sipi));
+    // Blocked: SIPI dropped, INIT kept.
+    let r = accept_events(&pir, KVM_MP_STATE_RUNNABLE, false, false);
+    assert_eq!(r, InitSipi::default());
+    assert!(pir.init_pending());
+    let r = accept_events(&pir, KVM_MP_STATE_RUNNABLE, false, true);
+    assert!(r.init);
+    assert_eq!(r.mp_state, Some(KVM_MP_STATE_INIT_RECEIVED));
+    assert_eq!(r.sipi_vector, None);
+    assert!(pir.post(d, &sipi));
+    let r = accept_events(&pir, KVM_MP_STATE_INIT_RECEIVED, false, true);
+    assert_eq!(r.sipi_vector, Some(0x9a));
+    assert_eq!(r.mp_state, Some(KVM_MP_STATE_RUNNABLE));
+    // SIPI outside wait-for-SIPI is dropped; INIT clears a pending SIPI.
+    assert!(pir.post(d, &sipi));
+    assert!(pir.post(d, &init));
+    let r = accept_events(&pir, KVM_MP_STATE_RUNNABLE, true, true);
+    assert!(r.init);
+    assert_eq!(r.mp_state, Some(KVM_MP_STATE_RUNNABLE));
+    assert_eq!(r.sipi_vector, None);
+    // NMI and SMI.
+    let mut nmi = fixed(0, 1, false);
+    nmi.delivery_mode = DeliveryMode::Nmi;
+    assert!(pir.post(d, &nmi));
+    assert!(pir.post(d, &nmi));
+    assert_eq!(pir.take_nmis(), 2);
+    let mut smi = nmi;
+    smi.delivery_mode = DeliveryMode::Smi;
+    assert!(pir.post(d, &smi));
+    assert!(pir.take_smi());
+    assert!(!pir.take_smi());
+}
+
+#[test]
+fn init_reset_keeps_id_and_base() {
+    let (mut a, pir) = enabled(4);
+    a.reg_write(APIC_ID, 0x0900_0000, &NOW).unwrap();
+    a.reg_write(APIC_TASKPRI, 0x40, &NOW).unwrap();
+    assert!(a.accept_vector(0x80, false));
+    let _ = a.reset(true, false, true, &pir);
+    assert_eq!(a.reg(APIC_ID), 0x0900_0000);
+    assert_eq!(a.apic_base(), 0xfee0_0800);
+    assert_eq!(a.reg(APIC_TASKPRI), 0);
+    assert_eq!(a.highest_irr(), None);
+    assert!(!a.sw_enabled());
+    // INIT in x2APIC mode keeps the x2APIC LDR.
+    let (mut b, pir) = enabled(0x13);
+    to_x2apic(&mut b);
+    let _ = b.reset(true, false, true, &pir);
+    assert_eq!(b.reg(APIC_LDR), 0x1_0008);
+    assert!(b.x2apic_mode());
+}
+
+#[test]
+fn lint0_extint_and_nmi_watchdog() {
+    let (mut a, pir) = enabled(0);
+    assert!(a.accept_pic_intr());
+    let fx = a.reg_write(APIC_LVT0, APIC_DM_NMI, &NOW).unwrap();
+    assert_eq!(fx.lvt0_nmi_mode, Some(true));
+    assert!(!a.accept_pic_intr());
+    assert!(a.local_deliver(Lvt::Lint0, &pir));
+    assert_eq!(pir.take_nmis(), 1);
+    let fx = a
+        .reg_write(APIC_LVT0, APIC_DM_NMI | APIC_LVT_MASKED, &NOW)
+        .unwrap();
+    assert_eq!(fx.lvt0_nmi_mode, Some(false));
+    assert!(!a.local_deliver(Lvt::Lint0, &pir));
+    // Fixed LINT1 delivery goes into IRR, level-triggered sets TMR.
+    a.reg_write(APIC_LVT1, 0x8000 | 0x66, &NOW).unwrap();
+    assert!(a.local_deliver(Lvt::Lint1, &pir));
+    assert_eq!(a.ack(), Some(0x66));
+    assert!(a.eoi().unwrap().level);
+}
+
+#[test]
+fn pir_merge_sets_and_clears_tmr() {
+    let (mut a, pir) = enabled(0);
+    let d = a.dest_info();
+    let mut lvl = fixed(0xa1, 0, false);
+    lvl.level_triggered = true;
+    assert!(pir.post(d, &lvl));
+    assert!(pir.has_pending());
+    let fx = a.sync_pir(&pir, &NOW);
+    assert!(fx.recheck);
+    assert!(!pir.has_pending());
+    assert_ne!(a.reg(APIC_TMR + 0x50) & (1 << 1), 0);
+    assert_eq!(a.ack(), Some(0xa1));
+    // Level-triggered with the level de-asserted: dropped.
+    lvl.level = false;
+    assert!(!pir.post(d, &lvl));
+    // Edge on the same vector clears TMR.
+    assert!(pir.post(d, &fixed(0xa1, 0, false)));
+    let _ = a.sync_pir(&pir, &NOW);
+    assert_eq!(a.reg(APIC_TMR + 0x50) & (1 << 1), 0);
+    // Vector 255 and 0 land in the right words.
+    pir.post_vector(255, false);
+    pir.post_vector(0, false);
+    let _ = a.sync_pir(&pir, &NOW);
+    assert_eq!(a.reg(APIC_IRR + 0x70), 1 << 31);
+    assert_eq!(a.reg(APIC_IRR) & 1, 1);
+}
