@@ -809,3 +809,28 @@ fn pir_merge_sets_and_clears_tmr() {
     assert_eq!(a.reg(APIC_IRR + 0x70), 1 << 31);
     assert_eq!(a.reg(APIC_IRR) & 1, 1);
 }
+
+#[test]
+fn mul_div_helper() {
+    use super::timer::mul_u64_u32_div;
+    assert_eq!(mul_u64_u32_div(2000, 1_000_000, 2_000_000), 1000);
+    assert_eq!(mul_u64_u32_div(u64::MAX, 1, 1), u64::MAX);
+    assert_eq!(mul_u64_u32_div(u64::MAX, 2, 1), u64::MAX);
+    assert_eq!(mul_u64_u32_div(u64::MAX, 128, 128), u64::MAX);
+    assert_eq!(mul_u64_u32_div(7, 3, 2), 10);
+    assert_eq!(mul_u64_u32_div(5, 3, 0), 0);
+    for a in [0u64, 1, 999, 123_456_789_012, 1 << 40] {
+        for (m, d) in [
+            (1u32, 1u32),
+            (128, 2),
+            (2, 128),
+            (1_000_000, 2_500_000),
+            (3, 7),
+        ] {
+            assert_eq!(
+                mul_u64_u32_div(a, m, d) as u128,
+                a as u128 * m as u128 / d as u128
+            );
+        }
+    }
+}

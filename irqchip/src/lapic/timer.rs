@@ -72,6 +72,18 @@ pub const fn tmict_to_ns(count: u32, bus_cycle_ns: u64, divide: u32) -> u64 {
         .saturating_mul(divide as u64)
 }
 
+/// `a × mul / div` without a 128-bit division (the kernel has no `__udivti3`), saturating;
+/// 0 when `div` is 0 (upstream `mul_u64_u32_div`).
+pub const fn mul_u64_u32_div(a: u64, mul: u32, div: u32) -> u64 {
+    if div == 0 {
+        return 0;
+    }
+    let (q, r) = (a / div as u64, a % div as u64);
+    // r < div < 2^32, so r × mul fits in 64 bits.
+    q.saturating_mul(mul as u64)
+        .saturating_add(r * mul as u64 / div as u64)
+}
+
 /// `KVM_CAP_X86_APIC_BUS_CYCLES_NS`'s argument check: non-zero and `u32::MAX × 128 ×
 /// ns` must fit in 64 bits (else `-EINVAL`).
 pub const fn valid_bus_cycle_ns(ns: u64) -> bool {
@@ -268,8 +280,7 @@ impl Lapic {
             return;
         }
         if deadline > now.guest_tsc {
-            let delta = (deadline - now.guest_tsc) as u128 * 1_000_000 / now.tsc_khz as u128;
-            let ns = u64::try_from(delta).unwrap_or(u64::MAX);
+            let ns = mul_u64_u32_div(deadline - now.guest_tsc, 1_000_000, now.tsc_khz);
             if ns > 0 {
                 self.arm(now.ns.saturating_add(ns), fx);
                 return;
@@ -320,11 +331,8 @@ impl Lapic {
             self.cancel_hrtimer(fx);
             self.timer.period = self.tmict_ns(self.reg(APIC_TMICT));
             self.limit_periodic();
-            let rem_old = self.timer.target.saturating_sub(now.ns) as u128;
-            let rem_new = (rem_old * self.timer.divide as u128)
-                .checked_div(old as u128)
-                .unwrap_or(0);
-            let rem_new = u64::try_from(rem_new).unwrap_or(u64::MAX);
+            let rem_old = self.timer.target.saturating_sub(now.ns);
+            let rem_new = mul_u64_u32_div(rem_old, self.timer.divide, old);
             self.timer.target = now.ns.saturating_add(rem_new);
             self.restart_timer(now, fx);
         }
