@@ -390,8 +390,7 @@ impl Lapic {
         fx.dest_changed = true;
     }
 
-    /// IA32_APIC_BASE write (`kvm_apic_set_base`, 6.12's `kvm_set_apic_base`): the same
-    /// value is a no-op; reserved bits (above `maxphyaddr`, 7:0, 9, and EXTD without x2APIC
+    /// IA32_APIC_BASE write (6.12's `kvm_apic_set_base`): reserved bits (above `maxphyaddr`, 7:0, 9, and EXTD without x2APIC
     /// in CPUID) or EN=0/EXTD=1 fail; a guest may not go x2APIC → xAPIC or disabled →
     /// x2APIC directly (the host may).
     pub fn set_base(
@@ -401,9 +400,6 @@ impl Lapic {
         maxphyaddr: u8,
     ) -> Result<Effects, Fault> {
         let mut fx = Effects::default();
-        if value == self.apic_base {
-            return Ok(fx);
-        }
         let gpa_rsvd = if maxphyaddr >= 64 {
             0
         } else {
@@ -490,13 +486,18 @@ impl Lapic {
         fx
     }
 
-    fn manage_nmi_watchdog(&mut self, fx: &mut Effects) {
-        let lvt0 = self.reg(APIC_LVT0);
+    /// `apic_manage_nmi_watchdog` for an LVT0 value (upstream passes a guest write's raw
+    /// value, before the software-disable mask is applied).
+    fn manage_nmi_watchdog_val(&mut self, lvt0: u32, fx: &mut Effects) {
         let nmi = lvt0 & (APIC_MODE_MASK | APIC_LVT_MASKED) == APIC_DM_NMI;
         if nmi != self.lvt0_nmi {
             self.lvt0_nmi = nmi;
             fx.lvt0_nmi_mode = Some(nmi);
         }
+    }
+
+    fn manage_nmi_watchdog(&mut self, fx: &mut Effects) {
+        self.manage_nmi_watchdog_val(self.reg(APIC_LVT0), fx);
     }
 
     /// LVT0 is unmasked in NMI mode (counts towards `vapics_in_nmi_mode`).
@@ -576,10 +577,15 @@ impl Lapic {
     /// `kvm_get_apic_interrupt`: take the vector to inject (IRR → ISR, PPR raised).
     pub fn ack(&mut self) -> Option<u8> {
         let v = self.has_interrupt()?;
-        self.set_vec(APIC_IRR, v, false);
-        self.set_vec(APIC_ISR, v, true);
-        self.update_ppr_inner();
+        self.ack_vector(v);
         Some(v)
+    }
+
+    /// `kvm_apic_ack_interrupt`: move `vector` from IRR to ISR and raise PPR.
+    pub fn ack_vector(&mut self, vector: u8) {
+        self.set_vec(APIC_IRR, vector, false);
+        self.set_vec(APIC_ISR, vector, true);
+        self.update_ppr_inner();
     }
 
     /// `apic_set_eoi`: clear the highest ISR bit; `None` when nothing is in service.
@@ -895,6 +901,9 @@ impl Lapic {
             }
             APIC_LVT0 | APIC_LVTTHMR | APIC_LVTPC | APIC_LVT1 | APIC_LVTERR | APIC_LVTCMCI => {
                 let lvt = Lvt::from_offset(reg).ok_or(Fault)?;
+                if lvt == Lvt::Lint0 {
+                    self.manage_nmi_watchdog_val(val, &mut fx);
+                }
                 if !self.lvt_supported(lvt) {
                     return Err(Fault);
                 }
@@ -903,9 +912,6 @@ impl Lapic {
                     val |= APIC_LVT_MASKED;
                 }
                 self.set_reg(reg, val & lvt.write_mask());
-                if lvt == Lvt::Lint0 {
-                    self.manage_nmi_watchdog(&mut fx);
-                }
             }
             APIC_LVTT => {
                 let mut val = val;

@@ -109,7 +109,6 @@ fn version_register_variants() {
 #[test]
 fn apic_base_transitions() {
     let (mut a, _) = new_apic(1, false);
-    // Same value: no-op even with reserved bits elsewhere being irrelevant.
     assert!(a.set_base(0xfee0_0800, false, 48).is_ok());
     // Reserved bits 7:0, 9, above MAXPHYADDR.
     assert_eq!(a.set_base(0xfee0_0801, false, 48), Err(Fault));
@@ -833,4 +832,18 @@ fn mul_div_helper() {
             );
         }
     }
+}
+
+#[test]
+fn nmi_watchdog_follows_raw_lvt0_write() {
+    // Upstream counts LVT0's NMI mode from the written value even when the software-disabled
+    // APIC stores it masked.
+    let (mut a, _) = new_apic(1, false);
+    let fx = a.reg_write(APIC_LVT0, APIC_DM_NMI, &NOW).unwrap();
+    assert_eq!(fx.lvt0_nmi_mode, Some(true));
+    assert_eq!(a.reg(APIC_LVT0), APIC_DM_NMI | APIC_LVT_MASKED);
+    // KVM_SET_LAPIC recomputes from the stored value.
+    let s = a.get_state(&NOW, false).unwrap();
+    let fx = a.set_state(&s, &NOW, false).unwrap();
+    assert_eq!(fx.lvt0_nmi_mode, Some(false));
 }
