@@ -757,7 +757,9 @@ impl Lapic {
         if !self.readable(offset) {
             return None;
         }
-        let v = self.read_aligned(offset & !0xf, now_ns) >> (8 * align);
+        let v = self.read_aligned(offset & !0xf, now_ns);
+        // align + len <= 4: a 4-byte alignment only comes with len 0 (no data).
+        let v = v.checked_shr(8 * align).unwrap_or(0);
         match len {
             1 => Some(v & 0xff),
             2 => Some(v & 0xffff),

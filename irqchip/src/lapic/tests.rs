@@ -847,3 +847,246 @@ fn nmi_watchdog_follows_raw_lvt0_write() {
     let fx = a.set_state(&s, &NOW, false).unwrap();
     assert_eq!(fx.lvt0_nmi_mode, Some(false));
 }
+
+#[test]
+fn x2apic_msr_permission_sweep() {
+    let (mut a, _) = enabled(0x11);
+    to_x2apic(&mut a);
+    let readable = |m: u32| {
+        matches!(
+            m,
+            0x802 | 0x803 | 0x808 | 0x80a | 0x80d | 0x80f | 0x828 | 0x830
+        ) || (0x810..=0x827).contains(&m)
+            || (0x832..=0x839).contains(&m)
+            || m == 0x83e
+    };
+    let writable = |m: u32| {
+        matches!(
+            m,
+            0x808 | 0x80b | 0x80f | 0x828 | 0x830 | 0x838 | 0x83e | 0x83f
+        ) || (0x832..=0x837).contains(&m)
+    };
+    for m in 0x800..=0x8ffu32 {
+        assert_eq!(
+            a.x2apic_read(m, NOW.ns).is_ok(),
+            readable(m),
+            "rdmsr {m:#x}"
+        );
+    }
+    for m in 0x800..=0x8ffu32 {
+        // Keep the APIC software-enabled so that the sweep sees every register.
+        let v = if m == 0x80f { 0x1ff } else { 0 };
+        assert_eq!(
+            a.x2apic_write(m, v, &NOW).is_ok(),
+            writable(m),
+            "wrmsr {m:#x}"
+        );
+    }
+    // With CMCI, LVTCMCI (0x82f) appears.
+    a.set_mcg_cmci(true);
+    assert_eq!(a.x2apic_read(0x82f, 0), Ok(APIC_LVT_MASKED as u64));
+    assert!(a.x2apic_write(0x82f, 0x30, &NOW).is_ok());
+    assert_eq!(a.reg(APIC_LVTCMCI), 0x30);
+}
+
+#[test]
+fn xapic_mmio_readable_sweep() {
+    let (mut a, _) = enabled(0);
+    let readable = |o: u32| {
+        matches!(
+            o,
+            0x20 | 0x30 | 0x80 | 0x90 | 0xa0 | 0xd0 | 0xe0 | 0xf0 | 0x280 | 0x300 | 0x310
+        ) || (0x100..=0x270).contains(&o)
+            || (0x320..=0x390).contains(&o)
+            || o == 0x3e0
+    };
+    for o in (0..0x1000u32).step_by(0x10) {
+        assert_eq!(
+            a.mmio_read(o, 4, NOW.ns).is_some(),
+            readable(o),
+            "read {o:#x}"
+        );
+    }
+}
+
+/// xorshift64*: deterministic pseudo-random input.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// A step of random magnitude (up to 2^40).
+    fn jump(&mut self) -> u64 {
+        let bits = self.below(40);
+        self.below(1 << bits)
+    }
+}
+
+#[test]
+fn random_register_traffic_never_panics_and_keeps_invariants() {
+    let mut arms = 0;
+    for seed in [0x9e37_79b9_7f4a_7c15, 1, 0xdead_beef, 0x1234_5678_9abc_def0] {
+        arms += fuzz(seed);
+    }
+    assert!(arms > 1000, "the timer was armed {arms} times only");
+}
+
+/// One random run; returns how many times the timer was armed.
+fn fuzz(seed: u64) -> usize {
+    let mut arms = 0;
+    let mut rng = Rng(seed);
+    let pir = Pir::new();
+    let id = 0x1f3;
+    let mut a = Lapic::new(
+        id,
+        VmApicConfig {
+            ioapic_in_kernel: false,
+            bus_cycle_ns: 1 + rng.below(100),
+        },
+    );
+    a.set_cpuid(true, true);
+    let _ = a.reset(false, true, true, &pir);
+    let mut now = Now {
+        ns: 1,
+        guest_tsc: 1,
+        tsc_khz: 3_000_000,
+    };
+    let mut armed: Option<u64> = None;
+    for _ in 0..300_000 {
+        now.ns = now.ns.saturating_add(rng.jump());
+        now.guest_tsc = now.guest_tsc.saturating_add(rng.jump());
+        let fx = match rng.below(16) {
+            0 => {
+                let _ = a.mmio_read(rng.below(0x1000) as u32, rng.below(9) as u32, now.ns);
+                Effects::default()
+            }
+            1 => {
+                let off = if rng.below(2) == 0 {
+                    rng.below(0x40) as u32 * 0x10
+                } else {
+                    rng.below(0x1000) as u32
+                };
+                let len = if rng.below(4) == 0 {
+                    rng.below(9) as u32
+                } else {
+                    4
+                };
+                a.mmio_write(off, len, rng.next() as u32, &now)
+            }
+            2 => {
+                let _ = a.x2apic_read(0x800 + rng.below(0x100) as u32, now.ns);
+                Effects::default()
+            }
+            3 => {
+                let v = if rng.below(2) == 0 {
+                    rng.next() & 0xffff_ffff
+                } else {
+                    rng.next()
+                };
+                a.x2apic_write(0x800 + rng.below(0x40) as u32, v, &now)
+                    .unwrap_or_default()
+            }
+            4 => {
+                let base = [0xfee0_0800u64, 0xfee0_0c00, 0xfee0_0000, 0xfee0_0400, 0]
+                    [rng.below(5) as usize]
+                    | if rng.below(4) == 0 { rng.next() } else { 0 };
+                a.set_base(base, rng.below(2) == 0, 1 + rng.below(63) as u8)
+                    .unwrap_or_default()
+            }
+            5 => {
+                let mut s = LapicState::default();
+                for b in s.regs.iter_mut() {
+                    *b = rng.next() as u8;
+                }
+                if rng.below(2) == 0 {
+                    s.set_reg(APIC_ID, id);
+                }
+                a.set_state(&s, &now, rng.below(2) == 0).unwrap_or_default()
+            }
+            6 => {
+                let mode =
+                    DeliveryMode::from_bits(rng.below(8) as u32).unwrap_or(DeliveryMode::Fixed);
+                let irq = LapicIrq {
+                    vector: rng.next() as u8,
+                    delivery_mode: mode,
+                    dest_logical: rng.below(2) == 0,
+                    level_triggered: rng.below(2) == 0,
+                    level: rng.below(2) == 0,
+                    shorthand: Shorthand::None,
+                    dest_id: rng.next() as u32,
+                    msi_redir_hint: false,
+                };
+                let _ = match_dest(a.dest_info(), &irq, Sender::Device, rng.below(2) == 0);
+                let _ = pir.post(a.dest_info(), &irq);
+                a.sync_pir(&pir, &now)
+            }
+            7 => {
+                if let Some(v) = a.ack() {
+                    assert!(u32::from(v) & 0xf0 >= u32::from(a.reg(APIC_TASKPRI) as u8) & 0xf0);
+                }
+                Effects {
+                    eoi: if rng.below(2) == 0 { a.eoi() } else { None },
+                    ..Effects::default()
+                }
+            }
+            8 => a.set_tsc_deadline(rng.next() >> rng.below(64), &now),
+            9 => {
+                if let Some(t) = armed.take() {
+                    pir.timer_expired(t);
+                }
+                a.sync_pir(&pir, &now)
+            }
+            10 => a.reset(rng.below(2) == 0, rng.below(2) == 0, true, &pir),
+            11 => a.set_cr8(rng.next()),
+            12 => {
+                let _ = a.local_deliver(Lvt::ALL[rng.below(7) as usize], &pir);
+                let _ = pir.take_nmis();
+                let _ = accept_events(&pir, rng.below(5) as u32, a.is_bsp(), true);
+                Effects::default()
+            }
+            13 => {
+                a.set_cpuid(rng.below(2) == 0, rng.below(2) == 0);
+                a.set_mcg_cmci(rng.below(2) == 0);
+                Effects::default()
+            }
+            14 => {
+                let s = a.get_state(&now, rng.below(2) == 0).unwrap();
+                let mut b = Lapic::new(id, VmApicConfig::default());
+                b.set_cpuid(true, true);
+                let _ = b.set_base(a.apic_base(), true, 52);
+                let _ = b.set_state(&s, &now, false);
+                Effects::default()
+            }
+            _ => {
+                let _ = a.has_interrupt();
+                let _ = a.tsc_deadline();
+                let _ = a.accept_pic_intr();
+                Effects::default()
+            }
+        };
+        match fx.timer {
+            TimerCmd::Arm { at_ns, token } => {
+                assert!(at_ns >= now.ns, "armed in the past");
+                arms += 1;
+                armed = Some(token);
+            }
+            TimerCmd::Cancel => armed = None,
+            TimerCmd::Keep => {}
+        }
+        if a.x2apic_mode() {
+            assert_eq!(a.reg(APIC_ID), id);
+            assert_eq!(a.reg(APIC_LDR), x2apic_ldr(id));
+        }
+        let ppr = a.ppr() as u32;
+        let tpr = a.reg(APIC_TASKPRI);
+        assert!(ppr == tpr & 0xff || ppr == a.highest_isr().map_or(0, u32::from) & 0xf0);
+    }
+    arms
+}
