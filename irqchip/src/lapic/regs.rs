@@ -167,6 +167,14 @@ pub const MIN_TIMER_PERIOD_NS: u64 = 200 * 1000;
 /// performance counter, LINT0, LINT1, error, CMCI); one less without `MCG_CMCI_P`.
 pub const KVM_APIC_MAX_NR_LVT_ENTRIES: usize = 7;
 
+/// `KVM_CAP_X2APIC_API` flag: 32-bit x2APIC IDs in `KVM_GET/SET_LAPIC` and MSI routes.
+pub const KVM_X2APIC_API_USE_32BIT_IDS: u64 = 1 << 0;
+/// `KVM_CAP_X2APIC_API` flag: a device's destination 0xff is not an x2APIC broadcast.
+pub const KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK: u64 = 1 << 1;
+/// The valid `KVM_CAP_X2APIC_API` flags (others: `-EINVAL`).
+pub const KVM_X2APIC_API_VALID_FLAGS: u64 =
+    KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK;
+
 /// `KVM_MP_STATE_RUNNABLE`.
 pub const KVM_MP_STATE_RUNNABLE: u32 = 0;
 /// `KVM_MP_STATE_UNINITIALIZED`.

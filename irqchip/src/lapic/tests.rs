@@ -1090,3 +1090,128 @@ fn fuzz(seed: u64) -> usize {
     }
     arms
 }
+
+#[test]
+fn state_restore_timer_edge_cases() {
+    let restore = |lvtt: u32, tmict: u32, tmcct: u32| {
+        let (a, _) = enabled(0);
+        let mut s = a.get_state(&NOW, false).unwrap();
+        s.set_reg(APIC_LVTT, lvtt);
+        s.set_reg(APIC_TDCR, 0xb);
+        s.set_reg(APIC_TMICT, tmict);
+        s.set_reg(APIC_TMCCT, tmcct);
+        let mut b = Lapic::new(0, VmApicConfig::default());
+        b.set_cpuid(true, true);
+        let fx = b.set_state(&s, &NOW, false).unwrap();
+        (b, fx)
+    };
+    // Periodic with TMCCT 0: a full period.
+    let (b, fx) = restore(APIC_LVT_TIMER_PERIODIC | 0x20, 300_000, 0);
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == NOW.ns + 300_000));
+    assert_eq!(b.timer_period_ns(), 300_000);
+    // TMCCT above TMICT: restarted from TMICT.
+    let (_, fx) = restore(0x20, 1000, 5000);
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == NOW.ns + 1000));
+    // One-shot that already expired (TMCCT 0): armed at "now", i.e. it fires again, as
+    // upstream's restore does.
+    let (_, fx) = restore(0x20, 1000, 0);
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == NOW.ns));
+    // TMICT 0: nothing armed.
+    let (b, fx) = restore(0x20, 0, 0);
+    assert!(!matches!(fx.timer, TimerCmd::Arm { .. }));
+    assert_eq!(b.timer_period_ns(), 0);
+    // TSC-deadline mode restores TMICT as 0 (mode switch) and arms nothing by itself.
+    let (b, fx) = restore(APIC_LVT_TIMER_TSCDEADLINE | 0x20, 1000, 0);
+    assert!(!matches!(fx.timer, TimerCmd::Arm { .. }));
+    assert_eq!(b.reg(APIC_TMICT), 0);
+}
+
+#[test]
+fn software_disable_drops_pending_timer() {
+    let (mut a, pir) = enabled(0);
+    a.reg_write(APIC_LVTT, 0x20 | APIC_LVT_MASKED, &NOW)
+        .unwrap();
+    a.reg_write(APIC_TDCR, 0xb, &NOW).unwrap();
+    let fx = a.reg_write(APIC_TMICT, 100, &NOW).unwrap();
+    let TimerCmd::Arm { at_ns, token } = fx.timer else {
+        panic!()
+    };
+    pir.timer_expired(token);
+    let _ = a.sync_pir(&pir, &Now::ns(at_ns));
+    assert_eq!(a.highest_irr(), None, "masked: latched, not delivered");
+    // Unmasking delivers the latched expiry.
+    a.reg_write(APIC_LVTT, 0x20, &NOW).unwrap();
+    let _ = a.sync_pir(&pir, &Now::ns(at_ns));
+    assert_eq!(a.ack(), Some(0x20));
+    let _ = a.eoi();
+    // Latched again, then software disable forgets it.
+    let fx = a.reg_write(APIC_TMICT, 100, &NOW).unwrap();
+    let TimerCmd::Arm { token, .. } = fx.timer else {
+        panic!()
+    };
+    a.reg_write(APIC_LVTT, 0x20 | APIC_LVT_MASKED, &NOW)
+        .unwrap();
+    pir.timer_expired(token);
+    let _ = a.sync_pir(&pir, &Now::ns(at_ns));
+    a.reg_write(APIC_SPIV, 0xff, &NOW).unwrap();
+    a.reg_write(APIC_SPIV, 0x1ff, &NOW).unwrap();
+    a.reg_write(APIC_LVTT, 0x20, &NOW).unwrap();
+    let _ = a.sync_pir(&pir, &Now::ns(at_ns));
+    assert_eq!(a.highest_irr(), None);
+}
+
+#[test]
+fn periodic_divider_change_and_mode_switch() {
+    let (mut a, _) = enabled(0);
+    a.reg_write(APIC_LVTT, APIC_LVT_TIMER_PERIODIC | 0x20, &NOW)
+        .unwrap();
+    a.reg_write(APIC_TDCR, 0xb, &NOW).unwrap();
+    let _ = a.reg_write(APIC_TMICT, 1_000_000, &NOW).unwrap();
+    // Half-way, divide by 2: the remaining 500 µs become 1 ms; the period doubles.
+    let t = Now::ns(NOW.ns + 500_000);
+    let fx = a.reg_write(APIC_TDCR, 0x0, &t).unwrap();
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == t.ns + 1_000_000));
+    assert_eq!(a.timer_period_ns(), 2_000_000);
+    // The same divider again changes nothing.
+    assert_eq!(
+        a.reg_write(APIC_TDCR, 0x0, &t).unwrap().timer,
+        TimerCmd::Keep
+    );
+    // Periodic -> one-shot keeps running; one-shot -> TSC deadline stops and clears TMICT.
+    let fx = a.reg_write(APIC_LVTT, 0x20, &t).unwrap();
+    assert_eq!(fx.timer, TimerCmd::Keep);
+    assert_eq!(a.reg(APIC_TMICT), 1_000_000);
+    let fx = a
+        .reg_write(APIC_LVTT, APIC_LVT_TIMER_TSCDEADLINE | 0x20, &t)
+        .unwrap();
+    assert_eq!(fx.timer, TimerCmd::Cancel);
+    assert_eq!(a.reg(APIC_TMICT), 0);
+    assert_eq!(a.mmio_read(APIC_TMCCT, 4, t.ns), Some(0));
+}
+
+#[test]
+fn self_ipi_shorthand_reaches_only_the_sender() {
+    let (mut a, pir) = enabled(2);
+    to_x2apic(&mut a);
+    let fx = a.x2apic_write(0x83f, 0x55, &NOW).unwrap();
+    let irq = fx.ipi.unwrap();
+    let me = a.dest_info();
+    assert!(match_dest(
+        me,
+        &irq,
+        Sender::Apic { is_target: true },
+        false
+    ));
+    assert!(!match_dest(
+        me,
+        &irq,
+        Sender::Apic { is_target: false },
+        false
+    ));
+    assert!(pir.post(me, &irq));
+    let _ = a.sync_pir(&pir, &NOW);
+    assert_eq!(a.ack(), Some(0x55));
+    // SELF_IPI does not exist in xAPIC mode.
+    let (mut b, _) = enabled(3);
+    assert_eq!(b.reg_write(APIC_SELF_IPI, 0x55, &NOW), Err(Fault));
+}
