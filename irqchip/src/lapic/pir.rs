@@ -106,13 +106,35 @@ impl Pir {
         self.nmis.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Posts INIT; a pending SIPI is dropped (upstream overwrites `pending_events`).
+    /// Posts INIT; a pending SIPI is dropped (upstream overwrites `pending_events`; the
+    /// last SIPI vector is kept, as upstream's `sipi_vector`).
     pub fn post_init(&self) {
         let _ = self
             .events
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
-                Some((e & !(EV_SIPI | 0xff << EV_SIPI_VECTOR_SHIFT)) | EV_INIT)
+                Some((e & !EV_SIPI) | EV_INIT)
             });
+    }
+
+    /// Sets or clears a latched INIT without a sender (`KVM_SET_VCPU_EVENTS`'
+    /// `smi.latched_init`).
+    pub fn set_init_latched(&self, latched: bool) {
+        if latched {
+            self.events.fetch_or(EV_INIT, Ordering::AcqRel);
+        } else {
+            self.events.fetch_and(!EV_INIT, Ordering::AcqRel);
+        }
+    }
+
+    /// Marks a SIPI pending with the last SIPI vector (`KVM_SET_MP_STATE` with
+    /// `KVM_MP_STATE_SIPI_RECEIVED`).
+    pub fn set_sipi_pending(&self) {
+        self.events.fetch_or(EV_SIPI, Ordering::AcqRel);
+    }
+
+    /// The last SIPI vector posted (upstream `apic->sipi_vector`).
+    pub fn sipi_vector(&self) -> u8 {
+        (self.events.load(Ordering::Acquire) >> EV_SIPI_VECTOR_SHIFT) as u8
     }
 
     /// Posts a start-up IPI with its vector (the latest SIPI's vector wins).
@@ -143,7 +165,7 @@ impl Pir {
     /// condition before it takes its lock).
     pub fn has_pending(&self) -> bool {
         self.irr.iter().any(|w| w.load(Ordering::Acquire) != 0)
-            || self.events.load(Ordering::Acquire) != 0
+            || self.events.load(Ordering::Acquire) & (EV_INIT | EV_SIPI | EV_SMI) != 0
             || self.nmis.load(Ordering::Acquire) != 0
             || self.timer.load(Ordering::Acquire) != 0
     }
@@ -173,11 +195,9 @@ impl Pir {
         self.events.fetch_and(!EV_INIT, Ordering::AcqRel) & EV_INIT != 0
     }
 
-    /// Takes a pending SIPI and its vector.
+    /// Takes a pending SIPI and its vector (the vector stays as the last one).
     pub fn take_sipi(&self) -> Option<u8> {
-        let old = self
-            .events
-            .fetch_and(!(EV_SIPI | 0xff << EV_SIPI_VECTOR_SHIFT), Ordering::AcqRel);
+        let old = self.events.fetch_and(!EV_SIPI, Ordering::AcqRel);
         (old & EV_SIPI != 0).then_some((old >> EV_SIPI_VECTOR_SHIFT) as u8)
     }
 
@@ -196,12 +216,14 @@ impl Pir {
         Some((irr, tmr))
     }
 
-    /// Empties the inbox (vCPU reset paths that drop everything pending).
+    /// Empties the inbox (vCPU reset paths that drop everything pending; the last SIPI
+    /// vector is kept).
     pub fn clear(&self) {
         for w in self.irr.iter() {
             w.store(0, Ordering::Release);
         }
-        self.events.store(0, Ordering::Release);
+        self.events
+            .fetch_and(0xff << EV_SIPI_VECTOR_SHIFT, Ordering::AcqRel);
         self.nmis.store(0, Ordering::Release);
         self.timer.store(0, Ordering::Release);
     }

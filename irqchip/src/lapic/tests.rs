@@ -1215,3 +1215,25 @@ fn self_ipi_shorthand_reaches_only_the_sender() {
     let (mut b, _) = enabled(3);
     assert_eq!(b.reg_write(APIC_SELF_IPI, 0x55, &NOW), Err(Fault));
 }
+
+#[test]
+fn latched_init_and_sipi_received_restore() {
+    let pir = Pir::new();
+    pir.post_sipi(0x12);
+    assert_eq!(pir.take_sipi(), Some(0x12));
+    assert_eq!(pir.take_sipi(), None);
+    assert_eq!(pir.sipi_vector(), 0x12);
+    // KVM_SET_MP_STATE(SIPI_RECEIVED): INIT_RECEIVED + a pending SIPI with the last vector.
+    pir.set_sipi_pending();
+    let r = accept_events(&pir, KVM_MP_STATE_INIT_RECEIVED, false, true);
+    assert_eq!(r.sipi_vector, Some(0x12));
+    // KVM_SET_VCPU_EVENTS latched_init.
+    pir.set_init_latched(true);
+    assert!(pir.init_pending());
+    pir.set_init_latched(false);
+    assert!(!pir.init_or_sipi_pending());
+    pir.post_init();
+    pir.clear();
+    assert!(!pir.has_pending());
+    assert_eq!(pir.sipi_vector(), 0x12);
+}
