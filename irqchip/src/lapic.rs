@@ -17,6 +17,7 @@
 //! (remote read, used by KVM only for the PV unhalt hypercall) is dropped; lowest-priority
 //! arbitration is vector hashing (upstream's default, see [`dest`]).
 
+pub mod deliver;
 pub mod dest;
 pub mod pir;
 pub mod regs;
@@ -26,6 +27,7 @@ pub mod timer;
 #[cfg(test)]
 mod tests;
 
+pub use deliver::{deliver_irq, DeliveryCtx};
 pub use dest::{
     fixup_phys_broadcast_lowest, icr_to_irq, is_lowest_priority, lowest_priority_index, match_dest,
     x2apic_ldr, DestInfo, DfrModel, Sender,
@@ -309,6 +311,7 @@ impl Lapic {
             self.sw_enabled,
             self.x2apic_mode(),
         )
+        .with_ldr_nonzero(self.reg(APIC_LDR) != 0)
     }
 
     /// Guest CPUID changed (`kvm_vcpu_after_set_cpuid`): x2APIC support (IA32_APIC_BASE.EXTD

@@ -42,7 +42,9 @@ impl DfrModel {
 /// Layout: bits 31:0 x2APIC ID (= vCPU ID in KVM), 39:32 xAPIC ID (ID register bits 31:24),
 /// 47:40 xAPIC logical ID (LDR bits 31:24), 49:48 [`DfrModel`], bit 52 APIC globally enabled
 /// (IA32_APIC_BASE.EN: upstream `kvm_apic_present`), bit 53 software-enabled (SPIV bit 8),
-/// bit 54 x2APIC mode, bit 55 valid (0 means "no local APIC": never matches).
+/// bit 54 x2APIC mode, bit 55 valid (0 means "no local APIC": never matches), bit 56 the LDR
+/// register is non-zero (it can hold bits below 24 after `KVM_SET_LAPIC`; upstream's logical
+/// map looks at the whole register).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct DestInfo(u64);
 
@@ -50,6 +52,7 @@ const VALID: u64 = 1 << 55;
 const X2APIC: u64 = 1 << 54;
 const SW_EN: u64 = 1 << 53;
 const HW_EN: u64 = 1 << 52;
+const LDR_NZ: u64 = 1 << 56;
 
 impl DestInfo {
     /// "No local APIC" (what an unpublished slot holds).
@@ -77,9 +80,27 @@ impl DestInfo {
             v |= SW_EN;
         }
         if x2apic_mode {
-            v |= X2APIC;
+            v |= X2APIC | LDR_NZ;
+        }
+        if logical_id != 0 {
+            v |= LDR_NZ;
         }
         DestInfo(v)
+    }
+
+    /// Records whether the whole LDR register is non-zero (see the layout; [`DestInfo::new`]
+    /// assumes it is exactly when the logical ID is, or in x2APIC mode).
+    pub const fn with_ldr_nonzero(self, nonzero: bool) -> Self {
+        if nonzero {
+            DestInfo(self.0 | LDR_NZ)
+        } else {
+            DestInfo(self.0 & !LDR_NZ)
+        }
+    }
+
+    /// The LDR register is non-zero.
+    pub const fn ldr_nonzero(self) -> bool {
+        self.0 & LDR_NZ != 0
     }
 
     /// The packed value (for `AtomicU64::store`).
