@@ -546,6 +546,81 @@ mod tests {
     }
 
     #[test]
+    fn random_tables_never_panic_and_count_right() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let n = (rnd() % 40) as usize;
+            let mut v = [DestInfo::NONE; 40];
+            for d in v.iter_mut().take(n) {
+                let r = rnd();
+                let id = if r & 1 == 0 {
+                    (r >> 8) as u32 % 300
+                } else {
+                    (r >> 8) as u32 % 4096
+                };
+                let dfr =
+                    [DfrModel::Flat, DfrModel::Cluster, DfrModel::Invalid][(r >> 40) as usize % 3];
+                *d = DestInfo::new(
+                    id,
+                    (r >> 16) as u8 % 8,
+                    (r >> 24) as u8,
+                    dfr,
+                    r & 2 != 0 || r & 4 != 0,
+                    r & 8 != 0 || r & 16 != 0,
+                    r & 32 != 0,
+                )
+                .with_ldr_nonzero(r & 64 != 0 || (r >> 24) as u8 != 0);
+            }
+            let r = rnd();
+            let mut i = irq(
+                match r % 4 {
+                    0 => 0xff,
+                    1 => 0xffff_ffff,
+                    2 => (r >> 8) as u32 % 16,
+                    _ => (r >> 8) as u32,
+                },
+                r & (1 << 40) != 0,
+                DeliveryMode::from_bits((r >> 41) as u32).unwrap_or(FIXED),
+                (r >> 48) as u8,
+            );
+            i.msi_redir_hint = r & (1 << 56) != 0;
+            i.shorthand = [
+                Shorthand::None,
+                Shorthand::None,
+                Shorthand::SelfOnly,
+                Shorthand::AllIncludingSelf,
+                Shorthand::AllExcludingSelf,
+            ][(r >> 57) as usize % 5];
+            let sender = (n > 0 && r & (1 << 63) != 0).then(|| (r >> 20) as usize % n);
+            let c = DeliveryCtx {
+                x2apic_format: r & (1 << 61) != 0,
+                broadcast_quirk_disabled: r & (1 << 62) != 0,
+            };
+            let mut calls = 0;
+            let res = deliver_irq(
+                &i,
+                sender,
+                n,
+                |k| v[k],
+                c,
+                |k, _| {
+                    assert!(k < n);
+                    calls += 1;
+                    1
+                },
+            );
+            assert!(res >= -1);
+            assert_eq!(res.max(0), calls);
+        }
+    }
+
+    #[test]
     fn nth_bit_helper() {
         assert_eq!(nth_bit(0b1011, 0), Some(0));
         assert_eq!(nth_bit(0b1011, 1), Some(1));
