@@ -393,9 +393,10 @@ impl Lapic {
         fx.dest_changed = true;
     }
 
-    /// IA32_APIC_BASE write (6.12's `kvm_apic_set_base`): reserved bits (above `maxphyaddr`, 7:0, 9, and EXTD without x2APIC
-    /// in CPUID) or EN=0/EXTD=1 fail; a guest may not go x2APIC → xAPIC or disabled →
-    /// x2APIC directly (the host may).
+    /// IA32_APIC_BASE write (6.12's `kvm_apic_set_base`): reserved bits (above
+    /// `maxphyaddr`, 7:0, 9, and EXTD without x2APIC in CPUID) or EN=0/EXTD=1 fail; a guest
+    /// may not go x2APIC → xAPIC or disabled → x2APIC directly (the host may). The module
+    /// updates CPUID.1:EDX.APIC when [`Effects::mode_changed`] says EN may have changed.
     pub fn set_base(
         &mut self,
         value: u64,

@@ -1237,3 +1237,46 @@ fn latched_init_and_sipi_received_restore() {
     assert!(!pir.has_pending());
     assert_eq!(pir.sipi_vector(), 0x12);
 }
+
+#[test]
+fn concurrent_posters_lose_nothing() {
+    extern crate std;
+    use std::sync::Arc;
+    use std::thread;
+    // Four senders post disjoint vector sets (odd vectors level-triggered) while the owner
+    // merges, acknowledges and EOIs; every vector must arrive once with its trigger mode.
+    let (mut a, _) = enabled(0);
+    let pir = Arc::new(Pir::new());
+    let d = a.dest_info();
+    let senders: std::vec::Vec<_> = (0..4u8)
+        .map(|t| {
+            let pir = Arc::clone(&pir);
+            thread::spawn(move || {
+                for v in (32u16..256).filter(|v| *v as u8 % 4 == t) {
+                    let mut irq = fixed(v as u8, 0, false);
+                    irq.level_triggered = v % 2 == 1;
+                    assert!(pir.post(d, &irq));
+                    thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    let mut seen = [false; 256];
+    let mut count = 0;
+    while count < 224 {
+        let _ = a.sync_pir(&pir, &NOW);
+        while let Some(v) = a.ack() {
+            assert!(!seen[v as usize], "vector {v} twice");
+            seen[v as usize] = true;
+            count += 1;
+            let e = a.eoi().unwrap();
+            assert_eq!(e.vector, v);
+            assert_eq!(e.level, v % 2 == 1, "TMR of {v}");
+        }
+        thread::yield_now();
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    assert!(!pir.has_pending());
+}
