@@ -1365,3 +1365,86 @@ fn xapic_state_test_icr_flow() {
         }
     }
 }
+
+#[test]
+fn xapic_state_test_apic_id_flows() {
+    // test_apic_id: 32-bit IDs, APIC_BASE toggled by the host.
+    for id in 0..3u32 {
+        let (mut a, _) = new_apic(id, id == 0);
+        let base = a.apic_base();
+        assert_ne!(base & MSR_IA32_APICBASE_ENABLE, 0);
+        assert_eq!(base & X2APIC_ENABLE, 0);
+        for b in [base, base | X2APIC_ENABLE, base] {
+            a.set_base(b, true, 48).unwrap();
+            let s = a.get_state(&NOW, true).unwrap();
+            let want = if b & X2APIC_ENABLE != 0 { id } else { id << 24 };
+            assert_eq!(s.reg(APIC_ID), want);
+        }
+    }
+    // test_x2apic_id: legacy format, an all-zero state never changes the x2APIC ID.
+    let (mut a, _) = new_apic(0, true);
+    a.set_base(MSR_IA32_APICBASE_ENABLE | X2APIC_ENABLE, true, 48)
+        .unwrap();
+    let mut s = LapicState::default();
+    for _ in 0..=0xff {
+        a.set_state(&s, &NOW, false).unwrap();
+        s = a.get_state(&NOW, false).unwrap();
+        assert_eq!(s.reg(APIC_ID), 0);
+    }
+    let (mut b, _) = new_apic(5, false);
+    b.set_base(MSR_IA32_APICBASE_ENABLE | X2APIC_ENABLE, true, 48)
+        .unwrap();
+    let mut s = LapicState::default();
+    for _ in 0..4 {
+        b.set_state(&s, &NOW, false).unwrap();
+        s = b.get_state(&NOW, false).unwrap();
+        assert_eq!(s.reg(APIC_ID), 5 << 24);
+    }
+}
+
+#[test]
+fn apic_bus_clock_test_math() {
+    // apic_bus_clock_test: TMICT = ~0 with every divider, TMCCT read after a delay; the
+    // measured frequency must be the configured bus frequency.
+    for apic_hz in [25_000_000u64, 1_000_000_000, 1_000_000] {
+        let pir = Pir::new();
+        let mut a = Lapic::new(
+            0,
+            VmApicConfig {
+                ioapic_in_kernel: true,
+                bus_cycle_ns: 1_000_000_000 / apic_hz,
+            },
+        );
+        a.set_cpuid(true, true);
+        let _ = a.reset(false, true, true, &pir);
+        to_x2apic(&mut a);
+        a.x2apic_write(0x80f, 0x1ff, &NOW).unwrap();
+        a.x2apic_write(
+            0x832,
+            (APIC_LVT_TIMER_ONESHOT | APIC_LVT_MASKED) as u64,
+            &NOW,
+        )
+        .unwrap();
+        for (tdcr, div) in [
+            (0x0, 2),
+            (0x1, 4),
+            (0x2, 8),
+            (0x3, 16),
+            (0x8, 32),
+            (0x9, 64),
+            (0xa, 128),
+            (0xb, 1),
+        ] {
+            a.x2apic_write(0x83e, tdcr, &NOW).unwrap();
+            a.x2apic_write(0x838, 0xffff_ffff, &NOW).unwrap();
+            let delay_ns = 100_000_000u64;
+            let tmcct = a.x2apic_read(0x839, NOW.ns + delay_ns).unwrap();
+            a.x2apic_write(0x838, 0, &NOW).unwrap();
+            let freq = (0xffff_ffff - tmcct) * div * 1_000_000_000 / delay_ns;
+            assert!(
+                freq < apic_hz * 105 / 100 && freq > apic_hz * 95 / 100,
+                "hz {apic_hz} div {div}: {freq}"
+            );
+        }
+    }
+}
