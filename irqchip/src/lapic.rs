@@ -556,7 +556,7 @@ impl Lapic {
         fx.recheck |= self.update_ppr();
     }
 
-    /// CR8 write (`kvm_lapic_set_tpr`): TPR = CR8[3:0] << 4.
+    /// CR8 write (`kvm_lapic_set_tpr`): TPR = CR8 bits 3:0, shifted left by 4.
     pub fn set_cr8(&mut self, cr8: u64) -> Effects {
         let mut fx = Effects::default();
         self.set_tpr(((cr8 & 0xf) << 4) as u32, &mut fx);

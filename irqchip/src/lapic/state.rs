@@ -98,7 +98,7 @@ impl Lapic {
 
     /// `KVM_SET_LAPIC` (`kvm_apic_set_state`). SPIV is applied first, even when the state is
     /// then refused, as upstream; the timer restarts from the state's TMCCT (see
-    /// [`Lapic::start_timer_from`]); the version register is recomputed.
+    /// `start_timer_from`); the version register is recomputed.
     pub fn set_state(
         &mut self,
         s: &LapicState,
