@@ -615,6 +615,22 @@ impl Lapic {
         true
     }
 
+    /// Upstream `__apic_accept_irq` on the owner's side (under the vCPU lock): fixed and
+    /// lowest-priority requests go straight into IRR/TMR, the other modes into `pir`; same
+    /// acceptance rules as [`Pir::post`].
+    pub fn accept(&mut self, irq: &LapicIrq, pir: &Pir) -> bool {
+        use crate::irq::DeliveryMode;
+        match irq.delivery_mode {
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                if irq.level_triggered && !irq.level {
+                    return false;
+                }
+                self.accept_vector(irq.vector, irq.level_triggered)
+            }
+            _ => pir.post(self.dest_info(), irq),
+        }
+    }
+
     /// Merges the inbox into IRR/TMR, handles an expired timer token (latch, periodic
     /// re-arm) and delivers a pending timer interrupt (`kvm_inject_apic_timer_irqs`). Call
     /// under the vCPU lock before looking for interrupts and before sleeping in HLT; then

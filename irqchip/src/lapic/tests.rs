@@ -1448,3 +1448,21 @@ fn apic_bus_clock_test_math() {
         }
     }
 }
+
+#[test]
+fn owner_side_accept() {
+    let (mut a, pir) = enabled(0);
+    let mut lvl = fixed(0x70, 0, false);
+    lvl.level_triggered = true;
+    assert!(a.accept(&lvl, &pir));
+    assert_eq!(a.ack(), Some(0x70));
+    assert!(a.eoi().unwrap().level);
+    lvl.level = false;
+    assert!(!a.accept(&lvl, &pir));
+    let mut nmi = fixed(0, 0, false);
+    nmi.delivery_mode = DeliveryMode::Nmi;
+    assert!(a.accept(&nmi, &pir));
+    assert_eq!(pir.take_nmis(), 1);
+    a.reg_write(APIC_SPIV, 0xff, &NOW).unwrap();
+    assert!(!a.accept(&fixed(0x70, 0, false), &pir));
+}
