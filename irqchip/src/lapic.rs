@@ -12,6 +12,40 @@
 //! published [`DestInfo`] ([`match_dest`]) and post into its [`Pir`]; the owner merges the
 //! [`Pir`] before it looks for interrupts ([`Lapic::sync_pir`]).
 //!
+//! The life of an IPI, as the module wires it (one `Lapic` + `Pir` + published
+//! `DestInfo` per vCPU):
+//!
+//! ```
+//! use core::sync::atomic::{AtomicU64, Ordering};
+//! use irqchip::lapic::{deliver_irq, regs::*, DeliveryCtx, DestInfo, Lapic, Now, Pir, VmApicConfig};
+//!
+//! let now = Now::ns(1_000);
+//! let pirs = [Pir::new(), Pir::new()];
+//! let published = [AtomicU64::new(0), AtomicU64::new(0)];
+//! let mut apics = [0, 1].map(|id| Lapic::new(id, VmApicConfig::default()));
+//! for (i, a) in apics.iter_mut().enumerate() {
+//!     a.set_cpuid(true, true);
+//!     let _ = a.reset(false, i == 0, true, &pirs[i]);
+//!     let _ = a.mmio_write(APIC_SPIV, 4, 0x1ff, &now); // software-enable
+//!     published[i].store(a.dest_info().to_bits(), Ordering::Release);
+//! }
+//! // vCPU 0 writes ICR2/ICR: fixed IPI, vector 0x40, physical destination 1.
+//! let _ = apics[0].mmio_write(APIC_ICR2, 4, 1 << 24, &now);
+//! let fx = apics[0].mmio_write(APIC_ICR, 4, 0x40, &now);
+//! let irq = fx.ipi.unwrap();
+//! let dest = |i: usize| DestInfo::from_bits(published[i].load(Ordering::Acquire));
+//! let r = deliver_irq(&irq, Some(0), 2, dest, DeliveryCtx::default(), |i, irq| {
+//!     let ok = pirs[i].post(dest(i), irq); // then kick vCPU i
+//!     ok as i32
+//! });
+//! assert_eq!(r, 1);
+//! // vCPU 1, under its lock, before entering the guest:
+//! let _ = apics[1].sync_pir(&pirs[1], &now);
+//! assert_eq!(apics[1].ack(), Some(0x40)); // inject vector 0x40
+//! let fx = apics[1].mmio_write(APIC_EOI, 4, 0, &now);
+//! assert_eq!(fx.eoi.map(|e| (e.vector, e.level)), Some((0x40, false)));
+//! ```
+//!
 //! Deviations from upstream, all invisible to the guest: no APICv/AVIC, no PV EOI, no
 //! Hyper-V SynIC hooks, no timer advancement, no TPR-access reporting; ICR delivery mode 3
 //! (remote read, used by KVM only for the PV unhalt hypercall) is dropped; lowest-priority
