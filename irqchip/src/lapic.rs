@@ -510,7 +510,14 @@ impl Lapic {
         }
         self.set_reg(APIC_ESR, 0);
         self.set_reg(APIC_ICR, 0);
-        self.set_reg(APIC_ICR2, 0);
+        if self.x2apic_mode() {
+            // Upstream clears the ICR as one 64-bit register here (`kvm_lapic_set_reg64`)
+            // even where x2APIC keeps it split in ICR/ICR2 (SVM): the word at 0x304, not
+            // ICR2, is cleared, so ICR2 survives an INIT in x2APIC mode.
+            self.set_reg(APIC_ICR + 4, 0);
+        } else {
+            self.set_reg(APIC_ICR2, 0);
+        }
         self.set_reg(APIC_TDCR, 0);
         self.set_reg(APIC_TMICT, 0);
         for i in 0..8 {

@@ -615,14 +615,15 @@ fn periodic_timer_clamp_and_rearm() {
     };
     assert_eq!(next, at_ns + 200_000);
     assert_eq!(a.ack(), Some(0x41));
-    // Missed periods collapse to "now".
+    // Missed periods collapse into one interrupt; the target stays on the period grid
+    // (upstream's hrtimer keeps re-arming itself every period).
     let TimerCmd::Arm { token, .. } = fx.timer else {
         panic!()
     };
     pir.timer_expired(token);
     let late = Now::ns(next + 10_000_000);
     let fx = a.sync_pir(&pir, &late);
-    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == late.ns));
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == next + 10_200_000));
     // Masked LVTT: the expiry stays latched, delivered on unmask.
     let _ = a.eoi();
     a.reg_write(
@@ -1465,4 +1466,86 @@ fn owner_side_accept() {
     assert_eq!(pir.take_nmis(), 1);
     a.reg_write(APIC_SPIV, 0xff, &NOW).unwrap();
     assert!(!a.accept(&fixed(0x70, 0, false), &pir));
+}
+
+// ----- Independent review against 6.12.117 (lapic2) -----
+
+/// Upstream `kvm_lapic_reset` in x2APIC mode clears the ICR with `kvm_lapic_set_reg64(apic,
+/// APIC_ICR, 0)`: the 8 bytes at 0x300 (ICR and the reserved word at 0x304), not ICR2 at
+/// 0x310, even on SVM where the x2APIC ICR is kept split. An INIT in x2APIC mode therefore
+/// leaves ICR2 (the destination half of MSR 0x830) as it was.
+#[test]
+fn init_in_x2apic_mode_clears_icr_low_quadword_only() {
+    let (mut a, pir) = enabled(5);
+    to_x2apic(&mut a);
+    a.x2apic_write(0x830, (7u64 << 32) | 0x4030, &NOW).unwrap();
+    let mut s = a.get_state(&NOW, false).unwrap();
+    s.set_reg(0x304, 0xdead_beef);
+    a.set_state(&s, &NOW, false).unwrap();
+    assert_eq!(a.reg(0x304), 0xdead_beef);
+    let _ = a.reset(true, false, true, &pir);
+    assert_eq!(a.reg(APIC_ICR), 0);
+    assert_eq!(a.reg(0x304), 0);
+    assert_eq!(a.reg(APIC_ICR2), 7);
+    assert_eq!(a.x2apic_read(0x830, NOW.ns), Ok(7u64 << 32));
+    // In xAPIC mode both halves are cleared.
+    let (mut b, pir) = enabled(1);
+    b.reg_write(APIC_ICR2, 0x0300_0000, &NOW).unwrap();
+    let _ = b.reset(true, false, true, &pir);
+    assert_eq!(b.reg(APIC_ICR2), 0);
+}
+
+/// Upstream's periodic hrtimer re-arms itself in its callback (`apic_timer_fn` →
+/// `advance_periodic_target_expiration`, `HRTIMER_RESTART`) whether or not the vCPU runs,
+/// so the target stays on the period grid: when the owner merges the expiry late, the
+/// timer's next target is the first grid point after "now", and TMCCT counts down to it.
+#[test]
+fn periodic_target_stays_on_the_period_grid_when_merged_late() {
+    let (mut a, pir) = enabled(0);
+    a.reg_write(APIC_LVTT, APIC_LVT_TIMER_PERIODIC | 0x41, &NOW)
+        .unwrap();
+    a.reg_write(APIC_TDCR, 0xb, &NOW).unwrap();
+    let fx = a.reg_write(APIC_TMICT, 1_000_000, &NOW).unwrap();
+    let TimerCmd::Arm { at_ns, token } = fx.timer else {
+        panic!()
+    };
+    assert_eq!(at_ns, NOW.ns + 1_000_000);
+    pir.timer_expired(token);
+    // Merged 3.25 periods after the first expiry: upstream's callbacks ran at +1, +2, +3
+    // and +4 ms, the armed target is +5 ms.
+    let late = Now::ns(NOW.ns + 4_250_000);
+    let fx = a.sync_pir(&pir, &late);
+    let TimerCmd::Arm { at_ns: next, .. } = fx.timer else {
+        panic!("{:?}", fx.timer)
+    };
+    assert_eq!(next, NOW.ns + 5_000_000);
+    assert_eq!(a.timer_target_ns(), NOW.ns + 5_000_000);
+    assert_eq!(a.mmio_read(APIC_TMCCT, 4, late.ns), Some(750_000));
+    assert_eq!(a.ack(), Some(0x41), "one interrupt for the missed periods");
+    assert_eq!(a.highest_irr(), None);
+}
+
+/// Upstream `start_sw_tscdeadline` computes `(tscdeadline - guest_tsc) * 1000000ULL` in 64
+/// bits before `do_div` by the TSC kHz: a deadline more than 2^64 / 10^6 cycles ahead wraps.
+#[test]
+fn tsc_deadline_far_ahead_wraps_as_upstream() {
+    let (mut a, _pir) = enabled(0);
+    a.reg_write(APIC_LVTT, APIC_LVT_TIMER_TSCDEADLINE | 0xef, &NOW)
+        .unwrap();
+    let delta = 20_000_000_000_000u64;
+    let fx = a.set_tsc_deadline(NOW.guest_tsc + delta, &NOW);
+    let want = delta.wrapping_mul(1_000_000) / u64::from(NOW.tsc_khz);
+    assert_eq!(want, 776_627_963_145);
+    assert!(
+        matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == NOW.ns + want),
+        "{:?}",
+        fx.timer
+    );
+    // 2^58 × 10^6 = 15625 × 2^64 wraps to 0: upstream's `ns > timer_advance_ns` fails and
+    // the timer expires at once.
+    let fx = a.set_tsc_deadline(NOW.guest_tsc + (1u64 << 58), &NOW);
+    assert!(!matches!(fx.timer, TimerCmd::Arm { .. }), "{:?}", fx.timer);
+    assert!(fx.recheck);
+    let _ = a.sync_pir(&_pir, &NOW);
+    assert_eq!(a.ack(), Some(0xef));
 }

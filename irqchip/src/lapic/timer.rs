@@ -249,6 +249,27 @@ impl Lapic {
         true
     }
 
+    /// The hrtimer callback's periodic re-arm, caught up to `now_ns`: upstream's callback
+    /// (`apic_timer_fn`) advances the target by one period and restarts the hrtimer on
+    /// every expiry, whether or not the vCPU merges them, so the target stays on the period
+    /// grid. Here the callback only posts its token; when the owner merges it late, the
+    /// target moves to the first grid point after `now_ns` (the one upstream's hrtimer
+    /// would be armed at then). Only one expiry is latched either way.
+    fn advance_periodic_grid(&mut self, now_ns: u64) {
+        let period = self.timer.period;
+        let Some(missed) = now_ns
+            .checked_sub(self.timer.target)
+            .and_then(|late| late.checked_div(period))
+        else {
+            self.advance_periodic(now_ns);
+            return;
+        };
+        self.timer.target = self
+            .timer
+            .target
+            .saturating_add(period.saturating_mul(missed.saturating_add(1)));
+    }
+
     /// `advance_periodic_target_expiration`.
     fn advance_periodic(&mut self, now_ns: u64) {
         self.timer.target = self.timer.target.saturating_add(self.timer.period);
@@ -272,15 +293,17 @@ impl Lapic {
         self.arm(self.timer.target, fx);
     }
 
-    /// `start_sw_tscdeadline` (no timer advancement). A deadline so far away that the
-    /// nanosecond count overflows saturates (never fires) instead of wrapping.
+    /// `start_sw_tscdeadline` (no timer advancement). The cycles-to-ns product wraps in 64
+    /// bits as upstream's does.
     fn start_tscdeadline(&mut self, now: &Now, fx: &mut Effects) {
         let deadline = self.timer.tscdeadline;
         if deadline == 0 || now.tsc_khz == 0 {
             return;
         }
         if deadline > now.guest_tsc {
-            let ns = mul_u64_u32_div(deadline - now.guest_tsc, 1_000_000, now.tsc_khz);
+            // Upstream multiplies in 64 bits before dividing: a delta above 2^64 / 10^6
+            // cycles wraps (and a wrapped 0 expires at once), exactly as here.
+            let ns = (deadline - now.guest_tsc).wrapping_mul(1_000_000) / u64::from(now.tsc_khz);
             if ns > 0 {
                 self.arm(now.ns.saturating_add(ns), fx);
                 return;
@@ -369,7 +392,7 @@ impl Lapic {
         self.timer.token = 0;
         self.timer_expired(fx);
         if self.lvtt_periodic() && self.timer.period != 0 {
-            self.advance_periodic(now.ns);
+            self.advance_periodic_grid(now.ns);
             self.arm(self.timer.target, fx);
         }
     }
