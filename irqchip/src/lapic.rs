@@ -205,6 +205,11 @@ pub struct Lapic {
     bus_cycle_ns: u64,
     /// LVT0 is in NMI mode.
     lvt0_nmi: bool,
+    /// Upstream's `isr_count`: ISR bits set, as acknowledges and EOIs track them (recounted
+    /// at reset and after a state restore).
+    isr_count: u32,
+    /// Upstream's `highest_isr_cache`: the vector of the last acknowledge, until an EOI.
+    highest_isr_cache: Option<u8>,
     timer: Timer,
 }
 
@@ -227,6 +232,8 @@ impl Lapic {
                 vm.bus_cycle_ns
             },
             lvt0_nmi: false,
+            isr_count: 0,
+            highest_isr_cache: None,
             timer: Timer {
                 divide: 2,
                 ..Timer::default()
@@ -278,6 +285,24 @@ impl Lapic {
     /// The highest vector in ISR.
     pub fn highest_isr(&self) -> Option<u8> {
         self.highest(APIC_ISR)
+    }
+
+    /// `apic_find_highest_isr`: the ISR as upstream's caches see it (no vector while
+    /// `isr_count` is 0, else the last acknowledged vector, else a scan). The caches only
+    /// differ from the register inside `set_state`, as upstream's do.
+    fn find_highest_isr(&self) -> Option<u8> {
+        if self.isr_count == 0 {
+            return None;
+        }
+        self.highest_isr_cache.or_else(|| self.highest_isr())
+    }
+
+    /// `kvm_apic_update_apicv`'s cache refresh (no APICv): recount ISR, forget the cache.
+    fn refresh_isr_caches(&mut self) {
+        self.isr_count = (0..8u32)
+            .map(|i| self.reg(APIC_ISR + 0x10 * i).count_ones())
+            .sum();
+        self.highest_isr_cache = None;
     }
 
     /// Whether `vector` is requested or in service (`kvm_apic_pending_eoi`).
@@ -525,6 +550,7 @@ impl Lapic {
             self.set_reg(APIC_ISR + 0x10 * i, 0);
             self.set_reg(APIC_TMR + 0x10 * i, 0);
         }
+        self.refresh_isr_caches();
         self.update_divide_count();
         self.timer.pending = false;
         self.update_ppr();
@@ -556,7 +582,7 @@ impl Lapic {
     fn update_ppr_inner(&mut self) -> (u32, bool) {
         let old = self.reg(APIC_PROCPRI);
         let tpr = self.reg(APIC_TASKPRI);
-        let isrv = self.highest_isr().map_or(0, u32::from);
+        let isrv = self.find_highest_isr().map_or(0, u32::from);
         let ppr = if (tpr & 0xf0) >= (isrv & 0xf0) {
             tpr & 0xff
         } else {
@@ -629,14 +655,24 @@ impl Lapic {
     /// `kvm_apic_ack_interrupt`: move `vector` from IRR to ISR and raise PPR.
     pub fn ack_vector(&mut self, vector: u8) {
         self.set_vec(APIC_IRR, vector, false);
-        self.set_vec(APIC_ISR, vector, true);
+        // apic_set_isr: the caches change only if the bit was clear.
+        if !self.test_vec(APIC_ISR, vector) {
+            self.set_vec(APIC_ISR, vector, true);
+            self.isr_count += 1;
+            self.highest_isr_cache = Some(vector);
+        }
         self.update_ppr_inner();
     }
 
     /// `apic_set_eoi`: clear the highest ISR bit; `None` when nothing is in service.
     pub fn eoi(&mut self) -> Option<Eoi> {
-        let vector = self.highest_isr()?;
-        self.set_vec(APIC_ISR, vector, false);
+        let vector = self.find_highest_isr()?;
+        // apic_clear_isr: the caches change only if the bit was set.
+        if self.test_vec(APIC_ISR, vector) {
+            self.set_vec(APIC_ISR, vector, false);
+            self.isr_count = self.isr_count.saturating_sub(1);
+            self.highest_isr_cache = None;
+        }
         self.update_ppr();
         Some(Eoi {
             vector,

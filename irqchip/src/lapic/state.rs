@@ -117,7 +117,10 @@ impl Lapic {
             *w = s.reg((i * 4) as u32);
         }
         self.set_version();
+        // Upstream recomputes PPR here, before `kvm_apic_update_apicv` refreshes the ISR
+        // caches: the PPR reflects the ISR as tracked before the restore.
         self.update_ppr();
+        self.refresh_isr_caches();
         self.cancel_timer(&mut fx);
         self.update_lvtt(&mut fx);
         self.manage_nmi_watchdog(&mut fx);

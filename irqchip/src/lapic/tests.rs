@@ -1549,3 +1549,48 @@ fn tsc_deadline_far_ahead_wraps_as_upstream() {
     let _ = a.sync_pir(&_pir, &NOW);
     assert_eq!(a.ack(), Some(0xef));
 }
+
+/// Upstream `kvm_apic_set_state` recomputes PPR (`apic_update_ppr`) before
+/// `kvm_apic_update_apicv` refreshes the ISR caches (`isr_count`, `highest_isr_cache`), so
+/// the PPR that `KVM_GET_LAPIC` reports right after `KVM_SET_LAPIC` is computed from the
+/// ISR as the APIC last tracked it: with nothing in service before, the restored ISR does
+/// not count; after an acknowledge, the acknowledged vector counts. The next PPR update
+/// (a PPR read, an interrupt check) uses the restored ISR.
+#[test]
+fn set_state_ppr_uses_the_isr_caches_from_before_the_restore() {
+    let restore = |a: &mut Lapic, isr_vec: u8, tpr: u32| {
+        let mut s = a.get_state(&NOW, false).unwrap();
+        for i in 0..8 {
+            s.set_reg(APIC_ISR + 0x10 * i, 0);
+        }
+        s.set_reg(
+            APIC_ISR + 0x10 * u32::from(isr_vec >> 5),
+            1 << (isr_vec & 31),
+        );
+        s.set_reg(APIC_TASKPRI, tpr);
+        s.set_reg(APIC_PROCPRI, 0xee);
+        a.set_state(&s, &NOW, false).unwrap();
+        a.get_state(&NOW, false).unwrap().reg(APIC_PROCPRI)
+    };
+    // Nothing in service before: isr_count == 0, PPR = TPR.
+    let (mut a, _) = enabled(0);
+    assert_eq!(restore(&mut a, 0x80, 0x10), 0x10);
+    // The caches are refreshed afterwards: a PPR read sees the restored ISR.
+    assert_eq!(a.mmio_read(APIC_PROCPRI, 4, NOW.ns), Some(0x80));
+    // After an acknowledge of 0x90 the cache holds 0x90, whatever the state restores.
+    let (mut b, _) = enabled(1);
+    assert!(b.accept_vector(0x90, false));
+    assert_eq!(b.ack(), Some(0x90));
+    assert_eq!(restore(&mut b, 0x40, 0), 0x90);
+    assert_eq!(b.ppr(), 0x40);
+    // The EOI after the restore clears the restored vector.
+    assert_eq!(b.eoi().map(|e| e.vector), Some(0x40));
+    // In service but no cached vector (after an EOI of the highest): the ISR is scanned.
+    let (mut c, _) = enabled(2);
+    for v in [0x50, 0x60] {
+        assert!(c.accept_vector(v, false));
+        assert_eq!(c.ack(), Some(v));
+    }
+    assert_eq!(c.eoi().map(|e| e.vector), Some(0x60));
+    assert_eq!(restore(&mut c, 0x70, 0), 0x70);
+}
