@@ -1594,3 +1594,33 @@ fn set_state_ppr_uses_the_isr_caches_from_before_the_restore() {
     assert_eq!(c.eoi().map(|e| e.vector), Some(0x60));
     assert_eq!(restore(&mut c, 0x70, 0), 0x70);
 }
+
+/// Pins upstream quirks that fall out of the same arithmetic: a divider change after a
+/// one-shot expiry was delivered (target reset to 0) re-arms the timer at "now"
+/// (`update_target_expiration` clamps the negative remaining time to 0, then
+/// `restart_apic_timer` starts it), so it fires a second time; and TMCCT keeps counting
+/// against the 200 µs clamped period even when TMICT is smaller.
+#[test]
+fn divider_change_after_delivered_oneshot_and_clamped_tmcct() {
+    let (mut a, pir) = enabled(0);
+    a.reg_write(APIC_LVTT, 0x31, &NOW).unwrap();
+    a.reg_write(APIC_TDCR, 0xb, &NOW).unwrap();
+    let fx = a.reg_write(APIC_TMICT, 1000, &NOW).unwrap();
+    let TimerCmd::Arm { at_ns, token } = fx.timer else {
+        panic!()
+    };
+    pir.timer_expired(token);
+    let t = Now::ns(at_ns + 10);
+    let _ = a.sync_pir(&pir, &t);
+    assert_eq!(a.ack(), Some(0x31));
+    assert_eq!(a.timer_target_ns(), 0);
+    let fx = a.reg_write(APIC_TDCR, 0x0, &t).unwrap();
+    assert!(matches!(fx.timer, TimerCmd::Arm { at_ns, .. } if at_ns == t.ns));
+    // Periodic, TMICT 1000 at divide 1: period clamped to 200 µs, TMCCT counts from it.
+    let (mut b, _) = enabled(1);
+    b.reg_write(APIC_LVTT, APIC_LVT_TIMER_PERIODIC | 0x31, &NOW)
+        .unwrap();
+    b.reg_write(APIC_TDCR, 0xb, &NOW).unwrap();
+    let _ = b.reg_write(APIC_TMICT, 1000, &NOW).unwrap();
+    assert_eq!(b.mmio_read(APIC_TMCCT, 4, NOW.ns + 50_000), Some(150_000));
+}
