@@ -169,9 +169,21 @@ pub struct Pit {
     reinject: PitReinject,
 }
 
+/// `mul_u64_u32_div(a, mul, div)`: `a * mul / div` with a 96-bit intermediate, truncated to
+/// 64 bits, without 128-bit division (the kernel has no `__udivti3`).
+fn mul_u64_u32_div(a: u64, mul: u32, div: u32) -> u64 {
+    let div = u64::from(div.max(1));
+    let hi = (a >> 32) * u64::from(mul);
+    let lo = (a & 0xffff_ffff) * u64::from(mul);
+    let (q1, r1) = (hi / div, hi % div);
+    // r1 < div < 2^32, so r1 * 2^32 + lo < 2^64.
+    let rest = (r1 << 32) + lo;
+    (q1 << 32).wrapping_add(rest / div)
+}
+
 fn ns_to_ticks(t: i64) -> i64 {
-    // mul_u64_u32_div(t, KVM_PIT_FREQ, NSEC_PER_SEC), with t taken as u64 as upstream does.
-    ((u128::from(t as u64) * u128::from(PIT_FREQ)) / u128::from(NSEC_PER_SEC)) as u64 as i64
+    // pit_get_count: mul_u64_u32_div(t, KVM_PIT_FREQ, NSEC_PER_SEC), t taken as u64.
+    mul_u64_u32_div(t as u64, PIT_FREQ as u32, NSEC_PER_SEC as u32) as i64
 }
 
 impl Pit {

@@ -294,3 +294,23 @@ fn uapi_flag_values() {
     assert_eq!(KVM_PIT_FLAGS_SPEAKER_DATA_ON, 2);
     assert_eq!(KVM_PIT_SPEAKER_DUMMY, 1);
 }
+
+#[test]
+fn mul_u64_u32_div_matches_wide_arithmetic() {
+    for a in [
+        0u64,
+        1,
+        999_999_999,
+        1 << 32,
+        (1 << 40) + 12345,
+        u64::MAX / 3,
+        u64::MAX,
+    ] {
+        let wide = (u128::from(a) * u128::from(PIT_FREQ) / u128::from(NSEC_PER_SEC)) as u64;
+        assert_eq!(
+            super::mul_u64_u32_div(a, PIT_FREQ as u32, NSEC_PER_SEC as u32),
+            wide,
+            "{a}"
+        );
+    }
+}
