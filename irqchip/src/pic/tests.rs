@@ -279,3 +279,19 @@ fn set_state_reevaluates_output() {
     assert!(p.output());
     assert!(!p.set_state(2, &m));
 }
+
+/// kvm-ioctls `test_irq_chip`: a master state with only `irq_base` = 10 reads back as set.
+#[test]
+fn kvm_ioctls_irq_chip_round_trip() {
+    let mut p = Pic::new();
+    let mut chip = crate::ioapic::uapi::KvmIrqchip::default();
+    let st = KvmPicState {
+        irq_base: 10,
+        ..KvmPicState::default()
+    };
+    chip.set_pic(&st);
+    assert!(p.set_state(0, &chip.pic()));
+    let mut back = crate::ioapic::uapi::KvmIrqchip::default();
+    back.set_pic(&p.get_state(0).unwrap());
+    assert_eq!(back, chip);
+}

@@ -307,3 +307,23 @@ fn split_scan_takes_level_msi_routes_below_the_reserved_pins() {
     t.scan_ioapic_routes(0, false, &mut h, &mut |_, _| true, &mut |_| true);
     assert_eq!(h, [0; 4]);
 }
+
+#[test]
+fn irq_line_needs_an_in_kernel_irqchip() {
+    assert_eq!(check_irq_line(false), Err(Errno::Enxio));
+    assert_eq!(check_irq_line(true), Ok(()));
+}
+
+#[test]
+fn split_mode_irq_line_reaches_msi_routes_only() {
+    let t = build(&[msi_entry(3)], SPLIT).unwrap();
+    let mut x = Targets {
+        log: Vec::new(),
+        pic: 1,
+        ioapic: 1,
+        msi: 1,
+    };
+    assert_eq!(t.set_irq(3, true, false, &mut x), 1);
+    assert_eq!(x.log, [('m', 0x30, true)]);
+    assert_eq!(t.set_irq(4, true, false, &mut x), -1);
+}
