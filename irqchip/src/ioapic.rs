@@ -17,7 +17,7 @@
 
 pub mod redir;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod uapi;
 
 pub use redir::RedirEntry;

@@ -5,6 +5,7 @@ extern crate std;
 use super::*;
 use crate::irq::DeliveryMode;
 use std::vec::Vec;
+use x86::uapi::Pod;
 
 const BASE: u64 = DEFAULT_BASE_ADDRESS;
 
@@ -387,4 +388,91 @@ fn reserved_delivery_mode_uses_deliver_reserved() {
     program(&mut io, &mut env, 6, 0x336, 0);
     assert_eq!(io.set_irq(6, 0, true, false, &mut env), 0);
     assert!(env.got.is_empty());
+}
+
+/// A small deterministic generator for the hostile-input tests.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Hostile guest MMIO and user state never panic (overflow checks on) and keep the model's
+/// invariants: read-only bits as upstream, IRR only for asserted pins.
+#[test]
+fn random_hostile_sequences_never_panic() {
+    let mut r = Rng(0x1234_5678_9abc_def1);
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    for i in 0..200_000 {
+        env.ret = (r.next() % 4) as i32 - 1;
+        env.vcpu = (r.next() % 5000) as u32;
+        env.got.clear();
+        let x = r.next();
+        match x % 9 {
+            0 => {
+                let off = [0u64, 0x10, 0x20, 0x40, 0xf0, 0x100][(x >> 8) as usize % 6];
+                io.mmio_write(
+                    BASE + off,
+                    [1, 2, 4, 8, 3][(x >> 16) as usize % 5],
+                    r.next(),
+                    &mut env,
+                );
+            }
+            1 => {
+                io.mmio_read(
+                    BASE + (x >> 8) % 0x110,
+                    [1, 2, 4, 8, 0][(x >> 20) as usize % 5],
+                );
+            }
+            2 | 3 => {
+                io.set_irq(
+                    (x >> 8) as usize % 26,
+                    (x >> 16) as u32 % 66,
+                    x & 1 << 40 != 0,
+                    x & 1 << 41 != 0,
+                    &mut env,
+                );
+            }
+            4 => {
+                let pins = io.eoi_begin((x >> 8) as u32 % 5000, (x >> 20) as u8);
+                for pin in 0..NUM_PINS {
+                    if pins & (1 << pin) != 0 {
+                        io.eoi_pin(pin, x & 1 << 40 != 0, x & 1 << 41 != 0, &mut env);
+                    }
+                }
+                io.eoi_pin((x >> 32) as usize % 30, true, false, &mut env);
+            }
+            5 if i % 100 == 0 => {
+                let mut s = KvmIoapicState::default();
+                for b in s.as_bytes_mut() {
+                    *b = r.next() as u8;
+                }
+                io.set_state(&s, &mut env);
+            }
+            6 => {
+                io.rtc_restore_one((x >> 8) as u32, x & 1 << 40 != 0, x & 1 << 41 != 0);
+                io.clear_source((x >> 16) as u32 % 70);
+            }
+            7 => {
+                let mut h = [0u64; 4];
+                io.scan_entry(
+                    (x >> 8) as u32,
+                    &mut h,
+                    &mut |_| x & 1 != 0,
+                    &mut |_, _| x & 2 != 0,
+                    &mut |_| x & 4 != 0,
+                );
+            }
+            _ => io.inject_pending_level(&mut env),
+        }
+        assert!(io.rtc_pending_eoi() >= 0);
+        let s = io.get_state();
+        assert_eq!(s.irr & !0xff_ffff, 0);
+    }
 }

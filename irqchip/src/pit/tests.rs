@@ -327,3 +327,80 @@ fn kvm_ioctls_pit2_round_trip() {
     }
     assert_eq!(g, s);
 }
+
+#[test]
+fn random_hostile_sequences_never_panic() {
+    use x86::uapi::Pod;
+    let mut r = crate::ioapic::tests::Rng(0x2545_f491_4f6c_dd1d);
+    let (mut p, _) = Pit::new(0, DEFAULT_MIN_PERIOD_NS);
+    let mut now: i64 = 0;
+    let mut generation = 0;
+    for _ in 0..200_000 {
+        let x = r.next();
+        now = now.wrapping_add((x >> 40) as i64 % 3_000_000 - 1_000_000);
+        let port = 0x3f + (x >> 8) as u16 % 6;
+        let cmd = match x % 7 {
+            0 | 1 => p.ioport_write(port, (x >> 16) as u8, now).flatten(),
+            2 | 3 => {
+                p.ioport_read(port, now);
+                None
+            }
+            4 => {
+                p.speaker_write((x >> 16) as u8, now);
+                p.speaker_read(now);
+                None
+            }
+            5 => {
+                let f = p.timer_fired(if x & 1 << 30 != 0 { generation } else { x });
+                let _ = f;
+                let re = p.reinject_mut();
+                re.on_work();
+                re.on_ack();
+                re.on_mask(x & 1 << 31 != 0);
+                re.set_reinject(x & 1 << 32 != 0);
+                None
+            }
+            _ => {
+                if x & 0xf00 == 0 {
+                    let mut st = KvmPitState2::default();
+                    for b in st.as_bytes_mut() {
+                        *b = r.next() as u8;
+                    }
+                    if x & 1 << 33 != 0 {
+                        st.channels[0].count_load_time = i64::MIN;
+                        st.channels[1].count = u32::MAX;
+                    }
+                    p.set_state2(&st, now)
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(TimerCmd::Start { generation: g, .. }) = cmd {
+            generation = g;
+        }
+        for ch in 0..4 {
+            p.get_count(ch, now);
+            p.get_out(ch, now);
+        }
+    }
+}
+
+#[test]
+fn counts_in_modes_1_4_and_5() {
+    for mode in [1u8, 4, 5] {
+        let mut p = pit();
+        out(&mut p, 0x43, 0x70 | (mode << 1), T0); // channel 1, word
+        out(&mut p, 0x41, 0xe8, T0);
+        out(&mut p, 0x41, 0x03, T0); // 1000
+                                     // 500 ticks: 419048 ns (500.0000 ticks).
+        assert_eq!(p.get_count(1, T0 + 419_048), 500, "mode {mode}");
+        assert_eq!(
+            p.get_count(1, T0 + 2 * 838_096),
+            (1000 - 2000) & 0xffff,
+            "mode {mode}"
+        );
+        let at_terminal = T0 + 838_096;
+        assert_eq!(p.get_out(1, at_terminal), mode != 1, "mode {mode}");
+    }
+}
