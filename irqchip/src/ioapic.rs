@@ -16,11 +16,15 @@
 //! [`Ioapic::inject_pending_level`] later.
 
 pub mod redir;
+mod rtc;
+mod scan;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod uapi;
 
 pub use redir::RedirEntry;
+pub use rtc::DestMap;
+pub use scan::{scan_irq, set_vector};
 use uapi::{KvmIoapicState, KVM_IOAPIC_NUM_PINS};
 
 use crate::irq::LapicIrq;
@@ -73,59 +77,6 @@ pub trait IoapicEnv {
     fn deliver_reserved(&mut self, dest_id: u8, logical: bool) -> i32 {
         let _ = (dest_id, logical);
         0
-    }
-}
-
-/// The vCPUs an RTC interrupt went to and the vector each got (upstream `struct dest_map`).
-#[derive(Clone, Debug)]
-pub struct DestMap {
-    map: [u64; MAX_VCPU_IDS / 64],
-    vectors: [u8; MAX_VCPU_IDS],
-}
-
-impl Default for DestMap {
-    fn default() -> Self {
-        Self {
-            map: [0; MAX_VCPU_IDS / 64],
-            vectors: [0; MAX_VCPU_IDS],
-        }
-    }
-}
-
-impl DestMap {
-    /// Records that `vector` went to `vcpu_id`; IDs beyond [`MAX_VCPU_IDS`] are ignored.
-    pub fn set(&mut self, vcpu_id: u32, vector: u8) {
-        let id = vcpu_id as usize;
-        if let (Some(w), Some(v)) = (self.map.get_mut(id / 64), self.vectors.get_mut(id)) {
-            *w |= 1 << (id % 64);
-            *v = vector;
-        }
-    }
-
-    /// Whether `vcpu_id` got the interrupt, and the vector.
-    pub fn get(&self, vcpu_id: u32) -> Option<u8> {
-        let id = vcpu_id as usize;
-        let w = self.map.get(id / 64)?;
-        if w & (1 << (id % 64)) != 0 {
-            self.vectors.get(id).copied()
-        } else {
-            None
-        }
-    }
-
-    fn clear(&mut self, vcpu_id: u32) -> bool {
-        let id = vcpu_id as usize;
-        match self.map.get_mut(id / 64) {
-            Some(w) if *w & (1 << (id % 64)) != 0 => {
-                *w &= !(1 << (id % 64));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.map = [0; MAX_VCPU_IDS / 64];
     }
 }
 
@@ -544,50 +495,6 @@ impl Ioapic {
         }
     }
 
-    fn rtc_reset(&mut self) {
-        self.rtc_pending_eoi = 0;
-        self.rtc_dest_map.reset();
-    }
-
-    fn rtc_eoi(&mut self, vcpu_id: u32) {
-        if self.rtc_dest_map.clear(vcpu_id) {
-            // Upstream WARNs and rebuilds the tracker from every vCPU if this went negative; it
-            // cannot without a bug, so clamping keeps the tracker usable.
-            self.rtc_pending_eoi = (self.rtc_pending_eoi - 1).max(0);
-        }
-    }
-
-    /// The RTC entry's (destination, logical, vector), for the module's
-    /// [`Self::rtc_restore_one`] computation.
-    pub fn rtc_entry(&self) -> RedirEntry {
-        self.redirtbl[RTC_GSI]
-    }
-
-    /// Upstream `__rtc_irq_eoi_tracking_restore_one` (after `KVM_SET_LAPIC`, and for every vCPU
-    /// after [`Self::set_state`]): `vcpu_id` is a destination of the RTC entry
-    /// (`matches_dest`) and `pending_eoi`: the RTC entry's vector is set in its IRR or ISR.
-    pub fn rtc_restore_one(&mut self, vcpu_id: u32, matches_dest: bool, pending_eoi: bool) {
-        if !matches_dest {
-            return;
-        }
-        let old = self.rtc_dest_map.get(vcpu_id).is_some();
-        if pending_eoi == old {
-            return;
-        }
-        if pending_eoi {
-            let vector = self.redirtbl[RTC_GSI].vector();
-            self.rtc_dest_map.set(vcpu_id, vector);
-            self.rtc_pending_eoi += 1;
-        } else {
-            self.rtc_eoi(vcpu_id);
-        }
-    }
-
-    /// Whether the RTC tracker holds an undelivered EOI (for tests and debugging).
-    pub fn rtc_pending_eoi(&self) -> i32 {
-        self.rtc_pending_eoi
-    }
-
     /// `KVM_GET_IRQCHIP` for chip 2 (upstream `kvm_get_ioapic`): the registers; delivered edge
     /// interrupts are not reported in `irr`.
     pub fn get_state(&self) -> KvmIoapicState {
@@ -629,56 +536,5 @@ impl Ioapic {
         }
         // kvm_rtc_eoi_tracking_restore_all resets, then the module restores each vCPU.
         self.rtc_reset();
-    }
-
-    /// Upstream `kvm_ioapic_scan_entry`: the vectors whose EOI this vCPU must report to the
-    /// IOAPIC (its EOI-exit bitmap), ORed into `handled` (bit v = vector v). For each entry
-    /// that is level-triggered, has an ack notifier (`has_notifier(pin)`) or is the RTC's,
-    /// the vector is set if the vCPU is a destination (`matches(dest_id, logical)`) or has the
-    /// vector pending EOI (`pending_eoi(vector)`: set in its IRR or ISR). The RTC tracker's
-    /// vector for this vCPU is set too.
-    pub fn scan_entry(
-        &self,
-        vcpu_id: u32,
-        handled: &mut [u64; 4],
-        has_notifier: &mut dyn FnMut(u8) -> bool,
-        matches: &mut dyn FnMut(u32, bool) -> bool,
-        pending_eoi: &mut dyn FnMut(u8) -> bool,
-    ) {
-        if let Some(v) = self.rtc_dest_map.get(vcpu_id) {
-            set_vector(handled, v);
-        }
-        for (pin, e) in self.redirtbl.iter().enumerate() {
-            if e.level_triggered() || has_notifier(pin as u8) || pin == RTC_GSI {
-                scan_irq(
-                    handled,
-                    u32::from(e.dest_id()),
-                    e.dest_logical(),
-                    e.vector(),
-                    matches,
-                    pending_eoi,
-                );
-            }
-        }
-    }
-}
-
-/// Sets bit `vector` of a 256-bit vector bitmap.
-pub fn set_vector(bitmap: &mut [u64; 4], vector: u8) {
-    bitmap[usize::from(vector >> 6)] |= 1 << (vector & 63);
-}
-
-/// Upstream `kvm_scan_ioapic_irq`: intercept the EOI of `vector` if the vCPU is a target of
-/// (`dest_id`, `logical`) now, or still has the vector pending from an earlier routing.
-pub fn scan_irq(
-    bitmap: &mut [u64; 4],
-    dest_id: u32,
-    logical: bool,
-    vector: u8,
-    matches: &mut dyn FnMut(u32, bool) -> bool,
-    pending_eoi: &mut dyn FnMut(u8) -> bool,
-) {
-    if matches(dest_id, logical) || pending_eoi(vector) {
-        set_vector(bitmap, vector);
     }
 }
