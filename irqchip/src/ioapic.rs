@@ -78,6 +78,16 @@ pub trait IoapicEnv {
         let _ = (dest_id, logical);
         0
     }
+
+    /// Upstream `kvm_notify_irqfd_resampler(kvm, KVM_IRQCHIP_IOAPIC, pin)`, called (under the
+    /// IOAPIC lock) when a guest unmasks a level-triggered pin whose IRR bit is set: if an
+    /// irqfd resampler serves the GSI routed to this pin, signal its resample eventfd and
+    /// answer `true` (the IOAPIC then drops the pending bit instead of delivering). The
+    /// default answers `false`.
+    fn notify_resampler(&mut self, pin: u8) -> bool {
+        let _ = pin;
+        false
+    }
 }
 
 /// What a guest write to the redirection table asks of the module besides delivery.
@@ -291,8 +301,21 @@ impl Ioapic {
                 if old.masked() != new.masked() {
                     fx.mask_changed = Some((index as u8, new.masked()));
                 }
-                if new.level_triggered() && self.irr & (1 << index) != 0 {
-                    self.service(index, false, env);
+                if new.level_triggered()
+                    && self.irr & (1 << index) != 0
+                    && !new.masked()
+                    && !new.remote_irr()
+                {
+                    // The pending bit may be stale: the line may have dropped while the pin
+                    // was masked (a Linux IRQF_ONESHOT handler acks the device before
+                    // unmasking). With a resampler the IRR bit is dropped and the resampler
+                    // asks the device, which re-asserts if still pending; without one the
+                    // interrupt is delivered (possibly once too often).
+                    if env.notify_resampler(index as u8) {
+                        self.irr &= !(1 << index);
+                    } else {
+                        self.service(index, false, env);
+                    }
                 }
                 fx.rescan = if new.delivery_mode_bits() == 0 {
                     let changed =
@@ -411,6 +434,9 @@ impl Ioapic {
     /// the ack notifiers): retires the RTC tracker's entry for this vCPU and returns the pins
     /// whose entry has this vector (bit n = pin n). For each, in pin order, the module runs the
     /// ack notifiers of (IOAPIC, pin) without the IOAPIC lock, then calls [`Self::eoi_pin`].
+    /// (Upstream looks at each entry's vector when its loop reaches the pin, after the earlier
+    /// pins' notifiers ran unlocked; a module that wants exactly that re-checks
+    /// `entry(pin).vector()` after re-taking the lock.)
     pub fn eoi_begin(&mut self, vcpu_id: u32, vector: u8) -> u32 {
         if self.rtc_dest_map.get(vcpu_id) == Some(vector) {
             self.rtc_eoi(vcpu_id);
@@ -473,10 +499,11 @@ impl Ioapic {
         env: &mut dyn IoapicEnv,
         notify: &mut dyn FnMut(u8),
     ) -> bool {
-        let pins = self.eoi_begin(vcpu_id, vector);
+        self.eoi_begin(vcpu_id, vector);
         let mut deferred = false;
         for pin in 0..NUM_PINS {
-            if pins & (1 << pin) != 0 {
+            // As upstream, each entry's vector is looked at when the loop reaches it.
+            if self.redirtbl[pin].vector() == vector {
                 notify(pin as u8);
                 deferred |= self.eoi_pin(pin, level_eoi, directed_eoi, env) == EoiOutcome::Deferred;
             }

@@ -476,3 +476,43 @@ fn random_hostile_sequences_never_panic() {
         assert_eq!(s.irr & !0xff_ffff, 0);
     }
 }
+
+struct ResampleEnv {
+    inner: Env,
+    resampled: Vec<u8>,
+}
+
+impl IoapicEnv for ResampleEnv {
+    fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32 {
+        self.inner.deliver(irq, dest_map)
+    }
+    fn notify_resampler(&mut self, pin: u8) -> bool {
+        self.resampled.push(pin);
+        true
+    }
+}
+
+#[test]
+fn unmask_with_a_resampler_drops_the_pending_bit_instead_of_delivering() {
+    let mut io = Ioapic::new();
+    let mut env = ResampleEnv {
+        inner: Env::new(1),
+        resampled: Vec::new(),
+    };
+    io.mmio_write(BASE, 4, 0x22, &mut env).unwrap();
+    io.mmio_write(BASE + 0x10, 4, u64::from(0x49 | LEVEL | MASKED), &mut env)
+        .unwrap();
+    assert_eq!(io.set_irq(9, 0, true, false, &mut env), -1);
+    io.mmio_write(BASE + 0x10, 4, u64::from(0x49 | LEVEL), &mut env)
+        .unwrap();
+    assert_eq!(env.resampled, [9]);
+    assert!(env.inner.got.is_empty());
+    assert_eq!(io.irr(), 0);
+    // Rewriting an unmasked entry whose remote IRR is set does not re-deliver.
+    assert_eq!(io.set_irq(9, 0, false, false, &mut env), 1);
+    assert_eq!(io.set_irq(9, 0, true, false, &mut env), 1);
+    io.mmio_write(BASE + 0x10, 4, u64::from(0x49 | LEVEL), &mut env)
+        .unwrap();
+    assert_eq!(env.inner.got.len(), 1);
+    assert_eq!(env.resampled, [9]);
+}
