@@ -67,8 +67,9 @@ const REG_ARB_ID: u32 = 0x02;
 pub trait IoapicEnv {
     /// Upstream `kvm_irq_delivery_to_apic(kvm, NULL, irq, dest_map)`: -1 if no local APIC
     /// accepted it, else the number of APICs it was delivered to (0: coalesced everywhere).
-    /// With `dest_map`, every vCPU it is delivered to is recorded ([`DestMap::set`]): the RTC
-    /// tracker needs it.
+    /// With `dest_map`, every vCPU whose local APIC accepts it is recorded ([`DestMap::set`],
+    /// upstream `__apic_accept_irq`): the RTC tracker counts the EOIs it waits for from it. An
+    /// environment that records nothing disables the RTC coalescing report (never coalesced).
     fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32;
 
     /// Delivery of an entry with the reserved delivery mode 3 to (`dest_id`, `logical`):
@@ -349,7 +350,10 @@ impl Ioapic {
             None => env.deliver_reserved(entry.dest_id(), entry.dest_logical()),
             Some(irq) if pin == RTC_GSI && line_status => {
                 let ret = env.deliver(&irq, Some(&mut self.rtc_dest_map));
-                self.rtc_pending_eoi = ret.max(0);
+                // Upstream takes `ret`: every APIC that accepts sets its bit, so the two agree.
+                // Counting the bits keeps an environment that does not fill the map from
+                // reporting every later RTC interrupt as coalesced (no tracking instead).
+                self.rtc_pending_eoi = self.rtc_dest_map.count();
                 ret
             }
             Some(irq) => env.deliver(&irq, None),

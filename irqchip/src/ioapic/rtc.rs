@@ -44,6 +44,11 @@ impl DestMap {
         }
     }
 
+    /// How many vCPUs are recorded.
+    pub fn count(&self) -> i32 {
+        self.map.iter().map(|w| w.count_ones() as i32).sum()
+    }
+
     pub(super) fn clear(&mut self, vcpu_id: u32) -> bool {
         let id = vcpu_id as usize;
         match self.map.get_mut(id / 64) {

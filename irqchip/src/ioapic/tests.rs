@@ -516,3 +516,23 @@ fn unmask_with_a_resampler_drops_the_pending_bit_instead_of_delivering() {
     assert_eq!(env.inner.got.len(), 1);
     assert_eq!(env.resampled, [9]);
 }
+
+struct NoMapEnv;
+
+impl IoapicEnv for NoMapEnv {
+    fn deliver(&mut self, _irq: &LapicIrq, _dest_map: Option<&mut DestMap>) -> i32 {
+        1
+    }
+}
+
+#[test]
+fn rtc_tracking_off_when_the_environment_records_nothing() {
+    let mut io = Ioapic::new();
+    let mut env = NoMapEnv;
+    io.mmio_write(BASE, 4, 0x20, &mut env).unwrap();
+    io.mmio_write(BASE + 0x10, 4, 0x38, &mut env).unwrap();
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+    io.set_irq(8, 0, false, true, &mut env);
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
+}
