@@ -536,3 +536,44 @@ fn rtc_tracking_off_when_the_environment_records_nothing() {
     io.set_irq(8, 0, false, true, &mut env);
     assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
 }
+
+#[test]
+fn eoi_of_a_shared_vector_clears_every_matching_pin() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 10, 0x60 | LEVEL, 0);
+    program(&mut io, &mut env, 11, 0x60 | LEVEL | (1 << 11), 0x0300_0000);
+    io.set_irq(10, 0, true, false, &mut env);
+    io.set_irq(11, 0, true, false, &mut env);
+    assert!(env.got[1].dest_logical);
+    assert_eq!(env.got[1].dest_id, 3);
+    io.set_irq(10, 0, false, false, &mut env);
+    io.set_irq(11, 0, false, false, &mut env);
+    let mut order = Vec::new();
+    io.update_eoi(0, 0x60, true, false, &mut env, &mut |p| order.push(p));
+    assert_eq!(order, [10, 11]);
+    assert!(!io.entry(10).unwrap().remote_irr() && !io.entry(11).unwrap().remote_irr());
+    // A vector nobody uses: no pins.
+    assert_eq!(io.eoi_begin(0, 0x61), 0);
+}
+
+#[test]
+fn lowest_priority_nmi_and_extint_entries_decode() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    for (pin, dm, mode) in [
+        (12u32, 1u32, DeliveryMode::LowestPriority),
+        (13, 4, DeliveryMode::Nmi),
+        (14, 7, DeliveryMode::ExtInt),
+        (15, 2, DeliveryMode::Smi),
+        (16, 5, DeliveryMode::Init),
+    ] {
+        program(&mut io, &mut env, pin, 0x70 | (dm << 8), 0xff00_0000);
+        io.set_irq(pin as usize, 0, true, false, &mut env);
+        let irq = env.got.last().copied().unwrap();
+        assert_eq!(
+            (irq.delivery_mode, irq.dest_id, irq.vector),
+            (mode, 0xff, 0x70)
+        );
+    }
+}

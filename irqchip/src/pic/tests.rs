@@ -343,3 +343,16 @@ fn random_hostile_sequences_never_panic() {
         p.take_effects();
     }
 }
+
+#[test]
+fn special_fully_nested_mode_lets_higher_slave_requests_through() {
+    for sfnm in [false, true] {
+        let mut p = Pic::new();
+        init(&mut p, if sfnm { 0x11 } else { 0x01 });
+        p.set_irq(13, 0, true);
+        assert_eq!(p.read_irq(), 0x2d);
+        // IRQ 10 outranks IRQ 13 on the slave; the master has IR2 in service.
+        p.set_irq(10, 0, true);
+        assert_eq!(p.output(), sfnm, "sfnm {sfnm}");
+    }
+}

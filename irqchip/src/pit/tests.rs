@@ -404,3 +404,22 @@ fn counts_in_modes_1_4_and_5() {
         assert_eq!(p.get_out(1, at_terminal), mode != 1, "mode {mode}");
     }
 }
+
+#[test]
+fn read_back_of_two_counts() {
+    let mut p = pit();
+    out(&mut p, 0x43, 0x34, T0);
+    out(&mut p, 0x40, 0x00, T0);
+    out(&mut p, 0x40, 0x10, T0); // 4096, mode 2
+    out(&mut p, 0x43, 0x74, T0);
+    out(&mut p, 0x41, 0x00, T0);
+    out(&mut p, 0x41, 0x20, T0); // 8192, mode 2
+    out(&mut p, 0x43, 0xd6, T0 + 838_096); // counts of channels 0 and 1 (1000 ticks)
+    let t = T0 + 5_000_000;
+    assert_eq!(inb(&mut p, 0x40, t), ((4096 - 1000) & 0xff) as u8);
+    assert_eq!(inb(&mut p, 0x40, t), ((4096 - 1000) >> 8) as u8);
+    assert_eq!(inb(&mut p, 0x41, t), ((8192 - 1000) & 0xff) as u8);
+    assert_eq!(inb(&mut p, 0x41, t), ((8192 - 1000) >> 8) as u8);
+    // No status was latched.
+    assert_eq!(p.get_state2().channels[0].status_latched, 0);
+}
