@@ -308,17 +308,15 @@ impl<S: Deref<Target = [RouteEntry]>> RoutingTable<S> {
         let limit = self.nr_rt_entries.min(nr_reserved_ioapic_pins);
         for e in self.entries().iter().take_while(|e| e.gsi < limit) {
             let Route::Msi(m) = e.route else { continue };
-            let Some(irq) = m.to_lapic_irq(x2apic_format) else {
-                continue;
-            };
-            if !irq.level_triggered {
+            // Whatever the delivery mode (upstream decodes mode 3 too).
+            if !m.level_triggered() {
                 continue;
             }
             crate::ioapic::scan_irq(
                 handled,
-                irq.dest_id,
-                irq.dest_logical,
-                irq.vector,
+                m.dest_id(x2apic_format),
+                m.dest_logical(),
+                m.vector(),
                 matches,
                 pending_eoi,
             );

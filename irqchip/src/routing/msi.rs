@@ -27,8 +27,10 @@ pub struct MsiMsg {
 pub enum MsiDelivery {
     /// Deliver this request (`kvm_irq_delivery_to_apic`); its result is the answer.
     Deliver(LapicIrq),
-    /// The reserved delivery mode 3: no APIC accepts it; the answer is 0 if an APIC matches
-    /// (`dest_id`, `logical`), else -1.
+    /// Delivery mode 3, which upstream 6.12's `__apic_accept_irq` handles as `APIC_DM_REMRD`
+    /// (the PV-unhalt kick: each target gets `pv_unhalted`, an event request and a kick, and
+    /// counts 1): the answer is the number of targets of (`dest_id`, `logical`) as
+    /// `kvm_irq_delivery_to_apic` counts them (-1 if none).
     Reserved {
         /// The destination.
         dest_id: u32,
@@ -55,19 +57,29 @@ impl MsiMsg {
         dest
     }
 
+    /// The vector (data bits 7:0).
+    pub fn vector(&self) -> u8 {
+        self.data as u8
+    }
+
+    /// Level triggered (data bit 15).
+    pub fn level_triggered(&self) -> bool {
+        self.data & (1 << 15) != 0
+    }
+
     /// Logical destination mode (address bit 2).
     pub fn dest_logical(&self) -> bool {
         self.address_lo & (1 << 2) != 0
     }
 
-    /// Upstream `kvm_set_msi_irq`: the request this message makes, or `None` for the
-    /// reserved delivery mode 3.
+    /// Upstream `kvm_set_msi_irq`: the request this message makes, or `None` for delivery
+    /// mode 3 (upstream's `APIC_DM_REMRD`, see [`MsiDelivery::Reserved`]).
     pub fn to_lapic_irq(&self, x2apic_format: bool) -> Option<LapicIrq> {
         Some(LapicIrq {
-            vector: self.data as u8,
+            vector: self.vector(),
             delivery_mode: DeliveryMode::from_bits((self.data >> 8) & 7)?,
             dest_logical: self.dest_logical(),
-            level_triggered: self.data & (1 << 15) != 0,
+            level_triggered: self.level_triggered(),
             level: true,
             shorthand: Shorthand::None,
             dest_id: self.dest_id(x2apic_format),

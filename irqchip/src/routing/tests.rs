@@ -373,3 +373,22 @@ fn random_tables_never_panic() {
         }
     }
 }
+
+#[test]
+fn split_scan_includes_level_msi_routes_with_delivery_mode_3() {
+    // Upstream kvm_scan_ioapic_routes decodes every MSI route with kvm_set_msi_irq, whatever
+    // its delivery mode (3 is APIC_DM_REMRD there), and intercepts the EOI of a level one.
+    let t = build(
+        &[KvmIrqRoutingEntry::msi(
+            2,
+            0xfee0_1000,
+            0,
+            0x8000 | 0x300 | 0x57,
+        )],
+        SPLIT,
+    )
+    .unwrap();
+    let mut h = [0u64; 4];
+    t.scan_ioapic_routes(24, false, &mut h, &mut |d, l| d == 1 && !l, &mut |_| false);
+    assert_eq!(h, [0, 1 << (0x57 - 64), 0, 0]);
+}
