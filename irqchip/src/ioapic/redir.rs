@@ -68,8 +68,9 @@ impl RedirEntry {
     }
 
     /// The request this entry sends (upstream `ioapic_service`'s `irqe`), or `None` for the
-    /// reserved delivery mode 3, which no local APIC accepts (upstream's `__apic_accept_irq`
-    /// logs and ignores it).
+    /// delivery mode 3, which [`crate::irq::DeliveryMode`] does not name (upstream's
+    /// `__apic_accept_irq` handles it as `APIC_DM_REMRD`, the PV-unhalt kick; see
+    /// [`super::IoapicEnv::deliver_reserved`]).
     pub fn to_lapic_irq(self) -> Option<LapicIrq> {
         Some(LapicIrq {
             vector: self.vector(),

@@ -577,3 +577,56 @@ fn lowest_priority_nmi_and_extint_entries_decode() {
         );
     }
 }
+
+/// Answers like upstream's local APICs for one vCPU (ID 0) that every destination matches:
+/// fixed and lowest-priority requests are recorded in the destination map, the other modes
+/// (NMI, SMI, INIT, the remote-read kick of mode 3) count without being recorded.
+struct UpstreamEnv;
+
+impl IoapicEnv for UpstreamEnv {
+    fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32 {
+        if let Some(m) = dest_map {
+            if matches!(
+                irq.delivery_mode,
+                DeliveryMode::Fixed | DeliveryMode::LowestPriority
+            ) {
+                m.set(0, irq.vector);
+            }
+        }
+        1
+    }
+
+    fn deliver_reserved(&mut self, _dest_id: u8, _logical: bool) -> i32 {
+        1
+    }
+}
+
+#[test]
+fn rtc_in_nmi_or_mode_3_stays_coalesced_as_upstream() {
+    // Upstream sets pending_eoi to the delivery's answer: an NMI (or mode 3) RTC is counted
+    // without a destination-map bit, so no EOI ever retires it and every later RTC interrupt
+    // with line status is coalesced (until KVM_SET_IRQCHIP / KVM_SET_LAPIC restore it).
+    for lo in [0x438u32, 0x338] {
+        let mut io = Ioapic::new();
+        let mut env = UpstreamEnv;
+        io.mmio_write(BASE, 4, 0x20, &mut env).unwrap();
+        io.mmio_write(BASE + 0x10, 4, u64::from(lo), &mut env)
+            .unwrap();
+        assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
+        assert_eq!(io.rtc_pending_eoi(), 1);
+        io.set_irq(8, 0, false, true, &mut env);
+        io.eoi_begin(0, 0x38);
+        assert_eq!(io.set_irq(8, 0, true, true, &mut env), 0);
+        // The restore after KVM_SET_IRQCHIP rebuilds it from the LAPICs: nothing pending.
+        io.set_irq(8, 0, false, true, &mut env);
+        let s = io.get_state();
+        io.set_state(&s, &mut env);
+        assert_eq!(io.rtc_pending_eoi(), 0);
+        // Fixed mode: the map counts, and the EOI retires it.
+        io.mmio_write(BASE + 0x10, 4, 0x38, &mut env).unwrap();
+        assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
+        assert_eq!(io.rtc_pending_eoi(), 1);
+        io.eoi_begin(0, 0x38);
+        assert_eq!(io.rtc_pending_eoi(), 0);
+    }
+}
