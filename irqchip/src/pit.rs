@@ -173,11 +173,15 @@ pub struct Pit {
 /// 64 bits, without 128-bit division (the kernel has no `__udivti3`).
 fn mul_u64_u32_div(a: u64, mul: u32, div: u32) -> u64 {
     let div = u64::from(div.max(1));
-    let hi = (a >> 32) * u64::from(mul);
-    let lo = (a & 0xffff_ffff) * u64::from(mul);
-    let (q1, r1) = (hi / div, hi % div);
-    // r1 < div < 2^32, so r1 * 2^32 + lo < 2^64.
-    let rest = (r1 << 32) + lo;
+    let mul = u64::from(mul);
+    // a * mul = hi * 2^32 + lo, each product below 2^64.
+    let hi = (a >> 32) * mul;
+    let lo = (a & 0xffff_ffff) * mul;
+    // Carry lo's upper half into hi: hi <= (2^32 - 1)^2 leaves room for it.
+    let top = hi + (lo >> 32);
+    let (q1, r1) = (top / div, top % div);
+    // r1 < div <= 2^32 - 1, so r1 * 2^32 + (lo's lower half) < 2^64.
+    let rest = (r1 << 32) | (lo & 0xffff_ffff);
     (q1 << 32).wrapping_add(rest / div)
 }
 

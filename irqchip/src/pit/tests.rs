@@ -315,6 +315,20 @@ fn mul_u64_u32_div_matches_wide_arithmetic() {
     }
 }
 
+#[test]
+fn mul_u64_u32_div_is_exact_for_any_divisor() {
+    // Not only for the PIT's constants: divisors near 2^32 with large low words.
+    for (a, mul, div) in [
+        (u64::MAX / 2, 0xffff_fff0u32, 0xffff_ffffu32),
+        (0xffff_ffff_ffff, u32::MAX, u32::MAX),
+        (u64::MAX, 3, 7),
+        (0x1234_5678_9abc_def0, 0xfedc_ba98, 0xfedc_ba99),
+    ] {
+        let wide = (u128::from(a) * u128::from(mul) / u128::from(div)) as u64;
+        assert_eq!(super::mul_u64_u32_div(a, mul, div), wide, "{a} {mul} {div}");
+    }
+}
+
 /// kvm-ioctls `test_pit2`: GET, SET the same, GET again: equal but for `count_load_time`.
 #[test]
 fn kvm_ioctls_pit2_round_trip() {
