@@ -439,8 +439,17 @@ impl Pit {
         })
     }
 
+    /// Whether upstream's `pit_ioport_read` answers a read of `port` without writing the data:
+    /// the control port 0x43. The `IN` then reads whatever the buffer held: for upstream's
+    /// fast `IN` (`kvm_fast_pio_in`) RAX's low bytes stay as they were for 1- and 2-byte
+    /// reads, and a 4-byte read gives 0. [`Self::ioport_read`] answers 0 for it.
+    pub fn read_writes_nothing(port: u16) -> bool {
+        port == PIT_BASE_PORT + 3
+    }
+
     /// A guest `IN` from a PIT port (upstream `pit_ioport_read`): `None` if not the PIT's port;
-    /// the control port reads 0 (upstream leaves the buffer alone).
+    /// the control port reads 0 (upstream leaves the buffer alone, see
+    /// [`Self::read_writes_nothing`]).
     pub fn ioport_read(&mut self, port: u16, now: i64) -> Option<u8> {
         if !Self::claims_port(port) {
             return None;

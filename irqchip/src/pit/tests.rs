@@ -286,6 +286,11 @@ fn control_port_reads_zero_and_foreign_ports_are_not_claimed() {
     assert_eq!(p.ioport_read(0x43, T0), Some(0));
     assert_eq!(p.ioport_read(0x44, T0), None);
     assert_eq!(p.ioport_write(0x3f, 0, T0), None);
+    // Upstream's handler returns for 0x43 without writing the data: a fast IN of 1 or 2
+    // bytes keeps RAX's low bytes.
+    assert!(Pit::read_writes_nothing(0x43));
+    assert!(!(0x40..0x43).any(Pit::read_writes_nothing));
+    assert!(!Pit::read_writes_nothing(0x61));
 }
 
 #[test]
