@@ -65,11 +65,14 @@ const REG_ARB_ID: u32 = 0x02;
 
 /// Where the module sends what the IOAPIC delivers.
 pub trait IoapicEnv {
-    /// Upstream `kvm_irq_delivery_to_apic(kvm, NULL, irq, dest_map)`: -1 if no local APIC
-    /// accepted it, else the number of APICs it was delivered to (0: coalesced everywhere).
-    /// With `dest_map`, every vCPU whose local APIC accepts it is recorded ([`DestMap::set`],
-    /// upstream `__apic_accept_irq`): the RTC tracker counts the EOIs it waits for from it. An
-    /// environment that records nothing disables the RTC coalescing report (never coalesced).
+    /// Upstream `kvm_irq_delivery_to_apic(kvm, NULL, irq, dest_map)`: the number of local
+    /// APICs that accepted it (0 when the targets exist but none accepted, and also, on
+    /// upstream's APIC-map fast path, for a physical destination no vCPU has), or -1 when no
+    /// target was found on its slow path. With `dest_map`, every vCPU whose local APIC accepts
+    /// a fixed or lowest-priority request is recorded ([`DestMap::set`], upstream
+    /// `__apic_accept_irq`; the other modes are not): the RTC tracker counts the EOIs it waits
+    /// for from it. An environment that records nothing disables the RTC coalescing report for
+    /// fixed and lowest-priority RTC entries (never coalesced).
     fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32;
 
     /// Delivery of an entry with delivery mode 3 to (`dest_id`, `logical`). Upstream 6.12
