@@ -630,3 +630,21 @@ fn rtc_in_nmi_or_mode_3_stays_coalesced_as_upstream() {
         assert_eq!(io.rtc_pending_eoi(), 0);
     }
 }
+
+/// Upstream's EOI loop does not look at the entry's trigger mode: a level EOI (TMR set) of a
+/// vector an edge pin shares re-delivers that pin while its line is still asserted.
+#[test]
+fn level_eoi_redelivers_an_asserted_edge_pin_of_the_same_vector() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 4, 0x64, 0);
+    assert_eq!(io.set_irq(4, 0, true, false, &mut env), 1);
+    assert_eq!(
+        io.eoi_pin(4, true, false, &mut env),
+        EoiOutcome::Redelivered(1)
+    );
+    assert_eq!(env.got.len(), 2);
+    // An edge EOI (TMR clear) does not.
+    assert_eq!(io.eoi_pin(4, false, false, &mut env), EoiOutcome::Done);
+    assert_eq!(env.got.len(), 2);
+}

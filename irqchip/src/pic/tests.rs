@@ -356,3 +356,23 @@ fn special_fully_nested_mode_lets_higher_slave_requests_through() {
         assert_eq!(p.output(), sfnm, "sfnm {sfnm}");
     }
 }
+
+/// Upstream `pic_poll_read` on the slave: the answer is the IR number alone (6.12 sets no bit
+/// 7), the master's IR2 request and in-service bits are dropped, and an empty poll reads 7.
+#[test]
+fn slave_poll_answers_the_bare_ir_number_and_drops_master_ir2() {
+    let mut p = Pic::new();
+    init(&mut p, 0x01);
+    p.set_irq(13, 0, true);
+    let m = p.get_state(0).unwrap();
+    assert_eq!(m.irr, 0x04);
+    out(&mut p, 0xa0, 0x0c);
+    assert_eq!(inb(&mut p, 0xa1), 5);
+    let (m, s) = (p.get_state(0).unwrap(), p.get_state(1).unwrap());
+    assert_eq!((m.irr, m.isr, s.irr, s.isr, s.poll), (0, 0, 0, 0, 0));
+    assert_eq!(p.take_effects().acked & (1 << 13), 1 << 13);
+    out(&mut p, 0xa0, 0x0c);
+    assert_eq!(inb(&mut p, 0xa0), 7);
+    // Without a poll, port 0xa0 reads the IRR again (OCW3 RR clear).
+    assert_eq!(inb(&mut p, 0xa0), 0);
+}

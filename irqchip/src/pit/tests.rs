@@ -442,3 +442,31 @@ fn read_back_of_two_counts() {
     // No status was latched.
     assert_eq!(p.get_state2().channels[0].status_latched, 0);
 }
+
+/// Upstream's control word sets the access and mode but leaves a pending count latch and
+/// status latch alone (they are read first).
+#[test]
+fn control_word_keeps_pending_latches() {
+    let mut p = pit();
+    // Channel 1, word, mode 2, count 10000.
+    out(&mut p, 0x43, 0x74, T0);
+    out(&mut p, 0x41, 0x10, T0);
+    out(&mut p, 0x41, 0x27, T0);
+    // Read-back of channel 1's count and status, then channel 1, LSB, mode 1.
+    out(&mut p, 0x43, 0xc4, T0 + 1_000_000);
+    out(&mut p, 0x43, 0x52, T0 + 2_000_000);
+    // Status as latched: RW 3, mode 2, and OUT low: upstream's mode-2 output is high only
+    // on the tick the count wraps (1193 ticks in, it is not).
+    assert_eq!(inb(&mut p, 0x41, T0 + 3_000_000), 0x34);
+    // The count latched in word mode, read as a word although RW is now LSB.
+    assert_eq!(
+        inb(&mut p, 0x41, T0 + 3_000_000),
+        ((10000 - 1193) & 0xff) as u8
+    );
+    assert_eq!(
+        inb(&mut p, 0x41, T0 + 3_000_000),
+        ((10000 - 1193) >> 8) as u8
+    );
+    let c = p.get_state2().channels[1];
+    assert_eq!((c.rw_mode, c.mode, c.count_latched), (1, 1, 0));
+}
