@@ -203,6 +203,8 @@ pub(crate) struct Vm {
     /// Userspace-exit configuration, MSR filter, coalesced zones, ioeventfds ([`crate::exits`]).
     #[pin]
     exits: crate::exits::VmExits,
+    /// HOOK(irqroute): the in-kernel irqchip ([`crate::irq`]).
+    irq: crate::irq::VmIrq,
 }
 
 impl Vm {
@@ -247,6 +249,7 @@ impl Vm {
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
+                irq: crate::irq::VmIrq::new(), // HOOK(irqroute)
             }),
             GFP_KERNEL,
         )?;
@@ -330,6 +333,17 @@ impl Vm {
     /// Userspace-exit configuration and the VM's in-kernel I/O devices ([`crate::exits`]).
     pub(crate) fn exits(&self) -> &crate::exits::VmExits {
         &self.exits
+    }
+
+    /// HOOK(irqroute): the in-kernel irqchip state ([`crate::irq`]).
+    pub(crate) fn irq(&self) -> &crate::irq::VmIrq {
+        &self.irq
+    }
+
+    /// HOOK(irqroute): which interrupt controllers are in the kernel (upstream
+    /// `kvm->arch.irqchip_mode`).
+    pub(crate) fn irqchip_mode(&self) -> crate::irq::IrqchipMode {
+        self.irq.mode()
     }
 
     /// Whether VM and vCPU ioctls may run: the calling process created the VM and the VM is not
