@@ -13,16 +13,20 @@
 //! (release), and read without the lock (acquire), as upstream's `smp_wmb()` before setting
 //! `irqchip_mode` pairs with `irqchip_in_kernel()`'s `smp_rmb()`.
 
+pub(crate) mod abi;
+pub(crate) mod chip;
+pub(crate) mod irqfd;
+pub(crate) mod route;
+
 use crate::vm::Vm;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use irqchip::irq::LapicIrq;
 use kernel::prelude::*;
 
 /// Upstream `KVM_MAX_IRQ_ROUTES`: the largest GSI routing table, and the most IOAPIC pins
 /// userspace may reserve with `KVM_CAP_SPLIT_IRQCHIP` (`MAX_NR_RESERVED_IOAPIC_PINS`).
 pub(crate) const KVM_MAX_IRQ_ROUTES: u32 = 4096;
 
-/// `KVM_CREATE_IRQCHIP` (`_IO(KVMIO, 0x60)`).
-pub(crate) const KVM_CREATE_IRQCHIP: u32 = 0xae60;
 /// `KVM_CAP_IRQCHIP`.
 pub(crate) const KVM_CAP_IRQCHIP: u64 = 0;
 /// `KVM_CAP_SPLIT_IRQCHIP`.
@@ -56,6 +60,7 @@ impl IrqchipMode {
 }
 
 /// The VM's interrupt-controller state (a field of [`Vm`]).
+#[pin_data(PinnedDrop)]
 pub(crate) struct VmIrq {
     /// An [`IrqchipMode`]; written under the VM lock with release, read with acquire.
     mode: AtomicU8,
@@ -63,15 +68,40 @@ pub(crate) struct VmIrq {
     /// `kvm->arch.nr_reserved_ioapic_pins`): the vectors of these routes go into the vCPUs' EOI
     /// exit bitmaps. Written before the mode.
     nr_reserved_ioapic_pins: AtomicU32,
+    /// The GSI routing table.
+    #[pin]
+    routing: route::Routing,
+    /// The PIC pair and the IOAPIC, once `KVM_CREATE_IRQCHIP` made them.
+    chip: chip::ChipSlot,
+    /// The irqfds, once the first `KVM_IRQFD` assigned one.
+    irqfds: irqfd::Irqfds,
 }
 
 impl VmIrq {
     /// No in-kernel irqchip.
-    pub(crate) fn new() -> Self {
-        VmIrq {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(VmIrq {
             mode: AtomicU8::new(IrqchipMode::None as u8),
             nr_reserved_ioapic_pins: AtomicU32::new(0),
-        }
+            routing <- route::Routing::new(),
+            chip: chip::ChipSlot::new(),
+            irqfds: irqfd::Irqfds::new(),
+        })
+    }
+
+    /// The routing table slot.
+    pub(crate) fn routing(&self) -> &route::Routing {
+        &self.routing
+    }
+
+    /// The in-kernel PIC/IOAPIC, if created.
+    pub(crate) fn chip(&self) -> Option<&chip::Chip> {
+        self.chip.get()
+    }
+
+    /// The irqfd set (created on first use).
+    pub(crate) fn irqfds(&self) -> &irqfd::Irqfds {
+        &self.irqfds
     }
 
     /// The mode (acquire: whatever was set up before it was chosen is visible).
@@ -91,6 +121,35 @@ impl VmIrq {
     }
 }
 
+#[pinned_drop]
+impl PinnedDrop for VmIrq {
+    fn drop(self: Pin<&mut Self>) {
+        // Nothing may inject any more: the irqfds are gone before the chips.
+        self.irqfds.free();
+    }
+}
+
+/// VM teardown, before anything else goes (HOOK in `Vm`'s drop): every irqfd is shut down and
+/// its work flushed, so no work item reaches the VM afterwards.
+pub(crate) fn teardown(vm: &Vm) {
+    vm.irq().irqfds.free();
+}
+
+/// Whether MSI routes use the x2APIC format (`KVM_CAP_X2APIC_API` with
+/// `KVM_X2APIC_API_USE_32BIT_IDS`, upstream `kvm->arch.x2apic_format`).
+// HOOK(irqroute): irqmod's KVM_CAP_X2APIC_API state replaces this stub.
+pub(crate) fn x2apic_format(_vm: &Vm) -> bool {
+    false
+}
+
+/// Delivers `irq` to the local APICs (upstream `kvm_irq_delivery_to_apic(kvm, NULL, irq,
+/// NULL)`): -1 if no APIC took it, else the count.
+// STUB(irqroute): until irqmod's `crate::irq::lapic::deliver` (marker irq-deliver) is merged,
+// no LAPIC exists to take an interrupt.
+pub(crate) fn deliver(_vm: &Vm, _irq: &LapicIrq) -> i32 {
+    -1
+}
+
 /// `KVM_CREATE_IRQCHIP` (upstream x86 `kvm_arch_vm_ioctl`): `EEXIST` if the VM already has an
 /// in-kernel irqchip (either kind), `EINVAL` once a vCPU was created; a TD cannot have one
 /// (`ENOTTY`: its EOIs are protected, so level-triggered IOAPIC interrupts cannot be emulated;
@@ -106,7 +165,8 @@ pub(crate) fn create_irqchip(vm: &Vm) -> Result<isize> {
     if l.created_vcpus != 0 {
         return Err(EINVAL);
     }
-    // HOOK(irqroute): PIC/IOAPIC reset and default GSI routing go here (chip.rs, route.rs).
+    vm.irq().chip.create()?;
+    vm.irq().routing.install(route::Table::default_routing(vm)?)?;
     vm.irq().set_mode(IrqchipMode::Kernel);
     drop(l);
     Ok(0)
@@ -123,7 +183,8 @@ pub(crate) fn enable_split_irqchip(vm: &Vm, args0: u64) -> Result<isize> {
     if vm.irqchip_mode().in_kernel() || l.created_vcpus != 0 {
         return Err(EEXIST);
     }
-    // HOOK(irqroute): the empty GSI routing table (6.12 kvm_setup_empty_irq_routing) goes here.
+    // 6.12 kvm_setup_empty_irq_routing: userspace adds MSI routes later.
+    vm.irq().routing.install(route::Table::build(vm, &[])?)?;
     vm.irq()
         .nr_reserved_ioapic_pins
         .store(args0 as u32, Ordering::Relaxed);
@@ -133,9 +194,17 @@ pub(crate) fn enable_split_irqchip(vm: &Vm, args0: u64) -> Result<isize> {
 }
 
 /// The VM ioctls this module answers, or `None` for the dispatcher to go on.
-pub(crate) fn vm_ioctl(vm: &Vm, cmd: u32, _arg: usize) -> Option<Result<isize>> {
+pub(crate) fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Option<Result<isize>> {
+    use abi::*;
     Some(match cmd {
         KVM_CREATE_IRQCHIP => create_irqchip(vm),
+        KVM_GET_IRQCHIP => chip::get_irqchip(vm, arg),
+        KVM_SET_IRQCHIP => chip::set_irqchip(vm, arg),
+        KVM_IRQ_LINE => route::irq_line(vm, arg, false),
+        KVM_IRQ_LINE_STATUS => route::irq_line(vm, arg, true),
+        KVM_SET_GSI_ROUTING => route::set_gsi_routing(vm, arg),
+        KVM_SIGNAL_MSI => route::signal_msi(vm, arg),
+        KVM_IRQFD => irqfd::ioctl(vm, arg),
         _ => return None,
     })
 }
