@@ -4,6 +4,9 @@
 //! asserted against the headers.
 
 use core::mem::{offset_of, size_of};
+use irqchip::ioapic::uapi::KvmIrqchip;
+use irqchip::pit::uapi::{KvmPitConfig, KvmPitState2};
+use irqchip::routing::uapi::{KvmIrqLevel, KvmIrqRouting, KvmMsi};
 use kernel::types::{AsBytes, FromBytes};
 
 const KVMIO: u32 = 0xAE;
@@ -35,15 +38,17 @@ pub(crate) const KVM_GET_IRQCHIP: u32 = iowr(0x62, size_of::<KvmIrqchip>());
 pub(crate) const KVM_SET_IRQCHIP: u32 = ior(0x63, size_of::<KvmIrqchip>());
 /// `KVM_CREATE_PIT` (legacy: `KVM_CREATE_PIT2` with `KVM_PIT_SPEAKER_DUMMY`).
 pub(crate) const KVM_CREATE_PIT: u32 = io(0x64);
-/// `KVM_GET_PIT` ([`KvmPitState`]).
-pub(crate) const KVM_GET_PIT: u32 = iowr(0x65, size_of::<KvmPitState>());
-/// `KVM_SET_PIT` ([`KvmPitState`]).
-pub(crate) const KVM_SET_PIT: u32 = ior(0x66, size_of::<KvmPitState>());
+/// `KVM_GET_PIT` (`struct kvm_pit_state`: the three channels of [`KvmPitState2`]).
+pub(crate) const KVM_GET_PIT: u32 = iowr(0x65, KVM_PIT_STATE_SIZE);
+/// `KVM_SET_PIT` (`struct kvm_pit_state`).
+pub(crate) const KVM_SET_PIT: u32 = ior(0x66, KVM_PIT_STATE_SIZE);
+/// `sizeof(struct kvm_pit_state)`: three 24-byte channels.
+pub(crate) const KVM_PIT_STATE_SIZE: usize = 72;
 /// `KVM_IRQ_LINE_STATUS` ([`KvmIrqLevel`]).
 pub(crate) const KVM_IRQ_LINE_STATUS: u32 = iowr(0x67, size_of::<KvmIrqLevel>());
 /// `KVM_SET_GSI_ROUTING` ([`KvmIrqRouting`] + entries).
 pub(crate) const KVM_SET_GSI_ROUTING: u32 = iow(0x6a, size_of::<KvmIrqRouting>());
-/// `KVM_REINJECT_CONTROL` ([`KvmReinjectControl`]; `_IO` upstream).
+/// `KVM_REINJECT_CONTROL` (`struct kvm_reinject_control` behind an `_IO` number).
 pub(crate) const KVM_REINJECT_CONTROL: u32 = io(0x71);
 /// `KVM_IRQFD` ([`KvmIrqfd`]).
 pub(crate) const KVM_IRQFD: u32 = iow(0x76, size_of::<KvmIrqfd>());
@@ -71,109 +76,10 @@ const _: () = {
     assert!(KVM_SET_PIT == 0x8048_ae66);
 };
 
-/// `KVM_IRQCHIP_PIC_MASTER`.
-pub(crate) const KVM_IRQCHIP_PIC_MASTER: u32 = 0;
-/// `KVM_IRQCHIP_PIC_SLAVE`.
-pub(crate) const KVM_IRQCHIP_PIC_SLAVE: u32 = 1;
-/// `KVM_IRQCHIP_IOAPIC`.
-pub(crate) const KVM_IRQCHIP_IOAPIC: u32 = 2;
-/// `KVM_IOAPIC_NUM_PINS`.
-pub(crate) const KVM_IOAPIC_NUM_PINS: usize = 24;
-/// PIC pins (both chips).
-pub(crate) const PIC_NUM_PINS: u32 = 16;
-
-/// `KVM_IRQ_ROUTING_IRQCHIP`.
-pub(crate) const KVM_IRQ_ROUTING_IRQCHIP: u32 = 1;
-/// `KVM_IRQ_ROUTING_MSI`.
-pub(crate) const KVM_IRQ_ROUTING_MSI: u32 = 2;
-/// `KVM_MSI_VALID_DEVID`.
-pub(crate) const KVM_MSI_VALID_DEVID: u32 = 1;
-
 /// `KVM_IRQFD_FLAG_DEASSIGN`.
 pub(crate) const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1;
 /// `KVM_IRQFD_FLAG_RESAMPLE`.
 pub(crate) const KVM_IRQFD_FLAG_RESAMPLE: u32 = 2;
-
-/// `KVM_PIT_SPEAKER_DUMMY` (`kvm_pit_config.flags`).
-pub(crate) const KVM_PIT_SPEAKER_DUMMY: u32 = 1;
-/// `KVM_PIT_FLAGS_HPET_LEGACY` (`kvm_pit_state2.flags`).
-pub(crate) const KVM_PIT_FLAGS_HPET_LEGACY: u32 = 1;
-/// `KVM_PIT_FLAGS_SPEAKER_DATA_ON` (`kvm_pit_state2.flags`).
-pub(crate) const KVM_PIT_FLAGS_SPEAKER_DATA_ON: u32 = 2;
-
-/// `struct kvm_irq_level`: `irq` in, `status` out (a union upstream).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KvmIrqLevel {
-    /// The GSI (in) or the `kvm_set_irq` result (out, `KVM_IRQ_LINE_STATUS`).
-    pub(crate) irq_or_status: u32,
-    /// The line level.
-    pub(crate) level: u32,
-}
-
-/// `struct kvm_pic_state`.
-#[repr(C)]
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-pub(crate) struct KvmPicState {
-    pub(crate) last_irr: u8,
-    pub(crate) irr: u8,
-    pub(crate) imr: u8,
-    pub(crate) isr: u8,
-    pub(crate) priority_add: u8,
-    pub(crate) irq_base: u8,
-    pub(crate) read_reg_select: u8,
-    pub(crate) poll: u8,
-    pub(crate) special_mask: u8,
-    pub(crate) init_state: u8,
-    pub(crate) auto_eoi: u8,
-    pub(crate) rotate_on_auto_eoi: u8,
-    pub(crate) special_fully_nested_mode: u8,
-    pub(crate) init4: u8,
-    pub(crate) elcr: u8,
-    pub(crate) elcr_mask: u8,
-}
-
-/// `struct kvm_ioapic_state`.
-#[repr(C)]
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-pub(crate) struct KvmIoapicState {
-    pub(crate) base_address: u64,
-    pub(crate) ioregsel: u32,
-    pub(crate) id: u32,
-    pub(crate) irr: u32,
-    pub(crate) pad: u32,
-    pub(crate) redirtbl: [u64; KVM_IOAPIC_NUM_PINS],
-}
-
-/// `struct kvm_irqchip`: a chip id and 512 bytes holding a [`KvmPicState`] or a
-/// [`KvmIoapicState`].
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct KvmIrqchip {
-    pub(crate) chip_id: u32,
-    pub(crate) pad: u32,
-    pub(crate) chip: [u8; 512],
-}
-
-/// `struct kvm_irq_routing` (the header; `nr` entries follow).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KvmIrqRouting {
-    pub(crate) nr: u32,
-    pub(crate) flags: u32,
-}
-
-/// `struct kvm_irq_routing_entry`; `u` is the union (irqchip: `[irqchip, pin]`; MSI:
-/// `[address_lo, address_hi, data, devid]`).
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug)]
-pub(crate) struct KvmIrqRoutingEntry {
-    pub(crate) gsi: u32,
-    pub(crate) type_: u32,
-    pub(crate) flags: u32,
-    pub(crate) pad: u32,
-    pub(crate) u: [u32; 8],
-}
 
 /// `struct kvm_irqfd`.
 #[repr(C)]
@@ -186,122 +92,14 @@ pub(crate) struct KvmIrqfd {
     pub(crate) pad: [u8; 16],
 }
 
-/// `struct kvm_msi`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KvmMsi {
-    pub(crate) address_lo: u32,
-    pub(crate) address_hi: u32,
-    pub(crate) data: u32,
-    pub(crate) flags: u32,
-    pub(crate) devid: u32,
-    pub(crate) pad: [u8; 12],
-}
-
-/// `struct kvm_pit_config`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KvmPitConfig {
-    pub(crate) flags: u32,
-    pub(crate) pad: [u32; 15],
-}
-
-/// `struct kvm_pit_channel_state`.
-#[repr(C)]
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-pub(crate) struct KvmPitChannelState {
-    pub(crate) count: u32,
-    pub(crate) latched_count: u16,
-    pub(crate) count_latched: u8,
-    pub(crate) status_latched: u8,
-    pub(crate) status: u8,
-    pub(crate) read_state: u8,
-    pub(crate) write_state: u8,
-    pub(crate) write_latch: u8,
-    pub(crate) rw_mode: u8,
-    pub(crate) mode: u8,
-    pub(crate) bcd: u8,
-    pub(crate) gate: u8,
-    pub(crate) count_load_time: i64,
-}
-
-/// `struct kvm_pit_state`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KvmPitState {
-    pub(crate) channels: [KvmPitChannelState; 3],
-}
-
-/// `struct kvm_pit_state2`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KvmPitState2 {
-    pub(crate) channels: [KvmPitChannelState; 3],
-    pub(crate) flags: u32,
-    pub(crate) reserved: [u32; 9],
-}
-
-/// `struct kvm_reinject_control`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KvmReinjectControl {
-    pub(crate) pit_reinject: u8,
-    pub(crate) reserved: [u8; 31],
-}
-
 const _: () = {
-    assert!(size_of::<KvmIrqLevel>() == 8);
-    assert!(size_of::<KvmPicState>() == 16);
-    assert!(offset_of!(KvmPicState, irq_base) == 5);
-    assert!(offset_of!(KvmPicState, elcr_mask) == 15);
-    assert!(size_of::<KvmIoapicState>() == 216);
-    assert!(offset_of!(KvmIoapicState, ioregsel) == 8);
-    assert!(offset_of!(KvmIoapicState, irr) == 16);
-    assert!(offset_of!(KvmIoapicState, redirtbl) == 24);
-    assert!(size_of::<KvmIrqchip>() == 520);
-    assert!(offset_of!(KvmIrqchip, chip) == 8);
-    assert!(size_of::<KvmIrqRouting>() == 8);
-    assert!(size_of::<KvmIrqRoutingEntry>() == 48);
-    assert!(offset_of!(KvmIrqRoutingEntry, u) == 16);
     assert!(size_of::<KvmIrqfd>() == 32);
     assert!(offset_of!(KvmIrqfd, resamplefd) == 12);
-    assert!(size_of::<KvmMsi>() == 32);
-    assert!(offset_of!(KvmMsi, devid) == 16);
-    assert!(size_of::<KvmPitConfig>() == 64);
-    assert!(size_of::<KvmPitChannelState>() == 24);
-    assert!(offset_of!(KvmPitChannelState, gate) == 15);
-    assert!(offset_of!(KvmPitChannelState, count_load_time) == 16);
-    assert!(size_of::<KvmPitState>() == 72);
     assert!(size_of::<KvmPitState2>() == 112);
-    assert!(offset_of!(KvmPitState2, flags) == 72);
-    assert!(size_of::<KvmReinjectControl>() == 32);
 };
 
-macro_rules! plain {
-    ($($t:ty),* $(,)?) => {
-        $(
-            // SAFETY: `$t` is `#[repr(C)]` with only integer (or integer array) fields, so every
-            // bit pattern is a valid value, and it has no interior mutability.
-            unsafe impl FromBytes for $t {}
-            // SAFETY: as above, and the asserts above show the fields cover its size exactly
-            // (no padding), so no byte of a value is uninitialised.
-            unsafe impl AsBytes for $t {}
-        )*
-    };
-}
-
-plain!(
-    KvmIrqLevel,
-    KvmPicState,
-    KvmIoapicState,
-    KvmIrqchip,
-    KvmIrqRouting,
-    KvmIrqRoutingEntry,
-    KvmIrqfd,
-    KvmMsi,
-    KvmPitConfig,
-    KvmPitChannelState,
-    KvmPitState,
-    KvmPitState2,
-    KvmReinjectControl,
-);
+// SAFETY: `KvmIrqfd` is `#[repr(C)]` with only integer fields, so every bit pattern is valid;
+// it has no interior mutability.
+unsafe impl FromBytes for KvmIrqfd {}
+// SAFETY: as above, and the assert shows the fields cover its size (no padding).
+unsafe impl AsBytes for KvmIrqfd {}

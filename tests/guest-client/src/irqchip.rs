@@ -61,19 +61,43 @@ fn create_vcpu(vm: &OwnedFd, id: u64) -> Result<OwnedFd, String> {
 fn create_rules(_: &Ctx) -> Result<(), String> {
     let vm = new_vm()?;
     eq(create_irqchip(&vm), Ok(0), "KVM_CREATE_IRQCHIP")?;
-    eq(errno_of(create_irqchip(&vm)), EEXIST, "second KVM_CREATE_IRQCHIP")?;
-    eq(errno_of(enable_split(&vm, 24)), EEXIST, "split after KVM_CREATE_IRQCHIP")?;
+    eq(
+        errno_of(create_irqchip(&vm)),
+        EEXIST,
+        "second KVM_CREATE_IRQCHIP",
+    )?;
+    eq(
+        errno_of(enable_split(&vm, 24)),
+        EEXIST,
+        "split after KVM_CREATE_IRQCHIP",
+    )?;
 
     let vm = new_vm()?;
     let _v = create_vcpu(&vm, 0)?;
-    eq(errno_of(create_irqchip(&vm)), EINVAL, "KVM_CREATE_IRQCHIP after a vCPU")?;
-    eq(errno_of(enable_split(&vm, 24)), EEXIST, "split after a vCPU")?;
+    eq(
+        errno_of(create_irqchip(&vm)),
+        EINVAL,
+        "KVM_CREATE_IRQCHIP after a vCPU",
+    )?;
+    eq(
+        errno_of(enable_split(&vm, 24)),
+        EEXIST,
+        "split after a vCPU",
+    )?;
 
     let vm = new_vm()?;
-    eq(errno_of(enable_split(&vm, 4097)), EINVAL, "split with 4097 pins")?;
+    eq(
+        errno_of(enable_split(&vm, 4097)),
+        EINVAL,
+        "split with 4097 pins",
+    )?;
     eq(enable_split(&vm, 4096), Ok(0), "split with 4096 pins")?;
     eq(errno_of(enable_split(&vm, 24)), EEXIST, "split twice")?;
-    eq(errno_of(create_irqchip(&vm)), EEXIST, "KVM_CREATE_IRQCHIP after split")?;
+    eq(
+        errno_of(create_irqchip(&vm)),
+        EEXIST,
+        "KVM_CREATE_IRQCHIP after split",
+    )?;
     Ok(())
 }
 
@@ -102,7 +126,11 @@ fn state_ioctls(_: &Ctx) -> Result<(), String> {
     let split = new_vm()?;
     enable_split(&split, 24).map_err(|e| format!("split: {e}"))?;
     eq(
-        errno_of(ioctl(split.as_raw_fd(), KVM_GET_IRQCHIP, b.as_mut_ptr() as u64)),
+        errno_of(ioctl(
+            split.as_raw_fd(),
+            KVM_GET_IRQCHIP,
+            b.as_mut_ptr() as u64,
+        )),
         ENXIO,
         "GET_IRQCHIP with a split irqchip",
     )?;
@@ -145,7 +173,11 @@ fn state_ioctls(_: &Ctx) -> Result<(), String> {
         ioctl(fd, KVM_SET_IRQCHIP, s.as_ptr() as u64).map_err(|e| format!("SET PIC: {e}"))?;
         let mut g = irqchip_buf(chip);
         ioctl(fd, KVM_GET_IRQCHIP, g.as_mut_ptr() as u64).map_err(|e| format!("GET PIC: {e}"))?;
-        eq(&g[8..8 + 14], &s[8..8 + 14], &format!("PIC {chip} round trip"))?;
+        eq(
+            &g[8..8 + 14],
+            &s[8..8 + 14],
+            &format!("PIC {chip} round trip"),
+        )?;
     }
     // IOAPIC round trip: id and a few unmasked entries.
     io[8 + 12] = 5; // id
@@ -158,7 +190,11 @@ fn state_ioctls(_: &Ctx) -> Result<(), String> {
     let mut g = irqchip_buf(2);
     ioctl(fd, KVM_GET_IRQCHIP, g.as_mut_ptr() as u64).map_err(|e| format!("GET IOAPIC: {e}"))?;
     eq(g[8 + 12], 5, "IOAPIC id")?;
-    eq(&g[8 + 24..8 + 216], &io[8 + 24..8 + 216], "IOAPIC redirection table")?;
+    eq(
+        &g[8 + 24..8 + 216],
+        &io[8 + 24..8 + 216],
+        "IOAPIC redirection table",
+    )?;
     Ok(())
 }
 
@@ -262,7 +298,11 @@ fn routing(_: &Ctx) -> Result<(), String> {
     enable_split(&split, 24).map_err(|e| format!("split: {e}"))?;
     let b = routing_buf(&[irqchip_route(0, 2, 0)]);
     eq(
-        errno_of(ioctl(split.as_raw_fd(), KVM_SET_GSI_ROUTING, b.as_ptr() as u64)),
+        errno_of(ioctl(
+            split.as_raw_fd(),
+            KVM_SET_GSI_ROUTING,
+            b.as_ptr() as u64,
+        )),
         EINVAL,
         "irqchip route in split mode",
     )?;
@@ -296,9 +336,17 @@ fn lines(_: &Ctx) -> Result<(), String> {
         "SIGNAL_MSI without irqchip",
     )?;
     create_irqchip(&vm).map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
-    eq(ioctl(fd, KVM_IRQ_LINE, l.as_ptr() as u64), Ok(0), "IRQ_LINE 4 high")?;
+    eq(
+        ioctl(fd, KVM_IRQ_LINE, l.as_ptr() as u64),
+        Ok(0),
+        "IRQ_LINE 4 high",
+    )?;
     let l0 = irq_level(4, 0);
-    eq(ioctl(fd, KVM_IRQ_LINE, l0.as_ptr() as u64), Ok(0), "IRQ_LINE 4 low")?;
+    eq(
+        ioctl(fd, KVM_IRQ_LINE, l0.as_ptr() as u64),
+        Ok(0),
+        "IRQ_LINE 4 low",
+    )?;
     // A GSI without a route: nothing takes it, status -1.
     let mut s = irq_level(1000, 1);
     eq(
@@ -344,8 +392,16 @@ fn irqfd(vm: &OwnedFd, fd: i32, gsi: u32, flags: u32, resamplefd: i32) -> i32 {
 fn irqfds(_: &Ctx) -> Result<(), String> {
     let vm = new_vm()?;
     let (e1, e2, e3, r) = (eventfd(), eventfd(), eventfd(), eventfd());
-    eq(irqfd(&vm, e1.as_raw_fd(), 4, 0, 0), EINVAL, "irqfd without irqchip")?;
-    eq(irqfd(&vm, e1.as_raw_fd(), 4, 1, 0), 0, "deassign without irqchip")?;
+    eq(
+        irqfd(&vm, e1.as_raw_fd(), 4, 0, 0),
+        EINVAL,
+        "irqfd without irqchip",
+    )?;
+    eq(
+        irqfd(&vm, e1.as_raw_fd(), 4, 1, 0),
+        0,
+        "deassign without irqchip",
+    )?;
     create_irqchip(&vm).map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
     eq(irqfd(&vm, e1.as_raw_fd(), 4, 4, 0), EINVAL, "irqfd flag 4")?;
     eq(irqfd(&vm, e1.as_raw_fd(), 4, 0, 0), 0, "assign e1 -> 4")?;
@@ -354,22 +410,46 @@ fn irqfds(_: &Ctx) -> Result<(), String> {
     eq(irqfd(&vm, e2.as_raw_fd(), 8, 1, 0), 0, "deassign e2")?;
     eq(irqfd(&vm, e2.as_raw_fd(), 8, 1, 0), 0, "deassign e2 again")?;
     eq(irqfd(&vm, e3.as_raw_fd(), 4, 0, 0), EBUSY, "e3 again")?;
-    eq(irqfd(&vm, e3.as_raw_fd(), 5, 0, 0), EBUSY, "e3 on another GSI")?;
-    eq(irqfd(&vm, e3.as_raw_fd(), 5, 1, 0), 0, "deassign e3 from the wrong GSI")?;
+    eq(
+        irqfd(&vm, e3.as_raw_fd(), 5, 0, 0),
+        EBUSY,
+        "e3 on another GSI",
+    )?;
+    eq(
+        irqfd(&vm, e3.as_raw_fd(), 5, 1, 0),
+        0,
+        "deassign e3 from the wrong GSI",
+    )?;
     eq(irqfd(&vm, -1, 4, 0, 0), EBADF, "irqfd fd -1")?;
     let devnull = File::open("/dev/null").map_err(|e| e.to_string())?;
-    eq(irqfd(&vm, devnull.as_raw_fd(), 4, 0, 0), EINVAL, "irqfd on /dev/null")?;
-    eq(irqfd(&vm, devnull.as_raw_fd(), 4, 1, 0), EINVAL, "deassign /dev/null")?;
+    eq(
+        irqfd(&vm, devnull.as_raw_fd(), 4, 0, 0),
+        EINVAL,
+        "irqfd on /dev/null",
+    )?;
+    eq(
+        irqfd(&vm, devnull.as_raw_fd(), 4, 1, 0),
+        EINVAL,
+        "deassign /dev/null",
+    )?;
     let e4 = eventfd();
     eq(irqfd(&vm, e4.as_raw_fd(), 6, 2, -1), EBADF, "resamplefd -1")?;
-    eq(irqfd(&vm, e4.as_raw_fd(), 6, 2, r.as_raw_fd()), 0, "assign with resample")?;
+    eq(
+        irqfd(&vm, e4.as_raw_fd(), 6, 2, r.as_raw_fd()),
+        0,
+        "assign with resample",
+    )?;
     eq(irqfd(&vm, e4.as_raw_fd(), 6, 1, 0), 0, "deassign resampler")?;
     // Signalled before assignment: injected at assignment; signalled after: injected too.
     let e5 = eventfd();
     let one = 1u64.to_ne_bytes();
     // SAFETY: writes 8 bytes from `one` to an eventfd.
     unsafe { libc::write(e5.as_raw_fd(), one.as_ptr().cast(), 8) };
-    eq(irqfd(&vm, e5.as_raw_fd(), 3, 0, 0), 0, "assign a signalled eventfd")?;
+    eq(
+        irqfd(&vm, e5.as_raw_fd(), 3, 0, 0),
+        0,
+        "assign a signalled eventfd",
+    )?;
     // SAFETY: as above.
     unsafe { libc::write(e5.as_raw_fd(), one.as_ptr().cast(), 8) };
     // Close assigned eventfds while the VM lives, and the VM while others are assigned.
@@ -383,7 +463,11 @@ fn irqfds(_: &Ctx) -> Result<(), String> {
         EINVAL,
         "resample with a split irqchip",
     )?;
-    eq(irqfd(&split, e6.as_raw_fd(), 6, 0, 0), 0, "irqfd with a split irqchip")?;
+    eq(
+        irqfd(&split, e6.as_raw_fd(), 6, 0, 0),
+        0,
+        "irqfd with a split irqchip",
+    )?;
     drop(split);
     drop(vm);
     // SAFETY: as above: the irqfds went with the VMs, the eventfds still work.
@@ -466,7 +550,11 @@ fn pit(_: &Ctx) -> Result<(), String> {
         "REINJECT_CONTROL without PIT",
     )?;
     create_irqchip(&vm).map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
-    eq(ioctl(fd, KVM_CREATE_PIT2, cfg.as_ptr() as u64), Ok(0), "CREATE_PIT2")?;
+    eq(
+        ioctl(fd, KVM_CREATE_PIT2, cfg.as_ptr() as u64),
+        Ok(0),
+        "CREATE_PIT2",
+    )?;
     eq(
         errno_of(ioctl(fd, KVM_CREATE_PIT2, cfg.as_ptr() as u64)),
         EEXIST,
@@ -497,6 +585,132 @@ fn pit(_: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// A 64-bit guest at 0x10000 in a VM that got `KVM_CREATE_IRQCHIP` before its vCPU: identity
+/// map of the first 2 MiB and of 0xfec00000 (the IOAPIC window), flat segments.
+fn long_mode_irqchip_guest(code: &[u8]) -> Result<(crate::run::Guest, kvm_ioctls::VcpuFd), String> {
+    let g = crate::run::Guest::new(&[0xf4], 0x40_0000)?;
+    g.vm.create_irq_chip()
+        .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
+    // PML4 0x1000 -> PDPT 0x2000; PDPT[0] -> PD 0x3000 (2 MiB at 0), PDPT[3] -> PD 0x4000
+    // with entry 502 (0xfec00000) as a 2 MiB page.
+    g.ram.write(0x1000, &(0x2000u64 | 3).to_le_bytes());
+    g.ram.write(0x2000, &(0x3000u64 | 3).to_le_bytes());
+    g.ram.write(0x2018, &(0x4000u64 | 3).to_le_bytes());
+    g.ram.write(0x3000, &0x83u64.to_le_bytes());
+    g.ram.write(
+        0x4000 + 502 * 8,
+        &(0xfec0_0000u64 | 0x83 | 0x10).to_le_bytes(),
+    );
+    g.ram.write(0x10000, code);
+    let v = g.vcpu(0)?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    v.set_cpuid2(&cpuid)
+        .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    let mut sr = v.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    let code_seg = kvm_bindings::kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: 8,
+        type_: 11,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 1,
+        l: 1,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let data_seg = kvm_bindings::kvm_segment {
+        selector: 0x10,
+        type_: 3,
+        db: 1,
+        l: 0,
+        ..code_seg
+    };
+    sr.cs = code_seg;
+    sr.ds = data_seg;
+    sr.es = data_seg;
+    sr.ss = data_seg;
+    sr.cr3 = 0x1000;
+    sr.cr4 = 0x20 | 0x200 | 0x400;
+    sr.cr0 = 0x8000_0033;
+    sr.efer = 0x500;
+    v.set_sregs(&sr)
+        .map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+    let mut r = v.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    r.rip = 0x10000;
+    r.rflags = 2;
+    r.rsp = 0x8_0000;
+    v.set_regs(&r).map_err(|e| format!("KVM_SET_REGS: {e}"))?;
+    Ok((g, v))
+}
+
+fn ram_u32(m: &crate::run::Mem, off: usize) -> u32 {
+    u32::from_le_bytes([
+        m.read(off),
+        m.read(off + 1),
+        m.read(off + 2),
+        m.read(off + 3),
+    ])
+}
+
+/// The guest programs the PIC (ICW1-4, IMR), the ELCR and an IOAPIC entry, and reads them
+/// back, all in the kernel: the first exit is the HLT, and GET_IRQCHIP shows the result.
+fn in_kernel_registers() -> Result<(), String> {
+    #[rustfmt::skip]
+    let code: &[u8] = &[
+        0xb0, 0x11, 0xe6, 0x20, // mov al, 0x11; out 0x20, al (ICW1)
+        0xb0, 0x30, 0xe6, 0x21, // ICW2: base 0x30
+        0xb0, 0x04, 0xe6, 0x21, // ICW3
+        0xb0, 0x01, 0xe6, 0x21, // ICW4
+        0xb0, 0xa5, 0xe6, 0x21, // OCW1: IMR 0xa5
+        0xe4, 0x21, // in al, 0x21
+        0x88, 0x04, 0x25, 0x00, 0x50, 0x00, 0x00, // mov [0x5000], al
+        0x66, 0xba, 0xd0, 0x04, // mov dx, 0x4d0
+        0xb0, 0x28, 0xee, // mov al, 0x28; out dx, al (ELCR master)
+        0xbb, 0x00, 0x00, 0xc0, 0xfe, // mov ebx, 0xfec00000
+        0xc7, 0x03, 0x10, 0x00, 0x00, 0x00, // mov dword [rbx], 0x10 (IOREGSEL: entry 0 low)
+        0xc7, 0x43, 0x10, 0x35, 0x80, 0x01, 0x00, // mov dword [rbx+0x10], 0x18035
+        0x8b, 0x43, 0x10, // mov eax, [rbx+0x10]
+        0x89, 0x04, 0x25, 0x04, 0x50, 0x00, 0x00, // mov [0x5004], eax
+        0xc7, 0x03, 0x01, 0x00, 0x00, 0x00, // mov dword [rbx], 1 (version)
+        0x8b, 0x43, 0x10, // mov eax, [rbx+0x10]
+        0x89, 0x04, 0x25, 0x08, 0x50, 0x00, 0x00, // mov [0x5008], eax
+        0xf4, // hlt
+    ];
+    let (g, mut v) = long_mode_irqchip_guest(code)?;
+    v.run().map_err(|e| format!("KVM_RUN: {e}"))?;
+    let why = v.get_kvm_run().exit_reason;
+    let rip = v.get_regs().map(|r| r.rip).unwrap_or(0);
+    eq(why, 5, &format!("exit reason (HLT) at rip {rip:#x}"))?;
+    eq(g.ram.read(0x5000), 0xa5, "IMR read back by the guest")?;
+    eq(
+        ram_u32(&g.ram, 0x5004),
+        0x18035,
+        "IOAPIC entry 0 read back by the guest",
+    )?;
+    eq(ram_u32(&g.ram, 0x5008), 0x0017_0011, "IOAPIC version")?;
+    let fd = g.vm.as_raw_fd();
+    let mut m = irqchip_buf(0);
+    ioctl(fd, KVM_GET_IRQCHIP, m.as_mut_ptr() as u64).map_err(|e| format!("GET PIC: {e}"))?;
+    eq(m[8 + 5], 0x30, "PIC master irq_base")?;
+    eq(m[8 + 2], 0xa5, "PIC master imr")?;
+    eq(m[8 + 14], 0x28, "PIC master elcr")?;
+    let mut io = irqchip_buf(2);
+    ioctl(fd, KVM_GET_IRQCHIP, io.as_mut_ptr() as u64).map_err(|e| format!("GET IOAPIC: {e}"))?;
+    eq(
+        u64::from_le_bytes(io[8 + 24..8 + 32].try_into().unwrap()),
+        0x18035,
+        "IOAPIC entry 0",
+    )?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irqchip_create_rules", Any, create_rules),
@@ -506,5 +720,8 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irqchip_irqfd", Any, irqfds),
         ("irqchip_irqfd_race", Any, irqfd_race),
         ("irqchip_pit", Any, pit),
+        ("irqchip_run_in_kernel_registers", Any, |_| {
+            in_kernel_registers()
+        }),
     ]
 }
