@@ -16,11 +16,15 @@
 //! [`Ioapic::inject_pending_level`] later.
 
 pub mod redir;
+mod rtc;
+mod scan;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod uapi;
 
 pub use redir::RedirEntry;
+pub use rtc::DestMap;
+pub use scan::{scan_irq, set_vector};
 use uapi::{KvmIoapicState, KVM_IOAPIC_NUM_PINS};
 
 use crate::irq::LapicIrq;
@@ -63,8 +67,9 @@ const REG_ARB_ID: u32 = 0x02;
 pub trait IoapicEnv {
     /// Upstream `kvm_irq_delivery_to_apic(kvm, NULL, irq, dest_map)`: -1 if no local APIC
     /// accepted it, else the number of APICs it was delivered to (0: coalesced everywhere).
-    /// With `dest_map`, every vCPU it is delivered to is recorded ([`DestMap::set`]): the RTC
-    /// tracker needs it.
+    /// With `dest_map`, every vCPU whose local APIC accepts it is recorded ([`DestMap::set`],
+    /// upstream `__apic_accept_irq`): the RTC tracker counts the EOIs it waits for from it. An
+    /// environment that records nothing disables the RTC coalescing report (never coalesced).
     fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32;
 
     /// Delivery of an entry with the reserved delivery mode 3 to (`dest_id`, `logical`):
@@ -74,58 +79,15 @@ pub trait IoapicEnv {
         let _ = (dest_id, logical);
         0
     }
-}
 
-/// The vCPUs an RTC interrupt went to and the vector each got (upstream `struct dest_map`).
-#[derive(Clone, Debug)]
-pub struct DestMap {
-    map: [u64; MAX_VCPU_IDS / 64],
-    vectors: [u8; MAX_VCPU_IDS],
-}
-
-impl Default for DestMap {
-    fn default() -> Self {
-        Self {
-            map: [0; MAX_VCPU_IDS / 64],
-            vectors: [0; MAX_VCPU_IDS],
-        }
-    }
-}
-
-impl DestMap {
-    /// Records that `vector` went to `vcpu_id`; IDs beyond [`MAX_VCPU_IDS`] are ignored.
-    pub fn set(&mut self, vcpu_id: u32, vector: u8) {
-        let id = vcpu_id as usize;
-        if let (Some(w), Some(v)) = (self.map.get_mut(id / 64), self.vectors.get_mut(id)) {
-            *w |= 1 << (id % 64);
-            *v = vector;
-        }
-    }
-
-    /// Whether `vcpu_id` got the interrupt, and the vector.
-    pub fn get(&self, vcpu_id: u32) -> Option<u8> {
-        let id = vcpu_id as usize;
-        let w = self.map.get(id / 64)?;
-        if w & (1 << (id % 64)) != 0 {
-            self.vectors.get(id).copied()
-        } else {
-            None
-        }
-    }
-
-    fn clear(&mut self, vcpu_id: u32) -> bool {
-        let id = vcpu_id as usize;
-        match self.map.get_mut(id / 64) {
-            Some(w) if *w & (1 << (id % 64)) != 0 => {
-                *w &= !(1 << (id % 64));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.map = [0; MAX_VCPU_IDS / 64];
+    /// Upstream `kvm_notify_irqfd_resampler(kvm, KVM_IRQCHIP_IOAPIC, pin)`, called (under the
+    /// IOAPIC lock) when a guest unmasks a level-triggered pin whose IRR bit is set: if an
+    /// irqfd resampler serves the GSI routed to this pin, signal its resample eventfd and
+    /// answer `true` (the IOAPIC then drops the pending bit instead of delivering). The
+    /// default answers `false`.
+    fn notify_resampler(&mut self, pin: u8) -> bool {
+        let _ = pin;
+        false
     }
 }
 
@@ -340,8 +302,21 @@ impl Ioapic {
                 if old.masked() != new.masked() {
                     fx.mask_changed = Some((index as u8, new.masked()));
                 }
-                if new.level_triggered() && self.irr & (1 << index) != 0 {
-                    self.service(index, false, env);
+                if new.level_triggered()
+                    && self.irr & (1 << index) != 0
+                    && !new.masked()
+                    && !new.remote_irr()
+                {
+                    // The pending bit may be stale: the line may have dropped while the pin
+                    // was masked (a Linux IRQF_ONESHOT handler acks the device before
+                    // unmasking). With a resampler the IRR bit is dropped and the resampler
+                    // asks the device, which re-asserts if still pending; without one the
+                    // interrupt is delivered (possibly once too often).
+                    if env.notify_resampler(index as u8) {
+                        self.irr &= !(1 << index);
+                    } else {
+                        self.service(index, false, env);
+                    }
                 }
                 fx.rescan = if new.delivery_mode_bits() == 0 {
                     let changed =
@@ -375,7 +350,10 @@ impl Ioapic {
             None => env.deliver_reserved(entry.dest_id(), entry.dest_logical()),
             Some(irq) if pin == RTC_GSI && line_status => {
                 let ret = env.deliver(&irq, Some(&mut self.rtc_dest_map));
-                self.rtc_pending_eoi = ret.max(0);
+                // Upstream takes `ret`: every APIC that accepts sets its bit, so the two agree.
+                // Counting the bits keeps an environment that does not fill the map from
+                // reporting every later RTC interrupt as coalesced (no tracking instead).
+                self.rtc_pending_eoi = self.rtc_dest_map.count();
                 ret
             }
             Some(irq) => env.deliver(&irq, None),
@@ -460,6 +438,9 @@ impl Ioapic {
     /// the ack notifiers): retires the RTC tracker's entry for this vCPU and returns the pins
     /// whose entry has this vector (bit n = pin n). For each, in pin order, the module runs the
     /// ack notifiers of (IOAPIC, pin) without the IOAPIC lock, then calls [`Self::eoi_pin`].
+    /// (Upstream looks at each entry's vector when its loop reaches the pin, after the earlier
+    /// pins' notifiers ran unlocked; a module that wants exactly that re-checks
+    /// `entry(pin).vector()` after re-taking the lock.)
     pub fn eoi_begin(&mut self, vcpu_id: u32, vector: u8) -> u32 {
         if self.rtc_dest_map.get(vcpu_id) == Some(vector) {
             self.rtc_eoi(vcpu_id);
@@ -522,10 +503,11 @@ impl Ioapic {
         env: &mut dyn IoapicEnv,
         notify: &mut dyn FnMut(u8),
     ) -> bool {
-        let pins = self.eoi_begin(vcpu_id, vector);
+        self.eoi_begin(vcpu_id, vector);
         let mut deferred = false;
         for pin in 0..NUM_PINS {
-            if pins & (1 << pin) != 0 {
+            // As upstream, each entry's vector is looked at when the loop reaches it.
+            if self.redirtbl[pin].vector() == vector {
                 notify(pin as u8);
                 deferred |= self.eoi_pin(pin, level_eoi, directed_eoi, env) == EoiOutcome::Deferred;
             }
@@ -542,50 +524,6 @@ impl Ioapic {
                 self.service(pin, false, env);
             }
         }
-    }
-
-    fn rtc_reset(&mut self) {
-        self.rtc_pending_eoi = 0;
-        self.rtc_dest_map.reset();
-    }
-
-    fn rtc_eoi(&mut self, vcpu_id: u32) {
-        if self.rtc_dest_map.clear(vcpu_id) {
-            // Upstream WARNs and rebuilds the tracker from every vCPU if this went negative; it
-            // cannot without a bug, so clamping keeps the tracker usable.
-            self.rtc_pending_eoi = (self.rtc_pending_eoi - 1).max(0);
-        }
-    }
-
-    /// The RTC entry's (destination, logical, vector), for the module's
-    /// [`Self::rtc_restore_one`] computation.
-    pub fn rtc_entry(&self) -> RedirEntry {
-        self.redirtbl[RTC_GSI]
-    }
-
-    /// Upstream `__rtc_irq_eoi_tracking_restore_one` (after `KVM_SET_LAPIC`, and for every vCPU
-    /// after [`Self::set_state`]): `vcpu_id` is a destination of the RTC entry
-    /// (`matches_dest`) and `pending_eoi`: the RTC entry's vector is set in its IRR or ISR.
-    pub fn rtc_restore_one(&mut self, vcpu_id: u32, matches_dest: bool, pending_eoi: bool) {
-        if !matches_dest {
-            return;
-        }
-        let old = self.rtc_dest_map.get(vcpu_id).is_some();
-        if pending_eoi == old {
-            return;
-        }
-        if pending_eoi {
-            let vector = self.redirtbl[RTC_GSI].vector();
-            self.rtc_dest_map.set(vcpu_id, vector);
-            self.rtc_pending_eoi += 1;
-        } else {
-            self.rtc_eoi(vcpu_id);
-        }
-    }
-
-    /// Whether the RTC tracker holds an undelivered EOI (for tests and debugging).
-    pub fn rtc_pending_eoi(&self) -> i32 {
-        self.rtc_pending_eoi
     }
 
     /// `KVM_GET_IRQCHIP` for chip 2 (upstream `kvm_get_ioapic`): the registers; delivered edge
@@ -629,56 +567,5 @@ impl Ioapic {
         }
         // kvm_rtc_eoi_tracking_restore_all resets, then the module restores each vCPU.
         self.rtc_reset();
-    }
-
-    /// Upstream `kvm_ioapic_scan_entry`: the vectors whose EOI this vCPU must report to the
-    /// IOAPIC (its EOI-exit bitmap), ORed into `handled` (bit v = vector v). For each entry
-    /// that is level-triggered, has an ack notifier (`has_notifier(pin)`) or is the RTC's,
-    /// the vector is set if the vCPU is a destination (`matches(dest_id, logical)`) or has the
-    /// vector pending EOI (`pending_eoi(vector)`: set in its IRR or ISR). The RTC tracker's
-    /// vector for this vCPU is set too.
-    pub fn scan_entry(
-        &self,
-        vcpu_id: u32,
-        handled: &mut [u64; 4],
-        has_notifier: &mut dyn FnMut(u8) -> bool,
-        matches: &mut dyn FnMut(u32, bool) -> bool,
-        pending_eoi: &mut dyn FnMut(u8) -> bool,
-    ) {
-        if let Some(v) = self.rtc_dest_map.get(vcpu_id) {
-            set_vector(handled, v);
-        }
-        for (pin, e) in self.redirtbl.iter().enumerate() {
-            if e.level_triggered() || has_notifier(pin as u8) || pin == RTC_GSI {
-                scan_irq(
-                    handled,
-                    u32::from(e.dest_id()),
-                    e.dest_logical(),
-                    e.vector(),
-                    matches,
-                    pending_eoi,
-                );
-            }
-        }
-    }
-}
-
-/// Sets bit `vector` of a 256-bit vector bitmap.
-pub fn set_vector(bitmap: &mut [u64; 4], vector: u8) {
-    bitmap[usize::from(vector >> 6)] |= 1 << (vector & 63);
-}
-
-/// Upstream `kvm_scan_ioapic_irq`: intercept the EOI of `vector` if the vCPU is a target of
-/// (`dest_id`, `logical`) now, or still has the vector pending from an earlier routing.
-pub fn scan_irq(
-    bitmap: &mut [u64; 4],
-    dest_id: u32,
-    logical: bool,
-    vector: u8,
-    matches: &mut dyn FnMut(u32, bool) -> bool,
-    pending_eoi: &mut dyn FnMut(u8) -> bool,
-) {
-    if matches(dest_id, logical) || pending_eoi(vector) {
-        set_vector(bitmap, vector);
     }
 }

@@ -99,6 +99,21 @@ pub fn check_header(irqchip_in_kernel: bool, nr: u32, flags: u32) -> Result {
     Ok(())
 }
 
+/// Upstream `kvm_vm_ioctl_irq_line`'s check for `KVM_IRQ_LINE(_STATUS)`: any in-kernel irqchip,
+/// split included (there the GSI reaches only the MSI routes userspace installed); then
+/// [`RoutingTable::set_irq`] from [`crate::ioapic::USERSPACE_IRQ_SOURCE_ID`] gives the status.
+///
+/// # Errors
+///
+/// `ENXIO` without an in-kernel irqchip.
+pub fn check_irq_line(irqchip_in_kernel: bool) -> Result {
+    if irqchip_in_kernel {
+        Ok(())
+    } else {
+        Err(Errno::Enxio)
+    }
+}
+
 /// Upstream `kvm_set_routing_entry` (x86, Hyper-V and Xen not built): one user entry's route.
 ///
 /// # Errors

@@ -5,6 +5,7 @@ extern crate std;
 use super::*;
 use crate::irq::DeliveryMode;
 use std::vec::Vec;
+use x86::uapi::Pod;
 
 const BASE: u64 = DEFAULT_BASE_ADDRESS;
 
@@ -387,4 +388,192 @@ fn reserved_delivery_mode_uses_deliver_reserved() {
     program(&mut io, &mut env, 6, 0x336, 0);
     assert_eq!(io.set_irq(6, 0, true, false, &mut env), 0);
     assert!(env.got.is_empty());
+}
+
+/// A small deterministic generator for the hostile-input tests.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Hostile guest MMIO and user state never panic (overflow checks on) and keep the model's
+/// invariants: read-only bits as upstream, IRR only for asserted pins.
+#[test]
+fn random_hostile_sequences_never_panic() {
+    let mut r = Rng(0x1234_5678_9abc_def1);
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    for i in 0..200_000 {
+        env.ret = (r.next() % 4) as i32 - 1;
+        env.vcpu = (r.next() % 5000) as u32;
+        env.got.clear();
+        let x = r.next();
+        match x % 9 {
+            0 => {
+                let off = [0u64, 0x10, 0x20, 0x40, 0xf0, 0x100][(x >> 8) as usize % 6];
+                io.mmio_write(
+                    BASE + off,
+                    [1, 2, 4, 8, 3][(x >> 16) as usize % 5],
+                    r.next(),
+                    &mut env,
+                );
+            }
+            1 => {
+                io.mmio_read(
+                    BASE + (x >> 8) % 0x110,
+                    [1, 2, 4, 8, 0][(x >> 20) as usize % 5],
+                );
+            }
+            2 | 3 => {
+                io.set_irq(
+                    (x >> 8) as usize % 26,
+                    (x >> 16) as u32 % 66,
+                    x & 1 << 40 != 0,
+                    x & 1 << 41 != 0,
+                    &mut env,
+                );
+            }
+            4 => {
+                let pins = io.eoi_begin((x >> 8) as u32 % 5000, (x >> 20) as u8);
+                for pin in 0..NUM_PINS {
+                    if pins & (1 << pin) != 0 {
+                        io.eoi_pin(pin, x & 1 << 40 != 0, x & 1 << 41 != 0, &mut env);
+                    }
+                }
+                io.eoi_pin((x >> 32) as usize % 30, true, false, &mut env);
+            }
+            5 if i % 100 == 0 => {
+                let mut s = KvmIoapicState::default();
+                for b in s.as_bytes_mut() {
+                    *b = r.next() as u8;
+                }
+                io.set_state(&s, &mut env);
+            }
+            6 => {
+                io.rtc_restore_one((x >> 8) as u32, x & 1 << 40 != 0, x & 1 << 41 != 0);
+                io.clear_source((x >> 16) as u32 % 70);
+            }
+            7 => {
+                let mut h = [0u64; 4];
+                io.scan_entry(
+                    (x >> 8) as u32,
+                    &mut h,
+                    &mut |_| x & 1 != 0,
+                    &mut |_, _| x & 2 != 0,
+                    &mut |_| x & 4 != 0,
+                );
+            }
+            _ => io.inject_pending_level(&mut env),
+        }
+        assert!(io.rtc_pending_eoi() >= 0);
+        let s = io.get_state();
+        assert_eq!(s.irr & !0xff_ffff, 0);
+    }
+}
+
+struct ResampleEnv {
+    inner: Env,
+    resampled: Vec<u8>,
+}
+
+impl IoapicEnv for ResampleEnv {
+    fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32 {
+        self.inner.deliver(irq, dest_map)
+    }
+    fn notify_resampler(&mut self, pin: u8) -> bool {
+        self.resampled.push(pin);
+        true
+    }
+}
+
+#[test]
+fn unmask_with_a_resampler_drops_the_pending_bit_instead_of_delivering() {
+    let mut io = Ioapic::new();
+    let mut env = ResampleEnv {
+        inner: Env::new(1),
+        resampled: Vec::new(),
+    };
+    io.mmio_write(BASE, 4, 0x22, &mut env).unwrap();
+    io.mmio_write(BASE + 0x10, 4, u64::from(0x49 | LEVEL | MASKED), &mut env)
+        .unwrap();
+    assert_eq!(io.set_irq(9, 0, true, false, &mut env), -1);
+    io.mmio_write(BASE + 0x10, 4, u64::from(0x49 | LEVEL), &mut env)
+        .unwrap();
+    assert_eq!(env.resampled, [9]);
+    assert!(env.inner.got.is_empty());
+    assert_eq!(io.irr(), 0);
+    // Rewriting an unmasked entry whose remote IRR is set does not re-deliver.
+    assert_eq!(io.set_irq(9, 0, false, false, &mut env), 1);
+    assert_eq!(io.set_irq(9, 0, true, false, &mut env), 1);
+    io.mmio_write(BASE + 0x10, 4, u64::from(0x49 | LEVEL), &mut env)
+        .unwrap();
+    assert_eq!(env.inner.got.len(), 1);
+    assert_eq!(env.resampled, [9]);
+}
+
+struct NoMapEnv;
+
+impl IoapicEnv for NoMapEnv {
+    fn deliver(&mut self, _irq: &LapicIrq, _dest_map: Option<&mut DestMap>) -> i32 {
+        1
+    }
+}
+
+#[test]
+fn rtc_tracking_off_when_the_environment_records_nothing() {
+    let mut io = Ioapic::new();
+    let mut env = NoMapEnv;
+    io.mmio_write(BASE, 4, 0x20, &mut env).unwrap();
+    io.mmio_write(BASE + 0x10, 4, 0x38, &mut env).unwrap();
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+    io.set_irq(8, 0, false, true, &mut env);
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
+}
+
+#[test]
+fn eoi_of_a_shared_vector_clears_every_matching_pin() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 10, 0x60 | LEVEL, 0);
+    program(&mut io, &mut env, 11, 0x60 | LEVEL | (1 << 11), 0x0300_0000);
+    io.set_irq(10, 0, true, false, &mut env);
+    io.set_irq(11, 0, true, false, &mut env);
+    assert!(env.got[1].dest_logical);
+    assert_eq!(env.got[1].dest_id, 3);
+    io.set_irq(10, 0, false, false, &mut env);
+    io.set_irq(11, 0, false, false, &mut env);
+    let mut order = Vec::new();
+    io.update_eoi(0, 0x60, true, false, &mut env, &mut |p| order.push(p));
+    assert_eq!(order, [10, 11]);
+    assert!(!io.entry(10).unwrap().remote_irr() && !io.entry(11).unwrap().remote_irr());
+    // A vector nobody uses: no pins.
+    assert_eq!(io.eoi_begin(0, 0x61), 0);
+}
+
+#[test]
+fn lowest_priority_nmi_and_extint_entries_decode() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    for (pin, dm, mode) in [
+        (12u32, 1u32, DeliveryMode::LowestPriority),
+        (13, 4, DeliveryMode::Nmi),
+        (14, 7, DeliveryMode::ExtInt),
+        (15, 2, DeliveryMode::Smi),
+        (16, 5, DeliveryMode::Init),
+    ] {
+        program(&mut io, &mut env, pin, 0x70 | (dm << 8), 0xff00_0000);
+        io.set_irq(pin as usize, 0, true, false, &mut env);
+        let irq = env.got.last().copied().unwrap();
+        assert_eq!(
+            (irq.delivery_mode, irq.dest_id, irq.vector),
+            (mode, 0xff, 0x70)
+        );
+    }
 }

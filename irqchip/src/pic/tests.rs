@@ -2,6 +2,7 @@
 //! Host tests of the PIC pair against upstream's behaviour.
 
 use super::*;
+use x86::uapi::Pod;
 
 fn out(p: &mut Pic, port: u16, v: u8) {
     assert!(p.ioport_write(port, 1, v, true));
@@ -278,4 +279,80 @@ fn set_state_reevaluates_output() {
     assert!(p.set_state(0, &m));
     assert!(p.output());
     assert!(!p.set_state(2, &m));
+}
+
+/// kvm-ioctls `test_irq_chip`: a master state with only `irq_base` = 10 reads back as set.
+#[test]
+fn kvm_ioctls_irq_chip_round_trip() {
+    let mut p = Pic::new();
+    let mut chip = crate::ioapic::uapi::KvmIrqchip::default();
+    let st = KvmPicState {
+        irq_base: 10,
+        ..KvmPicState::default()
+    };
+    chip.set_pic(&st);
+    assert!(p.set_state(0, &chip.pic()));
+    let mut back = crate::ioapic::uapi::KvmIrqchip::default();
+    back.set_pic(&p.get_state(0).unwrap());
+    assert_eq!(back, chip);
+}
+
+#[test]
+fn random_hostile_sequences_never_panic() {
+    let mut r = crate::ioapic::tests::Rng(0x9e37_79b9_7f4a_7c15);
+    let mut p = Pic::new();
+    let ports = [0x20u16, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1, 0x22];
+    for _ in 0..200_000 {
+        let x = r.next();
+        let port = ports[(x >> 8) as usize % ports.len()];
+        match x % 6 {
+            0 | 1 => {
+                p.ioport_write(
+                    port,
+                    if x & 1 << 40 != 0 { 1 } else { 2 },
+                    (x >> 16) as u8,
+                    x & 1 << 41 != 0,
+                );
+            }
+            2 => {
+                p.ioport_read(port, 1);
+            }
+            3 => {
+                p.set_irq(
+                    (x >> 16) as usize % 18,
+                    (x >> 24) as u32 % 66,
+                    x & 1 << 40 != 0,
+                );
+            }
+            4 => {
+                let v = p.read_irq();
+                let m = p.get_state(0).unwrap();
+                let s = p.get_state(1).unwrap();
+                assert!(v.wrapping_sub(m.irq_base) < 8 || v.wrapping_sub(s.irq_base) < 8);
+            }
+            _ => {
+                if x & 0xf00 == 0 {
+                    let mut st = KvmPicState::default();
+                    for b in st.as_bytes_mut() {
+                        *b = r.next() as u8;
+                    }
+                    p.set_state((x >> 16) as u32 % 3, &st);
+                }
+            }
+        }
+        p.take_effects();
+    }
+}
+
+#[test]
+fn special_fully_nested_mode_lets_higher_slave_requests_through() {
+    for sfnm in [false, true] {
+        let mut p = Pic::new();
+        init(&mut p, if sfnm { 0x11 } else { 0x01 });
+        p.set_irq(13, 0, true);
+        assert_eq!(p.read_irq(), 0x2d);
+        // IRQ 10 outranks IRQ 13 on the slave; the master has IR2 in service.
+        p.set_irq(10, 0, true);
+        assert_eq!(p.output(), sfnm, "sfnm {sfnm}");
+    }
 }

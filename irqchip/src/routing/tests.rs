@@ -307,3 +307,69 @@ fn split_scan_takes_level_msi_routes_below_the_reserved_pins() {
     t.scan_ioapic_routes(0, false, &mut h, &mut |_, _| true, &mut |_| true);
     assert_eq!(h, [0; 4]);
 }
+
+#[test]
+fn irq_line_needs_an_in_kernel_irqchip() {
+    assert_eq!(check_irq_line(false), Err(Errno::Enxio));
+    assert_eq!(check_irq_line(true), Ok(()));
+}
+
+#[test]
+fn split_mode_irq_line_reaches_msi_routes_only() {
+    let t = build(&[msi_entry(3)], SPLIT).unwrap();
+    let mut x = Targets {
+        log: Vec::new(),
+        pic: 1,
+        ioapic: 1,
+        msi: 1,
+    };
+    assert_eq!(t.set_irq(3, true, false, &mut x), 1);
+    assert_eq!(x.log, [('m', 0x30, true)]);
+    assert_eq!(t.set_irq(4, true, false, &mut x), -1);
+}
+
+#[test]
+fn random_tables_never_panic() {
+    let mut r = crate::ioapic::tests::Rng(0xdead_beef_cafe_f00d);
+    for _ in 0..2000 {
+        let n = (r.next() % 64) as usize;
+        let ues: Vec<KvmIrqRoutingEntry> = (0..n)
+            .map(|_| {
+                let x = r.next();
+                let mut e = KvmIrqRoutingEntry {
+                    gsi: (x % 40) as u32 + if x & 1 << 50 != 0 { 5000 } else { 0 },
+                    type_: (x >> 8) as u32 % 4,
+                    flags: if x & 1 << 51 != 0 {
+                        (x >> 12) as u32 % 3
+                    } else {
+                        0
+                    },
+                    ..KvmIrqRoutingEntry::default()
+                };
+                e.set_word(0, (x >> 16) as u32 % 4);
+                e.set_word(1, (x >> 24) as u32 % 30);
+                e.set_word(2, r.next() as u32);
+                e
+            })
+            .collect();
+        let ctx = RoutingCtx {
+            split: r.next() & 1 != 0,
+            x2apic_format: r.next() & 1 != 0,
+        };
+        if let Ok(t) = build(&ues, ctx) {
+            for g in 0..41 {
+                let l = t.lookup(g);
+                assert!(l.len() <= 3);
+                assert!(l.iter().all(|e| e.gsi == g));
+            }
+            let mut h = [0u64; 4];
+            t.scan_ioapic_routes(
+                r.next() as u32,
+                ctx.x2apic_format,
+                &mut h,
+                &mut |_, _| true,
+                &mut |_| false,
+            );
+        }
+    }
+}
