@@ -121,12 +121,44 @@ fn notify_acked(vm: &Vm, irqchip: u32, pin: u32) {
         .current()
         .and_then(|t| t.gsi_of(irqchip, pin));
     if let Some(gsi) = gsi {
+        if gsi == 0 {
+            if let Some(p) = vm.irq().pit().get() {
+                p.on_ack();
+            }
+        }
         super::irqfd::on_ack(vm, gsi);
     }
 }
 
+/// The mask notifiers of (`irqchip`, `pin`) (upstream `kvm_fire_mask_notifiers`): the PIT's,
+/// on GSI 0. Called without the chip lock.
+fn notify_masked(vm: &Vm, irqchip: u32, pin: u32, masked: bool) {
+    let gsi = vm
+        .irq()
+        .routing()
+        .current()
+        .and_then(|t| t.gsi_of(irqchip, pin));
+    if gsi == Some(0) {
+        if let Some(p) = vm.irq().pit().get() {
+            p.on_mask(masked);
+        }
+    }
+}
+
 /// What a PIC operation left for after the lock (upstream `pic_unlock` and the ack paths).
-fn pic_effects(vm: &Vm, fx: PicEffects) {
+/// The PIC's effects and its mask bits, taken under the lock.
+fn take_fx(pic: &mut Pic) -> (PicEffects, u16) {
+    let fx = pic.take_effects();
+    let mut masked = 0u16;
+    for pin in 0..16 {
+        if fx.mask_changed & (1 << pin) != 0 && pic.masked(pin) {
+            masked |= 1 << pin;
+        }
+    }
+    (fx, masked)
+}
+
+fn pic_effects(vm: &Vm, (fx, masked): (PicEffects, u16)) {
     for pin in 0..16u32 {
         if fx.acked & (1 << pin) != 0 {
             let chip = if pin < 8 {
@@ -137,7 +169,16 @@ fn pic_effects(vm: &Vm, fx: PicEffects) {
             notify_acked(vm, chip, pin);
         }
     }
-    // Mask notifiers only serve the PIT's reinjection upstream; nothing registers one here.
+    for pin in 0..16u32 {
+        if fx.mask_changed & (1 << pin) != 0 {
+            let chip = if pin < 8 {
+                KVM_IRQCHIP_PIC_MASTER
+            } else {
+                KVM_IRQCHIP_PIC_SLAVE
+            };
+            notify_masked(vm, chip, pin, masked & (1 << pin) != 0);
+        }
+    }
     if fx.wakeup {
         super::kick_pic_target(vm);
     }
@@ -185,7 +226,7 @@ pub(crate) fn set_irqchip(vm: &Vm, arg: usize) -> Result<isize> {
         }
         // Upstream ends with kvm_pic_update_irq for every chip id.
         s.pic.update();
-        s.pic.take_effects()
+        take_fx(&mut s.pic)
     };
     pic_effects(vm, fx);
     Ok(0)
@@ -199,7 +240,7 @@ pub(crate) fn pic_set_irq(vm: &Vm, pin: u8, source: u32, level: bool) -> i32 {
     let (r, fx) = {
         let mut s = chip.state.lock();
         let r = s.pic.set_irq(usize::from(pin), source, level);
-        (r, s.pic.take_effects())
+        (r, take_fx(&mut s.pic))
     };
     pic_effects(vm, fx);
     r
@@ -225,7 +266,7 @@ pub(crate) fn pio_read(vm: &Vm, port: u16, len: usize) -> Option<u32> {
     let (v, fx) = {
         let mut s = chip.state.lock();
         let v = s.pic.ioport_read(port, len);
-        (v, s.pic.take_effects())
+        (v, take_fx(&mut s.pic))
     };
     pic_effects(vm, fx);
     v.map(u32::from)
@@ -243,7 +284,7 @@ pub(crate) fn pio_write(vm: &Vm, port: u16, len: usize, val: u32) -> bool {
     let (taken, fx) = {
         let mut s = chip.state.lock();
         let t = s.pic.ioport_write(port, len, val as u8, accept);
-        (t, s.pic.take_effects())
+        (t, take_fx(&mut s.pic))
     };
     pic_effects(vm, fx);
     taken
@@ -263,10 +304,21 @@ pub(crate) fn mmio_write(vm: &Vm, gpa: u64, len: usize, data: u64) -> bool {
     let Some(chip) = chip_of(vm) else {
         return false;
     };
-    let mut s = chip.state.lock();
+    let fx = {
+        let mut s = chip.state.lock();
+        s.ioapic.mmio_write(gpa, len, data, &mut Env { vm })
+    };
     // The EOI-exit bitmaps are not cached (every level EOI reaches `on_eoi`), so the rescan
-    // the write asks for has nothing to recompute; mask notifiers serve no one here.
-    s.ioapic.mmio_write(gpa, len, data, &mut Env { vm }).is_some()
+    // the write asks for has nothing to recompute.
+    match fx {
+        None => false,
+        Some(fx) => {
+            if let Some((pin, m)) = fx.mask_changed {
+                notify_masked(vm, KVM_IRQCHIP_IOAPIC, u32::from(pin), m);
+            }
+            true
+        }
+    }
 }
 
 /// A local APIC EOIed `vector` with its TMR bit set (level triggered; upstream
@@ -323,7 +375,7 @@ pub(crate) fn pic_ack(vm: &Vm) -> u8 {
     let (v, fx) = {
         let mut s = chip.state.lock();
         let v = s.pic.read_irq();
-        (v, s.pic.take_effects())
+        (v, take_fx(&mut s.pic))
     };
     pic_effects(vm, fx);
     v

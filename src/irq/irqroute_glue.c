@@ -311,3 +311,125 @@ void tdxkvm_irqfds_free(void *irqfds)
 	destroy_workqueue(s->cleanup_wq);
 	kfree(s);
 }
+
+/* ==== The PIT's channel-0 timer (upstream i8254.c: hrtimer + kthread work) ==== */
+
+/* Rust (src/irq/pit.rs): an expiry of the arming @generation (hard IRQ context; takes only
+ * the model lock below): returns whether to queue the work, and *restart_at (0: stop). */
+bool tdxkvm_rust_pit_fire(void *pit, u64 generation, s64 *restart_at);
+/* Rust: the injection work (process context). */
+void tdxkvm_rust_pit_work(void *pit);
+
+void *tdxkvm_pit_timer_new(void *pit);
+void tdxkvm_pit_timer_start(void *t, s64 expires, u64 generation);
+void tdxkvm_pit_timer_cancel(void *t);
+void tdxkvm_pit_timer_free(void *t);
+void tdxkvm_pit_queue_work(void *t);
+unsigned long tdxkvm_pit_lock(void *t);
+void tdxkvm_pit_unlock(void *t, unsigned long flags);
+s64 tdxkvm_pit_now(void);
+
+struct tdxkvm_pit_timer {
+	struct hrtimer timer;
+	struct work_struct work;
+	/* Guards the Rust model: taken by the hrtimer callback, so IRQ-safe. */
+	spinlock_t lock;
+	u64 generation;
+	void *pit;
+};
+
+static enum hrtimer_restart pit_timer_fn(struct hrtimer *timer)
+{
+	struct tdxkvm_pit_timer *t = container_of(timer, struct tdxkvm_pit_timer, timer);
+	s64 restart_at = 0;
+
+	if (tdxkvm_rust_pit_fire(t->pit, READ_ONCE(t->generation), &restart_at))
+		queue_work(system_highpri_wq, &t->work);
+	if (restart_at) {
+		hrtimer_set_expires(timer, ns_to_ktime(restart_at));
+		return HRTIMER_RESTART;
+	}
+	return HRTIMER_NORESTART;
+}
+
+static void pit_work_fn(struct work_struct *work)
+{
+	struct tdxkvm_pit_timer *t = container_of(work, struct tdxkvm_pit_timer, work);
+
+	tdxkvm_rust_pit_work(t->pit);
+}
+
+void *tdxkvm_pit_timer_new(void *pit)
+{
+	struct tdxkvm_pit_timer *t = kzalloc(sizeof(*t), GFP_KERNEL_ACCOUNT);
+
+	if (!t)
+		return NULL;
+	hrtimer_init(&t->timer, CLOCK_MONOTONIC, HRTIMER_MODE_ABS);
+	t->timer.function = pit_timer_fn;
+	INIT_WORK(&t->work, pit_work_fn);
+	spin_lock_init(&t->lock);
+	t->pit = pit;
+	return t;
+}
+
+/* Upstream create_pit_timer: cancel, flush the work, then arm (absolute CLOCK_MONOTONIC ns).
+ * Sleeps; the model lock must not be held. */
+void tdxkvm_pit_timer_start(void *timer, s64 expires, u64 generation)
+{
+	struct tdxkvm_pit_timer *t = timer;
+
+	hrtimer_cancel(&t->timer);
+	flush_work(&t->work);
+	WRITE_ONCE(t->generation, generation);
+	hrtimer_start(&t->timer, ns_to_ktime(expires), HRTIMER_MODE_ABS);
+}
+
+/* Upstream destroy_pit_timer. Sleeps. */
+void tdxkvm_pit_timer_cancel(void *timer)
+{
+	struct tdxkvm_pit_timer *t = timer;
+
+	hrtimer_cancel(&t->timer);
+	flush_work(&t->work);
+}
+
+void tdxkvm_pit_queue_work(void *timer)
+{
+	struct tdxkvm_pit_timer *t = timer;
+
+	queue_work(system_highpri_wq, &t->work);
+}
+
+/* Teardown: nothing runs for this PIT after this returns. */
+void tdxkvm_pit_timer_free(void *timer)
+{
+	struct tdxkvm_pit_timer *t = timer;
+
+	hrtimer_cancel(&t->timer);
+	cancel_work_sync(&t->work);
+	/* The work may have re-armed nothing (it never starts the timer), so one round is
+	 * enough. */
+	kfree(t);
+}
+
+unsigned long tdxkvm_pit_lock(void *timer)
+{
+	struct tdxkvm_pit_timer *t = timer;
+	unsigned long flags;
+
+	spin_lock_irqsave(&t->lock, flags);
+	return flags;
+}
+
+void tdxkvm_pit_unlock(void *timer, unsigned long flags)
+{
+	struct tdxkvm_pit_timer *t = timer;
+
+	spin_unlock_irqrestore(&t->lock, flags);
+}
+
+s64 tdxkvm_pit_now(void)
+{
+	return ktime_get_ns();
+}

@@ -16,6 +16,7 @@
 pub(crate) mod abi;
 pub(crate) mod chip;
 pub(crate) mod irqfd;
+pub(crate) mod pit;
 pub(crate) mod route;
 
 use crate::vm::Vm;
@@ -75,6 +76,8 @@ pub(crate) struct VmIrq {
     chip: chip::ChipSlot,
     /// The irqfds, once the first `KVM_IRQFD` assigned one.
     irqfds: irqfd::Irqfds,
+    /// The PIT, once `KVM_CREATE_PIT2` made it.
+    pit: pit::PitSlot,
     /// Split irqchip: per vCPU index, a level EOI's vector waiting to exit to userspace
     /// (`KVM_EXIT_IOAPIC_EOI`; upstream `vcpu->arch.pending_ioapic_eoi` +
     /// `KVM_REQ_IOAPIC_EOI_EXIT`), -1 for none. Allocated when split mode is enabled.
@@ -90,6 +93,7 @@ impl VmIrq {
             routing <- route::Routing::new(),
             chip: chip::ChipSlot::new(),
             irqfds: irqfd::Irqfds::new(),
+            pit: pit::PitSlot::new(),
             split_eoi: AtomicPtr::new(core::ptr::null_mut()),
         })
     }
@@ -102,6 +106,11 @@ impl VmIrq {
     /// The in-kernel PIC/IOAPIC, if created.
     pub(crate) fn chip(&self) -> Option<&chip::Chip> {
         self.chip.get()
+    }
+
+    /// The PIT slot.
+    pub(crate) fn pit(&self) -> &pit::PitSlot {
+        &self.pit
     }
 
     /// The irqfd set (created on first use).
@@ -129,7 +138,8 @@ impl VmIrq {
 #[pinned_drop]
 impl PinnedDrop for VmIrq {
     fn drop(self: Pin<&mut Self>) {
-        // Nothing may inject any more: the irqfds are gone before the chips.
+        // Nothing may inject any more: the PIT and the irqfds are gone before the chips.
+        self.pit.free();
         self.irqfds.free();
         let p = self.split_eoi.swap(core::ptr::null_mut(), Ordering::AcqRel);
         if !p.is_null() {
@@ -142,6 +152,7 @@ impl PinnedDrop for VmIrq {
 /// VM teardown, before anything else goes (HOOK in `Vm`'s drop): every irqfd is shut down and
 /// its work flushed, so no work item reaches the VM afterwards.
 pub(crate) fn teardown(vm: &Vm) {
+    vm.irq().pit.free();
     vm.irq().irqfds.free();
 }
 
@@ -216,6 +227,9 @@ pub(crate) fn pio_in(vm: &Vm, port: u16, size: u8) -> Option<u32> {
     if !vm.irqchip_mode().in_kernel() {
         return None;
     }
+    if let Some(v) = pit::pio_read(vm, port) {
+        return Some(v);
+    }
     chip::pio_read(vm, port, usize::from(size))
 }
 
@@ -247,7 +261,7 @@ pub(crate) fn pio_out(vm: &Vm, port: u16, size: u8, val: u32) -> bool {
     if !vm.irqchip_mode().in_kernel() {
         return false;
     }
-    chip::pio_write(vm, port, usize::from(size), val)
+    pit::pio_write(vm, port, val) || chip::pio_write(vm, port, usize::from(size), val)
 }
 
 /// A guest MMIO read the in-kernel devices serve (IOAPIC): the value, or `None` to exit.
@@ -340,6 +354,13 @@ pub(crate) fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Option<Result<isize>> {
         KVM_SET_GSI_ROUTING => route::set_gsi_routing(vm, arg),
         KVM_SIGNAL_MSI => route::signal_msi(vm, arg),
         KVM_IRQFD => irqfd::ioctl(vm, arg),
+        KVM_CREATE_PIT2 => pit::create(vm, false, arg),
+        KVM_CREATE_PIT => pit::create(vm, true, arg),
+        KVM_GET_PIT2 => pit::get_pit2(vm, arg),
+        KVM_SET_PIT2 => pit::set_pit2(vm, arg),
+        KVM_GET_PIT => pit::get_pit(vm, arg),
+        KVM_SET_PIT => pit::set_pit(vm, arg),
+        KVM_REINJECT_CONTROL => pit::reinject_control(vm, arg),
         _ => return None,
     })
 }

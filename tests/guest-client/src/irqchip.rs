@@ -711,6 +711,41 @@ fn in_kernel_registers() -> Result<(), String> {
     Ok(())
 }
 
+/// The guest programs PIT channel 2 through ports 0x43/0x42, latches and reads its count back,
+/// all in the kernel; GET_PIT2 shows the programming.
+fn in_kernel_pit() -> Result<(), String> {
+    #[rustfmt::skip]
+    let code: &[u8] = &[
+        0xb0, 0xb0, 0xe6, 0x43, // mov al, 0xb0; out 0x43, al (ch2, lsb+msb, mode 0)
+        0xb0, 0x34, 0xe6, 0x42, // count low 0x34
+        0xb0, 0x12, 0xe6, 0x42, // count high 0x12
+        0xb0, 0x80, 0xe6, 0x43, // latch ch2
+        0xe4, 0x42, // in al, 0x42
+        0x88, 0x04, 0x25, 0x00, 0x50, 0x00, 0x00, // mov [0x5000], al
+        0xe4, 0x42, // in al, 0x42
+        0x88, 0x04, 0x25, 0x01, 0x50, 0x00, 0x00, // mov [0x5001], al
+        0xf4, // hlt
+    ];
+    let (g, mut v) = long_mode_irqchip_guest(code)?;
+    g.vm.create_pit2(kvm_bindings::kvm_pit_config::default())
+        .map_err(|e| format!("KVM_CREATE_PIT2: {e}"))?;
+    v.run().map_err(|e| format!("KVM_RUN: {e}"))?;
+    let why = v.get_kvm_run().exit_reason;
+    let rip = v.get_regs().map(|r| r.rip).unwrap_or(0);
+    eq(why, 5, &format!("exit reason (HLT) at rip {rip:#x}"))?;
+    let latched = u16::from_le_bytes([g.ram.read(0x5000), g.ram.read(0x5001)]);
+    if !(0x1000..=0x1234).contains(&latched) {
+        return Err(format!(
+            "latched count {latched:#x}, want a little below 0x1234"
+        ));
+    }
+    let st = g.vm.get_pit2().map_err(|e| format!("KVM_GET_PIT2: {e}"))?;
+    eq(st.channels[2].count, 0x1234, "channel 2 count")?;
+    eq(st.channels[2].mode, 0, "channel 2 mode")?;
+    eq(st.channels[2].rw_mode, 3, "channel 2 rw_mode")?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irqchip_create_rules", Any, create_rules),
@@ -723,5 +758,6 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irqchip_run_in_kernel_registers", Any, |_| {
             in_kernel_registers()
         }),
+        ("irqchip_run_in_kernel_pit", Any, |_| in_kernel_pit()),
     ]
 }
