@@ -16,7 +16,8 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use irqchip::ioapic::uapi::{
     KvmIrqchip, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
 };
-use irqchip::ioapic::{DestMap, EoiOutcome, Ioapic, IoapicEnv};
+use core::ffi::c_void;
+use irqchip::ioapic::{DestMap, EoiOutcome, Ioapic, IoapicEnv, EOI_STORM_DELAY_NS};
 use irqchip::irq::LapicIrq;
 use irqchip::pic::{Pic, PicEffects};
 use kernel::new_spinlock;
@@ -30,10 +31,44 @@ pub(crate) struct ChipState {
 }
 
 /// The PIC pair and the IOAPIC.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct Chip {
     #[pin]
     state: SpinLock<ChipState>,
+    /// The delayed re-injection after an EOI storm (C `struct tdxkvm_eoi_work`).
+    eoi_work: AtomicPtr<c_void>,
+}
+
+#[pinned_drop]
+impl PinnedDrop for Chip {
+    fn drop(self: Pin<&mut Self>) {
+        let w = self.eoi_work.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !w.is_null() {
+            // SAFETY: from `tdxkvm_eoi_work_new`, freed once.
+            unsafe { tdxkvm_eoi_work_free(w) };
+        }
+    }
+}
+
+extern "C" {
+    fn tdxkvm_eoi_work_new(vm: *const c_void) -> *mut c_void;
+    fn tdxkvm_eoi_work_schedule(w: *mut c_void, delay_ns: core::ffi::c_ulong);
+    fn tdxkvm_eoi_work_free(w: *mut c_void);
+}
+
+/// The delayed re-injection (process context).
+///
+/// # Safety
+///
+/// `vm` is the VM the work was made for: alive (VM teardown cancels the work first).
+#[no_mangle]
+pub(crate) unsafe extern "C" fn tdxkvm_rust_ioapic_eoi_inject(vm: *const c_void) {
+    // SAFETY: the caller's contract.
+    let vm = unsafe { &*vm.cast::<Vm>() };
+    if let Some(chip) = chip_of(vm) {
+        let mut s = chip.state.lock();
+        s.ioapic.inject_pending_level(&mut Env { vm });
+    }
 }
 
 impl Chip {
@@ -46,6 +81,7 @@ impl Chip {
                 },
                 "kvm->irqchip"
             ),
+            eoi_work: AtomicPtr::new(core::ptr::null_mut()),
         })
     }
 }
@@ -85,16 +121,37 @@ impl ChipSlot {
     }
 
     /// Creates the chip (called once, under the VM lock, before the mode is published).
-    pub(crate) fn create(&self) -> Result {
+    pub(crate) fn create(&self, vm: &Vm) -> Result {
         if self.get().is_some() {
             return Err(EEXIST);
         }
         let b = KBox::pin_init(Chip::new(), GFP_KERNEL)?;
+        let vmp: *const Vm = vm;
+        // SAFETY: the work keeps `vmp`; it is cancelled (chip drop, at VM teardown) before
+        // the VM's memory goes.
+        let w = unsafe { tdxkvm_eoi_work_new(vmp.cast()) };
+        if w.is_null() {
+            return Err(ENOMEM);
+        }
+        b.eoi_work.store(w, Ordering::Release);
         // SAFETY: the chip is never moved out of the box: only shared references are handed
         // out, and `drop` rebuilds the pinned box to free it.
         let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(b) });
         self.0.store(raw, Ordering::Release);
         Ok(())
+    }
+}
+
+impl ChipSlot {
+    /// VM teardown: the delayed re-injection is cancelled (it reaches the VM).
+    pub(crate) fn quiesce(&self) {
+        if let Some(c) = self.get() {
+            let w = c.eoi_work.swap(core::ptr::null_mut(), Ordering::AcqRel);
+            if !w.is_null() {
+                // SAFETY: from `tdxkvm_eoi_work_new`, freed once (the swap took it).
+                unsafe { tdxkvm_eoi_work_free(w) };
+            }
+        }
     }
 }
 
@@ -345,8 +402,12 @@ pub(crate) fn on_eoi(vm: &Vm, vcpu: &Vcpu, vector: u8) {
         // The in-kernel IOAPIC never advertises directed EOI (upstream: only a split
         // irqchip's LAPIC version register does), so the EOI always reaches it.
         if s.ioapic.eoi_pin(pin, true, false, &mut Env { vm }) == EoiOutcome::Deferred {
-            // Upstream re-injects after 10 ms to break an EOI storm; the line stays pending
-            // in IRR until its next edge here (the guest mishandles the interrupt anyway).
+            // An EOI storm: the line is re-delivered after 10 ms (upstream eoi_inject).
+            let w = chip.eoi_work.load(Ordering::Acquire);
+            if !w.is_null() {
+                // SAFETY: the chip's live work object.
+                unsafe { tdxkvm_eoi_work_schedule(w, EOI_STORM_DELAY_NS as core::ffi::c_ulong) };
+            }
         }
     }
 }

@@ -433,3 +433,51 @@ s64 tdxkvm_pit_now(void)
 {
 	return ktime_get_ns();
 }
+
+/* ==== The IOAPIC's deferred re-injection after an EOI storm (upstream eoi_inject) ==== */
+
+/* Rust (src/irq/chip.rs): re-injects the level lines still pending (process context). */
+void tdxkvm_rust_ioapic_eoi_inject(void *vm);
+
+void *tdxkvm_eoi_work_new(void *vm);
+void tdxkvm_eoi_work_schedule(void *w, unsigned long delay_ns);
+void tdxkvm_eoi_work_free(void *w);
+
+struct tdxkvm_eoi_work {
+	struct delayed_work work;
+	void *vm;
+};
+
+static void eoi_work_fn(struct work_struct *work)
+{
+	struct tdxkvm_eoi_work *w = container_of(to_delayed_work(work), struct tdxkvm_eoi_work, work);
+
+	tdxkvm_rust_ioapic_eoi_inject(w->vm);
+}
+
+void *tdxkvm_eoi_work_new(void *vm)
+{
+	struct tdxkvm_eoi_work *w = kzalloc(sizeof(*w), GFP_KERNEL_ACCOUNT);
+
+	if (!w)
+		return NULL;
+	INIT_DELAYED_WORK(&w->work, eoi_work_fn);
+	w->vm = vm;
+	return w;
+}
+
+void tdxkvm_eoi_work_schedule(void *work, unsigned long delay_ns)
+{
+	struct tdxkvm_eoi_work *w = work;
+
+	schedule_delayed_work(&w->work, nsecs_to_jiffies(delay_ns));
+}
+
+/* Teardown: the work neither runs nor is queued after this. */
+void tdxkvm_eoi_work_free(void *work)
+{
+	struct tdxkvm_eoi_work *w = work;
+
+	cancel_delayed_work_sync(&w->work);
+	kfree(w);
+}

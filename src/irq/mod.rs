@@ -154,6 +154,7 @@ impl PinnedDrop for VmIrq {
 pub(crate) fn teardown(vm: &Vm) {
     vm.irq().pit.free();
     vm.irq().irqfds.free();
+    vm.irq().chip.quiesce();
 }
 
 /// Whether MSI routes use the x2APIC format (`KVM_CAP_X2APIC_API` with
@@ -308,8 +309,10 @@ pub(crate) fn create_irqchip(vm: &Vm) -> Result<isize> {
     if l.created_vcpus != 0 {
         return Err(EINVAL);
     }
-    vm.irq().chip.create()?;
-    vm.irq().routing.install(route::default_routing(vm)?)?;
+    // Everything that can fail first, so a failure leaves no half-made irqchip behind.
+    let table = kernel::sync::Arc::new(route::default_routing(vm)?, GFP_KERNEL)?;
+    vm.irq().chip.create(vm)?;
+    vm.irq().routing.publish(table);
     vm.irq().set_mode(IrqchipMode::Kernel);
     drop(l);
     Ok(0)
@@ -330,10 +333,16 @@ pub(crate) fn enable_split_irqchip(vm: &Vm, args0: u64) -> Result<isize> {
     for _ in 0..vm.max_vcpus() {
         slots.push(AtomicI32::new(-1), GFP_KERNEL)?;
     }
-    let slots = KBox::into_raw(KBox::new(slots, GFP_KERNEL)?);
-    vm.irq().split_eoi.store(slots, Ordering::Release);
+    let slots = KBox::new(slots, GFP_KERNEL)?;
     // 6.12 kvm_setup_empty_irq_routing: userspace adds MSI routes later.
-    vm.irq().routing.install(route::build(vm, &[])?)?;
+    let table = kernel::sync::Arc::new(route::build(vm, &[])?, GFP_KERNEL)?;
+    // Nothing fails from here on.
+    let old = vm.irq().split_eoi.swap(KBox::into_raw(slots), Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: cannot happen (split is enabled once), but an older array would be ours.
+        drop(unsafe { KBox::from_raw(old) });
+    }
+    vm.irq().routing.publish(table);
     vm.irq()
         .nr_reserved_ioapic_pins
         .store(args0 as u32, Ordering::Relaxed);

@@ -81,10 +81,14 @@ impl Routing {
 
     /// Installs `t`; the old table is dropped here, outside the lock.
     pub(crate) fn install(&self, t: Table) -> Result {
-        let new = Arc::new(t, GFP_KERNEL)?;
+        self.publish(Arc::new(t, GFP_KERNEL)?);
+        Ok(())
+    }
+
+    /// Installs a table already allocated (cannot fail); the old one is dropped here.
+    pub(crate) fn publish(&self, new: Arc<Table>) {
         let old = core::mem::replace(&mut *self.table.lock(), Some(new));
         drop(old);
-        Ok(())
     }
 }
 
