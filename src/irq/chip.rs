@@ -379,14 +379,23 @@ pub(crate) fn mmio_write(vm: &Vm, gpa: u64, len: usize, data: u64) -> bool {
 }
 
 /// A local APIC EOIed `vector` with its TMR bit set (level triggered; upstream
-/// `kvm_ioapic_send_eoi`). Full irqchip: the IOAPIC pins with this vector run their ack
-/// notifiers (without the lock), then drop remote IRR and re-deliver a line still asserted
-/// (`kvm_ioapic_update_eoi`). Split irqchip: the vCPU exits with `KVM_EXIT_IOAPIC_EOI`.
-/// Must be called without LAPIC locks held (a re-delivery reaches the LAPICs).
+/// `kvm_ioapic_send_eoi`): see [`on_eoi_level`].
 #[allow(dead_code)] // contract with irqmod (its LAPIC calls this)
 pub(crate) fn on_eoi(vm: &Vm, vcpu: &Vcpu, vector: u8) {
+    on_eoi_level(vm, vcpu, vector, true)
+}
+
+/// A local APIC EOIed `vector`; `level` is its TMR bit (upstream `kvm_ioapic_send_eoi`). Full
+/// irqchip: the IOAPIC pins with this vector run their ack notifiers (without the lock: irqfd
+/// resampling, the PIT's reinjection, which needs edge EOIs too), then a level EOI drops remote
+/// IRR and re-delivers a line still asserted (`kvm_ioapic_update_eoi`). Split irqchip: a level
+/// EOI exits with `KVM_EXIT_IOAPIC_EOI` before the next entry. Must be called without LAPIC
+/// locks held (a re-delivery reaches the LAPICs).
+pub(crate) fn on_eoi_level(vm: &Vm, vcpu: &Vcpu, vector: u8, level: bool) {
     if vm.irqchip_mode() == super::IrqchipMode::Split {
-        super::split_eoi(vcpu, vector);
+        if level {
+            super::split_eoi(vcpu, vector);
+        }
         return;
     }
     let Some(chip) = chip_of(vm) else {
@@ -401,7 +410,7 @@ pub(crate) fn on_eoi(vm: &Vm, vcpu: &Vcpu, vector: u8) {
         let mut s = chip.state.lock();
         // The in-kernel IOAPIC never advertises directed EOI (upstream: only a split
         // irqchip's LAPIC version register does), so the EOI always reaches it.
-        if s.ioapic.eoi_pin(pin, true, false, &mut Env { vm }) == EoiOutcome::Deferred {
+        if s.ioapic.eoi_pin(pin, level, false, &mut Env { vm }) == EoiOutcome::Deferred {
             // An EOI storm: the line is re-delivered after 10 ms (upstream eoi_inject).
             let w = chip.eoi_work.load(Ordering::Acquire);
             if !w.is_null() {
