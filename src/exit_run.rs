@@ -211,6 +211,18 @@ fn finish(
     match o {
         Outcome::Done => Action::Continue,
         Outcome::MmioRead { gpa, len } => {
+            // HOOK(irqroute): a read an in-kernel device serves (IOAPIC) completes here.
+            if let Some(v) = crate::irq::mmio_read(vcpu.vm(), gpa.0, len) {
+                let m = MmioData {
+                    gpa,
+                    len,
+                    data: v.to_le_bytes(),
+                };
+                let cfg = walk_config(l);
+                let mut env = MemEnv::new(vcpu.vm());
+                let o = emulate::emulate(&mut l.arch, &mut env, &cfg, Some(&m));
+                return finish(vcpu, l, run, o, info);
+            }
             set_exit(
                 run,
                 &UExit::Mmio {
@@ -225,6 +237,10 @@ fn finish(
         }
         Outcome::MmioWrite(m) => {
             let data = &m.data[..m.len as usize];
+            // HOOK(irqroute): a write an in-kernel device takes (IOAPIC) does not exit.
+            if crate::irq::mmio_write(vcpu.vm(), m.gpa.0, data) {
+                return Action::Continue;
+            }
             if vcpu.vm().io_bus_write(Bus::Mmio, m.gpa.0, data) == WriteResult::Handled {
                 return Action::Continue;
             }
@@ -700,6 +716,11 @@ pub(crate) fn pio_out_in_kernel(
 ) -> bool {
     let v = l.arch.gpr(Gpr::Rax).to_le_bytes();
     let data = &v[..usize::from(size).min(4)];
+    // HOOK(irqroute): the in-kernel PIC/ELCR/PIT ports.
+    if crate::irq::pio_out(vcpu.vm(), port, size, l.arch.gpr(Gpr::Rax) as u32) {
+        l.arch.rip = next_rip;
+        return true;
+    }
     if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), data) == WriteResult::Handled {
         l.arch.rip = next_rip;
         true

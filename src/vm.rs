@@ -203,6 +203,9 @@ pub(crate) struct Vm {
     /// Userspace-exit configuration, MSR filter, coalesced zones, ioeventfds ([`crate::exits`]).
     #[pin]
     exits: crate::exits::VmExits,
+    /// HOOK(irqroute): the in-kernel irqchip ([`crate::irq`]).
+    #[pin]
+    irq: crate::irq::VmIrq,
 }
 
 impl Vm {
@@ -247,6 +250,7 @@ impl Vm {
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
+                irq <- crate::irq::VmIrq::new(), // HOOK(irqroute)
             }),
             GFP_KERNEL,
         )?;
@@ -332,6 +336,17 @@ impl Vm {
         &self.exits
     }
 
+    /// HOOK(irqroute): the in-kernel irqchip state ([`crate::irq`]).
+    pub(crate) fn irq(&self) -> &crate::irq::VmIrq {
+        &self.irq
+    }
+
+    /// HOOK(irqroute): which interrupt controllers are in the kernel (upstream
+    /// `kvm->arch.irqchip_mode`).
+    pub(crate) fn irqchip_mode(&self) -> crate::irq::IrqchipMode {
+        self.irq.mode()
+    }
+
     /// Whether VM and vCPU ioctls may run: the calling process created the VM and the VM is not
     /// bugged (upstream: `kvm->mm != current->mm || kvm->vm_dead` → EIO; a bugged VM is dead).
     pub(crate) fn usable_by_current(&self) -> bool {
@@ -373,6 +388,8 @@ impl Vm {
 #[pinned_drop]
 impl PinnedDrop for Vm {
     fn drop(self: Pin<&mut Self>) {
+        // HOOK(irqroute): no irqfd work item may reach the VM while it goes.
+        crate::irq::teardown(&self);
         // No MMU-notifier callback may reach the VM while it goes.
         self.memslots.shutdown();
         // The last reference is gone: no file can reach the VM or its vCPUs any more. Each vCPU
