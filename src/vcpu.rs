@@ -65,6 +65,8 @@ pub(crate) struct VcpuLocked {
     /// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` enabled on this vCPU.
     #[allow(dead_code)]
     pub(crate) enforce_pv_cpuid: bool,
+    /// HOOK(irqmod): interrupt state under the mutex (the in-kernel LAPIC, split ExtINT).
+    pub(crate) irq: crate::irq::inject::IrqLocked,
 }
 
 /// Per-vCPU counters for the vCPU stats fd (cumulative).
@@ -101,6 +103,8 @@ pub(crate) struct Vcpu {
     #[pin]
     mutex: Mutex<VcpuLocked>,
     pub(crate) stats: VcpuStats,
+    /// HOOK(irqmod): what other threads post to this vCPU, kicks, the halt wait.
+    pub(crate) irq: crate::irq::kick::VcpuIrq,
 }
 
 // SAFETY: `vm` points to the VM that owns this vCPU; it is only dereferenced while the VM is
@@ -146,10 +150,12 @@ impl Vcpu {
                         run: crate::run::RunState::default(),
                         has_run: false,
                         enforce_pv_cpuid: false,
+                        irq: Default::default(),
                     },
                     "vcpu->mutex"
                 ),
                 stats: VcpuStats::default(),
+                irq: crate::irq::kick::VcpuIrq::new(),
             }),
             GFP_KERNEL,
         )?;
@@ -276,6 +282,10 @@ impl Vcpu {
         }
         if ioc_type(cmd) != KVMIO {
             return Err(EINVAL);
+        }
+        // HOOK(irqmod): KVM_INTERRUPT, KVM_NMI, MP state with an in-kernel LAPIC.
+        if let Some(r) = crate::irq::inject::vcpu_ioctl(self, cmd, arg) {
+            return r;
         }
         match cmd {
             KVM_RUN => self.run(arg),

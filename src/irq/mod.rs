@@ -148,3 +148,8 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         _ => None,
     }
 }
+
+// HOOK(irqmod): event injection, kicks and in-kernel halt, the LAPIC and its timer.
+pub(crate) mod inject;
+pub(crate) mod kick;
+pub(crate) mod lapic;

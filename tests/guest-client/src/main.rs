@@ -123,6 +123,7 @@ struct Ctx {
 mod dirty;
 mod exits;
 mod huge;
+mod irq;
 mod memory;
 mod prefault;
 mod run;
@@ -148,6 +149,7 @@ fn tests() -> Vec<Test> {
         exits::tests(),
         run::tests(),
         dirty::run_tests(),
+        irq::tests(),
     ]
     .concat()
 }
