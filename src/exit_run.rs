@@ -211,6 +211,14 @@ fn finish(
     match o {
         Outcome::Done => Action::Continue,
         Outcome::MmioRead { gpa, len } => {
+            // HOOK(irqmod): the in-kernel xAPIC page answers without an exit.
+            if let Some(data) = crate::irq::lapic::mmio_read(vcpu, l, gpa.0, len) {
+                let m = MmioData { gpa, len, data };
+                let cfg = walk_config(l);
+                let mut env = MemEnv::new(vcpu.vm());
+                let o = emulate::emulate(&mut l.arch, &mut env, &cfg, Some(&m));
+                return finish(vcpu, l, run, o, info);
+            }
             set_exit(
                 run,
                 &UExit::Mmio {
@@ -225,6 +233,10 @@ fn finish(
         }
         Outcome::MmioWrite(m) => {
             let data = &m.data[..m.len as usize];
+            // HOOK(irqmod): the in-kernel xAPIC page takes the write.
+            if crate::irq::lapic::mmio_write(vcpu, l, m.gpa.0, data) {
+                return Action::Continue;
+            }
             if vcpu.vm().io_bus_write(Bus::Mmio, m.gpa.0, data) == WriteResult::Handled {
                 return Action::Continue;
             }
@@ -422,7 +434,18 @@ fn msr(
         MsrFault::Unsupported => MsrResult::Unsupported,
         MsrFault::Invalid => MsrResult::Invalid,
     };
-    let r = if !allowed {
+    // HOOK(irqmod): IA32_APIC_BASE, x2APIC and TSC-deadline MSRs of the in-kernel LAPIC.
+    let lapic = if allowed {
+        crate::irq::lapic::guest_msr(vcpu, l, index, write.then_some(data))
+    } else {
+        None
+    };
+    let r = if let Some(r) = lapic {
+        match r {
+            Ok(v) => MsrResult::Ok(v),
+            Err(()) => MsrResult::Invalid,
+        }
+    } else if !allowed {
         MsrResult::Filtered
     } else if write {
         match crate::vcpu_state::guest_wrmsr(l, index, data) {

@@ -205,6 +205,8 @@ pub(crate) struct Vm {
     exits: crate::exits::VmExits,
     /// HOOK(irqroute): the in-kernel irqchip ([`crate::irq`]).
     irq: crate::irq::VmIrq,
+    /// HOOK(irqmod): VM-wide LAPIC settings and the lock-free vCPU table.
+    apic: crate::irq::lapic::VmApic,
 }
 
 impl Vm {
@@ -225,6 +227,7 @@ impl Vm {
             }
         };
         let ring = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
+        let apic = crate::irq::lapic::VmApic::new()?; // HOOK(irqmod)
         // Upstream kvm->arch.pre_fault_allowed: a TD's KVM_TDX_FINALIZE_VM sets it.
         let pre_fault_allowed = vm_type != KVM_X86_TDX_VM;
         let stats_id = StatsId::vm();
@@ -250,6 +253,7 @@ impl Vm {
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
                 irq: crate::irq::VmIrq::new(), // HOOK(irqroute)
+                apic, // HOOK(irqmod)
             }),
             GFP_KERNEL,
         )?;
@@ -333,6 +337,11 @@ impl Vm {
     /// Userspace-exit configuration and the VM's in-kernel I/O devices ([`crate::exits`]).
     pub(crate) fn exits(&self) -> &crate::exits::VmExits {
         &self.exits
+    }
+
+    /// HOOK(irqmod): VM-wide LAPIC state ([`crate::irq::lapic`]).
+    pub(crate) fn apic(&self) -> &crate::irq::lapic::VmApic {
+        &self.apic
     }
 
     /// HOOK(irqroute): the in-kernel irqchip state ([`crate::irq`]).

@@ -82,10 +82,10 @@ fn nmi_allowed(st: &CpuState) -> bool {
 /// Upstream `kvm_cpu_has_extint`: an ExtINT the vCPU would take (PIC output, or the split
 /// irqchip's `KVM_INTERRUPT` vector, through LINT0 in ExtINT mode).
 fn has_extint(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
-    let Some(apic) = l.irq.lapic.as_ref() else {
+    if !lapic_in_kernel(l) {
         return l.arch.events.interrupt.injected;
-    };
-    if !apic.accept_pic_intr(vcpu) {
+    }
+    if !lapic::accept_pic_intr(l) {
         return false;
     }
     match vcpu.vm().irqchip_mode() {
@@ -96,9 +96,8 @@ fn has_extint(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
 
 /// Upstream `kvm_cpu_has_injectable_intr` with an in-kernel LAPIC (without one, the
 /// interrupt `KVM_INTERRUPT` queued is already being injected).
-fn has_injectable_intr(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
-    lapic_in_kernel(l)
-        && (has_extint(vcpu, l) || l.irq.lapic.as_ref().is_some_and(|a| a.has_interrupt()))
+fn has_injectable_intr(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
+    lapic_in_kernel(l) && (has_extint(vcpu, l) || lapic::has_interrupt(l))
 }
 
 /// Upstream `kvm_cpu_get_interrupt`: ExtINT first, then the LAPIC's (acknowledged: IRR to ISR).
@@ -109,8 +108,7 @@ fn get_interrupt(vcpu: &Vcpu, l: &mut VcpuLocked) -> Option<u8> {
         }
         return Some(lapic::pic_ack(vcpu.vm()));
     }
-    let apic = l.irq.lapic.as_mut()?;
-    apic.ack_interrupt(vcpu)
+    lapic::ack(vcpu, l)
 }
 
 /// Upstream `dm_request_for_irq_injection`: userspace asked for an interrupt window and owns
@@ -126,10 +124,7 @@ fn accept_dm_intr(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
     if has_extint(vcpu, l) {
         return false;
     }
-    l.irq
-        .lapic
-        .as_ref()
-        .map_or(true, |a| a.accept_pic_intr(vcpu))
+    !lapic_in_kernel(l) || lapic::accept_pic_intr(l)
 }
 
 /// Upstream `kvm_vcpu_ready_for_interrupt_injection`.
@@ -143,32 +138,26 @@ pub(crate) fn ready_for_user_injection(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
         || ready_for_interrupt_injection(vcpu, l)
 }
 
-/// `kvm_run.cr8` and the CR8 the guest sees: with an in-kernel LAPIC, its TPR bits 7:4.
+/// `kvm_run.cr8`: the CR8 the guest sees (with an in-kernel LAPIC kept equal to its TPR
+/// bits 7:4 by [`lapic`]).
 pub(crate) fn cr8(l: &VcpuLocked) -> u64 {
-    match l.irq.lapic.as_ref() {
-        Some(a) => u64::from(a.tpr() >> 4),
-        None => l.arch.cr8,
-    }
+    l.arch.cr8
 }
 
-/// Upstream `process_nmi`: NMIs queued by other threads join the pending ones, collapsed to
-/// two (one while an NMI is in service or being injected).
-fn process_nmi(vcpu: &Vcpu, st: &mut CpuState) {
-    let q = vcpu.irq.take_nmis();
+/// Upstream `process_nmi`: pending NMIs (other threads' were folded in by [`lapic::sync`])
+/// collapse to two, or one while an NMI is in service or being injected.
+fn process_nmi(st: &mut CpuState) {
     let e = &mut st.events;
     let limit = if e.nmi_masked || e.nmi_injected { 1 } else { 2 };
-    let n = u32::from(e.nmi_pending).saturating_add(q).min(limit);
-    e.nmi_pending = n as u8;
+    e.nmi_pending = e.nmi_pending.min(limit);
 }
 
 /// Before each entry (upstream `kvm_check_and_inject_events` and the window requests of
 /// `vcpu_enter_guest`): what to inject, which windows to open.
 pub(crate) fn before_entry(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Windows {
     vcpu.irq.take_event_request();
-    process_nmi(vcpu, &mut l.arch);
-    if let Some(a) = l.irq.lapic.as_mut() {
-        a.sync(vcpu);
-    }
+    lapic::sync(vcpu, l);
+    process_nmi(&mut l.arch);
     let ev = &l.arch.events;
     // Re-injection (and a pending exception, which the backend injects) comes first.
     let mut can_inject = !(ev.exception.injected
@@ -226,13 +215,11 @@ pub(crate) fn halt(l: &mut VcpuLocked) -> bool {
 /// Upstream `kvm_vcpu_has_events` (and `kvm_cpu_has_pending_timer`, folded into the LAPIC's
 /// sync): something makes a halted vCPU runnable.
 fn has_events(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
-    if let Some(a) = l.irq.lapic.as_mut() {
-        a.sync(vcpu);
-        if a.has_init_or_sipi() {
-            return true;
-        }
+    lapic::sync(vcpu, l);
+    if lapic_in_kernel(l) && lapic::has_init_or_sipi(vcpu) {
+        return true;
     }
-    process_nmi(vcpu, &mut l.arch);
+    process_nmi(&mut l.arch);
     let e = &l.arch.events;
     if e.exception.pending {
         return true;
@@ -240,9 +227,7 @@ fn has_events(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
     if e.nmi_pending > 0 && nmi_allowed(&l.arch) {
         return true;
     }
-    if interrupt_allowed(&l.arch)
-        && (has_extint(vcpu, l) || l.irq.lapic.as_ref().is_some_and(|a| a.has_interrupt()))
-    {
+    if interrupt_allowed(&l.arch) && (has_extint(vcpu, l) || lapic::has_interrupt(l)) {
         return true;
     }
     false
@@ -292,10 +277,8 @@ pub(crate) fn run_uninitialized(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -
     }
     loop {
         kick::arm(vcpu);
-        if l.irq.lapic.as_mut().is_some_and(|a| {
-            a.sync(vcpu);
-            a.has_init_or_sipi()
-        }) {
+        lapic::sync(vcpu, l);
+        if lapic_in_kernel(l) && lapic::has_init_or_sipi(vcpu) {
             break;
         }
         if kernel::current!().signal_pending() || kick::block(vcpu).is_err() {
@@ -312,6 +295,9 @@ pub(crate) fn run_uninitialized(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -
 
 /// The vCPU ioctls of this file (`None`: not ours, the dispatcher goes on).
 pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isize>> {
+    if let Some(r) = lapic::vcpu_ioctl(vcpu, cmd, arg) {
+        return Some(r);
+    }
     Some(match cmd {
         KVM_INTERRUPT => interrupt(vcpu, arg),
         KVM_NMI => {
@@ -360,9 +346,7 @@ fn set_mp_state(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         | mp_state::INIT_RECEIVED => l.arch.mp_state = m.mp_state,
         mp_state::SIPI_RECEIVED => {
             l.arch.mp_state = mp_state::INIT_RECEIVED;
-            if let Some(a) = l.irq.lapic.as_mut() {
-                a.set_sipi_pending(vcpu);
-            }
+            lapic::set_sipi_pending(vcpu);
         }
         _ => return Err(EINVAL),
     }

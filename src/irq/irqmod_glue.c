@@ -46,3 +46,67 @@ void tdxkvm_kick_cpu(unsigned int cpu)
 		smp_send_reschedule(cpu);
 	put_cpu();
 }
+
+/* ---- The LAPIC timer (upstream apic_timer_fn on an HRTIMER_MODE_ABS_HARD hrtimer) ---- */
+
+struct tdxkvm_lapic_timer {
+	struct hrtimer timer;
+	const void *vcpu;
+	u64 token;
+};
+
+void tdxkvm_rust_lapic_timer_fire(const void *vcpu, u64 token);
+void *tdxkvm_lapic_timer_new(const void *vcpu);
+void tdxkvm_lapic_timer_arm(void *p, u64 at_ns, u64 token);
+void tdxkvm_lapic_timer_try_cancel(void *p);
+void tdxkvm_lapic_timer_free(void *p);
+u64 tdxkvm_ktime_get_ns(void);
+
+static enum hrtimer_restart tdxkvm_lapic_timer_fn(struct hrtimer *t)
+{
+	struct tdxkvm_lapic_timer *lt = container_of(t, struct tdxkvm_lapic_timer, timer);
+
+	tdxkvm_rust_lapic_timer_fire(lt->vcpu, READ_ONCE(lt->token));
+	return HRTIMER_NORESTART;
+}
+
+void *tdxkvm_lapic_timer_new(const void *vcpu)
+{
+	struct tdxkvm_lapic_timer *lt = kzalloc(sizeof(*lt), GFP_KERNEL_ACCOUNT);
+
+	if (!lt)
+		return NULL;
+	hrtimer_init(&lt->timer, CLOCK_MONOTONIC, HRTIMER_MODE_ABS_HARD);
+	lt->timer.function = tdxkvm_lapic_timer_fn;
+	lt->vcpu = vcpu;
+	return lt;
+}
+
+void tdxkvm_lapic_timer_arm(void *p, u64 at_ns, u64 token)
+{
+	struct tdxkvm_lapic_timer *lt = p;
+
+	WRITE_ONCE(lt->token, token);
+	hrtimer_start(&lt->timer, ns_to_ktime(at_ns), HRTIMER_MODE_ABS_HARD);
+}
+
+void tdxkvm_lapic_timer_try_cancel(void *p)
+{
+	struct tdxkvm_lapic_timer *lt = p;
+
+	hrtimer_try_to_cancel(&lt->timer);
+}
+
+/* Waits for a running callback: nothing touches the vCPU after this returns. */
+void tdxkvm_lapic_timer_free(void *p)
+{
+	struct tdxkvm_lapic_timer *lt = p;
+
+	hrtimer_cancel(&lt->timer);
+	kfree(lt);
+}
+
+u64 tdxkvm_ktime_get_ns(void)
+{
+	return ktime_get_ns();
+}

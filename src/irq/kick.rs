@@ -4,7 +4,7 @@
 //!
 //! Whoever posts something to a vCPU from another context (an IPI from another vCPU thread, the
 //! LAPIC timer's hrtimer callback, an irqfd, an IOAPIC line) writes it into atomics first (the
-//! LAPIC's posted-interrupt bits, [`VcpuIrq::queue_nmi`]), then calls [`request_event`]: the
+//! LAPIC's inbox, `irqchip::lapic::Pir`), then calls [`request_event`]: the
 //! vCPU thread re-evaluates its events before its next entry. [`kick`] wakes the vCPU if it
 //! sleeps in the halt wait and, if it runs in guest mode on another CPU, sends that CPU a
 //! reschedule IPI so it exits (any interrupt makes an SVM guest exit).
@@ -18,7 +18,7 @@
 use crate::vcpu::Vcpu;
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_uint, c_void};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 extern "C" {
     fn tdxkvm_vcpu_block(w: *mut c_void, wake: *const AtomicU32) -> c_int;
@@ -39,15 +39,15 @@ pub(crate) struct VcpuIrq {
     cpu: AtomicU32,
     /// `KVM_REQ_EVENT`: something was posted since the vCPU thread last looked.
     req_event: AtomicBool,
-    /// NMIs posted by other threads (upstream `nmi_queued`), folded into `nmi_pending` by the
-    /// vCPU thread.
-    nmi_queued: AtomicU32,
     /// A kick since the vCPU thread armed its wait; consumed by the wait.
     wake: AtomicU32,
     /// `struct rcuwait` (one task pointer, NULL when nobody waits).
     wait: UnsafeCell<*mut c_void>,
-    /// The LAPIC's posted interrupts (IRR bits other threads set) and pending INIT/SIPI.
-    pub(crate) posted: crate::irq::lapic::Posted,
+    /// The LAPIC's inbox: vectors, NMIs, INIT/SIPI and timer expiries other contexts post.
+    pub(crate) pir: crate::irq::lapic::Pir,
+    /// The LAPIC's published destination state (`irqchip::lapic::DestInfo` bits; 0: no
+    /// LAPIC), which senders match against without the vCPU mutex.
+    pub(crate) dest: AtomicU64,
 }
 
 // SAFETY: every field is an atomic except the rcuwait, which only the C rcuwait functions touch
@@ -63,23 +63,11 @@ impl VcpuIrq {
             mode: AtomicU8::new(OUTSIDE_GUEST_MODE),
             cpu: AtomicU32::new(u32::MAX),
             req_event: AtomicBool::new(false),
-            nmi_queued: AtomicU32::new(0),
             wake: AtomicU32::new(0),
             wait: UnsafeCell::new(core::ptr::null_mut()),
-            posted: crate::irq::lapic::Posted::new(),
+            pir: crate::irq::lapic::Pir::new(),
+            dest: AtomicU64::new(0),
         }
-    }
-
-    /// Queues an NMI from another context  (upstream `kvm_inject_nmi`); the caller then calls
-    /// [`request_event`].
-    #[allow(dead_code)] // LAPIC NMI delivery (deliver()) uses it.
-    pub(crate) fn queue_nmi(&self) {
-        self.nmi_queued.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Takes the NMIs queued so far (vCPU thread).
-    pub(crate) fn take_nmis(&self) -> u32 {
-        self.nmi_queued.swap(0, Ordering::SeqCst)
     }
 
     /// Consumes the event request (vCPU thread, before deciding what to inject).

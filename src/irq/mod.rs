@@ -153,3 +153,4 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
 pub(crate) mod inject;
 pub(crate) mod kick;
 pub(crate) mod lapic;
+pub(crate) mod timer;
