@@ -211,8 +211,13 @@ fn finish(
     match o {
         Outcome::Done => Action::Continue,
         Outcome::MmioRead { gpa, len } => {
-            // HOOK(irqmod): the in-kernel xAPIC page answers without an exit.
-            if let Some(data) = crate::irq::lapic::mmio_read(vcpu, l, gpa.0, len) {
+            // HOOK(irqmod): the in-kernel xAPIC page answers without an exit (first, as
+            // upstream's vcpu_mmio_read), then HOOK(irqroute): a read an in-kernel device
+            // serves (IOAPIC) completes here.
+            let dev = crate::irq::lapic::mmio_read(vcpu, l, gpa.0, len).or_else(|| {
+                crate::irq::mmio_read(vcpu.vm(), gpa.0, len).map(|v| v.to_le_bytes())
+            });
+            if let Some(data) = dev {
                 let m = MmioData { gpa, len, data };
                 let cfg = walk_config(l);
                 let mut env = MemEnv::new(vcpu.vm());
@@ -233,8 +238,11 @@ fn finish(
         }
         Outcome::MmioWrite(m) => {
             let data = &m.data[..m.len as usize];
-            // HOOK(irqmod): the in-kernel xAPIC page takes the write.
-            if crate::irq::lapic::mmio_write(vcpu, l, m.gpa.0, data) {
+            // HOOK(irqmod): the in-kernel xAPIC page takes the write; HOOK(irqroute): a write
+            // an in-kernel device takes (IOAPIC) does not exit.
+            if crate::irq::lapic::mmio_write(vcpu, l, m.gpa.0, data)
+                || crate::irq::mmio_write(vcpu.vm(), m.gpa.0, data)
+            {
                 return Action::Continue;
             }
             if vcpu.vm().io_bus_write(Bus::Mmio, m.gpa.0, data) == WriteResult::Handled {
@@ -723,6 +731,11 @@ pub(crate) fn pio_out_in_kernel(
 ) -> bool {
     let v = l.arch.gpr(Gpr::Rax).to_le_bytes();
     let data = &v[..usize::from(size).min(4)];
+    // HOOK(irqroute): the in-kernel PIC/ELCR/PIT ports.
+    if crate::irq::pio_out(vcpu.vm(), port, size, l.arch.gpr(Gpr::Rax) as u32) {
+        l.arch.rip = next_rip;
+        return true;
+    }
     if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), data) == WriteResult::Handled {
         l.arch.rip = next_rip;
         true

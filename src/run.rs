@@ -301,6 +301,10 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         if core::mem::take(&mut l.arch.events.triple_fault_pending) {
             return shutdown(l, run).map(|_| 0);
         }
+        // HOOK(irqroute): a split irqchip's level EOI exits (KVM_EXIT_IOAPIC_EOI).
+        if crate::irq::eoi_exit(vcpu) {
+            return Ok(0);
+        }
         if l.arch.cr4 & CR4_OSXSAVE != 0 && !xcr0_valid(l.arch.xcr0, host_xcr0) {
             return Err(EINVAL);
         }
@@ -404,6 +408,10 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             next_rip,
             ..
         } if size != 0 => {
+            // HOOK(irqroute): an IN an in-kernel device serves (PIC, ELCR, PIT) does not exit.
+            if is_in && crate::irq::pio_in_kernel(vcpu, l, port, size, next_rip) {
+                return Ok(Action::Continue);
+            }
             // HOOK(exits): an OUT an in-kernel device takes (ioeventfd, coalesced PIO) does
             // not exit.
             if !is_in && crate::exit_run::pio_out_in_kernel(vcpu, l, port, size, next_rip) {

@@ -204,6 +204,7 @@ pub(crate) struct Vm {
     #[pin]
     exits: crate::exits::VmExits,
     /// HOOK(irqroute): the in-kernel irqchip ([`crate::irq`]).
+    #[pin]
     irq: crate::irq::VmIrq,
     /// HOOK(irqmod): VM-wide LAPIC settings and the lock-free vCPU table.
     apic: crate::irq::lapic::VmApic,
@@ -252,7 +253,7 @@ impl Vm {
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
-                irq: crate::irq::VmIrq::new(), // HOOK(irqroute)
+                irq <- crate::irq::VmIrq::new(), // HOOK(irqroute)
                 apic, // HOOK(irqmod)
             }),
             GFP_KERNEL,
@@ -396,6 +397,8 @@ impl Vm {
 #[pinned_drop]
 impl PinnedDrop for Vm {
     fn drop(self: Pin<&mut Self>) {
+        // HOOK(irqroute): no irqfd work item may reach the VM while it goes.
+        crate::irq::teardown(&self);
         // No MMU-notifier callback may reach the VM while it goes.
         self.memslots.shutdown();
         // The last reference is gone: no file can reach the VM or its vCPUs any more. Each vCPU

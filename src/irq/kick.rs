@@ -48,6 +48,9 @@ pub(crate) struct VcpuIrq {
     /// The LAPIC's published destination state (`irqchip::lapic::DestInfo` bits; 0: no
     /// LAPIC), which senders match against without the vCPU mutex.
     pub(crate) dest: AtomicU64,
+    /// The LAPIC takes PIC interrupts (LVT0 ExtINT or hardware-disabled), published for the
+    /// PIC's wake-up.
+    pub(crate) accept_pic: AtomicBool,
 }
 
 // SAFETY: every field is an atomic except the rcuwait, which only the C rcuwait functions touch
@@ -67,6 +70,7 @@ impl VcpuIrq {
             wait: UnsafeCell::new(core::ptr::null_mut()),
             pir: crate::irq::lapic::Pir::new(),
             dest: AtomicU64::new(0),
+            accept_pic: AtomicBool::new(false),
         }
     }
 

@@ -171,6 +171,9 @@ pub(crate) fn create(vm: &Vm, vcpu: &Vcpu) -> Result {
     vcpu.irq
         .dest
         .store(apic.dest_info().to_bits(), Ordering::Release);
+    vcpu.irq
+        .accept_pic
+        .store(apic.accept_pic_intr(), Ordering::Release);
     let mut l = vcpu.lock();
     l.arch.apic_base = apic.apic_base();
     l.arch.cr8 = apic.cr8();
@@ -203,6 +206,9 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
     }
     l.arch.cr8 = la.apic.cr8();
     l.arch.apic_base = la.apic.apic_base();
+    vcpu.irq
+        .accept_pic
+        .store(la.apic.accept_pic_intr(), Ordering::Release);
     if let Some(irq) = fx.ipi {
         deliver(vcpu.vm(), &irq, Some(vcpu));
     }
@@ -213,19 +219,77 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
     }
 }
 
-/// The in-kernel PIC's output is raised (HOOK(irqroute): `crate::irq::chip::pic_pending`).
-pub(crate) fn pic_has_interrupt(_vm: &Vm) -> bool {
-    false
+/// The in-kernel PIC's output is raised (irqroute's `pic_pending`).
+pub(crate) fn pic_has_interrupt(vm: &Vm) -> bool {
+    crate::irq::chip::pic_pending(vm).is_some()
 }
 
-/// The in-kernel PIC's INTA cycle (HOOK(irqroute): `crate::irq::chip::pic_ack`).
-pub(crate) fn pic_ack(_vm: &Vm) -> u8 {
-    0
+/// The in-kernel PIC's INTA cycle (irqroute's).
+pub(crate) fn pic_ack(vm: &Vm) -> u8 {
+    crate::irq::chip::pic_ack(vm)
 }
 
-/// A level-triggered EOI for the IOAPIC (HOOK(irqroute): `crate::irq::chip::on_eoi` once
-/// merged).
-fn on_eoi(_vm: &Vm, _vcpu: &Vcpu, _vector: u8) {}
+/// A level-triggered EOI for the IOAPIC (irqroute's; called with no lock but the vCPU mutex).
+fn on_eoi(vm: &Vm, vcpu: &Vcpu, vector: u8) {
+    crate::irq::chip::on_eoi(vm, vcpu, vector)
+}
+
+/// `KVM_X2APIC_API_USE_32BIT_IDS` is on (MSI routes use the x2APIC format).
+pub(crate) fn x2apic_format(vm: &Vm) -> bool {
+    vm.apic().x2apic_format.load(Ordering::Relaxed)
+}
+
+/// An MSI with the reserved delivery mode 3 (upstream hands it to the APICs, which accept
+/// nothing): 0 if a present APIC matches the destination, else -1.
+pub(crate) fn deliver_reserved(vm: &Vm, dest_id: u32, logical: bool) -> i32 {
+    let irq = LapicIrq {
+        vector: 0,
+        delivery_mode: irqchip::irq::DeliveryMode::Fixed,
+        dest_logical: logical,
+        level_triggered: false,
+        level: false,
+        shorthand: irqchip::irq::Shorthand::None,
+        dest_id,
+        msi_redir_hint: false,
+    };
+    let a = vm.apic();
+    let quirk_off = a.ctx().broadcast_quirk_disabled;
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    let hit = (0..n).any(|i| {
+        a.vcpu(i).is_some_and(|v| {
+            let d = DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire));
+            d.present()
+                && irqchip::lapic::match_dest(d, &irq, irqchip::lapic::Sender::Device, quirk_off)
+        })
+    });
+    if hit {
+        0
+    } else {
+        -1
+    }
+}
+
+/// The first vCPU whose LAPIC takes PIC interrupts (published by [`apply`]).
+fn pic_target(vm: &Vm) -> Option<&Vcpu> {
+    let a = vm.apic();
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    (0..n)
+        .filter_map(|i| a.vcpu(i))
+        .find(|v| v.irq.accept_pic.load(Ordering::Acquire))
+}
+
+/// Upstream `pic_unlock`'s wake-up: the vCPU that takes PIC interrupts re-evaluates them.
+pub(crate) fn kick_pic_target(vm: &Vm) {
+    if let Some(v) = pic_target(vm) {
+        kick::request_event(v);
+    }
+}
+
+/// Whether some vCPU's LAPIC takes PIC interrupts (upstream `kvm_apic_accept_pic_intr` over
+/// the vCPUs, for the PIC's ICW1 reset).
+pub(crate) fn accept_pic_intr_any(vm: &Vm) -> bool {
+    pic_target(vm).is_some()
+}
 
 /// Brings the model up to date before it is used (vCPU thread, vCPU mutex held): CPUID bits,
 /// a CR8 or IA32_APIC_BASE written outside it, then the inbox (posted vectors, the timer's

@@ -13,16 +13,20 @@
 //! (release), and read without the lock (acquire), as upstream's `smp_wmb()` before setting
 //! `irqchip_mode` pairs with `irqchip_in_kernel()`'s `smp_rmb()`.
 
+pub(crate) mod abi;
+pub(crate) mod chip;
+pub(crate) mod irqfd;
+pub(crate) mod route;
+
 use crate::vm::Vm;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use irqchip::irq::LapicIrq;
 use kernel::prelude::*;
 
 /// Upstream `KVM_MAX_IRQ_ROUTES`: the largest GSI routing table, and the most IOAPIC pins
 /// userspace may reserve with `KVM_CAP_SPLIT_IRQCHIP` (`MAX_NR_RESERVED_IOAPIC_PINS`).
 pub(crate) const KVM_MAX_IRQ_ROUTES: u32 = 4096;
 
-/// `KVM_CREATE_IRQCHIP` (`_IO(KVMIO, 0x60)`).
-pub(crate) const KVM_CREATE_IRQCHIP: u32 = 0xae60;
 /// `KVM_CAP_IRQCHIP`.
 pub(crate) const KVM_CAP_IRQCHIP: u64 = 0;
 /// `KVM_CAP_SPLIT_IRQCHIP`.
@@ -56,6 +60,7 @@ impl IrqchipMode {
 }
 
 /// The VM's interrupt-controller state (a field of [`Vm`]).
+#[pin_data(PinnedDrop)]
 pub(crate) struct VmIrq {
     /// An [`IrqchipMode`]; written under the VM lock with release, read with acquire.
     mode: AtomicU8,
@@ -63,15 +68,45 @@ pub(crate) struct VmIrq {
     /// `kvm->arch.nr_reserved_ioapic_pins`): the vectors of these routes go into the vCPUs' EOI
     /// exit bitmaps. Written before the mode.
     nr_reserved_ioapic_pins: AtomicU32,
+    /// The GSI routing table.
+    #[pin]
+    routing: route::Routing,
+    /// The PIC pair and the IOAPIC, once `KVM_CREATE_IRQCHIP` made them.
+    chip: chip::ChipSlot,
+    /// The irqfds, once the first `KVM_IRQFD` assigned one.
+    irqfds: irqfd::Irqfds,
+    /// Split irqchip: per vCPU index, a level EOI's vector waiting to exit to userspace
+    /// (`KVM_EXIT_IOAPIC_EOI`; upstream `vcpu->arch.pending_ioapic_eoi` +
+    /// `KVM_REQ_IOAPIC_EOI_EXIT`), -1 for none. Allocated when split mode is enabled.
+    split_eoi: AtomicPtr<KVec<AtomicI32>>,
 }
 
 impl VmIrq {
     /// No in-kernel irqchip.
-    pub(crate) fn new() -> Self {
-        VmIrq {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(VmIrq {
             mode: AtomicU8::new(IrqchipMode::None as u8),
             nr_reserved_ioapic_pins: AtomicU32::new(0),
-        }
+            routing <- route::Routing::new(),
+            chip: chip::ChipSlot::new(),
+            irqfds: irqfd::Irqfds::new(),
+            split_eoi: AtomicPtr::new(core::ptr::null_mut()),
+        })
+    }
+
+    /// The routing table slot.
+    pub(crate) fn routing(&self) -> &route::Routing {
+        &self.routing
+    }
+
+    /// The in-kernel PIC/IOAPIC, if created.
+    pub(crate) fn chip(&self) -> Option<&chip::Chip> {
+        self.chip.get()
+    }
+
+    /// The irqfd set (created on first use).
+    pub(crate) fn irqfds(&self) -> &irqfd::Irqfds {
+        &self.irqfds
     }
 
     /// The mode (acquire: whatever was set up before it was chosen is visible).
@@ -91,6 +126,161 @@ impl VmIrq {
     }
 }
 
+#[pinned_drop]
+impl PinnedDrop for VmIrq {
+    fn drop(self: Pin<&mut Self>) {
+        // Nothing may inject any more: the irqfds are gone before the chips.
+        self.irqfds.free();
+        let p = self.split_eoi.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
+            // SAFETY: from `KBox::into_raw` in `enable_split_irqchip`, freed once, here.
+            drop(unsafe { KBox::from_raw(p) });
+        }
+    }
+}
+
+/// VM teardown, before anything else goes (HOOK in `Vm`'s drop): every irqfd is shut down and
+/// its work flushed, so no work item reaches the VM afterwards.
+pub(crate) fn teardown(vm: &Vm) {
+    vm.irq().irqfds.free();
+}
+
+/// Whether MSI routes use the x2APIC format (`KVM_CAP_X2APIC_API` with
+/// `KVM_X2APIC_API_USE_32BIT_IDS`, upstream `kvm->arch.x2apic_format`).
+// HOOK(irqroute): irqmod's KVM_CAP_X2APIC_API state replaces this stub.
+pub(crate) fn x2apic_format(vm: &Vm) -> bool {
+    lapic::x2apic_format(vm) // HOOK(irqmod)
+}
+
+/// Delivers `irq` to the local APICs (upstream `kvm_irq_delivery_to_apic(kvm, NULL, irq,
+/// NULL)`): -1 if no APIC took it, else the count.
+// STUB(irqroute): until irqmod's `crate::irq::lapic::deliver` (marker irq-deliver) is merged,
+// no LAPIC exists to take an interrupt.
+pub(crate) fn deliver(vm: &Vm, irq: &LapicIrq) -> i32 {
+    lapic::deliver(vm, irq, None) // HOOK(irqmod)
+}
+
+/// Delivery of an MSI with the reserved delivery mode 3 (upstream hands it to the APICs, which
+/// accept nothing): 0 if an APIC matches the destination, else -1.
+// STUB(irqroute): irqmod's destination matching replaces this; until then no APIC exists.
+pub(crate) fn deliver_reserved(vm: &Vm, dest_id: u32, logical: bool) -> i32 {
+    lapic::deliver_reserved(vm, dest_id, logical) // HOOK(irqmod)
+}
+
+fn split_eoi_slot(vcpu: &crate::vcpu::Vcpu) -> Option<&AtomicI32> {
+    let p = vcpu.vm().irq().split_eoi.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: set once before the mode (and so before any vCPU), freed with the VM.
+    let v = unsafe { &*p };
+    v.get(vcpu.idx() as usize)
+}
+
+/// Split irqchip: a level EOI of `vector` exits to userspace before the next entry.
+#[allow(dead_code)] // reached through chip::on_eoi (irqmod)
+pub(crate) fn split_eoi(vcpu: &crate::vcpu::Vcpu, vector: u8) {
+    if let Some(s) = split_eoi_slot(vcpu) {
+        s.store(i32::from(vector), Ordering::Relaxed);
+    }
+}
+
+/// `kvm_run.exit_reason` `KVM_EXIT_IOAPIC_EOI`.
+const KVM_EXIT_IOAPIC_EOI: u32 = 26;
+
+/// Before an entry (HOOK in the run loop, upstream `KVM_REQ_IOAPIC_EOI_EXIT`): a pending split
+/// EOI becomes `KVM_EXIT_IOAPIC_EOI` with `eoi.vector`; true if the loop must return to
+/// userspace.
+pub(crate) fn eoi_exit(vcpu: &crate::vcpu::Vcpu) -> bool {
+    let Some(s) = split_eoi_slot(vcpu) else {
+        return false;
+    };
+    let v = s.swap(-1, Ordering::Relaxed);
+    if v < 0 {
+        return false;
+    }
+    let run = crate::run::uapi::RunPage(vcpu.run_page());
+    run.set_exit_reason(KVM_EXIT_IOAPIC_EOI);
+    run.set_u8(crate::run::uapi::U, v as u8);
+    true
+}
+
+/// Kicks the vCPU that takes PIC interrupts after the PIC's output rose (upstream
+/// `pic_unlock`'s wakeup).
+// HOOK(irqroute): irqmod's kick (marker irq-kick) and LAPIC state go here; without a LAPIC
+// nothing waits for the PIC.
+pub(crate) fn kick_pic_target(vm: &Vm) {
+    lapic::kick_pic_target(vm) // HOOK(irqmod)
+}
+
+/// A guest `IN` the in-kernel devices serve (PIC, ELCR, PIT): the value, or `None` to exit.
+pub(crate) fn pio_in(vm: &Vm, port: u16, size: u8) -> Option<u32> {
+    if !vm.irqchip_mode().in_kernel() {
+        return None;
+    }
+    chip::pio_read(vm, port, usize::from(size))
+}
+
+/// A plain `IN` offered to the in-kernel devices before the userspace exit (HOOK in the run
+/// loop): true if one served it (RAX holds the value with the size's merge rule, RIP moved on).
+pub(crate) fn pio_in_kernel(
+    vcpu: &crate::vcpu::Vcpu,
+    l: &mut crate::vcpu::VcpuLocked,
+    port: u16,
+    size: u8,
+    next_rip: u64,
+) -> bool {
+    let Some(v) = pio_in(vcpu.vm(), port, size) else {
+        return false;
+    };
+    let v = u64::from(v);
+    let rax = l.arch.gprs[0];
+    l.arch.gprs[0] = match size {
+        1 => (rax & !0xff) | (v & 0xff),
+        2 => (rax & !0xffff) | (v & 0xffff),
+        _ => v & 0xffff_ffff,
+    };
+    l.arch.rip = next_rip;
+    true
+}
+
+/// A guest `OUT` the in-kernel devices serve: true if taken.
+pub(crate) fn pio_out(vm: &Vm, port: u16, size: u8, val: u32) -> bool {
+    if !vm.irqchip_mode().in_kernel() {
+        return false;
+    }
+    chip::pio_write(vm, port, usize::from(size), val)
+}
+
+/// A guest MMIO read the in-kernel devices serve (IOAPIC): the value, or `None` to exit.
+pub(crate) fn mmio_read(vm: &Vm, gpa: u64, len: u8) -> Option<u64> {
+    if vm.irqchip_mode() != IrqchipMode::Kernel {
+        return None;
+    }
+    chip::mmio_read(vm, gpa, usize::from(len))
+}
+
+/// A guest MMIO write the in-kernel devices serve: true if taken.
+pub(crate) fn mmio_write(vm: &Vm, gpa: u64, data: &[u8]) -> bool {
+    if vm.irqchip_mode() != IrqchipMode::Kernel {
+        return false;
+    }
+    let mut b = [0u8; 8];
+    let n = data.len().min(8);
+    if let (Some(d), Some(src)) = (b.get_mut(..n), data.get(..n)) {
+        d.copy_from_slice(src);
+    }
+    chip::mmio_write(vm, gpa, data.len(), u64::from_le_bytes(b))
+}
+
+/// Whether some vCPU's local APIC takes PIC interrupts (upstream `kvm_apic_accept_pic_intr`
+/// over the vCPUs): the PIC's ICW1 reset looks at it.
+// HOOK(irqroute): irqmod's LAPIC answers this; until then (no LAPIC) every APIC is "disabled",
+// which upstream counts as accepting PIC interrupts.
+pub(crate) fn accept_pic_intr_any(vm: &Vm) -> bool {
+    lapic::accept_pic_intr_any(vm) // HOOK(irqmod)
+}
+
 /// `KVM_CREATE_IRQCHIP` (upstream x86 `kvm_arch_vm_ioctl`): `EEXIST` if the VM already has an
 /// in-kernel irqchip (either kind), `EINVAL` once a vCPU was created; a TD cannot have one
 /// (`ENOTTY`: its EOIs are protected, so level-triggered IOAPIC interrupts cannot be emulated;
@@ -106,7 +296,8 @@ pub(crate) fn create_irqchip(vm: &Vm) -> Result<isize> {
     if l.created_vcpus != 0 {
         return Err(EINVAL);
     }
-    // HOOK(irqroute): PIC/IOAPIC reset and default GSI routing go here (chip.rs, route.rs).
+    vm.irq().chip.create()?;
+    vm.irq().routing.install(route::default_routing(vm)?)?;
     vm.irq().set_mode(IrqchipMode::Kernel);
     drop(l);
     Ok(0)
@@ -123,7 +314,14 @@ pub(crate) fn enable_split_irqchip(vm: &Vm, args0: u64) -> Result<isize> {
     if vm.irqchip_mode().in_kernel() || l.created_vcpus != 0 {
         return Err(EEXIST);
     }
-    // HOOK(irqroute): the empty GSI routing table (6.12 kvm_setup_empty_irq_routing) goes here.
+    let mut slots = KVec::with_capacity(vm.max_vcpus() as usize, GFP_KERNEL)?;
+    for _ in 0..vm.max_vcpus() {
+        slots.push(AtomicI32::new(-1), GFP_KERNEL)?;
+    }
+    let slots = KBox::into_raw(KBox::new(slots, GFP_KERNEL)?);
+    vm.irq().split_eoi.store(slots, Ordering::Release);
+    // 6.12 kvm_setup_empty_irq_routing: userspace adds MSI routes later.
+    vm.irq().routing.install(route::build(vm, &[])?)?;
     vm.irq()
         .nr_reserved_ioapic_pins
         .store(args0 as u32, Ordering::Relaxed);
@@ -133,9 +331,17 @@ pub(crate) fn enable_split_irqchip(vm: &Vm, args0: u64) -> Result<isize> {
 }
 
 /// The VM ioctls this module answers, or `None` for the dispatcher to go on.
-pub(crate) fn vm_ioctl(vm: &Vm, cmd: u32, _arg: usize) -> Option<Result<isize>> {
+pub(crate) fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Option<Result<isize>> {
+    use abi::*;
     Some(match cmd {
         KVM_CREATE_IRQCHIP => create_irqchip(vm),
+        KVM_GET_IRQCHIP => chip::get_irqchip(vm, arg),
+        KVM_SET_IRQCHIP => chip::set_irqchip(vm, arg),
+        KVM_IRQ_LINE => route::irq_line(vm, arg, false),
+        KVM_IRQ_LINE_STATUS => route::irq_line(vm, arg, true),
+        KVM_SET_GSI_ROUTING => route::set_gsi_routing(vm, arg),
+        KVM_SIGNAL_MSI => route::signal_msi(vm, arg),
+        KVM_IRQFD => irqfd::ioctl(vm, arg),
         _ => return None,
     })
 }

@@ -124,6 +124,7 @@ mod dirty;
 mod exits;
 mod huge;
 mod irq;
+mod irqchip;
 mod memory;
 mod prefault;
 mod run;
@@ -150,6 +151,7 @@ fn tests() -> Vec<Test> {
         run::tests(),
         dirty::run_tests(),
         irq::tests(),
+        irqchip::tests(),
     ]
     .concat()
 }

@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Host tests of the IOAPIC model against upstream's behaviour.
+
+extern crate std;
+use super::*;
+use crate::irq::DeliveryMode;
+use std::vec::Vec;
+
+const BASE: u64 = DEFAULT_BASE_ADDRESS;
+
+#[derive(Default)]
+struct Env {
+    got: Vec<LapicIrq>,
+    ret: i32,
+    /// With a dest map, record delivery to this vCPU.
+    vcpu: u32,
+}
+
+impl Env {
+    fn new(ret: i32) -> Self {
+        Self {
+            ret,
+            ..Self::default()
+        }
+    }
+}
+
+impl IoapicEnv for Env {
+    fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32 {
+        self.got.push(*irq);
+        if let Some(m) = dest_map {
+            if self.ret > 0 {
+                m.set(self.vcpu, irq.vector);
+            }
+        }
+        self.ret
+    }
+}
+
+fn sel(io: &mut Ioapic, env: &mut Env, reg: u32) {
+    io.mmio_write(BASE, 4, u64::from(reg), env).unwrap();
+}
+
+fn read_reg(io: &mut Ioapic, env: &mut Env, reg: u32) -> u32 {
+    sel(io, env, reg);
+    io.mmio_read(BASE + 0x10, 4).unwrap() as u32
+}
+
+fn write_reg(io: &mut Ioapic, env: &mut Env, reg: u32, v: u32) -> WriteEffects {
+    sel(io, env, reg);
+    io.mmio_write(BASE + 0x10, 4, u64::from(v), env).unwrap()
+}
+
+fn program(io: &mut Ioapic, env: &mut Env, pin: u32, lo: u32, hi: u32) {
+    write_reg(io, env, 0x11 + 2 * pin, hi);
+    write_reg(io, env, 0x10 + 2 * pin, lo);
+}
+
+const LEVEL: u32 = 1 << 15;
+const MASKED: u32 = 1 << 16;
+const REMOTE_IRR: u32 = 1 << 14;
+
+#[test]
+fn reset_state_is_all_masked_at_default_base() {
+    let io = Ioapic::new();
+    let s = io.get_state();
+    assert_eq!(s.base_address, 0xfec0_0000);
+    assert_eq!((s.ioregsel, s.id, s.irr, s.pad), (0, 0, 0, 0));
+    assert!(s.redirtbl.iter().all(|&e| e == 0x1_0000));
+}
+
+#[test]
+fn version_id_and_arbitration_registers() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    assert_eq!(read_reg(&mut io, &mut env, 1), 0x0017_0011);
+    write_reg(&mut io, &mut env, 1, 0xffff_ffff);
+    assert_eq!(read_reg(&mut io, &mut env, 1), 0x0017_0011);
+    write_reg(&mut io, &mut env, 0, 0xff00_0000);
+    assert_eq!(read_reg(&mut io, &mut env, 0), 0x0f00_0000);
+    assert_eq!(read_reg(&mut io, &mut env, 2), 0x0f00_0000);
+    write_reg(&mut io, &mut env, 2, 0);
+    assert_eq!(read_reg(&mut io, &mut env, 0), 0x0f00_0000);
+    assert_eq!(io.get_state().id, 0xf);
+}
+
+#[test]
+fn ioregsel_is_eight_bits_and_other_offsets_read_zero() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    io.mmio_write(BASE, 4, 0x1ff, &mut env).unwrap();
+    assert_eq!(io.mmio_read(BASE, 4), Some(0xff));
+    assert_eq!(io.mmio_read(BASE + 0x40, 4), Some(0));
+    assert_eq!(io.mmio_read(BASE + 0x20, 4), Some(0));
+    // Past the table: all ones.
+    assert_eq!(io.mmio_read(BASE + 0x10, 4), Some(0xffff_ffff));
+    assert_eq!(io.mmio_read(BASE + 0x10, 8), Some(0xffff_ffff));
+    assert_eq!(io.mmio_read(BASE + 0x10, 1), Some(0xff));
+    assert_eq!(io.mmio_read(BASE + 0x100, 4), None);
+    assert_eq!(io.mmio_read(BASE - 1, 4), None);
+    assert!(io.mmio_write(BASE + 0x100, 4, 0, &mut env).is_none());
+}
+
+#[test]
+fn byte_reads_of_version() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    sel(&mut io, &mut env, 1);
+    assert_eq!(io.mmio_read(BASE + 0x10, 1), Some(0x11));
+    assert_eq!(io.mmio_read(BASE + 0x10, 2), Some(0x11));
+    assert_eq!(io.mmio_read(BASE + 0x10, 3), Some(0));
+}
+
+#[test]
+fn redirection_entry_read_back_keeps_read_only_bits() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(
+        &mut io,
+        &mut env,
+        3,
+        0x0000_a933 | REMOTE_IRR | (1 << 12),
+        0x0500_0000,
+    );
+    // Remote IRR and delivery status are read-only (0 here).
+    assert_eq!(read_reg(&mut io, &mut env, 0x16), 0x0000_a933);
+    assert_eq!(read_reg(&mut io, &mut env, 0x17), 0x0500_0000);
+    let e = io.entry(3).unwrap();
+    assert_eq!(e.vector(), 0x33);
+    assert_eq!(e.delivery_mode_bits(), 1);
+    assert!(e.dest_logical() && e.level_triggered() && !e.masked());
+    assert_eq!(e.dest_id(), 5);
+}
+
+#[test]
+fn edge_delivers_once_per_rising_edge() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 1, 0x31, 0x0200_0000);
+    assert_eq!(io.set_irq(1, 0, true, false, &mut env), 1);
+    assert_eq!(env.got.len(), 1);
+    let irq = env.got[0];
+    assert_eq!(irq.vector, 0x31);
+    assert_eq!(irq.dest_id, 2);
+    assert_eq!(irq.delivery_mode, DeliveryMode::Fixed);
+    assert!(!irq.level_triggered && irq.level && !irq.dest_logical);
+    // Delivered edges are not reported in the state's IRR.
+    assert_eq!(io.irr(), 1 << 1);
+    assert_eq!(io.get_state().irr, 0);
+    // Still asserted: coalesced, and (upstream) no longer counted as delivered.
+    assert_eq!(io.set_irq(1, 0, true, false, &mut env), 0);
+    assert_eq!(env.got.len(), 1);
+    assert_eq!(io.get_state().irr, 1 << 1);
+    assert_eq!(io.set_irq(1, 0, false, false, &mut env), 1);
+    assert_eq!(io.irr(), 0);
+    assert_eq!(io.set_irq(1, 0, true, false, &mut env), 1);
+    assert_eq!(env.got.len(), 2);
+}
+
+#[test]
+fn masked_edge_is_ignored_and_stays_in_irr() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 4, 0x34 | MASKED, 0);
+    assert_eq!(io.set_irq(4, 0, true, false, &mut env), -1);
+    assert!(env.got.is_empty());
+    assert_eq!(io.get_state().irr, 1 << 4);
+    // Unmasking an edge entry does not deliver the pending edge (upstream).
+    let fx = write_reg(&mut io, &mut env, 0x18, 0x34);
+    assert_eq!(fx.mask_changed, Some((4, false)));
+    assert!(env.got.is_empty());
+}
+
+#[test]
+fn no_destination_answers_minus_one() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(-1);
+    program(&mut io, &mut env, 5, 0x35, 0);
+    assert_eq!(io.set_irq(5, 0, true, false, &mut env), -1);
+}
+
+#[test]
+fn level_sets_remote_irr_until_eoi_then_redelivers() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 2, 0x42 | LEVEL, 0);
+    assert_eq!(io.set_irq(2, 0, true, false, &mut env), 1);
+    assert!(env.got[0].level_triggered);
+    assert!(io.entry(2).unwrap().remote_irr());
+    assert_eq!(read_reg(&mut io, &mut env, 0x14), 0x42 | LEVEL | REMOTE_IRR);
+    // A second source asserting the same line: remote IRR blocks it.
+    assert_eq!(io.set_irq(2, 3, true, false, &mut env), -1);
+    assert_eq!(env.got.len(), 1);
+    // EOI while asserted: delivered again.
+    assert_eq!(io.eoi_begin(0, 0x42), 1 << 2);
+    assert_eq!(
+        io.eoi_pin(2, true, false, &mut env),
+        EoiOutcome::Redelivered(1)
+    );
+    assert_eq!(env.got.len(), 2);
+    assert!(io.entry(2).unwrap().remote_irr());
+    // One source lets go: still asserted by the other.
+    assert_eq!(io.set_irq(2, 0, false, false, &mut env), -1);
+    assert_eq!(io.set_irq(2, 3, false, false, &mut env), 1);
+    assert_eq!(io.irr(), 0);
+    let mut notified = Vec::new();
+    let deferred = io.update_eoi(0, 0x42, true, false, &mut env, &mut |p| notified.push(p));
+    assert!(!deferred);
+    assert_eq!(notified, [2]);
+    assert!(!io.entry(2).unwrap().remote_irr());
+    assert_eq!(env.got.len(), 2);
+}
+
+#[test]
+fn set_irq_answer_for_a_deassertion_is_one() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    assert_eq!(io.set_irq(0, 0, false, false, &mut env), 1);
+    assert_eq!(io.set_irq(24, 0, true, false, &mut env), -1);
+    assert_eq!(io.set_irq(0, 64, true, false, &mut env), -1);
+}
+
+#[test]
+fn edge_eoi_and_directed_eoi_leave_remote_irr() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 2, 0x42 | LEVEL, 0);
+    io.set_irq(2, 0, true, false, &mut env);
+    assert_eq!(io.eoi_pin(2, false, false, &mut env), EoiOutcome::Done);
+    assert_eq!(io.eoi_pin(2, true, true, &mut env), EoiOutcome::Done);
+    assert!(io.entry(2).unwrap().remote_irr());
+}
+
+#[test]
+fn switching_to_edge_clears_remote_irr() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 2, 0x42 | LEVEL, 0);
+    io.set_irq(2, 0, true, false, &mut env);
+    io.set_irq(2, 0, false, false, &mut env);
+    write_reg(&mut io, &mut env, 0x14, 0x42);
+    assert!(!io.entry(2).unwrap().remote_irr());
+}
+
+#[test]
+fn unmasking_an_asserted_level_pin_delivers() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 9, 0x49 | LEVEL | MASKED, 0);
+    assert_eq!(io.set_irq(9, 0, true, false, &mut env), -1);
+    let fx = write_reg(&mut io, &mut env, 0x22, 0x49 | LEVEL);
+    assert_eq!(fx.mask_changed, Some((9, false)));
+    assert_eq!(
+        fx.rescan,
+        Rescan::Dests {
+            new: (0, false),
+            old: None
+        }
+    );
+    assert_eq!(env.got.len(), 1);
+    assert!(io.entry(9).unwrap().remote_irr());
+}
+
+#[test]
+fn rescan_reports_old_destination_or_all() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    let fx = write_reg(&mut io, &mut env, 0x11, 0x0300_0000);
+    assert_eq!(
+        fx.rescan,
+        Rescan::Dests {
+            new: (3, false),
+            old: Some((0, false))
+        }
+    );
+    // NMI delivery mode: everyone.
+    let fx = write_reg(&mut io, &mut env, 0x10, 0x400 | MASKED);
+    assert_eq!(fx.rescan, Rescan::All);
+}
+
+#[test]
+fn eoi_storm_defers_the_ten_thousandth_redelivery() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 7, 0x57 | LEVEL, 0);
+    io.set_irq(7, 0, true, false, &mut env);
+    for i in 1..SUCCESSIVE_IRQ_MAX_COUNT {
+        assert_eq!(
+            io.eoi_pin(7, true, false, &mut env),
+            EoiOutcome::Redelivered(1),
+            "{i}"
+        );
+    }
+    assert_eq!(io.eoi_pin(7, true, false, &mut env), EoiOutcome::Deferred);
+    assert!(!io.entry(7).unwrap().remote_irr());
+    let n = env.got.len();
+    io.inject_pending_level(&mut env);
+    assert_eq!(env.got.len(), n + 1);
+    assert!(io.entry(7).unwrap().remote_irr());
+}
+
+#[test]
+fn rtc_line_status_coalesces_until_eoi() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    env.vcpu = 3;
+    program(&mut io, &mut env, 8, 0x38, 0);
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
+    assert_eq!(io.rtc_pending_eoi(), 1);
+    io.set_irq(8, 0, false, true, &mut env);
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 0);
+    assert_eq!(env.got.len(), 1);
+    io.set_irq(8, 0, false, true, &mut env);
+    // EOI by another vCPU or vector: no effect.
+    io.eoi_begin(2, 0x38);
+    io.eoi_begin(3, 0x39);
+    assert_eq!(io.rtc_pending_eoi(), 1);
+    let mut h = [0u64; 4];
+    io.scan_entry(3, &mut h, &mut |_| false, &mut |_, _| false, &mut |_| false);
+    assert_eq!(h, [1 << 0x38, 0, 0, 0]);
+    assert_eq!(io.eoi_begin(3, 0x38), 1 << 8);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
+    // Without line_status there is no tracking.
+    io.set_irq(8, 0, false, false, &mut env);
+    assert_eq!(io.set_irq(8, 0, true, false, &mut env), 1);
+}
+
+#[test]
+fn rtc_restore_one_rebuilds_the_tracker() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 8, 0x38, 0);
+    io.rtc_restore_one(1, true, true);
+    io.rtc_restore_one(2, false, true);
+    assert_eq!(io.rtc_pending_eoi(), 1);
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 0);
+    io.rtc_restore_one(1, true, false);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+}
+
+#[test]
+fn state_round_trip_and_irr_injection() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    let mut s = io.get_state();
+    s.id = 2;
+    s.ioregsel = 0x12;
+    s.pad = 0xdead;
+    s.redirtbl[1] = 0x31; // edge, unmasked
+    s.redirtbl[2] = 0x8042 | (1 << 14); // level, remote IRR already set
+    s.redirtbl[3] = 0x8043 | (1 << 16); // level, masked
+    s.irr = (1 << 1) | (1 << 2) | (1 << 3);
+    io.set_state(&s, &mut env);
+    // Pin 1 delivered, pin 2 blocked by remote IRR, pin 3 masked.
+    assert_eq!(env.got.len(), 1);
+    assert_eq!(env.got[0].vector, 0x31);
+    let g = io.get_state();
+    assert_eq!(g.irr, (1 << 2) | (1 << 3));
+    assert_eq!((g.id, g.ioregsel, g.pad), (2, 0x12, 0xdead));
+    assert_eq!(g.redirtbl, s.redirtbl);
+    assert_eq!(read_reg(&mut io, &mut env, 0x12), 0x31);
+}
+
+#[test]
+fn scan_entry_sets_level_entry_vectors_for_targets() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 0, 0x40 | LEVEL | MASKED, 0x0100_0000);
+    program(&mut io, &mut env, 1, 0x81 | MASKED, 0x0100_0000); // edge: only with a notifier
+    program(&mut io, &mut env, 2, 0xc2 | LEVEL | MASKED, 0x0200_0000);
+    let mut h = [0u64; 4];
+    io.scan_entry(
+        0,
+        &mut h,
+        &mut |pin| pin == 1,
+        &mut |dest, logical| dest == 1 && !logical,
+        &mut |v| v == 0xc2,
+    );
+    assert_eq!(h, [0, 1 << 0, 1 << 1, 1 << 2]);
+}
+
+#[test]
+fn reserved_delivery_mode_uses_deliver_reserved() {
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    program(&mut io, &mut env, 6, 0x336, 0);
+    assert_eq!(io.set_irq(6, 0, true, false, &mut env), 0);
+    assert!(env.got.is_empty());
+}
