@@ -222,5 +222,273 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irq_kvm_nmi_masked_until_iret", Any, |_| {
             with_svm(nmi_masking_until_iret)
         }),
+        ("irq_lapic_xapic_mmio_timer_wakes_halt", Any, |_| {
+            with_svm(xapic_mmio_timer_wakes_halt)
+        }),
+        ("irq_lapic_ipi_wakes_halted_vcpu_thread", Any, |_| {
+            with_svm(ipi_wakes_halted_vcpu)
+        }),
+        ("irq_lapic_signal_then_nmi_end_halt", Any, |_| {
+            with_svm(signal_and_nmi_end_halt)
+        }),
+        ("irq_lapic_state_mp_state_errnos", Any, |_| {
+            with_svm(lapic_state_and_errnos)
+        }),
     ]
+}
+
+// ---- The in-kernel LAPIC (KVM_CREATE_IRQCHIP) ----
+
+/// The xAPIC page.
+const APIC_GPA: u64 = 0xfee0_0000;
+
+/// A VM with the in-kernel irqchip, RAM at 0 (64 KiB) holding the IVT entries `ivt` and the
+/// `code` blocks `(offset, bytes)`.
+fn irqchip_guest(ivt: &[(u8, u16)], code: &[(u16, &[u8])]) -> Result<Guest, String> {
+    let g = guest(&[0xf4], ivt, code)?;
+    g.vm.create_irq_chip()
+        .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
+    Ok(g)
+}
+
+/// vCPU `id` in real mode at 0:`entry`, DS based at the xAPIC page (so `[0x30]` is the LVR),
+/// ES and SS at 0, runnable.
+fn lapic_vcpu(g: &Guest, id: u64, entry: u16) -> Result<VcpuFd, String> {
+    let v = g.vcpu(id)?;
+    let mut s = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
+    s.cs.base = 0;
+    s.cs.selector = 0;
+    s.ds.base = APIC_GPA;
+    s.ds.selector = 0;
+    s.es.base = 0;
+    s.es.selector = 0;
+    s.ss.base = 0;
+    s.ss.selector = 0;
+    v.set_sregs(&s).map_err(|e| format!("SET_SREGS: {e}"))?;
+    let mut r = v.get_regs().map_err(|e| format!("GET_REGS: {e}"))?;
+    r.rip = u64::from(entry);
+    r.rsp = 0x8000 - 0x100 * id;
+    r.rflags = 2;
+    v.set_regs(&r).map_err(|e| format!("SET_REGS: {e}"))?;
+    v.set_mp_state(kvm_bindings::kvm_mp_state { mp_state: 0 })
+        .map_err(|e| format!("SET_MP_STATE: {e}"))?;
+    Ok(v)
+}
+
+/// `mov dword [disp16], imm32` (DS: the xAPIC page).
+fn apic_write(off: u16, val: u32) -> Vec<u8> {
+    let mut b = vec![0x66, 0xc7, 0x06];
+    b.extend_from_slice(&off.to_le_bytes());
+    b.extend_from_slice(&val.to_le_bytes());
+    b
+}
+
+/// `mov eax, [disp16]; mov [es:dst], eax`: an APIC register into RAM.
+fn apic_read_to_ram(off: u16, dst: u16) -> Vec<u8> {
+    let mut b = vec![0x66, 0xa1];
+    b.extend_from_slice(&off.to_le_bytes());
+    b.extend_from_slice(&[0x26, 0x66, 0xa3]);
+    b.extend_from_slice(&dst.to_le_bytes());
+    b
+}
+
+fn ram_u32(g: &Guest, off: usize) -> u32 {
+    u32::from_le_bytes([
+        g.ram.read(off),
+        g.ram.read(off + 1),
+        g.ram.read(off + 2),
+        g.ram.read(off + 3),
+    ])
+}
+
+/// An interrupt handler: `inc byte [es:counter]; EOI; iret`.
+fn counting_handler(counter: u16) -> Vec<u8> {
+    let mut b = vec![0x26, 0xfe, 0x06];
+    b.extend_from_slice(&counter.to_le_bytes());
+    b.extend(apic_write(0xb0, 0));
+    b.push(0xcf);
+    b
+}
+
+/// xAPIC registers read and written by the guest over MMIO in the kernel, the one-shot timer
+/// firing into the guest's IVT while the vCPU halts in the kernel.
+fn xapic_mmio_timer_wakes_halt() -> Result<(), String> {
+    let mut main = Vec::new();
+    main.push(0xfa); // cli
+    main.extend(apic_read_to_ram(0x30, 0x500)); // LVR
+    main.extend(apic_read_to_ram(0x20, 0x504)); // ID
+    main.extend(apic_write(0xf0, 0x1ff)); // SPIV: enabled, spurious 0xff
+    main.extend(apic_read_to_ram(0xf0, 0x508));
+    main.extend(apic_write(0x320, 0x40)); // LVTT: vector 0x40, one-shot
+    main.extend(apic_write(0x3e0, 0xb)); // TDCR: divide by 1
+    main.extend(apic_write(0x380, 20_000_000)); // TMICT: 20 ms at 1 ns per bus cycle
+    main.extend([0xfb, 0xf4]); // sti; hlt
+    main.extend([0xe6, 0x81]); // out 0x81, al
+    let handler = counting_handler(0x510);
+    let g = irqchip_guest(
+        &[(0x40, HANDLER_A)],
+        &[(MAIN, &main), (HANDLER_A, &handler)],
+    )?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    let t0 = std::time::Instant::now();
+    eq(out_port(&mut v, "run")?, 0x81, "after the timer woke HLT")?;
+    let dt = t0.elapsed();
+    eq(ram_u32(&g, 0x500) & 0xff, 0x14, "LVR version")?;
+    eq(ram_u32(&g, 0x504), 0, "APIC ID of vCPU 0")?;
+    eq(ram_u32(&g, 0x508), 0x1ff, "SPIV read back")?;
+    eq(g.ram.read(0x510), 1, "timer interrupts taken")?;
+    check(
+        dt >= std::time::Duration::from_millis(15),
+        &format!("HLT slept until the timer ({dt:?})"),
+    )?;
+    let l = v.get_lapic().map_err(|e| format!("GET_LAPIC: {e}"))?;
+    let reg = |off: usize| {
+        u32::from_le_bytes([
+            l.regs[off] as u8,
+            l.regs[off + 1] as u8,
+            l.regs[off + 2] as u8,
+            l.regs[off + 3] as u8,
+        ])
+    };
+    eq(reg(0x320), 0x40, "LVTT in KVM_GET_LAPIC")?;
+    eq(reg(0x100 + 0x40 / 32 * 0x10), 0, "ISR empty after EOI")?;
+    Ok(())
+}
+
+/// A fixed IPI from vCPU 0's ICR wakes vCPU 1 halted in the kernel on another thread.
+fn ipi_wakes_halted_vcpu() -> Result<(), String> {
+    let mut halter = Vec::new();
+    halter.extend(apic_write(0xf0, 0x1ff));
+    halter.extend([0xfb, 0xf4]); // sti; hlt
+    halter.extend([0xe6, 0x82]); // out 0x82, al
+    let mut sender = Vec::new();
+    sender.extend(apic_write(0xf0, 0x1ff));
+    sender.extend(apic_write(0x310, 1 << 24)); // ICR2: destination APIC ID 1
+    sender.extend(apic_write(0x300, 0x41)); // ICR: fixed, physical, vector 0x41
+    sender.extend([0xe6, 0x83]); // out 0x83, al
+    let handler = counting_handler(0x520);
+    let g = irqchip_guest(
+        &[(0x41, HANDLER_A)],
+        &[(MAIN, &halter), (0x3000, &sender), (HANDLER_A, &handler)],
+    )?;
+    let mut v1 = lapic_vcpu(&g, 1, MAIN)?;
+    let mut v0 = lapic_vcpu(&g, 0, 0x3000)?;
+    // vCPU 1 was created second: make it vCPU index 1 with APIC ID 1.
+    std::thread::scope(|s| {
+        let h = s.spawn(move || out_port(&mut v1, "halter"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        eq(out_port(&mut v0, "sender")?, 0x83, "sender done")?;
+        let p = h
+            .join()
+            .map_err(|_| "halter thread panicked".to_string())??;
+        eq(p, 0x82, "halter woken by the IPI")
+    })?;
+    eq(g.ram.read(0x520), 1, "IPIs taken")?;
+    Ok(())
+}
+
+/// A vCPU halted in the kernel with interrupts off: a signal ends `KVM_RUN` with `EINTR`
+/// (`KVM_EXIT_INTR`) and the vCPU stays `HALTED`; `KVM_NMI` then wakes it into its NMI
+/// handler.
+fn signal_and_nmi_end_halt() -> Result<(), String> {
+    extern "C" fn on_signal(_: libc::c_int) {}
+    // SAFETY: installs a no-op handler for SIGUSR2 (no SA_RESTART: KVM_RUN returns EINTR).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+    }
+    let main: &[u8] = &[0xfa, 0xf4, 0xe6, 0x85]; // cli; hlt; out 0x85, al
+    let nmi: &[u8] = &[0xe6, 0x84, 0xcf]; // out 0x84, al; iret
+    let g = irqchip_guest(&[(2, HANDLER_B)], &[(MAIN, main), (HANDLER_B, nmi)])?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    let (r, why) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(
+                unsafe { libc::pthread_self() } as u64,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
+            (r, v.get_kvm_run().exit_reason)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // SAFETY: the thread is alive until joined; SIGUSR2 has a handler.
+        unsafe {
+            libc::pthread_kill(
+                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
+                libc::SIGUSR2,
+            )
+        };
+        h.join().map_err(|_| "vCPU thread panicked".to_string())
+    })?;
+    eq(r, libc::EINTR, "KVM_RUN of a halted vCPU after a signal")?;
+    eq(why, 10, "exit_reason KVM_EXIT_INTR")?;
+    let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
+    eq(m.mp_state, 3, "still HALTED")?;
+    v.nmi().map_err(|e| format!("KVM_NMI: {e}"))?;
+    eq(out_port(&mut v, "after KVM_NMI")?, 0x84, "NMI handler")?;
+    eq(out_port(&mut v, "after IRET")?, 0x85, "past HLT")?;
+    let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
+    eq(m.mp_state, 0, "RUNNABLE")?;
+    Ok(())
+}
+
+/// `KVM_GET/SET_LAPIC` round trip and errnos; INIT_RECEIVED/SIPI through `KVM_SET_MP_STATE`;
+/// `KVM_INTERRUPT` is `ENXIO` with the in-kernel PIC; without an irqchip `KVM_GET_LAPIC` is
+/// `EINVAL`.
+fn lapic_state_and_errnos() -> Result<(), String> {
+    let g = irqchip_guest(&[], &[])?;
+    let v = lapic_vcpu(&g, 0, MAIN)?;
+    let mut l = v.get_lapic().map_err(|e| format!("GET_LAPIC: {e}"))?;
+    let put = |l: &mut kvm_bindings::kvm_lapic_state, off: usize, val: u32| {
+        for (i, b) in val.to_le_bytes().iter().enumerate() {
+            l.regs[off + i] = *b as _;
+        }
+    };
+    put(&mut l, 0x80, 0x20); // TPR
+    put(&mut l, 0xf0, 0x1ff); // SPIV
+    put(&mut l, 0x350, 0x700); // LVT0 ExtINT
+    v.set_lapic(&l).map_err(|e| format!("SET_LAPIC: {e}"))?;
+    let back = v.get_lapic().map_err(|e| format!("GET_LAPIC: {e}"))?;
+    for off in [0x80usize, 0xf0, 0x350] {
+        eq(
+            &back.regs[off..off + 4],
+            &l.regs[off..off + 4],
+            &format!("register {off:#x}"),
+        )?;
+    }
+    eq(
+        interrupt(&v, 0x20),
+        Err(libc::ENXIO),
+        "KVM_INTERRUPT with the in-kernel PIC",
+    )?;
+    // An AP: UNINITIALIZED at creation, then INIT_RECEIVED and SIPI_RECEIVED accepted.
+    let ap = g.vcpu(1)?;
+    eq(
+        ap.get_mp_state().map(|m| m.mp_state).map_err(|e| e.errno()),
+        Ok(1),
+        "AP MP state at creation",
+    )?;
+    ap.set_mp_state(kvm_bindings::kvm_mp_state { mp_state: 4 })
+        .map_err(|e| format!("SET_MP_STATE(SIPI_RECEIVED): {e}"))?;
+    eq(
+        ap.get_mp_state().map(|m| m.mp_state).map_err(|e| e.errno()),
+        Ok(0),
+        "SIPI delivered",
+    )?;
+    let r = ap.get_regs().map_err(|e| format!("GET_REGS: {e}"))?;
+    eq(r.rip, 0, "SIPI: RIP 0")?;
+    drop(ap);
+    drop(v);
+    drop(g);
+    let plain = Guest::new(&[0xf4], 0x1000)?;
+    let v = plain.vcpu(0)?;
+    eq(
+        v.get_lapic().map(|_| ()).map_err(|e| e.errno()),
+        Err(EINVAL),
+        "KVM_GET_LAPIC without an irqchip",
+    )?;
+    Ok(())
 }
