@@ -22,6 +22,7 @@ pub mod events;
 pub mod exits;
 pub mod fpu;
 pub mod msr;
+pub mod pv; // HOOK(clock): the KVM paravirtual interface (kvm-clock, steal time, PV CPUID).
 pub mod regs;
 pub mod state;
 pub mod svm;
