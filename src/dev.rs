@@ -57,6 +57,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::vcpu_state::check_extension(cap, vm) {
         return r;
     }
+    if let Some(r) = crate::clock::check_extension(cap) {
+        return r; // HOOK(clock)
+    }
     match cap {
         KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_EXT_EMUL_CPUID
@@ -173,6 +176,9 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
     if !vm.usable_by_current() {
         return Err(EIO);
     }
+    if let Some(r) = crate::clock::vm_ioctl(vm, cmd, arg) {
+        return r; // HOOK(clock): KVM_GET_CLOCK, KVM_SET_CLOCK
+    }
     match cmd {
         KVM_CHECK_EXTENSION => Ok(check_extension(arg as u64, Some(vm))),
         KVM_CREATE_VCPU => crate::vcpu::create(vm, arg),
@@ -232,6 +238,7 @@ fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
             }
         }
         c if crate::exits::enables(c) => crate::exits::enable_cap(vm, &cap),
+        c if crate::clock::enables(c) => crate::clock::enable_cap(vm, cap.args[0]), // HOOK(clock)
         _ => Err(EINVAL),
     }
 }

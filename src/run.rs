@@ -276,6 +276,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         return Err(EINVAL);
     };
     let tlb = m.env().tlb();
+    crate::pv::vcpu_load(l); // HOOK(clock): steal time at each KVM_RUN
     loop {
         if kernel::current!().signal_pending() {
             run.set_exit_reason(KVM_EXIT_INTR);
@@ -296,6 +297,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         if l.arch.cr4 & CR4_OSXSAVE != 0 && !xcr0_valid(l.arch.xcr0, host_xcr0) {
             return Err(EINVAL);
         }
+        crate::pv::before_entry(vcpu, l); // HOOK(clock): HLT intercept, pvclock, steal time
         let Some(backend) = l.backend.as_mut() else {
             return Err(EIO);
         };
@@ -439,6 +441,7 @@ fn shutdown(l: &mut VcpuLocked, run: RunPage) -> Result<Action> {
         b.get().reset_after_shutdown();
     }
     l.arch = reset::init(&l.arch);
+    crate::pv::reset(l); // HOOK(clock): INIT turns kvm-clock and steal time off
     l.run.pending_io = None;
     // A stale MMIO/MSR/hypercall/PIO completion must not be applied to the INITed vCPU.
     l.exits.pending = None;

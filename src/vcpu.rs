@@ -62,9 +62,9 @@ pub(crate) struct VcpuLocked {
     /// `KVM_SET_CPUID2` then only accepts an identical table).
     #[allow(dead_code)]
     pub(crate) has_run: bool,
-    /// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` enabled on this vCPU.
-    #[allow(dead_code)]
-    pub(crate) enforce_pv_cpuid: bool,
+    /// HOOK(clock): PV MSRs, `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`, pvclock/steal-time records
+    /// ([`crate::pv`]).
+    pub(crate) pv: crate::pv::VcpuPv,
 }
 
 /// Per-vCPU counters for the vCPU stats fd (cumulative).
@@ -145,7 +145,7 @@ impl Vcpu {
                         backend,
                         run: crate::run::RunState::default(),
                         has_run: false,
-                        enforce_pv_cpuid: false,
+                        pv: Default::default(),
                     },
                     "vcpu->mutex"
                 ),

@@ -203,6 +203,9 @@ pub(crate) struct Vm {
     /// Userspace-exit configuration, MSR filter, coalesced zones, ioeventfds ([`crate::exits`]).
     #[pin]
     exits: crate::exits::VmExits,
+    /// HOOK(clock): kvm-clock, the wall-clock MSR, HLT-exit setting ([`crate::clock`]).
+    #[pin]
+    clock: crate::clock::VmClock,
 }
 
 impl Vm {
@@ -247,6 +250,7 @@ impl Vm {
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
+                clock <- crate::clock::VmClock::new(), // HOOK(clock)
             }),
             GFP_KERNEL,
         )?;
@@ -330,6 +334,11 @@ impl Vm {
     /// Userspace-exit configuration and the VM's in-kernel I/O devices ([`crate::exits`]).
     pub(crate) fn exits(&self) -> &crate::exits::VmExits {
         &self.exits
+    }
+
+    /// HOOK(clock): the VM's kvm-clock ([`crate::clock`]).
+    pub(crate) fn clock(&self) -> &crate::clock::VmClock {
+        &self.clock
     }
 
     /// Whether VM and vCPU ioctls may run: the calling process created the VM and the VM is not
