@@ -60,6 +60,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::clock::check_extension(cap) {
         return r; // HOOK(clock)
     }
+    if let Some(r) = crate::irq::check_extension(cap) {
+        return r; // HOOK(irqroute)
+    }
     match cap {
         KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_EXT_EMUL_CPUID
@@ -179,6 +182,9 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
     if let Some(r) = crate::clock::vm_ioctl(vm, cmd, arg) {
         return r; // HOOK(clock): KVM_GET_CLOCK, KVM_SET_CLOCK
     }
+    if let Some(r) = crate::irq::vm_ioctl(vm, cmd, arg) {
+        return r; // HOOK(irqroute)
+    }
     match cmd {
         KVM_CHECK_EXTENSION => Ok(check_extension(arg as u64, Some(vm))),
         KVM_CREATE_VCPU => crate::vcpu::create(vm, arg),
@@ -239,6 +245,8 @@ fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
         }
         c if crate::exits::enables(c) => crate::exits::enable_cap(vm, &cap),
         c if crate::clock::enables(c) => crate::clock::enable_cap(vm, cap.args[0]), // HOOK(clock)
+        // HOOK(irqroute)
+        crate::irq::KVM_CAP_SPLIT_IRQCHIP => crate::irq::enable_split_irqchip(vm, cap.args[0]),
         _ => Err(EINVAL),
     }
 }

@@ -28,6 +28,7 @@ mod glue;
 mod gmem;
 mod guest_mem;
 mod hw;
+mod irq;
 mod mem_abi;
 mod memslot;
 mod mmu_notifier;

@@ -206,6 +206,8 @@ pub(crate) struct Vm {
     /// HOOK(clock): kvm-clock, the wall-clock MSR, HLT-exit setting ([`crate::clock`]).
     #[pin]
     clock: crate::clock::VmClock,
+    /// HOOK(irqroute): the in-kernel irqchip ([`crate::irq`]).
+    irq: crate::irq::VmIrq,
 }
 
 impl Vm {
@@ -251,6 +253,7 @@ impl Vm {
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
                 clock <- crate::clock::VmClock::new(), // HOOK(clock)
+                irq: crate::irq::VmIrq::new(), // HOOK(irqroute)
             }),
             GFP_KERNEL,
         )?;
@@ -339,6 +342,17 @@ impl Vm {
     /// HOOK(clock): the VM's kvm-clock ([`crate::clock`]).
     pub(crate) fn clock(&self) -> &crate::clock::VmClock {
         &self.clock
+    }
+
+    /// HOOK(irqroute): the in-kernel irqchip state ([`crate::irq`]).
+    pub(crate) fn irq(&self) -> &crate::irq::VmIrq {
+        &self.irq
+    }
+
+    /// HOOK(irqroute): which interrupt controllers are in the kernel (upstream
+    /// `kvm->arch.irqchip_mode`).
+    pub(crate) fn irqchip_mode(&self) -> crate::irq::IrqchipMode {
+        self.irq.mode()
     }
 
     /// Whether VM and vCPU ioctls may run: the calling process created the VM and the VM is not
