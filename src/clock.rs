@@ -229,6 +229,11 @@ impl VmClock {
         self.wall_clock.store(v, Ordering::Relaxed);
     }
 
+    /// Whether the master clock is in use.
+    pub(crate) fn uses_master_clock(&self) -> bool {
+        self.inner.lock().st.use_master_clock
+    }
+
     /// HLT exits are disabled (`kvm_hlt_in_guest`).
     pub(crate) fn hlt_in_guest(&self) -> bool {
         self.hlt_in_guest.load(Ordering::Relaxed)

@@ -175,9 +175,14 @@ pub(crate) fn hypercall_gate(l: &VcpuLocked, nr: u64, cpl: u8, long_mode: bool) 
     pv::hypercall_gate(nr & mask, &l.pv.cpuid).map(|v| v & mask)
 }
 
-/// At the start of `KVM_RUN`'s loop (upstream `kvm_arch_vcpu_load`: `KVM_REQ_STEAL_UPDATE`).
-pub(crate) fn vcpu_load(l: &mut VcpuLocked) {
+/// At the start of `KVM_RUN`'s loop (upstream `kvm_arch_vcpu_load`: `KVM_REQ_STEAL_UPDATE`,
+/// and without the master clock a clock update, since the record's (TSC, ns) pair was taken
+/// from this CPU's TSC and the raw clock, which drift apart).
+pub(crate) fn vcpu_load(vm: &Vm, l: &mut VcpuLocked) {
     l.pv.steal_update = true;
+    if !vm.clock().uses_master_clock() {
+        l.pv.clock_update = true;
+    }
 }
 
 /// Before each entry, with preemption and IRQs still on (`vcpu_enter_guest`'s requests

@@ -276,7 +276,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         return Err(EINVAL);
     };
     let tlb = m.env().tlb();
-    crate::pv::vcpu_load(l); // HOOK(clock): steal time at each KVM_RUN
+    crate::pv::vcpu_load(vm, l); // HOOK(clock): steal time at each KVM_RUN
     loop {
         if kernel::current!().signal_pending() {
             run.set_exit_reason(KVM_EXIT_INTR);

@@ -156,12 +156,16 @@ impl SvmVcpu {
 
     /// HOOK(clock): intercepts HLT unless the VM disabled HLT exits
     /// (`KVM_CAP_X86_DISABLE_EXITS`, upstream `init_vmcb`'s `kvm_hlt_in_guest`).
+    /// Writes the VMCB only when the setting changes (called before every entry).
     pub(crate) fn set_hlt_intercept(&mut self, on: bool) {
         let c = &mut self.vmcb().control;
-        if on {
-            c.intercepts[3] |= intercept::HLT;
+        let v = if on {
+            c.intercepts[3] | intercept::HLT
         } else {
-            c.intercepts[3] &= !intercept::HLT;
+            c.intercepts[3] & !intercept::HLT
+        };
+        if v != c.intercepts[3] {
+            c.intercepts[3] = v;
         }
     }
 
