@@ -212,16 +212,37 @@ pub(crate) fn before_entry(vcpu: &Vcpu, l: &mut VcpuLocked) {
     }
 }
 
-/// Reads a `T` from guest memory at `gpa` (within one page).
+/// The length of the first piece of `len` bytes at `gpa` that stays within one page.
+fn piece(gpa: u64, len: usize) -> usize {
+    len.min(4096 - (gpa & 0xfff) as usize)
+}
+
+/// Reads a `T` from guest memory at `gpa`, page by page (upstream `kvm_read_guest`).
 fn read_guest<T: Pod>(mem: &mut MemEnv<'_>, gpa: u64) -> Option<T> {
     let mut v = T::zeroed();
-    mem.read_ram(Gpa(gpa), v.as_bytes_mut()).ok()?;
+    let mut buf = v.as_bytes_mut();
+    let mut at = gpa;
+    while !buf.is_empty() {
+        let n = piece(at, buf.len());
+        let (head, rest) = buf.split_at_mut(n);
+        mem.read_ram(Gpa(at), head).ok()?;
+        buf = rest;
+        at = at.wrapping_add(n as u64);
+    }
     Some(v)
 }
 
-/// Writes `bytes` to guest memory at `gpa` (within one page; marks it dirty).
-fn write_guest(mem: &mut MemEnv<'_>, gpa: u64, bytes: &[u8]) -> Option<()> {
-    mem.write_ram(Gpa(gpa), bytes).ok()
+/// Writes `bytes` to guest memory at `gpa`, page by page, marking the pages dirty (upstream
+/// `kvm_write_guest`; it stops at the first page that is not writable RAM).
+fn write_guest(mem: &mut MemEnv<'_>, gpa: u64, mut bytes: &[u8]) -> Option<()> {
+    let mut at = gpa;
+    while !bytes.is_empty() {
+        let n = piece(at, bytes.len());
+        mem.write_ram(Gpa(at), &bytes[..n]).ok()?;
+        bytes = &bytes[n..];
+        at = at.wrapping_add(n as u64);
+    }
+    Some(())
 }
 
 /// Whether `len` bytes at `gpa` stay within one page (upstream's gfn-to-pfn cache refuses a
@@ -263,10 +284,10 @@ fn guest_time_update(vm: &Vm, l: &mut VcpuLocked) {
 }
 
 /// `kvm_write_wall_clock`: the guest's epoch (the host's real time when kvm-clock was 0) at
-/// `gpa`, with the version protocol; nothing if the record is not in RAM.
+/// `gpa`, with the version protocol (the record may cross a page, as `kvm_write_guest`
+/// allows); nothing if the record is not in RAM, nothing for GPA 0.
 fn write_wall_clock(vm: &Vm, gpa: u64) {
-    const LEN: usize = core::mem::size_of::<pv::PvclockWallClock>();
-    if gpa == 0 || !in_one_page(gpa, LEN) {
+    if gpa == 0 {
         return;
     }
     let mut mem = MemEnv::new(vm);

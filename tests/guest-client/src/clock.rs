@@ -487,6 +487,71 @@ fn disable_hlt_exits() -> Result<(), String> {
     Ok(())
 }
 
+/// wrmsr(STEAL_TIME, 0x2202 | 1): reserved bit 1 -> #GP (handler at 0x500: out 0x13).
+const STEAL_RESERVED_GUEST: &[u8] = &[
+    0x66, 0xb9, 0x03, 0x4d, 0x56, 0x4b, // mov ecx, 0x4b564d03
+    0x66, 0xb8, 0x03, 0x22, 0x00, 0x00, // mov eax, 0x2203
+    0x66, 0x31, 0xd2, // xor edx, edx
+    0x0f, 0x30, // wrmsr
+    0xe6, 0x12, // out 0x12, al
+    0xf4, // hlt
+];
+
+/// PV records at addresses that are not RAM, or that cross a page, are accepted by the MSRs
+/// and never written (upstream's caches refuse them); a guest's reserved steal-time bits #GP.
+fn hostile_pv_addresses() -> Result<(), String> {
+    let g = Guest::new(&[0xf4], 0x10000)?;
+    let mut v = vcpu_with_cpuid(&g, &supported_cpuid()?)?;
+    let set = |v: &VcpuFd, index: u32, data: u64| {
+        Msrs::from_entries(&[kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        }])
+        .map_err(|e| format!("{e:?}"))
+        .and_then(|m| v.set_msrs(&m).map_err(|e| e.to_string()))
+    };
+    for (index, data) in [
+        (MSR_KVM_SYSTEM_TIME_NEW, 0xfff1u64),
+        (MSR_KVM_SYSTEM_TIME_NEW, (1 << 52) | 1),
+        (MSR_KVM_STEAL_TIME, 0xdead_0000_0000 | 1),
+        (MSR_KVM_WALL_CLOCK_NEW, 0x7fff_ffff_f000),
+    ] {
+        eq(
+            set(&v, index, data)?,
+            1,
+            &format!("SET_MSRS {index:#x} = {data:#x}"),
+        )?;
+    }
+    // The page-crossing pvclock was never written.
+    eq(set(&v, MSR_KVM_SYSTEM_TIME_NEW, 0xfff1)?, 1, "SET_MSRS")?;
+    match v.run().map_err(|e| format!("KVM_RUN: {e}"))? {
+        VcpuExit::Hlt => {}
+        e => return Err(format!("unexpected exit {e:?}")),
+    }
+    for off in 0xfff0..0x10000 {
+        eq(g.ram.read(off), 0, "page-crossing record untouched")?;
+    }
+    // A wall-clock record may cross a page (upstream kvm_write_guest): written whole.
+    eq(
+        set(&v, MSR_KVM_WALL_CLOCK_NEW, 0xeffc)?,
+        1,
+        "SET_MSRS WALL_CLOCK_NEW",
+    )?;
+    let ver = ram_u32(&g, 0xeffc);
+    check(
+        ver != 0 && ver & 1 == 0,
+        &format!("crossing wall clock version {ver}"),
+    )?;
+    check(ram_u32(&g, 0xf000) != 0, "crossing wall clock seconds")?;
+    let (_g, mut v) = pv_guest(STEAL_RESERVED_GUEST, false)?;
+    eq(
+        run_to_out(&mut v)?,
+        0x13,
+        "guest STEAL_TIME with a reserved bit: #GP",
+    )
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("clock_get_set_clock_flags_and_realtime", Any, |_| {
@@ -503,6 +568,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("clock_disable_hlt_exits_and_pv_unhalt", Any, |_| {
             with_svm(disable_hlt_exits)
+        }),
+        ("clock_hostile_pv_addresses_are_ignored", Any, |_| {
+            with_svm(hostile_pv_addresses)
         }),
     ]
 }
