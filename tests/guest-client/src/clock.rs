@@ -552,6 +552,49 @@ fn hostile_pv_addresses() -> Result<(), String> {
     )
 }
 
+/// Four vCPU threads enable kvm-clock and loop reading it while the main thread moves the
+/// clock with `KVM_SET_CLOCK` and reads it back: every run exits where the guest says, every
+/// ioctl succeeds, and the kernel stays quiet (lockdep, KASAN).
+fn set_clock_races_running_vcpus() -> Result<(), String> {
+    let g = Guest::new(PVCLOCK_GUEST, 0x10000)?;
+    let cpuid = supported_cpuid()?;
+    let mut vcpus = Vec::new();
+    for id in 0..4 {
+        let v = g.vcpu(id)?;
+        v.set_cpuid2(&cpuid)
+            .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+        vcpus.push(v);
+    }
+    std::thread::scope(|s| {
+        let runners: Vec<_> = vcpus
+            .into_iter()
+            .map(|mut v| {
+                s.spawn(move || -> Result<(), String> {
+                    eq(run_to_out(&mut v)?, 0x10, "after WRMSR")?;
+                    for _ in 0..300 {
+                        eq(run_to_out(&mut v)?, 0x11, "after RDTSC")?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for i in 0..300u64 {
+            let d = kvm_clock_data {
+                clock: i * NSEC,
+                flags: if i % 2 == 0 { KVM_CLOCK_REALTIME } else { 0 },
+                realtime: real_ns(),
+                ..Default::default()
+            };
+            g.vm.set_clock(&d).map_err(|e| format!("SET_CLOCK: {e}"))?;
+            g.vm.get_clock().map_err(|e| format!("GET_CLOCK: {e}"))?;
+        }
+        for r in runners {
+            r.join().map_err(|_| "vCPU thread panicked".to_string())??;
+        }
+        Ok(())
+    })
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("clock_get_set_clock_flags_and_realtime", Any, |_| {
@@ -571,6 +614,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("clock_hostile_pv_addresses_are_ignored", Any, |_| {
             with_svm(hostile_pv_addresses)
+        }),
+        ("clock_set_clock_races_four_running_vcpus", Any, |_| {
+            with_svm(set_clock_races_running_vcpus)
         }),
     ]
 }
