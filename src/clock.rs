@@ -129,7 +129,10 @@ impl VmClock {
     /// instant when the master clock is in use.
     pub(crate) fn get(&self) -> KvmClockData {
         let mut d = KvmClockData::default();
-        let st = self.inner.lock().st;
+        // Under the lock (upstream reads inside the pvclock_sc seqcount): a concurrent
+        // KVM_SET_CLOCK cannot slip between the state and the reading.
+        let inner = self.inner.lock();
+        let st = inner.st;
         if st.use_master_clock {
             let s = snapshot();
             d.host_tsc = s.tsc;
@@ -144,6 +147,7 @@ impl VmClock {
             let base = unsafe { glue::tdxkvm_clock_base_ns() };
             d.clock = base.wrapping_add(st.offset as u64);
         }
+        drop(inner);
         d
     }
 
@@ -188,13 +192,15 @@ impl VmClock {
     /// `kvm_get_wall_clock_epoch`: the host's real time when kvm-clock was 0 (one reading of
     /// both with the master clock, two close ones without).
     pub(crate) fn wall_clock_epoch(&self) -> u64 {
-        let st = self.inner.lock().st;
-        if st.use_master_clock {
-            let s = snapshot();
-            if s.tsc_based != 0 {
-                return s
-                    .real_ns
-                    .wrapping_sub(st.master_clock_at(s.tsc, host_tsc_khz()));
+        {
+            let inner = self.inner.lock();
+            if inner.st.use_master_clock {
+                let s = snapshot();
+                if s.tsc_based != 0 {
+                    return s
+                        .real_ns
+                        .wrapping_sub(inner.st.master_clock_at(s.tsc, host_tsc_khz()));
+                }
             }
         }
         // SAFETY: reads the real-time clock; no preconditions.
