@@ -7,8 +7,9 @@
 //! `KVM_GET/SET_CLOCK` rules (`struct kvm_clock_data`, its flags).
 //!
 //! Layouts are `arch/x86/include/asm/pvclock-abi.h` and `arch/x86/include/uapi/asm/kvm_para.h`
-//! of Linux 6.12, with size/offset asserts. The module ([`crate`]'s user) writes them into guest
-//! memory and keeps the per-VM clock; everything here is arithmetic and rules.
+//! of Linux 6.12, with size/offset asserts. The kernel module (`src/pv.rs`, `src/clock.rs`)
+//! writes them into guest memory and keeps the per-VM clock; everything here is arithmetic and
+//! rules.
 
 use crate::msr::MsrFault;
 use crate::uapi::{KvmCpuidEntry2, Pod};
