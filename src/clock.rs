@@ -34,6 +34,8 @@ use x86::pv::{self, KvmClockData, VmClockState};
 const KVM_CAP_ADJUST_CLOCK: u64 = 39;
 /// `KVM_CAP_X86_DISABLE_EXITS`.
 const KVM_CAP_X86_DISABLE_EXITS: u64 = 143;
+/// `KVM_CAP_KVMCLOCK_CTRL`.
+const KVM_CAP_KVMCLOCK_CTRL: u64 = 76;
 /// `KVM_X86_DISABLE_EXITS_MWAIT`.
 const DISABLE_EXITS_MWAIT: u64 = 1 << 0;
 /// `KVM_X86_DISABLE_EXITS_HLT`.
@@ -250,6 +252,7 @@ impl VmClock {
 pub(crate) fn check_extension(cap: u64) -> Option<isize> {
     Some(match cap {
         KVM_CAP_ADJUST_CLOCK => pv::KVM_CLOCK_VALID_FLAGS as isize,
+        KVM_CAP_KVMCLOCK_CTRL => 1,
         // PAUSE is never intercepted here; HLT can stay in the guest; C-states have nothing to
         // intercept on SVM. MWAIT is not offered (MONITOR/MWAIT are #UD for guests here).
         KVM_CAP_X86_DISABLE_EXITS => {

@@ -46,6 +46,24 @@ pub(crate) struct VcpuPv {
     steal_update: bool,
     /// `vcpu->arch.st.last_steal`: the run delay at the last steal-time record.
     last_steal: u64,
+    /// `pvclock_set_guest_stopped_request` (`KVM_KVMCLOCK_CTRL`).
+    stopped_request: bool,
+}
+
+/// `KVM_KVMCLOCK_CTRL` (`_IO(KVMIO, 0xad)`).
+pub(crate) const KVM_KVMCLOCK_CTRL: u32 = 0xaead;
+
+/// vCPU `KVM_KVMCLOCK_CTRL` (upstream `kvm_set_guest_paused`): the host paused the guest, so
+/// its next pvclock record carries `PVCLOCK_GUEST_STOPPED` (the guest's watchdogs then forgive
+/// the gap); `EINVAL` while kvm-clock is off.
+pub(crate) fn kvmclock_ctrl(vcpu: &Vcpu) -> Result<isize> {
+    let mut l = vcpu.lock();
+    if l.pv.msrs.system_time & pv::KVM_MSR_ENABLED == 0 {
+        return Err(EINVAL);
+    }
+    l.pv.stopped_request = true;
+    l.pv.clock_update = true;
+    Ok(0)
 }
 
 fn sched_info_on() -> bool {
@@ -276,6 +294,9 @@ fn guest_time_update(vm: &Vm, l: &mut VcpuLocked) {
     compiler_fence(Ordering::SeqCst);
     t.version = odd;
     t.flags |= old.flags & pv::PVCLOCK_GUEST_STOPPED;
+    if core::mem::take(&mut l.pv.stopped_request) {
+        t.flags |= pv::PVCLOCK_GUEST_STOPPED;
+    }
     if write_guest(&mut mem, gpa, t.as_bytes()).is_none() {
         return;
     }

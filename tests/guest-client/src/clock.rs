@@ -17,6 +17,8 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 
 const KVM_CAP_ADJUST_CLOCK: u64 = 39;
 const KVM_CAP_X86_DISABLE_EXITS: u64 = 143;
+const KVM_CAP_KVMCLOCK_CTRL: u64 = 76;
+const KVM_KVMCLOCK_CTRL: u64 = 0xaead;
 const KVM_CAP_ENFORCE_PV_FEATURE_CPUID: u32 = 190;
 const KVM_CLOCK_TSC_STABLE: u32 = 2;
 const KVM_CLOCK_REALTIME: u32 = 4;
@@ -214,6 +216,11 @@ const PVCLOCK_GUEST: &[u8] = &[
 fn guest_pvclock() -> Result<(), String> {
     let g = Guest::new(PVCLOCK_GUEST, 0x10000)?;
     let mut v = vcpu_with_cpuid(&g, &supported_cpuid()?)?;
+    eq(
+        ioctl(v.as_raw_fd(), KVM_KVMCLOCK_CTRL, 0),
+        Err(libc::EINVAL),
+        "KVM_KVMCLOCK_CTRL before kvm-clock is on",
+    )?;
     eq(run_to_out(&mut v)?, 0x10, "after WRMSR")?;
     // The MSR reads back from the host.
     let mut m = Msrs::from_entries(&[kvm_msr_entry {
@@ -267,6 +274,24 @@ fn guest_pvclock() -> Result<(), String> {
             ),
         )?;
     }
+    // The host paused the guest: the next record says so.
+    eq(
+        Kvm::new()
+            .map_err(|e| e.to_string())?
+            .check_extension_raw(KVM_CAP_KVMCLOCK_CTRL as _),
+        1,
+        "KVM_CAP_KVMCLOCK_CTRL",
+    )?;
+    eq(
+        ioctl(v.as_raw_fd(), KVM_KVMCLOCK_CTRL, 0),
+        Ok(0),
+        "KVM_KVMCLOCK_CTRL",
+    )?;
+    eq(run_to_out(&mut v)?, 0x11, "after RDTSC")?;
+    check(
+        pvti(&g, 0x2000).flags & 2 != 0,
+        "PVCLOCK_GUEST_STOPPED after KVM_KVMCLOCK_CTRL",
+    )?;
     Ok(())
 }
 
