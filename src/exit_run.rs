@@ -485,8 +485,9 @@ fn vmmcall(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Re
         long_mode,
     };
     let mask = vcpu.vm().exits().lock().hypercall_exit_mask;
-    // HOOK(clock): PV hypercalls whose feature is missing under enforcement: -KVM_ENOSYS.
-    let gate = crate::pv::hypercall_gate(l, c.rax, c.cpl, long_mode).map(hypercall::Outcome::Ret);
+    // HOOK(clock): PV hypercalls whose feature is missing under enforcement (-KVM_ENOSYS) and
+    // KVM_HC_CLOCK_PAIRING.
+    let gate = crate::pv::hypercall(vcpu, l, &c).map(hypercall::Outcome::Ret);
     match gate.unwrap_or_else(|| hypercall::emulate(&c, mask)) {
         hypercall::Outcome::Ret(v) => {
             if let Some(a) = skip_or(vcpu, l, run, Op::Vmmcall, &exit_info(info)) {

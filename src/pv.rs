@@ -182,15 +182,43 @@ pub(crate) fn host_set(vcpu: &Vcpu, l: &mut VcpuLocked, index: u32, data: u64) -
     })
 }
 
-/// The PV gate of a hypercall (`HOOK(clock)` in the VMMCALL handler): `Some(rax)` when the
-/// call's PV feature is missing under enforcement (`-KVM_ENOSYS`). CPL > 0 callers are left to
-/// the generic code (`-KVM_EPERM` comes first upstream).
-pub(crate) fn hypercall_gate(l: &VcpuLocked, nr: u64, cpl: u8, long_mode: bool) -> Option<u64> {
-    if cpl != 0 {
+/// The hypercalls of the PV interface (`HOOK(clock)` in the VMMCALL handler, upstream
+/// `__kvm_emulate_hypercall`): `Some(rax)` when a PV call's feature is missing under
+/// enforcement (`-KVM_ENOSYS`), and `KVM_HC_CLOCK_PAIRING`'s answer; `None` leaves the call to
+/// the generic code, which also answers CPL > 0 callers (`-KVM_EPERM` comes first upstream).
+pub(crate) fn hypercall(
+    vcpu: &Vcpu,
+    l: &VcpuLocked,
+    c: &x86::exits::hypercall::Call,
+) -> Option<u64> {
+    if c.cpl != 0 {
         return None;
     }
-    let mask = if long_mode { u64::MAX } else { 0xffff_ffff };
-    pv::hypercall_gate(nr & mask, &l.pv.cpuid).map(|v| v & mask)
+    let mask = if c.long_mode { u64::MAX } else { 0xffff_ffff };
+    let nr = c.rax & mask;
+    if nr == pv::KVM_HC_CLOCK_PAIRING {
+        return Some(clock_pairing(vcpu.vm(), l, c.rbx & mask, c.rcx & mask) & mask);
+    }
+    pv::hypercall_gate(nr, &l.pv.cpuid).map(|v| v & mask)
+}
+
+/// `kvm_pv_clock_pairing`: the host's real time and the guest TSC of one reading, written at
+/// `gpa`; only the wall-clock type and only with the TSC as host clocksource
+/// (`-KVM_EOPNOTSUPP` otherwise), `-KVM_EFAULT` when the record cannot be written.
+fn clock_pairing(vm: &Vm, l: &VcpuLocked, gpa: u64, clock_type: u64) -> u64 {
+    if clock_type != pv::KVM_CLOCK_PAIRING_WALLCLOCK {
+        return pv::KVM_EOPNOTSUPP.wrapping_neg();
+    }
+    let s = crate::clock::snapshot();
+    if s.tsc_based == 0 {
+        return pv::KVM_EOPNOTSUPP.wrapping_neg();
+    }
+    let p = pv::clock_pairing(s.real_ns, s.tsc.wrapping_add(l.arch.tsc_offset));
+    let mut mem = MemEnv::new(vm);
+    match write_guest(&mut mem, gpa, p.as_bytes()) {
+        Some(()) => 0,
+        None => pv::KVM_EFAULT.wrapping_neg(),
+    }
 }
 
 /// At the start of `KVM_RUN`'s loop (upstream `kvm_arch_vcpu_load`: `KVM_REQ_STEAL_UPDATE`,

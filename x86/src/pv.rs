@@ -608,6 +608,47 @@ pub fn host_set(
 
 // ---- Hypercalls ----
 
+/// `struct kvm_clock_pairing` (`KVM_HC_CLOCK_PAIRING`'s answer, 64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmClockPairing {
+    /// Host CLOCK_REALTIME seconds.
+    pub sec: i64,
+    /// Nanoseconds within the second.
+    pub nsec: i64,
+    /// The guest TSC at that instant.
+    pub tsc: u64,
+    /// 0.
+    pub flags: u32,
+    /// Padding.
+    pub pad: [u32; 9],
+}
+const _: () = assert!(size_of::<KvmClockPairing>() == 64);
+const _: () = assert!(offset_of!(KvmClockPairing, tsc) == 16);
+const _: () = assert!(offset_of!(KvmClockPairing, flags) == 24);
+// SAFETY: repr(C) integers covering 64 bytes (asserted).
+unsafe impl Pod for KvmClockPairing {}
+
+/// `KVM_HC_CLOCK_PAIRING`.
+pub const KVM_HC_CLOCK_PAIRING: u64 = 9;
+/// `KVM_CLOCK_PAIRING_WALLCLOCK`.
+pub const KVM_CLOCK_PAIRING_WALLCLOCK: u64 = 0;
+/// `KVM_EOPNOTSUPP`.
+pub const KVM_EOPNOTSUPP: u64 = 95;
+/// `KVM_EFAULT`.
+pub const KVM_EFAULT: u64 = 14;
+
+/// `kvm_pv_clock_pairing`'s record for host real time `real_ns` read together with the guest
+/// TSC `guest_tsc`.
+pub fn clock_pairing(real_ns: u64, guest_tsc: u64) -> KvmClockPairing {
+    KvmClockPairing {
+        sec: (real_ns / NSEC_PER_SEC) as i64,
+        nsec: (real_ns % NSEC_PER_SEC) as i64,
+        tsc: guest_tsc,
+        ..Default::default()
+    }
+}
+
 /// `KVM_HC_KICK_CPU`.
 pub const KVM_HC_KICK_CPU: u64 = 5;
 /// `KVM_HC_SEND_IPI`.
@@ -886,6 +927,12 @@ mod tests {
         };
         assert_eq!(hypercall_gate(KVM_HC_SCHED_YIELD, &yield_only), None);
         assert_eq!(hypercall_gate(1, &off), None);
+    }
+
+    #[test]
+    fn clock_pairing_record() {
+        let p = clock_pairing(5 * NSEC_PER_SEC + 7, 99);
+        assert_eq!((p.sec, p.nsec, p.tsc, p.flags), (5, 7, 99, 0));
     }
 
     #[test]

@@ -620,6 +620,56 @@ fn set_clock_races_running_vcpus() -> Result<(), String> {
     })
 }
 
+/// KVM_HC_CLOCK_PAIRING(0x3100, WALLCLOCK) -> [0x3000]; (…, type 1) -> [0x3004];
+/// rdtsc -> [0x3008]; out 0x14; hlt.
+const PAIRING_GUEST: &[u8] = &[
+    0x66, 0xb8, 0x09, 0x00, 0x00, 0x00, // mov eax, 9
+    0x66, 0xbb, 0x00, 0x31, 0x00, 0x00, // mov ebx, 0x3100
+    0x66, 0x31, 0xc9, // xor ecx, ecx
+    0x0f, 0x01, 0xd9, // vmmcall
+    0x66, 0xa3, 0x00, 0x30, // mov [0x3000], eax
+    0x66, 0xb8, 0x09, 0x00, 0x00, 0x00, // mov eax, 9
+    0x66, 0xb9, 0x01, 0x00, 0x00, 0x00, // mov ecx, 1
+    0x0f, 0x01, 0xd9, // vmmcall
+    0x66, 0xa3, 0x04, 0x30, // mov [0x3004], eax
+    0x0f, 0x31, // rdtsc
+    0x66, 0xa3, 0x08, 0x30, // mov [0x3008], eax
+    0x66, 0x89, 0x16, 0x0c, 0x30, // mov [0x300c], edx
+    0xe6, 0x14, // out 0x14, al
+    0xf4, // hlt
+];
+
+/// `KVM_HC_CLOCK_PAIRING`: the host's real time and the guest TSC of one reading (with the TSC
+/// as host clocksource), `-KVM_EOPNOTSUPP` for another clock type.
+fn clock_pairing() -> Result<(), String> {
+    let g = Guest::new(PAIRING_GUEST, 0x10000)?;
+    let mut v = vcpu_with_cpuid(&g, &supported_cpuid()?)?;
+    eq(run_to_out(&mut v)?, 0x14, "after the hypercalls")?;
+    eq(
+        ram_u32(&g, 0x3004),
+        (-95i32) as u32,
+        "clock type 1: -KVM_EOPNOTSUPP",
+    )?;
+    if !clocksource_is_tsc() {
+        eq(ram_u32(&g, 0x3000), (-95i32) as u32, "no TSC clocksource")?;
+        return Ok(());
+    }
+    eq(ram_u32(&g, 0x3000), 0, "KVM_HC_CLOCK_PAIRING")?;
+    let sec = ram_u64(&g, 0x3100);
+    let nsec = ram_u64(&g, 0x3108);
+    let tsc = ram_u64(&g, 0x3110);
+    check(nsec < NSEC, "nsec")?;
+    check(
+        sec.abs_diff(real_ns() / NSEC) <= 2,
+        &format!("pairing sec {sec} vs now"),
+    )?;
+    let later = ram_u64(&g, 0x3008);
+    check(
+        tsc != 0 && tsc <= later,
+        &format!("pairing TSC {tsc} before the guest's later RDTSC {later}"),
+    )
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("clock_get_set_clock_flags_and_realtime", Any, |_| {
@@ -639,6 +689,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("clock_hostile_pv_addresses_are_ignored", Any, |_| {
             with_svm(hostile_pv_addresses)
+        }),
+        ("clock_hypercall_clock_pairing", Any, |_| {
+            with_svm(clock_pairing)
         }),
         ("clock_set_clock_races_four_running_vcpus", Any, |_| {
             with_svm(set_clock_races_running_vcpus)
