@@ -670,6 +670,33 @@ fn clock_pairing() -> Result<(), String> {
     )
 }
 
+/// wrmsr(MSR_KVM_SYSTEM_TIME, 0x2001) (the legacy MSR); out 0x10; hlt.
+const OLD_MSR_GUEST: &[u8] = &[
+    0x66, 0xb9, 0x12, 0x00, 0x00, 0x00, // mov ecx, 0x12
+    0x66, 0xb8, 0x01, 0x20, 0x00, 0x00, // mov eax, 0x2001
+    0x66, 0x31, 0xd2, // xor edx, edx
+    0x0f, 0x30, // wrmsr
+    0xe6, 0x10, // out 0x10, al
+    0xf4, // hlt
+];
+
+/// vCPU 0 on the legacy kvm-clock MSR turns the master clock off (upstream
+/// `boot_vcpu_runs_old_kvmclock`): no `KVM_CLOCK_TSC_STABLE`, no stable bit in the record.
+fn legacy_msr_disables_master_clock() -> Result<(), String> {
+    let g = Guest::new(OLD_MSR_GUEST, 0x10000)?;
+    let mut v = vcpu_with_cpuid(&g, &supported_cpuid()?)?;
+    eq(run_to_out(&mut v)?, 0x10, "after WRMSR")?;
+    let c = g.vm.get_clock().map_err(|e| format!("GET_CLOCK: {e}"))?;
+    eq(c.flags & KVM_CLOCK_TSC_STABLE, 0, "KVM_CLOCK_TSC_STABLE")?;
+    match v.run().map_err(|e| format!("KVM_RUN: {e}"))? {
+        VcpuExit::Hlt => {}
+        e => return Err(format!("unexpected exit {e:?}")),
+    }
+    let p = pvti(&g, 0x2000);
+    check(p.version != 0 && p.version & 1 == 0, "record written")?;
+    eq(p.flags & 1, 0, "PVCLOCK_TSC_STABLE_BIT with the legacy MSR")
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("clock_get_set_clock_flags_and_realtime", Any, |_| {
@@ -690,6 +717,11 @@ pub(crate) fn tests() -> Vec<Test> {
         ("clock_hostile_pv_addresses_are_ignored", Any, |_| {
             with_svm(hostile_pv_addresses)
         }),
+        (
+            "clock_legacy_msr_on_vcpu0_disables_master_clock",
+            Any,
+            |_| with_svm(legacy_msr_disables_master_clock),
+        ),
         ("clock_hypercall_clock_pairing", Any, |_| {
             with_svm(clock_pairing)
         }),
