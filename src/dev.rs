@@ -57,6 +57,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::vcpu_state::check_extension(cap, vm) {
         return r;
     }
+    if let Some(r) = crate::clock::check_extension(cap) {
+        return r; // HOOK(clock)
+    }
     if let Some(r) = crate::irq::check_extension(cap) {
         return r; // HOOK(irqroute)
     }
@@ -179,6 +182,9 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
     if !vm.usable_by_current() {
         return Err(EIO);
     }
+    if let Some(r) = crate::clock::vm_ioctl(vm, cmd, arg) {
+        return r; // HOOK(clock): KVM_GET_CLOCK, KVM_SET_CLOCK
+    }
     if let Some(r) = crate::irq::vm_ioctl(vm, cmd, arg) {
         return r; // HOOK(irqroute)
     }
@@ -246,6 +252,7 @@ fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
             }
         }
         c if crate::exits::enables(c) => crate::exits::enable_cap(vm, &cap),
+        c if crate::clock::enables(c) => crate::clock::enable_cap(vm, cap.args[0]), // HOOK(clock)
         // HOOK(irqroute)
         crate::irq::KVM_CAP_SPLIT_IRQCHIP => crate::irq::enable_split_irqchip(vm, cap.args[0]),
         // HOOK(irqmod)

@@ -284,6 +284,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         return Err(EINVAL);
     };
     let tlb = m.env().tlb();
+    crate::pv::vcpu_load(vm, l); // HOOK(clock): steal time at each KVM_RUN
     loop {
         if kernel::current!().signal_pending() {
             run.set_exit_reason(KVM_EXIT_INTR);
@@ -313,6 +314,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         if !crate::irq::inject::block_until_runnable(vcpu, l) {
             continue;
         }
+        crate::pv::before_entry(vcpu, l); // HOOK(clock): HLT intercept, pvclock, steal time
         let windows = crate::irq::inject::before_entry(vcpu, l, run);
         let Some(backend) = l.backend.as_mut() else {
             return Err(EIO);
@@ -475,6 +477,7 @@ fn shutdown(l: &mut VcpuLocked, run: RunPage) -> Result<Action> {
         b.get().reset_after_shutdown();
     }
     l.arch = reset::init(&l.arch);
+    crate::pv::reset(l); // HOOK(clock): INIT turns kvm-clock and steal time off
     l.run.pending_io = None;
     // A stale MMIO/MSR/hypercall/PIO completion must not be applied to the INITed vCPU.
     l.exits.pending = None;

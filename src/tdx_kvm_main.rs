@@ -14,6 +14,7 @@ use kernel::prelude::*;
 mod abi;
 mod attributes;
 mod backend;
+mod clock; // HOOK(clock): kvm-clock, KVM_GET/SET_CLOCK
 mod dev;
 mod dirty;
 mod env;
@@ -32,6 +33,7 @@ mod mem_abi;
 mod memslot;
 mod mmu_notifier;
 mod prefault;
+mod pv; // HOOK(clock): PV MSRs, steal time, PV CPUID enforcement
 mod run;
 mod selftest;
 mod stats;

@@ -62,9 +62,9 @@ pub(crate) struct VcpuLocked {
     /// `KVM_SET_CPUID2` then only accepts an identical table).
     #[allow(dead_code)]
     pub(crate) has_run: bool,
-    /// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` enabled on this vCPU.
-    #[allow(dead_code)]
-    pub(crate) enforce_pv_cpuid: bool,
+    /// HOOK(clock): PV MSRs, `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`, pvclock/steal-time records
+    /// ([`crate::pv`]).
+    pub(crate) pv: crate::pv::VcpuPv,
     /// HOOK(irqmod): interrupt state under the mutex (the in-kernel LAPIC, split ExtINT).
     pub(crate) irq: crate::irq::inject::IrqLocked,
 }
@@ -149,7 +149,7 @@ impl Vcpu {
                         backend,
                         run: crate::run::RunState::default(),
                         has_run: false,
-                        enforce_pv_cpuid: false,
+                        pv: Default::default(),
                         irq: Default::default(),
                     },
                     "vcpu->mutex"
@@ -297,6 +297,7 @@ impl Vcpu {
             tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vcpu_op(self, arg),
             crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
             crate::exits::KVM_SET_GUEST_DEBUG => crate::exit_vcpu::set_guest_debug(self, arg),
+            crate::pv::KVM_KVMCLOCK_CTRL => crate::pv::kvmclock_ctrl(self), // HOOK(clock)
             c if crate::vcpu_state::is_state_ioctl(c) => crate::vcpu_state::ioctl(self, c, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
                 let _guard = self.mutex.lock();

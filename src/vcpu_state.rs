@@ -236,6 +236,7 @@ pub(crate) fn get_supported_cpuid(arg: usize) -> Result<isize> {
     let host = HostCpuid::new(&raw);
     let kvm = KvmCaps::new(&host, host_xcr0());
     let n = x86::cpuid::supported::supported_cpuid(&host, &kvm, &mut buf).map_err(err)?;
+    crate::pv::supported_cpuid(&mut buf[..n]); // HOOK(clock): STEAL_TIME needs sched_info
     write_pod_array(arg.wrapping_add(size_of::<KvmCpuid2>()), &buf[..n])?;
     write_pod(
         arg,
@@ -735,6 +736,7 @@ fn set_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         l.arch.xcr0,
         &host,
     );
+    crate::pv::cpuid_runtime(vcpu.vm(), &mut entries); // HOOK(clock): PV_UNHALT vs HLT exits
     if l.has_run {
         x86::cpuid::check_equal(&l.cpuid.entries, &entries).map_err(err)?;
         return Ok(0);
@@ -743,6 +745,7 @@ fn set_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let kvm = KvmCaps::new(&host, host_xcr0());
     l.cpuid.model = GuestCpu::from_entries(&entries, kvm.supported_xcr0);
     l.cpuid.entries = entries;
+    crate::pv::after_set_cpuid(&mut l); // HOOK(clock): kvm_update_pv_runtime
     Ok(0)
 }
 
@@ -755,6 +758,15 @@ fn vcpu_msrs(vcpu: &Vcpu, arg: usize, set: bool) -> Result<isize> {
     let has_run = l.has_run;
     let mut cpuid_runtime = false;
     let r = msr_io(arg, !set, |e| {
+        // HOOK(clock): the PV MSRs.
+        let pv = if set {
+            crate::pv::host_set(vcpu, l, e.index, e.data)
+        } else {
+            crate::pv::host_get(vcpu, l, e.index, &mut e.data)
+        };
+        if let Some(ok) = pv {
+            return ok;
+        }
         let ctx = MsrCtx {
             guest: &model,
             caps: &c.msr,
@@ -847,8 +859,8 @@ fn get_nested_state(vcpu: &Vcpu, arg: usize) -> Result<isize> {
 }
 
 /// vCPU `KVM_ENABLE_CAP` (upstream `kvm_vcpu_ioctl_enable_cap` without Hyper-V): flags must be
-/// 0; `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` is accepted (no paravirtual feature exists here, so
-/// every one is refused whether enforced or not); anything else is `EINVAL`.
+/// 0; `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` gates the PV MSRs and hypercalls on the CPUID's KVM
+/// features leaf ([`crate::pv`]); anything else is `EINVAL`.
 fn enable_cap(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let c: KvmEnableCap = read_pod(arg)?;
     if c.flags != 0 {
@@ -856,7 +868,7 @@ fn enable_cap(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     }
     match u64::from(c.cap) {
         KVM_CAP_ENFORCE_PV_FEATURE_CPUID => {
-            vcpu.lock().enforce_pv_cpuid = c.args[0] != 0;
+            crate::pv::set_enforce(&mut vcpu.lock(), c.args[0] != 0); // HOOK(clock)
             Ok(0)
         }
         _ => Err(EINVAL),

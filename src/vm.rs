@@ -203,6 +203,9 @@ pub(crate) struct Vm {
     /// Userspace-exit configuration, MSR filter, coalesced zones, ioeventfds ([`crate::exits`]).
     #[pin]
     exits: crate::exits::VmExits,
+    /// HOOK(clock): kvm-clock, the wall-clock MSR, HLT-exit setting ([`crate::clock`]).
+    #[pin]
+    clock: crate::clock::VmClock,
     /// HOOK(irqroute): the in-kernel irqchip ([`crate::irq`]).
     #[pin]
     irq: crate::irq::VmIrq,
@@ -253,6 +256,7 @@ impl Vm {
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
+                clock <- crate::clock::VmClock::new(), // HOOK(clock)
                 irq <- crate::irq::VmIrq::new(), // HOOK(irqroute)
                 apic, // HOOK(irqmod)
             }),
@@ -343,6 +347,11 @@ impl Vm {
     /// HOOK(irqmod): VM-wide LAPIC state ([`crate::irq::lapic`]).
     pub(crate) fn apic(&self) -> &crate::irq::lapic::VmApic {
         &self.apic
+    }
+
+    /// HOOK(clock): the VM's kvm-clock ([`crate::clock`]).
+    pub(crate) fn clock(&self) -> &crate::clock::VmClock {
+        &self.clock
     }
 
     /// HOOK(irqroute): the in-kernel irqchip state ([`crate::irq`]).

@@ -159,6 +159,21 @@ impl SvmVcpu {
         self.vmcb().control.intercepts[intercept::EXCEPTION] = v;
     }
 
+    /// HOOK(clock): intercepts HLT unless the VM disabled HLT exits
+    /// (`KVM_CAP_X86_DISABLE_EXITS`, upstream `init_vmcb`'s `kvm_hlt_in_guest`).
+    /// Writes the VMCB only when the setting changes (called before every entry).
+    pub(crate) fn set_hlt_intercept(&mut self, on: bool) {
+        let c = &mut self.vmcb().control;
+        let v = if on {
+            c.intercepts[3] | intercept::HLT
+        } else {
+            c.intercepts[3] & !intercept::HLT
+        };
+        if v != c.intercepts[3] {
+            c.intercepts[3] = v;
+        }
+    }
+
     /// Picks the ASID for this run on `cpu` (upstream `pre_svm_run` / `new_asid`) and asks for
     /// a TLB flush when `flush` (the VM's mappings changed since this vCPU last flushed).
     ///

@@ -12,6 +12,8 @@
 //!   sees a backend's format.
 //! - [`exits`]: userspace exits and the in-kernel handling around them (MSR filter and
 //!   user-space MSRs, coalesced MMIO/PIO, ioeventfd, hypercalls, guest debug, emulation failures).
+//! - [`pv`]: the KVM paravirtual interface (kvm-clock, wall clock, steal time, the PV CPUID leaf,
+//!   PV MSRs and hypercall gating, `KVM_GET/SET_CLOCK`).
 
 #![no_std]
 #![deny(missing_docs)]
@@ -22,6 +24,7 @@ pub mod events;
 pub mod exits;
 pub mod fpu;
 pub mod msr;
+pub mod pv; // HOOK(clock): the KVM paravirtual interface (kvm-clock, steal time, PV CPUID).
 pub mod regs;
 pub mod state;
 pub mod svm;

@@ -171,8 +171,8 @@ pub struct MsrCtx<'a> {
 
 /// The MSRs `KVM_GET_MSR_INDEX_LIST` reports when `tsc_aux` is virtualised: upstream's
 /// `msrs_to_save` (as probed on an SVM host without LBRV, PMU, MPX, PT, WAITPKG, XFD or
-/// nesting) then its `emulated_msrs` this module implements.
-const INDEX_LIST: [u32; 19] = [
+/// nesting) then its `emulated_msrs` this module implements (the PV ones: [`crate::pv`]).
+const INDEX_LIST: [u32; 24] = [
     IA32_SYSENTER_CS,
     IA32_SYSENTER_ESP,
     IA32_SYSENTER_EIP,
@@ -185,6 +185,12 @@ const INDEX_LIST: [u32; 19] = [
     IA32_CR_PAT,
     TSC_AUX,
     IA32_DEBUGCTLMSR,
+    // HOOK(clock): kvm-clock and steal time (upstream's emulated_msrs order).
+    crate::pv::INDEX_LIST[0],
+    crate::pv::INDEX_LIST[1],
+    crate::pv::INDEX_LIST[2],
+    crate::pv::INDEX_LIST[3],
+    crate::pv::INDEX_LIST[4],
     IA32_TSC_ADJUST,
     IA32_ARCH_CAPABILITIES,
     IA32_PERF_CAPABILITIES,

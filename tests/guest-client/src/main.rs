@@ -120,6 +120,7 @@ struct Ctx {
     tdx: bool,
 }
 
+mod clock; // HOOK(clock)
 mod dirty;
 mod exits;
 mod huge;
@@ -149,6 +150,7 @@ fn tests() -> Vec<Test> {
         tdx_vm::memory_tests(),
         exits::tests(),
         run::tests(),
+        clock::tests(), // HOOK(clock)
         dirty::run_tests(),
         irq::tests(),
         irqchip::tests(),

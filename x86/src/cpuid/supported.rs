@@ -8,8 +8,8 @@
 //! MTRRs and machine-check banks (MTRR, MCA), protection keys (PKU: PKRU is not switched), LA57 (48-bit guest VAs, as leaf
 //! 0x80000008 says), LAM, XSAVES/XFD and AMX (no XSS or dynamic xfeatures), speculation-control
 //! MSRs (SPEC_CTRL, IBPB/IBRS/STIBP/SSBD, PRED_CMD, FLUSH_L1D), OSVW, bus-lock detection, WAITPKG,
-//! SGX, PT, and the KVM paravirtual features (leaf 0x40000001 is empty: no kvmclock, async PF,
-//! PV EOI, steal time, ...).
+//! SGX, PT, and the KVM paravirtual features nothing implements (leaf 0x40000001 has only
+//! [`crate::pv::SUPPORTED_FEATURES`]: no async PF, PV EOI, PV unhalt, ...).
 
 use super::{feat, Feature, Reg};
 use crate::errno::{Errno, Result};
@@ -428,7 +428,10 @@ fn do_func(out: &mut Out<'_>, host: &HostCpuid<'_>, caps: &KvmCaps, function: u3
             (e.ebx, e.ecx, e.edx) = (KVM_SIGNATURE[0], KVM_SIGNATURE[1], KVM_SIGNATURE[2]);
         }
         // No paravirtual feature is implemented.
-        KVM_CPUID_FEATURES => (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0),
+        // HOOK(clock): the PV features this module implements (x86::pv).
+        KVM_CPUID_FEATURES => {
+            (e.eax, e.ebx, e.ecx, e.edx) = (crate::pv::SUPPORTED_FEATURES, 0, 0, 0)
+        }
         0x8000_0000 => {
             e.eax = e.eax.min(0x8000_0022);
             // Upstream raises the range to 0x80000021 for its synthesised bits when the host
@@ -589,7 +592,10 @@ mod tests {
         let sig = entry(t, KVM_CPUID_SIGNATURE, 0);
         assert_eq!(sig.eax, KVM_CPUID_FEATURES);
         assert_eq!([sig.ebx, sig.ecx, sig.edx], KVM_SIGNATURE);
-        assert_eq!(entry(t, KVM_CPUID_FEATURES, 0).eax, 0);
+        assert_eq!(
+            entry(t, KVM_CPUID_FEATURES, 0).eax,
+            crate::pv::SUPPORTED_FEATURES
+        );
         // 0xD: x87|SSE|AVX, 0x340 bytes, sub-leaf 2 with the flag; XSAVES masked out.
         let d0 = entry(t, 0xd, 0);
         assert_eq!((d0.eax, d0.ebx, d0.ecx, d0.flags), (7, 0x340, 0x340, 1));
