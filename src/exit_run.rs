@@ -19,6 +19,7 @@ use crate::guest_mem::MemEnv;
 use crate::run::uapi::RunPage;
 use crate::run::{Action, Exit, ExitInfo};
 use crate::vcpu::{Vcpu, VcpuLocked};
+use crate::vcpu_state::walk_config;
 use crate::vm::Vm;
 use kernel::prelude::*;
 use x86::exits::emulation::{self, FailureAction};
@@ -30,7 +31,6 @@ use x86::state::{CpuState, Gpr, SegReg};
 use x86emu::decode::{Op, Rep};
 use x86emu::emulate::{self, GuestAccessError, InsnBytes, MmioData, Outcome};
 use x86emu::linear::Exception;
-use x86emu::walk::WalkConfig;
 use x86emu::Gpa;
 
 /// #DB.
@@ -43,17 +43,6 @@ const UD: u8 = 6;
 /// RFLAGS.DF.
 const RFLAGS_DF: u64 = 1 << 10;
 
-/// The page-walk configuration of the vCPU: MAXPHYADDR from its CPUID (QEMU `-cpu max`'s
-/// 40 bits while the table has none); PSE-36 and 1 GiB pages as `-cpu max` has them (the CPUID
-/// model does not carry those two bits yet).
-fn walk_config(l: &VcpuLocked) -> WalkConfig {
-    let d = WalkConfig::default();
-    let m = l.cpuid.model.maxphyaddr;
-    WalkConfig {
-        maxphyaddr: if m == 0 { d.maxphyaddr } else { m },
-        ..d
-    }
-}
 
 fn linear_rip(st: &CpuState) -> u64 {
     st.seg(SegReg::Cs).base.wrapping_add(st.rip)

@@ -863,14 +863,16 @@ fn enable_cap(vcpu: &Vcpu, arg: usize) -> Result<isize> {
 
 /// The walker's view of the guest CPU (MAXPHYADDR, PSE-36, 1 GiB pages): from the vCPU's CPUID;
 /// 1 GiB pages as the host has them (upstream with TDP: the hardware walker allows them).
-fn walk_config(l: &VcpuLocked) -> x86emu::walk::WalkConfig {
+/// The vCPU's page-walk configuration, the one KVM_TRANSLATE and the exits' emulator use
+/// (derived from the vCPU's CPUID table: [`x86emu::walk::WalkConfig::for_guest`]).
+pub(crate) fn walk_config(l: &VcpuLocked) -> x86emu::walk::WalkConfig {
     let raw = host_cpuid_raw;
     let host = HostCpuid::new(&raw);
-    x86emu::walk::WalkConfig {
-        maxphyaddr: l.cpuid.model.maxphyaddr,
-        pse36: x86::cpuid::has(&l.cpuid.entries, x86::cpuid::feat::PSE36),
-        gbpages: host.has(x86::cpuid::feat::GBPAGES),
-    }
+    x86emu::walk::WalkConfig::for_guest(
+        &l.cpuid.model,
+        &l.cpuid.entries,
+        host.has(x86::cpuid::feat::GBPAGES),
+    )
 }
 
 /// `KVM_TRANSLATE` (upstream `kvm_arch_vcpu_ioctl_translate`): a supervisor read walk of the
