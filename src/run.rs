@@ -160,7 +160,11 @@ impl VcpuBackend {
             return None;
         };
         let root = m.shared_root_pfn()?;
-        SvmVcpu::new(root.raw() << 12).map(VcpuBackend::Svm)
+        // HOOK(misc): the VM's MSR permission map (follows the MSR filter).
+        let msrpm = vm.exits().msrpm_pa()?;
+        let mut s = SvmVcpu::new(root.raw() << 12)?;
+        s.use_msrpm(msrpm);
+        Some(VcpuBackend::Svm(s))
     }
 
     fn get(&mut self) -> &mut impl Backend {

@@ -6,8 +6,9 @@
 //! What the VMCB intercepts (`init_vmcb`): INTR, NMI, SMI (host events: the guest exits, the
 //! host takes them after `STGI`), SHUTDOWN, the SVM instructions (VMRUN, VMLOAD, VMSAVE, STGI,
 //! CLGI, SKINIT, INVLPGA: `#UD` in the guest, which has no nested SVM), HLT, port I/O (all of
-//! it, through a shared all-ones IOPM), MSRs (a shared MSRPM that passes through only the
-//! MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*),
+//! it, through a shared all-ones IOPM), MSRs (the VM's MSRPM, [`msrpm`], that passes through only
+//! the MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*,
+//! and of those only the accesses the VM's MSR filter allows),
 //! CPUID, VMMCALL, XSETBV, INVD, WBINVD, MONITOR/MWAIT, RDPRU, RDPMC, and `#MC` (handed to the host's
 //! handler), `#AC` and `#DB` (re-injected). Debug-register accesses are not intercepted: the
 //! guest's DR0-3 are loaded before VMRUN and read back after, DR6/DR7 are the VMCB's. EFER.SVME is
@@ -27,6 +28,8 @@
 
 pub(crate) mod glue;
 pub(crate) mod hw;
+// HOOK(misc): the VM's MSR permission map (MSR filter vs pass-through MSRs).
+pub(crate) mod msrpm;
 
 use crate::env::OwnedPage;
 use crate::run::{Exit, ExitInfo};
@@ -67,6 +70,9 @@ pub(crate) struct SvmVcpu {
     asid_generation: u64,
     /// Exception intercepts besides #MC (the `exits` helper's #DB/#BP for guest debugging).
     extra_exceptions: u32,
+    /// HOOK(misc): the MSR permission map in the VMCB: the VM's ([`msrpm`]), set by
+    /// [`SvmVcpu::use_msrpm`] at creation.
+    msrpm_pa: u64,
 }
 
 impl SvmVcpu {
@@ -81,6 +87,7 @@ impl SvmVcpu {
             last_cpu: u32::MAX,
             asid_generation: 0,
             extra_exceptions: 0,
+            msrpm_pa: hw::permission_maps().1,
         };
         v.init_vmcb(ncr3);
         Some(v)
@@ -94,7 +101,8 @@ impl SvmVcpu {
     }
 
     fn init_vmcb(&mut self, ncr3: u64) {
-        let (iopm, msrpm) = hw::permission_maps();
+        let (iopm, _) = hw::permission_maps();
+        let msrpm = self.msrpm_pa;
         let extra = self.extra_exceptions;
         let vmcb = self.vmcb();
         *vmcb = Vmcb::zeroed();
@@ -136,6 +144,13 @@ impl SvmVcpu {
         c.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
         self.asid_generation = 0;
         self.last_cpu = u32::MAX;
+    }
+
+    /// HOOK(misc): points the VMCB at the VM's MSR permission map (which follows the VM's MSR
+    /// filter), set once at vCPU creation; kept across [`SvmVcpu::reset_after_shutdown`].
+    pub(crate) fn use_msrpm(&mut self, pa: u64) {
+        self.msrpm_pa = pa;
+        self.vmcb().control.msrpm_base_pa = pa;
     }
 
     /// After a shutdown (triple fault) the VMCB is re-initialised, as upstream's

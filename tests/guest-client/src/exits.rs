@@ -1067,8 +1067,7 @@ fn expect_gp_handler(v: &mut VcpuFd, n: u32) -> Result<(), String> {
 
 /// RDMSR of an unknown MSR (exit, data from userspace), then WRMSR of a filtered MSR (exit,
 /// userspace refuses: #GP through the guest's IVT). PAT is one the backend intercepts; the
-/// MSRs SVM passes through (FS/GS base, SYSENTER_*, ...) need the backend's MSR map to follow
-/// the filter (not done yet).
+/// MSRs SVM passes through (FS/GS base, SYSENTER_*, ...) are covered by misc.rs.
 const MSR_GUEST: &[u8] = &[
     0xbc, 0x00, 0x70, // mov sp, 0x7000
     0x66, 0xb9, 0x78, 0x56, 0x34, 0x12, // mov ecx, 0x12345678

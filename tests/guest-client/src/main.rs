@@ -124,6 +124,7 @@ mod dirty;
 mod exits;
 mod huge;
 mod memory;
+mod misc;
 mod prefault;
 mod run;
 mod run_bench;
@@ -148,6 +149,7 @@ fn tests() -> Vec<Test> {
         exits::tests(),
         run::tests(),
         dirty::run_tests(),
+        misc::tests(),
     ]
     .concat()
 }
