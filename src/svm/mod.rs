@@ -221,9 +221,11 @@ impl SvmVcpu {
         unsafe { self.pre_run(cpu, flush) };
         let tsc_offset = st.tsc_offset;
         {
+            // HOOK(misc): the event first: delivering a pending exception's payload writes
+            // CR2 (#PF) or DR6 (#DB) into `st`, which the VMCB must then carry.
+            let (inj, err) = event_to_inject(st);
             let vmcb = self.vmcb();
             x86::svm::load_guest_state(vmcb, st, tsc_offset);
-            let (inj, err) = event_to_inject(st);
             vmcb.control.event_inj = inj;
             vmcb.control.event_inj_err = err;
             vmcb.control.int_state = u32::from(st.events.interrupt_shadow != 0);
