@@ -225,7 +225,10 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
     let pio = vcpu.pio_page();
     // Upstream: complete_userspace_io first, immediate_exit after it.
     if let Some(p) = l.run.pending_io.take() {
+        let rip = l.arch.rip;
         io::complete(&mut l.arch, pio, p);
+        // HOOK(misc): the completed IN/OUT's single-step trap (taken in complete_userspace).
+        crate::exit_run::pio_completed(l, rip);
     }
     // HOOK(exits): complete MMIO reads, string PIO, RDMSR/WRMSR and hypercall exits here.
     if crate::exit_run::complete_userspace(vcpu, l)? {
@@ -323,9 +326,14 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             let flush = gen != l.run.tlb_gen;
             l.run.tlb_gen = gen;
             l.run.last_cpu = cpu;
+            // HOOK(misc): the debugger's hardware breakpoints for this run.
+            crate::exit_run::hw_bp_enter(&mut l.arch, &mut l.exits);
             // SAFETY: IRQs and preemption off on `cpu`; the guest FPU is loaded (run() did)
             // and current (reloaded just above); XCR0 checked above.
-            Some(unsafe { backend.get().enter(&mut l.arch, cpu, flush, host_xcr0) })
+            let info = unsafe { backend.get().enter(&mut l.arch, cpu, flush, host_xcr0) };
+            // HOOK(misc): the guest's own debug registers back.
+            crate::exit_run::hw_bp_exit(&mut l.arch, &mut l.exits);
+            Some(info)
         };
         tlb.leave(cpu);
         if let Some(ExitInfo {
@@ -345,7 +353,9 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             continue;
         };
         bump(&vcpu.stats.run.exits);
-        match handle_exit(vcpu, l, run, info)? {
+        let a = handle_exit(vcpu, l, run, info)?;
+        // HOOK(misc): single-step over an instruction the exit handler skipped or emulated.
+        match crate::exit_run::after_step(l, run, a) {
             Action::Continue => continue,
             Action::ToUser => return Ok(0),
         }

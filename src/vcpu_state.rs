@@ -461,6 +461,8 @@ pub(crate) fn sync_regs(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result {
     };
     if dirty & KVM_SYNC_X86_REGS != 0 {
         x86::regs::set_regs(&mut l.arch, &regs.regs);
+        // HOOK(misc): kvm_set_rflags.
+        crate::exit_vcpu::rflags_set(l);
         dirty &= !KVM_SYNC_X86_REGS;
         write_dirty(dirty);
     }
@@ -487,7 +489,10 @@ pub(crate) fn store_regs(vcpu: &Vcpu, l: &mut VcpuLocked) {
     unsafe {
         let s = run.add(KVM_RUN_SYNC_REGS).cast::<KvmSyncRegs>();
         if valid & KVM_SYNC_X86_REGS != 0 {
-            core::ptr::addr_of_mut!((*s).regs).write_volatile(x86::regs::get_regs(&l.arch));
+            let mut r = x86::regs::get_regs(&l.arch);
+            // HOOK(misc): kvm_get_rflags.
+            r.rflags = crate::exit_vcpu::visible_rflags(l, r.rflags);
+            core::ptr::addr_of_mut!((*s).regs).write_volatile(r);
         }
         if valid & KVM_SYNC_X86_SREGS != 0 {
             core::ptr::addr_of_mut!((*s).sregs).write_volatile(x86::regs::get_sregs(&l.arch));
@@ -547,12 +552,21 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
     }
     match cmd {
         KVM_GET_REGS => {
-            let r = x86::regs::get_regs(&vcpu.lock().arch);
+            let r = {
+                let l = vcpu.lock();
+                let mut r = x86::regs::get_regs(&l.arch);
+                // HOOK(misc): kvm_get_rflags hides single-stepping's TF.
+                r.rflags = crate::exit_vcpu::visible_rflags(&l, r.rflags);
+                r
+            };
             write_pod(arg, &r)?;
         }
         KVM_SET_REGS => {
             let r: KvmRegs = read_pod(arg)?;
-            x86::regs::set_regs(&mut vcpu.lock().arch, &r);
+            let mut l = vcpu.lock();
+            x86::regs::set_regs(&mut l.arch, &r);
+            // HOOK(misc): kvm_set_rflags adds single-stepping's TF back.
+            crate::exit_vcpu::rflags_set(&mut l);
         }
         KVM_GET_SREGS => {
             let s = x86::regs::get_sregs(&vcpu.lock().arch);

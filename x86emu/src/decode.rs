@@ -118,6 +118,9 @@ pub enum Op {
     Cpuid,
     /// HLT (F4).
     Hlt,
+    /// INT3 (CC): skipped before a #BP that `KVM_GUESTDBG_INJECT_BP` injects, as upstream's
+    /// soft-exception injection does without next-RIP save.
+    Int3,
     /// RDMSR (0F 32).
     Rdmsr,
     /// WRMSR (0F 30).

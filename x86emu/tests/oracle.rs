@@ -42,6 +42,7 @@ fn mnemonics(op: Op) -> &'static [Mnemonic] {
     match op {
         Op::Cpuid => &[M::Cpuid],
         Op::Hlt => &[M::Hlt],
+        Op::Int3 => &[M::Int3],
         Op::Rdmsr => &[M::Rdmsr],
         Op::Wrmsr => &[M::Wrmsr],
         Op::Vmmcall => &[M::Vmmcall],

@@ -850,8 +850,9 @@ fn guest_debug_ioctl(_: &Ctx) -> Result<(), String> {
     eq(set(1 | 0x1_0000), 0, "ENABLE|USE_SW_BP")?;
     eq(set(2), 0, "SINGLESTEP without ENABLE (ignored)")?;
     eq(set(0), 0, "off")?;
-    // Not implemented: refused rather than ignored.
-    for bit in [0x2_0000u32, 0x4_0000, 0x8_0000, 0x10_0000] {
+    eq(set(1 | 0x2_0000), 0, "ENABLE|USE_HW_BP")?;
+    // BLOCKIRQ is not implemented: refused rather than ignored; unknown bits are EINVAL.
+    for bit in [0x10_0000u32, 0x4, 0x8000_0000] {
         eq(set(1 | bit), EINVAL, &format!("ENABLE|{bit:#x}"))?;
     }
     for p in bad_pointers() {

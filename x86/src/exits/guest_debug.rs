@@ -5,11 +5,19 @@
 //! Single-step sets RFLAGS.TF for the guest (userspace does not see it: reads of RFLAGS strip it
 //! while single-stepping, [`GuestDebug::visible_rflags`]) and intercepts #DB, so after each
 //! instruction the vCPU exits with `KVM_EXIT_DEBUG` (exception 1, pc = CS.base + RIP, DR6 and
-//! DR7 as the hardware left them). Software breakpoints intercept #BP and exit with exception 3.
+//! DR7 as the hardware left them). An instruction the module skips or emulates instead of the
+//! guest executing it ends the same way ([`GuestDebug::after_instruction`], upstream
+//! `kvm_skip_emulated_instruction` → `kvm_vcpu_do_singlestep`): with TF set in RFLAGS before it,
+//! the exit (DR6 = BS | active-low) when single-stepping, else a #DB (DR6.BS) for the guest,
+//! whose own TF it is. Software breakpoints intercept #BP and exit with exception 3. Hardware
+//! breakpoints (`KVM_GUESTDBG_USE_HW_BP`) put `debugreg[0..3]` and `debugreg[7]` into the
+//! guest's DR0-3/DR7 while the guest runs ([`GuestDebug::hw_breakpoints`]); every #DB then exits
+//! (`db_interception`). `KVM_GUESTDBG_INJECT_DB/BP` queue the exception (EBUSY while one is
+//! pending).
 //!
-//! Not implemented (refused with `EINVAL` rather than accepted and ignored): hardware
-//! breakpoints (`KVM_GUESTDBG_USE_HW_BP`), exception injection (`KVM_GUESTDBG_INJECT_DB/BP`)
-//! and `KVM_GUESTDBG_BLOCKIRQ`; `KVM_CAP_SET_GUEST_DEBUG2` is therefore not advertised.
+//! Refused with `EINVAL` (upstream accepts it): `KVM_GUESTDBG_BLOCKIRQ`, which needs the
+//! interrupt injection path to honour it; so `KVM_CAP_SET_GUEST_DEBUG2` is not advertised.
+//! Unknown bits are `EINVAL` as upstream (`KVM_GUESTDBG_VALID_MASK`).
 
 use super::run::Exit;
 use super::{le_u32, le_u64, Errno};
@@ -28,10 +36,19 @@ pub const INJECT_DB: u32 = 0x0004_0000;
 pub const INJECT_BP: u32 = 0x0008_0000;
 /// `KVM_GUESTDBG_BLOCKIRQ`.
 pub const BLOCKIRQ: u32 = 0x0010_0000;
+/// `KVM_GUESTDBG_VALID_MASK` (x86): anything else is `EINVAL`.
+pub const VALID_MASK: u32 =
+    ENABLE | SINGLESTEP | USE_SW_BP | USE_HW_BP | INJECT_DB | INJECT_BP | BLOCKIRQ;
 /// What this module implements.
-pub const SUPPORTED: u32 = ENABLE | SINGLESTEP | USE_SW_BP;
-/// Bits `KVM_SET_GUEST_DEBUG` knows but this module refuses.
-pub const UNSUPPORTED: u32 = USE_HW_BP | INJECT_DB | INJECT_BP | BLOCKIRQ;
+pub const SUPPORTED: u32 = ENABLE | SINGLESTEP | USE_SW_BP | USE_HW_BP | INJECT_DB | INJECT_BP;
+/// Bits of the valid mask this module refuses (`EINVAL`).
+pub const UNSUPPORTED: u32 = VALID_MASK & !SUPPORTED;
+/// DR6.BS (single step).
+pub const DR6_BS: u64 = 1 << 14;
+/// DR6's active-low bits (`DR6_ACTIVE_LOW`).
+pub const DR6_ACTIVE_LOW: u64 = 0xffff_0ff0;
+/// DR7's enable bits L0-3/G0-3 (`DR7_BP_EN_MASK`).
+pub const DR7_BP_EN_MASK: u64 = 0xff;
 
 /// `sizeof(struct kvm_guest_debug)`: control, pad, `debugreg[8]`.
 pub const UAPI_SIZE: usize = 72;
@@ -66,13 +83,39 @@ impl UapiGuestDebug {
     }
 }
 
-/// A vCPU's guest-debug state (`vcpu->guest_debug`, `vcpu->arch.singlestep_rip`).
+/// A vCPU's guest-debug state (`vcpu->guest_debug`, `vcpu->arch.singlestep_rip`,
+/// `eff_db`, `guest_debug_dr7`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuestDebug {
     control: u32,
     /// Linear RIP when single-stepping was enabled: TF is injected only while the guest is
     /// still there (upstream's `kvm_is_linear_rip(singlestep_rip)`), i.e. on the set call.
     singlestep_rip: u64,
+    /// `debugreg[0..3]` with `KVM_GUESTDBG_USE_HW_BP`.
+    hw_db: [u64; 4],
+    /// `debugreg[7]` with `KVM_GUESTDBG_USE_HW_BP`.
+    hw_dr7: u64,
+}
+
+/// What an instruction the module completed for the guest leaves behind
+/// ([`GuestDebug::after_instruction`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterStep {
+    /// Nothing: TF was clear.
+    None,
+    /// `KVM_EXIT_DEBUG` (guest debugging single-steps).
+    Exit(Exit),
+    /// A #DB for the guest with this DR6 payload (the guest's own TF).
+    QueueDb(u64),
+}
+
+/// What [`GuestDebug::set`] asks of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetOutcome {
+    /// The new RFLAGS.
+    pub rflags: u64,
+    /// An exception to queue (`KVM_GUESTDBG_INJECT_DB/BP`): #DB or #BP.
+    pub inject: Option<u8>,
 }
 
 impl GuestDebug {
@@ -89,6 +132,36 @@ impl GuestDebug {
     /// Whether software breakpoints exit to userspace.
     pub fn sw_bp(&self) -> bool {
         self.control & USE_SW_BP != 0
+    }
+
+    /// Whether hardware breakpoints are the debugger's.
+    pub fn hw_bp(&self) -> bool {
+        self.control & USE_HW_BP != 0
+    }
+
+    /// The DR0-3 and DR7 to load while the guest runs instead of its own, with hardware
+    /// breakpoints on (upstream `eff_db` and `guest_debug_dr7` through `kvm_update_dr7`).
+    pub fn hw_breakpoints(&self) -> Option<([u64; 4], u64)> {
+        self.hw_bp().then_some((self.hw_db, self.hw_dr7))
+    }
+
+    /// After an instruction the module skipped or emulated to completion for the guest
+    /// (upstream `kvm_skip_emulated_instruction` and `x86_emulate_instruction`'s tail):
+    /// `rflags_before` is RFLAGS as it was before the instruction, with any TF guest debugging
+    /// injected; `linear_rip` is CS.base + the new RIP, `dr7` the DR7 in force.
+    pub fn after_instruction(&self, rflags_before: u64, linear_rip: u64, dr7: u64) -> AfterStep {
+        if rflags_before & RFLAGS_TF == 0 {
+            AfterStep::None
+        } else if self.singlestep() {
+            AfterStep::Exit(Exit::Debug {
+                exception: u32::from(DB_VECTOR),
+                pc: linear_rip,
+                dr6: DR6_BS | DR6_ACTIVE_LOW,
+                dr7,
+            })
+        } else {
+            AfterStep::QueueDb(DR6_BS)
+        }
     }
 
     /// RFLAGS as userspace and the guest-visible state see it (`kvm_get_rflags`): the injected
@@ -110,23 +183,53 @@ impl GuestDebug {
         }
     }
 
-    /// `KVM_SET_GUEST_DEBUG`: validates `d`, installs it and returns the new RFLAGS for the
-    /// vCPU whose RFLAGS are `rflags` and linear RIP `linear_rip` (the injected TF of the old
-    /// setting removed, the new one's added).
-    pub fn set(&mut self, d: &UapiGuestDebug, rflags: u64, linear_rip: u64) -> Result<u64, Errno> {
-        if d.control & UNSUPPORTED != 0 {
+    /// `KVM_SET_GUEST_DEBUG` (`kvm_arch_vcpu_ioctl_set_guest_debug`): validates `d` (bits
+    /// outside `KVM_GUESTDBG_VALID_MASK`, or refused here: `EINVAL`; an injection while an
+    /// exception is pending or in flight, `exception_pending`: `EBUSY`), installs it and returns
+    /// the new RFLAGS for the vCPU whose RFLAGS are `rflags` and linear RIP `linear_rip` (the
+    /// injected TF of the old setting removed, the new one's added), and the exception to queue.
+    pub fn set(
+        &mut self,
+        d: &UapiGuestDebug,
+        rflags: u64,
+        linear_rip: u64,
+        exception_pending: bool,
+    ) -> Result<SetOutcome, Errno> {
+        if d.control & !VALID_MASK != 0 || d.control & UNSUPPORTED != 0 {
             return Err(Errno::EINVAL);
         }
+        let inject = if d.control & (INJECT_DB | INJECT_BP) != 0 {
+            if exception_pending {
+                return Err(Errno::EBUSY);
+            }
+            Some(if d.control & INJECT_DB != 0 {
+                DB_VECTOR
+            } else {
+                BP_VECTOR
+            })
+        } else {
+            None
+        };
         let visible = self.visible_rflags(rflags);
         self.control = if d.control & ENABLE != 0 {
             d.control
         } else {
             0
         };
+        if self.hw_bp() {
+            self.hw_db = [d.debugreg[0], d.debugreg[1], d.debugreg[2], d.debugreg[3]];
+            self.hw_dr7 = d.debugreg[7];
+        } else {
+            self.hw_db = [0; 4];
+            self.hw_dr7 = 0;
+        }
         if self.singlestep() {
             self.singlestep_rip = linear_rip;
         }
-        Ok(self.hardware_rflags(visible, linear_rip))
+        Ok(SetOutcome {
+            rflags: self.hardware_rflags(visible, linear_rip),
+            inject,
+        })
     }
 
     /// Exception vectors the backend must intercept for guest debugging (bit n = vector n;
@@ -134,7 +237,7 @@ impl GuestDebug {
     pub fn intercepts(&self) -> u32 {
         let mut m = 0;
         if self.control & ENABLE != 0 {
-            if self.singlestep() {
+            if self.singlestep() || self.hw_bp() {
                 m |= 1 << DB_VECTOR;
             }
             if self.sw_bp() {
@@ -144,10 +247,11 @@ impl GuestDebug {
         m
     }
 
-    /// An intercepted #DB: the exit to userspace if guest debugging wants it, `None` if the
-    /// #DB belongs to the guest (reinject it with DR6's payload).
+    /// An intercepted #DB (`db_interception`): the exit to userspace if guest debugging
+    /// single-steps or uses hardware breakpoints, `None` if the #DB belongs to the guest
+    /// (reinject it with DR6's payload).
     pub fn on_db(&self, linear_rip: u64, dr6: u64, dr7: u64) -> Option<Exit> {
-        self.singlestep().then_some(Exit::Debug {
+        (self.singlestep() || self.hw_bp()).then_some(Exit::Debug {
             exception: u32::from(DB_VECTOR),
             pc: linear_rip,
             dr6,
@@ -192,7 +296,10 @@ mod tests {
     fn singlestep_cycle() {
         let mut g = GuestDebug::default();
         // Enable: TF appears for the hardware, not for userspace.
-        let rf = g.set(&dbg(ENABLE | SINGLESTEP), 0x2, 0x1000).unwrap();
+        let rf = g
+            .set(&dbg(ENABLE | SINGLESTEP), 0x2, 0x1000, false)
+            .unwrap()
+            .rflags;
         assert_eq!(rf, 0x102);
         assert_eq!(g.visible_rflags(rf), 0x2);
         assert_eq!(g.intercepts(), 1 << 1);
@@ -207,7 +314,7 @@ mod tests {
             }
         );
         // Disable (control 0): TF goes away, no intercepts, #DB is the guest's.
-        let rf = g.set(&dbg(0), rf, 0x1007).unwrap();
+        let rf = g.set(&dbg(0), rf, 0x1007, false).unwrap().rflags;
         assert_eq!(rf, 0x2);
         assert_eq!(g.intercepts(), 0);
         assert!(g.on_db(0x1007, 0, 0).is_none());
@@ -216,7 +323,7 @@ mod tests {
     #[test]
     fn enable_bit_required() {
         let mut g = GuestDebug::default();
-        let rf = g.set(&dbg(SINGLESTEP), 0x2, 0).unwrap();
+        let rf = g.set(&dbg(SINGLESTEP), 0x2, 0, false).unwrap().rflags;
         assert_eq!(rf, 0x2);
         assert_eq!(g.control(), 0);
     }
@@ -224,7 +331,12 @@ mod tests {
     #[test]
     fn guest_tf_kept_without_singlestep() {
         let mut g = GuestDebug::default();
-        assert_eq!(g.set(&dbg(ENABLE | USE_SW_BP), 0x102, 0).unwrap(), 0x102);
+        assert_eq!(
+            g.set(&dbg(ENABLE | USE_SW_BP), 0x102, 0, false)
+                .unwrap()
+                .rflags,
+            0x102
+        );
         assert_eq!(g.intercepts(), 1 << 3);
         assert!(g.on_bp(0x10, 0, 0x400).is_some());
         assert!(g.on_db(0x10, 0, 0x400).is_none());
@@ -233,10 +345,70 @@ mod tests {
     #[test]
     fn unsupported_refused_unchanged() {
         let mut g = GuestDebug::default();
-        g.set(&dbg(ENABLE | SINGLESTEP), 0x2, 5).unwrap();
-        for bad in [USE_HW_BP, INJECT_DB, INJECT_BP, BLOCKIRQ] {
-            assert_eq!(g.set(&dbg(ENABLE | bad), 0x102, 5), Err(Errno::EINVAL));
+        g.set(&dbg(ENABLE | SINGLESTEP), 0x2, 5, false).unwrap();
+        for bad in [BLOCKIRQ, 1 << 2, 1 << 21, 1 << 31] {
+            assert_eq!(
+                g.set(&dbg(ENABLE | bad), 0x102, 5, false),
+                Err(Errno::EINVAL)
+            );
         }
         assert!(g.singlestep());
+    }
+
+    #[test]
+    fn inject_needs_no_pending_exception() {
+        let mut g = GuestDebug::default();
+        assert_eq!(
+            g.set(&dbg(ENABLE | INJECT_DB), 0x2, 0, true),
+            Err(Errno::EBUSY)
+        );
+        let o = g.set(&dbg(ENABLE | INJECT_BP), 0x2, 0, false).unwrap();
+        assert_eq!(o.inject, Some(BP_VECTOR));
+        // DB wins when both are asked (upstream checks INJECT_DB first).
+        let o = g.set(&dbg(INJECT_DB | INJECT_BP), 0x2, 0, false).unwrap();
+        assert_eq!(o.inject, Some(DB_VECTOR));
+        assert_eq!(g.control(), 0);
+    }
+
+    #[test]
+    fn hardware_breakpoints() {
+        let mut g = GuestDebug::default();
+        let mut d = dbg(ENABLE | USE_HW_BP);
+        d.debugreg = [0x1000, 0x2000, 0x3000, 0x4000, 0xdead, 0xbeef, 0, 0x401];
+        g.set(&d, 0x2, 0, false).unwrap();
+        assert_eq!(
+            g.hw_breakpoints(),
+            Some(([0x1000, 0x2000, 0x3000, 0x4000], 0x401))
+        );
+        assert_eq!(g.intercepts(), 1 << DB_VECTOR);
+        assert!(g.on_db(0x1000, 0xffff_0ff1, 0x401).is_some());
+        // Off again: the guest's own registers, #DB is the guest's.
+        g.set(&dbg(ENABLE), 0x2, 0, false).unwrap();
+        assert_eq!(g.hw_breakpoints(), None);
+        assert!(g.on_db(0x1000, 0, 0x400).is_none());
+    }
+
+    #[test]
+    fn after_instruction_steps() {
+        let mut g = GuestDebug::default();
+        assert_eq!(g.after_instruction(0x2, 0x10, 0x400), AfterStep::None);
+        // The guest's own TF: a #DB with DR6.BS for the guest.
+        assert_eq!(
+            g.after_instruction(0x102, 0x10, 0x400),
+            AfterStep::QueueDb(DR6_BS)
+        );
+        let rf = g
+            .set(&dbg(ENABLE | SINGLESTEP), 0x2, 0x10, false)
+            .unwrap()
+            .rflags;
+        assert_eq!(
+            g.after_instruction(rf, 0x12, 0x400),
+            AfterStep::Exit(Exit::Debug {
+                exception: 1,
+                pc: 0x12,
+                dr6: 0xffff_4ff0,
+                dr7: 0x400
+            })
+        );
     }
 }

@@ -120,6 +120,7 @@ pub(super) fn one_byte(
         0xe6 | 0xe7 => (Some(Op::Out), Form::PortIb),
         0xec | 0xed => (Some(Op::In), Form::PortDx),
         0xee | 0xef => (Some(Op::Out), Form::PortDx),
+        0xcc => (Some(Op::Int3), Form::Plain),
         0xf4 => (Some(Op::Hlt), Form::Plain),
         0xf6 => (None, Form::Grp3Eb),
         0xf7 => (None, Form::Grp3Ev),
