@@ -305,11 +305,28 @@ impl SvmVcpu {
                 info2: 0,
             };
         }
-        let code = vmcb.control.exit_code;
+        // HOOK(misc): VMEXIT_INVALID is -1 in the low 32 bits (upstream's VMCB has a u32
+        // exit_code; QEMU writes 0xffffffff): it must not read as an unknown exit.
+        let code = if vmcb.control.exit_code as u32 == u32::MAX {
+            exit::INVALID
+        } else {
+            vmcb.control.exit_code
+        };
         let (info1, info2) = (vmcb.control.exit_info_1, vmcb.control.exit_info_2);
         let int_info = vmcb.control.exit_int_info;
         if code != exit::INVALID {
             x86::svm::store_guest_state(vmcb, st);
+        }
+        // HOOK(misc): a failed entry (VMEXIT_INVALID) delivered nothing: without a valid
+        // EXITINTINFO (hardware need not copy EVENTINJ there when the consistency checks
+        // fail) the events stay injected for the next entry instead of being dropped.
+        if code == exit::INVALID && int_info & (1 << 31) == 0 {
+            return ExitInfo {
+                exit: decode_exit(code, info1, info2),
+                code,
+                info1,
+                info2,
+            };
         }
         // Whatever was injected has been delivered, unless EXITINTINFO says its delivery was
         // cut short: then it is stored back as injected, for the next entry (upstream
@@ -385,7 +402,10 @@ fn event_to_inject(st: &mut CpuState) -> (u32, u32) {
 fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
     match code {
         exit::INTR | exit::NMI | exit::SMI => Exit::HostEvent,
-        exit::INVALID => Exit::FailEntry { reason: code },
+        // Upstream reports its u32 exit code, zero-extended.
+        exit::INVALID => Exit::FailEntry {
+            reason: u64::from(u32::MAX),
+        },
         exit::IOIO => {
             let io = x86::svm::IoioInfo(info1);
             Exit::Io {

@@ -31,6 +31,9 @@ pub(crate) fn tests() -> Vec<Test> {
         ("misc_hw_breakpoint_exits", Any, |_| hw_breakpoint()),
         ("misc_guest_debug_inject_db_bp", Any, |_| inject_db_bp()),
         ("misc_guest_debug_flags_rules", Any, |_| guest_debug_rules()),
+        ("misc_failed_entry_keeps_events", Any, |_| {
+            failed_entry_keeps_events()
+        }),
     ]
 }
 
@@ -406,6 +409,74 @@ fn guest_debug_rules() -> Result<(), String> {
             Ok(()),
             &format!("control {ok:#x}"),
         )?;
+    }
+    Ok(())
+}
+
+/// A failed entry (VMEXIT_INVALID: long mode with CS.L and CS.D both set, which KVM_SET_SREGS
+/// accepts and VMRUN refuses) exits with KVM_EXIT_FAIL_ENTRY and drops no event: an exception
+/// userspace queued is still there afterwards, and is delivered once the state is fixed.
+fn failed_entry_keeps_events() -> Result<(), String> {
+    // #UD handler (64-bit IDT at 0x6000, entry 6 -> 0x7000: out 0x96, al; hlt).
+    let (g, mut v) = long_mode_guest(&[0xf4])?;
+    let gate = |off: u64| -> [u8; 16] {
+        let lo = (off & 0xffff) | (8 << 16) | (0x8e00u64 << 32) | ((off >> 16) & 0xffff) << 48;
+        let hi = off >> 32;
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&lo.to_le_bytes());
+        b[8..].copy_from_slice(&hi.to_le_bytes());
+        b
+    };
+    g.ram.write(0x6000 + 6 * 16, &gate(0x7000));
+    g.ram.write(0x7000, &[0xb0, 0x06, 0xe6, 0x96, 0xf4]);
+    // GDT at 0x500: null, 64-bit code (0x08), data (0x10): the gate's CS is loaded from it.
+    g.ram.write(0x500, &0u64.to_le_bytes());
+    g.ram.write(0x508, &0x0020_9a00_0000_0000u64.to_le_bytes());
+    g.ram.write(0x510, &0x0000_9200_0000_0000u64.to_le_bytes());
+    let mut sr = v.get_sregs().map_err(|e| format!("get_sregs: {e}"))?;
+    sr.gdt.base = 0x500;
+    sr.gdt.limit = 0x17;
+    sr.idt.base = 0x6000;
+    sr.idt.limit = 0xfff;
+    let good = sr;
+    sr.cs.db = 1;
+    v.set_sregs(&sr)
+        .map_err(|e| format!("set_sregs (CS.L and CS.D): {e}"))?;
+    let mut ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("get_vcpu_events: {e}"))?;
+    ev.exception.injected = 1;
+    ev.exception.nr = 6;
+    v.set_vcpu_events(&ev)
+        .map_err(|e| format!("set_vcpu_events: {e}"))?;
+    match step(&mut v, 1)? {
+        VcpuExit::FailEntry(reason, _) => eq(
+            reason,
+            0xffff_ffff,
+            "VMEXIT_INVALID as upstream reports it (u32 exit code)",
+        )?,
+        VcpuExit::InternalError => {
+            let r = v.get_kvm_run();
+            // SAFETY: kvm_run is plain data inside the vCPU mapping.
+            let b = unsafe {
+                std::slice::from_raw_parts((r as *const kvm_bindings::kvm_run).cast::<u8>(), 128)
+            };
+            return Err(format!("run 1: internal error {:x?}", &b[32..72]));
+        }
+        e => return Err(format!("run 1: {e:?}, want FAIL_ENTRY")),
+    }
+    let ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("get_vcpu_events: {e}"))?;
+    eq(
+        (ev.exception.injected, ev.exception.nr),
+        (1, 6),
+        "the #UD is still queued after the failed entry",
+    )?;
+    v.set_sregs(&good).map_err(|e| format!("set_sregs: {e}"))?;
+    match step(&mut v, 2)? {
+        VcpuExit::IoOut(0x96, d) => eq(d, &[6][..], "the #UD was delivered")?,
+        e => return Err(format!("run 2: {e:?}, want the #UD handler's OUT")),
     }
     Ok(())
 }
