@@ -15,6 +15,7 @@ mod abi;
 mod attributes;
 mod backend;
 mod dev;
+mod device;
 mod dirty;
 mod env;
 mod eventfd;

@@ -203,6 +203,8 @@ pub(crate) struct Vm {
     /// Userspace-exit configuration, MSR filter, coalesced zones, ioeventfds ([`crate::exits`]).
     #[pin]
     exits: crate::exits::VmExits,
+    // HOOK(misc): KVM_CREATE_DEVICE's devices.
+    devices: crate::device::VmDevices,
 }
 
 impl Vm {
@@ -247,6 +249,7 @@ impl Vm {
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
+                devices: crate::device::VmDevices::new(),
             }),
             GFP_KERNEL,
         )?;
@@ -330,6 +333,11 @@ impl Vm {
     /// Userspace-exit configuration and the VM's in-kernel I/O devices ([`crate::exits`]).
     pub(crate) fn exits(&self) -> &crate::exits::VmExits {
         &self.exits
+    }
+
+    /// HOOK(misc): the VM's devices ([`crate::device`]).
+    pub(crate) fn devices(&self) -> &crate::device::VmDevices {
+        &self.devices
     }
 
     /// Whether VM and vCPU ioctls may run: the calling process created the VM and the VM is not

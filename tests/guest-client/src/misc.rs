@@ -6,6 +6,7 @@
 use crate::run::{long_mode_guest, Guest};
 use crate::*;
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 const KVM_ENABLE_CAP: u64 = 0x4068_aea3;
 const KVM_X86_SET_MSR_FILTER: u64 = 0x4188_aec6;
@@ -34,6 +35,8 @@ pub(crate) fn tests() -> Vec<Test> {
         ("misc_failed_entry_keeps_events", Any, |_| {
             failed_entry_keeps_events()
         }),
+        ("misc_create_device_vfio", Any, |_| create_device_vfio()),
+        ("misc_vfio_device_attrs", Any, |_| vfio_device_attrs()),
     ]
 }
 
@@ -478,5 +481,224 @@ fn failed_entry_keeps_events() -> Result<(), String> {
         VcpuExit::IoOut(0x96, d) => eq(d, &[6][..], "the #UD was delivered")?,
         e => return Err(format!("run 2: {e:?}, want the #UD handler's OUT")),
     }
+    Ok(())
+}
+
+const KVM_CHECK_EXTENSION: u64 = 0xae03;
+const KVM_CREATE_DEVICE: u64 = 0xc00c_aee0;
+const KVM_SET_DEVICE_ATTR: u64 = 0x4018_aee1;
+const KVM_GET_DEVICE_ATTR: u64 = 0x4018_aee2;
+const KVM_HAS_DEVICE_ATTR: u64 = 0x4018_aee3;
+const KVM_CAP_DEVICE_CTRL: u64 = 89;
+const KVM_DEV_TYPE_VFIO: u32 = 4;
+const KVM_DEV_TYPE_ARM_VGIC_V3: u32 = 7;
+const KVM_CREATE_DEVICE_TEST: u32 = 1;
+
+/// `KVM_CREATE_DEVICE`: the errno and the structure as written back.
+fn create_device(vm: &kvm_ioctls::VmFd, type_: u32, fd: u32, flags: u32) -> (i32, [u32; 3]) {
+    let mut cd = [type_, fd, flags];
+    let r = vm_ioctl(vm, KVM_CREATE_DEVICE, cd.as_mut_ptr() as u64);
+    (r, cd)
+}
+
+fn owned(fd: u32) -> OwnedFd {
+    // SAFETY: a fresh fd from KVM_CREATE_DEVICE, owned from now on.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+fn new_vm() -> Result<kvm_ioctls::VmFd, String> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))
+}
+
+fn create_device_vfio() -> Result<(), String> {
+    eq(
+        ioctl(dev().as_raw_fd(), KVM_CHECK_EXTENSION, KVM_CAP_DEVICE_CTRL),
+        Ok(1),
+        "KVM_CAP_DEVICE_CTRL on /dev/kvm",
+    )?;
+    let vm = new_vm()?;
+    eq(
+        ioctl(vm.as_raw_fd(), KVM_CHECK_EXTENSION, KVM_CAP_DEVICE_CTRL),
+        Ok(1),
+        "KVM_CAP_DEVICE_CTRL on the VM",
+    )?;
+    for t in [0, 1, KVM_DEV_TYPE_ARM_VGIC_V3, 0xffff_ffff] {
+        for f in [0, KVM_CREATE_DEVICE_TEST] {
+            eq(
+                create_device(&vm, t, 0, f).0,
+                libc::ENODEV,
+                &format!("type {t} flags {f}"),
+            )?;
+        }
+    }
+    // TEST: 0, nothing created, the structure back unchanged (kvm-ioctls' test relies on it).
+    eq(
+        create_device(&vm, KVM_DEV_TYPE_VFIO, 0x55, KVM_CREATE_DEVICE_TEST),
+        (0, [KVM_DEV_TYPE_VFIO, 0x55, KVM_CREATE_DEVICE_TEST]),
+        "VFIO with KVM_CREATE_DEVICE_TEST",
+    )?;
+    let (r, cd) = create_device(&vm, KVM_DEV_TYPE_VFIO, 0, 0);
+    eq(r, 0, "create kvm-vfio")?;
+    let d = owned(cd[1]);
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", d.as_raw_fd()))
+        .map_err(|e| format!("readlink: {e}"))?;
+    eq(
+        link.to_string_lossy().into_owned(),
+        "anon_inode:kvm-vfio".to_string(),
+        "fd name",
+    )?;
+    // SAFETY: fcntl on our fd.
+    let fdflags = unsafe { libc::fcntl(d.as_raw_fd(), libc::F_GETFD) };
+    eq(fdflags & libc::FD_CLOEXEC, libc::FD_CLOEXEC, "O_CLOEXEC")?;
+    eq(
+        create_device(&vm, KVM_DEV_TYPE_VFIO, 0, 0).0,
+        libc::EBUSY,
+        "a second kvm-vfio",
+    )?;
+    eq(
+        create_device(&vm, KVM_DEV_TYPE_VFIO, 0, KVM_CREATE_DEVICE_TEST).0,
+        0,
+        "TEST while one exists",
+    )?;
+    drop(d);
+    let (r, cd) = create_device(&vm, KVM_DEV_TYPE_VFIO, 0, 0);
+    eq(r, 0, "kvm-vfio again after close")?;
+    let d = owned(cd[1]);
+    // Bad pointers.
+    for p in [0u64, 0xffff_8000_0000_0000, 1 << 63] {
+        eq(
+            vm_ioctl(&vm, KVM_CREATE_DEVICE, p),
+            libc::EFAULT,
+            &format!("at {p:#x}"),
+        )?;
+    }
+    // The device holds the VM: it answers after the VM fd is closed.
+    drop(vm);
+    let attr = [0u32, 1, 1, 0, 0, 0];
+    eq(
+        ioctl(d.as_raw_fd(), KVM_HAS_DEVICE_ATTR, attr.as_ptr() as u64),
+        Ok(0),
+        "HAS_ATTR after the VM fd closed",
+    )?;
+    Ok(())
+}
+
+/// `struct kvm_device_attr` as u32 words: flags, group, attr (lo, hi), addr (lo, hi).
+fn attr(group: u32, a: u64, addr: u64) -> [u32; 6] {
+    [
+        0,
+        group,
+        a as u32,
+        (a >> 32) as u32,
+        addr as u32,
+        (addr >> 32) as u32,
+    ]
+}
+
+fn vfio_device_attrs() -> Result<(), String> {
+    let vm = new_vm()?;
+    let (r, cd) = create_device(&vm, KVM_DEV_TYPE_VFIO, 0, 0);
+    eq(r, 0, "create kvm-vfio")?;
+    let d = owned(cd[1]);
+    let dio = |req: u64, a: &[u32; 6]| errno_of(ioctl(d.as_raw_fd(), req, a.as_ptr() as u64));
+    eq(dio(KVM_HAS_DEVICE_ATTR, &attr(1, 1, 0)), 0, "has FILE_ADD")?;
+    eq(dio(KVM_HAS_DEVICE_ATTR, &attr(1, 2, 0)), 0, "has FILE_DEL")?;
+    eq(
+        dio(KVM_HAS_DEVICE_ATTR, &attr(1, 3, 0)),
+        libc::ENXIO,
+        "has SET_SPAPR_TCE (x86)",
+    )?;
+    eq(
+        dio(KVM_HAS_DEVICE_ATTR, &attr(2, 1, 0)),
+        libc::ENXIO,
+        "has group 2",
+    )?;
+    eq(
+        dio(KVM_GET_DEVICE_ATTR, &attr(1, 1, 0)),
+        libc::EPERM,
+        "get (no get_attr)",
+    )?;
+    eq(
+        errno_of(ioctl(d.as_raw_fd(), KVM_GET_DEVICE_ATTR, 0)),
+        libc::EPERM,
+        "get with a NULL attr: EPERM before the copy",
+    )?;
+    for req in [KVM_SET_DEVICE_ATTR, KVM_HAS_DEVICE_ATTR] {
+        eq(
+            errno_of(ioctl(d.as_raw_fd(), req, 0)),
+            libc::EFAULT,
+            "NULL attr",
+        )?;
+    }
+    eq(
+        errno_of(ioctl(d.as_raw_fd(), 0xae01, 0)),
+        libc::ENOTTY,
+        "other ioctl",
+    )?;
+    // FILE_ADD / FILE_DEL: the fd is read from addr.
+    // SAFETY: a plain eventfd, closed by the OwnedFd.
+    let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, 0)) };
+    let not_vfio: i32 = efd.as_raw_fd();
+    let bad: i32 = -1;
+    let closed: i32 = 1000;
+    let p = |v: &i32| v as *const i32 as u64;
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 1, 0)),
+        libc::EFAULT,
+        "ADD, addr NULL",
+    )?;
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 1, p(&bad))),
+        libc::EBADF,
+        "ADD -1",
+    )?;
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 1, p(&closed))),
+        libc::EBADF,
+        "ADD closed",
+    )?;
+    // No VFIO file: EINVAL (the test kernel has no VFIO, so every file is one of these).
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 1, p(&not_vfio))),
+        libc::EINVAL,
+        "ADD eventfd",
+    )?;
+    let vmfd = vm.as_raw_fd();
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 1, p(&vmfd))),
+        libc::EINVAL,
+        "ADD the VM fd",
+    )?;
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 2, p(&not_vfio))),
+        libc::ENOENT,
+        "DEL not added",
+    )?;
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 2, p(&bad))),
+        libc::EBADF,
+        "DEL -1",
+    )?;
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 2, 0)),
+        libc::EFAULT,
+        "DEL, addr NULL",
+    )?;
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 3, p(&not_vfio))),
+        libc::ENXIO,
+        "attr 3",
+    )?;
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(0, 1, p(&not_vfio))),
+        libc::ENXIO,
+        "group 0",
+    )?;
+    eq(
+        dio(KVM_SET_DEVICE_ATTR, &attr(1, 1 << 32 | 1, p(&not_vfio))),
+        libc::ENXIO,
+        "attr 1<<32|1",
+    )?;
     Ok(())
 }
