@@ -37,6 +37,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("misc_create_device_vfio", Any, |_| create_device_vfio()),
         ("misc_vfio_device_attrs", Any, |_| vfio_device_attrs()),
+        ("misc_pending_in_vs_state_ioctls", Any, |_| {
+            pending_in_vs_state()
+        }),
     ]
 }
 
@@ -699,6 +702,59 @@ fn vfio_device_attrs() -> Result<(), String> {
         dio(KVM_SET_DEVICE_ATTR, &attr(1, 1 << 32 | 1, p(&not_vfio))),
         libc::ENXIO,
         "attr 1<<32|1",
+    )?;
+    Ok(())
+}
+
+/// IN 0x10; HLT; IN 0x20; HLT (real mode, IP 0 at 0xffff0000).
+const PENDING_GUEST: &[u8] = &[0xe4, 0x10, 0xf4, 0xe4, 0x20, 0xf4];
+
+fn answer_in(v: &mut VcpuFd, n: u32, port: u16, val: u8) -> Result<(), String> {
+    match step(v, n)? {
+        VcpuExit::IoIn(p, d) if p == port => {
+            d[0] = val;
+            Ok(())
+        }
+        e => Err(format!("run {n}: {e:?}, want IN {port:#x}")),
+    }
+}
+
+/// A pending IN completion, as upstream: KVM_SET_SREGS / KVM_SET_MP_STATE leave it (the next
+/// KVM_RUN completes it); KVM_SET_REGS that moves RIP abandons it (complete_fast_pio_in's
+/// linear-RIP check), and the guest runs from the new RIP.
+fn pending_in_vs_state() -> Result<(), String> {
+    // The reset JMP first.
+    let g = Guest::new(PENDING_GUEST, 0x8000)?;
+    let mut v = g.vcpu(0)?;
+    answer_in(&mut v, 1, 0x10, 0x42)?;
+    let sr = v.get_sregs().map_err(|e| format!("get_sregs: {e}"))?;
+    v.set_sregs(&sr).map_err(|e| format!("set_sregs: {e}"))?;
+    let mp = v.get_mp_state().map_err(|e| format!("get_mp_state: {e}"))?;
+    v.set_mp_state(mp)
+        .map_err(|e| format!("set_mp_state: {e}"))?;
+    expect_hlt(&mut v, 2)?;
+    let r = v.get_regs().map_err(|e| format!("get_regs: {e}"))?;
+    eq(
+        (r.rax & 0xff, r.rip),
+        (0x42, 3),
+        "IN completed after SET_SREGS/SET_MP_STATE",
+    )?;
+    // Again, but userspace moves RIP (and RAX) before the next run.
+    let g = Guest::new(PENDING_GUEST, 0x8000)?;
+    let mut v = g.vcpu(0)?;
+    answer_in(&mut v, 1, 0x10, 0x42)?;
+    let mut r = v.get_regs().map_err(|e| format!("get_regs: {e}"))?;
+    eq(r.rip, 0, "RIP at the IN while its completion is pending")?;
+    r.rip = 3;
+    r.rax = 7;
+    v.set_regs(&r).map_err(|e| format!("set_regs: {e}"))?;
+    answer_in(&mut v, 2, 0x20, 0x99)?;
+    expect_hlt(&mut v, 3)?;
+    let r = v.get_regs().map_err(|e| format!("get_regs: {e}"))?;
+    eq(
+        (r.rax & 0xff, r.rip),
+        (0x99, 6),
+        "the abandoned IN left nothing behind",
     )?;
     Ok(())
 }
