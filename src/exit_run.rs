@@ -268,8 +268,10 @@ pub(crate) fn mmio(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> Res
 /// caller returns 0 with the new exit in kvm_run).
 pub(crate) fn complete_userspace(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result<bool> {
     let intercepts = l.exits.debug.intercepts();
+    let dr = l.exits.debug.hw_bp();
     if let Some(crate::run::VcpuBackend::Svm(s)) = l.backend.as_mut() {
         s.set_exception_intercepts(intercepts);
+        s.set_dr_intercepts(dr);
     }
     let run = RunPage(vcpu.run_page());
     if core::mem::take(&mut l.exits.bp_skip) {
@@ -463,6 +465,11 @@ pub(crate) fn handle(
             ..
         } => string_io(vcpu, l, run, port, size, is_in, next_rip, &info),
         Exit::Exception { vector, error_code } => Ok(exception(l, run, vector, error_code)),
+        // SVM_EXIT_READ_DR0..7 / WRITE_DR0..7: only intercepted with the debugger's hardware
+        // breakpoints loaded.
+        Exit::Other { code, .. } if (0x20..0x28).contains(&code) || (0x30..0x38).contains(&code) => {
+            dr_access(vcpu, l, run, &info)
+        }
         _ => {
             run.internal_error(
                 crate::run::uapi::KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
@@ -471,6 +478,54 @@ pub(crate) fn handle(
             Ok(Action::ToUser)
         }
     }
+}
+
+/// A guest MOV to or from a debug register while the debugger's hardware breakpoints are
+/// loaded (upstream `dr_interception` without decode assists → the emulator): decoded at RIP
+/// (no decode assists here either), emulated against the guest's own registers
+/// ([`x86::exits::guest_debug::mov_dr`]), then skipped.
+fn dr_access(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Result<Action> {
+    use x86::exits::guest_debug::{mov_dr, DrOutcome};
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vcpu.vm());
+    let d = match emulate::decode_at_rip(&l.arch, &mut env, &cfg) {
+        Ok(d) if matches!(d.insn.op, Op::MovFromDr | Op::MovToDr) => d,
+        Ok(d) => return Ok(emulation_failure(vcpu, l, run, &d.bytes, &exit_info(info))),
+        Err(emulate::Failure::Exception(e)) => {
+            inject(l, e);
+            return Ok(Action::Continue);
+        }
+        Err(emulate::Failure::Unhandleable(b)) => {
+            return Ok(emulation_failure(vcpu, l, run, &b, &exit_info(info)))
+        }
+    };
+    let i = d.insn;
+    let (reg, dr) = match (i.op, i.dst, i.src) {
+        (Op::MovFromDr, x86emu::decode::Operand::Reg(r), x86emu::decode::Operand::Imm(n)) => (r, n),
+        (Op::MovToDr, x86emu::decode::Operand::Imm(n), x86emu::decode::Operand::Reg(r)) => (r, n),
+        _ => return Ok(emulation_failure(vcpu, l, run, &d.bytes, &exit_info(info))),
+    };
+    let long64 = in_64bit_mode(&l.arch);
+    let mask = if long64 { u64::MAX } else { 0xffff_ffff };
+    let write = (i.op == Op::MovToDr).then(|| l.arch.gpr(reg.gpr) & mask);
+    let (rtm, bus_lock) = (l.cpuid.model.rtm, l.cpuid.model.bus_lock_detect);
+    let cpl = emulate::cpl(&l.arch);
+    match mov_dr(&mut l.arch, dr as u8, write, long64, cpl, rtm, bus_lock) {
+        DrOutcome::Gp => inject_gp(l),
+        DrOutcome::Ud => inject_ud(l),
+        DrOutcome::GeneralDetect => crate::run::queue_exception(l, DB, None, None),
+        o => {
+            if let DrOutcome::Read(v) = o {
+                // A 32-bit register write zero-extends.
+                l.arch.set_gpr(reg.gpr, v & mask);
+            }
+            let rflags = l.arch.rflags;
+            l.arch.rip = d.next_rip;
+            l.arch.events.interrupt_shadow = 0;
+            mark_completed(l, rflags);
+        }
+    }
+    Ok(Action::Continue)
 }
 
 /// An intercepted exception: guest debugging's #DB/#BP exit to userspace; anything else

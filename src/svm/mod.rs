@@ -169,6 +169,13 @@ impl SvmVcpu {
         self.vmcb().control.intercepts[intercept::EXCEPTION] = v;
     }
 
+    /// HOOK(misc): intercepts the guest's DR0-7 reads and writes while the debugger's hardware
+    /// breakpoints are loaded (upstream intercepts DR accesses whenever guest debugging is on;
+    /// here only then, since otherwise the guest's own registers are loaded), else none.
+    pub(crate) fn set_dr_intercepts(&mut self, on: bool) {
+        self.vmcb().control.intercepts[intercept::DR] = if on { 0x00ff_00ff } else { 0 };
+    }
+
     /// Picks the ASID for this run on `cpu` (upstream `pre_svm_run` / `new_asid`) and asks for
     /// a TLB flush when `flush` (the VM's mappings changed since this vCPU last flushed).
     ///

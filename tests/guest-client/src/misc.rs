@@ -30,6 +30,9 @@ pub(crate) fn tests() -> Vec<Test> {
             guest_tf_cpuid()
         }),
         ("misc_hw_breakpoint_exits", Any, |_| hw_breakpoint()),
+        ("misc_hw_breakpoint_guest_mov_dr_emulated", Any, |_| {
+            hw_breakpoint_guest_dr()
+        }),
         ("misc_guest_debug_inject_db_bp", Any, |_| inject_db_bp()),
         ("misc_guest_debug_flags_rules", Any, |_| guest_debug_rules()),
         ("misc_failed_entry_keeps_events", Any, |_| {
@@ -756,5 +759,55 @@ fn pending_in_vs_state() -> Result<(), String> {
         (0x99, 6),
         "the abandoned IN left nothing behind",
     )?;
+    Ok(())
+}
+
+/// Real mode: EAX = DR7 -> [0x100]; DR0 = 0x12345678; EBX = DR0 -> [0x104]; HLT.
+const MOV_DR_GUEST: &[u8] = &[
+    0x0f, 0x21, 0xf8, // mov eax, dr7
+    0x66, 0xa3, 0x00, 0x01, // mov [0x100], eax
+    0x66, 0xb8, 0x78, 0x56, 0x34, 0x12, // mov eax, 0x12345678
+    0x0f, 0x23, 0xc0, // mov dr0, eax
+    0x0f, 0x21, 0xc3, // mov ebx, dr0
+    0x66, 0x89, 0x1e, 0x04, 0x01, // mov [0x104], ebx
+    0xf4, // hlt
+];
+
+/// While the debugger's hardware breakpoints are loaded, the guest's MOV DR sees and changes
+/// its own registers (intercepted and emulated), not the debugger's.
+fn hw_breakpoint_guest_dr() -> Result<(), String> {
+    let g = Guest::new(MOV_DR_GUEST, 0x8000)?;
+    let mut v = g.vcpu(0)?;
+    let mut own = v
+        .get_debug_regs()
+        .map_err(|e| format!("get_debugregs: {e}"))?;
+    // RW0 = 01 without an enable bit: a value the debugger's DR7 does not have.
+    own.dr7 = 0x1_0400;
+    v.set_debug_regs(&own)
+        .map_err(|e| format!("set_debugregs: {e}"))?;
+    set_debug(
+        &v,
+        GUESTDBG_ENABLE | GUESTDBG_USE_HW_BP,
+        [0xffff_f000, 0, 0, 0, 0, 0, 0, 0x401],
+    )
+    .map_err(|e| format!("set_guest_debug HW_BP: {e}"))?;
+    expect_hlt(&mut v, 1)?;
+    let dword = |a: usize| u32::from_le_bytes([0, 1, 2, 3].map(|i| g.ram.read(a + i)));
+    eq(dword(0x100), 0x1_0400, "the guest reads its own DR7")?;
+    eq(
+        dword(0x104),
+        0x1234_5678,
+        "the guest reads back its own DR0",
+    )?;
+    let dr = v
+        .get_debug_regs()
+        .map_err(|e| format!("get_debugregs: {e}"))?;
+    eq(
+        (dr.db[0], dr.dr7),
+        (0x1234_5678, 0x1_0400),
+        "the guest's registers after the run",
+    )?;
+    let r = v.get_regs().map_err(|e| format!("get_regs: {e}"))?;
+    eq(r.rip, MOV_DR_GUEST.len() as u64, "RIP past the HLT")?;
     Ok(())
 }

@@ -12,7 +12,8 @@
 //! whose own TF it is. Software breakpoints intercept #BP and exit with exception 3. Hardware
 //! breakpoints (`KVM_GUESTDBG_USE_HW_BP`) put `debugreg[0..3]` and `debugreg[7]` into the
 //! guest's DR0-3/DR7 while the guest runs ([`GuestDebug::hw_breakpoints`]); every #DB then exits
-//! (`db_interception`). `KVM_GUESTDBG_INJECT_DB/BP` queue the exception (EBUSY while one is
+//! (`db_interception`), and the guest's own MOV DR is intercepted and emulated against its own
+//! registers ([`mov_dr`]). `KVM_GUESTDBG_INJECT_DB/BP` queue the exception (EBUSY while one is
 //! pending).
 //!
 //! Refused with `EINVAL` (upstream accepts it): `KVM_GUESTDBG_BLOCKIRQ`, which needs the
@@ -271,6 +272,102 @@ impl GuestDebug {
     }
 }
 
+/// What an emulated MOV to or from a debug register does ([`mov_dr`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrOutcome {
+    /// A read: the value for the register operand.
+    Read(u64),
+    /// A write, done.
+    Written,
+    /// #UD (DR4/DR5 with CR4.DE).
+    Ud,
+    /// #GP(0) (CPL > 0, or bits 63:32 written to DR6/DR7).
+    Gp,
+    /// #DB: DR7.GD was set (DR6.BD set; the #DB is queued without a payload, as upstream's
+    /// emulator does).
+    GeneralDetect,
+}
+
+/// DR7.GD.
+const DR7_GD: u64 = 1 << 13;
+/// DR6.BD.
+const DR6_BD: u64 = 1 << 13;
+/// `DR6_VOLATILE`: the DR6 bits a write keeps.
+const DR6_VOLATILE: u64 = 0x0001_e80f;
+/// `DR6_FIXED_1`.
+const DR6_FIXED_1: u64 = 0xfffe_0ff0;
+/// `DR6_RTM` (bit 16, active low: fixed 1 without RTM).
+const DR6_RTM: u64 = 1 << 16;
+/// `DR6_BUS_LOCK` (bit 11, active low: fixed 1 without bus-lock detection).
+const DR6_BUS_LOCK: u64 = 1 << 11;
+/// `DR7_VOLATILE`.
+const DR7_VOLATILE: u64 = 0xffff_2bff;
+/// `DR7_FIXED_1`.
+const DR7_FIXED_1: u64 = 0x400;
+/// CR4.DE.
+const CR4_DE: u64 = 1 << 3;
+
+/// A guest's MOV from (`write` `None`) or to debug register `dr` (0-7), emulated against its
+/// own registers in `st` (upstream's emulator `em_dr_read`/`em_dr_write` with `Priv`,
+/// `check_dr_write`/`check_dr_read`, then `kvm_get_dr`/`kvm_set_dr`), in that order: CPL > 0 is
+/// #GP(0); a 64-bit write of bits 63:32 to DR6/DR7 is #GP(0); DR4/DR5 with CR4.DE are #UD,
+/// else they alias DR6/DR7; DR7.GD makes it a #DB with DR6.BD; a DR6 write keeps the volatile
+/// bits over the fixed ones (RTM and bus-lock bits fixed 1 when the guest lacks them), a DR7
+/// write the volatile ones with bit 10 set.
+pub fn mov_dr(
+    st: &mut crate::state::CpuState,
+    dr: u8,
+    write: Option<u64>,
+    long64: bool,
+    cpl: u8,
+    guest_rtm: bool,
+    guest_bus_lock: bool,
+) -> DrOutcome {
+    if cpl != 0 {
+        return DrOutcome::Gp;
+    }
+    if let Some(v) = write {
+        if long64 && v >> 32 != 0 && matches!(dr, 6 | 7) {
+            return DrOutcome::Gp;
+        }
+    }
+    if matches!(dr, 4 | 5) && st.cr4 & CR4_DE != 0 {
+        return DrOutcome::Ud;
+    }
+    if st.dr7 & DR7_GD != 0 {
+        st.dr6 = (st.dr6 & !0xf) | DR6_BD | DR6_ACTIVE_LOW;
+        return DrOutcome::GeneralDetect;
+    }
+    let dr = match dr {
+        4 => 6,
+        5 => 7,
+        d => d,
+    };
+    let Some(v) = write else {
+        return DrOutcome::Read(match dr {
+            0..=3 => st.db[usize::from(dr)],
+            6 => st.dr6,
+            _ => st.dr7,
+        });
+    };
+    match dr {
+        0..=3 => st.db[usize::from(dr)] = v,
+        6 | 7 if v >> 32 != 0 => return DrOutcome::Gp,
+        6 => {
+            let mut fixed = DR6_FIXED_1;
+            if !guest_rtm {
+                fixed |= DR6_RTM;
+            }
+            if !guest_bus_lock {
+                fixed |= DR6_BUS_LOCK;
+            }
+            st.dr6 = (v & DR6_VOLATILE) | fixed;
+        }
+        _ => st.dr7 = (v & DR7_VOLATILE) | DR7_FIXED_1,
+    }
+    DrOutcome::Written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +507,58 @@ mod tests {
                 dr7: 0x400
             })
         );
+    }
+
+    #[test]
+    fn mov_dr_rules() {
+        use crate::state::CpuState;
+        let mut st = CpuState::default();
+        st.dr6 = DR6_ACTIVE_LOW;
+        st.dr7 = 0x400;
+        assert_eq!(
+            mov_dr(&mut st, 0, Some(5), true, 3, false, false),
+            DrOutcome::Gp
+        );
+        assert_eq!(
+            mov_dr(&mut st, 1, Some(0x1234), true, 0, false, false),
+            DrOutcome::Written
+        );
+        assert_eq!(st.db[1], 0x1234);
+        assert_eq!(
+            mov_dr(&mut st, 1, None, true, 0, false, false),
+            DrOutcome::Read(0x1234)
+        );
+        assert_eq!(
+            mov_dr(&mut st, 7, Some(1 << 32), true, 0, false, false),
+            DrOutcome::Gp
+        );
+        // DR5 aliases DR7 without CR4.DE; the write keeps the volatile bits, bit 10 set.
+        assert_eq!(
+            mov_dr(&mut st, 5, Some(0x1_0001), true, 0, false, false),
+            DrOutcome::Written
+        );
+        assert_eq!(st.dr7, 0x1_0401);
+        assert_eq!(
+            mov_dr(&mut st, 6, Some(0), true, 0, false, false),
+            DrOutcome::Written
+        );
+        assert_eq!(st.dr6, 0xffff_0ff0);
+        assert_eq!(
+            mov_dr(&mut st, 6, Some(0), true, 0, true, false),
+            DrOutcome::Written
+        );
+        assert_eq!(st.dr6, 0xfffe_0ff0);
+        st.cr4 = CR4_DE;
+        assert_eq!(
+            mov_dr(&mut st, 4, None, true, 0, false, false),
+            DrOutcome::Ud
+        );
+        // General detect: #DB with DR6.BD.
+        st.dr7 |= DR7_GD;
+        assert_eq!(
+            mov_dr(&mut st, 0, None, true, 0, false, false),
+            DrOutcome::GeneralDetect
+        );
+        assert_eq!(st.dr6 & DR6_BD, DR6_BD);
     }
 }
