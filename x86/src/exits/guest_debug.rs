@@ -512,9 +512,11 @@ mod tests {
     #[test]
     fn mov_dr_rules() {
         use crate::state::CpuState;
-        let mut st = CpuState::default();
-        st.dr6 = DR6_ACTIVE_LOW;
-        st.dr7 = 0x400;
+        let mut st = CpuState {
+            dr6: DR6_ACTIVE_LOW,
+            dr7: 0x400,
+            ..Default::default()
+        };
         assert_eq!(
             mov_dr(&mut st, 0, Some(5), true, 3, false, false),
             DrOutcome::Gp
