@@ -62,6 +62,8 @@ const KVM_CAP_IOEVENTFD_NO_LENGTH: u64 = 100;
 const KVM_CAP_IOEVENTFD_ANY_LENGTH: u64 = 122;
 /// `KVM_CAP_COALESCED_PIO`.
 const KVM_CAP_COALESCED_PIO: u64 = 162;
+/// `KVM_CAP_SET_GUEST_DEBUG2` (its value: the `KVM_GUESTDBG_*` flags accepted).
+const KVM_CAP_SET_GUEST_DEBUG2: u64 = 195;
 /// `KVM_CAP_X86_USER_SPACE_MSR`.
 const KVM_CAP_X86_USER_SPACE_MSR: u64 = 188;
 /// `KVM_CAP_X86_MSR_FILTER`.
@@ -84,6 +86,9 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_EXIT_ON_EMULATION_FAILURE
         | KVM_CAP_SET_GUEST_DEBUG => 1,
         KVM_CAP_EXIT_HYPERCALL => hypercall::EXIT_HYPERCALL_VALID_MASK as isize,
+        // Upstream answers KVM_GUESTDBG_VALID_MASK; here the flags really supported (no
+        // BLOCKIRQ), which is what userspace reads it for.
+        KVM_CAP_SET_GUEST_DEBUG2 => x86::exits::guest_debug::SUPPORTED as isize,
         _ => return None,
     })
 }

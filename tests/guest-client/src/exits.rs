@@ -202,8 +202,13 @@ fn caps(_: &Ctx) -> Result<(), String> {
             "KVM_CAP_EXIT_ON_EMULATION_FAILURE",
         )?;
         eq(c(KVM_CAP_SET_GUEST_DEBUG), 1, "KVM_CAP_SET_GUEST_DEBUG")?;
-        // Hardware breakpoints and injection are not implemented: no DEBUG2 mask.
-        eq(c(KVM_CAP_SET_GUEST_DEBUG2), 0, "KVM_CAP_SET_GUEST_DEBUG2")?;
+        // The flags accepted: ENABLE, SINGLESTEP, USE_SW_BP, USE_HW_BP, INJECT_DB, INJECT_BP
+        // (not BLOCKIRQ).
+        eq(
+            c(KVM_CAP_SET_GUEST_DEBUG2),
+            0xf_0003,
+            "KVM_CAP_SET_GUEST_DEBUG2",
+        )?;
     }
     Ok(())
 }

@@ -17,7 +17,8 @@
 //! pending).
 //!
 //! Refused with `EINVAL` (upstream accepts it): `KVM_GUESTDBG_BLOCKIRQ`, which needs the
-//! interrupt injection path to honour it; so `KVM_CAP_SET_GUEST_DEBUG2` is not advertised.
+//! interrupt injection path to honour it; `KVM_CAP_SET_GUEST_DEBUG2` answers [`SUPPORTED`]
+//! (upstream: the whole valid mask), so userspace sees it is missing.
 //! Unknown bits are `EINVAL` as upstream (`KVM_GUESTDBG_VALID_MASK`).
 
 use super::run::Exit;
@@ -133,6 +134,13 @@ impl GuestDebug {
     /// Whether software breakpoints exit to userspace.
     pub fn sw_bp(&self) -> bool {
         self.control & USE_SW_BP != 0
+    }
+
+    /// Whether `KVM_GUESTDBG_BLOCKIRQ` is in force: no interrupt may be injected (upstream
+    /// `kvm_check_and_inject_events`). Always false while [`UNSUPPORTED`] holds BLOCKIRQ; the
+    /// interrupt injection path checks it before the flag is accepted.
+    pub fn blocks_irq(&self) -> bool {
+        self.control & BLOCKIRQ != 0
     }
 
     /// Whether hardware breakpoints are the debugger's.
