@@ -12,6 +12,11 @@
 //! - [`skip_instruction`]: the length of an intercepted instruction from the decoder (no NRIP
 //!   save here), never guessed.
 //! - [`inject`]: exceptions from emulation reach the guest's IDT through the backend's queue.
+//! - [`after_step`]: an instruction completed here (skipped or emulated) with RFLAGS.TF set
+//!   before it gets its single-step trap: `KVM_EXIT_DEBUG` when guest debugging single-steps,
+//!   else #DB(BS) for the guest (upstream `kvm_vcpu_do_singlestep`); [`hw_bp_enter`] /
+//!   [`hw_bp_exit`] switch in the debugger's hardware breakpoints around each entry, and the
+//!   guest's MOV DR is emulated meanwhile ([`dr_access`]).
 
 use crate::exit_vcpu::{Pending, PioIn, VcpuExits};
 use crate::exits::WriteResult;
