@@ -54,6 +54,10 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::exits::check_extension(cap) {
         return r;
     }
+    // HOOK(misc): KVM_CAP_DEVICE_CTRL.
+    if let Some(r) = crate::device::check_extension(cap) {
+        return r;
+    }
     if let Some(r) = crate::vcpu_state::check_extension(cap, vm) {
         return r;
     }
@@ -211,6 +215,8 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
         crate::exits::KVM_REGISTER_COALESCED_MMIO => crate::exits::register_coalesced(vm, arg),
         crate::exits::KVM_UNREGISTER_COALESCED_MMIO => crate::exits::unregister_coalesced(vm, arg),
         crate::exits::KVM_IOEVENTFD => crate::exits::ioeventfd(vm, arg),
+        // HOOK(misc): KVM_CREATE_DEVICE.
+        crate::device::KVM_CREATE_DEVICE => crate::device::create(vm, arg),
         crate::mem_abi::KVM_GET_DIRTY_LOG => crate::dirty::get_dirty_log(vm, arg),
         crate::mem_abi::KVM_CLEAR_DIRTY_LOG => crate::dirty::clear_dirty_log(vm, arg),
         // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.

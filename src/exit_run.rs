@@ -12,25 +12,31 @@
 //! - [`skip_instruction`]: the length of an intercepted instruction from the decoder (no NRIP
 //!   save here), never guessed.
 //! - [`inject`]: exceptions from emulation reach the guest's IDT through the backend's queue.
+//! - [`after_step`]: an instruction completed here (skipped or emulated) with RFLAGS.TF set
+//!   before it gets its single-step trap: `KVM_EXIT_DEBUG` when guest debugging single-steps,
+//!   else #DB(BS) for the guest (upstream `kvm_vcpu_do_singlestep`); [`hw_bp_enter`] /
+//!   [`hw_bp_exit`] switch in the debugger's hardware breakpoints around each entry, and the
+//!   guest's MOV DR is emulated meanwhile ([`dr_access`]).
 
-use crate::exit_vcpu::{Pending, PioIn};
+use crate::exit_vcpu::{Pending, PioIn, VcpuExits};
 use crate::exits::WriteResult;
 use crate::guest_mem::MemEnv;
 use crate::run::uapi::RunPage;
 use crate::run::{Action, Exit, ExitInfo};
 use crate::vcpu::{Vcpu, VcpuLocked};
+use crate::vcpu_state::walk_config;
 use crate::vm::Vm;
 use kernel::prelude::*;
 use x86::exits::emulation::{self, FailureAction};
 use x86::exits::ioeventfd::Bus;
 use x86::exits::pio::{addr_mask, ins_batch, ins_done, step};
 use x86::exits::run::{self as krun, Exit as UExit};
+use x86::exits::guest_debug::AfterStep;
 use x86::exits::{hypercall, user_msr};
 use x86::state::{CpuState, Gpr, SegReg};
 use x86emu::decode::{Op, Rep};
 use x86emu::emulate::{self, GuestAccessError, InsnBytes, MmioData, Outcome};
 use x86emu::linear::Exception;
-use x86emu::walk::WalkConfig;
 use x86emu::Gpa;
 
 /// #DB.
@@ -43,17 +49,6 @@ const UD: u8 = 6;
 /// RFLAGS.DF.
 const RFLAGS_DF: u64 = 1 << 10;
 
-/// The page-walk configuration of the vCPU: MAXPHYADDR from its CPUID (QEMU `-cpu max`'s
-/// 40 bits while the table has none); PSE-36 and 1 GiB pages as `-cpu max` has them (the CPUID
-/// model does not carry those two bits yet).
-fn walk_config(l: &VcpuLocked) -> WalkConfig {
-    let d = WalkConfig::default();
-    let m = l.cpuid.model.maxphyaddr;
-    WalkConfig {
-        maxphyaddr: if m == 0 { d.maxphyaddr } else { m },
-        ..d
-    }
-}
 
 fn linear_rip(st: &CpuState) -> u64 {
     st.seg(SegReg::Cs).base.wrapping_add(st.rip)
@@ -143,6 +138,7 @@ fn skip_any(vm: &Vm, l: &mut VcpuLocked, ops: &[Op]) -> Skip {
     match emulate::skip(&l.arch, &mut env, &cfg) {
         Ok(d) if ops.contains(&d.insn.op) => {
             l.arch.rip = d.next_rip;
+            mark_completed(l, l.arch.rflags);
             // Upstream __svm_skip_emulated_instruction: the skipped instruction ends any
             // interrupt shadow (`sti; hlt` must not leave a stale one).
             l.arch.events.interrupt_shadow = 0;
@@ -207,9 +203,13 @@ fn finish(
     run: RunPage,
     o: Outcome,
     info: &emulation::ExitInfo,
+    rflags_before: u64,
 ) -> Action {
     match o {
-        Outcome::Done => Action::Continue,
+        Outcome::Done => {
+            mark_completed(l, rflags_before);
+            Action::Continue
+        }
         Outcome::MmioRead { gpa, len } => {
             // HOOK(irqmod): the in-kernel xAPIC page answers without an exit (first, as
             // upstream's vcpu_mmio_read), then HOOK(irqroute): a read an in-kernel device
@@ -222,7 +222,7 @@ fn finish(
                 let cfg = walk_config(l);
                 let mut env = MemEnv::new(vcpu.vm());
                 let o = emulate::emulate(&mut l.arch, &mut env, &cfg, Some(&m));
-                return finish(vcpu, l, run, o, info);
+                return finish(vcpu, l, run, o, info, rflags_before);
             }
             set_exit(
                 run,
@@ -243,11 +243,15 @@ fn finish(
             if crate::irq::lapic::mmio_write(vcpu, l, m.gpa.0, data)
                 || crate::irq::mmio_write(vcpu.vm(), m.gpa.0, data)
             {
+                mark_completed(l, rflags_before);
                 return Action::Continue;
             }
             if vcpu.vm().io_bus_write(Bus::Mmio, m.gpa.0, data) == WriteResult::Handled {
+                mark_completed(l, rflags_before);
                 return Action::Continue;
             }
+            // (A write that exits to userspace is not stepped: upstream's
+            // complete_emulated_mmio returns to the guest without it, "FIXME".)
             set_exit(
                 run,
                 &UExit::Mmio {
@@ -272,6 +276,7 @@ pub(crate) fn mmio(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> Res
     let run = RunPage(vcpu.run_page());
     let cfg = walk_config(l);
     let mut env = MemEnv::new(vcpu.vm());
+    let rflags_before = l.arch.rflags;
     let o = emulate::emulate(&mut l.arch, &mut env, &cfg, None);
     // SVM_EXIT_NPF, EXITINFO1 = error code, EXITINFO2 = GPA (as upstream's get_exit_info).
     let info = emulation::ExitInfo {
@@ -281,7 +286,7 @@ pub(crate) fn mmio(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> Res
         intr_info: 0,
         error_code: 0,
     };
-    Ok(finish(vcpu, l, run, o, &info))
+    Ok(finish(vcpu, l, run, o, &info, rflags_before))
 }
 
 /// Completes what the last exit left (`HOOK(exits)` at the top of `KVM_RUN`, also with
@@ -289,15 +294,47 @@ pub(crate) fn mmio(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> Res
 /// caller returns 0 with the new exit in kvm_run).
 pub(crate) fn complete_userspace(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result<bool> {
     let intercepts = l.exits.debug.intercepts();
+    let dr = l.exits.debug.hw_bp();
     if let Some(crate::run::VcpuBackend::Svm(s)) = l.backend.as_mut() {
         s.set_exception_intercepts(intercepts);
+        s.set_dr_intercepts(dr);
     }
-    let Some(p) = l.exits.pending.take() else {
-        return Ok(false);
-    };
     let run = RunPage(vcpu.run_page());
+    if core::mem::take(&mut l.exits.bp_skip) {
+        inject_bp_skip(vcpu, l);
+    }
+    let action = match l.exits.pending.take() {
+        None => Action::Continue,
+        Some(p) => complete_pending(vcpu, l, run, p),
+    };
+    Ok(after_step(l, run, action) == Action::ToUser)
+}
+
+/// A #BP queued by `KVM_GUESTDBG_INJECT_BP` is a soft exception: without next-RIP save the
+/// INT3 at RIP is skipped first so the guest's handler returns past it (upstream
+/// `svm_update_soft_interrupt_rip`); if it cannot be skipped the #BP is not injected, as
+/// upstream's `svm_inject_exception` drops it then.
+fn inject_bp_skip(vcpu: &Vcpu, l: &mut VcpuLocked) {
+    let e = l.arch.events.exception;
+    if !(e.pending && e.vector == BP) {
+        return;
+    }
+    let rflags = l.arch.rflags;
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vcpu.vm());
+    match emulate::skip(&l.arch, &mut env, &cfg) {
+        Ok(d) if d.insn.op == Op::Int3 => {
+            l.arch.rip = d.next_rip;
+            l.arch.rflags = rflags;
+        }
+        _ => l.arch.events.exception.pending = false,
+    }
+}
+
+/// Completes one pending exit.
+fn complete_pending(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: Pending) -> Action {
     let u = read_union(run);
-    let action = match p {
+    match p {
         Pending::MmioRead { gpa, len } => {
             let m = MmioData {
                 gpa: Gpa(gpa),
@@ -306,8 +343,9 @@ pub(crate) fn complete_userspace(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result<bool
             };
             let cfg = walk_config(l);
             let mut env = MemEnv::new(vcpu.vm());
+            let rflags_before = l.arch.rflags;
             let o = emulate::emulate(&mut l.arch, &mut env, &cfg, Some(&m));
-            finish(vcpu, l, run, o, &emulation::ExitInfo::default())
+            finish(vcpu, l, run, o, &emulation::ExitInfo::default(), rflags_before)
         }
         Pending::Msr { read } => {
             let (error, data) = krun::read_msr_answer(&u);
@@ -340,8 +378,97 @@ pub(crate) fn complete_userspace(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result<bool
                 .unwrap_or(Action::Continue)
         }
         Pending::PioIn(pio) => complete_pio_in(vcpu, l, run, pio),
-    };
-    Ok(action == Action::ToUser)
+        Pending::OutsDone => {
+            l.exits.step_trap = true;
+            Action::Continue
+        }
+    }
+}
+
+/// An instruction was completed for the guest (skipped or emulated) with `rflags_before` in
+/// force: its single-step trap is due ([`after_step`]).
+fn mark_completed(l: &mut VcpuLocked, rflags_before: u64) {
+    if rflags_before & x86::exits::guest_debug::RFLAGS_TF != 0 {
+        l.exits.step_trap = true;
+    }
+}
+
+/// HOOK(misc) for the run loop's plain IN/OUT completion: the instruction completed if RIP
+/// moved from `rip_before`.
+pub(crate) fn pio_completed(l: &mut VcpuLocked, rip_before: u64) {
+    if l.arch.rip != rip_before {
+        mark_completed(l, l.arch.rflags);
+    }
+}
+
+/// The single-step trap of an instruction the module completed for the guest (upstream
+/// `kvm_vcpu_do_singlestep`), applied to the action the exit chose: `KVM_EXIT_DEBUG` with the
+/// next RIP when guest debugging single-steps (unless the exit already goes to userspace:
+/// HLT's exit replaces it, as upstream's `kvm_emulate_halt` does), else a #DB with DR6.BS for
+/// the guest's own TF.
+pub(crate) fn after_step(l: &mut VcpuLocked, run: RunPage, a: Action) -> Action {
+    if !core::mem::take(&mut l.exits.step_trap) {
+        return a;
+    }
+    let dr7 = l
+        .exits
+        .debug
+        .hw_breakpoints()
+        .map_or(l.arch.dr7, |(_, dr7)| dr7);
+    // The TF checked was RFLAGS before the instruction; it is still set (nothing the module
+    // completes clears it).
+    let rflags = l.arch.rflags | x86::exits::guest_debug::RFLAGS_TF;
+    match l
+        .exits
+        .debug
+        .after_instruction(rflags, linear_rip(&l.arch), dr7)
+    {
+        AfterStep::None => a,
+        AfterStep::Exit(e) => {
+            if a == Action::ToUser {
+                return a;
+            }
+            set_exit(run, &e);
+            Action::ToUser
+        }
+        AfterStep::QueueDb(payload) => {
+            crate::run::queue_exception(l, DB, None, Some(payload));
+            a
+        }
+    }
+}
+
+/// HOOK(misc), before an entry with IRQs off: with the debugger's hardware breakpoints on,
+/// its DR0-3/DR7 go into the guest state for this run (the guest's own are kept aside) and
+/// DR6 starts clean so a #DB's DR6 says exactly what hit (upstream's `eff_db` /
+/// `guest_debug_dr7` and SVM's DR6 = `DR6_ACTIVE_LOW` when debug registers exit).
+pub(crate) fn hw_bp_enter(st: &mut CpuState, x: &mut VcpuExits) {
+    if let Some((db, dr7)) = x.debug.hw_breakpoints() {
+        x.saved_dr = Some((
+            [st.db[0], st.db[1], st.db[2], st.db[3]],
+            st.dr6,
+            st.dr7,
+        ));
+        for (r, v) in st.db.iter_mut().zip(db) {
+            *r = v;
+        }
+        st.dr7 = dr7;
+        st.dr6 = x86::exits::guest_debug::DR6_ACTIVE_LOW;
+    }
+}
+
+/// HOOK(misc), after the entry: the guest's own debug registers back; DR6/DR7 as the hardware
+/// left them are kept for the `KVM_EXIT_DEBUG` of this exit.
+pub(crate) fn hw_bp_exit(st: &mut CpuState, x: &mut VcpuExits) {
+    x.dr_at_exit = None;
+    if let Some((db, dr6, dr7)) = x.saved_dr.take() {
+        x.dr_at_exit = Some((st.dr6, st.dr7));
+        for (r, v) in st.db.iter_mut().zip(db) {
+            *r = v;
+        }
+        st.dr6 = dr6;
+        st.dr7 = dr7;
+    }
 }
 
 /// The exits `crate::run::handle_exit` does not handle itself (`HOOK(exits)`).
@@ -364,6 +491,11 @@ pub(crate) fn handle(
             ..
         } => string_io(vcpu, l, run, port, size, is_in, next_rip, &info),
         Exit::Exception { vector, error_code } => Ok(exception(l, run, vector, error_code)),
+        // SVM_EXIT_READ_DR0..7 / WRITE_DR0..7: only intercepted with the debugger's hardware
+        // breakpoints loaded.
+        Exit::Other { code, .. } if (0x20..0x28).contains(&code) || (0x30..0x38).contains(&code) => {
+            dr_access(vcpu, l, run, &info)
+        }
         _ => {
             run.internal_error(
                 crate::run::uapi::KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
@@ -374,11 +506,60 @@ pub(crate) fn handle(
     }
 }
 
+/// A guest MOV to or from a debug register while the debugger's hardware breakpoints are
+/// loaded (upstream `dr_interception` without decode assists → the emulator): decoded at RIP
+/// (no decode assists here either), emulated against the guest's own registers
+/// ([`x86::exits::guest_debug::mov_dr`]), then skipped.
+fn dr_access(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Result<Action> {
+    use x86::exits::guest_debug::{mov_dr, DrOutcome};
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vcpu.vm());
+    let d = match emulate::decode_at_rip(&l.arch, &mut env, &cfg) {
+        Ok(d) if matches!(d.insn.op, Op::MovFromDr | Op::MovToDr) => d,
+        Ok(d) => return Ok(emulation_failure(vcpu, l, run, &d.bytes, &exit_info(info))),
+        Err(emulate::Failure::Exception(e)) => {
+            inject(l, e);
+            return Ok(Action::Continue);
+        }
+        Err(emulate::Failure::Unhandleable(b)) => {
+            return Ok(emulation_failure(vcpu, l, run, &b, &exit_info(info)))
+        }
+    };
+    let i = d.insn;
+    let (reg, dr) = match (i.op, i.dst, i.src) {
+        (Op::MovFromDr, x86emu::decode::Operand::Reg(r), x86emu::decode::Operand::Imm(n)) => (r, n),
+        (Op::MovToDr, x86emu::decode::Operand::Imm(n), x86emu::decode::Operand::Reg(r)) => (r, n),
+        _ => return Ok(emulation_failure(vcpu, l, run, &d.bytes, &exit_info(info))),
+    };
+    let long64 = in_64bit_mode(&l.arch);
+    let mask = if long64 { u64::MAX } else { 0xffff_ffff };
+    let write = (i.op == Op::MovToDr).then(|| l.arch.gpr(reg.gpr) & mask);
+    let (rtm, bus_lock) = (l.cpuid.model.rtm, l.cpuid.model.bus_lock_detect);
+    let cpl = emulate::cpl(&l.arch);
+    match mov_dr(&mut l.arch, dr as u8, write, long64, cpl, rtm, bus_lock) {
+        DrOutcome::Gp => inject_gp(l),
+        DrOutcome::Ud => inject_ud(l),
+        DrOutcome::GeneralDetect => crate::run::queue_exception(l, DB, None, None),
+        o => {
+            if let DrOutcome::Read(v) = o {
+                // A 32-bit register write zero-extends.
+                l.arch.set_gpr(reg.gpr, v & mask);
+            }
+            let rflags = l.arch.rflags;
+            l.arch.rip = d.next_rip;
+            l.arch.events.interrupt_shadow = 0;
+            mark_completed(l, rflags);
+        }
+    }
+    Ok(Action::Continue)
+}
+
 /// An intercepted exception: guest debugging's #DB/#BP exit to userspace; anything else
 /// (including the #GP svm reports for RDPMC) goes to the guest's IDT.
 fn exception(l: &mut VcpuLocked, run: RunPage, vector: u8, error_code: u32) -> Action {
     let lrip = linear_rip(&l.arch);
-    let (dr6, dr7) = (l.arch.dr6, l.arch.dr7);
+    // With the debugger's hardware breakpoints loaded, the hardware's DR6/DR7 of this exit.
+    let (dr6, dr7) = l.exits.dr_at_exit.unwrap_or((l.arch.dr6, l.arch.dr7));
     let e = match vector {
         DB => l.exits.debug.on_db(lrip, dr6, dr7),
         BP => l.exits.debug.on_bp(lrip, dr6, dr7),
@@ -587,6 +768,7 @@ fn string_io(
     let rcx = l.arch.gpr(Gpr::Rcx) & mask;
     if rep && rcx == 0 {
         l.arch.rip = next_rip;
+        mark_completed(l, l.arch.rflags);
         return Ok(Action::Continue);
     }
     let sz = u64::from(size);
@@ -638,11 +820,18 @@ fn string_io(
         l.arch.set_gpr(Gpr::Rcx, c);
         done = c & mask == 0;
     }
+    let rflags_before = l.arch.rflags;
     if done {
         l.arch.rip = next_rip;
     }
     if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), b) == WriteResult::Handled {
+        if done {
+            mark_completed(l, rflags_before);
+        }
         return Ok(Action::Continue);
+    }
+    if done && rflags_before & x86::exits::guest_debug::RFLAGS_TF != 0 {
+        l.exits.pending = Some(Pending::OutsDone);
     }
     for (k, v) in b.iter().enumerate() {
         // SAFETY: `pio` is the vCPU's 4 KiB PIO page; at most 4 bytes are written.
@@ -719,6 +908,7 @@ fn complete_pio_in(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: PioIn) -> A
     }
     if !p.rep || l.arch.gpr(Gpr::Rcx) & mask == 0 {
         l.arch.rip = p.next_rip;
+        mark_completed(l, l.arch.rflags);
     }
     Action::Continue
 }
@@ -741,6 +931,7 @@ pub(crate) fn pio_out_in_kernel(
     }
     if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), data) == WriteResult::Handled {
         l.arch.rip = next_rip;
+        mark_completed(l, l.arch.rflags);
         true
     } else {
         false

@@ -34,6 +34,10 @@ pub(crate) enum Pending {
     },
     /// `KVM_EXIT_IO` of a string IN: the elements go to ES:rDI.
     PioIn(PioIn),
+    /// `KVM_EXIT_IO` of the last element of a string OUT while RFLAGS.TF was set: the
+    /// instruction is complete, its single-step trap comes on the next `KVM_RUN` (upstream
+    /// completes the emulated OUTS there, then steps).
+    OutsDone,
 }
 
 /// A string port input waiting for userspace's data (the emulator's read-ahead of
@@ -61,6 +65,30 @@ pub(crate) struct VcpuExits {
     pub(crate) debug: GuestDebug,
     /// The completion the last exit left, if any.
     pub(crate) pending: Option<Pending>,
+    /// An instruction the module completed for the guest had RFLAGS.TF set before it: its
+    /// single-step trap is still to be taken (`crate::exit_run::after_step`).
+    pub(crate) step_trap: bool,
+    /// `KVM_GUESTDBG_INJECT_BP` queued a #BP: the INT3 at RIP is skipped before the next entry
+    /// (upstream `svm_update_soft_interrupt_rip` without next-RIP save).
+    pub(crate) bp_skip: bool,
+    /// The guest's own DR0-3, DR6 and DR7 while the debugger's hardware breakpoints are
+    /// loaded for one entry (`crate::exit_run::hw_bp_enter`).
+    pub(crate) saved_dr: Option<([u64; 4], u64, u64)>,
+    /// DR6 and DR7 as the hardware left them at the last exit with the debugger's
+    /// breakpoints loaded (the `KVM_EXIT_DEBUG` values).
+    pub(crate) dr_at_exit: Option<(u64, u64)>,
+}
+
+/// `RFLAGS` as userspace sees it (`kvm_get_rflags`): the TF single-stepping injected hidden.
+pub(crate) fn visible_rflags(l: &crate::vcpu::VcpuLocked, rflags: u64) -> u64 {
+    l.exits.debug.visible_rflags(rflags)
+}
+
+/// After userspace set RFLAGS (and RIP) (`kvm_set_rflags`): TF again while single-stepping
+/// at the RIP where stepping was enabled.
+pub(crate) fn rflags_set(l: &mut crate::vcpu::VcpuLocked) {
+    let linear_rip = l.arch.seg(SegReg::Cs).base.wrapping_add(l.arch.rip);
+    l.arch.rflags = l.exits.debug.hardware_rflags(l.arch.rflags, linear_rip);
 }
 
 /// `KVM_SET_GUEST_DEBUG`: copies `struct kvm_guest_debug` in (`EFAULT`), refuses a TD vCPU
@@ -78,11 +106,18 @@ pub(crate) fn set_guest_debug(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let mut l = vcpu.lock();
     let linear_rip = l.arch.seg(SegReg::Cs).base.wrapping_add(l.arch.rip);
     let rflags = l.arch.rflags;
-    let new = l
+    let ev = &l.arch.events.exception;
+    // kvm_is_exception_pending: pending, injected or a pending exception VM-exit.
+    let exception_pending = ev.pending || ev.injected;
+    let o = l
         .exits
         .debug
-        .set(&d, rflags, linear_rip)
+        .set(&d, rflags, linear_rip, exception_pending)
         .map_err(|e| Error::from_errno(-e.raw()))?;
-    l.arch.rflags = new;
+    if let Some(v) = o.inject {
+        crate::run::queue_exception(&mut l, v, None, None);
+        l.exits.bp_skip = v == guest_debug::BP_VECTOR;
+    }
+    l.arch.rflags = o.rflags;
     Ok(0)
 }

@@ -62,6 +62,8 @@ const KVM_CAP_IOEVENTFD_NO_LENGTH: u64 = 100;
 const KVM_CAP_IOEVENTFD_ANY_LENGTH: u64 = 122;
 /// `KVM_CAP_COALESCED_PIO`.
 const KVM_CAP_COALESCED_PIO: u64 = 162;
+/// `KVM_CAP_SET_GUEST_DEBUG2` (its value: the `KVM_GUESTDBG_*` flags accepted).
+const KVM_CAP_SET_GUEST_DEBUG2: u64 = 195;
 /// `KVM_CAP_X86_USER_SPACE_MSR`.
 const KVM_CAP_X86_USER_SPACE_MSR: u64 = 188;
 /// `KVM_CAP_X86_MSR_FILTER`.
@@ -84,6 +86,9 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_EXIT_ON_EMULATION_FAILURE
         | KVM_CAP_SET_GUEST_DEBUG => 1,
         KVM_CAP_EXIT_HYPERCALL => hypercall::EXIT_HYPERCALL_VALID_MASK as isize,
+        // Upstream answers KVM_GUESTDBG_VALID_MASK; here the flags really supported (no
+        // BLOCKIRQ), which is what userspace reads it for.
+        KVM_CAP_SET_GUEST_DEBUG2 => x86::exits::guest_debug::SUPPORTED as isize,
         _ => return None,
     })
 }
@@ -138,6 +143,9 @@ pub(crate) struct VmExitsLocked {
     pub(crate) exit_on_emulation_failure: bool,
     /// The MSR filter, if one was set.
     msr_filter: Option<MsrFilter<Bitmap>>,
+    /// The SVM MSR permission map the VM's vCPUs share, kept in step with `msr_filter`
+    /// (allocated with the first vCPU).
+    msrpm: Option<crate::svm::msrpm::VmMsrpm>,
     /// Coalesced zones (`None`: a freed slot).
     zones: KVec<Option<Zone>>,
     /// ioeventfds (`None`: a freed slot).
@@ -153,17 +161,6 @@ impl VmExitsLocked {
             .flatten()
             .filter(|z| (z.pio == 1) == pio)
             .count()
-    }
-
-    /// Whether an MSR filter with ranges is installed: the backend must then intercept the MSRs
-    /// it otherwise passes through (upstream recomputes the MSR bitmaps on
-    /// `KVM_REQ_MSR_FILTER_CHANGED`), or a filtered FS/GS base access would not be seen.
-    // For the SVM backend's MSR permission map (see /work/wt/markers/exits-notes.txt).
-    #[allow(dead_code)]
-    pub(crate) fn msr_filter_active(&self) -> bool {
-        self.msr_filter
-            .as_ref()
-            .is_some_and(|f| f.count() > 0 || !f.default_allow())
     }
 
     /// Whether the MSR filter allows the access (`kvm_msr_allowed`).
@@ -198,12 +195,23 @@ impl VmExits {
                     hypercall_exit_mask: 0,
                     exit_on_emulation_failure: false,
                     msr_filter: None,
+                    msrpm: None,
                     zones: KVec::new(),
                     ioeventfds: KVec::new(),
                 },
                 "kvm->exits"
             ),
         })
+    }
+
+    /// The physical address of the VM's SVM MSR permission map, allocated (for the current
+    /// filter) on the first call; `None` if it cannot be allocated.
+    pub(crate) fn msrpm_pa(&self) -> Option<u64> {
+        let mut l = self.inner.lock();
+        if l.msrpm.is_none() {
+            l.msrpm = Some(crate::svm::msrpm::VmMsrpm::new(l.msr_filter.as_ref())?);
+        }
+        l.msrpm.as_ref().map(|m| m.pa())
     }
 
     /// The lock.
@@ -237,10 +245,22 @@ pub(crate) fn set_msr_filter(vm: &Vm, arg: usize) -> Result<isize> {
         Ok(Bitmap(v))
     })
     .map_err(errno)?;
-    let old = vm.exits().lock().msr_filter.replace(filter);
-    // Freed outside the lock. (Upstream also kicks every vCPU with KVM_REQ_MSR_FILTER_CHANGED to
-    // recompute its MSR intercepts; here every guest RDMSR/WRMSR is intercepted and checks the
-    // filter on each access, so nothing is cached.)
+    let old = {
+        let mut l = vm.exits().lock();
+        let old = l.msr_filter.replace(filter);
+        // Upstream KVM_REQ_MSR_FILTER_CHANGED → svm_msr_filter_changed: the pass-through MSRs
+        // the new filter denies are intercepted again, the ones it allows pass through. The
+        // map is shared by the VM's vCPUs, so it is rewritten here, under the lock that also
+        // orders it with the filter the exit handler checks.
+        let VmExitsLocked {
+            msr_filter, msrpm, ..
+        } = &mut *l;
+        if let Some(m) = msrpm.as_mut() {
+            m.update(msr_filter.as_ref());
+        }
+        old
+    };
+    // Freed outside the lock.
     drop(old);
     Ok(0)
 }

@@ -168,7 +168,11 @@ impl VcpuBackend {
             return None;
         };
         let root = m.shared_root_pfn()?;
-        SvmVcpu::new(root.raw() << 12).map(VcpuBackend::Svm)
+        // HOOK(misc): the VM's MSR permission map (follows the MSR filter).
+        let msrpm = vm.exits().msrpm_pa()?;
+        let mut s = SvmVcpu::new(root.raw() << 12)?;
+        s.use_msrpm(msrpm);
+        Some(VcpuBackend::Svm(s))
     }
 
     fn get(&mut self) -> &mut impl Backend {
@@ -229,7 +233,10 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
     let pio = vcpu.pio_page();
     // Upstream: complete_userspace_io first, immediate_exit after it.
     if let Some(p) = l.run.pending_io.take() {
+        let rip = l.arch.rip;
         io::complete(&mut l.arch, pio, p);
+        // HOOK(misc): the completed IN/OUT's single-step trap (taken in complete_userspace).
+        crate::exit_run::pio_completed(l, rip);
     }
     // HOOK(exits): complete MMIO reads, string PIO, RDMSR/WRMSR and hypercall exits here.
     if crate::exit_run::complete_userspace(vcpu, l)? {
@@ -344,9 +351,14 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             let flush = gen != l.run.tlb_gen;
             l.run.tlb_gen = gen;
             l.run.last_cpu = cpu;
+            // HOOK(misc): the debugger's hardware breakpoints for this run.
+            crate::exit_run::hw_bp_enter(&mut l.arch, &mut l.exits);
             // SAFETY: IRQs and preemption off on `cpu`; the guest FPU is loaded (run() did)
             // and current (reloaded just above); XCR0 checked above.
-            Some(unsafe { backend.get().enter(&mut l.arch, cpu, flush, host_xcr0) })
+            let info = unsafe { backend.get().enter(&mut l.arch, cpu, flush, host_xcr0) };
+            // HOOK(misc): the guest's own debug registers back.
+            crate::exit_run::hw_bp_exit(&mut l.arch, &mut l.exits);
+            Some(info)
         };
         tlb.leave(cpu);
         // HOOK(irqmod): vcpu->mode = OUTSIDE_GUEST_MODE.
@@ -368,7 +380,9 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             continue;
         };
         bump(&vcpu.stats.run.exits);
-        match handle_exit(vcpu, l, run, info)? {
+        let a = handle_exit(vcpu, l, run, info)?;
+        // HOOK(misc): single-step over an instruction the exit handler skipped or emulated.
+        match crate::exit_run::after_step(l, run, a) {
             // HOOK(irqmod): request_interrupt_window -> KVM_EXIT_IRQ_WINDOW_OPEN.
             Action::Continue if crate::irq::inject::after_exit(vcpu, l, run) => return Ok(0),
             Action::Continue => continue,

@@ -16,6 +16,7 @@ mod attributes;
 mod backend;
 mod clock; // HOOK(clock): kvm-clock, KVM_GET/SET_CLOCK
 mod dev;
+mod device;
 mod dirty;
 mod env;
 mod eventfd;

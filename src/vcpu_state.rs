@@ -462,6 +462,8 @@ pub(crate) fn sync_regs(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result {
     };
     if dirty & KVM_SYNC_X86_REGS != 0 {
         x86::regs::set_regs(&mut l.arch, &regs.regs);
+        // HOOK(misc): kvm_set_rflags.
+        crate::exit_vcpu::rflags_set(l);
         dirty &= !KVM_SYNC_X86_REGS;
         write_dirty(dirty);
     }
@@ -488,7 +490,10 @@ pub(crate) fn store_regs(vcpu: &Vcpu, l: &mut VcpuLocked) {
     unsafe {
         let s = run.add(KVM_RUN_SYNC_REGS).cast::<KvmSyncRegs>();
         if valid & KVM_SYNC_X86_REGS != 0 {
-            core::ptr::addr_of_mut!((*s).regs).write_volatile(x86::regs::get_regs(&l.arch));
+            let mut r = x86::regs::get_regs(&l.arch);
+            // HOOK(misc): kvm_get_rflags.
+            r.rflags = crate::exit_vcpu::visible_rflags(l, r.rflags);
+            core::ptr::addr_of_mut!((*s).regs).write_volatile(r);
         }
         if valid & KVM_SYNC_X86_SREGS != 0 {
             core::ptr::addr_of_mut!((*s).sregs).write_volatile(x86::regs::get_sregs(&l.arch));
@@ -548,12 +553,21 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
     }
     match cmd {
         KVM_GET_REGS => {
-            let r = x86::regs::get_regs(&vcpu.lock().arch);
+            let r = {
+                let l = vcpu.lock();
+                let mut r = x86::regs::get_regs(&l.arch);
+                // HOOK(misc): kvm_get_rflags hides single-stepping's TF.
+                r.rflags = crate::exit_vcpu::visible_rflags(&l, r.rflags);
+                r
+            };
             write_pod(arg, &r)?;
         }
         KVM_SET_REGS => {
             let r: KvmRegs = read_pod(arg)?;
-            x86::regs::set_regs(&mut vcpu.lock().arch, &r);
+            let mut l = vcpu.lock();
+            x86::regs::set_regs(&mut l.arch, &r);
+            // HOOK(misc): kvm_set_rflags adds single-stepping's TF back.
+            crate::exit_vcpu::rflags_set(&mut l);
         }
         KVM_GET_SREGS => {
             let s = x86::regs::get_sregs(&vcpu.lock().arch);
@@ -879,14 +893,16 @@ fn enable_cap(vcpu: &Vcpu, arg: usize) -> Result<isize> {
 
 /// The walker's view of the guest CPU (MAXPHYADDR, PSE-36, 1 GiB pages): from the vCPU's CPUID;
 /// 1 GiB pages as the host has them (upstream with TDP: the hardware walker allows them).
-fn walk_config(l: &VcpuLocked) -> x86emu::walk::WalkConfig {
+/// The vCPU's page-walk configuration, the one KVM_TRANSLATE and the exits' emulator use
+/// (derived from the vCPU's CPUID table: [`x86emu::walk::WalkConfig::for_guest`]).
+pub(crate) fn walk_config(l: &VcpuLocked) -> x86emu::walk::WalkConfig {
     let raw = host_cpuid_raw;
     let host = HostCpuid::new(&raw);
-    x86emu::walk::WalkConfig {
-        maxphyaddr: l.cpuid.model.maxphyaddr,
-        pse36: x86::cpuid::has(&l.cpuid.entries, x86::cpuid::feat::PSE36),
-        gbpages: host.has(x86::cpuid::feat::GBPAGES),
-    }
+    x86emu::walk::WalkConfig::for_guest(
+        &l.cpuid.model,
+        &l.cpuid.entries,
+        host.has(x86::cpuid::feat::GBPAGES),
+    )
 }
 
 /// `KVM_TRANSLATE` (upstream `kvm_arch_vcpu_ioctl_translate`): a supervisor read walk of the

@@ -211,6 +211,8 @@ pub(crate) struct Vm {
     irq: crate::irq::VmIrq,
     /// HOOK(irqmod): VM-wide LAPIC settings and the lock-free vCPU table.
     apic: crate::irq::lapic::VmApic,
+    // HOOK(misc): KVM_CREATE_DEVICE's devices.
+    devices: crate::device::VmDevices,
 }
 
 impl Vm {
@@ -259,6 +261,7 @@ impl Vm {
                 clock <- crate::clock::VmClock::new(), // HOOK(clock)
                 irq <- crate::irq::VmIrq::new(), // HOOK(irqroute)
                 apic, // HOOK(irqmod)
+                devices: crate::device::VmDevices::new(),
             }),
             GFP_KERNEL,
         )?;
@@ -363,6 +366,11 @@ impl Vm {
     /// `kvm->arch.irqchip_mode`).
     pub(crate) fn irqchip_mode(&self) -> crate::irq::IrqchipMode {
         self.irq.mode()
+    }
+
+    /// HOOK(misc): the VM's devices ([`crate::device`]).
+    pub(crate) fn devices(&self) -> &crate::device::VmDevices {
+        &self.devices
     }
 
     /// Whether VM and vCPU ioctls may run: the calling process created the VM and the VM is not

@@ -6,8 +6,9 @@
 //! What the VMCB intercepts (`init_vmcb`): INTR, NMI, SMI (host events: the guest exits, the
 //! host takes them after `STGI`), SHUTDOWN, the SVM instructions (VMRUN, VMLOAD, VMSAVE, STGI,
 //! CLGI, SKINIT, INVLPGA: `#UD` in the guest, which has no nested SVM), HLT, port I/O (all of
-//! it, through a shared all-ones IOPM), MSRs (a shared MSRPM that passes through only the
-//! MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*),
+//! it, through a shared all-ones IOPM), MSRs (the VM's MSRPM, [`msrpm`], that passes through only
+//! the MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*,
+//! and of those only the accesses the VM's MSR filter allows),
 //! CPUID, VMMCALL, XSETBV, INVD, WBINVD, MONITOR/MWAIT, RDPRU, RDPMC, and `#MC` (handed to the host's
 //! handler), `#AC` and `#DB` (re-injected). Debug-register accesses are not intercepted: the
 //! guest's DR0-3 are loaded before VMRUN and read back after, DR6/DR7 are the VMCB's. EFER.SVME is
@@ -28,6 +29,8 @@
 pub(crate) mod events;
 pub(crate) mod glue;
 pub(crate) mod hw;
+// HOOK(misc): the VM's MSR permission map (MSR filter vs pass-through MSRs).
+pub(crate) mod msrpm;
 
 use crate::env::OwnedPage;
 use crate::run::{Exit, ExitInfo};
@@ -70,6 +73,9 @@ pub(crate) struct SvmVcpu {
     extra_exceptions: u32,
     /// HOOK(irqmod): interrupt/NMI windows and NMI masking ([`events`]).
     pub(crate) events: events::SvmEvents,
+    /// HOOK(misc): the MSR permission map in the VMCB: the VM's ([`msrpm`]), set by
+    /// [`SvmVcpu::use_msrpm`] at creation.
+    msrpm_pa: u64,
 }
 
 impl SvmVcpu {
@@ -85,6 +91,7 @@ impl SvmVcpu {
             asid_generation: 0,
             extra_exceptions: 0,
             events: Default::default(),
+            msrpm_pa: hw::permission_maps().1,
         };
         v.init_vmcb(ncr3);
         Some(v)
@@ -98,7 +105,8 @@ impl SvmVcpu {
     }
 
     fn init_vmcb(&mut self, ncr3: u64) {
-        let (iopm, msrpm) = hw::permission_maps();
+        let (iopm, _) = hw::permission_maps();
+        let msrpm = self.msrpm_pa;
         let extra = self.extra_exceptions;
         let vmcb = self.vmcb();
         *vmcb = Vmcb::zeroed();
@@ -142,6 +150,13 @@ impl SvmVcpu {
         self.last_cpu = u32::MAX;
     }
 
+    /// HOOK(misc): points the VMCB at the VM's MSR permission map (which follows the VM's MSR
+    /// filter), set once at vCPU creation; kept across [`SvmVcpu::reset_after_shutdown`].
+    pub(crate) fn use_msrpm(&mut self, pa: u64) {
+        self.msrpm_pa = pa;
+        self.vmcb().control.msrpm_base_pa = pa;
+    }
+
     /// After a shutdown (triple fault) the VMCB is re-initialised, as upstream's
     /// `shutdown_interception` does (the save area is undefined after a shutdown intercept).
     pub(crate) fn reset_after_shutdown(&mut self) {
@@ -172,6 +187,13 @@ impl SvmVcpu {
         if v != c.intercepts[3] {
             c.intercepts[3] = v;
         }
+    }
+
+    /// HOOK(misc): intercepts the guest's DR0-7 reads and writes while the debugger's hardware
+    /// breakpoints are loaded (upstream intercepts DR accesses whenever guest debugging is on;
+    /// here only then, since otherwise the guest's own registers are loaded), else none.
+    pub(crate) fn set_dr_intercepts(&mut self, on: bool) {
+        self.vmcb().control.intercepts[intercept::DR] = if on { 0x00ff_00ff } else { 0 };
     }
 
     /// Picks the ASID for this run on `cpu` (upstream `pre_svm_run` / `new_asid`) and asks for
@@ -226,9 +248,11 @@ impl SvmVcpu {
         unsafe { self.pre_run(cpu, flush) };
         let tsc_offset = st.tsc_offset;
         {
+            // HOOK(misc): the event first: delivering a pending exception's payload writes
+            // CR2 (#PF) or DR6 (#DB) into `st`, which the VMCB must then carry.
+            let (inj, err) = event_to_inject(st);
             let vmcb = self.vmcb();
             x86::svm::load_guest_state(vmcb, st, tsc_offset);
-            let (inj, err) = event_to_inject(st);
             vmcb.control.event_inj = inj;
             vmcb.control.event_inj_err = err;
             vmcb.control.int_state = u32::from(st.events.interrupt_shadow != 0);
@@ -312,11 +336,28 @@ impl SvmVcpu {
                 info2: 0,
             };
         }
-        let code = vmcb.control.exit_code;
+        // HOOK(misc): VMEXIT_INVALID is -1 in the low 32 bits (upstream's VMCB has a u32
+        // exit_code; QEMU writes 0xffffffff): it must not read as an unknown exit.
+        let code = if vmcb.control.exit_code as u32 == u32::MAX {
+            exit::INVALID
+        } else {
+            vmcb.control.exit_code
+        };
         let (info1, info2) = (vmcb.control.exit_info_1, vmcb.control.exit_info_2);
         let int_info = vmcb.control.exit_int_info;
         if code != exit::INVALID {
             x86::svm::store_guest_state(vmcb, st);
+        }
+        // HOOK(misc): a failed entry (VMEXIT_INVALID) delivered nothing: without a valid
+        // EXITINTINFO (hardware need not copy EVENTINJ there when the consistency checks
+        // fail) the events stay injected for the next entry instead of being dropped.
+        if code == exit::INVALID && int_info & (1 << 31) == 0 {
+            return ExitInfo {
+                exit: decode_exit(code, info1, info2),
+                code,
+                info1,
+                info2,
+            };
         }
         // Whatever was injected has been delivered, unless EXITINTINFO says its delivery was
         // cut short: then it is stored back as injected, for the next entry (upstream
@@ -394,7 +435,10 @@ fn event_to_inject(st: &mut CpuState) -> (u32, u32) {
 fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
     match code {
         exit::INTR | exit::NMI | exit::SMI => Exit::HostEvent,
-        exit::INVALID => Exit::FailEntry { reason: code },
+        // Upstream reports its u32 exit code, zero-extended.
+        exit::INVALID => Exit::FailEntry {
+            reason: u64::from(u32::MAX),
+        },
         exit::IOIO => {
             let io = x86::svm::IoioInfo(info1);
             Exit::Io {

@@ -118,6 +118,15 @@ pub enum Op {
     Cpuid,
     /// HLT (F4).
     Hlt,
+    /// MOV r, DRn (0F 21): `dst` the register, `src` the debug register's number (0-7) as
+    /// [`Operand::Imm`] (ModRM.reg; r/m is a register whatever ModRM.mod says).
+    MovFromDr,
+    /// MOV DRn, r (0F 23): `dst` the debug register's number as [`Operand::Imm`], `src` the
+    /// register.
+    MovToDr,
+    /// INT3 (CC): skipped before a #BP that `KVM_GUESTDBG_INJECT_BP` injects, as upstream's
+    /// soft-exception injection does without next-RIP save.
+    Int3,
     /// RDMSR (0F 32).
     Rdmsr,
     /// WRMSR (0F 30).

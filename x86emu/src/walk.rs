@@ -121,6 +121,26 @@ impl Default for WalkConfig {
     }
 }
 
+impl WalkConfig {
+    /// The walk configuration of a vCPU, from its CPUID table (`entries`, with `model` derived
+    /// from it), as upstream's guest MMU takes its reserved bits from guest CPUID
+    /// (`reset_guest_rsvds_bits_mask`): MAXPHYADDR from leaf 0x80000008 (36 without it),
+    /// PSE-36 from CPUID.1:EDX, and 1 GiB pages as `kvm_vcpu_after_set_cpuid` governs them with
+    /// TDP on: the host's GBPAGES, once a table has been set (a vCPU that never had
+    /// `KVM_SET_CPUID2` has no governed features).
+    pub fn for_guest(
+        model: &x86::cpuid::GuestCpu,
+        entries: &[x86::uapi::KvmCpuidEntry2],
+        host_gbpages: bool,
+    ) -> Self {
+        WalkConfig {
+            maxphyaddr: model.maxphyaddr,
+            pse36: x86::cpuid::has(entries, x86::cpuid::feat::PSE36),
+            gbpages: host_gbpages && !entries.is_empty(),
+        }
+    }
+}
+
 /// The paging-relevant guest registers, copied out of the vCPU state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PagingRegs {
@@ -532,5 +552,51 @@ pub fn translate(
             writeable: true,
             usermode: false,
         },
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::WalkConfig;
+    use x86::cpuid::GuestCpu;
+    use x86::uapi::KvmCpuidEntry2;
+
+    fn leaf(function: u32, eax: u32, edx: u32) -> KvmCpuidEntry2 {
+        KvmCpuidEntry2 {
+            function,
+            eax,
+            edx,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn no_table_is_36_bits_without_pse36_or_1g() {
+        let c = WalkConfig::for_guest(&GuestCpu::default(), &[], true);
+        assert_eq!(
+            c,
+            WalkConfig {
+                maxphyaddr: 36,
+                pse36: false,
+                gbpages: false
+            }
+        );
+    }
+
+    #[test]
+    fn from_the_table() {
+        let t = [
+            leaf(1, 0, 1 << 17),
+            leaf(0x8000_0000, 0x8000_0008, 0),
+            leaf(0x8000_0008, 43, 0),
+        ];
+        let m = GuestCpu::from_entries(&t, 0);
+        let c = WalkConfig::for_guest(&m, &t, true);
+        assert_eq!((c.maxphyaddr, c.pse36, c.gbpages), (43, true, true));
+        // 1 GiB pages follow the host with TDP, not the guest's GBPAGES bit.
+        assert!(!WalkConfig::for_guest(&m, &t, false).gbpages);
+        let t2 = [leaf(1, 0, 0)];
+        let c = WalkConfig::for_guest(&GuestCpu::from_entries(&t2, 0), &t2, true);
+        assert_eq!((c.maxphyaddr, c.pse36, c.gbpages), (36, false, true));
     }
 }

@@ -42,6 +42,8 @@ fn mnemonics(op: Op) -> &'static [Mnemonic] {
     match op {
         Op::Cpuid => &[M::Cpuid],
         Op::Hlt => &[M::Hlt],
+        Op::Int3 => &[M::Int3],
+        Op::MovFromDr | Op::MovToDr => &[M::Mov],
         Op::Rdmsr => &[M::Rdmsr],
         Op::Wrmsr => &[M::Wrmsr],
         Op::Vmmcall => &[M::Vmmcall],
@@ -182,6 +184,15 @@ fn check_operand(o: &Operand, idx: u32, ins: &Instruction, insn: &Insn, m: CodeS
         Operand::Mem(mem) => {
             assert_eq!(ins.op_kind(idx), OpKind::Memory, "{}: op{idx} kind", ctx());
             check_mem(mem, ins, m, insn, ctx);
+        }
+        Operand::Imm(n) if matches!(insn.op, Op::MovFromDr | Op::MovToDr) => {
+            // The debug register's number.
+            assert_eq!(
+                ins.op_register(idx) as usize,
+                Register::DR0 as usize + *n as usize,
+                "{}: op{idx} debug register",
+                ctx()
+            );
         }
         Operand::Imm(v) => {
             let size = if matches!(insn.op, Op::In | Op::Out | Op::Bit(_)) {

@@ -127,6 +127,7 @@ mod huge;
 mod irq;
 mod irqchip;
 mod memory;
+mod misc;
 mod prefault;
 mod run;
 mod run_bench;
@@ -154,6 +155,7 @@ fn tests() -> Vec<Test> {
         dirty::run_tests(),
         irq::tests(),
         irqchip::tests(),
+        misc::tests(),
     ]
     .concat()
 }

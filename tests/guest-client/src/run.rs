@@ -427,7 +427,7 @@ fn close_vm_while_running() -> Result<(), String> {
 /// A VM with `ram` bytes at GPA 0 holding identity-mapped 4-level page tables for the first
 /// 2 MiB (PML4 0x1000, PDPT 0x2000, PD 0x3000 with one 2 MiB page) and `code` at 0x10000; a
 /// vCPU entered directly in 64-bit mode there with KVM_SET_SREGS/REGS.
-fn long_mode_guest(code: &[u8]) -> Result<(Guest, VcpuFd), String> {
+pub(crate) fn long_mode_guest(code: &[u8]) -> Result<(Guest, VcpuFd), String> {
     let g = Guest::new(&[0xf4], 0x40_0000)?;
     g.ram.write(0x1000, &(0x2000u64 | 3).to_le_bytes());
     g.ram.write(0x2000, &(0x3000u64 | 3).to_le_bytes());

@@ -210,6 +210,40 @@ pub fn allowed<B: AsRef<[u8]>>(filter: Option<&MsrFilter<B>>, index: u32, a: Msr
     }
 }
 
+/// Fills `pm`, an SVM MSR permission map (two bits per MSR: read, then write; a set bit
+/// intercepts), for a VM whose filter is `filter` (upstream `svm_msr_filter_changed` →
+/// `set_msr_interception_bitmap`, which intercepts an access the filter denies even when the
+/// MSR is otherwise passed through): every MSR is intercepted except the `passthrough` ones,
+/// whose read and write bits are each cleared only while the filter allows that access. A
+/// denied access then exits, and the exit handler's filter check turns it into
+/// `KVM_EXIT_X86_RDMSR/WRMSR` (reason FILTER) or #GP. Bytes are written one by one with
+/// `write` (the module's map may be in use by a running vCPU: each byte is written once).
+pub fn fill_svm_msrpm<B: AsRef<[u8]>>(
+    len: usize,
+    filter: Option<&MsrFilter<B>>,
+    passthrough: &[u32],
+    mut write: impl FnMut(usize, u8),
+) {
+    for i in 0..len {
+        let mut byte = 0xffu8;
+        for &msr in passthrough {
+            let Some((at, bit)) = crate::svm::msrpm_bit(msr) else {
+                continue;
+            };
+            if at != i {
+                continue;
+            }
+            if allowed(filter, msr, MsrAccess::Read) {
+                byte &= !(1 << bit);
+            }
+            if allowed(filter, msr, MsrAccess::Write) {
+                byte &= !(2 << bit);
+            }
+        }
+        write(i, byte);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -234,6 +268,61 @@ mod tests {
             } else {
                 Ok(vec![fill; n])
             }
+        }
+    }
+
+    fn msrpm(filter: Option<&MsrFilter<Vec<u8>>>) -> Vec<u8> {
+        let mut pm = vec![0u8; crate::svm::MSRPM_SIZE];
+        fill_svm_msrpm(pm.len(), filter, &crate::svm::PASSTHROUGH_MSRS, |i, b| {
+            pm[i] = b
+        });
+        pm
+    }
+
+    fn bits(pm: &[u8], msr: u32) -> (bool, bool) {
+        let (at, bit) = crate::svm::msrpm_bit(msr).unwrap();
+        (pm[at] & (1 << bit) != 0, pm[at] & (2 << bit) != 0)
+    }
+
+    #[test]
+    fn svm_msrpm_follows_the_filter() {
+        const FS_BASE: u32 = 0xc000_0100;
+        const GS_BASE: u32 = 0xc000_0101;
+        const LSTAR: u32 = 0xc000_0082;
+        // No filter: the pass-through MSRs pass, everything else is intercepted.
+        let pm = msrpm(None);
+        for m in crate::svm::PASSTHROUGH_MSRS {
+            assert_eq!(bits(&pm, m), (false, false), "{m:#x}");
+        }
+        assert_eq!(bits(&pm, 0x10), (true, true));
+        assert_eq!(bits(&pm, 0xc000_0080), (true, true));
+        let passthrough_bits = 2 * crate::svm::PASSTHROUGH_MSRS.len();
+        let ones: u32 = pm.iter().map(|b| b.count_ones()).sum();
+        assert_eq!(ones as usize, pm.len() * 8 - passthrough_bits);
+        // Default allow; one range denies FS_BASE writes (bit 0 clear), allows GS_BASE (bit 1).
+        let mut u = UapiFilter::default();
+        u.ranges[0] = range(FILTER_WRITE, FS_BASE, 2, 1);
+        let f = MsrFilter::build(&u, |_, n| {
+            let mut v = vec![0u8; n];
+            v[0] = 0b10;
+            Ok(v)
+        })
+        .unwrap();
+        let pm = msrpm(Some(&f));
+        assert_eq!(bits(&pm, FS_BASE), (false, true));
+        assert_eq!(bits(&pm, GS_BASE), (false, false));
+        assert_eq!(bits(&pm, LSTAR), (false, false));
+        // Default deny with an empty-bitmap read range: every pass-through MSR is intercepted
+        // both ways.
+        let mut u = UapiFilter {
+            flags: DEFAULT_DENY,
+            ..Default::default()
+        };
+        u.ranges[0] = range(FILTER_READ, 0, 1, 1);
+        let f = MsrFilter::build(&u, fetch(0)).unwrap();
+        let pm = msrpm(Some(&f));
+        for m in crate::svm::PASSTHROUGH_MSRS {
+            assert_eq!(bits(&pm, m), (true, true), "{m:#x}");
         }
     }
 

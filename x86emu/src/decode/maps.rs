@@ -56,6 +56,8 @@ pub(super) enum Form {
     Grp8,
     /// A memory-only ModRM operand without a size (INVLPG) or any ModRM (multi-byte NOP).
     M,
+    /// MOV to/from a debug register (0F 21, 0F 23).
+    MovDr,
 }
 
 /// The one-byte opcode map (the subset we handle).
@@ -120,6 +122,7 @@ pub(super) fn one_byte(
         0xe6 | 0xe7 => (Some(Op::Out), Form::PortIb),
         0xec | 0xed => (Some(Op::In), Form::PortDx),
         0xee | 0xef => (Some(Op::Out), Form::PortDx),
+        0xcc => (Some(Op::Int3), Form::Plain),
         0xf4 => (Some(Op::Hlt), Form::Plain),
         0xf6 => (None, Form::Grp3Eb),
         0xf7 => (None, Form::Grp3Ev),
@@ -164,6 +167,8 @@ pub(super) fn two_byte(
         0x09 => (Some(Op::Wbinvd), Form::Plain),
         // 0F 1F /0 is the multi-byte NOP; /1-/7 are reserved-NOP encodings.
         0x1f if (c.peek()? >> 3) & 7 == 0 => (Some(Op::Nop), Form::M),
+        0x21 => (Some(Op::MovFromDr), Form::MovDr),
+        0x23 => (Some(Op::MovToDr), Form::MovDr),
         0x30 => (Some(Op::Wrmsr), Form::Plain),
         0x31 => (Some(Op::Rdtsc), Form::Plain),
         0x32 => (Some(Op::Rdmsr), Form::Plain),

@@ -350,6 +350,23 @@ pub(super) fn finish(
             let dst = x.e(v)?;
             (Some(Op::Bit(bit)), dst, Operand::Imm(x.c.le(1)?))
         }
+        Form::MovDr => {
+            // ModRM.reg names the debug register; r/m is a register whatever
+            // ModRM.mod says; 64-bit in 64-bit mode, else 32-bit (operand-size prefixes ignored).
+            let m = x.modrm()?;
+            op_size = if mode == CodeSize::Bits64 { 8 } else { 4 };
+            let reg = Operand::Reg(x.reg(m & 7, 0, op_size));
+            // DR8-15 (REX.R) do not exist: #UD, which the CPU raises before any intercept.
+            if p.rex_bit(2) != 0 {
+                return Err(DecodeError::Unsupported);
+            }
+            let dr = Operand::Imm(u64::from((m >> 3) & 7));
+            if op == Some(Op::MovFromDr) {
+                (op, reg, dr)
+            } else {
+                (op, dr, reg)
+            }
+        }
         Form::M => {
             let dst = x.e(v)?;
             if op == Some(Op::Invlpg) && dst.mem().is_none() {
