@@ -60,6 +60,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::irq::check_extension(cap) {
         return r; // HOOK(irqroute)
     }
+    if let Some(r) = crate::irq::lapic::check_extension(cap) {
+        return r; // HOOK(irqmod)
+    }
     match cap {
         KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_EXT_EMUL_CPUID
@@ -179,6 +182,9 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
     if let Some(r) = crate::irq::vm_ioctl(vm, cmd, arg) {
         return r; // HOOK(irqroute)
     }
+    if let Some(r) = crate::irq::lapic::vm_ioctl(vm, cmd, arg) {
+        return r; // HOOK(irqmod)
+    }
     match cmd {
         KVM_CHECK_EXTENSION => Ok(check_extension(arg as u64, Some(vm))),
         KVM_CREATE_VCPU => crate::vcpu::create(vm, arg),
@@ -225,10 +231,12 @@ fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
                 return Err(EINVAL);
             }
             let mut l = vm.lock();
-            // The boot vCPU id is always 0 here (no KVM_CAP_SET_BOOT_CPU_ID), never above `want`.
+            // HOOK(irqmod): the boot vCPU id (KVM_SET_BOOT_CPU_ID) may not be above `want`.
             // Setting the value already in force succeeds; once set (explicitly, or by the first
             // vCPU), any other value is EINVAL.
-            if u64::from(l.max_vcpu_ids) == want {
+            if u64::from(crate::irq::lapic::boot_cpu_id(vm)) > want {
+                Err(EINVAL)
+            } else if u64::from(l.max_vcpu_ids) == want {
                 Ok(0)
             } else if l.max_vcpu_ids == 0 {
                 l.max_vcpu_ids = want as u32;
@@ -240,6 +248,11 @@ fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
         c if crate::exits::enables(c) => crate::exits::enable_cap(vm, &cap),
         // HOOK(irqroute)
         crate::irq::KVM_CAP_SPLIT_IRQCHIP => crate::irq::enable_split_irqchip(vm, cap.args[0]),
+        // HOOK(irqmod)
+        c @ (crate::irq::lapic::KVM_CAP_X2APIC_API
+        | crate::irq::lapic::KVM_CAP_X86_APIC_BUS_CYCLES_NS) => {
+            crate::irq::lapic::enable_cap(vm, c, cap.args[0])
+        }
         _ => Err(EINVAL),
     }
 }

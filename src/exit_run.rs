@@ -211,13 +211,14 @@ fn finish(
     match o {
         Outcome::Done => Action::Continue,
         Outcome::MmioRead { gpa, len } => {
-            // HOOK(irqroute): a read an in-kernel device serves (IOAPIC) completes here.
-            if let Some(v) = crate::irq::mmio_read(vcpu.vm(), gpa.0, len) {
-                let m = MmioData {
-                    gpa,
-                    len,
-                    data: v.to_le_bytes(),
-                };
+            // HOOK(irqmod): the in-kernel xAPIC page answers without an exit (first, as
+            // upstream's vcpu_mmio_read), then HOOK(irqroute): a read an in-kernel device
+            // serves (IOAPIC) completes here.
+            let dev = crate::irq::lapic::mmio_read(vcpu, l, gpa.0, len).or_else(|| {
+                crate::irq::mmio_read(vcpu.vm(), gpa.0, len).map(|v| v.to_le_bytes())
+            });
+            if let Some(data) = dev {
+                let m = MmioData { gpa, len, data };
                 let cfg = walk_config(l);
                 let mut env = MemEnv::new(vcpu.vm());
                 let o = emulate::emulate(&mut l.arch, &mut env, &cfg, Some(&m));
@@ -237,8 +238,11 @@ fn finish(
         }
         Outcome::MmioWrite(m) => {
             let data = &m.data[..m.len as usize];
-            // HOOK(irqroute): a write an in-kernel device takes (IOAPIC) does not exit.
-            if crate::irq::mmio_write(vcpu.vm(), m.gpa.0, data) {
+            // HOOK(irqmod): the in-kernel xAPIC page takes the write; HOOK(irqroute): a write
+            // an in-kernel device takes (IOAPIC) does not exit.
+            if crate::irq::lapic::mmio_write(vcpu, l, m.gpa.0, data)
+                || crate::irq::mmio_write(vcpu.vm(), m.gpa.0, data)
+            {
                 return Action::Continue;
             }
             if vcpu.vm().io_bus_write(Bus::Mmio, m.gpa.0, data) == WriteResult::Handled {
@@ -438,7 +442,18 @@ fn msr(
         MsrFault::Unsupported => MsrResult::Unsupported,
         MsrFault::Invalid => MsrResult::Invalid,
     };
-    let r = if !allowed {
+    // HOOK(irqmod): IA32_APIC_BASE, x2APIC and TSC-deadline MSRs of the in-kernel LAPIC.
+    let lapic = if allowed {
+        crate::irq::lapic::guest_msr(vcpu, l, index, write.then_some(data))
+    } else {
+        None
+    };
+    let r = if let Some(r) = lapic {
+        match r {
+            Ok(v) => MsrResult::Ok(v),
+            Err(()) => MsrResult::Invalid,
+        }
+    } else if !allowed {
         MsrResult::Filtered
     } else if write {
         match crate::vcpu_state::guest_wrmsr(l, index, data) {

@@ -85,6 +85,9 @@ pub(crate) enum Exit {
     Exception { vector: u8, error_code: u32 },
     /// Anything else, raw.
     Other { code: u64, info1: u64, info2: u64 },
+    /// HOOK(irqmod): an interrupt or NMI window opened (or NMIs unmasked): re-evaluate the
+    /// events and re-enter ([`crate::irq::inject`]).
+    EventWindow,
 }
 
 /// An exit with the backend's raw code and information (for the `exits` helper and error
@@ -125,6 +128,8 @@ pub(crate) trait Backend {
     ) -> ExitInfo;
     /// Puts the backend's control state back to its initial form after a shutdown.
     fn reset_after_shutdown(&mut self);
+    /// HOOK(irqmod): the interrupt/NMI windows to open on the next entry.
+    fn set_event_windows(&mut self, w: crate::irq::inject::Windows);
 }
 
 impl Backend for SvmVcpu {
@@ -140,6 +145,9 @@ impl Backend for SvmVcpu {
     }
     fn reset_after_shutdown(&mut self) {
         SvmVcpu::reset_after_shutdown(self)
+    }
+    fn set_event_windows(&mut self, w: crate::irq::inject::Windows) {
+        self.events.set_windows(w)
     }
 }
 
@@ -233,6 +241,10 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
     if l.backend.is_none() {
         return Err(crate::vcpu::eopnotsupp());
     }
+    // HOOK(irqmod): an AP that saw no INIT yet waits for INIT/SIPI, then EAGAIN.
+    if let Some(e) = crate::irq::inject::run_uninitialized(vcpu, l, run) {
+        return Err(e);
+    }
     l.has_run = true;
     let r = (|| {
         if let Some(f) = l.fpu.as_mut() {
@@ -255,17 +267,13 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
 pub(crate) fn post_run_save(vcpu: &Vcpu, l: &VcpuLocked) {
     let run = RunPage(vcpu.run_page());
     let st = &l.arch;
-    let ev = &st.events;
     let if_flag = st.rflags & (1 << 9) != 0;
-    let ready = if_flag
-        && ev.interrupt_shadow == 0
-        && !ev.exception.pending
-        && !ev.exception.injected
-        && !ev.interrupt.injected
-        && !ev.nmi_injected;
+    // HOOK(irqmod): upstream's readiness (kvm_vcpu_ready_for_interrupt_injection) and CR8
+    // from the in-kernel LAPIC's TPR.
+    let ready = crate::irq::inject::ready_for_user_injection(vcpu, l);
     run.set_u8(IF_FLAG, u8::from(if_flag));
     run.set_u8(READY_FOR_INTERRUPT_INJECTION, u8::from(ready));
-    run.set_u64(CR8, st.cr8);
+    run.set_u64(CR8, crate::irq::inject::cr8(l));
     run.set_u64(APIC_BASE, st.apic_base);
 }
 
@@ -300,9 +308,16 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         if l.arch.cr4 & CR4_OSXSAVE != 0 && !xcr0_valid(l.arch.xcr0, host_xcr0) {
             return Err(EINVAL);
         }
+        // HOOK(irqmod): a halted vCPU sleeps in the kernel until it is runnable (a signal
+        // ends KVM_RUN at the top of the loop), then the events to inject and windows to open.
+        if !crate::irq::inject::block_until_runnable(vcpu, l) {
+            continue;
+        }
+        let windows = crate::irq::inject::before_entry(vcpu, l, run);
         let Some(backend) = l.backend.as_mut() else {
             return Err(EIO);
         };
+        backend.get().set_event_windows(windows);
         // SAFETY: vcpu_enter_guest's section: preemption, then IRQs off; undone below in
         // reverse order on every path.
         unsafe {
@@ -312,10 +327,14 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         // SAFETY: preemption off.
         let cpu = unsafe { sg::tdxkvm_smp_processor_id() };
         let gen = tlb.enter(cpu);
+        // HOOK(irqmod): vcpu->mode = IN_GUEST_MODE before the last request check.
+        crate::irq::kick::enter_guest_mode(vcpu, cpu);
         // Upstream kvm_vcpu_exit_request: a signal or reschedule request that came after the
         // checks above cancels the entry (its IPI may already have been taken).
         // SAFETY: reads flags of the current task.
-        let cancel = kernel::current!().signal_pending() || unsafe { sg::tdxkvm_need_resched() };
+        let cancel = kernel::current!().signal_pending()
+            || unsafe { sg::tdxkvm_need_resched() }
+            || crate::irq::kick::exit_request(vcpu);
         let info = if cancel {
             None
         } else {
@@ -328,6 +347,8 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             Some(unsafe { backend.get().enter(&mut l.arch, cpu, flush, host_xcr0) })
         };
         tlb.leave(cpu);
+        // HOOK(irqmod): vcpu->mode = OUTSIDE_GUEST_MODE.
+        crate::irq::kick::exit_guest_mode(vcpu);
         if let Some(ExitInfo {
             exit: Exit::MachineCheck,
             ..
@@ -346,6 +367,8 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         };
         bump(&vcpu.stats.run.exits);
         match handle_exit(vcpu, l, run, info)? {
+            // HOOK(irqmod): request_interrupt_window -> KVM_EXIT_IRQ_WINDOW_OPEN.
+            Action::Continue if crate::irq::inject::after_exit(vcpu, l, run) => return Ok(0),
             Action::Continue => continue,
             Action::ToUser => return Ok(0),
         }
@@ -410,7 +433,10 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             if let Some(a) = crate::exit_run::skip_intercepted(vcpu, l, run, &[Op::Hlt], &info) {
                 return Ok(a);
             }
-            // No in-kernel irqchip yet: HLT always goes to userspace.
+            // HOOK(irqmod): with an in-kernel LAPIC the vCPU halts in the kernel.
+            if crate::irq::inject::halt(l) {
+                return Ok(Action::Continue);
+            }
             bump(&vcpu.stats.run.halt_exits);
             run.set_exit_reason(KVM_EXIT_HLT);
             Ok(Action::ToUser)
@@ -429,6 +455,8 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             )
         }
         Exit::Shutdown => shutdown(l, run),
+        // HOOK(irqmod): an interrupt/NMI window opened: the loop re-evaluates the events.
+        Exit::EventWindow => Ok(Action::Continue),
         Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
         Exit::Undefined => {
             queue_exception(l, x86::svm::vector::UD, None, None);

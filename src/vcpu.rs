@@ -65,6 +65,8 @@ pub(crate) struct VcpuLocked {
     /// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` enabled on this vCPU.
     #[allow(dead_code)]
     pub(crate) enforce_pv_cpuid: bool,
+    /// HOOK(irqmod): interrupt state under the mutex (the in-kernel LAPIC, split ExtINT).
+    pub(crate) irq: crate::irq::inject::IrqLocked,
 }
 
 /// Per-vCPU counters for the vCPU stats fd (cumulative).
@@ -101,6 +103,8 @@ pub(crate) struct Vcpu {
     #[pin]
     mutex: Mutex<VcpuLocked>,
     pub(crate) stats: VcpuStats,
+    /// HOOK(irqmod): what other threads post to this vCPU, kicks, the halt wait.
+    pub(crate) irq: crate::irq::kick::VcpuIrq,
 }
 
 // SAFETY: `vm` points to the VM that owns this vCPU; it is only dereferenced while the VM is
@@ -146,10 +150,12 @@ impl Vcpu {
                         run: crate::run::RunState::default(),
                         has_run: false,
                         enforce_pv_cpuid: false,
+                        irq: Default::default(),
                     },
                     "vcpu->mutex"
                 ),
                 stats: VcpuStats::default(),
+                irq: crate::irq::kick::VcpuIrq::new(),
             }),
             GFP_KERNEL,
         )?;
@@ -249,10 +255,13 @@ impl Vcpu {
             if dirty != 0 {
                 crate::vcpu_state::sync_regs(self, &mut guard)?;
             }
-            if cr8 & !0xf != 0 {
-                return Err(EINVAL);
+            // HOOK(irqmod): with an in-kernel LAPIC, kvm_run.cr8 is not an input (upstream).
+            if guard.irq.lapic.is_none() {
+                if cr8 & !0xf != 0 {
+                    return Err(EINVAL);
+                }
+                guard.arch.cr8 = cr8;
             }
-            guard.arch.cr8 = cr8;
             crate::run::run(self, &mut guard, immediate_exit != 0)
         })();
         crate::vcpu_state::store_regs(self, &mut guard);
@@ -276,6 +285,10 @@ impl Vcpu {
         }
         if ioc_type(cmd) != KVMIO {
             return Err(EINVAL);
+        }
+        // HOOK(irqmod): KVM_INTERRUPT, KVM_NMI, MP state with an in-kernel LAPIC.
+        if let Some(r) = crate::irq::inject::vcpu_ioctl(self, cmd, arg) {
+            return r;
         }
         match cmd {
             KVM_RUN => self.run(arg),
@@ -332,6 +345,8 @@ fn install(vm: &Vm, id: u32) -> Result<isize> {
     }
     let idx = l.online_vcpus as usize;
     let vcpu = Vcpu::new(vm, id, idx as u32)?;
+    // HOOK(irqmod): the in-kernel LAPIC (upstream kvm_create_lapic), once the vCPU is pinned.
+    crate::irq::lapic::create(vm, &vcpu)?;
     // The box is pinned: the pointer stays valid when the box moves into the table.
     let vcpu_ptr: *const Vcpu = &*vcpu;
     if idx < l.vcpus.len() {
@@ -356,6 +371,8 @@ fn install(vm: &Vm, id: u32) -> Result<isize> {
         unsafe { Vm::put_raw(vm_ref) };
         return Err(Error::from_errno(fd));
     }
+    // HOOK(irqmod): the lock-free vCPU table IPIs resolve destinations over.
+    vm.apic().publish(idx, vcpu_ptr);
     l.online_vcpus += 1;
     vm.publish_online_vcpus(&l);
     Ok(fd as isize)
@@ -424,9 +441,12 @@ impl Vcpu {
     }
 
     /// Position in the VM's vCPU table.
-    // For vCPU iteration by the run loop and kicks (issue 11).
-    #[allow(dead_code)]
     pub(crate) fn idx(&self) -> u32 {
         self.idx
+    }
+
+    /// HOOK(irqmod): the guest TSC rate in kHz (the LAPIC's TSC-deadline timer).
+    pub(crate) fn tsc_khz(&self) -> u32 {
+        self.tsc_khz
     }
 }

@@ -760,6 +760,10 @@ fn vcpu_msrs(vcpu: &Vcpu, arg: usize, set: bool) -> Result<isize> {
             caps: &c.msr,
             host_tsc: rdtsc(),
         };
+        // HOOK(irqmod): the in-kernel LAPIC's MSRs.
+        if let Some(ok) = crate::irq::lapic::host_msr(vcpu, l, e.index, &mut e.data, set) {
+            return ok;
+        }
         if set {
             match x86::msr::host_set(&mut l.arch, &ctx, e.index, e.data, has_run) {
                 Some(fx) => {

@@ -206,6 +206,8 @@ pub(crate) struct Vm {
     /// HOOK(irqroute): the in-kernel irqchip ([`crate::irq`]).
     #[pin]
     irq: crate::irq::VmIrq,
+    /// HOOK(irqmod): VM-wide LAPIC settings and the lock-free vCPU table.
+    apic: crate::irq::lapic::VmApic,
 }
 
 impl Vm {
@@ -226,6 +228,7 @@ impl Vm {
             }
         };
         let ring = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
+        let apic = crate::irq::lapic::VmApic::new()?; // HOOK(irqmod)
         // Upstream kvm->arch.pre_fault_allowed: a TD's KVM_TDX_FINALIZE_VM sets it.
         let pre_fault_allowed = vm_type != KVM_X86_TDX_VM;
         let stats_id = StatsId::vm();
@@ -251,6 +254,7 @@ impl Vm {
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
                 irq <- crate::irq::VmIrq::new(), // HOOK(irqroute)
+                apic, // HOOK(irqmod)
             }),
             GFP_KERNEL,
         )?;
@@ -334,6 +338,11 @@ impl Vm {
     /// Userspace-exit configuration and the VM's in-kernel I/O devices ([`crate::exits`]).
     pub(crate) fn exits(&self) -> &crate::exits::VmExits {
         &self.exits
+    }
+
+    /// HOOK(irqmod): VM-wide LAPIC state ([`crate::irq::lapic`]).
+    pub(crate) fn apic(&self) -> &crate::irq::lapic::VmApic {
+        &self.apic
     }
 
     /// HOOK(irqroute): the in-kernel irqchip state ([`crate::irq`]).

@@ -160,23 +160,23 @@ pub(crate) fn teardown(vm: &Vm) {
 /// Whether MSI routes use the x2APIC format (`KVM_CAP_X2APIC_API` with
 /// `KVM_X2APIC_API_USE_32BIT_IDS`, upstream `kvm->arch.x2apic_format`).
 // HOOK(irqroute): irqmod's KVM_CAP_X2APIC_API state replaces this stub.
-pub(crate) fn x2apic_format(_vm: &Vm) -> bool {
-    false
+pub(crate) fn x2apic_format(vm: &Vm) -> bool {
+    lapic::x2apic_format(vm) // HOOK(irqmod)
 }
 
 /// Delivers `irq` to the local APICs (upstream `kvm_irq_delivery_to_apic(kvm, NULL, irq,
 /// NULL)`): -1 if no APIC took it, else the count.
 // STUB(irqroute): until irqmod's `crate::irq::lapic::deliver` (marker irq-deliver) is merged,
 // no LAPIC exists to take an interrupt.
-pub(crate) fn deliver(_vm: &Vm, _irq: &LapicIrq) -> i32 {
-    -1
+pub(crate) fn deliver(vm: &Vm, irq: &LapicIrq) -> i32 {
+    lapic::deliver(vm, irq, None) // HOOK(irqmod)
 }
 
 /// Delivery of an MSI with the reserved delivery mode 3 (upstream hands it to the APICs, which
 /// accept nothing): 0 if an APIC matches the destination, else -1.
 // STUB(irqroute): irqmod's destination matching replaces this; until then no APIC exists.
-pub(crate) fn deliver_reserved(_vm: &Vm, _dest_id: u32, _logical: bool) -> i32 {
-    -1
+pub(crate) fn deliver_reserved(vm: &Vm, dest_id: u32, logical: bool) -> i32 {
+    lapic::deliver_reserved(vm, dest_id, logical) // HOOK(irqmod)
 }
 
 fn split_eoi_slot(vcpu: &crate::vcpu::Vcpu) -> Option<&AtomicI32> {
@@ -221,7 +221,9 @@ pub(crate) fn eoi_exit(vcpu: &crate::vcpu::Vcpu) -> bool {
 /// `pic_unlock`'s wakeup).
 // HOOK(irqroute): irqmod's kick (marker irq-kick) and LAPIC state go here; without a LAPIC
 // nothing waits for the PIC.
-pub(crate) fn kick_pic_target(_vm: &Vm) {}
+pub(crate) fn kick_pic_target(vm: &Vm) {
+    lapic::kick_pic_target(vm) // HOOK(irqmod)
+}
 
 /// A guest `IN` the in-kernel devices serve (PIC, ELCR, PIT): the value, or `None` to exit.
 pub(crate) fn pio_in(vm: &Vm, port: u16, size: u8) -> Option<u32> {
@@ -290,8 +292,8 @@ pub(crate) fn mmio_write(vm: &Vm, gpa: u64, data: &[u8]) -> bool {
 /// over the vCPUs): the PIC's ICW1 reset looks at it.
 // HOOK(irqroute): irqmod's LAPIC answers this; until then (no LAPIC) every APIC is "disabled",
 // which upstream counts as accepting PIC interrupts.
-pub(crate) fn accept_pic_intr_any(_vm: &Vm) -> bool {
-    true
+pub(crate) fn accept_pic_intr_any(vm: &Vm) -> bool {
+    lapic::accept_pic_intr_any(vm) // HOOK(irqmod)
 }
 
 /// `KVM_CREATE_IRQCHIP` (upstream x86 `kvm_arch_vm_ioctl`): `EEXIST` if the VM already has an
@@ -382,3 +384,9 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         _ => None,
     }
 }
+
+// HOOK(irqmod): event injection, kicks and in-kernel halt, the LAPIC and its timer.
+pub(crate) mod inject;
+pub(crate) mod kick;
+pub(crate) mod lapic;
+pub(crate) mod timer;

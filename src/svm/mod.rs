@@ -25,6 +25,7 @@
 //! Every entry copies the whole save area (VMCB clean bits stay 0: dirty tracking is a later
 //! optimisation).
 
+pub(crate) mod events;
 pub(crate) mod glue;
 pub(crate) mod hw;
 
@@ -67,6 +68,8 @@ pub(crate) struct SvmVcpu {
     asid_generation: u64,
     /// Exception intercepts besides #MC (the `exits` helper's #DB/#BP for guest debugging).
     extra_exceptions: u32,
+    /// HOOK(irqmod): interrupt/NMI windows and NMI masking ([`events`]).
+    pub(crate) events: events::SvmEvents,
 }
 
 impl SvmVcpu {
@@ -81,6 +84,7 @@ impl SvmVcpu {
             last_cpu: u32::MAX,
             asid_generation: 0,
             extra_exceptions: 0,
+            events: Default::default(),
         };
         v.init_vmcb(ncr3);
         Some(v)
@@ -143,6 +147,7 @@ impl SvmVcpu {
     pub(crate) fn reset_after_shutdown(&mut self) {
         let ncr3 = self.vmcb().control.nested_cr3;
         self.init_vmcb(ncr3);
+        self.events = Default::default();
     }
 
     /// Sets the extra exception vectors to intercept (bit n = vector n); the
@@ -213,6 +218,10 @@ impl SvmVcpu {
             vmcb.control.event_inj_err = err;
             vmcb.control.int_state = u32::from(st.events.interrupt_shadow != 0);
         }
+        // HOOK(irqmod): interrupt/NMI windows, IRET intercept, NMI masking.
+        let mut ev = core::mem::take(&mut self.events);
+        ev.prepare(self.vmcb(), st);
+        self.events = ev;
         // SAFETY: IRQs off; this CPU's data.
         let sd = unsafe { hw::this_cpu() };
         let host_save_pa = sd.save_area_pa;
@@ -321,8 +330,10 @@ impl SvmVcpu {
                 _ => {}
             }
         }
+        // HOOK(irqmod): IRET completion, window exits, the NMI single-step's #DB.
+        let window = self.events.complete(code, st);
         ExitInfo {
-            exit: decode_exit(code, info1, info2),
+            exit: window.unwrap_or_else(|| decode_exit(code, info1, info2)),
             code,
             info1,
             info2,

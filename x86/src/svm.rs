@@ -30,6 +30,8 @@ pub mod intercept {
     pub const VINTR: u32 = 1 << 4;
     #[allow(missing_docs)]
     pub const RDPMC: u32 = 1 << 15;
+    /// IRET (the NMI window: NMIs stay masked until the guest's IRET completes).
+    pub const IRET: u32 = 1 << 20;
     #[allow(missing_docs)]
     pub const CPUID: u32 = 1 << 18;
     #[allow(missing_docs)]
@@ -91,6 +93,7 @@ pub mod exit {
     pub const SMI: u64 = 0x062;
     pub const INIT: u64 = 0x063;
     pub const VINTR: u64 = 0x064;
+    pub const IRET: u64 = 0x074;
     pub const RDPMC: u64 = 0x06f;
     pub const CPUID: u64 = 0x072;
     pub const INVD: u64 = 0x076;
@@ -150,6 +153,9 @@ pub mod tlb_ctl {
 pub mod int_ctl {
     pub const V_TPR_MASK: u32 = 0x0f;
     pub const V_IRQ: u32 = 1 << 8;
+    pub const V_INTR_PRIO_SHIFT: u32 = 16;
+    pub const V_INTR_PRIO_MASK: u32 = 0xf << 16;
+    pub const V_IGN_TPR: u32 = 1 << 20;
     pub const V_INTR_MASKING: u32 = 1 << 24;
 }
 

@@ -123,6 +123,7 @@ struct Ctx {
 mod dirty;
 mod exits;
 mod huge;
+mod irq;
 mod irqchip;
 mod memory;
 mod prefault;
@@ -149,6 +150,7 @@ fn tests() -> Vec<Test> {
         exits::tests(),
         run::tests(),
         dirty::run_tests(),
+        irq::tests(),
         irqchip::tests(),
     ]
     .concat()

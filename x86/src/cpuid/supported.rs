@@ -5,8 +5,7 @@
 //!
 //! Left out compared with upstream `kvm_amd`, because nothing here virtualises them: nested SVM
 //! (CPUID SVM, leaf 0x8000000A), VMX/SMX, the PMU (PDCM, leaves 0xA and 0x80000022, PERFCTR_CORE),
-//! MTRRs and machine-check banks (MTRR, MCA), x2APIC and the TSC deadline timer (no in-kernel
-//! LAPIC yet), protection keys (PKU: PKRU is not switched), LA57 (48-bit guest VAs, as leaf
+//! MTRRs and machine-check banks (MTRR, MCA), protection keys (PKU: PKRU is not switched), LA57 (48-bit guest VAs, as leaf
 //! 0x80000008 says), LAM, XSAVES/XFD and AMX (no XSS or dynamic xfeatures), speculation-control
 //! MSRs (SPEC_CTRL, IBPB/IBRS/STIBP/SSBD, PRED_CMD, FLUSH_L1D), OSVW, bus-lock detection, WAITPKG,
 //! SGX, PT, and the KVM paravirtual features (leaf 0x40000001 is empty: no kvmclock, async PF,
@@ -196,6 +195,10 @@ impl KvmCaps {
             0
         };
         let mut w1 = [c1[2] & MASK_1_ECX, c1[3] & MASK_1_EDX];
+        // HOOK(irqmod): the in-kernel LAPIC emulates x2APIC whatever the host has (upstream
+        // `kvm_cpu_cap_set(X86_FEATURE_X2APIC)`; the TSC-deadline timer is not in this table
+        // upstream either: KVM_CAP_TSC_DEADLINE_TIMER tells userspace to set it).
+        w1[0] |= 1 << 21;
         if supported_xcr0 == 0 {
             // No usable XSAVE: hide it (and AVX, which needs it).
             w1[0] &= !(1 << 26 | 1 << 28 | 1 << 12 | 1 << 29);
@@ -530,7 +533,7 @@ mod tests {
         let has = |ft| super::super::has(t, ft);
         assert!(!has(feat::SVM), "no nested SVM");
         assert!(!has(feat::VMX));
-        assert!(!has(feat::X2APIC), "no in-kernel LAPIC yet");
+        assert!(has(feat::X2APIC), "emulated by the in-kernel LAPIC");
         assert!(!has(feat::PDCM));
         assert!(!has(feat::PKU));
         assert!(!has(feat::LA57));

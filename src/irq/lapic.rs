@@ -1,0 +1,662 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The in-kernel local APIC, kernel side (upstream arch/x86/kvm/lapic.c around the register
+//! model in `irqchip::lapic`): one per vCPU when the VM has an in-kernel irqchip.
+//!
+//! - The model ([`Lapic`]) lives under the vCPU mutex ([`VcpuLapic`], in
+//!   [`crate::irq::inject::IrqLocked`]). Other threads post to the vCPU's inbox
+//!   ([`Pir`], in [`crate::irq::kick::VcpuIrq`]) after matching the destination against the
+//!   published [`DestInfo`] (an `AtomicU64` next to it), then kick; the vCPU thread merges the
+//!   inbox before it evaluates interrupts ([`sync`]).
+//! - [`deliver`] (upstream `kvm_irq_delivery_to_apic`) resolves IPIs, IOAPIC and MSI requests
+//!   over the VM's vCPUs through [`VmApic`]'s lock-free table, never taking a vCPU mutex.
+//! - Guest accesses: the xAPIC page through the MMIO emulation path ([`mmio_read`],
+//!   [`mmio_write`]), x2APIC MSRs 0x800-0x8ff, IA32_APIC_BASE and IA32_TSC_DEADLINE through
+//!   the MSR paths ([`guest_msr`], [`host_msr`]); `KVM_GET/SET_LAPIC`.
+//! - The timer runs on an hrtimer ([`crate::irq::timer`]).
+//! - VM-wide: `KVM_SET_BOOT_CPU_ID`, `KVM_CAP_X2APIC_API`, `KVM_CAP_X86_APIC_BUS_CYCLES_NS`.
+//!
+//! CR8 and IA32_APIC_BASE also live in `CpuState` (SREGS, the VMCB's V_TPR, `kvm_run`): after
+//! every LAPIC operation they are copied out of the model, and before each use of the model
+//! a change made there (a guest MOV to CR8, `KVM_SET_SREGS`) is applied to it.
+
+use crate::irq::kick;
+use crate::vcpu::{Vcpu, VcpuLocked};
+use crate::vm::Vm;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use irqchip::irq::LapicIrq;
+use irqchip::lapic::{
+    deliver_irq, DeliveryCtx, DestInfo, Effects, Lapic, LapicState, Now, TimerCmd, VmApicConfig,
+};
+use kernel::prelude::*;
+use kernel::uaccess::UserSlice;
+use x86::uapi::mp_state;
+
+pub(crate) use irqchip::lapic::Pir;
+
+/// `KVM_GET_LAPIC`.
+const KVM_GET_LAPIC: u32 = 0x8400_ae8e;
+/// `KVM_SET_LAPIC`.
+const KVM_SET_LAPIC: u32 = 0x4400_ae8f;
+/// `KVM_SET_BOOT_CPU_ID` (`_IO(KVMIO, 0x78)`).
+const KVM_SET_BOOT_CPU_ID: u32 = 0xae78;
+/// `KVM_CAP_SET_BOOT_CPU_ID`.
+const KVM_CAP_SET_BOOT_CPU_ID: u64 = 34;
+/// `KVM_CAP_TSC_DEADLINE_TIMER`.
+const KVM_CAP_TSC_DEADLINE_TIMER: u64 = 72;
+/// `KVM_CAP_X2APIC_API`.
+pub(crate) const KVM_CAP_X2APIC_API: u64 = 129;
+/// `KVM_CAP_X86_APIC_BUS_CYCLES_NS`.
+pub(crate) const KVM_CAP_X86_APIC_BUS_CYCLES_NS: u64 = 237;
+const KVM_X2APIC_API_USE_32BIT_IDS: u64 = 1;
+const KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK: u64 = 2;
+const KVM_X2APIC_API_VALID_FLAGS: u64 =
+    KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK;
+
+const MSR_IA32_APICBASE: u32 = 0x1b;
+const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
+const X2APIC_MSR_FIRST: u32 = 0x800;
+const X2APIC_MSR_LAST: u32 = 0x8ff;
+const LAPIC_MMIO_LENGTH: u64 = 4096;
+
+/// VM-wide LAPIC settings and the lock-free vCPU table (a field of [`Vm`]).
+pub(crate) struct VmApic {
+    /// `KVM_X2APIC_API_USE_32BIT_IDS` (`kvm->arch.x2apic_format`).
+    x2apic_format: AtomicBool,
+    /// `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`.
+    broadcast_quirk_disabled: AtomicBool,
+    /// `KVM_SET_BOOT_CPU_ID` (`kvm->arch.bsp_vcpu_id`); written under the VM lock before any
+    /// vCPU exists.
+    boot_cpu_id: AtomicU32,
+    /// `KVM_CAP_X86_APIC_BUS_CYCLES_NS`; written under the VM lock before any vCPU exists.
+    bus_cycle_ns: AtomicU64,
+    /// vCPUs by `vcpu_idx`, published when they go online and never cleared before the VM
+    /// goes (upstream reads `kvm->vcpu_array` without `kvm->lock` the same way).
+    vcpus: KVec<AtomicPtr<Vcpu>>,
+}
+
+impl VmApic {
+    /// The defaults (boot vCPU 0, upstream's bus cycle) and an empty table.
+    pub(crate) fn new() -> Result<Self> {
+        let n = crate::vm::KVM_MAX_VCPUS as usize;
+        let mut vcpus = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            vcpus.push(AtomicPtr::new(core::ptr::null_mut()), GFP_KERNEL)?;
+        }
+        Ok(VmApic {
+            x2apic_format: AtomicBool::new(false),
+            broadcast_quirk_disabled: AtomicBool::new(false),
+            boot_cpu_id: AtomicU32::new(0),
+            bus_cycle_ns: AtomicU64::new(irqchip::lapic::regs::APIC_BUS_CYCLE_NS_DEFAULT),
+            vcpus,
+        })
+    }
+
+    /// Publishes the vCPU at `idx` (vCPU creation, under the VM lock, before the online
+    /// count covers it).
+    pub(crate) fn publish(&self, idx: usize, vcpu: *const Vcpu) {
+        if let Some(s) = self.vcpus.get(idx) {
+            s.store(vcpu.cast_mut(), Ordering::Release);
+        }
+    }
+
+    /// The vCPU at `idx`, if published.
+    fn vcpu(&self, idx: usize) -> Option<&Vcpu> {
+        let p = self.vcpus.get(idx)?.load(Ordering::Acquire);
+        // SAFETY: a published vCPU stays alive as long as the VM, which the caller's `&self`
+        // (a field of the VM) keeps alive.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    fn ctx(&self) -> DeliveryCtx {
+        DeliveryCtx {
+            x2apic_format: self.x2apic_format.load(Ordering::Relaxed),
+            broadcast_quirk_disabled: self.broadcast_quirk_disabled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `kvm_vcpu_is_reset_bsp`.
+    fn is_reset_bsp(&self, vcpu_id: u32) -> bool {
+        self.boot_cpu_id.load(Ordering::Relaxed) == vcpu_id
+    }
+}
+
+/// A vCPU's in-kernel LAPIC (under the vCPU mutex).
+pub(crate) struct VcpuLapic {
+    /// The register model.
+    apic: Lapic,
+    /// Its hrtimer.
+    timer: crate::irq::timer::LapicTimer,
+    /// The CPUID bits last given to the model (x2APIC, TSC-deadline).
+    cpuid: (bool, bool),
+}
+
+/// The current time for the model (`ktime_get`, the guest's TSC and its rate).
+fn now(vcpu: &Vcpu, l: &VcpuLocked) -> Now {
+    Now {
+        ns: crate::irq::timer::now_ns(),
+        guest_tsc: crate::vcpu_state::rdtsc().wrapping_add(l.arch.tsc_offset),
+        tsc_khz: vcpu.tsc_khz(),
+    }
+}
+
+/// The guest CPUID's x2APIC and TSC-deadline bits (leaf 1 ECX bits 21 and 24).
+fn cpuid_bits(l: &VcpuLocked) -> (bool, bool) {
+    l.cpuid
+        .entries
+        .iter()
+        .find(|e| e.function == 1 && e.index == 0)
+        .map_or((false, false), |e| {
+            (e.ecx & (1 << 21) != 0, e.ecx & (1 << 24) != 0)
+        })
+}
+
+/// Creates the vCPU's LAPIC at vCPU creation when the VM has an in-kernel irqchip (upstream
+/// `kvm_create_lapic` + `kvm_lapic_reset`); APIs other than the boot vCPU start
+/// `UNINITIALIZED` (they wait for INIT/SIPI). Called under the VM lock with the new vCPU
+/// pinned in its box.
+pub(crate) fn create(vm: &Vm, vcpu: &Vcpu) -> Result {
+    if !vm.irqchip_mode().in_kernel() {
+        return Ok(());
+    }
+    let a = vm.apic();
+    let cfg = VmApicConfig {
+        ioapic_in_kernel: vm.irqchip_mode() == crate::irq::IrqchipMode::Kernel,
+        bus_cycle_ns: a.bus_cycle_ns.load(Ordering::Relaxed),
+    };
+    let timer = crate::irq::timer::LapicTimer::new(vcpu).ok_or(ENOMEM)?;
+    let mut apic = Lapic::new(vcpu.id(), cfg);
+    let bsp = a.is_reset_bsp(vcpu.id());
+    // KVM_X86_QUIRK_LINT0_REENABLED is on by default: LVT0 = ExtINT on the boot vCPU.
+    let _ = apic.reset(false, bsp, true, &vcpu.irq.pir);
+    vcpu.irq
+        .dest
+        .store(apic.dest_info().to_bits(), Ordering::Release);
+    vcpu.irq
+        .accept_pic
+        .store(apic.accept_pic_intr(), Ordering::Release);
+    let mut l = vcpu.lock();
+    l.arch.apic_base = apic.apic_base();
+    l.arch.cr8 = apic.cr8();
+    if !bsp {
+        l.arch.mp_state = mp_state::UNINITIALIZED;
+    }
+    l.irq.lapic = Some(VcpuLapic {
+        apic,
+        timer,
+        cpuid: (false, false),
+    });
+    Ok(())
+}
+
+/// Applies what a model call asks for: the timer, the published destination, an IPI, an EOI
+/// to the IOAPIC; then copies CR8 and IA32_APIC_BASE back into `CpuState`.
+fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
+    let Some(la) = l.irq.lapic.as_mut() else {
+        return;
+    };
+    match fx.timer {
+        TimerCmd::Arm { at_ns, token } => la.timer.arm(at_ns, token),
+        TimerCmd::Cancel => la.timer.cancel(),
+        TimerCmd::Keep => {}
+    }
+    if fx.dest_changed {
+        vcpu.irq
+            .dest
+            .store(la.apic.dest_info().to_bits(), Ordering::Release);
+    }
+    l.arch.cr8 = la.apic.cr8();
+    l.arch.apic_base = la.apic.apic_base();
+    vcpu.irq
+        .accept_pic
+        .store(la.apic.accept_pic_intr(), Ordering::Release);
+    if let Some(irq) = fx.ipi {
+        deliver(vcpu.vm(), &irq, Some(vcpu));
+    }
+    if let Some(e) = fx.eoi {
+        if e.level {
+            on_eoi(vcpu.vm(), vcpu, e.vector);
+        }
+    }
+}
+
+/// The in-kernel PIC's output is raised (irqroute's `pic_pending`).
+pub(crate) fn pic_has_interrupt(vm: &Vm) -> bool {
+    crate::irq::chip::pic_pending(vm).is_some()
+}
+
+/// The in-kernel PIC's INTA cycle (irqroute's).
+pub(crate) fn pic_ack(vm: &Vm) -> u8 {
+    crate::irq::chip::pic_ack(vm)
+}
+
+/// A level-triggered EOI for the IOAPIC (irqroute's; called with no lock but the vCPU mutex).
+fn on_eoi(vm: &Vm, vcpu: &Vcpu, vector: u8) {
+    crate::irq::chip::on_eoi(vm, vcpu, vector)
+}
+
+/// `KVM_X2APIC_API_USE_32BIT_IDS` is on (MSI routes use the x2APIC format).
+pub(crate) fn x2apic_format(vm: &Vm) -> bool {
+    vm.apic().x2apic_format.load(Ordering::Relaxed)
+}
+
+/// An MSI with the reserved delivery mode 3 (upstream hands it to the APICs, which accept
+/// nothing): 0 if a present APIC matches the destination, else -1.
+pub(crate) fn deliver_reserved(vm: &Vm, dest_id: u32, logical: bool) -> i32 {
+    let irq = LapicIrq {
+        vector: 0,
+        delivery_mode: irqchip::irq::DeliveryMode::Fixed,
+        dest_logical: logical,
+        level_triggered: false,
+        level: false,
+        shorthand: irqchip::irq::Shorthand::None,
+        dest_id,
+        msi_redir_hint: false,
+    };
+    let a = vm.apic();
+    let quirk_off = a.ctx().broadcast_quirk_disabled;
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    let hit = (0..n).any(|i| {
+        a.vcpu(i).is_some_and(|v| {
+            let d = DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire));
+            d.present()
+                && irqchip::lapic::match_dest(d, &irq, irqchip::lapic::Sender::Device, quirk_off)
+        })
+    });
+    if hit {
+        0
+    } else {
+        -1
+    }
+}
+
+/// The first vCPU whose LAPIC takes PIC interrupts (published by [`apply`]).
+fn pic_target(vm: &Vm) -> Option<&Vcpu> {
+    let a = vm.apic();
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    (0..n)
+        .filter_map(|i| a.vcpu(i))
+        .find(|v| v.irq.accept_pic.load(Ordering::Acquire))
+}
+
+/// Upstream `pic_unlock`'s wake-up: the vCPU that takes PIC interrupts re-evaluates them.
+pub(crate) fn kick_pic_target(vm: &Vm) {
+    if let Some(v) = pic_target(vm) {
+        kick::request_event(v);
+    }
+}
+
+/// Whether some vCPU's LAPIC takes PIC interrupts (upstream `kvm_apic_accept_pic_intr` over
+/// the vCPUs, for the PIC's ICW1 reset).
+pub(crate) fn accept_pic_intr_any(vm: &Vm) -> bool {
+    pic_target(vm).is_some()
+}
+
+/// Brings the model up to date before it is used (vCPU thread, vCPU mutex held): CPUID bits,
+/// a CR8 or IA32_APIC_BASE written outside it, then the inbox (posted vectors, the timer's
+/// expiry) merged, NMIs folded into `nmi_pending`.
+pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
+    let bits = cpuid_bits(l);
+    let now = now(vcpu, l);
+    let maxphy = l.cpuid.model.maxphyaddr;
+    let (cr8, base) = (l.arch.cr8, l.arch.apic_base);
+    let Some(la) = l.irq.lapic.as_mut() else {
+        return;
+    };
+    let mut fx = Effects::default();
+    if la.cpuid != bits {
+        la.apic.set_cpuid(bits.0, bits.1);
+        la.cpuid = bits;
+    }
+    if base != la.apic.apic_base() {
+        // KVM_SET_SREGS's apic_base (host-initiated); an invalid value stays refused.
+        if let Ok(f) = la.apic.set_base(base, true, maxphy) {
+            fx.merge(f);
+        }
+    }
+    if cr8 != la.apic.cr8() {
+        fx.merge(la.apic.set_cr8(cr8));
+    }
+    fx.merge(la.apic.sync_pir(&vcpu.irq.pir, &now));
+    apply(vcpu, l, fx);
+    let q = vcpu.irq.pir.take_nmis();
+    let _ = vcpu.irq.pir.take_smi(); // No SMM.
+    let e = &mut l.arch.events;
+    e.nmi_pending = u32::from(e.nmi_pending).saturating_add(q).min(2) as u8;
+}
+
+/// Upstream `kvm_apic_has_interrupt` != -1 (after [`sync`]).
+pub(crate) fn has_interrupt(l: &mut VcpuLocked) -> bool {
+    l.irq
+        .lapic
+        .as_mut()
+        .is_some_and(|la| la.apic.has_interrupt().is_some())
+}
+
+/// Upstream `kvm_get_apic_interrupt`: the vector to inject, IRR to ISR.
+pub(crate) fn ack(vcpu: &Vcpu, l: &mut VcpuLocked) -> Option<u8> {
+    let v = l.irq.lapic.as_mut()?.apic.ack()?;
+    apply(vcpu, l, Effects::default());
+    Some(v)
+}
+
+/// Upstream `kvm_apic_accept_pic_intr`.
+pub(crate) fn accept_pic_intr(l: &VcpuLocked) -> bool {
+    l.irq.lapic.as_ref().is_some_and(|la| la.apic.accept_pic_intr())
+}
+
+/// An INIT or SIPI is pending.
+pub(crate) fn has_init_or_sipi(vcpu: &Vcpu) -> bool {
+    vcpu.irq.pir.init_or_sipi_pending()
+}
+
+/// `KVM_SET_MP_STATE(SIPI_RECEIVED)`: a SIPI with the last vector is pending.
+pub(crate) fn set_sipi_pending(vcpu: &Vcpu) {
+    vcpu.irq.pir.set_sipi_pending();
+}
+
+/// Upstream `kvm_apic_accept_events`: INIT resets the vCPU (`kvm_vcpu_reset(init_event)`:
+/// the BSP stays runnable, an AP waits for SIPI), a SIPI starts an AP in `INIT_RECEIVED` at
+/// `vector << 12` in real mode.
+pub(crate) fn accept_events(vcpu: &Vcpu, l: &mut VcpuLocked) {
+    let Some(la) = l.irq.lapic.as_ref() else {
+        return;
+    };
+    let out = irqchip::lapic::accept_events(&vcpu.irq.pir, l.arch.mp_state, la.apic.is_bsp(), true);
+    if out.init {
+        if let Some(crate::run::VcpuBackend::Svm(s)) = l.backend.as_mut() {
+            s.reset_after_shutdown();
+        }
+        l.arch = crate::run::reset::init(&l.arch);
+        l.exits.pending = None;
+        if let Some(la) = l.irq.lapic.as_mut() {
+            let fx = la.apic.reset(true, false, false, &vcpu.irq.pir);
+            apply(vcpu, l, fx);
+        }
+    }
+    if let Some(v) = out.sipi_vector {
+        // Upstream kvm_vcpu_deliver_sipi_vector.
+        let cs = l.arch.seg_mut(x86::state::SegReg::Cs);
+        cs.selector = u16::from(v) << 8;
+        cs.base = u64::from(v) << 12;
+        l.arch.rip = 0;
+    }
+    if let Some(m) = out.mp_state {
+        l.arch.mp_state = m;
+    }
+}
+
+/// Upstream `kvm_irq_delivery_to_apic`: delivers `irq` to the LAPICs it names (`src`: the
+/// sending vCPU of an IPI), posting to their inboxes and kicking them, without taking any
+/// vCPU's mutex. Returns -1 if nothing matched, else the number of vCPUs that accepted.
+pub(crate) fn deliver(vm: &Vm, irq: &LapicIrq, src: Option<&Vcpu>) -> i32 {
+    let a = vm.apic();
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    let dest = |i: usize| {
+        a.vcpu(i).map_or(DestInfo::from_bits(0), |v| {
+            DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire))
+        })
+    };
+    deliver_irq(
+        irq,
+        src.map(|v| v.idx() as usize),
+        n,
+        dest,
+        a.ctx(),
+        |i, irq| {
+            let Some(v) = a.vcpu(i) else {
+                return 0;
+            };
+            let d = DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire));
+            if v.irq.pir.post(d, irq) {
+                kick::request_event(v);
+                1
+            } else {
+                0
+            }
+        },
+    )
+}
+
+/// Whether `gpa` falls in this vCPU's APIC page (whatever the mode: a disabled or x2APIC-mode
+/// APIC's page is the "MMIO hole").
+fn in_apic_page(l: &VcpuLocked, gpa: u64) -> Option<u32> {
+    let la = l.irq.lapic.as_ref()?;
+    let base = la.apic.base_address();
+    gpa.checked_sub(base)
+        .filter(|off| *off < LAPIC_MMIO_LENGTH)
+        .map(|off| off as u32)
+}
+
+/// An emulated MMIO read: `Some(data)` if the in-kernel APIC page answers it (upstream
+/// `apic_mmio_read`; with `KVM_X86_QUIRK_LAPIC_MMIO_HOLE`, on by default, a disabled or
+/// x2APIC-mode APIC's page reads all ones).
+pub(crate) fn mmio_read(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, len: u8) -> Option<[u8; 8]> {
+    let off = in_apic_page(l, gpa)?;
+    sync(vcpu, l);
+    let ns = crate::irq::timer::now_ns();
+    let la = l.irq.lapic.as_mut()?;
+    let mut data = [0u8; 8];
+    if !la.apic.mmio_active() {
+        data.iter_mut().take(usize::from(len)).for_each(|b| *b = 0xff);
+        return Some(data);
+    }
+    let v = la
+        .apic
+        .mmio_read(off, u32::from(len), ns)
+        .unwrap_or(0);
+    data[..4].copy_from_slice(&v.to_le_bytes());
+    Some(data)
+}
+
+/// An emulated MMIO write: `true` if the in-kernel APIC page took it (upstream
+/// `apic_mmio_write`; the hole drops writes).
+pub(crate) fn mmio_write(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, data: &[u8]) -> bool {
+    let Some(off) = in_apic_page(l, gpa) else {
+        return false;
+    };
+    sync(vcpu, l);
+    let now = now(vcpu, l);
+    let Some(la) = l.irq.lapic.as_mut() else {
+        return false;
+    };
+    if !la.apic.mmio_active() {
+        return true;
+    }
+    let mut b = [0u8; 4];
+    for (d, s) in b.iter_mut().zip(data.iter()) {
+        *d = *s;
+    }
+    let fx = la
+        .apic
+        .mmio_write(off, data.len() as u32, u32::from_le_bytes(b), &now);
+    apply(vcpu, l, fx);
+    true
+}
+
+/// A LAPIC MSR access (IA32_APIC_BASE, x2APIC 0x800-0x8ff, IA32_TSC_DEADLINE) with an
+/// in-kernel LAPIC: `None` when the MSR is not the LAPIC's (or there is no LAPIC), else the
+/// value read (0 for writes) or `Err` (#GP for the guest, a failed entry for the host).
+fn msr(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    index: u32,
+    write: Option<u64>,
+    host: bool,
+) -> Option<Result<u64, ()>> {
+    if l.irq.lapic.is_none()
+        || !(index == MSR_IA32_APICBASE
+            || index == MSR_IA32_TSC_DEADLINE
+            || (X2APIC_MSR_FIRST..=X2APIC_MSR_LAST).contains(&index))
+    {
+        return None;
+    }
+    sync(vcpu, l);
+    let now = now(vcpu, l);
+    let maxphy = l.cpuid.model.maxphyaddr;
+    let la = l.irq.lapic.as_mut()?;
+    let a = &mut la.apic;
+    let r = match (index, write) {
+        (MSR_IA32_APICBASE, None) => Ok((a.apic_base(), Effects::default())),
+        (MSR_IA32_APICBASE, Some(v)) => a.set_base(v, host, maxphy).map(|fx| (0, fx)),
+        (MSR_IA32_TSC_DEADLINE, None) => Ok((a.tsc_deadline(), Effects::default())),
+        (MSR_IA32_TSC_DEADLINE, Some(v)) => Ok((0, a.set_tsc_deadline(v, &now))),
+        (i, None) => a.x2apic_read(i, now.ns).map(|v| (v, Effects::default())),
+        (i, Some(v)) => a.x2apic_write(i, v, &now).map(|fx| (0, fx)),
+    };
+    Some(match r {
+        Ok((v, fx)) => {
+            apply(vcpu, l, fx);
+            Ok(v)
+        }
+        Err(_) => Err(()),
+    })
+}
+
+/// Guest RDMSR/WRMSR of a LAPIC MSR (`None`: not the LAPIC's).
+pub(crate) fn guest_msr(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    index: u32,
+    write: Option<u64>,
+) -> Option<Result<u64, ()>> {
+    msr(vcpu, l, index, write, false)
+}
+
+/// `KVM_GET/SET_MSRS` of a LAPIC MSR (`None`: not the LAPIC's); `true` if the entry succeeded.
+pub(crate) fn host_msr(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    index: u32,
+    data: &mut u64,
+    set: bool,
+) -> Option<bool> {
+    let r = msr(vcpu, l, index, set.then_some(*data), true)?;
+    Some(match r {
+        Ok(v) => {
+            if !set {
+                *data = v;
+            }
+            true
+        }
+        Err(()) => {
+            if !set {
+                *data = 0;
+            }
+            false
+        }
+    })
+}
+
+/// `KVM_GET_LAPIC` / `KVM_SET_LAPIC` (`None`: another ioctl). `EINVAL` without an in-kernel
+/// LAPIC, as upstream.
+pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isize>> {
+    if cmd != KVM_GET_LAPIC && cmd != KVM_SET_LAPIC {
+        return None;
+    }
+    Some((|| {
+        if vcpu.vm().is_td() {
+            return Err(EINVAL);
+        }
+        let format = vcpu.vm().apic().x2apic_format.load(Ordering::Relaxed);
+        if cmd == KVM_GET_LAPIC {
+            let mut l = vcpu.lock();
+            if l.irq.lapic.is_none() {
+                return Err(EINVAL);
+            }
+            sync(vcpu, &mut l);
+            let now = now(vcpu, &l);
+            let la = l.irq.lapic.as_ref().ok_or(EINVAL)?;
+            let s = la.apic.get_state(&now, format).map_err(|_| EINVAL)?;
+            drop(l);
+            UserSlice::new(arg, s.regs.len())
+                .writer()
+                .write_slice(&s.regs)?;
+            Ok(0)
+        } else {
+            let mut s = LapicState {
+                regs: [0; irqchip::lapic::state::KVM_APIC_REG_SIZE],
+            };
+            UserSlice::new(arg, s.regs.len())
+                .reader()
+                .read_slice(&mut s.regs)?;
+            let mut l = vcpu.lock();
+            if l.irq.lapic.is_none() {
+                return Err(EINVAL);
+            }
+            sync(vcpu, &mut l);
+            let now = now(vcpu, &l);
+            let la = l.irq.lapic.as_mut().ok_or(EINVAL)?;
+            let fx = la.apic.set_state(&s, &now, format).map_err(|_| EINVAL)?;
+            apply(vcpu, &mut l, fx);
+            drop(l);
+            kick::request_event(vcpu);
+            Ok(0)
+        }
+    })())
+}
+
+/// VM ioctls of this file (`None`: another ioctl): `KVM_SET_BOOT_CPU_ID` (`EBUSY` once a
+/// vCPU was created, `EINVAL` above the vCPU-ID limit).
+pub(crate) fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Option<Result<isize>> {
+    if cmd != KVM_SET_BOOT_CPU_ID {
+        return None;
+    }
+    let l = vm.lock();
+    Some(if l.created_vcpus != 0 {
+        Err(EBUSY)
+    } else if arg > crate::vm::KVM_MAX_VCPU_IDS as usize
+        || (l.max_vcpu_ids != 0 && arg > l.max_vcpu_ids as usize)
+    {
+        Err(EINVAL)
+    } else {
+        vm.apic().boot_cpu_id.store(arg as u32, Ordering::Relaxed);
+        Ok(0)
+    })
+}
+
+/// The boot vCPU ID (`KVM_CAP_MAX_VCPU_ID` may not go below it).
+pub(crate) fn boot_cpu_id(vm: &Vm) -> u32 {
+    vm.apic().boot_cpu_id.load(Ordering::Relaxed)
+}
+
+/// `KVM_ENABLE_CAP` on the VM for `KVM_CAP_X2APIC_API` and `KVM_CAP_X86_APIC_BUS_CYCLES_NS`
+/// (upstream `kvm_vm_ioctl_enable_cap`).
+pub(crate) fn enable_cap(vm: &Vm, cap: u64, arg0: u64) -> Result<isize> {
+    let a = vm.apic();
+    if cap == KVM_CAP_X2APIC_API {
+        if arg0 & !KVM_X2APIC_API_VALID_FLAGS != 0 {
+            return Err(EINVAL);
+        }
+        if arg0 & KVM_X2APIC_API_USE_32BIT_IDS != 0 {
+            a.x2apic_format.store(true, Ordering::Relaxed);
+        }
+        if arg0 & KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK != 0 {
+            a.broadcast_quirk_disabled.store(true, Ordering::Relaxed);
+        }
+        return Ok(0);
+    }
+    if !irqchip::lapic::valid_bus_cycle_ns(arg0) {
+        return Err(EINVAL);
+    }
+    let l = vm.lock();
+    if !vm.irqchip_mode().in_kernel() {
+        return Err(ENXIO);
+    }
+    if l.created_vcpus != 0 {
+        return Err(EINVAL);
+    }
+    a.bus_cycle_ns.store(arg0, Ordering::Relaxed);
+    Ok(0)
+}
+
+/// `KVM_CHECK_EXTENSION` for this file's capabilities (`None`: not ours).
+pub(crate) fn check_extension(cap: u64) -> Option<isize> {
+    Some(match cap {
+        KVM_CAP_SET_BOOT_CPU_ID | KVM_CAP_TSC_DEADLINE_TIMER => 1,
+        KVM_CAP_X2APIC_API => KVM_X2APIC_API_VALID_FLAGS as isize,
+        KVM_CAP_X86_APIC_BUS_CYCLES_NS => {
+            irqchip::lapic::regs::APIC_BUS_CYCLE_NS_DEFAULT as isize
+        }
+        _ => return None,
+    })
+}

@@ -1,0 +1,494 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Interrupt injection and the in-kernel interrupt controller (issue 12, `irqmod`): real-mode
+//! guests whose IVT (written by the host into RAM at GPA 0) sends interrupts and NMIs to
+//! handlers in RAM that report over port I/O.
+//!
+//! - Userspace irqchip: `request_interrupt_window` -> `KVM_EXIT_IRQ_WINDOW_OPEN` once the guest
+//!   executed STI, `ready_for_interrupt_injection`/`if_flag`, `KVM_INTERRUPT` delivered to the
+//!   guest's IVT, its errnos.
+//! - `KVM_NMI`: delivered with IF=0, a second NMI held back while the handler runs (NMI
+//!   masking until its IRET), both delivered in order, state in `KVM_GET_VCPU_EVENTS`.
+
+use crate::*;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::run::Guest;
+
+/// `KVM_INTERRUPT`.
+const KVM_INTERRUPT: u64 = 0x4004_ae86;
+
+/// Where the handlers live in RAM (segment 0).
+const HANDLER_A: u16 = 0x1000;
+const HANDLER_B: u16 = 0x1100;
+
+/// A handler: `out PORT, al; iret`.
+fn handler(port: u8) -> [u8; 3] {
+    [0xe6, port, 0xcf]
+}
+
+/// Where the main code runs (segment 0: an IRET back to it reloads CS with base 0, which the
+/// reset segment's selector 0xf000 would not give back).
+const MAIN: u16 = 0x2000;
+
+/// A guest that far-jumps from the reset segment to `code` at [`MAIN`] in RAM, with the IVT
+/// entries `ivt` (vector, handler offset) and the handlers `(offset, bytes)` in RAM.
+fn guest(code: &[u8], ivt: &[(u8, u16)], handlers: &[(u16, &[u8])]) -> Result<Guest, String> {
+    let [lo, hi] = MAIN.to_le_bytes();
+    let g = Guest::new(&[0xea, lo, hi, 0, 0], 0x10000)?; // jmp 0x0000:MAIN
+    g.ram.write(usize::from(MAIN), code);
+    for (v, off) in ivt {
+        let mut e = [0u8; 4];
+        e[..2].copy_from_slice(&off.to_le_bytes());
+        g.ram.write(usize::from(*v) * 4, &e);
+    }
+    for (off, bytes) in handlers {
+        g.ram.write(usize::from(*off), bytes);
+    }
+    Ok(g)
+}
+
+fn interrupt(v: &VcpuFd, irq: u32) -> Result<i64, i32> {
+    ioctl(v.as_raw_fd(), KVM_INTERRUPT, &irq as *const u32 as u64)
+}
+
+/// The port of an OUT exit (`Err` for anything else).
+fn out_port(v: &mut VcpuFd, what: &str) -> Result<u16, String> {
+    match v.run().map_err(|e| format!("{what}: KVM_RUN: {e}"))? {
+        VcpuExit::IoOut(port, _) => Ok(port),
+        VcpuExit::InternalError => {
+            // SAFETY: the union member KVM_EXIT_INTERNAL_ERROR fills.
+            let i = unsafe { v.get_kvm_run().__bindgen_anon_1.internal };
+            let rip = v.get_regs().map(|r| r.rip).unwrap_or(0);
+            Err(format!(
+                "{what}: internal error {} data {:x?} at rip {rip:#x}",
+                i.suberror,
+                &i.data[..(i.ndata as usize).min(16)]
+            ))
+        }
+        e => Err(format!("{what}: {e:?}")),
+    }
+}
+
+/// `cli; out 0x80, al; sti; nop; hlt; out 0x82, al; hlt` (a HLT right after STI would exit
+/// before the window opens: STI's shadow covers it).
+const WINDOW_GUEST: &[u8] = &[
+    0xfa, // cli
+    0xe6, 0x80, // out 0x80, al
+    0xfb, // sti
+    0x90, // nop
+    0xf4, // hlt
+    0xe6, 0x82, // out 0x82, al
+    0xf4, // hlt
+];
+
+fn userspace_irqchip_window_and_interrupt() -> Result<(), String> {
+    let g = guest(
+        WINDOW_GUEST,
+        &[(0x20, HANDLER_A)],
+        &[(HANDLER_A, &handler(0x81))],
+    )?;
+    let mut v = g.vcpu(0)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    {
+        let r = v.get_kvm_run();
+        eq(r.if_flag, 0, "if_flag after CLI")?;
+        eq(r.ready_for_interrupt_injection, 0, "ready with IF=0")?;
+        r.request_interrupt_window = 1;
+    }
+    match v.run().map_err(|e| format!("run 2: {e}"))? {
+        VcpuExit::IrqWindowOpen => {}
+        e => return Err(format!("run 2 with request_interrupt_window: {e:?}")),
+    }
+    {
+        let r = v.get_kvm_run();
+        eq(r.if_flag, 1, "if_flag after STI")?;
+        eq(r.ready_for_interrupt_injection, 1, "ready at the window")?;
+        r.request_interrupt_window = 0;
+    }
+    let regs = v.get_regs().map_err(|e| format!("GET_REGS: {e}"))?;
+    eq(
+        regs.rip,
+        u64::from(MAIN) + 5,
+        "the window opens after STI's shadow (the NOP), at HLT",
+    )?;
+    eq(interrupt(&v, 256), Err(EINVAL), "KVM_INTERRUPT 256")?;
+    eq(interrupt(&v, 0x20), Ok(0), "KVM_INTERRUPT 0x20")?;
+    let ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(
+        (ev.interrupt.injected, ev.interrupt.nr),
+        (1, 0x20),
+        "queued interrupt in VCPU_EVENTS",
+    )?;
+    eq(
+        out_port(&mut v, "run 3")?,
+        0x81,
+        "the handler of vector 0x20 ran",
+    )?;
+    match v.run().map_err(|e| format!("run 4: {e}"))? {
+        VcpuExit::Hlt => {}
+        e => return Err(format!("run 4: IRET back to NOP; HLT: {e:?}")),
+    }
+    let ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(ev.interrupt.injected, 0, "nothing injected after delivery")?;
+    // Without request_interrupt_window, HLT's next instruction runs.
+    eq(out_port(&mut v, "run 5")?, 0x82, "after HLT")?;
+    Ok(())
+}
+
+/// `cli; out 0x80, al; out 0x84, al; hlt`.
+const NMI_GUEST: &[u8] = &[
+    0xfa, // cli
+    0xe6, 0x80, // out 0x80, al
+    0xe6, 0x84, // out 0x84, al
+    0xf4, // hlt
+];
+
+fn nmi_masking_until_iret() -> Result<(), String> {
+    // NMI handler: out 0x83; out 0x85; iret (two exits inside the handler).
+    let nmi_handler: &[u8] = &[0xe6, 0x83, 0xe6, 0x85, 0xcf];
+    let g = guest(NMI_GUEST, &[(2, HANDLER_B)], &[(HANDLER_B, nmi_handler)])?;
+    let mut v = g.vcpu(0)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    v.nmi().map_err(|e| format!("KVM_NMI 1: {e}"))?;
+    v.nmi().map_err(|e| format!("KVM_NMI 2: {e}"))?;
+    let ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(ev.nmi.pending, 2, "two NMIs pending")?;
+    eq(
+        out_port(&mut v, "run 2")?,
+        0x83,
+        "NMI handler entered with IF=0",
+    )?;
+    let ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(
+        (ev.nmi.masked, ev.nmi.pending),
+        (1, 1),
+        "in the handler: masked, one pending",
+    )?;
+    eq(
+        out_port(&mut v, "run 3")?,
+        0x85,
+        "the handler is not re-entered",
+    )?;
+    eq(
+        out_port(&mut v, "run 4")?,
+        0x83,
+        "the second NMI after the IRET",
+    )?;
+    eq(out_port(&mut v, "run 5")?, 0x85, "second handler")?;
+    eq(out_port(&mut v, "run 6")?, 0x84, "back in the main code")?;
+    let ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(
+        (ev.nmi.masked, ev.nmi.pending),
+        (0, 0),
+        "unmasked after the IRET",
+    )?;
+    match v.run().map_err(|e| format!("run 7: {e}"))? {
+        VcpuExit::Hlt => Ok(()),
+        e => Err(format!("run 7: {e:?}")),
+    }
+}
+
+/// Runs `f` where SVM with nested paging is there (the guest pipeline's `-cpu max`), fails
+/// with the reason elsewhere.
+fn with_svm(f: fn() -> Result<(), String>) -> Result<(), String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or("");
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    if has("svm") && has("npt") {
+        f()
+    } else {
+        Err("cannot run guests: no SVM with nested paging on this CPU".into())
+    }
+}
+
+pub(crate) fn tests() -> Vec<Test> {
+    vec![
+        ("irq_userspace_window_open_and_kvm_interrupt", Any, |_| {
+            with_svm(userspace_irqchip_window_and_interrupt)
+        }),
+        ("irq_kvm_nmi_masked_until_iret", Any, |_| {
+            with_svm(nmi_masking_until_iret)
+        }),
+        ("irq_lapic_xapic_mmio_timer_wakes_halt", Any, |_| {
+            with_svm(xapic_mmio_timer_wakes_halt)
+        }),
+        ("irq_lapic_ipi_wakes_halted_vcpu_thread", Any, |_| {
+            with_svm(ipi_wakes_halted_vcpu)
+        }),
+        ("irq_lapic_signal_then_nmi_end_halt", Any, |_| {
+            with_svm(signal_and_nmi_end_halt)
+        }),
+        ("irq_lapic_state_mp_state_errnos", Any, |_| {
+            with_svm(lapic_state_and_errnos)
+        }),
+    ]
+}
+
+// ---- The in-kernel LAPIC (KVM_CREATE_IRQCHIP) ----
+
+/// The xAPIC page.
+const APIC_GPA: u64 = 0xfee0_0000;
+
+/// A VM with the in-kernel irqchip, RAM at 0 (64 KiB) holding the IVT entries `ivt` and the
+/// `code` blocks `(offset, bytes)`.
+fn irqchip_guest(ivt: &[(u8, u16)], code: &[(u16, &[u8])]) -> Result<Guest, String> {
+    let g = guest(&[0xf4], ivt, code)?;
+    g.vm.create_irq_chip()
+        .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
+    Ok(g)
+}
+
+/// vCPU `id` in real mode at 0:`entry`, DS based at the xAPIC page (so `[0x30]` is the LVR),
+/// ES and SS at 0, runnable.
+fn lapic_vcpu(g: &Guest, id: u64, entry: u16) -> Result<VcpuFd, String> {
+    let v = g.vcpu(id)?;
+    let mut s = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
+    s.cs.base = 0;
+    s.cs.selector = 0;
+    s.ds.base = APIC_GPA;
+    s.ds.selector = 0;
+    s.es.base = 0;
+    s.es.selector = 0;
+    s.ss.base = 0;
+    s.ss.selector = 0;
+    v.set_sregs(&s).map_err(|e| format!("SET_SREGS: {e}"))?;
+    let mut r = v.get_regs().map_err(|e| format!("GET_REGS: {e}"))?;
+    r.rip = u64::from(entry);
+    r.rsp = 0x8000 - 0x100 * id;
+    r.rflags = 2;
+    v.set_regs(&r).map_err(|e| format!("SET_REGS: {e}"))?;
+    v.set_mp_state(kvm_bindings::kvm_mp_state { mp_state: 0 })
+        .map_err(|e| format!("SET_MP_STATE: {e}"))?;
+    Ok(v)
+}
+
+/// `mov dword [disp16], imm32` (DS: the xAPIC page).
+fn apic_write(off: u16, val: u32) -> Vec<u8> {
+    let mut b = vec![0x66, 0xc7, 0x06];
+    b.extend_from_slice(&off.to_le_bytes());
+    b.extend_from_slice(&val.to_le_bytes());
+    b
+}
+
+/// `mov eax, [disp16]; mov [es:dst], eax`: an APIC register into RAM.
+fn apic_read_to_ram(off: u16, dst: u16) -> Vec<u8> {
+    let mut b = vec![0x66, 0xa1];
+    b.extend_from_slice(&off.to_le_bytes());
+    b.extend_from_slice(&[0x26, 0x66, 0xa3]);
+    b.extend_from_slice(&dst.to_le_bytes());
+    b
+}
+
+fn ram_u32(g: &Guest, off: usize) -> u32 {
+    u32::from_le_bytes([
+        g.ram.read(off),
+        g.ram.read(off + 1),
+        g.ram.read(off + 2),
+        g.ram.read(off + 3),
+    ])
+}
+
+/// An interrupt handler: `inc byte [es:counter]; EOI; iret`.
+fn counting_handler(counter: u16) -> Vec<u8> {
+    let mut b = vec![0x26, 0xfe, 0x06];
+    b.extend_from_slice(&counter.to_le_bytes());
+    b.extend(apic_write(0xb0, 0));
+    b.push(0xcf);
+    b
+}
+
+/// xAPIC registers read and written by the guest over MMIO in the kernel, the one-shot timer
+/// firing into the guest's IVT while the vCPU halts in the kernel.
+fn xapic_mmio_timer_wakes_halt() -> Result<(), String> {
+    let mut main = Vec::new();
+    main.push(0xfa); // cli
+    main.extend(apic_read_to_ram(0x30, 0x500)); // LVR
+    main.extend(apic_read_to_ram(0x20, 0x504)); // ID
+    main.extend(apic_write(0xf0, 0x1ff)); // SPIV: enabled, spurious 0xff
+    main.extend(apic_read_to_ram(0xf0, 0x508));
+    main.extend(apic_write(0x320, 0x40)); // LVTT: vector 0x40, one-shot
+    main.extend(apic_write(0x3e0, 0xb)); // TDCR: divide by 1
+    main.extend(apic_write(0x380, 20_000_000)); // TMICT: 20 ms at 1 ns per bus cycle
+    main.extend([0xfb, 0xf4]); // sti; hlt
+    main.extend([0xe6, 0x81]); // out 0x81, al
+    let handler = counting_handler(0x510);
+    let g = irqchip_guest(
+        &[(0x40, HANDLER_A)],
+        &[(MAIN, &main), (HANDLER_A, &handler)],
+    )?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    let t0 = std::time::Instant::now();
+    eq(out_port(&mut v, "run")?, 0x81, "after the timer woke HLT")?;
+    let dt = t0.elapsed();
+    eq(ram_u32(&g, 0x500) & 0xff, 0x14, "LVR version")?;
+    eq(ram_u32(&g, 0x504), 0, "APIC ID of vCPU 0")?;
+    eq(ram_u32(&g, 0x508), 0x1ff, "SPIV read back")?;
+    eq(g.ram.read(0x510), 1, "timer interrupts taken")?;
+    check(
+        dt >= std::time::Duration::from_millis(15),
+        &format!("HLT slept until the timer ({dt:?})"),
+    )?;
+    let l = v.get_lapic().map_err(|e| format!("GET_LAPIC: {e}"))?;
+    let reg = |off: usize| {
+        u32::from_le_bytes([
+            l.regs[off] as u8,
+            l.regs[off + 1] as u8,
+            l.regs[off + 2] as u8,
+            l.regs[off + 3] as u8,
+        ])
+    };
+    eq(reg(0x320), 0x40, "LVTT in KVM_GET_LAPIC")?;
+    eq(reg(0x100 + 0x40 / 32 * 0x10), 0, "ISR empty after EOI")?;
+    Ok(())
+}
+
+/// A fixed IPI from vCPU 0's ICR wakes vCPU 1 halted in the kernel on another thread.
+fn ipi_wakes_halted_vcpu() -> Result<(), String> {
+    let mut halter = Vec::new();
+    halter.extend(apic_write(0xf0, 0x1ff));
+    halter.extend([0xfb, 0xf4]); // sti; hlt
+    halter.extend([0xe6, 0x82]); // out 0x82, al
+    let mut sender = Vec::new();
+    sender.extend(apic_write(0xf0, 0x1ff));
+    sender.extend(apic_write(0x310, 1 << 24)); // ICR2: destination APIC ID 1
+    sender.extend(apic_write(0x300, 0x41)); // ICR: fixed, physical, vector 0x41
+    sender.extend([0xe6, 0x83]); // out 0x83, al
+    let handler = counting_handler(0x520);
+    let g = irqchip_guest(
+        &[(0x41, HANDLER_A)],
+        &[(MAIN, &halter), (0x3000, &sender), (HANDLER_A, &handler)],
+    )?;
+    let mut v1 = lapic_vcpu(&g, 1, MAIN)?;
+    let mut v0 = lapic_vcpu(&g, 0, 0x3000)?;
+    // vCPU 1 was created second: make it vCPU index 1 with APIC ID 1.
+    std::thread::scope(|s| {
+        let h = s.spawn(move || out_port(&mut v1, "halter"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        eq(out_port(&mut v0, "sender")?, 0x83, "sender done")?;
+        let p = h
+            .join()
+            .map_err(|_| "halter thread panicked".to_string())??;
+        eq(p, 0x82, "halter woken by the IPI")
+    })?;
+    eq(g.ram.read(0x520), 1, "IPIs taken")?;
+    Ok(())
+}
+
+/// A vCPU halted in the kernel with interrupts off: a signal ends `KVM_RUN` with `EINTR`
+/// (`KVM_EXIT_INTR`) and the vCPU stays `HALTED`; `KVM_NMI` then wakes it into its NMI
+/// handler.
+fn signal_and_nmi_end_halt() -> Result<(), String> {
+    extern "C" fn on_signal(_: libc::c_int) {}
+    // SAFETY: installs a no-op handler for SIGUSR2 (no SA_RESTART: KVM_RUN returns EINTR).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+    }
+    let main: &[u8] = &[0xfa, 0xf4, 0xe6, 0x85]; // cli; hlt; out 0x85, al
+    let nmi: &[u8] = &[0xe6, 0x84, 0xcf]; // out 0x84, al; iret
+    let g = irqchip_guest(&[(2, HANDLER_B)], &[(MAIN, main), (HANDLER_B, nmi)])?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    let (r, why) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(
+                unsafe { libc::pthread_self() } as u64,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
+            (r, v.get_kvm_run().exit_reason)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // SAFETY: the thread is alive until joined; SIGUSR2 has a handler.
+        unsafe {
+            libc::pthread_kill(
+                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
+                libc::SIGUSR2,
+            )
+        };
+        h.join().map_err(|_| "vCPU thread panicked".to_string())
+    })?;
+    eq(r, libc::EINTR, "KVM_RUN of a halted vCPU after a signal")?;
+    eq(why, 10, "exit_reason KVM_EXIT_INTR")?;
+    let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
+    eq(m.mp_state, 3, "still HALTED")?;
+    v.nmi().map_err(|e| format!("KVM_NMI: {e}"))?;
+    eq(out_port(&mut v, "after KVM_NMI")?, 0x84, "NMI handler")?;
+    eq(out_port(&mut v, "after IRET")?, 0x85, "past HLT")?;
+    let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
+    eq(m.mp_state, 0, "RUNNABLE")?;
+    Ok(())
+}
+
+/// `KVM_GET/SET_LAPIC` round trip and errnos; INIT_RECEIVED/SIPI through `KVM_SET_MP_STATE`;
+/// `KVM_INTERRUPT` is `ENXIO` with the in-kernel PIC; without an irqchip `KVM_GET_LAPIC` is
+/// `EINVAL`.
+fn lapic_state_and_errnos() -> Result<(), String> {
+    let g = irqchip_guest(&[], &[])?;
+    let v = lapic_vcpu(&g, 0, MAIN)?;
+    let mut l = v.get_lapic().map_err(|e| format!("GET_LAPIC: {e}"))?;
+    let put = |l: &mut kvm_bindings::kvm_lapic_state, off: usize, val: u32| {
+        for (i, b) in val.to_le_bytes().iter().enumerate() {
+            l.regs[off + i] = *b as _;
+        }
+    };
+    put(&mut l, 0x80, 0x20); // TPR
+    put(&mut l, 0xf0, 0x1ff); // SPIV
+    put(&mut l, 0x350, 0x700); // LVT0 ExtINT
+    v.set_lapic(&l).map_err(|e| format!("SET_LAPIC: {e}"))?;
+    let back = v.get_lapic().map_err(|e| format!("GET_LAPIC: {e}"))?;
+    for off in [0x80usize, 0xf0, 0x350] {
+        eq(
+            &back.regs[off..off + 4],
+            &l.regs[off..off + 4],
+            &format!("register {off:#x}"),
+        )?;
+    }
+    eq(
+        interrupt(&v, 0x20),
+        Err(libc::ENXIO),
+        "KVM_INTERRUPT with the in-kernel PIC",
+    )?;
+    // An AP: UNINITIALIZED at creation, then INIT_RECEIVED and SIPI_RECEIVED accepted.
+    let ap = g.vcpu(1)?;
+    eq(
+        ap.get_mp_state().map(|m| m.mp_state).map_err(|e| e.errno()),
+        Ok(1),
+        "AP MP state at creation",
+    )?;
+    ap.set_mp_state(kvm_bindings::kvm_mp_state { mp_state: 4 })
+        .map_err(|e| format!("SET_MP_STATE(SIPI_RECEIVED): {e}"))?;
+    eq(
+        ap.get_mp_state().map(|m| m.mp_state).map_err(|e| e.errno()),
+        Ok(0),
+        "SIPI delivered",
+    )?;
+    let r = ap.get_regs().map_err(|e| format!("GET_REGS: {e}"))?;
+    eq(r.rip, 0, "SIPI: RIP 0")?;
+    drop(ap);
+    drop(v);
+    drop(g);
+    let plain = Guest::new(&[0xf4], 0x1000)?;
+    let v = plain.vcpu(0)?;
+    eq(
+        v.get_lapic().map(|_| ()).map_err(|e| e.errno()),
+        Err(EINVAL),
+        "KVM_GET_LAPIC without an irqchip",
+    )?;
+    Ok(())
+}
