@@ -57,6 +57,30 @@ fn create_vcpu(vm: &OwnedFd, id: u64) -> Result<OwnedFd, String> {
         .map_err(|e| format!("KVM_CREATE_VCPU: errno {e}"))
 }
 
+/// The irqchip capabilities, on `/dev/kvm` and on a VM fd, with upstream x86's values.
+fn caps(_: &Ctx) -> Result<(), String> {
+    let kvm = dev();
+    let vm = new_vm()?;
+    for fd in [kvm.as_raw_fd(), vm.as_raw_fd()] {
+        for (cap, name, want) in [
+            (0u64, "KVM_CAP_IRQCHIP", 1i64),
+            (11, "KVM_CAP_PIT", 1),
+            (24, "KVM_CAP_REINJECT_CONTROL", 1),
+            (25, "KVM_CAP_IRQ_ROUTING", 4096),
+            (26, "KVM_CAP_IRQ_INJECT_STATUS", 1),
+            (32, "KVM_CAP_IRQFD", 1),
+            (33, "KVM_CAP_PIT2", 1),
+            (35, "KVM_CAP_PIT_STATE2", 1),
+            (77, "KVM_CAP_SIGNAL_MSI", 1),
+            (82, "KVM_CAP_IRQFD_RESAMPLE", 1),
+            (121, "KVM_CAP_SPLIT_IRQCHIP", 1),
+        ] {
+            eq(ioctl(fd, 0xae03, cap), Ok(want), name)?;
+        }
+    }
+    Ok(())
+}
+
 /// `KVM_CREATE_IRQCHIP` / `KVM_CAP_SPLIT_IRQCHIP`: once, before vCPUs, one kind.
 fn create_rules(_: &Ctx) -> Result<(), String> {
     let vm = new_vm()?;
@@ -859,7 +883,6 @@ fn run_with(
 /// Interrupts reach the guest's IDT: an IOAPIC pin raised with KVM_IRQ_LINE, an MSI from
 /// KVM_SIGNAL_MSI, an irqfd on an IOAPIC GSI; each wakes the halted vCPU, runs its handler
 /// once, and the guest EOIs it.
-#[allow(dead_code)] // registered once irqmod's LAPIC is merged
 fn interrupts_reach_guest() -> Result<(), String> {
     let (g, v) = interrupt_guest()?;
     let fd = g.vm.as_raw_fd();
@@ -910,6 +933,7 @@ fn interrupts_reach_guest() -> Result<(), String> {
 
 pub(crate) fn tests() -> Vec<Test> {
     vec![
+        ("irqchip_caps", Any, caps),
         ("irqchip_create_rules", Any, create_rules),
         ("irqchip_state_ioctls", Any, state_ioctls),
         ("irqchip_gsi_routing", Any, routing),
@@ -921,7 +945,8 @@ pub(crate) fn tests() -> Vec<Test> {
             in_kernel_registers()
         }),
         ("irqchip_run_in_kernel_pit", Any, |_| in_kernel_pit()),
-        // HOOK(irqroute): registered once irqmod's LAPIC is merged (marker irq-deliver).
-        // ("irqchip_run_interrupts_reach_guest", Any, |_| interrupts_reach_guest()),
+        ("irqchip_run_interrupts_reach_guest", Any, |_| {
+            interrupts_reach_guest()
+        }),
     ]
 }
