@@ -612,9 +612,27 @@ fn pit(_: &Ctx) -> Result<(), String> {
 /// A 64-bit guest at 0x10000 in a VM that got `KVM_CREATE_IRQCHIP` before its vCPU: identity
 /// map of the first 2 MiB and of 0xfec00000 (the IOAPIC window), flat segments.
 fn long_mode_irqchip_guest(code: &[u8]) -> Result<(crate::run::Guest, kvm_ioctls::VcpuFd), String> {
+    long_mode_guest_with(code, false)
+}
+
+/// [`long_mode_irqchip_guest`] with the full (`split` false) or the split irqchip.
+fn long_mode_guest_with(
+    code: &[u8],
+    split: bool,
+) -> Result<(crate::run::Guest, kvm_ioctls::VcpuFd), String> {
     let g = crate::run::Guest::new(&[0xf4], 0x40_0000)?;
-    g.vm.create_irq_chip()
-        .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
+    if split {
+        let mut cap = kvm_bindings::kvm_enable_cap {
+            cap: KVM_CAP_SPLIT_IRQCHIP,
+            ..Default::default()
+        };
+        cap.args[0] = 24;
+        g.vm.enable_cap(&cap)
+            .map_err(|e| format!("KVM_CAP_SPLIT_IRQCHIP: {e}"))?;
+    } else {
+        g.vm.create_irq_chip()
+            .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
+    }
     // PML4 0x1000 -> PDPT 0x2000; PDPT[0] -> PD 0x3000 (2 MiB at 0), PDPT[3] -> PD 0x4000
     // with entry 502 (0xfec00000) as a 2 MiB page.
     g.ram.write(0x1000, &(0x2000u64 | 3).to_le_bytes());
@@ -782,6 +800,10 @@ fn in_kernel_pit() -> Result<(), String> {
 /// count the interrupt at 0x6000 + n, EOI the local APIC, iretq) and main loop (mask the PIC,
 /// enable the APIC, then `sti; hlt; out 0x80` forever), and the APIC page mapped.
 fn interrupt_guest() -> Result<(crate::run::Guest, kvm_ioctls::VcpuFd), String> {
+    interrupt_guest_with(false)
+}
+
+fn interrupt_guest_with(split: bool) -> Result<(crate::run::Guest, kvm_ioctls::VcpuFd), String> {
     #[rustfmt::skip]
     let main: &[u8] = &[
         0x0f, 0x01, 0x1c, 0x25, 0x00, 0x5f, 0x00, 0x00, // lidt [0x5f00]
@@ -792,7 +814,7 @@ fn interrupt_guest() -> Result<(crate::run::Guest, kvm_ioctls::VcpuFd), String> 
         0xe6, 0x80, // out 0x80, al
         0xeb, 0xfa, // jmp l
     ];
-    let (g, v) = long_mode_irqchip_guest(main)?;
+    let (g, v) = long_mode_guest_with(main, split)?;
     // GDT: null, 64-bit code 0x08, data 0x10; IDTR at 0x5f00.
     g.ram.write(0x500, &0u64.to_le_bytes());
     g.ram.write(0x508, &0x0020_9a00_0000_0000u64.to_le_bytes());
@@ -931,6 +953,43 @@ fn interrupts_reach_guest() -> Result<(), String> {
     Ok(())
 }
 
+/// Split irqchip: a level-triggered MSI reaches the guest; its EOI exits to userspace with
+/// `KVM_EXIT_IOAPIC_EOI` and the vector, and the guest goes on after the next `KVM_RUN`.
+fn split_level_eoi_exits() -> Result<(), String> {
+    let (g, mut v) = interrupt_guest_with(true)?;
+    // The PIC masking OUTs exit to userspace (no in-kernel PIC in split mode).
+    for port in [0x21u16, 0xa1] {
+        v.run().map_err(|e| format!("KVM_RUN: {e}"))?;
+        let run = v.get_kvm_run();
+        eq(run.exit_reason, 2, "PIC port exit in split mode")?;
+        // SAFETY: exit_reason is KVM_EXIT_IO, so `io` is the union's member.
+        let io_port = unsafe { run.__bindgen_anon_1.io.port };
+        eq(io_port, port, "PIC port")?;
+    }
+    let fd = g.vm.as_raw_fd();
+    let (mut v, why) = run_with(v, || {
+        // Fixed, physical, APIC ID 0, vector 0x41, level triggered (data bit 15).
+        let msi = [0xfee0_0000u32, 0, 0x8041, 0, 0, 0, 0, 0];
+        eq(
+            ioctl(fd, KVM_SIGNAL_MSI, msi.as_ptr() as u64),
+            Ok(1),
+            "level MSI delivered",
+        )
+    })?;
+    eq(why, 26, "KVM_EXIT_IOAPIC_EOI")?;
+    // SAFETY: exit_reason is KVM_EXIT_IOAPIC_EOI, so `eoi` is the union's member.
+    let vector = unsafe { v.get_kvm_run().__bindgen_anon_1.eoi.vector };
+    eq(vector, 0x41, "EOI vector")?;
+    eq(g.ram.read(0x6001), 1, "vector 0x41 handled")?;
+    v.run().map_err(|e| format!("KVM_RUN: {e}"))?;
+    eq(
+        v.get_kvm_run().exit_reason,
+        2,
+        "the guest goes on to its OUT",
+    )?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irqchip_caps", Any, caps),
@@ -947,6 +1006,9 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irqchip_run_in_kernel_pit", Any, |_| in_kernel_pit()),
         ("irqchip_run_interrupts_reach_guest", Any, |_| {
             interrupts_reach_guest()
+        }),
+        ("irqchip_run_split_level_eoi_exits", Any, |_| {
+            split_level_eoi_exits()
         }),
     ]
 }
