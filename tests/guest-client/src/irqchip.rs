@@ -953,6 +953,44 @@ fn interrupts_reach_guest() -> Result<(), String> {
     Ok(())
 }
 
+/// A resampling irqfd on a level-triggered IOAPIC pin: the guest gets the interrupt once, its
+/// EOI lowers the line, clears remote IRR and signals the resamplefd.
+fn level_irqfd_resample() -> Result<(), String> {
+    let (g, v) = interrupt_guest()?;
+    let fd = g.vm.as_raw_fd();
+    // IOAPIC pin 5 -> vector 0x42, level triggered, to APIC ID 0.
+    let mut io = irqchip_buf(2);
+    ioctl(fd, KVM_GET_IRQCHIP, io.as_mut_ptr() as u64).map_err(|e| format!("GET IOAPIC: {e}"))?;
+    let o = 8 + 24 + 5 * 8;
+    io[o..o + 8].copy_from_slice(&(0x42u64 | 1 << 15).to_le_bytes());
+    ioctl(fd, KVM_SET_IRQCHIP, io.as_ptr() as u64).map_err(|e| format!("SET IOAPIC: {e}"))?;
+    let (e, r) = (eventfd(), eventfd());
+    eq(
+        irqfd(&g.vm, e.as_raw_fd(), 5, 2, r.as_raw_fd()),
+        0,
+        "resampling irqfd on GSI 5",
+    )?;
+    let (_v, why) = run_with(v, || {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes to an eventfd.
+        unsafe { libc::write(e.as_raw_fd(), one.as_ptr().cast(), 8) };
+        Ok(())
+    })?;
+    eq(why, 2, "exit after the level interrupt")?;
+    eq(g.ram.read(0x6002), 1, "vector 0x42 handled once")?;
+    let mut cnt = [0u8; 8];
+    // SAFETY: reads 8 bytes from a non-blocking eventfd into `cnt`.
+    let n = unsafe { libc::read(r.as_raw_fd(), cnt.as_mut_ptr().cast(), 8) };
+    eq(n, 8, "the resamplefd was signalled")?;
+    let mut st = irqchip_buf(2);
+    ioctl(fd, KVM_GET_IRQCHIP, st.as_mut_ptr() as u64).map_err(|e| format!("GET IOAPIC: {e}"))?;
+    let ent = u64::from_le_bytes(st[o..o + 8].try_into().unwrap());
+    eq(ent & (1 << 14), 0, "remote IRR cleared by the EOI")?;
+    let irr = u32::from_le_bytes(st[8 + 16..8 + 20].try_into().unwrap());
+    eq(irr & (1 << 5), 0, "line 5 lowered by the resampler")?;
+    Ok(())
+}
+
 /// Split irqchip: a level-triggered MSI reaches the guest; its EOI exits to userspace with
 /// `KVM_EXIT_IOAPIC_EOI` and the vector, and the guest goes on after the next `KVM_RUN`.
 fn split_level_eoi_exits() -> Result<(), String> {
@@ -1009,6 +1047,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irqchip_run_split_level_eoi_exits", Any, |_| {
             split_level_eoi_exits()
+        }),
+        ("irqchip_run_level_irqfd_resample", Any, |_| {
+            level_irqfd_resample()
         }),
     ]
 }
