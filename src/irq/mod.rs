@@ -376,11 +376,42 @@ pub(crate) fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Option<Result<isize>> {
     })
 }
 
-/// `KVM_CHECK_EXTENSION` answers for the irqchip capabilities (`None`: not ours). Nothing is
-/// advertised until it works end to end.
+/// `KVM_CAP_PIT`.
+const KVM_CAP_PIT: u64 = 11;
+/// `KVM_CAP_REINJECT_CONTROL`.
+const KVM_CAP_REINJECT_CONTROL: u64 = 24;
+/// `KVM_CAP_IRQ_ROUTING`.
+const KVM_CAP_IRQ_ROUTING: u64 = 25;
+/// `KVM_CAP_IRQ_INJECT_STATUS`.
+const KVM_CAP_IRQ_INJECT_STATUS: u64 = 26;
+/// `KVM_CAP_IRQFD`.
+const KVM_CAP_IRQFD: u64 = 32;
+/// `KVM_CAP_PIT2`.
+const KVM_CAP_PIT2: u64 = 33;
+/// `KVM_CAP_PIT_STATE2`.
+const KVM_CAP_PIT_STATE2: u64 = 35;
+/// `KVM_CAP_SIGNAL_MSI`.
+const KVM_CAP_SIGNAL_MSI: u64 = 77;
+/// `KVM_CAP_IRQFD_RESAMPLE`.
+const KVM_CAP_IRQFD_RESAMPLE: u64 = 82;
+
+/// `KVM_CHECK_EXTENSION` answers for the irqchip capabilities (`None`: not ours), as upstream
+/// x86 answers them on `/dev/kvm` and VM fds: the in-kernel PIC/IOAPIC/LAPIC and the split
+/// form, GSI routing (the table's size limit), line status, irqfds with resampling, MSIs, the
+/// PIT with its state2 and reinjection control.
 pub(crate) fn check_extension(cap: u64) -> Option<isize> {
     match cap {
-        KVM_CAP_IRQCHIP | KVM_CAP_SPLIT_IRQCHIP => Some(0),
+        KVM_CAP_IRQCHIP
+        | KVM_CAP_SPLIT_IRQCHIP
+        | KVM_CAP_IRQ_INJECT_STATUS
+        | KVM_CAP_IRQFD
+        | KVM_CAP_IRQFD_RESAMPLE
+        | KVM_CAP_SIGNAL_MSI
+        | KVM_CAP_PIT
+        | KVM_CAP_PIT2
+        | KVM_CAP_PIT_STATE2
+        | KVM_CAP_REINJECT_CONTROL => Some(1),
+        KVM_CAP_IRQ_ROUTING => Some(KVM_MAX_IRQ_ROUTES as isize),
         _ => None,
     }
 }
