@@ -234,6 +234,9 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irq_lapic_state_mp_state_errnos", Any, |_| {
             with_svm(lapic_state_and_errnos)
         }),
+        ("irq_split_irqchip_kvm_interrupt_extint", Any, |_| {
+            with_svm(split_irqchip_extint)
+        }),
     ]
 }
 
@@ -490,5 +493,47 @@ fn lapic_state_and_errnos() -> Result<(), String> {
         Err(EINVAL),
         "KVM_GET_LAPIC without an irqchip",
     )?;
+    Ok(())
+}
+
+/// Split irqchip: `KVM_INTERRUPT` hands the ExtINT vector to LINT0 (ExtINT on the boot vCPU
+/// after reset), `EEXIST` while one is pending, delivered once the guest sets IF;
+/// `request_interrupt_window` works as with a userspace irqchip.
+fn split_irqchip_extint() -> Result<(), String> {
+    // cli; out 0x80; sti; nop; out 0x82; out 0x83
+    let main: &[u8] = &[0xfa, 0xe6, 0x80, 0xfb, 0x90, 0xe6, 0x82, 0xe6, 0x83];
+    let g = guest(
+        &[0xf4],
+        &[(0x20, HANDLER_A)],
+        &[(MAIN, main), (HANDLER_A, &handler(0x81))],
+    )?;
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: 121, // KVM_CAP_SPLIT_IRQCHIP
+        args: [24, 0, 0, 0],
+        ..Default::default()
+    };
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("KVM_ENABLE_CAP(SPLIT_IRQCHIP): {e}"))?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    eq(interrupt(&v, 0x20), Ok(0), "KVM_INTERRUPT (split)")?;
+    eq(
+        interrupt(&v, 0x21),
+        Err(libc::EEXIST),
+        "a second one while pending",
+    )?;
+    eq(
+        out_port(&mut v, "run 2")?,
+        0x81,
+        "the ExtINT vector's handler once IF=1",
+    )?;
+    eq(out_port(&mut v, "run 3")?, 0x82, "back in the main code")?;
+    v.get_kvm_run().request_interrupt_window = 1;
+    match v.run().map_err(|e| format!("run 4: {e}"))? {
+        VcpuExit::IrqWindowOpen => {}
+        e => return Err(format!("run 4 with request_interrupt_window: {e:?}")),
+    }
+    v.get_kvm_run().request_interrupt_window = 0;
+    eq(out_port(&mut v, "run 5")?, 0x83, "last OUT")?;
     Ok(())
 }
