@@ -237,6 +237,9 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irq_split_irqchip_kvm_interrupt_extint", Any, |_| {
             with_svm(split_irqchip_extint)
         }),
+        ("irq_lapic_tsc_deadline_timer_wakes_halt", Any, |_| {
+            with_svm(tsc_deadline_timer_wakes_halt)
+        }),
     ]
 }
 
@@ -535,5 +538,58 @@ fn split_irqchip_extint() -> Result<(), String> {
     }
     v.get_kvm_run().request_interrupt_window = 0;
     eq(out_port(&mut v, "run 5")?, 0x83, "last OUT")?;
+    Ok(())
+}
+
+/// The TSC-deadline timer (CPUID.1:ECX bit 24 in the guest's table): the guest arms
+/// IA32_TSC_DEADLINE 10 ms ahead of its TSC and halts; the timer wakes it into its handler,
+/// the MSR reads 0 after expiry.
+fn tsc_deadline_timer_wakes_halt() -> Result<(), String> {
+    let mut main = Vec::new();
+    main.push(0xfa); // cli
+    main.extend(apic_write(0xf0, 0x1ff)); // SPIV
+    main.extend(apic_write(0x320, 0x4_0042)); // LVTT: TSC-deadline mode (18:17 = 2), vector 0x42
+    main.extend([
+        0x0f, 0x31, // rdtsc
+        0x66, 0x05, 0x00, 0x2d, 0x31, 0x01, // add eax, 20_000_000
+        0x66, 0x83, 0xd2, 0x00, // adc edx, 0
+        0x66, 0xb9, 0xe0, 0x06, 0x00, 0x00, // mov ecx, 0x6e0
+        0x0f, 0x30, // wrmsr
+        0xfb, 0xf4, // sti; hlt
+        0x0f, 0x32, // rdmsr (IA32_TSC_DEADLINE)
+        0x26, 0x66, 0xa3, 0x00, 0x06, // mov [es:0x600], eax
+        0xe6, 0x86, // out 0x86, al
+    ]);
+    let handler = counting_handler(0x530);
+    let g = irqchip_guest(
+        &[(0x42, HANDLER_A)],
+        &[(MAIN, &main), (HANDLER_A, &handler)],
+    )?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let mut cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    for e in cpuid.as_mut_slice() {
+        if e.function == 1 {
+            e.ecx |= 1 << 24;
+        }
+    }
+    v.set_cpuid2(&cpuid)
+        .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    g.ram.write(0x600, &[0xff; 4]);
+    let t0 = std::time::Instant::now();
+    eq(
+        out_port(&mut v, "run")?,
+        0x86,
+        "after the deadline woke HLT",
+    )?;
+    let dt = t0.elapsed();
+    eq(g.ram.read(0x530), 1, "timer interrupts taken")?;
+    eq(ram_u32(&g, 0x600), 0, "IA32_TSC_DEADLINE after expiry")?;
+    check(
+        dt >= std::time::Duration::from_millis(5),
+        &format!("HLT slept until the deadline ({dt:?})"),
+    )?;
     Ok(())
 }
