@@ -360,7 +360,7 @@ pub(crate) fn power_on(id: u32) -> CpuState {
 }
 
 /// Refreshes the CPUID bits that mirror CR4, APIC_BASE and XCR0.
-fn update_cpuid_runtime(l: &mut VcpuLocked) {
+pub(crate) fn update_cpuid_runtime(l: &mut VcpuLocked) {
     let raw = host_cpuid_raw;
     let host = HostCpuid::new(&raw);
     x86::cpuid::update_runtime(

@@ -209,6 +209,10 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
     vcpu.irq
         .accept_pic
         .store(la.apic.accept_pic_intr(), Ordering::Release);
+    if fx.mode_changed {
+        // CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN (upstream kvm_update_cpuid_runtime).
+        crate::vcpu_state::update_cpuid_runtime(l);
+    }
     if let Some(irq) = fx.ipi {
         deliver(vcpu.vm(), &irq, Some(vcpu));
     }

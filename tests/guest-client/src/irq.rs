@@ -234,6 +234,12 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irq_lapic_state_mp_state_errnos", Any, |_| {
             with_svm(lapic_state_and_errnos)
         }),
+        ("irq_split_irqchip_kvm_interrupt_extint", Any, |_| {
+            with_svm(split_irqchip_extint)
+        }),
+        ("irq_lapic_tsc_deadline_timer_wakes_halt", Any, |_| {
+            with_svm(tsc_deadline_timer_wakes_halt)
+        }),
     ]
 }
 
@@ -489,6 +495,101 @@ fn lapic_state_and_errnos() -> Result<(), String> {
         v.get_lapic().map(|_| ()).map_err(|e| e.errno()),
         Err(EINVAL),
         "KVM_GET_LAPIC without an irqchip",
+    )?;
+    Ok(())
+}
+
+/// Split irqchip: `KVM_INTERRUPT` hands the ExtINT vector to LINT0 (ExtINT on the boot vCPU
+/// after reset), `EEXIST` while one is pending, delivered once the guest sets IF;
+/// `request_interrupt_window` works as with a userspace irqchip.
+fn split_irqchip_extint() -> Result<(), String> {
+    // cli; out 0x80; sti; nop; out 0x82; out 0x83
+    let main: &[u8] = &[0xfa, 0xe6, 0x80, 0xfb, 0x90, 0xe6, 0x82, 0xe6, 0x83];
+    let g = guest(
+        &[0xf4],
+        &[(0x20, HANDLER_A)],
+        &[(MAIN, main), (HANDLER_A, &handler(0x81))],
+    )?;
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: 121, // KVM_CAP_SPLIT_IRQCHIP
+        args: [24, 0, 0, 0],
+        ..Default::default()
+    };
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("KVM_ENABLE_CAP(SPLIT_IRQCHIP): {e}"))?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    eq(interrupt(&v, 0x20), Ok(0), "KVM_INTERRUPT (split)")?;
+    eq(
+        interrupt(&v, 0x21),
+        Err(libc::EEXIST),
+        "a second one while pending",
+    )?;
+    eq(
+        out_port(&mut v, "run 2")?,
+        0x81,
+        "the ExtINT vector's handler once IF=1",
+    )?;
+    eq(out_port(&mut v, "run 3")?, 0x82, "back in the main code")?;
+    v.get_kvm_run().request_interrupt_window = 1;
+    match v.run().map_err(|e| format!("run 4: {e}"))? {
+        VcpuExit::IrqWindowOpen => {}
+        e => return Err(format!("run 4 with request_interrupt_window: {e:?}")),
+    }
+    v.get_kvm_run().request_interrupt_window = 0;
+    eq(out_port(&mut v, "run 5")?, 0x83, "last OUT")?;
+    Ok(())
+}
+
+/// The TSC-deadline timer (CPUID.1:ECX bit 24 in the guest's table): the guest arms
+/// IA32_TSC_DEADLINE 10 ms ahead of its TSC and halts; the timer wakes it into its handler,
+/// the MSR reads 0 after expiry.
+fn tsc_deadline_timer_wakes_halt() -> Result<(), String> {
+    let mut main = Vec::new();
+    main.push(0xfa); // cli
+    main.extend(apic_write(0xf0, 0x1ff)); // SPIV
+    main.extend(apic_write(0x320, 0x4_0042)); // LVTT: TSC-deadline mode (18:17 = 2), vector 0x42
+    main.extend([
+        0x0f, 0x31, // rdtsc
+        0x66, 0x05, 0x00, 0x2d, 0x31, 0x01, // add eax, 20_000_000
+        0x66, 0x83, 0xd2, 0x00, // adc edx, 0
+        0x66, 0xb9, 0xe0, 0x06, 0x00, 0x00, // mov ecx, 0x6e0
+        0x0f, 0x30, // wrmsr
+        0xfb, 0xf4, // sti; hlt
+        0x0f, 0x32, // rdmsr (IA32_TSC_DEADLINE)
+        0x26, 0x66, 0xa3, 0x00, 0x06, // mov [es:0x600], eax
+        0xe6, 0x86, // out 0x86, al
+    ]);
+    let handler = counting_handler(0x530);
+    let g = irqchip_guest(
+        &[(0x42, HANDLER_A)],
+        &[(MAIN, &main), (HANDLER_A, &handler)],
+    )?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let mut cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    for e in cpuid.as_mut_slice() {
+        if e.function == 1 {
+            e.ecx |= 1 << 24;
+        }
+    }
+    v.set_cpuid2(&cpuid)
+        .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    g.ram.write(0x600, &[0xff; 4]);
+    let t0 = std::time::Instant::now();
+    eq(
+        out_port(&mut v, "run")?,
+        0x86,
+        "after the deadline woke HLT",
+    )?;
+    let dt = t0.elapsed();
+    eq(g.ram.read(0x530), 1, "timer interrupts taken")?;
+    eq(ram_u32(&g, 0x600), 0, "IA32_TSC_DEADLINE after expiry")?;
+    check(
+        dt >= std::time::Duration::from_millis(5),
+        &format!("HLT slept until the deadline ({dt:?})"),
     )?;
     Ok(())
 }
