@@ -5,6 +5,7 @@
  * per-CPU storage, IRQ/GIF handling around VMRUN, and IPIs. All logic lives in Rust.
  */
 #include <linux/cpumask.h>
+#include <linux/kvm_host.h>
 #include <linux/percpu.h>
 #include <linux/preempt.h>
 #include <linux/sched.h>
@@ -20,7 +21,9 @@
 #include <asm/fpu/xcr.h>
 #include <asm/mce.h>
 #include <asm/msr.h>
+#include <asm/nospec-branch.h>
 #include <asm/processor.h>
+#include <asm/spec-ctrl.h>
 #include <asm/special_insns.h>
 
 #include "glue.h"  /* src/svm/glue.h */
@@ -189,23 +192,85 @@ bool tdxkvm_need_resched(void)
 	return need_resched();
 }
 
-bool __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
+/* ---- Entry (HOOK(entry): upstream svm_vcpu_run / svm_vcpu_enter_exit / svm_vcpu_load) ---- */
+
+bool __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
+			   bool spec_ctrl_intercepted);
 
 /*
- * Called with IRQs disabled and GIF clear (upstream svm_vcpu_enter_exit): RFLAGS.IF is set for
- * VMRUN because the host's IF controls whether physical IRQs exit the guest (V_INTR_MASKING);
- * GIF=0 keeps them from being taken by host code until STGI. Lockdep keeps seeing IRQs off,
- * which is what they effectively are. noinstr as upstream's svm_vcpu_enter_exit: no kprobe or
- * ftrace hook around the world switch. Returns true if an SVM instruction faulted.
+ * Upstream svm_vcpu_enter_exit, called with IRQs disabled and GIF clear. guest_state_enter_irqoff
+ * tells context tracking, RCU (the guest is a quiescent state, as user mode), lockdep and IRQ
+ * tracing that the CPU enters the guest with IRQs (logically) on; guest_state_exit_irqoff the
+ * reverse. RFLAGS.IF is set for VMRUN because the host's IF controls whether physical IRQs exit
+ * the guest (V_INTR_MASKING); GIF=0 keeps them from being taken by host code until STGI.
+ * amd_clear_divider: the DIV0 erratum (a divide's quotient from the host leaking into the
+ * guest). noinstr: no kprobe or ftrace hook around the world switch. Returns true if an SVM
+ * instruction faulted.
  */
-noinstr bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
+static noinstr bool svm_enter_exit(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
+				   bool spec_ctrl_intercepted)
 {
 	bool faulted;
 
+	guest_state_enter_irqoff();
 	raw_local_irq_enable();
-	faulted = __tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa);
+	amd_clear_divider();
+	faulted = __tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa, spec_ctrl,
+					spec_ctrl_intercepted);
 	raw_local_irq_disable();
+	guest_state_exit_irqoff();
 	return faulted;
+}
+
+/*
+ * The part of upstream svm_vcpu_run around svm_vcpu_enter_exit (IRQs off, GIF clear): the
+ * guest's VIRT_SPEC_CTRL/LS_CFG SSBD state when hardware does not switch SPEC_CTRL
+ * (x86_spec_ctrl_set_guest / x86_spec_ctrl_restore_host), and after the exit the VMSCAPE
+ * mitigation's mark that this CPU needs an IBPB before it returns to user mode (upstream
+ * vcpu_enter_guest; preemption is off, so it is the CPU that ran the guest).
+ */
+bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
+		      bool spec_ctrl_intercepted, u64 virt_spec_ctrl)
+{
+	bool faulted;
+
+	if (!static_cpu_has(X86_FEATURE_V_SPEC_CTRL))
+		x86_spec_ctrl_set_guest(virt_spec_ctrl);
+	faulted = svm_enter_exit(gprs, vmcb_pa, host_save_pa, spec_ctrl, spec_ctrl_intercepted);
+	if (!static_cpu_has(X86_FEATURE_V_SPEC_CTRL))
+		x86_spec_ctrl_restore_host(virt_spec_ctrl);
+	if (cpu_feature_enabled(X86_FEATURE_IBPB_EXIT_TO_USER))
+		this_cpu_write(x86_ibpb_exit_to_user, true);
+	return faulted;
+}
+
+/* The VMCB this CPU ran last (upstream svm_data.current_vmcb), by physical address. */
+static DEFINE_PER_CPU(u64, svm_current_vmcb);
+
+/*
+ * Upstream svm_vcpu_load: an IBPB when this CPU switches to another vCPU's VMCB (another VM's
+ * or the same VM's), so one guest cannot steer the next one's indirect branches; unless the
+ * kernel already does an IBPB on every VM-exit. IRQs off.
+ */
+void tdxkvm_svm_switch_vmcb(u64 vmcb_pa)
+{
+	if (this_cpu_read(svm_current_vmcb) == vmcb_pa)
+		return;
+	this_cpu_write(svm_current_vmcb, vmcb_pa);
+	if (!cpu_feature_enabled(X86_FEATURE_IBPB_ON_VMEXIT))
+		indirect_branch_prediction_barrier();
+}
+
+/*
+ * Upstream svm_clear_current_vmcb (vCPU free): no CPU keeps the freed VMCB as its current one,
+ * or a new VMCB allocated at the same address would skip the IBPB.
+ */
+void tdxkvm_svm_forget_vmcb(u64 vmcb_pa)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		cmpxchg(per_cpu_ptr(&svm_current_vmcb, cpu), vmcb_pa, 0);
 }
 
 /* ---- Syscore: suspend/resume and shutdown (upstream kvm_suspend/kvm_resume/kvm_shutdown) ---- */

@@ -30,7 +30,10 @@ void tdxkvm_preempt_enable(void);
 void tdxkvm_local_irq_disable(void);
 void tdxkvm_local_irq_enable(void);
 bool tdxkvm_need_resched(void);
-bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
+bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
+		      bool spec_ctrl_intercepted, u64 virt_spec_ctrl);
+void tdxkvm_svm_switch_vmcb(u64 vmcb_pa);
+void tdxkvm_svm_forget_vmcb(u64 vmcb_pa);
 void *tdxkvm_cpumask_alloc(void);
 void tdxkvm_cpumask_free(void *m);
 void tdxkvm_cpumask_set(void *m, unsigned int cpu);

@@ -40,7 +40,16 @@ extern "C" {
     pub(crate) fn tdxkvm_local_irq_disable();
     pub(crate) fn tdxkvm_local_irq_enable();
     pub(crate) fn tdxkvm_need_resched() -> bool;
-    pub(crate) fn tdxkvm_svm_enter(gprs: *mut u64, vmcb_pa: u64, host_save_pa: u64) -> bool;
+    pub(crate) fn tdxkvm_svm_enter(
+        gprs: *mut u64,
+        vmcb_pa: u64,
+        host_save_pa: u64,
+        spec_ctrl: *mut u64,
+        spec_ctrl_intercepted: bool,
+        virt_spec_ctrl: u64,
+    ) -> bool;
+    pub(crate) fn tdxkvm_svm_switch_vmcb(vmcb_pa: u64);
+    pub(crate) fn tdxkvm_svm_forget_vmcb(vmcb_pa: u64);
     pub(crate) fn tdxkvm_cpumask_alloc() -> *mut c_void;
     pub(crate) fn tdxkvm_cpumask_free(m: *mut c_void);
     pub(crate) fn tdxkvm_cpumask_set(m: *mut c_void, cpu: c_uint);

@@ -22,6 +22,12 @@
 //! virtualisation). XCR0 is switched to the guest's with IRQs off when the guest has
 //! CR4.OSXSAVE, as upstream's `kvm_load_guest_xsave_state`.
 //!
+//! Entry hygiene (HOOK(entry), upstream `svm_vcpu_run`/`svm_vcpu_enter_exit`/`svm_vcpu_load`):
+//! the speculation mitigations of `vmenter.S` (guest/host SPEC_CTRL, VERW before VMRUN, RSB
+//! stuffing, RET untraining or IBPB after the exit), VIRT_SPEC_CTRL/LS_CFG SSBD around the run,
+//! an IBPB when a CPU switches to another vCPU's VMCB, the VMSCAPE exit-to-user IBPB mark, and
+//! `guest_state_enter/exit_irqoff` around VMRUN (src/svm/glue.c).
+//!
 //! Every entry copies the whole save area (VMCB clean bits stay 0: dirty tracking is a later
 //! optimisation).
 
@@ -67,6 +73,29 @@ pub(crate) struct SvmVcpu {
     asid_generation: u64,
     /// Exception intercepts besides #MC (the `exits` helper's #DB/#BP for guest debugging).
     extra_exceptions: u32,
+    /// HOOK(entry): the guest's MSR_IA32_SPEC_CTRL (upstream `svm->spec_ctrl`), loaded around
+    /// VMRUN by the entry code when the host has SPEC_CTRL and hardware does not switch it.
+    /// The guest has no speculation-control CPUID bits here and every access to the MSR is
+    /// intercepted, so it stays 0: the guest runs with SPEC_CTRL 0, as upstream's guest
+    /// without the feature, and the host's value comes back after the exit.
+    spec_ctrl: u64,
+    /// HOOK(entry): the guest's VIRT_SPEC_CTRL (upstream `svm->virt_spec_ctrl`; SSBD through
+    /// VIRT_SPEC_CTRL or LS_CFG); 0: not advertised to the guest.
+    virt_spec_ctrl: u64,
+}
+
+/// HOOK(entry): whether guest writes to MSR_IA32_SPEC_CTRL exit (upstream
+/// `msr_write_intercepted(vcpu, MSR_IA32_SPEC_CTRL)`): always here, the MSR is not passed
+/// through ([`x86::svm::PASSTHROUGH_MSRS`]), so the entry code never reads the guest's value
+/// back.
+const SPEC_CTRL_INTERCEPTED: bool = true;
+
+impl Drop for SvmVcpu {
+    fn drop(&mut self) {
+        // HOOK(entry): upstream svm_vcpu_free's svm_clear_current_vmcb.
+        // SAFETY: plain per-CPU compare-and-exchange.
+        unsafe { glue::tdxkvm_svm_forget_vmcb(self.vmcb_pa) };
+    }
 }
 
 impl SvmVcpu {
@@ -81,6 +110,8 @@ impl SvmVcpu {
             last_cpu: u32::MAX,
             asid_generation: 0,
             extra_exceptions: 0,
+            spec_ctrl: 0,
+            virt_spec_ctrl: 0,
         };
         v.init_vmcb(ncr3);
         Some(v)
@@ -204,6 +235,9 @@ impl SvmVcpu {
     ) -> ExitInfo {
         // SAFETY: IRQs off on `cpu` (caller's contract).
         unsafe { self.pre_run(cpu, flush) };
+        // HOOK(entry): IBPB when this CPU last ran another VMCB (upstream svm_vcpu_load).
+        // SAFETY: IRQs off; per-CPU data of this CPU.
+        unsafe { glue::tdxkvm_svm_switch_vmcb(self.vmcb_pa) };
         let tsc_offset = st.tsc_offset;
         {
             let vmcb = self.vmcb();
@@ -256,7 +290,14 @@ impl SvmVcpu {
                 }
             }
             glue::tdxkvm_load_guest_db(st.db.as_ptr());
-            let f = glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
+            let f = glue::tdxkvm_svm_enter(
+                st.gprs.as_mut_ptr(),
+                self.vmcb_pa,
+                host_save_pa,
+                &mut self.spec_ctrl,
+                SPEC_CTRL_INTERCEPTED,
+                self.virt_spec_ctrl,
+            );
             glue::tdxkvm_save_guest_db(st.db.as_mut_ptr());
             if let Some(h) = host_pkru {
                 st.pkru = glue::tdxkvm_rdpkru();
