@@ -25,6 +25,7 @@ pub(crate) mod reset;
 pub(crate) mod skip;
 pub(crate) mod tlb;
 pub(crate) mod uapi;
+pub(crate) mod xfer;
 
 use crate::fpu;
 use crate::svm::{self, glue as sg, SvmVcpu};
@@ -198,6 +199,9 @@ pub(crate) struct RunState {
     tlb_gen: u64,
     /// The CPU of the last entry (`fail_entry.cpu`, the unexpected-exit report).
     pub(crate) last_cpu: u32,
+    /// HOOK(entry): the shadow `struct kvm_vcpu` for the transfer-to-guest work, made on the
+    /// first `KVM_RUN` that enters the loop.
+    xfer: Option<xfer::XferVcpu>,
 }
 
 /// Whether XSETBV accepts `xcr0` on a host with `host_xcr0` (x87 on, AVX needs SSE, the
@@ -232,6 +236,9 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
     }
     if l.backend.is_none() {
         return Err(crate::vcpu::eopnotsupp());
+    }
+    if l.run.xfer.is_none() {
+        l.run.xfer = Some(xfer::XferVcpu::new(vcpu.run_page())?);
     }
     l.has_run = true;
     let r = (|| {
@@ -277,15 +284,17 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
     };
     let tlb = m.env().tlb();
     loop {
-        if kernel::current!().signal_pending() {
-            run.set_exit_reason(KVM_EXIT_INTR);
-            bump(&vcpu.stats.run.signal_exits);
-            return Err(EINTR);
-        }
-        // SAFETY: may sleep; only the vCPU mutex is held.
-        if unsafe { sg::tdxkvm_need_resched() } {
-            // SAFETY: as above.
-            unsafe { crate::glue::tdxkvm_cond_resched() };
+        // HOOK(entry): upstream vcpu_run's xfer_to_guest_mode_handle_work: a signal ends the
+        // run with EINTR and KVM_EXIT_INTR, need_resched reschedules, TIF_NOTIFY_RESUME work
+        // (task work, rseq) is done, not dropped.
+        if let Some(x) = l.run.xfer.as_ref() {
+            if let Err(e) = x.handle_work() {
+                if e == EINTR {
+                    run.set_exit_reason(KVM_EXIT_INTR);
+                    bump(&vcpu.stats.run.signal_exits);
+                }
+                return Err(e);
+            }
         }
         if vm.mmu().is_bugged() {
             return Err(EIO);
@@ -308,14 +317,18 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         // SAFETY: preemption off.
         let cpu = unsafe { sg::tdxkvm_smp_processor_id() };
         let gen = tlb.enter(cpu);
-        // Upstream kvm_vcpu_exit_request: a signal or reschedule request that came after the
-        // checks above cancels the entry (its IPI may already have been taken).
-        // SAFETY: reads flags of the current task.
-        let cancel = kernel::current!().signal_pending() || unsafe { sg::tdxkvm_need_resched() };
+        // Upstream kvm_vcpu_exit_request: transfer-to-guest work (a signal, a reschedule
+        // request, TIF_NOTIFY_RESUME) that came after the check above cancels the entry (its
+        // IPI may already have been taken); the loop's top handles it.
+        // SAFETY: IRQs off.
+        let cancel = unsafe { xfer::work_pending_irqoff() };
         let info = if cancel {
             None
         } else {
             fpu::reload_irqoff();
+            // HOOK(entry): guest time from here (upstream guest_timing_enter_irqoff).
+            // SAFETY: IRQs off.
+            unsafe { sg::tdxkvm_guest_timing_enter_irqoff() };
             let flush = gen != l.run.tlb_gen;
             l.run.tlb_gen = gen;
             l.run.last_cpu = cpu;
@@ -332,9 +345,14 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             // SAFETY: IRQs off, as upstream's handle_exit_irqoff runs it.
             unsafe { sg::tdxkvm_machine_check() };
         }
-        // SAFETY: undoes the section above: pending interrupts and NMIs are taken now.
+        // SAFETY: undoes the section above: pending interrupts and NMIs are taken now, then
+        // (after an entry) guest time ends (upstream guest_timing_exit_irqoff).
         unsafe {
-            sg::tdxkvm_local_irq_enable();
+            if info.is_some() {
+                sg::tdxkvm_guest_exit_irqs_on();
+            } else {
+                sg::tdxkvm_local_irq_enable();
+            }
             sg::tdxkvm_preempt_enable();
         }
         let Some(info) = info else {

@@ -5,6 +5,7 @@
  * per-CPU storage, IRQ/GIF handling around VMRUN, and IPIs. All logic lives in Rust.
  */
 #include <linux/cpumask.h>
+#include <linux/entry-kvm.h>
 #include <linux/kvm_host.h>
 #include <linux/percpu.h>
 #include <linux/preempt.h>
@@ -187,11 +188,6 @@ void tdxkvm_local_irq_enable(void)
 	local_irq_enable();
 }
 
-bool tdxkvm_need_resched(void)
-{
-	return need_resched();
-}
-
 /* ---- Entry (HOOK(entry): upstream svm_vcpu_run / svm_vcpu_enter_exit / svm_vcpu_load) ---- */
 
 bool __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
@@ -242,6 +238,76 @@ bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
 	if (cpu_feature_enabled(X86_FEATURE_IBPB_EXIT_TO_USER))
 		this_cpu_write(x86_ibpb_exit_to_user, true);
 	return faulted;
+}
+
+/*
+ * ---- Transfer-to-guest work (HOOK(entry): upstream vcpu_run / kvm_vcpu_exit_request) ----
+ *
+ * The kernel's xfer_to_guest_mode_handle_work (exported with CONFIG_KVM_XFER_TO_GUEST_WORK)
+ * handles what must not wait while a task runs a guest: a pending signal (-EINTR, after
+ * kvm_handle_signal_exit sets vcpu->run->exit_reason = KVM_EXIT_INTR and counts it in
+ * vcpu->stat), need_resched (schedule), TIF_NOTIFY_RESUME (resume_user_mode_work: task work,
+ * memcg/blkcg throttling, the rseq CPU id update rseq_test checks) — the last ones are not
+ * exported, so the function itself is the only correct way to run them from a module. It takes
+ * a struct kvm_vcpu and touches only its run pointer and stat (x86 has no
+ * arch_xfer_to_guest_mode_handle_work): each vCPU gets a zeroed shadow struct kvm_vcpu whose
+ * run points at its own kvm_run page.
+ */
+void *tdxkvm_xfer_vcpu_alloc(void *run_page)
+{
+	struct kvm_vcpu *v = kvzalloc(sizeof(*v), GFP_KERNEL_ACCOUNT);
+
+	if (v)
+		v->run = run_page;
+	return v;
+}
+
+void tdxkvm_xfer_vcpu_free(void *v)
+{
+	kvfree(v);
+}
+
+/* Preemptible, no lock but the vCPU mutex: 0, -EINTR (signal), or another errno. */
+int tdxkvm_xfer_handle_work(void *v)
+{
+	return xfer_to_guest_mode_handle_work(v);
+}
+
+/* The racy, IRQs-on check before the entry (upstream __xfer_to_guest_mode_work_pending). */
+bool tdxkvm_xfer_work_pending(void)
+{
+	return __xfer_to_guest_mode_work_pending();
+}
+
+/*
+ * IRQs off, right before the entry (upstream kvm_vcpu_exit_request): work that came after the
+ * check above (its IPI may already have been taken) cancels the entry.
+ */
+bool tdxkvm_xfer_work_pending_irqoff(void)
+{
+	xfer_to_guest_mode_prepare();
+	return xfer_to_guest_mode_work_pending();
+}
+
+/* IRQs off, before the entry: time from here on is guest time (upstream vcpu_enter_guest). */
+void tdxkvm_guest_timing_enter_irqoff(void)
+{
+	guest_timing_enter_irqoff();
+}
+
+/*
+ * IRQs off, after the exit (and the #MC handler): take the pending interrupts first (the cause
+ * of an INTR exit, ticks that came while the guest ran, so they are accounted to the guest),
+ * then leave guest time; returns with IRQs on (upstream vcpu_enter_guest). The instruction after
+ * STI (an interrupt shadow) lets them in before CLI.
+ */
+void tdxkvm_guest_exit_irqs_on(void)
+{
+	local_irq_enable();
+	asm volatile("nop");
+	local_irq_disable();
+	guest_timing_exit_irqoff();
+	local_irq_enable();
 }
 
 /* The VMCB this CPU ran last (upstream svm_data.current_vmcb), by physical address. */

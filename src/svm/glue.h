@@ -29,10 +29,16 @@ void tdxkvm_preempt_disable(void);
 void tdxkvm_preempt_enable(void);
 void tdxkvm_local_irq_disable(void);
 void tdxkvm_local_irq_enable(void);
-bool tdxkvm_need_resched(void);
 bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
 		      bool spec_ctrl_intercepted, u64 virt_spec_ctrl);
 void tdxkvm_svm_switch_vmcb(u64 vmcb_pa);
+void *tdxkvm_xfer_vcpu_alloc(void *run_page);
+void tdxkvm_xfer_vcpu_free(void *v);
+int tdxkvm_xfer_handle_work(void *v);
+bool tdxkvm_xfer_work_pending(void);
+bool tdxkvm_xfer_work_pending_irqoff(void);
+void tdxkvm_guest_timing_enter_irqoff(void);
+void tdxkvm_guest_exit_irqs_on(void);
 void tdxkvm_svm_forget_vmcb(u64 vmcb_pa);
 void *tdxkvm_cpumask_alloc(void);
 void tdxkvm_cpumask_free(void *m);

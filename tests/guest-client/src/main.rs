@@ -121,6 +121,7 @@ struct Ctx {
 }
 
 mod dirty;
+mod entry;
 mod exits;
 mod huge;
 mod memory;
@@ -147,6 +148,7 @@ fn tests() -> Vec<Test> {
         tdx_vm::memory_tests(),
         exits::tests(),
         run::tests(),
+        entry::tests(), // HOOK(entry)
         dirty::run_tests(),
     ]
     .concat()
