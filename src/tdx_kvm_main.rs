@@ -39,6 +39,7 @@ mod svm;
 mod td;
 mod tdx_vm;
 mod vcpu;
+mod vcpu_mutex; // HOOK(entry)
 mod vcpu_state;
 mod vm;
 mod vmx;

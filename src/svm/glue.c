@@ -7,6 +7,7 @@
 #include <linux/cpumask.h>
 #include <linux/entry-kvm.h>
 #include <linux/kvm_host.h>
+#include <linux/mutex.h>
 #include <linux/percpu.h>
 #include <linux/preempt.h>
 #include <linux/sched.h>
@@ -308,6 +309,39 @@ void tdxkvm_guest_exit_irqs_on(void)
 	local_irq_disable();
 	guest_timing_exit_irqoff();
 	local_irq_enable();
+}
+
+/* ---- vCPU mutex (HOOK(entry), src/vcpu_mutex.rs): killable, as upstream kvm_vcpu_ioctl ---- */
+
+void *tdxkvm_vcpu_mutex_new(void)
+{
+	static struct lock_class_key key;
+	struct mutex *m = kmalloc(sizeof(*m), GFP_KERNEL_ACCOUNT);
+
+	if (m)
+		__mutex_init(m, "&vcpu->mutex", &key);
+	return m;
+}
+
+void tdxkvm_vcpu_mutex_free(void *m)
+{
+	mutex_destroy(m);
+	kfree(m);
+}
+
+void tdxkvm_vcpu_mutex_lock(void *m)
+{
+	mutex_lock(m);
+}
+
+int tdxkvm_vcpu_mutex_lock_killable(void *m)
+{
+	return mutex_lock_killable(m);
+}
+
+void tdxkvm_vcpu_mutex_unlock(void *m)
+{
+	mutex_unlock(m);
 }
 
 /* The VMCB this CPU ran last (upstream svm_data.current_vmcb), by physical address. */

@@ -56,6 +56,11 @@ extern "C" {
     pub(crate) fn tdxkvm_xfer_work_pending_irqoff() -> bool;
     pub(crate) fn tdxkvm_guest_timing_enter_irqoff();
     pub(crate) fn tdxkvm_guest_exit_irqs_on();
+    pub(crate) fn tdxkvm_vcpu_mutex_new() -> *mut c_void;
+    pub(crate) fn tdxkvm_vcpu_mutex_free(m: *mut c_void);
+    pub(crate) fn tdxkvm_vcpu_mutex_lock(m: *mut c_void);
+    pub(crate) fn tdxkvm_vcpu_mutex_lock_killable(m: *mut c_void) -> c_int;
+    pub(crate) fn tdxkvm_vcpu_mutex_unlock(m: *mut c_void);
     pub(crate) fn tdxkvm_cpumask_alloc() -> *mut c_void;
     pub(crate) fn tdxkvm_cpumask_free(m: *mut c_void);
     pub(crate) fn tdxkvm_cpumask_set(m: *mut c_void, cpu: c_uint);

@@ -95,10 +95,122 @@ fn cpu_timer_signal_ends_spinning_guest() -> Result<(), String> {
     })
 }
 
+extern "C" fn on_sigusr1(_: libc::c_int) {}
+
+/// What the clone child (same mm, its own process) does: `KVM_GET_REGS` on the vCPU another
+/// thread is running (it waits for the vCPU mutex), then exits.
+extern "C" fn child_get_regs(arg: *mut libc::c_void) -> libc::c_int {
+    let fd = arg as usize as libc::c_long;
+    let mut regs = [0u64; 18];
+    // SAFETY: raw syscalls only (no libc state in a CLONE_VM child); `regs` is big enough
+    // for struct kvm_regs (18 u64).
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioctl,
+            fd,
+            0x8090_ae81u64 as libc::c_long,
+            regs.as_mut_ptr(),
+        );
+        libc::syscall(libc::SYS_exit, 0);
+    }
+    0
+}
+
+/// A fatal signal ends a wait for the vCPU mutex (upstream `mutex_lock_killable` in
+/// `kvm_vcpu_ioctl`): a process sharing the VM's mm waits in `KVM_GET_REGS` while a thread of
+/// the test runs a guest that never exits; SIGKILL must reap it at once, not after the run.
+fn vcpu_mutex_wait_is_killable() -> Result<(), String> {
+    let g = Guest::new(SPIN, 4096)?;
+    let mut v = g.vcpu(0)?;
+    let vfd = std::os::fd::AsRawFd::as_raw_fd(&v);
+    // SAFETY: a plain sigaction with a handler that does nothing, no SA_RESTART.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigusr1 as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let started = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    let tid = AtomicI32::new(0);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+            started.store(true, Ordering::SeqCst);
+            let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        // Let the vCPU thread take the mutex and enter the guest.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut stack = vec![0u8; 64 << 10];
+        // SAFETY: the child runs `child_get_regs` on its own stack (alive until it is reaped
+        // below) and makes raw syscalls only; SIGCHLD makes it waitable.
+        let pid = unsafe {
+            libc::clone(
+                child_get_regs,
+                stack.as_mut_ptr().add(stack.len()).cast(),
+                libc::CLONE_VM | libc::SIGCHLD,
+                vfd as usize as *mut libc::c_void,
+            )
+        };
+        let mut result = Ok(());
+        if pid < 0 {
+            result = Err("clone".to_string());
+        } else {
+            std::thread::sleep(Duration::from_millis(300));
+            let busy = !done.load(Ordering::SeqCst);
+            // SAFETY: our child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let t0 = Instant::now();
+            let mut reaped = false;
+            while t0.elapsed() < Duration::from_secs(3) {
+                let mut st = 0;
+                // SAFETY: our child.
+                if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
+                    reaped = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !busy {
+                result = Err("the vCPU thread left KVM_RUN before the check".into());
+            } else if !reaped {
+                result = Err("SIGKILL did not end a wait for the vCPU mutex within 3 s".into());
+            }
+            // Stop the guest; an unreaped child then gets the mutex and exits.
+            while !done.load(Ordering::SeqCst) {
+                let t = tid.load(Ordering::SeqCst);
+                // SAFETY: a thread of this process, SIGUSR1 handled.
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), t, libc::SIGUSR1) };
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !reaped {
+                let mut st = 0;
+                // SAFETY: our child.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+            }
+        }
+        drop(stack);
+        let r = h.join().map_err(|_| "vCPU thread panicked".to_string())?;
+        result?;
+        eq(r, libc::EINTR, "the spinning vCPU's KVM_RUN")
+    })
+}
+
 pub(crate) fn tests() -> Vec<Test> {
-    vec![(
-        "entry_cpu_timer_task_work_signal_ends_spinning_guest",
-        Any,
-        |_| with_svm(cpu_timer_signal_ends_spinning_guest),
-    )]
+    vec![
+        (
+            "entry_cpu_timer_task_work_signal_ends_spinning_guest",
+            Any,
+            |_| with_svm(cpu_timer_signal_ends_spinning_guest),
+        ),
+        ("entry_vcpu_mutex_wait_is_killable", Any, |_| {
+            with_svm(vcpu_mutex_wait_is_killable)
+        }),
+    ]
 }
