@@ -57,6 +57,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::vcpu_state::check_extension(cap, vm) {
         return r;
     }
+    if let Some(r) = crate::vm_small::check_extension(cap) {
+        return r; // HOOK(entry)
+    }
     match cap {
         KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_EXT_EMUL_CPUID
@@ -195,6 +198,7 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
         crate::exits::KVM_IOEVENTFD => crate::exits::ioeventfd(vm, arg),
         crate::mem_abi::KVM_GET_DIRTY_LOG => crate::dirty::get_dirty_log(vm, arg),
         crate::mem_abi::KVM_CLEAR_DIRTY_LOG => crate::dirty::clear_dirty_log(vm, arg),
+        c if crate::vm_small::is_ioctl(c) => crate::vm_small::ioctl(vm, c, arg), // HOOK(entry)
         // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.
         _ => Err(ENOTTY),
     }

@@ -42,6 +42,7 @@ mod vcpu;
 mod vcpu_mutex; // HOOK(entry)
 mod vcpu_state;
 mod vm;
+mod vm_small; // HOOK(entry)
 mod vmx;
 
 module! {

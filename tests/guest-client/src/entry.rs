@@ -202,6 +202,79 @@ fn vcpu_mutex_wait_is_killable() -> Result<(), String> {
     })
 }
 
+/// `KVM_SET_TSS_ADDR`, `KVM_SET_IDENTITY_MAP_ADDR`, `KVM_SET_NR_MMU_PAGES` as 6.12 answers them
+/// on SVM, and their capabilities.
+fn small_vm_ioctls() -> Result<(), String> {
+    let kvm = dev();
+    let vm = create_vm(&kvm, 0).map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    let vmfd = vm.as_raw_fd();
+    for (cap, name) in [
+        (2u64, "MMU_SHADOW_CACHE_CONTROL"),
+        (4, "SET_TSS_ADDR"),
+        (37, "SET_IDENTITY_MAP_ADDR"),
+    ] {
+        eq(ioctl(vmfd, io(0x03), cap), Ok(1), name)?;
+        eq(ioctl(kvm.as_raw_fd(), io(0x03), cap), Ok(1), name)?;
+    }
+    // KVM_SET_TSS_ADDR: up to (u32)(-3 * 4096).
+    eq(
+        ioctl(vmfd, io(0x47), 0xfffb_d000),
+        Ok(0),
+        "TSS at 0xfffbd000",
+    )?;
+    eq(
+        ioctl(vmfd, io(0x47), 0xffff_d000),
+        Ok(0),
+        "TSS at the highest address",
+    )?;
+    eq(
+        ioctl(vmfd, io(0x47), 0xffff_d001),
+        Err(libc::EINVAL),
+        "TSS above it",
+    )?;
+    eq(
+        ioctl(vmfd, io(0x47), 1 << 32),
+        Err(libc::EINVAL),
+        "TSS above 4 GiB",
+    )?;
+    // KVM_SET_NR_MMU_PAGES: at least 64; KVM_GET_NR_MMU_PAGES is gone (ENOTTY).
+    eq(ioctl(vmfd, io(0x44), 63), Err(libc::EINVAL), "63 MMU pages")?;
+    eq(ioctl(vmfd, io(0x44), 64), Ok(0), "64 MMU pages")?;
+    eq(ioctl(vmfd, io(0x44), 1 << 20), Ok(0), "2^20 MMU pages")?;
+    eq(
+        ioctl(vmfd, io(0x45), 0),
+        Err(libc::ENOTTY),
+        "KVM_GET_NR_MMU_PAGES",
+    )?;
+    // KVM_SET_IDENTITY_MAP_ADDR: a readable u64 before the first vCPU, EINVAL after.
+    let set_ident = (1 << 30) | (8 << 16) | (0xae << 8) | 0x48;
+    let addr: u64 = 0xfffb_c000;
+    eq(
+        ioctl(vmfd, set_ident, &addr as *const u64 as u64),
+        Ok(0),
+        "identity map before vCPUs",
+    )?;
+    eq(
+        ioctl(vmfd, set_ident, 8),
+        Err(libc::EFAULT),
+        "identity map from a bad pointer",
+    )?;
+    let vcpu = ioctl(vmfd, io(0x41), 0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+    // SAFETY: a fresh vCPU fd, owned from now on.
+    let _vcpu = unsafe { OwnedFd::from_raw_fd(vcpu as i32) };
+    eq(
+        ioctl(vmfd, set_ident, &addr as *const u64 as u64),
+        Err(libc::EINVAL),
+        "identity map after a vCPU",
+    )?;
+    eq(
+        ioctl(vmfd, set_ident, 8),
+        Err(libc::EINVAL),
+        "EINVAL comes before EFAULT",
+    )?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         (
@@ -212,5 +285,10 @@ pub(crate) fn tests() -> Vec<Test> {
         ("entry_vcpu_mutex_wait_is_killable", Any, |_| {
             with_svm(vcpu_mutex_wait_is_killable)
         }),
+        (
+            "entry_small_vm_ioctls_tss_identity_map_nr_mmu_pages",
+            Any,
+            |_| small_vm_ioctls(),
+        ),
     ]
 }
