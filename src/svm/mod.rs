@@ -28,8 +28,8 @@
 //! an IBPB when a CPU switches to another vCPU's VMCB, the VMSCAPE exit-to-user IBPB mark, and
 //! `guest_state_enter/exit_irqoff` around VMRUN (src/svm/glue.c).
 //!
-//! Every entry copies the whole save area (VMCB clean bits stay 0: dirty tracking is a later
-//! optimisation).
+//! Every entry copies the whole save area; the VMCB clean bits tell the CPU which cached
+//! groups did not change since the VMCB's last #VMEXIT on this CPU ([`x86::svm_clean`]).
 
 pub(crate) mod glue;
 pub(crate) mod hw;
@@ -82,6 +82,8 @@ pub(crate) struct SvmVcpu {
     /// HOOK(entry): the guest's VIRT_SPEC_CTRL (upstream `svm->virt_spec_ctrl`; SSBD through
     /// VIRT_SPEC_CTRL or LS_CFG); 0: not advertised to the guest.
     virt_spec_ctrl: u64,
+    /// HOOK(entry): what the CPU that ran this VMCB last may hold cached (VMCB clean bits).
+    clean: x86::svm_clean::CleanTracker,
 }
 
 /// HOOK(entry): whether guest writes to MSR_IA32_SPEC_CTRL exit (upstream
@@ -112,6 +114,7 @@ impl SvmVcpu {
             extra_exceptions: 0,
             spec_ctrl: 0,
             virt_spec_ctrl: 0,
+            clean: x86::svm_clean::CleanTracker::new(),
         };
         v.init_vmcb(ncr3);
         Some(v)
@@ -167,6 +170,8 @@ impl SvmVcpu {
         c.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
         self.asid_generation = 0;
         self.last_cpu = u32::MAX;
+        // HOOK(entry): a rewritten VMCB: nothing cached may be used (vmcb_mark_all_dirty).
+        self.clean.invalidate();
     }
 
     /// After a shutdown (triple fault) the VMCB is re-initialised, as upstream's
@@ -247,6 +252,14 @@ impl SvmVcpu {
             vmcb.control.event_inj_err = err;
             vmcb.control.int_state = u32::from(st.events.interrupt_shadow != 0);
         }
+        // HOOK(entry): VMCB clean bits, after the last write to the VMCB before VMRUN: the
+        // groups unchanged since this VMCB's last #VMEXIT on this CPU (0 elsewhere); written
+        // only where the CPU honours them.
+        {
+            let t = self.clean;
+            let clean = t.clean_bits(cpu, self.vmcb());
+            self.vmcb().control.clean = if hw::vmcb_clean() { clean } else { 0 };
+        }
         // SAFETY: IRQs off; this CPU's data.
         let sd = unsafe { hw::this_cpu() };
         let host_save_pa = sd.save_area_pa;
@@ -315,6 +328,14 @@ impl SvmVcpu {
             glue::tdxkvm_stgi();
             f
         };
+        // HOOK(entry): what this CPU now holds; nothing after a failed entry.
+        if faulted || self.vmcb().control.exit_code == exit::INVALID {
+            self.clean.invalidate();
+        } else {
+            let mut t = self.clean;
+            t.after_exit(cpu, self.vmcb());
+            self.clean = t;
+        }
         let vmcb = self.vmcb();
         vmcb.control.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
         if faulted {

@@ -25,4 +25,5 @@ pub mod msr;
 pub mod regs;
 pub mod state;
 pub mod svm;
+pub mod svm_clean;
 pub mod uapi;
