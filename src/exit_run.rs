@@ -46,7 +46,8 @@ const RFLAGS_DF: u64 = 1 << 10;
 /// The page-walk configuration of the vCPU: MAXPHYADDR from its CPUID (QEMU `-cpu max`'s
 /// 40 bits while the table has none); PSE-36 and 1 GiB pages as `-cpu max` has them (the CPUID
 /// model does not carry those two bits yet).
-fn walk_config(l: &VcpuLocked) -> WalkConfig {
+// HOOK(entry): pub(crate) for the CR4-write intercept (src/run/cr.rs).
+pub(crate) fn walk_config(l: &VcpuLocked) -> WalkConfig {
     let d = WalkConfig::default();
     let m = l.cpuid.model.maxphyaddr;
     WalkConfig {

@@ -19,6 +19,7 @@
 //! answers `EOPNOTSUPP`, as before the run loop existed: the operation is not supported on this
 //! host, while the rest of the module (TDs on the software TDX module included) works.
 
+pub(crate) mod cr;
 pub(crate) mod io;
 pub(crate) mod npf;
 pub(crate) mod reset;
@@ -84,6 +85,8 @@ pub(crate) enum Exit {
     Undefined,
     /// An intercepted exception.
     Exception { vector: u8, error_code: u32 },
+    /// HOOK(entry): a write to CR4 (`MOV CR4, r`), intercepted to check it ([`cr`]).
+    Cr4Write,
     /// Anything else, raw.
     Other { code: u64, info1: u64, info2: u64 },
 }
@@ -202,6 +205,9 @@ pub(crate) struct RunState {
     /// HOOK(entry): the shadow `struct kvm_vcpu` for the transfer-to-guest work, made on the
     /// first `KVM_RUN` that enters the loop.
     xfer: Option<xfer::XferVcpu>,
+    /// HOOK(entry): the guest's TLB must be flushed before its next entry (a CR4 write that
+    /// requires it; upstream KVM_REQ_TLB_FLUSH_GUEST/CURRENT).
+    pub(crate) flush_tlb: bool,
 }
 
 /// Whether XSETBV accepts `xcr0` on a host with `host_xcr0` (x87 on, AVX needs SSE, the
@@ -329,7 +335,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             // HOOK(entry): guest time from here (upstream guest_timing_enter_irqoff).
             // SAFETY: IRQs off.
             unsafe { sg::tdxkvm_guest_timing_enter_irqoff() };
-            let flush = gen != l.run.tlb_gen;
+            let flush = gen != l.run.tlb_gen || core::mem::take(&mut l.run.flush_tlb);
             l.run.tlb_gen = gen;
             l.run.last_cpu = cpu;
             // SAFETY: IRQs and preemption off on `cpu`; the guest FPU is loaded (run() did)
@@ -440,6 +446,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
         }
         Exit::Shutdown => shutdown(l, run),
         Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
+        Exit::Cr4Write => cr::cr4_write(vcpu, l, run, &info), // HOOK(entry)
         Exit::Undefined => {
             queue_exception(l, x86::svm::vector::UD, None, None);
             Ok(Action::Continue)

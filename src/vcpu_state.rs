@@ -359,7 +359,8 @@ pub(crate) fn power_on(id: u32) -> CpuState {
 }
 
 /// Refreshes the CPUID bits that mirror CR4, APIC_BASE and XCR0.
-fn update_cpuid_runtime(l: &mut VcpuLocked) {
+// HOOK(entry): pub(crate) for the CR4-write intercept (src/run/cr.rs).
+pub(crate) fn update_cpuid_runtime(l: &mut VcpuLocked) {
     let raw = host_cpuid_raw;
     let host = HostCpuid::new(&raw);
     x86::cpuid::update_runtime(

@@ -92,6 +92,11 @@ pub(crate) struct SvmVcpu {
 /// back.
 const SPEC_CTRL_INTERCEPTED: bool = true;
 
+/// HOOK(entry): the CR-intercept word's bit for writes to CR4 (bits 16-31: writes of CR0-15).
+const INTERCEPT_CR4_WRITE: u32 = 1 << (16 + 4);
+/// HOOK(entry): `SVM_EXIT_WRITE_CR4`.
+const EXIT_WRITE_CR4: u64 = 0x014;
+
 impl Drop for SvmVcpu {
     fn drop(&mut self) {
         // HOOK(entry): upstream svm_vcpu_free's svm_clear_current_vmcb.
@@ -133,9 +138,10 @@ impl SvmVcpu {
         let vmcb = self.vmcb();
         *vmcb = Vmcb::zeroed();
         let c = &mut vmcb.control;
+        // HOOK(entry): CR4 writes are checked against the vCPU's CPUID ([`crate::run::cr`]).
+        c.intercepts[intercept::CR] = INTERCEPT_CR4_WRITE;
         // No debug-register access is intercepted: the guest's DR0-3 are switched around VMRUN
         // and DR6/DR7 live in the VMCB (upstream's KVM_DEBUGREG_WONT_EXIT mode, always on).
-        c.intercepts[intercept::CR] = 0;
         c.intercepts[intercept::DR] = 0;
         c.intercepts[intercept::EXCEPTION] = BASE_EXCEPTIONS | extra;
         c.intercepts[3] = intercept::INTR
@@ -444,6 +450,7 @@ fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
             }
         }
         exit::HLT => Exit::Hlt,
+        EXIT_WRITE_CR4 => Exit::Cr4Write, // HOOK(entry)
         // RDPMC without a virtual PMU: #GP(0), as upstream's kvm_emulate_rdpmc answers an
         // invalid counter.
         exit::RDPMC => Exit::Exception {

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod cpuid;
+pub mod cr;
 pub mod errno;
 pub mod events;
 pub mod exits;

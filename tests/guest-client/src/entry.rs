@@ -275,6 +275,79 @@ fn small_vm_ioctls() -> Result<(), String> {
     Ok(())
 }
 
+/// Real mode at the reset vector (SS base 0, SP in RAM): CR4 = PGE|OSXSAVE, CPUID.1 ECX out on port 0x80, then a
+/// CR4 write with VMXE (reserved: no VMX here) which must #GP; the #GP handler (IVT vector 13
+/// at 0000:0500) does OUT 0x81 and halts.
+const CR4_GUEST: &[u8] = &[
+    0xbc, 0x00, 0x08, // mov sp, 0x800 (the #GP pushes FLAGS/CS/IP into RAM)
+    0x66, 0xb8, 0x80, 0x00, 0x04, 0x00, // mov eax, 0x40080 (OSXSAVE | PGE)
+    0x0f, 0x22, 0xe0, // mov cr4, eax
+    0x66, 0xb8, 0x01, 0x00, 0x00, 0x00, // mov eax, 1
+    0x66, 0x31, 0xc9, // xor ecx, ecx
+    0x0f, 0xa2, // cpuid
+    0x66, 0x89, 0xc8, // mov eax, ecx
+    0xba, 0x80, 0x00, // mov dx, 0x80
+    0x66, 0xef, // out dx, eax
+    0x66, 0xb8, 0x80, 0x20, 0x04, 0x00, // mov eax, 0x42080 (| VMXE)
+    0x0f, 0x22, 0xe0, // mov cr4, eax: #GP
+    0xf4, // hlt (not reached)
+];
+
+/// CR4 writes are intercepted and checked (upstream kvm_set_cr4): an accepted OSXSAVE shows in
+/// the guest's CPUID.1:ECX at once (cr4_cpuid_sync_test's point), a reserved bit is #GP with
+/// CR4 unchanged.
+fn cr4_write_checked() -> Result<(), String> {
+    let g = Guest::new(CR4_GUEST, 4096)?;
+    // IVT[13] = 0000:0500; the handler: out 0x81, al; hlt.
+    g.ram.write(13 * 4, &[0x00, 0x05, 0x00, 0x00]);
+    g.ram.write(0x500, &[0xe6, 0x81, 0xf4]);
+    let mut v = g.vcpu(0)?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    let xsave = cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 1 && e.ecx & (1 << 26) != 0);
+    if !xsave {
+        return Err("no XSAVE in the supported CPUID (QEMU -cpu max has it)".into());
+    }
+    v.set_cpuid2(&cpuid)
+        .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    match v.run().map_err(|e| format!("run 1: {e}"))? {
+        kvm_ioctls::VcpuExit::IoOut(0x80, d) => {
+            let ecx = u32::from_le_bytes(d.try_into().map_err(|_| "4-byte OUT")?);
+            eq(
+                ecx & (1 << 27) != 0,
+                true,
+                "CPUID.1:ECX.OSXSAVE after CR4.OSXSAVE",
+            )?;
+        }
+        e => return Err(format!("run 1: {e:?}")),
+    }
+    match v.run().map_err(|e| format!("run 2: {e}"))? {
+        kvm_ioctls::VcpuExit::IoOut(0x81, _) => {}
+        e => {
+            let e = format!("{e:?}");
+            // SAFETY: the exit was KVM_EXIT_INTERNAL_ERROR or another union member; only read.
+            let i = unsafe { v.get_kvm_run().__bindgen_anon_1.internal };
+            let s = v
+                .get_sregs()
+                .map(|s| (s.cr4, s.cs.base))
+                .unwrap_or_default();
+            let r = v.get_regs().map(|r| r.rip).unwrap_or_default();
+            return Err(format!(
+                "run 2 (the #GP handler): {e} suberror {} data {:x?} cr4/cs {s:x?} rip {r:x}",
+                i.suberror,
+                &i.data[..i.ndata.min(16) as usize]
+            ));
+        }
+    }
+    let s = v.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    eq(s.cr4, 0x40080, "CR4 after the refused write")
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         (
@@ -285,6 +358,11 @@ pub(crate) fn tests() -> Vec<Test> {
         ("entry_vcpu_mutex_wait_is_killable", Any, |_| {
             with_svm(vcpu_mutex_wait_is_killable)
         }),
+        (
+            "entry_cr4_write_checked_osxsave_mirrored_reserved_gp",
+            Any,
+            |_| with_svm(cr4_write_checked),
+        ),
         (
             "entry_small_vm_ioctls_tss_identity_map_nr_mmu_pages",
             Any,

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The CR4-write intercept (HOOK(entry); upstream `cr_interception` -> `kvm_set_cr4`): a guest's
+//! `MOV CR4, r` is checked against the module's and the vCPU's CPUID's reserved bits and the
+//! mode rules ([`x86::cr::guest_set_cr4`]): a refused value is #GP(0) with RIP unchanged; an
+//! accepted one is written, the instruction skipped, the guest's TLB flushed when the change
+//! requires it, and the CPUID bits that mirror OSXSAVE/PKE refreshed (CPUID.1:ECX.OSXSAVE
+//! follows CR4, cr4_cpuid_sync_test).
+//!
+//! Without DecodeAssists (QEMU's SVM) the exit does not name the source register, so the
+//! instruction at CS:RIP is decoded (also with them: one path); anything but `MOV CR4, r` there
+//! takes the emulation-failure path of the other intercepts. Reads of CR4 are not intercepted:
+//! the guest reads the VMCB's CR4, which is its own value (no host bit is forced into it).
+
+use crate::exit_run::{skip_intercepted, walk_config};
+use crate::guest_mem::MemEnv;
+use crate::run::{queue_exception, Action, ExitInfo, RunPage};
+use crate::vcpu::{Vcpu, VcpuLocked};
+use kernel::prelude::*;
+use x86emu::decode::{Op, Operand};
+use x86emu::emulate;
+
+/// `MOV CR4, r` intercepted.
+pub(crate) fn cr4_write(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    info: &ExitInfo,
+) -> Result<Action> {
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vcpu.vm());
+    let decoded = match emulate::skip(&l.arch, &mut env, &cfg) {
+        Ok(d) => match (d.insn.op, d.insn.src) {
+            (Op::MovToCr(4), Operand::Reg(r)) => Some((r.gpr, d.insn.op_size, d.next_rip)),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    let Some((gpr, size, next_rip)) = decoded else {
+        // Not decodable, a fault fetching it, or another instruction (rewritten by another
+        // vCPU): the shared skip path decodes it again with no instruction to accept, which
+        // queues the fault or reports the emulation failure as for any intercept.
+        return Ok(skip_intercepted(vcpu, l, run, &[], info).unwrap_or(Action::Continue));
+    };
+    let mut val = l.arch.gpr(gpr);
+    if size == 4 {
+        val &= 0xffff_ffff;
+    }
+    let c = crate::vcpu_state::caps();
+    let Some(fx) = x86::cr::guest_set_cr4(&l.arch, val, &c.msr.limits, &l.cpuid.model) else {
+        // Outside protected mode an exception pushes no error code (upstream
+        // kvm_inject_exception drops it when !is_protmode).
+        let pe = l.arch.cr0 & x86::regs::cr0::PE != 0;
+        queue_exception(l, x86::svm::vector::GP, pe.then_some(0), None);
+        return Ok(Action::Continue);
+    };
+    l.arch.cr4 = val;
+    l.arch.rip = next_rip;
+    // As every skipped instruction: the interrupt shadow ends.
+    l.arch.events.interrupt_shadow = 0;
+    if fx.pdptrs_stale {
+        l.arch.pdptrs = None;
+    }
+    if fx.flush_tlb {
+        l.run.flush_tlb = true;
+    }
+    if fx.cpuid_runtime {
+        crate::vcpu_state::update_cpuid_runtime(l);
+    }
+    Ok(Action::Continue)
+}
