@@ -23,17 +23,29 @@ fn mov_to_cr4_forms() {
     use CodeSize::*;
     // mov cr4, rax / mov cr4, r11 / mov cr8, rax (long mode).
     assert_eq!(mov_cr(&[0x0f, 0x22, 0xe0], Bits64), (4, Gpr::Rax, 8, 3));
-    assert_eq!(mov_cr(&[0x41, 0x0f, 0x22, 0xe3], Bits64), (4, Gpr::R11, 8, 4));
-    assert_eq!(mov_cr(&[0x44, 0x0f, 0x22, 0xc0], Bits64), (8, Gpr::Rax, 8, 4));
+    assert_eq!(
+        mov_cr(&[0x41, 0x0f, 0x22, 0xe3], Bits64),
+        (4, Gpr::R11, 8, 4)
+    );
+    assert_eq!(
+        mov_cr(&[0x44, 0x0f, 0x22, 0xc0], Bits64),
+        (8, Gpr::Rax, 8, 4)
+    );
     // mov cr0, rdi; mov cr3, rdx.
     assert_eq!(mov_cr(&[0x0f, 0x22, 0xc7], Bits64), (0, Gpr::Rdi, 8, 3));
     assert_eq!(mov_cr(&[0x0f, 0x22, 0xda], Bits64), (3, Gpr::Rdx, 8, 3));
     // Protected and real mode: 32-bit operand, 66 changes nothing.
     assert_eq!(mov_cr(&[0x0f, 0x22, 0xe1], Bits32), (4, Gpr::Rcx, 4, 3));
-    assert_eq!(mov_cr(&[0x66, 0x0f, 0x22, 0xe1], Bits32), (4, Gpr::Rcx, 4, 4));
+    assert_eq!(
+        mov_cr(&[0x66, 0x0f, 0x22, 0xe1], Bits32),
+        (4, Gpr::Rcx, 4, 4)
+    );
     assert_eq!(mov_cr(&[0x0f, 0x22, 0xe3], Bits16), (4, Gpr::Rbx, 4, 3));
     // REX.W changes nothing in long mode; ModRM.mod is ignored (a register all the same).
-    assert_eq!(mov_cr(&[0x48, 0x0f, 0x22, 0xe0], Bits64), (4, Gpr::Rax, 8, 4));
+    assert_eq!(
+        mov_cr(&[0x48, 0x0f, 0x22, 0xe0], Bits64),
+        (4, Gpr::Rax, 8, 4)
+    );
     assert_eq!(mov_cr(&[0x0f, 0x22, 0x20], Bits64), (4, Gpr::Rax, 8, 3));
 }
 
