@@ -87,6 +87,8 @@ pub(crate) enum Exit {
     Exception { vector: u8, error_code: u32 },
     /// HOOK(entry): a write to CR4 (`MOV CR4, r`), intercepted to check it ([`cr`]).
     Cr4Write,
+    /// HOOK(entry): a read of CR4 (`MOV r, CR4`), answered with the guest's value ([`cr`]).
+    Cr4Read,
     /// Anything else, raw.
     Other { code: u64, info1: u64, info2: u64 },
 }
@@ -447,6 +449,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
         Exit::Shutdown => shutdown(l, run),
         Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
         Exit::Cr4Write => cr::cr4_write(vcpu, l, run, &info), // HOOK(entry)
+        Exit::Cr4Read => cr::cr4_read(vcpu, l, run, &info),   // HOOK(entry)
         Exit::Undefined => {
             queue_exception(l, x86::svm::vector::UD, None, None);
             Ok(Action::Continue)

@@ -8,8 +8,9 @@
 //!
 //! Without DecodeAssists (QEMU's SVM) the exit does not name the source register, so the
 //! instruction at CS:RIP is decoded (also with them: one path); anything but `MOV CR4, r` there
-//! takes the emulation-failure path of the other intercepts. Reads of CR4 are not intercepted:
-//! the guest reads the VMCB's CR4, which is its own value (no host bit is forced into it).
+//! takes the emulation-failure path of the other intercepts. Reads of CR4 are intercepted too
+//! (`MOV r, CR4`, decoded the same way): the hardware's CR4 keeps the host's MCE bit (upstream
+//! `svm_set_cr4`), the guest reads its own value.
 
 use crate::exit_run::{skip_intercepted, walk_config};
 use crate::guest_mem::MemEnv;
@@ -19,6 +20,43 @@ use kernel::prelude::*;
 use x86emu::decode::{Op, Operand};
 use x86emu::emulate;
 
+/// The decoded instruction at CS:RIP if it is `op` with a register operand: the GPR, the
+/// operand size and the next RIP.
+fn decode_mov_cr(vcpu: &Vcpu, l: &VcpuLocked, op: Op) -> Option<(x86::state::Gpr, u8, u64)> {
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vcpu.vm());
+    let d = emulate::skip(&l.arch, &mut env, &cfg).ok()?;
+    if d.insn.op != op {
+        return None;
+    }
+    match (d.insn.dst, d.insn.src) {
+        (Operand::Reg(r), Operand::None) | (Operand::None, Operand::Reg(r)) => {
+            Some((r.gpr, d.insn.op_size, d.next_rip))
+        }
+        _ => None,
+    }
+}
+
+/// `MOV r, CR4` intercepted: the guest's CR4 into the register (32 bits outside 64-bit mode).
+pub(crate) fn cr4_read(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    info: &ExitInfo,
+) -> Result<Action> {
+    let Some((gpr, size, next_rip)) = decode_mov_cr(vcpu, l, Op::MovFromCr(4)) else {
+        return Ok(skip_intercepted(vcpu, l, run, &[], info).unwrap_or(Action::Continue));
+    };
+    let mut val = l.arch.cr4;
+    if size == 4 {
+        val &= 0xffff_ffff;
+    }
+    l.arch.set_gpr(gpr, val);
+    l.arch.rip = next_rip;
+    l.arch.events.interrupt_shadow = 0;
+    Ok(Action::Continue)
+}
+
 /// `MOV CR4, r` intercepted.
 pub(crate) fn cr4_write(
     vcpu: &Vcpu,
@@ -26,16 +64,7 @@ pub(crate) fn cr4_write(
     run: RunPage,
     info: &ExitInfo,
 ) -> Result<Action> {
-    let cfg = walk_config(l);
-    let mut env = MemEnv::new(vcpu.vm());
-    let decoded = match emulate::skip(&l.arch, &mut env, &cfg) {
-        Ok(d) => match (d.insn.op, d.insn.src) {
-            (Op::MovToCr(4), Operand::Reg(r)) => Some((r.gpr, d.insn.op_size, d.next_rip)),
-            _ => None,
-        },
-        Err(_) => None,
-    };
-    let Some((gpr, size, next_rip)) = decoded else {
+    let Some((gpr, size, next_rip)) = decode_mov_cr(vcpu, l, Op::MovToCr(4)) else {
         // Not decodable, a fault fetching it, or another instruction (rewritten by another
         // vCPU): the shared skip path decodes it again with no instruction to accept, which
         // queues the fault or reports the emulation failure as for any intercept.

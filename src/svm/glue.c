@@ -344,6 +344,12 @@ void tdxkvm_vcpu_mutex_unlock(void *m)
 	mutex_unlock(m);
 }
 
+/* The host's CR4.MCE, kept set in the guest's hardware CR4 (upstream svm_set_cr4). */
+u64 tdxkvm_host_cr4_mce(void)
+{
+	return cr4_read_shadow() & X86_CR4_MCE;
+}
+
 /* The VMCB this CPU ran last (upstream svm_data.current_vmcb), by physical address. */
 static DEFINE_PER_CPU(u64, svm_current_vmcb);
 

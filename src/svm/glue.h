@@ -32,6 +32,7 @@ void tdxkvm_local_irq_enable(void);
 bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
 		      bool spec_ctrl_intercepted, u64 virt_spec_ctrl);
 void tdxkvm_svm_switch_vmcb(u64 vmcb_pa);
+u64 tdxkvm_host_cr4_mce(void);
 void *tdxkvm_xfer_vcpu_alloc(void *run_page);
 void tdxkvm_xfer_vcpu_free(void *v);
 int tdxkvm_xfer_handle_work(void *v);

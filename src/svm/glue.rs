@@ -48,6 +48,7 @@ extern "C" {
         virt_spec_ctrl: u64,
     ) -> bool;
     pub(crate) fn tdxkvm_svm_switch_vmcb(vmcb_pa: u64);
+    pub(crate) fn tdxkvm_host_cr4_mce() -> u64;
     pub(crate) fn tdxkvm_svm_forget_vmcb(vmcb_pa: u64);
     pub(crate) fn tdxkvm_xfer_vcpu_alloc(run_page: *mut c_void) -> *mut c_void;
     pub(crate) fn tdxkvm_xfer_vcpu_free(v: *mut c_void);

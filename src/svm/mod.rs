@@ -92,9 +92,11 @@ pub(crate) struct SvmVcpu {
 /// back.
 const SPEC_CTRL_INTERCEPTED: bool = true;
 
-/// HOOK(entry): the CR-intercept word's bit for writes to CR4 (bits 16-31: writes of CR0-15).
+/// HOOK(entry): the CR-intercept word's bits for reads (0-15) and writes (16-31) of CR4.
+const INTERCEPT_CR4_READ: u32 = 1 << 4;
 const INTERCEPT_CR4_WRITE: u32 = 1 << (16 + 4);
-/// HOOK(entry): `SVM_EXIT_WRITE_CR4`.
+/// HOOK(entry): `SVM_EXIT_READ_CR4`, `SVM_EXIT_WRITE_CR4`.
+const EXIT_READ_CR4: u64 = 0x004;
 const EXIT_WRITE_CR4: u64 = 0x014;
 
 impl Drop for SvmVcpu {
@@ -138,8 +140,10 @@ impl SvmVcpu {
         let vmcb = self.vmcb();
         *vmcb = Vmcb::zeroed();
         let c = &mut vmcb.control;
-        // HOOK(entry): CR4 writes are checked against the vCPU's CPUID ([`crate::run::cr`]).
-        c.intercepts[intercept::CR] = INTERCEPT_CR4_WRITE;
+        // HOOK(entry): CR4 writes are checked against the vCPU's CPUID, and reads answered
+        // with the guest's value while the hardware's keeps the host's MCE bit, as upstream's
+        // init_vmcb/svm_set_cr4 ([`crate::run::cr`]).
+        c.intercepts[intercept::CR] = INTERCEPT_CR4_READ | INTERCEPT_CR4_WRITE;
         // No debug-register access is intercepted: the guest's DR0-3 are switched around VMRUN
         // and DR6/DR7 live in the VMCB (upstream's KVM_DEBUGREG_WONT_EXIT mode, always on).
         c.intercepts[intercept::DR] = 0;
@@ -250,9 +254,16 @@ impl SvmVcpu {
         // SAFETY: IRQs off; per-CPU data of this CPU.
         unsafe { glue::tdxkvm_svm_switch_vmcb(self.vmcb_pa) };
         let tsc_offset = st.tsc_offset;
+        // HOOK(entry): the guest runs with the host's CR4.MCE whatever its own CR4 says, so a
+        // machine check in guest mode is not a shutdown (upstream svm_set_cr4); CR4 reads and
+        // writes are intercepted, so the guest only ever sees and sets its own value.
+        // SAFETY: reads this CPU's CR4 shadow.
+        let host_mce = unsafe { glue::tdxkvm_host_cr4_mce() };
+        let guest_cr4 = st.cr4;
         {
             let vmcb = self.vmcb();
             x86::svm::load_guest_state(vmcb, st, tsc_offset);
+            vmcb.save.cr4 |= host_mce;
             let (inj, err) = event_to_inject(st);
             vmcb.control.event_inj = inj;
             vmcb.control.event_inj_err = err;
@@ -361,6 +372,9 @@ impl SvmVcpu {
         let int_info = vmcb.control.exit_int_info;
         if code != exit::INVALID {
             x86::svm::store_guest_state(vmcb, st);
+            // HOOK(entry): CR4 changes only through the intercepts: the guest's own value
+            // (without the forced MCE bit) stays.
+            st.cr4 = guest_cr4;
         }
         // Whatever was injected has been delivered, unless EXITINTINFO says its delivery was
         // cut short: then it is stored back as injected, for the next entry (upstream
@@ -450,6 +464,7 @@ fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
             }
         }
         exit::HLT => Exit::Hlt,
+        EXIT_READ_CR4 => Exit::Cr4Read,   // HOOK(entry)
         EXIT_WRITE_CR4 => Exit::Cr4Write, // HOOK(entry)
         // RDPMC without a virtual PMU: #GP(0), as upstream's kvm_emulate_rdpmc answers an
         // invalid counter.

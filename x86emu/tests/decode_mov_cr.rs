@@ -50,6 +50,30 @@ fn mov_to_cr4_forms() {
 }
 
 #[test]
+fn mov_from_cr4_forms() {
+    let f = |bytes: &[u8], mode| {
+        let i = decode(bytes, mode).unwrap();
+        let Op::MovFromCr(cr) = i.op else {
+            panic!("{bytes:02x?}: {:?}", i.op)
+        };
+        let Operand::Reg(r) = i.dst else {
+            panic!("{bytes:02x?}: dst {:?}", i.dst)
+        };
+        assert_eq!(i.src, Operand::None);
+        (cr, r.gpr, i.op_size)
+    };
+    // mov rax, cr4 / mov r9, cr4 / mov ecx, cr4 (protected mode).
+    assert_eq!(f(&[0x0f, 0x20, 0xe0], CodeSize::Bits64), (4, Gpr::Rax, 8));
+    assert_eq!(
+        f(&[0x41, 0x0f, 0x20, 0xe1], CodeSize::Bits64),
+        (4, Gpr::R9, 8)
+    );
+    assert_eq!(f(&[0x0f, 0x20, 0xe1], CodeSize::Bits32), (4, Gpr::Rcx, 4));
+    // CR1 does not exist.
+    assert!(decode(&[0x0f, 0x20, 0xc8], CodeSize::Bits64).is_err());
+}
+
+#[test]
 fn lock_mov_to_cr_is_refused() {
     // LOCK MOV CR0 is AMD's alternate CR8 encoding: not decoded as a CR4 write.
     assert!(!matches!(

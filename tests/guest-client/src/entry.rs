@@ -275,7 +275,9 @@ fn small_vm_ioctls() -> Result<(), String> {
     Ok(())
 }
 
-/// Real mode at the reset vector (SS base 0, SP in RAM): CR4 = PGE|OSXSAVE, CPUID.1 ECX out on port 0x80, then a
+/// Real mode at the reset vector (SS base 0, SP in RAM): CR4 = PGE|OSXSAVE, CPUID.1 ECX out on
+/// port 0x80, CR4 read back out on port 0x82 (the guest's value: the host's MCE bit the hardware
+/// CR4 keeps does not show), then a
 /// CR4 write with VMXE (reserved: no VMX here) which must #GP; the #GP handler (IVT vector 13
 /// at 0000:0500) does OUT 0x81 and halts.
 const CR4_GUEST: &[u8] = &[
@@ -287,6 +289,9 @@ const CR4_GUEST: &[u8] = &[
     0x0f, 0xa2, // cpuid
     0x66, 0x89, 0xc8, // mov eax, ecx
     0xba, 0x80, 0x00, // mov dx, 0x80
+    0x66, 0xef, // out dx, eax
+    0x0f, 0x20, 0xe0, // mov eax, cr4
+    0xba, 0x82, 0x00, // mov dx, 0x82
     0x66, 0xef, // out dx, eax
     0x66, 0xb8, 0x80, 0x20, 0x04, 0x00, // mov eax, 0x42080 (| VMXE)
     0x0f, 0x22, 0xe0, // mov cr4, eax: #GP
@@ -327,6 +332,13 @@ fn cr4_write_checked() -> Result<(), String> {
         e => return Err(format!("run 1: {e:?}")),
     }
     match v.run().map_err(|e| format!("run 2: {e}"))? {
+        kvm_ioctls::VcpuExit::IoOut(0x82, d) => {
+            let cr4 = u32::from_le_bytes(d.try_into().map_err(|_| "4-byte OUT")?);
+            eq(cr4, 0x40080, "CR4 as the guest reads it")?;
+        }
+        e => return Err(format!("run 2: {e:?}")),
+    }
+    match v.run().map_err(|e| format!("run 3: {e}"))? {
         kvm_ioctls::VcpuExit::IoOut(0x81, _) => {}
         e => {
             let e = format!("{e:?}");
@@ -338,7 +350,7 @@ fn cr4_write_checked() -> Result<(), String> {
                 .unwrap_or_default();
             let r = v.get_regs().map(|r| r.rip).unwrap_or_default();
             return Err(format!(
-                "run 2 (the #GP handler): {e} suberror {} data {:x?} cr4/cs {s:x?} rip {r:x}",
+                "run 3 (the #GP handler): {e} suberror {} data {:x?} cr4/cs {s:x?} rip {r:x}",
                 i.suberror,
                 &i.data[..i.ndata.min(16) as usize]
             ));

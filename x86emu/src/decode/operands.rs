@@ -213,7 +213,7 @@ pub(super) fn finish(
     let mut src_size = 0;
     let (op, dst, src) = match form {
         Form::Plain => (op, Operand::None, Operand::None),
-        Form::MovToCr => {
+        Form::MovToCr | Form::MovFromCr => {
             // The operand size is the mode's (66 and REX.W do nothing); REX.R selects
             // CR8-CR15, REX.B the upper GPRs.
             let m = x.modrm()?;
@@ -223,8 +223,12 @@ pub(super) fn finish(
                 return Err(DecodeError::Invalid);
             }
             op_size = if mode == CodeSize::Bits64 { 8 } else { 4 };
-            let r = x.reg(m & 7, 0, op_size);
-            (Some(Op::MovToCr(cr)), Operand::None, Operand::Reg(r))
+            let r = Operand::Reg(x.reg(m & 7, 0, op_size));
+            if form == Form::MovToCr {
+                (Some(Op::MovToCr(cr)), Operand::None, r)
+            } else {
+                (Some(Op::MovFromCr(cr)), r, Operand::None)
+            }
         }
         Form::EbGb => {
             op_size = 1;
