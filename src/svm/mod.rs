@@ -9,7 +9,8 @@
 //! it, through a shared all-ones IOPM), MSRs (a shared MSRPM that passes through only the
 //! MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*),
 //! CPUID, VMMCALL, XSETBV, INVD, WBINVD, MONITOR/MWAIT, RDPRU, RDPMC, and `#MC` (handed to the host's
-//! handler), `#AC` and `#DB` (re-injected). Debug-register accesses are not intercepted: the
+//! handler), `#AC` and `#DB` (re-injected), CR4 reads and writes ([`crate::run::cr`]; the
+//! hardware CR4 keeps the host's MCE bit). Debug-register accesses are not intercepted: the
 //! guest's DR0-3 are loaded before VMRUN and read back after, DR6/DR7 are the VMCB's. EFER.SVME is
 //! kept set in the VMCB and hidden from the guest ([`x86::svm::store_guest_state`]).
 //!
