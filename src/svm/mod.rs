@@ -311,9 +311,9 @@ impl SvmVcpu {
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(st.xcr0);
             }
-            // PKRU: the guest may set CR4.PKE and WRPKRU (CR4 writes are not intercepted), so
-            // whenever the host uses PKU the guest's value is loaded and read back, and the
-            // host's restored, inside GIF=0 (upstream kvm_load_{guest,host}_xsave_state).
+            // PKRU: whenever the host uses PKU the guest's value is loaded and read back, and
+            // the host's restored, inside GIF=0 (upstream kvm_load_{guest,host}_xsave_state;
+            // the guest can set CR4.PKE only if its CPUID has PKU, the CR4 intercept checks).
             let host_pkru = host_pku.then(|| glue::tdxkvm_rdpkru());
             if let Some(h) = host_pkru {
                 if st.pkru != h {
