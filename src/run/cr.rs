@@ -37,6 +37,16 @@ fn decode_mov_cr(vcpu: &Vcpu, l: &VcpuLocked, op: Op) -> Option<(x86::state::Gpr
     }
 }
 
+/// #GP(0) outside CPL 0 (the CPU checks the privilege before the intercept; this only guards
+/// against an exit it did not order so, as the emulator upstream would).
+fn gp_unless_cpl0(l: &mut VcpuLocked) -> Option<Action> {
+    if emulate::cpl(&l.arch) == 0 {
+        return None;
+    }
+    queue_exception(l, x86::svm::vector::GP, Some(0), None);
+    Some(Action::Continue)
+}
+
 /// `MOV r, CR4` intercepted: the guest's CR4 into the register (32 bits outside 64-bit mode).
 pub(crate) fn cr4_read(
     vcpu: &Vcpu,
@@ -47,6 +57,9 @@ pub(crate) fn cr4_read(
     let Some((gpr, size, next_rip)) = decode_mov_cr(vcpu, l, Op::MovFromCr(4)) else {
         return Ok(skip_intercepted(vcpu, l, run, &[], info).unwrap_or(Action::Continue));
     };
+    if let Some(a) = gp_unless_cpl0(l) {
+        return Ok(a);
+    }
     let mut val = l.arch.cr4;
     if size == 4 {
         val &= 0xffff_ffff;
@@ -70,6 +83,9 @@ pub(crate) fn cr4_write(
         // queues the fault or reports the emulation failure as for any intercept.
         return Ok(skip_intercepted(vcpu, l, run, &[], info).unwrap_or(Action::Continue));
     };
+    if let Some(a) = gp_unless_cpl0(l) {
+        return Ok(a);
+    }
     let mut val = l.arch.gpr(gpr);
     if size == 4 {
         val &= 0xffff_ffff;
