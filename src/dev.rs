@@ -70,6 +70,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::irq::lapic::check_extension(cap) {
         return r; // HOOK(irqmod)
     }
+    if let Some(r) = crate::vm_small::check_extension(cap) {
+        return r; // HOOK(entry)
+    }
     match cap {
         KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_EXT_EMUL_CPUID
@@ -219,6 +222,7 @@ fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
         crate::device::KVM_CREATE_DEVICE => crate::device::create(vm, arg),
         crate::mem_abi::KVM_GET_DIRTY_LOG => crate::dirty::get_dirty_log(vm, arg),
         crate::mem_abi::KVM_CLEAR_DIRTY_LOG => crate::dirty::clear_dirty_log(vm, arg),
+        c if crate::vm_small::is_ioctl(c) => crate::vm_small::ioctl(vm, c, arg), // HOOK(entry)
         // Unknown VM ioctls are ENOTTY, as x86 KVM's kvm_arch_vm_ioctl answers.
         _ => Err(ENOTTY),
     }

@@ -103,7 +103,7 @@ pub(crate) fn set_guest_debug(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     if vcpu.vm().is_td() {
         return Err(EINVAL);
     }
-    let mut l = vcpu.lock();
+    let mut l = vcpu.lock_killable()?;
     let linear_rip = l.arch.seg(SegReg::Cs).base.wrapping_add(l.arch.rip);
     let rflags = l.arch.rflags;
     let ev = &l.arch.events.exception;

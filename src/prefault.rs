@@ -245,7 +245,8 @@ pub(crate) fn pre_fault_memory(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let vm = vcpu.vm();
     vcpu.stats.pre_fault_calls.fetch_add(1, Ordering::Relaxed);
     let r = memcore::prefault::check(&range).and_then(|()| {
-        let mut l = vcpu.lock();
+        // HOOK(entry): killable as upstream's kvm_vcpu_ioctl.
+        let mut l = vcpu.lock_killable().map_err(|_| memcore::Errno::EINTR)?;
         let full = range.size;
         let r = memcore::prefault::run(
             &mut range,

@@ -19,12 +19,14 @@
 //! answers `EOPNOTSUPP`, as before the run loop existed: the operation is not supported on this
 //! host, while the rest of the module (TDs on the software TDX module included) works.
 
+pub(crate) mod cr;
 pub(crate) mod io;
 pub(crate) mod npf;
 pub(crate) mod reset;
 pub(crate) mod skip;
 pub(crate) mod tlb;
 pub(crate) mod uapi;
+pub(crate) mod xfer;
 
 use crate::fpu;
 use crate::svm::{self, glue as sg, SvmVcpu};
@@ -83,6 +85,10 @@ pub(crate) enum Exit {
     Undefined,
     /// An intercepted exception.
     Exception { vector: u8, error_code: u32 },
+    /// HOOK(entry): a write to CR4 (`MOV CR4, r`), intercepted to check it ([`cr`]).
+    Cr4Write,
+    /// HOOK(entry): a read of CR4 (`MOV r, CR4`), answered with the guest's value ([`cr`]).
+    Cr4Read,
     /// Anything else, raw.
     Other { code: u64, info1: u64, info2: u64 },
     /// HOOK(irqmod): an interrupt or NMI window opened (or NMIs unmasked): re-evaluate the
@@ -210,6 +216,12 @@ pub(crate) struct RunState {
     tlb_gen: u64,
     /// The CPU of the last entry (`fail_entry.cpu`, the unexpected-exit report).
     pub(crate) last_cpu: u32,
+    /// HOOK(entry): the shadow `struct kvm_vcpu` for the transfer-to-guest work, made on the
+    /// first `KVM_RUN` that enters the loop.
+    xfer: Option<xfer::XferVcpu>,
+    /// HOOK(entry): the guest's TLB must be flushed before its next entry (a CR4 write that
+    /// requires it; upstream KVM_REQ_TLB_FLUSH_GUEST/CURRENT).
+    pub(crate) flush_tlb: bool,
 }
 
 /// Whether XSETBV accepts `xcr0` on a host with `host_xcr0` (x87 on, AVX needs SSE, the
@@ -247,6 +259,9 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
     }
     if l.backend.is_none() {
         return Err(crate::vcpu::eopnotsupp());
+    }
+    if l.run.xfer.is_none() {
+        l.run.xfer = Some(xfer::XferVcpu::new(vcpu.run_page())?);
     }
     // HOOK(irqmod): an AP that saw no INIT yet waits for INIT/SIPI, then EAGAIN.
     if let Some(e) = crate::irq::inject::run_uninitialized(vcpu, l, run) {
@@ -293,15 +308,17 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
     let tlb = m.env().tlb();
     crate::pv::vcpu_load(vm, l); // HOOK(clock): steal time at each KVM_RUN
     loop {
-        if kernel::current!().signal_pending() {
-            run.set_exit_reason(KVM_EXIT_INTR);
-            bump(&vcpu.stats.run.signal_exits);
-            return Err(EINTR);
-        }
-        // SAFETY: may sleep; only the vCPU mutex is held.
-        if unsafe { sg::tdxkvm_need_resched() } {
-            // SAFETY: as above.
-            unsafe { crate::glue::tdxkvm_cond_resched() };
+        // HOOK(entry): upstream vcpu_run's xfer_to_guest_mode_handle_work: a signal ends the
+        // run with EINTR and KVM_EXIT_INTR, need_resched reschedules, TIF_NOTIFY_RESUME work
+        // (task work, rseq) is done, not dropped.
+        if let Some(x) = l.run.xfer.as_ref() {
+            if let Err(e) = x.handle_work() {
+                if e == EINTR {
+                    run.set_exit_reason(KVM_EXIT_INTR);
+                    bump(&vcpu.stats.run.signal_exits);
+                }
+                return Err(e);
+            }
         }
         if vm.mmu().is_bugged() {
             return Err(EIO);
@@ -338,17 +355,19 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         let gen = tlb.enter(cpu);
         // HOOK(irqmod): vcpu->mode = IN_GUEST_MODE before the last request check.
         crate::irq::kick::enter_guest_mode(vcpu, cpu);
-        // Upstream kvm_vcpu_exit_request: a signal or reschedule request that came after the
-        // checks above cancels the entry (its IPI may already have been taken).
-        // SAFETY: reads flags of the current task.
-        let cancel = kernel::current!().signal_pending()
-            || unsafe { sg::tdxkvm_need_resched() }
-            || crate::irq::kick::exit_request(vcpu);
+        // Upstream kvm_vcpu_exit_request: transfer-to-guest work (a signal, a reschedule
+        // request, TIF_NOTIFY_RESUME) or a kick request that came after the checks above
+        // cancels the entry (its IPI may already have been taken); the loop's top handles it.
+        // SAFETY: IRQs off.
+        let cancel = unsafe { xfer::work_pending_irqoff() } || crate::irq::kick::exit_request(vcpu);
         let info = if cancel {
             None
         } else {
             fpu::reload_irqoff();
-            let flush = gen != l.run.tlb_gen;
+            // HOOK(entry): guest time from here (upstream guest_timing_enter_irqoff).
+            // SAFETY: IRQs off.
+            unsafe { sg::tdxkvm_guest_timing_enter_irqoff() };
+            let flush = gen != l.run.tlb_gen || core::mem::take(&mut l.run.flush_tlb);
             l.run.tlb_gen = gen;
             l.run.last_cpu = cpu;
             // HOOK(misc): the debugger's hardware breakpoints for this run.
@@ -371,9 +390,14 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             // SAFETY: IRQs off, as upstream's handle_exit_irqoff runs it.
             unsafe { sg::tdxkvm_machine_check() };
         }
-        // SAFETY: undoes the section above: pending interrupts and NMIs are taken now.
+        // SAFETY: undoes the section above: pending interrupts and NMIs are taken now, then
+        // (after an entry) guest time ends (upstream guest_timing_exit_irqoff).
         unsafe {
-            sg::tdxkvm_local_irq_enable();
+            if info.is_some() {
+                sg::tdxkvm_guest_exit_irqs_on();
+            } else {
+                sg::tdxkvm_local_irq_enable();
+            }
             sg::tdxkvm_preempt_enable();
         }
         let Some(info) = info else {
@@ -474,6 +498,8 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
         // HOOK(irqmod): an interrupt/NMI window opened: the loop re-evaluates the events.
         Exit::EventWindow => Ok(Action::Continue),
         Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
+        Exit::Cr4Write => cr::cr4_write(vcpu, l, run, &info), // HOOK(entry)
+        Exit::Cr4Read => cr::cr4_read(vcpu, l, run, &info),   // HOOK(entry)
         Exit::Undefined => {
             queue_exception(l, x86::svm::vector::UD, None, None);
             Ok(Action::Continue)

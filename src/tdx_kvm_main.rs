@@ -43,8 +43,10 @@ mod svm;
 mod td;
 mod tdx_vm;
 mod vcpu;
+mod vcpu_mutex; // HOOK(entry)
 mod vcpu_state;
 mod vm;
+mod vm_small; // HOOK(entry)
 mod vmx;
 
 module! {

@@ -278,7 +278,7 @@ pub(crate) fn vcpu_op(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         return Err(EINVAL);
     };
     let _locked = vm.lock();
-    let mut v = vcpu.lock();
+    let mut v = vcpu.lock_killable()?;
     rules::vcpu_op_allowed(td.stage()).map_err(err)?;
     let mut cmd = KvmTdxCmd::default();
     read_in(arg as u64, &mut cmd)?;

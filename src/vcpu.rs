@@ -17,12 +17,11 @@ use crate::env::OwnedPage;
 use crate::glue;
 use crate::stats;
 use crate::stats_fd::{self, StatsId};
+use crate::vcpu_mutex::{VcpuGuard, VcpuMutex};
 use crate::vm::{Vm, VmMmu, KVM_MAX_VCPU_IDS};
 use core::ffi::c_void;
 use core::sync::atomic::AtomicU64;
-use kernel::new_mutex;
 use kernel::prelude::*;
-use kernel::sync::Mutex;
 use mmu::cache::VcpuMmuCaches;
 
 /// A TD vCPU's TDX state once `KVM_TDX_INIT_VCPU` made it (TDH.VP.CREATE, VP.ADDCX, VP.INIT;
@@ -99,9 +98,8 @@ pub(crate) struct Vcpu {
     pio: OwnedPage,
     /// "kvm-<pid>/vcpu-<id>".
     stats_id: StatsId,
-    /// `vcpu->mutex`: held by every vCPU ioctl.
-    #[pin]
-    mutex: Mutex<VcpuLocked>,
+    /// `vcpu->mutex`: held by every vCPU ioctl; killable (HOOK(entry): [`VcpuMutex`]).
+    mutex: VcpuMutex<VcpuLocked>,
     pub(crate) stats: VcpuStats,
     /// HOOK(irqmod): what other threads post to this vCPU, kicks, the halt wait.
     pub(crate) irq: crate::irq::kick::VcpuIrq,
@@ -129,6 +127,19 @@ impl Vcpu {
             }
             (Some(crate::fpu::GuestFpu::new()?), backend)
         };
+        let mutex = VcpuMutex::new(VcpuLocked {
+            caches: VcpuMmuCaches::new(),
+            td: None,
+            arch,
+            exits: Default::default(),
+            cpuid: crate::vcpu_state::VcpuCpuid::new(),
+            fpu,
+            backend,
+            run: crate::run::RunState::default(),
+            has_run: false,
+            pv: Default::default(),
+            irq: Default::default(),
+        })?;
         let v = KBox::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -138,22 +149,7 @@ impl Vcpu {
                 run,
                 pio,
                 stats_id,
-                mutex <- new_mutex!(
-                    VcpuLocked {
-                        caches: VcpuMmuCaches::new(),
-                        td: None,
-                        arch,
-                        exits: Default::default(),
-                        cpuid: crate::vcpu_state::VcpuCpuid::new(),
-                        fpu,
-                        backend,
-                        run: crate::run::RunState::default(),
-                        has_run: false,
-                        pv: Default::default(),
-                        irq: Default::default(),
-                    },
-                    "vcpu->mutex"
-                ),
+                mutex,
                 stats: VcpuStats::default(),
                 irq: crate::irq::kick::VcpuIrq::new(),
             }),
@@ -174,11 +170,17 @@ impl Vcpu {
         &self.stats_id
     }
 
-    /// The vCPU mutex.
-    pub(crate) fn lock(
-        &self,
-    ) -> kernel::sync::lock::Guard<'_, VcpuLocked, kernel::sync::lock::mutex::MutexBackend> {
+    /// The vCPU mutex, waited for uninterruptibly: for paths that are not a vCPU ioctl
+    /// (teardown); ioctls use [`Vcpu::lock_killable`].
+    #[allow(dead_code)]
+    pub(crate) fn lock(&self) -> VcpuGuard<'_, VcpuLocked> {
         self.mutex.lock()
+    }
+
+    /// The vCPU mutex unless a fatal signal comes first (`EINTR`; upstream `kvm_vcpu_ioctl`'s
+    /// `mutex_lock_killable`): what vCPU ioctls use.
+    pub(crate) fn lock_killable(&self) -> Result<VcpuGuard<'_, VcpuLocked>> {
+        self.mutex.lock_killable()
     }
 
     /// Frees the vCPU (VM teardown, or a creation that did not complete): its caches go back
@@ -214,7 +216,7 @@ impl Vcpu {
         if arg != 0 {
             return Err(EINVAL);
         }
-        let mut guard = self.mutex.lock();
+        let mut guard = self.mutex.lock_killable()?;
         let run = self.run.virt();
         // SAFETY: `run` is the vCPU's own kvm_run page (4 KiB, mapped for the vCPU's life);
         // userspace may write it at any time, so every field is read once, volatile, as
@@ -300,7 +302,7 @@ impl Vcpu {
             crate::pv::KVM_KVMCLOCK_CTRL => crate::pv::kvmclock_ctrl(self), // HOOK(clock)
             c if crate::vcpu_state::is_state_ioctl(c) => crate::vcpu_state::ioctl(self, c, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
-                let _guard = self.mutex.lock();
+                let _guard = self.mutex.lock_killable()?;
                 self.not_yet()
             }
             _ => Err(EINVAL),

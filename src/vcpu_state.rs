@@ -360,6 +360,7 @@ pub(crate) fn power_on(id: u32) -> CpuState {
 }
 
 /// Refreshes the CPUID bits that mirror CR4, APIC_BASE and XCR0.
+// HOOK(entry): pub(crate) for the CR4-write intercept (src/run/cr.rs).
 pub(crate) fn update_cpuid_runtime(l: &mut VcpuLocked) {
     let raw = host_cpuid_raw;
     let host = HostCpuid::new(&raw);
@@ -554,7 +555,7 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
     match cmd {
         KVM_GET_REGS => {
             let r = {
-                let l = vcpu.lock();
+                let l = vcpu.lock_killable()?;
                 let mut r = x86::regs::get_regs(&l.arch);
                 // HOOK(misc): kvm_get_rflags hides single-stepping's TF.
                 r.rflags = crate::exit_vcpu::visible_rflags(&l, r.rflags);
@@ -564,25 +565,25 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
         }
         KVM_SET_REGS => {
             let r: KvmRegs = read_pod(arg)?;
-            let mut l = vcpu.lock();
+            let mut l = vcpu.lock_killable()?;
             x86::regs::set_regs(&mut l.arch, &r);
             // HOOK(misc): kvm_set_rflags adds single-stepping's TF back.
             crate::exit_vcpu::rflags_set(&mut l);
         }
         KVM_GET_SREGS => {
-            let s = x86::regs::get_sregs(&vcpu.lock().arch);
+            let s = x86::regs::get_sregs(&vcpu.lock_killable()?.arch);
             write_pod(arg, &s)?;
         }
         KVM_SET_SREGS => {
             let s: KvmSregs = read_pod(arg)?;
-            let mut l = vcpu.lock();
+            let mut l = vcpu.lock_killable()?;
             set_sregs_locked(vcpu, &mut l, &s)?;
         }
         KVM_GET_SREGS2 => {
             // Userspace's PDPTRs while they stand (upstream marks them available), else the
             // guest's memory at CR3.
             let s = {
-                let l = vcpu.lock();
+                let l = vcpu.lock_killable()?;
                 let pdptrs = l.arch.pdptrs;
                 x86::regs::get_sregs2(&l.arch, |cr3| pdptrs.or_else(|| read_pdptrs(vcpu, cr3)))
             };
@@ -590,7 +591,7 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
         }
         KVM_SET_SREGS2 => {
             let s: KvmSregs2 = read_pod(arg)?;
-            let mut l = vcpu.lock();
+            let mut l = vcpu.lock_killable()?;
             let c = caps();
             let model = l.cpuid.model;
             let (fx, pdptrs) =
@@ -602,32 +603,32 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
             }
         }
         KVM_GET_MP_STATE => {
-            let m = x86::events::get_mp_state(&vcpu.lock().arch);
+            let m = x86::events::get_mp_state(&vcpu.lock_killable()?.arch);
             write_pod(arg, &m)?;
         }
         KVM_SET_MP_STATE => {
             let m: KvmMpState = read_pod(arg)?;
-            x86::events::set_mp_state(&mut vcpu.lock().arch, &m).map_err(err)?;
+            x86::events::set_mp_state(&mut vcpu.lock_killable()?.arch, &m).map_err(err)?;
         }
         KVM_GET_CPUID2 => return get_cpuid2(vcpu, arg),
         KVM_SET_CPUID2 => return set_cpuid2(vcpu, arg),
         KVM_GET_MSRS => return vcpu_msrs(vcpu, arg, false),
         KVM_SET_MSRS => return vcpu_msrs(vcpu, arg, true),
         KVM_GET_VCPU_EVENTS => {
-            let e = x86::events::get_vcpu_events(&mut vcpu.lock().arch);
+            let e = x86::events::get_vcpu_events(&mut vcpu.lock_killable()?.arch);
             write_pod(arg, &e)?;
         }
         KVM_SET_VCPU_EVENTS => {
             let e: KvmVcpuEvents = read_pod(arg)?;
-            x86::events::set_vcpu_events(&mut vcpu.lock().arch, &e).map_err(err)?;
+            x86::events::set_vcpu_events(&mut vcpu.lock_killable()?.arch, &e).map_err(err)?;
         }
         KVM_GET_DEBUGREGS => {
-            let d = x86::events::get_debugregs(&mut vcpu.lock().arch);
+            let d = x86::events::get_debugregs(&mut vcpu.lock_killable()?.arch);
             write_pod(arg, &d)?;
         }
         KVM_SET_DEBUGREGS => {
             let d: KvmDebugregs = read_pod(arg)?;
-            x86::events::set_debugregs(&mut vcpu.lock().arch, &d).map_err(err)?;
+            x86::events::set_debugregs(&mut vcpu.lock_killable()?.arch, &d).map_err(err)?;
         }
         KVM_HAS_DEVICE_ATTR | KVM_GET_DEVICE_ATTR | KVM_SET_DEVICE_ATTR => {
             return device_attr(vcpu, cmd, arg)
@@ -635,7 +636,7 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
         KVM_GET_NESTED_STATE => return get_nested_state(vcpu, arg),
         KVM_SET_NESTED_STATE => {
             let k: KvmNestedState = read_pod(arg)?;
-            let _l = vcpu.lock();
+            let _l = vcpu.lock_killable()?;
             x86::events::set_nested_state(&k).map_err(err)?;
         }
         KVM_ENABLE_CAP => return enable_cap(vcpu, arg),
@@ -643,12 +644,12 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
         KVM_GET_FPU | KVM_SET_FPU => return fpu_ioctl(vcpu, cmd, arg),
         KVM_GET_XSAVE | KVM_SET_XSAVE | KVM_GET_XSAVE2 => return xsave_ioctl(vcpu, cmd, arg),
         KVM_GET_XCRS => {
-            let x = x86::fpu::get_xcrs(&vcpu.lock().arch, host_has_xsave());
+            let x = x86::fpu::get_xcrs(&vcpu.lock_killable()?.arch, host_has_xsave());
             write_pod(arg, &x)?;
         }
         KVM_SET_XCRS => {
             let x: x86::fpu::KvmXcrs = read_pod(arg)?;
-            let mut l = vcpu.lock();
+            let mut l = vcpu.lock_killable()?;
             let model = l.cpuid.model;
             let changed =
                 x86::fpu::set_xcrs(&mut l.arch, &model, &x, host_has_xsave()).map_err(err)?;
@@ -711,7 +712,7 @@ pub(crate) fn read_guest(vcpu: &Vcpu, gpa: u64, buf: &mut [u8]) -> Result {
 /// the entries, then the header with `nent`.
 fn get_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let hdr: KvmCpuid2 = read_pod(arg)?;
-    let l = vcpu.lock();
+    let l = vcpu.lock_killable()?;
     let n = l.cpuid.entries.len();
     if (hdr.nent as usize) < n {
         return Err(E2BIG);
@@ -742,7 +743,7 @@ fn set_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         read_pod_array(arg.wrapping_add(size_of::<KvmCpuid2>()), hdr.nent as usize)?;
     let raw = host_cpuid_raw;
     let host = HostCpuid::new(&raw);
-    let mut l = vcpu.lock();
+    let mut l = vcpu.lock_killable()?;
     x86::cpuid::update_runtime(
         &mut entries,
         l.arch.cr4,
@@ -766,7 +767,7 @@ fn set_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
 /// vCPU `KVM_GET_MSRS` / `KVM_SET_MSRS` (upstream `msr_io` with `do_get_msr` / `do_set_msr`).
 fn vcpu_msrs(vcpu: &Vcpu, arg: usize, set: bool) -> Result<isize> {
     let c = caps();
-    let mut l = vcpu.lock();
+    let mut l = vcpu.lock_killable()?;
     let l = &mut *l;
     let model = l.cpuid.model;
     let has_run = l.has_run;
@@ -834,7 +835,7 @@ fn device_attr(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
     match cmd {
         KVM_HAS_DEVICE_ATTR => {}
         KVM_GET_DEVICE_ATTR => {
-            let off = vcpu.lock().arch.tsc_offset;
+            let off = vcpu.lock_killable()?.arch.tsc_offset;
             UserSlice::new(uaddr, 8)
                 .writer()
                 .write_slice(&off.to_ne_bytes())?;
@@ -842,7 +843,7 @@ fn device_attr(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
         _ => {
             let mut b = [0u8; 8];
             UserSlice::new(uaddr, 8).reader().read_slice(&mut b)?;
-            vcpu.lock().arch.tsc_offset = u64::from_ne_bytes(b);
+            vcpu.lock_killable()?.arch.tsc_offset = u64::from_ne_bytes(b);
         }
     }
     Ok(0)
@@ -857,7 +858,7 @@ fn get_nested_state(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         .reader()
         .read_slice(&mut b)?;
     let user_size = u32::from_ne_bytes(b);
-    let _l = vcpu.lock();
+    let _l = vcpu.lock_killable()?;
     match x86::events::get_nested_state(user_size) {
         Some(h) => {
             write_pod(arg, &h)?;
@@ -882,7 +883,7 @@ fn enable_cap(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     }
     match u64::from(c.cap) {
         KVM_CAP_ENFORCE_PV_FEATURE_CPUID => {
-            crate::pv::set_enforce(&mut vcpu.lock(), c.args[0] != 0); // HOOK(clock)
+            crate::pv::set_enforce(&mut *vcpu.lock_killable()?, c.args[0] != 0); // HOOK(clock)
             Ok(0)
         }
         _ => Err(EINVAL),
@@ -911,7 +912,7 @@ pub(crate) fn walk_config(l: &VcpuLocked) -> x86emu::walk::WalkConfig {
 fn translate(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let mut tr: KvmTranslation = read_pod(arg)?;
     let t = {
-        let l = vcpu.lock();
+        let l = vcpu.lock_killable()?;
         let cfg = walk_config(&l);
         let regs = x86emu::walk::PagingRegs::from_state(&l.arch);
         // The same guest-memory access the emulator uses (accessed-bit updates mark the page
@@ -935,14 +936,14 @@ fn translate(vcpu: &Vcpu, arg: usize) -> Result<isize> {
 fn fpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
     if cmd == KVM_GET_FPU {
         let k = {
-            let mut l = vcpu.lock();
+            let mut l = vcpu.lock_killable()?;
             let fx = l.fpu.as_mut().and_then(|f| f.fxsave()).ok_or(EINVAL)?;
             x86::fpu::get_fpu(fx)
         };
         write_pod(arg, &k)?;
     } else {
         let k: x86::fpu::KvmFpu = read_pod(arg)?;
-        let mut l = vcpu.lock();
+        let mut l = vcpu.lock_killable()?;
         let fx = l.fpu.as_mut().and_then(|f| f.fxsave()).ok_or(EINVAL)?;
         x86::fpu::set_fpu(fx, &k);
     }
@@ -962,7 +963,7 @@ fn xsave_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
     let raw = host_cpuid_raw;
     let host = HostCpuid::new(&raw);
     let module_xcr0 = KvmCaps::new(&host, host_xcr0()).supported_xcr0;
-    let mut l = vcpu.lock();
+    let mut l = vcpu.lock_killable()?;
     let guest_xcr0 = l.cpuid.model.supported_xcr0 | x86::fpu::XFEATURE_FP | x86::fpu::XFEATURE_SSE;
     let fpu = l.fpu.as_mut().ok_or(EINVAL)?;
     let size = fpu.uabi_size();
@@ -990,7 +991,7 @@ fn xsave_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
             UserSlice::new(arg, size)
                 .reader()
                 .read_slice(&mut buf[..size])?;
-            let mut l = vcpu.lock();
+            let mut l = vcpu.lock_killable()?;
             let mut pkru = l.arch.pkru;
             let fpu = l.fpu.as_mut().ok_or(EINVAL)?;
             fpu.from_uabi(&buf, module_xcr0, &mut pkru)?;

@@ -5,6 +5,9 @@
  * per-CPU storage, IRQ/GIF handling around VMRUN, and IPIs. All logic lives in Rust.
  */
 #include <linux/cpumask.h>
+#include <linux/entry-kvm.h>
+#include <linux/kvm_host.h>
+#include <linux/mutex.h>
 #include <linux/percpu.h>
 #include <linux/preempt.h>
 #include <linux/sched.h>
@@ -20,7 +23,9 @@
 #include <asm/fpu/xcr.h>
 #include <asm/mce.h>
 #include <asm/msr.h>
+#include <asm/nospec-branch.h>
 #include <asm/processor.h>
+#include <asm/spec-ctrl.h>
 #include <asm/special_insns.h>
 
 #include "glue.h"  /* src/svm/glue.h */
@@ -184,28 +189,194 @@ void tdxkvm_local_irq_enable(void)
 	local_irq_enable();
 }
 
-bool tdxkvm_need_resched(void)
-{
-	return need_resched();
-}
+/* ---- Entry (HOOK(entry): upstream svm_vcpu_run / svm_vcpu_enter_exit / svm_vcpu_load) ---- */
 
-bool __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa);
+bool __tdxkvm_svm_vcpu_run(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
+			   bool spec_ctrl_intercepted);
 
 /*
- * Called with IRQs disabled and GIF clear (upstream svm_vcpu_enter_exit): RFLAGS.IF is set for
- * VMRUN because the host's IF controls whether physical IRQs exit the guest (V_INTR_MASKING);
- * GIF=0 keeps them from being taken by host code until STGI. Lockdep keeps seeing IRQs off,
- * which is what they effectively are. noinstr as upstream's svm_vcpu_enter_exit: no kprobe or
- * ftrace hook around the world switch. Returns true if an SVM instruction faulted.
+ * Upstream svm_vcpu_enter_exit, called with IRQs disabled and GIF clear. guest_state_enter_irqoff
+ * tells context tracking, RCU (the guest is a quiescent state, as user mode), lockdep and IRQ
+ * tracing that the CPU enters the guest with IRQs (logically) on; guest_state_exit_irqoff the
+ * reverse. RFLAGS.IF is set for VMRUN because the host's IF controls whether physical IRQs exit
+ * the guest (V_INTR_MASKING); GIF=0 keeps them from being taken by host code until STGI.
+ * amd_clear_divider: the DIV0 erratum (a divide's quotient from the host leaking into the
+ * guest). noinstr: no kprobe or ftrace hook around the world switch. Returns true if an SVM
+ * instruction faulted.
  */
-noinstr bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa)
+static noinstr bool svm_enter_exit(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
+				   bool spec_ctrl_intercepted)
 {
 	bool faulted;
 
+	guest_state_enter_irqoff();
 	raw_local_irq_enable();
-	faulted = __tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa);
+	amd_clear_divider();
+	faulted = __tdxkvm_svm_vcpu_run(gprs, vmcb_pa, host_save_pa, spec_ctrl,
+					spec_ctrl_intercepted);
 	raw_local_irq_disable();
+	guest_state_exit_irqoff();
 	return faulted;
+}
+
+/*
+ * The part of upstream svm_vcpu_run around svm_vcpu_enter_exit (IRQs off, GIF clear): the
+ * guest's VIRT_SPEC_CTRL/LS_CFG SSBD state when hardware does not switch SPEC_CTRL
+ * (x86_spec_ctrl_set_guest / x86_spec_ctrl_restore_host), and after the exit the VMSCAPE
+ * mitigation's mark that this CPU needs an IBPB before it returns to user mode (upstream
+ * vcpu_enter_guest; preemption is off, so it is the CPU that ran the guest).
+ */
+bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
+		      bool spec_ctrl_intercepted, u64 virt_spec_ctrl)
+{
+	bool faulted;
+
+	if (!static_cpu_has(X86_FEATURE_V_SPEC_CTRL))
+		x86_spec_ctrl_set_guest(virt_spec_ctrl);
+	faulted = svm_enter_exit(gprs, vmcb_pa, host_save_pa, spec_ctrl, spec_ctrl_intercepted);
+	if (!static_cpu_has(X86_FEATURE_V_SPEC_CTRL))
+		x86_spec_ctrl_restore_host(virt_spec_ctrl);
+	if (cpu_feature_enabled(X86_FEATURE_IBPB_EXIT_TO_USER))
+		this_cpu_write(x86_ibpb_exit_to_user, true);
+	return faulted;
+}
+
+/*
+ * ---- Transfer-to-guest work (HOOK(entry): upstream vcpu_run / kvm_vcpu_exit_request) ----
+ *
+ * The kernel's xfer_to_guest_mode_handle_work (exported with CONFIG_KVM_XFER_TO_GUEST_WORK)
+ * handles what must not wait while a task runs a guest: a pending signal (-EINTR, after
+ * kvm_handle_signal_exit sets vcpu->run->exit_reason = KVM_EXIT_INTR and counts it in
+ * vcpu->stat), need_resched (schedule), TIF_NOTIFY_RESUME (resume_user_mode_work: task work,
+ * memcg/blkcg throttling, the rseq CPU id update rseq_test checks) — the last ones are not
+ * exported, so the function itself is the only correct way to run them from a module. It takes
+ * a struct kvm_vcpu and touches only its run pointer and stat (x86 has no
+ * arch_xfer_to_guest_mode_handle_work): each vCPU gets a zeroed shadow struct kvm_vcpu whose
+ * run points at its own kvm_run page.
+ */
+void *tdxkvm_xfer_vcpu_alloc(void *run_page)
+{
+	struct kvm_vcpu *v = kvzalloc(sizeof(*v), GFP_KERNEL_ACCOUNT);
+
+	if (v)
+		v->run = run_page;
+	return v;
+}
+
+void tdxkvm_xfer_vcpu_free(void *v)
+{
+	kvfree(v);
+}
+
+/* Preemptible, no lock but the vCPU mutex: 0, -EINTR (signal), or another errno. */
+int tdxkvm_xfer_handle_work(void *v)
+{
+	return xfer_to_guest_mode_handle_work(v);
+}
+
+/* The racy, IRQs-on check before the entry (upstream __xfer_to_guest_mode_work_pending). */
+bool tdxkvm_xfer_work_pending(void)
+{
+	return __xfer_to_guest_mode_work_pending();
+}
+
+/*
+ * IRQs off, right before the entry (upstream kvm_vcpu_exit_request): work that came after the
+ * check above (its IPI may already have been taken) cancels the entry.
+ */
+bool tdxkvm_xfer_work_pending_irqoff(void)
+{
+	xfer_to_guest_mode_prepare();
+	return xfer_to_guest_mode_work_pending();
+}
+
+/* IRQs off, before the entry: time from here on is guest time (upstream vcpu_enter_guest). */
+void tdxkvm_guest_timing_enter_irqoff(void)
+{
+	guest_timing_enter_irqoff();
+}
+
+/*
+ * IRQs off, after the exit (and the #MC handler): take the pending interrupts first (the cause
+ * of an INTR exit, ticks that came while the guest ran, so they are accounted to the guest),
+ * then leave guest time; returns with IRQs on (upstream vcpu_enter_guest). The instruction after
+ * STI (an interrupt shadow) lets them in before CLI.
+ */
+void tdxkvm_guest_exit_irqs_on(void)
+{
+	local_irq_enable();
+	asm volatile("nop");
+	local_irq_disable();
+	guest_timing_exit_irqoff();
+	local_irq_enable();
+}
+
+/* ---- vCPU mutex (HOOK(entry), src/vcpu_mutex.rs): killable, as upstream kvm_vcpu_ioctl ---- */
+
+void *tdxkvm_vcpu_mutex_new(void)
+{
+	static struct lock_class_key key;
+	struct mutex *m = kmalloc(sizeof(*m), GFP_KERNEL_ACCOUNT);
+
+	if (m)
+		__mutex_init(m, "&vcpu->mutex", &key);
+	return m;
+}
+
+void tdxkvm_vcpu_mutex_free(void *m)
+{
+	mutex_destroy(m);
+	kfree(m);
+}
+
+void tdxkvm_vcpu_mutex_lock(void *m)
+{
+	mutex_lock(m);
+}
+
+int tdxkvm_vcpu_mutex_lock_killable(void *m)
+{
+	return mutex_lock_killable(m);
+}
+
+void tdxkvm_vcpu_mutex_unlock(void *m)
+{
+	mutex_unlock(m);
+}
+
+/* The host's CR4.MCE, kept set in the guest's hardware CR4 (upstream svm_set_cr4). */
+u64 tdxkvm_host_cr4_mce(void)
+{
+	return cr4_read_shadow() & X86_CR4_MCE;
+}
+
+/* The VMCB this CPU ran last (upstream svm_data.current_vmcb), by physical address. */
+static DEFINE_PER_CPU(u64, svm_current_vmcb);
+
+/*
+ * Upstream svm_vcpu_load: an IBPB when this CPU switches to another vCPU's VMCB (another VM's
+ * or the same VM's), so one guest cannot steer the next one's indirect branches; unless the
+ * kernel already does an IBPB on every VM-exit. IRQs off.
+ */
+void tdxkvm_svm_switch_vmcb(u64 vmcb_pa)
+{
+	if (this_cpu_read(svm_current_vmcb) == vmcb_pa)
+		return;
+	this_cpu_write(svm_current_vmcb, vmcb_pa);
+	if (!cpu_feature_enabled(X86_FEATURE_IBPB_ON_VMEXIT))
+		indirect_branch_prediction_barrier();
+}
+
+/*
+ * Upstream svm_clear_current_vmcb (vCPU free): no CPU keeps the freed VMCB as its current one,
+ * or a new VMCB allocated at the same address would skip the IBPB.
+ */
+void tdxkvm_svm_forget_vmcb(u64 vmcb_pa)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		cmpxchg(per_cpu_ptr(&svm_current_vmcb, cpu), vmcb_pa, 0);
 }
 
 /* ---- Syscore: suspend/resume and shutdown (upstream kvm_suspend/kvm_resume/kvm_shutdown) ---- */

@@ -39,8 +39,29 @@ extern "C" {
     pub(crate) fn tdxkvm_preempt_enable();
     pub(crate) fn tdxkvm_local_irq_disable();
     pub(crate) fn tdxkvm_local_irq_enable();
-    pub(crate) fn tdxkvm_need_resched() -> bool;
-    pub(crate) fn tdxkvm_svm_enter(gprs: *mut u64, vmcb_pa: u64, host_save_pa: u64) -> bool;
+    pub(crate) fn tdxkvm_svm_enter(
+        gprs: *mut u64,
+        vmcb_pa: u64,
+        host_save_pa: u64,
+        spec_ctrl: *mut u64,
+        spec_ctrl_intercepted: bool,
+        virt_spec_ctrl: u64,
+    ) -> bool;
+    pub(crate) fn tdxkvm_svm_switch_vmcb(vmcb_pa: u64);
+    pub(crate) fn tdxkvm_host_cr4_mce() -> u64;
+    pub(crate) fn tdxkvm_svm_forget_vmcb(vmcb_pa: u64);
+    pub(crate) fn tdxkvm_xfer_vcpu_alloc(run_page: *mut c_void) -> *mut c_void;
+    pub(crate) fn tdxkvm_xfer_vcpu_free(v: *mut c_void);
+    pub(crate) fn tdxkvm_xfer_handle_work(v: *mut c_void) -> c_int;
+    pub(crate) fn tdxkvm_xfer_work_pending() -> bool;
+    pub(crate) fn tdxkvm_xfer_work_pending_irqoff() -> bool;
+    pub(crate) fn tdxkvm_guest_timing_enter_irqoff();
+    pub(crate) fn tdxkvm_guest_exit_irqs_on();
+    pub(crate) fn tdxkvm_vcpu_mutex_new() -> *mut c_void;
+    pub(crate) fn tdxkvm_vcpu_mutex_free(m: *mut c_void);
+    pub(crate) fn tdxkvm_vcpu_mutex_lock(m: *mut c_void);
+    pub(crate) fn tdxkvm_vcpu_mutex_lock_killable(m: *mut c_void) -> c_int;
+    pub(crate) fn tdxkvm_vcpu_mutex_unlock(m: *mut c_void);
     pub(crate) fn tdxkvm_cpumask_alloc() -> *mut c_void;
     pub(crate) fn tdxkvm_cpumask_free(m: *mut c_void);
     pub(crate) fn tdxkvm_cpumask_set(m: *mut c_void, cpu: c_uint);

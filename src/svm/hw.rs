@@ -82,6 +82,14 @@ pub(crate) fn ready() -> bool {
     READY.load(Ordering::Acquire)
 }
 
+/// HOOK(entry): 0x8000000A EDX: VmcbClean (the VMCB's clean bits are honoured).
+const FEATURE_VMCBCLEAN: u32 = 1 << 5;
+
+/// HOOK(entry): whether the CPU may skip reloading VMCB fields marked clean.
+pub(crate) fn vmcb_clean() -> bool {
+    FEATURES.load(Ordering::Relaxed) & FEATURE_VMCBCLEAN != 0
+}
+
 /// Whether TLB_CONTROL may flush one ASID (else a flush takes a new ASID).
 pub(crate) fn flush_by_asid() -> bool {
     FEATURES.load(Ordering::Relaxed) & FEATURE_FLUSHBYASID != 0

@@ -10,7 +10,8 @@
 //! the MSRs VMLOAD/VMSAVE switch: FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*,
 //! and of those only the accesses the VM's MSR filter allows),
 //! CPUID, VMMCALL, XSETBV, INVD, WBINVD, MONITOR/MWAIT, RDPRU, RDPMC, and `#MC` (handed to the host's
-//! handler), `#AC` and `#DB` (re-injected). Debug-register accesses are not intercepted: the
+//! handler), `#AC` and `#DB` (re-injected), CR4 reads and writes ([`crate::run::cr`]; the
+//! hardware CR4 keeps the host's MCE bit). Debug-register accesses are not intercepted: the
 //! guest's DR0-3 are loaded before VMRUN and read back after, DR6/DR7 are the VMCB's. EFER.SVME is
 //! kept set in the VMCB and hidden from the guest ([`x86::svm::store_guest_state`]).
 //!
@@ -23,8 +24,14 @@
 //! virtualisation). XCR0 is switched to the guest's with IRQs off when the guest has
 //! CR4.OSXSAVE, as upstream's `kvm_load_guest_xsave_state`.
 //!
-//! Every entry copies the whole save area (VMCB clean bits stay 0: dirty tracking is a later
-//! optimisation).
+//! Entry hygiene (HOOK(entry), upstream `svm_vcpu_run`/`svm_vcpu_enter_exit`/`svm_vcpu_load`):
+//! the speculation mitigations of `vmenter.S` (guest/host SPEC_CTRL, VERW before VMRUN, RSB
+//! stuffing, RET untraining or IBPB after the exit), VIRT_SPEC_CTRL/LS_CFG SSBD around the run,
+//! an IBPB when a CPU switches to another vCPU's VMCB, the VMSCAPE exit-to-user IBPB mark, and
+//! `guest_state_enter/exit_irqoff` around VMRUN (src/svm/glue.c).
+//!
+//! Every entry copies the whole save area; the VMCB clean bits tell the CPU which cached
+//! groups did not change since the VMCB's last #VMEXIT on this CPU ([`x86::svm_clean`]).
 
 pub(crate) mod events;
 pub(crate) mod glue;
@@ -76,6 +83,38 @@ pub(crate) struct SvmVcpu {
     /// HOOK(misc): the MSR permission map in the VMCB: the VM's ([`msrpm`]), set by
     /// [`SvmVcpu::use_msrpm`] at creation.
     msrpm_pa: u64,
+    /// HOOK(entry): the guest's MSR_IA32_SPEC_CTRL (upstream `svm->spec_ctrl`), loaded around
+    /// VMRUN by the entry code when the host has SPEC_CTRL and hardware does not switch it.
+    /// The guest has no speculation-control CPUID bits here and every access to the MSR is
+    /// intercepted, so it stays 0: the guest runs with SPEC_CTRL 0, as upstream's guest
+    /// without the feature, and the host's value comes back after the exit.
+    spec_ctrl: u64,
+    /// HOOK(entry): the guest's VIRT_SPEC_CTRL (upstream `svm->virt_spec_ctrl`; SSBD through
+    /// VIRT_SPEC_CTRL or LS_CFG); 0: not advertised to the guest.
+    virt_spec_ctrl: u64,
+    /// HOOK(entry): what the CPU that ran this VMCB last may hold cached (VMCB clean bits).
+    clean: x86::svm_clean::CleanTracker,
+}
+
+/// HOOK(entry): whether guest writes to MSR_IA32_SPEC_CTRL exit (upstream
+/// `msr_write_intercepted(vcpu, MSR_IA32_SPEC_CTRL)`): always here, the MSR is not passed
+/// through ([`x86::svm::PASSTHROUGH_MSRS`]), so the entry code never reads the guest's value
+/// back.
+const SPEC_CTRL_INTERCEPTED: bool = true;
+
+/// HOOK(entry): the CR-intercept word's bits for reads (0-15) and writes (16-31) of CR4.
+const INTERCEPT_CR4_READ: u32 = 1 << 4;
+const INTERCEPT_CR4_WRITE: u32 = 1 << (16 + 4);
+/// HOOK(entry): `SVM_EXIT_READ_CR4`, `SVM_EXIT_WRITE_CR4`.
+const EXIT_READ_CR4: u64 = 0x004;
+const EXIT_WRITE_CR4: u64 = 0x014;
+
+impl Drop for SvmVcpu {
+    fn drop(&mut self) {
+        // HOOK(entry): upstream svm_vcpu_free's svm_clear_current_vmcb.
+        // SAFETY: plain per-CPU compare-and-exchange.
+        unsafe { glue::tdxkvm_svm_forget_vmcb(self.vmcb_pa) };
+    }
 }
 
 impl SvmVcpu {
@@ -92,6 +131,9 @@ impl SvmVcpu {
             extra_exceptions: 0,
             events: Default::default(),
             msrpm_pa: hw::permission_maps().1,
+            spec_ctrl: 0,
+            virt_spec_ctrl: 0,
+            clean: x86::svm_clean::CleanTracker::new(),
         };
         v.init_vmcb(ncr3);
         Some(v)
@@ -111,9 +153,12 @@ impl SvmVcpu {
         let vmcb = self.vmcb();
         *vmcb = Vmcb::zeroed();
         let c = &mut vmcb.control;
+        // HOOK(entry): CR4 writes are checked against the vCPU's CPUID, and reads answered
+        // with the guest's value while the hardware's keeps the host's MCE bit, as upstream's
+        // init_vmcb/svm_set_cr4 ([`crate::run::cr`]).
+        c.intercepts[intercept::CR] = INTERCEPT_CR4_READ | INTERCEPT_CR4_WRITE;
         // No debug-register access is intercepted: the guest's DR0-3 are switched around VMRUN
         // and DR6/DR7 live in the VMCB (upstream's KVM_DEBUGREG_WONT_EXIT mode, always on).
-        c.intercepts[intercept::CR] = 0;
         c.intercepts[intercept::DR] = 0;
         c.intercepts[intercept::EXCEPTION] = BASE_EXCEPTIONS | extra;
         c.intercepts[3] = intercept::INTR
@@ -148,6 +193,8 @@ impl SvmVcpu {
         c.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
         self.asid_generation = 0;
         self.last_cpu = u32::MAX;
+        // HOOK(entry): a rewritten VMCB: nothing cached may be used (vmcb_mark_all_dirty).
+        self.clean.invalidate();
     }
 
     /// HOOK(misc): points the VMCB at the VM's MSR permission map (which follows the VM's MSR
@@ -246,13 +293,23 @@ impl SvmVcpu {
     ) -> ExitInfo {
         // SAFETY: IRQs off on `cpu` (caller's contract).
         unsafe { self.pre_run(cpu, flush) };
+        // HOOK(entry): IBPB when this CPU last ran another VMCB (upstream svm_vcpu_load).
+        // SAFETY: IRQs off; per-CPU data of this CPU.
+        unsafe { glue::tdxkvm_svm_switch_vmcb(self.vmcb_pa) };
         let tsc_offset = st.tsc_offset;
+        // HOOK(entry): the guest runs with the host's CR4.MCE whatever its own CR4 says, so a
+        // machine check in guest mode is not a shutdown (upstream svm_set_cr4); CR4 reads and
+        // writes are intercepted, so the guest only ever sees and sets its own value.
+        // SAFETY: reads this CPU's CR4 shadow.
+        let host_mce = unsafe { glue::tdxkvm_host_cr4_mce() };
+        let guest_cr4 = st.cr4;
         {
             // HOOK(misc): the event first: delivering a pending exception's payload writes
             // CR2 (#PF) or DR6 (#DB) into `st`, which the VMCB must then carry.
             let (inj, err) = event_to_inject(st);
             let vmcb = self.vmcb();
             x86::svm::load_guest_state(vmcb, st, tsc_offset);
+            vmcb.save.cr4 |= host_mce;
             vmcb.control.event_inj = inj;
             vmcb.control.event_inj_err = err;
             vmcb.control.int_state = u32::from(st.events.interrupt_shadow != 0);
@@ -261,6 +318,14 @@ impl SvmVcpu {
         let mut ev = core::mem::take(&mut self.events);
         ev.prepare(self.vmcb(), st);
         self.events = ev;
+        // HOOK(entry): VMCB clean bits, after the last write to the VMCB before VMRUN: the
+        // groups unchanged since this VMCB's last #VMEXIT on this CPU (0 elsewhere); written
+        // only where the CPU honours them.
+        {
+            let t = self.clean;
+            let clean = t.clean_bits(cpu, self.vmcb());
+            self.vmcb().control.clean = if hw::vmcb_clean() { clean } else { 0 };
+        }
         // SAFETY: IRQs off; this CPU's data.
         let sd = unsafe { hw::this_cpu() };
         let host_save_pa = sd.save_area_pa;
@@ -294,9 +359,9 @@ impl SvmVcpu {
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(st.xcr0);
             }
-            // PKRU: the guest may set CR4.PKE and WRPKRU (CR4 writes are not intercepted), so
-            // whenever the host uses PKU the guest's value is loaded and read back, and the
-            // host's restored, inside GIF=0 (upstream kvm_load_{guest,host}_xsave_state).
+            // PKRU: whenever the host uses PKU the guest's value is loaded and read back, and
+            // the host's restored, inside GIF=0 (upstream kvm_load_{guest,host}_xsave_state;
+            // the guest can set CR4.PKE only if its CPUID has PKU, the CR4 intercept checks).
             let host_pkru = host_pku.then(|| glue::tdxkvm_rdpkru());
             if let Some(h) = host_pkru {
                 if st.pkru != h {
@@ -304,7 +369,14 @@ impl SvmVcpu {
                 }
             }
             glue::tdxkvm_load_guest_db(st.db.as_ptr());
-            let f = glue::tdxkvm_svm_enter(st.gprs.as_mut_ptr(), self.vmcb_pa, host_save_pa);
+            let f = glue::tdxkvm_svm_enter(
+                st.gprs.as_mut_ptr(),
+                self.vmcb_pa,
+                host_save_pa,
+                &mut self.spec_ctrl,
+                SPEC_CTRL_INTERCEPTED,
+                self.virt_spec_ctrl,
+            );
             glue::tdxkvm_save_guest_db(st.db.as_mut_ptr());
             if let Some(h) = host_pkru {
                 st.pkru = glue::tdxkvm_rdpkru();
@@ -322,6 +394,14 @@ impl SvmVcpu {
             glue::tdxkvm_stgi();
             f
         };
+        // HOOK(entry): what this CPU now holds; nothing after a failed entry.
+        if faulted || self.vmcb().control.exit_code == exit::INVALID {
+            self.clean.invalidate();
+        } else {
+            let mut t = self.clean;
+            t.after_exit(cpu, self.vmcb());
+            self.clean = t;
+        }
         let vmcb = self.vmcb();
         vmcb.control.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
         if faulted {
@@ -347,6 +427,9 @@ impl SvmVcpu {
         let int_info = vmcb.control.exit_int_info;
         if code != exit::INVALID {
             x86::svm::store_guest_state(vmcb, st);
+            // HOOK(entry): CR4 changes only through the intercepts: the guest's own value
+            // (without the forced MCE bit) stays.
+            st.cr4 = guest_cr4;
         }
         // HOOK(misc): a failed entry (VMEXIT_INVALID) delivered nothing: without a valid
         // EXITINTINFO (hardware need not copy EVENTINJ there when the consistency checks
@@ -452,6 +535,8 @@ fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
             }
         }
         exit::HLT => Exit::Hlt,
+        EXIT_READ_CR4 => Exit::Cr4Read,   // HOOK(entry)
+        EXIT_WRITE_CR4 => Exit::Cr4Write, // HOOK(entry)
         // RDPMC without a virtual PMU: #GP(0), as upstream's kvm_emulate_rdpmc answers an
         // invalid counter.
         exit::RDPMC => Exit::Exception {

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod cpuid;
+pub mod cr;
 pub mod errno;
 pub mod events;
 pub mod exits;
@@ -28,4 +29,5 @@ pub mod pv; // HOOK(clock): the KVM paravirtual interface (kvm-clock, steal time
 pub mod regs;
 pub mod state;
 pub mod svm;
+pub mod svm_clean;
 pub mod uapi;

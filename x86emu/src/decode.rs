@@ -199,6 +199,12 @@ pub enum Op {
     Inc,
     /// DEC `dst`.
     Dec,
+    /// MOV CRn, r (0F 22 /r) with n the payload (ModRM.reg, REX.R for CR8-CR15): `src` is the
+    /// GPR (64 bits in 64-bit mode, else 32). Only decoded, for the CR-write intercept.
+    MovToCr(u8),
+    /// MOV r, CRn (0F 20 /r): `dst` is the GPR, as for [`Op::MovToCr`]. Only decoded, for
+    /// the CR-read intercept.
+    MovFromCr(u8),
 }
 
 /// A general-purpose register operand of [`Insn::op_size`] (or [`Insn::src_size`]) bytes.

@@ -90,6 +90,7 @@ fn mnemonics(op: Op) -> &'static [Mnemonic] {
         Op::Neg => &[M::Neg],
         Op::Inc => &[M::Inc],
         Op::Dec => &[M::Dec],
+        Op::MovToCr(_) | Op::MovFromCr(_) => &[M::Mov],
     }
 }
 

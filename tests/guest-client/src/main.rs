@@ -122,6 +122,7 @@ struct Ctx {
 
 mod clock; // HOOK(clock)
 mod dirty;
+mod entry;
 mod exits;
 mod huge;
 mod irq;
@@ -152,6 +153,7 @@ fn tests() -> Vec<Test> {
         exits::tests(),
         run::tests(),
         clock::tests(), // HOOK(clock)
+        entry::tests(), // HOOK(entry)
         dirty::run_tests(),
         irq::tests(),
         irqchip::tests(),

@@ -738,7 +738,7 @@ fn svm_runs() -> Option<&'static str> {
 
 /// Wraps a test so it fails loudly (not skips) where SVM is there, and names the reason where
 /// it is not: the guest suite runs on QEMU `-cpu max`, which has SVM.
-fn with_svm(f: fn() -> Result<(), String>) -> Result<(), String> {
+pub(crate) fn with_svm(f: fn() -> Result<(), String>) -> Result<(), String> {
     match svm_runs() {
         None => f(),
         Some(why) => Err(format!("cannot run guests: {why}")),

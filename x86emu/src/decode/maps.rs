@@ -37,6 +37,10 @@ pub(super) enum Form {
     OvAx,
     ZbIb,
     ZvIv,
+    /// MOV CRn, Rd/q (0F 22): ModRM.mod is ignored, the r/m field is always a register.
+    MovToCr,
+    /// MOV Rd/q, CRn (0F 20), the same layout.
+    MovFromCr,
     /// XCHG rAX, Zv (91-97 and 90 with REX.B).
     XchgZv,
     /// INC/DEC Zv (40-4F outside 64-bit mode).
@@ -167,6 +171,8 @@ pub(super) fn two_byte(
         0x09 => (Some(Op::Wbinvd), Form::Plain),
         // 0F 1F /0 is the multi-byte NOP; /1-/7 are reserved-NOP encodings.
         0x1f if (c.peek()? >> 3) & 7 == 0 => (Some(Op::Nop), Form::M),
+        0x20 => (None, Form::MovFromCr),
+        0x22 => (None, Form::MovToCr),
         0x21 => (Some(Op::MovFromDr), Form::MovDr),
         0x23 => (Some(Op::MovToDr), Form::MovDr),
         0x30 => (Some(Op::Wrmsr), Form::Plain),

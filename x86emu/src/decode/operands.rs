@@ -213,6 +213,23 @@ pub(super) fn finish(
     let mut src_size = 0;
     let (op, dst, src) = match form {
         Form::Plain => (op, Operand::None, Operand::None),
+        Form::MovToCr | Form::MovFromCr => {
+            // The operand size is the mode's (66 and REX.W do nothing); REX.R selects
+            // CR8-CR15, REX.B the upper GPRs.
+            let m = x.modrm()?;
+            let cr = ((m >> 3) & 7) | (p.rex_bit(2) << 3);
+            // CR1, CR5-CR7 and CR9-CR15 do not exist: #UD.
+            if !matches!(cr, 0 | 2 | 3 | 4 | 8) {
+                return Err(DecodeError::Invalid);
+            }
+            op_size = if mode == CodeSize::Bits64 { 8 } else { 4 };
+            let r = Operand::Reg(x.reg(m & 7, 0, op_size));
+            if form == Form::MovToCr {
+                (Some(Op::MovToCr(cr)), Operand::None, r)
+            } else {
+                (Some(Op::MovFromCr(cr)), r, Operand::None)
+            }
+        }
         Form::EbGb => {
             op_size = 1;
             (op, x.e(1)?, x.g(1)?)
