@@ -953,6 +953,43 @@ fn interrupts_reach_guest() -> Result<(), String> {
     Ok(())
 }
 
+/// The PIT's channel 0 in mode 2 raises IRQ0 through the IOAPIC (pin 0 -> vector 0x40) again
+/// and again, with reinjection on (each tick waits for the previous one's EOI, an edge EOI).
+fn pit_ticks_reach_guest() -> Result<(), String> {
+    let (g, v) = interrupt_guest()?;
+    let fd = g.vm.as_raw_fd();
+    g.vm.create_pit2(kvm_bindings::kvm_pit_config::default())
+        .map_err(|e| format!("KVM_CREATE_PIT2: {e}"))?;
+    let mut io = irqchip_buf(2);
+    ioctl(fd, KVM_GET_IRQCHIP, io.as_mut_ptr() as u64).map_err(|e| format!("GET IOAPIC: {e}"))?;
+    io[8 + 24..8 + 32].copy_from_slice(&0x40u64.to_le_bytes());
+    ioctl(fd, KVM_SET_IRQCHIP, io.as_ptr() as u64).map_err(|e| format!("SET IOAPIC: {e}"))?;
+    // Channel 0, mode 2, 1193 counts (1 ms), programmed through KVM_SET_PIT2 once the guest
+    // halts with its APIC enabled (a tick the APIC drops would never be acknowledged, and
+    // reinjection would then wait forever, as upstream).
+    let mut st = g.vm.get_pit2().map_err(|e| format!("KVM_GET_PIT2: {e}"))?;
+    st.channels[0].count = 1193;
+    st.channels[0].mode = 2;
+    st.channels[0].rw_mode = 3;
+    st.channels[0].gate = 1;
+    let vm = &g.vm;
+    let (mut v, why) = run_with(v, || {
+        vm.set_pit2(&st).map_err(|e| format!("KVM_SET_PIT2: {e}"))
+    })?;
+    eq(why, 2, "exit after the first tick")?;
+    // Each later tick wakes the halted guest, whose loop then exits with its OUT.
+    for _ in 0..4 {
+        let (nv, why) = run_with(v, || Ok(()))?;
+        v = nv;
+        eq(why, 2, "exit after a tick")?;
+    }
+    let n = g.ram.read(0x6000);
+    if n < 5 {
+        return Err(format!("{n} ticks handled, want at least 5"));
+    }
+    Ok(())
+}
+
 /// A resampling irqfd on a level-triggered IOAPIC pin: the guest gets the interrupt once, its
 /// EOI lowers the line, clears remote IRR and signals the resamplefd.
 fn level_irqfd_resample() -> Result<(), String> {
@@ -1050,6 +1087,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irqchip_run_level_irqfd_resample", Any, |_| {
             level_irqfd_resample()
+        }),
+        ("irqchip_run_pit_ticks_reach_guest", Any, |_| {
+            pit_ticks_reach_guest()
         }),
     ]
 }
