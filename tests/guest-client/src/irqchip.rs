@@ -528,9 +528,9 @@ fn irqfd_race(_: &Ctx) -> Result<(), String> {
                 }
             });
             s.spawn(|| {
-                for i in 0..raw.len() {
+                for (i, fd) in raw.iter().enumerate() {
                     let mut b = [0u32; 8];
-                    b[0] = raw[i] as u32;
+                    b[0] = *fd as u32;
                     b[1] = i as u32;
                     b[2] = 1;
                     let _ = ioctl(vmfd, KVM_IRQFD, b.as_ptr() as u64);
