@@ -713,6 +713,12 @@ fn in_kernel_registers() -> Result<(), String> {
         0xb0, 0xa5, 0xe6, 0x21, // OCW1: IMR 0xa5
         0xe4, 0x21, // in al, 0x21
         0x88, 0x04, 0x25, 0x00, 0x50, 0x00, 0x00, // mov [0x5000], al
+        0xbe, 0x00, 0x51, 0x00, 0x00, // mov esi, 0x5100
+        0xb9, 0x01, 0x00, 0x00, 0x00, // mov ecx, 1
+        0x66, 0xba, 0x21, 0x00, // mov dx, 0x21
+        0xf3, 0x6e, // rep outsb: IMR = [0x5100] = 0x5a
+        0xe4, 0x21, // in al, 0x21
+        0x88, 0x04, 0x25, 0x02, 0x50, 0x00, 0x00, // mov [0x5002], al
         0x66, 0xba, 0xd0, 0x04, // mov dx, 0x4d0
         0xb0, 0x28, 0xee, // mov al, 0x28; out dx, al (ELCR master)
         0xbb, 0x00, 0x00, 0xc0, 0xfe, // mov ebx, 0xfec00000
@@ -726,6 +732,7 @@ fn in_kernel_registers() -> Result<(), String> {
         0xe6, 0x80, // out 0x80, al (HLT would sleep in the kernel now)
     ];
     let (g, mut v) = long_mode_irqchip_guest(code)?;
+    g.ram.write(0x5100, &[0x5a]);
     v.run().map_err(|e| format!("KVM_RUN: {e}"))?;
     let why = v.get_kvm_run().exit_reason;
     let rip = v.get_regs().map(|r| r.rip).unwrap_or(0);
@@ -736,6 +743,11 @@ fn in_kernel_registers() -> Result<(), String> {
     )?;
     eq(g.ram.read(0x5000), 0xa5, "IMR read back by the guest")?;
     eq(
+        g.ram.read(0x5002),
+        0x5a,
+        "IMR written by REP OUTSB, read back",
+    )?;
+    eq(
         ram_u32(&g.ram, 0x5004),
         0x18035,
         "IOAPIC entry 0 read back by the guest",
@@ -745,7 +757,7 @@ fn in_kernel_registers() -> Result<(), String> {
     let mut m = irqchip_buf(0);
     ioctl(fd, KVM_GET_IRQCHIP, m.as_mut_ptr() as u64).map_err(|e| format!("GET PIC: {e}"))?;
     eq(m[8 + 5], 0x30, "PIC master irq_base")?;
-    eq(m[8 + 2], 0xa5, "PIC master imr")?;
+    eq(m[8 + 2], 0x5a, "PIC master imr")?;
     eq(m[8 + 14], 0x28, "PIC master elcr")?;
     let mut io = irqchip_buf(2);
     ioctl(fd, KVM_GET_IRQCHIP, io.as_mut_ptr() as u64).map_err(|e| format!("GET IOAPIC: {e}"))?;
