@@ -824,6 +824,14 @@ fn string_io(
     if done {
         l.arch.rip = next_rip;
     }
+    // HOOK(irqroute): an OUTS element for the in-kernel PIC/ELCR/PIT ports does not exit.
+    let mut v = [0u8; 4];
+    if let Some(d) = v.get_mut(..b.len()) {
+        d.copy_from_slice(b);
+    }
+    if crate::irq::pio_out(vcpu.vm(), port, size, u32::from_le_bytes(v)) {
+        return Ok(Action::Continue);
+    }
     if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), b) == WriteResult::Handled {
         if done {
             mark_completed(l, rflags_before);

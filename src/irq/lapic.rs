@@ -217,9 +217,9 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
         deliver(vcpu.vm(), &irq, Some(vcpu));
     }
     if let Some(e) = fx.eoi {
-        if e.level {
-            on_eoi(vcpu.vm(), vcpu, e.vector);
-        }
+        // HOOK(irqroute): every EOI reaches the IOAPIC (edge ones run the ack notifiers only:
+        // the PIT's reinjection waits for IRQ0's ack), as upstream kvm_ioapic_send_eoi.
+        crate::irq::chip::on_eoi_level(vcpu.vm(), vcpu, e.vector, e.level);
     }
 }
 
@@ -233,10 +233,6 @@ pub(crate) fn pic_ack(vm: &Vm) -> u8 {
     crate::irq::chip::pic_ack(vm)
 }
 
-/// A level-triggered EOI for the IOAPIC (irqroute's; called with no lock but the vCPU mutex).
-fn on_eoi(vm: &Vm, vcpu: &Vcpu, vector: u8) {
-    crate::irq::chip::on_eoi(vm, vcpu, vector)
-}
 
 /// `KVM_X2APIC_API_USE_32BIT_IDS` is on (MSI routes use the x2APIC format).
 pub(crate) fn x2apic_format(vm: &Vm) -> bool {

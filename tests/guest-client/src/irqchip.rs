@@ -528,9 +528,9 @@ fn irqfd_race(_: &Ctx) -> Result<(), String> {
                 }
             });
             s.spawn(|| {
-                for i in 0..raw.len() {
+                for (i, fd) in raw.iter().enumerate() {
                     let mut b = [0u32; 8];
-                    b[0] = raw[i] as u32;
+                    b[0] = *fd as u32;
                     b[1] = i as u32;
                     b[2] = 1;
                     let _ = ioctl(vmfd, KVM_IRQFD, b.as_ptr() as u64);
@@ -713,6 +713,12 @@ fn in_kernel_registers() -> Result<(), String> {
         0xb0, 0xa5, 0xe6, 0x21, // OCW1: IMR 0xa5
         0xe4, 0x21, // in al, 0x21
         0x88, 0x04, 0x25, 0x00, 0x50, 0x00, 0x00, // mov [0x5000], al
+        0xbe, 0x00, 0x51, 0x00, 0x00, // mov esi, 0x5100
+        0xb9, 0x01, 0x00, 0x00, 0x00, // mov ecx, 1
+        0x66, 0xba, 0x21, 0x00, // mov dx, 0x21
+        0xf3, 0x6e, // rep outsb: IMR = [0x5100] = 0x5a
+        0xe4, 0x21, // in al, 0x21
+        0x88, 0x04, 0x25, 0x02, 0x50, 0x00, 0x00, // mov [0x5002], al
         0x66, 0xba, 0xd0, 0x04, // mov dx, 0x4d0
         0xb0, 0x28, 0xee, // mov al, 0x28; out dx, al (ELCR master)
         0xbb, 0x00, 0x00, 0xc0, 0xfe, // mov ebx, 0xfec00000
@@ -726,6 +732,7 @@ fn in_kernel_registers() -> Result<(), String> {
         0xe6, 0x80, // out 0x80, al (HLT would sleep in the kernel now)
     ];
     let (g, mut v) = long_mode_irqchip_guest(code)?;
+    g.ram.write(0x5100, &[0x5a]);
     v.run().map_err(|e| format!("KVM_RUN: {e}"))?;
     let why = v.get_kvm_run().exit_reason;
     let rip = v.get_regs().map(|r| r.rip).unwrap_or(0);
@@ -736,6 +743,11 @@ fn in_kernel_registers() -> Result<(), String> {
     )?;
     eq(g.ram.read(0x5000), 0xa5, "IMR read back by the guest")?;
     eq(
+        g.ram.read(0x5002),
+        0x5a,
+        "IMR written by REP OUTSB, read back",
+    )?;
+    eq(
         ram_u32(&g.ram, 0x5004),
         0x18035,
         "IOAPIC entry 0 read back by the guest",
@@ -745,7 +757,7 @@ fn in_kernel_registers() -> Result<(), String> {
     let mut m = irqchip_buf(0);
     ioctl(fd, KVM_GET_IRQCHIP, m.as_mut_ptr() as u64).map_err(|e| format!("GET PIC: {e}"))?;
     eq(m[8 + 5], 0x30, "PIC master irq_base")?;
-    eq(m[8 + 2], 0xa5, "PIC master imr")?;
+    eq(m[8 + 2], 0x5a, "PIC master imr")?;
     eq(m[8 + 14], 0x28, "PIC master elcr")?;
     let mut io = irqchip_buf(2);
     ioctl(fd, KVM_GET_IRQCHIP, io.as_mut_ptr() as u64).map_err(|e| format!("GET IOAPIC: {e}"))?;
@@ -953,6 +965,43 @@ fn interrupts_reach_guest() -> Result<(), String> {
     Ok(())
 }
 
+/// The PIT's channel 0 in mode 2 raises IRQ0 through the IOAPIC (pin 0 -> vector 0x40) again
+/// and again, with reinjection on (each tick waits for the previous one's EOI, an edge EOI).
+fn pit_ticks_reach_guest() -> Result<(), String> {
+    let (g, v) = interrupt_guest()?;
+    let fd = g.vm.as_raw_fd();
+    g.vm.create_pit2(kvm_bindings::kvm_pit_config::default())
+        .map_err(|e| format!("KVM_CREATE_PIT2: {e}"))?;
+    let mut io = irqchip_buf(2);
+    ioctl(fd, KVM_GET_IRQCHIP, io.as_mut_ptr() as u64).map_err(|e| format!("GET IOAPIC: {e}"))?;
+    io[8 + 24..8 + 32].copy_from_slice(&0x40u64.to_le_bytes());
+    ioctl(fd, KVM_SET_IRQCHIP, io.as_ptr() as u64).map_err(|e| format!("SET IOAPIC: {e}"))?;
+    // Channel 0, mode 2, 1193 counts (1 ms), programmed through KVM_SET_PIT2 once the guest
+    // halts with its APIC enabled (a tick the APIC drops would never be acknowledged, and
+    // reinjection would then wait forever, as upstream).
+    let mut st = g.vm.get_pit2().map_err(|e| format!("KVM_GET_PIT2: {e}"))?;
+    st.channels[0].count = 1193;
+    st.channels[0].mode = 2;
+    st.channels[0].rw_mode = 3;
+    st.channels[0].gate = 1;
+    let vm = &g.vm;
+    let (mut v, why) = run_with(v, || {
+        vm.set_pit2(&st).map_err(|e| format!("KVM_SET_PIT2: {e}"))
+    })?;
+    eq(why, 2, "exit after the first tick")?;
+    // Each later tick wakes the halted guest, whose loop then exits with its OUT.
+    for _ in 0..4 {
+        let (nv, why) = run_with(v, || Ok(()))?;
+        v = nv;
+        eq(why, 2, "exit after a tick")?;
+    }
+    let n = g.ram.read(0x6000);
+    if n < 5 {
+        return Err(format!("{n} ticks handled, want at least 5"));
+    }
+    Ok(())
+}
+
 /// A resampling irqfd on a level-triggered IOAPIC pin: the guest gets the interrupt once, its
 /// EOI lowers the line, clears remote IRR and signals the resamplefd.
 fn level_irqfd_resample() -> Result<(), String> {
@@ -1050,6 +1099,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irqchip_run_level_irqfd_resample", Any, |_| {
             level_irqfd_resample()
+        }),
+        ("irqchip_run_pit_ticks_reach_guest", Any, |_| {
+            pit_ticks_reach_guest()
         }),
     ]
 }
