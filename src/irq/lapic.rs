@@ -487,6 +487,11 @@ fn msr(
     write: Option<u64>,
     host: bool,
 ) -> Option<Result<u64, ()>> {
+    if l.irq.lapic.is_none() && index == MSR_IA32_TSC_DEADLINE {
+        // Upstream kvm_get/set_lapic_tscdeadline_msr without a LAPIC: reads 0, writes are
+        // ignored.
+        return Some(Ok(0));
+    }
     if l.irq.lapic.is_none()
         || !(index == MSR_IA32_APICBASE
             || index == MSR_IA32_TSC_DEADLINE
