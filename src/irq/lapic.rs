@@ -126,8 +126,9 @@ pub(crate) struct VcpuLapic {
     apic: Lapic,
     /// Its hrtimer.
     timer: crate::irq::timer::LapicTimer,
-    /// The CPUID bits last given to the model (x2APIC, TSC-deadline).
-    cpuid: (bool, bool),
+    /// The CPUID bits last given to the model (x2APIC, TSC-deadline); `None` until the
+    /// vCPU's table has a leaf 1 (upstream sets the timer modes only from a CPUID table).
+    cpuid: Option<(bool, bool)>,
 }
 
 /// The current time for the model (`ktime_get`, the guest's TSC and its rate).
@@ -139,15 +140,14 @@ fn now(vcpu: &Vcpu, l: &VcpuLocked) -> Now {
     }
 }
 
-/// The guest CPUID's x2APIC and TSC-deadline bits (leaf 1 ECX bits 21 and 24).
-fn cpuid_bits(l: &VcpuLocked) -> (bool, bool) {
+/// The guest CPUID's x2APIC and TSC-deadline bits (leaf 1 ECX bits 21 and 24), if the table
+/// has leaf 1.
+fn cpuid_bits(l: &VcpuLocked) -> Option<(bool, bool)> {
     l.cpuid
         .entries
         .iter()
         .find(|e| e.function == 1 && e.index == 0)
-        .map_or((false, false), |e| {
-            (e.ecx & (1 << 21) != 0, e.ecx & (1 << 24) != 0)
-        })
+        .map(|e| (e.ecx & (1 << 21) != 0, e.ecx & (1 << 24) != 0))
 }
 
 /// Creates the vCPU's LAPIC at vCPU creation when the VM has an in-kernel irqchip (upstream
@@ -183,7 +183,7 @@ pub(crate) fn create(vm: &Vm, vcpu: &Vcpu) -> Result {
     l.irq.lapic = Some(VcpuLapic {
         apic,
         timer,
-        cpuid: (false, false),
+        cpuid: None,
     });
     Ok(())
 }
@@ -307,9 +307,10 @@ pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
         return;
     };
     let mut fx = Effects::default();
-    if la.cpuid != bits {
-        la.apic.set_cpuid(bits.0, bits.1);
-        la.cpuid = bits;
+    if let Some(b) = bits.filter(|b| la.cpuid != Some(*b)) {
+        // Upstream kvm_vcpu_after_set_cpuid: the timer modes and the x2APIC bit.
+        la.apic.set_cpuid(b.0, b.1);
+        la.cpuid = Some(b);
     }
     if base != la.apic.apic_base() {
         // KVM_SET_SREGS's apic_base (host-initiated); an invalid value stays refused.
