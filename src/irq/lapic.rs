@@ -299,10 +299,12 @@ pub(crate) fn accept_pic_intr_any(vm: &Vm) -> bool {
 /// a CR8 or IA32_APIC_BASE written outside it, then the inbox (posted vectors, the timer's
 /// expiry) merged, NMIs folded into `nmi_pending`.
 pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
+    if l.irq.lapic.is_none() {
+        return;
+    }
     let bits = cpuid_bits(l);
-    let now = now(vcpu, l);
     let maxphy = l.cpuid.model.maxphyaddr;
-    let (cr8, base) = (l.arch.cr8, l.arch.apic_base);
+    let (cr8, base, tsc_offset) = (l.arch.cr8, l.arch.apic_base, l.arch.tsc_offset);
     let Some(la) = l.irq.lapic.as_mut() else {
         return;
     };
@@ -321,7 +323,16 @@ pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
     if cr8 != la.apic.cr8() {
         fx.merge(la.apic.set_cr8(cr8));
     }
-    fx.merge(la.apic.sync_pir(&vcpu.irq.pir, &now));
+    // The clock is read only when the inbox or a latched timer expiry needs merging (every
+    // entry comes here; with nothing posted the merge is a no-op).
+    if vcpu.irq.pir.has_pending() || la.apic.timer_pending() {
+        let now = Now {
+            ns: crate::irq::timer::now_ns(),
+            guest_tsc: crate::vcpu_state::rdtsc().wrapping_add(tsc_offset),
+            tsc_khz: vcpu.tsc_khz(),
+        };
+        fx.merge(la.apic.sync_pir(&vcpu.irq.pir, &now));
+    }
     apply(vcpu, l, fx);
     let q = vcpu.irq.pir.take_nmis();
     let _ = vcpu.irq.pir.take_smi(); // No SMM.
