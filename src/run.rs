@@ -282,10 +282,11 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
 }
 
 /// Upstream `post_kvm_run_save`, on every return from `KVM_RUN` (its `out:` label: errors,
-/// `immediate_exit` and completions that exit again included): IF, CR8 (the VMCB's V_TPR
-/// without an in-kernel LAPIC), APIC_BASE, and whether an interrupt could be injected now
-/// (`kvm_vcpu_ready_for_interrupt_injection` without an in-kernel PIC: IF set, no interrupt
-/// shadow, no event being (re)injected, no exception pending).
+/// `immediate_exit` and completions that exit again included): IF, CR8 (the VMCB's V_TPR,
+/// equal to the in-kernel LAPIC's TPR bits 7:4 when there is one), APIC_BASE, and whether an
+/// interrupt could be injected now (always with the in-kernel PIC, else
+/// `kvm_vcpu_ready_for_interrupt_injection`: IF set, no interrupt shadow, room for an
+/// interrupt from userspace; [`crate::irq::inject`]).
 pub(crate) fn post_run_save(vcpu: &Vcpu, l: &VcpuLocked) {
     let run = RunPage(vcpu.run_page());
     let st = &l.arch;

@@ -126,8 +126,9 @@ pub(crate) struct VcpuLapic {
     apic: Lapic,
     /// Its hrtimer.
     timer: crate::irq::timer::LapicTimer,
-    /// The CPUID bits last given to the model (x2APIC, TSC-deadline).
-    cpuid: (bool, bool),
+    /// The CPUID bits last given to the model (x2APIC, TSC-deadline); `None` until the
+    /// vCPU's table has a leaf 1 (upstream sets the timer modes only from a CPUID table).
+    cpuid: Option<(bool, bool)>,
 }
 
 /// The current time for the model (`ktime_get`, the guest's TSC and its rate).
@@ -139,15 +140,14 @@ fn now(vcpu: &Vcpu, l: &VcpuLocked) -> Now {
     }
 }
 
-/// The guest CPUID's x2APIC and TSC-deadline bits (leaf 1 ECX bits 21 and 24).
-fn cpuid_bits(l: &VcpuLocked) -> (bool, bool) {
+/// The guest CPUID's x2APIC and TSC-deadline bits (leaf 1 ECX bits 21 and 24), if the table
+/// has leaf 1.
+fn cpuid_bits(l: &VcpuLocked) -> Option<(bool, bool)> {
     l.cpuid
         .entries
         .iter()
         .find(|e| e.function == 1 && e.index == 0)
-        .map_or((false, false), |e| {
-            (e.ecx & (1 << 21) != 0, e.ecx & (1 << 24) != 0)
-        })
+        .map(|e| (e.ecx & (1 << 21) != 0, e.ecx & (1 << 24) != 0))
 }
 
 /// Creates the vCPU's LAPIC at vCPU creation when the VM has an in-kernel irqchip (upstream
@@ -183,7 +183,7 @@ pub(crate) fn create(vm: &Vm, vcpu: &Vcpu) -> Result {
     l.irq.lapic = Some(VcpuLapic {
         apic,
         timer,
-        cpuid: (false, false),
+        cpuid: None,
     });
     Ok(())
 }
@@ -295,17 +295,20 @@ pub(crate) fn accept_pic_intr_any(vm: &Vm) -> bool {
 /// a CR8 or IA32_APIC_BASE written outside it, then the inbox (posted vectors, the timer's
 /// expiry) merged, NMIs folded into `nmi_pending`.
 pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
+    if l.irq.lapic.is_none() {
+        return;
+    }
     let bits = cpuid_bits(l);
-    let now = now(vcpu, l);
     let maxphy = l.cpuid.model.maxphyaddr;
-    let (cr8, base) = (l.arch.cr8, l.arch.apic_base);
+    let (cr8, base, tsc_offset) = (l.arch.cr8, l.arch.apic_base, l.arch.tsc_offset);
     let Some(la) = l.irq.lapic.as_mut() else {
         return;
     };
     let mut fx = Effects::default();
-    if la.cpuid != bits {
-        la.apic.set_cpuid(bits.0, bits.1);
-        la.cpuid = bits;
+    if let Some(b) = bits.filter(|b| la.cpuid != Some(*b)) {
+        // Upstream kvm_vcpu_after_set_cpuid: the timer modes and the x2APIC bit.
+        la.apic.set_cpuid(b.0, b.1);
+        la.cpuid = Some(b);
     }
     if base != la.apic.apic_base() {
         // KVM_SET_SREGS's apic_base (host-initiated); an invalid value stays refused.
@@ -316,7 +319,16 @@ pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
     if cr8 != la.apic.cr8() {
         fx.merge(la.apic.set_cr8(cr8));
     }
-    fx.merge(la.apic.sync_pir(&vcpu.irq.pir, &now));
+    // The clock is read only when the inbox or a latched timer expiry needs merging (every
+    // entry comes here; with nothing posted the merge is a no-op).
+    if vcpu.irq.pir.has_pending() || la.apic.timer_pending() {
+        let now = Now {
+            ns: crate::irq::timer::now_ns(),
+            guest_tsc: crate::vcpu_state::rdtsc().wrapping_add(tsc_offset),
+            tsc_khz: vcpu.tsc_khz(),
+        };
+        fx.merge(la.apic.sync_pir(&vcpu.irq.pir, &now));
+    }
     apply(vcpu, l, fx);
     let q = vcpu.irq.pir.take_nmis();
     let _ = vcpu.irq.pir.take_smi(); // No SMM.
@@ -483,6 +495,11 @@ fn msr(
     write: Option<u64>,
     host: bool,
 ) -> Option<Result<u64, ()>> {
+    if l.irq.lapic.is_none() && index == MSR_IA32_TSC_DEADLINE {
+        // Upstream kvm_get/set_lapic_tscdeadline_msr without a LAPIC: reads 0, writes are
+        // ignored.
+        return Some(Ok(0));
+    }
     if l.irq.lapic.is_none()
         || !(index == MSR_IA32_APICBASE
             || index == MSR_IA32_TSC_DEADLINE

@@ -240,6 +240,9 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irq_lapic_tsc_deadline_timer_wakes_halt", Any, |_| {
             with_svm(tsc_deadline_timer_wakes_halt)
         }),
+        ("irq_lapic_periodic_timer_then_teardown", Any, |_| {
+            with_svm(periodic_timer_then_teardown)
+        }),
     ]
 }
 
@@ -591,5 +594,66 @@ fn tsc_deadline_timer_wakes_halt() -> Result<(), String> {
         dt >= std::time::Duration::from_millis(5),
         &format!("HLT slept until the deadline ({dt:?})"),
     )?;
+    Ok(())
+}
+
+/// A periodic LAPIC timer (5 ms) keeps firing into a vCPU that halts between interrupts; the
+/// vCPU thread is interrupted by a signal and the VM torn down with the timer still armed: the
+/// hrtimer is cancelled before the vCPU goes (KASAN checks the callback never sees freed
+/// memory). Counts the interrupts taken.
+fn periodic_timer_then_teardown() -> Result<(), String> {
+    extern "C" fn on_signal(_: libc::c_int) {}
+    // SAFETY: installs a no-op handler for SIGUSR2 (no SA_RESTART: KVM_RUN returns EINTR).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+    }
+    let mut main = Vec::new();
+    main.extend(apic_write(0xf0, 0x1ff)); // SPIV
+    main.extend(apic_write(0x320, 0x2_0043)); // LVTT: periodic, vector 0x43
+    main.extend(apic_write(0x3e0, 0xb)); // TDCR: divide by 1
+    main.extend(apic_write(0x380, 5_000_000)); // TMICT: 5 ms
+    main.extend([0xfb, 0xf4, 0xeb, 0xfd]); // sti; hlt; jmp back to hlt
+    let handler = counting_handler(0x540);
+    let g = irqchip_guest(
+        &[(0x43, HANDLER_A)],
+        &[(MAIN, &main), (HANDLER_A, &handler)],
+    )?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    // The timer modes come with a CPUID table (upstream kvm_vcpu_after_set_cpuid).
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    v.set_cpuid2(&cpuid)
+        .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    let r = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(
+                unsafe { libc::pthread_self() } as u64,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            v.run().map(|_| 0).unwrap_or_else(|e| e.errno())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        // SAFETY: the thread is alive until joined; SIGUSR2 has a handler.
+        unsafe {
+            libc::pthread_kill(
+                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
+                libc::SIGUSR2,
+            )
+        };
+        h.join().map_err(|_| "vCPU thread panicked".to_string())
+    })?;
+    eq(r, libc::EINTR, "KVM_RUN after the signal")?;
+    let n = g.ram.read(0x540);
+    check(n >= 5, &format!("periodic interrupts taken: {n}"))?;
+    // Teardown with the timer armed: the vCPU, then the VM, go while it fires.
+    drop(v);
+    drop(g);
+    std::thread::sleep(std::time::Duration::from_millis(20));
     Ok(())
 }
