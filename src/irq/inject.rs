@@ -304,7 +304,10 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
             // Upstream kvm_vcpu_ioctl_nmi: queued (collapsed to two by process_nmi, which
             // KVM_GET_VCPU_EVENTS and the next entry run). The caller holds the vCPU, so the
             // NMI joins the pending count directly.
-            let mut l = vcpu.lock();
+            let mut l = match vcpu.lock_killable() {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
             let e = &mut l.arch.events;
             e.nmi_pending = e.nmi_pending.saturating_add(1);
             drop(l);
@@ -312,7 +315,10 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
             Ok(0)
         }
         KVM_GET_MP_STATE | KVM_SET_MP_STATE if !vcpu.vm().is_td() => {
-            let mut l = vcpu.lock();
+            let mut l = match vcpu.lock_killable() {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
             if l.irq.lapic.is_none() {
                 // No in-kernel LAPIC: the state ioctls' own answer.
                 return None;
@@ -337,7 +343,7 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
 /// the LAPIC states are accepted; `SIPI_RECEIVED` becomes `INIT_RECEIVED` with a SIPI pending.
 fn set_mp_state(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let m: KvmMpState = crate::vcpu_state::read_pod(arg)?;
-    let mut l = vcpu.lock();
+    let mut l = vcpu.lock_killable()?;
     match m.mp_state {
         mp_state::RUNNABLE
         | mp_state::UNINITIALIZED
@@ -364,7 +370,7 @@ fn interrupt(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     if irq >= KVM_NR_INTERRUPTS {
         return Err(EINVAL);
     }
-    let mut l = vcpu.lock();
+    let mut l = vcpu.lock_killable()?;
     match vcpu.vm().irqchip_mode() {
         crate::irq::IrqchipMode::None => {
             l.arch.events.interrupt = QueuedInterrupt {

@@ -380,8 +380,13 @@ pub(crate) fn accept_events(vcpu: &Vcpu, l: &mut VcpuLocked) {
         }
         l.arch = crate::run::reset::init(&l.arch);
         l.exits.pending = None;
+        // kvm_vcpu_reset(init_event) turns kvm-clock and steal time off (kvmclock_reset).
+        crate::pv::reset(l);
+        // kvm_lapic_reset(init_event): the boot vCPU gets LVT0 = ExtINT again under
+        // KVM_X86_QUIRK_LINT0_REENABLED (on by default, as at creation).
+        let bsp = vcpu.vm().apic().is_reset_bsp(vcpu.id());
         if let Some(la) = l.irq.lapic.as_mut() {
-            let fx = la.apic.reset(true, false, false, &vcpu.irq.pir);
+            let fx = la.apic.reset(true, bsp, true, &vcpu.irq.pir);
             apply(vcpu, l, fx);
         }
     }
@@ -576,7 +581,7 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
         }
         let format = vcpu.vm().apic().x2apic_format.load(Ordering::Relaxed);
         if cmd == KVM_GET_LAPIC {
-            let mut l = vcpu.lock();
+            let mut l = vcpu.lock_killable()?;
             if l.irq.lapic.is_none() {
                 return Err(EINVAL);
             }
@@ -596,7 +601,7 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
             UserSlice::new(arg, s.regs.len())
                 .reader()
                 .read_slice(&mut s.regs)?;
-            let mut l = vcpu.lock();
+            let mut l = vcpu.lock_killable()?;
             if l.irq.lapic.is_none() {
                 return Err(EINVAL);
             }
