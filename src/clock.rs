@@ -168,7 +168,8 @@ impl VmClock {
             let mut inner = self.inner.lock();
             Self::update_master(&mut inner);
             // SAFETY: clock reads; no preconditions.
-            let (real, raw) = unsafe { (glue::tdxkvm_clock_real_ns(), glue::tdxkvm_clock_base_ns()) };
+            let (real, raw) =
+                unsafe { (glue::tdxkvm_clock_real_ns(), glue::tdxkvm_clock_base_ns()) };
             inner.st.set_clock(data, real, raw);
         }
         self.request_update_all();

@@ -237,7 +237,8 @@ fn device_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
 
 /// `kvm_vfio_set_attr`.
 fn vfio_set_attr(a: &KvmDeviceAttr) -> Result {
-    if a.group != KVM_DEV_VFIO_FILE || !matches!(a.attr, KVM_DEV_VFIO_FILE_ADD | KVM_DEV_VFIO_FILE_DEL)
+    if a.group != KVM_DEV_VFIO_FILE
+        || !matches!(a.attr, KVM_DEV_VFIO_FILE_ADD | KVM_DEV_VFIO_FILE_DEL)
     {
         return Err(ENXIO);
     }

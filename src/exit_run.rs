@@ -28,10 +28,10 @@ use crate::vcpu_state::walk_config;
 use crate::vm::Vm;
 use kernel::prelude::*;
 use x86::exits::emulation::{self, FailureAction};
+use x86::exits::guest_debug::AfterStep;
 use x86::exits::ioeventfd::Bus;
 use x86::exits::pio::{addr_mask, ins_batch, ins_done, step};
 use x86::exits::run::{self as krun, Exit as UExit};
-use x86::exits::guest_debug::AfterStep;
 use x86::exits::{hypercall, user_msr};
 use x86::state::{CpuState, Gpr, SegReg};
 use x86emu::decode::{Op, Rep};
@@ -48,7 +48,6 @@ const UD: u8 = 6;
 /// #PF.
 /// RFLAGS.DF.
 const RFLAGS_DF: u64 = 1 << 10;
-
 
 fn linear_rip(st: &CpuState) -> u64 {
     st.seg(SegReg::Cs).base.wrapping_add(st.rip)
@@ -214,9 +213,8 @@ fn finish(
             // HOOK(irqmod): the in-kernel xAPIC page answers without an exit (first, as
             // upstream's vcpu_mmio_read), then HOOK(irqroute): a read an in-kernel device
             // serves (IOAPIC) completes here.
-            let dev = crate::irq::lapic::mmio_read(vcpu, l, gpa.0, len).or_else(|| {
-                crate::irq::mmio_read(vcpu.vm(), gpa.0, len).map(|v| v.to_le_bytes())
-            });
+            let dev = crate::irq::lapic::mmio_read(vcpu, l, gpa.0, len)
+                .or_else(|| crate::irq::mmio_read(vcpu.vm(), gpa.0, len).map(|v| v.to_le_bytes()));
             if let Some(data) = dev {
                 let m = MmioData { gpa, len, data };
                 let cfg = walk_config(l);
@@ -345,7 +343,14 @@ fn complete_pending(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: Pending) -
             let mut env = MemEnv::new(vcpu.vm());
             let rflags_before = l.arch.rflags;
             let o = emulate::emulate(&mut l.arch, &mut env, &cfg, Some(&m));
-            finish(vcpu, l, run, o, &emulation::ExitInfo::default(), rflags_before)
+            finish(
+                vcpu,
+                l,
+                run,
+                o,
+                &emulation::ExitInfo::default(),
+                rflags_before,
+            )
         }
         Pending::Msr { read } => {
             let (error, data) = krun::read_msr_answer(&u);
@@ -444,11 +449,7 @@ pub(crate) fn after_step(l: &mut VcpuLocked, run: RunPage, a: Action) -> Action 
 /// `guest_debug_dr7` and SVM's DR6 = `DR6_ACTIVE_LOW` when debug registers exit).
 pub(crate) fn hw_bp_enter(st: &mut CpuState, x: &mut VcpuExits) {
     if let Some((db, dr7)) = x.debug.hw_breakpoints() {
-        x.saved_dr = Some((
-            [st.db[0], st.db[1], st.db[2], st.db[3]],
-            st.dr6,
-            st.dr7,
-        ));
+        x.saved_dr = Some(([st.db[0], st.db[1], st.db[2], st.db[3]], st.dr6, st.dr7));
         for (r, v) in st.db.iter_mut().zip(db) {
             *r = v;
         }
@@ -493,7 +494,9 @@ pub(crate) fn handle(
         Exit::Exception { vector, error_code } => Ok(exception(l, run, vector, error_code)),
         // SVM_EXIT_READ_DR0..7 / WRITE_DR0..7: only intercepted with the debugger's hardware
         // breakpoints loaded.
-        Exit::Other { code, .. } if (0x20..0x28).contains(&code) || (0x30..0x38).contains(&code) => {
+        Exit::Other { code, .. }
+            if (0x20..0x28).contains(&code) || (0x30..0x38).contains(&code) =>
+        {
             dr_access(vcpu, l, run, &info)
         }
         _ => {
@@ -637,12 +640,14 @@ fn msr(
     } else if !allowed {
         MsrResult::Filtered
     } else if write {
-        match crate::pv::guest_wrmsr(vcpu, l, index, data) { // HOOK(clock): PV MSRs first
+        match crate::pv::guest_wrmsr(vcpu, l, index, data) {
+            // HOOK(clock): PV MSRs first
             Ok(()) => MsrResult::Ok(0),
             Err(f) => fault(f),
         }
     } else {
-        match crate::pv::guest_rdmsr(vcpu, l, index) { // HOOK(clock): PV MSRs first
+        match crate::pv::guest_rdmsr(vcpu, l, index) {
+            // HOOK(clock): PV MSRs first
             Ok(v) => MsrResult::Ok(v),
             Err(f) => fault(f),
         }

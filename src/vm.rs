@@ -234,7 +234,7 @@ impl Vm {
         };
         let ring = OwnedPage::new(stats::Kind::VcpuPage).ok_or(ENOMEM)?;
         let apic = crate::irq::lapic::VmApic::new()?; // HOOK(irqmod)
-        // Upstream kvm->arch.pre_fault_allowed: a TD's KVM_TDX_FINALIZE_VM sets it.
+                                                      // Upstream kvm->arch.pre_fault_allowed: a TD's KVM_TDX_FINALIZE_VM sets it.
         let pre_fault_allowed = vm_type != KVM_X86_TDX_VM;
         let stats_id = StatsId::vm();
         let vm = Arc::pin_init(

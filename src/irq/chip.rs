@@ -12,11 +12,11 @@
 use crate::vcpu::Vcpu;
 use crate::vcpu_state::{read_pod, write_pod};
 use crate::vm::Vm;
+use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use irqchip::ioapic::uapi::{
     KvmIrqchip, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
 };
-use core::ffi::c_void;
 use irqchip::ioapic::{DestMap, EoiOutcome, Ioapic, IoapicEnv, EOI_STORM_DELAY_NS};
 use irqchip::irq::LapicIrq;
 use irqchip::pic::{Pic, PicEffects};
@@ -309,8 +309,13 @@ pub(crate) fn ioapic_set_irq(vm: &Vm, pin: u8, source: u32, level: bool, line_st
         return -1;
     };
     let mut s = chip.state.lock();
-    s.ioapic
-        .set_irq(usize::from(pin), source, level, line_status, &mut Env { vm })
+    s.ioapic.set_irq(
+        usize::from(pin),
+        source,
+        level,
+        line_status,
+        &mut Env { vm },
+    )
 }
 
 /// A guest `IN` from a PIC/ELCR port (upstream `picdev_read`): `None` if not the PIC's (or no

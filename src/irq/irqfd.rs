@@ -99,7 +99,11 @@ pub(crate) fn ioctl(vm: &Vm, arg: usize) -> Result<isize> {
         };
         // SAFETY: `p` is the VM's live set (freed only at VM teardown, after every ioctl).
         let r = unsafe { tdxkvm_irqfd_deassign(p, fd, a.gsi) };
-        return if r < 0 { Err(Error::from_errno(r)) } else { Ok(0) };
+        return if r < 0 {
+            Err(Error::from_errno(r))
+        } else {
+            Ok(0)
+        };
     }
     let resample = a.flags & KVM_IRQFD_FLAG_RESAMPLE != 0;
     let allowed = match vm.irqchip_mode() {

@@ -233,7 +233,6 @@ pub(crate) fn pic_ack(vm: &Vm) -> u8 {
     crate::irq::chip::pic_ack(vm)
 }
 
-
 /// `KVM_X2APIC_API_USE_32BIT_IDS` is on (MSI routes use the x2APIC format).
 pub(crate) fn x2apic_format(vm: &Vm) -> bool {
     vm.apic().x2apic_format.load(Ordering::Relaxed)
@@ -353,7 +352,10 @@ pub(crate) fn ack(vcpu: &Vcpu, l: &mut VcpuLocked) -> Option<u8> {
 
 /// Upstream `kvm_apic_accept_pic_intr`.
 pub(crate) fn accept_pic_intr(l: &VcpuLocked) -> bool {
-    l.irq.lapic.as_ref().is_some_and(|la| la.apic.accept_pic_intr())
+    l.irq
+        .lapic
+        .as_ref()
+        .is_some_and(|la| la.apic.accept_pic_intr())
 }
 
 /// An INIT or SIPI is pending.
@@ -454,13 +456,12 @@ pub(crate) fn mmio_read(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, len: u8) -> O
     let la = l.irq.lapic.as_mut()?;
     let mut data = [0u8; 8];
     if !la.apic.mmio_active() {
-        data.iter_mut().take(usize::from(len)).for_each(|b| *b = 0xff);
+        data.iter_mut()
+            .take(usize::from(len))
+            .for_each(|b| *b = 0xff);
         return Some(data);
     }
-    let v = la
-        .apic
-        .mmio_read(off, u32::from(len), ns)
-        .unwrap_or(0);
+    let v = la.apic.mmio_read(off, u32::from(len), ns).unwrap_or(0);
     data[..4].copy_from_slice(&v.to_le_bytes());
     Some(data)
 }
@@ -676,9 +677,7 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
     Some(match cap {
         KVM_CAP_SET_BOOT_CPU_ID | KVM_CAP_TSC_DEADLINE_TIMER => 1,
         KVM_CAP_X2APIC_API => KVM_X2APIC_API_VALID_FLAGS as isize,
-        KVM_CAP_X86_APIC_BUS_CYCLES_NS => {
-            irqchip::lapic::regs::APIC_BUS_CYCLE_NS_DEFAULT as isize
-        }
+        KVM_CAP_X86_APIC_BUS_CYCLES_NS => irqchip::lapic::regs::APIC_BUS_CYCLE_NS_DEFAULT as isize,
         _ => return None,
     })
 }

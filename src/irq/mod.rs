@@ -339,7 +339,10 @@ pub(crate) fn enable_split_irqchip(vm: &Vm, args0: u64) -> Result<isize> {
     // 6.12 kvm_setup_empty_irq_routing: userspace adds MSI routes later.
     let table = kernel::sync::Arc::new(route::build(vm, &[])?, GFP_KERNEL)?;
     // Nothing fails from here on.
-    let old = vm.irq().split_eoi.swap(KBox::into_raw(slots), Ordering::AcqRel);
+    let old = vm
+        .irq()
+        .split_eoi
+        .swap(KBox::into_raw(slots), Ordering::AcqRel);
     if !old.is_null() {
         // SAFETY: cannot happen (split is enabled once), but an older array would be ours.
         drop(unsafe { KBox::from_raw(old) });

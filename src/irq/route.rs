@@ -12,7 +12,9 @@
 
 use crate::vcpu_state::read_pod;
 use crate::vm::Vm;
-use irqchip::ioapic::{FIRST_DEVICE_IRQ_SOURCE_ID, IRQFD_RESAMPLE_IRQ_SOURCE_ID, USERSPACE_IRQ_SOURCE_ID};
+use irqchip::ioapic::{
+    FIRST_DEVICE_IRQ_SOURCE_ID, IRQFD_RESAMPLE_IRQ_SOURCE_ID, USERSPACE_IRQ_SOURCE_ID,
+};
 use irqchip::routing::uapi::{KvmIrqLevel, KvmIrqRouting, KvmIrqRoutingEntry, KvmMsi};
 use irqchip::routing::{
     check_header, IrqTargets, MsiDelivery, MsiMsg, RouteEntry, RoutingCtx, RoutingTable,
@@ -172,7 +174,13 @@ pub(crate) fn irq_line(vm: &Vm, arg: usize, status: bool) -> Result<isize> {
     if !vm.irqchip_mode().in_kernel() {
         return Err(ENXIO);
     }
-    let r = set_irq(vm, KVM_USERSPACE_IRQ_SOURCE_ID, ev.irq(), ev.level != 0, status);
+    let r = set_irq(
+        vm,
+        KVM_USERSPACE_IRQ_SOURCE_ID,
+        ev.irq(),
+        ev.level != 0,
+        status,
+    );
     if status {
         ev.set_status(r);
         crate::vcpu_state::write_pod(arg, &ev)?;

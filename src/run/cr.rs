@@ -13,10 +13,10 @@
 //! `svm_set_cr4`), the guest reads its own value.
 
 use crate::exit_run::skip_intercepted;
-use crate::vcpu_state::walk_config;
 use crate::guest_mem::MemEnv;
 use crate::run::{queue_exception, Action, ExitInfo, RunPage};
 use crate::vcpu::{Vcpu, VcpuLocked};
+use crate::vcpu_state::walk_config;
 use kernel::prelude::*;
 use x86emu::decode::{Op, Operand};
 use x86emu::emulate;
