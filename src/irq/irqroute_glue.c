@@ -10,6 +10,9 @@
  * guards the list of irqfds with a resamplefd and is taken alone; an eventfd's wait-queue lock
  * nests inside it (signalling the resamplefds). An irqfd is freed only by its shutdown work,
  * after it left both lists, its wait-queue entry is unhooked and its inject work is flushed.
+ * `srcu` closes the window between an assign making an irqfd visible (list) and hooking it into
+ * the eventfd (vfs_poll), as upstream's irq_srcu read section there: a racing deassign's
+ * shutdown waits for the assign to finish before it unhooks and frees the irqfd.
  */
 #include <linux/eventfd.h>
 #include <linux/file.h>
@@ -18,6 +21,7 @@
 #include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/srcu.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
@@ -39,6 +43,7 @@ struct tdxkvm_irqfds {
 	spinlock_t resample_lock;
 	struct list_head resamplers;
 	struct workqueue_struct *cleanup_wq;
+	struct srcu_struct srcu;
 	void *vm;
 };
 
@@ -64,6 +69,11 @@ void *tdxkvm_irqfds_new(void *vm)
 		return NULL;
 	s->cleanup_wq = alloc_workqueue("kvm-irqfd-cleanup", 0, 0);
 	if (!s->cleanup_wq) {
+		kfree(s);
+		return NULL;
+	}
+	if (init_srcu_struct(&s->srcu)) {
+		destroy_workqueue(s->cleanup_wq);
 		kfree(s);
 		return NULL;
 	}
@@ -98,6 +108,8 @@ static void irqfd_shutdown(struct work_struct *work)
 	struct tdxkvm_irqfds *s = irqfd->irqfds;
 	u64 cnt;
 
+	/* An assign still hooking this irqfd in finishes first (upstream synchronize_srcu). */
+	synchronize_srcu(&s->srcu);
 	/* No new wakeups after this; then wait for an inject already scheduled. */
 	eventfd_ctx_remove_wait_queue(irqfd->eventfd, &irqfd->wait, &cnt);
 	flush_work(&irqfd->inject);
@@ -170,7 +182,7 @@ int tdxkvm_irqfd_assign(void *irqfds, int fd, u32 gsi, bool resample, int resamp
 	struct eventfd_ctx *eventfd;
 	__poll_t events;
 	struct fd f;
-	int ret;
+	int ret, idx;
 
 	irqfd = kzalloc(sizeof(*irqfd), GFP_KERNEL_ACCOUNT);
 	if (!irqfd)
@@ -216,6 +228,8 @@ int tdxkvm_irqfd_assign(void *irqfds, int fd, u32 gsi, bool resample, int resamp
 		ret = -EBUSY;
 		goto fail;
 	}
+	/* Visible from here: a deassign's shutdown waits for this section's end. */
+	idx = srcu_read_lock(&s->srcu);
 	list_add_tail(&irqfd->list, &s->items);
 	spin_unlock_irq(&s->lock);
 
@@ -229,6 +243,7 @@ int tdxkvm_irqfd_assign(void *irqfds, int fd, u32 gsi, bool resample, int resamp
 	events = vfs_poll(fd_file(f), &irqfd->pt);
 	if (events & EPOLLIN)
 		schedule_work(&irqfd->inject);
+	srcu_read_unlock(&s->srcu, idx);
 	fdput(f);
 	return 0;
 
@@ -309,6 +324,7 @@ void tdxkvm_irqfds_free(void *irqfds)
 	spin_unlock_irq(&s->lock);
 	flush_workqueue(s->cleanup_wq);
 	destroy_workqueue(s->cleanup_wq);
+	cleanup_srcu_struct(&s->srcu);
 	kfree(s);
 }
 

@@ -231,11 +231,19 @@ pub(crate) fn set_pit2(vm: &Vm, arg: usize) -> Result<isize> {
 
 const CHANNEL_SIZE: usize = core::mem::size_of::<KvmPitChannelState>();
 
+/// The user address of channel `i` of a `struct kvm_pit_state` at `arg` (`EFAULT` if it would
+/// wrap: no arithmetic on a user address may panic under overflow checks).
+fn channel_addr(arg: usize, i: usize) -> Result<usize> {
+    i.checked_mul(CHANNEL_SIZE)
+        .and_then(|o| arg.checked_add(o))
+        .ok_or(EFAULT)
+}
+
 /// `KVM_GET_PIT` (legacy): the three channels.
 pub(crate) fn get_pit(vm: &Vm, arg: usize) -> Result<isize> {
     // Upstream copies the structure in first (EFAULT before ENXIO).
     for i in 0..3 {
-        read_pod::<KvmPitChannelState>(arg + i * CHANNEL_SIZE)?;
+        read_pod::<KvmPitChannelState>(channel_addr(arg, i)?)?;
     }
     let pit = pit_of(vm)?;
     let ch = {
@@ -243,7 +251,7 @@ pub(crate) fn get_pit(vm: &Vm, arg: usize) -> Result<isize> {
         pit.with(|p| p.get_state())
     };
     for (i, c) in ch.iter().enumerate() {
-        write_pod(arg + i * CHANNEL_SIZE, c)?;
+        write_pod(channel_addr(arg, i)?, c)?;
     }
     Ok(0)
 }
@@ -252,7 +260,7 @@ pub(crate) fn get_pit(vm: &Vm, arg: usize) -> Result<isize> {
 pub(crate) fn set_pit(vm: &Vm, arg: usize) -> Result<isize> {
     let mut ch = [KvmPitChannelState::default(); 3];
     for (i, c) in ch.iter_mut().enumerate() {
-        *c = read_pod(arg + i * CHANNEL_SIZE)?;
+        *c = read_pod(channel_addr(arg, i)?)?;
     }
     let _l = vm.lock();
     let pit = pit_of(vm)?;

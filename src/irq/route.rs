@@ -107,7 +107,11 @@ pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
         .ok_or(EFAULT)?;
     let mut entries = KVec::with_capacity(n, GFP_KERNEL)?;
     for i in 0..n {
-        entries.push(read_pod::<KvmIrqRoutingEntry>(base + i * sz)?, GFP_KERNEL)?;
+        let at = i
+            .checked_mul(sz)
+            .and_then(|o| base.checked_add(o))
+            .ok_or(EFAULT)?;
+        entries.push(read_pod::<KvmIrqRoutingEntry>(at)?, GFP_KERNEL)?;
     }
     let t = build(vm, &entries)?;
     drop(entries);

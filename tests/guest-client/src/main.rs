@@ -130,6 +130,7 @@ mod irqchip;
 mod memory;
 mod misc;
 mod prefault;
+mod review; // HOOK(review)
 mod run;
 mod run_bench;
 mod state;
@@ -158,6 +159,7 @@ fn tests() -> Vec<Test> {
         irq::tests(),
         irqchip::tests(),
         misc::tests(),
+        review::tests(), // HOOK(review)
     ]
     .concat()
 }
