@@ -1117,6 +1117,46 @@ out:
 	return 0;
 }
 
+/*
+ * Whether the current mm maps hva with a PMD (or larger) leaf: upstream
+ * host_pfn_mapping_level(), capped at 2M. IRQs off keep the page tables from being freed
+ * under the lockless walk; each entry is read once. The answer may be stale: the caller read
+ * the invalidation count before and checks it under the MMU lock before mapping.
+ */
+bool tdxkvm_host_huge_2m(u64 hva)
+{
+	unsigned long flags;
+	bool huge = false;
+	pgd_t pgd;
+	p4d_t p4d;
+	pud_t pud;
+	pmd_t pmd;
+
+	if (!current->mm)
+		return false;
+	local_irq_save(flags);
+	pgd = READ_ONCE(*pgd_offset(current->mm, hva));
+	if (pgd_none(pgd))
+		goto out;
+	p4d = READ_ONCE(*p4d_offset(&pgd, hva));
+	if (p4d_none(p4d) || !p4d_present(p4d))
+		goto out;
+	pud = READ_ONCE(*pud_offset(&p4d, hva));
+	if (pud_none(pud) || !pud_present(pud))
+		goto out;
+	if (pud_leaf(pud)) {
+		huge = true;
+		goto out;
+	}
+	pmd = READ_ONCE(*pmd_offset(&pud, hva));
+	if (pmd_none(pmd) || !pmd_present(pmd))
+		goto out;
+	huge = pmd_leaf(pmd);
+out:
+	local_irq_restore(flags);
+	return huge;
+}
+
 void tdxkvm_put_page(void *page)
 {
 	put_page(page);

@@ -90,6 +90,7 @@ void tdxkvm_folio_put(void *folio);
 int tdxkvm_gup(u64 hva, bool write_fault, bool may_write, void **pagep, u64 *pfn,
 	       bool *writable);
 void tdxkvm_put_page(void *page);
+bool tdxkvm_host_huge_2m(u64 hva);
 void *tdxkvm_mn_register(void *vm);
 void tdxkvm_mn_unregister(void *m);
 void tdxkvm_cond_resched(void);

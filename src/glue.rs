@@ -117,6 +117,7 @@ extern "C" {
         writable: *mut bool,
     ) -> c_int;
     pub(crate) fn tdxkvm_put_page(page: *mut c_void);
+    pub(crate) fn tdxkvm_host_huge_2m(hva: u64) -> bool;
     pub(crate) fn tdxkvm_mn_register(vm: *mut c_void) -> *mut c_void;
     pub(crate) fn tdxkvm_mn_unregister(m: *mut c_void);
     pub(crate) fn tdxkvm_cond_resched();

@@ -110,6 +110,14 @@ pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Ba
     })?;
     let log = crate::dirty::fault_log(&st, &slot);
     if !private {
+        // Huge pages as far as the slot and the attributes allow (upstream lpage_info) and
+        // while the slot does not log; the host mapping decides below.
+        let slot_level = log.max_level(memcore::prefault::shared_max_level(
+            &slot,
+            gfn,
+            &st.attrs,
+            has_private_mem(vm),
+        ));
         drop(st);
         let hva = slot.gfn_to_hva(gfn);
         let mut page = core::ptr::null_mut();
@@ -139,11 +147,24 @@ pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Ba
         if writable {
             access |= Access::WRITE;
         }
+        // Upstream host_pfn_mapping_level: a THP (or hugetlb) in the VMM's page tables maps
+        // one 2 MiB leaf, so the guest takes one NPT fault per 2 MiB instead of 512. The walk
+        // runs after the invalidation count was read; any change of the host PMD (THP split,
+        // collapse, unmap) goes through the MMU notifier, so map_locked's retry check under
+        // the MMU lock catches a stale answer.
+        let max_level = if slot_level == Level::L2M
+            // SAFETY: a lockless walk of the current mm with IRQs off (the glue).
+            && unsafe { glue::tdxkvm_host_huge_2m(hva) }
+        {
+            Level::L2M
+        } else {
+            Level::L4K
+        };
         return Ok(Backing {
             pfn: Pfn::new(pfn),
             kind: GfnKind::Shared,
             access,
-            max_level: Level::L4K,
+            max_level,
             slot_readonly: slot.is_readonly(),
             _page: Some(PageRef(page)),
             _folio: None,

@@ -124,3 +124,30 @@ pub fn private_max_level<S: Store<AttrRange>>(
         Level::L4K
     }
 }
+
+/// The largest level a shared fault at `gfn` may map at as far as the memslot and the VM's
+/// attributes go (upstream `lpage_info`: `kvm_alloc_memslot_metadata` disallows huge pages at
+/// a slot's unaligned head and tail, and everywhere when the slot's GFN and HVA are not
+/// congruent modulo the huge page size; mixed attributes disallow them too). The caller still
+/// caps it by the host mapping level (the VMM's page tables: a THP maps 2 MiB) and by dirty
+/// logging. `check_attrs`: the VM has per-GFN attributes (private memory).
+pub fn shared_max_level<S: Store<AttrRange>>(
+    slot: &Memslot,
+    gfn: Gfn,
+    attrs: &AttrMap<S>,
+    check_attrs: bool,
+) -> Level {
+    let pages = Level::L2M.pages();
+    let start = gfn.raw() & !(pages - 1);
+    let end = start + pages;
+    let congruent = (slot.base_gfn.raw() ^ (slot.userspace_addr >> PAGE_SHIFT)) & (pages - 1) == 0;
+    if congruent
+        && start >= slot.base_gfn.raw()
+        && end <= slot.end_gfn().raw()
+        && (!check_attrs || attrs.uniform(Gfn::new(start), Gfn::new(end)).is_some())
+    {
+        Level::L2M
+    } else {
+        Level::L4K
+    }
+}

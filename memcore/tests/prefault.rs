@@ -164,3 +164,56 @@ fn two_mib_only_when_everything_allows() {
         Level::L4K
     );
 }
+
+#[test]
+fn shared_two_mib_needs_congruent_hva_and_whole_range() {
+    let mut attrs = AttrMap::<ArrayStore<AttrRange, 8>>::new(Default::default());
+    // userspace_addr 0x1000_0000 is 2 MiB-aligned, so a 2 MiB-aligned base is congruent.
+    let s = Memslot {
+        gmem: None,
+        ..slot(512, 2048, 0)
+    };
+    assert_eq!(
+        shared_max_level(&s, Gfn::new(600), &attrs, false),
+        Level::L2M
+    );
+    let moved = Memslot {
+        userspace_addr: 0x1000_1000,
+        ..s
+    };
+    assert_eq!(
+        shared_max_level(&moved, Gfn::new(600), &attrs, false),
+        Level::L4K,
+        "GFN and HVA not congruent"
+    );
+    assert_eq!(
+        shared_max_level(&Memslot { npages: 500, ..s }, Gfn::new(600), &attrs, false),
+        Level::L4K,
+        "tail of the slot"
+    );
+    assert_eq!(
+        shared_max_level(
+            &Memslot {
+                base_gfn: Gfn::new(600),
+                userspace_addr: 0x1000_0000 + (88 << 12),
+                ..s
+            },
+            Gfn::new(600),
+            &attrs,
+            false
+        ),
+        Level::L4K,
+        "head of the slot"
+    );
+    attrs.set(Gfn::new(1000), Gfn::new(1001), P).unwrap();
+    assert_eq!(
+        shared_max_level(&s, Gfn::new(600), &attrs, true),
+        Level::L4K,
+        "mixed attributes"
+    );
+    assert_eq!(
+        shared_max_level(&s, Gfn::new(600), &attrs, false),
+        Level::L2M,
+        "attributes ignored without private memory"
+    );
+}

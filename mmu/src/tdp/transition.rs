@@ -209,7 +209,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
             return Ok(false);
         }
         it.set_old_spte(new.spte);
-        self.handle_changed_spte_atomic(&e, old_kind, new.kind)
+        self.handle_changed_spte_atomic(&e, old_kind, new.spte, new.kind)
             .map(|()| true)
     }
 
@@ -269,6 +269,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         &self,
         e: &Spte<'_>,
         old_kind: SpteKind,
+        new_spte: u64,
         new_kind: NewKind,
     ) -> Result<(), MmuError> {
         match new_kind {
@@ -282,7 +283,9 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
         match old_kind {
             SpteKind::Absent | SpteKind::Frozen => Ok(()),
-            SpteKind::Leaf(_) | SpteKind::Table(_) => self.handle_replaced_spte_atomic(e, old_kind),
+            SpteKind::Leaf(_) | SpteKind::Table(_) => {
+                self.handle_replaced_spte_atomic(e, old_kind, new_spte)
+            }
         }
     }
 
@@ -294,11 +297,24 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         &self,
         e: &Spte<'_>,
         old_kind: SpteKind,
+        new_spte: u64,
     ) -> Result<(), MmuError> {
         match old_kind {
-            SpteKind::Leaf(_) => {
+            SpteKind::Leaf(old) => {
                 self.stats.leaf(e.root, e.level, -1);
-                self.flush_shared_tlbs(e.gfn, e.level.pages());
+                // A leaf that keeps its frame and loses no access right needs no flush: a
+                // stale TLB entry only grants less, and the guest's access that faults on it
+                // refetches the new entry (upstream tdp_mmu_map_handle_target_level flushes
+                // only a replaced table). This is the dirty-logging write fault on a
+                // write-protected page, one per logged page and pass: an IPI to every running
+                // vCPU each time would cost more than the fault.
+                let keeps = match F::decode(new_spte, e.level) {
+                    SpteKind::Leaf(new) => new.pfn == old.pfn && new.access.contains(old.access),
+                    _ => false,
+                };
+                if !keeps {
+                    self.flush_shared_tlbs(e.gfn, e.level.pages());
+                }
             }
             SpteKind::Table(child) => {
                 // A huge page replaces a whole table: its subtree is now unreachable.
