@@ -37,6 +37,7 @@ mod prefault;
 mod pv; // HOOK(clock): PV MSRs, steal time, PV CPUID enforcement
 mod run;
 mod selftest;
+mod sigmask; // HOOK(fix1): KVM_SET_SIGNAL_MASK
 mod stats;
 mod stats_fd;
 mod svm;
