@@ -31,6 +31,7 @@ mod guest_mem;
 mod hw;
 mod irq;
 mod mem_abi;
+mod mce; // HOOK(fix1): KVM_X86_GET_MCE_CAP_SUPPORTED
 mod memslot;
 mod mmu_notifier;
 mod prefault;
