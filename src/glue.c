@@ -21,6 +21,8 @@
 #include <linux/pagevec.h>
 #include <linux/sched/mm.h>
 #include <linux/seq_file.h>
+#include <linux/sched/signal.h>
+#include <linux/signal.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/syscore_ops.h>
@@ -1275,4 +1277,27 @@ int tdxkvm_cmpxchg_user_u32(u32 __user *p, u32 old, u32 new)
 	if (!access_ok(p, sizeof(*p)))
 		return -EFAULT;
 	return __try_cmpxchg_user(p, &old, new, efault32);
+}
+
+/* ==== KVM_SET_SIGNAL_MASK: the vCPU's mask around KVM_RUN (upstream kvm_sigset_activate) ==== */
+
+/*
+ * Blocks @set for the running vCPU thread, keeping the thread's own mask in real_blocked
+ * (a lockless write: only current changes real_blocked, readers only need it to be a subset
+ * of blocked, as upstream says).
+ */
+void tdxkvm_sigset_activate(u64 set)
+{
+	sigset_t s;
+
+	sigemptyset(&s);
+	s.sig[0] = set;
+	sigprocmask(SIG_SETMASK, &s, &current->real_blocked);
+}
+
+/* Restores the thread's own mask (upstream kvm_sigset_deactivate). */
+void tdxkvm_sigset_deactivate(void)
+{
+	sigprocmask(SIG_SETMASK, &current->real_blocked, NULL);
+	sigemptyset(&current->real_blocked);
 }

@@ -104,4 +104,8 @@ void tdxkvm_eventfd_put(void *ctx);
 int tdxkvm_cmpxchg_user_u64(u64 __user *p, u64 old, u64 new);
 int tdxkvm_cmpxchg_user_u32(u32 __user *p, u32 old, u32 new);
 
+/* KVM_SET_SIGNAL_MASK around KVM_RUN. */
+void tdxkvm_sigset_activate(u64 set);
+void tdxkvm_sigset_deactivate(void);
+
 #endif

@@ -31,12 +31,14 @@ mod guest_mem;
 mod hw;
 mod irq;
 mod mem_abi;
+mod mce; // HOOK(fix1): KVM_X86_GET_MCE_CAP_SUPPORTED
 mod memslot;
 mod mmu_notifier;
 mod prefault;
 mod pv; // HOOK(clock): PV MSRs, steal time, PV CPUID enforcement
 mod run;
 mod selftest;
+mod sigmask; // HOOK(fix1): KVM_SET_SIGNAL_MASK
 mod stats;
 mod stats_fd;
 mod svm;

@@ -66,6 +66,8 @@ pub(crate) struct VcpuLocked {
     pub(crate) pv: crate::pv::VcpuPv,
     /// HOOK(irqmod): interrupt state under the mutex (the in-kernel LAPIC, split ExtINT).
     pub(crate) irq: crate::irq::inject::IrqLocked,
+    /// HOOK(fix1): the `KVM_SET_SIGNAL_MASK` mask applied around `KVM_RUN` ([`crate::sigmask`]).
+    pub(crate) sigmask: Option<u64>,
 }
 
 /// Per-vCPU counters for the vCPU stats fd (cumulative).
@@ -139,6 +141,7 @@ impl Vcpu {
             has_run: false,
             pv: Default::default(),
             irq: Default::default(),
+            sigmask: None,
         })?;
         let v = KBox::pin_init(
             pin_init!(Vcpu {
@@ -264,7 +267,10 @@ impl Vcpu {
                 }
                 guard.arch.cr8 = cr8;
             }
-            crate::run::run(self, &mut guard, immediate_exit != 0)
+            // HOOK(fix1): the KVM_SET_SIGNAL_MASK mask while the vCPU runs.
+            crate::sigmask::with_mask(&mut guard, |l| {
+                crate::run::run(self, l, immediate_exit != 0)
+            })
         })();
         crate::vcpu_state::store_regs(self, &mut guard);
         crate::run::post_run_save(self, &guard);
@@ -300,6 +306,7 @@ impl Vcpu {
             crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
             crate::exits::KVM_SET_GUEST_DEBUG => crate::exit_vcpu::set_guest_debug(self, arg),
             crate::pv::KVM_KVMCLOCK_CTRL => crate::pv::kvmclock_ctrl(self), // HOOK(clock)
+            crate::sigmask::KVM_SET_SIGNAL_MASK => crate::sigmask::set_signal_mask(self, arg), // HOOK(fix1)
             c if crate::vcpu_state::is_state_ioctl(c) => crate::vcpu_state::ioctl(self, c, arg),
             c if VCPU_STATE_IOCTLS.contains(&c) => {
                 let _guard = self.mutex.lock_killable()?;

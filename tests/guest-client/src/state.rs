@@ -1019,9 +1019,16 @@ fn supported_cpuid_is_truthful() -> Result<(), String> {
         "no SVM (no nested SVM)",
     )?;
     check(e(1, 0)?.ecx & (1 << 5 | 1 << 6) == 0, "no VMX/SMX")?;
+    // Upstream sets X2APIC in kvm_cpu_caps unconditionally (emulated by the in-kernel LAPIC,
+    // which userspace is expected to create), and leaves TSC-deadline out of the table
+    // (KVM_CAP_TSC_DEADLINE_TIMER tells userspace it may set it).
     check(
-        e(1, 0)?.ecx & (1 << 21) == 0,
-        "no x2APIC without an in-kernel LAPIC",
+        e(1, 0)?.ecx & (1 << 21) != 0,
+        "x2APIC advertised (emulated by the in-kernel LAPIC)",
+    )?;
+    check(
+        e(1, 0)?.ecx & (1 << 24) == 0,
+        "TSC-deadline not in KVM_GET_SUPPORTED_CPUID",
     )?;
     check(
         e(1, 0)?.ecx & (1 << 27) == 0,
@@ -1049,7 +1056,8 @@ fn supported_cpuid_is_truthful() -> Result<(), String> {
                 )?;
             }
         }
-        check(d.eax & (1 << 9) == 0, "no PKRU")?;
+        // PKRU is offered as upstream's KVM_SUPPORTED_XCR0 does, when the host enables it.
+        check(d.eax & (1 << 3 | 1 << 4) == 0, "no MPX")?;
     }
     // Every entry is in a range its leaf 0 / 0x80000000 / 0x40000000 announces.
     let max_b = e(0, 0)?.eax;
@@ -1974,6 +1982,10 @@ fn xcrs_rules() -> Result<(), String> {
     let supported = u64::from(d.eax) | u64::from(d.edx) << 32;
     check(supported & 3 == 3, "x87|SSE supported")?;
     eq(set(&with(3)), Ok(0), "x87|SSE")?;
+    // PKRU is offered when the host kernel enables it (upstream KVM_SUPPORTED_XCR0).
+    if supported & 1 << 9 != 0 {
+        eq(set(&with(3 | 1 << 9)), Ok(0), "x87|SSE|PKRU")?;
+    }
     if supported & 4 != 0 {
         eq(set(&with(7)), Ok(0), "AVX")?;
         // CPUID 0xD.0 EBX follows XCR0.
@@ -1990,7 +2002,7 @@ fn xcrs_rules() -> Result<(), String> {
     }
     for (what, bad) in [
         ("no x87", with(2)),
-        ("PKRU (not offered)", with(3 | 1 << 9)),
+        ("MPX (never offered)", with(3 | 1 << 3 | 1 << 4)),
         ("bit 63", with(3 | 1 << 63)),
         (
             "flags",

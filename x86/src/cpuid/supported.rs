@@ -147,9 +147,14 @@ const MASK_8000_0021_EAX: u32 = bits(&[0, 1, 2, 5, 6, 8, 29, 30]);
 /// `X86_FEATURE_NO_SMM_CTL_MSR` (0x80000021 EAX bit 9): true here, there is no SMM.
 const NO_SMM_CTL_MSR: u32 = 1 << 9;
 
-/// XCR0 components a guest may enable: x87, SSE, AVX, and the AVX-512 state (the guest FPU
-/// holds what the host kernel enables); not MPX, PKRU, AMX.
-pub const XCR0_SUPPORTED_MASK: u64 = 0b1110_0111;
+/// XCR0 components a guest may enable: x87, SSE, AVX, the AVX-512 state and PKRU (the guest FPU
+/// holds what the host kernel enables; PKRU itself is switched around VMRUN by the backend, as
+/// upstream `kvm_load_guest_xsave_state` does); not MPX, AMX. PKRU is in upstream's
+/// `KVM_SUPPORTED_XCR0` whatever CPUID.7.ECX.PKU says, and it matters here: under QEMU's TCG SVM
+/// a guest XSETBV(PKRU) never reached the module's XSETBV check (measured with xcr0_cpuid_test:
+/// accepted, no #GP), i.e. the CPU checks it against its own CPUID.0xD, so a guest told it lacks
+/// PKRU would see it accepted.
+pub const XCR0_SUPPORTED_MASK: u64 = 0b10_1110_0111;
 
 /// The module's capabilities, computed once from the host (upstream `kvm_cpu_caps`,
 /// `kvm_caps.supported_xcr0`, `efer_reserved_bits`, `cr4_reserved_bits`).
