@@ -30,8 +30,8 @@ mod gmem;
 mod guest_mem;
 mod hw;
 mod irq;
-mod mem_abi;
 mod mce; // HOOK(fix1): KVM_X86_GET_MCE_CAP_SUPPORTED
+mod mem_abi;
 mod memslot;
 mod mmu_notifier;
 mod prefault;
