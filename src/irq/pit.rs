@@ -124,6 +124,17 @@ impl VmPit {
 #[pinned_drop]
 impl PinnedDrop for VmPit {
     fn drop(self: Pin<&mut Self>) {
+        // Stop the hrtimer and wait for a running work item first, while the timer object is
+        // still reachable: both take the model lock through `self.timer()`, so clearing the
+        // pointer before they are stopped let a late work item lock a null timer (seen as a
+        // KASAN null-ptr-deref in pit_work_fn at VM teardown). Nothing re-arms or re-queues
+        // them afterwards: the vCPUs (IRQ0's EOIs) are gone and the work never starts the
+        // timer.
+        let t = self.timer();
+        if !t.is_null() {
+            // SAFETY: the live timer object; the model lock is not held.
+            unsafe { tdxkvm_pit_timer_cancel(t) };
+        }
         let t = self.timer.swap(core::ptr::null_mut(), Ordering::AcqRel);
         if !t.is_null() {
             // SAFETY: from `tdxkvm_pit_timer_new`, freed once; after this no callback runs.
