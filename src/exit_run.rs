@@ -509,24 +509,43 @@ pub(crate) fn handle(
     }
 }
 
+/// Decodes the instruction at RIP for an exit that names it (no decode assists): the decoded
+/// instruction if `expected` accepts its operation; otherwise what the exit ends in — the
+/// fetch's exception queued for the guest, or an emulation failure for an instruction that is
+/// not the intercepted one or that the decoder does not know.
+fn decode_expected(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    info: &ExitInfo,
+    expected: impl Fn(Op) -> bool,
+) -> core::result::Result<emulate::Decoded, Action> {
+    let cfg = walk_config(l);
+    let mut env = MemEnv::new(vcpu.vm());
+    match emulate::decode_at_rip(&l.arch, &mut env, &cfg) {
+        Ok(d) if expected(d.insn.op) => Ok(d),
+        Ok(d) => Err(emulation_failure(vcpu, l, run, &d.bytes, &exit_info(info))),
+        Err(emulate::Failure::Exception(e)) => {
+            inject(l, e);
+            Err(Action::Continue)
+        }
+        Err(emulate::Failure::Unhandleable(b)) => {
+            Err(emulation_failure(vcpu, l, run, &b, &exit_info(info)))
+        }
+    }
+}
+
 /// A guest MOV to or from a debug register while the debugger's hardware breakpoints are
 /// loaded (upstream `dr_interception` without decode assists → the emulator): decoded at RIP
 /// (no decode assists here either), emulated against the guest's own registers
 /// ([`x86::exits::guest_debug::mov_dr`]), then skipped.
 fn dr_access(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Result<Action> {
     use x86::exits::guest_debug::{mov_dr, DrOutcome};
-    let cfg = walk_config(l);
-    let mut env = MemEnv::new(vcpu.vm());
-    let d = match emulate::decode_at_rip(&l.arch, &mut env, &cfg) {
-        Ok(d) if matches!(d.insn.op, Op::MovFromDr | Op::MovToDr) => d,
-        Ok(d) => return Ok(emulation_failure(vcpu, l, run, &d.bytes, &exit_info(info))),
-        Err(emulate::Failure::Exception(e)) => {
-            inject(l, e);
-            return Ok(Action::Continue);
-        }
-        Err(emulate::Failure::Unhandleable(b)) => {
-            return Ok(emulation_failure(vcpu, l, run, &b, &exit_info(info)))
-        }
+    let d = match decode_expected(vcpu, l, run, info, |op| {
+        matches!(op, Op::MovFromDr | Op::MovToDr)
+    }) {
+        Ok(d) => d,
+        Err(a) => return Ok(a),
     };
     let i = d.insn;
     let (reg, dr) = match (i.op, i.dst, i.src) {
@@ -754,19 +773,13 @@ fn string_io(
     next_rip: u64,
     info: &ExitInfo,
 ) -> Result<Action> {
+    let d = match decode_expected(vcpu, l, run, info, |op| matches!(op, Op::Ins | Op::Outs)) {
+        Ok(d) => d,
+        Err(a) => return Ok(a),
+    };
+    // The element's access walks the same configuration.
     let cfg = walk_config(l);
     let mut env = MemEnv::new(vcpu.vm());
-    let d = match emulate::decode_at_rip(&l.arch, &mut env, &cfg) {
-        Ok(d) if matches!(d.insn.op, Op::Ins | Op::Outs) => d,
-        Ok(d) => return Ok(emulation_failure(vcpu, l, run, &d.bytes, &exit_info(info))),
-        Err(emulate::Failure::Exception(e)) => {
-            inject(l, e);
-            return Ok(Action::Continue);
-        }
-        Err(emulate::Failure::Unhandleable(b)) => {
-            return Ok(emulation_failure(vcpu, l, run, &b, &exit_info(info)))
-        }
-    };
     let i = d.insn;
     let rep = i.rep.is_some_and(|r| matches!(r, Rep::Rep | Rep::Repne));
     let mask = addr_mask(i.addr_size);
