@@ -25,7 +25,7 @@ mod maps;
 mod operands;
 mod prefix;
 
-use maps::{one_byte, two_byte};
+use maps::{one_byte, three_byte_38, two_byte};
 use operands::finish;
 use prefix::{prefixes, Cursor};
 
@@ -205,6 +205,13 @@ pub enum Op {
     /// MOV r, CRn (0F 20 /r): `dst` is the GPR, as for [`Op::MovToCr`]. Only decoded, for
     /// the CR-read intercept.
     MovFromCr(u8),
+    /// MOVBE (0F 38 F0 /r: `dst` the register, `src` memory; 0F 38 F1 /r: `dst` memory,
+    /// `src` the register): a move with the bytes reversed. Memory forms only (a register
+    /// r/m is #UD); 66 selects 16 bits, REX.W 64; F2/F3 are other instructions.
+    Movbe,
+    /// RDPID r (F3 0F C7 /7, register form): `dst` the register, 64 bits in 64-bit mode and
+    /// 32 otherwise whatever 66 or REX.W say; reads `MSR_TSC_AUX`.
+    Rdpid,
 }
 
 /// A general-purpose register operand of [`Insn::op_size`] (or [`Insn::src_size`]) bytes.
@@ -318,12 +325,19 @@ pub fn decode(bytes: &[u8], mode: CodeSize) -> Result<Insn, DecodeError> {
     let b = c.next()?;
     let (op, form) = if b == 0x0f {
         let b2 = c.next()?;
-        // The two-byte map's F2/F3 (and for SSE, 66) prefixes select other instructions
-        // (POPCNT, TZCNT, ...): none of ours takes them, so refuse rather than misdecode.
-        if p.rep.is_some() {
-            return Err(DecodeError::Unsupported);
+        match b2 {
+            // The 0F 38 map checks its mandatory prefixes itself.
+            0x38 => three_byte_38(&mut c, &p)?,
+            // F3 0F C7 /7 (register form) is RDPID; 66 with F3 selects nothing (upstream's
+            // decoder fails on a REP and an operand-size prefix together).
+            0xc7 if p.rep == Some(Rep::Rep) && !p.opsize && c.peek()? & 0xf8 == 0xf8 => {
+                (Some(Op::Rdpid), maps::Form::Rdpid)
+            }
+            // The two-byte map's F2/F3 (and for SSE, 66) prefixes select other instructions
+            // (POPCNT, TZCNT, ...): none of ours takes them, so refuse rather than misdecode.
+            _ if p.rep.is_some() => return Err(DecodeError::Unsupported),
+            _ => two_byte(&mut c, b2, &p)?,
         }
-        two_byte(&mut c, b2, &p)?
     } else {
         one_byte(b, mode, &p)?
     };

@@ -22,7 +22,12 @@
 //!
 //! Emulated: MOV (all forms), MOVZX, MOVSX/MOVSXD, MOVS/STOS/LODS/CMPS/SCAS (with REP, REPE,
 //! REPNE), ADD/OR/ADC/SBB/AND/SUB/XOR/CMP, TEST, XCHG, BT/BTS/BTR/BTC (bit-string addressing),
-//! NOT, NEG, INC, DEC. The other instructions the decoder knows (CPUID, HLT, port I/O, ...) are
+//! NOT, NEG, INC, DEC, MOVBE (if the guest's CPUID has it, else #UD, as upstream's
+//! `em_movbe`). With [`EmuOptions::trap_ud`] (the #UD intercept, upstream
+//! `EMULTYPE_TRAP_UD`) only the instructions upstream marks `EmulateOnUD` that an AMD host
+//! needs are emulated — MOVBE, RDPID (`em_rdpid`) and VMCALL/VMMCALL (`em_hypercall`: the
+//! hypercall instruction patched to VMMCALL and re-executed) — and everything else, an
+//! undecodable instruction or an unreadable fetch included, is #UD for the guest. The other instructions the decoder knows (CPUID, HLT, port I/O, ...) are
 //! unhandleable here: the run loop handles them through their own intercepts. An instruction
 //! that would need two MMIO reads (CMPS between two MMIO ranges) is unhandleable: one
 //! completion can carry only one of them.
@@ -198,6 +203,26 @@ pub fn decode_at_rip(
     }
 }
 
+/// What the emulator may do beyond plain MMIO emulation: upstream's emulation type and the
+/// guest features and VM quirks its handlers consult.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmuOptions {
+    /// The instruction raised #UD (upstream `EMULTYPE_TRAP_UD`): only the `EmulateOnUD`
+    /// instructions run, any failure to decode is #UD.
+    pub trap_ud: bool,
+    /// The guest's CPUID has MOVBE (`guest_has_movbe`).
+    pub movbe: bool,
+    /// The guest's CPUID has RDPID (`guest_has_rdpid`).
+    pub rdpid: bool,
+    /// `KVM_X86_QUIRK_FIX_HYPERCALL_INSN` is in force: a #UD-ing hypercall instruction is
+    /// rewritten to VMMCALL (`emulator_fix_hypercall` + `svm_patch_hypercall`); without it the
+    /// guest gets the #UD.
+    pub fix_hypercall: bool,
+}
+
+/// The hypercall instruction an SVM guest must use (`svm_patch_hypercall`).
+pub const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+
 /// The run loop's `skip_instruction`: decodes the intercepted instruction at CS:RIP and returns
 /// it with the RIP after it. The caller checks that the operation is the one intercepted
 /// (another vCPU may have rewritten the code) and writes RIP.
@@ -214,16 +239,37 @@ pub fn emulate(
     cfg: &WalkConfig,
     read_data: Option<&MmioData>,
 ) -> Outcome {
+    emulate_with(state, env, cfg, read_data, EmuOptions::default())
+}
+
+/// [`emulate`] with the guest's features, the VM's quirks and the emulation type in `opts`.
+pub fn emulate_with(
+    state: &mut CpuState,
+    env: &mut impl EmuEnv,
+    cfg: &WalkConfig,
+    read_data: Option<&MmioData>,
+    opts: EmuOptions,
+) -> Outcome {
     let d = match decode_at_rip(state, env, cfg) {
         Ok(d) => d,
+        // Upstream x86_emulate_instruction: with EMULTYPE_TRAP_UD a failed decode (the
+        // fetch's fault, an unknown or invalid encoding) queues #UD, nothing else.
+        Err(_) if opts.trap_ud => return Outcome::Exception(Exception::ud()),
         Err(f) => return f.into(),
     };
+    // x86_decode_insn: under EMULTYPE_TRAP_UD an instruction without EmulateOnUD fails to
+    // decode, i.e. #UD. (Upstream also marks SYSCALL, SYSENTER, SYSEXIT and RSM; for an
+    // AMD-compatible guest without SMM they end in #UD there too.)
+    if opts.trap_ud && !matches!(d.insn.op, Op::Movbe | Op::Rdpid | Op::Vmcall | Op::Vmmcall) {
+        return Outcome::Exception(Exception::ud());
+    }
     let mut x = Exec {
         s: state.clone(),
         env,
         cfg,
         d,
         read_data,
+        opts,
         cpl: cpl(state),
         advance: true,
         mmio_loaded: false,
@@ -251,6 +297,7 @@ struct Exec<'a, E: EmuEnv> {
     cfg: &'a WalkConfig,
     d: Decoded,
     read_data: Option<&'a MmioData>,
+    opts: EmuOptions,
     cpl: u8,
     /// Whether RIP moves past the instruction (not for a REP element with more to do).
     advance: bool,
@@ -499,8 +546,58 @@ impl<E: EmuEnv> Exec<'_, E> {
             Op::Xchg => self.xchg(&i),
             Op::Bit(b) => self.bit(&i, b),
             Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas => self.string(&i),
+            Op::Movbe => {
+                // em_movbe: #UD unless the guest's CPUID has MOVBE.
+                if !self.opts.movbe {
+                    return Err(Outcome::Exception(Exception::ud()));
+                }
+                let v = self.read(i.src, size)?;
+                // A 16-bit load leaves the register's upper bits alone (set_reg merges).
+                let swapped = match size {
+                    2 => u64::from((v as u16).swap_bytes()),
+                    4 => u64::from((v as u32).swap_bytes()),
+                    _ => v.swap_bytes(),
+                };
+                self.write(i.dst, size, swapped)
+            }
+            Op::Rdpid if self.opts.trap_ud => {
+                // em_rdpid: #UD unless the guest's CPUID has RDPID; the value is TSC_AUX.
+                if !self.opts.rdpid {
+                    return Err(Outcome::Exception(Exception::ud()));
+                }
+                let aux = self.s.msrs.tsc_aux;
+                self.write(i.dst, size, aux)
+            }
+            Op::Vmcall | Op::Vmmcall if self.opts.trap_ud => self.hypercall(i.op),
             _ => Err(self.unhandleable()),
         }
+    }
+
+    /// em_hypercall after the decoder's checks: VMCALL is `Priv` (#GP(0) above CPL 0),
+    /// VMMCALL `Prot` (#UD in real and virtual-8086 mode). Then `emulator_fix_hypercall`:
+    /// without the quirk #UD; with it the 3 bytes at RIP become VMMCALL and the guest
+    /// re-executes them (RIP stays, nothing else is written back).
+    fn hypercall(&mut self, op: Op) -> Result<Store, Outcome> {
+        if op == Op::Vmcall && self.cpl != 0 {
+            return Err(Outcome::Exception(Exception::gp0()));
+        }
+        let mode = CpuMode::of(&self.s);
+        if op == Op::Vmmcall && matches!(mode, CpuMode::Real | CpuMode::Vm86) {
+            return Err(Outcome::Exception(Exception::ud()));
+        }
+        if !self.opts.fix_hypercall {
+            return Err(Outcome::Exception(Exception::ud()));
+        }
+        // Upstream writes at `kvm_rip_read()` taken as a linear address (CS.base is not
+        // added): the same as CS:RIP in 64-bit mode and for flat code segments.
+        let la = crate::Gla(self.s.rip);
+        let access = Access::write(self.cpl);
+        let p = linear::translate_range(&self.s, self.cfg, self.env, la, VMMCALL.len(), access)
+            .map_err(Outcome::Exception)?;
+        self.advance = false;
+        let mut v = [0u8; 8];
+        v[..3].copy_from_slice(&VMMCALL);
+        self.store(&p, 3, u64::from_le_bytes(v))
     }
 
     fn xchg(&mut self, i: &Insn) -> Result<Store, Outcome> {

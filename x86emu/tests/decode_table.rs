@@ -289,6 +289,26 @@ const TABLE: &[(CodeSize, &str, &str)] = &[
     (B64, "0f 01 d0", "xgetbv"),
     (B64, "0f 33", "rdpmc"),
     (B64, "f4", "hlt"),
+    // MOVBE and RDPID, emulated on #UD (as `gas` assembles them).
+    (B64, "0f 38 f0 07", "movbe eax, dword ds:[rdi]"),
+    (B64, "48 0f 38 f0 07", "movbe rax, qword ds:[rdi]"),
+    (B64, "66 0f 38 f0 07", "movbe ax, word ds:[rdi]"),
+    (B64, "0f 38 f1 1f", "movbe dword ds:[rdi], ebx"),
+    (B64, "4c 0f 38 f1 44 24 08", "movbe qword ss:[rsp+0x8], r8"),
+    (
+        B64,
+        "66 0f 38 f1 05 10 00 00 00",
+        "movbe word ds:[rip+0x10], ax",
+    ),
+    (B32, "0f 38 f0 43 04", "movbe eax, dword ds:[ebx+0x4]"),
+    (B16, "0f 38 f0 07", "movbe ax, word ds:[bx]"),
+    (B16, "66 0f 38 f1 0e 00 80", "movbe dword ds:[0x8000], ecx"),
+    (B64, "f3 0f c7 f8", "rdpid rax"),
+    (B64, "f3 41 0f c7 f9", "rdpid r9"),
+    (B64, "f3 48 0f c7 fb", "rdpid rbx"),
+    (B32, "f3 0f c7 f9", "rdpid ecx"),
+    (B16, "f3 0f c7 fa", "rdpid edx"),
+    (B64, "0f 01 c1", "vmcall"),
 ];
 
 #[test]
@@ -357,12 +377,15 @@ fn fifteen_bytes_is_the_limit() {
 #[test]
 fn lock_only_on_memory_read_modify_write() {
     for (mode, hex) in [
-        (B64, "f0 89 03"),    // mov
-        (B64, "f0 01 d8"),    // add reg, reg
-        (B64, "f0 39 03"),    // cmp
-        (B64, "f0 0f a3 03"), // bt
-        (B64, "f0 85 03"),    // test
-        (B32, "f0 0f a2"),    // cpuid
+        (B64, "f0 89 03"),       // mov
+        (B64, "f0 01 d8"),       // add reg, reg
+        (B64, "f0 39 03"),       // cmp
+        (B64, "f0 0f a3 03"),    // bt
+        (B64, "f0 85 03"),       // test
+        (B32, "f0 0f a2"),       // cpuid
+        (B64, "f0 0f 38 f1 03"), // movbe
+        (B64, "0f 38 f0 c3"),    // movbe's register form does not exist
+        (B32, "66 0f 38 f1 d8"), // (nor with 66)
     ] {
         assert_eq!(
             decode(&bytes(hex), mode),
@@ -390,6 +413,12 @@ fn unknown_instructions_are_refused_not_guessed() {
         (B32, "82 00 01"),       // the 82 alias of group 1
         (B32, "0f 01 f8"),       // swapgs (not in 32-bit)
         (B64, "0f 1f 48 00"),    // reserved-NOP 0f 1f /1
+        (B64, "f2 0f 38 f0 c3"), // crc32
+        (B64, "f3 0f 38 f0 03"), // no instruction (F3 0F 38 F0)
+        (B64, "66 f3 0f c7 f8"), // REP and 66 together: upstream's decoder fails
+        (B64, "0f c7 f8"),       // rdseed
+        (B64, "f3 0f c7 f0"),    // F3 0F C7 /6: senduipi/vmxon-like, not RDPID
+        (B64, "0f 38 00 c3"),    // pshufb
     ] {
         let r = decode(&bytes(hex), mode);
         assert!(

@@ -942,3 +942,274 @@ fn cmps_between_two_mmio_ranges_is_unhandleable() {
     ));
     assert_eq!(s, before);
 }
+
+// --- The #UD intercept (EMULTYPE_TRAP_UD): MOVBE, RDPID, VMCALL/VMMCALL, and #UD for the rest.
+
+use x86emu::emulate::{emulate_with, EmuOptions, VMMCALL};
+
+const UD_ALL: EmuOptions = EmuOptions {
+    trap_ud: true,
+    movbe: true,
+    rdpid: true,
+    fix_hypercall: true,
+};
+
+fn ud_emu(s: &mut CpuState, env: &mut Env, opts: EmuOptions) -> Outcome {
+    emulate_with(s, env, &CFG, None, opts).masked()
+}
+
+fn is_ud(o: Outcome) -> bool {
+    o == Outcome::Exception(Exception::ud())
+}
+
+#[test]
+fn movbe_loads_reverse_bytes_in_every_operand_size() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    env.set64(0x8000, 0x1122_3344_5566_7788);
+    s.set_gpr(Gpr::Rdi, 0x8000);
+    for (code, rax_before, rax_after) in [
+        // movbe eax, [rdi]: 32-bit writes zero-extend.
+        (&[0x0f, 0x38, 0xf0, 0x07][..], u64::MAX, 0x8877_6655),
+        // movbe rax, [rdi]
+        (&[0x48, 0x0f, 0x38, 0xf0, 0x07], 0, 0x8877_6655_4433_2211),
+        // movbe ax, [rdi]: the upper 48 bits stay.
+        (
+            &[0x66, 0x0f, 0x38, 0xf0, 0x07],
+            u64::MAX,
+            0xffff_ffff_ffff_8877,
+        ),
+    ] {
+        s.rip = 0x4000;
+        s.set_gpr(Gpr::Rax, rax_before);
+        env.put(0x4000, code);
+        assert_eq!(
+            ud_emu(&mut s, &mut env, UD_ALL),
+            Outcome::Done,
+            "{code:02x?}"
+        );
+        assert_eq!(s.gpr(Gpr::Rax), rax_after, "{code:02x?}");
+        assert_eq!(s.rip, 0x4000 + code.len() as u64);
+    }
+}
+
+#[test]
+fn movbe_stores_to_ram_and_to_mmio() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.set_gpr(Gpr::R8, 0x0102_0304_0506_0708);
+    s.set_gpr(Gpr::Rsp, 0x9000);
+    // movbe [rsp+8], r8
+    env.put(0x4000, &[0x4c, 0x0f, 0x38, 0xf1, 0x44, 0x24, 0x08]);
+    assert_eq!(ud_emu(&mut s, &mut env, UD_ALL), Outcome::Done);
+    // Big-endian in memory: the most significant byte first.
+    assert_eq!(env.get(0x9008, 8), &[1, 2, 3, 4, 5, 6, 7, 8]);
+    // movbe word [rbx], ax to MMIO: the swapped word goes to userspace.
+    s.rip = 0x4000;
+    s.set_gpr(Gpr::Rbx, 0xd000_0000);
+    s.set_gpr(Gpr::Rax, 0xaabb);
+    env.put(0x4000, &[0x66, 0x0f, 0x38, 0xf1, 0x03]);
+    assert_eq!(
+        ud_emu(&mut s, &mut env, UD_ALL),
+        Outcome::MmioWrite(MmioData {
+            gpa: Gpa(0xd000_0000),
+            len: 2,
+            data: data(0xbbaa),
+        })
+    );
+    assert_eq!(s.rip, 0x4005);
+}
+
+#[test]
+fn movbe_load_from_mmio_restarts_with_the_data() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.set_gpr(Gpr::Rbx, 0xd000_0010);
+    env.put(0x4000, &[0x0f, 0x38, 0xf0, 0x0b]); // movbe ecx, [rbx]
+    let o = emulate_with(&mut s, &mut env, &CFG, None, UD_ALL);
+    assert_eq!(
+        o,
+        Outcome::MmioRead {
+            gpa: Gpa(0xd000_0010),
+            len: 4
+        }
+    );
+    assert_eq!(s.rip, 0x4000);
+    let m = MmioData {
+        gpa: Gpa(0xd000_0010),
+        len: 4,
+        data: data(0x1234_5678),
+    };
+    // The completion runs without the trap flag (the NPF path's emulation), MOVBE still on.
+    let opts = EmuOptions {
+        trap_ud: false,
+        ..UD_ALL
+    };
+    assert_eq!(
+        emulate_with(&mut s, &mut env, &CFG, Some(&m), opts),
+        Outcome::Done
+    );
+    assert_eq!(s.gpr(Gpr::Rcx), 0x7856_3412);
+}
+
+#[test]
+fn movbe_without_the_guest_feature_is_ud_and_changes_nothing() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    env.set64(0x8000, 0x1122_3344_5566_7788);
+    s.set_gpr(Gpr::Rdi, 0x8000);
+    env.put(0x4000, &[0x0f, 0x38, 0xf0, 0x07]);
+    let before = s.clone();
+    for trap_ud in [true, false] {
+        let opts = EmuOptions {
+            trap_ud,
+            movbe: false,
+            ..UD_ALL
+        };
+        assert!(is_ud(ud_emu(&mut s, &mut env, opts)));
+        assert_eq!(s, before);
+    }
+    // Without options at all (plain MMIO emulation) the same: upstream's em_movbe checks the
+    // guest's CPUID whatever brought it there.
+    assert!(is_ud(emu(&mut s, &mut env)));
+}
+
+#[test]
+fn movbe_faults_on_its_memory_operand_and_register_form_is_ud() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.set_gpr(Gpr::Rdi, 0x5008); // page 0x5000 is not present
+    env.put(0x4000, &[0x0f, 0x38, 0xf1, 0x07]); // movbe [rdi], eax
+    assert_eq!(
+        ud_emu(&mut s, &mut env, UD_ALL),
+        Outcome::Exception(Exception {
+            vector: PF_VECTOR,
+            error_code: Some(pfec::WRITE),
+            cr2: Some(0x5008),
+        })
+    );
+    env.put(0x4000, &[0x0f, 0x38, 0xf0, 0xc3]); // movbe eax, ebx does not exist
+    assert!(is_ud(ud_emu(&mut s, &mut env, UD_ALL)));
+    env.put(0x4000, &[0xf0, 0x0f, 0x38, 0xf1, 0x07]); // lock movbe
+    assert!(is_ud(ud_emu(&mut s, &mut env, UD_ALL)));
+    assert_eq!(s.rip, 0x4000);
+}
+
+#[test]
+fn rdpid_reads_tsc_aux_only_with_the_feature() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.msrs.tsc_aux = 0x8765_4321;
+    s.set_gpr(Gpr::R9, u64::MAX);
+    env.put(0x4000, &[0xf3, 0x41, 0x0f, 0xc7, 0xf9]); // rdpid r9
+    let before = s.clone();
+    let opts = EmuOptions {
+        rdpid: false,
+        ..UD_ALL
+    };
+    assert!(is_ud(ud_emu(&mut s, &mut env, opts)));
+    assert_eq!(s, before);
+    assert_eq!(ud_emu(&mut s, &mut env, UD_ALL), Outcome::Done);
+    assert_eq!(s.gpr(Gpr::R9), 0x8765_4321);
+    assert_eq!(s.rip, 0x4005);
+    // 16-bit code: a 32-bit destination (Op3264), zero-extended.
+    let mut r = real_mode();
+    r.msrs.tsc_aux = 7;
+    r.set_gpr(Gpr::Rdx, u64::MAX);
+    env.put(0x1000, &[0xf3, 0x0f, 0xc7, 0xfa]); // rdpid edx
+    assert_eq!(ud_emu(&mut r, &mut env, UD_ALL), Outcome::Done);
+    assert_eq!(r.gpr(Gpr::Rdx), 7);
+    assert_eq!(r.rip, 0x1004);
+}
+
+#[test]
+fn trap_ud_turns_everything_else_into_ud() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.set_gpr(Gpr::Rbx, 0x8000);
+    for code in [
+        &[0x0f, 0x0b][..],               // ud2
+        &[0x89, 0x03],                   // mov [rbx], eax: known, but not EmulateOnUD
+        &[0x0f, 0xa2],                   // cpuid
+        &[0x0f, 0xaf, 0x03],             // imul: unknown to the decoder
+        &[0xf2, 0x0f, 0x38, 0xf0, 0xc3], // crc32
+        &[0x0f, 0xc7, 0xf8],             // rdseed
+        &[0x66; 15],                     // too long: #GP outside TRAP_UD, #UD here
+    ] {
+        env.put(0x4000, &[0x90; 16]);
+        env.put(0x4000, code);
+        let before = s.clone();
+        assert!(is_ud(ud_emu(&mut s, &mut env, UD_ALL)), "{code:02x?}");
+        assert_eq!(s, before);
+    }
+    // A fetch that faults is #UD too (upstream queues #UD for any failed decode).
+    s.rip = 0x4ffe;
+    env.put(0x4ffe, &[0x0f, 0x38]);
+    assert!(is_ud(ud_emu(&mut s, &mut env, UD_ALL)));
+}
+
+#[test]
+fn vmcall_is_patched_to_vmmcall_with_the_quirk_and_ud_without() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    env.put(0x4000, &[0x0f, 0x01, 0xc1, 0x90]);
+    let off = EmuOptions {
+        fix_hypercall: false,
+        ..UD_ALL
+    };
+    assert!(is_ud(ud_emu(&mut s, &mut env, off)));
+    assert_eq!(env.get(0x4000, 3), &[0x0f, 0x01, 0xc1]);
+    assert_eq!(ud_emu(&mut s, &mut env, UD_ALL), Outcome::Done);
+    assert_eq!(
+        env.get(0x4000, 4),
+        &[VMMCALL[0], VMMCALL[1], VMMCALL[2], 0x90]
+    );
+    assert_eq!(
+        s.rip, 0x4000,
+        "the guest re-executes the patched instruction"
+    );
+    // Not under TRAP_UD (a hypercall never reaches the MMIO emulator): unhandleable.
+    env.put(0x4000, &[0x0f, 0x01, 0xc1]);
+    assert!(matches!(emu(&mut s, &mut env), Outcome::Unhandleable(_)));
+}
+
+#[test]
+fn hypercall_privilege_and_mode_checks() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    s.seg_mut(SegReg::Ss).dpl = 3;
+    s.seg_mut(SegReg::Cs).dpl = 3;
+    env.put(0x4000, &[0x0f, 0x01, 0xc1]);
+    // VMCALL is Priv: #GP(0) at CPL 3, nothing patched.
+    assert_eq!(
+        ud_emu(&mut s, &mut env, UD_ALL),
+        Outcome::Exception(Exception::gp0())
+    );
+    assert_eq!(env.get(0x4000, 3), &[0x0f, 0x01, 0xc1]);
+    // VMMCALL is Prot: #UD in real mode; VMCALL there is patched at RIP.
+    let mut r = real_mode();
+    env.put(0x1000, &[0x0f, 0x01, 0xd9]);
+    assert!(is_ud(ud_emu(&mut r, &mut env, UD_ALL)));
+    env.put(0x1000, &[0x0f, 0x01, 0xc1]);
+    assert_eq!(ud_emu(&mut r, &mut env, UD_ALL), Outcome::Done);
+    assert_eq!(env.get(0x1000, 3), &VMMCALL);
+    assert_eq!(r.rip, 0x1000);
+}
+
+#[test]
+fn hypercall_patch_on_a_read_only_page_faults_as_a_write() {
+    let mut env = Env::new();
+    let mut s = long_mode(&mut env);
+    // Code page 0x4000 read-only (CR0.WP is set): the patch is a supervisor write fault.
+    env.set64(0x10_3000 + 4 * 8, 0x4000 | 5);
+    env.put(0x4000, &[0x0f, 0x01, 0xc1]);
+    assert_eq!(
+        ud_emu(&mut s, &mut env, UD_ALL),
+        Outcome::Exception(Exception {
+            vector: PF_VECTOR,
+            error_code: Some(pfec::PRESENT | pfec::WRITE),
+            cr2: Some(0x4000),
+        })
+    );
+    assert_eq!(env.get(0x4000, 3), &[0x0f, 0x01, 0xc1]);
+}

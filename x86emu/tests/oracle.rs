@@ -91,6 +91,8 @@ fn mnemonics(op: Op) -> &'static [Mnemonic] {
         Op::Inc => &[M::Inc],
         Op::Dec => &[M::Dec],
         Op::MovToCr(_) | Op::MovFromCr(_) => &[M::Mov],
+        Op::Movbe => &[M::Movbe],
+        Op::Rdpid => &[M::Rdpid],
     }
 }
 
@@ -280,7 +282,7 @@ const OPCODES: &[u8] = &[
 ];
 const OPCODES_0F: &[u8] = &[
     0x01, 0x01, 0x01, 0x08, 0x09, 0x0b, 0x18, 0x1e, 0x1f, 0x30, 0x31, 0x32, 0x33, 0xa2, 0xa3, 0xab,
-    0xb3, 0xbb, 0xb6, 0xb7, 0xb8, 0xba, 0xbc, 0xbd, 0xbe, 0xbf,
+    0xb3, 0xbb, 0xb6, 0xb7, 0xb8, 0xba, 0xbc, 0xbd, 0xbe, 0xbf, 0x38, 0x38, 0xc7, 0xc7,
 ];
 const MODRM_0F01: &[u8] = &[
     0xc1, 0xc8, 0xc9, 0xd0, 0xd1, 0xd8, 0xd9, 0xf8, 0xf9, 0x38, 0x3d, 0x78, 0xbf,
@@ -315,6 +317,13 @@ fn biased(rng: &mut Rng, m: CodeSize) -> [u8; 16] {
         }
         if b[i] == 0x01 && i + 1 < 16 && rng.below(4) != 0 {
             b[i + 1] = MODRM_0F01[rng.below(MODRM_0F01.len() as u64) as usize];
+        }
+        // MOVBE (0F 38 F0/F1) and RDPID's register form of 0F C7 /7.
+        if b[i] == 0x38 && i + 1 < 16 && rng.below(4) != 0 {
+            b[i + 1] = 0xf0 | rng.below(2) as u8;
+        }
+        if b[i] == 0xc7 && i + 1 < 16 && rng.below(2) != 0 {
+            b[i + 1] = 0xf8 | rng.below(8) as u8;
         }
     }
     b
@@ -468,4 +477,51 @@ fn effective_addresses_agree_with_iced() {
     }
     assert!(checked > 100_000, "only {checked} addresses compared");
     eprintln!("{checked} effective addresses matched iced");
+}
+
+/// MOVBE (0F 38 F0/F1) and F3 0F C7 (RDPID's register form) under every ModRM and the
+/// prefixes that select or void them (66, F2, F3, both, REX.W, LOCK), in every code size.
+#[test]
+fn movbe_rdpid_every_modrm_agree_with_iced() {
+    let mut rng = Rng(0xfeed_0000_0000_0038);
+    let prefix_sets: [&[u8]; 10] = [
+        &[],
+        &[0x66],
+        &[0xf2],
+        &[0xf3],
+        &[0x66, 0xf3],
+        &[0xf3, 0x66],
+        &[0x48],
+        &[0x66, 0x48],
+        &[0xf0],
+        &[0xf3, 0x41],
+    ];
+    let mut decoded = 0;
+    for m in MODES {
+        for pfx in prefix_sets {
+            // REX only in 64-bit mode (elsewhere 0x4x is INC/DEC).
+            if m != CodeSize::Bits64 && pfx.iter().any(|b| b & 0xf0 == 0x40) {
+                continue;
+            }
+            for op in [&[0x38u8, 0xf0][..], &[0x38, 0xf1], &[0xc7]] {
+                for modrm in 0..=0xffu8 {
+                    let mut b = [0u8; 16];
+                    for x in b.iter_mut() {
+                        *x = rng.next() as u8;
+                    }
+                    b[..pfx.len()].copy_from_slice(pfx);
+                    let mut i = pfx.len();
+                    b[i] = 0x0f;
+                    i += 1;
+                    b[i..i + op.len()].copy_from_slice(op);
+                    i += op.len();
+                    b[i] = modrm;
+                    decoded += compare(&b, m) as u32;
+                }
+            }
+        }
+    }
+    // MOVBE's memory forms (192 ModRMs x 2 opcodes x 4 prefix sets x 3 modes, less the
+    // REX ones outside 64-bit mode) and RDPID's 8 register forms (x 2 F3 sets).
+    assert!(decoded > 3000, "{decoded}");
 }

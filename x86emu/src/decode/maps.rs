@@ -62,6 +62,12 @@ pub(super) enum Form {
     M,
     /// MOV to/from a debug register (0F 21, 0F 23).
     MovDr,
+    /// MOVBE Gv, Mv (0F 38 F0): memory-only r/m.
+    GvMv,
+    /// MOVBE Mv, Gv (0F 38 F1): memory-only r/m.
+    MvGv,
+    /// RDPID Rd/q (F3 0F C7 /7): a register r/m of the mode's size (Op3264).
+    Rdpid,
 }
 
 /// The one-byte opcode map (the subset we handle).
@@ -189,6 +195,24 @@ pub(super) fn two_byte(
         0xba => (None, Form::Grp8),
         0xbe => (Some(Op::Movsx), Form::GvEb),
         0xbf => (Some(Op::Movsx), Form::GvEw),
+        _ => return Err(DecodeError::Unsupported),
+    })
+}
+
+/// The three-byte 0F 38 map (the subset we handle): MOVBE. Its mandatory prefixes select the
+/// instruction: none or 66 is MOVBE, F2 is CRC32 and F3 nothing (upstream's
+/// `three_byte_0f_38_f0/f1` group-prefix tables).
+pub(super) fn three_byte_38(
+    c: &mut Cursor<'_>,
+    p: &Prefixes,
+) -> Result<(Option<Op>, Form), DecodeError> {
+    let b = c.next()?;
+    if p.rep.is_some() {
+        return Err(DecodeError::Unsupported);
+    }
+    Ok(match b {
+        0xf0 => (Some(Op::Movbe), Form::GvMv),
+        0xf1 => (Some(Op::Movbe), Form::MvGv),
         _ => return Err(DecodeError::Unsupported),
     })
 }

@@ -384,6 +384,25 @@ pub(super) fn finish(
                 (op, dr, reg)
             }
         }
+        Form::GvMv | Form::MvGv => {
+            let g = x.g(v)?;
+            let e = x.e(v)?;
+            // MOVBE has no register form: hardware raises #UD.
+            if e.mem().is_none() {
+                return Err(DecodeError::Invalid);
+            }
+            if form == Form::GvMv {
+                (op, g, e)
+            } else {
+                (op, e, g)
+            }
+        }
+        Form::Rdpid => {
+            // Op3264: 66 and REX.W change nothing; REX.B extends the register.
+            let m = x.modrm()?;
+            op_size = if mode == CodeSize::Bits64 { 8 } else { 4 };
+            (op, Operand::Reg(x.reg(m & 7, 0, op_size)), Operand::None)
+        }
         Form::M => {
             let dst = x.e(v)?;
             if op == Some(Op::Invlpg) && dst.mem().is_none() {
