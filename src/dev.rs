@@ -73,6 +73,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::vm_small::check_extension(cap) {
         return r; // HOOK(entry)
     }
+    if let Some(r) = crate::ud::check_extension(cap) {
+        return r; // HOOK(ud): KVM_CAP_DISABLE_QUIRKS(2)
+    }
     match cap {
         KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_EXT_EMUL_CPUID
@@ -127,36 +130,9 @@ fn read_user<T: FromBytes>(uaddr: usize) -> Result<T> {
 }
 
 /// Copies `value` out to user address `uaddr`: `EFAULT` if it cannot be written.
+#[allow(dead_code)] // HOOK(ud): its user (KVM_GET_EMULATED_CPUID) moved to crate::ud
 fn write_user<T: AsBytes>(uaddr: usize, value: &T) -> Result {
     UserSlice::new(uaddr, size_of::<T>()).writer().write(value)
-}
-
-/// `KVM_GET_EMULATED_CPUID`: the CPUID bits KVM emulates beyond the host's. Nothing is
-/// emulated (no vCPU runs yet): zero entries, after KVM's own checks.
-fn get_emulated_cpuid(arg: usize) -> Result<isize> {
-    let hdr: KvmCpuid2 = read_user(arg)?;
-    if hdr.nent < 1 {
-        return Err(E2BIG);
-    }
-    // Upstream's `sanity_check_entries`, for this ioctl only: the padding of every entry the
-    // caller passed (at most KVM_MAX_CPUID_ENTRIES) must read as zero, so it stays usable for
-    // future extensions; an unreadable or dirty one is EINVAL.
-    let n = hdr.nent.min(KVM_MAX_CPUID_ENTRIES) as usize;
-    let mut r = UserSlice::new(
-        arg,
-        size_of::<KvmCpuid2>() + n * size_of::<KvmCpuidEntry2>(),
-    )
-    .reader();
-    r.read::<KvmCpuid2>()?;
-    for _ in 0..n {
-        let e: KvmCpuidEntry2 = r.read().map_err(|_| EINVAL)?;
-        if e.padding != [0; 3] {
-            return Err(EINVAL);
-        }
-    }
-    let out = KvmCpuid2 { nent: 0, ..hdr };
-    write_user(arg, &out)?;
-    Ok(0)
 }
 
 fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
@@ -171,7 +147,7 @@ fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
         KVM_GET_SUPPORTED_CPUID => crate::vcpu_state::get_supported_cpuid(arg),
         KVM_GET_MSR_INDEX_LIST => crate::vcpu_state::get_msr_list(arg, false),
         KVM_GET_MSR_FEATURE_INDEX_LIST => crate::vcpu_state::get_msr_list(arg, true),
-        KVM_GET_EMULATED_CPUID => get_emulated_cpuid(arg),
+        KVM_GET_EMULATED_CPUID => crate::ud::get_emulated_cpuid(arg), // HOOK(ud)
         KVM_GET_MSRS => crate::vcpu_state::get_feature_msrs(arg),
         crate::mce::KVM_X86_GET_MCE_CAP_SUPPORTED => crate::mce::get_mce_cap_supported(arg), // HOOK(fix1)
         _ => Err(EINVAL),
@@ -263,6 +239,7 @@ fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
             }
         }
         c if crate::exits::enables(c) => crate::exits::enable_cap(vm, &cap),
+        c if crate::ud::enables(c) => crate::ud::enable_cap(vm, c, cap.args[0]), // HOOK(ud)
         c if crate::clock::enables(c) => crate::clock::enable_cap(vm, cap.args[0]), // HOOK(clock)
         // HOOK(irqroute)
         crate::irq::KVM_CAP_SPLIT_IRQCHIP => crate::irq::enable_split_irqchip(vm, cap.args[0]),

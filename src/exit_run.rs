@@ -196,7 +196,7 @@ fn exit_info(i: &ExitInfo) -> emulation::ExitInfo {
 }
 
 /// The outcome of one emulated instruction, applied.
-fn finish(
+pub(crate) fn finish(
     vcpu: &Vcpu,
     l: &mut VcpuLocked,
     run: RunPage,
@@ -219,7 +219,8 @@ fn finish(
                 let m = MmioData { gpa, len, data };
                 let cfg = walk_config(l);
                 let mut env = MemEnv::new(vcpu.vm());
-                let o = emulate::emulate(&mut l.arch, &mut env, &cfg, Some(&m));
+                let opts = crate::ud::emu_options(vcpu.vm(), l, false); // HOOK(ud)
+                let o = emulate::emulate_with(&mut l.arch, &mut env, &cfg, Some(&m), opts);
                 return finish(vcpu, l, run, o, info, rflags_before);
             }
             set_exit(
@@ -275,7 +276,8 @@ pub(crate) fn mmio(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> Res
     let cfg = walk_config(l);
     let mut env = MemEnv::new(vcpu.vm());
     let rflags_before = l.arch.rflags;
-    let o = emulate::emulate(&mut l.arch, &mut env, &cfg, None);
+    let opts = crate::ud::emu_options(vcpu.vm(), l, false); // HOOK(ud): MOVBE on MMIO
+    let o = emulate::emulate_with(&mut l.arch, &mut env, &cfg, None, opts);
     // SVM_EXIT_NPF, EXITINFO1 = error code, EXITINFO2 = GPA (as upstream's get_exit_info).
     let info = emulation::ExitInfo {
         reason: 0x400,
@@ -342,7 +344,8 @@ fn complete_pending(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: Pending) -
             let cfg = walk_config(l);
             let mut env = MemEnv::new(vcpu.vm());
             let rflags_before = l.arch.rflags;
-            let o = emulate::emulate(&mut l.arch, &mut env, &cfg, Some(&m));
+            let opts = crate::ud::emu_options(vcpu.vm(), l, false); // HOOK(ud)
+            let o = emulate::emulate_with(&mut l.arch, &mut env, &cfg, Some(&m), opts);
             finish(
                 vcpu,
                 l,
@@ -491,6 +494,7 @@ pub(crate) fn handle(
             next_rip,
             ..
         } => string_io(vcpu, l, run, port, size, is_in, next_rip, &info),
+        Exit::Exception { vector: UD, .. } => Ok(crate::ud::intercept(vcpu, l, run, &info)), // HOOK(ud)
         Exit::Exception { vector, error_code } => Ok(exception(l, run, vector, error_code)),
         // SVM_EXIT_READ_DR0..7 / WRITE_DR0..7: only intercepted with the debugger's hardware
         // breakpoints loaded.

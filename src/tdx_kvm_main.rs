@@ -9,6 +9,9 @@
 //! use, linked in as rlibs; this crate implements their environment traits with kernel services
 //! and exposes the KVM ABI. C glue (`glue.c`) covers what the 6.12 `kernel` crate lacks.
 
+// HOOK(ud): `pin_init!(Vm { .. })` outgrew the default macro recursion limit (128).
+#![recursion_limit = "256"]
+
 use kernel::prelude::*;
 
 mod abi;
@@ -43,6 +46,7 @@ mod stats;
 mod stats_fd;
 mod svm;
 mod td;
+mod ud; // HOOK(ud): #UD intercept, KVM_GET_EMULATED_CPUID, quirks
 mod tdx_vm;
 mod vcpu;
 mod vcpu_mutex; // HOOK(entry)

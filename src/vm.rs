@@ -213,6 +213,7 @@ pub(crate) struct Vm {
     apic: crate::irq::lapic::VmApic,
     // HOOK(misc): KVM_CREATE_DEVICE's devices.
     devices: crate::device::VmDevices,
+    quirks: crate::ud::VmQuirks, // HOOK(ud): kvm->arch.disabled_quirks
 }
 
 impl Vm {
@@ -262,6 +263,7 @@ impl Vm {
                 irq <- crate::irq::VmIrq::new(), // HOOK(irqroute)
                 apic, // HOOK(irqmod)
                 devices: crate::device::VmDevices::new(),
+                quirks: crate::ud::VmQuirks::new(), // HOOK(ud)
             }),
             GFP_KERNEL,
         )?;
@@ -340,6 +342,11 @@ impl Vm {
     /// The coalesced-MMIO ring page.
     pub(crate) fn coalesced_mmio_ring(&self) -> &OwnedPage {
         &self.coalesced_mmio_ring
+    }
+
+    /// HOOK(ud): the VM's quirks ([`crate::ud`]).
+    pub(crate) fn quirks(&self) -> &crate::ud::VmQuirks {
+        &self.quirks
     }
 
     /// Userspace-exit configuration and the VM's in-kernel I/O devices ([`crate::exits`]).

@@ -10,6 +10,7 @@
 use crate::errno::{Errno, Result};
 use crate::uapi::{KvmCpuidEntry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
+pub mod emulated; // HOOK(ud): KVM_GET_EMULATED_CPUID
 pub mod supported;
 
 /// `KVM_MAX_CPUID_ENTRIES`.
@@ -58,6 +59,7 @@ pub mod feat {
     pub const VMX: Feature = f(1, 0, Ecx, 5);
     pub const SMX: Feature = f(1, 0, Ecx, 6);
     pub const PDCM: Feature = f(1, 0, Ecx, 15);
+    pub const MOVBE: Feature = f(1, 0, Ecx, 22); // HOOK(ud)
     pub const PCID: Feature = f(1, 0, Ecx, 17);
     pub const X2APIC: Feature = f(1, 0, Ecx, 21);
     pub const TSC_DEADLINE_TIMER: Feature = f(1, 0, Ecx, 24);

@@ -26,6 +26,7 @@ pub mod exits;
 pub mod fpu;
 pub mod msr;
 pub mod pv; // HOOK(clock): the KVM paravirtual interface (kvm-clock, steal time, PV CPUID).
+pub mod quirks; // HOOK(ud): KVM_CAP_DISABLE_QUIRKS(2)
 pub mod regs;
 pub mod state;
 pub mod svm;
