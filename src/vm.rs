@@ -213,6 +213,8 @@ pub(crate) struct Vm {
     apic: crate::irq::lapic::VmApic,
     // HOOK(misc): KVM_CREATE_DEVICE's devices.
     devices: crate::device::VmDevices,
+    /// HOOK(abi): small VM-wide ABI switches ([`crate::vm_abi`]).
+    abi: crate::vm_abi::VmAbi,
 }
 
 impl Vm {
@@ -262,6 +264,7 @@ impl Vm {
                 irq <- crate::irq::VmIrq::new(), // HOOK(irqroute)
                 apic, // HOOK(irqmod)
                 devices: crate::device::VmDevices::new(),
+                abi: crate::vm_abi::VmAbi::new(), // HOOK(abi)
             }),
             GFP_KERNEL,
         )?;
@@ -350,6 +353,11 @@ impl Vm {
     /// HOOK(irqmod): VM-wide LAPIC state ([`crate::irq::lapic`]).
     pub(crate) fn apic(&self) -> &crate::irq::lapic::VmApic {
         &self.apic
+    }
+
+    /// HOOK(abi): the VM's small ABI switches ([`crate::vm_abi`]).
+    pub(crate) fn abi(&self) -> &crate::vm_abi::VmAbi {
+        &self.abi
     }
 
     /// HOOK(clock): the VM's kvm-clock ([`crate::clock`]).
