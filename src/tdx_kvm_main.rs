@@ -33,6 +33,7 @@ mod gmem;
 mod guest_mem;
 mod hw;
 mod irq;
+mod kvm_amd; // HOOK(abi): kvm_amd's parameters for the kvm-amd.ko companion
 mod mce; // HOOK(fix1): KVM_X86_GET_MCE_CAP_SUPPORTED
 mod mem_abi;
 mod memslot;
