@@ -24,6 +24,7 @@ mkdir -p "$work/tests"
 "$client" --list >"$work/tests/client-tests.txt"
 [[ -s "$work/tests/client-tests.txt" ]] || { echo "guest-build: '$client --list' listed no test" >&2; exit 1; }
 cp kvm.ko "$work/tests/"
+cp kvm-amd.ko "$work/tests/" # HOOK(abi): the kvm_amd parameter companion
 if [[ "${upstream_suites:-yes}" != no ]]; then
     scripts/kvm-ioctls-tests.sh "$work/tests"
     scripts/kselftests.sh "$work/tests"

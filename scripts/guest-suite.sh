@@ -71,6 +71,7 @@ expected_checks() {
         echo "dev_kvm_is_misc_232_tdx_$m"
         echo "module_kvm_param_tdx_is_mode_tdx_$m"
         echo "module_kvm_force_emulation_prefix_is_0_tdx_$m"
+        echo "module_kvm_amd_params_tdx_$m" # HOOK(abi)
         while read -r t; do echo "${t}_tdx_$m"; done <"$work/tests/client-tests.txt"
         echo "guest_client_exits_0_with_every_result_tdx_$m"
         grep -E "_tdx_$m\$" "$work/suite-checks" || true
@@ -215,12 +216,18 @@ case "$out" in *"Invalid argument"*) pass insmod_tdx_bogus_is_einval ;; *) fail 
 
 for mode in $modes; do
     # Without the module the mode's other checks cannot run: the host reports them missing.
-    if insmod ./kvm.ko tdx=$mode; then pass "insmod_tdx_$mode"; else fail "insmod_tdx_$mode"; continue; fi
+    # HOOK(abi): with its kvm_amd companion (kvm-amd.ko: upstream kvm_amd's parameters).
+    if insmod ./kvm.ko tdx=$mode && insmod ./kvm-amd.ko; then pass "insmod_tdx_$mode"; else fail "insmod_tdx_$mode"; continue; fi
     check "dev_kvm_mode_0600_tdx_$mode" "$(stat -c %a /dev/kvm)" 600
     check "dev_kvm_is_misc_232_tdx_$mode" "$(stat -c '%t:%T' /dev/kvm)" "a:e8"
     check "module_kvm_param_tdx_is_mode_tdx_$mode" "$(cat /sys/module/kvm/parameters/tdx)" "$mode"
     check "module_kvm_force_emulation_prefix_is_0_tdx_$mode" \
         "$(cat /sys/module/kvm/parameters/force_emulation_prefix)" 0
+    # HOOK(abi): what the SVM backend uses, in upstream kvm_amd's formats.
+    p=/sys/module/kvm_amd/parameters
+    check "module_kvm_amd_params_tdx_$mode" \
+        "$(cat $p/avic $p/npt $p/nested $p/nrips $p/sev $p/sev_es $p/sev_snp $p/vnmi | tr '\n' ' ')" \
+        "N Y 0 0 N N N N "
     client_results "$mode"
     for suite in $suites; do suite_outcomes "$suite" "$mode"; done
     if [ "$mode" = emulated ]; then
@@ -252,7 +259,7 @@ for mode in $modes; do
     cat /sys/kernel/debug/tdx_kvm/stats
     left=$(grep -v pamt_pages /sys/kernel/debug/tdx_kvm/stats | awk '{s += $2} END {print s + 0}')
     check "no_pages_left_tdx_$mode" "$left" 0
-    if rmmod kvm; then pass "rmmod_tdx_$mode"; else fail "rmmod_tdx_$mode"; fi
+    if rmmod kvm_amd && rmmod kvm; then pass "rmmod_tdx_$mode"; else fail "rmmod_tdx_$mode"; fi # HOOK(abi)
 done
 dmesg | grep -E 'kvm:|selftest' | tail -n 40
 exit $status

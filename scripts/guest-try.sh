@@ -30,10 +30,12 @@ source scripts/guest-build.sh
     echo "#!/bin/sh"
     echo "cd /tests"
     echo "insmod ./kvm.ko tdx=$mode || exit 1"
+    echo "insmod ./kvm-amd.ko || exit 1" # HOOK(abi): kvm_amd's parameters
     echo "echo '--- guest-try: running the command line'"
     printf '%s\n' "$cmds"
     echo "echo \"--- guest-try: command line exit \$?\""
     echo "dmesg | tail -n 60"
+    echo "rmmod kvm_amd" # HOOK(abi): before kvm, which it uses
     echo "rmmod kvm"
 } >"$work/tests/run.sh"
 initrd="$work/initramfs.cpio.gz"

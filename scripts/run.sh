@@ -20,6 +20,8 @@ failed=""
 step_failed() { failed="$failed $1"; echo "## FAILED: $1"; }
 echo "## insmod kvm.ko tdx=emulated"
 if insmod ./kvm.ko tdx=emulated; then dmesg | grep 'kvm:'; else step_failed insmod; fi
+# HOOK(abi): the kvm_amd companion (upstream kvm_amd's parameters, answered by kvm.ko).
+if insmod ./kvm-amd.ko; then echo "## kvm_amd: avic=$(cat /sys/module/kvm_amd/parameters/avic) npt=$(cat /sys/module/kvm_amd/parameters/npt)"; else step_failed "insmod kvm-amd"; fi
 echo "## /dev/kvm: $(ls -l /dev/kvm)"
 echo "## userspace checks (kvm-ioctls)"
 ./guest-client emulated >client.log 2>&1
@@ -36,6 +38,7 @@ echo "## the real TDX module on this CPU? (one SEAMCALL; without VMX it faults a
 cat /sys/kernel/debug/tdx_kvm/seamcall_probe
 echo "## page counts (all VMs closed)"
 cat /sys/kernel/debug/tdx_kvm/stats
+rmmod kvm_amd || step_failed "rmmod kvm_amd" # HOOK(abi): before kvm
 if rmmod kvm; then echo "## rmmod ok"; else step_failed rmmod; fi
 if [ -n "$failed" ]; then echo "## failed steps:$failed"; exit 1; fi
 RUN

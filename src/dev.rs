@@ -70,6 +70,9 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
     if let Some(r) = crate::irq::lapic::check_extension(cap) {
         return r; // HOOK(irqmod)
     }
+    if let Some(r) = crate::vm_abi::check_extension(cap) {
+        return r; // HOOK(abi)
+    }
     if let Some(r) = crate::vm_small::check_extension(cap) {
         return r; // HOOK(entry)
     }
@@ -241,6 +244,7 @@ fn enable_cap(vm: &Vm, cap: KvmEnableCap) -> Result<isize> {
         c if crate::exits::enables(c) => crate::exits::enable_cap(vm, &cap),
         c if crate::ud::enables(c) => crate::ud::enable_cap(vm, c, cap.args[0]), // HOOK(ud)
         c if crate::clock::enables(c) => crate::clock::enable_cap(vm, cap.args[0]), // HOOK(clock)
+        c if crate::vm_abi::enables(c) => crate::vm_abi::enable_cap(vm.abi(), c, cap.args[0]), // HOOK(abi)
         // HOOK(irqroute)
         crate::irq::KVM_CAP_SPLIT_IRQCHIP => crate::irq::enable_split_irqchip(vm, cap.args[0]),
         // HOOK(irqmod)

@@ -611,6 +611,11 @@ fn exception(l: &mut VcpuLocked, run: RunPage, vector: u8, error_code: u32) -> A
 
 /// CPUID from the vCPU's table (upstream `kvm_emulate_cpuid`): EAX..EDX zero-extended.
 fn cpuid(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &ExitInfo) -> Result<Action> {
+    // HOOK(abi): CPUID faulting (MSR_MISC_FEATURES_ENABLES) at CPL > 0 is #GP(0), not skipped.
+    if x86::msr::cpuid_faults(&l.arch, emulate::cpl(&l.arch)) {
+        inject_gp(l);
+        return Ok(Action::Continue);
+    }
     let (eax, ecx) = (l.arch.gpr(Gpr::Rax) as u32, l.arch.gpr(Gpr::Rcx) as u32);
     let r = crate::vcpu_state::guest_cpuid(l, eax, ecx);
     if let Some(a) = skip_or(vcpu, l, run, Op::Cpuid, &exit_info(info)) {

@@ -139,7 +139,7 @@ pub(crate) fn guest_rdmsr(vcpu: &Vcpu, l: &VcpuLocked, index: u32) -> Result<u64
     let wall = vcpu.vm().clock().wall_clock_msr();
     match pv::get(&l.pv.msrs, &l.pv.cpuid, wall, index) {
         Some(r) => r,
-        None => crate::vcpu_state::guest_rdmsr(l, index),
+        None => crate::vcpu_state::guest_rdmsr(vcpu.vm(), l, index), // HOOK(abi): the VM
     }
 }
 

@@ -9,7 +9,7 @@
 //! use, linked in as rlibs; this crate implements their environment traits with kernel services
 //! and exposes the KVM ABI. C glue (`glue.c`) covers what the 6.12 `kernel` crate lacks.
 
-// HOOK(ud): `pin_init!(Vm { .. })` outgrew the default macro recursion limit (128).
+// `pin_init!(Vm { .. })` recurses once per field; the default limit (128) is no longer enough.
 #![recursion_limit = "256"]
 
 use kernel::prelude::*;
@@ -33,6 +33,7 @@ mod gmem;
 mod guest_mem;
 mod hw;
 mod irq;
+mod kvm_amd; // HOOK(abi): kvm_amd's parameters for the kvm-amd.ko companion
 mod mce; // HOOK(fix1): KVM_X86_GET_MCE_CAP_SUPPORTED
 mod mem_abi;
 mod memslot;
@@ -52,6 +53,7 @@ mod vcpu;
 mod vcpu_mutex; // HOOK(entry)
 mod vcpu_state;
 mod vm;
+mod vm_abi; // HOOK(abi): KVM_CAP_MSR_PLATFORM_INFO
 mod vm_small; // HOOK(entry)
 mod vmx;
 

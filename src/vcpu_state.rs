@@ -401,12 +401,17 @@ pub(crate) fn guest_cpuid(l: &VcpuLocked, eax: u32, ecx: u32) -> [u32; 4] {
 
 /// A guest `RDMSR`.
 #[allow(dead_code)] // Called by the exit handlers (`exits`).
-pub(crate) fn guest_rdmsr(l: &VcpuLocked, index: u32) -> core::result::Result<u64, MsrFault> {
+pub(crate) fn guest_rdmsr(
+    vm: &crate::vm::Vm,
+    l: &VcpuLocked,
+    index: u32,
+) -> core::result::Result<u64, MsrFault> {
     let c = caps();
     let ctx = MsrCtx {
         guest: &l.cpuid.model,
         caps: &c.msr,
         host_tsc: rdtsc(),
+        platform_info_readable: vm.abi().platform_info_readable(), // HOOK(abi)
     };
     x86::msr::guest_rdmsr(&l.arch, &ctx, index)
 }
@@ -424,6 +429,7 @@ pub(crate) fn guest_wrmsr(
         guest: &model,
         caps: &c.msr,
         host_tsc: rdtsc(),
+        platform_info_readable: true, // HOOK(abi): reads only
     };
     let fx = x86::msr::guest_wrmsr(&mut l.arch, &ctx, index, data)?;
     if fx.cpuid_runtime {
@@ -786,6 +792,7 @@ fn vcpu_msrs(vcpu: &Vcpu, arg: usize, set: bool) -> Result<isize> {
             guest: &model,
             caps: &c.msr,
             host_tsc: rdtsc(),
+            platform_info_readable: true, // HOOK(abi): host reads always work
         };
         // HOOK(irqmod): the in-kernel LAPIC's MSRs.
         if let Some(ok) = crate::irq::lapic::host_msr(vcpu, l, e.index, &mut e.data, set) {

@@ -214,6 +214,8 @@ pub(crate) struct Vm {
     // HOOK(misc): KVM_CREATE_DEVICE's devices.
     devices: crate::device::VmDevices,
     quirks: crate::ud::VmQuirks, // HOOK(ud): kvm->arch.disabled_quirks
+    /// HOOK(abi): small VM-wide ABI switches ([`crate::vm_abi`]).
+    abi: crate::vm_abi::VmAbi,
 }
 
 impl Vm {
@@ -264,6 +266,7 @@ impl Vm {
                 apic, // HOOK(irqmod)
                 devices: crate::device::VmDevices::new(),
                 quirks: crate::ud::VmQuirks::new(), // HOOK(ud)
+                abi: crate::vm_abi::VmAbi::new(), // HOOK(abi)
             }),
             GFP_KERNEL,
         )?;
@@ -357,6 +360,11 @@ impl Vm {
     /// HOOK(irqmod): VM-wide LAPIC state ([`crate::irq::lapic`]).
     pub(crate) fn apic(&self) -> &crate::irq::lapic::VmApic {
         &self.apic
+    }
+
+    /// HOOK(abi): the VM's small ABI switches ([`crate::vm_abi`]).
+    pub(crate) fn abi(&self) -> &crate::vm_abi::VmAbi {
+        &self.abi
     }
 
     /// HOOK(clock): the VM's kvm-clock ([`crate::clock`]).

@@ -28,6 +28,8 @@ pub mod index {
     pub const IA32_UCODE_REV: u32 = 0x8b;
     pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
     pub const FSB_FREQ: u32 = 0xcd;
+    pub const PLATFORM_INFO: u32 = 0xce;
+    pub const MISC_FEATURES_ENABLES: u32 = 0x140;
     pub const IA32_SYSENTER_CS: u32 = 0x174;
     pub const IA32_SYSENTER_ESP: u32 = 0x175;
     pub const IA32_SYSENTER_EIP: u32 = 0x176;
@@ -42,6 +44,7 @@ pub mod index {
     pub const IA32_LASTINTTOIP: u32 = 0x1de;
     pub const IA32_CR_PAT: u32 = 0x277;
     pub const IA32_PERF_CAPABILITIES: u32 = 0x345;
+    pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
     pub const RAPL_POWER_UNIT: u32 = 0x606;
     pub const PKG_ENERGY_STATUS: u32 = 0x611;
     pub const DRAM_ENERGY_STATUS: u32 = 0x619;
@@ -87,6 +90,11 @@ pub const MISC_ENABLE_EMON: u64 = 1 << 7;
 pub const ARCH_CAP_PSCHANGE_MC_NO: u64 = 1 << 6;
 /// `MSR_AMD64_DE_CFG_LFENCE_SERIALIZE`.
 pub const DE_CFG_LFENCE_SERIALIZE: u64 = 1 << 1;
+/// `MSR_PLATFORM_INFO` bit 31: CPUID faulting is supported (`MSR_MISC_FEATURES_ENABLES` bit 0
+/// may be set).
+pub const PLATFORM_INFO_CPUID_FAULT: u64 = 1 << 31;
+/// `MSR_MISC_FEATURES_ENABLES` bit 0: CPUID at CPL > 0 raises #GP(0).
+pub const MISC_FEATURES_CPUID_FAULT: u64 = 1 << 0;
 /// The microcode revision a vCPU reports until the host sets one (upstream stuffs it for SVM
 /// vCPUs with `KVM_X86_QUIRK_STUFF_FEATURE_MSRS`).
 pub const DEFAULT_UCODE_REV: u64 = 0x0100_0065;
@@ -110,6 +118,10 @@ pub struct MsrState {
     pub power_ctl: u64,
     /// `MSR_AMD64_DE_CFG`.
     pub de_cfg: u64,
+    /// `MSR_PLATFORM_INFO` (upstream `vcpu->arch.msr_platform_info`): only the host writes it.
+    pub platform_info: u64,
+    /// `MSR_MISC_FEATURES_ENABLES` (upstream `vcpu->arch.msr_misc_features_enables`).
+    pub misc_features_enables: u64,
 }
 
 impl MsrState {
@@ -120,6 +132,9 @@ impl MsrState {
             misc_enable: MISC_ENABLE_PEBS_UNAVAIL | MISC_ENABLE_BTS_UNAVAIL,
             arch_capabilities: caps.arch_capabilities,
             microcode_version: DEFAULT_UCODE_REV,
+            // KVM_X86_QUIRK_STUFF_FEATURE_MSRS: CPUID faulting is offered (and implemented:
+            // [`cpuid_faults`]).
+            platform_info: PLATFORM_INFO_CPUID_FAULT,
             ..MsrState::default()
         }
     }
@@ -167,12 +182,15 @@ pub struct MsrCtx<'a> {
     pub caps: &'a MsrCaps,
     /// The host TSC at the time of the access (MSR_IA32_TSC = host TSC + offset).
     pub host_tsc: u64,
+    /// The guest may read `MSR_PLATFORM_INFO` (the VM's `KVM_CAP_MSR_PLATFORM_INFO`, upstream
+    /// `kvm->arch.guest_can_read_msr_platform_info`, default true); host reads always work.
+    pub platform_info_readable: bool,
 }
 
 /// The MSRs `KVM_GET_MSR_INDEX_LIST` reports when `tsc_aux` is virtualised: upstream's
 /// `msrs_to_save` (as probed on an SVM host without LBRV, PMU, MPX, PT, WAITPKG, XFD or
 /// nesting) then its `emulated_msrs` this module implements (the PV ones: [`crate::pv`]).
-const INDEX_LIST: [u32; 24] = [
+const INDEX_LIST: [u32; 27] = [
     IA32_SYSENTER_CS,
     IA32_SYSENTER_ESP,
     IA32_SYSENTER_EIP,
@@ -192,9 +210,14 @@ const INDEX_LIST: [u32; 24] = [
     crate::pv::INDEX_LIST[3],
     crate::pv::INDEX_LIST[4],
     IA32_TSC_ADJUST,
+    // HOOK(abi): the LAPIC's TSC deadline (src/irq/lapic.rs serves it; 0 without a LAPIC).
+    IA32_TSC_DEADLINE,
     IA32_ARCH_CAPABILITIES,
     IA32_PERF_CAPABILITIES,
     IA32_MISC_ENABLE,
+    // HOOK(abi): KVM_CAP_MSR_PLATFORM_INFO and CPUID faulting.
+    PLATFORM_INFO,
+    MISC_FEATURES_ENABLES,
     IA32_POWER_CTL,
     IA32_UCODE_REV,
     K7_HWCR,
@@ -330,6 +353,13 @@ pub fn get(
             s.msr.perf_capabilities
         }
         IA32_POWER_CTL => s.msr.power_ctl,
+        PLATFORM_INFO => {
+            if !host_initiated && !ctx.platform_info_readable {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.platform_info
+        }
+        MISC_FEATURES_ENABLES => s.msr.misc_features_enables,
         IA32_TSC => ctx.host_tsc.wrapping_add(s.tsc_offset),
         IA32_CR_PAT => m.pat,
         FSB_FREQ => 3,
@@ -466,6 +496,24 @@ pub fn set(
             s.msr.misc_enable = v;
         }
         IA32_POWER_CTL => s.msr.power_ctl = data,
+        // Only the host writes it, and it may not take CPUID faulting away while it is on.
+        PLATFORM_INFO => {
+            if !host_initiated || (data & PLATFORM_INFO_CPUID_FAULT == 0 && cpuid_fault_enabled(s))
+            {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.platform_info = data;
+        }
+        // Only CPUID faulting, and only if PLATFORM_INFO offers it (host writes too).
+        MISC_FEATURES_ENABLES => {
+            if data & !MISC_FEATURES_CPUID_FAULT != 0
+                || (data & MISC_FEATURES_CPUID_FAULT != 0
+                    && s.msr.platform_info & PLATFORM_INFO_CPUID_FAULT == 0)
+            {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.misc_features_enables = data;
+        }
         IA32_TSC => {
             let offset = data.wrapping_sub(ctx.host_tsc);
             if !host_initiated {
@@ -484,6 +532,17 @@ pub fn set(
         _ => return Err(MsrFault::Unsupported),
     }
     Ok(fx)
+}
+
+/// Whether the guest turned CPUID faulting on (upstream `cpuid_fault_enabled`).
+pub fn cpuid_fault_enabled(s: &CpuState) -> bool {
+    s.msr.misc_features_enables & MISC_FEATURES_CPUID_FAULT != 0
+}
+
+/// Whether a guest `CPUID` at privilege level `cpl` faults with #GP(0) instead of executing
+/// (upstream `kvm_emulate_cpuid`: `cpuid_fault_enabled && !kvm_require_cpl(vcpu, 0)`).
+pub fn cpuid_faults(s: &CpuState, cpl: u8) -> bool {
+    cpuid_fault_enabled(s) && cpl > 0
 }
 
 /// Upstream `set_efer`: module-reserved bits always refuse; a guest write also needs the
@@ -587,6 +646,7 @@ mod tests {
             guest: g,
             caps: &CAPS,
             host_tsc: 1_000_000,
+            platform_info_readable: true,
         }
     }
 
@@ -893,5 +953,72 @@ mod tests {
             guest_wrmsr(&mut s, &c, IA32_APICBASE, regs::APIC_BASE_EXTD),
             Err(MsrFault::Invalid)
         );
+    }
+
+    #[test]
+    fn platform_info_and_cpuid_faulting() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        // The reset value offers CPUID faulting (KVM_X86_QUIRK_STUFF_FEATURE_MSRS).
+        assert_eq!(
+            host_get(&s, &c, PLATFORM_INFO),
+            Some(PLATFORM_INFO_CPUID_FAULT)
+        );
+        assert_eq!(
+            guest_rdmsr(&s, &c, PLATFORM_INFO),
+            Ok(PLATFORM_INFO_CPUID_FAULT)
+        );
+        // Host writes any value; the guest never writes it.
+        assert!(host_set(
+            &mut s,
+            &c,
+            PLATFORM_INFO,
+            PLATFORM_INFO_CPUID_FAULT | 0xff00,
+            true
+        )
+        .is_some());
+        assert_eq!(
+            guest_wrmsr(&mut s, &c, PLATFORM_INFO, 0),
+            Err(MsrFault::Invalid)
+        );
+        // The VM's KVM_CAP_MSR_PLATFORM_INFO off: the guest's read #GPs, the host's works.
+        let off = MsrCtx {
+            platform_info_readable: false,
+            ..c
+        };
+        assert_eq!(guest_rdmsr(&s, &off, PLATFORM_INFO), Err(MsrFault::Invalid));
+        assert_eq!(
+            host_get(&s, &off, PLATFORM_INFO),
+            Some(PLATFORM_INFO_CPUID_FAULT | 0xff00)
+        );
+        // CPUID faulting: only bit 0, only when offered; CPL 0 never faults.
+        assert_eq!(
+            guest_wrmsr(&mut s, &c, MISC_FEATURES_ENABLES, 2),
+            Err(MsrFault::Invalid)
+        );
+        assert!(!cpuid_faults(&s, 3));
+        guest_wrmsr(&mut s, &c, MISC_FEATURES_ENABLES, MISC_FEATURES_CPUID_FAULT).unwrap();
+        assert!(cpuid_faults(&s, 3));
+        assert!(!cpuid_faults(&s, 0));
+        // PLATFORM_INFO cannot withdraw faulting while it is on.
+        assert!(host_set(&mut s, &c, PLATFORM_INFO, 0xff00, true).is_none());
+        guest_wrmsr(&mut s, &c, MISC_FEATURES_ENABLES, 0).unwrap();
+        assert!(host_set(&mut s, &c, PLATFORM_INFO, 0xff00, true).is_some());
+        assert_eq!(
+            guest_wrmsr(&mut s, &c, MISC_FEATURES_ENABLES, MISC_FEATURES_CPUID_FAULT),
+            Err(MsrFault::Invalid)
+        );
+    }
+
+    #[test]
+    fn tsc_deadline_is_listed_in_upstreams_place() {
+        let list: heapless_list::List = index_list(&CAPS).collect();
+        let pos = |m| list.iter().position(|&x| x == m).unwrap();
+        assert!(pos(IA32_TSC_ADJUST) < pos(IA32_TSC_DEADLINE));
+        assert!(pos(IA32_TSC_DEADLINE) < pos(IA32_ARCH_CAPABILITIES));
+        assert!(pos(IA32_MISC_ENABLE) < pos(PLATFORM_INFO));
+        assert!(pos(PLATFORM_INFO) < pos(MISC_FEATURES_ENABLES));
+        assert!(pos(MISC_FEATURES_ENABLES) < pos(IA32_POWER_CTL));
     }
 }

@@ -120,6 +120,7 @@ struct Ctx {
     tdx: bool,
 }
 
+mod abi; // HOOK(abi)
 mod clock; // HOOK(clock)
 mod dirty;
 mod entry;
@@ -160,6 +161,7 @@ fn tests() -> Vec<Test> {
         irqchip::tests(),
         misc::tests(),
         review::tests(), // HOOK(review)
+        abi::tests(),    // HOOK(abi)
     ]
     .concat()
 }

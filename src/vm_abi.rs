@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Small VM-wide x86 ABI switches (HOOK(abi)): `KVM_CAP_MSR_PLATFORM_INFO`.
+//!
+//! Upstream keeps `kvm->arch.guest_can_read_msr_platform_info` (true at VM creation);
+//! `KVM_ENABLE_CAP(KVM_CAP_MSR_PLATFORM_INFO)` sets it to `args[0] != 0` at any time, and a
+//! guest `RDMSR(MSR_PLATFORM_INFO)` #GPs while it is false. Host `KVM_GET/SET_MSRS` always
+//! work. The MSR itself is per vCPU ([`x86::msr::MsrState::platform_info`]).
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// `KVM_CAP_MSR_PLATFORM_INFO`.
+pub(crate) const KVM_CAP_MSR_PLATFORM_INFO: u64 = 159;
+
+/// The VM's switches; read by vCPUs without the VM lock (a relaxed flag, as upstream's plain
+/// bool: a vCPU in the guest sees the new value at its next RDMSR exit).
+pub(crate) struct VmAbi {
+    platform_info_readable: AtomicBool,
+}
+
+impl VmAbi {
+    /// The values at `KVM_CREATE_VM` (`kvm_arch_init_vm`).
+    pub(crate) fn new() -> Self {
+        VmAbi {
+            platform_info_readable: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether the guest may read `MSR_PLATFORM_INFO`.
+    pub(crate) fn platform_info_readable(&self) -> bool {
+        self.platform_info_readable.load(Ordering::Relaxed)
+    }
+}
+
+/// `KVM_CHECK_EXTENSION` answers for the capabilities here (None: not one of them).
+pub(crate) fn check_extension(cap: u64) -> Option<isize> {
+    match cap {
+        KVM_CAP_MSR_PLATFORM_INFO => Some(1),
+        _ => None,
+    }
+}
+
+/// Whether VM `KVM_ENABLE_CAP` of `cap` is handled here.
+pub(crate) fn enables(cap: u64) -> bool {
+    cap == KVM_CAP_MSR_PLATFORM_INFO
+}
+
+/// VM `KVM_ENABLE_CAP` for a capability [`enables`] names; `flags` was checked (upstream
+/// `kvm_vm_ioctl_enable_cap`: any `args[0]`, non-zero is true).
+pub(crate) fn enable_cap(abi: &VmAbi, cap: u64, arg0: u64) -> kernel::error::Result<isize> {
+    match cap {
+        KVM_CAP_MSR_PLATFORM_INFO => {
+            abi.platform_info_readable
+                .store(arg0 != 0, Ordering::Relaxed);
+            Ok(0)
+        }
+        _ => Err(kernel::error::code::EINVAL),
+    }
+}
