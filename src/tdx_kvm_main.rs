@@ -32,6 +32,7 @@ mod hw;
 mod irq;
 mod mce; // HOOK(fix1): KVM_X86_GET_MCE_CAP_SUPPORTED
 mod mem_abi;
+mod memfault; // HOOK(gmemfault): KVM_EXIT_MEMORY_FAULT
 mod memslot;
 mod mmu_notifier;
 mod prefault;

@@ -127,6 +127,7 @@ mod exits;
 mod huge;
 mod irq;
 mod irqchip;
+mod memfault; // HOOK(gmemfault)
 mod memory;
 mod misc;
 mod prefault;
@@ -159,7 +160,8 @@ fn tests() -> Vec<Test> {
         irq::tests(),
         irqchip::tests(),
         misc::tests(),
-        review::tests(), // HOOK(review)
+        review::tests(),   // HOOK(review)
+        memfault::tests(), // HOOK(gmemfault)
     ]
     .concat()
 }
