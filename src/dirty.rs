@@ -208,7 +208,8 @@ fn write_protect_slot(vm: &Vm, slot: &Memslot) {
         return;
     };
     let inv = vm.memslots().invalidation().scope();
-    let g = m.write();
+    // HOOK(gmemfault): the whole-slot pass yields when asked (upstream wrprot_gen_range).
+    let g = m.write_may_yield();
     let r = m.write_protect_range(&g, slot.base_gfn, slot.end_gfn());
     drop(g);
     drop(inv);

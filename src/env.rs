@@ -58,6 +58,15 @@ unsafe impl RawRwLock for KernelRwLock {
         // SAFETY: the caller holds the write side.
         unsafe { glue::tdxkvm_write_unlock(self.0.as_ptr()) }
     }
+    // HOOK(gmemfault): upstream's yield points in long walks under the write side.
+    fn needbreak(&self) -> bool {
+        // SAFETY: a valid rwlock_t; reads flags only.
+        unsafe { glue::tdxkvm_rwlock_needbreak(self.0.as_ptr()) }
+    }
+    unsafe fn resched_exclusive(&self) {
+        // SAFETY: the caller holds the write side and may sleep; it is held again on return.
+        unsafe { glue::tdxkvm_write_resched(self.0.as_ptr()) }
+    }
 }
 
 /// A zeroed page from the page allocator, counted in the module's statistics.

@@ -304,6 +304,17 @@ void tdxkvm_write_unlock(void *l)
 	write_unlock((rwlock_t *)l);
 }
 
+/* HOOK(gmemfault): long MMU walks yield as upstream's tdp_mmu_iter_cond_resched. */
+bool tdxkvm_rwlock_needbreak(void *l)
+{
+	return need_resched() || rwlock_needbreak((rwlock_t *)l);
+}
+
+void tdxkvm_write_resched(void *l)
+{
+	cond_resched_rwlock_write((rwlock_t *)l);
+}
+
 /* SHA-512 compression of one block through the crypto API (import state, update, export). */
 static struct crypto_shash *sha512_tfm;
 
@@ -1164,7 +1175,7 @@ void tdxkvm_put_page(void *page)
 	put_page(page);
 }
 
-int tdxkvm_rust_mn_invalidate_start(void *vm, u64 start, u64 end);
+int tdxkvm_rust_mn_invalidate_start(void *vm, u64 start, u64 end, bool blockable);
 void tdxkvm_rust_mn_invalidate_end(void *vm);
 void tdxkvm_rust_mn_release(void *vm);
 
@@ -1178,7 +1189,9 @@ static int mn_invalidate_range_start(struct mmu_notifier *mn,
 {
 	struct tdxkvm_mn *m = container_of(mn, struct tdxkvm_mn, mn);
 
-	return tdxkvm_rust_mn_invalidate_start(m->vm, range->start, range->end);
+	/* HOOK(gmemfault): a non-blockable range must not yield the MMU lock. */
+	return tdxkvm_rust_mn_invalidate_start(m->vm, range->start, range->end,
+					       mmu_notifier_range_blockable(range));
 }
 
 static void mn_invalidate_range_end(struct mmu_notifier *mn,

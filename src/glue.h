@@ -29,6 +29,8 @@ void tdxkvm_read_lock(void *l);
 void tdxkvm_read_unlock(void *l);
 void tdxkvm_write_lock(void *l);
 void tdxkvm_write_unlock(void *l);
+bool tdxkvm_rwlock_needbreak(void *l); /* HOOK(gmemfault) */
+void tdxkvm_write_resched(void *l); /* HOOK(gmemfault) */
 int tdxkvm_sha512_init(void);
 void tdxkvm_sha512_exit(void);
 int tdxkvm_sha512_compress(u64 *state, const u8 *block);

@@ -28,6 +28,9 @@ extern "C" {
     pub(crate) fn tdxkvm_read_unlock(l: *mut c_void);
     pub(crate) fn tdxkvm_write_lock(l: *mut c_void);
     pub(crate) fn tdxkvm_write_unlock(l: *mut c_void);
+    // HOOK(gmemfault): need_resched() || rwlock_needbreak(); cond_resched_rwlock_write().
+    pub(crate) fn tdxkvm_rwlock_needbreak(l: *mut c_void) -> bool;
+    pub(crate) fn tdxkvm_write_resched(l: *mut c_void);
     pub(crate) fn tdxkvm_sha512_init() -> c_int;
     pub(crate) fn tdxkvm_sha512_exit();
     pub(crate) fn tdxkvm_sha512_compress(state: *mut u64, block: *const u8) -> c_int;

@@ -341,6 +341,7 @@ fn zap_one<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
     start: Gfn,
     end: Gfn,
     mut split: Option<&mut SplitCache>,
+    may_yield: bool,
 ) -> core::result::Result<(), MmuError> {
     let mut last = Ok(());
     for _ in 0..ZAP_RETRIES {
@@ -352,7 +353,12 @@ fn zap_one<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
                 break;
             }
         }
-        let guard = mmu.write();
+        // HOOK(gmemfault): long zaps yield under a sleepable caller (upstream may_block).
+        let guard = if may_yield {
+            mmu.write_may_yield()
+        } else {
+            mmu.write()
+        };
         last = match split.as_deref_mut() {
             Some(c) => mmu.zap_range_split(&guard, target, start, end, c),
             None => mmu.zap_range(&guard, target, start, end),
@@ -390,14 +396,27 @@ impl VmMmu {
         start: Gfn,
         end: Gfn,
     ) -> core::result::Result<(), MmuError> {
+        self.zap_gfns_may_block(target, start, end, true)
+    }
+
+    /// HOOK(gmemfault): [`VmMmu::zap_gfns`]; `may_block`: the caller may sleep, so the zap
+    /// drops the MMU lock and reschedules when asked (upstream `range->may_block`, false for
+    /// an MMU notifier range that is not blockable).
+    pub(crate) fn zap_gfns_may_block(
+        &self,
+        target: ZapTarget,
+        start: Gfn,
+        end: Gfn,
+        may_block: bool,
+    ) -> core::result::Result<(), MmuError> {
         if start >= end {
             return Ok(());
         }
         match self {
             // One root holds both kinds of memory of a plain or software-protected VM.
-            VmMmu::Plain(m) => zap_one(m, ZapTarget::Shared, start, end, None),
+            VmMmu::Plain(m) => zap_one(m, ZapTarget::Shared, start, end, None, may_block),
             VmMmu::Td(td) => match td.mmu() {
-                Some(m) => zap_one(m, target, start, end, None),
+                Some(m) => zap_one(m, target, start, end, None, may_block),
                 None => Ok(()),
             },
         }
@@ -425,7 +444,7 @@ impl VmMmu {
     ) -> core::result::Result<(), MmuError> {
         match self {
             VmMmu::Td(td) if start < end => match td.mmu() {
-                Some(m) => zap_one(m, target, start, end, Some(cache)),
+                Some(m) => zap_one(m, target, start, end, Some(cache), true),
                 None => Ok(()),
             },
             _ => self.zap_gfns(target, start, end),

@@ -17,6 +17,7 @@
 
 use crate::glue;
 use crate::mem_abi::KvmPreFaultMemory;
+use crate::memfault::FaultinErr;
 use crate::memslot::has_private_mem;
 use crate::vcpu::Vcpu;
 use crate::vm::{Vm, VmMmu};
@@ -98,15 +99,35 @@ pub(crate) fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
 /// mapping is made. `write`: a guest write fault (the run loop's NPT faults); pre-fault is a
 /// read fault. `ENOENT`: no memslot (MMIO for the run loop).
 pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Backing, Errno> {
+    // HOOK(gmemfault): the body is faultin_as's; pre-fault's access is as private as the GFN.
+    faultin_as(vm, gfn, write, None).map_err(Errno::from)
+}
+
+/// [`faultin`] for an access whose private-ness was decided before (`Some`: the run loop's
+/// NPT faults, [`crate::memfault::access_is_private`]) or is the GFN's attribute (`None`).
+/// The cases upstream ends in `KVM_EXIT_MEMORY_FAULT` come back as
+/// [`FaultinErr::MemoryFault`].
+pub(crate) fn faultin_as(
+    vm: &Vm,
+    gfn: Gfn,
+    write: bool,
+    is_private: Option<bool>,
+) -> core::result::Result<Backing, FaultinErr> {
     let st = vm.memslots().lock();
     // The attribute decides first (upstream: PFERR_PRIVATE_ACCESS from kvm_mem_is_private, and
     // kvm_handle_noslot_fault answers EFAULT for a private fault without a slot; ENOENT is for
     // shared GFNs without one).
     let private = has_private_mem(vm) && st.attrs.is_private(gfn);
+    // HOOK(gmemfault): upstream kvm_faultin_pfn's mismatch check, after the invalidation count
+    // was read (a conversion raced the fault) — and the memory-fault exits below.
+    let mf = |errno, private| FaultinErr::MemoryFault { errno, private };
+    if is_private.is_some_and(|p| p != private) {
+        return Err(mf(Errno::EFAULT, !private));
+    }
     let slot = *st.slots.lookup(gfn).ok_or(if private {
-        Errno::EFAULT
+        mf(Errno::EFAULT, true)
     } else {
-        Errno::ENOENT
+        FaultinErr::Errno(Errno::ENOENT)
     })?;
     let log = crate::dirty::fault_log(&st, &slot);
     if !private {
@@ -141,7 +162,7 @@ pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Ba
             )
         };
         if r < 0 {
-            return Err(Errno::EFAULT);
+            return Err(FaultinErr::Errno(Errno::EFAULT));
         }
         let mut access = Access::READ | Access::EXEC;
         if writable {
@@ -171,11 +192,13 @@ pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Ba
             log,
         });
     }
-    // A private access to a slot without guest_memfd: upstream's memory-fault exit, -EFAULT.
-    let g = slot.gmem.ok_or(Errno::EFAULT)?;
+    // A private access to a slot without guest_memfd: upstream's memory-fault exit, -EFAULT;
+    // likewise (with guest_memfd's errno) when guest_memfd has no page for it.
+    let g = slot.gmem.ok_or(mf(Errno::EFAULT, true))?;
     let huge_ok = memcore::prefault::private_max_level(&slot, gfn, &st.attrs, true) == Level::L2M;
     let index = g.pgoff + (gfn.raw() - slot.base_gfn.raw());
-    let (pfn, order, folio) = crate::gmem::get_pfn(st, g.file, index)?;
+    let (pfn, order, folio) =
+        crate::gmem::get_pfn(st, g.file, index).map_err(|e| mf(e, true))?;
     Ok(Backing {
         pfn,
         kind: if vm.is_td() {

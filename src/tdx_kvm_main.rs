@@ -36,6 +36,7 @@ mod irq;
 mod kvm_amd; // HOOK(abi): kvm_amd's parameters for the kvm-amd.ko companion
 mod mce; // HOOK(fix1): KVM_X86_GET_MCE_CAP_SUPPORTED
 mod mem_abi;
+mod memfault; // HOOK(gmemfault): KVM_EXIT_MEMORY_FAULT
 mod memslot;
 mod mmu_notifier;
 mod prefault;

@@ -132,6 +132,12 @@ impl<'a, F: PagingFormat, E: MmuEnv> TdpIter<'a, F, E> {
         self.valid = !self.broken && self.next_last_level_gfn < self.end;
     }
 
+    /// HOOK(gmemfault): the next 4 KiB GFN the walk visits (upstream
+    /// `iter->next_last_level_gfn`): where [`TdpIter::restart`] resumes.
+    pub fn next_gfn(&self) -> Gfn {
+        self.next_last_level_gfn
+    }
+
     /// Whether the walk stopped on a present table entry whose page the environment could not
     /// map (the VM is then marked bugged; nothing after that entry was visited).
     pub fn is_broken(&self) -> bool {

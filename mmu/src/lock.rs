@@ -88,6 +88,22 @@ pub unsafe trait RawRwLock: Sync {
     ///
     /// The caller holds the exclusive side.
     unsafe fn unlock_exclusive(&self);
+    /// HOOK(gmemfault): whether a long walk holding the exclusive side should let go now
+    /// (upstream `need_resched() || rwlock_needbreak(&kvm->mmu_lock)`). Never by default.
+    fn needbreak(&self) -> bool {
+        false
+    }
+    /// HOOK(gmemfault): releases the exclusive side, reschedules, takes it again (upstream
+    /// `cond_resched_rwlock_write`). The default only releases and retakes.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the exclusive side, and may sleep.
+    unsafe fn resched_exclusive(&self) {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.unlock_exclusive() };
+        self.lock_exclusive();
+    }
 }
 
 /// Proof that the current context holds an MMU lock in some mode.
@@ -120,6 +136,10 @@ pub struct SharedGuard<'a> {
 pub struct ExclusiveGuard<'a> {
     lock: &'a dyn RawRwLock,
     owner: *const (),
+    /// HOOK(gmemfault): long walks may drop and retake the lock
+    /// ([`ExclusiveGuard::resched`]): the holder can sleep and nothing it holds depends on the
+    /// lock staying held (upstream `can_yield` / `range->may_block`).
+    may_yield: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -144,7 +164,32 @@ impl<'a> ExclusiveGuard<'a> {
         ExclusiveGuard {
             lock,
             owner,
+            may_yield: false,
             _not_send: PhantomData,
+        }
+    }
+
+    /// HOOK(gmemfault): as [`ExclusiveGuard::acquire`], for a holder that may yield.
+    pub(crate) fn acquire_may_yield(lock: &'a dyn RawRwLock, owner: *const ()) -> Self {
+        let mut g = Self::acquire(lock, owner);
+        g.may_yield = true;
+        g
+    }
+
+    /// Whether a walk under this guard should yield now: the holder allows it and the lock's
+    /// environment asks for it.
+    pub(crate) fn needbreak(&self) -> bool {
+        self.may_yield && self.lock.needbreak()
+    }
+
+    /// Drops the lock, reschedules and retakes it (upstream `cond_resched_rwlock_write`). Every
+    /// pointer into the tables a walker held is stale afterwards: it restarts from the root.
+    /// Does nothing unless the holder allows yielding.
+    pub(crate) fn resched(&self) {
+        if self.may_yield {
+            // SAFETY: the exclusive side is held (type invariant) and retaken before this
+            // returns; the holder said it may sleep (`may_yield`).
+            unsafe { self.lock.resched_exclusive() };
         }
     }
 }

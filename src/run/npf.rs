@@ -10,7 +10,8 @@
 //! [`super::mmio`].
 
 use super::{mmio, Action};
-use crate::prefault::{faultin, map_locked};
+use crate::memfault::FaultinErr;
+use crate::prefault::{faultin_as, map_locked};
 use crate::vcpu::{Vcpu, VcpuLocked};
 use crate::vm::VmMmu;
 use core::sync::atomic::Ordering;
@@ -31,12 +32,19 @@ pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> R
         return Err(EIO);
     };
     {
+        // HOOK(gmemfault): private-ness before the invalidation count (kvm_mmu_page_fault).
+        let is_private = crate::memfault::access_is_private(vm, gfn);
         let seq = vm.memslots().invalidation().seq();
-        let b = match faultin(vm, gfn, write) {
+        let b = match faultin_as(vm, gfn, write, Some(is_private)) {
             Ok(b) if write && b.slot_readonly => return mmio(vcpu, l, gpa, error),
             Ok(b) => b,
-            Err(Errno::ENOENT) => return mmio(vcpu, l, gpa, error),
-            Err(e) => return Err(crate::memslot::err(e)),
+            Err(FaultinErr::Errno(Errno::ENOENT)) => return mmio(vcpu, l, gpa, error),
+            // HOOK(gmemfault): KVM_EXIT_MEMORY_FAULT with the errno (crate::memfault).
+            Err(FaultinErr::MemoryFault { errno, private }) => {
+                crate::memfault::prepare_exit(super::uapi::RunPage(vcpu.run_page()), gfn, private);
+                return Err(crate::memslot::err(errno));
+            }
+            Err(FaultinErr::Errno(e)) => return Err(crate::memslot::err(e)),
         };
         vm.mmu().topup_vcpu_caches(&mut l.caches)?;
         let writable = b.access.contains(Access::WRITE);

@@ -21,11 +21,33 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 pub const BASE_PFN: u64 = 0x10_0000;
 
 /// The MMU lock on the host: parking_lot's raw rwlock.
-pub struct HostRwLock(parking_lot::RawRwLock);
+pub struct HostRwLock(parking_lot::RawRwLock, YieldInject);
+
+/// HOOK(gmemfault): asks long walks to yield at every N-th check (0: never), and counts the
+/// yields, so host tests can check that a walk resumes where it stopped.
+#[derive(Default)]
+struct YieldInject {
+    every: AtomicUsize,
+    checks: AtomicUsize,
+    yields: AtomicUsize,
+}
 
 impl Default for HostRwLock {
     fn default() -> Self {
-        HostRwLock(parking_lot::RawRwLock::INIT)
+        HostRwLock(parking_lot::RawRwLock::INIT, YieldInject::default())
+    }
+}
+
+impl HostRwLock {
+    /// Makes every `n`-th [`RawRwLock::needbreak`] answer true (`0`: never, the default).
+    pub fn yield_every(&self, n: usize) {
+        self.1.checks.store(0, Ordering::SeqCst);
+        self.1.every.store(n, Ordering::SeqCst);
+    }
+
+    /// How often a walk dropped and retook the lock.
+    pub fn yields(&self) -> usize {
+        self.1.yields.load(Ordering::SeqCst)
     }
 }
 
@@ -44,6 +66,17 @@ unsafe impl RawRwLock for HostRwLock {
     unsafe fn unlock_exclusive(&self) {
         // SAFETY: forwarded caller guarantee.
         unsafe { self.0.unlock_exclusive() }
+    }
+    fn needbreak(&self) -> bool {
+        let every = self.1.every.load(Ordering::SeqCst);
+        every != 0 && (self.1.checks.fetch_add(1, Ordering::SeqCst) + 1) % every == 0
+    }
+    unsafe fn resched_exclusive(&self) {
+        self.1.yields.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.0.unlock_exclusive() };
+        std::thread::yield_now();
+        self.0.lock_exclusive();
     }
 }
 

@@ -238,6 +238,17 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         guard
     }
 
+    /// HOOK(gmemfault): [`TdpMmu::write`] for a caller that may sleep and holds nothing that
+    /// depends on the MMU lock staying held: long zaps and write-protection passes under this
+    /// guard drop the lock and reschedule when the environment asks
+    /// ([`crate::lock::RawRwLock::needbreak`]), flushing what they changed first and
+    /// resuming at the next GFN (upstream `tdp_mmu_iter_cond_resched`).
+    pub fn write_may_yield(&self) -> ExclusiveGuard<'_> {
+        let guard = ExclusiveGuard::acquire_may_yield(self.env.mmu_lock(), self.owner());
+        self.free_deferred();
+        guard
+    }
+
     /// Inspection (walks, lookups) only needs the guard to be ours: it stays allowed on a bugged
     /// VM so the state can be examined and torn down.
     fn check_owner(&self, guard: &impl MmuLockHeld) -> Result<(), MmuError> {

@@ -86,7 +86,9 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
         let mut stats = WriteProtectStats::default();
         let mut dirtied = Dirtied::NONE;
-        let r = self.protect_span(start, end, u64::MAX, &mut stats, &mut dirtied);
+        // HOOK(gmemfault): a whole range may yield (upstream wrprot_gen_range); bitmap words
+        // below never do (upstream holds the lock across kvm_get_dirty_log_protect's loop).
+        let r = self.protect_span(Some(guard), start, end, u64::MAX, &mut stats, &mut dirtied);
         self.flush_protected(dirtied, &mut stats);
         r.map(|()| stats)
     }
@@ -131,6 +133,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
                 break;
             }
             r = self.protect_span(
+                None,
                 Gfn::new(first),
                 Gfn::new(end),
                 mask,
@@ -151,6 +154,7 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// passes `u64::MAX`, which names every GFN.
     fn protect_span(
         &self,
+        guard: Option<&ExclusiveGuard<'_>>,
         start: Gfn,
         end: Gfn,
         mask: u64,
@@ -164,7 +168,15 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         let (s, e) = (Gfn::new(offset + start.raw()), Gfn::new(offset + end.raw()));
         let mut it = self.iter(root.get(), s, e);
         let mut zs = ZapStats::default();
+        let mut yielded_at = None;
         while it.valid() {
+            if let Some(g) = guard {
+                if self.cond_resched_walk(g, &mut it, &mut yielded_at, || {
+                    self.flush_protected(core::mem::replace(dirtied, Dirtied::NONE), stats);
+                }) {
+                    continue;
+                }
+            }
             match it.kind() {
                 SpteKind::Absent => it.next_sibling(),
                 // Under the exclusive lock nobody can be in the middle of a change.

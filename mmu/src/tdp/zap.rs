@@ -139,12 +139,12 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
         let mut stats = ZapStats::default();
         if matches!(target, ZapTarget::Shared | ZapTarget::Both) {
-            self.zap_shared(start, end, &mut stats)?;
+            self.zap_shared(guard, start, end, &mut stats)?;
         }
         match (target, self.mirror_root) {
             (ZapTarget::Mirror, None) => return Err(MmuError::NoPrivateRoot),
             (ZapTarget::Mirror | ZapTarget::Both, Some(_)) => {
-                self.zap_mirror(start, end, &mut stats)?
+                self.zap_mirror(guard, start, end, &mut stats)?
             }
             _ => {}
         }
@@ -194,11 +194,12 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
         let mut stats = ZapStats::default();
         if matches!(target, ZapTarget::Shared | ZapTarget::Both) {
-            self.zap_shared(start, end, &mut stats)?;
+            self.zap_shared(guard, start, end, &mut stats)?;
         }
         if mirror {
+            // The splits come first and do not yield (their plan names entries by position).
             self.split_mirror(&plan, cache, &mut stats)?;
-            self.zap_mirror(start, end, &mut stats)?;
+            self.zap_mirror(guard, start, end, &mut stats)?;
         }
         Ok(stats)
     }
@@ -299,7 +300,13 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
     }
 
-    fn zap_shared(&self, start: Gfn, end: Gfn, stats: &mut ZapStats) -> Result<(), MmuError> {
+    fn zap_shared(
+        &self,
+        guard: &ExclusiveGuard<'_>,
+        start: Gfn,
+        end: Gfn,
+        stats: &mut ZapStats,
+    ) -> Result<(), MmuError> {
         let root = self.root(RootKind::Shared)?;
         // The shared half of a TD's space starts at the shared bit; `end` may equal the memslot
         // limit, i.e. the shared bit itself, so offset rather than OR it in.
@@ -307,7 +314,17 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         let (s, e) = (Gfn::new(base + start.raw()), Gfn::new(base + end.raw()));
         let mut it = self.iter(root.get(), s, e);
         let mut changed = false;
+        let mut yielded_at = None;
         while it.valid() {
+            // HOOK(gmemfault): upstream tdp_mmu_zap_leafs yields (flushing first) when asked.
+            if self.cond_resched_walk(guard, &mut it, &mut yielded_at, || {
+                if core::mem::take(&mut changed) {
+                    self.flush_shared_tlbs(s, e.raw() - s.raw());
+                    self.free_deferred();
+                }
+            }) {
+                continue;
+            }
             match it.kind() {
                 SpteKind::Absent => it.next_sibling(),
                 SpteKind::Frozen => return Err(self.bug()),
@@ -334,12 +351,18 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// a time from the deepest up. The S-EPT needs the rounds: a walk stops at a blocked
     /// non-leaf entry, so nothing below a table may still need removing when the table's own
     /// entry is blocked, and a table is removed only once it is empty.
-    fn zap_mirror(&self, start: Gfn, end: Gfn, stats: &mut ZapStats) -> Result<(), MmuError> {
-        self.mirror_round(Round::Leaves, start, end, stats)?;
+    fn zap_mirror(
+        &self,
+        guard: &ExclusiveGuard<'_>,
+        start: Gfn,
+        end: Gfn,
+        stats: &mut ZapStats,
+    ) -> Result<(), MmuError> {
+        self.mirror_round(guard, Round::Leaves, start, end, stats)?;
         let root_level = self.config.root_level();
         let mut level = Level::L2M;
         while level <= root_level {
-            self.mirror_round(Round::Tables(level), start, end, stats)?;
+            self.mirror_round(guard, Round::Tables(level), start, end, stats)?;
             level = match level.up() {
                 Some(l) => l,
                 None => break,
@@ -351,23 +374,30 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
     /// One round: block what the round removes, flush once, remove it.
     fn mirror_round(
         &self,
+        guard: &ExclusiveGuard<'_>,
         round: Round,
         start: Gfn,
         end: Gfn,
         stats: &mut ZapStats,
     ) -> Result<(), MmuError> {
-        if self.mirror_pass(round, Pass::Block, start, end, stats)? == 0 {
+        if self.mirror_pass(guard, round, Pass::Block, start, end, stats)? == 0 {
             return Ok(());
         }
         // Also after a zap that stopped half-way: its blocks may never have been tracked.
         self.flush_external(stats)?;
-        self.mirror_pass(round, Pass::Remove, start, end, stats)
+        self.mirror_pass(guard, round, Pass::Remove, start, end, stats)
             .map(|_| ())
     }
 
     /// One pass of a round over `[start, end)`. Returns how many entries the round removes.
+    ///
+    /// HOOK(gmemfault): a pass may yield between entries (upstream's walks yield in
+    /// `tdp_mmu_zap_leafs`). What it blocked before stays blocked — faults on it retry, another
+    /// zap skips it when blocking and removes it after its own flush — and nothing is removed
+    /// before the round's one flush, so BLOCK → TRACK → REMOVE holds for every entry.
     fn mirror_pass(
         &self,
+        guard: &ExclusiveGuard<'_>,
         round: Round,
         pass: Pass,
         start: Gfn,
@@ -377,7 +407,12 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         let root = self.root(RootKind::Mirror)?;
         let mut it = self.iter(root.get(), start, end);
         let mut doomed = 0;
+        let mut yielded_at = None;
         while it.valid() {
+            // HOOK(gmemfault): nothing is pending between entries of a pass (see above).
+            if self.cond_resched_walk(guard, &mut it, &mut yielded_at, || {}) {
+                continue;
+            }
             let level = it.level();
             let doomed_here = match (it.kind(), round) {
                 (SpteKind::Absent, _) => false,
@@ -410,5 +445,27 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         }
         it.check()?;
         Ok(doomed)
+    }
+
+    /// HOOK(gmemfault): upstream `tdp_mmu_iter_cond_resched`. If the guard allows yielding, the
+    /// environment asks for it and the walk moved on since it last yielded (forward progress),
+    /// runs `flush` (what the walk changed must be flushed before others can see the tables),
+    /// drops and retakes the lock, and restarts `it` from the root at its next GFN. Returns
+    /// whether it yielded (the caller then looks at the entry `it` is at now).
+    pub(super) fn cond_resched_walk(
+        &self,
+        guard: &ExclusiveGuard<'_>,
+        it: &mut TdpIter<'_, F, E>,
+        yielded_at: &mut Option<Gfn>,
+        flush: impl FnOnce(),
+    ) -> bool {
+        if *yielded_at == Some(it.next_gfn()) || !guard.needbreak() {
+            return false;
+        }
+        flush();
+        guard.resched();
+        it.restart();
+        *yielded_at = Some(it.next_gfn());
+        true
     }
 }

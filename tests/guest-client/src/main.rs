@@ -128,6 +128,7 @@ mod exits;
 mod huge;
 mod irq;
 mod irqchip;
+mod memfault; // HOOK(gmemfault)
 mod memory;
 mod misc;
 mod prefault;
@@ -162,6 +163,8 @@ fn tests() -> Vec<Test> {
         misc::tests(),
         review::tests(), // HOOK(review)
         abi::tests(),    // HOOK(abi)
+        review::tests(),   // HOOK(review)
+        memfault::tests(), // HOOK(gmemfault)
     ]
     .concat()
 }
