@@ -92,10 +92,9 @@ struct Env<'a> {
 }
 
 impl IoapicEnv for Env<'_> {
-    fn deliver(&mut self, irq: &LapicIrq, _dest_map: Option<&mut DestMap>) -> i32 {
-        // The RTC coalescing tracker's map is not filled (no per-vCPU answers from delivery):
-        // an RTC interrupt is never reported as coalesced.
-        super::deliver(self.vm, irq)
+    fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32 {
+        // The RTC's deliveries fill the coalescing tracker's map (upstream `rtc_status`).
+        super::lapic::deliver_map(self.vm, irq, None, dest_map)
     }
 
     fn deliver_reserved(&mut self, dest_id: u8, logical: bool) -> i32 {

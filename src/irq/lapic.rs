@@ -408,6 +408,18 @@ pub(crate) fn accept_events(vcpu: &Vcpu, l: &mut VcpuLocked) {
 /// sending vCPU of an IPI), posting to their inboxes and kicking them, without taking any
 /// vCPU's mutex. Returns -1 if nothing matched, else the number of vCPUs that accepted.
 pub(crate) fn deliver(vm: &Vm, irq: &LapicIrq, src: Option<&Vcpu>) -> i32 {
+    deliver_map(vm, irq, src, None)
+}
+
+/// [`deliver`] recording in `dest_map` every vCPU (by vCPU ID) that accepted a fixed or
+/// lowest-priority request, with its vector (upstream `__apic_accept_irq`'s `dest_map`: the
+/// IOAPIC's RTC EOI tracker).
+pub(crate) fn deliver_map(
+    vm: &Vm,
+    irq: &LapicIrq,
+    src: Option<&Vcpu>,
+    mut dest_map: Option<&mut irqchip::ioapic::DestMap>,
+) -> i32 {
     let a = vm.apic();
     let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
     let dest = |i: usize| {
@@ -427,6 +439,9 @@ pub(crate) fn deliver(vm: &Vm, irq: &LapicIrq, src: Option<&Vcpu>) -> i32 {
             };
             let d = DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire));
             if v.irq.pir.post(d, irq) {
+                if let Some(m) = dest_map.as_deref_mut() {
+                    m.record(v.id(), irq);
+                }
                 kick::request_event(v);
                 1
             } else {

@@ -250,7 +250,11 @@ pub(crate) fn pio_in_kernel(
     };
     let v = u64::from(v);
     let rax = l.arch.gprs[0];
+    // Upstream's `kvm_fast_pio_in` starts from RAX for 1- and 2-byte reads (0 for 4 bytes);
+    // a device that writes nothing (the PIT's control port) leaves that buffer as it was.
+    let writes_nothing = pit::read_writes_nothing(vcpu.vm(), port);
     l.arch.gprs[0] = match size {
+        1 | 2 if writes_nothing => rax,
         1 => (rax & !0xff) | (v & 0xff),
         2 => (rax & !0xffff) | (v & 0xffff),
         _ => v & 0xffff_ffff,

@@ -648,3 +648,36 @@ fn level_eoi_redelivers_an_asserted_edge_pin_of_the_same_vector() {
     assert_eq!(io.eoi_pin(4, false, false, &mut env), EoiOutcome::Done);
     assert_eq!(env.got.len(), 2);
 }
+
+#[test]
+fn dest_map_records_fixed_and_lowest_priority_only() {
+    let irq = |m, v| LapicIrq {
+        vector: v,
+        delivery_mode: m,
+        dest_logical: false,
+        level_triggered: false,
+        level: true,
+        shorthand: crate::irq::Shorthand::None,
+        dest_id: 0,
+        msi_redir_hint: false,
+    };
+    let mut d = DestMap::default();
+    d.record(5, &irq(DeliveryMode::Fixed, 0x38));
+    d.record(7, &irq(DeliveryMode::LowestPriority, 0x39));
+    for (id, m) in [
+        (1, DeliveryMode::Nmi),
+        (2, DeliveryMode::Init),
+        (3, DeliveryMode::StartUp),
+        (4, DeliveryMode::Smi),
+        (6, DeliveryMode::ExtInt),
+    ] {
+        d.record(id, &irq(m, 0x40));
+    }
+    assert_eq!(d.count(), 2);
+    assert_eq!(d.get(5), Some(0x38));
+    assert_eq!(d.get(7), Some(0x39));
+    assert_eq!(d.get(1), None);
+    // Past MAX_VCPU_IDS: ignored, nothing panics.
+    d.record(MAX_VCPU_IDS as u32, &irq(DeliveryMode::Fixed, 0x38));
+    assert_eq!(d.count(), 2);
+}

@@ -127,6 +127,7 @@ mod exits;
 mod huge;
 mod irq;
 mod irqchip;
+mod irqfix; // HOOK(irqfix)
 mod memory;
 mod misc;
 mod prefault;
@@ -158,6 +159,7 @@ fn tests() -> Vec<Test> {
         dirty::run_tests(),
         irq::tests(),
         irqchip::tests(),
+        irqfix::tests(), // HOOK(irqfix)
         misc::tests(),
         review::tests(), // HOOK(review)
     ]
