@@ -96,10 +96,6 @@ impl IoapicEnv for Env<'_> {
         // The RTC's deliveries fill the coalescing tracker's map (upstream `rtc_status`).
         super::lapic::deliver_map(self.vm, irq, None, dest_map)
     }
-
-    fn deliver_reserved(&mut self, dest_id: u8, logical: bool) -> i32 {
-        super::deliver_reserved(self.vm, u32::from(dest_id), logical)
-    }
 }
 
 /// Where the VM keeps its [`Chip`]: null until `KVM_CREATE_IRQCHIP`, then set once.

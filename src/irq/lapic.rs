@@ -238,34 +238,21 @@ pub(crate) fn x2apic_format(vm: &Vm) -> bool {
     vm.apic().x2apic_format.load(Ordering::Relaxed)
 }
 
-/// An MSI with the reserved delivery mode 3 (upstream hands it to the APICs, which accept
-/// nothing): 0 if a present APIC matches the destination, else -1.
-pub(crate) fn deliver_reserved(vm: &Vm, dest_id: u32, logical: bool) -> i32 {
+/// Upstream `kvm_pv_kick_cpu_op` (`KVM_HC_KICK_CPU`): a remote-read request (upstream
+/// `APIC_DM_REMRD`) to the physical APIC ID `apic_id`: its vCPU gets `pv_unhalted` (it leaves
+/// HLT) and a kick.
+pub(crate) fn pv_kick(vm: &Vm, apic_id: u32) {
     let irq = LapicIrq {
         vector: 0,
-        delivery_mode: irqchip::irq::DeliveryMode::Fixed,
-        dest_logical: logical,
+        delivery_mode: irqchip::irq::DeliveryMode::RemoteRead,
+        dest_logical: false,
         level_triggered: false,
         level: false,
         shorthand: irqchip::irq::Shorthand::None,
-        dest_id,
+        dest_id: apic_id,
         msi_redir_hint: false,
     };
-    let a = vm.apic();
-    let quirk_off = a.ctx().broadcast_quirk_disabled;
-    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
-    let hit = (0..n).any(|i| {
-        a.vcpu(i).is_some_and(|v| {
-            let d = DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire));
-            d.present()
-                && irqchip::lapic::match_dest(d, &irq, irqchip::lapic::Sender::Device, quirk_off)
-        })
-    });
-    if hit {
-        0
-    } else {
-        -1
-    }
+    deliver(vm, &irq, None);
 }
 
 /// The first vCPU whose LAPIC takes PIC interrupts (published by [`apply`]).

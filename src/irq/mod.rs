@@ -172,13 +172,6 @@ pub(crate) fn deliver(vm: &Vm, irq: &LapicIrq) -> i32 {
     lapic::deliver(vm, irq, None) // HOOK(irqmod)
 }
 
-/// Delivery of an MSI with the reserved delivery mode 3 (upstream hands it to the APICs, which
-/// accept nothing): 0 if an APIC matches the destination, else -1.
-// STUB(irqroute): irqmod's destination matching replaces this; until then no APIC exists.
-pub(crate) fn deliver_reserved(vm: &Vm, dest_id: u32, logical: bool) -> i32 {
-    lapic::deliver_reserved(vm, dest_id, logical) // HOOK(irqmod)
-}
-
 fn split_eoi_slot(vcpu: &crate::vcpu::Vcpu) -> Option<&AtomicI32> {
     let p = vcpu.vm().irq().split_eoi.load(Ordering::Acquire);
     if p.is_null() {

@@ -157,7 +157,6 @@ pub(crate) fn set_irq(vm: &Vm, source: u32, gsi: u32, level: bool, line_status: 
 fn send_msi(vm: &Vm, msg: &MsiMsg, level: bool) -> i32 {
     match msg.set(super::x2apic_format(vm), level) {
         MsiDelivery::Deliver(irq) => super::deliver(vm, &irq),
-        MsiDelivery::Reserved { dest_id, logical } => super::deliver_reserved(vm, dest_id, logical),
         MsiDelivery::Done(r) => r,
     }
 }

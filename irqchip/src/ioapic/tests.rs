@@ -382,12 +382,14 @@ fn scan_entry_sets_level_entry_vectors_for_targets() {
 }
 
 #[test]
-fn reserved_delivery_mode_uses_deliver_reserved() {
+fn mode_3_entry_delivers_a_remote_read() {
     let mut io = Ioapic::new();
     let mut env = Env::new(1);
     program(&mut io, &mut env, 6, 0x336, 0);
-    assert_eq!(io.set_irq(6, 0, true, false, &mut env), 0);
-    assert!(env.got.is_empty());
+    assert_eq!(io.set_irq(6, 0, true, false, &mut env), 1);
+    assert_eq!(env.got.len(), 1);
+    assert_eq!(env.got[0].delivery_mode, DeliveryMode::RemoteRead);
+    assert_eq!(env.got[0].dest_id, 0);
 }
 
 /// A small deterministic generator for the hostile-input tests.
@@ -593,10 +595,6 @@ impl IoapicEnv for UpstreamEnv {
                 m.set(0, irq.vector);
             }
         }
-        1
-    }
-
-    fn deliver_reserved(&mut self, _dest_id: u8, _logical: bool) -> i32 {
         1
     }
 }

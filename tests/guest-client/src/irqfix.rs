@@ -2,8 +2,11 @@
 //! The irqchip's remaining differences from upstream (issue 12), one guest-visible check each:
 //! the PIT control port's read, the RTC's coalescing report, ...
 
+use crate::irq::{apic_write, irqchip_guest, lapic_vcpu, out_port, MAIN};
 use crate::irqchip::*;
 use crate::*;
+use kvm_ioctls::VcpuFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// `IN` from the PIT's control port 0x43 writes nothing (upstream `pit_ioport_read` returns
 /// early): AL and AX keep what they held, a 4-byte `IN` gives 0 (`kvm_fast_pio_in` starts a
@@ -90,6 +93,93 @@ fn rtc_coalesced_until_eoi() -> Result<(), String> {
     Ok(())
 }
 
+extern "C" fn on_signal(_: libc::c_int) {}
+
+/// Runs `v` on a thread to its next OUT while `trigger` runs here; a vCPU still in `KVM_RUN`
+/// 3 s after the trigger is interrupted by a signal (an error: it was never woken).
+fn out_with(
+    v: &mut VcpuFd,
+    what: &str,
+    trigger: impl FnOnce() -> Result<(), String>,
+) -> Result<u16, String> {
+    // SAFETY: a handler that does nothing, no SA_RESTART (KVM_RUN returns EINTR).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let done = AtomicBool::new(false);
+    let tid = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+            let r = out_port(v, what);
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let tr = trigger();
+        let t0 = std::time::Instant::now();
+        while !done.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if t0.elapsed() > std::time::Duration::from_secs(3) {
+                // SAFETY: the thread is alive until joined; SIGUSR1 has a handler.
+                unsafe {
+                    libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1)
+                };
+            }
+        }
+        let r = h.join().map_err(|_| "vCPU thread panicked".to_string())?;
+        tr?;
+        r
+    })
+}
+
+/// `KVM_HC_KICK_CPU` (upstream `kvm_pv_kick_cpu_op`: a remote-read request, `APIC_DM_REMRD`)
+/// wakes a vCPU halted with interrupts off and answers 0; an ICR write with delivery mode 3
+/// does the same. Without the kick the halted vCPU would sleep until the signal.
+fn pv_kick_wakes_halted_vcpu() -> Result<(), String> {
+    // vCPU 1: cli; l: hlt; out 0x82, al; jmp l.
+    let halter: &[u8] = &[0xfa, 0xf4, 0xe6, 0x82, 0xeb, 0xfb];
+    let mut sender = vec![
+        0x66, 0xb8, 0x05, 0x00, 0x00, 0x00, // mov eax, 5 (KVM_HC_KICK_CPU)
+        0x66, 0x31, 0xdb, // xor ebx, ebx (flags)
+        0x66, 0xb9, 0x01, 0x00, 0x00, 0x00, // mov ecx, 1 (APIC ID)
+        0x0f, 0x01, 0xd9, // vmmcall
+        0x26, 0x66, 0xa3, 0x00, 0x06, // mov [es:0x600], eax
+        0xe6, 0x83, // out 0x83, al
+    ];
+    sender.extend(apic_write(0xf0, 0x1ff));
+    sender.extend(apic_write(0x310, 1 << 24)); // ICR2: APIC ID 1
+    sender.extend(apic_write(0x300, 0x300)); // ICR: remote read, physical
+    sender.extend([0xe6, 0x84]); // out 0x84, al
+    let g = irqchip_guest(&[], &[(MAIN, halter), (0x3000, &sender)])?;
+    g.ram.write(0x600, &[0xff; 4]);
+    let mut v0 = lapic_vcpu(&g, 0, 0x3000)?;
+    let mut v1 = lapic_vcpu(&g, 1, MAIN)?;
+    let p = out_with(&mut v1, "halter (hypercall kick)", || {
+        eq(out_port(&mut v0, "sender")?, 0x83, "sender after VMMCALL")
+    })?;
+    eq(p, 0x82, "halter woken by KVM_HC_KICK_CPU")?;
+    eq(ram_u32(&g.ram, 0x600), 0, "KVM_HC_KICK_CPU returns 0")?;
+    let p = out_with(&mut v1, "halter (ICR mode 3)", || {
+        eq(
+            out_port(&mut v0, "sender")?,
+            0x84,
+            "sender after the ICR write",
+        )
+    })?;
+    eq(p, 0x82, "halter woken by a mode-3 IPI")?;
+    // Woken and running again: no kick left, so it reports its own state.
+    let m = v1
+        .get_mp_state()
+        .map_err(|e| format!("GET_MP_STATE: {e}"))?;
+    eq(m.mp_state, 0, "halter RUNNABLE")?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irqfix_pit_control_port_read_writes_nothing", Any, |_| {
@@ -97,6 +187,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irqfix_rtc_coalesced_until_eoi", Any, |_| {
             rtc_coalesced_until_eoi()
+        }),
+        ("irqfix_pv_kick_wakes_halted_vcpu", Any, |_| {
+            pv_kick_wakes_halted_vcpu()
         }),
     ]
 }
