@@ -24,7 +24,7 @@ pub mod uapi;
 
 pub use redir::RedirEntry;
 pub use rtc::DestMap;
-pub use scan::{scan_irq, set_vector};
+pub use scan::{scan_irq, set_vector, test_vector};
 use uapi::{KvmIoapicState, KVM_IOAPIC_NUM_PINS};
 
 use crate::irq::{DeliveryMode, LapicIrq};

@@ -124,7 +124,6 @@ impl VmIrq {
     }
 
     /// IOAPIC pins reserved in split mode.
-    #[allow(dead_code)] // the split-mode EOI exit bitmap (chip.rs) reads it
     pub(crate) fn nr_reserved_ioapic_pins(&self) -> u32 {
         self.nr_reserved_ioapic_pins.load(Ordering::Relaxed)
     }
@@ -182,8 +181,8 @@ fn split_eoi_slot(vcpu: &crate::vcpu::Vcpu) -> Option<&AtomicI32> {
     v.get(vcpu.idx() as usize)
 }
 
-/// Split irqchip: a level EOI of `vector` exits to userspace before the next entry.
-#[allow(dead_code)] // reached through chip::on_eoi (irqmod)
+/// Split irqchip: the EOI of `vector` (in the vCPU's EOI-exit bitmap) exits to userspace
+/// before the next entry.
 pub(crate) fn split_eoi(vcpu: &crate::vcpu::Vcpu, vector: u8) {
     if let Some(s) = split_eoi_slot(vcpu) {
         s.store(i32::from(vector), Ordering::Relaxed);

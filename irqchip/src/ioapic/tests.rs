@@ -679,3 +679,15 @@ fn dest_map_records_fixed_and_lowest_priority_only() {
     d.record(MAX_VCPU_IDS as u32, &irq(DeliveryMode::Fixed, 0x38));
     assert_eq!(d.count(), 2);
 }
+
+#[test]
+fn eoi_exit_bitmap_test_vector() {
+    let mut h = [0u64; 4];
+    for v in [0u8, 0x41, 0x80, 0xff] {
+        assert!(!test_vector(&h, v));
+        set_vector(&mut h, v);
+        assert!(test_vector(&h, v));
+    }
+    assert_eq!(h, [1, 1 << 1, 1, 1 << 63]);
+    assert!(!test_vector(&h, 0x42));
+}

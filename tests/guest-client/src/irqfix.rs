@@ -180,6 +180,58 @@ fn pv_kick_wakes_halted_vcpu() -> Result<(), String> {
     Ok(())
 }
 
+/// Split irqchip: only vectors of the EOI-exit bitmap exit with `KVM_EXIT_IOAPIC_EOI`
+/// (upstream `kvm_scan_ioapic_routes`: the level-triggered MSI routes of the reserved IOAPIC
+/// pins that target the vCPU). A level MSI without a route does not exit; an edge MSI whose
+/// vector a level route to this vCPU names does; a route to another APIC does not count.
+fn split_eoi_exit_bitmap() -> Result<(), String> {
+    let (g, mut v) = interrupt_guest_with(true)?;
+    // The PIC masking OUTs exit to userspace first (no in-kernel PIC in split mode).
+    for _ in 0..2 {
+        v.run().map_err(|e| format!("KVM_RUN: {e}"))?;
+        eq(v.get_kvm_run().exit_reason, 2, "PIC port exit")?;
+    }
+    let fd = g.vm.as_raw_fd();
+    let msi = |data: u32| {
+        let m = [0xfee0_0000u32, 0, data, 0, 0, 0, 0, 0];
+        eq(
+            ioctl(fd, KVM_SIGNAL_MSI, m.as_ptr() as u64),
+            Ok(1),
+            "MSI delivered",
+        )
+    };
+    let route = |dest: u32, data: u32| {
+        let r = routing_buf(&[msi_route(5, 0xfee0_0000 | dest << 12, 0, data)]);
+        ioctl(fd, KVM_SET_GSI_ROUTING, r.as_ptr() as u64)
+            .map(|_| ())
+            .map_err(|e| format!("ROUTING: {e}"))
+    };
+    // No route: a level MSI's EOI does not exit; the guest goes on to its OUT.
+    let (v, why) = run_with(v, || msi(0x8041))?;
+    eq(why, 2, "no EOI exit without a route (KVM_EXIT_IO)")?;
+    eq(g.ram.read(0x6001), 1, "vector 0x41 handled")?;
+    // A level route of GSI 5 (reserved pin) to APIC 0 with vector 0x42: an edge MSI with
+    // that vector exits on its EOI.
+    route(0, 0x8042)?;
+    let (mut v, why) = run_with(v, || msi(0x42))?;
+    eq(why, 26, "KVM_EXIT_IOAPIC_EOI for a routed vector")?;
+    // SAFETY: exit_reason is KVM_EXIT_IOAPIC_EOI, so `eoi` is the union's member.
+    let vector = unsafe { v.get_kvm_run().__bindgen_anon_1.eoi.vector };
+    eq(vector, 0x42, "EOI vector")?;
+    v.run().map_err(|e| format!("KVM_RUN: {e}"))?;
+    eq(
+        v.get_kvm_run().exit_reason,
+        2,
+        "the guest goes on to its OUT",
+    )?;
+    // The route now names APIC 1: vector 0x40 to APIC 0 does not exit.
+    route(1, 0x8040)?;
+    let (_v, why) = run_with(v, || msi(0x40))?;
+    eq(why, 2, "no EOI exit for a route to another APIC")?;
+    eq(g.ram.read(0x6000), 1, "vector 0x40 handled")?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irqfix_pit_control_port_read_writes_nothing", Any, |_| {
@@ -190,6 +242,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irqfix_pv_kick_wakes_halted_vcpu", Any, |_| {
             pv_kick_wakes_halted_vcpu()
+        }),
+        ("irqfix_split_eoi_exit_bitmap", Any, |_| {
+            split_eoi_exit_bitmap()
         }),
     ]
 }
