@@ -199,7 +199,13 @@ pub(crate) fn hypercall(
     if nr == pv::KVM_HC_CLOCK_PAIRING {
         return Some(clock_pairing(vcpu.vm(), l, c.rbx & mask, c.rcx & mask) & mask);
     }
-    pv::hypercall_gate(nr, &l.pv.cpuid).map(|v| v & mask)
+    let gate = pv::hypercall_gate(nr, &l.pv.cpuid).map(|v| v & mask);
+    if gate.is_none() && nr == pv::KVM_HC_KICK_CPU {
+        // HOOK(irqfix): kvm_pv_kick_cpu_op(a1), a remote-read request to that APIC ID.
+        crate::irq::lapic::pv_kick(vcpu.vm(), (c.rcx & mask) as u32);
+        return Some(0);
+    }
+    gate
 }
 
 /// `kvm_pv_clock_pairing`: the host's real time and the guest TSC of one reading, written at

@@ -24,7 +24,7 @@ pub mod uapi;
 
 pub use redir::RedirEntry;
 pub use rtc::DestMap;
-pub use scan::{scan_irq, set_vector};
+pub use scan::{scan_irq, set_vector, test_vector};
 use uapi::{KvmIoapicState, KVM_IOAPIC_NUM_PINS};
 
 use crate::irq::{DeliveryMode, LapicIrq};
@@ -74,19 +74,6 @@ pub trait IoapicEnv {
     /// for from it. An environment that records nothing disables the RTC coalescing report for
     /// fixed and lowest-priority RTC entries (never coalesced).
     fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32;
-
-    /// Delivery of an entry with delivery mode 3 to (`dest_id`, `logical`). Upstream 6.12
-    /// passes it to `kvm_irq_delivery_to_apic` like any other mode, and `__apic_accept_irq`
-    /// treats 3 as `APIC_DM_REMRD`, its PV-unhalt kick: each target vCPU gets
-    /// `pv_unhalted` set (it leaves HLT), a `KVM_REQ_EVENT` and a kick, and counts 1; so the
-    /// answer is as for [`Self::deliver`] (the number of targets, 0 for a valid physical
-    /// destination nobody has, -1 if none). A level entry is left with remote IRR set when
-    /// the answer is nonzero; an RTC one counts the answer as pending EOIs (none of which an
-    /// EOI retires, as upstream). The default answers 0 (nothing delivered, no remote IRR).
-    fn deliver_reserved(&mut self, dest_id: u8, logical: bool) -> i32 {
-        let _ = (dest_id, logical);
-        0
-    }
 
     /// Upstream `kvm_notify_irqfd_resampler(kvm, KVM_IRQCHIP_IOAPIC, pin)`, called (under the
     /// IOAPIC lock) when a guest unmasks a level-triggered pin whose IRR bit is set: if an
@@ -355,30 +342,23 @@ impl Ioapic {
             self.irr_delivered |= 1 << pin;
         }
         let rtc = pin == RTC_GSI && line_status;
-        let ret = match entry.to_lapic_irq() {
-            None => {
-                let ret = env.deliver_reserved(entry.dest_id(), entry.dest_logical());
-                if rtc {
-                    // Upstream's APIC_DM_REMRD counts each target and records none.
-                    self.rtc_pending_eoi = ret.max(0);
-                }
-                ret
-            }
-            Some(irq) if rtc => {
-                let ret = env.deliver(&irq, Some(&mut self.rtc_dest_map));
-                self.rtc_pending_eoi = match irq.delivery_mode {
-                    // Upstream takes `ret`: every APIC that accepts a fixed or lowest-priority
-                    // request sets its bit, so the two agree. Counting the bits keeps an
-                    // environment that does not fill the map from reporting every later RTC
-                    // interrupt as coalesced (no tracking instead).
-                    DeliveryMode::Fixed | DeliveryMode::LowestPriority => self.rtc_dest_map.count(),
-                    // The other modes are counted and never recorded, as upstream: no EOI
-                    // retires them, and the RTC stays coalesced until a restore.
-                    _ => ret.max(0),
-                };
-                ret
-            }
-            Some(irq) => env.deliver(&irq, None),
+        let irq = entry.to_lapic_irq();
+        let ret = if rtc {
+            let ret = env.deliver(&irq, Some(&mut self.rtc_dest_map));
+            self.rtc_pending_eoi = match irq.delivery_mode {
+                // Upstream takes `ret`: every APIC that accepts a fixed or lowest-priority
+                // request sets its bit, so the two agree. Counting the bits keeps an
+                // environment that does not fill the map from reporting every later RTC
+                // interrupt as coalesced (no tracking instead).
+                DeliveryMode::Fixed | DeliveryMode::LowestPriority => self.rtc_dest_map.count(),
+                // The other modes (remote read included) are counted and never recorded,
+                // as upstream: no EOI retires them, and the RTC stays coalesced until a
+                // restore.
+                _ => ret.max(0),
+            };
+            ret
+        } else {
+            env.deliver(&irq, None)
         };
         if ret != 0 && entry.level_triggered() {
             if let Some(e) = self.redirtbl.get_mut(pin) {

@@ -15,6 +15,11 @@ pub enum DeliveryMode {
     LowestPriority = 1,
     /// SMI.
     Smi = 2,
+    /// Remote read, reserved on x86 since the P6; KVM uses it as its PV-unhalt kick
+    /// (upstream `APIC_DM_REMRD` in `__apic_accept_irq`: the target gets `pv_unhalted`, an
+    /// event request and a kick, and counts as delivered). `KVM_HC_KICK_CPU` sends it; an
+    /// ICR write, IOAPIC entry or MSI with mode 3 does the same.
+    RemoteRead = 3,
     /// NMI.
     Nmi = 4,
     /// INIT (or INIT level de-assert).
@@ -26,18 +31,18 @@ pub enum DeliveryMode {
 }
 
 impl DeliveryMode {
-    /// Decodes bits 2:0 of a delivery-mode field; `None` for the reserved value 3.
-    pub fn from_bits(v: u32) -> Option<Self> {
-        Some(match v & 7 {
+    /// Decodes bits 2:0 of a delivery-mode field.
+    pub fn from_bits(v: u32) -> Self {
+        match v & 7 {
             0 => Self::Fixed,
             1 => Self::LowestPriority,
             2 => Self::Smi,
+            3 => Self::RemoteRead,
             4 => Self::Nmi,
             5 => Self::Init,
             6 => Self::StartUp,
-            7 => Self::ExtInt,
-            _ => return None,
-        })
+            _ => Self::ExtInt,
+        }
     }
 }
 

@@ -925,7 +925,7 @@ impl Lapic {
         }
         let data = data & !(APIC_ICR_BUSY as u64);
         let fx = Effects {
-            ipi: icr_to_irq(data as u32, (data >> 32) as u32, true),
+            ipi: Some(icr_to_irq(data as u32, (data >> 32) as u32, true)),
             ..Effects::default()
         };
         self.set_reg(APIC_ICR, data as u32);
@@ -989,7 +989,7 @@ impl Lapic {
                     return self.x2apic_icr_write(val as u64);
                 }
                 let val = val & !APIC_ICR_BUSY;
-                fx.ipi = icr_to_irq(val, self.reg(APIC_ICR2), false);
+                fx.ipi = Some(icr_to_irq(val, self.reg(APIC_ICR2), false));
                 self.set_reg(APIC_ICR, val);
             }
             APIC_ICR2 => {
@@ -1034,7 +1034,7 @@ impl Lapic {
                 if !self.x2apic_mode() || val & !APIC_VECTOR_MASK != 0 {
                     return Err(Fault);
                 }
-                fx.ipi = icr_to_irq(APIC_DEST_SELF | val, 0, true);
+                fx.ipi = Some(icr_to_irq(APIC_DEST_SELF | val, 0, true));
             }
             _ => return Err(Fault),
         }

@@ -92,14 +92,9 @@ struct Env<'a> {
 }
 
 impl IoapicEnv for Env<'_> {
-    fn deliver(&mut self, irq: &LapicIrq, _dest_map: Option<&mut DestMap>) -> i32 {
-        // The RTC coalescing tracker's map is not filled (no per-vCPU answers from delivery):
-        // an RTC interrupt is never reported as coalesced.
-        super::deliver(self.vm, irq)
-    }
-
-    fn deliver_reserved(&mut self, dest_id: u8, logical: bool) -> i32 {
-        super::deliver_reserved(self.vm, u32::from(dest_id), logical)
+    fn deliver(&mut self, irq: &LapicIrq, dest_map: Option<&mut DestMap>) -> i32 {
+        // The RTC's deliveries fill the coalescing tracker's map (upstream `rtc_status`).
+        super::lapic::deliver_map(self.vm, irq, None, dest_map)
     }
 }
 
@@ -393,14 +388,11 @@ pub(crate) fn on_eoi(vm: &Vm, vcpu: &Vcpu, vector: u8) {
 /// A local APIC EOIed `vector`; `level` is its TMR bit (upstream `kvm_ioapic_send_eoi`). Full
 /// irqchip: the IOAPIC pins with this vector run their ack notifiers (without the lock: irqfd
 /// resampling, the PIT's reinjection, which needs edge EOIs too), then a level EOI drops remote
-/// IRR and re-delivers a line still asserted (`kvm_ioapic_update_eoi`). Split irqchip: a level
-/// EOI exits with `KVM_EXIT_IOAPIC_EOI` before the next entry. Must be called without LAPIC
-/// locks held (a re-delivery reaches the LAPICs).
+/// IRR and re-delivers a line still asserted (`kvm_ioapic_update_eoi`). Split irqchip:
+/// nothing here (the LAPIC's EOI-exit bitmap decides the `KVM_EXIT_IOAPIC_EOI`). Must be
+/// called without LAPIC locks held (a re-delivery reaches the LAPICs).
 pub(crate) fn on_eoi_level(vm: &Vm, vcpu: &Vcpu, vector: u8, level: bool) {
     if vm.irqchip_mode() == super::IrqchipMode::Split {
-        if level {
-            super::split_eoi(vcpu, vector);
-        }
         return;
     }
     let Some(chip) = chip_of(vm) else {

@@ -219,6 +219,9 @@ fn has_events(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
     if lapic_in_kernel(l) && lapic::has_init_or_sipi(vcpu) {
         return true;
     }
+    if vcpu.irq.pir.pv_unhalted() {
+        return true;
+    }
     process_nmi(&mut l.arch);
     let e = &l.arch.events;
     if e.exception.pending {
@@ -253,6 +256,7 @@ pub(crate) fn block_until_runnable(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
     accept_events(vcpu, l);
     match l.arch.mp_state {
         mp_state::HALTED | mp_state::AP_RESET_HOLD => {
+            vcpu.irq.pir.clear_pv_unhalted();
             l.arch.mp_state = mp_state::RUNNABLE;
             true
         }
@@ -325,8 +329,17 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
             }
             if cmd == KVM_GET_MP_STATE {
                 accept_events(vcpu, &mut l);
+                // A halted vCPU with a PV-unhalt kick pending reports RUNNABLE (upstream).
+                let halted = matches!(
+                    l.arch.mp_state,
+                    mp_state::HALTED | mp_state::AP_RESET_HOLD
+                );
                 let m = KvmMpState {
-                    mp_state: l.arch.mp_state,
+                    mp_state: if halted && vcpu.irq.pir.pv_unhalted() {
+                        mp_state::RUNNABLE
+                    } else {
+                        l.arch.mp_state
+                    },
                 };
                 drop(l);
                 crate::vcpu_state::write_pod(arg, &m).map(|_| 0)

@@ -129,6 +129,11 @@ pub(crate) struct VcpuLapic {
     /// The CPUID bits last given to the model (x2APIC, TSC-deadline); `None` until the
     /// vCPU's table has a leaf 1 (upstream sets the timer modes only from a CPUID table).
     cpuid: Option<(bool, bool)>,
+    /// Split irqchip: the vectors whose EOI exits to userspace (upstream
+    /// `vcpu->arch.ioapic_handled_vectors`, from `kvm_scan_ioapic_routes`).
+    eoi_exit: [u64; 4],
+    /// The routing scan generation `eoi_exit` was computed for (0: never).
+    eoi_exit_gen: u64,
 }
 
 /// The current time for the model (`ktime_get`, the guest's TSC and its rate).
@@ -184,6 +189,8 @@ pub(crate) fn create(vm: &Vm, vcpu: &Vcpu) -> Result {
         apic,
         timer,
         cpuid: None,
+        eoi_exit: [0; 4],
+        eoi_exit_gen: 0,
     });
     Ok(())
 }
@@ -194,6 +201,9 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
     let Some(la) = l.irq.lapic.as_mut() else {
         return;
     };
+    let eoi_exit = fx
+        .eoi
+        .is_some_and(|e| irqchip::ioapic::test_vector(&la.eoi_exit, e.vector));
     match fx.timer {
         TimerCmd::Arm { at_ns, token } => la.timer.arm(at_ns, token),
         TimerCmd::Cancel => la.timer.cancel(),
@@ -203,6 +213,8 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
         vcpu.irq
             .dest
             .store(la.apic.dest_info().to_bits(), Ordering::Release);
+        // HOOK(irqfix): kvm_recalculate_apic_map's KVM_REQ_SCAN_IOAPIC.
+        vcpu.vm().irq().routing().request_scan();
     }
     l.arch.cr8 = la.apic.cr8();
     l.arch.apic_base = la.apic.apic_base();
@@ -217,9 +229,18 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
         deliver(vcpu.vm(), &irq, Some(vcpu));
     }
     if let Some(e) = fx.eoi {
-        // HOOK(irqroute): every EOI reaches the IOAPIC (edge ones run the ack notifiers only:
-        // the PIT's reinjection waits for IRQ0's ack), as upstream kvm_ioapic_send_eoi.
-        crate::irq::chip::on_eoi_level(vcpu.vm(), vcpu, e.vector, e.level);
+        if vcpu.vm().irqchip_mode() == crate::irq::IrqchipMode::Split {
+            // HOOK(irqfix): upstream kvm_ioapic_send_eoi: only a vector of the EOI-exit
+            // bitmap exits to userspace (KVM_EXIT_IOAPIC_EOI), whatever its trigger mode.
+            if eoi_exit {
+                crate::irq::split_eoi(vcpu, e.vector);
+            }
+        } else {
+            // HOOK(irqroute): every EOI reaches the IOAPIC (edge ones run the ack notifiers
+            // only: the PIT's reinjection waits for IRQ0's ack), as upstream
+            // kvm_ioapic_send_eoi.
+            crate::irq::chip::on_eoi_level(vcpu.vm(), vcpu, e.vector, e.level);
+        }
     }
 }
 
@@ -238,34 +259,21 @@ pub(crate) fn x2apic_format(vm: &Vm) -> bool {
     vm.apic().x2apic_format.load(Ordering::Relaxed)
 }
 
-/// An MSI with the reserved delivery mode 3 (upstream hands it to the APICs, which accept
-/// nothing): 0 if a present APIC matches the destination, else -1.
-pub(crate) fn deliver_reserved(vm: &Vm, dest_id: u32, logical: bool) -> i32 {
+/// Upstream `kvm_pv_kick_cpu_op` (`KVM_HC_KICK_CPU`): a remote-read request (upstream
+/// `APIC_DM_REMRD`) to the physical APIC ID `apic_id`: its vCPU gets `pv_unhalted` (it leaves
+/// HLT) and a kick.
+pub(crate) fn pv_kick(vm: &Vm, apic_id: u32) {
     let irq = LapicIrq {
         vector: 0,
-        delivery_mode: irqchip::irq::DeliveryMode::Fixed,
-        dest_logical: logical,
+        delivery_mode: irqchip::irq::DeliveryMode::RemoteRead,
+        dest_logical: false,
         level_triggered: false,
         level: false,
         shorthand: irqchip::irq::Shorthand::None,
-        dest_id,
+        dest_id: apic_id,
         msi_redir_hint: false,
     };
-    let a = vm.apic();
-    let quirk_off = a.ctx().broadcast_quirk_disabled;
-    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
-    let hit = (0..n).any(|i| {
-        a.vcpu(i).is_some_and(|v| {
-            let d = DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire));
-            d.present()
-                && irqchip::lapic::match_dest(d, &irq, irqchip::lapic::Sender::Device, quirk_off)
-        })
-    });
-    if hit {
-        0
-    } else {
-        -1
-    }
+    deliver(vm, &irq, None);
 }
 
 /// The first vCPU whose LAPIC takes PIC interrupts (published by [`apply`]).
@@ -329,10 +337,62 @@ pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
         fx.merge(la.apic.sync_pir(&vcpu.irq.pir, &now));
     }
     apply(vcpu, l, fx);
+    scan_ioapic(vcpu, l);
     let q = vcpu.irq.pir.take_nmis();
     let _ = vcpu.irq.pir.take_smi(); // No SMM.
     let e = &mut l.arch.events;
     e.nmi_pending = u32::from(e.nmi_pending).saturating_add(q).min(2) as u8;
+}
+
+/// Upstream `vcpu_scan_ioapic` for a split irqchip (the full irqchip's IOAPIC sees every
+/// EOI): when the routing table or a LAPIC destination changed since the last scan, the
+/// vectors of the level-triggered MSI routes of the reserved IOAPIC pins that target this
+/// vCPU, or that it has pending in IRR/ISR (`kvm_scan_ioapic_routes`), after the inbox merge.
+fn scan_ioapic(vcpu: &Vcpu, l: &mut VcpuLocked) {
+    let vm = vcpu.vm();
+    if vm.irqchip_mode() != crate::irq::IrqchipMode::Split {
+        return;
+    }
+    let gen = vm.irq().routing().scan_gen();
+    let Some(la) = l.irq.lapic.as_mut() else {
+        return;
+    };
+    if la.eoi_exit_gen == gen {
+        return;
+    }
+    la.eoi_exit_gen = gen;
+    let mut handled = [0u64; 4];
+    if let Some(t) = vm.irq().routing().current() {
+        let d = la.apic.dest_info();
+        let quirk_off = vm.apic().ctx().broadcast_quirk_disabled;
+        let apic = &la.apic;
+        t.scan_ioapic_routes(
+            vm.irq().nr_reserved_ioapic_pins(),
+            x2apic_format(vm),
+            &mut handled,
+            &mut |dest_id, logical| {
+                let irq = LapicIrq {
+                    vector: 0,
+                    delivery_mode: irqchip::irq::DeliveryMode::Fixed,
+                    dest_logical: logical,
+                    level_triggered: false,
+                    level: true,
+                    shorthand: irqchip::irq::Shorthand::None,
+                    dest_id,
+                    msi_redir_hint: false,
+                };
+                d.present()
+                    && irqchip::lapic::match_dest(
+                        d,
+                        &irq,
+                        irqchip::lapic::Sender::Device,
+                        quirk_off,
+                    )
+            },
+            &mut |v| apic.pending_eoi(v),
+        );
+    }
+    la.eoi_exit = handled;
 }
 
 /// Upstream `kvm_apic_has_interrupt` != -1 (after [`sync`]).
@@ -408,6 +468,18 @@ pub(crate) fn accept_events(vcpu: &Vcpu, l: &mut VcpuLocked) {
 /// sending vCPU of an IPI), posting to their inboxes and kicking them, without taking any
 /// vCPU's mutex. Returns -1 if nothing matched, else the number of vCPUs that accepted.
 pub(crate) fn deliver(vm: &Vm, irq: &LapicIrq, src: Option<&Vcpu>) -> i32 {
+    deliver_map(vm, irq, src, None)
+}
+
+/// [`deliver`] recording in `dest_map` every vCPU (by vCPU ID) that accepted a fixed or
+/// lowest-priority request, with its vector (upstream `__apic_accept_irq`'s `dest_map`: the
+/// IOAPIC's RTC EOI tracker).
+pub(crate) fn deliver_map(
+    vm: &Vm,
+    irq: &LapicIrq,
+    src: Option<&Vcpu>,
+    mut dest_map: Option<&mut irqchip::ioapic::DestMap>,
+) -> i32 {
     let a = vm.apic();
     let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
     let dest = |i: usize| {
@@ -427,6 +499,9 @@ pub(crate) fn deliver(vm: &Vm, irq: &LapicIrq, src: Option<&Vcpu>) -> i32 {
             };
             let d = DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire));
             if v.irq.pir.post(d, irq) {
+                if let Some(m) = dest_map.as_deref_mut() {
+                    m.record(v.id(), irq);
+                }
                 kick::request_event(v);
                 1
             } else {

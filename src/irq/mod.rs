@@ -124,7 +124,6 @@ impl VmIrq {
     }
 
     /// IOAPIC pins reserved in split mode.
-    #[allow(dead_code)] // the split-mode EOI exit bitmap (chip.rs) reads it
     pub(crate) fn nr_reserved_ioapic_pins(&self) -> u32 {
         self.nr_reserved_ioapic_pins.load(Ordering::Relaxed)
     }
@@ -172,13 +171,6 @@ pub(crate) fn deliver(vm: &Vm, irq: &LapicIrq) -> i32 {
     lapic::deliver(vm, irq, None) // HOOK(irqmod)
 }
 
-/// Delivery of an MSI with the reserved delivery mode 3 (upstream hands it to the APICs, which
-/// accept nothing): 0 if an APIC matches the destination, else -1.
-// STUB(irqroute): irqmod's destination matching replaces this; until then no APIC exists.
-pub(crate) fn deliver_reserved(vm: &Vm, dest_id: u32, logical: bool) -> i32 {
-    lapic::deliver_reserved(vm, dest_id, logical) // HOOK(irqmod)
-}
-
 fn split_eoi_slot(vcpu: &crate::vcpu::Vcpu) -> Option<&AtomicI32> {
     let p = vcpu.vm().irq().split_eoi.load(Ordering::Acquire);
     if p.is_null() {
@@ -189,8 +181,8 @@ fn split_eoi_slot(vcpu: &crate::vcpu::Vcpu) -> Option<&AtomicI32> {
     v.get(vcpu.idx() as usize)
 }
 
-/// Split irqchip: a level EOI of `vector` exits to userspace before the next entry.
-#[allow(dead_code)] // reached through chip::on_eoi (irqmod)
+/// Split irqchip: the EOI of `vector` (in the vCPU's EOI-exit bitmap) exits to userspace
+/// before the next entry.
 pub(crate) fn split_eoi(vcpu: &crate::vcpu::Vcpu, vector: u8) {
     if let Some(s) = split_eoi_slot(vcpu) {
         s.store(i32::from(vector), Ordering::Relaxed);
@@ -250,7 +242,11 @@ pub(crate) fn pio_in_kernel(
     };
     let v = u64::from(v);
     let rax = l.arch.gprs[0];
+    // Upstream's `kvm_fast_pio_in` starts from RAX for 1- and 2-byte reads (0 for 4 bytes);
+    // a device that writes nothing (the PIT's control port) leaves that buffer as it was.
+    let writes_nothing = pit::read_writes_nothing(vcpu.vm(), port);
     l.arch.gprs[0] = match size {
+        1 | 2 if writes_nothing => rax,
         1 => (rax & !0xff) | (v & 0xff),
         2 => (rax & !0xffff) | (v & 0xffff),
         _ => v & 0xffff_ffff,

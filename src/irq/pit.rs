@@ -307,6 +307,12 @@ pub(crate) fn pio_read(vm: &Vm, port: u16) -> Option<u32> {
     pit.with(|p| p.ioport_read(port, now())).map(u32::from)
 }
 
+/// Whether the in-kernel PIT serves a read of `port` without writing the data (upstream
+/// `pit_ioport_read` returns early for the control port 0x43).
+pub(crate) fn read_writes_nothing(vm: &Vm, port: u16) -> bool {
+    vm.irq().pit().get().is_some() && Pit::read_writes_nothing(port)
+}
+
 /// A guest `OUT` to the PIT ports: true if taken. Only the low byte counts, as upstream.
 pub(crate) fn pio_write(vm: &Vm, port: u16, val: u32) -> bool {
     let Some(pit) = vm.irq().pit().get() else {

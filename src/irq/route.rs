@@ -66,6 +66,10 @@ pub(crate) fn default_routing(vm: &Vm) -> Result<Table> {
 pub(crate) struct Routing {
     #[pin]
     table: SpinLock<Option<Arc<Table>>>,
+    /// Upstream `KVM_REQ_SCAN_IOAPIC` to every vCPU, as a generation: bumped when the table
+    /// changes or a LAPIC's destination (ID, LDR, DFR, mode) does; a vCPU whose last EOI-exit
+    /// scan saw an older value scans again before it next uses its LAPIC.
+    scan_gen: core::sync::atomic::AtomicU64,
 }
 
 impl Routing {
@@ -73,7 +77,20 @@ impl Routing {
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Routing {
             table <- new_spinlock!(None, "kvm->irq_routing"),
+            scan_gen: core::sync::atomic::AtomicU64::new(1),
         })
+    }
+
+    /// Asks every vCPU to recompute its EOI-exit bitmap (upstream
+    /// `kvm_make_scan_ioapic_request`).
+    pub(crate) fn request_scan(&self) {
+        self.scan_gen
+            .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The current scan generation (see [`Self::request_scan`]).
+    pub(crate) fn scan_gen(&self) -> u64 {
+        self.scan_gen.load(core::sync::atomic::Ordering::Acquire)
     }
 
     /// The current table, if any (a counted reference: drop it without spinlocks held).
@@ -90,6 +107,8 @@ impl Routing {
     /// Installs a table already allocated (cannot fail); the old one is dropped here.
     pub(crate) fn publish(&self, new: Arc<Table>) {
         let old = core::mem::replace(&mut *self.table.lock(), Some(new));
+        // kvm_arch_irq_routing_update: a split irqchip rescans its routes.
+        self.request_scan();
         drop(old);
     }
 }
@@ -157,7 +176,6 @@ pub(crate) fn set_irq(vm: &Vm, source: u32, gsi: u32, level: bool, line_status: 
 fn send_msi(vm: &Vm, msg: &MsiMsg, level: bool) -> i32 {
     match msg.set(super::x2apic_format(vm), level) {
         MsiDelivery::Deliver(irq) => super::deliver(vm, &irq),
-        MsiDelivery::Reserved { dest_id, logical } => super::deliver_reserved(vm, dest_id, logical),
         MsiDelivery::Done(r) => r,
     }
 }

@@ -67,20 +67,18 @@ impl RedirEntry {
         self.0 = (self.0 & !MASK) | if v { MASK } else { 0 };
     }
 
-    /// The request this entry sends (upstream `ioapic_service`'s `irqe`), or `None` for the
-    /// delivery mode 3, which [`crate::irq::DeliveryMode`] does not name (upstream's
-    /// `__apic_accept_irq` handles it as `APIC_DM_REMRD`, the PV-unhalt kick; see
-    /// [`super::IoapicEnv::deliver_reserved`]).
-    pub fn to_lapic_irq(self) -> Option<LapicIrq> {
-        Some(LapicIrq {
+    /// The request this entry sends (upstream `ioapic_service`'s `irqe`; delivery mode 3 is
+    /// [`DeliveryMode::RemoteRead`], upstream's PV-unhalt kick).
+    pub fn to_lapic_irq(self) -> LapicIrq {
+        LapicIrq {
             vector: self.vector(),
-            delivery_mode: DeliveryMode::from_bits(self.delivery_mode_bits())?,
+            delivery_mode: DeliveryMode::from_bits(self.delivery_mode_bits()),
             dest_logical: self.dest_logical(),
             level_triggered: self.level_triggered(),
             level: true,
             shorthand: Shorthand::None,
             dest_id: u32::from(self.dest_id()),
             msi_redir_hint: false,
-        })
+        }
     }
 }

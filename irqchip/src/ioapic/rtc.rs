@@ -6,6 +6,7 @@
 
 use super::RedirEntry;
 use super::{Ioapic, MAX_VCPU_IDS, RTC_GSI};
+use crate::irq::{DeliveryMode, LapicIrq};
 
 /// The vCPUs an RTC interrupt went to and the vector each got (upstream `struct dest_map`).
 #[derive(Clone, Debug)]
@@ -30,6 +31,18 @@ impl DestMap {
         if let (Some(w), Some(v)) = (self.map.get_mut(id / 64), self.vectors.get_mut(id)) {
             *w |= 1 << (id % 64);
             *v = vector;
+        }
+    }
+
+    /// Upstream `__apic_accept_irq`'s recording: `vcpu_id`'s APIC accepted `irq`; only fixed
+    /// and lowest-priority requests are recorded (NMI, INIT, SIPI, SMI and mode 3 count as
+    /// delivered without an entry, so no EOI ever retires them).
+    pub fn record(&mut self, vcpu_id: u32, irq: &LapicIrq) {
+        if matches!(
+            irq.delivery_mode,
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority
+        ) {
+            self.set(vcpu_id, irq.vector);
         }
     }
 

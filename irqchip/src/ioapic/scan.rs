@@ -38,6 +38,12 @@ impl Ioapic {
     }
 }
 
+/// Whether bit `vector` of a 256-bit vector bitmap is set (upstream
+/// `kvm_ioapic_handles_vector`'s `test_bit`).
+pub fn test_vector(bitmap: &[u64; 4], vector: u8) -> bool {
+    bitmap[usize::from(vector >> 6)] & (1 << (vector & 63)) != 0
+}
+
 /// Sets bit `vector` of a 256-bit vector bitmap.
 pub fn set_vector(bitmap: &mut [u64; 4], vector: u8) {
     bitmap[usize::from(vector >> 6)] |= 1 << (vector & 63);

@@ -382,12 +382,14 @@ fn scan_entry_sets_level_entry_vectors_for_targets() {
 }
 
 #[test]
-fn reserved_delivery_mode_uses_deliver_reserved() {
+fn mode_3_entry_delivers_a_remote_read() {
     let mut io = Ioapic::new();
     let mut env = Env::new(1);
     program(&mut io, &mut env, 6, 0x336, 0);
-    assert_eq!(io.set_irq(6, 0, true, false, &mut env), 0);
-    assert!(env.got.is_empty());
+    assert_eq!(io.set_irq(6, 0, true, false, &mut env), 1);
+    assert_eq!(env.got.len(), 1);
+    assert_eq!(env.got[0].delivery_mode, DeliveryMode::RemoteRead);
+    assert_eq!(env.got[0].dest_id, 0);
 }
 
 /// A small deterministic generator for the hostile-input tests.
@@ -595,10 +597,6 @@ impl IoapicEnv for UpstreamEnv {
         }
         1
     }
-
-    fn deliver_reserved(&mut self, _dest_id: u8, _logical: bool) -> i32 {
-        1
-    }
 }
 
 #[test]
@@ -647,4 +645,49 @@ fn level_eoi_redelivers_an_asserted_edge_pin_of_the_same_vector() {
     // An edge EOI (TMR clear) does not.
     assert_eq!(io.eoi_pin(4, false, false, &mut env), EoiOutcome::Done);
     assert_eq!(env.got.len(), 2);
+}
+
+#[test]
+fn dest_map_records_fixed_and_lowest_priority_only() {
+    let irq = |m, v| LapicIrq {
+        vector: v,
+        delivery_mode: m,
+        dest_logical: false,
+        level_triggered: false,
+        level: true,
+        shorthand: crate::irq::Shorthand::None,
+        dest_id: 0,
+        msi_redir_hint: false,
+    };
+    let mut d = DestMap::default();
+    d.record(5, &irq(DeliveryMode::Fixed, 0x38));
+    d.record(7, &irq(DeliveryMode::LowestPriority, 0x39));
+    for (id, m) in [
+        (1, DeliveryMode::Nmi),
+        (2, DeliveryMode::Init),
+        (3, DeliveryMode::StartUp),
+        (4, DeliveryMode::Smi),
+        (6, DeliveryMode::ExtInt),
+    ] {
+        d.record(id, &irq(m, 0x40));
+    }
+    assert_eq!(d.count(), 2);
+    assert_eq!(d.get(5), Some(0x38));
+    assert_eq!(d.get(7), Some(0x39));
+    assert_eq!(d.get(1), None);
+    // Past MAX_VCPU_IDS: ignored, nothing panics.
+    d.record(MAX_VCPU_IDS as u32, &irq(DeliveryMode::Fixed, 0x38));
+    assert_eq!(d.count(), 2);
+}
+
+#[test]
+fn eoi_exit_bitmap_test_vector() {
+    let mut h = [0u64; 4];
+    for v in [0u8, 0x41, 0x80, 0xff] {
+        assert!(!test_vector(&h, v));
+        set_vector(&mut h, v);
+        assert!(test_vector(&h, v));
+    }
+    assert_eq!(h, [1, 1 << 1, 1, 1 << 63]);
+    assert!(!test_vector(&h, 0x42));
 }

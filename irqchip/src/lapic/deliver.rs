@@ -586,7 +586,7 @@ mod tests {
                     _ => (r >> 8) as u32,
                 },
                 r & (1 << 40) != 0,
-                DeliveryMode::from_bits((r >> 41) as u32).unwrap_or(FIXED),
+                DeliveryMode::from_bits((r >> 41) as u32),
                 (r >> 48) as u8,
             );
             i.msi_redir_hint = r & (1 << 56) != 0;

@@ -281,17 +281,17 @@ pub fn lowest_priority_index(vector: u8, candidates: usize) -> Option<usize> {
 }
 
 /// Decodes an ICR write into a request (`kvm_icr_to_lapic_irq`): `icr_high` is ICR2 in
-/// xAPIC mode (destination in bits 31:24) or bits 63:32 of the x2APIC ICR. `None` for the
-/// reserved delivery mode 3 (remote read, KVM's PV-unhalt path), which is dropped.
-pub fn icr_to_irq(icr_low: u32, icr_high: u32, x2apic_mode: bool) -> Option<LapicIrq> {
-    let delivery_mode = DeliveryMode::from_bits((icr_low & APIC_MODE_MASK) >> 8)?;
+/// xAPIC mode (destination in bits 31:24) or bits 63:32 of the x2APIC ICR. Delivery mode 3
+/// is [`DeliveryMode::RemoteRead`] (KVM's PV-unhalt kick), sent like the others.
+pub fn icr_to_irq(icr_low: u32, icr_high: u32, x2apic_mode: bool) -> LapicIrq {
+    let delivery_mode = DeliveryMode::from_bits((icr_low & APIC_MODE_MASK) >> 8);
     let shorthand = match icr_low & APIC_SHORT_MASK {
         0 => Shorthand::None,
         APIC_DEST_SELF => Shorthand::SelfOnly,
         APIC_DEST_ALLINC => Shorthand::AllIncludingSelf,
         _ => Shorthand::AllExcludingSelf,
     };
-    Some(LapicIrq {
+    LapicIrq {
         vector: (icr_low & APIC_VECTOR_MASK) as u8,
         delivery_mode,
         dest_logical: icr_low & APIC_DEST_LOGICAL != 0,
@@ -304,5 +304,5 @@ pub fn icr_to_irq(icr_low: u32, icr_high: u32, x2apic_mode: bool) -> Option<Lapi
             icr_high >> 24
         },
         msi_redir_hint: false,
-    })
+    }
 }

@@ -15,6 +15,8 @@ use crate::irq::{DeliveryMode, LapicIrq};
 const EV_INIT: u64 = 1 << 0;
 const EV_SIPI: u64 = 1 << 1;
 const EV_SMI: u64 = 1 << 2;
+/// Upstream `vcpu->arch.pv.pv_unhalted` (a remote-read / PV-unhalt kick arrived).
+const EV_UNHALT: u64 = 1 << 3;
 const EV_SIPI_VECTOR_SHIFT: u32 = 8;
 
 /// The inbox: 256 posted vectors, their trigger modes, and the other events.
@@ -49,7 +51,8 @@ impl Pir {
     /// Returns whether the request was accepted (the sender counts it and kicks the target):
     /// fixed/lowest-priority need a hardware- and software-enabled APIC and are dropped if
     /// level-triggered with the level de-asserted; NMI, SMI and SIPI are always accepted;
-    /// INIT unless it is a level de-assert; ExtINT is never accepted here (the PIC's
+    /// INIT unless it is a level de-assert; remote read (the PV-unhalt kick) always, setting
+    /// [`Self::pv_unhalted`]; ExtINT is never accepted here (the PIC's
     /// output reaches the vCPU through [`super::Lapic::accept_pic_intr`]).
     pub fn post(&self, target: DestInfo, irq: &LapicIrq) -> bool {
         match irq.delivery_mode {
@@ -65,6 +68,10 @@ impl Pir {
             }
             DeliveryMode::Smi => {
                 self.events.fetch_or(EV_SMI, Ordering::AcqRel);
+                true
+            }
+            DeliveryMode::RemoteRead => {
+                self.events.fetch_or(EV_UNHALT, Ordering::AcqRel);
                 true
             }
             DeliveryMode::Nmi => {
@@ -165,9 +172,20 @@ impl Pir {
     /// condition before it takes its lock).
     pub fn has_pending(&self) -> bool {
         self.irr.iter().any(|w| w.load(Ordering::Acquire) != 0)
-            || self.events.load(Ordering::Acquire) & (EV_INIT | EV_SIPI | EV_SMI) != 0
+            || self.events.load(Ordering::Acquire) & (EV_INIT | EV_SIPI | EV_SMI | EV_UNHALT) != 0
             || self.nmis.load(Ordering::Acquire) != 0
             || self.timer.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a PV-unhalt kick is pending (upstream `pv_unhalted`: the vCPU has events and
+    /// `KVM_GET_MP_STATE` reports a halted vCPU as runnable).
+    pub fn pv_unhalted(&self) -> bool {
+        self.events.load(Ordering::Acquire) & EV_UNHALT != 0
+    }
+
+    /// Clears `pv_unhalted` (a halted vCPU became runnable, or HLT found events pending).
+    pub fn clear_pv_unhalted(&self) {
+        self.events.fetch_and(!EV_UNHALT, Ordering::AcqRel);
     }
 
     /// Takes the posted NMIs (the owner adds them to its NMI queue).

@@ -307,8 +307,9 @@ fn xapic_icr_writes() {
     let irq = fx.ipi.unwrap();
     assert_eq!(irq.shorthand, Shorthand::AllExcludingSelf);
     assert!(irq.dest_logical);
-    // Remote read (mode 3) is dropped.
-    assert_eq!(a.reg_write(APIC_ICR, 0x330, &NOW).unwrap().ipi, None);
+    // Remote read (mode 3): sent like any IPI (upstream's PV-unhalt kick path).
+    let irq = a.reg_write(APIC_ICR, 0x330, &NOW).unwrap().ipi.unwrap();
+    assert_eq!(irq.delivery_mode, DeliveryMode::RemoteRead);
     assert_eq!(a.reg(APIC_ICR), 0x330);
 }
 
@@ -1012,8 +1013,7 @@ fn fuzz(seed: u64) -> usize {
                 a.set_state(&s, &now, rng.below(2) == 0).unwrap_or_default()
             }
             6 => {
-                let mode =
-                    DeliveryMode::from_bits(rng.below(8) as u32).unwrap_or(DeliveryMode::Fixed);
+                let mode = DeliveryMode::from_bits(rng.below(8) as u32);
                 let irq = LapicIrq {
                     vector: rng.next() as u8,
                     delivery_mode: mode,
@@ -1623,4 +1623,29 @@ fn divider_change_after_delivered_oneshot_and_clamped_tmcct() {
     b.reg_write(APIC_TDCR, 0xb, &NOW).unwrap();
     let _ = b.reg_write(APIC_TMICT, 1000, &NOW).unwrap();
     assert_eq!(b.mmio_read(APIC_TMCCT, 4, NOW.ns + 50_000), Some(150_000));
+}
+
+#[test]
+fn remote_read_sets_pv_unhalted_even_on_a_disabled_apic() {
+    let pir = Pir::new();
+    // Upstream's APIC_DM_REMRD case accepts whatever the APIC's state (no enabled check).
+    let off = DestInfo::new(2, 2, 0, DfrModel::Flat, true, false, false);
+    let irq = LapicIrq {
+        delivery_mode: DeliveryMode::RemoteRead,
+        ..fixed(0, 2, false)
+    };
+    assert!(!pir.pv_unhalted());
+    assert!(!pir.has_pending());
+    assert!(pir.post(off, &irq));
+    assert!(pir.pv_unhalted());
+    assert!(pir.has_pending());
+    // No vector, NMI or INIT came with it.
+    assert_eq!(pir.take_nmis(), 0);
+    assert!(!pir.init_or_sipi_pending());
+    pir.clear_pv_unhalted();
+    assert!(!pir.pv_unhalted());
+    assert!(!pir.has_pending());
+    // Mode 3 decodes as the remote read from every source.
+    assert_eq!(DeliveryMode::from_bits(3), DeliveryMode::RemoteRead);
+    assert_eq!(DeliveryMode::from_bits(0x13), DeliveryMode::RemoteRead);
 }

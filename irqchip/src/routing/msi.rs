@@ -27,16 +27,6 @@ pub struct MsiMsg {
 pub enum MsiDelivery {
     /// Deliver this request (`kvm_irq_delivery_to_apic`); its result is the answer.
     Deliver(LapicIrq),
-    /// Delivery mode 3, which upstream 6.12's `__apic_accept_irq` handles as `APIC_DM_REMRD`
-    /// (the PV-unhalt kick: each target gets `pv_unhalted`, an event request and a kick, and
-    /// counts 1): the answer is the number of targets of (`dest_id`, `logical`) as
-    /// `kvm_irq_delivery_to_apic` counts them (-1 if none).
-    Reserved {
-        /// The destination.
-        dest_id: u32,
-        /// Logical destination mode.
-        logical: bool,
-    },
     /// Nothing to deliver; this is the answer (-1 for a de-assertion, -EINVAL (-22) for an
     /// address the x2APIC format forbids).
     Done(i32),
@@ -72,19 +62,19 @@ impl MsiMsg {
         self.address_lo & (1 << 2) != 0
     }
 
-    /// Upstream `kvm_set_msi_irq`: the request this message makes, or `None` for delivery
-    /// mode 3 (upstream's `APIC_DM_REMRD`, see [`MsiDelivery::Reserved`]).
-    pub fn to_lapic_irq(&self, x2apic_format: bool) -> Option<LapicIrq> {
-        Some(LapicIrq {
+    /// Upstream `kvm_set_msi_irq`: the request this message makes (delivery mode 3 is
+    /// [`DeliveryMode::RemoteRead`], upstream's `APIC_DM_REMRD`).
+    pub fn to_lapic_irq(&self, x2apic_format: bool) -> LapicIrq {
+        LapicIrq {
             vector: self.vector(),
-            delivery_mode: DeliveryMode::from_bits((self.data >> 8) & 7)?,
+            delivery_mode: DeliveryMode::from_bits((self.data >> 8) & 7),
             dest_logical: self.dest_logical(),
             level_triggered: self.level_triggered(),
             level: true,
             shorthand: Shorthand::None,
             dest_id: self.dest_id(x2apic_format),
             msi_redir_hint: self.address_lo & (1 << 3) != 0,
-        })
+        }
     }
 
     /// Upstream `kvm_set_msi`: what an MSI route (or `KVM_SIGNAL_MSI`, `level` = true) driven to
@@ -96,12 +86,6 @@ impl MsiMsg {
         if !level {
             return MsiDelivery::Done(-1);
         }
-        match self.to_lapic_irq(x2apic_format) {
-            Some(irq) => MsiDelivery::Deliver(irq),
-            None => MsiDelivery::Reserved {
-                dest_id: self.dest_id(x2apic_format),
-                logical: self.dest_logical(),
-            },
-        }
+        MsiDelivery::Deliver(self.to_lapic_irq(x2apic_format))
     }
 }

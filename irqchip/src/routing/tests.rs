@@ -201,33 +201,30 @@ fn msi_decoding() {
         address_hi: 0x1234_5600,
         data: 0xc145,
     };
-    let irq = m.to_lapic_irq(false).unwrap();
+    let irq = m.to_lapic_irq(false);
     assert_eq!(irq.vector, 0x45);
     assert_eq!(irq.delivery_mode, DeliveryMode::LowestPriority);
     assert!(irq.dest_logical && irq.msi_redir_hint && irq.level_triggered && irq.level);
     assert_eq!(irq.dest_id, 0x12);
     // x2APIC format: address bits 63:40 are destination bits 31:8.
-    assert_eq!(m.to_lapic_irq(true).unwrap().dest_id, 0x1234_5612);
+    assert_eq!(m.to_lapic_irq(true).dest_id, 0x1234_5612);
     // Edge, physical, fixed; the virtual extended destination bits 11:5 are not KVM's.
     let e = MsiMsg {
         address_lo: 0xfeef_ffe0,
         address_hi: 0,
         data: 0x0030,
     };
-    let irq = e.to_lapic_irq(false).unwrap();
+    let irq = e.to_lapic_irq(false);
     assert_eq!((irq.dest_id, irq.vector), (0xff, 0x30));
     assert!(!irq.dest_logical && !irq.msi_redir_hint && !irq.level_triggered);
     assert_eq!(e.set(false, false), MsiDelivery::Done(-1));
     assert_eq!(e.set(false, true), MsiDelivery::Deliver(irq));
     let r = MsiMsg { data: 0x330, ..e };
-    assert_eq!(r.to_lapic_irq(false), None);
-    assert_eq!(
-        r.set(false, true),
-        MsiDelivery::Reserved {
-            dest_id: 0xff,
-            logical: false
-        }
-    );
+    // Mode 3: the remote-read (PV-unhalt) kick, delivered like any request.
+    let rr = r.to_lapic_irq(false);
+    assert_eq!(rr.delivery_mode, DeliveryMode::RemoteRead);
+    assert_eq!((rr.dest_id, rr.dest_logical), (0xff, false));
+    assert_eq!(r.set(false, true), MsiDelivery::Deliver(rr));
 }
 
 #[test]

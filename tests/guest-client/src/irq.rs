@@ -28,7 +28,7 @@ fn handler(port: u8) -> [u8; 3] {
 
 /// Where the main code runs (segment 0: an IRET back to it reloads CS with base 0, which the
 /// reset segment's selector 0xf000 would not give back).
-const MAIN: u16 = 0x2000;
+pub(crate) const MAIN: u16 = 0x2000;
 
 /// A guest that far-jumps from the reset segment to `code` at [`MAIN`] in RAM, with the IVT
 /// entries `ivt` (vector, handler offset) and the handlers `(offset, bytes)` in RAM.
@@ -52,7 +52,7 @@ fn interrupt(v: &VcpuFd, irq: u32) -> Result<i64, i32> {
 }
 
 /// The port of an OUT exit (`Err` for anything else).
-fn out_port(v: &mut VcpuFd, what: &str) -> Result<u16, String> {
+pub(crate) fn out_port(v: &mut VcpuFd, what: &str) -> Result<u16, String> {
     match v.run().map_err(|e| format!("{what}: KVM_RUN: {e}"))? {
         VcpuExit::IoOut(port, _) => Ok(port),
         VcpuExit::InternalError => {
@@ -253,7 +253,7 @@ const APIC_GPA: u64 = 0xfee0_0000;
 
 /// A VM with the in-kernel irqchip, RAM at 0 (64 KiB) holding the IVT entries `ivt` and the
 /// `code` blocks `(offset, bytes)`.
-fn irqchip_guest(ivt: &[(u8, u16)], code: &[(u16, &[u8])]) -> Result<Guest, String> {
+pub(crate) fn irqchip_guest(ivt: &[(u8, u16)], code: &[(u16, &[u8])]) -> Result<Guest, String> {
     let g = guest(&[0xf4], ivt, code)?;
     g.vm.create_irq_chip()
         .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
@@ -262,7 +262,7 @@ fn irqchip_guest(ivt: &[(u8, u16)], code: &[(u16, &[u8])]) -> Result<Guest, Stri
 
 /// vCPU `id` in real mode at 0:`entry`, DS based at the xAPIC page (so `[0x30]` is the LVR),
 /// ES and SS at 0, runnable.
-fn lapic_vcpu(g: &Guest, id: u64, entry: u16) -> Result<VcpuFd, String> {
+pub(crate) fn lapic_vcpu(g: &Guest, id: u64, entry: u16) -> Result<VcpuFd, String> {
     let v = g.vcpu(id)?;
     let mut s = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
     s.cs.base = 0;
@@ -285,7 +285,7 @@ fn lapic_vcpu(g: &Guest, id: u64, entry: u16) -> Result<VcpuFd, String> {
 }
 
 /// `mov dword [disp16], imm32` (DS: the xAPIC page).
-fn apic_write(off: u16, val: u32) -> Vec<u8> {
+pub(crate) fn apic_write(off: u16, val: u32) -> Vec<u8> {
     let mut b = vec![0x66, 0xc7, 0x06];
     b.extend_from_slice(&off.to_le_bytes());
     b.extend_from_slice(&val.to_le_bytes());

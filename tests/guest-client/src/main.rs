@@ -129,6 +129,7 @@ mod huge;
 mod irq;
 mod irqchip;
 mod memfault; // HOOK(gmemfault)
+mod irqfix; // HOOK(irqfix)
 mod memory;
 mod misc;
 mod prefault;
@@ -160,6 +161,7 @@ fn tests() -> Vec<Test> {
         dirty::run_tests(),
         irq::tests(),
         irqchip::tests(),
+        irqfix::tests(), // HOOK(irqfix)
         misc::tests(),
         review::tests(), // HOOK(review)
         abi::tests(),    // HOOK(abi)

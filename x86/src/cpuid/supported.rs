@@ -9,7 +9,7 @@
 //! 0x80000008 says), LAM, XSAVES/XFD and AMX (no XSS or dynamic xfeatures), speculation-control
 //! MSRs (SPEC_CTRL, IBPB/IBRS/STIBP/SSBD, PRED_CMD, FLUSH_L1D), OSVW, bus-lock detection, WAITPKG,
 //! SGX, PT, and the KVM paravirtual features nothing implements (leaf 0x40000001 has only
-//! [`crate::pv::SUPPORTED_FEATURES`]: no async PF, PV EOI, PV unhalt, ...).
+//! [`crate::pv::SUPPORTED_FEATURES`]: no async PF, PV EOI, PV TLB flush, ...).
 
 use super::{feat, Feature, Reg};
 use crate::errno::{Errno, Result};
