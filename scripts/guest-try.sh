@@ -5,8 +5,13 @@
 # ./kselftests/NAME, kvm-ioctls' suite is ./kvm-ioctls-tests). Builds like the guest suite
 # (kernel from the cache, module, client, the upstream suites) and prints the guest's output.
 #
-#   scripts/guest-try.sh [--mode off|emulated] [--timeout SEC] 'COMMANDS'
+#   scripts/guest-try.sh [--mode off|emulated] [--timeout SEC] [--upstream] 'COMMANDS'
 #   e.g. scripts/guest-try.sh './kselftests/cpuid_test; ./guest-client off'
+#
+# --upstream also stages upstream kvm_amd for this kernel (scripts/build-kvm-amd.sh) in
+# /tests/upstream, to compare in the same boot: `rmmod kvm; insmod upstream/irqbypass.ko;
+# insmod upstream/kvm.ko; insmod upstream/kvm-amd.ko; ...; rmmod kvm_amd kvm irqbypass;
+# insmod ./kvm.ko tdx=off` (ours is loaded first, as always).
 #
 # The console log is kept in target/guest-try.log. Exits with qemu-run.sh's status (1 when the
 # kernel log shows an Oops, KASAN, lockdep or WARN report).
@@ -15,10 +20,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 mode=off
 timeout_s=900
+with_upstream=no
 while [[ $# -gt 1 ]]; do
     case "$1" in
         --mode) mode=$2; shift 2 ;;
         --timeout) timeout_s=$2; shift 2 ;;
+        --upstream) with_upstream=yes; shift ;;
         *) break ;;
     esac
 done
@@ -26,6 +33,10 @@ done
 cmds=$1
 # shellcheck source=scripts/guest-build.sh
 source scripts/guest-build.sh
+if [[ $with_upstream == yes ]]; then
+    mkdir -p "$work/tests/upstream"
+    cp "$(scripts/build-kvm-amd.sh)"/{irqbypass,kvm,kvm-amd}.ko "$work/tests/upstream/"
+fi
 {
     echo "#!/bin/sh"
     echo "cd /tests"

@@ -165,7 +165,7 @@ const VM_DESCS: [Desc; 23] = [
 const NUM_VM: usize = VM_DESCS.len() + TD_LEAVES.len();
 
 /// The vCPU statistics.
-const VCPU_DESCS: [Desc; 8] = [
+const VCPU_DESCS: [Desc; 9] = [
     c("page_faults"),
     c("pre_fault_calls"),
     c("pre_fault_pages"),
@@ -176,6 +176,8 @@ const VCPU_DESCS: [Desc; 8] = [
     c("halt_exits"),
     c("signal_exits"),
     c("irq_exits"),
+    // HOOK(fault): NPT faults resolved by the fast page fault (upstream's name).
+    c("pf_fast"),
 ];
 
 /// The `i`-th VM descriptor's name and type.
@@ -226,7 +228,7 @@ fn vm_values(vm: &Vm) -> [u64; NUM_VM] {
     v
 }
 
-fn vcpu_values(v: &Vcpu) -> [u64; 8] {
+fn vcpu_values(v: &Vcpu) -> [u64; 9] {
     let r = &v.stats.run;
     [
         v.stats.page_faults.load(Ordering::Relaxed),
@@ -237,6 +239,8 @@ fn vcpu_values(v: &Vcpu) -> [u64; 8] {
         r.halt_exits.load(Ordering::Relaxed),
         r.signal_exits.load(Ordering::Relaxed),
         r.irq_exits.load(Ordering::Relaxed),
+        // HOOK(fault)
+        v.stats.pf_fast.load(Ordering::Relaxed),
     ]
 }
 

@@ -75,6 +75,8 @@ pub(crate) struct VcpuLocked {
 pub(crate) struct VcpuStats {
     /// Guest page faults handled through the TDP MMU (the run loop, issue 11).
     pub(crate) page_faults: AtomicU64,
+    /// HOOK(fault): of those, resolved by the fast page fault (upstream `pf_fast`).
+    pub(crate) pf_fast: AtomicU64,
     /// `KVM_PRE_FAULT_MEMORY` calls on this vCPU (issue 10, `mem`).
     pub(crate) pre_fault_calls: AtomicU64,
     /// Pages `KVM_PRE_FAULT_MEMORY` mapped (issue 10, `mem`).

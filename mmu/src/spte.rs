@@ -77,6 +77,10 @@ bitflags! {
         const USER_EXEC = 1 << 10;
         /// KVM's software present bit.
         const MMU_PRESENT = 1 << 11;
+        /// KVM's software host-writable bit (upstream `EPT_SPTE_HOST_WRITABLE`).
+        const HOST_WRITABLE = 1 << 57;
+        /// KVM's software MMU-writable bit (upstream `EPT_SPTE_MMU_WRITABLE`).
+        const MMU_WRITABLE = 1 << 58;
         /// Suppress #VE: EPT violations on this entry are never turned into a #VE in the guest.
         const SUPPRESS_VE = 1 << 63;
     }
@@ -98,6 +102,10 @@ bitflags! {
         const DIRTY = 1 << 6;
         /// Page size: leaf at level 2 or 3.
         const LARGE = 1 << 7;
+        /// KVM's software host-writable bit (an AVL bit; upstream `DEFAULT_SPTE_HOST_WRITABLE`).
+        const HOST_WRITABLE = 1 << 9;
+        /// KVM's software MMU-writable bit (an AVL bit; upstream `DEFAULT_SPTE_MMU_WRITABLE`).
+        const MMU_WRITABLE = 1 << 10;
         /// KVM's software present bit (an AVL bit).
         const MMU_PRESENT = 1 << 11;
         /// No execute.
@@ -154,6 +162,18 @@ pub trait PagingFormat: Send + Sync + 'static {
     /// it write-protects the leaf for dirty logging and changes nothing else about it.
     const WRITABLE_MASK: u64;
 
+    /// Software bit: the host maps the page writable (upstream `shadow_host_writable_mask`).
+    /// Set in every leaf built with write access, kept by write-protection.
+    const HOST_WRITABLE_MASK: u64;
+
+    /// Software bit: KVM itself allows the leaf to be writable, i.e. it lost
+    /// [`PagingFormat::WRITABLE_MASK`] only for dirty logging (upstream
+    /// `shadow_mmu_writable_mask`). A write fault on such a leaf may set the writable bit again
+    /// by compare-exchange, without the full fault path (upstream `fast_page_fault`). Set with
+    /// [`PagingFormat::HOST_WRITABLE_MASK`] in every leaf built with write access; never set
+    /// without it.
+    const MMU_WRITABLE_MASK: u64;
+
     /// A non-leaf entry pointing to the table page `pfn`.
     fn table(pfn: Pfn) -> u64;
 
@@ -162,6 +182,14 @@ pub trait PagingFormat: Send + Sync + 'static {
 
     /// Decodes an entry found in a table at `level`.
     fn decode(raw: u64, level: Level) -> SpteKind;
+}
+
+/// Whether a present leaf `raw` lost only its writable bit to write-protection, so that a
+/// write fault may set it again without the full fault path (upstream `is_mmu_writable_spte`
+/// on a leaf that is not `is_writable_pte`).
+#[inline]
+pub fn is_fast_fixable_write<F: PagingFormat>(raw: u64) -> bool {
+    raw & (F::MMU_WRITABLE_MASK | F::WRITABLE_MASK) == F::MMU_WRITABLE_MASK
 }
 
 /// Intel EPT entries.
@@ -185,6 +213,8 @@ const fn pfn_bits(pfn: Pfn) -> u64 {
 impl PagingFormat for Ept {
     const NAME: &'static str = "EPT";
     const WRITABLE_MASK: u64 = EptBits::WRITE.bits();
+    const HOST_WRITABLE_MASK: u64 = EptBits::HOST_WRITABLE.bits();
+    const MMU_WRITABLE_MASK: u64 = EptBits::MMU_WRITABLE.bits();
 
     fn table(pfn: Pfn) -> u64 {
         (EptBits::READ
@@ -200,7 +230,11 @@ impl PagingFormat for Ept {
     fn leaf(pfn: Pfn, level: Level, access: Access, attrs: LeafAttrs) -> u64 {
         let mut b = EptBits::MMU_PRESENT | EptBits::MEMTYPE_WB;
         b.set(EptBits::READ, access.contains(Access::READ));
-        b.set(EptBits::WRITE, access.contains(Access::WRITE));
+        // Upstream make_spte: a writable leaf is host- and MMU-writable as well.
+        b.set(
+            EptBits::WRITE | EptBits::HOST_WRITABLE | EptBits::MMU_WRITABLE,
+            access.contains(Access::WRITE),
+        );
         b.set(
             EptBits::EXEC | EptBits::USER_EXEC,
             access.contains(Access::EXEC),
@@ -239,6 +273,8 @@ impl PagingFormat for Ept {
 impl PagingFormat for Npt {
     const NAME: &'static str = "NPT";
     const WRITABLE_MASK: u64 = NptBits::WRITABLE.bits();
+    const HOST_WRITABLE_MASK: u64 = NptBits::HOST_WRITABLE.bits();
+    const MMU_WRITABLE_MASK: u64 = NptBits::MMU_WRITABLE.bits();
 
     fn table(pfn: Pfn) -> u64 {
         (NptBits::PRESENT
@@ -253,7 +289,11 @@ impl PagingFormat for Npt {
     fn leaf(pfn: Pfn, level: Level, access: Access, attrs: LeafAttrs) -> u64 {
         // NPT cannot express write-only or execute-only: any access implies read.
         let mut b = NptBits::PRESENT | NptBits::USER | NptBits::MMU_PRESENT;
-        b.set(NptBits::WRITABLE, access.contains(Access::WRITE));
+        // Upstream make_spte: a writable leaf is host- and MMU-writable as well.
+        b.set(
+            NptBits::WRITABLE | NptBits::HOST_WRITABLE | NptBits::MMU_WRITABLE,
+            access.contains(Access::WRITE),
+        );
         b.set(NptBits::NX, !access.contains(Access::EXEC));
         b.set(NptBits::LARGE, level.is_huge());
         b.set(NptBits::ACCESSED, attrs.accessed);
@@ -291,6 +331,28 @@ const _: () = assert!(FROZEN_SPTE & NptBits::PRESENT.bits() == 0);
 const _: () = assert!(SPTE_EXTERNAL_BLOCKED & (PFN_MASK | FROZEN_SPTE) == 0);
 const _: () = assert!(EptBits::all().bits() & SPTE_EXTERNAL_BLOCKED == 0);
 const _: () = assert!(NptBits::all().bits() & SPTE_EXTERNAL_BLOCKED == 0);
+// The software writable bits are ignored by hardware and distinct from every other bit a
+// present entry uses (NPT's MMU-writable bit 10 is in FROZEN_SPTE, as upstream's: a frozen entry
+// is never present, so it is never read as a leaf).
+const _: () = assert!(
+    (Ept::HOST_WRITABLE_MASK | Ept::MMU_WRITABLE_MASK)
+        & (PFN_MASK
+            | FROZEN_SPTE
+            | SPTE_EXTERNAL_BLOCKED
+            | EptBits::SUPPRESS_VE.bits()
+            | EptBits::MMU_PRESENT.bits()
+            | 0x7ff)
+        == 0
+);
+const _: () = assert!(
+    (Npt::HOST_WRITABLE_MASK | Npt::MMU_WRITABLE_MASK)
+        & (PFN_MASK
+            | SPTE_EXTERNAL_BLOCKED
+            | NptBits::NX.bits()
+            | NptBits::MMU_PRESENT.bits()
+            | 0x1ff)
+        == 0
+);
 // Write-protecting a leaf must never make it look absent, frozen or a table.
 const _: () = assert!(Ept::WRITABLE_MASK & (EptBits::MMU_PRESENT.bits() | FROZEN_SPTE) == 0);
 const _: () = assert!(Npt::WRITABLE_MASK & (NptBits::MMU_PRESENT.bits() | FROZEN_SPTE) == 0);

@@ -8,17 +8,26 @@
 //! (upstream `hva_to_pfn_fast` tries a writable GUP first), so the guest's first write does
 //! not fault again. A GPA outside every memslot, or a write to a read-only memslot, is MMIO:
 //! [`super::mmio`].
+//!
+//! Before all that, the fast page fault ([`fast`], upstream `fast_page_fault`): a write to a
+//! page that dirty logging write-protected only needs its leaf's writable bit back, by one
+//! compare-exchange under the shared MMU lock (`mmu::tdp::fast`), and the page marked dirty;
+//! no GUP, no cache top-up, no new leaf. Anything else falls through to the full path.
 
 use super::{mmio, Action};
 use crate::memfault::FaultinErr;
 use crate::prefault::{faultin_as, map_locked};
+use crate::env::KernelEnv;
+use crate::prefault::{faultin, map_locked};
 use crate::vcpu::{Vcpu, VcpuLocked};
 use crate::vm::VmMmu;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 use memcore::Errno;
+use mmu::external::NoExternal;
 use mmu::spte::Access;
-use mmu::tdp::Fault;
+use mmu::spte::Npt;
+use mmu::tdp::{FastFault, Fault, FaultAccess, TdpMmu};
 use mmu::{Gfn, MmuError};
 
 /// Handles one NPF: maps the page (the guest retries the access) or hands it to MMIO.
@@ -31,6 +40,11 @@ pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> R
         vm.mmu().mark_bugged();
         return Err(EIO);
     };
+    if fast(vm, m, gfn, error) {
+        vcpu.stats.page_faults.fetch_add(1, Ordering::Relaxed);
+        vcpu.stats.pf_fast.fetch_add(1, Ordering::Relaxed);
+        return Ok(Action::Continue);
+    }
     {
         // HOOK(gmemfault): private-ness before the invalidation count (kvm_mmu_page_fault).
         let is_private = crate::memfault::access_is_private(vm, gfn);
@@ -81,5 +95,57 @@ pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> R
                 return Err(EIO);
             }
         }
+    }
+}
+
+/// The fast page fault (upstream `fast_page_fault`, see `mmu::tdp::fast`): `true` if the fault
+/// is resolved (fixed or spurious) and the guest can retry the access, `false` for the full
+/// path.
+///
+/// Which faults come here (upstream `page_fault_can_be_fast`): not a reserved-bit fault, and
+/// not on a VM with private memory (a software-protected VM's shared root maps both kinds; its
+/// faults take the full path, which decides by the attribute). The slot is looked up under
+/// `slots_lock` for its dirty log only; a GFN without a slot, or a write to a read-only slot,
+/// is the full path's (MMIO). The invalidation count is read before the lookup and checked
+/// under the MMU lock, as the full path does: a slot that started logging after the lookup
+/// (its write-protection runs inside an invalidation) sends the fault the full way, so no
+/// write is left unlogged. The dirty mark is made under the MMU lock, as the full path's:
+/// `KVM_GET_DIRTY_LOG` harvests and write-protects under the exclusive side.
+fn fast(vm: &crate::vm::Vm, m: &TdpMmu<Npt, KernelEnv, NoExternal>, gfn: Gfn, error: u64) -> bool {
+    use x86::svm::npf;
+    if error & npf::RSVD != 0 || crate::memslot::has_private_mem(vm) {
+        return false;
+    }
+    let access = if error & npf::FETCH != 0 {
+        FaultAccess::Exec
+    } else if error & npf::WRITE != 0 {
+        FaultAccess::Write
+    } else {
+        FaultAccess::Read
+    };
+    let seq = vm.memslots().invalidation().seq();
+    let log = {
+        let st = vm.memslots().lock();
+        let Some(slot) = st.slots.lookup(gfn) else {
+            return false;
+        };
+        if access == FaultAccess::Write && slot.is_readonly() {
+            return false;
+        }
+        crate::dirty::fault_log(&st, slot)
+    };
+    let guard = m.read();
+    if vm.memslots().invalidation().retry(seq) {
+        return false;
+    }
+    match m.fast_page_fault(&guard, gfn, access, log.is_logging()) {
+        Ok(FastFault::Fixed(_)) => {
+            // Upstream fast_pf_fix_direct_spte: the leaf became writable, the page is dirty.
+            log.mark_if_writable(gfn, Access::WRITE);
+            true
+        }
+        Ok(FastFault::Spurious) => true,
+        // The full path decides (and reports a bugged VM or a GFN out of range itself).
+        Ok(FastFault::Slow) | Err(_) => false,
     }
 }

@@ -24,11 +24,13 @@
 //!   exclusive side pages are freed at once. Lock order: the MMU lock is the innermost lock the
 //!   core takes; hooks run under it and must not take it.
 
+mod fast;
 mod fault;
 mod transition;
 mod wrprot;
 mod zap;
 
+pub use fast::{FastFault, FaultAccess, FAST_RETRIES};
 pub use fault::{Fault, FaultOutcome};
 pub use wrprot::WriteProtectStats;
 pub use zap::{ZapStats, ZapTarget, TEARDOWN_BUSY_RETRIES};

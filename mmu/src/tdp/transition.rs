@@ -542,6 +542,39 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         Ok(old & F::WRITABLE_MASK != 0)
     }
 
+    /// A shared leaf write-protected for dirty logging becomes writable again under the shared
+    /// lock (upstream `fast_pf_fix_direct_spte()`): one compare-exchange from the value the
+    /// iterator read to `new`, which must be that value plus the writable bit. The frame, the
+    /// level and the accounting stay, so nothing follows from the change, not even a TLB
+    /// flush (the leaf grants more than before). Returns `Ok(false)` if another walker changed
+    /// the entry first; the iterator then holds the entry's current value.
+    ///
+    /// # Errors
+    ///
+    /// [`MmuError::Bugged`] (nothing changed) if the entry is not a present shared leaf that
+    /// is MMU-writable but not writable, or `new` is anything else than it made writable.
+    pub(super) fn fast_fix_spte(
+        &self,
+        it: &mut TdpIter<'_, F, E>,
+        new: u64,
+    ) -> Result<bool, MmuError> {
+        let e = Spte::at(it);
+        let fixable = e.root == RootKind::Shared
+            && matches!(F::decode(e.old, e.level), SpteKind::Leaf(_))
+            && crate::spte::is_fast_fixable_write::<F>(e.old)
+            && new == e.old | F::WRITABLE_MASK;
+        if !fixable {
+            return Err(self.bug());
+        }
+        if e.try_write(new) {
+            it.set_old_spte(new);
+            Ok(true)
+        } else {
+            it.reread();
+            Ok(false)
+        }
+    }
+
     /// Flushes guest TLB entries of the shared root for `pages` frames from `start`.
     pub(super) fn flush_shared_tlbs(&self, start: Gfn, pages: u64) {
         self.env.flush_remote_tlbs(start, pages);

@@ -125,6 +125,7 @@ mod clock; // HOOK(clock)
 mod dirty;
 mod entry;
 mod exits;
+mod fast_fault; // HOOK(fault)
 mod huge;
 mod irq;
 mod irqchip;
@@ -159,6 +160,7 @@ fn tests() -> Vec<Test> {
         clock::tests(), // HOOK(clock)
         entry::tests(), // HOOK(entry)
         dirty::run_tests(),
+        fast_fault::run_tests(), // HOOK(fault)
         irq::tests(),
         irqchip::tests(),
         irqfix::tests(), // HOOK(irqfix)
