@@ -20,8 +20,8 @@
 # only, and only the ratio means much.
 # BENCH_REPS=0 leaves --bench-run out (its figures then count as missing).
 # BENCH_ONLY="ipi timer" runs only those benchmarks (of run cpuid npt ipi timer; default all);
-# BENCH_IPI="N RUNS" (default "1000 3": round trips per run, runs, the median printed) and
-# BENCH_TIMER="N DELAY_US" (default "300 3000": shots, delay of each) size the two irqchip ones.
+# BENCH_IPI="N RUNS" (default "200 3": round trips per run, runs, the median printed) and
+# BENCH_TIMER="N DELAY_US" (default "100 3000": shots, delay of each) size the two irqchip ones.
 # BENCH_SETS="upstream ours" picks the sets and their order (e.g. BENCH_SETS=upstream);
 # BENCH_ROUNDS=N loads them N times in turn (upstream, ours, upstream, ...), so that a change
 # in the shared host's load hits both alike.
@@ -36,8 +36,8 @@ reps=${BENCH_REPS:-3}
 npt_reps=${BENCH_NPT_REPS:-1}
 rounds=${BENCH_ROUNDS:-1}
 only=${BENCH_ONLY:-run cpuid npt ipi timer}
-ipi_args=${BENCH_IPI:-1000 3}
-timer_args=${BENCH_TIMER:-300 3000}
+ipi_args=${BENCH_IPI:-200 3}
+timer_args=${BENCH_TIMER:-100 3000}
 for b in $only; do
     case $b in run | cpuid | npt | ipi | timer) ;; *) echo "bench-run: unknown benchmark '$b' in BENCH_ONLY" >&2; exit 64 ;; esac
 done

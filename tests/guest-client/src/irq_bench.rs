@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Default round trips per IPI run.
-const IPI_TRIPS: u64 = 300;
+const IPI_TRIPS: u64 = 200;
 /// Default IPI runs (the median is printed).
 const IPI_RUNS: usize = 3;
 /// Default timer shots.
@@ -40,7 +40,7 @@ const TIMER_SHOTS: u64 = 100;
 /// where one exit costs hundreds of microseconds.
 const TIMER_DELAY_US: u64 = 3000;
 /// A run that has not finished by then is stopped (signals to its vCPU threads) and fails.
-const WATCHDOG: Duration = Duration::from_secs(120);
+const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// Guest RAM at GPA 0.
 const RAM: usize = 0x20_0000;
@@ -470,8 +470,9 @@ fn snapshot(s: &Option<Stats>) -> [Option<u64>; 4] {
 
 /// Both vCPUs' counters in [`STATS`] order.
 type Snap = [[Option<u64>; 4]; 2];
-/// vCPU 0's clock over the round trips, with the counters before and after.
-type Timed = (Duration, Snap, Snap);
+/// vCPU 0's clock over the round trips with the counters before and after (None for
+/// vCPU 1), and the thread's CPU time over them (vCPU 1: over its whole run).
+type Timed = (Option<(Duration, Snap, Snap)>, Duration);
 /// A vCPU thread's work.
 type Job<'a, R> = Box<dyn FnOnce() -> Result<R, String> + Send + 'a>;
 
@@ -534,6 +535,18 @@ fn on_threads<'a, R: Send>(jobs: Vec<Job<'a, R>>) -> Result<Vec<R>, String> {
     })
 }
 
+/// The calling thread's CPU time (user + system: time in `KVM_RUN` counts, time asleep in
+/// the halt wait does not), to tell a vCPU that sleeps while halted from one that spins.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// One KVM_RUN that must end in OUT to `port`.
 fn run_to_out(v: &mut VcpuFd, port: u16, what: &str) -> Result<(), String> {
     match v.run() {
@@ -551,6 +564,8 @@ struct IpiRun {
     guest_ns: f64,
     /// Counter deltas per round trip, vCPU 0 and vCPU 1, in [`STATS`] order.
     per_trip: [[Option<f64>; 4]; 2],
+    /// CPU time of the vCPU threads per round trip, ns (vCPU 1's over its whole run).
+    cpu_ns: [f64; 2],
 }
 
 fn ipi_once(trips: u64) -> Result<IpiRun, String> {
@@ -565,17 +580,21 @@ fn ipi_once(trips: u64) -> Result<IpiRun, String> {
     let (v0, rest) = vs.split_at_mut(1);
     let (v0, v1) = (&mut v0[0], &mut rest[0]);
     let st = &stats;
-    let jobs: Vec<Job<'_, Option<Timed>>> = vec![
+    let jobs: Vec<Job<'_, Timed>> = vec![
         Box::new(move || {
             run_to_out(v0, 0x80, "vCPU 0 (start)")?;
             let s0 = [snapshot(&st[0]), snapshot(&st[1])];
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), thread_cpu());
             run_to_out(v0, 0x80, "vCPU 0 (after the round trips)")?;
-            let dt = t0.elapsed();
+            let (dt, cpu) = (t0.elapsed(), thread_cpu() - c0);
             let s1 = [snapshot(&st[0]), snapshot(&st[1])];
-            Ok(Some((dt, s0, s1)))
+            Ok((Some((dt, s0, s1)), cpu))
         }),
-        Box::new(move || run_to_out(v1, 0x81, "vCPU 1").map(|()| None)),
+        Box::new(move || {
+            let c0 = thread_cpu();
+            run_to_out(v1, 0x81, "vCPU 1")?;
+            Ok((None, thread_cpu() - c0))
+        }),
     ];
     let r = on_threads(jobs);
     let (replies, ipis) = (ram_u64(&b.g, REPLIES), ram_u64(&b.g, IPIS));
@@ -585,7 +604,7 @@ fn ipi_once(trips: u64) -> Result<IpiRun, String> {
             "the guest counted {ipis} IPIs at vCPU 1 and {replies} replies at vCPU 0 for {trips} round trips"
         ));
     }
-    let Some((dt, s0, s1)) = r.into_iter().flatten().next() else {
+    let [(Some((dt, s0, s1)), cpu0), (None, cpu1)] = r[..] else {
         return Err("no timing from vCPU 0".into());
     };
     let tsc = ram_u64(&b.g, TSC_END).wrapping_sub(ram_u64(&b.g, TSC_START));
@@ -601,6 +620,7 @@ fn ipi_once(trips: u64) -> Result<IpiRun, String> {
         ns: dt.as_nanos() as f64 / trips as f64,
         guest_ns: tsc as f64 * 1e6 / f64::from(khz) / trips as f64,
         per_trip,
+        cpu_ns: [cpu0, cpu1].map(|c| c.as_nanos() as f64 / trips as f64),
     })
 }
 
@@ -622,8 +642,8 @@ pub(crate) fn ipi(trips: Option<u64>, runs: Option<usize>) -> bool {
     all.sort_by(|a, b| a.ns.total_cmp(&b.ns));
     let m = &all[runs / 2];
     let mut note = format!(
-        "median of {runs} runs of {trips}; guest TSC {:.0} ns",
-        m.guest_ns
+        "median of {runs} runs of {trips}; guest TSC {:.0} ns; vCPU threads' CPU time per round trip {:.0} ns and {:.0} ns",
+        m.guest_ns, m.cpu_ns[0], m.cpu_ns[1]
     );
     for (c, who) in [(0, "vCPU 0"), (1, "vCPU 1")] {
         let parts: Vec<String> = STATS
@@ -686,10 +706,18 @@ fn timer_once(shots: u64, delay_us: u64) -> TimerResult {
         g.ram.write(LVTT, &LVTT_ONESHOT.to_le_bytes());
         g.ram.write(USE_TMICT, &1u32.to_le_bytes());
     }
-    let jobs: Vec<Job<'_, ()>> = vec![Box::new(move || run_to_out(v, 0x80, "timer vCPU"))];
+    let jobs: Vec<Job<'_, (Duration, Duration)>> = vec![Box::new(move || {
+        let (t0, c0) = (Instant::now(), thread_cpu());
+        run_to_out(v, 0x80, "timer vCPU")?;
+        Ok((t0.elapsed(), thread_cpu() - c0))
+    })];
     let r = on_threads(jobs);
     let fired = ram_u64(g, SHOTS);
-    r.map_err(|e| fail(format!("{e} ({fired} of {shots} expiries taken)")))?;
+    let r = r.map_err(|e| fail(format!("{e} ({fired} of {shots} expiries taken)")))?;
+    let busy = r
+        .first()
+        .map(|(wall, cpu)| 100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9))
+        .unwrap_or(0.0);
     if fired != shots {
         return Err(fail(format!(
             "the guest counted {fired} timer interrupts for {shots} shots"
@@ -715,7 +743,7 @@ fn timer_once(shots: u64, delay_us: u64) -> TimerResult {
     Ok((
         mode,
         format!(
-            "{:.0} ns (median of {shots} shots, {shots} expiries counted; p10 {:.0} ns, p90 {:.0} ns; delay {delay_us} us; {early} fired before the deadline; {late_arm} deadlines passed before the guest halted; TSC {khz} kHz)",
+            "{:.0} ns (median of {shots} shots, {shots} expiries counted; p10 {:.0} ns, p90 {:.0} ns; delay {delay_us} us; {early} fired before the deadline; {late_arm} deadlines passed before the guest halted; vCPU thread on CPU {busy:.0}% of the run; TSC {khz} kHz)",
             pick(50),
             pick(10),
             pick(90)
