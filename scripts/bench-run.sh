@@ -11,12 +11,17 @@
 #   --bench-run    KVM_RUN round trip to userspace (OUT exit) and INVD in-kernel exits
 #   --bench-cpuid  CPUID in-kernel exits
 #   --bench-npt    4 KiB NPT faults while a guest touches 256 MiB (host pages present / not)
+#   --bench-ipi    IPI round trip between two vCPUs (x2APIC ICR, the receiver halted)
+#   --bench-timer  LAPIC timer latency (TSC-deadline: handler TSC - deadline)
 # (standard /dev/kvm ioctls only), --bench-run $BENCH_REPS times (default 3), --bench-cpuid
 # once (it takes the median of 3 runs itself), --bench-npt with $BENCH_NPT_REPS runs (default 1:
 # under TCG a fault costs ~1 ms, one pass over 256 MiB a minute or two); medians of all runs. Prints every figure for both sets and the ratio ours/upstream
 # (< 1: ours is faster). Figures under QEMU TCG with a KASAN + lockdep guest kernel: indicative
 # only, and only the ratio means much.
 # BENCH_REPS=0 leaves --bench-run out (its figures then count as missing).
+# BENCH_ONLY="ipi timer" runs only those benchmarks (of run cpuid npt ipi timer; default all);
+# BENCH_IPI="N RUNS" (default "200 3": round trips per run, runs, the median printed) and
+# BENCH_TIMER="N DELAY_US" (default "100 3000": shots, delay of each) size the two irqchip ones.
 # BENCH_SETS="upstream ours" picks the sets and their order (e.g. BENCH_SETS=upstream);
 # BENCH_ROUNDS=N loads them N times in turn (upstream, ours, upstream, ...), so that a change
 # in the shared host's load hits both alike.
@@ -30,6 +35,15 @@ sets=${BENCH_SETS:-upstream ours}
 reps=${BENCH_REPS:-3}
 npt_reps=${BENCH_NPT_REPS:-1}
 rounds=${BENCH_ROUNDS:-1}
+only=${BENCH_ONLY:-run cpuid npt ipi timer}
+ipi_args=${BENCH_IPI:-200 3}
+timer_args=${BENCH_TIMER:-100 3000}
+for b in $only; do
+    case $b in run | cpuid | npt | ipi | timer) ;; *) echo "bench-run: unknown benchmark '$b' in BENCH_ONLY" >&2; exit 64 ;; esac
+done
+[[ "$ipi_args" =~ ^[0-9]+( [0-9]+)?$ ]] || { echo "bench-run: bad BENCH_IPI '$ipi_args'" >&2; exit 64; }
+[[ "$timer_args" =~ ^[0-9]+( [0-9]+)?$ ]] || { echo "bench-run: bad BENCH_TIMER '$timer_args'" >&2; exit 64; }
+selected() { [[ " $only " == *" $1 "* ]]; }
 [[ "$reps" =~ ^[0-9]+$ ]] || { echo "bench-run: bad BENCH_REPS '$reps'" >&2; exit 64; }
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench-run: bad BENCH_ROUNDS '$rounds'" >&2; exit 64; }
 [[ "$npt_reps" =~ ^[1-9][0-9]*$ ]] || { echo "bench-run: bad BENCH_NPT_REPS '$npt_reps'" >&2; exit 64; }
@@ -58,6 +72,9 @@ cp "$upstream"/{irqbypass,kvm,kvm-amd}.ko "$work/tests/upstream/"
     echo "reps=$reps"
     echo "npt_reps=$npt_reps"
     echo "rounds=$rounds"
+    echo "only=' $only '"
+    echo "ipi_args='$ipi_args'"
+    echo "timer_args='$timer_args'"
 } >"$work/tests/run.sh"
 cat >>"$work/tests/run.sh" <<'RUN'
 cd /tests
@@ -83,10 +100,16 @@ for round in $(seq "$rounds"); do for set in $sets; do
     if ! load $set; then echo "## FAILED: loading $set"; status=1; continue; fi
     dmesg | tail -n 3
     echo "## /dev/kvm: $(ls -l /dev/kvm)"
-    i=0
-    while [ $i -lt $reps ]; do bench --bench-run; i=$((i + 1)); done
-    bench --bench-cpuid
-    bench --bench-npt "$npt_reps"
+    case $only in *" run "*)
+        i=0
+        while [ $i -lt $reps ]; do bench --bench-run; i=$((i + 1)); done ;;
+    esac
+    case $only in *" cpuid "*) bench --bench-cpuid ;; esac
+    case $only in *" npt "*) bench --bench-npt "$npt_reps" ;; esac
+    # shellcheck disable=SC2086 # "N RUNS" / "N DELAY_US": two arguments each.
+    case $only in *" ipi "*) bench --bench-ipi $ipi_args ;; esac
+    # shellcheck disable=SC2086
+    case $only in *" timer "*) bench --bench-timer $timer_args ;; esac
     if ! unload $set; then echo "## FAILED: unloading $set"; status=1; fi
 done; done
 exit $status
@@ -109,6 +132,8 @@ key_of() {
         *"in-kernel exit (CPUID"*) echo cpuid_exit ;;
         *"NPT fault"*"host pages present"*) echo npt_present ;;
         *"NPT fault"*"allocated on fault"*) echo npt_alloc ;;
+        *"IPI round trip"*) echo ipi_rt ;;
+        *"LAPIC timer latency"*) echo timer_lat ;;
         *) echo other ;;
     esac
 }
@@ -134,7 +159,19 @@ labels=(io_exit "KVM_RUN round trip to userspace (OUT exit)"
     invd_exit "in-kernel exit: INVD"
     cpuid_exit "in-kernel exit: CPUID"
     npt_present "NPT fault 4 KiB, 256 MiB (host pages present)"
-    npt_alloc "NPT fault 4 KiB, 256 MiB (host allocates)")
+    npt_alloc "NPT fault 4 KiB, 256 MiB (host allocates)"
+    ipi_rt "IPI round trip, 2 vCPUs (x2APIC, HLT wake)"
+    timer_lat "LAPIC timer latency (TSC-deadline)")
+# The benchmark each figure comes from (BENCH_ONLY).
+bench_of() {
+    case $1 in
+        io_exit | invd_exit) echo run ;;
+        cpuid_exit) echo cpuid ;;
+        npt_*) echo npt ;;
+        ipi_rt) echo ipi ;;
+        timer_lat) echo timer ;;
+    esac
+}
 median() {
     sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 }
@@ -142,6 +179,7 @@ nmissing=0
 printf '%-48s %12s %12s %10s\n' "ns per operation" ours upstream ours/upstr
 for ((i = 0; i < ${#labels[@]}; i += 2)); do
     key=${labels[i]}
+    selected "$(bench_of "$key")" || continue
     o=$(awk -v k="$key" '$1 == "ours" && $2 == k { print $3 }' "$figures" | median)
     u=$(awk -v k="$key" '$1 == "upstream" && $2 == k { print $3 }' "$figures" | median)
     for s in $sets; do

@@ -128,6 +128,7 @@ mod exits;
 mod fast_fault; // HOOK(fault)
 mod huge;
 mod irq;
+mod irq_bench; // HOOK(irqbench)
 mod irqchip;
 mod memfault; // HOOK(gmemfault)
 mod irqfix; // HOOK(irqfix)
@@ -221,6 +222,16 @@ fn main() {
             // `--bench-npt [RUNS]`.
             let reps = std::env::args().nth(2).and_then(|r| r.parse().ok());
             run_bench::npt(reps.unwrap_or(1))
+        };
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+    // HOOK(irqbench): `--bench-ipi [N] [RUNS]`, `--bench-timer [N] [DELAY_US]`.
+    if arg == "--bench-ipi" || arg == "--bench-timer" {
+        let num = |i| std::env::args().nth(i).and_then(|a| a.parse().ok());
+        let ok = if arg == "--bench-ipi" {
+            irq_bench::ipi(num(2), num(3).map(|r: u64| r as usize))
+        } else {
+            irq_bench::timer(num(2), num(3))
         };
         std::process::exit(if ok { 0 } else { 1 });
     }
