@@ -18,7 +18,6 @@ use super::{mmio, Action};
 use crate::memfault::FaultinErr;
 use crate::prefault::{faultin_as, map_locked};
 use crate::env::KernelEnv;
-use crate::prefault::{faultin, map_locked};
 use crate::vcpu::{Vcpu, VcpuLocked};
 use crate::vm::VmMmu;
 use core::sync::atomic::Ordering;
