@@ -137,6 +137,7 @@ mod state;
 mod system;
 mod td_bench;
 mod tdx_vm;
+mod ud; // HOOK(ud)
 mod vcpu;
 
 /// Every test of the suite, area by area (one module per area).
@@ -160,6 +161,7 @@ fn tests() -> Vec<Test> {
         irqchip::tests(),
         misc::tests(),
         review::tests(), // HOOK(review)
+        ud::tests(),     // HOOK(ud)
     ]
     .concat()
 }
