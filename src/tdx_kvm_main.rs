@@ -48,8 +48,8 @@ mod stats;
 mod stats_fd;
 mod svm;
 mod td;
-mod ud; // HOOK(ud): #UD intercept, KVM_GET_EMULATED_CPUID, quirks
 mod tdx_vm;
+mod ud; // HOOK(ud): #UD intercept, KVM_GET_EMULATED_CPUID, quirks
 mod vcpu;
 mod vcpu_mutex; // HOOK(entry)
 mod vcpu_state;

@@ -122,7 +122,9 @@ fn host_cpuid_raw(leaf: u32, sub: u32) -> [u32; 4] {
 /// not zero, then the table ([`x86::cpuid::emulated`]), E2BIG if it does not fit (`nent`
 /// untouched), else the entries and the count written back.
 pub(crate) fn get_emulated_cpuid(arg: usize) -> Result<isize> {
-    let hdr: KvmCpuid2 = UserSlice::new(arg, size_of::<KvmCpuid2>()).reader().read()?;
+    let hdr: KvmCpuid2 = UserSlice::new(arg, size_of::<KvmCpuid2>())
+        .reader()
+        .read()?;
     if hdr.nent < 1 {
         return Err(E2BIG);
     }
@@ -167,9 +169,11 @@ pub(crate) fn get_emulated_cpuid(arg: usize) -> Result<isize> {
             padding: [0; 3],
         })?;
     }
-    UserSlice::new(arg, size_of::<KvmCpuid2>()).writer().write(&KvmCpuid2 {
-        nent: count as u32,
-        ..hdr
-    })?;
+    UserSlice::new(arg, size_of::<KvmCpuid2>())
+        .writer()
+        .write(&KvmCpuid2 {
+            nent: count as u32,
+            ..hdr
+        })?;
     Ok(0)
 }

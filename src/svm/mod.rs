@@ -66,8 +66,9 @@ const CR4_OSXSAVE: u64 = 1 << 18;
 /// delivery loop (CVE-2015-5307 for #AC, CVE-2015-8104 for #DB). Both are re-injected
 /// (`ac_interception`, `db_interception`) unless userspace guest debugging claims the #DB.
 /// Guest debugging only adds to this set.
-const BASE_EXCEPTIONS: u32 = (1 << vector::AC) | (1 << vector::DB) | (1 << vector::MC)
-    | (1 << vector::UD); // HOOK(ud): always intercepted, emulated or reinjected (crate::ud)
+// HOOK(ud): #UD is always intercepted too, emulated or reinjected (crate::ud).
+const BASE_EXCEPTIONS: u32 =
+    (1 << vector::AC) | (1 << vector::DB) | (1 << vector::MC) | (1 << vector::UD);
 
 /// One vCPU's SVM state.
 pub(crate) struct SvmVcpu {

@@ -4,7 +4,8 @@
 //! It decodes exactly the instructions the run loop has to handle in software and nothing
 //! else: the ones it intercepts and must skip (SVM on QEMU's TCG has no NRIP save, so the
 //! length is ours to find) and the ones a guest uses to touch MMIO (upstream's emulator list
-//! for MMIO: MOV forms, MOVZX/MOVSX, string moves, the ALU operations with a memory operand).
+//! for MMIO: MOV forms, MOVZX/MOVSX, string moves, the ALU operations with a memory operand),
+//! and the ones the #UD intercept emulates (MOVBE, RDPID, VMCALL).
 //! Anything else is [`DecodeError::Unsupported`], which the run loop reports as an emulation
 //! failure with the instruction bytes: an instruction we do not fully understand must never be
 //! guessed at, because a wrong length or operand silently corrupts the guest.

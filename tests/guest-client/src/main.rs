@@ -142,6 +142,7 @@ mod state;
 mod system;
 mod td_bench;
 mod tdx_vm;
+mod ud; // HOOK(ud)
 mod vcpu;
 
 /// Every test of the suite, area by area (one module per area).
@@ -170,6 +171,7 @@ fn tests() -> Vec<Test> {
         abi::tests(),    // HOOK(abi)
         review::tests(),   // HOOK(review)
         memfault::tests(), // HOOK(gmemfault)
+        ud::tests(),     // HOOK(ud)
     ]
     .concat()
 }
