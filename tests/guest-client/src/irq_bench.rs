@@ -8,11 +8,12 @@
 //!   0x40 back from its handler; vCPU 0 waits for that in `sti; hlt` too. N round trips per
 //!   run (default [`IPI_TRIPS`]), the median of RUNS runs (default [`IPI_RUNS`]), each in a
 //!   fresh VM.
-//! - `--bench-timer [N] [DELAY_US]`: LAPIC timer latency. The guest reads its TSC, arms the
+//! - `--bench-timer [N] [DELAY_US] [tmict]`: LAPIC timer latency. The guest reads its TSC, arms the
 //!   one-shot timer DELAY_US ahead (IA32_TSC_DEADLINE where `KVM_CAP_TSC_DEADLINE_TIMER` says
 //!   the kernel has it, else TMICT with divide-by-1 and the default 1 ns APIC bus cycle), halts,
 //!   and its handler reads the TSC; latency = TSC in the handler - deadline, in ns by the
 //!   vCPU's `KVM_GET_TSC_KHZ`. The median over N shots (default [`TIMER_SHOTS`]).
+//!   `tmict` arms TMICT even where TSC-deadline is there.
 //!
 //! Each prints `bench-run: WHAT: N ns (notes)` like the other run-loop figures, or a
 //! `FAILED` line (and the client exits non-zero) when the guest did not do the work: the
@@ -659,11 +660,12 @@ pub(crate) fn ipi(trips: Option<u64>, runs: Option<usize>) -> bool {
     true
 }
 
-/// `--bench-timer [N] [DELAY_US]`. False if it could not measure.
-pub(crate) fn timer(shots: Option<u64>, delay_us: Option<u64>) -> bool {
+/// `--bench-timer [N] [DELAY_US] [tmict]`; `tmict` arms TMICT even where TSC-deadline is
+/// there (to exercise that path on kernels that have both). False if it could not measure.
+pub(crate) fn timer(shots: Option<u64>, delay_us: Option<u64>, force_tmict: bool) -> bool {
     let shots = shots.unwrap_or(TIMER_SHOTS).clamp(1, MAX_SHOTS);
     let delay_us = delay_us.unwrap_or(TIMER_DELAY_US).max(1);
-    let r = timer_once(shots, delay_us);
+    let r = timer_once(shots, delay_us, force_tmict);
     let what = |mode: &str| format!("LAPIC timer latency ({mode}, handler TSC - deadline)");
     match r {
         Ok((mode, line)) => {
@@ -679,9 +681,10 @@ pub(crate) fn timer(shots: Option<u64>, delay_us: Option<u64>) -> bool {
 
 type TimerResult = Result<(&'static str, String), (&'static str, String)>;
 
-fn timer_once(shots: u64, delay_us: u64) -> TimerResult {
+fn timer_once(shots: u64, delay_us: u64, force_tmict: bool) -> TimerResult {
     let b = new_vm(&[AT_TIMER_GUEST]).map_err(|e| ("x2APIC", e))?;
-    let mode = if b.tsc_deadline {
+    let deadline = b.tsc_deadline && !force_tmict;
+    let mode = if deadline {
         "x2APIC TSC-deadline"
     } else {
         "x2APIC one-shot TMICT"
@@ -697,7 +700,7 @@ fn timer_once(shots: u64, delay_us: u64) -> TimerResult {
     let delta_tsc = delay_us * u64::from(khz) / 1000;
     let g = &b.g;
     g.ram.write(COUNT, &shots.to_le_bytes());
-    if b.tsc_deadline {
+    if deadline {
         g.ram.write(DELAY, &delta_tsc.to_le_bytes());
         g.ram.write(LVTT, &LVTT_DEADLINE.to_le_bytes());
         g.ram.write(USE_TMICT, &0u32.to_le_bytes());

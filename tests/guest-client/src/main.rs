@@ -227,13 +227,14 @@ fn main() {
         };
         std::process::exit(if ok { 0 } else { 1 });
     }
-    // HOOK(irqbench): `--bench-ipi [N] [RUNS]`, `--bench-timer [N] [DELAY_US]`.
+    // HOOK(irqbench): `--bench-ipi [N] [RUNS]`, `--bench-timer [N] [DELAY_US] [tmict]`.
     if arg == "--bench-ipi" || arg == "--bench-timer" {
         let num = |i| std::env::args().nth(i).and_then(|a| a.parse().ok());
         let ok = if arg == "--bench-ipi" {
             irq_bench::ipi(num(2), num(3).map(|r: u64| r as usize))
         } else {
-            irq_bench::timer(num(2), num(3))
+            let tmict = std::env::args().nth(4).as_deref() == Some("tmict");
+            irq_bench::timer(num(2), num(3), tmict)
         };
         std::process::exit(if ok { 0 } else { 1 });
     }
