@@ -86,8 +86,7 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_EXIT_ON_EMULATION_FAILURE
         | KVM_CAP_SET_GUEST_DEBUG => 1,
         KVM_CAP_EXIT_HYPERCALL => hypercall::EXIT_HYPERCALL_VALID_MASK as isize,
-        // Upstream answers KVM_GUESTDBG_VALID_MASK; here the flags really supported (no
-        // BLOCKIRQ), which is what userspace reads it for.
+        // KVM_GUESTDBG_VALID_MASK, as upstream (HOOK(abi): BLOCKIRQ is honoured now).
         KVM_CAP_SET_GUEST_DEBUG2 => x86::exits::guest_debug::SUPPORTED as isize,
         _ => return None,
     })

@@ -165,6 +165,13 @@ pub(crate) fn before_entry(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Win
         || ev.nmi_injected
         || ev.interrupt.injected);
     let mut w = Windows::default();
+    // HOOK(abi): KVM_GUESTDBG_BLOCKIRQ: no NMI or interrupt is injected and no window opens for
+    // them (upstream kvm_check_and_inject_events returns first); userspace's own
+    // request_interrupt_window still opens the IRQ window (vcpu_enter_guest's req_int_win).
+    if l.exits.debug.blocks_irq() {
+        w.irq = dm_request_for_irq_injection(vcpu, run) && accept_dm_intr(vcpu, l);
+        return w;
+    }
     if l.arch.events.nmi_pending > 0 {
         if can_inject && nmi_allowed(&l.arch) {
             l.arch.events.nmi_pending -= 1;

@@ -24,6 +24,9 @@ pub(crate) fn tests() -> Vec<Test> {
             with_svm(cpuid_faulting)
         }),
         ("abi_kvm_amd_parameters", Any, |_| kvm_amd_parameters()),
+        ("abi_guest_debug_blockirq_holds_nmi", Any, |_| {
+            with_svm(blockirq_holds_nmi)
+        }),
     ]
 }
 
@@ -276,4 +279,78 @@ fn kvm_amd_parameters() -> Result<(), String> {
     // Read-only: the write is refused by the file mode.
     let w = std::fs::write(format!("{dir}/avic"), "Y");
     eq(w.is_err(), true, "writing avic fails")
+}
+
+const KVM_NMI: u64 = 0xae9a;
+const GUESTDBG_ENABLE: u32 = 1;
+const GUESTDBG_BLOCKIRQ: u32 = 0x10_0000;
+const KVM_CAP_SET_GUEST_DEBUG2: u64 = 195;
+
+fn set_debug(v: &VcpuFd, control: u32) -> Result<(), String> {
+    let d = kvm_bindings::kvm_guest_debug {
+        control,
+        ..Default::default()
+    };
+    v.set_guest_debug(&d)
+        .map_err(|e| format!("KVM_SET_GUEST_DEBUG {control:#x}: {e}"))
+}
+
+/// Real mode at f000:0000: `out 0x80, al; out 0x81, al; hlt` (64 KiB of RAM at 0 hold the IVT
+/// and the stack the NMI frame goes on: SS:SP 0:0 wraps to 0xfffe).
+const NMI_GUEST: &[u8] = &[0xe6, 0x80, 0xe6, 0x81, 0xf4];
+
+/// `KVM_GUESTDBG_BLOCKIRQ` holds a pending NMI back (upstream kvm_check_and_inject_events
+/// returns before NMIs and interrupts); once it is cleared the NMI is delivered.
+fn blockirq_holds_nmi() -> Result<(), String> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let mask = ioctl(
+        kvm.as_raw_fd(),
+        KVM_CHECK_EXTENSION,
+        KVM_CAP_SET_GUEST_DEBUG2,
+    );
+    eq(
+        mask.map(|m| m as u32 & GUESTDBG_BLOCKIRQ != 0),
+        Ok(true),
+        "KVM_CAP_SET_GUEST_DEBUG2 has BLOCKIRQ",
+    )?;
+    let g = crate::run::Guest::new(NMI_GUEST, 0x10000)?;
+    // IVT[2] = 0000:0500, the NMI handler: out 0x82, al; hlt.
+    g.ram.write(2 * 4, &[0x00, 0x05, 0x00, 0x00]);
+    g.ram.write(0x500, &[0xe6, 0x82, 0xf4]);
+    {
+        // Without BLOCKIRQ the NMI is taken at once.
+        let g0 = crate::run::Guest::new(NMI_GUEST, 0x10000)?;
+        g0.ram.write(2 * 4, &[0x00, 0x05, 0x00, 0x00]);
+        g0.ram.write(0x500, &[0xe6, 0x82, 0xf4]);
+        let mut v0 = g0.vcpu(0)?;
+        eq(ioctl(v0.as_raw_fd(), KVM_NMI, 0), Ok(0), "KVM_NMI")?;
+        nmi_handler_runs(&mut v0, "without guest debugging")?;
+    }
+    let mut v = g.vcpu(0)?;
+    set_debug(&v, GUESTDBG_ENABLE | GUESTDBG_BLOCKIRQ)?;
+    eq(ioctl(v.as_raw_fd(), KVM_NMI, 0), Ok(0), "KVM_NMI")?;
+    for port in [0x80, 0x81] {
+        match v.run().map_err(|e| format!("run: {e}"))? {
+            VcpuExit::IoOut(p, _) if p == port => {}
+            e => return Err(format!("with BLOCKIRQ, want OUT {port:#x}: {e:?}")),
+        }
+    }
+    set_debug(&v, 0)?;
+    nmi_handler_runs(&mut v, "after BLOCKIRQ is cleared")
+}
+
+/// The next run ends in the NMI handler's `OUT 0x82`.
+fn nmi_handler_runs(v: &mut VcpuFd, when: &str) -> Result<(), String> {
+    let e = format!("{:?}", v.run().map_err(|e| format!("run: {e}"))?);
+    if e.starts_with("IoOut(130,") {
+        return Ok(());
+    }
+    // SAFETY: the exit was KVM_EXIT_INTERNAL_ERROR or another union member; only read.
+    let i = unsafe { v.get_kvm_run().__bindgen_anon_1.internal };
+    let r = v.get_regs().map(|r| r.rip).unwrap_or_default();
+    Err(format!(
+        "{when}: want the NMI handler's OUT 0x82: {e} suberror {} data {:x?} rip {r:#x}",
+        i.suberror,
+        &i.data[..i.ndata.min(16) as usize]
+    ))
 }

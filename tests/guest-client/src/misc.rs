@@ -395,12 +395,12 @@ fn inject_db_bp() -> Result<(), String> {
     Ok(())
 }
 
-/// KVM_GUESTDBG_VALID_MASK: unknown bits are EINVAL; BLOCKIRQ is refused (EINVAL) until the
-/// injection path honours it.
+/// KVM_GUESTDBG_VALID_MASK: unknown bits are EINVAL (HOOK(abi): BLOCKIRQ is accepted now;
+/// `abi_guest_debug_blockirq_holds_nmi` checks it).
 fn guest_debug_rules() -> Result<(), String> {
     let g = Guest::new(&[0xf4], 0x8000)?;
     let v = g.vcpu(0)?;
-    for bad in [1u32 << 2, 1 << 15, 1 << 21, 1 << 31, GUESTDBG_BLOCKIRQ] {
+    for bad in [1u32 << 2, 1 << 15, 1 << 21, 1 << 31] {
         eq(
             set_debug(&v, GUESTDBG_ENABLE | bad, [0; 8]),
             Err(libc::EINVAL),
@@ -411,6 +411,7 @@ fn guest_debug_rules() -> Result<(), String> {
         GUESTDBG_ENABLE,
         GUESTDBG_ENABLE | GUESTDBG_SINGLESTEP,
         GUESTDBG_ENABLE | GUESTDBG_USE_SW_BP | GUESTDBG_USE_HW_BP,
+        GUESTDBG_ENABLE | GUESTDBG_BLOCKIRQ,
         0,
     ] {
         eq(

@@ -16,9 +16,10 @@
 //! registers ([`mov_dr`]). `KVM_GUESTDBG_INJECT_DB/BP` queue the exception (EBUSY while one is
 //! pending).
 //!
-//! Refused with `EINVAL` (upstream accepts it): `KVM_GUESTDBG_BLOCKIRQ`, which needs the
-//! interrupt injection path to honour it; `KVM_CAP_SET_GUEST_DEBUG2` answers [`SUPPORTED`]
-//! (upstream: the whole valid mask), so userspace sees it is missing.
+//! `KVM_GUESTDBG_BLOCKIRQ` ([`GuestDebug::blocks_irq`]) keeps NMIs and interrupts from being
+//! injected and their windows from opening (upstream `kvm_check_and_inject_events` returns
+//! before them; HOOK(abi) in `src/irq/inject.rs`); exceptions and re-injection still happen.
+//! `KVM_CAP_SET_GUEST_DEBUG2` answers [`SUPPORTED`], upstream's whole valid mask.
 //! Unknown bits are `EINVAL` as upstream (`KVM_GUESTDBG_VALID_MASK`).
 
 use super::run::Exit;
@@ -41,10 +42,8 @@ pub const BLOCKIRQ: u32 = 0x0010_0000;
 /// `KVM_GUESTDBG_VALID_MASK` (x86): anything else is `EINVAL`.
 pub const VALID_MASK: u32 =
     ENABLE | SINGLESTEP | USE_SW_BP | USE_HW_BP | INJECT_DB | INJECT_BP | BLOCKIRQ;
-/// What this module implements.
-pub const SUPPORTED: u32 = ENABLE | SINGLESTEP | USE_SW_BP | USE_HW_BP | INJECT_DB | INJECT_BP;
-/// Bits of the valid mask this module refuses (`EINVAL`).
-pub const UNSUPPORTED: u32 = VALID_MASK & !SUPPORTED;
+/// What this module implements: the whole valid mask.
+pub const SUPPORTED: u32 = VALID_MASK;
 /// DR6.BS (single step).
 pub const DR6_BS: u64 = 1 << 14;
 /// DR6's active-low bits (`DR6_ACTIVE_LOW`).
@@ -137,8 +136,7 @@ impl GuestDebug {
     }
 
     /// Whether `KVM_GUESTDBG_BLOCKIRQ` is in force: no interrupt may be injected (upstream
-    /// `kvm_check_and_inject_events`). Always false while [`UNSUPPORTED`] holds BLOCKIRQ; the
-    /// interrupt injection path checks it before the flag is accepted.
+    /// `kvm_check_and_inject_events`): the injection path (`src/irq/inject.rs`) checks it.
     pub fn blocks_irq(&self) -> bool {
         self.control & BLOCKIRQ != 0
     }
@@ -204,7 +202,7 @@ impl GuestDebug {
         linear_rip: u64,
         exception_pending: bool,
     ) -> Result<SetOutcome, Errno> {
-        if d.control & !VALID_MASK != 0 || d.control & UNSUPPORTED != 0 {
+        if d.control & !VALID_MASK != 0 {
             return Err(Errno::EINVAL);
         }
         let inject = if d.control & (INJECT_DB | INJECT_BP) != 0 {
@@ -451,13 +449,23 @@ mod tests {
     fn unsupported_refused_unchanged() {
         let mut g = GuestDebug::default();
         g.set(&dbg(ENABLE | SINGLESTEP), 0x2, 5, false).unwrap();
-        for bad in [BLOCKIRQ, 1 << 2, 1 << 21, 1 << 31] {
+        for bad in [1 << 2, 1 << 21, 1 << 31] {
             assert_eq!(
                 g.set(&dbg(ENABLE | bad), 0x102, 5, false),
                 Err(Errno::EINVAL)
             );
         }
         assert!(g.singlestep());
+    }
+
+    #[test]
+    fn blockirq_is_accepted_and_reported() {
+        let mut g = GuestDebug::default();
+        g.set(&dbg(ENABLE | BLOCKIRQ), 0x2, 5, false).unwrap();
+        assert!(g.blocks_irq());
+        // Without ENABLE the whole control word is dropped.
+        g.set(&dbg(BLOCKIRQ), 0x2, 5, false).unwrap();
+        assert!(!g.blocks_irq());
     }
 
     #[test]
