@@ -204,6 +204,11 @@ unsafe impl MmuEnv for KernelEnv {
         // Every vCPU flushes its whole ASID (no ranged flush on SVM without FlushByAsid).
         self.tlb.flush();
     }
+    // HOOK(gmemfault): the teardown of a VM's tables reschedules once per table.
+    fn cond_resched(&self) {
+        // SAFETY: teardown runs in process context without the MMU lock (`&mut TdpMmu`).
+        unsafe { glue::tdxkvm_cond_resched() }
+    }
 }
 
 /// All of RAM, as the software TDX module sees it.

@@ -1175,7 +1175,7 @@ void tdxkvm_put_page(void *page)
 	put_page(page);
 }
 
-int tdxkvm_rust_mn_invalidate_start(void *vm, u64 start, u64 end, bool blockable);
+int tdxkvm_rust_mn_invalidate_start(void *vm, u64 start, u64 end);
 void tdxkvm_rust_mn_invalidate_end(void *vm);
 void tdxkvm_rust_mn_release(void *vm);
 
@@ -1189,9 +1189,7 @@ static int mn_invalidate_range_start(struct mmu_notifier *mn,
 {
 	struct tdxkvm_mn *m = container_of(mn, struct tdxkvm_mn, mn);
 
-	/* HOOK(gmemfault): a non-blockable range must not yield the MMU lock. */
-	return tdxkvm_rust_mn_invalidate_start(m->vm, range->start, range->end,
-					       mmu_notifier_range_blockable(range));
+	return tdxkvm_rust_mn_invalidate_start(m->vm, range->start, range->end);
 }
 
 static void mn_invalidate_range_end(struct mmu_notifier *mn,

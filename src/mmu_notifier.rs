@@ -132,15 +132,16 @@ impl Drop for Notifier {
     }
 }
 
-/// Zaps the shared root over every slot backed by `[start, end)`; `may_block`: the zaps may
-/// yield the MMU lock (HOOK(gmemfault): upstream `mmu_notifier_range_blockable`).
-fn zap_hvas(vm: &Vm, start: u64, end: u64, may_block: bool) {
+/// Zaps the shared root over every slot backed by `[start, end)`.
+fn zap_hvas(vm: &Vm, start: u64, end: u64) {
     let index = vm.memslots().hva_index();
     for r in index.iter() {
         if let Some((s, e)) = r.gfns(start, end) {
             // A zap that cannot finish marks the VM bugged; nothing else to do here.
+            // HOOK(gmemfault): never yields: the hva_index spinlock is held across the walk
+            // (upstream yields here when the range is blockable; it holds no spinlock).
             vm.mmu()
-                .zap_gfns_may_block(ZapTarget::Shared, s, e, may_block)
+                .zap_gfns_may_block(ZapTarget::Shared, s, e, false)
                 .ok();
         }
     }
@@ -156,13 +157,12 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_mn_invalidate_start(
     vm: *mut c_void,
     start: u64,
     end: u64,
-    blockable: bool,
 ) -> c_int {
     // SAFETY: the caller's contract.
     let vm = unsafe { &*vm.cast::<Vm>() };
     let inv = vm.memslots().invalidation();
     inv.begin();
-    zap_hvas(vm, start, end, blockable);
+    zap_hvas(vm, start, end);
     0
 }
 
@@ -188,6 +188,5 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_mn_release(vm: *mut c_void) {
     // SAFETY: the caller's contract.
     let vm = unsafe { &*vm.cast::<Vm>() };
     let _inv = vm.memslots().invalidation().scope();
-    // Upstream kvm_mmu_notifier_release -> kvm_mmu_zap_all, which yields.
-    zap_hvas(vm, 0, u64::MAX, true);
+    zap_hvas(vm, 0, u64::MAX);
 }

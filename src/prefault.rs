@@ -197,8 +197,7 @@ pub(crate) fn faultin_as(
     let g = slot.gmem.ok_or(mf(Errno::EFAULT, true))?;
     let huge_ok = memcore::prefault::private_max_level(&slot, gfn, &st.attrs, true) == Level::L2M;
     let index = g.pgoff + (gfn.raw() - slot.base_gfn.raw());
-    let (pfn, order, folio) =
-        crate::gmem::get_pfn(st, g.file, index).map_err(|e| mf(e, true))?;
+    let (pfn, order, folio) = crate::gmem::get_pfn(st, g.file, index).map_err(|e| mf(e, true))?;
     Ok(Backing {
         pfn,
         kind: if vm.is_td() {

@@ -249,6 +249,10 @@ pub unsafe trait MmuEnv: Sync {
     /// (KVM's `kvm_flush_remote_tlbs_range`). The mirror root never needs this: the TDX module
     /// does its own TLB tracking, driven by the external hooks.
     fn flush_remote_tlbs(&self, start: Gfn, pages: u64);
+
+    /// HOOK(gmemfault): a reschedule point for long walks that hold no lock (the teardown of a
+    /// big VM's tables, upstream's yielding `tdp_mmu_zap_root`). Nothing by default.
+    fn cond_resched(&self) {}
 }
 
 // SAFETY: forwards every method to `E`, which upholds the contract.
@@ -282,5 +286,8 @@ unsafe impl<E: MmuEnv> MmuEnv for &E {
     }
     fn flush_remote_tlbs(&self, start: Gfn, pages: u64) {
         (**self).flush_remote_tlbs(start, pages)
+    }
+    fn cond_resched(&self) {
+        (**self).cond_resched()
     }
 }

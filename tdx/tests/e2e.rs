@@ -15,6 +15,7 @@ mod common;
 
 use common::{private_fault, td_mmu_config};
 use mmu::cache::{SplitCache, VcpuMmuCaches};
+use mmu::env::MmuEnv;
 use mmu::page::RootKind;
 use mmu::spte::{is_external_blocked, Access, Ept, PagingFormat, SpteKind};
 use mmu::tdp::{Fault, FaultOutcome, MmuConfig, TdpMmu, ZapTarget};
@@ -142,7 +143,15 @@ impl World<'_> {
 }
 
 fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
+    run_yielding(line, seed, ops, busy, 0)
+}
+
+/// [`run`] with every `yield_every`-th yield check of a zap answered "yield" (`0`: never):
+/// zaps drop and retake the MMU lock mid-walk, and the software module still sees every
+/// REMOVE after its BLOCK and TRACK (HOOK(gmemfault)).
+fn run_yielding(line: ModuleLine, seed: u64, ops: u64, busy: bool, yield_every: usize) {
     let env = HostEnv::with_capacity(16384);
+    env.mmu_lock().yield_every(yield_every);
     // Guest memory first, so it is contiguous and 2M-aligned.
     let guest: Vec<_> = (0..GUEST_PAGES).map(|_| host_page(&env)).collect();
     let guest_base = guest[0].pfn().raw();
@@ -346,6 +355,11 @@ fn run(line: ModuleLine, seed: u64, ops: u64, busy: bool) {
     }
     drop(guest);
     let _ = (MmuError::Bugged, world.env);
+    assert_eq!(
+        env.mmu_lock().yields() > 0,
+        yield_every > 0,
+        "zaps yielded exactly when asked"
+    );
 }
 
 /// Zaps `[start, end)`, splitting huge mirror leaves it covers in part if given a split cache
@@ -363,7 +377,8 @@ fn zap(
         if let Some(c) = split.as_deref_mut() {
             mmu.topup_split_cache(c).expect("split top-up");
         }
-        let g = mmu.write();
+        // HOOK(gmemfault): as the module's zaps, which may yield when asked.
+        let g = mmu.write_may_yield();
         let (s, e) = (Gfn::new(start), Gfn::new(end));
         let r = match split.as_deref_mut() {
             Some(c) => mmu.zap_range_split(&g, target, s, e, c),
@@ -396,7 +411,18 @@ testkit::per_module_line!(
     selftest_runner_agrees_on_the_host,
     selftest_checker_detects_an_extra_sept_entry,
     populated_tds_measure_by_content_and_gpa,
+    random_sequence_with_yielding_zaps,
 );
+
+fn random_sequence_with_yielding_zaps(line: ModuleLine) {
+    run_yielding(
+        line,
+        env_u64("TDX_E2E_SEED", 9),
+        env_u64("TDX_E2E_OPS", 20_000),
+        false,
+        3,
+    );
+}
 
 fn random_faults_zaps_conversions_then_teardown(line: ModuleLine) {
     run(

@@ -69,7 +69,7 @@ unsafe impl RawRwLock for HostRwLock {
     }
     fn needbreak(&self) -> bool {
         let every = self.1.every.load(Ordering::SeqCst);
-        every != 0 && (self.1.checks.fetch_add(1, Ordering::SeqCst) + 1) % every == 0
+        every != 0 && (self.1.checks.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every)
     }
     unsafe fn resched_exclusive(&self) {
         self.1.yields.fetch_add(1, Ordering::SeqCst);

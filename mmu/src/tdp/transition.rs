@@ -669,6 +669,11 @@ impl<F: PagingFormat, E: MmuEnv, X: ExternalPageTable> TdpMmu<F, E, X> {
         for i in 0..ENTRIES_PER_TABLE {
             self.remove_spte(Spte::in_table(page, i), removal, zs)?;
         }
+        // HOOK(gmemfault): a teardown holds no lock (`&mut self`) and may sleep: reschedule
+        // once per table, as upstream's root zap at VM destruction yields.
+        if removal == Removal::Teardown {
+            self.env.cond_resched();
+        }
         Ok(())
     }
 
