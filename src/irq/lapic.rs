@@ -684,7 +684,22 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
             sync(vcpu, &mut l);
             let now = now(vcpu, &l);
             let la = l.irq.lapic.as_mut().ok_or(EINVAL)?;
-            let fx = la.apic.set_state(&s, &now, format).map_err(|_| EINVAL)?;
+            let fx = match la.apic.set_state(&s, &now, format) {
+                Ok(fx) => fx,
+                Err(_) => {
+                    // HOOK(irqfix): the SVR was taken before the fix-up failed; upstream
+                    // recalculates the APIC map on this path too, so publish the destination.
+                    apply(
+                        vcpu,
+                        &mut l,
+                        Effects {
+                            dest_changed: true,
+                            ..Effects::default()
+                        },
+                    );
+                    return Err(EINVAL);
+                }
+            };
             apply(vcpu, &mut l, fx);
             drop(l);
             kick::request_event(vcpu);

@@ -1649,3 +1649,23 @@ fn remote_read_sets_pv_unhalted_even_on_a_disabled_apic() {
     assert_eq!(DeliveryMode::from_bits(3), DeliveryMode::RemoteRead);
     assert_eq!(DeliveryMode::from_bits(0x13), DeliveryMode::RemoteRead);
 }
+
+#[test]
+fn failed_set_state_keeps_the_new_svr_as_upstream() {
+    // Upstream kvm_apic_set_state sets SPIV before the fix-up; when the fix-up fails the
+    // SVR stays and the APIC map is recalculated: the destination the module publishes must
+    // then be the model's, software-enabled.
+    let (mut a, _) = new_apic(0x21, false);
+    let base = a.apic_base() | X2APIC_ENABLE;
+    a.set_base(base | (1 << 11), false, 48).unwrap();
+    to_x2apic(&mut a);
+    assert!(!a.sw_enabled());
+    assert!(!a.dest_info().sw_enabled());
+    let mut bad = a.get_state(&NOW, true).unwrap();
+    bad.set_reg(APIC_ID, 0x22);
+    bad.set_reg(APIC_SPIV, 0x1ff);
+    assert_eq!(a.set_state(&bad, &NOW, true), Err(StateError));
+    assert!(a.sw_enabled());
+    assert!(a.dest_info().sw_enabled());
+    assert_eq!(a.reg(APIC_ID), 0x21);
+}

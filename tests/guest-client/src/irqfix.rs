@@ -232,6 +232,65 @@ fn split_eoi_exit_bitmap() -> Result<(), String> {
     Ok(())
 }
 
+/// A `KVM_SET_LAPIC` that fails its x2APIC ID check (`KVM_X2APIC_API_USE_32BIT_IDS`, EINVAL)
+/// has already taken the SVR, as upstream (`apic_set_spiv` first, then
+/// `kvm_recalculate_apic_map` on the error path): deliveries see the APIC software-enabled.
+fn failed_set_lapic_keeps_map_consistent() -> Result<(), String> {
+    use kvm_bindings::{kvm_enable_cap, kvm_msr_entry, Msrs};
+    let g = crate::run::Guest::new(&[0xf4], 0x10000)?;
+    g.vm.create_irq_chip()
+        .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
+    let mut cap = kvm_enable_cap {
+        cap: 129, // KVM_CAP_X2APIC_API
+        ..Default::default()
+    };
+    cap.args[0] = 1; // KVM_X2APIC_API_USE_32BIT_IDS
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("KVM_CAP_X2APIC_API: {e}"))?;
+    let v = g.vcpu(0)?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    v.set_cpuid2(&cpuid)
+        .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    // IA32_APIC_BASE: x2APIC mode, enabled, BSP.
+    let m = Msrs::from_entries(&[kvm_msr_entry {
+        index: 0x1b,
+        data: 0xfee0_0000 | 0x800 | 0x400 | 0x100,
+        ..Default::default()
+    }])
+    .map_err(|e| format!("{e:?}"))?;
+    eq(
+        v.set_msrs(&m).map_err(|e| format!("KVM_SET_MSRS: {e}"))?,
+        1,
+        "APIC base set",
+    )?;
+    let fd = g.vm.as_raw_fd();
+    let msi = [0xfee0_0000u32, 0, 0x41, 0, 0, 0, 0, 0];
+    eq(
+        ioctl(fd, KVM_SIGNAL_MSI, msi.as_ptr() as u64),
+        Ok(0),
+        "MSI to a software-disabled APIC: not accepted",
+    )?;
+    let mut la = v.get_lapic().map_err(|e| format!("KVM_GET_LAPIC: {e}"))?;
+    la.regs[0x20..0x24].copy_from_slice(&5i32.to_le_bytes().map(|b| b as i8)); // wrong ID
+    la.regs[0xf0..0xf4].copy_from_slice(&0x1ffi32.to_le_bytes().map(|b| b as i8));
+    eq(
+        v.set_lapic(&la).map_err(|e| e.errno()),
+        Err(libc::EINVAL),
+        "KVM_SET_LAPIC with another x2APIC ID",
+    )?;
+    let now = v.get_lapic().map_err(|e| format!("KVM_GET_LAPIC: {e}"))?;
+    eq(now.regs[0xf1] as u8 & 1, 1, "SVR enable bit taken")?;
+    eq(
+        ioctl(fd, KVM_SIGNAL_MSI, msi.as_ptr() as u64),
+        Ok(1),
+        "MSI accepted by the now software-enabled APIC",
+    )?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irqfix_pit_control_port_read_writes_nothing", Any, |_| {
@@ -245,6 +304,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irqfix_split_eoi_exit_bitmap", Any, |_| {
             split_eoi_exit_bitmap()
+        }),
+        ("irqfix_failed_set_lapic_keeps_map_consistent", Any, |_| {
+            failed_set_lapic_keeps_map_consistent()
         }),
     ]
 }
