@@ -291,6 +291,57 @@ fn failed_set_lapic_keeps_map_consistent() -> Result<(), String> {
     Ok(())
 }
 
+/// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` with QEMU's 24 reserved IOAPIC pins, as QEMU
+/// enables it right after creating a TD (`kernel-irqchip=split`, the only form a TD takes).
+pub(crate) fn enable_split_irqchip(vm: &OwnedFd) -> Result<(), i32> {
+    let mut cap = kvm_bindings::kvm_enable_cap {
+        cap: KVM_CAP_SPLIT_IRQCHIP,
+        ..Default::default()
+    };
+    cap.args[0] = 24;
+    ioctl(
+        vm.as_raw_fd(),
+        KVM_ENABLE_CAP,
+        &cap as *const kvm_bindings::kvm_enable_cap as u64,
+    )
+    .map(|_| ())
+}
+
+/// A TD takes only a split irqchip (upstream 6.16+: `KVM_CREATE_IRQCHIP` is `ENOTTY` with
+/// `has_protected_eoi`; `tdx_vcpu_create` answers `EINVAL` without a split irqchip, after its
+/// own state check); with the split irqchip the same vCPU is created.
+fn td_needs_split_irqchip() -> Result<(), String> {
+    let kvm = dev();
+    let vm = ioctl(kvm.as_raw_fd(), io(0x01), KVM_X86_TDX_VM)
+        .map(|fd| {
+            // SAFETY: a fresh fd returned by KVM_CREATE_VM, owned from now on.
+            unsafe { OwnedFd::from_raw_fd(fd as i32) }
+        })
+        .map_err(|e| format!("KVM_CREATE_VM(TDX): errno {e}"))?;
+    let fd = vm.as_raw_fd();
+    eq(
+        ioctl(fd, KVM_CREATE_IRQCHIP, 0),
+        Err(libc::ENOTTY),
+        "KVM_CREATE_IRQCHIP on a TD",
+    )?;
+    eq(
+        ioctl(fd, KVM_CREATE_VCPU, 0).map(|_| ()),
+        Err(libc::EIO),
+        "vCPU before INIT_VM: the state check comes first",
+    )?;
+    crate::tdx_vm::init_vm_default(fd)?;
+    eq(
+        ioctl(fd, KVM_CREATE_VCPU, 0).map(|_| ()),
+        Err(libc::EINVAL),
+        "vCPU without a split irqchip",
+    )?;
+    eq(enable_split_irqchip(&vm), Ok(()), "KVM_CAP_SPLIT_IRQCHIP")?;
+    let v = ioctl(fd, KVM_CREATE_VCPU, 0).map_err(|e| format!("vCPU with split: errno {e}"))?;
+    // SAFETY: a fresh fd from KVM_CREATE_VCPU, owned from now on.
+    drop(unsafe { OwnedFd::from_raw_fd(v as i32) });
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irqfix_pit_control_port_read_writes_nothing", Any, |_| {
@@ -307,6 +358,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irqfix_failed_set_lapic_keeps_map_consistent", Any, |_| {
             failed_set_lapic_keeps_map_consistent()
+        }),
+        ("irqfix_td_needs_split_irqchip", Tdx, |_| {
+            td_needs_split_irqchip()
         }),
     ]
 }
