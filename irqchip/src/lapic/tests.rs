@@ -1669,3 +1669,26 @@ fn failed_set_state_keeps_the_new_svr_as_upstream() {
     assert!(a.dest_info().sw_enabled());
     assert_eq!(a.reg(APIC_ID), 0x21);
 }
+
+#[test]
+fn nmi_watchdog_tick_delivers_lvt0_by_its_owner() {
+    // The PIT work posts an LVT0 request; the owner delivers LVT0 as it is (upstream
+    // kvm_apic_nmi_wd_deliver -> kvm_apic_local_deliver(APIC_LVT0)).
+    let (mut a, pir) = enabled(0);
+    let fx = a.reg_write(APIC_LVT0, APIC_DM_NMI, &NOW).unwrap();
+    assert_eq!(fx.lvt0_nmi_mode, Some(true));
+    assert!(!pir.has_pending());
+    pir.post_lvt0();
+    assert!(pir.has_pending());
+    assert!(pir.take_lvt0());
+    assert!(!pir.take_lvt0());
+    assert!(a.local_deliver(Lvt::Lint0, &pir));
+    assert_eq!(pir.take_nmis(), 1);
+    // Masked: nothing, and the NMI-mode count drops.
+    let fx = a
+        .reg_write(APIC_LVT0, APIC_DM_NMI | APIC_LVT_MASKED, &NOW)
+        .unwrap();
+    assert_eq!(fx.lvt0_nmi_mode, Some(false));
+    assert!(!a.local_deliver(Lvt::Lint0, &pir));
+    assert_eq!(pir.take_nmis(), 0);
+}

@@ -342,6 +342,56 @@ fn td_needs_split_irqchip() -> Result<(), String> {
     Ok(())
 }
 
+/// The PIT's NMI watchdog (upstream `pit_do_work` -> `kvm_apic_nmi_wd_deliver`): with LVT0
+/// unmasked in NMI mode, a PIT tick delivers an NMI through LVT0 although the PIC and the
+/// IOAPIC pin are masked; the NMI wakes the halted guest (`sti; hlt` loop), whose handler
+/// counts it.
+fn pit_nmi_watchdog() -> Result<(), String> {
+    let (g, v) = interrupt_guest()?;
+    // NMI handler at 0x9200: inc byte [0x6010]; iretq; gate for vector 2.
+    let h = 0x9200u64;
+    g.ram.write(
+        h as usize,
+        &[0xfe, 0x04, 0x25, 0x10, 0x60, 0x00, 0x00, 0x48, 0xcf],
+    );
+    let mut gate = [0u8; 16];
+    gate[0..2].copy_from_slice(&(h as u16).to_le_bytes());
+    gate[2..4].copy_from_slice(&8u16.to_le_bytes());
+    gate[5] = 0x8e;
+    gate[6..8].copy_from_slice(&((h >> 16) as u16).to_le_bytes());
+    g.ram.write(0x7000 + 2 * 16, &gate);
+    // LVT0: NMI mode, unmasked.
+    let mut la = v.get_lapic().map_err(|e| format!("KVM_GET_LAPIC: {e}"))?;
+    la.regs[0x350..0x354].copy_from_slice(&0x400i32.to_le_bytes().map(|b| b as i8));
+    v.set_lapic(&la)
+        .map_err(|e| format!("KVM_SET_LAPIC: {e}"))?;
+    g.vm.create_pit2(kvm_bindings::kvm_pit_config::default())
+        .map_err(|e| format!("KVM_CREATE_PIT2: {e}"))?;
+    // Reinjection off: every tick is pulsed (no guest acknowledgement of IRQ0 comes).
+    let rc = [0u8; 32];
+    ioctl(g.vm.as_raw_fd(), 0xae71, rc.as_ptr() as u64)
+        .map_err(|e| format!("KVM_REINJECT_CONTROL: {e}"))?;
+    let mut st = g.vm.get_pit2().map_err(|e| format!("KVM_GET_PIT2: {e}"))?;
+    st.channels[0].count = 1193;
+    st.channels[0].mode = 2;
+    st.channels[0].rw_mode = 3;
+    st.channels[0].gate = 1;
+    let vm = &g.vm;
+    let (_v, why) = run_with(v, || {
+        vm.set_pit2(&st).map_err(|e| format!("KVM_SET_PIT2: {e}"))
+    })?;
+    eq(why, 2, "the NMI woke the halted guest (exit at its OUT)")?;
+    if g.ram.read(0x6010) == 0 {
+        return Err("no NMI handled".into());
+    }
+    eq(
+        g.ram.read(0x6000),
+        0,
+        "no IRQ0 through the masked IOAPIC pin",
+    )?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irqfix_pit_control_port_read_writes_nothing", Any, |_| {
@@ -362,5 +412,6 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irqfix_td_needs_split_irqchip", Tdx, |_| {
             td_needs_split_irqchip()
         }),
+        ("irqfix_pit_nmi_watchdog", Any, |_| pit_nmi_watchdog()),
     ]
 }
