@@ -376,6 +376,16 @@ pub(crate) fn nmi_watchdog_tick(vm: &Vm) {
     }
 }
 
+/// Kicks every vCPU out of guest mode (upstream `kvm_make_all_cpus_request`'s kick), e.g. so
+/// that a running vCPU sees a new kvm-clock generation at its next entry.
+pub(crate) fn kick_all(vm: &Vm) {
+    let a = vm.apic();
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    for v in (0..n).filter_map(|i| a.vcpu(i)) {
+        kick::kick(v);
+    }
+}
+
 /// Upstream `vcpu_scan_ioapic` for a split irqchip (the full irqchip's IOAPIC sees every
 /// EOI): when the routing table or a LAPIC destination changed since the last scan, the
 /// vectors of the level-triggered MSI routes of the reserved IOAPIC pins that target this
