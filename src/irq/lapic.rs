@@ -341,7 +341,8 @@ pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
     }
     if vcpu.irq.pir.take_lvt0() {
         // The PIT's NMI-watchdog tick (kvm_apic_nmi_wd_deliver): LVT0 as it is now.
-        la.apic.local_deliver(irqchip::lapic::regs::Lvt::Lint0, &vcpu.irq.pir);
+        la.apic
+            .local_deliver(irqchip::lapic::regs::Lvt::Lint0, &vcpu.irq.pir);
         fx.recheck = true;
     }
     // The clock is read only when the inbox or a latched timer expiry needs merging (every
