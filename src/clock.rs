@@ -290,7 +290,12 @@ pub(crate) fn vm_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Option<Result<isize>> {
         }
         pv::KVM_SET_CLOCK => crate::vcpu_state::read_pod::<KvmClockData>(arg)
             .and_then(|d| vm.clock().set(&d))
-            .map(|()| 0),
+            .map(|()| {
+                // HOOK(irqfix): KVM_REQ_CLOCK_UPDATE's kick: running vCPUs exit and rewrite
+                // their pvclock record before they enter again.
+                crate::irq::lapic::kick_all(vm);
+                0
+            }),
         _ => return None,
     })
 }

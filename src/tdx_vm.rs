@@ -262,11 +262,16 @@ fn finalize(vm: &Vm, td: &TdVm, cmd: &mut KvmTdxCmd) -> Result<isize> {
 
 // ---- vCPU fd ---------------------------------------------------------------------------------
 
-/// `KVM_CREATE_VCPU` on a TD (`tdx_vcpu_create`): only between INIT_VM and FINALIZE (EIO).
-/// The split-irqchip requirement is not enforced: there is no in-kernel LAPIC yet to split.
+/// `KVM_CREATE_VCPU` on a TD (`tdx_vcpu_create`): only between INIT_VM and FINALIZE (EIO),
+/// then only with a split irqchip (EINVAL: the TDX module mandates APICv, so an in-kernel
+/// LAPIC, and the IOAPIC cannot be emulated in the kernel).
 pub(crate) fn vcpu_create_check(vm: &Vm) -> Result {
     match vm.mmu().td() {
-        Some(td) => rules::check_vcpu_create(td.stage(), true).map_err(err),
+        Some(td) => {
+            // HOOK(irqfix): the split-irqchip requirement.
+            let split = vm.irqchip_mode() == crate::irq::IrqchipMode::Split;
+            rules::check_vcpu_create(td.stage(), split).map_err(err)
+        }
         None => Ok(()),
     }
 }

@@ -337,10 +337,7 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
             if cmd == KVM_GET_MP_STATE {
                 accept_events(vcpu, &mut l);
                 // A halted vCPU with a PV-unhalt kick pending reports RUNNABLE (upstream).
-                let halted = matches!(
-                    l.arch.mp_state,
-                    mp_state::HALTED | mp_state::AP_RESET_HOLD
-                );
+                let halted = matches!(l.arch.mp_state, mp_state::HALTED | mp_state::AP_RESET_HOLD);
                 let m = KvmMpState {
                     mp_state: if halted && vcpu.irq.pir.pv_unhalted() {
                         mp_state::RUNNABLE

@@ -72,6 +72,9 @@ pub(crate) struct VmApic {
     /// vCPUs by `vcpu_idx`, published when they go online and never cleared before the VM
     /// goes (upstream reads `kvm->vcpu_array` without `kvm->lock` the same way).
     vcpus: KVec<AtomicPtr<Vcpu>>,
+    /// LAPICs whose LVT0 is unmasked in NMI mode (upstream `kvm->arch.vapics_in_nmi_mode`):
+    /// while non-zero each PIT tick delivers every vCPU's LVT0.
+    vapics_in_nmi_mode: core::sync::atomic::AtomicI32,
 }
 
 impl VmApic {
@@ -88,6 +91,7 @@ impl VmApic {
             boot_cpu_id: AtomicU32::new(0),
             bus_cycle_ns: AtomicU64::new(irqchip::lapic::regs::APIC_BUS_CYCLE_NS_DEFAULT),
             vcpus,
+            vapics_in_nmi_mode: core::sync::atomic::AtomicI32::new(0),
         })
     }
 
@@ -209,6 +213,15 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
         TimerCmd::Cancel => la.timer.cancel(),
         TimerCmd::Keep => {}
     }
+    if let Some(nmi) = fx.lvt0_nmi_mode {
+        // HOOK(irqfix): upstream apic_manage_nmi_watchdog's vapics_in_nmi_mode.
+        let c = &vcpu.vm().apic().vapics_in_nmi_mode;
+        if nmi {
+            c.fetch_add(1, Ordering::AcqRel);
+        } else {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
     if fx.dest_changed {
         vcpu.irq
             .dest
@@ -326,6 +339,12 @@ pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
     if cr8 != la.apic.cr8() {
         fx.merge(la.apic.set_cr8(cr8));
     }
+    if vcpu.irq.pir.take_lvt0() {
+        // The PIT's NMI-watchdog tick (kvm_apic_nmi_wd_deliver): LVT0 as it is now.
+        la.apic
+            .local_deliver(irqchip::lapic::regs::Lvt::Lint0, &vcpu.irq.pir);
+        fx.recheck = true;
+    }
     // The clock is read only when the inbox or a latched timer expiry needs merging (every
     // entry comes here; with nothing posted the merge is a no-op).
     if vcpu.irq.pir.has_pending() || la.apic.timer_pending() {
@@ -342,6 +361,30 @@ pub(crate) fn sync(vcpu: &Vcpu, l: &mut VcpuLocked) {
     let _ = vcpu.irq.pir.take_smi(); // No SMM.
     let e = &mut l.arch.events;
     e.nmi_pending = u32::from(e.nmi_pending).saturating_add(q).min(2) as u8;
+}
+
+/// Upstream `pit_do_work`'s virtual wire: while some LAPIC has LVT0 in NMI mode, every
+/// vCPU delivers its LVT0 (`kvm_apic_nmi_wd_deliver`), done by each owner at its next merge.
+pub(crate) fn nmi_watchdog_tick(vm: &Vm) {
+    let a = vm.apic();
+    if a.vapics_in_nmi_mode.load(Ordering::Acquire) <= 0 {
+        return;
+    }
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    for v in (0..n).filter_map(|i| a.vcpu(i)) {
+        v.irq.pir.post_lvt0();
+        kick::request_event(v);
+    }
+}
+
+/// Kicks every vCPU out of guest mode (upstream `kvm_make_all_cpus_request`'s kick), e.g. so
+/// that a running vCPU sees a new kvm-clock generation at its next entry.
+pub(crate) fn kick_all(vm: &Vm) {
+    let a = vm.apic();
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    for v in (0..n).filter_map(|i| a.vcpu(i)) {
+        kick::kick(v);
+    }
 }
 
 /// Upstream `vcpu_scan_ioapic` for a split irqchip (the full irqchip's IOAPIC sees every
@@ -684,7 +727,22 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
             sync(vcpu, &mut l);
             let now = now(vcpu, &l);
             let la = l.irq.lapic.as_mut().ok_or(EINVAL)?;
-            let fx = la.apic.set_state(&s, &now, format).map_err(|_| EINVAL)?;
+            let fx = match la.apic.set_state(&s, &now, format) {
+                Ok(fx) => fx,
+                Err(_) => {
+                    // HOOK(irqfix): the SVR was taken before the fix-up failed; upstream
+                    // recalculates the APIC map on this path too, so publish the destination.
+                    apply(
+                        vcpu,
+                        &mut l,
+                        Effects {
+                            dest_changed: true,
+                            ..Effects::default()
+                        },
+                    );
+                    return Err(EINVAL);
+                }
+            };
             apply(vcpu, &mut l, fx);
             drop(l);
             kick::request_event(vcpu);

@@ -374,6 +374,7 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_pit_work(pit: *const c_void) {
         let vm = pit.vm();
         route::set_irq(vm, KVM_PIT_IRQ_SOURCE_ID, 0, true, false);
         route::set_irq(vm, KVM_PIT_IRQ_SOURCE_ID, 0, false, false);
-        // (Upstream also sends NMIs to vCPUs whose LVT0 is in NMI mode: irqmod's LAPIC.)
+        // HOOK(irqfix): the NMI watchdog through LVT0 (virtual wire).
+        crate::irq::lapic::nmi_watchdog_tick(vm);
     }
 }

@@ -17,6 +17,8 @@ const EV_SIPI: u64 = 1 << 1;
 const EV_SMI: u64 = 1 << 2;
 /// Upstream `vcpu->arch.pv.pv_unhalted` (a remote-read / PV-unhalt kick arrived).
 const EV_UNHALT: u64 = 1 << 3;
+/// The PIT's NMI-watchdog tick asks the owner to deliver its LVT0 (`kvm_apic_nmi_wd_deliver`).
+const EV_LVT0: u64 = 1 << 4;
 const EV_SIPI_VECTOR_SHIFT: u32 = 8;
 
 /// The inbox: 256 posted vectors, their trigger modes, and the other events.
@@ -172,7 +174,9 @@ impl Pir {
     /// condition before it takes its lock).
     pub fn has_pending(&self) -> bool {
         self.irr.iter().any(|w| w.load(Ordering::Acquire) != 0)
-            || self.events.load(Ordering::Acquire) & (EV_INIT | EV_SIPI | EV_SMI | EV_UNHALT) != 0
+            || self.events.load(Ordering::Acquire)
+                & (EV_INIT | EV_SIPI | EV_SMI | EV_UNHALT | EV_LVT0)
+                != 0
             || self.nmis.load(Ordering::Acquire) != 0
             || self.timer.load(Ordering::Acquire) != 0
     }
@@ -186,6 +190,17 @@ impl Pir {
     /// Clears `pv_unhalted` (a halted vCPU became runnable, or HLT found events pending).
     pub fn clear_pv_unhalted(&self) {
         self.events.fetch_and(!EV_UNHALT, Ordering::AcqRel);
+    }
+
+    /// Asks the owner to deliver its LVT0 entry (upstream `kvm_apic_nmi_wd_deliver` from the
+    /// PIT's work: the owner runs [`super::Lapic::local_deliver`] for LINT0 when it merges).
+    pub fn post_lvt0(&self) {
+        self.events.fetch_or(EV_LVT0, Ordering::AcqRel);
+    }
+
+    /// Takes a pending LVT0 delivery request.
+    pub fn take_lvt0(&self) -> bool {
+        self.events.fetch_and(!EV_LVT0, Ordering::AcqRel) & EV_LVT0 != 0
     }
 
     /// Takes the posted NMIs (the owner adds them to its NMI queue).

@@ -1649,3 +1649,46 @@ fn remote_read_sets_pv_unhalted_even_on_a_disabled_apic() {
     assert_eq!(DeliveryMode::from_bits(3), DeliveryMode::RemoteRead);
     assert_eq!(DeliveryMode::from_bits(0x13), DeliveryMode::RemoteRead);
 }
+
+#[test]
+fn failed_set_state_keeps_the_new_svr_as_upstream() {
+    // Upstream kvm_apic_set_state sets SPIV before the fix-up; when the fix-up fails the
+    // SVR stays and the APIC map is recalculated: the destination the module publishes must
+    // then be the model's, software-enabled.
+    let (mut a, _) = new_apic(0x21, false);
+    let base = a.apic_base() | X2APIC_ENABLE;
+    a.set_base(base | (1 << 11), false, 48).unwrap();
+    to_x2apic(&mut a);
+    assert!(!a.sw_enabled());
+    assert!(!a.dest_info().sw_enabled());
+    let mut bad = a.get_state(&NOW, true).unwrap();
+    bad.set_reg(APIC_ID, 0x22);
+    bad.set_reg(APIC_SPIV, 0x1ff);
+    assert_eq!(a.set_state(&bad, &NOW, true), Err(StateError));
+    assert!(a.sw_enabled());
+    assert!(a.dest_info().sw_enabled());
+    assert_eq!(a.reg(APIC_ID), 0x21);
+}
+
+#[test]
+fn nmi_watchdog_tick_delivers_lvt0_by_its_owner() {
+    // The PIT work posts an LVT0 request; the owner delivers LVT0 as it is (upstream
+    // kvm_apic_nmi_wd_deliver -> kvm_apic_local_deliver(APIC_LVT0)).
+    let (mut a, pir) = enabled(0);
+    let fx = a.reg_write(APIC_LVT0, APIC_DM_NMI, &NOW).unwrap();
+    assert_eq!(fx.lvt0_nmi_mode, Some(true));
+    assert!(!pir.has_pending());
+    pir.post_lvt0();
+    assert!(pir.has_pending());
+    assert!(pir.take_lvt0());
+    assert!(!pir.take_lvt0());
+    assert!(a.local_deliver(Lvt::Lint0, &pir));
+    assert_eq!(pir.take_nmis(), 1);
+    // Masked: nothing, and the NMI-mode count drops.
+    let fx = a
+        .reg_write(APIC_LVT0, APIC_DM_NMI | APIC_LVT_MASKED, &NOW)
+        .unwrap();
+    assert_eq!(fx.lvt0_nmi_mode, Some(false));
+    assert!(!a.local_deliver(Lvt::Lint0, &pir));
+    assert_eq!(pir.take_nmis(), 0);
+}

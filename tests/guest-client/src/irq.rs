@@ -423,6 +423,11 @@ fn signal_and_nmi_end_halt() -> Result<(), String> {
             (r, v.get_kvm_run().exit_reason)
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
+        // HOOK(irqfix): on a loaded host the thread may not have stored its id yet
+        // (pthread_kill(0) crashed the client once).
+        while tid.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         // SAFETY: the thread is alive until joined; SIGUSR2 has a handler.
         unsafe {
             libc::pthread_kill(

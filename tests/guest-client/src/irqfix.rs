@@ -232,6 +232,166 @@ fn split_eoi_exit_bitmap() -> Result<(), String> {
     Ok(())
 }
 
+/// A `KVM_SET_LAPIC` that fails its x2APIC ID check (`KVM_X2APIC_API_USE_32BIT_IDS`, EINVAL)
+/// has already taken the SVR, as upstream (`apic_set_spiv` first, then
+/// `kvm_recalculate_apic_map` on the error path): deliveries see the APIC software-enabled.
+fn failed_set_lapic_keeps_map_consistent() -> Result<(), String> {
+    use kvm_bindings::{kvm_enable_cap, kvm_msr_entry, Msrs};
+    let g = crate::run::Guest::new(&[0xf4], 0x10000)?;
+    g.vm.create_irq_chip()
+        .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
+    let mut cap = kvm_enable_cap {
+        cap: 129, // KVM_CAP_X2APIC_API
+        ..Default::default()
+    };
+    cap.args[0] = 1; // KVM_X2APIC_API_USE_32BIT_IDS
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("KVM_CAP_X2APIC_API: {e}"))?;
+    let v = g.vcpu(0)?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    v.set_cpuid2(&cpuid)
+        .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    // IA32_APIC_BASE: x2APIC mode, enabled, BSP.
+    let m = Msrs::from_entries(&[kvm_msr_entry {
+        index: 0x1b,
+        data: 0xfee0_0000 | 0x800 | 0x400 | 0x100,
+        ..Default::default()
+    }])
+    .map_err(|e| format!("{e:?}"))?;
+    eq(
+        v.set_msrs(&m).map_err(|e| format!("KVM_SET_MSRS: {e}"))?,
+        1,
+        "APIC base set",
+    )?;
+    let fd = g.vm.as_raw_fd();
+    let msi = [0xfee0_0000u32, 0, 0x41, 0, 0, 0, 0, 0];
+    eq(
+        ioctl(fd, KVM_SIGNAL_MSI, msi.as_ptr() as u64),
+        Ok(0),
+        "MSI to a software-disabled APIC: not accepted",
+    )?;
+    let mut la = v.get_lapic().map_err(|e| format!("KVM_GET_LAPIC: {e}"))?;
+    la.regs[0x20..0x24].copy_from_slice(&5i32.to_le_bytes().map(|b| b as i8)); // wrong ID
+    la.regs[0xf0..0xf4].copy_from_slice(&0x1ffi32.to_le_bytes().map(|b| b as i8));
+    eq(
+        v.set_lapic(&la).map_err(|e| e.errno()),
+        Err(libc::EINVAL),
+        "KVM_SET_LAPIC with another x2APIC ID",
+    )?;
+    let now = v.get_lapic().map_err(|e| format!("KVM_GET_LAPIC: {e}"))?;
+    eq(now.regs[0xf1] as u8 & 1, 1, "SVR enable bit taken")?;
+    eq(
+        ioctl(fd, KVM_SIGNAL_MSI, msi.as_ptr() as u64),
+        Ok(1),
+        "MSI accepted by the now software-enabled APIC",
+    )?;
+    Ok(())
+}
+
+/// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` with QEMU's 24 reserved IOAPIC pins, as QEMU
+/// enables it right after creating a TD (`kernel-irqchip=split`, the only form a TD takes).
+pub(crate) fn enable_split_irqchip(vm: &OwnedFd) -> Result<(), i32> {
+    let mut cap = kvm_bindings::kvm_enable_cap {
+        cap: KVM_CAP_SPLIT_IRQCHIP,
+        ..Default::default()
+    };
+    cap.args[0] = 24;
+    ioctl(
+        vm.as_raw_fd(),
+        KVM_ENABLE_CAP,
+        &cap as *const kvm_bindings::kvm_enable_cap as u64,
+    )
+    .map(|_| ())
+}
+
+/// A TD takes only a split irqchip (upstream 6.16+: `KVM_CREATE_IRQCHIP` is `ENOTTY` with
+/// `has_protected_eoi`; `tdx_vcpu_create` answers `EINVAL` without a split irqchip, after its
+/// own state check); with the split irqchip the same vCPU is created.
+fn td_needs_split_irqchip() -> Result<(), String> {
+    let kvm = dev();
+    let vm = ioctl(kvm.as_raw_fd(), io(0x01), KVM_X86_TDX_VM)
+        .map(|fd| {
+            // SAFETY: a fresh fd returned by KVM_CREATE_VM, owned from now on.
+            unsafe { OwnedFd::from_raw_fd(fd as i32) }
+        })
+        .map_err(|e| format!("KVM_CREATE_VM(TDX): errno {e}"))?;
+    let fd = vm.as_raw_fd();
+    eq(
+        ioctl(fd, KVM_CREATE_IRQCHIP, 0),
+        Err(libc::ENOTTY),
+        "KVM_CREATE_IRQCHIP on a TD",
+    )?;
+    eq(
+        ioctl(fd, KVM_CREATE_VCPU, 0).map(|_| ()),
+        Err(libc::EIO),
+        "vCPU before INIT_VM: the state check comes first",
+    )?;
+    crate::tdx_vm::init_vm_default(fd)?;
+    eq(
+        ioctl(fd, KVM_CREATE_VCPU, 0).map(|_| ()),
+        Err(libc::EINVAL),
+        "vCPU without a split irqchip",
+    )?;
+    eq(enable_split_irqchip(&vm), Ok(()), "KVM_CAP_SPLIT_IRQCHIP")?;
+    let v = ioctl(fd, KVM_CREATE_VCPU, 0).map_err(|e| format!("vCPU with split: errno {e}"))?;
+    // SAFETY: a fresh fd from KVM_CREATE_VCPU, owned from now on.
+    drop(unsafe { OwnedFd::from_raw_fd(v as i32) });
+    Ok(())
+}
+
+/// The PIT's NMI watchdog (upstream `pit_do_work` -> `kvm_apic_nmi_wd_deliver`): with LVT0
+/// unmasked in NMI mode, a PIT tick delivers an NMI through LVT0 although the PIC and the
+/// IOAPIC pin are masked; the NMI wakes the halted guest (`sti; hlt` loop), whose handler
+/// counts it.
+fn pit_nmi_watchdog() -> Result<(), String> {
+    let (g, v) = interrupt_guest()?;
+    // NMI handler at 0x9200: inc byte [0x6010]; iretq; gate for vector 2.
+    let h = 0x9200u64;
+    g.ram.write(
+        h as usize,
+        &[0xfe, 0x04, 0x25, 0x10, 0x60, 0x00, 0x00, 0x48, 0xcf],
+    );
+    let mut gate = [0u8; 16];
+    gate[0..2].copy_from_slice(&(h as u16).to_le_bytes());
+    gate[2..4].copy_from_slice(&8u16.to_le_bytes());
+    gate[5] = 0x8e;
+    gate[6..8].copy_from_slice(&((h >> 16) as u16).to_le_bytes());
+    g.ram.write(0x7000 + 2 * 16, &gate);
+    // LVT0: NMI mode, unmasked.
+    let mut la = v.get_lapic().map_err(|e| format!("KVM_GET_LAPIC: {e}"))?;
+    la.regs[0x350..0x354].copy_from_slice(&0x400i32.to_le_bytes().map(|b| b as i8));
+    v.set_lapic(&la)
+        .map_err(|e| format!("KVM_SET_LAPIC: {e}"))?;
+    g.vm.create_pit2(kvm_bindings::kvm_pit_config::default())
+        .map_err(|e| format!("KVM_CREATE_PIT2: {e}"))?;
+    // Reinjection off: every tick is pulsed (no guest acknowledgement of IRQ0 comes).
+    let rc = [0u8; 32];
+    ioctl(g.vm.as_raw_fd(), 0xae71, rc.as_ptr() as u64)
+        .map_err(|e| format!("KVM_REINJECT_CONTROL: {e}"))?;
+    let mut st = g.vm.get_pit2().map_err(|e| format!("KVM_GET_PIT2: {e}"))?;
+    st.channels[0].count = 1193;
+    st.channels[0].mode = 2;
+    st.channels[0].rw_mode = 3;
+    st.channels[0].gate = 1;
+    let vm = &g.vm;
+    let (_v, why) = run_with(v, || {
+        vm.set_pit2(&st).map_err(|e| format!("KVM_SET_PIT2: {e}"))
+    })?;
+    eq(why, 2, "the NMI woke the halted guest (exit at its OUT)")?;
+    if g.ram.read(0x6010) == 0 {
+        return Err("no NMI handled".into());
+    }
+    eq(
+        g.ram.read(0x6000),
+        0,
+        "no IRQ0 through the masked IOAPIC pin",
+    )?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irqfix_pit_control_port_read_writes_nothing", Any, |_| {
@@ -246,5 +406,12 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irqfix_split_eoi_exit_bitmap", Any, |_| {
             split_eoi_exit_bitmap()
         }),
+        ("irqfix_failed_set_lapic_keeps_map_consistent", Any, |_| {
+            failed_set_lapic_keeps_map_consistent()
+        }),
+        ("irqfix_td_needs_split_irqchip", Tdx, |_| {
+            td_needs_split_irqchip()
+        }),
+        ("irqfix_pit_nmi_watchdog", Any, |_| pit_nmi_watchdog()),
     ]
 }

@@ -56,10 +56,14 @@ fn dev() -> File {
 }
 
 fn create_vm(kvm: &File, vm_type: u64) -> Result<OwnedFd, i32> {
-    ioctl(kvm.as_raw_fd(), io(0x01), vm_type).map(|fd| {
+    let vm = ioctl(kvm.as_raw_fd(), io(0x01), vm_type).map(|fd| {
         // SAFETY: a fresh fd returned by KVM_CREATE_VM, owned from now on.
         unsafe { OwnedFd::from_raw_fd(fd as i32) }
-    })
+    })?;
+    if vm_type == KVM_X86_TDX_VM {
+        irqfix::enable_split_irqchip(&vm)?; // HOOK(irqfix): a TD's vCPUs need it (QEMU's order)
+    }
+    Ok(vm)
 }
 
 /// `/sys/kernel/debug/tdx_kvm/stats` as (name, value) pairs.

@@ -197,8 +197,8 @@ fn vcpu(vm: i32, id: u64) -> Result<OwnedFd, i32> {
     })
 }
 
-/// An initialised TD with `n` vCPUs. (QEMU enables a split irqchip first; this module has no
-/// in-kernel LAPIC yet and does not require it.)
+/// An initialised TD with `n` vCPUs (its split irqchip came with `create_vm`, as QEMU enables
+/// it first).
 fn td_with_vcpus(kvm: &File, n: u64) -> Result<(OwnedFd, Vec<OwnedFd>), String> {
     let vm = initialized_td(kvm)?;
     let mut v = Vec::new();
