@@ -15,9 +15,9 @@
 //! no GUP, no cache top-up, no new leaf. Anything else falls through to the full path.
 
 use super::{mmio, Action};
+use crate::env::KernelEnv;
 use crate::memfault::FaultinErr;
 use crate::prefault::{faultin_as, map_locked};
-use crate::env::KernelEnv;
 use crate::vcpu::{Vcpu, VcpuLocked};
 use crate::vm::VmMmu;
 use core::sync::atomic::Ordering;

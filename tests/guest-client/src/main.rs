@@ -134,8 +134,8 @@ mod huge;
 mod irq;
 mod irq_bench; // HOOK(irqbench)
 mod irqchip;
-mod memfault; // HOOK(gmemfault)
 mod irqfix; // HOOK(irqfix)
+mod memfault; // HOOK(gmemfault)
 mod memory;
 mod misc;
 mod prefault;
@@ -171,11 +171,10 @@ fn tests() -> Vec<Test> {
         irqchip::tests(),
         irqfix::tests(), // HOOK(irqfix)
         misc::tests(),
-        review::tests(), // HOOK(review)
-        abi::tests(),    // HOOK(abi)
         review::tests(),   // HOOK(review)
+        abi::tests(),      // HOOK(abi)
         memfault::tests(), // HOOK(gmemfault)
-        ud::tests(),     // HOOK(ud)
+        ud::tests(),       // HOOK(ud)
     ]
     .concat()
 }
