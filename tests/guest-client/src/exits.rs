@@ -202,11 +202,11 @@ fn caps(_: &Ctx) -> Result<(), String> {
             "KVM_CAP_EXIT_ON_EMULATION_FAILURE",
         )?;
         eq(c(KVM_CAP_SET_GUEST_DEBUG), 1, "KVM_CAP_SET_GUEST_DEBUG")?;
-        // The flags accepted: ENABLE, SINGLESTEP, USE_SW_BP, USE_HW_BP, INJECT_DB, INJECT_BP
-        // (not BLOCKIRQ).
+        // The flags accepted: ENABLE, SINGLESTEP, USE_SW_BP, USE_HW_BP, INJECT_DB, INJECT_BP,
+        // BLOCKIRQ (upstream's KVM_GUESTDBG_VALID_MASK).
         eq(
             c(KVM_CAP_SET_GUEST_DEBUG2),
-            0xf_0003,
+            0x1f_0003,
             "KVM_CAP_SET_GUEST_DEBUG2",
         )?;
     }
@@ -856,8 +856,9 @@ fn guest_debug_ioctl(_: &Ctx) -> Result<(), String> {
     eq(set(2), 0, "SINGLESTEP without ENABLE (ignored)")?;
     eq(set(0), 0, "off")?;
     eq(set(1 | 0x2_0000), 0, "ENABLE|USE_HW_BP")?;
-    // BLOCKIRQ is not implemented: refused rather than ignored; unknown bits are EINVAL.
-    for bit in [0x10_0000u32, 0x4, 0x8000_0000] {
+    eq(set(1 | 0x10_0000), 0, "ENABLE|BLOCKIRQ")?;
+    // Unknown bits are EINVAL.
+    for bit in [0x4u32, 0x8000_0000] {
         eq(set(1 | bit), EINVAL, &format!("ENABLE|{bit:#x}"))?;
     }
     for p in bad_pointers() {

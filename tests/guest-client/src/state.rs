@@ -1007,8 +1007,9 @@ fn supported_cpuid_is_truthful() -> Result<(), String> {
         "KVMKVMKVM",
     )?;
     // HOOK(clock): only the PV features the module implements: CLOCKSOURCE, NOP_IO_DELAY,
-    // CLOCKSOURCE2, STEAL_TIME, POLL_CONTROL, PV_SCHED_YIELD, CLOCKSOURCE_STABLE_BIT.
-    let pv = 1 << 0 | 1 << 1 | 1 << 3 | 1 << 5 | 1 << 12 | 1 << 13 | 1 << 24;
+    // CLOCKSOURCE2, STEAL_TIME, PV_UNHALT (HOOK(irqfix)), POLL_CONTROL, PV_SCHED_YIELD,
+    // CLOCKSOURCE_STABLE_BIT.
+    let pv = 1 << 0 | 1 << 1 | 1 << 3 | 1 << 5 | 1 << 7 | 1 << 12 | 1 << 13 | 1 << 24;
     eq(
         e(0x4000_0001, 0)?.eax,
         pv,

@@ -287,7 +287,17 @@ pub(crate) fn tests() -> Vec<Test> {
                 let e = kvm
                     .get_emulated_cpuid(KVM_MAX_CPUID_ENTRIES)
                     .map_err(|e| e.to_string())?;
-                eq(e.as_slice().len(), 0, "emulated CPUID entries")?;
+                // Upstream's __do_cpuid_func_emulated: leaf 0 with EAX 7 and MOVBE in leaf 1
+                // (RDPID in leaf 7 depends on the host's RDTSCP; ud.rs checks the table).
+                let s = e.as_slice();
+                check(
+                    s.iter().any(|x| x.function == 0 && x.eax == 7),
+                    "emulated leaf 0 with EAX 7",
+                )?;
+                check(
+                    s.iter().any(|x| x.function == 1 && x.ecx == 1 << 22),
+                    "emulated leaf 1: MOVBE only",
+                )?;
                 let l = kvm
                     .get_msr_feature_index_list()
                     .map_err(|e| e.to_string())?;
@@ -349,15 +359,16 @@ pub(crate) fn tests() -> Vec<Test> {
         ("emulated_cpuid_dirty_padding_is_einval", Any, |_| {
             // Upstream's sanity_check_entries: GET_EMULATED_CPUID wants every entry's padding
             // zero (GET_SUPPORTED_CPUID does not check it).
-            let mut buf = vec![0u8; 8 + 2 * 40];
-            buf[..4].copy_from_slice(&2u32.to_ne_bytes());
+            // Four entries of room: upstream's walk wants one more than the table's three.
+            let mut buf = vec![0u8; 8 + 4 * 40];
+            buf[..4].copy_from_slice(&4u32.to_ne_bytes());
             let fd = dev();
             eq(
                 ioctl(fd.as_raw_fd(), iowr(0x09, 8), buf.as_mut_ptr() as u64),
                 Ok(0),
                 "clean padding",
             )?;
-            buf[..4].copy_from_slice(&2u32.to_ne_bytes());
+            buf[..4].copy_from_slice(&4u32.to_ne_bytes());
             // Entry 1's padding[2] (entry offset 28 + 8).
             buf[8 + 40 + 36] = 1;
             eq(
