@@ -18,6 +18,8 @@
 #   2  the end marker is missing (timeout, hang, or the guest died before the end)
 #   3  the tests themselves failed (run.sh exit status not 0, or a RESULT FAIL line)
 #   64 usage error
+# A kernel error before the kernel runs /init (the test kernel's own; none of our code is loaded
+# yet) stops that boot, keeps its log as LOG.boot-error and boots once more (see below).
 # The RESULT lines (between the markers that /init prints) are printed at the end and, with
 # --results FILE, written to FILE together with the OUTCOME lines (the upstream suites' raw
 # outcomes, which scripts/guest-suite.sh judges; they are not counted here).
@@ -59,24 +61,62 @@ qemu=(qemu-system-x86_64 -machine q35 -cpu max -m "$mem" -smp "$smp" -nographic 
 echo "qemu-run: ${qemu[*]}" >&2
 echo "qemu-run: timeout ${timeout_s} s, log $log" >&2
 
+# Kernel errors. Case-sensitive on purpose: the benign boot lines say
+# "kasan: KernelAddressSanitizer initialized" and "... MAX_LOCKDEP_SUBCLASSES: 8". Lines
+# matching one of `benign` (fixed strings) are not errors.
+patterns=('Oops' 'BUG:' 'KASAN:' 'WARNING:' 'possible circular locking' 'lockdep'
+    'Kernel panic' 'general protection fault' 'UBSAN:')
+benign=('RCU lockdep checking is enabled.')
+kernel_errors() { grep -nF "${patterns[@]/#/-e}" "$1" | grep -vF "${benign[@]/#/-e}" || true; }
+
+# A kernel error while the kernel itself boots, before it runs /init (so before any test or
+# module of ours exists), is the test kernel's own (seen rarely under TCG: an early interrupt
+# in cpu_detect/identify_cpu with KASAN). It is reported, that boot is stopped and kept as
+# LOG.boot-error, and the guest is booted once more. Any error after /init starts, or a second
+# early one, counts as below.
+pidfile=$(mktemp)
+trap 'rm -f "$pidfile"' EXIT
 t0=$SECONDS
-set +e
-timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | tr -d '\r' | tee "$log"
-qemu_rc=${PIPESTATUS[0]}
-set -e
+for attempt in 1 2; do
+    rm -f "$pidfile"
+    : >"$log" # the watcher below must not read a previous run's log
+    t0=$SECONDS
+    set +e
+    (
+        timeout -k 10 "$timeout_s" "${qemu[@]}" -pidfile "$pidfile" </dev/null 2>&1 | tr -d '\r' | tee "$log"
+        exit "${PIPESTATUS[0]}"
+    ) &
+    run=$!
+    early=""
+    while kill -0 "$run" 2>/dev/null; do
+        grep -qF 'Run /init as init process' "$log" 2>/dev/null && break
+        early=$(kernel_errors "$log" 2>/dev/null)
+        [[ -n "$early" ]] && break
+        sleep 1
+    done
+    if [[ -n "$early" && $attempt == 1 ]]; then
+        kill "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null
+        wait "$run"
+        set -e
+        mv "$log" "$log.boot-error"
+        echo "qemu-run: KERNEL ERROR while the test kernel booted (before /init; kept in $log.boot-error):" >&2
+        head -n 5 <<<"$early" >&2
+        echo "qemu-run: booting again (once)" >&2
+        continue
+    fi
+    wait "$run"
+    qemu_rc=$?
+    set -e
+    break
+done
 elapsed=$((SECONDS - t0))
 echo >&2
 echo "qemu-run: QEMU exited with $qemu_rc after ${elapsed} s" >&2
 
 status=0
 
-# Kernel errors anywhere in the log. Case-sensitive on purpose: the benign boot lines say
-# "kasan: KernelAddressSanitizer initialized" and "... MAX_LOCKDEP_SUBCLASSES: 8". Lines
-# matching one of `benign` (fixed strings) are not errors.
-patterns=('Oops' 'BUG:' 'KASAN:' 'WARNING:' 'possible circular locking' 'lockdep'
-    'Kernel panic' 'general protection fault' 'UBSAN:')
-benign=('RCU lockdep checking is enabled.')
-errors=$(grep -nF "${patterns[@]/#/-e}" "$log" | grep -vF "${benign[@]/#/-e}" || true)
+# Kernel errors anywhere in the log.
+errors=$(kernel_errors "$log")
 if [[ -n "$errors" ]]; then
     first=$(head -n1 <<<"$errors" | cut -d: -f1)
     echo "qemu-run: KERNEL ERROR in the console log; from line $first of $log:" >&2
