@@ -59,6 +59,9 @@ pub(crate) fn npt_gpa_width() -> mmu::GpaWidth {
     }
 }
 const CR4_OSXSAVE: u64 = 1 << 18;
+const CR4_PKE: u64 = 1 << 22;
+/// XCR0's PKRU state component (bit 9).
+const XFEATURE_MASK_PKRU: u64 = 1 << 9;
 
 /// Exceptions always intercepted (upstream `init_vmcb`): `#MC` goes to the host's handler;
 /// `#AC` and `#DB` are intercepted so a guest whose IDT makes their delivery raise the same
@@ -345,6 +348,12 @@ impl SvmVcpu {
         let guest_aux = st.msrs.tsc_aux & 0xffff_ffff;
         // SAFETY: reads a boot-time CPU feature.
         let host_pku = unsafe { glue::tdxkvm_host_ospke() };
+        // Upstream kvm_load_{guest,host}_xsave_state: PKRU is switched only for a guest that
+        // can use it (PKRU in its XCR0, or CR4.PKE); otherwise the guest cannot read or write
+        // PKRU and the host's value stays loaded (each WRPKRU costs, e.g. a TLB flush under
+        // QEMU TCG, and this runs on every exit).
+        let guest_pku = st.xcr0 & XFEATURE_MASK_PKRU != 0 || st.cr4 & CR4_PKE != 0;
+        let switch_pkru = host_pku && guest_pku;
         // SAFETY: GIF cleared around the run (upstream svm_vcpu_run); the VMCB is valid and
         // ours, the host save area is this CPU's, `st.gprs` is 16 writable words. The MSR
         // and XCR accesses run with IRQs off (caller's contract); the values were checked by
@@ -361,10 +370,11 @@ impl SvmVcpu {
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(st.xcr0);
             }
-            // PKRU: whenever the host uses PKU the guest's value is loaded and read back, and
-            // the host's restored, inside GIF=0 (upstream kvm_load_{guest,host}_xsave_state;
-            // the guest can set CR4.PKE only if its CPUID has PKU, the CR4 intercept checks).
-            let host_pkru = host_pku.then(|| glue::tdxkvm_rdpkru());
+            // PKRU: when the host uses PKU and the guest can (above), the guest's value is
+            // loaded and read back, and the host's restored, inside GIF=0 (upstream
+            // kvm_load_{guest,host}_xsave_state; the guest can set CR4.PKE only if its CPUID
+            // has PKU, the CR4 intercept checks; XSETBV checks XCR0).
+            let host_pkru = switch_pkru.then(|| glue::tdxkvm_rdpkru());
             if let Some(h) = host_pkru {
                 if st.pkru != h {
                     glue::tdxkvm_wrpkru(st.pkru);
