@@ -58,6 +58,12 @@ mkdir -p "$(dirname "$log")"
 cmdline="console=ttyS0 panic=-1 loglevel=7 $append"
 qemu=(qemu-system-x86_64 -machine q35 -cpu max -m "$mem" -smp "$smp" -nographic -no-reboot
     -kernel "$kernel" -initrd "$initrd" -append "$cmdline")
+# Developer hook (scripts/profile.sh): extra QEMU arguments, e.g. a monitor socket. Never set by
+# the test pipeline.
+if [[ -n "${TDXKVM_QEMU_EXTRA:-}" ]]; then
+    read -r -a extra <<<"$TDXKVM_QEMU_EXTRA"
+    qemu+=("${extra[@]}")
+fi
 echo "qemu-run: ${qemu[*]}" >&2
 echo "qemu-run: timeout ${timeout_s} s, log $log" >&2
 
@@ -83,7 +89,7 @@ for attempt in 1 2; do
     t0=$SECONDS
     set +e
     (
-        timeout -k 10 "$timeout_s" "${qemu[@]}" -pidfile "$pidfile" </dev/null 2>&1 | tr -d '\r' | tee "$log"
+        timeout -k 10 "$timeout_s" "${qemu[@]}" -pidfile "$pidfile" </dev/null 2>&1 | stdbuf -oL tr -d '\r' | tee "$log"
         exit "${PIPESTATUS[0]}"
     ) &
     run=$!
