@@ -65,10 +65,13 @@ addrs = [s[0] for s in syms]
 count = collections.Counter()
 total = 0
 for line in open(a.rips):
-    rip = int(line, 16)
+    rip, cpl = line.split()
+    rip = int(rip, 16)
     total += 1
     if rip < 0xffff800000000000:
-        count['[user]'] += 1
+        # Low addresses: the L1 processes (CPL 3) or an L2 guest running at CPL 0, as the
+        # selftests' guests do (their code sits at the same low addresses as the test binary).
+        count['[user, CPL 3]' if cpl == '3' else f'[low address, CPL {cpl}: an L2 guest]'] += 1
         continue
     i = bisect.bisect_right(addrs, rip) - 1
     count[syms[i][1] if i >= 0 else '[unknown]'] += 1

@@ -4,7 +4,7 @@
 
 profile-sample.py MONITOR_SOCKET OUT_FILE CONSOLE_LOG
 
-Waits for QEMU's monitor, then records `info registers -a` RIPs (one hex per line) while the
+Waits for QEMU's monitor, then records `info registers -a` RIPs (hex RIP and CPL per line) while the
 console log shows PROFILE-START but not yet PROFILE-END; stops at PROFILE-END or when QEMU
 goes away. A developer tool: QEMU TCG has no PMU for perf inside the guest.
 """
@@ -60,7 +60,8 @@ def command(text, until=b''):
     return buf.decode(errors='replace')
 
 
-rip = re.compile(r'RIP=([0-9a-f]{16})')
+# One line per vCPU: RIP=... RFL=... [flags] CPL=n
+rip = re.compile(r'RIP=([0-9a-f]{16}) RFL=\S+ \[.{7}\] CPL=(\d)')
 n = 0
 try:
     command('')
@@ -70,7 +71,7 @@ try:
     with open(out_path, 'w') as out:
         while not log_has('PROFILE-END'):
             for m in rip.finditer(command('info registers -a', b'RIP=')):
-                out.write(m.group(1) + '\n')
+                out.write(f'{m.group(1)} {m.group(2)}\n')
                 n += 1
             time.sleep(0.01)
 except (EOFError, OSError):
