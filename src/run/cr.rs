@@ -12,7 +12,7 @@
 //! (`MOV r, CR4`, decoded the same way): the hardware's CR4 keeps the host's MCE bit (upstream
 //! `svm_set_cr4`), the guest reads its own value.
 
-use crate::exit_run::skip_intercepted;
+use crate::exit_run::{mark_completed, skip_intercepted};
 use crate::guest_mem::MemEnv;
 use crate::run::{queue_exception, Action, ExitInfo, RunPage};
 use crate::vcpu::{Vcpu, VcpuLocked};
@@ -68,6 +68,8 @@ pub(crate) fn cr4_read(
     l.arch.set_gpr(gpr, val);
     l.arch.rip = next_rip;
     l.arch.events.interrupt_shadow = 0;
+    // Its single-step trap (upstream kvm_skip_emulated_instruction).
+    mark_completed(l, l.arch.rflags);
     Ok(Action::Continue)
 }
 
@@ -101,8 +103,10 @@ pub(crate) fn cr4_write(
     };
     l.arch.cr4 = val;
     l.arch.rip = next_rip;
-    // As every skipped instruction: the interrupt shadow ends.
+    // As every skipped instruction: the interrupt shadow ends, and its single-step trap is
+    // due (upstream kvm_skip_emulated_instruction → kvm_vcpu_do_singlestep).
     l.arch.events.interrupt_shadow = 0;
+    mark_completed(l, l.arch.rflags);
     if fx.pdptrs_stale {
         l.arch.pdptrs = None;
     }
@@ -111,6 +115,7 @@ pub(crate) fn cr4_write(
     }
     if fx.cpuid_runtime {
         crate::vcpu_state::update_cpuid_runtime(l);
+        crate::mwait::sync_cpuid(vcpu.vm(), l);
     }
     Ok(Action::Continue)
 }

@@ -573,10 +573,11 @@ fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
         | exit::CLGI
         | exit::SKINIT
         | exit::INVLPGA
-        | exit::RDPRU
-        | exit::MONITOR
-        | exit::MWAIT
-        | exit::MWAIT_COND => Exit::Undefined,
+        | exit::RDPRU => Exit::Undefined,
+        // HOOK(cpu11): MONITOR/MWAIT (upstream kvm_emulate_monitor/_mwait; the conditional
+        // MWAIT's exit, should it come, is the same instruction).
+        exit::MONITOR => Exit::MonitorMwait { mwait: false },
+        exit::MWAIT | exit::MWAIT_COND => Exit::MonitorMwait { mwait: true },
         c if c == exit::EXCP_BASE + u64::from(vector::MC) => Exit::MachineCheck,
         c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => Exit::Exception {
             vector: (c - exit::EXCP_BASE) as u8,
