@@ -505,6 +505,8 @@ fn event_to_inject(st: &mut CpuState) -> (u32, u32) {
             // #PF: CR2; #DB: the DR6 bits (upstream kvm_deliver_exception_payload).
             x86::events::deliver_exception_payload(st);
         }
+        // HOOK(cpu11): no error code outside protected mode (upstream kvm_inject_exception).
+        x86::events::strip_real_mode_error_code(st);
         let e = &mut st.events.exception;
         e.pending = false;
         e.injected = true;

@@ -6,7 +6,13 @@
 //!   change of that bit needs SSE3 in the guest's CPUID;
 //! - the single-step trap after instructions the module completes itself (CR4 reads and
 //!   writes, IN/OUT served by the in-kernel PIC): `KVM_EXIT_DEBUG` with DR6.BS for the
-//!   debugger's single-step, #DB for the guest's own TF.
+//!   debugger's single-step, #DB for the guest's own TF;
+//! - a PAE guest's CR4 write that reloads its PDPTEs fails with #GP when a present PDPTE has
+//!   reserved bits (upstream `load_pdptrs`); exceptions injected in real mode carry no error
+//!   code (upstream `kvm_inject_exception`);
+//! - `KVM_PRE_FAULT_MEMORY` that hits a memory fault (a private GFN on a slot without
+//!   guest_memfd) leaves `KVM_EXIT_MEMORY_FAULT` and the page in `kvm_run`, as upstream's
+//!   `kvm_mmu_prepare_memory_fault_exit` does, also when pages before it were mapped (0).
 //!
 //! The guests are real-mode code in the ROM at 0xffff0000 (`Guest`); their exception handlers
 //! (IVT) do `mov al, vector; out 0x99, al; hlt`.
@@ -44,6 +50,15 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("cpu11_run_step_over_in_kernel_pio", Any, |_| {
             crate::run::with_svm(step_kernel_pio)
+        }),
+        ("cpu11_run_pae_cr4_write_checks_pdptes", Any, |_| {
+            crate::run::with_svm(pae_pdptes)
+        }),
+        ("cpu11_run_real_mode_gp_pushes_no_error_code", Any, |_| {
+            crate::run::with_svm(real_mode_gp)
+        }),
+        ("cpu11_pre_fault_memory_fault_fills_kvm_run", Any, |_| {
+            pre_fault_memory_fault()
         }),
     ]
 }
@@ -488,4 +503,248 @@ fn step_kernel_pio() -> Result<(), String> {
         e => return Err(format!("run 4: {e:?}, want OUT 0x80")),
     }
     set_step(&v, false)
+}
+
+/// A flat 32-bit segment (`type_` 0xb code, 0x3 data).
+fn flat32(selector: u16, type_: u8) -> kvm_bindings::kvm_segment {
+    kvm_bindings::kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// 32-bit PAE paging: mov eax, cr4; or eax, PGE; clear PDPTE[0]'s bit 5; mov cr4, eax
+/// (EIP 0x400f); hlt. QEMU's page walk sets bit 5 (accessed) in the PDPTE it used, which the
+/// PDPTE check (as upstream's) takes for a reserved bit, so the guest clears it right before
+/// the write (after the CR4 read's exit, whose re-entry empties QEMU's TLB: the fetches and
+/// the store after it walk, and the write's fetch hits the TLB).
+const PAE_CR4_CODE: &[u8] = &[
+    0x0f, 0x20, 0xe0, // mov eax, cr4
+    0x0d, 0x80, 0x00, 0x00, 0x00, // or eax, 0x80 (PGE: a PDPTR bit)
+    0x83, 0x25, 0x00, 0x10, 0x00, 0x00, 0xdf, // and dword [0x1000], ~0x20
+    0x0f, 0x22, 0xe0, // mov cr4, eax
+    0xf4, // hlt
+];
+
+/// Runs [`PAE_CR4_CODE`] under PAE paging (PDPT at 0x1000, a 2 MiB identity page for the
+/// low memory) with `pdpte3` as the last PDPTE (it maps nothing the guest touches).
+fn pae_run(pdpte3: u64, want_gp: bool) -> Result<(), String> {
+    let what = format!("PDPTE[3] {pdpte3:#x}");
+    let g = Guest::new(&[0xf4], 0x10000)?;
+    // GDT at 0x500: null, 0x08 flat code, 0x10 flat data.
+    g.ram.write(0x508, &[0xff, 0xff, 0, 0, 0, 0x9b, 0xcf, 0]);
+    g.ram.write(0x510, &[0xff, 0xff, 0, 0, 0, 0x93, 0xcf, 0]);
+    // IDT at 0x800: #GP -> 0x08:0x6000 (32-bit interrupt gate).
+    g.ram
+        .write(0x800 + 13 * 8, &[0x00, 0x60, 0x08, 0x00, 0, 0x8e, 0, 0]);
+    g.ram.write(0x6000, &[0xb0, 0x0d, 0xe6, 0x99, 0xf4]);
+    for (i, e) in [0x2001u64, 0, 0, pdpte3].iter().enumerate() {
+        g.ram.write(0x1000 + 8 * i, &e.to_le_bytes());
+    }
+    g.ram.write(0x2000, &0x83u64.to_le_bytes()); // P | RW | PS: 0..2 MiB
+    g.ram.write(0x4000, PAE_CR4_CODE);
+    let mut v = g.vcpu(0)?;
+    // The supported CPUID (PGE allowed in CR4).
+    v.set_cpuid2(&cpuid_leaf1(0, 0)?)
+        .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    let mut s = v.get_sregs().map_err(|e| format!("get_sregs: {e}"))?;
+    s.cs = flat32(0x08, 0xb);
+    s.ds = flat32(0x10, 0x3);
+    s.es = s.ds;
+    s.ss = s.ds;
+    s.fs = s.ds;
+    s.gs = s.ds;
+    s.gdt.base = 0x500;
+    s.gdt.limit = 0x17;
+    s.idt.base = 0x800;
+    s.idt.limit = 0x7ff;
+    s.cr3 = 0x1000;
+    s.cr4 = 0x20; // PAE
+    s.cr0 = 0x8000_0011; // PG | ET | PE
+    s.efer = 0;
+    v.set_sregs(&s).map_err(|e| format!("set_sregs: {e}"))?;
+    let mut r = v.get_regs().map_err(|e| format!("get_regs: {e}"))?;
+    r.rip = 0x4000;
+    r.rflags = 2;
+    r.rsp = 0x8000;
+    v.set_regs(&r).map_err(|e| format!("set_regs: {e}"))?;
+    let d = |a: usize| u32::from_le_bytes([0, 1, 2, 3].map(|i| g.ram.read(a + i)));
+    if want_gp {
+        match step(&mut v, 1)? {
+            VcpuExit::IoOut(0x99, b) => eq(b, &[13][..], &format!("{what}: #GP"))?,
+            e => return Err(format!("{what}: {e:?}, want #GP")),
+        }
+        // The frame below ESP 0x8000: error code, EIP, CS, EFLAGS.
+        eq(d(0x7ff0), 0, &format!("{what}: error code 0"))?;
+        eq(d(0x7ff4), 0x400f, &format!("{what}: EIP at MOV CR4"))?;
+    } else {
+        expect_hlt(&mut v, 1).map_err(|e| {
+            format!(
+                "{what}: {e} (frame: error code {:#x}, EIP {:#x})",
+                d(0x7ff0),
+                d(0x7ff4)
+            )
+        })?;
+    }
+    let s = v.get_sregs().map_err(|e| format!("get_sregs: {e}"))?;
+    eq(
+        s.cr4 & 0x80 != 0,
+        !want_gp,
+        &format!("{what}: CR4.PGE written"),
+    )
+}
+
+fn pae_pdptes() -> Result<(), String> {
+    // Valid: not present (anything goes), or present with PWT/PCD only.
+    pae_run(0, false)?;
+    pae_run(0xdead_beef_0000_01e6, false)?;
+    pae_run(0x3000 | 0x18 | 1, false)?;
+    // Present with a reserved bit: bit 1, bit 5, bit 8, or above MAXPHYADDR (bit 62).
+    for bad in [1 << 1, 1 << 5, 1 << 8, 1 << 62] {
+        pae_run(0x3000 | 1 | bad, true)?;
+    }
+    Ok(())
+}
+
+/// Real mode: mov sp, 0x7000; mov ecx, 0x12345 (no such MSR); wrmsr (IP 9: #GP); hlt. The
+/// #GP handler stores SP at 0x500 first.
+const REAL_GP_GUEST: &[u8] = &[
+    0xbc, 0x00, 0x70, // mov sp, 0x7000
+    0x66, 0xb9, 0x45, 0x23, 0x01, 0x00, // mov ecx, 0x12345
+    0x0f, 0x30, // wrmsr
+    0xf4, // hlt
+];
+
+fn real_mode_gp() -> Result<(), String> {
+    let g = Guest::new(REAL_GP_GUEST, 0x8000)?;
+    g.ram.write(13 * 4, &[0x00, 0x06, 0x00, 0x00]);
+    g.ram.write(
+        0x600,
+        &[0x89, 0x26, 0x00, 0x05, 0xb0, 0x0d, 0xe6, 0x99, 0xf4], // mov [0x500], sp; ...
+    );
+    let mut v = g.vcpu(0)?;
+    match step(&mut v, 1)? {
+        VcpuExit::IoOut(0x99, b) => eq(b, &[13][..], "#GP")?,
+        e => return Err(format!("run 1: {e:?}, want #GP")),
+    }
+    let w = |a: usize| u16::from_le_bytes([g.ram.read(a), g.ram.read(a + 1)]);
+    eq(
+        w(0x500),
+        0x6ffa,
+        "SP in the handler: FLAGS, CS, IP and no error code",
+    )?;
+    eq(w(0x6ffa), 9, "pushed IP at WRMSR")
+}
+
+/// `struct kvm_pre_fault_memory`.
+#[repr(C)]
+#[derive(Default)]
+struct PreFault {
+    gpa: u64,
+    size: u64,
+    flags: u64,
+    padding: [u64; 5],
+}
+
+const KVM_EXIT_MEMORY_FAULT: u32 = 39;
+const MEMORY_EXIT_FLAG_PRIVATE: u64 = 1 << 3;
+const KVM_X86_SW_PROTECTED_VM: u64 = 1;
+const MEMORY_ATTRIBUTE_PRIVATE: u64 = 1 << 3;
+
+/// `KVM_PRE_FAULT_MEMORY`: the result and the range left.
+fn pre_fault(v: &VcpuFd, gpa: u64, size: u64) -> (Result<i64, i32>, u64, u64) {
+    let mut r = PreFault {
+        gpa,
+        size,
+        ..Default::default()
+    };
+    let res = ioctl(
+        v.as_raw_fd(),
+        iowr(0xd5, 64),
+        &mut r as *mut PreFault as u64,
+    );
+    (res, r.gpa, r.size)
+}
+
+/// A software-protected VM with two plain pages at 0x8000 (no guest_memfd) and the second
+/// one PRIVATE: a private GFN on a slot that cannot be private.
+fn pre_fault_memory_fault() -> Result<(), String> {
+    let kvm = Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let vm = kvm
+        .create_vm_with_type(KVM_X86_SW_PROTECTED_VM)
+        .map_err(|e| format!("KVM_CREATE_VM(SW_PROTECTED): {e}"))?;
+    let mem = crate::run::Mem::new(0x2000)?;
+    let r = kvm_bindings::kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0x8000,
+        memory_size: 0x2000,
+        userspace_addr: mem.ptr as u64,
+    };
+    // SAFETY: `mem` outlives the VM (dropped after it below).
+    unsafe { vm.set_user_memory_region(r) }.map_err(|e| format!("memslot: {e}"))?;
+    vm.set_memory_attributes(kvm_bindings::kvm_memory_attributes {
+        address: 0x9000,
+        size: 0x1000,
+        attributes: MEMORY_ATTRIBUTE_PRIVATE,
+        flags: 0,
+    })
+    .map_err(|e| format!("KVM_SET_MEMORY_ATTRIBUTES: {e}"))?;
+    let mut v = vm
+        .create_vcpu(0)
+        .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+    let check_exit = |v: &mut VcpuFd, what: &str| -> Result<(), String> {
+        let run = v.get_kvm_run();
+        eq(
+            run.exit_reason,
+            KVM_EXIT_MEMORY_FAULT,
+            &format!("{what}: exit_reason"),
+        )?;
+        // SAFETY: the member KVM_EXIT_MEMORY_FAULT fills.
+        let mf = unsafe { run.__bindgen_anon_1.memory_fault };
+        eq(
+            (mf.flags, mf.gpa, mf.size),
+            (MEMORY_EXIT_FLAG_PRIVATE, 0x9000, 0x1000),
+            &format!("{what}: memory_fault"),
+        )
+    };
+    // The private page alone: EFAULT, and kvm_run says why.
+    eq(
+        pre_fault(&v, 0x9000, 0x1000),
+        (Err(libc::EFAULT), 0x9000, 0x1000),
+        "private page on a plain slot",
+    )?;
+    check_exit(&mut v, "alone")?;
+    // Clear the exit, then both pages: the shared one is mapped, so the ioctl answers 0 with
+    // the range stopped at the private page, and kvm_run still reports the fault.
+    v.get_kvm_run().exit_reason = 0;
+    eq(
+        pre_fault(&v, 0x8000, 0x2000),
+        (Ok(0), 0x9000, 0x1000),
+        "shared page then the private one",
+    )?;
+    check_exit(&mut v, "after progress")?;
+    // A shared GFN outside every slot is no memory fault (ENOENT, kvm_run untouched).
+    v.get_kvm_run().exit_reason = 0;
+    eq(
+        pre_fault(&v, 0x10_0000, 0x1000),
+        (Err(libc::ENOENT), 0x10_0000, 0x1000),
+        "no memslot",
+    )?;
+    eq(v.get_kvm_run().exit_reason, 0, "kvm_run untouched")?;
+    drop(v);
+    drop(vm);
+    drop(mem);
+    Ok(())
 }
