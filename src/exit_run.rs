@@ -402,6 +402,16 @@ pub(crate) fn mark_completed(l: &mut VcpuLocked, rflags_before: u64) {
     }
 }
 
+/// `OUT 0x7e` skipped before its userspace exit (`KVM_X86_QUIRK_OUT_7E_INC_RIP`, upstream
+/// `kvm_fast_pio_out` → `kvm_skip_emulated_instruction`): its single-step trap comes now, so
+/// with guest debugging single-stepping `KVM_EXIT_DEBUG` replaces the I/O exit (as upstream's
+/// `kvm_vcpu_do_singlestep` rewrites `exit_reason` there), and the guest's own TF queues #DB.
+pub(crate) fn out_7e_skipped(l: &mut VcpuLocked, run: RunPage, rflags_before: u64) {
+    mark_completed(l, rflags_before);
+    // `Continue`: the step's exit, if any, is written over the I/O exit.
+    after_step(l, run, Action::Continue);
+}
+
 /// HOOK(misc) for the run loop's plain IN/OUT completion: the instruction completed if RIP
 /// moved from `rip_before`.
 pub(crate) fn pio_completed(l: &mut VcpuLocked, rip_before: u64) {

@@ -461,6 +461,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
                 return Ok(Action::Continue);
             }
             bump(&vcpu.stats.run.io_exits);
+            let rflags = l.arch.rflags;
             l.run.pending_io = io::exit_to_user(
                 &mut l.arch,
                 run,
@@ -470,6 +471,10 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
                 is_in,
                 next_rip,
             );
+            // HOOK(cpu11): OUT 0x7e skipped before the exit (OUT_7E_INC_RIP) takes its step.
+            if l.run.pending_io.is_none() {
+                crate::exit_run::out_7e_skipped(l, run, rflags);
+            }
             Ok(Action::ToUser)
         }
         Exit::Hlt => {

@@ -57,6 +57,11 @@ pub(crate) fn tests() -> Vec<Test> {
         ("cpu11_run_real_mode_gp_pushes_no_error_code", Any, |_| {
             crate::run::with_svm(real_mode_gp)
         }),
+        (
+            "cpu11_run_step_over_out_7e_replaces_the_io_exit",
+            Any,
+            |_| crate::run::with_svm(step_out_7e),
+        ),
         ("cpu11_pre_fault_memory_fault_fills_kvm_run", Any, |_| {
             pre_fault_memory_fault()
         }),
@@ -747,4 +752,32 @@ fn pre_fault_memory_fault() -> Result<(), String> {
     drop(vm);
     drop(mem);
     Ok(())
+}
+
+/// out 0x7e, al (IP 0); out 0x80, al (IP 2).
+const OUT_7E_GUEST: &[u8] = &[0xe6, 0x7e, 0xe6, 0x80];
+
+/// `KVM_X86_QUIRK_OUT_7E_INC_RIP` skips `OUT 0x7e` before its exit; single-stepping it,
+/// upstream's `kvm_vcpu_do_singlestep` turns the exit into `KVM_EXIT_DEBUG` at the next IP.
+fn step_out_7e() -> Result<(), String> {
+    let g = Guest::new(OUT_7E_GUEST, 0x8000)?;
+    let mut v = g.vcpu(0)?;
+    set_step(&v, true)?;
+    let base = 0xffff_0000u64;
+    expect_step(&mut v, 1, base, false)?;
+    expect_step(&mut v, 2, base + 2, true)?;
+    match step(&mut v, 3)? {
+        VcpuExit::IoOut(0x80, _) => {}
+        e => return Err(format!("run 3: {e:?}, want OUT 0x80")),
+    }
+    // Without single-stepping: the I/O exit, RIP already past the OUT.
+    set_step(&v, false)?;
+    let g = Guest::new(OUT_7E_GUEST, 0x8000)?;
+    let mut v = g.vcpu(0)?;
+    match step(&mut v, 4)? {
+        VcpuExit::IoOut(0x7e, _) => {}
+        e => return Err(format!("run 4: {e:?}, want OUT 0x7e")),
+    }
+    let r = v.get_regs().map_err(|e| format!("get_regs: {e}"))?;
+    eq(r.rip, 2, "RIP past OUT 0x7e at its exit")
 }
