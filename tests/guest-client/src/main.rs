@@ -126,6 +126,7 @@ struct Ctx {
 
 mod abi; // HOOK(abi)
 mod clock; // HOOK(clock)
+mod cpu11; // HOOK(cpu11)
 mod dirty;
 mod entry;
 mod exits;
@@ -175,6 +176,7 @@ fn tests() -> Vec<Test> {
         abi::tests(),      // HOOK(abi)
         memfault::tests(), // HOOK(gmemfault)
         ud::tests(),       // HOOK(ud)
+        cpu11::tests(),    // HOOK(cpu11)
     ]
     .concat()
 }
