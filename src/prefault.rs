@@ -98,19 +98,10 @@ pub(crate) fn map_locked<F: PagingFormat, E: MmuEnv, X: ExternalPageTable>(
 
 /// Finds what backs `gfn` (upstream `kvm_faultin_pfn`), holding a page reference until the
 /// mapping is made. `write`: a guest write fault (the run loop's NPT faults); pre-fault is a
-/// read fault. `ENOENT`: no memslot (MMIO for the run loop).
-// HOOK(cpu11): pre-fault now calls faultin_as to see memory faults; kept for its other
-// readers (src/run/npf.rs's docs name it).
-#[allow(dead_code)]
-pub(crate) fn faultin(vm: &Vm, gfn: Gfn, write: bool) -> core::result::Result<Backing, Errno> {
-    // HOOK(gmemfault): the body is faultin_as's; pre-fault's access is as private as the GFN.
-    faultin_as(vm, gfn, write, None).map_err(Errno::from)
-}
-
-/// [`faultin`] for an access whose private-ness was decided before (`Some`: the run loop's
-/// NPT faults, [`crate::memfault::access_is_private`]) or is the GFN's attribute (`None`).
-/// The cases upstream ends in `KVM_EXIT_MEMORY_FAULT` come back as
-/// [`FaultinErr::MemoryFault`].
+/// read fault. `ENOENT`: no memslot (MMIO for the run loop). `is_private`: decided before
+/// (`Some`: the run loop's NPT faults, [`crate::memfault::access_is_private`]) or the GFN's
+/// attribute (`None`: pre-fault). The cases upstream ends in `KVM_EXIT_MEMORY_FAULT` come back
+/// as [`FaultinErr::MemoryFault`].
 pub(crate) fn faultin_as(
     vm: &Vm,
     gfn: Gfn,

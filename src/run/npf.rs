@@ -2,7 +2,7 @@
 //! Nested page faults (upstream `npf_interception` → `kvm_mmu_page_fault` →
 //! `kvm_tdp_page_fault`): the GPA is resolved through the memslots and mapped into the VM's
 //! shared root (NPT format) with the vCPU's caches, by the same machinery as
-//! `KVM_PRE_FAULT_MEMORY` ([`crate::prefault::faultin`], [`crate::prefault::map_locked`]).
+//! `KVM_PRE_FAULT_MEMORY` ([`crate::prefault::faultin_as`], [`crate::prefault::map_locked`]).
 //!
 //! A read or exec fault on a page the host has writable maps it writable when the slot is
 //! (upstream `hva_to_pfn_fast` tries a writable GUP first), so the guest's first write does
