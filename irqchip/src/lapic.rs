@@ -310,6 +310,21 @@ impl Lapic {
         self.test_vec(APIC_ISR, vector) || self.test_vec(APIC_IRR, vector)
     }
 
+    /// Every vector requested or in service (IRR | ISR as a 256-bit map, bit v of word
+    /// v / 64): [`Self::pending_eoi`] for all vectors at once, which the module publishes for
+    /// readers that cannot take the vCPU lock (the IOAPIC's RTC tracker rebuild).
+    pub fn pending_eoi_map(&self) -> [u64; 4] {
+        let mut m = [0u64; 4];
+        for (i, w) in m.iter_mut().enumerate() {
+            for half in 0..2u32 {
+                let r = (i as u32) * 2 + half;
+                let bits = self.reg(APIC_ISR + r * 0x10) | self.reg(APIC_IRR + r * 0x10);
+                *w |= u64::from(bits) << (32 * half);
+            }
+        }
+        m
+    }
+
     // ----- mode, base, identity -----
 
     /// The vCPU ID (x2APIC ID).

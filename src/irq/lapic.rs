@@ -231,6 +231,9 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
     }
     l.arch.cr8 = la.apic.cr8();
     l.arch.apic_base = la.apic.apic_base();
+    if vcpu.vm().irqchip_mode() == crate::irq::IrqchipMode::Kernel {
+        publish_eoi_pending(vcpu, &la.apic);
+    }
     vcpu.irq
         .accept_pic
         .store(la.apic.accept_pic_intr(), Ordering::Release);
@@ -253,6 +256,55 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
             // only: the PIT's reinjection waits for IRQ0's ack), as upstream
             // kvm_ioapic_send_eoi.
             crate::irq::chip::on_eoi_level(vcpu.vm(), vcpu, e.vector, e.level);
+        }
+    }
+}
+
+/// Publishes the LAPIC's IRR | ISR ([`kick::VcpuIrq::eoi_pending`]); a word is written only
+/// when it changed.
+fn publish_eoi_pending(vcpu: &Vcpu, apic: &Lapic) {
+    for (p, w) in vcpu.irq.eoi_pending.iter().zip(apic.pending_eoi_map()) {
+        if p.load(Ordering::Relaxed) != w {
+            p.store(w, Ordering::Release);
+        }
+    }
+}
+
+/// Upstream `kvm_rtc_eoi_tracking_restore_all`'s walk over the vCPUs (the IOAPIC's
+/// [`irqchip::ioapic::IoapicEnv::rtc_scan`], under the chip lock): each vCPU that
+/// (`dest_id`, `logical`) addresses (`kvm_apic_match_dest`: no shorthand, no source APIC,
+/// enabled or not) is reported with whether `vector` is in its IRR or ISR as last published,
+/// or posted to its inbox and not yet merged (upstream sets IRR at delivery).
+pub(crate) fn rtc_scan(
+    vm: &Vm,
+    dest_id: u32,
+    logical: bool,
+    vector: u8,
+    found: &mut dyn FnMut(u32, bool),
+) {
+    let a = vm.apic();
+    let quirk_off = a.ctx().broadcast_quirk_disabled;
+    let irq = LapicIrq {
+        vector,
+        delivery_mode: irqchip::irq::DeliveryMode::Fixed,
+        dest_logical: logical,
+        level_triggered: false,
+        level: true,
+        shorthand: irqchip::irq::Shorthand::None,
+        dest_id,
+        msi_redir_hint: false,
+    };
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    for v in (0..n).filter_map(|i| a.vcpu(i)) {
+        let d = DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire));
+        if irqchip::lapic::match_dest(d, &irq, irqchip::lapic::Sender::Device, quirk_off) {
+            let word = v
+                .irq
+                .eoi_pending
+                .get(usize::from(vector >> 6))
+                .map_or(0, |w| w.load(Ordering::Acquire));
+            let pending = word & (1 << (vector & 63)) != 0 || v.irq.pir.posted(vector);
+            found(v.id(), pending);
         }
     }
 }
@@ -744,6 +796,25 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
                 }
             };
             apply(vcpu, &mut l, fx);
+            if vcpu.vm().irqchip_mode() == crate::irq::IrqchipMode::Kernel {
+                // Upstream kvm_rtc_eoi_tracking_restore_one: this vCPU's part of the RTC
+                // tracker follows the state's IRR/ISR.
+                if let Some(la) = l.irq.lapic.as_ref() {
+                    let d = la.apic.dest_info();
+                    let quirk_off = vcpu.vm().apic().ctx().broadcast_quirk_disabled;
+                    crate::irq::chip::rtc_restore_one(vcpu.vm(), vcpu.id(), |irq| {
+                        (
+                            irqchip::lapic::match_dest(
+                                d,
+                                irq,
+                                irqchip::lapic::Sender::Device,
+                                quirk_off,
+                            ),
+                            la.apic.pending_eoi(irq.vector),
+                        )
+                    });
+                }
+            }
             drop(l);
             kick::request_event(vcpu);
             Ok(0)

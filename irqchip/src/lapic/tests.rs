@@ -1692,3 +1692,27 @@ fn nmi_watchdog_tick_delivers_lvt0_by_its_owner() {
     assert!(!a.local_deliver(Lvt::Lint0, &pir));
     assert_eq!(pir.take_nmis(), 0);
 }
+
+#[test]
+fn pending_eoi_map_is_irr_or_isr_and_posted_is_the_inbox() {
+    let (mut a, pir) = enabled(0);
+    assert_eq!(a.pending_eoi_map(), [0; 4]);
+    assert!(pir.post(a.dest_info(), &fixed(0x38, 0, false)));
+    assert!(pir.posted(0x38) && !pir.posted(0x39));
+    assert_eq!(a.pending_eoi_map(), [0; 4], "posted is not yet IRR");
+    let _ = a.sync_pir(&pir, &NOW);
+    assert!(!pir.posted(0x38));
+    assert!(a.accept_vector(0xa1, false));
+    assert_eq!(a.ack(), Some(0xa1));
+    // 0x38 in IRR, 0xa1 in ISR.
+    assert_eq!(a.pending_eoi_map(), [1 << 0x38, 0, 1 << 0x21, 0]);
+    for v in 0..=255u8 {
+        let m = a.pending_eoi_map();
+        assert_eq!(
+            m[usize::from(v >> 6)] & (1 << (v & 63)) != 0,
+            a.pending_eoi(v)
+        );
+    }
+    let _ = a.eoi();
+    assert_eq!(a.pending_eoi_map(), [1 << 0x38, 0, 0, 0]);
+}
