@@ -213,6 +213,18 @@ pub struct Lapic {
     timer: Timer,
 }
 
+/// The IA32_APIC_BASE a TD vCPU gets at `KVM_TDX_INIT_VCPU` (upstream `tdx_vcpu_init`: "TDX
+/// requires X2APIC"): the default base, enabled, in x2APIC mode (`LAPIC_MODE_X2APIC`), with
+/// the BSP bit for the reset BSP (`kvm_vcpu_is_reset_bsp`). It is set host-initiated
+/// ([`Lapic::set_base`] with `host_initiated`), so it fails only on reserved bits: without
+/// x2APIC in the guest CPUID.
+pub const fn td_apic_base(reset_bsp: bool) -> u64 {
+    APIC_DEFAULT_PHYS_BASE
+        | MSR_IA32_APICBASE_ENABLE
+        | X2APIC_ENABLE
+        | if reset_bsp { MSR_IA32_APICBASE_BSP } else { 0 }
+}
+
 impl Lapic {
     /// A new local APIC (`kvm_create_lapic`): IA32_APIC_BASE = EN only, software-disabled,
     /// all registers 0, 6 LVT entries, no timer modes until CPUID is set. Call
@@ -398,6 +410,14 @@ impl Lapic {
         } else {
             APIC_LVT_TIMER_PERIODIC
         };
+        self.set_version();
+    }
+
+    /// Only the x2APIC bit of the guest CPUID changed (a TD vCPU's CPUID as the TDX module
+    /// virtualizes it, where x2APIC is fixed to 1; see [`td_apic_base`]): IA32_APIC_BASE.EXTD
+    /// becomes writable, the timer modes stay.
+    pub fn set_x2apic_cpuid(&mut self, x2apic: bool) {
+        self.x2apic_cpuid = x2apic;
         self.set_version();
     }
 

@@ -309,6 +309,39 @@ pub(crate) fn rtc_scan(
     }
 }
 
+/// `KVM_TDX_INIT_VCPU`'s first step (upstream `tdx_vcpu_init`): IA32_APIC_BASE =
+/// [`irqchip::lapic::td_apic_base`] (x2APIC, BSP bit for the reset BSP), set host-initiated
+/// (`kvm_apic_set_base(vcpu, apic_base, true)`); refused (EXTD reserved without x2APIC in
+/// the guest CPUID) it is `EINVAL`.
+///
+/// The CPUID: upstream takes the x2APIC bit from the table userspace gave with
+/// `KVM_SET_CPUID2` (QEMU gives the TD's, whose x2APIC bit the TDX module fixes to 1). This
+/// module refuses `KVM_SET_CPUID2` on a TD vCPU (its state ioctls answer `EINVAL`), so a TD
+/// vCPU without a leaf-1 table is given the TDX module's fixed x2APIC bit; with a table its
+/// bit decides, as upstream. Called with the vCPU mutex held.
+pub(crate) fn td_init_x2apic(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result {
+    if l.irq.lapic.is_none() {
+        // A TD vCPU exists only with a split irqchip, so it has a LAPIC.
+        return Err(EINVAL);
+    }
+    sync(vcpu, l);
+    let from_table = cpuid_bits(l).is_some();
+    let maxphy = l.cpuid.model.maxphyaddr;
+    let bsp = vcpu.vm().apic().is_reset_bsp(vcpu.id());
+    let Some(la) = l.irq.lapic.as_mut() else {
+        return Err(EINVAL);
+    };
+    if !from_table {
+        la.apic.set_x2apic_cpuid(true);
+    }
+    let fx = la
+        .apic
+        .set_base(irqchip::lapic::td_apic_base(bsp), true, maxphy)
+        .map_err(|_| EINVAL)?;
+    apply(vcpu, l, fx);
+    Ok(())
+}
+
 /// The in-kernel PIC's output is raised (irqroute's `pic_pending`).
 pub(crate) fn pic_has_interrupt(vm: &Vm) -> bool {
     crate::irq::chip::pic_pending(vm).is_some()

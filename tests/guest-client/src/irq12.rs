@@ -5,6 +5,7 @@
 use crate::irqchip::*;
 use crate::*;
 use kvm_ioctls::VcpuFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 
 const RTC_VECTOR: u8 = 0x40;
 /// `kvm_lapic_state` offsets: SPIV, the ISR and IRR words holding [`RTC_VECTOR`].
@@ -92,6 +93,75 @@ fn rtc_tracker_after_set_lapic() -> Result<(), String> {
     Ok(())
 }
 
+/// `KVM_SIGNAL_MSI` with an NMI to physical destination `dest`: the ioctl's return (the
+/// number of vCPUs that took it), or its errno (upstream's "no target" -1 shows as `EPERM`).
+fn msi_nmi(vm: i32, dest: u32) -> Result<i64, i32> {
+    let msi = [
+        0xfee0_0000 | dest << 12,
+        0,
+        0x400, // delivery mode NMI, edge
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    ioctl(vm, KVM_SIGNAL_MSI, msi.as_ptr() as u64)
+}
+
+/// `KVM_TDX_INIT_VCPU` puts the vCPU's LAPIC in x2APIC mode (upstream `tdx_vcpu_init`:
+/// `APIC_DEFAULT_PHYS_BASE | LAPIC_MODE_X2APIC`, plus the BSP bit on the boot vCPU). A TD's
+/// LAPIC state is not readable (`KVM_GET_LAPIC` and `KVM_GET_MSRS` answer `EINVAL` for TD
+/// vCPUs here), so the mode shows in delivery: with `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`
+/// an MSI to physical 0xff is the xAPIC broadcast for an xAPIC-mode LAPIC but only x2APIC
+/// ID 0xff for an x2APIC-mode one (upstream `kvm_apic_mda`, `kvm_apic_match_physical_addr`).
+/// The APICs stay software-disabled (a TD's SPIV is the guest's), so logical destinations
+/// match nothing in either mode.
+fn td_vcpu_lapic_x2apic_after_init_vcpu() -> Result<(), String> {
+    let kvm = dev();
+    let vm = create_vm(&kvm, KVM_X86_TDX_VM).map_err(|e| format!("KVM_CREATE_VM(TDX): {e}"))?;
+    let fd = vm.as_raw_fd();
+    let mut cap = kvm_bindings::kvm_enable_cap {
+        cap: 129, // KVM_CAP_X2APIC_API
+        ..Default::default()
+    };
+    cap.args[0] = 2; // KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK
+    ioctl(
+        fd,
+        KVM_ENABLE_CAP,
+        &cap as *const kvm_bindings::kvm_enable_cap as u64,
+    )
+    .map_err(|e| format!("KVM_CAP_X2APIC_API: errno {e}"))?;
+    crate::tdx_vm::init_vm_default(fd)?;
+    let mk = |id: u64| {
+        ioctl(fd, KVM_CREATE_VCPU, id)
+            .map(|v| {
+                // SAFETY: a fresh fd from KVM_CREATE_VCPU, owned from now on.
+                unsafe { OwnedFd::from_raw_fd(v as i32) }
+            })
+            .map_err(|e| format!("KVM_CREATE_VCPU({id}): errno {e}"))
+    };
+    let v0 = mk(0)?;
+    let v1 = mk(1)?;
+    eq(
+        msi_nmi(fd, 0xff),
+        Ok(2),
+        "0xff before INIT_VCPU: xAPIC broadcast",
+    )?;
+    eq(msi_nmi(fd, 1), Ok(1), "physical 1 before INIT_VCPU")?;
+    crate::tdx_vm::init_vcpus(&[&v0])?;
+    eq(msi_nmi(fd, 0xff), Ok(1), "0xff: only vCPU 1 is still xAPIC")?;
+    crate::tdx_vm::init_vcpus(&[&v1])?;
+    eq(
+        msi_nmi(fd, 0xff),
+        Err(libc::EPERM),
+        "0xff after both INIT_VCPUs: no x2APIC ID 0xff, no target (-1)",
+    )?;
+    eq(msi_nmi(fd, 1), Ok(1), "physical 1: x2APIC ID 1")?;
+    eq(msi_nmi(fd, 0), Ok(1), "physical 0: x2APIC ID 0")?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irq12_rtc_tracker_after_set_irqchip", Any, |_| {
@@ -99,6 +169,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irq12_rtc_tracker_after_set_lapic", Any, |_| {
             rtc_tracker_after_set_lapic()
+        }),
+        ("irq12_td_vcpu_lapic_x2apic_after_init_vcpu", Tdx, |_| {
+            td_vcpu_lapic_x2apic_after_init_vcpu()
         }),
     ]
 }
