@@ -61,7 +61,7 @@ pub mod timer;
 #[cfg(test)]
 mod tests;
 
-pub use deliver::{deliver_irq, DeliveryCtx};
+pub use deliver::{deliver_irq, phys_map_target, DeliveryCtx};
 pub use dest::{
     fixup_phys_broadcast_lowest, icr_to_irq, is_lowest_priority, lowest_priority_index, match_dest,
     x2apic_ldr, DestInfo, DfrModel, Sender,

@@ -374,6 +374,28 @@ pub(crate) fn pv_kick(vm: &Vm, apic_id: u32) {
     deliver(vm, &irq, None);
 }
 
+/// Calls `f` for every online vCPU.
+pub(crate) fn for_each_vcpu(vm: &Vm, mut f: impl FnMut(&Vcpu)) {
+    let a = vm.apic();
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    for v in (0..n).filter_map(|i| a.vcpu(i)) {
+        f(v);
+    }
+}
+
+/// The vCPU in slot `dest_id` of upstream's physical APIC map (`kvm_sched_yield`).
+pub(crate) fn phys_map_vcpu(vm: &Vm, dest_id: u32) -> Option<&Vcpu> {
+    let a = vm.apic();
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    let dest = |i: usize| {
+        a.vcpu(i).map_or(DestInfo::from_bits(0), |v| {
+            DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire))
+        })
+    };
+    let i = irqchip::lapic::phys_map_target(dest_id, n, dest, x2apic_format(vm))?;
+    a.vcpu(i)
+}
+
 /// The first vCPU whose LAPIC takes PIC interrupts (published by [`apply`]).
 fn pic_target(vm: &Vm) -> Option<&Vcpu> {
     let a = vm.apic();
@@ -572,6 +594,7 @@ pub(crate) fn accept_events(vcpu: &Vcpu, l: &mut VcpuLocked) {
         l.exits.pending = None;
         // kvm_vcpu_reset(init_event) turns kvm-clock and steal time off (kvmclock_reset).
         crate::pv::reset(l);
+        crate::irq::sched::steal_off(vcpu); // HOOK(irq12)
         // kvm_lapic_reset(init_event): the boot vCPU gets LVT0 = ExtINT again under
         // KVM_X86_QUIRK_LINT0_REENABLED (on by default, as at creation).
         let bsp = vcpu.vm().apic().is_reset_bsp(vcpu.id());

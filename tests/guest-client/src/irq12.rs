@@ -6,6 +6,7 @@ use crate::irqchip::*;
 use crate::*;
 use kvm_ioctls::VcpuFd;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 
 const RTC_VECTOR: u8 = 0x40;
 /// `kvm_lapic_state` offsets: SPIV, the ISR and IRR words holding [`RTC_VECTOR`].
@@ -162,6 +163,118 @@ fn td_vcpu_lapic_x2apic_after_init_vcpu() -> Result<(), String> {
     Ok(())
 }
 
+/// `KVM_HC_SCHED_YIELD` (upstream `kvm_sched_yield`): a directed yield to the vCPU with that
+/// physical APIC ID when it is ready; to itself, to an ID nobody has, or with no APIC map at
+/// all nothing happens. It answers 0 either way.
+fn sched_yield_hypercall() -> Result<(), String> {
+    #[rustfmt::skip]
+    let code: &[u8] = &[
+        0x66, 0xb8, 0x0b, 0x00, 0x00, 0x00, // mov eax, 11 (KVM_HC_SCHED_YIELD)
+        0x66, 0x31, 0xdb, // xor ebx, ebx (APIC ID 0: itself)
+        0x0f, 0x01, 0xd9, // vmmcall
+        0x66, 0xa3, 0x00, 0x06, // mov [0x600], eax
+        0x66, 0xb8, 0x0b, 0x00, 0x00, 0x00, // mov eax, 11
+        0x66, 0xbb, 0x34, 0x12, 0x00, 0x00, // mov ebx, 0x1234 (no such vCPU)
+        0x0f, 0x01, 0xd9, // vmmcall
+        0x66, 0xa3, 0x04, 0x06, // mov [0x604], eax
+        0xe6, 0x10, // out 0x10, al
+        0xf4, // hlt
+    ];
+    for irqchip in [false, true] {
+        let g = crate::run::Guest::new(code, 0x10000)?;
+        if irqchip {
+            g.vm.create_irq_chip()
+                .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
+        }
+        g.ram.write(0x600, &[0xff; 8]);
+        let mut v = g.vcpu(0)?;
+        v.run().map_err(|e| format!("KVM_RUN: {e}"))?;
+        eq(v.get_kvm_run().exit_reason, 2, "exit at the OUT")?;
+        let r = |o: usize| u32::from_le_bytes([0, 1, 2, 3].map(|i| g.ram.read(o + i)));
+        eq(r(0x600), 0, "KVM_HC_SCHED_YIELD to itself")?;
+        eq(r(0x604), 0, "KVM_HC_SCHED_YIELD to nobody")?;
+    }
+    Ok(())
+}
+
+extern "C" fn on_signal(_: libc::c_int) {}
+
+/// Steal time's `preempted` byte (upstream `kvm_steal_time_set_preempted` from the preempt
+/// notifier's `kvm_arch_vcpu_put`): with this process on one CPU, a spinning guest's thread is
+/// switched out at ticks while runnable, right after a host-interrupt exit (an instruction
+/// boundary), so whenever this thread runs the vCPU's record says `KVM_VCPU_PREEMPTED` (1);
+/// the next entry clears it again (`record_steal_time`). Before any run it is 0.
+fn steal_time_preempted_byte() -> Result<(), String> {
+    const ST: u64 = 0x2200;
+    let g = crate::run::Guest::new(&[0xeb, 0xfe], 0x10000)?; // l: jmp l
+    let mut v = g.vcpu(0)?;
+    let msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index: 0x4b56_4d03, // MSR_KVM_STEAL_TIME
+        data: ST | 1,
+        ..Default::default()
+    }])
+    .map_err(|e| format!("{e:?}"))?;
+    eq(
+        v.set_msrs(&msrs).map_err(|e| e.to_string())?,
+        1,
+        "STEAL_TIME enabled",
+    )?;
+    let preempted = || g.ram.read(ST as usize + 16);
+    eq(preempted(), 0, "preempted before any run")?;
+    // SAFETY: a handler that does nothing, no SA_RESTART (KVM_RUN returns EINTR).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    // SAFETY: plain cpu_set_t manipulation and this thread's affinity.
+    let old = unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut one);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+        old
+    };
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    let started = std::sync::atomic::AtomicBool::new(false);
+    let (seen, run) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+            started.store(true, Ordering::SeqCst);
+            v.run().map(|_| ()).map_err(|e| e.errno())
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let t0 = std::time::Instant::now();
+        let mut seen = 0u32;
+        while t0.elapsed() < std::time::Duration::from_secs(2) && seen < 3 {
+            if preempted() == 1 {
+                seen += 1;
+                // Let the vCPU run (and clear it) before looking again.
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+        // SAFETY: the thread is alive until joined; SIGUSR1 has a handler.
+        unsafe { libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1) };
+        (seen, h.join())
+    });
+    // SAFETY: restores this thread's affinity.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &old) };
+    let run = run.map_err(|_| "vCPU thread panicked".to_string())?;
+    eq(run, Err(libc::EINTR), "KVM_RUN ended by the signal")?;
+    if seen == 0 {
+        return Err("the record never said preempted while the vCPU was switched out".into());
+    }
+    let version = u32::from_le_bytes([0, 1, 2, 3].map(|i| g.ram.read(ST as usize + 8 + i)));
+    eq(version & 1, 0, "steal-time version even")?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("irq12_rtc_tracker_after_set_irqchip", Any, |_| {
@@ -169,6 +282,12 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irq12_rtc_tracker_after_set_lapic", Any, |_| {
             rtc_tracker_after_set_lapic()
+        }),
+        ("irq12_sched_yield_hypercall", Any, |_| {
+            sched_yield_hypercall()
+        }),
+        ("irq12_steal_time_preempted_byte", Any, |_| {
+            steal_time_preempted_byte()
         }),
         ("irq12_td_vcpu_lapic_x2apic_after_init_vcpu", Tdx, |_| {
             td_vcpu_lapic_x2apic_after_init_vcpu()
