@@ -199,28 +199,10 @@ fn sched_yield_hypercall() -> Result<(), String> {
 
 extern "C" fn on_signal(_: libc::c_int) {}
 
-/// Steal time's `preempted` byte (upstream `kvm_steal_time_set_preempted` from the preempt
-/// notifier's `kvm_arch_vcpu_put`): with this process on one CPU, a spinning guest's thread is
-/// switched out at ticks while runnable, right after a host-interrupt exit (an instruction
-/// boundary), so whenever this thread runs the vCPU's record says `KVM_VCPU_PREEMPTED` (1);
-/// the next entry clears it again (`record_steal_time`). Before any run it is 0.
-fn steal_time_preempted_byte() -> Result<(), String> {
-    const ST: u64 = 0x2200;
-    let g = crate::run::Guest::new(&[0xeb, 0xfe], 0x10000)?; // l: jmp l
-    let mut v = g.vcpu(0)?;
-    let msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
-        index: 0x4b56_4d03, // MSR_KVM_STEAL_TIME
-        data: ST | 1,
-        ..Default::default()
-    }])
-    .map_err(|e| format!("{e:?}"))?;
-    eq(
-        v.set_msrs(&msrs).map_err(|e| e.to_string())?,
-        1,
-        "STEAL_TIME enabled",
-    )?;
-    let preempted = || g.ram.read(ST as usize + 16);
-    eq(preempted(), 0, "preempted before any run")?;
+/// Runs the spinning guest on a thread while this thread, on the same single CPU, counts the
+/// times it finds the steal-time record's `preempted` byte (at `byte`) set, up to 3 within 2 s;
+/// then stops the vCPU with a signal (`KVM_RUN` must answer `EINTR`).
+fn count_preempted(g: &crate::run::Guest, v: &mut VcpuFd, byte: usize) -> Result<u32, String> {
     // SAFETY: a handler that does nothing, no SA_RESTART (KVM_RUN returns EINTR).
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -252,7 +234,7 @@ fn steal_time_preempted_byte() -> Result<(), String> {
         let t0 = std::time::Instant::now();
         let mut seen = 0u32;
         while t0.elapsed() < std::time::Duration::from_secs(2) && seen < 3 {
-            if preempted() == 1 {
+            if g.ram.read(byte) == 1 {
                 seen += 1;
                 // Let the vCPU run (and clear it) before looking again.
                 std::thread::yield_now();
@@ -267,11 +249,51 @@ fn steal_time_preempted_byte() -> Result<(), String> {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &old) };
     let run = run.map_err(|_| "vCPU thread panicked".to_string())?;
     eq(run, Err(libc::EINTR), "KVM_RUN ended by the signal")?;
-    if seen == 0 {
+    Ok(seen)
+}
+
+/// Steal time's `preempted` byte (upstream `kvm_steal_time_set_preempted` from the preempt
+/// notifier's `kvm_arch_vcpu_put`): with this process on one CPU, a spinning guest's thread is
+/// switched out at ticks while runnable, right after a host-interrupt exit (an instruction
+/// boundary), so whenever this thread runs the vCPU's record says `KVM_VCPU_PREEMPTED` (1);
+/// the next entry clears it again (`record_steal_time`). Before any run it is 0. Deleting a
+/// memslot drops the cached address (upstream: the memslot generation changes); the next
+/// record caches it again.
+fn steal_time_preempted_byte() -> Result<(), String> {
+    const ST: u64 = 0x2200;
+    let g = crate::run::Guest::new(&[0xeb, 0xfe], 0x10000)?; // l: jmp l
+    let mut v = g.vcpu(0)?;
+    let msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index: 0x4b56_4d03, // MSR_KVM_STEAL_TIME
+        data: ST | 1,
+        ..Default::default()
+    }])
+    .map_err(|e| format!("{e:?}"))?;
+    eq(
+        v.set_msrs(&msrs).map_err(|e| e.to_string())?,
+        1,
+        "STEAL_TIME enabled",
+    )?;
+    let byte = ST as usize + 16;
+    eq(g.ram.read(byte), 0, "preempted before any run")?;
+    if count_preempted(&g, &mut v, byte)? == 0 {
         return Err("the record never said preempted while the vCPU was switched out".into());
     }
     let version = u32::from_le_bytes([0, 1, 2, 3].map(|i| g.ram.read(ST as usize + 8 + i)));
     eq(version & 1, 0, "steal-time version even")?;
+    // A slot created and deleted (KVM_SET_USER_MEMORY_REGION with size 0).
+    let extra = crate::run::Mem::new(0x1000)?;
+    g.slot(2, 0x10_0000, &extra, 0)?;
+    let del = kvm_bindings::kvm_userspace_memory_region {
+        slot: 2,
+        guest_phys_addr: 0x10_0000,
+        ..Default::default()
+    };
+    // SAFETY: deleting a slot maps nothing.
+    unsafe { g.vm.set_user_memory_region(del) }.map_err(|e| format!("delete slot 2: {e}"))?;
+    if count_preempted(&g, &mut v, byte)? == 0 {
+        return Err("not reported preempted after a memslot deletion".into());
+    }
     Ok(())
 }
 
