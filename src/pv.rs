@@ -14,9 +14,10 @@
 //! When: the pvclock record after the MSR enables it, after `KVM_SET_CLOCK` or a master-clock
 //! change (the VM's clock generation), and when the vCPU's TSC offset changed; the steal-time
 //! record after the MSR enables it, at each `KVM_RUN` (upstream: each `vcpu_load`) and whenever
-//! the run delay grew since the last record (the thread waited for a CPU). `preempted` is never
-//! set: there are no preempt notifiers here, so the vCPU is never reported preempted (what the
-//! guest sees from a vCPU that is not).
+//! the run delay grew since the last record (the thread waited for a CPU). `preempted` is set
+//! by the preempt notifier of [`crate::irq::sched`] when the vCPU thread is switched out while
+//! runnable at an instruction boundary (upstream `kvm_steal_time_set_preempted`), at the address
+//! each record caches for it; the next record clears it.
 
 use crate::guest_mem::MemEnv;
 use crate::vcpu::{Vcpu, VcpuLocked};
