@@ -69,8 +69,8 @@ const fn bit(n: u32) -> u32 {
 /// promise, nothing to emulate), steal time (the module clears it when the host kernel has no
 /// `sched_info`), poll control (the MSR is kept; there is no host-side halt polling to turn
 /// off) and directed yield (`KVM_HC_SCHED_YIELD`, which yields as upstream does: only to a vCPU
-/// the APIC map names), PV unhalt (`KVM_HC_KICK_CPU` sends the remote-read kick through the
-/// in-kernel LAPICs). Not advertised, because nothing implements them: async page faults,
+/// the APIC map names, when it is ready), PV unhalt (`KVM_HC_KICK_CPU` sends the remote-read
+/// kick through the in-kernel LAPICs, then yields to the kicked vCPU likewise). Not advertised, because nothing implements them: async page faults,
 /// PV EOI, PV TLB flush, PV send-IPI.
 pub const SUPPORTED_FEATURES: u32 = bit(feature::CLOCKSOURCE)
     | bit(feature::NOP_IO_DELAY)
