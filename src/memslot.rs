@@ -539,7 +539,8 @@ pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) ->
     crate::dirty::commit(vm, &mut st, &change, log);
     match change {
         Change::Delete(old) | Change::Move { old, .. } => {
-            crate::irq::sched::memslots_changed(vm); // HOOK(irq12): steal-time byte caches
+            // HOOK(irq12): steal-time byte caches.
+            crate::irq::sched::memslots_changed(vm);
             // Upstream kvm_arch_flush_shadow_memslot: every mapping of the old range goes, in
             // both roots; private contents of a deleted slot are lost. A fault that looked the
             // old slot up retries (the invalidation).

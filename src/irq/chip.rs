@@ -113,7 +113,11 @@ impl IoapicEnv for Env<'_> {
 /// logical) and answers whether it addresses vCPU `vcpu_id` and whether that vCPU has the
 /// vector in IRR or ISR; the tracker adds or retires the vCPU accordingly. Called with the
 /// vCPU mutex held (the chip lock nests inside it).
-pub(crate) fn rtc_restore_one(vm: &Vm, vcpu_id: u32, check: impl FnOnce(&LapicIrq) -> (bool, bool)) {
+pub(crate) fn rtc_restore_one(
+    vm: &Vm,
+    vcpu_id: u32,
+    check: impl FnOnce(&LapicIrq) -> (bool, bool),
+) {
     let Some(chip) = chip_of(vm) else {
         return;
     };

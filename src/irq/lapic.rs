@@ -594,7 +594,8 @@ pub(crate) fn accept_events(vcpu: &Vcpu, l: &mut VcpuLocked) {
         l.exits.pending = None;
         // kvm_vcpu_reset(init_event) turns kvm-clock and steal time off (kvmclock_reset).
         crate::pv::reset(l);
-        crate::irq::sched::steal_off(vcpu); // HOOK(irq12)
+        // HOOK(irq12): the steal-time record's cache goes with steal time.
+        crate::irq::sched::steal_off(vcpu);
         // kvm_lapic_reset(init_event): the boot vCPU gets LVT0 = ExtINT again under
         // KVM_X86_QUIRK_LINT0_REENABLED (on by default, as at creation).
         let bsp = vcpu.vm().apic().is_reset_bsp(vcpu.id());

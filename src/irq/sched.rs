@@ -165,8 +165,7 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_sched_out(
     s.preempted.store(true, Ordering::Release);
     s.ready.store(true, Ordering::Release);
     // kvm_steal_time_set_preempted.
-    if !s.boundary.load(Ordering::Acquire) || s.st_preempted.load(Ordering::Acquire) || !same_mm
-    {
+    if !s.boundary.load(Ordering::Acquire) || s.st_preempted.load(Ordering::Acquire) || !same_mm {
         return;
     }
     // The cache is only cleared under RCU (memslots_changed waits for this non-preemptible
