@@ -20,6 +20,7 @@
 //! host, while the rest of the module (TDs on the software TDX module included) works.
 
 pub(crate) mod cr;
+pub(crate) mod cr8; // HOOK(cr8)
 pub(crate) mod io;
 pub(crate) mod npf;
 pub(crate) mod reset;
@@ -89,6 +90,8 @@ pub(crate) enum Exit {
     Cr4Write,
     /// HOOK(entry): a read of CR4 (`MOV r, CR4`), answered with the guest's value ([`cr`]).
     Cr4Read,
+    /// HOOK(cr8): a write to CR8 (`MOV CR8, r`) while it is intercepted ([`cr8`]).
+    Cr8Write,
     /// Anything else, raw.
     Other { code: u64, info1: u64, info2: u64 },
     /// HOOK(irqmod): an interrupt or NMI window opened (or NMIs unmasked): re-evaluate the
@@ -341,6 +344,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         }
         crate::pv::before_entry(vcpu, l); // HOOK(clock): HLT intercept, pvclock, steal time
         let windows = crate::irq::inject::before_entry(vcpu, l, run);
+        cr8::before_entry(l); // HOOK(cr8): upstream update_cr8_intercept
         let Some(backend) = l.backend.as_mut() else {
             return Err(EIO);
         };
@@ -501,6 +505,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
         Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
         Exit::Cr4Write => cr::cr4_write(vcpu, l, run, &info), // HOOK(entry)
         Exit::Cr4Read => cr::cr4_read(vcpu, l, run, &info),   // HOOK(entry)
+        Exit::Cr8Write => cr8::write(vcpu, l, run, &info),    // HOOK(cr8)
         Exit::Undefined => {
             queue_exception(l, x86::svm::vector::UD, None, None);
             Ok(Action::Continue)

@@ -126,6 +126,7 @@ struct Ctx {
 
 mod abi; // HOOK(abi)
 mod clock; // HOOK(clock)
+mod cr8; // HOOK(cr8)
 mod dirty;
 mod entry;
 mod exits;
@@ -175,6 +176,7 @@ fn tests() -> Vec<Test> {
         abi::tests(),      // HOOK(abi)
         memfault::tests(), // HOOK(gmemfault)
         ud::tests(),       // HOOK(ud)
+        cr8::tests(),      // HOOK(cr8)
     ]
     .concat()
 }
