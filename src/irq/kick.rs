@@ -103,6 +103,7 @@ pub(crate) fn kick(vcpu: &Vcpu) {
     irq.wake.store(1, Ordering::SeqCst);
     // SAFETY: the vCPU's rcuwait, alive as long as the vCPU (pinned).
     if unsafe { tdxkvm_vcpu_wake(irq.wait_ptr()) } {
+        crate::run::event_stats::halt_wakeup(vcpu); // HOOK(cr8): upstream kvm_vcpu_wake_up
         return;
     }
     if irq

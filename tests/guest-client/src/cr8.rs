@@ -5,10 +5,17 @@
 //! an intercepted write with a reserved bit is #GP(0); without an in-kernel LAPIC a CR8 write that lowers it ends
 //! `KVM_RUN` with `KVM_EXIT_SET_TPR` (`cr8_write_interception`), and `kvm_run.cr8` is the
 //! guest's CR8 both ways.
+//!
+//! Also the vCPU stats of halting and event injection (upstream names): a halted vCPU woken by
+//! an MSI counts `halt_exits`, `halt_wakeup`, `irq_injections`; with a userspace irqchip an
+//! interrupt window counts `irq_window_exits` and `request_irq_exits`, `KVM_INTERRUPT`
+//! `irq_injections`, `KVM_NMI` `nmi_injections` and the handler's IRET `nmi_window_exits`, every
+//! port-I/O exit `io_exits`.
 
 use crate::run::with_svm;
-use crate::{eq, Any, Test};
+use crate::{check, eq, Any, Test};
 use kvm_ioctls::VcpuExit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// `KVM_EXIT_SET_TPR`.
 const KVM_EXIT_SET_TPR: u32 = 11;
@@ -183,6 +190,200 @@ fn userspace_lapic_set_tpr_exit() -> Result<(), String> {
     Ok(())
 }
 
+/// A vCPU statistic by name (a stats fd of a dup of the vCPU fd, opened for this read).
+fn stat(v: &kvm_ioctls::VcpuFd, name: &str) -> Result<u64, String> {
+    // SAFETY: dup of the vCPU fd, owned by the OwnedFd from now on.
+    let raw = unsafe { libc::dup(v.as_raw_fd()) };
+    check(raw >= 0, "dup")?;
+    // SAFETY: `raw` is a fresh fd nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    crate::prefault::vm_stat(&fd, name)
+}
+
+/// The statistics checked here, in this order.
+const NAMES: [&str; 9] = [
+    "halt_exits",
+    "halt_wakeup",
+    "irq_injections",
+    "nmi_injections",
+    "irq_window_exits",
+    "nmi_window_exits",
+    "request_irq_exits",
+    "io_exits",
+    "exits",
+];
+
+fn snapshot(v: &kvm_ioctls::VcpuFd) -> Result<[u64; 9], String> {
+    let mut out = [0u64; 9];
+    for (o, n) in out.iter_mut().zip(NAMES) {
+        *o = stat(v, n)?;
+    }
+    Ok(out)
+}
+
+/// `after - before` per statistic, by name.
+fn delta(before: &[u64; 9], after: &[u64; 9], name: &str) -> u64 {
+    let i = NAMES.iter().position(|n| *n == name).unwrap_or(0);
+    after[i].wrapping_sub(before[i])
+}
+
+/// In-kernel irqchip: the guest halts with interrupts on; an MSI wakes it, its handler runs and
+/// the guest's loop exits with `out 0x80`: one HLT, at least one wake-up and one injection,
+/// one port-I/O exit.
+fn halt_wakeup_and_injection_stats() -> Result<(), String> {
+    let (g, v) = crate::irqchip::interrupt_guest()?;
+    let before = snapshot(&v)?;
+    let vm = &g.vm;
+    let (v, why) = crate::irqchip::run_with(v, || {
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: 0xfee0_0000,
+            data: 0x41,
+            ..Default::default()
+        };
+        eq(
+            vm.signal_msi(msi).map_err(|e| e.to_string()),
+            Ok(1),
+            "KVM_SIGNAL_MSI",
+        )
+    })?;
+    eq(why, 2, "exit after the MSI (KVM_EXIT_IO)")?;
+    eq(g.ram.read(0x6001), 1, "vector 0x41 handled")?;
+    let after = snapshot(&v)?;
+    let d = |n| delta(&before, &after, n);
+    eq(d("halt_exits"), 1, "halt_exits")?;
+    check(
+        d("halt_wakeup") >= 1,
+        &format!("halt_wakeup {}", d("halt_wakeup")),
+    )?;
+    // An injection cut short (the first touch of the IDT or stack faults in the NPT) is
+    // injected again, and counted again, as upstream.
+    check(
+        (1..=4).contains(&d("irq_injections")),
+        &format!("irq_injections {}", d("irq_injections")),
+    )?;
+    // The guest's port writes (PIC masks) run in the kernel: still port-I/O exits.
+    check(d("io_exits") >= 3, &format!("io_exits {}", d("io_exits")))?;
+    eq(d("nmi_injections"), 0, "nmi_injections")?;
+    eq(d("request_irq_exits"), 0, "request_irq_exits")?;
+    check(d("exits") > d("io_exits"), "exits count the rest")?;
+    Ok(())
+}
+
+/// `KVM_INTERRUPT`.
+const KVM_INTERRUPT: u64 = 0x4004_ae86;
+
+/// Userspace irqchip: `request_interrupt_window` while the guest runs with IF clear opens a
+/// VINTR window at its `sti` (`irq_window_exits`), which ends `KVM_RUN` with
+/// `KVM_EXIT_IRQ_WINDOW_OPEN` (`request_irq_exits`); `KVM_INTERRUPT` is injected
+/// (`irq_injections`); `KVM_NMI` is injected (`nmi_injections`) and its handler's IRET is
+/// intercepted (`nmi_window_exits`); the HLT exits to userspace (`halt_exits`).
+fn userspace_irqchip_window_and_injection_stats() -> Result<(), String> {
+    #[rustfmt::skip]
+    let code: &[u8] = &[
+        0x0f, 0x01, 0x1c, 0x25, 0x00, 0x5f, 0x00, 0x00, // lidt [0x5f00]
+        0xfa, // cli
+        0xe6, 0x80, // out 0x80, al
+        0x90, 0x90, // nop; nop
+        0xfb, 0x90, 0x90, // sti; nop; nop (the window opens here)
+        0xe6, 0x81, // out 0x81, al
+        0xf4, // hlt
+        0xe6, 0x82, // out 0x82, al
+        0xf4, // hlt
+    ];
+    let (g, mut v) = crate::run::long_mode_guest(code)?;
+    // GDT: null, 64-bit code 0x08, data 0x10 (IRETQ reloads CS and SS); IDT at 0x7000 with
+    // vector 2 -> 0x9000 (inc byte [0x6001]) and 0x40 -> 0x9100 (inc byte [0x6000]).
+    g.ram.write(0x500, &0u64.to_le_bytes());
+    g.ram.write(0x508, &0x0020_9a00_0000_0000u64.to_le_bytes());
+    g.ram.write(0x510, &0x0000_9200_0000_0000u64.to_le_bytes());
+    g.ram.write(0x5f00, &0x0fffu16.to_le_bytes());
+    g.ram.write(0x5f02, &0x7000u64.to_le_bytes());
+    for (vec, h, counter) in [(2u64, 0x9000u16, 0x6001u32), (0x40, 0x9100, 0x6000)] {
+        let code: Vec<u8> = [
+            &[0xfe, 0x04, 0x25][..],
+            &counter.to_le_bytes(),
+            &[0x48, 0xcf], // iretq
+        ]
+        .concat();
+        g.ram.write(usize::from(h), &code);
+        let mut gate = [0u8; 16];
+        gate[0..2].copy_from_slice(&h.to_le_bytes());
+        gate[2..4].copy_from_slice(&8u16.to_le_bytes());
+        gate[5] = 0x8e;
+        g.ram.write((0x7000 + vec * 16) as usize, &gate);
+    }
+    let mut sr = v.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    sr.gdt.base = 0x500;
+    sr.gdt.limit = 0x17;
+    v.set_sregs(&sr)
+        .map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+    let before = snapshot(&v)?;
+    eq(run_to_out(&mut v)?, Some(0x80), "first exit")?;
+    v.get_kvm_run().request_interrupt_window = 1;
+    let open = matches!(
+        v.run().map_err(|e| format!("KVM_RUN: {e}"))?,
+        VcpuExit::IrqWindowOpen
+    );
+    if !open {
+        let why = v.get_kvm_run().exit_reason;
+        return Err(format!(
+            "want KVM_EXIT_IRQ_WINDOW_OPEN, got exit {why} at {:#x}",
+            rip(&v)
+        ));
+    }
+    let mid = snapshot(&v)?;
+    eq(
+        delta(&before, &mid, "irq_window_exits"),
+        1,
+        "irq_window_exits",
+    )?;
+    eq(
+        delta(&before, &mid, "request_irq_exits"),
+        1,
+        "request_irq_exits",
+    )?;
+    eq(
+        delta(&before, &mid, "irq_injections"),
+        0,
+        "nothing injected yet",
+    )?;
+    v.get_kvm_run().request_interrupt_window = 0;
+    let irq = 0x40u32;
+    crate::ioctl(v.as_raw_fd(), KVM_INTERRUPT, &irq as *const u32 as u64)
+        .map_err(|e| format!("KVM_INTERRUPT: {e}"))?;
+    eq(run_to_out(&mut v)?, Some(0x81), "exit after the interrupt")?;
+    eq(g.ram.read(0x6000), 1, "vector 0x40 handled")?;
+    let hlt = matches!(v.run().map_err(|e| format!("KVM_RUN: {e}"))?, VcpuExit::Hlt);
+    if !hlt {
+        let why = v.get_kvm_run().exit_reason;
+        return Err(format!("want KVM_EXIT_HLT, got exit {why}"));
+    }
+    v.nmi().map_err(|e| format!("KVM_NMI: {e}"))?;
+    eq(run_to_out(&mut v)?, Some(0x82), "exit after the NMI")?;
+    eq(g.ram.read(0x6001), 1, "NMI handled")?;
+    let after = snapshot(&v)?;
+    let d = |n| delta(&before, &after, n);
+    check(
+        (1..=4).contains(&d("irq_injections")),
+        &format!("irq_injections {}", d("irq_injections")),
+    )?;
+    check(
+        (1..=4).contains(&d("nmi_injections")),
+        &format!("nmi_injections {}", d("nmi_injections")),
+    )?;
+    eq(
+        d("nmi_window_exits"),
+        1,
+        "nmi_window_exits (the handler's IRET)",
+    )?;
+    eq(d("irq_window_exits"), 1, "irq_window_exits")?;
+    eq(d("request_irq_exits"), 1, "request_irq_exits")?;
+    eq(d("halt_exits"), 1, "halt_exits")?;
+    eq(d("halt_wakeup"), 0, "halt_wakeup (no in-kernel halt)")?;
+    eq(d("io_exits"), 3, "io_exits")?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("cr8_lowering_tpr_delivers_pending_irq_at_once", Any, |_| {
@@ -191,5 +392,13 @@ pub(crate) fn tests() -> Vec<Test> {
         ("cr8_userspace_lapic_set_tpr_exit", Any, |_| {
             with_svm(userspace_lapic_set_tpr_exit)
         }),
+        ("cr8_stats_halt_wakeup_and_irq_injections", Any, |_| {
+            with_svm(halt_wakeup_and_injection_stats)
+        }),
+        (
+            "cr8_stats_userspace_irqchip_windows_and_injections",
+            Any,
+            |_| with_svm(userspace_irqchip_window_and_injection_stats),
+        ),
     ]
 }
