@@ -24,6 +24,7 @@ pub(crate) mod cr8; // HOOK(cr8)
 pub(crate) mod event_stats; // HOOK(cr8)
 pub(crate) mod io;
 pub(crate) mod npf;
+pub(crate) mod pio_ins; // HOOK(cr8)
 pub(crate) mod reset;
 pub(crate) mod skip;
 pub(crate) mod tlb;

@@ -11,6 +11,10 @@
 //! interrupt window counts `irq_window_exits` and `request_irq_exits`, `KVM_INTERRUPT`
 //! `irq_injections`, `KVM_NMI` `nmi_injections` and the handler's IRET `nmi_window_exits`, every
 //! port-I/O exit `io_exits`.
+//!
+//! And INS / REP INS from the in-kernel devices' ports (PIC, ELCR, PIT, speaker) run in the
+//! kernel, in batches as upstream's emulator reads ahead, while an access outside a device's
+//! bus range (a word at 0x21) still exits to userspace.
 
 use crate::run::with_svm;
 use crate::{check, eq, Any, Test};
@@ -384,6 +388,136 @@ fn userspace_irqchip_window_and_injection_stats() -> Result<(), String> {
     Ok(())
 }
 
+/// `KVM_PIT_SPEAKER_DUMMY`.
+const KVM_PIT_SPEAKER_DUMMY: u32 = 1;
+
+/// INS from in-kernel ports: no exit until the word read at 0x21 (outside the master PIC's
+/// 2-port range: userspace's), then the final OUT; the bytes land where the guest asked.
+fn ins_from_in_kernel_ports() -> Result<(), String> {
+    #[rustfmt::skip]
+    let code: &[u8] = &[
+        0xb0, 0x11, 0xe6, 0x20, // ICW1
+        0xb0, 0x30, 0xe6, 0x21, // ICW2: base 0x30
+        0xb0, 0x04, 0xe6, 0x21, // ICW3
+        0xb0, 0x01, 0xe6, 0x21, // ICW4
+        0xb0, 0xa5, 0xe6, 0x21, // OCW1: IMR 0xa5
+        0xfc, // cld
+        // 1: rep insb from 0x21, 3 bytes to 0x5000.
+        0x66, 0xba, 0x21, 0x00, // mov dx, 0x21
+        0xbf, 0x00, 0x50, 0x00, 0x00, // mov edi, 0x5000
+        0xb9, 0x03, 0x00, 0x00, 0x00, // mov ecx, 3
+        0xf3, 0x6c, // rep insb
+        0x89, 0x0c, 0x25, 0x00, 0x51, 0x00, 0x00, // mov [0x5100], ecx
+        0x89, 0x3c, 0x25, 0x04, 0x51, 0x00, 0x00, // mov [0x5104], edi
+        // 2: insb to 0x5010.
+        0xbf, 0x10, 0x50, 0x00, 0x00, // mov edi, 0x5010
+        0x6c, // insb
+        // 3: the master ELCR, 2 bytes to 0x5020.
+        0x66, 0xba, 0xd0, 0x04, // mov dx, 0x4d0
+        0xb0, 0x28, 0xee, // mov al, 0x28; out dx, al
+        0xbf, 0x20, 0x50, 0x00, 0x00, // mov edi, 0x5020
+        0xb9, 0x02, 0x00, 0x00, 0x00, // mov ecx, 2
+        0xf3, 0x6c, // rep insb
+        // 4: backwards (DF=1) from 0x5033.
+        0xfd, // std
+        0x66, 0xba, 0x21, 0x00, // mov dx, 0x21
+        0xbf, 0x33, 0x50, 0x00, 0x00, // mov edi, 0x5033
+        0xb9, 0x02, 0x00, 0x00, 0x00, // mov ecx, 2
+        0xf3, 0x6c, // rep insb
+        0xfc, // cld
+        0x89, 0x3c, 0x25, 0x08, 0x51, 0x00, 0x00, // mov [0x5108], edi
+        // 5: 3000 bytes to 0x20000 (three read-ahead batches).
+        0xbf, 0x00, 0x00, 0x02, 0x00, // mov edi, 0x20000
+        0xb9, 0xb8, 0x0b, 0x00, 0x00, // mov ecx, 3000
+        0xf3, 0x6c, // rep insb
+        0x89, 0x3c, 0x25, 0x0c, 0x51, 0x00, 0x00, // mov [0x510c], edi
+        // 6: a word at 0x20 (inside the master's range; the PIC reads wide accesses as 0).
+        0x66, 0xba, 0x20, 0x00, // mov dx, 0x20
+        0xbf, 0x40, 0x50, 0x00, 0x00, // mov edi, 0x5040
+        0x66, 0x6d, // insw
+        // 7: PIT channel 2 latched, 2 bytes to 0x5050.
+        0xb0, 0xb0, 0xe6, 0x43, // ch2, lsb+msb, mode 0
+        0xb0, 0x34, 0xe6, 0x42, // count low 0x34
+        0xb0, 0x12, 0xe6, 0x42, // count high 0x12
+        0xb0, 0x80, 0xe6, 0x43, // latch ch2
+        0x66, 0xba, 0x42, 0x00, // mov dx, 0x42
+        0xbf, 0x50, 0x50, 0x00, 0x00, // mov edi, 0x5050
+        0xb9, 0x02, 0x00, 0x00, 0x00, // mov ecx, 2
+        0xf3, 0x6c, // rep insb
+        // 8: the speaker port.
+        0x66, 0xba, 0x61, 0x00, // mov dx, 0x61
+        0xbf, 0x60, 0x50, 0x00, 0x00, // mov edi, 0x5060
+        0x6c, // insb
+        // 9: a word at 0x21: no device's, userspace answers.
+        0x66, 0xba, 0x21, 0x00, // mov dx, 0x21
+        0xbf, 0x70, 0x50, 0x00, 0x00, // mov edi, 0x5070
+        0x66, 0x6d, // insw
+        0xe6, 0x80, // out 0x80, al
+        0xf4,
+    ];
+    let (g, mut v) = crate::irqchip::long_mode_irqchip_guest(code)?;
+    let pit = kvm_bindings::kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    g.vm.create_pit2(pit)
+        .map_err(|e| format!("KVM_CREATE_PIT2: {e}"))?;
+    g.ram.write(0x5000, &[0xee; 0x80]);
+    match v.run().map_err(|e| format!("KVM_RUN: {e}"))? {
+        VcpuExit::IoIn(0x21, data) if data.len() == 2 => data.copy_from_slice(&[0xef, 0xbe]),
+        e => {
+            let e = format!("{e:?}");
+            return Err(format!(
+                "want the word IN at 0x21 in userspace, got {e} at {:#x}",
+                rip(&v)
+            ));
+        }
+    }
+    eq(run_to_out(&mut v)?, Some(0x80), "then the OUT")?;
+    let b = |a: usize| g.ram.read(a);
+    let u32_at = |a: usize| crate::irqchip::ram_u32(&g.ram, a);
+    eq(
+        [b(0x5000), b(0x5001), b(0x5002)],
+        [0xa5; 3],
+        "REP INSB from the IMR",
+    )?;
+    eq(b(0x5003), 0xee, "nothing past the count")?;
+    eq(u32_at(0x5100), 0, "RCX after REP INSB")?;
+    eq(u32_at(0x5104), 0x5003, "RDI after REP INSB")?;
+    eq(b(0x5010), 0xa5, "INSB from the IMR")?;
+    eq(
+        [b(0x5020), b(0x5021)],
+        [0x28, 0x28],
+        "REP INSB from the ELCR",
+    )?;
+    eq(
+        [b(0x5031), b(0x5032), b(0x5033)],
+        [0xee, 0xa5, 0xa5],
+        "REP INSB with DF set",
+    )?;
+    eq(u32_at(0x5108), 0x5031, "RDI after the backward REP INSB")?;
+    let big: Vec<u8> = (0..3001).map(|k| g.ram.read(0x20000 + k)).collect();
+    check(
+        big[..3000].iter().all(|&x| x == 0xa5),
+        "3000 bytes of REP INSB",
+    )?;
+    eq(big[3000], 0, "nothing past 3000")?;
+    eq(u32_at(0x510c), 0x20000 + 3000, "RDI after 3000")?;
+    eq([b(0x5040), b(0x5041)], [0, 0], "INSW at 0x20 reads 0")?;
+    let latched = u16::from_le_bytes([b(0x5050), b(0x5051)]);
+    check(
+        latched != 0x1234 && latched != 0xeeee,
+        &format!("PIT latched count {latched:#x} read by REP INSB"),
+    )?;
+    eq(b(0x5060) & !0x31, 0, "speaker port bits")?;
+    eq(
+        [b(0x5070), b(0x5071)],
+        [0xef, 0xbe],
+        "INSW at 0x21 from userspace",
+    )?;
+    Ok(())
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("cr8_lowering_tpr_delivers_pending_irq_at_once", Any, |_| {
@@ -400,5 +534,8 @@ pub(crate) fn tests() -> Vec<Test> {
             Any,
             |_| with_svm(userspace_irqchip_window_and_injection_stats),
         ),
+        ("cr8_ins_from_in_kernel_ports", Any, |_| {
+            with_svm(ins_from_in_kernel_ports)
+        }),
     ]
 }
