@@ -394,11 +394,22 @@ fn complete_pending(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, p: Pending) -
 }
 
 /// An instruction was completed for the guest (skipped or emulated) with `rflags_before` in
-/// force: its single-step trap is due ([`after_step`]).
-fn mark_completed(l: &mut VcpuLocked, rflags_before: u64) {
+/// force: its single-step trap is due ([`after_step`]; upstream `kvm_skip_emulated_instruction`
+/// → `kvm_vcpu_do_singlestep`). Every path that moves RIP past an instruction calls it.
+pub(crate) fn mark_completed(l: &mut VcpuLocked, rflags_before: u64) {
     if rflags_before & x86::exits::guest_debug::RFLAGS_TF != 0 {
         l.exits.step_trap = true;
     }
+}
+
+/// `OUT 0x7e` skipped before its userspace exit (`KVM_X86_QUIRK_OUT_7E_INC_RIP`, upstream
+/// `kvm_fast_pio_out` → `kvm_skip_emulated_instruction`): its single-step trap comes now, so
+/// with guest debugging single-stepping `KVM_EXIT_DEBUG` replaces the I/O exit (as upstream's
+/// `kvm_vcpu_do_singlestep` rewrites `exit_reason` there), and the guest's own TF queues #DB.
+pub(crate) fn out_7e_skipped(l: &mut VcpuLocked, run: RunPage, rflags_before: u64) {
+    mark_completed(l, rflags_before);
+    // `Continue`: the step's exit, if any, is written over the I/O exit.
+    after_step(l, run, Action::Continue);
 }
 
 /// HOOK(misc) for the run loop's plain IN/OUT completion: the instruction completed if RIP
@@ -496,6 +507,7 @@ pub(crate) fn handle(
         } => string_io(vcpu, l, run, port, size, is_in, next_rip, &info),
         Exit::Exception { vector: UD, .. } => Ok(crate::ud::intercept(vcpu, l, run, &info)), // HOOK(ud)
         Exit::Exception { vector, error_code } => Ok(exception(l, run, vector, error_code)),
+        Exit::MonitorMwait { mwait } => Ok(crate::mwait::intercept(vcpu, l, run, &info, mwait)),
         // SVM_EXIT_READ_DR0..7 / WRITE_DR0..7: only intercepted with the debugger's hardware
         // breakpoints loaded.
         Exit::Other { code, .. }
@@ -660,7 +672,12 @@ fn msr(
     } else {
         None
     };
-    let r = if let Some(r) = lapic {
+    // MSR_IA32_MISC_ENABLE's MWAIT bit against KVM_X86_QUIRK_MISC_ENABLE_NO_MWAIT.
+    let misc = (write && allowed && lapic.is_none() && index == x86::msr::index::IA32_MISC_ENABLE)
+        .then(|| crate::mwait::misc_enable_check(vcpu.vm(), l, data));
+    let r = if let Some(Err(_)) = misc {
+        MsrResult::Invalid
+    } else if let Some(r) = lapic {
         match r {
             Ok(v) => MsrResult::Ok(v),
             Err(()) => MsrResult::Invalid,
@@ -680,6 +697,9 @@ fn msr(
             Err(f) => fault(f),
         }
     };
+    if matches!(misc, Some(Ok(true))) && matches!(r, MsrResult::Ok(_)) {
+        crate::mwait::sync_cpuid(vcpu.vm(), l);
+    }
     match user_msr::outcome(mask, index, write.then_some(data), r) {
         user_msr::Outcome::Complete(v) => {
             let op = if write { Op::Wrmsr } else { Op::Rdmsr };
@@ -870,6 +890,9 @@ fn string_io(
         d.copy_from_slice(b);
     }
     if crate::irq::pio_out(vcpu.vm(), port, size, u32::from_le_bytes(v)) {
+        if done {
+            mark_completed(l, rflags_before);
+        }
         return Ok(Action::Continue);
     }
     if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), b) == WriteResult::Handled {
@@ -975,6 +998,7 @@ pub(crate) fn pio_out_in_kernel(
     // HOOK(irqroute): the in-kernel PIC/ELCR/PIT ports.
     if crate::irq::pio_out(vcpu.vm(), port, size, l.arch.gpr(Gpr::Rax) as u32) {
         l.arch.rip = next_rip;
+        mark_completed(l, l.arch.rflags);
         return true;
     }
     if vcpu.vm().io_bus_write(Bus::Pio, u64::from(port), data) == WriteResult::Handled {

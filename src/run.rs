@@ -83,8 +83,7 @@ pub(crate) enum Exit {
     /// WBINVD / WBNOINVD (upstream intercepts them and, without non-coherent DMA, executes
     /// them as no-ops: a guest must not flush the host's whole cache hierarchy at will).
     Wbinvd,
-    /// An instruction the guest may not execute here (the SVM instructions, MONITOR/MWAIT,
-    /// RDPRU): `#UD`.
+    /// An instruction the guest may not execute here (the SVM instructions, RDPRU): `#UD`.
     Undefined,
     /// An intercepted exception.
     Exception { vector: u8, error_code: u32 },
@@ -94,6 +93,8 @@ pub(crate) enum Exit {
     Cr4Read,
     /// HOOK(cr8): a write to CR8 (`MOV CR8, r`) while it is intercepted ([`cr8`]).
     Cr8Write,
+    /// HOOK(cpu11): MONITOR (`mwait` false) or MWAIT ([`crate::mwait`]).
+    MonitorMwait { mwait: bool },
     /// Anything else, raw.
     Other { code: u64, info1: u64, info2: u64 },
     /// HOOK(irqmod): an interrupt or NMI window opened (or NMIs unmasked): re-evaluate the
@@ -471,6 +472,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
         } if size != 0 => {
             // HOOK(irqroute): an IN an in-kernel device serves (PIC, ELCR, PIT) does not exit.
             if is_in && crate::irq::pio_in_kernel(vcpu, l, port, size, next_rip) {
+                crate::exit_run::mark_completed(l, l.arch.rflags); // HOOK(cpu11): its step trap
                 return Ok(Action::Continue);
             }
             // HOOK(exits): an OUT an in-kernel device takes (ioeventfd, coalesced PIO) does
@@ -478,6 +480,7 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             if !is_in && crate::exit_run::pio_out_in_kernel(vcpu, l, port, size, next_rip) {
                 return Ok(Action::Continue);
             }
+            let rflags = l.arch.rflags;
             l.run.pending_io = io::exit_to_user(
                 &mut l.arch,
                 run,
@@ -487,6 +490,10 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
                 is_in,
                 next_rip,
             );
+            // HOOK(cpu11): OUT 0x7e skipped before the exit (OUT_7E_INC_RIP) takes its step.
+            if l.run.pending_io.is_none() {
+                crate::exit_run::out_7e_skipped(l, run, rflags);
+            }
             Ok(Action::ToUser)
         }
         Exit::Hlt => {

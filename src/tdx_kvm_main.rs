@@ -39,6 +39,7 @@ mod mem_abi;
 mod memfault; // HOOK(gmemfault): KVM_EXIT_MEMORY_FAULT
 mod memslot;
 mod mmu_notifier;
+mod mwait; // HOOK(cpu11): MONITOR/MWAIT as NOPs, their quirks
 mod prefault;
 mod pv; // HOOK(clock): PV MSRs, steal time, PV CPUID enforcement
 mod run;

@@ -54,6 +54,11 @@ impl VmQuirks {
     pub(crate) fn has(&self, quirk: u64) -> bool {
         self.disabled.load(Ordering::Relaxed) & quirk == 0
     }
+
+    /// The disabled-quirks mask (`kvm->arch.disabled_quirks`), for the core's quirk rules.
+    pub(crate) fn disabled(&self) -> u64 {
+        self.disabled.load(Ordering::Relaxed)
+    }
 }
 
 fn errno(e: Errno) -> Error {

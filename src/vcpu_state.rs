@@ -606,6 +606,7 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
             l.arch.pdptrs = pdptrs;
             if fx.cpuid_runtime {
                 update_cpuid_runtime(&mut l);
+                crate::mwait::sync_cpuid(vcpu.vm(), &mut l); // HOOK(cpu11)
             }
         }
         KVM_GET_MP_STATE => {
@@ -661,6 +662,7 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
                 x86::fpu::set_xcrs(&mut l.arch, &model, &x, host_has_xsave()).map_err(err)?;
             if changed {
                 update_cpuid_runtime(&mut l);
+                crate::mwait::sync_cpuid(vcpu.vm(), &mut l); // HOOK(cpu11)
             }
         }
         _ => return Err(EINVAL),
@@ -678,6 +680,7 @@ fn set_sregs_locked(vcpu: &Vcpu, l: &mut VcpuLocked, s: &KvmSregs) -> Result {
     l.arch.pdptrs = None;
     if fx.cpuid_runtime {
         update_cpuid_runtime(l);
+        crate::mwait::sync_cpuid(vcpu.vm(), l); // HOOK(cpu11)
     }
     Ok(())
 }
@@ -758,6 +761,7 @@ fn set_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
         &host,
     );
     crate::pv::cpuid_runtime(vcpu.vm(), &mut entries); // HOOK(clock): PV_UNHALT vs HLT exits
+    crate::mwait::sync_entries(vcpu.vm(), &l, &mut entries); // HOOK(cpu11): MONITOR vs MISC_ENABLE
     if l.has_run {
         x86::cpuid::check_equal(&l.cpuid.entries, &entries).map_err(err)?;
         return Ok(0);
@@ -798,10 +802,16 @@ fn vcpu_msrs(vcpu: &Vcpu, arg: usize, set: bool) -> Result<isize> {
         if let Some(ok) = crate::irq::lapic::host_msr(vcpu, l, e.index, &mut e.data, set) {
             return ok;
         }
+        // HOOK(cpu11): MSR_IA32_MISC_ENABLE's MWAIT bit vs KVM_X86_QUIRK_MISC_ENABLE_NO_MWAIT.
+        let misc = (set && e.index == x86::msr::index::IA32_MISC_ENABLE)
+            .then(|| crate::mwait::misc_enable_check(vcpu.vm(), l, e.data));
+        if let Some(Err(_)) = misc {
+            return false;
+        }
         if set {
             match x86::msr::host_set(&mut l.arch, &ctx, e.index, e.data, has_run) {
                 Some(fx) => {
-                    cpuid_runtime |= fx.cpuid_runtime;
+                    cpuid_runtime |= fx.cpuid_runtime || matches!(misc, Some(Ok(true)));
                     true
                 }
                 None => false,
@@ -821,6 +831,7 @@ fn vcpu_msrs(vcpu: &Vcpu, arg: usize, set: bool) -> Result<isize> {
     });
     if cpuid_runtime {
         update_cpuid_runtime(l);
+        crate::mwait::sync_cpuid(vcpu.vm(), l); // HOOK(cpu11)
     }
     r
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The CR4-write intercept (HOOK(entry); upstream `cr_interception` -> `kvm_set_cr4`): a guest's
 //! `MOV CR4, r` is checked against the module's and the vCPU's CPUID's reserved bits and the
-//! mode rules ([`x86::cr::guest_set_cr4`]): a refused value is #GP(0) with RIP unchanged; an
+//! mode rules ([`x86::cr::guest_set_cr4`]) and, when a PAE guest's write reloads its PDPTEs,
+//! those at CR3 (upstream `load_pdptrs`): a refused value is #GP(0) with RIP unchanged; an
 //! accepted one is written, the instruction skipped, the guest's TLB flushed when the change
 //! requires it, and the CPUID bits that mirror OSXSAVE/PKE refreshed (CPUID.1:ECX.OSXSAVE
 //! follows CR4, cr4_cpuid_sync_test).
@@ -12,7 +13,7 @@
 //! (`MOV r, CR4`, decoded the same way): the hardware's CR4 keeps the host's MCE bit (upstream
 //! `svm_set_cr4`), the guest reads its own value.
 
-use crate::exit_run::skip_intercepted;
+use crate::exit_run::{mark_completed, skip_intercepted};
 use crate::guest_mem::MemEnv;
 use crate::run::{queue_exception, Action, ExitInfo, RunPage};
 use crate::vcpu::{Vcpu, VcpuLocked};
@@ -52,6 +53,24 @@ pub(super) fn gp_unless_cpl0(l: &mut VcpuLocked) -> Option<Action> {
     Some(Action::Continue)
 }
 
+/// Upstream `load_pdptrs` for the CR4 write: the PDPT at CR3 readable and valid.
+fn pdptes_load(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
+    let mut b = [0u8; 32];
+    let gpa = x86::cr::pdpt_gpa(l.arch.cr3);
+    if crate::vcpu_state::read_guest(vcpu, gpa, &mut b).is_err() {
+        return false;
+    }
+    let mut p = [0u64; 4];
+    for (i, e) in p.iter_mut().enumerate() {
+        let mut w = [0u8; 8];
+        if let Some(s) = b.get(i * 8..i * 8 + 8) {
+            w.copy_from_slice(s);
+        }
+        *e = u64::from_le_bytes(w);
+    }
+    x86::cr::pdptes_valid(&p, &l.cpuid.model)
+}
+
 /// `MOV r, CR4` intercepted: the guest's CR4 into the register (32 bits outside 64-bit mode).
 pub(crate) fn cr4_read(
     vcpu: &Vcpu,
@@ -72,6 +91,8 @@ pub(crate) fn cr4_read(
     l.arch.set_gpr(gpr, val);
     l.arch.rip = next_rip;
     l.arch.events.interrupt_shadow = 0;
+    // Its single-step trap (upstream kvm_skip_emulated_instruction).
+    mark_completed(l, l.arch.rflags);
     Ok(Action::Continue)
 }
 
@@ -96,18 +117,29 @@ pub(crate) fn cr4_write(
         val &= 0xffff_ffff;
     }
     let c = crate::vcpu_state::caps();
-    let Some(fx) = x86::cr::guest_set_cr4(&l.arch, val, &c.msr.limits, &l.cpuid.model) else {
-        // Outside protected mode an exception pushes no error code (upstream
-        // kvm_inject_exception drops it when !is_protmode).
-        let pe = l.arch.cr0 & x86::regs::cr0::PE != 0;
-        queue_exception(l, x86::svm::vector::GP, pe.then_some(0), None);
-        return Ok(Action::Continue);
+    // #GP(0) (its error code is dropped at injection outside protected mode, as upstream's
+    // kvm_inject_exception does).
+    let gp = |l: &mut VcpuLocked| {
+        queue_exception(l, x86::svm::vector::GP, Some(0), None);
+        Ok(Action::Continue)
     };
+    let Some(fx) = x86::cr::guest_set_cr4(&l.arch, val, &c.msr.limits, &l.cpuid.model) else {
+        return gp(l);
+    };
+    // PAE paging and a PDPTR bit changed: upstream load_pdptrs reads the four PDPTEs at CR3
+    // now and refuses the write (#GP) when they cannot be read or a present one has reserved
+    // bits set.
+    if fx.pdptrs_stale && !pdptes_load(vcpu, l) {
+        return gp(l);
+    }
     l.arch.cr4 = val;
     l.arch.rip = next_rip;
-    // As every skipped instruction: the interrupt shadow ends.
+    // As every skipped instruction: the interrupt shadow ends, and its single-step trap is
+    // due (upstream kvm_skip_emulated_instruction → kvm_vcpu_do_singlestep).
     l.arch.events.interrupt_shadow = 0;
+    mark_completed(l, l.arch.rflags);
     if fx.pdptrs_stale {
+        // Loaded from guest memory (upstream: pdptrs_from_userspace = false).
         l.arch.pdptrs = None;
     }
     if fx.flush_tlb {
@@ -115,6 +147,7 @@ pub(crate) fn cr4_write(
     }
     if fx.cpuid_runtime {
         crate::vcpu_state::update_cpuid_runtime(l);
+        crate::mwait::sync_cpuid(vcpu.vm(), l);
     }
     Ok(Action::Continue)
 }

@@ -94,12 +94,11 @@ pub(crate) fn write(
         return Ok(Action::Continue);
     }
     let prev = crate::irq::inject::cr8(l);
-    let rip_before = l.arch.rip;
     l.arch.cr8 = val;
     l.arch.rip = next_rip;
     // As every emulated instruction: the interrupt shadow ends, the single-step trap follows.
     l.arch.events.interrupt_shadow = 0;
-    crate::exit_run::pio_completed(l, rip_before);
+    crate::exit_run::mark_completed(l, l.arch.rflags);
     if l.irq.lapic.is_some() {
         // kvm_lapic_set_tpr -> apic_update_ppr: the LAPIC takes the TPR now (an interrupt it
         // unmasks is injected on the next entry), and the intercept follows.

@@ -508,6 +508,8 @@ fn event_to_inject(st: &mut CpuState) -> (u32, u32) {
             // #PF: CR2; #DB: the DR6 bits (upstream kvm_deliver_exception_payload).
             x86::events::deliver_exception_payload(st);
         }
+        // HOOK(cpu11): no error code outside protected mode (upstream kvm_inject_exception).
+        x86::events::strip_real_mode_error_code(st);
         let e = &mut st.events.exception;
         e.pending = false;
         e.injected = true;
@@ -578,10 +580,11 @@ fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
         | exit::CLGI
         | exit::SKINIT
         | exit::INVLPGA
-        | exit::RDPRU
-        | exit::MONITOR
-        | exit::MWAIT
-        | exit::MWAIT_COND => Exit::Undefined,
+        | exit::RDPRU => Exit::Undefined,
+        // HOOK(cpu11): MONITOR/MWAIT (upstream kvm_emulate_monitor/_mwait; the conditional
+        // MWAIT's exit, should it come, is the same instruction).
+        exit::MONITOR => Exit::MonitorMwait { mwait: false },
+        exit::MWAIT | exit::MWAIT_COND => Exit::MonitorMwait { mwait: true },
         c if c == exit::EXCP_BASE + u64::from(vector::MC) => Exit::MachineCheck,
         c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => Exit::Exception {
             vector: (c - exit::EXCP_BASE) as u8,

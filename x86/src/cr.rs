@@ -27,9 +27,9 @@ pub struct Cr4Effects {
 /// (`kvm_is_valid_cr4`), PAE cleared or LA57 toggled in long mode, PCIDE set with CR3[11:0]
 /// not 0 or outside long mode.
 ///
-/// Not checked here: the validity of the PDPTEs a PAE guest's write makes load (upstream's
-/// `load_pdptrs` failure is #GP); the caller drops the cached ones and the next walk reads
-/// them.
+/// Not checked here: the validity of the PDPTEs a PAE guest's write makes load
+/// (`pdptrs_stale`): the caller reads them at CR3 and checks them with [`pdptes_valid`]
+/// (upstream's `load_pdptrs` failure is #GP) before it commits the write.
 pub fn guest_set_cr4(
     st: &CpuState,
     new: u64,
@@ -60,6 +60,27 @@ pub fn guest_set_cr4(
         || (new & cr4::SMEP != 0 && old & cr4::SMEP == 0);
     fx.cpuid_runtime = changed & (cr4::OSXSAVE | cr4::PKE) != 0;
     Some(fx)
+}
+
+/// The reserved bits of a present PAE PDPTE (upstream `pdptr_rsvd_bits`): the vCPU's reserved
+/// GPA bits (MAXPHYADDR..63), bits 5-8 and bits 1-2.
+pub fn pdptr_rsvd_bits(guest: &GuestCpu) -> u64 {
+    guest.reserved_gpa_bits() | 0x1e0 | 0x6
+}
+
+/// The PDPTE check of upstream `load_pdptrs`: every present entry free of reserved bits.
+/// (A PDPT the caller cannot read — CR3 outside the memslots — fails too, as upstream's
+/// failed `kvm_vcpu_read_guest_page` does.)
+pub fn pdptes_valid(pdptes: &[u64; 4], guest: &GuestCpu) -> bool {
+    let rsvd = pdptr_rsvd_bits(guest);
+    pdptes.iter().all(|&e| e & 1 == 0 || e & rsvd == 0)
+}
+
+/// Where a PAE guest's four PDPTEs are, as upstream's `load_pdptrs` reads them: the page
+/// `cr3 >> 12` at offset `cr3 & GENMASK(11, 5)` (32-byte aligned, 32 bytes, never across a
+/// page).
+pub fn pdpt_gpa(cr3: u64) -> u64 {
+    (cr3 & !0xfff) | (cr3 & 0xfe0)
 }
 
 #[cfg(test)]
@@ -156,5 +177,29 @@ mod tests {
         let r = CpuState::default();
         let fx = guest_set_cr4(&r, cr4::PAE, &LIMITS, &g).unwrap();
         assert!(!fx.pdptrs_stale && fx.flush_tlb);
+    }
+
+    #[test]
+    fn pdptes_reserved_bits_as_load_pdptrs() {
+        let g = GuestCpu {
+            maxphyaddr: 36,
+            ..GuestCpu::default()
+        };
+        assert_eq!(pdptr_rsvd_bits(&g), 0xffff_fff0_0000_0000 | 0x1e6);
+        let ok = [0x2001, 0, 0x3000 | 0x18 | 1, 0xffff_f000 | 0x1e6];
+        // Not-present entries may hold anything; PWT/PCD (bits 3-4) are allowed.
+        assert!(pdptes_valid(&ok, &g));
+        for bad in [1 << 1, 1 << 2, 1 << 5, 1 << 8, 1 << 36, 1 << 63] {
+            let mut p = ok;
+            p[3] = 0x4000 | 1 | bad;
+            assert!(!pdptes_valid(&p, &g), "bit {bad:#x}");
+        }
+        let wide = GuestCpu {
+            maxphyaddr: 48,
+            ..GuestCpu::default()
+        };
+        assert!(pdptes_valid(&[1 | 1 << 36, 0, 0, 0], &wide));
+        assert_eq!(pdpt_gpa(0x1234_5fff), 0x1234_5fe0);
+        assert_eq!(pdpt_gpa(0x1_0000_1020), 0x1_0000_1020);
     }
 }

@@ -25,6 +25,17 @@ const DB_VECTOR: u8 = 1;
 /// `PF_VECTOR`.
 const PF_VECTOR: u8 = 14;
 
+/// Upstream `kvm_inject_exception`'s first step: outside protected mode (CR0.PE clear) an
+/// exception delivers no error code, so a queued one loses it when it is injected (and stays
+/// without it, e.g. for `KVM_GET_VCPU_EVENTS` while it is in flight). Exceptions queue their
+/// error code whatever the mode; it is dropped only here, as upstream does (AMD's intercepted
+/// #PF in paged real mode does report one).
+pub fn strip_real_mode_error_code(s: &mut CpuState) {
+    if s.cr0 & crate::regs::cr0::PE == 0 {
+        s.events.exception.has_error_code = false;
+    }
+}
+
 /// Upstream `kvm_deliver_exception_payload`: a pending #PF's payload becomes CR2, a #DB's the
 /// DR6 bits; the payload is consumed.
 pub fn deliver_exception_payload(s: &mut CpuState) {
@@ -492,5 +503,18 @@ mod tests {
         for (i, k) in bad.iter().enumerate() {
             assert_eq!(set_nested_state(k), Err(Errno::Einval), "case {i}");
         }
+    }
+
+    #[test]
+    fn real_mode_injection_drops_the_error_code() {
+        let mut s = CpuState::default();
+        s.events.exception.has_error_code = true;
+        s.events.exception.error_code = 0;
+        s.cr0 = crate::regs::cr0::PE;
+        strip_real_mode_error_code(&mut s);
+        assert!(s.events.exception.has_error_code, "protected mode keeps it");
+        s.cr0 = 0;
+        strip_real_mode_error_code(&mut s);
+        assert!(!s.events.exception.has_error_code, "real mode drops it");
     }
 }

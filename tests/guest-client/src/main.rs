@@ -126,6 +126,7 @@ struct Ctx {
 
 mod abi; // HOOK(abi)
 mod clock; // HOOK(clock)
+mod cpu11; // HOOK(cpu11)
 mod cr8; // HOOK(cr8)
 mod dirty;
 mod entry;
@@ -176,6 +177,7 @@ fn tests() -> Vec<Test> {
         abi::tests(),      // HOOK(abi)
         memfault::tests(), // HOOK(gmemfault)
         ud::tests(),       // HOOK(ud)
+        cpu11::tests(),    // HOOK(cpu11)
         cr8::tests(),      // HOOK(cr8)
     ]
     .concat()
