@@ -51,6 +51,12 @@ impl<'a> MemEnv<'a> {
     }
 }
 
+/// HOOK(irq12): the user address of the writable RAM byte at `gpa` (the steal-time record's
+/// `preempted` byte, which the preempt notifier writes without the memslot lock).
+pub(crate) fn ram_hva(vm: &Vm, gpa: u64) -> Option<u64> {
+    MemEnv::new(vm).hva(Gpa(gpa), 1, true).ok()
+}
+
 impl GuestPhys for MemEnv<'_> {
     fn read_u32(&mut self, gpa: Gpa) -> Result<u32, NotRam> {
         let mut b = [0u8; 4];

@@ -539,9 +539,10 @@ pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) ->
     crate::dirty::commit(vm, &mut st, &change, log);
     match change {
         Change::Delete(old) | Change::Move { old, .. } => {
-            // Upstream kvm_arch_flush_shadow_memslot: every mapping of the old range goes, in
-            // both roots; private contents of a deleted slot are lost. A fault that looked the
-            // old slot up retries (the invalidation).
+            crate::irq::sched::memslots_changed(vm); // HOOK(irq12): steal-time byte caches
+                                                     // Upstream kvm_arch_flush_shadow_memslot: every mapping of the old range goes, in
+                                                     // both roots; private contents of a deleted slot are lost. A fault that looked the
+                                                     // old slot up retries (the invalidation).
             let inv = vm.memslots().invalidation().scope();
             // A zap that cannot finish marked the VM bugged; the slot is gone either way.
             vm.mmu()

@@ -203,6 +203,13 @@ pub(crate) fn hypercall(
     if gate.is_none() && nr == pv::KVM_HC_KICK_CPU {
         // HOOK(irqfix): kvm_pv_kick_cpu_op(a1), a remote-read request to that APIC ID.
         crate::irq::lapic::pv_kick(vcpu.vm(), (c.rcx & mask) as u32);
+        // HOOK(irq12): then kvm_sched_yield(vcpu, a1): a directed yield to the kicked vCPU.
+        crate::irq::sched::sched_yield(vcpu, c.rcx & mask);
+        return Some(0);
+    }
+    if gate.is_none() && nr == pv::KVM_HC_SCHED_YIELD {
+        // HOOK(irq12): kvm_sched_yield(vcpu, a0).
+        crate::irq::sched::sched_yield(vcpu, c.rbx & mask);
         return Some(0);
     }
     gate
@@ -256,11 +263,17 @@ pub(crate) fn before_entry(vcpu: &Vcpu, l: &mut VcpuLocked) {
         l.pv.last_tsc_offset = l.arch.tsc_offset;
         guest_time_update(vm, l);
     }
-    if l.pv.msrs.steal_time & pv::KVM_MSR_ENABLED != 0
-        && (l.pv.steal_update || run_delay() != l.pv.last_steal)
-    {
+    // HOOK(irq12): the preempted byte the notifier wrote marks its page dirty; a switch-in
+    // asks for an update (kvm_arch_vcpu_load's KVM_REQ_STEAL_UPDATE).
+    crate::irq::sched::flush_dirty(vcpu);
+    if crate::irq::sched::take_steal_request(vcpu) {
+        l.pv.steal_update = true;
+    }
+    if l.pv.msrs.steal_time & pv::KVM_MSR_ENABLED == 0 {
+        crate::irq::sched::steal_off(vcpu); // HOOK(irq12)
+    } else if l.pv.steal_update || run_delay() != l.pv.last_steal {
         l.pv.steal_update = false;
-        record_steal_time(vm, l);
+        record_steal_time(vcpu, l);
     }
 }
 
@@ -363,8 +376,11 @@ fn write_wall_clock(vm: &Vm, gpa: u64) {
 }
 
 /// `record_steal_time` (without PV TLB flush, which is not offered).
-fn record_steal_time(vm: &Vm, l: &mut VcpuLocked) {
+fn record_steal_time(vcpu: &Vcpu, l: &mut VcpuLocked) {
+    let vm = vcpu.vm();
     let gpa = l.pv.msrs.steal_time & pv::KVM_STEAL_VALID_BITS;
+    // HOOK(irq12): no cache for the preempt notifier until the record is written.
+    crate::irq::sched::steal_off(vcpu);
     let mut mem = MemEnv::new(vm);
     let Some(st) = read_guest::<KvmStealTime>(&mut mem, gpa) else {
         return;
@@ -372,6 +388,9 @@ fn record_steal_time(vm: &Vm, l: &mut VcpuLocked) {
     if write_guest(&mut mem, gpa + pv::STEAL_OFF_PREEMPTED, &[0]).is_none() {
         return;
     }
+    // HOOK(irq12): vcpu->arch.st.preempted = 0, and the byte's address for the notifier.
+    let byte = gpa + pv::STEAL_OFF_PREEMPTED;
+    crate::irq::sched::steal_recorded(vcpu, byte >> 12, crate::guest_mem::ram_hva(vm, byte));
     let odd = pv::seq_version_begin(st.version);
     if write_guest(&mut mem, gpa + pv::STEAL_OFF_VERSION, &odd.to_le_bytes()).is_none() {
         return;

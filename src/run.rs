@@ -277,6 +277,8 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
         return Err(e);
     }
     l.has_run = true;
+    // HOOK(irq12): vcpu->pid and vcpu_load's preempt notifier for this run.
+    let _loaded = crate::irq::sched::load(vcpu)?;
     let r = (|| {
         if let Some(f) = l.fpu.as_mut() {
             f.load();
@@ -330,6 +332,9 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
                 return Err(e);
             }
         }
+        // HOOK(irq12): at_instruction_boundary = false once the transfer work (a reschedule
+        // right after a host-interrupt exit reports the vCPU preempted) is done.
+        crate::irq::sched::loop_top(vcpu);
         if vm.mmu().is_bugged() {
             return Err(EIO);
         }
@@ -416,6 +421,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             continue;
         };
         bump(&vcpu.stats.run.exits);
+        crate::irq::sched::after_exit(vcpu, info.code); // HOOK(irq12): SVM_EXIT_INTR boundary
         let a = handle_exit(vcpu, l, run, info)?;
         // HOOK(misc): single-step over an instruction the exit handler skipped or emulated.
         match crate::exit_run::after_step(l, run, a) {

@@ -288,7 +288,7 @@ pub(crate) fn vcpu_op(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let mut cmd = KvmTdxCmd::default();
     read_in(arg as u64, &mut cmd)?;
     match rules::vcpu_command(&cmd).map_err(err)? {
-        TdxCmdId::InitVcpu => init_vcpu(td, &mut v, &cmd),
+        TdxCmdId::InitVcpu => init_vcpu(vcpu, td, &mut v, &cmd), // HOOK(irq12): vcpu
         TdxCmdId::InitMemRegion => mem_region(vm, td, &mut v, &cmd),
         TdxCmdId::GetCpuid => cpuid(td, &cmd),
         _ => Err(EINVAL),
@@ -304,13 +304,18 @@ fn vcpu_stage(v: &VcpuLocked) -> VcpuStage {
 }
 
 /// KVM_TDX_INIT_VCPU (`tdx_vcpu_init`): TDH.VP.CREATE, VP.ADDCX, VP.INIT with RCX = `data`.
-fn init_vcpu(td: &TdVm, v: &mut VcpuLocked, cmd: &KvmTdxCmd) -> Result<isize> {
+fn init_vcpu(vcpu: &Vcpu, td: &TdVm, v: &mut VcpuLocked, cmd: &KvmTdxCmd) -> Result<isize> {
     rules::check_init_vcpu(vcpu_stage(v), cmd).map_err(err)?;
+    // HOOK(irq12): "TDX requires X2APIC": the LAPIC in x2APIC mode (BSP bit on the boot
+    // vCPU) before the TDX module's steps; EINVAL if refused.
+    crate::irq::lapic::td_init_x2apic(vcpu, v)?;
     match td.init_vcpu(cmd.data) {
         Ok(tdvpr) => {
             v.td = Some(VcpuTd {
                 tdvpr: tdvpr.hpa().pfn(),
             });
+            // HOOK(irq12): tdx_td_vcpu_init ends with the vCPU runnable.
+            v.arch.mp_state = x86::uapi::mp_state::RUNNABLE;
             Ok(0)
         }
         Err(InitError::NoMemory) => Err(ENOMEM),

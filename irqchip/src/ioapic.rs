@@ -84,6 +84,21 @@ pub trait IoapicEnv {
         let _ = pin;
         false
     }
+
+    /// The RTC tracker's rebuild (upstream `kvm_rtc_eoi_tracking_restore_all`, under the
+    /// IOAPIC lock): for every vCPU that (`dest_id`, `logical`) addresses
+    /// (`kvm_apic_match_dest` with no shorthand and no source APIC), call
+    /// `found(vcpu_id, pending_eoi)`, where `pending_eoi` says whether `vector` is set in that
+    /// vCPU's IRR or ISR (`kvm_apic_pending_eoi`). The default knows no vCPUs.
+    fn rtc_scan(
+        &mut self,
+        dest_id: u32,
+        logical: bool,
+        vector: u8,
+        found: &mut dyn FnMut(u32, bool),
+    ) {
+        let _ = (dest_id, logical, vector, found);
+    }
 }
 
 /// What a guest write to the redirection table asks of the module besides delivery.
@@ -547,9 +562,9 @@ impl Ioapic {
 
     /// `KVM_SET_IRQCHIP` for chip 2 (upstream `kvm_set_ioapic`): takes the registers as given,
     /// then asserts each pin set in `state.irr` once (delivering what is unmasked, the RTC with
-    /// tracking), and resets the RTC tracker. The module must then request an EOI-exit rescan
-    /// on every vCPU and call [`Self::rtc_restore_one`] for each vCPU. Line levels per source
-    /// are kept, as upstream.
+    /// tracking), and rebuilds the RTC tracker from the vCPUs' IRR/ISR
+    /// ([`IoapicEnv::rtc_scan`]). The module must then request an EOI-exit rescan on every
+    /// vCPU. Line levels per source are kept, as upstream.
     pub fn set_state(&mut self, state: &KvmIoapicState, env: &mut dyn IoapicEnv) {
         self.base_address = state.base_address;
         self.ioregsel = state.ioregsel;
@@ -567,7 +582,6 @@ impl Ioapic {
                 self.set_irq_level(pin, true, true, env);
             }
         }
-        // kvm_rtc_eoi_tracking_restore_all resets, then the module restores each vCPU.
-        self.rtc_reset();
+        self.rtc_restore_all(env);
     }
 }

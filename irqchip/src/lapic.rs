@@ -61,7 +61,7 @@ pub mod timer;
 #[cfg(test)]
 mod tests;
 
-pub use deliver::{deliver_irq, DeliveryCtx};
+pub use deliver::{deliver_irq, phys_map_target, DeliveryCtx};
 pub use dest::{
     fixup_phys_broadcast_lowest, icr_to_irq, is_lowest_priority, lowest_priority_index, match_dest,
     x2apic_ldr, DestInfo, DfrModel, Sender,
@@ -213,6 +213,18 @@ pub struct Lapic {
     timer: Timer,
 }
 
+/// The IA32_APIC_BASE a TD vCPU gets at `KVM_TDX_INIT_VCPU` (upstream `tdx_vcpu_init`: "TDX
+/// requires X2APIC"): the default base, enabled, in x2APIC mode (`LAPIC_MODE_X2APIC`), with
+/// the BSP bit for the reset BSP (`kvm_vcpu_is_reset_bsp`). It is set host-initiated
+/// ([`Lapic::set_base`] with `host_initiated`), so it fails only on reserved bits: without
+/// x2APIC in the guest CPUID.
+pub const fn td_apic_base(reset_bsp: bool) -> u64 {
+    APIC_DEFAULT_PHYS_BASE
+        | MSR_IA32_APICBASE_ENABLE
+        | X2APIC_ENABLE
+        | if reset_bsp { MSR_IA32_APICBASE_BSP } else { 0 }
+}
+
 impl Lapic {
     /// A new local APIC (`kvm_create_lapic`): IA32_APIC_BASE = EN only, software-disabled,
     /// all registers 0, 6 LVT entries, no timer modes until CPUID is set. Call
@@ -310,6 +322,21 @@ impl Lapic {
         self.test_vec(APIC_ISR, vector) || self.test_vec(APIC_IRR, vector)
     }
 
+    /// Every vector requested or in service (IRR | ISR as a 256-bit map, bit v of word
+    /// v / 64): [`Self::pending_eoi`] for all vectors at once, which the module publishes for
+    /// readers that cannot take the vCPU lock (the IOAPIC's RTC tracker rebuild).
+    pub fn pending_eoi_map(&self) -> [u64; 4] {
+        let mut m = [0u64; 4];
+        for (i, w) in m.iter_mut().enumerate() {
+            for half in 0..2u32 {
+                let r = (i as u32) * 2 + half;
+                let bits = self.reg(APIC_ISR + r * 0x10) | self.reg(APIC_IRR + r * 0x10);
+                *w |= u64::from(bits) << (32 * half);
+            }
+        }
+        m
+    }
+
     // ----- mode, base, identity -----
 
     /// The vCPU ID (x2APIC ID).
@@ -383,6 +410,14 @@ impl Lapic {
         } else {
             APIC_LVT_TIMER_PERIODIC
         };
+        self.set_version();
+    }
+
+    /// Only the x2APIC bit of the guest CPUID changed (a TD vCPU's CPUID as the TDX module
+    /// virtualizes it, where x2APIC is fixed to 1; see [`td_apic_base`]): IA32_APIC_BASE.EXTD
+    /// becomes writable, the timer modes stay.
+    pub fn set_x2apic_cpuid(&mut self, x2apic: bool) {
+        self.x2apic_cpuid = x2apic;
         self.set_version();
     }
 

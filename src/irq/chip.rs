@@ -96,6 +96,45 @@ impl IoapicEnv for Env<'_> {
         // The RTC's deliveries fill the coalescing tracker's map (upstream `rtc_status`).
         super::lapic::deliver_map(self.vm, irq, None, dest_map)
     }
+
+    fn rtc_scan(
+        &mut self,
+        dest_id: u32,
+        logical: bool,
+        vector: u8,
+        found: &mut dyn FnMut(u32, bool),
+    ) {
+        super::lapic::rtc_scan(self.vm, dest_id, logical, vector, found);
+    }
+}
+
+/// After `KVM_SET_LAPIC` (upstream `kvm_rtc_eoi_tracking_restore_one`, full irqchip only):
+/// `check` gets the RTC entry's destination as a request (no shorthand; vector, dest ID,
+/// logical) and answers whether it addresses vCPU `vcpu_id` and whether that vCPU has the
+/// vector in IRR or ISR; the tracker adds or retires the vCPU accordingly. Called with the
+/// vCPU mutex held (the chip lock nests inside it).
+pub(crate) fn rtc_restore_one(
+    vm: &Vm,
+    vcpu_id: u32,
+    check: impl FnOnce(&LapicIrq) -> (bool, bool),
+) {
+    let Some(chip) = chip_of(vm) else {
+        return;
+    };
+    let mut s = chip.state.lock();
+    let e = s.ioapic.rtc_entry();
+    let irq = LapicIrq {
+        vector: e.vector(),
+        delivery_mode: irqchip::irq::DeliveryMode::Fixed,
+        dest_logical: e.dest_logical(),
+        level_triggered: false,
+        level: true,
+        shorthand: irqchip::irq::Shorthand::None,
+        dest_id: u32::from(e.dest_id()),
+        msi_redir_hint: false,
+    };
+    let (matches, pending) = check(&irq);
+    s.ioapic.rtc_restore_one(vcpu_id, matches, pending);
 }
 
 /// Where the VM keeps its [`Chip`]: null until `KVM_CREATE_IRQCHIP`, then set once.

@@ -51,6 +51,12 @@ pub(crate) struct VcpuIrq {
     /// The LAPIC takes PIC interrupts (LVT0 ExtINT or hardware-disabled), published for the
     /// PIC's wake-up.
     pub(crate) accept_pic: AtomicBool,
+    /// The LAPIC's IRR | ISR (bit v of word v / 64), published after every LAPIC operation
+    /// for the IOAPIC's RTC tracker rebuild after `KVM_SET_IRQCHIP`, which runs under the
+    /// chip lock and cannot take vCPU mutexes (upstream reads the registers unlocked).
+    pub(crate) eoi_pending: [AtomicU64; 4],
+    /// The vCPU and the host scheduler (preempt notifier, pid, directed yield).
+    pub(crate) sched: crate::irq::sched::VcpuSched,
 }
 
 // SAFETY: every field is an atomic except the rcuwait, which only the C rcuwait functions touch
@@ -71,6 +77,8 @@ impl VcpuIrq {
             pir: crate::irq::lapic::Pir::new(),
             dest: AtomicU64::new(0),
             accept_pic: AtomicBool::new(false),
+            eoi_pending: [const { AtomicU64::new(0) }; 4],
+            sched: crate::irq::sched::VcpuSched::new(),
         }
     }
 
@@ -103,6 +111,8 @@ pub(crate) fn kick(vcpu: &Vcpu) {
     irq.wake.store(1, Ordering::SeqCst);
     // SAFETY: the vCPU's rcuwait, alive as long as the vCPU (pinned).
     if unsafe { tdxkvm_vcpu_wake(irq.wait_ptr()) } {
+        // Upstream kvm_vcpu_wake_up: a woken vCPU is a directed-yield target.
+        irq.sched.woken();
         crate::run::event_stats::halt_wakeup(vcpu); // HOOK(cr8): upstream kvm_vcpu_wake_up
         return;
     }

@@ -231,6 +231,9 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
     }
     l.arch.cr8 = la.apic.cr8();
     l.arch.apic_base = la.apic.apic_base();
+    if vcpu.vm().irqchip_mode() == crate::irq::IrqchipMode::Kernel {
+        publish_eoi_pending(vcpu, &la.apic);
+    }
     vcpu.irq
         .accept_pic
         .store(la.apic.accept_pic_intr(), Ordering::Release);
@@ -255,6 +258,88 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, fx: Effects) {
             crate::irq::chip::on_eoi_level(vcpu.vm(), vcpu, e.vector, e.level);
         }
     }
+}
+
+/// Publishes the LAPIC's IRR | ISR ([`kick::VcpuIrq::eoi_pending`]); a word is written only
+/// when it changed.
+fn publish_eoi_pending(vcpu: &Vcpu, apic: &Lapic) {
+    for (p, w) in vcpu.irq.eoi_pending.iter().zip(apic.pending_eoi_map()) {
+        if p.load(Ordering::Relaxed) != w {
+            p.store(w, Ordering::Release);
+        }
+    }
+}
+
+/// Upstream `kvm_rtc_eoi_tracking_restore_all`'s walk over the vCPUs (the IOAPIC's
+/// [`irqchip::ioapic::IoapicEnv::rtc_scan`], under the chip lock): each vCPU that
+/// (`dest_id`, `logical`) addresses (`kvm_apic_match_dest`: no shorthand, no source APIC,
+/// enabled or not) is reported with whether `vector` is in its IRR or ISR as last published,
+/// or posted to its inbox and not yet merged (upstream sets IRR at delivery).
+pub(crate) fn rtc_scan(
+    vm: &Vm,
+    dest_id: u32,
+    logical: bool,
+    vector: u8,
+    found: &mut dyn FnMut(u32, bool),
+) {
+    let a = vm.apic();
+    let quirk_off = a.ctx().broadcast_quirk_disabled;
+    let irq = LapicIrq {
+        vector,
+        delivery_mode: irqchip::irq::DeliveryMode::Fixed,
+        dest_logical: logical,
+        level_triggered: false,
+        level: true,
+        shorthand: irqchip::irq::Shorthand::None,
+        dest_id,
+        msi_redir_hint: false,
+    };
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    for v in (0..n).filter_map(|i| a.vcpu(i)) {
+        let d = DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire));
+        if irqchip::lapic::match_dest(d, &irq, irqchip::lapic::Sender::Device, quirk_off) {
+            let word = v
+                .irq
+                .eoi_pending
+                .get(usize::from(vector >> 6))
+                .map_or(0, |w| w.load(Ordering::Acquire));
+            let pending = word & (1 << (vector & 63)) != 0 || v.irq.pir.posted(vector);
+            found(v.id(), pending);
+        }
+    }
+}
+
+/// `KVM_TDX_INIT_VCPU`'s first step (upstream `tdx_vcpu_init`): IA32_APIC_BASE =
+/// [`irqchip::lapic::td_apic_base`] (x2APIC, BSP bit for the reset BSP), set host-initiated
+/// (`kvm_apic_set_base(vcpu, apic_base, true)`); refused (EXTD reserved without x2APIC in
+/// the guest CPUID) it is `EINVAL`.
+///
+/// The CPUID: upstream takes the x2APIC bit from the table userspace gave with
+/// `KVM_SET_CPUID2` (QEMU gives the TD's, whose x2APIC bit the TDX module fixes to 1). This
+/// module refuses `KVM_SET_CPUID2` on a TD vCPU (its state ioctls answer `EINVAL`), so a TD
+/// vCPU without a leaf-1 table is given the TDX module's fixed x2APIC bit; with a table its
+/// bit decides, as upstream. Called with the vCPU mutex held.
+pub(crate) fn td_init_x2apic(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result {
+    if l.irq.lapic.is_none() {
+        // A TD vCPU exists only with a split irqchip, so it has a LAPIC.
+        return Err(EINVAL);
+    }
+    sync(vcpu, l);
+    let from_table = cpuid_bits(l).is_some();
+    let maxphy = l.cpuid.model.maxphyaddr;
+    let bsp = vcpu.vm().apic().is_reset_bsp(vcpu.id());
+    let Some(la) = l.irq.lapic.as_mut() else {
+        return Err(EINVAL);
+    };
+    if !from_table {
+        la.apic.set_x2apic_cpuid(true);
+    }
+    let fx = la
+        .apic
+        .set_base(irqchip::lapic::td_apic_base(bsp), true, maxphy)
+        .map_err(|_| EINVAL)?;
+    apply(vcpu, l, fx);
+    Ok(())
 }
 
 /// The in-kernel PIC's output is raised (irqroute's `pic_pending`).
@@ -287,6 +372,28 @@ pub(crate) fn pv_kick(vm: &Vm, apic_id: u32) {
         msi_redir_hint: false,
     };
     deliver(vm, &irq, None);
+}
+
+/// Calls `f` for every online vCPU.
+pub(crate) fn for_each_vcpu(vm: &Vm, mut f: impl FnMut(&Vcpu)) {
+    let a = vm.apic();
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    for v in (0..n).filter_map(|i| a.vcpu(i)) {
+        f(v);
+    }
+}
+
+/// The vCPU in slot `dest_id` of upstream's physical APIC map (`kvm_sched_yield`).
+pub(crate) fn phys_map_vcpu(vm: &Vm, dest_id: u32) -> Option<&Vcpu> {
+    let a = vm.apic();
+    let n = (vm.online_vcpus() as usize).min(a.vcpus.len());
+    let dest = |i: usize| {
+        a.vcpu(i).map_or(DestInfo::from_bits(0), |v| {
+            DestInfo::from_bits(v.irq.dest.load(Ordering::Acquire))
+        })
+    };
+    let i = irqchip::lapic::phys_map_target(dest_id, n, dest, x2apic_format(vm))?;
+    a.vcpu(i)
 }
 
 /// The first vCPU whose LAPIC takes PIC interrupts (published by [`apply`]).
@@ -487,8 +594,9 @@ pub(crate) fn accept_events(vcpu: &Vcpu, l: &mut VcpuLocked) {
         l.exits.pending = None;
         // kvm_vcpu_reset(init_event) turns kvm-clock and steal time off (kvmclock_reset).
         crate::pv::reset(l);
-        // kvm_lapic_reset(init_event): the boot vCPU gets LVT0 = ExtINT again under
-        // KVM_X86_QUIRK_LINT0_REENABLED (on by default, as at creation).
+        crate::irq::sched::steal_off(vcpu); // HOOK(irq12)
+                                            // kvm_lapic_reset(init_event): the boot vCPU gets LVT0 = ExtINT again under
+                                            // KVM_X86_QUIRK_LINT0_REENABLED (on by default, as at creation).
         let bsp = vcpu.vm().apic().is_reset_bsp(vcpu.id());
         if let Some(la) = l.irq.lapic.as_mut() {
             let fx = la.apic.reset(true, bsp, true, &vcpu.irq.pir);
@@ -744,6 +852,25 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
                 }
             };
             apply(vcpu, &mut l, fx);
+            if vcpu.vm().irqchip_mode() == crate::irq::IrqchipMode::Kernel {
+                // Upstream kvm_rtc_eoi_tracking_restore_one: this vCPU's part of the RTC
+                // tracker follows the state's IRR/ISR.
+                if let Some(la) = l.irq.lapic.as_ref() {
+                    let d = la.apic.dest_info();
+                    let quirk_off = vcpu.vm().apic().ctx().broadcast_quirk_disabled;
+                    crate::irq::chip::rtc_restore_one(vcpu.vm(), vcpu.id(), |irq| {
+                        (
+                            irqchip::lapic::match_dest(
+                                d,
+                                irq,
+                                irqchip::lapic::Sender::Device,
+                                quirk_off,
+                            ),
+                            la.apic.pending_eoi(irq.vector),
+                        )
+                    });
+                }
+            }
             drop(l);
             kick::request_event(vcpu);
             Ok(0)

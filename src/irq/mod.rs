@@ -427,4 +427,5 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
 pub(crate) mod inject;
 pub(crate) mod kick;
 pub(crate) mod lapic;
+pub(crate) mod sched; // HOOK(irq12)
 pub(crate) mod timer;

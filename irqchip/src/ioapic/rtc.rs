@@ -5,7 +5,7 @@
 //! can compensate (Windows guests keep time by counting RTC interrupts).
 
 use super::RedirEntry;
-use super::{Ioapic, MAX_VCPU_IDS, RTC_GSI};
+use super::{Ioapic, IoapicEnv, MAX_VCPU_IDS, RTC_GSI};
 use crate::irq::{DeliveryMode, LapicIrq};
 
 /// The vCPUs an RTC interrupt went to and the vector each got (upstream `struct dest_map`).
@@ -116,6 +116,20 @@ impl Ioapic {
         } else {
             self.rtc_eoi(vcpu_id);
         }
+    }
+
+    /// Upstream `kvm_rtc_eoi_tracking_restore_all`: the tracker reset, then every vCPU the RTC
+    /// entry addresses and that has its vector in IRR or ISR counted as awaiting EOI (after
+    /// `KVM_SET_IRQCHIP`, whose IRR re-injection may have delivered the RTC already).
+    pub fn rtc_restore_all(&mut self, env: &mut dyn IoapicEnv) {
+        self.rtc_reset();
+        let e = self.redirtbl[RTC_GSI];
+        env.rtc_scan(
+            u32::from(e.dest_id()),
+            e.dest_logical(),
+            e.vector(),
+            &mut |vcpu_id, pending_eoi| self.rtc_restore_one(vcpu_id, true, pending_eoi),
+        );
     }
 
     /// Whether the RTC tracker holds an undelivered EOI (for tests and debugging).

@@ -691,3 +691,128 @@ fn eoi_exit_bitmap_test_vector() {
     assert_eq!(h, [1, 1 << 1, 1, 1 << 63]);
     assert!(!test_vector(&h, 0x42));
 }
+
+/// vCPUs for the RTC tracker's rebuild: (vCPU ID, physical APIC ID, logical flat ID, vectors
+/// in IRR or ISR); a delivery sets the vector in each addressed vCPU's IRR.
+struct VcpusEnv {
+    vcpus: Vec<(u32, u32, u32, [u64; 4])>,
+    scans: usize,
+}
+
+impl VcpusEnv {
+    fn addressed(&self, dest_id: u32, logical: bool) -> Vec<usize> {
+        (0..self.vcpus.len())
+            .filter(|&i| {
+                let (_, phys, flat, _) = self.vcpus[i];
+                if logical {
+                    flat & dest_id != 0
+                } else {
+                    phys == dest_id
+                }
+            })
+            .collect()
+    }
+}
+
+impl IoapicEnv for VcpusEnv {
+    fn deliver(&mut self, irq: &LapicIrq, mut dest_map: Option<&mut DestMap>) -> i32 {
+        let hit = self.addressed(irq.dest_id, irq.dest_logical);
+        for &i in &hit {
+            scan::set_vector(&mut self.vcpus[i].3, irq.vector);
+            if let Some(m) = dest_map.as_deref_mut() {
+                m.record(self.vcpus[i].0, irq);
+            }
+        }
+        if hit.is_empty() {
+            -1
+        } else {
+            hit.len() as i32
+        }
+    }
+
+    fn rtc_scan(
+        &mut self,
+        dest_id: u32,
+        logical: bool,
+        vector: u8,
+        found: &mut dyn FnMut(u32, bool),
+    ) {
+        self.scans += 1;
+        for i in self.addressed(dest_id, logical) {
+            let (id, _, _, pending) = self.vcpus[i];
+            found(id, test_vector(&pending, vector));
+        }
+    }
+}
+
+#[test]
+fn set_state_rebuilds_the_rtc_tracker_from_the_vcpus() {
+    // kvm_set_ioapic -> kvm_ioapic_inject_all -> kvm_rtc_eoi_tracking_restore_all: the RTC
+    // entry (vector 0x38, logical 0x3) addresses vCPUs 1 and 2; vCPU 1 has 0x38 in service,
+    // vCPU 0 (not addressed) too. One EOI is awaited, from vCPU 1 only.
+    let mut io = Ioapic::new();
+    let mut isr = [0u64; 4];
+    scan::set_vector(&mut isr, 0x38);
+    let mut env = VcpusEnv {
+        vcpus: std::vec![(0, 0, 0x4, isr), (1, 1, 0x1, isr), (2, 2, 0x2, [0; 4])],
+        scans: 0,
+    };
+    let mut s = io.get_state();
+    s.redirtbl[8] = 0x38 | (1 << 11) | (0x3 << 56);
+    io.set_state(&s, &mut env);
+    assert_eq!(env.scans, 1);
+    assert_eq!(io.rtc_pending_eoi(), 1);
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 0, "coalesced");
+    io.set_irq(8, 0, false, true, &mut env);
+    // vCPU 0's EOI is not awaited; vCPU 1's retires the tracker.
+    io.eoi_begin(0, 0x38);
+    assert_eq!(io.rtc_pending_eoi(), 1);
+    io.eoi_begin(1, 0x38);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+    assert_eq!(
+        io.set_irq(8, 0, true, true, &mut env),
+        2,
+        "delivered to both"
+    );
+    assert_eq!(io.rtc_pending_eoi(), 2);
+}
+
+#[test]
+fn set_state_recounts_an_rtc_its_irr_reinjection_delivered() {
+    // The IRR re-injection delivers the RTC (physical 1) with tracking; the rebuild after it
+    // finds the vector in the target's IRR and counts it again (once).
+    let mut io = Ioapic::new();
+    let mut env = VcpusEnv {
+        vcpus: std::vec![(0, 0, 0, [0; 4]), (1, 1, 0, [0; 4])],
+        scans: 0,
+    };
+    let mut s = io.get_state();
+    s.redirtbl[8] = 0x38 | (1 << 56);
+    s.irr = 1 << 8;
+    io.set_state(&s, &mut env);
+    assert!(test_vector(&env.vcpus[1].3, 0x38));
+    assert_eq!(io.rtc_pending_eoi(), 1);
+    let mut h = [0u64; 4];
+    io.scan_entry(1, &mut h, &mut |_| false, &mut |_, _| false, &mut |_| false);
+    assert!(test_vector(&h, 0x38), "the awaited EOI is intercepted");
+    // A second state with nothing pending anywhere empties the tracker.
+    env.vcpus[1].3 = [0; 4];
+    s.irr = 0;
+    io.set_state(&s, &mut env);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+    assert_eq!(io.set_irq(8, 0, true, true, &mut env), 1);
+}
+
+#[test]
+fn set_state_without_vcpus_leaves_the_tracker_empty() {
+    // The default environment knows no vCPUs: after the rebuild nothing is awaited, even if
+    // the IRR re-injection delivered the RTC.
+    let mut io = Ioapic::new();
+    let mut env = Env::new(1);
+    let mut s = io.get_state();
+    s.redirtbl[8] = 0x38;
+    s.irr = 1 << 8;
+    io.set_state(&s, &mut env);
+    assert_eq!(env.got.len(), 1);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+}

@@ -283,6 +283,25 @@ fn deliver_fast(
     Some(r)
 }
 
+/// Upstream `kvm_sched_yield`'s target look-up: `map->phys_map[dest_id]` of the optimized
+/// APIC map over vCPUs `0..n` (published state `dest(i)`), i.e. the present APIC whose
+/// physical ID is `dest_id` (its x2APIC ID in x2APIC mode, else its xAPIC ID; with
+/// `x2apic_format` also x2APIC IDs above 0xff). `None` when upstream finds none: no map
+/// (no vCPUs, an ID above the tracked range, aliased IDs without 32-bit IDs), `dest_id`
+/// above the map's `max_apic_id`, or an empty slot.
+pub fn phys_map_target(
+    dest_id: u32,
+    n: usize,
+    dest: impl Fn(usize) -> DestInfo,
+    x2apic_format: bool,
+) -> Option<usize> {
+    let m = build_map(dest_id, n, &dest, x2apic_format)?;
+    if dest_id > m.max_id {
+        return None;
+    }
+    m.phys_dest
+}
+
 /// Upstream `kvm_irq_delivery_to_apic`: delivers `irq` to the vCPUs (indices `0..n`, in
 /// vCPU index order) whose published state `dest(i)` returns. `sender` is the sending
 /// vCPU's index for an IPI, `None` for a device (IOAPIC, MSI, PIC). `set_irq(i, &irq)` posts
@@ -393,6 +412,30 @@ mod tests {
 
     const FIXED: DeliveryMode = DeliveryMode::Fixed;
     const LOWEST: DeliveryMode = DeliveryMode::LowestPriority;
+
+    #[test]
+    fn phys_map_target_is_the_physical_id_slot() {
+        let v = [
+            xapic(0, 0, DfrModel::Flat),
+            xapic(1, 0, DfrModel::Flat),
+            DestInfo::new(5, 5, 0, DfrModel::Flat, true, false, true), // x2APIC mode
+            DestInfo::new(3, 3, 0, DfrModel::Flat, false, true, false), // EN=0
+        ];
+        let d = |i: usize| v[i];
+        assert_eq!(phys_map_target(1, 4, d, false), Some(1));
+        assert_eq!(phys_map_target(5, 4, d, false), Some(2));
+        assert_eq!(phys_map_target(3, 4, d, false), None, "not present");
+        assert_eq!(phys_map_target(7, 4, d, false), None, "empty slot");
+        assert_eq!(
+            phys_map_target(0x100, 4, d, false),
+            None,
+            "above max_apic_id"
+        );
+        assert_eq!(phys_map_target(0, 0, d, false), None, "no vCPUs, no map");
+        // Aliased xAPIC IDs without 32-bit IDs: no map.
+        let a = [xapic(1, 0, DfrModel::Flat), xapic(1, 0, DfrModel::Flat)];
+        assert_eq!(phys_map_target(1, 2, |i: usize| a[i], false), None);
+    }
 
     #[test]
     fn physical_unicast_and_absent_targets() {

@@ -110,6 +110,14 @@ impl Pir {
         }
     }
 
+    /// Whether `vector` is posted and not yet merged (for the owner's IRR as upstream sees
+    /// it, which sets IRR at delivery).
+    pub fn posted(&self, vector: u8) -> bool {
+        self.irr
+            .get(usize::from(vector >> 6))
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (vector & 63)) != 0)
+    }
+
     /// Posts an NMI (`kvm_inject_nmi`: counted).
     pub fn post_nmi(&self) {
         self.nmis.fetch_add(1, Ordering::AcqRel);

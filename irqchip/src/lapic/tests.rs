@@ -1692,3 +1692,57 @@ fn nmi_watchdog_tick_delivers_lvt0_by_its_owner() {
     assert!(!a.local_deliver(Lvt::Lint0, &pir));
     assert_eq!(pir.take_nmis(), 0);
 }
+
+#[test]
+fn pending_eoi_map_is_irr_or_isr_and_posted_is_the_inbox() {
+    let (mut a, pir) = enabled(0);
+    assert_eq!(a.pending_eoi_map(), [0; 4]);
+    assert!(pir.post(a.dest_info(), &fixed(0x38, 0, false)));
+    assert!(pir.posted(0x38) && !pir.posted(0x39));
+    assert_eq!(a.pending_eoi_map(), [0; 4], "posted is not yet IRR");
+    let _ = a.sync_pir(&pir, &NOW);
+    assert!(!pir.posted(0x38));
+    assert!(a.accept_vector(0xa1, false));
+    assert_eq!(a.ack(), Some(0xa1));
+    // 0x38 in IRR, 0xa1 in ISR.
+    assert_eq!(a.pending_eoi_map(), [1 << 0x38, 0, 1 << 0x21, 0]);
+    for v in 0..=255u8 {
+        let m = a.pending_eoi_map();
+        assert_eq!(
+            m[usize::from(v >> 6)] & (1 << (v & 63)) != 0,
+            a.pending_eoi(v)
+        );
+    }
+    let _ = a.eoi();
+    assert_eq!(a.pending_eoi_map(), [1 << 0x38, 0, 0, 0]);
+}
+
+#[test]
+fn td_apic_base_is_x2apic_with_the_bsp_bit_and_needs_x2apic_cpuid() {
+    assert_eq!(td_apic_base(true), 0xfee0_0d00);
+    assert_eq!(td_apic_base(false), 0xfee0_0c00);
+    // Upstream kvm_apic_set_base(host_initiated): EXTD is reserved without x2APIC in CPUID.
+    let pir = Pir::new();
+    let mut a = Lapic::new(1, VmApicConfig::default());
+    let _ = a.reset(false, false, true, &pir);
+    assert_eq!(a.set_base(td_apic_base(false), true, 36), Err(Fault));
+    assert!(!a.x2apic_mode());
+    a.set_x2apic_cpuid(true);
+    let fx = a.set_base(td_apic_base(false), true, 36).unwrap();
+    assert!(fx.dest_changed && fx.mode_changed);
+    assert!(a.x2apic_mode() && !a.is_bsp());
+    assert_eq!(a.apic_base(), 0xfee0_0c00);
+    // x2APIC ID = vCPU ID, LDR = cluster 0, bit 1.
+    assert_eq!(a.x2apic_read(0x802, 0), Ok(1));
+    assert_eq!(a.x2apic_read(0x80d, 0), Ok(0x2));
+    // The boot vCPU: from its reset (xAPIC, BSP) to x2APIC, BSP kept.
+    let (mut b, _) = new_apic(0, true);
+    b.set_base(td_apic_base(true), true, 36).unwrap();
+    assert!(b.x2apic_mode() && b.is_bsp());
+    // A guest could not go disabled -> x2APIC; the host-initiated write can.
+    let mut c = Lapic::new(2, VmApicConfig::default());
+    c.set_x2apic_cpuid(true);
+    c.set_base(0, true, 36).unwrap();
+    assert_eq!(c.set_base(td_apic_base(false), false, 36), Err(Fault));
+    assert!(c.set_base(td_apic_base(false), true, 36).is_ok());
+}

@@ -134,6 +134,7 @@ mod exits;
 mod fast_fault; // HOOK(fault)
 mod huge;
 mod irq;
+mod irq12; // HOOK(irq12)
 mod irq_bench; // HOOK(irqbench)
 mod irqchip;
 mod irqfix; // HOOK(irqfix)
@@ -172,6 +173,7 @@ fn tests() -> Vec<Test> {
         irq::tests(),
         irqchip::tests(),
         irqfix::tests(), // HOOK(irqfix)
+        irq12::tests(),  // HOOK(irq12)
         misc::tests(),
         review::tests(),   // HOOK(review)
         abi::tests(),      // HOOK(abi)
