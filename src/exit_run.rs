@@ -824,6 +824,19 @@ fn string_io(
     if is_in {
         let rdi = l.arch.gpr(Gpr::Rdi) & mask;
         let n = ins_batch(rdi, df, if rep { rcx } else { 1 }, size);
+        // HOOK(cr8): a port an in-kernel device serves (PIC, ELCR, PIT, speaker) fills the
+        // batch here and it is stored at once, no exit (upstream emulator_pio_in_out).
+        if crate::run::pio_ins::read_in_kernel(vcpu, port, size, n) {
+            let p = PioIn {
+                size,
+                count: n,
+                addr_size: i.addr_size,
+                rep,
+                next_rip,
+                linear_rip: linear_rip(&l.arch),
+            };
+            return Ok(complete_pio_in(vcpu, l, run, p));
+        }
         set_exit(
             run,
             &UExit::Io {

@@ -20,8 +20,11 @@
 //! host, while the rest of the module (TDs on the software TDX module included) works.
 
 pub(crate) mod cr;
+pub(crate) mod cr8; // HOOK(cr8)
+pub(crate) mod event_stats; // HOOK(cr8)
 pub(crate) mod io;
 pub(crate) mod npf;
+pub(crate) mod pio_ins; // HOOK(cr8)
 pub(crate) mod reset;
 pub(crate) mod skip;
 pub(crate) mod tlb;
@@ -88,6 +91,8 @@ pub(crate) enum Exit {
     Cr4Write,
     /// HOOK(entry): a read of CR4 (`MOV r, CR4`), answered with the guest's value ([`cr`]).
     Cr4Read,
+    /// HOOK(cr8): a write to CR8 (`MOV CR8, r`) while it is intercepted ([`cr8`]).
+    Cr8Write,
     /// HOOK(cpu11): MONITOR (`mwait` false) or MWAIT ([`crate::mwait`]).
     MonitorMwait { mwait: bool },
     /// Anything else, raw.
@@ -194,14 +199,17 @@ impl VcpuBackend {
 pub(crate) struct RunStats {
     /// Every guest exit.
     pub(crate) exits: AtomicU64,
-    /// Port-I/O exits to userspace.
+    /// Port-I/O exits (every IOIO intercept: string, REP and in-kernel ports included;
+    /// upstream `io_interception`).
     pub(crate) io_exits: AtomicU64,
-    /// HLT exits to userspace.
+    /// HLTs (upstream `__kvm_emulate_halt`: in-kernel halts and exits to userspace).
     pub(crate) halt_exits: AtomicU64,
     /// `KVM_RUN`s ended by a pending signal.
     pub(crate) signal_exits: AtomicU64,
-    /// Exits for a host interrupt, NMI or SMI.
+    /// Exits for a host interrupt (upstream `intr_interception`; not NMI, SMI or #MC).
     pub(crate) irq_exits: AtomicU64,
+    /// HOOK(cr8): injections, window exits, wake-ups ([`event_stats`]).
+    pub(crate) events: event_stats::EventStats,
 }
 
 fn bump(c: &AtomicU64) {
@@ -347,6 +355,8 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         }
         crate::pv::before_entry(vcpu, l); // HOOK(clock): HLT intercept, pvclock, steal time
         let windows = crate::irq::inject::before_entry(vcpu, l, run);
+        cr8::before_entry(l); // HOOK(cr8): upstream update_cr8_intercept
+        event_stats::injections(vcpu, l); // HOOK(cr8): irq_injections, nmi_injections
         let Some(backend) = l.backend.as_mut() else {
             return Err(EIO);
         };
@@ -416,7 +426,10 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         // HOOK(misc): single-step over an instruction the exit handler skipped or emulated.
         match crate::exit_run::after_step(l, run, a) {
             // HOOK(irqmod): request_interrupt_window -> KVM_EXIT_IRQ_WINDOW_OPEN.
-            Action::Continue if crate::irq::inject::after_exit(vcpu, l, run) => return Ok(0),
+            Action::Continue if crate::irq::inject::after_exit(vcpu, l, run) => {
+                event_stats::request_irq_exit(vcpu); // HOOK(cr8)
+                return Ok(0);
+            }
             Action::Continue => continue,
             Action::ToUser => return Ok(0),
         }
@@ -425,9 +438,16 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
 
 fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) -> Result<Action> {
     let vm = vcpu.vm();
+    // HOOK(cr8): every IOIO exit counts (upstream io_interception), wherever it is handled.
+    if let Exit::Io { .. } = info.exit {
+        bump(&vcpu.stats.run.io_exits);
+    }
     match info.exit {
         Exit::HostEvent | Exit::MachineCheck => {
-            bump(&vcpu.stats.run.irq_exits);
+            // HOOK(cr8): upstream counts the physical-interrupt exit only.
+            if info.code == x86::svm::exit::INTR {
+                bump(&vcpu.stats.run.irq_exits);
+            }
             Ok(Action::Continue)
         }
         Exit::EntryFault => {
@@ -466,7 +486,6 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             if !is_in && crate::exit_run::pio_out_in_kernel(vcpu, l, port, size, next_rip) {
                 return Ok(Action::Continue);
             }
-            bump(&vcpu.stats.run.io_exits);
             let rflags = l.arch.rflags;
             l.run.pending_io = io::exit_to_user(
                 &mut l.arch,
@@ -487,11 +506,12 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             if let Some(a) = crate::exit_run::skip_intercepted(vcpu, l, run, &[Op::Hlt], &info) {
                 return Ok(a);
             }
+            // HOOK(cr8): every HLT counts, as upstream's __kvm_emulate_halt.
+            bump(&vcpu.stats.run.halt_exits);
             // HOOK(irqmod): with an in-kernel LAPIC the vCPU halts in the kernel.
             if crate::irq::inject::halt(l) {
                 return Ok(Action::Continue);
             }
-            bump(&vcpu.stats.run.halt_exits);
             run.set_exit_reason(KVM_EXIT_HLT);
             Ok(Action::ToUser)
         }
@@ -510,10 +530,14 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
         }
         Exit::Shutdown => shutdown(l, run),
         // HOOK(irqmod): an interrupt/NMI window opened: the loop re-evaluates the events.
-        Exit::EventWindow => Ok(Action::Continue),
+        Exit::EventWindow => {
+            event_stats::window_exit(vcpu, info.code); // HOOK(cr8)
+            Ok(Action::Continue)
+        }
         Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
         Exit::Cr4Write => cr::cr4_write(vcpu, l, run, &info), // HOOK(entry)
         Exit::Cr4Read => cr::cr4_read(vcpu, l, run, &info),   // HOOK(entry)
+        Exit::Cr8Write => cr8::write(vcpu, l, run, &info),    // HOOK(cr8)
         Exit::Undefined => {
             queue_exception(l, x86::svm::vector::UD, None, None);
             Ok(Action::Continue)

@@ -12,7 +12,8 @@
 //! What is counted: the MMU's table pages per root, its leaves per root and level, what it
 //! leaked on purpose, the online vCPUs, and for a TD the S-EPT backend's SEAMCALLs per leaf,
 //! busy retries and kicks; per vCPU the faults and pre-faults (fields the fault paths
-//! increment).
+//! increment), the run loop's exits, and (HOOK(cr8)) event injections, window exits and halt
+//! wake-ups ([`crate::run::event_stats`]).
 
 use crate::abi::KVM_STATS_NAME_SIZE;
 use crate::glue;
@@ -165,11 +166,11 @@ const VM_DESCS: [Desc; 23] = [
 const NUM_VM: usize = VM_DESCS.len() + TD_LEAVES.len();
 
 /// The vCPU statistics.
-const VCPU_DESCS: [Desc; 9] = [
+const VCPU_DESCS: [Desc; 15] = [
     c("page_faults"),
     c("pre_fault_calls"),
     c("pre_fault_pages"),
-    // The run loop's (upstream names): every guest exit, port-I/O and HLT exits to userspace,
+    // The run loop's (upstream names and meanings): every guest exit, port-I/O exits, HLTs,
     // KVM_RUNs ended by a signal, exits for a host interrupt.
     c("exits"),
     c("io_exits"),
@@ -178,6 +179,13 @@ const VCPU_DESCS: [Desc; 9] = [
     c("irq_exits"),
     // HOOK(fault): NPT faults resolved by the fast page fault (upstream's name).
     c("pf_fast"),
+    // HOOK(cr8): event injection and halting (crate::run::event_stats).
+    c("irq_injections"),
+    c("nmi_injections"),
+    c("irq_window_exits"),
+    c("nmi_window_exits"),
+    c("request_irq_exits"),
+    c("halt_wakeup"),
 ];
 
 /// The `i`-th VM descriptor's name and type.
@@ -228,8 +236,9 @@ fn vm_values(vm: &Vm) -> [u64; NUM_VM] {
     v
 }
 
-fn vcpu_values(v: &Vcpu) -> [u64; 9] {
+fn vcpu_values(v: &Vcpu) -> [u64; VCPU_DESCS.len()] {
     let r = &v.stats.run;
+    let e = &r.events; // HOOK(cr8)
     [
         v.stats.page_faults.load(Ordering::Relaxed),
         v.stats.pre_fault_calls.load(Ordering::Relaxed),
@@ -241,6 +250,13 @@ fn vcpu_values(v: &Vcpu) -> [u64; 9] {
         r.irq_exits.load(Ordering::Relaxed),
         // HOOK(fault)
         v.stats.pf_fast.load(Ordering::Relaxed),
+        // HOOK(cr8)
+        e.irq_injections.load(Ordering::Relaxed),
+        e.nmi_injections.load(Ordering::Relaxed),
+        e.irq_window_exits.load(Ordering::Relaxed),
+        e.nmi_window_exits.load(Ordering::Relaxed),
+        e.request_irq_exits.load(Ordering::Relaxed),
+        e.halt_wakeup.load(Ordering::Relaxed),
     ]
 }
 

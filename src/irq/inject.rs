@@ -299,6 +299,11 @@ pub(crate) fn run_uninitialized(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -
     accept_events(vcpu, l);
     if kernel::current!().signal_pending() {
         run.set_exit_reason(crate::run::uapi::KVM_EXIT_INTR);
+        // HOOK(cr8): as upstream kvm_arch_vcpu_ioctl_run's wait for INIT/SIPI.
+        vcpu.stats
+            .run
+            .signal_exits
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         return Some(EINTR);
     }
     Some(EAGAIN)

@@ -113,6 +113,7 @@ pub(crate) fn kick(vcpu: &Vcpu) {
     if unsafe { tdxkvm_vcpu_wake(irq.wait_ptr()) } {
         // Upstream kvm_vcpu_wake_up: a woken vCPU is a directed-yield target.
         irq.sched.woken();
+        crate::run::event_stats::halt_wakeup(vcpu); // HOOK(cr8): upstream kvm_vcpu_wake_up
         return;
     }
     if irq

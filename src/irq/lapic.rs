@@ -942,3 +942,13 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         _ => return None,
     })
 }
+
+/// HOOK(cr8): what upstream `kvm_lapic_update_cr8_intercept` reads, for [`crate::run::cr8`]:
+/// the TPR's class (CR8), the class of the highest vector in IRR (`kvm_lapic_find_highest_irr`
+/// >> 4) and whether the LAPIC is enabled (`kvm_lapic_enabled`: IA32_APIC_BASE.EN and SPIV).
+/// `None` without an in-kernel LAPIC.
+pub(crate) fn cr8_intercept_inputs(l: &VcpuLocked) -> Option<(u8, Option<u8>, bool)> {
+    let la = l.irq.lapic.as_ref()?;
+    let irr = la.apic.highest_irr().map(|v| v >> 4);
+    Some((la.apic.cr8() as u8, irr, la.apic.enabled()))
+}

@@ -222,6 +222,10 @@ pub(crate) fn pio_in(vm: &Vm, port: u16, size: u8) -> Option<u32> {
     if !vm.irqchip_mode().in_kernel() {
         return None;
     }
+    // HOOK(cr8): only an access inside a device's bus range is the device's (kvm_io_bus_cmp).
+    if !x86::exits::pio_bus::within_device(port, size) {
+        return None;
+    }
     if let Some(v) = pit::pio_read(vm, port) {
         return Some(v);
     }
@@ -258,6 +262,10 @@ pub(crate) fn pio_in_kernel(
 /// A guest `OUT` the in-kernel devices serve: true if taken.
 pub(crate) fn pio_out(vm: &Vm, port: u16, size: u8, val: u32) -> bool {
     if !vm.irqchip_mode().in_kernel() {
+        return false;
+    }
+    // HOOK(cr8): only an access inside a device's bus range is the device's (kvm_io_bus_cmp).
+    if !x86::exits::pio_bus::within_device(port, size) {
         return false;
     }
     pit::pio_write(vm, port, val) || chip::pio_write(vm, port, usize::from(size), val)

@@ -23,8 +23,12 @@ use x86emu::decode::{Op, Operand};
 use x86emu::emulate;
 
 /// The decoded instruction at CS:RIP if it is `op` with a register operand: the GPR, the
-/// operand size and the next RIP.
-fn decode_mov_cr(vcpu: &Vcpu, l: &VcpuLocked, op: Op) -> Option<(x86::state::Gpr, u8, u64)> {
+/// operand size and the next RIP (HOOK(cr8): the CR8-write intercept decodes with it too).
+pub(super) fn decode_mov_cr(
+    vcpu: &Vcpu,
+    l: &VcpuLocked,
+    op: Op,
+) -> Option<(x86::state::Gpr, u8, u64)> {
     let cfg = walk_config(l);
     let mut env = MemEnv::new(vcpu.vm());
     let d = emulate::skip(&l.arch, &mut env, &cfg).ok()?;
@@ -41,7 +45,7 @@ fn decode_mov_cr(vcpu: &Vcpu, l: &VcpuLocked, op: Op) -> Option<(x86::state::Gpr
 
 /// #GP(0) outside CPL 0 (the CPU checks the privilege before the intercept; this only guards
 /// against an exit it did not order so, as the emulator upstream would).
-fn gp_unless_cpl0(l: &mut VcpuLocked) -> Option<Action> {
+pub(super) fn gp_unless_cpl0(l: &mut VcpuLocked) -> Option<Action> {
     if emulate::cpl(&l.arch) == 0 {
         return None;
     }

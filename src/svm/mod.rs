@@ -33,6 +33,7 @@
 //! Every entry copies the whole save area; the VMCB clean bits tell the CPU which cached
 //! groups did not change since the VMCB's last #VMEXIT on this CPU ([`x86::svm_clean`]).
 
+pub(crate) mod cr8; // HOOK(cr8)
 pub(crate) mod events;
 pub(crate) mod glue;
 pub(crate) mod hw;
@@ -162,6 +163,8 @@ impl SvmVcpu {
         // with the guest's value while the hardware's keeps the host's MCE bit, as upstream's
         // init_vmcb/svm_set_cr4 ([`crate::run::cr`]).
         c.intercepts[intercept::CR] = INTERCEPT_CR4_READ | INTERCEPT_CR4_WRITE;
+        // HOOK(cr8): CR8 writes too, as upstream's init_vmcb ([`crate::run::cr8`]).
+        c.intercepts[intercept::CR] |= cr8::INTERCEPT_CR8_WRITE;
         // No debug-register access is intercepted: the guest's DR0-3 are switched around VMRUN
         // and DR6/DR7 live in the VMCB (upstream's KVM_DEBUGREG_WONT_EXIT mode, always on).
         c.intercepts[intercept::DR] = 0;
@@ -551,6 +554,8 @@ fn decode_exit(code: u64, info1: u64, info2: u64) -> Exit {
         exit::HLT => Exit::Hlt,
         EXIT_READ_CR4 => Exit::Cr4Read,   // HOOK(entry)
         EXIT_WRITE_CR4 => Exit::Cr4Write, // HOOK(entry)
+        // HOOK(cr8)
+        cr8::EXIT_WRITE_CR8 => Exit::Cr8Write,
         // RDPMC without a virtual PMU: #GP(0), as upstream's kvm_emulate_rdpmc answers an
         // invalid counter.
         exit::RDPMC => Exit::Exception {

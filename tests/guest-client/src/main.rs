@@ -127,6 +127,7 @@ struct Ctx {
 mod abi; // HOOK(abi)
 mod clock; // HOOK(clock)
 mod cpu11; // HOOK(cpu11)
+mod cr8; // HOOK(cr8)
 mod dirty;
 mod entry;
 mod exits;
@@ -179,6 +180,7 @@ fn tests() -> Vec<Test> {
         memfault::tests(), // HOOK(gmemfault)
         ud::tests(),       // HOOK(ud)
         cpu11::tests(),    // HOOK(cpu11)
+        cr8::tests(),      // HOOK(cr8)
     ]
     .concat()
 }

@@ -27,6 +27,7 @@ pub mod hypercall;
 pub mod ioeventfd;
 pub mod msr_filter;
 pub mod pio;
+pub mod pio_bus; // HOOK(cr8): the in-kernel PIO devices' bus ranges
 pub mod run;
 pub mod user_msr;
 pub mod xcr;
