@@ -327,12 +327,16 @@ impl SvmVcpu {
         ev.prepare(self.vmcb(), st);
         self.events = ev;
         // HOOK(entry): VMCB clean bits, after the last write to the VMCB before VMRUN: the
-        // groups unchanged since this VMCB's last #VMEXIT on this CPU (0 elsewhere); written
-        // only where the CPU honours them.
-        {
-            let t = self.clean;
-            let clean = t.clean_bits(cpu, self.vmcb());
-            self.vmcb().control.clean = if hw::vmcb_clean() { clean } else { 0 };
+        // groups unchanged since this VMCB's last #VMEXIT on this CPU (0 elsewhere). Only
+        // where the CPU honours them (upstream sets them only with X86_FEATURE_VMCBCLEAN):
+        // elsewhere the field stays 0 and neither the snapshot nor the comparison is made, a
+        // few hundred bytes copied and compared per exit (e.g. QEMU's SVM has no clean bits).
+        let use_clean = hw::vmcb_clean();
+        if use_clean {
+            let clean = self.clean.clean_bits(cpu, vmcb_in(&self.vmcb_page));
+            self.vmcb().control.clean = clean;
+        } else {
+            self.vmcb().control.clean = 0;
         }
         // SAFETY: IRQs off; this CPU's data.
         let sd = unsafe { hw::this_cpu() };
@@ -410,12 +414,10 @@ impl SvmVcpu {
             f
         };
         // HOOK(entry): what this CPU now holds; nothing after a failed entry.
-        if faulted || self.vmcb().control.exit_code == exit::INVALID {
+        if !use_clean || faulted || self.vmcb().control.exit_code == exit::INVALID {
             self.clean.invalidate();
         } else {
-            let mut t = self.clean;
-            t.after_exit(cpu, self.vmcb());
-            self.clean = t;
+            self.clean.after_exit(cpu, vmcb_in(&self.vmcb_page));
         }
         let vmcb = self.vmcb();
         vmcb.control.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
@@ -493,6 +495,15 @@ impl SvmVcpu {
             info2,
         }
     }
+}
+
+/// HOOK(entry): the VMCB in a vCPU's VMCB page, shared (borrows the page field only, so the
+/// clean-bit tracker beside it can be updated without copying it).
+fn vmcb_in(page: &OwnedPage) -> &Vmcb {
+    // SAFETY: as in `SvmVcpu::vmcb`: a zeroed, page-aligned 4 KiB page owned by the vCPU;
+    // the shared borrow of the field excludes a `&mut` through `SvmVcpu::vmcb` meanwhile, and
+    // the CPU only writes the VMCB during VMRUN, which needs `&mut SvmVcpu`.
+    unsafe { &*page.virt().cast::<Vmcb>() }
 }
 
 /// The EVENTINJ value for the next entry (upstream `svm_inject_exception`, `svm_inject_irq`,
