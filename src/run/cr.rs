@@ -23,12 +23,8 @@ use x86emu::decode::{Op, Operand};
 use x86emu::emulate;
 
 /// The decoded instruction at CS:RIP if it is `op` with a register operand: the GPR, the
-/// operand size and the next RIP (HOOK(cr8): the CR8-write intercept decodes with it too).
-pub(super) fn decode_mov_cr(
-    vcpu: &Vcpu,
-    l: &VcpuLocked,
-    op: Op,
-) -> Option<(x86::state::Gpr, u8, u64)> {
+/// operand size and the next RIP.
+fn decode_mov_cr(vcpu: &Vcpu, l: &VcpuLocked, op: Op) -> Option<(x86::state::Gpr, u8, u64)> {
     let cfg = walk_config(l);
     let mut env = MemEnv::new(vcpu.vm());
     let d = emulate::skip(&l.arch, &mut env, &cfg).ok()?;
@@ -45,7 +41,7 @@ pub(super) fn decode_mov_cr(
 
 /// #GP(0) outside CPL 0 (the CPU checks the privilege before the intercept; this only guards
 /// against an exit it did not order so, as the emulator upstream would).
-pub(super) fn gp_unless_cpl0(l: &mut VcpuLocked) -> Option<Action> {
+fn gp_unless_cpl0(l: &mut VcpuLocked) -> Option<Action> {
     if emulate::cpl(&l.arch) == 0 {
         return None;
     }
@@ -96,6 +92,32 @@ pub(crate) fn cr4_read(
     Ok(Action::Continue)
 }
 
+/// The start every intercepted `MOV CRn, r` shares: the source value (its low 32 bits at
+/// 32-bit operand size) and the next RIP, or the action that already ended the exit: #GP(0)
+/// outside CPL 0, or, when the instruction is not decodable, a fault fetching it or another
+/// instruction (rewritten by another vCPU), the shared skip path, which decodes it again with
+/// no instruction to accept and so queues the fault or reports the emulation failure as for any
+/// intercept.
+pub(super) fn mov_to_cr_source(
+    vcpu: &Vcpu,
+    l: &mut VcpuLocked,
+    run: RunPage,
+    info: &ExitInfo,
+    cr: u8,
+) -> core::result::Result<(u64, u64), Action> {
+    let Some((gpr, size, next_rip)) = decode_mov_cr(vcpu, l, Op::MovToCr(cr)) else {
+        return Err(skip_intercepted(vcpu, l, run, &[], info).unwrap_or(Action::Continue));
+    };
+    if let Some(a) = gp_unless_cpl0(l) {
+        return Err(a);
+    }
+    let mut val = l.arch.gpr(gpr);
+    if size == 4 {
+        val &= 0xffff_ffff;
+    }
+    Ok((val, next_rip))
+}
+
 /// `MOV CR4, r` intercepted.
 pub(crate) fn cr4_write(
     vcpu: &Vcpu,
@@ -103,19 +125,10 @@ pub(crate) fn cr4_write(
     run: RunPage,
     info: &ExitInfo,
 ) -> Result<Action> {
-    let Some((gpr, size, next_rip)) = decode_mov_cr(vcpu, l, Op::MovToCr(4)) else {
-        // Not decodable, a fault fetching it, or another instruction (rewritten by another
-        // vCPU): the shared skip path decodes it again with no instruction to accept, which
-        // queues the fault or reports the emulation failure as for any intercept.
-        return Ok(skip_intercepted(vcpu, l, run, &[], info).unwrap_or(Action::Continue));
+    let (val, next_rip) = match mov_to_cr_source(vcpu, l, run, info, 4) {
+        Ok(v) => v,
+        Err(a) => return Ok(a),
     };
-    if let Some(a) = gp_unless_cpl0(l) {
-        return Ok(a);
-    }
-    let mut val = l.arch.gpr(gpr);
-    if size == 4 {
-        val &= 0xffff_ffff;
-    }
     let c = crate::vcpu_state::caps();
     // #GP(0) (its error code is dropped at injection outside protected mode, as upstream's
     // kvm_inject_exception does).

@@ -25,12 +25,10 @@
 //! `REX.R 0F 22 /r`; LOCK `MOV CR0`, AMD's 32-bit alias, is #UD there as in upstream's
 //! emulator), as for the CR4 intercept ([`super::cr`]).
 
-use super::cr::{decode_mov_cr, gp_unless_cpl0};
-use crate::exit_run::skip_intercepted;
+use super::cr::mov_to_cr_source;
 use crate::run::{queue_exception, Action, ExitInfo, RunPage, VcpuBackend};
 use crate::vcpu::{Vcpu, VcpuLocked};
 use kernel::prelude::*;
-use x86emu::decode::Op;
 
 /// `KVM_EXIT_SET_TPR`.
 const KVM_EXIT_SET_TPR: u32 = 11;
@@ -74,18 +72,11 @@ pub(crate) fn write(
     run: RunPage,
     info: &ExitInfo,
 ) -> Result<Action> {
-    let Some((gpr, size, next_rip)) = decode_mov_cr(vcpu, l, Op::MovToCr(8)) else {
-        // Not decodable (LOCK MOV CR0 is #UD), a fault fetching it, or another instruction:
-        // the shared skip path queues the fault or reports the emulation failure.
-        return Ok(skip_intercepted(vcpu, l, run, &[], info).unwrap_or(Action::Continue));
+    // Not decodable (LOCK MOV CR0 is #UD) and CPL > 0 end here, as for CR4.
+    let (val, next_rip) = match mov_to_cr_source(vcpu, l, run, info, 8) {
+        Ok(v) => v,
+        Err(a) => return Ok(a),
     };
-    if let Some(a) = gp_unless_cpl0(l) {
-        return Ok(a);
-    }
-    let mut val = l.arch.gpr(gpr);
-    if size == 4 {
-        val &= 0xffff_ffff;
-    }
     if val & !0xf != 0 {
         // kvm_set_cr8 refuses reserved bits; em_cr_write raises #GP(0) (no error code
         // outside protected mode, upstream kvm_inject_exception).
