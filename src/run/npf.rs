@@ -101,9 +101,10 @@ pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> R
 /// is resolved (fixed or spurious) and the guest can retry the access, `false` for the full
 /// path.
 ///
-/// Which faults come here (upstream `page_fault_can_be_fast`): not a reserved-bit fault, and
-/// not on a VM with private memory (a software-protected VM's shared root maps both kinds; its
-/// faults take the full path, which decides by the attribute). The slot is looked up under
+/// Which faults come here (upstream `page_fault_can_be_fast`): a write to a present page (a
+/// write-protection fault), not a reserved-bit fault, and not on a VM with private memory (a
+/// software-protected VM's shared root maps both kinds; its faults take the full path, which
+/// decides by the attribute). The slot is looked up under
 /// `slots_lock` for its dirty log only; a GFN without a slot, or a write to a read-only slot,
 /// is the full path's (MMIO). The invalidation count is read before the lookup and checked
 /// under the MMU lock, as the full path does: a slot that started logging after the lookup
@@ -113,6 +114,12 @@ pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> R
 fn fast(vm: &crate::vm::Vm, m: &TdpMmu<Npt, KernelEnv, NoExternal>, gfn: Gfn, error: u64) -> bool {
     use x86::svm::npf;
     if error & npf::RSVD != 0 || crate::memslot::has_private_mem(vm) {
+        return false;
+    }
+    // Upstream page_fault_can_be_fast with A/D bits on (NPT always has them): a not-present
+    // fault has nothing to fix without the MMU's full path, and of the present ones only a
+    // write (write protection) does; those skip the slot lookup and the walk here.
+    if error & npf::PRESENT == 0 || error & npf::WRITE == 0 {
         return false;
     }
     let access = if error & npf::FETCH != 0 {
