@@ -25,6 +25,7 @@ use testkit::td::{
 use testkit::{HostEnv, Rng};
 
 const GUEST_PAGES: u64 = 2048;
+const MAX_ROUNDS: u64 = 8;
 
 type Mmu<'a> = TdMmu<'a>;
 
@@ -50,107 +51,116 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLi
     let zap_busy = AtomicU64::new(0);
     let faults = AtomicU64::new(0);
 
-    std::thread::scope(|s| {
-        for t in 0..4u64 {
-            let (mmu, faults, vcpu) = (&mmu, &faults, vcpus[t as usize]);
-            let m = &m;
-            s.spawn(move || {
-                let mut rng = Rng::new(100 + t);
-                let mut caches = VcpuMmuCaches::new();
-                for _ in 0..3000 {
-                    // The vCPU is inside the TD most of the time, as a running one is.
-                    m.vcpu_enter(vcpu);
-                    let gfn = rng.below(GUEST_PAGES);
-                    let max_level = if rng.chance(30) {
-                        Level::L2M
-                    } else {
-                        Level::L4K
-                    };
-                    let f = private_fault(Gfn::new(gfn), Pfn::new(guest_base + gfn), max_level);
-                    loop {
-                        mmu.topup_vcpu_caches(&mut caches).expect("top-up");
-                        let g = mmu.read();
-                        match mmu.map(&g, &mut caches, &f) {
-                            Ok(FaultOutcome::Retry) => {
-                                drop(g);
-                                // A vCPU waiting on a blocked entry leaves the TD meanwhile.
-                                m.vcpu_exit(vcpu);
-                                std::thread::yield_now();
-                                m.vcpu_enter(vcpu);
-                            }
-                            Ok(_) => break,
-                            Err(e) => panic!("fault {f:?}: {e:?}"),
-                        }
-                    }
-                    faults.fetch_add(1, Ordering::Relaxed);
-                    if rng.chance(20) {
-                        m.vcpu_exit(vcpu);
-                    }
-                }
-                m.vcpu_exit(vcpu);
-                mmu.free_vcpu_caches(&mut caches);
-            });
-        }
-        // The zapper.
-        {
-            let (mmu, stop, zap_busy) = (&mmu, &stop, &zap_busy);
-            s.spawn(move || {
-                let mut rng = Rng::new(7);
-                let mut split = SplitCache::new();
-                for _ in 0..300 {
-                    let start = rng.below(GUEST_PAGES);
-                    // Half the zaps are conversions of a few pages that split the 2M leaves
-                    // they cover in part (DEMOTE).
-                    let splits = rng.chance(50);
-                    let len = 1 + rng.below(if splits { 64 } else { 600 });
-                    loop {
-                        if splits {
-                            mmu.topup_split_cache(&mut split).expect("split top-up");
-                        }
-                        let g = mmu.write();
-                        let (s, e) = (Gfn::new(start), Gfn::new(start + len));
-                        let r = if splits {
-                            mmu.zap_range_split(&g, ZapTarget::Mirror, s, e, &mut split)
+    // Whether the module answers BUSY at all depends on how the threads happen to overlap: a
+    // small or busy machine can run a whole round without one collision. Rounds repeat (same
+    // TD, new seeds) until one met BUSY, at most MAX_ROUNDS times.
+    for round in 0..MAX_ROUNDS {
+        stop.store(false, Ordering::Relaxed);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (mmu, faults, vcpu) = (&mmu, &faults, vcpus[t as usize]);
+                let m = &m;
+                s.spawn(move || {
+                    let mut rng = Rng::new(100 + t + 16 * round);
+                    let mut caches = VcpuMmuCaches::new();
+                    for _ in 0..3000 {
+                        // The vCPU is inside the TD most of the time, as a running one is.
+                        m.vcpu_enter(vcpu);
+                        let gfn = rng.below(GUEST_PAGES);
+                        let max_level = if rng.chance(30) {
+                            Level::L2M
                         } else {
-                            mmu.zap_range(&g, ZapTarget::Mirror, s, e)
+                            Level::L4K
                         };
-                        match r {
-                            Ok(_) => break,
-                            Err(MmuError::ExternalBusy) => {
-                                zap_busy.fetch_add(1, Ordering::Relaxed);
+                        let f = private_fault(Gfn::new(gfn), Pfn::new(guest_base + gfn), max_level);
+                        loop {
+                            mmu.topup_vcpu_caches(&mut caches).expect("top-up");
+                            let g = mmu.read();
+                            match mmu.map(&g, &mut caches, &f) {
+                                Ok(FaultOutcome::Retry) => {
+                                    drop(g);
+                                    // A vCPU waiting on a blocked entry leaves the TD meanwhile.
+                                    m.vcpu_exit(vcpu);
+                                    std::thread::yield_now();
+                                    m.vcpu_enter(vcpu);
+                                }
+                                Ok(_) => break,
+                                Err(e) => panic!("fault {f:?}: {e:?}"),
                             }
-                            Err(e) => panic!(
-                                "zap: {e:?} (last fatal {:#x})",
-                                mmu.external().stats().last_fatal_status
-                            ),
+                        }
+                        faults.fetch_add(1, Ordering::Relaxed);
+                        if rng.chance(20) {
+                            m.vcpu_exit(vcpu);
                         }
                     }
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                }
-                mmu.free_split_cache(&mut split);
-                stop.store(true, Ordering::Relaxed);
-            });
-        }
-        // The debug reader: SEPT.RD takes the tree shared and the entry lock.
-        {
-            let (stop, reader_busy, tdx) = (&stop, &reader_busy, &tdx);
-            let tdr = td.tdr;
-            s.spawn(move || {
-                let mut rng = Rng::new(9);
-                while !stop.load(Ordering::Relaxed) {
-                    let gpa = Gpa::new(rng.below(GUEST_PAGES) << 12);
-                    match tdx.mem_sept_rd(tdr, gpa, SeptLevel::L4K) {
-                        Ok(_) => {}
-                        Err(e) if e.is_busy() => {
-                            reader_busy.fetch_add(1, Ordering::Relaxed);
+                    m.vcpu_exit(vcpu);
+                    mmu.free_vcpu_caches(&mut caches);
+                });
+            }
+            // The zapper.
+            {
+                let (mmu, stop, zap_busy) = (&mmu, &stop, &zap_busy);
+                s.spawn(move || {
+                    let mut rng = Rng::new(7 + round);
+                    let mut split = SplitCache::new();
+                    for _ in 0..300 {
+                        let start = rng.below(GUEST_PAGES);
+                        // Half the zaps are conversions of a few pages that split the 2M leaves
+                        // they cover in part (DEMOTE).
+                        let splits = rng.chance(50);
+                        let len = 1 + rng.below(if splits { 64 } else { 600 });
+                        loop {
+                            if splits {
+                                mmu.topup_split_cache(&mut split).expect("split top-up");
+                            }
+                            let g = mmu.write();
+                            let (s, e) = (Gfn::new(start), Gfn::new(start + len));
+                            let r = if splits {
+                                mmu.zap_range_split(&g, ZapTarget::Mirror, s, e, &mut split)
+                            } else {
+                                mmu.zap_range(&g, ZapTarget::Mirror, s, e)
+                            };
+                            match r {
+                                Ok(_) => break,
+                                Err(MmuError::ExternalBusy) => {
+                                    zap_busy.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => panic!(
+                                    "zap: {e:?} (last fatal {:#x})",
+                                    mmu.external().stats().last_fatal_status
+                                ),
+                            }
                         }
-                        Err(e) if e.class() == status::EPT_WALK_FAILED => {}
-                        Err(e) => panic!("SEPT.RD: {e:?}"),
+                        std::thread::sleep(std::time::Duration::from_micros(200));
                     }
-                }
-            });
+                    mmu.free_split_cache(&mut split);
+                    stop.store(true, Ordering::Relaxed);
+                });
+            }
+            // The debug reader: SEPT.RD takes the tree shared and the entry lock.
+            {
+                let (stop, reader_busy, tdx) = (&stop, &reader_busy, &tdx);
+                let tdr = td.tdr;
+                s.spawn(move || {
+                    let mut rng = Rng::new(9 + round);
+                    while !stop.load(Ordering::Relaxed) {
+                        let gpa = Gpa::new(rng.below(GUEST_PAGES) << 12);
+                        match tdx.mem_sept_rd(tdr, gpa, SeptLevel::L4K) {
+                            Ok(_) => {}
+                            Err(e) if e.is_busy() => {
+                                reader_busy.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) if e.class() == status::EPT_WALK_FAILED => {}
+                            Err(e) => panic!("SEPT.RD: {e:?}"),
+                        }
+                    }
+                });
+            }
+        });
+        if backend.stats().busy_retries > 0 {
+            break;
         }
-    });
+    }
 
     let bs = backend.stats();
     eprintln!(
@@ -170,7 +180,7 @@ fn faults_zaps_vcpus_and_readers_contend_retry_and_end_consistent(line: ModuleLi
     assert!(!mmu.is_bugged());
     assert!(
         bs.busy_retries > 0,
-        "the module never answered busy: the test exercised nothing"
+        "the module never answered busy in {MAX_ROUNDS} rounds: the test exercised nothing"
     );
 
     // Mirror ≡ S-EPT.
