@@ -143,7 +143,7 @@ client_results() {
 }
 
 # The upstream suites for one mode: every run of the suite's run list (SUITE.txt, "MODE NAME
-# TIMEOUT") for this mode, each test alone under its timeout (SIGKILL), one
+# TIMEOUT [ARGS]") for this mode, each test alone under its timeout (SIGKILL), one
 # "OUTCOME SUITE MODE NAME STATE SECONDS DETAIL" line each, STATE pass, fail, skip (kselftest
 # exit 4, KSFT_SKIP), ignored (a kvm-ioctls #[ignore] test) or timeout. No verdict here: the
 # build host compares the outcomes with tests/expected/SUITE.txt. The end of each failing
@@ -153,14 +153,15 @@ suite_outcomes() {
     mode=$2
     eval "budget=\$budget_$(echo "$suite" | tr - _)"
     t_suite=$(cut -d. -f1 /proc/uptime)
-    grep "^$mode " "$suite.txt" | while read -r m name tmo; do
+    grep "^$mode " "$suite.txt" | while read -r m name tmo args; do
         t0=$(cut -d. -f1 /proc/uptime)
         if [ $((t0 - t_suite)) -ge "$budget" ]; then
             echo "OUTCOME $suite $mode $name fail 0 not started: the suite's budget of $budget s in one run was used up"
             continue
         fi
         case $suite in
-            kselftests) bin=./kselftests/$name; set -- "$bin" ;;
+            # shellcheck disable=SC2086 # ARGS are words (scripts/kselftests.sh args_for)
+            kselftests) bin=./kselftests/$name; set -- "$bin" $args ;;
             kvm-ioctls) bin=./kvm-ioctls-tests; set -- "$bin" --exact "$name" --test-threads=1 ;;
         esac
         if [ ! -x "$bin" ]; then
