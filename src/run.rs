@@ -547,10 +547,11 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
             Ok(Action::Continue)
         }
         Exit::Npf { gpa, error } => npf::handle(vcpu, l, gpa, error),
-        Exit::Reenter => Ok(Action::Continue), // HOOK(exitcost)
         Exit::Cr4Write => cr::cr4_write(vcpu, l, run, &info), // HOOK(entry)
-        Exit::Cr4Read => cr::cr4_read(vcpu, l, run, &info), // HOOK(entry)
-        Exit::Cr8Write => cr8::write(vcpu, l, run, &info), // HOOK(cr8)
+        Exit::Cr4Read => cr::cr4_read(vcpu, l, run, &info),   // HOOK(entry)
+        Exit::Cr8Write => cr8::write(vcpu, l, run, &info),    // HOOK(cr8)
+        // HOOK(exitcost): a DR access that turned DR exits off re-executes.
+        Exit::Reenter => Ok(Action::Continue),
         Exit::Undefined => {
             queue_exception(l, x86::svm::vector::UD, None, None);
             Ok(Action::Continue)

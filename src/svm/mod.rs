@@ -218,8 +218,9 @@ impl SvmVcpu {
         c.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
         self.asid_generation = 0;
         self.last_cpu = u32::MAX;
-        self.dr_wont_exit = false; // HOOK(exitcost)
-                                   // HOOK(entry): a rewritten VMCB: nothing cached may be used (vmcb_mark_all_dirty).
+        // HOOK(exitcost): DR accesses exit again.
+        self.dr_wont_exit = false;
+        // HOOK(entry): a rewritten VMCB: nothing cached may be used (vmcb_mark_all_dirty).
         self.clean.invalidate();
     }
 
