@@ -25,7 +25,7 @@ const PAGE: usize = 4096;
 /// Bytes between the pages the guest touches.
 const STRIDE: usize = 512 << 10;
 /// Passes the guest makes while the zapper runs.
-const PASSES_UNDER_ZAPS: u32 = 3;
+const PASSES_UNDER_ZAPS: u32 = 2;
 
 /// Real mode → flat 32-bit protected mode (GDT in the ROM at 0x200), then forever: for each of
 /// `pages` pages `STRIDE` apart from GPA 0, check its first dword is 0 or the previous pass'
@@ -120,7 +120,10 @@ fn zapper(base: usize, len: usize, stop: &AtomicBool, n: &ZapCounts) -> Result<(
     };
     let pages = (len / PAGE) as u64;
     while !stop.load(Ordering::Relaxed) {
-        let size = [1u64, 3, 128, 512, 4096, 65536, pages][rand(7) as usize];
+        // The whole GiB one time in 16: it throws away all the guest did so far.
+        let size = [
+            1u64, 3, 128, 512, 4096, 65536, 1, 3, 128, 512, 4096, 65536, 1, 128, 512, pages,
+        ][rand(16) as usize];
         let first = rand(pages - size + 1);
         let addr = base + first as usize * PAGE;
         let bytes = size as usize * PAGE;
@@ -152,7 +155,7 @@ fn zapper(base: usize, len: usize, stop: &AtomicBool, n: &ZapCounts) -> Result<(
         if size == pages {
             n.whole.fetch_add(1, Ordering::Relaxed);
         }
-        std::thread::sleep(Duration::from_millis(2 + rand(10)));
+        std::thread::sleep(Duration::from_millis(5 + rand(20)));
     }
     Ok(())
 }
