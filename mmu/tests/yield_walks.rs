@@ -207,7 +207,7 @@ fn a_zap_flushes_what_it_unmapped_before_each_yield() {
         (testkit::td_mmu::<Ept>, ZapTarget::Both),
     ];
     for (new, target) in cases {
-        for every in [1, 2, 5, 13, 64] {
+        for every in [2, 13] {
             let mmu = Arc::new(new());
             let mut c = VcpuMmuCaches::new();
             populate(&mmu, &mut c, GfnKind::Shared);
