@@ -1175,7 +1175,7 @@ void tdxkvm_put_page(void *page)
 	put_page(page);
 }
 
-int tdxkvm_rust_mn_invalidate_start(void *vm, u64 start, u64 end);
+int tdxkvm_rust_mn_invalidate_start(void *vm, u64 start, u64 end, bool blockable);
 void tdxkvm_rust_mn_invalidate_end(void *vm);
 void tdxkvm_rust_mn_release(void *vm);
 
@@ -1189,7 +1189,8 @@ static int mn_invalidate_range_start(struct mmu_notifier *mn,
 {
 	struct tdxkvm_mn *m = container_of(mn, struct tdxkvm_mn, mn);
 
-	return tdxkvm_rust_mn_invalidate_start(m->vm, range->start, range->end);
+	return tdxkvm_rust_mn_invalidate_start(m->vm, range->start, range->end,
+					       mmu_notifier_range_blockable(range));
 }
 
 static void mn_invalidate_range_end(struct mmu_notifier *mn,

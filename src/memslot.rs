@@ -15,7 +15,7 @@
 
 use crate::glue;
 use crate::mem_abi::*;
-use crate::mmu_notifier::{HvaRange, Invalidation, Notifier};
+use crate::mmu_notifier::{Invalidation, Notifier};
 use crate::vm::{Vm, VmMmu};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::prelude::*;
@@ -23,6 +23,7 @@ use kernel::sync::{Mutex, SpinLock};
 use kernel::uaccess::UserSlice;
 use kernel::{new_mutex, new_spinlock};
 use memcore::attributes::{AttrMap, AttrRange};
+use memcore::hva::{HvaIndex, HvaRange};
 use memcore::memslot::{Change, GmemId, Memslot, MemslotSet, RegionIoctl, VmMemCaps};
 use memcore::store::Store;
 use memcore::Errno;
@@ -112,9 +113,9 @@ pub(crate) struct Memslots {
     #[pin]
     state: Mutex<MemState>,
     /// One [`HvaRange`] per slot, for the MMU notifier (see [`crate::mmu_notifier`]); changed
-    /// only under `slots_lock`, never held while allocating.
+    /// only under `slots_lock`, never held while allocating nor across a zap.
     #[pin]
-    hva: SpinLock<KVec<HvaRange>>,
+    hva: SpinLock<HvaIndex<KVecStore<HvaRange>>>,
     invalidate: Invalidation,
     /// The MMU notifier on the creator's mm, registered with the first memslot (under
     /// `slots_lock`).
@@ -142,7 +143,7 @@ impl Memslots {
                 },
                 "kvm->slots_lock"
             ),
-            hva <- new_spinlock!(KVec::new(), "kvm->hva_index"),
+            hva <- new_spinlock!(HvaIndex::new(KVecStore::new()), "kvm->hva_index"),
             invalidate: Invalidation::default(),
             notifier <- new_mutex!(None, "kvm->mmu_notifier"),
             pre_fault_allowed: AtomicBool::new(pre_fault_allowed),
@@ -160,8 +161,11 @@ impl Memslots {
     /// The notifier's HVA index, locked.
     pub(crate) fn hva_index(
         &self,
-    ) -> kernel::sync::lock::Guard<'_, KVec<HvaRange>, kernel::sync::lock::spinlock::SpinLockBackend>
-    {
+    ) -> kernel::sync::lock::Guard<
+        '_,
+        HvaIndex<KVecStore<HvaRange>>,
+        kernel::sync::lock::spinlock::SpinLockBackend,
+    > {
         self.hva.lock()
     }
 
@@ -209,17 +213,19 @@ impl Memslots {
     /// caller holds `slots_lock`, so nothing else changes the index meanwhile).
     fn reserve_hva(&self) -> Result {
         let (len, spare) = {
-            let h = self.hva.lock();
-            (h.len(), h.capacity() - h.len())
+            let mut h = self.hva.lock();
+            let v = &h.store_mut().0;
+            (v.len(), v.capacity() - v.len())
         };
         if spare > 0 {
             return Ok(());
         }
         let mut bigger = KVec::with_capacity(len * 2 + 4, GFP_KERNEL_ACCOUNT)?;
         let mut h = self.hva.lock();
+        let v = &mut h.store_mut().0;
         // Within the new capacity: no allocation under the spinlock.
-        bigger.extend_from_slice(h.as_slice(), GFP_NOWAIT)?;
-        core::mem::swap(&mut *h, &mut bigger);
+        bigger.extend_from_slice(v.as_slice(), GFP_NOWAIT)?;
+        core::mem::swap(v, &mut bigger);
         drop(h);
         drop(bigger);
         Ok(())
@@ -228,7 +234,6 @@ impl Memslots {
     /// Applies a committed change to the HVA index.
     fn update_hva(&self, change: &Change) {
         let mut h = self.hva.lock();
-        let pos = |h: &KVec<HvaRange>, id: u16| h.iter().position(|r| r.id == id);
         match *change {
             Change::Create(s) => {
                 let r = HvaRange {
@@ -238,23 +243,12 @@ impl Memslots {
                     base_gfn: s.base_gfn,
                 };
                 // Room was made by `reserve_hva`: no allocation.
-                if h.push(r, GFP_NOWAIT).is_err() {
+                if h.insert(r).is_err() {
                     pr_err!("memslot HVA index full\n");
                 }
             }
-            Change::Delete(s) => {
-                if let Some(i) = pos(&h, s.id) {
-                    let last = h.len() - 1;
-                    h.as_mut_slice().swap(i, last);
-                    // SAFETY: `last` is below the length; `HvaRange` is `Copy`.
-                    unsafe { h.set_len(last) };
-                }
-            }
-            Change::Move { new, .. } => {
-                if let Some(i) = pos(&h, new.id) {
-                    h.as_mut_slice()[i].base_gfn = new.base_gfn;
-                }
-            }
+            Change::Delete(s) => h.remove(s.id),
+            Change::Move { new, .. } => h.set_base(new.id, new.base_gfn),
             Change::FlagsOnly { .. } | Change::Unchanged => {}
         }
     }

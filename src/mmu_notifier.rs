@@ -20,16 +20,24 @@
 //!
 //! The notifier runs in reclaim and with the mm's locks held: it takes only the HVA index's
 //! spinlock and the MMU lock, never `slots_lock` (which is held while allocating). The index
-//! ([`HvaRange`]s, one per slot) is updated by memslot changes under `slots_lock`, with its
-//! room made before the spinlock is taken.
+//! (`memcore::hva`, one range per slot) is updated by memslot changes under `slots_lock`, with
+//! its room made before the spinlock is taken.
+//!
+//! Yielding (upstream `range->may_block` → `tdp_mmu_zap_leafs(can_yield)`): the index's
+//! spinlock is held only to copy out a few slots' GFN spans at a time
+//! ([`memcore::hva::HvaIndex::batch`], bounded scan), never across a zap; each zap takes the
+//! MMU lock for write and, when the notifier range is blockable, drops it and reschedules when
+//! asked, flushing the TLB first. A non-blockable range (the OOM reaper) zaps without
+//! sleeping, as upstream: the spinlock is still dropped between batches. Faults racing with
+//! the zap see the invalidation in progress and retry until `invalidate_range_end`.
 
 use crate::glue;
 use crate::vm::Vm;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
+use memcore::hva::{Cursor, GfnSpan};
 use mmu::tdp::ZapTarget;
-use mmu::Gfn;
 
 /// The invalidation counters (upstream `mmu_invalidate_seq`, `mmu_invalidate_in_progress`).
 #[derive(Default)]
@@ -77,32 +85,6 @@ impl Drop for InvalidationScope<'_> {
     }
 }
 
-/// The shared backing of one memslot, for the notifier.
-#[derive(Clone, Copy)]
-pub(crate) struct HvaRange {
-    /// The slot's id.
-    pub(crate) id: u16,
-    /// First byte of the backing.
-    pub(crate) start: u64,
-    /// One past the last byte.
-    pub(crate) end: u64,
-    /// The slot's first GFN.
-    pub(crate) base_gfn: Gfn,
-}
-
-impl HvaRange {
-    /// The GFNs backed by `[start, end)`, if any.
-    fn gfns(&self, start: u64, end: u64) -> Option<(Gfn, Gfn)> {
-        let (s, e) = (start.max(self.start), end.min(self.end));
-        (s < e).then(|| {
-            (
-                Gfn::new(self.base_gfn.raw() + ((s - self.start) >> 12)),
-                Gfn::new(self.base_gfn.raw() + (e - self.start).div_ceil(4096)),
-            )
-        })
-    }
-}
-
 /// A registered notifier (the glue's `struct tdxkvm_mn`).
 pub(crate) struct Notifier(*mut c_void);
 
@@ -132,17 +114,32 @@ impl Drop for Notifier {
     }
 }
 
-/// Zaps the shared root over every slot backed by `[start, end)`.
-fn zap_hvas(vm: &Vm, start: u64, end: u64) {
-    let index = vm.memslots().hva_index();
-    for r in index.iter() {
-        if let Some((s, e)) = r.gfns(start, end) {
+/// Slots' spans copied out of the index per batch.
+const BATCH_SPANS: usize = 8;
+/// Index entries examined per batch at most (bounds the time the spinlock is held with a
+/// large memslot count).
+const BATCH_SCAN: usize = 256;
+
+/// Zaps the shared root over every slot backed by `[start, end)`; `may_block`: the caller may
+/// sleep, so the zaps yield (see the module docs). The caller began an invalidation.
+fn zap_hvas(vm: &Vm, start: u64, end: u64, may_block: bool) {
+    let mut cursor = Cursor::START;
+    let mut spans = [GfnSpan::default(); BATCH_SPANS];
+    loop {
+        let batch = vm
+            .memslots()
+            .hva_index()
+            .batch(start, end, cursor, &mut spans, BATCH_SCAN);
+        // The spinlock is dropped: zaps may sleep.
+        for s in spans.iter().take(batch.found) {
             // A zap that cannot finish marks the VM bugged; nothing else to do here.
-            // HOOK(gmemfault): never yields: the hva_index spinlock is held across the walk
-            // (upstream yields here when the range is blockable; it holds no spinlock).
             vm.mmu()
-                .zap_gfns_may_block(ZapTarget::Shared, s, e, false)
+                .zap_gfns_may_block(ZapTarget::Shared, s.start, s.end, may_block)
                 .ok();
+        }
+        match batch.next {
+            Some(c) => cursor = c,
+            None => break,
         }
     }
 }
@@ -157,12 +154,14 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_mn_invalidate_start(
     vm: *mut c_void,
     start: u64,
     end: u64,
+    blockable: bool,
 ) -> c_int {
     // SAFETY: the caller's contract.
     let vm = unsafe { &*vm.cast::<Vm>() };
     let inv = vm.memslots().invalidation();
     inv.begin();
-    zap_hvas(vm, start, end);
+    zap_hvas(vm, start, end, blockable);
+    // Upstream 6.12 answers 0 for non-blockable ranges too: the zap just does not sleep.
     0
 }
 
@@ -188,5 +187,6 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_mn_release(vm: *mut c_void) {
     // SAFETY: the caller's contract.
     let vm = unsafe { &*vm.cast::<Vm>() };
     let _inv = vm.memslots().invalidation().scope();
-    zap_hvas(vm, 0, u64::MAX);
+    // exit_mmap and mmu_notifier_unregister may sleep (upstream kvm_flush_shadow_all yields).
+    zap_hvas(vm, 0, u64::MAX, true);
 }

@@ -19,6 +19,7 @@
 //! - [`dirty`]: dirty logging's per-slot bitmap, `KVM_GET_DIRTY_LOG` / `KVM_CLEAR_DIRTY_LOG`
 //!   and the manual-protect capability;
 //! - [`gmem`]: guest_memfd creation and `fallocate` checks, a file's slot bindings;
+//! - [`hva`]: the MMU notifier's HVA → memslot index, walked in batches;
 //! - [`prefault`]: `KVM_PRE_FAULT_MEMORY` checks and progress, the 2 MiB mapping decision.
 //!
 //! Locking is the caller's: every type here is plain data; the module documents which of its
@@ -32,6 +33,7 @@ pub mod attributes;
 pub mod dirty;
 pub mod errno;
 pub mod gmem;
+pub mod hva;
 pub mod memslot;
 pub mod prefault;
 pub mod store;

@@ -11,6 +11,7 @@ use mmu::page::RootKind;
 use mmu::spte::{Access, Ept, Npt, PagingFormat};
 use mmu::tdp::{Fault, ZapTarget};
 use mmu::{Gfn, GfnKind, Level, Pfn};
+use std::sync::{Arc, Mutex};
 use testkit::{check_invariants, HookCall, LeafMap, TestMmu, Walk};
 
 const P2M: u64 = 512;
@@ -182,4 +183,100 @@ fn walks_that_must_not_sleep_never_yield() {
         .keys()
         .all(|(g, _)| *g >= P2M));
     mmu.free_vcpu_caches(&mut c);
+}
+
+/// HOOK(zapyield): a shared zap that yields has asked for the remote TLB flush of everything
+/// it unmapped before each yield (upstream `tdp_mmu_iter_cond_resched` with `flush`: another
+/// vCPU or fault running while the lock is dropped must not reach a zapped page through a
+/// stale TLB entry), in a plain VM and in a TD's shared root zapped together with the mirror.
+#[test]
+fn a_zap_flushes_what_it_unmapped_before_each_yield() {
+    /// Shared frames zapped so far at the last flush and at the last yield; yields, those
+    /// after unmapping something, and the yields that came before a flush.
+    #[derive(Default)]
+    struct Seen {
+        at_flush: u64,
+        at_yield: u64,
+        yields: usize,
+        after_unmap: usize,
+        bad: Vec<String>,
+    }
+    type NewMmu = fn() -> TestMmu<Ept>;
+    let cases: [(NewMmu, ZapTarget); 2] = [
+        (testkit::vm_mmu::<Ept>, ZapTarget::Shared),
+        (testkit::td_mmu::<Ept>, ZapTarget::Both),
+    ];
+    for (new, target) in cases {
+        for every in [2, 13] {
+            let mmu = Arc::new(new());
+            let mut c = VcpuMmuCaches::new();
+            populate(&mmu, &mut c, GfnKind::Shared);
+            if target == ZapTarget::Both {
+                populate(&mmu, &mut c, GfnKind::Private);
+            }
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let zapped = |m: &TestMmu<Ept>| m.stats().frames_zapped[0];
+            seen.lock().expect("seen").at_flush = zapped(&mmu);
+            seen.lock().expect("seen").at_yield = zapped(&mmu);
+            let (m, s) = (Arc::clone(&mmu), Arc::clone(&seen));
+            mmu.env().on_flush(Some(Box::new(move || {
+                if let Ok(mut s) = s.lock() {
+                    s.at_flush = zapped(&m);
+                }
+            })));
+            let (m, s) = (Arc::clone(&mmu), Arc::clone(&seen));
+            mmu.env().mmu_lock().on_yield(Some(Box::new(move || {
+                let now = zapped(&m);
+                if let Ok(mut s) = s.lock() {
+                    s.yields += 1;
+                    if now != s.at_yield {
+                        s.after_unmap += 1;
+                    }
+                    if now != s.at_flush {
+                        let why = format!(
+                            "yield {}: {} frames unmapped, not flushed",
+                            s.yields,
+                            now - s.at_flush
+                        );
+                        s.bad.push(why);
+                    }
+                    s.at_yield = now;
+                }
+            })));
+            mmu.env().mmu_lock().yield_every(every);
+            let g = mmu.write_may_yield();
+            mmu.zap_range(&g, target, Gfn::new(1), Gfn::new(4 * P2M + 1))
+                .expect("zap");
+            drop(g);
+            mmu.env().mmu_lock().yield_every(0);
+            // The hooks hold the MMU: dropping them breaks the cycle.
+            mmu.env().mmu_lock().on_yield(None);
+            mmu.env().on_flush(None);
+            let s = seen.lock().expect("seen");
+            assert!(
+                s.bad.is_empty(),
+                "{target:?} every {every}: {} yields before a flush, first {:?}",
+                s.bad.len(),
+                &s.bad[..s.bad.len().min(3)]
+            );
+            assert!(
+                s.after_unmap > 0,
+                "{target:?} every {every}: no yield after unmapping"
+            );
+            assert_eq!(
+                s.at_flush,
+                zapped(&mmu),
+                "{target:?} every {every}: the last flush"
+            );
+            drop(s);
+            let mmu = Arc::try_unwrap(mmu).unwrap_or_else(|_| panic!("the MMU is shared"));
+            let walk = check_invariants(&mmu, &[&c]);
+            assert_eq!(
+                walk.shared.keys().copied().collect::<Vec<_>>(),
+                [(0, 1), (512 * P2M + 9, 1)]
+            );
+            mmu.free_vcpu_caches(&mut c);
+            mmu.external().set_teardown(true);
+        }
+    }
 }

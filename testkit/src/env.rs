@@ -23,6 +23,9 @@ pub const BASE_PFN: u64 = 0x10_0000;
 /// The MMU lock on the host: parking_lot's raw rwlock.
 pub struct HostRwLock(parking_lot::RawRwLock, YieldInject);
 
+/// What [`HostRwLock::on_yield`] runs while a walk has the lock dropped.
+pub type YieldHook = Box<dyn Fn() + Send + Sync>;
+
 /// HOOK(gmemfault): asks long walks to yield at every N-th check (0: never), and counts the
 /// yields, so host tests can check that a walk resumes where it stopped.
 #[derive(Default)]
@@ -30,6 +33,8 @@ struct YieldInject {
     every: AtomicUsize,
     checks: AtomicUsize,
     yields: AtomicUsize,
+    /// HOOK(zapyield): runs at each yield, with the lock released.
+    hook: Mutex<Option<YieldHook>>,
 }
 
 impl Default for HostRwLock {
@@ -43,6 +48,13 @@ impl HostRwLock {
     pub fn yield_every(&self, n: usize) {
         self.1.checks.store(0, Ordering::SeqCst);
         self.1.every.store(n, Ordering::SeqCst);
+    }
+
+    /// HOOK(zapyield): runs `hook` at every yield, between dropping and retaking the lock (so
+    /// it may take the lock itself, e.g. to look at the tables as another thread would). The
+    /// hook must not panic (the walk's guard expects the lock back); `None` removes it.
+    pub fn on_yield(&self, hook: Option<YieldHook>) {
+        *self.1.hook.lock() = hook;
     }
 
     /// How often a walk dropped and retook the lock.
@@ -75,6 +87,9 @@ unsafe impl RawRwLock for HostRwLock {
         self.1.yields.fetch_add(1, Ordering::SeqCst);
         // SAFETY: forwarded caller guarantee.
         unsafe { self.0.unlock_exclusive() };
+        if let Some(hook) = self.1.hook.lock().as_ref() {
+            hook();
+        }
         std::thread::yield_now();
         self.0.lock_exclusive();
     }
@@ -136,6 +151,8 @@ pub struct HostEnv {
     external_spts: AtomicUsize,
     headers: AtomicUsize,
     tlb_flushes: AtomicUsize,
+    /// HOOK(zapyield): runs at each remote TLB flush (with the MMU lock as the flusher holds it).
+    flush_hook: Mutex<Option<YieldHook>>,
     /// `tlb_flushes` as it was when the last table page was freed.
     flushes_at_table_free: AtomicUsize,
     injected_failures: AtomicUsize,
@@ -164,6 +181,7 @@ impl HostEnv {
             external_spts: AtomicUsize::new(0),
             headers: AtomicUsize::new(0),
             tlb_flushes: AtomicUsize::new(0),
+            flush_hook: Mutex::new(None),
             flushes_at_table_free: AtomicUsize::new(0),
             injected_failures: AtomicUsize::new(0),
             meta: AtomicUsize::new(0),
@@ -180,6 +198,12 @@ impl HostEnv {
     /// Makes the allocation after `n` more succeed fail once (`n = 0`: the next one).
     pub fn fail_alloc_after(&self, n: i64) {
         self.fail_countdown.store(n, Ordering::SeqCst);
+    }
+
+    /// HOOK(zapyield): runs `hook` at every remote TLB flush request, after counting it (the
+    /// flusher holds the MMU lock: the hook must not take it, nor panic); `None` removes it.
+    pub fn on_flush(&self, hook: Option<YieldHook>) {
+        *self.flush_hook.lock() = hook;
     }
 
     /// Allocation attempts so far (pages and headers).
@@ -354,6 +378,9 @@ unsafe impl MmuEnv for HostEnv {
 
     fn flush_remote_tlbs(&self, _start: Gfn, _pages: u64) {
         self.tlb_flushes.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = self.flush_hook.lock().as_ref() {
+            hook();
+        }
     }
 }
 

@@ -10,7 +10,7 @@ pub mod external;
 pub mod model;
 pub mod td;
 
-pub use env::{EnvCounts, HostEnv, HostRwLock, Sha2Compress};
+pub use env::{EnvCounts, HostEnv, HostRwLock, Sha2Compress, YieldHook};
 pub use external::{HookCall, HookCounts, Inject, RecordingExternal};
 pub use model::{Model, Rng};
 

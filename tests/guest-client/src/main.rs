@@ -152,6 +152,7 @@ mod td_bench;
 mod tdx_vm;
 mod ud; // HOOK(ud)
 mod vcpu;
+mod zapyield; // HOOK(zapyield)
 
 /// Every test of the suite, area by area (one module per area).
 fn tests() -> Vec<Test> {
@@ -183,6 +184,7 @@ fn tests() -> Vec<Test> {
         exitcost::tests(), // HOOK(exitcost)
         cpu11::tests(),    // HOOK(cpu11)
         cr8::tests(),      // HOOK(cr8)
+        zapyield::tests(), // HOOK(zapyield)
     ]
     .concat()
 }
