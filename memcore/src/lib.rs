@@ -32,6 +32,7 @@ pub mod attributes;
 pub mod dirty;
 pub mod errno;
 pub mod gmem;
+pub mod last_slot;
 pub mod memslot;
 pub mod prefault;
 pub mod store;
