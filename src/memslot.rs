@@ -205,7 +205,8 @@ impl Memslots {
     /// `slots_lock` and before any invalidation the change runs (so a fault that saw the old
     /// generation read the invalidation count before that invalidation began, and retries).
     pub(crate) fn publish_generation(&self, generation: u64) {
-        self.published_generation.store(generation, Ordering::SeqCst);
+        self.published_generation
+            .store(generation, Ordering::SeqCst);
     }
 
     /// First thing in the VM's teardown: unregisters the MMU notifier (waiting for running
