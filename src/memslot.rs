@@ -127,6 +127,10 @@ pub(crate) struct Memslots {
     /// Upstream `kvm->manual_dirty_log_protect` (`KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`), read by
     /// the dirty-log ioctls and when a slot starts logging.
     manual_dirty_log_protect: AtomicU64,
+    /// HOOK(dirtylog): the slot set's generation as last committed, readable without
+    /// `slots_lock` (the fast page fault's [`memcore::last_slot::LastSlot`] trusts its entry
+    /// while this matches).
+    published_generation: AtomicU64,
 }
 
 impl Memslots {
@@ -148,6 +152,7 @@ impl Memslots {
             notifier <- new_mutex!(None, "kvm->mmu_notifier"),
             pre_fault_allowed: AtomicBool::new(pre_fault_allowed),
             manual_dirty_log_protect: AtomicU64::new(0),
+            published_generation: AtomicU64::new(0),
         })
     }
 
@@ -192,6 +197,20 @@ impl Memslots {
     /// Sets the VM's `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` value.
     pub(crate) fn set_manual_dirty_log_protect(&self, v: u64) {
         self.manual_dirty_log_protect.store(v, Ordering::Release);
+    }
+
+    /// HOOK(dirtylog): the slot set's generation as last published (see
+    /// [`Self::publish_generation`]); read after [`Invalidation::seq`].
+    pub(crate) fn published_generation(&self) -> u64 {
+        self.published_generation.load(Ordering::Acquire)
+    }
+
+    /// HOOK(dirtylog): publishes the set's generation after a committed change, under
+    /// `slots_lock` and before any invalidation the change runs (so a fault that saw the old
+    /// generation read the invalidation count before that invalidation began, and retries).
+    pub(crate) fn publish_generation(&self, generation: u64) {
+        self.published_generation
+            .store(generation, Ordering::SeqCst);
     }
 
     /// First thing in the VM's teardown: unregisters the MMU notifier (waiting for running
@@ -528,6 +547,8 @@ pub(crate) fn set_user_memory_region(vm: &Vm, ioctl: RegionIoctl, arg: usize) ->
         }
         return Err(e);
     }
+    // HOOK(dirtylog): before the change's invalidations (dirty::commit, the zap below).
+    vm.memslots().publish_generation(st.slots.generation());
     vm.memslots().update_hva(&change);
     let log = log.filter(|_| crate::dirty::new_log_pages(&change).is_some());
     crate::dirty::commit(vm, &mut st, &change, log);

@@ -43,6 +43,8 @@ pub(crate) struct VcpuLocked {
     /// A TD vCPU's TDX state, once initialised.
     #[allow(dead_code)]
     pub(crate) td: Option<VcpuTd>,
+    /// HOOK(dirtylog): the fast page fault's last-used slot (crate::run::npf).
+    pub(crate) last_slot: memcore::last_slot::LastSlot<crate::dirty::FaultLog>,
     /// The architectural register state between runs (the state ioctls read and write it, the
     /// backend loads it around each guest entry).
     pub(crate) arch: x86::state::CpuState,
@@ -134,6 +136,8 @@ impl Vcpu {
         let mutex = VcpuMutex::new(VcpuLocked {
             caches: VcpuMmuCaches::new(),
             td: None,
+            // HOOK(dirtylog): the fast page fault's last-used slot.
+            last_slot: Default::default(),
             arch,
             exits: Default::default(),
             cpuid: crate::vcpu_state::VcpuCpuid::new(),

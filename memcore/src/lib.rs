@@ -34,6 +34,7 @@ pub mod dirty;
 pub mod errno;
 pub mod gmem;
 pub mod hva;
+pub mod last_slot;
 pub mod memslot;
 pub mod prefault;
 pub mod store;

@@ -15,6 +15,7 @@
 //! no GUP, no cache top-up, no new leaf. Anything else falls through to the full path.
 
 use super::{mmio, Action};
+use crate::dirty::FaultLog;
 use crate::env::KernelEnv;
 use crate::memfault::FaultinErr;
 use crate::prefault::{faultin_as, map_locked};
@@ -22,6 +23,7 @@ use crate::vcpu::{Vcpu, VcpuLocked};
 use crate::vm::VmMmu;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
+use memcore::last_slot::LastSlot;
 use memcore::Errno;
 use mmu::external::NoExternal;
 use mmu::spte::Access;
@@ -39,7 +41,7 @@ pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> R
         vm.mmu().mark_bugged();
         return Err(EIO);
     };
-    if fast(vm, m, gfn, error) {
+    if fast(vm, m, &mut l.last_slot, gfn, error) {
         vcpu.stats.page_faults.fetch_add(1, Ordering::Relaxed);
         vcpu.stats.pf_fast.fetch_add(1, Ordering::Relaxed);
         return Ok(Action::Continue);
@@ -104,14 +106,20 @@ pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> R
 /// Which faults come here (upstream `page_fault_can_be_fast`): a write to a present page (a
 /// write-protection fault), not a reserved-bit fault, and not on a VM with private memory (a
 /// software-protected VM's shared root maps both kinds; its faults take the full path, which
-/// decides by the attribute). The slot is looked up under
-/// `slots_lock` for its dirty log only; a GFN without a slot, or a write to a read-only slot,
+/// decides by the attribute). The slot is looked up for its dirty log only, in the vCPU's
+/// last-used slot while the set is unchanged, else under `slots_lock`; a GFN without a slot, or a write to a read-only slot,
 /// is the full path's (MMIO). The invalidation count is read before the lookup and checked
 /// under the MMU lock, as the full path does: a slot that started logging after the lookup
 /// (its write-protection runs inside an invalidation) sends the fault the full way, so no
 /// write is left unlogged. The dirty mark is made under the MMU lock, as the full path's:
 /// `KVM_GET_DIRTY_LOG` harvests and write-protects under the exclusive side.
-fn fast(vm: &crate::vm::Vm, m: &TdpMmu<Npt, KernelEnv, NoExternal>, gfn: Gfn, error: u64) -> bool {
+fn fast(
+    vm: &crate::vm::Vm,
+    m: &TdpMmu<Npt, KernelEnv, NoExternal>,
+    cache: &mut LastSlot<FaultLog>,
+    gfn: Gfn,
+    error: u64,
+) -> bool {
     use x86::svm::npf;
     if error & npf::RSVD != 0 || crate::memslot::has_private_mem(vm) {
         return false;
@@ -129,17 +137,26 @@ fn fast(vm: &crate::vm::Vm, m: &TdpMmu<Npt, KernelEnv, NoExternal>, gfn: Gfn, er
     } else {
         FaultAccess::Read
     };
+    // The slot (for its dirty log and read-only flag) from the vCPU's last lookup while the
+    // slot set is unchanged (upstream `vcpu->last_used_slot`): no `slots_lock` per fault. The
+    // generation is read after the invalidation count; see memcore::last_slot.
     let seq = vm.memslots().invalidation().seq();
-    let log = {
+    let mut gen = vm.memslots().published_generation();
+    if cache.get(gen, gfn).is_none() {
         let st = vm.memslots().lock();
         let Some(slot) = st.slots.lookup(gfn) else {
             return false;
         };
-        if access == FaultAccess::Write && slot.is_readonly() {
-            return false;
-        }
-        crate::dirty::fault_log(&st, slot)
+        gen = st.slots.generation();
+        cache.fill(gen, slot, crate::dirty::fault_log(&st, slot));
+    }
+    let Some(hit) = cache.get(gen, gfn) else {
+        return false;
     };
+    if access == FaultAccess::Write && hit.readonly {
+        return false;
+    }
+    let log = hit.value;
     let guard = m.read();
     if vm.memslots().invalidation().retry(seq) {
         return false;
