@@ -9,9 +9,11 @@
 #   e.g. scripts/guest-try.sh './kselftests/cpuid_test; ./guest-client off'
 #
 # --upstream also stages upstream kvm_amd for this kernel (scripts/build-kvm-amd.sh) in
-# /tests/upstream, to compare in the same boot: `rmmod kvm; insmod upstream/irqbypass.ko;
+# /tests/upstream, to compare in the same boot: `rmmod kvm_amd kvm; insmod upstream/irqbypass.ko;
 # insmod upstream/kvm.ko; insmod upstream/kvm-amd.ko; ...; rmmod kvm_amd kvm irqbypass;
-# insmod ./kvm.ko tdx=off` (ours is loaded first, as always).
+# insmod ./kvm.ko tdx=off` (ours is loaded first, as always, with its kvm_amd parameter
+# module, which holds kvm: `rmmod kvm` alone fails, and every insmod after it then fails
+# with "File exists" and leaves ours loaded; check with lsmod).
 #
 # The console log is kept in target/guest-try.log. Exits with qemu-run.sh's status (1 when the
 # kernel log shows an Oops, KASAN, lockdep or WARN report).
