@@ -132,6 +132,7 @@ mod dirty;
 mod entry;
 mod exits;
 mod fast_fault; // HOOK(fault)
+mod hostile; // HOOK(hostile)
 mod huge;
 mod irq;
 mod irq12; // HOOK(irq12)
@@ -246,6 +247,11 @@ fn main() {
             irq_bench::timer(num(2), num(3), tmict)
         };
         std::process::exit(if ok { 0 } else { 1 });
+    }
+    // HOOK(hostile): `--probe` prints the differential ABI probe's lines.
+    if arg == "--probe" {
+        hostile::probe();
+        return;
     }
     if arg == "--bench-huge" {
         huge::bench();
