@@ -182,6 +182,7 @@ fn tests() -> Vec<Test> {
         ud::tests(),       // HOOK(ud)
         cpu11::tests(),    // HOOK(cpu11)
         cr8::tests(),      // HOOK(cr8)
+        hostile::tests(),  // HOOK(hostile)
     ]
     .concat()
 }

@@ -1,0 +1,2 @@
+const UPSTREAM: &[(&str, &str)] = &[];
+const DIFFERS: &[(&str, &str, &str)] = &[];
