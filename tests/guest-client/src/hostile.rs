@@ -363,12 +363,7 @@ fn memslots(p: &mut Probe) {
     );
     set(p, "size0_absent", region(1, 0, 0x10_0000, 0, ua), false);
     set(p, "size_huge", region(1, 0, 0x10_0000, 1 << 52, ua), false);
-    set(
-        p,
-        "gpa_wrap",
-        region(1, 0, !0xfffu64, 0x2000, ua),
-        false,
-    );
+    set(p, "gpa_wrap", region(1, 0, !0xfffu64, 0x2000, ua), false);
     set(
         p,
         "uaddr_kernel",
@@ -1513,7 +1508,12 @@ fn vcpu_run(p: &mut Probe) {
     let run = ioctl(c, KVM_RUN, 0);
     p.rec("vcpu_run.run", run, String::new());
     let mut b = Buf(sup.0.clone());
-    p.buf("vcpu_run.set_cpuid2.after_run_same", c, KVM_SET_CPUID2, &mut b);
+    p.buf(
+        "vcpu_run.set_cpuid2.after_run_same",
+        c,
+        KVM_SET_CPUID2,
+        &mut b,
+    );
     let mut b = Buf(sup.0.clone());
     let n = b.r32(0) as usize;
     b = b.u32(8 + 40 * (n - 1) + 28, 0x5a5a_5a5a);
@@ -1524,9 +1524,19 @@ fn vcpu_run(p: &mut Probe) {
         &mut b,
     );
     let mut b = Buf::new(8);
-    p.buf("vcpu_run.set_cpuid2.after_run_empty", c, KVM_SET_CPUID2, &mut b);
+    p.buf(
+        "vcpu_run.set_cpuid2.after_run_empty",
+        c,
+        KVM_SET_CPUID2,
+        &mut b,
+    );
     let mut b = Buf::new(104).u32(0, 164).u64(8, 1);
-    p.buf("vcpu_run.enable_cap.vm_cap_on_vcpu", c, KVM_ENABLE_CAP, &mut b);
+    p.buf(
+        "vcpu_run.enable_cap.vm_cap_on_vcpu",
+        c,
+        KVM_ENABLE_CAP,
+        &mut b,
+    );
     let mut b = Buf::new(104).u32(0, 9999);
     p.buf("vcpu_run.enable_cap.9999", c, KVM_ENABLE_CAP, &mut b);
     let mut b = Buf::new(104).u32(0, 123).u32(4, 1);
@@ -1537,7 +1547,12 @@ fn vcpu_run(p: &mut Probe) {
         &mut b,
     );
     let mut b = Buf::new(104).u32(0, 123);
-    p.buf("vcpu_run.enable_cap.hyperv_synic", c, KVM_ENABLE_CAP, &mut b);
+    p.buf(
+        "vcpu_run.enable_cap.hyperv_synic",
+        c,
+        KVM_ENABLE_CAP,
+        &mut b,
+    );
     let mut b = Buf::new(104).u32(0, 179);
     p.buf(
         "vcpu_run.enable_cap.enforce_pv_cpuid",
