@@ -90,6 +90,8 @@ fn check_extension(cap: u64, vm: Option<&Vm>) -> isize {
         | KVM_CAP_DESTROY_MEMORY_REGION_WORKS
         | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
         | KVM_CAP_GET_TSC_KHZ => 1,
+        // HOOK(hostile): /dev/kvm's device attributes (src/sys_attr.rs).
+        crate::sys_attr::KVM_CAP_SYS_ATTRIBUTES => 1,
         KVM_CAP_VM_TYPES => vm_types() as isize,
         KVM_CAP_NR_VCPUS => {
             // SAFETY: reads num_online_cpus(); no preconditions.
@@ -152,6 +154,10 @@ fn dev_ioctl(cmd: u32, arg: usize) -> Result<isize> {
         KVM_GET_MSR_FEATURE_INDEX_LIST => crate::vcpu_state::get_msr_list(arg, true),
         KVM_GET_EMULATED_CPUID => crate::ud::get_emulated_cpuid(arg), // HOOK(ud)
         KVM_GET_MSRS => crate::vcpu_state::get_feature_msrs(arg),
+        // HOOK(hostile): upstream kvm_x86_dev_has_attr / kvm_x86_dev_get_attr.
+        crate::sys_attr::KVM_HAS_DEVICE_ATTR | crate::sys_attr::KVM_GET_DEVICE_ATTR => {
+            crate::sys_attr::ioctl(cmd, arg)
+        }
         crate::mce::KVM_X86_GET_MCE_CAP_SUPPORTED => crate::mce::get_mce_cap_supported(arg), // HOOK(fix1)
         _ => Err(EINVAL),
     }

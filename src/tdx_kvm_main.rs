@@ -48,6 +48,7 @@ mod sigmask; // HOOK(fix1): KVM_SET_SIGNAL_MASK
 mod stats;
 mod stats_fd;
 mod svm;
+mod sys_attr; // HOOK(hostile): KVM_CAP_SYS_ATTRIBUTES on /dev/kvm
 mod td;
 mod tdx_vm;
 mod ud; // HOOK(ud): #UD intercept, KVM_GET_EMULATED_CPUID, quirks

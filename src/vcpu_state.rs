@@ -77,6 +77,12 @@ fn host_cpuid_raw(leaf: u32, sub: u32) -> [u32; 4] {
 }
 
 /// The host kernel's XCR0 (0 when the host does not run with XSAVE enabled).
+/// HOOK(hostile): `kvm_caps.supported_xcr0`, for `KVM_X86_XCOMP_GUEST_SUPP` (src/sys_attr.rs).
+pub(crate) fn module_supported_xcr0() -> u64 {
+    let raw = host_cpuid_raw;
+    KvmCaps::new(&HostCpuid::new(&raw), host_xcr0()).supported_xcr0
+}
+
 fn host_xcr0() -> u64 {
     // CPUID.1:ECX.OSXSAVE mirrors the host's CR4.OSXSAVE: XGETBV is usable only then.
     if host_cpuid_raw(1, 0)[2] & (1 << 27) == 0 {

@@ -133,6 +133,7 @@ mod entry;
 mod exitcost; // HOOK(exitcost)
 mod exits;
 mod fast_fault; // HOOK(fault)
+mod hostile; // HOOK(hostile)
 mod huge;
 mod irq;
 mod irq12; // HOOK(irq12)
@@ -185,6 +186,7 @@ fn tests() -> Vec<Test> {
         cpu11::tests(),    // HOOK(cpu11)
         cr8::tests(),      // HOOK(cr8)
         zapyield::tests(), // HOOK(zapyield)
+        hostile::tests(),  // HOOK(hostile)
     ]
     .concat()
 }
@@ -250,6 +252,11 @@ fn main() {
             irq_bench::timer(num(2), num(3), tmict)
         };
         std::process::exit(if ok { 0 } else { 1 });
+    }
+    // HOOK(hostile): `--probe` prints the differential ABI probe's lines.
+    if arg == "--probe" {
+        hostile::probe();
+        return;
     }
     if arg == "--bench-huge" {
         huge::bench();

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! System attributes on `/dev/kvm` (`KVM_CAP_SYS_ATTRIBUTES`): `KVM_HAS_DEVICE_ATTR` /
+//! `KVM_GET_DEVICE_ATTR` as upstream x86 `kvm_x86_dev_has_attr` / `kvm_x86_dev_get_attr`
+//! (arch/x86/kvm/x86.c). Group 0 has one attribute, `KVM_X86_XCOMP_GUEST_SUPP` (the XSAVE
+//! features a guest may be given, `kvm_caps.supported_xcr0`); every other group or attribute
+//! is `ENXIO` (kvm_amd's `dev_get_attr` knows only the SEV group, and SEV is off). The flags
+//! field is not looked at, as upstream.
+
+use core::mem::size_of;
+use kernel::prelude::*;
+use kernel::types::FromBytes;
+use kernel::uaccess::UserSlice;
+
+/// `_IOW(KVMIO, 0xe2, struct kvm_device_attr)`.
+pub(crate) const KVM_GET_DEVICE_ATTR: u32 = 0x4018_aee2;
+/// `_IOW(KVMIO, 0xe3, struct kvm_device_attr)`.
+pub(crate) const KVM_HAS_DEVICE_ATTR: u32 = 0x4018_aee3;
+/// `KVM_CAP_SYS_ATTRIBUTES`.
+pub(crate) const KVM_CAP_SYS_ATTRIBUTES: u64 = 209;
+/// `KVM_X86_XCOMP_GUEST_SUPP` (arch/x86/include/uapi/asm/kvm.h).
+const KVM_X86_XCOMP_GUEST_SUPP: u64 = 0;
+
+/// `struct kvm_device_attr`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Attr {
+    flags: u32,
+    group: u32,
+    attr: u64,
+    addr: u64,
+}
+
+const _: () = assert!(size_of::<Attr>() == 24);
+
+// SAFETY: integers only, no padding (asserted size 24 = 4 + 4 + 8 + 8).
+unsafe impl FromBytes for Attr {}
+
+/// `__kvm_x86_dev_get_attr`.
+fn value(a: &Attr) -> Result<u64> {
+    match (a.group, a.attr) {
+        (0, KVM_X86_XCOMP_GUEST_SUPP) => Ok(crate::vcpu_state::module_supported_xcr0()),
+        _ => Err(ENXIO),
+    }
+}
+
+/// The two ioctls on `/dev/kvm`: `EFAULT` for an unreadable structure (or, for GET, an
+/// unwritable `addr`), `ENXIO` for an unknown attribute.
+pub(crate) fn ioctl(cmd: u32, arg: usize) -> Result<isize> {
+    let a: Attr = UserSlice::new(arg, size_of::<Attr>()).reader().read()?;
+    let v = value(&a)?;
+    if cmd == KVM_GET_DEVICE_ATTR {
+        UserSlice::new(a.addr as usize, 8)
+            .writer()
+            .write_slice(&v.to_ne_bytes())?;
+    }
+    Ok(0)
+}
