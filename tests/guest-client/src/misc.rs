@@ -395,16 +395,17 @@ fn inject_db_bp() -> Result<(), String> {
     Ok(())
 }
 
-/// KVM_GUESTDBG_VALID_MASK: unknown bits are EINVAL (HOOK(abi): BLOCKIRQ is accepted now;
-/// `abi_guest_debug_blockirq_holds_nmi` checks it).
+/// KVM_GUESTDBG_VALID_MASK is only reported: 6.12 accepts (and ignores) bits outside it, as
+/// upstream kvm_amd does in the same guest (the hostile probe's measurement). BLOCKIRQ is
+/// accepted (HOOK(abi); `abi_guest_debug_blockirq_holds_nmi` checks it).
 fn guest_debug_rules() -> Result<(), String> {
     let g = Guest::new(&[0xf4], 0x8000)?;
     let v = g.vcpu(0)?;
-    for bad in [1u32 << 2, 1 << 15, 1 << 21, 1 << 31] {
+    for unknown in [1u32 << 2, 1 << 15, 1 << 21, 1 << 31] {
         eq(
-            set_debug(&v, GUESTDBG_ENABLE | bad, [0; 8]),
-            Err(libc::EINVAL),
-            &format!("control {bad:#x}"),
+            set_debug(&v, GUESTDBG_ENABLE | unknown, [0; 8]),
+            Ok(()),
+            &format!("control {unknown:#x}"),
         )?;
     }
     for ok in [

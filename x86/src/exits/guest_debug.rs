@@ -20,7 +20,9 @@
 //! injected and their windows from opening (upstream `kvm_check_and_inject_events` returns
 //! before them; HOOK(abi) in `src/irq/inject.rs`); exceptions and re-injection still happen.
 //! `KVM_CAP_SET_GUEST_DEBUG2` answers [`SUPPORTED`], upstream's whole valid mask.
-//! Unknown bits are `EINVAL` as upstream (`KVM_GUESTDBG_VALID_MASK`).
+//! Unknown bits are accepted and ignored, as 6.12 does: its `kvm_arch_vcpu_ioctl_set_guest_debug`
+//! never checks `control` against `KVM_GUESTDBG_VALID_MASK`, which it only reports (x86.c
+//! `KVM_CAP_SET_GUEST_DEBUG2`); upstream kvm_amd answers 0 to bits 2 and 21 in the same guest.
 
 use super::run::Exit;
 use super::{le_u32, le_u64, Errno};
@@ -39,7 +41,8 @@ pub const INJECT_DB: u32 = 0x0004_0000;
 pub const INJECT_BP: u32 = 0x0008_0000;
 /// `KVM_GUESTDBG_BLOCKIRQ`.
 pub const BLOCKIRQ: u32 = 0x0010_0000;
-/// `KVM_GUESTDBG_VALID_MASK` (x86): anything else is `EINVAL`.
+/// `KVM_GUESTDBG_VALID_MASK` (x86): what `KVM_CAP_SET_GUEST_DEBUG2` reports; other bits mean
+/// nothing (6.12 stores them and never reads them).
 pub const VALID_MASK: u32 =
     ENABLE | SINGLESTEP | USE_SW_BP | USE_HW_BP | INJECT_DB | INJECT_BP | BLOCKIRQ;
 /// What this module implements: the whole valid mask.
@@ -190,9 +193,9 @@ impl GuestDebug {
         }
     }
 
-    /// `KVM_SET_GUEST_DEBUG` (`kvm_arch_vcpu_ioctl_set_guest_debug`): validates `d` (bits
-    /// outside `KVM_GUESTDBG_VALID_MASK`, or refused here: `EINVAL`; an injection while an
-    /// exception is pending or in flight, `exception_pending`: `EBUSY`), installs it and returns
+    /// `KVM_SET_GUEST_DEBUG` (`kvm_arch_vcpu_ioctl_set_guest_debug`): validates `d` (an
+    /// injection while an exception is pending or in flight, `exception_pending`: `EBUSY`;
+    /// bits outside `KVM_GUESTDBG_VALID_MASK` are ignored, as 6.12 does), installs it and returns
     /// the new RFLAGS for the vCPU whose RFLAGS are `rflags` and linear RIP `linear_rip` (the
     /// injected TF of the old setting removed, the new one's added), and the exception to queue.
     pub fn set(
@@ -202,9 +205,6 @@ impl GuestDebug {
         linear_rip: u64,
         exception_pending: bool,
     ) -> Result<SetOutcome, Errno> {
-        if d.control & !VALID_MASK != 0 {
-            return Err(Errno::EINVAL);
-        }
         let inject = if d.control & (INJECT_DB | INJECT_BP) != 0 {
             if exception_pending {
                 return Err(Errno::EBUSY);
@@ -446,16 +446,19 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_refused_unchanged() {
+    fn unknown_bits_are_ignored_as_6_12_does() {
         let mut g = GuestDebug::default();
-        g.set(&dbg(ENABLE | SINGLESTEP), 0x2, 5, false).unwrap();
         for bad in [1 << 2, 1 << 21, 1 << 31] {
-            assert_eq!(
-                g.set(&dbg(ENABLE | bad), 0x102, 5, false),
-                Err(Errno::EINVAL)
-            );
+            let out = g
+                .set(&dbg(ENABLE | SINGLESTEP | bad), 0x2, 5, false)
+                .unwrap();
+            assert_eq!(out.rflags, 0x102);
+            assert!(out.inject.is_none());
+            assert!(g.singlestep());
         }
-        assert!(g.singlestep());
+        let out = g.set(&dbg(1 << 2), 0x102, 5, false).unwrap();
+        assert_eq!(out.rflags, 0x2);
+        assert!(!g.singlestep());
     }
 
     #[test]
