@@ -806,9 +806,9 @@ fn vcpu_stat(v: &VcpuFd, name: &str) -> Option<u64> {
     crate::prefault::vm_stat(&fd, name).ok()
 }
 
-/// Real mode → flat 32-bit protected mode (GDT in the ROM at 0x200), then one 4-byte store
-/// per 4 KiB page over `pages` pages from GPA 0, then `out 0x80` and HLT.
-fn touch_guest(pages: u32) -> Vec<u8> {
+/// A ROM image that goes from real mode to flat 32-bit protected mode (GDT in the ROM at
+/// 0x200, GDTR image at 0x220) and jumps to `flat`, placed at offset 0x40 (linear 0xffff0040).
+pub(crate) fn flat32_rom(flat: &[u8]) -> Vec<u8> {
     let mut rom = vec![0u8; 0x228];
     let real: &[u8] = &[
         0x66, 0x2e, 0x0f, 0x01, 0x16, 0x20, 0x02, // lgdt cs:[0x220] (32-bit base)
@@ -818,6 +818,17 @@ fn touch_guest(pages: u32) -> Vec<u8> {
         0x66, 0xea, 0x40, 0x00, 0xff, 0xff, 0x08, 0x00, // jmp dword 0x08:0xffff0040
     ];
     rom[..real.len()].copy_from_slice(real);
+    rom[0x40..0x40 + flat.len()].copy_from_slice(flat);
+    // Null, flat 32-bit code (0x08), flat data (0x10); the GDTR image at 0x220.
+    rom[0x208..0x210].copy_from_slice(&[0xff, 0xff, 0, 0, 0, 0x9a, 0xcf, 0]);
+    rom[0x210..0x218].copy_from_slice(&[0xff, 0xff, 0, 0, 0, 0x92, 0xcf, 0]);
+    rom[0x220..0x226].copy_from_slice(&[0x17, 0, 0x00, 0x02, 0xff, 0xff]);
+    rom
+}
+
+/// [`flat32_rom`] with one 4-byte store per 4 KiB page over `pages` pages from GPA 0, then
+/// `out 0x80` and HLT.
+fn touch_guest(pages: u32) -> Vec<u8> {
     let mut flat = vec![
         0xb8, 0x10, 0x00, 0x00, 0x00, // mov eax, 0x10
         0x8e, 0xd8, // mov ds, ax
@@ -834,12 +845,7 @@ fn touch_guest(pages: u32) -> Vec<u8> {
         0xee, // out dx, al
         0xf4, // hlt
     ]);
-    rom[0x40..0x40 + flat.len()].copy_from_slice(&flat);
-    // Null, flat 32-bit code (0x08), flat data (0x10); the GDTR image at 0x220.
-    rom[0x208..0x210].copy_from_slice(&[0xff, 0xff, 0, 0, 0, 0x9a, 0xcf, 0]);
-    rom[0x210..0x218].copy_from_slice(&[0xff, 0xff, 0, 0, 0, 0x92, 0xcf, 0]);
-    rom[0x220..0x226].copy_from_slice(&[0x17, 0, 0x00, 0x02, 0xff, 0xff]);
-    rom
+    flat32_rom(&flat)
 }
 
 fn protected_mode_touches_ram() -> Result<(), String> {

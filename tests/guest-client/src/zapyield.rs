@@ -27,20 +27,11 @@ const STRIDE: usize = 512 << 10;
 /// Passes the guest makes while the zapper runs.
 const PASSES_UNDER_ZAPS: u32 = 2;
 
-/// Real mode → flat 32-bit protected mode (GDT in the ROM at 0x200), then forever: for each of
+/// [`crate::run::flat32_rom`] with, forever: for each of
 /// `pages` pages `STRIDE` apart from GPA 0, check its first dword is 0 or the previous pass'
 /// tag (else `out 0x81` with EAX = the value, EBX = the address, and HLT), then write this
 /// pass' tag (ESI, from 1); `out 0x80` after every pass.
 fn guest_code(pages: u32) -> Vec<u8> {
-    let mut rom = vec![0u8; 0x228];
-    let real: &[u8] = &[
-        0x66, 0x2e, 0x0f, 0x01, 0x16, 0x20, 0x02, // lgdt cs:[0x220] (32-bit base)
-        0x0f, 0x20, 0xc0, // mov eax, cr0
-        0x66, 0x83, 0xc8, 0x01, // or eax, 1
-        0x0f, 0x22, 0xc0, // mov cr0, eax
-        0x66, 0xea, 0x40, 0x00, 0xff, 0xff, 0x08, 0x00, // jmp dword 0x08:0xffff0040
-    ];
-    rom[..real.len()].copy_from_slice(real);
     let mut flat = vec![
         0xb8, 0x10, 0x00, 0x00, 0x00, // 0: mov eax, 0x10
         0x8e, 0xd8, // 5: mov ds, ax
@@ -71,12 +62,7 @@ fn guest_code(pages: u32) -> Vec<u8> {
         0xee, // 55: out dx, al
         0xf4, // 56: hlt
     ]);
-    rom[0x40..0x40 + flat.len()].copy_from_slice(&flat);
-    // Null, flat 32-bit code (0x08), flat data (0x10); the GDTR image at 0x220.
-    rom[0x208..0x210].copy_from_slice(&[0xff, 0xff, 0, 0, 0, 0x9a, 0xcf, 0]);
-    rom[0x210..0x218].copy_from_slice(&[0xff, 0xff, 0, 0, 0, 0x92, 0xcf, 0]);
-    rom[0x220..0x226].copy_from_slice(&[0x17, 0, 0x00, 0x02, 0xff, 0xff]);
-    rom
+    crate::run::flat32_rom(&flat)
 }
 
 /// `prctl(PR_SET_THP_DISABLE)` for the test's duration: 4 KiB host pages (so the shared root
