@@ -100,9 +100,6 @@ pub(crate) enum Exit {
     /// HOOK(irqmod): an interrupt or NMI window opened (or NMIs unmasked): re-evaluate the
     /// events and re-enter ([`crate::irq::inject`]).
     EventWindow,
-    /// HOOK(exitcost): the backend handled the exit itself (a debug-register access that
-    /// stops DR exits for the next run, [`crate::svm`]): re-enter.
-    Reenter,
 }
 
 /// An exit with the backend's raw code and information (for the `exits` helper and error
@@ -133,15 +130,13 @@ pub(crate) trait Backend {
     /// # Safety
     ///
     /// IRQs and preemption disabled on CPU `cpu`; the guest FPU is loaded and current;
-    /// `st.xcr0` is valid for this host when the guest has CR4.OSXSAVE. HOOK(exitcost): `host`
-    /// is the vCPU's once-per-load host state ([`svm::host_state`]).
+    /// `st.xcr0` is valid for this host when the guest has CR4.OSXSAVE.
     unsafe fn enter(
         &mut self,
         st: &mut CpuState,
         cpu: u32,
         flush: bool,
         host_xcr0: u64,
-        host: &svm::host_state::HostLoad,
     ) -> ExitInfo;
     /// Puts the backend's control state back to its initial form after a shutdown.
     fn reset_after_shutdown(&mut self);
@@ -156,10 +151,9 @@ impl Backend for SvmVcpu {
         cpu: u32,
         flush: bool,
         host_xcr0: u64,
-        host: &svm::host_state::HostLoad,
     ) -> ExitInfo {
         // SAFETY: the caller's contract is this method's.
-        unsafe { SvmVcpu::enter(self, st, cpu, flush, host_xcr0, host) }
+        unsafe { SvmVcpu::enter(self, st, cpu, flush, host_xcr0) }
     }
     fn reset_after_shutdown(&mut self) {
         SvmVcpu::reset_after_shutdown(self)
@@ -290,8 +284,6 @@ pub(crate) fn run(vcpu: &Vcpu, l: &mut VcpuLocked, immediate_exit: bool) -> Resu
             f.load();
         }
         let r = run_loop(vcpu, l, run);
-        // HOOK(exitcost): vcpu_put: the host's TSC_AUX back before user mode.
-        svm::host_state::put(&vcpu.irq.sched.host);
         if let Some(f) = l.fpu.as_mut() {
             f.put();
         }
@@ -399,11 +391,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
             crate::exit_run::hw_bp_enter(&mut l.arch, &mut l.exits);
             // SAFETY: IRQs and preemption off on `cpu`; the guest FPU is loaded (run() did)
             // and current (reloaded just above); XCR0 checked above.
-            let info = unsafe {
-                backend
-                    .get()
-                    .enter(&mut l.arch, cpu, flush, host_xcr0, &vcpu.irq.sched.host)
-            };
+            let info = unsafe { backend.get().enter(&mut l.arch, cpu, flush, host_xcr0) };
             // HOOK(misc): the guest's own debug registers back.
             crate::exit_run::hw_bp_exit(&mut l.arch, &mut l.exits);
             Some(info)
@@ -550,8 +538,6 @@ fn handle_exit(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: ExitInfo) ->
         Exit::Cr4Write => cr::cr4_write(vcpu, l, run, &info), // HOOK(entry)
         Exit::Cr4Read => cr::cr4_read(vcpu, l, run, &info),   // HOOK(entry)
         Exit::Cr8Write => cr8::write(vcpu, l, run, &info),    // HOOK(cr8)
-        // HOOK(exitcost): a DR access that turned DR exits off re-executes.
-        Exit::Reenter => Ok(Action::Continue),
         Exit::Undefined => {
             queue_exception(l, x86::svm::vector::UD, None, None);
             Ok(Action::Continue)

@@ -339,10 +339,6 @@ pub(crate) struct VcpuCpuid {
     pub(crate) entries: KVec<KvmCpuidEntry2>,
     /// The derived model.
     pub(crate) model: GuestCpu,
-    /// HOOK(exitcost): the LAPIC's CPUID bits (x2APIC, TSC-deadline), derived when the table
-    /// is set (upstream `kvm_vcpu_after_set_cpuid`) instead of looked up before every entry;
-    /// `None` while the table has no leaf 1.
-    pub(crate) lapic_bits: Option<(bool, bool)>,
 }
 
 impl VcpuCpuid {
@@ -351,7 +347,6 @@ impl VcpuCpuid {
         VcpuCpuid {
             entries: KVec::new(),
             model: GuestCpu::default(),
-            lapic_bits: None,
         }
     }
 }
@@ -404,12 +399,9 @@ pub(crate) fn guest_cpuid(l: &VcpuLocked, eax: u32, ecx: u32) -> [u32; 4] {
         edx: d,
         padding: [0; 3],
     };
-    // HOOK(exitcost): the host's CPUID is read only for the leaves with runtime bits.
-    if x86::cpuid::has_runtime_bits(eax) {
-        let raw = host_cpuid_raw;
-        let host = HostCpuid::new(&raw);
-        x86::cpuid::apply_runtime(&mut e, l.arch.cr4, l.arch.apic_base, l.arch.xcr0, &host);
-    }
+    let raw = host_cpuid_raw;
+    let host = HostCpuid::new(&raw);
+    x86::cpuid::apply_runtime(&mut e, l.arch.cr4, l.arch.apic_base, l.arch.xcr0, &host);
     [e.eax, e.ebx, e.ecx, e.edx]
 }
 
@@ -783,8 +775,6 @@ fn set_cpuid2(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     x86::cpuid::check_table(&entries).map_err(err)?;
     let kvm = KvmCaps::new(&host, host_xcr0());
     l.cpuid.model = GuestCpu::from_entries(&entries, kvm.supported_xcr0);
-    // HOOK(exitcost): the LAPIC's bits, once per table.
-    l.cpuid.lapic_bits = crate::irq::lapic::cpuid_bits_of(&entries);
     l.cpuid.entries = entries;
     crate::pv::after_set_cpuid(&mut l); // HOOK(clock): kvm_update_pv_runtime
     Ok(0)

@@ -150,14 +150,10 @@ fn now(vcpu: &Vcpu, l: &VcpuLocked) -> Now {
 }
 
 /// The guest CPUID's x2APIC and TSC-deadline bits (leaf 1 ECX bits 21 and 24), if the table
-/// has leaf 1 (HOOK(exitcost): derived by `KVM_SET_CPUID2`, [`cpuid_bits_of`]).
+/// has leaf 1.
 fn cpuid_bits(l: &VcpuLocked) -> Option<(bool, bool)> {
-    l.cpuid.lapic_bits
-}
-
-/// HOOK(exitcost): [`cpuid_bits`] of a CPUID table, when it is set.
-pub(crate) fn cpuid_bits_of(entries: &[x86::uapi::KvmCpuidEntry2]) -> Option<(bool, bool)> {
-    entries
+    l.cpuid
+        .entries
         .iter()
         .find(|e| e.function == 1 && e.index == 0)
         .map(|e| (e.ecx & (1 << 21) != 0, e.ecx & (1 << 24) != 0))

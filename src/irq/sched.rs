@@ -73,8 +73,6 @@ pub(crate) struct VcpuSched {
     st_dirty: AtomicBool,
     /// `KVM_REQ_STEAL_UPDATE` from the sched-in hook.
     steal_request: AtomicBool,
-    /// HOOK(exitcost): the host state switched once per load, put at sched-out.
-    pub(crate) host: crate::svm::host_state::HostLoad,
 }
 
 impl VcpuSched {
@@ -91,7 +89,6 @@ impl VcpuSched {
             st_gfn: AtomicU64::new(0),
             st_dirty: AtomicBool::new(false),
             steal_request: AtomicBool::new(false),
-            host: crate::svm::host_state::HostLoad::new(),
         }
     }
 
@@ -162,8 +159,6 @@ pub(crate) unsafe extern "C" fn tdxkvm_rust_sched_out(
 ) {
     // SAFETY: the caller's contract.
     let s = unsafe { sched_of(vcpu) };
-    // HOOK(exitcost): upstream kvm_arch_vcpu_put's svm_prepare_host_switch, on every switch.
-    s.host.sched_out();
     if !on_rq {
         return;
     }

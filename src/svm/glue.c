@@ -156,20 +156,6 @@ void tdxkvm_clgi(void)
 	asm volatile("1: clgi\n2:\n" _ASM_EXTABLE(1b, 2b) ::: "memory");
 }
 
-/*
- * HOOK(exitcost): the host's VMSAVE state into this CPU's save area, once per load
- * (src/svm/host_state.rs, upstream svm_prepare_switch_to_guest). True if VMSAVE faulted.
- */
-bool tdxkvm_svm_vmsave(u64 pa)
-{
-	asm goto("1: vmsave %%rax\n"
-		 _ASM_EXTABLE(1b, %l[fault])
-		 :: "a"(pa) : "memory" : fault);
-	return false;
-fault:
-	return true;
-}
-
 /* Per-CPU words whose layout the Rust side owns (src/svm/hw.rs, SvmCpu). */
 static DEFINE_PER_CPU_ALIGNED(u64[16], svm_cpu_words);
 
@@ -502,16 +488,6 @@ void tdxkvm_load_guest_db(const u64 *db)
 	set_debugreg(db[1], 1);
 	set_debugreg(db[2], 2);
 	set_debugreg(db[3], 3);
-}
-
-/*
- * HOOK(exitcost): an entry without the guest's DR0-3: the host's breakpoints off until
- * VMRUN loads the guest's DR7 (upstream vcpu_enter_guest's hw_breakpoint_active() branch).
- */
-void tdxkvm_host_dr7_off(void)
-{
-	if (unlikely(hw_breakpoint_active()))
-		set_debugreg(0, 7);
 }
 
 /* The guest's DR0-3 after #VMEXIT (upstream sync_dirty_debug_regs). */

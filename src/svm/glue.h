@@ -23,7 +23,6 @@ u64 tdxkvm_rdmsr(u32 msr);
 void tdxkvm_wrmsr(u32 msr, u64 v);
 void tdxkvm_stgi(void);
 void tdxkvm_clgi(void);
-bool tdxkvm_svm_vmsave(u64 pa);
 void *tdxkvm_svm_this_cpu(void);
 unsigned int tdxkvm_smp_processor_id(void);
 void tdxkvm_preempt_disable(void);
@@ -60,6 +59,5 @@ void tdxkvm_svm_syscore_register(int (*suspend)(void), void (*resume)(void),
 void tdxkvm_svm_syscore_unregister(void);
 void tdxkvm_load_guest_db(const u64 *db);
 void tdxkvm_save_guest_db(u64 *db);
-void tdxkvm_host_dr7_off(void);
 
 #endif

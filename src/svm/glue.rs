@@ -33,8 +33,6 @@ extern "C" {
     pub(crate) fn tdxkvm_wrmsr(msr: u32, v: u64);
     pub(crate) fn tdxkvm_stgi();
     pub(crate) fn tdxkvm_clgi();
-    /// HOOK(exitcost): VMSAVE to `pa`; true if it faulted.
-    pub(crate) fn tdxkvm_svm_vmsave(pa: u64) -> bool;
     pub(crate) fn tdxkvm_svm_this_cpu() -> *mut c_void;
     pub(crate) fn tdxkvm_smp_processor_id() -> c_uint;
     pub(crate) fn tdxkvm_preempt_disable();
@@ -80,6 +78,4 @@ extern "C" {
     pub(crate) fn tdxkvm_svm_syscore_unregister();
     pub(crate) fn tdxkvm_load_guest_db(db: *const u64);
     pub(crate) fn tdxkvm_save_guest_db(db: *mut u64);
-    /// HOOK(exitcost): DR7 = 0 if the host has breakpoints active.
-    pub(crate) fn tdxkvm_host_dr7_off();
 }

@@ -11,20 +11,15 @@
 //! and of those only the accesses the VM's MSR filter allows),
 //! CPUID, VMMCALL, XSETBV, INVD, WBINVD, MONITOR/MWAIT, RDPRU, RDPMC, and `#MC` (handed to the host's
 //! handler), `#AC` and `#DB` (re-injected), CR4 reads and writes ([`crate::run::cr`]; the
-//! hardware CR4 keeps the host's MCE bit). Debug registers (HOOK(exitcost), upstream's
-//! `KVM_DEBUGREG_WONT_EXIT`): DR6/DR7 are the VMCB's; accesses to DR0-7 are intercepted
-//! until the guest makes one, which drops the intercepts and re-executes the access with the
-//! guest's DR0-3 loaded for that run; after its exit they are read back and the intercepts
-//! come back. Otherwise DR0-3 are loaded only when the guest's DR7 enables a breakpoint
-//! (the guest cannot change them without an exit then). EFER.SVME is
+//! hardware CR4 keeps the host's MCE bit). Debug-register accesses are not intercepted: the
+//! guest's DR0-3 are loaded before VMRUN and read back after, DR6/DR7 are the VMCB's. EFER.SVME is
 //! kept set in the VMCB and hidden from the guest ([`x86::svm::store_guest_state`]).
 //!
 //! Host state: `VMRUN`/`#VMEXIT` switch CS/SS/RSP/RIP/RFLAGS/CRs/EFER/GDTR/IDTR through the
-//! per-CPU `MSR_VM_HSAVE_PA` page; the rest (FS/GS/TR/LDTR, KernelGsBase,
-//! STAR/LSTAR/CSTAR/SFMASK, SYSENTER) is VMSAVEd into a per-CPU area once per load and
-//! VMLOADed after every exit, and `TSC_AUX` (read by RDTSCP/RDPID, which are not intercepted)
-//! holds the guest's value from the load until the thread is scheduled out or `KVM_RUN`
-//! returns ([`host_state`], upstream `svm_prepare_switch_to_guest`). DR7 is reset by `#VMEXIT`
+//! per-CPU `MSR_VM_HSAVE_PA` page; the entry code VMSAVEs the rest (FS/GS/TR/LDTR,
+//! KernelGsBase, STAR/LSTAR/CSTAR/SFMASK, SYSENTER) into a per-CPU area and VMLOADs it after
+//! the exit. `TSC_AUX` (read by RDTSCP/RDPID, which are not intercepted) is switched by WRMSR
+//! around the run when the guest's value differs from the host's. DR7 is reset by `#VMEXIT`
 //! (host breakpoints are restored by the glue), DEBUGCTL is left to hardware (no LBR
 //! virtualisation). XCR0 is switched to the guest's with IRQs off when the guest has
 //! CR4.OSXSAVE, as upstream's `kvm_load_guest_xsave_state`.
@@ -41,7 +36,6 @@
 pub(crate) mod cr8; // HOOK(cr8)
 pub(crate) mod events;
 pub(crate) mod glue;
-pub(crate) mod host_state; // HOOK(exitcost)
 pub(crate) mod hw;
 // HOOK(misc): the VM's MSR permission map (MSR filter vs pass-through MSRs).
 pub(crate) mod msrpm;
@@ -51,6 +45,8 @@ use crate::run::{Exit, ExitInfo};
 use crate::stats;
 use x86::state::CpuState;
 use x86::svm::{exit, intercept, vector, Vmcb};
+
+const MSR_TSC_AUX: u32 = 0xc000_0103;
 
 /// The shape of an ordinary VM's shared root: AMD's nested paging walks tables of the host's
 /// own paging mode, so a host with 5-level paging (LA57) needs 5-level NPT (upstream
@@ -78,11 +74,6 @@ const XFEATURE_MASK_PKRU: u64 = 1 << 9;
 const BASE_EXCEPTIONS: u32 =
     (1 << vector::AC) | (1 << vector::DB) | (1 << vector::MC) | (1 << vector::UD);
 
-/// HOOK(exitcost): reads (bits 0-7) and writes (bits 16-23) of DR0-7.
-const DR_INTERCEPTS: u32 = 0x00ff_00ff;
-/// HOOK(exitcost): DR7's L0-3/G0-3 bits (upstream `DR7_BP_EN_MASK`).
-const DR7_BP_EN_MASK: u64 = 0xff;
-
 /// One vCPU's SVM state.
 pub(crate) struct SvmVcpu {
     vmcb_page: OwnedPage,
@@ -109,12 +100,6 @@ pub(crate) struct SvmVcpu {
     virt_spec_ctrl: u64,
     /// HOOK(entry): what the CPU that ran this VMCB last may hold cached (VMCB clean bits).
     clean: x86::svm_clean::CleanTracker,
-    /// HOOK(exitcost): the next run executes the guest's debug-register accesses without
-    /// exits (upstream `KVM_DEBUGREG_WONT_EXIT`): its DR0-3 are loaded and read back.
-    dr_wont_exit: bool,
-    /// HOOK(exitcost): the debugger's hardware breakpoints are loaded: DR accesses are
-    /// emulated ([`crate::exit_run`]), never passed through.
-    dr_hw_bp: bool,
 }
 
 /// HOOK(entry): whether guest writes to MSR_IA32_SPEC_CTRL exit (upstream
@@ -155,8 +140,6 @@ impl SvmVcpu {
             spec_ctrl: 0,
             virt_spec_ctrl: 0,
             clean: x86::svm_clean::CleanTracker::new(),
-            dr_wont_exit: false,
-            dr_hw_bp: false,
         };
         v.init_vmcb(ncr3);
         Some(v)
@@ -182,9 +165,9 @@ impl SvmVcpu {
         c.intercepts[intercept::CR] = INTERCEPT_CR4_READ | INTERCEPT_CR4_WRITE;
         // HOOK(cr8): CR8 writes too, as upstream's init_vmcb ([`crate::run::cr8`]).
         c.intercepts[intercept::CR] |= cr8::INTERCEPT_CR8_WRITE;
-        // HOOK(exitcost): every debug-register access is intercepted until the guest makes
-        // one (upstream set_dr_intercepts in init_vmcb).
-        c.intercepts[intercept::DR] = DR_INTERCEPTS;
+        // No debug-register access is intercepted: the guest's DR0-3 are switched around VMRUN
+        // and DR6/DR7 live in the VMCB (upstream's KVM_DEBUGREG_WONT_EXIT mode, always on).
+        c.intercepts[intercept::DR] = 0;
         c.intercepts[intercept::EXCEPTION] = BASE_EXCEPTIONS | extra;
         c.intercepts[3] = intercept::INTR
             | intercept::NMI
@@ -218,8 +201,6 @@ impl SvmVcpu {
         c.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
         self.asid_generation = 0;
         self.last_cpu = u32::MAX;
-        // HOOK(exitcost): DR accesses exit again.
-        self.dr_wont_exit = false;
         // HOOK(entry): a rewritten VMCB: nothing cached may be used (vmcb_mark_all_dirty).
         self.clean.invalidate();
     }
@@ -263,24 +244,11 @@ impl SvmVcpu {
         }
     }
 
-    /// HOOK(misc): whether the debugger's hardware breakpoints are loaded; the guest's DR0-7
-    /// reads and writes are then intercepted and emulated against its own registers.
-    /// HOOK(exitcost): otherwise too, until the guest's first access ([`Self::dr_access`]).
+    /// HOOK(misc): intercepts the guest's DR0-7 reads and writes while the debugger's hardware
+    /// breakpoints are loaded (upstream intercepts DR accesses whenever guest debugging is on;
+    /// here only then, since otherwise the guest's own registers are loaded), else none.
     pub(crate) fn set_dr_intercepts(&mut self, on: bool) {
-        self.dr_hw_bp = on;
-        if on {
-            self.dr_wont_exit = false;
-        }
-        let v = if self.dr_wont_exit { 0 } else { DR_INTERCEPTS };
-        self.vmcb().control.intercepts[intercept::DR] = v;
-    }
-
-    /// HOOK(exitcost): a debug-register access exit without the debugger's breakpoints
-    /// (upstream `dr_interception` with `guest_debug == 0`): no more DR exits until the next
-    /// exit, the guest's DR0-3 are loaded for the next run, and the access re-executes.
-    fn dr_access(&mut self) {
-        self.dr_wont_exit = true;
-        self.vmcb().control.intercepts[intercept::DR] = 0;
+        self.vmcb().control.intercepts[intercept::DR] = if on { 0x00ff_00ff } else { 0 };
     }
 
     /// Picks the ASID for this run on `cpu` (upstream `pre_svm_run` / `new_asid`) and asks for
@@ -323,15 +291,13 @@ impl SvmVcpu {
     ///
     /// IRQs and preemption disabled on CPU `cpu`, SVM enabled on it ([`hw::ready`]); the
     /// guest FPU is loaded and current ([`crate::fpu::reload_irqoff`]); `st.xcr0` is valid for
-    /// XSETBV on this host when the guest has CR4.OSXSAVE (the run loop checks it); `host` is
-    /// this vCPU's load state (HOOK(exitcost)).
+    /// XSETBV on this host when the guest has CR4.OSXSAVE (the run loop checks it).
     pub(crate) unsafe fn enter(
         &mut self,
         st: &mut CpuState,
         cpu: u32,
         flush: bool,
         host_xcr0: u64,
-        host: &host_state::HostLoad,
     ) -> ExitInfo {
         // SAFETY: IRQs off on `cpu` (caller's contract).
         unsafe { self.pre_run(cpu, flush) };
@@ -386,7 +352,6 @@ impl SvmVcpu {
             };
         }
         let switch_xcr0 = st.cr4 & CR4_OSXSAVE != 0 && st.xcr0 != host_xcr0;
-        // HOOK(exitcost): TSC_AUX is switched once per load ([`host_state`]).
         let guest_aux = st.msrs.tsc_aux & 0xffff_ffff;
         // SAFETY: reads a boot-time CPU feature.
         let host_pku = unsafe { glue::tdxkvm_host_ospke() };
@@ -396,28 +361,18 @@ impl SvmVcpu {
         // QEMU TCG, and this runs on every exit).
         let guest_pku = st.xcr0 & XFEATURE_MASK_PKRU != 0 || st.cr4 & CR4_PKE != 0;
         let switch_pkru = host_pku && guest_pku;
-        // HOOK(exitcost): DR0-3 matter in guest mode only if the guest reads or writes them
-        // without exits, or its DR7 (or the debugger's) enables a breakpoint.
-        let load_db = self.dr_wont_exit || st.dr7 & DR7_BP_EN_MASK != 0;
         // SAFETY: GIF cleared around the run (upstream svm_vcpu_run); the VMCB is valid and
         // ours, the host save area is this CPU's, `st.gprs` is 16 writable words. The MSR
         // and XCR accesses run with IRQs off (caller's contract); the values were checked by
-        // the caller (XCR0) or are plain data (TSC_AUX's low 32 bits). The guest's XCR0 is
-        // loaded after CLGI and the host's restored before STGI (upstream
+        // the caller (XCR0) or are plain data (TSC_AUX's low 32 bits). The guest's XCR0 and
+        // TSC_AUX are loaded after CLGI and the host's restored before STGI (upstream
         // kvm_load_guest_xsave_state / kvm_load_host_xsave_state): an NMI pending at STGI is
-        // taken with the host's value. TSC_AUX stays the guest's until the vCPU is put, as
-        // upstream's user-return MSR (the kernel's NMI entry reads the CPU number with LSL).
+        // taken with the host's values.
         let faulted = unsafe {
             glue::tdxkvm_clgi();
-            // HOOK(exitcost): the host's VMSAVE state and the guest's TSC_AUX, once per load.
-            if !host.prepare(host_save_pa, guest_aux) {
-                glue::tdxkvm_stgi();
-                return ExitInfo {
-                    exit: Exit::EntryFault,
-                    code: exit::INVALID,
-                    info1: 0,
-                    info2: 0,
-                };
+            let host_aux = glue::tdxkvm_rdmsr(MSR_TSC_AUX);
+            if guest_aux != host_aux {
+                glue::tdxkvm_wrmsr(MSR_TSC_AUX, guest_aux);
             }
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(st.xcr0);
@@ -432,13 +387,7 @@ impl SvmVcpu {
                     glue::tdxkvm_wrpkru(st.pkru);
                 }
             }
-            // HOOK(exitcost): the guest's DR0-3 only when it can use them in this run
-            // (upstream switch_db_regs); else only the host's DR7 off, as upstream.
-            if load_db {
-                glue::tdxkvm_load_guest_db(st.db.as_ptr());
-            } else {
-                glue::tdxkvm_host_dr7_off();
-            }
+            glue::tdxkvm_load_guest_db(st.db.as_ptr());
             let f = glue::tdxkvm_svm_enter(
                 st.gprs.as_mut_ptr(),
                 self.vmcb_pa,
@@ -447,10 +396,7 @@ impl SvmVcpu {
                 SPEC_CTRL_INTERCEPTED,
                 self.virt_spec_ctrl,
             );
-            if self.dr_wont_exit {
-                // The guest may have written them (upstream svm_sync_dirty_debug_regs).
-                glue::tdxkvm_save_guest_db(st.db.as_mut_ptr());
-            }
+            glue::tdxkvm_save_guest_db(st.db.as_mut_ptr());
             if let Some(h) = host_pkru {
                 st.pkru = glue::tdxkvm_rdpkru();
                 if st.pkru != h {
@@ -459,6 +405,9 @@ impl SvmVcpu {
             }
             if switch_xcr0 {
                 glue::tdxkvm_xsetbv0(host_xcr0);
+            }
+            if guest_aux != host_aux {
+                glue::tdxkvm_wrmsr(MSR_TSC_AUX, host_aux);
             }
             crate::svm::glue::tdxkvm_hw_breakpoint_restore();
             glue::tdxkvm_stgi();
@@ -469,18 +418,6 @@ impl SvmVcpu {
             self.clean.invalidate();
         } else {
             self.clean.after_exit(cpu, vmcb_in(&self.vmcb_page));
-        }
-        // HOOK(exitcost): after a run without DR exits the intercepts come back (upstream
-        // svm_sync_dirty_debug_regs); a DR access exit (none with the debugger's breakpoints)
-        // switches to that mode and re-enters. After the clean-bit snapshot: the next entry
-        // must see the intercepts changed.
-        if self.dr_wont_exit {
-            self.dr_wont_exit = false;
-            self.vmcb().control.intercepts[intercept::DR] = DR_INTERCEPTS;
-        }
-        let dr_exit = !faulted && (0x20..0x40).contains(&self.vmcb().control.exit_code);
-        if dr_exit && !self.dr_hw_bp {
-            self.dr_access();
         }
         let vmcb = self.vmcb();
         vmcb.control.tlb_ctl = x86::svm::tlb_ctl::DO_NOTHING;
@@ -551,16 +488,8 @@ impl SvmVcpu {
         }
         // HOOK(irqmod): IRET completion, window exits, the NMI single-step's #DB.
         let window = self.events.complete(code, st);
-        // HOOK(exitcost): a DR access switched to unintercepted DR accesses: re-enter.
-        let dr_reenter = dr_exit && self.dr_wont_exit;
         ExitInfo {
-            exit: window.unwrap_or_else(|| {
-                if dr_reenter {
-                    Exit::Reenter
-                } else {
-                    decode_exit(code, info1, info2)
-                }
-            }),
+            exit: window.unwrap_or_else(|| decode_exit(code, info1, info2)),
             code,
             info1,
             info2,

@@ -21,11 +21,10 @@
  * @gprs: the guest's 16 GPRs in encoding order (RAX=0 ... R15=15); RAX and RSP travel in the
  *        VMCB, the other 14 are loaded before VMRUN and stored after.
  * @vmcb_pa: the vCPU's VMCB.
- * @host_save_pa: this CPU's host save area, holding the host's FS/GS/TR/LDTR/KernelGsBase/
- *        STAR/LSTAR/CSTAR/SFMASK/SYSENTER state (VMSAVEd once per load by the caller,
- *        src/svm/host_state.rs); VMLOAD restores it after the guest's is VMSAVEd. Until
- *        then GS.base is the guest's, so no per-CPU data may be touched: everything needed
- *        after VMRUN is on the stack.
+ * @host_save_pa: this CPU's host save area: VMSAVE puts the host's FS/GS/TR/LDTR/KernelGsBase/
+ *        STAR/LSTAR/CSTAR/SFMASK/SYSENTER state there before the guest's is VMLOADed, and
+ *        VMLOAD restores it after the guest's is VMSAVEd. Until then GS.base is the guest's, so
+ *        no per-CPU data may be touched: everything needed after VMRUN is on the stack.
  * @spec_ctrl: the guest's MSR_IA32_SPEC_CTRL (upstream svm->spec_ctrl; its low 32 bits are
  *        the MSR's, as upstream's movl); written back after the exit when the guest could
  *        write the MSR without an intercept.
@@ -144,10 +143,11 @@ SYM_FUNC_START(__tdxkvm_svm_vcpu_run)
 	/* Clobbers RAX, RCX, RDX; per-CPU data is still the host's. */
 	RESTORE_GUEST_SPEC_CTRL
 
-	/*
-	 * The host state VMRUN does not switch is already in the save area (VMSAVEd once per
-	 * load, src/svm/host_state.rs, as upstream's svm_prepare_switch_to_guest). The guest's:
-	 */
+	/* Host state VMRUN does not switch. */
+	mov 16(%rsp), %rax
+1:	vmsave %rax
+2:
+	/* The guest's. */
 	mov 8(%rsp), %rax
 3:	vmload %rax
 4:
@@ -244,9 +244,10 @@ SYM_FUNC_START(__tdxkvm_svm_vcpu_run)
 	 * A fault on an SVM instruction: note it in the fault flag (its stack offset depends on
 	 * what is still pushed at that point) and restore the host state as far as it was
 	 * switched.
-	 * - Guest VMLOAD (3b): the host's FS/GS/TR/... are still loaded and no guest register
-	 *   either: skip the VMLOADs; the guest's SPEC_CTRL may be loaded: continue where the
-	 *   host's is restored.
+	 * - Host VMSAVE (1b) or guest VMLOAD (3b): the host's FS/GS/TR/... are still loaded and
+	 *   no guest register either: skip the VMLOADs (a host VMLOAD from a save area the VMSAVE
+	 *   did not fill would corrupt GS.base); the guest's SPEC_CTRL may be loaded: continue
+	 *   where the host's is restored.
 	 * - VMRUN (5b): the guest's VMLOAD state is live: the normal path stores the (unchanged)
 	 *   guest GPRs back and VMLOADs the host's.
 	 */
@@ -264,6 +265,7 @@ SYM_FUNC_START(__tdxkvm_svm_vcpu_run)
 	movq $1, 16(%rsp)
 	jmp 10b
 
+	_ASM_EXTABLE(1b, .Lfault_early)
 	_ASM_EXTABLE(3b, .Lfault_early)
 	_ASM_EXTABLE(5b, .Lfault_vmrun)
 	_ASM_EXTABLE(7b, .Lfault_7)

@@ -413,13 +413,6 @@ pub fn update_runtime(
     }
 }
 
-/// HOOK(exitcost): whether [`update_runtime`] / [`apply_runtime`] can change an entry of leaf
-/// `function` (OSXSAVE and APIC in leaf 1, OSPKE in leaf 7, the XSAVE sizes in leaf 0xD): a
-/// `CPUID` exit for any other leaf needs no host CPUID read.
-pub fn has_runtime_bits(function: u32) -> bool {
-    matches!(function, 1 | 7 | 0xd)
-}
-
 /// The runtime bits of one entry for the vCPU's current state (as [`update_runtime`] keeps
 /// them in the table), so a `CPUID` exit answers correctly even right after the guest itself
 /// changed CR4, APIC_BASE or XCR0.
@@ -506,41 +499,6 @@ mod tests {
         let mut one = t[0];
         apply_runtime(&mut one, cr4::OSXSAVE, APIC_BASE_ENABLE, 1, &host);
         assert_ne!(one.ecx & 1 << 27, 0);
-    }
-
-    /// HOOK(exitcost): the leaves outside [`has_runtime_bits`] never change at runtime, so the
-    /// CPUID exit may skip [`apply_runtime`] for them.
-    #[test]
-    fn only_runtime_leaves_change() {
-        // Every feature, sane XSAVE component sizes.
-        let host_fn = |leaf: u32, _: u32| -> [u32; 4] {
-            match leaf {
-                0 => [0x20, 0, 0, 0],
-                0x8000_0000 => [0x8000_0021, 0, 0, 0],
-                0xd => [0x100, 0x240, 0, 0],
-                _ => [0, 0, u32::MAX, u32::MAX],
-            }
-        };
-        let host = supported::HostCpuid::new(&host_fn);
-        use crate::regs::{cr4, APIC_BASE_ENABLE};
-        for f in (0..0x20)
-            .chain(0x8000_0000..0x8000_0022)
-            .chain([0x4000_0000, 0x4000_0001])
-        {
-            for idx in 0..3 {
-                for (c4, base, xcr0) in [(0, 0, 1), (cr4::OSXSAVE | cr4::PKE, APIC_BASE_ENABLE, 7)]
-                {
-                    for regs in [[0; 4], [u32::MAX; 4]] {
-                        let mut x = e(f, idx, 1, regs);
-                        let before = x;
-                        apply_runtime(&mut x, c4, base, xcr0, &host);
-                        if !has_runtime_bits(f) {
-                            assert_eq!(x, before, "leaf {f:#x}.{idx}");
-                        }
-                    }
-                }
-            }
-        }
     }
 
     fn e(function: u32, index: u32, flags: u32, regs: [u32; 4]) -> KvmCpuidEntry2 {

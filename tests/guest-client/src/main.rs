@@ -130,7 +130,6 @@ mod cpu11; // HOOK(cpu11)
 mod cr8; // HOOK(cr8)
 mod dirty;
 mod entry;
-mod exitcost; // HOOK(exitcost)
 mod exits;
 mod fast_fault; // HOOK(fault)
 mod hostile; // HOOK(hostile)
@@ -182,7 +181,6 @@ fn tests() -> Vec<Test> {
         abi::tests(),      // HOOK(abi)
         memfault::tests(), // HOOK(gmemfault)
         ud::tests(),       // HOOK(ud)
-        exitcost::tests(), // HOOK(exitcost)
         cpu11::tests(),    // HOOK(cpu11)
         cr8::tests(),      // HOOK(cr8)
         zapyield::tests(), // HOOK(zapyield)
