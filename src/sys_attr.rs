@@ -6,37 +6,19 @@
 //! is `ENXIO` (kvm_amd's `dev_get_attr` knows only the SEV group, and SEV is off). The flags
 //! field is not looked at, as upstream.
 
-use core::mem::size_of;
+use crate::vcpu_state::read_pod;
 use kernel::prelude::*;
-use kernel::types::FromBytes;
 use kernel::uaccess::UserSlice;
+pub(crate) use x86::uapi::ioctl::{KVM_GET_DEVICE_ATTR, KVM_HAS_DEVICE_ATTR};
+use x86::uapi::KvmDeviceAttr;
 
-/// `_IOW(KVMIO, 0xe2, struct kvm_device_attr)`.
-pub(crate) const KVM_GET_DEVICE_ATTR: u32 = 0x4018_aee2;
-/// `_IOW(KVMIO, 0xe3, struct kvm_device_attr)`.
-pub(crate) const KVM_HAS_DEVICE_ATTR: u32 = 0x4018_aee3;
 /// `KVM_CAP_SYS_ATTRIBUTES`.
 pub(crate) const KVM_CAP_SYS_ATTRIBUTES: u64 = 209;
 /// `KVM_X86_XCOMP_GUEST_SUPP` (arch/x86/include/uapi/asm/kvm.h).
 const KVM_X86_XCOMP_GUEST_SUPP: u64 = 0;
 
-/// `struct kvm_device_attr`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Attr {
-    flags: u32,
-    group: u32,
-    attr: u64,
-    addr: u64,
-}
-
-const _: () = assert!(size_of::<Attr>() == 24);
-
-// SAFETY: integers only, no padding (asserted size 24 = 4 + 4 + 8 + 8).
-unsafe impl FromBytes for Attr {}
-
 /// `__kvm_x86_dev_get_attr`.
-fn value(a: &Attr) -> Result<u64> {
+fn value(a: &KvmDeviceAttr) -> Result<u64> {
     match (a.group, a.attr) {
         (0, KVM_X86_XCOMP_GUEST_SUPP) => Ok(crate::vcpu_state::module_supported_xcr0()),
         _ => Err(ENXIO),
@@ -46,7 +28,7 @@ fn value(a: &Attr) -> Result<u64> {
 /// The two ioctls on `/dev/kvm`: `EFAULT` for an unreadable structure (or, for GET, an
 /// unwritable `addr`), `ENXIO` for an unknown attribute.
 pub(crate) fn ioctl(cmd: u32, arg: usize) -> Result<isize> {
-    let a: Attr = UserSlice::new(arg, size_of::<Attr>()).reader().read()?;
+    let a: KvmDeviceAttr = read_pod(arg)?;
     let v = value(&a)?;
     if cmd == KVM_GET_DEVICE_ATTR {
         UserSlice::new(a.addr as usize, 8)
