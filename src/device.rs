@@ -22,6 +22,7 @@
 //! `EOPNOTSUPP`, never a success that does nothing; no file is ever added, so DEL is `ENOENT`
 //! for every open file.
 
+use crate::vcpu_state::read_pod;
 use crate::vm::Vm;
 use core::ffi::{c_char, c_int, c_void};
 use core::mem::{offset_of, size_of};
@@ -29,6 +30,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
 use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::UserSlice;
+use x86::uapi::ioctl::{KVM_GET_DEVICE_ATTR, KVM_HAS_DEVICE_ATTR, KVM_SET_DEVICE_ATTR};
+use x86::uapi::KvmDeviceAttr;
 
 extern "C" {
     fn tdxkvm_device_fd(name: *const c_char, dev: *mut c_void) -> c_int;
@@ -46,24 +49,10 @@ pub(crate) struct KvmCreateDevice {
     flags: u32,
 }
 
-/// `struct kvm_device_attr`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KvmDeviceAttr {
-    flags: u32,
-    group: u32,
-    attr: u64,
-    addr: u64,
-}
-
 const _: () = {
     assert!(size_of::<KvmCreateDevice>() == 12);
     assert!(offset_of!(KvmCreateDevice, fd) == 4);
     assert!(offset_of!(KvmCreateDevice, flags) == 8);
-    assert!(size_of::<KvmDeviceAttr>() == 24);
-    assert!(offset_of!(KvmDeviceAttr, group) == 4);
-    assert!(offset_of!(KvmDeviceAttr, attr) == 8);
-    assert!(offset_of!(KvmDeviceAttr, addr) == 16);
 };
 
 // SAFETY: `#[repr(C)]` structures of integers without padding (asserted above): every bit
@@ -71,24 +60,12 @@ const _: () = {
 unsafe impl FromBytes for KvmCreateDevice {}
 // SAFETY: as above; no padding bytes.
 unsafe impl AsBytes for KvmCreateDevice {}
-// SAFETY: as above.
-unsafe impl FromBytes for KvmDeviceAttr {}
 
 /// `_IOWR(KVMIO, 0xe0, struct kvm_create_device)`.
 pub(crate) const KVM_CREATE_DEVICE: u32 =
     (3 << 30) | ((size_of::<KvmCreateDevice>() as u32) << 16) | (KVMIO << 8) | 0xe0;
-/// `_IOW(KVMIO, 0xe1, struct kvm_device_attr)`.
-const KVM_SET_DEVICE_ATTR: u32 =
-    (1 << 30) | ((size_of::<KvmDeviceAttr>() as u32) << 16) | (KVMIO << 8) | 0xe1;
-/// `_IOW(KVMIO, 0xe2, struct kvm_device_attr)`.
-const KVM_GET_DEVICE_ATTR: u32 = KVM_SET_DEVICE_ATTR + 1;
-/// `_IOW(KVMIO, 0xe3, struct kvm_device_attr)`.
-const KVM_HAS_DEVICE_ATTR: u32 = KVM_SET_DEVICE_ATTR + 2;
 const _: () = {
     assert!(KVM_CREATE_DEVICE == 0xc00c_aee0);
-    assert!(KVM_SET_DEVICE_ATTR == 0x4018_aee1);
-    assert!(KVM_GET_DEVICE_ATTR == 0x4018_aee2);
-    assert!(KVM_HAS_DEVICE_ATTR == 0x4018_aee3);
 };
 
 /// `KVM_CAP_DEVICE_CTRL`.
@@ -215,17 +192,12 @@ fn device_ioctl(vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
     if !vm.usable_by_current() {
         return Err(EIO);
     }
-    let read_attr = || -> Result<KvmDeviceAttr> {
-        UserSlice::new(arg, size_of::<KvmDeviceAttr>())
-            .reader()
-            .read()
-    };
     match cmd {
-        KVM_SET_DEVICE_ATTR => vfio_set_attr(&read_attr()?).map(|()| 0),
+        KVM_SET_DEVICE_ATTR => vfio_set_attr(&read_pod(arg)?).map(|()| 0),
         // kvm-vfio has no get_attr: EPERM before anything is copied.
         KVM_GET_DEVICE_ATTR => Err(EPERM),
         KVM_HAS_DEVICE_ATTR => {
-            let a = read_attr()?;
+            let a: KvmDeviceAttr = read_pod(arg)?;
             match (a.group, a.attr) {
                 (KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_ADD | KVM_DEV_VFIO_FILE_DEL) => Ok(0),
                 _ => Err(ENXIO),
