@@ -32,8 +32,9 @@
 #   update` rewrites the expected files from them (then review by hand);
 # - a kernel error in the console log, a run that did not finish, or a guest script that
 #   exited non-zero without a failed check count as one more failure.
-# TDXKVM_HARNESS_FAULT=guest-panic|guest-missing makes the client panic half-way or leaves it
-# out of the image (see scripts/harness-selftest.sh, which checks that both fail the run).
+# TDXKVM_HARNESS_FAULT=guest-panic|guest-hang|guest-missing makes the client panic or hang
+# half-way or leaves it out of the image (see scripts/harness-selftest.sh, which checks that each
+# fails the run; CLIENT_LIMIT=SEC shortens the client's limit for the hang).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -41,7 +42,7 @@ selftest_ops=${SELFTEST_OPS:-10000}
 [[ "${1:-}" == --selftest-ops ]] && selftest_ops=$2
 [[ "$selftest_ops" =~ ^[0-9]+$ ]] || { echo "guest-suite: bad self-test op count '$selftest_ops'" >&2; exit 64; }
 case "${TDXKVM_HARNESS_FAULT:-}" in
-    "" | host-fail | host-abort | guest-panic | guest-missing) ;;
+    "" | host-fail | host-abort | guest-panic | guest-hang | guest-missing) ;;
     *) echo "guest-suite: unknown TDXKVM_HARNESS_FAULT='$TDXKVM_HARNESS_FAULT'" >&2; exit 64 ;;
 esac
 
@@ -55,6 +56,12 @@ suites=(kvm-ioctls kselftests)
 # host); the budgets leave room for that and for the selftests' real run times once guests run
 # (about 6 minutes on upstream kvm_amd in this QEMU, plus the tests that time out there).
 declare -A suite_budget=([kvm-ioctls]=600 [kselftests]=1500)
+
+# QEMU's timeout: the rest of the suite needs about 6 minutes (900 s leave room), plus the
+# upstream suites' budgets.
+qemu_timeout=${QEMU_TIMEOUT:-$((900 + ${suite_budget[kvm-ioctls]} + ${suite_budget[kselftests]}))}
+# The client's limit in one mode (seconds): CLIENT_LIMIT_PLACEHOLDER
+client_limit=${CLIENT_LIMIT:-900}
 
 # Every check the guest script below reports, in order ("MODE" stands for each tdx= mode; the
 # client's tests come where CLIENT is).
@@ -99,6 +106,8 @@ source scripts/guest-build.sh
     echo "modes='${modes[*]}'"
     echo "suites='${suites[*]}'"
     for s in "${suites[@]}"; do echo "budget_${s//-/_}=${suite_budget[$s]}"; done
+    echo "client_limit=$client_limit"
+    echo "watchdog_at=$((qemu_timeout - 90))"
     printf "harness_fault='%s'\n" "${TDXKVM_HARNESS_FAULT:-}"
 } >"$work/tests/run.sh"
 cat >>"$work/tests/run.sh" <<'RUN'
@@ -110,12 +119,52 @@ fail() { echo "RESULT FAIL $1 $2"; status=1; }
 skip() { echo "RESULT SKIP $1 $2"; }
 check() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "(got '$2', want '$3')"; fi; }
 
+# Is PID running (a zombie is not)?
+client_alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+# PID's threads: name, state, wait channel and kernel stack each (what a hang is waiting on).
+task_dump() {
+    for t in /proc/$1/task/*; do
+        [ -r "$t/status" ] || continue
+        echo "  thread ${t##*/} $(cat "$t/comm") $(grep '^State:' "$t/status") wchan $(cat "$t/wchan")"
+        sed 's/^/      /' "$t/stack" 2>/dev/null
+    done
+}
+# Before QEMU's timeout kills the guest: every user task's threads to the log, so that a run
+# that hangs anywhere says where.
+(
+    while [ "$(cut -d. -f1 /proc/uptime)" -lt "$watchdog_at" ]; do sleep 5; done
+    echo "--- watchdog: $watchdog_at s since boot, QEMU's timeout is near; every user task:"
+    for p in /proc/[0-9]*; do
+        [ -s "$p/cmdline" ] || continue
+        echo " task ${p##*/}: $(tr '\0' ' ' <"$p/cmdline" | cut -c1-100)"
+        task_dump "${p##*/}"
+    done
+) >/dev/console 2>&1 & # not run.sh's output: that pipe must close when run.sh ends
+
 # The client's results for one mode: one RESULT line for every test of client-tests.txt (the
 # list the build host took from `guest-client --list`), "missing" for those it did not report.
 client_results() {
     mode=$1
-    ./guest-client "$mode" >client.log 2>&1
+    t_client=$(cut -d. -f1 /proc/uptime)
+    ./guest-client "$mode" >client.log 2>&1 &
+    cpid=$!
+    # A client that hangs must not eat the run: after $client_limit s the stacks of its
+    # threads go to the log and it is killed; the tests it did not report are missing.
+    while client_alive "$cpid"; do
+        if [ $(($(cut -d. -f1 /proc/uptime) - t_client)) -ge "$client_limit" ]; then
+            echo "--- guest-client $mode still running after $client_limit s, in the first test without a result line:"
+            sed -n -e "s/^test \([a-z0-9_]*\) \[tdx=$mode\] .*/\1/p" client.log >client.done
+            grep -vxF -f client.done client-tests.txt | head -n 1
+            echo "--- its threads (state, wait channel, kernel stack):"
+            task_dump "$cpid"
+            kill -KILL "$cpid"
+            break
+        fi
+        sleep 1
+    done
+    wait "$cpid"
     crc=$?
+    echo "--- guest-client (tdx=$mode): $(($(cut -d. -f1 /proc/uptime) - t_client)) s"
     sed -n -e "s/^test \([a-z0-9_]*\) \[tdx=$mode\] \.\.\. ok\$/PASS \1/p" \
         -e "s/^test \([a-z0-9_]*\) \[tdx=$mode\] \.\.\. FAILED: \(.*\)\$/FAIL \1 \2/p" \
         -e "s/^test \([a-z0-9_]*\) \[tdx=$mode\] \.\.\. skipped: \(.*\)\$/SKIP \1 \2/p" \
@@ -240,8 +289,9 @@ for mode in $modes; do
         # NPT fault while a guest touches 256 MiB.
         ./guest-client --bench-run
         if echo "$selftest_ops" > /sys/kernel/debug/tdx_kvm/selftest; then pass selftest_single_writer; else fail selftest_single_writer; fi
-        for i in 1 2 3; do ( echo "$half_ops" > /sys/kernel/debug/tdx_kvm/selftest && echo ok > st.$i ) & done
-        wait
+        pids=""
+        for i in 1 2 3; do ( echo "$half_ops" > /sys/kernel/debug/tdx_kvm/selftest && echo ok > st.$i ) & pids="$pids $!"; done
+        wait $pids # not a bare wait: the watchdog runs in the background
         for i in 1 2 3; do if [ -f st.$i ]; then pass selftest_concurrent_writer_$i; else fail selftest_concurrent_writer_$i; fi; done
         check selftest_bad_count_is_einval "$( (echo 0 > /sys/kernel/debug/tdx_kvm/selftest) 2>&1 | grep -c 'Invalid argument')" 1
     fi
@@ -272,9 +322,6 @@ initrd="$work/initramfs.cpio.gz"
 scripts/initramfs.sh "$initrd" "$work/tests"
 log=${GUEST_LOG:-$repo/target/guest-suite.log}
 mkdir -p "$(dirname "$log")"
-# QEMU's timeout: the rest of the suite needs about 6 minutes (900 s leave room), plus the
-# upstream suites' budgets.
-qemu_timeout=${QEMU_TIMEOUT:-$((900 + ${suite_budget[kvm-ioctls]} + ${suite_budget[kselftests]}))}
 set +e
 scripts/qemu-run.sh --timeout "$qemu_timeout" --results "$work/raw-results" "$BZIMAGE" "$initrd" "$log"
 rc=$?
@@ -342,6 +389,11 @@ if grep -qE '^RESULT FAIL [^ ]+ (missing|unexpected|reported more than once)' "$
 fi
 if [[ $rc -ne 0 && $rc -ne 3 ]]; then
     echo "guest-suite: the kernel log shows an error or the run did not finish (qemu-run exit $rc); see $log: one more failure"
+    if [[ $rc -eq 2 ]]; then
+        echo "guest-suite: where the guest was: its last progress lines, then its last lines"
+        grep -E '^(RESULT|OUTCOME|---) ' "$log" | tail -n 8 | cut -c1-200 | sed 's/^/    /'
+        tail -n 6 "$log" | cut -c1-200 | sed 's/^/    | /'
+    fi
     failed=$((failed + 1))
 elif [[ $rc -eq 3 && $failed -eq 0 ]]; then
     echo "guest-suite: the guest script failed without a failed check (qemu-run exit 3); see $log: one more failure"

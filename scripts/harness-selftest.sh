@@ -10,6 +10,8 @@
 #   host-fail      a host test fails              (guest-client's harness_fault_probe panics)
 #   host-abort     a host test binary aborts      (the same test calls std::process::abort())
 #   guest-panic    the guest client panics after half of its tests have reported
+#   guest-hang     the guest client hangs there: the watchdog kills it (CLIENT_LIMIT=120) and
+#                  the run goes on to its end
 #   guest-missing  the guest client is not staged into the initramfs
 #   clean          no fault: 0 failed, exit 0     (always the full `make test`)
 # Each fault case runs scripts/test-all.sh (what `make test` runs) with
@@ -31,7 +33,7 @@ if [[ "${1:-}" == --full ]]; then full=1; shift; fi
 cmd=(bash scripts/test-all.sh)
 ((full == 0)) || cmd=(make --no-print-directory test)
 cases=("$@")
-((${#cases[@]})) || cases=(host-fail host-abort guest-panic guest-missing clean)
+((${#cases[@]})) || cases=(host-fail host-abort guest-panic guest-hang guest-missing clean)
 
 outdir=target/harness-selftest
 mkdir -p "$outdir"
@@ -44,6 +46,7 @@ evidence() {
         host-fail) echo '^test harness_tests::harness_fault_probe \.\.\. FAILED' ;;
         host-abort) echo "^== test binaries that did not finish|SIGABRT" ;;
         guest-panic) echo "^RESULT FAIL guest_client_exits_0_with_every_result_tdx_[a-z]+ \(got 'exit 101" ;;
+        guest-hang) echo "^RESULT FAIL guest_client_exits_0_with_every_result_tdx_[a-z]+ \(got 'exit 137" ;;
         guest-missing) echo "^RESULT FAIL guest_client_exits_0_with_every_result_tdx_[a-z]+ \(got 'exit 127" ;;
         clean) echo '^guest: [0-9]+ passed, 0 failed' ;;
     esac
@@ -54,6 +57,7 @@ for c in "${cases[@]}"; do
     case $c in
         host-fail | host-abort) env_args=(TDXKVM_HARNESS_FAULT="$c") ; ((full)) || env_args+=(TDXKVM_TEST_ONLY=host) ;;
         guest-panic | guest-missing) env_args=(TDXKVM_HARNESS_FAULT="$c") ; ((full)) || env_args+=(TDXKVM_TEST_ONLY=guest) ;;
+        guest-hang) env_args=(TDXKVM_HARNESS_FAULT="$c" CLIENT_LIMIT=120) ; ((full)) || env_args+=(TDXKVM_TEST_ONLY=guest) ;;
         clean) env_args=(TDXKVM_HARNESS_FAULT= TDXKVM_TEST_ONLY=) ;;
         *) echo "harness-selftest: unknown case '$c'" >&2; exit 64 ;;
     esac

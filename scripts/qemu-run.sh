@@ -20,9 +20,10 @@
 #   64 usage error
 # A kernel error before the kernel runs /init (the test kernel's own; none of our code is loaded
 # yet) stops that boot, keeps its log as LOG.boot-error and boots once more (see below).
-# The RESULT lines (between the markers that /init prints) are printed at the end and, with
-# --results FILE, written to FILE together with the OUTCOME lines (the upstream suites' raw
-# outcomes, which scripts/guest-suite.sh judges; they are not counted here).
+# The RESULT lines (between the markers that /init prints; without the end marker, those printed
+# as the run went) are printed at the end and, with --results FILE, written to FILE together
+# with the OUTCOME lines (the upstream suites' raw outcomes, which scripts/guest-suite.sh
+# judges; they are not counted here).
 set -euo pipefail
 
 timeout_s=${QEMU_TIMEOUT:-300}
@@ -142,8 +143,17 @@ if [[ -z "$end_line" ]]; then
     ((status)) || status=2
 fi
 
-# Result lines: those /init repeats between the RESULTS and END markers.
-block=$(sed -n '/^===TDXKVM-RESULTS===/,/^===TDXKVM-END/p' "$log")
+# Result lines: those /init repeats between the RESULTS and END markers. Without the end
+# marker (a hang killed by the timeout, a guest that died), the lines run.sh printed as it went
+# (after the BEGIN marker) are what there is: each check they do not name stays missing, and
+# the exit status says the run did not finish. The last lines of the log say where it stopped.
+if [[ -n "$end_line" ]]; then
+    block=$(sed -n '/^===TDXKVM-RESULTS===/,/^===TDXKVM-END/p' "$log")
+else
+    block=$(sed -n '/^===TDXKVM-BEGIN===/,/^===TDXKVM-RESULTS===/p' "$log")
+    echo "qemu-run: the run did not finish; the last 25 lines of $log:" >&2
+    tail -n 25 "$log" | sed 's/^/    /' >&2
+fi
 res=$(grep -E '^RESULT ' <<<"$block" || true)
 if [[ -n "$results" ]]; then grep -E '^(RESULT|OUTCOME) ' <<<"$block" >"$results" || true; fi
 if [[ -n "$res" ]]; then

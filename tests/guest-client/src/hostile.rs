@@ -152,6 +152,56 @@ impl Buf {
     }
 }
 
+/// Bytes that end exactly where an inaccessible page begins: an ioctl that reads past them
+/// faults, whatever the process's memory around them holds.
+struct Guarded {
+    map: *mut u8,
+    off: usize,
+}
+
+impl Guarded {
+    const PAGE: usize = 4096;
+
+    fn new(bytes: &[u8]) -> Guarded {
+        assert!(bytes.len() <= Self::PAGE);
+        // SAFETY: a fresh anonymous private mapping of two pages, owned by this value.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * Self::PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(map != libc::MAP_FAILED, "mmap");
+        let map = map.cast::<u8>();
+        let off = Self::PAGE - bytes.len();
+        // SAFETY: `off + bytes.len()` is the end of the first page, which is mapped writable;
+        // the second page becomes inaccessible.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.add(off), bytes.len());
+            assert_eq!(
+                libc::mprotect(map.add(Self::PAGE).cast(), Self::PAGE, libc::PROT_NONE),
+                0,
+                "mprotect"
+            );
+        }
+        Guarded { map, off }
+    }
+    fn ptr(&mut self) -> u64 {
+        self.map as u64 + self.off as u64
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.map.cast(), 2 * Self::PAGE) };
+    }
+}
+
 fn errname(e: i32) -> String {
     let n = match e {
         libc::EPERM => "EPERM",
@@ -749,7 +799,16 @@ fn irqchip(p: &mut Probe) {
     };
     gr(p, "nr0", route(0, 0, 0, 0, 0, 0, 0));
     gr(p, "nr_4097", route(4097, 0, 0, 0, 0, 0, 0));
-    gr(p, "nr_4096_unreadable", route(4096, 0, 0, 0, 0, 0, 0));
+    // The header at the very end of a readable page, the entries in a PROT_NONE page: the
+    // copy of the 4096 entries faults wherever the heap ends (a heap buffer followed by
+    // 128 KiB of whatever the heap holds would answer EFAULT or EINVAL by chance).
+    let mut g = Guarded::new(&route(4096, 0, 0, 0, 0, 0, 0).0[..8]);
+    p.io(
+        "irqchip.gsi_routing.nr_4096_unreadable",
+        v,
+        KVM_SET_GSI_ROUTING,
+        g.ptr(),
+    );
     gr(p, "flags1", route(1, 1, 0, 2, 0, 0xfee0_0000, 0));
     gr(p, "type99", route(1, 0, 0, 99, 0, 0, 0));
     gr(p, "entry_flags_bad", route(1, 0, 0, 2, 4, 0xfee0_0000, 0));

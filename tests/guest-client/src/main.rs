@@ -15,7 +15,8 @@
 //!
 //! Fault injection for the harness' own self test (`scripts/harness-selftest.sh`):
 //! `TDXKVM_HARNESS_FAULT=guest-panic` makes the client panic after half of its tests have
-//! reported; `host-fail` / `host-abort` make the host unit test `harness_fault_probe` fail or
+//! reported, `guest-hang` makes it sleep there for ever (the guest suite's watchdog must kill
+//! it and go on); `host-fail` / `host-abort` make the host unit test `harness_fault_probe` fail or
 //! abort its test binary.
 
 use kvm_bindings::{kvm_cpuid2, KVM_MAX_CPUID_ENTRIES};
@@ -197,7 +198,13 @@ const E2BIG: i32 = libc::E2BIG;
 /// The environment switch of the harness' fault injection (see the crate docs).
 const HARNESS_FAULT: &str = "TDXKVM_HARNESS_FAULT";
 /// The values `HARNESS_FAULT` may take; each one is exercised by `scripts/harness-selftest.sh`.
-const HARNESS_FAULTS: [&str; 4] = ["host-fail", "host-abort", "guest-panic", "guest-missing"];
+const HARNESS_FAULTS: [&str; 5] = [
+    "host-fail",
+    "host-abort",
+    "guest-panic",
+    "guest-hang",
+    "guest-missing",
+];
 
 fn harness_fault() -> Option<String> {
     std::env::var(HARNESS_FAULT).ok().filter(|v| !v.is_empty())
@@ -275,11 +282,19 @@ fn main() {
     let ctx = Ctx {
         tdx: mode == "emulated",
     };
-    let panic_at = (harness_fault().as_deref() == Some("guest-panic")).then_some(tests.len() / 2);
+    let fault = harness_fault();
+    let fault_at =
+        matches!(fault.as_deref(), Some("guest-panic" | "guest-hang")).then_some(tests.len() / 2);
     println!("plan: {}", tests.len());
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (i, (name, needs, f)) in tests.into_iter().enumerate() {
-        if panic_at == Some(i) {
+        if fault_at == Some(i) {
+            if fault.as_deref() == Some("guest-hang") {
+                eprintln!("{HARNESS_FAULT}=guest-hang: sleeping for ever after {i} tests");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
             panic!("{HARNESS_FAULT}=guest-panic: panicking after {i} tests");
         }
         if let Some(why) = skip_reason(needs, &ctx) {
