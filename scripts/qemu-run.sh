@@ -14,7 +14,7 @@
 # Exit status:
 #   0  end marker seen, run.sh exited 0, no RESULT FAIL line, and no kernel error in the log
 #   1  the log shows a kernel error: Oops, BUG:, KASAN:, WARNING:, possible circular locking,
-#      lockdep, Kernel panic, general protection fault, UBSAN:
+#      lockdep giving up, Kernel panic, general protection fault, UBSAN:
 #   2  the end marker is missing (timeout, hang, or the guest died before the end)
 #   3  the tests themselves failed (run.sh exit status not 0, or a RESULT FAIL line)
 #   64 usage error
@@ -70,8 +70,12 @@ echo "qemu-run: timeout ${timeout_s} s, log $log" >&2
 
 # Kernel errors. Case-sensitive on purpose: the benign boot lines say
 # "kasan: KernelAddressSanitizer initialized" and "... MAX_LOCKDEP_SUBCLASSES: 8". Lines
-# matching one of `benign` (fixed strings) are not errors.
-patterns=('Oops' 'BUG:' 'KASAN:' 'WARNING:' 'possible circular locking' 'lockdep'
+# matching one of `benign` (fixed strings) are not errors. Lockdep's reports begin with
+# "WARNING:" or "BUG:"; the two lockdep lines below are those it prints when it gives up.
+# Not the bare word "lockdep": any stack trace can hold a "? lockdep_hardirqs_on_prepare"
+# frame (the OOM killer's report of a selftest's own out-of-memory did, and failed a run).
+patterns=('Oops' 'BUG:' 'KASAN:' 'WARNING:' 'possible circular locking'
+    'INFO: lockdep is turned off' 'turning off the locking correctness validator'
     'Kernel panic' 'general protection fault' 'UBSAN:')
 benign=('RCU lockdep checking is enabled.')
 kernel_errors() { grep -nF "${patterns[@]/#/-e}" "$1" | grep -vF "${benign[@]/#/-e}" || true; }
