@@ -117,6 +117,12 @@ fn host_rdmsr(index: u32) -> Option<u64> {
     (r == 0).then_some(v)
 }
 
+/// Whether the host CPU takes `value` in `MSR_IA32_SPEC_CTRL` (`MsrCtx::spec_ctrl_test`).
+fn spec_ctrl_test(value: u64) -> bool {
+    // SAFETY: the glue writes the MSR with fault fixup and IRQs off, then restores it.
+    unsafe { glue::tdxkvm_spec_ctrl_test_value(value) }
+}
+
 /// What the module offers, computed from this CPU (upstream computes it once at load; it
 /// cannot change while the module runs, so computing it again gives the same answer).
 pub(crate) struct Caps {
@@ -151,6 +157,9 @@ pub(crate) fn caps() -> Caps {
             0
         },
         host_ucode_rev: host_rdmsr(x86::msr::index::IA32_UCODE_REV).unwrap_or(0),
+        // Upstream's kvm_probe_msr_to_save: listed if the host CPU reads them.
+        feat_ctl: host_rdmsr(x86::msr::index::IA32_FEAT_CTL).is_some(),
+        spec_ctrl: host_rdmsr(x86::msr::index::IA32_SPEC_CTRL).is_some(),
     };
     Caps { msr }
 }
@@ -418,6 +427,7 @@ pub(crate) fn guest_rdmsr(
         caps: &c.msr,
         host_tsc: rdtsc(),
         platform_info_readable: vm.abi().platform_info_readable(), // HOOK(abi)
+        spec_ctrl_test,
     };
     x86::msr::guest_rdmsr(&l.arch, &ctx, index)
 }
@@ -436,6 +446,7 @@ pub(crate) fn guest_wrmsr(
         caps: &c.msr,
         host_tsc: rdtsc(),
         platform_info_readable: true, // HOOK(abi): reads only
+        spec_ctrl_test,
     };
     let fx = x86::msr::guest_wrmsr(&mut l.arch, &ctx, index, data)?;
     if fx.cpuid_runtime {
@@ -803,6 +814,7 @@ fn vcpu_msrs(vcpu: &Vcpu, arg: usize, set: bool) -> Result<isize> {
             caps: &c.msr,
             host_tsc: rdtsc(),
             platform_info_readable: true, // HOOK(abi): host reads always work
+            spec_ctrl_test,
         };
         // HOOK(irqmod): the in-kernel LAPIC's MSRs.
         if let Some(ok) = crate::irq::lapic::host_msr(vcpu, l, e.index, &mut e.data, set) {

@@ -302,6 +302,8 @@ mod tests {
             arch_capabilities: 0,
             de_cfg: 0,
             host_ucode_rev: 0,
+            feat_ctl: true,
+            spec_ctrl: true,
         };
         crate::regs::reset(true, &GuestCpu::default(), &caps)
     }
