@@ -386,6 +386,36 @@ pub fn get_feature(caps: &MsrCaps, index: u32) -> Option<u64> {
     feature_value(caps, index).or_else(|| is_advertised(caps, index).then_some(0))
 }
 
+/// Upstream's `tsc_tolerance_ppm` default: a requested guest TSC rate this close to the host's
+/// needs no scaling.
+pub const TSC_TOLERANCE_PPM: i64 = 250;
+
+/// `adjust_tsc_khz`: `khz` moved by `ppm` parts per million (truncated).
+fn adjust_tsc_khz(khz: u32, ppm: i64) -> u64 {
+    (u64::from(khz) * (1_000_000 + ppm) as u64) / 1_000_000
+}
+
+/// vCPU `KVM_SET_TSC_KHZ` without TSC scaling (upstream's ioctl case, `kvm_set_tsc_khz` and
+/// `set_tsc_khz`): 0 asks for the host's rate. Returns the vCPU's new rate, if it changes
+/// (upstream stores `virtual_tsc_khz` before it checks), and whether the ioctl succeeds: only within
+/// [`TSC_TOLERANCE_PPM`] of the host's rate. Upstream also accepts faster rates by catching
+/// the TSC up on every entry (`tsc_always_catchup`), which this module does not do: refused,
+/// and the rate is kept (the guest's TSC would not run at it).
+pub fn vcpu_set_tsc_khz(requested: u32, host_khz: u32) -> (Option<u32>, bool) {
+    let khz = if requested == 0 { host_khz } else { requested };
+    if khz == 0 {
+        // No calibrated host rate: upstream's `kvm_set_tsc_khz(vcpu, 0)` fails, rate kept.
+        return (None, false);
+    }
+    let lo = adjust_tsc_khz(host_khz, -TSC_TOLERANCE_PPM);
+    let hi = adjust_tsc_khz(host_khz, TSC_TOLERANCE_PPM);
+    let k = u64::from(khz);
+    if k > hi {
+        return (None, false);
+    }
+    (Some(khz), k >= lo)
+}
+
 /// Sign-extends from bit 47 (`__canonical_address(.., 48)`).
 fn canonical48(v: u64) -> u64 {
     (((v << 16) as i64) >> 16) as u64
@@ -1116,6 +1146,33 @@ mod tests {
         };
         let cn = MsrCtx { caps: &no, ..c };
         assert_eq!(host_get(&s, &cn, IA32_FEAT_CTL), None);
+    }
+
+    #[test]
+    fn vcpu_tsc_khz() {
+        // 0: the host's rate, accepted.
+        assert_eq!(vcpu_set_tsc_khz(0, 2_000_000), (Some(2_000_000), true));
+        // Within 250 ppm (500 kHz of 2 GHz) either way: no scaling needed.
+        assert_eq!(
+            vcpu_set_tsc_khz(2_000_500, 2_000_000),
+            (Some(2_000_500), true)
+        );
+        assert_eq!(
+            vcpu_set_tsc_khz(1_999_500, 2_000_000),
+            (Some(1_999_500), true)
+        );
+        // Slower: refused, but the rate is stored (as upstream's virtual_tsc_khz).
+        assert_eq!(
+            vcpu_set_tsc_khz(1_999_499, 2_000_000),
+            (Some(1_999_499), false)
+        );
+        // Faster: upstream catches up; not here (refused, rate kept).
+        assert_eq!(vcpu_set_tsc_khz(2_000_501, 2_000_000), (None, false));
+        // Truncation of the bounds (adjust_tsc_khz): 3_000_001 kHz: hi = 3_000_751.
+        assert_eq!(vcpu_set_tsc_khz(3_000_750, 3_000_001).1, true);
+        assert_eq!(vcpu_set_tsc_khz(3_000_751, 3_000_001).1, true);
+        assert_eq!(vcpu_set_tsc_khz(3_000_752, 3_000_001).1, false);
+        assert_eq!(vcpu_set_tsc_khz(0, 0), (None, false));
     }
 
     #[test]

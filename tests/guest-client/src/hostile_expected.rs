@@ -1220,7 +1220,6 @@ const DIFFERS: &[(&str, &str, &str)] = &[
     ("sys.mce_cap_supported", "ok 0 0x0", "no MCE emulation: KVM_CAP_MCE not advertised (0 banks), the MCG/MCi MSRs and KVM_X86_SETUP_MCE/SET_MCE refuse"),
     ("vcpu.setup_mce.banks10", "EINVAL", "no MCE emulation: KVM_CAP_MCE not advertised (0 banks), the MCG/MCi MSRs and KVM_X86_SETUP_MCE/SET_MCE refuse"),
     ("vcpu.set_mce.bank1", "EINVAL", "no MCE emulation: KVM_CAP_MCE not advertised (0 banks), the MCG/MCi MSRs and KVM_X86_SETUP_MCE/SET_MCE refuse"),
-    ("vcpu.set_tsc_khz.0", "EINVAL", "remaining difference (measured, not fixed this session): vCPU KVM_SET_TSC_KHZ 0 (upstream kvm_set_tsc_khz: 0 means the default, ok); no TSC scaling here"),
     ("vcpu.get_supported_hv_cpuid", "EINVAL", "no Hyper-V: KVM_CAP_HYPERV* not advertised"),
     ("vcpu_irqchip.set_mp_state.9", "EINVAL", "remaining difference: KVM_MP_STATE_SUSPENDED (9) is not implemented (EINVAL; upstream accepts it with an in-kernel LAPIC)"),
     ("vcpu_irqchip.get_mp_state", "ok 0 state=0", "remaining difference: KVM_MP_STATE_SUSPENDED (9) is not implemented (EINVAL; upstream accepts it with an in-kernel LAPIC)"),
