@@ -254,6 +254,8 @@ pub(crate) fn before_entry(vcpu: &Vcpu, l: &mut VcpuLocked) {
     if let Some(crate::run::VcpuBackend::Svm(s)) = l.backend.as_mut() {
         s.set_hlt_intercept(!hlt_in_guest);
     }
+    // HOOK(hostile): KVM_REQ_MASTERCLOCK_UPDATE (the first vCPU's creation asks for it).
+    vm.clock().masterclock_request();
     let gen = vm.clock().generation();
     if l.pv.seen_generation != gen || l.pv.last_tsc_offset != l.arch.tsc_offset {
         l.pv.clock_update = true;

@@ -393,6 +393,8 @@ fn install(vm: &Vm, id: u32) -> Result<isize> {
     vm.apic().publish(idx, vcpu_ptr);
     l.online_vcpus += 1;
     vm.publish_online_vcpus(&l);
+    // HOOK(hostile): kvm_arch_vcpu_postcreate's TSC matching (the master clock).
+    vm.clock().vcpu_created();
     Ok(fd as isize)
 }
 

@@ -1191,7 +1191,6 @@ const DIFFERS: &[(&str, &str, &str)] = &[
     ("vm.cap.232", "ok 0", "KVM_CAP_MEMORY_FAULT_INFO: not advertised: the feature is not implemented (the ioctls behind it fail as for an unknown cap)"),
     ("vm.cap.235", "ok 3", "KVM_CAP_VM_TYPES: KVM_X86_SW_PROTECTED_VM is supported; the Debian build lacks CONFIG_KVM_SW_PROTECTED_VM"),
     ("vm.cap.238", "ok 0", "KVM_CAP_X86_GUEST_MODE: not advertised: the feature is not implemented (the ioctls behind it fail as for an unknown cap)"),
-    ("vm.get_clock.flags", "0xe", "remaining: ours keeps the master clock with no vCPU; upstream pvclock_update_vm_gtod_copy needs nr_vcpus_matched_tsc + 1 == online_vcpus"),
     ("vm.pmu_event_filter.zero", "ENOTTY", "no PMU: KVM_CAP_PMU_EVENT_FILTER is not advertised"),
     ("vm.enable_cap.exception_payload", "EINVAL", "KVM_CAP_EXCEPTION_PAYLOAD is not advertised: EINVAL as for an unknown cap"),
     ("vm.enable_cap.dirty_log_ring", "EINVAL", "KVM_CAP_DIRTY_LOG_RING is not advertised: EINVAL as for an unknown cap"),
