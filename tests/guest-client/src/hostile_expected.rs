@@ -1220,8 +1220,6 @@ const DIFFERS: &[(&str, &str, &str)] = &[
     ("vcpu.setup_mce.banks10", "EINVAL", "no MCE emulation: KVM_CAP_MCE not advertised (0 banks), the MCG/MCi MSRs and KVM_X86_SETUP_MCE/SET_MCE refuse"),
     ("vcpu.set_mce.bank1", "EINVAL", "no MCE emulation: KVM_CAP_MCE not advertised (0 banks), the MCG/MCi MSRs and KVM_X86_SETUP_MCE/SET_MCE refuse"),
     ("vcpu.get_supported_hv_cpuid", "EINVAL", "no Hyper-V: KVM_CAP_HYPERV* not advertised"),
-    ("vcpu_irqchip.set_mp_state.9", "EINVAL", "remaining difference: KVM_MP_STATE_SUSPENDED (9) is not implemented (EINVAL; upstream accepts it with an in-kernel LAPIC)"),
-    ("vcpu_irqchip.get_mp_state", "ok 0 state=0", "remaining difference: KVM_MP_STATE_SUSPENDED (9) is not implemented (EINVAL; upstream accepts it with an in-kernel LAPIC)"),
     ("vcpu_irqchip.tpr_access_reporting", "EINVAL", "no VAPIC / TPR access reporting: KVM_CAP_VAPIC not advertised"),
     ("vcpu_irqchip.set_vapic_addr.0", "EINVAL", "no VAPIC / TPR access reporting: KVM_CAP_VAPIC not advertised"),
 ];
