@@ -1169,9 +1169,9 @@ mod tests {
         // Faster: upstream catches up; not here (refused, rate kept).
         assert_eq!(vcpu_set_tsc_khz(2_000_501, 2_000_000), (None, false));
         // Truncation of the bounds (adjust_tsc_khz): 3_000_001 kHz: hi = 3_000_751.
-        assert_eq!(vcpu_set_tsc_khz(3_000_750, 3_000_001).1, true);
-        assert_eq!(vcpu_set_tsc_khz(3_000_751, 3_000_001).1, true);
-        assert_eq!(vcpu_set_tsc_khz(3_000_752, 3_000_001).1, false);
+        assert!(vcpu_set_tsc_khz(3_000_750, 3_000_001).1);
+        assert!(vcpu_set_tsc_khz(3_000_751, 3_000_001).1);
+        assert!(!vcpu_set_tsc_khz(3_000_752, 3_000_001).1);
         assert_eq!(vcpu_set_tsc_khz(0, 0), (None, false));
     }
 
