@@ -1205,8 +1205,6 @@ const DIFFERS: &[(&str, &str, &str)] = &[
     ("vcpu.get_msrs.mc0_ctl", "ok 0", "no MCE emulation: KVM_CAP_MCE not advertised (0 banks), the MCG/MCi MSRs and KVM_X86_SETUP_MCE/SET_MCE refuse"),
     ("vcpu.set_msrs.mc0_status_nonzero", "ok 0", "no MCE emulation: KVM_CAP_MCE not advertised (0 banks), the MCG/MCi MSRs and KVM_X86_SETUP_MCE/SET_MCE refuse"),
     ("vcpu.get_msrs.mc0_status_nonzero", "ok 0", "no MCE emulation: KVM_CAP_MCE not advertised (0 banks), the MCG/MCi MSRs and KVM_X86_SETUP_MCE/SET_MCE refuse"),
-    ("vcpu.get_msrs.kvm_async_pf_bad", "ok 0", "remaining difference (measured, not fixed this session): MSR not emulated or reserved-value check differs; KVM_SET/GET_MSRS stop at it"),
-    ("vcpu.get_msrs.kvm_pv_eoi_bad", "ok 0", "remaining difference (measured, not fixed this session): MSR not emulated or reserved-value check differs; KVM_SET/GET_MSRS stop at it"),
     ("vcpu.set_msrs.hv_guest_os_id", "ok 0", "no Hyper-V: KVM_CAP_HYPERV* not advertised"),
     ("vcpu.get_msrs.hv_guest_os_id", "ok 0", "no Hyper-V: KVM_CAP_HYPERV* not advertised"),
     ("vcpu.set_msrs.smi_count", "ok 0", "no SMM: KVM_CAP_X86_SMM not advertised (upstream without CONFIG_KVM_SMM refuses SMM state with EINVAL too)"),
