@@ -416,13 +416,23 @@ pub fn vcpu_set_tsc_khz(requested: u32, host_khz: u32) -> (Option<u32>, bool) {
     (Some(khz), k >= lo)
 }
 
-/// Sign-extends from bit 47 (`__canonical_address(.., 48)`).
-fn canonical48(v: u64) -> u64 {
-    (((v << 16) as i64) >> 16) as u64
+/// The guest's linear-address width (upstream `vcpu_virt_addr_bits`): 57 with CR4.LA57, else 48.
+fn virt_addr_bits(s: &CpuState) -> u32 {
+    if s.cr4 & regs::cr4::LA57 != 0 {
+        57
+    } else {
+        48
+    }
 }
 
-fn is_canonical48(v: u64) -> bool {
-    canonical48(v) == v
+/// Sign-extends from bit `bits - 1` (`__canonical_address`).
+fn canonical(v: u64, bits: u32) -> u64 {
+    let shift = 64 - bits;
+    (((v << shift) as i64) >> shift) as u64
+}
+
+fn is_canonical(v: u64, bits: u32) -> bool {
+    canonical(v, bits) == v
 }
 
 /// `kvm_pat_valid`: every byte is a valid memory type (0, 1, 4, 5, 6, 7).
@@ -563,7 +573,9 @@ pub fn set(
     let g = ctx.guest;
     let mut fx = MsrEffects::default();
     match index {
-        LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE if !is_canonical48(data) => {
+        LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE
+            if !is_canonical(data, virt_addr_bits(s)) =>
+        {
             return Err(MsrFault::Invalid);
         }
         STAR => s.msrs.star = data,
@@ -577,7 +589,7 @@ pub fn set(
         // Canonicalised; an AMD-model guest keeps only the low 32 bits (AMD has no 64-bit
         // SYSENTER), an Intel-model one all of them (svm_set_msr's sysenter_*_hi).
         IA32_SYSENTER_ESP | IA32_SYSENTER_EIP => {
-            let mut v = canonical48(data);
+            let mut v = canonical(data, virt_addr_bits(s));
             if g.amd_compatible {
                 v &= 0xffff_ffff;
             }
@@ -953,6 +965,28 @@ mod tests {
         assert_eq!(s.seg(SegReg::Fs).base, 0xffff_8000_0000_0000);
         // STAR and SFMASK take anything.
         assert!(set(&mut s, &c, STAR, !0, false).is_ok());
+        // With CR4.LA57 the addresses are 57-bit: bit 47 is an ordinary address bit, bit 56
+        // sign-extends; SYSENTER's canonicalisation follows (vcpu_virt_addr_bits).
+        s.cr4 |= regs::cr4::LA57;
+        for m in [LSTAR, CSTAR, KERNEL_GS_BASE, FS_BASE, GS_BASE] {
+            assert!(set(&mut s, &c, m, 1 << 47, true).is_ok(), "{m:#x}");
+            assert_eq!(
+                set(&mut s, &c, m, 1 << 56, true),
+                Err(MsrFault::Invalid),
+                "{m:#x}"
+            );
+            assert!(set(&mut s, &c, m, 0xff00_0000_0000_0000, true).is_ok());
+        }
+        assert_eq!(host_get(&s, &c, LSTAR), Some(0xff00_0000_0000_0000));
+        let intel = GuestCpu::default(); // not AMD-compatible: 64-bit SYSENTER values
+        let ci = ctx(&intel);
+        set(&mut s, &ci, IA32_SYSENTER_EIP, 1 << 47, true).unwrap();
+        assert_eq!(host_get(&s, &ci, IA32_SYSENTER_EIP), Some(1 << 47));
+        set(&mut s, &ci, IA32_SYSENTER_EIP, 1 << 56, true).unwrap();
+        assert_eq!(
+            host_get(&s, &ci, IA32_SYSENTER_EIP),
+            Some(0xff00_0000_0000_0000)
+        );
     }
 
     #[test]

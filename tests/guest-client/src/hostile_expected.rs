@@ -1195,7 +1195,6 @@ const DIFFERS: &[(&str, &str, &str)] = &[
     ("vm.enable_cap.exception_payload", "EINVAL", "KVM_CAP_EXCEPTION_PAYLOAD is not advertised: EINVAL as for an unknown cap"),
     ("vm.enable_cap.dirty_log_ring", "EINVAL", "KVM_CAP_DIRTY_LOG_RING is not advertised: EINVAL as for an unknown cap"),
     ("irqchip.gsi_routing.hv_sint", "EINVAL", "no Hyper-V: KVM_CAP_HYPERV* not advertised"),
-    ("vcpu.set_sregs.cr4_la57", "EINVAL", "remaining difference (measured, not fixed this session): CR4.LA57 in SET_SREGS: upstream checks guest CPUID only after KVM_SET_CPUID2 (none set: ok)"),
     ("vcpu.set_msrs.vm_cr", "ok 0", "no nested SVM: MSR_VM_CR not emulated (KVM_CAP_NESTED_STATE not advertised)"),
     ("vcpu.get_msrs.vm_cr", "ok 0", "no nested SVM: MSR_VM_CR not emulated (KVM_CAP_NESTED_STATE not advertised)"),
     ("vcpu.set_msrs.mcg_status", "ok 0", "no MCE emulation: KVM_CAP_MCE not advertised (0 banks), the MCG/MCi MSRs and KVM_X86_SETUP_MCE/SET_MCE refuse"),
