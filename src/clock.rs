@@ -10,14 +10,18 @@
 //! clocksource is the TSC, the VM has a master clock: one (host TSC, base ns) snapshot from which
 //! every vCPU's pvclock record is computed, so all vCPUs read one linear function of the TSC and
 //! the records carry `PVCLOCK_TSC_STABLE_BIT` (`KVM_GET_CLOCK` reports `KVM_CLOCK_TSC_STABLE`,
-//! `KVM_CLOCK_REALTIME` and `KVM_CLOCK_HOST_TSC`). The snapshot is taken at creation, at
-//! `KVM_SET_CLOCK`, and when vCPU 0 switches between the old and new kvm-clock MSRs (upstream
-//! `boot_vcpu_runs_old_kvmclock` turns the master clock off).
+//! `KVM_CLOCK_REALTIME` and `KVM_CLOCK_HOST_TSC`). A VM without vCPUs has no master clock
+//! (upstream's `nr_vcpus_matched_tsc + 1 == online_vcpus` fails with none): the first vCPU's
+//! creation asks for a master-clock update (`kvm_track_tsc_matching`'s
+//! `KVM_REQ_MASTERCLOCK_UPDATE`), which the next vCPU entry carries out. The snapshot is taken
+//! then, at `KVM_SET_CLOCK`, and when vCPU 0 switches between the old and new kvm-clock MSRs
+//! (upstream `boot_vcpu_runs_old_kvmclock` turns the master clock off).
 //!
 //! Where this differs from upstream: upstream also requires every vCPU's TSC to have been
-//! written in sync (`nr_vcpus_matched_tsc`) and refreshes the snapshot when the host's
-//! clocksource changes (the `pvclock_gtod` notifier); here the snapshot is refreshed only at the
-//! events above. A vCPU's record is recomputed before its next entry whenever its TSC offset
+//! written in sync (`nr_vcpus_matched_tsc`; here every vCPU counts as matched), asks the
+//! update of the vCPU just created rather than of whichever vCPU enters next, and refreshes
+//! the snapshot when the host's clocksource changes (the `pvclock_gtod` notifier); here the
+//! snapshot is refreshed only at the events above. A vCPU's record is recomputed before its next entry whenever its TSC offset
 //! changed, so its kvm-clock stays that same function of the host TSC.
 
 pub(crate) mod glue;
@@ -67,6 +71,9 @@ struct ClockInner {
     st: VmClockState,
     /// vCPU 0 enabled kvm-clock through the legacy `MSR_KVM_SYSTEM_TIME`.
     boot_vcpu_runs_old_kvmclock: bool,
+    /// The VM has a vCPU (upstream `nr_vcpus_matched_tsc + 1 == online_vcpus`, every vCPU
+    /// counted as matched).
+    vcpus_matched: bool,
 }
 
 /// A VM's kvm-clock.
@@ -81,16 +88,19 @@ pub(crate) struct VmClock {
     wall_clock: AtomicU64,
     /// `kvm->arch.hlt_in_guest` (`KVM_CAP_X86_DISABLE_EXITS` with HLT).
     hlt_in_guest: AtomicBool,
+    /// `KVM_REQ_MASTERCLOCK_UPDATE`, asked by a vCPU's creation, carried out before the next
+    /// vCPU entry ([`VmClock::masterclock_request`]).
+    masterclock_request: AtomicBool,
 }
 
 impl VmClock {
-    /// A new VM's clock (upstream `kvm_arch_init_vm`: `kvmclock_offset = -base`, then the
-    /// master clock).
+    /// A new VM's clock (upstream `kvm_arch_init_vm`: `kvmclock_offset = -base`, then
+    /// `pvclock_update_vm_gtod_copy`, which with no vCPU leaves the master clock off).
     pub(crate) fn new() -> impl PinInit<Self> {
         let s = snapshot();
         let st = VmClockState {
             offset: (s.boot_raw_ns as i64).wrapping_neg(),
-            use_master_clock: s.tsc_based != 0,
+            use_master_clock: false,
             master_kernel_ns: s.boot_raw_ns,
             master_cycle_now: s.tsc,
         };
@@ -99,20 +109,24 @@ impl VmClock {
                 ClockInner {
                     st,
                     boot_vcpu_runs_old_kvmclock: false,
+                    vcpus_matched: false,
                 },
                 "kvm->arch.tsc_write_lock"
             ),
             generation: AtomicU64::new(1),
             wall_clock: AtomicU64::new(0),
             hlt_in_guest: AtomicBool::new(false),
+            masterclock_request: AtomicBool::new(false),
         })
     }
 
     /// `pvclock_update_vm_gtod_copy` under the lock: a fresh master snapshot; the master clock
-    /// is used while the host's clocksource is the TSC and vCPU 0 does not run the legacy MSR.
+    /// is used while the host's clocksource is the TSC, the VM has a vCPU and vCPU 0 does not
+    /// run the legacy MSR.
     fn update_master(inner: &mut ClockInner) {
         let s = snapshot();
-        inner.st.use_master_clock = s.tsc_based != 0 && !inner.boot_vcpu_runs_old_kvmclock;
+        inner.st.use_master_clock =
+            s.tsc_based != 0 && inner.vcpus_matched && !inner.boot_vcpu_runs_old_kvmclock;
         inner.st.master_kernel_ns = s.boot_raw_ns;
         inner.st.master_cycle_now = s.tsc;
     }
@@ -224,6 +238,26 @@ impl VmClock {
             changed
         };
         if changed {
+            self.request_update_all();
+        }
+    }
+
+    /// A vCPU was created (upstream `kvm_arch_vcpu_postcreate` → `kvm_synchronize_tsc` →
+    /// `kvm_track_tsc_matching`): the VM's vCPUs now match, and when that would turn the master
+    /// clock on, the next vCPU entry updates it.
+    pub(crate) fn vcpu_created(&self) {
+        let mut inner = self.inner.lock();
+        inner.vcpus_matched = true;
+        if !inner.st.use_master_clock && snapshot().tsc_based != 0 {
+            self.masterclock_request.store(true, Ordering::Release);
+        }
+    }
+
+    /// Before a vCPU entry: a pending master-clock update (`kvm_update_masterclock`): a fresh
+    /// snapshot, then every vCPU recomputes its record.
+    pub(crate) fn masterclock_request(&self) {
+        if self.masterclock_request.swap(false, Ordering::AcqRel) {
+            Self::update_master(&mut self.inner.lock());
             self.request_update_all();
         }
     }

@@ -395,6 +395,25 @@ int tdxkvm_rdmsr_safe(u32 msr, u64 *val)
 	return rdmsrl_safe(msr, val);
 }
 
+/*
+ * Whether this CPU takes @value in MSR_IA32_SPEC_CTRL (what upstream's kvm_spec_ctrl_test_value
+ * checks): write it with fault fixup, with IRQs off, then put the old value back.
+ */
+bool tdxkvm_spec_ctrl_test_value(u64 value)
+{
+	unsigned long flags;
+	u64 old;
+	bool ok = false;
+
+	local_irq_save(flags);
+	if (!rdmsrl_safe(MSR_IA32_SPEC_CTRL, &old) && !wrmsrl_safe(MSR_IA32_SPEC_CTRL, value)) {
+		wrmsrl(MSR_IA32_SPEC_CTRL, old);
+		ok = true;
+	}
+	local_irq_restore(flags);
+	return ok;
+}
+
 bool tdxkvm_cr4_vmxe(void)
 {
 	return cr4_read_shadow() & X86_CR4_VMXE;

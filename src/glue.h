@@ -39,6 +39,7 @@ bool tdxkvm_this_cpu_has_vmx(void);
 unsigned int tdxkvm_phys_bits(void);
 bool tdxkvm_boot_cpu_has_movdir64b(void);
 int tdxkvm_rdmsr_safe(u32 msr, u64 *val);
+bool tdxkvm_spec_ctrl_test_value(u64 value);
 bool tdxkvm_cr4_vmxe(void);
 bool tdxkvm_vmx_in_use(void);
 bool tdxkvm_cr4_vmxe_hw(void);

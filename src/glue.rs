@@ -39,6 +39,7 @@ extern "C" {
     pub(crate) fn tdxkvm_phys_bits() -> c_uint;
     pub(crate) fn tdxkvm_boot_cpu_has_movdir64b() -> bool;
     pub(crate) fn tdxkvm_rdmsr_safe(msr: u32, val: *mut u64) -> c_int;
+    pub(crate) fn tdxkvm_spec_ctrl_test_value(value: u64) -> bool;
     pub(crate) fn tdxkvm_cr4_vmxe() -> bool;
     pub(crate) fn tdxkvm_vmx_in_use() -> bool;
     pub(crate) fn tdxkvm_cr4_vmxe_hw() -> bool;

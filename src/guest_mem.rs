@@ -51,6 +51,23 @@ impl<'a> MemEnv<'a> {
     }
 }
 
+/// Whether the `len` bytes at `gpa` are writable guest RAM, page by page (upstream
+/// `kvm_gfn_to_hva_cache_init` succeeding).
+pub(crate) fn is_writable_ram(vm: &Vm, gpa: u64, len: u64) -> bool {
+    let env = MemEnv::new(vm);
+    let mut at = gpa;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(4096 - (at & 0xfff));
+        if env.hva(Gpa(at), n as usize, true).is_err() {
+            return false;
+        }
+        at = at.wrapping_add(n);
+        left -= n;
+    }
+    true
+}
+
 /// HOOK(irq12): the user address of the writable RAM byte at `gpa` (the steal-time record's
 /// `preempted` byte, which the preempt notifier writes without the memslot lock).
 pub(crate) fn ram_hva(vm: &Vm, gpa: u64) -> Option<u64> {

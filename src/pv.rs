@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! A vCPU's side of the KVM paravirtual interface (the rules are `x86::pv`'s): the PV MSRs
-//! (kvm-clock, wall clock, steal time, poll control) for the guest's RDMSR/WRMSR and the host's
+//! (kvm-clock, wall clock, steal time, poll control; async PF and PV EOI as values only) for the guest's RDMSR/WRMSR and the host's
 //! `KVM_GET/SET_MSRS`, `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`, the pvclock and steal-time records
 //! written into guest memory before an entry, and the PV hypercalls' feature gate.
 //!
@@ -135,6 +135,15 @@ fn apply(vcpu: &Vcpu, l: &mut VcpuLocked, effect: PvEffect, host: bool) {
     }
 }
 
+/// What a PV MSR write needs (`x86::pv::set`): sched_info, the in-kernel LAPIC, guest RAM.
+fn write_env<'a>(l: &VcpuLocked, ram: &'a dyn Fn(u64, u64) -> bool) -> pv::PvWriteEnv<'a> {
+    pv::PvWriteEnv {
+        sched_info_on: sched_info_on(),
+        lapic_in_kernel: l.irq.lapic.is_some(),
+        ram,
+    }
+}
+
 /// A guest RDMSR: the PV MSRs here, the rest in [`crate::vcpu_state::guest_rdmsr`].
 pub(crate) fn guest_rdmsr(vcpu: &Vcpu, l: &VcpuLocked, index: u32) -> Result<u64, MsrFault> {
     let wall = vcpu.vm().clock().wall_clock_msr();
@@ -152,7 +161,10 @@ pub(crate) fn guest_wrmsr(
     data: u64,
 ) -> Result<(), MsrFault> {
     let cpuid = l.pv.cpuid;
-    match pv::set(&mut l.pv.msrs, &cpuid, index, data, sched_info_on()) {
+    let vm = vcpu.vm();
+    let ram = |gpa, len| crate::guest_mem::is_writable_ram(vm, gpa, len);
+    let env = write_env(l, &ram);
+    match pv::set(&mut l.pv.msrs, &cpuid, index, data, &env) {
         Some(Ok(e)) => {
             apply(vcpu, l, e, false);
             Ok(())
@@ -174,7 +186,10 @@ pub(crate) fn host_get(vcpu: &Vcpu, l: &VcpuLocked, index: u32, data: &mut u64) 
 /// Host `KVM_SET_MSRS` of one entry: `None` if not a PV MSR, else whether it succeeded.
 pub(crate) fn host_set(vcpu: &Vcpu, l: &mut VcpuLocked, index: u32, data: u64) -> Option<bool> {
     let cpuid = l.pv.cpuid;
-    pv::host_set(&mut l.pv.msrs, &cpuid, index, data, sched_info_on()).map(|r| match r {
+    let vm = vcpu.vm();
+    let ram = |gpa, len| crate::guest_mem::is_writable_ram(vm, gpa, len);
+    let env = write_env(l, &ram);
+    pv::host_set(&mut l.pv.msrs, &cpuid, index, data, &env).map(|r| match r {
         Some(e) => {
             apply(vcpu, l, e, true);
             true
@@ -254,6 +269,8 @@ pub(crate) fn before_entry(vcpu: &Vcpu, l: &mut VcpuLocked) {
     if let Some(crate::run::VcpuBackend::Svm(s)) = l.backend.as_mut() {
         s.set_hlt_intercept(!hlt_in_guest);
     }
+    // HOOK(hostile): KVM_REQ_MASTERCLOCK_UPDATE (the first vCPU's creation asks for it).
+    vm.clock().masterclock_request();
     let gen = vm.clock().generation();
     if l.pv.seen_generation != gen || l.pv.last_tsc_offset != l.arch.tsc_offset {
         l.pv.clock_update = true;

@@ -20,7 +20,7 @@ use crate::stats_fd::{self, StatsId};
 use crate::vcpu_mutex::{VcpuGuard, VcpuMutex};
 use crate::vm::{Vm, VmMmu, KVM_MAX_VCPU_IDS};
 use core::ffi::c_void;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use mmu::cache::VcpuMmuCaches;
 
@@ -96,8 +96,9 @@ pub(crate) struct Vcpu {
     id: u32,
     /// Position in the VM's vCPU table (`vcpu_idx`).
     idx: u32,
-    /// The TSC rate in kHz (x86 `vcpu->arch.virtual_tsc_khz`): the VM's default at creation.
-    tsc_khz: u32,
+    /// The TSC rate in kHz (x86 `vcpu->arch.virtual_tsc_khz`): the VM's default at creation,
+    /// then what vCPU `KVM_SET_TSC_KHZ` stores ([`x86::msr::vcpu_set_tsc_khz`]).
+    tsc_khz: AtomicU32,
     /// `struct kvm_run`, page 0 of the vCPU fd.
     run: OwnedPage,
     /// The PIO data page, page 1 of the vCPU fd (`KVM_PIO_PAGE_OFFSET`).
@@ -154,7 +155,7 @@ impl Vcpu {
                 vm,
                 id,
                 idx,
-                tsc_khz,
+                tsc_khz: AtomicU32::new(tsc_khz),
                 run,
                 pio,
                 stats_id,
@@ -307,7 +308,8 @@ impl Vcpu {
         match cmd {
             KVM_RUN => self.run(arg),
             KVM_GET_STATS_FD => stats_fd::vcpu_stats_fd(self),
-            KVM_GET_TSC_KHZ => Ok(self.tsc_khz as isize),
+            KVM_GET_TSC_KHZ => Ok(self.tsc_khz() as isize),
+            KVM_SET_TSC_KHZ => self.set_tsc_khz(arg as u32),
             tdx::kvm::uapi::KVM_MEMORY_ENCRYPT_OP => crate::tdx_vm::vcpu_op(self, arg),
             crate::mem_abi::KVM_PRE_FAULT_MEMORY => crate::prefault::pre_fault_memory(self, arg),
             crate::exits::KVM_SET_GUEST_DEBUG => crate::exit_vcpu::set_guest_debug(self, arg),
@@ -391,6 +393,8 @@ fn install(vm: &Vm, id: u32) -> Result<isize> {
     vm.apic().publish(idx, vcpu_ptr);
     l.online_vcpus += 1;
     vm.publish_online_vcpus(&l);
+    // HOOK(hostile): kvm_arch_vcpu_postcreate's TSC matching (the master clock).
+    vm.clock().vcpu_created();
     Ok(fd as isize)
 }
 
@@ -463,6 +467,23 @@ impl Vcpu {
 
     /// HOOK(irqmod): the guest TSC rate in kHz (the LAPIC's TSC-deadline timer).
     pub(crate) fn tsc_khz(&self) -> u32 {
-        self.tsc_khz
+        self.tsc_khz.load(Ordering::Relaxed)
+    }
+
+    /// vCPU `KVM_SET_TSC_KHZ` (upstream `kvm_arch_vcpu_ioctl`'s case + `kvm_set_tsc_khz`, no
+    /// TSC scaling): 0 is the host's rate; only rates within the tolerance of the host's are
+    /// accepted (`EINVAL` otherwise; a slower one is still stored, as upstream does).
+    fn set_tsc_khz(&self, khz: u32) -> Result<isize> {
+        let _guard = self.lock_killable()?;
+        let host = u32::try_from(crate::clock::host_tsc_khz()).unwrap_or(u32::MAX);
+        let (rate, ok) = x86::msr::vcpu_set_tsc_khz(khz, host);
+        if let Some(r) = rate {
+            self.tsc_khz.store(r, Ordering::Relaxed);
+        }
+        if ok {
+            Ok(0)
+        } else {
+            Err(EINVAL)
+        }
     }
 }

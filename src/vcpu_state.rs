@@ -117,6 +117,30 @@ fn host_rdmsr(index: u32) -> Option<u64> {
     (r == 0).then_some(v)
 }
 
+/// Whether the host CPU takes `value` in `MSR_IA32_SPEC_CTRL` (`MsrCtx::spec_ctrl_test`).
+fn spec_ctrl_test(value: u64) -> bool {
+    // SAFETY: the glue writes the MSR with fault fixup and IRQs off, then restores it.
+    unsafe { glue::tdxkvm_spec_ctrl_test_value(value) }
+}
+
+/// Upstream's `kvm_probe_msr_to_save` for the MSRs listed only when the host CPU reads them
+/// (`IA32_FEAT_CTL`, `IA32_SPEC_CTRL`), probed once: the answer cannot change, and a faulting
+/// RDMSR costs an exception on every guest MSR exit otherwise. Bit 0: probed; 1: FEAT_CTL;
+/// 2: SPEC_CTRL.
+static HOST_MSRS: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+fn probed_host_msrs() -> (bool, bool) {
+    use core::sync::atomic::Ordering::Relaxed;
+    let mut v = HOST_MSRS.load(Relaxed);
+    if v == 0 {
+        let feat_ctl = host_rdmsr(x86::msr::index::IA32_FEAT_CTL).is_some();
+        let spec_ctrl = host_rdmsr(x86::msr::index::IA32_SPEC_CTRL).is_some();
+        v = 1 | u8::from(feat_ctl) << 1 | u8::from(spec_ctrl) << 2;
+        HOST_MSRS.store(v, Relaxed);
+    }
+    (v & 2 != 0, v & 4 != 0)
+}
+
 /// What the module offers, computed from this CPU (upstream computes it once at load; it
 /// cannot change while the module runs, so computing it again gives the same answer).
 pub(crate) struct Caps {
@@ -138,6 +162,7 @@ pub(crate) fn caps() -> Caps {
     } else {
         0
     };
+    let (feat_ctl, spec_ctrl) = probed_host_msrs();
     // LFENCE_RDTSC as the host CPUID reports it (0x80000021 EAX bit 2).
     let lfence_serializing = host.cpuid(0x8000_0021, 0)[0] & (1 << 2) != 0;
     let msr = MsrCaps {
@@ -151,6 +176,8 @@ pub(crate) fn caps() -> Caps {
             0
         },
         host_ucode_rev: host_rdmsr(x86::msr::index::IA32_UCODE_REV).unwrap_or(0),
+        feat_ctl,
+        spec_ctrl,
     };
     Caps { msr }
 }
@@ -418,6 +445,7 @@ pub(crate) fn guest_rdmsr(
         caps: &c.msr,
         host_tsc: rdtsc(),
         platform_info_readable: vm.abi().platform_info_readable(), // HOOK(abi)
+        spec_ctrl_test,
     };
     x86::msr::guest_rdmsr(&l.arch, &ctx, index)
 }
@@ -436,6 +464,7 @@ pub(crate) fn guest_wrmsr(
         caps: &c.msr,
         host_tsc: rdtsc(),
         platform_info_readable: true, // HOOK(abi): reads only
+        spec_ctrl_test,
     };
     let fx = x86::msr::guest_wrmsr(&mut l.arch, &ctx, index, data)?;
     if fx.cpuid_runtime {
@@ -803,6 +832,7 @@ fn vcpu_msrs(vcpu: &Vcpu, arg: usize, set: bool) -> Result<isize> {
             caps: &c.msr,
             host_tsc: rdtsc(),
             platform_info_readable: true, // HOOK(abi): host reads always work
+            spec_ctrl_test,
         };
         // HOOK(irqmod): the in-kernel LAPIC's MSRs.
         if let Some(ok) = crate::irq::lapic::host_msr(vcpu, l, e.index, &mut e.data, set) {

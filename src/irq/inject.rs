@@ -361,22 +361,17 @@ pub(crate) fn vcpu_ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Option<Result<isi
     })
 }
 
-/// `KVM_SET_MP_STATE` with an in-kernel LAPIC (upstream `kvm_arch_vcpu_ioctl_set_mpstate`):
-/// the LAPIC states are accepted; `SIPI_RECEIVED` becomes `INIT_RECEIVED` with a SIPI pending.
+/// `KVM_SET_MP_STATE` with an in-kernel LAPIC (upstream `kvm_arch_vcpu_ioctl_set_mpstate`;
+/// the rule: [`x86::events::lapic_mp_state`]): the LAPIC states are accepted; `SIPI_RECEIVED`
+/// becomes `INIT_RECEIVED` with a SIPI pending. `AP_RESET_HOLD` then runs as `HALTED`
+/// ([`block_until_runnable`]: the vCPU waits in the kernel for an event, then is RUNNABLE).
 fn set_mp_state(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let m: KvmMpState = crate::vcpu_state::read_pod(arg)?;
     let mut l = vcpu.lock_killable()?;
-    match m.mp_state {
-        mp_state::RUNNABLE
-        | mp_state::UNINITIALIZED
-        | mp_state::HALTED
-        | mp_state::AP_RESET_HOLD
-        | mp_state::INIT_RECEIVED => l.arch.mp_state = m.mp_state,
-        mp_state::SIPI_RECEIVED => {
-            l.arch.mp_state = mp_state::INIT_RECEIVED;
-            lapic::set_sipi_pending(vcpu);
-        }
-        _ => return Err(EINVAL),
+    let (state, sipi) = x86::events::lapic_mp_state(&m).map_err(|_| EINVAL)?;
+    l.arch.mp_state = state;
+    if sipi {
+        lapic::set_sipi_pending(vcpu);
     }
     drop(l);
     kick::request_event(vcpu);

@@ -65,9 +65,9 @@ pub(crate) fn power_on() -> CpuState {
     st
 }
 
-/// The state after INIT (upstream `kvm_vcpu_reset(vcpu, true)`): the power-on registers and
-/// no pending events; MSRs, APIC base, the TSC offset and everything else INIT leaves alone
-/// are kept.
+/// The state after INIT (upstream `kvm_vcpu_reset(vcpu, true)`): the power-on registers, no
+/// pending events, SPEC_CTRL and VIRT_SPEC_CTRL 0; the other MSRs, APIC base, the TSC offset
+/// and everything else INIT leaves alone are kept.
 pub(crate) fn init(old: &CpuState) -> CpuState {
     let p = power_on();
     CpuState {
@@ -88,6 +88,12 @@ pub(crate) fn init(old: &CpuState) -> CpuState {
         dr7: p.dr7,
         events: Default::default(),
         pdptrs: None,
+        // svm_vcpu_reset clears SPEC_CTRL and VIRT_SPEC_CTRL on INIT too.
+        msr: x86::msr::MsrState {
+            spec_ctrl: 0,
+            virt_spec_ctrl: 0,
+            ..old.msr
+        },
         ..old.clone()
     }
 }

@@ -219,6 +219,12 @@ static noinstr bool svm_enter_exit(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64
 	return faulted;
 }
 
+/* Whether hardware switches SPEC_CTRL from the VMCB (the entry code then leaves it alone). */
+bool tdxkvm_svm_v_spec_ctrl(void)
+{
+	return static_cpu_has(X86_FEATURE_V_SPEC_CTRL);
+}
+
 /*
  * The part of upstream svm_vcpu_run around svm_vcpu_enter_exit (IRQs off, GIF clear): the
  * guest's VIRT_SPEC_CTRL/LS_CFG SSBD state when hardware does not switch SPEC_CTRL

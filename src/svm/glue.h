@@ -29,6 +29,7 @@ void tdxkvm_preempt_disable(void);
 void tdxkvm_preempt_enable(void);
 void tdxkvm_local_irq_disable(void);
 void tdxkvm_local_irq_enable(void);
+bool tdxkvm_svm_v_spec_ctrl(void);
 bool tdxkvm_svm_enter(u64 *gprs, u64 vmcb_pa, u64 host_save_pa, u64 *spec_ctrl,
 		      bool spec_ctrl_intercepted, u64 virt_spec_ctrl);
 void tdxkvm_svm_switch_vmcb(u64 vmcb_pa);

@@ -39,6 +39,7 @@ extern "C" {
     pub(crate) fn tdxkvm_preempt_enable();
     pub(crate) fn tdxkvm_local_irq_disable();
     pub(crate) fn tdxkvm_local_irq_enable();
+    pub(crate) fn tdxkvm_svm_v_spec_ctrl() -> bool;
     pub(crate) fn tdxkvm_svm_enter(
         gprs: *mut u64,
         vmcb_pa: u64,

@@ -90,14 +90,11 @@ pub(crate) struct SvmVcpu {
     /// [`SvmVcpu::use_msrpm`] at creation.
     msrpm_pa: u64,
     /// HOOK(entry): the guest's MSR_IA32_SPEC_CTRL (upstream `svm->spec_ctrl`), loaded around
-    /// VMRUN by the entry code when the host has SPEC_CTRL and hardware does not switch it.
-    /// The guest has no speculation-control CPUID bits here and every access to the MSR is
-    /// intercepted, so it stays 0: the guest runs with SPEC_CTRL 0, as upstream's guest
-    /// without the feature, and the host's value comes back after the exit.
+    /// VMRUN by the entry code when the host has SPEC_CTRL and hardware does not switch it
+    /// (with V_SPEC_CTRL the VMCB carries it). Copied from `CpuState::msr.spec_ctrl` (set by
+    /// `KVM_SET_MSRS`, or by a guest whose CPUID has the MSR) before every entry; every guest
+    /// access to the MSR is intercepted, so the entry code never reads it back.
     spec_ctrl: u64,
-    /// HOOK(entry): the guest's VIRT_SPEC_CTRL (upstream `svm->virt_spec_ctrl`; SSBD through
-    /// VIRT_SPEC_CTRL or LS_CFG); 0: not advertised to the guest.
-    virt_spec_ctrl: u64,
     /// HOOK(entry): what the CPU that ran this VMCB last may hold cached (VMCB clean bits).
     clean: x86::svm_clean::CleanTracker,
 }
@@ -138,7 +135,6 @@ impl SvmVcpu {
             events: Default::default(),
             msrpm_pa: hw::permission_maps().1,
             spec_ctrl: 0,
-            virt_spec_ctrl: 0,
             clean: x86::svm_clean::CleanTracker::new(),
         };
         v.init_vmcb(ncr3);
@@ -321,7 +317,13 @@ impl SvmVcpu {
             vmcb.control.event_inj = inj;
             vmcb.control.event_inj_err = err;
             vmcb.control.int_state = u32::from(st.events.interrupt_shadow != 0);
+            // HOOK(entry): SPEC_CTRL (upstream svm_set_msr writes the VMCB's with V_SPEC_CTRL).
+            // SAFETY: reads a boot-time CPU feature.
+            if unsafe { glue::tdxkvm_svm_v_spec_ctrl() } {
+                vmcb.spec_ctrl = st.msr.spec_ctrl;
+            }
         }
+        self.spec_ctrl = st.msr.spec_ctrl;
         // HOOK(irqmod): interrupt/NMI windows, IRET intercept, NMI masking.
         let mut ev = core::mem::take(&mut self.events);
         ev.prepare(self.vmcb(), st);
@@ -394,7 +396,7 @@ impl SvmVcpu {
                 host_save_pa,
                 &mut self.spec_ctrl,
                 SPEC_CTRL_INTERCEPTED,
-                self.virt_spec_ctrl,
+                st.msr.virt_spec_ctrl,
             );
             glue::tdxkvm_save_guest_db(st.db.as_mut_ptr());
             if let Some(h) = host_pkru {

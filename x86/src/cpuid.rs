@@ -89,6 +89,11 @@ pub mod feat {
     pub const RDTSCP: Feature = f(0x8000_0001, 0, Edx, 27);
     pub const LM: Feature = f(0x8000_0001, 0, Edx, 29);
     pub const AUTOIBRS: Feature = f(0x8000_0021, 0, Eax, 8);
+    pub const SPEC_CTRL: Feature = f(7, 0, Edx, 26);
+    pub const AMD_IBRS: Feature = f(0x8000_0008, 0, Ebx, 14);
+    pub const AMD_STIBP: Feature = f(0x8000_0008, 0, Ebx, 15);
+    pub const AMD_SSBD: Feature = f(0x8000_0008, 0, Ebx, 24);
+    pub const VIRT_SSBD: Feature = f(0x8000_0008, 0, Ebx, 25);
 }
 
 fn reg_of(e: &KvmCpuidEntry2, r: Reg) -> u32 {
@@ -209,6 +214,13 @@ pub struct GuestCpu {
     pub pdcm: bool,
     /// The guest's vendor is AMD or Hygon.
     pub amd_compatible: bool,
+    /// Guest has XSAVES (MSR_IA32_XSS).
+    pub xsaves: bool,
+    /// Guest has MSR_IA32_SPEC_CTRL (upstream `guest_has_spec_ctrl_msr`: SPEC_CTRL, AMD_STIBP,
+    /// AMD_IBRS or AMD_SSBD).
+    pub spec_ctrl_msr: bool,
+    /// Guest has VIRT_SSBD (MSR_AMD64_VIRT_SPEC_CTRL).
+    pub virt_ssbd: bool,
 }
 
 impl Default for GuestCpu {
@@ -232,6 +244,9 @@ impl Default for GuestCpu {
             arch_capabilities: false,
             pdcm: false,
             amd_compatible: false,
+            xsaves: false,
+            spec_ctrl_msr: false,
+            virt_ssbd: false,
         }
     }
 }
@@ -330,6 +345,12 @@ impl GuestCpu {
             arch_capabilities: h(feat::ARCH_CAPABILITIES),
             pdcm: h(feat::PDCM),
             amd_compatible,
+            xsaves: h(feat::XSAVES),
+            spec_ctrl_msr: h(feat::SPEC_CTRL)
+                || h(feat::AMD_STIBP)
+                || h(feat::AMD_IBRS)
+                || h(feat::AMD_SSBD),
+            virt_ssbd: h(feat::VIRT_SSBD),
         }
     }
 

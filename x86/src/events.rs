@@ -221,6 +221,23 @@ pub fn set_mp_state(s: &mut CpuState, k: &KvmMpState) -> Result {
     }
 }
 
+/// `KVM_SET_MP_STATE` with an in-kernel LAPIC (upstream `kvm_arch_vcpu_ioctl_set_mpstate`):
+/// the state to store and whether a SIPI becomes pending (`SIPI_RECEIVED` is stored as
+/// `INIT_RECEIVED` plus a pending SIPI); RUNNABLE, UNINITIALIZED, INIT_RECEIVED, HALTED,
+/// SIPI_RECEIVED and AP_RESET_HOLD (9: halted until an event, as HALTED) are accepted,
+/// anything else (STOPPED..LOAD, SUSPENDED, unknown) is `EINVAL`.
+pub fn lapic_mp_state(k: &KvmMpState) -> Result<(u32, bool)> {
+    match k.mp_state {
+        mp_state::RUNNABLE
+        | mp_state::UNINITIALIZED
+        | mp_state::HALTED
+        | mp_state::AP_RESET_HOLD
+        | mp_state::INIT_RECEIVED => Ok((k.mp_state, false)),
+        mp_state::SIPI_RECEIVED => Ok((mp_state::INIT_RECEIVED, true)),
+        _ => Err(Errno::Einval),
+    }
+}
+
 /// `KVM_STATE_NESTED_FORMAT_SVM`.
 pub const NESTED_FORMAT_SVM: u16 = 1;
 /// `KVM_STATE_NESTED_GUEST_MODE`.
@@ -302,6 +319,8 @@ mod tests {
             arch_capabilities: 0,
             de_cfg: 0,
             host_ucode_rev: 0,
+            feat_ctl: true,
+            spec_ctrl: true,
         };
         crate::regs::reset(true, &GuestCpu::default(), &caps)
     }
@@ -461,6 +480,31 @@ mod tests {
             assert_eq!(set_debugregs(&mut s, &bad), Err(Errno::Einval));
         }
         assert_eq!(get_debugregs(&mut s), n);
+    }
+
+    #[test]
+    fn lapic_mp_state_rules() {
+        let m = |v| lapic_mp_state(&KvmMpState { mp_state: v });
+        // The uapi numbers (include/uapi/linux/kvm.h).
+        assert_eq!(
+            (
+                mp_state::RUNNABLE,
+                mp_state::UNINITIALIZED,
+                mp_state::INIT_RECEIVED,
+                mp_state::HALTED,
+                mp_state::SIPI_RECEIVED,
+                mp_state::AP_RESET_HOLD
+            ),
+            (0, 1, 2, 3, 4, 9)
+        );
+        for v in [0, 1, 2, 3, 9] {
+            assert_eq!(m(v), Ok((v, false)), "{v}");
+        }
+        assert_eq!(m(4), Ok((2, true)));
+        // STOPPED, CHECK_STOP, OPERATING, LOAD (s390), SUSPENDED (arm64), unknown.
+        for v in [5, 6, 7, 8, 10, 11, 99, u32::MAX] {
+            assert_eq!(m(v), Err(Errno::Einval), "{v}");
+        }
     }
 
     #[test]

@@ -23,12 +23,15 @@ pub mod index {
     pub const IA32_APICBASE: u32 = 0x1b;
     pub const EBL_CR_POWERON: u32 = 0x2a;
     pub const EBC_FREQUENCY_ID: u32 = 0x2c;
+    pub const IA32_FEAT_CTL: u32 = 0x3a;
     pub const IA32_TSC_ADJUST: u32 = 0x3b;
+    pub const IA32_SPEC_CTRL: u32 = 0x48;
     pub const IA32_UCODE_WRITE: u32 = 0x79;
     pub const IA32_UCODE_REV: u32 = 0x8b;
     pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
     pub const FSB_FREQ: u32 = 0xcd;
     pub const PLATFORM_INFO: u32 = 0xce;
+    pub const MTRR_CAP: u32 = 0xfe;
     pub const MISC_FEATURES_ENABLES: u32 = 0x140;
     pub const IA32_SYSENTER_CS: u32 = 0x174;
     pub const IA32_SYSENTER_ESP: u32 = 0x175;
@@ -42,9 +45,19 @@ pub mod index {
     pub const IA32_LASTBRANCHTOIP: u32 = 0x1dc;
     pub const IA32_LASTINTFROMIP: u32 = 0x1dd;
     pub const IA32_LASTINTTOIP: u32 = 0x1de;
+    pub const MTRR_PHYS_BASE0: u32 = 0x200;
+    /// `MTRRphysMask_MSR(KVM_NR_VAR_MTRR - 1)`.
+    pub const MTRR_PHYS_MASK_LAST: u32 = 0x20f;
+    pub const MTRR_FIX64K_00000: u32 = 0x250;
+    pub const MTRR_FIX16K_80000: u32 = 0x258;
+    pub const MTRR_FIX16K_A0000: u32 = 0x259;
+    pub const MTRR_FIX4K_C0000: u32 = 0x268;
+    pub const MTRR_FIX4K_F8000: u32 = 0x26f;
     pub const IA32_CR_PAT: u32 = 0x277;
+    pub const MTRR_DEF_TYPE: u32 = 0x2ff;
     pub const IA32_PERF_CAPABILITIES: u32 = 0x345;
     pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
+    pub const IA32_XSS: u32 = 0xda0;
     pub const RAPL_POWER_UNIT: u32 = 0x606;
     pub const PKG_ENERGY_STATUS: u32 = 0x611;
     pub const DRAM_ENERGY_STATUS: u32 = 0x619;
@@ -59,6 +72,7 @@ pub mod index {
     pub const GS_BASE: u32 = 0xc000_0101;
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub const TSC_AUX: u32 = 0xc000_0103;
+    pub const AMD64_TSC_RATIO: u32 = 0xc000_0104;
     pub const K7_EVNTSEL0: u32 = 0xc001_0000;
     pub const K7_EVNTSEL3: u32 = 0xc001_0003;
     pub const K7_PERFCTR0: u32 = 0xc001_0004;
@@ -72,6 +86,7 @@ pub mod index {
     pub const K8_TSEG_ADDR: u32 = 0xc001_0112;
     pub const K8_TSEG_MASK: u32 = 0xc001_0113;
     pub const VM_HSAVE_PA: u32 = 0xc001_0117;
+    pub const AMD64_VIRT_SPEC_CTRL: u32 = 0xc001_011f;
     pub const AMD64_DC_CFG: u32 = 0xc001_1022;
     pub const AMD64_TW_CFG: u32 = 0xc001_1023;
     pub const AMD64_DE_CFG: u32 = 0xc001_1029;
@@ -122,7 +137,95 @@ pub struct MsrState {
     pub platform_info: u64,
     /// `MSR_MISC_FEATURES_ENABLES` (upstream `vcpu->arch.msr_misc_features_enables`).
     pub misc_features_enables: u64,
+    /// The MTRRs (upstream `vcpu->arch.mtrr_state`): plain storage, as in 6.12, which no
+    /// longer lets guest MTRRs change memory types; INIT keeps them.
+    pub mtrr: Mtrrs,
+    /// `MSR_IA32_SPEC_CTRL` (upstream `svm->spec_ctrl`): the backend loads it around VMRUN
+    /// (`vmenter.S`, or the VMCB's field with V_SPEC_CTRL); INIT and RESET clear it.
+    pub spec_ctrl: u64,
+    /// `MSR_AMD64_VIRT_SPEC_CTRL` (upstream `svm->virt_spec_ctrl`, only SSBD): the backend
+    /// applies it around VMRUN (`x86_spec_ctrl_set_guest`); INIT and RESET clear it.
+    pub virt_spec_ctrl: u64,
 }
+
+/// `KVM_NR_VAR_MTRR`: variable-range MTRR pairs a vCPU has.
+pub const NR_VAR_MTRR: usize = 8;
+/// `MSR_MTRRcap` as a vCPU reads it: WC and fixed ranges supported, no SMRR,
+/// [`NR_VAR_MTRR`] variable ranges (`kvm_mtrr_get_msr`).
+pub const MTRR_CAP_VALUE: u64 = 0x500 | NR_VAR_MTRR as u64;
+
+/// A vCPU's MTRRs (upstream `struct kvm_mtrr`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mtrrs {
+    /// `MTRRphysBase0`, `MTRRphysMask0`, .. (MSR 0x200 + i).
+    pub var: [u64; NR_VAR_MTRR * 2],
+    /// `MTRRfix64K_00000`, `MTRRfix16K_80000/A0000`, `MTRRfix4K_C0000..F8000`.
+    pub fixed: [u64; 11],
+    /// `MTRRdefType`.
+    pub deftype: u64,
+}
+
+impl Mtrrs {
+    /// The register behind an MTRR MSR (upstream `find_mtrr`); None for MSRs in the MTRR range
+    /// that do not exist.
+    fn slot(&mut self, index: u32) -> Option<&mut u64> {
+        let i = |base: u32| (index - base) as usize;
+        match index {
+            MTRR_PHYS_BASE0..=MTRR_PHYS_MASK_LAST => Some(&mut self.var[i(MTRR_PHYS_BASE0)]),
+            MTRR_FIX64K_00000 => Some(&mut self.fixed[0]),
+            MTRR_FIX16K_80000 | MTRR_FIX16K_A0000 => {
+                Some(&mut self.fixed[1 + i(MTRR_FIX16K_80000)])
+            }
+            MTRR_FIX4K_C0000..=MTRR_FIX4K_F8000 => Some(&mut self.fixed[3 + i(MTRR_FIX4K_C0000)]),
+            MTRR_DEF_TYPE => Some(&mut self.deftype),
+            _ => None,
+        }
+    }
+
+    /// An MTRR MSR's value (None: no such MTRR).
+    pub fn read(&self, index: u32) -> Option<u64> {
+        let mut c = *self;
+        c.slot(index).map(|v| *v)
+    }
+}
+
+/// The MSRs upstream's `kvm_set/get_msr_common` send to `kvm_mtrr_set/get_msr`
+/// (`MTRRphysBase_MSR(0) ... MSR_MTRRfix4K_F8000` and `MSR_MTRRdefType`).
+fn is_mtrr_range(index: u32) -> bool {
+    (MTRR_PHYS_BASE0..=MTRR_FIX4K_F8000).contains(&index) || index == MTRR_DEF_TYPE
+}
+
+/// A valid MTRR memory type: UC, WC, WT, WP, WB (0, 1, 4, 5, 6).
+fn valid_mtrr_type(t: u64) -> bool {
+    t < 8 && (1u64 << t) & 0x73 != 0
+}
+
+/// Upstream `kvm_mtrr_valid`: the type fields hold valid types, reserved bits are clear (for
+/// the variable ranges: the GPA bits above the guest's MAXPHYADDR too).
+pub fn mtrr_valid(g: &GuestCpu, index: u32, data: u64) -> bool {
+    if index == MTRR_DEF_TYPE {
+        return data & !0xcff == 0 && valid_mtrr_type(data & 0xff);
+    }
+    if (MTRR_FIX64K_00000..=MTRR_FIX4K_F8000).contains(&index) {
+        return (0..8).all(|i| valid_mtrr_type((data >> (i * 8)) & 0xff));
+    }
+    let mut mask = g.reserved_gpa_bits();
+    if index & 1 == 0 {
+        if !valid_mtrr_type(data & 0xff) {
+            return false;
+        }
+        mask |= 0xf00;
+    } else {
+        mask |= 0x7ff;
+    }
+    data & mask == 0
+}
+
+/// `MSR_AMD64_VIRT_SPEC_CTRL`'s only bit, SSBD (`SPEC_CTRL_SSBD`).
+pub const VIRT_SPEC_CTRL_SSBD: u64 = 1 << 2;
+/// `MSR_AMD64_TSC_RATIO`'s value without TSC scaling (upstream
+/// `kvm_caps.default_tsc_scaling_ratio`, 1.0 in 8.32 fixed point).
+pub const TSC_RATIO_DEFAULT: u64 = 1 << 32;
 
 impl MsrState {
     /// The values at vCPU creation (`kvm_arch_vcpu_create` + `kvm_vcpu_reset` + `svm_vcpu_create`
@@ -153,6 +256,11 @@ pub struct MsrCaps {
     pub de_cfg: u64,
     /// The host's microcode revision (the feature MSR `MSR_IA32_UCODE_REV`).
     pub host_ucode_rev: u64,
+    /// The host reads `MSR_IA32_FEAT_CTL` (upstream's `kvm_probe_msr_to_save` then lists it;
+    /// nothing virtualises it, so a vCPU reads 0 and accepts only 0 from the host).
+    pub feat_ctl: bool,
+    /// The host reads `MSR_IA32_SPEC_CTRL` (upstream's probe then lists it).
+    pub spec_ctrl: bool,
 }
 
 /// Why an access failed.
@@ -185,12 +293,16 @@ pub struct MsrCtx<'a> {
     /// The guest may read `MSR_PLATFORM_INFO` (the VM's `KVM_CAP_MSR_PLATFORM_INFO`, upstream
     /// `kvm->arch.guest_can_read_msr_platform_info`, default true); host reads always work.
     pub platform_info_readable: bool,
+    /// Whether the host CPU takes this `MSR_IA32_SPEC_CTRL` value (upstream
+    /// `kvm_spec_ctrl_test_value`: a faulting WRMSR refuses it).
+    pub spec_ctrl_test: fn(u64) -> bool,
 }
 
-/// The MSRs `KVM_GET_MSR_INDEX_LIST` reports when `tsc_aux` is virtualised: upstream's
-/// `msrs_to_save` (as probed on an SVM host without LBRV, PMU, MPX, PT, WAITPKG, XFD or
-/// nesting) then its `emulated_msrs` this module implements (the PV ones: [`crate::pv`]).
-const INDEX_LIST: [u32; 27] = [
+/// The MSRs `KVM_GET_MSR_INDEX_LIST` reports when the host has them all ([`index_list`]
+/// filters): upstream's `msrs_to_save` (as probed on an SVM host without LBRV, PMU, MPX, PT,
+/// WAITPKG, XFD or nesting) then its `emulated_msrs` this module implements (the PV ones:
+/// [`crate::pv`]).
+const INDEX_LIST: [u32; 31] = [
     IA32_SYSENTER_CS,
     IA32_SYSENTER_ESP,
     IA32_SYSENTER_EIP,
@@ -201,7 +313,9 @@ const INDEX_LIST: [u32; 27] = [
     LSTAR,
     IA32_TSC,
     IA32_CR_PAT,
+    IA32_FEAT_CTL,
     TSC_AUX,
+    IA32_SPEC_CTRL,
     IA32_DEBUGCTLMSR,
     // HOOK(clock): kvm-clock and steal time (upstream's emulated_msrs order).
     crate::pv::INDEX_LIST[0],
@@ -218,6 +332,8 @@ const INDEX_LIST: [u32; 27] = [
     // HOOK(abi): KVM_CAP_MSR_PLATFORM_INFO and CPUID faulting.
     PLATFORM_INFO,
     MISC_FEATURES_ENABLES,
+    AMD64_VIRT_SPEC_CTRL,
+    AMD64_TSC_RATIO,
     IA32_POWER_CTL,
     IA32_UCODE_REV,
     K7_HWCR,
@@ -225,10 +341,12 @@ const INDEX_LIST: [u32; 27] = [
 
 /// `KVM_GET_MSR_INDEX_LIST`: the MSRs userspace saves and restores, in upstream's order.
 pub fn index_list(caps: &MsrCaps) -> impl Iterator<Item = u32> + '_ {
-    INDEX_LIST
-        .iter()
-        .copied()
-        .filter(move |&m| m != TSC_AUX || caps.tsc_aux)
+    INDEX_LIST.iter().copied().filter(move |&m| match m {
+        TSC_AUX => caps.tsc_aux,
+        IA32_FEAT_CTL => caps.feat_ctl,
+        IA32_SPEC_CTRL => caps.spec_ctrl,
+        _ => true,
+    })
 }
 
 /// The number of MSRs in [`index_list`].
@@ -268,13 +386,53 @@ pub fn get_feature(caps: &MsrCaps, index: u32) -> Option<u64> {
     feature_value(caps, index).or_else(|| is_advertised(caps, index).then_some(0))
 }
 
-/// Sign-extends from bit 47 (`__canonical_address(.., 48)`).
-fn canonical48(v: u64) -> u64 {
-    (((v << 16) as i64) >> 16) as u64
+/// Upstream's `tsc_tolerance_ppm` default: a requested guest TSC rate this close to the host's
+/// needs no scaling.
+pub const TSC_TOLERANCE_PPM: i64 = 250;
+
+/// `adjust_tsc_khz`: `khz` moved by `ppm` parts per million (truncated).
+fn adjust_tsc_khz(khz: u32, ppm: i64) -> u64 {
+    (u64::from(khz) * (1_000_000 + ppm) as u64) / 1_000_000
 }
 
-fn is_canonical48(v: u64) -> bool {
-    canonical48(v) == v
+/// vCPU `KVM_SET_TSC_KHZ` without TSC scaling (upstream's ioctl case, `kvm_set_tsc_khz` and
+/// `set_tsc_khz`): 0 asks for the host's rate. Returns the vCPU's new rate, if it changes
+/// (upstream stores `virtual_tsc_khz` before it checks), and whether the ioctl succeeds: only within
+/// [`TSC_TOLERANCE_PPM`] of the host's rate. Upstream also accepts faster rates by catching
+/// the TSC up on every entry (`tsc_always_catchup`), which this module does not do: refused,
+/// and the rate is kept (the guest's TSC would not run at it).
+pub fn vcpu_set_tsc_khz(requested: u32, host_khz: u32) -> (Option<u32>, bool) {
+    let khz = if requested == 0 { host_khz } else { requested };
+    if khz == 0 {
+        // No calibrated host rate: upstream's `kvm_set_tsc_khz(vcpu, 0)` fails, rate kept.
+        return (None, false);
+    }
+    let lo = adjust_tsc_khz(host_khz, -TSC_TOLERANCE_PPM);
+    let hi = adjust_tsc_khz(host_khz, TSC_TOLERANCE_PPM);
+    let k = u64::from(khz);
+    if k > hi {
+        return (None, false);
+    }
+    (Some(khz), k >= lo)
+}
+
+/// The guest's linear-address width (upstream `vcpu_virt_addr_bits`): 57 with CR4.LA57, else 48.
+fn virt_addr_bits(s: &CpuState) -> u32 {
+    if s.cr4 & regs::cr4::LA57 != 0 {
+        57
+    } else {
+        48
+    }
+}
+
+/// Sign-extends from bit `bits - 1` (`__canonical_address`).
+fn canonical(v: u64, bits: u32) -> u64 {
+    let shift = 64 - bits;
+    (((v << shift) as i64) >> shift) as u64
+}
+
+fn is_canonical(v: u64, bits: u32) -> bool {
+    canonical(v, bits) == v
 }
 
 /// `kvm_pat_valid`: every byte is a valid memory type (0, 1, 4, 5, 6, 7).
@@ -371,6 +529,34 @@ pub fn get(
         EFER => s.efer,
         K7_HWCR => s.msr.hwcr,
         AMD64_DE_CFG => s.msr.de_cfg,
+        MTRR_CAP => MTRR_CAP_VALUE,
+        // Supported XSS is 0 on SVM (kvm_caps.supported_xss), so it always reads 0.
+        IA32_XSS => {
+            if !host_initiated && !g.xsaves {
+                return Err(MsrFault::Invalid);
+            }
+            0
+        }
+        IA32_SPEC_CTRL => {
+            if !host_initiated && !g.spec_ctrl_msr {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.spec_ctrl
+        }
+        AMD64_VIRT_SPEC_CTRL => {
+            if !host_initiated && !g.virt_ssbd {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.virt_spec_ctrl
+        }
+        // No TSC scaling for the guest (TSCRATEMSR needs nested SVM): the default ratio.
+        AMD64_TSC_RATIO => {
+            if !host_initiated {
+                return Err(MsrFault::Invalid);
+            }
+            TSC_RATIO_DEFAULT
+        }
+        i if is_mtrr_range(i) => s.msr.mtrr.read(i).ok_or(MsrFault::Invalid)?,
         _ => return Err(MsrFault::Unsupported),
     })
 }
@@ -387,7 +573,9 @@ pub fn set(
     let g = ctx.guest;
     let mut fx = MsrEffects::default();
     match index {
-        LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE if !is_canonical48(data) => {
+        LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE
+            if !is_canonical(data, virt_addr_bits(s)) =>
+        {
             return Err(MsrFault::Invalid);
         }
         STAR => s.msrs.star = data,
@@ -401,7 +589,7 @@ pub fn set(
         // Canonicalised; an AMD-model guest keeps only the low 32 bits (AMD has no 64-bit
         // SYSENTER), an Intel-model one all of them (svm_set_msr's sysenter_*_hi).
         IA32_SYSENTER_ESP | IA32_SYSENTER_EIP => {
-            let mut v = canonical48(data);
+            let mut v = canonical(data, virt_addr_bits(s));
             if g.amd_compatible {
                 v &= 0xffff_ffff;
             }
@@ -529,6 +717,37 @@ pub fn set(
             }
             s.msr.de_cfg = data;
         }
+        IA32_XSS => {
+            // kvm_caps.supported_xss is 0 on SVM: only 0 is accepted.
+            if (!host_initiated && !g.xsaves) || data != 0 {
+                return Err(MsrFault::Invalid);
+            }
+        }
+        IA32_SPEC_CTRL => {
+            if (!host_initiated && !g.spec_ctrl_msr) || !(ctx.spec_ctrl_test)(data) {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.spec_ctrl = data;
+        }
+        AMD64_VIRT_SPEC_CTRL => {
+            if (!host_initiated && !g.virt_ssbd) || data & !VIRT_SPEC_CTRL_SSBD != 0 {
+                return Err(MsrFault::Invalid);
+            }
+            s.msr.virt_spec_ctrl = data;
+        }
+        // Without TSC scaling the ratio stays the default; the host may write it back, or 0
+        // (svm_set_msr's allowance for QEMU 6.2). The guest has no TSCRATEMSR.
+        AMD64_TSC_RATIO => {
+            if !host_initiated || (data != 0 && data != TSC_RATIO_DEFAULT) {
+                return Err(MsrFault::Invalid);
+            }
+        }
+        i if is_mtrr_range(i) => {
+            if !mtrr_valid(g, i, data) {
+                return Err(MsrFault::Invalid);
+            }
+            *s.msr.mtrr.slot(i).ok_or(MsrFault::Invalid)? = data;
+        }
         _ => return Err(MsrFault::Unsupported),
     }
     Ok(fx)
@@ -639,6 +858,8 @@ mod tests {
         arch_capabilities: ARCH_CAP_PSCHANGE_MC_NO,
         de_cfg: DE_CFG_LFENCE_SERIALIZE,
         host_ucode_rev: 0x1234,
+        feat_ctl: true,
+        spec_ctrl: true,
     };
 
     fn ctx(g: &GuestCpu) -> MsrCtx<'_> {
@@ -647,6 +868,7 @@ mod tests {
             caps: &CAPS,
             host_tsc: 1_000_000,
             platform_info_readable: true,
+            spec_ctrl_test: |v| v >> 32 == 0,
         }
     }
 
@@ -743,6 +965,28 @@ mod tests {
         assert_eq!(s.seg(SegReg::Fs).base, 0xffff_8000_0000_0000);
         // STAR and SFMASK take anything.
         assert!(set(&mut s, &c, STAR, !0, false).is_ok());
+        // With CR4.LA57 the addresses are 57-bit: bit 47 is an ordinary address bit, bit 56
+        // sign-extends; SYSENTER's canonicalisation follows (vcpu_virt_addr_bits).
+        s.cr4 |= regs::cr4::LA57;
+        for m in [LSTAR, CSTAR, KERNEL_GS_BASE, FS_BASE, GS_BASE] {
+            assert!(set(&mut s, &c, m, 1 << 47, true).is_ok(), "{m:#x}");
+            assert_eq!(
+                set(&mut s, &c, m, 1 << 56, true),
+                Err(MsrFault::Invalid),
+                "{m:#x}"
+            );
+            assert!(set(&mut s, &c, m, 0xff00_0000_0000_0000, true).is_ok());
+        }
+        assert_eq!(host_get(&s, &c, LSTAR), Some(0xff00_0000_0000_0000));
+        let intel = GuestCpu::default(); // not AMD-compatible: 64-bit SYSENTER values
+        let ci = ctx(&intel);
+        set(&mut s, &ci, IA32_SYSENTER_EIP, 1 << 47, true).unwrap();
+        assert_eq!(host_get(&s, &ci, IA32_SYSENTER_EIP), Some(1 << 47));
+        set(&mut s, &ci, IA32_SYSENTER_EIP, 1 << 56, true).unwrap();
+        assert_eq!(
+            host_get(&s, &ci, IA32_SYSENTER_EIP),
+            Some(0xff00_0000_0000_0000)
+        );
     }
 
     #[test]
@@ -757,10 +1001,239 @@ mod tests {
         );
         assert_eq!(host_get(&s, &c, 0x1234_5678), None);
         assert_eq!(host_set(&mut s, &c, 0x1234_5678, 0, false), None);
-        // Not virtualised: no MTRRs, no PMU v2, no SPEC_CTRL, no x2APIC.
-        for m in [0xfe, 0x2ff, 0x48, 0x802, 0xc001_0200] {
+        // Not virtualised: no PMU v2, no x2APIC (here: the LAPIC serves it).
+        for m in [0x802, 0xc001_0200] {
             assert_eq!(guest_rdmsr(&s, &c, m), Err(MsrFault::Unsupported), "{m:#x}");
         }
+        // SPEC_CTRL exists, but a guest without the CPUID bits may not touch it (#GP).
+        assert_eq!(guest_rdmsr(&s, &c, IA32_SPEC_CTRL), Err(MsrFault::Invalid));
+    }
+
+    /// The hostile probes' MTRR values (kvm_mtrr_valid) and what upstream reads back after.
+    #[test]
+    fn mtrr_rules() {
+        let g = GuestCpu::default(); // MAXPHYADDR 36
+        let c = ctx(&g);
+        let mut s = state();
+        // MTRRcap: read-only, WC | FIX | 8 variable ranges.
+        assert_eq!(host_get(&s, &c, MTRR_CAP), Some(0x508));
+        assert_eq!(guest_rdmsr(&s, &c, MTRR_CAP), Ok(0x508));
+        assert_eq!(host_set(&mut s, &c, MTRR_CAP, 0x508, false), None);
+        // defType: bits other than type (7:0), FE (10), E (11) are reserved; type 2 invalid.
+        assert_eq!(host_set(&mut s, &c, MTRR_DEF_TYPE, 0x1_0000, false), None);
+        assert_eq!(host_set(&mut s, &c, MTRR_DEF_TYPE, 0x100, false), None);
+        assert_eq!(host_set(&mut s, &c, MTRR_DEF_TYPE, 0x2, false), None);
+        assert_eq!(host_get(&s, &c, MTRR_DEF_TYPE), Some(0));
+        assert!(host_set(&mut s, &c, MTRR_DEF_TYPE, 0xc06, false).is_some());
+        assert_eq!(host_get(&s, &c, MTRR_DEF_TYPE), Some(0xc06));
+        // Fixed: every byte a valid type.
+        assert_eq!(
+            host_set(&mut s, &c, MTRR_FIX64K_00000, 0x0202_0202_0202_0202, false),
+            None
+        );
+        assert_eq!(host_get(&s, &c, MTRR_FIX64K_00000), Some(0));
+        for (i, m) in [0x250, 0x258, 0x259, 0x268, 0x26f].into_iter().enumerate() {
+            let v = 0x0605_0400_0106_0504 + i as u64;
+            let v = v & !0xff | 6;
+            assert!(host_set(&mut s, &c, m, v, false).is_some(), "{m:#x}");
+            assert_eq!(host_get(&s, &c, m), Some(v), "{m:#x}");
+        }
+        // Holes in the fixed range and variable pairs past 8 do not exist: refused both ways
+        // (`return 1`, not "unsupported": no 0-write allowance).
+        for m in [0x251, 0x257, 0x25a, 0x267, 0x210, 0x24f] {
+            assert_eq!(host_get(&s, &c, m), None, "{m:#x}");
+            assert_eq!(host_set(&mut s, &c, m, 0, false), None, "{m:#x}");
+            assert_eq!(guest_rdmsr(&s, &c, m), Err(MsrFault::Invalid), "{m:#x}");
+        }
+        // Variable base: a valid type, bits 11:8 and those above MAXPHYADDR reserved.
+        assert_eq!(host_set(&mut s, &c, MTRR_PHYS_BASE0, 2, false), None);
+        assert_eq!(host_set(&mut s, &c, MTRR_PHYS_BASE0, 0x106, false), None);
+        assert_eq!(
+            host_set(&mut s, &c, MTRR_PHYS_BASE0, 1 << 36 | 6, false),
+            None
+        );
+        assert_eq!(host_get(&s, &c, MTRR_PHYS_BASE0), Some(0));
+        assert!(host_set(&mut s, &c, MTRR_PHYS_BASE0, 0xf_ffff_f006, false).is_some());
+        // Variable mask: bits 10:0 reserved (V is bit 11).
+        assert_eq!(
+            host_set(&mut s, &c, MTRR_PHYS_BASE0 + 1, 0x400, false),
+            None
+        );
+        assert!(host_set(&mut s, &c, MTRR_PHYS_MASK_LAST, 0xf_ffff_f800, false).is_some());
+        // A guest with a wider MAXPHYADDR may set higher bits.
+        let wide = GuestCpu {
+            maxphyaddr: 40,
+            ..GuestCpu::default()
+        };
+        let cw = ctx(&wide);
+        assert!(guest_wrmsr(&mut s, &cw, MTRR_PHYS_BASE0 + 14, 1 << 38 | 6).is_ok());
+        assert_eq!(guest_rdmsr(&s, &cw, MTRR_PHYS_BASE0 + 14), Ok(1 << 38 | 6));
+        assert_eq!(s.msr.mtrr.var[14], 1 << 38 | 6);
+        assert_eq!(s.msr.mtrr.var[15], 0xf_ffff_f800);
+        assert_eq!(s.msr.mtrr.fixed[10] & 0xff, 6);
+        // Not listed (upstream does not list them either).
+        assert!(!is_advertised(&CAPS, MTRR_DEF_TYPE));
+    }
+
+    #[test]
+    fn spec_ctrl_rules() {
+        let g = GuestCpu::default();
+        let c = ctx(&g); // the test host takes values below bit 32
+        let mut s = state();
+        // The host may set what the host CPU takes (upstream measured 1 << 40 accepted under
+        // QEMU TCG, whose WRMSR ignores unknown bits; real CPUs fault on reserved bits).
+        assert!(host_set(&mut s, &c, IA32_SPEC_CTRL, 1 << 2, false).is_some());
+        assert_eq!(host_get(&s, &c, IA32_SPEC_CTRL), Some(1 << 2));
+        assert_eq!(host_set(&mut s, &c, IA32_SPEC_CTRL, 1 << 40, false), None);
+        assert_eq!(s.msr.spec_ctrl, 1 << 2);
+        let tcg = MsrCtx {
+            spec_ctrl_test: |_| true,
+            ..c
+        };
+        assert!(host_set(&mut s, &tcg, IA32_SPEC_CTRL, 1 << 40, false).is_some());
+        assert_eq!(host_get(&s, &tcg, IA32_SPEC_CTRL), Some(1 << 40));
+        // The guest needs SPEC_CTRL, AMD_IBRS, AMD_STIBP or AMD_SSBD.
+        assert_eq!(
+            guest_wrmsr(&mut s, &c, IA32_SPEC_CTRL, 0),
+            Err(MsrFault::Invalid)
+        );
+        let a = GuestCpu {
+            spec_ctrl_msr: true,
+            ..GuestCpu::default()
+        };
+        let ca = ctx(&a);
+        assert!(guest_wrmsr(&mut s, &ca, IA32_SPEC_CTRL, 1).is_ok());
+        assert_eq!(guest_rdmsr(&s, &ca, IA32_SPEC_CTRL), Ok(1));
+        assert_eq!(
+            guest_wrmsr(&mut s, &ca, IA32_SPEC_CTRL, 1 << 33),
+            Err(MsrFault::Invalid)
+        );
+        // Listed when the host has the MSR (upstream's rdmsr_safe probe).
+        assert!(is_advertised(&CAPS, IA32_SPEC_CTRL));
+        let no = MsrCaps {
+            spec_ctrl: false,
+            feat_ctl: false,
+            ..CAPS
+        };
+        assert!(!is_advertised(&no, IA32_SPEC_CTRL));
+        assert_eq!(index_list_len(&no) + 2, index_list_len(&CAPS));
+    }
+
+    #[test]
+    fn virt_spec_ctrl_rules() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        assert_eq!(host_get(&s, &c, AMD64_VIRT_SPEC_CTRL), Some(0));
+        assert!(host_set(&mut s, &c, AMD64_VIRT_SPEC_CTRL, 0, false).is_some());
+        assert!(host_set(&mut s, &c, AMD64_VIRT_SPEC_CTRL, VIRT_SPEC_CTRL_SSBD, true).is_some());
+        assert_eq!(s.msr.virt_spec_ctrl, VIRT_SPEC_CTRL_SSBD);
+        // Only SSBD.
+        assert_eq!(host_set(&mut s, &c, AMD64_VIRT_SPEC_CTRL, 1, false), None);
+        assert_eq!(
+            host_get(&s, &c, AMD64_VIRT_SPEC_CTRL),
+            Some(VIRT_SPEC_CTRL_SSBD)
+        );
+        // The guest needs VIRT_SSBD.
+        assert_eq!(
+            guest_rdmsr(&s, &c, AMD64_VIRT_SPEC_CTRL),
+            Err(MsrFault::Invalid)
+        );
+        let v = GuestCpu {
+            virt_ssbd: true,
+            ..GuestCpu::default()
+        };
+        let cv = ctx(&v);
+        assert!(guest_wrmsr(&mut s, &cv, AMD64_VIRT_SPEC_CTRL, 0).is_ok());
+        assert_eq!(guest_rdmsr(&s, &cv, AMD64_VIRT_SPEC_CTRL), Ok(0));
+        assert!(is_advertised(&CAPS, AMD64_VIRT_SPEC_CTRL));
+    }
+
+    #[test]
+    fn tsc_ratio_and_feat_ctl() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        // The default ratio; the host may write it back or 0 (and nothing changes).
+        assert_eq!(host_get(&s, &c, AMD64_TSC_RATIO), Some(1 << 32));
+        assert!(host_set(&mut s, &c, AMD64_TSC_RATIO, 1 << 32, false).is_some());
+        assert!(host_set(&mut s, &c, AMD64_TSC_RATIO, 0, false).is_some());
+        assert_eq!(host_get(&s, &c, AMD64_TSC_RATIO), Some(1 << 32));
+        assert_eq!(host_set(&mut s, &c, AMD64_TSC_RATIO, 2 << 32, false), None);
+        assert_eq!(guest_rdmsr(&s, &c, AMD64_TSC_RATIO), Err(MsrFault::Invalid));
+        assert_eq!(
+            guest_wrmsr(&mut s, &c, AMD64_TSC_RATIO, 1 << 32),
+            Err(MsrFault::Invalid)
+        );
+        assert!(is_advertised(&CAPS, AMD64_TSC_RATIO));
+        // FEAT_CTL: listed when the host reads it, not virtualised: reads 0, only 0 back.
+        assert_eq!(host_get(&s, &c, IA32_FEAT_CTL), Some(0));
+        assert_eq!(host_set(&mut s, &c, IA32_FEAT_CTL, 5, false), None);
+        assert!(host_set(&mut s, &c, IA32_FEAT_CTL, 0, false).is_some());
+        assert_eq!(
+            guest_rdmsr(&s, &c, IA32_FEAT_CTL),
+            Err(MsrFault::Unsupported)
+        );
+        let no = MsrCaps {
+            feat_ctl: false,
+            ..CAPS
+        };
+        let cn = MsrCtx { caps: &no, ..c };
+        assert_eq!(host_get(&s, &cn, IA32_FEAT_CTL), None);
+    }
+
+    #[test]
+    fn vcpu_tsc_khz() {
+        // 0: the host's rate, accepted.
+        assert_eq!(vcpu_set_tsc_khz(0, 2_000_000), (Some(2_000_000), true));
+        // Within 250 ppm (500 kHz of 2 GHz) either way: no scaling needed.
+        assert_eq!(
+            vcpu_set_tsc_khz(2_000_500, 2_000_000),
+            (Some(2_000_500), true)
+        );
+        assert_eq!(
+            vcpu_set_tsc_khz(1_999_500, 2_000_000),
+            (Some(1_999_500), true)
+        );
+        // Slower: refused, but the rate is stored (as upstream's virtual_tsc_khz).
+        assert_eq!(
+            vcpu_set_tsc_khz(1_999_499, 2_000_000),
+            (Some(1_999_499), false)
+        );
+        // Faster: upstream catches up; not here (refused, rate kept).
+        assert_eq!(vcpu_set_tsc_khz(2_000_501, 2_000_000), (None, false));
+        // Truncation of the bounds (adjust_tsc_khz): 3_000_001 kHz: hi = 3_000_751.
+        assert!(vcpu_set_tsc_khz(3_000_750, 3_000_001).1);
+        assert!(vcpu_set_tsc_khz(3_000_751, 3_000_001).1);
+        assert!(!vcpu_set_tsc_khz(3_000_752, 3_000_001).1);
+        assert_eq!(vcpu_set_tsc_khz(0, 0), (None, false));
+    }
+
+    #[test]
+    fn xss_rules() {
+        let g = GuestCpu::default();
+        let c = ctx(&g);
+        let mut s = state();
+        // The host: only 0 (supported_xss is 0 on SVM), reads 0.
+        assert_eq!(host_set(&mut s, &c, IA32_XSS, 1 << 63, false), None);
+        assert_eq!(host_set(&mut s, &c, IA32_XSS, 1 << 8, false), None);
+        assert!(host_set(&mut s, &c, IA32_XSS, 0, false).is_some());
+        assert_eq!(host_get(&s, &c, IA32_XSS), Some(0));
+        // The guest: only with XSAVES in its CPUID.
+        assert_eq!(guest_rdmsr(&s, &c, IA32_XSS), Err(MsrFault::Invalid));
+        assert_eq!(guest_wrmsr(&mut s, &c, IA32_XSS, 0), Err(MsrFault::Invalid));
+        let x = GuestCpu {
+            xsaves: true,
+            ..GuestCpu::default()
+        };
+        let cx = ctx(&x);
+        assert_eq!(guest_rdmsr(&s, &cx, IA32_XSS), Ok(0));
+        assert!(guest_wrmsr(&mut s, &cx, IA32_XSS, 0).is_ok());
+        assert_eq!(
+            guest_wrmsr(&mut s, &cx, IA32_XSS, 1),
+            Err(MsrFault::Invalid)
+        );
+        assert!(!is_advertised(&CAPS, IA32_XSS));
     }
 
     #[test]

@@ -436,7 +436,10 @@ pub const KVM_STEAL_RESERVED_MASK: u64 = 0x3e;
 pub const KVM_STEAL_VALID_BITS: u64 = !0x3f;
 
 /// The PV MSRs `KVM_GET_MSR_INDEX_LIST` reports (upstream `emulated_msrs_all`'s, those this
-/// module implements): kvm-clock's four and steal time.
+/// module implements): kvm-clock's four and steal time. Upstream also lists the async-PF and
+/// PV-EOI MSRs; they are not listed here: the features are not implemented (their MSRs only
+/// keep values, [`set`]), and `MSR_KVM_ASYNC_PF_INT` refuses every value on a vCPU without an
+/// in-kernel LAPIC, so a listed one would not round-trip through save/restore there.
 pub const INDEX_LIST: [u32; 5] = [
     msr::SYSTEM_TIME,
     msr::WALL_CLOCK,
@@ -444,6 +447,28 @@ pub const INDEX_LIST: [u32; 5] = [
     msr::WALL_CLOCK_NEW,
     msr::STEAL_TIME,
 ];
+
+/// `KVM_ASYNC_PF_ENABLED`.
+pub const KVM_ASYNC_PF_ENABLED: u64 = 1 << 0;
+/// `KVM_ASYNC_PF_DELIVERY_AS_PF_VMEXIT`.
+pub const KVM_ASYNC_PF_DELIVERY_AS_PF_VMEXIT: u64 = 1 << 2;
+/// `KVM_ASYNC_PF_DELIVERY_AS_INT`.
+pub const KVM_ASYNC_PF_DELIVERY_AS_INT: u64 = 1 << 3;
+/// `MSR_KVM_ASYNC_PF_EN` bits 5:4, reserved.
+pub const KVM_ASYNC_PF_RESERVED: u64 = 0x30;
+
+/// What a PV MSR write needs from the vCPU and its host.
+#[derive(Clone, Copy)]
+pub struct PvWriteEnv<'a> {
+    /// The host kernel accounts run delay (steal time needs it: `Invalid` without, as
+    /// upstream's `return 1`).
+    pub sched_info_on: bool,
+    /// The vCPU has an in-kernel LAPIC (the async-PF MSRs need one).
+    pub lapic_in_kernel: bool,
+    /// Whether `len` bytes at a GPA are writable guest RAM (upstream
+    /// `kvm_gfn_to_hva_cache_init` succeeds).
+    pub ram: &'a dyn Fn(u64, u64) -> bool,
+}
 
 /// A vCPU's PV MSR values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -454,6 +479,12 @@ pub struct PvMsrs {
     pub steal_time: u64,
     /// `MSR_KVM_POLL_CONTROL`: 1 at creation (`kvm_arch_vcpu_create`).
     pub poll_control: u64,
+    /// `MSR_KVM_ASYNC_PF_EN` (`vcpu->arch.apf.msr_en_val`).
+    pub async_pf_en: u64,
+    /// `MSR_KVM_ASYNC_PF_INT` (`vcpu->arch.apf.msr_int_val`: the vector).
+    pub async_pf_int: u64,
+    /// `MSR_KVM_PV_EOI_EN` (`vcpu->arch.pv_eoi.msr_val`).
+    pub pv_eoi: u64,
 }
 
 impl Default for PvMsrs {
@@ -462,15 +493,22 @@ impl Default for PvMsrs {
             system_time: 0,
             steal_time: 0,
             poll_control: 1,
+            async_pf_en: 0,
+            async_pf_int: 0,
+            pv_eoi: 0,
         }
     }
 }
 
 impl PvMsrs {
-    /// INIT / reset (`kvm_vcpu_reset`): kvm-clock and steal time off; poll control is kept.
+    /// INIT / reset (`kvm_vcpu_reset`; PV EOI: `kvm_lapic_reset`, the in-kernel LAPIC's INIT):
+    /// kvm-clock, steal time, async PF and PV EOI off; poll control is kept.
     pub fn reset(&mut self) {
         self.system_time = 0;
         self.steal_time = 0;
+        self.async_pf_en = 0;
+        self.async_pf_int = 0;
+        self.pv_eoi = 0;
     }
 }
 
@@ -520,20 +558,33 @@ pub fn get(m: &PvMsrs, pv: &PvCpuid, wall_clock: u64, index: u32) -> Option<Resu
         msr::SYSTEM_TIME_NEW => need(CLOCKSOURCE2, m.system_time),
         msr::STEAL_TIME => need(STEAL_TIME, m.steal_time),
         msr::POLL_CONTROL => need(POLL_CONTROL, m.poll_control),
+        msr::ASYNC_PF_EN => need(ASYNC_PF, m.async_pf_en),
+        msr::ASYNC_PF_INT => need(ASYNC_PF_INT, m.async_pf_int),
+        msr::ASYNC_PF_ACK => need(ASYNC_PF_INT, 0),
+        msr::PV_EOI_EN => need(PV_EOI, m.pv_eoi),
         _ => Err(MsrFault::Unsupported),
     })
 }
 
 /// A PV MSR write (`kvm_set_msr_common`'s cases): `None` if `index` is not a PV MSR. Nothing
-/// changes on failure. `sched_info_on`: the host kernel accounts run delay (steal time needs
-/// it: `Invalid` without, as upstream's `return 1`).
+/// changes on failure.
+///
+/// Async PF (`kvm_pv_enable_async_pf`, `kvm_pv_enable_async_pf_int`) and PV EOI
+/// (`kvm_lapic_set_pv_eoi`) take upstream's checks and values, but this module never sends an
+/// async page fault and never marks an EOI as skippable, so their guest-visible effect is
+/// upstream's with no fault ever made asynchronous and no EOI ever avoided (both are KVM's
+/// choice per event upstream too). The one exception: turning async PF on for real
+/// (`KVM_ASYNC_PF_ENABLED` with `KVM_ASYNC_PF_DELIVERY_AS_INT`) is refused (`Invalid`), since
+/// upstream then queues a "wake all" page-ready notification this module does not deliver.
+/// Neither feature is in [`SUPPORTED_FEATURES`], nor are their MSRs in [`INDEX_LIST`].
 pub fn set(
     m: &mut PvMsrs,
     pv: &PvCpuid,
     index: u32,
     data: u64,
-    sched_info_on: bool,
+    env: &PvWriteEnv<'_>,
 ) -> Option<Result<PvEffect, MsrFault>> {
+    let sched_info_on = env.sched_info_on;
     use feature::*;
     if !is_pv_msr(index) {
         return None;
@@ -575,6 +626,49 @@ pub fn set(
             m.poll_control = data;
             Ok(PvEffect::None)
         }
+        msr::ASYNC_PF_EN => {
+            gate(ASYNC_PF)?;
+            let bad = data & KVM_ASYNC_PF_RESERVED != 0
+                || (!pv.has(ASYNC_PF_VMEXIT) && data & KVM_ASYNC_PF_DELIVERY_AS_PF_VMEXIT != 0)
+                || (!pv.has(ASYNC_PF_INT) && data & KVM_ASYNC_PF_DELIVERY_AS_INT != 0);
+            if bad {
+                return Err(MsrFault::Invalid);
+            }
+            // Without an in-kernel LAPIC only 0, and it is not stored.
+            if !env.lapic_in_kernel {
+                return if data != 0 {
+                    Err(MsrFault::Invalid)
+                } else {
+                    Ok(PvEffect::None)
+                };
+            }
+            let on = KVM_ASYNC_PF_ENABLED | KVM_ASYNC_PF_DELIVERY_AS_INT;
+            if data & on == on {
+                return Err(MsrFault::Invalid);
+            }
+            m.async_pf_en = data;
+            Ok(PvEffect::None)
+        }
+        msr::ASYNC_PF_INT => {
+            gate(ASYNC_PF_INT)?;
+            // Bits 63:8 reserved; the vector needs the in-kernel LAPIC.
+            if data >> 8 != 0 || !env.lapic_in_kernel {
+                return Err(MsrFault::Invalid);
+            }
+            m.async_pf_int = data;
+            Ok(PvEffect::None)
+        }
+        // An acknowledged page-ready notification: none is ever pending here.
+        msr::ASYNC_PF_ACK => gate(ASYNC_PF_INT).map(|()| PvEffect::None),
+        msr::PV_EOI_EN => {
+            gate(PV_EOI)?;
+            let gpa = data & !KVM_MSR_ENABLED;
+            if gpa & 3 != 0 || (data & KVM_MSR_ENABLED != 0 && !(env.ram)(gpa, 1)) {
+                return Err(MsrFault::Invalid);
+            }
+            m.pv_eoi = data;
+            Ok(PvEffect::None)
+        }
         _ => Err(MsrFault::Unsupported),
     })())
 }
@@ -596,9 +690,9 @@ pub fn host_set(
     pv: &PvCpuid,
     index: u32,
     data: u64,
-    sched_info_on: bool,
+    env: &PvWriteEnv<'_>,
 ) -> Option<Option<PvEffect>> {
-    set(m, pv, index, data, sched_info_on).map(|r| match r {
+    set(m, pv, index, data, env).map(|r| match r {
         Ok(e) => Some(e),
         Err(MsrFault::Unsupported) if data == 0 && INDEX_LIST.contains(&index) => {
             Some(PvEffect::None)
@@ -676,6 +770,19 @@ pub fn hypercall_gate(nr: u64, pv: &PvCpuid) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn any_ram(_gpa: u64, _len: u64) -> bool {
+        true
+    }
+
+    /// A vCPU with an in-kernel LAPIC, all memory RAM; `sched`: sched_info is on.
+    fn env(sched: bool) -> PvWriteEnv<'static> {
+        PvWriteEnv {
+            sched_info_on: sched,
+            lapic_in_kernel: true,
+            ram: &any_ram,
+        }
+    }
 
     /// (Hz, shift, mul) as upstream's `kvm_get_time_scale(NSEC_PER_SEC, Hz)` computes them.
     const SCALES: [(u64, i8, u32); 9] = [
@@ -845,7 +952,7 @@ mod tests {
         ] {
             assert_eq!(get(&m, &pv, 0, index), Some(Err(MsrFault::Unsupported)));
             assert_eq!(
-                set(&mut m, &pv, index, 0, true),
+                set(&mut m, &pv, index, 0, &env(true)),
                 Some(Err(MsrFault::Unsupported))
             );
         }
@@ -853,13 +960,13 @@ mod tests {
         for index in INDEX_LIST {
             assert_eq!(host_get(&m, &pv, 5, index), Some(Some(0)));
             assert_eq!(
-                host_set(&mut m, &pv, index, 0, true),
+                host_set(&mut m, &pv, index, 0, &env(true)),
                 Some(Some(PvEffect::None))
             );
-            assert_eq!(host_set(&mut m, &pv, index, 1, true), Some(None));
+            assert_eq!(host_set(&mut m, &pv, index, 1, &env(true)), Some(None));
         }
         assert_eq!(get(&m, &pv, 0, 0x10), None);
-        assert_eq!(set(&mut m, &pv, 0x10, 0, true), None);
+        assert_eq!(set(&mut m, &pv, 0x10, 0, &env(true)), None);
     }
 
     #[test]
@@ -867,48 +974,186 @@ mod tests {
         let pv = PvCpuid::default();
         let mut m = PvMsrs::default();
         assert_eq!(
-            set(&mut m, &pv, msr::SYSTEM_TIME_NEW, 0x1001, true),
+            set(&mut m, &pv, msr::SYSTEM_TIME_NEW, 0x1001, &env(true)),
             Some(Ok(PvEffect::SystemTime { old_msr: false }))
         );
         assert_eq!(get(&m, &pv, 0, msr::SYSTEM_TIME), Some(Ok(0x1001)));
         assert_eq!(
-            set(&mut m, &pv, msr::WALL_CLOCK, 0x2000, true),
+            set(&mut m, &pv, msr::WALL_CLOCK, 0x2000, &env(true)),
             Some(Ok(PvEffect::WallClock(0x2000)))
         );
         assert_eq!(get(&m, &pv, 0x2000, msr::WALL_CLOCK_NEW), Some(Ok(0x2000)));
         // Steal time: reserved bits 5:1 refuse, without sched_info too.
         for r in 1..6 {
             assert_eq!(
-                set(&mut m, &pv, msr::STEAL_TIME, 0x1000 | 1 << r, true),
+                set(&mut m, &pv, msr::STEAL_TIME, 0x1000 | 1 << r, &env(true)),
                 Some(Err(MsrFault::Invalid))
             );
         }
         assert_eq!(
-            set(&mut m, &pv, msr::STEAL_TIME, 0x1001, false),
+            set(&mut m, &pv, msr::STEAL_TIME, 0x1001, &env(false)),
             Some(Err(MsrFault::Invalid))
         );
         assert_eq!(
-            set(&mut m, &pv, msr::STEAL_TIME, 0x1041, true),
+            set(&mut m, &pv, msr::STEAL_TIME, 0x1041, &env(true)),
             Some(Ok(PvEffect::StealTime))
         );
         assert_eq!(
-            set(&mut m, &pv, msr::STEAL_TIME, 0x1040, true),
+            set(&mut m, &pv, msr::STEAL_TIME, 0x1040, &env(true)),
             Some(Ok(PvEffect::None))
         );
         assert_eq!(get(&m, &pv, 0, msr::STEAL_TIME), Some(Ok(0x1040)));
         // Poll control: bit 0 only; 1 at creation.
         assert_eq!(get(&m, &pv, 0, msr::POLL_CONTROL), Some(Ok(1)));
         assert_eq!(
-            set(&mut m, &pv, msr::POLL_CONTROL, 2, true),
+            set(&mut m, &pv, msr::POLL_CONTROL, 2, &env(true)),
             Some(Err(MsrFault::Invalid))
         );
-        // Not implemented here: async PF, PV EOI, migration control.
+        // Not implemented here: migration control.
         assert_eq!(
-            set(&mut m, &pv, msr::ASYNC_PF_EN, 0, true),
+            set(&mut m, &pv, msr::MIGRATION_CONTROL, 0, &env(true)),
             Some(Err(MsrFault::Unsupported))
         );
         m.reset();
         assert_eq!((m.system_time, m.steal_time, m.poll_control), (0, 0, 1));
+    }
+
+    /// The hostile probes' values (kvm_amd: refused, then the MSR reads back 0) and the rest of
+    /// upstream's rules for the async-PF and PV-EOI MSRs.
+    #[test]
+    fn async_pf_and_pv_eoi_rules() {
+        let pv = PvCpuid::default(); // no enforcement: every feature
+        let mut m = PvMsrs::default();
+        let no_lapic = PvWriteEnv {
+            lapic_in_kernel: false,
+            ..env(true)
+        };
+        // ASYNC_PF_EN 0x3f: bits 5:4 reserved.
+        for e in [&env(true), &no_lapic] {
+            assert_eq!(
+                set(&mut m, &pv, msr::ASYNC_PF_EN, 0x3f, e),
+                Some(Err(MsrFault::Invalid))
+            );
+            assert_eq!(host_get(&m, &pv, 0, msr::ASYNC_PF_EN), Some(Some(0)));
+        }
+        // No LAPIC: only 0.
+        assert_eq!(
+            set(&mut m, &pv, msr::ASYNC_PF_EN, 0x1000, &no_lapic),
+            Some(Err(MsrFault::Invalid))
+        );
+        assert_eq!(
+            set(&mut m, &pv, msr::ASYNC_PF_EN, 0, &no_lapic),
+            Some(Ok(PvEffect::None))
+        );
+        // With a LAPIC: stored; enabled without INT delivery does nothing upstream either.
+        assert_eq!(
+            set(&mut m, &pv, msr::ASYNC_PF_EN, 0x1001, &env(true)),
+            Some(Ok(PvEffect::None))
+        );
+        assert_eq!(get(&m, &pv, 0, msr::ASYNC_PF_EN), Some(Ok(0x1001)));
+        // Enabled with INT delivery: refused (no page-ready notification is delivered here).
+        assert_eq!(
+            set(&mut m, &pv, msr::ASYNC_PF_EN, 0x1009, &env(true)),
+            Some(Err(MsrFault::Invalid))
+        );
+        assert_eq!(m.async_pf_en, 0x1001);
+        // Delivery bits need their features under enforcement.
+        let apf_only = PvCpuid {
+            enforce: true,
+            features: bit(feature::ASYNC_PF),
+        };
+        for b in [
+            KVM_ASYNC_PF_DELIVERY_AS_PF_VMEXIT,
+            KVM_ASYNC_PF_DELIVERY_AS_INT,
+        ] {
+            assert_eq!(
+                set(&mut m, &apf_only, msr::ASYNC_PF_EN, 0x2000 | b, &env(true)),
+                Some(Err(MsrFault::Invalid))
+            );
+        }
+        // ASYNC_PF_INT: the vector (bits 7:0), only with a LAPIC; ACK reads 0.
+        assert_eq!(
+            set(&mut m, &pv, msr::ASYNC_PF_INT, 0x1ec, &env(true)),
+            Some(Err(MsrFault::Invalid))
+        );
+        assert_eq!(
+            set(&mut m, &pv, msr::ASYNC_PF_INT, 0xec, &no_lapic),
+            Some(Err(MsrFault::Invalid))
+        );
+        assert_eq!(
+            set(&mut m, &pv, msr::ASYNC_PF_INT, 0xec, &env(true)),
+            Some(Ok(PvEffect::None))
+        );
+        assert_eq!(get(&m, &pv, 0, msr::ASYNC_PF_INT), Some(Ok(0xec)));
+        assert_eq!(
+            set(&mut m, &pv, msr::ASYNC_PF_ACK, 1, &no_lapic),
+            Some(Ok(PvEffect::None))
+        );
+        assert_eq!(get(&m, &pv, 0, msr::ASYNC_PF_ACK), Some(Ok(0)));
+        // PV_EOI_EN 0x3: the address must be 4-byte aligned (no LAPIC needed).
+        assert_eq!(
+            set(&mut m, &pv, msr::PV_EOI_EN, 0x3, &no_lapic),
+            Some(Err(MsrFault::Invalid))
+        );
+        assert_eq!(host_get(&m, &pv, 0, msr::PV_EOI_EN), Some(Some(0)));
+        // Enabled: the byte must be writable RAM.
+        fn low_ram(gpa: u64, len: u64) -> bool {
+            gpa + len <= 0x10_0000
+        }
+        let e = PvWriteEnv {
+            ram: &low_ram,
+            ..no_lapic
+        };
+        assert_eq!(
+            set(&mut m, &pv, msr::PV_EOI_EN, 0x20_0001, &e),
+            Some(Err(MsrFault::Invalid))
+        );
+        assert_eq!(
+            set(&mut m, &pv, msr::PV_EOI_EN, 0x20_0000, &e),
+            Some(Ok(PvEffect::None))
+        );
+        assert_eq!(
+            set(&mut m, &pv, msr::PV_EOI_EN, 0x8_0005, &e),
+            Some(Ok(PvEffect::None))
+        );
+        assert_eq!(get(&m, &pv, 0, msr::PV_EOI_EN), Some(Ok(0x8_0005)));
+        // INIT turns them off.
+        m.reset();
+        assert_eq!((m.async_pf_en, m.async_pf_int, m.pv_eoi), (0, 0, 0));
+    }
+
+    /// Every listed PV MSR reads and writes back (save/restore), with or without an in-kernel
+    /// LAPIC, enforced or not.
+    #[test]
+    fn listed_pv_msrs_round_trip() {
+        let no_lapic = PvWriteEnv {
+            lapic_in_kernel: false,
+            ..env(true)
+        };
+        for pv in [
+            PvCpuid::default(),
+            PvCpuid {
+                enforce: true,
+                features: 0,
+            },
+        ] {
+            for e in [&env(true), &no_lapic] {
+                let mut m = PvMsrs::default();
+                for index in INDEX_LIST {
+                    let v = host_get(&m, &pv, 0, index).flatten();
+                    let v = v.unwrap_or_else(|| panic!("get {index:#x}"));
+                    assert!(host_set(&mut m, &pv, index, v, e).is_some(), "{index:#x}");
+                }
+            }
+        }
+        // ASYNC_PF_INT would not (0 refused without a LAPIC): it is not listed.
+        let mut m = PvMsrs::default();
+        let pv = PvCpuid::default();
+        assert_eq!(
+            host_set(&mut m, &pv, msr::ASYNC_PF_INT, 0, &no_lapic),
+            Some(None)
+        );
+        assert!(!INDEX_LIST.contains(&msr::ASYNC_PF_INT));
     }
 
     #[test]

@@ -619,6 +619,8 @@ mod tests {
         arch_capabilities: 0,
         de_cfg: 0,
         host_ucode_rev: 0,
+        feat_ctl: true,
+        spec_ctrl: true,
     };
 
     fn long_mode_guest() -> GuestCpu {

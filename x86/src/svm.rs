@@ -365,11 +365,15 @@ pub struct VmcbSave {
 pub struct Vmcb {
     pub control: VmcbControl,
     pub save: VmcbSave,
-    pub reserved: [u8; 4096 - 0x400 - 0x2e0],
+    /// The guest's SPEC_CTRL, which hardware with V_SPEC_CTRL loads on VMRUN and saves on
+    /// #VMEXIT (upstream `vmcb_save_area.spec_ctrl`, save area offset 0x2e0).
+    pub spec_ctrl: u64,
+    pub reserved: [u8; 4096 - 0x400 - 0x2e0 - 8],
 }
 
 const _: () = {
     assert!(size_of::<VmcbControl>() == 0x400);
+    assert!(offset_of!(Vmcb, spec_ctrl) == 0x400 + 0x2e0);
     assert!(offset_of!(VmcbControl, pause_filter_thresh) == 0x03c);
     assert!(offset_of!(VmcbControl, iopm_base_pa) == 0x040);
     assert!(offset_of!(VmcbControl, msrpm_base_pa) == 0x048);

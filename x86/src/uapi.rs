@@ -230,8 +230,8 @@ pub mod mp_state {
     pub const HALTED: u32 = 3;
     /// `KVM_MP_STATE_SIPI_RECEIVED`.
     pub const SIPI_RECEIVED: u32 = 4;
-    /// `KVM_MP_STATE_AP_RESET_HOLD`.
-    pub const AP_RESET_HOLD: u32 = 10;
+    /// `KVM_MP_STATE_AP_RESET_HOLD` (9; 10 is `KVM_MP_STATE_SUSPENDED`, which x86 refuses).
+    pub const AP_RESET_HOLD: u32 = 9;
 }
 
 /// `struct kvm_cpuid_entry2`.

@@ -570,6 +570,80 @@ fn long_mode_sse() -> Result<(), String> {
     }
 }
 
+/// 64-bit with CR4.LA57: jump to the code's alias at 1 << 48 (canonical only with 57-bit
+/// addresses, PML5 entry 1), store to RAM at 0x20000 through its alias there, store to MMIO at
+/// GPA 0x4000_0000 (a 2 MiB page the emulator must reach through the 5-level walk, fetching
+/// the instruction through it too), set FS.base to 1 << 47 with WRMSR (non-canonical with
+/// 48-bit addresses), out 0x10, hlt.
+#[rustfmt::skip]
+const LA57_GUEST: &[u8] = &[
+    // mov rax, (1 << 48) | 0x1000c
+    0x48, 0xb8, 0x0c, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00,
+    0xff, 0xe0, // jmp rax
+    // 0x1000c: mov rcx, (1 << 48) | 0x20000
+    0x48, 0xb9, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00,
+    0xc7, 0x01, 0x44, 0x33, 0x22, 0x11, // mov dword [rcx], 0x11223344
+    // mov rdx, (1 << 48) | 0x400000
+    0x48, 0xba, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x01, 0x00,
+    0xc7, 0x02, 0x78, 0x56, 0x34, 0x12, // mov dword [rdx], 0x12345678 (MMIO)
+    0xb9, 0x00, 0x01, 0x00, 0xc0, // mov ecx, MSR_FS_BASE
+    0x31, 0xc0, // xor eax, eax
+    0xba, 0x00, 0x80, 0x00, 0x00, // mov edx, 0x8000
+    0x0f, 0x30, // wrmsr
+    0xe6, 0x10, // out 0x10, al
+    0xf4, // hlt
+];
+
+/// 5-level paging (CR4.LA57) where the CPU has it: the hardware walk, the emulator's walk and
+/// fetch, and the 57-bit canonical MSR rule; else CR4.LA57 is refused by KVM_SET_SREGS.
+fn long_mode_la57() -> Result<(), String> {
+    let (g, mut v) = long_mode_guest(LA57_GUEST)?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    let la57 = cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 7 && e.index == 0 && e.ecx & (1 << 16) != 0);
+    let mut sr = v.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    sr.cr4 |= 1 << 12;
+    sr.cr3 = 0x5000;
+    if !la57 {
+        return eq(
+            v.set_sregs(&sr).map_err(|e| e.errno()),
+            Err(libc::EINVAL),
+            "CR4.LA57 without LA57",
+        );
+    }
+    // PML5[0] and PML5[1] -> the PML4 at 0x1000; PD[2]: a 2 MiB page at GPA 0x4000_0000.
+    g.ram.write(0x5000, &(0x1000u64 | 3).to_le_bytes());
+    g.ram.write(0x5008, &(0x1000u64 | 3).to_le_bytes());
+    g.ram.write(0x3010, &(0x4000_0000u64 | 0x83).to_le_bytes());
+    v.set_sregs(&sr)
+        .map_err(|e| format!("KVM_SET_SREGS(LA57): {e}"))?;
+    match v.run().map_err(|e| format!("KVM_RUN: {e}"))? {
+        VcpuExit::MmioWrite(0x4000_0000, d) => eq(d, &[0x78, 0x56, 0x34, 0x12][..], "MMIO store")?,
+        e => return Err(format!("{e:?} instead of the MMIO store")),
+    }
+    match v.run().map_err(|e| format!("KVM_RUN: {e}"))? {
+        VcpuExit::IoOut(0x10, _) => {}
+        e => return Err(format!("{e:?} instead of OUT 0x10")),
+    }
+    let mut w = [0u8; 4];
+    for (i, b) in w.iter_mut().enumerate() {
+        *b = g.ram.read(0x20000 + i);
+    }
+    eq(
+        u32::from_le_bytes(w),
+        0x1122_3344,
+        "RAM store through the alias",
+    )?;
+    let sr = v.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    eq(sr.fs.base, 1 << 47, "FS.base from WRMSR")?;
+    eq(sr.cr4 & (1 << 12), 1 << 12, "CR4.LA57 kept")
+}
+
 fn long_mode_sse_two_threads() -> Result<(), String> {
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..2).map(|_| s.spawn(long_mode_sse)).collect();
@@ -776,6 +850,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("run_long_mode_sse_two_vms_on_threads", Any, |_| {
             with_svm(long_mode_sse_two_threads)
+        }),
+        ("run_long_mode_la57_five_level_paging", Any, |_| {
+            with_svm(long_mode_la57)
         }),
         ("run_hostile_register_state_is_errno_or_exit", Any, |_| {
             with_svm(hostile_state)

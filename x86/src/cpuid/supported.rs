@@ -5,8 +5,8 @@
 //!
 //! Left out compared with upstream `kvm_amd`, because nothing here virtualises them: nested SVM
 //! (CPUID SVM, leaf 0x8000000A), VMX/SMX, the PMU (PDCM, leaves 0xA and 0x80000022, PERFCTR_CORE),
-//! MTRRs and machine-check banks (MTRR, MCA), protection keys (PKU: PKRU is not switched), LA57 (48-bit guest VAs, as leaf
-//! 0x80000008 says), LAM, XSAVES/XFD and AMX (no XSS or dynamic xfeatures), speculation-control
+//! MTRRs and machine-check banks (MTRR, MCA), protection keys (PKU: PKRU is not switched), LAM,
+//! XSAVES/XFD and AMX (no XSS or dynamic xfeatures), speculation-control
 //! MSRs (SPEC_CTRL, IBPB/IBRS/STIBP/SSBD, PRED_CMD, FLUSH_L1D), OSVW, bus-lock detection, WAITPKG,
 //! SGX, PT, and the KVM paravirtual features nothing implements (leaf 0x40000001 has only
 //! [`crate::pv::SUPPORTED_FEATURES`]: no async PF, PV EOI, PV TLB flush, ...).
@@ -115,9 +115,12 @@ const MASK_7_0_EBX: u32 = bits(&[
     0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 16, 17, 18, 19, 20, 21, 23, 24, 26, 27, 28, 29, 30, 31,
 ]);
 /// CPUID.7.0:ECX: AVX512VBMI, UMIP, AVX512_VBMI2, GFNI, VAES, VPCLMULQDQ, AVX512_VNNI,
-/// AVX512_BITALG, AVX512_VPOPCNTDQ, RDPID, CLDEMOTE, MOVDIRI, MOVDIR64B (upstream's mask without
-/// LA57, PKU, SGX_LC and BUS_LOCK_DETECT).
-const MASK_7_0_ECX: u32 = bits(&[1, 2, 6, 8, 9, 10, 11, 12, 14, 22, 25, 27, 28]);
+/// AVX512_BITALG, AVX512_VPOPCNTDQ, LA57, RDPID, CLDEMOTE, MOVDIRI, MOVDIR64B (upstream's mask
+/// without PKU, SGX_LC and BUS_LOCK_DETECT). LA57 as the hardware has it, whatever paging the
+/// host kernel runs (upstream: "Set LA57 based on hardware capability"): guest paging is the
+/// hardware's under NPT, the emulator's walker and canonical checks follow the guest's
+/// CR4.LA57, and so do the MSR rules ([`crate::msr`]).
+const MASK_7_0_ECX: u32 = bits(&[1, 2, 6, 8, 9, 10, 11, 12, 14, 16, 22, 25, 27, 28]);
 /// CPUID.7.0:EDX: AVX512_4VNNIW, AVX512_4FMAPS, FSRM, AVX512_VP2INTERSECT, MD_CLEAR, SERIALIZE,
 /// TSXLDTRK, AVX512_FP16 (upstream's mask without the AMX and speculation-control bits);
 /// ARCH_CAPABILITIES is added (emulated).
@@ -455,10 +458,9 @@ fn do_func(out: &mut Out<'_>, host: &HostCpuid<'_>, caps: &KvmCaps, function: u3
         0x8000_0007 => (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, caps.w8_7),
         0x8000_0008 => {
             // PhysAddrSize: the host's (NPT: GPAs are not reduced); the addressable GPA width
-            // capped at 48 by the 4-level TDP MMU. LinearAddrSize: 48, not the host's (upstream
-            // passes a 57-bit host's on): LA57 is not offered here, so a guest has 48-bit
-            // linear addresses, and the canonical checks (MSRs, emulation) use 48.
-            let virt = 48;
+            // capped at 48 by the 4-level TDP MMU. LinearAddrSize: the host's, at least 48
+            // (upstream's virt_as).
+            let virt = ((e.eax >> 8) & 0xff).max(48);
             let phys = e.eax & 0xff;
             let gphys = phys.min(48);
             e.eax = phys | virt << 8 | gphys << 16;
@@ -514,7 +516,7 @@ mod tests {
                 1 | 1 << 2,
                 1 << 11 | 1 << 20 | 1 << 25 | 1 << 26 | 1 << 27 | 1 << 29,
             ],
-            // A 57-bit host (QEMU's -cpu max): the guest still gets 48.
+            // A 57-bit host (QEMU's -cpu max).
             (0x8000_0008, _) => [0x3928, 0, 0, 0],
             (0x8000_000a, _) => [1, 0x10, 0, 0x9],
             _ => [0; 4],
@@ -544,7 +546,7 @@ mod tests {
         assert!(has(feat::X2APIC), "emulated by the in-kernel LAPIC");
         assert!(!has(feat::PDCM));
         assert!(!has(feat::PKU));
-        assert!(!has(feat::LA57));
+        assert!(has(feat::LA57), "the host has it");
         assert!(!has(feat::LAM));
         assert!(!has(feat::OSXSAVE), "dynamic, the vCPU's CR4");
         assert!(!has(feat::HYPERVISOR));
@@ -565,6 +567,7 @@ mod tests {
         use crate::regs::cr4;
         let r = caps.cr4_reserved();
         for ok in [
+            cr4::LA57,
             cr4::PCIDE,
             cr4::OSXSAVE,
             cr4::SMEP,
@@ -574,7 +577,7 @@ mod tests {
         ] {
             assert_eq!(r & ok, 0, "{ok:#x}");
         }
-        for bad in [cr4::PKE, cr4::LA57, cr4::VMXE, cr4::SMXE, cr4::LAM_SUP] {
+        for bad in [cr4::PKE, cr4::VMXE, cr4::SMXE, cr4::LAM_SUP] {
             assert_ne!(r & bad, 0, "{bad:#x}");
         }
         use crate::regs::efer;
@@ -585,14 +588,37 @@ mod tests {
         assert_ne!(caps.efer_reserved() & efer::SVME, 0);
     }
 
+    /// A CPU without LA57 and 48 VA bits: no LA57 for guests, CR4.LA57 reserved, 48 bits.
+    #[test]
+    fn la57_follows_the_host() {
+        fn host4(leaf: u32, sub: u32) -> [u32; 4] {
+            let mut r = amd_host(leaf, sub);
+            match (leaf, sub) {
+                (7, 0) => r[2] &= !(1 << 16),
+                (0x8000_0008, _) => r[0] = 0x3028,
+                _ => {}
+            }
+            r
+        }
+        let f = host4;
+        let host = HostCpuid::new(&f);
+        let caps = KvmCaps::new(&host, 0x7);
+        let mut buf = [KvmCpuidEntry2::default(); 64];
+        let n = supported_cpuid(&host, &caps, &mut buf).unwrap();
+        let t = &buf[..n];
+        assert!(!super::super::has(t, feat::LA57));
+        assert_ne!(caps.cr4_reserved() & crate::regs::cr4::LA57, 0);
+        assert_eq!(entry(t, 0x8000_0008, 0).eax, 40 | 48 << 8 | 40 << 16);
+    }
+
     #[test]
     fn leaves_and_sizes() {
         let (t, n, _) = table();
         let t = &t[..n];
         assert_eq!(entry(t, 0, 0).eax, 0xd);
         assert_eq!(entry(t, 0x8000_0000, 0).eax, 0x8000_000a);
-        // Address widths: host MAXPHYADDR 40, 48 VA bits, GPA width 40.
-        assert_eq!(entry(t, 0x8000_0008, 0).eax, 40 | 48 << 8 | 40 << 16);
+        // Address widths: host MAXPHYADDR 40, the host's 57 VA bits, GPA width 40.
+        assert_eq!(entry(t, 0x8000_0008, 0).eax, 40 | 57 << 8 | 40 << 16);
         // KVM signature leaf: EAX = 0x40000001.
         let sig = entry(t, KVM_CPUID_SIGNATURE, 0);
         assert_eq!(sig.eax, KVM_CPUID_FEATURES);
