@@ -72,6 +72,10 @@ const KVM_CAP_X86_MSR_FILTER: u64 = 189;
 const KVM_CAP_EXIT_HYPERCALL: u64 = 201;
 /// `KVM_CAP_EXIT_ON_EMULATION_FAILURE`.
 const KVM_CAP_EXIT_ON_EMULATION_FAILURE: u64 = 204;
+/// `KVM_CAP_HLT`: a guest HLT ends `KVM_RUN` with `KVM_EXIT_HLT` when no in-kernel LAPIC
+/// halts the vCPU and HLT exits are not disabled (`crate::run`), as upstream's
+/// `kvm_emulate_halt`.
+const KVM_CAP_HLT: u64 = 1;
 
 /// `KVM_CHECK_EXTENSION` for the capabilities of this file (`None`: not ours).
 pub(crate) fn check_extension(cap: u64) -> Option<isize> {
@@ -84,7 +88,8 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_X86_USER_SPACE_MSR
         | KVM_CAP_X86_MSR_FILTER
         | KVM_CAP_EXIT_ON_EMULATION_FAILURE
-        | KVM_CAP_SET_GUEST_DEBUG => 1,
+        | KVM_CAP_SET_GUEST_DEBUG
+        | KVM_CAP_HLT => 1,
         KVM_CAP_EXIT_HYPERCALL => hypercall::EXIT_HYPERCALL_VALID_MASK as isize,
         // KVM_GUESTDBG_VALID_MASK, as upstream (HOOK(abi): BLOCKIRQ is honoured now).
         KVM_CAP_SET_GUEST_DEBUG2 => x86::exits::guest_debug::SUPPORTED as isize,

@@ -1095,7 +1095,6 @@ const UPSTREAM: &[(&str, &str)] = &[
 
 /// Where ours answers differently on purpose: (key, our answer, why).
 const DIFFERS: &[(&str, &str, &str)] = &[
-    ("sys.cap.1", "ok 0", "KVM_CAP_HLT: not advertised (legacy cap, no ioctl behind it)"),
     ("sys.cap.6", "ok 0", "KVM_CAP_VAPIC: not advertised: no VAPIC (KVM_SET_VAPIC_ADDR / TPR access reporting are not implemented)"),
     ("sys.cap.8", "ok 0", "KVM_CAP_CLOCKSOURCE: not advertised: kvm-clock is reached through CPUID and MSRs, the legacy cap is not reported"),
     ("sys.cap.12", "ok 0", "KVM_CAP_NOP_IO_DELAY: not advertised (no ioctl behind it)"),
@@ -1146,7 +1145,6 @@ const DIFFERS: &[(&str, &str, &str)] = &[
     ("vm.memslot.slot_as1", "EINVAL", "no SMM: KVM_CAP_MULTI_ADDRESS_SPACE is not advertised, one address space"),
     ("vm.set_memory_attributes.private", "EINVAL", "KVM_X86_SW_PROTECTED_VM / guest_memfd / memory attributes are built here; the Debian kvm_amd lacks CONFIG_KVM_SW_PROTECTED_VM (EINVAL: no attribute is valid on a default VM, kvm_vm_ioctl_set_mem_attributes)"),
     ("vm.create_guest_memfd", "ok 5", "KVM_X86_SW_PROTECTED_VM / guest_memfd / memory attributes are built here; the Debian kvm_amd lacks CONFIG_KVM_SW_PROTECTED_VM"),
-    ("vm.cap.1", "ok 0", "KVM_CAP_HLT: not advertised (legacy cap, no ioctl behind it)"),
     ("vm.cap.6", "ok 0", "KVM_CAP_VAPIC: not advertised: no VAPIC (KVM_SET_VAPIC_ADDR / TPR access reporting are not implemented)"),
     ("vm.cap.8", "ok 0", "KVM_CAP_CLOCKSOURCE: not advertised: kvm-clock is reached through CPUID and MSRs, the legacy cap is not reported"),
     ("vm.cap.12", "ok 0", "KVM_CAP_NOP_IO_DELAY: not advertised (no ioctl behind it)"),
