@@ -76,6 +76,11 @@ const KVM_CAP_EXIT_ON_EMULATION_FAILURE: u64 = 204;
 /// halts the vCPU and HLT exits are not disabled (`crate::run`), as upstream's
 /// `kvm_emulate_halt`.
 const KVM_CAP_HLT: u64 = 1;
+/// `KVM_CAP_X86_ROBUST_SINGLESTEP`: `KVM_GUESTDBG_SINGLESTEP`'s TF is the debugger's, not the
+/// guest's: hidden from `KVM_GET_REGS`, added only at the linear RIP stepping was set at
+/// (upstream `__kvm_get_rflags` / `__kvm_set_rflags` with `singlestep_rip`,
+/// [`x86::exits::guest_debug`]).
+const KVM_CAP_X86_ROBUST_SINGLESTEP: u64 = 51;
 
 /// `KVM_CHECK_EXTENSION` for the capabilities of this file (`None`: not ours).
 pub(crate) fn check_extension(cap: u64) -> Option<isize> {
@@ -89,7 +94,8 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_X86_MSR_FILTER
         | KVM_CAP_EXIT_ON_EMULATION_FAILURE
         | KVM_CAP_SET_GUEST_DEBUG
-        | KVM_CAP_HLT => 1,
+        | KVM_CAP_HLT
+        | KVM_CAP_X86_ROBUST_SINGLESTEP => 1,
         KVM_CAP_EXIT_HYPERCALL => hypercall::EXIT_HYPERCALL_VALID_MASK as isize,
         // KVM_GUESTDBG_VALID_MASK, as upstream (HOOK(abi): BLOCKIRQ is honoured now).
         KVM_CAP_SET_GUEST_DEBUG2 => x86::exits::guest_debug::SUPPORTED as isize,
