@@ -151,6 +151,9 @@ fn nmi_masking_until_iret() -> Result<(), String> {
     // NMI handler: out 0x83; out 0x85; iret (two exits inside the handler).
     let nmi_handler: &[u8] = &[0xe6, 0x83, 0xe6, 0x85, 0xcf];
     let g = guest(NMI_GUEST, &[(2, HANDLER_B)], &[(HANDLER_B, nmi_handler)])?;
+    // KVM_CAP_USER_NMI (22) is what tells userspace KVM_NMI works.
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(kvm.check_extension_raw(22), 1, "KVM_CAP_USER_NMI")?;
     let mut v = g.vcpu(0)?;
     eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
     v.nmi().map_err(|e| format!("KVM_NMI 1: {e}"))?;
