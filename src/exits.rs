@@ -81,6 +81,10 @@ const KVM_CAP_HLT: u64 = 1;
 /// (upstream `__kvm_get_rflags` / `__kvm_set_rflags` with `singlestep_rip`,
 /// [`x86::exits::guest_debug`]).
 const KVM_CAP_X86_ROBUST_SINGLESTEP: u64 = 51;
+/// `KVM_CAP_INTERNAL_ERROR_DATA`: every `KVM_EXIT_INTERNAL_ERROR` fills `internal.ndata` and
+/// `internal.data` (the emulation failure's flags, instruction bytes and SVM exit information,
+/// [`emulation::failure_exit`]; an unexpected exit's code and the last entry's CPU).
+const KVM_CAP_INTERNAL_ERROR_DATA: u64 = 40;
 
 /// `KVM_CHECK_EXTENSION` for the capabilities of this file (`None`: not ours).
 pub(crate) fn check_extension(cap: u64) -> Option<isize> {
@@ -95,7 +99,8 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_EXIT_ON_EMULATION_FAILURE
         | KVM_CAP_SET_GUEST_DEBUG
         | KVM_CAP_HLT
-        | KVM_CAP_X86_ROBUST_SINGLESTEP => 1,
+        | KVM_CAP_X86_ROBUST_SINGLESTEP
+        | KVM_CAP_INTERNAL_ERROR_DATA => 1,
         KVM_CAP_EXIT_HYPERCALL => hypercall::EXIT_HYPERCALL_VALID_MASK as isize,
         // KVM_GUESTDBG_VALID_MASK, as upstream (HOOK(abi): BLOCKIRQ is honoured now).
         KVM_CAP_SET_GUEST_DEBUG2 => x86::exits::guest_debug::SUPPORTED as isize,

@@ -112,6 +112,11 @@ pub(crate) struct ExitInfo {
     pub(crate) info1: u64,
     #[allow(dead_code)]
     pub(crate) info2: u64,
+    /// The event whose delivery the exit interrupted (SVM EXITINTINFO; 0: none) and its error
+    /// code (EXITINTINFO's), for the emulation-failure exit's data (upstream
+    /// `svm_get_exit_info`).
+    pub(crate) int_info: u32,
+    pub(crate) int_info_err: u32,
 }
 
 /// What the loop does after an exit.
@@ -225,6 +230,9 @@ pub(crate) struct RunState {
     tlb_gen: u64,
     /// The CPU of the last entry (`fail_entry.cpu`, the unexpected-exit report).
     pub(crate) last_cpu: u32,
+    /// The last exit's [`ExitInfo::int_info`] and its error code, as the backend left them
+    /// (upstream reads them from the VMCB when an emulation failure is reported).
+    pub(crate) exit_int: (u32, u32),
     /// HOOK(entry): the shadow `struct kvm_vcpu` for the transfer-to-guest work, made on the
     /// first `KVM_RUN` that enters the loop.
     xfer: Option<xfer::XferVcpu>,
@@ -420,6 +428,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         let Some(info) = info else {
             continue;
         };
+        l.run.exit_int = (info.int_info, info.int_info_err);
         bump(&vcpu.stats.run.exits);
         crate::irq::sched::after_exit(vcpu, info.code); // HOOK(irq12): SVM_EXIT_INTR boundary
         let a = handle_exit(vcpu, l, run, info)?;

@@ -1388,8 +1388,30 @@ fn emulation_failure_bytes() -> Result<(), String> {
     let b = run_bytes(&mut v);
     eq(u32_at(b, 8), KVM_EXIT_INTERNAL_ERROR, "exit reason")?;
     eq(u32_at(b, 32), 1, "suberror EMULATION")?;
-    check(u32_at(b, 36) >= 3, "ndata >= 3")?;
-    eq(u64_at(b, 40) & 1, 1, "flag INSTRUCTION_BYTES")?;
+    // KVM_CAP_INTERNAL_ERROR_DATA: upstream prepare_emulation_failure_exit's words: flags,
+    // insn_size + 15 bytes (2 words), then SVM's exit info (svm_get_exit_info): exit code
+    // (NPF), EXITINFO1 (the fault's error code), EXITINFO2 (the GPA), EXITINTINFO and its
+    // error code (no event was being delivered: 0, 0).
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(
+        kvm.check_extension_raw(40),
+        1,
+        "KVM_CAP_INTERNAL_ERROR_DATA",
+    )?;
+    eq(u32_at(b, 36), 8, "ndata")?;
+    eq(u64_at(b, 40), 1, "flags = INSTRUCTION_BYTES")?;
+    eq(
+        u64_at(b, 40 + 3 * 8),
+        0x400,
+        "data[3]: exit code SVM_EXIT_NPF",
+    )?;
+    eq(
+        u64_at(b, 40 + 5 * 8),
+        0x9000,
+        "data[5]: EXITINFO2 = the GPA",
+    )?;
+    eq(u64_at(b, 40 + 6 * 8), 0, "data[6]: EXITINTINFO")?;
+    eq(u64_at(b, 40 + 7 * 8), 0, "data[7]: its error code")?;
     // insn_size is what the fetch got (upstream fetches up to 15 bytes or the page end).
     check((4..=15).contains(&b[48]), "insn_size 4..=15")?;
     eq(

@@ -1097,7 +1097,6 @@ const UPSTREAM: &[(&str, &str)] = &[
 const DIFFERS: &[(&str, &str, &str)] = &[
     ("sys.cap.6", "ok 0", "KVM_CAP_VAPIC: not advertised: no VAPIC (KVM_SET_VAPIC_ADDR / TPR access reporting are not implemented)"),
     ("sys.cap.31", "ok 0", "KVM_CAP_MCE: not advertised: no MCE bank emulation"),
-    ("sys.cap.40", "ok 0", "KVM_CAP_INTERNAL_ERROR_DATA: not advertised: the feature is not implemented (the ioctls behind it fail as for an unknown cap)"),
     ("sys.cap.44", "ok 0", "KVM_CAP_HYPERV: no Hyper-V"),
     ("sys.cap.45", "ok 0", "KVM_CAP_HYPERV_VAPIC: no Hyper-V"),
     ("sys.cap.46", "ok 0", "KVM_CAP_HYPERV_SPIN: no Hyper-V"),
@@ -1141,7 +1140,6 @@ const DIFFERS: &[(&str, &str, &str)] = &[
     ("vm.create_guest_memfd", "ok 5", "KVM_X86_SW_PROTECTED_VM / guest_memfd / memory attributes are built here; the Debian kvm_amd lacks CONFIG_KVM_SW_PROTECTED_VM"),
     ("vm.cap.6", "ok 0", "KVM_CAP_VAPIC: not advertised: no VAPIC (KVM_SET_VAPIC_ADDR / TPR access reporting are not implemented)"),
     ("vm.cap.31", "ok 0", "KVM_CAP_MCE: not advertised: no MCE bank emulation"),
-    ("vm.cap.40", "ok 0", "KVM_CAP_INTERNAL_ERROR_DATA: not advertised: the feature is not implemented (the ioctls behind it fail as for an unknown cap)"),
     ("vm.cap.44", "ok 0", "KVM_CAP_HYPERV: no Hyper-V"),
     ("vm.cap.45", "ok 0", "KVM_CAP_HYPERV_VAPIC: no Hyper-V"),
     ("vm.cap.46", "ok 0", "KVM_CAP_HYPERV_SPIN: no Hyper-V"),
