@@ -88,6 +88,10 @@ const KVM_CAP_INTERNAL_ERROR_DATA: u64 = 40;
 /// `KVM_CAP_LAST_CPU`: `fail_entry.cpu` is the CPU of the last entry (`RunState::last_cpu`),
 /// as is an unexpected exit's `internal.data[1]` (upstream `last_vmentry_cpu`).
 const KVM_CAP_LAST_CPU: u64 = 184;
+/// `KVM_CAP_X86_GUEST_MODE`: `KVM_RUN` clears `kvm_run.flags` and sets
+/// `KVM_RUN_X86_GUEST_MODE` when the vCPU exited from a nested guest, which never happens here
+/// (no nested SVM), so the bit is always clear, as upstream without nesting.
+const KVM_CAP_X86_GUEST_MODE: u64 = 238;
 
 /// `KVM_CHECK_EXTENSION` for the capabilities of this file (`None`: not ours).
 pub(crate) fn check_extension(cap: u64) -> Option<isize> {
@@ -104,7 +108,8 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_HLT
         | KVM_CAP_X86_ROBUST_SINGLESTEP
         | KVM_CAP_INTERNAL_ERROR_DATA
-        | KVM_CAP_LAST_CPU => 1,
+        | KVM_CAP_LAST_CPU
+        | KVM_CAP_X86_GUEST_MODE => 1,
         KVM_CAP_EXIT_HYPERCALL => hypercall::EXIT_HYPERCALL_VALID_MASK as isize,
         // KVM_GUESTDBG_VALID_MASK, as upstream (HOOK(abi): BLOCKIRQ is honoured now).
         KVM_CAP_SET_GUEST_DEBUG2 => x86::exits::guest_debug::SUPPORTED as isize,

@@ -165,6 +165,9 @@ pub(crate) fn tests() -> Vec<Test> {
         ("exits_run_emulation_failure_bytes", Any, |_| {
             emulation_failure_bytes()
         }),
+        ("exits_run_flags_no_guest_mode", Any, |_| {
+            run_flags_no_guest_mode()
+        }),
     ]
 }
 
@@ -1529,5 +1532,40 @@ fn mmio_long_mode() -> Result<(), String> {
     drop(v);
     drop(vm);
     drop(ram);
+    Ok(())
+}
+
+/// `KVM_CAP_X86_GUEST_MODE`: `KVM_RUN` rewrites `kvm_run.flags` on every return, and without
+/// nested virtualization `KVM_RUN_X86_GUEST_MODE` (bit 2) is never set (nor SMM, bit 0): the
+/// flags userspace left there are gone after an I/O exit, `immediate_exit`'s `EINTR` and HLT.
+fn run_flags_no_guest_mode() -> Result<(), String> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(kvm.check_extension_raw(238), 1, "KVM_CAP_X86_GUEST_MODE")?;
+    eq(kvm.check_extension_raw(1), 1, "KVM_CAP_HLT")?;
+    let g = Guest::new(&[0xe6, 0x80, 0xf4], 0x8000)?; // out 0x80, al; hlt
+    let mut v = g.vcpu(0)?;
+    v.get_kvm_run().flags = 0xffff;
+    match step(&mut v, 1)? {
+        VcpuExit::IoOut(0x80, _) => {}
+        e => return Err(format!("run 1: {e:?}, want OUT 0x80")),
+    }
+    eq(v.get_kvm_run().flags, 0, "flags after an I/O exit")?;
+    {
+        let r = v.get_kvm_run();
+        r.flags = 0xffff;
+        r.immediate_exit = 1;
+    }
+    match v.run() {
+        Err(e) if e.errno() == libc::EINTR => {}
+        r => return Err(format!("run 2 with immediate_exit: {r:?}, want EINTR")),
+    }
+    eq(v.get_kvm_run().flags, 0, "flags after immediate_exit")?;
+    {
+        let r = v.get_kvm_run();
+        r.flags = 1 << 2;
+        r.immediate_exit = 0;
+    }
+    expect_hlt(&mut v, 3)?;
+    eq(v.get_kvm_run().flags, 0, "flags after HLT")?;
     Ok(())
 }
