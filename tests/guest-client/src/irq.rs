@@ -201,6 +201,78 @@ fn nmi_masking_until_iret() -> Result<(), String> {
     }
 }
 
+/// `KVM_CAP_EXCEPTION_PAYLOAD`: a #PF userspace leaves pending with its CR2 payload stays
+/// pending (not injected) with CR2 untouched until the next entry delivers it; the guest's
+/// handler then reads the payload from CR2. Without the cap the same `KVM_SET_VCPU_EVENTS` is
+/// `EINVAL`.
+fn exception_payload_cr2_at_delivery() -> Result<(), String> {
+    const PAYLOAD: u64 = 0xdead_b000;
+    // #PF handler: mov eax, cr2; out 0x81, eax; hlt.
+    let pf_handler: &[u8] = &[0x0f, 0x20, 0xd0, 0x66, 0xe7, 0x81, 0xf4];
+    let main: &[u8] = &[0xe6, 0x80, 0xf4]; // out 0x80, al; hlt
+    let g = guest(main, &[(14, HANDLER_A)], &[(HANDLER_A, pf_handler)])?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(kvm.check_extension_raw(164), 1, "KVM_CAP_EXCEPTION_PAYLOAD")?;
+    let mut v = g.vcpu(0)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    let mut e = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(e.flags & 0x10, 0, "no VALID_PAYLOAD before the cap")?;
+    e.flags |= 0x10;
+    e.exception.pending = 1;
+    e.exception.nr = 14;
+    e.exception.has_error_code = 1;
+    e.exception.error_code = 2;
+    e.exception_has_payload = 1;
+    e.exception_payload = PAYLOAD;
+    eq(
+        v.set_vcpu_events(&e).map_err(|e| e.errno()),
+        Err(EINVAL),
+        "VALID_PAYLOAD without the cap",
+    )?;
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: 164,
+        args: [1, 0, 0, 0],
+        ..Default::default()
+    };
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("ENABLE_CAP(EXCEPTION_PAYLOAD): {e}"))?;
+    v.set_vcpu_events(&e)
+        .map_err(|e| format!("SET_VCPU_EVENTS with the payload: {e}"))?;
+    let sr = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
+    eq(sr.cr2, 0, "CR2 untouched while the #PF is pending")?;
+    let got = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(got.flags & 0x10, 0x10, "VALID_PAYLOAD with the cap")?;
+    eq(
+        (
+            got.exception.pending,
+            got.exception.injected,
+            got.exception.nr,
+        ),
+        (1, 0, 14),
+        "pending, not injected",
+    )?;
+    eq(
+        (got.exception_has_payload, got.exception_payload),
+        (1, PAYLOAD),
+        "payload kept",
+    )?;
+    match v.run().map_err(|e| format!("run 2: {e}"))? {
+        VcpuExit::IoOut(0x81, d) => eq(
+            d,
+            &(PAYLOAD as u32).to_le_bytes()[..],
+            "CR2 in the #PF handler",
+        )?,
+        x => return Err(format!("run 2: {x:?}, want the #PF handler's OUT")),
+    }
+    let sr = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
+    eq(sr.cr2, PAYLOAD, "CR2 after delivery")?;
+    Ok(())
+}
+
 /// Runs `f` where SVM with nested paging is there (the guest pipeline's `-cpu max`), fails
 /// with the reason elsewhere.
 fn with_svm(f: fn() -> Result<(), String>) -> Result<(), String> {
@@ -224,6 +296,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irq_kvm_nmi_masked_until_iret", Any, |_| {
             with_svm(nmi_masking_until_iret)
+        }),
+        ("irq_exception_payload_cr2_at_delivery", Any, |_| {
+            with_svm(exception_payload_cr2_at_delivery)
         }),
         ("irq_lapic_xapic_mmio_timer_wakes_halt", Any, |_| {
             with_svm(xapic_mmio_timer_wakes_halt)
