@@ -346,8 +346,14 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         if vm.mmu().is_bugged() {
             return Err(EIO);
         }
+        // Upstream vcpu_enter_guest's KVM_REQ_TRIPLE_FAULT (a #DF during #DF, or userspace's
+        // KVM_VCPUEVENT_VALID_TRIPLE_FAULT): KVM_EXIT_SHUTDOWN with the state as it is (only
+        // SVM's SHUTDOWN intercept, whose VMCB is undefined, INITs the vCPU) and no MMIO
+        // completion pending (`mmio_needed = 0`).
         if core::mem::take(&mut l.arch.events.triple_fault_pending) {
-            return shutdown(l, run).map(|_| 0);
+            l.exits.pending = None;
+            run.set_exit_reason(KVM_EXIT_SHUTDOWN);
+            return Ok(0);
         }
         // HOOK(irqroute): a split irqchip's level EOI exits (KVM_EXIT_IOAPIC_EOI).
         if crate::irq::eoi_exit(vcpu) {

@@ -3,8 +3,8 @@
 //! `KVM_GET/SET_NESTED_STATE` on [`CpuState`], with upstream's rules (`arch/x86/kvm/x86.c`
 //! `kvm_vcpu_ioctl_x86_get/set_vcpu_events`, `kvm_vcpu_ioctl_x86_get/set_debugregs`,
 //! `kvm_arch_vcpu_ioctl_set_mpstate`; `svm/nested.c` `svm_get/set_nested_state`) for a VM without
-//! an in-kernel LAPIC, SMM, nested SVM or `KVM_CAP_X86_TRIPLE_FAULT_EVENT`;
-//! `KVM_CAP_EXCEPTION_PAYLOAD` as the VM enabled it ([`EventsAbi`]).
+//! an in-kernel LAPIC, SMM or nested SVM; `KVM_CAP_EXCEPTION_PAYLOAD` and
+//! `KVM_CAP_X86_TRIPLE_FAULT_EVENT` as the VM enabled them ([`EventsAbi`]).
 
 use crate::errno::{Errno, Result};
 use crate::regs::DR6_ACTIVE_LOW;
@@ -61,13 +61,18 @@ pub fn deliver_exception_payload(s: &mut CpuState) {
 }
 
 /// The VM's `KVM_ENABLE_CAP` switches that change the events ABI (upstream
-/// `kvm->arch.exception_payload_enabled`; both off at VM creation).
+/// `kvm->arch.exception_payload_enabled`, `kvm->arch.triple_fault_event`; both off at VM
+/// creation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventsAbi {
     /// `KVM_CAP_EXCEPTION_PAYLOAD` is enabled: a pending exception stays pending with its
     /// payload undelivered (CR2/DR6 untouched) until it is injected, and
     /// `KVM_GET/SET_VCPU_EVENTS` show pending and injected apart, with the payload.
     pub exception_payload: bool,
+    /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` is enabled: `KVM_GET/SET_VCPU_EVENTS` show and set a
+    /// pending triple fault (`KVM_VCPUEVENT_VALID_TRIPLE_FAULT`), which the next `KVM_RUN`
+    /// turns into `KVM_EXIT_SHUTDOWN`.
+    pub triple_fault_event: bool,
 }
 
 /// Without `KVM_CAP_EXCEPTION_PAYLOAD`, a pending exception's payload is delivered before
@@ -125,6 +130,10 @@ pub fn get_vcpu_events(s: &mut CpuState, abi: EventsAbi) -> KvmVcpuEvents {
     k.flags = ev::VALID_NMI_PENDING | ev::VALID_SHADOW | ev::VALID_SMM;
     if abi.exception_payload {
         k.flags |= ev::VALID_PAYLOAD;
+    }
+    if abi.triple_fault_event {
+        k.triple_fault_pending = s.events.triple_fault_pending as u8;
+        k.flags |= ev::VALID_TRIPLE_FAULT;
     }
     k
 }
@@ -200,8 +209,10 @@ pub fn set_vcpu_events(s: &mut CpuState, k: &KvmVcpuEvents, abi: EventsAbi) -> R
         return Err(Errno::Einval);
     }
     if k.flags & ev::VALID_TRIPLE_FAULT != 0 {
-        // KVM_CAP_X86_TRIPLE_FAULT_EVENT is not offered.
-        return Err(Errno::Einval);
+        if !abi.triple_fault_event {
+            return Err(Errno::Einval);
+        }
+        s.events.triple_fault_pending = k.triple_fault_pending != 0;
     }
     Ok(())
 }
@@ -321,10 +332,17 @@ mod tests {
     /// A VM that enabled nothing.
     const OFF: EventsAbi = EventsAbi {
         exception_payload: false,
+        triple_fault_event: false,
     };
     /// `KVM_CAP_EXCEPTION_PAYLOAD` enabled.
     const PAYLOAD: EventsAbi = EventsAbi {
         exception_payload: true,
+        triple_fault_event: false,
+    };
+    /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` enabled.
+    const TRIPLE: EventsAbi = EventsAbi {
+        exception_payload: false,
+        triple_fault_event: true,
     };
 
     fn state() -> CpuState {
@@ -582,6 +600,53 @@ mod tests {
             ..base
         };
         assert_eq!(set_vcpu_events(&mut s, &k, PAYLOAD), Err(Errno::Einval));
+    }
+
+    #[test]
+    fn triple_fault_event_cap() {
+        let mut s = state();
+        s.events.triple_fault_pending = true;
+        // Off: not reported, and VALID_TRIPLE_FAULT is EINVAL after the rest was written.
+        let k = get_vcpu_events(&mut s, OFF);
+        assert_eq!(
+            (k.flags & ev::VALID_TRIPLE_FAULT, k.triple_fault_pending),
+            (0, 0)
+        );
+        let set = KvmVcpuEvents {
+            flags: k.flags | ev::VALID_TRIPLE_FAULT,
+            nmi_masked: 1,
+            triple_fault_pending: 0,
+            ..k
+        };
+        assert_eq!(set_vcpu_events(&mut s, &set, OFF), Err(Errno::Einval));
+        assert!(s.events.nmi_masked, "written before the check");
+        assert!(s.events.triple_fault_pending, "not cleared");
+        // On: reported, cleared and set through VALID_TRIPLE_FAULT.
+        let k = get_vcpu_events(&mut s, TRIPLE);
+        assert_eq!(k.flags & ev::VALID_TRIPLE_FAULT, ev::VALID_TRIPLE_FAULT);
+        assert_eq!(k.triple_fault_pending, 1);
+        set_vcpu_events(&mut s, &set, TRIPLE).unwrap();
+        assert!(!s.events.triple_fault_pending);
+        assert_eq!(get_vcpu_events(&mut s, TRIPLE).triple_fault_pending, 0);
+        let set = KvmVcpuEvents {
+            triple_fault_pending: 1,
+            ..set
+        };
+        set_vcpu_events(&mut s, &set, TRIPLE).unwrap();
+        assert!(s.events.triple_fault_pending);
+        // Without the flag the pending state is left alone.
+        let keep = KvmVcpuEvents {
+            flags: set.flags & !ev::VALID_TRIPLE_FAULT,
+            triple_fault_pending: 0,
+            ..set
+        };
+        set_vcpu_events(&mut s, &keep, TRIPLE).unwrap();
+        assert!(s.events.triple_fault_pending);
+        // The round trip of what GET reports keeps it.
+        let got = get_vcpu_events(&mut s, TRIPLE);
+        let mut t = state();
+        set_vcpu_events(&mut t, &got, TRIPLE).unwrap();
+        assert_eq!(get_vcpu_events(&mut t, TRIPLE), got);
     }
 
     #[test]

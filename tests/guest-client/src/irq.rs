@@ -273,6 +273,87 @@ fn exception_payload_cr2_at_delivery() -> Result<(), String> {
     Ok(())
 }
 
+/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT`: with the cap a triple fault userspace sets pending is
+/// reported by `KVM_GET_VCPU_EVENTS` and ends the next `KVM_RUN` in `KVM_EXIT_SHUTDOWN` with
+/// the registers as they were (upstream's KVM_REQ_TRIPLE_FAULT: no INIT); one cleared again
+/// does nothing. Without the cap `VALID_TRIPLE_FAULT` is `EINVAL`.
+fn triple_fault_event_shutdown() -> Result<(), String> {
+    const VALID_TRIPLE_FAULT: u32 = 0x20;
+    let main: &[u8] = &[0xe6, 0x80, 0xe6, 0x82, 0xf4]; // out 0x80, al; out 0x82, al; hlt
+    let g = guest(main, &[], &[])?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(
+        kvm.check_extension_raw(218),
+        1,
+        "KVM_CAP_X86_TRIPLE_FAULT_EVENT",
+    )?;
+    let mut v = g.vcpu(0)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    let get = |v: &VcpuFd| {
+        v.get_vcpu_events()
+            .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))
+    };
+    let mut e = get(&v)?;
+    eq(
+        e.flags & VALID_TRIPLE_FAULT,
+        0,
+        "no VALID_TRIPLE_FAULT before the cap",
+    )?;
+    e.flags |= VALID_TRIPLE_FAULT;
+    e.triple_fault.pending = 1;
+    eq(
+        v.set_vcpu_events(&e).map_err(|e| e.errno()),
+        Err(EINVAL),
+        "VALID_TRIPLE_FAULT without the cap",
+    )?;
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: 218,
+        args: [1, 0, 0, 0],
+        ..Default::default()
+    };
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("ENABLE_CAP(X86_TRIPLE_FAULT_EVENT): {e}"))?;
+    let got = get(&v)?;
+    eq(
+        (got.flags & VALID_TRIPLE_FAULT, got.triple_fault.pending),
+        (VALID_TRIPLE_FAULT, 0),
+        "reported, none pending",
+    )?;
+    // Set, then cleared again: the guest goes on to its second OUT.
+    v.set_vcpu_events(&e)
+        .map_err(|e| format!("SET_VCPU_EVENTS (triple fault): {e}"))?;
+    eq(get(&v)?.triple_fault.pending, 1, "pending after SET")?;
+    let mut clear = e;
+    clear.triple_fault.pending = 0;
+    v.set_vcpu_events(&clear)
+        .map_err(|e| format!("SET_VCPU_EVENTS (cleared): {e}"))?;
+    eq(get(&v)?.triple_fault.pending, 0, "cleared")?;
+    eq(out_port(&mut v, "run 2")?, 0x82, "second OUT")?;
+    // Set and run: the second OUT's completion first (KVM_RUN completes userspace I/O before
+    // anything else), then KVM_EXIT_SHUTDOWN with the vCPU not INITed: RIP at the HLT.
+    v.set_vcpu_events(&e)
+        .map_err(|e| format!("SET_VCPU_EVENTS (triple fault): {e}"))?;
+    let before = v.get_regs().map_err(|e| format!("GET_REGS: {e}"))?;
+    eq(before.rip, u64::from(MAIN) + 2, "RIP at the second OUT")?;
+    match v.run().map_err(|e| format!("run 3: {e}"))? {
+        VcpuExit::Shutdown => {}
+        x => return Err(format!("run 3: {x:?}, want SHUTDOWN")),
+    }
+    let after = v.get_regs().map_err(|e| format!("GET_REGS: {e}"))?;
+    eq(
+        (after.rip, after.rflags),
+        (u64::from(MAIN) + 4, before.rflags),
+        "RIP past the completed OUT, RFLAGS kept",
+    )?;
+    let sr = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
+    eq(sr.cs.selector, 0, "CS kept (an INIT would load 0xf000)")?;
+    eq(get(&v)?.triple_fault.pending, 0, "consumed by the exit")?;
+    match v.run().map_err(|e| format!("run 4: {e}"))? {
+        VcpuExit::Hlt => Ok(()),
+        x => Err(format!("run 4: {x:?}, want the HLT after the second OUT")),
+    }
+}
+
 /// Runs `f` where SVM with nested paging is there (the guest pipeline's `-cpu max`), fails
 /// with the reason elsewhere.
 fn with_svm(f: fn() -> Result<(), String>) -> Result<(), String> {
@@ -299,6 +380,9 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irq_exception_payload_cr2_at_delivery", Any, |_| {
             with_svm(exception_payload_cr2_at_delivery)
+        }),
+        ("irq_triple_fault_event_shutdown", Any, |_| {
+            with_svm(triple_fault_event_shutdown)
         }),
         ("irq_lapic_xapic_mmio_timer_wakes_halt", Any, |_| {
             with_svm(xapic_mmio_timer_wakes_halt)
