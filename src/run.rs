@@ -349,8 +349,12 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         // Upstream vcpu_enter_guest's KVM_REQ_TRIPLE_FAULT (a #DF during #DF, or userspace's
         // KVM_VCPUEVENT_VALID_TRIPLE_FAULT): KVM_EXIT_SHUTDOWN with the state as it is (only
         // SVM's SHUTDOWN intercept, whose VMCB is undefined, INITs the vCPU) and no MMIO
-        // completion pending (`mmio_needed = 0`).
-        if core::mem::take(&mut l.arch.events.triple_fault_pending) {
+        // completion pending (`mmio_needed = 0`). Only a running vCPU gets there: a halted one
+        // blocks first (a triple fault does not wake it, kvm_vcpu_has_events) and comes back
+        // here once it is runnable.
+        if l.arch.mp_state == x86::uapi::mp_state::RUNNABLE
+            && core::mem::take(&mut l.arch.events.triple_fault_pending)
+        {
             l.exits.pending = None;
             run.set_exit_reason(KVM_EXIT_SHUTDOWN);
             return Ok(0);

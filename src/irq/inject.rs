@@ -245,8 +245,10 @@ fn has_events(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
 
 /// Upstream `vcpu_run`'s `kvm_vcpu_running` / `vcpu_block`: a vCPU that is not runnable
 /// (halted, or waiting for INIT/SIPI) sleeps until an event makes it so, a kick, or a signal.
-/// `true`: enter the guest now; `false`: go round the run loop again (its signal check ends
-/// `KVM_RUN` with `EINTR` if a signal woke the vCPU).
+/// `true`: enter the guest now (the vCPU is runnable); `false`: go round the run loop again
+/// (its signal check ends `KVM_RUN` with `EINTR` if a signal woke the vCPU). A vCPU that
+/// becomes runnable here goes round too, as upstream's `vcpu_block` returns to `vcpu_run`'s
+/// loop: the next `vcpu_enter_guest` checks its requests (a pending triple fault) first.
 pub(crate) fn block_until_runnable(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
     if l.arch.mp_state == mp_state::RUNNABLE {
         return true;
@@ -261,14 +263,11 @@ pub(crate) fn block_until_runnable(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
         return false;
     }
     accept_events(vcpu, l);
-    match l.arch.mp_state {
-        mp_state::HALTED | mp_state::AP_RESET_HOLD => {
-            vcpu.irq.pir.clear_pv_unhalted();
-            l.arch.mp_state = mp_state::RUNNABLE;
-            true
-        }
-        s => s == mp_state::RUNNABLE,
+    if matches!(l.arch.mp_state, mp_state::HALTED | mp_state::AP_RESET_HOLD) {
+        vcpu.irq.pir.clear_pv_unhalted();
+        l.arch.mp_state = mp_state::RUNNABLE;
     }
+    false
 }
 
 /// Upstream `kvm_apic_accept_events`: a pending INIT resets the vCPU (the BSP stays runnable,

@@ -384,6 +384,9 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irq_triple_fault_event_shutdown", Any, |_| {
             with_svm(triple_fault_event_shutdown)
         }),
+        ("irq_triple_fault_event_waits_for_halt_wakeup", Any, |_| {
+            with_svm(triple_fault_event_halted)
+        }),
         ("irq_lapic_xapic_mmio_timer_wakes_halt", Any, |_| {
             with_svm(xapic_mmio_timer_wakes_halt)
         }),
@@ -608,6 +611,116 @@ fn signal_and_nmi_end_halt() -> Result<(), String> {
     eq(out_port(&mut v, "after IRET")?, 0x85, "past HLT")?;
     let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
     eq(m.mp_state, 0, "RUNNABLE")?;
+    Ok(())
+}
+
+/// A triple fault set pending on a vCPU halted in the kernel does not wake it (upstream's
+/// `kvm_vcpu_has_events` does not count it): `KVM_RUN` sleeps until a signal (`EINTR`); once
+/// an NMI makes the vCPU runnable, the triple fault comes first: `KVM_EXIT_SHUTDOWN`, the NMI
+/// still pending.
+fn triple_fault_event_halted() -> Result<(), String> {
+    extern "C" fn on_signal(_: libc::c_int) {}
+    // SAFETY: installs a no-op handler for SIGUSR2 (no SA_RESTART: KVM_RUN returns EINTR).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+    }
+    let main: &[u8] = &[0xfa, 0xe6, 0x80, 0xf4, 0xe6, 0x85]; // cli; out 0x80; hlt; out 0x85
+    let nmi: &[u8] = &[0xe6, 0x84, 0xcf]; // out 0x84, al; iret
+    let g = irqchip_guest(&[(2, HANDLER_B)], &[(MAIN, main), (HANDLER_B, nmi)])?;
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: 218,
+        args: [1, 0, 0, 0],
+        ..Default::default()
+    };
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("ENABLE_CAP(X86_TRIPLE_FAULT_EVENT): {e}"))?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    let mut e = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    e.flags |= 0x20;
+    e.triple_fault.pending = 1;
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    let (r, why) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(
+                unsafe { libc::pthread_self() } as u64,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            // The OUT completes, HLT halts in the kernel until the signal.
+            let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
+            (r, v.get_kvm_run().exit_reason)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        while tid.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // SAFETY: the thread is alive until joined; SIGUSR2 has a handler.
+        unsafe {
+            libc::pthread_kill(
+                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
+                libc::SIGUSR2,
+            )
+        };
+        h.join().map_err(|_| "vCPU thread panicked".to_string())
+    })?;
+    eq(r, libc::EINTR, "KVM_RUN of the halted vCPU after a signal")?;
+    eq(why, 10, "exit_reason KVM_EXIT_INTR")?;
+    let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
+    eq(m.mp_state, 3, "HALTED")?;
+    // Now the triple fault, with the vCPU halted: it sleeps again until the signal.
+    v.set_vcpu_events(&e)
+        .map_err(|e| format!("SET_VCPU_EVENTS (triple fault): {e}"))?;
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    let (r, why) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(
+                unsafe { libc::pthread_self() } as u64,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
+            (r, v.get_kvm_run().exit_reason)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        while tid.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::pthread_kill(
+                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
+                libc::SIGUSR2,
+            )
+        };
+        h.join().map_err(|_| "vCPU thread panicked".to_string())
+    })?;
+    eq(
+        (r, why),
+        (libc::EINTR, 10),
+        "a halted vCPU with a triple fault pending sleeps until the signal",
+    )?;
+    let ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(ev.triple_fault.pending, 1, "still pending")?;
+    v.nmi().map_err(|e| format!("KVM_NMI: {e}"))?;
+    match v.run().map_err(|e| format!("run after KVM_NMI: {e}"))? {
+        VcpuExit::Shutdown => {}
+        x => return Err(format!("after KVM_NMI: {x:?}, want SHUTDOWN")),
+    }
+    let ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(
+        (ev.triple_fault.pending, ev.nmi.pending),
+        (0, 1),
+        "triple fault consumed, the NMI still pending",
+    )?;
     Ok(())
 }
 
