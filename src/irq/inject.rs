@@ -127,9 +127,15 @@ fn accept_dm_intr(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
     !lapic_in_kernel(l) || lapic::accept_pic_intr(l)
 }
 
-/// Upstream `kvm_vcpu_ready_for_interrupt_injection`.
+/// Upstream `kvm_vcpu_ready_for_interrupt_injection`: not while an event still needs to be
+/// (re)injected (`kvm_event_needs_reinjection`) or an exception or triple fault is pending
+/// (`kvm_is_exception_pending`): userspace must be at an instruction boundary with nothing
+/// half-injected to inject an interrupt itself.
 fn ready_for_interrupt_injection(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
-    interrupt_allowed(&l.arch) && accept_dm_intr(vcpu, l)
+    let e = &l.arch.events;
+    let needs_reinjection = e.exception.injected || e.interrupt.injected || e.nmi_injected;
+    let exception_pending = e.exception.pending || e.triple_fault_pending;
+    interrupt_allowed(&l.arch) && accept_dm_intr(vcpu, l) && !needs_reinjection && !exception_pending
 }
 
 /// `kvm_run.ready_for_interrupt_injection` (upstream `post_kvm_run_save`).
@@ -231,7 +237,8 @@ fn has_events(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
     }
     process_nmi(&mut l.arch);
     let e = &l.arch.events;
-    if e.exception.pending {
+    // kvm_is_exception_pending: a pending exception or triple fault.
+    if e.exception.pending || e.triple_fault_pending {
         return true;
     }
     if e.nmi_pending > 0 && nmi_allowed(&l.arch) {

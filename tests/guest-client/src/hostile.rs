@@ -1807,6 +1807,74 @@ fn vcpu_caps(p: &mut Probe) {
     ec(p, "triple_fault_event_0", 218, 0);
     eset(p, "triple_cap_off", Buf::new(64).u32(20, 0x20).u8(28, 1));
     events(p, "triple_cap_off");
+    // What counts as an exception pending (kvm_is_exception_pending: a pending exception or
+    // triple fault) or an event needing reinjection, with both caps on again:
+    // KVM_GUESTDBG_INJECT_DB's EBUSY, kvm_run.ready_for_interrupt_injection.
+    ec(p, "exception_payload_on", 164, 1);
+    ec(p, "triple_fault_event_on", 218, 1);
+    // Every event cleared (payload and triple-fault fields valid, all zero).
+    let clear = || {
+        let mut b = Buf::new(64).u32(20, 0x30);
+        let _ = ioctl(c, KVM_SET_VCPU_EVENTS, b.ptr());
+    };
+    let dbg = |p: &mut Probe, key: &str, control: u32| {
+        let mut b = Buf::new(72).u32(0, control);
+        p.buf(
+            &format!("vcpu_caps.set_guest_debug.{key}"),
+            c,
+            KVM_SET_GUEST_DEBUG,
+            &mut b,
+        );
+    };
+    let gp_injected = || Buf::new(64).u32(20, 0x10).u8(0, 1).u8(1, 13).u8(2, 1);
+    eset(p, "gp_injected", gp_injected());
+    dbg(p, "inject_db_over_injected", 1 | 0x4_0000);
+    events(p, "after_inject_db_over_injected");
+    dbg(p, "off", 0);
+    clear();
+    eset(p, "triple_for_dbg", Buf::new(64).u32(20, 0x30).u8(28, 1));
+    dbg(p, "inject_db_triple_pending", 1 | 0x4_0000);
+    events(p, "after_inject_db_triple_pending");
+    dbg(p, "off_again", 0);
+    clear();
+    // RFLAGS.IF set, then each state, then KVM_RUN with immediate_exit (EINTR at once; the
+    // exit still reports ready_for_interrupt_injection and if_flag).
+    let mut regs = Buf::new(144);
+    let _ = ioctl(c, KVM_GET_REGS, regs.ptr());
+    let mut regs = regs.u64(136, 0x202);
+    let _ = ioctl(c, KVM_SET_REGS, regs.ptr());
+    let states: [(&str, Buf); 6] = [
+        ("none", Buf::new(64).u32(20, 0x30)),
+        (
+            "pf_pending",
+            Buf::new(64).u32(20, 0x30).u8(3, 1).u8(1, 14).u8(2, 1),
+        ),
+        ("gp_injected", gp_injected()),
+        (
+            "irq_injected",
+            Buf::new(64).u32(20, 0x30).u8(8, 1).u8(9, 0x20),
+        ),
+        ("nmi_injected", Buf::new(64).u32(20, 0x30).u8(12, 1)),
+        ("triple_pending", Buf::new(64).u32(20, 0x30).u8(28, 1)),
+    ];
+    for (key, b) in states {
+        let mut b = b;
+        let set = ioctl(c, KVM_SET_VCPU_EVENTS, b.ptr());
+        vcpu.get_kvm_run().immediate_exit = 1;
+        let r = ioctl(c, KVM_RUN, 0);
+        let run = vcpu.get_kvm_run();
+        run.immediate_exit = 0;
+        let (ready, iff) = (run.ready_for_interrupt_injection, run.if_flag);
+        let answer = match set.and(r) {
+            Ok(v) => format!("ok {v}"),
+            Err(e) => errname(e),
+        };
+        p.push(
+            format!("vcpu_caps.ready_for_injection.{key}"),
+            format!("{answer} ready={ready} if={iff}"),
+        );
+        clear();
+    }
     drop(vcpu);
     drop(g);
 }
@@ -1886,6 +1954,46 @@ const UPSTREAM_CAPS: &[(&str, &str)] = &[
     (
         "vcpu_caps.get_vcpu_events.triple_cap_off",
         "ok 0 flags=0xd exc=[0, 0, 0, 0, 0, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.enable_cap.exception_payload_on", "ok 0"),
+    ("vcpu_caps.enable_cap.triple_fault_event_on", "ok 0"),
+    ("vcpu_caps.set_vcpu_events.gp_injected", "ok 0"),
+    ("vcpu_caps.set_guest_debug.inject_db_over_injected", "ok 0"),
+    (
+        "vcpu_caps.get_vcpu_events.after_inject_db_over_injected",
+        "ok 0 flags=0x3d exc=[0, 1, 0, 1, 0, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.set_guest_debug.off", "ok 0"),
+    ("vcpu_caps.set_vcpu_events.triple_for_dbg", "ok 0"),
+    (
+        "vcpu_caps.set_guest_debug.inject_db_triple_pending",
+        "EBUSY",
+    ),
+    (
+        "vcpu_caps.get_vcpu_events.after_inject_db_triple_pending",
+        "ok 0 flags=0x3d exc=[0, 0, 0, 0, 0, 0, 0, 0] triple=1 payload=0 0x0",
+    ),
+    ("vcpu_caps.set_guest_debug.off_again", "ok 0"),
+    ("vcpu_caps.ready_for_injection.none", "EINTR ready=1 if=1"),
+    (
+        "vcpu_caps.ready_for_injection.pf_pending",
+        "EINTR ready=0 if=1",
+    ),
+    (
+        "vcpu_caps.ready_for_injection.gp_injected",
+        "EINTR ready=0 if=1",
+    ),
+    (
+        "vcpu_caps.ready_for_injection.irq_injected",
+        "EINTR ready=0 if=1",
+    ),
+    (
+        "vcpu_caps.ready_for_injection.nmi_injected",
+        "EINTR ready=0 if=1",
+    ),
+    (
+        "vcpu_caps.ready_for_injection.triple_pending",
+        "EINTR ready=0 if=1",
     ),
 ];
 

@@ -384,7 +384,7 @@ pub(crate) fn tests() -> Vec<Test> {
         ("irq_triple_fault_event_shutdown", Any, |_| {
             with_svm(triple_fault_event_shutdown)
         }),
-        ("irq_triple_fault_event_waits_for_halt_wakeup", Any, |_| {
+        ("irq_triple_fault_event_wakes_halted_vcpu", Any, |_| {
             with_svm(triple_fault_event_halted)
         }),
         ("irq_lapic_xapic_mmio_timer_wakes_halt", Any, |_| {
@@ -614,10 +614,11 @@ fn signal_and_nmi_end_halt() -> Result<(), String> {
     Ok(())
 }
 
-/// A triple fault set pending on a vCPU halted in the kernel does not wake it (upstream's
-/// `kvm_vcpu_has_events` does not count it): `KVM_RUN` sleeps until a signal (`EINTR`); once
-/// an NMI makes the vCPU runnable, the triple fault comes first: `KVM_EXIT_SHUTDOWN`, the NMI
-/// still pending.
+/// A triple fault set pending on a vCPU halted in the kernel wakes it (upstream
+/// `kvm_vcpu_has_events` counts `kvm_is_exception_pending`, which includes it): the next
+/// `KVM_RUN` leaves the halt (MP state RUNNABLE, as `vcpu_block` does) and ends in
+/// `KVM_EXIT_SHUTDOWN` before anything is injected; the run after that goes on past the HLT.
+/// (Measured the same on upstream kvm_amd in this QEMU.)
 fn triple_fault_event_halted() -> Result<(), String> {
     extern "C" fn on_signal(_: libc::c_int) {}
     // SAFETY: installs a no-op handler for SIGUSR2 (no SA_RESTART: KVM_RUN returns EINTR).
@@ -627,8 +628,7 @@ fn triple_fault_event_halted() -> Result<(), String> {
         libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
     }
     let main: &[u8] = &[0xfa, 0xe6, 0x80, 0xf4, 0xe6, 0x85]; // cli; out 0x80; hlt; out 0x85
-    let nmi: &[u8] = &[0xe6, 0x84, 0xcf]; // out 0x84, al; iret
-    let g = irqchip_guest(&[(2, HANDLER_B)], &[(MAIN, main), (HANDLER_B, nmi)])?;
+    let g = irqchip_guest(&[], &[(MAIN, main)])?;
     let cap = kvm_bindings::kvm_enable_cap {
         cap: 218,
         args: [1, 0, 0, 0],
@@ -643,6 +643,7 @@ fn triple_fault_event_halted() -> Result<(), String> {
         .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
     e.flags |= 0x20;
     e.triple_fault.pending = 1;
+    // The OUT completes, HLT halts in the kernel until the signal.
     let tid = std::sync::atomic::AtomicU64::new(0);
     let (r, why) = std::thread::scope(|s| {
         let h = s.spawn(|| {
@@ -651,7 +652,6 @@ fn triple_fault_event_halted() -> Result<(), String> {
                 unsafe { libc::pthread_self() } as u64,
                 std::sync::atomic::Ordering::SeqCst,
             );
-            // The OUT completes, HLT halts in the kernel until the signal.
             let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
             (r, v.get_kvm_run().exit_reason)
         });
@@ -672,56 +672,26 @@ fn triple_fault_event_halted() -> Result<(), String> {
     eq(why, 10, "exit_reason KVM_EXIT_INTR")?;
     let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
     eq(m.mp_state, 3, "HALTED")?;
-    // Now the triple fault, with the vCPU halted: it sleeps again until the signal.
     v.set_vcpu_events(&e)
         .map_err(|e| format!("SET_VCPU_EVENTS (triple fault): {e}"))?;
-    let tid = std::sync::atomic::AtomicU64::new(0);
-    let (r, why) = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            // SAFETY: no preconditions.
-            tid.store(
-                unsafe { libc::pthread_self() } as u64,
-                std::sync::atomic::Ordering::SeqCst,
-            );
-            let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
-            (r, v.get_kvm_run().exit_reason)
-        });
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        while tid.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        // SAFETY: as above.
-        unsafe {
-            libc::pthread_kill(
-                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
-                libc::SIGUSR2,
-            )
-        };
-        h.join().map_err(|_| "vCPU thread panicked".to_string())
-    })?;
-    eq(
-        (r, why),
-        (libc::EINTR, 10),
-        "a halted vCPU with a triple fault pending sleeps until the signal",
-    )?;
-    let ev = v
-        .get_vcpu_events()
-        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
-    eq(ev.triple_fault.pending, 1, "still pending")?;
-    v.nmi().map_err(|e| format!("KVM_NMI: {e}"))?;
-    match v.run().map_err(|e| format!("run after KVM_NMI: {e}"))? {
+    match v
+        .run()
+        .map_err(|e| format!("run with the triple fault: {e}"))?
+    {
         VcpuExit::Shutdown => {}
-        x => return Err(format!("after KVM_NMI: {x:?}, want SHUTDOWN")),
+        x => {
+            return Err(format!(
+                "halted vCPU with a triple fault: {x:?}, want SHUTDOWN"
+            ))
+        }
     }
+    let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
+    eq(m.mp_state, 0, "RUNNABLE after the wake-up")?;
     let ev = v
         .get_vcpu_events()
         .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
-    eq(
-        (ev.triple_fault.pending, ev.nmi.pending),
-        (0, 1),
-        "triple fault consumed, the NMI still pending",
-    )?;
-    Ok(())
+    eq(ev.triple_fault.pending, 0, "consumed by the exit")?;
+    eq(out_port(&mut v, "after SHUTDOWN")?, 0x85, "past the HLT")
 }
 
 /// `KVM_GET/SET_LAPIC` round trip and errnos; INIT_RECEIVED/SIPI through `KVM_SET_MP_STATE`;
