@@ -350,8 +350,8 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         // KVM_VCPUEVENT_VALID_TRIPLE_FAULT): KVM_EXIT_SHUTDOWN with the state as it is (only
         // SVM's SHUTDOWN intercept, whose VMCB is undefined, INITs the vCPU) and no MMIO
         // completion pending (`mmio_needed = 0`). Only a running vCPU gets there: a halted one
-        // blocks first (a triple fault does not wake it, kvm_vcpu_has_events) and comes back
-        // here once it is runnable.
+        // goes through block_until_runnable first, which the triple fault wakes
+        // (kvm_vcpu_has_events' kvm_is_exception_pending) and makes runnable, then comes back.
         if l.arch.mp_state == x86::uapi::mp_state::RUNNABLE
             && core::mem::take(&mut l.arch.events.triple_fault_pending)
         {
