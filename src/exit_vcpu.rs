@@ -108,8 +108,7 @@ pub(crate) fn set_guest_debug(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let rflags = l.arch.rflags;
     // kvm_is_exception_pending: a pending exception (not one already injected: the new one is
     // queued over it as kvm_multiple_exception does) or a pending triple fault.
-    let exception_pending =
-        l.arch.events.exception.pending || l.arch.events.triple_fault_pending;
+    let exception_pending = l.arch.events.exception.pending || l.arch.events.triple_fault_pending;
     let o = l
         .exits
         .debug

@@ -135,7 +135,10 @@ fn ready_for_interrupt_injection(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
     let e = &l.arch.events;
     let needs_reinjection = e.exception.injected || e.interrupt.injected || e.nmi_injected;
     let exception_pending = e.exception.pending || e.triple_fault_pending;
-    interrupt_allowed(&l.arch) && accept_dm_intr(vcpu, l) && !needs_reinjection && !exception_pending
+    interrupt_allowed(&l.arch)
+        && accept_dm_intr(vcpu, l)
+        && !needs_reinjection
+        && !exception_pending
 }
 
 /// `kvm_run.ready_for_interrupt_injection` (upstream `post_kvm_run_save`).
