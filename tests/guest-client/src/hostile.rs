@@ -1746,6 +1746,10 @@ fn vcpu_caps(p: &mut Probe) {
             .u8(55, 1)
             .u64(56, payload)
     };
+    // KVM_CAP_PCI_SEGMENT describes KVM_ASSIGN_PCI_DEVICE's segnr; the ioctl itself
+    // (_IOR(KVMIO, 0x69, struct kvm_assigned_pci_dev), 64 bytes) is gone from 6.12.
+    let mut b = Buf::new(64);
+    p.buf("vcpu_caps.vm.assign_pci_device", vm, ior(0x69, 64), &mut b);
     ec(p, "exception_payload_2", 164, 2);
     ec(p, "triple_fault_event_1", 218, 1);
     events(p, "enabled");
@@ -1882,6 +1886,7 @@ fn vcpu_caps(p: &mut Probe) {
 /// Upstream kvm_amd's answers to [`vcpu_caps`] (6.12.117 in the same QEMU guest, measured with
 /// `scripts/guest-try.sh --upstream`; kvm_vcpu_ioctl_x86_get/set_vcpu_events, x86.c).
 const UPSTREAM_CAPS: &[(&str, &str)] = &[
+    ("vcpu_caps.vm.assign_pci_device", "ENOTTY"),
     ("vcpu_caps.enable_cap.exception_payload_2", "ok 0"),
     ("vcpu_caps.enable_cap.triple_fault_event_1", "ok 0"),
     (
