@@ -285,6 +285,10 @@ impl VmClock {
 
 /// `KVM_CHECK_EXTENSION` answers of this file (None: not one of them).
 pub(crate) fn check_extension(cap: u64) -> Option<isize> {
+    // KVM_CAP_CLOCKSOURCE and KVM_CAP_NOP_IO_DELAY: their KVM_CPUID_FEATURES bits are offered.
+    if let Some(r) = pv::para_feature_cap(cap) {
+        return Some(r);
+    }
     Some(match cap {
         KVM_CAP_ADJUST_CLOCK => pv::KVM_CLOCK_VALID_FLAGS as isize,
         KVM_CAP_KVMCLOCK_CTRL => 1,

@@ -81,9 +81,15 @@ const KVM_DEV_VFIO_FILE_ADD: u64 = 1;
 /// `KVM_DEV_VFIO_FILE_DEL`.
 const KVM_DEV_VFIO_FILE_DEL: u64 = 2;
 
+/// `KVM_CAP_PCI_SEGMENT`: the `segnr` field of the legacy device-assignment ioctls
+/// (`KVM_ASSIGN_PCI_DEVICE`). Those ioctls left upstream in 4.12 (`KVM_CAP_DEVICE_ASSIGNMENT`
+/// is 0 there and here, the ioctl `ENOTTY` on both); 6.12 still reports this capability, and
+/// nothing is behind it on either side, so the answer is upstream's.
+const KVM_CAP_PCI_SEGMENT: u64 = 47;
+
 /// `KVM_CHECK_EXTENSION` for the capabilities of this file (`None`: not ours).
 pub(crate) fn check_extension(cap: u64) -> Option<isize> {
-    (cap == KVM_CAP_DEVICE_CTRL).then_some(1)
+    matches!(cap, KVM_CAP_DEVICE_CTRL | KVM_CAP_PCI_SEGMENT).then_some(1)
 }
 
 /// The VM's devices (`kvm->devices`): at most one kvm-vfio.

@@ -186,13 +186,7 @@ pub(crate) fn skip_intercepted(
 }
 
 fn exit_info(i: &ExitInfo) -> emulation::ExitInfo {
-    emulation::ExitInfo {
-        reason: i.code as u32,
-        info1: i.info1,
-        info2: i.info2,
-        intr_info: 0,
-        error_code: 0,
-    }
+    emulation::ExitInfo::svm(i.code, i.info1, i.info2, i.int_info, i.int_info_err)
 }
 
 /// The outcome of one emulated instruction, applied.
@@ -279,13 +273,8 @@ pub(crate) fn mmio(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> Res
     let opts = crate::ud::emu_options(vcpu.vm(), l, false); // HOOK(ud): MOVBE on MMIO
     let o = emulate::emulate_with(&mut l.arch, &mut env, &cfg, None, opts);
     // SVM_EXIT_NPF, EXITINFO1 = error code, EXITINFO2 = GPA (as upstream's get_exit_info).
-    let info = emulation::ExitInfo {
-        reason: 0x400,
-        info1: error,
-        info2: gpa,
-        intr_info: 0,
-        error_code: 0,
-    };
+    let (int_info, int_err) = l.run.exit_int;
+    let info = emulation::ExitInfo::svm(0x400, error, gpa, int_info, int_err);
     Ok(finish(vcpu, l, run, o, &info, rflags_before))
 }
 

@@ -106,9 +106,9 @@ pub(crate) fn set_guest_debug(vcpu: &Vcpu, arg: usize) -> Result<isize> {
     let mut l = vcpu.lock_killable()?;
     let linear_rip = l.arch.seg(SegReg::Cs).base.wrapping_add(l.arch.rip);
     let rflags = l.arch.rflags;
-    let ev = &l.arch.events.exception;
-    // kvm_is_exception_pending: pending, injected or a pending exception VM-exit.
-    let exception_pending = ev.pending || ev.injected;
+    // kvm_is_exception_pending: a pending exception (not one already injected: the new one is
+    // queued over it as kvm_multiple_exception does) or a pending triple fault.
+    let exception_pending = l.arch.events.exception.pending || l.arch.events.triple_fault_pending;
     let o = l
         .exits
         .debug

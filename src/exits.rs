@@ -72,6 +72,32 @@ const KVM_CAP_X86_MSR_FILTER: u64 = 189;
 const KVM_CAP_EXIT_HYPERCALL: u64 = 201;
 /// `KVM_CAP_EXIT_ON_EMULATION_FAILURE`.
 const KVM_CAP_EXIT_ON_EMULATION_FAILURE: u64 = 204;
+/// `KVM_CAP_HLT`: a guest HLT ends `KVM_RUN` with `KVM_EXIT_HLT` when no in-kernel LAPIC
+/// halts the vCPU and HLT exits are not disabled (`crate::run`), as upstream's
+/// `kvm_emulate_halt`.
+const KVM_CAP_HLT: u64 = 1;
+/// `KVM_CAP_X86_ROBUST_SINGLESTEP`: `KVM_GUESTDBG_SINGLESTEP`'s TF is the debugger's, not the
+/// guest's: hidden from `KVM_GET_REGS`, added only at the linear RIP stepping was set at
+/// (upstream `__kvm_get_rflags` / `__kvm_set_rflags` with `singlestep_rip`,
+/// [`x86::exits::guest_debug`]).
+const KVM_CAP_X86_ROBUST_SINGLESTEP: u64 = 51;
+/// `KVM_CAP_INTERNAL_ERROR_DATA`: every `KVM_EXIT_INTERNAL_ERROR` fills `internal.ndata` and
+/// `internal.data` (the emulation failure's flags, instruction bytes and SVM exit information,
+/// [`emulation::failure_exit`]; an unexpected exit's code and the last entry's CPU).
+const KVM_CAP_INTERNAL_ERROR_DATA: u64 = 40;
+/// `KVM_CAP_LAST_CPU`: `fail_entry.cpu` is the CPU of the last entry (`RunState::last_cpu`),
+/// as is an unexpected exit's `internal.data[1]` (upstream `last_vmentry_cpu`).
+const KVM_CAP_LAST_CPU: u64 = 184;
+/// `KVM_CAP_X86_GUEST_MODE`: `KVM_RUN` clears `kvm_run.flags` and sets
+/// `KVM_RUN_X86_GUEST_MODE` when the vCPU exited from a nested guest, which never happens here
+/// (no nested SVM), so the bit is always clear, as upstream without nesting.
+const KVM_CAP_X86_GUEST_MODE: u64 = 238;
+/// `KVM_CAP_SYSTEM_EVENT_DATA` (generic, `kvm_vm_ioctl_check_extension_generic`): a
+/// `KVM_EXIT_SYSTEM_EVENT` carries `system_event.ndata` and `data[]`. On x86 only Hyper-V
+/// (crash/reset requests) and SEV-ES termination raise that exit, neither of which exists here
+/// (nor in upstream kvm_amd without them): the module raises none, and whatever raises one
+/// must fill `ndata`.
+const KVM_CAP_SYSTEM_EVENT_DATA: u64 = 215;
 
 /// `KVM_CHECK_EXTENSION` for the capabilities of this file (`None`: not ours).
 pub(crate) fn check_extension(cap: u64) -> Option<isize> {
@@ -84,7 +110,13 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_X86_USER_SPACE_MSR
         | KVM_CAP_X86_MSR_FILTER
         | KVM_CAP_EXIT_ON_EMULATION_FAILURE
-        | KVM_CAP_SET_GUEST_DEBUG => 1,
+        | KVM_CAP_SET_GUEST_DEBUG
+        | KVM_CAP_HLT
+        | KVM_CAP_X86_ROBUST_SINGLESTEP
+        | KVM_CAP_INTERNAL_ERROR_DATA
+        | KVM_CAP_LAST_CPU
+        | KVM_CAP_X86_GUEST_MODE
+        | KVM_CAP_SYSTEM_EVENT_DATA => 1,
         KVM_CAP_EXIT_HYPERCALL => hypercall::EXIT_HYPERCALL_VALID_MASK as isize,
         // KVM_GUESTDBG_VALID_MASK, as upstream (HOOK(abi): BLOCKIRQ is honoured now).
         KVM_CAP_SET_GUEST_DEBUG2 => x86::exits::guest_debug::SUPPORTED as isize,

@@ -39,6 +39,17 @@ const MEMORY_FAULT_FLAGS: usize = U;
 const MEMORY_FAULT_GPA: usize = U + 8;
 const MEMORY_FAULT_SIZE: usize = U + 16;
 
+/// `KVM_CAP_MEMORY_FAULT_INFO` (informational; `KVM_ENABLE_CAP` of it is `EINVAL`, as any
+/// capability the VM does not enable): `KVM_RUN` fills `kvm_run.memory_fault` for every case
+/// above, as upstream 6.12 (which fills it for these same cases only: a shared fault it
+/// cannot resolve, e.g. a slot without a VMA, is a plain `EFAULT` there too).
+const KVM_CAP_MEMORY_FAULT_INFO: u64 = 232;
+
+/// `KVM_CHECK_EXTENSION` of this file's capability (`None`: not ours).
+pub(crate) fn check_extension(cap: u64) -> Option<isize> {
+    (cap == KVM_CAP_MEMORY_FAULT_INFO).then_some(1)
+}
+
 /// Why [`crate::prefault::faultin_as`] could not find the page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FaultinErr {

@@ -323,6 +323,9 @@ fn caps(vm: &Vm) -> VmMemCaps {
 
 /// `KVM_CHECK_EXTENSION` answers of this area (`vm` None on `/dev/kvm`); `None` for other caps.
 pub(crate) fn check_extension(cap: u64, vm: Option<&Vm>) -> Option<isize> {
+    if let Some(r) = crate::memfault::check_extension(cap) {
+        return Some(r);
+    }
     Some(match cap {
         KVM_CAP_USER_MEMORY | KVM_CAP_USER_MEMORY2 => 1,
         KVM_CAP_NR_MEMSLOTS => memcore::uapi::KVM_USER_MEM_SLOTS as isize,

@@ -112,6 +112,11 @@ pub(crate) struct ExitInfo {
     pub(crate) info1: u64,
     #[allow(dead_code)]
     pub(crate) info2: u64,
+    /// The event whose delivery the exit interrupted (SVM EXITINTINFO; 0: none) and its error
+    /// code (EXITINTINFO's), for the emulation-failure exit's data (upstream
+    /// `svm_get_exit_info`).
+    pub(crate) int_info: u32,
+    pub(crate) int_info_err: u32,
 }
 
 /// What the loop does after an exit.
@@ -225,6 +230,9 @@ pub(crate) struct RunState {
     tlb_gen: u64,
     /// The CPU of the last entry (`fail_entry.cpu`, the unexpected-exit report).
     pub(crate) last_cpu: u32,
+    /// The last exit's [`ExitInfo::int_info`] and its error code, as the backend left them
+    /// (upstream reads them from the VMCB when an emulation failure is reported).
+    pub(crate) exit_int: (u32, u32),
     /// HOOK(entry): the shadow `struct kvm_vcpu` for the transfer-to-guest work, made on the
     /// first `KVM_RUN` that enters the loop.
     xfer: Option<xfer::XferVcpu>,
@@ -338,8 +346,18 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         if vm.mmu().is_bugged() {
             return Err(EIO);
         }
-        if core::mem::take(&mut l.arch.events.triple_fault_pending) {
-            return shutdown(l, run).map(|_| 0);
+        // Upstream vcpu_enter_guest's KVM_REQ_TRIPLE_FAULT (a #DF during #DF, or userspace's
+        // KVM_VCPUEVENT_VALID_TRIPLE_FAULT): KVM_EXIT_SHUTDOWN with the state as it is (only
+        // SVM's SHUTDOWN intercept, whose VMCB is undefined, INITs the vCPU) and no MMIO
+        // completion pending (`mmio_needed = 0`). Only a running vCPU gets there: a halted one
+        // goes through block_until_runnable first, which the triple fault wakes
+        // (kvm_vcpu_has_events' kvm_is_exception_pending) and makes runnable, then comes back.
+        if l.arch.mp_state == x86::uapi::mp_state::RUNNABLE
+            && core::mem::take(&mut l.arch.events.triple_fault_pending)
+        {
+            l.exits.pending = None;
+            run.set_exit_reason(KVM_EXIT_SHUTDOWN);
+            return Ok(0);
         }
         // HOOK(irqroute): a split irqchip's level EOI exits (KVM_EXIT_IOAPIC_EOI).
         if crate::irq::eoi_exit(vcpu) {
@@ -420,6 +438,7 @@ fn run_loop(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage) -> Result<isize> {
         let Some(info) = info else {
             continue;
         };
+        l.run.exit_int = (info.int_info, info.int_info_err);
         bump(&vcpu.stats.run.exits);
         crate::irq::sched::after_exit(vcpu, info.code); // HOOK(irq12): SVM_EXIT_INTR boundary
         let a = handle_exit(vcpu, l, run, info)?;

@@ -34,7 +34,7 @@ use x86::quirks;
 use x86emu::emulate::{self, EmuOptions};
 
 /// `SVM_EXIT_EXCP_BASE + UD_VECTOR`, the exit code an emulation-failure report carries.
-const EXIT_UD: u32 = 0x40 + 6;
+const EXIT_UD: u64 = 0x40 + 6;
 
 /// The VM's quirk state (`kvm->arch.disabled_quirks`).
 pub(crate) struct VmQuirks {
@@ -105,13 +105,13 @@ pub(crate) fn intercept(vcpu: &Vcpu, l: &mut VcpuLocked, run: RunPage, info: &Ex
     let mut env = MemEnv::new(vcpu.vm());
     let rflags_before = l.arch.rflags;
     let o = emulate::emulate_with(&mut l.arch, &mut env, &cfg, None, opts);
-    let ei = emulation::ExitInfo {
-        reason: EXIT_UD,
-        info1: info.info1,
-        info2: info.info2,
-        intr_info: 0,
-        error_code: 0,
-    };
+    let ei = emulation::ExitInfo::svm(
+        EXIT_UD,
+        info.info1,
+        info.info2,
+        info.int_info,
+        info.int_info_err,
+    );
     crate::exit_run::finish(vcpu, l, run, o, &ei, rflags_before)
 }
 

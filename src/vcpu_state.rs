@@ -515,7 +515,7 @@ pub(crate) fn sync_regs(vcpu: &Vcpu, l: &mut VcpuLocked) -> Result {
         write_dirty(dirty);
     }
     if dirty & KVM_SYNC_X86_EVENTS != 0 {
-        x86::events::set_vcpu_events(&mut l.arch, &regs.events).map_err(err)?;
+        x86::events::set_vcpu_events(&mut l.arch, &regs.events, events_abi(vcpu)).map_err(err)?;
         dirty &= !KVM_SYNC_X86_EVENTS;
         write_dirty(dirty);
     }
@@ -538,16 +538,30 @@ pub(crate) fn store_regs(vcpu: &Vcpu, l: &mut VcpuLocked) {
             core::ptr::addr_of_mut!((*s).regs).write_volatile(r);
         }
         if valid & KVM_SYNC_X86_SREGS != 0 {
-            core::ptr::addr_of_mut!((*s).sregs).write_volatile(x86::regs::get_sregs(&l.arch));
+            let sregs = x86::regs::get_sregs(quirked(vcpu, l));
+            core::ptr::addr_of_mut!((*s).sregs).write_volatile(sregs);
         }
         if valid & KVM_SYNC_X86_EVENTS != 0 {
-            let e = x86::events::get_vcpu_events(&mut l.arch);
+            let e = x86::events::get_vcpu_events(&mut l.arch, events_abi(vcpu));
             core::ptr::addr_of_mut!((*s).events).write_volatile(e);
         }
     }
 }
 
 // ---- vCPU ioctls ----
+
+/// The VM's events-ABI switches (`KVM_CAP_EXCEPTION_PAYLOAD`, [`crate::vm_abi`]).
+fn events_abi(vcpu: &Vcpu) -> x86::events::EventsAbi {
+    vcpu.vm().abi().events()
+}
+
+/// The state `KVM_GET_SREGS(2)` reads, after upstream `__get_sregs_common`'s
+/// `kvm_handle_exception_payload_quirk` (a pending #PF's CR2 delivered without
+/// `KVM_CAP_EXCEPTION_PAYLOAD`).
+fn quirked<'a>(vcpu: &Vcpu, l: &'a mut VcpuLocked) -> &'a x86::state::CpuState {
+    x86::events::handle_payload_quirk(&mut l.arch, events_abi(vcpu));
+    &l.arch
+}
 
 /// The vCPU ioctls this module handles (the dispatch in `vcpu.rs` sends them here).
 pub(crate) fn is_state_ioctl(cmd: u32) -> bool {
@@ -612,7 +626,7 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
             crate::exit_vcpu::rflags_set(&mut l);
         }
         KVM_GET_SREGS => {
-            let s = x86::regs::get_sregs(&vcpu.lock_killable()?.arch);
+            let s = x86::regs::get_sregs(quirked(vcpu, &mut *vcpu.lock_killable()?));
             write_pod(arg, &s)?;
         }
         KVM_SET_SREGS => {
@@ -624,9 +638,10 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
             // Userspace's PDPTRs while they stand (upstream marks them available), else the
             // guest's memory at CR3.
             let s = {
-                let l = vcpu.lock_killable()?;
+                let mut l = vcpu.lock_killable()?;
                 let pdptrs = l.arch.pdptrs;
-                x86::regs::get_sregs2(&l.arch, |cr3| pdptrs.or_else(|| read_pdptrs(vcpu, cr3)))
+                let st = quirked(vcpu, &mut l);
+                x86::regs::get_sregs2(st, |cr3| pdptrs.or_else(|| read_pdptrs(vcpu, cr3)))
             };
             write_pod(arg, &s)?;
         }
@@ -657,15 +672,18 @@ pub(crate) fn ioctl(vcpu: &Vcpu, cmd: u32, arg: usize) -> Result<isize> {
         KVM_GET_MSRS => return vcpu_msrs(vcpu, arg, false),
         KVM_SET_MSRS => return vcpu_msrs(vcpu, arg, true),
         KVM_GET_VCPU_EVENTS => {
-            let e = x86::events::get_vcpu_events(&mut vcpu.lock_killable()?.arch);
+            let abi = events_abi(vcpu);
+            let e = x86::events::get_vcpu_events(&mut vcpu.lock_killable()?.arch, abi);
             write_pod(arg, &e)?;
         }
         KVM_SET_VCPU_EVENTS => {
             let e: KvmVcpuEvents = read_pod(arg)?;
-            x86::events::set_vcpu_events(&mut vcpu.lock_killable()?.arch, &e).map_err(err)?;
+            let abi = events_abi(vcpu);
+            x86::events::set_vcpu_events(&mut vcpu.lock_killable()?.arch, &e, abi).map_err(err)?;
         }
         KVM_GET_DEBUGREGS => {
-            let d = x86::events::get_debugregs(&mut vcpu.lock_killable()?.arch);
+            let abi = events_abi(vcpu);
+            let d = x86::events::get_debugregs(&mut vcpu.lock_killable()?.arch, abi);
             write_pod(arg, &d)?;
         }
         KVM_SET_DEBUGREGS => {

@@ -127,9 +127,18 @@ fn accept_dm_intr(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
     !lapic_in_kernel(l) || lapic::accept_pic_intr(l)
 }
 
-/// Upstream `kvm_vcpu_ready_for_interrupt_injection`.
+/// Upstream `kvm_vcpu_ready_for_interrupt_injection`: not while an event still needs to be
+/// (re)injected (`kvm_event_needs_reinjection`) or an exception or triple fault is pending
+/// (`kvm_is_exception_pending`): userspace must be at an instruction boundary with nothing
+/// half-injected to inject an interrupt itself.
 fn ready_for_interrupt_injection(vcpu: &Vcpu, l: &VcpuLocked) -> bool {
-    interrupt_allowed(&l.arch) && accept_dm_intr(vcpu, l)
+    let e = &l.arch.events;
+    let needs_reinjection = e.exception.injected || e.interrupt.injected || e.nmi_injected;
+    let exception_pending = e.exception.pending || e.triple_fault_pending;
+    interrupt_allowed(&l.arch)
+        && accept_dm_intr(vcpu, l)
+        && !needs_reinjection
+        && !exception_pending
 }
 
 /// `kvm_run.ready_for_interrupt_injection` (upstream `post_kvm_run_save`).
@@ -231,7 +240,8 @@ fn has_events(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
     }
     process_nmi(&mut l.arch);
     let e = &l.arch.events;
-    if e.exception.pending {
+    // kvm_is_exception_pending: a pending exception or triple fault.
+    if e.exception.pending || e.triple_fault_pending {
         return true;
     }
     if e.nmi_pending > 0 && nmi_allowed(&l.arch) {
@@ -245,8 +255,10 @@ fn has_events(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
 
 /// Upstream `vcpu_run`'s `kvm_vcpu_running` / `vcpu_block`: a vCPU that is not runnable
 /// (halted, or waiting for INIT/SIPI) sleeps until an event makes it so, a kick, or a signal.
-/// `true`: enter the guest now; `false`: go round the run loop again (its signal check ends
-/// `KVM_RUN` with `EINTR` if a signal woke the vCPU).
+/// `true`: enter the guest now (the vCPU is runnable); `false`: go round the run loop again
+/// (its signal check ends `KVM_RUN` with `EINTR` if a signal woke the vCPU). A vCPU that
+/// becomes runnable here goes round too, as upstream's `vcpu_block` returns to `vcpu_run`'s
+/// loop: the next `vcpu_enter_guest` checks its requests (a pending triple fault) first.
 pub(crate) fn block_until_runnable(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
     if l.arch.mp_state == mp_state::RUNNABLE {
         return true;
@@ -261,14 +273,11 @@ pub(crate) fn block_until_runnable(vcpu: &Vcpu, l: &mut VcpuLocked) -> bool {
         return false;
     }
     accept_events(vcpu, l);
-    match l.arch.mp_state {
-        mp_state::HALTED | mp_state::AP_RESET_HOLD => {
-            vcpu.irq.pir.clear_pv_unhalted();
-            l.arch.mp_state = mp_state::RUNNABLE;
-            true
-        }
-        s => s == mp_state::RUNNABLE,
+    if matches!(l.arch.mp_state, mp_state::HALTED | mp_state::AP_RESET_HOLD) {
+        vcpu.irq.pir.clear_pv_unhalted();
+        l.arch.mp_state = mp_state::RUNNABLE;
     }
+    false
 }
 
 /// Upstream `kvm_apic_accept_events`: a pending INIT resets the vCPU (the BSP stays runnable,

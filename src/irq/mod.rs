@@ -389,6 +389,12 @@ const KVM_CAP_PIT: u64 = 11;
 const KVM_CAP_REINJECT_CONTROL: u64 = 24;
 /// `KVM_CAP_IRQ_ROUTING`.
 const KVM_CAP_IRQ_ROUTING: u64 = 25;
+/// `KVM_CAP_IOAPIC_POLARITY_IGNORED`: `KVM_IRQ_LINE` level 1 means asserted whatever the
+/// IOAPIC entry's polarity bit says (the in-kernel IOAPIC never looks at it).
+const KVM_CAP_IOAPIC_POLARITY_IGNORED: u64 = 97;
+/// `KVM_CAP_USER_NMI`: the vCPU ioctl `KVM_NMI` queues an NMI (upstream
+/// `kvm_vcpu_ioctl_nmi`, [`inject`]), with or without an in-kernel irqchip.
+const KVM_CAP_USER_NMI: u64 = 22;
 /// `KVM_CAP_IRQ_INJECT_STATUS`.
 const KVM_CAP_IRQ_INJECT_STATUS: u64 = 26;
 /// `KVM_CAP_IRQFD`.
@@ -417,7 +423,9 @@ pub(crate) fn check_extension(cap: u64) -> Option<isize> {
         | KVM_CAP_PIT
         | KVM_CAP_PIT2
         | KVM_CAP_PIT_STATE2
-        | KVM_CAP_REINJECT_CONTROL => Some(1),
+        | KVM_CAP_REINJECT_CONTROL
+        | KVM_CAP_IOAPIC_POLARITY_IGNORED
+        | KVM_CAP_USER_NMI => Some(1),
         KVM_CAP_IRQ_ROUTING => Some(KVM_MAX_IRQ_ROUTES as isize),
         _ => None,
     }

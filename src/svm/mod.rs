@@ -351,6 +351,8 @@ impl SvmVcpu {
                 code: exit::INVALID,
                 info1: 0,
                 info2: 0,
+                int_info: 0,
+                int_info_err: 0,
             };
         }
         let switch_xcr0 = st.cr4 & CR4_OSXSAVE != 0 && st.xcr0 != host_xcr0;
@@ -433,6 +435,8 @@ impl SvmVcpu {
                 code: exit::INVALID,
                 info1: 0,
                 info2: 0,
+                int_info: 0,
+                int_info_err: 0,
             };
         }
         // HOOK(misc): VMEXIT_INVALID is -1 in the low 32 bits (upstream's VMCB has a u32
@@ -459,6 +463,8 @@ impl SvmVcpu {
                 code,
                 info1,
                 info2,
+                int_info,
+                int_info_err: vmcb.control.exit_int_info_err,
             };
         }
         // Whatever was injected has been delivered, unless EXITINTINFO says its delivery was
@@ -489,12 +495,15 @@ impl SvmVcpu {
             }
         }
         // HOOK(irqmod): IRET completion, window exits, the NMI single-step's #DB.
+        let int_info_err = vmcb.control.exit_int_info_err;
         let window = self.events.complete(code, st);
         ExitInfo {
             exit: window.unwrap_or_else(|| decode_exit(code, info1, info2)),
             code,
             info1,
             info2,
+            int_info,
+            int_info_err,
         }
     }
 }

@@ -3,8 +3,8 @@
 //! `KVM_GET/SET_NESTED_STATE` on [`CpuState`], with upstream's rules (`arch/x86/kvm/x86.c`
 //! `kvm_vcpu_ioctl_x86_get/set_vcpu_events`, `kvm_vcpu_ioctl_x86_get/set_debugregs`,
 //! `kvm_arch_vcpu_ioctl_set_mpstate`; `svm/nested.c` `svm_get/set_nested_state`) for a VM without
-//! an in-kernel LAPIC, SMM, nested SVM, `KVM_CAP_EXCEPTION_PAYLOAD` or
-//! `KVM_CAP_X86_TRIPLE_FAULT_EVENT`.
+//! an in-kernel LAPIC, SMM or nested SVM; `KVM_CAP_EXCEPTION_PAYLOAD` and
+//! `KVM_CAP_X86_TRIPLE_FAULT_EVENT` as the VM enabled them ([`EventsAbi`]).
 
 use crate::errno::{Errno, Result};
 use crate::regs::DR6_ACTIVE_LOW;
@@ -60,10 +60,27 @@ pub fn deliver_exception_payload(s: &mut CpuState) {
     s.events.exception.payload = 0;
 }
 
+/// The VM's `KVM_ENABLE_CAP` switches that change the events ABI (upstream
+/// `kvm->arch.exception_payload_enabled`, `kvm->arch.triple_fault_event`; both off at VM
+/// creation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventsAbi {
+    /// `KVM_CAP_EXCEPTION_PAYLOAD` is enabled: a pending exception stays pending with its
+    /// payload undelivered (CR2/DR6 untouched) until it is injected, and
+    /// `KVM_GET/SET_VCPU_EVENTS` show pending and injected apart, with the payload.
+    pub exception_payload: bool,
+    /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` is enabled: `KVM_GET/SET_VCPU_EVENTS` show and set a
+    /// pending triple fault (`KVM_VCPUEVENT_VALID_TRIPLE_FAULT`), which the next `KVM_RUN`
+    /// turns into `KVM_EXIT_SHUTDOWN`.
+    pub triple_fault_event: bool,
+}
+
 /// Without `KVM_CAP_EXCEPTION_PAYLOAD`, a pending exception's payload is delivered before
-/// userspace sees the state (upstream `kvm_handle_exception_payload_quirk`).
-pub fn handle_payload_quirk(s: &mut CpuState) {
-    if s.events.exception.pending && s.events.exception.has_payload {
+/// userspace sees the state (upstream `kvm_handle_exception_payload_quirk`: at
+/// `KVM_GET_VCPU_EVENTS`, `KVM_GET_DEBUGREGS` and `KVM_GET_SREGS(2)`), since such userspace
+/// may not carry the payload across a save/restore.
+pub fn handle_payload_quirk(s: &mut CpuState, abi: EventsAbi) {
+    if !abi.exception_payload && s.events.exception.pending && s.events.exception.has_payload {
         deliver_exception_payload(s);
     }
 }
@@ -79,17 +96,20 @@ fn process_nmi(s: &mut CpuState) {
 }
 
 /// `KVM_GET_VCPU_EVENTS`.
-pub fn get_vcpu_events(s: &mut CpuState) -> KvmVcpuEvents {
+pub fn get_vcpu_events(s: &mut CpuState, abi: EventsAbi) -> KvmVcpuEvents {
     process_nmi(s);
-    handle_payload_quirk(s);
+    handle_payload_quirk(s, abi);
     let e = &s.events;
     let ex = e.exception;
     let mut k = KvmVcpuEvents::default();
     if !is_soft_exception(ex.vector) {
         k.exception_injected = ex.injected as u8;
         k.exception_pending = ex.pending as u8;
-        // Without KVM_CAP_EXCEPTION_PAYLOAD, pending and injected are conflated.
-        k.exception_injected |= ex.pending as u8;
+        // Without KVM_CAP_EXCEPTION_PAYLOAD, pending and injected are conflated (ABI
+        // compatibility).
+        if !abi.exception_payload {
+            k.exception_injected |= ex.pending as u8;
+        }
     }
     k.exception_nr = ex.vector;
     k.exception_has_error_code = ex.has_error_code as u8;
@@ -108,12 +128,19 @@ pub fn get_vcpu_events(s: &mut CpuState) -> KvmVcpuEvents {
     k.nmi_pending = e.nmi_pending;
     k.nmi_masked = e.nmi_masked as u8;
     k.flags = ev::VALID_NMI_PENDING | ev::VALID_SHADOW | ev::VALID_SMM;
+    if abi.exception_payload {
+        k.flags |= ev::VALID_PAYLOAD;
+    }
+    if abi.triple_fault_event {
+        k.triple_fault_pending = s.events.triple_fault_pending as u8;
+        k.flags |= ev::VALID_TRIPLE_FAULT;
+    }
     k
 }
 
 /// `KVM_SET_VCPU_EVENTS`. As upstream, the checks that come after the state is written
 /// (SMM, triple fault) leave the earlier fields written when they fail.
-pub fn set_vcpu_events(s: &mut CpuState, k: &KvmVcpuEvents) -> Result {
+pub fn set_vcpu_events(s: &mut CpuState, k: &KvmVcpuEvents, abi: EventsAbi) -> Result {
     let valid = ev::VALID_NMI_PENDING
         | ev::VALID_SIPI_VECTOR
         | ev::VALID_SHADOW
@@ -125,11 +152,19 @@ pub fn set_vcpu_events(s: &mut CpuState, k: &KvmVcpuEvents) -> Result {
     }
     let mut k = *k;
     if k.flags & ev::VALID_PAYLOAD != 0 {
-        // KVM_CAP_EXCEPTION_PAYLOAD is not offered.
-        return Err(Errno::Einval);
+        if !abi.exception_payload {
+            return Err(Errno::Einval);
+        }
+        // A pending exception is not injected yet; only a pending one has a payload.
+        if k.exception_pending != 0 {
+            k.exception_injected = 0;
+        } else {
+            k.exception_has_payload = 0;
+        }
+    } else {
+        k.exception_pending = 0;
+        k.exception_has_payload = 0;
     }
-    k.exception_pending = 0;
-    k.exception_has_payload = 0;
     if (k.exception_injected != 0 || k.exception_pending != 0)
         && (k.exception_nr > 31 || k.exception_nr == NMI_VECTOR)
     {
@@ -174,15 +209,17 @@ pub fn set_vcpu_events(s: &mut CpuState, k: &KvmVcpuEvents) -> Result {
         return Err(Errno::Einval);
     }
     if k.flags & ev::VALID_TRIPLE_FAULT != 0 {
-        // KVM_CAP_X86_TRIPLE_FAULT_EVENT is not offered.
-        return Err(Errno::Einval);
+        if !abi.triple_fault_event {
+            return Err(Errno::Einval);
+        }
+        s.events.triple_fault_pending = k.triple_fault_pending != 0;
     }
     Ok(())
 }
 
 /// `KVM_GET_DEBUGREGS`.
-pub fn get_debugregs(s: &mut CpuState) -> KvmDebugregs {
-    handle_payload_quirk(s);
+pub fn get_debugregs(s: &mut CpuState, abi: EventsAbi) -> KvmDebugregs {
+    handle_payload_quirk(s, abi);
     KvmDebugregs {
         db: s.db,
         dr6: s.dr6,
@@ -309,6 +346,22 @@ mod tests {
     use super::*;
     use crate::cpuid::GuestCpu;
 
+    /// A VM that enabled nothing.
+    const OFF: EventsAbi = EventsAbi {
+        exception_payload: false,
+        triple_fault_event: false,
+    };
+    /// `KVM_CAP_EXCEPTION_PAYLOAD` enabled.
+    const PAYLOAD: EventsAbi = EventsAbi {
+        exception_payload: true,
+        triple_fault_event: false,
+    };
+    /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` enabled.
+    const TRIPLE: EventsAbi = EventsAbi {
+        exception_payload: false,
+        triple_fault_event: true,
+    };
+
     fn state() -> CpuState {
         let caps = crate::msr::MsrCaps {
             limits: crate::regs::ModuleLimits {
@@ -328,7 +381,7 @@ mod tests {
     #[test]
     fn events_round_trip() {
         let mut s = state();
-        let mut k = get_vcpu_events(&mut s);
+        let mut k = get_vcpu_events(&mut s, OFF);
         assert_eq!(
             k.flags,
             ev::VALID_NMI_PENDING | ev::VALID_SHADOW | ev::VALID_SMM
@@ -342,22 +395,22 @@ mod tests {
         k.interrupt_shadow = ev::SHADOW_INT_STI;
         k.nmi_pending = 1;
         k.nmi_masked = 1;
-        set_vcpu_events(&mut s, &k).unwrap();
-        let got = get_vcpu_events(&mut s);
+        set_vcpu_events(&mut s, &k, OFF).unwrap();
+        let got = get_vcpu_events(&mut s, OFF);
         assert_eq!(got.exception_injected, 1);
         assert_eq!((got.exception_nr, got.exception_error_code), (13, 0x18));
         assert_eq!((got.interrupt_injected, got.interrupt_nr), (1, 0x30));
         assert_eq!(got.interrupt_shadow, 3);
         assert_eq!((got.nmi_pending, got.nmi_masked), (1, 1));
         // Setting the state read back is accepted unchanged.
-        set_vcpu_events(&mut s, &got).unwrap();
-        assert_eq!(get_vcpu_events(&mut s), got);
+        set_vcpu_events(&mut s, &got, OFF).unwrap();
+        assert_eq!(get_vcpu_events(&mut s, OFF), got);
     }
 
     #[test]
     fn events_rules() {
         let mut s = state();
-        let base = get_vcpu_events(&mut s);
+        let base = get_vcpu_events(&mut s, OFF);
         let bad: [(&str, KvmVcpuEvents); 6] = [
             (
                 "unknown flag",
@@ -399,7 +452,11 @@ mod tests {
             ),
         ];
         for (what, k) in bad {
-            assert_eq!(set_vcpu_events(&mut s, &k), Err(Errno::Einval), "{what}");
+            assert_eq!(
+                set_vcpu_events(&mut s, &k, OFF),
+                Err(Errno::Einval),
+                "{what}"
+            );
         }
         // A pending exception without the payload cap is dropped (pending is cleared).
         let mut s = state();
@@ -408,36 +465,36 @@ mod tests {
             exception_nr: 6,
             ..base
         };
-        set_vcpu_events(&mut s, &k).unwrap();
+        set_vcpu_events(&mut s, &k, OFF).unwrap();
         assert!(!s.events.exception.pending && !s.events.exception.injected);
         // Vector 40 is fine when nothing is injected.
         let k = KvmVcpuEvents {
             exception_nr: 40,
             ..base
         };
-        assert_eq!(set_vcpu_events(&mut s, &k), Ok(()));
+        assert_eq!(set_vcpu_events(&mut s, &k, OFF), Ok(()));
         // NMIs collapse to 2, or 1 while masked.
         let k = KvmVcpuEvents {
             nmi_pending: 9,
             ..base
         };
-        set_vcpu_events(&mut s, &k).unwrap();
-        assert_eq!(get_vcpu_events(&mut s).nmi_pending, 2);
+        set_vcpu_events(&mut s, &k, OFF).unwrap();
+        assert_eq!(get_vcpu_events(&mut s, OFF).nmi_pending, 2);
         let k = KvmVcpuEvents {
             nmi_pending: 9,
             nmi_masked: 1,
             ..base
         };
-        set_vcpu_events(&mut s, &k).unwrap();
-        assert_eq!(get_vcpu_events(&mut s).nmi_pending, 1);
+        set_vcpu_events(&mut s, &k, OFF).unwrap();
+        assert_eq!(get_vcpu_events(&mut s, OFF).nmi_pending, 1);
         // Without VALID_NMI_PENDING the count is kept.
         let k = KvmVcpuEvents {
             nmi_pending: 0,
             flags: 0,
             ..base
         };
-        set_vcpu_events(&mut s, &k).unwrap();
-        assert_eq!(get_vcpu_events(&mut s).nmi_pending, 1);
+        set_vcpu_events(&mut s, &k, OFF).unwrap();
+        assert_eq!(get_vcpu_events(&mut s, OFF).nmi_pending, 1);
     }
 
     #[test]
@@ -448,7 +505,7 @@ mod tests {
             vector: 3,
             ..QueuedException::default()
         };
-        assert_eq!(get_vcpu_events(&mut s).exception_injected, 0);
+        assert_eq!(get_vcpu_events(&mut s, OFF).exception_injected, 0);
         s.events.exception = QueuedException {
             pending: true,
             vector: 14,
@@ -456,22 +513,171 @@ mod tests {
             payload: 0xdead_b000,
             ..QueuedException::default()
         };
-        let k = get_vcpu_events(&mut s);
+        let k = get_vcpu_events(&mut s, OFF);
         assert_eq!((k.exception_injected, k.exception_pending), (1, 1));
         assert_eq!(s.cr2, 0xdead_b000);
         assert_eq!(k.exception_has_payload, 0);
     }
 
+    /// A #PF pending with its CR2 payload, and a #DB pending with DR6 bits (BS | B0).
+    fn pending_pf(s: &mut CpuState) {
+        s.events.exception = QueuedException {
+            pending: true,
+            vector: 14,
+            has_error_code: true,
+            error_code: 2,
+            has_payload: true,
+            payload: 0xdead_b000,
+            ..QueuedException::default()
+        };
+    }
+
+    #[test]
+    fn payload_cap_keeps_pending_apart() {
+        // Enabled: GET shows pending (not injected) with the payload; CR2 is not written.
+        let mut s = state();
+        s.cr2 = 0x1234;
+        pending_pf(&mut s);
+        let k = get_vcpu_events(&mut s, PAYLOAD);
+        assert_eq!((k.exception_injected, k.exception_pending), (0, 1));
+        assert_eq!(
+            (k.exception_has_payload, k.exception_payload),
+            (1, 0xdead_b000)
+        );
+        assert_eq!(k.flags & ev::VALID_PAYLOAD, ev::VALID_PAYLOAD);
+        assert_eq!(s.cr2, 0x1234, "the payload is not delivered");
+        assert!(s.events.exception.has_payload);
+        let sk = get_debugregs(&mut s, PAYLOAD);
+        assert_eq!(sk.dr6, 0xffff_0ff0);
+        assert_eq!(s.cr2, 0x1234);
+        // The state read back round-trips, payload included.
+        let mut t = state();
+        set_vcpu_events(&mut t, &k, PAYLOAD).unwrap();
+        assert_eq!(t.events.exception, s.events.exception);
+        assert_eq!(get_vcpu_events(&mut t, PAYLOAD), k);
+        // Disabled: the same state is delivered first (CR2 written) and reported as injected.
+        let k = get_vcpu_events(&mut s, OFF);
+        assert_eq!((k.exception_injected, k.exception_pending), (1, 1));
+        assert_eq!(k.exception_has_payload, 0);
+        assert_eq!(k.flags & ev::VALID_PAYLOAD, 0);
+        assert_eq!(s.cr2, 0xdead_b000);
+        // KVM_GET_DEBUGREGS delivers a pending #DB's payload without the cap only.
+        let mut s = state();
+        s.events.exception = QueuedException {
+            pending: true,
+            vector: 1,
+            has_payload: true,
+            payload: 0x4001,
+            ..QueuedException::default()
+        };
+        assert_eq!(get_debugregs(&mut s, PAYLOAD).dr6, 0xffff_0ff0);
+        assert_eq!(get_debugregs(&mut s, OFF).dr6, 0xffff_4ff1);
+        assert!(!s.events.exception.has_payload);
+    }
+
+    #[test]
+    fn payload_cap_set_rules() {
+        let mut s = state();
+        let base = get_vcpu_events(&mut s, PAYLOAD);
+        // VALID_PAYLOAD with pending: injected is dropped, the payload kept.
+        let k = KvmVcpuEvents {
+            flags: base.flags | ev::VALID_PAYLOAD,
+            exception_pending: 1,
+            exception_injected: 1,
+            exception_nr: 14,
+            exception_has_payload: 1,
+            exception_payload: 0x5000,
+            ..base
+        };
+        assert_eq!(set_vcpu_events(&mut s, &k, OFF), Err(Errno::Einval));
+        set_vcpu_events(&mut s, &k, PAYLOAD).unwrap();
+        let e = s.events.exception;
+        assert!(e.pending && !e.injected && e.has_payload && e.payload == 0x5000);
+        // VALID_PAYLOAD without pending: the payload is dropped, injected kept.
+        let k = KvmVcpuEvents {
+            exception_pending: 0,
+            ..k
+        };
+        set_vcpu_events(&mut s, &k, PAYLOAD).unwrap();
+        let e = s.events.exception;
+        assert!(!e.pending && e.injected && !e.has_payload);
+        // Without VALID_PAYLOAD (cap on or off): pending and the payload are dropped.
+        let k = KvmVcpuEvents {
+            flags: base.flags & !ev::VALID_PAYLOAD,
+            exception_pending: 1,
+            exception_injected: 0,
+            ..k
+        };
+        set_vcpu_events(&mut s, &k, PAYLOAD).unwrap();
+        let e = s.events.exception;
+        assert!(!e.pending && !e.injected && !e.has_payload);
+        // The vector checks apply to a pending exception too.
+        let k = KvmVcpuEvents {
+            flags: base.flags | ev::VALID_PAYLOAD,
+            exception_pending: 1,
+            exception_nr: 2,
+            ..base
+        };
+        assert_eq!(set_vcpu_events(&mut s, &k, PAYLOAD), Err(Errno::Einval));
+    }
+
+    #[test]
+    fn triple_fault_event_cap() {
+        let mut s = state();
+        s.events.triple_fault_pending = true;
+        // Off: not reported, and VALID_TRIPLE_FAULT is EINVAL after the rest was written.
+        let k = get_vcpu_events(&mut s, OFF);
+        assert_eq!(
+            (k.flags & ev::VALID_TRIPLE_FAULT, k.triple_fault_pending),
+            (0, 0)
+        );
+        let set = KvmVcpuEvents {
+            flags: k.flags | ev::VALID_TRIPLE_FAULT,
+            nmi_masked: 1,
+            triple_fault_pending: 0,
+            ..k
+        };
+        assert_eq!(set_vcpu_events(&mut s, &set, OFF), Err(Errno::Einval));
+        assert!(s.events.nmi_masked, "written before the check");
+        assert!(s.events.triple_fault_pending, "not cleared");
+        // On: reported, cleared and set through VALID_TRIPLE_FAULT.
+        let k = get_vcpu_events(&mut s, TRIPLE);
+        assert_eq!(k.flags & ev::VALID_TRIPLE_FAULT, ev::VALID_TRIPLE_FAULT);
+        assert_eq!(k.triple_fault_pending, 1);
+        set_vcpu_events(&mut s, &set, TRIPLE).unwrap();
+        assert!(!s.events.triple_fault_pending);
+        assert_eq!(get_vcpu_events(&mut s, TRIPLE).triple_fault_pending, 0);
+        let set = KvmVcpuEvents {
+            triple_fault_pending: 1,
+            ..set
+        };
+        set_vcpu_events(&mut s, &set, TRIPLE).unwrap();
+        assert!(s.events.triple_fault_pending);
+        // Without the flag the pending state is left alone.
+        let keep = KvmVcpuEvents {
+            flags: set.flags & !ev::VALID_TRIPLE_FAULT,
+            triple_fault_pending: 0,
+            ..set
+        };
+        set_vcpu_events(&mut s, &keep, TRIPLE).unwrap();
+        assert!(s.events.triple_fault_pending);
+        // The round trip of what GET reports keeps it.
+        let got = get_vcpu_events(&mut s, TRIPLE);
+        let mut t = state();
+        set_vcpu_events(&mut t, &got, TRIPLE).unwrap();
+        assert_eq!(get_vcpu_events(&mut t, TRIPLE), got);
+    }
+
     #[test]
     fn debugregs_rules() {
         let mut s = state();
-        let k = get_debugregs(&mut s);
+        let k = get_debugregs(&mut s, OFF);
         assert_eq!((k.dr6, k.dr7, k.flags), (0xffff_0ff0, 0x400, 0));
         let mut n = k;
         n.db = [1, 2, 3, 4];
         n.dr7 = 0x401;
         set_debugregs(&mut s, &n).unwrap();
-        assert_eq!(get_debugregs(&mut s), n);
+        assert_eq!(get_debugregs(&mut s, OFF), n);
         for bad in [
             KvmDebugregs { flags: 1, ..n },
             KvmDebugregs { dr6: 1 << 32, ..n },
@@ -479,7 +685,7 @@ mod tests {
         ] {
             assert_eq!(set_debugregs(&mut s, &bad), Err(Errno::Einval));
         }
-        assert_eq!(get_debugregs(&mut s), n);
+        assert_eq!(get_debugregs(&mut s, OFF), n);
     }
 
     #[test]

@@ -81,6 +81,29 @@ pub const SUPPORTED_FEATURES: u32 = bit(feature::CLOCKSOURCE)
     | bit(feature::PV_UNHALT) // HOOK(irqfix)
     | bit(feature::CLOCKSOURCE_STABLE_BIT);
 
+/// `KVM_CAP_CLOCKSOURCE`: kvm-clock through the original MSRs (`KVM_FEATURE_CLOCKSOURCE`).
+pub const KVM_CAP_CLOCKSOURCE: u64 = 8;
+/// `KVM_CAP_NOP_IO_DELAY`: the guest may skip its port-0x80 I/O delays
+/// (`KVM_FEATURE_NOP_IO_DELAY`).
+pub const KVM_CAP_NOP_IO_DELAY: u64 = 12;
+
+/// The legacy capabilities that stand for a `KVM_CPUID_FEATURES` bit (what QEMU's old
+/// `get_para_features` table read before `KVM_GET_SUPPORTED_CPUID` had the leaf): each is
+/// reported only while [`SUPPORTED_FEATURES`] has its bit, as upstream reports them because
+/// it always offers both.
+const PARA_CAPS: [(u64, u32); 2] = [
+    (KVM_CAP_CLOCKSOURCE, feature::CLOCKSOURCE),
+    (KVM_CAP_NOP_IO_DELAY, feature::NOP_IO_DELAY),
+];
+
+/// `KVM_CHECK_EXTENSION` of a legacy PV-feature capability (`None`: not one of them).
+pub fn para_feature_cap(cap: u64) -> Option<isize> {
+    PARA_CAPS
+        .iter()
+        .find(|(c, _)| *c == cap)
+        .map(|(_, f)| isize::from(SUPPORTED_FEATURES & bit(*f) != 0))
+}
+
 /// "KVMKVMKVM\0\0\0" as EBX, ECX, EDX (`KVM_SIGNATURE`).
 pub const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
 /// `KVM_CPUID_FEATURES` relative to the base.
@@ -782,6 +805,23 @@ mod tests {
             lapic_in_kernel: true,
             ram: &any_ram,
         }
+    }
+
+    #[test]
+    fn para_feature_caps_follow_the_features_leaf() {
+        // Both are offered in KVM_CPUID_FEATURES (kvm-clock's old MSRs, no-op I/O delay), so
+        // both caps answer 1, as upstream's kvm_vm_ioctl_check_extension.
+        assert_eq!(para_feature_cap(KVM_CAP_CLOCKSOURCE), Some(1));
+        assert_eq!(para_feature_cap(KVM_CAP_NOP_IO_DELAY), Some(1));
+        for (cap, f) in PARA_CAPS {
+            assert_eq!(
+                para_feature_cap(cap),
+                Some(isize::from(SUPPORTED_FEATURES & bit(f) != 0))
+            );
+        }
+        // Not a PV-feature cap: KVM_CAP_ASYNC_PF (59) is not this table's.
+        assert_eq!(para_feature_cap(59), None);
+        assert_eq!(para_feature_cap(0), None);
     }
 
     /// (Hz, shift, mul) as upstream's `kvm_get_time_scale(NSEC_PER_SEC, Hz)` computes them.

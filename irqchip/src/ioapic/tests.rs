@@ -816,3 +816,34 @@ fn set_state_without_vcpus_leaves_the_tracker_empty() {
     assert_eq!(env.got.len(), 1);
     assert_eq!(io.rtc_pending_eoi(), 0);
 }
+
+/// `KVM_CAP_IOAPIC_POLARITY_IGNORED`: `KVM_IRQ_LINE`'s level 1 is "asserted" whatever the
+/// entry's polarity bit (13) says; an active-low entry behaves exactly as an active-high one.
+#[test]
+fn polarity_bit_is_ignored() {
+    const ACTIVE_LOW: u32 = 1 << 13;
+    for (pin, low) in [(5usize, 0u32), (6, ACTIVE_LOW)] {
+        for trig in [0, LEVEL] {
+            let mut io = Ioapic::new();
+            let mut env = Env::new(1);
+            program(&mut io, &mut env, pin as u32, 0x45 | trig | low, 0);
+            // Deasserted (level 0) never delivers, even on an active-low pin.
+            assert_eq!(io.set_irq(pin, 0, false, false, &mut env), 1);
+            assert!(
+                env.got.is_empty(),
+                "pin {pin} trig {trig:#x}: level 0 delivered"
+            );
+            assert_eq!(io.irr(), 0);
+            // Asserted (level 1) delivers once.
+            assert_eq!(io.set_irq(pin, 0, true, false, &mut env), 1);
+            assert_eq!(env.got.len(), 1, "pin {pin} trig {trig:#x}");
+            assert_eq!(env.got[0].vector, 0x45);
+            assert_eq!(env.got[0].level_triggered, trig != 0);
+            assert_eq!(io.entry(pin).unwrap().remote_irr(), trig != 0);
+            // Back to 0: the line is clear again, nothing more delivered.
+            assert_eq!(io.set_irq(pin, 0, false, false, &mut env), 1);
+            assert_eq!(io.irr(), 0);
+            assert_eq!(env.got.len(), 1);
+        }
+    }
+}

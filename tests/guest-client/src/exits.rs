@@ -165,6 +165,9 @@ pub(crate) fn tests() -> Vec<Test> {
         ("exits_run_emulation_failure_bytes", Any, |_| {
             emulation_failure_bytes()
         }),
+        ("exits_run_flags_no_guest_mode", Any, |_| {
+            run_flags_no_guest_mode()
+        }),
     ]
 }
 
@@ -1388,8 +1391,30 @@ fn emulation_failure_bytes() -> Result<(), String> {
     let b = run_bytes(&mut v);
     eq(u32_at(b, 8), KVM_EXIT_INTERNAL_ERROR, "exit reason")?;
     eq(u32_at(b, 32), 1, "suberror EMULATION")?;
-    check(u32_at(b, 36) >= 3, "ndata >= 3")?;
-    eq(u64_at(b, 40) & 1, 1, "flag INSTRUCTION_BYTES")?;
+    // KVM_CAP_INTERNAL_ERROR_DATA: upstream prepare_emulation_failure_exit's words: flags,
+    // insn_size + 15 bytes (2 words), then SVM's exit info (svm_get_exit_info): exit code
+    // (NPF), EXITINFO1 (the fault's error code), EXITINFO2 (the GPA), EXITINTINFO and its
+    // error code (no event was being delivered: 0, 0).
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(
+        kvm.check_extension_raw(40),
+        1,
+        "KVM_CAP_INTERNAL_ERROR_DATA",
+    )?;
+    eq(u32_at(b, 36), 8, "ndata")?;
+    eq(u64_at(b, 40), 1, "flags = INSTRUCTION_BYTES")?;
+    eq(
+        u64_at(b, 40 + 3 * 8),
+        0x400,
+        "data[3]: exit code SVM_EXIT_NPF",
+    )?;
+    eq(
+        u64_at(b, 40 + 5 * 8),
+        0x9000,
+        "data[5]: EXITINFO2 = the GPA",
+    )?;
+    eq(u64_at(b, 40 + 6 * 8), 0, "data[6]: EXITINTINFO")?;
+    eq(u64_at(b, 40 + 7 * 8), 0, "data[7]: its error code")?;
     // insn_size is what the fetch got (upstream fetches up to 15 bytes or the page end).
     check((4..=15).contains(&b[48]), "insn_size 4..=15")?;
     eq(
@@ -1507,5 +1532,40 @@ fn mmio_long_mode() -> Result<(), String> {
     drop(v);
     drop(vm);
     drop(ram);
+    Ok(())
+}
+
+/// `KVM_CAP_X86_GUEST_MODE`: `KVM_RUN` rewrites `kvm_run.flags` on every return, and without
+/// nested virtualization `KVM_RUN_X86_GUEST_MODE` (bit 2) is never set (nor SMM, bit 0): the
+/// flags userspace left there are gone after an I/O exit, `immediate_exit`'s `EINTR` and HLT.
+fn run_flags_no_guest_mode() -> Result<(), String> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(kvm.check_extension_raw(238), 1, "KVM_CAP_X86_GUEST_MODE")?;
+    eq(kvm.check_extension_raw(1), 1, "KVM_CAP_HLT")?;
+    let g = Guest::new(&[0xe6, 0x80, 0xf4], 0x8000)?; // out 0x80, al; hlt
+    let mut v = g.vcpu(0)?;
+    v.get_kvm_run().flags = 0xffff;
+    match step(&mut v, 1)? {
+        VcpuExit::IoOut(0x80, _) => {}
+        e => return Err(format!("run 1: {e:?}, want OUT 0x80")),
+    }
+    eq(v.get_kvm_run().flags, 0, "flags after an I/O exit")?;
+    {
+        let r = v.get_kvm_run();
+        r.flags = 0xffff;
+        r.immediate_exit = 1;
+    }
+    match v.run() {
+        Err(e) if e.errno() == libc::EINTR => {}
+        r => return Err(format!("run 2 with immediate_exit: {r:?}, want EINTR")),
+    }
+    eq(v.get_kvm_run().flags, 0, "flags after immediate_exit")?;
+    {
+        let r = v.get_kvm_run();
+        r.flags = 1 << 2;
+        r.immediate_exit = 0;
+    }
+    expect_hlt(&mut v, 3)?;
+    eq(v.get_kvm_run().flags, 0, "flags after HLT")?;
     Ok(())
 }

@@ -1736,6 +1736,331 @@ fn vcpu_irqchip(p: &mut Probe) {
     drop(vm);
 }
 
+/// `KVM_CAP_EXCEPTION_PAYLOAD` and `KVM_CAP_X86_TRIPLE_FAULT_EVENT` once the VM enabled them
+/// (and after it turned them off again): what `KVM_GET/SET_VCPU_EVENTS`, `KVM_GET_SREGS` and
+/// `KVM_GET_DEBUGREGS` show of a pending exception's payload and a pending triple fault, and
+/// the `KVM_RUN` a pending triple fault ends.
+fn vcpu_caps(p: &mut Probe) {
+    let g = Guest::new(&[0xf4], 0x1000).expect("guest");
+    let vm = g.vm.as_raw_fd();
+    let mut vcpu = g.vcpu(0).expect("vcpu");
+    let c = vcpu.as_raw_fd();
+    let ec = |p: &mut Probe, key: &str, cap: u32, a0: u64| {
+        let mut b = Buf::new(104).u32(0, cap).u64(8, a0);
+        p.buf(
+            &format!("vcpu_caps.enable_cap.{key}"),
+            vm,
+            KVM_ENABLE_CAP,
+            &mut b,
+        );
+    };
+    // Events layout: exception 0..8 (injected nr has_error pending error_code), flags 20,
+    // triple_fault 28, exception_has_payload 55, exception_payload 56.
+    let events = |p: &mut Probe, key: &str| {
+        let mut ev = Buf::new(64);
+        let r = ioctl(c, KVM_GET_VCPU_EVENTS, ev.ptr());
+        p.rec(
+            &format!("vcpu_caps.get_vcpu_events.{key}"),
+            r,
+            format!(
+                "flags={:#x} exc={:?} triple={} payload={} {:#x}",
+                ev.r32(20),
+                &ev.0[0..8],
+                ev.0[28],
+                ev.0[55],
+                ev.r64(56)
+            ),
+        );
+    };
+    // CR2 (kvm_sregs offset 232) then DR6 (kvm_debugregs offset 32), in that order.
+    let cr2_dr6 = |p: &mut Probe, key: &str| {
+        let mut s = Buf::new(312);
+        let r1 = ioctl(c, KVM_GET_SREGS, s.ptr());
+        let mut d = Buf::new(128);
+        let r2 = ioctl(c, KVM_GET_DEBUGREGS, d.ptr());
+        p.rec(
+            &format!("vcpu_caps.cr2_dr6.{key}"),
+            r1.and(r2),
+            format!("cr2={:#x} dr6={:#x}", s.r64(232), d.r64(32)),
+        );
+    };
+    let eset = |p: &mut Probe, key: &str, b: Buf| {
+        let mut b = b;
+        p.buf(
+            &format!("vcpu_caps.set_vcpu_events.{key}"),
+            c,
+            KVM_SET_VCPU_EVENTS,
+            &mut b,
+        );
+    };
+    // A #PF pending (and injected: dropped) with error code 2 and its CR2 payload.
+    let pf = |payload: u64| {
+        Buf::new(64)
+            .u32(20, 0x10)
+            .u8(0, 1)
+            .u8(1, 14)
+            .u8(2, 1)
+            .u8(3, 1)
+            .u32(4, 2)
+            .u8(55, 1)
+            .u64(56, payload)
+    };
+    // KVM_CAP_PCI_SEGMENT describes KVM_ASSIGN_PCI_DEVICE's segnr; the ioctl itself
+    // (_IOR(KVMIO, 0x69, struct kvm_assigned_pci_dev), 64 bytes) is gone from 6.12.
+    let mut b = Buf::new(64);
+    p.buf("vcpu_caps.vm.assign_pci_device", vm, ior(0x69, 64), &mut b);
+    ec(p, "exception_payload_2", 164, 2);
+    ec(p, "triple_fault_event_1", 218, 1);
+    events(p, "enabled");
+    eset(p, "pf_pending_payload", pf(0xdead_b000));
+    events(p, "pf_pending");
+    cr2_dr6(p, "pf_pending");
+    eset(
+        p,
+        "injected_with_payload",
+        Buf::new(64)
+            .u32(20, 0x10)
+            .u8(0, 1)
+            .u8(1, 13)
+            .u8(55, 1)
+            .u64(56, 0x1234),
+    );
+    events(p, "injected_with_payload");
+    eset(p, "pending_without_flag", Buf::new(64).u8(3, 1).u8(1, 6));
+    events(p, "pending_without_flag");
+    eset(
+        p,
+        "db_pending_payload",
+        Buf::new(64)
+            .u32(20, 0x10)
+            .u8(3, 1)
+            .u8(1, 1)
+            .u8(55, 1)
+            .u64(56, 0x4001),
+    );
+    cr2_dr6(p, "db_pending");
+    ec(p, "exception_payload_0", 164, 0);
+    cr2_dr6(p, "db_after_cap_off");
+    events(p, "db_after_cap_off");
+    ec(p, "exception_payload_1", 164, 1);
+    eset(p, "pf_pending_again", pf(0xcafe_f000));
+    ec(p, "exception_payload_0_again", 164, 0);
+    cr2_dr6(p, "pf_after_cap_off");
+    events(p, "pf_after_cap_off");
+    eset(p, "payload_cap_off", pf(0x5000));
+    eset(p, "triple_pending", Buf::new(64).u32(20, 0x20).u8(28, 1));
+    events(p, "triple_pending");
+    eset(p, "triple_clear", Buf::new(64).u32(20, 0x20));
+    events(p, "triple_cleared");
+    eset(
+        p,
+        "triple_pending_again",
+        Buf::new(64).u32(20, 0x20).u8(28, 1),
+    );
+    let r = ioctl(c, KVM_RUN, 0);
+    let reason = vcpu.get_kvm_run().exit_reason;
+    let mut regs = Buf::new(144);
+    let _ = ioctl(c, KVM_GET_REGS, regs.ptr());
+    p.rec(
+        "vcpu_caps.run_triple_pending",
+        r,
+        format!("exit={reason} rip={:#x}", regs.r64(128)),
+    );
+    events(p, "after_shutdown");
+    ec(p, "triple_fault_event_0", 218, 0);
+    eset(p, "triple_cap_off", Buf::new(64).u32(20, 0x20).u8(28, 1));
+    events(p, "triple_cap_off");
+    // What counts as an exception pending (kvm_is_exception_pending: a pending exception or
+    // triple fault) or an event needing reinjection, with both caps on again:
+    // KVM_GUESTDBG_INJECT_DB's EBUSY, kvm_run.ready_for_interrupt_injection.
+    ec(p, "exception_payload_on", 164, 1);
+    ec(p, "triple_fault_event_on", 218, 1);
+    // Every event cleared (payload and triple-fault fields valid, all zero).
+    let clear = || {
+        let mut b = Buf::new(64).u32(20, 0x30);
+        let _ = ioctl(c, KVM_SET_VCPU_EVENTS, b.ptr());
+    };
+    let dbg = |p: &mut Probe, key: &str, control: u32| {
+        let mut b = Buf::new(72).u32(0, control);
+        p.buf(
+            &format!("vcpu_caps.set_guest_debug.{key}"),
+            c,
+            KVM_SET_GUEST_DEBUG,
+            &mut b,
+        );
+    };
+    let gp_injected = || Buf::new(64).u32(20, 0x10).u8(0, 1).u8(1, 13).u8(2, 1);
+    eset(p, "gp_injected", gp_injected());
+    dbg(p, "inject_db_over_injected", 1 | 0x4_0000);
+    events(p, "after_inject_db_over_injected");
+    dbg(p, "off", 0);
+    clear();
+    eset(p, "triple_for_dbg", Buf::new(64).u32(20, 0x30).u8(28, 1));
+    dbg(p, "inject_db_triple_pending", 1 | 0x4_0000);
+    events(p, "after_inject_db_triple_pending");
+    dbg(p, "off_again", 0);
+    clear();
+    // RFLAGS.IF set, then each state, then KVM_RUN with immediate_exit (EINTR at once; the
+    // exit still reports ready_for_interrupt_injection and if_flag).
+    let mut regs = Buf::new(144);
+    let _ = ioctl(c, KVM_GET_REGS, regs.ptr());
+    let mut regs = regs.u64(136, 0x202);
+    let _ = ioctl(c, KVM_SET_REGS, regs.ptr());
+    let states: [(&str, Buf); 6] = [
+        ("none", Buf::new(64).u32(20, 0x30)),
+        (
+            "pf_pending",
+            Buf::new(64).u32(20, 0x30).u8(3, 1).u8(1, 14).u8(2, 1),
+        ),
+        ("gp_injected", gp_injected()),
+        (
+            "irq_injected",
+            Buf::new(64).u32(20, 0x30).u8(8, 1).u8(9, 0x20),
+        ),
+        ("nmi_injected", Buf::new(64).u32(20, 0x30).u8(12, 1)),
+        ("triple_pending", Buf::new(64).u32(20, 0x30).u8(28, 1)),
+    ];
+    for (key, b) in states {
+        let mut b = b;
+        let set = ioctl(c, KVM_SET_VCPU_EVENTS, b.ptr());
+        vcpu.get_kvm_run().immediate_exit = 1;
+        let r = ioctl(c, KVM_RUN, 0);
+        let run = vcpu.get_kvm_run();
+        run.immediate_exit = 0;
+        let (ready, iff) = (run.ready_for_interrupt_injection, run.if_flag);
+        let answer = match set.and(r) {
+            Ok(v) => format!("ok {v}"),
+            Err(e) => errname(e),
+        };
+        p.push(
+            format!("vcpu_caps.ready_for_injection.{key}"),
+            format!("{answer} ready={ready} if={iff}"),
+        );
+        clear();
+    }
+    drop(vcpu);
+    drop(g);
+}
+
+/// Upstream kvm_amd's answers to [`vcpu_caps`] (6.12.117 in the same QEMU guest, measured with
+/// `scripts/guest-try.sh --upstream`; kvm_vcpu_ioctl_x86_get/set_vcpu_events, x86.c).
+const UPSTREAM_CAPS: &[(&str, &str)] = &[
+    ("vcpu_caps.vm.assign_pci_device", "ENOTTY"),
+    ("vcpu_caps.enable_cap.exception_payload_2", "ok 0"),
+    ("vcpu_caps.enable_cap.triple_fault_event_1", "ok 0"),
+    (
+        "vcpu_caps.get_vcpu_events.enabled",
+        "ok 0 flags=0x3d exc=[0, 0, 0, 0, 0, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.set_vcpu_events.pf_pending_payload", "ok 0"),
+    (
+        "vcpu_caps.get_vcpu_events.pf_pending",
+        "ok 0 flags=0x3d exc=[0, 14, 1, 1, 2, 0, 0, 0] triple=0 payload=1 0xdeadb000",
+    ),
+    (
+        "vcpu_caps.cr2_dr6.pf_pending",
+        "ok 0 cr2=0x0 dr6=0xffff0ff0",
+    ),
+    ("vcpu_caps.set_vcpu_events.injected_with_payload", "ok 0"),
+    (
+        "vcpu_caps.get_vcpu_events.injected_with_payload",
+        "ok 0 flags=0x3d exc=[1, 13, 0, 0, 0, 0, 0, 0] triple=0 payload=0 0x1234",
+    ),
+    ("vcpu_caps.set_vcpu_events.pending_without_flag", "ok 0"),
+    (
+        "vcpu_caps.get_vcpu_events.pending_without_flag",
+        "ok 0 flags=0x3d exc=[0, 6, 0, 0, 0, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.set_vcpu_events.db_pending_payload", "ok 0"),
+    (
+        "vcpu_caps.cr2_dr6.db_pending",
+        "ok 0 cr2=0x0 dr6=0xffff0ff0",
+    ),
+    ("vcpu_caps.enable_cap.exception_payload_0", "ok 0"),
+    (
+        "vcpu_caps.cr2_dr6.db_after_cap_off",
+        "ok 0 cr2=0x0 dr6=0xffff4ff1",
+    ),
+    (
+        "vcpu_caps.get_vcpu_events.db_after_cap_off",
+        "ok 0 flags=0x2d exc=[1, 1, 0, 1, 0, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.enable_cap.exception_payload_1", "ok 0"),
+    ("vcpu_caps.set_vcpu_events.pf_pending_again", "ok 0"),
+    ("vcpu_caps.enable_cap.exception_payload_0_again", "ok 0"),
+    (
+        "vcpu_caps.cr2_dr6.pf_after_cap_off",
+        "ok 0 cr2=0xcafef000 dr6=0xffff4ff1",
+    ),
+    (
+        "vcpu_caps.get_vcpu_events.pf_after_cap_off",
+        "ok 0 flags=0x2d exc=[1, 14, 1, 1, 2, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.set_vcpu_events.payload_cap_off", "EINVAL"),
+    ("vcpu_caps.set_vcpu_events.triple_pending", "ok 0"),
+    (
+        "vcpu_caps.get_vcpu_events.triple_pending",
+        "ok 0 flags=0x2d exc=[0, 0, 0, 0, 0, 0, 0, 0] triple=1 payload=0 0x0",
+    ),
+    ("vcpu_caps.set_vcpu_events.triple_clear", "ok 0"),
+    (
+        "vcpu_caps.get_vcpu_events.triple_cleared",
+        "ok 0 flags=0x2d exc=[0, 0, 0, 0, 0, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.set_vcpu_events.triple_pending_again", "ok 0"),
+    ("vcpu_caps.run_triple_pending", "ok 0 exit=8 rip=0xfff0"),
+    (
+        "vcpu_caps.get_vcpu_events.after_shutdown",
+        "ok 0 flags=0x2d exc=[0, 0, 0, 0, 0, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.enable_cap.triple_fault_event_0", "ok 0"),
+    ("vcpu_caps.set_vcpu_events.triple_cap_off", "EINVAL"),
+    (
+        "vcpu_caps.get_vcpu_events.triple_cap_off",
+        "ok 0 flags=0xd exc=[0, 0, 0, 0, 0, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.enable_cap.exception_payload_on", "ok 0"),
+    ("vcpu_caps.enable_cap.triple_fault_event_on", "ok 0"),
+    ("vcpu_caps.set_vcpu_events.gp_injected", "ok 0"),
+    ("vcpu_caps.set_guest_debug.inject_db_over_injected", "ok 0"),
+    (
+        "vcpu_caps.get_vcpu_events.after_inject_db_over_injected",
+        "ok 0 flags=0x3d exc=[0, 1, 0, 1, 0, 0, 0, 0] triple=0 payload=0 0x0",
+    ),
+    ("vcpu_caps.set_guest_debug.off", "ok 0"),
+    ("vcpu_caps.set_vcpu_events.triple_for_dbg", "ok 0"),
+    (
+        "vcpu_caps.set_guest_debug.inject_db_triple_pending",
+        "EBUSY",
+    ),
+    (
+        "vcpu_caps.get_vcpu_events.after_inject_db_triple_pending",
+        "ok 0 flags=0x3d exc=[0, 0, 0, 0, 0, 0, 0, 0] triple=1 payload=0 0x0",
+    ),
+    ("vcpu_caps.set_guest_debug.off_again", "ok 0"),
+    ("vcpu_caps.ready_for_injection.none", "EINTR ready=1 if=1"),
+    (
+        "vcpu_caps.ready_for_injection.pf_pending",
+        "EINTR ready=0 if=1",
+    ),
+    (
+        "vcpu_caps.ready_for_injection.gp_injected",
+        "EINTR ready=0 if=1",
+    ),
+    (
+        "vcpu_caps.ready_for_injection.irq_injected",
+        "EINTR ready=0 if=1",
+    ),
+    (
+        "vcpu_caps.ready_for_injection.nmi_injected",
+        "EINTR ready=0 if=1",
+    ),
+    (
+        "vcpu_caps.ready_for_injection.triple_pending",
+        "EINTR ready=0 if=1",
+    ),
+];
+
 /// Every probe, in order.
 pub(crate) fn probe_lines(echo: bool) -> Vec<(String, String)> {
     let mut p = Probe {
@@ -1745,7 +2070,7 @@ pub(crate) fn probe_lines(echo: bool) -> Vec<(String, String)> {
     // TDXKVM_PROBE_ONLY=name,name runs only those sections (for bisecting by hand).
     let only = std::env::var("TDXKVM_PROBE_ONLY").unwrap_or_default();
     type Section = (&'static str, fn(&mut Probe));
-    let sections: [Section; 8] = [
+    let sections: [Section; 9] = [
         ("system", system),
         ("memslots", memslots),
         ("vm_misc", vm_misc),
@@ -1754,6 +2079,7 @@ pub(crate) fn probe_lines(echo: bool) -> Vec<(String, String)> {
         ("vcpu_state", vcpu_state),
         ("vcpu_run", vcpu_run),
         ("vcpu_irqchip", vcpu_irqchip),
+        ("vcpu_caps", vcpu_caps),
     ];
     for (name, f) in sections {
         if only.is_empty() || only.split(',').any(|o| o == name) {
@@ -1787,7 +2113,7 @@ fn matches_upstream(ctx: &Ctx, section: fn(&mut Probe)) -> Result<(), String> {
         let tdx = TDX_DIFFERS.iter().filter(|_| ctx.tdx).find(|d| d.0 == k);
         let want = match tdx.or_else(|| DIFFERS.iter().find(|d| d.0 == k)) {
             Some(d) => d.1,
-            None => match UPSTREAM.iter().find(|u| u.0 == k) {
+            None => match UPSTREAM.iter().chain(UPSTREAM_CAPS).find(|u| u.0 == k) {
                 Some(u) => u.1,
                 None => {
                     bad.push(format!("{k}: no upstream value"));
@@ -1847,6 +2173,10 @@ fn vcpu_irqchip_abi(ctx: &Ctx) -> Result<(), String> {
     matches_upstream(ctx, vcpu_irqchip)
 }
 
+fn vcpu_caps_abi(ctx: &Ctx) -> Result<(), String> {
+    matches_upstream(ctx, vcpu_caps)
+}
+
 pub(crate) fn tests() -> Vec<Test> {
     vec![
         ("hostile_system_ioctls_match_kvm_amd", Any, system_abi),
@@ -1857,5 +2187,6 @@ pub(crate) fn tests() -> Vec<Test> {
         ("hostile_vcpu_state_match_kvm_amd", Any, vcpu_state_abi),
         ("hostile_vcpu_run_match_kvm_amd", Any, vcpu_run_abi),
         ("hostile_vcpu_irqchip_match_kvm_amd", Any, vcpu_irqchip_abi),
+        ("hostile_vcpu_event_caps_match_kvm_amd", Any, vcpu_caps_abi),
     ]
 }

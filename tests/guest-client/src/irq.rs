@@ -151,6 +151,9 @@ fn nmi_masking_until_iret() -> Result<(), String> {
     // NMI handler: out 0x83; out 0x85; iret (two exits inside the handler).
     let nmi_handler: &[u8] = &[0xe6, 0x83, 0xe6, 0x85, 0xcf];
     let g = guest(NMI_GUEST, &[(2, HANDLER_B)], &[(HANDLER_B, nmi_handler)])?;
+    // KVM_CAP_USER_NMI (22) is what tells userspace KVM_NMI works.
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(kvm.check_extension_raw(22), 1, "KVM_CAP_USER_NMI")?;
     let mut v = g.vcpu(0)?;
     eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
     v.nmi().map_err(|e| format!("KVM_NMI 1: {e}"))?;
@@ -198,6 +201,159 @@ fn nmi_masking_until_iret() -> Result<(), String> {
     }
 }
 
+/// `KVM_CAP_EXCEPTION_PAYLOAD`: a #PF userspace leaves pending with its CR2 payload stays
+/// pending (not injected) with CR2 untouched until the next entry delivers it; the guest's
+/// handler then reads the payload from CR2. Without the cap the same `KVM_SET_VCPU_EVENTS` is
+/// `EINVAL`.
+fn exception_payload_cr2_at_delivery() -> Result<(), String> {
+    const PAYLOAD: u64 = 0xdead_b000;
+    // #PF handler: mov eax, cr2; out 0x81, eax; hlt.
+    let pf_handler: &[u8] = &[0x0f, 0x20, 0xd0, 0x66, 0xe7, 0x81, 0xf4];
+    let main: &[u8] = &[0xe6, 0x80, 0xf4]; // out 0x80, al; hlt
+    let g = guest(main, &[(14, HANDLER_A)], &[(HANDLER_A, pf_handler)])?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(kvm.check_extension_raw(164), 1, "KVM_CAP_EXCEPTION_PAYLOAD")?;
+    let mut v = g.vcpu(0)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    let mut e = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(e.flags & 0x10, 0, "no VALID_PAYLOAD before the cap")?;
+    e.flags |= 0x10;
+    e.exception.pending = 1;
+    e.exception.nr = 14;
+    e.exception.has_error_code = 1;
+    e.exception.error_code = 2;
+    e.exception_has_payload = 1;
+    e.exception_payload = PAYLOAD;
+    eq(
+        v.set_vcpu_events(&e).map_err(|e| e.errno()),
+        Err(EINVAL),
+        "VALID_PAYLOAD without the cap",
+    )?;
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: 164,
+        args: [1, 0, 0, 0],
+        ..Default::default()
+    };
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("ENABLE_CAP(EXCEPTION_PAYLOAD): {e}"))?;
+    v.set_vcpu_events(&e)
+        .map_err(|e| format!("SET_VCPU_EVENTS with the payload: {e}"))?;
+    let sr = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
+    eq(sr.cr2, 0, "CR2 untouched while the #PF is pending")?;
+    let got = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(got.flags & 0x10, 0x10, "VALID_PAYLOAD with the cap")?;
+    eq(
+        (
+            got.exception.pending,
+            got.exception.injected,
+            got.exception.nr,
+        ),
+        (1, 0, 14),
+        "pending, not injected",
+    )?;
+    eq(
+        (got.exception_has_payload, got.exception_payload),
+        (1, PAYLOAD),
+        "payload kept",
+    )?;
+    match v.run().map_err(|e| format!("run 2: {e}"))? {
+        VcpuExit::IoOut(0x81, d) => eq(
+            d,
+            &(PAYLOAD as u32).to_le_bytes()[..],
+            "CR2 in the #PF handler",
+        )?,
+        x => return Err(format!("run 2: {x:?}, want the #PF handler's OUT")),
+    }
+    let sr = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
+    eq(sr.cr2, PAYLOAD, "CR2 after delivery")?;
+    Ok(())
+}
+
+/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT`: with the cap a triple fault userspace sets pending is
+/// reported by `KVM_GET_VCPU_EVENTS` and ends the next `KVM_RUN` in `KVM_EXIT_SHUTDOWN` with
+/// the registers as they were (upstream's KVM_REQ_TRIPLE_FAULT: no INIT); one cleared again
+/// does nothing. Without the cap `VALID_TRIPLE_FAULT` is `EINVAL`.
+fn triple_fault_event_shutdown() -> Result<(), String> {
+    const VALID_TRIPLE_FAULT: u32 = 0x20;
+    let main: &[u8] = &[0xe6, 0x80, 0xe6, 0x82, 0xf4]; // out 0x80, al; out 0x82, al; hlt
+    let g = guest(main, &[], &[])?;
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(
+        kvm.check_extension_raw(218),
+        1,
+        "KVM_CAP_X86_TRIPLE_FAULT_EVENT",
+    )?;
+    let mut v = g.vcpu(0)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    let get = |v: &VcpuFd| {
+        v.get_vcpu_events()
+            .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))
+    };
+    let mut e = get(&v)?;
+    eq(
+        e.flags & VALID_TRIPLE_FAULT,
+        0,
+        "no VALID_TRIPLE_FAULT before the cap",
+    )?;
+    e.flags |= VALID_TRIPLE_FAULT;
+    e.triple_fault.pending = 1;
+    eq(
+        v.set_vcpu_events(&e).map_err(|e| e.errno()),
+        Err(EINVAL),
+        "VALID_TRIPLE_FAULT without the cap",
+    )?;
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: 218,
+        args: [1, 0, 0, 0],
+        ..Default::default()
+    };
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("ENABLE_CAP(X86_TRIPLE_FAULT_EVENT): {e}"))?;
+    let got = get(&v)?;
+    eq(
+        (got.flags & VALID_TRIPLE_FAULT, got.triple_fault.pending),
+        (VALID_TRIPLE_FAULT, 0),
+        "reported, none pending",
+    )?;
+    // Set, then cleared again: the guest goes on to its second OUT.
+    v.set_vcpu_events(&e)
+        .map_err(|e| format!("SET_VCPU_EVENTS (triple fault): {e}"))?;
+    eq(get(&v)?.triple_fault.pending, 1, "pending after SET")?;
+    let mut clear = e;
+    clear.triple_fault.pending = 0;
+    v.set_vcpu_events(&clear)
+        .map_err(|e| format!("SET_VCPU_EVENTS (cleared): {e}"))?;
+    eq(get(&v)?.triple_fault.pending, 0, "cleared")?;
+    eq(out_port(&mut v, "run 2")?, 0x82, "second OUT")?;
+    // Set and run: the second OUT's completion first (KVM_RUN completes userspace I/O before
+    // anything else), then KVM_EXIT_SHUTDOWN with the vCPU not INITed: RIP at the HLT.
+    v.set_vcpu_events(&e)
+        .map_err(|e| format!("SET_VCPU_EVENTS (triple fault): {e}"))?;
+    let before = v.get_regs().map_err(|e| format!("GET_REGS: {e}"))?;
+    eq(before.rip, u64::from(MAIN) + 2, "RIP at the second OUT")?;
+    match v.run().map_err(|e| format!("run 3: {e}"))? {
+        VcpuExit::Shutdown => {}
+        x => return Err(format!("run 3: {x:?}, want SHUTDOWN")),
+    }
+    let after = v.get_regs().map_err(|e| format!("GET_REGS: {e}"))?;
+    eq(
+        (after.rip, after.rflags),
+        (u64::from(MAIN) + 4, before.rflags),
+        "RIP past the completed OUT, RFLAGS kept",
+    )?;
+    let sr = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
+    eq(sr.cs.selector, 0, "CS kept (an INIT would load 0xf000)")?;
+    eq(get(&v)?.triple_fault.pending, 0, "consumed by the exit")?;
+    match v.run().map_err(|e| format!("run 4: {e}"))? {
+        VcpuExit::Hlt => Ok(()),
+        x => Err(format!("run 4: {x:?}, want the HLT after the second OUT")),
+    }
+}
+
 /// Runs `f` where SVM with nested paging is there (the guest pipeline's `-cpu max`), fails
 /// with the reason elsewhere.
 fn with_svm(f: fn() -> Result<(), String>) -> Result<(), String> {
@@ -221,6 +377,15 @@ pub(crate) fn tests() -> Vec<Test> {
         }),
         ("irq_kvm_nmi_masked_until_iret", Any, |_| {
             with_svm(nmi_masking_until_iret)
+        }),
+        ("irq_exception_payload_cr2_at_delivery", Any, |_| {
+            with_svm(exception_payload_cr2_at_delivery)
+        }),
+        ("irq_triple_fault_event_shutdown", Any, |_| {
+            with_svm(triple_fault_event_shutdown)
+        }),
+        ("irq_triple_fault_event_wakes_halted_vcpu", Any, |_| {
+            with_svm(triple_fault_event_halted)
         }),
         ("irq_lapic_xapic_mmio_timer_wakes_halt", Any, |_| {
             with_svm(xapic_mmio_timer_wakes_halt)
@@ -447,6 +612,86 @@ fn signal_and_nmi_end_halt() -> Result<(), String> {
     let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
     eq(m.mp_state, 0, "RUNNABLE")?;
     Ok(())
+}
+
+/// A triple fault set pending on a vCPU halted in the kernel wakes it (upstream
+/// `kvm_vcpu_has_events` counts `kvm_is_exception_pending`, which includes it): the next
+/// `KVM_RUN` leaves the halt (MP state RUNNABLE, as `vcpu_block` does) and ends in
+/// `KVM_EXIT_SHUTDOWN` before anything is injected; the run after that goes on past the HLT.
+/// (Measured the same on upstream kvm_amd in this QEMU.)
+fn triple_fault_event_halted() -> Result<(), String> {
+    extern "C" fn on_signal(_: libc::c_int) {}
+    // SAFETY: installs a no-op handler for SIGUSR2 (no SA_RESTART: KVM_RUN returns EINTR).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+    }
+    let main: &[u8] = &[0xfa, 0xe6, 0x80, 0xf4, 0xe6, 0x85]; // cli; out 0x80; hlt; out 0x85
+    let g = irqchip_guest(&[], &[(MAIN, main)])?;
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: 218,
+        args: [1, 0, 0, 0],
+        ..Default::default()
+    };
+    g.vm.enable_cap(&cap)
+        .map_err(|e| format!("ENABLE_CAP(X86_TRIPLE_FAULT_EVENT): {e}"))?;
+    let mut v = lapic_vcpu(&g, 0, MAIN)?;
+    eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
+    let mut e = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    e.flags |= 0x20;
+    e.triple_fault.pending = 1;
+    // The OUT completes, HLT halts in the kernel until the signal.
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    let (r, why) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(
+                unsafe { libc::pthread_self() } as u64,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
+            (r, v.get_kvm_run().exit_reason)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        while tid.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // SAFETY: the thread is alive until joined; SIGUSR2 has a handler.
+        unsafe {
+            libc::pthread_kill(
+                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
+                libc::SIGUSR2,
+            )
+        };
+        h.join().map_err(|_| "vCPU thread panicked".to_string())
+    })?;
+    eq(r, libc::EINTR, "KVM_RUN of the halted vCPU after a signal")?;
+    eq(why, 10, "exit_reason KVM_EXIT_INTR")?;
+    let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
+    eq(m.mp_state, 3, "HALTED")?;
+    v.set_vcpu_events(&e)
+        .map_err(|e| format!("SET_VCPU_EVENTS (triple fault): {e}"))?;
+    match v
+        .run()
+        .map_err(|e| format!("run with the triple fault: {e}"))?
+    {
+        VcpuExit::Shutdown => {}
+        x => {
+            return Err(format!(
+                "halted vCPU with a triple fault: {x:?}, want SHUTDOWN"
+            ))
+        }
+    }
+    let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
+    eq(m.mp_state, 0, "RUNNABLE after the wake-up")?;
+    let ev = v
+        .get_vcpu_events()
+        .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
+    eq(ev.triple_fault.pending, 0, "consumed by the exit")?;
+    eq(out_port(&mut v, "after SHUTDOWN")?, 0x85, "past the HLT")
 }
 
 /// `KVM_GET/SET_LAPIC` round trip and errnos; INIT_RECEIVED/SIPI through `KVM_SET_MP_STATE`;

@@ -130,6 +130,14 @@ fn check_exit(v: &mut VcpuFd, private: bool) -> Result<(), String> {
 /// Upstream `test_private_access_memslot_not_private`.
 fn private_access_to_plain_slot() -> Result<(), String> {
     let (g, mut v) = swp_guest(false)?;
+    // KVM_CAP_MEMORY_FAULT_INFO tells userspace the exit below is filled in.
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(kvm.check_extension_raw(232), 1, "KVM_CAP_MEMORY_FAULT_INFO")?;
+    eq(
+        ioctl(g.vm.as_raw_fd(), 0xae03, 232),
+        Ok(1),
+        "KVM_CAP_MEMORY_FAULT_INFO (VM fd)",
+    )?;
     set_attrs(&g.vm, true)?;
     expect_memory_fault(&mut v, true)?;
     // Converted back to shared, the same access reads the VMM's page: the guest spins until

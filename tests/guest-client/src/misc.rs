@@ -460,12 +460,36 @@ fn failed_entry_keeps_events() -> Result<(), String> {
     ev.exception.nr = 6;
     v.set_vcpu_events(&ev)
         .map_err(|e| format!("set_vcpu_events: {e}"))?;
-    match step(&mut v, 1)? {
-        VcpuExit::FailEntry(reason, _) => eq(
-            reason,
-            0xffff_ffff,
-            "VMEXIT_INVALID as upstream reports it (u32 exit code)",
-        )?,
+    // KVM_CAP_LAST_CPU: fail_entry.cpu is the CPU of the failed entry. The thread runs pinned
+    // to the last online CPU for that run, so the answer is known.
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open: {e}"))?;
+    eq(kvm.check_extension_raw(184), 1, "KVM_CAP_LAST_CPU")?;
+    // SAFETY: sysconf has no preconditions.
+    let ncpu = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let pin = ncpu - 1;
+    // SAFETY: cpu_set_t is plain data; the calls get valid pointers and sizes for this thread.
+    let old_mask = unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(pin, &mut one);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+            return Err(format!("sched_setaffinity({pin}) failed"));
+        }
+        old
+    };
+    let r = step(&mut v, 1);
+    // SAFETY: as above; restores the thread's own mask.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &old_mask) };
+    match r? {
+        VcpuExit::FailEntry(reason, cpu) => {
+            eq(
+                reason,
+                0xffff_ffff,
+                "VMEXIT_INVALID as upstream reports it (u32 exit code)",
+            )?;
+            eq(cpu as usize, pin, "fail_entry.cpu: the pinned CPU")?;
+        }
         VcpuExit::InternalError => {
             let r = v.get_kvm_run();
             // SAFETY: kvm_run is plain data inside the vCPU mapping.

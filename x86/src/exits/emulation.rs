@@ -42,6 +42,31 @@ pub struct ExitInfo {
     pub error_code: u32,
 }
 
+/// EXITINTINFO: valid.
+const SVM_EXITINTINFO_VALID: u32 = 1 << 31;
+/// EXITINTINFO: the event has an error code.
+const SVM_EXITINTINFO_VALID_ERR: u32 = 1 << 11;
+
+impl ExitInfo {
+    /// SVM's words (upstream `svm_get_exit_info`): the exit code (its low 32 bits),
+    /// EXITINFO1/2, EXITINTINFO, and EXITINTINFO's error code only when EXITINTINFO is valid
+    /// and says it has one (0 otherwise).
+    pub fn svm(code: u64, info1: u64, info2: u64, int_info: u32, int_info_err: u32) -> Self {
+        let err_valid = SVM_EXITINTINFO_VALID | SVM_EXITINTINFO_VALID_ERR;
+        ExitInfo {
+            reason: code as u32,
+            info1,
+            info2,
+            intr_info: int_info,
+            error_code: if int_info & err_valid == err_valid {
+                int_info_err
+            } else {
+                0
+            },
+        }
+    }
+}
+
 /// The `KVM_EXIT_INTERNAL_ERROR` exit for a failed emulation of the instruction whose bytes
 /// (as far as they were fetched, at most 15) are `insn` (`prepare_emulation_failure_exit`
 /// with no extra data): `data[0]` = flags; with bytes, `data[1..3]` = `insn_size` and the
@@ -144,6 +169,30 @@ mod tests {
         let u = e.encode();
         assert_eq!(u[16], 15);
         assert_eq!(u[31], 0x66);
+    }
+
+    #[test]
+    fn svm_exit_info_words() {
+        // An NPF while delivering #GP(0x18) (vector 13, exception, error code valid).
+        let gp = 0x8000_0b0d;
+        let i = ExitInfo::svm(0x400, 6, 0xfee0_0000, gp, 0x18);
+        assert_eq!(
+            (i.reason, i.info1, i.info2, i.intr_info, i.error_code),
+            (0x400, 6, 0xfee0_0000, gp, 0x18)
+        );
+        // The error code only counts when EXITINTINFO is valid and has one.
+        assert_eq!(
+            ExitInfo::svm(0x400, 0, 0, 0x8000_030e & !(1 << 11), 7).error_code,
+            0
+        );
+        assert_eq!(ExitInfo::svm(0x400, 0, 0, 0x0000_0b0d, 7).error_code, 0);
+        // VMEXIT_INVALID (-1): the reason is the low 32 bits.
+        assert_eq!(ExitInfo::svm(u64::MAX, 0, 0, 0, 0).reason, u32::MAX);
+        // In the exit: data[start + 3] / [start + 4] after flags and the bytes.
+        let Exit::Internal { data, .. } = failure_exit(&[0x90], &i) else {
+            panic!()
+        };
+        assert_eq!(&data[3..8], &[0x400, 6, 0xfee0_0000, u64::from(gp), 0x18]);
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! breakpoints (`KVM_GUESTDBG_USE_HW_BP`) put `debugreg[0..3]` and `debugreg[7]` into the
 //! guest's DR0-3/DR7 while the guest runs ([`GuestDebug::hw_breakpoints`]); every #DB then exits
 //! (`db_interception`), and the guest's own MOV DR is intercepted and emulated against its own
-//! registers ([`mov_dr`]). `KVM_GUESTDBG_INJECT_DB/BP` queue the exception (EBUSY while one is
-//! pending).
+//! registers ([`mov_dr`]). `KVM_GUESTDBG_INJECT_DB/BP` queue the exception (EBUSY while one or a
+//! triple fault is pending).
 //!
 //! `KVM_GUESTDBG_BLOCKIRQ` ([`GuestDebug::blocks_irq`]) keeps NMIs and interrupts from being
 //! injected and their windows from opening (upstream `kvm_check_and_inject_events` returns
@@ -194,7 +194,8 @@ impl GuestDebug {
     }
 
     /// `KVM_SET_GUEST_DEBUG` (`kvm_arch_vcpu_ioctl_set_guest_debug`): validates `d` (an
-    /// injection while an exception is pending or in flight, `exception_pending`: `EBUSY`;
+    /// injection while an exception or triple fault is pending, `exception_pending`
+    /// (`kvm_is_exception_pending`; an injected exception does not count): `EBUSY`;
     /// bits outside `KVM_GUESTDBG_VALID_MASK` are ignored, as 6.12 does), installs it and returns
     /// the new RFLAGS for the vCPU whose RFLAGS are `rflags` and linear RIP `linear_rip` (the
     /// injected TF of the old setting removed, the new one's added), and the exception to queue.
