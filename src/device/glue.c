@@ -8,6 +8,11 @@
 #include <linux/fs.h>
 #include <linux/module.h>
 
+/* Called from Rust (src/device.rs). */
+int tdxkvm_device_fd(const char *name, void *dev);
+int tdxkvm_vfio_file_kind(int fd);
+
+/* Defined in Rust (src/device.rs). */
 long tdxkvm_rust_device_ioctl(void *dev, unsigned int cmd, unsigned long arg);
 void tdxkvm_rust_device_release(void *dev);
 
