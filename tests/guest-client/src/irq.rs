@@ -565,43 +565,12 @@ fn ipi_wakes_halted_vcpu() -> Result<(), String> {
 /// (`KVM_EXIT_INTR`) and the vCPU stays `HALTED`; `KVM_NMI` then wakes it into its NMI
 /// handler.
 fn signal_and_nmi_end_halt() -> Result<(), String> {
-    extern "C" fn on_signal(_: libc::c_int) {}
-    // SAFETY: installs a no-op handler for SIGUSR2 (no SA_RESTART: KVM_RUN returns EINTR).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
-    }
+    crate::signal::install_noop_handler(libc::SIGUSR2);
     let main: &[u8] = &[0xfa, 0xf4, 0xe6, 0x85]; // cli; hlt; out 0x85, al
     let nmi: &[u8] = &[0xe6, 0x84, 0xcf]; // out 0x84, al; iret
     let g = irqchip_guest(&[(2, HANDLER_B)], &[(MAIN, main), (HANDLER_B, nmi)])?;
     let mut v = lapic_vcpu(&g, 0, MAIN)?;
-    let tid = std::sync::atomic::AtomicU64::new(0);
-    let (r, why) = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            // SAFETY: no preconditions.
-            tid.store(
-                unsafe { libc::pthread_self() } as u64,
-                std::sync::atomic::Ordering::SeqCst,
-            );
-            let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
-            (r, v.get_kvm_run().exit_reason)
-        });
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        // HOOK(irqfix): on a loaded host the thread may not have stored its id yet
-        // (pthread_kill(0) crashed the client once).
-        while tid.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        // SAFETY: the thread is alive until joined; SIGUSR2 has a handler.
-        unsafe {
-            libc::pthread_kill(
-                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
-                libc::SIGUSR2,
-            )
-        };
-        h.join().map_err(|_| "vCPU thread panicked".to_string())
-    })?;
+    let (r, why) = run_halted_until_signal(&mut v)?;
     eq(r, libc::EINTR, "KVM_RUN of a halted vCPU after a signal")?;
     eq(why, 10, "exit_reason KVM_EXIT_INTR")?;
     let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
@@ -620,13 +589,7 @@ fn signal_and_nmi_end_halt() -> Result<(), String> {
 /// `KVM_EXIT_SHUTDOWN` before anything is injected; the run after that goes on past the HLT.
 /// (Measured the same on upstream kvm_amd in this QEMU.)
 fn triple_fault_event_halted() -> Result<(), String> {
-    extern "C" fn on_signal(_: libc::c_int) {}
-    // SAFETY: installs a no-op handler for SIGUSR2 (no SA_RESTART: KVM_RUN returns EINTR).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
-    }
+    crate::signal::install_noop_handler(libc::SIGUSR2);
     let main: &[u8] = &[0xfa, 0xe6, 0x80, 0xf4, 0xe6, 0x85]; // cli; out 0x80; hlt; out 0x85
     let g = irqchip_guest(&[], &[(MAIN, main)])?;
     let cap = kvm_bindings::kvm_enable_cap {
@@ -644,30 +607,7 @@ fn triple_fault_event_halted() -> Result<(), String> {
     e.flags |= 0x20;
     e.triple_fault.pending = 1;
     // The OUT completes, HLT halts in the kernel until the signal.
-    let tid = std::sync::atomic::AtomicU64::new(0);
-    let (r, why) = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            // SAFETY: no preconditions.
-            tid.store(
-                unsafe { libc::pthread_self() } as u64,
-                std::sync::atomic::Ordering::SeqCst,
-            );
-            let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
-            (r, v.get_kvm_run().exit_reason)
-        });
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        while tid.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        // SAFETY: the thread is alive until joined; SIGUSR2 has a handler.
-        unsafe {
-            libc::pthread_kill(
-                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
-                libc::SIGUSR2,
-            )
-        };
-        h.join().map_err(|_| "vCPU thread panicked".to_string())
-    })?;
+    let (r, why) = run_halted_until_signal(&mut v)?;
     eq(r, libc::EINTR, "KVM_RUN of the halted vCPU after a signal")?;
     eq(why, 10, "exit_reason KVM_EXIT_INTR")?;
     let m = v.get_mp_state().map_err(|e| format!("GET_MP_STATE: {e}"))?;
@@ -692,6 +632,19 @@ fn triple_fault_event_halted() -> Result<(), String> {
         .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
     eq(ev.triple_fault.pending, 0, "consumed by the exit")?;
     eq(out_port(&mut v, "after SHUTDOWN")?, 0x85, "past the HLT")
+}
+
+/// Runs `v` on another thread until its guest has halted in the kernel (its `halt_exits`
+/// count grew), then ends `KVM_RUN` with SIGUSR2 (which must have a handler): the errno (0 if
+/// the run returned without one) and `exit_reason`.
+fn run_halted_until_signal(v: &mut VcpuFd) -> Result<(i32, u32), String> {
+    let stats = crate::irq_bench::Stats::open(v).ok_or_else(|| "KVM_GET_STATS_FD".to_string())?;
+    let halts = || stats.get("halt_exits").unwrap_or(0);
+    let before = halts();
+    crate::signal::run_until_signalled(libc::SIGUSR2, &|| halts() > before, || {
+        let r = v.run().map(|_| 0).unwrap_or_else(|e| e.errno());
+        (r, v.get_kvm_run().exit_reason)
+    })
 }
 
 /// `KVM_GET/SET_LAPIC` round trip and errnos; INIT_RECEIVED/SIPI through `KVM_SET_MP_STATE`;
@@ -852,13 +805,7 @@ fn tsc_deadline_timer_wakes_halt() -> Result<(), String> {
 /// hrtimer is cancelled before the vCPU goes (KASAN checks the callback never sees freed
 /// memory). Counts the interrupts taken.
 fn periodic_timer_then_teardown() -> Result<(), String> {
-    extern "C" fn on_signal(_: libc::c_int) {}
-    // SAFETY: installs a no-op handler for SIGUSR2 (no SA_RESTART: KVM_RUN returns EINTR).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
-    }
+    crate::signal::install_noop_handler(libc::SIGUSR2);
     let mut main = Vec::new();
     main.extend(apic_write(0xf0, 0x1ff)); // SPIV
     main.extend(apic_write(0x320, 0x2_0043)); // LVTT: periodic, vector 0x43
@@ -878,25 +825,10 @@ fn periodic_timer_then_teardown() -> Result<(), String> {
         .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
     v.set_cpuid2(&cpuid)
         .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
-    let tid = std::sync::atomic::AtomicU64::new(0);
-    let r = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            // SAFETY: no preconditions.
-            tid.store(
-                unsafe { libc::pthread_self() } as u64,
-                std::sync::atomic::Ordering::SeqCst,
-            );
-            v.run().map(|_| 0).unwrap_or_else(|e| e.errno())
-        });
-        std::thread::sleep(std::time::Duration::from_millis(400));
-        // SAFETY: the thread is alive until joined; SIGUSR2 has a handler.
-        unsafe {
-            libc::pthread_kill(
-                tid.load(std::sync::atomic::Ordering::SeqCst) as libc::pthread_t,
-                libc::SIGUSR2,
-            )
-        };
-        h.join().map_err(|_| "vCPU thread panicked".to_string())
+    // Signalled once the handler has counted 5 interrupts (or after 30 s).
+    let ram = &g.ram;
+    let r = crate::signal::run_until_signalled(libc::SIGUSR2, &|| ram.read(0x540) >= 5, || {
+        v.run().map(|_| 0).unwrap_or_else(|e| e.errno())
     })?;
     eq(r, libc::EINTR, "KVM_RUN after the signal")?;
     let n = g.ram.read(0x540);

@@ -221,12 +221,15 @@ fn count_preempted(g: &crate::run::Guest, v: &mut VcpuFd, byte: usize) -> Result
     };
     let tid = std::sync::atomic::AtomicU64::new(0);
     let started = std::sync::atomic::AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicBool::new(false);
     let (seen, run) = std::thread::scope(|s| {
         let h = s.spawn(|| {
             // SAFETY: no preconditions.
             tid.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
             started.store(true, Ordering::SeqCst);
-            v.run().map(|_| ()).map_err(|e| e.errno())
+            let r = v.run().map(|_| ()).map_err(|e| e.errno());
+            done.store(true, Ordering::SeqCst);
+            r
         });
         while !started.load(Ordering::SeqCst) {
             std::thread::yield_now();
@@ -241,8 +244,15 @@ fn count_preempted(g: &crate::run::Guest, v: &mut VcpuFd, byte: usize) -> Result
             }
             std::hint::spin_loop();
         }
-        // SAFETY: the thread is alive until joined; SIGUSR1 has a handler.
-        unsafe { libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1) };
+        // Again and again until KVM_RUN has returned: a signal that comes before the thread is
+        // inside KVM_RUN is taken in user space and lost (src/signal.rs).
+        while !done.load(Ordering::SeqCst) {
+            // SAFETY: the thread is alive until joined; SIGUSR1 has a handler.
+            unsafe {
+                libc::pthread_kill(tid.load(Ordering::SeqCst) as libc::pthread_t, libc::SIGUSR1)
+            };
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         (seen, h.join())
     });
     // SAFETY: restores this thread's affinity.

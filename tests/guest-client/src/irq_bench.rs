@@ -422,17 +422,17 @@ fn ram_u64(g: &Guest, off: usize) -> u64 {
 
 /// A vCPU's binary stats fd, opened before its thread runs: reading it then takes no vCPU
 /// lock (`KVM_GET_STATS_FD` itself waits for the vCPU mutex, held during `KVM_RUN`).
-struct Stats(OwnedFd);
+pub(crate) struct Stats(OwnedFd);
 
 impl Stats {
-    fn open(v: &VcpuFd) -> Option<Stats> {
+    pub(crate) fn open(v: &VcpuFd) -> Option<Stats> {
         let fd = crate::ioctl(v.as_raw_fd(), KVM_GET_STATS_FD, 0).ok()?;
         // SAFETY: a fresh stats fd, owned from now on.
         Some(Stats(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
     }
 
     /// The counter `name` (any descriptor size: upstream's file has histograms too).
-    fn get(&self, name: &str) -> Option<u64> {
+    pub(crate) fn get(&self, name: &str) -> Option<u64> {
         let read = |off: usize, len: usize| -> Option<Vec<u8>> {
             let mut b = vec![0u8; len];
             // SAFETY: `b` is a writable buffer of `len` bytes.

@@ -147,6 +147,7 @@ mod prefault;
 mod review; // HOOK(review)
 mod run;
 mod run_bench;
+mod signal;
 mod state;
 mod system;
 mod td_bench;

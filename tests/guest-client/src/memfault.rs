@@ -145,15 +145,9 @@ fn private_access_to_plain_slot() -> Result<(), String> {
     set_attrs(&g.vm, false)?;
     g.page.write(0, &[0x5a]);
     install_usr2_handler();
-    // SAFETY: pthread_self has no preconditions.
-    let tid = unsafe { libc::pthread_self() };
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        // SAFETY: the test thread is alive until it joins this one.
-        unsafe { libc::pthread_kill(tid, libc::SIGUSR2) };
-    });
-    let r = v.run().map(|_| ()).map_err(|e| e.errno());
-    let _ = t.join();
+    let r = crate::signal::run_until_signalled(libc::SIGUSR2, &|| true, || {
+        v.run().map(|_| ()).map_err(|e| e.errno())
+    })?;
     eq(r, Err(libc::EINTR), "a shared page runs until a signal")
 }
 
