@@ -1121,7 +1121,7 @@ void tdxkvm_folio_put(void *folio)
  * writable; a read fault faults the page in for reading (an untouched anonymous page is the
  * shared zero page: nothing is allocated) and is writable only if the page already is and
  * @may_write (the slot is not read-only), as upstream's fast writable attempt.
- * 0 with a page reference in *pagep, or -errno.
+ * 0 with a page reference in *pagep, or -errno (-EINTR: a signal came while the fault waited).
  */
 int tdxkvm_gup(u64 hva, bool write_fault, bool may_write, void **pagep, u64 *pfn,
 	       bool *writable)
@@ -1133,8 +1133,13 @@ int tdxkvm_gup(u64 hva, bool write_fault, bool may_write, void **pagep, u64 *pfn
 		*writable = true;
 		goto out;
 	}
+	/*
+	 * FOLL_INTERRUPTIBLE as upstream's hva_to_pfn_slow for vCPU faults: a fault that waits
+	 * (userfaultfd) ends with -EINTR on any pending signal, so the VMM can kick the vCPU.
+	 */
 	n = get_user_pages_unlocked(hva, 1, &page,
-				    FOLL_HWPOISON | (write_fault ? FOLL_WRITE : 0));
+				    FOLL_HWPOISON | FOLL_INTERRUPTIBLE |
+				    (write_fault ? FOLL_WRITE : 0));
 	if (n != 1)
 		return n < 0 ? n : -EFAULT;
 	*writable = write_fault;

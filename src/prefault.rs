@@ -156,6 +156,11 @@ pub(crate) fn faultin_as(
                 &mut writable,
             )
         };
+        // Upstream hva_to_pfn: -EINTR (a signal while the fault waited, e.g. on userfaultfd)
+        // is KVM_PFN_ERR_SIGPENDING, the caller's EINTR; any other failure is EFAULT.
+        if r == -Errno::EINTR.to_errno() {
+            return Err(FaultinErr::Errno(Errno::EINTR));
+        }
         if r < 0 {
             return Err(FaultinErr::Errno(Errno::EFAULT));
         }

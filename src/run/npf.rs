@@ -54,6 +54,13 @@ pub(crate) fn handle(vcpu: &Vcpu, l: &mut VcpuLocked, gpa: u64, error: u64) -> R
             Ok(b) if write && b.slot_readonly => return mmio(vcpu, l, gpa, error),
             Ok(b) => b,
             Err(FaultinErr::Errno(Errno::ENOENT)) => return mmio(vcpu, l, gpa, error),
+            // Upstream kvm_handle_error_pfn's sigpending case (kvm_handle_signal_exit): the
+            // run ends with EINTR and KVM_EXIT_INTR; the guest retries the access next time.
+            Err(FaultinErr::Errno(Errno::EINTR)) => {
+                super::uapi::RunPage(vcpu.run_page()).set_exit_reason(super::uapi::KVM_EXIT_INTR);
+                vcpu.stats.run.signal_exits.fetch_add(1, Ordering::Relaxed);
+                return Err(EINTR);
+            }
             // HOOK(gmemfault): KVM_EXIT_MEMORY_FAULT with the errno (crate::memfault).
             Err(FaultinErr::MemoryFault { errno, private }) => {
                 crate::memfault::prepare_exit(super::uapi::RunPage(vcpu.run_page()), gfn, private);

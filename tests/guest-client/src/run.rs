@@ -115,6 +115,88 @@ impl Guest {
     }
 }
 
+/// A vCPU fault that waits on userfaultfd (a page the VMM has not supplied yet, as in postcopy
+/// migration) ends with `EINTR` and `KVM_EXIT_INTR` when the vCPU thread is signalled (upstream
+/// `hva_to_pfn_slow` with `FOLL_INTERRUPTIBLE`, `kvm_handle_signal_exit`); once the page is
+/// supplied the guest's read completes. If the signal does not end the wait, the page is
+/// supplied after 10 s anyway, so that a broken module fails the test instead of hanging it.
+fn signal_ends_userfaultfd_wait() -> Result<(), String> {
+    const UFFDIO_API: u64 = 0xc018_aa3f;
+    const UFFDIO_REGISTER: u64 = 0xc020_aa00;
+    const UFFDIO_COPY: u64 = 0xc028_aa03;
+    const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+    // mov dx, 0x3f8; mov al, [0x1000]; out dx, al; hlt
+    let code = [0xba, 0xf8, 0x03, 0xa0, 0x00, 0x10, 0xee, 0xf4];
+    let g = Guest::new(&code, 0x2000)?;
+    // SAFETY: the userfaultfd syscall; the fd is owned right away.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("userfaultfd: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd.
+    let uffd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut api = [0xaa_u64, 0, 0];
+    ioctl(uffd.as_raw_fd(), UFFDIO_API, api.as_mut_ptr() as u64)
+        .map_err(|e| format!("UFFDIO_API: errno {e}"))?;
+    let page = g.ram.ptr as u64 + 0x1000;
+    // The data page must be missing for the fault to wait.
+    // SAFETY: inside the guest RAM mapping, which the test owns.
+    unsafe { libc::madvise(page as *mut libc::c_void, 0x1000, libc::MADV_DONTNEED) };
+    let mut reg = [page, 0x1000, UFFDIO_REGISTER_MODE_MISSING, 0];
+    ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, reg.as_mut_ptr() as u64)
+        .map_err(|e| format!("UFFDIO_REGISTER: errno {e}"))?;
+    let src = vec![0x5a_u8; 0x1000];
+    let supply = || {
+        let mut copy = [page, src.as_ptr() as u64, 0x1000, 0, 0];
+        ioctl(uffd.as_raw_fd(), UFFDIO_COPY, copy.as_mut_ptr() as u64)
+    };
+    let mut v = g.vcpu(0)?;
+    crate::signal::install_noop_handler(libc::SIGUSR1);
+    let done = AtomicBool::new(false);
+    let tid = std::sync::atomic::AtomicU64::new(0);
+    let (r, why, supplied_late) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // SAFETY: no preconditions.
+            tid.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+            let r = v.run().map(|_| 0).unwrap_or_else(errno);
+            done.store(true, Ordering::SeqCst);
+            (r, exit_reason(&mut v))
+        });
+        // Long enough for the vCPU to reach the read and wait in the fault.
+        std::thread::sleep(Duration::from_millis(500));
+        let t0 = Instant::now();
+        let mut supplied_late = false;
+        while !done.load(Ordering::SeqCst) {
+            let t = tid.load(Ordering::SeqCst);
+            if t != 0 {
+                // SAFETY: the thread is alive until joined; SIGUSR1 has a handler.
+                unsafe { libc::pthread_kill(t as libc::pthread_t, libc::SIGUSR1) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            if !supplied_late && t0.elapsed() > Duration::from_secs(10) {
+                supplied_late = supply().is_ok();
+            }
+        }
+        let (r, why) = h.join().unwrap_or((-1, 0));
+        (r, why, supplied_late)
+    });
+    check(
+        !supplied_late,
+        "the signal did not end the userfaultfd wait within 10 s",
+    )?;
+    eq(
+        r,
+        libc::EINTR,
+        "KVM_RUN while the fault waits, after the signal",
+    )?;
+    eq(why, 10, "exit_reason KVM_EXIT_INTR")?;
+    supply().map_err(|e| format!("UFFDIO_COPY: errno {e}"))?;
+    match v.run().map_err(|e| format!("run after UFFDIO_COPY: {e}"))? {
+        VcpuExit::IoOut(0x3f8, d) => eq(d, &[0x5a][..], "the supplied page's byte"),
+        x => Err(format!("after UFFDIO_COPY: {x:?}, want the OUT")),
+    }
+}
+
 /// The raw `exit_reason` of the last run.
 fn exit_reason(v: &mut VcpuFd) -> u32 {
     v.get_kvm_run().exit_reason
@@ -830,6 +912,11 @@ pub(crate) fn tests() -> Vec<Test> {
         ("run_signal_interrupts_spinning_guest", Any, |_| {
             with_svm(signal_interrupts_spinning_guest)
         }),
+        (
+            "run_signal_ends_a_fault_waiting_on_userfaultfd",
+            Any,
+            |_| with_svm(signal_ends_userfaultfd_wait),
+        ),
         ("run_triple_fault_is_shutdown_then_init", Any, |_| {
             with_svm(triple_fault_is_shutdown)
         }),
