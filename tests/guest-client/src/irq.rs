@@ -231,13 +231,7 @@ fn exception_payload_cr2_at_delivery() -> Result<(), String> {
         Err(EINVAL),
         "VALID_PAYLOAD without the cap",
     )?;
-    let cap = kvm_bindings::kvm_enable_cap {
-        cap: 164,
-        args: [1, 0, 0, 0],
-        ..Default::default()
-    };
-    g.vm.enable_cap(&cap)
-        .map_err(|e| format!("ENABLE_CAP(EXCEPTION_PAYLOAD): {e}"))?;
+    enable_vm_cap(&g.vm, 164, 1, "EXCEPTION_PAYLOAD")?;
     v.set_vcpu_events(&e)
         .map_err(|e| format!("SET_VCPU_EVENTS with the payload: {e}"))?;
     let sr = v.get_sregs().map_err(|e| format!("GET_SREGS: {e}"))?;
@@ -306,13 +300,7 @@ fn triple_fault_event_shutdown() -> Result<(), String> {
         Err(EINVAL),
         "VALID_TRIPLE_FAULT without the cap",
     )?;
-    let cap = kvm_bindings::kvm_enable_cap {
-        cap: 218,
-        args: [1, 0, 0, 0],
-        ..Default::default()
-    };
-    g.vm.enable_cap(&cap)
-        .map_err(|e| format!("ENABLE_CAP(X86_TRIPLE_FAULT_EVENT): {e}"))?;
+    enable_vm_cap(&g.vm, 218, 1, "X86_TRIPLE_FAULT_EVENT")?;
     let got = get(&v)?;
     eq(
         (got.flags & VALID_TRIPLE_FAULT, got.triple_fault.pending),
@@ -592,13 +580,7 @@ fn triple_fault_event_halted() -> Result<(), String> {
     crate::signal::install_noop_handler(libc::SIGUSR2);
     let main: &[u8] = &[0xfa, 0xe6, 0x80, 0xf4, 0xe6, 0x85]; // cli; out 0x80; hlt; out 0x85
     let g = irqchip_guest(&[], &[(MAIN, main)])?;
-    let cap = kvm_bindings::kvm_enable_cap {
-        cap: 218,
-        args: [1, 0, 0, 0],
-        ..Default::default()
-    };
-    g.vm.enable_cap(&cap)
-        .map_err(|e| format!("ENABLE_CAP(X86_TRIPLE_FAULT_EVENT): {e}"))?;
+    enable_vm_cap(&g.vm, 218, 1, "X86_TRIPLE_FAULT_EVENT")?;
     let mut v = lapic_vcpu(&g, 0, MAIN)?;
     eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
     let mut e = v
@@ -632,6 +614,17 @@ fn triple_fault_event_halted() -> Result<(), String> {
         .map_err(|e| format!("GET_VCPU_EVENTS: {e}"))?;
     eq(ev.triple_fault.pending, 0, "consumed by the exit")?;
     eq(out_port(&mut v, "after SHUTDOWN")?, 0x85, "past the HLT")
+}
+
+/// `KVM_ENABLE_CAP(cap, args[0] = arg)` on the VM; `name` for the error.
+fn enable_vm_cap(vm: &kvm_ioctls::VmFd, cap: u32, arg: u64, name: &str) -> Result<(), String> {
+    let c = kvm_bindings::kvm_enable_cap {
+        cap,
+        args: [arg, 0, 0, 0],
+        ..Default::default()
+    };
+    vm.enable_cap(&c)
+        .map_err(|e| format!("KVM_ENABLE_CAP({name}): {e}"))
 }
 
 /// Runs `v` on another thread until its guest has halted in the kernel (its `halt_exits`
@@ -716,13 +709,7 @@ fn split_irqchip_extint() -> Result<(), String> {
         &[(0x20, HANDLER_A)],
         &[(MAIN, main), (HANDLER_A, &handler(0x81))],
     )?;
-    let cap = kvm_bindings::kvm_enable_cap {
-        cap: 121, // KVM_CAP_SPLIT_IRQCHIP
-        args: [24, 0, 0, 0],
-        ..Default::default()
-    };
-    g.vm.enable_cap(&cap)
-        .map_err(|e| format!("KVM_ENABLE_CAP(SPLIT_IRQCHIP): {e}"))?;
+    enable_vm_cap(&g.vm, 121, 24, "SPLIT_IRQCHIP")?;
     let mut v = lapic_vcpu(&g, 0, MAIN)?;
     eq(out_port(&mut v, "run 1")?, 0x80, "first OUT")?;
     eq(interrupt(&v, 0x20), Ok(0), "KVM_INTERRUPT (split)")?;
