@@ -96,8 +96,10 @@ pub(crate) struct VmClock {
 impl VmClock {
     /// A new VM's clock (upstream `kvm_arch_init_vm`: `kvmclock_offset = -base`, then
     /// `pvclock_update_vm_gtod_copy`, which with no vCPU leaves the master clock off).
-    pub(crate) fn new() -> impl PinInit<Self> {
-        let s = snapshot();
+    ///
+    /// `s` is taken at the start of the VM's creation, as upstream sets the offset in
+    /// `kvm_arch_init_vm`, before the rest of `KVM_CREATE_VM`.
+    pub(crate) fn new(s: ClockSnap) -> impl PinInit<Self> {
         let st = VmClockState {
             offset: (s.boot_raw_ns as i64).wrapping_neg(),
             use_master_clock: false,

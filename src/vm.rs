@@ -221,6 +221,8 @@ pub(crate) struct Vm {
 impl Vm {
     /// `KVM_CREATE_VM` for a type the caller validated; `td` is the TDX backend for a TD.
     pub(crate) fn create(vm_type: usize, td: Option<crate::backend::TdxRef>) -> Result<Arc<Vm>> {
+        // kvm-clock starts at 0 here, before the MMU and the rest (upstream kvm_arch_init_vm).
+        let clock_start = crate::clock::snapshot();
         let mm = CreatorMm::current().ok_or(EINVAL)?;
         let (mmu, max_vcpus) = match td {
             Some(b) => {
@@ -261,7 +263,7 @@ impl Vm {
                 memslots <- Memslots::new(pre_fault_allowed),
                 coalesced_mmio_ring: ring,
                 exits <- crate::exits::VmExits::new(),
-                clock <- crate::clock::VmClock::new(), // HOOK(clock)
+                clock <- crate::clock::VmClock::new(clock_start), // HOOK(clock)
                 irq <- crate::irq::VmIrq::new(), // HOOK(irqroute)
                 apic, // HOOK(irqmod)
                 devices: crate::device::VmDevices::new(),
